@@ -1,0 +1,323 @@
+"""GSM 7 bit codecs (3GPP TS 23.038): encode, decode, pack and unpack septets.
+
+Why it looks like this: the segmenter calls ``encode_default`` for every
+message, so the common case must not loop in Python. Each alphabet (a locking
+table plus a single shift table) is compiled once into:
+
+* a ``str.translate`` table mapping every encodable character to its septet(s)
+  as a 1- or 2-character string (``ESC`` + code for single shift characters)
+  and every *non*-encodable ASCII character to a non-ASCII sentinel, so that
+  "the translated text is ASCII" means "every character fits";
+* for the default alphabet, a 256-byte ``bytes.translate`` table that handles
+  any Latin-1 text (which covers all of the default alphabet except the Greek
+  capitals and the euro sign) at memcpy speed.
+
+Septets are carried *unpacked* (one septet per octet, values 0..0x7F), which is
+what SMPP short_message normally holds for data_coding 0; ``pack`` /
+``unpack`` convert to and from the packed air format (TS 23.038 §6.1.2.1.1)
+for carriers that want it.
+
+Traps this module gets right: Ç is in the default alphabet but ç is not; Æ Ø
+Å æ ø å are; a bare U+001B (ESC) in input is not a character and never
+encodes; extension characters cost two septets.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+
+from engine.gsm7_tables import (
+    DEFAULT_BASIC,
+    DEFAULT_EXTENSION,
+    ESC,
+    NATIONAL_LANGUAGES,
+    NationalLanguage,
+)
+
+__all__ = [
+    "DEFAULT",
+    "ESC",
+    "Alphabet",
+    "GsmEncodeError",
+    "alphabet",
+    "decode",
+    "encode",
+    "encode_default",
+    "pack",
+    "septet_count",
+    "unpack",
+]
+
+_SENTINEL = "\x80"  # any non-ASCII character: marks "does not fit" in translated text
+_CR = 0x0D
+
+
+class GsmEncodeError(ValueError):
+    """The text holds characters outside the alphabet. The message names positions, never text."""
+
+    def __init__(self, reason: str, position: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.position = position
+
+
+def describe_char(ch: str) -> str:
+    """A privacy-safe description of a character: its Unicode class, never the character."""
+    cp = ord(ch)
+    if 0xD800 <= cp <= 0xDFFF:
+        return "lone surrogate"
+    if cp == ESC:
+        return "control character U+001B (ESC)"
+    cat = unicodedata.category(ch)
+    if cat == "So" and cp >= 0x1F000:
+        return "emoji/pictograph (So)"
+    if cat.startswith("C"):
+        return f"control/format character ({cat})"
+    if cat.startswith("L"):
+        return f"letter ({cat})"
+    if cat.startswith("M"):
+        return f"combining mark ({cat})"
+    if cat.startswith("Z"):
+        return f"space/separator ({cat})"
+    return f"symbol/punctuation ({cat})"
+
+
+class Alphabet:
+    """A locking shift table combined with a single shift table, compiled for fast coding.
+
+    ``locking`` / ``single`` are the national languages whose tables are used,
+    ``None`` for the default alphabet / default extension table.
+    """
+
+    __slots__ = (
+        "_decode_basic",
+        "_decode_single",
+        "_unfit_re",
+        "encode_table",
+        "locking",
+        "single",
+        "udh_ies",
+    )
+
+    def __init__(self, locking: NationalLanguage | None, single: NationalLanguage | None) -> None:
+        basic = (
+            locking.locking
+            if locking is not None and locking.locking is not None
+            else DEFAULT_BASIC
+        )
+        shift = (
+            single.single if single is not None and single.single is not None else DEFAULT_EXTENSION
+        )
+        self.locking = locking
+        self.single = single
+        table: dict[int, str] = {cp: _SENTINEL for cp in range(128)}
+        for code, ch in shift.items():
+            if code != ESC:
+                table[ord(ch)] = chr(ESC) + chr(code)
+        for code, ch in enumerate(basic):
+            if code != ESC:
+                table[ord(ch)] = chr(code)  # a character in both costs one septet
+        self.encode_table = table
+        self._decode_basic = basic
+        self._decode_single = shift
+        members = sorted(
+            ch for ch, val in ((chr(cp), v) for cp, v in table.items()) if val != _SENTINEL
+        )
+        self._unfit_re = re.compile("[^" + "".join(re.escape(c) for c in members) + "]")
+        ies = b""
+        if locking is not None:
+            ies += bytes((0x25, 1, locking.language_id))  # TS 23.040 §9.2.3.24.16 locking shift
+        if single is not None:
+            ies += bytes((0x24, 1, single.language_id))  # TS 23.040 §9.2.3.24.15 single shift
+        self.udh_ies = ies
+
+    @property
+    def name(self) -> str:
+        """``default`` or e.g. ``turkish/turkish``, ``-/spanish`` (locking/single)."""
+        if self.locking is None and self.single is None:
+            return "default"
+        lock = self.locking.name if self.locking is not None else "-"
+        single = self.single.name if self.single is not None else "-"
+        return f"{lock}/{single}"
+
+    def first_unfit(self, text: str) -> int:
+        """Index of the first character that does not fit, or -1."""
+        m = self._unfit_re.search(text)
+        return -1 if m is None else m.start()
+
+    def unfit_chars(self, text: str) -> list[str]:
+        """Every character (with repeats) that does not fit."""
+        return self._unfit_re.findall(text)
+
+    def unfit_positions(self, text: str) -> list[int]:
+        """Indices of every character that does not fit."""
+        return [m.start() for m in self._unfit_re.finditer(text)]
+
+    def try_encode(self, text: str) -> bytes | None:
+        """Unpacked septets of ``text``, or ``None`` if a character does not fit."""
+        septets = text.translate(self.encode_table)
+        if not septets.isascii():
+            return None
+        return septets.encode("ascii")
+
+    def encode(self, text: str) -> bytes:
+        """Unpacked septets; raises :class:`GsmEncodeError` naming the first unfit position."""
+        out = self.try_encode(text)
+        if out is None:
+            pos = self.first_unfit(text)
+            raise GsmEncodeError(
+                f"character at position {pos} ({describe_char(text[pos])}) "
+                f"is not in the GSM 7 bit alphabet {self.name}",
+                pos,
+            )
+        return out
+
+    def decode(self, septets: bytes) -> str:
+        """Text of unpacked septets (TS 23.038 §6.2.1.1: an unknown ESC code shows the basic character)."""
+        basic = self._decode_basic
+        shift = self._decode_single
+        out: list[str] = []
+        i = 0
+        n = len(septets)
+        while i < n:
+            code = septets[i] & 0x7F
+            if code == ESC:
+                if i + 1 >= n:
+                    break  # a dangling ESC is not a character
+                nxt = septets[i + 1] & 0x7F
+                ch = shift.get(nxt)
+                if ch is None:
+                    ch = " " if nxt == ESC else basic[nxt]
+                out.append(ch)
+                i += 2
+            else:
+                out.append(basic[code])
+                i += 1
+        return "".join(out)
+
+
+DEFAULT = Alphabet(None, None)
+
+
+@lru_cache(maxsize=256)
+def alphabet(locking: str | None = None, single: str | None = None) -> Alphabet:
+    """The compiled alphabet for national language names (``None`` = default tables)."""
+    lock_lang = _language(locking, "locking") if locking else None
+    single_lang = _language(single, "single") if single else None
+    if lock_lang is None and single_lang is None:
+        return DEFAULT
+    return Alphabet(lock_lang, single_lang)
+
+
+def _language(name: str, kind: str) -> NationalLanguage:
+    lang = NATIONAL_LANGUAGES.get(name)
+    if lang is None:
+        raise ValueError(f"unknown national language {name!r}; known: {sorted(NATIONAL_LANGUAGES)}")
+    if (lang.locking if kind == "locking" else lang.single) is None:
+        raise ValueError(f"national language {name!r} has no {kind} shift table")
+    return lang
+
+
+# -- the default alphabet, fast path -------------------------------------------------------
+
+_UNFIT_BYTE = 0xFF
+_EXT_MARK = 0x80  # extension characters are marked as 0x80 | code in the first pass
+
+
+def _build_latin1_table() -> tuple[bytes, dict[bytes, bytes]]:
+    table = bytearray([_UNFIT_BYTE]) * 256
+    expand: dict[bytes, bytes] = {}
+    for code, ch in DEFAULT_EXTENSION.items():
+        if ord(ch) < 256:
+            table[ord(ch)] = _EXT_MARK | code
+            expand[bytes((_EXT_MARK | code,))] = bytes((ESC, code))
+    for code, ch in enumerate(DEFAULT_BASIC):
+        if code != ESC and ord(ch) < 256:
+            table[ord(ch)] = code
+    return bytes(table), expand
+
+
+_LATIN1_TO_GSM, _EXT_EXPAND = _build_latin1_table()
+_EXT_ITEMS = tuple(_EXT_EXPAND.items())
+
+
+def encode_default(text: str) -> bytes | None:
+    """Unpacked septets in the default alphabet + extension table, or ``None`` if it does not fit.
+
+    Latin-1 text (ASCII included) goes through one ``bytes.translate``; anything
+    else through the compiled ``str.translate`` table.
+    """
+    try:
+        raw = text.encode("latin-1")
+    except UnicodeEncodeError:
+        return DEFAULT.try_encode(text)
+    septets = raw.translate(_LATIN1_TO_GSM)
+    if septets.isascii():
+        return septets
+    if _UNFIT_BYTE in septets:
+        return None
+    for mark, seq in _EXT_ITEMS:  # at most nine C-level replaces, only when {}[]~^|\ or FF occur
+        if mark in septets:
+            septets = septets.replace(mark, seq)
+    return septets
+
+
+def encode(text: str, locking: str | None = None, single: str | None = None) -> bytes:
+    """Unpacked septets of ``text`` (one per octet); raises :class:`GsmEncodeError` if it does not fit."""
+    if locking is None and single is None:
+        out = encode_default(text)
+        if out is not None:
+            return out
+    return alphabet(locking, single).encode(text)
+
+
+def decode(septets: bytes, locking: str | None = None, single: str | None = None) -> str:
+    """Text of unpacked septets in the given tables."""
+    return alphabet(locking, single).decode(septets)
+
+
+def septet_count(text: str) -> int | None:
+    """Septets ``text`` needs in the default alphabet (escapes count 2), ``None`` if it does not fit."""
+    out = encode_default(text)
+    return None if out is None else len(out)
+
+
+# -- packing (TS 23.038 §6.1.2.1.1) --------------------------------------------------------
+
+_BITS7 = tuple(format(i, "07b") for i in range(256))  # index by septet; MSB first
+
+
+def pack(septets: bytes, fill_bits: int = 0) -> bytes:
+    """Pack unpacked septets into octets, LSB first, after ``fill_bits`` zero bits.
+
+    ``fill_bits`` aligns the septets after a UDH (TS 23.040 §9.2.3.24). When the
+    last octet would have 7 spare bits, they carry a CR instead of zeros so a
+    receiver does not read a spurious ``@`` (TS 23.038 §6.1.2.3.1).
+    """
+    if not septets:
+        return b""
+    total_bits = fill_bits + 7 * len(septets)
+    nbytes = (total_bits + 7) // 8
+    if nbytes * 8 - total_bits == 7:
+        septets = septets + b"\r"
+    bits = "".join(map(_BITS7.__getitem__, septets[::-1]))
+    return (int(bits, 2) << fill_bits).to_bytes(nbytes, "little")
+
+
+def unpack(data: bytes, fill_bits: int = 0, count: int | None = None) -> bytes:
+    """Unpack octets into unpacked septets (the inverse of :func:`pack`).
+
+    Without ``count``, as many septets as fit are returned, minus a trailing CR
+    that exactly fills the last octet (the padding :func:`pack` adds).
+    """
+    avail_bits = len(data) * 8 - fill_bits
+    if avail_bits < 7:
+        return b""
+    n = avail_bits // 7 if count is None else min(count, avail_bits // 7)
+    value = int.from_bytes(data, "little") >> fill_bits
+    out = bytes((value >> (7 * i)) & 0x7F for i in range(n))
+    if count is None and n and out[-1] == _CR and n * 7 == avail_bits:
+        out = out[:-1]
+    return out
