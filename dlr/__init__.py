@@ -1,0 +1,28 @@
+"""Delivery receipts: parsing, id normalisation, correlation, aggregation, webhooks.
+
+Pure parts (``receipt``, ``ids``, ``aggregate``) do no I/O; ``store`` talks to
+Redis through one Lua script (``receipts.lua``) per batch; ``webhook`` forwards
+status events to client callbacks. Nothing here imports ``engine``.
+"""
+
+from dlr.aggregate import SEVERITY, aggregate, aggregate_error
+from dlr.ids import ID_FORMATS, normalize_id
+from dlr.receipt import Receipt, ReceiptParseError, is_receipt, parse_receipt
+from dlr.store import BatchResult, JobEvent, ReceiptRecord, ReceiptStore, UnmatchedBuffer
+
+__all__ = [
+    "ID_FORMATS",
+    "SEVERITY",
+    "BatchResult",
+    "JobEvent",
+    "Receipt",
+    "ReceiptParseError",
+    "ReceiptRecord",
+    "ReceiptStore",
+    "UnmatchedBuffer",
+    "aggregate",
+    "aggregate_error",
+    "is_receipt",
+    "normalize_id",
+    "parse_receipt",
+]

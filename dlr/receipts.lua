@@ -1,0 +1,243 @@
+-- dlr/receipts.lua: receipt correlation, multipart aggregation and DLR expiry,
+-- one script call per batch (see dlr/store.py for the why and the contract).
+--
+-- Layout (docs: /work/helpers/JOBRECORD.md plus the additions in dlr/store.py):
+--   P:dlr:<carrier>:<normalised id>  = "<part>:<submitted_ms>:<job id>"  (job id last, may hold ':')
+--   P:job:<job id>                   hash: parts, done, s:<n>, e:<n>, state, ref, carrier,
+--                                    message_ids, callback, submitted_ms, dlr_ids (optional)
+--   P:dlr:due                        zset: job id scored by receipt deadline (unix ms)
+--   P:dlrdone:<carrier>:<id>         "1", short TTL: this id's part already got its final receipt
+--   P:events                         stream of status events
+--
+-- KEYS[1] = P:events, KEYS[2] = P:dlr:due (declared so Cluster routes the call;
+-- every key built below shares P's hash tag, so it lives in the same slot).
+--
+-- ARGV[1] = "apply":  ARGV[2] prefix, ARGV[3] carrier, ARGV[4] stream maxlen (0 = none),
+--           ARGV[5] duplicate window ms (0 = no tombstones), ARGV[6] count n,
+--           then 5 per receipt: normalised id, event, final ("1"/"0"), error, ts_ms.
+--   returns { statuses, event... } where statuses holds one letter per receipt:
+--     a applied, u unmatched (no correlation entry), d duplicate (part already final),
+--     l late (intermediate after the part or job was final; ignored),
+--     o orphan (correlation entry without job record; entry removed),
+--     x corrupt correlation entry (left alone)
+--   and each event is { kind ("f" final / "i" intermediate), callback, submitted_ms,
+--     field, value, ... } with the exact fields written to P:events.
+-- ARGV[1] = "expire": ARGV[2] prefix, ARGV[3] now_ms, ARGV[4] stream maxlen, ARGV[5] limit
+--   returns { number of due entries handled (as a string), event... } (final events only).
+
+local SEVERITY = {delivered = 1, unknown = 2, deleted = 3, expired = 4, undeliverable = 5, rejected = 6}
+
+-- Same rule as dlr/aggregate.py: delivered only if all delivered, else the worst.
+local function aggregate(states)
+    local worst, rank = 'unknown', 0
+    for i = 1, #states do
+        local s = states[i]
+        local r = SEVERITY[s]
+        if not r then
+            s, r = 'unknown', 2
+        end
+        if r > rank then
+            worst, rank = s, r
+        end
+    end
+    return worst
+end
+
+-- Same rule as dlr/aggregate.py aggregate_error.
+local function aggregate_error(states, errors, final)
+    local fallback = ''
+    for i = 1, #states do
+        local e = errors[i]
+        if e ~= '' then
+            local s = states[i]
+            if not SEVERITY[s] then
+                s = 'unknown'
+            end
+            if s == final then
+                return e
+            end
+            if fallback == '' then
+                fallback = e
+            end
+        end
+    end
+    return fallback
+end
+
+local function xadd(stream, maxlen, fields)
+    if maxlen > 0 then
+        redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(fields))
+    else
+        redis.call('XADD', stream, '*', unpack(fields))
+    end
+end
+
+local function split_commas(s)
+    local out, start = {}, 1
+    while true do
+        local c = string.find(s, ',', start, true)
+        if not c then
+            out[#out + 1] = string.sub(s, start)
+            return out
+        end
+        out[#out + 1] = string.sub(s, start, c - 1)
+        start = c + 1
+    end
+end
+
+-- Reads the job's head fields used in every event.
+local function job_info(jk)
+    return redis.call('HMGET', jk, 'ref', 'carrier', 'message_ids', 'callback', 'submitted_ms')
+end
+
+local function event_fields(job_id, info, event, carrier, parts, error, ts)
+    return {
+        'id', job_id, 'ref', info[1] or '', 'event', event, 'carrier', info[2] or carrier,
+        'parts', tostring(parts), 'message_ids', info[3] or '', 'error', error, 'ts', ts,
+    }
+end
+
+local function reply(kind, info, fallback_submitted, fields)
+    local out = {kind, info[4] or '', info[5] or fallback_submitted}
+    for i = 1, #fields do
+        out[#out + 1] = fields[i]
+    end
+    return out
+end
+
+-- Every part has a final state: aggregate, store the job state, publish the final event.
+local function finish(jk, job_id, parts, carrier, ts, events, due, maxlen, fallback_submitted, timeout_error)
+    local names = {}
+    for n = 1, parts do
+        names[n] = 's:' .. n
+        names[parts + n] = 'e:' .. n
+    end
+    local vals = redis.call('HMGET', jk, unpack(names))
+    local states, errors = {}, {}
+    for n = 1, parts do
+        states[n] = vals[n] or 'unknown'
+        errors[n] = vals[parts + n] or ''
+    end
+    local final = aggregate(states)
+    local err = aggregate_error(states, errors, final)
+    if err == '' and final == 'unknown' then
+        err = timeout_error
+    end
+    local info = job_info(jk)
+    redis.call('HSET', jk, 'state', final)
+    local fields = event_fields(job_id, info, final, carrier, parts, err, ts)
+    if parts > 1 and final ~= 'delivered' then
+        fields[#fields + 1] = 'part_states'
+        fields[#fields + 1] = table.concat(states, ',')
+    end
+    xadd(events, maxlen, fields)
+    redis.call('ZREM', due, job_id)
+    return reply('f', info, fallback_submitted, fields)
+end
+
+local events, due = KEYS[1], KEYS[2]
+local mode = ARGV[1]
+local prefix = ARGV[2]
+local out = {''}
+
+if mode == 'apply' then
+    local carrier = ARGV[3]
+    local maxlen = tonumber(ARGV[4])
+    local dup_window = tonumber(ARGV[5])
+    local n = tonumber(ARGV[6])
+    local statuses = {}
+    for i = 0, n - 1 do
+        local base = 7 + i * 5
+        local id, event, final, err, ts = ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4]
+        local ck = prefix .. ':dlr:' .. carrier .. ':' .. id
+        local tomb = prefix .. ':dlrdone:' .. carrier .. ':' .. id
+        local v = redis.call('GET', ck)
+        local status = 'a'
+        if not v then
+            status = 'u'
+            if dup_window > 0 and redis.call('EXISTS', tomb) == 1 then
+                status = 'd'
+            end
+        else
+            local c1 = string.find(v, ':', 1, true)
+            local c2 = c1 and string.find(v, ':', c1 + 1, true)
+            local part = c1 and tonumber(string.sub(v, 1, c1 - 1))
+            if not c2 or not part then
+                status = 'x'
+            else
+                local submitted = string.sub(v, c1 + 1, c2 - 1)
+                local job_id = string.sub(v, c2 + 1)
+                local jk = prefix .. ':job:' .. job_id
+                local head = redis.call('HMGET', jk, 'parts', 'done', 's:' .. part, 'state')
+                local parts = tonumber(head[1])
+                if not parts then
+                    redis.call('DEL', ck)
+                    status = 'o'
+                elseif part < 1 or part > parts then
+                    status = 'x'
+                elseif final == '1' then
+                    if head[3] then
+                        status = 'd'
+                        redis.call('DEL', ck)
+                    else
+                        redis.call('HSET', jk, 's:' .. part, event, 'e:' .. part, err)
+                        local done = redis.call('HINCRBY', jk, 'done', 1)
+                        redis.call('DEL', ck)
+                        if dup_window > 0 then
+                            redis.call('SET', tomb, '1', 'PX', dup_window)
+                        end
+                        if done == parts then
+                            out[#out + 1] = finish(jk, job_id, parts, carrier, ts, events, due, maxlen, submitted, '')
+                        end
+                    end
+                elseif head[3] or (tonumber(head[2]) or 0) >= parts then
+                    status = 'l'
+                elseif head[4] ~= event then
+                    -- one intermediate event per change of state, not one per part
+                    redis.call('HSET', jk, 'state', event)
+                    local info = job_info(jk)
+                    local fields = event_fields(job_id, info, event, carrier, parts, err, ts)
+                    xadd(events, maxlen, fields)
+                    out[#out + 1] = reply('i', info, submitted, fields)
+                end
+            end
+        end
+        statuses[#statuses + 1] = status
+    end
+    out[1] = table.concat(statuses)
+    return out
+end
+
+if mode == 'expire' then
+    local now = ARGV[3]
+    local maxlen = tonumber(ARGV[4])
+    local limit = tonumber(ARGV[5])
+    local ids = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, limit)
+    for _, job_id in ipairs(ids) do
+        redis.call('ZREM', due, job_id)
+        local jk = prefix .. ':job:' .. job_id
+        local head = redis.call('HMGET', jk, 'parts', 'done', 'carrier', 'dlr_ids', 'message_ids')
+        local parts = tonumber(head[1])
+        if parts and parts > 0 and (tonumber(head[2]) or 0) < parts then
+            local carrier = head[3] or ''
+            local ids_field = head[4] or head[5] or ''
+            local msg_ids = split_commas(ids_field)
+            for p = 1, parts do
+                local name = 's:' .. p
+                if redis.call('HEXISTS', jk, name) == 0 then
+                    redis.call('HSET', jk, name, 'unknown')
+                    local mid = msg_ids[p]
+                    if mid and mid ~= '' then
+                        redis.call('DEL', prefix .. ':dlr:' .. carrier .. ':' .. mid)
+                    end
+                end
+            end
+            redis.call('HSET', jk, 'done', parts)
+            out[#out + 1] = finish(jk, job_id, parts, carrier, now, events, due, maxlen, '', 'dlr_timeout')
+        end
+    end
+    out[1] = tostring(#ids)
+    return out
+end
+
+return redis.error_reply('receipts.lua: unknown mode')

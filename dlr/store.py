@@ -1,0 +1,369 @@
+"""Receipt correlation store: a batch of receipts in, job events out, one script call.
+
+Why one Lua script per batch
+----------------------------
+Every receipt needs a lookup (carrier message id → job), a write on the job
+record, maybe an event, and a delete. Done as separate redis-py commands that
+is ~12 µs of Python per command; done inside ``dlr/receipts.lua`` it is one
+EVALSHA per batch (DESIGN.md, "where the time goes"), and the read-modify-write
+of a multipart job is atomic, so two receipts of one job racing on two engine
+processes still yield exactly one final event.
+
+What the submit side must write (beyond JOBRECORD.md)
+-----------------------------------------------------
+The engine's submit script writes the job record and one correlation entry per
+part exactly as JOBRECORD.md says (``parts``, ``message_ids``,
+``submitted_ms``, ``callback``, ``ref``, ``carrier``, ``state``, and
+``P:dlr:<carrier>:<normalised id>`` = ``<part>:<submitted_ms>:<job id>``,
+with the id normalised by ``normalize_id(id, fmt, side="submit")``). Not
+written by the submit side: ``done`` and ``s:<n>``/``e:<n>`` (this script's;
+HINCRBY on a missing ``done`` starts at 0). In addition, for jobs that asked
+for a receipt (``dlr`` = "1"):
+
+* ``ZADD P:dlr:due <deadline_ms> <job id>`` where ``deadline_ms`` =
+  ``submitted_ms`` + the carrier's ``dlr_wait`` in ms (re-ZADD on each part's
+  resp is fine: the last score wins). The sweep (:meth:`ReceiptStore.expire_overdue`)
+  reads it by score, so finding overdue jobs costs O(log n + k); the final
+  receipt ZREMs it. Without this entry a job whose receipts never come keeps
+  state ``submitted`` and never gets its ``unknown`` event.
+* optional job field ``dlr_ids``: the comma-joined *normalised* ids in part
+  order, when they differ from ``message_ids``; the sweep uses it (else
+  ``message_ids``) to delete the correlation entries of parts that never got
+  a receipt (they also expire by TTL, so this is tidiness, not correctness).
+
+Keys this module writes besides the job record and ``P:events``:
+
+* ``P:dlrdone:<carrier>:<normalised id>`` = "1" with a short TTL
+  (``duplicate_window_ms``, default 10 min) after a part's final receipt, so a
+  repeated receipt (SMSCs resend a deliver_sm whose resp they missed) is
+  counted as a duplicate instead of waiting and landing as unmatched. It holds
+  no job id and no personal data.
+* ``P:dlr:unmatched`` stream: receipts with no correlation entry after the
+  caller's bounded wait (``park_unmatched``): ``carrier``, ``message_id``,
+  ``event``, ``error``, ``ts``, ``reason``.
+* ``P:dlr:invalid`` stream: receipts that could not be parsed
+  (``park_invalid``): ``carrier``, ``reason``, ``ts`` and the raw fields, with
+  the message text after ``text:`` and any address removed.
+
+Every stream entry is added with ``MAXLEN ~ stream_maxlen`` (default
+1,000,000).
+
+Unmatched receipts
+------------------
+A receipt can overtake the bookkeeping of its own submit_sm_resp (the resp
+is recorded with the next batch's script call). ``apply`` returns such
+receipts in ``BatchResult.unmatched``; the caller keeps them in an
+:class:`UnmatchedBuffer`, retries them after ``retry_ms``, and after
+``max_wait_ms`` parks them with :meth:`ReceiptStore.park_unmatched`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from redis.exceptions import NoScriptError
+
+from dlr.ids import normalize_id
+from dlr.receipt import Receipt
+
+__all__ = [
+    "BatchResult",
+    "JobEvent",
+    "ReceiptRecord",
+    "ReceiptStore",
+    "UnmatchedBuffer",
+]
+
+_SCRIPT_SOURCE = (Path(__file__).parent / "receipts.lua").read_text(encoding="utf-8")
+_SCRIPT_SHA = hashlib.sha1(_SCRIPT_SOURCE.encode("utf-8")).hexdigest()
+
+# Receipts per script call: bounds how long one call holds Redis (~1-2 ms).
+_CHUNK = 1000
+# Fields of a parked invalid receipt that may hold a phone number.
+_ADDRESS_FIELDS = frozenset(
+    {"source_addr", "destination_addr", "dest_addr", "to", "from", "number", "msisdn"}
+)
+_MAX_RAW_LEN = 512
+
+
+class ReceiptRecord(msgspec.Struct, frozen=True, gc=False):
+    """A parsed receipt ready for correlation: its id already normalised."""
+
+    message_id: str
+    """Normalised with ``normalize_id(id, fmt, side="receipt")``."""
+    event: str
+    is_final: bool
+    error: str = ""
+    ts_ms: int = 0
+    """When the receipt was received (unix ms): the ``ts`` of the event."""
+
+    @classmethod
+    def from_receipt(cls, receipt: Receipt, id_format: str, ts_ms: int) -> ReceiptRecord:
+        """Build from a :class:`Receipt` with the carrier's ``dlr_id_format``."""
+        return cls(
+            normalize_id(receipt.message_id, id_format, side="receipt"),
+            receipt.event,
+            receipt.is_final,
+            receipt.error,
+            ts_ms,
+        )
+
+
+class JobEvent(msgspec.Struct, frozen=True, gc=False):
+    """An event the script published for a job, with what the engine needs next."""
+
+    job_id: str
+    event: str
+    final: bool
+    callback: str
+    """The job's callback URL ("" when none): forward ``fields`` there."""
+    submitted_ms: int | None
+    """Unix ms of the last submit_sm_resp (receipt latency = event ts - this)."""
+    fields: dict[str, str]
+    """Exactly the fields written to ``P:events``."""
+
+
+class BatchResult(msgspec.Struct):
+    """Outcome of :meth:`ReceiptStore.apply` for one batch."""
+
+    applied: int = 0
+    duplicates: int = 0
+    late: int = 0
+    """Intermediate receipts for a part or job already final (ignored)."""
+    orphans: int = 0
+    """Correlation entry found but the job record is gone (entry removed)."""
+    corrupt: int = 0
+    unmatched: list[ReceiptRecord] = msgspec.field(default_factory=list)
+    finals: list[JobEvent] = msgspec.field(default_factory=list)
+    intermediates: list[JobEvent] = msgspec.field(default_factory=list)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if value is None:
+        return ""
+    return str(value)
+
+
+def _job_event(raw: Sequence[Any]) -> JobEvent:
+    kind = _text(raw[0])
+    callback = _text(raw[1])
+    submitted = _text(raw[2])
+    fields: dict[str, str] = {}
+    for i in range(3, len(raw) - 1, 2):
+        fields[_text(raw[i])] = _text(raw[i + 1])
+    return JobEvent(
+        job_id=fields.get("id", ""),
+        event=fields.get("event", ""),
+        final=kind == "f",
+        callback=callback,
+        submitted_ms=int(submitted) if submitted.isdigit() else None,
+        fields=fields,
+    )
+
+
+def _redact_body(body: bytes) -> bytes:
+    """Cut the message text (everything after ``text:``) from a raw receipt body."""
+    cut = body.lower().find(b"text:")
+    if cut >= 0:
+        body = body[:cut] + b"text:<redacted>"
+    return body[:_MAX_RAW_LEN]
+
+
+class ReceiptStore:
+    """Correlates receipts with jobs in Redis; see the module doc for the layout.
+
+    ``redis`` is a ``redis.asyncio.Redis`` (``decode_responses`` either way);
+    ``prefix`` the configured key prefix (with its hash tag on Cluster).
+    """
+
+    def __init__(
+        self,
+        redis: Any,
+        prefix: str,
+        *,
+        stream_maxlen: int = 1_000_000,
+        duplicate_window_ms: int = 600_000,
+    ) -> None:
+        self._redis = redis
+        self.prefix = prefix
+        self.stream_maxlen = stream_maxlen
+        self.duplicate_window_ms = duplicate_window_ms
+        self.events_key = f"{prefix}:events"
+        self.due_key = f"{prefix}:dlr:due"
+        self.unmatched_key = f"{prefix}:dlr:unmatched"
+        self.invalid_key = f"{prefix}:dlr:invalid"
+
+    async def _run(self, args: Sequence[str | int]) -> list[Any]:
+        keys = (self.events_key, self.due_key)
+        try:
+            result = await self._redis.evalsha(_SCRIPT_SHA, 2, *keys, *args)
+        except NoScriptError:
+            await self._redis.script_load(_SCRIPT_SOURCE)
+            result = await self._redis.evalsha(_SCRIPT_SHA, 2, *keys, *args)
+        return list(result)
+
+    async def apply(self, carrier: str, receipts: Sequence[ReceiptRecord]) -> BatchResult:
+        """Correlate a batch of one carrier's receipts: one script call per 1,000.
+
+        Final receipts set ``s:<n>``/``e:<n>`` once per part and, when the last
+        part is in, publish the job's aggregated final event; intermediate
+        ones publish ``enroute``/``accepted`` once per change of state.
+        Receipts without a correlation entry come back in ``unmatched``.
+        """
+        result = BatchResult()
+        for start in range(0, len(receipts), _CHUNK):
+            chunk = receipts[start : start + _CHUNK]
+            args: list[str | int] = [
+                "apply",
+                self.prefix,
+                carrier,
+                self.stream_maxlen,
+                self.duplicate_window_ms,
+                len(chunk),
+            ]
+            for r in chunk:
+                args += (r.message_id, r.event, "1" if r.is_final else "0", r.error, r.ts_ms)
+            raw = await self._run(args)
+            statuses = _text(raw[0])
+            for record, status in zip(chunk, statuses, strict=True):
+                if status == "a":
+                    result.applied += 1
+                elif status == "u":
+                    result.unmatched.append(record)
+                elif status == "d":
+                    result.duplicates += 1
+                elif status == "l":
+                    result.late += 1
+                elif status == "o":
+                    result.orphans += 1
+                else:
+                    result.corrupt += 1
+            for item in raw[1:]:
+                event = _job_event(item)
+                (result.finals if event.final else result.intermediates).append(event)
+        return result
+
+    async def expire_overdue(self, now_ms: int, limit: int = 1000) -> list[JobEvent]:
+        """Give a final event to jobs whose receipt deadline (``P:dlr:due``) passed.
+
+        Parts without a final receipt become ``unknown`` (so the job's event is
+        ``unknown`` unless another part failed worse), their correlation
+        entries are deleted, and the event carries error ``dlr_timeout`` when
+        no part had one. Handles at most ``limit`` jobs; call again while it
+        returns ``limit`` events. Returns the final events (for webhooks).
+        """
+        raw = await self._run(["expire", self.prefix, now_ms, self.stream_maxlen, limit])
+        return [_job_event(item) for item in raw[1:]]
+
+    async def park_unmatched(
+        self, carrier: str, records: Iterable[ReceiptRecord], reason: str = "unmatched"
+    ) -> int:
+        """Keep receipts that never matched a job in ``P:dlr:unmatched``; returns the count."""
+        pipe = self._redis.pipeline(transaction=False)
+        count = 0
+        now_ms = int(time.time() * 1000)
+        for r in records:
+            pipe.xadd(
+                self.unmatched_key,
+                {
+                    "carrier": carrier,
+                    "message_id": r.message_id,
+                    "event": r.event,
+                    "error": r.error,
+                    "ts": r.ts_ms or now_ms,
+                    "reason": reason,
+                },
+                maxlen=self.stream_maxlen or None,
+                approximate=True,
+            )
+            count += 1
+        if count:
+            await pipe.execute()
+        return count
+
+    async def park_invalid(
+        self, carrier: str, raw_fields: Mapping[str, str | bytes | int | None], reason: str
+    ) -> None:
+        """Keep an unparseable receipt in ``P:dlr:invalid`` with its reason.
+
+        ``short_message`` is stored with the text after ``text:`` removed;
+        address fields (``source_addr``, ``destination_addr``…) are dropped;
+        other ``bytes`` values (TLVs) are stored as hex.
+        """
+        entry: dict[str, str | bytes | int] = {
+            "carrier": carrier,
+            "reason": reason,
+            "ts": int(time.time() * 1000),
+        }
+        for name, value in raw_fields.items():
+            if value is None or name in _ADDRESS_FIELDS or name in entry:
+                continue
+            if name == "short_message":
+                body = value if isinstance(value, bytes) else str(value).encode("utf-8", "replace")
+                entry[name] = _redact_body(body)
+            elif isinstance(value, bytes):
+                entry[name] = value[:_MAX_RAW_LEN].hex()
+            elif isinstance(value, str):
+                entry[name] = value[:_MAX_RAW_LEN]
+            else:
+                entry[name] = value
+        await self._redis.xadd(
+            self.invalid_key, entry, maxlen=self.stream_maxlen or None, approximate=True
+        )
+
+
+class UnmatchedBuffer:
+    """Holds unmatched receipts briefly, for a retry, then gives them up.
+
+    Pure (no I/O, ``now_ms`` passed in). ``hold`` every record that ``apply``
+    returned unmatched; ``due(now_ms)`` gives ``(retry, expired)``: records
+    whose retry time came (feed them to the next ``apply`` and ``hold`` the
+    ones still unmatched again: they keep their first-seen time) and records
+    that waited ``max_wait_ms`` (park them with ``park_unmatched``). Bounded:
+    beyond ``max_size`` the oldest record is expired early.
+    """
+
+    def __init__(
+        self, retry_ms: int = 1000, max_wait_ms: int = 30_000, max_size: int = 100_000
+    ) -> None:
+        self.retry_ms = retry_ms
+        self.max_wait_ms = max_wait_ms
+        self.max_size = max_size
+        # (retry at, first seen, record), in retry order (retry_ms is constant)
+        self._queue: deque[tuple[int, int, ReceiptRecord]] = deque()
+        # first-seen times of the records handed out by the last due()
+        self._retrying: dict[ReceiptRecord, int] = {}
+        self._overflow: list[ReceiptRecord] = []
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def hold(self, record: ReceiptRecord, now_ms: int) -> None:
+        """Keep a record for a retry at ``now_ms + retry_ms``."""
+        first = self._retrying.pop(record, now_ms)
+        self._queue.append((now_ms + self.retry_ms, first, record))
+        if len(self._queue) > self.max_size:
+            self._overflow.append(self._queue.popleft()[2])
+
+    def due(self, now_ms: int) -> tuple[list[ReceiptRecord], list[ReceiptRecord]]:
+        """Records to retry now, and records to park (waited too long)."""
+        retry: list[ReceiptRecord] = []
+        expired, self._overflow = self._overflow, []
+        self._retrying = {}
+        queue = self._queue
+        while queue and queue[0][0] <= now_ms:
+            _, first, record = queue.popleft()
+            if now_ms - first >= self.max_wait_ms:
+                expired.append(record)
+            else:
+                self._retrying[record] = first
+                retry.append(record)
+        return retry, expired

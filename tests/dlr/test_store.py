@@ -1,0 +1,281 @@
+"""ReceiptStore against a real Redis: the submit side's records written by hand
+(per JOBRECORD.md), then receipts applied through the Lua script."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dlr.aggregate import aggregate
+from dlr.ids import normalize_id
+from dlr.receipt import parse_receipt
+from dlr.store import ReceiptRecord, ReceiptStore, UnmatchedBuffer
+
+SUBMITTED_MS = 1_700_000_000_000
+DLR_WAIT_MS = 72 * 3600 * 1000
+
+
+async def submit_job(
+    r: Any,
+    prefix: str,
+    job_id: str,
+    carrier: str,
+    ids: list[str],
+    *,
+    fmt: str = "as-is",
+    callback: str = "",
+    ref: str = "ref-1",
+    due: bool = True,
+) -> None:
+    """Write what the engine's submit script writes once every part has its resp."""
+    normalised = [normalize_id(i, fmt, side="submit") for i in ids]
+    job_key = f"{prefix}:job:{job_id}"
+    await r.hset(
+        job_key,
+        mapping={
+            "ref": ref,
+            "carrier": carrier,
+            "client": "",
+            "callback": callback,
+            "parts": len(ids),
+            "message_ids": ",".join(ids),
+            "dlr_ids": ",".join(normalised),
+            "submitted_ms": SUBMITTED_MS,
+            "state": "submitted",
+            "dlr": "1",
+            "retention_until": 1_900_000_000,
+            "to_hash": "h-0000",
+        },
+    )
+    await r.expire(job_key, 3600)
+    for n, nid in enumerate(normalised, start=1):
+        await r.set(f"{prefix}:dlr:{carrier}:{nid}", f"{n}:{SUBMITTED_MS}:{job_id}", px=DLR_WAIT_MS)
+    if due:
+        await r.zadd(f"{prefix}:dlr:due", {job_id: SUBMITTED_MS + DLR_WAIT_MS})
+
+
+def rec(mid: str, event: str = "delivered", error: str = "", ts: int = SUBMITTED_MS + 5000) -> ReceiptRecord:
+    final = event not in ("enroute", "accepted")
+    return ReceiptRecord(mid, event, final, error, ts)
+
+
+async def events(r: Any, prefix: str) -> list[dict[str, str]]:
+    entries = await r.xrange(f"{prefix}:events")
+    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
+
+
+@pytest.fixture
+def store(redis_client: Any, key_prefix: str) -> ReceiptStore:
+    return ReceiptStore(redis_client, key_prefix)
+
+
+async def test_single_part_delivered(redis_client: Any, key_prefix: str, store: ReceiptStore) -> None:
+    await submit_job(redis_client, key_prefix, "job:1", "acme", ["abc123"], callback="http://127.0.0.1/cb")
+    result = await store.apply("acme", [rec("abc123")])
+    assert result.applied == 1 and not result.unmatched
+    assert len(result.finals) == 1
+    final = result.finals[0]
+    assert final.job_id == "job:1"
+    assert final.event == "delivered"
+    assert final.callback == "http://127.0.0.1/cb"
+    assert final.submitted_ms == SUBMITTED_MS
+    evs = await events(redis_client, key_prefix)
+    assert evs == [
+        {
+            "id": "job:1",
+            "ref": "ref-1",
+            "event": "delivered",
+            "carrier": "acme",
+            "parts": "1",
+            "message_ids": "abc123",
+            "error": "",
+            "ts": str(SUBMITTED_MS + 5000),
+        }
+    ]
+    assert final.fields == evs[0]
+    job = await redis_client.hgetall(f"{key_prefix}:job:job:1")
+    assert job[b"state"] == b"delivered" and job[b"done"] == b"1" and job[b"s:1"] == b"delivered"
+    assert not await redis_client.exists(f"{key_prefix}:dlr:acme:abc123")
+    assert await redis_client.zscore(f"{key_prefix}:dlr:due", "job:1") is None
+    assert await redis_client.ttl(f"{key_prefix}:job:job:1") > 0  # retention kept
+
+
+async def test_multipart_mixed_final_states(redis_client: Any, key_prefix: str, store: ReceiptStore) -> None:
+    await submit_job(redis_client, key_prefix, "j3", "acme", ["m1", "m2", "m3"])
+    first = await store.apply("acme", [rec("m1"), rec("m3", "expired", "err:027")])
+    assert first.applied == 2 and not first.finals
+    assert await events(redis_client, key_prefix) == []
+    second = await store.apply("acme", [rec("m2", "undeliverable", "err:034")])
+    assert len(second.finals) == 1
+    fields = second.finals[0].fields
+    assert fields["event"] == "undeliverable" == aggregate(["delivered", "undeliverable", "expired"])
+    assert fields["error"] == "err:034"
+    assert fields["part_states"] == "delivered,undeliverable,expired"
+    assert fields["parts"] == "3" and fields["message_ids"] == "m1,m2,m3"
+    assert await events(redis_client, key_prefix) == [fields]
+    job = await redis_client.hgetall(f"{key_prefix}:job:j3")
+    assert job[b"e:3"] == b"err:027" and job[b"done"] == b"3" and job[b"state"] == b"undeliverable"
+
+
+async def test_intermediate_enroute(redis_client: Any, key_prefix: str, store: ReceiptStore) -> None:
+    await submit_job(redis_client, key_prefix, "j-e", "acme", ["p1", "p2"])
+    result = await store.apply("acme", [rec("p1", "enroute"), rec("p2", "enroute")])
+    assert result.applied == 2 and not result.finals
+    assert [e.event for e in result.intermediates] == ["enroute"]  # once per change of state
+    evs = await events(redis_client, key_prefix)
+    assert [e["event"] for e in evs] == ["enroute"]
+    # the correlation entries stay until the final receipt
+    assert await redis_client.exists(f"{key_prefix}:dlr:acme:p1", f"{key_prefix}:dlr:acme:p2") == 2
+    result = await store.apply("acme", [rec("p1"), rec("p2")])
+    assert [e.event for e in result.finals] == ["delivered"]
+    assert "part_states" not in result.finals[0].fields
+    # an intermediate arriving after the final is ignored, and counted
+    await submit_job(redis_client, key_prefix, "j-late", "acme", ["q1"])
+    await store.apply("acme", [rec("q1", "rejected")])
+    await redis_client.set(f"{key_prefix}:dlr:acme:q1", f"1:{SUBMITTED_MS}:j-late")
+    late = await store.apply("acme", [rec("q1", "enroute")])
+    assert late.late == 1 and not late.intermediates
+
+
+async def test_duplicate_receipt_counted_once(redis_client: Any, key_prefix: str, store: ReceiptStore) -> None:
+    await submit_job(redis_client, key_prefix, "jd", "acme", ["d1", "d2"])
+    result = await store.apply("acme", [rec("d1"), rec("d1", "undeliverable")])
+    assert result.applied == 1 and result.duplicates == 1 and not result.unmatched
+    again = await store.apply("acme", [rec("d1")])
+    assert again.duplicates == 1 and again.applied == 0
+    job = await redis_client.hgetall(f"{key_prefix}:job:jd")
+    assert job[b"done"] == b"1" and job[b"s:1"] == b"delivered"
+    final = await store.apply("acme", [rec("d2")])
+    assert [e.event for e in final.finals] == ["delivered"]
+    assert len(await events(redis_client, key_prefix)) == 1
+
+
+async def test_unknown_id_is_unmatched_then_parked(redis_client: Any, key_prefix: str, store: ReceiptStore) -> None:
+    result = await store.apply("acme", [rec("nope-1")])
+    assert result.unmatched == [rec("nope-1")] and result.applied == 0
+    buffer = UnmatchedBuffer(retry_ms=100, max_wait_ms=250)
+    for r in result.unmatched:
+        buffer.hold(r, now_ms=1000)
+    assert buffer.due(1050) == ([], [])
+    retry, expired = buffer.due(1100)
+    assert retry == [rec("nope-1")] and expired == []
+    again = await store.apply("acme", retry)
+    for r in again.unmatched:
+        buffer.hold(r, now_ms=1100)  # keeps its first-seen time (1000)
+    retry, expired = buffer.due(1300)
+    assert retry == [] and expired == [rec("nope-1")]
+    assert await store.park_unmatched("acme", expired, "no correlation entry") == 1
+    entries = await redis_client.xrange(f"{key_prefix}:dlr:unmatched")
+    assert len(entries) == 1
+    fields = entries[0][1]
+    assert fields[b"message_id"] == b"nope-1" and fields[b"reason"] == b"no correlation entry"
+    assert fields[b"carrier"] == b"acme" and fields[b"event"] == b"delivered"
+
+
+async def test_receipt_before_submit_record_matches_on_retry(
+    redis_client: Any, key_prefix: str, store: ReceiptStore
+) -> None:
+    first = await store.apply("acme", [rec("early")])
+    assert first.unmatched
+    await submit_job(redis_client, key_prefix, "j-early", "acme", ["early"])
+    second = await store.apply("acme", first.unmatched)
+    assert [e.job_id for e in second.finals] == ["j-early"]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "resp_id", "receipt_id"),
+    [("hex-to-dec", "00A1B2C3", "10597059"), ("dec-to-hex", "10597059", "A1B2C3"), ("as-is", "ABCDEF01", "abcdef01")],
+)
+async def test_id_normalisation_end_to_end(
+    redis_client: Any, key_prefix: str, store: ReceiptStore, fmt: str, resp_id: str, receipt_id: str
+) -> None:
+    await submit_job(redis_client, key_prefix, "jx", "hexco", [resp_id], fmt=fmt)
+    body = f"id:{receipt_id} sub:001 dlvrd:001 submit date:2311010000 done date:2311010001 stat:DELIVRD err:000 text:x"
+    receipt = parse_receipt(0x04, body.encode())
+    result = await store.apply("hexco", [ReceiptRecord.from_receipt(receipt, fmt, SUBMITTED_MS + 9)])
+    assert [e.job_id for e in result.finals] == ["jx"]
+    assert result.finals[0].fields["message_ids"] == resp_id
+
+
+async def test_expiry_sweep(redis_client: Any, key_prefix: str, store: ReceiptStore) -> None:
+    await submit_job(redis_client, key_prefix, "old", "acme", ["o1", "o2"], callback="http://127.0.0.1/x")
+    await submit_job(redis_client, key_prefix, "old2", "acme", ["r1"])
+    await submit_job(redis_client, key_prefix, "done", "acme", ["k1"])
+    await redis_client.zadd(f"{key_prefix}:dlr:due", {"young": SUBMITTED_MS + 2 * DLR_WAIT_MS})
+    await store.apply("acme", [rec("o1"), rec("k1")])
+    before = SUBMITTED_MS + DLR_WAIT_MS - 1
+    assert await store.expire_overdue(before) == []
+    finals = await store.expire_overdue(SUBMITTED_MS + DLR_WAIT_MS + 1, limit=10)
+    by_id = {e.job_id: e for e in finals}
+    assert set(by_id) == {"old", "old2"}
+    old = by_id["old"]
+    assert old.event == "unknown" and old.final and old.callback == "http://127.0.0.1/x"
+    assert old.fields["part_states"] == "delivered,unknown"
+    assert old.fields["error"] == "dlr_timeout"
+    assert by_id["old2"].fields["event"] == "unknown"
+    assert not await redis_client.exists(f"{key_prefix}:dlr:acme:o2", f"{key_prefix}:dlr:acme:r1")
+    assert await redis_client.zrange(f"{key_prefix}:dlr:due", 0, -1) == [b"young"]
+    job = await redis_client.hgetall(f"{key_prefix}:job:old")
+    assert job[b"state"] == b"unknown" and job[b"done"] == b"2"
+    # a late receipt for the expired part finds nothing and does not re-open the job
+    late = await store.apply("acme", [rec("o2")])
+    assert late.applied == 0 and late.unmatched
+    assert await store.expire_overdue(SUBMITTED_MS + 3 * DLR_WAIT_MS) == []
+
+
+async def test_orphan_and_batch_over_chunk(redis_client: Any, key_prefix: str, store: ReceiptStore) -> None:
+    await redis_client.set(f"{key_prefix}:dlr:acme:lost", f"1:{SUBMITTED_MS}:gone")
+    result = await store.apply("acme", [rec("lost")])
+    assert result.orphans == 1 and not await redis_client.exists(f"{key_prefix}:dlr:acme:lost")
+    # more receipts than one script call takes
+    n = 1205
+    pipe = redis_client.pipeline(transaction=False)
+    for i in range(n):
+        pipe.hset(f"{key_prefix}:job:b{i}", mapping={"parts": 1, "message_ids": f"x{i}", "ref": "", "carrier": "acme"})
+        pipe.set(f"{key_prefix}:dlr:acme:x{i}", f"1:{SUBMITTED_MS}:b{i}")
+    await pipe.execute()
+    result = await store.apply("acme", [rec(f"x{i}") for i in range(n)])
+    assert result.applied == n and len(result.finals) == n
+    assert await redis_client.xlen(f"{key_prefix}:events") == n
+
+
+async def test_park_invalid_keeps_reason_without_text_or_number(
+    redis_client: Any, key_prefix: str, store: ReceiptStore
+) -> None:
+    await store.park_invalid(
+        "acme",
+        {
+            "short_message": b"sub:001 stat:??? Text:secret words here",
+            "source_addr": "+4500000000",
+            "esm_class": 4,
+            "network_error_code": b"\x03\x00\x01",
+        },
+        "no message id",
+    )
+    entries = await redis_client.xrange(f"{key_prefix}:dlr:invalid")
+    assert len(entries) == 1
+    fields = entries[0][1]
+    assert fields[b"reason"] == b"no message id" and fields[b"carrier"] == b"acme"
+    assert b"secret" not in fields[b"short_message"]
+    assert fields[b"short_message"].startswith(b"sub:001 stat:???")
+    assert b"source_addr" not in fields
+    assert fields[b"network_error_code"] == b"030001"
+
+
+async def test_script_reloaded_after_flush(redis_client: Any, key_prefix: str, store: ReceiptStore) -> None:
+    await redis_client.script_flush()
+    await submit_job(redis_client, key_prefix, "jf", "acme", ["f1"])
+    result = await store.apply("acme", [rec("f1")])
+    assert [e.event for e in result.finals] == ["delivered"]
+
+
+async def test_stream_maxlen_bounds_events(redis_client: Any, key_prefix: str) -> None:
+    store = ReceiptStore(redis_client, key_prefix, stream_maxlen=100)
+    pipe = redis_client.pipeline(transaction=False)
+    for i in range(600):
+        pipe.hset(f"{key_prefix}:job:s{i}", mapping={"parts": 1})
+        pipe.set(f"{key_prefix}:dlr:acme:s{i}", f"1:{SUBMITTED_MS}:s{i}")
+    await pipe.execute()
+    await store.apply("acme", [rec(f"s{i}") for i in range(600)])
+    assert await redis_client.xlen(f"{key_prefix}:events") < 600
