@@ -1,0 +1,265 @@
+"""App wiring: one engine process — Redis, bind pools, pipeline, receipts, admin.
+
+`Engine.run()` is what ``sendgate run`` executes: it connects, starts every
+carrier's bind pool and the admin server, then runs the pipeline until
+SIGTERM/SIGINT. Shutdown (DESIGN.md, "Delivery semantics"): stop reading new
+jobs, let in-flight windows drain within ``engine.drain_timeout_s``, unbind,
+record and ack what completed, exit 0. A second signal exits at once; what
+was left unacked is reclaimed by another consumer later, never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+
+from connectors.config import BindConfig
+from connectors.pool import BindPool
+from engine.admin import AdminServer
+from engine.config import CarrierSettings, Settings
+from engine.embedded_redis import EmbeddedRedis
+from engine.keys import Keys
+from engine.metrics import Metrics
+from engine.pipeline import Pipeline
+from engine.receipts import ReceiptSink
+from throttling import TokenBucket
+
+__all__ = ["Engine", "bind_config", "redis_url_for"]
+
+log = logging.getLogger("sendgate.engine")
+
+
+def bind_config(c: CarrierSettings) -> BindConfig:
+    """The connector's view of one carrier."""
+    return BindConfig(
+        name=c.name,
+        host=c.host,
+        port=c.port,
+        system_id=c.system_id,
+        password=c.password,
+        system_type=c.system_type,
+        bind_mode=c.bind,
+        binds=c.binds,
+        window=c.window,
+        enquire_link_s=c.enquire_link_s,
+        response_timeout_s=c.response_timeout_s,
+        bind_timeout_s=c.bind_timeout_s,
+        reconnect_min_s=c.reconnect_min_s,
+        reconnect_max_s=c.reconnect_max_s,
+        auth_retry_s=c.auth_retry_s,
+        drain_timeout_s=c.drain_timeout_s,
+    )
+
+
+def redis_url_for(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
+    """The Redis to use; starts an embedded one when none is configured."""
+    if settings.redis.url:
+        return settings.redis.url, None
+    server = EmbeddedRedis().start()
+    log.info("no redis configured: started an embedded redis on 127.0.0.1:%d", server.port)
+    return server.url, server
+
+
+class _PoolHandler:
+    """Routes one carrier's pool callbacks to the pipeline and the receipt sink."""
+
+    __slots__ = ("carrier", "engine", "on_submit_lost", "on_submit_resp")
+
+    def __init__(self, engine: Engine, carrier: str) -> None:
+        self.engine = engine
+        self.carrier = carrier
+        self.on_submit_resp = engine.pipeline.on_submit_resp
+        self.on_submit_lost = engine.pipeline.on_submit_lost
+
+    def on_deliver(self, bind: Any, pdu: Any) -> None:
+        self.engine.receipts.on_deliver(self.carrier, bind, pdu)
+
+    def on_bind_state(self, bind_name: str, up: bool) -> None:
+        log.info("bind %s of carrier %s is %s", bind_name, self.carrier, "up" if up else "down")
+
+
+class Engine:
+    """One engine process."""
+
+    def __init__(self, settings: Settings, redis_url: str) -> None:
+        self.settings = settings
+        self.redis_url = redis_url
+        self.redis = Redis.from_url(redis_url, socket_keepalive=True, health_check_interval=30)
+        self.metrics = Metrics()
+        self.keys = Keys(settings.redis.prefix)
+        self.pools: dict[str, BindPool] = {}
+        self.pipeline = Pipeline(settings, self.redis, self.pools, self.metrics)
+        self.receipts = ReceiptSink(settings, self.redis, self.metrics)
+        self.admin: AdminServer | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stopped = asyncio.Event()
+        self._signals = 0
+        self.started_at = time.time()
+
+    # ---------------------------------------------------------------- life
+    async def start(self) -> None:
+        await self.pipeline.ensure_groups()
+        for c in self.settings.carriers:
+            limiter = TokenBucket(c.tps) if c.tps else None
+            pool = BindPool(bind_config(c), _PoolHandler(self, c.name), limiter)
+            self.pools[c.name] = pool
+        await asyncio.gather(*(p.start() for p in self.pools.values()))
+        self._register_gauges()
+        self.receipts.start()
+        if self.settings.admin.listen:
+            self.admin = AdminServer(self.settings.admin.listen, self.metrics.registry, self._ready, self.status)
+            await self.admin.start()
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self.pipeline.run(), name="pipeline"),
+            loop.create_task(self._maintenance(), name="maintenance"),
+        ]
+        log.info(
+            "engine started: consumer %s, %d carrier(s), prefix %s",
+            self.settings.consumer_name, len(self.pools), self.settings.redis.prefix,
+        )
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: int) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.info("signal %d: stopping; draining in-flight messages", sig)
+            self.request_stop()
+        else:
+            log.warning("second signal: exiting now; unacked jobs will be reclaimed by another consumer")
+            import os
+
+            os._exit(1)
+
+    def request_stop(self) -> None:
+        self.pipeline.stop()
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def run(self) -> None:
+        """Start, run until a stop is requested, shut down gracefully."""
+        await self.start()
+        self.install_signal_handlers()
+        pipeline_task = self._tasks[0]
+        stop_wait = asyncio.ensure_future(self._stopped.wait())
+        done, _ = await asyncio.wait({pipeline_task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        if pipeline_task in done and pipeline_task.exception() is not None:
+            stop_wait.cancel()
+            await self.close()
+            raise pipeline_task.exception()  # type: ignore[misc]
+        await self.close()
+
+    async def close(self) -> None:
+        """Graceful stop: drain windows within the bound, unbind, record, close."""
+        self.pipeline.stop()
+        drain_s = self.settings.engine.drain_timeout_s
+        drained = await self.pipeline.drain(drain_s)
+        # Pools close: unanswered parts come back through on_submit_lost and
+        # complete their batches (event `unknown` unless resend_unknown).
+        await asyncio.gather(*(p.close(drain_s if not drained else 1.0) for p in self.pools.values()), return_exceptions=True)
+        await self.pipeline.drain(5.0)
+        await self.receipts.close()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self.admin is not None:
+            await self.admin.close()
+        await self.redis.aclose()
+        log.info("engine stopped")
+
+    # ---------------------------------------------------------- periodic work
+    async def _maintenance(self) -> None:
+        e = self.settings.engine
+        keep_alive_every = max(1.0, e.visibility_timeout_s / 3)
+        last_claim = last_keep = last_trim = last_lag = time.monotonic()
+        while True:
+            await asyncio.sleep(0.5)
+            now = time.monotonic()
+            try:
+                await self.pipeline.release_scheduled()
+                if now - last_keep >= keep_alive_every:
+                    last_keep = now
+                    await self.pipeline.keep_alive_in_flight(keep_alive_every)
+                if now - last_claim >= e.claim_interval_s:
+                    last_claim = now
+                    n = await self.pipeline.reclaim(int(e.visibility_timeout_s * 1000))
+                    if n:
+                        log.info("reclaimed %d job(s) from consumers that went away", n)
+                if now - last_lag >= 5.0:
+                    last_lag = now
+                    await self._update_stream_gauges()
+                if now - last_trim >= 60.0:
+                    last_trim = now
+                    await self._trim_payloads()
+                await self.receipts.periodic()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep the loop alive; the error is logged once per occurrence
+                log.exception("maintenance step failed")
+
+    async def _update_stream_gauges(self) -> None:
+        for stream in self.keys.lanes():
+            try:
+                groups = await self.redis.xinfo_groups(stream)
+            except Exception:
+                continue
+            for g in groups:
+                name = g.get("name")
+                if (name.decode() if isinstance(name, bytes) else name) != self.settings.engine.group:
+                    continue
+                self.metrics.stream_pending.labels(stream).set(int(g.get("pending", 0)))
+                lag = g.get("lag")
+                if lag is not None:
+                    self.metrics.stream_lag.labels(stream).set(int(lag))
+
+    async def _trim_payloads(self) -> None:
+        """Raw job payloads live in the lanes; drop entries past the payload retention."""
+        cutoff_ms = int((time.time() - self.settings.privacy.retention_days.payload * 86400) * 1000)
+        for stream in self.keys.lanes():
+            await self.redis.xtrim(stream, minid=f"{cutoff_ms}-0", approximate=True)
+
+    # ------------------------------------------------------------- status
+    def _register_gauges(self) -> None:
+        def binds_up() -> list[tuple[list[str], float]]:
+            return [([name], float(p.binds_up())) for name, p in self.pools.items()]
+
+        def in_flight() -> list[tuple[list[str], float]]:
+            return [([name], float(p.pending())) for name, p in self.pools.items()]
+
+        self.metrics.register_gauge("sendgate_binds_up", "Binds currently bound, per carrier", ["carrier"], binds_up)
+        self.metrics.register_gauge("sendgate_inflight", "Parts queued or in flight, per carrier", ["carrier"], in_flight)
+
+    async def _ready(self) -> tuple[bool, dict[str, Any]]:
+        try:
+            redis_ok = bool(await asyncio.wait_for(self.redis.ping(), timeout=1.0))  # type: ignore[misc]
+        except Exception:
+            redis_ok = False
+        binds = {name: p.binds_up() for name, p in self.pools.items()}
+        ok = redis_ok and all(n > 0 for n in binds.values())
+        return ok, {"redis": redis_ok, "binds_up": binds}
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "consumer": self.settings.consumer_name,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "outstanding_parts": self.pipeline.outstanding_parts,
+            "batches_in_flight": self.pipeline.batches_in_flight,
+            "carriers": {
+                name: {"binds_up": p.binds_up(), "pending": p.pending()} for name, p in self.pools.items()
+            },
+        }

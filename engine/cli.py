@@ -1,0 +1,236 @@
+"""The ``sendgate`` command line.
+
+Each sub-command imports what it needs when it runs, so ``sendgate --help``
+and ``sendgate segments`` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+__all__ = ["main"]
+
+_DESCRIPTION = """\
+sendgate: a high-throughput SMPP dispatch engine.
+
+Upstream apps XADD send jobs to the Redis stream <prefix>:jobs; the engine
+routes, segments and submits them over SMPP binds, and publishes status
+events to <prefix>:events. See README.md for the job and event formats.
+"""
+
+_EPILOG = """\
+environment:
+  SENDGATE_CONFIG   config file when -c is not given
+  REDIS_URL         Redis to use (overrides [redis] url); unset and no url in
+                    the config: run and demo start an embedded Redis
+  SENDGATE_LOOP     "asyncio" to use the stock event loop instead of uvloop
+"""
+
+
+def _run_loop(coro: Coroutine[Any, Any, int]) -> int:
+    if os.environ.get("SENDGATE_LOOP", "uvloop") != "asyncio":
+        try:
+            import uvloop
+
+            return uvloop.run(coro)
+        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+            pass
+    return asyncio.run(coro)
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from engine.config import ConfigError, load_settings
+
+    try:
+        return load_settings(getattr(args, "config", None))
+    except ConfigError as err:
+        print(f"sendgate: config error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+# ---------------------------------------------------------------------- run
+def _cmd_run(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    from engine.app import Engine, redis_url_for
+    from privacy_hooks import configure_logging
+
+    configure_logging(settings.logging.level, settings.logging.format, settings.logging.file or None)
+    if not settings.carriers:
+        print("sendgate: config error: carriers: at least one [[carriers]] table is required", file=sys.stderr)
+        return 2
+    url, embedded = redis_url_for(settings)
+
+    async def main() -> int:
+        engine = Engine(settings, url)
+        await engine.run()
+        return 0
+
+    try:
+        return _run_loop(main())
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+# --------------------------------------------------------------------- send
+def _cmd_send(args: argparse.Namespace) -> int:
+    import time
+    import uuid
+
+    from engine.job import JobError
+    from engine.producer import Producer, SendJob
+
+    settings = _load(args)
+    url = settings.redis.url
+    if not url:
+        print("sendgate send: no Redis configured (set REDIS_URL or [redis] url)", file=sys.stderr)
+        return 2
+    job = SendJob(
+        id=args.id or uuid.uuid4().hex,
+        to=args.to,
+        text=args.text,
+        sender=args.sender or "",
+        carrier=args.carrier or "",
+        dlr=not args.no_dlr,
+        encoding=args.encoding,
+        ref=args.ref or "",
+        client=args.client or "",
+        priority=args.priority or "",
+        callback=args.callback or "",
+        send_at=int(time.time() + args.delay_s) if args.delay_s else 0,
+    )
+
+    async def main() -> int:
+        producer = Producer.from_url(url, settings.redis.prefix)
+        try:
+            entry = await producer.send(job)
+            print(f"queued job {job.id} as entry {entry} on {producer.lane(job)}")
+            if args.wait:
+                deadline = asyncio.get_running_loop().time() + args.wait
+                async for event in producer.events(last_id="0", block_ms=500):
+                    if event.get("id") == job.id:
+                        print(f"{event['event']}: parts={event.get('parts')} error={event.get('error') or '-'}")
+                        if event["event"] not in ("submitted", "enroute", "accepted"):
+                            return 0
+                    if asyncio.get_running_loop().time() > deadline:
+                        print("no final event yet", file=sys.stderr)
+                        return 1
+            return 0
+        except JobError as err:
+            print(f"sendgate send: rejected ({err.code}): {err.reason}", file=sys.stderr)
+            return 2
+        finally:
+            await producer.aclose()
+
+    return _run_loop(main())
+
+
+# ------------------------------------------------------------------- others
+def _cmd_segments(argv: list[str]) -> int:
+    from engine.segments_cli import main as segments_main
+
+    return segments_main(argv)
+
+
+def _cmd_simulate(argv: list[str]) -> int:
+    from connectors.simulator import main as simulator_main
+
+    return simulator_main(argv)
+
+
+def _cmd_demo(argv: list[str]) -> int:
+    from engine.demo import main as demo_main
+
+    return demo_main(argv)
+
+
+def _cmd_bench(argv: list[str]) -> int:
+    from bench.e2e import main as bench_main
+
+    return bench_main(argv)
+
+
+def _cmd_erase(args: argparse.Namespace) -> int:
+    from engine.erase import erase_main
+
+    return _run_loop(erase_main(_load(args), to=args.to, client=args.client, now=args.now))
+
+
+def _cmd_purge(args: argparse.Namespace) -> int:
+    from engine.erase import purge_main
+
+    return _run_loop(purge_main(_load(args)))
+
+
+# Sub-commands that own their whole argument list (their --help is their own).
+_PASSTHROUGH = {
+    "segments": (_cmd_segments, "how a text splits into SMS segments (--json, --jsonl)"),
+    "simulate": (_cmd_simulate, "run the SMSC simulator alone"),
+    "demo": (_cmd_demo, "embedded Redis + simulator + engine + a batch of messages, with a summary"),
+    "bench": (_cmd_bench, "end-to-end load run (JSON result with --json FILE)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sendgate", description=_DESCRIPTION, epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the engine (production)", description="Run the engine until SIGTERM/SIGINT.")
+    p.add_argument("-c", "--config", help="TOML config file (default: $SENDGATE_CONFIG)")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("send", help="push one job", description="Validate and push one job to the jobs stream.")
+    p.add_argument("-c", "--config", help="TOML config file (default: $SENDGATE_CONFIG)")
+    p.add_argument("--to", required=True, help="recipient, E.164 (+4512345678 or 4512345678)")
+    p.add_argument("--text", required=True, help="message text (UTF-8)")
+    p.add_argument("--from", dest="sender", help="sender: alphanumeric (<= 11) or a number")
+    p.add_argument("--id", help="job id (idempotency key); default: a random one")
+    p.add_argument("--carrier", help="force a carrier by name")
+    p.add_argument("--encoding", default="auto", choices=["auto", "gsm7", "ucs2"])
+    p.add_argument("--no-dlr", action="store_true", help="do not ask for a delivery receipt")
+    p.add_argument("--ref", help="opaque client reference echoed in events")
+    p.add_argument("--client", help="tenant / account id")
+    p.add_argument("--priority", choices=["high", "normal", "bulk"])
+    p.add_argument("--callback", help="URL that receives this job's events")
+    p.add_argument("--delay-s", type=float, default=0, help="hold the job this many seconds (send_at)")
+    p.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="wait for the job's events and print them")
+    p.set_defaults(func=_cmd_send)
+
+    p = sub.add_parser("erase", help="erase a data subject's records", description="Erase every record of a number or a client.")
+    p.add_argument("-c", "--config", help="TOML config file (default: $SENDGATE_CONFIG)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--to", help="the subject's phone number")
+    g.add_argument("--client", help="a client (tenant) id")
+    p.add_argument("--now", action="store_true", help="delete at once instead of hiding and re-stamping (policy default)")
+    p.set_defaults(func=_cmd_erase)
+
+    p = sub.add_parser("purge", help="apply retention now", description="Trim streams past their retention now.")
+    p.add_argument("-c", "--config", help="TOML config file (default: $SENDGATE_CONFIG)")
+    p.set_defaults(func=_cmd_purge)
+
+    for name, (_fn, help_text) in _PASSTHROUGH.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] in _PASSTHROUGH:
+        return _PASSTHROUGH[args_list[0]][0](args_list[1:])
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,280 @@
+"""Settings: one TOML file, loaded once into frozen typed objects.
+
+The key names are a contract (DESIGN.md, "Configuration"): keys may be
+added, never renamed. Loading happens at start-up only and every error names
+the key path (``carriers[0].port: expected int, got str``), so a bad file
+stops the engine before it touches Redis or a carrier.
+
+Environment overrides, applied after the file:
+
+| variable | overrides |
+|---|---|
+| ``SENDGATE_CONFIG`` | the file to read when ``-c`` is not given |
+| ``REDIS_URL`` | ``redis.url`` |
+| ``SENDGATE_PREFIX`` | ``redis.prefix`` |
+| ``SENDGATE_ADMIN_LISTEN`` | ``admin.listen`` |
+| ``SENDGATE_LOG_LEVEL`` / ``SENDGATE_LOG_FORMAT`` | ``logging.level`` / ``logging.format`` |
+| ``SENDGATE_HASH_SECRET`` | ``privacy.hash_secret`` |
+| ``SENDGATE_CONSUMER`` | ``engine.consumer`` |
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+__all__ = [
+    "AdminSettings",
+    "CarrierSettings",
+    "ClientSettings",
+    "ConfigError",
+    "EncodingSettings",
+    "EngineSettings",
+    "LoggingSettings",
+    "PrivacySettings",
+    "RedisSettings",
+    "RetentionDays",
+    "Settings",
+    "load_settings",
+    "settings_from_mapping",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration problem, naming the key path."""
+
+
+class _Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class RedisSettings(_Base):
+    url: str = ""  # empty and no REDIS_URL: embedded Redis
+    prefix: str = "sendgate"
+
+
+class EngineSettings(_Base):
+    batch_size: int = 500
+    group: str = "sendgate"
+    resend_unknown: bool = False
+    consumer: str = ""  # default: <hostname>-<pid>
+    block_ms: int = 200  # XREADGROUP BLOCK
+    visibility_timeout_s: float = 60.0  # idle time before another consumer reclaims an entry
+    claim_interval_s: float = 10.0
+    max_pending_parts: int = 0  # 0 = 4 x batch_size: back-pressure on reading
+    drain_timeout_s: float = 10.0  # SIGTERM: how long in-flight windows may take
+    retry_attempts: int = 3  # transient submit errors, per part, before fallback/failure
+    retry_backoff_s: float = 0.5
+    streams_maxlen: int = 1_000_000  # approximate cap of events / dead-letter streams
+    receipt_hold_s: float = 5.0  # a receipt that beats its submit_sm_resp waits this long
+
+
+class AdminSettings(_Base):
+    listen: str = "127.0.0.1:9108"  # "" disables the admin HTTP server
+
+
+class LoggingSettings(_Base):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+    file: str = ""
+
+
+class RetentionDays(_Base):
+    message: int = 120
+    payload: int = 60
+    activity_log: int = 30
+    audit: int = 730
+
+
+class PrivacySettings(_Base):
+    hash_secret: str = "change-me"
+    dlr_wait_h: float = 72.0
+    retention_days: RetentionDays = msgspec.field(default_factory=RetentionDays)
+
+
+class EncodingSettings(_Base):
+    concat: Literal["udh8", "udh16", "sar", "payload"] = "udh8"
+    packed: bool = False
+    gsm_data_coding: int = 0
+    shift_tables: tuple[str, ...] = ()
+    smart_replace: bool = False
+    max_parts: int = 10
+
+
+class CarrierSettings(_Base):
+    name: str
+    host: str = "127.0.0.1"
+    port: int = 2775
+    system_id: str = ""
+    password: str = ""
+    system_type: str = ""
+    bind: Literal["transceiver", "transmitter+receiver"] = "transceiver"
+    binds: int = 1
+    window: int = 10
+    tps: float = 0  # PDUs per second across all binds and processes; 0 = no limit
+    routes: tuple[str, ...] = ()
+    fallback: str = ""
+    dlr_id_format: Literal["as-is", "hex-to-dec", "dec-to-hex"] = "as-is"
+    registered_delivery: Literal["all", "last"] = "all"
+    dlr_wait_h: float = 0  # 0 = privacy.dlr_wait_h
+    source_addr: str = ""  # default sender when a job has no `from`
+    source_addr_ton: int = -1  # -1 = chosen from the sender (alphanumeric 5/0, international 1/1)
+    source_addr_npi: int = -1
+    dest_addr_ton: int = 1
+    dest_addr_npi: int = 1
+    service_type: str = ""
+    enquire_link_s: float = 30.0
+    response_timeout_s: float = 10.0
+    bind_timeout_s: float = 10.0
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
+    auth_retry_s: float = 300.0
+    drain_timeout_s: float = 5.0
+    encoding: EncodingSettings = msgspec.field(default_factory=EncodingSettings)
+
+
+class ClientSettings(_Base):
+    id: str
+    numbers: tuple[str, ...] = ()
+    quiet_hours: str = ""
+
+
+class Settings(_Base):
+    redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
+    engine: EngineSettings = msgspec.field(default_factory=EngineSettings)
+    admin: AdminSettings = msgspec.field(default_factory=AdminSettings)
+    logging: LoggingSettings = msgspec.field(default_factory=LoggingSettings)
+    privacy: PrivacySettings = msgspec.field(default_factory=PrivacySettings)
+    carriers: tuple[CarrierSettings, ...] = ()
+    clients: tuple[ClientSettings, ...] = ()
+
+    def carrier(self, name: str) -> CarrierSettings:
+        for c in self.carriers:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    @property
+    def consumer_name(self) -> str:
+        return self.engine.consumer or f"{socket.gethostname()}-{os.getpid()}"
+
+
+_PATH_RE = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_ROUTE_RE = re.compile(r"^\d{0,15}$")
+
+
+def _validation_message(err: msgspec.ValidationError) -> str:
+    """msgspec says ``Expected `int`, got `str` - at `$.carriers[0].port```; we say
+    ``carriers[0].port: expected int, got str``."""
+    text = str(err)
+    m = _PATH_RE.search(text)
+    if not m:
+        return text
+    path = m.group("path") or "(top level)"
+    problem = text[: m.start()].replace("`", "")
+    problem = problem[:1].lower() + problem[1:]
+    return f"{path}: {problem}"
+
+
+def _check(settings: Settings) -> None:
+    """Rules that a type cannot express; each error names the key path."""
+    e = settings.engine
+    if not 1 <= e.batch_size <= 10_000:
+        raise ConfigError("engine.batch_size: must be between 1 and 10000")
+    if e.visibility_timeout_s <= 0:
+        raise ConfigError("engine.visibility_timeout_s: must be > 0")
+    if not settings.redis.prefix or any(c.isspace() for c in settings.redis.prefix):
+        raise ConfigError("redis.prefix: must be non-empty without spaces")
+    if settings.admin.listen and not re.fullmatch(r".+:\d{1,5}", settings.admin.listen):
+        raise ConfigError("admin.listen: expected HOST:PORT")
+    names: set[str] = set()
+    for i, c in enumerate(settings.carriers):
+        where = f"carriers[{i}]"
+        if not _NAME_RE.match(c.name):
+            raise ConfigError(f"{where}.name: 1-64 characters of A-Z a-z 0-9 _ . -")
+        if c.name in names:
+            raise ConfigError(f"{where}.name: duplicate carrier name {c.name!r}")
+        names.add(c.name)
+        if not 0 < c.port < 65536:
+            raise ConfigError(f"{where}.port: must be 1..65535")
+        if not 1 <= c.binds <= 64:
+            raise ConfigError(f"{where}.binds: must be 1..64")
+        if not 1 <= c.window <= 10_000:
+            raise ConfigError(f"{where}.window: must be 1..10000")
+        if c.tps < 0:
+            raise ConfigError(f"{where}.tps: must be >= 0 (0 = no limit)")
+        if len(c.system_id) > 15:
+            raise ConfigError(f"{where}.system_id: at most 15 characters (SMPP 3.4 §4.1.1)")
+        if len(c.password) > 8:
+            raise ConfigError(f"{where}.password: at most 8 characters (SMPP 3.4 §4.1.1)")
+        for j, r in enumerate(c.routes):
+            if not _ROUTE_RE.match(r.lstrip("+")):
+                raise ConfigError(f"{where}.routes[{j}]: a destination prefix of digits, or \"\"")
+        if not 1 <= c.encoding.max_parts <= 255:
+            raise ConfigError(f"{where}.encoding.max_parts: must be 1..255")
+    for i, c in enumerate(settings.carriers):
+        if c.fallback and c.fallback not in names:
+            raise ConfigError(f"carriers[{i}].fallback: no carrier named {c.fallback!r}")
+        if c.fallback == c.name:
+            raise ConfigError(f"carriers[{i}].fallback: a carrier cannot fall back to itself")
+    ids: set[str] = set()
+    for i, cl in enumerate(settings.clients):
+        if cl.id in ids:
+            raise ConfigError(f"clients[{i}].id: duplicate client id {cl.id!r}")
+        ids.add(cl.id)
+
+
+_ENV_OVERRIDES: tuple[tuple[str, tuple[str, str]], ...] = (
+    ("REDIS_URL", ("redis", "url")),
+    ("SENDGATE_PREFIX", ("redis", "prefix")),
+    ("SENDGATE_ADMIN_LISTEN", ("admin", "listen")),
+    ("SENDGATE_LOG_LEVEL", ("logging", "level")),
+    ("SENDGATE_LOG_FORMAT", ("logging", "format")),
+    ("SENDGATE_HASH_SECRET", ("privacy", "hash_secret")),
+    ("SENDGATE_CONSUMER", ("engine", "consumer")),
+)
+
+
+def settings_from_mapping(
+    data: Mapping[str, Any], env: Mapping[str, str] | None = None
+) -> Settings:
+    """Build settings from parsed TOML data plus environment overrides."""
+    merged: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    env = os.environ if env is None else env
+    for var, (section, key) in _ENV_OVERRIDES:
+        value = env.get(var)
+        if value is not None:
+            sect = merged.setdefault(section, {})
+            if not isinstance(sect, dict):
+                raise ConfigError(f"{section}: expected a table")
+            sect[key] = value.lower() if section == "logging" else value
+    try:
+        settings = msgspec.convert(merged, Settings)
+    except msgspec.ValidationError as err:
+        raise ConfigError(_validation_message(err)) from None
+    _check(settings)
+    return settings
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Load the TOML file at ``path`` (or ``SENDGATE_CONFIG``; none: defaults)."""
+    env = os.environ if env is None else env
+    path = path or env.get("SENDGATE_CONFIG") or None
+    data: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{p}: no such config file") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{p}: not valid TOML: {err}") from None
+    return settings_from_mapping(data, env)

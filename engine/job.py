@@ -1,0 +1,203 @@
+"""The send job: flat stream fields in, a validated typed `Job` out.
+
+Producers in any language `XADD` flat string fields (DESIGN.md, "Jobs
+stream"). `parse_job` turns one entry's fields into a `Job` or raises
+`JobError` whose ``code`` is one of the stable dead-letter codes and whose
+``reason`` is for people — and never contains the number or the text.
+
+Validation is a handful of dict lookups and precompiled regexes per job:
+this runs for every message on the hot path.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+import msgspec
+
+__all__ = [
+    "DEAD_LETTER_CODES",
+    "Job",
+    "JobError",
+    "normalise_number",
+    "parse_job",
+]
+
+DEAD_LETTER_CODES = frozenset(
+    {
+        "missing_field",
+        "bad_number",
+        "bad_sender",
+        "empty_text",
+        "bad_encoding",
+        "unknown_carrier",
+        "too_many_parts",
+        "expired",
+        "suppressed",
+        "invalid",
+    }
+)
+
+
+class JobError(ValueError):
+    """A job that cannot be sent; ``code`` is a dead-letter code (DESIGN.md)."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class Job(msgspec.Struct, kw_only=True):
+    """One validated send job. ``to`` is digits only (E.164 without ``+``)."""
+
+    id: str
+    to: str
+    text: str
+    sender: str = ""  # the `from` field
+    carrier: str = ""
+    dlr: bool = True
+    encoding: str = "auto"
+    expires_at: float = 0.0
+    validity: int = 0
+    callback: str = ""
+    ref: str = ""
+    client: str = ""
+    kind: str = "transactional"
+    priority: str = "normal"
+    send_at: float = 0.0
+
+
+_NUMBER_RE = re.compile(r"\+?[1-9][0-9]{6,14}")
+_SHORT_CODE_RE = re.compile(r"[0-9]{3,8}")
+_ALNUM_SENDER_RE = re.compile(r"[A-Za-z0-9 .&@'_!#$%*+=?-]{1,11}")
+_ENCODINGS = frozenset({"auto", "gsm7", "ucs2"})
+_KINDS = frozenset({"transactional", "marketing"})
+_PRIORITIES = frozenset({"high", "normal", "bulk"})
+_MAX_ID = 64
+_MAX_TEXT_BYTES = 64 * 1024
+
+
+def normalise_number(raw: str) -> str | None:
+    """E.164 digits without ``+``, or None when ``raw`` is not a phone number."""
+    raw = raw.strip()
+    if _NUMBER_RE.fullmatch(raw):
+        return raw[1:] if raw[0] == "+" else raw
+    return None
+
+
+def _text(fields: Mapping[bytes, bytes], name: bytes) -> str | None:
+    v = fields.get(name)
+    if v is None:
+        return None
+    try:
+        return v.decode("utf-8")
+    except UnicodeDecodeError:
+        raise JobError("invalid", f"field {name.decode()!r} is not valid UTF-8") from None
+
+
+def _number_field(fields: Mapping[bytes, bytes], name: bytes, default: float = 0.0) -> float:
+    v = fields.get(name)
+    if v is None or v == b"":
+        return default
+    try:
+        return float(v)
+    except ValueError:
+        raise JobError("invalid", f"field {name.decode()!r} must be a number (unix seconds)") from None
+
+
+def _check_sender(sender: str) -> None:
+    if not sender:
+        return
+    if sender.isdigit() or sender[0] == "+":
+        if _NUMBER_RE.fullmatch(sender) or _SHORT_CODE_RE.fullmatch(sender):
+            return
+        raise JobError("bad_sender", "numeric sender must be a short code (3-8 digits) or an E.164 number")
+    if _ALNUM_SENDER_RE.fullmatch(sender):
+        return
+    raise JobError("bad_sender", "alphanumeric sender must be 1-11 characters of A-Z a-z 0-9 and common punctuation")
+
+
+def _check_callback(url: str) -> None:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise JobError("invalid", "callback is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise JobError("invalid", "callback must be an http or https URL with a host")
+
+
+def parse_job(fields: Mapping[bytes, bytes], now_s: float) -> Job:
+    """Validate one jobs-stream entry. Raises `JobError` with a dead-letter code."""
+    job_id = _text(fields, b"id")
+    if not job_id:
+        raise JobError("missing_field", "field 'id' is required")
+    if len(job_id) > _MAX_ID:
+        raise JobError("invalid", f"field 'id' is longer than {_MAX_ID} characters")
+    raw_to = _text(fields, b"to")
+    if raw_to is None or raw_to == "":
+        raise JobError("missing_field", "field 'to' is required")
+    to = normalise_number(raw_to)
+    if to is None:
+        raise JobError("bad_number", "field 'to' is not an E.164 number (7-15 digits, optional +)")
+    raw_text = fields.get(b"text")
+    if raw_text is None:
+        raise JobError("missing_field", "field 'text' is required")
+    if len(raw_text) > _MAX_TEXT_BYTES:
+        raise JobError("too_many_parts", f"text is {len(raw_text)} bytes, over the {_MAX_TEXT_BYTES} byte limit")
+    try:
+        text = raw_text.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise JobError("invalid", f"field 'text' is not valid UTF-8 (bad byte at offset {err.start})") from None
+    if not text:
+        raise JobError("empty_text", "field 'text' is empty")
+
+    job = Job(id=job_id, to=to, text=text)
+    if len(fields) == 3:  # the common minimal job: nothing more to check
+        return job
+
+    sender = _text(fields, b"from")
+    if sender:
+        _check_sender(sender)
+        job.sender = sender[1:] if sender[0] == "+" else sender
+    carrier = _text(fields, b"carrier")
+    if carrier:
+        job.carrier = carrier
+    dlr = fields.get(b"dlr")
+    if dlr is not None and dlr != b"":
+        if dlr not in (b"0", b"1"):
+            raise JobError("invalid", "field 'dlr' must be 0 or 1")
+        job.dlr = dlr == b"1"
+    encoding = _text(fields, b"encoding")
+    if encoding:
+        if encoding not in _ENCODINGS:
+            raise JobError("bad_encoding", "field 'encoding' must be auto, gsm7 or ucs2")
+        job.encoding = encoding
+    job.expires_at = _number_field(fields, b"expires_at")
+    if job.expires_at and job.expires_at <= now_s:
+        raise JobError("expired", "expires_at has passed before the job could be submitted")
+    validity = _number_field(fields, b"validity")
+    if validity:
+        if not 0 < validity <= 99 * 86400:
+            raise JobError("invalid", "field 'validity' must be 1..8553600 seconds")
+        job.validity = int(validity)
+    callback = _text(fields, b"callback")
+    if callback:
+        _check_callback(callback)
+        job.callback = callback
+    job.ref = _text(fields, b"ref") or ""
+    job.client = _text(fields, b"client") or ""
+    kind = _text(fields, b"kind")
+    if kind:
+        if kind not in _KINDS:
+            raise JobError("invalid", "field 'kind' must be transactional or marketing")
+        job.kind = kind
+    priority = _text(fields, b"priority")
+    if priority:
+        if priority not in _PRIORITIES:
+            raise JobError("invalid", "field 'priority' must be high, normal or bulk")
+        job.priority = priority
+    job.send_at = _number_field(fields, b"send_at")
+    return job

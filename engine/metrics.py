@@ -1,0 +1,119 @@
+"""Prometheus metrics, updated per batch.
+
+Names start with ``sendgate_``; labels are carrier and bind names, results,
+states, codes — never numbers or text (DESIGN.md, "Metrics").
+
+prometheus-client's own Histogram takes a lock and walks its buckets per
+``observe``; at tens of thousands of messages a second that is real CPU. The
+hot path instead records latencies into `FastHistogram` (a bisect into a
+list, no lock: everything runs on the event loop thread) and the collector
+reads the totals at scrape time. Counters are bumped once per batch by the
+batch's count; label children are resolved once per carrier.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["FastHistogram", "Metrics"]
+
+LATENCY_BUCKETS_S = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+RECEIPT_BUCKETS_S = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 86400.0)
+
+
+class FastHistogram:
+    """Lock-free histogram for one label set, summed into Prometheus at scrape."""
+
+    __slots__ = ("bounds", "counts", "total", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += 1
+        self.sum += value
+
+    def observe_many(self, values: list[float]) -> None:
+        bounds, counts = self.bounds, self.counts
+        for v in values:
+            counts[bisect_left(bounds, v)] += 1
+        self.total += len(values)
+        self.sum += sum(values)
+
+    def buckets(self) -> list[tuple[str, float]]:
+        acc = 0
+        out: list[tuple[str, float]] = []
+        for bound, n in zip(self.bounds, self.counts, strict=False):
+            acc += n
+            out.append((repr(bound), acc))
+        out.append(("+Inf", self.total))
+        return out
+
+
+class _HistogramCollector(Collector):
+    def __init__(self, name: str, doc: str, label: str, children: dict[str, FastHistogram]) -> None:
+        self._name, self._doc, self._label, self._children = name, doc, label, children
+
+    def collect(self) -> Iterator[Metric]:
+        fam = HistogramMetricFamily(self._name, self._doc, labels=[self._label])
+        for value, h in sorted(self._children.items()):
+            fam.add_metric([value], h.buckets(), h.sum)
+        yield fam
+
+
+class _CallbackGauge(Collector):
+    """A gauge whose samples are read from the engine when scraped."""
+
+    def __init__(self, name: str, doc: str, labels: list[str], read: Callable[[], list[tuple[list[str], float]]]) -> None:
+        self._name, self._doc, self._labels, self._read = name, doc, labels, read
+
+    def collect(self) -> Iterator[Metric]:
+        fam = GaugeMetricFamily(self._name, self._doc, labels=self._labels)
+        for labels, value in self._read():
+            fam.add_metric(labels, value)
+        yield fam
+
+
+class Metrics:
+    """Every metric of one engine process, in its own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.jobs_consumed = Counter("sendgate_jobs_consumed", "Jobs read from the jobs streams", ["lane"], registry=r)
+        self.jobs_duplicate = Counter("sendgate_jobs_duplicate", "Jobs whose id was already sent; acked without sending", registry=r)
+        self.jobs_reclaimed = Counter("sendgate_jobs_reclaimed", "Stream entries reclaimed from a consumer that went away", registry=r)
+        self.submits = Counter("sendgate_submits", "submit_sm outcomes", ["carrier", "result"], registry=r)
+        self.throttle_replies = Counter("sendgate_throttle_replies", "ESME_RTHROTTLED / ESME_RMSGQFUL replies", ["carrier"], registry=r)
+        self.events = Counter("sendgate_events", "Status events published", ["event"], registry=r)
+        self.receipts = Counter("sendgate_receipts", "Delivery receipts received", ["carrier", "state"], registry=r)
+        self.receipts_unmatched = Counter("sendgate_receipts_unmatched", "Receipts matching no submitted message", ["carrier"], registry=r)
+        self.receipts_invalid = Counter("sendgate_receipts_invalid", "Receipts that could not be parsed (kept with reason)", ["carrier"], registry=r)
+        self.dead_letters = Counter("sendgate_dead_letters", "Jobs sent to the dead-letter stream", ["code"], registry=r)
+        self.inbound = Counter("sendgate_inbound_messages", "Mobile-originated messages received", ["carrier"], registry=r)
+        self.redis_errors = Counter("sendgate_redis_errors", "Redis calls that failed and were retried", registry=r)
+        self.batches = Counter("sendgate_batches", "Job batches completed", registry=r)
+        self.submit_latency: dict[str, FastHistogram] = {}
+        self.receipt_latency: dict[str, FastHistogram] = {}
+        r.register(_HistogramCollector("sendgate_submit_latency_seconds", "submit_sm to submit_sm_resp", "carrier", self.submit_latency))
+        r.register(_HistogramCollector("sendgate_receipt_latency_seconds", "submit_sm_resp to final receipt", "carrier", self.receipt_latency))
+        self.stream_lag = Gauge("sendgate_stream_lag", "Entries not yet read by the group (per stream)", ["stream"], registry=r)
+        self.stream_pending = Gauge("sendgate_stream_pending", "Entries read but not yet acked (per stream)", ["stream"], registry=r)
+
+    def add_carrier(self, carrier: str) -> None:
+        self.submit_latency.setdefault(carrier, FastHistogram(LATENCY_BUCKETS_S))
+        self.receipt_latency.setdefault(carrier, FastHistogram(RECEIPT_BUCKETS_S))
+
+    def register_gauge(self, name: str, doc: str, labels: list[str], read: Callable[[], list[tuple[list[str], float]]]) -> None:
+        self.registry.register(_CallbackGauge(name, doc, labels, read))

@@ -1,0 +1,540 @@
+"""The dispatch pipeline: jobs stream in, submit_sm out, outcomes back to Redis.
+
+Theory of operation
+-------------------
+One consumer loop reads a batch (``XREADGROUP COUNT n``) from the job lanes
+and turns it into work without a task per message:
+
+1. **decode** every entry into a `Job` (validation), **route** it to a
+   carrier and **segment** its text; what fails becomes a dead letter.
+2. **claim** (one script call): take each job's idempotency mark, write the
+   dead letters, ack duplicates. A mark that is our own entry's tells us a
+   previous consumer died between submit_sm and its resp.
+3. **submit** every part through the carrier's `BindPool` (window and rate
+   limited, writes coalesced per loop tick). Each part's token is
+   ``(job, part index)``; the pool calls `on_submit_resp` /
+   `on_submit_lost` back — plain calls, no futures.
+4. when the batch's last part is answered, **record** (one script call): job
+   records, correlation entries, events, idempotency marks, then XACK.
+
+Several batches are in flight at once; reading pauses while more than
+``max_pending_parts`` parts are outstanding (back-pressure). While a batch
+waits, its entries' idle time is reset now and then (XCLAIM JUSTID) so no
+other consumer reclaims work that is still in hand. Another loop reclaims
+the entries of consumers that went away (XAUTOCLAIM after the visibility
+timeout).
+
+Nothing is acked before its outcome is stored; Redis errors are retried with
+backoff (a repeated script call is harmless: see claim.lua / record.lua).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from connectors.status import format_status, status_info
+from dlr.ids import normalize_id
+from engine.config import CarrierSettings, Settings
+from engine.job import Job, JobError, parse_job
+from engine.keys import Keys
+from engine.metrics import Metrics
+from engine.router import Router, RoutingError
+from engine.scripts import Script
+from engine.segmenter import SegmentError, Segmented, segment
+from engine.submit import SubmitBuilder
+from privacy_hooks import keyed_hash
+
+__all__ = ["Pipeline", "PoolLike"]
+
+log = logging.getLogger("sendgate.pipeline")
+
+_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+class PoolLike:  # pragma: no cover - documentation of what the pipeline needs
+    """The part of `connectors.pool.BindPool` the pipeline uses."""
+
+    def submit(self, pdu: Any, token: object) -> None: ...
+    def pending(self) -> int: ...
+
+
+class _InFlightJob:
+    """One job whose parts are out at the carrier."""
+
+    __slots__ = (
+        "attempts",
+        "batch",
+        "carrier",
+        "entry_id",
+        "error",
+        "event",
+        "expect",
+        "fallback_used",
+        "job",
+        "message_ids",
+        "parts",
+        "pdus",
+        "pending",
+        "to_hash",
+    )
+
+    def __init__(self, batch: _Batch, entry_id: str, job: Job, carrier: str, to_hash: str) -> None:
+        self.batch = batch
+        self.entry_id = entry_id
+        self.job = job
+        self.carrier = carrier
+        self.to_hash = to_hash
+        self.pdus: list[Any] = []
+        self.message_ids: list[str] = []
+        self.attempts: list[int] = []
+        self.parts = 0
+        self.pending = 0
+        self.expect = 0
+        self.event = "submitted"
+        self.error = ""
+        self.fallback_used = False
+
+
+class _Batch:
+    """The entries of one read: acked together once every outcome is recorded."""
+
+    __slots__ = ("acks", "done", "entry_ids", "jobs", "outstanding", "started", "stream")
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        self.jobs: list[_InFlightJob] = []
+        self.done: list[_InFlightJob] = []  # outcomes ready (submitted, failed, unknown)
+        self.acks: list[str] = []  # entries to ack in the record call (duplicates/dead are acked in claim)
+        self.entry_ids: list[str] = []
+        self.outstanding = 0
+        self.started = time.monotonic()
+
+
+class Pipeline:
+    """Consumes the job lanes of one Redis and drives the carriers' bind pools."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis: Redis,
+        pools: dict[str, Any],
+        metrics: Metrics,
+        *,
+        on_idle: Callable[[], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.pools = pools
+        self.metrics = metrics
+        self.keys = Keys(settings.redis.prefix)
+        self.group = settings.engine.group
+        self.consumer = settings.consumer_name
+        self.router = Router(
+            ((c.name, c.routes) for c in settings.carriers),
+            {c.name: c.fallback for c in settings.carriers if c.fallback},
+        )
+        self.carriers: dict[str, CarrierSettings] = {c.name: c for c in settings.carriers}
+        self.builders = {c.name: SubmitBuilder(c) for c in settings.carriers}
+        self._secret = settings.privacy.hash_secret.encode()
+        days = settings.privacy.retention_days
+        self._job_ttl_s = days.message * 86400
+        self._mark_ttl_s = self._job_ttl_s
+        self._claim = Script("claim")
+        self._record = Script("record")
+        self._schedule = Script("schedule")
+        e = settings.engine
+        self._max_pending = e.max_pending_parts or 4 * e.batch_size
+        self._outstanding = 0  # parts submitted and not yet answered, all batches
+        self._capacity = asyncio.Event()
+        self._capacity.set()
+        self._batches: set[_Batch] = set()
+        self._record_tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._refs: dict[str, int] = {}
+        self._on_idle = on_idle
+        for c in settings.carriers:
+            metrics.add_carrier(c.name)
+        self._submit_ok = {c: metrics.submits.labels(c, "ok") for c in self.carriers}
+        self._submit_latency = metrics.submit_latency
+
+    # ------------------------------------------------------------------ setup
+    async def ensure_groups(self) -> None:
+        """Create the consumer group on every lane at id 0 (MKSTREAM): jobs
+        pushed before the engine's first start are sent."""
+        for stream in self.keys.lanes():
+            try:
+                await self.redis.xgroup_create(stream, self.group, id="0", mkstream=True)
+            except ResponseError as err:
+                if "BUSYGROUP" not in str(err):
+                    raise
+
+    # ------------------------------------------------------------- main loop
+    async def run(self) -> None:
+        """Read and dispatch until `stop()`; then wait for in-flight batches."""
+        await self._retry(self.ensure_groups)
+        e = self.settings.engine
+        streams = dict.fromkeys(self.keys.lanes(), ">")
+        while not self._stopping:
+            if self._outstanding >= self._max_pending:
+                self._capacity.clear()
+                await self._capacity.wait()
+                continue
+            try:
+                reply = await self.redis.xreadgroup(
+                    self.group, self.consumer, streams, count=e.batch_size, block=e.block_ms  # type: ignore[arg-type]
+                )
+            except ResponseError as err:
+                if "NOGROUP" in str(err):
+                    await self._retry(self.ensure_groups)
+                    continue
+                raise
+            except _REDIS_ERRORS as err:
+                self.metrics.redis_errors.inc()
+                log.warning("redis unavailable while reading jobs (%s); retrying", type(err).__name__)
+                await asyncio.sleep(0.5 + random.random())
+                continue
+            if not reply:
+                if self._on_idle is not None:
+                    self._on_idle()
+                continue
+            for stream_name, entries in reply:
+                stream = stream_name.decode() if isinstance(stream_name, bytes) else stream_name
+                lane = stream.rsplit(":", 1)[-1] if stream != self.keys.jobs else "normal"
+                self.metrics.jobs_consumed.labels(lane).inc(len(entries))
+                await self.process(stream, entries, reclaimed=False)
+
+    def stop(self) -> None:
+        """Stop reading new jobs (in-flight batches go on)."""
+        self._stopping = True
+        self._capacity.set()
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until every batch in flight is recorded; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while self._batches or self._record_tasks:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if self._record_tasks:
+                await asyncio.wait(set(self._record_tasks), timeout=remaining)
+            else:
+                await asyncio.sleep(min(0.05, remaining))
+        return True
+
+    @property
+    def outstanding_parts(self) -> int:
+        return self._outstanding
+
+    @property
+    def batches_in_flight(self) -> int:
+        return len(self._batches)
+
+    # ------------------------------------------------------------ one batch
+    async def process(self, stream: str, entries: Sequence[tuple[Any, dict[bytes, bytes]]], *, reclaimed: bool) -> None:
+        """Decode, claim and submit one read's entries."""
+        now = time.time()
+        batch = _Batch(stream)
+        candidates: list[tuple[str, Job, str, Segmented]] = []
+        dead_meta: list[list[Any]] = []
+        dead_fields: list[bytes] = []
+        scheduled: list[tuple[str, dict[bytes, bytes], float]] = []
+        dead_codes: dict[str, int] = {}
+        for raw_id, fields in entries:
+            entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+            if fields is None:  # deleted from the stream while pending
+                batch.acks.append(entry_id)
+                continue
+            try:
+                job = parse_job(fields, now)
+                if job.send_at and job.send_at > now + 0.5:
+                    scheduled.append((entry_id, fields, job.send_at))
+                    continue
+                carrier = self.router.route(job.to, job.carrier)
+                seg = self._segment(job, carrier)
+            except (JobError, RoutingError, SegmentError) as err:
+                code: str = err.code  # type: ignore[union-attr]
+                reason = err.reason if isinstance(err, (JobError, SegmentError)) else str(err)
+                self._dead_letter(entry_id, fields, code, reason, dead_meta, dead_fields)
+                dead_codes[code] = dead_codes.get(code, 0) + 1
+                continue
+            candidates.append((entry_id, job, carrier, seg))
+        if scheduled:
+            await self._retry(self._hold_scheduled, stream, scheduled)
+        statuses: list[int] = []
+        if candidates or dead_meta:
+            payload = orjson.dumps({"c": [[job.id, eid] for eid, job, _, _ in candidates], "d": dead_meta})
+            statuses = await self._retry_claim(stream, payload, dead_fields)
+        for code, n in dead_codes.items():
+            self.metrics.dead_letters.labels(code).inc(n)
+        resend = self.settings.engine.resend_unknown
+        duplicates = 0
+        submitted_parts = 0
+        for (entry_id, job, carrier, seg), status in zip(candidates, statuses, strict=True):
+            if status == 1:
+                duplicates += 1
+                continue
+            ij = _InFlightJob(batch, entry_id, job, carrier, keyed_hash(self._secret, job.to))
+            batch.jobs.append(ij)
+            batch.acks.append(entry_id)
+            if status == 2:
+                self.metrics.jobs_reclaimed.inc()
+                if not resend:
+                    ij.event, ij.error = "unknown", "submit_unanswered"
+                    ij.parts = len(seg.parts)
+                    batch.done.append(ij)
+                    continue
+            submitted_parts += self._submit_job(ij, seg)
+        if duplicates:
+            self.metrics.jobs_duplicate.inc(duplicates)
+        if not batch.jobs and not batch.acks:
+            return
+        batch.entry_ids = [ij.entry_id for ij in batch.jobs]
+        batch.outstanding = submitted_parts
+        self._outstanding += submitted_parts
+        self._batches.add(batch)
+        if batch.outstanding == 0:
+            self._complete(batch)
+
+    def _segment(self, job: Job, carrier: str) -> Segmented:
+        builder = self.builders[carrier]
+        ref = self._refs.get(job.to)
+        if ref is None:
+            ref = random.randrange(0x10000)
+        seg = segment(job.text, builder.segment_options, job.encoding, ref)
+        if len(seg.parts) > 1:
+            if len(self._refs) > 200_000:
+                self._refs.clear()
+            self._refs[job.to] = (ref + 1) & 0xFFFF
+        return seg
+
+    def _dead_letter(
+        self,
+        entry_id: str,
+        fields: dict[bytes, bytes],
+        code: str,
+        reason: str,
+        meta: list[list[Any]],
+        flat: list[bytes],
+    ) -> None:
+        job_id = fields.get(b"id", b"")
+        ref = fields.get(b"ref", b"")
+        try:
+            jid, sref = job_id.decode(), ref.decode()
+        except UnicodeDecodeError:
+            jid, sref = "", ""
+        meta.append([entry_id, 2 * len(fields), code, reason, jid, sref, "expired" if code == "expired" else ""])
+        for k, v in fields.items():
+            flat.append(k)
+            flat.append(v)
+
+    def _submit_job(self, ij: _InFlightJob, seg: Segmented) -> int:
+        builder = self.builders[ij.carrier]
+        pdus = builder.build(ij.job, seg)
+        n = len(pdus)
+        ij.pdus = pdus
+        ij.parts = n
+        ij.pending = n
+        ij.message_ids = [""] * n
+        ij.attempts = [0] * n
+        ij.expect = builder.receipts_expected(ij.job, n)
+        pool = self.pools[ij.carrier]
+        now = time.monotonic()
+        for i, pdu in enumerate(pdus):
+            pool.submit(pdu, (ij, i, now))
+        return n
+
+    # ------------------------------------------------------ pool callbacks
+    def on_submit_resp(self, token: object, command_status: int, message_id: str) -> None:
+        ij, i, t0 = token  # type: ignore[misc]
+        if command_status == 0:
+            carrier = self.carriers[ij.carrier]
+            ij.message_ids[i] = normalize_id(message_id, carrier.dlr_id_format, side="submit")
+            self._submit_ok[ij.carrier].inc()
+            self._submit_latency[ij.carrier].observe(time.monotonic() - t0)
+            self._part_done(ij)
+            return
+        info = status_info(command_status)
+        result = "retry" if info.retriable else "rejected"
+        self.metrics.submits.labels(ij.carrier, result).inc()
+        if info.retriable and ij.attempts[i] < self.settings.engine.retry_attempts:
+            ij.attempts[i] += 1
+            delay = self.settings.engine.retry_backoff_s * (2 ** (ij.attempts[i] - 1)) * (0.8 + 0.4 * random.random())
+            pool = self.pools[ij.carrier]
+            asyncio.get_running_loop().call_later(delay, pool.submit, ij.pdus[i], (ij, i, time.monotonic()))
+            return
+        fallback = self.router.fallback(ij.carrier)
+        if info.retriable and fallback and not ij.fallback_used and ij.parts == 1 and fallback in self.pools:
+            # Retries exhausted: a single-part message moves to the fallback carrier.
+            ij.fallback_used = True
+            ij.carrier = fallback
+            seg = self._segment(ij.job, fallback)
+            ij.pdus = self.builders[fallback].build(ij.job, seg)
+            ij.attempts = [0]
+            self.pools[fallback].submit(ij.pdus[0], (ij, 0, time.monotonic()))
+            return
+        if ij.event == "submitted":
+            ij.event = "failed" if info.retriable else "rejected"
+            ij.error = format_status(command_status)
+        self._part_done(ij)
+
+    def on_submit_lost(self, token: object, reason: str) -> None:
+        """Written on a bind that dropped (or timed out) before its resp."""
+        ij, i, _t0 = token  # type: ignore[misc]
+        self.metrics.submits.labels(ij.carrier, "lost").inc()
+        if self.settings.engine.resend_unknown and not self._stopping:
+            self.pools[ij.carrier].submit(ij.pdus[i], (ij, i, time.monotonic()))
+            return
+        if ij.event == "submitted":
+            ij.event, ij.error = "unknown", reason[:64]
+        self._part_done(ij)
+
+    def _part_done(self, ij: _InFlightJob) -> None:
+        ij.pending -= 1
+        self._outstanding -= 1
+        if self._outstanding < self._max_pending:
+            self._capacity.set()
+        if ij.pending == 0:
+            batch = ij.batch
+            batch.done.append(ij)
+        batch = ij.batch
+        batch.outstanding -= 1
+        if batch.outstanding == 0:
+            self._complete(batch)
+
+    def _complete(self, batch: _Batch) -> None:
+        task = asyncio.get_running_loop().create_task(self._record_batch(batch))
+        self._record_tasks.add(task)
+        task.add_done_callback(self._record_tasks.discard)
+
+    # ------------------------------------------------------------- record
+    async def _record_batch(self, batch: _Batch) -> None:
+        now_ms = int(time.time() * 1000)
+        now_s = now_ms // 1000
+        days = self.settings.privacy.retention_days
+        retention_until = now_s + days.message * 86400
+        jobs_payload: list[list[Any]] = []
+        events: dict[str, int] = {}
+        for ij in batch.done:
+            job = ij.job
+            carrier = self.carriers[ij.carrier]
+            dlr_wait_s = int((carrier.dlr_wait_h or self.settings.privacy.dlr_wait_h) * 3600)
+            corr_ttl = min(dlr_wait_s, self._job_ttl_s)
+            corr: list[list[Any]] = []
+            if ij.event == "submitted" and job.dlr:
+                first = ij.parts - ij.expect
+                corr = [[ij.message_ids[i], i + 1] for i in range(first, ij.parts)]
+            jobs_payload.append(
+                [
+                    job.id, ij.event, ij.carrier, ij.parts, ",".join(ij.message_ids), ij.error,
+                    job.ref, job.client, job.callback, "1" if job.dlr else "0", ij.to_hash,
+                    retention_until, self._job_ttl_s, corr_ttl, corr,
+                    str(now_ms + corr_ttl * 1000), ij.expect if job.dlr else 0,
+                ]
+            )
+            events[ij.event] = events.get(ij.event, 0) + 1
+        payload = orjson.dumps({"j": jobs_payload, "a": batch.acks})
+        k = self.keys
+        await self._retry(
+            self._record, self.redis, [batch.stream, k.events, k.dlr_due],
+            [self.group, k.prefix, payload, now_ms, self.settings.engine.streams_maxlen],
+        )
+        self._batches.discard(batch)
+        for event, n in events.items():
+            self.metrics.events.labels(event).inc(n)
+        self.metrics.batches.inc()
+
+    # -------------------------------------------------------------- helpers
+    async def _retry_claim(self, stream: str, payload: bytes, dead_fields: list[bytes]) -> list[int]:
+        k = self.keys
+        attempt = 0
+        while True:
+            try:
+                result = await self._claim(
+                    self.redis, [stream, k.events, k.dead],
+                    [self.group, k.prefix, payload, int(time.time() * 1000), self._mark_ttl_s,
+                     self.settings.engine.streams_maxlen, "1" if attempt else "0", *dead_fields],
+                )
+                return [int(x) for x in result]
+            except _REDIS_ERRORS as err:
+                attempt += 1
+                await self._backoff(attempt, err)
+
+    async def _retry(self, fn: Callable[..., Any], *args: Any) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return await fn(*args)
+            except _REDIS_ERRORS as err:
+                attempt += 1
+                await self._backoff(attempt, err)
+
+    async def _backoff(self, attempt: int, err: BaseException) -> None:
+        self.metrics.redis_errors.inc()
+        delay = min(5.0, 0.05 * 2**attempt) * (0.5 + random.random())
+        log.warning("redis call failed (%s), attempt %d; retrying in %.2fs", type(err).__name__, attempt, delay)
+        await asyncio.sleep(delay)
+
+    async def _hold_scheduled(self, stream: str, scheduled: list[tuple[str, dict[bytes, bytes], float]]) -> None:
+        """Jobs with a future ``send_at``: stored aside, acked, pushed back when due."""
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=True)
+        ttl = self.settings.privacy.retention_days.payload * 86400
+        for entry_id, fields, due in scheduled:
+            key = f"{k.scheduled}:{entry_id}"
+            pipe.hset(key, mapping={**fields, b"lane": stream.encode()})  # type: ignore[arg-type]
+            pipe.expire(key, ttl)
+            pipe.zadd(k.scheduled, {entry_id: due * 1000})
+            pipe.xack(stream, self.group, entry_id)
+        await pipe.execute()
+
+    async def release_scheduled(self, limit: int = 1000) -> int:
+        """Push jobs whose ``send_at`` has come back onto their lane; returns how many."""
+        k = self.keys
+        n = await self._retry(
+            self._schedule, self.redis, [k.scheduled], [int(time.time() * 1000), limit]
+        )
+        return int(n)
+
+    async def keep_alive_in_flight(self, older_than_s: float) -> None:
+        """Reset the idle time of entries still in hand, so no one reclaims them."""
+        now = time.monotonic()
+        by_stream: dict[str, list[str]] = {}
+        for b in list(self._batches):
+            if now - b.started >= older_than_s and b.entry_ids:
+                by_stream.setdefault(b.stream, []).extend(b.entry_ids)
+        for stream, ids in by_stream.items():
+            for i in range(0, len(ids), 1000):
+                await self._retry(
+                    self.redis.xclaim, stream, self.group, self.consumer, 0, ids[i : i + 1000], None, None, None, False, True
+                )
+
+    async def reclaim(self, min_idle_ms: int) -> int:
+        """Take over entries of consumers that went away (XAUTOCLAIM)."""
+        mine = {eid for b in self._batches for eid in b.entry_ids}
+        total = 0
+        for stream in self.keys.lanes():
+            start = "0-0"
+            while True:
+                reply = await self._retry(
+                    self.redis.xautoclaim, stream, self.group, self.consumer, min_idle_ms, start,
+                    self.settings.engine.batch_size,
+                )
+                start = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+                entries = [(eid, f) for eid, f in reply[1] if (eid.decode() if isinstance(eid, bytes) else eid) not in mine]
+                if entries:
+                    total += len(entries)
+                    await self.process(stream, entries, reclaimed=True)
+                if start in ("0-0", "0"):
+                    break
+        return total

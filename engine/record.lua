@@ -1,0 +1,63 @@
+-- record.lua: the second script call of a batch: store every outcome, then ack.
+--
+-- Per job: the job record (hash, TTL = message retention), the correlation
+-- entries receipts will be matched by (TTL = receipt wait capped by message
+-- retention) and the receipt deadline, the subject index used by erasure, the
+-- idempotency mark turned to "done", one event; then XACK of the batch's
+-- entries. Nothing is acked before its outcome is stored (DESIGN.md,
+-- "Delivery semantics").
+--
+-- KEYS[1] jobs stream the entries came from
+-- KEYS[2] events stream
+-- KEYS[3] receipt deadlines (sorted set: job id scored by unix ms)
+-- ARGV[1] consumer group
+-- ARGV[2] key prefix
+-- ARGV[3] payload (JSON): {"j": [job, ...], "a": [entry_id, ...]} where job is
+--   [job_id, event, carrier, parts, message_ids, error, ref, client, callback,
+--    dlr ("1"/"0"), to_hash, retention_until (s), job_ttl (s), corr_ttl (s),
+--    [[message_id, part], ...], receipt_deadline (ms), expect (receipts expected)]
+-- ARGV[4] now (unix ms)
+-- ARGV[5] approximate MAXLEN of the events stream
+local jobs, events, due = KEYS[1], KEYS[2], KEYS[3]
+local group, prefix = ARGV[1], ARGV[2]
+local batch = cjson.decode(ARGV[3])
+local now, maxlen = ARGV[4], ARGV[5]
+
+for _, j in ipairs(batch.j) do
+  local job_id, event, carrier, parts, message_ids, err = j[1], j[2], j[3], j[4], j[5], j[6]
+  local ref, client, callback, dlr, to_hash = j[7], j[8], j[9], j[10], j[11]
+  local retention_until, job_ttl, corr_ttl, corr = j[12], j[13], j[14], j[15]
+  local deadline, expect = j[16], j[17]
+  local job_key = prefix .. ':job:' .. job_id
+  local idem = prefix .. ':idem:' .. job_id
+  -- "done" already: a repeated call (reply lost) or a duplicate; write nothing twice.
+  if redis.call('GET', idem) ~= 'done' then
+  redis.call('HSET', job_key,
+    'ref', ref, 'carrier', carrier, 'client', client, 'callback', callback,
+    'parts', parts, 'expect', expect, 'message_ids', message_ids,
+    'submitted_ms', now, 'state', event, 'error', err, 'dlr', dlr,
+    'retention_until', retention_until, 'to_hash', to_hash, 'done', 0)
+  redis.call('EXPIRE', job_key, job_ttl)
+  if event == 'submitted' and dlr == '1' then
+    for _, c in ipairs(corr) do
+      redis.call('SET', prefix .. ':dlr:' .. carrier .. ':' .. c[1],
+        c[2] .. ':' .. now .. ':' .. job_id, 'EX', corr_ttl)
+    end
+    redis.call('ZADD', due, deadline, job_id)
+  end
+  if to_hash ~= '' then
+    local subject = prefix .. ':subject:' .. to_hash
+    redis.call('SADD', subject, job_id)
+    redis.call('EXPIRE', subject, job_ttl)
+  end
+  redis.call('SET', idem, 'done', 'EX', job_ttl)
+  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*',
+    'id', job_id, 'ref', ref, 'event', event, 'carrier', carrier, 'parts', parts,
+    'message_ids', message_ids, 'error', err, 'ts', now)
+  end
+end
+local acks = batch.a
+for i = 1, #acks, 500 do
+  redis.call('XACK', jobs, group, unpack(acks, i, math.min(i + 499, #acks)))
+end
+return #batch.j

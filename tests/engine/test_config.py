@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.config import ConfigError, load_settings, settings_from_mapping
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "sendgate.example.toml"
+
+
+def test_example_config_loads_with_every_documented_key() -> None:
+    s = load_settings(EXAMPLE, env={})
+    assert s.redis.prefix == "sendgate"
+    assert s.engine.batch_size == 500
+    c = s.carrier("acme")
+    assert c.bind == "transceiver" and c.binds == 2 and c.window == 10
+    assert c.routes == ("45", "46")
+    assert c.encoding.concat == "udh8" and c.encoding.max_parts == 10
+    assert s.privacy.retention_days.message == 120
+
+
+def test_defaults_without_file() -> None:
+    s = load_settings(None, env={})
+    assert s.redis.url == ""  # embedded Redis
+    assert s.carriers == ()
+
+
+def test_env_overrides() -> None:
+    s = load_settings(EXAMPLE, env={"REDIS_URL": "redis://example:1/2", "SENDGATE_PREFIX": "x", "SENDGATE_LOG_LEVEL": "DEBUG"})
+    assert s.redis.url == "redis://example:1/2"
+    assert s.redis.prefix == "x"
+    assert s.logging.level == "debug"
+
+
+@pytest.mark.parametrize(
+    ("data", "path"),
+    [
+        ({"carriers": [{"name": "a", "port": "x"}]}, "carriers[0].port"),
+        ({"carriers": [{"name": "a", "port": 0}]}, "carriers[0].port"),
+        ({"carriers": [{"name": "a", "bind": "sideways"}]}, "carriers[0].bind"),
+        ({"carriers": [{"name": "a", "password": "toolongpassword"}]}, "carriers[0].password"),
+        ({"carriers": [{"name": "a", "fallback": "b"}]}, "carriers[0].fallback"),
+        ({"carriers": [{"name": "a"}, {"name": "a"}]}, "carriers[1].name"),
+        ({"carriers": [{"name": "a", "routes": ["4x"]}]}, "carriers[0].routes[0]"),
+        ({"carriers": [{"name": "a", "encoding": {"concat": "zip"}}]}, "carriers[0].encoding.concat"),
+        ({"engine": {"batch_size": 0}}, "engine.batch_size"),
+        ({"engine": {"batchsize": 10}}, "engine"),
+        ({"admin": {"listen": "nowhere"}}, "admin.listen"),
+    ],
+)
+def test_errors_name_the_key_path(data: dict[str, object], path: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings_from_mapping(data, env={})
+    assert str(info.value).startswith(path), str(info.value)
+
+
+def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_settings(tmp_path / "nope.toml", env={})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[redis\nurl=1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(bad, env={})

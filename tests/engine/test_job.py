@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import pytest
+
+from engine.job import DEAD_LETTER_CODES, JobError, normalise_number, parse_job
+
+NOW = 1_800_000_000.0
+
+
+def f(**kw: str) -> dict[bytes, bytes]:
+    base = {"id": "j1", "to": "+4512345678", "text": "hello"}
+    base.update(kw)
+    return {k.encode(): v.encode() for k, v in base.items() if v is not None}
+
+
+def test_minimal_job() -> None:
+    job = parse_job(f(), NOW)
+    assert (job.id, job.to, job.text, job.dlr, job.encoding) == ("j1", "4512345678", "hello", True, "auto")
+
+
+def test_all_optional_fields() -> None:
+    job = parse_job(
+        f(**{"from": "ACME", "carrier": "c1", "dlr": "0", "encoding": "ucs2", "expires_at": str(NOW + 60),
+             "validity": "3600", "callback": "https://example.org/cb", "ref": "r", "client": "t",
+             "kind": "marketing", "priority": "bulk", "send_at": str(NOW + 5)}),
+        NOW,
+    )
+    assert job.sender == "ACME" and job.carrier == "c1" and job.dlr is False
+    assert job.encoding == "ucs2" and job.validity == 3600 and job.priority == "bulk"
+    assert job.send_at == NOW + 5 and job.kind == "marketing"
+
+
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        ({"id": ""}, "missing_field"),
+        ({"to": ""}, "missing_field"),
+        ({"to": "12ab"}, "bad_number"),
+        ({"to": "+0123456789"}, "bad_number"),
+        ({"to": "1234567890123456"}, "bad_number"),
+        ({"text": ""}, "empty_text"),
+        ({"from": "ThisIsTooLongSender"}, "bad_sender"),
+        ({"from": "12"}, "bad_sender"),
+        ({"encoding": "latin1"}, "bad_encoding"),
+        ({"expires_at": str(NOW - 1)}, "expired"),
+        ({"callback": "ftp://x/y"}, "invalid"),
+        ({"dlr": "yes"}, "invalid"),
+        ({"priority": "urgent"}, "invalid"),
+        ({"id": "x" * 65}, "invalid"),
+    ],
+)
+def test_bad_jobs_get_dead_letter_codes(fields: dict[str, str], code: str) -> None:
+    with pytest.raises(JobError) as info:
+        parse_job(f(**fields), NOW)
+    assert info.value.code == code
+    assert info.value.code in DEAD_LETTER_CODES
+    # Never the number or the text in the reason.
+    assert "4512345678" not in info.value.reason and "hello" not in info.value.reason
+
+
+def test_missing_text_and_malformed_utf8() -> None:
+    fields = f()
+    del fields[b"text"]
+    with pytest.raises(JobError) as info:
+        parse_job(fields, NOW)
+    assert info.value.code == "missing_field"
+    fields[b"text"] = b"caf\xc3"
+    with pytest.raises(JobError) as info:
+        parse_job(fields, NOW)
+    assert info.value.code == "invalid" and "UTF-8" in info.value.reason
+
+
+def test_normalise_number() -> None:
+    assert normalise_number("+4512345678") == "4512345678"
+    assert normalise_number(" 4512345678 ") == "4512345678"
+    assert normalise_number("45 12") is None
