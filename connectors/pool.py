@@ -1,0 +1,315 @@
+"""BindPool: one carrier's binds behind one queue.
+
+Why this shape (httpcore's connection pool, asyncpg's pool): ``submit`` only
+appends ``(pdu, token)`` to a queue and schedules one synchronous *assign*
+step per loop iteration. Assign decides — which bind has free window, how
+many tokens the rate limiter grants — and then writes; it never awaits. It
+runs again whenever a bind reports progress (responses processed, writing
+resumed, bind up, throttle pause over, rate tokens due), so the window refills
+inside the same ``data_received`` that emptied it.
+
+Accounting rules (docs/INTERNALS.md, "BindPool"):
+
+* a PDU never written stays in the queue and goes out on whichever bind
+  has room; a bind going down takes nothing from the queue;
+* a PDU written whose bind drops, or whose response times out, is reported
+  once with ``on_submit_lost`` (the engine decides: resend or ``unknown``);
+* ESME_RTHROTTLED (0x58) and ESME_RMSGQFUL (0x14) put the PDU back at the
+  front of the queue and pause that bind with a growing backoff; they show
+  up only in :attr:`BindPool.stats`;
+* every other status is data for ``on_submit_resp``.
+
+Each queued item is the tuple ``(pdu, token)``; that same tuple travels as
+the session's in-flight context, so a throttled PDU is re-queued and a lost
+one reported without another allocation. No task or future per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import Any, Protocol, cast
+
+from .config import BindConfig
+from .pdu import DataSm, DeliverSm, SubmitSm
+from .session import Response
+from .status import ESME_RMSGQFUL, ESME_RTHROTTLED
+from .transport import SmppBind
+
+__all__ = ["BindPool", "PoolHandler", "PoolStats", "RateLimiter"]
+
+log = logging.getLogger("sendgate.connectors.pool")
+
+_THROTTLED = frozenset((ESME_RTHROTTLED, ESME_RMSGQFUL))
+
+
+class PoolHandler(Protocol):
+    """What the engine implements; called from the event loop, never awaited."""
+
+    def on_submit_resp(self, token: object, command_status: int, message_id: str) -> None: ...
+
+    def on_submit_lost(self, token: object, reason: str) -> None:
+        """Written on a bind but unanswered (bind dropped, response timeout)."""
+
+    def on_deliver(self, bind: SmppBind, pdu: DeliverSm | DataSm) -> None:
+        """deliver_sm / data_sm from the SMSC; answer with ``bind.respond(pdu, status)``."""
+
+    def on_bind_state(self, bind_name: str, up: bool) -> None: ...
+
+
+class RateLimiter(Protocol):
+    """``throttling.TokenBucket`` satisfies it."""
+
+    def try_take(self, n: int, now: float) -> int: ...
+
+    def wait_s(self, n: int, now: float) -> float: ...
+
+
+class PoolStats:
+    """Counters of one pool (plain ints; the engine exports them as metrics)."""
+
+    __slots__ = (
+        "delivers",
+        "lost",
+        "rate_limited",
+        "responses",
+        "throttled",
+        "timeouts",
+        "written",
+    )
+
+    def __init__(self) -> None:
+        self.written = 0  # requests written on a bind (resends included)
+        self.responses = 0  # submit responses passed to on_submit_resp
+        self.throttled = 0  # 0x58 / 0x14 replies, re-queued
+        self.lost = 0  # on_submit_lost reports (drops and timeouts)
+        self.timeouts = 0  # of which response timeouts
+        self.delivers = 0  # deliver_sm / data_sm received
+        self.rate_limited = 0  # assign steps cut short by the rate limiter
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class BindPool:
+    """N binds to one carrier; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        config: BindConfig,
+        handler: PoolHandler,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self.config = config
+        self.handler = handler
+        self.limiter = limiter
+        self.stats = PoolStats()
+        self.binds: list[SmppBind] = []
+        self._submitters: list[SmppBind] = []
+        self._queue: deque[tuple[SubmitSm, object]] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._assign_scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._closing = False
+        self._started = False
+
+    # -- public API --------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create and start every bind; returns once each tried once."""
+        if self._started:
+            return
+        self._started = True
+        self._loop = asyncio.get_running_loop()
+        cfg = self.config
+        modes: list[str]
+        if cfg.bind_mode == "transmitter+receiver":
+            modes = ["transmitter"] * cfg.binds + ["receiver"] * cfg.binds
+        else:
+            modes = [cfg.bind_mode] * cfg.binds
+        counters: dict[str, int] = {}
+        for mode in modes:
+            counters[mode] = counters.get(mode, 0) + 1
+            name = f"{cfg.name}-{_SHORT[mode]}{counters[mode]}"
+            bind = SmppBind(cfg, self, mode=mode, name=name)
+            self.binds.append(bind)
+            if mode != "receiver":
+                self._submitters.append(bind)
+        await asyncio.gather(*(bind.start() for bind in self.binds))
+
+    def submit(self, pdu: SubmitSm, token: object) -> None:
+        """Queue a submit_sm; it is written as window and rate allow. Never blocks."""
+        if self._closing:
+            raise RuntimeError("pool is closed")
+        self._queue.append((pdu, token))
+        if not self._assign_scheduled:
+            self._assign_scheduled = True
+            loop = self._loop or asyncio.get_running_loop()
+            loop.call_soon(self._assign)
+
+    def pending(self) -> int:
+        """Queued plus in flight."""
+        return len(self._queue) + sum(bind.in_flight for bind in self._submitters)
+
+    def queued(self) -> int:
+        return len(self._queue)
+
+    async def wait_pending_below(self, n: int) -> None:
+        """Wait until ``pending() < n`` (back-pressure for the engine)."""
+        if self.pending() < n:
+            return
+        loop = self._loop or asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._waiters.append((n, future))
+        try:
+            await future
+        finally:
+            if not future.done():
+                future.cancel()
+            self._waiters = [w for w in self._waiters if w[1] is not future]
+
+    def binds_up(self) -> int:
+        return sum(1 for bind in self.binds if bind.up)
+
+    async def close(self, drain_timeout_s: float | None = None) -> None:
+        """Stop taking; drain queue and window within the bound; unbind.
+
+        Whatever is still queued or unanswered afterwards is reported with
+        ``on_submit_lost`` (queued ones with a reason saying they were never
+        written).
+        """
+        timeout = self.config.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
+        self._closing = True
+        loop = self._loop or asyncio.get_running_loop()
+        if self.pending() and self.binds_up() and timeout > 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.wait_pending_below(1), timeout)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        queue = self._queue
+        while queue:
+            _, token = queue.popleft()
+            self.stats.lost += 1
+            self.handler.on_submit_lost(token, "pool closed before it was written")
+        deadline = loop.time() + timeout
+        await asyncio.gather(
+            *(bind.close(max(deadline - loop.time(), 0.0)) for bind in self.binds)
+        )
+        for _, future in self._waiters:
+            if not future.done():
+                future.set_result(None)
+
+    # -- assign step -------------------------------------------------------
+
+    def _assign(self) -> None:
+        self._assign_scheduled = False
+        queue = self._queue
+        if queue:
+            submitters = self._submitters
+            limiter = self.limiter
+            loop = self._loop
+            assert loop is not None
+            while queue:
+                best: SmppBind | None = None
+                best_free = 0
+                for bind in submitters:
+                    free = bind.free_window()
+                    if free > best_free:
+                        best, best_free = bind, free
+                if best is None:
+                    self._wake_after_throttle()
+                    break
+                n = min(best_free, len(queue))
+                if limiter is not None:
+                    now = loop.time()
+                    granted = limiter.try_take(n, now)
+                    if granted < n:
+                        self.stats.rate_limited += 1
+                        self._wake_at(now + max(limiter.wait_s(1, now), 0.001))
+                    if granted <= 0:
+                        break
+                    n = granted
+                best.submit_from(queue, n)
+                self.stats.written += n
+        if self._waiters:
+            self._release_waiters()
+
+    def _wake_after_throttle(self) -> None:
+        """All binds full or paused: if any is paused for throttling, assign when it ends."""
+        until = [b.throttled_until for b in self._submitters if b.up and b.throttled_until]
+        if until:
+            self._wake_at(min(until))
+
+    def _wake_at(self, when: float) -> None:
+        loop = self._loop
+        assert loop is not None
+        if self._timer is not None:
+            if self._timer_at <= when:
+                return
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._assign()
+
+    def _release_waiters(self) -> None:
+        pending = self.pending()
+        keep: list[tuple[int, asyncio.Future[None]]] = []
+        for n, future in self._waiters:
+            if future.done():
+                continue
+            if pending < n:
+                future.set_result(None)
+            else:
+                keep.append((n, future))
+        self._waiters = keep
+
+    # -- BindListener ------------------------------------------------------
+
+    def bind_up(self, bind: SmppBind) -> None:
+        self.handler.on_bind_state(bind.name, True)
+        self._assign()
+
+    def bind_down(self, bind: SmppBind, lost: list[Any], reason: str) -> None:
+        handler = self.handler
+        self.stats.lost += len(lost)
+        for _, token in lost:
+            handler.on_submit_lost(token, reason)
+        handler.on_bind_state(bind.name, False)
+        self._assign()
+
+    def bind_response(self, bind: SmppBind, response: Response) -> None:
+        item = cast("tuple[SubmitSm, object]", response.context)
+        resp = response.pdu
+        status = resp.command_status
+        if status in _THROTTLED:
+            self.stats.throttled += 1
+            self._queue.appendleft(item)
+            delay = bind.note_throttled()
+            log.debug("bind %s throttled (0x%08X), pause %.3fs", bind.name, status, delay)
+            return
+        bind.note_accepted()
+        self.stats.responses += 1
+        self.handler.on_submit_resp(item[1], status, getattr(resp, "message_id", None) or "")
+
+    def bind_timeout(self, bind: SmppBind, context: Any) -> None:
+        self.stats.lost += 1
+        self.stats.timeouts += 1
+        self.handler.on_submit_lost(context[1], "response timeout")
+
+    def bind_deliver(self, bind: SmppBind, pdu: DeliverSm | DataSm) -> None:
+        self.stats.delivers += 1
+        self.handler.on_deliver(bind, pdu)
+
+    def bind_ready(self, bind: SmppBind) -> None:
+        self._assign()
+
+
+_SHORT = {"transceiver": "trx", "transmitter": "tx", "receiver": "rx"}

@@ -1,0 +1,594 @@
+"""asyncio edge of SMPP: a Protocol that moves bytes, and one self-healing bind.
+
+Why an ``asyncio.Protocol`` and not streams: streams cost a task, a future
+and a buffer copy per read; a Protocol gets ``data_received`` straight from
+the loop, feeds the sans-IO :class:`~connectors.session.Session` and hands the
+events on, all in one synchronous call. Writes made during a loop iteration
+are collected and flushed once with ``writelines`` from a ``call_soon``, so a
+window of 256 submit_sm leaves in one syscall. ``pause_writing`` /
+``resume_writing`` are honoured: a paused bind offers no free window.
+
+:class:`SmppProtocol` knows nothing about SMPP beyond "give bytes to the
+session, write what it returns". :class:`SmppBind` owns the lifecycle of one
+bind: connect, bind with a timeout, keepalive and timeouts through one
+periodic ``Session.sweep``, reconnect with exponential backoff and jitter, a
+slow retry after a bind refused for credentials (0x0D/0x0E/0x0F: a hot loop
+would only lock the account), graceful unbind on close after draining the
+window within a bound. OS errors are mapped once, in
+:func:`map_connection_error`, to :class:`~connectors.errors.ConnectionLostError`.
+
+Callbacks go to a :class:`BindListener` (the pool): plain calls from the
+event loop, no task or future per message. The only tasks are one
+connection loop per bind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final, Protocol
+
+from .config import BindConfig
+from .constants import CommandId
+from .errors import BindError, ConnectionLostError, SmppError
+from .pdu import (
+    BindReceiver,
+    BindTransceiver,
+    BindTransmitter,
+    DataSm,
+    DataSmResp,
+    DeliverSm,
+    DeliverSmResp,
+)
+from .session import (
+    ESME,
+    WINDOWED,
+    ProtocolViolation,
+    Response,
+    Session,
+    StrayResponse,
+    Unbound,
+)
+from .status import ESME_ROK, status_info
+
+__all__ = [
+    "BindListener",
+    "SmppBind",
+    "SmppProtocol",
+    "backoff_delay",
+    "map_connection_error",
+]
+
+log = logging.getLogger("sendgate.connectors.transport")
+
+C = CommandId
+_BIND_PDU: Final[dict[str, Any]] = {
+    "transceiver": BindTransceiver,
+    "transmitter": BindTransmitter,
+    "receiver": BindReceiver,
+}
+
+
+def map_connection_error(exc: BaseException | None, where: str) -> ConnectionLostError:
+    """The one place where OS-level failures become our error type."""
+    if exc is None:
+        return ConnectionLostError(f"{where}: connection closed by peer")
+    if isinstance(exc, ConnectionLostError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return ConnectionLostError(f"{where}: timed out")
+    if isinstance(exc, OSError):
+        name = exc.__class__.__name__
+        return ConnectionLostError(f"{where}: {name} (errno {exc.errno})")
+    return ConnectionLostError(f"{where}: {exc.__class__.__name__}")
+
+
+def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
+    """Exponential backoff with "equal jitter": half fixed, half random."""
+    base = min(max_s, min_s * (2 ** min(attempt, 30)))
+    return float(base / 2 + rng.random() * base / 2)
+
+
+class SmppProtocol(asyncio.Protocol):
+    """Moves bytes between a socket and a Session; nothing else."""
+
+    __slots__ = ("_buffer", "_flush_scheduled", "_loop", "owner", "paused", "session", "transport")
+
+    def __init__(self, session: Session, owner: ProtocolOwner) -> None:
+        self.session = session
+        self.owner = owner
+        self.transport: asyncio.Transport | None = None
+        self.paused = False
+        self._buffer: list[bytes] = []
+        self._flush_scheduled = False
+        self._loop = asyncio.get_running_loop()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        events = self.session.receive_data(data)
+        auto = self.session.data_to_send()
+        if auto:
+            self.write(auto)
+        if events:
+            self.owner.handle_events(events)
+
+    def eof_received(self) -> bool | None:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._buffer.clear()
+        self.transport = None
+        self.owner.handle_connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self.owner.handle_writable()
+
+    # -- writing -----------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes; all writes of this loop iteration leave in one writelines."""
+        self._buffer.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def write_many(self, chunks: list[bytes]) -> None:
+        self._buffer.extend(chunks)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        buffer = self._buffer
+        if not buffer:
+            return
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.writelines(buffer)
+        buffer.clear()
+
+    def flush_now(self) -> None:
+        self._flush()
+
+    def close(self) -> None:
+        """Flush what is queued, then close (the transport sends the rest first)."""
+        self._flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self._buffer.clear()
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class ProtocolOwner(Protocol):
+    def handle_events(self, events: list[Any]) -> None: ...
+    def handle_connection_lost(self, exc: Exception | None) -> None: ...
+    def handle_writable(self) -> None: ...
+
+
+class BindListener(Protocol):
+    """What a :class:`SmppBind` reports to (the pool). Plain calls, no awaiting."""
+
+    def bind_up(self, bind: SmppBind) -> None: ...
+    def bind_down(self, bind: SmppBind, lost: list[Any], reason: str) -> None:
+        """``lost``: contexts of requests written but unanswered."""
+
+    def bind_response(self, bind: SmppBind, response: Response) -> None: ...
+    def bind_timeout(self, bind: SmppBind, context: Any) -> None: ...
+    def bind_deliver(self, bind: SmppBind, pdu: DeliverSm | DataSm) -> None: ...
+    def bind_ready(self, bind: SmppBind) -> None:
+        """Responses were processed or writing resumed: window may be free."""
+
+
+# SMPP 3.4 §5.1.3: bind refused for credentials; retry slowly.
+AUTH_FAILURES: Final = frozenset((0x0D, 0x0E, 0x0F))
+
+
+class SmppBind:
+    """One SMPP bind (ESME side) that keeps itself connected.
+
+    ``mode`` is ``"transceiver"``, ``"transmitter"`` or ``"receiver"``.
+    ``submit(pdu, context)`` writes a request at once (the caller checked
+    ``free_window()``); ``respond(pdu, status)`` answers a deliver_sm/data_sm.
+    """
+
+    def __init__(
+        self,
+        config: BindConfig,
+        listener: BindListener,
+        *,
+        mode: str = "transceiver",
+        name: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if mode not in _BIND_PDU:
+            raise ValueError(f"mode must be one of {sorted(_BIND_PDU)}")
+        self.config = config
+        self.listener = listener
+        self.mode = mode
+        self.name = name or f"{config.name}-{mode}"
+        self.session: Session | None = None
+        self.protocol: SmppProtocol | None = None
+        self.up = False
+        self.generation = 0  # bumped on every successful bind
+        self.connects = 0
+        self.auth_failures = 0
+        self.last_error = ""
+        self.throttled_until = 0.0
+        self._throttle_streak = 0
+        self._rng = rng or random.Random()
+        self._loop = asyncio.get_running_loop()
+        self._closing = False
+        self._runner: asyncio.Task[None] | None = None
+        self._first_try = self._loop.create_future()
+        self._bind_waiter: asyncio.Future[Any] | None = None
+        self._lost_waiter: asyncio.Future[str] | None = None
+        self._drained: asyncio.Future[None] | None = None
+        self._unbind_waiter: asyncio.Future[None] | None = None
+        self._wake = asyncio.Event()
+        self._sweep_handle: asyncio.TimerHandle | None = None
+
+    def __repr__(self) -> str:
+        return f"<SmppBind {self.name} up={self.up}>"
+
+    # -- public ------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the connection loop; return once the first attempt is over (up or not)."""
+        if self._runner is None:
+            self._runner = self._loop.create_task(self._run(), name=f"smpp-bind-{self.name}")
+        await asyncio.shield(self._first_try)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def is_up(self) -> bool:
+        return self.up
+
+    def can_submit(self) -> bool:
+        return self.free_window() > 0
+
+    def free_window(self) -> int:
+        """How many more requests may be written now (0 when down, paused or throttled)."""
+        session = self.session
+        if not self.up or session is None or self._closing:
+            return 0
+        protocol = self.protocol
+        if protocol is None or protocol.paused:
+            return 0
+        if self.throttled_until and self._loop.time() < self.throttled_until:
+            return 0
+        return session.free_window()
+
+    @property
+    def in_flight(self) -> int:
+        return self.session.windowed if self.session is not None else 0
+
+    def submit(self, pdu: Any, context: Any) -> None:
+        """Write one request now; ``context`` comes back in the response or loss report."""
+        session = self.session
+        protocol = self.protocol
+        if session is None or protocol is None:
+            raise ConnectionLostError(f"bind {self.name} is down")
+        protocol.write(session.send(pdu, self._loop.time(), context))
+
+    def submit_from(self, queue: deque[Any], n: int) -> None:
+        """Pop ``n`` ``(pdu, token)`` items off the left of ``queue`` and write them.
+
+        The item tuple itself is the context, so a throttled or lost PDU can be
+        put back or reported without another allocation.
+        """
+        session = self.session
+        protocol = self.protocol
+        if session is None or protocol is None:
+            raise ConnectionLostError(f"bind {self.name} is down")
+        send = session.send
+        popleft = queue.popleft
+        now = self._loop.time()
+        chunks: list[bytes] = []
+        append = chunks.append
+        for _ in range(n):
+            item = popleft()
+            append(send(item[0], now, item))
+        protocol.write_many(chunks)
+
+    def respond(self, pdu: DeliverSm | DataSm, command_status: int = ESME_ROK) -> None:
+        """Answer a deliver_sm / data_sm from the SMSC (SMPP 3.4 §4.6.2, §4.7.2).
+
+        A no-op if the connection that carried it is gone: the SMSC redelivers.
+        """
+        session = self.session
+        protocol = self.protocol
+        if session is None or protocol is None or protocol.transport is None:
+            log.debug("bind %s: response dropped, connection gone", self.name)
+            return
+        resp_cls = DataSmResp if pdu.command_id == C.DATA_SM else DeliverSmResp
+        resp = resp_cls(sequence_number=pdu.sequence_number, command_status=command_status)
+        protocol.write(session.send(resp, self._loop.time()))
+
+    def note_throttled(self) -> float:
+        """The SMSC said slow down: pause this bind; returns the pause in seconds."""
+        cfg = self.config
+        delay = backoff_delay(
+            self._throttle_streak, cfg.throttle_backoff_min_s, cfg.throttle_backoff_max_s, self._rng
+        )
+        self._throttle_streak += 1
+        self.throttled_until = self._loop.time() + delay
+        return delay
+
+    def note_accepted(self) -> None:
+        """A submit went through: the throttle backoff starts over."""
+        if self._throttle_streak:
+            self._throttle_streak = 0
+            self.throttled_until = 0.0
+
+    def kill(self) -> None:
+        """Drop the connection at once (tests, fatal errors); the loop reconnects."""
+        if self.protocol is not None:
+            self.protocol.abort()
+
+    async def close(self, drain_timeout_s: float | None = None) -> None:
+        """Stop; wait up to ``drain_timeout_s`` for in-flight responses, unbind, disconnect.
+
+        Anything still unanswered goes to ``listener.bind_down`` as lost.
+        """
+        timeout = self.config.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
+        self._closing = True
+        self._wake.set()
+        session = self.session
+        if self.up and session is not None and session.windowed and timeout > 0:
+            self._drained = self._loop.create_future()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._drained), timeout)
+            self._drained = None
+        await self._unbind(min(max(timeout, 0.1), 2.0))
+        if self.protocol is not None:
+            self.protocol.abort()
+        runner = self._runner
+        if runner is not None:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+        if not self._first_try.done():
+            self._first_try.set_result(None)
+
+    # -- connection loop ---------------------------------------------------
+
+    async def _run(self) -> None:
+        attempt = 0
+        cfg = self.config
+        while not self._closing:
+            delay: float
+            try:
+                await self._connect_and_bind()
+            except BindError as exc:
+                info = status_info(exc.command_status)
+                self.last_error = info.name
+                if exc.command_status in AUTH_FAILURES or info.auth_failure:
+                    self.auth_failures += 1
+                    delay = cfg.auth_retry_s
+                    log.error(
+                        "bind %s refused for credentials: %s (0x%08X) for system_id %r at "
+                        "%s:%s; not retrying for %.0fs",
+                        self.name,
+                        info.name,
+                        exc.command_status,
+                        cfg.system_id,
+                        cfg.host,
+                        cfg.port,
+                        delay,
+                    )
+                else:
+                    delay = backoff_delay(attempt, cfg.reconnect_min_s, cfg.reconnect_max_s, self._rng)
+                    log.warning(
+                        "bind %s refused: %s (0x%08X); retry in %.2fs",
+                        self.name,
+                        info.name,
+                        exc.command_status,
+                        delay,
+                    )
+                attempt += 1
+            except (TimeoutError, OSError, SmppError) as exc:
+                err = map_connection_error(exc, f"bind {self.name}")
+                self.last_error = str(err)
+                delay = backoff_delay(attempt, cfg.reconnect_min_s, cfg.reconnect_max_s, self._rng)
+                log.warning("%s; retry in %.2fs", err, delay)
+                attempt += 1
+            else:
+                attempt = 0
+                if not self._first_try.done():
+                    self._first_try.set_result(None)
+                assert self._lost_waiter is not None
+                reason = await self._lost_waiter
+                if self.is_closing():
+                    break
+                delay = backoff_delay(0, cfg.reconnect_min_s, cfg.reconnect_max_s, self._rng)
+                log.warning("bind %s lost: %s; reconnect in %.2fs", self.name, reason, delay)
+            if not self._first_try.done():
+                self._first_try.set_result(None)
+            if self.is_closing():
+                break
+            self._wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def _connect_and_bind(self) -> None:
+        cfg = self.config
+        loop = self._loop
+        deadline = loop.time() + cfg.bind_timeout_s
+        session = Session(
+            ESME,
+            cfg.window,
+            cfg.response_timeout_s,
+            cfg.enquire_link_s,
+            now=loop.time(),
+        )
+        self.session = session
+        self._lost_waiter = loop.create_future()
+        self.connects += 1
+        _, protocol = await asyncio.wait_for(
+            loop.create_connection(lambda: SmppProtocol(session, self), cfg.host, cfg.port),
+            cfg.bind_timeout_s,
+        )
+        self.protocol = protocol
+        bind_cls = _BIND_PDU[self.mode]
+        request = bind_cls(
+            system_id=cfg.system_id,
+            password=cfg.password,
+            system_type=cfg.system_type,
+            interface_version=cfg.interface_version,
+            addr_ton=cfg.addr_ton,
+            addr_npi=cfg.addr_npi,
+            address_range=cfg.address_range,
+        )
+        waiter: asyncio.Future[Any] = loop.create_future()
+        self._bind_waiter = waiter
+        protocol.write(session.send(request, loop.time()))
+        try:
+            resp = await asyncio.wait_for(waiter, max(deadline - loop.time(), 0.001))
+        except BaseException:
+            protocol.abort()
+            raise
+        finally:
+            self._bind_waiter = None
+        if resp.command_status != ESME_ROK:
+            protocol.abort()
+            raise BindError(resp.command_status)
+        self.up = True
+        self.generation += 1
+        self.last_error = ""
+        self._throttle_streak = 0
+        self.throttled_until = 0.0
+        self._schedule_sweep()
+        log.info("bind %s up (%s:%s, %s)", self.name, cfg.host, cfg.port, self.mode)
+        self.listener.bind_up(self)
+
+    async def _unbind(self, timeout: float) -> None:
+        session, protocol = self.session, self.protocol
+        if not self.up or session is None or protocol is None or not session.is_bound():
+            return
+        self._unbind_waiter = self._loop.create_future()
+        protocol.write(session.send_unbind(self._loop.time()))
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._unbind_waiter), timeout)
+        self._unbind_waiter = None
+
+    # -- periodic sweep ----------------------------------------------------
+
+    def _schedule_sweep(self) -> None:
+        self._sweep_handle = self._loop.call_later(self.config.sweep_interval_s, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweep_handle = None
+        session, protocol = self.session, self.protocol
+        if session is None or protocol is None or protocol.transport is None:
+            return
+        events = session.sweep(self._loop.time())
+        auto = session.data_to_send()
+        if auto:
+            protocol.write(auto)
+        link_dead = False
+        for event in events:
+            if event.command_id in WINDOWED:
+                self.listener.bind_timeout(self, event.context)
+            elif event.command_id == C.ENQUIRE_LINK:
+                link_dead = True
+        if link_dead:
+            log.warning("bind %s: enquire_link unanswered, closing", self.name)
+            protocol.abort()
+            return
+        if events:
+            self._after_progress()
+        self._schedule_sweep()
+
+    # -- ProtocolOwner -----------------------------------------------------
+
+    def handle_events(self, events: list[Any]) -> None:
+        listener = self.listener
+        progress = False
+        close = False
+        for event in events:
+            kind = type(event)
+            if kind is Response:
+                cid = event.command_id
+                if cid in WINDOWED:
+                    progress = True
+                    listener.bind_response(self, event)
+                elif cid in (C.BIND_TRANSCEIVER, C.BIND_TRANSMITTER, C.BIND_RECEIVER):
+                    if self._bind_waiter is not None and not self._bind_waiter.done():
+                        self._bind_waiter.set_result(event.pdu)
+                elif cid == C.UNBIND:
+                    if self._unbind_waiter is not None and not self._unbind_waiter.done():
+                        self._unbind_waiter.set_result(None)
+                    close = True
+            elif kind is DeliverSm or kind is DataSm:
+                listener.bind_deliver(self, event)
+            elif kind is Unbound:
+                log.info("bind %s: SMSC unbound", self.name)
+                close = True
+            elif kind is ProtocolViolation:
+                log.warning("bind %s: peer protocol error: %s", self.name, event.reason)
+                if event.fatal:
+                    close = True
+            elif kind is StrayResponse:
+                log.debug("bind %s: response for nothing in flight", self.name)
+            else:
+                log.debug("bind %s: ignored %s", self.name, kind.__name__)
+        if close and self.protocol is not None:
+            self.protocol.close()
+        if progress:
+            self._after_progress()
+
+    def _after_progress(self) -> None:
+        session = self.session
+        drained = self._drained
+        if drained is not None and session is not None and not session.windowed and not drained.done():
+            drained.set_result(None)
+        self.listener.bind_ready(self)
+
+    def handle_writable(self) -> None:
+        self.listener.bind_ready(self)
+
+    def handle_connection_lost(self, exc: Exception | None) -> None:
+        err = map_connection_error(exc, f"bind {self.name}")
+        was_up = self.up
+        self.up = False
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+            self._sweep_handle = None
+        session = self.session
+        lost = session.connection_lost() if session is not None else []
+        contexts = [entry[2] for _, entry in lost if entry[0] in WINDOWED]
+        self.protocol = None
+        if self._bind_waiter is not None and not self._bind_waiter.done():
+            self._bind_waiter.set_exception(err)
+        if self._unbind_waiter is not None and not self._unbind_waiter.done():
+            self._unbind_waiter.set_result(None)
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        if self._lost_waiter is not None and not self._lost_waiter.done():
+            self._lost_waiter.set_result(str(err))
+        if was_up:
+            self.listener.bind_down(self, contexts, str(err))
+
+
+_Callback = Callable[[], None]
