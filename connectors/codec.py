@@ -1,0 +1,805 @@
+"""Sans-IO SMPP 3.4 codec: PDU structs <-> bytes.
+
+No I/O, no clock, no asyncio: ``encode(pdu) -> bytes`` and
+``decode(data) -> Pdu`` / ``decode_body(...)``. The transport frames the
+stream (:mod:`connectors.framer`), the session decides what to send.
+
+Theory of operation
+-------------------
+
+Each PDU class has a *layout* (its mandatory fields in wire order, each a
+C-octet string with a maximum size, a 1-octet integer, a time string, or the
+``sm_length``/``short_message`` pair) and a set of optional parameters
+(TLVs, SMPP 3.4 §5.3) which are the class's remaining fields. A generic
+interpreter walks the layout for every PDU type; it is the reference
+implementation and the one that words the errors.
+
+The engine's hot path is narrower: encode ``submit_sm``, decode
+``submit_sm_resp`` and ``deliver_sm``, thousands per second. Those three get
+hand-written functions that do the common case with as few Python operations
+as possible (one attrgetter call for the fields, precompiled ``struct.Struct``
+for runs of integers, ``b"".join``) and *fall back to the generic code* for
+anything unusual or wrong. The fallback is also how errors are produced: the
+fast path never words an error itself; if it trips (an ``IndexError``, a
+string too long) the generic path runs and raises the precise
+:class:`LocalProtocolError` / :class:`RemoteProtocolError`. Tests check the
+fast and generic paths agree on generated and random input.
+
+Rules
+-----
+
+- Encode enforces the spec's maximum sizes of C-octet strings (§4), integer
+  ranges, ``short_message`` ≤ 254 octets, no NUL inside a string, and that
+  ``short_message`` is empty when ``message_payload`` is used (§5.3.2.32).
+  Violations raise :class:`LocalProtocolError` naming the field, never its
+  value.
+- Decode is liberal where real SMSCs are sloppy and strict where framing is
+  at stake: strings decode as latin-1 (never fails); max sizes are not
+  enforced; a ``*_resp`` with an empty body decodes to its defaults (the
+  spec omits the body on error; many SMSCs send an empty deliver_sm_resp);
+  a response's trailing message_id without NUL is taken whole; a TLV whose
+  value does not fit its type (wrong integer size) or repeats is kept raw in
+  ``extra_tlvs``. A C-string TLV without its NUL is accepted. Anything that
+  would desynchronise fields (a missing NUL in a mandatory string, an
+  ``sm_length`` past the end, a truncated TLV) raises
+  :class:`RemoteProtocolError` with the offset in the PDU (header included).
+- A non-zero ``command_status`` is data: a ``SubmitSmResp`` with status
+  0x58 decodes like any other. On encode, a ``*_resp`` with a non-zero status
+  whose body fields are all defaults is written header-only (§4.1.2, §4.4.2).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from operator import attrgetter
+from typing import Any, Final
+
+from .constants import Tag
+from .errors import LocalProtocolError, RemoteProtocolError
+from .pdu import (
+    AlertNotification,
+    BindReceiver,
+    BindReceiverResp,
+    BindTransceiver,
+    BindTransceiverResp,
+    BindTransmitter,
+    BindTransmitterResp,
+    CancelSm,
+    CancelSmResp,
+    DataSm,
+    DataSmResp,
+    DeliverSm,
+    DeliverSmResp,
+    EnquireLink,
+    EnquireLinkResp,
+    GenericNack,
+    Outbind,
+    Pdu,
+    QuerySm,
+    QuerySmResp,
+    ReplaceSm,
+    ReplaceSmResp,
+    SubmitSm,
+    SubmitSmResp,
+    Unbind,
+    UnbindResp,
+)
+from .status import ESME_RINVCMDID, ESME_RINVCMDLEN, ESME_RINVMSGLEN, ESME_RINVOPTPARSTREAM
+
+__all__ = [
+    "HEADER",
+    "HEADER_SIZE",
+    "PDU_CLASSES",
+    "TLV_SPECS",
+    "TlvSpec",
+    "decode",
+    "decode_body",
+    "encode",
+    "pdu_class",
+]
+
+# SMPP 3.4 §3.2: command_length, command_id, command_status, sequence_number,
+# four big-endian unsigned 32-bit integers.
+HEADER: Final = struct.Struct(">IIII")
+HEADER_SIZE: Final = 16
+# TLV header, SMPP 3.4 §3.2.4.1: tag (16 bits), length (16 bits).
+_TLV_HEAD: Final = struct.Struct(">HH")
+# Runs of 1-octet integers preceded by a string's NUL terminator ("x" pads 0).
+_NUL_B2: Final = struct.Struct(">xBB")  # NUL, *_ton, *_npi
+_NUL_B3: Final = struct.Struct(">xBBB")  # NUL, esm_class, protocol_id, priority_flag
+# NUL (validity_period), registered_delivery, replace_if_present_flag,
+# data_coding, sm_default_msg_id, sm_length
+_NUL_B5: Final = struct.Struct(">xBBBBB")
+_B2: Final = struct.Struct(">BB")
+_B3: Final = struct.Struct(">BBB")
+_B5: Final = struct.Struct(">BBBBB")
+
+_MAX_SHORT_MESSAGE: Final = 254  # SMPP 3.4 §4.4.1: sm_length 0..254
+_MAX_TLV_VALUE: Final = 0xFFFF
+
+# --- field kinds --------------------------------------------------------------
+
+_CSTR: Final = 0  # C-octet string, arg = max octets including the NUL
+_INT8: Final = 1  # 1-octet integer
+_TIME: Final = 2  # C-octet string, empty or 16 chars + NUL (SMPP 3.4 §7.1)
+_SM: Final = 3  # sm_length (1 octet) + short_message (arg = max octets)
+_CSTR_LAST: Final = 4  # response's only C-string: a missing NUL takes the rest
+
+_TLV_INT: Final = 0  # big-endian unsigned, size = octets
+_TLV_CSTR: Final = 1  # C-octet string, size = max octets including NUL
+_TLV_OCTETS: Final = 2  # octet string, size = max octets
+
+_KIND_NAMES: Final = {_TLV_INT: "int", _TLV_CSTR: "cstr", _TLV_OCTETS: "octets"}
+
+
+class TlvSpec:
+    """How one standard TLV is typed on the wire (SMPP 3.4 §5.3.2)."""
+
+    __slots__ = ("kind", "name", "size", "tag")
+
+    def __init__(self, name: str, tag: int, kind: int, size: int) -> None:
+        self.name = name
+        self.tag = tag
+        self.kind = kind
+        self.size = size
+
+    def __repr__(self) -> str:
+        return f"TlvSpec({self.name!r}, 0x{self.tag:04X}, {_KIND_NAMES[self.kind]}, {self.size})"
+
+
+def _tlv(name: str, kind: int, size: int) -> TlvSpec:
+    return TlvSpec(name, getattr(Tag, name.upper()), kind, size)
+
+
+#: Every standard SMPP 3.4 TLV by field name (§5.3.2).
+TLV_SPECS: Final[dict[str, TlvSpec]] = {
+    spec.name: spec
+    for spec in (
+        _tlv("dest_addr_subunit", _TLV_INT, 1),  # §5.3.2.1
+        _tlv("dest_network_type", _TLV_INT, 1),  # §5.3.2.3
+        _tlv("dest_bearer_type", _TLV_INT, 1),  # §5.3.2.5
+        _tlv("dest_telematics_id", _TLV_INT, 2),  # §5.3.2.7
+        _tlv("source_addr_subunit", _TLV_INT, 1),  # §5.3.2.2
+        _tlv("source_network_type", _TLV_INT, 1),  # §5.3.2.4
+        _tlv("source_bearer_type", _TLV_INT, 1),  # §5.3.2.6
+        _tlv("source_telematics_id", _TLV_INT, 1),  # §5.3.2.8
+        _tlv("qos_time_to_live", _TLV_INT, 4),  # §5.3.2.9
+        _tlv("payload_type", _TLV_INT, 1),  # §5.3.2.10
+        _tlv("additional_status_info_text", _TLV_CSTR, 256),  # §5.3.2.11
+        _tlv("receipted_message_id", _TLV_CSTR, 65),  # §5.3.2.12
+        _tlv("ms_msg_wait_facilities", _TLV_INT, 1),  # §5.3.2.13
+        _tlv("privacy_indicator", _TLV_INT, 1),  # §5.3.2.14
+        _tlv("source_subaddress", _TLV_OCTETS, 23),  # §5.3.2.15
+        _tlv("dest_subaddress", _TLV_OCTETS, 23),  # §5.3.2.16
+        _tlv("user_message_reference", _TLV_INT, 2),  # §5.3.2.17
+        _tlv("user_response_code", _TLV_INT, 1),  # §5.3.2.18
+        _tlv("source_port", _TLV_INT, 2),  # §5.3.2.20
+        _tlv("destination_port", _TLV_INT, 2),  # §5.3.2.21
+        _tlv("sar_msg_ref_num", _TLV_INT, 2),  # §5.3.2.22
+        _tlv("language_indicator", _TLV_INT, 1),  # §5.3.2.19
+        _tlv("sar_total_segments", _TLV_INT, 1),  # §5.3.2.23
+        _tlv("sar_segment_seqnum", _TLV_INT, 1),  # §5.3.2.24
+        _tlv("sc_interface_version", _TLV_INT, 1),  # §5.3.2.25
+        _tlv("callback_num_pres_ind", _TLV_INT, 1),  # §5.3.2.37
+        _tlv("callback_num_atag", _TLV_OCTETS, 65),  # §5.3.2.38
+        _tlv("number_of_messages", _TLV_INT, 1),  # §5.3.2.39
+        _tlv("callback_num", _TLV_OCTETS, 19),  # §5.3.2.36
+        _tlv("dpf_result", _TLV_INT, 1),  # §5.3.2.28
+        _tlv("set_dpf", _TLV_INT, 1),  # §5.3.2.29
+        _tlv("ms_availability_status", _TLV_INT, 1),  # §5.3.2.30
+        _tlv("network_error_code", _TLV_OCTETS, 3),  # §5.3.2.31
+        _tlv("message_payload", _TLV_OCTETS, _MAX_TLV_VALUE),  # §5.3.2.32
+        _tlv("delivery_failure_reason", _TLV_INT, 1),  # §5.3.2.33
+        _tlv("more_messages_to_send", _TLV_INT, 1),  # §5.3.2.34
+        _tlv("message_state", _TLV_INT, 1),  # §5.3.2.35
+        _tlv("ussd_service_op", _TLV_INT, 1),  # §5.3.2.44
+        _tlv("display_time", _TLV_INT, 1),  # §5.3.2.26
+        _tlv("sms_signal", _TLV_INT, 2),  # §5.3.2.40
+        _tlv("ms_validity", _TLV_INT, 1),  # §5.3.2.27
+        # §5.3.2.41: length 0 in 3.4 (presence is the flag); 1 octet in 5.0.
+        _tlv("alert_on_message_delivery", _TLV_OCTETS, 1),
+        _tlv("its_reply_type", _TLV_INT, 1),  # §5.3.2.42
+        _tlv("its_session_info", _TLV_OCTETS, 2),  # §5.3.2.43
+    )
+}
+
+# --- layouts of mandatory fields, SMPP 3.4 §4 -----------------------------------
+
+_Layout = tuple[tuple[str, int, int], ...]
+
+_SUBMIT_LAYOUT: Final[_Layout] = (
+    ("service_type", _CSTR, 6),
+    ("source_addr_ton", _INT8, 0),
+    ("source_addr_npi", _INT8, 0),
+    ("source_addr", _CSTR, 21),
+    ("dest_addr_ton", _INT8, 0),
+    ("dest_addr_npi", _INT8, 0),
+    ("destination_addr", _CSTR, 21),
+    ("esm_class", _INT8, 0),
+    ("protocol_id", _INT8, 0),
+    ("priority_flag", _INT8, 0),
+    ("schedule_delivery_time", _TIME, 17),
+    ("validity_period", _TIME, 17),
+    ("registered_delivery", _INT8, 0),
+    ("replace_if_present_flag", _INT8, 0),
+    ("data_coding", _INT8, 0),
+    ("sm_default_msg_id", _INT8, 0),
+    ("short_message", _SM, _MAX_SHORT_MESSAGE),
+)
+_BIND_LAYOUT: Final[_Layout] = (
+    ("system_id", _CSTR, 16),
+    ("password", _CSTR, 9),
+    ("system_type", _CSTR, 13),
+    ("interface_version", _INT8, 0),
+    ("addr_ton", _INT8, 0),
+    ("addr_npi", _INT8, 0),
+    ("address_range", _CSTR, 41),
+)
+_BIND_RESP_LAYOUT: Final[_Layout] = (("system_id", _CSTR_LAST, 16),)
+_MESSAGE_ID_RESP_LAYOUT: Final[_Layout] = (("message_id", _CSTR_LAST, 65),)
+
+_LAYOUTS: Final[dict[type[Pdu], _Layout]] = {
+    BindTransmitter: _BIND_LAYOUT,
+    BindReceiver: _BIND_LAYOUT,
+    BindTransceiver: _BIND_LAYOUT,
+    BindTransmitterResp: _BIND_RESP_LAYOUT,
+    BindReceiverResp: _BIND_RESP_LAYOUT,
+    BindTransceiverResp: _BIND_RESP_LAYOUT,
+    Outbind: (("system_id", _CSTR, 16), ("password", _CSTR, 9)),
+    Unbind: (),
+    UnbindResp: (),
+    GenericNack: (),
+    EnquireLink: (),
+    EnquireLinkResp: (),
+    SubmitSm: _SUBMIT_LAYOUT,
+    SubmitSmResp: _MESSAGE_ID_RESP_LAYOUT,
+    DeliverSm: _SUBMIT_LAYOUT,
+    DeliverSmResp: _MESSAGE_ID_RESP_LAYOUT,
+    DataSm: (
+        ("service_type", _CSTR, 6),
+        ("source_addr_ton", _INT8, 0),
+        ("source_addr_npi", _INT8, 0),
+        ("source_addr", _CSTR, 65),
+        ("dest_addr_ton", _INT8, 0),
+        ("dest_addr_npi", _INT8, 0),
+        ("destination_addr", _CSTR, 65),
+        ("esm_class", _INT8, 0),
+        ("registered_delivery", _INT8, 0),
+        ("data_coding", _INT8, 0),
+    ),
+    DataSmResp: _MESSAGE_ID_RESP_LAYOUT,
+    QuerySm: (
+        ("message_id", _CSTR, 65),
+        ("source_addr_ton", _INT8, 0),
+        ("source_addr_npi", _INT8, 0),
+        ("source_addr", _CSTR, 21),
+    ),
+    QuerySmResp: (
+        ("message_id", _CSTR, 65),
+        ("final_date", _TIME, 17),
+        ("message_state", _INT8, 0),
+        ("error_code", _INT8, 0),
+    ),
+    CancelSm: (
+        ("service_type", _CSTR, 6),
+        ("message_id", _CSTR, 65),
+        ("source_addr_ton", _INT8, 0),
+        ("source_addr_npi", _INT8, 0),
+        ("source_addr", _CSTR, 21),
+        ("dest_addr_ton", _INT8, 0),
+        ("dest_addr_npi", _INT8, 0),
+        ("destination_addr", _CSTR, 21),
+    ),
+    CancelSmResp: (),
+    ReplaceSm: (
+        ("message_id", _CSTR, 65),
+        ("source_addr_ton", _INT8, 0),
+        ("source_addr_npi", _INT8, 0),
+        ("source_addr", _CSTR, 21),
+        ("schedule_delivery_time", _TIME, 17),
+        ("validity_period", _TIME, 17),
+        ("registered_delivery", _INT8, 0),
+        ("sm_default_msg_id", _INT8, 0),
+        ("short_message", _SM, _MAX_SHORT_MESSAGE),
+    ),
+    ReplaceSmResp: (),
+    AlertNotification: (
+        ("source_addr_ton", _INT8, 0),
+        ("source_addr_npi", _INT8, 0),
+        ("source_addr", _CSTR, 65),
+        ("esme_addr_ton", _INT8, 0),
+        ("esme_addr_npi", _INT8, 0),
+        ("esme_addr", _CSTR, 65),
+    ),
+}
+
+#: Every PDU class, by command_id.
+PDU_CLASSES: Final[dict[int, type[Pdu]]] = {cls.command_id: cls for cls in _LAYOUTS}
+
+_HEADER_FIELDS: Final = ("sequence_number", "command_status", "extra_tlvs")
+
+
+class _Spec:
+    """Everything the generic codec needs to know about one PDU class."""
+
+    __slots__ = ("cls", "has_body", "is_resp", "layout", "tlv_by_tag", "tlvs")
+
+    def __init__(self, cls: type[Pdu], layout: _Layout) -> None:
+        fields = cls.__struct_fields__
+        names = [name for name, _, _ in layout]
+        body_fields = [f for f in fields if f not in _HEADER_FIELDS]
+        if body_fields[: len(names)] != names:  # pragma: no cover - import-time check
+            raise AssertionError(f"{cls.__name__}: layout out of step with fields")
+        self.cls = cls
+        self.layout = layout
+        self.tlvs: tuple[TlvSpec, ...] = tuple(TLV_SPECS[f] for f in body_fields[len(names) :])
+        self.tlv_by_tag: dict[int, TlvSpec] = {spec.tag: spec for spec in self.tlvs}
+        self.is_resp = bool(cls.command_id & 0x80000000)
+        self.has_body = bool(body_fields)
+
+
+_SPECS: Final[dict[type[Pdu], _Spec]] = {cls: _Spec(cls, lay) for cls, lay in _LAYOUTS.items()}
+_SPECS_BY_ID: Final[dict[int, _Spec]] = {cls.command_id: spec for cls, spec in _SPECS.items()}
+
+
+def pdu_class(command_id: int) -> type[Pdu] | None:
+    """The PDU class for ``command_id``, or None if the codec does not know it."""
+    return PDU_CLASSES.get(command_id)
+
+
+# --- encoding: generic ------------------------------------------------------------
+
+
+def _encode_cstr(value: object, max_octets: int, name: str) -> bytes:
+    if not isinstance(value, str):
+        raise LocalProtocolError(f"expected str, got {type(value).__name__}", name)
+    try:
+        raw = value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise LocalProtocolError("characters outside latin-1", name)
+    if len(raw) >= max_octets:
+        raise LocalProtocolError(f"{len(raw)} octets, max {max_octets - 1}", name)
+    if 0 in raw:
+        raise LocalProtocolError("contains a NUL character", name)
+    return raw
+
+
+def _check_int(value: object, bits: int, name: str) -> int:
+    if not isinstance(value, int):
+        raise LocalProtocolError(f"expected int, got {type(value).__name__}", name)
+    if not 0 <= value < (1 << bits):
+        raise LocalProtocolError(f"{value} out of range for {bits}-bit unsigned", name)
+    return value
+
+
+def _check_bytes(value: object, max_octets: int, name: str) -> bytes:
+    if not isinstance(value, bytes):
+        raise LocalProtocolError(f"expected bytes, got {type(value).__name__}", name)
+    if len(value) > max_octets:
+        raise LocalProtocolError(f"{len(value)} octets, max {max_octets}", name)
+    return value
+
+
+def _encode_mandatory(pdu: Pdu, layout: _Layout, out: list[bytes]) -> None:
+    for name, kind, arg in layout:
+        value = getattr(pdu, name)
+        if kind == _INT8:
+            out.append(bytes((_check_int(value, 8, name),)))
+        elif kind == _SM:
+            raw = _check_bytes(value, arg, name)
+            out.append(bytes((len(raw),)))
+            out.append(raw)
+        else:
+            raw = _encode_cstr(value, arg, name)
+            if kind == _TIME and raw and len(raw) != 16:
+                raise LocalProtocolError(
+                    f"{len(raw)} characters; must be empty or 16 (YYMMDDhhmmsstnnp)", name
+                )
+            out.append(raw)
+            out.append(b"\0")
+
+
+def _encode_tlv(spec: TlvSpec, value: object) -> bytes:
+    kind = spec.kind
+    name = spec.name
+    if kind == _TLV_INT:
+        number = _check_int(value, 8 * spec.size, name)
+        return _TLV_HEAD.pack(spec.tag, spec.size) + number.to_bytes(spec.size, "big")
+    if kind == _TLV_CSTR:
+        raw = _encode_cstr(value, spec.size, name)
+        return _TLV_HEAD.pack(spec.tag, len(raw) + 1) + raw + b"\0"
+    raw = _check_bytes(value, spec.size, name)
+    return _TLV_HEAD.pack(spec.tag, len(raw)) + raw
+
+
+def _encode_extra_tlvs(extra: object, out: list[bytes]) -> None:
+    if not isinstance(extra, tuple):
+        raise LocalProtocolError("expected a tuple of (tag, bytes)", "extra_tlvs")
+    for item in extra:
+        if not (isinstance(item, tuple) and len(item) == 2):
+            raise LocalProtocolError("expected a tuple of (tag, bytes)", "extra_tlvs")
+        tag = _check_int(item[0], 16, "extra_tlvs")
+        raw = _check_bytes(item[1], _MAX_TLV_VALUE, "extra_tlvs")
+        out.append(_TLV_HEAD.pack(tag, len(raw)))
+        out.append(raw)
+
+
+def _encode_generic(pdu: Pdu) -> bytes:
+    spec = _SPECS.get(type(pdu))
+    if spec is None:
+        raise LocalProtocolError(f"not an SMPP PDU: {type(pdu).__name__}", "pdu")
+    sequence_number = _check_int(pdu.sequence_number, 32, "sequence_number")
+    command_status = _check_int(pdu.command_status, 32, "command_status")
+    cls = spec.cls
+    if (
+        spec.is_resp
+        and command_status
+        and spec.has_body
+        and pdu == cls(sequence_number=sequence_number, command_status=command_status)
+    ):
+        # SMPP 3.4 §4.1.2, §4.4.2: the body is not returned on error.
+        return HEADER.pack(HEADER_SIZE, cls.command_id, command_status, sequence_number)
+    out: list[bytes] = [b""]
+    _encode_mandatory(pdu, spec.layout, out)
+    tlvs = spec.tlvs
+    for tlv in tlvs:
+        value = getattr(pdu, tlv.name)
+        if value is not None:
+            out.append(_encode_tlv(tlv, value))
+    payload: object = getattr(pdu, "message_payload", None)
+    short_message: object = getattr(pdu, "short_message", b"")
+    if payload is not None and short_message:
+        # SMPP 3.4 §5.3.2.32: message_payload and short_message are exclusive.
+        raise LocalProtocolError(
+            "short_message must be empty when message_payload is set", "message_payload"
+        )
+    _encode_extra_tlvs(pdu.extra_tlvs, out)
+    body_length = sum(map(len, out))
+    out[0] = HEADER.pack(HEADER_SIZE + body_length, cls.command_id, command_status, sequence_number)
+    return b"".join(out)
+
+
+# --- encoding: hot path ------------------------------------------------------------
+
+_submit_fields: Final = attrgetter(
+    "sequence_number",
+    "command_status",
+    "extra_tlvs",
+    "service_type",
+    "source_addr_ton",
+    "source_addr_npi",
+    "source_addr",
+    "dest_addr_ton",
+    "dest_addr_npi",
+    "destination_addr",
+    "esm_class",
+    "protocol_id",
+    "priority_flag",
+    "schedule_delivery_time",
+    "validity_period",
+    "registered_delivery",
+    "replace_if_present_flag",
+    "data_coding",
+    "sm_default_msg_id",
+    "short_message",
+)
+_submit_tlv_fields: Final = attrgetter(*(spec.name for spec in _SPECS[SubmitSm].tlvs))
+_SUBMIT_TLV_COUNT: Final = len(_SPECS[SubmitSm].tlvs)
+_SUBMIT_SM_ID: Final = SubmitSm.command_id
+
+
+def _encode_submit_sm(pdu: SubmitSm) -> bytes:
+    """submit_sm without TLVs, the engine's bread and butter; else generic."""
+    (
+        seq,
+        status,
+        extra,
+        service_type,
+        source_ton,
+        source_npi,
+        source_addr,
+        dest_ton,
+        dest_npi,
+        destination_addr,
+        esm_class,
+        protocol_id,
+        priority_flag,
+        schedule,
+        validity,
+        registered_delivery,
+        replace_flag,
+        data_coding,
+        default_msg_id,
+        short_message,
+    ) = _submit_fields(pdu)
+    if extra or _submit_tlv_fields(pdu).count(None) != _SUBMIT_TLV_COUNT:
+        return _encode_generic(pdu)
+    try:
+        st = service_type.encode("latin-1")
+        sa = source_addr.encode("latin-1")
+        da = destination_addr.encode("latin-1")
+        sdt = schedule.encode("latin-1")
+        vp = validity.encode("latin-1")
+        sm_length = len(short_message)
+        strings = st + sa + da + sdt + vp
+        if (
+            len(st) > 5
+            or len(sa) > 20
+            or len(da) > 20
+            or sm_length > _MAX_SHORT_MESSAGE
+            or (sdt and len(sdt) != 16)
+            or (vp and len(vp) != 16)
+            or 0 in strings
+            or type(short_message) is not bytes
+        ):
+            return _encode_generic(pdu)
+        return b"".join(
+            (
+                HEADER.pack(33 + len(strings) + sm_length, _SUBMIT_SM_ID, status, seq),
+                st,
+                _NUL_B2.pack(source_ton, source_npi),
+                sa,
+                _NUL_B2.pack(dest_ton, dest_npi),
+                da,
+                _NUL_B3.pack(esm_class, protocol_id, priority_flag),
+                sdt,
+                b"\0",
+                vp,
+                _NUL_B5.pack(
+                    registered_delivery, replace_flag, data_coding, default_msg_id, sm_length
+                ),
+                short_message,
+            )
+        )
+    except (AttributeError, TypeError, UnicodeEncodeError, struct.error):
+        return _encode_generic(pdu)
+
+
+_ENCODERS: Final[dict[type[Pdu], Callable[[Any], bytes]]] = {cls: _encode_generic for cls in _SPECS}
+_ENCODERS[SubmitSm] = _encode_submit_sm
+
+
+def encode(pdu: Pdu) -> bytes:
+    """Serialise ``pdu`` (header included) using its ``sequence_number`` and
+    ``command_status``.
+
+    Raises :class:`LocalProtocolError` (naming the field) when a field breaks
+    the spec: a string too long or containing NUL or non-latin-1 characters,
+    an integer out of range, ``short_message`` over 254 octets.
+    """
+    encoder = _ENCODERS.get(type(pdu))
+    if encoder is None:
+        raise LocalProtocolError(f"not an SMPP PDU: {type(pdu).__name__}", "pdu")
+    return encoder(pdu)
+
+
+# --- decoding: generic --------------------------------------------------------------
+
+
+def _decode_tlvs(pdu: Pdu, spec: _Spec, body: bytes, pos: int) -> None:
+    """Parse the optional parameters from ``body[pos:]`` into ``pdu``."""
+    by_tag = spec.tlv_by_tag
+    end_of_body = len(body)
+    extra: list[tuple[int, bytes]] = []
+    while pos < end_of_body:
+        if pos + 4 > end_of_body:
+            raise RemoteProtocolError(
+                "truncated TLV header", HEADER_SIZE + pos, command_status=ESME_RINVOPTPARSTREAM
+            )
+        tag, length = _TLV_HEAD.unpack_from(body, pos)
+        start = pos + 4
+        end = start + length
+        if end > end_of_body:
+            raise RemoteProtocolError(
+                f"TLV 0x{tag:04X} length {length} runs past the end of the PDU",
+                HEADER_SIZE + pos,
+                command_status=ESME_RINVOPTPARSTREAM,
+            )
+        raw = body[start:end]
+        tlv = by_tag.get(tag)
+        if tlv is not None and getattr(pdu, tlv.name) is None:
+            kind = tlv.kind
+            if kind == _TLV_INT:
+                if length == tlv.size:
+                    setattr(pdu, tlv.name, int.from_bytes(raw, "big"))
+                    pos = end
+                    continue
+            elif kind == _TLV_CSTR:
+                nul = raw.find(0)
+                setattr(pdu, tlv.name, (raw if nul < 0 else raw[:nul]).decode("latin-1"))
+                pos = end
+                continue
+            else:
+                setattr(pdu, tlv.name, raw)
+                pos = end
+                continue
+        extra.append((tag, raw))
+        pos = end
+    if extra:
+        pdu.extra_tlvs = tuple(extra)
+
+
+def _decode_generic(spec: _Spec, command_status: int, sequence_number: int, body: bytes) -> Pdu:
+    """Reference decoder: walks the layout, words every error."""
+    cls = spec.cls
+    if not body and spec.is_resp:
+        # SMPP 3.4 §4.1.2, §4.4.2: no body on error; also seen on success.
+        return cls(sequence_number=sequence_number, command_status=command_status)
+    values: list[Any] = [sequence_number, command_status, ()]
+    pos = 0
+    end_of_body = len(body)
+    for name, kind, _arg in spec.layout:
+        if kind == _INT8:
+            if pos >= end_of_body:
+                raise RemoteProtocolError(
+                    f"{name}: PDU ends early", HEADER_SIZE + pos, command_status=ESME_RINVCMDLEN
+                )
+            values.append(body[pos])
+            pos += 1
+        elif kind == _SM:
+            if pos >= end_of_body:
+                raise RemoteProtocolError(
+                    "sm_length: PDU ends early", HEADER_SIZE + pos, command_status=ESME_RINVCMDLEN
+                )
+            sm_length = body[pos]
+            if pos + 1 + sm_length > end_of_body:
+                raise RemoteProtocolError(
+                    f"sm_length {sm_length} runs past the end of the PDU",
+                    HEADER_SIZE + pos,
+                    command_status=ESME_RINVMSGLEN,
+                )
+            values.append(body[pos + 1 : pos + 1 + sm_length])
+            pos += 1 + sm_length
+        else:
+            nul = body.find(0, pos)
+            if nul < 0:
+                if kind == _CSTR_LAST:
+                    nul = end_of_body  # sloppy SMSC: message_id without NUL
+                else:
+                    raise RemoteProtocolError(
+                        f"{name}: C-octet string without NUL terminator",
+                        HEADER_SIZE + pos,
+                        command_status=ESME_RINVCMDLEN,
+                    )
+            values.append(body[pos:nul].decode("latin-1"))
+            pos = nul + 1
+    pdu = cls(*values)
+    if pos < end_of_body:
+        _decode_tlvs(pdu, spec, body, pos)
+    return pdu
+
+
+# --- decoding: hot path ---------------------------------------------------------------
+
+_SUBMIT_SM_RESP_SPEC: Final = _SPECS[SubmitSmResp]
+_DELIVER_SM_SPEC: Final = _SPECS[DeliverSm]
+_DELIVER_TLVS: Final = _DELIVER_SM_SPEC.tlv_by_tag
+
+
+def _decode_submit_sm_resp(command_status: int, sequence_number: int, body: bytes) -> Pdu:
+    nul = body.find(0)
+    if nul >= 0 and nul == len(body) - 1:  # the usual "message_id\0" and nothing else
+        return SubmitSmResp(sequence_number, command_status, (), body[:nul].decode("latin-1"))
+    return _decode_generic(_SUBMIT_SM_RESP_SPEC, command_status, sequence_number, body)
+
+
+def _decode_deliver_sm(command_status: int, sequence_number: int, body: bytes) -> Pdu:
+    try:
+        nul = body.index(0)
+        service_type = body[:nul].decode("latin-1")
+        source_ton, source_npi = _B2.unpack_from(body, nul + 1)
+        pos = nul + 3
+        nul = body.index(0, pos)
+        source_addr = body[pos:nul].decode("latin-1")
+        dest_ton, dest_npi = _B2.unpack_from(body, nul + 1)
+        pos = nul + 3
+        nul = body.index(0, pos)
+        destination_addr = body[pos:nul].decode("latin-1")
+        esm_class, protocol_id, priority_flag = _B3.unpack_from(body, nul + 1)
+        pos = nul + 4
+        nul = body.index(0, pos)
+        schedule = body[pos:nul].decode("latin-1")
+        pos = nul + 1
+        nul = body.index(0, pos)
+        validity = body[pos:nul].decode("latin-1")
+        registered_delivery, replace_flag, data_coding, default_msg_id, sm_length = _B5.unpack_from(
+            body, nul + 1
+        )
+        pos = nul + 6
+        end = pos + sm_length
+        if end > len(body):
+            raise IndexError
+    except (ValueError, IndexError, struct.error):
+        return _decode_generic(_DELIVER_SM_SPEC, command_status, sequence_number, body)
+    pdu = DeliverSm(
+        sequence_number,
+        command_status,
+        (),
+        service_type,
+        source_ton,
+        source_npi,
+        source_addr,
+        dest_ton,
+        dest_npi,
+        destination_addr,
+        esm_class,
+        protocol_id,
+        priority_flag,
+        schedule,
+        validity,
+        registered_delivery,
+        replace_flag,
+        data_coding,
+        default_msg_id,
+        body[pos:end],
+    )
+    if end < len(body):
+        _decode_tlvs(pdu, _DELIVER_SM_SPEC, body, end)
+    return pdu
+
+
+def _generic_decoder(spec: _Spec) -> Callable[[int, int, bytes], Pdu]:
+    def decode_one(command_status: int, sequence_number: int, body: bytes) -> Pdu:
+        return _decode_generic(spec, command_status, sequence_number, body)
+
+    return decode_one
+
+
+_DECODERS: Final[dict[int, Callable[[int, int, bytes], Pdu]]] = {
+    command_id: _generic_decoder(spec) for command_id, spec in _SPECS_BY_ID.items()
+}
+_DECODERS[SubmitSmResp.command_id] = _decode_submit_sm_resp
+_DECODERS[DeliverSm.command_id] = _decode_deliver_sm
+
+
+def decode_body(
+    command_id: int, command_status: int, sequence_number: int, body: bytes | memoryview
+) -> Pdu:
+    """Decode a PDU from its header fields and body (the bytes after the header).
+
+    Raises :class:`RemoteProtocolError` (with ``command_status`` set to the
+    status a generic_nack should carry, and the header's ids) for an unknown
+    command_id or a malformed body. Never raises anything else.
+    """
+    decoder = _DECODERS.get(command_id)
+    if decoder is None:
+        raise RemoteProtocolError(
+            f"unknown command_id 0x{command_id:08X}",
+            4,
+            command_status=ESME_RINVCMDID,
+            command_id=command_id,
+            sequence_number=sequence_number,
+        )
+    if type(body) is not bytes:
+        body = bytes(body)
+    try:
+        return decoder(command_status, sequence_number, body)
+    except RemoteProtocolError as exc:
+        exc.command_id = command_id
+        exc.sequence_number = sequence_number
+        raise
+
+
+def decode(data: bytes | bytearray | memoryview) -> Pdu:
+    """Decode exactly one whole PDU (header included).
+
+    Raises :class:`RemoteProtocolError` if ``data`` is shorter than a header,
+    its command_length disagrees with ``len(data)``, or the PDU is malformed.
+    """
+    if type(data) is not bytes:
+        data = bytes(data)
+    if len(data) < HEADER_SIZE:
+        raise RemoteProtocolError(
+            f"{len(data)} octets, shorter than the PDU header", 0, command_status=ESME_RINVCMDLEN
+        )
+    command_length, command_id, command_status, sequence_number = HEADER.unpack_from(data)
+    if command_length != len(data):
+        raise RemoteProtocolError(
+            f"command_length {command_length} but {len(data)} octets given",
+            0,
+            command_status=ESME_RINVCMDLEN,
+            command_id=command_id,
+            sequence_number=sequence_number,
+        )
+    return decode_body(command_id, command_status, sequence_number, data[HEADER_SIZE:])
