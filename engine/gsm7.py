@@ -24,6 +24,7 @@ encodes; extension characters cost two septets.
 
 from __future__ import annotations
 
+import codecs
 import re
 import unicodedata
 from functools import lru_cache
@@ -50,7 +51,6 @@ __all__ = [
     "unpack",
 ]
 
-_SENTINEL = "\x80"  # any non-ASCII character: marks "does not fit" in translated text
 _CR = 0x0D
 
 
@@ -89,13 +89,21 @@ class Alphabet:
 
     ``locking`` / ``single`` are the national languages whose tables are used,
     ``None`` for the default alphabet / default extension table.
+
+    Encoding runs in C: ``codecs.charmap_encode`` with an ``EncodingMap``
+    (built from a 256-entry table, which CPython only turns into the fast map
+    when entry 0 is U+0000, so '@' at code 0 is stored in the free ESC slot
+    0x1B and moved back by a ``bytes.translate``). Single shift characters come
+    out as marker octets ``0x80 | code``; one ``re.sub`` puts an ESC before each
+    and the same translate clears the marker bit.
     """
 
     __slots__ = (
         "_decode_basic",
         "_decode_single",
+        "_encoding_map",
         "_unfit_re",
-        "encode_table",
+        "charset",
         "locking",
         "single",
         "udh_ies",
@@ -112,20 +120,22 @@ class Alphabet:
         )
         self.locking = locking
         self.single = single
-        table: dict[int, str] = {cp: _SENTINEL for cp in range(128)}
-        for code, ch in shift.items():
-            if code != ESC:
-                table[ord(ch)] = chr(ESC) + chr(code)
-        for code, ch in enumerate(basic):
-            if code != ESC:
-                table[ord(ch)] = chr(code)  # a character in both costs one septet
-        self.encode_table = table
         self._decode_basic = basic
         self._decode_single = shift
-        members = sorted(
-            ch for ch, val in ((chr(cp), v) for cp, v in table.items()) if val != _SENTINEL
+        slots = ["\ufffe"] * 256  # U+FFFE: unmapped
+        slots[0] = "\x00"  # required by the fast map; U+0000 itself is rejected after encoding
+        for code, ch in enumerate(basic):
+            if code not in (0, ESC):
+                slots[code] = ch
+        slots[ESC] = basic[0]  # '@' (or the national code 0 character) parks in the ESC slot
+        for code, ch in shift.items():
+            if code != ESC and ch not in basic:  # a character in both costs one septet
+                slots[0x80 | code] = ch
+        self._encoding_map = codecs.charmap_build("".join(slots))
+        self.charset = frozenset(c for c in slots if c not in ("\ufffe", "\x00"))
+        self._unfit_re = re.compile(
+            "[^" + "".join(re.escape(c) for c in sorted(self.charset)) + "]"
         )
-        self._unfit_re = re.compile("[^" + "".join(re.escape(c) for c in members) + "]")
         ies = b""
         if locking is not None:
             ies += bytes((0x25, 1, locking.language_id))  # TS 23.040 §9.2.3.24.16 locking shift
@@ -157,10 +167,13 @@ class Alphabet:
 
     def try_encode(self, text: str) -> bytes | None:
         """Unpacked septets of ``text``, or ``None`` if a character does not fit."""
-        septets = text.translate(self.encode_table)
-        if not septets.isascii():
+        try:
+            raw = codecs.charmap_encode(text, "strict", self._encoding_map)[0]
+        except UnicodeEncodeError:
             return None
-        return septets.encode("ascii")
+        if 0 in raw:  # U+0000 is not a GSM character
+            return None
+        return _finish(raw)
 
     def encode(self, text: str) -> bytes:
         """Unpacked septets; raises :class:`GsmEncodeError` naming the first unfit position."""
@@ -220,48 +233,71 @@ def _language(name: str, kind: str) -> NationalLanguage:
     return lang
 
 
-# -- the default alphabet, fast path -------------------------------------------------------
+# -- shared final step and the default alphabet's fast path -------------------------------
 
-_UNFIT_BYTE = 0xFF
-_EXT_MARK = 0x80  # extension characters are marked as 0x80 | code in the first pass
+_ASCII_BYTES = bytes(range(128))
 
 
-def _build_latin1_table() -> tuple[bytes, dict[bytes, bytes]]:
-    table = bytearray([_UNFIT_BYTE]) * 256
-    expand: dict[bytes, bytes] = {}
+def _build_finish_table() -> bytes:
+    table = bytearray(range(128)) + bytearray(c & 0x7F for c in range(128, 256))
+    table[ESC] = 0  # the parked '@' (code 0)
+    return bytes(table)
+
+
+_FINISH = _build_finish_table()
+_MARK_CLEAR = bytes(range(128)) + bytes(c & 0x7F for c in range(128, 256))
+
+
+def _expand_marks(raw: bytes, table: bytes) -> bytes:
+    """Put ESC before every marker octet ``0x80 | code``, then translate with ``table``.
+
+    The ESC is inserted as 0x9B, which the translate turns into 0x1B like any
+    marker; one ``replace`` per *distinct* marker present (usually one or two).
+    """
+    for mark in set(raw.translate(None, _ASCII_BYTES)):
+        raw = raw.replace(bytes((mark,)), bytes((0x9B, mark)))
+    return raw.translate(table)
+
+
+def _finish(raw: bytes) -> bytes:
+    """Charmap output → septets: restore code 0, expand single shift markers to ESC + code."""
+    if raw.isascii():
+        return raw.translate(_FINISH)
+    return _expand_marks(raw, _FINISH)
+
+
+def _build_ascii_table() -> bytes:
+    """ASCII → septet (or 0x80|code for extension characters, 0xFF if not in the alphabet)."""
+    table = bytearray([0xFF]) * 256
     for code, ch in DEFAULT_EXTENSION.items():
-        if ord(ch) < 256:
-            table[ord(ch)] = _EXT_MARK | code
-            expand[bytes((_EXT_MARK | code,))] = bytes((ESC, code))
+        if ord(ch) < 128:
+            table[ord(ch)] = 0x80 | code
     for code, ch in enumerate(DEFAULT_BASIC):
-        if code != ESC and ord(ch) < 256:
+        if code != ESC and ord(ch) < 128:
             table[ord(ch)] = code
-    return bytes(table), expand
+    return bytes(table)
 
 
-_LATIN1_TO_GSM, _EXT_EXPAND = _build_latin1_table()
-_EXT_ITEMS = tuple(_EXT_EXPAND.items())
+_ASCII_TO_GSM = _build_ascii_table()
 
 
 def encode_default(text: str) -> bytes | None:
     """Unpacked septets in the default alphabet + extension table, or ``None`` if it does not fit.
 
-    Latin-1 text (ASCII included) goes through one ``bytes.translate``; anything
-    else through the compiled ``str.translate`` table.
+    ASCII text goes through one ``bytes.translate`` (plus an ESC insertion when
+    an extension character occurs); other text is screened with one regex
+    search, then encoded by the compiled charmap.
     """
-    try:
-        raw = text.encode("latin-1")
-    except UnicodeEncodeError:
-        return DEFAULT.try_encode(text)
-    septets = raw.translate(_LATIN1_TO_GSM)
-    if septets.isascii():
-        return septets
-    if _UNFIT_BYTE in septets:
+    if text.isascii():
+        septets = text.encode("ascii").translate(_ASCII_TO_GSM)
+        if septets.isascii():
+            return septets
+        if 0xFF in septets:
+            return None
+        return _expand_marks(septets, _MARK_CLEAR)
+    if DEFAULT._unfit_re.search(text) is not None:
         return None
-    for mark, seq in _EXT_ITEMS:  # at most nine C-level replaces, only when {}[]~^|\ or FF occur
-        if mark in septets:
-            septets = septets.replace(mark, seq)
-    return septets
+    return DEFAULT.try_encode(text)
 
 
 def encode(text: str, locking: str | None = None, single: str | None = None) -> bytes:

@@ -276,7 +276,7 @@ def _split_gsm(text: str, septets: bytes, budget: int, alpha: Alphabet) -> list[
         j = i + (b - a) - septets.count(_ESC_BYTE, a, b)
         k = _cluster_cut(text, i, j)
         if k != j:
-            b = a + len(text[i:k].translate(alpha.encode_table))
+            b = a + len(alpha.encode(text[i:k]))
             j = k
         chunks.append((text[i:j], septets[a:b]))
         a = b
@@ -337,8 +337,7 @@ def _candidates(languages: tuple[str, ...]) -> tuple[_Candidate, ...]:
             if lock is None and single is None:
                 continue
             alpha = alphabet(lock, single)
-            charset = frozenset(chr(cp) for cp, val in alpha.encode_table.items() if val.isascii())
-            out.append((alpha, charset))
+            out.append((alpha, alpha.charset))
     result = tuple(out)
     _candidate_cache[languages] = result
     return result
