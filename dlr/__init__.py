@@ -9,6 +9,7 @@ from dlr.aggregate import SEVERITY, aggregate, aggregate_error
 from dlr.ids import ID_FORMATS, normalize_id
 from dlr.receipt import Receipt, ReceiptParseError, is_receipt, parse_receipt
 from dlr.store import BatchResult, JobEvent, ReceiptRecord, ReceiptStore, UnmatchedBuffer
+from dlr.webhook import WebhookForwarder, WebhookStats, sign, validate_callback_url
 
 __all__ = [
     "ID_FORMATS",
@@ -20,9 +21,13 @@ __all__ = [
     "ReceiptRecord",
     "ReceiptStore",
     "UnmatchedBuffer",
+    "WebhookForwarder",
+    "WebhookStats",
     "aggregate",
     "aggregate_error",
     "is_receipt",
     "normalize_id",
     "parse_receipt",
+    "sign",
+    "validate_callback_url",
 ]
