@@ -197,9 +197,7 @@ class BindPool:
             self.stats.lost += 1
             self.handler.on_submit_lost(token, "pool closed before it was written")
         deadline = loop.time() + timeout
-        await asyncio.gather(
-            *(bind.close(max(deadline - loop.time(), 0.0)) for bind in self.binds)
-        )
+        await asyncio.gather(*(bind.close(max(deadline - loop.time(), 0.0)) for bind in self.binds))
         for _, future in self._waiters:
             if not future.done():
                 future.set_result(None)

@@ -38,15 +38,15 @@ import struct
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
-from typing import Any, Final
+from collections.abc import Callable, Sequence
+from typing import Any, Final, cast
 
 import msgspec
 import orjson
 
 from .constants import CommandId, MessageState
 from .pdu import BindReceiverResp, BindTransceiverResp, BindTransmitterResp
-from .session import HEADER, SMSC, ProtocolViolation, Session, State, Unbound
+from .session import HEADER, SMSC, ProtocolViolation, Response, Session, State, Unbound
 from .status import (
     ESME_RALYBND,
     ESME_RINVPASWD,
@@ -144,6 +144,7 @@ class SimulatorStats:
         "connections",
         "dlr_resps",
         "drops",
+        "enquire_link_resps",
         "enquire_links",
         "errors_injected",
         "max_outstanding",
@@ -165,6 +166,7 @@ class SimulatorStats:
         self.receipts = 0  # deliver_sm receipts written
         self.dlr_resps = 0  # deliver_sm_resp received
         self.enquire_links = 0  # enquire_link received
+        self.enquire_link_resps = 0  # answers to our enquire_link
         self.unbinds = 0
         self.drops = 0  # connections dropped on purpose (drop_after)
         self.protocol_errors = 0
@@ -221,6 +223,7 @@ class Simulator:
         self._dlr_states = states
         self._dlr_weights = [config.dlr_states[s] for s in states]
         self._single_state = states[0] if len(states) == 1 else ""
+        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -261,6 +264,22 @@ class Simulator:
             await asyncio.sleep(self.config.stats_interval_s)
             sys.stderr.buffer.write(self.stats_line() + b"\n")
             sys.stderr.flush()
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Wait until ``predicate()`` holds; checked after every batch of PDUs (tests)."""
+        if predicate():
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((predicate, future))
+        try:
+            await asyncio.wait_for(future, timeout)
+        finally:
+            self._waiters = [w for w in self._waiters if w[1] is not future]
+
+    def notify(self) -> None:
+        for predicate, future in self._waiters:
+            if not future.done() and predicate():
+                future.set_result(None)
 
     async def unbind_all(self) -> None:
         """Send unbind on every bound connection (tests: SMSC-initiated unbind)."""
@@ -365,8 +384,7 @@ class SmscProtocol(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.sim.connections.add(self)
         self.stats.connections += 1
         sock = transport.get_extra_info("socket")
@@ -378,6 +396,7 @@ class SmscProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.sim.connections.discard(self)
+        self.sim.notify()
         if self._is_receiver:
             self._is_receiver = False
             self.sim.unregister_receiver(self)
@@ -471,6 +490,8 @@ class SmscProtocol(asyncio.Protocol):
             self.transport.writelines(out)
         if receipts:
             self._accept_receipts(receipts)
+        if sim._waiters:
+            sim.notify()
 
     def _parse_for_receipt(
         self, buf: bytearray, pos: int, end: int, mid: bytes, now: float
@@ -525,6 +546,8 @@ class SmscProtocol(asyncio.Protocol):
                 self.stats.unbinds += 1
             elif type(event) is ProtocolViolation:
                 self.stats.protocol_errors += 1
+            elif type(event) is Response and event.command_id == C.ENQUIRE_LINK:
+                self.stats.enquire_link_resps += 1
         auto = session.data_to_send()
         if auto:
             if len(auto) == 16 and _HEADER_UNPACK(auto)[1] == C.ENQUIRE_LINK_RESP:
@@ -720,10 +743,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d = SimulatorConfig()
     p.add_argument("--host", default=d.host, help="address to listen on (default %(default)s)")
-    p.add_argument("--port", type=int, default=2775, help="TCP port; 0 = ephemeral (default %(default)s)")
+    p.add_argument(
+        "--port", type=int, default=2775, help="TCP port; 0 = ephemeral (default %(default)s)"
+    )
     p.add_argument("--system-id", default=d.system_id, help="required system_id; empty accepts any")
     p.add_argument("--password", default=d.password, help="required password; empty accepts any")
-    p.add_argument("--latency-ms", type=float, default=d.latency_ms, help="submit_sm_resp delay in ms")
+    p.add_argument(
+        "--latency-ms", type=float, default=d.latency_ms, help="submit_sm_resp delay in ms"
+    )
     p.add_argument(
         "--latency-dist",
         choices=("fixed", "uniform", "exponential"),
@@ -737,19 +764,69 @@ def build_parser() -> argparse.ArgumentParser:
         default="DELIVRD=1",
         help="weighted final states, e.g. DELIVRD=90,UNDELIV=5,EXPIRED=3,REJECTD=2",
     )
-    p.add_argument("--dlr-window", type=int, default=d.dlr_window, help="receipts in flight per bind")
-    p.add_argument("--id-format", choices=("hex", "dec"), default=d.id_format, help="message id format")
-    p.add_argument("--throttle-tps", type=int, default=0, help="answer ESME_RTHROTTLED above N submit/s; 0 = off")
-    p.add_argument("--error-rate", type=float, default=0.0, help="fraction of submits answered with --error-status")
-    p.add_argument("--error-status", type=lambda s: int(s, 0), default=d.error_status, help="status for injected errors (e.g. 0x45)")
-    p.add_argument("--receipt-before-resp", action="store_true", help="write each receipt before its submit_sm_resp")
-    p.add_argument("--max-window", type=int, default=0, help="count submits beyond this many unanswered as violations")
-    p.add_argument("--drop-after", type=int, default=0, help="abort a connection after K PDUs received; 0 = never")
-    p.add_argument("--drop-limit", type=int, default=1, help="connections to drop that way; 0 = all")
-    p.add_argument("--stats-interval", type=float, default=0.0, help="JSON stats line on stderr every N s; 0 = off")
+    p.add_argument(
+        "--dlr-window", type=int, default=d.dlr_window, help="receipts in flight per bind"
+    )
+    p.add_argument(
+        "--id-format", choices=("hex", "dec"), default=d.id_format, help="message id format"
+    )
+    p.add_argument(
+        "--throttle-tps",
+        type=int,
+        default=0,
+        help="answer ESME_RTHROTTLED above N submit/s; 0 = off",
+    )
+    p.add_argument(
+        "--error-rate",
+        type=float,
+        default=0.0,
+        help="fraction of submits answered with --error-status",
+    )
+    p.add_argument(
+        "--error-status",
+        type=lambda s: int(s, 0),
+        default=d.error_status,
+        help="status for injected errors (e.g. 0x45)",
+    )
+    p.add_argument(
+        "--receipt-before-resp",
+        action="store_true",
+        help="write each receipt before its submit_sm_resp",
+    )
+    p.add_argument(
+        "--max-window",
+        type=int,
+        default=0,
+        help="count submits beyond this many unanswered as violations",
+    )
+    p.add_argument(
+        "--drop-after",
+        type=int,
+        default=0,
+        help="abort a connection after K PDUs received; 0 = never",
+    )
+    p.add_argument(
+        "--drop-limit", type=int, default=1, help="connections to drop that way; 0 = all"
+    )
+    p.add_argument(
+        "--stats-interval",
+        type=float,
+        default=0.0,
+        help="JSON stats line on stderr every N s; 0 = off",
+    )
     p.add_argument("--seed", type=int, default=None, help="random seed")
-    p.add_argument("--duration", type=float, default=0.0, help="stop after N seconds; 0 = run until SIGINT/SIGTERM")
-    p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop", help="event loop (default uvloop)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=0.0,
+        help="stop after N seconds; 0 = run until SIGINT/SIGTERM",
+    )
+    p.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="event loop (default uvloop)",
+    )
     return p
 
 

@@ -31,7 +31,7 @@ import random
 import socket
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 from .config import BindConfig
 from .constants import CommandId
@@ -109,8 +109,7 @@ class SmppProtocol(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -233,6 +232,7 @@ class SmppBind:
         self.connects = 0
         self.auth_failures = 0
         self.last_error = ""
+        self.retry_in_s = 0.0  # the wait before the next connection attempt
         self.throttled_until = 0.0
         self._throttle_streak = 0
         self._rng = rng or random.Random()
@@ -398,7 +398,9 @@ class SmppBind:
                         delay,
                     )
                 else:
-                    delay = backoff_delay(attempt, cfg.reconnect_min_s, cfg.reconnect_max_s, self._rng)
+                    delay = backoff_delay(
+                        attempt, cfg.reconnect_min_s, cfg.reconnect_max_s, self._rng
+                    )
                     log.warning(
                         "bind %s refused: %s (0x%08X); retry in %.2fs",
                         self.name,
@@ -428,6 +430,7 @@ class SmppBind:
             if self.is_closing():
                 break
             self._wake.clear()
+            self.retry_in_s = delay
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
 
@@ -561,7 +564,12 @@ class SmppBind:
     def _after_progress(self) -> None:
         session = self.session
         drained = self._drained
-        if drained is not None and session is not None and not session.windowed and not drained.done():
+        if (
+            drained is not None
+            and session is not None
+            and not session.windowed
+            and not drained.done()
+        ):
             drained.set_result(None)
         self.listener.bind_ready(self)
 

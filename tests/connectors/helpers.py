@@ -21,7 +21,9 @@ FAKE_SOURCE = "4500000002"
 class SessionPair:
     """An ESME session and an SMSC session wired back to back in memory."""
 
-    def __init__(self, window: int = 10, response_timeout_s: float = 30.0, keepalive_s: float = 0) -> None:
+    def __init__(
+        self, window: int = 10, response_timeout_s: float = 30.0, keepalive_s: float = 0
+    ) -> None:
         self.esme = Session(ESME, window, response_timeout_s, keepalive_s)
         self.smsc = Session(SMSC, window, response_timeout_s, keepalive_s)
         self.now = 0.0
@@ -38,7 +40,8 @@ class SessionPair:
         """Feed bytes from ``side`` to its peer; auto replies flow back to ``side``."""
         peer = self.peer(side)
         events = peer.receive_data(data)
-        self.back = side.receive_data(peer.data_to_send()) if True else []
+        auto = peer.data_to_send()
+        self.back: list[Any] = side.receive_data(auto) if auto else []
         return events
 
     def bind(self, request: Any, response_cls: Any) -> None:

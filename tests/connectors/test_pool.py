@@ -1,0 +1,367 @@
+"""BindPool + SmppBind over real TCP against the simulator and the misbehaving zoo."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from connectors.config import BindConfig
+from connectors.pdu import SubmitSm
+from connectors.pool import BindPool
+from connectors.simulator import Simulator, SimulatorConfig, start_simulator
+from connectors.status import ESME_RINVPASWD, ESME_RSYSERR
+from tests.connectors.helpers import FAKE_DESTINATION, FAKE_SOURCE, RecordingHandler
+from tests.connectors.misbehaving import CuttingProxy, MisbehavingSmsc
+
+FAST = {
+    "reconnect_min_s": 0.01,
+    "reconnect_max_s": 0.05,
+    "bind_timeout_s": 2.0,
+    "sweep_interval_s": 0.05,
+    "throttle_backoff_min_s": 0.005,
+    "throttle_backoff_max_s": 0.02,
+}
+
+
+def config(port: int, **kwargs: Any) -> BindConfig:
+    values: dict[str, Any] = {"name": "acme", "port": port, "system_id": "acme", "password": "pw"}
+    values.update(FAST)
+    values.update(kwargs)
+    return BindConfig(**values)
+
+
+def sms(dlr: bool = True) -> SubmitSm:
+    return SubmitSm(
+        source_addr=FAKE_SOURCE,
+        destination_addr=FAKE_DESTINATION,
+        short_message=b"pool test message",
+        registered_delivery=1 if dlr else 0,
+    )
+
+
+def assert_each_token_once(handler: RecordingHandler, n: int) -> None:
+    tokens = [t for t, _, _ in handler.responses] + [t for t, _ in handler.lost]
+    assert Counter(tokens) == Counter(range(n)), "each token ends in exactly one outcome"
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    simulator = await start_simulator(
+        SimulatorConfig(system_id="acme", password="pw", max_window=8)
+    )
+    try:
+        yield simulator
+    finally:
+        await simulator.close()
+
+
+async def test_transceiver_submit_resp_and_receipt(sim: Simulator) -> None:
+    handler = RecordingHandler()
+    pool = BindPool(config(sim.port, binds=2, window=8), handler)
+    await pool.start()
+    assert pool.binds_up() == 2
+    for i in range(50):
+        pool.submit(sms(), i)
+    await handler.wait_for(lambda: len(handler.responses) == 50 and len(handler.delivers) == 50)
+    assert_each_token_once(handler, 50)
+    assert all(status == 0 and mid for _, status, mid in handler.responses)
+    receipted = {pdu.receipted_message_id for pdu in handler.delivers}
+    assert receipted == {mid for _, _, mid in handler.responses}
+    await sim.wait_for(lambda: sim.stats.dlr_resps == 50)
+    assert pool.stats.written == 50
+    assert pool.pending() == 0
+    await pool.close(1.0)
+    assert sim.stats.unbinds == 2
+    assert ("acme-trx1", True) in handler.bind_states
+    assert ("acme-trx1", False) in handler.bind_states
+    assert sim.stats.window_violations == 0
+
+
+async def test_transmitter_plus_receiver_gets_receipts_on_the_receiver(sim: Simulator) -> None:
+    handler = RecordingHandler()
+    pool = BindPool(config(sim.port, bind_mode="transmitter+receiver", binds=1), handler)
+    seen_on: list[str] = []
+    original = handler.on_deliver
+
+    def on_deliver(bind: Any, pdu: Any) -> None:
+        seen_on.append(bind.mode)
+        original(bind, pdu)
+
+    handler.on_deliver = on_deliver  # type: ignore[method-assign]
+    await pool.start()
+    assert [b.mode for b in pool.binds] == ["transmitter", "receiver"]
+    assert pool.binds_up() == 2
+    for i in range(20):
+        pool.submit(sms(), i)
+    await handler.wait_for(lambda: len(handler.responses) == 20 and len(handler.delivers) == 20)
+    assert set(seen_on) == {"receiver"}
+    await pool.close(1.0)
+
+
+async def test_window_is_never_exceeded_on_the_wire() -> None:
+    sim = await start_simulator(
+        SimulatorConfig(max_window=16, latency_ms=3, latency_dist="uniform")
+    )
+    try:
+        handler = RecordingHandler()
+        pool = BindPool(config(sim.port, window=16), handler)
+        await pool.start()
+        for i in range(400):
+            pool.submit(sms(dlr=False), i)
+        await handler.wait_for(lambda: len(handler.responses) == 400)
+        assert sim.stats.window_violations == 0
+        assert sim.stats.max_outstanding == 16  # the window was used, and not exceeded
+        await pool.close(1.0)
+    finally:
+        await sim.close()
+
+
+async def test_enquire_link_both_ways(sim: Simulator) -> None:
+    handler = RecordingHandler()
+    pool = BindPool(config(sim.port, enquire_link_s=0.1), handler)
+    await pool.start()
+    await sim.wait_for(lambda: sim.stats.enquire_links >= 2)  # ESME → SMSC keepalive
+    sim.enquire_all()  # SMSC → ESME: answered by the ESME session
+    await sim.wait_for(lambda: sim.stats.enquire_link_resps >= 1)
+    assert pool.binds_up() == 1
+    await pool.close(0.5)
+
+
+async def test_smsc_unbind_brings_the_bind_down_and_it_rebinds(sim: Simulator) -> None:
+    handler = RecordingHandler()
+    pool = BindPool(config(sim.port), handler)
+    await pool.start()
+    await sim.unbind_all()
+    await handler.wait_for(lambda: handler.bind_states.count(("acme-trx1", True)) == 2)
+    assert ("acme-trx1", False) in handler.bind_states
+    assert sim.stats.binds == 2
+    pool.submit(sms(), 0)
+    await handler.wait_for(lambda: len(handler.responses) == 1)
+    await pool.close(0.5)
+
+
+async def test_dropped_link_mid_window_accounts_for_every_token() -> None:
+    sim = await start_simulator(SimulatorConfig(drop_after=40, drop_limit=1, latency_ms=1))
+    try:
+        handler = RecordingHandler()
+        pool = BindPool(config(sim.port, window=32), handler)
+        await pool.start()
+        for i in range(300):
+            pool.submit(sms(dlr=False), i)
+        await handler.wait_for(lambda: handler.outcomes() == 300)
+        assert_each_token_once(handler, 300)
+        assert sim.stats.drops == 1
+        assert 1 <= len(handler.lost) <= 32
+        assert {reason for _, reason in handler.lost} != set()
+        assert sim.stats.connections == 2  # it reconnected and finished the queue
+        assert pool.binds_up() == 1
+        await pool.close(0.5)
+    finally:
+        await sim.close()
+
+
+async def test_proxy_cut_mid_window_accounts_for_every_token(sim: Simulator) -> None:
+    async with CuttingProxy(sim.port, cut_after=25) as proxy:
+        handler = RecordingHandler()
+        pool = BindPool(config(proxy.port, window=8, binds=2), handler)
+        await pool.start()
+        for i in range(200):
+            pool.submit(sms(dlr=False), i)
+        await handler.wait_for(lambda: handler.outcomes() == 200)
+        assert_each_token_once(handler, 200)
+        assert proxy.cuts == 1
+        assert 1 <= len(handler.lost) <= 8
+        await pool.close(0.5)
+
+
+async def test_bad_password_stops_the_hot_reconnect_loop(caplog: pytest.LogCaptureFixture) -> None:
+    sim = await start_simulator(SimulatorConfig(system_id="acme", password="secret1"))
+    try:
+        handler = RecordingHandler()
+        pool = BindPool(config(sim.port, password="wrongpw", auth_retry_s=60.0), handler)
+        with caplog.at_level(logging.ERROR, logger="sendgate.connectors.transport"):
+            await pool.start()
+        bind = pool.binds[0]
+        assert pool.binds_up() == 0
+        assert bind.auth_failures == 1
+        assert bind.retry_in_s == 60.0  # slow retry, not reconnect_min_s
+        await asyncio.sleep(0.2)  # 20 fast-retry periods pass: still one attempt
+        assert sim.stats.bind_failures == 1
+        text = caplog.text
+        assert "ESME_RINVPASWD" in text and "credentials" in text
+        assert "wrongpw" not in text and "secret1" not in text
+        assert ESME_RINVPASWD == 0x0E
+        pool.submit(sms(), 0)  # queued, never written, reported at close
+        await pool.close(0.1)
+        assert handler.lost == [(0, "pool closed before it was written")]
+    finally:
+        await sim.close()
+
+
+async def test_rate_limiter_is_applied_before_writing(sim: Simulator) -> None:
+    class Bucket:
+        """Grants 10 tokens, then none until ``refill``."""
+
+        def __init__(self) -> None:
+            self.tokens = 10
+            self.asked = 0
+
+        def try_take(self, n: int, now: float) -> int:
+            self.asked += 1
+            granted = min(n, self.tokens)
+            self.tokens -= granted
+            return granted
+
+        def wait_s(self, n: int, now: float) -> float:
+            return 0.01
+
+    bucket = Bucket()
+    handler = RecordingHandler()
+    pool = BindPool(config(sim.port, window=50), handler, bucket)
+    await pool.start()
+    for i in range(30):
+        pool.submit(sms(dlr=False), i)
+    await handler.wait_for(lambda: len(handler.responses) == 10)
+    await handler.wait_for(lambda: pool.stats.rate_limited >= 3)  # it keeps asking, on a timer
+    assert sim.stats.submits == 10
+    assert pool.pending() == 20
+    bucket.tokens = 100
+    await handler.wait_for(lambda: len(handler.responses) == 30)
+    assert_each_token_once(handler, 30)
+    await pool.close(0.5)
+
+
+async def test_wait_pending_below_and_drain_on_close() -> None:
+    sim = await start_simulator(SimulatorConfig(latency_ms=20))
+    try:
+        handler = RecordingHandler()
+        pool = BindPool(config(sim.port, window=10), handler)
+        await pool.start()
+        for i in range(40):
+            pool.submit(sms(dlr=False), i)
+        assert pool.pending() == 40
+        await asyncio.wait_for(pool.wait_pending_below(15), 5)
+        assert pool.pending() < 15
+        await pool.close(5.0)  # drains the queue and the window before unbinding
+        assert len(handler.responses) == 40
+        assert handler.lost == []
+        assert sim.stats.unbinds == 1
+    finally:
+        await sim.close()
+
+
+async def test_respond_later_in_the_same_tick(sim: Simulator) -> None:
+    handler = RecordingHandler(auto_respond=False)
+    pool = BindPool(config(sim.port), handler)
+    await pool.start()
+    for i in range(5):
+        pool.submit(sms(), i)
+    await handler.wait_for(lambda: len(handler.delivers) == 5)
+    loop = asyncio.get_running_loop()
+    bind = pool.binds[0]
+    for pdu in handler.delivers:
+        loop.call_soon(bind.respond, pdu, 0)
+    await sim.wait_for(lambda: sim.stats.dlr_resps == 5)
+    await pool.close(0.5)
+
+
+# -- the zoo -------------------------------------------------------------------
+
+
+async def test_black_hole_bind_times_out_and_start_returns() -> None:
+    async with MisbehavingSmsc("black_hole") as smsc:
+        handler = RecordingHandler()
+        pool = BindPool(config(smsc.port, bind_timeout_s=0.2), handler)
+        await asyncio.wait_for(pool.start(), 5)
+        assert pool.binds_up() == 0
+        assert "timed out" in pool.binds[0].last_error
+        assert smsc.bytes_swallowed > 0
+        await pool.close(0.1)
+
+
+async def test_no_response_reports_lost_after_the_response_timeout() -> None:
+    async with MisbehavingSmsc("no_response") as smsc:
+        handler = RecordingHandler()
+        pool = BindPool(config(smsc.port, response_timeout_s=0.2), handler)
+        await pool.start()
+        for i in range(3):
+            pool.submit(sms(), i)
+        await handler.wait_for(lambda: len(handler.lost) == 3)
+        assert {reason for _, reason in handler.lost} == {"response timeout"}
+        assert pool.stats.timeouts == 3
+        assert pool.pending() == 0
+        await pool.close(0.1)
+
+
+async def test_throttling_requeues_and_never_reaches_the_engine_as_failure() -> None:
+    async with MisbehavingSmsc("throttle", count=5) as smsc:
+        handler = RecordingHandler()
+        pool = BindPool(config(smsc.port, window=4), handler)
+        await pool.start()
+        for i in range(10):
+            pool.submit(sms(), i)
+        await handler.wait_for(lambda: len(handler.responses) == 10)
+        assert_each_token_once(handler, 10)
+        assert all(status == 0 for _, status, _ in handler.responses)
+        assert pool.stats.throttled == 5
+        assert smsc.submits == 15
+        await pool.close(0.1)
+
+
+async def test_generic_nack_is_data_for_the_engine() -> None:
+    async with MisbehavingSmsc("generic_nack") as smsc:
+        handler = RecordingHandler()
+        pool = BindPool(config(smsc.port), handler)
+        await pool.start()
+        pool.submit(sms(), 0)
+        await handler.wait_for(lambda: len(handler.responses) == 1)
+        assert handler.responses == [(0, ESME_RSYSERR, "")]
+        await pool.close(0.1)
+
+
+async def test_unbind_on_submit_loses_the_written_pdu_and_rebinds() -> None:
+    async with MisbehavingSmsc("unbind_on_submit") as smsc:
+        handler = RecordingHandler()
+        pool = BindPool(config(smsc.port, window=1), handler)
+        await pool.start()
+        for i in range(3):
+            pool.submit(sms(), i)
+        await handler.wait_for(lambda: handler.outcomes() == 3)
+        assert_each_token_once(handler, 3)
+        assert [t for t, _ in handler.lost] == [0]
+        assert smsc.binds == 2
+        await pool.close(0.1)
+
+
+@pytest.mark.parametrize("behaviour", ["bad_command_length", "garbage"])
+async def test_garbage_from_the_smsc_means_reconnect_not_crash(behaviour: str) -> None:
+    async with MisbehavingSmsc(behaviour) as smsc:
+        handler = RecordingHandler()
+        pool = BindPool(config(smsc.port, window=1, response_timeout_s=1.0), handler)
+        await pool.start()
+        for i in range(3):
+            pool.submit(sms(), i)
+        await handler.wait_for(lambda: handler.outcomes() == 3)
+        assert_each_token_once(handler, 3)
+        assert [t for t, _ in handler.lost] == [0]
+        assert smsc.binds == 2
+        assert pool.binds_up() == 1
+        await pool.close(0.1)
+
+
+async def test_slow_response_keeps_the_pdu_in_flight() -> None:
+    async with MisbehavingSmsc("slow_response", delay_s=0.1) as smsc:
+        handler = RecordingHandler()
+        pool = BindPool(config(smsc.port), handler)
+        await pool.start()
+        pool.submit(sms(), 0)
+        await smsc.wait_for(lambda: smsc.submits == 1)
+        assert pool.pending() == 1  # written, waiting for its answer
+        await handler.wait_for(lambda: len(handler.responses) == 1)
+        assert pool.pending() == 0
+        await pool.close(0.1)

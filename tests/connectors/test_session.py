@@ -1,0 +1,379 @@
+"""Session state machine: an ESME and an SMSC session talking in memory."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from connectors.constants import CommandId
+from connectors.errors import LocalProtocolError
+from connectors.pdu import (
+    BindReceiver,
+    BindReceiverResp,
+    BindTransceiver,
+    BindTransceiverResp,
+    BindTransmitter,
+    BindTransmitterResp,
+    DeliverSm,
+    DeliverSmResp,
+    GenericNack,
+    SubmitSm,
+    SubmitSmResp,
+)
+from connectors.session import (
+    ESME,
+    MAX_SEQUENCE,
+    SMSC,
+    ProtocolViolation,
+    Response,
+    ResponseTimeout,
+    Session,
+    State,
+    StrayResponse,
+    Unbound,
+    header_only,
+)
+from connectors.status import (
+    ESME_RINVBNDSTS,
+    ESME_RINVCMDID,
+    ESME_RINVCMDLEN,
+    ESME_RINVPASWD,
+    ESME_RTHROTTLED,
+)
+from tests.connectors.helpers import FAKE_DESTINATION, SessionPair
+
+C = CommandId
+HEADER = struct.Struct(">IIII")
+
+
+def submit() -> SubmitSm:
+    return SubmitSm(destination_addr=FAKE_DESTINATION, short_message=b"test")
+
+
+def bound_pair(
+    window: int = 10, response_timeout_s: float = 30.0, keepalive_s: float = 0
+) -> SessionPair:
+    pair = SessionPair(window, response_timeout_s, keepalive_s)
+    pair.bind(BindTransceiver(system_id="esme", password="pw"), BindTransceiverResp)
+    return pair
+
+
+@pytest.mark.parametrize(
+    ("request_cls", "resp_cls", "state"),
+    [
+        (BindTransmitter, BindTransmitterResp, State.BOUND_TX),
+        (BindReceiver, BindReceiverResp, State.BOUND_RX),
+        (BindTransceiver, BindTransceiverResp, State.BOUND_TRX),
+    ],
+)
+def test_bind_moves_both_sides_to_the_bound_state(request_cls, resp_cls, state) -> None:
+    pair = SessionPair()
+    assert pair.esme.state is State.OPEN
+    events = pair.send(pair.esme, request_cls(system_id="esme", password="pw"))
+    assert type(events[0]) is request_cls
+    assert events[0].system_id == "esme"
+    assert events[0].sequence_number == 1
+    back = pair.send(pair.smsc, resp_cls(sequence_number=1, system_id="smsc"))
+    assert pair.smsc.state is state
+    assert pair.esme.state is state
+    assert type(back[0]) is Response
+    assert back[0].pdu.system_id == "smsc"
+    assert pair.esme.in_flight == {}
+
+
+def test_refused_bind_stays_open_and_the_status_is_data() -> None:
+    pair = SessionPair()
+    pair.send(pair.esme, BindTransceiver(system_id="esme", password="bad"))
+    back = pair.send(
+        pair.smsc, BindTransceiverResp(sequence_number=1, command_status=ESME_RINVPASWD)
+    )
+    assert back[0].pdu.command_status == ESME_RINVPASWD
+    assert pair.esme.state is State.OPEN
+    assert pair.smsc.state is State.OPEN
+
+
+def test_submit_before_bind_is_a_local_error() -> None:
+    session = Session(ESME)
+    with pytest.raises(LocalProtocolError):
+        session.send(submit(), 0.0)
+
+
+def test_submit_received_while_open_is_answered_with_invbndsts() -> None:
+    smsc = Session(SMSC)
+    pdu = submit()
+    pdu.sequence_number = 7
+    from connectors.codec import encode
+
+    events = smsc.receive_data(encode(pdu))
+    assert type(events[0]) is ProtocolViolation
+    assert not events[0].fatal
+    assert HEADER.unpack(smsc.data_to_send()) == (16, C.SUBMIT_SM_RESP, ESME_RINVBNDSTS, 7)
+
+
+def test_receiver_may_not_submit_and_transmitter_gets_no_deliver_sm() -> None:
+    pair = SessionPair()
+    pair.bind(BindReceiver(), BindReceiverResp)
+    assert not pair.esme.can_submit()
+    with pytest.raises(LocalProtocolError):
+        pair.esme.send(submit(), 0.0)
+    tx = SessionPair()
+    tx.bind(BindTransmitter(), BindTransmitterResp)
+    with pytest.raises(LocalProtocolError):
+        tx.smsc.send(DeliverSm(), 0.0)
+
+
+def test_submit_and_response_carry_the_context() -> None:
+    pair = bound_pair()
+    events = pair.send(pair.esme, submit(), context="token-1")
+    assert type(events[0]) is SubmitSm
+    assert events[0].destination_addr == FAKE_DESTINATION
+    assert pair.esme.windowed == 1
+    back = pair.send(
+        pair.smsc, SubmitSmResp(sequence_number=events[0].sequence_number, message_id="ab12")
+    )
+    assert type(back[0]) is Response
+    assert back[0].context == "token-1"
+    assert back[0].command_id == C.SUBMIT_SM
+    assert back[0].pdu.message_id == "ab12"
+    assert pair.esme.windowed == 0
+
+
+def test_responses_out_of_order_match_by_sequence_number() -> None:
+    pair = bound_pair()
+    seqs = [pair.send(pair.esme, submit(), context=i)[0].sequence_number for i in range(5)]
+    contexts = []
+    for seq in reversed(seqs):
+        back = pair.send(pair.smsc, SubmitSmResp(sequence_number=seq, message_id=str(seq)))
+        contexts.append(back[0].context)
+    assert contexts == [4, 3, 2, 1, 0]
+    assert pair.esme.in_flight == {}
+
+
+def test_non_zero_status_in_a_response_is_data() -> None:
+    pair = bound_pair()
+    seq = pair.send(pair.esme, submit(), context="t")[0].sequence_number
+    back = pair.send(pair.smsc, SubmitSmResp(sequence_number=seq, command_status=ESME_RTHROTTLED))
+    assert type(back[0]) is Response
+    assert back[0].pdu.command_status == ESME_RTHROTTLED
+
+
+def test_generic_nack_answers_the_request_it_names() -> None:
+    pair = bound_pair()
+    seq = pair.send(pair.esme, submit(), context="t")[0].sequence_number
+    back = pair.send(pair.smsc, GenericNack(sequence_number=seq, command_status=ESME_RINVCMDID))
+    assert type(back[0]) is Response
+    assert type(back[0].pdu) is GenericNack
+    assert back[0].context == "t"
+    assert pair.esme.windowed == 0
+
+
+def test_window_is_never_exceeded() -> None:
+    pair = bound_pair(window=3)
+    for _ in range(3):
+        assert pair.esme.can_submit()
+        pair.send(pair.esme, submit())
+    assert not pair.esme.can_submit()
+    assert pair.esme.free_window() == 0
+    with pytest.raises(LocalProtocolError):
+        pair.esme.send(submit(), 0.0)
+
+
+def test_sequence_numbers_wrap_and_skip_numbers_in_flight() -> None:
+    pair = bound_pair()
+    esme = pair.esme
+    stuck = esme.send(submit(), 0.0, "stuck")  # seq 2 (bind took 1)
+    assert HEADER.unpack_from(stuck)[3] == 2
+    esme._next_seq = MAX_SEQUENCE
+    data = esme.send(submit(), 0.0)
+    assert HEADER.unpack_from(data)[3] == MAX_SEQUENCE
+    assert HEADER.unpack_from(esme.send(submit(), 0.0))[3] == 1
+    assert HEADER.unpack_from(esme.send(submit(), 0.0))[3] == 3  # 2 is still in flight
+
+
+def test_sweep_times_out_old_requests_only() -> None:
+    pair = bound_pair(response_timeout_s=5.0)
+    pair.now = 0.0
+    pair.send(pair.esme, submit(), context="old")
+    pair.now = 3.0
+    pair.send(pair.esme, submit(), context="new")
+    events = pair.esme.sweep(5.5)
+    assert [type(e) for e in events] == [ResponseTimeout]
+    assert events[0].context == "old"
+    assert pair.esme.windowed == 1
+    assert [entry[2] for entry in pair.esme.in_flight.values()] == ["new"]
+
+
+def test_late_response_after_timeout_is_stray() -> None:
+    pair = bound_pair(response_timeout_s=1.0)
+    seq = pair.send(pair.esme, submit(), context="x")[0].sequence_number
+    assert len(pair.esme.sweep(2.0)) == 1
+    data = pair.smsc.send(SubmitSmResp(sequence_number=seq), 2.0)
+    events = pair.esme.receive_data(data)
+    assert [type(e) for e in events] == [StrayResponse]
+
+
+def test_enquire_link_is_sent_when_quiet_and_answered_automatically() -> None:
+    pair = bound_pair(keepalive_s=10.0)
+    esme = pair.esme
+    assert esme.sweep(5.0) == []  # the bind_resp was seen: quiet since 5.0
+    assert esme.data_to_send() == b""
+    assert esme.sweep(14.0) == []
+    assert esme.data_to_send() == b""
+    assert esme.sweep(15.0) == []
+    data = esme.data_to_send()
+    _length, cid, _status, _seq = HEADER.unpack(data)
+    assert cid == C.ENQUIRE_LINK
+    # the SMSC answers by itself; the answer clears the keepalive
+    assert pair.deliver(esme, data) == []
+    assert pair.back and type(pair.back[0]) is Response
+    assert pair.back[0].command_id == C.ENQUIRE_LINK
+    assert esme.sweep(15.5) == []
+    assert esme.data_to_send() == b""
+
+
+def test_unanswered_enquire_link_times_out() -> None:
+    pair = bound_pair(response_timeout_s=2.0, keepalive_s=10.0)
+    pair.esme.sweep(0.0)
+    pair.esme.sweep(10.0)
+    assert HEADER.unpack(pair.esme.data_to_send())[1] == C.ENQUIRE_LINK
+    events = pair.esme.sweep(12.5)
+    assert [e.command_id for e in events] == [C.ENQUIRE_LINK]
+
+
+def test_traffic_postpones_the_keepalive() -> None:
+    pair = bound_pair(keepalive_s=10.0)
+    pair.send(pair.smsc, DeliverSm(esm_class=0x04))
+    pair.esme.sweep(8.0)  # saw data since the last sweep: quiet period starts at 8
+    pair.esme.sweep(15.0)
+    assert pair.esme.data_to_send() == b""
+    pair.esme.sweep(18.0)
+    assert HEADER.unpack(pair.esme.data_to_send())[1] == C.ENQUIRE_LINK
+
+
+def test_unknown_command_id_gets_generic_nack_and_the_session_goes_on() -> None:
+    pair = bound_pair()
+    events = pair.esme.receive_data(HEADER.pack(16, 0x00000777, 0, 42))
+    assert type(events[0]) is ProtocolViolation and not events[0].fatal
+    assert HEADER.unpack(pair.esme.data_to_send()) == (16, C.GENERIC_NACK, ESME_RINVCMDID, 42)
+    assert pair.esme.state is State.BOUND_TRX
+
+
+def test_bad_command_length_is_fatal_with_generic_nack() -> None:
+    pair = bound_pair()
+    events = pair.esme.receive_data(HEADER.pack(8, C.SUBMIT_SM_RESP, 0, 9))
+    assert type(events[0]) is ProtocolViolation and events[0].fatal
+    _length, cid, status, _ = HEADER.unpack(pair.esme.data_to_send())
+    assert (cid, status) == (C.GENERIC_NACK, ESME_RINVCMDLEN)
+    assert pair.esme.state is State.CLOSED
+    assert pair.esme.receive_data(b"anything") == []
+
+
+def test_frames_before_a_bad_header_are_still_delivered() -> None:
+    pair = bound_pair()
+    good = pair.smsc.send(DeliverSm(esm_class=0x04), 0.0)
+    events = pair.esme.receive_data(good + HEADER.pack(3, 0, 0, 0))
+    assert [type(e) for e in events] == [DeliverSm, ProtocolViolation]
+
+
+def test_malformed_body_gets_generic_nack_and_the_session_goes_on() -> None:
+    pair = bound_pair()
+    body = b"\x00" * 3  # deliver_sm cut short
+    events = pair.esme.receive_data(HEADER.pack(16 + len(body), C.DELIVER_SM, 0, 5) + body)
+    assert type(events[0]) is ProtocolViolation and not events[0].fatal
+    _, cid, status, seq = HEADER.unpack(pair.esme.data_to_send())
+    assert (cid, seq) == (C.GENERIC_NACK, 5)
+    assert status != 0
+    assert pair.esme.state is State.BOUND_TRX
+
+
+def test_esme_unbind_round_trip() -> None:
+    pair = bound_pair()
+    data = pair.esme.send_unbind(0.0)
+    assert pair.esme.state is State.UNBOUND
+    events = pair.deliver(pair.esme, data)
+    assert [type(e) for e in events] == [Unbound]
+    assert pair.smsc.state is State.CLOSED
+    assert pair.esme.state is State.CLOSED
+    assert pair.back[0].command_id == C.UNBIND
+
+
+def test_smsc_unbind_is_answered_by_the_esme() -> None:
+    pair = bound_pair()
+    events = pair.deliver(pair.smsc, pair.smsc.send_unbind(0.0))
+    assert [type(e) for e in events] == [Unbound]
+    assert pair.esme.state is State.CLOSED
+    assert pair.smsc.state is State.CLOSED
+
+
+def test_deliver_sm_response_from_the_esme() -> None:
+    pair = bound_pair()
+    events = pair.send(
+        pair.smsc, DeliverSm(esm_class=0x04, short_message=b"id:1 stat:DELIVRD"), "r"
+    )
+    assert type(events[0]) is DeliverSm
+    assert pair.smsc.windowed == 1
+    seen_by_smsc = pair.send(pair.esme, DeliverSmResp(sequence_number=events[0].sequence_number))
+    assert type(seen_by_smsc[0]) is Response
+    assert seen_by_smsc[0].context == "r"
+    assert pair.smsc.windowed == 0
+    # answered twice: the second answer matches nothing
+    again = pair.send(pair.esme, DeliverSmResp(sequence_number=events[0].sequence_number))
+    assert type(again[0]) is StrayResponse
+
+
+def test_connection_lost_returns_everything_in_flight() -> None:
+    pair = bound_pair()
+    for i in range(4):
+        pair.send(pair.esme, submit(), context=i)
+    lost = pair.esme.connection_lost()
+    assert sorted(entry[2] for _, entry in lost) == [0, 1, 2, 3]
+    assert pair.esme.state is State.CLOSED
+    assert pair.esme.windowed == 0
+
+
+def test_input_byte_by_byte_gives_the_same_events() -> None:
+    pair = bound_pair()
+    data = b"".join(
+        pair.smsc.send(DeliverSm(esm_class=0x04, short_message=b"x" * i), 0.0) for i in range(3)
+    )
+    events = []
+    for i in range(len(data)):
+        events += pair.esme.receive_data(data[i : i + 1])
+    assert [e.short_message for e in events] == [b"", b"x", b"xx"]
+
+
+def test_header_only_helper() -> None:
+    assert header_only(C.ENQUIRE_LINK, 0, 5) == HEADER.pack(16, C.ENQUIRE_LINK, 0, 5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    window=st.integers(min_value=1, max_value=8),
+    ops=st.lists(
+        st.tuples(st.sampled_from(["submit", "answer", "sweep"]), st.integers(0, 50)), max_size=80
+    ),
+)
+def test_never_more_than_window_in_flight(window: int, ops: list[tuple[str, int]]) -> None:
+    """Whatever mix of submits, out-of-order answers and timeouts: in flight <= window."""
+    pair = bound_pair(window=window, response_timeout_s=5.0)
+    now = 0.0
+    outstanding: list[int] = []
+    for op, n in ops:
+        now += 0.5
+        if op == "submit":
+            if pair.esme.can_submit():
+                outstanding.append(pair.esme.send(submit(), now, n) and pair.esme._next_seq - 1)
+            else:
+                with pytest.raises(LocalProtocolError):
+                    pair.esme.send(submit(), now)
+        elif op == "answer" and outstanding:
+            seq = outstanding.pop(n % len(outstanding))
+            pair.esme.receive_data(pair.smsc.send(SubmitSmResp(sequence_number=seq), now))
+        elif op == "sweep":
+            for event in pair.esme.sweep(now + n / 10):
+                outstanding.remove(event.sequence_number)
+        assert pair.esme.windowed <= window
+        assert pair.esme.windowed == len(outstanding) == len(pair.esme.in_flight)
