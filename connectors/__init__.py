@@ -9,6 +9,10 @@ stream into PDUs, ``status_info`` says what a command_status means.
 from __future__ import annotations
 
 from .codec import HEADER_SIZE, PDU_CLASSES, TLV_SPECS, decode, decode_body, encode, pdu_class
+
+# session / transport / pool (helper B). The simulator stays out of the
+# package namespace so that `python -m connectors.simulator` runs cleanly.
+from .config import BindConfig, ConfigError
 from .constants import (
     ESM_DELIVERY_RECEIPT,
     ESM_INTERMEDIATE_NOTIFICATION,
@@ -62,6 +66,18 @@ from .pdu import (
     Unbind,
     UnbindResp,
 )
+from .pool import BindPool, PoolHandler, PoolStats, RateLimiter
+from .session import (
+    ESME,
+    SMSC,
+    ProtocolViolation,
+    Response,
+    ResponseTimeout,
+    Session,
+    State,
+    StrayResponse,
+    Unbound,
+)
 from .status import (
     ESME_RINVCMDID,
     ESME_RINVCMDLEN,
@@ -74,9 +90,11 @@ from .status import (
     status_info,
     status_name,
 )
+from .transport import BindListener, SmppBind, SmppProtocol
 
 __all__ = [
     # codec (connectors.codec, .framer, .pdu, .constants, .status, .errors)
+    "ESME",
     "ESME_RINVCMDID",
     "ESME_RINVCMDLEN",
     "ESME_RMSGQFUL",
@@ -90,9 +108,13 @@ __all__ = [
     "HEADER_SIZE",
     "INTERFACE_VERSION_34",
     "PDU_CLASSES",
+    "SMSC",
     "TLV_SPECS",
     "AlertNotification",
+    "BindConfig",
     "BindError",
+    "BindListener",
+    "BindPool",
     "BindReceiver",
     "BindReceiverResp",
     "BindTransceiver",
@@ -102,6 +124,7 @@ __all__ = [
     "CancelSm",
     "CancelSmResp",
     "CommandId",
+    "ConfigError",
     "ConnectionLostError",
     "DataCoding",
     "DataSm",
@@ -118,20 +141,32 @@ __all__ = [
     "Npi",
     "Outbind",
     "Pdu",
+    "PoolHandler",
+    "PoolStats",
+    "ProtocolViolation",
     "QuerySm",
     "QuerySmResp",
+    "RateLimiter",
     "RemoteProtocolError",
     "ReplaceSm",
     "ReplaceSmResp",
+    "Response",
+    "ResponseTimeout",
     "ResponseTimeoutError",
+    "Session",
+    "SmppBind",
     "SmppError",
+    "SmppProtocol",
+    "State",
     "StatusInfo",
+    "StrayResponse",
     "SubmitSm",
     "SubmitSmResp",
     "Tag",
     "Ton",
     "Unbind",
     "UnbindResp",
+    "Unbound",
     "command_name",
     "decode",
     "decode_body",
