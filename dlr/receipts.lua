@@ -14,7 +14,8 @@
 --
 -- ARGV[1] = "apply":  ARGV[2] prefix, ARGV[3] carrier, ARGV[4] stream maxlen (0 = none),
 --           ARGV[5] duplicate window ms (0 = no tombstones), ARGV[6] count n,
---           then 5 per receipt: normalised id, event, final ("1"/"0"), error, ts_ms.
+--           then one per receipt: final ("1"/"0"), event, ts_ms, error, normalised id,
+--           joined by US (0x1F); the id is last and may contain anything.
 --   returns { statuses, event... } where statuses holds one letter per receipt:
 --     a applied, u unmatched (no correlation entry), d duplicate (part already final),
 --     l late (intermediate after the part or job was final; ignored),
@@ -85,10 +86,8 @@ local function split_commas(s)
     end
 end
 
--- Reads the job's head fields used in every event.
-local function job_info(jk)
-    return redis.call('HMGET', jk, 'ref', 'carrier', 'message_ids', 'callback', 'submitted_ms')
-end
+-- The job fields every event needs, read with the part's own fields (one HMGET).
+local INFO_FIELDS = {'ref', 'carrier', 'message_ids', 'callback', 'submitted_ms'}
 
 local function event_fields(job_id, info, event, carrier, parts, error, ts)
     return {
@@ -106,25 +105,31 @@ local function reply(kind, info, fallback_submitted, fields)
 end
 
 -- Every part has a final state: aggregate, store the job state, publish the final event.
-local function finish(jk, job_id, parts, carrier, ts, events, due, maxlen, fallback_submitted, timeout_error)
-    local names = {}
-    for n = 1, parts do
-        names[n] = 's:' .. n
-        names[parts + n] = 'e:' .. n
-    end
-    local vals = redis.call('HMGET', jk, unpack(names))
-    local states, errors = {}, {}
-    for n = 1, parts do
-        states[n] = vals[n] or 'unknown'
-        errors[n] = vals[parts + n] or ''
+-- states/errors: the parts' final events and errors, or nil to read them from the job.
+-- info: the INFO_FIELDS values. state_written: the caller already stored 'state'.
+local function finish(jk, job_id, parts, carrier, ts, info, states, errors, state_written,
+                      fallback_submitted, timeout_error, events, due, maxlen)
+    if not states then
+        local names = {}
+        for n = 1, parts do
+            names[n] = 's:' .. n
+            names[parts + n] = 'e:' .. n
+        end
+        local vals = redis.call('HMGET', jk, unpack(names))
+        states, errors = {}, {}
+        for n = 1, parts do
+            states[n] = vals[n] or 'unknown'
+            errors[n] = vals[parts + n] or ''
+        end
     end
     local final = aggregate(states)
     local err = aggregate_error(states, errors, final)
     if err == '' and final == 'unknown' then
         err = timeout_error
     end
-    local info = job_info(jk)
-    redis.call('HSET', jk, 'state', final)
+    if not state_written then
+        redis.call('HSET', jk, 'state', final)
+    end
     local fields = event_fields(job_id, info, final, carrier, parts, err, ts)
     if parts > 1 and final ~= 'delivered' then
         fields[#fields + 1] = 'part_states'
@@ -146,9 +151,17 @@ if mode == 'apply' then
     local dup_window = tonumber(ARGV[5])
     local n = tonumber(ARGV[6])
     local statuses = {}
-    for i = 0, n - 1 do
-        local base = 7 + i * 5
-        local id, event, final, err, ts = ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4]
+    for i = 7, 6 + n do
+        local packed = ARGV[i]
+        local s1 = string.find(packed, '\31', 1, true)
+        local s2 = string.find(packed, '\31', s1 + 1, true)
+        local s3 = string.find(packed, '\31', s2 + 1, true)
+        local s4 = string.find(packed, '\31', s3 + 1, true)
+        local final = string.sub(packed, 1, s1 - 1)
+        local event = string.sub(packed, s1 + 1, s2 - 1)
+        local ts = string.sub(packed, s2 + 1, s3 - 1)
+        local err = string.sub(packed, s3 + 1, s4 - 1)
+        local id = string.sub(packed, s4 + 1)
         local ck = prefix .. ':dlr:' .. carrier .. ':' .. id
         local tomb = prefix .. ':dlrdone:' .. carrier .. ':' .. id
         local v = redis.call('GET', ck)
@@ -168,7 +181,9 @@ if mode == 'apply' then
                 local submitted = string.sub(v, c1 + 1, c2 - 1)
                 local job_id = string.sub(v, c2 + 1)
                 local jk = prefix .. ':job:' .. job_id
-                local head = redis.call('HMGET', jk, 'parts', 'done', 's:' .. part, 'state')
+                -- 1 parts, 2 done, 3 s:<part>, 4 state, 5.. INFO_FIELDS
+                local head = redis.call('HMGET', jk, 'parts', 'done', 's:' .. part, 'state', unpack(INFO_FIELDS))
+                local info = {head[5], head[6], head[7], head[8], head[9]}
                 local parts = tonumber(head[1])
                 if not parts then
                     redis.call('DEL', ck)
@@ -180,14 +195,23 @@ if mode == 'apply' then
                         status = 'd'
                         redis.call('DEL', ck)
                     else
-                        redis.call('HSET', jk, 's:' .. part, event, 'e:' .. part, err)
-                        local done = redis.call('HINCRBY', jk, 'done', 1)
                         redis.call('DEL', ck)
                         if dup_window > 0 then
                             redis.call('SET', tomb, '1', 'PX', dup_window)
                         end
-                        if done == parts then
-                            out[#out + 1] = finish(jk, job_id, parts, carrier, ts, events, due, maxlen, submitted, '')
+                        if parts == 1 then
+                            -- single part: the job's final state is this receipt's
+                            local state = aggregate({event})
+                            redis.call('HSET', jk, 's:1', event, 'e:1', err, 'done', 1, 'state', state)
+                            out[#out + 1] = finish(jk, job_id, 1, carrier, ts, info, {event}, {err}, true,
+                                                   submitted, '', events, due, maxlen)
+                        else
+                            redis.call('HSET', jk, 's:' .. part, event, 'e:' .. part, err)
+                            local done = redis.call('HINCRBY', jk, 'done', 1)
+                            if done == parts then
+                                out[#out + 1] = finish(jk, job_id, parts, carrier, ts, info, nil, nil, false,
+                                                       submitted, '', events, due, maxlen)
+                            end
                         end
                     end
                 elseif head[3] or (tonumber(head[2]) or 0) >= parts then
@@ -195,7 +219,6 @@ if mode == 'apply' then
                 elseif head[4] ~= event then
                     -- one intermediate event per change of state, not one per part
                     redis.call('HSET', jk, 'state', event)
-                    local info = job_info(jk)
                     local fields = event_fields(job_id, info, event, carrier, parts, err, ts)
                     xadd(events, maxlen, fields)
                     out[#out + 1] = reply('i', info, submitted, fields)
@@ -233,7 +256,9 @@ if mode == 'expire' then
                 end
             end
             redis.call('HSET', jk, 'done', parts)
-            out[#out + 1] = finish(jk, job_id, parts, carrier, now, events, due, maxlen, '', 'dlr_timeout')
+            local info = redis.call('HMGET', jk, unpack(INFO_FIELDS))
+            out[#out + 1] = finish(jk, job_id, parts, carrier, now, info, nil, nil, false,
+                                   '', 'dlr_timeout', events, due, maxlen)
         end
     end
     out[1] = tostring(#ids)
