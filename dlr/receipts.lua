@@ -19,7 +19,7 @@
 --   returns { statuses, event... } where statuses holds one letter per receipt:
 --     a applied, u unmatched (no correlation entry), d duplicate (part already final),
 --     l late (intermediate after the part or job was final; ignored),
---     o orphan (correlation entry without job record; entry removed),
+--     o orphan (correlation entry but no job record (yet); retried like unmatched),
 --     x corrupt correlation entry (left alone)
 --   and each event is { kind ("f" final / "i" intermediate), callback, submitted_ms,
 --     field, value, ... } with the exact fields written to P:events.
@@ -186,7 +186,7 @@ if mode == 'apply' then
                 local info = {head[5], head[6], head[7], head[8], head[9]}
                 local parts = tonumber(head[1])
                 if not parts then
-                    redis.call('DEL', ck)
+                    -- no job record (yet?): the caller retries like an unmatched receipt
                     status = 'o'
                 elseif part < 1 or part > parts then
                     status = 'x'

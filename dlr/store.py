@@ -138,7 +138,7 @@ class BatchResult(msgspec.Struct):
     late: int = 0
     """Intermediate receipts for a part or job already final (ignored)."""
     orphans: int = 0
-    """Correlation entry found but the job record is gone (entry removed)."""
+    """Correlation entry found but no job record (also listed in ``unmatched``, for a retry)."""
     corrupt: int = 0
     unmatched: list[ReceiptRecord] = msgspec.field(default_factory=list)
     finals: list[JobEvent] = msgspec.field(default_factory=list)
@@ -257,6 +257,7 @@ class ReceiptStore:
                     result.late += 1
                 elif status == "o":
                     result.orphans += 1
+                    result.unmatched.append(record)
                 else:
                     result.corrupt += 1
             for item in raw[1:]:

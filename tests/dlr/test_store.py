@@ -227,7 +227,16 @@ async def test_expiry_sweep(redis_client: Any, key_prefix: str, store: ReceiptSt
 async def test_orphan_and_batch_over_chunk(redis_client: Any, key_prefix: str, store: ReceiptStore) -> None:
     await redis_client.set(f"{key_prefix}:dlr:acme:lost", f"1:{SUBMITTED_MS}:gone")
     result = await store.apply("acme", [rec("lost")])
-    assert result.orphans == 1 and not await redis_client.exists(f"{key_prefix}:dlr:acme:lost")
+    # retried like an unmatched receipt: the job record may be written a moment later
+    assert result.orphans == 1 and result.unmatched == [rec("lost")]
+    await redis_client.hset(f"{key_prefix}:job:gone", mapping={"parts": 1, "carrier": "acme"})
+    result = await store.apply("acme", result.unmatched)
+    assert [e.job_id for e in result.finals] == ["gone"]
+    # corrupt correlation values and out-of-range parts are counted and left alone
+    await redis_client.set(f"{key_prefix}:dlr:acme:bad1", "garbage")
+    await redis_client.set(f"{key_prefix}:dlr:acme:bad2", f"7:{SUBMITTED_MS}:gone")
+    result = await store.apply("acme", [rec("bad1"), rec("bad2")])
+    assert result.corrupt == 2 and result.applied == 0
     # more receipts than one script call takes
     n = 1205
     pipe = redis_client.pipeline(transaction=False)
@@ -237,7 +246,7 @@ async def test_orphan_and_batch_over_chunk(redis_client: Any, key_prefix: str, s
     await pipe.execute()
     result = await store.apply("acme", [rec(f"x{i}") for i in range(n)])
     assert result.applied == n and len(result.finals) == n
-    assert await redis_client.xlen(f"{key_prefix}:events") == n
+    assert await redis_client.xlen(f"{key_prefix}:events") == n + 1  # + the "gone" job
 
 
 async def test_park_invalid_keeps_reason_without_text_or_number(
@@ -279,3 +288,20 @@ async def test_stream_maxlen_bounds_events(redis_client: Any, key_prefix: str) -
     await pipe.execute()
     await store.apply("acme", [rec(f"s{i}") for i in range(600)])
     assert await redis_client.xlen(f"{key_prefix}:events") < 600
+
+
+async def test_works_with_decode_responses_client(redis_url: str, key_prefix: str) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        store = ReceiptStore(client, key_prefix)
+        await submit_job(client, key_prefix, "jé", "acme", ["u1", "u2"], ref="réf")
+        result = await store.apply("acme", [rec("u1", "enroute"), rec("u1", "rejected", "err:1"), rec("u2")])
+        assert [e.event for e in result.intermediates] == ["enroute"]
+        [final] = result.finals
+        assert (final.job_id, final.event, final.fields["ref"]) == ("jé", "rejected", "réf")
+        assert final.fields["part_states"] == "rejected,delivered"
+        assert final.submitted_ms == SUBMITTED_MS
+    finally:
+        await client.aclose()
