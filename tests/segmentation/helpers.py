@@ -28,24 +28,36 @@ def udh_ies(udh: bytes) -> dict[int, bytes]:
     return out
 
 
+def languages(udh: bytes) -> tuple[str | None, str | None]:
+    """(locking, single) national languages named by the UDH, None for default tables."""
+    ies = udh_ies(udh)
+    locking = LANG_BY_ID[ies[0x25][0]] if 0x25 in ies else None
+    single = LANG_BY_ID[ies[0x24][0]] if 0x24 in ies else None
+    return locking, single
+
+
 def part_septets(part: Part, packed: bool = False) -> bytes:
-    """Unpacked septets of a GSM-7 part (count recovered by decoding the tail)."""
+    """Unpacked septets of a GSM-7 part.
+
+    Packed data does not say how many septets it holds when the last one ends
+    exactly on an octet boundary and is a CR (TS 23.038 §6.1.2.3.1), so the
+    count is taken from the part's text (the septets themselves are still
+    checked by decoding them).
+    """
     udh, data = split_udh(part)
     if not packed:
         return data
     fill = (7 - len(udh) * 8 % 7) % 7
-    return gsm7.unpack(data, fill)
+    count = len(gsm7.alphabet(*languages(udh)).encode(part.text))
+    return gsm7.unpack(data, fill, count)
 
 
 def decode_part(part: Part, packed: bool = False) -> str:
-    """Text of a part, from its bytes only (UDH shift IEs honoured)."""
+    """Text of a part, from its bytes (UDH shift IEs honoured)."""
     udh, data = split_udh(part)
     if part.data_coding == 0x08:
         return data.decode("utf-16-be")
-    ies = udh_ies(udh)
-    locking = LANG_BY_ID[ies[0x25][0]] if 0x25 in ies else None
-    single = LANG_BY_ID[ies[0x24][0]] if 0x24 in ies else None
-    return gsm7.decode(part_septets(part, packed), locking, single)
+    return gsm7.decode(part_septets(part, packed), *languages(udh))
 
 
 def air_octets(part: Part, encoding: str) -> int:
