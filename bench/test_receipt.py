@@ -90,7 +90,9 @@ def test_store_apply_batch_of_500_final_receipts(benchmark: Any, redis_url: str)
     async def seed() -> None:
         pipe = client.pipeline(transaction=False)
         for i in range(BATCH):
-            pipe.hset(f"{prefix}:job:j{i}", mapping={"parts": 1, "done": 0, "ref": "", "carrier": "c"})
+            pipe.hset(
+                f"{prefix}:job:j{i}", mapping={"parts": 1, "done": 0, "ref": "", "carrier": "c"}
+            )
             pipe.hdel(f"{prefix}:job:j{i}", "s:1")
             pipe.set(f"{prefix}:dlr:c:m{i}", f"1:1:j{i}")
         await pipe.execute()

@@ -83,7 +83,9 @@ EVENT_BY_MESSAGE_STATE: dict[int, str] = {
 }
 
 #: Events that end a part's life at the SMSC.
-FINAL_EVENTS = frozenset({"delivered", "expired", "deleted", "undeliverable", "unknown", "rejected"})
+FINAL_EVENTS = frozenset(
+    {"delivered", "expired", "deleted", "undeliverable", "unknown", "rejected"}
+)
 #: Events that only report progress (the sendgate contract treats ACCEPTD as one).
 INTERMEDIATE_EVENTS = frozenset({"enroute", "accepted"})
 
@@ -184,7 +186,9 @@ def _scan_body(body: str) -> list[str]:
         slot = _BODY_KEYS.get(key)
         if slot is not None and not seen & (1 << slot):
             seen |= 1 << slot
-            fields[slot] = value if len(value) <= _MAX_FIELD_LEN or slot == _ID else value[:_MAX_FIELD_LEN]
+            fields[slot] = (
+                value if len(value) <= _MAX_FIELD_LEN or slot == _ID else value[:_MAX_FIELD_LEN]
+            )
     return fields
 
 

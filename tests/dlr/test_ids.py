@@ -24,13 +24,17 @@ from dlr.ids import ID_FORMATS, normalize_id
     ],
 )
 def test_submit_and_receipt_ids_meet(fmt: str, submit_id: str, receipt_id: str) -> None:
-    assert normalize_id(submit_id, fmt, side="submit") == normalize_id(receipt_id, fmt, side="receipt")
+    assert normalize_id(submit_id, fmt, side="submit") == normalize_id(
+        receipt_id, fmt, side="receipt"
+    )
 
 
 def test_as_is_keeps_non_hex_ids_exactly() -> None:
     assert normalize_id("AbX-0012", "as-is", side="receipt") == "AbX-0012"
     assert normalize_id("550e8400-E29B", "as-is", side="submit") == "550e8400-E29B"
-    assert normalize_id("AbX-0012", "as-is", side="receipt") != normalize_id("abx-0012", "as-is", side="receipt")
+    assert normalize_id("AbX-0012", "as-is", side="receipt") != normalize_id(
+        "abx-0012", "as-is", side="receipt"
+    )
 
 
 def test_invalid_input_for_a_conversion_falls_back_to_as_is() -> None:
@@ -46,10 +50,18 @@ def test_invalid_input_for_a_conversion_falls_back_to_as_is() -> None:
 def test_round_trip_property(value: int, upper: bool, zeros: int) -> None:
     hex_id = "0" * zeros + (format(value, "X") if upper else format(value, "x"))
     dec_id = "0" * zeros + str(value)
-    assert normalize_id(hex_id, "hex-to-dec", side="submit") == normalize_id(dec_id, "hex-to-dec", side="receipt")
-    assert normalize_id(dec_id, "dec-to-hex", side="submit") == normalize_id(hex_id, "dec-to-hex", side="receipt")
+    assert normalize_id(hex_id, "hex-to-dec", side="submit") == normalize_id(
+        dec_id, "hex-to-dec", side="receipt"
+    )
+    assert normalize_id(dec_id, "dec-to-hex", side="submit") == normalize_id(
+        hex_id, "dec-to-hex", side="receipt"
+    )
 
 
-@given(st.text(max_size=50), st.sampled_from((*ID_FORMATS, "bogus")), st.sampled_from(("submit", "receipt")))
+@given(
+    st.text(max_size=50),
+    st.sampled_from((*ID_FORMATS, "bogus")),
+    st.sampled_from(("submit", "receipt")),
+)
 def test_never_raises(raw: str, fmt: str, side: str) -> None:
     assert isinstance(normalize_id(raw, fmt, side=side), str)  # type: ignore[arg-type]

@@ -72,7 +72,14 @@ def test_tolerant_body_variants() -> None:
     assert r.submit_date == "231101120000" and r.done_date == "231101120105"
     # missing fields, a space after a colon, trailing junk, no text at all
     r = parse_receipt(0x04, b"id: 42 stat:EXPIRED \x00\x00garbage")
-    assert (r.message_id, r.event, r.sub, r.dlvrd, r.submit_date, r.error) == ("42", "expired", "", "", "", "")
+    assert (r.message_id, r.event, r.sub, r.dlvrd, r.submit_date, r.error) == (
+        "42",
+        "expired",
+        "",
+        "",
+        "",
+        "",
+    )
     # underscores in the date keys
     r = parse_receipt(0x04, b"id:5 submit_date:2311011200 done_date:2311011201 stat:DELIVRD")
     assert (r.submit_date, r.done_date) == ("2311011200", "2311011201")
@@ -105,7 +112,9 @@ def test_tlvs_only_empty_body() -> None:
     # body error wins over the network error code; a zero network code is no error
     r = parse_receipt(0x04, b"id:1 stat:UNDELIV err:011", network_error_code=b"\x03\x00\x16")
     assert r.error == "err:011"
-    r = parse_receipt(0x04, b"", receipted_message_id="1", message_state=8, network_error_code=b"\x03\x00\x00")
+    r = parse_receipt(
+        0x04, b"", receipted_message_id="1", message_state=8, network_error_code=b"\x03\x00\x00"
+    )
     assert (r.event, r.error) == ("rejected", "")
 
 
@@ -129,15 +138,23 @@ def test_intermediate_notification_is_never_final() -> None:
         (b"", {"receipted_message_id": "  \x00"}, "no message id"),
     ],
 )
-def test_parse_errors_have_a_reason_without_the_body(body: bytes, kwargs: dict[str, str], reason: str) -> None:
+def test_parse_errors_have_a_reason_without_the_body(
+    body: bytes, kwargs: dict[str, str], reason: str
+) -> None:
     with pytest.raises(ReceiptParseError) as info:
         parse_receipt(0x04, body, **kwargs)  # type: ignore[arg-type]
     assert info.value.reason == reason
     assert "secret" not in str(info.value) and "+45" not in str(info.value)
 
 
-@given(st.binary(max_size=300), st.one_of(st.none(), st.integers(-5, 300)), st.one_of(st.none(), st.binary(max_size=5)))
-def test_fuzz_yields_receipt_or_parse_error(body: bytes, state: int | None, net: bytes | None) -> None:
+@given(
+    st.binary(max_size=300),
+    st.one_of(st.none(), st.integers(-5, 300)),
+    st.one_of(st.none(), st.binary(max_size=5)),
+)
+def test_fuzz_yields_receipt_or_parse_error(
+    body: bytes, state: int | None, net: bytes | None
+) -> None:
     try:
         r = parse_receipt(0x04, body, None, state, net)
     except ReceiptParseError:

@@ -55,7 +55,9 @@ async def submit_job(
         await r.zadd(f"{prefix}:dlr:due", {job_id: SUBMITTED_MS + DLR_WAIT_MS})
 
 
-def rec(mid: str, event: str = "delivered", error: str = "", ts: int = SUBMITTED_MS + 5000) -> ReceiptRecord:
+def rec(
+    mid: str, event: str = "delivered", error: str = "", ts: int = SUBMITTED_MS + 5000
+) -> ReceiptRecord:
     final = event not in ("enroute", "accepted")
     return ReceiptRecord(mid, event, final, error, ts)
 
@@ -70,8 +72,12 @@ def store(redis_client: Any, key_prefix: str) -> ReceiptStore:
     return ReceiptStore(redis_client, key_prefix)
 
 
-async def test_single_part_delivered(redis_client: Any, key_prefix: str, store: ReceiptStore) -> None:
-    await submit_job(redis_client, key_prefix, "job:1", "acme", ["abc123"], callback="http://127.0.0.1/cb")
+async def test_single_part_delivered(
+    redis_client: Any, key_prefix: str, store: ReceiptStore
+) -> None:
+    await submit_job(
+        redis_client, key_prefix, "job:1", "acme", ["abc123"], callback="http://127.0.0.1/cb"
+    )
     result = await store.apply("acme", [rec("abc123")])
     assert result.applied == 1 and not result.unmatched
     assert len(result.finals) == 1
@@ -101,7 +107,9 @@ async def test_single_part_delivered(redis_client: Any, key_prefix: str, store: 
     assert await redis_client.ttl(f"{key_prefix}:job:job:1") > 0  # retention kept
 
 
-async def test_multipart_mixed_final_states(redis_client: Any, key_prefix: str, store: ReceiptStore) -> None:
+async def test_multipart_mixed_final_states(
+    redis_client: Any, key_prefix: str, store: ReceiptStore
+) -> None:
     await submit_job(redis_client, key_prefix, "j3", "acme", ["m1", "m2", "m3"])
     first = await store.apply("acme", [rec("m1"), rec("m3", "expired", "err:027")])
     assert first.applied == 2 and not first.finals
@@ -109,7 +117,9 @@ async def test_multipart_mixed_final_states(redis_client: Any, key_prefix: str, 
     second = await store.apply("acme", [rec("m2", "undeliverable", "err:034")])
     assert len(second.finals) == 1
     fields = second.finals[0].fields
-    assert fields["event"] == "undeliverable" == aggregate(["delivered", "undeliverable", "expired"])
+    assert (
+        fields["event"] == "undeliverable" == aggregate(["delivered", "undeliverable", "expired"])
+    )
     assert fields["error"] == "err:034"
     assert fields["part_states"] == "delivered,undeliverable,expired"
     assert fields["parts"] == "3" and fields["message_ids"] == "m1,m2,m3"
@@ -118,7 +128,9 @@ async def test_multipart_mixed_final_states(redis_client: Any, key_prefix: str, 
     assert job[b"e:3"] == b"err:027" and job[b"done"] == b"3" and job[b"state"] == b"undeliverable"
 
 
-async def test_intermediate_enroute(redis_client: Any, key_prefix: str, store: ReceiptStore) -> None:
+async def test_intermediate_enroute(
+    redis_client: Any, key_prefix: str, store: ReceiptStore
+) -> None:
     await submit_job(redis_client, key_prefix, "j-e", "acme", ["p1", "p2"])
     result = await store.apply("acme", [rec("p1", "enroute"), rec("p2", "enroute")])
     assert result.applied == 2 and not result.finals
@@ -138,7 +150,9 @@ async def test_intermediate_enroute(redis_client: Any, key_prefix: str, store: R
     assert late.late == 1 and not late.intermediates
 
 
-async def test_duplicate_receipt_counted_once(redis_client: Any, key_prefix: str, store: ReceiptStore) -> None:
+async def test_duplicate_receipt_counted_once(
+    redis_client: Any, key_prefix: str, store: ReceiptStore
+) -> None:
     await submit_job(redis_client, key_prefix, "jd", "acme", ["d1", "d2"])
     result = await store.apply("acme", [rec("d1"), rec("d1", "undeliverable")])
     assert result.applied == 1 and result.duplicates == 1 and not result.unmatched
@@ -151,7 +165,9 @@ async def test_duplicate_receipt_counted_once(redis_client: Any, key_prefix: str
     assert len(await events(redis_client, key_prefix)) == 1
 
 
-async def test_unknown_id_is_unmatched_then_parked(redis_client: Any, key_prefix: str, store: ReceiptStore) -> None:
+async def test_unknown_id_is_unmatched_then_parked(
+    redis_client: Any, key_prefix: str, store: ReceiptStore
+) -> None:
     result = await store.apply("acme", [rec("nope-1")])
     assert result.unmatched == [rec("nope-1")] and result.applied == 0
     buffer = UnmatchedBuffer(retry_ms=100, max_wait_ms=250)
@@ -185,7 +201,11 @@ async def test_receipt_before_submit_record_matches_on_retry(
 
 @pytest.mark.parametrize(
     ("fmt", "resp_id", "receipt_id"),
-    [("hex-to-dec", "00A1B2C3", "10597059"), ("dec-to-hex", "10597059", "A1B2C3"), ("as-is", "ABCDEF01", "abcdef01")],
+    [
+        ("hex-to-dec", "00A1B2C3", "10597059"),
+        ("dec-to-hex", "10597059", "A1B2C3"),
+        ("as-is", "ABCDEF01", "abcdef01"),
+    ],
 )
 async def test_id_normalisation_end_to_end(
     redis_client: Any, key_prefix: str, store: ReceiptStore, fmt: str, resp_id: str, receipt_id: str
@@ -193,13 +213,17 @@ async def test_id_normalisation_end_to_end(
     await submit_job(redis_client, key_prefix, "jx", "hexco", [resp_id], fmt=fmt)
     body = f"id:{receipt_id} sub:001 dlvrd:001 submit date:2311010000 done date:2311010001 stat:DELIVRD err:000 text:x"
     receipt = parse_receipt(0x04, body.encode())
-    result = await store.apply("hexco", [ReceiptRecord.from_receipt(receipt, fmt, SUBMITTED_MS + 9)])
+    result = await store.apply(
+        "hexco", [ReceiptRecord.from_receipt(receipt, fmt, SUBMITTED_MS + 9)]
+    )
     assert [e.job_id for e in result.finals] == ["jx"]
     assert result.finals[0].fields["message_ids"] == resp_id
 
 
 async def test_expiry_sweep(redis_client: Any, key_prefix: str, store: ReceiptStore) -> None:
-    await submit_job(redis_client, key_prefix, "old", "acme", ["o1", "o2"], callback="http://127.0.0.1/x")
+    await submit_job(
+        redis_client, key_prefix, "old", "acme", ["o1", "o2"], callback="http://127.0.0.1/x"
+    )
     await submit_job(redis_client, key_prefix, "old2", "acme", ["r1"])
     await submit_job(redis_client, key_prefix, "done", "acme", ["k1"])
     await redis_client.zadd(f"{key_prefix}:dlr:due", {"young": SUBMITTED_MS + 2 * DLR_WAIT_MS})
@@ -224,7 +248,9 @@ async def test_expiry_sweep(redis_client: Any, key_prefix: str, store: ReceiptSt
     assert await store.expire_overdue(SUBMITTED_MS + 3 * DLR_WAIT_MS) == []
 
 
-async def test_orphan_and_batch_over_chunk(redis_client: Any, key_prefix: str, store: ReceiptStore) -> None:
+async def test_orphan_and_batch_over_chunk(
+    redis_client: Any, key_prefix: str, store: ReceiptStore
+) -> None:
     await redis_client.set(f"{key_prefix}:dlr:acme:lost", f"1:{SUBMITTED_MS}:gone")
     result = await store.apply("acme", [rec("lost")])
     # retried like an unmatched receipt: the job record may be written a moment later
@@ -241,7 +267,10 @@ async def test_orphan_and_batch_over_chunk(redis_client: Any, key_prefix: str, s
     n = 1205
     pipe = redis_client.pipeline(transaction=False)
     for i in range(n):
-        pipe.hset(f"{key_prefix}:job:b{i}", mapping={"parts": 1, "message_ids": f"x{i}", "ref": "", "carrier": "acme"})
+        pipe.hset(
+            f"{key_prefix}:job:b{i}",
+            mapping={"parts": 1, "message_ids": f"x{i}", "ref": "", "carrier": "acme"},
+        )
         pipe.set(f"{key_prefix}:dlr:acme:x{i}", f"1:{SUBMITTED_MS}:b{i}")
     await pipe.execute()
     result = await store.apply("acme", [rec(f"x{i}") for i in range(n)])
@@ -272,7 +301,9 @@ async def test_park_invalid_keeps_reason_without_text_or_number(
     assert fields[b"network_error_code"] == b"030001"
 
 
-async def test_script_reloaded_after_flush(redis_client: Any, key_prefix: str, store: ReceiptStore) -> None:
+async def test_script_reloaded_after_flush(
+    redis_client: Any, key_prefix: str, store: ReceiptStore
+) -> None:
     await redis_client.script_flush()
     await submit_job(redis_client, key_prefix, "jf", "acme", ["f1"])
     result = await store.apply("acme", [rec("f1")])
@@ -297,7 +328,9 @@ async def test_works_with_decode_responses_client(redis_url: str, key_prefix: st
     try:
         store = ReceiptStore(client, key_prefix)
         await submit_job(client, key_prefix, "jé", "acme", ["u1", "u2"], ref="réf")
-        result = await store.apply("acme", [rec("u1", "enroute"), rec("u1", "rejected", "err:1"), rec("u2")])
+        result = await store.apply(
+            "acme", [rec("u1", "enroute"), rec("u1", "rejected", "err:1"), rec("u2")]
+        )
         assert [e.event for e in result.intermediates] == ["enroute"]
         [final] = result.finals
         assert (final.job_id, final.event, final.fields["ref"]) == ("jé", "rejected", "réf")

@@ -16,7 +16,14 @@ from aiohttp import web
 from dlr.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookForwarder, validate_callback_url
 
 SECRET = b"test-secret"
-EVENT = {"id": "job-1", "ref": "r", "event": "delivered", "carrier": "acme", "parts": "1", "ts": "1"}
+EVENT = {
+    "id": "job-1",
+    "ref": "r",
+    "event": "delivered",
+    "carrier": "acme",
+    "parts": "1",
+    "ts": "1",
+}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -63,7 +70,9 @@ class Receiver:
 
 
 @pytest.fixture
-async def receiver_factory() -> AsyncIterator[Callable[[Callable[[int], int]], Awaitable[Receiver]]]:
+async def receiver_factory() -> AsyncIterator[
+    Callable[[Callable[[int], int]], Awaitable[Receiver]]
+]:
     started: list[Receiver] = []
 
     async def make(respond: Callable[[int], int]) -> Receiver:
@@ -89,7 +98,9 @@ async def failed_entries(redis_client: Any, key_prefix: str) -> list[dict[str, s
     return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
 
 
-async def test_signed_event_delivered(redis_client: Any, key_prefix: str, receiver_factory: Any) -> None:
+async def test_signed_event_delivered(
+    redis_client: Any, key_prefix: str, receiver_factory: Any
+) -> None:
     receiver = await receiver_factory(lambda n: 200)
     fwd = forwarder(redis_client, key_prefix)
     fwd.forward(receiver.url, EVENT)
@@ -102,7 +113,9 @@ async def test_signed_event_delivered(redis_client: Any, key_prefix: str, receiv
     assert await failed_entries(redis_client, key_prefix) == []
 
 
-async def test_flaky_server_is_retried(redis_client: Any, key_prefix: str, receiver_factory: Any) -> None:
+async def test_flaky_server_is_retried(
+    redis_client: Any, key_prefix: str, receiver_factory: Any
+) -> None:
     # 503, 429, 408, then 204
     statuses = {1: 503, 2: 429, 3: 408}
     receiver = await receiver_factory(lambda n: statuses.get(n, 204))
@@ -127,14 +140,20 @@ async def test_always_failing_server_lands_in_failed_stream(
     [entry] = await failed_entries(redis_client, key_prefix)
     assert entry["url"] == receiver.url
     assert orjson.loads(entry["event"]) == EVENT
-    assert entry["attempts"] == "3" and entry["error"] == "http_500" and entry["reason"] == "max_attempts"
+    assert (
+        entry["attempts"] == "3"
+        and entry["error"] == "http_500"
+        and entry["reason"] == "max_attempts"
+    )
     await fwd.close(1.0)
     logged = caplog.text
     assert "given up" in logged
     assert "SECRET-TOKEN" not in logged and "4500000000" not in logged and "/cb" not in logged
 
 
-async def test_permanent_4xx_is_not_retried(redis_client: Any, key_prefix: str, receiver_factory: Any) -> None:
+async def test_permanent_4xx_is_not_retried(
+    redis_client: Any, key_prefix: str, receiver_factory: Any
+) -> None:
     receiver = await receiver_factory(lambda n: 410)
     fwd = forwarder(redis_client, key_prefix)
     fwd.forward(receiver.url, EVENT)
@@ -162,7 +181,9 @@ async def test_unreachable_and_timeout_retry_then_fail(
     await fwd.close(1.0)
 
 
-async def test_queue_full_goes_to_failed_stream(redis_client: Any, key_prefix: str, receiver_factory: Any) -> None:
+async def test_queue_full_goes_to_failed_stream(
+    redis_client: Any, key_prefix: str, receiver_factory: Any
+) -> None:
     receiver = await receiver_factory(lambda n: 200)
     receiver.hold = asyncio.Event()
     fwd = forwarder(redis_client, key_prefix, concurrency=1, queue_size=1)
@@ -179,7 +200,9 @@ async def test_queue_full_goes_to_failed_stream(redis_client: Any, key_prefix: s
     await fwd.close(1.0)
 
 
-async def test_close_parks_what_is_left(redis_client: Any, key_prefix: str, receiver_factory: Any) -> None:
+async def test_close_parks_what_is_left(
+    redis_client: Any, key_prefix: str, receiver_factory: Any
+) -> None:
     receiver = await receiver_factory(lambda n: 200)
     receiver.hold = asyncio.Event()
     fwd = forwarder(redis_client, key_prefix, concurrency=1)
@@ -228,7 +251,13 @@ def test_invalid_urls_rejected(url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["http://127.0.0.1:8080/cb", "https://hooks.example.com/a/b?x=1", "HTTPS://Example.com", "  http://h/  "]
+    "url",
+    [
+        "http://127.0.0.1:8080/cb",
+        "https://hooks.example.com/a/b?x=1",
+        "HTTPS://Example.com",
+        "  http://h/  ",
+    ],
 )
 def test_valid_urls_accepted(url: str) -> None:
     assert validate_callback_url(url) == url.strip()
