@@ -353,7 +353,7 @@ class UnmatchedBuffer:
         self.max_size = max_size
         # (retry at, first seen, record), in retry order (retry_ms is constant)
         self._queue: deque[tuple[int, int, ReceiptRecord]] = deque()
-        # first-seen times of the records handed out by the last due()
+        # first-seen times of records handed out by due() for a retry
         self._retrying: dict[ReceiptRecord, int] = {}
         self._overflow: list[ReceiptRecord] = []
 
@@ -371,7 +371,11 @@ class UnmatchedBuffer:
         """Records to retry now, and records to park (waited too long)."""
         retry: list[ReceiptRecord] = []
         expired, self._overflow = self._overflow, []
-        self._retrying = {}
+        if self._retrying:
+            # forget retried records that matched (never held again) once they
+            # would have expired anyway: bounds the map without a callback
+            cutoff = now_ms - self.max_wait_ms
+            self._retrying = {r: t for r, t in self._retrying.items() if t > cutoff}
         queue = self._queue
         while queue and queue[0][0] <= now_ms:
             _, first, record = queue.popleft()

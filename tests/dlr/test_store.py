@@ -338,3 +338,18 @@ async def test_works_with_decode_responses_client(redis_url: str, key_prefix: st
         assert final.submitted_ms == SUBMITTED_MS
     finally:
         await client.aclose()
+
+
+def test_unmatched_buffer_is_bounded_and_forgets_matched_records() -> None:
+    buffer = UnmatchedBuffer(retry_ms=10, max_wait_ms=100, max_size=2)
+    for i in range(3):
+        buffer.hold(rec(f"b{i}"), now_ms=0)
+    assert len(buffer) == 2
+    retry, expired = buffer.due(10)
+    assert expired == [rec("b0")]  # pushed out early, not lost
+    assert retry == [rec("b1"), rec("b2")]
+    buffer.hold(rec("b2"), now_ms=20)  # b1 matched on its retry; b2 did not
+    assert buffer.due(30) == ([rec("b2")], [])
+    buffer.hold(rec("b2"), now_ms=90)
+    assert buffer.due(100) == ([], [rec("b2")])  # first seen at 0
+    assert buffer.due(1000) == ([], []) and len(buffer) == 0
