@@ -90,7 +90,8 @@ class Engine:
     def __init__(self, settings: Settings, redis_url: str) -> None:
         self.settings = settings
         self.redis_url = redis_url
-        self.redis = Redis.from_url(redis_url, socket_keepalive=True, health_check_interval=30)
+        client_name = "sendgate-" + "".join(ch if ch.isalnum() or ch in "-_.:" else "_" for ch in settings.consumer_name)
+        self.redis = Redis.from_url(redis_url, socket_keepalive=True, health_check_interval=30, client_name=client_name)
         self.metrics = Metrics()
         self.keys = Keys(settings.redis.prefix)
         self.pools: dict[str, BindPool] = {}

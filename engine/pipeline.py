@@ -34,6 +34,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -51,7 +52,7 @@ from engine.keys import Keys
 from engine.metrics import Metrics
 from engine.router import Router, RoutingError
 from engine.scripts import Script
-from engine.segmenter import SegmentError, Segmented, segment
+from engine.segmenter import Segmented, SegmentError, segment
 from engine.submit import SubmitBuilder
 from privacy_hooks import keyed_hash
 
@@ -70,7 +71,7 @@ class PoolLike:  # pragma: no cover - documentation of what the pipeline needs
 
 
 class _InFlightJob:
-    """One job whose parts are out at the carrier."""
+    """One job from its read until its outcome is recorded."""
 
     __slots__ = (
         "attempts",
@@ -81,24 +82,30 @@ class _InFlightJob:
         "event",
         "expect",
         "fallback_used",
+        "fields",
         "job",
         "message_ids",
         "parts",
         "pdus",
         "pending",
+        "seg",
         "to_hash",
     )
 
-    def __init__(self, batch: _Batch, entry_id: str, job: Job, carrier: str, to_hash: str) -> None:
+    def __init__(
+        self, batch: _Batch, entry_id: str, fields: dict[bytes, bytes], job: Job, carrier: str, seg: Segmented
+    ) -> None:
         self.batch = batch
+        self.fields = fields
         self.entry_id = entry_id
         self.job = job
         self.carrier = carrier
-        self.to_hash = to_hash
+        self.seg = seg
+        self.to_hash = ""
         self.pdus: list[Any] = []
         self.message_ids: list[str] = []
         self.attempts: list[int] = []
-        self.parts = 0
+        self.parts = len(seg.parts)
         self.pending = 0
         self.expect = 0
         self.event = "submitted"
@@ -107,32 +114,23 @@ class _InFlightJob:
 
 
 class _Batch:
-    """The entries of one read: acked together once every outcome is recorded."""
+    """The entries of one read: their outcomes are recorded and acked together."""
 
-    __slots__ = ("acks", "done", "entry_ids", "jobs", "outstanding", "started", "stream")
+    __slots__ = ("acks", "done", "entry_ids", "remaining", "started", "stream")
 
     def __init__(self, stream: str) -> None:
         self.stream = stream
-        self.jobs: list[_InFlightJob] = []
-        self.done: list[_InFlightJob] = []  # outcomes ready (submitted, failed, unknown)
-        self.acks: list[str] = []  # entries to ack in the record call (duplicates/dead are acked in claim)
-        self.entry_ids: list[str] = []
-        self.outstanding = 0
+        self.done: list[_InFlightJob] = []  # outcomes to record (submitted, failed, unknown…)
+        self.acks: list[str] = []  # entries to ack with the record call
+        self.entry_ids: list[str] = []  # entries in hand (kept from being reclaimed)
+        self.remaining = 0  # jobs without an outcome yet
         self.started = time.monotonic()
 
 
 class Pipeline:
     """Consumes the job lanes of one Redis and drives the carriers' bind pools."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        redis: Redis,
-        pools: dict[str, Any],
-        metrics: Metrics,
-        *,
-        on_idle: Callable[[], None] | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, redis: Redis, pools: dict[str, Any], metrics: Metrics) -> None:
         self.settings = settings
         self.redis = redis
         self.pools = pools
@@ -153,16 +151,23 @@ class Pipeline:
         self._claim = Script("claim")
         self._record = Script("record")
         self._schedule = Script("schedule")
+        self._requeue = Script("requeue")
         e = settings.engine
-        self._max_pending = e.max_pending_parts or 4 * e.batch_size
-        self._outstanding = 0  # parts submitted and not yet answered, all batches
+        # Jobs in hand (read, not yet recorded): reading pauses above this.
+        self._max_in_hand = max(e.batch_size, e.max_pending_parts or 4 * e.batch_size)
+        self._in_hand = 0
+        self._outstanding = 0  # parts handed to pools and not yet answered
         self._capacity = asyncio.Event()
         self._capacity.set()
+        # Admission: jobs wait here, unclaimed, until their carrier's window has
+        # room; see `_admit`. What a crash leaves here is simply re-read.
+        self._queues: dict[str, deque[_InFlightJob]] = {c: deque() for c in self.carriers}
+        self._wakeups: dict[str, asyncio.Event] = {c: asyncio.Event() for c in self.carriers}
+        self._admitters: list[asyncio.Task[None]] = []
         self._batches: set[_Batch] = set()
         self._record_tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._refs: dict[str, int] = {}
-        self._on_idle = on_idle
         for c in settings.carriers:
             metrics.add_carrier(c.name)
         self._submit_ok = {c: metrics.submits.labels(c, "ok") for c in self.carriers}
@@ -179,58 +184,99 @@ class Pipeline:
                 if "BUSYGROUP" not in str(err):
                     raise
 
+    def _window_capacity(self, carrier: str) -> int:
+        """Parts one carrier can have in its windows: window x submitting binds."""
+        c = self.carriers[carrier]
+        return max(1, c.window * c.binds)
+
     # ------------------------------------------------------------- main loop
     async def run(self) -> None:
-        """Read and dispatch until `stop()`; then wait for in-flight batches."""
+        """Read and dispatch until `stop()`."""
         await self._retry(self.ensure_groups)
+        loop = asyncio.get_running_loop()
+        self._admitters = [loop.create_task(self._admit(c), name=f"admit-{c}") for c in self.carriers]
         e = self.settings.engine
         streams = dict.fromkeys(self.keys.lanes(), ">")
-        while not self._stopping:
-            if self._outstanding >= self._max_pending:
-                self._capacity.clear()
-                await self._capacity.wait()
-                continue
-            try:
-                reply = await self.redis.xreadgroup(
-                    self.group, self.consumer, streams, count=e.batch_size, block=e.block_ms  # type: ignore[arg-type]
-                )
-            except ResponseError as err:
-                if "NOGROUP" in str(err):
-                    await self._retry(self.ensure_groups)
+        try:
+            while not self._stopping:
+                if self._in_hand >= self._max_in_hand:
+                    self._capacity.clear()
+                    await self._capacity.wait()
                     continue
-                raise
-            except _REDIS_ERRORS as err:
-                self.metrics.redis_errors.inc()
-                log.warning("redis unavailable while reading jobs (%s); retrying", type(err).__name__)
-                await asyncio.sleep(0.5 + random.random())
-                continue
-            if not reply:
-                if self._on_idle is not None:
-                    self._on_idle()
-                continue
-            for stream_name, entries in reply:
-                stream = stream_name.decode() if isinstance(stream_name, bytes) else stream_name
-                lane = stream.rsplit(":", 1)[-1] if stream != self.keys.jobs else "normal"
-                self.metrics.jobs_consumed.labels(lane).inc(len(entries))
-                await self.process(stream, entries, reclaimed=False)
+                try:
+                    reply = await self.redis.xreadgroup(
+                        self.group, self.consumer, streams, count=e.batch_size, block=e.block_ms  # type: ignore[arg-type]
+                    )
+                except ResponseError as err:
+                    if "NOGROUP" in str(err):
+                        await self._retry(self.ensure_groups)
+                        continue
+                    raise
+                except _REDIS_ERRORS as err:
+                    self.metrics.redis_errors.inc()
+                    log.warning("redis unavailable while reading jobs (%s); retrying", type(err).__name__)
+                    await asyncio.sleep(0.2 + random.random() * 0.3)
+                    continue
+                if self._stopping:
+                    break  # read but not started: left pending, reclaimed later
+                for stream_name, entries in reply or ():
+                    stream = stream_name.decode() if isinstance(stream_name, bytes) else stream_name
+                    lane = stream.rsplit(":", 1)[-1] if stream != self.keys.jobs else "normal"
+                    self.metrics.jobs_consumed.labels(lane).inc(len(entries))
+                    await self.process(stream, entries)
+        finally:
+            for t in self._admitters:
+                t.cancel()
 
     def stop(self) -> None:
-        """Stop reading new jobs (in-flight batches go on)."""
+        """Stop reading and admitting new jobs (parts in flight go on)."""
         self._stopping = True
         self._capacity.set()
+        for ev in self._wakeups.values():
+            ev.set()
 
     async def drain(self, timeout_s: float) -> bool:
-        """Wait until every batch in flight is recorded; False on timeout."""
+        """Wait until every admitted job has its outcome recorded; False on timeout.
+
+        Jobs read but never admitted stay unacked (and unclaimed): another
+        consumer — or this one after a restart — sends them later.
+        """
         deadline = time.monotonic() + timeout_s
-        while self._batches or self._record_tasks:
+        while self._outstanding > 0 or self._record_tasks:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
             if self._record_tasks:
-                await asyncio.wait(set(self._record_tasks), timeout=remaining)
+                await asyncio.wait(set(self._record_tasks), timeout=min(remaining, 0.05))
             else:
-                await asyncio.sleep(min(0.05, remaining))
+                await asyncio.sleep(min(0.01, remaining))
+        # Partly admitted batches: record what completed; hand the jobs never
+        # started back to their lane.
+        for batch in list(self._batches):
+            if batch.done or batch.acks:
+                await self._record_batch(batch, final=False)
+        await self._requeue_unstarted()
         return True
+
+    async def _requeue_unstarted(self) -> None:
+        by_stream: dict[str, list[_InFlightJob]] = {}
+        for queue in self._queues.values():
+            while queue:
+                ij = queue.popleft()
+                by_stream.setdefault(ij.batch.stream, []).append(ij)
+        for stream, jobs in by_stream.items():
+            for i in range(0, len(jobs), 500):
+                chunk = jobs[i : i + 500]
+                meta = orjson.dumps([[ij.entry_id, 2 * len(ij.fields)] for ij in chunk])
+                flat = [x for ij in chunk for kv in ij.fields.items() for x in kv]
+                await self._retry(self._requeue, self.redis, [stream], [self.group, meta, *flat])
+            for ij in jobs:
+                batch = ij.batch
+                batch.remaining -= 1
+                self._in_hand -= 1
+                if batch.remaining == 0:
+                    self._batches.discard(batch)
+            log.info("handed %d unstarted job(s) back to %s", len(jobs), stream)
 
     @property
     def outstanding_parts(self) -> int:
@@ -241,11 +287,11 @@ class Pipeline:
         return len(self._batches)
 
     # ------------------------------------------------------------ one batch
-    async def process(self, stream: str, entries: Sequence[tuple[Any, dict[bytes, bytes]]], *, reclaimed: bool) -> None:
-        """Decode, claim and submit one read's entries."""
+    async def process(self, stream: str, entries: Sequence[tuple[Any, dict[bytes, bytes] | None]]) -> None:
+        """Decode, route and segment one read's entries; queue them for admission."""
         now = time.time()
         batch = _Batch(stream)
-        candidates: list[tuple[str, Job, str, Segmented]] = []
+        jobs: list[_InFlightJob] = []
         dead_meta: list[list[Any]] = []
         dead_fields: list[bytes] = []
         scheduled: list[tuple[str, dict[bytes, bytes], float]] = []
@@ -268,43 +314,84 @@ class Pipeline:
                 self._dead_letter(entry_id, fields, code, reason, dead_meta, dead_fields)
                 dead_codes[code] = dead_codes.get(code, 0) + 1
                 continue
-            candidates.append((entry_id, job, carrier, seg))
+            jobs.append(_InFlightJob(batch, entry_id, fields, job, carrier, seg))
         if scheduled:
             await self._retry(self._hold_scheduled, stream, scheduled)
-        statuses: list[int] = []
-        if candidates or dead_meta:
-            payload = orjson.dumps({"c": [[job.id, eid] for eid, job, _, _ in candidates], "d": dead_meta})
-            statuses = await self._retry_claim(stream, payload, dead_fields)
-        for code, n in dead_codes.items():
-            self.metrics.dead_letters.labels(code).inc(n)
-        resend = self.settings.engine.resend_unknown
-        duplicates = 0
-        submitted_parts = 0
-        for (entry_id, job, carrier, seg), status in zip(candidates, statuses, strict=True):
-            if status == 1:
-                duplicates += 1
-                continue
-            ij = _InFlightJob(batch, entry_id, job, carrier, keyed_hash(self._secret, job.to))
-            batch.jobs.append(ij)
-            batch.acks.append(entry_id)
-            if status == 2:
-                self.metrics.jobs_reclaimed.inc()
-                if not resend:
-                    ij.event, ij.error = "unknown", "submit_unanswered"
-                    ij.parts = len(seg.parts)
-                    batch.done.append(ij)
-                    continue
-            submitted_parts += self._submit_job(ij, seg)
-        if duplicates:
-            self.metrics.jobs_duplicate.inc(duplicates)
-        if not batch.jobs and not batch.acks:
+        if dead_meta:
+            await self._retry_claim(stream, orjson.dumps({"c": [], "d": dead_meta}), dead_fields)
+            for code, n in dead_codes.items():
+                self.metrics.dead_letters.labels(code).inc(n)
+        if not jobs:
+            if batch.acks:
+                self._batches.add(batch)
+                self._complete(batch)
             return
-        batch.entry_ids = [ij.entry_id for ij in batch.jobs]
-        batch.outstanding = submitted_parts
-        self._outstanding += submitted_parts
+        batch.remaining = len(jobs)
+        batch.entry_ids = [ij.entry_id for ij in jobs]
         self._batches.add(batch)
-        if batch.outstanding == 0:
-            self._complete(batch)
+        self._in_hand += len(jobs)
+        touched: set[str] = set()
+        for ij in jobs:
+            self._queues[ij.carrier].append(ij)
+            touched.add(ij.carrier)
+        for carrier in touched:
+            self._wakeups[carrier].set()
+
+    # -------------------------------------------------------------- admission
+    async def _admit(self, carrier: str) -> None:
+        """Claim and submit queued jobs as the carrier's windows make room.
+
+        The idempotency mark is taken (claim script) just before the parts
+        go to the pool, for no more than about two windows' worth. So after a
+        crash, a mark without an outcome means the job was written or about
+        to be: reported `unknown` (or re-sent), while the jobs that were only
+        queued carry no mark and are sent normally by whoever reclaims them.
+        """
+        queue = self._queues[carrier]
+        wakeup = self._wakeups[carrier]
+        pool = self.pools[carrier]
+        cap = self._window_capacity(carrier)
+        while True:
+            if not queue or self._stopping:
+                wakeup.clear()
+                await wakeup.wait()
+                continue
+            if pool.pending() >= cap:
+                await pool.wait_pending_below(cap)
+                continue
+            room = 2 * cap - pool.pending()
+            chunk: list[_InFlightJob] = []
+            parts = 0
+            while queue and (not chunk or parts + queue[0].parts <= room):
+                ij = queue.popleft()
+                chunk.append(ij)
+                parts += ij.parts
+            await self._claim_and_submit(chunk)
+
+    async def _claim_and_submit(self, chunk: list[_InFlightJob]) -> None:
+        by_stream: dict[str, list[_InFlightJob]] = {}
+        for ij in chunk:
+            by_stream.setdefault(ij.batch.stream, []).append(ij)
+        resend = self.settings.engine.resend_unknown
+        for stream, jobs in by_stream.items():
+            payload = orjson.dumps({"c": [[ij.job.id, ij.entry_id] for ij in jobs], "d": []})
+            statuses = await self._retry_claim(stream, payload, [])
+            duplicates = 0
+            for ij, status in zip(jobs, statuses, strict=True):
+                if status == 1:  # sent under another entry: acked by the claim script
+                    duplicates += 1
+                    self._job_done(ij, record=False)
+                    continue
+                ij.to_hash = keyed_hash(self._secret, ij.job.to)
+                if status == 2:
+                    self.metrics.jobs_reclaimed.inc()
+                    if not resend:
+                        ij.event, ij.error = "unknown", "submit_unanswered"
+                        self._job_done(ij)
+                        continue
+                self._submit_job(ij)
+            if duplicates:
+                self.metrics.jobs_duplicate.inc(duplicates)
 
     def _segment(self, job: Job, carrier: str) -> Segmented:
         builder = self.builders[carrier]
@@ -338,9 +425,9 @@ class Pipeline:
             flat.append(k)
             flat.append(v)
 
-    def _submit_job(self, ij: _InFlightJob, seg: Segmented) -> int:
+    def _submit_job(self, ij: _InFlightJob) -> None:
         builder = self.builders[ij.carrier]
-        pdus = builder.build(ij.job, seg)
+        pdus = builder.build(ij.job, ij.seg)
         n = len(pdus)
         ij.pdus = pdus
         ij.parts = n
@@ -348,18 +435,17 @@ class Pipeline:
         ij.message_ids = [""] * n
         ij.attempts = [0] * n
         ij.expect = builder.receipts_expected(ij.job, n)
+        self._outstanding += n
         pool = self.pools[ij.carrier]
         now = time.monotonic()
         for i, pdu in enumerate(pdus):
             pool.submit(pdu, (ij, i, now))
-        return n
 
     # ------------------------------------------------------ pool callbacks
     def on_submit_resp(self, token: object, command_status: int, message_id: str) -> None:
         ij, i, t0 = token  # type: ignore[misc]
         if command_status == 0:
-            carrier = self.carriers[ij.carrier]
-            ij.message_ids[i] = normalize_id(message_id, carrier.dlr_id_format, side="submit")
+            ij.message_ids[i] = message_id
             self._submit_ok[ij.carrier].inc()
             self._submit_latency[ij.carrier].observe(time.monotonic() - t0)
             self._part_done(ij)
@@ -371,15 +457,14 @@ class Pipeline:
             ij.attempts[i] += 1
             delay = self.settings.engine.retry_backoff_s * (2 ** (ij.attempts[i] - 1)) * (0.8 + 0.4 * random.random())
             pool = self.pools[ij.carrier]
-            asyncio.get_running_loop().call_later(delay, pool.submit, ij.pdus[i], (ij, i, time.monotonic()))
+            asyncio.get_running_loop().call_later(delay, self._resubmit, pool, ij, i)
             return
         fallback = self.router.fallback(ij.carrier)
         if info.retriable and fallback and not ij.fallback_used and ij.parts == 1 and fallback in self.pools:
             # Retries exhausted: a single-part message moves to the fallback carrier.
             ij.fallback_used = True
             ij.carrier = fallback
-            seg = self._segment(ij.job, fallback)
-            ij.pdus = self.builders[fallback].build(ij.job, seg)
+            ij.pdus = self.builders[fallback].build(ij.job, self._segment(ij.job, fallback))
             ij.attempts = [0]
             self.pools[fallback].submit(ij.pdus[0], (ij, 0, time.monotonic()))
             return
@@ -387,6 +472,12 @@ class Pipeline:
             ij.event = "failed" if info.retriable else "rejected"
             ij.error = format_status(command_status)
         self._part_done(ij)
+
+    def _resubmit(self, pool: Any, ij: _InFlightJob, i: int) -> None:
+        try:
+            pool.submit(ij.pdus[i], (ij, i, time.monotonic()))
+        except RuntimeError:  # pool closed meanwhile
+            self.on_submit_lost((ij, i, 0.0), "pool closed before the retry")
 
     def on_submit_lost(self, token: object, reason: str) -> None:
         """Written on a bind that dropped (or timed out) before its resp."""
@@ -402,14 +493,19 @@ class Pipeline:
     def _part_done(self, ij: _InFlightJob) -> None:
         ij.pending -= 1
         self._outstanding -= 1
-        if self._outstanding < self._max_pending:
-            self._capacity.set()
         if ij.pending == 0:
-            batch = ij.batch
-            batch.done.append(ij)
+            self._job_done(ij)
+
+    def _job_done(self, ij: _InFlightJob, record: bool = True) -> None:
         batch = ij.batch
-        batch.outstanding -= 1
-        if batch.outstanding == 0:
+        if record:
+            batch.done.append(ij)
+            batch.acks.append(ij.entry_id)
+        batch.remaining -= 1
+        self._in_hand -= 1
+        if self._in_hand < self._max_in_hand:
+            self._capacity.set()
+        if batch.remaining == 0:
             self._complete(batch)
 
     def _complete(self, batch: _Batch) -> None:
@@ -418,38 +514,55 @@ class Pipeline:
         task.add_done_callback(self._record_tasks.discard)
 
     # ------------------------------------------------------------- record
-    async def _record_batch(self, batch: _Batch) -> None:
+    async def _record_batch(self, batch: _Batch, final: bool = True) -> None:
+        """Store the batch's outcomes and ack their entries (one script call).
+
+        ``final=False`` (shutdown): record what completed so far; the rest of
+        the batch stays unacked.
+        """
+        done, acks = batch.done, batch.acks
+        batch.done, batch.acks = [], []
+        if not done and not acks:
+            if final:
+                self._batches.discard(batch)
+            return
         now_ms = int(time.time() * 1000)
         now_s = now_ms // 1000
         days = self.settings.privacy.retention_days
         retention_until = now_s + days.message * 86400
         jobs_payload: list[list[Any]] = []
         events: dict[str, int] = {}
-        for ij in batch.done:
+        for ij in done:
             job = ij.job
             carrier = self.carriers[ij.carrier]
             dlr_wait_s = int((carrier.dlr_wait_h or self.settings.privacy.dlr_wait_h) * 3600)
             corr_ttl = min(dlr_wait_s, self._job_ttl_s)
             corr: list[list[Any]] = []
+            dlr_ids = ""
             if ij.event == "submitted" and job.dlr:
+                fmt = carrier.dlr_id_format
+                normalised = [normalize_id(m, fmt, side="submit") for m in ij.message_ids]
                 first = ij.parts - ij.expect
-                corr = [[ij.message_ids[i], i + 1] for i in range(first, ij.parts)]
+                corr = [[normalised[i], i + 1] for i in range(first, ij.parts)]
+                if normalised != ij.message_ids:
+                    dlr_ids = ",".join(normalised)
             jobs_payload.append(
                 [
                     job.id, ij.event, ij.carrier, ij.parts, ",".join(ij.message_ids), ij.error,
                     job.ref, job.client, job.callback, "1" if job.dlr else "0", ij.to_hash,
                     retention_until, self._job_ttl_s, corr_ttl, corr,
-                    str(now_ms + corr_ttl * 1000), ij.expect if job.dlr else 0,
+                    str(now_ms + corr_ttl * 1000), ij.expect if job.dlr else 0, dlr_ids,
                 ]
             )
             events[ij.event] = events.get(ij.event, 0) + 1
-        payload = orjson.dumps({"j": jobs_payload, "a": batch.acks})
+        payload = orjson.dumps({"j": jobs_payload, "a": acks})
         k = self.keys
         await self._retry(
             self._record, self.redis, [batch.stream, k.events, k.dlr_due],
             [self.group, k.prefix, payload, now_ms, self.settings.engine.streams_maxlen],
         )
-        self._batches.discard(batch)
+        if final:
+            self._batches.discard(batch)
         for event, n in events.items():
             self.metrics.events.labels(event).inc(n)
         self.metrics.batches.inc()
@@ -534,7 +647,7 @@ class Pipeline:
                 entries = [(eid, f) for eid, f in reply[1] if (eid.decode() if isinstance(eid, bytes) else eid) not in mine]
                 if entries:
                     total += len(entries)
-                    await self.process(stream, entries, reclaimed=True)
+                    await self.process(stream, entries)
                 if start in ("0-0", "0"):
                     break
         return total

@@ -1,0 +1,248 @@
+"""Receipts and inbound messages: deliver_sm in, events and webhooks out.
+
+Every deliver_sm / data_sm a bind receives lands in `ReceiptSink.on_deliver`
+(a plain call from the event loop). Receipts are parsed at once and buffered;
+one worker task wakes per loop tick with work, correlates the whole buffer
+per carrier in one script call (`dlr.store.ReceiptStore.apply`), publishes
+what the script returns (metrics, receipt latency, webhooks), and only then
+answers the SMSC with deliver_sm_resp — so a receipt is acknowledged after it
+is stored, and an SMSC whose link drops before that resends it.
+
+A receipt that beats the record of its own submit_sm_resp comes back
+unmatched; it waits in a bounded `UnmatchedBuffer` and is retried, then kept
+in the unmatched stream with a reason. A receipt that cannot be parsed is
+acknowledged, counted and kept in the invalid-receipts stream: never dropped,
+never a reconnect.
+
+Mobile-originated messages (not receipts) go to the inbound stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from dlr.receipt import ReceiptParseError, is_receipt, parse_receipt
+from dlr.store import JobEvent, ReceiptRecord, ReceiptStore, UnmatchedBuffer
+from dlr.webhook import WebhookForwarder
+from engine.config import Settings
+from engine.keys import Keys
+from engine.metrics import Metrics
+
+__all__ = ["ReceiptSink"]
+
+log = logging.getLogger("sendgate.receipts")
+
+_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+def _decode_mo_text(data_coding: int, payload: bytes) -> str:
+    """Best-effort text of a mobile-originated message (SMPP 3.4 §5.2.19)."""
+    if data_coding == 0x08:
+        return payload.decode("utf-16-be", "replace")
+    if data_coding in (0x00, 0x01):
+        try:
+            from engine.gsm7 import decode_gsm7
+
+            return decode_gsm7(payload)
+        except Exception:
+            return payload.decode("latin-1")
+    return payload.decode("latin-1")
+
+
+class ReceiptSink:
+    """Buffers deliver_sm per tick and stores them in one script call per carrier."""
+
+    def __init__(self, settings: Settings, redis: Redis, metrics: Metrics) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.metrics = metrics
+        self.keys = Keys(settings.redis.prefix)
+        self.store = ReceiptStore(redis, settings.redis.prefix, stream_maxlen=settings.engine.streams_maxlen)
+        hold_ms = int(settings.engine.receipt_hold_s * 1000)
+        self.unmatched = {c.name: UnmatchedBuffer(retry_ms=min(500, hold_ms), max_wait_ms=hold_ms) for c in settings.carriers}
+        self._formats = {c.name: c.dlr_id_format for c in settings.carriers}
+        self._receipts: dict[str, list[ReceiptRecord]] = defaultdict(list)
+        self._invalid: list[tuple[str, dict[str, Any], str]] = []
+        self._inbound: list[tuple[str, Any]] = []
+        self._responders: list[tuple[Any, Any]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.webhooks = WebhookForwarder(
+            settings.privacy.hash_secret.encode(), redis, self.keys.callbacks_failed
+        )
+        self._receipt_counters: dict[tuple[str, str], Any] = {}
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._worker(), name="receipts")
+        start = getattr(self.webhooks, "start", None)
+        if start is not None:
+            start()
+
+    async def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._flush_until_empty(), timeout=5.0)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.webhooks.close(5.0)
+
+    async def _flush_until_empty(self) -> None:
+        while self._responders or self._receipts or self._inbound or self._invalid:
+            await self._flush()
+
+    # --------------------------------------------------------- from the pools
+    def on_deliver(self, carrier: str, bind: Any, pdu: Any) -> None:
+        esm_class = pdu.esm_class
+        if is_receipt(esm_class):
+            body = pdu.short_message if hasattr(pdu, "short_message") else b""
+            if not body:
+                body = getattr(pdu, "message_payload", None) or b""
+            try:
+                receipt = parse_receipt(
+                    esm_class,
+                    body,
+                    getattr(pdu, "receipted_message_id", None),
+                    getattr(pdu, "message_state", None),
+                    getattr(pdu, "network_error_code", None),
+                )
+            except ReceiptParseError as err:
+                raw = {"esm_class": str(esm_class), "short_message": body}
+                self._invalid.append((carrier, raw, err.reason))
+            else:
+                self._receipts[carrier].append(
+                    ReceiptRecord.from_receipt(receipt, self._formats.get(carrier, "as-is"), int(time.time() * 1000))
+                )
+        else:
+            self._inbound.append((carrier, pdu))
+        self._responders.append((bind, pdu))
+        self._wake.set()
+
+    # ------------------------------------------------------------ the worker
+    async def _worker(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._flush()
+            except asyncio.CancelledError:
+                raise
+            except _REDIS_ERRORS as err:
+                # Nothing was answered: the buffers are kept and retried.
+                self.metrics.redis_errors.inc()
+                log.warning("redis unavailable while storing receipts (%s); retrying", type(err).__name__)
+                await asyncio.sleep(0.5)
+                self._wake.set()
+
+    async def _flush(self) -> None:
+        receipts, self._receipts = self._receipts, defaultdict(list)
+        responders, self._responders = self._responders, []
+        invalid, self._invalid = self._invalid, []
+        inbound, self._inbound = self._inbound, []
+        try:
+            for carrier, raw, reason in invalid:
+                await self.store.park_invalid(carrier, raw, reason)
+                self.metrics.receipts_invalid.labels(carrier).inc()
+            if inbound:
+                await self._store_inbound(inbound)
+            for carrier, records in receipts.items():
+                await self._apply(carrier, records)
+        except BaseException:
+            # Put everything back (in order) so nothing is lost or answered early.
+            for carrier, records in receipts.items():
+                self._receipts[carrier][:0] = records
+            self._responders[:0] = responders
+            self._invalid[:0] = invalid
+            self._inbound[:0] = inbound
+            raise
+        for bind, pdu in responders:
+            bind.respond(pdu, 0)
+
+    async def _apply(self, carrier: str, records: list[ReceiptRecord]) -> None:
+        result = await self.store.apply(carrier, records)
+        now_ms = int(time.time() * 1000)
+        held = self.unmatched[carrier]
+        for r in result.unmatched:
+            held.hold(r, now_ms)
+        counts: dict[str, int] = {}
+        for r in records:
+            counts[r.event] = counts.get(r.event, 0) + 1
+        for state, n in counts.items():
+            self.metrics.receipts.labels(carrier, state).inc(n)
+        self._publish(result.finals, now_ms)
+        self._publish(result.intermediates, now_ms)
+
+    def _publish(self, events: list[JobEvent], now_ms: int) -> None:
+        if not events:
+            return
+        by_event: dict[str, int] = {}
+        for ev in events:
+            by_event[ev.event] = by_event.get(ev.event, 0) + 1
+            if ev.final and ev.submitted_ms:
+                hist = self.metrics.receipt_latency.get(ev.fields.get("carrier", ""))
+                if hist is not None:
+                    hist.observe(max(0.0, (now_ms - ev.submitted_ms) / 1000))
+            if ev.callback:
+                self.webhooks.forward(ev.callback, ev.fields)
+        for event, n in by_event.items():
+            self.metrics.events.labels(event).inc(n)
+
+    async def _store_inbound(self, inbound: list[tuple[str, Any]]) -> None:
+        numbers = {n.lstrip("+"): c.id for c in self.settings.clients for n in c.numbers}
+        pipe = self.redis.pipeline(transaction=False)
+        now_ms = int(time.time() * 1000)
+        for carrier, pdu in inbound:
+            payload = pdu.short_message or (getattr(pdu, "message_payload", None) or b"")
+            udhi = pdu.esm_class & 0x40
+            if udhi and payload:
+                payload = payload[1 + payload[0] :]
+            to = pdu.destination_addr.lstrip("+")
+            pipe.xadd(
+                self.keys.inbound,
+                {
+                    "from": pdu.source_addr,
+                    "to": to,
+                    "text": _decode_mo_text(pdu.data_coding, payload),
+                    "carrier": carrier,
+                    "client": numbers.get(to, ""),
+                    "parts": "1",
+                    "ts": str(now_ms),
+                },
+                maxlen=self.settings.engine.streams_maxlen,
+                approximate=True,
+            )
+            self.metrics.inbound.labels(carrier).inc()
+        await pipe.execute()
+
+    # ----------------------------------------------------- periodic (engine)
+    async def periodic(self) -> None:
+        """Retry held receipts, park the ones that waited too long, sweep expiries."""
+        now_ms = int(time.time() * 1000)
+        for carrier, held in self.unmatched.items():
+            retry, expired = held.due(now_ms)
+            if retry:
+                result = await self.store.apply(carrier, retry)
+                for r in result.unmatched:
+                    held.hold(r, now_ms)
+                self._publish(result.finals, now_ms)
+                self._publish(result.intermediates, now_ms)
+            if expired:
+                await self.store.park_unmatched(carrier, expired, "no matching submit within receipt_hold_s")
+                self.metrics.receipts_unmatched.labels(carrier).inc(len(expired))
+        while True:
+            finals = await self.store.expire_overdue(now_ms, limit=1000)
+            self._publish(finals, now_ms)
+            if len(finals) < 1000:
+                break
