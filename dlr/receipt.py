@@ -219,6 +219,9 @@ def parse_receipt(
 ) -> Receipt:
     """Read one delivery receipt; TLVs win over the text body field by field.
 
+    ``short_message`` is the body (for a data_sm, or a deliver_sm with an
+    empty short_message, pass the ``message_payload`` TLV value instead).
+
     ``esm_class`` only decides whether this is an intermediate notification
     (0x20); the caller decides with :func:`is_receipt` whether a deliver_sm is
     a receipt at all. Raises :class:`ReceiptParseError` (nothing else) when no

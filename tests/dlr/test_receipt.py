@@ -161,3 +161,37 @@ def test_fuzz_yields_receipt_or_parse_error(
         return
     assert r.message_id and r.event
     assert r.is_final != r.intermediate
+
+
+_FIELDS = {
+    "id": "Ab12cD",
+    "sub": "001",
+    "dlvrd": "001",
+    "submit date": "2311011200",
+    "done date": "231101120159",
+    "stat": "UNDELIV",
+    "err": "034",
+}
+
+
+@given(
+    st.permutations(list(_FIELDS)),
+    st.lists(st.booleans(), min_size=7, max_size=7),
+    st.sampled_from([" ", "  ", "\t"]),
+    st.text(max_size=40),
+)
+def test_any_field_order_and_key_case(
+    order: list[str], upper: list[bool], gap: str, text: str
+) -> None:
+    body = gap.join(
+        f"{key.upper() if up else key}:{_FIELDS[key]}" for key, up in zip(order, upper, strict=True)
+    )
+    body += f"{gap}Text:{text}"
+    r = parse_receipt(0x04, body.encode("utf-8"))
+    assert (r.message_id, r.event, r.error) == ("Ab12cD", "undeliverable", "err:034")
+    assert (r.submit_date, r.done_date, r.sub, r.dlvrd) == (
+        "2311011200",
+        "231101120159",
+        "001",
+        "001",
+    )

@@ -353,3 +353,16 @@ def test_unmatched_buffer_is_bounded_and_forgets_matched_records() -> None:
     buffer.hold(rec("b2"), now_ms=90)
     assert buffer.due(100) == ([], [rec("b2")])  # first seen at 0
     assert buffer.due(1000) == ([], []) and len(buffer) == 0
+
+
+async def test_expiry_sweep_honours_limit(
+    redis_client: Any, key_prefix: str, store: ReceiptStore
+) -> None:
+    for i in range(3):
+        await submit_job(redis_client, key_prefix, f"lim{i}", "acme", [f"l{i}"])
+    now = SUBMITTED_MS + DLR_WAIT_MS + 1
+    first = await store.expire_overdue(now, limit=2)
+    second = await store.expire_overdue(now, limit=2)
+    assert len(first) == 2 and len(second) == 1
+    assert {e.job_id for e in first + second} == {"lim0", "lim1", "lim2"}
+    assert await store.expire_overdue(now, limit=2) == []
