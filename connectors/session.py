@@ -388,6 +388,22 @@ class Session:
             self._set_state(State.UNBOUND)
         return data
 
+    def send_response(
+        self, command_id: int, command_status: int, sequence_number: int, body: bytes = b""
+    ) -> bytes:
+        """Fast path for a response whose body the caller already has.
+
+        deliver_sm_resp / data_sm_resp carry only an empty message_id
+        (``body=b"\\0"``, SMPP 3.4 §4.6.2); packing the header directly skips
+        building and encoding a Struct per receipt. Bind responses must go
+        through :meth:`send` (they move the state).
+        """
+        if self.state is State.CLOSED:
+            raise LocalProtocolError("session is closed")
+        if not command_id & RESP_BIT or command_id in _BIND_RESULT:
+            raise LocalProtocolError(f"send_response is for plain responses, not {command_id:#x}")
+        return HEADER.pack(16 + len(body), command_id, command_status, sequence_number) + body
+
     def send_enquire_link(self, now: float) -> bytes:
         """enquire_link (header only), tracked so that its timeout means a dead link."""
         if C.ENQUIRE_LINK not in self._may_send:

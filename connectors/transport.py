@@ -321,9 +321,9 @@ class SmppBind:
         if session is None or protocol is None or protocol.transport is None:
             log.debug("bind %s: response dropped, connection gone", self.name)
             return
-        resp_cls = DataSmResp if pdu.command_id == C.DATA_SM else DeliverSmResp
-        resp = resp_cls(sequence_number=pdu.sequence_number, command_status=command_status)
-        protocol.write(session.send(resp, self._loop.time()))
+        # SMPP 3.4 §4.6.2 / §4.7.2: the body is an empty message_id
+        resp_id = DataSmResp.command_id if pdu.command_id == C.DATA_SM else DeliverSmResp.command_id
+        protocol.write(session.send_response(resp_id, command_status, pdu.sequence_number, b"\0"))
 
     def note_throttled(self) -> float:
         """The SMSC said slow down: pause this bind; returns the pause in seconds."""

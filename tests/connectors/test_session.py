@@ -377,3 +377,19 @@ def test_never_more_than_window_in_flight(window: int, ops: list[tuple[str, int]
                 outstanding.remove(event.sequence_number)
         assert pair.esme.windowed <= window
         assert pair.esme.windowed == len(outstanding) == len(pair.esme.in_flight)
+
+
+def test_send_response_fast_path_matches_the_codec() -> None:
+    pair = bound_pair()
+    events = pair.send(pair.smsc, DeliverSm(esm_class=0x04), "r")
+    seq = events[0].sequence_number
+    fast = pair.esme.send_response(C.DELIVER_SM_RESP, 0, seq, b"\0")
+    assert fast == pair.esme.send(DeliverSmResp(sequence_number=seq), 0.0)
+    assert type(pair.smsc.receive_data(fast)[0]) is Response
+    with pytest.raises(LocalProtocolError):
+        pair.esme.send_response(C.BIND_TRANSCEIVER_RESP, 0, 1)
+    with pytest.raises(LocalProtocolError):
+        pair.esme.send_response(C.SUBMIT_SM, 0, 1)
+    pair.esme.connection_lost()
+    with pytest.raises(LocalProtocolError):
+        pair.esme.send_response(C.DELIVER_SM_RESP, 0, seq, b"\0")

@@ -1,0 +1,215 @@
+"""SmppProtocol / SmppBind: write coalescing, flow control, error mapping, backoff, config."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+
+from connectors.config import BindConfig, ConfigError
+from connectors.errors import ConnectionLostError
+from connectors.pdu import SubmitSm
+from connectors.session import Response
+from connectors.simulator import Simulator, SimulatorConfig, start_simulator
+from connectors.transport import SmppBind, backoff_delay, map_connection_error
+from tests.connectors.helpers import FAKE_DESTINATION
+
+
+class Listener:
+    """A BindListener that records what the bind reports."""
+
+    def __init__(self) -> None:
+        self.ups = 0
+        self.downs: list[tuple[list[Any], str]] = []
+        self.responses: list[Response] = []
+        self.ready = 0
+        self.changed = asyncio.Event()
+
+    def bind_up(self, bind: SmppBind) -> None:
+        self.ups += 1
+        self.changed.set()
+
+    def bind_down(self, bind: SmppBind, lost: list[Any], reason: str) -> None:
+        self.downs.append((lost, reason))
+        self.changed.set()
+
+    def bind_response(self, bind: SmppBind, response: Response) -> None:
+        self.responses.append(response)
+        self.changed.set()
+
+    def bind_timeout(self, bind: SmppBind, context: Any) -> None:
+        pass
+
+    def bind_deliver(self, bind: SmppBind, pdu: Any) -> None:
+        bind.respond(pdu)
+
+    def bind_ready(self, bind: SmppBind) -> None:
+        self.ready += 1
+
+    async def until(self, predicate: Any, timeout: float = 10.0) -> None:
+        async def loop() -> None:
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(loop(), timeout)
+
+
+@pytest.fixture
+async def sim() -> Any:
+    simulator: Simulator = await start_simulator(SimulatorConfig(dlr=False))
+    try:
+        yield simulator
+    finally:
+        await simulator.close()
+
+
+def cfg(port: int, **kwargs: Any) -> BindConfig:
+    values: dict[str, Any] = {
+        "port": port,
+        "window": 64,
+        "reconnect_min_s": 0.01,
+        "reconnect_max_s": 0.05,
+        "sweep_interval_s": 0.05,
+    }
+    values.update(kwargs)
+    return BindConfig(**values)
+
+
+def submit() -> SubmitSm:
+    return SubmitSm(destination_addr=FAKE_DESTINATION, short_message=b"x")
+
+
+async def test_writes_of_one_iteration_leave_together(sim: Simulator) -> None:
+    listener = Listener()
+    bind = SmppBind(cfg(sim.port), listener)
+    await bind.start()
+    assert bind.is_up()
+    protocol = bind.protocol
+    assert protocol is not None
+    for i in range(5):
+        bind.submit(submit(), ("pdu", i))
+    assert len(protocol._buffer) == 5  # queued, not yet written
+    await asyncio.sleep(0)  # one loop iteration: the flush runs
+    assert protocol._buffer == []
+    await listener.until(lambda: len(listener.responses) == 5)
+    assert [r.context for r in listener.responses] == [("pdu", i) for i in range(5)]
+    await bind.close(1.0)
+    assert sim.stats.unbinds == 1
+
+
+async def test_paused_writing_offers_no_window(sim: Simulator) -> None:
+    listener = Listener()
+    bind = SmppBind(cfg(sim.port), listener)
+    await bind.start()
+    protocol = bind.protocol
+    assert protocol is not None
+    assert bind.free_window() == 64
+    protocol.pause_writing()
+    assert bind.free_window() == 0
+    ready = listener.ready
+    protocol.resume_writing()
+    assert bind.free_window() == 64
+    assert listener.ready == ready + 1  # the pool is told to assign again
+    await bind.close(0.5)
+
+
+async def test_throttle_pause_and_reset(sim: Simulator) -> None:
+    bind = SmppBind(
+        cfg(sim.port, throttle_backoff_min_s=10.0, throttle_backoff_max_s=20.0), Listener()
+    )
+    await bind.start()
+    delay = bind.note_throttled()
+    assert 5.0 <= delay <= 10.0
+    assert bind.free_window() == 0
+    bind.note_accepted()
+    assert bind.free_window() == 64
+    await bind.close(0.5)
+
+
+async def test_killed_connection_reports_in_flight_and_reconnects() -> None:
+    slow = await start_simulator(SimulatorConfig(dlr=False, latency_ms=5000))
+    try:
+        listener = Listener()
+        bind = SmppBind(cfg(slow.port), listener)
+        await bind.start()
+        generation = bind.generation
+        bind.submit(submit(), "written")
+        assert bind.in_flight == 1
+        await slow.wait_for(lambda: slow.stats.submits == 1)
+        bind.kill()
+        await listener.until(lambda: listener.ups == 2)
+        assert bind.generation == generation + 1
+        assert listener.downs[0][0] == ["written"]
+        assert listener.downs[0][1]
+        assert bind.in_flight == 0
+        await bind.close(0.1)
+    finally:
+        await slow.close()
+
+
+async def test_connect_refused_is_mapped_and_retried() -> None:
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    bind = SmppBind(cfg(port), Listener())
+    await bind.start()
+    assert not bind.is_up()
+    assert "ConnectionRefusedError" in bind.last_error
+    assert 0 < bind.retry_in_s <= 0.05
+    with pytest.raises(ConnectionLostError):
+        bind.submit(submit(), None)
+    await bind.close(0.1)
+
+
+def test_map_connection_error() -> None:
+    assert "closed by peer" in str(map_connection_error(None, "bind x"))
+    err = map_connection_error(ConnectionResetError(104, "reset"), "bind x")
+    assert isinstance(err, ConnectionLostError)
+    assert "ConnectionResetError" in str(err) and "104" in str(err)
+    assert "timed out" in str(map_connection_error(TimeoutError(), "bind x"))
+    same = ConnectionLostError("x")
+    assert map_connection_error(same, "y") is same
+
+
+def test_backoff_grows_with_jitter_and_is_capped() -> None:
+    rng = random.Random(1)
+    delays = [backoff_delay(n, 0.5, 30.0, rng) for n in range(12)]
+    for n, d in enumerate(delays):
+        base = min(30.0, 0.5 * 2**n)
+        assert base / 2 <= d <= base
+    assert max(delays) <= 30.0
+    assert len({round(d, 6) for d in delays}) == len(delays)
+
+
+def test_bind_config_validation_names_the_key() -> None:
+    with pytest.raises(ConfigError, match="window"):
+        BindConfig(window=0)
+    with pytest.raises(ConfigError, match="bind"):
+        BindConfig(bind_mode="both")
+    with pytest.raises(ConfigError, match="password"):
+        BindConfig(password="much-too-long")
+    with pytest.raises(ConfigError, match=r"carriers\[acme\]"):
+        BindConfig.from_carrier({"name": "acme", "binds": 0})
+
+
+def test_bind_config_from_carrier_table() -> None:
+    table = {
+        "name": "acme",
+        "host": "127.0.0.1",
+        "port": 2775,
+        "system_id": "acme",
+        "password": "secret",
+        "bind": "transmitter+receiver",
+        "binds": 2,
+        "window": 10,
+        "tps": 100,
+        "routes": ["45"],
+    }
+    config = BindConfig.from_carrier(table)
+    assert config.bind_mode == "transmitter+receiver"
+    assert config.binds == 2 and config.window == 10
+    assert "secret" not in repr(config)
