@@ -70,7 +70,7 @@ import msgspec
 from redis.exceptions import NoScriptError
 
 from dlr.ids import normalize_id
-from dlr.receipt import Receipt
+from dlr.receipt import Receipt, _scan_body
 
 __all__ = [
     "BatchResult",
@@ -176,10 +176,17 @@ def _job_event(raw: Sequence[Any]) -> JobEvent:
 
 
 def _redact_body(body: bytes) -> bytes:
-    """Cut the message text (everything after ``text:``) from a raw receipt body."""
+    """What of a raw receipt body may be kept: never the message text.
+
+    The text after ``text:`` is cut. A body with no receipt field at all is
+    more likely a mobile-originated message flagged as a receipt than a
+    receipt, so only its length is kept.
+    """
     cut = body.lower().find(b"text:")
     if cut >= 0:
         body = body[:cut] + b"text:<redacted>"
+    elif not any(_scan_body(body.decode("latin-1"))):
+        return b"<%d bytes without receipt fields>" % len(body)
     return body[:_MAX_RAW_LEN]
 
 
@@ -308,7 +315,8 @@ class ReceiptStore:
     ) -> None:
         """Keep an unparseable receipt in ``P:dlr:invalid`` with its reason.
 
-        ``short_message`` is stored with the text after ``text:`` removed;
+        ``short_message``/``message_payload`` are stored with the text after
+        ``text:`` removed (a body without any receipt field: its length only);
         address fields (``source_addr``, ``destination_addr``…) are dropped;
         other ``bytes`` values (TLVs) are stored as hex.
         """
@@ -320,7 +328,7 @@ class ReceiptStore:
         for name, value in raw_fields.items():
             if value is None or name in _ADDRESS_FIELDS or name in entry:
                 continue
-            if name == "short_message":
+            if name in ("short_message", "message_payload"):
                 body = value if isinstance(value, bytes) else str(value).encode("utf-8", "replace")
                 entry[name] = _redact_body(body)
             elif isinstance(value, bytes):

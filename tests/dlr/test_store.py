@@ -366,3 +366,13 @@ async def test_expiry_sweep_honours_limit(
     assert len(first) == 2 and len(second) == 1
     assert {e.job_id for e in first + second} == {"lim0", "lim1", "lim2"}
     assert await store.expire_overdue(now, limit=2) == []
+
+
+async def test_park_invalid_keeps_no_free_text(
+    redis_client: Any, key_prefix: str, store: ReceiptStore
+) -> None:
+    await store.park_invalid(
+        "acme", {"message_payload": b"call me on 4500000000 tonight"}, "no message id"
+    )
+    [(_, fields)] = await redis_client.xrange(f"{key_prefix}:dlr:invalid")
+    assert fields[b"message_payload"] == b"<29 bytes without receipt fields>"
