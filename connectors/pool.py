@@ -142,9 +142,16 @@ class BindPool:
         await asyncio.gather(*(bind.start() for bind in self.binds))
 
     def submit(self, pdu: SubmitSm, token: object) -> None:
-        """Queue a submit_sm; it is written as window and rate allow. Never blocks."""
-        if self._closing:
-            raise RuntimeError("pool is closed")
+        """Queue a submit_sm; it is written as window and rate allow. Never blocks.
+
+        After :meth:`close` began, the token is reported lost (soon, not from
+        inside this call) with reason "pool closed before it was written".
+        """
+        if self._closing:  # not load: report it, never raise into a callback chain
+            loop = self._loop or asyncio.get_running_loop()
+            self.stats.lost += 1
+            loop.call_soon(self.handler.on_submit_lost, token, "pool closed before it was written")
+            return
         self._queue.append((pdu, token))
         if not self._assign_scheduled:
             self._assign_scheduled = True

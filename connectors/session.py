@@ -54,18 +54,12 @@ A session is one TCP connection seen from one side, ``role`` ``"esme"`` or
   queued, a fatal :class:`ProtocolViolation` is returned and the session is
   CLOSED. A malformed body of a known request is answered with generic_nack
   ESME_RINVMSGLEN and the session goes on (the framing is intact).
-
-``raw_commands`` (used by the simulator's hot path) lists command ids whose
-body is not decoded: their events are the framer's ``Frame`` objects, not
-PDU Structs, and they bypass in-flight matching (the simulator sends receipts
-without tracking them here and reads deliver_sm_resp raw).
 """
 
 from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Collection
 from typing import Any, Final
 
 from .codec import decode_body, encode
@@ -267,7 +261,6 @@ class Session:
         "_next_seq",
         "_outbox",
         "_peer_may_send",
-        "_raw",
         "_rx_seen",
         "enquire_link_interval_s",
         "in_flight",
@@ -286,7 +279,6 @@ class Session:
         response_timeout_s: float = 30.0,
         enquire_link_interval_s: float = 30.0,
         *,
-        raw_commands: Collection[int] = (),
         max_command_length: int = 65536,
         now: float = 0.0,
     ) -> None:
@@ -306,7 +298,6 @@ class Session:
         self._next_seq = 1
         self._enquire_seq = 0
         self._outbox: list[bytes] = []
-        self._raw = frozenset(raw_commands)
         self._framer = Framer(max_command_length)
         self._may_send: frozenset[int] = frozenset()
         self._peer_may_send: frozenset[int] = frozenset()
@@ -467,9 +458,6 @@ class Session:
 
     def _receive_response(self, frame: Frame, events: list[Any]) -> None:
         cid = frame.command_id
-        if cid in self._raw:
-            events.append(frame)
-            return
         seq = frame.sequence_number
         entry = self.in_flight.pop(seq, None)
         try:
@@ -525,9 +513,6 @@ class Session:
             self._outbox.append(header_only(C.UNBIND_RESP, ESME_ROK, seq))
             self._set_state(State.CLOSED)
             events.append(Unbound())
-            return
-        if cid in self._raw:
-            events.append(frame)
             return
         try:
             pdu = decode_body(cid, frame.command_status, seq, frame.body)

@@ -365,3 +365,13 @@ async def test_slow_response_keeps_the_pdu_in_flight() -> None:
         await handler.wait_for(lambda: len(handler.responses) == 1)
         assert pool.pending() == 0
         await pool.close(0.1)
+
+
+async def test_submit_after_close_is_reported_not_raised(sim: Simulator) -> None:
+    handler = RecordingHandler()
+    pool = BindPool(config(sim.port), handler)
+    await pool.start()
+    await pool.close(0.5)
+    pool.submit(sms(), "late")
+    assert handler.lost == []  # not from inside submit()
+    await handler.wait_for(lambda: handler.lost == [("late", "pool closed before it was written")])
