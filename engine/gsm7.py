@@ -322,7 +322,27 @@ def septet_count(text: str) -> int | None:
 
 # -- packing (TS 23.038 §6.1.2.1.1) --------------------------------------------------------
 
-_BITS7 = tuple(format(i, "07b") for i in range(256))  # index by septet; MSB first
+
+@lru_cache(maxsize=16)
+def _gather_stages(lanes_log2: int) -> tuple[tuple[int, int, int], ...]:
+    """Masks that squeeze 2**lanes_log2 octet lanes of 7 useful bits into one run of septets.
+
+    Each stage pairs neighbouring lanes: the upper lane's bits move down next
+    to the lower lane's, doubling lane width; log2(lanes) big-int stages, all
+    in C, instead of a Python loop over septets.
+    """
+    lanes = 1 << lanes_log2
+    stages = []
+    width, useful = 8, 7
+    while width < 8 * lanes:
+        pair = 2 * width
+        unit = (1 << useful) - 1
+        low = 0
+        for k in range(lanes * 8 // pair):
+            low |= unit << (pair * k)
+        stages.append((low, low << width, width - useful))
+        width, useful = pair, useful * 2
+    return tuple(stages)
 
 
 def pack(septets: bytes, fill_bits: int = 0) -> bytes:
@@ -338,8 +358,10 @@ def pack(septets: bytes, fill_bits: int = 0) -> bytes:
     nbytes = (total_bits + 7) // 8
     if nbytes * 8 - total_bits == 7:
         septets = septets + b"\r"
-    bits = "".join(map(_BITS7.__getitem__, septets[::-1]))
-    return (int(bits, 2) << fill_bits).to_bytes(nbytes, "little")
+    value = int.from_bytes(septets, "little")
+    for low, high, shift in _gather_stages((len(septets) - 1).bit_length()):
+        value = (value & low) | ((value & high) >> shift)
+    return (value << fill_bits).to_bytes(nbytes, "little")
 
 
 def unpack(data: bytes, fill_bits: int = 0, count: int | None = None) -> bytes:

@@ -283,17 +283,29 @@ def _split_gsm(text: str, septets: bytes, budget: int, alpha: Alphabet) -> list[
         i = j
 
 
-def _split_ucs2(text: str, budget: int) -> list[str]:
-    """Cut text into runs of at most ``budget`` UTF-16 units, never inside a surrogate pair."""
-    chunks: list[str] = []
+def _split_ucs2(text: str, data: bytes, budget: int) -> list[tuple[str, bytes]]:
+    """Cut text into runs of at most ``budget`` UTF-16 units, never inside a surrogate pair.
+
+    ``data`` is the whole text in UTF-16BE. Without astral characters a unit is
+    a character and the bytes are sliced; otherwise widths are measured.
+    """
+    chunks: list[tuple[str, bytes]] = []
     n = len(text)
     i = 0
+    if len(data) == 2 * n:  # BMP only
+        while i < n:
+            j = min(i + budget, n)
+            if j < n:
+                j = _cluster_cut(text, i, j)
+            chunks.append((text[i:j], data[2 * i : 2 * j]))
+            i = j
+        return chunks
     while i < n:
         j = min(i + budget, n)
-        width = len(text[i:j].encode("utf-16-le", "surrogatepass")) // 2
+        width = len(text[i:j].encode("utf-16-le")) // 2
         if width > budget:  # astral characters in range: each takes two units
             j -= width - budget
-            width = len(text[i:j].encode("utf-16-le", "surrogatepass")) // 2
+            width = len(text[i:j].encode("utf-16-le")) // 2
             while j < n:
                 w = 2 if ord(text[j]) > 0xFFFF else 1
                 if width + w > budget:
@@ -302,13 +314,10 @@ def _split_ucs2(text: str, budget: int) -> list[str]:
                 j += 1
         if j < n:
             j = _cluster_cut(text, i, j)
-        chunks.append(text[i:j])
+        piece = text[i:j]
+        chunks.append((piece, piece.encode("utf-16-be")))
         i = j
     return chunks
-
-
-def _utf16_units(text: str) -> int:
-    return len(text.encode("utf-16-be", "surrogatepass")) // 2
 
 
 # -- choosing the alphabet ----------------------------------------------------------------------
@@ -319,7 +328,11 @@ _candidate_cache: dict[tuple[str, ...], tuple[_Candidate, ...]] = {}
 
 
 def _candidates(languages: tuple[str, ...]) -> tuple[_Candidate, ...]:
-    """Every (locking, single) combination of the enabled languages, except default/default."""
+    """Every (locking, single) combination of the enabled languages, except default/default.
+
+    Ordered: locking tables alone (with the default extension table), single
+    shift tables alone, then the pairs.
+    """
     cached = _candidate_cache.get(languages)
     if cached is not None:
         return cached
@@ -338,29 +351,56 @@ def _candidates(languages: tuple[str, ...]) -> tuple[_Candidate, ...]:
                 continue
             alpha = alphabet(lock, single)
             out.append((alpha, alpha.charset))
+    # locking tables alone first (fewest septets for the smallest UDH), then single shift
+    # tables alone, then both: the lower-bound screen in _best_shift then skips most.
+    out.sort(
+        key=lambda c: (
+            (c[0].locking is None and c[0].single is not None)
+            + 2 * (c[0].locking is not None and c[0].single is not None)
+        )
+    )
     result = tuple(out)
     _candidate_cache[languages] = result
     return result
 
 
+def _parts_needed(septets: int, ies: int, concat_ie: int) -> int:
+    if septets <= _septet_budget(_udh_octets(ies)):
+        return 1
+    return -(-septets // _septet_budget(_udh_octets(concat_ie + ies)))
+
+
 def _best_shift(text: str, options: SegmentOptions) -> tuple[Alphabet, bytes] | None:
-    """The national table combination giving the fewest parts (then the smallest UDH)."""
-    outside = frozenset(DEFAULT.unfit_chars(text))
+    """The national table combination giving the fewest parts, then the smallest UDH, then
+    the fewest septets.
+
+    Candidates are screened by set inclusion first and by a lower bound on
+    their septets (every character at least one; characters outside the
+    default alphabet two without a locking table), so usually only one or two
+    are actually encoded.
+    """
+    unfit = DEFAULT.unfit_chars(text)
+    outside = frozenset(unfit)
+    n = len(text)
     best: tuple[tuple[int, int, int], Alphabet, bytes] | None = None
     concat_ie = _CONCAT_IE_OCTETS[options.concat]
+    fits_alone: set[str] = set()  # locking tables that fit with the default extension table
     for alpha, charset in _candidates(options.shift_tables):
         if not outside <= charset:
             continue
+        if alpha.locking is not None and alpha.locking.name in fits_alone:
+            continue  # same septets (1 in the locking table, else 2) and a bigger UDH: never better
+        ies = len(alpha.udh_ies)
+        if best is not None:
+            floor = n if alpha.locking is not None else n + len(unfit)
+            if (_parts_needed(floor, ies, concat_ie), ies, floor) >= best[0]:
+                continue
         septets = alpha.try_encode(text)
         if septets is None:
             continue
-        ies = len(alpha.udh_ies)
-        if len(septets) <= _septet_budget(_udh_octets(ies)):
-            parts = 1
-        else:
-            per_part = _septet_budget(_udh_octets(concat_ie + ies))
-            parts = -(-len(septets) // per_part)
-        key = (parts, ies, len(septets))
+        if alpha.single is None and alpha.locking is not None:
+            fits_alone.add(alpha.locking.name)
+        key = (_parts_needed(len(septets), ies, concat_ie), ies, len(septets))
         if best is None or key < best[0]:
             best = (key, alpha, septets)
     return None if best is None else (best[1], best[2])
@@ -484,7 +524,7 @@ def _segment_ucs2(text: str, options: SegmentOptions, ref: int) -> Segmented:
         chunks = [(text, data)]
     else:
         budget = _ucs2_budget(_udh_octets(_CONCAT_IE_OCTETS[options.concat]))
-        chunks = [(t, t.encode("utf-16-be")) for t in _split_ucs2(text, budget)]
+        chunks = _split_ucs2(text, data, budget)
     if options.concat == "payload":
         parts = _payload_part(text, data, b"", DATA_CODING_UCS2, False, len(chunks), options)
         return Segmented("ucs2", units, parts, {}, len(chunks))
