@@ -175,7 +175,7 @@ if mode == 'apply' then
             local c1 = string.find(v, ':', 1, true)
             local c2 = c1 and string.find(v, ':', c1 + 1, true)
             local part = c1 and tonumber(string.sub(v, 1, c1 - 1))
-            if not c2 or not part then
+            if not c2 or not part or part ~= math.floor(part) then
                 status = 'x'
             else
                 local submitted = string.sub(v, c1 + 1, c2 - 1)

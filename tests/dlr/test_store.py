@@ -261,8 +261,9 @@ async def test_orphan_and_batch_over_chunk(
     # corrupt correlation values and out-of-range parts are counted and left alone
     await redis_client.set(f"{key_prefix}:dlr:acme:bad1", "garbage")
     await redis_client.set(f"{key_prefix}:dlr:acme:bad2", f"7:{SUBMITTED_MS}:gone")
-    result = await store.apply("acme", [rec("bad1"), rec("bad2")])
-    assert result.corrupt == 2 and result.applied == 0
+    await redis_client.set(f"{key_prefix}:dlr:acme:bad3", f"0.5:{SUBMITTED_MS}:gone")
+    result = await store.apply("acme", [rec("bad1"), rec("bad2"), rec("bad3")])
+    assert result.corrupt == 3 and result.applied == 0
     # more receipts than one script call takes
     n = 1205
     pipe = redis_client.pipeline(transaction=False)
