@@ -365,9 +365,29 @@ def _candidates(languages: tuple[str, ...]) -> tuple[_Candidate, ...]:
 
 
 def _parts_needed(septets: int, ies: int, concat_ie: int) -> int:
+    """A lower bound on the parts for ``septets`` (exact unless an ESC falls on a cut)."""
     if septets <= _septet_budget(_udh_octets(ies)):
         return 1
     return -(-septets // _septet_budget(_udh_octets(concat_ie + ies)))
+
+
+def _gsm_parts(septets: bytes, ies: int, concat_ie: int) -> int:
+    """Parts the septets need, cuts moved off escapes as :func:`_split_gsm` does."""
+    n = len(septets)
+    if n <= _septet_budget(_udh_octets(ies)):
+        return 1
+    budget = _septet_budget(_udh_octets(concat_ie + ies))
+    if _ESC_BYTE not in septets:
+        return -(-n // budget)
+    count = 0
+    a = 0
+    while a < n:
+        b = a + budget
+        if b < n and septets[b - 1] == ESC:
+            b -= 1
+        a = b
+        count += 1
+    return count
 
 
 def _best_shift(text: str, options: SegmentOptions) -> tuple[Alphabet, bytes] | None:
@@ -400,7 +420,7 @@ def _best_shift(text: str, options: SegmentOptions) -> tuple[Alphabet, bytes] | 
             continue
         if alpha.single is None and alpha.locking is not None:
             fits_alone.add(alpha.locking.name)
-        key = (_parts_needed(len(septets), ies, concat_ie), ies, len(septets))
+        key = (_gsm_parts(septets, ies, concat_ie), ies, len(septets))
         if best is None or key < best[0]:
             best = (key, alpha, septets)
     return None if best is None else (best[1], best[2])

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from engine import gsm7
 from engine.gsm7_tables import DEFAULT_BASIC, DEFAULT_EXTENSION
-from engine.segmenter import SegmentError, SegmentOptions, segment, smart_replace
+from engine.segmenter import SegmentError, SegmentOptions, _segment_gsm, segment, smart_replace
 
 from .helpers import air_octets, decode_part, languages, part_septets, split_udh, udh_ies
 
@@ -130,3 +130,36 @@ def test_septet_round_trip(text: str) -> None:
         return
     assert gsm7.decode(septets) == text
     assert gsm7.decode(gsm7.unpack(gsm7.pack(septets), 0, len(septets))) == text
+
+
+NATIONAL = list("ŞşĞğİıçáíóúÁÍÓÚâêôãõÀÂÊÔÃÕª∞ºΦΩΓ") + GSM_EXT
+national_texts = st.lists(
+    st.one_of(st.sampled_from(NATIONAL), st.sampled_from([c for c in GSM_BASIC if c != "\r"])),
+    min_size=1,
+    max_size=500,
+).map("".join)
+
+
+@settings(max_examples=150, deadline=None)
+@given(national_texts, st.sampled_from(["udh8", "udh16"]))
+def test_shift_table_choice_needs_fewest_parts(text: str, concat: str) -> None:
+    """No other table combination would have needed fewer parts (or, as many, a smaller UDH)."""
+    opts = SegmentOptions(
+        shift_tables=("turkish", "spanish", "portuguese"), concat=concat, max_parts=255
+    )
+    ours = segment(text, opts)
+    if ours.encoding == "ucs2":
+        for lock in (None, "turkish", "portuguese"):
+            for single in (None, "turkish", "spanish", "portuguese"):
+                assert gsm7.alphabet(lock, single).try_encode(text) is None
+        return
+    our_udh = split_udh(ours.parts[0])[0]
+    our_key = (len(ours.parts), len(gsm7.alphabet(*languages(our_udh)).udh_ies))
+    for lock in (None, "turkish", "portuguese"):
+        for single in (None, "turkish", "spanish", "portuguese"):
+            alpha = gsm7.alphabet(lock, single)
+            septets = alpha.try_encode(text)
+            if septets is None:
+                continue
+            other = _segment_gsm(text, septets, alpha, opts, 0, {})
+            assert our_key <= (len(other.parts), len(alpha.udh_ies)), (lock, single)
