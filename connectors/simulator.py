@@ -432,6 +432,7 @@ class SmscProtocol(asyncio.Protocol):
         drop_after = cfg.drop_after
         delayed = cfg.latency_ms > 0
         answered = 0  # immediate responses: they leave with this batch
+        dlr_resps = 0
         while end - off >= 16:
             length, cid, _status, seq = _HEADER_UNPACK(buf, off)
             if length < 16 or length > 65536:
@@ -472,8 +473,7 @@ class SmscProtocol(asyncio.Protocol):
                     answered += 1
             elif cid == _DELIVER_SM_RESP:
                 stats.dlr_resps += 1
-                if self._dlr_in_flight:
-                    self._dlr_in_flight -= 1
+                dlr_resps += 1
             else:
                 self._control(bytes(buf[off : off + length]), out)
             off += length
@@ -490,6 +490,10 @@ class SmscProtocol(asyncio.Protocol):
             self.transport.writelines(out)
         if receipts:
             self._accept_receipts(receipts)
+        if dlr_resps:
+            self._dlr_in_flight = max(0, self._dlr_in_flight - dlr_resps)
+            if self._receipts:  # the receipt window opened again
+                self._schedule_receipts()
         if sim._waiters:
             sim.notify()
 
