@@ -1,0 +1,28 @@
+"""Rate limiting for sendgate: local and Redis-shared token buckets, backoff, AIMD.
+
+* ``TokenBucket`` — sans-IO token bucket (``now`` passed in), one per bind or
+  carrier; satisfies the bind pool's ``RateLimiter`` protocol.
+* ``GlobalTokenBucket`` — a carrier's TPS limit across all engine processes
+  sharing one Redis, leased in chunks and served locally.
+* ``AdaptiveRate`` — AIMD: slows a bind down on ESME_RTHROTTLED and speeds it
+  back up to the configured ceiling.
+* ``Backoff`` — exponential backoff with jitter for retries and reconnects.
+
+Imports only the standard library and redis.
+"""
+
+from .adaptive import AdaptiveRate
+from .backoff import Backoff, BackoffStrategy
+from .bucket import TokenBucket, default_burst
+from .global_bucket import TAKE_SCRIPT, GlobalTokenBucket, tps_key
+
+__all__ = [
+    "TAKE_SCRIPT",
+    "AdaptiveRate",
+    "Backoff",
+    "BackoffStrategy",
+    "GlobalTokenBucket",
+    "TokenBucket",
+    "default_burst",
+    "tps_key",
+]

@@ -1,0 +1,353 @@
+"""A carrier's TPS limit across every engine process that shares one Redis.
+
+Why: several engine processes (consumer-group members) may send to the same
+carrier, and the carrier's contract limits the *sum*. So the bucket lives in
+Redis, as a Lua script that refills from Redis' own clock (``TIME``): the
+processes' clocks never have to agree, and one script call is atomic.
+
+Why leases: a script call per PDU would cost ~12 µs of Python and a round
+trip per message (see DESIGN.md, "Where the time goes"). Instead each process
+*leases* tokens in chunks (default 50 ms of traffic, i.e. ``rate/20``) and
+serves them locally; at 1,000 TPS that is ~20 calls per second in total, not
+1,000.
+
+Theory of operation:
+
+* Redis key ``<prefix>:tps:<carrier>`` is a hash ``{t: tokens, ts: time}``.
+  The script refills ``(now - ts) * rate`` up to the capacity and grants
+  ``min(want, whole tokens)`` — but nothing unless at least ``least`` (one
+  chunk) is there, so that competing processes do not poll Redis for single
+  tokens. It answers ``{granted, wait_ms}``, ``wait_ms`` being the time until
+  a chunk is there when it could not grant all. The key expires once a full bucket would have refilled anyway, so idle
+  carriers leave nothing behind. Called with EVALSHA; on NOSCRIPT (a restarted
+  or flushed server) it falls back to EVAL, which also caches it again.
+* Leased tokens a process has not used yet expire ``hold_s`` after the lease
+  was *requested* (default: the time one chunk represents). A token is thus
+  served at most ``hold_s`` after it left the Redis bucket, and the Redis
+  bucket's capacity is the configured ``burst`` minus ``rate * hold_s``.
+  Together: over any interval ``T``, the tokens served by all processes
+  together are at most ``rate * T + burst`` — the same promise as the local
+  ``TokenBucket``. (At very low rates, where ``burst`` is smaller than one
+  chunk plus one token, the reserve cannot be taken from the capacity and
+  the bound may be exceeded by less than ``rate * hold_s`` tokens.)
+* Two ways to use it:
+
+  - ``await take(n)`` (simple callers): serves local stock first, else one
+    script call for a chunk (or ``n`` if larger); if the shared bucket is dry
+    it sleeps the ``wait_ms`` the script named and asks again; returns 1..n.
+  - ``try_take(n, now)`` / ``wait_s(n, now)`` (the bind pool's sans-IO
+    ``RateLimiter`` protocol): purely local and never blocks. A shortfall —
+    or the stock falling below half a chunk — wakes the background refill
+    task (``start()`` / ``close()``), which leases the next chunk. Idle
+    processes lease nothing, so they never take capacity from busy ones.
+
+* ``now`` for ``try_take`` / ``wait_s`` must come from the same clock as
+  ``clock`` (default ``time.monotonic``, as the pool uses).
+* Redis errors in the refill task are logged (no numbers, no text) and
+  retried with backoff; while Redis is unreachable no tokens are granted —
+  the limit fails closed, sending pauses rather than exceeding it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, RedisError
+
+from .backoff import Backoff
+from .bucket import _check_rate, default_burst
+
+__all__ = ["TAKE_SCRIPT", "GlobalTokenBucket", "tps_key"]
+
+_log = logging.getLogger(__name__)
+
+#: KEYS[1] bucket hash; ARGV[1] rate per second, ARGV[2] capacity, ARGV[3] tokens wanted,
+#: ARGV[4] the least worth granting (fewer are not granted at all).
+#: Returns {granted, wait_ms}: granted is 0 or between the least and the wanted;
+#: wait_ms is 0 when all were granted, else milliseconds until the least is there.
+TAKE_SCRIPT = """
+local rate = tonumber(ARGV[1])
+local cap = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
+local need = tonumber(ARGV[4])
+if need > want then need = want end
+if need > cap then need = cap end
+if need < 1 then need = 1 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 't', 'ts')
+local tokens = tonumber(state[1])
+local ts = tonumber(state[2])
+if tokens == nil or ts == nil then
+  tokens = cap
+  ts = now
+elseif now > ts then
+  tokens = tokens + (now - ts) * rate
+  ts = now
+end
+if tokens > cap then tokens = cap end
+local whole = math.floor(tokens + 1e-9)
+local granted = 0
+if whole >= need then
+  granted = whole
+  if granted > want then granted = want end
+end
+tokens = tokens - granted
+if tokens < 0 then tokens = 0 end
+redis.call('HSET', KEYS[1], 't', string.format('%.9f', tokens), 'ts', string.format('%.6f', ts))
+redis.call('PEXPIRE', KEYS[1], math.ceil(cap / rate * 1000) + 1000)
+local wait_ms = 0
+if granted < want then
+  wait_ms = math.ceil((need - tokens) / rate * 1000)
+  if wait_ms < 1 then wait_ms = 1 end
+end
+return {granted, wait_ms}
+"""
+
+_TAKE_SHA = hashlib.sha1(TAKE_SCRIPT.encode()).hexdigest()
+
+
+def tps_key(prefix: str, carrier: str) -> str:
+    """The Redis key of a carrier's global bucket: ``<prefix>:tps:<carrier>``."""
+    return f"{prefix}:tps:{carrier}"
+
+
+class GlobalTokenBucket:
+    """Token bucket shared through Redis by every process sending to one carrier (see module doc).
+
+    ``rate_per_s=0`` is unlimited and never touches Redis.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        key: str,
+        rate_per_s: float,
+        burst: int | None = None,
+        *,
+        chunk: int | None = None,
+        hold_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if burst is not None and burst < 1:
+            raise ValueError(f"burst must be >= 1, got {burst!r}")
+        if chunk is not None and chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk!r}")
+        self._redis = redis
+        self.key = key
+        self._clock = clock
+        self._burst_arg = burst
+        self._chunk_arg = chunk
+        self._hold_arg = hold_s
+        # Leases not used up yet: [expires_at, remaining] oldest first.
+        self._leases: deque[list[float]] = deque()
+        self._stock = 0
+        self._shortfall = 0
+        self._retry_at = 0.0
+        self._demand = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._errors = Backoff(0.05, 2.0)
+        #: Script calls made (for metrics and tests).
+        self.lease_calls = 0
+        #: Tokens leased from Redis in total, and those that expired unused.
+        self.leased = 0
+        self.expired = 0
+        self._configure(_check_rate(rate_per_s))
+
+    @classmethod
+    def for_carrier(
+        cls, redis: Redis, prefix: str, carrier: str, rate_per_s: float, burst: int | None = None
+    ) -> GlobalTokenBucket:
+        """The bucket of ``carrier`` under ``prefix`` (key ``<prefix>:tps:<carrier>``)."""
+        return cls(redis, tps_key(prefix, carrier), rate_per_s, burst)
+
+    def _configure(self, rate: float) -> None:
+        self._rate = rate
+        burst = self._burst_arg if self._burst_arg is not None else default_burst(rate)
+        if rate == 0.0:
+            self.burst = burst
+            self.chunk = 1
+            self.hold_s = 0.0
+            self.capacity = burst
+            return
+        chunk = self._chunk_arg if self._chunk_arg is not None else max(1, math.ceil(rate / 20.0))
+        self.chunk = min(chunk, burst)
+        self.hold_s = self._hold_arg if self._hold_arg is not None else self.chunk / rate
+        reserve = min(burst - 1, math.ceil(rate * self.hold_s - 1e-9))
+        self.burst = burst
+        #: Capacity of the Redis-side bucket: burst minus what may sit in leases.
+        self.capacity = burst - max(0, reserve)
+        self.chunk = min(self.chunk, self.capacity)
+
+    @property
+    def rate_per_s(self) -> float:
+        """Configured rate across all processes; 0 = unlimited."""
+        return self._rate
+
+    @property
+    def stock(self) -> int:
+        """Leased tokens held locally (some may have expired since the last call)."""
+        return self._stock
+
+    def set_rate(self, rate_per_s: float) -> None:
+        """Change the shared rate (config reload, or the pool's adaptive rate); applies from the next lease."""
+        self._configure(_check_rate(rate_per_s))
+
+    # -- Redis side --------------------------------------------------------
+    async def _lease(self, want: int, least: int = 1) -> tuple[int, int]:
+        """One script call: lease ``least..want`` tokens or none; returns (granted, wait_ms)."""
+        args = (self.key, repr(self._rate), self.capacity, want, least)
+        self.lease_calls += 1
+        try:
+            reply: Any = await self._redis.evalsha(_TAKE_SHA, 1, *args)
+        except NoScriptError:
+            reply = await self._redis.eval(TAKE_SCRIPT, 1, *args)
+        granted, wait_ms = int(reply[0]), int(reply[1])
+        self.leased += granted
+        return granted, wait_ms
+
+    def _add_lease(self, tokens: int, requested_at: float) -> None:
+        if tokens > 0:
+            self._leases.append([requested_at + self.hold_s, float(tokens)])
+            self._stock += tokens
+
+    def _expire(self, now: float) -> None:
+        leases = self._leases
+        while leases and leases[0][0] <= now:
+            left = int(leases.popleft()[1])
+            self._stock -= left
+            self.expired += left
+
+    def _serve(self, n: int) -> int:
+        granted = 0
+        leases = self._leases
+        while leases and granted < n:
+            head = leases[0]
+            take = min(n - granted, int(head[1]))
+            head[1] -= take
+            granted += take
+            if head[1] <= 0:
+                leases.popleft()
+        self._stock -= granted
+        return granted
+
+    # -- async API ---------------------------------------------------------
+    async def take(self, n: int) -> int:
+        """Wait until at least one token is available, take up to ``n``; return how many (1..n)."""
+        if n <= 0:
+            return 0
+        if self._rate == 0.0:
+            return n
+        while True:
+            now = self._clock()
+            self._expire(now)
+            got = self._serve(n)
+            if got:
+                return got
+            want = min(max(n, self.chunk), self.capacity)
+            granted, wait_ms = await self._lease(want, self.chunk)
+            if granted:
+                got = min(n, granted)
+                # The surplus was taken at `now` at the latest: it expires from there.
+                self._add_lease(granted - got, now)
+                return got
+            await asyncio.sleep(wait_ms / 1000.0)
+
+    # -- sans-IO API (the pool's RateLimiter protocol) -----------------------
+    def try_take(self, n: int, now: float) -> int:
+        """Take up to ``n`` tokens from the local stock (no I/O); wakes the refill task when short."""
+        if n <= 0:
+            return 0
+        if self._rate == 0.0:
+            return n
+        if self._leases and self._leases[0][0] <= now:
+            self._expire(now)
+        got = self._serve(n) if self._stock else 0
+        if got < n:
+            self._shortfall = max(self._shortfall, n - got)
+            self._demand.set()
+        elif self._stock * 2 < self.chunk:
+            self._demand.set()
+        return got
+
+    def wait_s(self, n: int, now: float) -> float:
+        """Estimated seconds until ``n`` tokens can be served locally; wakes the refill task if needed."""
+        if n <= 0 or self._rate == 0.0:
+            return 0.0
+        self._expire(now)
+        missing = min(n, self.chunk) - self._stock
+        if missing <= 0:
+            return 0.0
+        self._shortfall = max(self._shortfall, missing)
+        self._demand.set()
+        return max(self._retry_at - now, missing / self._rate)
+
+    # -- background refill -------------------------------------------------
+    def start(self) -> None:
+        """Start the refill task feeding ``try_take`` (call from the running event loop)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._refill_loop(), name=f"sendgate-tps-refill:{self.key}"
+            )
+
+    async def close(self) -> None:
+        """Stop the refill task. Unused leased tokens are simply dropped (they expire)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _refill_loop(self) -> None:
+        while True:
+            await self._demand.wait()
+            self._demand.clear()
+            if self._rate == 0.0:
+                continue
+            now = self._clock()
+            self._expire(now)
+            shortfall = self._shortfall
+            if shortfall == 0 and self._stock * 2 >= self.chunk:
+                continue
+            want = min(max(self.chunk, shortfall + self._stock) - self._stock, self.capacity)
+            want = max(want, 1)
+            self._shortfall = 0
+            try:
+                granted, wait_ms = await self._lease(want, min(want, self.chunk))
+            except RedisError as exc:
+                delay = self._errors.next_delay()
+                _log.warning(
+                    "tps lease failed for %s (%s); retrying in %.2fs",
+                    self.key,
+                    type(exc).__name__,
+                    delay,
+                )
+                self._shortfall = max(self._shortfall, shortfall)
+                await asyncio.sleep(delay)
+                self._demand.set()
+                continue
+            self._errors.reset()
+            self._add_lease(granted, now)
+            if granted < want:
+                # The shared bucket ran dry: come back when the next token is due,
+                # if anyone still wants more by then.
+                self._shortfall = max(self._shortfall, shortfall - granted)
+                self._retry_at = now + wait_ms / 1000.0
+                await asyncio.sleep(wait_ms / 1000.0)
+                if self._shortfall:
+                    self._demand.set()
+
+    def __repr__(self) -> str:
+        return (
+            f"GlobalTokenBucket(key={self.key!r}, rate_per_s={self._rate!r}, burst={self.burst}, "
+            f"chunk={self.chunk}, capacity={self.capacity})"
+        )
