@@ -21,6 +21,10 @@ event comes when *every* part has a final receipt, and it is:
   listed (``part_states``) on a multipart final event that is not all
   delivered, so the client sees which part failed.
 
+When only the last parts asked for a receipt (job field ``expect`` < ``parts``,
+see ``dlr/store.py``), "every part" means every part that asked: only those
+are aggregated and listed.
+
 The same rule is written in Lua in ``dlr/receipts.lua`` (function
 ``aggregate``); ``tests/dlr/test_aggregate.py`` checks the two agree.
 """

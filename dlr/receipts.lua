@@ -4,7 +4,8 @@
 -- Layout (docs: /work/helpers/JOBRECORD.md plus the additions in dlr/store.py):
 --   P:dlr:<carrier>:<normalised id>  = "<part>:<submitted_ms>:<job id>"  (job id last, may hold ':')
 --   P:job:<job id>                   hash: parts, done, s:<n>, e:<n>, state, ref, carrier,
---                                    message_ids, callback, submitted_ms, dlr_ids (optional)
+--                                    message_ids, callback, submitted_ms, dlr_ids (optional),
+--                                    expect (optional: receipts awaited when fewer than parts)
 --   P:dlr:due                        zset: job id scored by receipt deadline (unix ms)
 --   P:dlrdone:<carrier>:<id>         "1", short TTL: this id's part already got its final receipt
 --   P:events                         stream of status events
@@ -89,6 +90,16 @@ end
 -- The job fields every event needs, read with the part's own fields (one HMGET).
 local INFO_FIELDS = {'ref', 'carrier', 'message_ids', 'callback', 'submitted_ms'}
 
+-- How many final receipts complete the job: `expect` when the submit side
+-- awaits receipts for fewer parts than it sent (0/absent: all parts).
+local function awaited(parts, expect)
+    local e = tonumber(expect)
+    if e and e > 0 and e < parts then
+        return e
+    end
+    return parts
+end
+
 local function event_fields(job_id, info, event, carrier, parts, error, ts)
     return {
         'id', job_id, 'ref', info[1] or '', 'event', event, 'carrier', info[2] or carrier,
@@ -104,22 +115,24 @@ local function reply(kind, info, fallback_submitted, fields)
     return out
 end
 
--- Every part has a final state: aggregate, store the job state, publish the final event.
--- states/errors: the parts' final events and errors, or nil to read them from the job.
--- info: the INFO_FIELDS values. state_written: the caller already stored 'state'.
-local function finish(jk, job_id, parts, carrier, ts, info, states, errors, state_written,
+-- Every awaited part has a final state: aggregate, store the job state, publish
+-- the final event. states/errors: the awaited parts' final events and errors, or
+-- nil to read parts first..parts from the job (first > 1 when only the last parts
+-- asked for a receipt, `expect`). info: the INFO_FIELDS values. state_written:
+-- the caller already stored 'state'.
+local function finish(jk, job_id, parts, first, carrier, ts, info, states, errors, state_written,
                       fallback_submitted, timeout_error, events, due, maxlen)
     if not states then
-        local names = {}
-        for n = 1, parts do
-            names[n] = 's:' .. n
-            names[parts + n] = 'e:' .. n
+        local names, count = {}, parts - first + 1
+        for i = 1, count do
+            names[i] = 's:' .. (first + i - 1)
+            names[count + i] = 'e:' .. (first + i - 1)
         end
         local vals = redis.call('HMGET', jk, unpack(names))
         states, errors = {}, {}
-        for n = 1, parts do
-            states[n] = vals[n] or 'unknown'
-            errors[n] = vals[parts + n] or ''
+        for i = 1, count do
+            states[i] = vals[i] or 'unknown'
+            errors[i] = vals[count + i] or ''
         end
     end
     local final = aggregate(states)
@@ -181,9 +194,10 @@ if mode == 'apply' then
                 local submitted = string.sub(v, c1 + 1, c2 - 1)
                 local job_id = string.sub(v, c2 + 1)
                 local jk = prefix .. ':job:' .. job_id
-                -- 1 parts, 2 done, 3 s:<part>, 4 state, 5.. INFO_FIELDS
-                local head = redis.call('HMGET', jk, 'parts', 'done', 's:' .. part, 'state', unpack(INFO_FIELDS))
-                local info = {head[5], head[6], head[7], head[8], head[9]}
+                -- 1 parts, 2 done, 3 s:<part>, 4 state, 5 expect, 6.. INFO_FIELDS
+                local head = redis.call('HMGET', jk, 'parts', 'done', 's:' .. part, 'state', 'expect',
+                                        unpack(INFO_FIELDS))
+                local info = {head[6], head[7], head[8], head[9], head[10]}
                 local parts = tonumber(head[1])
                 if not parts then
                     -- no job record (yet?): the caller retries like an unmatched receipt
@@ -203,18 +217,19 @@ if mode == 'apply' then
                             -- single part: the job's final state is this receipt's
                             local state = aggregate({event})
                             redis.call('HSET', jk, 's:1', event, 'e:1', err, 'done', 1, 'state', state)
-                            out[#out + 1] = finish(jk, job_id, 1, carrier, ts, info, {event}, {err}, true,
+                            out[#out + 1] = finish(jk, job_id, 1, 1, carrier, ts, info, {event}, {err}, true,
                                                    submitted, '', events, due, maxlen)
                         else
                             redis.call('HSET', jk, 's:' .. part, event, 'e:' .. part, err)
                             local done = redis.call('HINCRBY', jk, 'done', 1)
-                            if done == parts then
-                                out[#out + 1] = finish(jk, job_id, parts, carrier, ts, info, nil, nil, false,
-                                                       submitted, '', events, due, maxlen)
+                            local expect = awaited(parts, head[5])
+                            if done == expect then
+                                out[#out + 1] = finish(jk, job_id, parts, parts - expect + 1, carrier, ts, info,
+                                                       nil, nil, false, submitted, '', events, due, maxlen)
                             end
                         end
                     end
-                elseif head[3] or (tonumber(head[2]) or 0) >= parts then
+                elseif head[3] or (tonumber(head[2]) or 0) >= awaited(parts, head[5]) then
                     status = 'l'
                 elseif head[4] ~= event then
                     -- one intermediate event per change of state, not one per part
@@ -239,13 +254,15 @@ if mode == 'expire' then
     for _, job_id in ipairs(ids) do
         redis.call('ZREM', due, job_id)
         local jk = prefix .. ':job:' .. job_id
-        local head = redis.call('HMGET', jk, 'parts', 'done', 'carrier', 'dlr_ids', 'message_ids')
+        local head = redis.call('HMGET', jk, 'parts', 'done', 'carrier', 'dlr_ids', 'message_ids', 'expect')
         local parts = tonumber(head[1])
-        if parts and parts > 0 and (tonumber(head[2]) or 0) < parts then
+        local expect = parts and awaited(parts, head[6])
+        if parts and parts > 0 and (tonumber(head[2]) or 0) < expect then
+            local first = parts - expect + 1
             local carrier = head[3] or ''
             local ids_field = head[4] or head[5] or ''
             local msg_ids = split_commas(ids_field)
-            for p = 1, parts do
+            for p = first, parts do
                 local name = 's:' .. p
                 if redis.call('HEXISTS', jk, name) == 0 then
                     redis.call('HSET', jk, name, 'unknown')
@@ -255,9 +272,9 @@ if mode == 'expire' then
                     end
                 end
             end
-            redis.call('HSET', jk, 'done', parts)
+            redis.call('HSET', jk, 'done', expect)
             local info = redis.call('HMGET', jk, unpack(INFO_FIELDS))
-            out[#out + 1] = finish(jk, job_id, parts, carrier, now, info, nil, nil, false,
+            out[#out + 1] = finish(jk, job_id, parts, first, carrier, now, info, nil, nil, false,
                                    '', 'dlr_timeout', events, due, maxlen)
         end
     end

@@ -30,6 +30,14 @@ for a receipt (``dlr`` = "1"):
   order, when they differ from ``message_ids``; the sweep uses it (else
   ``message_ids``) to delete the correlation entries of parts that never got
   a receipt (they also expire by TTL, so this is tidiness, not correctness).
+* optional job field ``expect``: how many parts asked for a receipt when it
+  is fewer than ``parts`` — the *last* ``expect`` parts (carriers configured
+  to request a receipt on the last part only). The job is then final once
+  those parts have theirs, and only their states are aggregated and listed
+  in ``part_states``. Absent, 0 or ≥ ``parts``: every part.
+* the job record (at least ``parts``) no later than its first correlation
+  entry; a correlation entry without a job record is retried like an
+  unmatched receipt.
 
 Keys this module writes besides the job record and ``P:events``:
 

@@ -377,3 +377,33 @@ async def test_park_invalid_keeps_no_free_text(
     )
     [(_, fields)] = await redis_client.xrange(f"{key_prefix}:dlr:invalid")
     assert fields[b"message_payload"] == b"<29 bytes without receipt fields>"
+
+
+async def test_receipt_on_last_part_only(
+    redis_client: Any, key_prefix: str, store: ReceiptStore
+) -> None:
+    """``expect`` = 1 of 3 parts (registered_delivery on the last part only)."""
+    for job_id, ids in (("last1", ["z1", "z2", "z3"]), ("last2", ["y1", "y2", "y3"])):
+        await submit_job(redis_client, key_prefix, job_id, "acme", ids)
+        await redis_client.hset(f"{key_prefix}:job:{job_id}", "expect", 1)
+        await redis_client.delete(
+            f"{key_prefix}:dlr:acme:{ids[0]}", f"{key_prefix}:dlr:acme:{ids[1]}"
+        )
+    result = await store.apply("acme", [rec("z3", "undeliverable", "err:001")])
+    [final] = result.finals
+    assert (final.job_id, final.event, final.fields["error"]) == (
+        "last1",
+        "undeliverable",
+        "err:001",
+    )
+    assert final.fields["part_states"] == "undeliverable"
+    assert final.fields["parts"] == "3"
+    late = await store.apply("acme", [rec("z3", "enroute")])
+    assert late.duplicates == 1  # the tombstone: this id's part is final
+    # never answered: the sweep gives unknown from the awaited part alone
+    [expired] = await store.expire_overdue(SUBMITTED_MS + DLR_WAIT_MS + 1)
+    assert (expired.job_id, expired.event) == ("last2", "unknown")
+    assert expired.fields["part_states"] == "unknown"
+    job = await redis_client.hgetall(f"{key_prefix}:job:last2")
+    assert job[b"done"] == b"1" and b"s:1" not in job and job[b"s:3"] == b"unknown"
+    assert not await redis_client.exists(f"{key_prefix}:dlr:acme:y3")
