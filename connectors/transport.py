@@ -30,7 +30,6 @@ import logging
 import random
 import socket
 from collections import deque
-from collections.abc import Callable
 from typing import Any, Final, Protocol, cast
 
 from .config import BindConfig
@@ -416,14 +415,19 @@ class SmppBind:
                 log.warning("%s; retry in %.2fs", err, delay)
                 attempt += 1
             else:
-                attempt = 0
                 if not self._first_try.done():
                     self._first_try.set_result(None)
                 assert self._lost_waiter is not None
+                bound_at = self._loop.time()
                 reason = await self._lost_waiter
                 if self.is_closing():
                     break
-                delay = backoff_delay(0, cfg.reconnect_min_s, cfg.reconnect_max_s, self._rng)
+                # A link that dies right after binding must not become a hot loop:
+                # only a bind that lived a while starts the backoff over.
+                if self._loop.time() - bound_at >= cfg.reconnect_max_s:
+                    attempt = 0
+                delay = backoff_delay(attempt, cfg.reconnect_min_s, cfg.reconnect_max_s, self._rng)
+                attempt += 1
                 log.warning("bind %s lost: %s; reconnect in %.2fs", self.name, reason, delay)
             if not self._first_try.done():
                 self._first_try.set_result(None)
@@ -597,6 +601,3 @@ class SmppBind:
             self._lost_waiter.set_result(str(err))
         if was_up:
             self.listener.bind_down(self, contexts, str(err))
-
-
-_Callback = Callable[[], None]

@@ -375,3 +375,21 @@ async def test_submit_after_close_is_reported_not_raised(sim: Simulator) -> None
     pool.submit(sms(), "late")
     assert handler.lost == []  # not from inside submit()
     await handler.wait_for(lambda: handler.lost == [("late", "pool closed before it was written")])
+
+
+async def test_a_link_that_dies_right_after_bind_backs_off() -> None:
+    # every connection is dropped at its second PDU (the first enquire_link)
+    sim = await start_simulator(SimulatorConfig(drop_after=2, drop_limit=0))
+    try:
+        handler = RecordingHandler()
+        pool = BindPool(
+            config(sim.port, enquire_link_s=0.01, sweep_interval_s=0.01, reconnect_max_s=1.0),
+            handler,
+        )
+        await pool.start()
+        await handler.wait_for(lambda: handler.bind_states.count(("acme-trx1", True)) == 5)
+        # the delays grew 0.01, 0.02, 0.04, 0.08 (each with jitter down to half)
+        assert 0.04 <= pool.binds[0].retry_in_s <= 0.08
+        await pool.close(0.1)
+    finally:
+        await sim.close()
