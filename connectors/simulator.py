@@ -500,29 +500,32 @@ class SmscProtocol(asyncio.Protocol):
     def _parse_for_receipt(
         self, buf: bytearray, pos: int, end: int, mid: bytes, now: float
     ) -> _Receipt | None:
-        """Read only what a receipt needs from a submit_sm body (SMPP 3.4 §4.4.1)."""
-        find = buf.find
+        """Read only what a receipt needs from a submit_sm body (SMPP 3.4 §4.4.1).
+
+        A body too short or missing a NUL gets no receipt (its resp is still sent).
+        """
+        index = buf.index  # raises ValueError when a C-string has no NUL before end
         try:
-            pos = find(0, pos, end) + 1  # service_type
+            pos = index(0, pos, end) + 1  # service_type
             src_ton_npi = bytes(buf[pos : pos + 2])
-            nul = find(0, pos + 2, end)
+            nul = index(0, pos + 2, end)
             source = bytes(buf[pos + 2 : nul])
             pos = nul + 1
             dst_ton_npi = bytes(buf[pos : pos + 2])
-            nul = find(0, pos + 2, end)
+            nul = index(0, pos + 2, end)
             destination = bytes(buf[pos + 2 : nul])
             pos = nul + 4  # esm_class, protocol_id, priority_flag
-            pos = find(0, pos, end) + 1  # schedule_delivery_time
-            pos = find(0, pos, end) + 1  # validity_period
-            if pos <= 0 or pos + 5 > end:
-                return None
-            registered_delivery = buf[pos] & 0x03
-            if not registered_delivery:
-                return None
-            sm_length = buf[pos + 4]
-            text = bytes(buf[pos + 5 : pos + 5 + min(sm_length, 20)])
-        except IndexError:
+            pos = index(0, pos, end) + 1  # schedule_delivery_time
+            pos = index(0, pos, end) + 1  # validity_period
+        except ValueError:
             return None
+        if pos + 5 > end:
+            return None
+        registered_delivery = buf[pos] & 0x03
+        if not registered_delivery:
+            return None
+        sm_length = buf[pos + 4]
+        text = bytes(buf[pos + 5 : min(pos + 5 + min(sm_length, 20), end)])
         state = self.sim.pick_state()
         if registered_delivery == 2 and state == "DELIVRD":  # §5.2.17: failure only
             return None

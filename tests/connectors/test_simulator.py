@@ -293,3 +293,21 @@ async def test_receipt_window_refills_as_responses_arrive() -> None:
     handler, stats = await run_submits(SimulatorConfig(dlr_window=2), 25)
     assert len(handler.delivers) == 25
     assert stats.receipts == 25
+
+
+async def test_truncated_submit_sm_gets_a_resp_but_no_receipt() -> None:
+    sim = await start_simulator(SimulatorConfig())
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", sim.port)
+        writer.write(encode(BindTransceiver(system_id="raw", password="pw", sequence_number=1)))
+        assert decode(await _read_pdu(reader)).command_status == 0
+        body = b"\x00\x01\x01" + FAKE_SOURCE.encode()  # source_addr without its NUL, then nothing
+        writer.write(HEADER.pack(16 + len(body), C.SUBMIT_SM, 0, 2) + body)
+        resp = decode(await _read_pdu(reader))
+        assert (resp.command_id, resp.sequence_number) == (C.SUBMIT_SM_RESP, 2)
+        writer.write(HEADER.pack(16, C.ENQUIRE_LINK, 0, 3))  # still in step
+        assert HEADER.unpack(await _read_pdu(reader)) == (16, C.ENQUIRE_LINK_RESP, 0, 3)
+        assert sim.stats.receipts == 0
+        writer.close()
+    finally:
+        await sim.close()
