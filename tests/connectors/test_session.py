@@ -365,7 +365,9 @@ def test_never_more_than_window_in_flight(window: int, ops: list[tuple[str, int]
         now += 0.5
         if op == "submit":
             if pair.esme.can_submit():
-                outstanding.append(pair.esme.send(submit(), now, n) and pair.esme._next_seq - 1)
+                pdu = submit()
+                pair.esme.send(pdu, now, n)
+                outstanding.append(pdu.sequence_number)
             else:
                 with pytest.raises(LocalProtocolError):
                     pair.esme.send(submit(), now)
@@ -393,3 +395,23 @@ def test_send_response_fast_path_matches_the_codec() -> None:
     pair.esme.connection_lost()
     with pytest.raises(LocalProtocolError):
         pair.esme.send_response(C.DELIVER_SM_RESP, 0, seq, b"\0")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.binary(max_size=300),
+    cut=st.integers(min_value=1, max_value=40),
+    role=st.sampled_from([ESME, SMSC]),
+)
+def test_garbage_never_raises(data: bytes, cut: int, role: str) -> None:
+    """Whatever the peer sends, in any chunking: events and answers, never an exception."""
+    pair = bound_pair()
+    session = pair.esme if role == ESME else pair.smsc
+    prefix = HEADER.pack(16, C.ENQUIRE_LINK, 0, 99)  # a valid PDU first, then the noise
+    stream = prefix + data
+    for i in range(0, len(stream), cut):
+        for event in session.receive_data(stream[i : i + cut]):
+            assert hasattr(event, "command_id") or isinstance(event, (Unbound, StrayResponse))
+        session.data_to_send()
+        session.sweep(1.0)
+    assert session.state in (State.BOUND_TRX, State.CLOSED)
