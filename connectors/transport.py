@@ -600,4 +600,7 @@ class SmppBind:
         if self._lost_waiter is not None and not self._lost_waiter.done():
             self._lost_waiter.set_result(str(err))
         if was_up:
-            self.listener.bind_down(self, contexts, str(err))
+            reason = (
+                "bind closed before the response (drain timeout)" if self._closing else str(err)
+            )
+            self.listener.bind_down(self, contexts, reason)

@@ -393,3 +393,20 @@ async def test_a_link_that_dies_right_after_bind_backs_off() -> None:
         await pool.close(0.1)
     finally:
         await sim.close()
+
+
+async def test_close_reports_unanswered_after_the_drain_bound() -> None:
+    async with MisbehavingSmsc("no_response") as smsc:
+        handler = RecordingHandler()
+        pool = BindPool(config(smsc.port, window=10, response_timeout_s=30.0), handler)
+        await pool.start()
+        for i in range(3):
+            pool.submit(sms(), i)
+        await smsc.wait_for(lambda: smsc.submits == 3)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await pool.close(0.2)
+        assert 0.15 <= loop.time() - t0 < 3.0
+        assert sorted(t for t, _ in handler.lost) == [0, 1, 2]
+        assert {r for _, r in handler.lost} == {"bind closed before the response (drain timeout)"}
+        assert pool.binds_up() == 0
