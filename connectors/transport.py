@@ -229,6 +229,7 @@ class SmppBind:
         self.up = False
         self.generation = 0  # bumped on every successful bind
         self.connects = 0
+        self.written = 0  # requests written (all connections)
         self.auth_failures = 0
         self.last_error = ""
         self.retry_in_s = 0.0  # the wait before the next connection attempt
@@ -289,6 +290,7 @@ class SmppBind:
         if session is None or protocol is None:
             raise ConnectionLostError(f"bind {self.name} is down")
         protocol.write(session.send(pdu, self._loop.time(), context))
+        self.written += 1
 
     def submit_from(self, queue: deque[Any], n: int) -> None:
         """Pop ``n`` ``(pdu, token)`` items off the left of ``queue`` and write them.
@@ -309,6 +311,7 @@ class SmppBind:
             item = popleft()
             append(send(item[0], now, item))
         protocol.write_many(chunks)
+        self.written += n
 
     def respond(self, pdu: DeliverSm | DataSm, command_status: int = ESME_ROK) -> None:
         """Answer a deliver_sm / data_sm from the SMSC (SMPP 3.4 §4.6.2, §4.7.2).

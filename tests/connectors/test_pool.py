@@ -74,6 +74,8 @@ async def test_transceiver_submit_resp_and_receipt(sim: Simulator) -> None:
     assert receipted == {mid for _, _, mid in handler.responses}
     await sim.wait_for(lambda: sim.stats.dlr_resps == 50)
     assert pool.stats.written == 50
+    assert all(bind.written > 0 for bind in pool.binds)  # spread over both binds
+    assert sum(bind.written for bind in pool.binds) == 50
     assert pool.pending() == 0
     await pool.close(1.0)
     assert sim.stats.unbinds == 2
