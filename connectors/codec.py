@@ -50,10 +50,12 @@ Rules
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable
-from operator import attrgetter
 from typing import Any, Final
+
+import msgspec
 
 from .constants import Tag
 from .errors import LocalProtocolError, RemoteProtocolError
@@ -462,39 +464,47 @@ def _encode_generic(pdu: Pdu) -> bytes:
 
 # --- encoding: hot path ------------------------------------------------------------
 
-_submit_fields: Final = attrgetter(
-    "sequence_number",
-    "command_status",
-    "extra_tlvs",
-    "service_type",
-    "source_addr_ton",
-    "source_addr_npi",
-    "source_addr",
-    "dest_addr_ton",
-    "dest_addr_npi",
-    "destination_addr",
-    "esm_class",
-    "protocol_id",
-    "priority_flag",
-    "schedule_delivery_time",
-    "validity_period",
-    "registered_delivery",
-    "replace_if_present_flag",
-    "data_coding",
-    "sm_default_msg_id",
-    "short_message",
-)
-_submit_tlv_fields: Final = attrgetter(*(spec.name for spec in _SPECS[SubmitSm].tlvs))
-_SUBMIT_TLV_COUNT: Final = len(_SPECS[SubmitSm].tlvs)
+_astuple: Final = msgspec.structs.astuple
+_SUBMIT_MANDATORY: Final = 3 + len(_SUBMIT_LAYOUT)  # header fields + mandatory fields
+_SUBMIT_NO_TLVS: Final = (None,) * len(_SPECS[SubmitSm].tlvs)
 _SUBMIT_SM_ID: Final = SubmitSm.command_id
+_STRUCT_CACHE_MAX: Final = 4096
+# (len(service_type), len(source_addr), len(destination_addr),
+#  len(schedule_delivery_time), len(validity_period)) -> packer of header + body
+# up to sm_length; short_message is appended. Lengths outside the spec get no
+# packer, which sends the PDU down the generic path to word the error.
+_submit_packers: dict[tuple[int, int, int, int, int], struct.Struct] = {}
+
+
+def _submit_packer(key: tuple[int, int, int, int, int]) -> struct.Struct | None:
+    st, sa, da, sdt, vp = key
+    if st > 5 or sa > 20 or da > 20 or sdt not in (0, 16) or vp not in (0, 16):
+        return None
+    packer = struct.Struct(
+        ">IIII"  # header
+        f"{st}sxBB"  # service_type NUL, source_addr_ton, source_addr_npi
+        f"{sa}sxBB"  # source_addr NUL, dest_addr_ton, dest_addr_npi
+        f"{da}sxBBB"  # destination_addr NUL, esm_class, protocol_id, priority_flag
+        f"{sdt}sx"  # schedule_delivery_time NUL
+        # validity_period NUL, registered_delivery, replace_if_present_flag,
+        # data_coding, sm_default_msg_id, sm_length
+        f"{vp}sxBBBBB"
+    )
+    if len(_submit_packers) >= _STRUCT_CACHE_MAX:
+        _submit_packers.clear()
+    _submit_packers[key] = packer
+    return packer
 
 
 def _encode_submit_sm(pdu: SubmitSm) -> bytes:
-    """submit_sm without TLVs, the engine's bread and butter; else generic."""
+    """submit_sm without TLVs in one ``pack`` call; anything else goes generic."""
+    fields = _astuple(pdu)
+    if fields[_SUBMIT_MANDATORY:] != _SUBMIT_NO_TLVS or fields[2]:
+        return _encode_generic(pdu)
     (
         seq,
         status,
-        extra,
+        _extra,
         service_type,
         source_ton,
         source_npi,
@@ -512,45 +522,52 @@ def _encode_submit_sm(pdu: SubmitSm) -> bytes:
         data_coding,
         default_msg_id,
         short_message,
-    ) = _submit_fields(pdu)
-    if extra or _submit_tlv_fields(pdu).count(None) != _SUBMIT_TLV_COUNT:
-        return _encode_generic(pdu)
+    ) = fields[:_SUBMIT_MANDATORY]
     try:
-        st = service_type.encode("latin-1")
+        st = service_type.encode("latin-1") if service_type else b""
         sa = source_addr.encode("latin-1")
         da = destination_addr.encode("latin-1")
-        sdt = schedule.encode("latin-1")
-        vp = validity.encode("latin-1")
+        sdt = schedule.encode("latin-1") if schedule else b""
+        vp = validity.encode("latin-1") if validity else b""
+        key = (len(st), len(sa), len(da), len(sdt), len(vp))
+        packer = _submit_packers.get(key) or _submit_packer(key)
         sm_length = len(short_message)
-        strings = st + sa + da + sdt + vp
         if (
-            len(st) > 5
-            or len(sa) > 20
-            or len(da) > 20
+            packer is None
             or sm_length > _MAX_SHORT_MESSAGE
-            or (sdt and len(sdt) != 16)
-            or (vp and len(vp) != 16)
-            or 0 in strings
             or type(short_message) is not bytes
+            or 0 in sa
+            or 0 in da
+            or (st and 0 in st)
+            or (sdt and 0 in sdt)
+            or (vp and 0 in vp)
         ):
             return _encode_generic(pdu)
-        return b"".join(
-            (
-                HEADER.pack(33 + len(strings) + sm_length, _SUBMIT_SM_ID, status, seq),
+        return (
+            packer.pack(
+                packer.size + sm_length,
+                _SUBMIT_SM_ID,
+                status,
+                seq,
                 st,
-                _NUL_B2.pack(source_ton, source_npi),
+                source_ton,
+                source_npi,
                 sa,
-                _NUL_B2.pack(dest_ton, dest_npi),
+                dest_ton,
+                dest_npi,
                 da,
-                _NUL_B3.pack(esm_class, protocol_id, priority_flag),
+                esm_class,
+                protocol_id,
+                priority_flag,
                 sdt,
-                b"\0",
                 vp,
-                _NUL_B5.pack(
-                    registered_delivery, replace_flag, data_coding, default_msg_id, sm_length
-                ),
-                short_message,
+                registered_delivery,
+                replace_flag,
+                data_coding,
+                default_msg_id,
+                sm_length,
             )
+            + short_message
         )
     except (AttributeError, TypeError, UnicodeEncodeError, struct.error):
         return _encode_generic(pdu)
@@ -674,7 +691,9 @@ def _decode_generic(spec: _Spec, command_status: int, sequence_number: int, body
 
 _SUBMIT_SM_RESP_SPEC: Final = _SPECS[SubmitSmResp]
 _DELIVER_SM_SPEC: Final = _SPECS[DeliverSm]
-_DELIVER_TLVS: Final = _DELIVER_SM_SPEC.tlv_by_tag
+_unpack_tlv_head: Final = _TLV_HEAD.unpack_from
+_TAG_MESSAGE_STATE: Final = Tag.MESSAGE_STATE
+_TAG_RECEIPTED_MESSAGE_ID: Final = Tag.RECEIPTED_MESSAGE_ID
 
 
 def _decode_submit_sm_resp(command_status: int, sequence_number: int, body: bytes) -> Pdu:
@@ -684,33 +703,67 @@ def _decode_submit_sm_resp(command_status: int, sequence_number: int, body: byte
     return _decode_generic(_SUBMIT_SM_RESP_SPEC, command_status, sequence_number, body)
 
 
+# service_type, source_addr, destination_addr, schedule_delivery_time,
+# validity_period as groups; the integer octets between them are skipped here
+# and unpacked by one cached struct keyed by the five string lengths. Runs on
+# the latin-1 text of the body, where character i is octet i.
+_DELIVER_STRINGS: Final = re.compile(
+    "([^\0]*)\0.."  # service_type NUL source_addr_ton source_addr_npi
+    "([^\0]*)\0.."  # source_addr NUL dest_addr_ton dest_addr_npi
+    "([^\0]*)\0..."  # destination_addr NUL esm_class protocol_id priority_flag
+    "([^\0]*)\0"  # schedule_delivery_time NUL
+    "([^\0]*)\0",  # validity_period NUL
+    re.DOTALL,
+)
+_deliver_unpackers: dict[tuple[int, int, int, int, int], struct.Struct] = {}
+
+
+def _deliver_unpacker(key: tuple[int, int, int, int, int]) -> struct.Struct:
+    st, sa, da, sdt, vp = key
+    unpacker = struct.Struct(
+        f">{st + 1}xBB"  # service_type NUL; source_addr_ton, source_addr_npi
+        f"{sa + 1}xBB"  # source_addr NUL; dest_addr_ton, dest_addr_npi
+        f"{da + 1}xBBB"  # destination_addr NUL; esm_class, protocol_id, priority_flag
+        f"{sdt + 1}x"  # schedule_delivery_time NUL
+        # validity_period NUL; registered_delivery, replace_if_present_flag,
+        # data_coding, sm_default_msg_id, sm_length
+        f"{vp + 1}xBBBBB"
+    )
+    if len(_deliver_unpackers) >= _STRUCT_CACHE_MAX:
+        _deliver_unpackers.clear()
+    _deliver_unpackers[key] = unpacker
+    return unpacker
+
+
 def _decode_deliver_sm(command_status: int, sequence_number: int, body: bytes) -> Pdu:
+    """deliver_sm (receipts and MO) with the receipt TLVs inline; else generic."""
+    text = body.decode("latin-1")
+    match = _DELIVER_STRINGS.match(text)
+    if match is None:
+        return _decode_generic(_DELIVER_SM_SPEC, command_status, sequence_number, body)
+    service_type, source_addr, destination_addr, schedule, validity = match.groups()
+    key = (len(service_type), len(source_addr), len(destination_addr), len(schedule), len(validity))
     try:
-        nul = body.index(0)
-        service_type = body[:nul].decode("latin-1")
-        source_ton, source_npi = _B2.unpack_from(body, nul + 1)
-        pos = nul + 3
-        nul = body.index(0, pos)
-        source_addr = body[pos:nul].decode("latin-1")
-        dest_ton, dest_npi = _B2.unpack_from(body, nul + 1)
-        pos = nul + 3
-        nul = body.index(0, pos)
-        destination_addr = body[pos:nul].decode("latin-1")
-        esm_class, protocol_id, priority_flag = _B3.unpack_from(body, nul + 1)
-        pos = nul + 4
-        nul = body.index(0, pos)
-        schedule = body[pos:nul].decode("latin-1")
-        pos = nul + 1
-        nul = body.index(0, pos)
-        validity = body[pos:nul].decode("latin-1")
-        registered_delivery, replace_flag, data_coding, default_msg_id, sm_length = _B5.unpack_from(
-            body, nul + 1
-        )
-        pos = nul + 6
-        end = pos + sm_length
-        if end > len(body):
-            raise IndexError
-    except (ValueError, IndexError, struct.error):
+        (
+            source_ton,
+            source_npi,
+            dest_ton,
+            dest_npi,
+            esm_class,
+            protocol_id,
+            priority_flag,
+            registered_delivery,
+            replace_flag,
+            data_coding,
+            default_msg_id,
+            sm_length,
+        ) = (_deliver_unpackers.get(key) or _deliver_unpacker(key)).unpack_from(body)
+    except struct.error:
+        return _decode_generic(_DELIVER_SM_SPEC, command_status, sequence_number, body)
+    start = match.end() + 5
+    pos = start + sm_length
+    end_of_body = len(body)
+    if pos > end_of_body:
         return _decode_generic(_DELIVER_SM_SPEC, command_status, sequence_number, body)
     pdu = DeliverSm(
         sequence_number,
@@ -732,10 +785,29 @@ def _decode_deliver_sm(command_status: int, sequence_number: int, body: bytes) -
         replace_flag,
         data_coding,
         default_msg_id,
-        body[pos:end],
+        body[start:pos],
     )
-    if end < len(body):
-        _decode_tlvs(pdu, _DELIVER_SM_SPEC, body, end)
+    # Receipt TLVs inline; anything else hands the rest to the generic loop.
+    while pos + 4 <= end_of_body:
+        tag, length = _unpack_tlv_head(body, pos)
+        value_end = pos + 4 + length
+        if value_end > end_of_body:
+            break
+        if tag == _TAG_MESSAGE_STATE:
+            if length != 1 or pdu.message_state is not None:
+                break
+            pdu.message_state = body[pos + 4]
+        elif tag == _TAG_RECEIPTED_MESSAGE_ID:
+            if pdu.receipted_message_id is not None:
+                break
+            value = text[pos + 4 : value_end]
+            nul = value.find("\0")
+            pdu.receipted_message_id = value if nul < 0 else value[:nul]
+        else:
+            break
+        pos = value_end
+    if pos < end_of_body:
+        _decode_tlvs(pdu, _DELIVER_SM_SPEC, body, pos)
     return pdu
 
 
