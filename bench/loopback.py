@@ -7,7 +7,9 @@ on, deliver_sm receipts per second (answered by ``bind.respond``). Reports
 the client's and the simulator's CPU seconds.
 
     python bench/loopback.py                       # uvloop, 200k submits, window 256
-    python bench/loopback.py --loop asyncio --dlr  # stock asyncio, receipts on
+    python bench/loopback.py --loop asyncio --dlr  # client on stock asyncio, receipts on
+
+The simulator runs on uvloop unless ``--sim-loop asyncio``.
 
 Prints one JSON object per run.
 """
@@ -148,8 +150,11 @@ async def run_load(port: int, total: int, window: int, dlr: bool, sim_pid: int) 
     return result
 
 
-def run(loop_name: str, total: int, window: int, dlr: bool) -> dict[str, Any]:
-    proc, port = start_simulator_process(loop_name, dlr)
+def run(
+    loop_name: str, total: int, window: int, dlr: bool, sim_loop: str = "uvloop"
+) -> dict[str, Any]:
+    """One load run; ``loop_name`` is the client's loop, the simulator runs on ``sim_loop``."""
+    proc, port = start_simulator_process(sim_loop, dlr)
     try:
         coro = run_load(port, total, window, dlr, proc.pid)
         if loop_name == "uvloop":
@@ -162,6 +167,7 @@ def run(loop_name: str, total: int, window: int, dlr: bool) -> dict[str, Any]:
         proc.terminate()
         proc.wait(10)
     result["loop"] = loop_name
+    result["simulator_loop"] = sim_loop
     result["dlr"] = dlr
     return result
 
@@ -172,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", "--submits", type=int, default=200_000)
     p.add_argument("--window", type=int, default=256)
     p.add_argument("--dlr", action="store_true", help="ask for receipts and count them")
+    p.add_argument("--sim-loop", choices=("uvloop", "asyncio"), default="uvloop")
     args = p.parse_args(argv)
-    result = run(args.loop, args.submits, args.window, args.dlr)
+    result = run(args.loop, args.submits, args.window, args.dlr, args.sim_loop)
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0
 

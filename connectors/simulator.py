@@ -178,25 +178,40 @@ class SimulatorStats:
 
 
 class _Receipt:
-    __slots__ = ("destination", "due", "message_id", "source", "state", "submit_date", "text")
+    __slots__ = ("due", "head", "message_id", "state", "submit_date", "text")
 
     def __init__(
         self,
         due: float,
         message_id: bytes,
-        source: bytes,
-        destination: bytes,
+        head: bytes,
         state: str,
         submit_date: bytes,
         text: bytes,
     ) -> None:
         self.due = due
         self.message_id = message_id
-        self.source = source  # of the receipt: the submit's destination_addr (+ ton/npi bytes)
-        self.destination = destination  # of the receipt: the submit's source_addr
+        # deliver_sm body from service_type to sm_default_msg_id, addresses swapped:
+        # the receipt comes from the submit's destination and goes to its source
+        self.head = head
         self.state = state
         self.submit_date = submit_date
         self.text = text
+
+
+# per final state: dlvrd:, " stat:… err:… text:", message_state TLV
+_STATE_PARTS: Final[dict[str, tuple[bytes, bytes, bytes]]] = {
+    name: (
+        b"001" if name == "DELIVRD" else b"000",
+        b" stat:%s err:%s text:" % (name.encode(), err),
+        _MESSAGE_STATE_TLV.pack(0x0427, 1, state),
+    )
+    for name, (state, err) in RECEIPT_STATES.items()
+}
+# esm_class (receipt), protocol_id, priority_flag, schedule_delivery_time "",
+# validity_period "", registered_delivery, replace_if_present_flag, data_coding,
+# sm_default_msg_id
+_HEAD_TAIL: Final = bytes((_RECEIPT_ESM_CLASS, 0, 0, 0, 0, 0, 0, 0, 0))
 
 
 class Simulator:
@@ -433,6 +448,7 @@ class SmscProtocol(asyncio.Protocol):
         delayed = cfg.latency_ms > 0
         answered = 0  # immediate responses: they leave with this batch
         dlr_resps = 0
+        date = b""  # receipt dates: read once per batch
         while end - off >= 16:
             length, cid, _status, seq = _HEADER_UNPACK(buf, off)
             if length < 16 or length > 65536:
@@ -459,11 +475,15 @@ class SmscProtocol(asyncio.Protocol):
                     mid = sim.new_message_id()
                     resp = _HEADER_PACK(17 + len(mid), _SUBMIT_SM_RESP, ESME_ROK, seq) + mid + b"\0"
                     if cfg.dlr:
-                        receipt = self._parse_for_receipt(buf, off + 16, off + length, mid, now)
+                        if not date:
+                            date = _date()
+                        receipt = self._parse_for_receipt(
+                            buf, off + 16, off + length, mid, now, date
+                        )
                         if receipt is not None:
                             if cfg.receipt_before_resp:
                                 receipt.due = 0.0
-                                out.append(self._build_receipt(receipt))
+                                out.append(self._build_receipt(receipt, date))
                             else:
                                 receipts.append(receipt)
                 if delayed:
@@ -498,7 +518,7 @@ class SmscProtocol(asyncio.Protocol):
             sim.notify()
 
     def _parse_for_receipt(
-        self, buf: bytearray, pos: int, end: int, mid: bytes, now: float
+        self, buf: bytearray, pos: int, end: int, mid: bytes, now: float, submit_date: bytes
     ) -> _Receipt | None:
         """Read only what a receipt needs from a submit_sm body (SMPP 3.4 §4.4.1).
 
@@ -529,16 +549,11 @@ class SmscProtocol(asyncio.Protocol):
         state = self.sim.pick_state()
         if registered_delivery == 2 and state == "DELIVRD":  # §5.2.17: failure only
             return None
-        due = now + self.cfg.dlr_delay_ms / 1000.0
-        return _Receipt(
-            due,
-            mid,
-            dst_ton_npi + destination,
-            src_ton_npi + source,
-            state,
-            _date(),
-            text,
+        head = b"".join(
+            (b"\0", dst_ton_npi, destination, b"\0", src_ton_npi, source, b"\0", _HEAD_TAIL)
         )
+        due = now + self.cfg.dlr_delay_ms / 1000.0
+        return _Receipt(due, mid, head, state, submit_date, text)
 
     # -- control PDUs through the shared Session --------------------------
 
@@ -664,8 +679,9 @@ class SmscProtocol(asyncio.Protocol):
         now = self._loop.time()
         out: list[bytes] = []
         build = self._build_receipt
+        done_date = _date()
         while queue and room > 0 and queue[0].due <= now:
-            out.append(build(queue.popleft()))
+            out.append(build(queue.popleft(), done_date))
             room -= 1
         if out:
             self._dlr_in_flight += len(out)
@@ -673,41 +689,38 @@ class SmscProtocol(asyncio.Protocol):
         if queue and room > 0:
             self._schedule_receipts()
 
-    def _build_receipt(self, r: _Receipt) -> bytes:
+    def _build_receipt(self, r: _Receipt, done_date: bytes) -> bytes:
         """deliver_sm carrying a receipt: text body (SMPP 3.4 Appendix B) plus TLVs."""
-        state, err = RECEIPT_STATES[r.state]
-        delivered = b"001" if r.state == "DELIVRD" else b"000"
-        text = b"id:%s sub:001 dlvrd:%s submit date:%s done date:%s stat:%s err:%s text:%s" % (
-            r.message_id,
-            delivered,
-            r.submit_date,
-            _date(),
-            r.state.encode(),
-            err,
-            r.text,
-        )
+        dlvrd, stat_err, state_tlv = _STATE_PARTS[r.state]
+        mid = r.message_id
+        text = b"".join(
+            (
+                b"id:",
+                mid,
+                b" sub:001 dlvrd:",
+                dlvrd,
+                b" submit date:",
+                r.submit_date,
+                b" done date:",
+                done_date,
+                stat_err,
+                r.text,
+            )
+        )[:254]
         body = b"".join(
             (
-                b"\0",  # service_type
-                r.source[:2],
-                r.source[2:],
-                b"\0",
-                r.destination[:2],
-                r.destination[2:],
-                b"\0",
-                bytes((_RECEIPT_ESM_CLASS, 0, 0)),  # esm_class, protocol_id, priority_flag
-                b"\0\0",  # schedule_delivery_time, validity_period
-                bytes((0, 0, 0, 0, len(text))),  # registered_delivery..sm_length
+                r.head,
+                bytes((len(text),)),  # sm_length
                 text,
-                _TLV_HEAD.pack(0x001E, len(r.message_id) + 1),
-                r.message_id,
+                _TLV_HEAD.pack(0x001E, len(mid) + 1),  # receipted_message_id
+                mid,
                 b"\0",
-                _MESSAGE_STATE_TLV.pack(0x0427, 1, state),
+                state_tlv,
             )
         )
-        self._seq = self._seq + 1 if self._seq < 0x7FFFFFFF else 0x40000000
+        seq = self._seq = self._seq + 1 if self._seq < 0x7FFFFFFF else 0x40000000
         self.stats.receipts += 1
-        return _HEADER_PACK(16 + len(body), _DELIVER_SM, 0, self._seq) + body
+        return _HEADER_PACK(16 + len(body), _DELIVER_SM, 0, seq) + body
 
 
 _date_cache: list[Any] = [0, b""]
