@@ -34,6 +34,7 @@ from engine.gsm7_tables import (
     DEFAULT_EXTENSION,
     ESC,
     NATIONAL_LANGUAGES,
+    UNASSIGNED,
     NationalLanguage,
 )
 
@@ -125,12 +126,15 @@ class Alphabet:
         slots = ["\ufffe"] * 256  # U+FFFE: unmapped
         slots[0] = "\x00"  # required by the fast map; U+0000 itself is rejected after encoding
         for code, ch in enumerate(basic):
-            if code not in (0, ESC):
+            if code not in (0, ESC) and ch != UNASSIGNED:
                 slots[code] = ch
-        slots[ESC] = basic[0]  # '@' (or the national code 0 character) parks in the ESC slot
-        for code, ch in shift.items():
-            if code != ESC and ch not in basic:  # a character in both costs one septet
+        if basic[0] != UNASSIGNED:
+            slots[ESC] = basic[0]  # '@' (or the national code 0 character) parks in the ESC slot
+        seen = set(basic)
+        for code, ch in sorted(shift.items()):
+            if code != ESC and ch not in seen:  # in both: one septet; twice (Indic * ¡): first
                 slots[0x80 | code] = ch
+                seen.add(ch)
         self._encoding_map = codecs.charmap_build("".join(slots))
         self.charset = frozenset(c for c in slots if c not in ("\ufffe", "\x00"))
         self._unfit_re = re.compile(

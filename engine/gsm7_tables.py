@@ -9,19 +9,32 @@ Conventions:
 * A *locking shift table* (the default alphabet is one, TS 23.038 §6.2.1) is a
   128-character string indexed by septet value. Position 0x1B is the escape to
   the single shift table and holds the placeholder ``ESC_PLACEHOLDER``; it is
-  never a character (a U+001B in user text is not encodable).
+  never a character (a U+001B in user text is not encodable). Unassigned cells
+  (national tables only) hold ``UNASSIGNED``.
 * A *single shift table* (the default extension table is one, §6.2.1.1) is a
   dict ``septet -> character``; it is reached with ESC (0x1B) + septet, so each
   of its characters costs two septets. 0x1B inside it is reserved and absent.
 * The national tables are written column by column as in the spec (columns are
   the high nibble 0x00, 0x10, ... 0x70; rows the low nibble), one 16-character
-  string per column, and checked against the spec layout by the tests.
+  string per column, and checked against the spec layout by the tests. The
+  Indian languages and Urdu live in ``engine/shift_tables.py``.
 """
 
 from __future__ import annotations
 
+from engine.shift_tables import ESC_PLACEHOLDER, INDIC_AND_URDU, UNASSIGNED
+
+__all__ = [
+    "DEFAULT_BASIC",
+    "DEFAULT_EXTENSION",
+    "ESC",
+    "ESC_PLACEHOLDER",
+    "NATIONAL_LANGUAGES",
+    "UNASSIGNED",
+    "NationalLanguage",
+]
+
 ESC = 0x1B
-ESC_PLACEHOLDER = "\x1b"
 
 
 def _columns(*cols: str) -> str:
@@ -172,5 +185,6 @@ NATIONAL_LANGUAGES: dict[str, NationalLanguage] = {
         NationalLanguage("turkish", 0x01, TURKISH_LOCKING, TURKISH_SINGLE),
         NationalLanguage("spanish", 0x02, None, SPANISH_SINGLE),
         NationalLanguage("portuguese", 0x03, PORTUGUESE_LOCKING, PORTUGUESE_SINGLE),
+        *(NationalLanguage(*entry) for entry in INDIC_AND_URDU),  # engine/shift_tables.py
     )
 }

@@ -11,6 +11,7 @@ from engine.gsm7_tables import (
     NATIONAL_LANGUAGES,
     PORTUGUESE_LOCKING,
     TURKISH_LOCKING,
+    UNASSIGNED,
 )
 
 # TS 23.038 §6.2.1, row by row (rows = low nibble, columns = high nibble), ESC shown as None.
@@ -200,15 +201,17 @@ def test_every_character_of_every_national_table_round_trips(lang: str) -> None:
             shift = (nl.single if single else None) or DEFAULT_EXTENSION
             assert basic is not None
             for code, ch in enumerate(basic):
-                if code == 0x1B:
+                if code == 0x1B or ch == UNASSIGNED:
                     continue
                 assert alpha.encode(ch) == bytes((code,)), (lang, code)
                 assert alpha.decode(bytes((code,))) == ch
             for code, ch in shift.items():
-                expected = bytes((basic.index(ch),)) if ch in basic else bytes((0x1B, code))
+                first = min(c for c, other in shift.items() if other == ch)  # Indic * and ¡ twice
+                expected = bytes((basic.index(ch),)) if ch in basic else bytes((0x1B, first))
                 assert alpha.encode(ch) == expected, (lang, code)
                 assert alpha.decode(bytes((0x1B, code))) == ch
             assert alpha.try_encode("\x1b") is None
+            assert alpha.try_encode(UNASSIGNED) is None
 
 
 def test_udh_information_elements() -> None:
@@ -223,3 +226,91 @@ def test_unknown_language_is_a_value_error() -> None:
         gsm7.alphabet("klingon", None)
     with pytest.raises(ValueError, match="no locking shift table"):
         gsm7.alphabet("spanish", None)
+
+
+# -- Indian languages and Urdu (engine/shift_tables.py) --------------------------------------
+
+INDIC_BLOCKS = {
+    "bengali": (0x04, 0x0980),
+    "gujarati": (0x05, 0x0A80),
+    "hindi": (0x06, 0x0900),
+    "kannada": (0x07, 0x0C80),
+    "malayalam": (0x08, 0x0D00),
+    "oriya": (0x09, 0x0B00),
+    "punjabi": (0x0A, 0x0A00),
+    "tamil": (0x0B, 0x0B80),
+    "telugu": (0x0C, 0x0C00),
+    "urdu": (0x0D, 0x0600),
+}
+# cells every Indic/Urdu locking table shares with the default alphabet
+LOCKING_COMMON = {0x0A: "\n", 0x0D: "\r", 0x1B: "\x1b", 0x20: " ", 0x21: "!", 0x28: ")",
+                  0x29: "(", 0x2C: ",", 0x2E: ".", 0x3A: ":", 0x3B: ";", 0x3F: "?"}  # fmt: skip
+SINGLE_COMMON = dict(zip(range(0x00, 0x19), "@£$¥¿\"¤%&'\x0c*+?-/<=>¡^¡_#*", strict=True))
+SINGLE_COMMON.update({0x28: "{", 0x29: "}", 0x2F: "\\", 0x3C: "[", 0x3D: "~", 0x3E: "]", 0x40: "|"})
+del SINGLE_COMMON[0x0D]  # 0x0D is reserved in the national single shift tables
+
+
+@pytest.mark.parametrize("lang", sorted(INDIC_BLOCKS))
+def test_indic_locking_table_structure(lang: str) -> None:
+    language_id, block = INDIC_BLOCKS[lang]
+    nl = NATIONAL_LANGUAGES[lang]
+    assert nl.language_id == language_id
+    table = nl.locking
+    assert table is not None and len(table) == 128
+    for code, ch in LOCKING_COMMON.items():
+        assert table[code] == ch, (lang, hex(code))
+    assert table[0x30:0x3A] == "0123456789"
+    assert table[0x61:0x7B] == "abcdefghijklmnopqrstuvwxyz"
+    assigned = [ch for code, ch in enumerate(table) if code not in LOCKING_COMMON]
+    script = [ch for ch in assigned if ch != UNASSIGNED and not ch.isascii()]
+    assert all(block <= ord(ch) < block + 0x100 for ch in script), lang
+    assert len(script) == len(set(script))  # no character twice
+
+
+@pytest.mark.parametrize("lang", sorted(INDIC_BLOCKS))
+def test_indic_single_table_structure(lang: str) -> None:
+    single = NATIONAL_LANGUAGES[lang].single
+    assert single is not None
+    for code, ch in SINGLE_COMMON.items():
+        assert single[code] == ch, (lang, hex(code))
+    assert "".join(single[c] for c in range(0x41, 0x5B)) == "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    assert 0x0D not in single and 0x1B not in single
+    assert (single.get(0x65) == "€") is (lang != "telugu")
+
+
+@pytest.mark.parametrize(
+    "lang,table,code,cp",
+    [
+        ("kannada", "locking", 0x24, 0x0CA1),  # spec typo (repeats U+0CAA), as corrected by Android
+        ("kannada", "locking", 0x3D, 0x0CAA),
+        ("tamil", "single", 0x24, 0x0BEE),
+        ("hindi", "locking", 0x00, 0x0901),
+        ("hindi", "locking", 0x40, 0x092C),
+        ("hindi", "locking", 0x7F, 0x097F),
+        ("hindi", "single", 0x19, 0x0964),
+        ("bengali", "locking", 0x60, 0x09CE),
+        ("bengali", "single", 0x19, 0x09E6),
+        ("urdu", "locking", 0x00, 0x0627),
+        ("urdu", "single", 0x3F, 0x06D4),
+        ("telugu", "single", 0x22, 0x0C6C),  # not U+06CC as in TS 23.038 V9.1.1
+        ("punjabi", "single", 0x2D, 0x0A75),
+        ("malayalam", "locking", 0x7F, 0x0D79),
+    ],
+)
+def test_indic_spot_checks(lang: str, table: str, code: int, cp: int) -> None:
+    nl = NATIONAL_LANGUAGES[lang]
+    if table == "locking":
+        assert nl.locking is not None
+        assert nl.locking[code] == chr(cp)
+    else:
+        assert nl.single is not None
+        assert nl.single[code] == chr(cp)
+
+
+@pytest.mark.parametrize(
+    "lang,code", [("telugu", 0x11), ("tamil", 0x11), ("kannada", 0x00), ("punjabi", 0x09)]
+)
+def test_indic_unassigned_cells(lang: str, code: int) -> None:
+    table = NATIONAL_LANGUAGES[lang].locking
+    assert table is not None and table[code] == UNASSIGNED
+    assert gsm7.decode(bytes((code,)), lang, None) == UNASSIGNED

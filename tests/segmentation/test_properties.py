@@ -13,7 +13,7 @@ from .helpers import air_octets, decode_part, languages, part_septets, split_udh
 
 GSM_BASIC = [c for c in DEFAULT_BASIC if c != "\x1b"]
 GSM_EXT = list(DEFAULT_EXTENSION.values())
-OTHER = list("çáíóúÁÍÓÚâêôãõÀÂÊÔÃÕŞşĞğİıª∞º`\t\x1b\x00ЖЯ中")
+OTHER = list("çáíóúÁÍÓÚâêôãõÀÂÊÔÃÕŞşĞğİıª∞º`\t\x1b\x00ЖЯ中") + list("नमस्तेऑ।ক্ষவணக்கம்آپکا۔")
 TYPO = list("‘’“”–—…\u00a0\u200b\u2009")
 CLUSTER_BITS = ["\u200d", "\ufe0f", "\U0001f3fd", "\u0301", "\U0001f1e9", "\U0001f1f0", "\r\n"]
 EMOJI = ["😀", "👍", "👨", "👩", "❤", "🏴"]
@@ -37,7 +37,9 @@ options = st.builds(
     concat=st.sampled_from(["udh8", "udh16", "sar", "payload"]),
     packed=st.booleans(),
     shift_tables=st.lists(
-        st.sampled_from(["turkish", "spanish", "portuguese"]), unique=True, max_size=3
+        st.sampled_from(["turkish", "spanish", "portuguese", "hindi", "bengali", "tamil", "urdu"]),
+        unique=True,
+        max_size=4,
     ).map(tuple),
     smart_replace=st.booleans(),
     max_parts=st.just(255),

@@ -470,3 +470,38 @@ def test_segment_binary() -> None:
     assert all(p.data_coding == 0x04 for p in result.parts)
     udh16 = segment_binary(b"\x01" * 300, UDH16)
     assert [len(split_udh(p)[1]) for p in udh16.parts] == [133, 133, 34]
+
+
+# -- Indian languages and Urdu --------------------------------------------------------------
+
+INDIC = SegmentOptions(shift_tables=("hindi", "bengali", "tamil", "telugu", "urdu"), max_parts=255)
+
+
+@pytest.mark.parametrize(
+    "text,ies",
+    [
+        ("नमस्ते, आपका ऑर्डर भेज दिया गया है।", {0x25: b"\x06", 0x24: b"\x06"}),
+        ("வணக்கம், உங்கள் ஆர்டர் அனுப்பப்பட்டது.", {0x25: b"\x0b"}),
+        ("آپ کا آرڈر بھیج دیا گیا ہے۔", {0x25: b"\x0d", 0x24: b"\x0d"}),
+        ("మీ ఆర్డర్ పంపబడింది.", {0x25: b"\x0c"}),
+    ],
+)
+def test_indic_texts_use_national_tables(text: str, ies: dict[int, bytes]) -> None:
+    assert segment(text).encoding == "ucs2"  # off by default
+    result = segment(text, INDIC)
+    assert result.encoding == "gsm7"
+    assert udh_ies(split_udh(result.parts[0])[0]) == ies
+    assert joined(result) == text
+
+
+def test_indic_multipart_cuts_between_clusters() -> None:
+    text = "नमस्ते आपका ऑर्डर भेज दिया गया है " * 12
+    result = segment(text, INDIC)
+    assert result.encoding == "gsm7"
+    assert len(result.parts) > 1
+    assert joined(result) == text
+    cut = 0
+    for part in result.parts[:-1]:
+        cut += len(part.text)
+        assert is_grapheme_boundary(text, cut)
+        assert air_octets(part, "gsm7") <= 140
