@@ -59,10 +59,9 @@ A session is one TCP connection seen from one side, ``role`` ``"esme"`` or
 from __future__ import annotations
 
 import enum
-import struct
 from typing import Any, Final
 
-from .codec import decode_body, encode
+from .codec import HEADER, decode_body, encode
 from .constants import CommandId
 from .errors import LocalProtocolError, RemoteProtocolError
 from .framer import Frame, Framer
@@ -76,6 +75,7 @@ from .status import (
 
 __all__ = [
     "ESME",
+    "HEADER",
     "SMSC",
     "Event",
     "ProtocolViolation",
@@ -93,13 +93,13 @@ _BOTH: Final = frozenset((ESME, SMSC))
 _E: Final = frozenset((ESME,))
 _S: Final = frozenset((SMSC,))
 
-# SMPP 3.4 §3.2: command_length, command_id, command_status, sequence_number
-HEADER: Final = struct.Struct(">IIII")
 RESP_BIT: Final = 0x80000000
 MAX_SEQUENCE: Final = 0x7FFFFFFF
 
 
 class State(enum.Enum):
+    """Session states (SMPP 3.4 §2.2); see the module docstring for the transitions."""
+
     OPEN = "OPEN"
     BOUND_TX = "BOUND_TX"
     BOUND_RX = "BOUND_RX"
