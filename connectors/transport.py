@@ -53,7 +53,7 @@ from .session import (
     StrayResponse,
     Unbound,
 )
-from .status import ESME_ROK, status_info
+from .status import ESME_RINVBNDSTS, ESME_RINVCMDLEN, ESME_ROK, status_info
 
 __all__ = [
     "BindListener",
@@ -199,6 +199,9 @@ class BindListener(Protocol):
 
 # SMPP 3.4 §5.1.3: bind refused for credentials; retry slowly.
 AUTH_FAILURES: Final = frozenset((0x0D, 0x0E, 0x0F))
+# A response saying our session is out of step (ESME_RINVCMDLEN, ESME_RINVBNDSTS):
+# the status is still data for the pool, and the bind starts over.
+_REBIND_STATUSES: Final = frozenset((ESME_RINVCMDLEN, ESME_RINVBNDSTS))
 
 
 class SmppBind:
@@ -543,6 +546,13 @@ class SmppBind:
                 if cid in WINDOWED:
                     progress = True
                     listener.bind_response(self, event)
+                    if event.pdu.command_status in _REBIND_STATUSES:
+                        log.warning(
+                            "bind %s: SMSC answered %s; rebinding",
+                            self.name,
+                            status_info(event.pdu.command_status).name,
+                        )
+                        close = True
                 elif cid in (C.BIND_TRANSCEIVER, C.BIND_TRANSMITTER, C.BIND_RECEIVER):
                     if self._bind_waiter is not None and not self._bind_waiter.done():
                         self._bind_waiter.set_result(event.pdu)

@@ -14,7 +14,7 @@ from connectors.config import BindConfig
 from connectors.pdu import SubmitSm
 from connectors.pool import BindPool
 from connectors.simulator import Simulator, SimulatorConfig, start_simulator
-from connectors.status import ESME_RINVPASWD, ESME_RSYSERR
+from connectors.status import ESME_RINVBNDSTS, ESME_RINVPASWD, ESME_RSYSERR
 from tests.connectors.helpers import FAKE_DESTINATION, FAKE_SOURCE, RecordingHandler
 from tests.connectors.misbehaving import CuttingProxy, MisbehavingSmsc
 
@@ -412,3 +412,18 @@ async def test_close_reports_unanswered_after_the_drain_bound() -> None:
         assert sorted(t for t, _ in handler.lost) == [0, 1, 2]
         assert {r for _, r in handler.lost} == {"bind closed before the response (drain timeout)"}
         assert pool.binds_up() == 0
+
+
+async def test_invalid_bind_status_in_a_resp_is_data_and_the_bind_starts_over() -> None:
+    sim = await start_simulator(SimulatorConfig(error_rate=1.0, error_status=ESME_RINVBNDSTS))
+    try:
+        handler = RecordingHandler()
+        pool = BindPool(config(sim.port, window=1), handler)
+        await pool.start()
+        pool.submit(sms(), 0)
+        await handler.wait_for(lambda: handler.bind_states.count(("acme-trx1", True)) == 2)
+        assert handler.responses == [(0, ESME_RINVBNDSTS, "")]
+        assert sim.stats.connections == 2
+        await pool.close(0.5)
+    finally:
+        await sim.close()
