@@ -11,7 +11,7 @@ import pytest
 from connectors.config import BindConfig, ConfigError
 from connectors.errors import ConnectionLostError
 from connectors.pdu import SubmitSm
-from connectors.session import Response
+from connectors.session import Response, State
 from connectors.simulator import Simulator, SimulatorConfig, start_simulator
 from connectors.transport import SmppBind, backoff_delay, map_connection_error
 from tests.connectors.helpers import FAKE_DESTINATION
@@ -213,3 +213,22 @@ def test_bind_config_from_carrier_table() -> None:
     assert config.bind_mode == "transmitter+receiver"
     assert config.binds == 2 and config.window == 10
     assert "secret" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("mode", "state", "can_submit"),
+    [
+        ("transceiver", State.BOUND_TRX, True),
+        ("transmitter", State.BOUND_TX, True),
+        ("receiver", State.BOUND_RX, False),
+    ],
+)
+async def test_each_bind_mode(sim: Simulator, mode: str, state: State, can_submit: bool) -> None:
+    bind = SmppBind(cfg(sim.port), Listener(), mode=mode)
+    await bind.start()
+    assert bind.is_up()
+    assert bind.session is not None and bind.session.state is state
+    assert bind.can_submit() is can_submit
+    await bind.close(0.5)
+    assert sim.stats.unbinds == 1
+    assert not bind.is_up()
