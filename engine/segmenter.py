@@ -51,6 +51,7 @@ __all__ = [
     "SegmentOptions",
     "Segmented",
     "describe",
+    "is_grapheme_boundary",
     "segment",
     "segment_binary",
     "smart_replace",
