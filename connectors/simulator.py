@@ -395,6 +395,7 @@ class SmscProtocol(asyncio.Protocol):
         self._delay_timer: asyncio.TimerHandle | None = None
         self._seq = 0x40000000  # our deliver_sm sequence numbers
         self._paused = False
+        self._closing = False  # unbound or out of step: read no more
 
     # -- asyncio.Protocol --------------------------------------------------
 
@@ -453,8 +454,8 @@ class SmscProtocol(asyncio.Protocol):
             length, cid, _status, seq = _HEADER_UNPACK(buf, off)
             if length < 16 or length > 65536:
                 self._control(bytes(buf[off:]), out)  # the session nacks and closes
-                off = end
-                break
+                buf.clear()
+                return
             if end - off < length:
                 break
             self._pdus += 1
@@ -496,6 +497,9 @@ class SmscProtocol(asyncio.Protocol):
                 dlr_resps += 1
             else:
                 self._control(bytes(buf[off : off + length]), out)
+                if self._closing:  # unbound or out of step: nothing more is read
+                    buf.clear()
+                    return
             off += length
             if drop_after and self._pdus >= drop_after and sim.take_drop():
                 stats.drops += 1
@@ -577,6 +581,7 @@ class SmscProtocol(asyncio.Protocol):
             out.append(auto)
         self._can_submit = session.state in (State.BOUND_TX, State.BOUND_TRX)
         if session.state is State.CLOSED and self.transport is not None:
+            self._closing = True
             if out:
                 self.transport.writelines(out)
                 out.clear()
@@ -672,7 +677,7 @@ class SmscProtocol(asyncio.Protocol):
         self._dlr_soon = False
         self._dlr_timer = None
         transport = self.transport
-        if transport is None or self._paused:
+        if transport is None or self._paused or self._closing:
             return
         queue = self._receipts
         room = self.cfg.dlr_window - self._dlr_in_flight
