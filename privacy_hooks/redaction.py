@@ -1,0 +1,181 @@
+"""Log redaction: no phone number and no message text leaves the process in a log line.
+
+Why a filter on the handlers: code all over the engine (and its libraries)
+logs; reviewing every call site for numbers does not scale and a single
+forgotten ``%s`` leaks. So the records are cleaned where they leave — a
+``logging.Filter`` on every handler ``configure_logging`` installs (handler
+filters see records propagated from every logger, logger filters do not).
+Our formatters run the same cleaning again if a record reaches them
+unfiltered, so a handler added without the filter still does not leak.
+
+What happens to a record (``redact_record``, idempotent):
+
+* The message is rendered once (``msg % args``), masked with
+  ``redact_text`` and stored back with ``args`` cleared, so no later
+  formatter renders the raw arguments again. Mapping args named like text
+  fields (``text``, ``short_message``…) are replaced before rendering.
+* An exception's traceback is rendered into ``exc_text`` and masked (the
+  exception message and the source lines of the frames may both hold a
+  number); ``stack_info`` likewise.
+* ``extra`` fields: names in ``TEXT_FIELDS`` are replaced by ``[redacted]``
+  whatever their value; names in ``NUMBER_FIELDS`` are masked as a number
+  when they contain a digit; bytes are shown only as their length (a PDU body
+  carries numbers and text); strings, numbers (6+ digits) and containers are
+  masked like the message.
+
+The cost is paid only by records that are actually emitted; the rendering is
+the one the formatter would have done anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Mapping
+from typing import Any
+
+from .masking import mask_number, redact_text
+
+__all__ = [
+    "NUMBER_FIELDS",
+    "REDACTED",
+    "STANDARD_ATTRS",
+    "TEXT_FIELDS",
+    "RedactingFilter",
+    "is_redacted",
+    "record_extras",
+    "redact_field",
+    "redact_record",
+]
+
+#: Placeholder for a value that is never rendered.
+REDACTED = "[redacted]"
+
+#: Field names that carry message text (or a raw payload): never rendered.
+TEXT_FIELDS = frozenset(
+    {
+        "text",
+        "body",
+        "content",
+        "message_text",
+        "message_payload",
+        "payload",
+        "short_message",
+        "sms",
+        "sms_text",
+    }
+)
+
+#: Field names that carry a phone number: always masked as one.
+NUMBER_FIELDS = frozenset(
+    {
+        "to",
+        "from",
+        "msisdn",
+        "number",
+        "phone",
+        "recipient",
+        "sender",
+        "source_addr",
+        "destination_addr",
+        "dest_addr",
+    }
+)
+
+#: Attributes every LogRecord has; anything else on a record came from ``extra``.
+STANDARD_ATTRS = frozenset(
+    {
+        *logging.LogRecord("", 0, "", 0, "", (), None).__dict__,
+        "message",
+        "asctime",
+        "taskName",
+    }
+)
+
+_MARK = "_sendgate_redacted"
+_MAX_DEPTH = 4
+
+
+def is_redacted(record: logging.LogRecord) -> bool:
+    """True once ``redact_record`` has cleaned ``record``."""
+    return bool(record.__dict__.get(_MARK))
+
+
+def redact_field(name: str, value: Any, depth: int = 0) -> Any:
+    """The value of a field named ``name`` as it may be logged."""
+    if name in TEXT_FIELDS:
+        return REDACTED
+    if value is None or isinstance(value, bool):
+        return value
+    if name in NUMBER_FIELDS:
+        text = value if isinstance(value, str) else str(value)
+        return mask_number(text) if any(c.isdigit() for c in text) else text
+    return _redact_value(value, depth)
+
+
+def _redact_value(value: Any, depth: int) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if -100_000 < value < 100_000 else redact_text(str(value))
+    if isinstance(value, float):
+        return value if -100_000 < value < 100_000 else redact_text(repr(value))
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"<{len(value)} bytes>"
+    if depth >= _MAX_DEPTH:
+        return "<...>"
+    if isinstance(value, Mapping):
+        return {
+            (redact_text(k) if isinstance(k, str) else k): redact_field(str(k), v, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact_value(v, depth + 1) for v in value]
+    return redact_text(str(value))
+
+
+def _render(record: logging.LogRecord) -> str:
+    args = record.args
+    if isinstance(args, Mapping) and not TEXT_FIELDS.isdisjoint(args):
+        record.args = {k: (REDACTED if k in TEXT_FIELDS else v) for k, v in args.items()}
+    try:
+        return record.getMessage()
+    except Exception:
+        # Broken format/args: logging would print a traceback with the raw
+        # args; keep the template only.
+        return f"{record.msg!s} [unformattable log arguments dropped]"
+
+
+def record_extras(record: logging.LogRecord) -> dict[str, Any]:
+    """The ``extra`` fields of ``record`` (not standard attributes, not private)."""
+    return {k: v for k, v in record.__dict__.items() if k not in STANDARD_ATTRS and k[:1] != "_"}
+
+
+def redact_record(record: logging.LogRecord) -> logging.LogRecord:
+    """Clean ``record`` in place (see the module docstring); calling it again does nothing."""
+    d = record.__dict__
+    if d.get(_MARK):
+        return record
+    record.msg = redact_text(_render(record))
+    record.args = None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+    if record.exc_text:
+        record.exc_text = redact_text(record.exc_text)
+    if record.stack_info:
+        record.stack_info = redact_text(record.stack_info)
+    for key, value in list(d.items()):
+        if key not in STANDARD_ATTRS and key[:1] != "_":
+            d[key] = redact_field(key, value)
+    d[_MARK] = True
+    return record
+
+
+class RedactingFilter(logging.Filter):
+    """``logging.Filter`` that redacts every record passing through (never drops one)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        redact_record(record)
+        return True

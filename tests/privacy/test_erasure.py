@@ -1,0 +1,208 @@
+"""erase_subject against a real Redis: hide-and-restamp by default, delete with immediate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from privacy_hooks import (
+    STRIPPED_FIELDS,
+    AuditLog,
+    BaseHook,
+    ErasureResult,
+    HookChain,
+    RetentionPolicy,
+    client_subject,
+    erase_subject,
+    index_subject,
+    keyed_hash,
+    subject_key,
+)
+
+SECRET = b"test-secret"
+NUMBER = "+4512345678"  # fake sample numbers
+OTHER_NUMBER = "+4587654321"
+NOW = 1_900_000_000.0
+DAY = 86_400
+POLICY = RetentionPolicy()
+
+
+async def _submit(redis: Any, prefix: str, job_id: str, number: str, carrier: str = "acme") -> None:
+    """What the engine's submit side writes (see privacy_hooks.erasure)."""
+    subject = keyed_hash(SECRET, number)
+    entry_id = await redis.xadd(
+        f"{prefix}:jobs", {"id": job_id, "to": number, "text": "Hello Bob", "client": "shop"}
+    )
+    ttl = POLICY.ttl_s("message")
+    await redis.hset(
+        f"{prefix}:job:{job_id}",
+        mapping={
+            "ref": f"order-{job_id}",
+            "carrier": carrier,
+            "client": "shop",
+            "callback": "https://shop.example/cb",
+            "parts": 2,
+            "message_ids": f"{job_id}-m1,{job_id}-m2",
+            "state": "submitted",
+            "to_hash": subject,
+            "src_key": f"{prefix}:jobs",
+            "src_id": entry_id,
+            "retention_until": int(NOW) + 3 * DAY,
+        },
+    )
+    await redis.expire(f"{prefix}:job:{job_id}", 3 * DAY)
+    for part, mid in enumerate((f"{job_id}-m1", f"{job_id}-m2"), 1):
+        await redis.set(f"{prefix}:dlr:{carrier}:{mid}", f"{part}:0:{job_id}", ex=72 * 3600)
+    await index_subject(redis, prefix, subject, job_id, ttl)
+    await index_subject(redis, prefix, client_subject("shop"), job_id, ttl)
+
+
+async def _text_of_everything(redis: Any, prefix: str) -> str:
+    dump = []
+    async for key in redis.scan_iter(match=f"{prefix}:*"):
+        kind = (await redis.type(key)).decode()
+        if kind == "hash":
+            dump.append(repr(await redis.hgetall(key)))
+        elif kind == "stream":
+            dump.append(repr(await redis.xrange(key)))
+        elif kind == "string":
+            dump.append(repr(await redis.get(key)))
+        elif kind == "set":
+            dump.append(repr(await redis.smembers(key)))
+    return "\n".join(dump)
+
+
+async def test_default_erasure_hides_now_and_restamps(redis_client: Any, key_prefix: str) -> None:
+    for i in range(3):
+        await _submit(redis_client, key_prefix, f"j{i}", NUMBER)
+    await _submit(redis_client, key_prefix, "other", OTHER_NUMBER)
+    subject = keyed_hash(SECRET, NUMBER)
+
+    result = await erase_subject(redis_client, key_prefix, subject, NOW, POLICY)
+
+    assert (result.records, result.missing, result.payloads) == (3, 0, 3)
+    assert result.retention_until == int(NOW) + 120 * DAY
+    for i in range(3):
+        key = f"{key_prefix}:job:j{i}"
+        record = {k.decode(): v.decode() for k, v in (await redis_client.hgetall(key)).items()}
+        assert record["erased"] == "1"
+        assert record["erased_at"] == str(int(NOW))
+        assert record["retention_until"] == str(int(NOW) + 120 * DAY)
+        assert not set(STRIPPED_FIELDS) & record.keys()
+        assert record["state"] == "submitted"  # operational fields stay
+        assert record["carrier"] == "acme"
+        ttl = await redis_client.ttl(key)
+        assert 120 * DAY - 60 <= ttl <= 120 * DAY
+        # Receipts still correlate until their own short TTL runs out.
+        assert await redis_client.exists(f"{key_prefix}:dlr:acme:j{i}-m1")
+    # Raw payloads with the number and text in clear are gone at once.
+    entries = await redis_client.xrange(f"{key_prefix}:jobs")
+    assert [e[1][b"id"] for e in entries] == [b"other"]
+    # The index stays (a later immediate erasure still finds the records), re-stamped.
+    assert await redis_client.scard(subject_key(key_prefix, subject)) == 3
+    assert await redis_client.ttl(subject_key(key_prefix, subject)) > 119 * DAY
+    # The other subject is untouched.
+    other = await redis_client.hgetall(f"{key_prefix}:job:other")
+    assert other[b"ref"] == b"order-other" and b"erased" not in other
+    # Nothing of the subject is left in clear anywhere under the prefix.
+    dump = await _text_of_everything(redis_client, key_prefix)
+    assert "order-j0" not in dump
+    assert dump.count("Hello Bob") == 1  # the other subject's payload
+    assert NUMBER.lstrip("+") not in dump
+
+
+async def test_audit_entry_has_hash_not_number(redis_client: Any, key_prefix: str) -> None:
+    await _submit(redis_client, key_prefix, "j1", NUMBER)
+    subject = keyed_hash(SECRET, NUMBER)
+    result = await erase_subject(
+        redis_client, key_prefix, subject, NOW, POLICY, requested_by="ops@example"
+    )
+    entries = await AuditLog(redis_client, f"{key_prefix}:audit").entries()
+    assert len(entries) == 1
+    entry_id, fields = entries[0]
+    assert entry_id == result.audit_id
+    assert fields["action"] == "erase"
+    assert fields["subject"] == subject
+    assert fields["mode"] == "policy"
+    assert fields["records"] == "1"
+    assert fields["requested_by"] == "ops@example"
+    assert NUMBER.lstrip("+") not in repr(fields)
+
+
+async def test_immediate_erasure_deletes(redis_client: Any, key_prefix: str) -> None:
+    for i in range(2):
+        await _submit(redis_client, key_prefix, f"j{i}", NUMBER)
+    await _submit(redis_client, key_prefix, "other", OTHER_NUMBER)
+    subject = keyed_hash(SECRET, NUMBER)
+    seen: list[ErasureResult] = []
+
+    class Notify(BaseHook):
+        def on_erase(self, result: ErasureResult) -> None:
+            seen.append(result)
+
+    result = await erase_subject(
+        redis_client, key_prefix, subject, NOW, POLICY, immediate=True, hooks=HookChain([Notify()])
+    )
+    assert (result.records, result.payloads, result.immediate) == (2, 2, True)
+    assert seen == [result]
+    for i in range(2):
+        assert not await redis_client.exists(f"{key_prefix}:job:j{i}")
+        assert not await redis_client.exists(f"{key_prefix}:dlr:acme:j{i}-m1")
+        assert not await redis_client.exists(f"{key_prefix}:dlr:acme:j{i}-m2")
+    assert not await redis_client.exists(subject_key(key_prefix, subject))
+    assert await redis_client.exists(f"{key_prefix}:job:other")
+    assert await redis_client.exists(f"{key_prefix}:dlr:acme:other-m1")
+    fields = (await AuditLog(redis_client, f"{key_prefix}:audit").entries())[0][1]
+    assert fields["mode"] == "now"
+
+
+async def test_policy_then_now_finds_the_hidden_records(redis_client: Any, key_prefix: str) -> None:
+    await _submit(redis_client, key_prefix, "j1", NUMBER)
+    subject = keyed_hash(SECRET, NUMBER)
+    await erase_subject(redis_client, key_prefix, subject, NOW, POLICY)
+    result = await erase_subject(
+        redis_client, key_prefix, subject, NOW + 60, POLICY, immediate=True
+    )
+    assert (result.records, result.payloads) == (1, 0)  # payload was already gone
+    assert not await redis_client.exists(f"{key_prefix}:job:j1")
+
+
+async def test_many_jobs_in_batches_and_missing_records(redis_client: Any, key_prefix: str) -> None:
+    subject = keyed_hash(SECRET, NUMBER)
+    pipe = redis_client.pipeline(transaction=False)
+    for i in range(57):
+        pipe.hset(f"{key_prefix}:job:b{i}", mapping={"state": "delivered", "to_hash": subject})
+        await index_subject(pipe, key_prefix, subject, f"b{i}", 3600)
+    for i in range(5):  # records already expired, ids still in the index
+        await index_subject(pipe, key_prefix, subject, f"gone{i}", 3600)
+    await pipe.execute()
+    result = await erase_subject(redis_client, key_prefix, subject, NOW, POLICY, batch=10)
+    assert (result.records, result.missing, result.payloads) == (57, 5, 0)
+    states = [await redis_client.hget(f"{key_prefix}:job:b{i}", "erased") for i in range(57)]
+    assert states == [b"1"] * 57
+
+
+async def test_client_subject_erases_the_whole_account(redis_client: Any, key_prefix: str) -> None:
+    await _submit(redis_client, key_prefix, "j1", NUMBER)
+    await _submit(redis_client, key_prefix, "j2", OTHER_NUMBER)
+    result = await erase_subject(redis_client, key_prefix, client_subject("shop"), NOW, POLICY)
+    assert result.records == 2
+    assert await redis_client.hget(f"{key_prefix}:job:j2", "erased") == b"1"
+
+
+async def test_unknown_subject_is_a_no_op_with_an_audit_entry(
+    redis_client: Any, key_prefix: str
+) -> None:
+    result = await erase_subject(redis_client, key_prefix, "f" * 32, NOW, POLICY)
+    assert (result.records, result.missing) == (0, 0)
+    assert await redis_client.xlen(f"{key_prefix}:audit") == 1
+
+
+@pytest.mark.parametrize("subject", [NUMBER, "4512345678", "", "client:", "ABC" * 11])
+async def test_refuses_anything_but_a_hash_or_client(
+    redis_client: Any, key_prefix: str, subject: str
+) -> None:
+    with pytest.raises(ValueError) as info:
+        await erase_subject(redis_client, key_prefix, subject, NOW, POLICY)
+    assert "4512345678" not in str(info.value)

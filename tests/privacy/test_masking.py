@@ -1,0 +1,110 @@
+"""mask_number, keyed_hash, redact_text."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from privacy_hooks import (
+    HASH_HEX_LEN,
+    KeyedHasher,
+    keyed_hash,
+    looks_like_number,
+    mask_number,
+    normalise_number,
+    redact_text,
+)
+
+
+@pytest.mark.parametrize(
+    ("number", "masked"),
+    [
+        ("+4512345678", "+45******78"),
+        ("4512345678", "45******78"),
+        ("+45 12 34 56 78", "+45******78"),
+        ("+1-555-010-0199", "+15*******99"),
+        ("  +4512345678 ", "+45******78"),
+        ("12345678", "12****78"),
+        ("1234567", "*******"),
+        ("+1234", "+****"),
+        ("", "***"),
+        ("ACME", "***"),
+    ],
+)
+def test_mask_number(number: str, masked: str) -> None:
+    assert mask_number(number) == masked
+
+
+def test_keyed_hash_normalises_and_is_stable() -> None:
+    secret = b"test-secret"
+    h = keyed_hash(secret, "+4512345678")
+    assert re.fullmatch(rf"[0-9a-f]{{{HASH_HEX_LEN}}}", h)
+    assert keyed_hash(secret, "4512345678") == h
+    assert keyed_hash(secret, "+45 12-34 56 78") == h
+    assert keyed_hash("test-secret", "+4512345678") == h
+    assert KeyedHasher(secret)("+4512345678") == h
+    assert keyed_hash(b"other-secret", "+4512345678") != h
+    assert keyed_hash(secret, "+4512345679") != h
+
+
+def test_keyed_hash_is_hmac_sha256_truncated() -> None:
+    import hashlib
+    import hmac
+
+    expected = hmac.new(b"k", b"4512345678", hashlib.sha256).hexdigest()[:32]
+    assert keyed_hash(b"k", "+4512345678") == expected
+
+
+def test_keyed_hash_errors_never_echo_the_input() -> None:
+    with pytest.raises(ValueError, match="hash_secret"):
+        KeyedHasher(b"")
+    with pytest.raises(ValueError) as info:
+        keyed_hash(b"k", "no digits here")
+    assert "no digits" not in str(info.value)
+
+
+def test_normalise_number() -> None:
+    assert normalise_number("+45 1234-5678") == "4512345678"
+    assert normalise_number("4512345678") == "4512345678"
+
+
+def test_redact_text_masks_numbers_and_keeps_identifiers() -> None:
+    h = keyed_hash(b"k", "+4512345678")
+    text = (
+        f"to +4512345678 and 4598765432, hash {h}, "
+        "job 550e8400-e29b-41d4-a716-446655440000, small 12345, mid 123456, "
+        "glued id98765432x, long 12345678901234567890"
+    )
+    out = redact_text(text)
+    assert "4512345678" not in out
+    assert "98765432" not in out
+    assert "123456," not in out
+    assert "12345678901234567890" not in out
+    assert "+45******78" in out
+    assert h in out
+    assert "550e8400-e29b-41d4-a716-446655440000" in out
+    assert "small 12345," in out
+
+
+def test_looks_like_number() -> None:
+    assert looks_like_number("call +4512345678")
+    assert not looks_like_number(keyed_hash(b"k", "+4512345678"))
+    assert not looks_like_number("12345 things")
+
+
+_numbers = st.from_regex(r"\A\+?[1-9][0-9]{7,14}\Z", fullmatch=True)
+_noise = st.text(
+    alphabet=st.characters(blacklist_categories=("Nd",)),  # type: ignore[arg-type]
+    max_size=20,
+)
+
+
+@given(number=_numbers, before=_noise, after=_noise)
+def test_no_number_survives_redaction(number: str, before: str, after: str) -> None:
+    out = redact_text(before + number + after)
+    assert number.lstrip("+") not in out
+    # The mask keeps at most the first two and last two digits.
+    assert sum(c.isdigit() for c in out) <= sum(c.isdigit() for c in before + after) + 4
