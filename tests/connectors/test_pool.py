@@ -427,3 +427,21 @@ async def test_invalid_bind_status_in_a_resp_is_data_and_the_bind_starts_over() 
         await pool.close(0.5)
     finally:
         await sim.close()
+
+
+async def test_token_bucket_caps_the_submit_rate(sim: Simulator) -> None:
+    from throttling import TokenBucket
+
+    handler = RecordingHandler()
+    pool = BindPool(config(sim.port, window=50), handler, TokenBucket(100, burst=10))
+    await pool.start()
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    for i in range(40):
+        pool.submit(sms(dlr=False), i)
+    await handler.wait_for(lambda: len(handler.responses) == 40)
+    elapsed = loop.time() - t0
+    assert elapsed >= 0.25  # 10 at once, then 30 at 100/s
+    assert pool.stats.rate_limited > 0
+    assert_each_token_once(handler, 40)
+    await pool.close(0.5)
