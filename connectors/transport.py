@@ -249,6 +249,8 @@ class SmppBind:
         self._unbind_waiter: asyncio.Future[None] | None = None
         self._wake = asyncio.Event()
         self._sweep_handle: asyncio.TimerHandle | None = None
+        # sequence numbers of deliver_sm/data_sm on this connection still to be answered
+        self._awaiting: set[int] = set()
 
     def __repr__(self) -> str:
         return f"<SmppBind {self.name} up={self.up}>"
@@ -319,13 +321,17 @@ class SmppBind:
     def respond(self, pdu: DeliverSm | DataSm, command_status: int = ESME_ROK) -> None:
         """Answer a deliver_sm / data_sm from the SMSC (SMPP 3.4 §4.6.2, §4.7.2).
 
-        A no-op if the connection that carried it is gone: the SMSC redelivers.
+        A no-op if the connection that carried it is gone (the SMSC redelivers),
+        or if it was answered already.
         """
         session = self.session
         protocol = self.protocol
-        if session is None or protocol is None or protocol.transport is None:
-            log.debug("bind %s: response dropped, connection gone", self.name)
+        awaiting = self._awaiting
+        if session is None or protocol is None or pdu.sequence_number not in awaiting:
+            # from a connection that is gone (the SMSC redelivers), or answered already
+            log.debug("bind %s: stale deliver_sm response dropped", self.name)
             return
+        awaiting.discard(pdu.sequence_number)
         # SMPP 3.4 §4.6.2 / §4.7.2: the body is an empty message_id
         resp_id = DataSmResp.command_id if pdu.command_id == C.DATA_SM else DeliverSmResp.command_id
         protocol.write(session.send_response(resp_id, command_status, pdu.sequence_number, b"\0"))
@@ -456,6 +462,7 @@ class SmppBind:
             now=loop.time(),
         )
         self.session = session
+        self._awaiting = set()
         self._lost_waiter = loop.create_future()
         self.connects += 1
         _, protocol = await asyncio.wait_for(
@@ -561,6 +568,7 @@ class SmppBind:
                         self._unbind_waiter.set_result(None)
                     close = True
             elif kind is DeliverSm or kind is DataSm:
+                self._awaiting.add(event.sequence_number)
                 listener.bind_deliver(self, event)
             elif kind is Unbound:
                 log.info("bind %s: SMSC unbound", self.name)
@@ -604,6 +612,7 @@ class SmppBind:
         lost = session.connection_lost() if session is not None else []
         contexts = [entry[2] for _, entry in lost if entry[0] in WINDOWED]
         self.protocol = None
+        self._awaiting = set()
         if self._bind_waiter is not None and not self._bind_waiter.done():
             self._bind_waiter.set_exception(err)
         if self._unbind_waiter is not None and not self._unbind_waiter.done():

@@ -445,3 +445,27 @@ async def test_token_bucket_caps_the_submit_rate(sim: Simulator) -> None:
     assert pool.stats.rate_limited > 0
     assert_each_token_once(handler, 40)
     await pool.close(0.5)
+
+
+async def test_stale_or_double_receipt_answers_are_dropped(sim: Simulator) -> None:
+    handler = RecordingHandler(auto_respond=False)
+    pool = BindPool(config(sim.port), handler)
+    await pool.start()
+    bind = pool.binds[0]
+    pool.submit(sms(), 0)
+    await handler.wait_for(lambda: len(handler.delivers) == 1)
+    first = handler.delivers[0]
+    bind.respond(first, 0)
+    bind.respond(first, 0)  # answered already: dropped
+    pool.submit(sms(), 1)  # its receipt proves the answers above were read
+    await handler.wait_for(lambda: len(handler.delivers) == 2)
+    await sim.wait_for(lambda: sim.stats.submits == 2)
+    assert sim.stats.dlr_resps == 1
+    second = handler.delivers[1]
+    bind.kill()  # the connection that carried `second` goes away
+    await handler.wait_for(lambda: handler.bind_states.count(("acme-trx1", True)) == 2)
+    bind.respond(second, 0)  # stale: must not reach the new connection
+    pool.submit(sms(dlr=False), 2)
+    await handler.wait_for(lambda: len(handler.responses) == 3)
+    assert sim.stats.dlr_resps == 1
+    await pool.close(0.5)
