@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -116,6 +117,10 @@ class Engine:
         if self.settings.admin.listen:
             self.admin = AdminServer(self.settings.admin.listen, self.metrics.registry, self._ready, self.status)
             await self.admin.start()
+        # Everything built so far lives as long as the process: keep it out of
+        # the collector's generations so full collections stay short.
+        gc.collect()
+        gc.freeze()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self.pipeline.run(), name="pipeline"),

@@ -16,6 +16,7 @@ Environment overrides, applied after the file:
 | ``SENDGATE_LOG_LEVEL`` / ``SENDGATE_LOG_FORMAT`` | ``logging.level`` / ``logging.format`` |
 | ``SENDGATE_HASH_SECRET`` | ``privacy.hash_secret`` |
 | ``SENDGATE_CONSUMER`` | ``engine.consumer`` |
+| ``SENDGATE_WEBHOOK_SECRET`` | ``webhooks.secret`` |
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ __all__ = [
     "RedisSettings",
     "RetentionDays",
     "Settings",
+    "WebhookSettings",
     "load_settings",
     "settings_from_mapping",
 ]
@@ -99,6 +101,13 @@ class PrivacySettings(_Base):
     retention_days: RetentionDays = msgspec.field(default_factory=RetentionDays)
 
 
+class WebhookSettings(_Base):
+    secret: str = ""  # HMAC-SHA256 key of the X-Sendgate-Signature header; "" = derived from privacy.hash_secret
+    concurrency: int = 32
+    max_attempts: int = 5
+    timeout_s: float = 5.0
+
+
 class EncodingSettings(_Base):
     concat: Literal["udh8", "udh16", "sar", "payload"] = "udh8"
     packed: bool = False
@@ -152,6 +161,7 @@ class Settings(_Base):
     admin: AdminSettings = msgspec.field(default_factory=AdminSettings)
     logging: LoggingSettings = msgspec.field(default_factory=LoggingSettings)
     privacy: PrivacySettings = msgspec.field(default_factory=PrivacySettings)
+    webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
     carriers: tuple[CarrierSettings, ...] = ()
     clients: tuple[ClientSettings, ...] = ()
 
@@ -225,6 +235,11 @@ def _check(settings: Settings) -> None:
             raise ConfigError(f"carriers[{i}].fallback: no carrier named {c.fallback!r}")
         if c.fallback == c.name:
             raise ConfigError(f"carriers[{i}].fallback: a carrier cannot fall back to itself")
+    w = settings.webhooks
+    if not 1 <= w.concurrency <= 1024:
+        raise ConfigError("webhooks.concurrency: must be 1..1024")
+    if not 1 <= w.max_attempts <= 100:
+        raise ConfigError("webhooks.max_attempts: must be 1..100")
     ids: set[str] = set()
     for i, cl in enumerate(settings.clients):
         if cl.id in ids:
@@ -240,6 +255,7 @@ _ENV_OVERRIDES: tuple[tuple[str, tuple[str, str]], ...] = (
     ("SENDGATE_LOG_FORMAT", ("logging", "format")),
     ("SENDGATE_HASH_SECRET", ("privacy", "hash_secret")),
     ("SENDGATE_CONSUMER", ("engine", "consumer")),
+    ("SENDGATE_WEBHOOK_SECRET", ("webhooks", "secret")),
 )
 
 

@@ -12,7 +12,7 @@ this runs for every message on the hot path.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 import msgspec
@@ -157,47 +157,102 @@ def parse_job(fields: Mapping[bytes, bytes], now_s: float) -> Job:
     job = Job(id=job_id, to=to, text=text)
     if len(fields) == 3:  # the common minimal job: nothing more to check
         return job
+    for name in fields.keys() - _REQUIRED:
+        handler = _OPTIONAL.get(name)
+        if handler is not None:  # unknown fields are carried along, not refused
+            handler(job, fields, name, now_s)
+    return job
 
-    sender = _text(fields, b"from")
+
+def _opt_from(job: Job, fields: Mapping[bytes, bytes], name: bytes, now_s: float) -> None:
+    sender = _text(fields, name)
     if sender:
         _check_sender(sender)
         job.sender = sender[1:] if sender[0] == "+" else sender
-    carrier = _text(fields, b"carrier")
-    if carrier:
-        job.carrier = carrier
-    dlr = fields.get(b"dlr")
-    if dlr is not None and dlr != b"":
-        if dlr not in (b"0", b"1"):
-            raise JobError("invalid", "field 'dlr' must be 0 or 1")
-        job.dlr = dlr == b"1"
-    encoding = _text(fields, b"encoding")
+
+
+def _opt_carrier(job: Job, fields: Mapping[bytes, bytes], name: bytes, now_s: float) -> None:
+    job.carrier = _text(fields, name) or ""
+
+
+def _opt_dlr(job: Job, fields: Mapping[bytes, bytes], name: bytes, now_s: float) -> None:
+    dlr = fields[name]
+    if dlr == b"":
+        return
+    if dlr not in (b"0", b"1"):
+        raise JobError("invalid", "field 'dlr' must be 0 or 1")
+    job.dlr = dlr == b"1"
+
+
+def _opt_encoding(job: Job, fields: Mapping[bytes, bytes], name: bytes, now_s: float) -> None:
+    encoding = _text(fields, name)
     if encoding:
         if encoding not in _ENCODINGS:
             raise JobError("bad_encoding", "field 'encoding' must be auto, gsm7 or ucs2")
         job.encoding = encoding
-    job.expires_at = _number_field(fields, b"expires_at")
+
+
+def _opt_expires_at(job: Job, fields: Mapping[bytes, bytes], name: bytes, now_s: float) -> None:
+    job.expires_at = _number_field(fields, name)
     if job.expires_at and job.expires_at <= now_s:
         raise JobError("expired", "expires_at has passed before the job could be submitted")
-    validity = _number_field(fields, b"validity")
+
+
+def _opt_validity(job: Job, fields: Mapping[bytes, bytes], name: bytes, now_s: float) -> None:
+    validity = _number_field(fields, name)
     if validity:
         if not 0 < validity <= 99 * 86400:
             raise JobError("invalid", "field 'validity' must be 1..8553600 seconds")
         job.validity = int(validity)
-    callback = _text(fields, b"callback")
+
+
+def _opt_callback(job: Job, fields: Mapping[bytes, bytes], name: bytes, now_s: float) -> None:
+    callback = _text(fields, name)
     if callback:
         _check_callback(callback)
         job.callback = callback
-    job.ref = _text(fields, b"ref") or ""
-    job.client = _text(fields, b"client") or ""
-    kind = _text(fields, b"kind")
+
+
+def _opt_ref(job: Job, fields: Mapping[bytes, bytes], name: bytes, now_s: float) -> None:
+    job.ref = _text(fields, name) or ""
+
+
+def _opt_client(job: Job, fields: Mapping[bytes, bytes], name: bytes, now_s: float) -> None:
+    job.client = _text(fields, name) or ""
+
+
+def _opt_kind(job: Job, fields: Mapping[bytes, bytes], name: bytes, now_s: float) -> None:
+    kind = _text(fields, name)
     if kind:
         if kind not in _KINDS:
             raise JobError("invalid", "field 'kind' must be transactional or marketing")
         job.kind = kind
-    priority = _text(fields, b"priority")
+
+
+def _opt_priority(job: Job, fields: Mapping[bytes, bytes], name: bytes, now_s: float) -> None:
+    priority = _text(fields, name)
     if priority:
         if priority not in _PRIORITIES:
             raise JobError("invalid", "field 'priority' must be high, normal or bulk")
         job.priority = priority
-    job.send_at = _number_field(fields, b"send_at")
-    return job
+
+
+def _opt_send_at(job: Job, fields: Mapping[bytes, bytes], name: bytes, now_s: float) -> None:
+    job.send_at = _number_field(fields, name)
+
+
+_REQUIRED = frozenset({b"id", b"to", b"text"})
+_OPTIONAL: dict[bytes, Callable[[Job, Mapping[bytes, bytes], bytes, float], None]] = {
+    b"from": _opt_from,
+    b"carrier": _opt_carrier,
+    b"dlr": _opt_dlr,
+    b"encoding": _opt_encoding,
+    b"expires_at": _opt_expires_at,
+    b"validity": _opt_validity,
+    b"callback": _opt_callback,
+    b"ref": _opt_ref,
+    b"client": _opt_client,
+    b"kind": _opt_kind,
+    b"priority": _opt_priority,
+    b"send_at": _opt_send_at,
+}

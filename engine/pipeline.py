@@ -70,6 +70,18 @@ class PoolLike:  # pragma: no cover - documentation of what the pipeline needs
     def pending(self) -> int: ...
 
 
+def _raw_reply(response: Any, **_options: Any) -> Any:
+    return response
+
+
+def _entries(raw: Any) -> list[tuple[Any, dict[bytes, bytes] | None]]:
+    """``[[id, [k, v, ...]], ...]`` → ``[(id, {k: v}), ...]`` (None for deleted entries)."""
+    out: list[tuple[Any, dict[bytes, bytes] | None]] = []
+    for entry_id, flat in raw:
+        out.append((entry_id, dict(zip(flat[::2], flat[1::2], strict=True)) if flat is not None else None))
+    return out
+
+
 class _InFlightJob:
     """One job from its read until its outcome is recorded."""
 
@@ -133,6 +145,12 @@ class Pipeline:
     def __init__(self, settings: Settings, redis: Redis, pools: dict[str, Any], metrics: Metrics) -> None:
         self.settings = settings
         self.redis = redis
+        # A second client on the same connections whose XREADGROUP / XAUTOCLAIM
+        # replies stay as hiredis parsed them (nested lists): redis-py's own
+        # callbacks build a dict and a tuple per entry that we would rebuild.
+        self._reader = Redis(connection_pool=redis.connection_pool)
+        self._reader.response_callbacks["XREADGROUP"] = _raw_reply
+        self._reader.response_callbacks["XAUTOCLAIM"] = _raw_reply
         self.pools = pools
         self.metrics = metrics
         self.keys = Keys(settings.redis.prefix)
@@ -204,7 +222,7 @@ class Pipeline:
                     await self._capacity.wait()
                     continue
                 try:
-                    reply = await self.redis.xreadgroup(
+                    reply = await self._reader.xreadgroup(
                         self.group, self.consumer, streams, count=e.batch_size, block=e.block_ms  # type: ignore[arg-type]
                     )
                 except ResponseError as err:
@@ -219,11 +237,12 @@ class Pipeline:
                     continue
                 if self._stopping:
                     break  # read but not started: left pending, reclaimed later
-                for stream_name, entries in reply or ():
+                streams_reply = reply.items() if isinstance(reply, dict) else (reply or ())
+                for stream_name, raw_entries in streams_reply:
                     stream = stream_name.decode() if isinstance(stream_name, bytes) else stream_name
                     lane = stream.rsplit(":", 1)[-1] if stream != self.keys.jobs else "normal"
-                    self.metrics.jobs_consumed.labels(lane).inc(len(entries))
-                    await self.process(stream, entries)
+                    self.metrics.jobs_consumed.labels(lane).inc(len(raw_entries))
+                    await self.process(stream, _entries(raw_entries))
         finally:
             for t in self._admitters:
                 t.cancel()
@@ -640,11 +659,11 @@ class Pipeline:
             start = "0-0"
             while True:
                 reply = await self._retry(
-                    self.redis.xautoclaim, stream, self.group, self.consumer, min_idle_ms, start,
+                    self._reader.xautoclaim, stream, self.group, self.consumer, min_idle_ms, start,
                     self.settings.engine.batch_size,
                 )
                 start = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
-                entries = [(eid, f) for eid, f in reply[1] if (eid.decode() if isinstance(eid, bytes) else eid) not in mine]
+                entries = [(eid, f) for eid, f in _entries(reply[1]) if eid.decode() not in mine]
                 if entries:
                     total += len(entries)
                     await self.process(stream, entries)

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import time
 from collections import defaultdict
@@ -37,11 +39,19 @@ from engine.config import Settings
 from engine.keys import Keys
 from engine.metrics import Metrics
 
-__all__ = ["ReceiptSink"]
+__all__ = ["ReceiptSink", "webhook_secret"]
 
 log = logging.getLogger("sendgate.receipts")
 
 _REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+def webhook_secret(settings: Settings) -> bytes:
+    """``[webhooks] secret``, or a key derived from ``privacy.hash_secret`` so the
+    number-hashing key itself never has to be shared with webhook receivers."""
+    if settings.webhooks.secret:
+        return settings.webhooks.secret.encode()
+    return hmac.new(settings.privacy.hash_secret.encode(), b"sendgate-webhook-signing", hashlib.sha256).digest()
 
 
 def _decode_mo_text(data_coding: int, payload: bytes) -> str:
@@ -77,8 +87,11 @@ class ReceiptSink:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        w = settings.webhooks
         self.webhooks = WebhookForwarder(
-            settings.privacy.hash_secret.encode(), redis, self.keys.callbacks_failed
+            webhook_secret(settings), redis, self.keys.callbacks_failed,
+            concurrency=w.concurrency, max_attempts=w.max_attempts, timeout_s=w.timeout_s,
+            stream_maxlen=settings.engine.streams_maxlen,
         )
         self._receipt_counters: dict[tuple[str, str], Any] = {}
 
