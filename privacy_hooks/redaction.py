@@ -166,9 +166,9 @@ def redact_record(record: logging.LogRecord) -> logging.LogRecord:
         record.exc_text = redact_text(record.exc_text)
     if record.stack_info:
         record.stack_info = redact_text(record.stack_info)
-    for key, value in list(d.items()):
-        if key not in STANDARD_ATTRS and key[:1] != "_":
-            d[key] = redact_field(key, value)
+    for key in d.keys() - STANDARD_ATTRS:
+        if key[:1] != "_":
+            d[key] = redact_field(key, d[key])
     d[_MARK] = True
     return record
 

@@ -89,6 +89,37 @@ def test_redact_text_masks_numbers_and_keeps_identifiers() -> None:
     assert "small 12345," in out
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "job-550e8400-e29b-41d4-a716-446655440000 done",
+        "id=00000000-0000-4000-8000-000000000000",
+        "msg x-1234567890abcdef ok",
+        "hash=" + "1" * 31 + "a",
+    ],
+)
+def test_identifiers_with_digit_runs_are_kept(text: str) -> None:
+    assert redact_text(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1" * 32, "11" + "*" * 28 + "11"),  # all digits: a number, however long
+        ("550e8400-4512345678", "550e8400-45******78"),  # not a UUID
+        ("tel:+4512345678;ext", "tel:+45******78;ext"),
+        ("٤٥١٢٣٤٥٦٧٨", "٤٥******٧٨"),  # Arabic-Indic digits are digits too
+    ],
+)
+def test_numbers_next_to_identifier_like_text_are_masked(text: str, expected: str) -> None:
+    assert redact_text(text) == expected
+
+
+def test_smpp_status_codes_stay_readable() -> None:
+    line = "submit_sm_resp status=0x00000058 (ESME_RTHROTTLED), 0x0000000B"
+    assert redact_text(line) == line
+
+
 def test_looks_like_number() -> None:
     assert looks_like_number("call +4512345678")
     assert not looks_like_number(keyed_hash(b"k", "+4512345678"))
