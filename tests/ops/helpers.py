@@ -9,8 +9,6 @@ from typing import Any
 
 import pytest
 
-yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read the compose, Prometheus and Grafana files")
-
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config"
 DASHBOARD = CONFIG / "grafana-dashboard.json"
@@ -24,6 +22,8 @@ ALERTS_TEST = Path(__file__).resolve().parent / "alerts_test.yml"
 
 
 def load_yaml(path: Path) -> Any:
+    """Parsed YAML; skips the caller (or its whole module) when PyYAML is missing."""
+    yaml = pytest.importorskip("yaml", reason="PyYAML (test extra) reads the compose, Prometheus and Grafana files")
     with path.open(encoding="utf-8") as f:
         return yaml.safe_load(f)
 
