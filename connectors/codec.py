@@ -469,10 +469,31 @@ _SUBMIT_MANDATORY: Final = 3 + len(_SUBMIT_LAYOUT)  # header fields + mandatory 
 _SUBMIT_NO_TLVS: Final = (None,) * len(_SPECS[SubmitSm].tlvs)
 _SUBMIT_SM_ID: Final = SubmitSm.command_id
 _STRUCT_CACHE_MAX: Final = 4096
+
+
+def _plain_submit_packer(source_length: int, destination_length: int) -> struct.Struct:
+    """Header + body up to sm_length for the usual submit_sm: empty
+    service_type, schedule_delivery_time and validity_period."""
+    return struct.Struct(
+        ">IIII"  # header
+        "xBB"  # service_type NUL, source_addr_ton, source_addr_npi
+        f"{source_length}sxBB"  # source_addr NUL, dest_addr_ton, dest_addr_npi
+        f"{destination_length}sxBBB"  # destination_addr NUL, esm_class, protocol_id, priority_flag
+        # schedule_delivery_time NUL, validity_period NUL, registered_delivery,
+        # replace_if_present_flag, data_coding, sm_default_msg_id, sm_length
+        "xxBBBBB"
+    )
+
+
+# [len(source_addr)][len(destination_addr)] -> packer; 21 x 21, built at import.
+# A longer address raises IndexError, which sends the PDU to the generic path.
+_PLAIN_SUBMIT_PACKERS: Final = [
+    [_plain_submit_packer(sa, da) for da in range(21)] for sa in range(21)
+]
+
 # (len(service_type), len(source_addr), len(destination_addr),
-#  len(schedule_delivery_time), len(validity_period)) -> packer of header + body
-# up to sm_length; short_message is appended. Lengths outside the spec get no
-# packer, which sends the PDU down the generic path to word the error.
+#  len(schedule_delivery_time), len(validity_period)) -> packer, built on first
+# use. Lengths outside the spec get no packer (generic path words the error).
 _submit_packers: dict[tuple[int, int, int, int, int], struct.Struct] = {}
 
 
@@ -524,28 +545,46 @@ def _encode_submit_sm(pdu: SubmitSm) -> bytes:
         short_message,
     ) = fields[:_SUBMIT_MANDATORY]
     try:
-        st = service_type.encode("latin-1") if service_type else b""
         sa = source_addr.encode("latin-1")
         da = destination_addr.encode("latin-1")
-        sdt = schedule.encode("latin-1") if schedule else b""
-        vp = validity.encode("latin-1") if validity else b""
-        key = (len(st), len(sa), len(da), len(sdt), len(vp))
-        packer = _submit_packers.get(key) or _submit_packer(key)
         sm_length = len(short_message)
-        if (
-            packer is None
-            or sm_length > _MAX_SHORT_MESSAGE
-            or type(short_message) is not bytes
-            or 0 in sa
-            or 0 in da
-            or (st and 0 in st)
-            or (sdt and 0 in sdt)
-            or (vp and 0 in vp)
-        ):
+        if sm_length > _MAX_SHORT_MESSAGE or 0 in sa or 0 in da or type(short_message) is not bytes:
+            return _encode_generic(pdu)
+        if not (service_type or schedule or validity):
+            packer = _PLAIN_SUBMIT_PACKERS[len(sa)][len(da)]
+            return (
+                packer.pack(
+                    packer.size + sm_length,
+                    _SUBMIT_SM_ID,
+                    status,
+                    seq,
+                    source_ton,
+                    source_npi,
+                    sa,
+                    dest_ton,
+                    dest_npi,
+                    da,
+                    esm_class,
+                    protocol_id,
+                    priority_flag,
+                    registered_delivery,
+                    replace_flag,
+                    data_coding,
+                    default_msg_id,
+                    sm_length,
+                )
+                + short_message
+            )
+        st = service_type.encode("latin-1")
+        sdt = schedule.encode("latin-1")
+        vp = validity.encode("latin-1")
+        key = (len(st), len(sa), len(da), len(sdt), len(vp))
+        packer_or_none = _submit_packers.get(key) or _submit_packer(key)
+        if packer_or_none is None or 0 in st or 0 in sdt or 0 in vp:
             return _encode_generic(pdu)
         return (
-            packer.pack(
-                packer.size + sm_length,
+            packer_or_none.pack(
+                packer_or_none.size + sm_length,
                 _SUBMIT_SM_ID,
                 status,
                 seq,
@@ -569,7 +608,7 @@ def _encode_submit_sm(pdu: SubmitSm) -> bytes:
             )
             + short_message
         )
-    except (AttributeError, TypeError, UnicodeEncodeError, struct.error):
+    except (AttributeError, TypeError, IndexError, UnicodeEncodeError, struct.error):
         return _encode_generic(pdu)
 
 
@@ -585,6 +624,8 @@ def encode(pdu: Pdu) -> bytes:
     the spec: a string too long or containing NUL or non-latin-1 characters,
     an integer out of range, ``short_message`` over 254 octets.
     """
+    if type(pdu) is SubmitSm:  # the hot path, without a dict lookup
+        return _encode_submit_sm(pdu)
     encoder = _ENCODERS.get(type(pdu))
     if encoder is None:
         raise LocalProtocolError(f"not an SMPP PDU: {type(pdu).__name__}", "pdu")
@@ -697,16 +738,16 @@ _TAG_RECEIPTED_MESSAGE_ID: Final = Tag.RECEIPTED_MESSAGE_ID
 
 
 def _decode_submit_sm_resp(command_status: int, sequence_number: int, body: bytes) -> Pdu:
-    nul = body.find(0)
-    if nul >= 0 and nul == len(body) - 1:  # the usual "message_id\0" and nothing else
-        return SubmitSmResp(sequence_number, command_status, (), body[:nul].decode("latin-1"))
+    message_id, nul, rest = body.partition(b"\0")
+    if nul and not rest:  # the usual "message_id\0" and nothing else
+        return SubmitSmResp(sequence_number, command_status, (), message_id.decode("latin-1"))
     return _decode_generic(_SUBMIT_SM_RESP_SPEC, command_status, sequence_number, body)
 
 
 # service_type, source_addr, destination_addr, schedule_delivery_time,
 # validity_period as groups; the integer octets between them are skipped here
-# and unpacked by one cached struct keyed by the five string lengths. Runs on
-# the latin-1 text of the body, where character i is octet i.
+# and unpacked by one struct chosen by the string lengths. Runs on the latin-1
+# text of the body, where character i is octet i.
 _DELIVER_STRINGS: Final = re.compile(
     "([^\0]*)\0.."  # service_type NUL source_addr_ton source_addr_npi
     "([^\0]*)\0.."  # source_addr NUL dest_addr_ton dest_addr_npi
@@ -715,12 +756,17 @@ _DELIVER_STRINGS: Final = re.compile(
     "([^\0]*)\0",  # validity_period NUL
     re.DOTALL,
 )
-_deliver_unpackers: dict[tuple[int, int, int, int, int], struct.Struct] = {}
+# The two receipt TLVs and nothing else, in either order: message_state
+# (0x0427, length 1) and receipted_message_id (0x001E, a C-string shorter than
+# 256 octets; the caller checks its length octet). Anything else takes the loop.
+_RECEIPT_TLVS: Final = re.compile(
+    "\x04\x27\x00\x01(.)\x00\x1e\x00(.)([^\0]*)\0|\x00\x1e\x00(.)([^\0]*)\0\x04\x27\x00\x01(.)",
+    re.DOTALL,
+)
 
 
-def _deliver_unpacker(key: tuple[int, int, int, int, int]) -> struct.Struct:
-    st, sa, da, sdt, vp = key
-    unpacker = struct.Struct(
+def _deliver_unpacker_for(st: int, sa: int, da: int, sdt: int, vp: int) -> struct.Struct:
+    return struct.Struct(
         f">{st + 1}xBB"  # service_type NUL; source_addr_ton, source_addr_npi
         f"{sa + 1}xBB"  # source_addr NUL; dest_addr_ton, dest_addr_npi
         f"{da + 1}xBBB"  # destination_addr NUL; esm_class, protocol_id, priority_flag
@@ -729,9 +775,26 @@ def _deliver_unpacker(key: tuple[int, int, int, int, int]) -> struct.Struct:
         # data_coding, sm_default_msg_id, sm_length
         f"{vp + 1}xBBBBB"
     )
-    if len(_deliver_unpackers) >= _STRUCT_CACHE_MAX:
-        _deliver_unpackers.clear()
-    _deliver_unpackers[key] = unpacker
+
+
+# [len(source_addr)][len(destination_addr)] -> unpacker when service_type,
+# schedule_delivery_time and validity_period are empty (the usual deliver_sm).
+_PLAIN_DELIVER_UNPACKERS: Final = [
+    [_deliver_unpacker_for(0, sa, da, 0, 0) for da in range(21)] for sa in range(21)
+]
+# Anything else, by the five lengths, built on first use.
+_deliver_unpackers: dict[tuple[int, int, int, int, int], struct.Struct] = {}
+
+
+def _deliver_unpacker(
+    service_type: str, source_addr: str, destination_addr: str, schedule: str, validity: str
+) -> struct.Struct:
+    key = (len(service_type), len(source_addr), len(destination_addr), len(schedule), len(validity))
+    unpacker = _deliver_unpackers.get(key)
+    if unpacker is None:
+        if len(_deliver_unpackers) >= _STRUCT_CACHE_MAX:
+            _deliver_unpackers.clear()
+        unpacker = _deliver_unpackers[key] = _deliver_unpacker_for(*key)
     return unpacker
 
 
@@ -742,7 +805,14 @@ def _decode_deliver_sm(command_status: int, sequence_number: int, body: bytes) -
     if match is None:
         return _decode_generic(_DELIVER_SM_SPEC, command_status, sequence_number, body)
     service_type, source_addr, destination_addr, schedule, validity = match.groups()
-    key = (len(service_type), len(source_addr), len(destination_addr), len(schedule), len(validity))
+    try:
+        if service_type or schedule or validity:
+            raise IndexError
+        unpacker = _PLAIN_DELIVER_UNPACKERS[len(source_addr)][len(destination_addr)]
+    except IndexError:
+        unpacker = _deliver_unpacker(
+            service_type, source_addr, destination_addr, schedule, validity
+        )
     try:
         (
             source_ton,
@@ -757,14 +827,28 @@ def _decode_deliver_sm(command_status: int, sequence_number: int, body: bytes) -
             data_coding,
             default_msg_id,
             sm_length,
-        ) = (_deliver_unpackers.get(key) or _deliver_unpacker(key)).unpack_from(body)
+        ) = unpacker.unpack_from(body)
     except struct.error:
         return _decode_generic(_DELIVER_SM_SPEC, command_status, sequence_number, body)
     start = match.end() + 5
-    pos = start + sm_length
+    pos = sm_end = start + sm_length
     end_of_body = len(body)
     if pos > end_of_body:
         return _decode_generic(_DELIVER_SM_SPEC, command_status, sequence_number, body)
+    receipted_message_id = message_state = None
+    if pos < end_of_body:
+        receipt = _RECEIPT_TLVS.fullmatch(text, pos)
+        if receipt is not None:
+            state_1, id_length_1, id_1, id_length_2, id_2, state_2 = receipt.groups()
+            if state_1 is not None:
+                if ord(id_length_1) == len(id_1) + 1:
+                    receipted_message_id = id_1
+                    message_state = ord(state_1)
+                    pos = end_of_body
+            elif ord(id_length_2) == len(id_2) + 1:
+                receipted_message_id = id_2
+                message_state = ord(state_2)
+                pos = end_of_body
     pdu = DeliverSm(
         sequence_number,
         command_status,
@@ -785,9 +869,13 @@ def _decode_deliver_sm(command_status: int, sequence_number: int, body: bytes) -
         replace_flag,
         data_coding,
         default_msg_id,
-        body[start:pos],
+        body[start:sm_end],
+        receipted_message_id,
+        message_state,
     )
-    # Receipt TLVs inline; anything else hands the rest to the generic loop.
+    if pos == end_of_body:
+        return pdu
+    # Other TLVs: the two receipt ones inline, the rest by the generic loop.
     while pos + 4 <= end_of_body:
         tag, length = _unpack_tlv_head(body, pos)
         value_end = pos + 4 + length
@@ -834,19 +922,20 @@ def decode_body(
     status a generic_nack should carry, and the header's ids) for an unknown
     command_id or a malformed body. Never raises anything else.
     """
-    decoder = _DECODERS.get(command_id)
-    if decoder is None:
+    if type(body) is not bytes:
+        body = bytes(body)
+    try:
+        return _DECODERS[command_id](command_status, sequence_number, body)
+    except KeyError:
+        if command_id in _DECODERS:  # pragma: no cover - a bug in a decoder
+            raise
         raise RemoteProtocolError(
             f"unknown command_id 0x{command_id:08X}",
             4,
             command_status=ESME_RINVCMDID,
             command_id=command_id,
             sequence_number=sequence_number,
-        )
-    if type(body) is not bytes:
-        body = bytes(body)
-    try:
-        return decoder(command_status, sequence_number, body)
+        ) from None
     except RemoteProtocolError as exc:
         exc.command_id = command_id
         exc.sequence_number = sequence_number

@@ -49,7 +49,10 @@ class Frame(NamedTuple):
 
 def decode_frame(frame: Frame) -> Pdu:
     """Decode a frame's body into its PDU (raises RemoteProtocolError only)."""
-    return decode_body(frame[0], frame[1], frame[2], frame[3])
+    return decode_body(*frame)
+
+
+_new_tuple = tuple.__new__
 
 
 class Framer:
@@ -113,8 +116,12 @@ class Framer:
             if end > size:
                 need = command_length
                 break
+            # tuple.__new__ skips NamedTuple's Python-level __new__ (3x faster).
             append(
-                Frame(command_id, command_status, sequence_number, chunk[pos + HEADER_SIZE : end])
+                _new_tuple(
+                    Frame,
+                    (command_id, command_status, sequence_number, chunk[pos + HEADER_SIZE : end]),
+                )
             )
             pos = end
         if pos < size:

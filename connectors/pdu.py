@@ -288,7 +288,11 @@ class DeliverSm(Pdu):
     data_coding: int = 0
     sm_default_msg_id: int = 0
     short_message: bytes = b""
-    # Optional parameters, SMPP 3.4 §4.6.1 table 4-16 / §5.3.2.
+    # Optional parameters, SMPP 3.4 §4.6.1 table 4-16 / §5.3.2; the receipt ones
+    # first (the order of TLVs on the wire is free, §3.2.4).
+    receipted_message_id: str | None = None
+    message_state: int | None = None
+    network_error_code: bytes | None = None
     user_message_reference: int | None = None
     source_port: int | None = None
     destination_port: int | None = None
@@ -304,9 +308,6 @@ class DeliverSm(Pdu):
     dest_subaddress: bytes | None = None
     language_indicator: int | None = None
     its_session_info: bytes | None = None
-    network_error_code: bytes | None = None
-    message_state: int | None = None
-    receipted_message_id: str | None = None
     ussd_service_op: int | None = None  # USSD gateways send it on deliver_sm
 
 

@@ -180,8 +180,8 @@ def test_deliver_sm_receipt_matches_aiosmpplib(
         registered_delivery=0,
         encoding="latin_1",
         optional_params=[
-            OptionalParam(Tag.MESSAGE_STATE, state),
             OptionalParam(Tag.RECEIPTED_MESSAGE_ID, receipt_id),
+            OptionalParam(Tag.MESSAGE_STATE, state),
         ],
     )
     ours = DeliverSm(
