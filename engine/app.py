@@ -98,6 +98,7 @@ class Engine:
         self.pools: dict[str, BindPool] = {}
         self.pipeline = Pipeline(settings, self.redis, self.pools, self.metrics)
         self.receipts = ReceiptSink(settings, self.redis, self.metrics)
+        self.pipeline.forward = self.receipts.webhooks.forward
         self.admin: AdminServer | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = asyncio.Event()

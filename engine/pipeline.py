@@ -189,6 +189,8 @@ class Pipeline:
         for c in settings.carriers:
             metrics.add_carrier(c.name)
         self._submit_ok = {c: metrics.submits.labels(c, "ok") for c in self.carriers}
+        # Set by the app: posts a job's event to its callback URL (webhooks).
+        self.forward: Callable[[str, dict[str, str]], None] | None = None
         self._submit_latency = metrics.submit_latency
 
     # ------------------------------------------------------------------ setup
@@ -585,6 +587,15 @@ class Pipeline:
         for event, n in events.items():
             self.metrics.events.labels(event).inc(n)
         self.metrics.batches.inc()
+        forward = self.forward
+        if forward is not None:
+            ts = str(now_ms)
+            for ij in done:
+                if ij.job.callback:
+                    forward(ij.job.callback, {
+                        "id": ij.job.id, "ref": ij.job.ref, "event": ij.event, "carrier": ij.carrier,
+                        "parts": str(ij.parts), "message_ids": ",".join(ij.message_ids), "error": ij.error, "ts": ts,
+                    })
 
     # -------------------------------------------------------------- helpers
     async def _retry_claim(self, stream: str, payload: bytes, dead_fields: list[bytes]) -> list[int]:

@@ -1,0 +1,179 @@
+"""Receipts end to end: simulator over TCP → engine → correlation → events → webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import uuid
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from connectors.pdu import DeliverSm
+from connectors.simulator import SimulatorConfig
+from engine.config import settings_from_mapping
+from engine.metrics import Metrics
+from engine.receipts import ReceiptSink, webhook_secret
+from tests.engine.harness import push, running, wait_events
+
+
+def _job(i: int, run: str, **extra: str) -> dict[str, str]:
+    return {"id": f"{run}-{i}", "to": f"+4503{i:06d}", "text": f"receipt test {i}", **extra}
+
+
+async def test_receipt_before_resp_is_still_matched(redis_url: str, key_prefix: str) -> None:
+    run = uuid.uuid4().hex[:6]
+    jobs = [_job(i, run) for i in range(50)]
+    cfg = SimulatorConfig(dlr=True, receipt_before_resp=True)
+    async with running(redis_url, key_prefix, cfg, receipt_hold_s=10.0) as (_e, sim, _p, redis):
+        await push(redis, key_prefix, jobs)
+        events = await wait_events(redis, key_prefix, {j["id"] for j in jobs})
+        for job in jobs:
+            assert [e["event"] for e in events[job["id"]]] == ["submitted", "delivered"]
+        assert await redis.xlen(f"{key_prefix}:dlr:unmatched") == 0
+        assert sim.stats.receipts == 50
+
+
+async def test_receipts_arrive_on_the_rx_bind_of_a_tx_rx_pair(redis_url: str, key_prefix: str) -> None:
+    run = uuid.uuid4().hex[:6]
+    jobs = [_job(i, run) for i in range(40)]
+    carrier = {"bind": "transmitter+receiver", "binds": 1}
+    async with running(redis_url, key_prefix, SimulatorConfig(dlr=True), carrier=carrier) as (engine, _s, _p, redis):
+        assert [b.mode for b in engine.pools["sim"].binds] == ["transmitter", "receiver"]
+        await push(redis, key_prefix, jobs)
+        events = await wait_events(redis, key_prefix, {j["id"] for j in jobs})
+        assert all(events[j["id"]][-1]["event"] == "delivered" for j in jobs)
+
+
+async def test_decimal_ids_in_receipts_for_a_hex_carrier(redis_url: str, key_prefix: str) -> None:
+    run = uuid.uuid4().hex[:6]
+    jobs = [_job(i, run) for i in range(30)]
+    cfg = SimulatorConfig(dlr=True, id_format="hex", receipt_id_format="dec")
+    carrier = {"dlr_id_format": "hex-to-dec"}
+    async with running(redis_url, key_prefix, cfg, carrier=carrier) as (_e, _s, _p, redis):
+        await push(redis, key_prefix, jobs)
+        events = await wait_events(redis, key_prefix, {j["id"] for j in jobs})
+        for job in jobs:
+            sub, final = events[job["id"]]
+            assert final["event"] == "delivered"
+            # Events carry the ids as the carrier returned them in submit_sm_resp.
+            assert all(c in "0123456789abcdef" for c in sub["message_ids"])
+
+
+async def test_multipart_mixed_final_states_take_the_worst(redis_url: str, key_prefix: str) -> None:
+    run = uuid.uuid4().hex[:6]
+    jobs = [_job(i, run, text="part " * 80) for i in range(20)]  # 3 parts each
+    cfg = SimulatorConfig(dlr=True, dlr_states={"DELIVRD": 0.6, "UNDELIV": 0.4}, seed=3)
+    async with running(redis_url, key_prefix, cfg) as (_e, _s, _p, redis):
+        await push(redis, key_prefix, jobs)
+        events = await wait_events(redis, key_prefix, {j["id"] for j in jobs})
+        mixed = 0
+        for job in jobs:
+            final = events[job["id"]][-1]
+            record = await redis.hgetall(f"{key_prefix}:job:{job['id']}")
+            states = [record[f"s:{n}".encode()].decode() for n in (1, 2, 3)]
+            want = "delivered" if set(states) == {"delivered"} else "undeliverable"
+            assert final["event"] == want, (states, final)
+            if want != "delivered":
+                assert final["part_states"].split(",") == states
+                mixed += "delivered" in states
+        assert mixed > 0  # the seed gives at least one job with both kinds of parts
+
+
+async def test_receipt_never_comes_then_expiry_sweep_says_unknown(redis_url: str, key_prefix: str) -> None:
+    run = uuid.uuid4().hex[:6]
+    jobs = [_job(i, run) for i in range(5)]
+    carrier = {"dlr_wait_h": 1.0 / 3600}  # one second
+    async with running(redis_url, key_prefix, SimulatorConfig(dlr=False), carrier=carrier) as (_e, _s, _p, redis):
+        await push(redis, key_prefix, jobs)
+        events = await wait_events(redis, key_prefix, {j["id"] for j in jobs}, timeout_s=20)
+        for job in jobs:
+            assert [e["event"] for e in events[job["id"]]] == ["submitted", "unknown"]
+            assert events[job["id"]][1]["error"] == "dlr_timeout"
+        # Correlation entries are gone with the final event.
+        assert not [k async for k in redis.scan_iter(match=f"{key_prefix}:dlr:sim:*")]
+
+
+async def test_callbacks_receive_signed_events_with_retries(redis_url: str, key_prefix: str) -> None:
+    received: list[tuple[dict[str, Any], str]] = []
+    failures = {"left": 2}
+    got_all = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.Response:
+        body = await request.read()
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            return web.Response(status=503)
+        received.append((orjson.loads(body), request.headers.get("X-Sendgate-Signature", "")))
+        if len(received) >= 2:
+            got_all.set()
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    run = uuid.uuid4().hex[:6]
+    job = _job(0, run, callback=f"http://127.0.0.1:{port}/hook", ref="order-9")
+    try:
+        async with running(redis_url, key_prefix, SimulatorConfig(dlr=True)) as (engine, _s, _p, redis):
+            await push(redis, key_prefix, [job])
+            await wait_events(redis, key_prefix, {job["id"]})
+            await asyncio.wait_for(got_all.wait(), 30)
+            key = webhook_secret(engine.settings)
+        names = sorted(ev["event"] for ev, _sig in received)
+        assert names == ["delivered", "submitted"]
+        for ev, sig in received:
+            assert ev["id"] == job["id"] and ev["ref"] == "order-9"
+            body = orjson.dumps(ev)
+            assert sig == "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+    finally:
+        await runner.cleanup()
+
+
+class _Bind:
+    """Stands in for an SmppBind: records the deliver_sm_resp the sink sends."""
+
+    def __init__(self) -> None:
+        self.responses: list[tuple[int, int]] = []
+
+    def respond(self, pdu: DeliverSm, command_status: int = 0) -> None:
+        self.responses.append((pdu.sequence_number, command_status))
+
+
+async def test_unparseable_receipt_is_acked_counted_and_kept(redis_url: str, key_prefix: str) -> None:
+    from redis.asyncio import Redis
+
+    settings = settings_from_mapping(
+        {"redis": {"url": redis_url, "prefix": key_prefix}, "carriers": [{"name": "c1"}]}, env={}
+    )
+    redis = Redis.from_url(redis_url)
+    metrics = Metrics()
+    sink = ReceiptSink(settings, redis, metrics)
+    sink.start()
+    bind = _Bind()
+    try:
+        sink.on_deliver("c1", bind, DeliverSm(sequence_number=7, esm_class=0x04, short_message=b"garbage without fields"))
+        sink.on_deliver("c1", bind, DeliverSm(sequence_number=8, esm_class=0x00, source_addr="4599999999",
+                                              destination_addr="1234", short_message=b"STOP"))
+        for _ in range(200):
+            if len(bind.responses) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert sorted(bind.responses) == [(7, 0), (8, 0)]
+        invalid = await redis.xrange(f"{key_prefix}:dlr:invalid")
+        assert len(invalid) == 1 and invalid[0][1][b"reason"]
+        assert metrics.receipts_invalid.labels("c1")._value.get() == 1  # type: ignore[attr-defined]
+        inbound = await redis.xrange(f"{key_prefix}:inbound")
+        assert len(inbound) == 1 and inbound[0][1][b"text"] == b"STOP"
+    finally:
+        await sink.close()
+        keys = [k async for k in redis.scan_iter(match=f"{key_prefix}:*")]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()
