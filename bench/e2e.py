@@ -1,0 +1,953 @@
+"""``sendgate bench``: the end-to-end load run (Redis → engine → SMSC → events).
+
+Why a separate harness rather than the demo: the demo runs everything in one
+process, which hides where CPU goes and caps the engine at whatever the
+harness leaves over. Here every part is its own OS process, as in production:
+
+* Redis: ``REDIS_URL`` / ``--redis-url``, else an embedded ``redis-server``;
+* the SMSC simulator: ``python -m connectors.simulator --port 0`` (its first
+  stdout line, ``listening on HOST:PORT``, names the bound port);
+* ``--workers`` engine processes: ``python -m engine.cli run -c <generated
+  TOML>``, one consumer name each in the same group, each with its admin
+  server on a free port of 127.0.0.1 (readiness and ``/metrics``);
+* this process: produces jobs (pipelined XADD, all up front or at ``--rate``)
+  and reads the events stream (XREAD in batches) until every job has its
+  final event, or the timeout.
+
+A job is *final* when it has a receipt state (delivered, undeliverable,
+expired, rejected, deleted, unknown, failed); a job sent with ``dlr=0`` is
+final at ``submitted``; an invalid job is final when it is in the dead-letter
+stream. ``lost`` counts jobs that are none of these at the end and must be 0.
+
+Latencies come from the events' ``ts`` (unix ms, written by the engine's
+Redis scripts): submit latency is ``submitted`` minus the moment the job
+could first be seen (its stream entry id, or the engines' readiness when
+jobs were pre-loaded before the engines started); receipt latency is the
+final event minus ``submitted``. CPU seconds and peak RSS per process come
+from ``/proc`` (utime+stime over the measured window; VmHWM), Redis ops/s
+from ``INFO stats``.
+
+Profiling (bench code only, the engine is untouched): ``--cprofile FILE``
+starts worker 0 under ``python -m cProfile -o FILE``; ``--py-spy FILE``
+samples worker 0 with py-spy over the measured window (``.txt``: collapsed
+stacks, summarised into the top functions; ``.svg``: a flame graph).
+
+No phone number or message text is printed: the numbers are fictitious
+(+45 01, not assigned) and only counts and timings are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import re
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["FINAL_EVENTS", "BenchOptions", "build_parser", "main", "parse_mix", "run_bench"]
+
+FINAL_EVENTS = frozenset({"delivered", "undeliverable", "expired", "rejected", "deleted", "unknown", "failed"})
+_FINAL_B = frozenset(e.encode() for e in FINAL_EVENTS)
+_SUBMITTED_B = b"submitted"
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_LISTENING_RE = re.compile(r"listening on ([^:\s]+):(\d+)")
+
+_MIX_KINDS = ("gsm", "ucs2", "long", "invalid")
+_DEFAULT_MIX = "gsm=0.9,ucs2=0.05,long=0.03,invalid=0.02"
+_GSM_TEXT = "Your code is {n}. It expires in 10 minutes."
+_UCS2_TEXT = "Ваш код подтверждения: {n}"
+_LONG_TEXT = (
+    "Order {n}: this longer message does not fit in one SMS segment, so sendgate splits it into "
+    "concatenated parts with a user data header, and the handset joins them back together again."
+)
+
+
+# ----------------------------------------------------------------- options
+@dataclass(frozen=True)
+class BenchOptions:
+    """One load run's settings (see ``--help``)."""
+
+    jobs: int = 100_000
+    rate: float = 0.0  # jobs/s from a producer task; 0 = pre-load everything first
+    mix: dict[str, float] = field(default_factory=lambda: parse_mix(_DEFAULT_MIX))
+    dlr: bool = True
+    workers: int = 1
+    binds: int = 2
+    window: int = 256
+    tps: float = 0.0
+    batch_size: int = 1000
+    loop: str = "uvloop"  # the engines' event loop
+    sim_loop: str = "uvloop"
+    receipts: bool = True  # simulator sends receipts when asked
+    dlr_delay_ms: float = 0.0
+    latency_ms: float = 0.0
+    redis_url: str = ""
+    timeout_s: float = 300.0
+    seed: int = 1
+    quiet: bool = False
+    cprofile: str = ""
+    py_spy: str = ""
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """``gsm=0.8,ucs2=0.1,long=0.05,invalid=0.05`` → normalised weights."""
+    mix: dict[str, float] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        name, sep, weight = part.partition("=")
+        name = name.strip().lower()
+        if name not in _MIX_KINDS or not sep:
+            raise ValueError(f"--mix: expected NAME=WEIGHT with NAME in {', '.join(_MIX_KINDS)}, got {part!r}")
+        w = float(weight)
+        if w < 0:
+            raise ValueError(f"--mix: negative weight for {name}")
+        mix[name] = w
+    total = sum(mix.values())
+    if total <= 0:
+        raise ValueError("--mix: weights must add up to more than 0")
+    return {k: v / total for k, v in mix.items()}
+
+
+def _job_fields(run: str, i: int, kind: str, dlr: bool, rng: random.Random) -> dict[str, str]:
+    n = str(rng.randrange(100000, 999999))
+    fields = {"id": f"{run}-{i}", "to": f"+4501{rng.randrange(0, 999999):06d}", "dlr": "1" if dlr else "0"}
+    if kind == "gsm":
+        fields["text"] = _GSM_TEXT.format(n=n)
+    elif kind == "ucs2":
+        fields["text"] = _UCS2_TEXT.format(n=n)
+    elif kind == "long":
+        fields["text"] = _LONG_TEXT.format(n=n)
+    else:
+        fields["to"] = "12ab"  # bad_number: a dead letter
+        fields["text"] = "x"
+    return fields
+
+
+# --------------------------------------------------------------- processes
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    path = env.get("PYTHONPATH", "")
+    parts = [p for p in path.split(os.pathsep) if p]
+    if str(_REPO_ROOT) not in parts:
+        parts.append(str(_REPO_ROOT))
+    env["PYTHONPATH"] = os.pathsep.join(parts)
+    env.pop("SENDGATE_CONFIG", None)
+    if extra:
+        env.update(extra)
+    return env
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of one process, in seconds (``/proc/<pid>/stat``)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    rest = raw[raw.rindex(")") + 2 :].split()
+    return (int(rest[11]) + int(rest[12])) / _CLK_TCK  # fields 14 and 15 of proc(5)
+
+
+def proc_peak_rss_mb(pid: int) -> float:
+    """Peak resident set size (VmHWM) in MiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return 0.0
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the child gets SIGTERM when the bench process dies, even by SIGKILL."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+_LIVE: list[Children] = []
+
+
+class Children:
+    """Every process the run started; all are ended by `stop_all`, whatever happens."""
+
+    def __init__(self) -> None:
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        _LIVE.append(self)
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str], stdout: Any, stderr: Any) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            args, cwd=_REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+            start_new_session=True, preexec_fn=_die_with_parent,
+        )
+        self.procs.append((name, proc))
+        return proc
+
+    def terminate(self, proc: subprocess.Popen[bytes], grace_s: float) -> None:
+        if proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+    def stop_all(self, grace_s: float = 10.0) -> None:
+        for _name, proc in reversed(self.procs):
+            self.terminate(proc, grace_s)
+
+
+def _wait_listening(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
+    """The simulator's port, from its first stdout line."""
+    assert proc.stdout is not None
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout_s
+    buf = b""
+    while time.monotonic() < deadline:
+        if not sel.select(timeout=0.1):
+            if proc.poll() is not None:
+                break
+            continue
+        chunk = os.read(proc.stdout.fileno(), 4096)
+        if not chunk:
+            break
+        buf += chunk
+        m = _LISTENING_RE.search(buf.decode(errors="replace"))
+        if m:
+            sel.close()
+            return int(m.group(2))
+    sel.close()
+    raise RuntimeError("the SMSC simulator did not report its port")
+
+
+def _engine_toml(o: BenchOptions, redis_url: str, prefix: str, sim_port: int, worker: int, admin_port: int) -> str:
+    def q(s: str) -> str:
+        return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    return f"""# generated by sendgate bench
+[redis]
+url = {q(redis_url)}
+prefix = {q(prefix)}
+
+[engine]
+batch_size = {o.batch_size}
+consumer = {q(f"bench-{worker}")}
+block_ms = 50
+drain_timeout_s = 5.0
+
+[admin]
+listen = {q(f"127.0.0.1:{admin_port}")}
+
+[logging]
+level = "warning"
+format = "text"
+
+[privacy]
+hash_secret = "bench-only-secret"
+
+[[carriers]]
+name = "sim"
+host = "127.0.0.1"
+port = {sim_port}
+system_id = "bench"
+password = "bench"
+binds = {o.binds}
+window = {o.window}
+tps = {o.tps}
+routes = [""]
+"""
+
+
+# --------------------------------------------------------------- tracking
+class Tracker:
+    """Per-job state, indexed by the job's number in this run (ids are ``<run>-<i>``)."""
+
+    def __init__(self, jobs: int) -> None:
+        self.entry_ms = [0] * jobs
+        self.dlr = [True] * jobs
+        self.submitted_ms = [0] * jobs
+        self.submits = bytearray(jobs)
+        self.final_ms = [0] * jobs
+        # when the event reached the events stream (its entry id), not its ts
+        self.submitted_pub_ms = [0] * jobs
+        self.final_pub_ms = [0] * jobs
+        self.final_count = 0
+        self.submitted_count = 0
+        self.receipt_count = 0
+        self.events = 0
+        self.foreign = 0
+        self.events_by_state: dict[str, int] = {}
+
+    def on_event(self, i: int, event: bytes, ts: int, pub_ms: int) -> None:
+        self.events += 1
+        name = event.decode()
+        self.events_by_state[name] = self.events_by_state.get(name, 0) + 1
+        if event == _SUBMITTED_B:
+            if self.submits[i] < 255:
+                self.submits[i] += 1
+            if self.submitted_ms[i] == 0:
+                self.submitted_ms[i] = ts
+                self.submitted_pub_ms[i] = pub_ms
+                self.submitted_count += 1
+                if not self.dlr[i] and self.final_ms[i] == 0:
+                    self.final_ms[i] = ts
+                    self.final_pub_ms[i] = pub_ms
+                    self.final_count += 1
+        elif event in _FINAL_B and self.final_ms[i] == 0:
+            self.final_ms[i] = ts
+            self.final_pub_ms[i] = pub_ms
+            self.final_count += 1
+            if self.submitted_ms[i]:
+                self.receipt_count += 1
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """p50/p95/p99/max (nearest rank) of ``values``, in the unit given."""
+    if not values:
+        return {"p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0}
+    v = sorted(values)
+    n = len(v)
+
+    def at(p: float) -> float:
+        return round(float(v[min(n - 1, max(0, int(p / 100 * n + 0.5) - 1))]), 1)
+
+    return {"p50": at(50), "p95": at(95), "p99": at(99), "max": round(float(v[-1]), 1)}
+
+
+# -------------------------------------------------------------- the run
+async def _produce(redis: Any, stream: str, o: BenchOptions, run: str, tracker: Tracker) -> None:
+    rng = random.Random(o.seed)
+    kinds = list(o.mix)
+    weights = [o.mix[k] for k in kinds]
+    chosen = rng.choices(kinds, weights, k=o.jobs)
+    chunk = 1000
+
+    async def push(lo: int, hi: int) -> None:
+        pipe = redis.pipeline(transaction=False)
+        for i in range(lo, hi):
+            pipe.xadd(stream, _job_fields(run, i, chosen[i], o.dlr, rng))
+            tracker.dlr[i] = o.dlr
+        ids = await pipe.execute()
+        for i, eid in zip(range(lo, hi), ids, strict=True):
+            tracker.entry_ms[i] = int(eid.split(b"-", 1)[0])
+
+    if o.rate <= 0:
+        for lo in range(0, o.jobs, chunk):
+            await push(lo, min(o.jobs, lo + chunk))
+        return
+    start = time.monotonic()
+    sent = 0
+    while sent < o.jobs:
+        due = min(o.jobs, int((time.monotonic() - start) * o.rate))
+        while sent < due:
+            hi = min(due, sent + chunk)
+            await push(sent, hi)
+            sent = hi
+        await asyncio.sleep(0.005)
+
+
+async def _http_get(port: int, path: str, timeout_s: float = 2.0) -> tuple[int, bytes]:
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout_s)
+    try:
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), timeout_s)
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
+    return status, body
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+async def _wait_ready(
+    procs: list[subprocess.Popen[bytes]], ports: list[int], timeout_s: float, workdir: Path
+) -> None:
+    pending = dict(zip(ports, procs, strict=True))
+    deadline = time.monotonic() + timeout_s
+    while pending:
+        if time.monotonic() > deadline:
+            raise RuntimeError("engine worker(s) not ready in time")
+        for port, proc in list(pending.items()):
+            if proc.poll() is not None:
+                w = procs.index(proc)
+                tail = _log_tail(workdir / f"engine-{w}.log")
+                raise RuntimeError(f"engine worker {w} exited early with code {proc.returncode}:\n{tail}")
+            with contextlib.suppress(OSError, asyncio.TimeoutError, ValueError, IndexError):
+                status, _ = await _http_get(port, "/readyz", 0.5)
+                if status == 200:
+                    del pending[port]
+        if pending:
+            await asyncio.sleep(0.01)
+
+
+_THROTTLE_RE = re.compile(rb"^sendgate_throttle_replies_total\{[^}]*\}\s+([0-9.eE+]+)", re.M)
+
+
+async def _throttle_replies(ports: list[int]) -> int | None:
+    total = 0.0
+    seen = False
+    for port in ports:
+        try:
+            status, body = await _http_get(port, "/metrics")
+        except (TimeoutError, OSError, ValueError, IndexError):
+            continue
+        if status != 200:
+            continue
+        seen = True
+        total += sum(float(m) for m in _THROTTLE_RE.findall(body))
+    return int(total) if seen else None
+
+
+def _redis_pid(info: dict[str, Any], url: str) -> int | None:
+    host = re.sub(r"^redis://(?:[^@]*@)?", "", url).split(":", 1)[0].split("/", 1)[0]
+    if host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
+        return None
+    pid = int(info.get("process_id", 0) or 0)
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text()
+    except OSError:
+        return None
+    return pid if "redis" in comm else None
+
+
+async def run_bench(o: BenchOptions, redis_url: str, workdir: Path) -> dict[str, Any]:
+    """One load run against ``redis_url``; returns the result (see DESIGN.md, "Command line")."""
+    from redis.asyncio import Redis
+
+    run = f"b{uuid.uuid4().hex[:8]}"
+    prefix = f"sgbench-{run}"
+    jobs_key, events_key, dead_key = f"{prefix}:jobs", f"{prefix}:events", f"{prefix}:dead"
+    redis: Any = Redis.from_url(redis_url)  # replies are bytes; Any keeps the parsing code plain
+    children = Children()
+    tracker = Tracker(o.jobs)
+    t0_ms = 0
+    sim_err: Any = None
+    result: dict[str, Any] = {}
+    producer: asyncio.Task[None] | None = None
+    spy: subprocess.Popen[bytes] | None = None
+
+    def log(msg: str) -> None:
+        if not o.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    try:
+        info_server = await redis.info("server")
+        redis_pid = _redis_pid(info_server, redis_url)
+
+        # -- simulator
+        sim_args = [
+            sys.executable, "-m", "connectors.simulator", "--host", "127.0.0.1", "--port", "0",
+            "--latency-ms", str(o.latency_ms), "--dlr-delay-ms", str(o.dlr_delay_ms), "--loop", o.sim_loop,
+            "--seed", str(o.seed), "--duration", str(o.timeout_s + 120),
+        ]
+        if not o.receipts:
+            sim_args.append("--no-dlr")
+        sim_err = open(workdir / "simulator.log", "wb")  # noqa: SIM115 - closed in finally
+        sim = children.spawn("simulator", sim_args, _child_env(), subprocess.PIPE, sim_err)
+        sim_port = await asyncio.to_thread(_wait_listening, sim, 20.0)
+        log(f"bench: simulator pid {sim.pid} on 127.0.0.1:{sim_port}")
+
+        # -- jobs up front (pre-load) unless a rate is asked for
+        if o.rate <= 0:
+            t = time.monotonic()
+            await _produce(redis, jobs_key, o, run, tracker)
+            log(f"bench: pre-loaded {o.jobs} jobs in {time.monotonic() - t:.1f}s")
+
+        # -- engines
+        admin_ports = [_free_port() for _ in range(o.workers)]
+        engines: list[subprocess.Popen[bytes]] = []
+        for w in range(o.workers):
+            cfg = workdir / f"engine-{w}.toml"
+            cfg.write_text(_engine_toml(o, redis_url, prefix, sim_port, w, admin_ports[w]))
+            env = _child_env({"REDIS_URL": redis_url, "SENDGATE_LOOP": o.loop})
+            cmd = [sys.executable]
+            if w == 0 and o.cprofile:
+                cmd += ["-m", "cProfile", "-o", str(Path(o.cprofile).resolve())]
+            cmd += ["-m", "engine.cli", "run", "-c", str(cfg)]
+            err = open(workdir / f"engine-{w}.log", "wb")  # noqa: SIM115 - the child owns it
+            engines.append(children.spawn(f"engine-{w}", cmd, env, subprocess.DEVNULL, err))
+            err.close()
+        await _wait_ready(engines, admin_ports, 60.0, workdir)
+        t0_ms = int(time.time() * 1000)
+        t0_mono = time.monotonic()
+        log(f"bench: {o.workers} engine worker(s) ready: pids {' '.join(str(p.pid) for p in engines)}")
+
+        watched: dict[str, int] = {f"engine-{w}": p.pid for w, p in enumerate(engines)}
+        watched["simulator"] = sim.pid
+        if redis_pid:
+            watched["redis"] = redis_pid
+        cpu0 = {name: proc_cpu_s(pid) for name, pid in watched.items()}
+        self0 = resource.getrusage(resource.RUSAGE_SELF)
+        stats0 = await redis.info("stats")
+
+        if o.py_spy:
+            spy = _start_py_spy(children, o.py_spy, engines[0].pid, workdir)
+
+        if o.rate > 0:
+            producer = asyncio.get_running_loop().create_task(_produce(redis, jobs_key, o, run, tracker))
+
+        # -- events until every job is final
+        run_prefix = f"{run}-".encode()
+        cut = len(run_prefix)
+        last = "0-0"
+        deadline = t0_mono + o.timeout_s
+        dead = 0
+        next_report = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            reply = await redis.xread({events_key: last}, count=5000, block=100)
+            for _stream, entries in reply or ():
+                for eid, f in entries:
+                    jid = f.get(b"id", b"")
+                    if not jid.startswith(run_prefix):
+                        tracker.foreign += 1
+                        continue
+                    try:
+                        i = int(jid[cut:])
+                    except ValueError:
+                        tracker.foreign += 1
+                        continue
+                    if 0 <= i < o.jobs:
+                        tracker.on_event(
+                            i, f.get(b"event", b""), int(f.get(b"ts", b"0")), int(eid.split(b"-", 1)[0])
+                        )
+                last = entries[-1][0].decode()
+            now = time.monotonic()
+            if now >= next_report or tracker.final_count + dead >= o.jobs:
+                dead = int(await redis.xlen(dead_key))
+                next_report = now + 1.0
+                log(
+                    f"bench: {now - t0_mono:6.1f}s  final {tracker.final_count}/{o.jobs}  "
+                    f"submitted {tracker.submitted_count}  dead {dead}"
+                )
+            if producer is not None and not producer.done():
+                continue
+            if tracker.final_count + dead >= o.jobs:
+                break
+        end_wall_ms = int(time.time() * 1000)
+
+        # -- measurements before anything is stopped
+        cpu1 = {name: proc_cpu_s(pid) for name, pid in watched.items()}
+        rss = {name: proc_peak_rss_mb(pid) for name, pid in watched.items()}
+        self1 = resource.getrusage(resource.RUSAGE_SELF)
+        stats1 = await redis.info("stats")
+        throttles = await _throttle_replies(admin_ports)
+        if spy is not None:
+            children.terminate(spy, 15.0)  # py-spy writes its output on SIGINT/SIGTERM
+            spy = None
+        if producer is not None and not producer.done():
+            producer.cancel()
+
+        dead_ids = await _dead_letter_ids(redis, dead_key, run_prefix, o.jobs)
+        result = _summarise(
+            o, tracker, dead_ids, t0_ms, end_wall_ms, cpu0, cpu1, rss, stats0, stats1, throttles,
+        )
+        result["cpu_s"]["bench"] = round(
+            (self1.ru_utime + self1.ru_stime) - (self0.ru_utime + self0.ru_stime), 2
+        )
+        result["peak_rss_mb"]["bench"] = round(self1.ru_maxrss / 1024, 1)
+        result["pids"] = watched
+        if not redis_pid:
+            result["notes"].append("redis-server CPU not measured (not a local process)")
+        if o.cprofile:
+            result["notes"].append(f"worker 0 ran under cProfile (slower): {o.cprofile}")
+        if o.py_spy:
+            result["notes"].append(f"worker 0 sampled by py-spy: {o.py_spy}")
+        return result
+    finally:
+        if producer is not None and not producer.done():
+            producer.cancel()
+            with contextlib.suppress(BaseException):
+                await producer
+        await asyncio.to_thread(children.stop_all, 15.0)
+        with contextlib.suppress(Exception):
+            keys = [k async for k in redis.scan_iter(match=f"{prefix}:*", count=5000)]
+            for i in range(0, len(keys), 1000):
+                await redis.delete(*keys[i : i + 1000])
+        with contextlib.suppress(Exception):
+            await redis.aclose()
+        if sim_err is not None:
+            sim_err.close()
+
+
+def _start_py_spy(children: Children, out: str, pid: int, workdir: Path) -> subprocess.Popen[bytes] | None:
+    exe = Path(sys.executable).with_name("py-spy")
+    binary = str(exe) if exe.exists() else "py-spy"
+    fmt = "raw" if out.endswith(".txt") else "speedscope" if out.endswith(".json") else "flamegraph"
+    args = [binary, "record", "--pid", str(pid), "--rate", "200", "--format", fmt, "--output", str(Path(out).resolve())]
+    try:
+        log = open(workdir / "py-spy.log", "wb")  # noqa: SIM115 - the child owns it
+        proc = children.spawn("py-spy", args, dict(os.environ), subprocess.DEVNULL, log)
+        log.close()
+        return proc
+    except OSError as err:
+        print(f"bench: py-spy not started ({err}); install it with pip install py-spy", file=sys.stderr)
+        return None
+
+
+async def _dead_letter_ids(redis: Any, dead_key: str, run_prefix: bytes, jobs: int) -> set[int]:
+    ids: set[int] = set()
+    start = "-"
+    cut = len(run_prefix)
+    while True:
+        entries = await redis.xrange(dead_key, min=start, count=5000)
+        if not entries:
+            return ids
+        for _eid, f in entries:
+            jid = f.get(b"id", b"")
+            if jid.startswith(run_prefix):
+                with contextlib.suppress(ValueError):
+                    i = int(jid[cut:])
+                    if 0 <= i < jobs:
+                        ids.add(i)
+        start = "(" + entries[-1][0].decode()
+
+
+def _summarise(
+    o: BenchOptions,
+    t: Tracker,
+    dead_ids: set[int],
+    t0_ms: int,
+    end_wall_ms: int,
+    cpu0: dict[str, float],
+    cpu1: dict[str, float],
+    rss: dict[str, float],
+    stats0: dict[str, Any],
+    stats1: dict[str, Any],
+    throttles: int | None,
+) -> dict[str, Any]:
+    submit_lat: list[float] = []
+    receipt_lat: list[float] = []
+    publish_lat: list[float] = []
+    receipt_pub_lat: list[float] = []
+    last_final = t0_ms
+    lost = 0
+    finals = 0
+    for i in range(o.jobs):
+        fin = t.final_ms[i]
+        sub = t.submitted_ms[i]
+        if sub:
+            submit_lat.append(sub - max(t.entry_ms[i], t0_ms))
+            if fin and t.dlr[i]:
+                receipt_lat.append(fin - sub)
+                receipt_pub_lat.append(t.final_pub_ms[i] - t.submitted_pub_ms[i])
+        if fin:
+            finals += 1
+            pub = t.final_pub_ms[i]
+            publish_lat.append(pub - max(t.entry_ms[i], t0_ms))
+            last_final = max(last_final, pub)
+        elif i not in dead_ids:
+            lost += 1
+    elapsed_s = max(0.001, (last_final - t0_ms) / 1000) if finals else max(0.001, (end_wall_ms - t0_ms) / 1000)
+    wall_s = max(0.001, (end_wall_ms - t0_ms) / 1000)
+    cmds = int(stats1.get("total_commands_processed", 0)) - int(stats0.get("total_commands_processed", 0))
+    cpu = {name: round(cpu1[name] - cpu0.get(name, 0.0), 2) for name in cpu1}
+    duplicates = sum(1 for c in t.submits if c > 1)
+    timeline = _timeline(t, t0_ms, o.jobs)
+    result: dict[str, Any] = {
+        "jobs": o.jobs,
+        "final": finals,
+        "submitted": t.submitted_count,
+        "msgs_per_s": round(finals / elapsed_s, 1),
+        "submitted_per_s": round(t.submitted_count / elapsed_s, 1),
+        "receipts_per_s": round(t.receipt_count / elapsed_s, 1),
+        "submit_latency_ms": percentiles(submit_lat),
+        "receipt_latency_ms": percentiles(receipt_lat),
+        "final_published_latency_ms": percentiles(publish_lat),
+        "receipt_published_latency_ms": percentiles(receipt_pub_lat),
+        "lost": lost,
+        "dead_letters": len(dead_ids),
+        "duplicates": duplicates,
+        "events": dict(sorted(t.events_by_state.items())),
+        "cpu_s": cpu,
+        "cpu_pct": {name: round(100 * v / wall_s, 1) for name, v in cpu.items()},
+        "peak_rss_mb": rss,
+        "redis_ops_per_s": round(cmds / wall_s, 1),
+        "redis_commands": cmds,
+        "elapsed_s": round(elapsed_s, 3),
+        "wall_s": round(wall_s, 3),
+        "settings": {
+            "workers": o.workers, "binds": o.binds, "window": o.window, "tps": o.tps, "batch_size": o.batch_size,
+            "loop": o.loop, "sim_loop": o.sim_loop, "dlr": o.dlr, "receipts": o.receipts, "rate": o.rate,
+            "mix": o.mix, "dlr_delay_ms": o.dlr_delay_ms, "latency_ms": o.latency_ms, "seed": o.seed,
+        },
+        "timeline": timeline,
+        "notes": [],
+    }
+    if throttles is not None:
+        result["throttle_replies"] = throttles
+    return result
+
+
+def _timeline(t: Tracker, t0_ms: int, jobs: int) -> dict[str, list[float]]:
+    """Per second since the start: final events, submitted events, p50 submit latency."""
+    finals: dict[int, int] = {}
+    subs: dict[int, int] = {}
+    lat: dict[int, list[int]] = {}
+    for i in range(jobs):
+        if t.final_pub_ms[i]:
+            s = max(0, (t.final_pub_ms[i] - t0_ms) // 1000)
+            finals[s] = finals.get(s, 0) + 1
+        if t.submitted_ms[i]:
+            s = max(0, (t.submitted_ms[i] - t0_ms) // 1000)
+            subs[s] = subs.get(s, 0) + 1
+            lat.setdefault(s, []).append(t.submitted_ms[i] - max(t.entry_ms[i], t0_ms))
+    n = max([*finals, *subs, 0]) + 1
+    return {
+        "second": [float(s) for s in range(n)],
+        "final_per_s": [float(finals.get(s, 0)) for s in range(n)],
+        "submitted_per_s": [float(subs.get(s, 0)) for s in range(n)],
+        "submit_latency_p50_ms": [percentiles([float(x) for x in lat.get(s, [])])["p50"] for s in range(n)],
+    }
+
+
+# ---------------------------------------------------------------- output
+def format_table(r: dict[str, Any]) -> str:
+    """The human-readable summary."""
+
+    def lat(d: dict[str, float]) -> str:
+        return f"{d['p50']:.0f} / {d['p95']:.0f} / {d['p99']:.0f} / {d['max']:.0f} ms"
+
+    s = r["settings"]
+    rows: list[tuple[str, str]] = [
+        ("settings", f"workers {s['workers']}, binds {s['binds']}, window {s['window']}, batch {s['batch_size']}, "
+                     f"tps {s['tps'] or 'unlimited'}, loop {s['loop']}, dlr {'on' if s['dlr'] else 'off'}"),
+        ("jobs", str(r["jobs"])),
+        ("final / submitted", f"{r['final']} / {r['submitted']}"),
+        ("msgs/s (final events)", f"{r['msgs_per_s']:,.0f}"),
+        ("submitted/s", f"{r['submitted_per_s']:,.0f}"),
+        ("receipts/s", f"{r['receipts_per_s']:,.0f}"),
+        ("submit latency p50/p95/p99/max", lat(r["submit_latency_ms"])),
+        ("receipt latency p50/p95/p99/max", lat(r["receipt_latency_ms"])),
+        ("final event published, p50/p95/p99/max", lat(r["final_published_latency_ms"])),
+        ("receipt published after submitted", lat(r["receipt_published_latency_ms"])),
+        ("lost", str(r["lost"])),
+        ("dead letters", str(r["dead_letters"])),
+        ("duplicates", str(r["duplicates"])),
+    ]
+    if "throttle_replies" in r:
+        rows.append(("throttle replies", str(r["throttle_replies"])))
+    rows += [
+        ("events", ", ".join(f"{k} {v}" for k, v in r["events"].items()) or "-"),
+        ("redis ops/s", f"{r['redis_ops_per_s']:,.0f}"),
+        ("elapsed (to last final event)", f"{r['elapsed_s']:.2f} s"),
+    ]
+    for name in r["cpu_s"]:
+        rows.append(
+            (f"cpu {name}", f"{r['cpu_s'][name]:.2f} s ({r['cpu_pct'].get(name, 0):.0f} %), "
+                            f"peak rss {r['peak_rss_mb'].get(name, 0):.0f} MiB")
+        )
+    rows += [(f"note {i + 1}", n) for i, n in enumerate(r["notes"])]
+    width = max(len(k) for k, _ in rows)
+    lines = ["", "  sendgate bench", "  " + "-" * (width + 40)]
+    lines += [f"  {k:<{width}}  {v}" for k, v in rows]
+    lines.append("  " + "-" * (width + 40))
+    return "\n".join(lines)
+
+
+def write_plot(r: dict[str, Any], path: str) -> str | None:
+    """Throughput and latency over time as a PNG; returns an error message instead of raising."""
+    import importlib
+
+    try:
+        matplotlib: Any = importlib.import_module("matplotlib")
+        matplotlib.use("Agg")
+        plt: Any = importlib.import_module("matplotlib.pyplot")
+    except ImportError:
+        return "--plot needs matplotlib (pip install matplotlib); no plot written"
+    tl = r["timeline"]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    ax1.plot(tl["second"], tl["final_per_s"], label="final events/s")
+    ax1.plot(tl["second"], tl["submitted_per_s"], label="submitted/s")
+    ax1.set_ylabel("per second")
+    ax1.legend()
+    ax1.grid(True, alpha=0.3)
+    ax2.plot(tl["second"], tl["submit_latency_p50_ms"], label="submit latency p50 (ms)", color="tab:red")
+    ax2.set_ylabel("ms")
+    ax2.set_xlabel("seconds since the engines were ready")
+    ax2.legend()
+    ax2.grid(True, alpha=0.3)
+    s = r["settings"]
+    fig.suptitle(f"sendgate bench: {r['jobs']} jobs, {s['workers']} worker(s), {s['loop']}, dlr {'on' if s['dlr'] else 'off'}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return None
+
+
+def summarise_collapsed(path: str, top: int = 20) -> list[tuple[str, float, float]]:
+    """Top functions of a py-spy ``--format raw`` file: (function, self %, total %)."""
+    self_n: dict[str, int] = {}
+    total_n: dict[str, int] = {}
+    samples = 0
+    for line in Path(path).read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        samples += n
+        frames = [f.split(" (", 1)[0] + " (" + f.split(" (", 1)[1].rsplit(":", 1)[0] + ")" if " (" in f else f
+                  for f in stack.split(";")]
+        self_n[frames[-1]] = self_n.get(frames[-1], 0) + n
+        for f in set(frames):
+            total_n[f] = total_n.get(f, 0) + n
+    if not samples:
+        return []
+    ranked = sorted(self_n.items(), key=lambda kv: -kv[1])[:top]
+    return [(f, round(100 * n / samples, 1), round(100 * total_n[f] / samples, 1)) for f, n in ranked]
+
+
+# ------------------------------------------------------------------ CLI
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sendgate bench",
+        description=(
+            "End-to-end load run: Redis (REDIS_URL, --redis-url or an embedded server), the SMSC "
+            "simulator and --workers engine processes, all on 127.0.0.1; pushes --jobs jobs and "
+            "waits until each has its final event. Prints a table; --json FILE writes the result."
+        ),
+    )
+    d = BenchOptions()
+    p.add_argument("--jobs", type=int, default=d.jobs, help="jobs to push (default %(default)s)")
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="produce at this many jobs/s while the engines run; 0 = pre-load all first (default)")
+    p.add_argument("--mix", default=_DEFAULT_MIX,
+                   help="message mix, weights of gsm, ucs2, long, invalid (default %(default)s)")
+    p.add_argument("--dlr", dest="dlr", action="store_true", default=True, help="ask for receipts (default)")
+    p.add_argument("--no-dlr", dest="dlr", action="store_false", help="jobs with dlr=0: final at submitted")
+    p.add_argument("--no-receipts", dest="receipts", action="store_false",
+                   help="the simulator never sends receipts (jobs with dlr=1 then never finish)")
+    p.add_argument("--workers", type=int, default=d.workers, help="engine processes (default %(default)s)")
+    p.add_argument("--binds", type=int, default=d.binds, help="binds per engine (default %(default)s)")
+    p.add_argument("--window", type=int, default=d.window, help="window per bind (default %(default)s)")
+    p.add_argument("--tps", type=float, default=d.tps, help="carrier TPS limit; 0 = none (default)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="engine batch size (default %(default)s)")
+    p.add_argument("--loop", choices=("uvloop", "asyncio"), default=d.loop, help="engines' event loop (default uvloop)")
+    p.add_argument("--sim-loop", choices=("uvloop", "asyncio"), default=d.sim_loop, help="simulator's event loop")
+    p.add_argument("--dlr-delay-ms", type=float, default=d.dlr_delay_ms, help="simulator receipt delay (default 0)")
+    p.add_argument("--latency-ms", type=float, default=d.latency_ms, help="simulator submit_sm_resp delay (default 0)")
+    p.add_argument("--redis-url", default="", help="Redis to use (default: $REDIS_URL, else an embedded server)")
+    p.add_argument("--timeout-s", type=float, default=d.timeout_s, help="give up after this long (default %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed of the job mix")
+    p.add_argument("--json", metavar="FILE", help="write the result as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="throughput and latency over time (needs matplotlib)")
+    p.add_argument("--cprofile", metavar="FILE", default="", help="run worker 0 under cProfile, stats to FILE")
+    p.add_argument("--py-spy", metavar="FILE", default="",
+                   help="sample worker 0 with py-spy (.txt: collapsed stacks + top functions, .svg: flame graph)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``sendgate bench``; returns 0 when no job was lost, 1 otherwise, 2 on bad arguments."""
+    args = build_parser().parse_args(argv)
+    try:
+        mix = parse_mix(args.mix)
+    except ValueError as err:
+        print(f"sendgate bench: {err}", file=sys.stderr)
+        return 2
+    if args.jobs < 1 or args.workers < 1:
+        print("sendgate bench: --jobs and --workers must be at least 1", file=sys.stderr)
+        return 2
+    opts = BenchOptions(
+        jobs=args.jobs, rate=args.rate, mix=mix, dlr=args.dlr, workers=args.workers, binds=args.binds,
+        window=args.window, tps=args.tps, batch_size=args.batch_size, loop=args.loop, sim_loop=args.sim_loop,
+        receipts=args.receipts, dlr_delay_ms=args.dlr_delay_ms, latency_ms=args.latency_ms,
+        redis_url=args.redis_url, timeout_s=args.timeout_s, seed=args.seed, quiet=args.quiet,
+        cprofile=args.cprofile, py_spy=args.py_spy,
+    )
+    url = opts.redis_url or os.environ.get("REDIS_URL", "")
+    embedded = None
+    if not url:
+        from engine.embedded_redis import EmbeddedRedis
+
+        embedded = EmbeddedRedis().start()
+        url = embedded.url
+        if not opts.quiet:
+            print(f"bench: started an embedded Redis on 127.0.0.1:{embedded.port}", file=sys.stderr)
+    holder: dict[str, Any] = {}
+
+    def on_sigterm(_sig: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+
+    async def go() -> None:
+        with tempfile.TemporaryDirectory(prefix="sendgate-bench-") as tmp:
+            holder["r"] = await run_bench(opts, url, Path(tmp))
+
+    try:
+        try:
+            import uvloop
+
+            uvloop.run(go())
+        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+            asyncio.run(go())
+    except KeyboardInterrupt:
+        print("sendgate bench: interrupted; every child process was stopped", file=sys.stderr)
+        return 130
+    except RuntimeError as err:
+        print(f"sendgate bench: {err}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for children in _LIVE:
+            children.stop_all(5.0)
+        _LIVE.clear()
+        if embedded is not None:
+            embedded.stop()
+    result = holder["r"]
+    if opts.py_spy.endswith(".txt") and Path(opts.py_spy).exists():
+        result["profile_top"] = [
+            {"function": f, "self_pct": s, "total_pct": t} for f, s, t in summarise_collapsed(opts.py_spy)
+        ]
+    print(format_table(result))
+    if args.json:
+        import orjson
+
+        Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    if args.plot:
+        problem = write_plot(result, args.plot)
+        if problem:
+            print(f"sendgate bench: {problem}", file=sys.stderr)
+    return 0 if result["lost"] == 0 else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
