@@ -583,6 +583,7 @@ async def run_bench(o: BenchOptions, redis_url: str, workdir: Path) -> dict[str,
         )
         result["peak_rss_mb"]["bench"] = round(self1.ru_maxrss / 1024, 1)
         result["pids"] = watched
+        result["prefix"] = prefix
         if not redis_pid:
             result["notes"].append("redis-server CPU not measured (not a local process)")
         if o.cprofile:
