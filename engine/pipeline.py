@@ -572,7 +572,7 @@ class Pipeline:
                     job.id, ij.event, ij.carrier, ij.parts, ",".join(ij.message_ids), ij.error,
                     job.ref, job.client, job.callback, "1" if job.dlr else "0", ij.to_hash,
                     retention_until, self._job_ttl_s, corr_ttl, corr,
-                    str(now_ms + corr_ttl * 1000), ij.expect if job.dlr else 0, dlr_ids,
+                    str(now_ms + corr_ttl * 1000), ij.expect if job.dlr else 0, dlr_ids, ij.entry_id,
                 ]
             )
             events[ij.event] = events.get(ij.event, 0) + 1

@@ -16,7 +16,8 @@
 --   [job_id, event, carrier, parts, message_ids, error, ref, client, callback,
 --    dlr ("1"/"0"), to_hash, retention_until (s), job_ttl (s), corr_ttl (s),
 --    [[normalised message_id, part], ...], receipt_deadline (ms), expect (receipts
---    expected), dlr_ids (normalised ids, comma-joined, "" when equal to message_ids)]
+--    expected), dlr_ids (normalised ids, comma-joined, "" when equal to message_ids),
+--    entry_id (the job's entry in KEYS[1]: erasure deletes the raw payload by it)]
 -- ARGV[4] now (unix ms)
 -- ARGV[5] approximate MAXLEN of the events stream
 local jobs, events, due = KEYS[1], KEYS[2], KEYS[3]
@@ -28,7 +29,7 @@ for _, j in ipairs(batch.j) do
   local job_id, event, carrier, parts, message_ids, err = j[1], j[2], j[3], j[4], j[5], j[6]
   local ref, client, callback, dlr, to_hash = j[7], j[8], j[9], j[10], j[11]
   local retention_until, job_ttl, corr_ttl, corr = j[12], j[13], j[14], j[15]
-  local deadline, expect, dlr_ids = j[16], j[17], j[18]
+  local deadline, expect, dlr_ids, entry_id = j[16], j[17], j[18], j[19]
   local job_key = prefix .. ':job:' .. job_id
   local idem = prefix .. ':idem:' .. job_id
   -- "done" already: a repeated call (reply lost) or a duplicate; write nothing twice.
@@ -37,7 +38,8 @@ for _, j in ipairs(batch.j) do
     'ref', ref, 'carrier', carrier, 'client', client, 'callback', callback,
     'parts', parts, 'expect', expect, 'message_ids', message_ids,
     'submitted_ms', now, 'state', event, 'error', err, 'dlr', dlr,
-    'retention_until', retention_until, 'to_hash', to_hash, 'done', 0)
+    'retention_until', retention_until, 'to_hash', to_hash, 'done', 0,
+    'src_key', jobs, 'src_id', entry_id)
   if dlr_ids ~= '' then redis.call('HSET', job_key, 'dlr_ids', dlr_ids) end
   redis.call('EXPIRE', job_key, job_ttl)
   if event == 'submitted' and dlr == '1' then
@@ -47,8 +49,14 @@ for _, j in ipairs(batch.j) do
     end
     redis.call('ZADD', due, deadline, job_id)
   end
+  -- Subject indexes for erasure (privacy_hooks.erasure): by number, by client.
   if to_hash ~= '' then
     local subject = prefix .. ':subject:' .. to_hash
+    redis.call('SADD', subject, job_id)
+    redis.call('EXPIRE', subject, job_ttl)
+  end
+  if client ~= '' then
+    local subject = prefix .. ':subject:client:' .. client
     redis.call('SADD', subject, job_id)
     redis.call('EXPIRE', subject, job_ttl)
   end

@@ -1,0 +1,88 @@
+"""``sendgate erase`` and ``sendgate purge``: the data subject's rights and retention, on demand.
+
+``erase --to NUMBER`` / ``--client ID`` covers every record of that subject
+(job records, correlation entries, raw job payloads) through the subject
+indexes the record script maintains; by default the records are hidden at
+once and re-stamped to disappear one message retention after the request,
+``--now`` deletes them at once. Either way an audit entry is written, with
+the subject as its keyed hash — never the number in clear.
+
+``purge`` applies retention to the streams now (records with a TTL expire
+by themselves): raw job payloads older than the payload retention, events,
+dead letters and inbound messages older than the message retention.
+"""
+
+from __future__ import annotations
+
+import time
+
+from redis.asyncio import Redis
+
+from engine.config import Settings
+from engine.keys import Keys
+from privacy_hooks import AuditLog, RetentionPolicy, client_subject, erase_subject, keyed_hash, mask_number
+
+__all__ = ["erase_main", "purge_main", "retention_policy"]
+
+
+def retention_policy(settings: Settings) -> RetentionPolicy:
+    d = settings.privacy.retention_days
+    return RetentionPolicy(
+        message=d.message, payload=d.payload, activity_log=d.activity_log, audit=d.audit,
+        dlr_wait_h=settings.privacy.dlr_wait_h,
+    )
+
+
+def _redis(settings: Settings) -> Redis:
+    if not settings.redis.url:
+        raise SystemExit("sendgate: erase/purge need a Redis: set REDIS_URL or [redis] url")
+    return Redis.from_url(settings.redis.url)
+
+
+async def erase_main(settings: Settings, *, to: str | None, client: str | None, now: bool) -> int:
+    """Erase one subject; prints a summary without the number in clear."""
+    from engine.job import normalise_number
+
+    redis = _redis(settings)
+    prefix = settings.redis.prefix
+    policy = retention_policy(settings)
+    try:
+        if to is not None:
+            digits = normalise_number(to)
+            if digits is None:
+                print("sendgate erase: --to is not an E.164 number")
+                return 2
+            subject = keyed_hash(settings.privacy.hash_secret.encode(), digits)
+            label = mask_number("+" + digits)
+        else:
+            assert client is not None
+            subject = client_subject(client)
+            label = f"client {client}"
+        audit = AuditLog(redis, Keys(prefix).audit, policy.audit)
+        result = await erase_subject(redis, prefix, subject, time.time(), policy, immediate=now, audit=audit,
+                                     requested_by="cli")
+        mode = "deleted" if now else "hidden, to disappear at retention"
+        print(f"erased {label}: {result.records} record(s) {mode}, {result.payloads} raw payload(s) deleted; "
+              f"audit entry {result.audit_id}")
+        return 0
+    finally:
+        await redis.aclose()
+
+
+async def purge_main(settings: Settings) -> int:
+    """Trim streams past their retention now."""
+    redis = _redis(settings)
+    keys = Keys(settings.redis.prefix)
+    d = settings.privacy.retention_days
+    now_ms = int(time.time() * 1000)
+    plan = [(lane, d.payload) for lane in keys.lanes()]
+    plan += [(keys.events, d.message), (keys.dead, d.message), (keys.inbound, d.message),
+             (keys.dlr_unmatched, d.message), (keys.dlr_invalid, d.message), (keys.callbacks_failed, d.message),
+             (keys.audit, d.audit)]
+    try:
+        for stream, days in plan:
+            removed = await redis.xtrim(stream, minid=f"{now_ms - days * 86_400_000}-0", approximate=False)
+            print(f"{stream}: {removed} entr{'y' if removed == 1 else 'ies'} past {days} days removed")
+        return 0
+    finally:
+        await redis.aclose()
