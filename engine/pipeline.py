@@ -36,7 +36,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
@@ -56,18 +56,11 @@ from engine.segmenter import Segmented, SegmentError, segment
 from engine.submit import SubmitBuilder
 from privacy_hooks import keyed_hash
 
-__all__ = ["Pipeline", "PoolLike"]
+__all__ = ["Pipeline"]
 
 log = logging.getLogger("sendgate.pipeline")
 
 _REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
-
-
-class PoolLike:  # pragma: no cover - documentation of what the pipeline needs
-    """The part of `connectors.pool.BindPool` the pipeline uses."""
-
-    def submit(self, pdu: Any, token: object) -> None: ...
-    def pending(self) -> int: ...
 
 
 def _raw_reply(response: Any, **_options: Any) -> Any:
@@ -123,6 +116,9 @@ class _InFlightJob:
         self.event = "submitted"
         self.error = ""
         self.fallback_used = False
+
+
+_Token = tuple[_InFlightJob, int, float]  # (job, part index, monotonic submit time)
 
 
 class _Batch:
@@ -238,7 +234,7 @@ class Pipeline:
                     await asyncio.sleep(0.2 + random.random() * 0.3)
                     continue
                 if self._stopping:
-                    break  # read but not started: left pending, reclaimed later
+                    break  # type: ignore[unreachable]  # stop() may run during the await
                 streams_reply = reply.items() if isinstance(reply, dict) else (reply or ())
                 for stream_name, raw_entries in streams_reply:
                     stream = stream_name.decode() if isinstance(stream_name, bytes) else stream_name
@@ -330,7 +326,7 @@ class Pipeline:
                 carrier = self.router.route(job.to, job.carrier)
                 seg = self._segment(job, carrier)
             except (JobError, RoutingError, SegmentError) as err:
-                code: str = err.code  # type: ignore[union-attr]
+                code: str = err.code
                 reason = err.reason if isinstance(err, (JobError, SegmentError)) else str(err)
                 self._dead_letter(entry_id, fields, code, reason, dead_meta, dead_fields)
                 dead_codes[code] = dead_codes.get(code, 0) + 1
@@ -464,7 +460,7 @@ class Pipeline:
 
     # ------------------------------------------------------ pool callbacks
     def on_submit_resp(self, token: object, command_status: int, message_id: str) -> None:
-        ij, i, t0 = token  # type: ignore[misc]
+        ij, i, t0 = cast("_Token", token)
         if command_status == 0:
             ij.message_ids[i] = message_id
             self._submit_ok[ij.carrier].inc()
@@ -502,7 +498,7 @@ class Pipeline:
 
     def on_submit_lost(self, token: object, reason: str) -> None:
         """Written on a bind that dropped (or timed out) before its resp."""
-        ij, i, _t0 = token  # type: ignore[misc]
+        ij, i, _t0 = cast("_Token", token)
         self.metrics.submits.labels(ij.carrier, "lost").inc()
         if self.settings.engine.resend_unknown and not self._stopping:
             self.pools[ij.carrier].submit(ij.pdus[i], (ij, i, time.monotonic()))
@@ -635,7 +631,8 @@ class Pipeline:
         ttl = self.settings.privacy.retention_days.payload * 86400
         for entry_id, fields, due in scheduled:
             key = f"{k.scheduled}:{entry_id}"
-            pipe.hset(key, mapping={**fields, b"lane": stream.encode()})  # type: ignore[arg-type]
+            mapping: dict[Any, Any] = {**fields, b"lane": stream.encode()}
+            pipe.hset(key, mapping=mapping)
             pipe.expire(key, ttl)
             pipe.zadd(k.scheduled, {entry_id: due * 1000})
             pipe.xack(stream, self.group, entry_id)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
@@ -102,7 +103,7 @@ class Producer:
     async def events(self, last_id: str = "$", block_ms: int = 1000, count: int = 500) -> AsyncIterator[dict[str, str]]:
         """Follow the events stream from ``last_id`` ("0" for all, "$" for new ones)."""
         while True:
-            reply = await self.redis.xread({self.keys.events: last_id}, count=count, block=block_ms)
+            reply: Any = await self.redis.xread({self.keys.events: last_id}, count=count, block=block_ms)
             for _stream, entries in reply or []:
                 for eid, fields in entries:
                     last_id = eid.decode() if isinstance(eid, bytes) else eid

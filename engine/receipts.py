@@ -58,12 +58,12 @@ def _decode_mo_text(data_coding: int, payload: bytes) -> str:
     """Best-effort text of a mobile-originated message (SMPP 3.4 §5.2.19)."""
     if data_coding == 0x08:
         return payload.decode("utf-16-be", "replace")
-    if data_coding in (0x00, 0x01):
-        try:
-            from engine.gsm7 import decode_gsm7
+    if data_coding == 0x00:  # SMSC default alphabet: GSM 03.38, one septet per octet
+        from engine.gsm7 import decode
 
-            return decode_gsm7(payload)
-        except Exception:
+        try:
+            return decode(payload)
+        except ValueError:
             return payload.decode("latin-1")
     return payload.decode("latin-1")
 

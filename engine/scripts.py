@@ -30,6 +30,6 @@ class Script:
 
     async def __call__(self, redis: Redis, keys: list[str], args: list[Any]) -> Any:
         try:
-            return await redis.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[misc]
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            return await redis.eval(self.source, len(keys), *keys, *args)  # type: ignore[misc]
+            return await redis.eval(self.source, len(keys), *keys, *args)

@@ -15,7 +15,6 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from connectors.codec import decode
 from connectors.constants import CommandId
 from connectors.framer import Framer
 from connectors.pdu import SubmitSm

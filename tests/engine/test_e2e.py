@@ -21,7 +21,7 @@ def _jobs(n: int, **extra: str) -> list[dict[str, str]]:
 
 
 async def test_jobs_are_submitted_receipted_and_acked(redis_url: str, key_prefix: str) -> None:
-    async with running(redis_url, key_prefix) as (engine, sim, proxy, redis):
+    async with running(redis_url, key_prefix) as (_engine, sim, proxy, redis):
         jobs = _jobs(300)
         await push(redis, key_prefix, jobs)
         events = await wait_events(redis, key_prefix, {j["id"] for j in jobs})
