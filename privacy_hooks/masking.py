@@ -18,10 +18,12 @@ could be in minutes.
   against collisions among the world's numbers, RFC 2104 §5 allows truncation).
 * ``redact_text``: masks every phone-number-like run in free text — 6 or more
   digits, optionally after a ``+`` — except where the digits are part of a
-  token that is clearly an identifier: a UUID, or a 16-64 character hex token
-  containing a letter (keyed hashes, hex message ids), or a ``0x`` hex literal
-  (SMPP command_status ``0x00000058``). A digits-only token is always masked,
-  however long.
+  word shaped exactly like one of our identifiers: a keyed hash (32 lowercase
+  hex characters, not all digits), a canonical UUID, or a ``0x`` literal of
+  at most 8 hex digits (SMPP command_status ``0x00000058``). The exemptions
+  are deliberately narrow: a number glued to a few letters is still masked,
+  and so are other hex ids (e.g. 16-char message ids) that happen to hold 6
+  digits in a row — readability loses to privacy.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ _NON_ASCII_DIGIT = re.compile(r"[^0-9]+")
 # (Spelled out: ``\d\d\d\d\d\d+`` scans ~2x faster than ``\d{6,}`` in CPython's re.)
 _RUN = re.compile(r"\d\d\d\d\d\d+")
 _WORD_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_HEX_WORD = re.compile(r"[0-9a-fA-F]{16,64}|0[xX][0-9a-fA-F]+")
+_HEX_WORD = re.compile(rf"[0-9a-f]{{{HASH_HEX_LEN}}}|0[xX][0-9a-fA-F]{{1,8}}")
 _UUID = re.compile(
     r"(?<![0-9A-Za-z])[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
     r"(?![0-9A-Za-z])"
