@@ -112,6 +112,7 @@ class Engine:
             limiter = TokenBucket(c.tps) if c.tps else None
             pool = BindPool(bind_config(c), _PoolHandler(self, c.name), limiter)
             self.pools[c.name] = pool
+            self.metrics.pool_stats[c.name] = pool.stats
         await asyncio.gather(*(p.start() for p in self.pools.values()))
         self._register_gauges()
         self.receipts.start()

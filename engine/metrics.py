@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 __all__ = ["FastHistogram", "Metrics"]
@@ -31,7 +32,7 @@ RECEIPT_BUCKETS_S = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 18
 class FastHistogram:
     """Lock-free histogram for one label set, summed into Prometheus at scrape."""
 
-    __slots__ = ("bounds", "counts", "total", "sum")
+    __slots__ = ("bounds", "counts", "sum", "total")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
@@ -85,6 +86,19 @@ class _CallbackGauge(Collector):
         yield fam
 
 
+class _CallbackCounter(Collector):
+    """A counter whose samples are read from the engine when scraped."""
+
+    def __init__(self, name: str, doc: str, labels: list[str], read: Callable[[], list[tuple[list[str], float]]]) -> None:
+        self._name, self._doc, self._labels, self._read = name, doc, labels, read
+
+    def collect(self) -> Iterator[Metric]:
+        fam = CounterMetricFamily(self._name, self._doc, labels=self._labels)
+        for labels, value in self._read():
+            fam.add_metric(labels, value)
+        yield fam
+
+
 class Metrics:
     """Every metric of one engine process, in its own registry."""
 
@@ -95,7 +109,13 @@ class Metrics:
         self.jobs_duplicate = Counter("sendgate_jobs_duplicate", "Jobs whose id was already sent; acked without sending", registry=r)
         self.jobs_reclaimed = Counter("sendgate_jobs_reclaimed", "Stream entries reclaimed from a consumer that went away", registry=r)
         self.submits = Counter("sendgate_submits", "submit_sm outcomes", ["carrier", "result"], registry=r)
-        self.throttle_replies = Counter("sendgate_throttle_replies", "ESME_RTHROTTLED / ESME_RMSGQFUL replies", ["carrier"], registry=r)
+        # Throttling replies are handled inside the bind pools; their counters are
+        # read at scrape time from the pools' stats (set by the app).
+        self.pool_stats: dict[str, Any] = {}
+        r.register(_CallbackCounter(
+            "sendgate_throttle_replies", "ESME_RTHROTTLED / ESME_RMSGQFUL replies (submits re-queued)", ["carrier"],
+            lambda: [([name], float(st.throttled)) for name, st in sorted(self.pool_stats.items())],
+        ))
         self.events = Counter("sendgate_events", "Status events published", ["event"], registry=r)
         self.receipts = Counter("sendgate_receipts", "Delivery receipts received", ["carrier", "state"], registry=r)
         self.receipts_unmatched = Counter("sendgate_receipts_unmatched", "Receipts matching no submitted message", ["carrier"], registry=r)

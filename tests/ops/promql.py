@@ -21,6 +21,7 @@ from prometheus_client import generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
+from connectors.pool import PoolStats
 from engine.metrics import Metrics
 
 # Labels Prometheus adds at scrape time (and `le` of histogram buckets is ours).
@@ -273,6 +274,8 @@ def exported() -> Exported:
     # The two callback gauges engine/app.py (`Engine._register_gauges`) adds.
     metrics.register_gauge("sendgate_binds_up", "Binds currently bound, per carrier", ["carrier"], one_carrier)
     metrics.register_gauge("sendgate_inflight", "Parts queued or in flight, per carrier", ["carrier"], one_carrier)
+    # The pools' counters (throttle replies), as `Engine.start` wires them.
+    metrics.pool_stats["acme"] = PoolStats()
     # A labelled metric shows no sample (so no label names) until a child exists.
     for value in vars(metrics).values():
         if isinstance(value, MetricWrapperBase) and value._labelnames:
