@@ -53,6 +53,8 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Callable
+from itertools import compress, repeat
+from operator import is_not
 from typing import Any, Final
 
 import msgspec
@@ -466,8 +468,6 @@ def _encode_generic(pdu: Pdu) -> bytes:
 
 _astuple: Final = msgspec.structs.astuple
 _SUBMIT_MANDATORY: Final = 3 + len(_SUBMIT_LAYOUT)  # header fields + mandatory fields
-_SUBMIT_NO_TLVS: Final = (None,) * len(_SPECS[SubmitSm].tlvs)
-_SUBMIT_SM_ID: Final = SubmitSm.command_id
 _STRUCT_CACHE_MAX: Final = 4096
 
 
@@ -517,45 +517,94 @@ def _submit_packer(key: tuple[int, int, int, int, int]) -> struct.Struct | None:
     return packer
 
 
-def _encode_submit_sm(pdu: SubmitSm) -> bytes:
-    """submit_sm without TLVs in one ``pack`` call; anything else goes generic."""
-    fields = _astuple(pdu)
-    if fields[_SUBMIT_MANDATORY:] != _SUBMIT_NO_TLVS or fields[2]:
-        return _encode_generic(pdu)
-    (
-        seq,
-        status,
-        _extra,
-        service_type,
-        source_ton,
-        source_npi,
-        source_addr,
-        dest_ton,
-        dest_npi,
-        destination_addr,
-        esm_class,
-        protocol_id,
-        priority_flag,
-        schedule,
-        validity,
-        registered_delivery,
-        replace_flag,
-        data_coding,
-        default_msg_id,
-        short_message,
-    ) = fields[:_SUBMIT_MANDATORY]
-    try:
-        sa = source_addr.encode("latin-1")
-        da = destination_addr.encode("latin-1")
-        sm_length = len(short_message)
-        if sm_length > _MAX_SHORT_MESSAGE or 0 in sa or 0 in da or type(short_message) is not bytes:
-            return _encode_generic(pdu)
-        if not (service_type or schedule or validity):
-            packer = _PLAIN_SUBMIT_PACKERS[len(sa)][len(da)]
-            return (
-                packer.pack(
-                    packer.size + sm_length,
-                    _SUBMIT_SM_ID,
+class _Decline(Exception):
+    """Internal: a fast path declines; the generic path decides (and words errors)."""
+
+
+_INT_TLV_PACKERS: Final = {
+    1: struct.Struct(">HHB"),  # tag, length 1, value
+    2: struct.Struct(">HHH"),  # tag, length 2, value
+    4: struct.Struct(">HHI"),  # tag, length 4, value
+}
+
+
+def _encode_tlvs_fast(tlvs: tuple[TlvSpec, ...], values: tuple[Any, ...], out: list[bytes]) -> None:
+    """Append the TLVs whose value is not None; raise on anything unusual."""
+    present = map(is_not, values, repeat(None))
+    for tlv, value in compress(zip(tlvs, values, strict=True), present):
+        kind = tlv.kind
+        if kind == _TLV_INT:
+            out.append(_INT_TLV_PACKERS[tlv.size].pack(tlv.tag, tlv.size, value))
+        elif kind == _TLV_CSTR:
+            raw = value.encode("latin-1")
+            if len(raw) >= tlv.size or 0 in raw:
+                raise _Decline
+            out.append(_TLV_HEAD.pack(tlv.tag, len(raw) + 1) + raw + b"\0")
+        else:
+            if type(value) is not bytes or len(value) > tlv.size:
+                raise _Decline
+            out.append(_TLV_HEAD.pack(tlv.tag, len(value)) + value)
+
+
+def _submit_like_encoder(cls: type[SubmitSm] | type[DeliverSm]) -> Callable[[Any], bytes]:
+    """Fast encoder for submit_sm or deliver_sm: one ``pack`` for header and
+    mandatory fields, precompiled structs for TLVs; generic on anything odd."""
+    command_id = cls.command_id
+    tlvs = _SPECS[cls].tlvs
+    no_tlvs = (None,) * len(tlvs)
+    payload_at = [tlv.name for tlv in tlvs].index("message_payload")
+
+    def encode_submit_like(pdu: Any) -> bytes:
+        fields = _astuple(pdu)
+        tail = fields[_SUBMIT_MANDATORY:]
+        (
+            seq,
+            status,
+            extra,
+            service_type,
+            source_ton,
+            source_npi,
+            source_addr,
+            dest_ton,
+            dest_npi,
+            destination_addr,
+            esm_class,
+            protocol_id,
+            priority_flag,
+            schedule,
+            validity,
+            registered_delivery,
+            replace_flag,
+            data_coding,
+            default_msg_id,
+            short_message,
+        ) = fields[:_SUBMIT_MANDATORY]
+        try:
+            sa = source_addr.encode("latin-1")
+            da = destination_addr.encode("latin-1")
+            sm_length = len(short_message)
+            if (
+                sm_length > _MAX_SHORT_MESSAGE
+                or 0 in sa
+                or 0 in da
+                or type(short_message) is not bytes
+            ):
+                raise _Decline
+            if tail == no_tlvs and not extra:
+                optional = b""
+            else:
+                if short_message and tail[payload_at] is not None:
+                    raise _Decline  # §5.3.2.32: exclusive, the generic path says so
+                parts: list[bytes] = []
+                _encode_tlvs_fast(tlvs, tail, parts)
+                if extra:
+                    _encode_extra_tlvs(extra, parts)
+                optional = b"".join(parts)
+            if not (service_type or schedule or validity):
+                packer = _PLAIN_SUBMIT_PACKERS[len(sa)][len(da)]
+                head = packer.pack(
+                    packer.size + sm_length + len(optional),
+                    command_id,
                     status,
                     seq,
                     source_ton,
@@ -573,47 +622,53 @@ def _encode_submit_sm(pdu: SubmitSm) -> bytes:
                     default_msg_id,
                     sm_length,
                 )
-                + short_message
-            )
-        st = service_type.encode("latin-1")
-        sdt = schedule.encode("latin-1")
-        vp = validity.encode("latin-1")
-        key = (len(st), len(sa), len(da), len(sdt), len(vp))
-        packer_or_none = _submit_packers.get(key) or _submit_packer(key)
-        if packer_or_none is None or 0 in st or 0 in sdt or 0 in vp:
+            else:
+                st = service_type.encode("latin-1")
+                sdt = schedule.encode("latin-1")
+                vp = validity.encode("latin-1")
+                key = (len(st), len(sa), len(da), len(sdt), len(vp))
+                general = _submit_packers.get(key) or _submit_packer(key)
+                if general is None or 0 in st or 0 in sdt or 0 in vp:
+                    raise _Decline
+                head = general.pack(
+                    general.size + sm_length + len(optional),
+                    command_id,
+                    status,
+                    seq,
+                    st,
+                    source_ton,
+                    source_npi,
+                    sa,
+                    dest_ton,
+                    dest_npi,
+                    da,
+                    esm_class,
+                    protocol_id,
+                    priority_flag,
+                    sdt,
+                    vp,
+                    registered_delivery,
+                    replace_flag,
+                    data_coding,
+                    default_msg_id,
+                    sm_length,
+                )
+            if optional:
+                return b"".join((head, short_message, optional))
+            return head + short_message
+        except (_Decline, AttributeError, TypeError, IndexError, UnicodeEncodeError, struct.error):
             return _encode_generic(pdu)
-        return (
-            packer_or_none.pack(
-                packer_or_none.size + sm_length,
-                _SUBMIT_SM_ID,
-                status,
-                seq,
-                st,
-                source_ton,
-                source_npi,
-                sa,
-                dest_ton,
-                dest_npi,
-                da,
-                esm_class,
-                protocol_id,
-                priority_flag,
-                sdt,
-                vp,
-                registered_delivery,
-                replace_flag,
-                data_coding,
-                default_msg_id,
-                sm_length,
-            )
-            + short_message
-        )
-    except (AttributeError, TypeError, IndexError, UnicodeEncodeError, struct.error):
-        return _encode_generic(pdu)
+
+    return encode_submit_like
+
+
+_encode_submit_sm: Final = _submit_like_encoder(SubmitSm)
+_encode_deliver_sm: Final = _submit_like_encoder(DeliverSm)
 
 
 _ENCODERS: Final[dict[type[Pdu], Callable[[Any], bytes]]] = {cls: _encode_generic for cls in _SPECS}
 _ENCODERS[SubmitSm] = _encode_submit_sm
+_ENCODERS[DeliverSm] = _encode_deliver_sm
 
 
 def encode(pdu: Pdu) -> bytes:
@@ -732,9 +787,6 @@ def _decode_generic(spec: _Spec, command_status: int, sequence_number: int, body
 
 _SUBMIT_SM_RESP_SPEC: Final = _SPECS[SubmitSmResp]
 _DELIVER_SM_SPEC: Final = _SPECS[DeliverSm]
-_unpack_tlv_head: Final = _TLV_HEAD.unpack_from
-_TAG_MESSAGE_STATE: Final = Tag.MESSAGE_STATE
-_TAG_RECEIPTED_MESSAGE_ID: Final = Tag.RECEIPTED_MESSAGE_ID
 
 
 def _decode_submit_sm_resp(command_status: int, sequence_number: int, body: bytes) -> Pdu:
@@ -744,28 +796,38 @@ def _decode_submit_sm_resp(command_status: int, sequence_number: int, body: byte
     return _decode_generic(_SUBMIT_SM_RESP_SPEC, command_status, sequence_number, body)
 
 
-# service_type, source_addr, destination_addr, schedule_delivery_time,
-# validity_period as groups; the integer octets between them are skipped here
-# and unpacked by one struct chosen by the string lengths. Runs on the latin-1
-# text of the body, where character i is octet i.
-_DELIVER_STRINGS: Final = re.compile(
-    "([^\0]*)\0.."  # service_type NUL source_addr_ton source_addr_npi
-    "([^\0]*)\0.."  # source_addr NUL dest_addr_ton dest_addr_npi
-    "([^\0]*)\0..."  # destination_addr NUL esm_class protocol_id priority_flag
+# submit_sm and deliver_sm share their mandatory fields (SMPP 3.4 §4.4.1,
+# §4.6.1). The decoder runs regular expressions over the latin-1 text of the
+# body, where character i is octet i, to find the five C-octet strings; the
+# integer octets between them are then read by one struct chosen by the
+# string lengths.
+#
+# The usual case: empty service_type, schedule_delivery_time, validity_period.
+_PLAIN_STRINGS: Final = re.compile(
+    "\0.."  # service_type "" NUL, source_addr_ton, source_addr_npi
+    "([^\0]*)\0.."  # source_addr NUL, dest_addr_ton, dest_addr_npi
+    "([^\0]*)\0..."  # destination_addr NUL, esm_class, protocol_id, priority_flag
+    "\0\0",  # schedule_delivery_time "" NUL, validity_period "" NUL
+    re.DOTALL,
+)
+_ALL_STRINGS: Final = re.compile(
+    "([^\0]*)\0.."  # service_type NUL, source_addr_ton, source_addr_npi
+    "([^\0]*)\0.."  # source_addr NUL, dest_addr_ton, dest_addr_npi
+    "([^\0]*)\0..."  # destination_addr NUL, esm_class, protocol_id, priority_flag
     "([^\0]*)\0"  # schedule_delivery_time NUL
     "([^\0]*)\0",  # validity_period NUL
     re.DOTALL,
 )
-# The two receipt TLVs and nothing else, in either order: message_state
-# (0x0427, length 1) and receipted_message_id (0x001E, a C-string shorter than
-# 256 octets; the caller checks its length octet). Anything else takes the loop.
+# The two receipt TLVs and nothing else, in either order: receipted_message_id
+# (0x001E, a C-string shorter than 256 octets; its length octet is checked by
+# the caller) and message_state (0x0427, length 1). Anything else: the loop.
 _RECEIPT_TLVS: Final = re.compile(
-    "\x04\x27\x00\x01(.)\x00\x1e\x00(.)([^\0]*)\0|\x00\x1e\x00(.)([^\0]*)\0\x04\x27\x00\x01(.)",
+    "\x00\x1e\x00(.)([^\0]*)\0\x04\x27\x00\x01(.)|\x04\x27\x00\x01(.)\x00\x1e\x00(.)([^\0]*)\0",
     re.DOTALL,
 )
 
 
-def _deliver_unpacker_for(st: int, sa: int, da: int, sdt: int, vp: int) -> struct.Struct:
+def _submit_unpacker_for(st: int, sa: int, da: int, sdt: int, vp: int) -> struct.Struct:
     return struct.Struct(
         f">{st + 1}xBB"  # service_type NUL; source_addr_ton, source_addr_npi
         f"{sa + 1}xBB"  # source_addr NUL; dest_addr_ton, dest_addr_npi
@@ -777,126 +839,125 @@ def _deliver_unpacker_for(st: int, sa: int, da: int, sdt: int, vp: int) -> struc
     )
 
 
-# [len(source_addr)][len(destination_addr)] -> unpacker when service_type,
-# schedule_delivery_time and validity_period are empty (the usual deliver_sm).
-_PLAIN_DELIVER_UNPACKERS: Final = [
-    [_deliver_unpacker_for(0, sa, da, 0, 0) for da in range(21)] for sa in range(21)
+# [len(source_addr)][len(destination_addr)] -> unpacker for the usual case.
+_PLAIN_SUBMIT_UNPACKERS: Final = [
+    [_submit_unpacker_for(0, sa, da, 0, 0) for da in range(21)] for sa in range(21)
 ]
 # Anything else, by the five lengths, built on first use.
-_deliver_unpackers: dict[tuple[int, int, int, int, int], struct.Struct] = {}
+_submit_unpackers: dict[tuple[int, int, int, int, int], struct.Struct] = {}
 
 
-def _deliver_unpacker(
+def _submit_unpacker(
     service_type: str, source_addr: str, destination_addr: str, schedule: str, validity: str
 ) -> struct.Struct:
     key = (len(service_type), len(source_addr), len(destination_addr), len(schedule), len(validity))
-    unpacker = _deliver_unpackers.get(key)
+    unpacker = _submit_unpackers.get(key)
     if unpacker is None:
-        if len(_deliver_unpackers) >= _STRUCT_CACHE_MAX:
-            _deliver_unpackers.clear()
-        unpacker = _deliver_unpackers[key] = _deliver_unpacker_for(*key)
+        if len(_submit_unpackers) >= _STRUCT_CACHE_MAX:
+            _submit_unpackers.clear()
+        unpacker = _submit_unpackers[key] = _submit_unpacker_for(*key)
     return unpacker
 
 
-def _decode_deliver_sm(command_status: int, sequence_number: int, body: bytes) -> Pdu:
-    """deliver_sm (receipts and MO) with the receipt TLVs inline; else generic."""
-    text = body.decode("latin-1")
-    match = _DELIVER_STRINGS.match(text)
-    if match is None:
-        return _decode_generic(_DELIVER_SM_SPEC, command_status, sequence_number, body)
-    service_type, source_addr, destination_addr, schedule, validity = match.groups()
-    try:
-        if service_type or schedule or validity:
-            raise IndexError
-        unpacker = _PLAIN_DELIVER_UNPACKERS[len(source_addr)][len(destination_addr)]
-    except IndexError:
-        unpacker = _deliver_unpacker(
-            service_type, source_addr, destination_addr, schedule, validity
-        )
-    try:
-        (
+def _submit_like_decoder(cls: type[SubmitSm] | type[DeliverSm]) -> Callable[[int, int, bytes], Pdu]:
+    """Fast decoder for submit_sm or deliver_sm; the generic one on anything odd.
+
+    For deliver_sm, a TLV part made of exactly the two receipt TLVs is parsed
+    by one regular expression, and the values are passed to the constructor
+    (they are the first two TLV fields of DeliverSm).
+    """
+    spec = _SPECS[cls]
+    receipts = cls is DeliverSm
+    make: Any = cls  # 22 positional fields; for SubmitSm the last two are None TLVs
+
+    def decode_submit_like(command_status: int, sequence_number: int, body: bytes) -> Pdu:
+        text = body.decode("latin-1")
+        match = _PLAIN_STRINGS.match(text)
+        try:
+            if match is not None:
+                source_addr, destination_addr = match.groups()
+                service_type = schedule = validity = ""
+                unpacker = _PLAIN_SUBMIT_UNPACKERS[len(source_addr)][len(destination_addr)]
+            else:
+                match = _ALL_STRINGS.match(text)
+                if match is None:
+                    return _decode_generic(spec, command_status, sequence_number, body)
+                service_type, source_addr, destination_addr, schedule, validity = match.groups()
+                unpacker = _submit_unpacker(
+                    service_type, source_addr, destination_addr, schedule, validity
+                )
+        except IndexError:  # an address longer than 20: a less common struct
+            unpacker = _submit_unpacker("", source_addr, destination_addr, "", "")
+        assert match is not None
+        try:
+            (
+                source_ton,
+                source_npi,
+                dest_ton,
+                dest_npi,
+                esm_class,
+                protocol_id,
+                priority_flag,
+                registered_delivery,
+                replace_flag,
+                data_coding,
+                default_msg_id,
+                sm_length,
+            ) = unpacker.unpack_from(body)
+        except struct.error:
+            return _decode_generic(spec, command_status, sequence_number, body)
+        start = match.end() + 5  # validity_period NUL + 5 integer octets
+        pos = sm_end = start + sm_length
+        end_of_body = len(body)
+        if pos > end_of_body:
+            return _decode_generic(spec, command_status, sequence_number, body)
+        receipted_message_id = message_state = None
+        if receipts and pos < end_of_body:
+            receipt = _RECEIPT_TLVS.fullmatch(text, pos)
+            if receipt is not None:
+                id_length_1, id_1, state_1, state_2, id_length_2, id_2 = receipt.groups()
+                if id_1 is not None:
+                    if ord(id_length_1) == len(id_1) + 1:
+                        receipted_message_id = id_1
+                        message_state = ord(state_1)
+                        pos = end_of_body
+                elif ord(id_length_2) == len(id_2) + 1:
+                    receipted_message_id = id_2
+                    message_state = ord(state_2)
+                    pos = end_of_body
+        pdu: Pdu = make(
+            sequence_number,
+            command_status,
+            (),
+            service_type,
             source_ton,
             source_npi,
+            source_addr,
             dest_ton,
             dest_npi,
+            destination_addr,
             esm_class,
             protocol_id,
             priority_flag,
+            schedule,
+            validity,
             registered_delivery,
             replace_flag,
             data_coding,
             default_msg_id,
-            sm_length,
-        ) = unpacker.unpack_from(body)
-    except struct.error:
-        return _decode_generic(_DELIVER_SM_SPEC, command_status, sequence_number, body)
-    start = match.end() + 5
-    pos = sm_end = start + sm_length
-    end_of_body = len(body)
-    if pos > end_of_body:
-        return _decode_generic(_DELIVER_SM_SPEC, command_status, sequence_number, body)
-    receipted_message_id = message_state = None
-    if pos < end_of_body:
-        receipt = _RECEIPT_TLVS.fullmatch(text, pos)
-        if receipt is not None:
-            state_1, id_length_1, id_1, id_length_2, id_2, state_2 = receipt.groups()
-            if state_1 is not None:
-                if ord(id_length_1) == len(id_1) + 1:
-                    receipted_message_id = id_1
-                    message_state = ord(state_1)
-                    pos = end_of_body
-            elif ord(id_length_2) == len(id_2) + 1:
-                receipted_message_id = id_2
-                message_state = ord(state_2)
-                pos = end_of_body
-    pdu = DeliverSm(
-        sequence_number,
-        command_status,
-        (),
-        service_type,
-        source_ton,
-        source_npi,
-        source_addr,
-        dest_ton,
-        dest_npi,
-        destination_addr,
-        esm_class,
-        protocol_id,
-        priority_flag,
-        schedule,
-        validity,
-        registered_delivery,
-        replace_flag,
-        data_coding,
-        default_msg_id,
-        body[start:sm_end],
-        receipted_message_id,
-        message_state,
-    )
-    if pos == end_of_body:
+            body[start:sm_end],
+            receipted_message_id,
+            message_state,
+        )
+        if pos < end_of_body:
+            _decode_tlvs(pdu, spec, body, pos)
         return pdu
-    # Other TLVs: the two receipt ones inline, the rest by the generic loop.
-    while pos + 4 <= end_of_body:
-        tag, length = _unpack_tlv_head(body, pos)
-        value_end = pos + 4 + length
-        if value_end > end_of_body:
-            break
-        if tag == _TAG_MESSAGE_STATE:
-            if length != 1 or pdu.message_state is not None:
-                break
-            pdu.message_state = body[pos + 4]
-        elif tag == _TAG_RECEIPTED_MESSAGE_ID:
-            if pdu.receipted_message_id is not None:
-                break
-            value = text[pos + 4 : value_end]
-            nul = value.find("\0")
-            pdu.receipted_message_id = value if nul < 0 else value[:nul]
-        else:
-            break
-        pos = value_end
-    if pos < end_of_body:
-        _decode_tlvs(pdu, _DELIVER_SM_SPEC, body, pos)
-    return pdu
+
+    return decode_submit_like
+
+
+_decode_deliver_sm: Final = _submit_like_decoder(DeliverSm)
+_decode_submit_sm: Final = _submit_like_decoder(SubmitSm)
 
 
 def _generic_decoder(spec: _Spec) -> Callable[[int, int, bytes], Pdu]:
@@ -911,6 +972,7 @@ _DECODERS: Final[dict[int, Callable[[int, int, bytes], Pdu]]] = {
 }
 _DECODERS[SubmitSmResp.command_id] = _decode_submit_sm_resp
 _DECODERS[DeliverSm.command_id] = _decode_deliver_sm
+_DECODERS[SubmitSm.command_id] = _decode_submit_sm
 
 
 def decode_body(
