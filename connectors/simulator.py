@@ -239,6 +239,8 @@ class Simulator:
         self._dlr_weights = [config.dlr_states[s] for s in states]
         self._single_state = states[0] if len(states) == 1 else ""
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+        self._last_submits = 0
+        self._last_receipts = 0
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -269,15 +271,22 @@ class Simulator:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def stats_line(self) -> bytes:
-        data = self.stats.as_dict()
+    def stats_line(self, interval_s: float = 0.0) -> bytes:
+        """One JSON object: every counter, ``ts``, and rates since the previous line."""
+        data: dict[str, float] = dict(self.stats.as_dict())
         data["ts"] = int(time.time())
+        if interval_s > 0:
+            submits, receipts = self.stats.submits, self.stats.receipts
+            data["submits_per_s"] = round((submits - self._last_submits) / interval_s)
+            data["receipts_per_s"] = round((receipts - self._last_receipts) / interval_s)
+            self._last_submits, self._last_receipts = submits, receipts
         return orjson.dumps(data)
 
     async def _stats_loop(self) -> None:
+        interval = self.config.stats_interval_s
         while True:
-            await asyncio.sleep(self.config.stats_interval_s)
-            sys.stderr.buffer.write(self.stats_line() + b"\n")
+            await asyncio.sleep(interval)
+            sys.stderr.buffer.write(self.stats_line(interval) + b"\n")
             sys.stderr.flush()
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:

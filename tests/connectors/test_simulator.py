@@ -287,6 +287,7 @@ def test_cli_runs_in_its_own_process_and_reports_stats() -> None:
     lines = [orjson.loads(line) for line in proc.stderr.splitlines() if line.startswith(b"{")]
     assert len(lines) >= 3  # per interval, plus the final one
     assert {"submits", "receipts", "window_violations", "throttled"} <= set(lines[-1])
+    assert "submits_per_s" in lines[0]
 
 
 async def test_receipt_window_refills_as_responses_arrive() -> None:
