@@ -666,7 +666,58 @@ _encode_submit_sm: Final = _submit_like_encoder(SubmitSm)
 _encode_deliver_sm: Final = _submit_like_encoder(DeliverSm)
 
 
-_ENCODERS: Final[dict[type[Pdu], Callable[[Any], bytes]]] = {cls: _encode_generic for cls in _SPECS}
+def _header_only_encoder(cls: type[Pdu]) -> Callable[[Any], bytes]:
+    """enquire_link, unbind, generic_nack and the body-less responses."""
+    command_id = cls.command_id
+
+    def encode_header_only(pdu: Any) -> bytes:
+        if not pdu.extra_tlvs:
+            try:
+                return HEADER.pack(HEADER_SIZE, command_id, pdu.command_status, pdu.sequence_number)
+            except struct.error:
+                pass
+        return _encode_generic(pdu)
+
+    return encode_header_only
+
+
+def _message_id_resp_encoder(cls: type[Pdu]) -> Callable[[Any], bytes]:
+    """submit_sm_resp, deliver_sm_resp, data_sm_resp without TLVs."""
+    command_id = cls.command_id
+    no_tlvs = (None,) * len(_SPECS[cls].tlvs)
+
+    def encode_message_id_resp(pdu: Any) -> bytes:
+        fields = _astuple(pdu)
+        sequence_number, command_status, extra, message_id = fields[:4]
+        if not extra and fields[4:] == no_tlvs:
+            if command_status and message_id == "":
+                try:  # SMPP 3.4 §4.4.2: no body on error
+                    return HEADER.pack(HEADER_SIZE, command_id, command_status, sequence_number)
+                except struct.error:
+                    return _encode_generic(pdu)
+            try:
+                raw: bytes = message_id.encode("latin-1")
+                if len(raw) < 65 and 0 not in raw:
+                    return (
+                        HEADER.pack(
+                            HEADER_SIZE + len(raw) + 1, command_id, command_status, sequence_number
+                        )
+                        + raw
+                        + b"\0"
+                    )
+            except (AttributeError, struct.error):
+                pass
+        return _encode_generic(pdu)
+
+    return encode_message_id_resp
+
+
+_ENCODERS: Final[dict[type[Pdu], Callable[[Any], bytes]]] = {
+    cls: _header_only_encoder(cls) if not spec.has_body else _encode_generic
+    for cls, spec in _SPECS.items()
+}
+for _cls in (SubmitSmResp, DeliverSmResp, DataSmResp):
+    _ENCODERS[_cls] = _message_id_resp_encoder(_cls)
 _ENCODERS[SubmitSm] = _encode_submit_sm
 _ENCODERS[DeliverSm] = _encode_deliver_sm
 
@@ -785,16 +836,36 @@ def _decode_generic(spec: _Spec, command_status: int, sequence_number: int, body
 
 # --- decoding: hot path ---------------------------------------------------------------
 
-_SUBMIT_SM_RESP_SPEC: Final = _SPECS[SubmitSmResp]
 _DELIVER_SM_SPEC: Final = _SPECS[DeliverSm]
 
 
-def _decode_submit_sm_resp(command_status: int, sequence_number: int, body: bytes) -> Pdu:
-    message_id, nul, rest = body.partition(b"\0")
-    if nul and not rest:  # the usual "message_id\0" and nothing else
-        return SubmitSmResp(sequence_number, command_status, (), message_id.decode("latin-1"))
-    return _decode_generic(_SUBMIT_SM_RESP_SPEC, command_status, sequence_number, body)
+def _message_id_resp_decoder(cls: type[Pdu]) -> Callable[[int, int, bytes], Pdu]:
+    """submit_sm_resp, deliver_sm_resp, data_sm_resp: "message_id\\0" and nothing else."""
+    spec = _SPECS[cls]
+    make: Any = cls
 
+    def decode_message_id_resp(command_status: int, sequence_number: int, body: bytes) -> Pdu:
+        message_id, nul, rest = body.partition(b"\0")
+        if nul and not rest:
+            pdu: Pdu = make(sequence_number, command_status, (), message_id.decode("latin-1"))
+            return pdu
+        return _decode_generic(spec, command_status, sequence_number, body)
+
+    return decode_message_id_resp
+
+
+def _header_only_decoder(cls: type[Pdu]) -> Callable[[int, int, bytes], Pdu]:
+    spec = _SPECS[cls]
+
+    def decode_header_only(command_status: int, sequence_number: int, body: bytes) -> Pdu:
+        if body:
+            return _decode_generic(spec, command_status, sequence_number, body)
+        return cls(sequence_number, command_status)
+
+    return decode_header_only
+
+
+_decode_submit_sm_resp: Final = _message_id_resp_decoder(SubmitSmResp)
 
 # submit_sm and deliver_sm share their mandatory fields (SMPP 3.4 §4.4.1,
 # §4.6.1). The decoder runs regular expressions over the latin-1 text of the
@@ -970,7 +1041,11 @@ def _generic_decoder(spec: _Spec) -> Callable[[int, int, bytes], Pdu]:
 _DECODERS: Final[dict[int, Callable[[int, int, bytes], Pdu]]] = {
     command_id: _generic_decoder(spec) for command_id, spec in _SPECS_BY_ID.items()
 }
-_DECODERS[SubmitSmResp.command_id] = _decode_submit_sm_resp
+for _cls in (SubmitSmResp, DeliverSmResp, DataSmResp):
+    _DECODERS[_cls.command_id] = _message_id_resp_decoder(_cls)
+for _spec in _SPECS.values():
+    if not _spec.has_body:
+        _DECODERS[_spec.cls.command_id] = _header_only_decoder(_spec.cls)
 _DECODERS[DeliverSm.command_id] = _decode_deliver_sm
 _DECODERS[SubmitSm.command_id] = _decode_submit_sm
 
