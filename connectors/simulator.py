@@ -513,14 +513,14 @@ class SmscProtocol(asyncio.Protocol):
             if drop_after and self._pdus >= drop_after and sim.take_drop():
                 stats.drops += 1
                 if out and self.transport is not None:
-                    self.transport.writelines(out)  # what was answered so far leaves first
+                    self.transport.write(b"".join(out))  # what was answered so far leaves first
                 self.abort()
                 return
         if off:
             del buf[:off]
         self._outstanding -= answered
         if out and self.transport is not None:
-            self.transport.writelines(out)
+            self.transport.write(b"".join(out))
         if receipts:
             self._accept_receipts(receipts)
         if dlr_resps:
@@ -592,7 +592,7 @@ class SmscProtocol(asyncio.Protocol):
         if session.state is State.CLOSED and self.transport is not None:
             self._closing = True
             if out:
-                self.transport.writelines(out)
+                self.transport.write(b"".join(out))
                 out.clear()
             self.transport.close()
 
@@ -648,7 +648,7 @@ class SmscProtocol(asyncio.Protocol):
             out.append(heapq.heappop(heap)[2])
         self._outstanding -= len(out)
         if out and self.transport is not None:
-            self.transport.writelines(out)
+            self.transport.write(b"".join(out))
         if heap:
             self._delay_timer = self._loop.call_at(heap[0][0], self._flush_delayed)
 
@@ -699,7 +699,7 @@ class SmscProtocol(asyncio.Protocol):
             room -= 1
         if out:
             self._dlr_in_flight += len(out)
-            transport.writelines(out)
+            transport.write(b"".join(out))
         if queue and room > 0:
             self._schedule_receipts()
 
