@@ -42,6 +42,7 @@ __all__ = [
     "ReceiptParseError",
     "is_receipt",
     "parse_receipt",
+    "receipt_outcome",
 ]
 
 # SMPP 3.4 §5.2.12 esm_class bits 5..2 (mask 0x3C) of a deliver_sm: the message type.
@@ -273,3 +274,54 @@ def parse_receipt(
         fields[_DLVRD],
         intermediate,
     )
+
+
+def _find_err(body: bytes) -> str:
+    """The body's ``err:`` value, read exactly as `_scan_body` reads it (first wins)."""
+    head = body.lower()
+    end = head.find(b"text:")
+    if end < 0:
+        end = len(head)
+    at = head.find(b"err:", 0, end)
+    while at > 0 and not head[at - 1 : at].isspace():
+        at = head.find(b"err:", at + 1, end)
+    if at < 0:
+        return ""
+    rest = body[at + 4 : end]
+    if rest[:1].isspace():  # "err: 034": the next token, unless it is a key of its own
+        value = rest.split(None, 1)
+        token = value[0] if value else b""
+        return "" if b":" in token else token.decode("latin-1")[:_MAX_FIELD_LEN]
+    value = rest.split(None, 1)
+    return value[0].decode("latin-1")[:_MAX_FIELD_LEN] if value else ""
+
+
+def receipt_outcome(
+    esm_class: int,
+    short_message: bytes,
+    receipted_message_id: str | None = None,
+    message_state: int | None = None,
+    network_error_code: bytes | None = None,
+) -> tuple[str, str, bool, str]:
+    """``(message_id, event, is_final, error)`` of a receipt: what correlation needs.
+
+    The engine's hot path. When the SMSC sends both the receipted_message_id
+    and message_state TLVs (most do), the body is only searched for its
+    ``err:`` field instead of being split into all seven; otherwise this is
+    `parse_receipt`. Same results, same `ReceiptParseError`.
+    """
+    if receipted_message_id and message_state is not None:
+        event = EVENT_BY_MESSAGE_STATE.get(message_state)
+        message_id = _clean_id(receipted_message_id)
+        if event is not None and message_id and len(message_id) <= _MAX_ID_LEN:
+            error = ""
+            if short_message:
+                err = _find_err(bytes(short_message))
+                if err and err.strip("0"):
+                    error = "err:" + err
+            if not error and network_error_code:
+                error = _render_network_error(network_error_code)
+            intermediate = (esm_class & _ESM_TYPE_MASK) == _ESM_INTERMEDIATE or event in INTERMEDIATE_EVENTS
+            return message_id, event, not intermediate, error
+    r = parse_receipt(esm_class, short_message, receipted_message_id, message_state, network_error_code)
+    return r.message_id, r.event, r.is_final, r.error

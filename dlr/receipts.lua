@@ -107,8 +107,16 @@ local function event_fields(job_id, info, event, carrier, parts, error, ts)
     }
 end
 
+-- What the caller gets back per event: the whole event only when the job has a
+-- callback to forward it to; else just id, event and carrier (for metrics and
+-- receipt latency), which keeps the reply small on the hot path.
 local function reply(kind, info, fallback_submitted, fields)
-    local out = {kind, info[4] or '', info[5] or fallback_submitted}
+    local callback = info[4] or ''
+    local out = {kind, callback, info[5] or fallback_submitted}
+    if callback == '' then
+        out[4], out[5], out[6], out[7], out[8], out[9] = 'id', fields[2], 'event', fields[6], 'carrier', fields[8]
+        return out
+    end
     for i = 1, #fields do
         out[#out + 1] = fields[i]
     end

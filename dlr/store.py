@@ -135,7 +135,8 @@ class JobEvent(msgspec.Struct, frozen=True, gc=False):
     submitted_ms: int | None
     """Unix ms of the last submit_sm_resp (receipt latency = event ts - this)."""
     fields: dict[str, str]
-    """Exactly the fields written to ``P:events``."""
+    """Exactly the fields written to ``P:events`` when the job has a callback;
+    otherwise only ``id``, ``event`` and ``carrier`` (a smaller script reply)."""
 
 
 class BatchResult(msgspec.Struct):

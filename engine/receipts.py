@@ -32,7 +32,8 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from dlr.receipt import ReceiptParseError, is_receipt, parse_receipt
+from dlr.ids import normalize_id
+from dlr.receipt import ReceiptParseError, is_receipt, receipt_outcome
 from dlr.store import JobEvent, ReceiptRecord, ReceiptStore, UnmatchedBuffer
 from dlr.webhook import WebhookForwarder
 from engine.config import Settings
@@ -124,7 +125,7 @@ class ReceiptSink:
             if not body:
                 body = getattr(pdu, "message_payload", None) or b""
             try:
-                receipt = parse_receipt(
+                message_id, event, is_final, error = receipt_outcome(
                     esm_class,
                     body,
                     getattr(pdu, "receipted_message_id", None),
@@ -136,7 +137,10 @@ class ReceiptSink:
                 self._invalid.append((carrier, raw, err.reason))
             else:
                 self._receipts[carrier].append(
-                    ReceiptRecord.from_receipt(receipt, self._formats.get(carrier, "as-is"), int(time.time() * 1000))
+                    ReceiptRecord(
+                        normalize_id(message_id, self._formats.get(carrier, "as-is"), side="receipt"),
+                        event, is_final, error, int(time.time() * 1000),
+                    )
                 )
         else:
             self._inbound.append((carrier, pdu))

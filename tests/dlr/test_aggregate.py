@@ -38,7 +38,7 @@ async def test_lua_agrees_with_python(redis_client: Any, key_prefix: str) -> Non
     pipe = redis_client.pipeline(transaction=False)
     records = []
     for j, combo in enumerate(combos):
-        pipe.hset(f"{key_prefix}:job:{j}", mapping={"parts": 2, "message_ids": f"a{j},b{j}"})
+        pipe.hset(f"{key_prefix}:job:{j}", mapping={"parts": 2, "message_ids": f"a{j},b{j}", "callback": "http://127.0.0.1/cb"})
         for n, state in enumerate(combo, start=1):
             mid = f"{'ab'[n - 1]}{j}"
             pipe.set(f"{key_prefix}:dlr:c:{mid}", f"{n}:1:{j}")

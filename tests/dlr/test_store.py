@@ -24,7 +24,7 @@ async def submit_job(
     ids: list[str],
     *,
     fmt: str = "as-is",
-    callback: str = "",
+    callback: str = "http://127.0.0.1/cb",  # with a callback the script returns whole events
     ref: str = "ref-1",
     due: bool = True,
 ) -> None:
@@ -407,3 +407,14 @@ async def test_receipt_on_last_part_only(
     job = await redis_client.hgetall(f"{key_prefix}:job:last2")
     assert job[b"done"] == b"1" and b"s:1" not in job and job[b"s:3"] == b"unknown"
     assert not await redis_client.exists(f"{key_prefix}:dlr:acme:y3")
+
+
+async def test_without_callback_the_reply_is_slim_but_the_event_whole(redis_client: Any, key_prefix: str) -> None:
+    store = ReceiptStore(redis_client, key_prefix)
+    await submit_job(redis_client, key_prefix, "slim", "acme", ["s1"], callback="")
+    result = await store.apply("acme", [rec("s1", "undeliverable", "err:034")])
+    (final,) = result.finals
+    assert final.callback == "" and final.fields == {"id": "slim", "event": "undeliverable", "carrier": "acme"}
+    assert final.submitted_ms == SUBMITTED_MS
+    (_eid, published), = await redis_client.xrange(f"{key_prefix}:events")
+    assert published[b"error"] == b"err:034" and published[b"message_ids"] == b"s1" and published[b"ref"] == b"ref-1"
