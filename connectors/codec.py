@@ -15,15 +15,30 @@ interpreter walks the layout for every PDU type; it is the reference
 implementation and the one that words the errors.
 
 The engine's hot path is narrower: encode ``submit_sm``, decode
-``submit_sm_resp`` and ``deliver_sm``, thousands per second. Those three get
-hand-written functions that do the common case with as few Python operations
-as possible (one attrgetter call for the fields, precompiled ``struct.Struct``
-for runs of integers, ``b"".join``) and *fall back to the generic code* for
-anything unusual or wrong. The fallback is also how errors are produced: the
-fast path never words an error itself; if it trips (an ``IndexError``, a
-string too long) the generic path runs and raises the precise
-:class:`LocalProtocolError` / :class:`RemoteProtocolError`. Tests check the
-fast and generic paths agree on generated and random input.
+``submit_sm_resp`` and ``deliver_sm``, thousands per second (and the
+simulator does the mirror image). Those PDUs get specialised functions that
+do the common case in as few Python operations as possible:
+
+- submit_sm / deliver_sm encode: all fields in one ``msgspec.structs.astuple``
+  call, one ``struct.Struct.pack`` for header and mandatory fields (the
+  struct is chosen by the string lengths: a 21 x 21 table of precompiled
+  structs for the usual empty service_type/schedule/validity, a small cache
+  otherwise), precompiled structs per TLV.
+- submit_sm / deliver_sm decode: one regular expression over the latin-1
+  text of the body finds the C-strings (latin-1 maps octet i to character i,
+  so text offsets are byte offsets), one ``unpack_from`` reads the integer
+  fields, and for deliver_sm a second expression picks up the usual receipt
+  TLVs (receipted_message_id + message_state) in one go.
+- ``*_resp`` with a message_id, and header-only PDUs: one ``partition`` or
+  one ``pack``.
+
+Every fast path *falls back to the generic code* for anything unusual or
+wrong. The fallback is also how errors are produced: a fast path never words
+an error itself; if it trips (an ``IndexError``, a string too long, a
+``struct.error``) the generic path runs and raises the precise
+:class:`LocalProtocolError` / :class:`RemoteProtocolError`. Property tests
+check that fast and generic paths give identical results on generated PDUs
+and on random bytes.
 
 Rules
 -----
