@@ -45,10 +45,11 @@ import msgspec
 import orjson
 
 from .constants import CommandId, MessageState
-from .pdu import BindReceiverResp, BindTransceiverResp, BindTransmitterResp
+from .pdu import BindReceiverResp, BindTransceiverResp, BindTransmitterResp, DataSmResp
 from .session import HEADER, SMSC, ProtocolViolation, Response, Session, State, Unbound
 from .status import (
     ESME_RALYBND,
+    ESME_RINVCMDID,
     ESME_RINVPASWD,
     ESME_RINVSYSID,
     ESME_ROK,
@@ -90,6 +91,7 @@ RECEIPT_STATES: Final[dict[str, tuple[int, bytes]]] = {
     "ACCEPTD": (MessageState.ACCEPTED, b"000"),
 }
 
+_UNSUPPORTED: Final = frozenset((C.QUERY_SM, C.CANCEL_SM, C.REPLACE_SM, C.SUBMIT_MULTI))
 _BIND_RESP = {
     C.BIND_TRANSMITTER: BindTransmitterResp,
     C.BIND_RECEIVER: BindReceiverResp,
@@ -583,6 +585,12 @@ class SmscProtocol(asyncio.Protocol):
                 self.stats.protocol_errors += 1
             elif type(event) is Response and event.command_id == C.ENQUIRE_LINK:
                 self.stats.enquire_link_resps += 1
+            elif cid == C.DATA_SM:  # §4.7: accepted like a submit_sm, no receipt
+                mid = self.sim.new_message_id()
+                resp = DataSmResp(sequence_number=event.sequence_number, message_id=mid.decode())
+                out.append(session.send(resp, self._loop.time()))
+            elif cid in _UNSUPPORTED:  # query_sm, cancel_sm, replace_sm, submit_multi
+                out.append(_HEADER_PACK(16, C.GENERIC_NACK, ESME_RINVCMDID, event.sequence_number))
         auto = session.data_to_send()
         if auto:
             if len(auto) == 16 and _HEADER_UNPACK(auto)[1] == C.ENQUIRE_LINK_RESP:

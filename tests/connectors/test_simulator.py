@@ -312,3 +312,26 @@ async def test_truncated_submit_sm_gets_a_resp_but_no_receipt() -> None:
         writer.close()
     finally:
         await sim.close()
+
+
+async def test_data_sm_is_answered_and_unsupported_requests_are_nacked() -> None:
+    from connectors.pdu import DataSm, QuerySm
+
+    sim = await start_simulator(SimulatorConfig())
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", sim.port)
+        writer.write(encode(BindTransceiver(system_id="raw", password="pw", sequence_number=1)))
+        assert decode(await _read_pdu(reader)).command_status == 0
+        writer.write(encode(DataSm(destination_addr=FAKE_DESTINATION, sequence_number=2)))
+        resp = decode(await _read_pdu(reader))
+        assert (resp.command_id, resp.sequence_number, resp.command_status) == (
+            C.DATA_SM_RESP,
+            2,
+            0,
+        )
+        assert resp.message_id
+        writer.write(encode(QuerySm(message_id="1", sequence_number=3)))
+        assert HEADER.unpack(await _read_pdu(reader)) == (16, C.GENERIC_NACK, ESME_RINVCMDID, 3)
+        writer.close()
+    finally:
+        await sim.close()
