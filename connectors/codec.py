@@ -52,8 +52,9 @@ Rules
   at stake: strings decode as latin-1 (never fails); max sizes are not
   enforced; a ``*_resp`` with an empty body decodes to its defaults (the
   spec omits the body on error; many SMSCs send an empty deliver_sm_resp);
-  a response's trailing message_id without NUL is taken whole; a TLV whose
-  value does not fit its type (wrong integer size) or repeats is kept raw in
+  a response's trailing message_id without NUL is taken whole; an integer
+  TLV of 1-4 octets is accepted whatever its spec width if the value fits; a
+  TLV whose value does not fit its type, or that repeats, is kept raw in
   ``extra_tlvs``. A C-string TLV without its NUL is accepted. Anything that
   would desynchronise fields (a missing NUL in a mandatory string, an
   ``sm_length`` past the end, a truncated TLV) raises
@@ -182,7 +183,7 @@ TLV_SPECS: Final[dict[str, TlvSpec]] = {
         _tlv("source_addr_subunit", _TLV_INT, 1),  # §5.3.2.2
         _tlv("source_network_type", _TLV_INT, 1),  # §5.3.2.4
         _tlv("source_bearer_type", _TLV_INT, 1),  # §5.3.2.6
-        _tlv("source_telematics_id", _TLV_INT, 1),  # §5.3.2.8
+        _tlv("source_telematics_id", _TLV_INT, 2),  # §5.3.2.8 (2 octets as in 5.0)
         _tlv("qos_time_to_live", _TLV_INT, 4),  # §5.3.2.9
         _tlv("payload_type", _TLV_INT, 1),  # §5.3.2.10
         _tlv("additional_status_info_text", _TLV_CSTR, 256),  # §5.3.2.11
@@ -780,8 +781,11 @@ def _decode_tlvs(pdu: Pdu, spec: _Spec, body: bytes, pos: int) -> None:
         if tlv is not None and getattr(pdu, tlv.name) is None:
             kind = tlv.kind
             if kind == _TLV_INT:
-                if length == tlv.size:
-                    setattr(pdu, tlv.name, int.from_bytes(raw, "big"))
+                # Lenient about the width (SMSCs disagree on some, e.g.
+                # source_telematics_id): any 1-4 octets whose value fits.
+                number = int.from_bytes(raw, "big")
+                if 0 < length <= 4 and number >> (8 * tlv.size) == 0:
+                    setattr(pdu, tlv.name, number)
                     pos = end
                     continue
             elif kind == _TLV_CSTR:

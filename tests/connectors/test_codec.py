@@ -198,15 +198,33 @@ def test_unknown_tlvs_survive_a_round_trip() -> None:
 def test_duplicate_and_misfit_tlvs_are_kept_raw() -> None:
     body = encode(DeliverSm(message_state=2))[16:]
     body += struct.pack(">HHB", Tag.MESSAGE_STATE, 1, 5)  # duplicate
-    body += struct.pack(">HH", Tag.USER_MESSAGE_REFERENCE, 3) + b"\x00\x07\x01"  # bad size
+    body += struct.pack(">HH", Tag.USER_MESSAGE_REFERENCE, 3) + b"\x01\x07\x01"  # > 16 bits
     pdu = decode_body(CommandId.DELIVER_SM, 0, 1, body)
     assert isinstance(pdu, DeliverSm)
     assert pdu.message_state == 2
     assert pdu.user_message_reference is None
     assert pdu.extra_tlvs == (
         (Tag.MESSAGE_STATE, b"\x05"),
-        (Tag.USER_MESSAGE_REFERENCE, b"\x00\x07\x01"),
+        (Tag.USER_MESSAGE_REFERENCE, b"\x01\x07\x01"),
     )
+    assert decode(encode(pdu)) == pdu
+
+
+@pytest.mark.parametrize(
+    ("tag", "raw", "name", "value"),
+    [
+        (Tag.USER_MESSAGE_REFERENCE, b"\x07", "user_message_reference", 7),  # 1 octet for 2
+        (Tag.MESSAGE_STATE, b"\x00\x02", "message_state", 2),  # 2 octets for 1
+        (Tag.SAR_MSG_REF_NUM, b"\x00\x00\x00\x09", "sar_msg_ref_num", 9),
+    ],
+)
+def test_integer_tlv_of_another_width_is_accepted_if_it_fits(
+    tag: int, raw: bytes, name: str, value: int
+) -> None:
+    body = encode(DeliverSm(esm_class=4))[16:] + struct.pack(">HH", tag, len(raw)) + raw
+    pdu = decode_body(CommandId.DELIVER_SM, 0, 1, body)
+    assert getattr(pdu, name) == value
+    assert pdu.extra_tlvs == ()
     assert decode(encode(pdu)) == pdu
 
 
