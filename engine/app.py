@@ -29,7 +29,7 @@ from engine.keys import Keys
 from engine.metrics import Metrics
 from engine.pipeline import Pipeline
 from engine.receipts import ReceiptSink
-from throttling import TokenBucket
+from throttling import GlobalTokenBucket
 
 __all__ = ["Engine", "bind_config", "redis_url_for"]
 
@@ -101,6 +101,7 @@ class Engine:
         self.pipeline.forward = self.receipts.webhooks.forward
         self.admin: AdminServer | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._limiters: list[GlobalTokenBucket] = []
         self._stopped = asyncio.Event()
         self._signals = 0
         self.started_at = time.time()
@@ -109,7 +110,12 @@ class Engine:
     async def start(self) -> None:
         await self.pipeline.ensure_groups()
         for c in self.settings.carriers:
-            limiter = TokenBucket(c.tps) if c.tps else None
+            # A carrier's TPS holds across every engine process sharing this Redis.
+            limiter = None
+            if c.tps:
+                limiter = GlobalTokenBucket.for_carrier(self.redis, self.settings.redis.prefix, c.name, c.tps)
+                limiter.start()
+                self._limiters.append(limiter)
             pool = BindPool(bind_config(c), _PoolHandler(self, c.name), limiter)
             self.pools[c.name] = pool
             self.metrics.pool_stats[c.name] = pool.stats
@@ -180,6 +186,8 @@ class Engine:
         await asyncio.gather(*(p.close(drain_s if not drained else 1.0) for p in self.pools.values()), return_exceptions=True)
         await self.pipeline.drain(5.0)
         await self.receipts.close()
+        for limiter in self._limiters:
+            await limiter.close()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:

@@ -148,3 +148,28 @@ async def test_scheduled_job_is_held_until_send_at(redis_url: str, key_prefix: s
         assert sent_at >= float(job["send_at"]) - 0.5
         assert time.time() - t0 < 10
         assert sim.stats.submits == 1
+
+
+async def test_carrier_tps_limit_holds_across_two_engines(redis_url: str, key_prefix: str) -> None:
+    """Two engine processes' worth of pipelines share one carrier TPS budget through Redis."""
+    import time
+
+    from engine.app import Engine
+    from tests.engine.harness import make_settings
+
+    tps = 100
+    jobs = _jobs(400)
+    async with running(redis_url, key_prefix, carrier={"tps": tps}, consumer="one") as (_e, sim, proxy, redis):
+        second = Engine(make_settings(redis_url, key_prefix, proxy.port if proxy else sim.port,
+                                      carrier={"tps": tps}, consumer="two"), redis_url)
+        await second.start()
+        try:
+            t0 = time.monotonic()
+            await push(redis, key_prefix, jobs)
+            await wait_events(redis, key_prefix, {j["id"] for j in jobs}, final=False, timeout_s=30)
+            elapsed = time.monotonic() - t0
+        finally:
+            await second.close()
+        # 400 submits at 100/s with a burst of at most one second's worth: >= 3 s in all.
+        assert sim.stats.submits == 400
+        assert elapsed >= (400 - tps) / tps * 0.95, elapsed
