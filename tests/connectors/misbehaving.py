@@ -15,6 +15,8 @@ Behaviours:
 ``bad_command_length``  answers the first submit_sm with a header whose command_length is 4
 ``garbage``             answers the first submit_sm with random bytes
 ``slow_response``       answers each submit_sm after ``delay_s``
+``mute``                binds, then answers nothing at all (enquire_link included)
+``bind_syserr``         refuses every bind with ESME_RSYSERR (not a credentials error)
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ BEHAVIOURS = (
     "bad_command_length",
     "garbage",
     "slow_response",
+    "mute",
+    "bind_syserr",
 )
 _BIND_RESP: dict[int, Any] = {
     C.BIND_TRANSMITTER: BindTransmitterResp,
@@ -73,6 +77,10 @@ class _Conn(asyncio.Protocol):
             server.bytes_swallowed += len(data)
             server.notify()
             return
+        if server.behaviour == "mute" and self.session.is_bound():
+            server.bytes_swallowed += len(data)
+            server.notify()
+            return
         self.buf += data
         while len(self.buf) >= 16 and self.transport is not None:
             length, cid, _, seq = HEADER.unpack_from(self.buf)
@@ -93,7 +101,10 @@ class _Conn(asyncio.Protocol):
             resp_cls = _BIND_RESP.get(getattr(event, "command_id", 0))
             if resp_cls is not None:
                 self.server.binds += 1
-                resp = resp_cls(sequence_number=event.sequence_number, system_id="zoo")
+                status = 0x08 if self.server.behaviour == "bind_syserr" else 0
+                resp = resp_cls(
+                    sequence_number=event.sequence_number, command_status=status, system_id="zoo"
+                )
                 self.transport.write(self.session.send(resp, 0.0))
         auto = self.session.data_to_send()
         if auto:

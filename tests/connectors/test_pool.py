@@ -469,3 +469,35 @@ async def test_stale_or_double_receipt_answers_are_dropped(sim: Simulator) -> No
     await handler.wait_for(lambda: len(handler.responses) == 3)
     assert sim.stats.dlr_resps == 1
     await pool.close(0.5)
+
+
+async def test_unanswered_enquire_link_means_a_dead_link_and_a_rebind() -> None:
+    async with MisbehavingSmsc("mute") as smsc:
+        handler = RecordingHandler()
+        pool = BindPool(
+            config(smsc.port, enquire_link_s=0.05, response_timeout_s=0.1, sweep_interval_s=0.02),
+            handler,
+        )
+        await pool.start()
+        pool.submit(sms(), 0)
+        await handler.wait_for(lambda: handler.bind_states.count(("acme-trx1", True)) == 2)
+        assert ("acme-trx1", False) in handler.bind_states
+        assert smsc.binds == 2
+        # the submit was written and never answered: reported once
+        await handler.wait_for(lambda: handler.outcomes() >= 1)
+        assert [t for t, _ in handler.lost] == [0]
+        await pool.close(0.1)
+
+
+async def test_other_bind_refusals_retry_with_backoff() -> None:
+    async with MisbehavingSmsc("bind_syserr") as smsc:
+        handler = RecordingHandler()
+        pool = BindPool(config(smsc.port, reconnect_min_s=0.01, reconnect_max_s=0.04), handler)
+        await pool.start()
+        await smsc.wait_for(lambda: smsc.binds >= 4)
+        bind = pool.binds[0]
+        assert bind.auth_failures == 0
+        assert bind.last_error == "ESME_RSYSERR"
+        assert 0 < bind.retry_in_s <= 0.04
+        assert pool.binds_up() == 0
+        await pool.close(0.1)
