@@ -205,11 +205,11 @@ class Children:
         self.procs.append((name, proc))
         return proc
 
-    def terminate(self, proc: subprocess.Popen[bytes], grace_s: float) -> None:
+    def terminate(self, proc: subprocess.Popen[bytes], grace_s: float, sig: int = signal.SIGTERM) -> None:
         if proc.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(proc.pid, sig)
         try:
             proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
@@ -447,7 +447,51 @@ def _redis_pid(info: dict[str, Any], url: str) -> int | None:
     return pid if "redis" in comm else None
 
 
-async def run_bench(o: BenchOptions, redis_url: str, workdir: Path) -> dict[str, Any]:
+_SLOW_US = 500  # slowlog threshold while the bench owns the Redis
+
+
+def _script_names() -> dict[str, str]:
+    """SHA1 → name of the Lua scripts in the repository (what EVALSHA calls)."""
+    import hashlib
+
+    names: dict[str, str] = {}
+    for pkg in ("engine", "dlr", "throttling", "privacy_hooks"):
+        for path in sorted((_REPO_ROOT / pkg).glob("*.lua")):
+            names[hashlib.sha1(path.read_bytes()).hexdigest()] = f"{pkg}/{path.name}"
+    return names
+
+
+def slow_calls(entries: list[dict[str, Any]], since_ts: int) -> list[dict[str, Any]]:
+    """Group SLOWLOG entries by script (EVALSHA sha → file, plus its first argument) or command."""
+    names = _script_names()
+    groups: dict[str, list[float]] = {}
+    for e in entries:
+        if int(e.get("start_time", 0)) < since_ts:
+            continue
+        raw = e.get("command", b"")
+        words = (raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)).split()
+        if not words:
+            continue
+        label = words[0].lower()
+        if label in ("evalsha", "eval") and len(words) > 2:
+            script = names.get(words[1], words[1][:12]) if label == "evalsha" else "eval"
+            nkeys = int(words[2]) if words[2].isdigit() else 0
+            argv = words[3 + nkeys : 4 + nkeys]
+            mode = argv[0] if argv and argv[0].isalpha() and len(argv[0]) <= 16 else ""
+            label = script + (f" {mode}" if mode else "")
+        groups.setdefault(label, []).append(int(e.get("duration", 0)) / 1000)
+    rows = [
+        {"call": k, "count": len(v), "total_ms": round(sum(v), 1), "mean_ms": round(sum(v) / len(v), 2),
+         "max_ms": round(max(v), 2)}
+        for k, v in groups.items()
+    ]
+    rows.sort(key=lambda r: -float(r["total_ms"]))
+    return rows
+
+
+async def run_bench(
+    o: BenchOptions, redis_url: str, workdir: Path, *, own_redis: bool = False
+) -> dict[str, Any]:
     """One load run against ``redis_url``; returns the result (see DESIGN.md, "Command line")."""
     from redis.asyncio import Redis
 
@@ -516,6 +560,12 @@ async def run_bench(o: BenchOptions, redis_url: str, workdir: Path) -> dict[str,
         cpu0 = {name: proc_cpu_s(pid) for name, pid in watched.items()}
         self0 = resource.getrusage(resource.RUSAGE_SELF)
         stats0 = await redis.info("stats")
+        cmdstats0 = await redis.info("commandstats")
+        slow_since = int(time.time())
+        if own_redis:  # our private server: record every call slower than _SLOW_US
+            await redis.config_set("slowlog-max-len", 1_000_000)
+            await redis.config_set("slowlog-log-slower-than", _SLOW_US)
+            await redis.slowlog_reset()
 
         if o.py_spy:
             spy = _start_py_spy(children, o.py_spy, engines[0].pid, workdir)
@@ -567,14 +617,17 @@ async def run_bench(o: BenchOptions, redis_url: str, workdir: Path) -> dict[str,
         rss = {name: proc_peak_rss_mb(pid) for name, pid in watched.items()}
         self1 = resource.getrusage(resource.RUSAGE_SELF)
         stats1 = await redis.info("stats")
+        cmdstats1 = await redis.info("commandstats")
         throttles = await _throttle_replies(admin_ports)
         if spy is not None:
-            children.terminate(spy, 15.0)  # py-spy writes its output on SIGINT/SIGTERM
+            children.terminate(spy, 20.0, signal.SIGINT)  # py-spy writes its output on SIGINT
             spy = None
         if producer is not None and not producer.done():
             producer.cancel()
 
         dead_ids = await _dead_letter_ids(redis, dead_key, run_prefix, o.jobs)
+        unmatched = int(await redis.xlen(f"{prefix}:dlr:unmatched"))
+        invalid = int(await redis.xlen(f"{prefix}:dlr:invalid"))
         result = _summarise(
             o, tracker, dead_ids, t0_ms, end_wall_ms, cpu0, cpu1, rss, stats0, stats1, throttles,
         )
@@ -582,6 +635,13 @@ async def run_bench(o: BenchOptions, redis_url: str, workdir: Path) -> dict[str,
             (self1.ru_utime + self1.ru_stime) - (self0.ru_utime + self0.ru_stime), 2
         )
         result["peak_rss_mb"]["bench"] = round(self1.ru_maxrss / 1024, 1)
+        result["cpu_pct"]["bench"] = round(100 * result["cpu_s"]["bench"] / result["wall_s"], 1)
+        result["receipts_unmatched"] = unmatched
+        result["receipts_invalid"] = invalid
+        result["redis_top_commands"] = redis_command_costs(cmdstats0, cmdstats1, o.jobs)
+        if own_redis:
+            result["redis_slow_calls"] = slow_calls(await redis.slowlog_get(1_000_000), slow_since)
+            result["notes"].append(f"redis_slow_calls: calls of {_SLOW_US} µs or more (SLOWLOG)")
         result["pids"] = watched
         result["prefix"] = prefix
         if not redis_pid:
@@ -620,6 +680,30 @@ def _start_py_spy(children: Children, out: str, pid: int, workdir: Path) -> subp
     except OSError as err:
         print(f"bench: py-spy not started ({err}); install it with pip install py-spy", file=sys.stderr)
         return None
+
+
+def redis_command_costs(before: dict[str, Any], after: dict[str, Any], jobs: int, top: int = 8) -> list[dict[str, Any]]:
+    """Where Redis spent its time during the run (``INFO commandstats`` delta), costliest first.
+
+    Commands called inside scripts are counted both on their own and in the
+    EVALSHA that ran them.
+    """
+    rows: list[dict[str, Any]] = []
+    for name, stat in after.items():
+        if not isinstance(stat, dict):
+            continue
+        got = before.get(name)
+        prev: dict[str, Any] = got if isinstance(got, dict) else {}
+        calls = int(stat.get("calls", 0)) - int(prev.get("calls", 0))
+        usec = int(stat.get("usec", 0)) - int(prev.get("usec", 0))
+        if calls <= 0:
+            continue
+        rows.append({
+            "command": name.removeprefix("cmdstat_"), "calls": calls, "usec": usec,
+            "usec_per_call": round(usec / calls, 2), "usec_per_job": round(usec / jobs, 2),
+        })
+    rows.sort(key=lambda r: -r["usec"])
+    return rows[:top]
 
 
 async def _dead_letter_ids(redis: Any, dead_key: str, run_prefix: bytes, jobs: int) -> set[int]:
@@ -761,6 +845,7 @@ def format_table(r: dict[str, Any]) -> str:
         ("lost", str(r["lost"])),
         ("dead letters", str(r["dead_letters"])),
         ("duplicates", str(r["duplicates"])),
+        ("receipts parked unmatched / invalid", f"{r.get('receipts_unmatched', 0)} / {r.get('receipts_invalid', 0)}"),
     ]
     if "throttle_replies" in r:
         rows.append(("throttle replies", str(r["throttle_replies"])))
@@ -774,6 +859,12 @@ def format_table(r: dict[str, Any]) -> str:
             (f"cpu {name}", f"{r['cpu_s'][name]:.2f} s ({r['cpu_pct'].get(name, 0):.0f} %), "
                             f"peak rss {r['peak_rss_mb'].get(name, 0):.0f} MiB")
         )
+    for c in r.get("redis_top_commands", [])[:5]:
+        rows.append((f"redis {c['command']}", f"{c['calls']} calls, {c['usec_per_call']} µs/call, "
+                                               f"{c['usec_per_job']} µs/job"))
+    for c in r.get("redis_slow_calls", [])[:5]:
+        rows.append((f"redis slow {c['call']}", f"{c['count']} calls, {c['total_ms']:.0f} ms, "
+                                                f"mean {c['mean_ms']} ms, max {c['max_ms']} ms"))
     rows += [(f"note {i + 1}", n) for i, n in enumerate(r["notes"])]
     width = max(len(k) for k, _ in rows)
     lines = ["", "  sendgate bench", "  " + "-" * (width + 40)]
@@ -911,7 +1002,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     async def go() -> None:
         with tempfile.TemporaryDirectory(prefix="sendgate-bench-") as tmp:
-            holder["r"] = await run_bench(opts, url, Path(tmp))
+            holder["r"] = await run_bench(opts, url, Path(tmp), own_redis=embedded is not None)
 
     try:
         try:
