@@ -480,12 +480,12 @@ def slow_calls(entries: list[dict[str, Any]], since_ts: int) -> list[dict[str, A
             mode = argv[0] if argv and argv[0].isalpha() and len(argv[0]) <= 16 else ""
             label = script + (f" {mode}" if mode else "")
         groups.setdefault(label, []).append(int(e.get("duration", 0)) / 1000)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"call": k, "count": len(v), "total_ms": round(sum(v), 1), "mean_ms": round(sum(v) / len(v), 2),
          "max_ms": round(max(v), 2)}
         for k, v in groups.items()
     ]
-    rows.sort(key=lambda r: -float(r["total_ms"]))
+    rows.sort(key=lambda r: -r["total_ms"])
     return rows
 
 
