@@ -177,3 +177,30 @@ async def test_unparseable_receipt_is_acked_counted_and_kept(redis_url: str, key
         if keys:
             await redis.delete(*keys)
         await redis.aclose()
+
+
+async def test_receipt_on_the_last_part_only(redis_url: str, key_prefix: str) -> None:
+    run = uuid.uuid4().hex[:6]
+    jobs = [_job(i, run, text="part " * 80) for i in range(10)]  # 3 parts each
+    async with running(redis_url, key_prefix, SimulatorConfig(dlr=True), carrier={"registered_delivery": "last"}) as (
+        _e, sim, proxy, redis,
+    ):
+        await push(redis, key_prefix, jobs)
+        events = await wait_events(redis, key_prefix, {j["id"] for j in jobs})
+        assert all([e["event"] for e in events[j["id"]]] == ["submitted", "delivered"] for j in jobs)
+        assert proxy is not None
+        flags = sorted(p.registered_delivery for p in proxy.submits)
+        assert flags == [0] * 20 + [1] * 10
+        assert sim.stats.receipts == 10
+
+
+async def test_no_receipt_requested_when_dlr_is_0(redis_url: str, key_prefix: str) -> None:
+    run = uuid.uuid4().hex[:6]
+    jobs = [_job(i, run, dlr="0") for i in range(10)]
+    async with running(redis_url, key_prefix, SimulatorConfig(dlr=True)) as (_e, sim, proxy, redis):
+        await push(redis, key_prefix, jobs)
+        events = await wait_events(redis, key_prefix, {j["id"] for j in jobs}, final=False)
+        assert all([e["event"] for e in events[j["id"]]] == ["submitted"] for j in jobs)
+        assert proxy is not None and {p.registered_delivery for p in proxy.submits} == {0}
+        assert sim.stats.receipts == 0
+        assert not [k async for k in redis.scan_iter(match=f"{key_prefix}:dlr:sim:*")]
