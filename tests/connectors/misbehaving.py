@@ -17,6 +17,7 @@ Behaviours:
 ``slow_response``       answers each submit_sm after ``delay_s``
 ``mute``                binds, then answers nothing at all (enquire_link included)
 ``bind_syserr``         refuses every bind with ESME_RSYSERR (not a credentials error)
+``stall``               binds, then stops reading until ``resume()`` (TCP back-pressure)
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ BEHAVIOURS = (
     "slow_response",
     "mute",
     "bind_syserr",
+    "stall",
 )
 _BIND_RESP: dict[int, Any] = {
     C.BIND_TRANSMITTER: BindTransmitterResp,
@@ -106,6 +108,8 @@ class _Conn(asyncio.Protocol):
                     sequence_number=event.sequence_number, command_status=status, system_id="zoo"
                 )
                 self.transport.write(self.session.send(resp, 0.0))
+                if self.server.behaviour == "stall" and not self.server.resumed:
+                    self.transport.pause_reading()
         auto = self.session.data_to_send()
         if auto:
             self.transport.write(auto)
@@ -165,6 +169,7 @@ class MisbehavingSmsc:
         self.throttled = 0
         self.bytes_swallowed = 0
         self.misbehaved = False  # the one-shot behaviours strike once per server
+        self.resumed = False
         self.live: set[_Conn] = set()
         self._server: asyncio.Server | None = None
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
@@ -182,6 +187,13 @@ class MisbehavingSmsc:
             if conn.transport is not None:
                 conn.transport.abort()
         await self._server.wait_closed()
+
+    def resume(self) -> None:
+        """``stall``: start reading again."""
+        self.resumed = True
+        for conn in self.live:
+            if conn.transport is not None:
+                conn.transport.resume_reading()
 
     def notify(self) -> None:
         for predicate, future in self._waiters:

@@ -232,3 +232,37 @@ async def test_each_bind_mode(sim: Simulator, mode: str, state: State, can_submi
     await bind.close(0.5)
     assert sim.stats.unbinds == 1
     assert not bind.is_up()
+
+
+async def test_tcp_back_pressure_pauses_the_pool_and_resumes_it() -> None:
+    from connectors.pool import BindPool
+    from tests.connectors.helpers import RecordingHandler
+    from tests.connectors.misbehaving import MisbehavingSmsc
+
+    async with MisbehavingSmsc("stall") as smsc:
+        handler = RecordingHandler()
+        pool = BindPool(cfg(smsc.port, window=60000), handler)
+        await pool.start()
+        bind = pool.binds[0]
+        protocol = bind.protocol
+        assert protocol is not None
+        text = b"t" * 200
+        n = 30000  # ~7 MB: more than the kernel buffers the stalled peer leaves us
+        for i in range(n):
+            pool.submit(SubmitSm(destination_addr=FAKE_DESTINATION, short_message=text), i)
+        for _ in range(100):  # assign, then flush: a few loop iterations
+            if protocol.paused:
+                break
+            await asyncio.sleep(0)
+        assert protocol.paused
+        assert bind.free_window() == 0
+        for i in range(n, n + 10):
+            pool.submit(SubmitSm(destination_addr=FAKE_DESTINATION, short_message=text), i)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert pool.queued() == 10  # nothing more is written while paused
+        smsc.resume()
+        await handler.wait_for(lambda: len(handler.responses) == n + 10, timeout=30)
+        assert not protocol.paused
+        assert pool.queued() == 0
+        await pool.close(1.0)
