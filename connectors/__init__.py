@@ -1,7 +1,7 @@
 """SMPP 3.4 for sendgate: sans-IO codec and session, asyncio transport, bind pool.
 
-The codec half (this module's first block of names) imports nothing but the
-standard library and msgspec: PDUs are ``msgspec.Struct`` values,
+The codec modules (codec, framer, pdu, constants, status, errors) import
+nothing but the standard library and msgspec: PDUs are ``msgspec.Struct`` values,
 ``encode``/``decode`` turn them into bytes and back, ``Framer`` cuts a byte
 stream into PDUs, ``status_info`` says what a command_status means.
 """
@@ -52,6 +52,7 @@ from .pdu import (
     DataSmResp,
     DeliverSm,
     DeliverSmResp,
+    DistributionList,
     EnquireLink,
     EnquireLinkResp,
     GenericNack,
@@ -61,10 +62,14 @@ from .pdu import (
     QuerySmResp,
     ReplaceSm,
     ReplaceSmResp,
+    SmeAddress,
+    SubmitMulti,
+    SubmitMultiResp,
     SubmitSm,
     SubmitSmResp,
     Unbind,
     UnbindResp,
+    UnsuccessSme,
 )
 from .pool import BindPool, PoolHandler, PoolStats, RateLimiter
 from .session import (
@@ -93,7 +98,6 @@ from .status import (
 from .transport import BindListener, SmppBind, SmppProtocol
 
 __all__ = [
-    # codec (connectors.codec, .framer, .pdu, .constants, .status, .errors)
     "ESME",
     "ESME_RINVCMDID",
     "ESME_RINVCMDLEN",
@@ -131,6 +135,7 @@ __all__ = [
     "DataSmResp",
     "DeliverSm",
     "DeliverSmResp",
+    "DistributionList",
     "EnquireLink",
     "EnquireLinkResp",
     "Frame",
@@ -154,12 +159,15 @@ __all__ = [
     "ResponseTimeout",
     "ResponseTimeoutError",
     "Session",
+    "SmeAddress",
     "SmppBind",
     "SmppError",
     "SmppProtocol",
     "State",
     "StatusInfo",
     "StrayResponse",
+    "SubmitMulti",
+    "SubmitMultiResp",
     "SubmitSm",
     "SubmitSmResp",
     "Tag",
@@ -167,6 +175,7 @@ __all__ = [
     "Unbind",
     "UnbindResp",
     "Unbound",
+    "UnsuccessSme",
     "command_name",
     "decode",
     "decode_body",
@@ -178,5 +187,4 @@ __all__ = [
     "response_id",
     "status_info",
     "status_name",
-    # session / transport / pool / simulator names follow
 ]

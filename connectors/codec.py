@@ -91,6 +91,7 @@ from .pdu import (
     DataSmResp,
     DeliverSm,
     DeliverSmResp,
+    DistributionList,
     EnquireLink,
     EnquireLinkResp,
     GenericNack,
@@ -100,12 +101,22 @@ from .pdu import (
     QuerySmResp,
     ReplaceSm,
     ReplaceSmResp,
+    SmeAddress,
+    SubmitMulti,
+    SubmitMultiResp,
     SubmitSm,
     SubmitSmResp,
     Unbind,
     UnbindResp,
+    UnsuccessSme,
 )
-from .status import ESME_RINVCMDID, ESME_RINVCMDLEN, ESME_RINVMSGLEN, ESME_RINVOPTPARSTREAM
+from .status import (
+    ESME_RINVCMDID,
+    ESME_RINVCMDLEN,
+    ESME_RINVDESTFLAG,
+    ESME_RINVMSGLEN,
+    ESME_RINVOPTPARSTREAM,
+)
 
 __all__ = [
     "HEADER",
@@ -145,6 +156,8 @@ _INT8: Final = 1  # 1-octet integer
 _TIME: Final = 2  # C-octet string, empty or 16 chars + NUL (SMPP 3.4 §7.1)
 _SM: Final = 3  # sm_length (1 octet) + short_message (arg = max octets)
 _CSTR_LAST: Final = 4  # response's only C-string: a missing NUL takes the rest
+_DESTS: Final = 5  # number_of_dests + dest_address list (submit_multi), arg = max count
+_UNSUCCESS: Final = 6  # no_unsuccess + unsuccess_sme list (submit_multi_resp), arg = max
 
 _TLV_INT: Final = 0  # big-endian unsigned, size = octets
 _TLV_CSTR: Final = 1  # C-octet string, size = max octets including NUL
@@ -289,6 +302,24 @@ _LAYOUTS: Final[dict[type[Pdu], _Layout]] = {
         ("data_coding", _INT8, 0),
     ),
     DataSmResp: _MESSAGE_ID_RESP_LAYOUT,
+    SubmitMulti: (
+        ("service_type", _CSTR, 6),
+        ("source_addr_ton", _INT8, 0),
+        ("source_addr_npi", _INT8, 0),
+        ("source_addr", _CSTR, 21),
+        ("dest_address", _DESTS, 254),  # SMPP 3.4 §4.5.1: number_of_dests ≤ 254
+        ("esm_class", _INT8, 0),
+        ("protocol_id", _INT8, 0),
+        ("priority_flag", _INT8, 0),
+        ("schedule_delivery_time", _TIME, 17),
+        ("validity_period", _TIME, 17),
+        ("registered_delivery", _INT8, 0),
+        ("replace_if_present_flag", _INT8, 0),
+        ("data_coding", _INT8, 0),
+        ("sm_default_msg_id", _INT8, 0),
+        ("short_message", _SM, _MAX_SHORT_MESSAGE),
+    ),
+    SubmitMultiResp: (("message_id", _CSTR, 65), ("unsuccess_sme", _UNSUCCESS, 254)),
     QuerySm: (
         ("message_id", _CSTR, 65),
         ("source_addr_ton", _INT8, 0),
@@ -410,6 +441,10 @@ def _encode_mandatory(pdu: Pdu, layout: _Layout, out: list[bytes]) -> None:
             raw = _check_bytes(value, arg, name)
             out.append(bytes((len(raw),)))
             out.append(raw)
+        elif kind == _DESTS:
+            _encode_dest_address(value, arg, out)
+        elif kind == _UNSUCCESS:
+            _encode_unsuccess_sme(value, arg, out)
         else:
             raw = _encode_cstr(value, arg, name)
             if kind == _TIME and raw and len(raw) != 16:
@@ -418,6 +453,42 @@ def _encode_mandatory(pdu: Pdu, layout: _Layout, out: list[bytes]) -> None:
                 )
             out.append(raw)
             out.append(b"\0")
+
+
+def _encode_dest_address(value: object, max_count: int, out: list[bytes]) -> None:
+    """number_of_dests + dest_address list, SMPP 3.4 §4.5.1.1."""
+    name = "dest_address"
+    if not isinstance(value, tuple) or len(value) > max_count:
+        raise LocalProtocolError(f"expected a tuple of at most {max_count} destinations", name)
+    out.append(bytes((len(value),)))
+    for dest in value:
+        if isinstance(dest, SmeAddress):
+            out.append(b"\x01")  # dest_flag: SME address
+            out.append(bytes((_check_int(dest.dest_addr_ton, 8, name),)))
+            out.append(bytes((_check_int(dest.dest_addr_npi, 8, name),)))
+            out.append(_encode_cstr(dest.destination_addr, 21, name))
+        elif isinstance(dest, DistributionList):
+            out.append(b"\x02")  # dest_flag: distribution list
+            out.append(_encode_cstr(dest.dl_name, 21, name))
+        else:
+            raise LocalProtocolError("expected SmeAddress or DistributionList", name)
+        out.append(b"\0")
+
+
+def _encode_unsuccess_sme(value: object, max_count: int, out: list[bytes]) -> None:
+    """no_unsuccess + unsuccess_sme list, SMPP 3.4 §4.5.2.1."""
+    name = "unsuccess_sme"
+    if not isinstance(value, tuple) or len(value) > max_count:
+        raise LocalProtocolError(f"expected a tuple of at most {max_count} UnsuccessSme", name)
+    out.append(bytes((len(value),)))
+    for sme in value:
+        if not isinstance(sme, UnsuccessSme):
+            raise LocalProtocolError("expected UnsuccessSme", name)
+        out.append(bytes((_check_int(sme.dest_addr_ton, 8, name),)))
+        out.append(bytes((_check_int(sme.dest_addr_npi, 8, name),)))
+        out.append(_encode_cstr(sme.destination_addr, 21, name))
+        out.append(b"\0")
+        out.append(_check_int(sme.error_status_code, 32, name).to_bytes(4, "big"))
 
 
 def _encode_tlv(spec: TlvSpec, value: object) -> bytes:
@@ -803,6 +874,72 @@ def _decode_tlvs(pdu: Pdu, spec: _Spec, body: bytes, pos: int) -> None:
         pdu.extra_tlvs = tuple(extra)
 
 
+def _read_int8(body: bytes, pos: int, name: str) -> int:
+    if pos >= len(body):
+        raise RemoteProtocolError(
+            f"{name}: PDU ends early", HEADER_SIZE + pos, command_status=ESME_RINVCMDLEN
+        )
+    return body[pos]
+
+
+def _read_cstr(body: bytes, pos: int, name: str, lenient: bool = False) -> tuple[str, int]:
+    """The C-octet string at ``pos`` and the offset after its NUL."""
+    nul = body.find(0, pos)
+    if nul < 0:
+        if not lenient:
+            raise RemoteProtocolError(
+                f"{name}: C-octet string without NUL terminator",
+                HEADER_SIZE + pos,
+                command_status=ESME_RINVCMDLEN,
+            )
+        nul = len(body)  # sloppy SMSC: a response's message_id without NUL
+    return body[pos:nul].decode("latin-1"), nul + 1
+
+
+def _read_dest_address(body: bytes, pos: int) -> tuple[tuple[Any, ...], int]:
+    """number_of_dests + dest_address list, SMPP 3.4 §4.5.1.1."""
+    count = _read_int8(body, pos, "number_of_dests")
+    pos += 1
+    dests: list[SmeAddress | DistributionList] = []
+    for _ in range(count):
+        flag = _read_int8(body, pos, "dest_flag")
+        if flag == 1:
+            ton = _read_int8(body, pos + 1, "dest_addr_ton")
+            npi = _read_int8(body, pos + 2, "dest_addr_npi")
+            address, pos = _read_cstr(body, pos + 3, "destination_addr")
+            dests.append(SmeAddress(ton, npi, address))
+        elif flag == 2:
+            dl_name, pos = _read_cstr(body, pos + 1, "dl_name")
+            dests.append(DistributionList(dl_name))
+        else:
+            raise RemoteProtocolError(
+                f"dest_flag {flag} is neither 1 (SME) nor 2 (list)",
+                HEADER_SIZE + pos,
+                command_status=ESME_RINVDESTFLAG,
+            )
+    return tuple(dests), pos
+
+
+def _read_unsuccess_sme(body: bytes, pos: int) -> tuple[tuple[Any, ...], int]:
+    """no_unsuccess + unsuccess_sme list, SMPP 3.4 §4.5.2.1."""
+    count = _read_int8(body, pos, "no_unsuccess")
+    pos += 1
+    smes: list[UnsuccessSme] = []
+    for _ in range(count):
+        ton = _read_int8(body, pos, "dest_addr_ton")
+        npi = _read_int8(body, pos + 1, "dest_addr_npi")
+        address, pos = _read_cstr(body, pos + 2, "destination_addr")
+        if pos + 4 > len(body):
+            raise RemoteProtocolError(
+                "error_status_code: PDU ends early",
+                HEADER_SIZE + pos,
+                command_status=ESME_RINVCMDLEN,
+            )
+        smes.append(UnsuccessSme(ton, npi, address, int.from_bytes(body[pos : pos + 4], "big")))
+        pos += 4
+    return tuple(smes), pos
+
+
 def _decode_generic(spec: _Spec, command_status: int, sequence_number: int, body: bytes) -> Pdu:
     """Reference decoder: walks the layout, words every error."""
     cls = spec.cls
@@ -811,44 +948,30 @@ def _decode_generic(spec: _Spec, command_status: int, sequence_number: int, body
         return cls(sequence_number=sequence_number, command_status=command_status)
     values: list[Any] = [sequence_number, command_status, ()]
     pos = 0
-    end_of_body = len(body)
+    value: Any
     for name, kind, _arg in spec.layout:
         if kind == _INT8:
-            if pos >= end_of_body:
-                raise RemoteProtocolError(
-                    f"{name}: PDU ends early", HEADER_SIZE + pos, command_status=ESME_RINVCMDLEN
-                )
-            values.append(body[pos])
+            value = _read_int8(body, pos, name)
             pos += 1
         elif kind == _SM:
-            if pos >= end_of_body:
-                raise RemoteProtocolError(
-                    "sm_length: PDU ends early", HEADER_SIZE + pos, command_status=ESME_RINVCMDLEN
-                )
-            sm_length = body[pos]
-            if pos + 1 + sm_length > end_of_body:
+            sm_length = _read_int8(body, pos, "sm_length")
+            if pos + 1 + sm_length > len(body):
                 raise RemoteProtocolError(
                     f"sm_length {sm_length} runs past the end of the PDU",
                     HEADER_SIZE + pos,
                     command_status=ESME_RINVMSGLEN,
                 )
-            values.append(body[pos + 1 : pos + 1 + sm_length])
+            value = body[pos + 1 : pos + 1 + sm_length]
             pos += 1 + sm_length
+        elif kind == _DESTS:
+            value, pos = _read_dest_address(body, pos)
+        elif kind == _UNSUCCESS:
+            value, pos = _read_unsuccess_sme(body, pos)
         else:
-            nul = body.find(0, pos)
-            if nul < 0:
-                if kind == _CSTR_LAST:
-                    nul = end_of_body  # sloppy SMSC: message_id without NUL
-                else:
-                    raise RemoteProtocolError(
-                        f"{name}: C-octet string without NUL terminator",
-                        HEADER_SIZE + pos,
-                        command_status=ESME_RINVCMDLEN,
-                    )
-            values.append(body[pos:nul].decode("latin-1"))
-            pos = nul + 1
+            value, pos = _read_cstr(body, pos, name, lenient=kind == _CSTR_LAST)
+        values.append(value)
     pdu = cls(*values)
-    if pos < end_of_body:
+    if pos < len(body):
         _decode_tlvs(pdu, spec, body, pos)
     return pdu
 

@@ -49,6 +49,7 @@ __all__ = [
     "DataSmResp",
     "DeliverSm",
     "DeliverSmResp",
+    "DistributionList",
     "EnquireLink",
     "EnquireLinkResp",
     "GenericNack",
@@ -58,10 +59,14 @@ __all__ = [
     "QuerySmResp",
     "ReplaceSm",
     "ReplaceSmResp",
+    "SmeAddress",
+    "SubmitMulti",
+    "SubmitMultiResp",
     "SubmitSm",
     "SubmitSmResp",
     "Unbind",
     "UnbindResp",
+    "UnsuccessSme",
 ]
 
 # Fields whose values must never reach a log line in clear.
@@ -77,6 +82,8 @@ _SECRET_FIELDS = frozenset(
         "callback_num_atag",
         "source_subaddress",
         "dest_subaddress",
+        "dest_address",
+        "unsuccess_sme",
     }
 )
 
@@ -459,3 +466,90 @@ class AlertNotification(Pdu):
     esme_addr_npi: int = 0
     esme_addr: str = ""
     ms_availability_status: int | None = None
+
+
+# --- submit_multi, SMPP 3.4 §4.5 ---------------------------------------------------
+
+
+class SmeAddress(msgspec.Struct, frozen=True, gc=False):
+    """One destination of a submit_multi (dest_flag 1), SMPP 3.4 §4.5.1.1."""
+
+    dest_addr_ton: int = 0
+    dest_addr_npi: int = 0
+    destination_addr: str = ""
+
+    def __repr__(self) -> str:
+        return f"SmeAddress(<{len(self.destination_addr)}>)"
+
+
+class DistributionList(msgspec.Struct, frozen=True, gc=False):
+    """A distribution list destination of a submit_multi (dest_flag 2)."""
+
+    dl_name: str = ""
+
+
+class UnsuccessSme(msgspec.Struct, frozen=True, gc=False):
+    """A destination submit_multi could not deliver to, SMPP 3.4 §4.5.2.1."""
+
+    dest_addr_ton: int = 0
+    dest_addr_npi: int = 0
+    destination_addr: str = ""
+    error_status_code: int = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"UnsuccessSme(<{len(self.destination_addr)}>, "
+            f"error_status_code=0x{self.error_status_code:08X})"
+        )
+
+
+class SubmitMulti(Pdu):
+    """submit_multi, SMPP 3.4 §4.5.1 (number_of_dests is ``len(dest_address)``)."""
+
+    command_id: ClassVar[int] = CommandId.SUBMIT_MULTI
+    service_type: str = ""
+    source_addr_ton: int = 0
+    source_addr_npi: int = 0
+    source_addr: str = ""
+    dest_address: tuple[SmeAddress | DistributionList, ...] = ()
+    esm_class: int = 0
+    protocol_id: int = 0
+    priority_flag: int = 0
+    schedule_delivery_time: str = ""
+    validity_period: str = ""
+    registered_delivery: int = 0
+    replace_if_present_flag: int = 0
+    data_coding: int = 0
+    sm_default_msg_id: int = 0
+    short_message: bytes = b""
+    # Optional parameters, SMPP 3.4 §4.5.1 table 4-15 / §5.3.2.
+    user_message_reference: int | None = None
+    source_port: int | None = None
+    source_addr_subunit: int | None = None
+    destination_port: int | None = None
+    dest_addr_subunit: int | None = None
+    sar_msg_ref_num: int | None = None
+    sar_total_segments: int | None = None
+    sar_segment_seqnum: int | None = None
+    payload_type: int | None = None
+    message_payload: bytes | None = None
+    privacy_indicator: int | None = None
+    callback_num: bytes | None = None
+    callback_num_pres_ind: int | None = None
+    callback_num_atag: bytes | None = None
+    source_subaddress: bytes | None = None
+    dest_subaddress: bytes | None = None
+    display_time: int | None = None
+    sms_signal: int | None = None
+    ms_validity: int | None = None
+    ms_msg_wait_facilities: int | None = None
+    alert_on_message_delivery: bytes | None = None
+    language_indicator: int | None = None
+
+
+class SubmitMultiResp(Pdu):
+    """submit_multi_resp, SMPP 3.4 §4.5.2 (no_unsuccess is ``len(unsuccess_sme)``)."""
+
+    command_id: ClassVar[int] = CommandId.SUBMIT_MULTI_RESP
+    message_id: str = ""
+    unsuccess_sme: tuple[UnsuccessSme, ...] = ()

@@ -23,6 +23,7 @@ from connectors import (
     DataSmResp,
     DeliverSm,
     DeliverSmResp,
+    DistributionList,
     EnquireLink,
     EnquireLinkResp,
     GenericNack,
@@ -34,11 +35,15 @@ from connectors import (
     RemoteProtocolError,
     ReplaceSm,
     ReplaceSmResp,
+    SmeAddress,
+    SubmitMulti,
+    SubmitMultiResp,
     SubmitSm,
     SubmitSmResp,
     Tag,
     Unbind,
     UnbindResp,
+    UnsuccessSme,
     decode,
     decode_body,
     encode,
@@ -106,6 +111,23 @@ SAMPLES: list[Pdu] = [
     ReplaceSm(sequence_number=13, message_id="m1", source_addr=SRC, short_message=b"new"),
     ReplaceSmResp(sequence_number=13),
     AlertNotification(sequence_number=14, source_addr=DST, esme_addr=SRC, ms_availability_status=0),
+    SubmitMulti(
+        sequence_number=15,
+        source_addr=SRC,
+        dest_address=(
+            SmeAddress(1, 1, DST),
+            DistributionList("friends"),
+            SmeAddress(2, 1, "4500002"),
+        ),
+        registered_delivery=1,
+        short_message=b"hello all",
+        sar_msg_ref_num=9,
+    ),
+    SubmitMultiResp(
+        sequence_number=15,
+        message_id="m2",
+        unsuccess_sme=(UnsuccessSme(1, 1, DST, 0x0B),),
+    ),
 ]
 
 
@@ -269,6 +291,14 @@ def test_cstring_tlv_without_nul_is_accepted() -> None:
         (CancelSm(destination_addr="1" * 21), "destination_addr"),
         (AlertNotification(esme_addr="1" * 65), "esme_addr"),
         (DeliverSm(network_error_code=b"1234"), "network_error_code"),
+        (SubmitMulti(dest_address=(SmeAddress(destination_addr="1" * 21),)), "dest_address"),
+        (SubmitMulti(dest_address=(DistributionList("d" * 21),)), "dest_address"),
+        (SubmitMulti(dest_address=(SmeAddress(),) * 255), "dest_address"),
+        (SubmitMulti(dest_address=("4500000001",)), "dest_address"),  # type: ignore[arg-type]
+        (
+            SubmitMultiResp(unsuccess_sme=(UnsuccessSme(error_status_code=1 << 32),)),
+            "unsuccess_sme",
+        ),
     ],
     ids=lambda v: v if isinstance(v, str) else type(v).__name__,
 )
@@ -308,6 +338,7 @@ def test_wrong_types_raise_local_error() -> None:
 # --- responses with errors ----------------------------------------------------------
 
 RESP_WITH_BODY = [
+    SubmitMultiResp,
     BindTransmitterResp,
     BindReceiverResp,
     BindTransceiverResp,
@@ -405,3 +436,21 @@ def test_repr_hides_numbers_text_and_password() -> None:
     for secret in ("4511111111", DST, "secret text", "hunter2"):
         assert secret not in text
     assert "acme" in text
+
+
+def test_submit_multi_bad_dest_flag_is_remote_error() -> None:
+    wire = bytearray(encode(SubmitMulti(dest_address=(SmeAddress(1, 1, DST),))))
+    flag_at = 16 + 1 + 2 + 1 + 1  # service_type, ton/npi, source_addr, number_of_dests
+    assert wire[flag_at] == 1
+    wire[flag_at] = 3
+    with pytest.raises(RemoteProtocolError) as info:
+        decode(bytes(wire))
+    assert info.value.command_status == 0x40  # ESME_RINVDESTFLAG
+    assert info.value.offset == flag_at
+
+
+def test_submit_multi_repr_hides_destinations() -> None:
+    text = repr(SubmitMulti(dest_address=(SmeAddress(1, 1, DST),))) + repr(
+        SubmitMultiResp(unsuccess_sme=(UnsuccessSme(1, 1, DST, 0x0B),))
+    )
+    assert DST not in text

@@ -22,15 +22,20 @@ from connectors import (
     BindTransmitter,
     DataSm,
     DeliverSm,
+    DistributionList,
     EnquireLink,
     EnquireLinkResp,
     GenericNack,
     Pdu,
     QuerySmResp,
+    SmeAddress,
+    SubmitMulti,
+    SubmitMultiResp,
     SubmitSm,
     SubmitSmResp,
     Tag,
     Unbind,
+    UnsuccessSme,
     decode,
     encode,
     status_info,
@@ -115,6 +120,19 @@ EXPECTED: dict[str, tuple[type[Pdu], dict[str, Any]]] = {
     "spec_alert_notification": (
         AlertNotification,
         {"esme_addr": "Acme", "ms_availability_status": 0},
+    ),
+    "spec_submit_multi": (
+        SubmitMulti,
+        {
+            "source_addr": "Acme",
+            "dest_address": (SmeAddress(1, 1, "45000000001"), DistributionList("team")),
+            "registered_delivery": 1,
+            "short_message": b"hello",
+        },
+    ),
+    "spec_submit_multi_resp": (
+        SubmitMultiResp,
+        {"message_id": "m3", "unsuccess_sme": (UnsuccessSme(1, 1, "45000000001", 0x0B),)},
     ),
     # Real-world shapes.
     "network_error_code_ascii": (

@@ -20,12 +20,15 @@ from hypothesis import strategies as st
 from connectors import (
     PDU_CLASSES,
     DeliverSm,
+    DistributionList,
     Framer,
     LocalProtocolError,
     Pdu,
     RemoteProtocolError,
+    SmeAddress,
     SubmitSm,
     SubmitSmResp,
+    UnsuccessSme,
     decode,
     decode_body,
     decode_frame,
@@ -33,7 +36,7 @@ from connectors import (
 )
 from connectors.codec import _LAYOUTS, _SPECS, _decode_generic, _encode_generic
 
-_CSTR, _INT8, _TIME, _SM, _CSTR_LAST = 0, 1, 2, 3, 4
+_CSTR, _INT8, _TIME, _SM, _CSTR_LAST, _DESTS, _UNSUCCESS = 0, 1, 2, 3, 4, 5, 6
 _TLV_INT, _TLV_CSTR = 0, 1
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -44,6 +47,21 @@ def _cstring(max_chars: int) -> st.SearchStrategy[str]:
 
 
 def _field(kind: int, arg: int) -> st.SearchStrategy[Any]:
+    if kind == _DESTS:
+        dest = st.one_of(
+            st.builds(SmeAddress, st.integers(0, 255), st.integers(0, 255), _cstring(20)),
+            st.builds(DistributionList, _cstring(20)),
+        )
+        return st.lists(dest, max_size=5).map(tuple)
+    if kind == _UNSUCCESS:
+        sme = st.builds(
+            UnsuccessSme,
+            st.integers(0, 255),
+            st.integers(0, 255),
+            _cstring(20),
+            st.integers(0, 0xFFFFFFFF),
+        )
+        return st.lists(sme, max_size=5).map(tuple)
     if kind == _INT8:
         return st.integers(0, 255)
     if kind == _SM:
