@@ -20,7 +20,14 @@ from redis.asyncio import Redis
 
 from engine.config import Settings
 from engine.keys import Keys
-from privacy_hooks import AuditLog, RetentionPolicy, client_subject, erase_subject, keyed_hash, mask_number
+from privacy_hooks import (
+    AuditLog,
+    RetentionPolicy,
+    client_subject,
+    erase_subject,
+    keyed_hash,
+    mask_number,
+)
 
 __all__ = ["erase_main", "purge_main", "retention_policy"]
 
