@@ -196,3 +196,25 @@ def test_encode_per_type(benchmark: BenchmarkFixture, pdu: Pdu) -> None:
 def test_decode_per_type(benchmark: BenchmarkFixture, pdu: Pdu) -> None:
     wire = encode(pdu)
     assert benchmark(decode, wire) == pdu
+
+
+def test_for_scale_aiosmpplib_encode_submit_sm(benchmark: BenchmarkFixture) -> None:
+    """The same submit_sm through aiosmpplib (test-only dependency), for scale."""
+    aiosmpplib = pytest.importorskip("aiosmpplib")
+    theirs = aiosmpplib.SubmitSm(
+        sequence_num=123456,
+        short_message="Your code is 123456.",
+        source=aiosmpplib.PhoneNumber("AcmeShop", aiosmpplib.TON.ALPHANUMERIC),
+        destination=aiosmpplib.PhoneNumber(
+            "45000000001", aiosmpplib.TON.INTERNATIONAL, aiosmpplib.NPI.ISDN
+        ),
+        encoding="ascii",
+    )
+
+    def run() -> bytes:
+        theirs.set_encoded_message(b"")  # aiosmpplib caches the encoded text
+        wire: bytes = theirs.pdu()
+        return wire
+
+    wire = benchmark(run)
+    assert len(wire) == len(encode(SUBMIT))
