@@ -113,6 +113,9 @@ class SimulatorConfig(msgspec.Struct, kw_only=True, frozen=True):
     dlr_states: dict[str, float] = msgspec.field(default_factory=lambda: {"DELIVRD": 1.0})
     dlr_window: int = 1000  # receipts in flight per bind, awaiting deliver_sm_resp
     id_format: str = "hex"  # message ids: "hex" or "dec"
+    # Ids in receipts: "" = as in submit_sm_resp; "hex"/"dec" = converted, as the
+    # carriers do that answer submit_sm in one base and report in the other.
+    receipt_id_format: str = ""
     throttle_tps: int = 0  # above this many submit_sm per second: ESME_RTHROTTLED; 0 = never
     error_rate: float = 0.0  # fraction of submit_sm answered with error_status
     error_status: int = ESME_RSYSERR
@@ -128,6 +131,8 @@ class SimulatorConfig(msgspec.Struct, kw_only=True, frozen=True):
             raise ValueError("latency_dist: must be fixed, uniform or exponential")
         if self.id_format not in ("hex", "dec"):
             raise ValueError("id_format: must be hex or dec")
+        if self.receipt_id_format not in ("", "hex", "dec"):
+            raise ValueError("receipt_id_format: must be hex, dec or empty")
         unknown = set(self.dlr_states) - set(RECEIPT_STATES)
         if unknown:
             raise ValueError(f"dlr_states: unknown states {sorted(unknown)}")
@@ -715,6 +720,9 @@ class SmscProtocol(asyncio.Protocol):
         """deliver_sm carrying a receipt: text body (SMPP 3.4 Appendix B) plus TLVs."""
         dlvrd, stat_err, state_tlv = _STATE_PARTS[r.state]
         mid = r.message_id
+        convert = self.sim.config.receipt_id_format
+        if convert and convert != self.sim.config.id_format:
+            mid = b"%d" % int(mid, 16) if convert == "dec" else b"%x" % int(mid)
         text = b"".join(
             (
                 b"id:",
@@ -813,6 +821,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--id-format", choices=("hex", "dec"), default=d.id_format, help="message id format"
     )
     p.add_argument(
+        "--receipt-id-format",
+        choices=("", "hex", "dec"),
+        default="",
+        help="message id format in receipts, when it differs from --id-format",
+    )
+    p.add_argument(
         "--throttle-tps",
         type=int,
         default=0,
@@ -885,6 +899,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         dlr_states=_parse_states(args.dlr_states),
         dlr_window=args.dlr_window,
         id_format=args.id_format,
+        receipt_id_format=args.receipt_id_format,
         throttle_tps=args.throttle_tps,
         error_rate=args.error_rate,
         error_status=args.error_status,
