@@ -155,6 +155,7 @@ class GlobalTokenBucket:
         self._retry_at = 0.0
         self._demand = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
         self._errors = Backoff(0.05, 2.0)
         #: Script calls made (for metrics and tests).
         self.lease_calls = 0
@@ -295,6 +296,7 @@ class GlobalTokenBucket:
     def start(self) -> None:
         """Start the refill task feeding ``try_take`` (call from the running event loop)."""
         if self._task is None or self._task.done():
+            self._closed = False
             self._task = asyncio.get_running_loop().create_task(
                 self._refill_loop(), name=f"sendgate-tps-refill:{self.key}"
             )
@@ -302,15 +304,26 @@ class GlobalTokenBucket:
     async def close(self) -> None:
         """Stop the refill task. Unused leased tokens are simply dropped (they expire)."""
         task, self._task = self._task, None
+        self._closed = True
         if task is not None:
             task.cancel()
+            # Should a library swallow the cancellation (seen with redis-py on a
+            # cancel during a command), the flag and a wake-up end the loop anyway.
+            self._demand.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    def _stopping(self) -> bool:
+        # A method, not the attribute: the flag changes across awaits.
+        task = asyncio.current_task()
+        return self._closed or (task is not None and task.cancelling() > 0)
 
     async def _refill_loop(self) -> None:
         while True:
             await self._demand.wait()
             self._demand.clear()
+            if self._stopping():
+                return
             if self._rate == 0.0:
                 continue
             now = self._clock()
@@ -324,6 +337,8 @@ class GlobalTokenBucket:
             try:
                 granted, wait_ms = await self._lease(want, min(want, self.chunk))
             except RedisError as exc:
+                if self._stopping():
+                    return
                 delay = self._errors.next_delay()
                 _log.warning(
                     "tps lease failed for %s (%s); retrying in %.2fs",
@@ -337,14 +352,16 @@ class GlobalTokenBucket:
                 continue
             self._errors.reset()
             self._add_lease(granted, now)
+            # Requests that came short while the lease was in flight are served
+            # by it too; only what is left of the demand counts.
+            self._shortfall = max(0, max(self._shortfall, shortfall) - granted)
             if granted < want:
-                # The shared bucket ran dry: come back when the next token is due,
+                # The shared bucket ran dry: come back when a chunk is due,
                 # if anyone still wants more by then.
-                self._shortfall = max(self._shortfall, shortfall - granted)
                 self._retry_at = now + wait_ms / 1000.0
                 await asyncio.sleep(wait_ms / 1000.0)
-                if self._shortfall:
-                    self._demand.set()
+            if self._shortfall:
+                self._demand.set()
 
     def __repr__(self) -> str:
         return (

@@ -176,3 +176,79 @@ async def test_two_instances_share_one_limit(redis_url: str, key_prefix: str) ->
     # Leasing in chunks keeps Redis cheap even with four contenders asking for
     # more than the limit: each script call that grants anything grants a chunk.
     assert sum(b.lease_calls for b in buckets) < total / 2
+
+
+_WORKER = """
+import asyncio, json, sys, time
+import redis.asyncio as aioredis
+from throttling import GlobalTokenBucket
+
+async def main(url, key, rate, burst, start, until, batch):
+    client = aioredis.Redis.from_url(url)
+    bucket = GlobalTokenBucket(client, key, rate, burst)
+    bucket.start()
+    events = []
+    await asyncio.sleep(max(0.0, start - time.monotonic()))
+    while (now := time.monotonic()) < until:
+        got = bucket.try_take(batch, now)
+        if got:
+            events.append((now, got))
+        if got < batch:
+            await asyncio.sleep(max(0.001, bucket.wait_s(batch, time.monotonic())))
+        else:
+            await asyncio.sleep(0)
+    await bucket.close()
+    await client.aclose()
+    print(json.dumps(events))
+
+url, key, rate, burst, start, until, batch = sys.argv[1:]
+asyncio.run(main(url, key, float(rate), int(burst), float(start), float(until), int(batch)))
+"""
+
+
+@pytest.mark.slow
+async def test_two_processes_share_one_limit(redis_url: str, key_prefix: str) -> None:
+    import json
+    import os
+    import sys
+
+    rate, burst = 200.0, 20
+    key = tps_key(key_prefix, "acme")
+    # CLOCK_MONOTONIC is system-wide: both processes' timestamps share one axis.
+    start = time.monotonic() + 1.5  # leaves time for the interpreters to start
+    until = start + 1.5
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _WORKER,
+            redis_url,
+            key,
+            str(rate),
+            str(burst),
+            str(start),
+            str(until),
+            str(batch),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        for batch in (3, 8)
+    ]
+    try:
+        outputs = await asyncio.wait_for(
+            asyncio.gather(*(p.communicate() for p in procs)), timeout=30
+        )
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.kill()
+                await p.wait()
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]
+    events = [tuple(e) for out, _ in outputs for e in json.loads(out)]
+    total = sum(n for _, n in events)
+    assert total <= rate * (until - start) + burst
+    assert total >= 0.5 * rate * 1.5
+    assert all(json.loads(out) for out, _ in outputs)  # both processes got a share
+    _assert_rate_bound(events, rate, burst)
