@@ -978,8 +978,6 @@ def _decode_generic(spec: _Spec, command_status: int, sequence_number: int, body
 
 # --- decoding: hot path ---------------------------------------------------------------
 
-_DELIVER_SM_SPEC: Final = _SPECS[DeliverSm]
-
 
 def _message_id_resp_decoder(cls: type[Pdu]) -> Callable[[int, int, bytes], Pdu]:
     """submit_sm_resp, deliver_sm_resp, data_sm_resp: "message_id\\0" and nothing else."""
@@ -1006,8 +1004,6 @@ def _header_only_decoder(cls: type[Pdu]) -> Callable[[int, int, bytes], Pdu]:
 
     return decode_header_only
 
-
-_decode_submit_sm_resp: Final = _message_id_resp_decoder(SubmitSmResp)
 
 # submit_sm and deliver_sm share their mandatory fields (SMPP 3.4 §4.4.1,
 # §4.6.1). The decoder runs regular expressions over the latin-1 text of the
@@ -1086,22 +1082,21 @@ def _submit_like_decoder(cls: type[SubmitSm] | type[DeliverSm]) -> Callable[[int
     def decode_submit_like(command_status: int, sequence_number: int, body: bytes) -> Pdu:
         text = body.decode("latin-1")
         match = _PLAIN_STRINGS.match(text)
-        try:
-            if match is not None:
-                source_addr, destination_addr = match.groups()
-                service_type = schedule = validity = ""
+        if match is not None:
+            source_addr, destination_addr = match.groups()
+            service_type = schedule = validity = ""
+            try:
                 unpacker = _PLAIN_SUBMIT_UNPACKERS[len(source_addr)][len(destination_addr)]
-            else:
-                match = _ALL_STRINGS.match(text)
-                if match is None:
-                    return _decode_generic(spec, command_status, sequence_number, body)
-                service_type, source_addr, destination_addr, schedule, validity = match.groups()
-                unpacker = _submit_unpacker(
-                    service_type, source_addr, destination_addr, schedule, validity
-                )
-        except IndexError:  # an address longer than 20: a less common struct
-            unpacker = _submit_unpacker("", source_addr, destination_addr, "", "")
-        assert match is not None
+            except IndexError:  # an address longer than 20: a less common struct
+                unpacker = _submit_unpacker("", source_addr, destination_addr, "", "")
+        else:
+            match = _ALL_STRINGS.match(text)
+            if match is None:
+                return _decode_generic(spec, command_status, sequence_number, body)
+            service_type, source_addr, destination_addr, schedule, validity = match.groups()
+            unpacker = _submit_unpacker(
+                service_type, source_addr, destination_addr, schedule, validity
+            )
         try:
             (
                 source_ton,

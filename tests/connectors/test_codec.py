@@ -454,3 +454,22 @@ def test_submit_multi_repr_hides_destinations() -> None:
         SubmitMultiResp(unsuccess_sme=(UnsuccessSme(1, 1, DST, 0x0B),))
     )
     assert DST not in text
+
+
+@pytest.mark.parametrize("service_type", [b"", b"CMT"])
+@pytest.mark.parametrize("command_id", [CommandId.DELIVER_SM, CommandId.SUBMIT_SM])
+def test_addresses_longer_than_spec_decode_leniently(command_id: int, service_type: bytes) -> None:
+    long_source = "4" + "0" * 29  # 30 digits, over the 20 of the spec
+    body = (
+        service_type
+        + b"\x00\x01\x01"
+        + long_source.encode()
+        + b"\x00\x05\x00Acme\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00\x02hi"
+    )
+    pdu = decode_body(command_id, 0, 1, body)
+    spec = _SPECS[type(pdu)]
+    assert pdu == _decode_generic(spec, 0, 1, body)
+    assert pdu.source_addr == long_source  # type: ignore[attr-defined]
+    assert pdu.short_message == b"hi"  # type: ignore[attr-defined]
+    with pytest.raises(LocalProtocolError):  # but we never send one
+        encode(pdu)
