@@ -32,8 +32,11 @@ OTHER = "4587654321"
 
 @pytest.fixture
 def clean_root() -> Iterator[None]:
+    """Restore the root logger, including the filters configure_logging adds to
+    handlers it did not install (pytest's own): later tests must see raw records."""
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
+    saved_filters = {handler: list(handler.filters) for handler in root.handlers}
     try:
         yield
     finally:
@@ -41,6 +44,8 @@ def clean_root() -> Iterator[None]:
             if handler not in saved[0]:
                 root.removeHandler(handler)
                 handler.close()
+        for handler, filters in saved_filters.items():
+            handler.filters[:] = filters
         root.setLevel(saved[1])
         logging.captureWarnings(False)
 
@@ -169,6 +174,33 @@ def test_broken_format_arguments_do_not_leak_or_raise(clean_root: None) -> None:
     output = stream.getvalue()
     assert DIGITS not in output
     assert "unformattable" in output
+
+
+def test_foreign_root_handlers_get_the_filter(clean_root: None) -> None:
+    foreign = logging.StreamHandler(io.StringIO())
+    root = logging.getLogger()
+    root.addHandler(foreign)
+    try:
+        configure_logging("info", "json", stream=io.StringIO())
+        assert any(isinstance(f, RedactingFilter) for f in foreign.filters)
+        logging.getLogger("x").info("to %s", NUMBER)
+        stream = foreign.stream
+        assert isinstance(stream, io.StringIO)
+        assert "+45******78" in stream.getvalue()
+    finally:
+        root.removeHandler(foreign)
+
+
+def test_clean_root_restores_pytest_handlers(clean_root: None) -> None:
+    # Guard for the fixture above: after configure_logging, the next test's
+    # caplog must still see raw records (checked by the next test).
+    configure_logging("info", "json", stream=io.StringIO())
+
+
+def test_later_tests_see_raw_records(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("x").info("id %s", "1234567890")
+    assert "1234567890" in caplog.text
 
 
 def test_hook_chain_filter_can_drop_records(clean_root: None) -> None:
