@@ -39,6 +39,7 @@ COPY throttling ./throttling
 COPY dlr ./dlr
 COPY privacy_hooks ./privacy_hooks
 COPY engine ./engine
+COPY bench ./bench
 
 RUN pip wheel --wheel-dir /wheels .
 
