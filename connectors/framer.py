@@ -7,11 +7,12 @@ framer only reads the 16-octet header (one ``unpack_from`` per PDU, SMPP 3.4
 bodies is left to :func:`decode_frame` so the session can decide, for
 example, to decode only what it needs.
 
-Buffering: when a chunk holds only whole PDUs (the common case under load)
-frames are sliced straight from it, with no copy into the buffer. Leftover
-bytes go to one ``bytearray``; the framer does not look at them again until
-enough has arrived for the header, then for the whole PDU, so feeding a
-64 KiB PDU one byte at a time stays linear.
+Buffering: frames are sliced straight from the chunk the socket gave (one
+copy per body, none for the chunk). Only the tail of a chunk that ends
+inside a PDU goes to a ``bytearray``; the next chunk contributes just the
+bytes that PDU is missing (first the rest of the header, then the rest of
+the body) and is otherwise parsed in place, so a 64 KiB read behind a split
+PDU is not copied, and feeding a 64 KiB PDU one byte at a time stays linear.
 
 Errors: a command_length below 16 or above ``max_command_length`` means the
 stream is out of step; nothing after it can be trusted. The framer raises
@@ -82,36 +83,24 @@ class Framer:
         """Add received bytes; return every PDU completed by them, in order."""
         if self._error is not None:
             raise self._error
-        buffer = self._buffer
-        if buffer:
-            buffer += data
-            if len(buffer) < self._need:
-                return []
-            chunk = bytes(buffer)
-            buffer.clear()
-        elif type(data) is bytes:
-            chunk = data
-        else:
-            chunk = bytes(data)
+        chunk = data if type(data) is bytes else bytes(data)
         frames: list[Frame] = []
+        pos = 0
+        if self._buffer:
+            pos = self._complete_buffered(chunk, frames)
+            if pos < 0:
+                return frames
         append = frames.append
         max_length = self.max_command_length
-        pos = 0
         size = len(chunk)
         need = HEADER_SIZE
         while size - pos >= HEADER_SIZE:
             command_length, command_id, command_status, sequence_number = _unpack_header(chunk, pos)
             if command_length < HEADER_SIZE or command_length > max_length:
-                self._error = RemoteProtocolError(
-                    f"command_length {command_length} outside 16..{max_length}",
-                    0,
-                    command_status=ESME_RINVCMDLEN,
-                    command_id=command_id,
-                    sequence_number=sequence_number,
-                )
+                error = self._fail(command_length, command_id, sequence_number)
                 if frames:
-                    return frames
-                raise self._error
+                    return frames  # the error is raised by the next feed()
+                raise error
             end = pos + command_length
             if end > size:
                 need = command_length
@@ -125,6 +114,51 @@ class Framer:
             )
             pos = end
         if pos < size:
-            buffer += memoryview(chunk)[pos:]
+            self._buffer += memoryview(chunk)[pos:]
             self._need = need
         return frames
+
+    def _complete_buffered(self, chunk: bytes, frames: list[Frame]) -> int:
+        """Finish the PDU held in the buffer from the head of ``chunk``.
+
+        Copies only the missing bytes, so a large read behind a split PDU is
+        not copied. Returns the offset in ``chunk`` after that PDU, or -1 if
+        ``chunk`` did not complete it (everything was buffered).
+        """
+        buffer = self._buffer
+        pos = 0
+        while True:
+            missing = self._need - len(buffer)
+            if len(chunk) - pos < missing:
+                buffer += memoryview(chunk)[pos:]
+                return -1
+            buffer += memoryview(chunk)[pos : pos + missing]
+            pos += missing
+            command_length, command_id, command_status, sequence_number = _unpack_header(buffer)
+            if len(buffer) == HEADER_SIZE and command_length != HEADER_SIZE:
+                if command_length < HEADER_SIZE or command_length > self.max_command_length:
+                    raise self._fail(command_length, command_id, sequence_number)
+                self._need = command_length  # header complete; now the body
+                continue
+            frames.append(
+                _new_tuple(
+                    Frame,
+                    (command_id, command_status, sequence_number, bytes(buffer[HEADER_SIZE:])),
+                )
+            )
+            buffer.clear()
+            self._need = HEADER_SIZE
+            return pos
+
+    def _fail(
+        self, command_length: int, command_id: int, sequence_number: int
+    ) -> RemoteProtocolError:
+        """Remember (and return) the error that ends this stream."""
+        self._error = RemoteProtocolError(
+            f"command_length {command_length} outside 16..{self.max_command_length}",
+            0,
+            command_status=ESME_RINVCMDLEN,
+            command_id=command_id,
+            sequence_number=sequence_number,
+        )
+        return self._error
