@@ -7,6 +7,8 @@
 * ``AdaptiveRate`` — AIMD: slows a bind down on ESME_RTHROTTLED and speeds it
   back up to the configured ceiling.
 * ``Backoff`` — exponential backoff with jitter for retries and reconnects.
+* ``CombinedLimiter`` — a bind's local (adaptive) bucket and the carrier's
+  shared bucket as one ``RateLimiter``.
 
 Imports only the standard library and redis.
 """
@@ -14,6 +16,7 @@ Imports only the standard library and redis.
 from .adaptive import AdaptiveRate
 from .backoff import Backoff, BackoffStrategy
 from .bucket import TokenBucket, default_burst
+from .combined import CombinedLimiter, RateLimiter
 from .global_bucket import TAKE_SCRIPT, GlobalTokenBucket, tps_key
 
 __all__ = [
@@ -21,7 +24,9 @@ __all__ = [
     "AdaptiveRate",
     "Backoff",
     "BackoffStrategy",
+    "CombinedLimiter",
     "GlobalTokenBucket",
+    "RateLimiter",
     "TokenBucket",
     "default_burst",
     "tps_key",

@@ -200,7 +200,12 @@ class GlobalTokenBucket:
         return self._stock
 
     def set_rate(self, rate_per_s: float) -> None:
-        """Change the shared rate (config reload, or the pool's adaptive rate); applies from the next lease."""
+        """Change the shared rate (config reload); applies from the next lease.
+
+        Every process passes its own rate to the script, so all of them should
+        run the same configuration. A throttled bind slows down in its own
+        local ``TokenBucket`` (see ``CombinedLimiter``), not here.
+        """
         self._configure(_check_rate(rate_per_s))
 
     # -- Redis side --------------------------------------------------------
