@@ -153,10 +153,12 @@ async def erase_subject(
     ttl = policy.ttl_s("message")
     until = int(now_s) if immediate else int(now_s) + ttl
     records = missing = payloads = 0
+    seen: set[str] = set()  # SSCAN may return a member twice
     cursor: int = 0
     while True:
         cursor, members = await redis.sscan(index, cursor, count=batch)
-        job_ids = [_s(m) for m in members]
+        job_ids = [job_id for job_id in map(_s, members) if job_id not in seen]
+        seen.update(job_ids)
         if job_ids:
             r, m, p = await _erase_batch(redis, prefix, job_ids, now_s, ttl, until, immediate)
             records += r

@@ -22,6 +22,10 @@ What happens to a record (``redact_record``, idempotent):
   when they contain a digit; bytes are shown only as their length (a PDU body
   carries numbers and text); strings, numbers (6+ digits) and containers are
   masked like the message.
+* Objects with named fields — msgspec Structs (a job, a PDU) and dataclasses —
+  are rendered field by field with the same rules, wherever they appear (as
+  the message, a ``%`` argument, or inside an extra), so ``log.info("%s", job)``
+  never prints the job's text.
 
 The cost is paid only by records that are actually emitted; the rendering is
 the one the formatter would have done anyway.
@@ -29,6 +33,7 @@ the one the formatter would have done anyway.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import traceback
 from collections.abc import Mapping
@@ -133,13 +138,38 @@ def _redact_value(value: Any, depth: int) -> Any:
         }
     if isinstance(value, list | tuple | set | frozenset):
         return [_redact_value(v, depth + 1) for v in value]
-    return redact_text(str(value))
+    return _redact_object(value, depth)
+
+
+def _fields_of(value: Any) -> dict[str, Any] | None:
+    """The named fields of a msgspec Struct or dataclass instance (duck-typed), else None."""
+    names = getattr(type(value), "__struct_fields__", None)
+    if isinstance(names, tuple):
+        return {name: getattr(value, name, None) for name in names}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)}
+    return None
+
+
+def _redact_object(value: Any, depth: int = 0) -> str:
+    """``str(value)`` masked; a Struct/dataclass is rendered field by field, text fields dropped."""
+    fields = _fields_of(value)
+    if fields is None:
+        return redact_text(str(value))
+    inner = ", ".join(f"{k}={redact_field(k, v, depth + 1)!r}" for k, v in fields.items())
+    return f"{type(value).__name__}({inner})"
 
 
 def _render(record: logging.LogRecord) -> str:
+    msg = record.msg
+    if not isinstance(msg, str):
+        # log.info(job) or log.info({"to": ..., "text": ...}): render it field-aware.
+        record.msg = str(_redact_value(msg, 0)) if isinstance(msg, Mapping) else _redact_object(msg)
     args = record.args
     if isinstance(args, Mapping) and not TEXT_FIELDS.isdisjoint(args):
         record.args = {k: (REDACTED if k in TEXT_FIELDS else v) for k, v in args.items()}
+    elif isinstance(args, tuple) and any(_fields_of(a) is not None for a in args):
+        record.args = tuple(_redact_object(a) if _fields_of(a) is not None else a for a in args)
     try:
         return record.getMessage()
     except Exception:

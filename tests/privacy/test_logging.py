@@ -252,3 +252,35 @@ def test_no_number_survives_any_path(clean_root: None, number: str, plus: bool, 
         except RuntimeError:
             log.exception("boom")
     assert number not in stream.getvalue()
+
+
+def test_structs_and_dataclasses_are_rendered_without_text(clean_root: None) -> None:
+    import dataclasses
+
+    import msgspec
+
+    class Job(msgspec.Struct):
+        id: str
+        to: str
+        text: str
+
+    @dataclasses.dataclass
+    class Part:
+        seq: int
+        short_message: bytes
+        destination_addr: str
+
+    job = Job("j1", NUMBER, "Hello Bob")
+    part = Part(1, b"Hello Bob", NUMBER)
+    stream = io.StringIO()
+    configure_logging("info", "json", stream=stream)
+    log = logging.getLogger("x")
+    log.info("job %s part %r", job, part)
+    log.info(job)
+    log.info({"to": NUMBER, "text": "Hello Bob"})
+    log.info("ctx", extra={"job": job, "parts": [part]})
+    output = stream.getvalue()
+    _assert_clean(output)
+    first = json.loads(output.splitlines()[0])["msg"]
+    assert "Job(id='j1', to='+45******78', text='[redacted]')" in first
+    assert "destination_addr='+45******78'" in first
