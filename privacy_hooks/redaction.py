@@ -98,6 +98,8 @@ STANDARD_ATTRS = frozenset(
 )
 
 _MARK = "_sendgate_redacted"
+# Argument types that need no field-aware rendering (checked by exact type: fast).
+_PLAIN_TYPES = frozenset({str, int, float, bool, bytes, type(None)})
 _MAX_DEPTH = 4
 
 
@@ -168,7 +170,7 @@ def _render(record: logging.LogRecord) -> str:
     args = record.args
     if isinstance(args, Mapping) and not TEXT_FIELDS.isdisjoint(args):
         record.args = {k: (REDACTED if k in TEXT_FIELDS else v) for k, v in args.items()}
-    elif isinstance(args, tuple) and any(_fields_of(a) is not None for a in args):
+    elif isinstance(args, tuple) and not all(type(a) in _PLAIN_TYPES for a in args):
         record.args = tuple(_redact_object(a) if _fields_of(a) is not None else a for a in args)
     try:
         return record.getMessage()
