@@ -18,9 +18,11 @@ Theory of operation:
   ``min(want, whole tokens)`` — but nothing unless at least ``least`` (one
   chunk) is there, so that competing processes do not poll Redis for single
   tokens. It answers ``{granted, wait_ms}``, ``wait_ms`` being the time until
-  a chunk is there when it could not grant all. The key expires once a full bucket would have refilled anyway, so idle
-  carriers leave nothing behind. Called with EVALSHA; on NOSCRIPT (a restarted
-  or flushed server) it falls back to EVAL, which also caches it again.
+  a chunk is there when it could not grant all. The key expires once a full
+  bucket would have refilled anyway, so idle carriers leave nothing behind.
+  Called with EVALSHA; on NOSCRIPT (a restarted or flushed server) it falls
+  back to EVAL, which also caches it again. One key per carrier, so the
+  script runs unchanged on Redis Cluster.
 * Leased tokens a process has not used yet expire ``hold_s`` after the lease
   was *requested* (default: the time one chunk represents). A token is thus
   served at most ``hold_s`` after it left the Redis bucket, and the Redis
