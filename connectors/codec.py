@@ -1188,7 +1188,7 @@ _DECODERS[SubmitSm.command_id] = _decode_submit_sm
 
 
 def decode_body(
-    command_id: int, command_status: int, sequence_number: int, body: bytes | memoryview
+    command_id: int, command_status: int, sequence_number: int, body: bytes | bytearray | memoryview
 ) -> Pdu:
     """Decode a PDU from its header fields and body (the bytes after the header).
 
