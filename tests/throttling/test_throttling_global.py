@@ -252,3 +252,17 @@ async def test_two_processes_share_one_limit(redis_url: str, key_prefix: str) ->
     assert total >= 0.5 * rate * 1.5
     assert all(json.loads(out) for out, _ in outputs)  # both processes got a share
     _assert_rate_bound(events, rate, burst)
+
+
+async def test_leased_tokens_expire_after_hold_s() -> None:
+    client: Any = None  # only the local accounting is exercised
+    bucket = GlobalTokenBucket(client, "k", 100.0, burst=20, hold_s=0.05)
+    bucket._add_lease(10, requested_at=1.0)  # expires at 1.05
+    bucket._add_lease(10, requested_at=1.03)  # expires at 1.08
+    assert bucket.try_take(4, now=1.01) == 4
+    assert bucket.stock == 16
+    assert bucket.try_take(100, now=1.06) == 10  # the first lease's 6 left are gone
+    assert bucket.expired == 6
+    assert bucket.try_take(1, now=1.08) == 0  # the second one expired too (used up)
+    assert bucket.stock == 0
+    assert bucket.wait_s(5, now=1.08) == pytest.approx(0.05)  # missing 5 at 100/s
