@@ -19,13 +19,22 @@ expired, rejected, deleted, unknown, failed); a job sent with ``dlr=0`` is
 final at ``submitted``; an invalid job is final when it is in the dead-letter
 stream. ``lost`` counts jobs that are none of these at the end and must be 0.
 
-Latencies come from the events' ``ts`` (unix ms, written by the engine's
-Redis scripts): submit latency is ``submitted`` minus the moment the job
-could first be seen (its stream entry id, or the engines' readiness when
-jobs were pre-loaded before the engines started); receipt latency is the
-final event minus ``submitted``. CPU seconds and peak RSS per process come
-from ``/proc`` (utime+stime over the measured window; VmHWM), Redis ops/s
-from ``INFO stats``.
+Latencies come from the events' ``ts`` (unix ms, stamped by the engine):
+submit latency is ``submitted`` minus the moment the job could first be seen
+(its stream entry id, or the engines' readiness when jobs were pre-loaded
+before the engines started); receipt latency is the final event's ``ts``
+minus ``submitted``'s. It can be negative: a receipt's ``ts`` is when the
+engine received it, while ``submitted`` is stamped when the whole batch is
+recorded. Throughput and "published" latencies use the moment an event
+reached the events stream (its entry id), which is what a client sees; the
+measured window starts when every engine answers ``/readyz``.
+
+CPU seconds and peak RSS per process come from ``/proc`` (utime+stime over
+the measured window; VmHWM), Redis ops/s and the costliest commands from
+``INFO stats`` / ``INFO commandstats``. When the bench owns the Redis
+(embedded), it also turns on SLOWLOG for calls of 0.5 ms or more and groups
+them per Lua script (EVALSHA sha → file name), which shows which batch
+script holds Redis and for how long.
 
 Profiling (bench code only, the engine is untouched): ``--cprofile FILE``
 starts worker 0 under ``python -m cProfile -o FILE``; ``--py-spy FILE``
@@ -636,6 +645,8 @@ async def run_bench(
         )
         result["peak_rss_mb"]["bench"] = round(self1.ru_maxrss / 1024, 1)
         result["cpu_pct"]["bench"] = round(100 * result["cpu_s"]["bench"] / result["wall_s"], 1)
+        done = max(1, result["final"] + result["dead_letters"])
+        result["cpu_us_per_job"] = {name: round(1e6 * v / done, 1) for name, v in result["cpu_s"].items()}
         result["receipts_unmatched"] = unmatched
         result["receipts_invalid"] = invalid
         result["redis_top_commands"] = redis_command_costs(cmdstats0, cmdstats1, o.jobs)
@@ -857,6 +868,7 @@ def format_table(r: dict[str, Any]) -> str:
     for name in r["cpu_s"]:
         rows.append(
             (f"cpu {name}", f"{r['cpu_s'][name]:.2f} s ({r['cpu_pct'].get(name, 0):.0f} %), "
+                            f"{r.get('cpu_us_per_job', {}).get(name, 0):.0f} µs/job, "
                             f"peak rss {r['peak_rss_mb'].get(name, 0):.0f} MiB")
         )
     for c in r.get("redis_top_commands", [])[:5]:
