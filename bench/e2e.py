@@ -66,7 +66,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FINAL_EVENTS", "BenchOptions", "build_parser", "main", "parse_mix", "run_bench"]
+__all__ = [
+    "FINAL_EVENTS",
+    "BenchOptions",
+    "build_parser",
+    "main",
+    "parse_mix",
+    "percentiles",
+    "redis_command_costs",
+    "run_bench",
+    "slow_calls",
+]
 
 FINAL_EVENTS = frozenset({"delivered", "undeliverable", "expired", "rejected", "deleted", "unknown", "failed"})
 _FINAL_B = frozenset(e.encode() for e in FINAL_EVENTS)
@@ -615,8 +625,15 @@ async def run_bench(
                     f"bench: {now - t0_mono:6.1f}s  final {tracker.final_count}/{o.jobs}  "
                     f"submitted {tracker.submitted_count}  dead {dead}"
                 )
-            if producer is not None and not producer.done():
-                continue
+            for w, proc in enumerate(engines):
+                if proc.poll() is not None:
+                    tail = _log_tail(workdir / f"engine-{w}.log")
+                    raise RuntimeError(f"engine worker {w} exited during the run (code {proc.returncode}):\n{tail}")
+            if producer is not None:
+                if not producer.done():
+                    continue
+                if producer.exception() is not None:
+                    raise RuntimeError(f"producer failed: {producer.exception()!r}")
             if tracker.final_count + dead >= o.jobs:
                 break
         end_wall_ms = int(time.time() * 1000)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from bench.e2e import main, parse_mix, percentiles
+from bench.e2e import main, parse_mix, percentiles, redis_command_costs, slow_calls
 
 _CONTRACT = ("jobs", "msgs_per_s", "receipts_per_s", "submit_latency_ms", "receipt_latency_ms",
              "lost", "dead_letters", "cpu_s", "peak_rss_mb")
@@ -92,3 +92,28 @@ def test_mix_and_percentiles() -> None:
 def test_bad_arguments_exit_2() -> None:
     assert main(["--mix", "nope"]) == 2
     assert main(["--jobs", "0"]) == 2
+
+
+def test_slow_calls_name_scripts_by_sha() -> None:
+    import hashlib
+
+    record_sha = hashlib.sha1((Path(__file__).parents[2] / "engine" / "record.lua").read_bytes()).hexdigest()
+    entries = [
+        {"start_time": 100, "duration": 2000, "command": f"EVALSHA {record_sha} 3 a b c sendgate x".encode()},
+        {"start_time": 100, "duration": 4000, "command": f"EVALSHA {record_sha} 3 a b c sendgate y".encode()},
+        {"start_time": 100, "duration": 1000, "command": b"EVALSHA 0123456789abcdef 2 k1 k2 apply 1"},
+        {"start_time": 100, "duration": 900, "command": b"XREADGROUP GROUP g c COUNT 10"},
+        {"start_time": 10, "duration": 99000, "command": b"KEYS *"},  # before the run: ignored
+    ]
+    rows = slow_calls(entries, since_ts=50)
+    assert rows[0] == {"call": "engine/record.lua sendgate", "count": 2, "total_ms": 6.0, "mean_ms": 3.0, "max_ms": 4.0}
+    assert {r["call"] for r in rows} == {"engine/record.lua sendgate", "0123456789ab apply", "xreadgroup"}
+
+
+def test_redis_command_costs_are_deltas() -> None:
+    before = {"cmdstat_set": {"calls": 10, "usec": 100}, "cmdstat_get": {"calls": 5, "usec": 5}}
+    after = {"cmdstat_set": {"calls": 30, "usec": 300}, "cmdstat_get": {"calls": 5, "usec": 5},
+             "cmdstat_evalsha": {"calls": 2, "usec": 1000}}
+    rows = redis_command_costs(before, after, jobs=10)
+    assert [r["command"] for r in rows] == ["evalsha", "set"]
+    assert rows[1] == {"command": "set", "calls": 20, "usec": 200, "usec_per_call": 10.0, "usec_per_job": 20.0}
