@@ -7,7 +7,8 @@
 --                                    message_ids, callback, submitted_ms, dlr_ids (optional),
 --                                    expect (optional: receipts awaited when fewer than parts)
 --   P:dlr:due                        zset: job id scored by receipt deadline (unix ms)
---   P:dlrdone:<carrier>:<id>         "1", short TTL: this id's part already got its final receipt
+--   P:dlr:<carrier>:<normalised id>  = "~" for a short TTL after the part's final receipt
+--                                    (tombstone: a resent receipt counts as a duplicate)
 --   P:events                         stream of status events
 --
 -- KEYS[1] = P:events, KEYS[2] = P:dlr:due (declared so Cluster routes the call;
@@ -184,14 +185,13 @@ if mode == 'apply' then
         local err = string.sub(packed, s3 + 1, s4 - 1)
         local id = string.sub(packed, s4 + 1)
         local ck = prefix .. ':dlr:' .. carrier .. ':' .. id
-        local tomb = prefix .. ':dlrdone:' .. carrier .. ':' .. id
         local v = redis.call('GET', ck)
         local status = 'a'
         if not v then
             status = 'u'
-            if dup_window > 0 and redis.call('EXISTS', tomb) == 1 then
-                status = 'd'
-            end
+        elseif v == '~' then
+            -- tombstone: this id's part already had its final receipt (a resent receipt)
+            status = 'd'
         else
             local c1 = string.find(v, ':', 1, true)
             local c2 = c1 and string.find(v, ':', c1 + 1, true)
@@ -217,9 +217,11 @@ if mode == 'apply' then
                         status = 'd'
                         redis.call('DEL', ck)
                     else
-                        redis.call('DEL', ck)
+                        -- the entry becomes its own tombstone for the duplicate window
                         if dup_window > 0 then
-                            redis.call('SET', tomb, '1', 'PX', dup_window)
+                            redis.call('SET', ck, '~', 'PX', dup_window)
+                        else
+                            redis.call('DEL', ck)
                         end
                         if parts == 1 then
                             -- single part: the job's final state is this receipt's

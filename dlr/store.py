@@ -41,11 +41,12 @@ for a receipt (``dlr`` = "1"):
 
 Keys this module writes besides the job record and ``P:events``:
 
-* ``P:dlrdone:<carrier>:<normalised id>`` = "1" with a short TTL
+* the correlation entry itself becomes a tombstone ``"~"`` with a short TTL
   (``duplicate_window_ms``, default 10 min) after a part's final receipt, so a
   repeated receipt (SMSCs resend a deliver_sm whose resp they missed) is
-  counted as a duplicate instead of waiting and landing as unmatched. It holds
-  no job id and no personal data.
+  counted as a duplicate instead of waiting and landing as unmatched. One
+  command instead of a delete plus a separate tombstone key; it holds no job
+  id and no personal data.
 * ``P:dlr:unmatched`` stream: receipts with no correlation entry after the
   caller's bounded wait (``park_unmatched``): ``carrier``, ``message_id``,
   ``event``, ``error``, ``ts``, ``reason``.

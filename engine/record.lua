@@ -32,8 +32,9 @@ for _, j in ipairs(batch.j) do
   local deadline, expect, dlr_ids, entry_id = j[16], j[17], j[18], j[19]
   local job_key = prefix .. ':job:' .. job_id
   local idem = prefix .. ':idem:' .. job_id
-  -- "done" already: a repeated call (reply lost) or a duplicate; write nothing twice.
-  if redis.call('GET', idem) ~= 'done' then
+  -- Mark the job done and learn what the mark was (SET … GET, one command):
+  -- "done" already means a repeated call (reply lost); write nothing twice.
+  if redis.call('SET', idem, 'done', 'EX', job_ttl, 'GET') ~= 'done' then
   redis.call('HSET', job_key,
     'ref', ref, 'carrier', carrier, 'client', client, 'callback', callback,
     'parts', parts, 'expect', expect, 'message_ids', message_ids,
@@ -60,7 +61,6 @@ for _, j in ipairs(batch.j) do
     redis.call('SADD', subject, job_id)
     redis.call('EXPIRE', subject, job_ttl)
   end
-  redis.call('SET', idem, 'done', 'EX', job_ttl)
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*',
     'id', job_id, 'ref', ref, 'event', event, 'carrier', carrier, 'parts', parts,
     'message_ids', message_ids, 'error', err, 'ts', now)

@@ -102,7 +102,9 @@ async def test_single_part_delivered(
     assert final.fields == evs[0]
     job = await redis_client.hgetall(f"{key_prefix}:job:job:1")
     assert job[b"state"] == b"delivered" and job[b"done"] == b"1" and job[b"s:1"] == b"delivered"
-    assert not await redis_client.exists(f"{key_prefix}:dlr:acme:abc123")
+    # The correlation is gone: the entry is only a short-lived tombstone without the job id.
+    assert await redis_client.get(f"{key_prefix}:dlr:acme:abc123") == b"~"
+    assert 0 < await redis_client.pttl(f"{key_prefix}:dlr:acme:abc123") <= 600_000
     assert await redis_client.zscore(f"{key_prefix}:dlr:due", "job:1") is None
     assert await redis_client.ttl(f"{key_prefix}:job:job:1") > 0  # retention kept
 

@@ -1,0 +1,61 @@
+"""The per-batch scripts are safe to repeat: a lost reply never duplicates an event or a dead letter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from engine.scripts import Script
+
+
+async def _setup(redis: Any, prefix: str, n: int) -> list[str]:
+    await redis.xgroup_create(f"{prefix}:jobs", "g", id="0", mkstream=True)
+    ids = [(await redis.xadd(f"{prefix}:jobs", {"id": f"j{i}", "to": "4501", "text": "x"})).decode() for i in range(n)]
+    await redis.xreadgroup("g", "c", {f"{prefix}:jobs": ">"}, count=n)
+    return ids
+
+
+async def _cleanup(redis: Any, prefix: str) -> None:
+    keys = [k async for k in redis.scan_iter(match=f"{prefix}:*")]
+    if keys:
+        await redis.delete(*keys)
+
+
+async def test_claim_marks_duplicates_reclaims_and_repeats(redis_client: Any, key_prefix: str) -> None:
+    claim = Script("claim")
+    keys = [f"{key_prefix}:jobs", f"{key_prefix}:events", f"{key_prefix}:dead"]
+    try:
+        e = await _setup(redis_client, key_prefix, 3)
+        first = orjson.dumps({"c": [["a", e[0]], ["a", e[1]]], "d": []})
+        assert await claim(redis_client, keys, ["g", key_prefix, first, 1, 60, 1000, "0"]) == [0, 1]
+        # Same entry again: a crashed consumer's mark (2), unless this is our own retry (0).
+        again = orjson.dumps({"c": [["a", e[0]]], "d": []})
+        assert await claim(redis_client, keys, ["g", key_prefix, again, 1, 60, 1000, "0"]) == [2]
+        assert await claim(redis_client, keys, ["g", key_prefix, again, 1, 60, 1000, "1"]) == [0]
+        # A dead letter is written once, however often the call is repeated.
+        dead = orjson.dumps({"c": [], "d": [[e[2], 2, "bad_number", "why", "j2", "", ""]]})
+        for _ in range(2):
+            await claim(redis_client, keys, ["g", key_prefix, dead, 1, 60, 1000, "1", b"to", b"\xff"])
+        entries = await redis_client.xrange(f"{key_prefix}:dead")
+        assert len(entries) == 1 and entries[0][1][b"to"] == b"\xff" and entries[0][1][b"code"] == b"bad_number"
+    finally:
+        await _cleanup(redis_client, key_prefix)
+
+
+async def test_record_twice_writes_one_event_and_acks(redis_client: Any, key_prefix: str) -> None:
+    record = Script("record")
+    keys = [f"{key_prefix}:jobs", f"{key_prefix}:events", f"{key_prefix}:dlr:due"]
+    try:
+        e = await _setup(redis_client, key_prefix, 1)
+        job = ["j0", "submitted", "sim", 1, "ab", "", "r", "", "", "1", "h" * 32, 1, 600, 60, [["ab", 1]], "9", 1, "", e[0]]
+        payload = orjson.dumps({"j": [job], "a": [e[0]]})
+        for _ in range(2):
+            await record(redis_client, keys, ["g", key_prefix, payload, 1000, 1000])
+        events = await redis_client.xrange(f"{key_prefix}:events")
+        assert [f[b"event"] for _i, f in events] == [b"submitted"]
+        assert await redis_client.get(f"{key_prefix}:dlr:sim:ab") == b"1:1000:j0"
+        assert (await redis_client.xpending(f"{key_prefix}:jobs", "g"))["pending"] == 0
+        assert await redis_client.sismember(f"{key_prefix}:subject:{'h' * 32}", "j0")
+    finally:
+        await _cleanup(redis_client, key_prefix)
