@@ -991,6 +991,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cprofile", metavar="FILE", default="", help="run worker 0 under cProfile, stats to FILE")
     p.add_argument("--py-spy", metavar="FILE", default="",
                    help="sample worker 0 with py-spy (.txt: collapsed stacks + top functions, .svg: flame graph)")
+    p.add_argument("--logs", metavar="DIR", default="",
+                   help="keep the generated engine configs and the children's logs in DIR")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return p
 
@@ -1030,6 +1032,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, on_sigterm)
 
     async def go() -> None:
+        if args.logs:  # keep the children's configs and logs
+            logs = Path(args.logs)
+            logs.mkdir(parents=True, exist_ok=True)
+            holder["r"] = await run_bench(opts, url, logs, own_redis=embedded is not None)
+            return
         with tempfile.TemporaryDirectory(prefix="sendgate-bench-") as tmp:
             holder["r"] = await run_bench(opts, url, Path(tmp), own_redis=embedded is not None)
 
