@@ -685,6 +685,11 @@ async def run_bench(
             with contextlib.suppress(BaseException):
                 await producer
         await asyncio.to_thread(children.stop_all, 15.0)
+        if sim_err is not None:
+            sim_err.close()
+            sim_err = None
+        if result:  # the simulator's own counters, written as it exits
+            result["simulator"] = _simulator_stats(workdir / "simulator.log")
         with contextlib.suppress(Exception):
             keys = [k async for k in redis.scan_iter(match=f"{prefix}:*", count=5000)]
             for i in range(0, len(keys), 1000):
@@ -693,6 +698,19 @@ async def run_bench(
             await redis.aclose()
         if sim_err is not None:
             sim_err.close()
+
+
+def _simulator_stats(path: Path) -> dict[str, Any]:
+    import orjson
+
+    try:
+        for line in path.read_bytes().splitlines():
+            if line.startswith(b"{"):
+                stats: dict[str, Any] = orjson.loads(line)
+                return stats
+    except (OSError, orjson.JSONDecodeError):
+        pass
+    return {}
 
 
 def _start_py_spy(children: Children, out: str, pid: int, workdir: Path) -> subprocess.Popen[bytes] | None:

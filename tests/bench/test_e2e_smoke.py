@@ -64,6 +64,10 @@ def test_receipts_on_every_job_final(tmp_path: Path, redis_url: str) -> None:
     assert isinstance(rss, dict) and rss["engine-0"] > 0
     assert isinstance(r["msgs_per_s"], float) and r["msgs_per_s"] > 0
     assert isinstance(r["receipts_per_s"], float) and r["receipts_per_s"] > 0
+    sim = r["simulator"]
+    assert isinstance(sim, dict)
+    assert sim["window_violations"] == 0 and sim["protocol_errors"] == 0
+    assert sim["receipts"] >= 300 - dead
     _assert_clean(r, redis_url)
 
 
