@@ -549,15 +549,20 @@ class Pipeline:
         retention_until = now_s + days.message * 86400
         jobs_payload: list[list[Any]] = []
         events: dict[str, int] = {}
+        # Constants travel once per batch: the receipt wait per carrier.
+        waits: dict[str, list[Any]] = {}
+        for ij in done:
+            if ij.carrier not in waits:
+                carrier = self.carriers[ij.carrier]
+                wait_s = int((carrier.dlr_wait_h or self.settings.privacy.dlr_wait_h) * 3600)
+                corr_ttl = max(1, min(wait_s, self._job_ttl_s))
+                waits[ij.carrier] = [corr_ttl, str(now_ms + corr_ttl * 1000)]
         for ij in done:
             job = ij.job
-            carrier = self.carriers[ij.carrier]
-            dlr_wait_s = int((carrier.dlr_wait_h or self.settings.privacy.dlr_wait_h) * 3600)
-            corr_ttl = min(dlr_wait_s, self._job_ttl_s)
             corr: list[list[Any]] = []
             dlr_ids = ""
             if ij.event == "submitted" and job.dlr:
-                fmt = carrier.dlr_id_format
+                fmt = self.carriers[ij.carrier].dlr_id_format
                 normalised = [normalize_id(m, fmt, side="submit") for m in ij.message_ids]
                 first = ij.parts - ij.expect
                 corr = [[normalised[i], i + 1] for i in range(first, ij.parts)]
@@ -567,12 +572,11 @@ class Pipeline:
                 [
                     job.id, ij.event, ij.carrier, ij.parts, ",".join(ij.message_ids), ij.error,
                     job.ref, job.client, job.callback, "1" if job.dlr else "0", ij.to_hash,
-                    retention_until, self._job_ttl_s, corr_ttl, corr,
-                    str(now_ms + corr_ttl * 1000), ij.expect if job.dlr else 0, dlr_ids, ij.entry_id,
+                    corr, ij.expect if job.dlr else 0, dlr_ids, ij.entry_id,
                 ]
             )
             events[ij.event] = events.get(ij.event, 0) + 1
-        payload = orjson.dumps({"j": jobs_payload, "a": acks})
+        payload = orjson.dumps({"t": [retention_until, self._job_ttl_s], "w": waits, "j": jobs_payload, "a": acks})
         k = self.keys
         await self._retry(
             self._record, self.redis, [batch.stream, k.events, k.dlr_due],

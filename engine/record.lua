@@ -12,58 +12,66 @@
 -- KEYS[3] receipt deadlines (sorted set: job id scored by unix ms)
 -- ARGV[1] consumer group
 -- ARGV[2] key prefix
--- ARGV[3] payload (JSON): {"j": [job, ...], "a": [entry_id, ...]} where job is
+-- ARGV[3] payload (JSON): {"t": [retention_until (s), job_ttl (s)],
+--   "w": {carrier: [corr_ttl (s), receipt_deadline (ms)], ...},
+--   "j": [job, ...], "a": [entry_id, ...]} where job is
 --   [job_id, event, carrier, parts, message_ids, error, ref, client, callback,
---    dlr ("1"/"0"), to_hash, retention_until (s), job_ttl (s), corr_ttl (s),
---    [[normalised message_id, part], ...], receipt_deadline (ms), expect (receipts
+--    dlr ("1"/"0"), to_hash, [[normalised message_id, part], ...], expect (receipts
 --    expected), dlr_ids (normalised ids, comma-joined, "" when equal to message_ids),
 --    entry_id (the job's entry in KEYS[1]: erasure deletes the raw payload by it)]
 -- ARGV[4] now (unix ms)
 -- ARGV[5] approximate MAXLEN of the events stream
+--
+-- Cost matters here (every message passes once): optional fields are written
+-- only when set, and constants of the batch travel once, not per job.
 local jobs, events, due = KEYS[1], KEYS[2], KEYS[3]
 local group, prefix = ARGV[1], ARGV[2]
 local batch = cjson.decode(ARGV[3])
 local now, maxlen = ARGV[4], ARGV[5]
 
+local retention_until, job_ttl = batch.t[1], batch.t[2]
+local waits = batch.w
 for _, j in ipairs(batch.j) do
   local job_id, event, carrier, parts, message_ids, err = j[1], j[2], j[3], j[4], j[5], j[6]
   local ref, client, callback, dlr, to_hash = j[7], j[8], j[9], j[10], j[11]
-  local retention_until, job_ttl, corr_ttl, corr = j[12], j[13], j[14], j[15]
-  local deadline, expect, dlr_ids, entry_id = j[16], j[17], j[18], j[19]
+  local corr, expect, dlr_ids, entry_id = j[12], j[13], j[14], j[15]
   local job_key = prefix .. ':job:' .. job_id
-  local idem = prefix .. ':idem:' .. job_id
   -- Mark the job done and learn what the mark was (SET … GET, one command):
   -- "done" already means a repeated call (reply lost); write nothing twice.
-  if redis.call('SET', idem, 'done', 'EX', job_ttl, 'GET') ~= 'done' then
-  redis.call('HSET', job_key,
-    'ref', ref, 'carrier', carrier, 'client', client, 'callback', callback,
-    'parts', parts, 'expect', expect, 'message_ids', message_ids,
-    'submitted_ms', now, 'state', event, 'error', err, 'dlr', dlr,
-    'retention_until', retention_until, 'to_hash', to_hash, 'done', 0,
-    'src_key', jobs, 'src_id', entry_id)
-  if dlr_ids ~= '' then redis.call('HSET', job_key, 'dlr_ids', dlr_ids) end
-  redis.call('EXPIRE', job_key, job_ttl)
-  if event == 'submitted' and dlr == '1' then
-    for _, c in ipairs(corr) do
-      redis.call('SET', prefix .. ':dlr:' .. carrier .. ':' .. c[1],
-        c[2] .. ':' .. now .. ':' .. job_id, 'EX', corr_ttl)
+  if redis.call('SET', prefix .. ':idem:' .. job_id, 'done', 'EX', job_ttl, 'GET') ~= 'done' then
+    local h = {'HSET', job_key, 'carrier', carrier, 'parts', parts, 'message_ids', message_ids,
+      'submitted_ms', now, 'state', event, 'dlr', dlr, 'retention_until', retention_until,
+      'to_hash', to_hash, 'src_key', jobs, 'src_id', entry_id}
+    if ref ~= '' then h[#h + 1] = 'ref'; h[#h + 1] = ref end
+    if client ~= '' then h[#h + 1] = 'client'; h[#h + 1] = client end
+    if callback ~= '' then h[#h + 1] = 'callback'; h[#h + 1] = callback end
+    if err ~= '' then h[#h + 1] = 'error'; h[#h + 1] = err end
+    if expect ~= parts then h[#h + 1] = 'expect'; h[#h + 1] = expect end
+    if dlr_ids ~= '' then h[#h + 1] = 'dlr_ids'; h[#h + 1] = dlr_ids end
+    redis.call(unpack(h))
+    redis.call('EXPIRE', job_key, job_ttl)
+    if event == 'submitted' and dlr == '1' then
+      local corr_ttl, deadline = waits[carrier][1], waits[carrier][2]
+      for _, c in ipairs(corr) do
+        redis.call('SET', prefix .. ':dlr:' .. carrier .. ':' .. c[1],
+          c[2] .. ':' .. now .. ':' .. job_id, 'EX', corr_ttl)
+      end
+      redis.call('ZADD', due, deadline, job_id)
     end
-    redis.call('ZADD', due, deadline, job_id)
-  end
-  -- Subject indexes for erasure (privacy_hooks.erasure): by number, by client.
-  if to_hash ~= '' then
-    local subject = prefix .. ':subject:' .. to_hash
-    redis.call('SADD', subject, job_id)
-    redis.call('EXPIRE', subject, job_ttl)
-  end
-  if client ~= '' then
-    local subject = prefix .. ':subject:client:' .. client
-    redis.call('SADD', subject, job_id)
-    redis.call('EXPIRE', subject, job_ttl)
-  end
-  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*',
-    'id', job_id, 'ref', ref, 'event', event, 'carrier', carrier, 'parts', parts,
-    'message_ids', message_ids, 'error', err, 'ts', now)
+    -- Subject indexes for erasure (privacy_hooks.erasure): by number, by client.
+    if to_hash ~= '' then
+      local subject = prefix .. ':subject:' .. to_hash
+      redis.call('SADD', subject, job_id)
+      redis.call('EXPIRE', subject, job_ttl)
+    end
+    if client ~= '' then
+      local subject = prefix .. ':subject:client:' .. client
+      redis.call('SADD', subject, job_id)
+      redis.call('EXPIRE', subject, job_ttl)
+    end
+    redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*',
+      'id', job_id, 'ref', ref, 'event', event, 'carrier', carrier, 'parts', parts,
+      'message_ids', message_ids, 'error', err, 'ts', now)
   end
 end
 local acks = batch.a
