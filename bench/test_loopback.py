@@ -12,16 +12,11 @@ Run: ``pytest bench/test_loopback.py --benchmark-only -s``.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from loopback import run
-
+from bench.loopback import run
 from connectors.pdu import BindTransceiver, BindTransceiverResp, SubmitSm, SubmitSmResp
 from connectors.session import ESME, SMSC, Session
 

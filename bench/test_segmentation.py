@@ -9,6 +9,7 @@ runs with ``make bench-compare``.
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import orjson
 from pytest_benchmark.fixture import BenchmarkFixture
@@ -88,7 +89,8 @@ def test_jsonl_20k_lines(benchmark: BenchmarkFixture) -> None:
     def run() -> int:
         return run_jsonl(lines, io.BytesIO(), SegmentOptions())
 
-    count = benchmark.pedantic(run, rounds=3, iterations=1)
+    count = benchmark.pedantic(run, rounds=3, iterations=1)  # type: ignore[no-untyped-call]
     assert count == len(lines)
+    stats: Any = benchmark.stats
     benchmark.extra_info["lines"] = len(lines)
-    benchmark.extra_info["lines_per_s"] = round(len(lines) / benchmark.stats.stats.mean)
+    benchmark.extra_info["lines_per_s"] = round(len(lines) / stats.stats.mean)
