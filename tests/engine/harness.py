@@ -135,10 +135,26 @@ async def running(
         if rec is not None:
             await rec.close()
         await sim.close()
-        keys = [k async for k in redis.scan_iter(match=f"{prefix}:*", count=1000)]
-        for i in range(0, len(keys), 500):
-            await redis.delete(*keys[i : i + 500])
+        await delete_prefix(redis, prefix)
         await redis.aclose()
+
+
+async def delete_prefix(redis: Redis, prefix: str) -> None:
+    """Remove every key a test wrote under its prefix."""
+    keys = [k async for k in redis.scan_iter(match=f"{prefix}:*", count=1000)]
+    for i in range(0, len(keys), 500):
+        await redis.delete(*keys[i : i + 500])
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for a `python -m engine.cli …` child: this checkout on its path."""
+    import os
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    env.update(extra)
+    return env
 
 
 async def push(redis: Redis, prefix: str, jobs: list[dict[str, str]], lane: str = "jobs") -> None:

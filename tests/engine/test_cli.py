@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,14 +14,12 @@ import pytest
 from redis.asyncio import Redis
 
 from engine.cli import build_parser, main
+from tests.engine.harness import delete_prefix, subprocess_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    env.update(extra)
-    return env
+_env = subprocess_env
 
 
 def test_every_command_has_complete_help(capsys: pytest.CaptureFixture[str]) -> None:
@@ -124,7 +121,5 @@ async def test_second_signal_exits_at_once(redis_url: str, key_prefix: str, tmp_
         assert rc == 1 and time.monotonic() - t0 < 5
     finally:
         await sim.close()
-        keys = [k async for k in redis.scan_iter(match=f"{key_prefix}:*")]
-        if keys:
-            await redis.delete(*keys)
+        await delete_prefix(redis, key_prefix)
         await redis.aclose()

@@ -9,7 +9,7 @@ import pytest
 from connectors.simulator import SimulatorConfig
 from engine.erase import erase_main, purge_main
 from privacy_hooks import keyed_hash
-from tests.engine.harness import push, running, wait_events
+from tests.engine.harness import delete_prefix, push, running, wait_events
 
 
 @pytest.mark.parametrize("immediate", [False, True])
@@ -61,7 +61,5 @@ async def test_purge_trims_old_entries(redis_url: str, key_prefix: str, capsys: 
         assert ids == [b"new"]
         assert "1 entry past 120 days removed" in capsys.readouterr().out
     finally:
-        keys = [k async for k in redis.scan_iter(match=f"{key_prefix}:*")]
-        if keys:
-            await redis.delete(*keys)
+        await delete_prefix(redis, key_prefix)
         await redis.aclose()

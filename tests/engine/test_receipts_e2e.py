@@ -16,7 +16,7 @@ from connectors.simulator import SimulatorConfig
 from engine.config import settings_from_mapping
 from engine.metrics import Metrics
 from engine.receipts import ReceiptSink, webhook_secret
-from tests.engine.harness import push, running, wait_events
+from tests.engine.harness import delete_prefix, push, running, wait_events
 
 
 def _job(i: int, run: str, **extra: str) -> dict[str, str]:
@@ -173,9 +173,7 @@ async def test_unparseable_receipt_is_acked_counted_and_kept(redis_url: str, key
         assert len(inbound) == 1 and inbound[0][1][b"text"] == b"STOP"
     finally:
         await sink.close()
-        keys = [k async for k in redis.scan_iter(match=f"{key_prefix}:*")]
-        if keys:
-            await redis.delete(*keys)
+        await delete_prefix(redis, key_prefix)
         await redis.aclose()
 
 

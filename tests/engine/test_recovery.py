@@ -8,7 +8,6 @@ test process on 127.0.0.1, so every submit_sm on the wire is counted.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 import time
@@ -20,7 +19,14 @@ from redis.asyncio import Redis
 
 from connectors.simulator import SimulatorConfig, start_simulator
 from engine.app import Engine
-from tests.engine.harness import RecordingProxy, make_settings, push, wait_events
+from tests.engine.harness import (
+    RecordingProxy,
+    delete_prefix,
+    make_settings,
+    push,
+    subprocess_env,
+    wait_events,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,7 +52,7 @@ def _write_config(path: Path, redis_url: str, prefix: str, port: int, **engine: 
 
 
 async def _spawn(config: Path) -> asyncio.subprocess.Process:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = subprocess_env()
     env.pop("REDIS_URL", None)
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "engine.cli", "run", "-c", str(config),
@@ -63,9 +69,7 @@ async def _until(predicate: object, timeout_s: float = 20.0) -> None:
 
 
 async def _cleanup(redis: Redis, prefix: str) -> None:
-    keys = [k async for k in redis.scan_iter(match=f"{prefix}:*", count=1000)]
-    for i in range(0, len(keys), 500):
-        await redis.delete(*keys[i : i + 500])
+    await delete_prefix(redis, prefix)
     await redis.aclose()
 
 

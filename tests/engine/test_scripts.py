@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 
 from engine.scripts import Script
+from tests.engine.harness import delete_prefix
 
 
 async def _setup(redis: Any, prefix: str, n: int) -> list[str]:
@@ -16,10 +17,6 @@ async def _setup(redis: Any, prefix: str, n: int) -> list[str]:
     return ids
 
 
-async def _cleanup(redis: Any, prefix: str) -> None:
-    keys = [k async for k in redis.scan_iter(match=f"{prefix}:*")]
-    if keys:
-        await redis.delete(*keys)
 
 
 async def test_claim_marks_duplicates_reclaims_and_repeats(redis_client: Any, key_prefix: str) -> None:
@@ -40,7 +37,7 @@ async def test_claim_marks_duplicates_reclaims_and_repeats(redis_client: Any, ke
         entries = await redis_client.xrange(f"{key_prefix}:dead")
         assert len(entries) == 1 and entries[0][1][b"to"] == b"\xff" and entries[0][1][b"code"] == b"bad_number"
     finally:
-        await _cleanup(redis_client, key_prefix)
+        await delete_prefix(redis_client, key_prefix)
 
 
 async def test_record_twice_writes_one_event_and_acks(redis_client: Any, key_prefix: str) -> None:
@@ -58,4 +55,4 @@ async def test_record_twice_writes_one_event_and_acks(redis_client: Any, key_pre
         assert (await redis_client.xpending(f"{key_prefix}:jobs", "g"))["pending"] == 0
         assert await redis_client.sismember(f"{key_prefix}:subject:{'h' * 32}", "j0")
     finally:
-        await _cleanup(redis_client, key_prefix)
+        await delete_prefix(redis_client, key_prefix)
