@@ -79,6 +79,7 @@ class _InFlightJob:
     """One job from its read until its outcome is recorded."""
 
     __slots__ = (
+        "admitted",
         "attempts",
         "batch",
         "carrier",
@@ -383,7 +384,16 @@ class Pipeline:
                 ij = queue.popleft()
                 chunk.append(ij)
                 parts += ij.parts
-            await self._claim_and_submit(chunk)
+            try:
+                await self._claim_and_submit(chunk)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Never let one bad step stop admission for the carrier: the
+                # chunk goes back to the head of the queue and is tried again.
+                log.exception("admission step failed for carrier %s; retrying", carrier)
+                queue.extendleft(reversed([ij for ij in chunk if not ij.admitted]))
+                await asyncio.sleep(0.5)
 
     async def _claim_and_submit(self, chunk: list[_InFlightJob]) -> None:
         by_stream: dict[str, list[_InFlightJob]] = {}
@@ -395,6 +405,7 @@ class Pipeline:
             statuses = await self._retry_claim(stream, payload, [])
             duplicates = 0
             for ij, status in zip(jobs, statuses, strict=True):
+                ij.admitted = True
                 if status == 1:  # sent under another entry: acked by the claim script
                     duplicates += 1
                     self._job_done(ij, record=False)
@@ -406,7 +417,12 @@ class Pipeline:
                         ij.event, ij.error = "unknown", "submit_unanswered"
                         self._job_done(ij)
                         continue
-                self._submit_job(ij)
+                try:
+                    self._submit_job(ij)
+                except Exception as err:  # a PDU we cannot build: fail the job, keep going
+                    log.error("job could not be encoded for carrier %s: %s", ij.carrier, type(err).__name__)
+                    ij.event, ij.error = "failed", "encode_error"
+                    self._job_done(ij)
             if duplicates:
                 self.metrics.jobs_duplicate.inc(duplicates)
 
