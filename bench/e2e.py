@@ -70,6 +70,7 @@ __all__ = [
     "FINAL_EVENTS",
     "BenchOptions",
     "build_parser",
+    "engine_counters",
     "main",
     "parse_mix",
     "percentiles",
@@ -436,22 +437,29 @@ async def _wait_ready(
             await asyncio.sleep(0.01)
 
 
-_THROTTLE_RE = re.compile(rb"^sendgate_throttle_replies_total\{[^}]*\}\s+([0-9.eE+]+)", re.M)
+_COUNTER_RE = re.compile(rb"^(sendgate_[a-z0-9_]+)_total(?:\{[^}]*\})?\s+([0-9.eE+-]+)$", re.M)
 
 
-async def _throttle_replies(ports: list[int]) -> int | None:
-    total = 0.0
-    seen = False
+def engine_counters(bodies: list[bytes]) -> dict[str, int]:
+    """Every ``sendgate_*_total`` counter of the engines' /metrics, summed over labels and workers."""
+    totals: dict[str, float] = {}
+    for body in bodies:
+        for name, value in _COUNTER_RE.findall(body):
+            key = name.decode().removeprefix("sendgate_")
+            totals[key] = totals.get(key, 0.0) + float(value)
+    return {k: int(v) for k, v in sorted(totals.items())}
+
+
+async def _metrics_bodies(ports: list[int]) -> list[bytes]:
+    bodies: list[bytes] = []
     for port in ports:
         try:
             status, body = await _http_get(port, "/metrics")
         except (TimeoutError, OSError, ValueError, IndexError):
             continue
-        if status != 200:
-            continue
-        seen = True
-        total += sum(float(m) for m in _THROTTLE_RE.findall(body))
-    return int(total) if seen else None
+        if status == 200:
+            bodies.append(body)
+    return bodies
 
 
 def _redis_pid(info: dict[str, Any], url: str) -> int | None:
@@ -644,7 +652,9 @@ async def run_bench(
         self1 = resource.getrusage(resource.RUSAGE_SELF)
         stats1 = await redis.info("stats")
         cmdstats1 = await redis.info("commandstats")
-        throttles = await _throttle_replies(admin_ports)
+        bodies = await _metrics_bodies(admin_ports)
+        counters = engine_counters(bodies)
+        throttles = counters.get("throttle_replies", 0) if bodies else None
         if spy is not None:
             children.terminate(spy, 20.0, signal.SIGINT)  # py-spy writes its output on SIGINT
             spy = None
@@ -664,6 +674,7 @@ async def run_bench(
         result["cpu_pct"]["bench"] = round(100 * result["cpu_s"]["bench"] / result["wall_s"], 1)
         done = max(1, result["final"] + result["dead_letters"])
         result["cpu_us_per_job"] = {name: round(1e6 * v / done, 1) for name, v in result["cpu_s"].items()}
+        result["engine_counters"] = counters
         result["receipts_unmatched"] = unmatched
         result["receipts_invalid"] = invalid
         result["redis_top_commands"] = redis_command_costs(cmdstats0, cmdstats1, o.jobs)

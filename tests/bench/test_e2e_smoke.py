@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from bench.e2e import main, parse_mix, percentiles, redis_command_costs, slow_calls
+from bench.e2e import engine_counters, main, parse_mix, percentiles, redis_command_costs, slow_calls
 
 _CONTRACT = ("jobs", "msgs_per_s", "receipts_per_s", "submit_latency_ms", "receipt_latency_ms",
              "lost", "dead_letters", "cpu_s", "peak_rss_mb")
@@ -121,3 +121,13 @@ def test_redis_command_costs_are_deltas() -> None:
     rows = redis_command_costs(before, after, jobs=10)
     assert [r["command"] for r in rows] == ["evalsha", "set"]
     assert rows[1] == {"command": "set", "calls": 20, "usec": 200, "usec_per_call": 10.0, "usec_per_job": 20.0}
+
+
+def test_engine_counters_sum_labels_and_workers() -> None:
+    w0 = (b"# HELP sendgate_submits_total x\n"
+          b'sendgate_submits_total{carrier="sim",result="ok"} 10.0\n'
+          b'sendgate_submits_total{carrier="sim",result="retry"} 2.0\n'
+          b"sendgate_submits_created 1.7e9\n"
+          b"sendgate_batches_total 3.0\n")
+    w1 = b'sendgate_submits_total{carrier="sim",result="ok"} 5.0\n'
+    assert engine_counters([w0, w1]) == {"batches": 3, "submits": 17}
