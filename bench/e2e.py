@@ -837,6 +837,7 @@ def _summarise(
         "dead_letters": len(dead_ids),
         "duplicates": duplicates,
         "events": dict(sorted(t.events_by_state.items())),
+        "foreign_events": t.foreign,  # events on the run's stream for ids not pushed by this run
         "cpu_s": cpu,
         "cpu_pct": {name: round(100 * v / wall_s, 1) for name, v in cpu.items()},
         "peak_rss_mb": rss,
