@@ -385,8 +385,12 @@ class UnmatchedBuffer:
         if len(self._queue) > self.max_size:
             self._overflow.append(self._queue.popleft()[2])
 
-    def due(self, now_ms: int) -> tuple[list[ReceiptRecord], list[ReceiptRecord]]:
-        """Records to retry now, and records to park (waited too long)."""
+    def due(self, now_ms: int, *, everything: bool = False) -> tuple[list[ReceiptRecord], list[ReceiptRecord]]:
+        """Records to retry now, and records to park (waited too long).
+
+        ``everything``: retry every held record now, whatever its retry time
+        (the caller knows new correlation entries were just written).
+        """
         retry: list[ReceiptRecord] = []
         expired, self._overflow = self._overflow, []
         if self._retrying:
@@ -395,7 +399,7 @@ class UnmatchedBuffer:
             cutoff = now_ms - self.max_wait_ms
             self._retrying = {r: t for r, t in self._retrying.items() if t > cutoff}
         queue = self._queue
-        while queue and queue[0][0] <= now_ms:
+        while queue and (everything or queue[0][0] <= now_ms):
             _, first, record = queue.popleft()
             if now_ms - first >= self.max_wait_ms:
                 expired.append(record)

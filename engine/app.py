@@ -99,6 +99,7 @@ class Engine:
         self.pipeline = Pipeline(settings, self.redis, self.pools, self.metrics)
         self.receipts = ReceiptSink(settings, self.redis, self.metrics)
         self.pipeline.forward = self.receipts.webhooks.forward
+        self.pipeline.on_recorded = self.receipts.retry_unmatched_soon
         self.admin: AdminServer | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._limiters: list[GlobalTokenBucket] = []

@@ -117,21 +117,20 @@ class _InFlightJob:
         self.event = "submitted"
         self.error = ""
         self.fallback_used = False
+        self.admitted = False  # its claim result was acted upon
 
 
 _Token = tuple[_InFlightJob, int, float]  # (job, part index, monotonic submit time)
 
 
 class _Batch:
-    """The entries of one read: their outcomes are recorded and acked together."""
+    """The entries of one read while any of its jobs is in hand (kept from being reclaimed)."""
 
-    __slots__ = ("acks", "done", "entry_ids", "remaining", "started", "stream")
+    __slots__ = ("entry_ids", "remaining", "started", "stream")
 
     def __init__(self, stream: str) -> None:
         self.stream = stream
-        self.done: list[_InFlightJob] = []  # outcomes to record (submitted, failed, unknown…)
-        self.acks: list[str] = []  # entries to ack with the record call
-        self.entry_ids: list[str] = []  # entries in hand (kept from being reclaimed)
+        self.entry_ids: list[str] = []  # entries in hand
         self.remaining = 0  # jobs without an outcome yet
         self.started = time.monotonic()
 
@@ -164,7 +163,7 @@ class Pipeline:
         self._job_ttl_s = days.message * 86400
         self._mark_ttl_s = self._job_ttl_s
         self._claim = Script("claim")
-        self._record = Script("record")
+        self._record_script = Script("record")
         self._schedule = Script("schedule")
         self._requeue = Script("requeue")
         e = settings.engine
@@ -180,7 +179,13 @@ class Pipeline:
         self._wakeups: dict[str, asyncio.Event] = {c: asyncio.Event() for c in self.carriers}
         self._admitters: list[asyncio.Task[None]] = []
         self._batches: set[_Batch] = set()
-        self._record_tasks: set[asyncio.Task[None]] = set()
+        # Outcomes waiting for the record script, per stream; one recorder task
+        # at a time drains them, so completions that arrive while a call is in
+        # flight form the next call (adaptive batching, no timer).
+        self._to_record: dict[str, list[_InFlightJob]] = {}
+        self._to_ack: dict[str, list[str]] = {}
+        self._recorder: asyncio.Task[None] | None = None
+        self._max_record = max(100, e.batch_size)
         self._stopping = False
         self._refs: dict[str, int] = {}
         for c in settings.carriers:
@@ -188,6 +193,9 @@ class Pipeline:
         self._submit_ok = {c: metrics.submits.labels(c, "ok") for c in self.carriers}
         # Set by the app: posts a job's event to its callback URL (webhooks).
         self.forward: Callable[[str, dict[str, str]], None] | None = None
+        # Set by the app: called after each record call (new correlation entries:
+        # receipts that arrived early can be matched now).
+        self.on_recorded: Callable[[], None] | None = None
         self._submit_latency = metrics.submit_latency
 
     # ------------------------------------------------------------------ setup
@@ -260,19 +268,15 @@ class Pipeline:
         consumer — or this one after a restart — sends them later.
         """
         deadline = time.monotonic() + timeout_s
-        while self._outstanding > 0 or self._record_tasks:
+        while self._outstanding > 0 or self._recorder is not None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            if self._record_tasks:
-                await asyncio.wait(set(self._record_tasks), timeout=min(remaining, 0.05))
+            if self._recorder is not None:
+                await asyncio.wait({self._recorder}, timeout=min(remaining, 0.05))
             else:
                 await asyncio.sleep(min(0.01, remaining))
-        # Partly admitted batches: record what completed; hand the jobs never
-        # started back to their lane.
-        for batch in list(self._batches):
-            if batch.done or batch.acks:
-                await self._record_batch(batch, final=False)
+        # Jobs never started go back to their lane at once.
         await self._requeue_unstarted()
         return True
 
@@ -317,7 +321,7 @@ class Pipeline:
         for raw_id, fields in entries:
             entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
             if fields is None:  # deleted from the stream while pending
-                batch.acks.append(entry_id)
+                self._to_ack.setdefault(stream, []).append(entry_id)
                 continue
             try:
                 job = parse_job(fields, now)
@@ -340,9 +344,8 @@ class Pipeline:
             for code, n in dead_codes.items():
                 self.metrics.dead_letters.labels(code).inc(n)
         if not jobs:
-            if batch.acks:
-                self._batches.add(batch)
-                self._complete(batch)
+            if self._to_ack:
+                self._schedule_record()
             return
         batch.remaining = len(jobs)
         batch.entry_ids = [ij.entry_id for ij in jobs]
@@ -530,35 +533,46 @@ class Pipeline:
             self._job_done(ij)
 
     def _job_done(self, ij: _InFlightJob, record: bool = True) -> None:
+        """The job has its outcome: queue it for the record script (unless a duplicate)."""
         batch = ij.batch
         if record:
-            batch.done.append(ij)
-            batch.acks.append(ij.entry_id)
+            pending = self._to_record.get(batch.stream)
+            if pending is None:
+                pending = self._to_record[batch.stream] = []
+            pending.append(ij)
+            if self._recorder is None:
+                self._schedule_record()
         batch.remaining -= 1
         self._in_hand -= 1
         if self._in_hand < self._max_in_hand:
             self._capacity.set()
         if batch.remaining == 0:
-            self._complete(batch)
+            self._batches.discard(batch)
 
-    def _complete(self, batch: _Batch) -> None:
-        task = asyncio.get_running_loop().create_task(self._record_batch(batch))
-        self._record_tasks.add(task)
-        task.add_done_callback(self._record_tasks.discard)
+    def _schedule_record(self) -> None:
+        if self._recorder is None:
+            self._recorder = asyncio.get_running_loop().create_task(self._record_loop())
+
+    async def _record_loop(self) -> None:
+        """Record outcomes as they complete; while one call runs, the next batch forms."""
+        try:
+            while self._to_record or self._to_ack:
+                stream = next(iter(self._to_record or self._to_ack))
+                jobs = self._to_record.pop(stream, [])
+                if len(jobs) > self._max_record:
+                    self._to_record[stream] = jobs[self._max_record :]
+                    jobs = jobs[: self._max_record]
+                acks = self._to_ack.pop(stream, [])
+                await self._record(stream, jobs, acks)
+        finally:
+            self._recorder = None
+        if self._to_record or self._to_ack:  # pragma: no cover - arrived during the finally
+            self._schedule_record()
 
     # ------------------------------------------------------------- record
-    async def _record_batch(self, batch: _Batch, final: bool = True) -> None:
-        """Store the batch's outcomes and ack their entries (one script call).
-
-        ``final=False`` (shutdown): record what completed so far; the rest of
-        the batch stays unacked.
-        """
-        done, acks = batch.done, batch.acks
-        batch.done, batch.acks = [], []
-        if not done and not acks:
-            if final:
-                self._batches.discard(batch)
-            return
+    async def _record(self, stream: str, done: list[_InFlightJob], acks: list[str]) -> None:
+        """Store outcomes and ack their entries (one script call)."""
+        acks = acks + [ij.entry_id for ij in done]
         now_ms = int(time.time() * 1000)
         now_s = now_ms // 1000
         days = self.settings.privacy.retention_days
@@ -595,11 +609,11 @@ class Pipeline:
         payload = orjson.dumps({"t": [retention_until, self._job_ttl_s], "w": waits, "j": jobs_payload, "a": acks})
         k = self.keys
         await self._retry(
-            self._record, self.redis, [batch.stream, k.events, k.dlr_due],
+            self._record_script, self.redis, [stream, k.events, k.dlr_due],
             [self.group, k.prefix, payload, now_ms, self.settings.engine.streams_maxlen],
         )
-        if final:
-            self._batches.discard(batch)
+        if self.on_recorded is not None:
+            self.on_recorded()
         for event, n in events.items():
             self.metrics.events.labels(event).inc(n)
         self.metrics.batches.inc()

@@ -86,6 +86,7 @@ class ReceiptSink:
         self._inbound: list[tuple[str, Any]] = []
         self._responders: list[tuple[Any, Any]] = []
         self._wake = asyncio.Event()
+        self._retry_now = False
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         w = settings.webhooks
@@ -164,6 +165,9 @@ class ReceiptSink:
                 self._wake.set()
 
     async def _flush(self) -> None:
+        if self._retry_now:
+            self._retry_now = False
+            await self._retry_held()
         receipts, self._receipts = self._receipts, defaultdict(list)
         responders, self._responders = self._responders, []
         invalid, self._invalid = self._invalid, []
@@ -242,6 +246,29 @@ class ReceiptSink:
             )
             self.metrics.inbound.labels(carrier).inc()
         await pipe.execute()
+
+    def retry_unmatched_soon(self) -> None:
+        """New correlation entries were just recorded: retry held receipts at once
+        (on the next tick of the worker) rather than on the maintenance tick."""
+        if any(len(held) for held in self.unmatched.values()):
+            self._retry_now = True
+            self._wake.set()
+
+    async def _retry_held(self) -> None:
+        now_ms = int(time.time() * 1000)
+        for carrier, held in self.unmatched.items():
+            if not len(held):
+                continue
+            retry, expired = held.due(now_ms, everything=True)
+            if retry:
+                result = await self.store.apply(carrier, retry)
+                for r in result.unmatched:
+                    held.hold(r, now_ms)
+                self._publish(result.finals, now_ms)
+                self._publish(result.intermediates, now_ms)
+            if expired:
+                await self.store.park_unmatched(carrier, expired, "no matching submit within receipt_hold_s")
+                self.metrics.receipts_unmatched.labels(carrier).inc(len(expired))
 
     # ----------------------------------------------------- periodic (engine)
     async def periodic(self) -> None:
