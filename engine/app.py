@@ -100,6 +100,7 @@ class Engine:
         self.receipts = ReceiptSink(settings, self.redis, self.metrics)
         self.pipeline.forward = self.receipts.webhooks.forward
         self.pipeline.on_recorded = self.receipts.retry_unmatched_soon
+        self.receipts.barrier = self.pipeline.recorded_barrier
         self.admin: AdminServer | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._limiters: list[GlobalTokenBucket] = []

@@ -185,6 +185,9 @@ class Pipeline:
         self._to_record: dict[str, list[_InFlightJob]] = {}
         self._to_ack: dict[str, list[str]] = {}
         self._recorder: asyncio.Task[None] | None = None
+        self._enqueued = 0  # outcomes queued for recording, ever
+        self._recorded = 0  # outcomes recorded, ever
+        self._recorded_event = asyncio.Event()
         self._max_record = max(100, e.batch_size)
         self._stopping = False
         self._refs: dict[str, int] = {}
@@ -540,6 +543,7 @@ class Pipeline:
             if pending is None:
                 pending = self._to_record[batch.stream] = []
             pending.append(ij)
+            self._enqueued += 1
             if self._recorder is None:
                 self._schedule_record()
         batch.remaining -= 1
@@ -548,6 +552,28 @@ class Pipeline:
             self._capacity.set()
         if batch.remaining == 0:
             self._batches.discard(batch)
+
+    async def recorded_barrier(self, timeout_s: float = 1.0) -> None:
+        """Wait until every outcome queued so far is recorded (or ``timeout_s``).
+
+        The receipt worker calls this before correlating: a receipt often
+        arrives a moment after its submit_sm_resp, while that job's record call
+        (which writes the correlation entry) is still on its way.
+        """
+        target = self._enqueued
+        if self._recorded >= target:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._recorded < target:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._recorded_event.clear()
+            try:
+                await asyncio.wait_for(self._recorded_event.wait(), remaining)
+            except TimeoutError:
+                return
 
     def _schedule_record(self) -> None:
         if self._recorder is None:
@@ -612,6 +638,8 @@ class Pipeline:
             self._record_script, self.redis, [stream, k.events, k.dlr_due],
             [self.group, k.prefix, payload, now_ms, self.settings.engine.streams_maxlen],
         )
+        self._recorded += len(done)
+        self._recorded_event.set()
         if self.on_recorded is not None:
             self.on_recorded()
         for event, n in events.items():

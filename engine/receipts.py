@@ -26,6 +26,7 @@ import hmac
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -87,6 +88,8 @@ class ReceiptSink:
         self._responders: list[tuple[Any, Any]] = []
         self._wake = asyncio.Event()
         self._retry_now = False
+        # Set by the app: waits until submit outcomes queued so far are recorded.
+        self.barrier: Callable[[], Awaitable[None]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         w = settings.webhooks
@@ -168,6 +171,8 @@ class ReceiptSink:
         if self._retry_now:
             self._retry_now = False
             await self._retry_held()
+        if self._receipts and self.barrier is not None:
+            await self.barrier()
         receipts, self._receipts = self._receipts, defaultdict(list)
         responders, self._responders = self._responders, []
         invalid, self._invalid = self._invalid, []
