@@ -54,7 +54,7 @@ from engine.router import Router, RoutingError
 from engine.scripts import Script
 from engine.segmenter import Segmented, SegmentError, segment
 from engine.submit import SubmitBuilder
-from privacy_hooks import keyed_hash
+from privacy_hooks import KeyedHasher
 
 __all__ = ["Pipeline"]
 
@@ -158,7 +158,7 @@ class Pipeline:
         )
         self.carriers: dict[str, CarrierSettings] = {c.name: c for c in settings.carriers}
         self.builders = {c.name: SubmitBuilder(c) for c in settings.carriers}
-        self._secret = settings.privacy.hash_secret.encode()
+        self._hash_number = KeyedHasher(settings.privacy.hash_secret.encode())
         days = settings.privacy.retention_days
         self._job_ttl_s = days.message * 86400
         self._mark_ttl_s = self._job_ttl_s
@@ -416,7 +416,7 @@ class Pipeline:
                     duplicates += 1
                     self._job_done(ij, record=False)
                     continue
-                ij.to_hash = keyed_hash(self._secret, ij.job.to)
+                ij.to_hash = self._hash_number(ij.job.to)
                 if status == 2:
                     self.metrics.jobs_reclaimed.inc()
                     if not resend:
