@@ -106,6 +106,7 @@ class BenchOptions:
     mix: dict[str, float] = field(default_factory=lambda: parse_mix(_DEFAULT_MIX))
     dlr: bool = True
     workers: int = 1
+    carriers: int = 1  # traffic split over this many carriers by destination prefix
     binds: int = 2
     window: int = 256
     tps: float = 0.0
@@ -293,8 +294,21 @@ format = "text"
 [privacy]
 hash_secret = "bench-only-secret"
 
-[[carriers]]
-name = "sim"
+{_carriers_toml(o, sim_port)}"""
+
+
+def _carriers_toml(o: BenchOptions, sim_port: int) -> str:
+    """``carriers`` carriers on the one simulator; carrier k takes the numbers
+    +4501<d>… with d % carriers == k (the bench's numbers are +4501 + 6 digits)."""
+    out = []
+    for k in range(o.carriers):
+        if o.carriers == 1:
+            routes = '[""]'
+        else:
+            routes = "[" + ", ".join(f'"4501{d}"' for d in range(10) if d % o.carriers == k) + "]"
+        out.append(
+            f"""[[carriers]]
+name = "sim{k if o.carriers > 1 else ''}"
 host = "127.0.0.1"
 port = {sim_port}
 system_id = "bench"
@@ -302,8 +316,10 @@ password = "bench"
 binds = {o.binds}
 window = {o.window}
 tps = {o.tps}
-routes = [""]
+routes = {routes}
 """
+        )
+    return "\n".join(out)
 
 
 # --------------------------------------------------------------- tracking
@@ -1005,7 +1021,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-receipts", dest="receipts", action="store_false",
                    help="the simulator never sends receipts (jobs with dlr=1 then never finish)")
     p.add_argument("--workers", type=int, default=d.workers, help="engine processes (default %(default)s)")
-    p.add_argument("--binds", type=int, default=d.binds, help="binds per engine (default %(default)s)")
+    p.add_argument("--carriers", type=int, default=d.carriers,
+                   help="carriers (1-10) on the simulator, traffic split by destination prefix (default %(default)s)")
+    p.add_argument("--binds", type=int, default=d.binds, help="binds per carrier per engine (default %(default)s)")
     p.add_argument("--window", type=int, default=d.window, help="window per bind (default %(default)s)")
     p.add_argument("--tps", type=float, default=d.tps, help="carrier TPS limit; 0 = none (default)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="engine batch size (default %(default)s)")
@@ -1038,8 +1056,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.jobs < 1 or args.workers < 1:
         print("sendgate bench: --jobs and --workers must be at least 1", file=sys.stderr)
         return 2
+    if not 1 <= args.carriers <= 10:
+        print("sendgate bench: --carriers must be 1..10", file=sys.stderr)
+        return 2
     opts = BenchOptions(
-        jobs=args.jobs, rate=args.rate, mix=mix, dlr=args.dlr, workers=args.workers, binds=args.binds,
+        jobs=args.jobs, rate=args.rate, mix=mix, dlr=args.dlr, workers=args.workers, carriers=args.carriers,
+        binds=args.binds,
         window=args.window, tps=args.tps, batch_size=args.batch_size, loop=args.loop, sim_loop=args.sim_loop,
         receipts=args.receipts, dlr_delay_ms=args.dlr_delay_ms, latency_ms=args.latency_ms,
         redis_url=args.redis_url, timeout_s=args.timeout_s, seed=args.seed, quiet=args.quiet,

@@ -71,8 +71,8 @@ def test_receipts_on_every_job_final(tmp_path: Path, redis_url: str) -> None:
     _assert_clean(r, redis_url)
 
 
-def test_no_dlr_two_workers_stock_asyncio(tmp_path: Path, redis_url: str) -> None:
-    r = _run(tmp_path, redis_url, "--no-dlr", "--workers", "2", "--loop", "asyncio")
+def test_no_dlr_two_workers_three_carriers_stock_asyncio(tmp_path: Path, redis_url: str) -> None:
+    r = _run(tmp_path, redis_url, "--no-dlr", "--workers", "2", "--carriers", "3", "--loop", "asyncio")
     assert r["lost"] == 0
     assert r["receipts_per_s"] == 0
     events = r["events"]
