@@ -31,6 +31,7 @@ backoff (a repeated script call is harmless: see claim.lua / record.lua).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -190,6 +191,7 @@ class Pipeline:
         self._recorded_event = asyncio.Event()
         self._max_record = max(100, e.batch_size)
         self._stopping = False
+        self._run_done = asyncio.Event()  # run() has returned: nothing more will be read
         self._refs: dict[str, int] = {}
         for c in settings.carriers:
             metrics.add_carrier(c.name)
@@ -245,8 +247,8 @@ class Pipeline:
                     log.warning("redis unavailable while reading jobs (%s); retrying", type(err).__name__)
                     await asyncio.sleep(0.2 + random.random() * 0.3)
                     continue
-                if self._stopping:
-                    break  # type: ignore[unreachable]  # stop() may run during the await
+                # Even when stop() came during the read: the entries go to the
+                # admission queues, and drain() hands the unstarted ones back.
                 streams_reply = reply.items() if isinstance(reply, dict) else (reply or ())
                 for stream_name, raw_entries in streams_reply:
                     stream = stream_name.decode() if isinstance(stream_name, bytes) else stream_name
@@ -254,8 +256,13 @@ class Pipeline:
                     self.metrics.jobs_consumed.labels(lane).inc(len(raw_entries))
                     await self.process(stream, _entries(raw_entries))
         finally:
-            for t in self._admitters:
-                t.cancel()
+            if not self._stopping:  # run() failed: stop admitting at once
+                self._stopping = True
+                for t in self._admitters:
+                    t.cancel()
+            # Admitters finish the chunk in hand and return (see _admit).
+            await asyncio.gather(*self._admitters, return_exceptions=True)
+            self._run_done.set()
 
     def stop(self) -> None:
         """Stop reading and admitting new jobs (parts in flight go on)."""
@@ -271,6 +278,12 @@ class Pipeline:
         consumer — or this one after a restart — sends them later.
         """
         deadline = time.monotonic() + timeout_s
+        if self._admitters:  # run() was started: let its last read land in the queues
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._run_done.wait(), max(0.0, deadline - time.monotonic()))
+        pending_admitters = [t for t in self._admitters if not t.done()]
+        if pending_admitters:  # each finishes the chunk it is claiming, then returns
+            await asyncio.wait(pending_admitters, timeout=max(0.0, deadline - time.monotonic()))
         while self._outstanding > 0 or self._recorder is not None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -375,14 +388,14 @@ class Pipeline:
         wakeup = self._wakeups[carrier]
         pool = self.pools[carrier]
         cap = self._window_capacity(carrier)
-        while True:
-            if not queue or self._stopping:
+        while not self._stopping:
+            if not queue:
                 wakeup.clear()
                 await wakeup.wait()
                 continue
             if pool.pending() >= cap:
                 await pool.wait_pending_below(cap)
-                continue
+                continue  # (re-checks _stopping)
             room = 2 * cap - pool.pending()
             chunk: list[_InFlightJob] = []
             parts = 0
