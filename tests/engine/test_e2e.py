@@ -173,3 +173,25 @@ async def test_carrier_tps_limit_holds_across_two_engines(redis_url: str, key_pr
         # 400 submits at 100/s with a burst of at most one second's worth: >= 3 s in all.
         assert sim.stats.submits == 400
         assert elapsed >= (400 - tps) / tps * 0.95, elapsed
+
+
+async def test_job_expiring_while_waiting_for_the_window_is_not_sent(redis_url: str, key_prefix: str) -> None:
+    """A slow SMSC and a window of one: jobs queue in the engine past their expires_at."""
+    import time
+
+    jobs = _jobs(5)
+    deadline = str(int(time.time()) + 1)
+    for job in jobs:
+        job["expires_at"] = deadline
+    cfg = SimulatorConfig(dlr=False, latency_ms=2500)
+    async with running(redis_url, key_prefix, cfg, carrier={"binds": 1, "window": 1}) as (_e, sim, _p, redis):
+        await push(redis, key_prefix, jobs)
+        events = await wait_events(redis, key_prefix, {j["id"] for j in jobs}, final=False, timeout_s=30)
+        outcomes = [events[j["id"]][0]["event"] for j in jobs]
+        # Claimed before the deadline (at most two windows' worth): sent; the rest expired unsent.
+        sent, expired = outcomes.count("submitted"), outcomes.count("expired")
+        assert sent + expired == 5 and 1 <= sent <= 2, outcomes
+        dead = await redis.xrange(f"{key_prefix}:dead")
+        assert [f[b"code"] for _i, f in dead] == [b"expired"] * expired
+        assert sim.stats.submits == sent
+        assert (await redis.xpending(f"{key_prefix}:jobs", "sendgate"))["pending"] == 0
