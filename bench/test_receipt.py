@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -57,21 +56,6 @@ def test_normalize_id_as_is(benchmark: Any) -> None:
 
 def test_normalize_id_hex_to_dec(benchmark: Any) -> None:
     assert benchmark(normalize_id, "A1B2C3D4", "hex-to-dec", side="submit") == "2712847316"
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    url = os.environ.get("REDIS_URL")
-    if url:
-        yield url
-        return
-    from engine.embedded_redis import EmbeddedRedis
-
-    server = EmbeddedRedis().start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 BATCH = 500

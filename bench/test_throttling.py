@@ -12,12 +12,8 @@ benchmark uses ``REDIS_URL`` or an embedded Redis.
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from throttling import AdaptiveRate, Backoff, GlobalTokenBucket, TokenBucket, tps_key
 
@@ -68,21 +64,6 @@ def test_backoff_next_delay(benchmark: Any) -> None:
         return backoff.next_delay()
 
     assert benchmark(step) > 0
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    url = os.environ.get("REDIS_URL")
-    if url:
-        yield url
-        return
-    from engine.embedded_redis import EmbeddedRedis
-
-    server = EmbeddedRedis().start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 def test_global_lease_script_call(benchmark: Any, redis_url: str) -> None:
