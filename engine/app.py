@@ -29,6 +29,7 @@ from engine.keys import Keys
 from engine.metrics import Metrics
 from engine.pipeline import Pipeline
 from engine.receipts import ReceiptSink
+from privacy_hooks import AuditLog
 from throttling import GlobalTokenBucket
 
 __all__ = ["Engine", "bind_config", "redis_url_for"]
@@ -104,6 +105,9 @@ class Engine:
         self.admin: AdminServer | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._limiters: list[GlobalTokenBucket] = []
+        d = settings.privacy.retention_days
+        self.audit = AuditLog(self.redis, self.keys.audit, d.audit)
+        self._auth_failures_seen: dict[str, int] = {}
         self._stopped = asyncio.Event()
         self._signals = 0
         self.started_at = time.time()
@@ -221,6 +225,7 @@ class Engine:
                 if now - last_lag >= 5.0:
                     last_lag = now
                     await self._update_stream_gauges()
+                    await self._audit_bind_credentials()
                 if now - last_trim >= 60.0:
                     last_trim = now
                     await self._trim_payloads()
@@ -229,6 +234,20 @@ class Engine:
                 raise
             except Exception:  # keep the loop alive; the error is logged once per occurrence
                 log.exception("maintenance step failed")
+
+    async def _audit_bind_credentials(self) -> None:
+        """DESIGN.md: bind credential failures go to the audit log (never the password)."""
+        for carrier, pool in self.pools.items():
+            for bind in pool.binds:
+                failures = int(getattr(bind, "auth_failures", 0))
+                seen = self._auth_failures_seen.get(bind.name, 0)
+                if failures > seen:
+                    self._auth_failures_seen[bind.name] = failures
+                    await self.audit.record(
+                        "bind_credentials_refused", carrier=carrier, bind=bind.name,
+                        system_id=self.settings.carrier(carrier).system_id, failures=failures - seen,
+                        status=getattr(bind, "last_error", "") or "",
+                    )
 
     async def _update_stream_gauges(self) -> None:
         for stream in self.keys.lanes():

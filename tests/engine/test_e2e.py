@@ -195,3 +195,24 @@ async def test_job_expiring_while_waiting_for_the_window_is_not_sent(redis_url: 
         assert [f[b"code"] for _i, f in dead] == [b"expired"] * expired
         assert sim.stats.submits == sent
         assert (await redis.xpending(f"{key_prefix}:jobs", "sendgate"))["pending"] == 0
+
+
+async def test_bind_refused_for_credentials_is_audited_without_the_password(redis_url: str, key_prefix: str) -> None:
+    import asyncio
+    import time
+
+    cfg = SimulatorConfig(system_id="test", password="right")
+    async with running(redis_url, key_prefix, cfg, proxy=False) as (engine, sim, _p, redis):
+        assert engine.pools["sim"].binds_up() == 0
+        deadline = time.monotonic() + 20
+        entries: list = []
+        while not entries:
+            assert time.monotonic() < deadline, "no audit entry"
+            entries = await redis.xrange(f"{key_prefix}:audit")
+            await asyncio.sleep(0.1)
+        for _id, fields in entries:  # one per bind refused
+            assert fields[b"action"] == b"bind_credentials_refused"
+            assert fields[b"carrier"] == b"sim" and fields[b"system_id"] == b"test"
+            assert fields[b"bind"].startswith(b"sim-")
+            assert b"pw" not in b" ".join(fields.values())
+        assert sim.stats.bind_failures >= 1
