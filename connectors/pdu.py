@@ -11,7 +11,7 @@ Conventions (SMPP 3.4 §4, §5):
   the optional parameters (TLVs) the spec allows for that PDU (§5.3.2), then
   nothing else. ``command_length`` and ``sm_length`` are not fields; the
   encoder computes them.
-- Every field has a default, so ``SubmitSm(destination_addr="4512345678")``
+- Every field has a default, so ``SubmitSm(destination_addr="4500112233")``
   is a complete PDU. Header fields ``sequence_number`` and
   ``command_status`` are on every PDU; ``command_id`` is a class constant.
 - C-octet strings are ``str`` (decoded as latin-1, so decoding never fails on

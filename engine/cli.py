@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("send", help="push one job", description="Validate and push one job to the jobs stream.")
     p.add_argument("-c", "--config", help="TOML config file (default: $SENDGATE_CONFIG)")
-    p.add_argument("--to", required=True, help="recipient, E.164 (+4512345678 or 4512345678)")
+    p.add_argument("--to", required=True, help="recipient, E.164 (+4500112233 or 4500112233)")
     p.add_argument("--text", required=True, help="message text (UTF-8)")
     p.add_argument("--from", dest="sender", help="sender: alphanumeric (<= 11) or a number")
     p.add_argument("--id", help="job id (idempotency key); default: a random one")

@@ -7,7 +7,7 @@ queued::
     from engine.producer import Producer, SendJob
 
     producer = Producer.from_url("redis://127.0.0.1:6379/0")
-    await producer.send(SendJob(id="order-1234", to="+4512345678", text="Your code is 1234"))
+    await producer.send(SendJob(id="order-1234", to="+4500112233", text="Your code is 1234"))
     async for event in producer.events(last_id="0"):
         print(event["id"], event["event"])
 """

@@ -12,8 +12,8 @@ could be in minutes.
   and the last two; mask everything else. Inputs with fewer than 8 digits
   (short codes, fragments) are masked entirely. Separators are dropped.
 * ``keyed_hash``: HMAC-SHA256 (RFC 2104) keyed with ``[privacy] hash_secret``
-  over the *normalised* number — its ASCII digits only, so ``+4512345678``,
-  ``4512345678`` and ``+45 12 34 56 78`` give the same hash — hex-encoded and
+  over the *normalised* number — its ASCII digits only, so ``+4500112233``,
+  ``4500112233`` and ``+45 00 11 22 33`` give the same hash — hex-encoded and
   truncated to the first 16 bytes (32 hex characters; 128 bits is plenty
   against collisions among the world's numbers, RFC 2104 §5 allows truncation).
 * ``redact_text``: masks every phone-number-like run in free text — 6 or more
@@ -65,7 +65,7 @@ _UUID = re.compile(
 
 
 def mask_number(number: str) -> str:
-    """``"+4512345678"`` → ``"+45******78"``; short inputs fully masked; no digits → ``"***"``."""
+    """``"+4500112233"`` → ``"+45******33"``; short inputs fully masked; no digits → ``"***"``."""
     number = number.strip()
     plus = number[:1] == "+"
     digits = number[1:] if plus else number
