@@ -166,6 +166,12 @@ class ReceiptSink:
                 log.warning("redis unavailable while storing receipts (%s); retrying", type(err).__name__)
                 await asyncio.sleep(0.5)
                 self._wake.set()
+            except Exception:
+                # Any other failure (a script error, a bug): the worker must not die,
+                # or the SMSC's receipt window would fill. Buffers are kept; retry.
+                log.exception("storing receipts failed; retrying in 1s")
+                await asyncio.sleep(1.0)
+                self._wake.set()
 
     async def _flush(self) -> None:
         if self._retry_now:
