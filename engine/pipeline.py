@@ -621,7 +621,15 @@ class Pipeline:
                     self._to_record[stream] = jobs[self._max_record :]
                     jobs = jobs[: self._max_record]
                 acks = self._to_ack.pop(stream, [])
-                await self._record(stream, jobs, acks)
+                try:
+                    await self._record(stream, jobs, acks)
+                except Exception:
+                    # Not a Redis outage (those are retried inside): a script or
+                    # payload error. Keep the outcomes, try again shortly.
+                    log.exception("recording %d outcome(s) failed; retrying in 1s", len(jobs))
+                    self._to_record[stream] = jobs + self._to_record.get(stream, [])
+                    self._to_ack[stream] = acks + self._to_ack.get(stream, [])
+                    await asyncio.sleep(1.0)
         finally:
             self._recorder = None
         if self._to_record or self._to_ack:  # pragma: no cover - arrived during the finally
