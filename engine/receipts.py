@@ -91,14 +91,12 @@ class ReceiptSink:
         # Set by the app: waits until submit outcomes queued so far are recorded.
         self.barrier: Callable[[], Awaitable[None]] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._closing = False
         w = settings.webhooks
         self.webhooks = WebhookForwarder(
             webhook_secret(settings), redis, self.keys.callbacks_failed,
             concurrency=w.concurrency, max_attempts=w.max_attempts, timeout_s=w.timeout_s,
             stream_maxlen=settings.engine.streams_maxlen,
         )
-        self._receipt_counters: dict[tuple[str, str], Any] = {}
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._worker(), name="receipts")
@@ -107,7 +105,6 @@ class ReceiptSink:
             start()
 
     async def close(self) -> None:
-        self._closing = True
         self._wake.set()
         if self._task is not None:
             with contextlib.suppress(asyncio.TimeoutError):
@@ -176,7 +173,7 @@ class ReceiptSink:
     async def _flush(self) -> None:
         if self._retry_now:
             self._retry_now = False
-            await self._retry_held()
+            await self._retry_held(everything=True)
         if self._receipts and self.barrier is not None:
             await self.barrier()
         receipts, self._receipts = self._receipts, defaultdict(list)
@@ -265,12 +262,14 @@ class ReceiptSink:
             self._retry_now = True
             self._wake.set()
 
-    async def _retry_held(self) -> None:
+    async def _retry_held(self, *, everything: bool) -> None:
+        """Correlate held receipts again (all of them, or those whose retry time came);
+        park the ones that waited longer than ``receipt_hold_s``."""
         now_ms = int(time.time() * 1000)
         for carrier, held in self.unmatched.items():
             if not len(held):
                 continue
-            retry, expired = held.due(now_ms, everything=True)
+            retry, expired = held.due(now_ms, everything=everything)
             if retry:
                 result = await self.store.apply(carrier, retry)
                 for r in result.unmatched:
@@ -284,18 +283,8 @@ class ReceiptSink:
     # ----------------------------------------------------- periodic (engine)
     async def periodic(self) -> None:
         """Retry held receipts, park the ones that waited too long, sweep expiries."""
+        await self._retry_held(everything=False)
         now_ms = int(time.time() * 1000)
-        for carrier, held in self.unmatched.items():
-            retry, expired = held.due(now_ms)
-            if retry:
-                result = await self.store.apply(carrier, retry)
-                for r in result.unmatched:
-                    held.hold(r, now_ms)
-                self._publish(result.finals, now_ms)
-                self._publish(result.intermediates, now_ms)
-            if expired:
-                await self.store.park_unmatched(carrier, expired, "no matching submit within receipt_hold_s")
-                self.metrics.receipts_unmatched.labels(carrier).inc(len(expired))
         while True:
             finals = await self.store.expire_overdue(now_ms, limit=1000)
             self._publish(finals, now_ms)
