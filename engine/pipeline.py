@@ -554,7 +554,8 @@ class Pipeline:
         """Written on a bind that dropped (or timed out) before its resp."""
         ij, i, _t0 = cast("_Token", token)
         self.metrics.submits.labels(ij.carrier, "lost").inc()
-        if self.settings.engine.resend_unknown and not self._stopping:
+        if self.settings.engine.resend_unknown and not self._stopping and ij.attempts[i] < self.settings.engine.retry_attempts:
+            ij.attempts[i] += 1  # bounded: a carrier that keeps dropping ends in `unknown`
             self.pools[ij.carrier].submit(ij.pdus[i], (ij, i, time.monotonic()))
             return
         if ij.event == "submitted":
