@@ -7,6 +7,7 @@ proxy on the wire.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 
 from connectors.simulator import SimulatorConfig
 from engine.segmenter import SegmentOptions, segment
@@ -216,3 +217,35 @@ async def test_bind_refused_for_credentials_is_audited_without_the_password(redi
             assert fields[b"bind"].startswith(b"sim-")
             assert b"pw" not in b" ".join(fields.values())
         assert sim.stats.bind_failures >= 1
+
+
+async def test_parts_lost_with_a_dropped_bind_are_resent_when_configured(redis_url: str, key_prefix: str) -> None:
+    jobs = _jobs(200)
+    for job in jobs:
+        job["dlr"] = "0"
+    cfg = SimulatorConfig(dlr=False, latency_ms=20, drop_after=60, drop_limit=1)
+    async with running(redis_url, key_prefix, cfg, resend_unknown=True, carrier={"reconnect_min_s": 0.05}) as (
+        _e, sim, proxy, redis,
+    ):
+        await push(redis, key_prefix, jobs)
+        events = await wait_events(redis, key_prefix, {j["id"] for j in jobs}, final=False, timeout_s=30)
+        assert all([e["event"] for e in events[j["id"]]] == ["submitted"] for j in jobs)
+        assert sim.stats.drops == 1
+        assert proxy is not None
+        sent = {p.destination_addr for p in proxy.submits}
+        assert len(sent) == 200  # every job reached the SMSC; some twice (at least once)
+
+
+async def test_parts_lost_with_a_dropped_bind_are_unknown_by_default(redis_url: str, key_prefix: str) -> None:
+    jobs = _jobs(200)
+    for job in jobs:
+        job["dlr"] = "0"
+    cfg = SimulatorConfig(dlr=False, latency_ms=20, drop_after=60, drop_limit=1)
+    async with running(redis_url, key_prefix, cfg, carrier={"reconnect_min_s": 0.05}) as (_e, sim, proxy, redis):
+        await push(redis, key_prefix, jobs)
+        events = await wait_events(redis, key_prefix, {j["id"] for j in jobs}, final=False, timeout_s=30)
+        outcomes = [events[j["id"]][0]["event"] for j in jobs]
+        assert set(outcomes) == {"submitted", "unknown"} and sim.stats.drops == 1
+        assert proxy is not None
+        per_destination = Counter(p.destination_addr for p in proxy.submits)
+        assert max(per_destination.values()) == 1  # never sent twice
