@@ -278,8 +278,15 @@ class Engine:
         def in_flight() -> list[tuple[list[str], float]]:
             return [([name], float(p.pending())) for name, p in self.pools.items()]
 
+        def bind_in_flight() -> list[tuple[list[str], float]]:
+            return [([name, b.name], float(b.in_flight)) for name, p in self.pools.items() for b in p.binds]
+
         self.metrics.register_gauge("sendgate_binds_up", "Binds currently bound, per carrier", ["carrier"], binds_up)
         self.metrics.register_gauge("sendgate_inflight", "Parts queued or in flight, per carrier", ["carrier"], in_flight)
+        self.metrics.register_gauge(
+            "sendgate_bind_inflight", "submit_sm awaiting their resp, per bind (the window in use)",
+            ["carrier", "bind"], bind_in_flight,
+        )
 
     async def _ready(self) -> tuple[bool, dict[str, Any]]:
         try:

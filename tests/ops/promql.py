@@ -274,6 +274,10 @@ def exported() -> Exported:
     # The two callback gauges engine/app.py (`Engine._register_gauges`) adds.
     metrics.register_gauge("sendgate_binds_up", "Binds currently bound, per carrier", ["carrier"], one_carrier)
     metrics.register_gauge("sendgate_inflight", "Parts queued or in flight, per carrier", ["carrier"], one_carrier)
+    metrics.register_gauge(
+        "sendgate_bind_inflight", "submit_sm awaiting their resp, per bind", ["carrier", "bind"],
+        lambda: [(["acme", "acme-trx1"], 1.0)],
+    )
     # The pools' counters (throttle replies), as `Engine.start` wires them.
     metrics.pool_stats["acme"] = PoolStats()
     # A labelled metric shows no sample (so no label names) until a child exists.
