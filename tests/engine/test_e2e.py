@@ -249,3 +249,39 @@ async def test_parts_lost_with_a_dropped_bind_are_unknown_by_default(redis_url: 
         assert proxy is not None
         per_destination = Counter(p.destination_addr for p in proxy.submits)
         assert max(per_destination.values()) == 1  # never sent twice
+
+
+async def test_admin_endpoints_of_a_running_engine(redis_url: str, key_prefix: str) -> None:
+    import aiohttp
+    import orjson
+
+    jobs = _jobs(20)
+    async with running(redis_url, key_prefix, SimulatorConfig(dlr=True)) as (engine, _s, _p, redis):
+        # the harness runs without admin; start one on an ephemeral port like `[admin] listen` does
+        from engine.admin import AdminServer
+
+        admin = AdminServer("127.0.0.1:0", engine.metrics.registry, engine._ready, engine.status)
+        await admin.start()
+        try:
+            await push(redis, key_prefix, jobs)
+            await wait_events(redis, key_prefix, {j["id"] for j in jobs})
+            base = f"http://127.0.0.1:{admin.port}"
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{base}/healthz") as r:
+                    assert r.status == 200
+                async with http.get(f"{base}/readyz") as r:
+                    body = orjson.loads(await r.read())
+                    assert r.status == 200 and body["ready"] is True and body["binds_up"] == {"sim": 2}
+                async with http.get(f"{base}/status") as r:
+                    status = orjson.loads(await r.read())
+                    assert status["carriers"]["sim"]["binds_up"] == 2
+                async with http.get(f"{base}/metrics") as r:
+                    text = (await r.read()).decode()
+            assert 'sendgate_submits_total{carrier="sim",result="ok"} 20.0' in text
+            assert 'sendgate_receipts_total{carrier="sim",state="delivered"} 20.0' in text
+            assert 'sendgate_binds_up{carrier="sim"} 2.0' in text
+            assert 'sendgate_bind_inflight{bind="sim-trx1",carrier="sim"}' in text
+            assert "sendgate_submit_latency_seconds_bucket" in text
+            assert "4501" not in text  # no number in a label
+        finally:
+            await admin.close()
