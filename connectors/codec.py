@@ -20,7 +20,8 @@ simulator does the mirror image). Those PDUs get specialised functions that
 do the common case in as few Python operations as possible:
 
 - submit_sm / deliver_sm encode: all fields in one ``msgspec.structs.astuple``
-  call, one ``struct.Struct.pack`` for header and mandatory fields (the
+  call (the usual submit_sm without TLVs: attributes read directly, which is
+  cheaper), one ``struct.Struct.pack`` for header and mandatory fields (the
   struct is chosen by the string lengths: a 21 x 21 table of precompiled
   structs for the usual empty service_type/schedule/validity, a small cache
   otherwise), precompiled structs per TLV.
@@ -554,6 +555,7 @@ def _encode_generic(pdu: Pdu) -> bytes:
 # --- encoding: hot path ------------------------------------------------------------
 
 _astuple: Final = msgspec.structs.astuple
+_SUBMIT_SM_ID: Final = SubmitSm.command_id
 _SUBMIT_MANDATORY: Final = 3 + len(_SUBMIT_LAYOUT)  # header fields + mandatory fields
 _STRUCT_CACHE_MAX: Final = 4096
 
@@ -749,8 +751,119 @@ def _submit_like_encoder(cls: type[SubmitSm] | type[DeliverSm]) -> Callable[[Any
     return encode_submit_like
 
 
-_encode_submit_sm: Final = _submit_like_encoder(SubmitSm)
+_encode_submit_sm_any: Final = _submit_like_encoder(SubmitSm)
 _encode_deliver_sm: Final = _submit_like_encoder(DeliverSm)
+
+# The TLV fields of SubmitSm, checked one attribute at a time by
+# _encode_submit_sm: cheaper than astuple + slice + compare (~265 vs ~330 ns).
+_SUBMIT_TLV_NAMES: Final = (
+    "user_message_reference",
+    "source_port",
+    "source_addr_subunit",
+    "destination_port",
+    "dest_addr_subunit",
+    "sar_msg_ref_num",
+    "sar_total_segments",
+    "sar_segment_seqnum",
+    "more_messages_to_send",
+    "payload_type",
+    "message_payload",
+    "privacy_indicator",
+    "callback_num",
+    "callback_num_pres_ind",
+    "callback_num_atag",
+    "source_subaddress",
+    "dest_subaddress",
+    "user_response_code",
+    "display_time",
+    "sms_signal",
+    "ms_validity",
+    "ms_msg_wait_facilities",
+    "number_of_messages",
+    "alert_on_message_delivery",
+    "language_indicator",
+    "its_reply_type",
+    "its_session_info",
+    "ussd_service_op",
+)
+if tuple(t.name for t in _SPECS[SubmitSm].tlvs) != _SUBMIT_TLV_NAMES:  # pragma: no cover
+    raise AssertionError("SubmitSm: _SUBMIT_TLV_NAMES out of step with the TLV fields")
+
+
+def _encode_submit_sm(pdu: SubmitSm) -> bytes:
+    """The usual submit_sm (no TLVs; empty service_type, schedule_delivery_time,
+    validity_period), attributes read directly; anything else goes to
+    ``_encode_submit_sm_any``, which has the same results."""
+    if (
+        pdu.extra_tlvs
+        or pdu.service_type
+        or pdu.schedule_delivery_time
+        or pdu.validity_period
+        or not (
+            pdu.user_message_reference is None
+            and pdu.source_port is None
+            and pdu.source_addr_subunit is None
+            and pdu.destination_port is None
+            and pdu.dest_addr_subunit is None
+            and pdu.sar_msg_ref_num is None
+            and pdu.sar_total_segments is None
+            and pdu.sar_segment_seqnum is None
+            and pdu.more_messages_to_send is None
+            and pdu.payload_type is None
+            and pdu.message_payload is None
+            and pdu.privacy_indicator is None
+            and pdu.callback_num is None
+            and pdu.callback_num_pres_ind is None
+            and pdu.callback_num_atag is None
+            and pdu.source_subaddress is None
+            and pdu.dest_subaddress is None
+            and pdu.user_response_code is None
+            and pdu.display_time is None
+            and pdu.sms_signal is None
+            and pdu.ms_validity is None
+            and pdu.ms_msg_wait_facilities is None
+            and pdu.number_of_messages is None
+            and pdu.alert_on_message_delivery is None
+            and pdu.language_indicator is None
+            and pdu.its_reply_type is None
+            and pdu.its_session_info is None
+            and pdu.ussd_service_op is None
+        )
+    ):
+        return _encode_submit_sm_any(pdu)
+    short_message = pdu.short_message
+    try:
+        sa = pdu.source_addr.encode("latin-1")
+        da = pdu.destination_addr.encode("latin-1")
+        sm_length = len(short_message)
+        if sm_length > _MAX_SHORT_MESSAGE or 0 in sa or 0 in da or type(short_message) is not bytes:
+            raise _Decline
+        packer = _PLAIN_SUBMIT_PACKERS[len(sa)][len(da)]
+        return (
+            packer.pack(
+                packer.size + sm_length,
+                _SUBMIT_SM_ID,
+                pdu.command_status,
+                pdu.sequence_number,
+                pdu.source_addr_ton,
+                pdu.source_addr_npi,
+                sa,
+                pdu.dest_addr_ton,
+                pdu.dest_addr_npi,
+                da,
+                pdu.esm_class,
+                pdu.protocol_id,
+                pdu.priority_flag,
+                pdu.registered_delivery,
+                pdu.replace_if_present_flag,
+                pdu.data_coding,
+                pdu.sm_default_msg_id,
+                sm_length,
+            )
+            + short_message
+        )
+    except (_Decline, AttributeError, TypeError, IndexError, UnicodeEncodeError, struct.error):
+        return _encode_generic(pdu)
 
 
 def _header_only_encoder(cls: type[Pdu]) -> Callable[[Any], bytes]:
