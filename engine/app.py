@@ -64,6 +64,7 @@ def redis_url_for(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
     if settings.redis.url:
         return settings.redis.url, None
     server = EmbeddedRedis().start()
+    server.announce()  # so `sendgate send` on this machine finds it
     log.info("no redis configured: started an embedded redis on 127.0.0.1:%d", server.port)
     return server.url, server
 

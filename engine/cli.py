@@ -86,9 +86,15 @@ def _cmd_send(args: argparse.Namespace) -> int:
     from engine.producer import Producer, SendJob
 
     settings = _load(args)
-    url = settings.redis.url
+    from engine.embedded_redis import announced_url
+
+    url = settings.redis.url or announced_url()
     if not url:
-        print("sendgate send: no Redis configured (set REDIS_URL or [redis] url)", file=sys.stderr)
+        print(
+            "sendgate send: no Redis configured (set REDIS_URL or [redis] url), "
+            "and no `sendgate run` with an embedded Redis is running here",
+            file=sys.stderr,
+        )
         return 2
     job = SendJob(
         id=args.id or uuid.uuid4().hex,
@@ -186,7 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", help="TOML config file (default: $SENDGATE_CONFIG)")
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("send", help="push one job", description="Validate and push one job to the jobs stream.")
+    p = sub.add_parser(
+        "send", help="push one job",
+        description=(
+            "Validate and push one job to the jobs stream: to REDIS_URL / [redis] url, "
+            "or to the embedded Redis of a `sendgate run` on this machine."
+        ),
+    )
     p.add_argument("-c", "--config", help="TOML config file (default: $SENDGATE_CONFIG)")
     p.add_argument("--to", required=True, help="recipient, E.164 (+4500112233 or 4500112233)")
     p.add_argument("--text", required=True, help="message text (UTF-8)")

@@ -21,7 +21,27 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["EmbeddedRedis", "redis_server_binary"]
+__all__ = ["EmbeddedRedis", "announced_url", "redis_server_binary"]
+
+
+def _announce_path() -> Path:
+    """Where a running engine's embedded Redis is announced for `sendgate send`."""
+    return Path(tempfile.gettempdir()) / f"sendgate-{os.getuid()}" / "embedded-redis.url"
+
+
+def announced_url() -> str:
+    """URL of the embedded Redis a local `sendgate run` announced, if it still answers."""
+    try:
+        url = _announce_path().read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+    try:
+        host_port = url.split("//", 1)[1].split("/", 1)[0]
+        host, port = host_port.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=0.3):
+            return url
+    except (OSError, ValueError, IndexError):
+        return ""
 
 
 def redis_server_binary() -> str:
@@ -53,6 +73,7 @@ class EmbeddedRedis:
         self.port = port or _free_port()
         self._dir = tempfile.mkdtemp(prefix="sendgate-redis-")
         self._proc: subprocess.Popen[bytes] | None = None
+        self._announced = False
 
     @property
     def url(self) -> str:
@@ -100,7 +121,21 @@ class EmbeddedRedis:
         self.stop()
         raise RuntimeError(f"embedded redis-server did not answer on port {self.port}")
 
+    def announce(self) -> None:
+        """Publish this server's URL (user-private file) so `sendgate send` finds it."""
+        path = _announce_path()
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.write_text(self.url + "\n", encoding="utf-8")
+        self._announced = True
+
     def stop(self) -> None:
+        if self._announced:
+            self._announced = False
+            try:
+                if _announce_path().read_text(encoding="utf-8").strip() == self.url:
+                    _announce_path().unlink()
+            except OSError:
+                pass
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             try:

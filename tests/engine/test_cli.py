@@ -123,3 +123,33 @@ async def test_second_signal_exits_at_once(redis_url: str, key_prefix: str, tmp_
         await sim.close()
         await delete_prefix(redis, key_prefix)
         await redis.aclose()
+
+
+async def test_send_reaches_the_embedded_redis_of_a_running_engine(tmp_path: Path) -> None:
+    from connectors.simulator import SimulatorConfig, start_simulator
+
+    sim = await start_simulator(SimulatorConfig(dlr=True))
+    cfg = tmp_path / "e.toml"
+    cfg.write_text(f'[admin]\nlisten = ""\n[[carriers]]\nname = "sim"\nport = {sim.port}\nroutes = [""]\n')
+    env = _env()
+    env.pop("REDIS_URL", None)
+    engine = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "engine.cli", "run", "-c", str(cfg), env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while sim.stats.binds < 1:  # the engine is up (after its embedded Redis)
+            assert time.monotonic() < deadline and engine.returncode is None
+            await asyncio.sleep(0.05)
+        send = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "engine.cli", "send", "--to", "+4505000003", "--text", "hi", "--wait", "20",
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(send.communicate(), 40)
+        assert send.returncode == 0, err
+        assert b"queued job" in out and b"delivered: parts=1" in out
+    finally:
+        engine.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(engine.wait(), 30) == 0
+        await sim.close()
