@@ -29,7 +29,9 @@ do the common case in as few Python operations as possible:
   text of the body finds the C-strings (latin-1 maps octet i to character i,
   so text offsets are byte offsets), one ``unpack_from`` reads the integer
   fields, and for deliver_sm a second expression picks up the usual receipt
-  TLVs (receipted_message_id + message_state) in one go.
+  TLVs (receipted_message_id + message_state) in one go. The usual
+  deliver_sm (plain strings; the two receipt TLVs or none) is done by one
+  expression that covers both.
 - ``*_resp`` with a message_id, and header-only PDUs: one ``partition`` or
   one ``pack``.
 
@@ -1277,7 +1279,87 @@ def _submit_like_decoder(cls: type[SubmitSm] | type[DeliverSm]) -> Callable[[int
     return decode_submit_like
 
 
-_decode_deliver_sm: Final = _submit_like_decoder(DeliverSm)
+_decode_deliver_sm_any: Final = _submit_like_decoder(DeliverSm)
+
+# The usual deliver_sm in one expression over the whole body: the
+# _PLAIN_STRINGS fields and the 5 integer octets up to sm_length; then, if the
+# body ends with them, the two receipt TLVs: short_message (its length is
+# checked against sm_length by the caller), receipted_message_id (tag 0x001E,
+# length, C-string) and message_state (tag 0x0427, length 1, value).
+_PLAIN_DELIVER: Final = re.compile(
+    "\0..([^\0]*)\0..([^\0]*)\0...\0\0....."  # as _PLAIN_STRINGS, then 5 octets
+    "(?:"
+    ".*"  # short_message
+    "\x00\x1e\x00(.)([^\0]*)\0"  # receipted_message_id: tag, length, value, NUL
+    "\x04\x27\x00\x01(.)\\Z"  # message_state: tag, length 1, value; the end
+    ")?",
+    re.DOTALL,
+)
+
+
+def _decode_deliver_sm(command_status: int, sequence_number: int, body: bytes) -> Pdu:
+    """deliver_sm: a receipt with just the two usual TLVs, or no TLVs, by one
+    expression; anything else by ``_decode_deliver_sm_any``."""
+    match = _PLAIN_DELIVER.match(body.decode("latin-1"))
+    if match is None:
+        return _decode_deliver_sm_any(command_status, sequence_number, body)
+    source_addr, destination_addr, id_length, receipted_message_id, state = match.groups()
+    try:
+        (
+            source_ton,
+            source_npi,
+            dest_ton,
+            dest_npi,
+            esm_class,
+            protocol_id,
+            priority_flag,
+            registered_delivery,
+            replace_flag,
+            data_coding,
+            default_msg_id,
+            sm_length,
+        ) = _PLAIN_SUBMIT_UNPACKERS[len(source_addr)][len(destination_addr)].unpack_from(body)
+    except IndexError:  # an address longer than 20
+        return _decode_deliver_sm_any(command_status, sequence_number, body)
+    start = len(source_addr) + len(destination_addr) + 17  # where short_message starts
+    sm_end = start + sm_length
+    if receipted_message_id is None:
+        if sm_end != len(body):  # TLVs other than the usual two, or a bad sm_length
+            return _decode_deliver_sm_any(command_status, sequence_number, body)
+        message_state = None
+    elif (
+        sm_end + len(receipted_message_id) + 10 == len(body)
+        and ord(id_length) == len(receipted_message_id) + 1
+    ):  # short_message ends where the TLVs start, the id's length octet is right
+        message_state = ord(state)
+    else:
+        return _decode_deliver_sm_any(command_status, sequence_number, body)
+    return DeliverSm(
+        sequence_number,
+        command_status,
+        (),
+        "",
+        source_ton,
+        source_npi,
+        source_addr,
+        dest_ton,
+        dest_npi,
+        destination_addr,
+        esm_class,
+        protocol_id,
+        priority_flag,
+        "",
+        "",
+        registered_delivery,
+        replace_flag,
+        data_coding,
+        default_msg_id,
+        body[start:sm_end],
+        receipted_message_id,
+        message_state,
+    )
+
+
 _SUBMIT_SM_RESP_ID: Final = SubmitSmResp.command_id
 _decode_submit_sm: Final = _submit_like_decoder(SubmitSm)
 
