@@ -135,6 +135,8 @@ async def run_demo(count: int, redis_url: str, *, dlr_delay_ms: float, timeout_s
         last = "0"
         deadline = time.monotonic() + timeout_s
         dead = 0
+        tty = sys.stdout.isatty()
+        quarter = 0
         while time.monotonic() < deadline:
             reply: Any = await redis.xread({f"{prefix}:events": last}, count=2000, block=200)
             for _s, entries in reply or []:
@@ -154,12 +156,17 @@ async def run_demo(count: int, redis_url: str, *, dlr_delay_ms: float, timeout_s
             expected_valid = count - dead
             done = len(finals) + dead
             if not quiet:
-                sys.stdout.write("\r  " + _bar(min(done, count), count) + f"  submitted {len(submitted)}")
-                sys.stdout.flush()
+                line = "  " + _bar(min(done, count), count) + f"  submitted {len(submitted)}"
+                if tty:  # redraw in place
+                    sys.stdout.write("\r" + line)
+                    sys.stdout.flush()
+                elif done * 4 // max(count, 1) > quarter:  # a log or a pipe: a line per quarter
+                    quarter = done * 4 // max(count, 1)
+                    print(line, flush=True)
             if done >= count and len(submitted) >= expected_valid:
                 break
         elapsed = time.time() - t0
-        if not quiet:
+        if not quiet and tty:
             sys.stdout.write("\n")
         states: dict[str, int] = {}
         for ev in finals.values():
