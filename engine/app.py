@@ -29,6 +29,7 @@ from engine.keys import Keys
 from engine.metrics import Metrics
 from engine.pipeline import Pipeline
 from engine.receipts import ReceiptSink
+from engine.retention import trim_streams
 from privacy_hooks import AuditLog
 from throttling import GlobalTokenBucket
 
@@ -229,7 +230,7 @@ class Engine:
                     await self._audit_bind_credentials()
                 if now - last_trim >= 60.0:
                     last_trim = now
-                    await self._trim_payloads()
+                    await trim_streams(self.redis, self.settings, approximate=True)
                 await self.receipts.periodic()
             except asyncio.CancelledError:
                 raise
@@ -264,12 +265,6 @@ class Engine:
                 lag = g.get("lag")
                 if lag is not None:
                     self.metrics.stream_lag.labels(stream).set(int(lag))
-
-    async def _trim_payloads(self) -> None:
-        """Raw job payloads live in the lanes; drop entries past the payload retention."""
-        cutoff_ms = int((time.time() - self.settings.privacy.retention_days.payload * 86400) * 1000)
-        for stream in self.keys.lanes():
-            await self.redis.xtrim(stream, minid=f"{cutoff_ms}-0", approximate=True)
 
     # ------------------------------------------------------------- status
     def _register_gauges(self) -> None:

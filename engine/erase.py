@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 
 from engine.config import Settings
 from engine.keys import Keys
+from engine.retention import trim_streams
 from privacy_hooks import (
     AuditLog,
     RetentionPolicy,
@@ -79,16 +80,8 @@ async def erase_main(settings: Settings, *, to: str | None, client: str | None, 
 async def purge_main(settings: Settings) -> int:
     """Trim streams past their retention now."""
     redis = _redis(settings)
-    keys = Keys(settings.redis.prefix)
-    d = settings.privacy.retention_days
-    now_ms = int(time.time() * 1000)
-    plan = [(lane, d.payload) for lane in keys.lanes()]
-    plan += [(keys.events, d.message), (keys.dead, d.message), (keys.inbound, d.message),
-             (keys.dlr_unmatched, d.message), (keys.dlr_invalid, d.message), (keys.callbacks_failed, d.message),
-             (keys.audit, d.audit)]
     try:
-        for stream, days in plan:
-            removed = await redis.xtrim(stream, minid=f"{now_ms - days * 86_400_000}-0", approximate=False)
+        for stream, days, removed in await trim_streams(redis, settings, approximate=False):
             print(f"{stream}: {removed} entr{'y' if removed == 1 else 'ies'} past {days} days removed")
         return 0
     finally:
