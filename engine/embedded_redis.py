@@ -13,15 +13,17 @@ ends it too when the process that started it dies without cleaning up.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["EmbeddedRedis", "announced_url", "redis_server_binary"]
+__all__ = ["EmbeddedRedis", "announced_url", "redis_server_binary", "redis_url_from_env"]
 
 
 def _announce_path() -> Path:
@@ -147,3 +149,17 @@ class EmbeddedRedis:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, 9)
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def redis_url_from_env() -> Iterator[str]:
+    """``REDIS_URL`` when set; otherwise an embedded server for the duration."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    server = EmbeddedRedis().start()
+    try:
+        yield server.url
+    finally:
+        server.stop()

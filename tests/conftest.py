@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
-from engine.embedded_redis import EmbeddedRedis
+from engine.embedded_redis import redis_url_from_env
 
 
 def _want_uvloop() -> bool:
@@ -32,15 +32,8 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> d
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """URL of a real Redis: ``REDIS_URL`` when set, else an embedded server for the session."""
-    url = os.environ.get("REDIS_URL")
-    if url:
+    with redis_url_from_env() as url:
         yield url
-        return
-    server = EmbeddedRedis().start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 @pytest.fixture
