@@ -1,10 +1,14 @@
-"""Every Redis key name sendgate uses, built in one place.
+"""The Redis key names sendgate uses from Python, built in one place.
 
 The public names (jobs lanes, events, inbound, dead letters, audit) are a
 contract (DESIGN.md, "Redis contract"); the rest are the engine's own
 records. All keys start with the configured prefix. On Redis Cluster, set the
 prefix to a hash tag such as ``{sendgate}`` so that every key shares one slot
 and the per-batch scripts may touch them together.
+
+The per-job keys (``P:job:<id>``, ``P:idem:<id>``, ``P:dlr:<carrier>:<id>``,
+``P:subject:<hash>``) are built inside the scripts from the prefix
+(engine/*.lua, dlr/receipts.lua); docs/INTERNALS.md lists them all.
 """
 
 from __future__ import annotations
@@ -50,18 +54,6 @@ class Keys(msgspec.Struct, frozen=True):
         return f"{self.prefix}:audit"
 
     # -- the engine's own records ----------------------------------------
-    def job(self, job_id: str) -> str:
-        """Hash with the job's state (see docs/INTERNALS.md, job record)."""
-        return f"{self.prefix}:job:{job_id}"
-
-    def idem(self, job_id: str) -> str:
-        """Idempotency mark of a job id."""
-        return f"{self.prefix}:idem:{job_id}"
-
-    def correlation(self, carrier: str, message_id: str) -> str:
-        """Carrier message id → job, for receipts."""
-        return f"{self.prefix}:dlr:{carrier}:{message_id}"
-
     @property
     def scheduled(self) -> str:
         """Sorted set of jobs held until their ``send_at``."""
@@ -84,9 +76,6 @@ class Keys(msgspec.Struct, frozen=True):
     def callbacks_failed(self) -> str:
         return f"{self.prefix}:callbacks:failed"
 
-    def subject(self, subject_hash: str) -> str:
-        """Set of job ids of one data subject (keyed hash of the number), for erasure."""
-        return f"{self.prefix}:subject:{subject_hash}"
 
     def lanes(self) -> tuple[str, str, str]:
         """The job streams, highest priority first."""
