@@ -6,23 +6,27 @@ One consumer loop reads a batch (``XREADGROUP COUNT n``) from the job lanes
 and turns it into work without a task per message:
 
 1. **decode** every entry into a `Job` (validation), **route** it to a
-   carrier and **segment** its text; what fails becomes a dead letter.
-2. **claim** (one script call): take each job's idempotency mark, write the
-   dead letters, ack duplicates. A mark that is our own entry's tells us a
-   previous consumer died between submit_sm and its resp.
+   carrier and **segment** its text; what fails becomes a dead letter
+   (written and acked by the claim script). Valid jobs wait in the
+   carrier's admission queue, unclaimed.
+2. **admit and claim** (one script call per chunk, per carrier): when the
+   carrier's windows have room, take the idempotency marks of about two
+   windows' worth of jobs; ack duplicates; a mark that is our own entry's
+   tells us a previous consumer died between submit_sm and its resp.
 3. **submit** every part through the carrier's `BindPool` (window and rate
    limited, writes coalesced per loop tick). Each part's token is
-   ``(job, part index)``; the pool calls `on_submit_resp` /
+   ``(job, part index, submit time)``; the pool calls `on_submit_resp` /
    `on_submit_lost` back — plain calls, no futures.
-4. when the batch's last part is answered, **record** (one script call): job
-   records, correlation entries, events, idempotency marks, then XACK.
+4. when a job's last part is answered, **record** it: one recorder task
+   sends everything that completed meanwhile in one script call (job
+   records, correlation entries, events, idempotency marks, then XACK of
+   exactly those entries).
 
-Several batches are in flight at once; reading pauses while more than
-``max_pending_parts`` parts are outstanding (back-pressure). While a batch
-waits, its entries' idle time is reset now and then (XCLAIM JUSTID) so no
-other consumer reclaims work that is still in hand. Another loop reclaims
-the entries of consumers that went away (XAUTOCLAIM after the visibility
-timeout).
+Reading pauses while more than ``max_pending_parts`` jobs are in hand
+(back-pressure). The entries in hand get their idle time reset now and then
+(XCLAIM JUSTID) so no other consumer reclaims work that is still here.
+Another loop reclaims the entries of consumers that went away (XAUTOCLAIM
+after the visibility timeout).
 
 Nothing is acked before its outcome is stored; Redis errors are retried with
 backoff (a repeated script call is harmless: see claim.lua / record.lua).
