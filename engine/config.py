@@ -70,7 +70,7 @@ class EngineSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     block_ms: int = 200  # XREADGROUP BLOCK
     visibility_timeout_s: float = 60.0  # idle time before another consumer reclaims an entry
     claim_interval_s: float = 10.0
-    max_pending_parts: int = 0  # 0 = 4 x batch_size: back-pressure on reading
+    max_pending_parts: int = 0  # back-pressure: jobs read and not yet recorded; 0 = 4 x batch_size
     drain_timeout_s: float = 10.0  # SIGTERM: how long in-flight windows may take
     retry_attempts: int = 3  # transient submit errors, per part, before fallback/failure
     retry_backoff_s: float = 0.5
