@@ -131,7 +131,6 @@ async def run_demo(count: int, redis_url: str, *, dlr_delay_ms: float, timeout_s
         submitted: dict[str, float] = {}
         submit_lat: list[float] = []
         final_lat: list[float] = []
-        enqueued_ms = {j["id"]: 0.0 for j in jobs}
         last = "0"
         deadline = time.monotonic() + timeout_s
         dead = 0
@@ -171,7 +170,6 @@ async def run_demo(count: int, redis_url: str, *, dlr_delay_ms: float, timeout_s
         states: dict[str, int] = {}
         for ev in finals.values():
             states[ev] = states.get(ev, 0) + 1
-        del enqueued_ms
         return {
             "jobs": count,
             "submitted": len(submitted),
