@@ -16,7 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from connectors.constants import CommandId
-from connectors.framer import Framer
+from connectors.framer import Framer, decode_frame
 from connectors.pdu import SubmitSm
 from connectors.simulator import Simulator, SimulatorConfig, start_simulator
 from engine.app import Engine
@@ -51,7 +51,7 @@ class RecordingProxy:
                     if record:
                         for frame in framer.feed(data):
                             if frame[0] == CommandId.SUBMIT_SM:
-                                pdu = decode_frame_bytes(frame)
+                                pdu = decode_frame(frame)
                                 assert isinstance(pdu, SubmitSm)
                                 self.submits.append(pdu)
                     dst.write(data)
@@ -73,12 +73,6 @@ class RecordingProxy:
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
-
-
-def decode_frame_bytes(frame: Any) -> Any:
-    from connectors.framer import decode_frame
-
-    return decode_frame(frame)
 
 
 def make_settings(redis_url: str, prefix: str, port: int, **engine: Any) -> Settings:
