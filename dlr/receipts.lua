@@ -1,32 +1,45 @@
 -- dlr/receipts.lua: receipt correlation, multipart aggregation and DLR expiry,
 -- one script call per batch (see dlr/store.py for the why and the contract).
 --
--- Layout (docs: /work/helpers/JOBRECORD.md plus the additions in dlr/store.py):
---   P:dlr:<carrier>:<normalised id>  = "<part>:<submitted_ms>:<job id>"  (job id last, may hold ':')
+-- Layout (dlr/store.py has the whole contract):
+--   P:dlr:<carrier>:<normalised id>  correlation entry, one of
+--       "<part>:<submitted_ms>:<job id>"                      (any job; job id last, may hold ':')
+--       "=<submitted_ms>US<message_ids>US<ref>US<job id>"     (single part, no callback: the
+--                                                             fast path, no job read; US = 0x1F)
 --   P:job:<job id>                   hash: parts, done, s:<n>, e:<n>, state, ref, carrier,
 --                                    message_ids, callback, submitted_ms, dlr_ids (optional),
 --                                    expect (optional: receipts awaited when fewer than parts)
 --   P:dlr:due                        zset: job id scored by receipt deadline (unix ms)
---   P:dlr:<carrier>:<normalised id>  = "~" for a short TTL after the part's final receipt
---                                    (tombstone: a resent receipt counts as a duplicate)
+--   P:dlr:seen:<carrier>:<n>         set of normalised ids whose part had its final receipt
+--                                    during window n (= now_ms // duplicate window); expires
+--                                    two windows later (a resent receipt counts as duplicate)
 --   P:events                         stream of status events
 --
 -- KEYS[1] = P:events, KEYS[2] = P:dlr:due (declared so Cluster routes the call;
 -- every key built below shares P's hash tag, so it lives in the same slot).
 --
 -- ARGV[1] = "apply":  ARGV[2] prefix, ARGV[3] carrier, ARGV[4] stream maxlen (0 = none),
---           ARGV[5] duplicate window ms (0 = no tombstones), ARGV[6] count n,
---           then one per receipt: final ("1"/"0"), event, ts_ms, error, normalised id,
---           joined by US (0x1F); the id is last and may contain anything.
---   returns { statuses, event... } where statuses holds one letter per receipt:
---     a applied, u unmatched (no correlation entry), d duplicate (part already final),
+--           ARGV[5] duplicate window ms (0 = none), ARGV[6] now_ms, ARGV[7] group count g,
+--           then per group (receipts sharing final flag, event and error):
+--           final ("1"/"0"), event, error, count m, then m normalised ids, then m ts_ms.
+--   returns { statuses, fast, event... } where statuses holds one letter per receipt,
+--   in argument order:
+--     a applied, f applied on the fast path (its job's final event is in `fast`),
+--     u unmatched (no correlation entry), d duplicate (part already final),
 --     l late (intermediate after the part or job was final; ignored),
 --     o orphan (correlation entry but no job record (yet); retried like unmatched),
 --     x corrupt correlation entry (left alone)
---   and each event is { kind ("f" final / "i" intermediate), callback, submitted_ms,
---     field, value, ... } with the exact fields written to P:events.
+--   fast = { job id, submitted_ms, ... } for each 'f', in order (the event is the
+--   receipt's own, or unknown for a state that is not final; the caller has it), and each
+--   other event is { kind ("f" final / "i" intermediate), callback, submitted_ms,
+--   field, value, ... } with the exact fields written to P:events (or only id, event
+--   and carrier when the job has no callback).
 -- ARGV[1] = "expire": ARGV[2] prefix, ARGV[3] now_ms, ARGV[4] stream maxlen, ARGV[5] limit
 --   returns { number of due entries handled (as a string), event... } (final events only).
+--
+-- Cost: every message passes here once, so the commands that can serve a whole
+-- batch do (MGET of the entries, DEL, ZREM, SADD of the duplicate window), and
+-- the fast path costs two commands per receipt: HSET of the job, XADD of the event.
 
 local SEVERITY = {delivered = 1, unknown = 2, deleted = 3, expired = 4, undeliverable = 5, rejected = 6}
 
@@ -128,9 +141,9 @@ end
 -- the final event. states/errors: the awaited parts' final events and errors, or
 -- nil to read parts first..parts from the job (first > 1 when only the last parts
 -- asked for a receipt, `expect`). info: the INFO_FIELDS values. state_written:
--- the caller already stored 'state'.
+-- the caller already stored 'state'. The caller removes the job from P:dlr:due.
 local function finish(jk, job_id, parts, first, carrier, ts, info, states, errors, state_written,
-                      fallback_submitted, timeout_error, events, due, maxlen)
+                      fallback_submitted, timeout_error, events, maxlen)
     if not states then
         local names, count = {}, parts - first + 1
         for i = 1, count do
@@ -158,99 +171,197 @@ local function finish(jk, job_id, parts, first, carrier, ts, info, states, error
         fields[#fields + 1] = table.concat(states, ',')
     end
     xadd(events, maxlen, fields)
-    redis.call('ZREM', due, job_id)
     return reply('f', info, fallback_submitted, fields)
+end
+
+-- Run a command over a list of arguments in slices (Lua's unpack has a limit).
+local function each_slice(cmd, key, list)
+    for i = 1, #list, 1000 do
+        redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
+    end
 end
 
 local events, due = KEYS[1], KEYS[2]
 local mode = ARGV[1]
 local prefix = ARGV[2]
-local out = {''}
+local out = {'', {}}
 
 if mode == 'apply' then
     local carrier = ARGV[3]
     local maxlen = tonumber(ARGV[4])
     local dup_window = tonumber(ARGV[5])
-    local n = tonumber(ARGV[6])
-    local statuses = {}
-    for i = 7, 6 + n do
-        local packed = ARGV[i]
-        local s1 = string.find(packed, '\31', 1, true)
-        local s2 = string.find(packed, '\31', s1 + 1, true)
-        local s3 = string.find(packed, '\31', s2 + 1, true)
-        local s4 = string.find(packed, '\31', s3 + 1, true)
-        local final = string.sub(packed, 1, s1 - 1)
-        local event = string.sub(packed, s1 + 1, s2 - 1)
-        local ts = string.sub(packed, s2 + 1, s3 - 1)
-        local err = string.sub(packed, s3 + 1, s4 - 1)
-        local id = string.sub(packed, s4 + 1)
-        local ck = prefix .. ':dlr:' .. carrier .. ':' .. id
-        local v = redis.call('GET', ck)
-        local status = 'a'
-        if not v then
-            status = 'u'
-        elseif v == '~' then
-            -- tombstone: this id's part already had its final receipt (a resent receipt)
-            status = 'd'
-        else
-            local c1 = string.find(v, ':', 1, true)
-            local c2 = c1 and string.find(v, ':', c1 + 1, true)
-            local part = c1 and tonumber(string.sub(v, 1, c1 - 1))
-            if not c2 or not part or part ~= math.floor(part) then
-                status = 'x'
-            else
-                local submitted = string.sub(v, c1 + 1, c2 - 1)
-                local job_id = string.sub(v, c2 + 1)
-                local jk = prefix .. ':job:' .. job_id
-                -- 1 parts, 2 done, 3 s:<part>, 4 state, 5 expect, 6.. INFO_FIELDS
-                local head = redis.call('HMGET', jk, 'parts', 'done', 's:' .. part, 'state', 'expect',
-                                        unpack(INFO_FIELDS))
-                local info = {head[6], head[7], head[8], head[9], head[10]}
-                local parts = tonumber(head[1])
-                if not parts then
-                    -- no job record (yet?): the caller retries like an unmatched receipt
-                    status = 'o'
-                elseif part < 1 or part > parts then
+    local now = tonumber(ARGV[6])
+    local groups = tonumber(ARGV[7])
+    local ck_prefix = prefix .. ':dlr:' .. carrier .. ':'
+    local statuses, fast = {}, out[2]
+    local gone, done_jobs, seen = {}, {}, {}  -- batched: DEL, ZREM, SADD
+    local finished = {}                       -- ids whose final receipt this call applied
+    local misses = {}                         -- positions in statuses of 'u' receipts, and their ids
+    local pos = 8
+    for _ = 1, groups do
+        local final, event, err, m = ARGV[pos] == '1', ARGV[pos + 1], ARGV[pos + 2], tonumber(ARGV[pos + 3])
+        local id0, ts0 = pos + 3, pos + 3 + m
+        pos = ts0 + m + 1
+        local keys = {}
+        for i = 1, m do
+            keys[i] = ck_prefix .. ARGV[id0 + i]
+        end
+        local vals = {}
+        for i = 1, m, 1000 do
+            local part = redis.call('MGET', unpack(keys, i, math.min(i + 999, m)))
+            for j = 1, #part do
+                vals[i + j - 1] = part[j]
+            end
+        end
+        -- the final state of a single part is the receipt's own (unknown if not a final one)
+        local state = SEVERITY[event] and event or 'unknown'
+        for i = 1, m do
+            local v, id = vals[i], ARGV[id0 + i]
+            local status = 'a'
+            if not v then
+                status = 'u'
+                misses[#misses + 1] = #statuses + 1
+                misses[#misses + 1] = id
+            elseif v == '~' or finished[id] then
+                -- '~': a tombstone of an earlier version of this script
+                status = 'd'
+            elseif final and string.byte(v, 1) == 61 then
+                -- fast path ('='): a single-part job without callback, fields in the entry
+                local s1 = string.find(v, '\31', 2, true)
+                local s2 = s1 and string.find(v, '\31', s1 + 1, true)
+                local s3 = s2 and string.find(v, '\31', s2 + 1, true)
+                if not s3 then
                     status = 'x'
-                elseif final == '1' then
-                    if head[3] then
-                        status = 'd'
-                        redis.call('DEL', ck)
+                else
+                    local job_id = string.sub(v, s3 + 1)
+                    local jk = prefix .. ':job:' .. job_id
+                    -- 'parts' is in every live record: 5 new fields means there was none
+                    if redis.call('HSET', jk, 'parts', '1', 's:1', event, 'e:1', err, 'done', '1', 'state', state) == 5 then
+                        redis.call('DEL', jk)
+                        status = 'o'
                     else
-                        -- the entry becomes its own tombstone for the duplicate window
-                        if dup_window > 0 then
-                            redis.call('SET', ck, '~', 'PX', dup_window)
+                        local ts = ARGV[ts0 + i]
+                        local submitted = string.sub(v, 2, s1 - 1)
+                        if maxlen > 0 then
+                            redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'id', job_id,
+                                'ref', string.sub(v, s2 + 1, s3 - 1), 'event', state, 'carrier', carrier,
+                                'parts', '1', 'message_ids', string.sub(v, s1 + 1, s2 - 1), 'error', err, 'ts', ts)
                         else
-                            redis.call('DEL', ck)
+                            redis.call('XADD', events, '*', 'id', job_id,
+                                'ref', string.sub(v, s2 + 1, s3 - 1), 'event', state, 'carrier', carrier,
+                                'parts', '1', 'message_ids', string.sub(v, s1 + 1, s2 - 1), 'error', err, 'ts', ts)
                         end
-                        if parts == 1 then
-                            -- single part: the job's final state is this receipt's
-                            local state = aggregate({event})
-                            redis.call('HSET', jk, 's:1', event, 'e:1', err, 'done', 1, 'state', state)
-                            out[#out + 1] = finish(jk, job_id, 1, 1, carrier, ts, info, {event}, {err}, true,
-                                                   submitted, '', events, due, maxlen)
+                        status = 'f'
+                        finished[id] = true
+                        gone[#gone + 1] = keys[i]
+                        seen[#seen + 1] = id
+                        done_jobs[#done_jobs + 1] = job_id
+                        fast[#fast + 1] = job_id
+                        fast[#fast + 1] = submitted
+                    end
+                end
+            else
+                local part, submitted, job_id
+                if string.byte(v, 1) == 61 then
+                    -- an intermediate receipt of a fast-path entry
+                    local s1 = string.find(v, '\31', 2, true)
+                    local s3 = s1 and string.find(v, '\31', s1 + 1, true)
+                    s3 = s3 and string.find(v, '\31', s3 + 1, true)
+                    if s3 then
+                        part, submitted, job_id = 1, string.sub(v, 2, s1 - 1), string.sub(v, s3 + 1)
+                    end
+                else
+                    local c1 = string.find(v, ':', 1, true)
+                    local c2 = c1 and string.find(v, ':', c1 + 1, true)
+                    part = c1 and tonumber(string.sub(v, 1, c1 - 1))
+                    if c2 and part and part == math.floor(part) then
+                        submitted, job_id = string.sub(v, c1 + 1, c2 - 1), string.sub(v, c2 + 1)
+                    end
+                end
+                if not job_id then
+                    status = 'x'
+                else
+                    local ts = ARGV[ts0 + i]
+                    local jk = prefix .. ':job:' .. job_id
+                    -- 1 parts, 2 done, 3 s:<part>, 4 state, 5 expect, 6.. INFO_FIELDS
+                    local head = redis.call('HMGET', jk, 'parts', 'done', 's:' .. part, 'state', 'expect',
+                                            unpack(INFO_FIELDS))
+                    local info = {head[6], head[7], head[8], head[9], head[10]}
+                    local parts = tonumber(head[1])
+                    if not parts then
+                        -- no job record (yet?): the caller retries like an unmatched receipt
+                        status = 'o'
+                    elseif part < 1 or part > parts then
+                        status = 'x'
+                    elseif final then
+                        finished[id] = true
+                        gone[#gone + 1] = keys[i]
+                        if head[3] then
+                            status = 'd'
                         else
-                            redis.call('HSET', jk, 's:' .. part, event, 'e:' .. part, err)
-                            local done = redis.call('HINCRBY', jk, 'done', 1)
-                            local expect = awaited(parts, head[5])
-                            if done == expect then
-                                out[#out + 1] = finish(jk, job_id, parts, parts - expect + 1, carrier, ts, info,
-                                                       nil, nil, false, submitted, '', events, due, maxlen)
+                            seen[#seen + 1] = id
+                            if parts == 1 then
+                                redis.call('HSET', jk, 's:1', event, 'e:1', err, 'done', 1, 'state', state)
+                                out[#out + 1] = finish(jk, job_id, 1, 1, carrier, ts, info, {event}, {err}, true,
+                                                       submitted, '', events, maxlen)
+                                done_jobs[#done_jobs + 1] = job_id
+                            else
+                                redis.call('HSET', jk, 's:' .. part, event, 'e:' .. part, err)
+                                local done = redis.call('HINCRBY', jk, 'done', 1)
+                                local expect = awaited(parts, head[5])
+                                if done == expect then
+                                    out[#out + 1] = finish(jk, job_id, parts, parts - expect + 1, carrier, ts, info,
+                                                           nil, nil, false, submitted, '', events, maxlen)
+                                    done_jobs[#done_jobs + 1] = job_id
+                                end
                             end
                         end
+                    elseif head[3] or (tonumber(head[2]) or 0) >= awaited(parts, head[5]) then
+                        status = 'l'
+                    elseif head[4] ~= event then
+                        -- one intermediate event per change of state, not one per part
+                        redis.call('HSET', jk, 'state', event)
+                        local fields = event_fields(job_id, info, event, carrier, parts, err, ts)
+                        xadd(events, maxlen, fields)
+                        out[#out + 1] = reply('i', info, submitted, fields)
                     end
-                elseif head[3] or (tonumber(head[2]) or 0) >= awaited(parts, head[5]) then
-                    status = 'l'
-                elseif head[4] ~= event then
-                    -- one intermediate event per change of state, not one per part
-                    redis.call('HSET', jk, 'state', event)
-                    local fields = event_fields(job_id, info, event, carrier, parts, err, ts)
-                    xadd(events, maxlen, fields)
-                    out[#out + 1] = reply('i', info, submitted, fields)
+                end
+            end
+            statuses[#statuses + 1] = status
+        end
+    end
+    for i = 1, #gone, 1000 do
+        redis.call('DEL', unpack(gone, i, math.min(i + 999, #gone)))
+    end
+    if #done_jobs > 0 then
+        each_slice('ZREM', due, done_jobs)
+    end
+    if dup_window > 0 then
+        local window = math.floor(now / dup_window)
+        local current = prefix .. ':dlr:seen:' .. carrier .. ':'
+        if #seen > 0 then
+            local key = current .. window
+            each_slice('SADD', key, seen)
+            redis.call('PEXPIREAT', key, (window + 2) * dup_window)
+        end
+        if #misses > 0 then
+            -- an id whose final receipt came within the window is a duplicate, not unmatched
+            local ids = {}
+            for i = 2, #misses, 2 do
+                ids[#ids + 1] = misses[i]
+            end
+            for w = window, window - 1, -1 do
+                local key = current .. w
+                for i = 1, #ids, 1000 do
+                    local hit = redis.call('SMISMEMBER', key, unpack(ids, i, math.min(i + 999, #ids)))
+                    for j = 1, #hit do
+                        if hit[j] == 1 then
+                            statuses[misses[2 * (i + j - 1) - 1]] = 'd'
+                        end
+                    end
                 end
             end
         end
-        statuses[#statuses + 1] = status
     end
     out[1] = table.concat(statuses)
     return out
@@ -285,10 +396,11 @@ if mode == 'expire' then
             redis.call('HSET', jk, 'done', expect)
             local info = redis.call('HMGET', jk, unpack(INFO_FIELDS))
             out[#out + 1] = finish(jk, job_id, parts, first, carrier, now, info, nil, nil, false,
-                                   '', 'dlr_timeout', events, due, maxlen)
+                                   '', 'dlr_timeout', events, maxlen)
         end
     end
     out[1] = tostring(#ids)
+    table.remove(out, 2)
     return out
 end
 

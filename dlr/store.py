@@ -78,6 +78,7 @@ from typing import Any
 import msgspec
 from redis.exceptions import NoScriptError
 
+from dlr.aggregate import SEVERITY
 from dlr.ids import normalize_id
 from dlr.receipt import Receipt, _scan_body
 
@@ -242,29 +243,53 @@ class ReceiptStore:
         Receipts without a correlation entry come back in ``unmatched``.
         """
         result = BatchResult()
+        now_ms = int(time.time() * 1000)
         for start in range(0, len(receipts), _CHUNK):
             chunk = receipts[start : start + _CHUNK]
+            # Receipts sharing (final, event, error) travel as one group: their ids,
+            # then their ts; the script parses nothing per receipt.
+            groups: dict[tuple[bool, str, str], list[ReceiptRecord]] = {}
+            for r in chunk:
+                key = (r.is_final, r.event, r.error)
+                group = groups.get(key)
+                if group is None:
+                    groups[key] = [r]
+                else:
+                    group.append(r)
             args: list[str | int] = [
                 "apply",
                 self.prefix,
                 carrier,
                 self.stream_maxlen,
                 self.duplicate_window_ms,
-                len(chunk),
+                now_ms,
+                len(groups),
             ]
-            # one ARGV per receipt (redis-py packs each argument in Python, ~0.6 µs
-            # apiece): "<final 1/0>US<event>US<ts_ms>US<error>US<id>", id last
-            # so it may hold anything; US (0x1F) is whitespace to the parser, so
-            # a parsed error never holds one, but a hand-built record might.
-            for r in chunk:
-                error = r.error if _SEP not in r.error else r.error.replace(_SEP, " ")
-                args.append(
-                    f"{'1' if r.is_final else '0'}{_SEP}{r.event}{_SEP}{r.ts_ms}{_SEP}{error}{_SEP}{r.message_id}"
-                )
+            ordered: list[ReceiptRecord] = []
+            for (final, event, error), group in groups.items():
+                args += ("1" if final else "0", event, error, len(group))
+                args += [r.message_id for r in group]
+                args += [r.ts_ms for r in group]
+                ordered += group
             raw = await self._run(args)
             statuses = _text(raw[0])
-            for record, status in zip(chunk, statuses, strict=True):
-                if status == "a":
+            fast = raw[1]
+            k = 0  # next [job id, submitted_ms] pair of a fast-path final in ``fast``
+            for record, status in zip(ordered, statuses, strict=True):
+                if status == "f":
+                    # applied on the fast path: the job's final event is the receipt's
+                    result.applied += 1
+                    job_id = _text(fast[k])
+                    submitted = _text(fast[k + 1])
+                    k += 2
+                    event = record.event if record.event in SEVERITY else "unknown"
+                    result.finals.append(
+                        JobEvent(
+                            job_id, event, True, "", int(submitted) if submitted.isdigit() else None,
+                            {"id": job_id, "event": event, "carrier": carrier},
+                        )
+                    )
+                elif status == "a":
                     result.applied += 1
                 elif status == "u":
                     result.unmatched.append(record)
@@ -277,7 +302,7 @@ class ReceiptStore:
                     result.unmatched.append(record)
                 else:
                     result.corrupt += 1
-            for item in raw[1:]:
+            for item in raw[2:]:
                 event = _job_event(item)
                 (result.finals if event.final else result.intermediates).append(event)
         return result

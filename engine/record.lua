@@ -31,6 +31,7 @@ local now, maxlen = ARGV[4], ARGV[5]
 
 local retention_until, job_ttl = batch.t[1], batch.t[2]
 local waits = batch.w
+local due_add = {}
 for _, j in ipairs(batch.j) do
   local job_id, event, carrier, parts, message_ids, err = j[1], j[2], j[3], j[4], j[5], j[6]
   local ref, client, callback, dlr, to_hash = j[7], j[8], j[9], j[10], j[11]
@@ -51,12 +52,27 @@ for _, j in ipairs(batch.j) do
     redis.call(unpack(h))
     redis.call('EXPIRE', job_key, job_ttl)
     if event == 'submitted' and dlr == '1' then
-      local corr_ttl, deadline = waits[carrier][1], waits[carrier][2]
-      for _, c in ipairs(corr) do
-        redis.call('SET', prefix .. ':dlr:' .. carrier .. ':' .. c[1],
-          c[2] .. ':' .. now .. ':' .. job_id, 'EX', corr_ttl)
+      local w = waits[carrier]
+      local corr_ttl = w[1]
+      if parts == 1 and callback == '' and #corr == 1
+          and not string.find(ref, '\31', 1, true) and not string.find(message_ids, '\31', 1, true) then
+        -- the receipt's fast path: what its event needs travels in the entry
+        redis.call('SET', prefix .. ':dlr:' .. carrier .. ':' .. corr[1][1],
+          '=' .. now .. '\31' .. message_ids .. '\31' .. ref .. '\31' .. job_id, 'EX', corr_ttl)
+      else
+        for _, c in ipairs(corr) do
+          redis.call('SET', prefix .. ':dlr:' .. carrier .. ':' .. c[1],
+            c[2] .. ':' .. now .. ':' .. job_id, 'EX', corr_ttl)
+        end
       end
-      redis.call('ZADD', due, deadline, job_id)
+      -- receipt deadlines: one ZADD per carrier for the whole call (below)
+      local d = due_add[carrier]
+      if not d then
+        d = {}
+        due_add[carrier] = d
+      end
+      d[#d + 1] = w[2]
+      d[#d + 1] = job_id
     end
     -- Subject indexes for erasure (privacy_hooks.erasure): by number, by client.
     if to_hash ~= '' then
@@ -72,6 +88,11 @@ for _, j in ipairs(batch.j) do
     redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*',
       'id', job_id, 'ref', ref, 'event', event, 'carrier', carrier, 'parts', parts,
       'message_ids', message_ids, 'error', err, 'ts', now)
+  end
+end
+for _, d in pairs(due_add) do
+  for i = 1, #d, 1000 do
+    redis.call('ZADD', due, unpack(d, i, math.min(i + 999, #d)))
   end
 end
 local acks = batch.a

@@ -77,6 +77,20 @@ STRIPPED_FIELDS: tuple[str, ...] = (
     "src_id",
 )
 
+# "=<submitted_ms>US<message_ids>US<ref>US<job id>" -> "1:<submitted_ms>:<job id>", TTL kept.
+_HIDE_ENTRY = r"""
+local v = redis.call('GET', KEYS[1])
+if v and string.byte(v, 1) == 61 then
+    local s1 = string.find(v, '\31', 2, true)
+    local s3 = s1 and string.find(v, '\31', s1 + 1, true)
+    s3 = s3 and string.find(v, '\31', s3 + 1, true)
+    if s3 then
+        redis.call('SET', KEYS[1], '1:' .. string.sub(v, 2, s1 - 1) .. ':' .. string.sub(v, s3 + 1), 'XX', 'KEEPTTL')
+    end
+end
+return 0
+"""
+
 _SUBJECT = re.compile(rf"^(?:[0-9a-f]{{{HASH_HEX_LEN}}}|client:[^\s]{{1,128}})$")
 
 
@@ -199,7 +213,7 @@ async def _erase_batch(
     keys = [f"{prefix}:job:{job_id}" for job_id in job_ids]
     read = redis.pipeline(transaction=False)
     for key in keys:
-        read.hmget(key, "src_key", "src_id", "carrier", "message_ids")
+        read.hmget(key, "src_key", "src_id", "carrier", "message_ids", "dlr_ids")
         read.exists(key)
     rows: list[Any] = await read.execute()
     write = redis.pipeline(transaction=True)
@@ -207,7 +221,7 @@ async def _erase_batch(
     xdel_at: list[int] = []  # positions of the XDEL replies in the transaction
     ops = 0
     for i, key in enumerate(keys):
-        src_key, src_id, carrier, message_ids = rows[2 * i]
+        src_key, src_id, carrier, message_ids, dlr_ids = rows[2 * i]
         if not rows[2 * i + 1]:
             missing += 1
             continue
@@ -216,14 +230,22 @@ async def _erase_batch(
             write.xdel(_s(src_key), _s(src_id))
             xdel_at.append(ops)
             ops += 1
+        # Correlation entries are keyed by the *normalised* ids (``dlr_ids`` when
+        # they differ from ``message_ids``).
+        ids = dlr_ids or message_ids
+        correlation = (
+            [f"{prefix}:dlr:{_s(carrier)}:{mid}" for mid in _s(ids).split(",") if mid] if carrier and ids else []
+        )
         if immediate:
-            doomed = [key]
-            if carrier and message_ids:
-                c = _s(carrier)
-                doomed += [f"{prefix}:dlr:{c}:{mid}" for mid in _s(message_ids).split(",") if mid]
-            write.delete(*doomed)
+            write.delete(key, *correlation)
             ops += 1
         else:
+            # A single-part entry carries the job's ref for the receipt's event
+            # (dlr/receipts.lua fast path): turn it into the general form, so the
+            # receipt reads the hidden record instead.
+            for entry in correlation:
+                write.eval(_HIDE_ENTRY, 1, entry)
+                ops += 1
             write.hset(
                 key,
                 mapping={"erased": 1, "erased_at": int(now_s), "retention_until": until},

@@ -55,6 +55,14 @@ async def submit_job(
         await r.zadd(f"{prefix}:dlr:due", {job_id: SUBMITTED_MS + DLR_WAIT_MS})
 
 
+async def assert_in_duplicate_window(r: Any, prefix: str, carrier: str, mid: str) -> None:
+    """The id is in the current duplicate window's set, which expires within two windows."""
+    keys = [k async for k in r.scan_iter(match=f"{prefix}:dlr:seen:{carrier}:*")]
+    assert len(keys) == 1
+    assert await r.sismember(keys[0], mid)
+    assert 0 < await r.pttl(keys[0]) <= 2 * 600_000
+
+
 def rec(
     mid: str, event: str = "delivered", error: str = "", ts: int = SUBMITTED_MS + 5000
 ) -> ReceiptRecord:
@@ -102,9 +110,9 @@ async def test_single_part_delivered(
     assert final.fields == evs[0]
     job = await redis_client.hgetall(f"{key_prefix}:job:job:1")
     assert job[b"state"] == b"delivered" and job[b"done"] == b"1" and job[b"s:1"] == b"delivered"
-    # The correlation is gone: the entry is only a short-lived tombstone without the job id.
-    assert await redis_client.get(f"{key_prefix}:dlr:acme:abc123") == b"~"
-    assert 0 < await redis_client.pttl(f"{key_prefix}:dlr:acme:abc123") <= 600_000
+    # The correlation is gone; the id stays in the duplicate window's set (no job id there).
+    assert not await redis_client.exists(f"{key_prefix}:dlr:acme:abc123")
+    await assert_in_duplicate_window(redis_client, key_prefix, "acme", "abc123")
     assert await redis_client.zscore(f"{key_prefix}:dlr:due", "job:1") is None
     assert await redis_client.ttl(f"{key_prefix}:job:job:1") > 0  # retention kept
 
@@ -420,3 +428,135 @@ async def test_without_callback_the_reply_is_slim_but_the_event_whole(redis_clie
     assert final.submitted_ms == SUBMITTED_MS
     (_eid, published), = await redis_client.xrange(f"{key_prefix}:events")
     assert published[b"error"] == b"err:034" and published[b"message_ids"] == b"s1" and published[b"ref"] == b"ref-1"
+
+
+async def record_submitted(
+    r: Any, prefix: str, jobs: list[tuple[str, list[str], str, str]], now_ms: int = SUBMITTED_MS
+) -> None:
+    """Run the engine's real record script for submitted jobs: (job id, raw ids, ref, callback)."""
+    import orjson
+
+    from engine.scripts import Script
+
+    payload = []
+    for job_id, ids, ref, callback in jobs:
+        normalised = [normalize_id(i, "as-is", side="submit") for i in ids]
+        payload.append(
+            [
+                job_id, "submitted", "acme", len(ids), ",".join(ids), "", ref, "", callback, "1",
+                "", [[n, p] for p, n in enumerate(normalised, start=1)], len(ids),
+                ",".join(normalised) if normalised != ids else "", "",
+            ]
+        )
+    body = orjson.dumps(
+        {"t": [now_ms // 1000 + 3600, 3600], "w": {"acme": [3600, str(now_ms + DLR_WAIT_MS)]}, "j": payload, "a": []}
+    )
+    keys = [f"{prefix}:jobs", f"{prefix}:events", f"{prefix}:dlr:due"]
+    await Script("record")(r, keys, ["sendgate", prefix, body, now_ms, 10_000])
+    await r.delete(f"{prefix}:events")  # keep only the receipts' events
+
+
+async def test_fast_path_entry_from_the_record_script(
+    redis_client: Any, key_prefix: str, store: ReceiptStore
+) -> None:
+    """Single-part jobs without callback get an entry that carries their event's fields;
+    the others keep the general entry. Both give the same events."""
+    await record_submitted(
+        redis_client,
+        key_prefix,
+        [
+            ("fast", ["00AB12"], "r-fast", ""),
+            ("with-cb", ["00AB13"], "r-cb", "http://127.0.0.1/cb"),
+            ("odd-ref", ["00AB14"], "r\x1fodd", ""),
+            ("two", ["00AB15", "00AB16"], "r-two", ""),
+        ],
+    )
+    entry = lambda mid: redis_client.get(f"{key_prefix}:dlr:acme:{mid}")  # noqa: E731
+    assert await entry("ab12") == b"=%d\x1f00AB12\x1fr-fast\x1ffast" % SUBMITTED_MS
+    assert await entry("ab13") == b"1:%d:with-cb" % SUBMITTED_MS
+    assert await entry("ab14") == b"1:%d:odd-ref" % SUBMITTED_MS
+    assert await entry("ab16") == b"2:%d:two" % SUBMITTED_MS
+    due = await redis_client.zrange(f"{key_prefix}:dlr:due", 0, -1, withscores=True)
+    assert sorted(due) == sorted((j, float(SUBMITTED_MS + DLR_WAIT_MS)) for j in (b"fast", b"with-cb", b"odd-ref", b"two"))
+
+    result = await store.apply(
+        "acme",
+        [rec("ab12"), rec("ab13", "undeliverable", "err:034"), rec("ab14"), rec("ab15"), rec("ab16")],
+    )
+    assert result.applied == 5 and not result.unmatched
+    by_id = {e.job_id: e for e in result.finals}
+    assert set(by_id) == {"fast", "with-cb", "odd-ref", "two"}
+    fast = by_id["fast"]
+    assert (fast.event, fast.callback, fast.submitted_ms) == ("delivered", "", SUBMITTED_MS)
+    assert fast.fields == {"id": "fast", "event": "delivered", "carrier": "acme"}
+    published = {e["id"]: e for e in await events(redis_client, key_prefix)}
+    assert published["fast"] == {
+        "id": "fast", "ref": "r-fast", "event": "delivered", "carrier": "acme", "parts": "1",
+        "message_ids": "00AB12", "error": "", "ts": str(SUBMITTED_MS + 5000),
+    }
+    assert published["odd-ref"]["ref"] == "r\x1fodd"
+    assert published["with-cb"] == by_id["with-cb"].fields
+    job = await redis_client.hgetall(f"{key_prefix}:job:fast")
+    assert (job[b"state"], job[b"s:1"], job[b"e:1"], job[b"done"], job[b"parts"]) == (
+        b"delivered", b"delivered", b"", b"1", b"1"
+    )
+    assert 0 < await redis_client.ttl(f"{key_prefix}:job:fast") <= 3600
+    assert await redis_client.zcard(f"{key_prefix}:dlr:due") == 0
+    assert not await redis_client.exists(*(f"{key_prefix}:dlr:acme:ab1{i}" for i in range(2, 7)))
+    # a receipt sent again is a duplicate, on either path
+    again = await store.apply("acme", [rec("ab12"), rec("ab13"), rec("ab16", "enroute")])
+    assert again.duplicates == 3 and again.applied == 0 and not again.unmatched
+    assert len(await events(redis_client, key_prefix)) == 4
+
+
+async def test_fast_path_same_id_twice_in_one_batch(
+    redis_client: Any, key_prefix: str, store: ReceiptStore
+) -> None:
+    await record_submitted(redis_client, key_prefix, [("twice", ["t1"], "", "")])
+    result = await store.apply("acme", [rec("t1"), rec("t1", "undeliverable"), rec("t1")])
+    assert result.applied == 1 and result.duplicates == 2
+    assert [e.event for e in result.finals] == ["delivered"]
+    assert [e["event"] for e in await events(redis_client, key_prefix)] == ["delivered"]
+
+
+async def test_fast_path_intermediate_then_final(
+    redis_client: Any, key_prefix: str, store: ReceiptStore
+) -> None:
+    await record_submitted(redis_client, key_prefix, [("inter", ["i1"], "r-i", "")])
+    first = await store.apply("acme", [rec("i1", "enroute"), rec("i1", "accepted")])
+    assert first.applied == 2 and [e.event for e in first.intermediates] == ["enroute", "accepted"]
+    again = await store.apply("acme", [rec("i1", "accepted")])
+    assert not again.intermediates  # one event per change of state
+    final = await store.apply("acme", [rec("i1", "expired", "err:027")])
+    [ev] = final.finals
+    assert (ev.job_id, ev.event) == ("inter", "expired")
+    published = await events(redis_client, key_prefix)
+    assert [e["event"] for e in published] == ["enroute", "accepted", "expired"]
+    assert published[-1]["error"] == "err:027" and published[0]["ref"] == "r-i"
+    late = await store.apply("acme", [rec("i1", "enroute")])
+    assert late.duplicates == 1 and not late.intermediates
+
+
+async def test_fast_path_without_job_record_writes_none(
+    redis_client: Any, key_prefix: str, store: ReceiptStore
+) -> None:
+    """An entry whose job record is gone (expired first, or erased): retried, never recreated."""
+    await redis_client.set(f"{key_prefix}:dlr:acme:g1", f"={SUBMITTED_MS}\x1fG1\x1f\x1fghost")
+    result = await store.apply("acme", [rec("g1")])
+    assert result.orphans == 1 and result.unmatched == [rec("g1")] and not result.finals
+    assert not await redis_client.exists(f"{key_prefix}:job:ghost")
+    assert await events(redis_client, key_prefix) == []
+    # a corrupt fast entry is counted and left alone
+    await redis_client.set(f"{key_prefix}:dlr:acme:g2", "=123\x1fno-job-id")
+    assert (await store.apply("acme", [rec("g2")])).corrupt == 1
+
+
+async def test_fast_path_with_unbounded_events_stream(redis_client: Any, key_prefix: str) -> None:
+    store = ReceiptStore(redis_client, key_prefix, stream_maxlen=0, duplicate_window_ms=0)
+    await record_submitted(redis_client, key_prefix, [("nolimit", ["n1"], "", "")])
+    result = await store.apply("acme", [rec("n1", "rejected")])
+    assert [e.event for e in result.finals] == ["rejected"]
+    assert [e["event"] for e in await events(redis_client, key_prefix)] == ["rejected"]
+    # no duplicate window: a resent receipt is unmatched, and no window set is kept
+    assert (await store.apply("acme", [rec("n1")])).unmatched == [rec("n1")]
+    assert not [k async for k in redis_client.scan_iter(match=f"{key_prefix}:dlr:seen:*")]

@@ -51,7 +51,9 @@ async def test_record_twice_writes_one_event_and_acks(redis_client: Any, key_pre
             await record(redis_client, keys, ["g", key_prefix, payload, 1000, 1000])
         events = await redis_client.xrange(f"{key_prefix}:events")
         assert [f[b"event"] for _i, f in events] == [b"submitted"]
-        assert await redis_client.get(f"{key_prefix}:dlr:sim:ab") == b"1:1000:j0"
+        # single part without callback: the receipt's fast-path entry (dlr/receipts.lua)
+        assert await redis_client.get(f"{key_prefix}:dlr:sim:ab") == b"=1000\x1fab\x1fr\x1fj0"
+        assert await redis_client.zrange(f"{key_prefix}:dlr:due", 0, -1, withscores=True) == [(b"j0", 9.0)]
         assert (await redis_client.xpending(f"{key_prefix}:jobs", "g"))["pending"] == 0
         assert await redis_client.sismember(f"{key_prefix}:subject:{'h' * 32}", "j0")
     finally:

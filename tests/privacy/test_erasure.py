@@ -206,3 +206,34 @@ async def test_refuses_anything_but_a_hash_or_client(
     with pytest.raises(ValueError) as info:
         await erase_subject(redis_client, key_prefix, subject, NOW, POLICY)
     assert "4512345678" not in str(info.value)
+
+
+async def _submit_single(redis: Any, prefix: str, job_id: str, raw_id: str, dlr_id: str) -> None:
+    """A single-part job as the record script writes it: a fast-path correlation entry
+    ("=<submitted>US<message_ids>US<ref>US<job id>"), keyed by the normalised id."""
+    subject = keyed_hash(SECRET, NUMBER)
+    await redis.hset(
+        f"{prefix}:job:{job_id}",
+        mapping={
+            "ref": f"order-{job_id}", "carrier": "acme", "parts": 1, "message_ids": raw_id,
+            "dlr_ids": dlr_id, "state": "submitted", "to_hash": subject,
+        },
+    )
+    await redis.expire(f"{prefix}:job:{job_id}", 3 * DAY)
+    await redis.set(f"{prefix}:dlr:acme:{dlr_id}", f"=5\x1f{raw_id}\x1forder-{job_id}\x1f{job_id}", ex=72 * 3600)
+    await index_subject(redis, prefix, subject, job_id, 3 * DAY)
+
+
+async def test_hiding_keeps_no_ref_in_correlation_entries(redis_client: Any, key_prefix: str) -> None:
+    await _submit_single(redis_client, key_prefix, "s1", "00AB", "ab")
+    await erase_subject(redis_client, key_prefix, keyed_hash(SECRET, NUMBER), NOW, POLICY)
+    entry = f"{key_prefix}:dlr:acme:ab"
+    assert await redis_client.get(entry) == b"1:5:s1"  # the general form: the receipt reads the record
+    assert 72 * 3600 - 60 < await redis_client.ttl(entry) <= 72 * 3600  # TTL kept
+    assert "order-s1" not in await _text_of_everything(redis_client, key_prefix)
+
+
+async def test_immediate_erasure_deletes_entries_by_normalised_id(redis_client: Any, key_prefix: str) -> None:
+    await _submit_single(redis_client, key_prefix, "s2", "00CD", "cd")
+    await erase_subject(redis_client, key_prefix, keyed_hash(SECRET, NUMBER), NOW, POLICY, immediate=True)
+    assert not await redis_client.exists(f"{key_prefix}:dlr:acme:cd", f"{key_prefix}:job:s2")
