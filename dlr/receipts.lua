@@ -10,16 +10,15 @@
 --                                    message_ids, callback, submitted_ms, dlr_ids (optional),
 --                                    expect (optional: receipts awaited when fewer than parts)
 --   P:dlr:due                        zset: job id scored by receipt deadline (unix ms)
---   P:dlr:seen:<carrier>:<n>         set of normalised ids whose part had its final receipt
---                                    during window n (= now_ms // duplicate window); expires
---                                    two windows later (a resent receipt counts as duplicate)
+--   P:dlr:<carrier>:<normalised id>  = "~" for a short TTL after the part's final receipt
+--                                    (tombstone: a resent receipt counts as a duplicate)
 --   P:events                         stream of status events
 --
 -- KEYS[1] = P:events, KEYS[2] = P:dlr:due (declared so Cluster routes the call;
 -- every key built below shares P's hash tag, so it lives in the same slot).
 --
 -- ARGV[1] = "apply":  ARGV[2] prefix, ARGV[3] carrier, ARGV[4] stream maxlen (0 = none),
---           ARGV[5] duplicate window ms (0 = none), ARGV[6] now_ms, ARGV[7] group count g,
+--           ARGV[5] duplicate window ms (0 = no tombstones), ARGV[6] group count g,
 --           then per group (receipts sharing final flag, event and error):
 --           final ("1"/"0"), event, error, count m, then m normalised ids, then m ts_ms.
 --   returns { statuses, fast, event... } where statuses holds one letter per receipt,
@@ -38,8 +37,8 @@
 --   returns { number of due entries handled (as a string), event... } (final events only).
 --
 -- Cost: every message passes here once, so the commands that can serve a whole
--- batch do (MGET of the entries, DEL, ZREM, SADD of the duplicate window), and
--- the fast path costs two commands per receipt: HSET of the job, XADD of the event.
+-- batch do (MGET of the entries, ZREM of the deadlines), and the fast path costs
+-- three commands per receipt: HSET of the job, XADD of the event, SET of the tombstone.
 
 local SEVERITY = {delivered = 1, unknown = 2, deleted = 3, expired = 4, undeliverable = 5, rejected = 6}
 
@@ -190,14 +189,21 @@ if mode == 'apply' then
     local carrier = ARGV[3]
     local maxlen = tonumber(ARGV[4])
     local dup_window = tonumber(ARGV[5])
-    local now = tonumber(ARGV[6])
-    local groups = tonumber(ARGV[7])
+    local groups = tonumber(ARGV[6])
     local ck_prefix = prefix .. ':dlr:' .. carrier .. ':'
     local statuses, fast = {}, out[2]
-    local gone, done_jobs, seen = {}, {}, {}  -- batched: DEL, ZREM, SADD
-    local finished = {}                       -- ids whose final receipt this call applied
-    local misses = {}                         -- positions in statuses of 'u' receipts, and their ids
-    local pos = 8
+    local gone, done_jobs = {}, {}  -- batched: DEL of entries, ZREM of deadlines
+    local finished = {}             -- ids whose final receipt this call applied
+    -- A part's final receipt turns its entry into a tombstone for the duplicate
+    -- window (one SET: no delete, and the tombstone holds no job id), or deletes it.
+    local function retire(key)
+        if dup_window > 0 then
+            redis.call('SET', key, '~', 'PX', dup_window)
+        else
+            gone[#gone + 1] = key
+        end
+    end
+    local pos = 7
     for _ = 1, groups do
         local final, event, err, m = ARGV[pos] == '1', ARGV[pos + 1], ARGV[pos + 2], tonumber(ARGV[pos + 3])
         local id0, ts0 = pos + 3, pos + 3 + m
@@ -220,10 +226,8 @@ if mode == 'apply' then
             local status = 'a'
             if not v then
                 status = 'u'
-                misses[#misses + 1] = #statuses + 1
-                misses[#misses + 1] = id
             elseif v == '~' or finished[id] then
-                -- '~': a tombstone of an earlier version of this script
+                -- '~': this id's part already had its final receipt (a resent receipt)
                 status = 'd'
             elseif final and string.byte(v, 1) == 61 then
                 -- fast path ('='): a single-part job without callback, fields in the entry
@@ -235,8 +239,13 @@ if mode == 'apply' then
                 else
                     local job_id = string.sub(v, s3 + 1)
                     local jk = prefix .. ':job:' .. job_id
-                    -- 'parts' is in every live record: 5 new fields means there was none
-                    if redis.call('HSET', jk, 'parts', '1', 's:1', event, 'e:1', err, 'done', '1', 'state', state) == 5 then
+                    -- 'state' is in every live record, 'e:1' not yet (its entry is live, so the
+                    -- part is not final): 2 new fields means there was no record. Per-part
+                    -- fields ('s:1', 'done') serve multipart aggregation and the sweep, which
+                    -- a single part no longer needs once final (its entry retires below and
+                    -- its deadline is dropped).
+                    if redis.call('HSET', jk, 'e:1', err, 'state', state) == 2
+                            and redis.call('HLEN', jk) == 2 then
                         redis.call('DEL', jk)
                         status = 'o'
                     else
@@ -253,8 +262,7 @@ if mode == 'apply' then
                         end
                         status = 'f'
                         finished[id] = true
-                        gone[#gone + 1] = keys[i]
-                        seen[#seen + 1] = id
+                        retire(keys[i])
                         done_jobs[#done_jobs + 1] = job_id
                         fast[#fast + 1] = job_id
                         fast[#fast + 1] = submitted
@@ -295,11 +303,11 @@ if mode == 'apply' then
                         status = 'x'
                     elseif final then
                         finished[id] = true
-                        gone[#gone + 1] = keys[i]
                         if head[3] then
                             status = 'd'
+                            gone[#gone + 1] = keys[i]
                         else
-                            seen[#seen + 1] = id
+                            retire(keys[i])
                             if parts == 1 then
                                 redis.call('HSET', jk, 's:1', event, 'e:1', err, 'done', 1, 'state', state)
                                 out[#out + 1] = finish(jk, job_id, 1, 1, carrier, ts, info, {event}, {err}, true,
@@ -335,33 +343,6 @@ if mode == 'apply' then
     end
     if #done_jobs > 0 then
         each_slice('ZREM', due, done_jobs)
-    end
-    if dup_window > 0 then
-        local window = math.floor(now / dup_window)
-        local current = prefix .. ':dlr:seen:' .. carrier .. ':'
-        if #seen > 0 then
-            local key = current .. window
-            each_slice('SADD', key, seen)
-            redis.call('PEXPIREAT', key, (window + 2) * dup_window)
-        end
-        if #misses > 0 then
-            -- an id whose final receipt came within the window is a duplicate, not unmatched
-            local ids = {}
-            for i = 2, #misses, 2 do
-                ids[#ids + 1] = misses[i]
-            end
-            for w = window, window - 1, -1 do
-                local key = current .. w
-                for i = 1, #ids, 1000 do
-                    local hit = redis.call('SMISMEMBER', key, unpack(ids, i, math.min(i + 999, #ids)))
-                    for j = 1, #hit do
-                        if hit[j] == 1 then
-                            statuses[misses[2 * (i + j - 1) - 1]] = 'd'
-                        end
-                    end
-                end
-            end
-        end
     end
     out[1] = table.concat(statuses)
     return out

@@ -76,7 +76,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from dlr.aggregate import SEVERITY
 from dlr.ids import normalize_id
@@ -92,6 +92,7 @@ __all__ = [
 
 _SCRIPT_SOURCE = (Path(__file__).parent / "receipts.lua").read_text(encoding="utf-8")
 _SCRIPT_SHA = hashlib.sha1(_SCRIPT_SOURCE.encode("utf-8")).hexdigest()
+_SCRIPT_SHA_B = _SCRIPT_SHA.encode()
 
 # Receipts per script call: bounds how long one call holds Redis (~1-2 ms).
 _CHUNK = 1000
@@ -224,6 +225,8 @@ class ReceiptStore:
         self.due_key = f"{prefix}:dlr:due"
         self.unmatched_key = f"{prefix}:dlr:unmatched"
         self.invalid_key = f"{prefix}:dlr:invalid"
+        self._events_b = self.events_key.encode()
+        self._due_b = self.due_key.encode()
 
     async def _run(self, args: Sequence[str | int]) -> list[Any]:
         keys = (self.events_key, self.due_key)
@@ -234,6 +237,39 @@ class ReceiptStore:
             result = await self._redis.evalsha(_SCRIPT_SHA, 2, *keys, *args)
         return list(result)
 
+    async def _run_packed(self, head: Sequence[str | int], tail: list[bytes]) -> list[Any]:
+        """EVALSHA with ``head`` then ``tail`` as arguments, the command packed here.
+
+        The apply call carries two arguments per receipt; redis-py's generic
+        packer costs ~0.7 µs per argument, this one ~0.15 (bytes in, one
+        ``%`` format each). Same connection pool, same error behaviour.
+        """
+        pool = getattr(self._redis, "connection_pool", None)
+        if pool is None:  # not a plain redis.asyncio.Redis: the generic path
+            return await self._run([*head, *(t.decode() for t in tail)])
+        parts = [b"EVALSHA", _SCRIPT_SHA_B, b"2", self._events_b, self._due_b]
+        parts += [v.encode() if isinstance(v, str) else b"%d" % v for v in head]
+        parts += tail
+        packed = b"*%d\r\n" % len(parts) + b"".join([b"$%d\r\n%b\r\n" % (len(p), p) for p in parts])
+        for attempt in (0, 1):
+            conn = await pool.get_connection()
+            try:
+                await conn.send_packed_command(packed, check_health=False)
+                return list(await conn.read_response())
+            except NoScriptError:
+                if attempt:
+                    raise
+            except ResponseError:
+                raise  # the connection is fine: a script error
+            except BaseException:
+                # a cancelled or broken exchange leaves the connection out of step
+                await conn.disconnect()
+                raise
+            finally:
+                await pool.release(conn)
+            await self._redis.script_load(_SCRIPT_SOURCE)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def apply(self, carrier: str, receipts: Sequence[ReceiptRecord]) -> BatchResult:
         """Correlate a batch of one carrier's receipts: one script call per 1,000.
 
@@ -243,7 +279,6 @@ class ReceiptStore:
         Receipts without a correlation entry come back in ``unmatched``.
         """
         result = BatchResult()
-        now_ms = int(time.time() * 1000)
         for start in range(0, len(receipts), _CHUNK):
             chunk = receipts[start : start + _CHUNK]
             # Receipts sharing (final, event, error) travel as one group: their ids,
@@ -256,22 +291,22 @@ class ReceiptStore:
                     groups[key] = [r]
                 else:
                     group.append(r)
-            args: list[str | int] = [
+            head: list[str | int] = [
                 "apply",
                 self.prefix,
                 carrier,
                 self.stream_maxlen,
                 self.duplicate_window_ms,
-                now_ms,
                 len(groups),
             ]
+            tail: list[bytes] = []
             ordered: list[ReceiptRecord] = []
             for (final, event, error), group in groups.items():
-                args += ("1" if final else "0", event, error, len(group))
-                args += [r.message_id for r in group]
-                args += [r.ts_ms for r in group]
+                tail += (b"1" if final else b"0", event.encode(), error.encode(), b"%d" % len(group))
+                tail += [r.message_id.encode() for r in group]
+                tail += [b"%d" % r.ts_ms for r in group]
                 ordered += group
-            raw = await self._run(args)
+            raw = await self._run_packed(head, tail)
             statuses = _text(raw[0])
             fast = raw[1]
             k = 0  # next [job id, submitted_ms] pair of a fast-path final in ``fast``
@@ -282,11 +317,11 @@ class ReceiptStore:
                     job_id = _text(fast[k])
                     submitted = _text(fast[k + 1])
                     k += 2
-                    event = record.event if record.event in SEVERITY else "unknown"
+                    state = record.event if record.event in SEVERITY else "unknown"
                     result.finals.append(
                         JobEvent(
-                            job_id, event, True, "", int(submitted) if submitted.isdigit() else None,
-                            {"id": job_id, "event": event, "carrier": carrier},
+                            job_id, state, True, "", int(submitted) if submitted.isdigit() else None,
+                            {"id": job_id, "event": state, "carrier": carrier},
                         )
                     )
                 elif status == "a":
@@ -303,8 +338,8 @@ class ReceiptStore:
                 else:
                     result.corrupt += 1
             for item in raw[2:]:
-                event = _job_event(item)
-                (result.finals if event.final else result.intermediates).append(event)
+                job_event = _job_event(item)
+                (result.finals if job_event.final else result.intermediates).append(job_event)
         return result
 
     async def expire_overdue(self, now_ms: int, limit: int = 1000) -> list[JobEvent]:

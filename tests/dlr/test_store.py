@@ -55,12 +55,10 @@ async def submit_job(
         await r.zadd(f"{prefix}:dlr:due", {job_id: SUBMITTED_MS + DLR_WAIT_MS})
 
 
-async def assert_in_duplicate_window(r: Any, prefix: str, carrier: str, mid: str) -> None:
-    """The id is in the current duplicate window's set, which expires within two windows."""
-    keys = [k async for k in r.scan_iter(match=f"{prefix}:dlr:seen:{carrier}:*")]
-    assert len(keys) == 1
-    assert await r.sismember(keys[0], mid)
-    assert 0 < await r.pttl(keys[0]) <= 2 * 600_000
+async def assert_tombstone(r: Any, prefix: str, carrier: str, mid: str) -> None:
+    """The entry became a tombstone (no job id) for the duplicate window."""
+    assert await r.get(f"{prefix}:dlr:{carrier}:{mid}") == b"~"
+    assert 0 < await r.pttl(f"{prefix}:dlr:{carrier}:{mid}") <= 600_000
 
 
 def rec(
@@ -110,9 +108,8 @@ async def test_single_part_delivered(
     assert final.fields == evs[0]
     job = await redis_client.hgetall(f"{key_prefix}:job:job:1")
     assert job[b"state"] == b"delivered" and job[b"done"] == b"1" and job[b"s:1"] == b"delivered"
-    # The correlation is gone; the id stays in the duplicate window's set (no job id there).
-    assert not await redis_client.exists(f"{key_prefix}:dlr:acme:abc123")
-    await assert_in_duplicate_window(redis_client, key_prefix, "acme", "abc123")
+    # The correlation is gone: the entry is only a short-lived tombstone without the job id.
+    await assert_tombstone(redis_client, key_prefix, "acme", "abc123")
     assert await redis_client.zscore(f"{key_prefix}:dlr:due", "job:1") is None
     assert await redis_client.ttl(f"{key_prefix}:job:job:1") > 0  # retention kept
 
@@ -497,12 +494,11 @@ async def test_fast_path_entry_from_the_record_script(
     assert published["odd-ref"]["ref"] == "r\x1fodd"
     assert published["with-cb"] == by_id["with-cb"].fields
     job = await redis_client.hgetall(f"{key_prefix}:job:fast")
-    assert (job[b"state"], job[b"s:1"], job[b"e:1"], job[b"done"], job[b"parts"]) == (
-        b"delivered", b"delivered", b"", b"1", b"1"
-    )
+    assert (job[b"state"], job[b"e:1"], job[b"parts"]) == (b"delivered", b"", b"1")
     assert 0 < await redis_client.ttl(f"{key_prefix}:job:fast") <= 3600
     assert await redis_client.zcard(f"{key_prefix}:dlr:due") == 0
-    assert not await redis_client.exists(*(f"{key_prefix}:dlr:acme:ab1{i}" for i in range(2, 7)))
+    for i in range(2, 7):
+        await assert_tombstone(redis_client, key_prefix, "acme", f"ab1{i}")
     # a receipt sent again is a duplicate, on either path
     again = await store.apply("acme", [rec("ab12"), rec("ab13"), rec("ab16", "enroute")])
     assert again.duplicates == 3 and again.applied == 0 and not again.unmatched
@@ -557,6 +553,30 @@ async def test_fast_path_with_unbounded_events_stream(redis_client: Any, key_pre
     result = await store.apply("acme", [rec("n1", "rejected")])
     assert [e.event for e in result.finals] == ["rejected"]
     assert [e["event"] for e in await events(redis_client, key_prefix)] == ["rejected"]
-    # no duplicate window: a resent receipt is unmatched, and no window set is kept
+    # no duplicate window: the entry is deleted, and a resent receipt is unmatched
+    assert not await redis_client.exists(f"{key_prefix}:dlr:acme:n1")
     assert (await store.apply("acme", [rec("n1")])).unmatched == [rec("n1")]
-    assert not [k async for k in redis_client.scan_iter(match=f"{key_prefix}:dlr:seen:*")]
+
+
+async def test_cancelled_apply_leaves_the_connection_usable(
+    redis_client: Any, key_prefix: str, store: ReceiptStore
+) -> None:
+    """The apply call packs its own command: a cancellation at any point of the
+    exchange must not leave a reply behind for the next caller of the connection."""
+    import asyncio
+
+    for k in range(6):
+        await record_submitted(redis_client, key_prefix, [(f"c{k}", [f"cc{k}"], "", "")])
+        task = asyncio.ensure_future(store.apply("acme", [rec(f"cc{k}")]))
+        for _ in range(k):
+            await asyncio.sleep(0)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        # whatever happened to that call, the next ones get their own replies
+        assert await redis_client.ping()
+        result = await store.apply("acme", [rec(f"cc{k}")])
+        assert result.applied + result.duplicates == 1
+        assert await redis_client.hget(f"{key_prefix}:job:c{k}", "state") == b"delivered"
