@@ -19,8 +19,9 @@
 --
 -- ARGV[1] = "apply":  ARGV[2] prefix, ARGV[3] carrier, ARGV[4] stream maxlen (0 = none),
 --           ARGV[5] duplicate window ms (0 = no tombstones), ARGV[6] group count g,
---           then per group (receipts sharing final flag, event and error):
---           final ("1"/"0"), event, error, count m, then m normalised ids, then m ts_ms.
+--           then per group (receipts sharing final flag, event, error and ts_ms, the
+--           time they were received): final ("1"/"0"), event, error, ts_ms, count m,
+--           then m normalised ids.
 --   returns { statuses, fast, event... } where statuses holds one letter per receipt,
 --   in argument order:
 --     a applied, f applied on the fast path (its job's final event is in `fast`),
@@ -205,9 +206,10 @@ if mode == 'apply' then
     end
     local pos = 7
     for _ = 1, groups do
-        local final, event, err, m = ARGV[pos] == '1', ARGV[pos + 1], ARGV[pos + 2], tonumber(ARGV[pos + 3])
-        local id0, ts0 = pos + 3, pos + 3 + m
-        pos = ts0 + m + 1
+        local final, event, err, ts = ARGV[pos] == '1', ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 3]
+        local m = tonumber(ARGV[pos + 4])
+        local id0 = pos + 4
+        pos = id0 + m + 1
         local keys = {}
         for i = 1, m do
             keys[i] = ck_prefix .. ARGV[id0 + i]
@@ -249,7 +251,6 @@ if mode == 'apply' then
                         redis.call('DEL', jk)
                         status = 'o'
                     else
-                        local ts = ARGV[ts0 + i]
                         local submitted = string.sub(v, 2, s1 - 1)
                         if maxlen > 0 then
                             redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'id', job_id,
@@ -289,7 +290,6 @@ if mode == 'apply' then
                 if not job_id then
                     status = 'x'
                 else
-                    local ts = ARGV[ts0 + i]
                     local jk = prefix .. ':job:' .. job_id
                     -- 1 parts, 2 done, 3 s:<part>, 4 state, 5 expect, 6.. INFO_FIELDS
                     local head = redis.call('HMGET', jk, 'parts', 'done', 's:' .. part, 'state', 'expect',

@@ -61,8 +61,8 @@ against the general form (``sendgate bench``, embedded Redis 6.2): 21.7 →
 below included). Erasure (``privacy_hooks.erasure``) turns a hidden job's fast
 entries back into the general form, so its ``ref`` is not published.
 
-Arguments are grouped: receipts sharing (final, event, error) travel as one
-group of ids then ts, so the script parses nothing per receipt; the script
+Arguments are grouped: receipts sharing (final, event, error, ts) travel as
+one group followed by their ids, so the script parses nothing per receipt; the script
 answers one status letter per receipt in argument order (``f`` for a fast-path
 final, whose job id and ``submitted_ms`` come in a flat list), and whole
 events only for the general path.
@@ -268,7 +268,7 @@ class ReceiptStore:
     async def _run_packed(self, head: Sequence[str | int], tail: list[bytes]) -> list[Any]:
         """EVALSHA with ``head`` then ``tail`` as arguments, the command packed here.
 
-        The apply call carries two arguments per receipt; redis-py's generic
+        The apply call carries an argument per receipt; redis-py's generic
         packer costs ~0.7 µs per argument, this one ~0.15 (bytes in, one
         ``%`` format each). Same connection pool, same error behaviour.
         """
@@ -309,11 +309,12 @@ class ReceiptStore:
         result = BatchResult()
         for start in range(0, len(receipts), _CHUNK):
             chunk = receipts[start : start + _CHUNK]
-            # Receipts sharing (final, event, error) travel as one group: their ids,
-            # then their ts; the script parses nothing per receipt.
-            groups: dict[tuple[bool, str, str], list[ReceiptRecord]] = {}
+            # Receipts sharing (final, event, error, ts) travel as one group, then
+            # only their ids: the script parses nothing per receipt, and a batch
+            # received within a few ms makes few groups.
+            groups: dict[tuple[bool, str, str, int], list[ReceiptRecord]] = {}
             for r in chunk:
-                key = (r.is_final, r.event, r.error)
+                key = (r.is_final, r.event, r.error, r.ts_ms)
                 group = groups.get(key)
                 if group is None:
                     groups[key] = [r]
@@ -329,10 +330,9 @@ class ReceiptStore:
             ]
             tail: list[bytes] = []
             ordered: list[ReceiptRecord] = []
-            for (final, event, error), group in groups.items():
-                tail += (b"1" if final else b"0", event.encode(), error.encode(), b"%d" % len(group))
+            for (final, event, error, ts_ms), group in groups.items():
+                tail += (b"1" if final else b"0", event.encode(), error.encode(), b"%d" % ts_ms, b"%d" % len(group))
                 tail += [r.message_id.encode() for r in group]
-                tail += [b"%d" % r.ts_ms for r in group]
                 ordered += group
             raw = await self._run_packed(head, tail)
             statuses = _text(raw[0])
