@@ -116,6 +116,7 @@ __all__ = [
     "ReceiptRecord",
     "ReceiptStore",
     "UnmatchedBuffer",
+    "correlation_arg",
 ]
 
 _SCRIPT_SOURCE = (Path(__file__).parent / "receipts.lua").read_text(encoding="utf-8")
@@ -183,6 +184,22 @@ class BatchResult(msgspec.Struct):
     unmatched: list[ReceiptRecord] = msgspec.field(default_factory=list)
     finals: list[JobEvent] = msgspec.field(default_factory=list)
     intermediates: list[JobEvent] = msgspec.field(default_factory=list)
+
+
+def correlation_arg(
+    normalised: Sequence[str], parts: int, expect: int, callback: str, ref: str, message_ids: str
+) -> str | list[list[str | int]]:
+    """What the record script takes as a submitted job's correlation entries.
+
+    The fast form, just the normalised id, when the job is a single part
+    without callback and neither ``ref`` nor ``message_ids`` holds US (0x1F):
+    its entry then carries the event's fields (see "The fast path" above).
+    Otherwise ``[[normalised id, part], ...]`` for the last ``expect`` parts.
+    """
+    if parts == 1 and not callback and _SEP not in ref and _SEP not in message_ids:
+        return normalised[0]
+    first = parts - expect
+    return [[normalised[i], i + 1] for i in range(first, parts)]
 
 
 def _text(value: Any) -> str:

@@ -51,6 +51,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from connectors.status import format_status, status_info
 from dlr.ids import normalize_id
+from dlr.store import correlation_arg
 from engine.config import CarrierSettings, Settings
 from engine.job import Job, JobError, parse_job
 from engine.keys import Keys
@@ -660,18 +661,18 @@ class Pipeline:
                 waits[ij.carrier] = [corr_ttl, str(now_ms + corr_ttl * 1000)]
         for ij in done:
             job = ij.job
-            corr: list[list[Any]] = []
+            corr: str | list[list[str | int]] = []
             dlr_ids = ""
+            message_ids = ",".join(ij.message_ids)
             if ij.event == "submitted" and job.dlr:
                 fmt = self.carriers[ij.carrier].dlr_id_format
                 normalised = [normalize_id(m, fmt, side="submit") for m in ij.message_ids]
-                first = ij.parts - ij.expect
-                corr = [[normalised[i], i + 1] for i in range(first, ij.parts)]
+                corr = correlation_arg(normalised, ij.parts, ij.expect, job.callback, job.ref, message_ids)
                 if normalised != ij.message_ids:
                     dlr_ids = ",".join(normalised)
             jobs_payload.append(
                 [
-                    job.id, ij.event, ij.carrier, ij.parts, ",".join(ij.message_ids), ij.error,
+                    job.id, ij.event, ij.carrier, ij.parts, message_ids, ij.error,
                     job.ref, job.client, job.callback, "1" if job.dlr else "0", ij.to_hash,
                     corr, ij.expect if job.dlr else 0, dlr_ids, ij.entry_id,
                 ]

@@ -16,9 +16,12 @@
 --   "w": {carrier: [corr_ttl (s), receipt_deadline (ms)], ...},
 --   "j": [job, ...], "a": [entry_id, ...]} where job is
 --   [job_id, event, carrier, parts, message_ids, error, ref, client, callback,
---    dlr ("1"/"0"), to_hash, [[normalised message_id, part], ...], expect (receipts
+--    dlr ("1"/"0"), to_hash, corr, expect (receipts
 --    expected), dlr_ids (normalised ids, comma-joined, "" when equal to message_ids),
 --    entry_id (the job's entry in KEYS[1]: erasure deletes the raw payload by it)]
+--   and corr is [[normalised message_id, part], ...], or for a single-part job without
+--   callback whose ref and message_ids hold no US (0x1F) just the normalised id: its
+--   entry then takes the receipt's fast form (dlr/store.py).
 -- ARGV[4] now (unix ms)
 -- ARGV[5] approximate MAXLEN of the events stream
 --
@@ -54,10 +57,10 @@ for _, j in ipairs(batch.j) do
     if event == 'submitted' and dlr == '1' then
       local w = waits[carrier]
       local corr_ttl = w[1]
-      if parts == 1 and callback == '' and #corr == 1
-          and not string.find(ref, '\31', 1, true) and not string.find(message_ids, '\31', 1, true) then
-        -- the receipt's fast path: what its event needs travels in the entry
-        redis.call('SET', prefix .. ':dlr:' .. carrier .. ':' .. corr[1][1],
+      if type(corr) == 'string' then
+        -- the receipt's fast path (the caller checked: one part, no callback, no US
+        -- in ref or message_ids): what its event needs travels in the entry
+        redis.call('SET', prefix .. ':dlr:' .. carrier .. ':' .. corr,
           '=' .. now .. '\31' .. message_ids .. '\31' .. ref .. '\31' .. job_id, 'EX', corr_ttl)
       else
         for _, c in ipairs(corr) do

@@ -10,7 +10,7 @@ import pytest
 from dlr.aggregate import aggregate
 from dlr.ids import normalize_id
 from dlr.receipt import parse_receipt
-from dlr.store import ReceiptRecord, ReceiptStore, UnmatchedBuffer
+from dlr.store import ReceiptRecord, ReceiptStore, UnmatchedBuffer, correlation_arg
 
 SUBMITTED_MS = 1_700_000_000_000
 DLR_WAIT_MS = 72 * 3600 * 1000
@@ -441,7 +441,7 @@ async def record_submitted(
         payload.append(
             [
                 job_id, "submitted", "acme", len(ids), ",".join(ids), "", ref, "", callback, "1",
-                "", [[n, p] for p, n in enumerate(normalised, start=1)], len(ids),
+                "", correlation_arg(normalised, len(ids), len(ids), callback, ref, ",".join(ids)), len(ids),
                 ",".join(normalised) if normalised != ids else "", "",
             ]
         )
@@ -580,3 +580,12 @@ async def test_cancelled_apply_leaves_the_connection_usable(
         result = await store.apply("acme", [rec(f"cc{k}")])
         assert result.applied + result.duplicates == 1
         assert await redis_client.hget(f"{key_prefix}:job:c{k}", "state") == b"delivered"
+
+
+def test_correlation_arg_takes_the_fast_form_only_when_it_can() -> None:
+    assert correlation_arg(["ab"], 1, 1, "", "r", "AB") == "ab"
+    assert correlation_arg(["ab"], 1, 1, "http://127.0.0.1/cb", "r", "AB") == [["ab", 1]]
+    assert correlation_arg(["ab"], 1, 1, "", "r\x1f", "AB") == [["ab", 1]]
+    assert correlation_arg(["ab"], 1, 1, "", "r", "A\x1fB") == [["ab", 1]]
+    assert correlation_arg(["a", "b", "c"], 3, 3, "", "", "A,B,C") == [["a", 1], ["b", 2], ["c", 3]]
+    assert correlation_arg(["a", "b", "c"], 3, 1, "", "", "A,B,C") == [["c", 3]]  # last part only

@@ -45,7 +45,7 @@ async def test_record_twice_writes_one_event_and_acks(redis_client: Any, key_pre
     keys = [f"{key_prefix}:jobs", f"{key_prefix}:events", f"{key_prefix}:dlr:due"]
     try:
         e = await _setup(redis_client, key_prefix, 1)
-        job = ["j0", "submitted", "sim", 1, "ab", "", "r", "", "", "1", "h" * 32, [["ab", 1]], 1, "", e[0]]
+        job = ["j0", "submitted", "sim", 1, "ab", "", "r", "", "", "1", "h" * 32, "ab", 1, "", e[0]]
         payload = orjson.dumps({"t": [1, 600], "w": {"sim": [60, "9"]}, "j": [job], "a": [e[0]]})
         for _ in range(2):
             await record(redis_client, keys, ["g", key_prefix, payload, 1000, 1000])
