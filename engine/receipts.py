@@ -217,14 +217,22 @@ class ReceiptSink:
         if not events:
             return
         by_event: dict[str, int] = {}
+        latencies: dict[str, list[float]] = {}  # per carrier, observed once per batch
+        forward = self.webhooks.forward
         for ev in events:
             by_event[ev.event] = by_event.get(ev.event, 0) + 1
             if ev.final and ev.submitted_ms:
-                hist = self.metrics.receipt_latency.get(ev.fields.get("carrier", ""))
-                if hist is not None:
-                    hist.observe(max(0.0, (now_ms - ev.submitted_ms) / 1000))
+                carrier = ev.fields.get("carrier", "")
+                values = latencies.get(carrier)
+                if values is None:
+                    values = latencies[carrier] = []
+                values.append(max(0.0, (now_ms - ev.submitted_ms) / 1000))
             if ev.callback:
-                self.webhooks.forward(ev.callback, ev.fields)
+                forward(ev.callback, ev.fields)
+        for carrier, values in latencies.items():
+            hist = self.metrics.receipt_latency.get(carrier)
+            if hist is not None:
+                hist.observe_many(values)
         for event, n in by_event.items():
             self.metrics.events.labels(event).inc(n)
 

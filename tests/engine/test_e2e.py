@@ -279,6 +279,7 @@ async def test_admin_endpoints_of_a_running_engine(redis_url: str, key_prefix: s
                     text = (await r.read()).decode()
             assert 'sendgate_submits_total{carrier="sim",result="ok"} 20.0' in text
             assert 'sendgate_receipts_total{carrier="sim",state="delivered"} 20.0' in text
+            assert 'sendgate_receipt_latency_seconds_count{carrier="sim"} 20.0' in text
             assert 'sendgate_binds_up{carrier="sim"} 2.0' in text
             assert 'sendgate_bind_inflight{bind="sim-trx1",carrier="sim"}' in text
             assert "sendgate_submit_latency_seconds_bucket" in text
