@@ -192,16 +192,22 @@ if mode == 'apply' then
     local dup_window = tonumber(ARGV[5])
     local groups = tonumber(ARGV[6])
     local ck_prefix = prefix .. ':dlr:' .. carrier .. ':'
+    -- Hot loop: locals for library functions, counters instead of '#' (a search in Lua 5.1).
+    local find, sub, byte, call = string.find, string.sub, string.byte, redis.call
     local statuses, fast = {}, out[2]
+    local ns, nf = 0, 0
     local gone, done_jobs = {}, {}  -- batched: DEL of entries, ZREM of deadlines
+    local ng, nd = 0, 0
     local finished = {}             -- ids whose final receipt this call applied
     -- A part's final receipt turns its entry into a tombstone for the duplicate
     -- window (one SET: no delete, and the tombstone holds no job id), or deletes it.
+    local tombstones = dup_window > 0
     local function retire(key)
-        if dup_window > 0 then
-            redis.call('SET', key, '~', 'PX', dup_window)
+        if tombstones then
+            call('SET', key, '~', 'PX', dup_window)
         else
-            gone[#gone + 1] = key
+            ng = ng + 1
+            gone[ng] = key
         end
     end
     local pos = 7
@@ -214,11 +220,16 @@ if mode == 'apply' then
         for i = 1, m do
             keys[i] = ck_prefix .. ARGV[id0 + i]
         end
-        local vals = {}
-        for i = 1, m, 1000 do
-            local part = redis.call('MGET', unpack(keys, i, math.min(i + 999, m)))
-            for j = 1, #part do
-                vals[i + j - 1] = part[j]
+        local vals
+        if m <= 1000 then
+            vals = call('MGET', unpack(keys))
+        else
+            vals = {}
+            for i = 1, m, 1000 do
+                local part = call('MGET', unpack(keys, i, math.min(i + 999, m)))
+                for j = 1, #part do
+                    vals[i + j - 1] = part[j]
+                end
             end
         end
         -- the final state of a single part is the receipt's own (unknown if not a final one)
@@ -231,42 +242,47 @@ if mode == 'apply' then
             elseif v == '~' or finished[id] then
                 -- '~': this id's part already had its final receipt (a resent receipt)
                 status = 'd'
-            elseif final and string.byte(v, 1) == 61 then
+            elseif final and byte(v, 1) == 61 then
                 -- fast path ('='): a single-part job without callback, fields in the entry
-                local s1 = string.find(v, '\31', 2, true)
-                local s2 = s1 and string.find(v, '\31', s1 + 1, true)
-                local s3 = s2 and string.find(v, '\31', s2 + 1, true)
+                local s1 = find(v, '\31', 2, true)
+                local s2 = s1 and find(v, '\31', s1 + 1, true)
+                local s3 = s2 and find(v, '\31', s2 + 1, true)
                 if not s3 then
                     status = 'x'
                 else
-                    local job_id = string.sub(v, s3 + 1)
+                    local job_id = sub(v, s3 + 1)
                     local jk = prefix .. ':job:' .. job_id
                     -- 'state' is in every live record, 'e:1' not yet (its entry is live, so the
                     -- part is not final): 2 new fields means there was no record. Per-part
                     -- fields ('s:1', 'done') serve multipart aggregation and the sweep, which
                     -- a single part no longer needs once final (its entry retires below and
                     -- its deadline is dropped).
-                    if redis.call('HSET', jk, 'e:1', err, 'state', state) == 2
-                            and redis.call('HLEN', jk) == 2 then
-                        redis.call('DEL', jk)
+                    if call('HSET', jk, 'e:1', err, 'state', state) == 2 and call('HLEN', jk) == 2 then
+                        call('DEL', jk)
                         status = 'o'
                     else
-                        local submitted = string.sub(v, 2, s1 - 1)
                         if maxlen > 0 then
-                            redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'id', job_id,
-                                'ref', string.sub(v, s2 + 1, s3 - 1), 'event', state, 'carrier', carrier,
-                                'parts', '1', 'message_ids', string.sub(v, s1 + 1, s2 - 1), 'error', err, 'ts', ts)
+                            call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'id', job_id,
+                                'ref', sub(v, s2 + 1, s3 - 1), 'event', state, 'carrier', carrier,
+                                'parts', '1', 'message_ids', sub(v, s1 + 1, s2 - 1), 'error', err, 'ts', ts)
                         else
-                            redis.call('XADD', events, '*', 'id', job_id,
-                                'ref', string.sub(v, s2 + 1, s3 - 1), 'event', state, 'carrier', carrier,
-                                'parts', '1', 'message_ids', string.sub(v, s1 + 1, s2 - 1), 'error', err, 'ts', ts)
+                            call('XADD', events, '*', 'id', job_id,
+                                'ref', sub(v, s2 + 1, s3 - 1), 'event', state, 'carrier', carrier,
+                                'parts', '1', 'message_ids', sub(v, s1 + 1, s2 - 1), 'error', err, 'ts', ts)
                         end
                         status = 'f'
                         finished[id] = true
-                        retire(keys[i])
-                        done_jobs[#done_jobs + 1] = job_id
-                        fast[#fast + 1] = job_id
-                        fast[#fast + 1] = submitted
+                        if tombstones then
+                            call('SET', keys[i], '~', 'PX', dup_window)
+                        else
+                            ng = ng + 1
+                            gone[ng] = keys[i]
+                        end
+                        nd = nd + 1
+                        done_jobs[nd] = job_id
+                        fast[nf + 1] = job_id
+                        fast[nf + 2] = sub(v, 2, s1 - 1)
+                        nf = nf + 2
                     end
                 end
             else
@@ -305,14 +321,16 @@ if mode == 'apply' then
                         finished[id] = true
                         if head[3] then
                             status = 'd'
-                            gone[#gone + 1] = keys[i]
+                            ng = ng + 1
+                            gone[ng] = keys[i]
                         else
                             retire(keys[i])
                             if parts == 1 then
                                 redis.call('HSET', jk, 's:1', event, 'e:1', err, 'done', 1, 'state', state)
                                 out[#out + 1] = finish(jk, job_id, 1, 1, carrier, ts, info, {event}, {err}, true,
                                                        submitted, '', events, maxlen)
-                                done_jobs[#done_jobs + 1] = job_id
+                                nd = nd + 1
+                                done_jobs[nd] = job_id
                             else
                                 redis.call('HSET', jk, 's:' .. part, event, 'e:' .. part, err)
                                 local done = redis.call('HINCRBY', jk, 'done', 1)
@@ -320,7 +338,8 @@ if mode == 'apply' then
                                 if done == expect then
                                     out[#out + 1] = finish(jk, job_id, parts, parts - expect + 1, carrier, ts, info,
                                                            nil, nil, false, submitted, '', events, maxlen)
-                                    done_jobs[#done_jobs + 1] = job_id
+                                    nd = nd + 1
+                                    done_jobs[nd] = job_id
                                 end
                             end
                         end
@@ -335,13 +354,14 @@ if mode == 'apply' then
                     end
                 end
             end
-            statuses[#statuses + 1] = status
+            ns = ns + 1
+            statuses[ns] = status
         end
     end
-    for i = 1, #gone, 1000 do
-        redis.call('DEL', unpack(gone, i, math.min(i + 999, #gone)))
+    for i = 1, ng, 1000 do
+        call('DEL', unpack(gone, i, math.min(i + 999, ng)))
     end
-    if #done_jobs > 0 then
+    if nd > 0 then
         each_slice('ZREM', due, done_jobs)
     end
     out[1] = table.concat(statuses)
