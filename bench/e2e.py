@@ -340,12 +340,12 @@ class Tracker:
         self.receipt_count = 0
         self.events = 0
         self.foreign = 0
-        self.events_by_state: dict[str, int] = {}
+        self.events_by_state: dict[bytes, int] = {}
 
     def on_event(self, i: int, event: bytes, ts: int, pub_ms: int) -> None:
         self.events += 1
-        name = event.decode()
-        self.events_by_state[name] = self.events_by_state.get(name, 0) + 1
+        by_state = self.events_by_state
+        by_state[event] = by_state.get(event, 0) + 1
         if event == _SUBMITTED_B:
             if self.submits[i] < 255:
                 self.submits[i] += 1
@@ -632,16 +632,21 @@ async def run_bench(
             # a map on RESP3, a list of [stream, entries] pairs on RESP2
             for _stream, entries in (reply.items() if isinstance(reply, dict) else reply or ()):
                 for eid, flat in entries:
-                    jid = event = b""
-                    ts = 0
-                    for k in range(0, len(flat) - 1, 2):
-                        name = flat[k]
-                        if name == b"id":
-                            jid = flat[k + 1]
-                        elif name == b"event":
-                            event = flat[k + 1]
-                        elif name == b"ts":
-                            ts = int(flat[k + 1])
+                    # The engine writes id, ref, event, carrier, parts, message_ids,
+                    # error, ts in this order: read them by position, else search.
+                    if len(flat) >= 16 and flat[0] == b"id" and flat[4] == b"event" and flat[14] == b"ts":
+                        jid, event, ts = flat[1], flat[5], int(flat[15])
+                    else:
+                        jid = event = b""
+                        ts = 0
+                        for k in range(0, len(flat) - 1, 2):
+                            name = flat[k]
+                            if name == b"id":
+                                jid = flat[k + 1]
+                            elif name == b"event":
+                                event = flat[k + 1]
+                            elif name == b"ts":
+                                ts = int(flat[k + 1])
                     if not jid.startswith(run_prefix):
                         tracker.foreign += 1
                         continue
@@ -864,7 +869,7 @@ def _summarise(
         "lost": lost,
         "dead_letters": len(dead_ids),
         "duplicates": duplicates,
-        "events": dict(sorted(t.events_by_state.items())),
+        "events": dict(sorted((k.decode(), v) for k, v in t.events_by_state.items())),
         "foreign_events": t.foreign,  # events on the run's stream for ids not pushed by this run
         "cpu_s": cpu,
         "cpu_pct": {name: round(100 * v / wall_s, 1) for name, v in cpu.items()},
