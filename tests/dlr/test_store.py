@@ -589,3 +589,23 @@ def test_correlation_arg_takes_the_fast_form_only_when_it_can() -> None:
     assert correlation_arg(["ab"], 1, 1, "", "r", "A\x1fB") == [["ab", 1]]
     assert correlation_arg(["a", "b", "c"], 3, 3, "", "", "A,B,C") == [["a", 1], ["b", 2], ["c", 3]]
     assert correlation_arg(["a", "b", "c"], 3, 1, "", "", "A,B,C") == [["c", 3]]  # last part only
+
+
+async def test_apply_through_a_client_without_connection_pool(redis_client: Any, key_prefix: str) -> None:
+    """Any object with evalsha/script_load serves (the generic path): same results."""
+
+    class Wrapped:
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        async def evalsha(self, *args: Any) -> Any:
+            return await self._inner.evalsha(*args)
+
+        async def script_load(self, source: str) -> Any:
+            return await self._inner.script_load(source)
+
+    store = ReceiptStore(Wrapped(redis_client), key_prefix)
+    await record_submitted(redis_client, key_prefix, [("w1", ["wa"], "r", ""), ("w2", ["wb", "wc"], "", "")])
+    result = await store.apply("acme", [rec("wa"), rec("wb"), rec("wc", "expired")])
+    assert result.applied == 3
+    assert sorted((e.job_id, e.event) for e in result.finals) == [("w1", "delivered"), ("w2", "expired")]
