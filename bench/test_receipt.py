@@ -61,8 +61,13 @@ def test_normalize_id_hex_to_dec(benchmark: Any) -> None:
 BATCH = 500
 
 
-def test_store_apply_batch_of_500_final_receipts(benchmark: Any, redis_url: str) -> None:
-    """One ``apply`` of 500 single-part final receipts (divide by 500 for per receipt)."""
+@pytest.mark.parametrize("form", ["general", "fast"])
+def test_store_apply_batch_of_500_final_receipts(benchmark: Any, redis_url: str, form: str) -> None:
+    """One ``apply`` of 500 single-part final receipts (divide by 500 for per receipt).
+
+    ``general``: entries ``<part>:<submitted>:<job>`` (jobs with a callback, multipart);
+    ``fast``: the entry a single-part job without callback gets (see dlr/store.py).
+    """
     import redis.asyncio as aioredis
 
     loop = asyncio.new_event_loop()
@@ -75,10 +80,12 @@ def test_store_apply_batch_of_500_final_receipts(benchmark: Any, redis_url: str)
         pipe = client.pipeline(transaction=False)
         for i in range(BATCH):
             pipe.hset(
-                f"{prefix}:job:j{i}", mapping={"parts": 1, "done": 0, "ref": "", "carrier": "c"}
+                f"{prefix}:job:j{i}",
+                mapping={"parts": 1, "done": 0, "ref": "", "carrier": "c", "state": "submitted"},
             )
-            pipe.hdel(f"{prefix}:job:j{i}", "s:1")
-            pipe.set(f"{prefix}:dlr:c:m{i}", f"1:1:j{i}")
+            pipe.hdel(f"{prefix}:job:j{i}", "s:1", "e:1")
+            value = f"=1\x1fm{i}\x1f\x1fj{i}" if form == "fast" else f"1:1:j{i}"
+            pipe.set(f"{prefix}:dlr:c:m{i}", value)
         await pipe.execute()
 
     def setup() -> tuple[tuple[()], dict[str, Any]]:
