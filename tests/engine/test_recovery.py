@@ -193,3 +193,42 @@ async def test_redis_connection_killed_mid_run(redis_url: str, key_prefix: str) 
         await proxy.close()
         await sim.close()
         await _cleanup(redis, key_prefix)
+
+
+async def test_redis_connection_killed_while_receipts_flow(redis_url: str, key_prefix: str) -> None:
+    """The receipts script call is packed by the store itself: a killed connection
+    mid-call is retried, and every job still ends with exactly one final event."""
+    sim = await start_simulator(
+        SimulatorConfig(dlr=True, latency_ms=5, dlr_states={"DELIVRD": 0.8, "UNDELIV": 0.2})
+    )
+    proxy = await RecordingProxy(sim.port).start()
+    redis = Redis.from_url(redis_url)
+    jobs = [dict(j, dlr="1") for j in _jobs(1500)]
+    settings = make_settings(redis_url, key_prefix, proxy.port, consumer=f"victim-{key_prefix}")
+    engine = Engine(settings, redis_url)
+    try:
+        await engine.start()
+        await push(redis, key_prefix, jobs[:500])
+        await _until(lambda: sim.stats.dlr_resps >= 200)
+        for round_ in range(2):
+            name = f"sendgate-victim-{key_prefix}"
+            killed = 0
+            for c in await redis.client_list():
+                if c.get("name") == name:
+                    killed += int(await redis.execute_command("CLIENT", "KILL", "ID", c["id"]) in (True, b"OK", "OK", 1))
+            assert killed >= 1
+            await push(redis, key_prefix, jobs[500:1000] if round_ == 0 else jobs[1000:])
+            await _until(lambda: sim.stats.dlr_resps >= 700)
+        events = await wait_events(redis, key_prefix, {j["id"] for j in jobs}, timeout_s=60)
+        for job in jobs:
+            names = [e["event"] for e in events[job["id"]]]
+            assert names[0] == "submitted" and len(names) == 2, names
+            assert names[1] in ("delivered", "undeliverable"), names
+        sent = _sent_per_destination(proxy)
+        assert len(sent) == len(jobs) and max(sent.values()) == 1
+        assert engine.metrics.redis_errors._value.get() >= 1  # type: ignore[attr-defined]
+    finally:
+        await engine.close()
+        await proxy.close()
+        await sim.close()
+        await _cleanup(redis, key_prefix)
