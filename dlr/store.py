@@ -106,7 +106,9 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from dlr.aggregate import SEVERITY
 from dlr.ids import normalize_id
@@ -298,24 +300,35 @@ class ReceiptStore:
         parts += [v.encode() if isinstance(v, str) else b"%d" % v for v in head]
         parts += tail
         packed = b"*%d\r\n" % len(parts) + b"".join([b"$%d\r\n%b\r\n" % (len(p), p) for p in parts])
-        for attempt in (0, 1):
+        loaded = reconnected = False
+        while True:
             conn = await pool.get_connection()
             try:
                 await conn.send_packed_command(packed, check_health=False)
                 return list(await conn.read_response())
             except NoScriptError:
-                if attempt:
+                if loaded:
                     raise
+                loaded = True
             except ResponseError:
                 raise  # the connection is fine: a script error
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                # As redis-py does for its own commands: once more on a new
+                # connection (a server restart, a killed client). Safe to repeat:
+                # a receipt applied by a call whose reply was lost comes back
+                # as a duplicate.
+                await conn.disconnect()
+                if reconnected:
+                    raise
+                reconnected = True
+                continue
             except BaseException:
-                # a cancelled or broken exchange leaves the connection out of step
+                # a cancelled exchange leaves the connection out of step
                 await conn.disconnect()
                 raise
             finally:
                 await pool.release(conn)
             await self._redis.script_load(_SCRIPT_SOURCE)
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def apply(self, carrier: str, receipts: Sequence[ReceiptRecord]) -> BatchResult:
         """Correlate a batch of one carrier's receipts: one script call per 1,000.
@@ -484,6 +497,18 @@ class UnmatchedBuffer:
 
     def __len__(self) -> int:
         return len(self._queue)
+
+    def has_work(self) -> bool:
+        """Anything to retry or to park (records pushed out early included)."""
+        return bool(self._queue or self._overflow)
+
+    def give_back(self, retry: list[ReceiptRecord], expired: list[ReceiptRecord], now_ms: int) -> None:
+        """Take back what ``due`` handed out when the caller could not finish it
+        (Redis unavailable): ``retry`` is held again (keeping its first-seen
+        time), ``expired`` comes out of the next ``due`` again."""
+        for record in retry:
+            self.hold(record, now_ms)
+        self._overflow[:0] = expired
 
     def hold(self, record: ReceiptRecord, now_ms: int) -> None:
         """Keep a record for a retry at ``now_ms + retry_ms``."""

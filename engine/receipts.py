@@ -266,7 +266,7 @@ class ReceiptSink:
     def retry_unmatched_soon(self) -> None:
         """New correlation entries were just recorded: retry held receipts at once
         (on the next tick of the worker) rather than on the maintenance tick."""
-        if any(len(held) for held in self.unmatched.values()):
+        if any(held.has_work() for held in self.unmatched.values()):
             self._retry_now = True
             self._wake.set()
 
@@ -275,18 +275,25 @@ class ReceiptSink:
         park the ones that waited longer than ``receipt_hold_s``."""
         now_ms = int(time.time() * 1000)
         for carrier, held in self.unmatched.items():
-            if not len(held):
+            if not held.has_work():
                 continue
             retry, expired = held.due(now_ms, everything=everything)
-            if retry:
-                result = await self.store.apply(carrier, retry)
-                for r in result.unmatched:
-                    held.hold(r, now_ms)
-                self._publish(result.finals, now_ms)
-                self._publish(result.intermediates, now_ms)
-            if expired:
-                await self.store.park_unmatched(carrier, expired, "no matching submit within receipt_hold_s")
-                self.metrics.receipts_unmatched.labels(carrier).inc(len(expired))
+            try:
+                if retry:
+                    result = await self.store.apply(carrier, retry)
+                    retry = []  # handled: what is still unmatched is held again below
+                    for r in result.unmatched:
+                        held.hold(r, now_ms)
+                    self._publish(result.finals, now_ms)
+                    self._publish(result.intermediates, now_ms)
+                if expired:
+                    await self.store.park_unmatched(carrier, expired, "no matching submit within receipt_hold_s")
+                    self.metrics.receipts_unmatched.labels(carrier).inc(len(expired))
+            except BaseException:
+                # Redis went away mid-way: these receipts were answered to the SMSC
+                # already, so they must not be dropped. Back into the buffer.
+                held.give_back(retry, expired, now_ms)
+                raise
 
     # ----------------------------------------------------- periodic (engine)
     async def periodic(self) -> None:

@@ -609,3 +609,26 @@ async def test_apply_through_a_client_without_connection_pool(redis_client: Any,
     result = await store.apply("acme", [rec("wa"), rec("wb"), rec("wc", "expired")])
     assert result.applied == 3
     assert sorted((e.job_id, e.event) for e in result.finals) == [("w1", "delivered"), ("w2", "expired")]
+
+
+async def test_apply_reconnects_once_after_a_killed_connection(redis_url: str, key_prefix: str) -> None:
+    """As redis-py does for its own commands: a connection the server closed
+    (CLIENT KILL) is replaced once, and the call goes through."""
+    import redis.asyncio as aioredis
+
+    name = f"victim-{key_prefix}"
+    client = aioredis.Redis.from_url(redis_url, client_name=name)
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        store = ReceiptStore(client, key_prefix)
+        await record_submitted(admin, key_prefix, [("k1", ["ka"], "", ""), ("k2", ["kb"], "", "")])
+        assert (await store.apply("acme", [rec("ka")])).applied == 1
+        killed = [c for c in await admin.client_list() if c.get("name") == name]
+        assert killed
+        for c in killed:
+            await admin.execute_command("CLIENT", "KILL", "ID", c["id"])
+        result = await store.apply("acme", [rec("kb")])
+        assert [e.job_id for e in result.finals] == ["k2"]
+    finally:
+        await client.aclose()
+        await admin.aclose()

@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import orjson
+import pytest
 from aiohttp import web
 
 from connectors.pdu import DeliverSm
@@ -202,3 +203,48 @@ async def test_no_receipt_requested_when_dlr_is_0(redis_url: str, key_prefix: st
         assert proxy is not None and {p.registered_delivery for p in proxy.submits} == {0}
         assert sim.stats.receipts == 0
         assert not [k async for k in redis.scan_iter(match=f"{key_prefix}:dlr:sim:*")]
+
+
+async def test_held_receipts_survive_a_redis_outage_during_their_retry(redis_url: str, key_prefix: str) -> None:
+    """Held receipts were answered to the SMSC already: a retry or a park that
+    fails (Redis unreachable, for real: a closed port) must keep them."""
+    import socket
+
+    from redis.asyncio import Redis
+
+    from dlr.store import ReceiptRecord, ReceiptStore
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    settings = settings_from_mapping(
+        {"redis": {"url": redis_url, "prefix": key_prefix}, "carriers": [{"name": "c1"}]}, env={}
+    )
+    dead = Redis.from_url(f"redis://127.0.0.1:{dead_port}/0", socket_connect_timeout=0.5)
+    live = Redis.from_url(redis_url)
+    sink = ReceiptSink(settings, dead, Metrics())
+    held = sink.unmatched["c1"]
+    early, late = ReceiptRecord("r-early", "delivered", True, "", 1), ReceiptRecord("r-late", "expired", True, "", 1)
+    try:
+        held.hold(early, now_ms=10**13)  # first seen now: to retry
+        held.hold(late, now_ms=1)  # first seen long ago: to park
+        with pytest.raises(Exception):  # noqa: B017 - whatever redis-py raises for a refused connection
+            await sink._retry_held(everything=True)
+        assert held.has_work()
+        retry, expired = held.due(10**13, everything=True)
+        assert retry == [early] and expired == [late]
+        held.give_back(retry, expired, 10**13)
+        # Redis is back: the retry matches, the old one is parked
+        sink.store = ReceiptStore(live, key_prefix)
+        await live.hset(f"{key_prefix}:job:j-early", mapping={"parts": 1, "state": "submitted"})
+        await live.set(f"{key_prefix}:dlr:c1:r-early", "=5\x1fR-EARLY\x1f\x1fj-early")
+        await sink._retry_held(everything=True)
+        assert not held.has_work()
+        [(_id, event)] = await live.xrange(f"{key_prefix}:events")
+        assert event[b"id"] == b"j-early" and event[b"event"] == b"delivered"
+        [(_id, parked)] = await live.xrange(f"{key_prefix}:dlr:unmatched")
+        assert parked[b"message_id"] == b"r-late"
+    finally:
+        await delete_prefix(live, key_prefix)
+        await live.aclose()
+        await dead.aclose()
