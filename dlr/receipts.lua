@@ -19,6 +19,8 @@
 --
 -- ARGV[1] = "apply":  ARGV[2] prefix, ARGV[3] carrier, ARGV[4] stream maxlen (0 = none),
 --           ARGV[5] duplicate window ms (0 = no tombstones), ARGV[6] group count g,
+--           ARGV[7] call token ('' = none: the reply of a call with callback events is
+--           kept 2 min under P:dlr:call:<token> and returned as is to a repeated call),
 --           then per group (receipts sharing final flag, event, error and ts_ms, the
 --           time they were received): final ("1"/"0"), event, error, ts_ms, count m,
 --           then m normalised ids.
@@ -174,6 +176,56 @@ local function finish(jk, job_id, parts, first, carrier, ts, info, states, error
     return reply('f', info, fallback_submitted, fields)
 end
 
+-- A reply kept for a repeated call (see "memo" below): length-prefixed strings,
+-- 's<len>:<bytes>' for a string, 't<count>:' then '<len>:<bytes>' per element
+-- for a list of strings (job ids and refs may hold any byte).
+local function pack_reply(t)
+    local parts, n = {}, 0
+    for i = 1, #t do
+        local v = t[i]
+        if type(v) == 'table' then
+            n = n + 1
+            parts[n] = 't' .. #v .. ':'
+            for j = 1, #v do
+                n = n + 1
+                parts[n] = #v[j] .. ':' .. v[j]
+            end
+        else
+            n = n + 1
+            parts[n] = 's' .. #v .. ':' .. v
+        end
+    end
+    return table.concat(parts)
+end
+
+local function unpack_reply(s)
+    local out, pos = {}, 1
+    local function item()
+        local c = string.find(s, ':', pos, true)
+        local len = tonumber(string.sub(s, pos, c - 1))
+        local v = string.sub(s, c + 1, c + len)
+        pos = c + len + 1
+        return v
+    end
+    while pos <= #s do
+        local kind = string.sub(s, pos, pos)
+        pos = pos + 1
+        if kind == 't' then
+            local c = string.find(s, ':', pos, true)
+            local count = tonumber(string.sub(s, pos, c - 1))
+            pos = c + 1
+            local t = {}
+            for j = 1, count do
+                t[j] = item()
+            end
+            out[#out + 1] = t
+        else
+            out[#out + 1] = item()
+        end
+    end
+    return out
+end
+
 -- Run a command over a list of arguments in slices (Lua's unpack has a limit).
 local function each_slice(cmd, key, list)
     for i = 1, #list, 1000 do
@@ -191,6 +243,15 @@ if mode == 'apply' then
     local maxlen = tonumber(ARGV[4])
     local dup_window = tonumber(ARGV[5])
     local groups = tonumber(ARGV[6])
+    -- memo: a call repeated after its reply was lost (same token) gets the first
+    -- reply again, so the events it published still reach their webhooks.
+    local memo = ARGV[7] ~= '' and (prefix .. ':dlr:call:' .. ARGV[7]) or nil
+    if memo then
+        local kept = redis.call('GET', memo)
+        if kept then
+            return unpack_reply(kept)
+        end
+    end
     local ck_prefix = prefix .. ':dlr:' .. carrier .. ':'
     -- Hot loop: locals for library functions, counters instead of '#' (a search in Lua 5.1).
     local find, sub, byte, call = string.find, string.sub, string.byte, redis.call
@@ -210,7 +271,7 @@ if mode == 'apply' then
             gone[ng] = key
         end
     end
-    local pos = 7
+    local pos = 8
     for _ = 1, groups do
         local final, event, err, ts = ARGV[pos] == '1', ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 3]
         local m = tonumber(ARGV[pos + 4])
@@ -365,6 +426,16 @@ if mode == 'apply' then
         each_slice('ZREM', due, done_jobs)
     end
     out[1] = table.concat(statuses)
+    if memo then
+        -- kept only when something is to be forwarded (an event of a job with a
+        -- callback): otherwise a repeated call just counts its receipts as duplicates
+        for i = 3, #out do
+            if out[i][2] ~= '' then
+                redis.call('SET', memo, pack_reply(out), 'PX', 120000)
+                break
+            end
+        end
+    end
     return out
 end
 

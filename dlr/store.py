@@ -84,6 +84,15 @@ Keys this module writes besides the job record and ``P:events``:
   (``park_invalid``): ``carrier``, ``reason``, ``ts`` and the raw fields, with
   the message text after ``text:`` and any address removed.
 
+* ``P:dlr:call:<token>`` (2 min): the reply of an apply call that published an
+  event for a job with a callback, kept under the call's token (a hash of its
+  arguments). The same call sent again, as after a reply lost with its
+  connection, gets that reply back instead of "duplicate" for every receipt,
+  so the caller still forwards those events: webhooks are at least once. The
+  engine resends a failed batch unchanged (``engine/receipts.py``) for this.
+  A call without such events keeps nothing; sent again, it counts its
+  receipts as duplicates (their events are in ``P:events`` already).
+
 Every stream entry is added with ``MAXLEN ~ stream_maxlen`` (default
 1,000,000).
 
@@ -293,13 +302,19 @@ class ReceiptStore:
         packer costs ~0.7 µs per argument, this one ~0.15 (bytes in, one
         ``%`` format each). Same connection pool, same error behaviour.
         """
+        resp = [b"$%d\r\n%b\r\n" % (len(p), p) for p in (v.encode() if isinstance(v, str) else b"%d" % v for v in head)]
+        body = b"".join([b"$%d\r\n%b\r\n" % (len(p), p) for p in tail])
+        # The call's token (receipts.lua "memo"): the same batch sent again, as after
+        # a lost reply, has the same token and gets the first reply back.
+        token = hashlib.sha1(b"".join(resp) + body).hexdigest()
         pool = getattr(self._redis, "connection_pool", None)
         if pool is None:  # not a plain redis.asyncio.Redis: the generic path
-            return await self._run([*head, *(t.decode() for t in tail)])
-        parts = [b"EVALSHA", _SCRIPT_SHA_B, b"2", self._events_b, self._due_b]
-        parts += [v.encode() if isinstance(v, str) else b"%d" % v for v in head]
-        parts += tail
-        packed = b"*%d\r\n" % len(parts) + b"".join([b"$%d\r\n%b\r\n" % (len(p), p) for p in parts])
+            return await self._run([*head, token, *(t.decode() for t in tail)])
+        keys = [b"$7\r\nEVALSHA\r\n", b"$40\r\n%b\r\n" % _SCRIPT_SHA_B, b"$1\r\n2\r\n"]
+        keys += [b"$%d\r\n%b\r\n" % (len(k), k) for k in (self._events_b, self._due_b)]
+        packed = b"".join(
+            [b"*%d\r\n" % (len(keys) + len(resp) + 1 + len(tail)), *keys, *resp, b"$40\r\n%b\r\n" % token.encode(), body]
+        )
         loaded = reconnected = False
         while True:
             conn = await pool.get_connection()

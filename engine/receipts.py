@@ -83,6 +83,7 @@ class ReceiptSink:
         self.unmatched = {c.name: UnmatchedBuffer(retry_ms=min(500, hold_ms), max_wait_ms=hold_ms) for c in settings.carriers}
         self._formats = {c.name: c.dlr_id_format for c in settings.carriers}
         self._receipts: dict[str, list[ReceiptRecord]] = defaultdict(list)
+        self._stalled: list[tuple[str, list[ReceiptRecord]]] = []  # batches of a failed flush
         self._invalid: list[tuple[str, dict[str, Any], str]] = []
         self._inbound: list[tuple[str, Any]] = []
         self._responders: list[tuple[Any, Any]] = []
@@ -115,7 +116,7 @@ class ReceiptSink:
         await self.webhooks.close(5.0)
 
     async def _flush_until_empty(self) -> None:
-        while self._responders or self._receipts or self._inbound or self._invalid:
+        while self._responders or self._receipts or self._stalled or self._inbound or self._invalid:
             await self._flush()
 
     # --------------------------------------------------------- from the pools
@@ -176,22 +177,31 @@ class ReceiptSink:
             await self._retry_held(everything=True)
         if self._receipts and self.barrier is not None:
             await self.barrier()
-        receipts, self._receipts = self._receipts, defaultdict(list)
+        # Batches a failed flush left come first, unchanged: a repeated store call
+        # whose first reply was lost then gets that reply back (dlr/store.py).
+        batches, self._stalled = self._stalled, []
+        batches += self._receipts.items()
+        self._receipts = defaultdict(list)
         responders, self._responders = self._responders, []
         invalid, self._invalid = self._invalid, []
         inbound, self._inbound = self._inbound, []
         try:
-            for carrier, raw, reason in invalid:
+            while invalid:
+                carrier, raw, reason = invalid[0]
                 await self.store.park_invalid(carrier, raw, reason)
+                del invalid[0]
                 self.metrics.receipts_invalid.labels(carrier).inc()
             if inbound:
                 await self._store_inbound(inbound)
-            for carrier, records in receipts.items():
+                inbound = []
+            while batches:
+                carrier, records = batches[0]
                 await self._apply(carrier, records)
+                del batches[0]
         except BaseException:
-            # Put everything back (in order) so nothing is lost or answered early.
-            for carrier, records in receipts.items():
-                self._receipts[carrier][:0] = records
+            # Keep what is not stored yet (and only that: a stored message is not
+            # stored twice), and answer nothing early.
+            self._stalled = batches
             self._responders[:0] = responders
             self._invalid[:0] = invalid
             self._inbound[:0] = inbound

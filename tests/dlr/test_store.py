@@ -632,3 +632,95 @@ async def test_apply_reconnects_once_after_a_killed_connection(redis_url: str, k
     finally:
         await client.aclose()
         await admin.aclose()
+
+
+class _ReplyCutter:
+    """A TCP proxy to the real Redis that, once armed, forwards the next request
+    holding ``marker`` and then closes the client's connection instead of passing
+    on the reply: the server ran the command, the caller never hears of it."""
+
+    def __init__(self, redis_url: str, marker: bytes) -> None:
+        from urllib.parse import urlparse
+
+        parsed = urlparse(redis_url)
+        self.upstream = (parsed.hostname or "127.0.0.1", parsed.port or 6379)
+        self.db = parsed.path or "/0"
+        self.marker = marker
+        self.armed = False
+        self.cuts = 0
+        self.port = 0
+        self._server: Any = None
+
+    async def start(self) -> _ReplyCutter:
+        import asyncio
+
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}{self.db}"
+
+    async def _handle(self, reader: Any, writer: Any) -> None:
+        import asyncio
+
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        cutting = False
+
+        async def to_server() -> None:
+            nonlocal cutting
+            while data := await reader.read(1 << 16):
+                if self.armed and self.marker in data:
+                    self.armed, cutting = False, True
+                up_writer.write(data)
+                await up_writer.drain()
+            up_writer.close()
+
+        async def to_client() -> None:
+            while data := await up_reader.read(1 << 16):
+                if cutting:  # the reply of the marked request: never passed on
+                    self.cuts += 1
+                    break
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+            up_writer.close()
+
+        await asyncio.gather(to_server(), to_client(), return_exceptions=True)
+
+    async def close(self) -> None:
+        self._server.close()
+        await self._server.wait_closed()
+
+
+async def test_a_lost_reply_is_given_again_so_callbacks_are_not_lost(redis_url: str, key_prefix: str) -> None:
+    """The receipts call ran but its reply never came back; the store asks again on
+    a new connection and gets the first reply (the memo), not 'duplicate': the
+    event for the callback is still handed to the caller, and published once."""
+    import redis.asyncio as aioredis
+
+    cutter = await _ReplyCutter(redis_url, b"apply").start()
+    client = aioredis.Redis.from_url(cutter.url)
+    try:
+        store = ReceiptStore(client, key_prefix)
+        await submit_job(redis_client := aioredis.Redis.from_url(redis_url), key_prefix, "lost-1", "acme", ["lr1"])
+        assert (await store.apply("acme", [rec("nothing")])).unmatched  # the script is loaded: a cut reply is a run one
+        cutter.armed = True
+        result = await store.apply("acme", [rec("lr1")])
+        assert cutter.cuts == 1  # the first reply was really lost
+        [final] = result.finals
+        assert (final.job_id, final.event, final.callback) == ("lost-1", "delivered", "http://127.0.0.1/cb")
+        assert result.applied == 1 and result.duplicates == 0
+        assert [e["id"] for e in await events(redis_client, key_prefix)] == ["lost-1"]
+        # a batch without callback events keeps no memo: asked again, it counts duplicates
+        await record_submitted(redis_client, key_prefix, [("plain-1", ["lr2"], "", "")])
+        cutter.armed = True
+        again = await store.apply("acme", [rec("lr2")])
+        assert cutter.cuts == 2 and again.duplicates == 1 and not again.finals
+        # (record_submitted cleared the stream) its event was published once, by the first call
+        assert [e["id"] for e in await events(redis_client, key_prefix)] == ["plain-1"]
+        await redis_client.aclose()
+    finally:
+        await client.aclose()
+        await cutter.close()
