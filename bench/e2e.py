@@ -1059,6 +1059,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logs", metavar="DIR", default="",
                    help="keep the generated engine configs and the children's logs in DIR")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--receipt-cost", metavar="N", type=int, default=0,
+                   help="what receipts cost: N alternating runs with receipts on and off (each on a fresh "
+                        "embedded Redis unless --redis-url/REDIS_URL), then medians and the drop")
     return p
 
 
@@ -1084,6 +1087,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         redis_url=args.redis_url, timeout_s=args.timeout_s, seed=args.seed, quiet=args.quiet,
         cprofile=args.cprofile, py_spy=args.py_spy,
     )
+    if args.receipt_cost > 0:
+        return _receipt_cost(opts, args.receipt_cost, args.json)
+    code, result = _run_once(opts, args.logs)
+    if result is None:
+        return code
+    if opts.py_spy.endswith(".txt") and Path(opts.py_spy).exists():
+        result["profile_top"] = [
+            {"function": f, "self_pct": s, "total_pct": t} for f, s, t in summarise_collapsed(opts.py_spy)
+        ]
+    print(format_table(result))
+    if args.json:
+        import orjson
+
+        Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    if args.plot:
+        problem = write_plot(result, args.plot)
+        if problem:
+            print(f"sendgate bench: {problem}", file=sys.stderr)
+    return 0 if result["lost"] == 0 else 1
+
+
+def _run_once(opts: BenchOptions, logs_dir: str = "") -> tuple[int, dict[str, Any] | None]:
+    """One load run, with its own embedded Redis unless a URL is given:
+    ``(0, result)``, or ``(exit code, None)`` when it could not finish."""
     url = opts.redis_url or os.environ.get("REDIS_URL", "")
     embedded = None
     if not url:
@@ -1101,8 +1128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, on_sigterm)
 
     async def go() -> None:
-        if args.logs:  # keep the children's configs and logs
-            logs = Path(args.logs)
+        if logs_dir:  # keep the children's configs and logs
+            logs = Path(logs_dir)
             logs.mkdir(parents=True, exist_ok=True)
             holder["r"] = await run_bench(opts, url, logs, own_redis=embedded is not None)
             return
@@ -1118,10 +1145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(go())
     except KeyboardInterrupt:
         print("sendgate bench: interrupted; every child process was stopped", file=sys.stderr)
-        return 130
+        return 130, None
     except RuntimeError as err:
         print(f"sendgate bench: {err}", file=sys.stderr)
-        return 1
+        return 1, None
     finally:
         signal.signal(signal.SIGTERM, previous)
         for children in _LIVE:
@@ -1129,21 +1156,68 @@ def main(argv: Sequence[str] | None = None) -> int:
         _LIVE.clear()
         if embedded is not None:
             embedded.stop()
-    result = holder["r"]
-    if opts.py_spy.endswith(".txt") and Path(opts.py_spy).exists():
-        result["profile_top"] = [
-            {"function": f, "self_pct": s, "total_pct": t} for f, s, t in summarise_collapsed(opts.py_spy)
-        ]
-    print(format_table(result))
-    if args.json:
+    return 0, holder["r"]
+
+
+def receipt_cost_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians of the runs with receipts and without, and the drop between them."""
+    import statistics
+
+    summary: dict[str, Any] = {}
+    for mode, dlr in (("receipts_on", True), ("receipts_off", False)):
+        mine = [r for r in runs if r["settings"]["dlr"] is dlr]
+        cpu: dict[str, list[float]] = {}
+        for r in mine:
+            for name, us in r["cpu_us_per_job"].items():
+                cpu.setdefault(name, []).append(us)
+        rates = [r["msgs_per_s"] for r in mine]
+        summary[mode] = {
+            "runs": len(mine),
+            "msgs_per_s": [round(x) for x in rates],
+            "median_msgs_per_s": round(statistics.median(rates)) if rates else 0,
+            "cpu_us_per_job_median": {k: round(statistics.median(v), 1) for k, v in cpu.items()},
+            "lost": sum(r["lost"] for r in mine),
+            "duplicates": sum(r["duplicates"] for r in mine),
+        }
+    on, off = summary["receipts_on"]["median_msgs_per_s"], summary["receipts_off"]["median_msgs_per_s"]
+    summary["drop_pct"] = round(100 * (1 - on / off), 1) if off else None
+    return summary
+
+
+def format_receipt_cost(summary: dict[str, Any]) -> str:
+    lines = ["", "  sendgate bench --receipt-cost", "  " + "-" * 78]
+    for mode in ("receipts_on", "receipts_off"):
+        m = summary[mode]
+        cpu = ", ".join(f"{k} {v}" for k, v in m["cpu_us_per_job_median"].items())
+        lines.append(f"  {mode.replace('_', ' '):14s} median {m['median_msgs_per_s']:>7,} msgs/s  "
+                     f"runs {', '.join(f'{x:,}' for x in m['msgs_per_s'])}")
+        lines.append(f"  {'':14s} cpu µs/job (median): {cpu}; lost {m['lost']}, duplicates {m['duplicates']}")
+    lines.append(f"  {'drop':14s} {summary['drop_pct']} % (receipts on vs off, medians)")
+    lines.append("  " + "-" * 78)
+    return "\n".join(lines)
+
+
+def _receipt_cost(opts: BenchOptions, pairs: int, json_path: str | None) -> int:
+    """``--receipt-cost N``: alternate receipts on and off N times, same settings."""
+    import dataclasses
+
+    runs: list[dict[str, Any]] = []
+    for i in range(pairs):
+        for dlr in (True, False):
+            if not opts.quiet:
+                print(f"bench: receipt cost, run {i + 1}/{pairs}, receipts {'on' if dlr else 'off'}", file=sys.stderr)
+            code, result = _run_once(dataclasses.replace(opts, dlr=dlr, receipts=True))
+            if result is None:
+                return code
+            runs.append(result)
+    summary = receipt_cost_summary(runs)
+    print(format_receipt_cost(summary))
+    if json_path:
         import orjson
 
-        Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    if args.plot:
-        problem = write_plot(result, args.plot)
-        if problem:
-            print(f"sendgate bench: {problem}", file=sys.stderr)
-    return 0 if result["lost"] == 0 else 1
+        Path(json_path).write_bytes(orjson.dumps({"summary": summary, "runs": runs}, option=orjson.OPT_INDENT_2))
+    lost = summary["receipts_on"]["lost"] + summary["receipts_off"]["lost"]
+    return 0 if lost == 0 else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -131,3 +131,22 @@ def test_engine_counters_sum_labels_and_workers() -> None:
           b"sendgate_batches_total 3.0\n")
     w1 = b'sendgate_submits_total{carrier="sim",result="ok"} 5.0\n'
     assert engine_counters([w0, w1]) == {"batches": 3, "submits": 17}
+
+
+def test_receipt_cost_alternates_receipts_on_and_off(tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cost.json"
+    rc = main(["--jobs", "200", "--redis-url", redis_url, "--quiet", "--timeout-s", "20",
+               "--receipt-cost", "1", "--json", str(out)])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    runs = report["runs"]
+    assert [r["settings"]["dlr"] for r in runs] == [True, False]
+    on, off = report["summary"]["receipts_on"], report["summary"]["receipts_off"]
+    assert runs[0]["events"].get("delivered", 0) > 0 and "delivered" not in runs[1]["events"]
+    assert on["lost"] == off["lost"] == 0 and on["duplicates"] == off["duplicates"] == 0
+    assert on["median_msgs_per_s"] == round(runs[0]["msgs_per_s"])
+    expected = round(100 * (1 - on["median_msgs_per_s"] / off["median_msgs_per_s"]), 1)
+    assert report["summary"]["drop_pct"] == expected
+    assert "drop" in capsys.readouterr().out
+    for r in runs:
+        _assert_clean(r, redis_url)
