@@ -333,12 +333,7 @@ if mode == 'apply' then
                         end
                         status = 'f'
                         finished[id] = true
-                        if tombstones then
-                            call('SET', keys[i], '~', 'PX', dup_window)
-                        else
-                            ng = ng + 1
-                            gone[ng] = keys[i]
-                        end
+                        retire(keys[i])
                         nd = nd + 1
                         done_jobs[nd] = job_id
                         fast[nf + 1] = job_id
