@@ -68,6 +68,15 @@ async def _until(predicate: object, timeout_s: float = 20.0) -> None:
         await asyncio.sleep(0.01)
 
 
+async def _kill_clients(redis: Redis, name: str) -> int:
+    """CLIENT KILL every connection named ``name``; returns how many went."""
+    killed = 0
+    for c in await redis.client_list():
+        if c.get("name") == name:
+            killed += int(await redis.execute_command("CLIENT", "KILL", "ID", c["id"]) in (True, b"OK", "OK", 1))
+    return killed
+
+
 async def _cleanup(redis: Redis, prefix: str) -> None:
     await delete_prefix(redis, prefix)
     await redis.aclose()
@@ -174,12 +183,7 @@ async def test_redis_connection_killed_mid_run(redis_url: str, key_prefix: str) 
         await _until(lambda: len(proxy.submits) >= 200)
         # Kill every connection of the engine's Redis client, twice, while jobs flow.
         for _ in range(2):
-            name = f"sendgate-victim-{key_prefix}"
-            killed = 0
-            for c in await redis.client_list():
-                if c.get("name") == name:
-                    killed += int(await redis.execute_command("CLIENT", "KILL", "ID", c["id"]) in (True, b"OK", "OK", 1))
-            assert killed >= 1
+            assert await _kill_clients(redis, f"sendgate-victim-{key_prefix}") >= 1
             await push(redis, key_prefix, jobs[500:1000] if _ == 0 else jobs[1000:])
             await _until(lambda: len(proxy.submits) >= 700)
         events = await wait_events(redis, key_prefix, {j["id"] for j in jobs}, final=False, timeout_s=60)
@@ -211,12 +215,7 @@ async def test_redis_connection_killed_while_receipts_flow(redis_url: str, key_p
         await push(redis, key_prefix, jobs[:500])
         await _until(lambda: sim.stats.dlr_resps >= 200)
         for round_ in range(2):
-            name = f"sendgate-victim-{key_prefix}"
-            killed = 0
-            for c in await redis.client_list():
-                if c.get("name") == name:
-                    killed += int(await redis.execute_command("CLIENT", "KILL", "ID", c["id"]) in (True, b"OK", "OK", 1))
-            assert killed >= 1
+            assert await _kill_clients(redis, f"sendgate-victim-{key_prefix}") >= 1
             await push(redis, key_prefix, jobs[500:1000] if round_ == 0 else jobs[1000:])
             await _until(lambda: sim.stats.dlr_resps >= 700)
         events = await wait_events(redis, key_prefix, {j["id"] for j in jobs}, timeout_s=60)
