@@ -122,6 +122,7 @@ class BenchOptions:
     quiet: bool = False
     cprofile: str = ""
     py_spy: str = ""
+    prefill: int = 0  # records of earlier jobs written under the run's prefix before it starts
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -532,6 +533,33 @@ def slow_calls(entries: list[dict[str, Any]], since_ts: int) -> list[dict[str, A
     return rows
 
 
+# What the engine leaves per job that had its receipt, for ``--prefill``: the
+# idempotency mark, the job record and the subject index (keys with a TTL), so
+# the run meets a keyspace of a Redis that holds earlier traffic.
+_PREFILL_LUA = """
+local prefix, run, first, count, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+for i = first, first + count - 1 do
+  local id = run .. '-pf' .. i
+  local job = prefix .. ':job:' .. id
+  redis.call('SET', prefix .. ':idem:' .. id, 'done', 'EX', ttl)
+  redis.call('HSET', job, 'carrier', 'sim0', 'parts', '1', 'message_ids', string.format('%x', i),
+    'submitted_ms', '1700000000000', 'state', 'delivered', 'dlr', '1', 'retention_until', '1900000000',
+    'to_hash', string.format('%032x', i), 'src_key', prefix .. ':jobs', 'src_id', '1-' .. i, 'e:1', '')
+  redis.call('EXPIRE', job, ttl)
+  local subject = prefix .. ':subject:' .. string.format('%032x', i)
+  redis.call('SADD', subject, id)
+  redis.call('EXPIRE', subject, ttl)
+end
+return count
+"""
+
+
+async def _prefill(redis: Any, prefix: str, run: str, count: int) -> None:
+    chunk = 5000
+    for first in range(0, count, chunk):
+        await redis.eval(_PREFILL_LUA, 0, prefix, run, first, min(chunk, count - first), 86_400)
+
+
 async def run_bench(
     o: BenchOptions, redis_url: str, workdir: Path, *, own_redis: bool = False
 ) -> dict[str, Any]:
@@ -557,6 +585,10 @@ async def run_bench(
     try:
         info_server = await redis.info("server")
         redis_pid = _redis_pid(info_server, redis_url)
+        if o.prefill > 0:
+            t = time.monotonic()
+            await _prefill(redis, prefix, run, o.prefill)
+            log(f"bench: prefilled the records of {o.prefill} earlier jobs in {time.monotonic() - t:.1f}s")
 
         # -- simulator
         sim_args = [
@@ -882,6 +914,7 @@ def _summarise(
             "workers": o.workers, "binds": o.binds, "window": o.window, "tps": o.tps, "batch_size": o.batch_size,
             "loop": o.loop, "sim_loop": o.sim_loop, "dlr": o.dlr, "receipts": o.receipts, "rate": o.rate,
             "mix": o.mix, "dlr_delay_ms": o.dlr_delay_ms, "latency_ms": o.latency_ms, "seed": o.seed,
+            "prefill": o.prefill,
         },
         "timeline": timeline,
         "notes": [],
@@ -923,7 +956,8 @@ def format_table(r: dict[str, Any]) -> str:
     s = r["settings"]
     rows: list[tuple[str, str]] = [
         ("settings", f"workers {s['workers']}, binds {s['binds']}, window {s['window']}, batch {s['batch_size']}, "
-                     f"tps {s['tps'] or 'unlimited'}, loop {s['loop']}, dlr {'on' if s['dlr'] else 'off'}"),
+                     f"tps {s['tps'] or 'unlimited'}, loop {s['loop']}, dlr {'on' if s['dlr'] else 'off'}"
+                     + (f", prefill {s['prefill']:,} jobs" if s.get("prefill") else "")),
         ("jobs", str(r["jobs"])),
         ("final / submitted", f"{r['final']} / {r['submitted']}"),
         ("msgs/s (final events)", f"{r['msgs_per_s']:,.0f}"),
@@ -1059,6 +1093,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logs", metavar="DIR", default="",
                    help="keep the generated engine configs and the children's logs in DIR")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--prefill", metavar="N", type=int, default=0,
+                   help="first write the records N earlier jobs would have left (3 keys each), so the run "
+                        "meets the keyspace of a Redis holding earlier traffic (default 0: an empty one)")
     p.add_argument("--receipt-cost", metavar="N", type=int, default=0,
                    help="what receipts cost: N alternating runs with receipts on and off (each on a fresh "
                         "embedded Redis unless --redis-url/REDIS_URL), then medians and the drop")
@@ -1085,7 +1122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         window=args.window, tps=args.tps, batch_size=args.batch_size, loop=args.loop, sim_loop=args.sim_loop,
         receipts=args.receipts, dlr_delay_ms=args.dlr_delay_ms, latency_ms=args.latency_ms,
         redis_url=args.redis_url, timeout_s=args.timeout_s, seed=args.seed, quiet=args.quiet,
-        cprofile=args.cprofile, py_spy=args.py_spy,
+        cprofile=args.cprofile, py_spy=args.py_spy, prefill=max(0, args.prefill),
     )
     if args.receipt_cost > 0:
         return _receipt_cost(opts, args.receipt_cost, args.json)

@@ -150,3 +150,38 @@ def test_receipt_cost_alternates_receipts_on_and_off(tmp_path: Path, redis_url: 
     assert "drop" in capsys.readouterr().out
     for r in runs:
         _assert_clean(r, redis_url)
+
+
+def test_prefill_writes_earlier_records_and_cleans_them(tmp_path: Path, redis_url: str) -> None:
+    r = _run(tmp_path, redis_url, "--prefill", "1000")
+    settings = r["settings"]
+    assert isinstance(settings, dict) and settings["prefill"] == 1000
+    assert r["lost"] == 0 and r["foreign_events"] == 0  # the prefill publishes no events
+    _assert_clean(r, redis_url)  # the prefilled keys share the run's prefix and go with it
+
+
+def test_prefill_records_look_like_the_engines(redis_url: str) -> None:
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    from bench.e2e import _prefill
+
+    async def go() -> None:
+        client = Redis.from_url(redis_url)
+        prefix = "sgbench-prefill-test"
+        try:
+            await _prefill(client, prefix, "r1", 12)
+            keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+            assert len(keys) == 36  # mark, record, subject index per job
+            record = await client.hgetall(f"{prefix}:job:r1-pf11")
+            assert record[b"state"] == b"delivered" and record[b"parts"] == b"1"
+            assert await client.get(f"{prefix}:idem:r1-pf11") == b"done"
+            assert 0 < await client.ttl(f"{prefix}:job:r1-pf11") <= 86_400
+        finally:
+            keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+            if keys:
+                await client.delete(*keys)
+            await client.aclose()
+
+    asyncio.run(go())
