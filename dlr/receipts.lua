@@ -226,6 +226,15 @@ local function unpack_reply(s)
     return out
 end
 
+-- Positions of the three separators (US) of a fast-form correlation entry
+-- "=<submitted_ms>US<message_ids>US<ref>US<job id>"; s3 is nil when malformed.
+local function fast_separators(v)
+    local s1 = string.find(v, '\31', 2, true)
+    local s2 = s1 and string.find(v, '\31', s1 + 1, true)
+    local s3 = s2 and string.find(v, '\31', s2 + 1, true)
+    return s1, s2, s3
+end
+
 -- Run a command over a list of arguments in slices (Lua's unpack has a limit).
 local function each_slice(cmd, key, list)
     for i = 1, #list, 1000 do
@@ -254,7 +263,7 @@ if mode == 'apply' then
     end
     local ck_prefix = prefix .. ':dlr:' .. carrier .. ':'
     -- Hot loop: locals for library functions, counters instead of '#' (a search in Lua 5.1).
-    local find, sub, byte, call = string.find, string.sub, string.byte, redis.call
+    local sub, byte, call = string.sub, string.byte, redis.call
     local statuses, fast = {}, out[2]
     local ns, nf = 0, 0
     local gone, done_jobs = {}, {}  -- batched: DEL of entries, ZREM of deadlines
@@ -305,9 +314,7 @@ if mode == 'apply' then
                 status = 'd'
             elseif final and byte(v, 1) == 61 then
                 -- fast path ('='): a single-part job without callback, fields in the entry
-                local s1 = find(v, '\31', 2, true)
-                local s2 = s1 and find(v, '\31', s1 + 1, true)
-                local s3 = s2 and find(v, '\31', s2 + 1, true)
+                local s1, s2, s3 = fast_separators(v)
                 if not s3 then
                     status = 'x'
                 else
@@ -345,9 +352,7 @@ if mode == 'apply' then
                 local part, submitted, job_id
                 if string.byte(v, 1) == 61 then
                     -- an intermediate receipt of a fast-path entry
-                    local s1 = string.find(v, '\31', 2, true)
-                    local s3 = s1 and string.find(v, '\31', s1 + 1, true)
-                    s3 = s3 and string.find(v, '\31', s3 + 1, true)
+                    local s1, _, s3 = fast_separators(v)
                     if s3 then
                         part, submitted, job_id = 1, string.sub(v, 2, s1 - 1), string.sub(v, s3 + 1)
                     end
