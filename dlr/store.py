@@ -300,7 +300,9 @@ class ReceiptStore:
 
         The apply call carries an argument per receipt; redis-py's generic
         packer costs ~0.7 µs per argument, this one ~0.15 (bytes in, one
-        ``%`` format each). Same connection pool, same error behaviour.
+        ``%`` format each). Same connection pool; like redis-py's own commands
+        it tries once more on a new connection after a connection error, and
+        loads the script on NOSCRIPT.
         """
         resp = [b"$%d\r\n%b\r\n" % (len(p), p) for p in (v.encode() if isinstance(v, str) else b"%d" % v for v in head)]
         body = b"".join([b"$%d\r\n%b\r\n" % (len(p), p) for p in tail])
