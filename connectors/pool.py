@@ -54,7 +54,8 @@ class PoolHandler(Protocol):
         """Written on a bind but unanswered (bind dropped, response timeout)."""
 
     def on_deliver(self, bind: SmppBind, pdu: DeliverSm | DataSm) -> None:
-        """deliver_sm / data_sm from the SMSC; answer with ``bind.respond(pdu, status)``."""
+        """deliver_sm / data_sm from the SMSC; answer with ``bind.respond(pdu, status)``
+        (or ``bind.respond_many(pdus, status)`` for several at once)."""
 
     def on_bind_state(self, bind_name: str, up: bool) -> None: ...
 

@@ -59,6 +59,8 @@ A session is one TCP connection seen from one side, ``role`` ``"esme"`` or
 from __future__ import annotations
 
 import enum
+import struct
+from collections.abc import Iterable
 from typing import Any, Final
 
 from .codec import HEADER, decode_body, encode
@@ -167,6 +169,12 @@ _NO_RESPONSE: Final[frozenset[int]] = frozenset((C.OUTBIND, C.ALERT_NOTIFICATION
 KNOWN_REQUESTS: Final[frozenset[int]] = frozenset(
     cid for table in _MAY_SEND.values() for cid in table
 )
+
+
+# A response whose body is an empty message_id (one NUL): deliver_sm_resp and
+# data_sm_resp, SMPP 3.4 §4.6.2 / §4.7.2. The "x" pad byte is that NUL.
+_EMPTY_RESPONSE: Final = struct.Struct(">IIIIx")
+_EMPTY_BODY_RESPONSES: Final = frozenset({C.DELIVER_SM_RESP, C.DATA_SM_RESP})
 
 
 def header_only(command_id: int, command_status: int, sequence_number: int) -> bytes:
@@ -394,6 +402,20 @@ class Session:
         if not command_id & RESP_BIT or command_id in _BIND_RESULT:
             raise LocalProtocolError(f"send_response is for plain responses, not {command_id:#x}")
         return HEADER.pack(16 + len(body), command_id, command_status, sequence_number) + body
+
+    def send_empty_responses(self, command_id: int, command_status: int, sequence_numbers: Iterable[int]) -> bytes:
+        """`send_response` with an empty message_id to several requests, in one buffer.
+
+        For the receipt worker, which answers a whole batch of deliver_sm (or
+        data_sm) at once: the state and ``command_id`` are checked once, and
+        each response is one precompiled pack.
+        """
+        if self.state is State.CLOSED:
+            raise LocalProtocolError("session is closed")
+        if command_id not in _EMPTY_BODY_RESPONSES:
+            raise LocalProtocolError(f"send_empty_responses is for deliver_sm_resp/data_sm_resp, not {command_id:#x}")
+        pack = _EMPTY_RESPONSE.pack
+        return b"".join([pack(17, command_id, command_status, seq) for seq in sequence_numbers])
 
     def send_enquire_link(self, now: float) -> bytes:
         """enquire_link (header only), tracked so that its timeout means a dead link."""

@@ -339,6 +339,28 @@ class SmppBind:
         resp_id = DataSmResp.command_id if pdu.command_id == C.DATA_SM else DeliverSmResp.command_id
         protocol.write(session.send_response(resp_id, command_status, pdu.sequence_number, b"\0"))
 
+    def respond_many(self, pdus: list[DeliverSm | DataSm], command_status: int = ESME_ROK) -> None:
+        """`respond` to several deliver_sm / data_sm in one write (the receipt
+        worker answers a stored batch at once). Same rules per PDU: stale or
+        already answered ones are skipped."""
+        session = self.session
+        protocol = self.protocol
+        if session is None or protocol is None:
+            log.debug("bind %s: %d stale deliver_sm response(s) dropped", self.name, len(pdus))
+            return
+        awaiting = self._awaiting
+        deliver: list[int] = []
+        data: list[int] = []
+        for pdu in pdus:
+            seq = pdu.sequence_number
+            if seq in awaiting:
+                awaiting.discard(seq)
+                (data if pdu.command_id == C.DATA_SM else deliver).append(seq)
+        if deliver:
+            protocol.write(session.send_empty_responses(DeliverSmResp.command_id, command_status, deliver))
+        if data:
+            protocol.write(session.send_empty_responses(DataSmResp.command_id, command_status, data))
+
     def note_throttled(self) -> float:
         """The SMSC said slow down: pause this bind; returns the pause in seconds."""
         cfg = self.config

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-__all__ = ["ID_FORMATS", "normalize_id"]
+__all__ = ["ID_FORMATS", "normalize_id", "normalize_receipt_id"]
 
 #: The accepted ``dlr_id_format`` values (for config validation).
 ID_FORMATS = ("as-is", "hex-to-dec", "dec-to-hex")
@@ -54,6 +54,12 @@ def _as_is(text: str) -> str:
     if text and _HEX_DIGITS.issuperset(text):
         return text.lower().lstrip("0") or "0"
     return text
+
+
+def normalize_receipt_id(raw: str) -> str:
+    """``normalize_id(raw, fmt, side="receipt")`` for any ``fmt`` (a receipt's id is
+    never converted): the engine's per-receipt call, without the dispatch."""
+    return _as_is(raw.strip(_STRIP))
 
 
 def normalize_id(raw: str, fmt: str, *, side: Literal["submit", "receipt"]) -> str:

@@ -33,7 +33,8 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from dlr.ids import normalize_id
+from connectors.pdu import DeliverSm
+from dlr.ids import normalize_receipt_id
 from dlr.receipt import ReceiptParseError, is_receipt, receipt_outcome
 from dlr.store import JobEvent, ReceiptRecord, ReceiptStore, UnmatchedBuffer
 from dlr.webhook import WebhookForwarder
@@ -81,12 +82,11 @@ class ReceiptSink:
         self.store = ReceiptStore(redis, settings.redis.prefix, stream_maxlen=settings.engine.streams_maxlen)
         hold_ms = int(settings.engine.receipt_hold_s * 1000)
         self.unmatched = {c.name: UnmatchedBuffer(retry_ms=min(500, hold_ms), max_wait_ms=hold_ms) for c in settings.carriers}
-        self._formats = {c.name: c.dlr_id_format for c in settings.carriers}
         self._receipts: dict[str, list[ReceiptRecord]] = defaultdict(list)
         self._stalled: list[tuple[str, list[ReceiptRecord]]] = []  # batches of a failed flush
         self._invalid: list[tuple[str, dict[str, Any], str]] = []
         self._inbound: list[tuple[str, Any]] = []
-        self._responders: list[tuple[Any, Any]] = []
+        self._responders: dict[Any, list[Any]] = {}  # per bind, in arrival order
         self._wake = asyncio.Event()
         self._retry_now = False
         # Set by the app: waits until submit outcomes queued so far are recorded.
@@ -123,30 +123,31 @@ class ReceiptSink:
     def on_deliver(self, carrier: str, bind: Any, pdu: Any) -> None:
         esm_class = pdu.esm_class
         if is_receipt(esm_class):
-            body = pdu.short_message if hasattr(pdu, "short_message") else b""
-            if not body:
+            if type(pdu) is DeliverSm:  # the usual case: every field is there
+                body = pdu.short_message or pdu.message_payload or b""
+                receipted_id, state, net_error = pdu.receipted_message_id, pdu.message_state, pdu.network_error_code
+            else:  # data_sm: no short_message
                 body = getattr(pdu, "message_payload", None) or b""
+                receipted_id = getattr(pdu, "receipted_message_id", None)
+                state = getattr(pdu, "message_state", None)
+                net_error = getattr(pdu, "network_error_code", None)
             try:
-                message_id, event, is_final, error = receipt_outcome(
-                    esm_class,
-                    body,
-                    getattr(pdu, "receipted_message_id", None),
-                    getattr(pdu, "message_state", None),
-                    getattr(pdu, "network_error_code", None),
-                )
+                message_id, event, is_final, error = receipt_outcome(esm_class, body, receipted_id, state, net_error)
             except ReceiptParseError as err:
                 raw = {"esm_class": str(esm_class), "short_message": body}
                 self._invalid.append((carrier, raw, err.reason))
             else:
+                # (a receipt's id is never converted, whatever the carrier's dlr_id_format)
                 self._receipts[carrier].append(
-                    ReceiptRecord(
-                        normalize_id(message_id, self._formats.get(carrier, "as-is"), side="receipt"),
-                        event, is_final, error, int(time.time() * 1000),
-                    )
+                    ReceiptRecord(normalize_receipt_id(message_id), event, is_final, error, int(time.time() * 1000))
                 )
         else:
             self._inbound.append((carrier, pdu))
-        self._responders.append((bind, pdu))
+        waiting = self._responders.get(bind)
+        if waiting is None:
+            self._responders[bind] = [pdu]
+        else:
+            waiting.append(pdu)
         self._wake.set()
 
     # ------------------------------------------------------------ the worker
@@ -182,7 +183,7 @@ class ReceiptSink:
         batches, self._stalled = self._stalled, []
         batches += self._receipts.items()
         self._receipts = defaultdict(list)
-        responders, self._responders = self._responders, []
+        responders, self._responders = self._responders, {}
         invalid, self._invalid = self._invalid, []
         inbound, self._inbound = self._inbound, []
         try:
@@ -202,12 +203,14 @@ class ReceiptSink:
             # Keep what is not stored yet (and only that: a stored message is not
             # stored twice), and answer nothing early.
             self._stalled = batches
-            self._responders[:0] = responders
+            for bind, later in self._responders.items():  # arrived meanwhile: after the others
+                responders.setdefault(bind, []).extend(later)
+            self._responders = responders
             self._invalid[:0] = invalid
             self._inbound[:0] = inbound
             raise
-        for bind, pdu in responders:
-            bind.respond(pdu, 0)
+        for bind, pdus in responders.items():
+            bind.respond_many(pdus, 0)
 
     async def _apply(self, carrier: str, records: list[ReceiptRecord]) -> None:
         result = await self.store.apply(carrier, records)

@@ -471,6 +471,32 @@ async def test_stale_or_double_receipt_answers_are_dropped(sim: Simulator) -> No
     await pool.close(0.5)
 
 
+async def test_receipts_answered_in_one_batch_skip_the_answered_and_the_stale(sim: Simulator) -> None:
+    handler = RecordingHandler(auto_respond=False)
+    pool = BindPool(config(sim.port), handler)
+    await pool.start()
+    bind = pool.binds[0]
+    pool.submit(sms(), 0)
+    pool.submit(sms(), 1)
+    pool.submit(sms(), 2)
+    await handler.wait_for(lambda: len(handler.delivers) == 3)
+    first, second, third = handler.delivers
+    bind.respond(first, 0)
+    bind.respond_many([first, second, third, second], 0)  # first and the repeat: answered already
+    pool.submit(sms(), 3)  # its receipt proves the answers above were read
+    await handler.wait_for(lambda: len(handler.delivers) == 4)
+    await sim.wait_for(lambda: sim.stats.submits == 4)
+    assert sim.stats.dlr_resps == 3
+    fourth = handler.delivers[3]
+    bind.kill()  # the connection that carried `fourth` goes away
+    await handler.wait_for(lambda: handler.bind_states.count(("acme-trx1", True)) == 2)
+    bind.respond_many([fourth], 0)  # stale: must not reach the new connection
+    pool.submit(sms(dlr=False), 4)
+    await handler.wait_for(lambda: len(handler.responses) == 5)
+    assert sim.stats.dlr_resps == 3
+    await pool.close(0.5)
+
+
 async def test_unanswered_enquire_link_means_a_dead_link_and_a_rebind() -> None:
     async with MisbehavingSmsc("mute") as smsc:
         handler = RecordingHandler()

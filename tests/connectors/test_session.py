@@ -397,6 +397,25 @@ def test_send_response_fast_path_matches_the_codec() -> None:
         pair.esme.send_response(C.DELIVER_SM_RESP, 0, seq, b"\0")
 
 
+def test_batched_empty_responses_match_the_codec() -> None:
+    pair = bound_pair()
+    seqs = [pair.send(pair.smsc, DeliverSm(esm_class=0x04), n)[0].sequence_number for n in range(3)]
+    batch = pair.esme.send_empty_responses(C.DELIVER_SM_RESP, 0, seqs)
+    assert batch == b"".join(pair.esme.send(DeliverSmResp(sequence_number=s), 0.0) for s in seqs)
+    answered = pair.smsc.receive_data(batch)
+    assert [type(e) for e in answered] == [Response] * 3
+    assert sorted(e.pdu.sequence_number for e in answered) == sorted(seqs)
+    assert pair.esme.send_empty_responses(C.DATA_SM_RESP, 0x45, [7]) == pair.esme.send_response(
+        C.DATA_SM_RESP, 0x45, 7, b"\0"
+    )
+    assert pair.esme.send_empty_responses(C.DELIVER_SM_RESP, 0, []) == b""
+    with pytest.raises(LocalProtocolError):
+        pair.esme.send_empty_responses(C.SUBMIT_SM_RESP, 0, [1])  # its body is a message_id
+    pair.esme.connection_lost()
+    with pytest.raises(LocalProtocolError):
+        pair.esme.send_empty_responses(C.DELIVER_SM_RESP, 0, seqs)
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     data=st.binary(max_size=300),

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dlr.ids import ID_FORMATS, normalize_id
+from dlr.ids import ID_FORMATS, normalize_id, normalize_receipt_id
 
 
 @pytest.mark.parametrize(
@@ -65,3 +65,8 @@ def test_round_trip_property(value: int, upper: bool, zeros: int) -> None:
 )
 def test_never_raises(raw: str, fmt: str, side: str) -> None:
     assert isinstance(normalize_id(raw, fmt, side=side), str)  # type: ignore[arg-type]
+
+
+@given(st.text(max_size=50), st.sampled_from([*ID_FORMATS, "unknown-format"]))
+def test_the_receipt_side_shortcut_is_normalize_id(raw: str, fmt: str) -> None:
+    assert normalize_receipt_id(raw) == normalize_id(raw, fmt, side="receipt")

@@ -146,6 +146,10 @@ class _Bind:
     def respond(self, pdu: DeliverSm, command_status: int = 0) -> None:
         self.responses.append((pdu.sequence_number, command_status))
 
+    def respond_many(self, pdus: list[DeliverSm], command_status: int = 0) -> None:
+        for pdu in pdus:
+            self.respond(pdu, command_status)
+
 
 async def test_unparseable_receipt_is_acked_counted_and_kept(redis_url: str, key_prefix: str) -> None:
     from redis.asyncio import Redis
