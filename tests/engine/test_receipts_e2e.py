@@ -12,7 +12,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from connectors.pdu import DeliverSm
+from connectors.pdu import DataSm, DeliverSm
 from connectors.simulator import SimulatorConfig
 from engine.config import settings_from_mapping
 from engine.metrics import Metrics
@@ -176,6 +176,38 @@ async def test_unparseable_receipt_is_acked_counted_and_kept(redis_url: str, key
         assert metrics.receipts_invalid.labels("c1")._value.get() == 1  # type: ignore[attr-defined]
         inbound = await redis.xrange(f"{key_prefix}:inbound")
         assert len(inbound) == 1 and inbound[0][1][b"text"] == b"STOP"
+    finally:
+        await sink.close()
+        await delete_prefix(redis, key_prefix)
+        await redis.aclose()
+
+
+async def test_a_data_sm_receipt_is_correlated_and_answered(redis_url: str, key_prefix: str) -> None:
+    """data_sm carries no short_message: the receipt is read from its TLVs and
+    message_payload, its id normalised like a deliver_sm's ("00ABC" -> "abc")."""
+    from redis.asyncio import Redis
+
+    settings = settings_from_mapping(
+        {"redis": {"url": redis_url, "prefix": key_prefix}, "carriers": [{"name": "c1"}]}, env={}
+    )
+    redis = Redis.from_url(redis_url)
+    sink = ReceiptSink(settings, redis, Metrics())
+    # what the record script leaves for a single-part job without callback
+    await redis.hset(f"{key_prefix}:job:j-data", mapping={"parts": "1", "state": "submitted", "carrier": "c1"})
+    await redis.set(f"{key_prefix}:dlr:c1:abc", "=1764307800000\x1f00ABC\x1fref-7\x1fj-data", ex=60)
+    sink.start()
+    bind = _Bind()
+    try:
+        sink.on_deliver("c1", bind, DataSm(sequence_number=11, esm_class=0x04, receipted_message_id="00ABC",
+                                           message_state=2, message_payload=b"id:00ABC stat:DELIVRD err:000"))
+        for _ in range(200):
+            if bind.responses:
+                break
+            await asyncio.sleep(0.01)
+        assert bind.responses == [(11, 0)]
+        events = await redis.xrange(f"{key_prefix}:events")
+        assert [(e[1][b"id"], e[1][b"event"], e[1][b"ref"]) for e in events] == [(b"j-data", b"delivered", b"ref-7")]
+        assert await redis.hget(f"{key_prefix}:job:j-data", "state") == b"delivered"
     finally:
         await sink.close()
         await delete_prefix(redis, key_prefix)
