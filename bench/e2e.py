@@ -1242,6 +1242,23 @@ def receipt_cost_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         }
     on, off = summary["receipts_on"]["median_msgs_per_s"], summary["receipts_off"]["median_msgs_per_s"]
     summary["drop_pct"] = round(100 * (1 - on / off), 1) if off else None
+    # Per pair (a run with receipts and the run without right after it): on a shared
+    # VM the machine's speed drifts between runs, and the spread of these says how far
+    # the medians can be trusted. The CPU figure compares what all processes spent per
+    # job, which does not depend on how busy the cores were kept.
+    pair_drops: list[float] = []
+    cpu_drops: list[float] = []
+    for with_r, without in zip(runs[::2], runs[1::2], strict=False):
+        if not (with_r["settings"]["dlr"] and not without["settings"]["dlr"]):
+            continue
+        if without["msgs_per_s"]:
+            pair_drops.append(round(100 * (1 - with_r["msgs_per_s"] / without["msgs_per_s"]), 1))
+        cpu_on, cpu_off = sum(with_r["cpu_us_per_job"].values()), sum(without["cpu_us_per_job"].values())
+        if cpu_on:
+            cpu_drops.append(round(100 * (1 - cpu_off / cpu_on), 1))
+    summary["pair_drops_pct"] = pair_drops
+    summary["pair_drop_median_pct"] = round(statistics.median(pair_drops), 1) if pair_drops else None
+    summary["cpu_drop_median_pct"] = round(statistics.median(cpu_drops), 1) if cpu_drops else None
     return summary
 
 
@@ -1254,6 +1271,10 @@ def format_receipt_cost(summary: dict[str, Any]) -> str:
                      f"runs {', '.join(f'{x:,}' for x in m['msgs_per_s'])}")
         lines.append(f"  {'':14s} cpu µs/job (median): {cpu}; lost {m['lost']}, duplicates {m['duplicates']}")
     lines.append(f"  {'drop':14s} {summary['drop_pct']} % (receipts on vs off, medians)")
+    if summary.get("pair_drops_pct"):
+        lines.append(f"  {'':14s} per pair {', '.join(str(x) for x in summary['pair_drops_pct'])} "
+                     f"(median {summary['pair_drop_median_pct']} %); from CPU per job of all "
+                     f"processes {summary['cpu_drop_median_pct']} %")
     lines.append("  " + "-" * 78)
     return "\n".join(lines)
 
