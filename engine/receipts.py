@@ -84,6 +84,7 @@ class ReceiptSink:
         self.unmatched = {c.name: UnmatchedBuffer(retry_ms=min(500, hold_ms), max_wait_ms=hold_ms) for c in settings.carriers}
         self._receipts: dict[str, list[ReceiptRecord]] = defaultdict(list)
         self._stalled: list[tuple[str, list[ReceiptRecord]]] = []  # batches of a failed flush
+        self._stalled_held: dict[str, list[ReceiptRecord]] = {}  # held receipts of a failed retry
         self._invalid: list[tuple[str, dict[str, Any], str]] = []
         self._inbound: list[tuple[str, Any]] = []
         self._responders: dict[Any, list[Any]] = {}  # per bind, in arrival order
@@ -279,34 +280,50 @@ class ReceiptSink:
     def retry_unmatched_soon(self) -> None:
         """New correlation entries were just recorded: retry held receipts at once
         (on the next tick of the worker) rather than on the maintenance tick."""
-        if any(held.has_work() for held in self.unmatched.values()):
+        if self._stalled_held or any(held.has_work() for held in self.unmatched.values()):
             self._retry_now = True
             self._wake.set()
 
     async def _retry_held(self, *, everything: bool) -> None:
         """Correlate held receipts again (all of them, or those whose retry time came);
-        park the ones that waited longer than ``receipt_hold_s``."""
+        park the ones that waited longer than ``receipt_hold_s``.
+
+        A retry that failed is sent again first and unchanged, like a stalled
+        batch: if its reply was lost, the same call gets that reply back
+        (dlr/store.py), so the callbacks of the events it published still go out.
+        """
         now_ms = int(time.time() * 1000)
         for carrier, held in self.unmatched.items():
-            if not held.has_work():
-                continue
-            retry, expired = held.due(now_ms, everything=everything)
-            try:
-                if retry:
-                    result = await self.store.apply(carrier, retry)
-                    retry = []  # handled: what is still unmatched is held again below
-                    for r in result.unmatched:
-                        held.hold(r, now_ms)
-                    self._publish(result.finals, now_ms)
-                    self._publish(result.intermediates, now_ms)
-                if expired:
-                    await self.store.park_unmatched(carrier, expired, "no matching submit within receipt_hold_s")
-                    self.metrics.receipts_unmatched.labels(carrier).inc(len(expired))
-            except BaseException:
-                # Redis went away mid-way: these receipts were answered to the SMSC
-                # already, so they must not be dropped. Back into the buffer.
-                held.give_back(retry, expired, now_ms)
-                raise
+            stalled = self._stalled_held.pop(carrier, None)
+            if stalled is not None:
+                await self._apply_held(carrier, held, stalled, [], now_ms)
+            if held.has_work():
+                retry, expired = held.due(now_ms, everything=everything)
+                await self._apply_held(carrier, held, retry, expired, now_ms)
+
+    async def _apply_held(
+        self, carrier: str, held: UnmatchedBuffer, retry: list[ReceiptRecord], expired: list[ReceiptRecord], now_ms: int
+    ) -> None:
+        try:
+            if retry:
+                result = await self.store.apply(carrier, retry)
+                retry = []  # handled: what is still unmatched is held again below
+                for r in result.unmatched:
+                    held.hold(r, now_ms)
+                self._publish(result.finals, now_ms)
+                self._publish(result.intermediates, now_ms)
+            if expired:
+                await self.store.park_unmatched(carrier, expired, "no matching submit within receipt_hold_s")
+                self.metrics.receipts_unmatched.labels(carrier).inc(len(expired))
+        except BaseException:
+            # Redis went away mid-way: these receipts were answered to the SMSC
+            # already, so they must not be dropped. The retry is kept as it was,
+            # the ones to park go back into the buffer.
+            if retry:
+                self._stalled_held[carrier] = retry
+                self._retry_now = True  # with the worker's next flush, not the next tick
+            held.give_back([], expired, now_ms)
+            raise
 
     # ----------------------------------------------------- periodic (engine)
     async def periodic(self) -> None:

@@ -637,7 +637,8 @@ async def test_apply_reconnects_once_after_a_killed_connection(redis_url: str, k
 class _ReplyCutter:
     """A TCP proxy to the real Redis that, once armed, forwards the next request
     holding ``marker`` and then closes the client's connection instead of passing
-    on the reply: the server ran the command, the caller never hears of it."""
+    on the reply: the server ran the command, the caller never hears of it.
+    ``armed = n`` does that to the next ``n`` such requests (``True`` = 1)."""
 
     def __init__(self, redis_url: str, marker: bytes) -> None:
         from urllib.parse import urlparse
@@ -646,7 +647,7 @@ class _ReplyCutter:
         self.upstream = (parsed.hostname or "127.0.0.1", parsed.port or 6379)
         self.db = parsed.path or "/0"
         self.marker = marker
-        self.armed = False
+        self.armed: int = 0
         self.cuts = 0
         self.port = 0
         self._server: Any = None
@@ -672,7 +673,7 @@ class _ReplyCutter:
             nonlocal cutting
             while data := await reader.read(1 << 16):
                 if self.armed and self.marker in data:
-                    self.armed, cutting = False, True
+                    self.armed, cutting = self.armed - 1, True
                 up_writer.write(data)
                 await up_writer.drain()
             up_writer.close()

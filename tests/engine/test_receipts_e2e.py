@@ -214,6 +214,52 @@ async def test_a_data_sm_receipt_is_correlated_and_answered(redis_url: str, key_
         await redis.aclose()
 
 
+async def test_a_held_retry_whose_reply_is_lost_still_hands_over_its_callback_events(
+    redis_url: str, key_prefix: str
+) -> None:
+    """A held receipt (it came before its submit was recorded) is retried; the call
+    runs but both replies are lost (the store's own second try too). Meanwhile
+    another receipt is held. The failed retry must be sent again unchanged: then
+    it gets the first reply back and the job's callback event is handed over;
+    merged with the new one it would only see its own tombstone."""
+    from redis.asyncio import Redis
+
+    from dlr.store import ReceiptStore
+    from tests.dlr.test_store import _ReplyCutter, rec, submit_job
+
+    settings = settings_from_mapping(
+        {"redis": {"url": redis_url, "prefix": key_prefix}, "carriers": [{"name": "acme"}]}, env={}
+    )
+    cutter = await _ReplyCutter(redis_url, b"apply").start()
+    cut_client = Redis.from_url(cutter.url)
+    live = Redis.from_url(redis_url)
+    sink = ReceiptSink(settings, live, Metrics())
+    sink.store = ReceiptStore(cut_client, key_prefix)
+    forwarded: list[tuple[str, dict[str, str]]] = []
+    sink.webhooks.forward = lambda url, fields: forwarded.append((url, fields))  # type: ignore[method-assign]
+    held = sink.unmatched["acme"]
+    try:
+        await submit_job(live, key_prefix, "held-cb", "acme", ["h1"])  # with a callback URL
+        assert (await sink.store.apply("acme", [rec("nothing")])).unmatched  # script loaded
+        held.hold(rec("h1"), now_ms=10**13)
+        cutter.armed = 2
+        with pytest.raises(Exception):  # noqa: B017 - redis-py's error for a connection closed mid-reply
+            await sink._retry_held(everything=True)
+        assert cutter.cuts == 2 and not forwarded
+        [(_id, published)] = await live.xrange(f"{key_prefix}:events")  # it did run
+        assert published[b"id"] == b"held-cb"
+        held.hold(rec("other"), now_ms=10**13)  # a newer held receipt
+        await sink._retry_held(everything=True)
+        assert [(url, f["id"], f["event"]) for url, f in forwarded] == [("http://127.0.0.1/cb", "held-cb", "delivered")]
+        assert len(await live.xrange(f"{key_prefix}:events")) == 1  # published once
+        assert len(held) == 1  # "other" is held again, still unmatched
+    finally:
+        await delete_prefix(live, key_prefix)
+        await live.aclose()
+        await cut_client.aclose()
+        await cutter.close()
+
+
 async def test_receipt_on_the_last_part_only(redis_url: str, key_prefix: str) -> None:
     run = uuid.uuid4().hex[:6]
     jobs = [_job(i, run, text="part " * 80) for i in range(10)]  # 3 parts each
@@ -266,16 +312,18 @@ async def test_held_receipts_survive_a_redis_outage_during_their_retry(redis_url
         held.hold(late, now_ms=1)  # first seen long ago: to park
         with pytest.raises(Exception):  # noqa: B017 - whatever redis-py raises for a refused connection
             await sink._retry_held(everything=True)
+        # the failed retry is kept as it was (to be sent again unchanged), the one to park is held
+        assert sink._stalled_held == {"c1": [early]}
         assert held.has_work()
         retry, expired = held.due(10**13, everything=True)
-        assert retry == [early] and expired == [late]
+        assert retry == [] and expired == [late]
         held.give_back(retry, expired, 10**13)
         # Redis is back: the retry matches, the old one is parked
         sink.store = ReceiptStore(live, key_prefix)
         await live.hset(f"{key_prefix}:job:j-early", mapping={"parts": 1, "state": "submitted"})
         await live.set(f"{key_prefix}:dlr:c1:r-early", "=5\x1fR-EARLY\x1f\x1fj-early")
         await sink._retry_held(everything=True)
-        assert not held.has_work()
+        assert not held.has_work() and not sink._stalled_held
         [(_id, event)] = await live.xrange(f"{key_prefix}:events")
         assert event[b"id"] == b"j-early" and event[b"event"] == b"delivered"
         [(_id, parked)] = await live.xrange(f"{key_prefix}:dlr:unmatched")
