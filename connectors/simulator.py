@@ -33,6 +33,7 @@ import contextlib
 import heapq
 import os
 import random
+import re
 import signal
 import struct
 import sys
@@ -219,6 +220,12 @@ _STATE_PARTS: Final[dict[str, tuple[bytes, bytes, bytes]]] = {
 # validity_period "", registered_delivery, replace_if_present_flag, data_coding,
 # sm_default_msg_id
 _HEAD_TAIL: Final = bytes((_RECEIPT_ESM_CLASS, 0, 0, 0, 0, 0, 0, 0, 0))
+# What a receipt needs of a submit_sm body (SMPP 3.4 §4.4.1), in one match:
+# service_type, source ton+npi (group 1) and addr (2), dest ton+npi (3) and addr
+# (4), esm_class, protocol_id, priority_flag, schedule_delivery_time,
+# validity_period, registered_delivery (5), replace_if_present, data_coding,
+# sm_default_msg_id, sm_length (6); short_message starts where the match ends.
+_SUBMIT_HEAD: Final = re.compile(rb"[^\0]*\0(..)([^\0]*)\0(..)([^\0]*)\0...[^\0]*\0[^\0]*\0(.)...(.)", re.DOTALL)
 
 
 class Simulator:
@@ -544,28 +551,15 @@ class SmscProtocol(asyncio.Protocol):
 
         A body too short or missing a NUL gets no receipt (its resp is still sent).
         """
-        index = buf.index  # raises ValueError when a C-string has no NUL before end
-        try:
-            pos = index(0, pos, end) + 1  # service_type
-            src_ton_npi = bytes(buf[pos : pos + 2])
-            nul = index(0, pos + 2, end)
-            source = bytes(buf[pos + 2 : nul])
-            pos = nul + 1
-            dst_ton_npi = bytes(buf[pos : pos + 2])
-            nul = index(0, pos + 2, end)
-            destination = bytes(buf[pos + 2 : nul])
-            pos = nul + 4  # esm_class, protocol_id, priority_flag
-            pos = index(0, pos, end) + 1  # schedule_delivery_time
-            pos = index(0, pos, end) + 1  # validity_period
-        except ValueError:
+        match = _SUBMIT_HEAD.match(buf, pos, end)
+        if match is None:
             return None
-        if pos + 5 > end:
-            return None
-        registered_delivery = buf[pos] & 0x03
+        src_ton_npi, source, dst_ton_npi, destination, flags, sm_length = match.groups()
+        registered_delivery = flags[0] & 0x03
         if not registered_delivery:
             return None
-        sm_length = buf[pos + 4]
-        text = bytes(buf[pos + 5 : min(pos + 5 + min(sm_length, 20), end)])
+        start = match.end()
+        text = bytes(buf[start : min(start + min(sm_length[0], 20), end)])
         state = self.sim.pick_state()
         if registered_delivery == 2 and state == "DELIVRD":  # §5.2.17: failure only
             return None
