@@ -330,7 +330,7 @@ class SmppBind:
         session = self.session
         protocol = self.protocol
         awaiting = self._awaiting
-        if session is None or protocol is None or pdu.sequence_number not in awaiting:
+        if session is None or protocol is None or session.is_closed() or pdu.sequence_number not in awaiting:
             # from a connection that is gone (the SMSC redelivers), or answered already
             log.debug("bind %s: stale deliver_sm response dropped", self.name)
             return
@@ -345,7 +345,7 @@ class SmppBind:
         already answered ones are skipped."""
         session = self.session
         protocol = self.protocol
-        if session is None or protocol is None:
+        if session is None or protocol is None or session.is_closed():
             log.debug("bind %s: %d stale deliver_sm response(s) dropped", self.name, len(pdus))
             return
         awaiting = self._awaiting

@@ -481,6 +481,27 @@ async def test_stale_or_double_receipt_answers_are_dropped(sim: Simulator, batch
     await pool.close(0.5)
 
 
+async def test_answers_on_a_closed_session_are_dropped_not_raised(sim: Simulator) -> None:
+    """The session already ended (its connection is going away) while the receipt
+    worker was storing: answering is a no-op, as for a gone connection; the
+    worker must not fail and leave other binds' receipts unanswered."""
+    handler = RecordingHandler(auto_respond=False)
+    pool = BindPool(config(sim.port), handler)
+    await pool.start()
+    bind = pool.binds[0]
+    pool.submit(sms(), 0)
+    await handler.wait_for(lambda: len(handler.delivers) == 1)
+    [pdu] = handler.delivers
+    session = bind.session
+    assert session is not None
+    session.connection_lost()  # what the transport does first when the link drops
+    assert session.is_closed()
+    bind.respond_many([pdu], 0)
+    bind.respond(pdu, 0)
+    assert sim.stats.dlr_resps == 0
+    await pool.close(0.5)
+
+
 async def test_unanswered_enquire_link_means_a_dead_link_and_a_rebind() -> None:
     async with MisbehavingSmsc("mute") as smsc:
         handler = RecordingHandler()
