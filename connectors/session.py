@@ -387,28 +387,15 @@ class Session:
             self._set_state(State.UNBOUND)
         return data
 
-    def send_response(
-        self, command_id: int, command_status: int, sequence_number: int, body: bytes = b""
-    ) -> bytes:
-        """Fast path for a response whose body the caller already has.
-
-        deliver_sm_resp / data_sm_resp carry only an empty message_id
-        (``body=b"\\0"``, SMPP 3.4 §4.6.2); packing the header directly skips
-        building and encoding a Struct per receipt. Bind responses must go
-        through :meth:`send` (they move the state).
-        """
-        if self.state is State.CLOSED:
-            raise LocalProtocolError("session is closed")
-        if not command_id & RESP_BIT or command_id in _BIND_RESULT:
-            raise LocalProtocolError(f"send_response is for plain responses, not {command_id:#x}")
-        return HEADER.pack(16 + len(body), command_id, command_status, sequence_number) + body
-
     def send_empty_responses(self, command_id: int, command_status: int, sequence_numbers: Iterable[int]) -> bytes:
-        """`send_response` with an empty message_id to several requests, in one buffer.
+        """deliver_sm_resp / data_sm_resp (an empty message_id, SMPP 3.4 §4.6.2,
+        §4.7.2) to several requests, in one buffer.
 
-        For the receipt worker, which answers a whole batch of deliver_sm (or
-        data_sm) at once: the state and ``command_id`` are checked once, and
-        each response is one precompiled pack.
+        The answers to the SMSC's deliver_sm: the receipt worker answers a
+        whole stored batch at once, so the state and ``command_id`` are checked
+        once and each response is one precompiled pack (no Struct built and
+        encoded per receipt). Bind responses must go through :meth:`send`
+        (they move the state).
         """
         if self.state is State.CLOSED:
             raise LocalProtocolError("session is closed")

@@ -327,22 +327,12 @@ class SmppBind:
         A no-op if the connection that carried it is gone (the SMSC redelivers),
         or if it was answered already.
         """
-        session = self.session
-        protocol = self.protocol
-        awaiting = self._awaiting
-        if session is None or protocol is None or session.is_closed() or pdu.sequence_number not in awaiting:
-            # from a connection that is gone (the SMSC redelivers), or answered already
-            log.debug("bind %s: stale deliver_sm response dropped", self.name)
-            return
-        awaiting.discard(pdu.sequence_number)
-        # SMPP 3.4 §4.6.2 / §4.7.2: the body is an empty message_id
-        resp_id = DataSmResp.command_id if pdu.command_id == C.DATA_SM else DeliverSmResp.command_id
-        protocol.write(session.send_response(resp_id, command_status, pdu.sequence_number, b"\0"))
+        self.respond_many([pdu], command_status)
 
     def respond_many(self, pdus: list[DeliverSm | DataSm], command_status: int = ESME_ROK) -> None:
         """`respond` to several deliver_sm / data_sm in one write (the receipt
-        worker answers a stored batch at once). Same rules per PDU: stale or
-        already answered ones are skipped."""
+        worker answers a stored batch at once). Stale ones (from a connection
+        that is gone: the SMSC redelivers) and already answered ones are skipped."""
         session = self.session
         protocol = self.protocol
         if session is None or protocol is None or session.is_closed():
@@ -356,6 +346,9 @@ class SmppBind:
             if seq in awaiting:
                 awaiting.discard(seq)
                 (data if pdu.command_id == C.DATA_SM else deliver).append(seq)
+            else:
+                log.debug("bind %s: deliver_sm %d answered already or stale: dropped", self.name, seq)
+        # SMPP 3.4 §4.6.2 / §4.7.2: the body of each answer is an empty message_id
         if deliver:
             protocol.write(session.send_empty_responses(DeliverSmResp.command_id, command_status, deliver))
         if data:

@@ -381,22 +381,6 @@ def test_never_more_than_window_in_flight(window: int, ops: list[tuple[str, int]
         assert pair.esme.windowed == len(outstanding) == len(pair.esme.in_flight)
 
 
-def test_send_response_fast_path_matches_the_codec() -> None:
-    pair = bound_pair()
-    events = pair.send(pair.smsc, DeliverSm(esm_class=0x04), "r")
-    seq = events[0].sequence_number
-    fast = pair.esme.send_response(C.DELIVER_SM_RESP, 0, seq, b"\0")
-    assert fast == pair.esme.send(DeliverSmResp(sequence_number=seq), 0.0)
-    assert type(pair.smsc.receive_data(fast)[0]) is Response
-    with pytest.raises(LocalProtocolError):
-        pair.esme.send_response(C.BIND_TRANSCEIVER_RESP, 0, 1)
-    with pytest.raises(LocalProtocolError):
-        pair.esme.send_response(C.SUBMIT_SM, 0, 1)
-    pair.esme.connection_lost()
-    with pytest.raises(LocalProtocolError):
-        pair.esme.send_response(C.DELIVER_SM_RESP, 0, seq, b"\0")
-
-
 def test_batched_empty_responses_match_the_codec() -> None:
     pair = bound_pair()
     seqs = [pair.send(pair.smsc, DeliverSm(esm_class=0x04), n)[0].sequence_number for n in range(3)]
@@ -405,12 +389,14 @@ def test_batched_empty_responses_match_the_codec() -> None:
     answered = pair.smsc.receive_data(batch)
     assert [type(e) for e in answered] == [Response] * 3
     assert sorted(e.pdu.sequence_number for e in answered) == sorted(seqs)
-    assert pair.esme.send_empty_responses(C.DATA_SM_RESP, 0x45, [7]) == pair.esme.send_response(
-        C.DATA_SM_RESP, 0x45, 7, b"\0"
-    )
+    assert pair.esme.send_empty_responses(C.DATA_SM_RESP, 0x45, [7]) == HEADER.pack(17, C.DATA_SM_RESP, 0x45, 7) + b"\0"
     assert pair.esme.send_empty_responses(C.DELIVER_SM_RESP, 0, []) == b""
     with pytest.raises(LocalProtocolError):
         pair.esme.send_empty_responses(C.SUBMIT_SM_RESP, 0, [1])  # its body is a message_id
+    with pytest.raises(LocalProtocolError):
+        pair.esme.send_empty_responses(C.BIND_TRANSCEIVER_RESP, 0, [1])  # moves the state: send()
+    with pytest.raises(LocalProtocolError):
+        pair.esme.send_empty_responses(C.SUBMIT_SM, 0, [1])  # not a response
     pair.esme.connection_lost()
     with pytest.raises(LocalProtocolError):
         pair.esme.send_empty_responses(C.DELIVER_SM_RESP, 0, seqs)
