@@ -519,12 +519,10 @@ class UnmatchedBuffer:
         """Anything to retry or to park (records pushed out early included)."""
         return bool(self._queue or self._overflow)
 
-    def give_back(self, retry: list[ReceiptRecord], expired: list[ReceiptRecord], now_ms: int) -> None:
-        """Take back what ``due`` handed out when the caller could not finish it
-        (Redis unavailable): ``retry`` is held again (keeping its first-seen
-        time), ``expired`` comes out of the next ``due`` again."""
-        for record in retry:
-            self.hold(record, now_ms)
+    def give_back(self, expired: list[ReceiptRecord]) -> None:
+        """Take back the records to park that ``due`` handed out when the caller
+        could not park them (Redis unavailable): the next ``due`` returns them
+        again. (A failed retry is resent unchanged by the caller instead.)"""
         self._overflow[:0] = expired
 
     def hold(self, record: ReceiptRecord, now_ms: int) -> None:

@@ -124,16 +124,12 @@ class ReceiptSink:
     def on_deliver(self, carrier: str, bind: Any, pdu: Any) -> None:
         esm_class = pdu.esm_class
         if is_receipt(esm_class):
-            if type(pdu) is DeliverSm:  # the usual case: every field is there
-                body = pdu.short_message or pdu.message_payload or b""
-                receipted_id, state, net_error = pdu.receipted_message_id, pdu.message_state, pdu.network_error_code
-            else:  # data_sm: no short_message
-                body = getattr(pdu, "message_payload", None) or b""
-                receipted_id = getattr(pdu, "receipted_message_id", None)
-                state = getattr(pdu, "message_state", None)
-                net_error = getattr(pdu, "network_error_code", None)
+            # deliver_sm and data_sm share the receipt TLVs; data_sm has no short_message
+            body = (pdu.short_message if type(pdu) is DeliverSm else b"") or pdu.message_payload or b""
             try:
-                message_id, event, is_final, error = receipt_outcome(esm_class, body, receipted_id, state, net_error)
+                message_id, event, is_final, error = receipt_outcome(
+                    esm_class, body, pdu.receipted_message_id, pdu.message_state, pdu.network_error_code
+                )
             except ReceiptParseError as err:
                 raw = {"esm_class": str(esm_class), "short_message": body}
                 self._invalid.append((carrier, raw, err.reason))
@@ -322,7 +318,7 @@ class ReceiptSink:
             if retry:
                 self._stalled_held[carrier] = retry
                 self._retry_now = True  # with the worker's next flush, not the next tick
-            held.give_back([], expired, now_ms)
+            held.give_back(expired)
             raise
 
     # ----------------------------------------------------- periodic (engine)

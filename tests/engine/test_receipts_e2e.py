@@ -317,7 +317,7 @@ async def test_held_receipts_survive_a_redis_outage_during_their_retry(redis_url
         assert held.has_work()
         retry, expired = held.due(10**13, everything=True)
         assert retry == [] and expired == [late]
-        held.give_back(retry, expired, 10**13)
+        held.give_back(expired)
         # Redis is back: the retry matches, the old one is parked
         sink.store = ReceiptStore(live, key_prefix)
         await live.hset(f"{key_prefix}:job:j-early", mapping={"parts": 1, "state": "submitted"})
