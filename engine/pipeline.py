@@ -429,10 +429,12 @@ class Pipeline:
             # A job whose expires_at passed while it waited for the window is
             # dropped now: dead letter `expired` and event `expired` (claim.lua).
             jobs: list[_InFlightJob] = []
+            expired: list[_InFlightJob] = []
             dead_meta: list[list[Any]] = []
             dead_fields: list[bytes] = []
             for ij in waiting:
                 if ij.job.expires_at and ij.job.expires_at <= now:
+                    expired.append(ij)
                     self._dead_letter(ij.entry_id, ij.fields, "expired",
                                       "expires_at passed while the job waited for the carrier's window",
                                       dead_meta, dead_fields)
@@ -440,12 +442,11 @@ class Pipeline:
                     jobs.append(ij)
             payload = orjson.dumps({"c": [[ij.job.id, ij.entry_id] for ij in jobs], "d": dead_meta})
             statuses = await self._retry_claim(stream, payload, dead_fields)
-            if dead_meta:
-                self.metrics.dead_letters.labels("expired").inc(len(dead_meta))
-                for ij in waiting:
-                    if ij.job.expires_at and ij.job.expires_at <= now:
-                        ij.admitted = True
-                        self._job_done(ij, record=False)  # acked by the claim script
+            if expired:
+                self.metrics.dead_letters.labels("expired").inc(len(expired))
+                for ij in expired:
+                    ij.admitted = True
+                    self._job_done(ij, record=False)  # acked by the claim script
             duplicates = 0
             for ij, status in zip(jobs, statuses, strict=True):
                 ij.admitted = True
