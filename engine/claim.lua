@@ -28,7 +28,8 @@
 local jobs, events, dead = KEYS[1], KEYS[2], KEYS[3]
 local group, prefix = ARGV[1], ARGV[2]
 local batch = cjson.decode(ARGV[3])
-local now, mark_ttl, maxlen = ARGV[4], tonumber(ARGV[5]), ARGV[6]
+-- mark_ttl stays a string: Redis would format a number on every call
+local now, mark_ttl, maxlen = ARGV[4], ARGV[5], ARGV[6]
 local retry = ARGV[7] == '1'
 
 local out = {}
