@@ -10,15 +10,18 @@
 --                                    message_ids, callback, submitted_ms, dlr_ids (optional),
 --                                    expect (optional: receipts awaited when fewer than parts)
 --   P:dlr:due                        zset: job id scored by receipt deadline (unix ms)
---   P:dlr:<carrier>:<normalised id>  = "~" for a short TTL after the part's final receipt
---                                    (tombstone: a resent receipt counts as a duplicate)
+--   P:dlr:dup:<n>                    set: the correlation keys retired (a part's final
+--                                    receipt came) during the n-th span of window/10 of
+--                                    Redis time; a receipt without entry whose key is in
+--                                    a span of the last window is a duplicate (SMSCs
+--                                    resend a deliver_sm whose resp they missed)
 --   P:events                         stream of status events
 --
 -- KEYS[1] = P:events, KEYS[2] = P:dlr:due (declared so Cluster routes the call;
 -- every key built below shares P's hash tag, so it lives in the same slot).
 --
 -- ARGV[1] = "apply":  ARGV[2] prefix, ARGV[3] carrier, ARGV[4] stream maxlen (0 = none),
---           ARGV[5] duplicate window ms (0 = no tombstones), ARGV[6] group count g,
+--           ARGV[5] duplicate window ms (0 = none), ARGV[6] group count g,
 --           ARGV[7] call token ('' = none: the reply of a call with callback events is
 --           kept 2 min under P:dlr:call:<token> and returned as is to a repeated call),
 --           then per group (receipts sharing final flag, event, error and ts_ms, the
@@ -27,7 +30,8 @@
 --   returns { statuses, fast, event... } where statuses holds one letter per receipt,
 --   in argument order:
 --     a applied, f applied on the fast path (its job's final event is in `fast`),
---     u unmatched (no correlation entry), d duplicate (part already final),
+--     u unmatched (no correlation entry), d duplicate (part already final, or
+--       its entry retired within the duplicate window),
 --     l late (intermediate after the part or job was final; ignored),
 --     o orphan (correlation entry but no job record (yet); retried like unmatched),
 --     x corrupt correlation entry (left alone)
@@ -36,12 +40,15 @@
 --   other event is { kind ("f" final / "i" intermediate), callback, submitted_ms,
 --   field, value, ... } with the exact fields written to P:events (or only id, event
 --   and carrier when the job has no callback).
--- ARGV[1] = "expire": ARGV[2] prefix, ARGV[3] now_ms, ARGV[4] stream maxlen, ARGV[5] limit
+-- ARGV[1] = "expire": ARGV[2] prefix, ARGV[3] now_ms, ARGV[4] stream maxlen, ARGV[5] limit,
+--           ARGV[6] duplicate window ms (the spans past it are UNLINKed here: freed
+--           off the main thread, before their own TTL would free them on it)
 --   returns { number of due entries handled (as a string), event... } (final events only).
 --
 -- Cost: every message passes here once, so the commands that can serve a whole
--- batch do (MGET of the entries, ZREM of the deadlines), and the fast path costs
--- three commands per receipt: HSET of the job, XADD of the event, SET of the tombstone.
+-- batch do (MGET of the entries, DEL and SADD of the retired ones, ZREM of the
+-- deadlines), and the fast path costs two commands per receipt: HSET of the job
+-- and XADD of the event.
 
 local SEVERITY = {delivered = 1, unknown = 2, deleted = 3, expired = 4, undeliverable = 5, rejected = 6}
 
@@ -82,8 +89,11 @@ local function aggregate_error(states, errors, final)
     return fallback
 end
 
+-- Numbers handed to redis.call are formatted by Redis on every call (snprintf
+-- "%.17g" in 6.2), which costs more than many commands: arguments travel as
+-- the strings they came in as. maxlen: the MAXLEN string, or nil for none.
 local function xadd(stream, maxlen, fields)
-    if maxlen > 0 then
+    if maxlen then
         redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(fields))
     else
         redis.call('XADD', stream, '*', unpack(fields))
@@ -116,10 +126,19 @@ local function awaited(parts, expect)
     return parts
 end
 
+-- A part count as a string, without formatting a number per event.
+local NUM_STR = {}
+for i = 1, 32 do
+    NUM_STR[i] = tostring(i)
+end
+local function num_str(n)
+    return NUM_STR[n] or tostring(n)
+end
+
 local function event_fields(job_id, info, event, carrier, parts, error, ts)
     return {
         'id', job_id, 'ref', info[1] or '', 'event', event, 'carrier', info[2] or carrier,
-        'parts', tostring(parts), 'message_ids', info[3] or '', 'error', error, 'ts', ts,
+        'parts', num_str(parts), 'message_ids', info[3] or '', 'error', error, 'ts', ts,
     }
 end
 
@@ -242,6 +261,17 @@ local function each_slice(cmd, key, list)
     end
 end
 
+-- Duplicate detection spans: window/10 of Redis time each (one clock for every
+-- engine). Returns the span (ms) and Redis's now (ms).
+local function dup_span(window)
+    local t = redis.call('TIME')
+    return math.max(1, math.ceil(window / 10)), tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function dup_key(prefix, n)
+    return prefix .. ':dlr:dup:' .. string.format('%d', n)
+end
+
 local events, due = KEYS[1], KEYS[2]
 local mode = ARGV[1]
 local prefix = ARGV[2]
@@ -249,8 +279,8 @@ local out = {'', {}}
 
 if mode == 'apply' then
     local carrier = ARGV[3]
-    local maxlen = tonumber(ARGV[4])
-    local dup_window = tonumber(ARGV[5])
+    local maxlen = tonumber(ARGV[4]) > 0 and ARGV[4] or nil
+    local dup_window = ARGV[5]  -- a string: see xadd()
     local groups = tonumber(ARGV[6])
     -- memo: a call repeated after its reply was lost (same token) gets the first
     -- reply again, so the events it published still reach their webhooks.
@@ -269,16 +299,12 @@ if mode == 'apply' then
     local gone, done_jobs = {}, {}  -- batched: DEL of entries, ZREM of deadlines
     local ng, nd = 0, 0
     local finished = {}             -- ids whose final receipt this call applied
-    -- A part's final receipt turns its entry into a tombstone for the duplicate
-    -- window (one SET: no delete, and the tombstone holds no job id), or deletes it.
-    local tombstones = dup_window > 0
+    local miss_at, miss_key, nm = {}, {}, 0  -- statuses index and key of each receipt without entry
+    -- A part's final receipt retires its entry: deleted, and its key kept in the
+    -- current span's set for the duplicate window (one DEL and one SADD per call).
     local function retire(key)
-        if tombstones then
-            call('SET', key, '~', 'PX', dup_window)
-        else
-            ng = ng + 1
-            gone[ng] = key
-        end
+        ng = ng + 1
+        gone[ng] = key
     end
     local pos = 8
     for _ = 1, groups do
@@ -309,8 +335,10 @@ if mode == 'apply' then
             local status = 'a'
             if not v then
                 status = 'u'
+                nm = nm + 1
+                miss_at[nm], miss_key[nm] = ns + 1, keys[i]
             elseif v == '~' or finished[id] then
-                -- '~': this id's part already had its final receipt (a resent receipt)
+                -- '~': a tombstone, the form a retired entry took before the span sets
                 status = 'd'
             elseif final and byte(v, 1) == 61 then
                 -- fast path ('='): a single-part job without callback, fields in the entry
@@ -329,7 +357,7 @@ if mode == 'apply' then
                         call('DEL', jk)
                         status = 'o'
                     else
-                        if maxlen > 0 then
+                        if maxlen then
                             call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'id', job_id,
                                 'ref', sub(v, s2 + 1, s3 - 1), 'event', state, 'carrier', carrier,
                                 'parts', '1', 'message_ids', sub(v, s1 + 1, s2 - 1), 'error', err, 'ts', ts)
@@ -387,14 +415,14 @@ if mode == 'apply' then
                         else
                             retire(keys[i])
                             if parts == 1 then
-                                redis.call('HSET', jk, 's:1', event, 'e:1', err, 'done', 1, 'state', state)
+                                redis.call('HSET', jk, 's:1', event, 'e:1', err, 'done', '1', 'state', state)
                                 out[#out + 1] = finish(jk, job_id, 1, 1, carrier, ts, info, {event}, {err}, true,
                                                        submitted, '', events, maxlen)
                                 nd = nd + 1
                                 done_jobs[nd] = job_id
                             else
                                 redis.call('HSET', jk, 's:' .. part, event, 'e:' .. part, err)
-                                local done = redis.call('HINCRBY', jk, 'done', 1)
+                                local done = redis.call('HINCRBY', jk, 'done', '1')
                                 local expect = awaited(parts, head[5])
                                 if done == expect then
                                     out[#out + 1] = finish(jk, job_id, parts, parts - expect + 1, carrier, ts, info,
@@ -419,6 +447,36 @@ if mode == 'apply' then
             statuses[ns] = status
         end
     end
+    local window = tonumber(dup_window)
+    if window > 0 and (nm > 0 or ng > 0) then
+        local span, now = dup_span(window)
+        local last = math.floor(now / span)
+        -- A receipt without entry whose key was retired within the window is a
+        -- resent one (retired by an earlier call: this call's repeats are `finished`).
+        for n = last, math.floor((now - window) / span), -1 do
+            if nm == 0 then
+                break
+            end
+            local seen = redis.call('SMISMEMBER', dup_key(prefix, n), unpack(miss_key, 1, nm))
+            local kept = 0
+            for j = 1, nm do
+                if seen[j] == 1 then
+                    statuses[miss_at[j]] = 'd'
+                else
+                    kept = kept + 1
+                    miss_at[kept], miss_key[kept] = miss_at[j], miss_key[j]
+                end
+            end
+            nm = kept
+        end
+        if ng > 0 then
+            local set = dup_key(prefix, last)
+            each_slice('SADD', set, gone)
+            -- needed until the span's end + window; the sweep UNLINKs it a span after
+            -- that (expire mode), so its TTL frees it only when no sweep ran
+            redis.call('PEXPIREAT', set, string.format('%d', (last + 3) * span + window))
+        end
+    end
     for i = 1, ng, 1000 do
         call('DEL', unpack(gone, i, math.min(i + 999, ng)))
     end
@@ -441,8 +499,16 @@ end
 
 if mode == 'expire' then
     local now = ARGV[3]
-    local maxlen = tonumber(ARGV[4])
+    local maxlen = tonumber(ARGV[4]) > 0 and ARGV[4] or nil
     local limit = tonumber(ARGV[5])
+    local window = tonumber(ARGV[6]) or 0
+    if window > 0 then
+        -- duplicate spans past their use (span end + window) go here, UNLINKed (freed
+        -- off the main thread), one span before their TTL would free them on it
+        local span, t = dup_span(window)
+        local n = math.floor((t - window) / span) - 2
+        redis.call('UNLINK', dup_key(prefix, n), dup_key(prefix, n - 1))
+    end
     local ids = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, limit)
     for _, job_id in ipairs(ids) do
         redis.call('ZREM', due, job_id)
@@ -465,7 +531,7 @@ if mode == 'expire' then
                     end
                 end
             end
-            redis.call('HSET', jk, 'done', expect)
+            redis.call('HSET', jk, 'done', num_str(expect))
             local info = redis.call('HMGET', jk, unpack(INFO_FIELDS))
             out[#out + 1] = finish(jk, job_id, parts, first, carrier, now, info, nil, nil, false,
                                    '', 'dlr_timeout', events, maxlen)

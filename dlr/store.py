@@ -49,10 +49,11 @@ event needs::
 
 (US = 0x1F; the job id is last and may hold anything; a ``ref`` or message id
 holding US keeps the general form). A final receipt for such an entry then
-costs the script three commands of its own: ``HSET`` of ``state`` and ``e:1`` on
-the job record (whose reply also tells a missing record: both fields new), the
-``XADD`` of the event, and the tombstone ``SET``; the lookup (``MGET``) and the
-deadline removal (``ZREM``) serve the whole batch. It skips the ``HMGET`` of
+costs the script two commands of its own: ``HSET`` of ``state`` and ``e:1`` on
+the job record (whose reply also tells a missing record: both fields new) and
+the ``XADD`` of the event; the lookup (``MGET``), the retirement of the entry
+(``DEL`` and ``SADD``, below) and the deadline removal (``ZREM``) serve the
+whole batch. It skips the ``HMGET`` of
 ten job fields the general form needs, and does not write ``s:1``/``done``
 (only multipart aggregation and the sweep read them, and a final single part
 leaves both). Intermediate receipts for it take the general path. Redis CPU
@@ -71,12 +72,19 @@ events only for the general path.
 
 Keys this module writes besides the job record and ``P:events``:
 
-* the correlation entry itself becomes a tombstone ``"~"`` with a short TTL
-  (``duplicate_window_ms``, default 10 min) after a part's final receipt, so a
-  repeated receipt (SMSCs resend a deliver_sm whose resp they missed) is
-  counted as a duplicate instead of waiting and landing as unmatched. One
-  command instead of a delete plus a separate tombstone key; it holds no job
-  id and no personal data.
+* ``P:dlr:dup:<n>`` sets: a part's final receipt deletes its correlation
+  entry and puts the entry's key in the set of the current *span*, a tenth of
+  ``duplicate_window_ms`` (default 10 min) of Redis time (``TIME``: one clock
+  for every engine). A receipt without entry whose key is in a span of the
+  last window is counted as a duplicate (SMSCs resend a deliver_sm whose resp
+  they missed) instead of waiting and landing as unmatched. One ``DEL`` and
+  one ``SADD`` per call instead of a tombstone ``SET`` per receipt (an earlier
+  version's ``"~"`` tombstones still count as duplicates), and no key per
+  receipt for Redis to expire. The sweep (``expire_overdue``) unlinks a
+  span once it ended a window and a span ago, so its memory is freed off
+  Redis's main thread; its TTL, a span later, frees it only when no sweep ran.
+  The sets hold carrier message ids: no job id and no personal data. Needs
+  Redis 6.2 (``SMISMEMBER``), as ``XAUTOCLAIM`` already does.
 * ``P:dlr:unmatched`` stream: receipts with no correlation entry after the
   caller's bounded wait (``park_unmatched``): ``carrier``, ``message_id``,
   ``event``, ``error``, ``ts``, ``reason``.
@@ -428,7 +436,7 @@ class ReceiptStore:
         no part had one. Handles at most ``limit`` jobs; call again while it
         returns ``limit`` events. Returns the final events (for webhooks).
         """
-        raw = await self._run(["expire", self.prefix, now_ms, self.stream_maxlen, limit])
+        raw = await self._run(["expire", self.prefix, now_ms, self.stream_maxlen, limit, self.duplicate_window_ms])
         return [_job_event(item) for item in raw[1:]]
 
     async def park_unmatched(

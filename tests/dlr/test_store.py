@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -55,10 +56,18 @@ async def submit_job(
         await r.zadd(f"{prefix}:dlr:due", {job_id: SUBMITTED_MS + DLR_WAIT_MS})
 
 
-async def assert_tombstone(r: Any, prefix: str, carrier: str, mid: str) -> None:
-    """The entry became a tombstone (no job id) for the duplicate window."""
-    assert await r.get(f"{prefix}:dlr:{carrier}:{mid}") == b"~"
-    assert 0 < await r.pttl(f"{prefix}:dlr:{carrier}:{mid}") <= 600_000
+async def dup_spans(r: Any, prefix: str) -> dict[bytes, set[bytes]]:
+    """The duplicate-window span sets (``P:dlr:dup:<n>``) and their members."""
+    return {k: await r.smembers(k) async for k in r.scan_iter(match=f"{prefix}:dlr:dup:*")}
+
+
+async def assert_retired(r: Any, prefix: str, carrier: str, mid: str) -> None:
+    """The entry is gone and its key is in a duplicate span that expires within ~1.3 windows."""
+    key = f"{prefix}:dlr:{carrier}:{mid}"
+    assert not await r.exists(key)
+    spans = [name for name, members in (await dup_spans(r, prefix)).items() if key.encode() in members]
+    assert len(spans) == 1
+    assert 600_000 < await r.pttl(spans[0]) <= 600_000 * 13 // 10
 
 
 def rec(
@@ -108,8 +117,8 @@ async def test_single_part_delivered(
     assert final.fields == evs[0]
     job = await redis_client.hgetall(f"{key_prefix}:job:job:1")
     assert job[b"state"] == b"delivered" and job[b"done"] == b"1" and job[b"s:1"] == b"delivered"
-    # The correlation is gone: the entry is only a short-lived tombstone without the job id.
-    await assert_tombstone(redis_client, key_prefix, "acme", "abc123")
+    # The correlation is gone: only its key is kept, in a duplicate span (no job id).
+    await assert_retired(redis_client, key_prefix, "acme", "abc123")
     assert await redis_client.zscore(f"{key_prefix}:dlr:due", "job:1") is None
     assert await redis_client.ttl(f"{key_prefix}:job:job:1") > 0  # retention kept
 
@@ -406,7 +415,7 @@ async def test_receipt_on_last_part_only(
     assert final.fields["part_states"] == "undeliverable"
     assert final.fields["parts"] == "3"
     late = await store.apply("acme", [rec("z3", "enroute")])
-    assert late.duplicates == 1  # the tombstone: this id's part is final
+    assert late.duplicates == 1  # its key was retired: this id's part is final
     # never answered: the sweep gives unknown from the awaited part alone
     [expired] = await store.expire_overdue(SUBMITTED_MS + DLR_WAIT_MS + 1)
     assert (expired.job_id, expired.event) == ("last2", "unknown")
@@ -498,7 +507,7 @@ async def test_fast_path_entry_from_the_record_script(
     assert 0 < await redis_client.ttl(f"{key_prefix}:job:fast") <= 3600
     assert await redis_client.zcard(f"{key_prefix}:dlr:due") == 0
     for i in range(2, 7):
-        await assert_tombstone(redis_client, key_prefix, "acme", f"ab1{i}")
+        await assert_retired(redis_client, key_prefix, "acme", f"ab1{i}")
     # a receipt sent again is a duplicate, on either path
     again = await store.apply("acme", [rec("ab12"), rec("ab13"), rec("ab16", "enroute")])
     assert again.duplicates == 3 and again.applied == 0 and not again.unmatched
@@ -545,6 +554,62 @@ async def test_fast_path_without_job_record_writes_none(
     # a corrupt fast entry is counted and left alone
     await redis_client.set(f"{key_prefix}:dlr:acme:g2", "=123\x1fno-job-id")
     assert (await store.apply("acme", [rec("g2")])).corrupt == 1
+
+
+async def redis_now_ms(r: Any) -> int:
+    seconds, micros = await r.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+async def until_redis_time(r: Any, target_ms: int) -> None:
+    """Wait until Redis's clock (the one the duplicate spans use) reaches target_ms."""
+    while (now := await redis_now_ms(r)) < target_ms:
+        await asyncio.sleep((target_ms - now) / 1000)
+
+
+async def test_duplicate_window_spans_then_unmatched(redis_client: Any, key_prefix: str) -> None:
+    """A resent receipt is a duplicate while its key is in a span of the window, unmatched after."""
+    window = 300
+    store = ReceiptStore(redis_client, key_prefix, duplicate_window_ms=window)
+    await record_submitted(redis_client, key_prefix, [("w1", ["w1"], "", ""), ("w2", ["w2"], "", "")])
+    assert (await store.apply("acme", [rec("w1")])).applied == 1
+    retired_at = await redis_now_ms(redis_client)
+    [span] = (await dup_spans(redis_client, key_prefix)).keys()
+    assert 0 < await redis_client.pttl(span) <= window + 3 * (window // 10)
+    # a later call, in the same span or the next: the first key is still found
+    later = await store.apply("acme", [rec("w1"), rec("w2"), rec("nope")])
+    assert (later.duplicates, later.applied, later.unmatched) == (1, 1, [rec("nope")])
+    # past the window (and the span it was retired in): no longer a duplicate
+    await until_redis_time(redis_client, retired_at + window + window // 10 + 1)
+    assert (await store.apply("acme", [rec("w1")])).unmatched == [rec("w1")]
+
+
+async def test_sweep_unlinks_spans_past_their_use(redis_client: Any, key_prefix: str) -> None:
+    """The sweep UNLINKs the spans that ended a window and a span ago (a span before their
+    TTL), and leaves the ones a duplicate check may still read."""
+    window, span = 600_000, 60_000
+    store = ReceiptStore(redis_client, key_prefix, duplicate_window_ms=window)
+    while True:
+        before = (await redis_now_ms(redis_client) - window) // span
+        for n in range(before - 4, before + 1):
+            await redis_client.sadd(f"{key_prefix}:dlr:dup:{n}", f"{key_prefix}:dlr:acme:x{n}")
+            await redis_client.expire(f"{key_prefix}:dlr:dup:{n}", 3600)
+        await store.expire_overdue(SUBMITTED_MS)
+        if (await redis_now_ms(redis_client) - window) // span == before:
+            break  # no span boundary crossed meanwhile: the figures below hold
+        for n in range(before - 4, before + 1):
+            await redis_client.delete(f"{key_prefix}:dlr:dup:{n}")
+    left = sorted(int(k.rsplit(b":", 1)[1]) for k in (await dup_spans(redis_client, key_prefix)))
+    assert left == [before - 4, before - 1, before]  # -2 and -3 unlinked; -4 is the TTL's
+
+
+async def test_legacy_tombstone_counts_as_duplicate(
+    redis_client: Any, key_prefix: str, store: ReceiptStore
+) -> None:
+    """An entry retired by an earlier version (SET to "~" with a TTL) still means duplicate."""
+    await redis_client.set(f"{key_prefix}:dlr:acme:old1", "~", px=60_000)
+    result = await store.apply("acme", [rec("old1")])
+    assert (result.duplicates, result.unmatched) == (1, [])
 
 
 async def test_fast_path_with_unbounded_events_stream(redis_client: Any, key_prefix: str) -> None:

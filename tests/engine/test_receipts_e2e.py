@@ -221,7 +221,7 @@ async def test_a_held_retry_whose_reply_is_lost_still_hands_over_its_callback_ev
     runs but both replies are lost (the store's own second try too). Meanwhile
     another receipt is held. The failed retry must be sent again unchanged: then
     it gets the first reply back and the job's callback event is handed over;
-    merged with the new one it would only see its own tombstone."""
+    merged with the new one it would only see that its receipt was retired (a duplicate)."""
     from redis.asyncio import Redis
 
     from dlr.store import ReceiptStore
