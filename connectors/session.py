@@ -110,6 +110,13 @@ class State(enum.Enum):
     CLOSED = "CLOSED"
 
 
+# The states the per-PDU paths test, as module constants: on Python 3.11 an
+# enum member read through its class (``State.CLOSED``) costs ~150 ns, a
+# global ~20.
+_OPEN: Final[State] = State.OPEN
+_CLOSED: Final[State] = State.CLOSED
+_BOUND: Final[frozenset[State]] = frozenset((State.BOUND_TX, State.BOUND_RX, State.BOUND_TRX))
+
 C = CommandId
 
 # Which role may send which request in which state (SMPP 3.4 §2.3 table 2-1).
@@ -321,15 +328,15 @@ class Session:
         self._peer_may_send = frozenset(c for c, who in table.items() if peer in who)
 
     def is_closed(self) -> bool:
-        return self.state is State.CLOSED
+        return self.state is _CLOSED
 
     def is_bound(self) -> bool:
-        return self.state in (State.BOUND_TX, State.BOUND_RX, State.BOUND_TRX)
+        return self.state in _BOUND
 
     def may_send(self, command_id: int) -> bool:
         """Whether we may send this request now (responses: any state but CLOSED)."""
         if command_id & RESP_BIT:
-            return self.state is not State.CLOSED
+            return self.state is not _CLOSED
         return command_id in self._may_send
 
     def can_submit(self) -> bool:
@@ -361,12 +368,12 @@ class Session:
         """
         cid: int = pdu.command_id
         if cid & RESP_BIT:
-            if self.state is State.CLOSED:
+            if self.state is _CLOSED:
                 raise LocalProtocolError("session is closed")
             data = encode(pdu)
             if pdu.command_status == ESME_ROK:
                 new_state = _BIND_RESULT.get(cid)
-                if new_state is not None and self.state is State.OPEN:
+                if new_state is not None and self.state is _OPEN:
                     self._set_state(new_state)
             return data
         if cid not in self._may_send:
@@ -397,7 +404,7 @@ class Session:
         encoded per receipt). Bind responses must go through :meth:`send`
         (they move the state).
         """
-        if self.state is State.CLOSED:
+        if self.state is _CLOSED:
             raise LocalProtocolError("session is closed")
         if command_id not in _EMPTY_BODY_RESPONSES:
             raise LocalProtocolError(f"send_empty_responses is for deliver_sm_resp/data_sm_resp, not {command_id:#x}")
@@ -434,7 +441,7 @@ class Session:
 
     def receive_data(self, data: bytes) -> list[Any]:
         """Feed received bytes; returns decoded PDUs (requests) and events, in order."""
-        if self.state is State.CLOSED:
+        if self.state is _CLOSED:
             return []
         try:
             frames = self._framer.feed(data)
@@ -449,7 +456,7 @@ class Session:
                 self._receive_response(frame, events)
             else:
                 self._receive_request(frame, events)
-            if self.is_closed():
+            if self.state is _CLOSED:
                 return events
         if self._framer.failed:  # frames before a bad header were returned first
             try:
@@ -489,7 +496,7 @@ class Session:
         elif frame.command_status == ESME_ROK:
             if req == C.UNBIND:
                 self._set_state(State.CLOSED)
-            elif self.state is State.OPEN:
+            elif self.state is _OPEN:
                 new_state = _BIND_RESULT.get(cid)
                 if new_state is not None:
                     self._set_state(new_state)
