@@ -37,6 +37,18 @@ __all__ = ["Engine", "bind_config", "redis_url_for"]
 
 log = logging.getLogger("sendgate.engine")
 
+#: Young-generation threshold of the cyclic garbage collector while the engine
+#: runs (CPython's default is 700). A batch allocates and frees tens of thousands
+#: of containers by reference counting, almost none in cycles: at 700 the
+#: collector ran ~2,000 young and ~170 middle collections per 100k jobs, which
+#: scanned the same in-flight batches over and over: 9 µs per job without
+#: receipts and 12-14 with, about 15 % of the engine's CPU (sendgate bench, 2 cores).
+#: At 50,000 it runs about once per 100k jobs (0.2-0.4 µs per job); cyclic
+#: garbage is still collected, after at most 50,000 net allocations, and the
+#: older generations keep their default ratios. Pauses were no longer: 4-9 ms
+#: for a young collection, 15-35 ms for a full one (28-49 ms at the default).
+GC_GEN0_THRESHOLD = 50_000
+
 
 def bind_config(c: CarrierSettings) -> BindConfig:
     """The connector's view of one carrier."""
@@ -112,6 +124,7 @@ class Engine:
         self._auth_failures_seen: dict[str, int] = {}
         self._stopped = asyncio.Event()
         self._signals = 0
+        self._gc_threshold: tuple[int, int, int] | None = None  # restored by close()
         self.started_at = time.time()
 
     # ---------------------------------------------------------------- life
@@ -137,6 +150,8 @@ class Engine:
         # the collector's generations so full collections stay short.
         gc.collect()
         gc.freeze()
+        self._gc_threshold = gc.get_threshold()
+        gc.set_threshold(GC_GEN0_THRESHOLD, *self._gc_threshold[1:])
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self.pipeline.run(), name="pipeline"),
@@ -204,6 +219,8 @@ class Engine:
         if self.admin is not None:
             await self.admin.close()
         await self.redis.aclose()
+        if self._gc_threshold is not None:
+            gc.set_threshold(*self._gc_threshold)
         log.info("engine stopped")
 
     # ---------------------------------------------------------- periodic work

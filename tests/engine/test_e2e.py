@@ -40,6 +40,20 @@ async def test_jobs_are_submitted_receipted_and_acked(redis_url: str, key_prefix
         assert pending["pending"] == 0
 
 
+async def test_engine_raises_the_collector_threshold_while_it_runs(redis_url: str, key_prefix: str) -> None:
+    """engine.app.GC_GEN0_THRESHOLD while running (the default 700 cost ~15 % of the
+    engine's CPU); the process's own thresholds again after close()."""
+    import gc
+
+    from engine.app import GC_GEN0_THRESHOLD
+
+    before = gc.get_threshold()
+    assert before[0] != GC_GEN0_THRESHOLD
+    async with running(redis_url, key_prefix, proxy=False):
+        assert gc.get_threshold() == (GC_GEN0_THRESHOLD, *before[1:])
+    assert gc.get_threshold() == before
+
+
 async def test_pdus_on_the_wire_match_the_segmenter(redis_url: str, key_prefix: str) -> None:
     texts = {
         "gsm": "Plain GSM text with extension chars {[]} and €",
