@@ -280,7 +280,7 @@ local out = {'', {}}
 if mode == 'apply' then
     local carrier = ARGV[3]
     local maxlen = tonumber(ARGV[4]) > 0 and ARGV[4] or nil
-    local dup_window = ARGV[5]  -- a string: see xadd()
+    local window = tonumber(ARGV[5])  -- duplicate window (ms; 0 = none)
     local groups = tonumber(ARGV[6])
     -- memo: a call repeated after its reply was lost (same token) gets the first
     -- reply again, so the events it published still reach their webhooks.
@@ -447,7 +447,6 @@ if mode == 'apply' then
             statuses[ns] = status
         end
     end
-    local window = tonumber(dup_window)
     if window > 0 and (nm > 0 or ng > 0) then
         local span, now = dup_span(window)
         local last = math.floor(now / span)
