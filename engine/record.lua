@@ -35,10 +35,11 @@ local now, maxlen = ARGV[4], ARGV[5]
 -- Numbers handed to redis.call are formatted by Redis on every call (snprintf
 -- "%.17g" in 6.2), which costs more than some commands: the batch's numbers
 -- become strings once here, part counts through a small table.
-local retention_until, job_ttl = tostring(batch.t[1]), tostring(batch.t[2])
+-- ('%d': whole digits at any size, where tostring would switch to an exponent at 1e14)
+local retention_until, job_ttl = string.format('%d', batch.t[1]), string.format('%d', batch.t[2])
 local waits = batch.w
 for _, w in pairs(waits) do
-  w[1] = tostring(w[1])
+  w[1] = string.format('%d', w[1])
 end
 local NUM_STR = {}
 for i = 1, 32 do
