@@ -43,11 +43,18 @@ def key_prefix() -> str:
 
 
 @pytest.fixture
-async def redis_client(redis_url: str) -> AsyncIterator[object]:
+async def redis_client(redis_url: str, key_prefix: str) -> AsyncIterator[object]:
+    """A client of the test Redis; the test's ``key_prefix`` keys are removed after it
+    (some are written without TTL, and CI's Redis is shared and long-lived)."""
     import redis.asyncio as aioredis
 
     client = aioredis.Redis.from_url(redis_url)
     try:
         yield client
     finally:
-        await client.aclose()
+        try:
+            keys = [k async for k in client.scan_iter(match=f"{key_prefix}:*", count=1000)]
+            for i in range(0, len(keys), 1000):
+                await client.unlink(*keys[i : i + 1000])
+        finally:
+            await client.aclose()
