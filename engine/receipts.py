@@ -36,7 +36,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from connectors.pdu import DeliverSm
 from dlr.ids import normalize_receipt_id
 from dlr.receipt import ReceiptParseError, is_receipt, receipt_outcome
-from dlr.store import JobEvent, ReceiptRecord, ReceiptStore, UnmatchedBuffer
+from dlr.store import BatchResult, JobEvent, ReceiptRecord, ReceiptStore, UnmatchedBuffer
 from dlr.webhook import WebhookForwarder
 from engine.config import Settings
 from engine.keys import Keys
@@ -211,15 +211,18 @@ class ReceiptSink:
 
     async def _apply(self, carrier: str, records: list[ReceiptRecord]) -> None:
         result = await self.store.apply(carrier, records)
-        now_ms = int(time.time() * 1000)
-        held = self.unmatched[carrier]
-        for r in result.unmatched:
-            held.hold(r, now_ms)
         counts: dict[str, int] = {}
         for r in records:
             counts[r.event] = counts.get(r.event, 0) + 1
         for state, n in counts.items():
             self.metrics.receipts.labels(carrier, state).inc(n)
+        self._settle(carrier, result, int(time.time() * 1000))
+
+    def _settle(self, carrier: str, result: BatchResult, now_ms: int) -> None:
+        """After a store call: hold what is still unmatched, publish the events."""
+        held = self.unmatched[carrier]
+        for r in result.unmatched:
+            held.hold(r, now_ms)
         self._publish(result.finals, now_ms)
         self._publish(result.intermediates, now_ms)
 
@@ -303,11 +306,8 @@ class ReceiptSink:
         try:
             if retry:
                 result = await self.store.apply(carrier, retry)
-                retry = []  # handled: what is still unmatched is held again below
-                for r in result.unmatched:
-                    held.hold(r, now_ms)
-                self._publish(result.finals, now_ms)
-                self._publish(result.intermediates, now_ms)
+                retry = []  # handled: what is still unmatched is held again
+                self._settle(carrier, result, now_ms)
             if expired:
                 await self.store.park_unmatched(carrier, expired, "no matching submit within receipt_hold_s")
                 self.metrics.receipts_unmatched.labels(carrier).inc(len(expired))
