@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any
 
 import pytest
 
 from dlr.ids import normalize_id
 from dlr.receipt import parse_receipt
-from dlr.store import ReceiptRecord, ReceiptStore
+from dlr.store import ReceiptRecord, ReceiptStore, put_correlation
 
 BODY = (
     b"id:1234567890 sub:001 dlvrd:001 submit date:2311011200 done date:2311011201 "
@@ -84,9 +85,9 @@ def test_store_apply_batch_of_500_final_receipts(benchmark: Any, redis_url: str,
                 mapping={"parts": 1, "done": 0, "ref": "", "carrier": "c", "state": "submitted"},
             )
             pipe.hdel(f"{prefix}:job:j{i}", "s:1", "e:1")
-            value = f"=1\x1fm{i}\x1f\x1fj{i}" if form == "fast" else f"1:1:j{i}"
-            pipe.set(f"{prefix}:dlr:c:m{i}", value)
         await pipe.execute()
+        entries = {f"m{i}": f"=1\x1fm{i}\x1f\x1fj{i}" if form == "fast" else f"1:1:j{i}" for i in range(BATCH)}
+        await put_correlation(client, prefix, "c", entries, 1, int(time.time() * 1000) + 600_000)
 
     def setup() -> tuple[tuple[()], dict[str, Any]]:
         loop.run_until_complete(seed())

@@ -2,18 +2,22 @@
 -- one script call per batch (see dlr/store.py for the why and the contract).
 --
 -- Layout (dlr/store.py has the whole contract):
---   P:dlr:<carrier>:<normalised id>  correlation entry, one of
+--   P:dlr:c:<carrier>:<end_ms>       hash, a correlation bucket: normalised id -> entry, one of
 --       "<part>:<submitted_ms>:<job id>"                      (any job; job id last, may hold ':')
 --       "=<submitted_ms>US<message_ids>US<ref>US<job id>"     (single part, no callback: the
 --                                                             fast path, no job read; US = 0x1F)
+--                                    for the entries whose receipt deadline falls in the
+--                                    bucket's span (a 64th of the wait), ending at end_ms
+--   P:dlr:idx:<carrier>              zset: the carrier's buckets (end_ms, scored by it)
+--   P:dlr:due                        zset: every bucket as "<end_ms>:<carrier>", scored by
+--                                    end_ms (the expiry sweep's work list)
 --   P:job:<job id>                   hash: parts, done, s:<n>, e:<n>, state, ref, carrier,
 --                                    message_ids, callback, submitted_ms, dlr_ids (optional),
 --                                    expect (optional: receipts awaited when fewer than parts)
---   P:dlr:due                        zset: job id scored by receipt deadline (unix ms)
---   P:dlr:dup:<n>                    set: the correlation keys retired (a part's final
---                                    receipt came) during the n-th span of window/10 of
---                                    Redis time; a receipt without entry whose key is in
---                                    a span of the last window is a duplicate (SMSCs
+--   P:dlr:dup:<n>                    set: "<carrier>US<id>" of the entries retired (a part's
+--                                    final receipt came) during the n-th span of window/10
+--                                    of Redis time; a receipt without entry whose token is
+--                                    in a span of the last window is a duplicate (SMSCs
 --                                    resend a deliver_sm whose resp they missed)
 --   P:events                         stream of status events
 --
@@ -40,15 +44,16 @@
 --   other event is { kind ("f" final / "i" intermediate), callback, submitted_ms,
 --   field, value, ... } with the exact fields written to P:events (or only id, event
 --   and carrier when the job has no callback).
--- ARGV[1] = "expire": ARGV[2] prefix, ARGV[3] now_ms, ARGV[4] stream maxlen, ARGV[5] limit,
---           ARGV[6] duplicate window ms (the spans past it are UNLINKed here: freed
---           off the main thread, before their own TTL would free them on it)
---   returns { number of due entries handled (as a string), event... } (final events only).
+-- ARGV[1] = "expire": ARGV[2] prefix, ARGV[3] now_ms, ARGV[4] stream maxlen, ARGV[5] limit
+--           (entries per call), ARGV[6] duplicate window ms (the spans past it are
+--           UNLINKed here: freed off the main thread, before their TTL would free them)
+--   returns { more ("1": due buckets are left, call again; "0": none), event... } (final
+--   events only).
 --
 -- Cost: every message passes here once, so the commands that can serve a whole
--- batch do (MGET of the entries, DEL and SADD of the retired ones, ZREM of the
--- deadlines), and the fast path costs two commands per receipt: HSET of the job
--- and XADD of the event.
+-- batch do (HMGET of the entries, HDEL and SADD of the retired ones), and the fast
+-- path costs two commands per receipt: HSET of the job and XADD of the event. The
+-- buckets are the receipt deadlines too: no sorted-set entry per job.
 
 local SEVERITY = {delivered = 1, unknown = 2, deleted = 3, expired = 4, undeliverable = 5, rejected = 6}
 
@@ -97,19 +102,6 @@ local function xadd(stream, maxlen, fields)
         redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(fields))
     else
         redis.call('XADD', stream, '*', unpack(fields))
-    end
-end
-
-local function split_commas(s)
-    local out, start = {}, 1
-    while true do
-        local c = string.find(s, ',', start, true)
-        if not c then
-            out[#out + 1] = string.sub(s, start)
-            return out
-        end
-        out[#out + 1] = string.sub(s, start, c - 1)
-        start = c + 1
     end
 end
 
@@ -162,7 +154,7 @@ end
 -- the final event. states/errors: the awaited parts' final events and errors, or
 -- nil to read parts first..parts from the job (first > 1 when only the last parts
 -- asked for a receipt, `expect`). info: the INFO_FIELDS values. state_written:
--- the caller already stored 'state'. The caller removes the job from P:dlr:due.
+-- the caller already stored 'state'. The caller retires the job's entries.
 local function finish(jk, job_id, parts, first, carrier, ts, info, states, errors, state_written,
                       fallback_submitted, timeout_error, events, maxlen)
     if not states then
@@ -291,20 +283,80 @@ if mode == 'apply' then
             return unpack_reply(kept)
         end
     end
-    local ck_prefix = prefix .. ':dlr:' .. carrier .. ':'
+    local bucket_prefix = prefix .. ':dlr:c:' .. carrier .. ':'
+    local token_prefix = carrier .. '\31'  -- a duplicate span's member: carrier US id
     -- Hot loop: locals for library functions, counters instead of '#' (a search in Lua 5.1).
     local sub, byte, call = string.sub, string.byte, redis.call
     local statuses, fast = {}, out[2]
     local ns, nf = 0, 0
-    local gone, done_jobs = {}, {}  -- batched: DEL of entries, ZREM of deadlines
-    local ng, nd = 0, 0
+    local buckets, nb = nil, 0      -- the carrier's live buckets, newest first (read once)
+    local gone, ng = {}, 0          -- dup tokens of retired entries (one SADD per call)
+    local drop = {}                 -- per bucket: ids whose entry goes (one HDEL per bucket)
     local finished = {}             -- ids whose final receipt this call applied
-    local miss_at, miss_key, nm = {}, {}, 0  -- statuses index and key of each receipt without entry
-    -- A part's final receipt retires its entry: deleted, and its key kept in the
-    -- current span's set for the duplicate window (one DEL and one SADD per call).
-    local function retire(key)
+    local miss_at, miss_key, nm = {}, {}, 0  -- statuses index and dup token of each receipt without entry
+    -- A part's final receipt retires its entry: deleted from its bucket, and its
+    -- token kept in the current span's set for the duplicate window.
+    local function retire(b, id)
+        local d = drop[b]
+        if not d then
+            d = {}
+            drop[b] = d
+        end
+        d[#d + 1] = id
         ng = ng + 1
-        gone[ng] = key
+        gone[ng] = token_prefix .. id
+    end
+    -- The entries of ids ARGV[id0+1 .. id0+m]: vals[i] and the bucket (its index in
+    -- `buckets`) it was found in, at[i]. Buckets are probed newest first, each with
+    -- one HMGET of the ids not found yet: a receipt usually finds its entry in the
+    -- newest (its submit was recent), so a batch costs one HMGET.
+    local function lookup(id0, m)
+        if not buckets then
+            buckets = call('ZREVRANGE', prefix .. ':dlr:idx:' .. carrier, 0, -1)
+            nb = #buckets
+            for b = 1, nb do
+                buckets[b] = bucket_prefix .. buckets[b]
+            end
+        end
+        local vals, at = {}, {}
+        local want, nw = nil, m  -- positions still missing (nil: all of 1..m)
+        for b = 1, nb do
+            if nw == 0 then
+                break
+            end
+            local names
+            if want then
+                names = {}
+                for j = 1, nw do
+                    names[j] = ARGV[id0 + want[j]]
+                end
+            end
+            local got = {}
+            for i = 1, nw, 1000 do
+                local part
+                if want then
+                    part = call('HMGET', buckets[b], unpack(names, i, math.min(i + 999, nw)))
+                else
+                    part = call('HMGET', buckets[b], unpack(ARGV, id0 + i, id0 + math.min(i + 999, nw)))
+                end
+                for j = 1, #part do
+                    got[i + j - 1] = part[j]
+                end
+            end
+            local kept, still = 0, {}
+            for j = 1, nw do
+                local i = want and want[j] or j
+                local v = got[j]
+                if v then
+                    vals[i], at[i] = v, b
+                else
+                    kept = kept + 1
+                    still[kept] = i
+                end
+            end
+            want, nw = still, kept
+        end
+        return vals, at
     end
     local pos = 8
     for _ = 1, groups do
@@ -312,22 +364,7 @@ if mode == 'apply' then
         local m = tonumber(ARGV[pos + 4])
         local id0 = pos + 4
         pos = id0 + m + 1
-        local keys = {}
-        for i = 1, m do
-            keys[i] = ck_prefix .. ARGV[id0 + i]
-        end
-        local vals
-        if m <= 1000 then
-            vals = call('MGET', unpack(keys))
-        else
-            vals = {}
-            for i = 1, m, 1000 do
-                local part = call('MGET', unpack(keys, i, math.min(i + 999, m)))
-                for j = 1, #part do
-                    vals[i + j - 1] = part[j]
-                end
-            end
-        end
+        local vals, at = lookup(id0, m)
         -- the final state of a single part is the receipt's own (unknown if not a final one)
         local state = SEVERITY[event] and event or 'unknown'
         for i = 1, m do
@@ -336,9 +373,8 @@ if mode == 'apply' then
             if not v then
                 status = 'u'
                 nm = nm + 1
-                miss_at[nm], miss_key[nm] = ns + 1, keys[i]
-            elseif v == '~' or finished[id] then
-                -- '~': a tombstone, the form a retired entry took before the span sets
+                miss_at[nm], miss_key[nm] = ns + 1, token_prefix .. id
+            elseif finished[id] then
                 status = 'd'
             elseif final and byte(v, 1) == 61 then
                 -- fast path ('='): a single-part job without callback, fields in the entry
@@ -368,9 +404,7 @@ if mode == 'apply' then
                         end
                         status = 'f'
                         finished[id] = true
-                        retire(keys[i])
-                        nd = nd + 1
-                        done_jobs[nd] = job_id
+                        retire(at[i], id)
                         fast[nf + 1] = job_id
                         fast[nf + 2] = sub(v, 2, s1 - 1)
                         nf = nf + 2
@@ -410,16 +444,13 @@ if mode == 'apply' then
                         finished[id] = true
                         if head[3] then
                             status = 'd'
-                            ng = ng + 1
-                            gone[ng] = keys[i]
+                            retire(at[i], id)
                         else
-                            retire(keys[i])
+                            retire(at[i], id)
                             if parts == 1 then
                                 redis.call('HSET', jk, 's:1', event, 'e:1', err, 'done', '1', 'state', state)
                                 out[#out + 1] = finish(jk, job_id, 1, 1, carrier, ts, info, {event}, {err}, true,
                                                        submitted, '', events, maxlen)
-                                nd = nd + 1
-                                done_jobs[nd] = job_id
                             else
                                 redis.call('HSET', jk, 's:' .. part, event, 'e:' .. part, err)
                                 local done = redis.call('HINCRBY', jk, 'done', '1')
@@ -427,8 +458,6 @@ if mode == 'apply' then
                                 if done == expect then
                                     out[#out + 1] = finish(jk, job_id, parts, parts - expect + 1, carrier, ts, info,
                                                            nil, nil, false, submitted, '', events, maxlen)
-                                    nd = nd + 1
-                                    done_jobs[nd] = job_id
                                 end
                             end
                         end
@@ -476,11 +505,8 @@ if mode == 'apply' then
             redis.call('PEXPIREAT', set, string.format('%d', (last + 3) * span + window))
         end
     end
-    for i = 1, ng, 1000 do
-        call('DEL', unpack(gone, i, math.min(i + 999, ng)))
-    end
-    if nd > 0 then
-        each_slice('ZREM', due, done_jobs)
+    for b, ids in pairs(drop) do
+        each_slice('HDEL', buckets[b], ids)
     end
     out[1] = table.concat(statuses)
     if memo then
@@ -508,35 +534,76 @@ if mode == 'expire' then
         local n = math.floor((t - window) / span) - 2
         redis.call('UNLINK', dup_key(prefix, n), dup_key(prefix, n - 1))
     end
-    local ids = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, limit)
-    for _, job_id in ipairs(ids) do
-        redis.call('ZREM', due, job_id)
-        local jk = prefix .. ':job:' .. job_id
-        local head = redis.call('HMGET', jk, 'parts', 'done', 'carrier', 'dlr_ids', 'message_ids', 'expect')
-        local parts = tonumber(head[1])
-        local expect = parts and awaited(parts, head[6])
-        if parts and parts > 0 and (tonumber(head[2]) or 0) < expect then
-            local first = parts - expect + 1
-            local carrier = head[3] or ''
-            local ids_field = head[4] or head[5] or ''
-            local msg_ids = split_commas(ids_field)
-            for p = first, parts do
-                local name = 's:' .. p
-                if redis.call('HEXISTS', jk, name) == 0 then
-                    redis.call('HSET', jk, name, 'unknown')
-                    local mid = msg_ids[p]
-                    if mid and mid ~= '' then
-                        redis.call('DEL', prefix .. ':dlr:' .. carrier .. ':' .. mid)
-                    end
+    -- Buckets whose end passed: what is left in them are parts whose final receipt
+    -- never came. Their jobs get the final event, the bucket goes. At most `limit`
+    -- entries per call: a bucket left unfinished keeps its place in P:dlr:due and
+    -- is scanned again (what was handled is deleted as it goes).
+    local handled, more = 0, '0'
+    local done_jobs = {}  -- jobs settled by this call (their other parts may follow)
+    local due_buckets = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, 100)
+    for _, member in ipairs(due_buckets) do
+        local c = string.find(member, ':', 1, true)
+        local end_ms, bucket_carrier = string.sub(member, 1, c - 1), string.sub(member, c + 1)
+        local bucket = prefix .. ':dlr:c:' .. bucket_carrier .. ':' .. end_ms
+        local cursor, finished_bucket = '0', false
+        repeat
+            local page = redis.call('HSCAN', bucket, cursor, 'COUNT', limit)
+            cursor = page[1]
+            local kv = page[2]
+            local names, jobs, order = {}, {}, {}
+            for i = 1, #kv, 2 do
+                names[#names + 1] = kv[i]
+                local v, job_id = kv[i + 1], nil
+                if string.byte(v, 1) == 61 then
+                    local s1, s2, s3 = fast_separators(v)
+                    job_id = s3 and string.sub(v, s3 + 1)
+                else
+                    local c1 = string.find(v, ':', 1, true)
+                    local c2 = c1 and string.find(v, ':', c1 + 1, true)
+                    job_id = c2 and string.sub(v, c2 + 1)
+                end
+                if job_id and not jobs[job_id] and not done_jobs[job_id] then
+                    jobs[job_id] = true
+                    order[#order + 1] = job_id
                 end
             end
-            redis.call('HSET', jk, 'done', num_str(expect))
-            local info = redis.call('HMGET', jk, unpack(INFO_FIELDS))
-            out[#out + 1] = finish(jk, job_id, parts, first, carrier, now, info, nil, nil, false,
-                                   '', 'dlr_timeout', events, maxlen)
+            for _, job_id in ipairs(order) do
+                done_jobs[job_id] = true
+                local jk = prefix .. ':job:' .. job_id
+                local head = redis.call('HMGET', jk, 'parts', 'done', 'carrier', 'expect')
+                local parts = tonumber(head[1])
+                local expect = parts and awaited(parts, head[4])
+                if parts and parts > 0 and (tonumber(head[2]) or 0) < expect then
+                    local first = parts - expect + 1
+                    for p = first, parts do
+                        local name = 's:' .. p
+                        if redis.call('HEXISTS', jk, name) == 0 then
+                            redis.call('HSET', jk, name, 'unknown')
+                        end
+                    end
+                    redis.call('HSET', jk, 'done', num_str(expect))
+                    local info = redis.call('HMGET', jk, unpack(INFO_FIELDS))
+                    out[#out + 1] = finish(jk, job_id, parts, first, head[3] or bucket_carrier, now, info, nil, nil,
+                                           false, '', 'dlr_timeout', events, maxlen)
+                end
+            end
+            if #names > 0 then
+                each_slice('HDEL', bucket, names)
+            end
+            handled = handled + #names
+            finished_bucket = cursor == '0'
+        until finished_bucket or handled >= limit
+        if not finished_bucket then
+            more = '1'
+            break
         end
+        redis.call('ZREM', due, member)
+        redis.call('ZREM', prefix .. ':dlr:idx:' .. bucket_carrier, end_ms)
     end
-    out[1] = tostring(#ids)
+    if more == '0' and #due_buckets == 100 then
+        more = '1'
+    end
+    out[1] = more
     table.remove(out, 2)
     return out
 end

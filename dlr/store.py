@@ -13,23 +13,43 @@ What the submit side must write (beyond JOBRECORD.md)
 -----------------------------------------------------
 The engine's submit script writes the job record and one correlation entry per
 part exactly as JOBRECORD.md says (``parts``, ``message_ids``,
-``submitted_ms``, ``callback``, ``ref``, ``carrier``, ``state``, and
-``P:dlr:<carrier>:<normalised id>`` = ``<part>:<submitted_ms>:<job id>``,
-with the id normalised by ``normalize_id(id, fmt, side="submit")``). Not
-written by the submit side: ``done`` and ``s:<n>``/``e:<n>`` (this script's;
-HINCRBY on a missing ``done`` starts at 0). In addition, for jobs that asked
-for a receipt (``dlr`` = "1"):
+``submitted_ms``, ``callback``, ``ref``, ``carrier``, ``state``, and the
+entry ``<part>:<submitted_ms>:<job id>`` under the id normalised by
+``normalize_id(id, fmt, side="submit")``). Not written by the submit side:
+``done`` and ``s:<n>``/``e:<n>`` (this script's; HINCRBY on a missing
+``done`` starts at 0).
 
-* ``ZADD P:dlr:due <deadline_ms> <job id>`` where ``deadline_ms`` =
-  ``submitted_ms`` + the carrier's ``dlr_wait`` in ms (re-ZADD on each part's
-  resp is fine: the last score wins). The sweep (:meth:`ReceiptStore.expire_overdue`)
-  reads it by score, so finding overdue jobs costs O(log n + k); the final
-  receipt ZREMs it. Without this entry a job whose receipts never come keeps
-  state ``submitted`` and never gets its ``unknown`` event.
+Correlation entries live in *buckets*, one hash per carrier and span of
+receipt deadlines (:func:`correlation_bucket`: the deadline, submit time plus
+the carrier's ``dlr_wait`` capped by the message retention, rounded up to a
+64th of that wait)::
+
+    P:dlr:c:<carrier>:<end_ms>   hash   normalised id -> entry
+    P:dlr:idx:<carrier>          zset   the carrier's bucket ends (member = score = end_ms)
+    P:dlr:due                    zset   "<end_ms>:<carrier>" scored by end_ms
+
+A batch writes its entries with one ``HSET`` per carrier, sets the bucket's
+expiry, and adds the bucket to both sorted sets (:func:`put_correlation` does
+the same outside a batch). Why buckets, not a key per entry plus a sorted set
+of deadlines per job: a key with a TTL and a sorted-set member per job, each
+written at submit and removed at the receipt, cost Redis about 12 µs per job
+against about 5 for a hash field per part (script microbench, 1,000 ids per
+call, 300k other keys; bench/RESULTS.md, "Session 6"). The bucket is the
+deadline too: the expiry sweep (:meth:`ReceiptStore.expire_overdue`) takes
+the buckets whose end passed from ``P:dlr:due``, gives the jobs of the
+entries left in them their final event and deletes the bucket.
+
+A receipt's lookup probes the carrier's buckets newest first with one
+``HMGET`` per bucket for the ids not found yet; a receipt a few seconds after
+its submit finds its entry in the newest, so a batch usually costs one
+``HMGET``. A part's final receipt deletes its field (one ``HDEL`` per bucket
+per call).
+
+In addition, for jobs that asked for a receipt (``dlr`` = "1"):
+
 * optional job field ``dlr_ids``: the comma-joined *normalised* ids in part
-  order, when they differ from ``message_ids``; the sweep uses it (else
-  ``message_ids``) to delete the correlation entries of parts that never got
-  a receipt (they also expire by TTL, so this is tidiness, not correctness).
+  order, when they differ from ``message_ids`` (erasure finds the entries by
+  it, else by ``message_ids``).
 * optional job field ``expect``: how many parts asked for a receipt when it
   is fewer than ``parts`` — the *last* ``expect`` parts (carriers configured
   to request a receipt on the last part only). The job is then final once
@@ -45,15 +65,14 @@ Most jobs are one part and have no callback URL. For those the submit side
 writes the correlation entry in a second form that carries what the receipt's
 event needs::
 
-    P:dlr:<carrier>:<normalised id> = "=<submitted_ms>US<message_ids>US<ref>US<job id>"
+    <normalised id> -> "=<submitted_ms>US<message_ids>US<ref>US<job id>"
 
 (US = 0x1F; the job id is last and may hold anything; a ``ref`` or message id
 holding US keeps the general form). A final receipt for such an entry then
 costs the script two commands of its own: ``HSET`` of ``state`` and ``e:1`` on
 the job record (whose reply also tells a missing record: both fields new) and
-the ``XADD`` of the event; the lookup (``MGET``), the retirement of the entry
-(``DEL`` and ``SADD``, below) and the deadline removal (``ZREM``) serve the
-whole batch. It skips the ``HMGET`` of
+the ``XADD`` of the event; the lookup (``HMGET``) and the retirement of the
+entry (``HDEL`` and ``SADD``, below) serve the whole batch. It skips the ``HMGET`` of
 ten job fields the general form needs, and does not write ``s:1``/``done``
 (only multipart aggregation and the sweep read them, and a final single part
 leaves both). Intermediate receipts for it take the general path. Redis CPU
@@ -73,14 +92,13 @@ events only for the general path.
 Keys this module writes besides the job record and ``P:events``:
 
 * ``P:dlr:dup:<n>`` sets: a part's final receipt deletes its correlation
-  entry and puts the entry's key in the set of the current *span*, a tenth of
-  ``duplicate_window_ms`` (default 10 min) of Redis time (``TIME``: one clock
-  for every engine). A receipt without entry whose key is in a span of the
-  last window is counted as a duplicate (SMSCs resend a deliver_sm whose resp
-  they missed) instead of waiting and landing as unmatched. One ``DEL`` and
-  one ``SADD`` per call instead of a tombstone ``SET`` per receipt (an earlier
-  version's ``"~"`` tombstones still count as duplicates), and no key per
-  receipt for Redis to expire. The sweep (``expire_overdue``) unlinks a
+  entry and puts its token, ``<carrier>US<normalised id>``, in the set of the
+  current *span*, a tenth of ``duplicate_window_ms`` (default 10 min) of Redis
+  time (``TIME``: one clock for every engine). A receipt without entry whose
+  token is in a span of the last window is counted as a duplicate (SMSCs
+  resend a deliver_sm whose resp they missed) instead of waiting and landing
+  as unmatched. One ``SADD`` per call instead of a tombstone per receipt,
+  and no key per receipt for Redis to expire. The sweep (``expire_overdue``) unlinks a
   span once it ended a window and a span ago, so its memory is freed off
   Redis's main thread; its TTL, a span later, frees it only when no sweep ran.
   The sets hold carrier message ids: no job id and no personal data. Needs
@@ -132,12 +150,16 @@ from dlr.ids import normalize_id
 from dlr.receipt import Receipt, _scan_body
 
 __all__ = [
+    "BUCKETS_PER_WAIT",
     "BatchResult",
     "JobEvent",
     "ReceiptRecord",
     "ReceiptStore",
     "UnmatchedBuffer",
+    "bucket_key",
     "correlation_arg",
+    "correlation_bucket",
+    "put_correlation",
 ]
 
 _SCRIPT_SOURCE = (Path(__file__).parent / "receipts.lua").read_text(encoding="utf-8")
@@ -221,6 +243,48 @@ def correlation_arg(
         return normalised[0]
     first = parts - expect
     return [[normalised[i], i + 1] for i in range(first, parts)]
+
+
+BUCKETS_PER_WAIT = 64
+"""A carrier's correlation entries are spread over this many buckets per receipt
+wait: the sweep gives an overdue job its event at most a 64th of the wait late."""
+
+
+def correlation_bucket(now_ms: int, wait_ms: int, record_ttl_ms: int) -> tuple[int, int]:
+    """``(end_ms, expire_at_ms)`` of the bucket for entries written at ``now_ms``.
+
+    ``wait_ms``: the carrier's receipt wait, already capped by the message
+    retention. The entries' deadline, ``now_ms + wait_ms``, is rounded up to
+    the end of its span (``wait_ms / 64``), so a receipt is never given up
+    early. The expiry sweep deletes the bucket at its end; its TTL, one more
+    wait later, frees it only when no engine swept for that long (entries of
+    jobs left overdue then never get their ``unknown`` event). Neither ever
+    passes the job record's own expiry, ``now_ms + record_ttl_ms``.
+    """
+    span = max(1, wait_ms // BUCKETS_PER_WAIT)
+    end = -(-(now_ms + wait_ms) // span) * span
+    record_end = now_ms + record_ttl_ms
+    return min(end, record_end), min(end + wait_ms, record_end)
+
+
+def bucket_key(prefix: str, carrier: str, end_ms: int) -> str:
+    """The correlation bucket ``P:dlr:c:<carrier>:<end_ms>`` (a hash: normalised id → entry)."""
+    return f"{prefix}:dlr:c:{carrier}:{end_ms}"
+
+
+async def put_correlation(
+    redis: Any, prefix: str, carrier: str, entries: Mapping[str, str], end_ms: int, expire_at_ms: int
+) -> None:
+    """Write correlation entries as ``engine/record.lua`` does, outside a batch:
+    for tools and tests that stage receipts without submitting (the engine's
+    entries are written by that script)."""
+    bucket = bucket_key(prefix, carrier, end_ms)
+    pipe = redis.pipeline(transaction=True)
+    pipe.hset(bucket, mapping=dict(entries))
+    pipe.pexpireat(bucket, expire_at_ms)
+    pipe.zadd(f"{prefix}:dlr:idx:{carrier}", {str(end_ms): end_ms})
+    pipe.zadd(f"{prefix}:dlr:due", {f"{end_ms}:{carrier}": end_ms})
+    await pipe.execute()
 
 
 def _text(value: Any) -> str:
@@ -427,17 +491,18 @@ class ReceiptStore:
                 (result.finals if job_event.final else result.intermediates).append(job_event)
         return result
 
-    async def expire_overdue(self, now_ms: int, limit: int = 1000) -> list[JobEvent]:
-        """Give a final event to jobs whose receipt deadline (``P:dlr:due``) passed.
+    async def expire_overdue(self, now_ms: int, limit: int = 1000) -> tuple[list[JobEvent], bool]:
+        """Give a final event to jobs whose correlation bucket ended by ``now_ms``.
 
-        Parts without a final receipt become ``unknown`` (so the job's event is
-        ``unknown`` unless another part failed worse), their correlation
-        entries are deleted, and the event carries error ``dlr_timeout`` when
-        no part had one. Handles at most ``limit`` jobs; call again while it
-        returns ``limit`` events. Returns the final events (for webhooks).
+        What is left in such a bucket are parts without a final receipt: they
+        become ``unknown`` (so the job's event is ``unknown`` unless another
+        part failed worse), and the event carries error ``dlr_timeout`` when no
+        part had one. The bucket is deleted as it is read. One script call
+        reads at most ``limit`` entries; returns the final events (for
+        webhooks) and whether overdue buckets are left (call again).
         """
         raw = await self._run(["expire", self.prefix, now_ms, self.stream_maxlen, limit, self.duplicate_window_ms])
-        return [_job_event(item) for item in raw[1:]]
+        return [_job_event(item) for item in raw[1:]], _text(raw[0]) == "1"
 
     async def park_unmatched(
         self, carrier: str, records: Iterable[ReceiptRecord], reason: str = "unmatched"

@@ -6,7 +6,7 @@ records. All keys start with the configured prefix. On Redis Cluster, set the
 prefix to a hash tag such as ``{sendgate}`` so that every key shares one slot
 and the per-batch scripts may touch them together.
 
-The per-job keys (``P:job:<id>``, ``P:idem:<id>``, ``P:dlr:<carrier>:<id>``,
+The per-job keys (``P:job:<id>``, ``P:idem:<id>``, ``P:dlr:c:<carrier>:<end_ms>``,
 ``P:subject:<hash>``) are built inside the scripts from the prefix
 (engine/*.lua, dlr/receipts.lua); docs/INTERNALS.md lists them all.
 """
@@ -61,7 +61,8 @@ class Keys(msgspec.Struct, frozen=True):
 
     @property
     def dlr_due(self) -> str:
-        """Sorted set of job ids scored by the deadline of their receipts."""
+        """Sorted set of correlation buckets (``<end_ms>:<carrier>``) scored by their end:
+        the receipt deadlines the expiry sweep works through (dlr/store.py)."""
         return f"{self.prefix}:dlr:due"
 
     @property

@@ -51,7 +51,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from connectors.status import format_status, status_info
 from dlr.ids import normalize_id
-from dlr.store import correlation_arg
+from dlr.store import correlation_arg, correlation_bucket
 from engine.config import CarrierSettings, Settings
 from engine.job import Job, JobError, parse_job
 from engine.keys import Keys
@@ -652,14 +652,15 @@ class Pipeline:
         retention_until = now_s + days.message * 86400
         jobs_payload: list[list[Any]] = []
         events: dict[str, int] = {}
-        # Constants travel once per batch: the receipt wait per carrier.
+        # Constants travel once per batch: the correlation bucket per carrier.
         waits: dict[str, list[Any]] = {}
         for ij in done:
             if ij.carrier not in waits:
                 carrier = self.carriers[ij.carrier]
                 wait_s = int((carrier.dlr_wait_h or self.settings.privacy.dlr_wait_h) * 3600)
                 corr_ttl = max(1, min(wait_s, self._job_ttl_s))
-                waits[ij.carrier] = [corr_ttl, str(now_ms + corr_ttl * 1000)]
+                end_ms, expire_at_ms = correlation_bucket(now_ms, corr_ttl * 1000, self._job_ttl_s * 1000)
+                waits[ij.carrier] = [str(end_ms), str(expire_at_ms)]
         for ij in done:
             job = ij.job
             corr: str | list[list[str | int]] = []

@@ -327,7 +327,7 @@ class ReceiptSink:
         await self._retry_held(everything=False)
         now_ms = int(time.time() * 1000)
         while True:
-            finals = await self.store.expire_overdue(now_ms, limit=1000)
+            finals, more = await self.store.expire_overdue(now_ms, limit=1000)
             self._publish(finals, now_ms)
-            if len(finals) < 1000:
+            if not more:
                 break

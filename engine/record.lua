@@ -1,19 +1,19 @@
 -- record.lua: the second script call of a batch: store every outcome, then ack.
 --
 -- Per job: the job record (hash, TTL = message retention), the correlation
--- entries receipts will be matched by (TTL = receipt wait capped by message
--- retention) and the receipt deadline, the subject index used by erasure, the
+-- entries receipts will be matched by (in the carrier's bucket of the batch's
+-- receipt deadline, dlr/store.py), the subject index used by erasure, the
 -- idempotency mark turned to "done", one event; then XACK of the batch's
 -- entries. Nothing is acked before its outcome is stored (DESIGN.md,
 -- "Delivery semantics").
 --
 -- KEYS[1] jobs stream the entries came from
 -- KEYS[2] events stream
--- KEYS[3] receipt deadlines (sorted set: job id scored by unix ms)
+-- KEYS[3] receipt deadlines (P:dlr:due: correlation buckets scored by their end, unix ms)
 -- ARGV[1] consumer group
 -- ARGV[2] key prefix
 -- ARGV[3] payload (JSON): {"t": [retention_until (s), job_ttl (s)],
---   "w": {carrier: [corr_ttl (s), receipt_deadline (ms)], ...},
+--   "w": {carrier: [bucket end (ms), bucket expire-at (ms)], ...} (strings),
 --   "j": [job, ...], "a": [entry_id, ...]} where job is
 --   [job_id, event, carrier, parts, message_ids, error, ref, client, callback,
 --    dlr ("1"/"0"), to_hash, corr, expect (receipts
@@ -38,9 +38,6 @@ local now, maxlen = ARGV[4], ARGV[5]
 -- ('%d': whole digits at any size, where tostring would switch to an exponent at 1e14)
 local retention_until, job_ttl = string.format('%d', batch.t[1]), string.format('%d', batch.t[2])
 local waits = batch.w
-for _, w in pairs(waits) do
-  w[1] = string.format('%d', w[1])
-end
 local NUM_STR = {}
 for i = 1, 32 do
   NUM_STR[i] = tostring(i)
@@ -48,7 +45,8 @@ end
 local function num_str(n)
   return NUM_STR[n] or tostring(n)
 end
-local due_add = {}
+-- correlation entries, per carrier: field, value, ... for one HSET into its bucket
+local corr_add, corr_n = {}, {}
 for _, j in ipairs(batch.j) do
   local job_id, event, carrier, parts, message_ids, err = j[1], j[2], j[3], j[4], j[5], j[6]
   local ref, client, callback, dlr, to_hash = j[7], j[8], j[9], j[10], j[11]
@@ -70,27 +68,25 @@ for _, j in ipairs(batch.j) do
     redis.call(unpack(h))
     redis.call('EXPIRE', job_key, job_ttl)
     if event == 'submitted' and dlr == '1' then
-      local w = waits[carrier]
-      local corr_ttl = w[1]
+      local c, n = corr_add[carrier], corr_n[carrier]
+      if not c then
+        c, n = {}, 0
+        corr_add[carrier] = c
+      end
       if type(corr) == 'string' then
         -- the receipt's fast path (the caller checked: one part, no callback, no US
         -- in ref or message_ids): what its event needs travels in the entry
-        redis.call('SET', prefix .. ':dlr:' .. carrier .. ':' .. corr,
-          '=' .. now .. '\31' .. message_ids .. '\31' .. ref .. '\31' .. job_id, 'EX', corr_ttl)
+        c[n + 1] = corr
+        c[n + 2] = '=' .. now .. '\31' .. message_ids .. '\31' .. ref .. '\31' .. job_id
+        n = n + 2
       else
-        for _, c in ipairs(corr) do
-          redis.call('SET', prefix .. ':dlr:' .. carrier .. ':' .. c[1],
-            num_str(c[2]) .. ':' .. now .. ':' .. job_id, 'EX', corr_ttl)
+        for _, e in ipairs(corr) do
+          c[n + 1] = e[1]
+          c[n + 2] = num_str(e[2]) .. ':' .. now .. ':' .. job_id
+          n = n + 2
         end
       end
-      -- receipt deadlines: one ZADD per carrier for the whole call (below)
-      local d = due_add[carrier]
-      if not d then
-        d = {}
-        due_add[carrier] = d
-      end
-      d[#d + 1] = w[2]
-      d[#d + 1] = job_id
+      corr_n[carrier] = n
     end
     -- Subject indexes for erasure (privacy_hooks.erasure): by number, by client.
     if to_hash ~= '' then
@@ -108,10 +104,19 @@ for _, j in ipairs(batch.j) do
       'message_ids', message_ids, 'error', err, 'ts', now)
   end
 end
-for _, d in pairs(due_add) do
-  for i = 1, #d, 1000 do
-    redis.call('ZADD', due, unpack(d, i, math.min(i + 999, #d)))
+-- One HSET per carrier into the bucket of this batch's receipt deadline; the
+-- bucket is the deadline too (the sweep reads it from P:dlr:due at its end).
+for carrier, c in pairs(corr_add) do
+  local w = waits[carrier]
+  local bucket_end = w[1]
+  local bucket = prefix .. ':dlr:c:' .. carrier .. ':' .. bucket_end
+  local n = corr_n[carrier]
+  for i = 1, n, 1000 do
+    redis.call('HSET', bucket, unpack(c, i, math.min(i + 999, n)))
   end
+  redis.call('PEXPIREAT', bucket, w[2])
+  redis.call('ZADD', prefix .. ':dlr:idx:' .. carrier, bucket_end, bucket_end)
+  redis.call('ZADD', due, bucket_end, bucket_end .. ':' .. carrier)
 end
 local acks = batch.a
 for i = 1, #acks, 500 do

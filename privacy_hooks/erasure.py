@@ -28,7 +28,7 @@ job record; ``P`` is the key prefix, ``H = keyed_hash(secret, to)``):
     (``STRIPPED_FIELDS``) — and re-stamps it to disappear one message
     retention after the request (``EXPIRE``), per the policy;
   - ``immediate=True`` (``sendgate erase --now``): deletes the record and its
-    DLR correlation entries (``P:dlr:<carrier>:<message id>``).
+    DLR correlation entries (fields of ``P:dlr:c:<carrier>:<end_ms>``, dlr/store.py).
 
 * then re-stamps the index (default) or deletes it (immediate), writes one
   audit entry (action ``erase``; the subject appears as its keyed hash) and
@@ -78,14 +78,38 @@ STRIPPED_FIELDS: tuple[str, ...] = (
 )
 
 # "=<submitted_ms>US<message_ids>US<ref>US<job id>" -> "1:<submitted_ms>:<job id>", TTL kept.
-_HIDE_ENTRY = r"""
-local v = redis.call('GET', KEYS[1])
-if v and string.byte(v, 1) == 61 then
-    local s1 = string.find(v, '\31', 2, true)
-    local s3 = s1 and string.find(v, '\31', s1 + 1, true)
-    s3 = s3 and string.find(v, '\31', s3 + 1, true)
-    if s3 then
-        redis.call('SET', KEYS[1], '1:' .. string.sub(v, 2, s1 - 1) .. ':' .. string.sub(v, s3 + 1), 'XX', 'KEEPTTL')
+# A job's correlation entries (dlr/store.py: hash fields in the carrier's
+# buckets, P:dlr:c:<carrier>:<end_ms>, listed in KEYS[1] = P:dlr:idx:<carrier>),
+# found by probing the carrier's buckets. ARGV[1] = bucket key prefix
+# ("P:dlr:c:<carrier>:"), ARGV[2] = "delete" (drop the entries) or "hide": a
+# single-part entry carries the job's ref for the receipt's event
+# (dlr/receipts.lua fast path), "=<submitted>US<message_ids>US<ref>US<job id>",
+# and becomes the general form "1:<submitted>:<job id>", so the receipt reads
+# the hidden record instead. ARGV[3..] = the normalised ids.
+_ERASE_ENTRIES = r"""
+local buckets = redis.call('ZRANGE', KEYS[1], 0, -1)
+local ids = {}
+for i = 3, #ARGV do
+    ids[#ids + 1] = ARGV[i]
+end
+for _, bucket_end in ipairs(buckets) do
+    local bucket = ARGV[1] .. bucket_end
+    local vals = redis.call('HMGET', bucket, unpack(ids))
+    for i, v in ipairs(ids) do
+        local entry = vals[i]
+        if entry then
+            if ARGV[2] == 'delete' then
+                redis.call('HDEL', bucket, v)
+            elseif string.byte(entry, 1) == 61 then
+                local s1 = string.find(entry, '\31', 2, true)
+                local s3 = s1 and string.find(entry, '\31', s1 + 1, true)
+                s3 = s3 and string.find(entry, '\31', s3 + 1, true)
+                if s3 then
+                    redis.call('HSET', bucket, v,
+                        '1:' .. string.sub(entry, 2, s1 - 1) .. ':' .. string.sub(entry, s3 + 1))
+                end
+            end
+        end
     end
 end
 return 0
@@ -232,20 +256,18 @@ async def _erase_batch(
             ops += 1
         # Correlation entries are keyed by the *normalised* ids (``dlr_ids`` when
         # they differ from ``message_ids``).
-        ids = dlr_ids or message_ids
-        correlation = (
-            [f"{prefix}:dlr:{_s(carrier)}:{mid}" for mid in _s(ids).split(",") if mid] if carrier and ids else []
-        )
+        ids = [mid for mid in _s(dlr_ids or message_ids or b"").split(",") if mid]
+        if carrier and ids:
+            # immediate: the entries go; default: hidden, see _ERASE_ENTRIES
+            write.eval(
+                _ERASE_ENTRIES, 1, f"{prefix}:dlr:idx:{_s(carrier)}", f"{prefix}:dlr:c:{_s(carrier)}:",
+                "delete" if immediate else "hide", *ids,
+            )
+            ops += 1
         if immediate:
-            write.delete(key, *correlation)
+            write.delete(key)
             ops += 1
         else:
-            # A single-part entry carries the job's ref for the receipt's event
-            # (dlr/receipts.lua fast path): turn it into the general form, so the
-            # receipt reads the hidden record instead.
-            for entry in correlation:
-                write.eval(_HIDE_ENTRY, 1, entry)
-                ops += 1
             write.hset(
                 key,
                 mapping={"erased": 1, "erased_at": int(now_s), "retention_until": until},

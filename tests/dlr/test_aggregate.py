@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import time
 from typing import Any
 
 from dlr.aggregate import SEVERITY, aggregate, aggregate_error
-from dlr.store import ReceiptRecord, ReceiptStore
+from dlr.store import ReceiptRecord, ReceiptStore, put_correlation
 
 STATES = ["delivered", "unknown", "deleted", "expired", "undeliverable", "rejected"]
 
@@ -37,13 +38,15 @@ async def test_lua_agrees_with_python(redis_client: Any, key_prefix: str) -> Non
     combos = list(itertools.product([*STATES, "bogus"], repeat=2))
     pipe = redis_client.pipeline(transaction=False)
     records = []
+    entries = {}
     for j, combo in enumerate(combos):
         pipe.hset(f"{key_prefix}:job:{j}", mapping={"parts": 2, "message_ids": f"a{j},b{j}", "callback": "http://127.0.0.1/cb"})
         for n, state in enumerate(combo, start=1):
             mid = f"{'ab'[n - 1]}{j}"
-            pipe.set(f"{key_prefix}:dlr:c:{mid}", f"{n}:1:{j}")
+            entries[mid] = f"{n}:1:{j}"
             records.append(ReceiptRecord(mid, state, True, f"err:{j}{n}", 5))
     await pipe.execute()
+    await put_correlation(redis_client, key_prefix, "c", entries, 1, int(time.time() * 1000) + 60_000)
     result = await store.apply("c", records)
     assert len(result.finals) == len(combos)
     for event in result.finals:

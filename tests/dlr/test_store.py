@@ -11,10 +11,16 @@ import pytest
 from dlr.aggregate import aggregate
 from dlr.ids import normalize_id
 from dlr.receipt import parse_receipt
-from dlr.store import ReceiptRecord, ReceiptStore, UnmatchedBuffer, correlation_arg
-
-SUBMITTED_MS = 1_700_000_000_000
-DLR_WAIT_MS = 72 * 3600 * 1000
+from dlr.store import (
+    ReceiptRecord,
+    ReceiptStore,
+    UnmatchedBuffer,
+    bucket_key,
+    correlation_arg,
+    correlation_bucket,
+    put_correlation,
+)
+from tests.correlation import DLR_WAIT_MS, STAGED_END_MS, SUBMITTED_MS, get_entry, put_entry
 
 
 async def submit_job(
@@ -27,7 +33,7 @@ async def submit_job(
     fmt: str = "as-is",
     callback: str = "http://127.0.0.1/cb",  # with a callback the script returns whole events
     ref: str = "ref-1",
-    due: bool = True,
+    end_ms: int = STAGED_END_MS,
 ) -> None:
     """Write what the engine's submit script writes once every part has its resp."""
     normalised = [normalize_id(i, fmt, side="submit") for i in ids]
@@ -50,10 +56,8 @@ async def submit_job(
         },
     )
     await r.expire(job_key, 3600)
-    for n, nid in enumerate(normalised, start=1):
-        await r.set(f"{prefix}:dlr:{carrier}:{nid}", f"{n}:{SUBMITTED_MS}:{job_id}", px=DLR_WAIT_MS)
-    if due:
-        await r.zadd(f"{prefix}:dlr:due", {job_id: SUBMITTED_MS + DLR_WAIT_MS})
+    entries = {nid: f"{n}:{SUBMITTED_MS}:{job_id}" for n, nid in enumerate(normalised, start=1)}
+    await put_correlation(r, prefix, carrier, entries, end_ms, await redis_now_ms(r) + 3_600_000)
 
 
 async def dup_spans(r: Any, prefix: str, window: int = 600_000) -> dict[bytes, set[bytes]]:
@@ -72,10 +76,11 @@ async def dup_spans(r: Any, prefix: str, window: int = 600_000) -> dict[bytes, s
 
 
 async def assert_retired(r: Any, prefix: str, carrier: str, mid: str) -> None:
-    """The entry is gone and its key is in a duplicate span that expires within ~1.3 windows."""
-    key = f"{prefix}:dlr:{carrier}:{mid}"
-    assert not await r.exists(key)
-    spans = [name for name, members in (await dup_spans(r, prefix)).items() if key.encode() in members]
+    """The entry is gone and its token (carrier US id) is in a duplicate span that expires
+    within ~1.3 windows."""
+    assert await get_entry(r, prefix, carrier, mid) is None
+    token = f"{carrier}\x1f{mid}".encode()
+    spans = [name for name, members in (await dup_spans(r, prefix)).items() if token in members]
     assert len(spans) == 1
     assert 600_000 < await r.pttl(spans[0]) <= 600_000 * 13 // 10
 
@@ -127,9 +132,10 @@ async def test_single_part_delivered(
     assert final.fields == evs[0]
     job = await redis_client.hgetall(f"{key_prefix}:job:job:1")
     assert job[b"state"] == b"delivered" and job[b"done"] == b"1" and job[b"s:1"] == b"delivered"
-    # The correlation is gone: only its key is kept, in a duplicate span (no job id).
+    # The correlation is gone: only its token is kept, in a duplicate span (no job id);
+    # the bucket, now empty, is gone with it.
     await assert_retired(redis_client, key_prefix, "acme", "abc123")
-    assert await redis_client.zscore(f"{key_prefix}:dlr:due", "job:1") is None
+    assert not await redis_client.exists(bucket_key(key_prefix, "acme", STAGED_END_MS))
     assert await redis_client.ttl(f"{key_prefix}:job:job:1") > 0  # retention kept
 
 
@@ -164,14 +170,15 @@ async def test_intermediate_enroute(
     evs = await events(redis_client, key_prefix)
     assert [e["event"] for e in evs] == ["enroute"]
     # the correlation entries stay until the final receipt
-    assert await redis_client.exists(f"{key_prefix}:dlr:acme:p1", f"{key_prefix}:dlr:acme:p2") == 2
+    assert await get_entry(redis_client, key_prefix, "acme", "p1") == b"1:%d:j-e" % SUBMITTED_MS
+    assert await get_entry(redis_client, key_prefix, "acme", "p2") == b"2:%d:j-e" % SUBMITTED_MS
     result = await store.apply("acme", [rec("p1"), rec("p2")])
     assert [e.event for e in result.finals] == ["delivered"]
     assert "part_states" not in result.finals[0].fields
     # an intermediate arriving after the final is ignored, and counted
     await submit_job(redis_client, key_prefix, "j-late", "acme", ["q1"])
     await store.apply("acme", [rec("q1", "rejected")])
-    await redis_client.set(f"{key_prefix}:dlr:acme:q1", f"1:{SUBMITTED_MS}:j-late")
+    await put_entry(redis_client, key_prefix, "acme", "q1", f"1:{SUBMITTED_MS}:j-late")
     late = await store.apply("acme", [rec("q1", "enroute")])
     assert late.late == 1 and not late.intermediates
 
@@ -252,11 +259,13 @@ async def test_expiry_sweep(redis_client: Any, key_prefix: str, store: ReceiptSt
     )
     await submit_job(redis_client, key_prefix, "old2", "acme", ["r1"])
     await submit_job(redis_client, key_prefix, "done", "acme", ["k1"])
-    await redis_client.zadd(f"{key_prefix}:dlr:due", {"young": SUBMITTED_MS + 2 * DLR_WAIT_MS})
+    young_end = STAGED_END_MS + DLR_WAIT_MS
+    await submit_job(redis_client, key_prefix, "young", "acme", ["y1"], end_ms=young_end)
     await store.apply("acme", [rec("o1"), rec("k1")])
-    before = SUBMITTED_MS + DLR_WAIT_MS - 1
-    assert await store.expire_overdue(before) == []
-    finals = await store.expire_overdue(SUBMITTED_MS + DLR_WAIT_MS + 1, limit=10)
+    before = STAGED_END_MS - 1
+    assert await store.expire_overdue(before) == ([], False)
+    finals, more = await store.expire_overdue(STAGED_END_MS, limit=10)
+    assert not more
     by_id = {e.job_id: e for e in finals}
     assert set(by_id) == {"old", "old2"}
     old = by_id["old"]
@@ -264,20 +273,27 @@ async def test_expiry_sweep(redis_client: Any, key_prefix: str, store: ReceiptSt
     assert old.fields["part_states"] == "delivered,unknown"
     assert old.fields["error"] == "dlr_timeout"
     assert by_id["old2"].fields["event"] == "unknown"
-    assert not await redis_client.exists(f"{key_prefix}:dlr:acme:o2", f"{key_prefix}:dlr:acme:r1")
-    assert await redis_client.zrange(f"{key_prefix}:dlr:due", 0, -1) == [b"young"]
+    # the ended bucket is gone with its entries, from both indexes; the young one stays
+    assert not await redis_client.exists(bucket_key(key_prefix, "acme", STAGED_END_MS))
+    assert await redis_client.zrange(f"{key_prefix}:dlr:due", 0, -1) == [f"{young_end}:acme".encode()]
+    assert await redis_client.zrange(f"{key_prefix}:dlr:idx:acme", 0, -1) == [str(young_end).encode()]
+    assert await get_entry(redis_client, key_prefix, "acme", "y1") is not None
     job = await redis_client.hgetall(f"{key_prefix}:job:old")
     assert job[b"state"] == b"unknown" and job[b"done"] == b"2"
     # a late receipt for the expired part finds nothing and does not re-open the job
     late = await store.apply("acme", [rec("o2")])
     assert late.applied == 0 and late.unmatched
-    assert await store.expire_overdue(SUBMITTED_MS + 3 * DLR_WAIT_MS) == []
+    assert await redis_client.hget(f"{key_prefix}:job:old", "state") == b"unknown"
+    young, more = await store.expire_overdue(young_end)
+    assert [e.job_id for e in young] == ["young"] and not more
+    assert await redis_client.zcard(f"{key_prefix}:dlr:due") == 0
+    assert await store.expire_overdue(young_end + DLR_WAIT_MS) == ([], False)
 
 
 async def test_orphan_and_batch_over_chunk(
     redis_client: Any, key_prefix: str, store: ReceiptStore
 ) -> None:
-    await redis_client.set(f"{key_prefix}:dlr:acme:lost", f"1:{SUBMITTED_MS}:gone")
+    await put_entry(redis_client, key_prefix, "acme", "lost", f"1:{SUBMITTED_MS}:gone")
     result = await store.apply("acme", [rec("lost")])
     # retried like an unmatched receipt: the job record may be written a moment later
     assert result.orphans == 1 and result.unmatched == [rec("lost")]
@@ -285,9 +301,9 @@ async def test_orphan_and_batch_over_chunk(
     result = await store.apply("acme", result.unmatched)
     assert [e.job_id for e in result.finals] == ["gone"]
     # corrupt correlation values and out-of-range parts are counted and left alone
-    await redis_client.set(f"{key_prefix}:dlr:acme:bad1", "garbage")
-    await redis_client.set(f"{key_prefix}:dlr:acme:bad2", f"7:{SUBMITTED_MS}:gone")
-    await redis_client.set(f"{key_prefix}:dlr:acme:bad3", f"0.5:{SUBMITTED_MS}:gone")
+    await put_entry(redis_client, key_prefix, "acme", "bad1", "garbage")
+    await put_entry(redis_client, key_prefix, "acme", "bad2", f"7:{SUBMITTED_MS}:gone")
+    await put_entry(redis_client, key_prefix, "acme", "bad3", f"0.5:{SUBMITTED_MS}:gone")
     result = await store.apply("acme", [rec("bad1"), rec("bad2"), rec("bad3")])
     assert result.corrupt == 3 and result.applied == 0
     # more receipts than one script call takes
@@ -298,8 +314,9 @@ async def test_orphan_and_batch_over_chunk(
             f"{key_prefix}:job:b{i}",
             mapping={"parts": 1, "message_ids": f"x{i}", "ref": "", "carrier": "acme"},
         )
-        pipe.set(f"{key_prefix}:dlr:acme:x{i}", f"1:{SUBMITTED_MS}:b{i}")
     await pipe.execute()
+    entries = {f"x{i}": f"1:{SUBMITTED_MS}:b{i}" for i in range(n)}
+    await put_correlation(redis_client, key_prefix, "acme", entries, STAGED_END_MS, await redis_now_ms(redis_client) + 60_000)
     result = await store.apply("acme", [rec(f"x{i}") for i in range(n)])
     assert result.applied == n and len(result.finals) == n
     assert await redis_client.xlen(f"{key_prefix}:events") == n + 1  # + the "gone" job
@@ -385,14 +402,22 @@ def test_unmatched_buffer_is_bounded_and_forgets_matched_records() -> None:
 async def test_expiry_sweep_honours_limit(
     redis_client: Any, key_prefix: str, store: ReceiptStore
 ) -> None:
-    for i in range(3):
-        await submit_job(redis_client, key_prefix, f"lim{i}", "acme", [f"l{i}"])
-    now = SUBMITTED_MS + DLR_WAIT_MS + 1
-    first = await store.expire_overdue(now, limit=2)
-    second = await store.expire_overdue(now, limit=2)
-    assert len(first) == 2 and len(second) == 1
-    assert {e.job_id for e in first + second} == {"lim0", "lim1", "lim2"}
-    assert await store.expire_overdue(now, limit=2) == []
+    """A call reads about ``limit`` entries of a large bucket (HSCAN), says more is
+    left, and the calls together give every overdue job exactly one event."""
+    n = 600
+    await record_submitted(redis_client, key_prefix, [(f"lim{i}", [f"l{i}"], "", "") for i in range(n)])
+    seen: list[str] = []
+    calls, more = 0, True
+    while more:
+        finals, more = await store.expire_overdue(STAGED_END_MS, limit=100)
+        seen += [e.job_id for e in finals]
+        calls += 1
+        if calls == 1:
+            assert more and 0 < len(finals) < n, (more, len(finals))
+        assert calls < 50
+    assert sorted(seen) == sorted(f"lim{i}" for i in range(n))
+    assert not await redis_client.exists(bucket_key(key_prefix, "acme", STAGED_END_MS))
+    assert await store.expire_overdue(STAGED_END_MS, limit=100) == ([], False)
 
 
 async def test_park_invalid_keeps_no_free_text(
@@ -412,9 +437,7 @@ async def test_receipt_on_last_part_only(
     for job_id, ids in (("last1", ["z1", "z2", "z3"]), ("last2", ["y1", "y2", "y3"])):
         await submit_job(redis_client, key_prefix, job_id, "acme", ids)
         await redis_client.hset(f"{key_prefix}:job:{job_id}", "expect", 1)
-        await redis_client.delete(
-            f"{key_prefix}:dlr:acme:{ids[0]}", f"{key_prefix}:dlr:acme:{ids[1]}"
-        )
+        await redis_client.hdel(bucket_key(key_prefix, "acme", STAGED_END_MS), ids[0], ids[1])
     result = await store.apply("acme", [rec("z3", "undeliverable", "err:001")])
     [final] = result.finals
     assert (final.job_id, final.event, final.fields["error"]) == (
@@ -427,12 +450,12 @@ async def test_receipt_on_last_part_only(
     late = await store.apply("acme", [rec("z3", "enroute")])
     assert late.duplicates == 1  # its key was retired: this id's part is final
     # never answered: the sweep gives unknown from the awaited part alone
-    [expired] = await store.expire_overdue(SUBMITTED_MS + DLR_WAIT_MS + 1)
+    [expired], _ = await store.expire_overdue(STAGED_END_MS)
     assert (expired.job_id, expired.event) == ("last2", "unknown")
     assert expired.fields["part_states"] == "unknown"
     job = await redis_client.hgetall(f"{key_prefix}:job:last2")
     assert job[b"done"] == b"1" and b"s:1" not in job and job[b"s:3"] == b"unknown"
-    assert not await redis_client.exists(f"{key_prefix}:dlr:acme:y3")
+    assert await get_entry(redis_client, key_prefix, "acme", "y3") is None
 
 
 async def test_without_callback_the_reply_is_slim_but_the_event_whole(redis_client: Any, key_prefix: str) -> None:
@@ -464,8 +487,11 @@ async def record_submitted(
                 ",".join(normalised) if normalised != ids else "", "",
             ]
         )
+    # the bucket of now_ms's deadline; its key lives an hour of real time
+    end_ms, _ = correlation_bucket(now_ms, DLR_WAIT_MS, 2 * DLR_WAIT_MS)
+    expire_at = await redis_now_ms(r) + 3_600_000
     body = orjson.dumps(
-        {"t": [now_ms // 1000 + 3600, 3600], "w": {"acme": [3600, str(now_ms + DLR_WAIT_MS)]}, "j": payload, "a": []}
+        {"t": [now_ms // 1000 + 3600, 3600], "w": {"acme": [str(end_ms), str(expire_at)]}, "j": payload, "a": []}
     )
     keys = [f"{prefix}:jobs", f"{prefix}:events", f"{prefix}:dlr:due"]
     await Script("record")(r, keys, ["sendgate", prefix, body, now_ms, 10_000])
@@ -487,13 +513,20 @@ async def test_fast_path_entry_from_the_record_script(
             ("two", ["00AB15", "00AB16"], "r-two", ""),
         ],
     )
-    entry = lambda mid: redis_client.get(f"{key_prefix}:dlr:acme:{mid}")  # noqa: E731
+    entry = lambda mid: get_entry(redis_client, key_prefix, "acme", mid)  # noqa: E731
     assert await entry("ab12") == b"=%d\x1f00AB12\x1fr-fast\x1ffast" % SUBMITTED_MS
     assert await entry("ab13") == b"1:%d:with-cb" % SUBMITTED_MS
     assert await entry("ab14") == b"1:%d:odd-ref" % SUBMITTED_MS
     assert await entry("ab16") == b"2:%d:two" % SUBMITTED_MS
+    # one bucket for the batch: its end is the deadline rounded up to a 64th of the wait;
+    # listed for the sweep and for the carrier's lookups
+    assert SUBMITTED_MS + DLR_WAIT_MS <= STAGED_END_MS < SUBMITTED_MS + DLR_WAIT_MS * 65 // 64
     due = await redis_client.zrange(f"{key_prefix}:dlr:due", 0, -1, withscores=True)
-    assert sorted(due) == sorted((j, float(SUBMITTED_MS + DLR_WAIT_MS)) for j in (b"fast", b"with-cb", b"odd-ref", b"two"))
+    assert due == [(f"{STAGED_END_MS}:acme".encode(), float(STAGED_END_MS))]
+    assert await redis_client.zrange(f"{key_prefix}:dlr:idx:acme", 0, -1) == [str(STAGED_END_MS).encode()]
+    bucket = bucket_key(key_prefix, "acme", STAGED_END_MS)
+    assert await redis_client.hlen(bucket) == 5
+    assert 3_590_000 < await redis_client.pttl(bucket) <= 3_600_000
 
     result = await store.apply(
         "acme",
@@ -515,7 +548,7 @@ async def test_fast_path_entry_from_the_record_script(
     job = await redis_client.hgetall(f"{key_prefix}:job:fast")
     assert (job[b"state"], job[b"e:1"], job[b"parts"]) == (b"delivered", b"", b"1")
     assert 0 < await redis_client.ttl(f"{key_prefix}:job:fast") <= 3600
-    assert await redis_client.zcard(f"{key_prefix}:dlr:due") == 0
+    assert not await redis_client.exists(bucket)  # every entry retired
     for i in range(2, 7):
         await assert_retired(redis_client, key_prefix, "acme", f"ab1{i}")
     # a receipt sent again is a duplicate, on either path
@@ -556,13 +589,13 @@ async def test_fast_path_without_job_record_writes_none(
     redis_client: Any, key_prefix: str, store: ReceiptStore
 ) -> None:
     """An entry whose job record is gone (expired first, or erased): retried, never recreated."""
-    await redis_client.set(f"{key_prefix}:dlr:acme:g1", f"={SUBMITTED_MS}\x1fG1\x1f\x1fghost")
+    await put_entry(redis_client, key_prefix, "acme", "g1", f"={SUBMITTED_MS}\x1fG1\x1f\x1fghost")
     result = await store.apply("acme", [rec("g1")])
     assert result.orphans == 1 and result.unmatched == [rec("g1")] and not result.finals
     assert not await redis_client.exists(f"{key_prefix}:job:ghost")
     assert await events(redis_client, key_prefix) == []
     # a corrupt fast entry is counted and left alone
-    await redis_client.set(f"{key_prefix}:dlr:acme:g2", "=123\x1fno-job-id")
+    await put_entry(redis_client, key_prefix, "acme", "g2", "=123\x1fno-job-id")
     assert (await store.apply("acme", [rec("g2")])).corrupt == 1
 
 
@@ -613,15 +646,6 @@ async def test_sweep_unlinks_spans_past_their_use(redis_client: Any, key_prefix:
     assert left == [before - 4, before - 1, before]  # -2 and -3 unlinked; -4 is the TTL's
 
 
-async def test_legacy_tombstone_counts_as_duplicate(
-    redis_client: Any, key_prefix: str, store: ReceiptStore
-) -> None:
-    """An entry retired by an earlier version (SET to "~" with a TTL) still means duplicate."""
-    await redis_client.set(f"{key_prefix}:dlr:acme:old1", "~", px=60_000)
-    result = await store.apply("acme", [rec("old1")])
-    assert (result.duplicates, result.unmatched) == (1, [])
-
-
 async def test_fast_path_with_unbounded_events_stream(redis_client: Any, key_prefix: str) -> None:
     store = ReceiptStore(redis_client, key_prefix, stream_maxlen=0, duplicate_window_ms=0)
     await record_submitted(redis_client, key_prefix, [("nolimit", ["n1"], "", "")])
@@ -629,7 +653,7 @@ async def test_fast_path_with_unbounded_events_stream(redis_client: Any, key_pre
     assert [e.event for e in result.finals] == ["rejected"]
     assert [e["event"] for e in await events(redis_client, key_prefix)] == ["rejected"]
     # no duplicate window: the entry is deleted, and a resent receipt is unmatched
-    assert not await redis_client.exists(f"{key_prefix}:dlr:acme:n1")
+    assert await get_entry(redis_client, key_prefix, "acme", "n1") is None
     assert (await store.apply("acme", [rec("n1")])).unmatched == [rec("n1")]
 
 

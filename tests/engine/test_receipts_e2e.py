@@ -17,6 +17,7 @@ from connectors.simulator import SimulatorConfig
 from engine.config import settings_from_mapping
 from engine.metrics import Metrics
 from engine.receipts import ReceiptSink, webhook_secret
+from tests.correlation import put_entry
 from tests.engine.harness import delete_prefix, push, running, wait_events
 
 
@@ -194,7 +195,7 @@ async def test_a_data_sm_receipt_is_correlated_and_answered(redis_url: str, key_
     sink = ReceiptSink(settings, redis, Metrics())
     # what the record script leaves for a single-part job without callback
     await redis.hset(f"{key_prefix}:job:j-data", mapping={"parts": "1", "state": "submitted", "carrier": "c1"})
-    await redis.set(f"{key_prefix}:dlr:c1:abc", "=1764307800000\x1f00ABC\x1fref-7\x1fj-data", ex=60)
+    await put_entry(redis, key_prefix, "c1", "abc", "=1764307800000\x1f00ABC\x1fref-7\x1fj-data")
     sink.start()
     bind = _Bind()
     try:
@@ -321,7 +322,7 @@ async def test_held_receipts_survive_a_redis_outage_during_their_retry(redis_url
         # Redis is back: the retry matches, the old one is parked
         sink.store = ReceiptStore(live, key_prefix)
         await live.hset(f"{key_prefix}:job:j-early", mapping={"parts": 1, "state": "submitted"})
-        await live.set(f"{key_prefix}:dlr:c1:r-early", "=5\x1fR-EARLY\x1f\x1fj-early")
+        await put_entry(live, key_prefix, "c1", "r-early", "=5\x1fR-EARLY\x1f\x1fj-early")
         await sink._retry_held(everything=True)
         assert not held.has_work() and not sink._stalled_held
         [(_id, event)] = await live.xrange(f"{key_prefix}:events")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -46,14 +47,18 @@ async def test_record_twice_writes_one_event_and_acks(redis_client: Any, key_pre
     try:
         e = await _setup(redis_client, key_prefix, 1)
         job = ["j0", "submitted", "sim", 1, "ab", "", "r", "", "", "1", "h" * 32, "ab", 1, "", e[0]]
-        payload = orjson.dumps({"t": [1, 600], "w": {"sim": [60, "9"]}, "j": [job], "a": [e[0]]})
+        expire_at = str(int(time.time() * 1000) + 60_000)
+        payload = orjson.dumps({"t": [1, 600], "w": {"sim": ["9", expire_at]}, "j": [job], "a": [e[0]]})
         for _ in range(2):
             await record(redis_client, keys, ["g", key_prefix, payload, 1000, 1000])
         events = await redis_client.xrange(f"{key_prefix}:events")
         assert [f[b"event"] for _i, f in events] == [b"submitted"]
         # single part without callback: the receipt's fast-path entry (dlr/receipts.lua)
-        assert await redis_client.get(f"{key_prefix}:dlr:sim:ab") == b"=1000\x1fab\x1fr\x1fj0"
-        assert await redis_client.zrange(f"{key_prefix}:dlr:due", 0, -1, withscores=True) == [(b"j0", 9.0)]
+        # in the bucket the payload named (its end 9), with the expiry given, listed twice
+        assert await redis_client.hgetall(f"{key_prefix}:dlr:c:sim:9") == {b"ab": b"=1000\x1fab\x1fr\x1fj0"}
+        assert 50_000 < await redis_client.pttl(f"{key_prefix}:dlr:c:sim:9") <= 60_000
+        assert await redis_client.zrange(f"{key_prefix}:dlr:due", 0, -1, withscores=True) == [(b"9:sim", 9.0)]
+        assert await redis_client.zrange(f"{key_prefix}:dlr:idx:sim", 0, -1, withscores=True) == [(b"9", 9.0)]
         assert (await redis_client.xpending(f"{key_prefix}:jobs", "g"))["pending"] == 0
         assert await redis_client.sismember(f"{key_prefix}:subject:{'h' * 32}", "j0")
     finally:

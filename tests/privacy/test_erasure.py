@@ -19,6 +19,7 @@ from privacy_hooks import (
     keyed_hash,
     subject_key,
 )
+from tests.correlation import STAGED_END_MS, entry_ttl_ms, get_entry, put_entry
 
 SECRET = b"test-secret"
 NUMBER = "+4512345678"  # fake sample numbers
@@ -53,7 +54,9 @@ async def _submit(redis: Any, prefix: str, job_id: str, number: str, carrier: st
     )
     await redis.expire(f"{prefix}:job:{job_id}", 3 * DAY)
     for part, mid in enumerate((f"{job_id}-m1", f"{job_id}-m2"), 1):
-        await redis.set(f"{prefix}:dlr:{carrier}:{mid}", f"{part}:0:{job_id}", ex=72 * 3600)
+        # jobs spread over three buckets: erasure finds entries in any of them
+        end_ms = STAGED_END_MS + sum(map(ord, job_id)) % 3 * 1000
+        await put_entry(redis, prefix, carrier, mid, f"{part}:0:{job_id}", end_ms=end_ms)
     await index_subject(redis, prefix, subject, job_id, ttl)
     await index_subject(redis, prefix, client_subject("shop"), job_id, ttl)
 
@@ -95,7 +98,7 @@ async def test_default_erasure_hides_now_and_restamps(redis_client: Any, key_pre
         ttl = await redis_client.ttl(key)
         assert 120 * DAY - 60 <= ttl <= 120 * DAY
         # Receipts still correlate until their own short TTL runs out.
-        assert await redis_client.exists(f"{key_prefix}:dlr:acme:j{i}-m1")
+        assert await get_entry(redis_client, key_prefix, "acme", f"j{i}-m1") == f"1:0:j{i}".encode()
     # Raw payloads with the number and text in clear are gone at once.
     entries = await redis_client.xrange(f"{key_prefix}:jobs")
     assert [e[1][b"id"] for e in entries] == [b"other"]
@@ -148,11 +151,11 @@ async def test_immediate_erasure_deletes(redis_client: Any, key_prefix: str) -> 
     assert seen == [result]
     for i in range(2):
         assert not await redis_client.exists(f"{key_prefix}:job:j{i}")
-        assert not await redis_client.exists(f"{key_prefix}:dlr:acme:j{i}-m1")
-        assert not await redis_client.exists(f"{key_prefix}:dlr:acme:j{i}-m2")
+        assert await get_entry(redis_client, key_prefix, "acme", f"j{i}-m1") is None
+        assert await get_entry(redis_client, key_prefix, "acme", f"j{i}-m2") is None
     assert not await redis_client.exists(subject_key(key_prefix, subject))
     assert await redis_client.exists(f"{key_prefix}:job:other")
-    assert await redis_client.exists(f"{key_prefix}:dlr:acme:other-m1")
+    assert await get_entry(redis_client, key_prefix, "acme", "other-m1") == b"1:0:other"
     fields = (await AuditLog(redis_client, f"{key_prefix}:audit").entries())[0][1]
     assert fields["mode"] == "now"
 
@@ -220,20 +223,21 @@ async def _submit_single(redis: Any, prefix: str, job_id: str, raw_id: str, dlr_
         },
     )
     await redis.expire(f"{prefix}:job:{job_id}", 3 * DAY)
-    await redis.set(f"{prefix}:dlr:acme:{dlr_id}", f"=5\x1f{raw_id}\x1forder-{job_id}\x1f{job_id}", ex=72 * 3600)
+    await put_entry(redis, prefix, "acme", dlr_id, f"=5\x1f{raw_id}\x1forder-{job_id}\x1f{job_id}")
     await index_subject(redis, prefix, subject, job_id, 3 * DAY)
 
 
 async def test_hiding_keeps_no_ref_in_correlation_entries(redis_client: Any, key_prefix: str) -> None:
     await _submit_single(redis_client, key_prefix, "s1", "00AB", "ab")
     await erase_subject(redis_client, key_prefix, keyed_hash(SECRET, NUMBER), NOW, POLICY)
-    entry = f"{key_prefix}:dlr:acme:ab"
-    assert await redis_client.get(entry) == b"1:5:s1"  # the general form: the receipt reads the record
-    assert 72 * 3600 - 60 < await redis_client.ttl(entry) <= 72 * 3600  # TTL kept
+    # the general form: the receipt reads the record; the bucket keeps its TTL
+    assert await get_entry(redis_client, key_prefix, "acme", "ab") == b"1:5:s1"
+    assert 3_500_000 < await entry_ttl_ms(redis_client, key_prefix, "acme", "ab") <= 3_600_000
     assert "order-s1" not in await _text_of_everything(redis_client, key_prefix)
 
 
 async def test_immediate_erasure_deletes_entries_by_normalised_id(redis_client: Any, key_prefix: str) -> None:
     await _submit_single(redis_client, key_prefix, "s2", "00CD", "cd")
     await erase_subject(redis_client, key_prefix, keyed_hash(SECRET, NUMBER), NOW, POLICY, immediate=True)
-    assert not await redis_client.exists(f"{key_prefix}:dlr:acme:cd", f"{key_prefix}:job:s2")
+    assert await get_entry(redis_client, key_prefix, "acme", "cd") is None
+    assert not await redis_client.exists(f"{key_prefix}:job:s2")

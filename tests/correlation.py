@@ -1,0 +1,42 @@
+"""Test helpers for correlation entries (dlr/store.py: fields of per-carrier buckets)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from dlr.store import correlation_bucket, put_correlation
+
+SUBMITTED_MS = 1_700_000_000_000
+DLR_WAIT_MS = 72 * 3600 * 1000
+# The bucket of jobs submitted at SUBMITTED_MS with the default wait: where tests
+# stage entries (the sweep takes it once its now_ms reaches it).
+STAGED_END_MS = correlation_bucket(SUBMITTED_MS, DLR_WAIT_MS, 2 * DLR_WAIT_MS)[0]
+
+
+async def put_entry(
+    r: Any, prefix: str, carrier: str, mid: str, value: str, end_ms: int = STAGED_END_MS, ttl_ms: int = 3_600_000
+) -> None:
+    """Stage one correlation entry in the carrier's bucket ending at ``end_ms``
+    (the bucket key lives ``ttl_ms`` of real time)."""
+    await put_correlation(r, prefix, carrier, {mid: value}, end_ms, int(time.time() * 1000) + ttl_ms)
+
+
+async def get_entry(r: Any, prefix: str, carrier: str, mid: str) -> bytes | None:
+    """The entry of ``mid`` in any of the carrier's buckets, or None."""
+    for end in await r.zrange(f"{prefix}:dlr:idx:{carrier}", 0, -1):
+        end = end.decode() if isinstance(end, bytes) else end
+        value = await r.hget(f"{prefix}:dlr:c:{carrier}:{end}", mid)
+        if value is not None:
+            return value if isinstance(value, bytes) else value.encode()
+    return None
+
+
+async def entry_ttl_ms(r: Any, prefix: str, carrier: str, mid: str) -> int:
+    """PTTL of the bucket holding ``mid`` (-2 when no bucket holds it)."""
+    for end in await r.zrange(f"{prefix}:dlr:idx:{carrier}", 0, -1):
+        end = end.decode() if isinstance(end, bytes) else end
+        bucket = f"{prefix}:dlr:c:{carrier}:{end}"
+        if await r.hexists(bucket, mid):
+            return int(await r.pttl(bucket))
+    return -2
