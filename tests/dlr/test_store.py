@@ -824,3 +824,68 @@ async def test_a_lost_reply_is_given_again_so_callbacks_are_not_lost(redis_url: 
     finally:
         await client.aclose()
         await cutter.close()
+
+
+async def test_receipts_find_their_entries_in_any_bucket(
+    redis_client: Any, key_prefix: str, store: ReceiptStore
+) -> None:
+    """Buckets are probed newest first: a batch whose entries sit in three buckets is
+    applied in one call, each entry leaves its own bucket, and an id written again in a
+    newer bucket (a carrier reusing message ids) matches the newer job."""
+    ends = [STAGED_END_MS, STAGED_END_MS + 60_000, STAGED_END_MS + 120_000]
+    for n, end in enumerate(ends):
+        await submit_job(redis_client, key_prefix, f"jb{n}", "acme", [f"b{n}"], end_ms=end)
+    await submit_job(redis_client, key_prefix, "reused-old", "acme", ["same"], end_ms=ends[0])
+    await submit_job(redis_client, key_prefix, "reused-new", "acme", ["same"], end_ms=ends[2])
+    result = await store.apply("acme", [rec("b0"), rec("same"), rec("b2"), rec("b1")])
+    assert result.applied == 4 and not result.unmatched
+    assert sorted(e.job_id for e in result.finals) == ["jb0", "jb1", "jb2", "reused-new"]
+    assert not await redis_client.exists(*(bucket_key(key_prefix, "acme", e) for e in ends[1:]))
+    # the older job's entry stays until the sweep gives it its unknown event
+    assert await redis_client.hgetall(bucket_key(key_prefix, "acme", ends[0])) == {
+        b"same": f"1:{SUBMITTED_MS}:reused-old".encode()
+    }
+    finals, more = await store.expire_overdue(ends[2])
+    assert [(e.job_id, e.event) for e in finals] == [("reused-old", "unknown")] and not more
+    assert await redis_client.zcard(f"{key_prefix}:dlr:idx:acme") == 0
+
+
+async def test_sweep_works_through_more_than_a_call_of_buckets(
+    redis_client: Any, key_prefix: str, store: ReceiptStore
+) -> None:
+    """One call takes at most 100 ended buckets and says more are left."""
+    n = 130
+    for i in range(n):
+        await submit_job(redis_client, key_prefix, f"many{i}", "acme", [f"n{i}"], end_ms=STAGED_END_MS + i)
+    first, more = await store.expire_overdue(STAGED_END_MS + n)
+    assert len(first) == 100 and more
+    rest, more = await store.expire_overdue(STAGED_END_MS + n)
+    assert len(rest) == n - 100 and not more
+    assert sorted(e.job_id for e in first + rest) == sorted(f"many{i}" for i in range(n))
+    assert await redis_client.zcard(f"{key_prefix}:dlr:due") == 0
+
+
+@pytest.mark.parametrize(
+    ("now_ms", "wait_ms", "record_ttl_ms"),
+    [
+        (SUBMITTED_MS, DLR_WAIT_MS, 120 * 86_400_000),
+        (SUBMITTED_MS + 1, DLR_WAIT_MS, 120 * 86_400_000),
+        (SUBMITTED_MS + 4_049_999, DLR_WAIT_MS, 120 * 86_400_000),
+        (1_764_307_812_345, 3_600_000, 86_400_000),
+        (1_764_307_812_345, 50, 86_400_000),  # a wait shorter than 64 ms: spans of 1 ms
+    ],
+)
+def test_correlation_bucket_rounds_the_deadline_up_to_its_span(now_ms: int, wait_ms: int, record_ttl_ms: int) -> None:
+    end, expire_at = correlation_bucket(now_ms, wait_ms, record_ttl_ms)
+    span = max(1, wait_ms // 64)
+    assert end % span == 0
+    assert now_ms + wait_ms <= end < now_ms + wait_ms + span  # never given up early, at most a span late
+    assert expire_at == end + wait_ms  # the TTL, a wait after the sweep's time
+
+
+def test_correlation_bucket_never_outlives_the_job_record() -> None:
+    # a message retention shorter than the wait: both end where the record does
+    assert correlation_bucket(SUBMITTED_MS, DLR_WAIT_MS, 3_600_000) == (SUBMITTED_MS + 3_600_000,) * 2
+    # a retention a little longer than the wait: the TTL is cut, the sweep's time is not
+    end, expire_at = correlation_bucket(SUBMITTED_MS, DLR_WAIT_MS, DLR_WAIT_MS + 10_000_000)
+    assert end < expire_at == SUBMITTED_MS + DLR_WAIT_MS + 10_000_000
