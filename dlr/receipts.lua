@@ -384,12 +384,18 @@ if mode == 'apply' then
                 else
                     local job_id = sub(v, s3 + 1)
                     local jk = prefix .. ':job:' .. job_id
-                    -- 'state' is in every live record, 'e:1' not yet (its entry is live, so the
-                    -- part is not final): 2 new fields means there was no record. Per-part
-                    -- fields ('s:1', 'done') serve multipart aggregation and the sweep, which
-                    -- a single part no longer needs once final (its entry retires below and
-                    -- its deadline is dropped).
-                    if call('HSET', jk, 'e:1', err, 'state', state) == 2 and call('HLEN', jk) == 2 then
+                    -- 'state' is in every live record: a new 'state' means there was no
+                    -- record. 'e:1' is written only when there is an error (absent reads
+                    -- as none). Per-part fields ('s:1', 'done') serve multipart aggregation
+                    -- and the sweep, which a single part no longer needs once final (its
+                    -- entry retires below).
+                    local orphan
+                    if err == '' then
+                        orphan = call('HSET', jk, 'state', state) == 1 and call('HLEN', jk) == 1
+                    else
+                        orphan = call('HSET', jk, 'state', state, 'e:1', err) == 2 and call('HLEN', jk) == 2
+                    end
+                    if orphan then
                         call('DEL', jk)
                         status = 'o'
                     else

@@ -69,8 +69,9 @@ event needs::
 
 (US = 0x1F; the job id is last and may hold anything; a ``ref`` or message id
 holding US keeps the general form). A final receipt for such an entry then
-costs the script two commands of its own: ``HSET`` of ``state`` and ``e:1`` on
-the job record (whose reply also tells a missing record: both fields new) and
+costs the script two commands of its own: ``HSET`` of ``state`` (and ``e:1``
+when the receipt has an error) on the job record, whose reply also tells a
+missing record (``state`` new), and
 the ``XADD`` of the event; the lookup (``HMGET``) and the retirement of the
 entry (``HDEL`` and ``SADD``, below) serve the whole batch. It skips the ``HMGET`` of
 ten job fields the general form needs, and does not write ``s:1``/``done``

@@ -546,7 +546,8 @@ async def test_fast_path_entry_from_the_record_script(
     assert published["odd-ref"]["ref"] == "r\x1fodd"
     assert published["with-cb"] == by_id["with-cb"].fields
     job = await redis_client.hgetall(f"{key_prefix}:job:fast")
-    assert (job[b"state"], job[b"e:1"], job[b"parts"]) == (b"delivered", b"", b"1")
+    assert (job[b"state"], job[b"parts"]) == (b"delivered", b"1")
+    assert b"e:1" not in job  # written only when the receipt has an error
     assert 0 < await redis_client.ttl(f"{key_prefix}:job:fast") <= 3600
     assert not await redis_client.exists(bucket)  # every entry retired
     for i in range(2, 7):
@@ -581,6 +582,8 @@ async def test_fast_path_intermediate_then_final(
     published = await events(redis_client, key_prefix)
     assert [e["event"] for e in published] == ["enroute", "accepted", "expired"]
     assert published[-1]["error"] == "err:027" and published[0]["ref"] == "r-i"
+    job = await redis_client.hgetall(f"{key_prefix}:job:inter")
+    assert (job[b"state"], job[b"e:1"]) == (b"expired", b"err:027")
     late = await store.apply("acme", [rec("i1", "enroute")])
     assert late.duplicates == 1 and not late.intermediates
 
