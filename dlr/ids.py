@@ -27,7 +27,7 @@ Which side is converted: the format names what the carrier does to the
 two strings cannot both be converted by one function: "6699" is valid
 hex and valid decimal, so only the side tells which reading is meant. Both
 sides call this one function, with the carrier's format and their side, and
-the results are the correlation key (``P:dlr:<carrier>:<normalised id>``).
+the results are the correlation key (a field of the carrier's bucket, dlr/store.py).
 
 Invalid input for a conversion (a "hex" id with other letters, an empty id)
 falls back to the ``as-is`` normalisation: never raises, so one odd id never

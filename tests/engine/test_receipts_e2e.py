@@ -94,8 +94,10 @@ async def test_receipt_never_comes_then_expiry_sweep_says_unknown(redis_url: str
         for job in jobs:
             assert [e["event"] for e in events[job["id"]]] == ["submitted", "unknown"]
             assert events[job["id"]][1]["error"] == "dlr_timeout"
-        # Correlation entries are gone with the final event.
-        assert not [k async for k in redis.scan_iter(match=f"{key_prefix}:dlr:sim:*")]
+        # Correlation entries are gone with the final event: their buckets and the
+        # sweep's list of them.
+        assert not [k async for k in redis.scan_iter(match=f"{key_prefix}:dlr:c:sim:*")]
+        assert not await redis.exists(f"{key_prefix}:dlr:due", f"{key_prefix}:dlr:idx:sim")
 
 
 async def test_callbacks_receive_signed_events_with_retries(redis_url: str, key_prefix: str) -> None:
@@ -285,7 +287,9 @@ async def test_no_receipt_requested_when_dlr_is_0(redis_url: str, key_prefix: st
         assert all([e["event"] for e in events[j["id"]]] == ["submitted"] for j in jobs)
         assert proxy is not None and {p.registered_delivery for p in proxy.submits} == {0}
         assert sim.stats.receipts == 0
-        assert not [k async for k in redis.scan_iter(match=f"{key_prefix}:dlr:sim:*")]
+        # no correlation entry was written
+        assert not [k async for k in redis.scan_iter(match=f"{key_prefix}:dlr:c:sim:*")]
+        assert not await redis.exists(f"{key_prefix}:dlr:due", f"{key_prefix}:dlr:idx:sim")
 
 
 async def test_held_receipts_survive_a_redis_outage_during_their_retry(redis_url: str, key_prefix: str) -> None:
