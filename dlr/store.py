@@ -257,15 +257,21 @@ def correlation_bucket(now_ms: int, wait_ms: int, record_ttl_ms: int) -> tuple[i
     ``wait_ms``: the carrier's receipt wait, already capped by the message
     retention. The entries' deadline, ``now_ms + wait_ms``, is rounded up to
     the end of its span (``wait_ms / 64``), so a receipt is never given up
-    early. The expiry sweep deletes the bucket at its end; its TTL, one more
-    wait later, frees it only when no engine swept for that long (entries of
-    jobs left overdue then never get their ``unknown`` event). Neither ever
-    passes the job record's own expiry, ``now_ms + record_ttl_ms``.
+    early; when that would pass the job record's own expiry,
+    ``now_ms + record_ttl_ms`` (a message retention shorter than the wait),
+    it is rounded down instead. The expiry sweep deletes the bucket at its
+    end; its TTL, one more wait later, frees it only when no engine swept for
+    that long (entries of jobs left overdue then never get their ``unknown``
+    event). The TTL never passes the record's expiry either: ``record.lua``
+    only ever lowers a bucket's TTL, so it ends with the earliest record of
+    its entries.
     """
     span = max(1, wait_ms // BUCKETS_PER_WAIT)
-    end = -(-(now_ms + wait_ms) // span) * span
     record_end = now_ms + record_ttl_ms
-    return min(end, record_end), min(end + wait_ms, record_end)
+    end = -(-(now_ms + wait_ms) // span) * span
+    if end > record_end:
+        end = record_end // span * span
+    return end, min(end + wait_ms, record_end)
 
 
 def bucket_key(prefix: str, carrier: str, end_ms: int) -> str:

@@ -114,7 +114,12 @@ for carrier, c in pairs(corr_add) do
   for i = 1, n, 1000 do
     redis.call('HSET', bucket, unpack(c, i, math.min(i + 999, n)))
   end
-  redis.call('PEXPIREAT', bucket, w[2])
+  -- the bucket's TTL only ever comes down: it ends with the earliest job record of
+  -- its entries (each batch's expire-at is capped by its own records' retention)
+  local ttl = redis.call('PTTL', bucket)
+  if ttl < 0 or tonumber(now) + ttl > tonumber(w[2]) then
+    redis.call('PEXPIREAT', bucket, w[2])
+  end
   redis.call('ZADD', prefix .. ':dlr:idx:' .. carrier, bucket_end, bucket_end)
   redis.call('ZADD', due, bucket_end, bucket_end .. ':' .. carrier)
 end

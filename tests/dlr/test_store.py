@@ -498,6 +498,18 @@ async def record_submitted(
     await r.delete(f"{prefix}:events")  # keep only the receipts' events
 
 
+async def record_with_bucket(r: Any, prefix: str, job_id: str, end_ms: int, expire_at_ms: int) -> None:
+    """The record script for one single-part job, its bucket given outright."""
+    import orjson
+
+    from engine.scripts import Script
+
+    job = [job_id, "submitted", "acme", 1, job_id, "", "", "", "", "1", "", job_id, 1, "", ""]
+    body = orjson.dumps({"t": [2_000_000_000, 3600], "w": {"acme": [str(end_ms), str(expire_at_ms)]}, "j": [job], "a": []})
+    keys = [f"{prefix}:jobs", f"{prefix}:events", f"{prefix}:dlr:due"]
+    await Script("record")(r, keys, ["sendgate", prefix, body, await redis_now_ms(r), 10_000])
+
+
 async def test_fast_path_entry_from_the_record_script(
     redis_client: Any, key_prefix: str, store: ReceiptStore
 ) -> None:
@@ -887,8 +899,30 @@ def test_correlation_bucket_rounds_the_deadline_up_to_its_span(now_ms: int, wait
 
 
 def test_correlation_bucket_never_outlives_the_job_record() -> None:
-    # a message retention shorter than the wait: both end where the record does
-    assert correlation_bucket(SUBMITTED_MS, DLR_WAIT_MS, 3_600_000) == (SUBMITTED_MS + 3_600_000,) * 2
     # a retention a little longer than the wait: the TTL is cut, the sweep's time is not
     end, expire_at = correlation_bucket(SUBMITTED_MS, DLR_WAIT_MS, DLR_WAIT_MS + 10_000_000)
     assert end < expire_at == SUBMITTED_MS + DLR_WAIT_MS + 10_000_000
+    # a message retention shorter than the wait (the caller caps the wait by it): the
+    # deadline is rounded down, so entries of one span share a bucket that ends with
+    # (or before) each of their records
+    wait = 3_600_000
+    span = wait // 64
+    ends = set()
+    for now in range(SUBMITTED_MS, SUBMITTED_MS + 3 * span, 7_001):
+        end, expire_at = correlation_bucket(now, wait, wait)
+        assert end % span == 0 and now + wait - span < end <= now + wait
+        assert expire_at == now + wait
+        ends.add(end)
+    assert len(ends) <= 4
+
+
+async def test_a_bucket_ttl_only_comes_down(redis_client: Any, key_prefix: str) -> None:
+    """record.lua never extends a bucket's TTL: the bucket ends with the earliest job
+    record among its entries."""
+    now = await redis_now_ms(redis_client)
+    for job_id, expire_at in (("t1", now + 100_000), ("t2", now + 200_000), ("t3", now + 50_000)):
+        await record_with_bucket(redis_client, key_prefix, job_id, 9, expire_at)
+        assert await redis_client.hlen(bucket_key(key_prefix, "acme", 9)) == int(job_id[1])
+        pttl = await redis_client.pttl(bucket_key(key_prefix, "acme", 9))
+        assert pttl <= (100_000 if job_id != "t3" else 50_000)
+    assert 40_000 < pttl <= 50_000
