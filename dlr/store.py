@@ -302,16 +302,19 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _texts(raw: Sequence[Any]) -> list[str]:
+    """A reply's list of strings decoded: one join + decode + split in C (valid when
+    no value held the separator, else one by one)."""
+    if raw and isinstance(raw[0], bytes):
+        values = b"\x1f".join(raw).decode("utf-8", "replace").split("\x1f")
+        if len(values) == len(raw):
+            return values
+    return [_text(v) for v in raw]
+
+
 def _job_event(raw: Sequence[Any]) -> JobEvent:
     """Decode one script reply ``[kind, callback, submitted_ms, field, value, ...]``."""
-    values: list[str] | None = None
-    if raw and isinstance(raw[0], bytes):
-        # one join + decode + split in C; valid when no value held the separator
-        values = b"\x1f".join(raw).decode("utf-8", "replace").split("\x1f")
-        if len(values) != len(raw):
-            values = None
-    if values is None:
-        values = [_text(v) for v in raw]
+    values = _texts(raw)
     fields = dict(zip(values[3::2], values[4::2], strict=False))
     submitted = values[2]
     return JobEvent(
@@ -464,17 +467,18 @@ class ReceiptStore:
                 ordered += group
             raw = await self._run_packed(head, tail)
             statuses = _text(raw[0])
-            fast = raw[1]
+            fast = _texts(raw[1])
             k = 0  # next [job id, submitted_ms] pair of a fast-path final in ``fast``
+            finals = result.finals
             for record, status in zip(ordered, statuses, strict=True):
                 if status == "f":
                     # applied on the fast path: the job's final event is the receipt's
                     result.applied += 1
-                    job_id = _text(fast[k])
-                    submitted = _text(fast[k + 1])
+                    job_id = fast[k]
+                    submitted = fast[k + 1]
                     k += 2
                     state = record.event if record.event in SEVERITY else "unknown"
-                    result.finals.append(
+                    finals.append(
                         JobEvent(
                             job_id, state, True, "", int(submitted) if submitted.isdigit() else None,
                             {"id": job_id, "event": state, "carrier": carrier},

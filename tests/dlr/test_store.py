@@ -926,3 +926,13 @@ async def test_a_bucket_ttl_only_comes_down(redis_client: Any, key_prefix: str) 
         pttl = await redis_client.pttl(bucket_key(key_prefix, "acme", 9))
         assert pttl <= (100_000 if job_id != "t3" else 50_000)
     assert 40_000 < pttl <= 50_000
+
+
+def test_reply_strings_decode_in_bulk_or_one_by_one() -> None:
+    from dlr.store import _texts
+
+    assert _texts([b"j-1", b"1764307800000"]) == ["j-1", "1764307800000"]
+    assert _texts([b"a", b"b\x1fc", b"d"]) == ["a", "b\x1fc", "d"]  # a value holding the separator
+    assert _texts([b"a", b"\xff"]) == ["a", "\ufffd"]
+    assert _texts(["a", None]) == ["a", ""]  # a decode_responses client
+    assert _texts([]) == []
