@@ -448,6 +448,15 @@ class SmppBind:
                 if not self._first_try.done():
                     self._first_try.set_result(None)
                 assert self._lost_waiter is not None
+                if self.is_closing():
+                    # close() began while this bind was being made, and its cancel
+                    # did not stop it: Python 3.11's wait_for returns the result
+                    # instead of raising when the bind_resp lands in the same tick as
+                    # the cancel. Nobody would close this link: drop it here, or
+                    # close() waits for this task forever.
+                    if self.protocol is not None:
+                        self.protocol.abort()
+                    break
                 bound_at = self._loop.time()
                 reason = await self._lost_waiter
                 if self.is_closing():

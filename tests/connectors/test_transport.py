@@ -266,3 +266,35 @@ async def test_tcp_back_pressure_pauses_the_pool_and_resumes_it() -> None:
         assert not protocol.paused
         assert pool.queued() == 0
         await pool.close(1.0)
+
+
+async def test_close_ends_a_bind_that_came_up_after_close_began(sim: Simulator) -> None:
+    """Python 3.11's ``asyncio.wait_for`` returns the result instead of raising when
+    a cancel and its awaited result land in the same tick, so a bind_resp arriving
+    just as ``close()`` cancels the connection loop completes the bind anyway. The
+    bind must then drop that link and end: ``close()`` used to wait for it forever
+    (a CI run hung in the proxy-cut pool test, about 1 in 100 runs of it)."""
+    listener = Listener()
+    bind = SmppBind(cfg(sim.port), listener)
+    real = bind._connect_and_bind
+    connecting = asyncio.Event()
+
+    async def bind_despite_cancel() -> None:
+        # what 3.11's wait_for does in that tick: the bind's result wins over the cancel
+        inner = asyncio.ensure_future(real())
+        connecting.set()
+        while True:
+            try:
+                return await asyncio.shield(inner)
+            except asyncio.CancelledError:
+                continue
+
+    bind._connect_and_bind = bind_despite_cancel  # type: ignore[method-assign]
+    starting = asyncio.ensure_future(bind.start())
+    await connecting.wait()
+    await asyncio.wait_for(bind.close(0.1), 5.0)
+    assert listener.ups == 1  # the link did come up after close() began ...
+    await listener.until(lambda: len(listener.downs) == 1)  # ... and was dropped, not kept
+    assert not bind.is_up()
+    await asyncio.wait_for(starting, 5.0)
+    await sim.wait_for(lambda: sim.stats.connections == 1)
