@@ -7,13 +7,59 @@ loop instead of uvloop.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import os
+import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import pytest
 
 from engine.embedded_redis import redis_url_from_env
+
+_timers: dict[str, threading.Timer] = {}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool | None:
+    """pytest-timeout's thread method, but naming the test and showing its asyncio
+    tasks: inside an event loop the threads' stacks alone end in ``Runner.run``."""
+    if settings.timeout <= 0 or settings.method != "thread":
+        return None
+
+    def expire() -> None:
+        capman = item.config.pluginmanager.getplugin("capturemanager")
+        if capman is not None:  # what is written below must reach the terminal
+            capman.suspend_global_capture(in_=True)
+        out = sys.stderr
+        out.write(f"\n+++ Timeout: {item.nodeid} ran longer than {settings.timeout:g} s +++\n")
+        try:  # best effort, from this thread: the tasks of every loop, with their stacks
+            for task in list(asyncio.tasks._all_tasks):  # type: ignore[attr-defined]
+                if not task.done():
+                    out.write(f"--- {task!r}\n")
+                    task.print_stack(limit=10, file=out)
+        except Exception as exc:
+            out.write(f"(asyncio tasks not available: {exc!r})\n")
+        faulthandler.dump_traceback(file=out, all_threads=True)
+        out.flush()
+        os._exit(1)
+
+    timer = threading.Timer(settings.timeout, expire)
+    timer.daemon = True
+    timer.start()
+    _timers[item.nodeid] = timer
+    return True
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_cancel_timer(item: pytest.Item) -> bool | None:
+    timer = _timers.pop(item.nodeid, None)
+    if timer is None:
+        return None
+    timer.cancel()
+    return True
 
 
 def _want_uvloop() -> bool:
