@@ -246,6 +246,25 @@ local function fast_separators(v)
     return s1, s2, s3
 end
 
+-- A correlation entry's part, submitted_ms and job id, in either form; nil when
+-- it is malformed.
+local function parse_entry(v)
+    if string.byte(v, 1) == 61 then
+        local s1, _, s3 = fast_separators(v)
+        if s3 then
+            return 1, string.sub(v, 2, s1 - 1), string.sub(v, s3 + 1)
+        end
+        return nil
+    end
+    local c1 = string.find(v, ':', 1, true)
+    local c2 = c1 and string.find(v, ':', c1 + 1, true)
+    local part = c1 and tonumber(string.sub(v, 1, c1 - 1))
+    if c2 and part and part == math.floor(part) then
+        return part, string.sub(v, c1 + 1, c2 - 1), string.sub(v, c2 + 1)
+    end
+    return nil
+end
+
 -- Run a command over a list of arguments in slices (Lua's unpack has a limit).
 local function each_slice(cmd, key, list)
     for i = 1, #list, 1000 do
@@ -417,21 +436,8 @@ if mode == 'apply' then
                     end
                 end
             else
-                local part, submitted, job_id
-                if string.byte(v, 1) == 61 then
-                    -- an intermediate receipt of a fast-path entry
-                    local s1, _, s3 = fast_separators(v)
-                    if s3 then
-                        part, submitted, job_id = 1, string.sub(v, 2, s1 - 1), string.sub(v, s3 + 1)
-                    end
-                else
-                    local c1 = string.find(v, ':', 1, true)
-                    local c2 = c1 and string.find(v, ':', c1 + 1, true)
-                    part = c1 and tonumber(string.sub(v, 1, c1 - 1))
-                    if c2 and part and part == math.floor(part) then
-                        submitted, job_id = string.sub(v, c1 + 1, c2 - 1), string.sub(v, c2 + 1)
-                    end
-                end
+                -- the general form, or an intermediate receipt of a fast-path entry
+                local part, submitted, job_id = parse_entry(v)
                 if not job_id then
                     status = 'x'
                 else
@@ -448,23 +454,20 @@ if mode == 'apply' then
                         status = 'x'
                     elseif final then
                         finished[id] = true
+                        retire(at[i], id)
                         if head[3] then
                             status = 'd'
-                            retire(at[i], id)
+                        elseif parts == 1 then
+                            redis.call('HSET', jk, 's:1', event, 'e:1', err, 'done', '1', 'state', state)
+                            out[#out + 1] = finish(jk, job_id, 1, 1, carrier, ts, info, {event}, {err}, true,
+                                                   submitted, '', events, maxlen)
                         else
-                            retire(at[i], id)
-                            if parts == 1 then
-                                redis.call('HSET', jk, 's:1', event, 'e:1', err, 'done', '1', 'state', state)
-                                out[#out + 1] = finish(jk, job_id, 1, 1, carrier, ts, info, {event}, {err}, true,
-                                                       submitted, '', events, maxlen)
-                            else
-                                redis.call('HSET', jk, 's:' .. part, event, 'e:' .. part, err)
-                                local done = redis.call('HINCRBY', jk, 'done', '1')
-                                local expect = awaited(parts, head[5])
-                                if done == expect then
-                                    out[#out + 1] = finish(jk, job_id, parts, parts - expect + 1, carrier, ts, info,
-                                                           nil, nil, false, submitted, '', events, maxlen)
-                                end
+                            redis.call('HSET', jk, 's:' .. part, event, 'e:' .. part, err)
+                            local done = redis.call('HINCRBY', jk, 'done', '1')
+                            local expect = awaited(parts, head[5])
+                            if done == expect then
+                                out[#out + 1] = finish(jk, job_id, parts, parts - expect + 1, carrier, ts, info,
+                                                       nil, nil, false, submitted, '', events, maxlen)
                             end
                         end
                     elseif head[3] or (tonumber(head[2]) or 0) >= awaited(parts, head[5]) then
@@ -559,15 +562,7 @@ if mode == 'expire' then
             local names, jobs, order = {}, {}, {}
             for i = 1, #kv, 2 do
                 names[#names + 1] = kv[i]
-                local v, job_id = kv[i + 1], nil
-                if string.byte(v, 1) == 61 then
-                    local s1, s2, s3 = fast_separators(v)
-                    job_id = s3 and string.sub(v, s3 + 1)
-                else
-                    local c1 = string.find(v, ':', 1, true)
-                    local c2 = c1 and string.find(v, ':', c1 + 1, true)
-                    job_id = c2 and string.sub(v, c2 + 1)
-                end
+                local _, _, job_id = parse_entry(kv[i + 1])
                 if job_id and not jobs[job_id] and not done_jobs[job_id] then
                     jobs[job_id] = true
                     order[#order + 1] = job_id

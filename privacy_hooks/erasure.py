@@ -95,17 +95,17 @@ end
 for _, bucket_end in ipairs(buckets) do
     local bucket = ARGV[1] .. bucket_end
     local vals = redis.call('HMGET', bucket, unpack(ids))
-    for i, v in ipairs(ids) do
+    for i, id in ipairs(ids) do
         local entry = vals[i]
         if entry then
             if ARGV[2] == 'delete' then
-                redis.call('HDEL', bucket, v)
+                redis.call('HDEL', bucket, id)
             elseif string.byte(entry, 1) == 61 then
                 local s1 = string.find(entry, '\31', 2, true)
                 local s3 = s1 and string.find(entry, '\31', s1 + 1, true)
                 s3 = s3 and string.find(entry, '\31', s3 + 1, true)
                 if s3 then
-                    redis.call('HSET', bucket, v,
+                    redis.call('HSET', bucket, id,
                         '1:' .. string.sub(entry, 2, s1 - 1) .. ':' .. string.sub(entry, s3 + 1))
                 end
             end
