@@ -28,9 +28,9 @@ the carrier's ``dlr_wait`` capped by the message retention, rounded up to a
     P:dlr:idx:<carrier>          zset   the carrier's bucket ends (member = score = end_ms)
     P:dlr:due                    zset   "<end_ms>:<carrier>" scored by end_ms
 
-A batch writes its entries with one ``HSET`` per carrier, sets the bucket's
-expiry, and adds the bucket to both sorted sets (:func:`put_correlation` does
-the same outside a batch). Why buckets, not a key per entry plus a sorted set
+A batch writes its entries with one ``HSET`` per carrier, lowers the
+bucket's expiry to its own (never raises it), and adds the bucket to both
+sorted sets (:func:`put_correlation` writes the same layout outside a batch). Why buckets, not a key per entry plus a sorted set
 of deadlines per job: a key with a TTL and a sorted-set member per job, each
 written at submit and removed at the receipt, cost Redis about 12 µs per job
 against about 5 for a hash field per part (script microbench, 1,000 ids per
@@ -282,9 +282,10 @@ def bucket_key(prefix: str, carrier: str, end_ms: int) -> str:
 async def put_correlation(
     redis: Any, prefix: str, carrier: str, entries: Mapping[str, str], end_ms: int, expire_at_ms: int
 ) -> None:
-    """Write correlation entries as ``engine/record.lua`` does, outside a batch:
-    for tools and tests that stage receipts without submitting (the engine's
-    entries are written by that script)."""
+    """Write correlation entries in ``engine/record.lua``'s layout, outside a
+    batch: for tools and tests that stage receipts without submitting (the
+    engine's entries are written by that script). Unlike the script, it sets
+    the bucket's expiry outright."""
     bucket = bucket_key(prefix, carrier, end_ms)
     pipe = redis.pipeline(transaction=True)
     pipe.hset(bucket, mapping=dict(entries))
