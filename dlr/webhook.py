@@ -181,6 +181,10 @@ class WebhookForwarder:
         self._flusher: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+        # Set when the workers are cancelled: a cancel that a library or Python
+        # 3.11's wait_for swallows (result and cancel in the same tick) still ends
+        # their loops, so close() cannot wait for them forever.
+        self._stopping = False
 
     # -- public API ---------------------------------------------------------
 
@@ -248,6 +252,7 @@ class WebhookForwarder:
         if self._idle is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), timeout)
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -278,7 +283,7 @@ class WebhookForwarder:
     async def _worker(self) -> None:
         assert self._queue is not None
         queue = self._queue
-        while True:
+        while not self._stopping:
             item = await queue.get()
             self._in_flight.add(item)
             try:
@@ -351,7 +356,7 @@ class WebhookForwarder:
         assert self._queue is not None and self._retry_wakeup is not None
         loop = asyncio.get_running_loop()
         heap, wakeup = self._retry_heap, self._retry_wakeup
-        while True:
+        while not self._stopping:
             wakeup.clear()
             if not heap:
                 await wakeup.wait()

@@ -261,3 +261,33 @@ def test_invalid_urls_rejected(url: str) -> None:
 )
 def test_valid_urls_accepted(url: str) -> None:
     assert validate_callback_url(url) == url.strip()
+
+
+async def test_close_ends_a_worker_whose_request_swallowed_the_cancel(
+    redis_client: Any, key_prefix: str
+) -> None:
+    """A cancel that a library (or Python 3.11's wait_for, when a result lands in the
+    same tick) swallows must not make close() wait for the worker forever."""
+    fwd = forwarder(redis_client, key_prefix, concurrency=1)
+    attempting = asyncio.Event()
+    swallowed = []
+
+    async def attempt_swallowing_the_cancel(item: Any) -> None:
+        attempting.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            swallowed.append(item)  # returns as if the request had finished
+        fwd._in_flight.discard(item)
+
+    fwd._attempt = attempt_swallowing_the_cancel  # type: ignore[method-assign]
+    fwd.forward("http://127.0.0.1:9/cb", EVENT)
+    await attempting.wait()
+    tasks = list(fwd._tasks)
+    closing = asyncio.ensure_future(fwd.close(0.05))
+    done, _ = await asyncio.wait({closing}, timeout=10.0)  # a bound, not a cancel
+    if not done:  # before: the worker went back to waiting on its queue
+        closing.cancel()
+    assert done, "close() still waits for a worker that swallowed its cancel"
+    assert len(swallowed) == 1
+    assert all(task.done() for task in tasks)
