@@ -22,21 +22,26 @@ async def put_entry(
     await put_correlation(r, prefix, carrier, {mid: value}, end_ms, int(time.time() * 1000) + ttl_ms)
 
 
-async def get_entry(r: Any, prefix: str, carrier: str, mid: str) -> bytes | None:
-    """The entry of ``mid`` in any of the carrier's buckets, or None."""
-    for end in await r.zrange(f"{prefix}:dlr:idx:{carrier}", 0, -1):
-        end = end.decode() if isinstance(end, bytes) else end
-        value = await r.hget(f"{prefix}:dlr:c:{carrier}:{end}", mid)
-        if value is not None:
-            return value if isinstance(value, bytes) else value.encode()
-    return None
-
-
-async def entry_ttl_ms(r: Any, prefix: str, carrier: str, mid: str) -> int:
-    """PTTL of the bucket holding ``mid`` (-2 when no bucket holds it)."""
+async def _bucket_of(r: Any, prefix: str, carrier: str, mid: str) -> str | None:
+    """The key of the carrier's bucket that holds ``mid``, or None."""
     for end in await r.zrange(f"{prefix}:dlr:idx:{carrier}", 0, -1):
         end = end.decode() if isinstance(end, bytes) else end
         bucket = f"{prefix}:dlr:c:{carrier}:{end}"
         if await r.hexists(bucket, mid):
-            return int(await r.pttl(bucket))
-    return -2
+            return bucket
+    return None
+
+
+async def get_entry(r: Any, prefix: str, carrier: str, mid: str) -> bytes | None:
+    """The entry of ``mid`` in any of the carrier's buckets, or None."""
+    bucket = await _bucket_of(r, prefix, carrier, mid)
+    if bucket is None:
+        return None
+    value = await r.hget(bucket, mid)
+    return value if isinstance(value, bytes) else value.encode()
+
+
+async def entry_ttl_ms(r: Any, prefix: str, carrier: str, mid: str) -> int:
+    """PTTL of the bucket holding ``mid`` (-2 when no bucket holds it)."""
+    bucket = await _bucket_of(r, prefix, carrier, mid)
+    return -2 if bucket is None else int(await r.pttl(bucket))
