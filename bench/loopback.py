@@ -78,6 +78,13 @@ class _Counter:
         if self.receipts + self.errors >= self.total:
             self._check()
 
+    def on_claimed(self, bind: Any, items: list[tuple[int, Any]]) -> None:
+        # only with a claim_deliver hook, which this pool does not set
+        self.receipts += len(items)
+        bind.respond_sequences([seq for seq, _ in items], [], 0)
+        if self.receipts + self.errors >= self.total:
+            self._check()
+
     def on_bind_state(self, bind_name: str, up: bool) -> None:
         pass
 

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 from .config import BindConfig
@@ -56,6 +57,11 @@ class PoolHandler(Protocol):
     def on_deliver(self, bind: SmppBind, pdu: DeliverSm | DataSm) -> None:
         """deliver_sm / data_sm from the SMSC; answer with ``bind.respond(pdu, status)``
         (or ``bind.respond_many(pdus, status)`` for several at once)."""
+
+    def on_claimed(self, bind: SmppBind, items: list[tuple[int, Any]]) -> None:
+        """deliver_sm whose bodies the pool's ``claim_deliver`` hook read (only
+        called when the pool has one): ``(sequence_number, value)`` each, in
+        arrival order; answer with ``bind.respond_sequences(seqs, [], status)``."""
 
     def on_bind_state(self, bind_name: str, up: bool) -> None: ...
 
@@ -102,9 +108,15 @@ class BindPool:
         config: BindConfig,
         handler: PoolHandler,
         limiter: RateLimiter | None = None,
+        *,
+        claim_deliver: Callable[[bytes], Any] | None = None,
     ) -> None:
+        """``claim_deliver``: a pure function of a deliver_sm body given to every
+        bind's session (see :class:`connectors.session.Session`); the deliver_sm
+        it claims reach ``handler.on_claimed``, the others ``handler.on_deliver``."""
         self.config = config
         self.handler = handler
+        self.claim_deliver = claim_deliver
         self.limiter = limiter
         self.stats = PoolStats()
         self.binds: list[SmppBind] = []
@@ -136,7 +148,7 @@ class BindPool:
         for mode in modes:
             counters[mode] = counters.get(mode, 0) + 1
             name = f"{cfg.name}-{_SHORT[mode]}{counters[mode]}"
-            bind = SmppBind(cfg, self, mode=mode, name=name)
+            bind = SmppBind(cfg, self, mode=mode, name=name, claim_deliver=self.claim_deliver)
             self.binds.append(bind)
             if mode != "receiver":
                 self._submitters.append(bind)
@@ -313,6 +325,10 @@ class BindPool:
     def bind_deliver(self, bind: SmppBind, pdu: DeliverSm | DataSm) -> None:
         self.stats.delivers += 1
         self.handler.on_deliver(bind, pdu)
+
+    def bind_claimed(self, bind: SmppBind, items: list[tuple[int, Any]]) -> None:
+        self.stats.delivers += len(items)
+        self.handler.on_claimed(bind, items)
 
     def bind_ready(self, bind: SmppBind) -> None:
         self._assign()

@@ -50,6 +50,16 @@ A session is one TCP connection seen from one side, ``role`` ``"esme"`` or
   RINVBNDSTS replies — are queued in an outbox and taken with
   ``data_to_send()``; ``send`` returns its bytes directly. The driver writes
   both (order between them does not matter in SMPP).
+* Claimed deliver_sm: a session may be given a ``claim_deliver`` hook, a
+  pure function of a deliver_sm body that returns a value for the bodies it
+  reads (the engine's is :func:`dlr.receipt_scan.scan_receipt`, for receipts
+  in the common layout) and ``None`` for the rest. A deliver_sm the peer may
+  send in this state whose body the hook claims is not decoded: its
+  ``(sequence_number, value)`` joins a :class:`ClaimedDelivers` event, one
+  per run of consecutive claimed PDUs, in order with the other events. It
+  still needs its deliver_sm_resp. Everything else about it (the state
+  table, the answer) is as for any deliver_sm; a body the hook does not
+  claim is decoded and reported as a ``DeliverSm`` as usual.
 * A bad command_length loses the framing: generic_nack ESME_RINVCMDLEN is
   queued, a fatal :class:`ProtocolViolation` is returned and the session is
   CLOSED. A malformed body of a known request is answered with generic_nack
@@ -60,7 +70,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from .codec import HEADER, decode_body, encode
@@ -79,6 +89,7 @@ __all__ = [
     "ESME",
     "HEADER",
     "SMSC",
+    "ClaimedDelivers",
     "Event",
     "ProtocolViolation",
     "Response",
@@ -118,6 +129,7 @@ _CLOSED: Final[State] = State.CLOSED
 _BOUND: Final[frozenset[State]] = frozenset((State.BOUND_TX, State.BOUND_RX, State.BOUND_TRX))
 
 C = CommandId
+_DELIVER_SM: Final = C.DELIVER_SM
 
 # Which role may send which request in which state (SMPP 3.4 §2.3 table 2-1).
 _COMMON: Final[dict[int, frozenset[str]]] = {C.ENQUIRE_LINK: _BOTH, C.UNBIND: _BOTH}
@@ -254,6 +266,22 @@ class ProtocolViolation(Event):
         return f"ProtocolViolation({self.reason!r}, fatal={self.fatal})"
 
 
+class ClaimedDelivers(Event):
+    """A run of consecutive deliver_sm whose bodies the ``claim_deliver`` hook read.
+
+    ``items``: ``(sequence_number, value)`` per PDU, in arrival order; each
+    still needs its deliver_sm_resp.
+    """
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[tuple[int, Any]]) -> None:
+        self.items = items
+
+    def __repr__(self) -> str:
+        return f"ClaimedDelivers({len(self.items)})"
+
+
 class Unbound(Event):
     """The peer sent unbind; unbind_resp is queued and the session is CLOSED."""
 
@@ -270,6 +298,7 @@ class Session:
     """One side of one SMPP connection. See the module docstring for the rules."""
 
     __slots__ = (
+        "_claim_deliver",
         "_enquire_seq",
         "_framer",
         "_may_send",
@@ -296,6 +325,7 @@ class Session:
         *,
         max_command_length: int = 65536,
         now: float = 0.0,
+        claim_deliver: Callable[[bytes], Any] | None = None,
     ) -> None:
         if role not in _BOTH:
             raise ValueError(f"role must be {ESME!r} or {SMSC!r}, not {role!r}")
@@ -316,6 +346,7 @@ class Session:
         self._framer = Framer(max_command_length)
         self._may_send: frozenset[int] = frozenset()
         self._peer_may_send: frozenset[int] = frozenset()
+        self._claim_deliver = claim_deliver
         self._set_state(State.OPEN)
 
     # -- state -------------------------------------------------------------
@@ -450,10 +481,23 @@ class Session:
         events: list[Any] = []
         if frames:
             self._rx_seen = True
+        claim = self._claim_deliver
+        run: ClaimedDelivers | None = None  # the latest run
         for frame in frames:
             cid = frame.command_id
             if cid & RESP_BIT:
                 self._receive_response(frame, events)
+            elif (
+                cid == _DELIVER_SM
+                and claim is not None
+                and cid in self._peer_may_send
+                and (value := claim(frame.body)) is not None
+            ):
+                if run is None or events[-1] is not run:  # a new run
+                    run = ClaimedDelivers([])
+                    events.append(run)
+                run.items.append((frame.sequence_number, value))
+                continue  # claiming changes no state
             else:
                 self._receive_request(frame, events)
             if self.state is _CLOSED:

@@ -30,6 +30,7 @@ import logging
 import random
 import socket
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final, Protocol, cast
 
 from .config import BindConfig
@@ -47,6 +48,7 @@ from .pdu import (
 from .session import (
     ESME,
     WINDOWED,
+    ClaimedDelivers,
     ProtocolViolation,
     Response,
     Session,
@@ -196,6 +198,10 @@ class BindListener(Protocol):
     def bind_response(self, bind: SmppBind, response: Response) -> None: ...
     def bind_timeout(self, bind: SmppBind, context: Any) -> None: ...
     def bind_deliver(self, bind: SmppBind, pdu: DeliverSm | DataSm) -> None: ...
+    def bind_claimed(self, bind: SmppBind, items: list[tuple[int, Any]]) -> None:
+        """deliver_sm read by the bind's ``claim_deliver`` hook: ``(sequence_number,
+        value)`` each; answer them with :meth:`SmppBind.respond_sequences`."""
+
     def bind_ready(self, bind: SmppBind) -> None:
         """Responses were processed or writing resumed: window may be free."""
 
@@ -223,12 +229,17 @@ class SmppBind:
         mode: str = "transceiver",
         name: str | None = None,
         rng: random.Random | None = None,
+        claim_deliver: Callable[[bytes], Any] | None = None,
     ) -> None:
+        """``claim_deliver``: the sessions' hook for deliver_sm bodies (see
+        :class:`connectors.session.Session`); what it claims is reported with
+        ``listener.bind_claimed``, the rest with ``listener.bind_deliver``."""
         if mode not in _BIND_PDU:
             raise ValueError(f"mode must be one of {sorted(_BIND_PDU)}")
         self.config = config
         self.listener = listener
         self.mode = mode
+        self.claim_deliver = claim_deliver
         self.name = name or f"{config.name}-{mode}"
         self.session: Session | None = None
         self.protocol: SmppProtocol | None = None
@@ -333,26 +344,34 @@ class SmppBind:
         """`respond` to several deliver_sm / data_sm in one write (the receipt
         worker answers a stored batch at once). Stale ones (from a connection
         that is gone: the SMSC redelivers) and already answered ones are skipped."""
-        session = self.session
-        protocol = self.protocol
-        if session is None or protocol is None or session.is_closed():
-            log.debug("bind %s: %d stale deliver_sm response(s) dropped", self.name, len(pdus))
-            return
-        awaiting = self._awaiting
         deliver: list[int] = []
         data: list[int] = []
         for pdu in pdus:
-            seq = pdu.sequence_number
-            if seq in awaiting:
-                awaiting.discard(seq)
-                (data if pdu.command_id == C.DATA_SM else deliver).append(seq)
-            else:
-                log.debug("bind %s: deliver_sm %d answered already or stale: dropped", self.name, seq)
+            (data if pdu.command_id == C.DATA_SM else deliver).append(pdu.sequence_number)
+        self.respond_sequences(deliver, data, command_status)
+
+    def respond_sequences(self, deliver: list[int], data: list[int], command_status: int = ESME_ROK) -> None:
+        """`respond_many` by sequence number: deliver_sm_resp to ``deliver``,
+        data_sm_resp to ``data``, in one write each. Same skipping rules."""
+        session = self.session
+        protocol = self.protocol
+        if session is None or protocol is None or session.is_closed():
+            log.debug("bind %s: %d stale deliver_sm response(s) dropped", self.name, len(deliver) + len(data))
+            return
+        awaiting = self._awaiting
         # SMPP 3.4 §4.6.2 / §4.7.2: the body of each answer is an empty message_id
-        if deliver:
-            protocol.write(session.send_empty_responses(DeliverSmResp.command_id, command_status, deliver))
-        if data:
-            protocol.write(session.send_empty_responses(DataSmResp.command_id, command_status, data))
+        for command_id, seqs in ((DeliverSmResp.command_id, deliver), (DataSmResp.command_id, data)):
+            if not seqs:
+                continue
+            due: list[int] = []
+            for seq in seqs:
+                if seq in awaiting:
+                    awaiting.remove(seq)
+                    due.append(seq)
+            if len(due) != len(seqs):
+                log.debug("bind %s: %d deliver_sm answered already or stale: dropped", self.name, len(seqs) - len(due))
+            if due:
+                protocol.write(session.send_empty_responses(command_id, command_status, due))
 
     def note_throttled(self) -> float:
         """The SMSC said slow down: pause this bind; returns the pause in seconds."""
@@ -487,6 +506,7 @@ class SmppBind:
             cfg.response_timeout_s,
             cfg.enquire_link_s,
             now=loop.time(),
+            claim_deliver=self.claim_deliver,
         )
         self.session = session
         self._awaiting = set()
@@ -594,6 +614,10 @@ class SmppBind:
                     if self._unbind_waiter is not None and not self._unbind_waiter.done():
                         self._unbind_waiter.set_result(None)
                     close = True
+            elif kind is ClaimedDelivers:
+                items = event.items
+                self._awaiting.update([seq for seq, _ in items])
+                listener.bind_claimed(self, items)
             elif kind is DeliverSm or kind is DataSm:
                 self._awaiting.add(event.sequence_number)
                 listener.bind_deliver(self, event)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from connectors.codec import encode
 from connectors.constants import CommandId
 from connectors.errors import LocalProtocolError
 from connectors.pdu import (
@@ -17,6 +19,7 @@ from connectors.pdu import (
     BindTransceiverResp,
     BindTransmitter,
     BindTransmitterResp,
+    DataSm,
     DeliverSm,
     DeliverSmResp,
     GenericNack,
@@ -322,6 +325,66 @@ def test_deliver_sm_response_from_the_esme() -> None:
     # answered twice: the second answer matches nothing
     again = pair.send(pair.esme, DeliverSmResp(sequence_number=events[0].sequence_number))
     assert type(again[0]) is StrayResponse
+
+
+def claiming_pair(bind_request: Any = None, bind_resp: Any = BindTransceiverResp) -> tuple[SessionPair, list[bytes]]:
+    """A bound pair whose ESME claims the deliver_sm bodies holding b"|C" (value: their last 3 octets)."""
+    asked: list[bytes] = []
+
+    def claim(body: bytes) -> object:
+        asked.append(body)
+        return body[-3:].decode() if b"|C" in body else None
+
+    pair = SessionPair()
+    pair.esme = Session(ESME, 10, 30.0, 0, claim_deliver=claim)
+    pair.bind(bind_request or BindTransceiver(system_id="esme", password="pw"), bind_resp)
+    return pair, asked
+
+
+def deliver(seq: int, tag: str) -> bytes:
+    return encode(DeliverSm(sequence_number=seq, esm_class=0x04, short_message=tag.encode()))
+
+
+def test_claimed_deliver_sm_come_in_runs_in_order_with_the_other_events() -> None:
+    pair, asked = claiming_pair()
+    pair.esme.send(submit(), 0.0, "s1")  # in flight, so its response is a Response event
+    data = b"".join(
+        [
+            deliver(7, "|Ca"),
+            deliver(8, "|Cb"),
+            encode(SubmitSmResp(sequence_number=2, message_id="m1")),
+            deliver(9, "|Cc"),
+            deliver(10, "plain"),
+            deliver(11, "|Cd"),
+            header_only(C.ENQUIRE_LINK, 0, 12),  # answered, no event: the run goes on
+            deliver(12, "|Ce"),
+        ]
+    )
+    events = pair.esme.receive_data(data)
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["ClaimedDelivers", "Response", "ClaimedDelivers", "DeliverSm", "ClaimedDelivers"]
+    assert events[0].items == [(7, "|Ca"), (8, "|Cb")]
+    assert events[1].context == "s1"
+    assert events[2].items == [(9, "|Cc")]
+    assert events[3].sequence_number == 10 and events[3].short_message == b"plain"
+    assert events[4].items == [(11, "|Cd"), (12, "|Ce")]
+    assert len(asked) == 6  # every deliver_sm body, nothing else
+    assert pair.esme.data_to_send() == header_only(C.ENQUIRE_LINK_RESP, 0, 12)
+
+
+def test_the_claim_hook_is_not_asked_where_deliver_sm_is_not_allowed() -> None:
+    pair, asked = claiming_pair(BindTransmitter(system_id="esme", password="pw"), BindTransmitterResp)
+    events = pair.esme.receive_data(deliver(5, "|Ca"))
+    assert asked == []
+    assert type(events[0]) is ProtocolViolation
+    assert pair.esme.data_to_send() == header_only(C.DELIVER_SM_RESP, ESME_RINVBNDSTS, 5)
+
+
+def test_the_claim_hook_sees_deliver_sm_only() -> None:
+    pair, asked = claiming_pair()
+    events = pair.esme.receive_data(encode(DataSm(sequence_number=4, esm_class=0x04, message_payload=b"|Ca")))
+    assert asked == []
+    assert type(events[0]) is DataSm
 
 
 def test_connection_lost_returns_everything_in_flight() -> None:
