@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from connectors.config import BindConfig
 from connectors.pool import BindPool
+from dlr.receipt_scan import scan_receipt
 from engine.admin import AdminServer
 from engine.config import CarrierSettings, Settings
 from engine.embedded_redis import EmbeddedRedis
@@ -96,6 +97,9 @@ class _PoolHandler:
     def on_deliver(self, bind: Any, pdu: Any) -> None:
         self.engine.receipts.on_deliver(self.carrier, bind, pdu)
 
+    def on_claimed(self, bind: Any, items: list[tuple[int, Any]]) -> None:
+        self.engine.receipts.on_claimed(self.carrier, bind, items)
+
     def on_bind_state(self, bind_name: str, up: bool) -> None:
         log.info("bind %s of carrier %s is %s", bind_name, self.carrier, "up" if up else "down")
 
@@ -137,7 +141,8 @@ class Engine:
                 limiter = GlobalTokenBucket.for_carrier(self.redis, self.settings.redis.prefix, c.name, c.tps)
                 limiter.start()
                 self._limiters.append(limiter)
-            pool = BindPool(bind_config(c), _PoolHandler(self, c.name), limiter)
+            # Receipts in the common layout skip the DeliverSm decode (dlr/receipt_scan.py).
+            pool = BindPool(bind_config(c), _PoolHandler(self, c.name), limiter, claim_deliver=scan_receipt)
             self.pools[c.name] = pool
             self.metrics.pool_stats[c.name] = pool.stats
         await asyncio.gather(*(p.start() for p in self.pools.values()))

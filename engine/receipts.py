@@ -1,7 +1,10 @@
 """Receipts and inbound messages: deliver_sm in, events and webhooks out.
 
 Every deliver_sm / data_sm a bind receives lands in `ReceiptSink.on_deliver`
-(a plain call from the event loop). Receipts are parsed at once and buffered;
+(a plain call from the event loop), except receipts in the common layout:
+the bind's session reads those itself (`dlr.receipt_scan.scan_receipt`) and
+hands them over in runs, to `ReceiptSink.on_claimed`, already parsed.
+Receipts are parsed at once and buffered;
 one worker task wakes per loop tick with work, correlates the whole buffer
 per carrier in one script call (`dlr.store.ReceiptStore.apply`), publishes
 what the script returns (metrics, receipt latency, webhooks), and only then
@@ -33,9 +36,10 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from connectors.pdu import DeliverSm
+from connectors.pdu import DataSm, DeliverSm
 from dlr.ids import normalize_receipt_id
 from dlr.receipt import ReceiptParseError, is_receipt, receipt_outcome
+from dlr.receipt_scan import ScannedReceipt
 from dlr.store import BatchResult, JobEvent, ReceiptRecord, ReceiptStore, UnmatchedBuffer
 from dlr.webhook import WebhookForwarder
 from engine.config import Settings
@@ -87,7 +91,8 @@ class ReceiptSink:
         self._stalled_held: dict[str, list[ReceiptRecord]] = {}  # held receipts of a failed retry
         self._invalid: list[tuple[str, dict[str, Any], str]] = []
         self._inbound: list[tuple[str, Any]] = []
-        self._responders: dict[Any, list[Any]] = {}  # per bind, in arrival order
+        # per bind: sequence numbers of the deliver_sm and data_sm to answer
+        self._responders: dict[Any, tuple[list[int], list[int]]] = {}
         self._wake = asyncio.Event()
         self._retry_now = False
         # Set by the app: waits until submit outcomes queued so far are recorded.
@@ -142,9 +147,19 @@ class ReceiptSink:
             self._inbound.append((carrier, pdu))
         waiting = self._responders.get(bind)
         if waiting is None:
-            self._responders[bind] = [pdu]
-        else:
-            waiting.append(pdu)
+            waiting = self._responders[bind] = ([], [])
+        waiting[1 if pdu.command_id == DataSm.command_id else 0].append(pdu.sequence_number)
+        self._wake.set()
+
+    def on_claimed(self, carrier: str, bind: Any, items: list[tuple[int, ScannedReceipt]]) -> None:
+        """Receipts the bind's session read with `scan_receipt`: ``(sequence_number,
+        (message_id, event, is_final, error))`` each, the id normalised."""
+        now_ms = int(time.time() * 1000)
+        self._receipts[carrier].extend([ReceiptRecord(*r, now_ms) for _, r in items])
+        waiting = self._responders.get(bind)
+        if waiting is None:
+            waiting = self._responders[bind] = ([], [])
+        waiting[0].extend([seq for seq, _ in items])
         self._wake.set()
 
     # ------------------------------------------------------------ the worker
@@ -200,14 +215,16 @@ class ReceiptSink:
             # Keep what is not stored yet (and only that: a stored message is not
             # stored twice), and answer nothing early.
             self._stalled = batches
-            for bind, later in self._responders.items():  # arrived meanwhile: after the others
-                responders.setdefault(bind, []).extend(later)
+            for bind, (deliver, data) in self._responders.items():  # arrived meanwhile: after the others
+                earlier = responders.setdefault(bind, ([], []))
+                earlier[0].extend(deliver)
+                earlier[1].extend(data)
             self._responders = responders
             self._invalid[:0] = invalid
             self._inbound[:0] = inbound
             raise
-        for bind, pdus in responders.items():
-            bind.respond_many(pdus, 0)
+        for bind, (deliver, data) in responders.items():
+            bind.respond_sequences(deliver, data, 0)
 
     async def _apply(self, carrier: str, records: list[ReceiptRecord]) -> None:
         result = await self.store.apply(carrier, records)

@@ -298,3 +298,49 @@ async def test_close_ends_a_bind_that_came_up_after_close_began(sim: Simulator) 
     assert not bind.is_up()
     await asyncio.wait_for(starting, 5.0)
     await sim.wait_for(lambda: sim.stats.connections == 1)
+
+
+class ClaimingListener(Listener):
+    """Records claimed and unclaimed deliver_sm; answers claimed ones by sequence number."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claimed: list[tuple[int, Any]] = []
+        self.delivered: list[Any] = []
+
+    def bind_claimed(self, bind: SmppBind, items: list[tuple[int, Any]]) -> None:
+        self.claimed += items
+        bind.respond_sequences([seq for seq, _ in items], [])
+        self.changed.set()
+
+    def bind_deliver(self, bind: SmppBind, pdu: Any) -> None:
+        self.delivered.append(pdu)
+        super().bind_deliver(bind, pdu)
+        self.changed.set()
+
+
+async def test_the_simulators_receipts_are_claimed_and_answered_by_sequence_number() -> None:
+    from dlr.receipt_scan import scan_receipt
+
+    sim = await start_simulator(SimulatorConfig(dlr=True, seed=3))
+    listener = ClaimingListener()
+    bind = SmppBind(cfg(sim.port), listener, claim_deliver=scan_receipt)
+    try:
+        await bind.start()
+        for i in range(20):
+            bind.submit(SubmitSm(destination_addr=FAKE_DESTINATION, short_message=b"x", registered_delivery=1), i)
+        await listener.until(lambda: len(listener.claimed) == 20)
+        assert listener.delivered == []  # the common layout never takes the general path
+        ids = {r.pdu.message_id for r in listener.responses}
+        assert {value[0] for _, value in listener.claimed} == {i.lstrip("0") or "0" for i in ids}
+        await sim.wait_for(lambda: sim.stats.dlr_resps == 20)
+        # answered already: a second answer is not written
+        assert bind.protocol is not None
+        writes = len(bind.protocol._buffer)
+        bind.respond_sequences([seq for seq, _ in listener.claimed], [])
+        assert len(bind.protocol._buffer) == writes
+        assert not bind._awaiting
+    finally:
+        await bind.close(1.0)
+        await sim.close()
+    assert sim.stats.dlr_resps == 20

@@ -153,6 +153,9 @@ class _Bind:
         for pdu in pdus:
             self.respond(pdu, command_status)
 
+    def respond_sequences(self, deliver: list[int], data: list[int], command_status: int = 0) -> None:
+        self.responses.extend((seq, command_status) for seq in deliver + data)
+
 
 async def test_unparseable_receipt_is_acked_counted_and_kept(redis_url: str, key_prefix: str) -> None:
     from redis.asyncio import Redis
