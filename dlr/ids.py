@@ -36,9 +36,11 @@ stops a batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Literal
 
-__all__ = ["ID_FORMATS", "normalize_id", "normalize_receipt_id"]
+__all__ = ["ID_FORMATS", "normalize_id", "normalize_receipt_id", "submit_normalizer"]
 
 #: The accepted ``dlr_id_format`` values (for config validation).
 ID_FORMATS = ("as-is", "hex-to-dec", "dec-to-hex")
@@ -80,3 +82,12 @@ def normalize_id(raw: str, fmt: str, *, side: Literal["submit", "receipt"]) -> s
         elif fmt == "dec-to-hex" and text.isascii() and text.isdigit():
             return format(int(text), "x")
     return _as_is(text)
+
+
+def submit_normalizer(fmt: str) -> Callable[[str], str]:
+    """``normalize_id(·, fmt, side="submit")`` as one function per carrier (the
+    engine's per-part call): for ``as-is`` (and unknown formats) that is
+    :func:`normalize_receipt_id`, without the format dispatch."""
+    if fmt in ("hex-to-dec", "dec-to-hex"):
+        return partial(normalize_id, fmt=fmt, side="submit")
+    return normalize_receipt_id

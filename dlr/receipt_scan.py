@@ -39,7 +39,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from .ids import normalize_receipt_id
+from .ids import _HEX_DIGITS
 from .receipt import (
     _ESM_DELIVERY_RECEIPT,
     _ESM_INTERMEDIATE,
@@ -97,13 +97,15 @@ def scan_receipt(body: bytes) -> ScannedReceipt | None:
     sm_end = m.start(3) - 3  # where the TLVs start
     if sm_start + sm_length[0] != sm_end or id_length[0] != len(raw_id) + 1:
         return None  # short_message does not end where the TLVs start
-    message_id = raw_id.decode("latin-1").strip(" \t\r\n")
+    message_id = raw_id.decode("latin-1").strip(" \t\r\n")  # (no NUL in it)
     if not message_id or len(message_id) > _MAX_ID_LEN:
         return None
+    if _HEX_DIGITS.issuperset(message_id):  # normalize_receipt_id, inline
+        message_id = message_id.lower().lstrip("0") or "0"
     err = _find_err(body[sm_start:sm_end]) if sm_end > sm_start else ""
     error = "err:" + err if err and err.strip("0") else ""
     return (
-        normalize_receipt_id(message_id),
+        message_id,
         event,
         not (intermediate or event in _INTERMEDIATE),
         error,

@@ -50,7 +50,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from connectors.status import format_status, status_info
-from dlr.ids import normalize_id
+from dlr.ids import submit_normalizer
 from dlr.store import correlation_arg, correlation_bucket
 from engine.config import CarrierSettings, Settings
 from engine.job import Job, JobError, parse_job
@@ -163,6 +163,7 @@ class Pipeline:
             {c.name: c.fallback for c in settings.carriers if c.fallback},
         )
         self.carriers: dict[str, CarrierSettings] = {c.name: c for c in settings.carriers}
+        self._normalize_submit_id = {c.name: submit_normalizer(c.dlr_id_format) for c in settings.carriers}
         self.builders = {c.name: SubmitBuilder(c) for c in settings.carriers}
         self._hash_number = KeyedHasher(settings.privacy.hash_secret.encode())
         days = settings.privacy.retention_days
@@ -667,8 +668,8 @@ class Pipeline:
             dlr_ids = ""
             message_ids = ",".join(ij.message_ids)
             if ij.event == "submitted" and job.dlr:
-                fmt = self.carriers[ij.carrier].dlr_id_format
-                normalised = [normalize_id(m, fmt, side="submit") for m in ij.message_ids]
+                normalize = self._normalize_submit_id[ij.carrier]
+                normalised = [normalize(m) for m in ij.message_ids]
                 corr = correlation_arg(normalised, ij.parts, ij.expect, job.callback, job.ref, message_ids)
                 if normalised != ij.message_ids:
                     dlr_ids = ",".join(normalised)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dlr.ids import ID_FORMATS, normalize_id, normalize_receipt_id
+from dlr.ids import ID_FORMATS, normalize_id, normalize_receipt_id, submit_normalizer
 
 
 @pytest.mark.parametrize(
@@ -70,3 +70,9 @@ def test_never_raises(raw: str, fmt: str, side: str) -> None:
 @given(st.text(max_size=50), st.sampled_from([*ID_FORMATS, "unknown-format"]))
 def test_the_receipt_side_shortcut_is_normalize_id(raw: str, fmt: str) -> None:
     assert normalize_receipt_id(raw) == normalize_id(raw, fmt, side="receipt")
+
+
+@given(raw=st.text(max_size=50), fmt=st.sampled_from([*ID_FORMATS, "unknown"]))
+def test_submit_normalizer_is_normalize_id_of_the_submit_side(raw: str, fmt: str) -> None:
+    assert submit_normalizer(fmt)(raw) == normalize_id(raw, fmt, side="submit")
+    assert submit_normalizer(fmt)(raw.upper()) == normalize_id(raw.upper(), fmt, side="submit")
