@@ -766,6 +766,7 @@ async def run_bench(
         result["receipts_unmatched"] = unmatched
         result["receipts_invalid"] = invalid
         result["redis_top_commands"] = redis_command_costs(cmdstats0, cmdstats1, o.jobs)
+        result["redis_server"] = redis_build({**info_server, **await redis.info("memory")})
         if own_redis:
             result["redis_slow_calls"] = slow_calls(await redis.slowlog_get(1_000_000), slow_since)
             result["notes"].append(f"redis_slow_calls: calls of {_SLOW_US} µs or more (SLOWLOG)")
@@ -948,6 +949,16 @@ def _summarise(
     return result
 
 
+def redis_build(info: dict[str, Any]) -> str:
+    """Version and allocator (INFO server + memory) of the Redis measured, e.g.
+    "7.0.15, jemalloc-5.3.0": the build alone moves the receipt path's Redis CPU
+    by ~1.8x (bench/RESULTS.md, session 7)."""
+    def text(value: Any) -> str:
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    return f"{text(info.get('redis_version', '?'))}, {text(info.get('mem_allocator', '?'))}"
+
+
 def _timeline(t: Tracker, t0_ms: int, jobs: int) -> dict[str, list[float]]:
     """Per second since the start: final events, submitted events, p50 submit latency."""
     finals: dict[int, int] = {}
@@ -983,6 +994,7 @@ def format_table(r: dict[str, Any]) -> str:
                      f"tps {s['tps'] or 'unlimited'}, loop {s['loop']}, dlr {'on' if s['dlr'] else 'off'}"
                      + (f", prefill {s['prefill']:,} jobs" if s.get("prefill") else "")),
         ("jobs", str(r["jobs"])),
+        ("redis server", r.get("redis_server", "?")),
         ("final / submitted", f"{r['final']} / {r['submitted']}"),
         ("msgs/s (final events)", f"{r['msgs_per_s']:,.0f}"),
         ("submitted/s", f"{r['submitted_per_s']:,.0f}"),
@@ -1240,6 +1252,7 @@ def receipt_cost_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "lost": sum(r["lost"] for r in mine),
             "duplicates": sum(r["duplicates"] for r in mine),
         }
+    summary["redis_server"] = sorted({r.get("redis_server", "?") for r in runs})
     on, off = summary["receipts_on"]["median_msgs_per_s"], summary["receipts_off"]["median_msgs_per_s"]
     summary["drop_pct"] = round(100 * (1 - on / off), 1) if off else None
     # Per pair (a run with receipts and the run without right after it): on a shared
@@ -1264,6 +1277,8 @@ def receipt_cost_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def format_receipt_cost(summary: dict[str, Any]) -> str:
     lines = ["", "  sendgate bench --receipt-cost", "  " + "-" * 78]
+    if summary.get("redis_server"):
+        lines.append(f"  {'redis server':14s} {'; '.join(summary['redis_server'])}")
     for mode in ("receipts_on", "receipts_off"):
         m = summary[mode]
         cpu = ", ".join(f"{k} {v}" for k, v in m["cpu_us_per_job_median"].items())

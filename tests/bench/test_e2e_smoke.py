@@ -68,6 +68,8 @@ def test_receipts_on_every_job_final(tmp_path: Path, redis_url: str) -> None:
     assert isinstance(sim, dict)
     assert sim["window_violations"] == 0 and sim["protocol_errors"] == 0
     assert sim["receipts"] >= 300 - dead
+    version, allocator = r["redis_server"].split(", ")  # which Redis the figures are of
+    assert version.count(".") == 2 and allocator not in ("", "?")
     _assert_clean(r, redis_url)
 
 
@@ -150,7 +152,9 @@ def test_receipt_cost_alternates_receipts_on_and_off(tmp_path: Path, redis_url: 
     assert report["summary"]["pair_drops_pct"] == [expected]  # one pair: the same runs
     cpu_on, cpu_off = sum(runs[0]["cpu_us_per_job"].values()), sum(runs[1]["cpu_us_per_job"].values())
     assert report["summary"]["cpu_drop_median_pct"] == round(100 * (1 - cpu_off / cpu_on), 1)
-    assert "drop" in capsys.readouterr().out
+    assert report["summary"]["redis_server"] == [runs[0]["redis_server"]]
+    printed = capsys.readouterr().out
+    assert "drop" in printed and runs[0]["redis_server"] in printed
     for r in runs:
         _assert_clean(r, redis_url)
 
