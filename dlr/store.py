@@ -228,6 +228,21 @@ class BatchResult(msgspec.Struct):
     unmatched: list[ReceiptRecord] = msgspec.field(default_factory=list)
     finals: list[JobEvent] = msgspec.field(default_factory=list)
     intermediates: list[JobEvent] = msgspec.field(default_factory=list)
+    # apply(compact=True): the final events of fast-path receipts, one entry per
+    # event in each list, instead of a JobEvent each in ``finals`` (their fields
+    # would be just id, event and carrier, and there is no callback).
+    fast_job_ids: list[str] = msgspec.field(default_factory=list)
+    fast_events: list[str] = msgspec.field(default_factory=list)
+    fast_submitted_ms: list[int | None] = msgspec.field(default_factory=list)
+
+    def fast_as_events(self, carrier: str) -> list[JobEvent]:
+        """The compact fast-path finals as the JobEvents ``apply()`` gives by default."""
+        return [
+            JobEvent(job_id, event, True, "", submitted, {"id": job_id, "event": event, "carrier": carrier})
+            for job_id, event, submitted in zip(
+                self.fast_job_ids, self.fast_events, self.fast_submitted_ms, strict=True
+            )
+        ]
 
 
 def correlation_arg(
@@ -293,6 +308,10 @@ async def put_correlation(
     pipe.zadd(f"{prefix}:dlr:idx:{carrier}", {str(end_ms): end_ms})
     pipe.zadd(f"{prefix}:dlr:due", {f"{end_ms}:{carrier}": end_ms})
     await pipe.execute()
+
+
+# A fast-path final's event: the receipt's own, or unknown for a state that is not final.
+_FINAL_STATE: dict[str, str] = {event: event for event in SEVERITY}
 
 
 def _text(value: Any) -> str:
@@ -430,13 +449,20 @@ class ReceiptStore:
                 await pool.release(conn)
             await self._redis.script_load(_SCRIPT_SOURCE)
 
-    async def apply(self, carrier: str, receipts: Sequence[ReceiptRecord]) -> BatchResult:
+    async def apply(
+        self, carrier: str, receipts: Sequence[ReceiptRecord], *, compact: bool = False
+    ) -> BatchResult:
         """Correlate a batch of one carrier's receipts: one script call per 1,000.
 
         Final receipts set ``s:<n>``/``e:<n>`` once per part and, when the last
         part is in, publish the job's aggregated final event; intermediate
         ones publish ``enroute``/``accepted`` once per change of state.
         Receipts without a correlation entry come back in ``unmatched``.
+
+        ``compact``: the final events of fast-path receipts come in
+        ``fast_job_ids``/``fast_events``/``fast_submitted_ms`` instead of a
+        JobEvent each in ``finals`` (the engine's hot path: it only counts them
+        and observes their latency; ``BatchResult.fast_as_events`` converts).
         """
         result = BatchResult()
         for start in range(0, len(receipts), _CHUNK):
@@ -469,39 +495,64 @@ class ReceiptStore:
             raw = await self._run_packed(head, tail)
             statuses = _text(raw[0])
             fast = _texts(raw[1])
-            k = 0  # next [job id, submitted_ms] pair of a fast-path final in ``fast``
-            finals = result.finals
-            for record, status in zip(ordered, statuses, strict=True):
-                if status == "f":
-                    # applied on the fast path: the job's final event is the receipt's
-                    result.applied += 1
-                    job_id = fast[k]
-                    submitted = fast[k + 1]
-                    k += 2
-                    state = record.event if record.event in SEVERITY else "unknown"
-                    finals.append(
-                        JobEvent(
-                            job_id, state, True, "", int(submitted) if submitted.isdigit() else None,
-                            {"id": job_id, "event": state, "carrier": carrier},
-                        )
-                    )
-                elif status == "a":
-                    result.applied += 1
-                elif status == "u":
-                    result.unmatched.append(record)
-                elif status == "d":
-                    result.duplicates += 1
-                elif status == "l":
-                    result.late += 1
-                elif status == "o":
-                    result.orphans += 1
-                    result.unmatched.append(record)
-                else:
-                    result.corrupt += 1
+            if compact and statuses.count("f") == len(statuses):
+                # every receipt applied on the fast path (the usual batch): in bulk
+                result.applied += len(statuses)
+                result.fast_job_ids += fast[0::2]
+                result.fast_events += [_FINAL_STATE.get(r.event, "unknown") for r in ordered]
+                result.fast_submitted_ms += [int(v) if v.isdigit() else None for v in fast[1::2]]
+            else:
+                self._sort_statuses(carrier, ordered, statuses, fast, result, compact)
             for item in raw[2:]:
                 job_event = _job_event(item)
                 (result.finals if job_event.final else result.intermediates).append(job_event)
         return result
+
+    @staticmethod
+    def _sort_statuses(
+        carrier: str,
+        ordered: list[ReceiptRecord],
+        statuses: str,
+        fast: list[str],
+        result: BatchResult,
+        compact: bool,
+    ) -> None:
+        """Count each receipt's status into ``result``; a fast-path final ('f') gets
+        its event (``fast`` holds its job id and submit time, in order)."""
+        k = 0  # next [job id, submitted_ms] pair of a fast-path final in ``fast``
+        for record, status in zip(ordered, statuses, strict=True):
+            if status == "f":
+                # applied on the fast path: the job's final event is the receipt's
+                result.applied += 1
+                job_id = fast[k]
+                submitted = fast[k + 1]
+                k += 2
+                state = _FINAL_STATE.get(record.event, "unknown")
+                submitted_ms = int(submitted) if submitted.isdigit() else None
+                if compact:
+                    result.fast_job_ids.append(job_id)
+                    result.fast_events.append(state)
+                    result.fast_submitted_ms.append(submitted_ms)
+                else:
+                    result.finals.append(
+                        JobEvent(
+                            job_id, state, True, "", submitted_ms,
+                            {"id": job_id, "event": state, "carrier": carrier},
+                        )
+                    )
+            elif status == "a":
+                result.applied += 1
+            elif status == "u":
+                result.unmatched.append(record)
+            elif status == "d":
+                result.duplicates += 1
+            elif status == "l":
+                result.late += 1
+            elif status == "o":
+                result.orphans += 1
+                result.unmatched.append(record)
+            else:
+                result.corrupt += 1
 
     async def expire_overdue(self, now_ms: int, limit: int = 1000) -> tuple[list[JobEvent], bool]:
         """Give a final event to jobs whose correlation bucket ended by ``now_ms``.

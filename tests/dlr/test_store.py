@@ -936,3 +936,30 @@ def test_reply_strings_decode_in_bulk_or_one_by_one() -> None:
     assert _texts([b"a", b"\xff"]) == ["a", "\ufffd"]
     assert _texts(["a", None]) == ["a", ""]  # a decode_responses client
     assert _texts([]) == []
+
+
+@pytest.mark.parametrize("batch", ["all fast", "mixed"])
+async def test_compact_fast_finals_are_the_same_events(redis_client: Any, key_prefix: str, batch: str) -> None:
+    """apply(compact=True) (the engine's call) gives the fast-path finals as three lists,
+    in bulk when every receipt took the fast path, else one by one; converted back they
+    are the JobEvents of the default call, and both publish the same events."""
+    jobs = [("f1", ["00AB21"], "r1", ""), ("f2", ["00AB22"], "r2", ""), ("f3", ["00AB23"], "r3", "")]
+    receipts = [rec("ab21"), rec("ab22", "undeliverable", "err:034"), rec("ab23", "rejected")]
+    if batch == "mixed":
+        jobs.append(("cb", ["00AB24"], "r4", "http://127.0.0.1/cb"))  # general entry
+        receipts += [rec("ab24", "expired"), rec("nosuch"), rec("ab21")]  # + unmatched, duplicate
+    results, published = [], []
+    for prefix, compact in ((key_prefix, False), (f"{key_prefix}:c", True)):  # both cleaned up
+        await record_submitted(redis_client, prefix, jobs)
+        result = await ReceiptStore(redis_client, prefix).apply("acme", receipts, compact=compact)
+        results.append(result)
+        published.append(await events(redis_client, prefix))
+    plain, compact_result = results
+    assert plain.fast_events == [] and len(compact_result.fast_events) == 3
+    assert compact_result.fast_events == ["delivered", "undeliverable", "rejected"]
+    assert compact_result.fast_submitted_ms == [SUBMITTED_MS] * 3
+    by_id = lambda events: sorted(events, key=lambda e: e.job_id)  # noqa: E731
+    assert by_id(compact_result.fast_as_events("acme") + compact_result.finals) == by_id(plain.finals)
+    for field in ("applied", "duplicates", "unmatched", "intermediates"):
+        assert getattr(compact_result, field) == getattr(plain, field), field
+    assert published[0] == published[1]
