@@ -228,10 +228,7 @@ class ReceiptSink:
 
     async def _apply(self, carrier: str, records: list[ReceiptRecord]) -> None:
         result = await self.store.apply(carrier, records, compact=True)
-        counts: dict[str, int] = {}
-        for r in records:
-            counts[r.event] = counts.get(r.event, 0) + 1
-        for state, n in counts.items():
+        for state, n in Counter([r.event for r in records]).items():
             self.metrics.receipts.labels(carrier, state).inc(n)
         self._settle(carrier, result, int(time.time() * 1000))
 
