@@ -238,11 +238,16 @@ class BatchResult(msgspec.Struct):
     def fast_as_events(self, carrier: str) -> list[JobEvent]:
         """The compact fast-path finals as the JobEvents ``apply()`` gives by default."""
         return [
-            JobEvent(job_id, event, True, "", submitted, {"id": job_id, "event": event, "carrier": carrier})
+            _fast_final(job_id, event, submitted, carrier)
             for job_id, event, submitted in zip(
                 self.fast_job_ids, self.fast_events, self.fast_submitted_ms, strict=True
             )
         ]
+
+
+def _fast_final(job_id: str, event: str, submitted_ms: int | None, carrier: str) -> JobEvent:
+    """The final event of a fast-path receipt: no callback, fields id, event and carrier."""
+    return JobEvent(job_id, event, True, "", submitted_ms, {"id": job_id, "event": event, "carrier": carrier})
 
 
 def correlation_arg(
@@ -534,12 +539,7 @@ class ReceiptStore:
                     result.fast_events.append(state)
                     result.fast_submitted_ms.append(submitted_ms)
                 else:
-                    result.finals.append(
-                        JobEvent(
-                            job_id, state, True, "", submitted_ms,
-                            {"id": job_id, "event": state, "carrier": carrier},
-                        )
-                    )
+                    result.finals.append(_fast_final(job_id, state, submitted_ms, carrier))
             elif status == "a":
                 result.applied += 1
             elif status == "u":

@@ -145,10 +145,7 @@ class ReceiptSink:
                 )
         else:
             self._inbound.append((carrier, pdu))
-        waiting = self._responders.get(bind)
-        if waiting is None:
-            waiting = self._responders[bind] = ([], [])
-        waiting[1 if pdu.command_id == DataSm.command_id else 0].append(pdu.sequence_number)
+        self._to_answer(bind)[1 if pdu.command_id == DataSm.command_id else 0].append(pdu.sequence_number)
         self._wake.set()
 
     def on_claimed(self, carrier: str, bind: Any, items: list[tuple[int, ScannedReceipt]]) -> None:
@@ -156,11 +153,15 @@ class ReceiptSink:
         (message_id, event, is_final, error))`` each, the id normalised."""
         now_ms = int(time.time() * 1000)
         self._receipts[carrier].extend([ReceiptRecord(*r, now_ms) for _, r in items])
+        self._to_answer(bind)[0].extend([seq for seq, _ in items])
+        self._wake.set()
+
+    def _to_answer(self, bind: Any) -> tuple[list[int], list[int]]:
+        """The bind's deliver_sm and data_sm sequence numbers still to answer."""
         waiting = self._responders.get(bind)
         if waiting is None:
             waiting = self._responders[bind] = ([], [])
-        waiting[0].extend([seq for seq, _ in items])
-        self._wake.set()
+        return waiting
 
     # ------------------------------------------------------------ the worker
     async def _worker(self) -> None:
