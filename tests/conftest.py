@@ -83,9 +83,25 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def key_prefix() -> str:
-    """A fresh key prefix per test, so tests sharing one Redis never see each other's keys."""
-    return f"sgtest-{uuid.uuid4().hex[:12]}"
+def key_prefix(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh key prefix per test, so tests sharing one Redis never see each other's keys.
+
+    A test that also has ``redis_url`` gets its prefix's keys removed afterwards,
+    whichever clients wrote them (``redis_client`` does the same for its own):
+    some are written without TTL, and CI's Redis is shared and long-lived.
+    """
+    prefix = f"sgtest-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    if "redis_url" in request.fixturenames:
+        import redis
+
+        client = redis.Redis.from_url(request.getfixturevalue("redis_url"))
+        try:
+            keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+            for i in range(0, len(keys), 1000):
+                client.unlink(*keys[i : i + 1000])
+        finally:
+            client.close()
 
 
 @pytest.fixture
