@@ -59,7 +59,9 @@ A session is one TCP connection seen from one side, ``role`` ``"esme"`` or
   per run of consecutive claimed PDUs, in order with the other events. It
   still needs its deliver_sm_resp. Everything else about it (the state
   table, the answer) is as for any deliver_sm; a body the hook does not
-  claim is decoded and reported as a ``DeliverSm`` as usual.
+  claim is decoded and reported as a ``DeliverSm`` as usual, and so is one
+  whose hook call raised (counted in ``claim_errors``: a bug in the hook
+  must not cost the connection).
 * A bad command_length loses the framing: generic_nack ESME_RINVCMDLEN is
   queued, a fatal :class:`ProtocolViolation` is returned and the session is
   CLOSED. A malformed body of a known request is answered with generic_nack
@@ -306,6 +308,7 @@ class Session:
         "_outbox",
         "_peer_may_send",
         "_rx_seen",
+        "claim_errors",
         "enquire_link_interval_s",
         "in_flight",
         "last_rx",
@@ -347,6 +350,7 @@ class Session:
         self._may_send: frozenset[int] = frozenset()
         self._peer_may_send: frozenset[int] = frozenset()
         self._claim_deliver = claim_deliver
+        self.claim_errors = 0  # calls of claim_deliver that raised (their PDU was decoded instead)
         self._set_state(State.OPEN)
 
     # -- state -------------------------------------------------------------
@@ -487,17 +491,20 @@ class Session:
             cid = frame.command_id
             if cid & RESP_BIT:
                 self._receive_response(frame, events)
-            elif (
-                cid == _DELIVER_SM
-                and claim is not None
-                and cid in self._peer_may_send
-                and (value := claim(frame.body)) is not None
-            ):
-                if run is None or events[-1] is not run:  # a new run
-                    run = ClaimedDelivers([])
-                    events.append(run)
-                run.items.append((frame.sequence_number, value))
-                continue  # claiming changes no state
+            elif cid == _DELIVER_SM and claim is not None and cid in self._peer_may_send:
+                try:
+                    value = claim(frame.body)
+                except Exception:  # a failing hook claims nothing: the general path decides
+                    self.claim_errors += 1
+                    value = None
+                if value is None:
+                    self._receive_request(frame, events)
+                else:
+                    if run is None or events[-1] is not run:  # a new run
+                        run = ClaimedDelivers([])
+                        events.append(run)
+                    run.items.append((frame.sequence_number, value))
+                    continue  # claiming changes no state
             else:
                 self._receive_request(frame, events)
             if self.state is _CLOSED:

@@ -380,6 +380,21 @@ def test_the_claim_hook_is_not_asked_where_deliver_sm_is_not_allowed() -> None:
     assert pair.esme.data_to_send() == header_only(C.DELIVER_SM_RESP, ESME_RINVBNDSTS, 5)
 
 
+def test_a_claim_hook_that_raises_leaves_the_pdu_to_the_general_path() -> None:
+    def broken(body: bytes) -> object:
+        if b"boom" in body:
+            raise ValueError("a bug in the hook")
+        return "claimed"
+
+    pair = SessionPair()
+    pair.esme = Session(ESME, 10, 30.0, 0, claim_deliver=broken)
+    pair.bind(BindTransceiver(system_id="esme", password="pw"), BindTransceiverResp)
+    events = pair.esme.receive_data(deliver(3, "boom") + deliver(4, "fine"))
+    assert type(events[0]) is DeliverSm and events[0].short_message == b"boom"
+    assert type(events[1]).__name__ == "ClaimedDelivers" and events[1].items == [(4, "claimed")]
+    assert pair.esme.claim_errors == 1 and pair.esme.is_bound()
+
+
 def test_the_claim_hook_sees_deliver_sm_only() -> None:
     pair, asked = claiming_pair()
     events = pair.esme.receive_data(encode(DataSm(sequence_number=4, esm_class=0x04, message_payload=b"|Ca")))
