@@ -45,6 +45,7 @@ def test_env_overrides() -> None:
         ({"carriers": [{"name": "a", "routes": ["4x"]}]}, "carriers[0].routes[0]"),
         ({"carriers": [{"name": "a", "encoding": {"concat": "zip"}}]}, "carriers[0].encoding.concat"),
         ({"engine": {"batch_size": 0}}, "engine.batch_size"),
+        ({"engine": {"streams_maxlen": 0}}, "engine.streams_maxlen"),
         ({"engine": {"batchsize": 10}}, "engine"),
         ({"admin": {"listen": "nowhere"}}, "admin.listen"),
     ],
