@@ -120,8 +120,10 @@ Keys this module writes besides the job record and ``P:events``:
   A call without such events keeps nothing; sent again, it counts its
   receipts as duplicates (their events are in ``P:events`` already).
 
-Every stream entry is added with ``MAXLEN ~ stream_maxlen`` (default
-1,000,000).
+The events stream is capped at about ``stream_maxlen`` entries (default
+1,000,000): each call adds its events without MAXLEN and trims once at its
+end (``XTRIM MAXLEN ~``), which keeps the same whole nodes at a fraction of
+the cost (``XADD … MAXLEN ~`` rewrites its arguments on every call).
 
 Unmatched receipts
 ------------------

@@ -355,14 +355,25 @@ async def test_script_reloaded_after_flush(
 
 
 async def test_stream_maxlen_bounds_events(redis_client: Any, key_prefix: str) -> None:
+    """Events of both paths count against ``stream_maxlen``: the script trims the
+    stream (approximately, whole nodes) once per call, keeping the newest."""
     store = ReceiptStore(redis_client, key_prefix, stream_maxlen=100)
     pipe = redis_client.pipeline(transaction=False)
+    entries = {}
     for i in range(600):
-        pipe.hset(f"{key_prefix}:job:s{i}", mapping={"parts": 1})
-        pipe.set(f"{key_prefix}:dlr:acme:s{i}", f"1:{SUBMITTED_MS}:s{i}")
+        job = f"s{i}"
+        pipe.hset(f"{key_prefix}:job:{job}", mapping={"parts": 1, "state": "submitted", "carrier": "acme"})
+        # two thirds on the fast path, the rest in the general form
+        entries[job] = f"={SUBMITTED_MS}\x1f{job}\x1fr{i}\x1f{job}" if i % 3 else f"1:{SUBMITTED_MS}:{job}"
     await pipe.execute()
-    await store.apply("acme", [rec(f"s{i}") for i in range(600)])
-    assert await redis_client.xlen(f"{key_prefix}:events") < 600
+    await put_correlation(redis_client, key_prefix, "acme", entries, STAGED_END_MS, await redis_now_ms(redis_client) + 3_600_000)
+    result = await store.apply("acme", [rec(f"s{i}") for i in range(600)])
+    assert result.applied == 600
+    assert len(result.finals) == 600
+    stream = f"{key_prefix}:events"
+    assert 100 <= await redis_client.xlen(stream) < 600
+    last = await redis_client.xrevrange(stream, count=1)
+    assert last[0][1][b"id"] == b"s599"
 
 
 async def test_works_with_decode_responses_client(redis_url: str, key_prefix: str) -> None:

@@ -63,3 +63,21 @@ async def test_record_twice_writes_one_event_and_acks(redis_client: Any, key_pre
         assert await redis_client.sismember(f"{key_prefix}:subject:{'h' * 32}", "j0")
     finally:
         await delete_prefix(redis_client, key_prefix)
+
+
+async def test_record_caps_the_events_stream_once_per_call(redis_client: Any, key_prefix: str) -> None:
+    """Events are added without MAXLEN and the stream trimmed (approximately, whole
+    nodes) at the end of the call: the cap holds and the newest events stay."""
+    record = Script("record")
+    keys = [f"{key_prefix}:jobs", f"{key_prefix}:events", f"{key_prefix}:dlr:due"]
+    try:
+        e = await _setup(redis_client, key_prefix, 600)
+        jobs = [[f"j{i}", "submitted", "sim", 1, f"m{i}", "", "", "", "", "0", "", "", 1, "", e[i]] for i in range(600)]
+        payload = orjson.dumps({"t": [1, 600], "w": {}, "j": jobs, "a": e})
+        assert await record(redis_client, keys, ["g", key_prefix, payload, 1000, 100]) == 600
+        stream = f"{key_prefix}:events"
+        assert 100 <= await redis_client.xlen(stream) < 600
+        assert (await redis_client.xrevrange(stream, count=1))[0][1][b"id"] == b"j599"
+        assert (await redis_client.xpending(f"{key_prefix}:jobs", "g"))["pending"] == 0
+    finally:
+        await delete_prefix(redis_client, key_prefix)
