@@ -222,3 +222,74 @@ def test_generated_bodies_do_get_claimed() -> None:
             assert value == general_path(body)
     assert claimed == 18
 
+
+
+# -- the Appendix B line read by one expression (_CANONICAL) -------------------
+# Each part of the line either canonical or a near miss that must not change the
+# answer: ids with colons or "text:"/"err:" in them, odd counts and dates, other
+# cases and separators, err: values of every shape, text that repeats the keys.
+def _mostly(canonical: str, *near_misses: str) -> st.SearchStrategy[str]:
+    """The canonical form about 3 times in 4, so that most lines deviate in one part."""
+    k = max(1, 3 * len(near_misses))
+    return st.sampled_from([canonical] * k + list(near_misses))
+
+
+_LINE_PARTS: dict[str, st.SearchStrategy[str]] = {
+    "head": _mostly("id:", "ID:", "Id:", " id:", "xid:"),
+    "id": st.one_of(
+        _mostly("00AB12", "1a2b", "", "x" * 65, "x" * 66, "a:b", "text:1", "err:5", "Text:2", "é", "A-1", "a b"),
+        st.text(alphabet="0123456789abTEXTerr: ", max_size=8),
+    ),
+    "count": _mostly("001", "000", "1", "0001", "abc"),
+    "date": _mostly("2611281200", "261128120059", "26112812005", "2611281200x"),
+    "stat": _mostly("DELIVRD", "UNDELIV", "delivrd", "ENROUTE1", "ENRT"),
+    "err": st.one_of(
+        _mostly("034", "000", "0", "00000", "", " 034", "0:1", "abc", "9" * 32, "9" * 33, "é", "1text:"),
+        st.text(alphabet="0123456789abcXYZ:", min_size=1, max_size=34),
+    ),
+    "sep": _mostly(" ", "  ", "\t", ""),
+    "text_key": _mostly("text:", "Text:", "TEXT:", "tExt:", "text", "txt:", ""),
+    "rest": st.sampled_from(["Hello", "", "err:999 text:x", "Err:1", " a:b:c ", "é\x00"]),
+}
+
+
+@st.composite
+def appendix_b_lines(draw: st.DrawFn) -> bytes:
+    p = {name: draw(strategy) for name, strategy in _LINE_PARTS.items()}
+    line = (
+        f"{p['head']}{p['id']} sub:{draw(_LINE_PARTS['count'])} dlvrd:{p['count']} submit date:{p['date']}"
+        f" done date:{draw(_LINE_PARTS['date'])} stat:{p['stat']} err:{p['err']}{p['sep']}{p['text_key']}{p['rest']}"
+    )
+    return line.encode("latin-1")[:254]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(line=appendix_b_lines(), state=st.sampled_from([1, 2, 5, 8]))
+def test_appendix_b_lines_read_alike(line: bytes, state: int) -> None:
+    body = body_of(receipt_pdu(short_message=line, message_state=state))
+    value = scan_receipt(body)
+    assert value is not None  # the layout is the common one: claimed, whatever the text
+    assert value == general_path(body)
+
+
+def test_the_canonical_line_takes_the_expression() -> None:
+    """Not vacuous: the lines above do reach `_CANONICAL`, with their err: values."""
+    from dlr.receipt_scan import _CANONICAL
+
+    for err, expected in (("000", ""), ("034", "err:034"), ("0", ""), ("A1", "err:A1"), ("9" * 32, "err:" + "9" * 32)):
+        line = _TEXT.replace(b"err:000", f"err:{err}".encode()).replace(b"{id}", b"00AB12")
+        assert _CANONICAL.match(line) is not None
+        body = body_of(receipt_pdu(short_message=line, message_state=5))
+        assert scan_receipt(body) == ("ab12", "undeliverable", True, expected) == general_path(body)
+    for near_miss in (b"err:0:1", b"err:" + b"9" * 33, b"err: 034"):
+        assert _CANONICAL.match(_TEXT.replace(b"err:000", near_miss).replace(b"{id}", b"00AB12")) is None
+
+
+@pytest.mark.parametrize("rid", ["a:b", "text:1", "err:5", "Text:2", "x:err:7", "x" * 66, "a b", "é", ""])
+@pytest.mark.parametrize("err", ["034", "000", "1text:", "0:1"])
+def test_near_canonical_ids_and_errors_read_alike(rid: str, err: str) -> None:
+    """One part off the Appendix B line, the rest canonical: an id holding "text:" or
+    "err:" moves where the general rule looks, so the expression must not match."""
+    line = _TEXT.replace(b"{id}", rid.encode("latin-1")).replace(b"err:000", f"err:{err}".encode())
+    body = body_of(receipt_pdu(short_message=line, message_state=5))
+    assert scan_receipt(body) == general_path(body)
