@@ -185,32 +185,18 @@ class SimulatorStats:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
-class _Receipt:
-    __slots__ = ("due", "head", "message_id", "state", "submit_date", "text")
+# A receipt waiting to be sent: (due, deliver_sm length, body head, body tail).
+# The body is head + done date + tail: everything but the done date (the send
+# time's, 10 octets) and the sequence number is built when the submit_sm is
+# read, and sending writes the pieces into the outgoing batch (no object, no
+# copy per receipt).
+_Receipt = tuple[float, int, bytes, bytes]
+_DONE_DATE_LEN: Final = 10  # YYMMDDhhmm
 
-    def __init__(
-        self,
-        due: float,
-        message_id: bytes,
-        head: bytes,
-        state: str,
-        submit_date: bytes,
-        text: bytes,
-    ) -> None:
-        self.due = due
-        self.message_id = message_id
-        # deliver_sm body from service_type to sm_default_msg_id, addresses swapped:
-        # the receipt comes from the submit's destination and goes to its source
-        self.head = head
-        self.state = state
-        self.submit_date = submit_date
-        self.text = text
-
-
-# per final state: dlvrd:, " stat:… err:… text:", message_state TLV
+# per final state: " sub:001 dlvrd:…", " stat:… err:… text:", message_state TLV
 _STATE_PARTS: Final[dict[str, tuple[bytes, bytes, bytes]]] = {
     name: (
-        b"001" if name == "DELIVRD" else b"000",
+        b" sub:001 dlvrd:001" if name == "DELIVRD" else b" sub:001 dlvrd:000",
         b" stat:%s err:%s text:" % (name.encode(), err),
         _MESSAGE_STATE_TLV.pack(0x0427, 1, state),
     )
@@ -221,11 +207,14 @@ _STATE_PARTS: Final[dict[str, tuple[bytes, bytes, bytes]]] = {
 # sm_default_msg_id
 _HEAD_TAIL: Final = bytes((_RECEIPT_ESM_CLASS, 0, 0, 0, 0, 0, 0, 0, 0))
 # What a receipt needs of a submit_sm body (SMPP 3.4 §4.4.1), in one match:
-# service_type, source ton+npi (group 1) and addr (2), dest ton+npi (3) and addr
-# (4), esm_class, protocol_id, priority_flag, schedule_delivery_time,
-# validity_period, registered_delivery (5), replace_if_present, data_coding,
-# sm_default_msg_id, sm_length (6); short_message starts where the match ends.
-_SUBMIT_HEAD: Final = re.compile(rb"[^\0]*\0(..)([^\0]*)\0(..)([^\0]*)\0...[^\0]*\0[^\0]*\0(.)...(.)", re.DOTALL)
+# service_type, source ton+npi+addr+NUL (group 1), dest ton+npi+addr+NUL (2),
+# esm_class, protocol_id, priority_flag, schedule_delivery_time,
+# validity_period, registered_delivery (3), replace_if_present, data_coding,
+# sm_default_msg_id, sm_length (4), then up to 20 octets from short_message (5:
+# the receipt's text:, cut to sm_length).
+_SUBMIT_HEAD: Final = re.compile(
+    rb"[^\0]*\0(..[^\0]*\0)(..[^\0]*\0)...[^\0]*\0[^\0]*\0(.)...(.)(.{0,20})", re.DOTALL
+)
 
 
 class Simulator:
@@ -506,8 +495,8 @@ class SmscProtocol(asyncio.Protocol):
                         )
                         if receipt is not None:
                             if cfg.receipt_before_resp:
-                                receipt.due = 0.0
-                                out.append(self._build_receipt(receipt, date))
+                                self._seq = _write_receipts(out, (receipt,), date, self._seq)
+                                stats.receipts += 1
                             else:
                                 receipts.append(receipt)
                 if delayed:
@@ -516,7 +505,6 @@ class SmscProtocol(asyncio.Protocol):
                     out.append(resp)
                     answered += 1
             elif cid == _DELIVER_SM_RESP:
-                stats.dlr_resps += 1
                 dlr_resps += 1
             else:
                 self._control(bytes(buf[off : off + length]), out)
@@ -538,6 +526,7 @@ class SmscProtocol(asyncio.Protocol):
         if receipts:
             self._accept_receipts(receipts)
         if dlr_resps:
+            stats.dlr_resps += dlr_resps
             self._dlr_in_flight = max(0, self._dlr_in_flight - dlr_resps)
             if self._receipts:  # the receipt window opened again
                 self._schedule_receipts()
@@ -547,27 +536,38 @@ class SmscProtocol(asyncio.Protocol):
     def _parse_for_receipt(
         self, buf: bytearray, pos: int, end: int, mid: bytes, now: float, submit_date: bytes
     ) -> _Receipt | None:
-        """Read only what a receipt needs from a submit_sm body (SMPP 3.4 §4.4.1).
+        """Read only what a receipt needs from a submit_sm body (SMPP 3.4 §4.4.1) and
+        build the receipt but for its done date and sequence number.
 
         A body too short or missing a NUL gets no receipt (its resp is still sent).
         """
         match = _SUBMIT_HEAD.match(buf, pos, end)
         if match is None:
             return None
-        src_ton_npi, source, dst_ton_npi, destination, flags, sm_length = match.groups()
+        source, destination, flags, sm_length, text = match.groups()
         registered_delivery = flags[0] & 0x03
         if not registered_delivery:
             return None
-        start = match.end()
-        text = bytes(buf[start : min(start + min(sm_length[0], 20), end)])
         state = self.sim.pick_state()
         if registered_delivery == 2 and state == "DELIVRD":  # §5.2.17: failure only
             return None
+        if sm_length[0] < len(text):
+            text = text[: sm_length[0]]
+        convert = self.cfg.receipt_id_format
+        if convert and convert != self.cfg.id_format:
+            mid = b"%d" % int(mid, 16) if convert == "dec" else b"%x" % int(mid)
+        counts, stat_err, state_tlv = _STATE_PARTS[state]
+        # short_message, SMPP 3.4 Appendix B; at most 254 octets (the text: part is cut)
+        fixed = 3 + len(mid) + len(counts) + 13 + len(submit_date) + 11 + _DONE_DATE_LEN + len(stat_err)
+        if fixed + len(text) > 254:
+            text = text[: max(0, 254 - fixed)]
+        # the receipt comes from the submit's destination and goes to its source
         head = b"".join(
-            (b"\0", dst_ton_npi, destination, b"\0", src_ton_npi, source, b"\0", _HEAD_TAIL)
+            (b"\0", destination, source, _HEAD_TAIL, bytes((fixed + len(text),)), b"id:", mid, counts,
+             b" submit date:", submit_date, b" done date:")
         )
-        due = now + self.cfg.dlr_delay_ms / 1000.0
-        return _Receipt(due, mid, head, state, submit_date, text)
+        tail = b"".join((stat_err, text, _TLV_HEAD.pack(0x001E, len(mid) + 1), mid, b"\0", state_tlv))
+        return (now + self.cfg.dlr_delay_ms / 1000.0, 16 + len(head) + _DONE_DATE_LEN + len(tail), head, tail)
 
     # -- control PDUs through the shared Session --------------------------
 
@@ -678,7 +678,7 @@ class SmscProtocol(asyncio.Protocol):
     def _schedule_receipts(self) -> None:
         if not self._receipts or self._dlr_soon:
             return
-        due = self._receipts[0].due
+        due = self._receipts[0][0]
         if due <= self._loop.time():
             if self._dlr_timer is not None:
                 self._dlr_timer.cancel()
@@ -698,53 +698,32 @@ class SmscProtocol(asyncio.Protocol):
         queue = self._receipts
         room = self.cfg.dlr_window - self._dlr_in_flight
         now = self._loop.time()
-        out: list[bytes] = []
-        build = self._build_receipt
-        done_date = _date()
-        while queue and room > 0 and queue[0].due <= now:
-            out.append(build(queue.popleft(), done_date))
+        due: list[_Receipt] = []
+        while queue and room > 0 and queue[0][0] <= now:
+            due.append(queue.popleft())
             room -= 1
-        if out:
-            self._dlr_in_flight += len(out)
+        if due:
+            out: list[bytes] = []
+            self._seq = _write_receipts(out, due, _date(), self._seq)
+            self.stats.receipts += len(due)
+            self._dlr_in_flight += len(due)
             transport.write(b"".join(out))
         if queue and room > 0:
             self._schedule_receipts()
 
-    def _build_receipt(self, r: _Receipt, done_date: bytes) -> bytes:
-        """deliver_sm carrying a receipt: text body (SMPP 3.4 Appendix B) plus TLVs."""
-        dlvrd, stat_err, state_tlv = _STATE_PARTS[r.state]
-        mid = r.message_id
-        convert = self.sim.config.receipt_id_format
-        if convert and convert != self.sim.config.id_format:
-            mid = b"%d" % int(mid, 16) if convert == "dec" else b"%x" % int(mid)
-        text = b"".join(
-            (
-                b"id:",
-                mid,
-                b" sub:001 dlvrd:",
-                dlvrd,
-                b" submit date:",
-                r.submit_date,
-                b" done date:",
-                done_date,
-                stat_err,
-                r.text,
-            )
-        )[:254]
-        body = b"".join(
-            (
-                r.head,
-                bytes((len(text),)),  # sm_length
-                text,
-                _TLV_HEAD.pack(0x001E, len(mid) + 1),  # receipted_message_id
-                mid,
-                b"\0",
-                state_tlv,
-            )
-        )
-        seq = self._seq = self._seq + 1 if self._seq < 0x7FFFFFFF else 0x40000000
-        self.stats.receipts += 1
-        return _HEADER_PACK(16 + len(body), _DELIVER_SM, 0, seq) + body
+
+def _write_receipts(out: list[bytes], receipts: Sequence[_Receipt], done_date: bytes, seq: int) -> int:
+    """Append each receipt's deliver_sm to ``out`` (header, body head, done date,
+    body tail: joined once with the whole write); returns the last sequence number
+    used (ours run from 0x40000000, apart from the ESME's)."""
+    append = out.append
+    for _due, length, head, tail in receipts:
+        seq = seq + 1 if seq < 0x7FFFFFFF else 0x40000000
+        append(_HEADER_PACK(length, _DELIVER_SM, 0, seq))
+        append(head)
+        append(done_date)
+        append(tail)
+    return seq
 
 
 _date_cache: list[Any] = [0, b""]
