@@ -1,0 +1,220 @@
+"""Instructions per operation under callgrind: figures that a noisy VM does not move.
+
+On the shared 2-core VM, identical timed runs differ by up to 40 % and a
+timeit of the same function by 2x from one minute to the next, so a change
+worth a few per cent cannot be seen in time. Instructions executed can: run
+twice under valgrind's callgrind, they agree to a fraction of a per cent.
+(They are not time: a cache miss costs no instruction. Use them to compare
+two versions of the same code, and timed runs for the absolute figure.)
+
+    python -m bench.instructions receipts [--script dlr/receipts.lua]
+    python -m bench.instructions scan
+    python -m bench.instructions simulator
+
+``receipts``: instructions Redis executes inside EVALSHA per receipt, for
+batches of 1,000 fast-path receipts applied by ``dlr/receipts.lua`` (the
+embedded Redis's server under callgrind, counting only inside
+``evalShaCommand``). ``scan``: per ``scan_receipt`` of a simulator receipt.
+``simulator``: the simulator's work per message with and without receipts
+(submit_sm in, resp out; the receipt built, written, and its
+deliver_sm_resp read). The Python figures are the difference of two runs of
+different lengths, so start-up cancels out.
+
+Needs valgrind (Debian: ``apt-get install valgrind``); not part of the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parent.parent
+
+_SCAN = """
+import struct
+from connectors.simulator import _HEAD_TAIL
+from dlr.receipt_scan import scan_receipt
+mid = b"1a2b3c4d5e6f"
+text = (b"id:" + mid + b" sub:001 dlvrd:001 submit date:2611281300 done date:2611281300"
+        b" stat:DELIVRD err:000 text:Hello world, this i")
+body = (b"\\0\\x01\\x01447700900123\\0\\x00\\x00SENDGATE\\0" + _HEAD_TAIL + bytes((len(text),)) + text
+        + struct.pack(">HH", 0x1E, len(mid) + 1) + mid + b"\\0" + struct.pack(">HHB", 0x0427, 1, 2))
+assert scan_receipt(body) is not None
+for _ in range(N):
+    scan_receipt(body)
+"""
+
+_SIMULATOR = """
+import asyncio
+from connectors.codec import encode
+from connectors.pdu import SubmitSm
+from connectors.simulator import _DELIVER_SM_RESP, _HEADER_PACK, Simulator, SimulatorConfig, SmscProtocol
+
+class Transport:
+    def write(self, data): pass
+    def get_extra_info(self, name): return None
+    def close(self): pass
+
+async def main():
+    sim = Simulator(SimulatorConfig(dlr=DLR))
+    p = SmscProtocol(sim)
+    p.connection_made(Transport())
+    p._can_submit = True
+    p._is_receiver = True
+    batch = b"".join(
+        encode(SubmitSm(sequence_number=i + 1, source_addr="SENDGATE", destination_addr="447700900%03d" % i,
+                        registered_delivery=int(DLR), short_message=b"Hello world, this is message %d" % i))
+        for i in range(256)
+    )
+    resps = b"".join(_HEADER_PACK(17, _DELIVER_SM_RESP, 0, 0x40000001 + i) + b"\\0" for i in range(256))
+    for _ in range(N):
+        p.data_received(batch)
+        if DLR:
+            p._send_receipts()
+            p.data_received(resps)
+    assert sim.stats.submits == 256 * N and sim.stats.receipts == (256 * N if DLR else 0)
+
+asyncio.run(main())
+"""
+
+
+def _need_valgrind() -> str:
+    found = shutil.which("valgrind")
+    if not found:
+        raise SystemExit("valgrind not found (Debian: apt-get install valgrind)")
+    return found
+
+
+def _total(out: Path) -> int:
+    for line in out.read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise SystemExit(f"no totals in {out}")
+
+
+def python_instructions(snippet: str, small: int, large: int, **names: object) -> float:
+    """Instructions per iteration of ``snippet`` (which loops ``N`` times), from two
+    runs under callgrind with N = small and N = large."""
+    valgrind = _need_valgrind()
+    counts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (small, large):
+            code = "".join(f"{k} = {v!r}\n" for k, v in {"N": n, **names}.items()) + snippet
+            out = Path(tmp) / f"cg.{n}"
+            subprocess.run(
+                [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-c", code],
+                cwd=_ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            counts.append(_total(out))
+    return (counts[1] - counts[0]) / (large - small)
+
+
+def receipts_script_instructions(script: Path, rounds: int = 5, batch: int = 1000) -> float:
+    """Instructions inside EVALSHA per fast-path receipt applied by ``script``."""
+    import redis
+
+    from engine.embedded_redis import redis_server_binary
+
+    valgrind = _need_valgrind()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "cg.redis"
+        server = subprocess.Popen(
+            [valgrind, "--tool=callgrind", "--toggle-collect=evalShaCommand", f"--callgrind-out-file={out}",
+             redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+             "--dir", tmp],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            r = redis.Redis(port=port)
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    r.ping()
+                    break
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            receipts = _apply_rounds(r, r.script_load(script.read_text()), rounds, batch)
+            r.shutdown(nosave=True)
+        except redis.ConnectionError:
+            pass  # the shutdown's connection closes as the server ends
+        finally:
+            server.wait(timeout=120)
+        return _total(out) / receipts
+
+
+def _apply_rounds(r: object, sha: str, rounds: int, batch: int) -> int:
+    """Stage job records and fast-form entries like record.lua's, apply them in
+    batches; returns the receipts applied (all on the fast path)."""
+    prefix, carrier, now = "bx", "c1", "1795000000000"
+    end = 1_900_000_000_000
+    bucket = f"{prefix}:dlr:c:{carrier}:{end}"
+    r.zadd(f"{prefix}:dlr:idx:{carrier}", {str(end): end})  # type: ignore[attr-defined]
+    rng = random.Random(1)
+    n = 0
+
+    def stage(m: int) -> list[bytes]:
+        nonlocal n
+        pipe = r.pipeline(transaction=False)  # type: ignore[attr-defined]
+        entries, ids = {}, []
+        for _ in range(m):
+            n += 1
+            job, mid = f"bench-{n:08d}", f"{0x10000000 + n * 7919:x}"
+            pipe.hset(f"{prefix}:job:{job}", mapping={
+                "carrier": carrier, "parts": "1", "message_ids": mid, "submitted_ms": now, "state": "submitted",
+                "dlr": "1", "retention_until": "1790000000", "to_hash": f"{rng.getrandbits(256):064x}",
+                "src_key": f"{prefix}:jobs", "src_id": f"{now}-{n}", "ref": f"ref-{n}",
+            })
+            pipe.expire(f"{prefix}:job:{job}", 3600)
+            entries[mid] = f"={now}\x1f{mid}\x1fref-{n}\x1f{job}"
+            ids.append(mid.encode())
+        pipe.hset(bucket, mapping=entries)
+        pipe.execute()
+        return ids
+
+    stage(5 * batch)  # entries that stay: the bucket is not empty
+    applied = 0
+    for _ in range(rounds):
+        ids = stage(batch)
+        args = ["apply", prefix, carrier, "1000000", "600000", "1", "", "1", "delivered", "", now, str(len(ids)), *ids]
+        reply = r.evalsha(sha, 2, f"{prefix}:events", f"{prefix}:dlr:due", *args)  # type: ignore[attr-defined]
+        statuses = reply[0].decode()
+        if statuses != "f" * len(ids):
+            raise SystemExit(f"not all on the fast path: {statuses[:40]!r}")
+        applied += len(ids)
+    return applied
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="what", required=True)
+    rs = sub.add_parser("receipts", help="instructions per receipt in dlr/receipts.lua (fast path)")
+    rs.add_argument("--script", type=Path, default=_ROOT / "dlr" / "receipts.lua")
+    rs.add_argument("--rounds", type=int, default=5, help="batches of 1,000 receipts")
+    sub.add_parser("scan", help="instructions per scan_receipt")
+    sub.add_parser("simulator", help="simulator instructions per message, receipts off and on")
+    a = p.parse_args(argv)
+    if a.what == "receipts":
+        print(f"receipts.lua apply: {receipts_script_instructions(a.script, a.rounds):,.0f} instructions per receipt")
+    elif a.what == "scan":
+        print(f"scan_receipt: {python_instructions(_SCAN, 2000, 12000):,.0f} instructions per receipt")
+    else:
+        off = python_instructions(_SIMULATOR, 4, 24, DLR=False) / 256
+        on = python_instructions(_SIMULATOR, 4, 24, DLR=True) / 256
+        print(f"simulator per message: {off:,.0f} instructions without receipts, {on:,.0f} with ({on - off:,.0f} per receipt)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
