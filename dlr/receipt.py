@@ -251,13 +251,9 @@ def parse_receipt(
     elif not stat:
         stat = event.upper()
 
-    err = fields[_ERR]
-    if err and err.strip("0"):
-        error = "err:" + err
-    elif network_error_code:
+    error = _error_field(fields[_ERR])
+    if not error and network_error_code:
         error = _render_network_error(network_error_code)
-    else:
-        error = ""
 
     intermediate = (esm_class & _ESM_TYPE_MASK) == _ESM_INTERMEDIATE or event in INTERMEDIATE_EVENTS
     # Positional, in field order: message_id, stat, event, is_final, error,
@@ -274,6 +270,11 @@ def parse_receipt(
         fields[_DLVRD],
         intermediate,
     )
+
+
+def _error_field(err: str) -> str:
+    """A receipt's error field from its ``err:`` value: none when it is all zeros."""
+    return "err:" + err if err and err.strip("0") else ""
 
 
 def _find_err(body: bytes) -> str:
@@ -314,11 +315,7 @@ def receipt_outcome(
         event = EVENT_BY_MESSAGE_STATE.get(message_state)
         message_id = _clean_id(receipted_message_id)
         if event is not None and message_id and len(message_id) <= _MAX_ID_LEN:
-            error = ""
-            if short_message:
-                err = _find_err(bytes(short_message))
-                if err and err.strip("0"):
-                    error = "err:" + err
+            error = _error_field(_find_err(bytes(short_message))) if short_message else ""
             if not error and network_error_code:
                 error = _render_network_error(network_error_code)
             intermediate = (esm_class & _ESM_TYPE_MASK) == _ESM_INTERMEDIATE or event in INTERMEDIATE_EVENTS

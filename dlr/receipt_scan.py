@@ -50,6 +50,7 @@ from .receipt import (
     _MAX_ID_LEN,
     EVENT_BY_MESSAGE_STATE,
     INTERMEDIATE_EVENTS,
+    _error_field,
     _find_err,
 )
 
@@ -94,11 +95,6 @@ _KIND: Final[dict[bytes, bool]] = {
 # message_state octet -> event; states without an event are absent.
 _EVENT: Final[dict[bytes, str]] = {bytes((state,)): event for state, event in EVENT_BY_MESSAGE_STATE.items()}
 _INTERMEDIATE: Final = INTERMEDIATE_EVENTS
-
-
-def _error_field(err: str) -> str:
-    """The receipt's error field from its ``err:`` value: none for all zeros."""
-    return "err:" + err if err and err.strip("0") else ""
 
 
 def scan_receipt(body: bytes) -> ScannedReceipt | None:
