@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 _ROOT = Path(__file__).resolve().parent.parent
 
@@ -154,19 +155,19 @@ def receipts_script_instructions(script: Path, rounds: int = 5, batch: int = 100
         return _total(out) / receipts
 
 
-def _apply_rounds(r: object, sha: str, rounds: int, batch: int) -> int:
+def _apply_rounds(r: Any, sha: str, rounds: int, batch: int) -> int:
     """Stage job records and fast-form entries like record.lua's, apply them in
     batches; returns the receipts applied (all on the fast path)."""
     prefix, carrier, now = "bx", "c1", "1795000000000"
     end = 1_900_000_000_000
     bucket = f"{prefix}:dlr:c:{carrier}:{end}"
-    r.zadd(f"{prefix}:dlr:idx:{carrier}", {str(end): end})  # type: ignore[attr-defined]
+    r.zadd(f"{prefix}:dlr:idx:{carrier}", {str(end): end})
     rng = random.Random(1)
     n = 0
 
     def stage(m: int) -> list[bytes]:
         nonlocal n
-        pipe = r.pipeline(transaction=False)  # type: ignore[attr-defined]
+        pipe = r.pipeline(transaction=False)
         entries, ids = {}, []
         for _ in range(m):
             n += 1
@@ -188,7 +189,7 @@ def _apply_rounds(r: object, sha: str, rounds: int, batch: int) -> int:
     for _ in range(rounds):
         ids = stage(batch)
         args = ["apply", prefix, carrier, "1000000", "600000", "1", "", "1", "delivered", "", now, str(len(ids)), *ids]
-        reply = r.evalsha(sha, 2, f"{prefix}:events", f"{prefix}:dlr:due", *args)  # type: ignore[attr-defined]
+        reply = r.evalsha(sha, 2, f"{prefix}:events", f"{prefix}:dlr:due", *args)
         statuses = reply[0].decode()
         if statuses != "f" * len(ids):
             raise SystemExit(f"not all on the fast path: {statuses[:40]!r}")
