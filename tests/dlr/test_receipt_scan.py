@@ -223,7 +223,6 @@ def test_generated_bodies_do_get_claimed() -> None:
     assert claimed == 18
 
 
-
 # -- the Appendix B line read by one expression (_CANONICAL) -------------------
 # Each part of the line either canonical or a near miss that must not change the
 # answer: ids with colons or "text:"/"err:" in them, odd counts and dates, other
