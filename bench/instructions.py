@@ -7,12 +7,12 @@ twice under valgrind's callgrind, they agree to a fraction of a per cent.
 (They are not time: a cache miss costs no instruction. Use them to compare
 two versions of the same code, and timed runs for the absolute figure.)
 
-    python -m bench.instructions receipts [--script dlr/receipts.lua]
+    python -m bench.instructions receipts [--script dlr/correlate.lua]
     python -m bench.instructions scan
     python -m bench.instructions simulator
 
 ``receipts``: instructions Redis executes inside EVALSHA per receipt, for
-batches of 1,000 fast-path receipts applied by ``dlr/receipts.lua`` (the
+batches of 1,000 fast-path receipts applied by ``dlr/correlate.lua`` (the
 embedded Redis's server under callgrind, counting only inside
 ``evalShaCommand``). ``scan``: per ``scan_receipt`` of a simulator receipt.
 ``simulator``: the simulator's work per message with and without receipts
@@ -200,14 +200,14 @@ def _apply_rounds(r: Any, sha: str, rounds: int, batch: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="what", required=True)
-    rs = sub.add_parser("receipts", help="instructions per receipt in dlr/receipts.lua (fast path)")
-    rs.add_argument("--script", type=Path, default=_ROOT / "dlr" / "receipts.lua")
+    rs = sub.add_parser("receipts", help="instructions per receipt in dlr/correlate.lua (fast path)")
+    rs.add_argument("--script", type=Path, default=_ROOT / "dlr" / "correlate.lua")
     rs.add_argument("--rounds", type=int, default=5, help="batches of 1,000 receipts")
     sub.add_parser("scan", help="instructions per scan_receipt")
     sub.add_parser("simulator", help="simulator instructions per message, receipts off and on")
     a = p.parse_args(argv)
     if a.what == "receipts":
-        print(f"receipts.lua apply: {receipts_script_instructions(a.script, a.rounds):,.0f} instructions per receipt")
+        print(f"correlate.lua apply: {receipts_script_instructions(a.script, a.rounds):,.0f} instructions per receipt")
     elif a.what == "scan":
         print(f"scan_receipt: {python_instructions(_SCAN, 2000, 12000):,.0f} instructions per receipt")
     else:

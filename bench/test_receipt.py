@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from dlr.ids import normalize_id
-from dlr.receipt import parse_receipt
+from dlr.receipt_parse import parse_receipt
 from dlr.store import ReceiptRecord, ReceiptStore, put_correlation
 
 BODY = (
@@ -131,7 +131,7 @@ def test_receipt_from_body_general_path(benchmark: Any) -> None:
     engine does with a deliver_sm its session does not claim."""
     from connectors.codec import decode_body
     from dlr.ids import normalize_receipt_id
-    from dlr.receipt import receipt_outcome
+    from dlr.receipt_parse import receipt_outcome
 
     body = _deliver_sm_body(b"00A1B2C3D4")
 

@@ -25,7 +25,7 @@ When only the last parts asked for a receipt (job field ``expect`` < ``parts``,
 see ``dlr/store.py``), "every part" means every part that asked: only those
 are aggregated and listed.
 
-The same rule is written in Lua in ``dlr/receipts.lua`` (function
+The same rule is written in Lua in ``dlr/correlate.lua`` (function
 ``aggregate``); ``tests/dlr/test_aggregate.py`` checks the two agree.
 """
 

@@ -5,7 +5,7 @@ Why this exists
 Receipts arrive at the rate messages are sent. On the general path each one
 is decoded into a ``DeliverSm`` (22 fields), travels as a session event
 through the bind, the pool and the engine to the receipt sink, and is parsed
-there (:func:`dlr.receipt.receipt_outcome`) and its id normalised
+there (:func:`dlr.receipt_parse.receipt_outcome`) and its id normalised
 (:func:`dlr.ids.normalize_receipt_id`). Most of that cost is Python calls
 and objects, not reading bytes.
 
@@ -33,7 +33,7 @@ The ``err:`` field: a short_message that is exactly the Appendix B line
 dates, a 7-letter state) up to ``text:`` has it read by one anchored
 expression (``_CANONICAL``), which cannot disagree with the general rule
 there: no other ``err:`` or ``text:`` can occur before it. Any other text
-is searched by :func:`dlr.receipt._find_err`, the general path's own
+is searched by :func:`dlr.receipt_parse._find_err`, the general path's own
 function.
 """
 
@@ -43,7 +43,7 @@ import re
 from typing import Final
 
 from .ids import _HEX_DIGITS
-from .receipt import (
+from .receipt_parse import (
     _ESM_DELIVERY_RECEIPT,
     _ESM_INTERMEDIATE,
     _ESM_TYPE_MASK,

@@ -4,7 +4,7 @@ Why one Lua script per batch
 ----------------------------
 Every receipt needs a lookup (carrier message id → job), a write on the job
 record, maybe an event, and a delete. Done as separate redis-py commands that
-is ~12 µs of Python per command; done inside ``dlr/receipts.lua`` it is one
+is ~12 µs of Python per command; done inside ``dlr/correlate.lua`` it is one
 EVALSHA per batch (DESIGN.md, "where the time goes"), and the read-modify-write
 of a multipart job is atomic, so two receipts of one job racing on two engine
 processes still yield exactly one final event.
@@ -116,7 +116,7 @@ Keys this module writes besides the job record and ``P:events``:
   arguments). The same call sent again, as after a reply lost with its
   connection, gets that reply back instead of "duplicate" for every receipt,
   so the caller still forwards those events: webhooks are at least once. The
-  engine resends a failed batch unchanged (``engine/receipts.py``) for this.
+  engine resends a failed batch unchanged (``engine/receipt_sink.py``) for this.
   A call without such events keeps nothing; sent again, it counts its
   receipts as duplicates (their events are in ``P:events`` already).
 
@@ -150,7 +150,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from dlr.aggregate import SEVERITY
 from dlr.ids import normalize_id
-from dlr.receipt import Receipt, _scan_body
+from dlr.receipt_parse import Receipt, _scan_body
 
 __all__ = [
     "BUCKETS_PER_WAIT",
@@ -165,7 +165,7 @@ __all__ = [
     "put_correlation",
 ]
 
-_SCRIPT_SOURCE = (Path(__file__).parent / "receipts.lua").read_text(encoding="utf-8")
+_SCRIPT_SOURCE = (Path(__file__).parent / "correlate.lua").read_text(encoding="utf-8")
 _SCRIPT_SHA = hashlib.sha1(_SCRIPT_SOURCE.encode("utf-8")).hexdigest()
 _SCRIPT_SHA_B = _SCRIPT_SHA.encode()
 
@@ -415,7 +415,7 @@ class ReceiptStore:
         """
         resp = [b"$%d\r\n%b\r\n" % (len(p), p) for p in (v.encode() if isinstance(v, str) else b"%d" % v for v in head)]
         body = b"".join([b"$%d\r\n%b\r\n" % (len(p), p) for p in tail])
-        # The call's token (receipts.lua "memo"): the same batch sent again, as after
+        # The call's token (correlate.lua "memo"): the same batch sent again, as after
         # a lost reply, has the same token and gets the first reply back.
         token = hashlib.sha1(b"".join(resp) + body).hexdigest()
         pool = getattr(self._redis, "connection_pool", None)

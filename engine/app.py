@@ -29,8 +29,8 @@ from engine.embedded_redis import EmbeddedRedis
 from engine.keys import Keys
 from engine.metrics import Metrics
 from engine.pipeline import Pipeline
-from engine.receipts import ReceiptSink
-from engine.retention import trim_streams
+from engine.receipt_sink import ReceiptSink
+from engine.stream_trim import trim_streams
 from privacy_hooks import AuditLog
 from throttling import GlobalTokenBucket
 

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from engine.config import Settings
 from engine.keys import Keys
-from engine.retention import trim_streams
+from engine.stream_trim import trim_streams
 from privacy_hooks import (
     AuditLog,
     RetentionPolicy,

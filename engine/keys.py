@@ -8,7 +8,7 @@ and the per-batch scripts may touch them together.
 
 The per-job keys (``P:job:<id>``, ``P:idem:<id>``, ``P:dlr:c:<carrier>:<end_ms>``,
 ``P:subject:<hash>``) are built inside the scripts from the prefix
-(engine/*.lua, dlr/receipts.lua); docs/INTERNALS.md lists them all.
+(engine/*.lua, dlr/correlate.lua); docs/INTERNALS.md lists them all.
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ STRIPPED_FIELDS: tuple[str, ...] = (
 # found by probing the carrier's buckets. ARGV[1] = bucket key prefix
 # ("P:dlr:c:<carrier>:"), ARGV[2] = "delete" (drop the entries) or "hide": a
 # single-part entry carries the job's ref for the receipt's event
-# (dlr/receipts.lua fast path), "=<submitted>US<message_ids>US<ref>US<job id>",
+# (dlr/correlate.lua fast path), "=<submitted>US<message_ids>US<ref>US<job id>",
 # and becomes the general form "1:<submitted>:<job id>", so the receipt reads
 # the hidden record instead. ARGV[3..] = the normalised ids.
 _ERASE_ENTRIES = r"""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dlr.receipt import ReceiptParseError, parse_receipt, receipt_outcome
+from dlr.receipt_parse import ReceiptParseError, parse_receipt, receipt_outcome
 
 _WORDS = st.sampled_from(
     ["id:1a2b", "sub:001", "dlvrd:001", "submit", "date:2611281200", "done", "stat:DELIVRD", "stat:UNDELIV",

@@ -22,7 +22,7 @@ from connectors.errors import LocalProtocolError, RemoteProtocolError
 from connectors.pdu import DeliverSm
 from connectors.simulator import RECEIPT_STATES
 from dlr.ids import normalize_receipt_id
-from dlr.receipt import ReceiptParseError, is_receipt, receipt_outcome
+from dlr.receipt_parse import ReceiptParseError, is_receipt, receipt_outcome
 from dlr.receipt_scan import scan_receipt
 
 _TEXT = (

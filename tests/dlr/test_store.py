@@ -10,7 +10,7 @@ import pytest
 
 from dlr.aggregate import aggregate
 from dlr.ids import normalize_id
-from dlr.receipt import parse_receipt
+from dlr.receipt_parse import parse_receipt
 from dlr.store import (
     ReceiptRecord,
     ReceiptStore,

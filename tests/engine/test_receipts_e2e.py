@@ -16,7 +16,7 @@ from connectors.pdu import DataSm, DeliverSm
 from connectors.simulator import SimulatorConfig
 from engine.config import settings_from_mapping
 from engine.metrics import Metrics
-from engine.receipts import ReceiptSink, webhook_secret
+from engine.receipt_sink import ReceiptSink, webhook_secret
 from tests.correlation import put_entry
 from tests.engine.harness import delete_prefix, push, running, wait_events
 

@@ -53,7 +53,7 @@ async def test_record_twice_writes_one_event_and_acks(redis_client: Any, key_pre
             await record(redis_client, keys, ["g", key_prefix, payload, 1000, 1000])
         events = await redis_client.xrange(f"{key_prefix}:events")
         assert [f[b"event"] for _i, f in events] == [b"submitted"]
-        # single part without callback: the receipt's fast-path entry (dlr/receipts.lua)
+        # single part without callback: the receipt's fast-path entry (dlr/correlate.lua)
         # in the bucket the payload named (its end 9), with the expiry given, listed twice
         assert await redis_client.hgetall(f"{key_prefix}:dlr:c:sim:9") == {b"ab": b"=1000\x1fab\x1fr\x1fj0"}
         assert 50_000 < await redis_client.pttl(f"{key_prefix}:dlr:c:sim:9") <= 60_000

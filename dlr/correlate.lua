@@ -1,4 +1,4 @@
--- dlr/receipts.lua: receipt correlation, multipart aggregation and DLR expiry,
+-- dlr/correlate.lua: receipt correlation, multipart aggregation and DLR expiry,
 -- one script call per batch (see dlr/store.py for the why and the contract).
 --
 -- Layout (dlr/store.py has the whole contract):
@@ -620,4 +620,4 @@ if mode == 'expire' then
     return out
 end
 
-return redis.error_reply('receipts.lua: unknown mode')
+return redis.error_reply('correlate.lua: unknown mode')

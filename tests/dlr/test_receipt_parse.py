@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dlr.receipt import Receipt, ReceiptParseError, is_receipt, parse_receipt
+from dlr.receipt_parse import Receipt, ReceiptParseError, is_receipt, parse_receipt
 
 TYPICAL = (
     b"id:1234567890 sub:001 dlvrd:001 submit date:2311011200 done date:2311011201 "

@@ -38,7 +38,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from connectors.pdu import DataSm, DeliverSm
 from dlr.ids import normalize_receipt_id
-from dlr.receipt import ReceiptParseError, is_receipt, receipt_outcome
+from dlr.receipt_parse import ReceiptParseError, is_receipt, receipt_outcome
 from dlr.receipt_scan import ScannedReceipt
 from dlr.store import BatchResult, JobEvent, ReceiptRecord, ReceiptStore, UnmatchedBuffer
 from dlr.webhook import WebhookForwarder
