@@ -67,6 +67,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.keys import Keys
+
 __all__ = [
     "FINAL_EVENTS",
     "BenchOptions",
@@ -514,13 +516,19 @@ _SLOW_US = 500  # slowlog threshold while the bench owns the Redis
 
 
 def _script_names() -> dict[str, str]:
-    """SHA1 → name of the Lua scripts in the repository (what EVALSHA calls)."""
+    """SHA1 → name of the Lua scripts in the repository (what EVALSHA calls: each
+    file as its loader sends it, with the generated header)."""
     import hashlib
 
+    from dlr.store import script_source
+    from engine.scripts import Script
+
     names: dict[str, str] = {}
-    for pkg in ("engine", "dlr", "throttling", "privacy_hooks"):
-        for path in sorted((_REPO_ROOT / pkg).glob("*.lua")):
-            names[hashlib.sha1(path.read_bytes()).hexdigest()] = f"{pkg}/{path.name}"
+    for path in sorted((_REPO_ROOT / "engine").glob("*.lua")):
+        names[Script(path.stem).sha] = f"engine/{path.name}"
+    for path in sorted((_REPO_ROOT / "dlr").glob("*.lua")):
+        source = script_source(path.read_text(encoding="utf-8"))
+        names[hashlib.sha1(source.encode()).hexdigest()] = f"dlr/{path.name}"
     return names
 
 
@@ -556,16 +564,18 @@ def slow_calls(entries: list[dict[str, Any]], since_ts: int) -> list[dict[str, A
 # idempotency mark, the job record and the subject index (keys with a TTL), so
 # the run meets a keyspace of a Redis that holds earlier traffic.
 _PREFILL_LUA = """
-local prefix, run, first, count, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+-- ARGV: run, first, count, ttl, then from engine/keys.py: P:job:, P:idem:, P:subject:, P:jobs
+local run, first, count, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local job_prefix, idem_prefix, subject_prefix, jobs = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 for i = first, first + count - 1 do
   local id = run .. '-pf' .. i
-  local job = prefix .. ':job:' .. id
-  redis.call('SET', prefix .. ':idem:' .. id, 'done', 'EX', ttl)
+  local job = job_prefix .. id
+  redis.call('SET', idem_prefix .. id, 'done', 'EX', ttl)
   redis.call('HSET', job, 'carrier', 'sim0', 'parts', '1', 'message_ids', string.format('%x', i),
     'submitted_ms', '1700000000000', 'state', 'delivered', 'dlr', '1', 'retention_until', '1900000000',
-    'to_hash', string.format('%032x', i), 'src_key', prefix .. ':jobs', 'src_id', '1-' .. i, 'e:1', '')
+    'to_hash', string.format('%032x', i), 'src_key', jobs, 'src_id', '1-' .. i, 'e:1', '')
   redis.call('EXPIRE', job, ttl)
-  local subject = prefix .. ':subject:' .. string.format('%032x', i)
+  local subject = subject_prefix .. string.format('%032x', i)
   redis.call('SADD', subject, id)
   redis.call('EXPIRE', subject, ttl)
 end
@@ -574,9 +584,13 @@ return count
 
 
 async def _prefill(redis: Any, prefix: str, run: str, count: int) -> None:
+    k = Keys(prefix)
     chunk = 5000
     for first in range(0, count, chunk):
-        await redis.eval(_PREFILL_LUA, 0, prefix, run, first, min(chunk, count - first), 86_400)
+        await redis.eval(
+            _PREFILL_LUA, 0, run, first, min(chunk, count - first), 86_400,
+            k.job_prefix, k.idem_prefix, k.subject_prefix, k.jobs,
+        )
 
 
 async def run_bench(
@@ -587,7 +601,8 @@ async def run_bench(
 
     run = f"b{uuid.uuid4().hex[:8]}"
     prefix = f"sgbench-{run}"
-    jobs_key, events_key, dead_key = f"{prefix}:jobs", f"{prefix}:events", f"{prefix}:dead"
+    keys = Keys(prefix)
+    jobs_key, events_key, dead_key = keys.jobs, keys.events, keys.dead
     redis: Any = Redis.from_url(redis_url)  # replies are bytes; Any keeps the parsing code plain
     children = Children()
     tracker = Tracker(o.jobs)
@@ -750,8 +765,8 @@ async def run_bench(
             producer.cancel()
 
         dead_ids = await _dead_letter_ids(redis, dead_key, run_prefix, o.jobs)
-        unmatched = int(await redis.xlen(f"{prefix}:dlr:unmatched"))
-        invalid = int(await redis.xlen(f"{prefix}:dlr:invalid"))
+        unmatched = int(await redis.xlen(keys.dlr_unmatched))
+        invalid = int(await redis.xlen(keys.dlr_invalid))
         result = _summarise(
             o, tracker, dead_ids, t0_ms, end_wall_ms, cpu0, cpu1, rss, stats0, stats1, throttles,
         )
@@ -792,9 +807,9 @@ async def run_bench(
         if result:  # the simulator's own counters, written as it exits
             result["simulator"] = _simulator_stats(workdir / "simulator.log")
         with contextlib.suppress(Exception):
-            keys = [k async for k in redis.scan_iter(match=f"{prefix}:*", count=5000)]
-            for i in range(0, len(keys), 1000):
-                await redis.delete(*keys[i : i + 1000])
+            written = [k async for k in redis.scan_iter(match=f"{prefix}:*", count=5000)]
+            for i in range(0, len(written), 1000):
+                await redis.delete(*written[i : i + 1000])
         with contextlib.suppress(Exception):
             await redis.aclose()
         if sim_err is not None:

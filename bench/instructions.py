@@ -12,7 +12,8 @@ two versions of the same code, and timed runs for the absolute figure.)
     python -m bench.instructions simulator
 
 ``receipts``: instructions Redis executes inside EVALSHA per receipt, for
-batches of 1,000 fast-path receipts applied by ``dlr/correlate.lua`` (the
+batches of 1,000 fast-path receipts applied by ``dlr/correlate.lua`` (with the
+header its loader generates, ``dlr.store.script_source``; the
 embedded Redis's server under callgrind, counting only inside
 ``evalShaCommand``). ``scan``: per ``scan_receipt`` of a simulator receipt.
 ``simulator``: the simulator's work per message with and without receipts
@@ -121,6 +122,7 @@ def receipts_script_instructions(script: Path, rounds: int = 5, batch: int = 100
     """Instructions inside EVALSHA per fast-path receipt applied by ``script``."""
     import redis
 
+    from dlr.store import script_source
     from engine.embedded_redis import redis_server_binary
 
     valgrind = _need_valgrind()
@@ -146,7 +148,8 @@ def receipts_script_instructions(script: Path, rounds: int = 5, batch: int = 100
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.1)
-            receipts = _apply_rounds(r, r.script_load(script.read_text()), rounds, batch)
+            source = script_source(script.read_text(encoding="utf-8"))  # with the generated header
+            receipts = _apply_rounds(r, r.script_load(source), rounds, batch)
             r.shutdown(nosave=True)
         except redis.ConnectionError:
             pass  # the shutdown's connection closes as the server ends
@@ -158,10 +161,14 @@ def receipts_script_instructions(script: Path, rounds: int = 5, batch: int = 100
 def _apply_rounds(r: Any, sha: str, rounds: int, batch: int) -> int:
     """Stage job records and fast-form entries like record.lua's, apply them in
     batches; returns the receipts applied (all on the fast path)."""
-    prefix, carrier, now = "bx", "c1", "1795000000000"
+    from dlr.store import APPLY_ARGS, GROUP, ReceiptStore
+    from engine.keys import Keys
+
+    keys, carrier, now = Keys("bx"), "c1", "1795000000000"
+    store = ReceiptStore(None, keys)
     end = 1_900_000_000_000
-    bucket = f"{prefix}:dlr:c:{carrier}:{end}"
-    r.zadd(f"{prefix}:dlr:idx:{carrier}", {str(end): end})
+    bucket = keys.correlation_bucket(carrier, end)
+    r.zadd(keys.correlation_index(carrier), {str(end): end})
     rng = random.Random(1)
     n = 0
 
@@ -172,12 +179,12 @@ def _apply_rounds(r: Any, sha: str, rounds: int, batch: int) -> int:
         for _ in range(m):
             n += 1
             job, mid = f"bench-{n:08d}", f"{0x10000000 + n * 7919:x}"
-            pipe.hset(f"{prefix}:job:{job}", mapping={
+            pipe.hset(keys.job(job), mapping={
                 "carrier": carrier, "parts": "1", "message_ids": mid, "submitted_ms": now, "state": "submitted",
                 "dlr": "1", "retention_until": "1790000000", "to_hash": f"{rng.getrandbits(256):064x}",
-                "src_key": f"{prefix}:jobs", "src_id": f"{now}-{n}", "ref": f"ref-{n}",
+                "src_key": keys.jobs, "src_id": f"{now}-{n}", "ref": f"ref-{n}",
             })
-            pipe.expire(f"{prefix}:job:{job}", 3600)
+            pipe.expire(keys.job(job), 3600)
             entries[mid] = f"={now}\x1f{mid}\x1fref-{n}\x1f{job}"
             ids.append(mid.encode())
         pipe.hset(bucket, mapping=entries)
@@ -188,8 +195,11 @@ def _apply_rounds(r: Any, sha: str, rounds: int, batch: int) -> int:
     applied = 0
     for _ in range(rounds):
         ids = stage(batch)
-        args = ["apply", prefix, carrier, "1000000", "600000", "1", "", "1", "delivered", "", now, str(len(ids)), *ids]
-        reply = r.evalsha(sha, 2, f"{prefix}:events", f"{prefix}:dlr:due", *args)
+        args = store._args("apply") + APPLY_ARGS.build(
+            carrier=carrier, maxlen="1000000", window="600000", groups="1", token="",
+            rest=GROUP.build(final="1", event="delivered", error="", ts=now, count=str(len(ids)), ids=ids),
+        )
+        reply = r.evalsha(sha, len(store._script_keys), *store._script_keys, *args)
         statuses = reply[0].decode()
         if statuses != "f" * len(ids):
             raise SystemExit(f"not all on the fast path: {statuses[:40]!r}")

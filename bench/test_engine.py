@@ -6,11 +6,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
-
 from engine.config import settings_from_mapping
 from engine.job import parse_job
 from engine.router import Router
+from engine.scripts import RecordBatch, RecordJob, RecordWait, payload_json
 from engine.segmenter import segment
 from engine.submit import SubmitBuilder
 
@@ -46,13 +45,20 @@ def test_build_submit_sm(benchmark: Any) -> None:
 
 
 def test_record_payload_of_500_jobs(benchmark: Any) -> None:
-    """The JSON the record script receives per batch (per job: divide by 500)."""
-    rows = [
-        [f"job-{i}", "submitted", "sim", 1, "1a2b3c", "", "", "", "", "1", "0" * 32, [["1a2b3c", 1]], 1, "", "1-1"]
-        for i in range(500)
-    ]
+    """The JSON the record script receives per batch, its per-job entries built by
+    name as the pipeline does (engine/scripts.py; per job: divide by 500)."""
+    ids = [f"job-{i}" for i in range(500)]
 
     def build() -> bytes:
-        return orjson.dumps({"t": [1, 2], "w": {"sim": [3, "4"]}, "j": rows, "a": ["1-1"] * 500})
+        jobs = [
+            RecordJob(
+                job_id=job_id, event="submitted", carrier="sim", parts=1, message_ids="1a2b3c", error="", ref="",
+                client="", callback="", dlr="1", to_hash="0" * 32, corr=[["1a2b3c", 1]], expect=1, dlr_ids="",
+                entry_id="1-1",
+            )
+            for job_id in ids
+        ]
+        waits = {"sim": RecordWait(end_ms="3", expire_at_ms="4")}
+        return payload_json(RecordBatch(retention_until=1, job_ttl=2, waits=waits, jobs=jobs, acks=["1-1"] * 500))
 
     assert benchmark(build).startswith(b"{")

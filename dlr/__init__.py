@@ -2,7 +2,8 @@
 
 Pure parts (``receipt_parse``, ``receipt_scan``, ``ids``, ``aggregate``) do no I/O; ``store`` talks to
 Redis through one Lua script (``correlate.lua``) per batch; ``webhook`` forwards
-status events to client callbacks. Nothing here imports ``engine``.
+status events to client callbacks. Of ``engine``, only ``engine.keys`` (the key
+names) is imported.
 """
 
 from dlr.aggregate import SEVERITY, aggregate, aggregate_error

@@ -21,16 +21,25 @@
 --                                    resend a deliver_sm whose resp they missed)
 --   P:events                         stream of status events
 --
--- KEYS[1] = P:events, KEYS[2] = P:dlr:due (declared so Cluster routes the call;
--- every key built below shares P's hash tag, so it lives in the same slot).
+-- Positions are named: the loader (dlr/store.py) prepends the generated header
+-- (LAYOUT_VERSION, K_*, A_*, AP_*, EX_*, G_*) from KEYS_, ARGS, APPLY_ARGS,
+-- EXPIRE_ARGS and GROUP in dlr/store.py. This script spells no key name: it
+-- gets full keys in KEYS and what the others start with in ARGV (engine/keys.py).
 --
--- ARGV[1] = "apply":  ARGV[2] prefix, ARGV[3] carrier, ARGV[4] stream maxlen (0 = none),
---           ARGV[5] duplicate window ms (0 = none), ARGV[6] group count g,
---           ARGV[7] call token ('' = none: the reply of a call with callback events is
+-- KEYS[K_EVENTS] = P:events, KEYS[K_DUE] = P:dlr:due (declared so Cluster routes the
+-- call; every key built below shares P's hash tag, so it lives in the same slot).
+--
+-- Both modes: ARGV[A_MODE] "apply" or "expire", ARGV[A_LAYOUT] LAYOUT_VERSION of the
+--   caller (a mismatch is refused), then what keys start with: ARGV[A_JOB_PREFIX]
+--   "P:job:", A_BUCKET_PREFIX "P:dlr:c:", A_INDEX_PREFIX "P:dlr:idx:", A_DUP_PREFIX
+--   "P:dlr:dup:", A_CALL_PREFIX "P:dlr:call:".
+-- "apply":  ARGV[AP_CARRIER] carrier, AP_MAXLEN stream maxlen (0 = none),
+--           AP_WINDOW duplicate window ms (0 = none), AP_GROUPS group count g,
+--           AP_TOKEN call token ('' = none: the reply of a call with callback events is
 --           kept 2 min under P:dlr:call:<token> and returned as is to a repeated call),
---           then per group (receipts sharing final flag, event, error and ts_ms, the
---           time they were received): final ("1"/"0"), event, error, ts_ms, count m,
---           then m normalised ids.
+--           then from AP_REST per group (receipts sharing final flag, event, error and
+--           ts_ms, the time they were received), at offsets G_*: final ("1"/"0"), event,
+--           error, ts_ms, count m, then m normalised ids.
 --   returns { statuses, fast, event... } where statuses holds one letter per receipt,
 --   in argument order:
 --     a applied, f applied on the fast path (its job's final event is in `fast`),
@@ -44,8 +53,8 @@
 --   other event is { kind ("f" final / "i" intermediate), callback, submitted_ms,
 --   field, value, ... } with the exact fields written to P:events (or only id, event
 --   and carrier when the job has no callback).
--- ARGV[1] = "expire": ARGV[2] prefix, ARGV[3] now_ms, ARGV[4] stream maxlen, ARGV[5] limit
---           (entries per call), ARGV[6] duplicate window ms (the spans past it are
+-- "expire": ARGV[EX_NOW] now_ms, EX_MAXLEN stream maxlen, EX_LIMIT limit
+--           (entries per call), EX_WINDOW duplicate window ms (the spans past it are
 --           UNLINKed here: freed off the main thread, before their TTL would free them)
 --   returns { more ("1": due buckets are left, call again; "0": none), event... } (final
 --   events only).
@@ -287,32 +296,37 @@ local function dup_span(window)
     return math.max(1, math.ceil(window / 10)), tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function dup_key(prefix, n)
-    return prefix .. ':dlr:dup:' .. string.format('%d', n)
+local function dup_key(dup_prefix, n)
+    return dup_prefix .. string.format('%d', n)
 end
 
 -- Locals for the globals the loops below read per receipt (a global is a table lookup).
 local ARGV, redis = ARGV, redis
-local events, due = KEYS[1], KEYS[2]
-local mode = ARGV[1]
-local prefix = ARGV[2]
+if ARGV[A_LAYOUT] ~= LAYOUT_VERSION then
+    return redis.error_reply('correlate.lua: argument layout ' .. tostring(ARGV[A_LAYOUT]) .. ', this script reads '
+        .. LAYOUT_VERSION .. ' (caller and script from different versions)')
+end
+local events, due = KEYS[K_EVENTS], KEYS[K_DUE]
+local mode = ARGV[A_MODE]
+local job_prefix, buckets_prefix, index_prefix = ARGV[A_JOB_PREFIX], ARGV[A_BUCKET_PREFIX], ARGV[A_INDEX_PREFIX]
+local dup_prefix = ARGV[A_DUP_PREFIX]
 local out = {'', {}}
 
 if mode == 'apply' then
-    local carrier = ARGV[3]
-    local maxlen = tonumber(ARGV[4]) > 0 and ARGV[4] or nil
-    local window = tonumber(ARGV[5])  -- duplicate window (ms; 0 = none)
-    local groups = tonumber(ARGV[6])
+    local carrier = ARGV[AP_CARRIER]
+    local maxlen = tonumber(ARGV[AP_MAXLEN]) > 0 and ARGV[AP_MAXLEN] or nil
+    local window = tonumber(ARGV[AP_WINDOW])  -- duplicate window (ms; 0 = none)
+    local groups = tonumber(ARGV[AP_GROUPS])
     -- memo: a call repeated after its reply was lost (same token) gets the first
     -- reply again, so the events it published still reach their webhooks.
-    local memo = ARGV[7] ~= '' and (prefix .. ':dlr:call:' .. ARGV[7]) or nil
+    local memo = ARGV[AP_TOKEN] ~= '' and (ARGV[A_CALL_PREFIX] .. ARGV[AP_TOKEN]) or nil
     if memo then
         local kept = redis.call('GET', memo)
         if kept then
             return unpack_reply(kept)
         end
     end
-    local bucket_prefix = prefix .. ':dlr:c:' .. carrier .. ':'
+    local bucket_prefix = buckets_prefix .. carrier .. ':'
     local token_prefix = carrier .. '\31'  -- a duplicate span's member: carrier US id
     -- Hot loop: locals for library functions, counters instead of '#' (a search in Lua 5.1).
     local sub, byte, call = string.sub, string.byte, redis.call
@@ -342,7 +356,7 @@ if mode == 'apply' then
     -- recent), so a batch costs one HMGET, whose reply serves as vals as it is.
     local function lookup(id0, m)
         if not buckets then
-            buckets = call('ZREVRANGE', prefix .. ':dlr:idx:' .. carrier, 0, -1)
+            buckets = call('ZREVRANGE', index_prefix .. carrier, 0, -1)
             nb = #buckets
             for b = 1, nb do
                 buckets[b] = bucket_prefix .. buckets[b]
@@ -391,11 +405,11 @@ if mode == 'apply' then
         end
         return vals, at
     end
-    local pos = 8
+    local pos = AP_REST
     for _ = 1, groups do
-        local final, event, err, ts = ARGV[pos] == '1', ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 3]
-        local m = tonumber(ARGV[pos + 4])
-        local id0 = pos + 4
+        local final, event, err, ts = ARGV[pos + G_FINAL] == '1', ARGV[pos + G_EVENT], ARGV[pos + G_ERROR], ARGV[pos + G_TS]
+        local m = tonumber(ARGV[pos + G_COUNT])
+        local id0 = pos + G_IDS - 1  -- the ids are ARGV[id0 + 1 .. id0 + m]
         pos = id0 + m + 1
         local vals, at = lookup(id0, m)
         -- the final state of a single part is the receipt's own (unknown if not a final one)
@@ -416,7 +430,7 @@ if mode == 'apply' then
                     status = 'x'
                 else
                     local job_id = sub(v, s3 + 1)
-                    local jk = prefix .. ':job:' .. job_id
+                    local jk = job_prefix .. job_id
                     -- 'state' is in every live record: a new 'state' means there was no
                     -- record. 'e:1' is written only when there is an error (absent reads
                     -- as none). Per-part fields ('s:1', 'done') serve multipart aggregation
@@ -450,7 +464,7 @@ if mode == 'apply' then
                 if not job_id then
                     status = 'x'
                 else
-                    local jk = prefix .. ':job:' .. job_id
+                    local jk = job_prefix .. job_id
                     -- 1 parts, 2 done, 3 s:<part>, 4 state, 5 expect, 6.. INFO_FIELDS
                     local head = redis.call('HMGET', jk, 'parts', 'done', 's:' .. part, 'state', 'expect',
                                             unpack(INFO_FIELDS))
@@ -503,7 +517,7 @@ if mode == 'apply' then
             if nm == 0 then
                 break
             end
-            local seen = redis.call('SMISMEMBER', dup_key(prefix, n), unpack(miss_key, 1, nm))
+            local seen = redis.call('SMISMEMBER', dup_key(dup_prefix, n), unpack(miss_key, 1, nm))
             local kept = 0
             for j = 1, nm do
                 if seen[j] == 1 then
@@ -516,7 +530,7 @@ if mode == 'apply' then
             nm = kept
         end
         if ng > 0 then
-            local set = dup_key(prefix, last)
+            local set = dup_key(dup_prefix, last)
             each_slice('SADD', set, gone)
             -- needed until the span's end + window; the sweep UNLINKs it a span after
             -- that (expire mode), so its TTL frees it only when no sweep ran
@@ -542,16 +556,16 @@ if mode == 'apply' then
 end
 
 if mode == 'expire' then
-    local now = ARGV[3]
-    local maxlen = tonumber(ARGV[4]) > 0 and ARGV[4] or nil
-    local limit = tonumber(ARGV[5])
-    local window = tonumber(ARGV[6]) or 0
+    local now = ARGV[EX_NOW]
+    local maxlen = tonumber(ARGV[EX_MAXLEN]) > 0 and ARGV[EX_MAXLEN] or nil
+    local limit = tonumber(ARGV[EX_LIMIT])
+    local window = tonumber(ARGV[EX_WINDOW]) or 0
     if window > 0 then
         -- duplicate spans past their use (span end + window) go here, UNLINKed (freed
         -- off the main thread), one span before their TTL would free them on it
         local span, t = dup_span(window)
         local n = math.floor((t - window) / span) - 2
-        redis.call('UNLINK', dup_key(prefix, n), dup_key(prefix, n - 1))
+        redis.call('UNLINK', dup_key(dup_prefix, n), dup_key(dup_prefix, n - 1))
     end
     -- Buckets whose end passed: what is left in them are parts whose final receipt
     -- never came. Their jobs get the final event, the bucket goes. At most `limit`
@@ -563,7 +577,7 @@ if mode == 'expire' then
     for _, member in ipairs(due_buckets) do
         local c = string.find(member, ':', 1, true)
         local end_ms, bucket_carrier = string.sub(member, 1, c - 1), string.sub(member, c + 1)
-        local bucket = prefix .. ':dlr:c:' .. bucket_carrier .. ':' .. end_ms
+        local bucket = buckets_prefix .. bucket_carrier .. ':' .. end_ms
         local cursor, finished_bucket = '0', false
         repeat
             local page = redis.call('HSCAN', bucket, cursor, 'COUNT', limit)
@@ -580,7 +594,7 @@ if mode == 'expire' then
             end
             for _, job_id in ipairs(order) do
                 done_jobs[job_id] = true
-                local jk = prefix .. ':job:' .. job_id
+                local jk = job_prefix .. job_id
                 local head = redis.call('HMGET', jk, 'parts', 'done', 'carrier', 'expect')
                 local parts = tonumber(head[1])
                 local expect = parts and awaited(parts, head[4])
@@ -609,7 +623,7 @@ if mode == 'expire' then
             break
         end
         redis.call('ZREM', due, member)
-        redis.call('ZREM', prefix .. ':dlr:idx:' .. bucket_carrier, end_ms)
+        redis.call('ZREM', index_prefix .. bucket_carrier, end_ms)
     end
     if more == '0' and #due_buckets == 100 then
         more = '1'

@@ -151,9 +151,17 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from dlr.aggregate import SEVERITY
 from dlr.ids import normalize_id
 from dlr.receipt_parse import Receipt, _scan_body
+from engine.keys import Keys, Positions, lua_header
 
 __all__ = [
+    "APPLY_ARGS",
+    "ARGS",
     "BUCKETS_PER_WAIT",
+    "CORR_ENTRY",
+    "EXPIRE_ARGS",
+    "GROUP",
+    "KEYS_",
+    "LAYOUT_VERSION",
     "BatchResult",
     "JobEvent",
     "ReceiptRecord",
@@ -163,9 +171,34 @@ __all__ = [
     "correlation_arg",
     "correlation_bucket",
     "put_correlation",
+    "script_source",
 ]
 
-_SCRIPT_SOURCE = (Path(__file__).parent / "correlate.lua").read_text(encoding="utf-8")
+# correlate.lua's KEYS and ARGV, named once: the script gets these positions as
+# Lua constants (script_source) and Python builds its arguments with them.
+LAYOUT_VERSION = 2
+"""Of the layouts below; bump it on any change of one (1: the hand-numbered lists)."""
+KEYS_ = Positions("K", ("events", "due"))
+ARGS = Positions("A", ("mode", "layout", "job_prefix", "bucket_prefix", "index_prefix", "dup_prefix", "call_prefix"))
+"""The arguments of both modes; each mode's own follow."""
+APPLY_ARGS = Positions("AP", ("carrier", "maxlen", "window", "groups", "token"), first=len(ARGS) + 1, rest="rest")
+"""``token`` is last: it hashes the arguments before and after it (``_run_packed``)."""
+EXPIRE_ARGS = Positions("EX", ("now", "maxlen", "limit", "window"), first=len(ARGS) + 1)
+GROUP = Positions("G", ("final", "event", "error", "ts", "count"), first=0, rest="ids")
+"""One group of receipts in an apply call's tail: offsets from the group's start."""
+CORR_ENTRY = Positions("C", ("id", "part"))
+"""A general-form correlation entry as ``engine/record.lua`` takes it (:func:`correlation_arg`)."""
+
+
+def script_source(text: str | None = None) -> str:
+    """correlate.lua as loaded: the generated header, then the script text
+    (``text``: another version of it, for bench/instructions.py)."""
+    if text is None:
+        text = (Path(__file__).parent / "correlate.lua").read_text(encoding="utf-8")
+    return lua_header(LAYOUT_VERSION, KEYS_, ARGS, APPLY_ARGS, EXPIRE_ARGS, GROUP) + text
+
+
+_SCRIPT_SOURCE = script_source()
 _SCRIPT_SHA = hashlib.sha1(_SCRIPT_SOURCE.encode("utf-8")).hexdigest()
 _SCRIPT_SHA_B = _SCRIPT_SHA.encode()
 
@@ -265,6 +298,7 @@ def correlation_arg(
     if parts == 1 and not callback and _SEP not in ref and _SEP not in message_ids:
         return normalised[0]
     first = parts - expect
+    # [id, part] in CORR_ENTRY's order (a test holds the two together)
     return [[normalised[i], i + 1] for i in range(first, parts)]
 
 
@@ -296,24 +330,29 @@ def correlation_bucket(now_ms: int, wait_ms: int, record_ttl_ms: int) -> tuple[i
     return end, min(end + wait_ms, record_end)
 
 
-def bucket_key(prefix: str, carrier: str, end_ms: int) -> str:
+def _keys(prefix: str | Keys) -> Keys:
+    return prefix if isinstance(prefix, Keys) else Keys(prefix)
+
+
+def bucket_key(prefix: str | Keys, carrier: str, end_ms: int) -> str:
     """The correlation bucket ``P:dlr:c:<carrier>:<end_ms>`` (a hash: normalised id → entry)."""
-    return f"{prefix}:dlr:c:{carrier}:{end_ms}"
+    return _keys(prefix).correlation_bucket(carrier, end_ms)
 
 
 async def put_correlation(
-    redis: Any, prefix: str, carrier: str, entries: Mapping[str, str], end_ms: int, expire_at_ms: int
+    redis: Any, prefix: str | Keys, carrier: str, entries: Mapping[str, str], end_ms: int, expire_at_ms: int
 ) -> None:
     """Write correlation entries in ``engine/record.lua``'s layout, outside a
     batch: for tools and tests that stage receipts without submitting (the
     engine's entries are written by that script). Unlike the script, it sets
     the bucket's expiry outright."""
-    bucket = bucket_key(prefix, carrier, end_ms)
+    keys = _keys(prefix)
+    bucket = keys.correlation_bucket(carrier, end_ms)
     pipe = redis.pipeline(transaction=True)
     pipe.hset(bucket, mapping=dict(entries))
     pipe.pexpireat(bucket, expire_at_ms)
-    pipe.zadd(f"{prefix}:dlr:idx:{carrier}", {str(end_ms): end_ms})
-    pipe.zadd(f"{prefix}:dlr:due", {f"{end_ms}:{carrier}": end_ms})
+    pipe.zadd(keys.correlation_index(carrier), {str(end_ms): end_ms})
+    pipe.zadd(keys.dlr_due, {f"{end_ms}:{carrier}": end_ms})
     await pipe.execute()
 
 
@@ -373,35 +412,46 @@ class ReceiptStore:
     """Correlates receipts with jobs in Redis; see the module doc for the layout.
 
     ``redis`` is a ``redis.asyncio.Redis`` (``decode_responses`` either way);
-    ``prefix`` the configured key prefix (with its hash tag on Cluster).
+    ``prefix`` the configured key prefix, or the :class:`~engine.keys.Keys`
+    (of a shard) to work under.
     """
 
     def __init__(
         self,
         redis: Any,
-        prefix: str,
+        prefix: str | Keys,
         *,
         stream_maxlen: int = 1_000_000,
         duplicate_window_ms: int = 600_000,
     ) -> None:
         self._redis = redis
-        self.prefix = prefix
+        keys = _keys(prefix)
+        self.keys = keys
+        self.prefix = keys.prefix
         self.stream_maxlen = stream_maxlen
         self.duplicate_window_ms = duplicate_window_ms
-        self.events_key = f"{prefix}:events"
-        self.due_key = f"{prefix}:dlr:due"
-        self.unmatched_key = f"{prefix}:dlr:unmatched"
-        self.invalid_key = f"{prefix}:dlr:invalid"
-        self._events_b = self.events_key.encode()
-        self._due_b = self.due_key.encode()
+        self.events_key = keys.events
+        self.due_key = keys.dlr_due
+        self.unmatched_key = keys.dlr_unmatched
+        self.invalid_key = keys.dlr_invalid
+        self._script_keys = KEYS_.build(events=self.events_key, due=self.due_key)
+        self._packed_keys = [k.encode() for k in self._script_keys]
+
+    def _args(self, mode: str) -> list[str | int]:
+        """The arguments of both modes (ARGS), for ``mode``."""
+        k = self.keys
+        return ARGS.build(
+            mode=mode, layout=LAYOUT_VERSION, job_prefix=k.job_prefix, bucket_prefix=k.dlr_bucket_prefix,
+            index_prefix=k.dlr_index_prefix, dup_prefix=k.dlr_dup_prefix, call_prefix=k.dlr_call_prefix,
+        )
 
     async def _run(self, args: Sequence[str | int]) -> list[Any]:
-        keys = (self.events_key, self.due_key)
+        keys = self._script_keys
         try:
-            result = await self._redis.evalsha(_SCRIPT_SHA, 2, *keys, *args)
+            result = await self._redis.evalsha(_SCRIPT_SHA, len(keys), *keys, *args)
         except NoScriptError:
             await self._redis.script_load(_SCRIPT_SOURCE)
-            result = await self._redis.evalsha(_SCRIPT_SHA, 2, *keys, *args)
+            result = await self._redis.evalsha(_SCRIPT_SHA, len(keys), *keys, *args)
         return list(result)
 
     async def _run_packed(self, head: Sequence[str | int], tail: list[bytes]) -> list[Any]:
@@ -421,8 +471,8 @@ class ReceiptStore:
         pool = getattr(self._redis, "connection_pool", None)
         if pool is None:  # not a plain redis.asyncio.Redis: the generic path
             return await self._run([*head, token, *(t.decode() for t in tail)])
-        keys = [b"$7\r\nEVALSHA\r\n", b"$40\r\n%b\r\n" % _SCRIPT_SHA_B, b"$1\r\n2\r\n"]
-        keys += [b"$%d\r\n%b\r\n" % (len(k), k) for k in (self._events_b, self._due_b)]
+        keys = [b"$7\r\nEVALSHA\r\n", b"$40\r\n%b\r\n" % _SCRIPT_SHA_B, b"$1\r\n%d\r\n" % len(self._packed_keys)]
+        keys += [b"$%d\r\n%b\r\n" % (len(k), k) for k in self._packed_keys]
         packed = b"".join(
             [b"*%d\r\n" % (len(keys) + len(resp) + 1 + len(tail)), *keys, *resp, b"$40\r\n%b\r\n" % token.encode(), body]
         )
@@ -485,19 +535,18 @@ class ReceiptStore:
                     groups[key] = [r]
                 else:
                     group.append(r)
-            head: list[str | int] = [
-                "apply",
-                self.prefix,
-                carrier,
-                self.stream_maxlen,
-                self.duplicate_window_ms,
-                len(groups),
-            ]
+            # everything before the token (the last named argument: _run_packed adds it)
+            head = self._args("apply") + APPLY_ARGS.build(
+                carrier=carrier, maxlen=self.stream_maxlen, window=self.duplicate_window_ms, groups=len(groups),
+                token="", rest=(),
+            )[:-1]
             tail: list[bytes] = []
             ordered: list[ReceiptRecord] = []
             for (final, event, error, ts_ms), group in groups.items():
-                tail += (b"1" if final else b"0", event.encode(), error.encode(), b"%d" % ts_ms, b"%d" % len(group))
-                tail += [r.message_id.encode() for r in group]
+                tail += GROUP.build(
+                    final=b"1" if final else b"0", event=event.encode(), error=error.encode(), ts=b"%d" % ts_ms,
+                    count=b"%d" % len(group), ids=[r.message_id.encode() for r in group],
+                )
                 ordered += group
             raw = await self._run_packed(head, tail)
             statuses = _text(raw[0])
@@ -566,7 +615,10 @@ class ReceiptStore:
         reads at most ``limit`` entries; returns the final events (for
         webhooks) and whether overdue buckets are left (call again).
         """
-        raw = await self._run(["expire", self.prefix, now_ms, self.stream_maxlen, limit, self.duplicate_window_ms])
+        raw = await self._run(
+            self._args("expire")
+            + EXPIRE_ARGS.build(now=now_ms, maxlen=self.stream_maxlen, limit=limit, window=self.duplicate_window_ms)
+        )
         return [_job_event(item) for item in raw[1:]], _text(raw[0]) == "1"
 
     async def park_unmatched(

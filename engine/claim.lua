@@ -4,19 +4,24 @@
 -- For every invalid or expired job: write the dead letter (and the `expired`
 -- event), then XACK. For every duplicate: XACK without sending.
 --
--- KEYS[1] jobs stream the entries came from
--- KEYS[2] events stream
--- KEYS[3] dead-letter stream
--- ARGV[1] consumer group
--- ARGV[2] key prefix
--- ARGV[3] payload (JSON): {"c": [[job_id, entry_id], ...],
---                          "d": [[entry_id, nfields, code, reason, job_id, ref, event], ...]}
--- ARGV[4] now (unix ms)
--- ARGV[5] idempotency mark TTL (s)
--- ARGV[6] approximate MAXLEN of the events and dead-letter streams
--- ARGV[7] "1" when this call repeats one whose reply was lost (Redis connection
+-- Positions are named: the loader (engine/scripts.py) prepends the generated
+-- header (LAYOUT_VERSION, K_*, A_*, C_* of a claim, D_* of a dead letter) from
+-- CLAIM_KEYS, CLAIM_ARGS, ClaimJob and DeadLetter in engine/scripts.py.
+--
+-- KEYS[K_JOBS]   jobs stream the entries came from
+-- KEYS[K_EVENTS] events stream
+-- KEYS[K_DEAD]   dead-letter stream
+-- ARGV[A_GROUP]   consumer group
+-- ARGV[A_LAYOUT]  LAYOUT_VERSION of the caller (a mismatch is refused)
+-- ARGV[A_PAYLOAD] payload (JSON): {"claims": [[job_id, entry_id] (C_*), ...],
+--                  "dead": [[entry_id, nfields, code, reason, job_id, ref, event] (D_*), ...]}
+-- ARGV[A_NOW]     now (unix ms)
+-- ARGV[A_MARK_TTL] idempotency mark TTL (s)
+-- ARGV[A_MAXLEN]  approximate MAXLEN of the events and dead-letter streams
+-- ARGV[A_RETRY]   "1" when this call repeats one whose reply was lost (Redis connection
 --         dropped): a mark of our own is then ours, not a crashed consumer's
--- ARGV[8...] the dead letters' original fields, k, v, k, v, ..., nfields values
+-- ARGV[A_IDEM_PREFIX] what idempotency marks start with ("P:idem:", engine/keys.py)
+-- ARGV[A_REST...] the dead letters' original fields, k, v, k, v, ..., nfields values
 --         per dead letter in order (binary-safe: a job with malformed UTF-8 is
 --         kept byte for byte)
 --
@@ -25,17 +30,21 @@
 --   1 duplicate: this job id was sent (or is being sent) under another entry; acked here
 --   2 reclaimed: this very entry was being sent by a consumer that died between
 --     submit_sm and its resp; the caller resends or reports `unknown`
-local jobs, events, dead = KEYS[1], KEYS[2], KEYS[3]
-local group, prefix = ARGV[1], ARGV[2]
-local batch = cjson.decode(ARGV[3])
+if ARGV[A_LAYOUT] ~= LAYOUT_VERSION then
+  return redis.error_reply('claim.lua: argument layout ' .. tostring(ARGV[A_LAYOUT]) .. ', this script reads '
+    .. LAYOUT_VERSION .. ' (caller and script from different versions)')
+end
+local jobs, events, dead = KEYS[K_JOBS], KEYS[K_EVENTS], KEYS[K_DEAD]
+local group, idem_prefix = ARGV[A_GROUP], ARGV[A_IDEM_PREFIX]
+local batch = cjson.decode(ARGV[A_PAYLOAD])
 -- mark_ttl stays a string: Redis would format a number on every call
-local now, mark_ttl, maxlen = ARGV[4], ARGV[5], ARGV[6]
-local retry = ARGV[7] == '1'
+local now, mark_ttl, maxlen = ARGV[A_NOW], ARGV[A_MARK_TTL], ARGV[A_MAXLEN]
+local retry = ARGV[A_RETRY] == '1'
 
 local out = {}
-for i, c in ipairs(batch.c) do
-  local job_id, entry_id = c[1], c[2]
-  local idem = prefix .. ':idem:' .. job_id
+for i, c in ipairs(batch.claims) do
+  local job_id, entry_id = c[C_JOB_ID], c[C_ENTRY_ID]
+  local idem = idem_prefix .. job_id
   local mine = 's|' .. entry_id
   if redis.call('SET', idem, mine, 'NX', 'EX', mark_ttl) then
     out[i] = 0
@@ -50,9 +59,10 @@ for i, c in ipairs(batch.c) do
   end
 end
 
-local at = 8
-for _, d in ipairs(batch.d) do
-  local entry_id, nfields, code, reason, job_id, ref, event = d[1], d[2], d[3], d[4], d[5], d[6], d[7]
+local at = A_REST
+for _, d in ipairs(batch.dead) do
+  local entry_id, nfields, code, reason = d[D_ENTRY_ID], d[D_NFIELDS], d[D_CODE], d[D_REASON]
+  local job_id, ref, event = d[D_JOB_ID], d[D_REF], d[D_EVENT]
   local first = at
   at = at + nfields
   -- XACK first: 0 means a repeated call already wrote this dead letter.

@@ -93,6 +93,7 @@ async def run_demo(count: int, redis_url: str, *, dlr_delay_ms: float, timeout_s
     from connectors.simulator import SimulatorConfig, start_simulator
     from engine.app import Engine
     from engine.config import settings_from_mapping
+    from engine.keys import Keys
 
     sim = await start_simulator(
         SimulatorConfig(
@@ -117,6 +118,7 @@ async def run_demo(count: int, redis_url: str, *, dlr_delay_ms: float, timeout_s
         env={},
     )
     engine = Engine(settings, redis_url)
+    keys = Keys(prefix)
     redis = Redis.from_url(redis_url)
     jobs = build_jobs(count)
     expected_valid = 0
@@ -125,7 +127,7 @@ async def run_demo(count: int, redis_url: str, *, dlr_delay_ms: float, timeout_s
         t0 = time.time()
         pipe = redis.pipeline(transaction=False)
         for job in jobs:
-            pipe.xadd(f"{prefix}:jobs", job)  # type: ignore[arg-type]
+            pipe.xadd(keys.jobs, job)  # type: ignore[arg-type]
         await pipe.execute()
         finals: dict[str, str] = {}
         submitted: dict[str, float] = {}
@@ -137,7 +139,7 @@ async def run_demo(count: int, redis_url: str, *, dlr_delay_ms: float, timeout_s
         tty = sys.stdout.isatty()
         quarter = 0
         while time.monotonic() < deadline:
-            reply: Any = await redis.xread({f"{prefix}:events": last}, count=2000, block=200)
+            reply: Any = await redis.xread({keys.events: last}, count=2000, block=200)
             for _s, entries in reply or []:
                 for eid, f in entries:
                     last = eid.decode()
@@ -151,7 +153,7 @@ async def run_demo(count: int, redis_url: str, *, dlr_delay_ms: float, timeout_s
                         finals[jid] = ev
                         if jid in submitted:
                             final_lat.append(ts - t0)
-            dead = int(await redis.xlen(f"{prefix}:dead"))
+            dead = int(await redis.xlen(keys.dead))
             expected_valid = count - dead
             done = len(finals) + dead
             if not quiet:
@@ -186,9 +188,9 @@ async def run_demo(count: int, redis_url: str, *, dlr_delay_ms: float, timeout_s
     finally:
         await engine.close()
         await sim.close()
-        keys = [k async for k in redis.scan_iter(match=f"{prefix}:*", count=1000)]
-        for i in range(0, len(keys), 500):
-            await redis.delete(*keys[i : i + 500])
+        written = [k async for k in redis.scan_iter(match=f"{prefix}:*", count=1000)]
+        for i in range(0, len(written), 500):
+            await redis.delete(*written[i : i + 500])
         await redis.aclose()
 
 

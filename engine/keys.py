@@ -1,83 +1,322 @@
-"""The Redis key names sendgate uses from Python, built in one place.
+"""Every Redis key name sendgate uses, built in one place, and the argument
+positions its Lua scripts share with Python.
 
-The public names (jobs lanes, events, inbound, dead letters, audit) are a
-contract (DESIGN.md, "Redis contract"); the rest are the engine's own
-records. All keys start with the configured prefix. On Redis Cluster, set the
-prefix to a hash tag such as ``{sendgate}`` so that every key shares one slot
-and the per-batch scripts may touch them together.
+Why one module: the names are a contract between the engine's Python, its Lua
+scripts, the receipt store (dlr), erasure (privacy_hooks) and the shared rate
+limiter (throttling). Built in several places they drift; here they are
+built once. So that the lower layers may import it, this module is a leaf: it
+imports the standard library only (no other engine module), and ``engine``'s
+``__init__`` stays trivially cheap.
 
-The per-job keys (``P:job:<id>``, ``P:idem:<id>``, ``P:dlr:c:<carrier>:<end_ms>``,
-``P:subject:<hash>``) are built inside the scripts from the prefix
-(engine/*.lua, dlr/correlate.lua); docs/INTERNALS.md lists them all.
+Scripts never spell a key fragment (``':job:'``, ``':dlr:c:'``, …): they get
+full keys in KEYS and, for the keys they build per job or per carrier, the
+*prefix strings* below (``job_prefix`` = ``"P:job:"``) in ARGV, from the
+Python that calls them. ``tests/engine/test_keys.py`` checks that every key the
+scripts create matches a pattern of :data:`KEY_TABLE`, and that no ``.lua``
+file holds a key fragment; docs/INTERNALS.md's key table is generated from
+:data:`KEY_TABLE` (``python -m engine.keys``) and checked by that test.
+
+Sharding (built for it, not yet configured): ``Keys(prefix, shard=k)`` puts
+every *shard-local* key (streams, job records, idempotency marks, subject
+indexes, correlation buckets, the scheduled set, the dlr sorted sets and
+streams) under ``<prefix>:{k}:`` — one hash tag per shard, so a shard's
+scripts touch one Cluster slot — while *fleet-global* keys (the carriers'
+shared TPS buckets, the audit stream, failed callbacks) stay under
+``<prefix>:``. ``shard=None`` (today) gives every name exactly as before.
 """
 
 from __future__ import annotations
 
-import msgspec
+import re
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
-__all__ = ["Keys"]
-
-
-class Keys(msgspec.Struct, frozen=True):
-    """Key names under one prefix."""
-
-    prefix: str = "sendgate"
-
-    # -- public contract -------------------------------------------------
-    @property
-    def jobs(self) -> str:
-        """Normal-priority jobs stream (the one producers push to by default)."""
-        return f"{self.prefix}:jobs"
-
-    @property
-    def jobs_high(self) -> str:
-        return f"{self.prefix}:jobs:high"
-
-    @property
-    def jobs_bulk(self) -> str:
-        return f"{self.prefix}:jobs:bulk"
-
-    @property
-    def events(self) -> str:
-        return f"{self.prefix}:events"
-
-    @property
-    def inbound(self) -> str:
-        return f"{self.prefix}:inbound"
-
-    @property
-    def dead(self) -> str:
-        return f"{self.prefix}:dead"
-
-    @property
-    def audit(self) -> str:
-        return f"{self.prefix}:audit"
-
-    # -- the engine's own records ----------------------------------------
-    @property
-    def scheduled(self) -> str:
-        """Sorted set of jobs held until their ``send_at``."""
-        return f"{self.prefix}:scheduled"
-
-    @property
-    def dlr_due(self) -> str:
-        """Sorted set of correlation buckets (``<end_ms>:<carrier>``) scored by their end:
-        the receipt deadlines the expiry sweep works through (dlr/store.py)."""
-        return f"{self.prefix}:dlr:due"
-
-    @property
-    def dlr_unmatched(self) -> str:
-        return f"{self.prefix}:dlr:unmatched"
-
-    @property
-    def dlr_invalid(self) -> str:
-        return f"{self.prefix}:dlr:invalid"
-
-    @property
-    def callbacks_failed(self) -> str:
-        return f"{self.prefix}:callbacks:failed"
+__all__ = ["KEY_TABLE", "KeyDoc", "Keys", "Positions", "key_table_markdown", "lua_header"]
 
 
+class KeyDoc(NamedTuple):
+    """One row of the key table: what a key (or a family of keys) is."""
+
+    pattern: str
+    """The name with ``P`` for the base (prefix, plus ``:{k}`` on a shard for
+    shard-local keys) and ``<...>`` for a variable part."""
+    type: str
+    holds: str
+    writer: str
+    ttl: str
+    scope: str
+    """``shard`` (under the shard's hash tag) or ``fleet`` (one for every shard)."""
+
+
+#: Every key sendgate writes. The order is the documentation's.
+KEY_TABLE: tuple[KeyDoc, ...] = (
+    KeyDoc("P:jobs", "stream", "send jobs, normal priority (public contract)", "producers", "trimmed by age (payload retention)", "shard"),
+    KeyDoc("P:jobs:high", "stream", "send jobs, high priority (public contract)", "producers", "trimmed by age (payload retention)", "shard"),
+    KeyDoc("P:jobs:bulk", "stream", "send jobs, bulk priority (public contract)", "producers", "trimmed by age (payload retention)", "shard"),
+    KeyDoc("P:events", "stream", "status events (public contract)", "record.lua, claim.lua, correlate.lua", "MAXLEN ~ streams_maxlen; trimmed by age", "shard"),
+    KeyDoc("P:dead", "stream", "dead letters: the job's fields, code, reason (public contract)", "claim.lua", "MAXLEN ~ streams_maxlen; trimmed by age", "shard"),
+    KeyDoc("P:inbound", "stream", "mobile-originated messages (public contract)", "engine/receipt_sink.py", "trimmed by age", "shard"),
+    KeyDoc("P:job:<job id>", "hash", "the job record (JOBRECORD.md): state, parts, message ids, s:<n>/e:<n>, …", "record.lua, correlate.lua, erasure", "message retention", "shard"),
+    KeyDoc("P:idem:<job id>", "string", "idempotency mark: s|<entry id> while sending, done after", "claim.lua, record.lua", "message retention", "shard"),
+    KeyDoc("P:subject:<to hash>", "set", "job ids by keyed hash of the number (erasure index)", "record.lua", "message retention (renewed)", "shard"),
+    KeyDoc("P:subject:client:<client id>", "set", "job ids by client (erasure index)", "record.lua", "message retention (renewed)", "shard"),
+    KeyDoc("P:scheduled", "zset", "entry ids of jobs held until send_at, scored by it (ms)", "engine/pipeline.py, schedule.lua", "none (emptied by schedule.lua)", "shard"),
+    KeyDoc("P:scheduled:<entry id>", "hash", "a held job's fields plus lane", "engine/pipeline.py, schedule.lua", "payload retention", "shard"),
+    KeyDoc("P:dlr:c:<carrier>:<end ms>", "hash", "correlation bucket: normalised message id -> entry", "record.lua, correlate.lua", "bucket end + wait, capped by the record's", "shard"),
+    KeyDoc("P:dlr:idx:<carrier>", "zset", "the carrier's bucket ends (member = score = end ms)", "record.lua, correlate.lua", "none (entries removed by the sweep)", "shard"),
+    KeyDoc("P:dlr:due", "zset", "<end ms>:<carrier> of every bucket, scored by its end (the sweep's work list)", "record.lua, correlate.lua", "none (entries removed by the sweep)", "shard"),
+    KeyDoc("P:dlr:dup:<span>", "set", "<carrier>US<id> of retired entries, per tenth of the duplicate window", "correlate.lua", "window + 3 spans (unlinked earlier by the sweep)", "shard"),
+    KeyDoc("P:dlr:call:<token>", "string", "the reply of an apply call with callback events, for a repeated call", "correlate.lua", "2 min", "shard"),
+    KeyDoc("P:dlr:unmatched", "stream", "receipts that never matched a job", "dlr/store.py", "MAXLEN ~ streams_maxlen; trimmed by age", "shard"),
+    KeyDoc("P:dlr:invalid", "stream", "receipts that could not be parsed (text and addresses removed)", "dlr/store.py", "MAXLEN ~ streams_maxlen; trimmed by age", "shard"),
+    KeyDoc("P:tps:<carrier>", "hash", "a carrier's TPS bucket shared by every engine: t (tokens), ts", "throttling/global_bucket.py", "a few seconds idle", "fleet"),
+    KeyDoc("P:audit", "stream", "audit log of erasures and purges (no personal data)", "privacy_hooks/audit.py", "trimmed by age (audit retention)", "fleet"),
+    KeyDoc("P:callbacks:failed", "stream", "webhook posts that failed every attempt", "dlr/webhook.py", "trimmed by age", "fleet"),
+)
+
+
+class Keys:
+    """Key names under one prefix (and, later, one shard); immutable, build once.
+
+    Attributes are plain strings computed here, so the hot paths read a slot
+    instead of formatting a name.
+    """
+
+    __slots__ = (
+        "audit",
+        "base",
+        "callbacks_failed",
+        "dead",
+        "dlr_bucket_prefix",
+        "dlr_call_prefix",
+        "dlr_due",
+        "dlr_dup_prefix",
+        "dlr_index_prefix",
+        "dlr_invalid",
+        "dlr_unmatched",
+        "events",
+        "idem_prefix",
+        "inbound",
+        "job_prefix",
+        "jobs",
+        "jobs_bulk",
+        "jobs_high",
+        "prefix",
+        "scheduled",
+        "scheduled_prefix",
+        "shard",
+        "subject_client_prefix",
+        "subject_prefix",
+        "tps_prefix",
+    )
+
+    prefix: str
+    """The configured prefix (``[redis] prefix``)."""
+    shard: int | None
+    base: str
+    """Where shard-local keys start: the prefix, or ``<prefix>:{<shard>}``."""
+    jobs: str
+    jobs_high: str
+    jobs_bulk: str
+    events: str
+    inbound: str
+    dead: str
+    scheduled: str
+    dlr_due: str
+    dlr_unmatched: str
+    dlr_invalid: str
+    audit: str
+    callbacks_failed: str
+    job_prefix: str
+    idem_prefix: str
+    subject_prefix: str
+    subject_client_prefix: str
+    scheduled_prefix: str
+    dlr_bucket_prefix: str
+    dlr_index_prefix: str
+    dlr_dup_prefix: str
+    dlr_call_prefix: str
+    tps_prefix: str
+
+    def __init__(self, prefix: str = "sendgate", shard: int | None = None) -> None:
+        if shard is not None and (not isinstance(shard, int) or shard < 0):
+            raise ValueError("shard must be a non-negative integer or None")
+        base = prefix if shard is None else f"{prefix}:{{{shard}}}"
+        values = {
+            "prefix": prefix,
+            "shard": shard,
+            "base": base,
+            # -- shard-local: public contract (DESIGN.md, "Redis contract")
+            "jobs": f"{base}:jobs",
+            "jobs_high": f"{base}:jobs:high",
+            "jobs_bulk": f"{base}:jobs:bulk",
+            "events": f"{base}:events",
+            "inbound": f"{base}:inbound",
+            "dead": f"{base}:dead",
+            # -- shard-local: the engine's own records
+            "scheduled": f"{base}:scheduled",
+            "dlr_due": f"{base}:dlr:due",
+            "dlr_unmatched": f"{base}:dlr:unmatched",
+            "dlr_invalid": f"{base}:dlr:invalid",
+            # prefixes of per-job / per-carrier keys (what the scripts append to)
+            "job_prefix": f"{base}:job:",
+            "idem_prefix": f"{base}:idem:",
+            "subject_prefix": f"{base}:subject:",
+            "subject_client_prefix": f"{base}:subject:client:",
+            "scheduled_prefix": f"{base}:scheduled:",
+            "dlr_bucket_prefix": f"{base}:dlr:c:",
+            "dlr_index_prefix": f"{base}:dlr:idx:",
+            "dlr_dup_prefix": f"{base}:dlr:dup:",
+            "dlr_call_prefix": f"{base}:dlr:call:",
+            # -- fleet-global
+            "audit": f"{prefix}:audit",
+            "callbacks_failed": f"{prefix}:callbacks:failed",
+            "tps_prefix": f"{prefix}:tps:",
+        }
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Keys is immutable")
+
+    def __repr__(self) -> str:
+        return f"Keys({self.prefix!r}, shard={self.shard!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Keys) and (self.prefix, self.shard) == (other.prefix, other.shard)
+
+    def __hash__(self) -> int:
+        return hash((self.prefix, self.shard))
+
+    # -- per-job / per-carrier keys ----------------------------------------
     def lanes(self) -> tuple[str, str, str]:
         """The job streams, highest priority first."""
         return (self.jobs_high, self.jobs, self.jobs_bulk)
+
+    def job(self, job_id: str) -> str:
+        """The job record ``P:job:<job id>``."""
+        return self.job_prefix + job_id
+
+    def idem(self, job_id: str) -> str:
+        """The idempotency mark ``P:idem:<job id>``."""
+        return self.idem_prefix + job_id
+
+    def subject(self, subject: str) -> str:
+        """A subject index ``P:subject:<subject>`` (a keyed hash, or ``client:<id>``)."""
+        return self.subject_prefix + subject
+
+    def subject_client(self, client_id: str) -> str:
+        """The index of a client's jobs ``P:subject:client:<client id>``."""
+        return self.subject_client_prefix + client_id
+
+    def scheduled_job(self, entry_id: str) -> str:
+        """A held job ``P:scheduled:<entry id>``."""
+        return self.scheduled_prefix + entry_id
+
+    def correlation_bucket(self, carrier: str, end_ms: int | str) -> str:
+        """A correlation bucket ``P:dlr:c:<carrier>:<end_ms>``."""
+        return f"{self.dlr_bucket_prefix}{carrier}:{end_ms}"
+
+    def correlation_buckets_of(self, carrier: str) -> str:
+        """What a carrier's bucket names start with: ``P:dlr:c:<carrier>:``."""
+        return f"{self.dlr_bucket_prefix}{carrier}:"
+
+    def correlation_index(self, carrier: str) -> str:
+        """The carrier's bucket ends ``P:dlr:idx:<carrier>``."""
+        return self.dlr_index_prefix + carrier
+
+    def dup_span(self, span: int) -> str:
+        """A duplicate-window span set ``P:dlr:dup:<n>``."""
+        return f"{self.dlr_dup_prefix}{span}"
+
+    def call_memo(self, token: str) -> str:
+        """A kept apply reply ``P:dlr:call:<token>``."""
+        return self.dlr_call_prefix + token
+
+    def tps(self, carrier: str) -> str:
+        """A carrier's shared TPS bucket ``P:tps:<carrier>`` (fleet-global)."""
+        return self.tps_prefix + carrier
+
+    # -- the key table -----------------------------------------------------
+    def pattern(self, doc: KeyDoc) -> re.Pattern[str]:
+        """A regex matching the names of one :data:`KEY_TABLE` row under these keys."""
+        base = self.base if doc.scope == "shard" else self.prefix
+        rest = doc.pattern.removeprefix("P")
+        parts = re.split(r"<[^>]+>", rest)
+        return re.compile(re.escape(base) + ".+".join(re.escape(p) for p in parts) + r"\Z", re.S)
+
+    def describe(self, key: str) -> KeyDoc | None:
+        """The :data:`KEY_TABLE` row a key name belongs to (the most specific), or None."""
+        found = [doc for doc in KEY_TABLE if self.pattern(doc).match(key)]
+        if not found:
+            return None
+        # "P:subject:client:x" also matches "P:subject:<to hash>": the longer fixed text wins
+        return max(found, key=lambda d: len(re.sub(r"<[^>]+>", "", d.pattern)))
+
+
+def key_table_markdown() -> str:
+    """:data:`KEY_TABLE` as the Markdown table docs/INTERNALS.md holds."""
+    rows = ["| key | type | holds | written by | TTL | scope |", "|---|---|---|---|---|---|"]
+    for d in KEY_TABLE:
+        rows.append(f"| `{d.pattern}` | {d.type} | {d.holds} | {d.writer} | {d.ttl} | {d.scope} |")
+    return "\n".join(rows) + "\n"
+
+
+class Positions:
+    """Named positions of a list that Python builds and a Lua script reads by index.
+
+    One definition for both sides: Python builds the list with
+    :meth:`build` (by name), and the script's loader prepends :meth:`lua`,
+    ``local <P>_<NAME>, ... = <first>, ...``, so the script reads
+    ``ARGV[A_NOW]`` instead of ``ARGV[4]``. ``first`` is 1 for a list Lua
+    indexes from its start, 0 for offsets from a position the script tracks.
+    ``rest``: the name of a variable-length tail after the named positions
+    (its first position is declared too; :meth:`build` appends it).
+    """
+
+    __slots__ = ("first", "lua_prefix", "names", "rest")
+
+    def __init__(self, lua_prefix: str, names: Sequence[str], first: int = 1, rest: str | None = None) -> None:
+        if len(set(names)) != len(names) or rest in names:
+            raise ValueError("duplicate position names")
+        self.lua_prefix = lua_prefix
+        self.names = tuple(names)
+        self.first = first
+        self.rest = rest
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def index(self, name: str) -> int:
+        """The position of ``name`` as Lua numbers it."""
+        if name == self.rest:
+            return self.first + len(self.names)
+        return self.first + self.names.index(name)
+
+    def lua(self) -> str:
+        """The Lua line declaring every position as a local constant."""
+        names = [*self.names, *((self.rest,) if self.rest else ())]
+        lua_names = ", ".join(f"{self.lua_prefix}_{n.upper()}" for n in names)
+        values = ", ".join(str(self.first + i) for i in range(len(names)))
+        return f"local {lua_names} = {values}\n"
+
+    def build(self, **values: Any) -> list[Any]:
+        """The list in position order (then the ``rest`` sequence); every name must be given."""
+        expected = set(self.names) | ({self.rest} if self.rest else set())
+        if values.keys() != expected:
+            missing, extra = expected - values.keys(), values.keys() - expected
+            raise TypeError(f"positions: missing {sorted(missing)}, unknown {sorted(extra)}")
+        out = [values[n] for n in self.names]
+        if self.rest:
+            out += values[self.rest]
+        return out
+
+
+def lua_header(version: int, *positions: Positions) -> str:
+    """What a script loader prepends: ``LAYOUT_VERSION`` (a string, as ARGV
+    arrives) and the positions, on as many lines as there are lists."""
+    return f"local LAYOUT_VERSION = '{version}'\n" + "".join(p.lua() for p in positions)
+
+
+if __name__ == "__main__":  # pragma: no cover - prints the table for docs/INTERNALS.md
+    print(key_table_markdown(), end="")

@@ -43,7 +43,6 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -57,7 +56,21 @@ from engine.job import Job, JobError, parse_job
 from engine.keys import Keys
 from engine.metrics import Metrics
 from engine.router import Router, RoutingError
-from engine.scripts import Script
+from engine.scripts import (
+    ClaimBatch,
+    ClaimJob,
+    DeadLetter,
+    RecordBatch,
+    RecordJob,
+    RecordWait,
+    RequeueEntry,
+    Script,
+    claim_call,
+    payload_json,
+    record_call,
+    requeue_call,
+    schedule_call,
+)
 from engine.segmenter import Segmented, SegmentError, segment
 from engine.submit import SubmitBuilder
 from privacy_hooks import KeyedHasher
@@ -67,6 +80,7 @@ __all__ = ["Pipeline"]
 log = logging.getLogger("sendgate.pipeline")
 
 _REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+_json = payload_json
 
 
 def _raw_reply(response: Any, **_options: Any) -> Any:
@@ -311,9 +325,9 @@ class Pipeline:
         for stream, jobs in by_stream.items():
             for i in range(0, len(jobs), 500):
                 chunk = jobs[i : i + 500]
-                meta = orjson.dumps([[ij.entry_id, 2 * len(ij.fields)] for ij in chunk])
+                meta = _json([RequeueEntry(entry_id=ij.entry_id, nfields=2 * len(ij.fields)) for ij in chunk])
                 flat = [x for ij in chunk for kv in ij.fields.items() for x in kv]
-                await self._retry(self._requeue, self.redis, [stream], [self.group, meta, *flat])
+                await self._retry(self._requeue, self.redis, *requeue_call(stream, self.group, meta, flat))
             for ij in jobs:
                 batch = ij.batch
                 batch.remaining -= 1
@@ -336,7 +350,7 @@ class Pipeline:
         now = time.time()
         batch = _Batch(stream)
         jobs: list[_InFlightJob] = []
-        dead_meta: list[list[Any]] = []
+        dead_meta: list[DeadLetter] = []
         dead_fields: list[bytes] = []
         scheduled: list[tuple[str, dict[bytes, bytes], float]] = []
         dead_codes: dict[str, int] = {}
@@ -362,7 +376,7 @@ class Pipeline:
         if scheduled:
             await self._retry(self._hold_scheduled, stream, scheduled)
         if dead_meta:
-            await self._retry_claim(stream, orjson.dumps({"c": [], "d": dead_meta}), dead_fields)
+            await self._retry_claim(stream, _json(ClaimBatch(claims=[], dead=dead_meta)), dead_fields)
             for code, n in dead_codes.items():
                 self.metrics.dead_letters.labels(code).inc(n)
         if not jobs:
@@ -431,7 +445,7 @@ class Pipeline:
             # dropped now: dead letter `expired` and event `expired` (claim.lua).
             jobs: list[_InFlightJob] = []
             expired: list[_InFlightJob] = []
-            dead_meta: list[list[Any]] = []
+            dead_meta: list[DeadLetter] = []
             dead_fields: list[bytes] = []
             for ij in waiting:
                 if ij.job.expires_at and ij.job.expires_at <= now:
@@ -441,7 +455,8 @@ class Pipeline:
                                       dead_meta, dead_fields)
                 else:
                     jobs.append(ij)
-            payload = orjson.dumps({"c": [[ij.job.id, ij.entry_id] for ij in jobs], "d": dead_meta})
+            claims = [ClaimJob(job_id=ij.job.id, entry_id=ij.entry_id) for ij in jobs]
+            payload = _json(ClaimBatch(claims=claims, dead=dead_meta))
             statuses = await self._retry_claim(stream, payload, dead_fields)
             if expired:
                 self.metrics.dead_letters.labels("expired").inc(len(expired))
@@ -489,7 +504,7 @@ class Pipeline:
         fields: dict[bytes, bytes],
         code: str,
         reason: str,
-        meta: list[list[Any]],
+        meta: list[DeadLetter],
         flat: list[bytes],
     ) -> None:
         job_id = fields.get(b"id", b"")
@@ -498,7 +513,10 @@ class Pipeline:
             jid, sref = job_id.decode(), ref.decode()
         except UnicodeDecodeError:
             jid, sref = "", ""
-        meta.append([entry_id, 2 * len(fields), code, reason, jid, sref, "expired" if code == "expired" else ""])
+        meta.append(DeadLetter(
+            entry_id=entry_id, nfields=2 * len(fields), code=code, reason=reason, job_id=jid, ref=sref,
+            event="expired" if code == "expired" else "",
+        ))
         for k, v in fields.items():
             flat.append(k)
             flat.append(v)
@@ -651,17 +669,17 @@ class Pipeline:
         now_s = now_ms // 1000
         days = self.settings.privacy.retention_days
         retention_until = now_s + days.message * 86400
-        jobs_payload: list[list[Any]] = []
+        jobs_payload: list[RecordJob] = []
         events: dict[str, int] = {}
         # Constants travel once per batch: the correlation bucket per carrier.
-        waits: dict[str, list[Any]] = {}
+        waits: dict[str, RecordWait] = {}
         for ij in done:
             if ij.carrier not in waits:
                 carrier = self.carriers[ij.carrier]
                 wait_s = int((carrier.dlr_wait_h or self.settings.privacy.dlr_wait_h) * 3600)
                 corr_ttl = max(1, min(wait_s, self._job_ttl_s))
                 end_ms, expire_at_ms = correlation_bucket(now_ms, corr_ttl * 1000, self._job_ttl_s * 1000)
-                waits[ij.carrier] = [str(end_ms), str(expire_at_ms)]
+                waits[ij.carrier] = RecordWait(end_ms=str(end_ms), expire_at_ms=str(expire_at_ms))
         for ij in done:
             job = ij.job
             corr: str | list[list[str | int]] = []
@@ -674,18 +692,21 @@ class Pipeline:
                 if normalised != ij.message_ids:
                     dlr_ids = ",".join(normalised)
             jobs_payload.append(
-                [
-                    job.id, ij.event, ij.carrier, ij.parts, message_ids, ij.error,
-                    job.ref, job.client, job.callback, "1" if job.dlr else "0", ij.to_hash,
-                    corr, ij.expect if job.dlr else 0, dlr_ids, ij.entry_id,
-                ]
+                RecordJob(
+                    job_id=job.id, event=ij.event, carrier=ij.carrier, parts=ij.parts, message_ids=message_ids,
+                    error=ij.error, ref=job.ref, client=job.client, callback=job.callback,
+                    dlr="1" if job.dlr else "0", to_hash=ij.to_hash, corr=corr,
+                    expect=ij.expect if job.dlr else 0, dlr_ids=dlr_ids, entry_id=ij.entry_id,
+                )
             )
             events[ij.event] = events.get(ij.event, 0) + 1
-        payload = orjson.dumps({"t": [retention_until, self._job_ttl_s], "w": waits, "j": jobs_payload, "a": acks})
-        k = self.keys
+        payload = _json(
+            RecordBatch(retention_until=retention_until, job_ttl=self._job_ttl_s, waits=waits, jobs=jobs_payload,
+                        acks=acks)
+        )
         await self._retry(
-            self._record_script, self.redis, [stream, k.events, k.dlr_due],
-            [self.group, k.prefix, payload, now_ms, self.settings.engine.streams_maxlen],
+            self._record_script, self.redis,
+            *record_call(self.keys, stream, self.group, payload, now_ms, self.settings.engine.streams_maxlen),
         )
         self._recorded += len(done)
         self._recorded_event.set()
@@ -706,14 +727,15 @@ class Pipeline:
 
     # -------------------------------------------------------------- helpers
     async def _retry_claim(self, stream: str, payload: bytes, dead_fields: list[bytes]) -> list[int]:
-        k = self.keys
         attempt = 0
         while True:
             try:
                 result = await self._claim(
-                    self.redis, [stream, k.events, k.dead],
-                    [self.group, k.prefix, payload, int(time.time() * 1000), self._mark_ttl_s,
-                     self.settings.engine.streams_maxlen, "1" if attempt else "0", *dead_fields],
+                    self.redis,
+                    *claim_call(
+                        self.keys, stream, self.group, payload, int(time.time() * 1000), self._mark_ttl_s,
+                        self.settings.engine.streams_maxlen, attempt > 0, dead_fields,
+                    ),
                 )
                 return [int(x) for x in result]
             except _REDIS_ERRORS as err:
@@ -741,7 +763,7 @@ class Pipeline:
         pipe = self.redis.pipeline(transaction=True)
         ttl = self.settings.privacy.retention_days.payload * 86400
         for entry_id, fields, due in scheduled:
-            key = f"{k.scheduled}:{entry_id}"
+            key = k.scheduled_job(entry_id)
             mapping: dict[Any, Any] = {**fields, b"lane": stream.encode()}
             pipe.hset(key, mapping=mapping)
             pipe.expire(key, ttl)
@@ -751,9 +773,8 @@ class Pipeline:
 
     async def release_scheduled(self, limit: int = 1000) -> int:
         """Push jobs whose ``send_at`` has come back onto their lane; returns how many."""
-        k = self.keys
         n = await self._retry(
-            self._schedule, self.redis, [k.scheduled], [int(time.time() * 1000), limit]
+            self._schedule, self.redis, *schedule_call(self.keys, int(time.time() * 1000), limit)
         )
         return int(n)
 

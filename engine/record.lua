@@ -7,37 +7,53 @@
 -- entries. Nothing is acked before its outcome is stored (DESIGN.md,
 -- "Delivery semantics").
 --
--- KEYS[1] jobs stream the entries came from
--- KEYS[2] events stream
--- KEYS[3] receipt deadlines (P:dlr:due: correlation buckets scored by their end, unix ms)
--- ARGV[1] consumer group
--- ARGV[2] key prefix
--- ARGV[3] payload (JSON): {"t": [retention_until (s), job_ttl (s)],
---   "w": {carrier: [bucket end (ms), bucket expire-at (ms)], ...} (strings),
---   "j": [job, ...], "a": [entry_id, ...]} where job is
+-- Positions are named: the loader (engine/scripts.py) prepends the generated
+-- header declaring LAYOUT_VERSION, K_* (KEYS), A_* (ARGV), J_* (a job's fields)
+-- and W_* (a carrier's bucket), from the one Python definition of each
+-- (RECORD_KEYS, RECORD_ARGS, RecordJob, RecordWait in engine/scripts.py).
+--
+-- KEYS[K_JOBS]   jobs stream the entries came from
+-- KEYS[K_EVENTS] events stream
+-- KEYS[K_DUE]    receipt deadlines (P:dlr:due: correlation buckets scored by their end, unix ms)
+-- ARGV[A_GROUP]   consumer group
+-- ARGV[A_LAYOUT]  LAYOUT_VERSION of the caller (a mismatch is refused)
+-- ARGV[A_PAYLOAD] payload (JSON): {"retention_until": s, "job_ttl": s,
+--   "waits": {carrier: [end_ms, expire_at_ms] (W_*, strings), ...},
+--   "jobs": [job, ...], "acks": [entry_id, ...]} where job is the list J_*:
 --   [job_id, event, carrier, parts, message_ids, error, ref, client, callback,
 --    dlr ("1"/"0"), to_hash, corr, expect (receipts
 --    expected), dlr_ids (normalised ids, comma-joined, "" when equal to message_ids),
---    entry_id (the job's entry in KEYS[1]: erasure deletes the raw payload by it)]
---   and corr is [[normalised message_id, part], ...], or for a single-part job without
+--    entry_id (the job's entry in KEYS[K_JOBS]: erasure deletes the raw payload by it)]
+--   and corr is [[normalised message_id, part] (C_*: CORR_ENTRY in dlr/store.py), ...], or for a single-part job without
 --   callback whose ref and message_ids hold no US (0x1F) just the normalised id: its
 --   entry then takes the receipt's fast form (dlr/store.py).
--- ARGV[4] now (unix ms)
--- ARGV[5] approximate MAXLEN of the events stream
+-- ARGV[A_NOW]     now (unix ms)
+-- ARGV[A_MAXLEN]  approximate MAXLEN of the events stream
+-- ARGV[A_JOB_PREFIX], A_IDEM_PREFIX, A_SUBJECT_PREFIX, A_SUBJECT_CLIENT_PREFIX,
+-- A_BUCKET_PREFIX, A_INDEX_PREFIX: what the per-job and per-carrier keys start
+--   with (engine/keys.py: "P:job:", "P:idem:", "P:subject:", "P:subject:client:",
+--   "P:dlr:c:", "P:dlr:idx:"); this script spells no key name itself.
 --
 -- Cost matters here (every message passes once): optional fields are written
 -- only when set, and constants of the batch travel once, not per job.
-local jobs, events, due = KEYS[1], KEYS[2], KEYS[3]
-local group, prefix = ARGV[1], ARGV[2]
-local batch = cjson.decode(ARGV[3])
-local now, maxlen = ARGV[4], ARGV[5]
+if ARGV[A_LAYOUT] ~= LAYOUT_VERSION then
+  return redis.error_reply('record.lua: argument layout ' .. tostring(ARGV[A_LAYOUT]) .. ', this script reads '
+    .. LAYOUT_VERSION .. ' (caller and script from different versions)')
+end
+local jobs, events, due = KEYS[K_JOBS], KEYS[K_EVENTS], KEYS[K_DUE]
+local group = ARGV[A_GROUP]
+local batch = cjson.decode(ARGV[A_PAYLOAD])
+local now, maxlen = ARGV[A_NOW], ARGV[A_MAXLEN]
+local job_prefix, idem_prefix = ARGV[A_JOB_PREFIX], ARGV[A_IDEM_PREFIX]
+local subject_prefix, subject_client_prefix = ARGV[A_SUBJECT_PREFIX], ARGV[A_SUBJECT_CLIENT_PREFIX]
+local bucket_prefix, index_prefix = ARGV[A_BUCKET_PREFIX], ARGV[A_INDEX_PREFIX]
 
 -- Numbers handed to redis.call are formatted by Redis on every call (snprintf
 -- "%.17g" in 6.2), which costs more than some commands: the batch's numbers
 -- become strings once here, part counts through a small table.
 -- ('%d': whole digits at any size, where tostring would switch to an exponent at 1e14)
-local retention_until, job_ttl = string.format('%d', batch.t[1]), string.format('%d', batch.t[2])
-local waits = batch.w
+local retention_until, job_ttl = string.format('%d', batch.retention_until), string.format('%d', batch.job_ttl)
+local waits = batch.waits
 local NUM_STR = {}
 for i = 1, 32 do
   NUM_STR[i] = tostring(i)
@@ -47,15 +63,16 @@ local function num_str(n)
 end
 -- correlation entries, per carrier: field, value, ... for one HSET into its bucket
 local corr_add, corr_n = {}, {}
-for _, j in ipairs(batch.j) do
-  local job_id, event, carrier, parts, message_ids, err = j[1], j[2], j[3], j[4], j[5], j[6]
-  local ref, client, callback, dlr, to_hash = j[7], j[8], j[9], j[10], j[11]
-  local corr, expect, dlr_ids, entry_id = j[12], j[13], j[14], j[15]
-  local job_key = prefix .. ':job:' .. job_id
+for _, j in ipairs(batch.jobs) do
+  local job_id, event, carrier, parts = j[J_JOB_ID], j[J_EVENT], j[J_CARRIER], j[J_PARTS]
+  local message_ids, err, ref, client = j[J_MESSAGE_IDS], j[J_ERROR], j[J_REF], j[J_CLIENT]
+  local callback, dlr, to_hash, corr = j[J_CALLBACK], j[J_DLR], j[J_TO_HASH], j[J_CORR]
+  local expect, dlr_ids, entry_id = j[J_EXPECT], j[J_DLR_IDS], j[J_ENTRY_ID]
+  local job_key = job_prefix .. job_id
   local parts_s = num_str(parts)
   -- Mark the job done and learn what the mark was (SET … GET, one command):
   -- "done" already means a repeated call (reply lost); write nothing twice.
-  if redis.call('SET', prefix .. ':idem:' .. job_id, 'done', 'EX', job_ttl, 'GET') ~= 'done' then
+  if redis.call('SET', idem_prefix .. job_id, 'done', 'EX', job_ttl, 'GET') ~= 'done' then
     local h = {'HSET', job_key, 'carrier', carrier, 'parts', parts_s, 'message_ids', message_ids,
       'submitted_ms', now, 'state', event, 'dlr', dlr, 'retention_until', retention_until,
       'to_hash', to_hash, 'src_key', jobs, 'src_id', entry_id}
@@ -81,8 +98,8 @@ for _, j in ipairs(batch.j) do
         n = n + 2
       else
         for _, e in ipairs(corr) do
-          c[n + 1] = e[1]
-          c[n + 2] = num_str(e[2]) .. ':' .. now .. ':' .. job_id
+          c[n + 1] = e[C_ID]
+          c[n + 2] = num_str(e[C_PART]) .. ':' .. now .. ':' .. job_id
           n = n + 2
         end
       end
@@ -90,12 +107,12 @@ for _, j in ipairs(batch.j) do
     end
     -- Subject indexes for erasure (privacy_hooks.erasure): by number, by client.
     if to_hash ~= '' then
-      local subject = prefix .. ':subject:' .. to_hash
+      local subject = subject_prefix .. to_hash
       redis.call('SADD', subject, job_id)
       redis.call('EXPIRE', subject, job_ttl)
     end
     if client ~= '' then
-      local subject = prefix .. ':subject:client:' .. client
+      local subject = subject_client_prefix .. client
       redis.call('SADD', subject, job_id)
       redis.call('EXPIRE', subject, job_ttl)
     end
@@ -108,8 +125,8 @@ end
 -- bucket is the deadline too (the sweep reads it from P:dlr:due at its end).
 for carrier, c in pairs(corr_add) do
   local w = waits[carrier]
-  local bucket_end = w[1]
-  local bucket = prefix .. ':dlr:c:' .. carrier .. ':' .. bucket_end
+  local bucket_end = w[W_END_MS]
+  local bucket = bucket_prefix .. carrier .. ':' .. bucket_end
   local n = corr_n[carrier]
   for i = 1, n, 1000 do
     redis.call('HSET', bucket, unpack(c, i, math.min(i + 999, n)))
@@ -117,20 +134,20 @@ for carrier, c in pairs(corr_add) do
   -- the bucket's TTL only ever comes down: it ends with the earliest job record of
   -- its entries (each batch's expire-at is capped by its own records' retention)
   local ttl = redis.call('PTTL', bucket)
-  if ttl < 0 or tonumber(now) + ttl > tonumber(w[2]) then
-    redis.call('PEXPIREAT', bucket, w[2])
+  if ttl < 0 or tonumber(now) + ttl > tonumber(w[W_EXPIRE_AT_MS]) then
+    redis.call('PEXPIREAT', bucket, w[W_EXPIRE_AT_MS])
   end
-  redis.call('ZADD', prefix .. ':dlr:idx:' .. carrier, bucket_end, bucket_end)
+  redis.call('ZADD', index_prefix .. carrier, bucket_end, bucket_end)
   redis.call('ZADD', due, bucket_end, bucket_end .. ':' .. carrier)
 end
 -- The events stream is trimmed once per call, not per XADD: `XADD … MAXLEN ~`
 -- rewrites its arguments for propagation every time; one approximate XTRIM
 -- after the batch leaves the same whole nodes.
-if #batch.j > 0 then
+if #batch.jobs > 0 then
   redis.call('XTRIM', events, 'MAXLEN', '~', maxlen)
 end
-local acks = batch.a
+local acks = batch.acks
 for i = 1, #acks, 500 do
   redis.call('XACK', jobs, group, unpack(acks, i, math.min(i + 499, #acks)))
 end
-return #batch.j
+return #batch.jobs

@@ -5,16 +5,25 @@
 -- until another consumer's visibility timeout; instead each is appended again
 -- (same fields, new entry id) and its old entry acked, atomically.
 --
--- KEYS[1] the lane the entries came from
--- ARGV[1] consumer group
--- ARGV[2] payload (JSON): [[entry_id, nfields], ...]
--- ARGV[3...] the entries' fields, k, v, k, v, ... (nfields values per entry, in order)
-local stream, group = KEYS[1], ARGV[1]
-local entries = cjson.decode(ARGV[2])
-local at = 3
+-- Positions are named: the loader (engine/scripts.py) prepends the generated
+-- header (LAYOUT_VERSION, K_*, A_*, E_*) from REQUEUE_KEYS, REQUEUE_ARGS and
+-- RequeueEntry in engine/scripts.py.
+--
+-- KEYS[K_LANE] the lane the entries came from
+-- ARGV[A_GROUP]   consumer group
+-- ARGV[A_LAYOUT]  LAYOUT_VERSION of the caller (a mismatch is refused)
+-- ARGV[A_PAYLOAD] payload (JSON): [[entry_id, nfields] (E_*), ...]
+-- ARGV[A_REST...] the entries' fields, k, v, k, v, ... (nfields values per entry, in order)
+if ARGV[A_LAYOUT] ~= LAYOUT_VERSION then
+  return redis.error_reply('requeue.lua: argument layout ' .. tostring(ARGV[A_LAYOUT]) .. ', this script reads '
+    .. LAYOUT_VERSION .. ' (caller and script from different versions)')
+end
+local stream, group = KEYS[K_LANE], ARGV[A_GROUP]
+local entries = cjson.decode(ARGV[A_PAYLOAD])
+local at = A_REST
 local n = 0
 for _, e in ipairs(entries) do
-  local entry_id, nfields = e[1], e[2]
+  local entry_id, nfields = e[E_ENTRY_ID], e[E_NFIELDS]
   local first = at
   at = at + nfields
   if redis.call('XACK', stream, group, entry_id) == 1 then

@@ -1,16 +1,25 @@
 -- schedule.lua: push jobs whose send_at has come back onto their lane.
 --
--- Jobs with a future send_at are stored as hashes `<scheduled>:<entry id>`
+-- Jobs with a future send_at are stored as hashes `P:scheduled:<entry id>`
 -- (their original fields plus `lane`) and indexed in the sorted set
--- `<scheduled>` by due time (unix ms).
+-- `P:scheduled` by due time (unix ms).
 --
--- KEYS[1] the scheduled sorted set
--- ARGV[1] now (unix ms)
--- ARGV[2] most jobs to release in this call
-local zset = KEYS[1]
-local due = redis.call('ZRANGEBYSCORE', zset, '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+-- Positions are named: the loader (engine/scripts.py) prepends the generated
+-- header (LAYOUT_VERSION, K_*, A_*) from SCHEDULE_KEYS and SCHEDULE_ARGS.
+--
+-- KEYS[K_SCHEDULED] the scheduled sorted set
+-- ARGV[A_NOW]    now (unix ms)
+-- ARGV[A_LIMIT]  most jobs to release in this call
+-- ARGV[A_LAYOUT] LAYOUT_VERSION of the caller (a mismatch is refused)
+-- ARGV[A_JOB_PREFIX] what a held job's key starts with ("P:scheduled:", engine/keys.py)
+if ARGV[A_LAYOUT] ~= LAYOUT_VERSION then
+  return redis.error_reply('schedule.lua: argument layout ' .. tostring(ARGV[A_LAYOUT]) .. ', this script reads '
+    .. LAYOUT_VERSION .. ' (caller and script from different versions)')
+end
+local zset, job_prefix = KEYS[K_SCHEDULED], ARGV[A_JOB_PREFIX]
+local due = redis.call('ZRANGEBYSCORE', zset, '-inf', ARGV[A_NOW], 'LIMIT', 0, tonumber(ARGV[A_LIMIT]))
 for _, entry_id in ipairs(due) do
-  local key = zset .. ':' .. entry_id
+  local key = job_prefix .. entry_id
   local flat = redis.call('HGETALL', key)
   local lane = nil
   -- No MAXLEN: trimming a lane by length could drop jobs nobody has read yet.

@@ -1,19 +1,213 @@
-"""Server-side scripts: loaded once, called by SHA, reloaded after a flush.
+"""Server-side scripts: loaded once, called by SHA, reloaded after a flush; and
+the one definition of what each script reads where.
 
 A batch's Redis work is one or two script calls (DESIGN.md, "Where the time
 goes"): a command per message through redis-py costs ~12 µs of Python CPU;
 one EVALSHA per batch with a JSON payload costs a few µs per message.
+
+Why the layouts live here: Python builds the scripts' KEYS, ARGV and payload
+lists, and Lua reads them by position. Each position list is defined once
+below (a :class:`~engine.keys.Positions`, or a msgspec ``array_like``
+struct, which encodes as a list in field order); the loader prepends a
+generated header, ``local LAYOUT_VERSION = '1'`` and ``local A_GROUP,
+A_LAYOUT, ... = 1, 2, ...``, to the script text, so the script reads
+``ARGV[A_NOW]`` and ``j[J_CARRIER]`` and the two sides cannot disagree.
+Every call passes ``LAYOUT_VERSION`` and the script refuses another one
+(a script text run by hand, or by a caller of another version).
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
+import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-__all__ = ["Script"]
+from dlr.store import CORR_ENTRY
+from engine.keys import Keys, Positions, lua_header
+
+__all__ = [
+    "CLAIM_ARGS",
+    "CLAIM_KEYS",
+    "LAYOUT_VERSION",
+    "RECORD_ARGS",
+    "RECORD_KEYS",
+    "REQUEUE_ARGS",
+    "REQUEUE_KEYS",
+    "SCHEDULE_ARGS",
+    "SCHEDULE_KEYS",
+    "ClaimBatch",
+    "ClaimJob",
+    "DeadLetter",
+    "RecordBatch",
+    "RecordJob",
+    "RecordWait",
+    "RequeueEntry",
+    "Script",
+    "claim_call",
+    "payload_json",
+    "record_call",
+    "requeue_call",
+    "schedule_call",
+    "script_header",
+]
+
+LAYOUT_VERSION = 2
+"""Of every layout below; bump it on any change of one (1: the hand-numbered lists)."""
+
+
+def _fields(lua_prefix: str, struct: type[msgspec.Struct]) -> Positions:
+    return Positions(lua_prefix, struct.__struct_fields__)
+
+
+# -- record.lua ---------------------------------------------------------------
+RECORD_KEYS = Positions("K", ("jobs", "events", "due"))
+RECORD_ARGS = Positions(
+    "A",
+    ("group", "layout", "payload", "now", "maxlen", "job_prefix", "idem_prefix", "subject_prefix",
+     "subject_client_prefix", "bucket_prefix", "index_prefix"),
+)
+
+
+class RecordJob(msgspec.Struct, array_like=True, gc=False):
+    """One job's outcome as record.lua reads it (a list: ``j[J_CARRIER]``)."""
+
+    job_id: str
+    event: str
+    carrier: str
+    parts: int
+    message_ids: str
+    error: str
+    ref: str
+    client: str
+    callback: str
+    dlr: str
+    """"1" or "0"."""
+    to_hash: str
+    corr: str | list[list[Any]]
+    """dlr.store.correlation_arg: the fast form (the normalised id) or [[id, part], ...]."""
+    expect: int
+    dlr_ids: str
+    entry_id: str
+
+
+class RecordWait(msgspec.Struct, array_like=True, gc=False):
+    """A carrier's correlation bucket for the batch (strings: Redis formats no number)."""
+
+    end_ms: str
+    expire_at_ms: str
+
+
+class RecordBatch(msgspec.Struct, gc=False):
+    """record.lua's payload (a JSON object: named)."""
+
+    retention_until: int
+    job_ttl: int
+    waits: dict[str, RecordWait]
+    jobs: list[RecordJob]
+    acks: list[str]
+
+
+# -- claim.lua ----------------------------------------------------------------
+CLAIM_KEYS = Positions("K", ("jobs", "events", "dead"))
+CLAIM_ARGS = Positions(
+    "A", ("group", "layout", "payload", "now", "mark_ttl", "maxlen", "retry", "idem_prefix"), rest="rest"
+)
+
+
+class ClaimJob(msgspec.Struct, array_like=True, gc=False):
+    job_id: str
+    entry_id: str
+
+
+class DeadLetter(msgspec.Struct, array_like=True, gc=False):
+    """A dead letter to write; its original fields follow the named ARGV (``A_REST``)."""
+
+    entry_id: str
+    nfields: int
+    code: str
+    reason: str
+    job_id: str
+    ref: str
+    event: str
+    """"expired" to publish that event too, else ""."""
+
+
+class ClaimBatch(msgspec.Struct, gc=False):
+    claims: list[ClaimJob]
+    dead: list[DeadLetter]
+
+
+# -- requeue.lua, schedule.lua ------------------------------------------------
+REQUEUE_KEYS = Positions("K", ("lane",))
+REQUEUE_ARGS = Positions("A", ("group", "layout", "payload"), rest="rest")
+
+
+class RequeueEntry(msgspec.Struct, array_like=True, gc=False):
+    entry_id: str
+    nfields: int
+
+
+SCHEDULE_KEYS = Positions("K", ("scheduled",))
+SCHEDULE_ARGS = Positions("A", ("now", "limit", "layout", "job_prefix"))
+
+_HEADERS: dict[str, tuple[Positions, ...]] = {
+    "record": (RECORD_KEYS, RECORD_ARGS, _fields("J", RecordJob), _fields("W", RecordWait), CORR_ENTRY),
+    "claim": (CLAIM_KEYS, CLAIM_ARGS, _fields("C", ClaimJob), _fields("D", DeadLetter)),
+    "requeue": (REQUEUE_KEYS, REQUEUE_ARGS, _fields("E", RequeueEntry)),
+    "schedule": (SCHEDULE_KEYS, SCHEDULE_ARGS),
+}
+
+
+payload_json = msgspec.json.Encoder().encode
+"""A script payload as JSON (array_like structs encode as lists in field order)."""
+
+
+# -- each script's KEYS and ARGV, built here only ------------------------------
+def record_call(
+    keys: Keys, stream: str, group: str, payload: bytes, now_ms: int, maxlen: int
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of record.lua for the entries of ``stream``."""
+    return RECORD_KEYS.build(jobs=stream, events=keys.events, due=keys.dlr_due), RECORD_ARGS.build(
+        group=group, layout=LAYOUT_VERSION, payload=payload, now=now_ms, maxlen=maxlen,
+        job_prefix=keys.job_prefix, idem_prefix=keys.idem_prefix, subject_prefix=keys.subject_prefix,
+        subject_client_prefix=keys.subject_client_prefix, bucket_prefix=keys.dlr_bucket_prefix,
+        index_prefix=keys.dlr_index_prefix,
+    )
+
+
+def claim_call(
+    keys: Keys, stream: str, group: str, payload: bytes, now_ms: int, mark_ttl_s: int, maxlen: int,
+    retry: bool, dead_fields: Sequence[bytes] = (),
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of claim.lua for the entries of ``stream``."""
+    return CLAIM_KEYS.build(jobs=stream, events=keys.events, dead=keys.dead), CLAIM_ARGS.build(
+        group=group, layout=LAYOUT_VERSION, payload=payload, now=now_ms, mark_ttl=mark_ttl_s, maxlen=maxlen,
+        retry="1" if retry else "0", idem_prefix=keys.idem_prefix, rest=dead_fields,
+    )
+
+
+def requeue_call(stream: str, group: str, payload: bytes, fields: Sequence[bytes]) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of requeue.lua."""
+    return REQUEUE_KEYS.build(lane=stream), REQUEUE_ARGS.build(
+        group=group, layout=LAYOUT_VERSION, payload=payload, rest=fields
+    )
+
+
+def schedule_call(keys: Keys, now_ms: int, limit: int) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of schedule.lua."""
+    return SCHEDULE_KEYS.build(scheduled=keys.scheduled), SCHEDULE_ARGS.build(
+        now=now_ms, limit=limit, layout=LAYOUT_VERSION, job_prefix=keys.scheduled_prefix
+    )
+
+
+def script_header(name: str) -> str:
+    """The generated Lua the loader puts before ``engine/<name>.lua``."""
+    return lua_header(LAYOUT_VERSION, *_HEADERS[name])
 
 
 class Script:
@@ -23,9 +217,8 @@ class Script:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.source = resources.files("engine").joinpath(f"{name}.lua").read_text(encoding="utf-8")
-        import hashlib
-
+        text = resources.files("engine").joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        self.source = script_header(name) + text
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
     async def __call__(self, redis: Redis, keys: list[str], args: list[Any]) -> Any:

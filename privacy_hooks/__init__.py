@@ -11,7 +11,8 @@
 * Erasure: ``erase_subject`` over the subject index (``subject_key``,
   ``index_subject``); what the engine must write is in ``erasure``'s docstring.
 
-Imports the standard library, redis and orjson (for the JSON log lines).
+Imports the standard library, redis, orjson (for the JSON log lines) and
+engine.keys (the key names).
 """
 
 from .audit import AuditLog

@@ -50,6 +50,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from engine.keys import Keys
+
 from .audit import AuditLog
 from .hooks import HookChain
 from .masking import HASH_HEX_LEN
@@ -118,9 +120,13 @@ return 0
 _SUBJECT = re.compile(rf"^(?:[0-9a-f]{{{HASH_HEX_LEN}}}|client:[^\s]{{1,128}})$")
 
 
-def subject_key(prefix: str, subject: str) -> str:
+def _keys(prefix: str | Keys) -> Keys:
+    return prefix if isinstance(prefix, Keys) else Keys(prefix)
+
+
+def subject_key(prefix: str | Keys, subject: str) -> str:
     """The subject index set: ``<prefix>:subject:<subject>``."""
-    return f"{prefix}:subject:{subject}"
+    return _keys(prefix).subject(subject)
 
 
 def client_subject(client_id: str) -> str:
@@ -136,7 +142,7 @@ def _check_subject(subject: str) -> None:
         )
 
 
-async def index_subject(redis: Any, prefix: str, subject: str, job_id: str, ttl_s: int) -> None:
+async def index_subject(redis: Any, prefix: str | Keys, subject: str, job_id: str, ttl_s: int) -> None:
     """Add ``job_id`` to the subject's index (SADD + EXPIRE); ``redis`` may be a pipeline.
 
     The engine's submit script does the same two commands inline; this is for
@@ -171,7 +177,7 @@ def _s(value: Any) -> str:
 
 async def erase_subject(
     redis: Redis,
-    prefix: str,
+    prefix: str | Keys,
     subject_hash: str,
     now_s: float,
     policy: RetentionPolicy,
@@ -208,7 +214,7 @@ async def erase_subject(
         await redis.delete(index)
     else:
         await redis.expire(index, ttl)
-    log = audit if audit is not None else AuditLog(redis, f"{prefix}:audit", policy.audit)
+    log = audit if audit is not None else AuditLog(redis, _keys(prefix).audit, policy.audit)
     audit_id = await log.record(
         "erase",
         subject=subject_hash,
@@ -227,14 +233,15 @@ async def erase_subject(
 
 async def _erase_batch(
     redis: Redis,
-    prefix: str,
+    prefix: str | Keys,
     job_ids: list[str],
     now_s: float,
     ttl: int,
     until: int,
     immediate: bool,
 ) -> tuple[int, int, int]:
-    keys = [f"{prefix}:job:{job_id}" for job_id in job_ids]
+    k = _keys(prefix)
+    keys = [k.job(job_id) for job_id in job_ids]
     read = redis.pipeline(transaction=False)
     for key in keys:
         read.hmget(key, "src_key", "src_id", "carrier", "message_ids", "dlr_ids")
@@ -260,7 +267,7 @@ async def _erase_batch(
         if carrier and ids:
             # immediate: the entries go; default: hidden, see _ERASE_ENTRIES
             write.eval(
-                _ERASE_ENTRIES, 1, f"{prefix}:dlr:idx:{_s(carrier)}", f"{prefix}:dlr:c:{_s(carrier)}:",
+                _ERASE_ENTRIES, 1, k.correlation_index(_s(carrier)), k.correlation_buckets_of(_s(carrier)),
                 "delete" if immediate else "hide", *ids,
             )
             ops += 1

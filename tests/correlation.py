@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from dlr.store import correlation_bucket, put_correlation
+from engine.keys import Keys
 
 SUBMITTED_MS = 1_700_000_000_000
 DLR_WAIT_MS = 72 * 3600 * 1000
@@ -24,9 +25,10 @@ async def put_entry(
 
 async def _bucket_of(r: Any, prefix: str, carrier: str, mid: str) -> str | None:
     """The key of the carrier's bucket that holds ``mid``, or None."""
-    for end in await r.zrange(f"{prefix}:dlr:idx:{carrier}", 0, -1):
+    keys = Keys(prefix)
+    for end in await r.zrange(keys.correlation_index(carrier), 0, -1):
         end = end.decode() if isinstance(end, bytes) else end
-        bucket = f"{prefix}:dlr:c:{carrier}:{end}"
+        bucket = keys.correlation_bucket(carrier, end)
         if await r.hexists(bucket, mid):
             return bucket
     return None

@@ -10,7 +10,7 @@
 * ``CombinedLimiter`` — a bind's local (adaptive) bucket and the carrier's
   shared bucket as one ``RateLimiter``.
 
-Imports only the standard library and redis.
+Imports only the standard library, redis and engine.keys (the key names).
 """
 
 from .adaptive import AdaptiveRate

@@ -65,6 +65,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
+from engine.keys import Keys
+
 from .backoff import Backoff
 from .bucket import _check_rate, default_burst
 
@@ -119,8 +121,9 @@ _TAKE_SHA = hashlib.sha1(TAKE_SCRIPT.encode()).hexdigest()
 
 
 def tps_key(prefix: str, carrier: str) -> str:
-    """The Redis key of a carrier's global bucket: ``<prefix>:tps:<carrier>``."""
-    return f"{prefix}:tps:{carrier}"
+    """The Redis key of a carrier's global bucket: ``<prefix>:tps:<carrier>``
+    (``engine.keys.Keys.tps``: fleet-global, one for every shard)."""
+    return Keys(prefix).tps(carrier)
 
 
 class GlobalTokenBucket:

@@ -101,9 +101,9 @@ def test_bad_arguments_exit_2() -> None:
 
 
 def test_slow_calls_name_scripts_by_sha() -> None:
-    import hashlib
+    from engine.scripts import Script
 
-    record_sha = hashlib.sha1((Path(__file__).parents[2] / "engine" / "record.lua").read_bytes()).hexdigest()
+    record_sha = Script("record").sha  # what EVALSHA calls: the file with its generated header
     entries = [
         {"start_time": 100, "duration": 2000, "command": f"EVALSHA {record_sha} 3 a b c sendgate x".encode()},
         {"start_time": 100, "duration": 4000, "command": f"EVALSHA {record_sha} 3 a b c sendgate y".encode()},

@@ -20,6 +20,7 @@ from dlr.store import (
     correlation_bucket,
     put_correlation,
 )
+from engine.keys import Keys
 from tests.correlation import DLR_WAIT_MS, STAGED_END_MS, SUBMITTED_MS, get_entry, put_entry
 
 
@@ -37,7 +38,7 @@ async def submit_job(
 ) -> None:
     """Write what the engine's submit script writes once every part has its resp."""
     normalised = [normalize_id(i, fmt, side="submit") for i in ids]
-    job_key = f"{prefix}:job:{job_id}"
+    job_key = Keys(prefix).job(job_id)
     await r.hset(
         job_key,
         mapping={
@@ -68,7 +69,7 @@ async def dup_spans(r: Any, prefix: str, window: int = 600_000) -> dict[bytes, s
     now = await redis_now_ms(r)
     found = {}
     for n in range((now - window) // span - 3, now // span + 1):
-        key = f"{prefix}:dlr:dup:{n}".encode()
+        key = Keys(prefix).dup_span(n).encode()
         members = await r.smembers(key)
         if members:
             found[key] = members
@@ -93,7 +94,7 @@ def rec(
 
 
 async def events(r: Any, prefix: str) -> list[dict[str, str]]:
-    entries = await r.xrange(f"{prefix}:events")
+    entries = await r.xrange(Keys(prefix).events)
     return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
 
 
@@ -484,41 +485,45 @@ async def record_submitted(
     r: Any, prefix: str, jobs: list[tuple[str, list[str], str, str]], now_ms: int = SUBMITTED_MS
 ) -> None:
     """Run the engine's real record script for submitted jobs: (job id, raw ids, ref, callback)."""
-    import orjson
-
-    from engine.scripts import Script
+    from engine.scripts import RecordBatch, RecordJob, RecordWait, Script, payload_json, record_call
 
     payload = []
     for job_id, ids, ref, callback in jobs:
         normalised = [normalize_id(i, "as-is", side="submit") for i in ids]
         payload.append(
-            [
-                job_id, "submitted", "acme", len(ids), ",".join(ids), "", ref, "", callback, "1",
-                "", correlation_arg(normalised, len(ids), len(ids), callback, ref, ",".join(ids)), len(ids),
-                ",".join(normalised) if normalised != ids else "", "",
-            ]
+            RecordJob(
+                job_id=job_id, event="submitted", carrier="acme", parts=len(ids), message_ids=",".join(ids),
+                error="", ref=ref, client="", callback=callback, dlr="1", to_hash="",
+                corr=correlation_arg(normalised, len(ids), len(ids), callback, ref, ",".join(ids)),
+                expect=len(ids), dlr_ids=",".join(normalised) if normalised != ids else "", entry_id="",
+            )
         )
     # the bucket of now_ms's deadline; its key lives an hour of real time
     end_ms, _ = correlation_bucket(now_ms, DLR_WAIT_MS, 2 * DLR_WAIT_MS)
     expire_at = await redis_now_ms(r) + 3_600_000
-    body = orjson.dumps(
-        {"t": [now_ms // 1000 + 3600, 3600], "w": {"acme": [str(end_ms), str(expire_at)]}, "j": payload, "a": []}
-    )
-    keys = [f"{prefix}:jobs", f"{prefix}:events", f"{prefix}:dlr:due"]
-    await Script("record")(r, keys, ["sendgate", prefix, body, now_ms, 10_000])
-    await r.delete(f"{prefix}:events")  # keep only the receipts' events
+    body = payload_json(RecordBatch(
+        retention_until=now_ms // 1000 + 3600, job_ttl=3600,
+        waits={"acme": RecordWait(end_ms=str(end_ms), expire_at_ms=str(expire_at))}, jobs=payload, acks=[],
+    ))
+    keys = Keys(prefix)
+    await Script("record")(r, *record_call(keys, keys.jobs, "sendgate", body, now_ms, 10_000))
+    await r.delete(keys.events)  # keep only the receipts' events
 
 
 async def record_with_bucket(r: Any, prefix: str, job_id: str, end_ms: int, expire_at_ms: int) -> None:
     """The record script for one single-part job, its bucket given outright."""
-    import orjson
+    from engine.scripts import RecordBatch, RecordJob, RecordWait, Script, payload_json, record_call
 
-    from engine.scripts import Script
-
-    job = [job_id, "submitted", "acme", 1, job_id, "", "", "", "", "1", "", job_id, 1, "", ""]
-    body = orjson.dumps({"t": [2_000_000_000, 3600], "w": {"acme": [str(end_ms), str(expire_at_ms)]}, "j": [job], "a": []})
-    keys = [f"{prefix}:jobs", f"{prefix}:events", f"{prefix}:dlr:due"]
-    await Script("record")(r, keys, ["sendgate", prefix, body, await redis_now_ms(r), 10_000])
+    job = RecordJob(
+        job_id=job_id, event="submitted", carrier="acme", parts=1, message_ids=job_id, error="", ref="", client="",
+        callback="", dlr="1", to_hash="", corr=job_id, expect=1, dlr_ids="", entry_id="",
+    )
+    body = payload_json(RecordBatch(
+        retention_until=2_000_000_000, job_ttl=3600,
+        waits={"acme": RecordWait(end_ms=str(end_ms), expire_at_ms=str(expire_at_ms))}, jobs=[job], acks=[],
+    ))
+    keys = Keys(prefix)
+    await Script("record")(r, *record_call(keys, keys.jobs, "sendgate", body, await redis_now_ms(r), 10_000))
 
 
 async def test_fast_path_entry_from_the_record_script(

@@ -21,6 +21,7 @@ from connectors.pdu import SubmitSm
 from connectors.simulator import Simulator, SimulatorConfig, start_simulator
 from engine.app import Engine
 from engine.config import Settings, settings_from_mapping
+from engine.keys import Keys
 
 FINAL = frozenset({"delivered", "undeliverable", "expired", "rejected", "deleted", "unknown", "failed"})
 
@@ -101,7 +102,7 @@ async def wait_events(redis: Redis, prefix: str, job_ids: set[str], *, final: bo
         if time.monotonic() > deadline:
             missing = sorted(job_ids - done)[:5]
             raise AssertionError(f"timed out waiting for events of {len(job_ids - done)} job(s), e.g. {missing}")
-        reply = await redis.xread({f"{prefix}:events": last}, count=1000, block=100)
+        reply = await redis.xread({Keys(prefix).events: last}, count=1000, block=100)
         for _s, entries in reply or []:
             for eid, f in entries:
                 last = eid.decode()

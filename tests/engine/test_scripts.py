@@ -5,9 +5,19 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
-
-from engine.scripts import Script
+from engine.keys import Keys
+from engine.scripts import (
+    ClaimBatch,
+    ClaimJob,
+    DeadLetter,
+    RecordBatch,
+    RecordJob,
+    RecordWait,
+    Script,
+    claim_call,
+    payload_json,
+    record_call,
+)
 from tests.engine.harness import delete_prefix
 
 
@@ -22,19 +32,24 @@ async def _setup(redis: Any, prefix: str, n: int) -> list[str]:
 
 async def test_claim_marks_duplicates_reclaims_and_repeats(redis_client: Any, key_prefix: str) -> None:
     claim = Script("claim")
-    keys = [f"{key_prefix}:jobs", f"{key_prefix}:events", f"{key_prefix}:dead"]
+    k = Keys(key_prefix)
+
+    def call(payload: bytes, retry: bool, fields: list[bytes] | None = None) -> tuple[list[str], list[Any]]:
+        return claim_call(k, k.jobs, "g", payload, 1, 60, 1000, retry, fields or [])
+
     try:
         e = await _setup(redis_client, key_prefix, 3)
-        first = orjson.dumps({"c": [["a", e[0]], ["a", e[1]]], "d": []})
-        assert await claim(redis_client, keys, ["g", key_prefix, first, 1, 60, 1000, "0"]) == [0, 1]
+        first = payload_json(ClaimBatch(claims=[ClaimJob("a", e[0]), ClaimJob("a", e[1])], dead=[]))
+        assert await claim(redis_client, *call(first, False)) == [0, 1]
         # Same entry again: a crashed consumer's mark (2), unless this is our own retry (0).
-        again = orjson.dumps({"c": [["a", e[0]]], "d": []})
-        assert await claim(redis_client, keys, ["g", key_prefix, again, 1, 60, 1000, "0"]) == [2]
-        assert await claim(redis_client, keys, ["g", key_prefix, again, 1, 60, 1000, "1"]) == [0]
+        again = payload_json(ClaimBatch(claims=[ClaimJob("a", e[0])], dead=[]))
+        assert await claim(redis_client, *call(again, False)) == [2]
+        assert await claim(redis_client, *call(again, True)) == [0]
         # A dead letter is written once, however often the call is repeated.
-        dead = orjson.dumps({"c": [], "d": [[e[2], 2, "bad_number", "why", "j2", "", ""]]})
+        letter = DeadLetter(entry_id=e[2], nfields=2, code="bad_number", reason="why", job_id="j2", ref="", event="")
+        dead = payload_json(ClaimBatch(claims=[], dead=[letter]))
         for _ in range(2):
-            await claim(redis_client, keys, ["g", key_prefix, dead, 1, 60, 1000, "1", b"to", b"\xff"])
+            await claim(redis_client, *call(dead, True, [b"to", b"\xff"]))
         entries = await redis_client.xrange(f"{key_prefix}:dead")
         assert len(entries) == 1 and entries[0][1][b"to"] == b"\xff" and entries[0][1][b"code"] == b"bad_number"
     finally:
@@ -43,14 +58,20 @@ async def test_claim_marks_duplicates_reclaims_and_repeats(redis_client: Any, ke
 
 async def test_record_twice_writes_one_event_and_acks(redis_client: Any, key_prefix: str) -> None:
     record = Script("record")
-    keys = [f"{key_prefix}:jobs", f"{key_prefix}:events", f"{key_prefix}:dlr:due"]
+    k = Keys(key_prefix)
     try:
         e = await _setup(redis_client, key_prefix, 1)
-        job = ["j0", "submitted", "sim", 1, "ab", "", "r", "", "", "1", "h" * 32, "ab", 1, "", e[0]]
+        job = RecordJob(
+            job_id="j0", event="submitted", carrier="sim", parts=1, message_ids="ab", error="", ref="r", client="",
+            callback="", dlr="1", to_hash="h" * 32, corr="ab", expect=1, dlr_ids="", entry_id=e[0],
+        )
         expire_at = str(int(time.time() * 1000) + 60_000)
-        payload = orjson.dumps({"t": [1, 600], "w": {"sim": ["9", expire_at]}, "j": [job], "a": [e[0]]})
+        payload = payload_json(RecordBatch(
+            retention_until=1, job_ttl=600, waits={"sim": RecordWait(end_ms="9", expire_at_ms=expire_at)},
+            jobs=[job], acks=[e[0]],
+        ))
         for _ in range(2):
-            await record(redis_client, keys, ["g", key_prefix, payload, 1000, 1000])
+            await record(redis_client, *record_call(k, k.jobs, "g", payload, 1000, 1000))
         events = await redis_client.xrange(f"{key_prefix}:events")
         assert [f[b"event"] for _i, f in events] == [b"submitted"]
         # single part without callback: the receipt's fast-path entry (dlr/correlate.lua)
@@ -69,12 +90,18 @@ async def test_record_caps_the_events_stream_once_per_call(redis_client: Any, ke
     """Events are added without MAXLEN and the stream trimmed (approximately, whole
     nodes) at the end of the call: the cap holds and the newest events stay."""
     record = Script("record")
-    keys = [f"{key_prefix}:jobs", f"{key_prefix}:events", f"{key_prefix}:dlr:due"]
+    k = Keys(key_prefix)
     try:
         e = await _setup(redis_client, key_prefix, 600)
-        jobs = [[f"j{i}", "submitted", "sim", 1, f"m{i}", "", "", "", "", "0", "", "", 1, "", e[i]] for i in range(600)]
-        payload = orjson.dumps({"t": [1, 600], "w": {}, "j": jobs, "a": e})
-        assert await record(redis_client, keys, ["g", key_prefix, payload, 1000, 100]) == 600
+        jobs = [
+            RecordJob(
+                job_id=f"j{i}", event="submitted", carrier="sim", parts=1, message_ids=f"m{i}", error="", ref="",
+                client="", callback="", dlr="0", to_hash="", corr="", expect=1, dlr_ids="", entry_id=e[i],
+            )
+            for i in range(600)
+        ]
+        payload = payload_json(RecordBatch(retention_until=1, job_ttl=600, waits={}, jobs=jobs, acks=e))
+        assert await record(redis_client, *record_call(k, k.jobs, "g", payload, 1000, 100)) == 600
         stream = f"{key_prefix}:events"
         assert 100 <= await redis_client.xlen(stream) < 600
         assert (await redis_client.xrevrange(stream, count=1))[0][1][b"id"] == b"j599"
