@@ -81,10 +81,10 @@ def test_store_apply_batch_of_500_final_receipts(benchmark: Any, redis_url: str,
         pipe = client.pipeline(transaction=False)
         for i in range(BATCH):
             pipe.hset(
-                f"{prefix}:job:j{i}",
+                store.keys.job(f"j{i}"),
                 mapping={"parts": 1, "done": 0, "ref": "", "carrier": "c", "state": "submitted"},
             )
-            pipe.hdel(f"{prefix}:job:j{i}", "s:1", "e:1")
+            pipe.hdel(store.keys.job(f"j{i}"), "s:1", "e:1")
         await pipe.execute()
         entries = {f"m{i}": f"=1\x1fm{i}\x1f\x1fj{i}" if form == "fast" else f"1:1:j{i}" for i in range(BATCH)}
         await put_correlation(client, prefix, "c", entries, 1, int(time.time() * 1000) + 600_000)

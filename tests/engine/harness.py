@@ -153,7 +153,9 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 
 async def push(redis: Redis, prefix: str, jobs: list[dict[str, str]], lane: str = "jobs") -> None:
+    k = Keys(prefix)
+    stream = {"jobs": k.jobs, "jobs:high": k.jobs_high, "jobs:bulk": k.jobs_bulk}[lane]
     pipe = redis.pipeline(transaction=False)
     for job in jobs:
-        pipe.xadd(f"{prefix}:{lane}", job)  # type: ignore[arg-type]
+        pipe.xadd(stream, job)  # type: ignore[arg-type]
     await pipe.execute()

@@ -1,0 +1,256 @@
+"""engine/keys.py owns every key name: the names are today's, a shard puts its
+keys under one hash tag, the scripts create only keys the table knows, no Lua
+spells a key fragment, and docs/INTERNALS.md's table is the module's."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dlr.store import ReceiptRecord, ReceiptStore
+from engine.keys import KEY_TABLE, Keys, Positions, key_table_markdown, lua_header
+from engine.scripts import (
+    ClaimBatch,
+    ClaimJob,
+    DeadLetter,
+    RecordBatch,
+    RecordJob,
+    RecordWait,
+    RequeueEntry,
+    Script,
+    claim_call,
+    payload_json,
+    record_call,
+    requeue_call,
+    schedule_call,
+)
+from privacy_hooks.erasure import erase_subject
+from privacy_hooks.retention import RetentionPolicy
+from tests.engine.harness import delete_prefix
+from throttling import GlobalTokenBucket
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Today's names, spelled out: what a deployment's Redis holds must not move.
+TODAY = {
+    "jobs": "P:jobs",
+    "jobs_high": "P:jobs:high",
+    "jobs_bulk": "P:jobs:bulk",
+    "events": "P:events",
+    "inbound": "P:inbound",
+    "dead": "P:dead",
+    "scheduled": "P:scheduled",
+    "dlr_due": "P:dlr:due",
+    "dlr_unmatched": "P:dlr:unmatched",
+    "dlr_invalid": "P:dlr:invalid",
+    "audit": "P:audit",
+    "callbacks_failed": "P:callbacks:failed",
+    "job_prefix": "P:job:",
+    "idem_prefix": "P:idem:",
+    "subject_prefix": "P:subject:",
+    "subject_client_prefix": "P:subject:client:",
+    "scheduled_prefix": "P:scheduled:",
+    "dlr_bucket_prefix": "P:dlr:c:",
+    "dlr_index_prefix": "P:dlr:idx:",
+    "dlr_dup_prefix": "P:dlr:dup:",
+    "dlr_call_prefix": "P:dlr:call:",
+    "tps_prefix": "P:tps:",
+}
+FLEET = {"audit", "callbacks_failed", "tps_prefix"}
+
+
+def _samples(k: Keys) -> dict[str, str]:
+    """Every per-job / per-carrier name, by the method that builds it."""
+    return {
+        "job": k.job("j:1"),
+        "idem": k.idem("j:1"),
+        "subject": k.subject("ab" * 16),
+        "subject_client": k.subject_client("shop"),
+        "scheduled_job": k.scheduled_job("1-1"),
+        "correlation_bucket": k.correlation_bucket("acme", 1700),
+        "correlation_index": k.correlation_index("acme"),
+        "dup_span": k.dup_span(42),
+        "call_memo": k.call_memo("f" * 40),
+        "tps": k.tps("acme"),
+    }
+
+
+def test_shard_none_gives_todays_names() -> None:
+    k = Keys("P")
+    assert {name: getattr(k, name) for name in TODAY} == TODAY
+    assert k.lanes() == ("P:jobs:high", "P:jobs", "P:jobs:bulk")
+    assert _samples(k) == {
+        "job": "P:job:j:1",
+        "idem": "P:idem:j:1",
+        "subject": "P:subject:" + "ab" * 16,
+        "subject_client": "P:subject:client:shop",
+        "scheduled_job": "P:scheduled:1-1",
+        "correlation_bucket": "P:dlr:c:acme:1700",
+        "correlation_index": "P:dlr:idx:acme",
+        "dup_span": "P:dlr:dup:42",
+        "call_memo": "P:dlr:call:" + "f" * 40,
+        "tps": "P:tps:acme",
+    }
+    assert Keys() == Keys("sendgate") and Keys().jobs == "sendgate:jobs"
+
+
+def test_a_shard_tags_its_own_keys_and_not_the_fleets() -> None:
+    k = Keys("P", shard=3)
+    for name, today in TODAY.items():
+        expected = today if name in FLEET else "P:{3}" + today.removeprefix("P")
+        assert getattr(k, name) == expected, name
+    for name, key in _samples(k).items():
+        assert key.startswith("P:tps:" if name == "tps" else "P:{3}:"), key
+    with pytest.raises(ValueError):
+        Keys("P", shard=-1)
+    with pytest.raises(AttributeError):
+        k.jobs = "x"
+
+
+@pytest.mark.parametrize("shard", [None, 7])
+def test_every_name_the_module_builds_is_in_the_table(shard: int | None) -> None:
+    k = Keys("P", shard=shard)
+    fixed = [getattr(k, n) for n in TODAY if not n.endswith("_prefix")]
+    described = {name: k.describe(key) for name, key in {**_samples(k), **{key: key for key in fixed}}.items()}
+    assert all(described.values()), [n for n, d in described.items() if d is None]
+    # and each row of the table is some name's: no row without a builder
+    assert {d.pattern for d in described.values() if d} == {d.pattern for d in KEY_TABLE}
+    assert k.describe("P:nothing") is None and k.describe(k.job_prefix) is None
+
+
+def test_positions_name_both_sides() -> None:
+    p = Positions("A", ("mode", "now"), rest="rest")
+    assert p.lua() == "local A_MODE, A_NOW, A_REST = 1, 2, 3\n"
+    assert p.build(now=5, mode="m", rest=["x", "y"]) == ["m", 5, "x", "y"]
+    assert p.index("now") == 2 and p.index("rest") == 3
+    with pytest.raises(TypeError):
+        p.build(mode="m", rest=[])
+    assert lua_header(4, Positions("G", ("a",), first=0)).startswith("local LAYOUT_VERSION = '4'\n")
+
+
+# -- no Lua spells a key name -----------------------------------------------
+_FRAGMENT = re.compile(
+    r"""(['"])[^'"\n]*:(?:job|jobs|idem|dlr|subject|scheduled|events|dead|inbound|tps|audit|callbacks)\b[^'"\n]*\1"""
+)
+
+
+def _lua_sources() -> dict[str, str]:
+    from bench.e2e import _PREFILL_LUA
+    from privacy_hooks.erasure import _ERASE_ENTRIES
+    from throttling import TAKE_SCRIPT
+
+    found = {str(p.relative_to(ROOT)): p.read_text(encoding="utf-8") for pkg in ("engine", "dlr", "throttling",
+             "privacy_hooks", "connectors", "bench") for p in (ROOT / pkg).rglob("*.lua")}
+    found.update({"bench/e2e.py _PREFILL_LUA": _PREFILL_LUA, "privacy_hooks/erasure.py _ERASE_ENTRIES": _ERASE_ENTRIES,
+                  "throttling TAKE_SCRIPT": TAKE_SCRIPT})
+    return found
+
+
+def test_no_lua_spells_a_key_fragment() -> None:
+    sources = _lua_sources()
+    assert {"engine/record.lua", "engine/claim.lua", "dlr/correlate.lua"} <= sources.keys()
+    offenders = {}
+    for name, text in sources.items():
+        code = "\n".join(line.split("--", 1)[0] for line in text.splitlines())  # comments may name keys
+        hits = [m.group(0) for m in _FRAGMENT.finditer(code)]
+        if hits:
+            offenders[name] = hits
+    assert offenders == {}
+    # the check itself bites
+    assert _FRAGMENT.search("local k = prefix .. ':job:' .. id")
+
+
+# -- what the scripts create, against a real Redis ----------------------------
+async def _written(r: Any, prefix: str) -> set[str]:
+    return {key.decode() async for key in r.scan_iter(match=f"{prefix}:*", count=1000)}
+
+
+async def _exercise(r: Any, k: Keys) -> set[str]:
+    """Run every script and Redis writer once under ``k``: the engine's four
+    scripts, the receipt store's two modes (fast path, general path with a
+    callback, the duplicate window, the sweep), parking, erasure, audit and a
+    shared TPS bucket. Returns the keys seen before the sweep (it deletes the
+    buckets) and at the end."""
+    now_ms = int(time.time() * 1000)
+    for lane in k.lanes():
+        await r.xgroup_create(lane, "g", id="0", mkstream=True)
+    entries = [(await r.xadd(k.jobs, {"id": f"j{i}", "to": "4501", "text": "x"})).decode() for i in range(4)]
+    await r.xreadgroup("g", "c", {k.jobs: ">"}, count=4)
+    # claim.lua: two claims and a dead letter
+    claim = payload_json(ClaimBatch(
+        claims=[ClaimJob("j0", entries[0]), ClaimJob("j1", entries[1])],
+        dead=[DeadLetter(entry_id=entries[3], nfields=2, code="expired", reason="late", job_id="j3", ref="",
+                         event="expired")],
+    ))
+    assert await Script("claim")(r, *claim_call(k, k.jobs, "g", claim, now_ms, 60, 1000, False, [b"to", b"1"])) == [0, 0]
+    # record.lua: a fast-path job with a number hash and a client, a multipart one with a callback
+    fast = RecordJob(job_id="j0", event="submitted", carrier="acme", parts=1, message_ids="m0", error="", ref="r",
+                     client="shop", callback="", dlr="1", to_hash="ab" * 16, corr="m0", expect=1, dlr_ids="",
+                     entry_id=entries[0])
+    multi = RecordJob(job_id="j1", event="submitted", carrier="acme", parts=2, message_ids="m1,m2", error="",
+                      ref="", client="", callback="http://127.0.0.1:1/cb", dlr="1", to_hash="cd" * 16,
+                      corr=[["m1", 1], ["m2", 2]], expect=2, dlr_ids="", entry_id=entries[1])
+    never = RecordJob(job_id="j4", event="submitted", carrier="acme", parts=1, message_ids="m4", error="", ref="",
+                      client="", callback="http://127.0.0.1:1/cb", dlr="1", to_hash="", corr=[["m4", 1]],
+                      expect=1, dlr_ids="", entry_id="")
+    end_ms = now_ms - 1000  # already due: the sweep below takes it
+    record = payload_json(RecordBatch(
+        retention_until=now_ms // 1000 + 600, job_ttl=600,
+        waits={"acme": RecordWait(end_ms=str(end_ms), expire_at_ms=str(now_ms + 600_000))},
+        jobs=[fast, multi, never], acks=[entries[0], entries[1]],
+    ))
+    assert await Script("record")(r, *record_call(k, k.jobs, "g", record, now_ms, 1000)) == 3
+    # requeue.lua and schedule.lua (a job held as the pipeline holds it)
+    assert await Script("requeue")(r, *requeue_call(
+        k.jobs, "g", payload_json([RequeueEntry(entries[2], 2)]), [b"id", b"j2"])) == 1
+    await r.hset(k.scheduled_job("9-9"), mapping={"id": "j9", "lane": k.jobs_bulk})
+    await r.zadd(k.scheduled, {"9-9": 1})
+    await r.hset(k.scheduled_job("9-10"), mapping={"id": "j10", "lane": k.jobs_bulk})  # not due: stays
+    await r.zadd(k.scheduled, {"9-10": now_ms + 3_600_000})
+    assert await Script("schedule")(r, *schedule_call(k, now_ms, 10)) == 1
+    seen = await _written(r, k.prefix)
+    # correlate.lua: the fast path, a general-path final with a callback (kept reply), the sweep
+    store = ReceiptStore(r, k)
+    done = await store.apply("acme", [ReceiptRecord(m, "delivered", True, "", now_ms) for m in ("m0", "m1", "m2")])
+    assert done.applied == 3 and not done.unmatched and [e.job_id for e in done.finals] == ["j0", "j1"]
+    finals, _more = await store.expire_overdue(now_ms + 1)
+    assert [e.job_id for e in finals] == ["j4"]  # never had its receipt
+    await store.park_unmatched("acme", [ReceiptRecord("zz", "delivered", True, "", now_ms)])
+    await store.park_invalid("acme", {"short_message": b"id:1 text:hi"}, "unparseable")
+    # erasure (with its audit entry) and a carrier's shared TPS bucket
+    result = await erase_subject(r, k, "cd" * 16, time.time(), RetentionPolicy())
+    assert result.records == 1
+    bucket = GlobalTokenBucket(r, k.tps("acme"), 100.0, burst=10)
+    try:
+        assert await bucket.take(1) == 1
+    finally:
+        await bucket.close()
+    await r.xadd(k.callbacks_failed, {"id": "j1"})
+    await r.xadd(k.inbound, {"from": "x"})
+    return seen | await _written(r, k.prefix)
+
+
+@pytest.mark.parametrize("shard", [None, 5])
+async def test_the_scripts_write_only_names_of_the_table(redis_client: Any, key_prefix: str, shard: int | None) -> None:
+    k = Keys(key_prefix, shard=shard)
+    try:
+        written = await _exercise(redis_client, k)
+        rows = {key: k.describe(key) for key in sorted(written)}
+        assert [key for key, row in rows.items() if row is None] == []
+        if shard is not None:  # everything but the fleet's keys carries the shard's tag
+            assert all(key.startswith(f"{key_prefix}:{{{shard}}}:") == (row.scope == "shard")
+                       for key, row in rows.items() if row)
+        # the run reached every kind of key the table lists
+        assert {row.pattern for row in rows.values() if row} == {d.pattern for d in KEY_TABLE}
+    finally:
+        await delete_prefix(redis_client, key_prefix)
+
+
+def test_internals_holds_the_key_table() -> None:
+    """docs/INTERNALS.md's table is ``python -m engine.keys``'s output, verbatim."""
+    text = (ROOT / "docs" / "INTERNALS.md").read_text(encoding="utf-8")
+    assert key_table_markdown() in text
