@@ -108,3 +108,27 @@ async def test_record_caps_the_events_stream_once_per_call(redis_client: Any, ke
         assert (await redis_client.xpending(f"{key_prefix}:jobs", "g"))["pending"] == 0
     finally:
         await delete_prefix(redis_client, key_prefix)
+
+
+async def test_a_script_refuses_another_argument_layout(redis_client: Any, key_prefix: str) -> None:
+    """The header's LAYOUT_VERSION against the caller's: a mismatch is an error, not a misread."""
+    import pytest
+    from redis.exceptions import ResponseError
+
+    from engine.scripts import RECORD_ARGS
+
+    k = Keys(key_prefix)
+    keys, args = record_call(k, k.jobs, "g", payload_json(RecordBatch(1, 600, {}, [], [])), 1000, 100)
+    args[RECORD_ARGS.index("layout") - 1] = "1"
+    with pytest.raises(ResponseError, match=r"record\.lua: argument layout 1, this script reads 2"):
+        await Script("record")(redis_client, keys, args)
+    assert not await redis_client.exists(k.events)
+
+
+def test_correlation_entries_follow_their_positions() -> None:
+    """dlr.store.correlation_arg builds [id, part] in CORR_ENTRY's order (record.lua reads C_ID, C_PART)."""
+    from dlr.store import CORR_ENTRY, correlation_arg
+
+    assert correlation_arg(["a", "b"], 2, 2, "http://x", "", "A,B") == [
+        CORR_ENTRY.build(id="a", part=1), CORR_ENTRY.build(id="b", part=2)
+    ]
