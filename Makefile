@@ -8,6 +8,7 @@ test:
 lint:
 	$(PY) -m ruff check connectors throttling dlr privacy_hooks engine bench tests
 	$(PY) -m mypy
+	lint-imports --no-logo
 
 bench:
 	$(PY) -m pytest bench -q --benchmark-only --benchmark-autosave

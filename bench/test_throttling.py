@@ -15,7 +15,8 @@ import asyncio
 import uuid
 from typing import Any
 
-from throttling import AdaptiveRate, Backoff, GlobalTokenBucket, TokenBucket, tps_key
+from throttling import AdaptiveRate, Backoff, TokenBucket
+from throttling.global_bucket import GlobalTokenBucket, tps_key
 
 
 def test_bucket_try_take_granted(benchmark: Any) -> None:

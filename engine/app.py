@@ -31,8 +31,8 @@ from engine.metrics import Metrics
 from engine.pipeline import Pipeline
 from engine.receipts import ReceiptSink
 from engine.retention import trim_streams
-from privacy_hooks import AuditLog
-from throttling import GlobalTokenBucket
+from privacy_hooks.audit import AuditLog
+from throttling.global_bucket import GlobalTokenBucket
 
 __all__ = ["Engine", "bind_config", "redis_url_for"]
 
