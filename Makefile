@@ -11,10 +11,10 @@ lint:
 	lint-imports --no-logo
 
 bench:
-	$(PY) -m pytest bench -q --benchmark-only --benchmark-autosave
+	$(PY) -m pytest bench/micro -q --benchmark-only --benchmark-autosave
 
 bench-compare:
-	$(PY) -m pytest bench -q --benchmark-only --benchmark-autosave --benchmark-compare
+	$(PY) -m pytest bench/micro -q --benchmark-only --benchmark-autosave --benchmark-compare
 
 ci:
 	bash .ci/run

@@ -26,7 +26,7 @@ with ``str.split`` / ``str.partition`` over a latin-1 decode (which cannot
 fail and is the fastest codec), not with a per-field regex. ``text:`` is
 cut off first: it is everything after ``text:`` to the end and may contain
 colons and spaces that would otherwise look like fields. See
-``bench/test_receipt.py`` for the figures.
+``bench/micro/test_receipt.py`` for the figures.
 """
 
 from __future__ import annotations

@@ -198,6 +198,6 @@ def test_build_context_keeps_what_copy_needs_and_drops_the_rest() -> None:
         assert not _ignored(source.rstrip("/")), source
     assert not _ignored("engine/record.lua")  # package data of the wheel
     assert not _ignored("bench/e2e.py")  # `sendgate bench` runs in the image
-    for path in [".git", ".venv", "tests/conftest.py", "bench/test_codec.py", "config/compose.toml",
+    for path in [".git", ".venv", "tests/conftest.py", "bench/micro/test_codec.py", "config/compose.toml",
                  "engine/__pycache__/app.cpython-311.pyc", ".pytest_cache"]:
         assert _ignored(path), path
