@@ -107,7 +107,7 @@ def _cmd_send(args: argparse.Namespace) -> int:
         encoding=args.encoding,
         ref=args.ref or "",
         client=args.client or "",
-        priority=args.priority or "",
+        priority=args.priority or "normal",
         callback=args.callback or "",
         send_at=int(time.time() + args.delay_s) if args.delay_s else 0,
     )
