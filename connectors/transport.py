@@ -164,9 +164,6 @@ class SmppProtocol(asyncio.Protocol):
             transport.write(b"".join(buffer))
         buffer.clear()
 
-    def flush_now(self) -> None:
-        self._flush()
-
     def close(self) -> None:
         """Flush what is queued, then close (the transport sends the rest first)."""
         self._flush()

@@ -188,9 +188,6 @@ class Engine:
         self.pipeline.stop()
         self._stopped.set()
 
-    async def wait_stopped(self) -> None:
-        await self._stopped.wait()
-
     async def run(self) -> None:
         """Start, run until a stop is requested, shut down gracefully."""
         await self.start()
