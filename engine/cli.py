@@ -14,7 +14,7 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["main", "run_loop"]
 
 _DESCRIPTION = """\
 sendgate: a high-throughput SMPP dispatch engine.
@@ -33,7 +33,8 @@ environment:
 """
 
 
-def _run_loop(coro: Coroutine[Any, Any, int]) -> int:
+def run_loop(coro: Coroutine[Any, Any, int]) -> int:
+    """Run ``coro`` to its exit code on uvloop (stock asyncio when ``SENDGATE_LOOP=asyncio``)."""
     if os.environ.get("SENDGATE_LOOP", "uvloop") != "asyncio":
         try:
             import uvloop
@@ -72,7 +73,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 0
 
     try:
-        return _run_loop(main())
+        return run_loop(main())
     finally:
         if embedded is not None:
             embedded.stop()
@@ -134,7 +135,7 @@ def _cmd_send(args: argparse.Namespace) -> int:
         finally:
             await producer.aclose()
 
-    return _run_loop(main())
+    return run_loop(main())
 
 
 # ------------------------------------------------------------------- others
@@ -168,13 +169,13 @@ def _cmd_bench(argv: list[str]) -> int:
 def _cmd_erase(args: argparse.Namespace) -> int:
     from engine.erase import erase_main
 
-    return _run_loop(erase_main(_load(args), to=args.to, client=args.client, now=args.now))
+    return run_loop(erase_main(_load(args), to=args.to, client=args.client, now=args.now))
 
 
 def _cmd_purge(args: argparse.Namespace) -> int:
     from engine.erase import purge_main
 
-    return _run_loop(purge_main(_load(args)))
+    return run_loop(purge_main(_load(args)))
 
 
 # Sub-commands that own their whole argument list (their --help is their own).
