@@ -29,7 +29,7 @@ import re
 import unicodedata
 from functools import lru_cache
 
-from engine.gsm7_tables import (
+from engine.text.gsm7_tables import (
     DEFAULT_BASIC,
     DEFAULT_EXTENSION,
     ESC,
