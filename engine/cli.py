@@ -140,7 +140,7 @@ def _cmd_send(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------- others
 def _cmd_segments(argv: list[str]) -> int:
-    from engine.segments_cli import main as segments_main
+    from engine.text.cli import main as segments_main
 
     return segments_main(argv)
 

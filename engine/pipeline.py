@@ -58,8 +58,8 @@ from engine.keys import Keys
 from engine.metrics import Metrics
 from engine.router import Router, RoutingError
 from engine.scripts import Script
-from engine.segmenter import Segmented, SegmentError, segment
 from engine.submit import SubmitBuilder
+from engine.text.segmenter import Segmented, SegmentError, segment
 from privacy_hooks import KeyedHasher
 from throttling.backoff import Backoff
 
