@@ -8,12 +8,13 @@ test:
 lint:
 	$(PY) -m ruff check connectors throttling dlr privacy_hooks engine bench tests
 	$(PY) -m mypy
+	lint-imports --no-logo
 
 bench:
-	$(PY) -m pytest bench -q --benchmark-only --benchmark-autosave
+	$(PY) -m pytest bench/micro -q --benchmark-only --benchmark-autosave
 
 bench-compare:
-	$(PY) -m pytest bench -q --benchmark-only --benchmark-autosave --benchmark-compare
+	$(PY) -m pytest bench/micro -q --benchmark-only --benchmark-autosave --benchmark-compare
 
 ci:
 	bash .ci/run

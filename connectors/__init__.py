@@ -1,17 +1,22 @@
 """SMPP 3.4 for sendgate: sans-IO codec and session, asyncio transport, bind pool.
 
-The codec modules (codec, framer, pdu, constants, status, errors) import
-nothing but the standard library and msgspec: PDUs are ``msgspec.Struct`` values,
-``encode``/``decode`` turn them into bytes and back, ``Framer`` cuts a byte
-stream into PDUs, ``status_info`` says what a command_status means.
+The codec modules (codec, framer, pdu, constants, status, errors) and the
+session import nothing but the standard library and msgspec: PDUs are
+``msgspec.Struct`` values, ``encode``/``decode`` turn them into bytes and back,
+``Framer`` cuts a byte stream into PDUs, ``status_info`` says what a
+command_status means.
+
+Why only those are re-exported here: importing any submodule runs this file
+first, and ``import connectors.session`` must not load asyncio. The I/O
+modules are imported by their own path: ``connectors.transport``
+(``SmppBind``, ``SmppProtocol``, ``BindListener``), ``connectors.pool``
+(``BindPool``, ``PoolHandler``, ``PoolStats``, ``RateLimiter``) and
+``connectors.simulator``. import-linter and ``tests/test_layers.py`` hold it.
 """
 
 from __future__ import annotations
 
 from .codec import HEADER_SIZE, PDU_CLASSES, TLV_SPECS, decode, decode_body, encode, pdu_class
-
-# session / transport / pool (helper B). The simulator stays out of the
-# package namespace so that `python -m connectors.simulator` runs cleanly.
 from .config import BindConfig, ConfigError
 from .constants import (
     ESM_DELIVERY_RECEIPT,
@@ -71,7 +76,6 @@ from .pdu import (
     UnbindResp,
     UnsuccessSme,
 )
-from .pool import BindPool, PoolHandler, PoolStats, RateLimiter
 from .session import (
     ESME,
     SMSC,
@@ -95,7 +99,6 @@ from .status import (
     status_info,
     status_name,
 )
-from .transport import BindListener, SmppBind, SmppProtocol
 
 __all__ = [
     "ESME",
@@ -117,8 +120,6 @@ __all__ = [
     "AlertNotification",
     "BindConfig",
     "BindError",
-    "BindListener",
-    "BindPool",
     "BindReceiver",
     "BindReceiverResp",
     "BindTransceiver",
@@ -146,12 +147,9 @@ __all__ = [
     "Npi",
     "Outbind",
     "Pdu",
-    "PoolHandler",
-    "PoolStats",
     "ProtocolViolation",
     "QuerySm",
     "QuerySmResp",
-    "RateLimiter",
     "RemoteProtocolError",
     "ReplaceSm",
     "ReplaceSmResp",
@@ -160,9 +158,7 @@ __all__ = [
     "ResponseTimeoutError",
     "Session",
     "SmeAddress",
-    "SmppBind",
     "SmppError",
-    "SmppProtocol",
     "State",
     "StatusInfo",
     "StrayResponse",

@@ -63,6 +63,11 @@ class BindConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             "reconnect_min_s",
             "must be > 0 and <= reconnect_max_s",
         )
+        _check(
+            0 < self.throttle_backoff_min_s <= self.throttle_backoff_max_s,
+            "throttle_backoff_min_s",
+            "must be > 0 and <= throttle_backoff_max_s",
+        )
         _check(self.auth_retry_s > 0, "auth_retry_s", "must be > 0")
         _check(self.drain_timeout_s >= 0, "drain_timeout_s", "must be >= 0")
         _check(self.sweep_interval_s > 0, "sweep_interval_s", "must be > 0")

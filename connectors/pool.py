@@ -36,14 +36,13 @@ from typing import Any, Protocol, cast
 from .config import BindConfig
 from .pdu import DataSm, DeliverSm, SubmitSm
 from .session import Response
-from .status import ESME_RMSGQFUL, ESME_RTHROTTLED
+from .status import is_throttled
 from .transport import SmppBind
 
 __all__ = ["BindPool", "PoolHandler", "PoolStats", "RateLimiter"]
 
 log = logging.getLogger("sendgate.connectors.pool")
 
-_THROTTLED = frozenset((ESME_RTHROTTLED, ESME_RMSGQFUL))
 
 
 class PoolHandler(Protocol):
@@ -307,7 +306,7 @@ class BindPool:
         item = cast("tuple[SubmitSm, object]", response.context)
         resp = response.pdu
         status = resp.command_status
-        if status in _THROTTLED:
+        if is_throttled(status):
             self.stats.throttled += 1
             self._queue.appendleft(item)
             delay = bind.note_throttled()

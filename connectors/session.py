@@ -368,12 +368,6 @@ class Session:
     def is_bound(self) -> bool:
         return self.state in _BOUND
 
-    def may_send(self, command_id: int) -> bool:
-        """Whether we may send this request now (responses: any state but CLOSED)."""
-        if command_id & RESP_BIT:
-            return self.state is not _CLOSED
-        return command_id in self._may_send
-
     def can_submit(self) -> bool:
         """One more message request fits the window and the state allows submit_sm/deliver_sm."""
         return self.windowed < self.window and (

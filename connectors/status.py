@@ -253,6 +253,8 @@ _TABLE: Final = (
 
 #: Every SMPP 3.4 command_status, by code.
 STATUSES: Final[dict[int, StatusInfo]] = {info.code: info for info in _TABLE}
+# The throttled flag as a set: is_throttled runs once per submit_sm_resp.
+_THROTTLED_CODES: Final = frozenset(info.code for info in _TABLE if info.throttled)
 
 
 def format_status(code: int) -> str:
@@ -293,5 +295,5 @@ def is_retriable(code: int) -> bool:
 
 
 def is_throttled(code: int) -> bool:
-    """True for ESME_RTHROTTLED and ESME_RMSGQFUL."""
-    return code in (ESME_RTHROTTLED, ESME_RMSGQFUL)
+    """Shortcut for ``status_info(code).throttled`` (ESME_RTHROTTLED, ESME_RMSGQFUL)."""
+    return code in _THROTTLED_CODES

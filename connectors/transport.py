@@ -33,6 +33,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final, Protocol, cast
 
+# The one lower-layer import of connectors (pyproject.toml, contract "layers"):
+# the engine's single backoff, pure stdlib, for reconnects and throttle pauses.
+from throttling.backoff import Backoff
+
 from .config import BindConfig
 from .constants import CommandId
 from .errors import BindError, ConnectionLostError, SmppError
@@ -61,7 +65,6 @@ __all__ = [
     "BindListener",
     "SmppBind",
     "SmppProtocol",
-    "backoff_delay",
     "map_connection_error",
 ]
 
@@ -87,12 +90,6 @@ def map_connection_error(exc: BaseException | None, where: str) -> ConnectionLos
         name = exc.__class__.__name__
         return ConnectionLostError(f"{where}: {name} (errno {exc.errno})")
     return ConnectionLostError(f"{where}: {exc.__class__.__name__}")
-
-
-def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
-    """Exponential backoff with "equal jitter": half fixed, half random."""
-    base = min(max_s, min_s * (2 ** min(attempt, 30)))
-    return float(base / 2 + rng.random() * base / 2)
 
 
 class SmppProtocol(asyncio.Protocol):
@@ -167,9 +164,6 @@ class SmppProtocol(asyncio.Protocol):
             transport.write(b"".join(buffer))
         buffer.clear()
 
-    def flush_now(self) -> None:
-        self._flush()
-
     def close(self) -> None:
         """Flush what is queued, then close (the transport sends the rest first)."""
         self._flush()
@@ -206,8 +200,6 @@ class BindListener(Protocol):
         """Responses were processed or writing resumed: window may be free."""
 
 
-# SMPP 3.4 §5.1.3: bind refused for credentials; retry slowly.
-AUTH_FAILURES: Final = frozenset((0x0D, 0x0E, 0x0F))
 # A response saying our session is out of step (ESME_RINVCMDLEN, ESME_RINVBNDSTS):
 # the status is still data for the pool, and the bind starts over.
 _REBIND_STATUSES: Final = frozenset((ESME_RINVCMDLEN, ESME_RINVBNDSTS))
@@ -251,8 +243,12 @@ class SmppBind:
         self.last_error = ""
         self.retry_in_s = 0.0  # the wait before the next connection attempt
         self.throttled_until = 0.0
-        self._throttle_streak = 0
-        self._rng = rng or random.Random()
+        rng = rng or random.Random()
+        # Delays between half and all of a curve doubling from min_s to max_s.
+        self._reconnect = Backoff(config.reconnect_min_s, config.reconnect_max_s, jitter=0.5, rng=rng)
+        self._throttle = Backoff(
+            config.throttle_backoff_min_s, config.throttle_backoff_max_s, jitter=0.5, rng=rng
+        )
         self._loop = asyncio.get_running_loop()
         self._closing = False
         self._runner: asyncio.Task[None] | None = None
@@ -375,18 +371,14 @@ class SmppBind:
 
     def note_throttled(self) -> float:
         """The SMSC said slow down: pause this bind; returns the pause in seconds."""
-        cfg = self.config
-        delay = backoff_delay(
-            self._throttle_streak, cfg.throttle_backoff_min_s, cfg.throttle_backoff_max_s, self._rng
-        )
-        self._throttle_streak += 1
+        delay = self._throttle.next_delay()
         self.throttled_until = self._loop.time() + delay
         return delay
 
     def note_accepted(self) -> None:
         """A submit went through: the throttle backoff starts over."""
-        if self._throttle_streak:
-            self._throttle_streak = 0
+        if self._throttle.attempts:
+            self._throttle.reset()
             self.throttled_until = 0.0
 
     def kill(self) -> None:
@@ -422,7 +414,6 @@ class SmppBind:
     # -- connection loop ---------------------------------------------------
 
     async def _run(self) -> None:
-        attempt = 0
         cfg = self.config
         while not self._closing:
             delay: float
@@ -431,7 +422,7 @@ class SmppBind:
             except BindError as exc:
                 info = status_info(exc.command_status)
                 self.last_error = info.name
-                if exc.command_status in AUTH_FAILURES or info.auth_failure:
+                if info.auth_failure:  # SMPP 3.4 §5.1.3: refused for credentials; retry slowly
                     self.auth_failures += 1
                     delay = cfg.auth_retry_s
                     log.error(
@@ -446,9 +437,7 @@ class SmppBind:
                         delay,
                     )
                 else:
-                    delay = backoff_delay(
-                        attempt, cfg.reconnect_min_s, cfg.reconnect_max_s, self._rng
-                    )
+                    delay = self._reconnect.next_delay()
                     log.warning(
                         "bind %s refused: %s (0x%08X); retry in %.2fs",
                         self.name,
@@ -456,13 +445,11 @@ class SmppBind:
                         exc.command_status,
                         delay,
                     )
-                attempt += 1
             except (TimeoutError, OSError, SmppError) as exc:
                 err = map_connection_error(exc, f"bind {self.name}")
                 self.last_error = str(err)
-                delay = backoff_delay(attempt, cfg.reconnect_min_s, cfg.reconnect_max_s, self._rng)
+                delay = self._reconnect.next_delay()
                 log.warning("%s; retry in %.2fs", err, delay)
-                attempt += 1
             else:
                 if not self._first_try.done():
                     self._first_try.set_result(None)
@@ -483,9 +470,8 @@ class SmppBind:
                 # A link that dies right after binding must not become a hot loop:
                 # only a bind that lived a while starts the backoff over.
                 if self._loop.time() - bound_at >= cfg.reconnect_max_s:
-                    attempt = 0
-                delay = backoff_delay(attempt, cfg.reconnect_min_s, cfg.reconnect_max_s, self._rng)
-                attempt += 1
+                    self._reconnect.reset()
+                delay = self._reconnect.next_delay()
                 log.warning("bind %s lost: %s; reconnect in %.2fs", self.name, reason, delay)
             if not self._first_try.done():
                 self._first_try.set_result(None)
@@ -543,7 +529,7 @@ class SmppBind:
         self.up = True
         self.generation += 1
         self.last_error = ""
-        self._throttle_streak = 0
+        self._throttle.reset()
         self.throttled_until = 0.0
         self._schedule_sweep()
         log.info("bind %s up (%s:%s, %s)", self.name, cfg.host, cfg.port, self.mode)

@@ -40,12 +40,13 @@ from collections.abc import Callable
 from functools import partial
 from typing import Literal
 
-__all__ = ["ID_FORMATS", "normalize_id", "normalize_receipt_id", "submit_normalizer"]
+__all__ = ["HEX_DIGITS", "ID_FORMATS", "normalize_id", "normalize_receipt_id", "submit_normalizer"]
 
 #: The accepted ``dlr_id_format`` values (for config validation).
 ID_FORMATS = ("as-is", "hex-to-dec", "dec-to-hex")
 
-_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+#: The characters of a hexadecimal id, either case (``receipt_scan`` inlines the test).
+HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 _STRIP = " \x00\t\r\n"
 # Ids longer than this are not converted (no carrier uses 40-digit numbers;
 # it also bounds the cost of int() on hostile input).
@@ -53,7 +54,7 @@ _MAX_CONVERT_LEN = 40
 
 
 def _as_is(text: str) -> str:
-    if text and _HEX_DIGITS.issuperset(text):
+    if text and HEX_DIGITS.issuperset(text):
         return text.lower().lstrip("0") or "0"
     return text
 
@@ -77,7 +78,7 @@ def normalize_id(raw: str, fmt: str, *, side: Literal["submit", "receipt"]) -> s
     text = raw.strip(_STRIP)
     if side == "submit" and len(text) <= _MAX_CONVERT_LEN:
         if fmt == "hex-to-dec":
-            if text and _HEX_DIGITS.issuperset(text):
+            if text and HEX_DIGITS.issuperset(text):
                 return str(int(text, 16))
         elif fmt == "dec-to-hex" and text.isascii() and text.isdigit():
             return format(int(text), "x")

@@ -26,29 +26,31 @@ with ``str.split`` / ``str.partition`` over a latin-1 decode (which cannot
 fail and is the fastest codec), not with a per-field regex. ``text:`` is
 cut off first: it is everything after ``text:`` to the end and may contain
 colons and spaces that would otherwise look like fields. See
-``bench/test_receipt.py`` for the figures.
+``bench/micro/test_receipt.py`` for the figures.
 """
 
 from __future__ import annotations
 
 import msgspec
 
+# SMPP 3.4 §5.2.12 esm_class bits 5..2 (mask 0x3C) of a deliver_sm: the message type.
+from connectors.constants import ESM_DELIVERY_RECEIPT, ESM_INTERMEDIATE_NOTIFICATION, ESM_TYPE_MASK
+
 __all__ = [
     "EVENT_BY_MESSAGE_STATE",
     "EVENT_BY_STAT",
     "FINAL_EVENTS",
     "INTERMEDIATE_EVENTS",
+    "MAX_ID_LEN",
     "Receipt",
     "ReceiptParseError",
+    "error_field",
+    "find_err",
     "is_receipt",
     "parse_receipt",
     "receipt_outcome",
+    "scan_body",
 ]
-
-# SMPP 3.4 §5.2.12 esm_class bits 5..2 (mask 0x3C) of a deliver_sm: the message type.
-_ESM_TYPE_MASK = 0x3C
-_ESM_DELIVERY_RECEIPT = 0x04  # xx0001xx SMSC Delivery Receipt
-_ESM_INTERMEDIATE = 0x20  # xx1000xx Intermediate Delivery Notification
 
 #: Receipt ``stat:`` words (upper-cased) to event names. The first of each
 #: group is SMPP 3.4 Appendix B; the others are spellings seen from carriers.
@@ -109,9 +111,9 @@ _BODY_KEYS: dict[str, int] = {
 }
 _NO_FIELDS: tuple[str, ...] = ("",) * 7
 
-# SMPP 3.4 §5.2.23: message ids are C-octet strings of at most 65 octets; we
-# allow some slack for carriers that pad, and refuse anything absurd.
-_MAX_ID_LEN = 100
+#: SMPP 3.4 §5.2.23: message ids are C-octet strings of at most 65 octets; we
+#: allow some slack for carriers that pad, and refuse anything absurd.
+MAX_ID_LEN = 100
 # Cap on fields copied from the body into events (dates, sub, dlvrd, err).
 _MAX_FIELD_LEN = 32
 
@@ -155,11 +157,11 @@ def is_receipt(esm_class: int) -> bool:
     (intermediate delivery notification). Anything else is a mobile-originated
     message (or an SME acknowledgement), which is not ours to parse.
     """
-    kind = esm_class & _ESM_TYPE_MASK
-    return kind in (_ESM_DELIVERY_RECEIPT, _ESM_INTERMEDIATE)
+    kind = esm_class & ESM_TYPE_MASK
+    return kind in (ESM_DELIVERY_RECEIPT, ESM_INTERMEDIATE_NOTIFICATION)
 
 
-def _scan_body(body: str) -> list[str]:
+def scan_body(body: str) -> list[str]:
     """Split the Appendix B text body into its seven fields (first occurrence wins)."""
     cut = body.lower().find("text:")
     if cut >= 0:
@@ -231,7 +233,7 @@ def parse_receipt(
     # latin-1 maps every byte to a code point: never raises, and the fields we
     # keep (id, state, dates, err) are ASCII on every carrier we know.
     fields: list[str] | tuple[str, ...] = (
-        _scan_body(bytes(short_message).decode("latin-1")) if short_message else _NO_FIELDS
+        scan_body(bytes(short_message).decode("latin-1")) if short_message else _NO_FIELDS
     )
 
     message_id = _clean_id(receipted_message_id) if receipted_message_id else ""
@@ -239,7 +241,7 @@ def parse_receipt(
         message_id = _clean_id(fields[_ID])
     if not message_id:
         raise ReceiptParseError("no message id")
-    if len(message_id) > _MAX_ID_LEN:
+    if len(message_id) > MAX_ID_LEN:
         raise ReceiptParseError("message id too long")
 
     event = EVENT_BY_MESSAGE_STATE.get(message_state) if message_state is not None else None
@@ -251,11 +253,11 @@ def parse_receipt(
     elif not stat:
         stat = event.upper()
 
-    error = _error_field(fields[_ERR])
+    error = error_field(fields[_ERR])
     if not error and network_error_code:
         error = _render_network_error(network_error_code)
 
-    intermediate = (esm_class & _ESM_TYPE_MASK) == _ESM_INTERMEDIATE or event in INTERMEDIATE_EVENTS
+    intermediate = (esm_class & ESM_TYPE_MASK) == ESM_INTERMEDIATE_NOTIFICATION or event in INTERMEDIATE_EVENTS
     # Positional, in field order: message_id, stat, event, is_final, error,
     # submit_date, done_date, sub, dlvrd, intermediate.
     return Receipt(
@@ -272,13 +274,13 @@ def parse_receipt(
     )
 
 
-def _error_field(err: str) -> str:
+def error_field(err: str) -> str:
     """A receipt's error field from its ``err:`` value: none when it is all zeros."""
     return "err:" + err if err and err.strip("0") else ""
 
 
-def _find_err(body: bytes) -> str:
-    """The body's ``err:`` value, read exactly as `_scan_body` reads it (first wins)."""
+def find_err(body: bytes) -> str:
+    """The body's ``err:`` value, read exactly as `scan_body` reads it (first wins)."""
     head = body.lower()
     end = head.find(b"text:")
     if end < 0:
@@ -314,11 +316,11 @@ def receipt_outcome(
     if receipted_message_id and message_state is not None:
         event = EVENT_BY_MESSAGE_STATE.get(message_state)
         message_id = _clean_id(receipted_message_id)
-        if event is not None and message_id and len(message_id) <= _MAX_ID_LEN:
-            error = _error_field(_find_err(bytes(short_message))) if short_message else ""
+        if event is not None and message_id and len(message_id) <= MAX_ID_LEN:
+            error = error_field(find_err(bytes(short_message))) if short_message else ""
             if not error and network_error_code:
                 error = _render_network_error(network_error_code)
-            intermediate = (esm_class & _ESM_TYPE_MASK) == _ESM_INTERMEDIATE or event in INTERMEDIATE_EVENTS
+            intermediate = (esm_class & ESM_TYPE_MASK) == ESM_INTERMEDIATE_NOTIFICATION or event in INTERMEDIATE_EVENTS
             return message_id, event, not intermediate, error
     r = parse_receipt(esm_class, short_message, receipted_message_id, message_state, network_error_code)
     return r.message_id, r.event, r.is_final, r.error

@@ -33,7 +33,7 @@ The ``err:`` field: a short_message that is exactly the Appendix B line
 dates, a 7-letter state) up to ``text:`` has it read by one anchored
 expression (``_CANONICAL``), which cannot disagree with the general rule
 there: no other ``err:`` or ``text:`` can occur before it. Any other text
-is searched by :func:`dlr.receipt_parse._find_err`, the general path's own
+is searched by :func:`dlr.receipt_parse.find_err`, the general path's own
 function.
 """
 
@@ -42,16 +42,15 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from .ids import _HEX_DIGITS
+from connectors.constants import ESM_DELIVERY_RECEIPT, ESM_INTERMEDIATE_NOTIFICATION, ESM_TYPE_MASK
+
+from .ids import HEX_DIGITS
 from .receipt_parse import (
-    _ESM_DELIVERY_RECEIPT,
-    _ESM_INTERMEDIATE,
-    _ESM_TYPE_MASK,
-    _MAX_ID_LEN,
     EVENT_BY_MESSAGE_STATE,
     INTERMEDIATE_EVENTS,
-    _error_field,
-    _find_err,
+    MAX_ID_LEN,
+    error_field,
+    find_err,
 )
 
 __all__ = ["ScannedReceipt", "scan_receipt"]
@@ -76,7 +75,7 @@ _RECEIPT: Final = re.compile(
 
 # The Appendix B line up to "text:", exactly as most SMSCs write it; group 1 is
 # the err: value. Only alphanumerics between the keys, so no "err:" or "text:"
-# (any case) can occur before the ones matched: _find_err would read the same.
+# (any case) can occur before the ones matched: find_err would read the same.
 _CANONICAL: Final = re.compile(
     rb"id:[0-9A-Za-z]{0,65} sub:[0-9]{3} dlvrd:[0-9]{3} submit date:[0-9]{10,12} done date:[0-9]{10,12}"
     rb" stat:[A-Z]{7} err:([0-9A-Za-z]{1,32}) [Tt][Ee][Xx][Tt]:"
@@ -88,9 +87,9 @@ _ERROR_CACHE_MAX: Final = 1024
 # esm_class octet -> True for an intermediate notification, False for a
 # delivery receipt; other message types (mobile-originated, ...) are absent.
 _KIND: Final[dict[bytes, bool]] = {
-    bytes((esm,)): (esm & _ESM_TYPE_MASK) == _ESM_INTERMEDIATE
+    bytes((esm,)): (esm & ESM_TYPE_MASK) == ESM_INTERMEDIATE_NOTIFICATION
     for esm in range(256)
-    if (esm & _ESM_TYPE_MASK) in (_ESM_DELIVERY_RECEIPT, _ESM_INTERMEDIATE)
+    if (esm & ESM_TYPE_MASK) in (ESM_DELIVERY_RECEIPT, ESM_INTERMEDIATE_NOTIFICATION)
 }
 # message_state octet -> event; states without an event are absent.
 _EVENT: Final[dict[bytes, str]] = {bytes((state,)): event for state, event in EVENT_BY_MESSAGE_STATE.items()}
@@ -113,20 +112,20 @@ def scan_receipt(body: bytes) -> ScannedReceipt | None:
     if sm_start + sm_length[0] != sm_end or id_length[0] != len(raw_id) + 1:
         return None  # short_message does not end where the TLVs start
     message_id = raw_id.decode("latin-1").strip(" \t\r\n")  # (no NUL in it)
-    if not message_id or len(message_id) > _MAX_ID_LEN:
+    if not message_id or len(message_id) > MAX_ID_LEN:
         return None
-    if _HEX_DIGITS.issuperset(message_id):  # normalize_receipt_id, inline
+    if HEX_DIGITS.issuperset(message_id):  # normalize_receipt_id, inline
         message_id = message_id.lower().lstrip("0") or "0"
     canonical = _CANONICAL.match(body, sm_start, sm_end)
     if canonical is not None:
         value = canonical.group(1)
         error = _ERROR.get(value)
         if error is None:
-            error = _error_field(value.decode("latin-1"))
+            error = error_field(value.decode("latin-1"))
             if len(_ERROR) < _ERROR_CACHE_MAX:
                 _ERROR[value] = error
     else:
-        error = _error_field(_find_err(body[sm_start:sm_end]) if sm_end > sm_start else "")
+        error = error_field(find_err(body[sm_start:sm_end]) if sm_end > sm_start else "")
     return (
         message_id,
         event,

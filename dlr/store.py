@@ -150,7 +150,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from dlr.aggregate import SEVERITY
 from dlr.ids import normalize_id
-from dlr.receipt_parse import Receipt, _scan_body
+from dlr.receipt_parse import Receipt, scan_body
 from engine.keys import Keys, Positions, lua_header
 
 __all__ = [
@@ -403,7 +403,7 @@ def _redact_body(body: bytes) -> bytes:
     cut = body.lower().find(b"text:")
     if cut >= 0:
         body = body[:cut] + b"text:<redacted>"
-    elif not any(_scan_body(body.decode("latin-1"))):
+    elif not any(scan_body(body.decode("latin-1"))):
         return b"<%d bytes without receipt fields>" % len(body)
     return body[:_MAX_RAW_LEN]
 

@@ -15,9 +15,9 @@ many requests) is permanent — the receiver said the request itself is wrong
 and sending it again will not help — and so is 3xx (redirects are not
 followed: a signed body must not be forwarded to a host the client did not
 name). Everything else (5xx, 408, 429, timeouts, connection errors) is
-retried with exponential backoff (``backoff_s`` doubling up to
-``backoff_max_s``, each delay jittered to 50-100 % so a receiver that comes
-back is not hit by every retry at once; ``Retry-After`` seconds are honoured
+retried with exponential backoff (``throttling.backoff``: ``backoff_s``
+doubling up to ``backoff_max_s``, each delay jittered to 50-100 % so a
+receiver that comes back is not hit by every retry at once; ``Retry-After`` seconds are honoured
 up to the cap). Waiting retries sit in one timer heap, not in sleeping
 workers, so one dead endpoint cannot occupy the workers that serve healthy
 ones. After ``max_attempts`` the event goes to the failed stream with the
@@ -41,7 +41,6 @@ import heapq
 import hmac
 import itertools
 import logging
-import random
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -49,6 +48,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+
+from throttling.backoff import Backoff  # the engine's one backoff (pyproject.toml, "layers")
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -164,6 +165,7 @@ class WebhookForwarder:
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
+        self._backoff = Backoff(backoff_s, backoff_max_s, jitter=0.5)
         self.timeout_s = timeout_s
         self.queue_size = queue_size
         self.stream_maxlen = stream_maxlen
@@ -333,8 +335,7 @@ class WebhookForwarder:
             self._give_up(item, "max_attempts")
         else:
             self.stats.retried += 1
-            delay = min(self.backoff_max_s, self.backoff_s * 2 ** (item.attempts - 1))
-            delay *= random.uniform(0.5, 1.0)
+            delay = self._backoff.delay(item.attempts - 1)
             if retry_after is not None:
                 delay = max(delay, min(retry_after, self.backoff_max_s))
             log.debug(

@@ -31,8 +31,8 @@ from engine.metrics import Metrics
 from engine.pipeline import Pipeline
 from engine.receipt_sink import ReceiptSink
 from engine.stream_trim import trim_streams
-from privacy_hooks import AuditLog
-from throttling import GlobalTokenBucket
+from privacy_hooks.audit import AuditLog
+from throttling.global_bucket import GlobalTokenBucket
 
 __all__ = ["Engine", "bind_config", "redis_url_for"]
 
@@ -187,9 +187,6 @@ class Engine:
     def request_stop(self) -> None:
         self.pipeline.stop()
         self._stopped.set()
-
-    async def wait_stopped(self) -> None:
-        await self._stopped.wait()
 
     async def run(self) -> None:
         """Start, run until a stop is requested, shut down gracefully."""

@@ -201,6 +201,8 @@ def _check(settings: Settings) -> None:
         raise ConfigError("engine.batch_size: must be between 1 and 10000")
     if e.visibility_timeout_s <= 0:
         raise ConfigError("engine.visibility_timeout_s: must be > 0")
+    if not e.retry_backoff_s > 0:
+        raise ConfigError("engine.retry_backoff_s: must be > 0")
     if e.streams_maxlen < 1:
         # the scripts trim with MAXLEN ~ n: 0 would empty the events stream, not lift the cap
         raise ConfigError("engine.streams_maxlen: must be >= 1")

@@ -245,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.quiet:
             print(f"  started an embedded Redis on 127.0.0.1:{embedded.port}")
     try:
-        from engine.cli import _run_loop
+        from engine.cli import run_loop
 
         holder: dict[str, Any] = {}
 
@@ -255,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 0
 
-        _run_loop(go())
+        run_loop(go())
         summary = holder["s"]
         if args.json:
             import orjson

@@ -21,14 +21,9 @@ from redis.asyncio import Redis
 from engine.config import Settings
 from engine.keys import Keys
 from engine.stream_trim import trim_streams
-from privacy_hooks import (
-    AuditLog,
-    RetentionPolicy,
-    client_subject,
-    erase_subject,
-    keyed_hash,
-    mask_number,
-)
+from privacy_hooks import RetentionPolicy, keyed_hash, mask_number
+from privacy_hooks.audit import AuditLog
+from privacy_hooks.erasure import client_subject, erase_subject
 
 __all__ = ["erase_main", "purge_main", "retention_policy"]
 

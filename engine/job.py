@@ -5,6 +5,11 @@ stream"). `parse_job` turns one entry's fields into a `Job` or raises
 `JobError` whose ``code`` is one of the stable dead-letter codes and whose
 ``reason`` is for people — and never contains the number or the text.
 
+One schema for both sides: `Job` is also what a Python producer builds
+(``engine.producer.SendJob`` is this class), `Job.fields` is the inverse of
+`parse_job`, and the producer validates by running `parse_job` on those
+fields — so it accepts exactly what the engine will.
+
 Validation is a handful of dict lookups and precompiled regexes per job:
 this runs for every message on the hot path.
 """
@@ -51,7 +56,13 @@ class JobError(ValueError):
 
 
 class Job(msgspec.Struct, kw_only=True):
-    """One validated send job. ``to`` is digits only (E.164 without ``+``)."""
+    """One send job, the fields of DESIGN.md's "Jobs stream" typed.
+
+    From `parse_job` it is validated and ``to`` is digits only (E.164 without
+    ``+``); a producer builds one with the number as it has it and pushes
+    `fields`. ``sender`` is the ``from`` field; ``expires_at`` and
+    ``send_at`` are unix seconds (0: none).
+    """
 
     id: str
     to: str
@@ -60,14 +71,30 @@ class Job(msgspec.Struct, kw_only=True):
     carrier: str = ""
     dlr: bool = True
     encoding: str = "auto"
-    expires_at: float = 0.0
+    expires_at: int = 0
     validity: int = 0
     callback: str = ""
     ref: str = ""
     client: str = ""
     kind: str = "transactional"
     priority: str = "normal"
-    send_at: float = 0.0
+    send_at: int = 0
+
+    def fields(self) -> dict[bytes, bytes]:
+        """The flat stream fields of this job; defaults and empty values are left out.
+
+        `parse_job` reads them back into an equal job (``to`` normalised).
+        """
+        out = {b"id": self.id.encode(), b"to": self.to.encode(), b"text": self.text.encode()}
+        for name, attr in _FIELD_ATTRS:
+            value = getattr(self, attr)
+            if value == _DEFAULTS[attr] or value == "":
+                continue
+            if value is True or value is False:
+                out[name] = b"1" if value else b"0"
+            else:
+                out[name] = str(value).encode()
+        return out
 
 
 _NUMBER_RE = re.compile(r"\+?[1-9][0-9]{6,14}")
@@ -98,14 +125,15 @@ def _text(fields: Mapping[bytes, bytes], name: bytes) -> str | None:
         raise JobError("invalid", f"field {name.decode()!r} is not valid UTF-8") from None
 
 
-def _number_field(fields: Mapping[bytes, bytes], name: bytes, default: float = 0.0) -> float:
+def _number_field(fields: Mapping[bytes, bytes], name: bytes) -> int:
+    """A field in whole seconds (0 when absent or empty); a fraction is cut off."""
     v = fields.get(name)
     if v is None or v == b"":
-        return default
+        return 0
     try:
-        return float(v)
-    except ValueError:
-        raise JobError("invalid", f"field {name.decode()!r} must be a number (unix seconds)") from None
+        return int(float(v))
+    except (ValueError, OverflowError):
+        raise JobError("invalid", f"field {name.decode()!r} must be a number (seconds)") from None
 
 
 def _check_sender(sender: str) -> None:
@@ -203,7 +231,7 @@ def _opt_validity(job: Job, fields: Mapping[bytes, bytes], name: bytes, now_s: f
     if validity:
         if not 0 < validity <= 99 * 86400:
             raise JobError("invalid", "field 'validity' must be 1..8553600 seconds")
-        job.validity = int(validity)
+        job.validity = validity
 
 
 def _opt_callback(job: Job, fields: Mapping[bytes, bytes], name: bytes, now_s: float) -> None:
@@ -256,3 +284,10 @@ _OPTIONAL: dict[bytes, Callable[[Job, Mapping[bytes, bytes], bytes, float], None
     b"priority": _opt_priority,
     b"send_at": _opt_send_at,
 }
+# Job.fields: each optional stream field and its attribute, and the defaults it leaves out.
+_FIELD_ATTRS: tuple[tuple[bytes, str], ...] = tuple(
+    (name, "sender" if name == b"from" else name.decode()) for name in _OPTIONAL
+)
+_DEFAULTS: dict[str, object] = dict(
+    zip(Job.__struct_fields__[-len(Job.__struct_defaults__):], Job.__struct_defaults__, strict=True)
+)

@@ -71,9 +71,10 @@ from engine.scripts import (
     requeue_call,
     schedule_call,
 )
-from engine.segmenter import Segmented, SegmentError, segment
 from engine.submit import SubmitBuilder
+from engine.text.segmenter import Segmented, SegmentError, segment
 from privacy_hooks import KeyedHasher
+from throttling.backoff import Backoff
 
 __all__ = ["Pipeline"]
 
@@ -210,6 +211,14 @@ class Pipeline:
         self._recorded = 0  # outcomes recorded, ever
         self._recorded_event = asyncio.Event()
         self._max_record = max(100, e.batch_size)
+        # Delays from the engine's one backoff (throttling.backoff), by attempt:
+        # a transient submit error retries after retry_backoff_s doubling (no cap
+        # within retry_attempts), jitter 20 %; a failed Redis call after 0.1 s
+        # doubling up to 5 s, jitter 50 %.
+        self._submit_backoff = Backoff(
+            e.retry_backoff_s, e.retry_backoff_s * 2.0 ** min(max(e.retry_attempts, 0), 30), jitter=0.2
+        )
+        self._redis_backoff = Backoff(0.1, 5.0, jitter=0.5)
         self._stopping = False
         self._run_done = asyncio.Event()  # run() has returned: nothing more will be read
         self._refs: dict[str, int] = {}
@@ -551,7 +560,7 @@ class Pipeline:
         self.metrics.submits.labels(ij.carrier, result).inc()
         if info.retriable and ij.attempts[i] < self.settings.engine.retry_attempts:
             ij.attempts[i] += 1
-            delay = self.settings.engine.retry_backoff_s * (2 ** (ij.attempts[i] - 1)) * (0.8 + 0.4 * random.random())
+            delay = self._submit_backoff.delay(ij.attempts[i] - 1)
             pool = self.pools[ij.carrier]
             asyncio.get_running_loop().call_later(delay, self._resubmit, pool, ij, i)
             return
@@ -753,7 +762,7 @@ class Pipeline:
 
     async def _backoff(self, attempt: int, err: BaseException) -> None:
         self.metrics.redis_errors.inc()
-        delay = min(5.0, 0.05 * 2**attempt) * (0.5 + random.random())
+        delay = self._redis_backoff.delay(attempt - 1)
         log.warning("redis call failed (%s), attempt %d; retrying in %.2fs", type(err).__name__, attempt, delay)
         await asyncio.sleep(delay)
 

@@ -2,7 +2,8 @@
 
 Any language can ``XADD`` the flat fields of DESIGN.md; Python apps can use
 this instead to get the same validation the engine applies before a job is
-queued::
+queued: ``SendJob`` is the engine's own `engine.job.Job`, and `Producer.validate`
+runs the engine's `parse_job` on the fields it would push::
 
     from engine.producer import Producer, SendJob
 
@@ -18,49 +19,16 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-import msgspec
 from redis.asyncio import Redis
 
-from engine.job import JobError, parse_job
+from engine.job import Job, JobError, parse_job
 from engine.keys import Keys
 
 __all__ = ["Producer", "SendJob"]
 
 
-class SendJob(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """The fields of one job (DESIGN.md, "Jobs stream"); ``sender`` is the ``from`` field."""
-
-    id: str
-    to: str
-    text: str
-    sender: str = ""
-    carrier: str = ""
-    dlr: bool = True
-    encoding: str = "auto"
-    expires_at: int = 0
-    validity: int = 0
-    callback: str = ""
-    ref: str = ""
-    client: str = ""
-    kind: str = ""
-    priority: str = ""
-    send_at: int = 0
-
-    def fields(self) -> dict[bytes, bytes]:
-        """The flat stream fields, as the engine reads them."""
-        out: dict[bytes, bytes] = {b"id": self.id.encode(), b"to": self.to.encode(), b"text": self.text.encode()}
-        optional: tuple[tuple[bytes, object], ...] = (
-            (b"from", self.sender), (b"carrier", self.carrier), (b"encoding", "" if self.encoding == "auto" else self.encoding),
-            (b"expires_at", self.expires_at), (b"validity", self.validity), (b"callback", self.callback),
-            (b"ref", self.ref), (b"client", self.client), (b"kind", self.kind), (b"priority", self.priority),
-            (b"send_at", self.send_at),
-        )
-        for name, value in optional:
-            if value:
-                out[name] = str(value).encode()
-        if not self.dlr:
-            out[b"dlr"] = b"0"
-        return out
+# The producer's name for the engine's job: one schema, one validation.
+SendJob = Job
 
 
 class Producer:
@@ -72,9 +40,11 @@ class Producer:
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "sendgate") -> Producer:
+        """A producer with its own client of the Redis at ``url``."""
         return cls(Redis.from_url(url), prefix)
 
     def lane(self, job: SendJob) -> str:
+        """The stream ``job`` goes to: its ``priority``'s lane."""
         return {"high": self.keys.jobs_high, "bulk": self.keys.jobs_bulk}.get(job.priority, self.keys.jobs)
 
     def validate(self, job: SendJob) -> None:
@@ -89,7 +59,12 @@ class Producer:
         return entry.decode() if isinstance(entry, bytes) else str(entry)
 
     async def send_many(self, jobs: Iterable[SendJob], *, validate: bool = True) -> list[str]:
-        """Validate all, then push them in one pipeline (all or none validated first)."""
+        """Validate every job, then push them all in one round trip; returns the entry ids.
+
+        A job that fails validation raises its `JobError` before anything is
+        pushed. The pipeline is not a transaction: a Redis error midway can
+        leave the jobs before it pushed (each is idempotent by ``id``).
+        """
         batch = list(jobs)
         if validate:
             for job in batch:
@@ -110,6 +85,7 @@ class Producer:
                     yield {k.decode(): v.decode() for k, v in fields.items()}
 
     async def aclose(self) -> None:
+        """Close the Redis client."""
         await self.redis.aclose()
 
 

@@ -66,7 +66,7 @@ def _decode_mo_text(data_coding: int, payload: bytes) -> str:
     if data_coding == 0x08:
         return payload.decode("utf-16-be", "replace")
     if data_coding == 0x00:  # SMSC default alphabet: GSM 03.38, one septet per octet
-        from engine.gsm7 import decode
+        from engine.text.gsm7 import decode
 
         try:
             return decode(payload)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from connectors.pdu import SubmitSm
 from engine.config import CarrierSettings
 from engine.job import Job
-from engine.segmenter import Segmented, SegmentOptions
+from engine.text.segmenter import Segmented, SegmentOptions
 
 __all__ = ["SubmitBuilder", "relative_validity"]
 

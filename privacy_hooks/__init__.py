@@ -12,18 +12,14 @@
   ``index_subject``); what the engine must write is in ``erasure``'s docstring.
 
 Imports the standard library, redis, orjson (for the JSON log lines) and
-engine.keys (the key names).
+engine.keys (the key names). Only the modules without redis are re-exported
+here, so that importing ``privacy_hooks.masking`` does not load redis (and
+asyncio with it): take ``AuditLog`` from ``privacy_hooks.audit`` and the
+erasure names (``erase_subject``, ``subject_key``, ``index_subject``,
+``client_subject``, ``ErasureResult``, ``STRIPPED_FIELDS``) from
+``privacy_hooks.erasure``.
 """
 
-from .audit import AuditLog
-from .erasure import (
-    STRIPPED_FIELDS,
-    ErasureResult,
-    client_subject,
-    erase_subject,
-    index_subject,
-    subject_key,
-)
 from .hooks import (
     BaseHook,
     HookChain,
@@ -51,11 +47,8 @@ __all__ = [
     "NUMBER_FIELDS",
     "RECORD_KINDS",
     "REDACTED",
-    "STRIPPED_FIELDS",
     "TEXT_FIELDS",
-    "AuditLog",
     "BaseHook",
-    "ErasureResult",
     "HookChain",
     "JsonFormatter",
     "KeyedHasher",
@@ -67,11 +60,8 @@ __all__ = [
     "RetentionPolicy",
     "StoredRecord",
     "TextFormatter",
-    "client_subject",
     "configure_logging",
     "default_chain",
-    "erase_subject",
-    "index_subject",
     "keyed_hash",
     "looks_like_number",
     "mask_number",
@@ -79,5 +69,4 @@ __all__ = [
     "parse_level",
     "redact_record",
     "redact_text",
-    "subject_key",
 ]

@@ -11,23 +11,23 @@
   shared bucket as one ``RateLimiter``.
 
 Imports only the standard library, redis and engine.keys (the key names).
+Only the pure modules are re-exported here, so that importing
+``throttling.bucket`` does not load redis (and asyncio with it): take
+``GlobalTokenBucket``, ``tps_key`` and ``TAKE_SCRIPT`` from
+``throttling.global_bucket``.
 """
 
 from .adaptive import AdaptiveRate
 from .backoff import Backoff, BackoffStrategy
 from .bucket import TokenBucket, default_burst
 from .combined import CombinedLimiter, RateLimiter
-from .global_bucket import TAKE_SCRIPT, GlobalTokenBucket, tps_key
 
 __all__ = [
-    "TAKE_SCRIPT",
     "AdaptiveRate",
     "Backoff",
     "BackoffStrategy",
     "CombinedLimiter",
-    "GlobalTokenBucket",
     "RateLimiter",
     "TokenBucket",
     "default_burst",
-    "tps_key",
 ]

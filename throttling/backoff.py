@@ -21,6 +21,13 @@ Strategies (``strategy=``), with ``base = min(max_s, min_s * factor**attempt)``:
 
 ``attempts`` counts delays handed out since the last ``reset()``; call
 ``reset()`` once the operation succeeded (e.g. the bind is up again).
+A caller that counts attempts itself (one count per job part, per callback)
+asks ``delay(attempt)`` instead: same curve, no state.
+
+One backoff for the engine: the bind's reconnects and throttle pauses
+(``connectors.transport``), Redis retries and submit retries
+(``engine.pipeline``) and callback retries (``dlr.webhook``) all take their
+delays from here, each with its own ``min_s``/``max_s``/``jitter``.
 """
 
 from __future__ import annotations
@@ -73,25 +80,37 @@ class Backoff:
         """Number of delays handed out since construction or the last ``reset()``."""
         return self._attempts
 
-    def _base(self) -> float:
-        # Cap the exponent first: factor**attempt overflows a float after ~1000 attempts.
+    def _base(self, attempt: int) -> float:
+        # factor**attempt overflows a float after ~1000 attempts: the cap then.
         try:
-            grown = self.min_s * self.factor**self._attempts
+            grown = self.min_s * self.factor**attempt
         except OverflowError:
             return self.max_s
         return grown if grown < self.max_s else self.max_s
 
+    def delay(self, attempt: int) -> float:
+        """The delay (seconds) before retry number ``attempt`` (0 = the first).
+
+        For callers that keep their own count; leaves ``attempts`` alone.
+        Draws one random number. Not for ``"decorrelated"``, whose delay
+        depends on the previous one (use ``next_delay``).
+        """
+        if attempt < 0:
+            raise ValueError(f"attempt must be >= 0, got {attempt!r}")
+        if self.strategy == "full":
+            return self._rng.random() * self._base(attempt)
+        if self.strategy == "decorrelated":
+            raise ValueError("a decorrelated backoff has no delay per attempt: use next_delay()")
+        return self._base(attempt) * (1.0 - self.jitter * self._rng.random())
+
     def next_delay(self) -> float:
         """The delay (seconds) to wait before the next attempt; counts one attempt."""
-        rng = self._rng
         if self.strategy == "decorrelated":
             upper = min(self.max_s, self._previous * self.factor)
-            delay = rng.uniform(self.min_s, upper) if upper > self.min_s else self.min_s
+            delay = self._rng.uniform(self.min_s, upper) if upper > self.min_s else self.min_s
             self._previous = delay
-        elif self.strategy == "full":
-            delay = rng.random() * self._base()
         else:
-            delay = self._base() * (1.0 - self.jitter * rng.random())
+            delay = self.delay(self._attempts)
         self._attempts += 1
         return delay
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["TokenBucket", "default_burst"]
+__all__ = ["TokenBucket", "check_rate", "default_burst"]
 
 # Floats accumulate error: 0.1 s at 10/s must give a whole token, not 0.9999…
 _EPSILON = 1e-9
@@ -45,7 +45,11 @@ def default_burst(rate_per_s: float) -> int:
     return max(1, math.ceil(rate_per_s / 10.0))
 
 
-def _check_rate(rate_per_s: float) -> float:
+def check_rate(rate_per_s: float) -> float:
+    """``rate_per_s`` as a float; ValueError unless finite and >= 0 (0: unlimited).
+
+    Every bucket (local and global) checks its rate with this one rule.
+    """
     rate = float(rate_per_s)
     if not math.isfinite(rate) or rate < 0:
         raise ValueError(f"rate_per_s must be a finite number >= 0, got {rate_per_s!r}")
@@ -64,7 +68,7 @@ class TokenBucket:
     __slots__ = ("_burst", "_burst_fixed", "_last", "_rate", "_tokens")
 
     def __init__(self, rate_per_s: float, burst: int | None = None) -> None:
-        self._rate = _check_rate(rate_per_s)
+        self._rate = check_rate(rate_per_s)
         if burst is not None and burst < 1:
             raise ValueError(f"burst must be >= 1, got {burst!r}")
         self._burst_fixed = burst is not None
@@ -131,7 +135,7 @@ class TokenBucket:
         without it, that time is credited at the new rate on the next call.
         Tokens above a smaller default burst are dropped.
         """
-        rate = _check_rate(rate_per_s)
+        rate = check_rate(rate_per_s)
         if now is not None and self._rate > 0.0:
             self._refill(now)
         self._rate = rate

@@ -68,7 +68,7 @@ from redis.exceptions import NoScriptError, RedisError
 from engine.keys import Keys
 
 from .backoff import Backoff
-from .bucket import _check_rate, default_burst
+from .bucket import check_rate, default_burst
 
 __all__ = ["TAKE_SCRIPT", "GlobalTokenBucket", "tps_key"]
 
@@ -167,7 +167,7 @@ class GlobalTokenBucket:
         #: Tokens leased from Redis in total, and those that expired unused.
         self.leased = 0
         self.expired = 0
-        self._configure(_check_rate(rate_per_s))
+        self._configure(check_rate(rate_per_s))
 
     @classmethod
     def for_carrier(
@@ -211,7 +211,7 @@ class GlobalTokenBucket:
         run the same configuration. A throttled bind slows down in its own
         local ``TokenBucket`` (see ``CombinedLimiter``), not here.
         """
-        self._configure(_check_rate(rate_per_s))
+        self._configure(check_rate(rate_per_s))
 
     # -- Redis side --------------------------------------------------------
     async def _lease(self, want: int, least: int = 1) -> tuple[int, int]:

@@ -13,7 +13,7 @@ from connectors.errors import ConnectionLostError
 from connectors.pdu import SubmitSm
 from connectors.session import Response, State
 from connectors.simulator import Simulator, SimulatorConfig, start_simulator
-from connectors.transport import SmppBind, backoff_delay, map_connection_error
+from connectors.transport import SmppBind, map_connection_error
 from tests.connectors.helpers import FAKE_DESTINATION
 
 
@@ -175,14 +175,24 @@ def test_map_connection_error() -> None:
     assert map_connection_error(same, "y") is same
 
 
-def test_backoff_grows_with_jitter_and_is_capped() -> None:
-    rng = random.Random(1)
-    delays = [backoff_delay(n, 0.5, 30.0, rng) for n in range(12)]
-    for n, d in enumerate(delays):
-        base = min(30.0, 0.5 * 2**n)
-        assert base / 2 <= d <= base
-    assert max(delays) <= 30.0
-    assert len({round(d, 6) for d in delays}) == len(delays)
+async def test_backoff_grows_with_jitter_and_is_capped() -> None:
+    # The bind's delays come from throttling.backoff; these are its settings.
+    bind = SmppBind(
+        cfg(1, reconnect_min_s=0.5, reconnect_max_s=30.0,
+            throttle_backoff_min_s=0.5, throttle_backoff_max_s=30.0),
+        Listener(), rng=random.Random(1),
+    )
+    for delays in (
+        [bind._reconnect.next_delay() for _ in range(12)],
+        [bind.note_throttled() for _ in range(12)],
+    ):
+        for n, d in enumerate(delays):
+            base = min(30.0, 0.5 * 2**n)
+            assert base / 2 <= d <= base
+        assert max(delays) <= 30.0
+        assert len({round(d, 6) for d in delays}) == len(delays)
+    bind.note_accepted()  # a submit went through: the throttle pause starts over
+    assert bind.note_throttled() <= 0.5
 
 
 def test_bind_config_validation_names_the_key() -> None:
@@ -192,6 +202,8 @@ def test_bind_config_validation_names_the_key() -> None:
         BindConfig(bind_mode="both")
     with pytest.raises(ConfigError, match="password"):
         BindConfig(password="much-too-long")
+    with pytest.raises(ConfigError, match="throttle_backoff_min_s"):
+        BindConfig(throttle_backoff_min_s=0.0)
     with pytest.raises(ConfigError, match=r"carriers\[acme\]"):
         BindConfig.from_carrier({"name": "acme", "binds": 0})
 

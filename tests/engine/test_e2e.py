@@ -10,7 +10,7 @@ import uuid
 from collections import Counter
 
 from connectors.simulator import SimulatorConfig
-from engine.segmenter import SegmentOptions, segment
+from engine.text.segmenter import SegmentOptions, segment
 from tests.engine.harness import push, running, wait_events
 
 ORDER = {"submitted": 0, "enroute": 1, "accepted": 1, "delivered": 2, "undeliverable": 2, "expired": 2}

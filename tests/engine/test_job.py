@@ -74,3 +74,36 @@ def test_normalise_number() -> None:
     assert normalise_number("+4512345678") == "4512345678"
     assert normalise_number(" 4512345678 ") == "4512345678"
     assert normalise_number("45 12") is None
+
+
+def test_fields_are_read_back_into_the_same_job() -> None:
+    from engine.job import Job
+
+    job = Job(
+        id="j9", to="+4512345678", text="hi", sender="ACME", carrier="c1", dlr=False, encoding="gsm7",
+        expires_at=int(NOW) + 60, validity=600, callback="https://example.org/cb", ref="r", client="t",
+        kind="marketing", priority="bulk", send_at=int(NOW) + 5,
+    )
+    back = parse_job(job.fields(), NOW)
+    assert back == Job(**{**{f: getattr(job, f) for f in Job.__struct_fields__}, "to": "4512345678"})
+    assert isinstance(back.expires_at, int) and isinstance(back.send_at, int)
+
+
+def test_fields_leave_defaults_out_and_defaults_match_the_contract() -> None:
+    from engine.job import Job
+
+    job = Job(id="j1", to="+4512345678", text="hello")
+    assert job.fields() == {b"id": b"j1", b"to": b"+4512345678", b"text": b"hello"}
+    # DESIGN.md, "Jobs stream": the defaults a producer gets without saying them.
+    assert (job.kind, job.priority, job.encoding, job.dlr, job.expires_at, job.send_at) == (
+        "transactional", "normal", "auto", True, 0, 0
+    )
+    assert parse_job(job.fields(), NOW) == Job(id="j1", to="4512345678", text="hello")
+
+
+def test_seconds_fields_are_whole_seconds() -> None:
+    job = parse_job(f(expires_at=f"{NOW + 60.9}", send_at=f"{NOW + 5.5}"), NOW)
+    assert (job.expires_at, job.send_at) == (int(NOW) + 60, int(NOW) + 5)
+    with pytest.raises(JobError) as info:
+        parse_job(f(send_at="inf"), NOW)
+    assert info.value.code == "invalid"

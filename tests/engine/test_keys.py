@@ -31,7 +31,7 @@ from engine.scripts import (
 from privacy_hooks.erasure import erase_subject
 from privacy_hooks.retention import RetentionPolicy
 from tests.engine.harness import delete_prefix
-from throttling import GlobalTokenBucket
+from throttling.global_bucket import GlobalTokenBucket
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -141,7 +141,7 @@ _FRAGMENT = re.compile(
 def _lua_sources() -> dict[str, str]:
     from bench.e2e import _PREFILL_LUA
     from privacy_hooks.erasure import _ERASE_ENTRIES
-    from throttling import TAKE_SCRIPT
+    from throttling.global_bucket import TAKE_SCRIPT
 
     found = {str(p.relative_to(ROOT)): p.read_text(encoding="utf-8") for pkg in ("engine", "dlr", "throttling",
              "privacy_hooks", "connectors", "bench") for p in (ROOT / pkg).rglob("*.lua")}

@@ -6,7 +6,8 @@ import time
 
 import redis.asyncio as aioredis
 
-from privacy_hooks import AuditLog, keyed_hash
+from privacy_hooks import keyed_hash
+from privacy_hooks.audit import AuditLog
 
 
 async def test_record_writes_action_ts_and_fields(

@@ -6,17 +6,14 @@ from typing import Any
 
 import pytest
 
-from privacy_hooks import (
+from privacy_hooks import BaseHook, HookChain, RetentionPolicy, keyed_hash
+from privacy_hooks.audit import AuditLog
+from privacy_hooks.erasure import (
     STRIPPED_FIELDS,
-    AuditLog,
-    BaseHook,
     ErasureResult,
-    HookChain,
-    RetentionPolicy,
     client_subject,
     erase_subject,
     index_subject,
-    keyed_hash,
     subject_key,
 )
 from tests.correlation import STAGED_END_MS, entry_ttl_ms, get_entry, put_entry

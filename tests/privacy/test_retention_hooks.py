@@ -10,7 +10,6 @@ import pytest
 
 from privacy_hooks import (
     BaseHook,
-    ErasureResult,
     HookChain,
     PrivacyHook,
     RedactionHook,
@@ -19,6 +18,7 @@ from privacy_hooks import (
     StoredRecord,
     default_chain,
 )
+from privacy_hooks.erasure import ErasureResult
 
 DAY = 86_400
 

@@ -78,3 +78,27 @@ def test_same_seed_same_delays() -> None:
 def test_rejects_bad_arguments(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         Backoff(**kwargs)  # type: ignore[arg-type]
+
+
+def test_delay_per_attempt_follows_the_curve_without_counting() -> None:
+    backoff = Backoff(0.5, 30.0, jitter=0.5, rng=random.Random(1))
+    delays = [backoff.delay(n) for n in range(12)]
+    for n, d in enumerate(delays):
+        base = min(30.0, 0.5 * 2**n)
+        assert base / 2 <= d <= base
+    assert len({round(d, 6) for d in delays}) == len(delays)
+    assert backoff.attempts == 0
+    assert Backoff(1.0, 8.0, jitter=0.0).delay(10_000) == 8.0
+
+
+def test_delay_per_attempt_matches_next_delay() -> None:
+    counted = Backoff(1.0, 60.0, rng=random.Random(5))
+    given = Backoff(1.0, 60.0, rng=random.Random(5))
+    assert [counted.next_delay() for _ in range(8)] == [given.delay(n) for n in range(8)]
+
+
+def test_delay_per_attempt_refuses_what_it_cannot_answer() -> None:
+    with pytest.raises(ValueError):
+        Backoff(1.0, 2.0).delay(-1)
+    with pytest.raises(ValueError):
+        Backoff(1.0, 2.0, strategy="decorrelated").delay(0)

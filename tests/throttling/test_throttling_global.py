@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 import throttling.global_bucket as global_bucket
-from throttling import GlobalTokenBucket, tps_key
+from throttling.global_bucket import GlobalTokenBucket, tps_key
 
 
 def _assert_rate_bound(events: list[tuple[float, int]], rate: float, burst: int) -> None:
@@ -181,7 +181,7 @@ async def test_two_instances_share_one_limit(redis_url: str, key_prefix: str) ->
 _WORKER = """
 import asyncio, json, sys, time
 import redis.asyncio as aioredis
-from throttling import GlobalTokenBucket
+from throttling.global_bucket import GlobalTokenBucket
 
 async def main(url, key, rate, burst, start, until, batch):
     client = aioredis.Redis.from_url(url)

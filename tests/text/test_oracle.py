@@ -1,6 +1,6 @@
 """Cross-check segment counts and encodings against an independent splitter (npm ``split-sms``).
 
-The oracle is installed once into ``tests/segmentation/.oracle/`` (git-ignored)
+The oracle is installed once into ``tests/text/.oracle/`` (git-ignored)
 with ``npm install --prefix``; the test skips, saying why, when node/npm are
 missing or the install fails. All texts go to one node process.
 
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.gsm7_tables import DEFAULT_BASIC, DEFAULT_EXTENSION
-from engine.segmenter import SegmentOptions, segment
+from engine.text.gsm7_tables import DEFAULT_BASIC, DEFAULT_EXTENSION
+from engine.text.segmenter import SegmentOptions, segment
 
 ORACLE_DIR = Path(__file__).parent / ".oracle"
 PACKAGE = "split-sms@0.1.7"

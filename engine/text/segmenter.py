@@ -41,8 +41,8 @@ from typing import Any
 
 import msgspec
 
-from engine.gsm7 import DEFAULT, ESC, Alphabet, alphabet, describe_char, encode_default, pack
-from engine.gsm7_tables import NATIONAL_LANGUAGES
+from engine.text.gsm7 import DEFAULT, ESC, Alphabet, alphabet, describe_char, encode_default, pack
+from engine.text.gsm7_tables import NATIONAL_LANGUAGES
 
 __all__ = [
     "DEFAULT_OPTIONS",

@@ -29,7 +29,7 @@ import re
 import unicodedata
 from functools import lru_cache
 
-from engine.gsm7_tables import (
+from engine.text.gsm7_tables import (
     DEFAULT_BASIC,
     DEFAULT_EXTENSION,
     ESC,
@@ -372,14 +372,19 @@ def unpack(data: bytes, fill_bits: int = 0, count: int | None = None) -> bytes:
     """Unpack octets into unpacked septets (the inverse of :func:`pack`).
 
     Without ``count``, as many septets as fit are returned, minus a trailing CR
-    that exactly fills the last octet (the padding :func:`pack` adds).
+    that exactly fills the last octet (the padding :func:`pack` adds). The
+    gather stages of :func:`pack` run backwards: each moves the upper half of
+    every lane pair up to its own lane, so no Python loop runs per septet.
     """
     avail_bits = len(data) * 8 - fill_bits
     if avail_bits < 7:
         return b""
     n = avail_bits // 7 if count is None else min(count, avail_bits // 7)
-    value = int.from_bytes(data, "little") >> fill_bits
-    out = bytes((value >> (7 * i)) & 0x7F for i in range(n))
-    if count is None and n and out[-1] == _CR and n * 7 == avail_bits:
+    value = (int.from_bytes(data, "little") >> fill_bits) & ((1 << (7 * n)) - 1)
+    lanes_log2 = (n - 1).bit_length()
+    for low, high, shift in reversed(_gather_stages(lanes_log2)):
+        value = (value & low) | ((value << shift) & high)
+    out = value.to_bytes(1 << lanes_log2, "little")[:n]
+    if count is None and out[-1] == _CR and n * 7 == avail_bits:
         out = out[:-1]
     return out

@@ -1,6 +1,6 @@
 """Character tables of 3GPP TS 23.038: the GSM 7 bit default alphabet and national tables.
 
-Why a data module: the codecs in ``engine/gsm7.py`` build their translation
+Why a data module: the codecs in ``engine/text/gsm7.py`` build their translation
 tables once at import from these literals, so the tables stay readable and
 reviewable against the spec while the hot path only does C-level lookups.
 
@@ -17,12 +17,12 @@ Conventions:
 * The national tables are written column by column as in the spec (columns are
   the high nibble 0x00, 0x10, ... 0x70; rows the low nibble), one 16-character
   string per column, and checked against the spec layout by the tests. The
-  Indian languages and Urdu live in ``engine/shift_tables.py``.
+  Indian languages and Urdu live in ``engine/text/shift_tables.py``.
 """
 
 from __future__ import annotations
 
-from engine.shift_tables import ESC_PLACEHOLDER, INDIC_AND_URDU, UNASSIGNED
+from engine.text.shift_tables import ESC_PLACEHOLDER, INDIC_AND_URDU, UNASSIGNED
 
 __all__ = [
     "DEFAULT_BASIC",
@@ -185,6 +185,6 @@ NATIONAL_LANGUAGES: dict[str, NationalLanguage] = {
         NationalLanguage("turkish", 0x01, TURKISH_LOCKING, TURKISH_SINGLE),
         NationalLanguage("spanish", 0x02, None, SPANISH_SINGLE),
         NationalLanguage("portuguese", 0x03, PORTUGUESE_LOCKING, PORTUGUESE_SINGLE),
-        *(NationalLanguage(*entry) for entry in INDIC_AND_URDU),  # engine/shift_tables.py
+        *(NationalLanguage(*entry) for entry in INDIC_AND_URDU),  # engine/text/shift_tables.py
     )
 }

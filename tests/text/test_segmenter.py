@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.gsm7_tables import DEFAULT_EXTENSION
-from engine.segmenter import (
+from engine.text.gsm7_tables import DEFAULT_EXTENSION
+from engine.text.segmenter import (
     DEFAULT_OPTIONS,
     SegmentError,
     SegmentOptions,

@@ -10,8 +10,8 @@ from engine.config import settings_from_mapping
 from engine.job import parse_job
 from engine.router import Router
 from engine.scripts import RecordBatch, RecordJob, RecordWait, payload_json
-from engine.segmenter import segment
 from engine.submit import SubmitBuilder
+from engine.text.segmenter import segment
 
 FIELDS = {b"id": b"order-123456", b"to": b"+4512345678", b"text": b"Your code is 123456", b"dlr": b"1"}
 FULL = {**FIELDS, b"from": b"ACME", b"ref": b"web-42", b"client": b"shop", b"priority": b"normal"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine import gsm7
-from engine.gsm7_tables import (
+from engine.text import gsm7
+from engine.text.gsm7_tables import (
     DEFAULT_BASIC,
     DEFAULT_EXTENSION,
     NATIONAL_LANGUAGES,
@@ -228,7 +228,7 @@ def test_unknown_language_is_a_value_error() -> None:
         gsm7.alphabet("spanish", None)
 
 
-# -- Indian languages and Urdu (engine/shift_tables.py) --------------------------------------
+# -- Indian languages and Urdu (engine/text/shift_tables.py) --------------------------------------
 
 INDIC_BLOCKS = {
     "bengali": (0x04, 0x0980),

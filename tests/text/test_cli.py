@@ -10,8 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from engine.segmenter import SegmentOptions
-from engine.segments_cli import carrier_options, main, run_jsonl
+from engine.text.cli import carrier_options, main, run_jsonl
+from engine.text.segmenter import SegmentOptions
 
 CONFIG = """
 [redis]
@@ -136,7 +136,7 @@ def test_jsonl_process_end_to_end() -> None:
     texts = ["x" * n for n in range(1, 400)] + ["Ж" * n for n in range(1, 200)]
     stdin = b"".join(orjson.dumps(t) + b"\n" for t in texts)
     proc = subprocess.run(
-        [sys.executable, "-m", "engine.segments_cli", "--jsonl", "--max-parts", "255"],
+        [sys.executable, "-m", "engine.text.cli", "--jsonl", "--max-parts", "255"],
         input=stdin,
         capture_output=True,
         timeout=60,

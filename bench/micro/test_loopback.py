@@ -7,7 +7,7 @@ their figures are in ``extra_info`` and printed. The session micro benchmarks
 time the per-PDU sans-IO work: send (sequence number, in-flight, encode) and
 receiving a window of submit_sm_resp.
 
-Run: ``pytest bench/test_loopback.py --benchmark-only -s``.
+Run: ``pytest bench/micro/test_loopback.py --benchmark-only -s``.
 """
 
 from __future__ import annotations

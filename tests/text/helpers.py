@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from engine import gsm7
-from engine.gsm7_tables import NATIONAL_LANGUAGES
-from engine.segmenter import Part, Segmented
+from engine.text import gsm7
+from engine.text.gsm7_tables import NATIONAL_LANGUAGES
+from engine.text.segmenter import Part, Segmented
 
 LANG_BY_ID = {lang.language_id: name for name, lang in NATIONAL_LANGUAGES.items()}
 

@@ -1,7 +1,7 @@
 """Receipt path micro benchmarks: parse, id normalisation, correlation per receipt.
 
 Target: ``parse_receipt`` ≤ 5 µs for a typical body with two TLVs.
-Run: ``pytest bench/test_receipt.py --benchmark-only``. The store benchmark
+Run: ``pytest bench/micro/test_receipt.py --benchmark-only``. The store benchmark
 uses ``REDIS_URL`` or an embedded Redis.
 """
 

@@ -1,4 +1,4 @@
-"""Segmentation micro benchmarks (engine/segmenter.py, engine/gsm7.py).
+"""Segmentation micro benchmarks (engine/text/segmenter.py, engine/text/gsm7.py).
 
 Targets (2-core dev machine): one-part ASCII GSM-7 ≤ 2 µs, three-part GSM-7
 ≤ 10 µs, two-part UCS-2 ≤ 10 µs. The targets are recorded in ``extra_info``
@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from engine.segmenter import SegmentOptions, describe, segment
-from engine.segments_cli import run_jsonl
+from engine.text.cli import run_jsonl
+from engine.text.segmenter import SegmentOptions, describe, segment
 
 ONE_PART = "Your verification code is 123456. It expires in 10 minutes. Do not share it."
 THREE_PARTS = (

@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import gsm7
-from engine.gsm7_tables import DEFAULT_BASIC, DEFAULT_EXTENSION
-from engine.segmenter import SegmentError, SegmentOptions, _segment_gsm, segment, smart_replace
+from engine.text import gsm7
+from engine.text.gsm7_tables import DEFAULT_BASIC, DEFAULT_EXTENSION
+from engine.text.segmenter import SegmentError, SegmentOptions, _segment_gsm, segment, smart_replace
 
 from .helpers import air_octets, decode_part, languages, part_septets, split_udh, udh_ies
 

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 import msgspec
 import orjson
 
-from engine.segmenter import (
+from engine.text.segmenter import (
     CONCAT_MODES,
     ENCODINGS,
     SegmentError,

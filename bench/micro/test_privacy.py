@@ -4,7 +4,7 @@ Targets: ``mask_number`` ≤ 1 µs; ``redact_text`` on a typical line ≤ 2 µs;
 the redaction filter on a typical record ≤ 10 µs; a whole JSON log line
 (logger call → filter → orjson → stream) ≤ 30 µs. A log call below the
 level costs what logging's own level check costs: redaction never runs.
-Run: ``pytest bench/test_privacy.py --benchmark-only``.
+Run: ``pytest bench/micro/test_privacy.py --benchmark-only``.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from local stock ≤ 1.5 µs. One lease script call is the Redis cost per
 *chunk* of tokens (default 50 ms of traffic, so ~20 calls/s per busy
 process): the benchmark reports it per 200 calls, with a plain PING round
 trip on the same client in ``extra_info`` for comparison.
-Run: ``pytest bench/test_throttling.py --benchmark-only``. The lease
+Run: ``pytest bench/micro/test_throttling.py --benchmark-only``. The lease
 benchmark uses ``REDIS_URL`` or an embedded Redis.
 """
 
@@ -15,7 +15,8 @@ import asyncio
 import uuid
 from typing import Any
 
-from throttling import AdaptiveRate, Backoff, GlobalTokenBucket, TokenBucket, tps_key
+from throttling import AdaptiveRate, Backoff, TokenBucket
+from throttling.global_bucket import GlobalTokenBucket, tps_key
 
 
 def test_bucket_try_take_granted(benchmark: Any) -> None:
