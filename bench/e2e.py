@@ -596,7 +596,7 @@ async def _prefill(redis: Any, prefix: str, run: str, count: int) -> None:
 async def run_bench(
     o: BenchOptions, redis_url: str, workdir: Path, *, own_redis: bool = False
 ) -> dict[str, Any]:
-    """One load run against ``redis_url``; returns the result (see DESIGN.md, "Command line")."""
+    """One load run against ``redis_url``; returns the result (see docs/contract.md §6, "Command line")."""
     from redis.asyncio import Redis
 
     run = f"b{uuid.uuid4().hex[:8]}"

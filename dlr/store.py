@@ -5,7 +5,7 @@ Why one Lua script per batch
 Every receipt needs a lookup (carrier message id → job), a write on the job
 record, maybe an event, and a delete. Done as separate redis-py commands that
 is ~12 µs of Python per command; done inside ``dlr/correlate.lua`` it is one
-EVALSHA per batch (DESIGN.md, "where the time goes"), and the read-modify-write
+EVALSHA per batch (docs/INTERNALS.md, "Where the time goes"), and the read-modify-write
 of a multipart job is atomic, so two receipts of one job racing on two engine
 processes still yield exactly one final event.
 

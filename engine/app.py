@@ -2,7 +2,7 @@
 
 `Engine.run()` is what ``sendgate run`` executes: it connects, starts every
 carrier's bind pool and the admin server, then runs the pipeline until
-SIGTERM/SIGINT. Shutdown (DESIGN.md, "Delivery semantics"): stop reading new
+SIGTERM/SIGINT. Shutdown (docs/contract.md §3, "Delivery semantics"): stop reading new
 jobs, let in-flight windows drain within ``engine.drain_timeout_s``, unbind,
 record and ack what completed, exit 0. A second signal exits at once; what
 was left unacked is reclaimed by another consumer later, never lost.
@@ -262,7 +262,7 @@ class Engine:
                 log.exception("maintenance step failed")
 
     async def _audit_bind_credentials(self) -> None:
-        """DESIGN.md: bind credential failures go to the audit log (never the password)."""
+        """docs/contract.md §2.8: bind credential failures go to the audit log (never the password)."""
         for carrier, pool in self.pools.items():
             for bind in pool.binds:
                 failures = int(getattr(bind, "auth_failures", 0))

@@ -1,6 +1,6 @@
 """Settings: one TOML file, loaded once into frozen typed objects.
 
-The key names are a contract (DESIGN.md, "Configuration"): keys may be
+The key names are a contract (docs/contract.md §5, "Configuration"): keys may be
 added, never renamed. Loading happens at start-up only and every error names
 the key path (``carriers[0].port: expected int, got str``), so a bad file
 stops the engine before it touches Redis or a carrier.

@@ -1,6 +1,6 @@
 """The send job: flat stream fields in, a validated typed `Job` out.
 
-Producers in any language `XADD` flat string fields (DESIGN.md, "Jobs
+Producers in any language `XADD` flat string fields (docs/contract.md §2.3, "Job
 stream"). `parse_job` turns one entry's fields into a `Job` or raises
 `JobError` whose ``code`` is one of the stable dead-letter codes and whose
 ``reason`` is for people — and never contains the number or the text.
@@ -47,7 +47,7 @@ DEAD_LETTER_CODES = frozenset(
 
 
 class JobError(ValueError):
-    """A job that cannot be sent; ``code`` is a dead-letter code (DESIGN.md)."""
+    """A job that cannot be sent; ``code`` is a dead-letter code (docs/contract.md §2.6)."""
 
     def __init__(self, code: str, reason: str) -> None:
         super().__init__(f"{code}: {reason}")
@@ -56,7 +56,7 @@ class JobError(ValueError):
 
 
 class Job(msgspec.Struct, kw_only=True):
-    """One send job, the fields of DESIGN.md's "Jobs stream" typed.
+    """One send job, the fields of docs/contract.md §2.3, "Job fields", typed.
 
     From `parse_job` it is validated and ``to`` is digits only (E.164 without
     ``+``); a producer builds one with the number as it has it and pushes

@@ -182,7 +182,7 @@ class Keys:
             "prefix": prefix,
             "shard": shard,
             "base": base,
-            # -- shard-local: public contract (DESIGN.md, "Redis contract")
+            # -- shard-local: public contract (docs/contract.md §2, "Redis")
             "jobs": f"{base}:jobs",
             "jobs_high": f"{base}:jobs:high",
             "jobs_bulk": f"{base}:jobs:bulk",

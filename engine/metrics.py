@@ -1,7 +1,7 @@
 """Prometheus metrics, updated per batch.
 
 Names start with ``sendgate_``; labels are carrier and bind names, results,
-states, codes — never numbers or text (DESIGN.md, "Metrics").
+states, codes — never numbers or text (docs/contract.md §7, "Metrics").
 
 prometheus-client's own Histogram takes a lock and walks its buckets per
 ``observe``; at tens of thousands of messages a second that is real CPU. The

@@ -1,6 +1,6 @@
 """A small typed producer for Python apps: validate and push jobs, read events.
 
-Any language can ``XADD`` the flat fields of DESIGN.md; Python apps can use
+Any language can ``XADD`` the flat fields of docs/contract.md §2.3; Python apps can use
 this instead to get the same validation the engine applies before a job is
 queued: ``SendJob`` is the engine's own `engine.job.Job`, and `Producer.validate`
 runs the engine's `parse_job` on the fields it would push::

@@ -4,8 +4,8 @@
 -- entries receipts will be matched by (in the carrier's bucket of the batch's
 -- receipt deadline, dlr/store.py), the subject index used by erasure, the
 -- idempotency mark turned to "done", one event; then XACK of the batch's
--- entries. Nothing is acked before its outcome is stored (DESIGN.md,
--- "Delivery semantics").
+-- entries. Nothing is acked before its outcome is stored (docs/contract.md
+-- §3, "Delivery semantics").
 --
 -- Positions are named: the loader (engine/scripts.py) prepends the generated
 -- header declaring LAYOUT_VERSION, K_* (KEYS), A_* (ARGV), J_* (a job's fields)

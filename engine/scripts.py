@@ -1,7 +1,7 @@
 """Server-side scripts: loaded once, called by SHA, reloaded after a flush; and
 the one definition of what each script reads where.
 
-A batch's Redis work is one or two script calls (DESIGN.md, "Where the time
+A batch's Redis work is one or two script calls (docs/INTERNALS.md, "Where the time
 goes"): a command per message through redis-py costs ~12 µs of Python CPU;
 one EVALSHA per batch with a JSON payload costs a few µs per message.
 

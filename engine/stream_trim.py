@@ -19,7 +19,7 @@ __all__ = ["stream_retention_days", "trim_streams"]
 
 
 def stream_retention_days(settings: Settings) -> list[tuple[str, int]]:
-    """(stream, days) for every stream sendgate writes (DESIGN.md, Privacy)."""
+    """(stream, days) for every stream sendgate writes (docs/contract.md §4, "Privacy")."""
     keys = Keys(settings.redis.prefix)
     d = settings.privacy.retention_days
     plan = [(lane, d.payload) for lane in keys.lanes()]  # raw job payloads

@@ -3,7 +3,7 @@
 Why a stream: entries are append-only, ordered, carry their own timestamp
 (the entry id is the server's unix ms), and any tool (``redis-cli XRANGE``)
 can read them. Why trim at write: the audit log has a retention too
-(DESIGN.md: 2 years); ``XADD … MINID = <now - retention>`` removes, in the
+(docs/contract.md §4: 2 years); ``XADD … MINID = <now - retention>`` removes, in the
 same command, every entry older than that, so no sweeper is needed and the
 stream never holds an entry past its deadline by more than the time to the
 next write. Exact trimming (``=``, not ``~``) because audit writes are rare

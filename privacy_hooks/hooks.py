@@ -191,5 +191,5 @@ class HookChain:
 
 
 def default_chain(policy: RetentionPolicy | None = None) -> HookChain:
-    """Redaction, then retention stamping with ``policy`` (default: DESIGN.md defaults)."""
+    """Redaction, then retention stamping with ``policy`` (default: the defaults of docs/contract.md §4)."""
     return HookChain([RedactionHook(), RetentionHook(policy or RetentionPolicy())])

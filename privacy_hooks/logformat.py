@@ -15,7 +15,7 @@ work once per record before any formatter runs.
 (calling it again replaces them — config reload), writes to stderr and, when
 ``file`` is set, also to that file (a ``WatchedFileHandler``, so logrotate
 can move it; rotating it away after 30 days is how the activity-log
-retention of DESIGN.md is met for files). Python warnings are routed into
+retention of docs/contract.md §4 is met for files). Python warnings are routed into
 logging so they are redacted too.
 """
 

@@ -1,4 +1,4 @@
-"""Retention: how long each kind of record may live (DESIGN.md, "Privacy").
+"""Retention: how long each kind of record may live (docs/contract.md §4, "Privacy").
 
 Why stamp every record: a GDPR processor must be able to show that nothing
 outlives the agreed period. Every key the engine writes therefore gets a TTL

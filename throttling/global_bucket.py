@@ -6,7 +6,7 @@ Redis, as a Lua script that refills from Redis' own clock (``TIME``): the
 processes' clocks never have to agree, and one script call is atomic.
 
 Why leases: a script call per PDU would cost ~12 µs of Python and a round
-trip per message (see DESIGN.md, "Where the time goes"). Instead each process
+trip per message (see docs/INTERNALS.md, "Where the time goes"). Instead each process
 *leases* tokens in chunks (default 50 ms of traffic, i.e. ``rate/20``) and
 serves them locally; at 1,000 TPS that is ~20 calls per second in total, not
 1,000.

@@ -1,7 +1,7 @@
 """Smoke test of the end-to-end load harness (`sendgate bench`): a small real run.
 
 Real Redis, a real simulator process and a real engine process; checks the
-result's contract fields (DESIGN.md, "Command line"), that no job is lost,
+result's contract fields (docs/contract.md §6, "Command line"), that no job is lost,
 that every child process is gone and the run's keys are deleted.
 """
 

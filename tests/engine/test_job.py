@@ -94,7 +94,7 @@ def test_fields_leave_defaults_out_and_defaults_match_the_contract() -> None:
 
     job = Job(id="j1", to="+4512345678", text="hello")
     assert job.fields() == {b"id": b"j1", b"to": b"+4512345678", b"text": b"hello"}
-    # DESIGN.md, "Jobs stream": the defaults a producer gets without saying them.
+    # docs/contract.md §2.3, "Job stream": the defaults a producer gets without saying them.
     assert (job.kind, job.priority, job.encoding, job.dlr, job.expires_at, job.send_at) == (
         "transactional", "normal", "auto", True, 0, 0
     )

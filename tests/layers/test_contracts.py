@@ -2,7 +2,7 @@
 
 Why a test as well as the ``lint-imports`` line in ``.ci/run``: the README's
 test command is ``python -m pytest -q``, and whoever runs only that should
-hear about an import that breaks the layering (DESIGN.md, "Layout").
+hear about an import that breaks the layering (docs/contract.md §1, "Layout").
 """
 
 from __future__ import annotations

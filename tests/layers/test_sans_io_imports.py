@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# The sans-IO core (DESIGN.md: bytes in, events out; no socket, loop or Redis).
+# The sans-IO core (docs/contract.md §1: bytes in, events out; no socket, loop or Redis).
 SANS_IO = [
     "connectors.session",
     "connectors.codec",
