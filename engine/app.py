@@ -24,6 +24,7 @@ from connectors.config import BindConfig
 from connectors.pool import BindPool
 from dlr.receipt_scan import scan_receipt
 from engine.admin import AdminServer
+from engine.backlog import lane_backlog, write_backlog
 from engine.config import CarrierSettings, Settings
 from engine.embedded_redis import EmbeddedRedis
 from engine.keys import Keys
@@ -102,6 +103,7 @@ class _PoolHandler:
 
     def on_bind_state(self, bind_name: str, up: bool) -> None:
         log.info("bind %s of carrier %s is %s", bind_name, self.carrier, "up" if up else "down")
+        self.engine.pipeline.on_bind_state(self.carrier, up)
 
 
 class Engine:
@@ -128,6 +130,7 @@ class Engine:
         self._auth_failures_seen: dict[str, int] = {}
         self._stopped = asyncio.Event()
         self._signals = 0
+        self.backlog: dict[str, int] = {}  # per lane, sampled by _update_backlog
         self._gc_threshold: tuple[int, int, int] | None = None  # restored by close()
         self.started_at = time.time()
 
@@ -234,12 +237,16 @@ class Engine:
     async def _maintenance(self) -> None:
         e = self.settings.engine
         keep_alive_every = max(1.0, e.visibility_timeout_s / 3)
-        last_claim = last_keep = last_trim = last_lag = time.monotonic()
+        last_claim = last_keep = last_trim = last_lag = last_backlog = time.monotonic()
         while True:
             await asyncio.sleep(0.5)
             now = time.monotonic()
             try:
                 await self.pipeline.release_scheduled()
+                await self.pipeline.check_outages()
+                if now - last_backlog >= 2.0:
+                    last_backlog = now
+                    await self._update_backlog()
                 if now - last_keep >= keep_alive_every:
                     last_keep = now
                     await self.pipeline.keep_alive_in_flight(keep_alive_every)
@@ -260,6 +267,21 @@ class Engine:
                 raise
             except Exception:  # keep the loop alive; the error is logged once per occurrence
                 log.exception("maintenance step failed")
+
+    async def _update_backlog(self) -> None:
+        """Each lane's backlog (unread, unacked, parked): gauge, /readyz, ``P:backlog``."""
+        parked = await self.pipeline.check_parked()
+        lanes = await lane_backlog(self.redis, self.keys, self.settings.engine.group)
+        backlog = {lane: n + parked.get(lane, 0) for lane, n in lanes.items()}
+        for lane, n in backlog.items():
+            self.metrics.lane_backlog.labels(lane).set(n)
+        self.backlog = backlog
+        await write_backlog(self.redis, self.keys, backlog, self.settings.engine.lane_high_water)
+
+    def over_high_water(self) -> dict[str, int]:
+        """Lanes whose sampled backlog is above ``[engine] lane_high_water`` (none when 0)."""
+        hw = self.settings.engine.lane_high_water
+        return {lane: n for lane, n in self.backlog.items() if hw and n > hw}
 
     async def _audit_bind_credentials(self) -> None:
         """docs/contract.md §2.8: bind credential failures go to the audit log (never the password)."""
@@ -316,7 +338,15 @@ class Engine:
             redis_ok = False
         binds = {name: p.binds_up() for name, p in self.pools.items()}
         ok = redis_ok and all(n > 0 for n in binds.values())
-        return ok, {"redis": redis_ok, "binds_up": binds}
+        detail: dict[str, Any] = {"redis": redis_ok, "binds_up": binds, "lanes": dict(self.backlog)}
+        over = self.over_high_water()
+        if over:
+            # Producers should slow down: a lane is past [engine] lane_high_water.
+            ok = False
+            detail["reason"] = "lane_high_water"
+            detail["high_water"] = self.settings.engine.lane_high_water
+            detail["over"] = over
+        return ok, detail
 
     def status(self) -> dict[str, Any]:
         return {

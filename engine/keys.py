@@ -80,6 +80,19 @@ KEY_TABLE: tuple[KeyDoc, ...] = (
            "engine/pipeline.py, schedule.lua", "members removed as released", "shard"),
     KeyDoc("P:scheduled:<entry id>", "hash", "a held job's fields plus `lane`", "engine/pipeline.py, schedule.lua",
            "payload retention; deleted when released", "shard"),
+    KeyDoc("P:scheduled:id:<job id>", "string", "the entry id a held job is stored under (for `sendgate cancel`)",
+           "engine/pipeline.py, cancel.lua, schedule.lua", "payload retention; deleted when released or cancelled",
+           "shard"),
+    KeyDoc("P:park:<carrier>:<lane>", "stream",
+           "jobs of a lane read for a carrier that could not take them then (no bind up, its jobs in hand at their "
+           "budget, or older jobs parked): the original fields, read back by the engines' group when it has room",
+           "park.lua", "trimmed by the engine to the group's oldest unacknowledged entry", "shard"),
+    KeyDoc("P:park:<carrier>:<lane>:<client>", "stream",
+           "the same for one client configured in `[[clients]]` (so each client's backlog is read by its weight)",
+           "park.lua", "trimmed by the engine to the group's oldest unacknowledged entry", "shard"),
+    KeyDoc("P:backlog", "hash",
+           "each lane's backlog (unread + unacked + parked) as the engines last sampled it, `high_water`, `ts` "
+           "(for Producer.backlog/ready)", "engine/app.py", "60 s, renewed by each sample", "shard"),
     KeyDoc("P:dlr:c:<carrier>:<end ms>", "hash",
            "a correlation bucket: normalised id -> `<part>:<submitted_ms>:<job id>`, or for a single-part job "
            "without callback `=<submitted_ms>US<message_ids>US<ref>US<job id>` (the receipt's fast path); a field "
@@ -120,6 +133,7 @@ class Keys:
 
     __slots__ = (
         "audit",
+        "backlog",
         "base",
         "callbacks_failed",
         "dead",
@@ -137,8 +151,10 @@ class Keys:
         "jobs",
         "jobs_bulk",
         "jobs_high",
+        "park_prefix",
         "prefix",
         "scheduled",
+        "scheduled_id_prefix",
         "scheduled_prefix",
         "shard",
         "subject_client_prefix",
@@ -158,6 +174,7 @@ class Keys:
     inbound: str
     dead: str
     scheduled: str
+    backlog: str
     dlr_due: str
     dlr_unmatched: str
     dlr_invalid: str
@@ -168,6 +185,8 @@ class Keys:
     subject_prefix: str
     subject_client_prefix: str
     scheduled_prefix: str
+    scheduled_id_prefix: str
+    park_prefix: str
     dlr_bucket_prefix: str
     dlr_index_prefix: str
     dlr_dup_prefix: str
@@ -191,6 +210,7 @@ class Keys:
             "dead": f"{base}:dead",
             # -- shard-local: the engine's own records
             "scheduled": f"{base}:scheduled",
+            "backlog": f"{base}:backlog",
             "dlr_due": f"{base}:dlr:due",
             "dlr_unmatched": f"{base}:dlr:unmatched",
             "dlr_invalid": f"{base}:dlr:invalid",
@@ -200,6 +220,8 @@ class Keys:
             "subject_prefix": f"{base}:subject:",
             "subject_client_prefix": f"{base}:subject:client:",
             "scheduled_prefix": f"{base}:scheduled:",
+            "scheduled_id_prefix": f"{base}:scheduled:id:",
+            "park_prefix": f"{base}:park:",
             "dlr_bucket_prefix": f"{base}:dlr:c:",
             "dlr_index_prefix": f"{base}:dlr:idx:",
             "dlr_dup_prefix": f"{base}:dlr:dup:",
@@ -248,6 +270,19 @@ class Keys:
     def scheduled_job(self, entry_id: str) -> str:
         """A held job ``P:scheduled:<entry id>``."""
         return self.scheduled_prefix + entry_id
+
+    def scheduled_id(self, job_id: str) -> str:
+        """Where a held job's entry id is found by its job id ``P:scheduled:id:<job id>``."""
+        return self.scheduled_id_prefix + job_id
+
+    def park(self, carrier: str, lane: str, client: str = "") -> str:
+        """A park stream ``P:park:<carrier>:<lane>`` (``:<client>`` for a configured client).
+
+        ``lane`` is ``high``, ``normal`` or ``bulk``. Shard-local: the scale-out
+        design parks a carrier's jobs on the engines without a bind for it.
+        """
+        name = f"{self.park_prefix}{carrier}:{lane}"
+        return f"{name}:{client}" if client else name
 
     def correlation_bucket(self, carrier: str, end_ms: int | str) -> str:
         """A correlation bucket ``P:dlr:c:<carrier>:<end_ms>``."""

@@ -22,8 +22,21 @@ and turns it into work without a task per message:
    records, correlation entries, events, idempotency marks, then XACK of
    exactly those entries).
 
-Reading pauses while more than ``max_pending_parts`` jobs are in hand
-(back-pressure). The entries in hand get their idle time reset now and then
+Priority, fairness and isolation (docs/INTERNALS.md, "Lanes and parking"):
+jobs in hand are bounded per *class* — a carrier, a lane and a client
+(configured in ``[[clients]]``, else ``other``) — by about ``lookahead_s`` of
+the carrier's rate (`_Class.budget`). A job read for a class that cannot take
+it now (its carrier has no bind up, the class is at its budget, or older jobs
+of the class are parked) is **parked**: moved, one script call per batch
+(park.lua), to the class's park stream ``P:park:<carrier>:<lane>[:<client>]``,
+from which the carrier's admitter reads it back when the class has room. So a
+stuck carrier's backlog waits in Redis, not in memory, and the lanes keep
+flowing for the others; reading pauses only when no class of any carrier with
+a bind up has room. Each carrier's jobs in hand are admitted by
+`engine.admission.CarrierQueue`: high first, normal/bulk by ``lane_weights``,
+clients by deficit round robin. A carrier with no bind up for
+``outage_fail_after_s`` hands its waiting jobs to its fallback, or fails them
+(``carrier_unavailable``). The entries in hand get their idle time reset now and then
 (XCLAIM JUSTID) so no other consumer reclaims work that is still here.
 Another loop reclaims the entries of consumers that went away (XAUTOCLAIM
 after the visibility timeout).
@@ -37,9 +50,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -51,6 +64,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from connectors.status import format_status, status_info
 from dlr.ids import submit_normalizer
 from dlr.store import correlation_arg, correlation_bucket
+from engine.admission import LANES, OTHER, CarrierQueue
 from engine.config import CarrierSettings, Settings
 from engine.job import Job, JobError, parse_job
 from engine.keys import Keys
@@ -60,12 +74,14 @@ from engine.scripts import (
     ClaimBatch,
     ClaimJob,
     DeadLetter,
+    ParkEntry,
     RecordBatch,
     RecordJob,
     RecordWait,
     RequeueEntry,
     Script,
     claim_call,
+    park_call,
     payload_json,
     record_call,
     requeue_call,
@@ -86,6 +102,10 @@ _json = payload_json
 
 def _raw_reply(response: Any, **_options: Any) -> Any:
     return response
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value) if value is not None else ""
 
 
 def _entries(raw: Any) -> list[tuple[Any, dict[bytes, bytes] | None]]:
@@ -111,6 +131,8 @@ class _InFlightJob:
         "fallback_used",
         "fields",
         "job",
+        "klass",
+        "lane",
         "message_ids",
         "parts",
         "pdus",
@@ -120,9 +142,12 @@ class _InFlightJob:
     )
 
     def __init__(
-        self, batch: _Batch, entry_id: str, fields: dict[bytes, bytes], job: Job, carrier: str, seg: Segmented
+        self, batch: _Batch, entry_id: str, fields: dict[bytes, bytes], job: Job, carrier: str, seg: Segmented,
+        klass: _Class, lane: int,
     ) -> None:
         self.batch = batch
+        self.klass = klass
+        self.lane = lane
         self.fields = fields
         self.entry_id = entry_id
         self.job = job
@@ -142,6 +167,24 @@ class _InFlightJob:
 
 
 _Token = tuple[_InFlightJob, int, float]  # (job, part index, monotonic submit time)
+
+
+class _Class:
+    """Jobs of one carrier, lane and client class: how many are in hand, how many
+    wait in its park stream (an estimate: exact for what this engine parked,
+    learned for the others' by `Pipeline.check_parked`)."""
+
+    __slots__ = ("admitted", "budget", "carrier", "client", "held", "lane", "parked", "stream")
+
+    def __init__(self, carrier: str, lane: int, client: str, stream: str, budget: int, admitted: Any) -> None:
+        self.carrier = carrier
+        self.lane = lane
+        self.client = client
+        self.stream = stream  # its park stream
+        self.budget = budget
+        self.admitted = admitted  # metric child: sendgate_admitted{carrier, lane, client}
+        self.held = 0
+        self.parked = 0
 
 
 class _Batch:
@@ -189,15 +232,36 @@ class Pipeline:
         self._schedule = Script("schedule")
         self._requeue = Script("requeue")
         e = settings.engine
-        # Jobs in hand (read, not yet recorded): reading pauses above this.
+        # Jobs in hand per class of a carrier without tps (see _budget).
         self._max_in_hand = max(e.batch_size, e.max_pending_parts or 4 * e.batch_size)
         self._in_hand = 0
         self._outstanding = 0  # parts handed to pools and not yet answered
-        self._capacity = asyncio.Event()
+        self._capacity = asyncio.Event()  # set when a class may have room: the reader looks again
         self._capacity.set()
         # Admission: jobs wait here, unclaimed, until their carrier's window has
         # room; see `_admit`. What a crash leaves here is simply re-read.
-        self._queues: dict[str, deque[_InFlightJob]] = {c: deque() for c in self.carriers}
+        self._client_weights = {cl.id: cl.weight for cl in settings.clients}
+        self._queues: dict[str, CarrierQueue[_InFlightJob]] = {
+            c: CarrierQueue(e.lane_weights, self._client_weights) for c in self.carriers
+        }
+        self._lane_of = {self.keys.jobs_high: 0, self.keys.jobs: 1, self.keys.jobs_bulk: 2}
+        # Per carrier, per lane: client class -> _Class; and park stream -> _Class.
+        self._classes: dict[str, tuple[dict[str, _Class], ...]] = {}
+        self._park_streams: dict[str, _Class] = {}
+        for c in settings.carriers:
+            budget = self._budget(c)
+            per_lane: list[dict[str, _Class]] = []
+            for lane, lane_name in enumerate(LANES):
+                classes: dict[str, _Class] = {}
+                for client in (*self._client_weights, OTHER):
+                    stream = self.keys.park(c.name, lane_name, "" if client == OTHER else client)
+                    k = _Class(c.name, lane, client, stream, budget, metrics.admitted.labels(c.name, lane_name, client))
+                    classes[client] = k
+                    self._park_streams[stream] = k
+                per_lane.append(classes)
+            self._classes[c.name] = tuple(per_lane)
+        self._down_since: dict[str, float] = {}  # carrier -> when its last bind went down (monotonic)
+        self._park = Script("park")
         self._wakeups: dict[str, asyncio.Event] = {c: asyncio.Event() for c in self.carriers}
         self._admitters: list[asyncio.Task[None]] = []
         self._batches: set[_Batch] = set()
@@ -234,14 +298,32 @@ class Pipeline:
 
     # ------------------------------------------------------------------ setup
     async def ensure_groups(self) -> None:
-        """Create the consumer group on every lane at id 0 (MKSTREAM): jobs
-        pushed before the engine's first start are sent."""
-        for stream in self.keys.lanes():
+        """Create the consumer group on every lane and park stream at id 0
+        (MKSTREAM): jobs pushed before the engine's first start are sent."""
+        for stream in (*self.keys.lanes(), *self._park_streams):
             try:
                 await self.redis.xgroup_create(stream, self.group, id="0", mkstream=True)
             except ResponseError as err:
                 if "BUSYGROUP" not in str(err):
                     raise
+
+    def _budget(self, c: CarrierSettings) -> int:
+        """Jobs one class of carrier ``c`` may hold (read, not yet recorded).
+
+        Two windows' worth in the pool plus ``lookahead_s`` of the carrier's
+        rate (at least a window) waiting for admission: small enough that a
+        job arriving in another lane or for another client is admitted within
+        about ``lookahead_s``. Without a tps there is no rate to bound by: the
+        old global bound (``max_pending_parts``) per class.
+        """
+        cap = max(1, c.window * c.binds)
+        if c.tps:
+            return 2 * cap + max(cap, math.ceil(c.tps * self.settings.engine.lookahead_s))
+        return max(4 * cap, self._max_in_hand)
+
+    def _is_up(self, carrier: str) -> bool:
+        pool = self.pools.get(carrier)
+        return pool is not None and pool.binds_up() > 0
 
     def _window_capacity(self, carrier: str) -> int:
         """Parts one carrier can have in its windows: window x submitting binds."""
@@ -255,16 +337,22 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         self._admitters = [loop.create_task(self._admit(c), name=f"admit-{c}") for c in self.carriers]
         e = self.settings.engine
-        streams = dict.fromkeys(self.keys.lanes(), ">")
+        lanes = self.keys.lanes()
         try:
             while not self._stopping:
-                if self._in_hand >= self._max_in_hand:
+                wanted, room = self._wanted_lanes()
+                if not room:
+                    # No class of a carrier with a bind up has room: wait for a
+                    # job's outcome or a bind (or look again within a second).
                     self._capacity.clear()
-                    await self._capacity.wait()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._capacity.wait(), 1.0)
                     continue
+                streams = {lanes[i]: ">" for i in range(3) if wanted[i]}
                 try:
                     reply = await self._reader.xreadgroup(
-                        self.group, self.consumer, streams, count=e.batch_size, block=e.block_ms  # type: ignore[arg-type]
+                        self.group, self.consumer, streams, count=min(e.batch_size, room),  # type: ignore[arg-type]
+                        block=e.block_ms,
                     )
                 except ResponseError as err:
                     if "NOGROUP" in str(err):
@@ -292,6 +380,35 @@ class Pipeline:
             # Admitters finish the chunk in hand and return (see _admit).
             await asyncio.gather(*self._admitters, return_exceptions=True)
             self._run_done.set()
+
+    def _wanted_lanes(self) -> tuple[list[bool], int]:
+        """Which lanes to read, and how many jobs at most: a lane is read while
+        some class of it, of a carrier with a bind up, has room and nothing
+        parked (a class with parked jobs is refilled from its park stream)."""
+        wanted = [False, False, False]
+        room = 0
+        for carrier, per_lane in self._classes.items():
+            if not self._is_up(carrier):
+                continue
+            for lane, classes in enumerate(per_lane):
+                for k in classes.values():
+                    free = k.budget - k.held
+                    if free > 0 and not k.parked:
+                        wanted[lane] = True
+                        if free > room:
+                            room = free
+        return wanted, room
+
+    def on_bind_state(self, carrier: str, up: bool) -> None:
+        """A bind of ``carrier`` went up or down: read and admit again."""
+        if up:
+            self._down_since.pop(carrier, None)
+        elif not self._is_up(carrier):
+            self._down_since.setdefault(carrier, time.monotonic())
+        self._capacity.set()
+        wakeup = self._wakeups.get(carrier)
+        if wakeup is not None:
+            wakeup.set()
 
     def stop(self) -> None:
         """Stop reading and admitting new jobs (parts in flight go on)."""
@@ -328,8 +445,7 @@ class Pipeline:
     async def _requeue_unstarted(self) -> None:
         by_stream: dict[str, list[_InFlightJob]] = {}
         for queue in self._queues.values():
-            while queue:
-                ij = queue.popleft()
+            for ij in queue.clear():
                 by_stream.setdefault(ij.batch.stream, []).append(ij)
         for stream, jobs in by_stream.items():
             for i in range(0, len(jobs), 500):
@@ -338,11 +454,7 @@ class Pipeline:
                 flat = [x for ij in chunk for kv in ij.fields.items() for x in kv]
                 await self._retry(self._requeue, self.redis, *requeue_call(stream, self.group, meta, flat))
             for ij in jobs:
-                batch = ij.batch
-                batch.remaining -= 1
-                self._in_hand -= 1
-                if batch.remaining == 0:
-                    self._batches.discard(batch)
+                self._release(ij)
             log.info("handed %d unstarted job(s) back to %s", len(jobs), stream)
 
     @property
@@ -355,14 +467,24 @@ class Pipeline:
 
     # ------------------------------------------------------------ one batch
     async def process(self, stream: str, entries: Sequence[tuple[Any, dict[bytes, bytes] | None]]) -> None:
-        """Decode, route and segment one read's entries; queue them for admission."""
+        """Decode, route and segment one read's entries (of a lane or a park
+        stream); queue them for admission, or park them."""
         now = time.time()
         batch = _Batch(stream)
         jobs: list[_InFlightJob] = []
         dead_meta: list[DeadLetter] = []
         dead_fields: list[bytes] = []
-        scheduled: list[tuple[str, dict[bytes, bytes], float]] = []
+        scheduled: list[tuple[str, dict[bytes, bytes], float, str]] = []
         dead_codes: dict[str, int] = {}
+        to_park: list[tuple[str, dict[bytes, bytes], _Class]] = []
+        lane = self._lane_of.get(stream)
+        source = None if lane is not None else self._park_streams.get(stream)
+        if source is not None:
+            lane = source.lane
+        elif lane is None:  # pragma: no cover - we read lanes and park streams only
+            raise ValueError(f"not a lane or park stream: {stream}")
+        classes_of = self._classes
+        up: dict[str, bool] = {}
         for raw_id, fields in entries:
             entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
             if fields is None:  # deleted from the stream while pending
@@ -371,9 +493,11 @@ class Pipeline:
             try:
                 job = parse_job(fields, now)
                 if job.send_at and job.send_at > now + 0.5:
-                    scheduled.append((entry_id, fields, job.send_at))
+                    scheduled.append((entry_id, fields, job.send_at, job.id))
                     continue
-                carrier = self.router.route(job.to, job.carrier)
+                # A parked job belongs to the carrier it was parked for (a
+                # fallback's park stream holds jobs moved there in an outage).
+                carrier = self.router.route(job.to, job.carrier) if source is None else source.carrier
                 seg = self._segment(job, carrier)
             except (JobError, RoutingError, SegmentError) as err:
                 code: str = err.code
@@ -381,13 +505,26 @@ class Pipeline:
                 self._dead_letter(entry_id, fields, code, reason, dead_meta, dead_fields)
                 dead_codes[code] = dead_codes.get(code, 0) + 1
                 continue
-            jobs.append(_InFlightJob(batch, entry_id, fields, job, carrier, seg))
+            classes = classes_of[carrier][lane]
+            k = classes.get(job.client) or classes[OTHER]
+            if source is None:
+                is_up = up.get(carrier)
+                if is_up is None:
+                    is_up = up[carrier] = self._is_up(carrier)
+                if not is_up or k.parked or k.held >= k.budget:
+                    to_park.append((entry_id, fields, k))
+                    k.parked += 1  # now: later jobs of this read keep their order
+                    continue
+            k.held += 1
+            jobs.append(_InFlightJob(batch, entry_id, fields, job, carrier, seg, k, lane))
         if scheduled:
             await self._retry(self._hold_scheduled, stream, scheduled)
         if dead_meta:
             await self._retry_claim(stream, _json(ClaimBatch(claims=[], dead=dead_meta)), dead_fields)
             for code, n in dead_codes.items():
                 self.metrics.dead_letters.labels(code).inc(n)
+        if to_park:
+            await self._park_entries(stream, to_park)
         if not jobs:
             if self._to_ack:
                 self._schedule_record()
@@ -397,11 +534,85 @@ class Pipeline:
         self._batches.add(batch)
         self._in_hand += len(jobs)
         touched: set[str] = set()
+        queues = self._queues
         for ij in jobs:
-            self._queues[ij.carrier].append(ij)
+            queues[ij.carrier].push(lane, ij.klass.client, ij)
             touched.add(ij.carrier)
         for carrier in touched:
             self._wakeups[carrier].set()
+
+    async def _park_entries(self, stream: str, to_park: list[tuple[str, dict[bytes, bytes], _Class]]) -> None:
+        """Move entries of ``stream`` to their classes' park streams (one park.lua call).
+
+        The classes' ``parked`` counts were raised by the caller already."""
+        dests: dict[str, int] = {}
+        meta: list[ParkEntry] = []
+        flat: list[bytes] = []
+        counts: dict[_Class, int] = {}
+        for entry_id, fields, k in to_park:
+            dest = dests.get(k.stream)
+            if dest is None:
+                dest = dests[k.stream] = len(dests) + 1
+            meta.append(ParkEntry(entry_id=entry_id, nfields=2 * len(fields), dest=dest))
+            for kv in fields.items():
+                flat.extend(kv)
+            counts[k] = counts.get(k, 0) + 1
+        await self._retry(self._park, self.redis, *park_call(stream, list(dests), self.group, _json(meta), flat))
+        for k, n in counts.items():
+            self.metrics.jobs_parked.labels(k.carrier, LANES[k.lane]).inc(n)
+            if k.held < k.budget:  # parked only to keep its order: refill now
+                self._wakeups[k.carrier].set()
+
+    def _release(self, ij: _InFlightJob) -> None:
+        """``ij`` leaves the engine's hands (outcome queued, handed back, or moved)."""
+        batch = ij.batch
+        batch.remaining -= 1
+        self._in_hand -= 1
+        if batch.remaining == 0:
+            self._batches.discard(batch)
+        k = ij.klass
+        k.held -= 1
+        if k.held < k.budget:
+            if k.parked:
+                self._wakeups[k.carrier].set()
+            elif not self._capacity.is_set():
+                self._capacity.set()
+
+    def _refill_wanted(self, carrier: str) -> bool:
+        for classes in self._classes[carrier]:
+            for k in classes.values():
+                if k.parked and k.held < k.budget:
+                    return True
+        return False
+
+    async def _refill(self, carrier: str) -> None:
+        """Read parked jobs of ``carrier`` back into hand, as many as each class has room for."""
+        wanted = [
+            (k, k.budget - k.held)
+            for classes in self._classes[carrier] for k in classes.values() if k.parked and k.held < k.budget
+        ]
+        pipe = self._reader.pipeline(transaction=False)
+        for k, room in wanted:
+            pipe.xreadgroup(self.group, self.consumer, {k.stream: ">"}, count=room)
+        try:
+            replies = await pipe.execute(raise_on_error=False)
+        except _REDIS_ERRORS as err:
+            await self._backoff(1, err)
+            return
+        for (k, room), reply in zip(wanted, replies, strict=True):
+            if isinstance(reply, Exception):
+                if "NOGROUP" in str(reply):
+                    await self._retry(self.ensure_groups)
+                continue
+            items = reply.items() if isinstance(reply, dict) else (reply or ())
+            raw = [e for _name, es in items for e in es]
+            got = len(raw)
+            # Fewer than asked: the park stream is empty for this group (until
+            # this engine, or check_parked for another's, parks more).
+            k.parked = 0 if got < room else max(1, k.parked - got)
+            if got:
+                await self.process(k.stream, _entries(raw))
+        self._capacity.set()
 
     # -------------------------------------------------------------- admission
     async def _admit(self, carrier: str) -> None:
@@ -418,9 +629,25 @@ class Pipeline:
         pool = self.pools[carrier]
         cap = self._window_capacity(carrier)
         while not self._stopping:
+            if self._refill_wanted(carrier) and pool.binds_up():
+                try:
+                    await self._refill(carrier)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("reading parked jobs failed for carrier %s; retrying", carrier)
+                    await asyncio.sleep(0.5)
+                continue
             if not queue:
                 wakeup.clear()
                 await wakeup.wait()
+                continue
+            if not pool.binds_up():
+                # Take no idempotency mark for a carrier that cannot send: its
+                # jobs stay unclaimed (for its fallback after outage_fail_after_s).
+                wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), 1.0)
                 continue
             if pool.pending() >= cap:
                 await pool.wait_pending_below(cap)
@@ -428,8 +655,11 @@ class Pipeline:
             room = 2 * cap - pool.pending()
             chunk: list[_InFlightJob] = []
             parts = 0
-            while queue and (not chunk or parts + queue[0].parts <= room):
-                ij = queue.popleft()
+            while queue:
+                lane, ij = queue.pop()
+                if chunk and parts + ij.parts > room:
+                    queue.push_front(lane, ij.klass.client, ij)
+                    break
                 chunk.append(ij)
                 parts += ij.parts
             try:
@@ -440,7 +670,8 @@ class Pipeline:
                 # Never let one bad step stop admission for the carrier: the
                 # chunk goes back to the head of the queue and is tried again.
                 log.exception("admission step failed for carrier %s; retrying", carrier)
-                queue.extendleft(reversed([ij for ij in chunk if not ij.admitted]))
+                for ij in reversed([ij for ij in chunk if not ij.admitted]):
+                    queue.push_front(ij.lane, ij.klass.client, ij)
                 await asyncio.sleep(0.5)
 
     async def _claim_and_submit(self, chunk: list[_InFlightJob]) -> None:
@@ -464,7 +695,7 @@ class Pipeline:
                                       dead_meta, dead_fields)
                 else:
                     jobs.append(ij)
-            claims = [ClaimJob(job_id=ij.job.id, entry_id=ij.entry_id) for ij in jobs]
+            claims = [ClaimJob(job_id=ij.job.id, entry_id=ij.entry_id, ref=ij.job.ref) for ij in jobs]
             payload = _json(ClaimBatch(claims=claims, dead=dead_meta))
             statuses = await self._retry_claim(stream, payload, dead_fields)
             if expired:
@@ -472,11 +703,18 @@ class Pipeline:
                 for ij in expired:
                     ij.admitted = True
                     self._job_done(ij, record=False)  # acked by the claim script
-            duplicates = 0
+            duplicates = cancelled = 0
+            admitted: dict[_Class, int] = {}
             for ij, status in zip(jobs, statuses, strict=True):
                 ij.admitted = True
+                k = ij.klass
+                admitted[k] = admitted.get(k, 0) + 1
                 if status == 1:  # sent under another entry: acked by the claim script
                     duplicates += 1
+                    self._job_done(ij, record=False)
+                    continue
+                if status == 3:  # cancelled while it waited: acked, event published by the script
+                    cancelled += 1
                     self._job_done(ij, record=False)
                     continue
                 ij.to_hash = self._hash_number(ij.job.to)
@@ -494,6 +732,10 @@ class Pipeline:
                     self._job_done(ij)
             if duplicates:
                 self.metrics.jobs_duplicate.inc(duplicates)
+            if cancelled:
+                self.metrics.events.labels("cancelled").inc(cancelled)
+            for k, n in admitted.items():
+                k.admitted.inc(n)
 
     def _segment(self, job: Job, carrier: str) -> Segmented:
         builder = self.builders[carrier]
@@ -515,6 +757,7 @@ class Pipeline:
         reason: str,
         meta: list[DeadLetter],
         flat: list[bytes],
+        event: str = "",
     ) -> None:
         job_id = fields.get(b"id", b"")
         ref = fields.get(b"ref", b"")
@@ -524,7 +767,7 @@ class Pipeline:
             jid, sref = "", ""
         meta.append(DeadLetter(
             entry_id=entry_id, nfields=2 * len(fields), code=code, reason=reason, job_id=jid, ref=sref,
-            event="expired" if code == "expired" else "",
+            event=event or ("expired" if code == "expired" else ""),
         ))
         for k, v in fields.items():
             flat.append(k)
@@ -604,21 +847,16 @@ class Pipeline:
 
     def _job_done(self, ij: _InFlightJob, record: bool = True) -> None:
         """The job has its outcome: queue it for the record script (unless a duplicate)."""
-        batch = ij.batch
         if record:
-            pending = self._to_record.get(batch.stream)
+            stream = ij.batch.stream
+            pending = self._to_record.get(stream)
             if pending is None:
-                pending = self._to_record[batch.stream] = []
+                pending = self._to_record[stream] = []
             pending.append(ij)
             self._enqueued += 1
             if self._recorder is None:
                 self._schedule_record()
-        batch.remaining -= 1
-        self._in_hand -= 1
-        if self._in_hand < self._max_in_hand:
-            self._capacity.set()
-        if batch.remaining == 0:
-            self._batches.discard(batch)
+        self._release(ij)
 
     async def recorded_barrier(self, timeout_s: float = 1.0) -> None:
         """Wait until every outcome queued so far is recorded (or ``timeout_s``).
@@ -766,16 +1004,18 @@ class Pipeline:
         log.warning("redis call failed (%s), attempt %d; retrying in %.2fs", type(err).__name__, attempt, delay)
         await asyncio.sleep(delay)
 
-    async def _hold_scheduled(self, stream: str, scheduled: list[tuple[str, dict[bytes, bytes], float]]) -> None:
+    async def _hold_scheduled(self, stream: str, scheduled: list[tuple[str, dict[bytes, bytes], float, str]]) -> None:
         """Jobs with a future ``send_at``: stored aside, acked, pushed back when due."""
         k = self.keys
         pipe = self.redis.pipeline(transaction=True)
         ttl = self.settings.privacy.retention_days.payload * 86400
-        for entry_id, fields, due in scheduled:
+        for entry_id, fields, due, job_id in scheduled:
             key = k.scheduled_job(entry_id)
-            mapping: dict[Any, Any] = {**fields, b"lane": stream.encode()}
+            lane = stream if stream in self._lane_of else self.keys.lanes()[self._park_streams[stream].lane]
+            mapping: dict[Any, Any] = {**fields, b"lane": lane.encode()}
             pipe.hset(key, mapping=mapping)
             pipe.expire(key, ttl)
+            pipe.set(k.scheduled_id(job_id), entry_id, ex=ttl)  # for cancel.lua
             pipe.zadd(k.scheduled, {entry_id: due * 1000})
             pipe.xack(stream, self.group, entry_id)
         await pipe.execute()
@@ -786,6 +1026,132 @@ class Pipeline:
             self._schedule, self.redis, *schedule_call(self.keys, int(time.time() * 1000), limit)
         )
         return int(n)
+
+    # ------------------------------------------------ parked jobs, outages
+    async def check_parked(self) -> dict[str, int]:
+        """Learn of jobs other engines parked (so this one's admitters read them
+        too), trim what every engine has acked from the park streams; returns
+        the jobs waiting in park streams, per lane name. Periodic, not per job."""
+        streams = list(self._park_streams)
+        pipe = self.redis.pipeline(transaction=False)
+        for st in streams:
+            pipe.xinfo_groups(st)
+        replies = await pipe.execute(raise_on_error=False)
+        per_lane = dict.fromkeys(LANES, 0)
+        trims: list[tuple[str, str, int]] = []
+        for st, groups in zip(streams, replies, strict=True):
+            if isinstance(groups, Exception):
+                continue
+            g = next((g for g in groups if _text(g.get("name")) == self.group), None)
+            if g is None:
+                continue
+            k = self._park_streams[st]
+            lag_raw = g.get("lag")
+            pending = int(g.get("pending") or 0)
+            lag = int(lag_raw) if lag_raw is not None else 1  # unknown: look (a refill finds out)
+            per_lane[LANES[k.lane]] += lag + pending
+            if lag > k.parked:
+                k.parked = lag
+                if k.held < k.budget:
+                    self._wakeups[k.carrier].set()
+            last = _text(g.get("last-delivered-id")) or "0-0"
+            if last != "0-0":
+                trims.append((st, last, pending))
+        if trims:
+            pipe = self.redis.pipeline(transaction=False)
+            for st, _last, pending in trims:
+                if pending:
+                    pipe.xpending(st, self.group)
+            oldest = iter(await pipe.execute(raise_on_error=False))
+            pipe = self.redis.pipeline(transaction=False)
+            for st, last, pending in trims:
+                minid = last
+                if pending:
+                    info = next(oldest)
+                    if isinstance(info, Exception) or not info.get("min"):
+                        continue
+                    minid = _text(info["min"])
+                # Entries before the oldest unacknowledged one were all sent (or moved).
+                pipe.xtrim(st, minid=minid, approximate=False)
+            await pipe.execute(raise_on_error=False)
+        return per_lane
+
+    async def check_outages(self) -> int:
+        """Carriers without a bind up for their ``outage_fail_after_s``: their
+        waiting jobs go to their fallback (when it has a bind up) or fail with
+        ``carrier_unavailable``. Returns how many jobs were moved or failed."""
+        now = time.monotonic()
+        total = 0
+        for c in self.carriers.values():
+            if not c.outage_fail_after_s:
+                continue
+            if self._is_up(c.name):
+                self._down_since.pop(c.name, None)
+                continue
+            since = self._down_since.setdefault(c.name, now)
+            if now - since >= c.outage_fail_after_s:
+                total += await self._divert(c, now - since)
+        return total
+
+    async def _divert(self, c: CarrierSettings, down_s: float) -> int:
+        fallback = c.fallback if c.fallback and self._is_up(c.fallback) else ""
+        total = 0
+        # Jobs in hand, never claimed (the admitter takes no mark while no bind is up).
+        in_hand = self._queues[c.name].clear()
+        by_stream: dict[str, list[tuple[str, dict[bytes, bytes], int]]] = {}
+        for ij in in_hand:
+            by_stream.setdefault(ij.batch.stream, []).append((ij.entry_id, ij.fields, ij.lane))
+        for stream, items in by_stream.items():
+            await self._divert_entries(c.name, fallback, down_s, stream, items)
+        for ij in in_hand:
+            self._release(ij)
+        total += len(in_hand)
+        # Parked jobs, a batch at a time (bounded per call: the next tick goes on).
+        count = self.settings.engine.batch_size
+        for classes in self._classes[c.name]:
+            for k in classes.values():
+                for _ in range(20):
+                    if not k.parked:
+                        break
+                    reply = await self._retry(
+                        self._reader.xreadgroup, self.group, self.consumer, {k.stream: ">"}, count
+                    )
+                    items_ = reply.items() if isinstance(reply, dict) else (reply or ())
+                    raw = [e for _name, es in items_ for e in es]
+                    if len(raw) < count:
+                        k.parked = 0
+                    entries = [(_text(eid), f) for eid, f in _entries(raw) if f is not None]
+                    if entries:
+                        await self._divert_entries(c.name, fallback, down_s, k.stream,
+                                                   [(eid, f, k.lane) for eid, f in entries])
+                        total += len(entries)
+        return total
+
+    async def _divert_entries(
+        self, carrier: str, fallback: str, down_s: float, stream: str, items: list[tuple[str, dict[bytes, bytes], int]]
+    ) -> None:
+        if fallback:
+            to_park: list[tuple[str, dict[bytes, bytes], _Class]] = []
+            for entry_id, fields, lane in items:
+                classes = self._classes[fallback][lane]
+                k = classes.get(_text(fields.get(b"client", b""))) or classes[OTHER]
+                k.parked += 1
+                to_park.append((entry_id, fields, k))
+            await self._park_entries(stream, to_park)
+            self.metrics.jobs_diverted.labels(carrier, fallback).inc(len(items))
+            log.warning("carrier %s: no bind up for %.0f s; %d job(s) moved to fallback %s",
+                        carrier, down_s, len(items), fallback)
+            return
+        meta: list[DeadLetter] = []
+        flat: list[bytes] = []
+        reason = f"carrier {carrier} had no bind up for {down_s:.0f} s (outage_fail_after_s)"
+        for entry_id, fields, _lane in items:
+            self._dead_letter(entry_id, fields, "carrier_unavailable", reason, meta, flat, event="failed")
+        await self._retry_claim(stream, _json(ClaimBatch(claims=[], dead=meta)), flat)
+        self.metrics.dead_letters.labels("carrier_unavailable").inc(len(items))
+        self.metrics.jobs_diverted.labels(carrier, "failed").inc(len(items))
+        log.warning("carrier %s: no bind up for %.0f s; %d job(s) failed (carrier_unavailable)",
+                    carrier, down_s, len(items))
 
     async def keep_alive_in_flight(self, older_than_s: float) -> None:
         """Reset the idle time of entries still in hand, so no one reclaims them."""
@@ -804,7 +1170,7 @@ class Pipeline:
         """Take over entries of consumers that went away (XAUTOCLAIM)."""
         mine = {eid for b in self._batches for eid in b.entry_ids}
         total = 0
-        for stream in self.keys.lanes():
+        for stream in (*self.keys.lanes(), *self._park_streams):
             start = "0-0"
             while True:
                 reply = await self._retry(

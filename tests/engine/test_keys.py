@@ -21,8 +21,11 @@ from engine.scripts import (
     RecordJob,
     RecordWait,
     RequeueEntry,
+    ParkEntry,
     Script,
+    cancel_call,
     claim_call,
+    park_call,
     payload_json,
     record_call,
     requeue_call,
@@ -44,6 +47,7 @@ TODAY = {
     "inbound": "P:inbound",
     "dead": "P:dead",
     "scheduled": "P:scheduled",
+    "backlog": "P:backlog",
     "dlr_due": "P:dlr:due",
     "dlr_unmatched": "P:dlr:unmatched",
     "dlr_invalid": "P:dlr:invalid",
@@ -54,6 +58,8 @@ TODAY = {
     "subject_prefix": "P:subject:",
     "subject_client_prefix": "P:subject:client:",
     "scheduled_prefix": "P:scheduled:",
+    "scheduled_id_prefix": "P:scheduled:id:",
+    "park_prefix": "P:park:",
     "dlr_bucket_prefix": "P:dlr:c:",
     "dlr_index_prefix": "P:dlr:idx:",
     "dlr_dup_prefix": "P:dlr:dup:",
@@ -71,6 +77,9 @@ def _samples(k: Keys) -> dict[str, str]:
         "subject": k.subject("ab" * 16),
         "subject_client": k.subject_client("shop"),
         "scheduled_job": k.scheduled_job("1-1"),
+        "scheduled_id": k.scheduled_id("j:1"),
+        "park": k.park("acme", "bulk"),
+        "park_client": k.park("acme", "bulk", "shop"),
         "correlation_bucket": k.correlation_bucket("acme", 1700),
         "correlation_index": k.correlation_index("acme"),
         "dup_span": k.dup_span(42),
@@ -89,6 +98,9 @@ def test_shard_none_gives_todays_names() -> None:
         "subject": "P:subject:" + "ab" * 16,
         "subject_client": "P:subject:client:shop",
         "scheduled_job": "P:scheduled:1-1",
+        "scheduled_id": "P:scheduled:id:j:1",
+        "park": "P:park:acme:bulk",
+        "park_client": "P:park:acme:bulk:shop",
         "correlation_bucket": "P:dlr:c:acme:1700",
         "correlation_index": "P:dlr:idx:acme",
         "dup_span": "P:dlr:dup:42",
@@ -212,7 +224,18 @@ async def _exercise(r: Any, k: Keys) -> set[str]:
     await r.hset(k.scheduled_job("9-10"), mapping={"id": "j10", "lane": k.jobs_bulk})  # not due: stays
     await r.zadd(k.scheduled, {"9-10": now_ms + 3_600_000})
     assert await Script("schedule")(r, *schedule_call(k, now_ms, 10)) == 1
+    # park.lua: a lane entry to a carrier's park stream and to a client's; cancel.lua on a held job
+    for park in (k.park("acme", "bulk"), k.park("acme", "bulk", "shop")):
+        await r.xgroup_create(park, "g", id="0", mkstream=True)
+    parked = [(await r.xadd(k.jobs_bulk, {"id": f"p{i}", "to": "4501", "text": "x"})).decode() for i in range(2)]
+    await r.xreadgroup("g", "c", {k.jobs_bulk: ">"}, count=10)  # (with the job schedule.lua released)
+    assert await Script("park")(r, *park_call(
+        k.jobs_bulk, [k.park("acme", "bulk"), k.park("acme", "bulk", "shop")], "g",
+        payload_json([ParkEntry(parked[0], 2, 1), ParkEntry(parked[1], 2, 2)]), [b"id", b"p0", b"id", b"p1"])) == 2
+    await r.set(k.scheduled_id("j10"), "9-10")  # as the pipeline indexes a held job
+    await r.hset(k.backlog, mapping={"normal": 0})
     seen = await _written(r, k.prefix)
+    assert await Script("cancel")(r, *cancel_call(k, "j10", 60, now_ms, 1000)) == [2, b""]
     # correlate.lua: the fast path, a general-path final with a callback (kept reply), the sweep
     store = ReceiptStore(r, k)
     done = await store.apply("acme", [ReceiptRecord(m, "delivered", True, "", now_ms) for m in ("m0", "m1", "m2")])
