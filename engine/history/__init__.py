@@ -21,8 +21,8 @@ __all__ = [
     "HistoryTarget",
     "HistoryUnavailable",
     "JobDelta",
-    "deltas_from_entries",
     "default_data_dir",
+    "deltas_from_entries",
     "open_store",
     "parse_history_url",
 ]

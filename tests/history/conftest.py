@@ -22,7 +22,7 @@ from tests.history.pg_server import PgServer, start_private_server, unique_datab
 async def _can_connect(dsn: str) -> bool:
     try:
         conn = await asyncpg.connect(dsn, timeout=3)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+    except (TimeoutError, OSError, asyncpg.PostgresError):
         return False
     await conn.close()
     return True
