@@ -223,6 +223,16 @@ class Archiver:
             return 0
         return await self._commit(batch)
 
+    async def drain(self) -> int:
+        """Archive what the streams hold now (own pending entries first), then return the count."""
+        total = 0
+        while True:
+            own_backlog = self._read_pending
+            n = await self.archive_once(block_ms=1)
+            total += n
+            if n == 0 and not own_backlog:
+                return total
+
     async def _commit(self, batch: list[tuple[str, list[Any]]]) -> int:
         """Write a batch to the store (retrying until it takes it or we stop), then XACK it."""
         entries = [e for _, es in batch for e in es]

@@ -17,6 +17,7 @@ import sys
 import time
 from typing import Any
 
+import msgspec
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -69,8 +70,7 @@ async def archive_main(settings: Settings, *, once: bool = False) -> int:
         if once:
             await archiver.ensure_groups()
             await store.migrate()
-            while await archiver.archive_once(block_ms=1) or archiver._read_pending:
-                pass
+            await archiver.drain()
             print(f"archived {archiver.archived} event(s)")
             return 0
         loop = asyncio.get_running_loop()
@@ -123,7 +123,7 @@ async def _redis_view(settings: Settings, *, job_id: str | None, subject: str | 
 def _merge(rows: list[HistoryRow], hot: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
     by_id: dict[str, dict[str, Any]] = {}
     for r in rows:
-        by_id[r.job_id] = {"job_id": r.job_id, "store": orjson.loads(orjson.dumps(r)), "redis": None}
+        by_id[r.job_id] = {"job_id": r.job_id, "store": msgspec.to_builtins(r), "redis": None}
     for jid, fields in hot.items():
         by_id.setdefault(jid, {"job_id": jid, "store": None, "redis": None})["redis"] = fields
 
