@@ -99,6 +99,10 @@ class Archiver:
         if not streams:
             raise ValueError("the archiver needs at least one stream")
         self.redis = redis
+        # XREADGROUP through a client that keeps hiredis' raw reply: redis-py would
+        # build a dict per entry (~2 µs); the fold reads the flat field list instead.
+        self._reader = Redis(connection_pool=redis.connection_pool)
+        self._reader.set_response_callback("XREADGROUP", _raw_reply)
         self.store = store
         self.streams = list(streams)
         self.group = group
@@ -205,18 +209,20 @@ class Archiver:
     async def archive_once(self, block_ms: int | None = None) -> int:
         """Read one batch, commit it, ack it; returns the events taken (0: nothing to do)."""
         start = "0" if self._read_pending else ">"
-        reply: Any = await self.redis.xreadgroup(
+        reply: Any = await self._reader.xreadgroup(
             self.group, self.consumer, dict.fromkeys(self.streams, start), count=self.batch_size,
             block=None if self._read_pending else (self.block_ms if block_ms is None else block_ms),
         )
         batch: list[tuple[str, list[Any]]] = []
         for stream, entries in _raw(reply):
-            # A pending entry deleted from the stream meanwhile comes back without
-            # fields: nothing to archive, ack it so it leaves the pending list.
-            gone = [eid for eid, fields in entries if fields is None]
-            if gone:
-                await self.redis.xack(stream, self.group, *gone)
-            batch.append((stream, [e for e in entries if e[1] is not None]))
+            if start == "0":
+                # A pending entry deleted from the stream meanwhile comes back without
+                # fields: nothing to archive, ack it so it leaves the pending list.
+                gone = [eid for eid, fields in entries if fields is None]
+                if gone:
+                    await self.redis.xack(stream, self.group, *gone)
+                    entries = [e for e in entries if e[1] is not None]
+            batch.append((stream, entries))
         taken = sum(len(es) for _, es in batch)
         if taken == 0:
             self._read_pending = False  # own backlog done (or none): new entries from now on
@@ -355,10 +361,12 @@ class Archiver:
         return self.last_lag
 
 
+def _raw_reply(response: Any, **options: Any) -> Any:
+    return response
+
+
 def _raw(reply: Any) -> list[tuple[str, list[Any]]]:
-    out = []
-    for stream, entries in (reply.items() if isinstance(reply, dict) else (reply or ())):
-        if isinstance(entries, list) and entries and isinstance(entries[0], list):
-            entries = entries[0]
-        out.append((_text(stream), entries))
-    return out
+    """``[(stream, [(entry_id, [name, value, …] | None), …]), …]`` from a raw
+    XREADGROUP reply: RESP2 ``[[stream, entries], …]`` or RESP3 ``{stream: entries}``."""
+    pairs = reply.items() if isinstance(reply, dict) else (reply or ())
+    return [(_text(stream), entries or []) for stream, entries in pairs]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -42,6 +42,10 @@ _EPOCH = dt.date(1970, 1, 1)
 _LOCK_WRITE = 0x53474857  # "SGHW": serialises batch writes
 _LOCK_MIGRATE = 0x5347484D  # "SGHM": one migrator at a time
 _DAYS_AHEAD = 2
+# Room on each page for a row's receipt update to stay on the page (a HOT update:
+# no new entry in any of the four indexes); about halves the merge of a batch that
+# is half receipts, for a table ~20 % larger.
+_FILLFACTOR = 80
 
 _STAGE_COLUMNS = (
     "job_id", "day", "ref", "client", "kind", "carrier", "parts", "encoding", "message_ids",
@@ -56,10 +60,14 @@ CREATE TEMP TABLE IF NOT EXISTS history_stage (
     events jsonb, errors jsonb, retention_until bigint
 ) ON COMMIT DELETE ROWS
 """
+# The job ids go in as an array so that each recent partition is probed through
+# its primary key (job_id = ANY …): joining the unanalysed temp table instead let
+# the planner hash a whole day's partition per batch.
 _MOVE_TO_EXISTING_DAY = """
 UPDATE history_stage s SET day = m.day
 FROM messages m
-WHERE m.job_id = s.job_id AND m.day >= $1 AND m.day <= $2 AND m.day <> s.day
+WHERE m.job_id = ANY($3::text[]) AND m.day >= $1 AND m.day <= $2
+  AND m.job_id = s.job_id AND m.day <> s.day
 """
 _cols = ", ".join(_STAGE_COLUMNS)
 _MERGE = f"""
@@ -172,7 +180,7 @@ class PostgresHistory:
             # IF NOT EXISTS: another archiver may have created it in between.
             await conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {_partition_name(day)} PARTITION OF messages "
-                f"FOR VALUES FROM ('{lo.isoformat()}') TO ('{hi.isoformat()}')"
+                f"FOR VALUES FROM ('{lo.isoformat()}') TO ('{hi.isoformat()}') WITH (fillfactor = {_FILLFACTOR})"
             )
             self._partitions.add(day)
 
@@ -203,25 +211,27 @@ class PostgresHistory:
             raise HistoryUnavailable(f"postgres: {type(err).__name__}: {err}") from err
         return max(done, default=0)
 
-    def records(self, deltas: Mapping[str, JobDelta]) -> list[tuple[Any, ...]]:
+    def records(self, deltas: Sequence[JobDelta]) -> list[tuple[Any, ...]]:
         """The staging rows of a batch (the CPU the engine spends per job, apart from COPY)."""
         dumps = orjson.dumps
         date = self._date
         return [
             (
-                d.job_id, date(d.first_ms // 86_400_000), d.ref, d.client, d.kind, d.carrier, d.parts,
-                d.encoding, d.message_ids, d.to_hash, d.to_mask, d.first_ms, d.submitted_ms,
-                d.final_state, d.final_ms, d.error, dumps(d.events).decode(), dumps(d.errors).decode(),
-                d.retention_until,
+                job_id, date(first_ms // 86_400_000), ref, client, kind, carrier, parts, encoding, message_ids,
+                to_hash, to_mask, first_ms, submitted_ms, final_state, final_ms, error,
+                dumps(events).decode(), dumps(errors).decode() if errors else "{}", retention_until,
             )
-            for d in deltas.values()
+            for (
+                job_id, first_ms, ref, client, kind, carrier, parts, encoding, message_ids, to_hash, to_mask,
+                error, retention_until, submitted_ms, final_state, final_ms, events, errors,
+            ) in deltas
         ]
 
-    async def write(self, deltas: Mapping[str, JobDelta], now_ms: int) -> int:
+    async def write(self, deltas: Sequence[JobDelta], now_ms: int) -> int:
         if not deltas:
             return 0
         records = self.records(deltas)
-        days = {d.first_ms // 86_400_000 for d in deltas.values()}
+        days = {d.first_ms // 86_400_000 for d in deltas}
         lo, hi = min(days) - self.lookback_days, max(days) + 1
         pool = await self._get_pool()
         try:
@@ -230,7 +240,7 @@ class PostgresHistory:
                 async with conn.transaction():
                     await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_WRITE)
                     await conn.copy_records_to_table("history_stage", records=records, columns=_STAGE_COLUMNS)
-                    await conn.execute(_MOVE_TO_EXISTING_DAY, self._date(lo), self._date(hi))
+                    await conn.execute(_MOVE_TO_EXISTING_DAY, self._date(lo), self._date(hi), [r[0] for r in records])
                     await conn.execute(_MERGE, now_ms)
         except _UNAVAILABLE as err:
             raise HistoryUnavailable(f"postgres: {type(err).__name__}: {err}") from err

@@ -18,7 +18,7 @@ import asyncio
 import datetime as dt
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -151,10 +151,10 @@ class SqliteHistory:
 
         return await self._call(run)
 
-    async def write(self, deltas: Mapping[str, JobDelta], now_ms: int) -> int:
+    async def write(self, deltas: Sequence[JobDelta], now_ms: int) -> int:
         if not deltas:
             return 0
-        params = [_params(d, now_ms) for d in deltas.values()]
+        params = [_params(d, now_ms) for d in deltas]
 
         def run(conn: sqlite3.Connection) -> int:
             conn.execute("BEGIN IMMEDIATE")

@@ -9,7 +9,7 @@ states the rules), and both answer the same queries, newest first.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Protocol
 
 from engine.history.record import HistoryRow, JobDelta
@@ -33,7 +33,7 @@ class HistoryStore(Protocol):
     async def migrate(self) -> int:
         """Bring the schema up to date; returns the schema version. Idempotent."""
 
-    async def write(self, deltas: Mapping[str, JobDelta], now_ms: int) -> int:
+    async def write(self, deltas: Sequence[JobDelta], now_ms: int) -> int:
         """Merge a batch of deltas in one transaction; returns the rows touched.
 
         All or nothing: when it raises, nothing of the batch was committed.

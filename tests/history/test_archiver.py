@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
@@ -117,7 +117,7 @@ class _DiesInWrite:
     async def migrate(self) -> int:
         return await self.inner.migrate()
 
-    async def write(self, deltas: Mapping[str, JobDelta], now_ms: int) -> int:
+    async def write(self, deltas: Sequence[JobDelta], now_ms: int) -> int:
         if self.commit:
             await self.inner.write(deltas, now_ms)
         self.entered.set()

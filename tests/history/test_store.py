@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -127,3 +128,20 @@ def test_url_parser() -> None:
     for bad in ("mysql://h/db", "sqlite://", "just-a-path"):
         with pytest.raises(ValueError):
             parse_history_url(bad)
+
+
+async def test_producer_status_reads_redis_first_then_the_store(
+    store: HistoryStore, redis_client: Any, key_prefix: str
+) -> None:
+    from engine.producer import Producer
+
+    t = NOW_MS
+    await store.write(deltas_from_entries([entry("s1", "submitted", t, first=True), entry("s1", "delivered", t + 9)]), t)
+    producer = Producer(redis_client, key_prefix, history=store)
+    cold = await producer.status("s1")
+    assert cold is not None and cold["source"] == "history" and cold["state"] == "delivered"
+    assert cold["to_mask"] == "+45******33"
+    await redis_client.hset(f"{key_prefix}:job:s1", mapping={"state": "submitted", "carrier": "acme"})
+    hot = await producer.status("s1")
+    assert hot is not None and hot["source"] == "redis" and hot["state"] == "submitted"
+    assert await producer.status("unknown") is None
