@@ -35,7 +35,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import msgspec
@@ -53,6 +53,7 @@ __all__ = ["ArchiveLag", "Archiver", "default_consumer"]
 log = logging.getLogger("sendgate.history")
 
 _REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+_STOPPED = object()
 
 
 def default_consumer() -> str:
@@ -209,10 +210,13 @@ class Archiver:
     async def archive_once(self, block_ms: int | None = None) -> int:
         """Read one batch, commit it, ack it; returns the events taken (0: nothing to do)."""
         start = "0" if self._read_pending else ">"
-        reply: Any = await self._reader.xreadgroup(
+        read = self._reader.xreadgroup(
             self.group, self.consumer, dict.fromkeys(self.streams, start), count=self.batch_size,
             block=None if self._read_pending else (self.block_ms if block_ms is None else block_ms),
         )
+        reply: Any = await self._unless_stopped(read)
+        if reply is _STOPPED:
+            return 0
         batch: list[tuple[str, list[Any]]] = []
         for stream, entries in _raw(reply):
             if start == "0":
@@ -228,6 +232,23 @@ class Archiver:
             self._read_pending = False  # own backlog done (or none): new entries from now on
             return 0
         return await self._commit(batch)
+
+    async def _unless_stopped(self, call: Awaitable[Any]) -> Any:
+        """Await a (blocking) read, or give it up when `stop()` comes first: entries the
+        server had already delivered stay pending and are read again on the next start."""
+        if self.stopping:
+            return _STOPPED
+        read = asyncio.ensure_future(call)
+        stopped = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({read, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not read.done():
+                read.cancel()
+                with contextlib.suppress(asyncio.CancelledError, *_REDIS_ERRORS):
+                    await read
+        return read.result() if read.done() and not read.cancelled() else _STOPPED
 
     async def drain(self) -> int:
         """Archive what the streams hold now (own pending entries first), then return the count."""
