@@ -73,3 +73,42 @@ async def test_history_finds_a_job_by_each_key_without_the_number(
 
     code, out, _ = await sendgate("history", "-c", str(cfg), "--id", "nope", env=env)
     assert code == 1 and "no job found" in out
+
+
+@pytest.mark.slow
+async def test_archive_process_killed_mid_run_then_restarted_loses_and_duplicates_nothing(
+    redis_client: Any, redis_url: str, key_prefix: str, history_url: str, tmp_path: Path
+) -> None:
+    import signal
+
+    from engine.history import open_store
+    from tests.history.test_archiver import check_exactly_once, push_jobs, until
+
+    cfg = tmp_path / "sendgate.toml"
+    cfg.write_text(f'[history]\nurl = "{history_url}"\nbatch_size = 300\nconsumer = "kill-test"\n')
+    env = subprocess_env(REDIS_URL=redis_url, SENDGATE_PREFIX=key_prefix)
+    events = f"{key_prefix}:events"
+    await push_jobs(redis_client, events, 0, 6000)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "engine.cli", "archive", "-c", str(cfg), env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async def some_acked() -> bool:  # the archiver is in the middle of the stream
+            groups = await redis_client.xinfo_groups(events)
+            return bool(groups) and int(groups[0]["entries-read"] or 0) >= 900
+        await until(some_acked, what="the archiver under way")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    groups = await redis_client.xinfo_groups(events)
+    assert int(groups[0]["lag"]) > 0  # killed before the end
+    code, _out, err = await sendgate("archive", "-c", str(cfg), "--once", env=env)
+    assert code == 0, err
+    store = open_store(history_url)
+    try:
+        await check_exactly_once(store, 6000)
+    finally:
+        await store.close()
+    pending: Any = await redis_client.xpending(events, "archiver")
+    assert pending["pending"] == 0
