@@ -226,8 +226,9 @@ class Engine:
         for limiter in self._limiters:
             await limiter.close()
         if self.archiver is not None:
-            # The last events (the drain's) go to the store too; a cancel leaves
-            # the batch in hand pending, written on the next start.
+            # The last events (the drain's) go to the store too, while it answers and
+            # within a bound; what is left waits in the stream for the next start.
+            await self.archiver.wait_caught_up(min(5.0, drain_s))
             self.archiver.stop()
             archiver_task = next(t for t in self._tasks if t.get_name() == "archiver")
             await asyncio.wait({archiver_task}, timeout=5.0)

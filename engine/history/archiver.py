@@ -119,6 +119,7 @@ class Archiver:
         self._migrated = False
         self.archived = 0  # events committed and acknowledged by this process
         self.write_failures = 0
+        self.failing = False  # the store refuses the batch in hand right now
         self.last_lag = ArchiveLag(entries=0, pending=0, behind_s=0.0)
         r = registry if registry is not None else CollectorRegistry()
         self._m_lag = Gauge("sendgate_archive_lag", "Events not yet in the history store (unread + pending)", registry=r)
@@ -233,6 +234,19 @@ class Archiver:
             return 0
         return await self._commit(batch)
 
+    async def wait_caught_up(self, timeout_s: float) -> bool:
+        """Wait (while `run()` goes on) until every event is archived; gives up at once
+        when the store is failing, else after ``timeout_s``. For a graceful stop."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not self.failing:
+            try:
+                if (await self.lag()).entries == 0:
+                    return True
+            except _REDIS_ERRORS:
+                return False
+            await asyncio.sleep(0.05)
+        return False
+
     async def _unless_stopped(self, call: Awaitable[Any]) -> Any:
         """Await a (blocking) read, or give it up when `stop()` comes first: entries the
         server had already delivered stay pending and are read again on the next start."""
@@ -275,6 +289,7 @@ class Archiver:
                 raise
             except Exception as err:
                 self.write_failures += 1
+                self.failing = True
                 self._m_failures.inc()
                 if failing_since is None:
                     failing_since = time.monotonic()
@@ -286,6 +301,7 @@ class Archiver:
                     return 0  # unacked: this consumer's pending entries, written on the next start
                 await self._pause(delay)
                 delay = min(delay * 2, self.backoff_max_s)
+        self.failing = False
         if failing_since is not None:
             log.info("archiver: history store back after %.1f s", time.monotonic() - failing_since)
         for stream, es in batch:

@@ -188,7 +188,9 @@ def _copy_sources() -> list[str]:
 def test_every_package_of_the_wheel_is_copied_into_the_builder() -> None:
     packages = set(_pyproject()["tool"]["setuptools"]["packages"])
     copied = {s.rstrip("/") for s in _copy_sources()}
-    assert packages <= copied, packages - copied
+    # A subpackage (engine.history) comes with the folder of its parent.
+    missing = {p for p in packages if not any(p.replace(".", "/") == c or p.replace(".", "/").startswith(c + "/") for c in copied)}
+    assert not missing, missing
     assert {"pyproject.toml", "README.md"} <= copied  # setuptools reads the readme
 
 
