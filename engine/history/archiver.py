@@ -180,6 +180,9 @@ class Archiver:
             except _REDIS_ERRORS as err:
                 log.warning("archiver: redis unavailable (%s); retrying", type(err).__name__)
                 await self._pause(0.5)
+            except Exception:  # a bug must not end archiving for the engine's lifetime
+                log.exception("archiver: round failed; retrying")
+                await self._pause(1.0)
 
     async def _migrate(self) -> None:
         if not self._migrated:

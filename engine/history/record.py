@@ -111,7 +111,9 @@ def deltas_from_entries(entries: Iterable[tuple[Any, Any]]) -> list[JobDelta]:
     An entry is ``(entry_id, fields)`` with fields either a mapping of bytes
     (redis-py's parsed reply) or the flat ``[name, value, name, value, …]`` list
     of the raw reply (what the archiver reads: no dict per entry). Entries
-    without ``id`` or ``event`` are skipped (nothing to file them under).
+    without ``id`` or ``event``, or with a field the engine would not write
+    (a ``ts`` that is no number, bytes that are not UTF-8), are skipped, so no
+    entry can stop the archive.
     """
     out: dict[bytes, JobDelta] = {}
     get_delta = out.get
@@ -135,51 +137,63 @@ def deltas_from_entries(entries: Iterable[tuple[Any, Any]]) -> list[JobDelta]:
             jid, ref, ev, carrier, parts, mids, error, ts_b = describe[:8]
         if not jid or not ev:
             continue
-        ts = int(ts_b) if ts_b else 0
-        event = ev.decode()
+        try:  # every conversion first, so a malformed entry changes nothing
+            ts = int(ts_b) if ts_b else 0
+            event = ev.decode()
+            ref_s = ref.decode() if ref else ""
+            carrier_s = carrier.decode() if carrier else ""
+            parts_i = int(parts) if parts else 0
+            mids_s = mids.decode() if mids else ""
+            error_s = error.decode() if error else ""
+            desc = None if describe is None else [v.decode() if v else "" for v in describe[8:13]]
+            retention = describe[13] if describe is not None else None
+            retention_i = int(retention) if retention else 0
+            job_id = jid.decode()
+        except ValueError:  # not written by the engine (UnicodeDecodeError is one too)
+            continue
         d = get_delta(jid)
         if d is None:
             d = out[jid] = JobDelta(
-                [jid.decode(), ts, "", "", "", "", 0, "", "", "", "", "", 0, None, "", None, {event: ts}, None]
+                [job_id, ts, "", "", "", "", 0, "", "", "", "", "", 0, None, "", None, {event: ts}, None]
             )
         else:
             if ts < d[_FIRST_MS]:
                 d[_FIRST_MS] = ts
             d[_EVENTS][event] = ts
-        if ref:
-            d[_REF] = ref.decode()
-        if carrier:
-            d[_CARRIER] = carrier.decode()
-        if parts and parts != b"0":
-            d[_PARTS] = int(parts)
-        if mids:
-            d[_MESSAGE_IDS] = mids.decode()
-        if error:
-            d[_ERROR] = err = error.decode()
+        if ref_s:
+            d[_REF] = ref_s
+        if carrier_s:
+            d[_CARRIER] = carrier_s
+        if parts_i:
+            d[_PARTS] = parts_i
+        if mids_s:
+            d[_MESSAGE_IDS] = mids_s
+        if error_s:
+            d[_ERROR] = error_s
             if d[_ERRORS] is None:
                 d[_ERRORS] = {}
-            d[_ERRORS][event] = err
+            d[_ERRORS][event] = error_s
         if ev in final_b:
             if d[_FINAL_MS] is None or ts >= d[_FINAL_MS]:
                 d[_FINAL_MS] = ts
                 d[_FINAL_STATE] = event
         elif ev == b"submitted" and (d[_SUBMITTED_MS] is None or ts < d[_SUBMITTED_MS]):
             d[_SUBMITTED_MS] = ts
-        if describe is not None:
+        if desc is not None:
             # The first event of a job describes it; later events do not repeat it.
-            client, kind, to_hash, to_mask, encoding, retention = describe[8:]
+            client, kind, to_hash, to_mask, encoding = desc
             if client:
-                d[_CLIENT] = client.decode()
+                d[_CLIENT] = client
             if kind:
-                d[_KIND] = kind.decode()
+                d[_KIND] = kind
             if to_hash:
-                d[_TO_HASH] = to_hash.decode()
+                d[_TO_HASH] = to_hash
             if to_mask:
-                d[_TO_MASK] = to_mask.decode()
+                d[_TO_MASK] = to_mask
             if encoding:
-                d[_ENCODING] = encoding.decode()
-            if retention:
-                d[_RETENTION] = max(d[_RETENTION], int(retention))
+                d[_ENCODING] = encoding
+            if retention_i > d[_RETENTION]:
+                d[_RETENTION] = retention_i
     return list(out.values())
 
 

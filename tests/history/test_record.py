@@ -50,3 +50,13 @@ def test_any_field_order_and_extra_fields_give_the_same_deltas() -> None:
 
 def test_entries_without_id_or_event_are_skipped() -> None:
     assert deltas_from_entries([(b"1-1", {b"event": b"submitted"}), (b"1-2", [b"id", b"x"])]) == []
+
+
+def test_a_malformed_entry_is_skipped_and_changes_nothing() -> None:
+    good = _batch()
+    bad = [
+        (b"9-1", {b"id": b"a", b"event": b"delivered", b"ts": b"soon"}),
+        (b"9-2", {b"id": b"a", b"event": b"failed", b"ts": b"1", b"ref": b"\xff\xfe"}),
+        (b"9-3", {b"id": b"z", b"event": b"submitted", b"ts": b"1", b"parts": b"two"}),
+    ]
+    assert deltas_from_entries(good + bad) == deltas_from_entries(good)
