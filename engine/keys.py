@@ -86,10 +86,12 @@ KEY_TABLE: tuple[KeyDoc, ...] = (
     KeyDoc("P:park:<carrier>:<lane>", "stream",
            "jobs of a lane read for a carrier that could not take them then (no bind up, its jobs in hand at their "
            "budget, or older jobs parked): the original fields, read back by the engines' group when it has room",
-           "park.lua", "trimmed by the engine to the group's oldest unacknowledged entry", "shard"),
+           "park.lua", "trimmed by the engine to the group's oldest unacknowledged entry; MINID trim to the payload "
+           "retention", "shard"),
     KeyDoc("P:park:<carrier>:<lane>:<client>", "stream",
            "the same for one client configured in `[[clients]]` (so each client's backlog is read by its weight)",
-           "park.lua", "trimmed by the engine to the group's oldest unacknowledged entry", "shard"),
+           "park.lua", "trimmed by the engine to the group's oldest unacknowledged entry; MINID trim to the payload "
+           "retention", "shard"),
     KeyDoc("P:backlog", "hash",
            "each lane's backlog (unread + unacked + parked) as the engines last sampled it, `high_water`, `ts` "
            "(for Producer.backlog/ready)", "engine/app.py", "60 s, renewed by each sample", "shard"),

@@ -810,16 +810,19 @@ class Pipeline:
         fallback = self.router.fallback(ij.carrier)
         if info.retriable and fallback and not ij.fallback_used and ij.parts == 1 and fallback in self.pools:
             # Retries exhausted: a single-part message moves to the fallback carrier.
-            ij.fallback_used = True
-            ij.carrier = fallback
-            ij.pdus = self.builders[fallback].build(ij.job, self._segment(ij.job, fallback))
-            ij.attempts = [0]
-            self.pools[fallback].submit(ij.pdus[0], (ij, 0, time.monotonic()))
+            self._to_fallback(ij, fallback)
             return
         if ij.event == "submitted":
             ij.event = "failed" if info.retriable else "rejected"
             ij.error = format_status(command_status)
         self._part_done(ij)
+
+    def _to_fallback(self, ij: _InFlightJob, fallback: str) -> None:
+        ij.fallback_used = True
+        ij.carrier = fallback
+        ij.pdus = self.builders[fallback].build(ij.job, self._segment(ij.job, fallback))
+        ij.attempts = [0]
+        self.pools[fallback].submit(ij.pdus[0], (ij, 0, time.monotonic()))
 
     def _resubmit(self, pool: Any, ij: _InFlightJob, i: int) -> None:
         try:
@@ -1106,6 +1109,16 @@ class Pipeline:
         for ij in in_hand:
             self._release(ij)
         total += len(in_hand)
+        # Parts claimed and queued in the pool when the last bind went down, never written.
+        for _pdu, token in self.pools[c.name].take_queued():
+            ij, _i, _t0 = cast("_Token", token)
+            if fallback and ij.parts == 1 and not ij.fallback_used:
+                self._to_fallback(ij, fallback)
+                continue
+            if ij.event == "submitted":
+                ij.event, ij.error = "failed", "carrier_unavailable"
+            self._part_done(ij)
+            total += 1
         # Parked jobs, a batch at a time (bounded per call: the next tick goes on).
         count = self.settings.engine.batch_size
         for classes in self._classes[c.name]:

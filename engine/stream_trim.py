@@ -23,6 +23,10 @@ def stream_retention_days(settings: Settings) -> list[tuple[str, int]]:
     keys = Keys(settings.redis.prefix)
     d = settings.privacy.retention_days
     plan = [(lane, d.payload) for lane in keys.lanes()]  # raw job payloads
+    plan += [  # parked job payloads (engine/pipeline.py; also trimmed as they are sent)
+        (keys.park(c.name, lane, client), d.payload)
+        for c in settings.carriers for lane in ("high", "normal", "bulk") for client in ("", *(cl.id for cl in settings.clients))
+    ]
     plan += [
         (keys.events, d.message),
         (keys.dead, d.message),

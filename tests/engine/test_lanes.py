@@ -15,6 +15,7 @@ import contextlib
 import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -425,3 +426,33 @@ async def test_readyz_reports_a_lane_above_its_high_water(redis_url: str, key_pr
         await eng.close()
         await delete_prefix(redis, key_prefix)
         await redis.aclose()
+
+
+async def test_an_outage_mid_flight_leaves_no_job_stuck(redis_url: str, key_prefix: str) -> None:
+    """The SMSC goes away with parts claimed and queued in the pool: after
+    outage_fail_after_s every job has its outcome (in flight: unknown; queued,
+    in hand, parked: failed with carrier_unavailable), none is sent twice."""
+    sims = await _sims(SimulatorConfig(dlr=False, latency_ms=300))
+    acme = _carrier("acme", sims[0].port, "", binds=1, window=2, outage_fail_after_s=1.0)
+    try:
+        async with _engine(redis_url, key_prefix, acme) as (_eng, redis):
+            jobs = _jobs(40, "m", "4501")
+            await push(redis, key_prefix, jobs)
+
+            async def started() -> bool:
+                return sims[0].stats.submits >= 2
+
+            await _wait(started, 10, "the first submits")
+            await sims[0].close()
+            events = _Events(redis, key_prefix)
+            ids = {j["id"] for j in jobs}
+            await events.until(lambda: events.count(ids) == 40, 30, "every job's outcome")
+            outcomes = Counter((ev["event"], ev["error"]) for i, ev in events.first.items() if i in ids)
+            assert {ev for ev, _err in outcomes} <= {"submitted", "unknown", "failed"}, outcomes
+            assert {err for ev, err in outcomes if ev == "failed"} == {"carrier_unavailable"}
+            # some were claimed and queued in the pool (recorded failed, no dead letter), the rest unclaimed
+            dead = int(await redis.xlen(Keys(key_prefix).dead))
+            assert outcomes[("failed", "carrier_unavailable")] > dead > 0, (outcomes, dead)
+            assert outcomes[("failed", "carrier_unavailable")] >= 30, outcomes
+    finally:
+        await sims[0].close()
