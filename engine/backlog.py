@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from engine.keys import Keys
 
-__all__ = ["BACKLOG_FRESH_S", "LANE_NAMES", "lane_backlog", "read_backlog", "write_backlog"]
+__all__ = ["BACKLOG_FRESH_S", "LANE_NAMES", "group_backlog", "lane_backlog", "read_backlog", "write_backlog"]
 
 LANE_NAMES = ("high", "normal", "bulk")
 
@@ -29,21 +29,56 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def lane_backlog(redis: Redis, keys: Keys, group: str) -> dict[str, int]:
-    """Each lane's entries not yet read by ``group`` plus read and not acked."""
+async def group_backlog(redis: Redis, streams: list[str], group: str) -> list[tuple[dict[str, Any], int] | None]:
+    """Per stream: ``group``'s XINFO GROUPS entry and its unread entries (None: no such group).
+
+    Redis 7 says how many are unread (``lag``). Redis 6.2 does not: then 0 when
+    the group read up to the stream's last id, the stream's length when it
+    never read, else 1 ("some": enough to look, never a false alarm of size).
+    """
     pipe = redis.pipeline(transaction=False)
-    for stream in keys.lanes():
+    for stream in streams:
         pipe.xinfo_groups(stream)
     replies = await pipe.execute(raise_on_error=False)
-    out: dict[str, int] = {}
-    for lane, groups in zip(LANE_NAMES, replies, strict=True):
-        n = 0
+    found: list[dict[str, Any] | None] = []
+    for groups in replies:
+        g = None
         if not isinstance(groups, Exception):
-            for g in groups:
-                if _text(g.get("name")) == group:
-                    lag = g.get("lag")
-                    n = int(g.get("pending") or 0) + (int(lag) if lag is not None else 0)
-        out[lane] = n
+            g = next((x for x in groups if _text(x.get("name")) == group), None)
+        found.append(g)
+    unknown = [i for i, g in enumerate(found) if g is not None and g.get("lag") is None]
+    infos: dict[int, Any] = {}
+    if unknown:  # Redis < 7
+        pipe = redis.pipeline(transaction=False)
+        for i in unknown:
+            pipe.xinfo_stream(streams[i])
+        infos = dict(zip(unknown, await pipe.execute(raise_on_error=False), strict=True))
+    out: list[tuple[dict[str, Any], int] | None] = []
+    for i, g in enumerate(found):
+        if g is None:
+            out.append(None)
+            continue
+        lag = g.get("lag")
+        if lag is None:
+            info = infos.get(i)
+            last = _text(g.get("last-delivered-id"))
+            if isinstance(info, Exception) or info is None:
+                lag = 1
+            elif _text(info.get("last-generated-id")) == last:
+                lag = 0
+            elif last in ("0-0", "0"):
+                lag = int(info.get("length") or 0)
+            else:
+                lag = 1
+        out.append((g, int(lag)))
+    return out
+
+
+async def lane_backlog(redis: Redis, keys: Keys, group: str) -> dict[str, int]:
+    """Each lane's entries not yet read by ``group`` plus read and not acked."""
+    out: dict[str, int] = {}
+    for lane, found in zip(LANE_NAMES, await group_backlog(redis, list(keys.lanes()), group), strict=True):
+        out[lane] = 0 if found is None else int(found[0].get("pending") or 0) + found[1]
     return out
 
 

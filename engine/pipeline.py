@@ -65,6 +65,7 @@ from connectors.status import format_status, status_info
 from dlr.ids import submit_normalizer
 from dlr.store import correlation_arg, correlation_bucket
 from engine.admission import LANES, OTHER, CarrierQueue
+from engine.backlog import group_backlog
 from engine.config import CarrierSettings, Settings
 from engine.job import Job, JobError, parse_job
 from engine.keys import Keys
@@ -1036,22 +1037,14 @@ class Pipeline:
         too), trim what every engine has acked from the park streams; returns
         the jobs waiting in park streams, per lane name. Periodic, not per job."""
         streams = list(self._park_streams)
-        pipe = self.redis.pipeline(transaction=False)
-        for st in streams:
-            pipe.xinfo_groups(st)
-        replies = await pipe.execute(raise_on_error=False)
         per_lane = dict.fromkeys(LANES, 0)
         trims: list[tuple[str, str, int]] = []
-        for st, groups in zip(streams, replies, strict=True):
-            if isinstance(groups, Exception):
+        for st, found in zip(streams, await group_backlog(self.redis, streams, self.group), strict=True):
+            if found is None:
                 continue
-            g = next((g for g in groups if _text(g.get("name")) == self.group), None)
-            if g is None:
-                continue
+            g, lag = found
             k = self._park_streams[st]
-            lag_raw = g.get("lag")
             pending = int(g.get("pending") or 0)
-            lag = int(lag_raw) if lag_raw is not None else 1  # unknown: look (a refill finds out)
             per_lane[LANES[k.lane]] += lag + pending
             if lag > k.parked:
                 k.parked = lag

@@ -126,9 +126,14 @@ async def _one_carrier_stuck(redis_url: str, key_prefix: str, acme: dict[str, An
         pipe.xinfo_groups(k.park("acme", "normal"))
         pipe.xinfo_groups(k.jobs)
         pipe.xlen(k.events)
-        park_g, lane_g, n_events = await pipe.execute()
+        pipe.xinfo_stream(k.jobs)
+        park_g, lane_g, n_events, lane_s = await pipe.execute()
         park_g, lane_g = park_g[0], lane_g[0]
-        assert lane_g["lag"] == 0  # the whole lane was read: acme's jobs did not stop the reading
+        # the whole lane was read: acme's jobs did not stop the reading
+        assert lane_g["last-delivered-id"] == lane_s["last-generated-id"]
+        if "lag" not in park_g:  # Redis < 7 does not count unread entries: the rest needs it
+            assert lane_g["pending"] + park_g["pending"] <= budget
+            return
         in_park = park_g["lag"] + park_g["pending"]
         assert in_park + lane_g["pending"] + (n_events - 100) == 5000, (park_g, lane_g, n_events)
         assert lane_g["pending"] + park_g["pending"] <= budget  # in memory: the budget at most
