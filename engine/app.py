@@ -377,6 +377,8 @@ class Engine:
             "outstanding_parts": self.pipeline.outstanding_parts,
             "batches_in_flight": self.pipeline.batches_in_flight,
             "carriers": {
-                name: {"binds_up": p.binds_up(), "pending": p.pending()} for name, p in self.pools.items()
+                name: {"binds_up": p.binds_up(), "pending": p.pending(), **self.pipeline.carrier_counts(name)}
+                for name, p in self.pools.items()
             },
+            "lanes": dict(self.backlog),
         }

@@ -462,6 +462,11 @@ class Pipeline:
     def outstanding_parts(self) -> int:
         return self._outstanding
 
+    def carrier_counts(self, carrier: str) -> dict[str, int]:
+        """Jobs of ``carrier`` in hand (read, not yet recorded) and parked (as far as known here)."""
+        classes = [k for per_lane in self._classes[carrier] for k in per_lane.values()]
+        return {"in_hand": sum(k.held for k in classes), "parked": sum(k.parked for k in classes)}
+
     @property
     def batches_in_flight(self) -> int:
         return len(self._batches)
