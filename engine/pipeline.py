@@ -335,6 +335,12 @@ class Pipeline:
     async def run(self) -> None:
         """Read and dispatch until `stop()`."""
         await self._retry(self.ensure_groups)
+        try:
+            moved = await self.adopt_orphan_parks()
+            if moved:
+                log.info("moved %d parked job(s) of carriers or clients no longer configured back to their lanes", moved)
+        except _REDIS_ERRORS as err:  # not fatal: the next start tries again
+            log.warning("could not look for orphaned park streams (%s)", type(err).__name__)
         loop = asyncio.get_running_loop()
         self._admitters = [loop.create_task(self._admit(c), name=f"admit-{c}") for c in self.carriers]
         e = self.settings.engine
@@ -1076,6 +1082,66 @@ class Pipeline:
                 pipe.xtrim(st, minid=minid, approximate=False)
             await pipe.execute(raise_on_error=False)
         return per_lane
+
+    async def adopt_orphan_parks(self) -> int:
+        """Park streams of a carrier, or a client, that is no longer configured
+        would never be read: move their jobs back to their lanes (routed again
+        there). Entries another consumer still holds are left to it, unless idle
+        past the visibility timeout. Once per start (a SCAN of the key space)."""
+        lanes = dict(zip(LANES, self.keys.lanes(), strict=True))
+        orphans: list[tuple[str, str]] = []
+        async for raw in self.redis.scan_iter(match=self.keys.park_prefix + "*", count=1000, _type="stream"):
+            name = _text(raw)
+            if name in self._park_streams:
+                continue
+            parts = name[len(self.keys.park_prefix):].split(":")
+            if len(parts) >= 2 and parts[1] in lanes:
+                orphans.append((name, lanes[parts[1]]))
+        min_idle = int(self.settings.engine.visibility_timeout_s * 1000)
+        count = self.settings.engine.batch_size
+        moved = 0
+        for stream, lane in orphans:
+            try:
+                await self.redis.xgroup_create(stream, self.group, id="0")
+            except ResponseError as err:
+                if "BUSYGROUP" not in str(err):
+                    raise
+            start = "0-0"
+            while True:  # entries of consumers that went away
+                reply = await self._reader.xautoclaim(stream, self.group, self.consumer, min_idle, start, count)
+                start = _text(reply[0])
+                moved += await self._move_all(stream, lane, reply[1])
+                if start in ("0-0", "0"):
+                    break
+            while True:  # entries never read
+                unread: Any = await self._reader.xreadgroup(self.group, self.consumer, {stream: ">"}, count=count)
+                items = unread.items() if isinstance(unread, dict) else (unread or ())
+                raw_entries = [e for _name, es in items for e in es]
+                if not raw_entries:
+                    break
+                moved += await self._move_all(stream, lane, raw_entries)
+            # What was moved is acked: trim it (an entry still held elsewhere stays).
+            found = (await group_backlog(self.redis, [stream], self.group))[0]
+            if found is not None:
+                g = found[0]
+                minid = _text(g.get("last-delivered-id"))
+                if int(g.get("pending") or 0):
+                    info: Any = await self.redis.xpending(stream, self.group)
+                    minid = _text(info.get("min")) or minid
+                await self.redis.xtrim(stream, minid=minid, approximate=False)
+        return moved
+
+    async def _move_all(self, source: str, dest: str, raw: Any) -> int:
+        entries = [(_text(eid), f) for eid, f in _entries(raw)]
+        gone = [eid for eid, f in entries if f is None]
+        if gone:
+            await self.redis.xack(source, self.group, *gone)
+        live = [(eid, f) for eid, f in entries if f is not None]
+        if not live:
+            return 0
+        meta = _json([ParkEntry(entry_id=eid, nfields=2 * len(f), dest=1) for eid, f in live])
+        flat = [x for _eid, f in live for kv in f.items() for x in kv]
+        return int(await self._park(self.redis, *park_call(source, [dest], self.group, meta, flat)))
 
     async def check_outages(self) -> int:
         """Carriers without a bind up for their ``outage_fail_after_s``: their

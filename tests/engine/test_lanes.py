@@ -461,3 +461,28 @@ async def test_an_outage_mid_flight_leaves_no_job_stuck(redis_url: str, key_pref
             assert outcomes[("failed", "carrier_unavailable")] >= 30, outcomes
     finally:
         await sims[0].close()
+
+
+async def test_jobs_parked_for_a_client_no_longer_configured_go_back_to_their_lane(
+    redis_url: str, key_prefix: str
+) -> None:
+    """A park stream nobody reads any more (its client was removed from [[clients]]):
+    the next engine moves its jobs back to the lane, and they are sent."""
+    sims = await _sims(SimulatorConfig(dlr=False))
+    k = Keys(key_prefix)
+    orphan = k.park("acme", "bulk", "gone")
+    redis = Redis.from_url(redis_url)
+    try:
+        jobs = _jobs(30, "o", "4501", client="gone")
+        for job in jobs:
+            await redis.xadd(orphan, job)  # type: ignore[arg-type]
+        async with _engine(redis_url, key_prefix, _carrier("acme", sims[0].port, "")) as (_eng, r):
+            events = _Events(r, key_prefix)
+            ids = {j["id"] for j in jobs}
+            await events.until(lambda: events.count(ids, "submitted") == 30, 20, "the orphaned jobs sent")
+            assert int(await r.xlen(k.jobs_bulk)) == 30  # they went back through their lane
+            assert (await r.xinfo_groups(orphan))[0]["pending"] == 0
+            assert int(await r.xlen(orphan)) <= 1  # trimmed to the last id the group delivered
+    finally:
+        await redis.aclose()
+        await sims[0].close()
