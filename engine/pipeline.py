@@ -263,6 +263,8 @@ class Pipeline:
             self._classes[c.name] = tuple(per_lane)
         self._down_since: dict[str, float] = {}  # carrier -> when its last bind went down (monotonic)
         self._park = Script("park")
+        self._groups_ready = False  # ensure_groups ran (the app calls it before run())
+        self._adopter: asyncio.Task[None] | None = None
         self._wakeups: dict[str, asyncio.Event] = {c: asyncio.Event() for c in self.carriers}
         self._admitters: list[asyncio.Task[None]] = []
         self._batches: set[_Batch] = set()
@@ -307,6 +309,7 @@ class Pipeline:
             except ResponseError as err:
                 if "BUSYGROUP" not in str(err):
                     raise
+        self._groups_ready = True
 
     def _budget(self, c: CarrierSettings) -> int:
         """Jobs one class of carrier ``c`` may hold (read, not yet recorded).
@@ -334,14 +337,10 @@ class Pipeline:
     # ------------------------------------------------------------- main loop
     async def run(self) -> None:
         """Read and dispatch until `stop()`."""
-        await self._retry(self.ensure_groups)
-        try:
-            moved = await self.adopt_orphan_parks()
-            if moved:
-                log.info("moved %d parked job(s) of carriers or clients no longer configured back to their lanes", moved)
-        except _REDIS_ERRORS as err:  # not fatal: the next start tries again
-            log.warning("could not look for orphaned park streams (%s)", type(err).__name__)
+        if not self._groups_ready:
+            await self._retry(self.ensure_groups)
         loop = asyncio.get_running_loop()
+        self._adopter = loop.create_task(self._adopt_orphans_once(), name="adopt-orphan-parks")
         self._admitters = [loop.create_task(self._admit(c), name=f"admit-{c}") for c in self.carriers]
         e = self.settings.engine
         lanes = self.keys.lanes()
@@ -384,6 +383,8 @@ class Pipeline:
                 self._stopping = True
                 for t in self._admitters:
                     t.cancel()
+            if self._adopter is not None and not self._adopter.done():
+                self._adopter.cancel()
             # Admitters finish the chunk in hand and return (see _admit).
             await asyncio.gather(*self._admitters, return_exceptions=True)
             self._run_done.set()
@@ -396,6 +397,10 @@ class Pipeline:
         room = 0
         for carrier, per_lane in self._classes.items():
             if not self._is_up(carrier):
+                if self._in_outage(carrier):
+                    # Read its jobs too: parked as read, then moved to its
+                    # fallback or failed by check_outages.
+                    return [True, True, True], self.settings.engine.batch_size
                 continue
             for lane, classes in enumerate(per_lane):
                 for k in classes.values():
@@ -405,6 +410,12 @@ class Pipeline:
                         if free > room:
                             room = free
         return wanted, room
+
+    def _in_outage(self, carrier: str) -> bool:
+        """No bind up for the carrier's ``outage_fail_after_s`` (when set)."""
+        limit = self.carriers[carrier].outage_fail_after_s
+        since = self._down_since.get(carrier)
+        return bool(limit) and since is not None and time.monotonic() - since >= limit
 
     def on_bind_state(self, carrier: str, up: bool) -> None:
         """A bind of ``carrier`` went up or down: read and admit again."""
@@ -510,6 +521,16 @@ class Pipeline:
                 # A parked job belongs to the carrier it was parked for (a
                 # fallback's park stream holds jobs moved there in an outage).
                 carrier = self.router.route(job.to, job.carrier) if source is None else source.carrier
+                classes = classes_of[carrier][lane]
+                k = classes.get(job.client) or classes[OTHER]
+                if source is None:
+                    is_up = up.get(carrier)
+                    if is_up is None:
+                        is_up = up[carrier] = self._is_up(carrier)
+                    if not is_up or k.parked or k.held >= k.budget:
+                        to_park.append((entry_id, fields, k))
+                        k.parked += 1  # now: later jobs of this read keep their order
+                        continue
                 seg = self._segment(job, carrier)
             except (JobError, RoutingError, SegmentError) as err:
                 code: str = err.code
@@ -517,16 +538,6 @@ class Pipeline:
                 self._dead_letter(entry_id, fields, code, reason, dead_meta, dead_fields)
                 dead_codes[code] = dead_codes.get(code, 0) + 1
                 continue
-            classes = classes_of[carrier][lane]
-            k = classes.get(job.client) or classes[OTHER]
-            if source is None:
-                is_up = up.get(carrier)
-                if is_up is None:
-                    is_up = up[carrier] = self._is_up(carrier)
-                if not is_up or k.parked or k.held >= k.budget:
-                    to_park.append((entry_id, fields, k))
-                    k.parked += 1  # now: later jobs of this read keep their order
-                    continue
             k.held += 1
             jobs.append(_InFlightJob(batch, entry_id, fields, job, carrier, seg, k, lane))
         if scheduled:
@@ -1082,6 +1093,16 @@ class Pipeline:
                 pipe.xtrim(st, minid=minid, approximate=False)
             await pipe.execute(raise_on_error=False)
         return per_lane
+
+    async def _adopt_orphans_once(self) -> None:
+        try:
+            moved = await self.adopt_orphan_parks()
+            if moved:
+                log.info("moved %d parked job(s) of carriers or clients no longer configured back to their lanes", moved)
+        except _REDIS_ERRORS as err:  # not fatal: the next start tries again
+            log.warning("could not look for orphaned park streams (%s)", type(err).__name__)
+        except Exception:
+            log.exception("looking for orphaned park streams failed")
 
     async def adopt_orphan_parks(self) -> int:
         """Park streams of a carrier, or a client, that is no longer configured

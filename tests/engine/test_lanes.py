@@ -198,6 +198,19 @@ async def test_an_outage_without_fallback_fails_jobs_with_a_clear_code(redis_url
         await sims[0].close()
 
 
+async def test_an_outage_of_the_only_carrier_fails_its_jobs_too(redis_url: str, key_prefix: str) -> None:
+    """No carrier has room, so nothing would be read: a carrier in outage is read
+    for anyway (its jobs parked, then failed)."""
+    acme = _carrier("acme", _closed_port(), "", outage_fail_after_s=1.0)
+    async with _engine(redis_url, key_prefix, acme) as (_eng, redis):
+        jobs = _jobs(120, "solo", "4501", priority="bulk")
+        await push(redis, key_prefix, jobs, lane="jobs:bulk")
+        events = _Events(redis, key_prefix)
+        ids = {j["id"] for j in jobs}
+        await events.until(lambda: events.count(ids) == 120, 30, "the jobs failed")
+        assert {(events.first[i]["event"], events.first[i]["error"]) for i in ids} == {("failed", "carrier_unavailable")}
+
+
 async def test_with_outage_fail_after_0_jobs_stay_queued(redis_url: str, key_prefix: str) -> None:
     """The default: a carrier without a bind keeps its jobs (parked), fails none, sends none."""
     sims = await _sims(SimulatorConfig(dlr=False))
