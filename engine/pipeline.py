@@ -346,20 +346,17 @@ class Pipeline:
         lanes = self.keys.lanes()
         try:
             while not self._stopping:
-                wanted, room = self._wanted_lanes()
-                if not room:
+                rooms = self._lane_rooms()
+                counts = {lanes[i]: min(e.batch_size, rooms[i]) for i in range(3) if rooms[i] > 0}
+                if not counts:
                     # No class of a carrier with a bind up has room: wait for a
                     # job's outcome or a bind (or look again within a second).
                     self._capacity.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._capacity.wait(), 1.0)
                     continue
-                streams = {lanes[i]: ">" for i in range(3) if wanted[i]}
                 try:
-                    reply = await self._reader.xreadgroup(
-                        self.group, self.consumer, streams, count=min(e.batch_size, room),  # type: ignore[arg-type]
-                        block=e.block_ms,
-                    )
+                    reply = await self._read_lanes(counts)
                 except ResponseError as err:
                     if "NOGROUP" in str(err):
                         await self._retry(self.ensure_groups)
@@ -372,8 +369,7 @@ class Pipeline:
                     continue
                 # Even when stop() came during the read: the entries go to the
                 # admission queues, and drain() hands the unstarted ones back.
-                streams_reply = reply.items() if isinstance(reply, dict) else (reply or ())
-                for stream_name, raw_entries in streams_reply:
+                for stream_name, raw_entries in reply:
                     stream = stream_name.decode() if isinstance(stream_name, bytes) else stream_name
                     lane = stream.rsplit(":", 1)[-1] if stream != self.keys.jobs else "normal"
                     self.metrics.jobs_consumed.labels(lane).inc(len(raw_entries))
@@ -389,27 +385,50 @@ class Pipeline:
             await asyncio.gather(*self._admitters, return_exceptions=True)
             self._run_done.set()
 
-    def _wanted_lanes(self) -> tuple[list[bool], int]:
-        """Which lanes to read, and how many jobs at most: a lane is read while
-        some class of it, of a carrier with a bind up, has room and nothing
-        parked (a class with parked jobs is refilled from its park stream)."""
-        wanted = [False, False, False]
-        room = 0
+    def _lane_rooms(self) -> list[int]:
+        """How many jobs to read from each lane (0: not now): the most room of a
+        class of that lane, of a carrier with a bind up, with nothing parked (a
+        class with parked jobs is refilled from its park stream)."""
+        rooms = [0, 0, 0]
         for carrier, per_lane in self._classes.items():
             if not self._is_up(carrier):
                 if self._in_outage(carrier):
                     # Read its jobs too: parked as read, then moved to its
                     # fallback or failed by check_outages.
-                    return [True, True, True], self.settings.engine.batch_size
+                    n = self.settings.engine.batch_size
+                    return [n, n, n]
                 continue
             for lane, classes in enumerate(per_lane):
                 for k in classes.values():
                     free = k.budget - k.held
-                    if free > 0 and not k.parked:
-                        wanted[lane] = True
-                        if free > room:
-                            room = free
-        return wanted, room
+                    if free > rooms[lane] and not k.parked:
+                        rooms[lane] = free
+        return rooms
+
+    async def _read_lanes(self, counts: dict[str, int]) -> list[tuple[Any, Any]]:
+        """``(stream, raw entries)`` read from the lanes, at most ``counts[lane]`` each.
+
+        XREADGROUP has one COUNT for all its streams: with equal counts one
+        blocking call; otherwise one pipelined call per lane without blocking,
+        and only when all come back empty a blocking one with the smallest count
+        (so a lane is never read past its room: what is read beyond a class's
+        room would be parked for nothing)."""
+        e = self.settings.engine
+        values = set(counts.values())
+        if len(values) > 1:
+            pipe = self._reader.pipeline(transaction=False)
+            for stream, n in counts.items():
+                pipe.xreadgroup(self.group, self.consumer, {stream: ">"}, count=n)
+            out: list[tuple[Any, Any]] = []
+            for reply in await pipe.execute():
+                out.extend(reply.items() if isinstance(reply, dict) else (reply or ()))
+            if out:
+                return out
+        streams = dict.fromkeys(counts, ">")
+        raw: Any = await self._reader.xreadgroup(
+            self.group, self.consumer, streams, count=min(values), block=e.block_ms  # type: ignore[arg-type]
+        )
+        return list(raw.items() if isinstance(raw, dict) else (raw or ()))
 
     def _in_outage(self, carrier: str) -> bool:
         """No bind up for the carrier's ``outage_fail_after_s`` (when set)."""

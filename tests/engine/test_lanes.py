@@ -499,3 +499,22 @@ async def test_jobs_parked_for_a_client_no_longer_configured_go_back_to_their_la
     finally:
         await redis.aclose()
         await sims[0].close()
+
+
+async def test_one_lane_one_client_one_carrier_never_parks(redis_url: str, key_prefix: str) -> None:
+    """The common case pays nothing for parking: each lane is read no further than
+    its own room (an empty high or bulk lane's room does not count for normal)."""
+    sims = await _sims(SimulatorConfig(dlr=False))
+    try:
+        async with _engine(redis_url, key_prefix, _carrier("acme", sims[0].port, "")) as (eng, redis):
+            jobs = _jobs(3000, "one", "4501")
+            await push(redis, key_prefix, jobs)
+            events = _Events(redis, key_prefix)
+            ids = {j["id"] for j in jobs}
+            await events.until(lambda: events.count(ids, "submitted") == 3000, 60, "every job sent")
+            parked = [s.value for m in eng.metrics.jobs_parked.collect() for s in m.samples
+                      if s.name.endswith("_total")]
+            assert sum(parked) == 0
+            assert eng.pipeline._classes["acme"][1]["other"].budget < 3000  # the budget did fill
+    finally:
+        await sims[0].close()
