@@ -18,8 +18,6 @@ import signal
 import time
 from typing import Any
 
-from redis.asyncio import Redis
-
 from connectors.config import BindConfig
 from connectors.pool import BindPool
 from dlr.receipt_scan import scan_receipt
@@ -31,6 +29,7 @@ from engine.keys import Keys
 from engine.metrics import Metrics
 from engine.pipeline import Pipeline
 from engine.receipt_sink import ReceiptSink
+from engine.redis_client import redis_from_settings
 from engine.stream_trim import trim_streams
 from privacy_hooks.audit import AuditLog
 from throttling.global_bucket import GlobalTokenBucket
@@ -112,7 +111,9 @@ class Engine:
         self.settings = settings
         self.redis_url = redis_url
         client_name = "sendgate-" + "".join(ch if ch.isalnum() or ch in "-_.:" else "_" for ch in settings.consumer_name)
-        self.redis = Redis.from_url(redis_url, socket_keepalive=True, health_check_interval=30, client_name=client_name)
+        self.redis = redis_from_settings(
+            settings, redis_url, socket_keepalive=True, health_check_interval=30, client_name=client_name
+        )
         self.metrics = Metrics()
         self.keys = Keys(settings.redis.prefix)
         self.pools: dict[str, BindPool] = {}

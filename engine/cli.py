@@ -114,7 +114,9 @@ def _cmd_send(args: argparse.Namespace) -> int:
     )
 
     async def main() -> int:
-        producer = Producer.from_url(url, settings.redis.prefix)
+        from engine.redis_client import redis_from_settings
+
+        producer = Producer(redis_from_settings(settings, url), settings.redis.prefix)
         try:
             entry = await producer.send(job)
             print(f"queued job {job.id} as entry {entry} on {producer.lane(job)}")

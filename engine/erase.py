@@ -39,7 +39,9 @@ def retention_policy(settings: Settings) -> RetentionPolicy:
 def _redis(settings: Settings) -> Redis:
     if not settings.redis.url:
         raise SystemExit("sendgate: erase/purge need a Redis: set REDIS_URL or [redis] url")
-    return Redis.from_url(settings.redis.url)
+    from engine.redis_client import redis_from_settings
+
+    return redis_from_settings(settings)
 
 
 async def erase_main(settings: Settings, *, to: str | None, client: str | None, now: bool) -> int:

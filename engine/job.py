@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from dlr.address_policy import callback_host_refusal
+
 __all__ = [
     "DEAD_LETTER_CODES",
     "Job",
@@ -157,8 +159,15 @@ def _check_callback(url: str) -> None:
         raise JobError("invalid", "callback must be an http or https URL with a host")
 
 
-def parse_job(fields: Mapping[bytes, bytes], now_s: float) -> Job:
-    """Validate one jobs-stream entry. Raises `JobError` with a dead-letter code."""
+def parse_job(fields: Mapping[bytes, bytes], now_s: float, *, allow_private_callbacks: bool = False) -> Job:
+    """Validate one jobs-stream entry. Raises `JobError` with a dead-letter code.
+
+    A ``callback`` whose host is a literal loopback, link-local, private or
+    multicast IP, or a name that can only be local (``localhost``,
+    ``*.internal``…), is refused (code ``invalid``) unless
+    ``allow_private_callbacks`` (``[webhooks] allow_private``); names are checked
+    again after DNS when the webhook connects (dlr/address_policy.py).
+    """
     job_id = _text(fields, b"id")
     if not job_id:
         raise JobError("missing_field", "field 'id' is required")
@@ -189,6 +198,10 @@ def parse_job(fields: Mapping[bytes, bytes], now_s: float) -> Job:
         handler = _OPTIONAL.get(name)
         if handler is not None:  # unknown fields are carried along, not refused
             handler(job, fields, name, now_s)
+    if job.callback and not allow_private_callbacks:
+        refusal = callback_host_refusal(urlsplit(job.callback).hostname or "")
+        if refusal is not None:
+            raise JobError("invalid", f"{refusal}; set [webhooks] allow_private = true to allow it")
     return job
 
 
