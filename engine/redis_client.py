@@ -39,6 +39,9 @@ def redis_options(r: RedisSettings, url: str) -> dict[str, Any]:
 
 
 def redis_from_settings(settings: Settings, url: str | None = None, **extra: Any) -> Redis:
-    """A ``redis.asyncio.Redis`` for ``url`` (default ``[redis] url``) with the settings' credentials and TLS."""
+    """A ``redis.asyncio.Redis`` for ``url`` (default ``[redis] url``) with the settings' credentials and TLS.
+
+    ``extra`` keyword arguments of ``Redis.from_url`` win over those the settings give.
+    """
     url = url if url is not None else settings.redis.url
-    return Redis.from_url(url, **redis_options(settings.redis, url), **extra)
+    return Redis.from_url(url, **{**redis_options(settings.redis, url), **extra})
