@@ -32,6 +32,7 @@ from engine.receipt_sink import ReceiptSink
 from engine.redis_client import redis_from_settings
 from engine.stream_trim import trim_streams
 from privacy_hooks.audit import AuditLog
+from privacy_hooks.logfile import rotate_due_files
 from throttling.global_bucket import GlobalTokenBucket
 
 __all__ = ["Engine", "bind_config", "redis_url_for"]
@@ -277,6 +278,7 @@ class Engine:
                 if now - last_trim >= 60.0:
                     last_trim = now
                     await trim_streams(self.redis, self.settings, approximate=True)
+                    rotate_due_files()  # [logging] file: rotate and expire even when nothing is logged
                 await self.receipts.periodic()
             except asyncio.CancelledError:
                 raise

@@ -61,7 +61,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from engine.app import Engine, redis_url_for
     from privacy_hooks import configure_logging
 
-    configure_logging(settings.logging.level, settings.logging.format, settings.logging.file or None)
+    configure_logging(
+        settings.logging.level, settings.logging.format, settings.logging.file or None,
+        retention_days=settings.privacy.retention_days.activity_log, rotate=settings.logging.rotate,
+    )
     if not settings.carriers:
         print("sendgate: config error: carriers: at least one [[carriers]] table is required", file=sys.stderr)
         return 2
@@ -186,7 +189,10 @@ def _cmd_archive(args: argparse.Namespace) -> int:
     settings = _load(args)
     from privacy_hooks import configure_logging
 
-    configure_logging(settings.logging.level, settings.logging.format, settings.logging.file or None)
+    configure_logging(
+        settings.logging.level, settings.logging.format, settings.logging.file or None,
+        retention_days=settings.privacy.retention_days.activity_log, rotate=settings.logging.rotate,
+    )
     return run_loop(archive_main(settings, once=args.once))
 
 
