@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import logging
 import signal
 import time
@@ -111,8 +112,11 @@ class _PoolHandler:
 class Engine:
     """One engine process."""
 
-    def __init__(self, settings: Settings, redis_url: str) -> None:
+    def __init__(self, settings: Settings, redis_url: str, *, config_source: str | None = None) -> None:
+        """``config_source``: where the settings were loaded from (``sendgate run``); the
+        start then writes a ``config_load`` audit entry."""
         self.settings = settings
+        self.config_source = config_source
         self.redis_url = redis_url
         client_name = "sendgate-" + "".join(ch if ch.isalnum() or ch in "-_.:" else "_" for ch in settings.consumer_name)
         self.redis = redis_from_settings(
@@ -130,7 +134,7 @@ class Engine:
         self._tasks: list[asyncio.Task[Any]] = []
         self._limiters: list[GlobalTokenBucket] = []
         d = settings.privacy.retention_days
-        self.audit = AuditLog(self.redis, self.keys.audit, d.audit)
+        self.audit = AuditLog(self.redis, self.keys.audit, d.audit, actor=f"engine:{settings.consumer_name}")
         self._auth_failures_seen: dict[str, int] = {}
         self._stopped = asyncio.Event()
         self._signals = 0
@@ -141,6 +145,8 @@ class Engine:
     # ---------------------------------------------------------------- life
     async def start(self) -> None:
         await self.pipeline.ensure_groups()
+        if self.config_source is not None:
+            await self._audit_config_load(self.config_source)
         for c in self.settings.carriers:
             # A carrier's TPS holds across every engine process sharing this Redis.
             limiter = None
@@ -284,6 +290,16 @@ class Engine:
                 raise
             except Exception:  # keep the loop alive; the error is logged once per occurrence
                 log.exception("maintenance step failed")
+
+    async def _audit_config_load(self, source: str) -> None:
+        """docs/contract.md §4: a config load is audited — where from, what it holds, a digest (no secret)."""
+        s = self.settings
+        digest = hashlib.sha256(repr(s).encode()).hexdigest()[:16]  # repr shows secrets as ***
+        await self.audit.record(
+            "config_load", source=source, carriers=len(s.carriers), clients=len(s.clients), digest=digest,
+            allow_private_callbacks=s.webhooks.allow_private,
+            tls_carriers=sum(1 for c in s.carriers if c.tls), redis_tls=s.redis.url.lower().startswith("rediss://"),
+        )
 
     async def _audit_bind_credentials(self) -> None:
         """docs/contract.md §2.8: bind credential failures go to the audit log (never the password)."""

@@ -70,8 +70,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     url, embedded = redis_url_for(settings)
 
+    source = getattr(args, "config", None) or os.environ.get("SENDGATE_CONFIG") or "(defaults and environment)"
+
     async def main() -> int:
-        engine = Engine(settings, url)
+        engine = Engine(settings, url, config_source=source)
         await engine.run()
         return 0
 

@@ -78,8 +78,14 @@ async def purge_main(settings: Settings) -> int:
     """Trim streams past their retention now."""
     redis = _redis(settings)
     try:
-        for stream, days, removed in await trim_streams(redis, settings, approximate=False):
+        trimmed = await trim_streams(redis, settings, approximate=False)
+        for stream, days, removed in trimmed:
             print(f"{stream}: {removed} entr{'y' if removed == 1 else 'ies'} past {days} days removed")
+        audit = AuditLog(redis, Keys(settings.redis.prefix).audit, retention_policy(settings).audit)
+        await audit.record(
+            "purge", removed=sum(r for _s, _d, r in trimmed),
+            streams=",".join(f"{stream}={removed}" for stream, _d, removed in trimmed),
+        )
         return 0
     finally:
         await redis.aclose()
