@@ -294,7 +294,7 @@ class Engine:
     async def _audit_config_load(self, source: str) -> None:
         """docs/contract.md §4: a config load is audited — where from, what it holds, a digest (no secret)."""
         s = self.settings
-        digest = hashlib.sha256(repr(s).encode()).hexdigest()[:16]  # repr shows secrets as ***
+        digest = hashlib.sha256(repr(s).encode()).hexdigest()[:32]  # repr shows secrets as ***; 32 hex: read as a hash, not masked
         await self.audit.record(
             "config_load", source=source, carriers=len(s.carriers), clients=len(s.clients), digest=digest,
             allow_private_callbacks=s.webhooks.allow_private,

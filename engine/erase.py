@@ -84,7 +84,8 @@ async def purge_main(settings: Settings) -> int:
         audit = AuditLog(redis, Keys(settings.redis.prefix).audit, retention_policy(settings).audit)
         await audit.record(
             "purge", removed=sum(r for _s, _d, r in trimmed),
-            streams=",".join(f"{stream}={removed}" for stream, _d, removed in trimmed),
+            # names without the prefix: "jobs=12,events=0,…" (a prefix is no subject, but may hold digits)
+            streams=",".join(f"{stream.removeprefix(settings.redis.prefix + ':')}={removed}" for stream, _d, removed in trimmed),
         )
         return 0
     finally:

@@ -52,7 +52,7 @@ async def test_a_config_load_and_a_bind_credential_failure_are_audited(redis_url
     load = by_action["config_load"]
     assert load["actor"] == f"engine:{settings.consumer_name}"
     assert load["source"] == "/etc/sendgate/sendgate.toml" and load["carriers"] == "1" and load["clients"] == "0"
-    assert int(load["ts"]) >= before_ms and len(load["digest"]) == 16
+    assert int(load["ts"]) >= before_ms and len(load["digest"]) == 32
     refused = by_action["bind_credentials_refused"]
     assert refused["actor"] == load["actor"] and refused["failures"] == "1" and refused["carrier"] == "sim"
     for entry in entries:
@@ -73,6 +73,6 @@ async def test_purge_is_audited_with_its_counts(
         await delete_prefix(redis, key_prefix)
         await redis.aclose()
     assert entry["action"] == "purge" and entry["actor"] == default_actor()
-    assert entry["removed"] == "1" and f"{key_prefix}:jobs=1" in entry["streams"]
+    assert entry["removed"] == "1" and "jobs=1" in entry["streams"].split(",")
     assert "4512345678" not in "".join(entry.values())
     capsys.readouterr()
