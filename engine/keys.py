@@ -64,12 +64,14 @@ KEY_TABLE: tuple[KeyDoc, ...] = (
            "MAXLEN ~; MINID trim to the message retention", "shard"),
     KeyDoc("P:dead", "stream", "dead letters: the job's fields, code, reason, entry (public contract)", "claim.lua",
            "MAXLEN ~; MINID trim to the message retention", "shard"),
-    KeyDoc("P:inbound", "stream", "mobile-originated messages (public contract)", "engine/receipt_sink.py",
+    KeyDoc("P:inbound", "stream", "mobile-originated messages, reassembled (public contract; docs/contract.md §2.7)",
+           "inbound.lua, inbound_sweep.lua",
            "MAXLEN ~; MINID trim to the message retention", "shard"),
     KeyDoc("P:inbound:parts:<carrier>:<sender hash>:<ref>", "hash",
            "parts of a concatenated inbound message being reassembled: `<seq>` -> text, plus total, from, to, "
            "client, from_hash, first_ms (the sender only as a keyed hash in the name)",
-           "inbound.lua", "twice the reassembly wait; deleted when complete or published `partial`", "shard"),
+           "inbound.lua", "twice the reassembly wait; deleted when complete or published `partial` (inbound_sweep.lua)",
+           "shard"),
     KeyDoc("P:inbound:due", "zset", "reassembly keys scored by the end of their wait (ms): the partial sweep's list",
            "inbound.lua", "member removed with its parts", "shard"),
     KeyDoc("P:suppress", "set", "suppression list of jobs and inbound messages without a client: keyed hashes of "
