@@ -464,22 +464,27 @@ class Pipeline:
                                       dead_meta, dead_fields)
                 else:
                     jobs.append(ij)
-            claims = [ClaimJob(job_id=ij.job.id, entry_id=ij.entry_id) for ij in jobs]
+            claims, marketing_fields = self._claims(jobs)
             payload = _json(ClaimBatch(claims=claims, dead=dead_meta))
-            statuses = await self._retry_claim(stream, payload, dead_fields)
+            statuses = await self._retry_claim(stream, payload, dead_fields + marketing_fields)
             if expired:
                 self.metrics.dead_letters.labels("expired").inc(len(expired))
                 for ij in expired:
                     ij.admitted = True
                     self._job_done(ij, record=False)  # acked by the claim script
-            duplicates = 0
+            duplicates = suppressed = 0
             for ij, status in zip(jobs, statuses, strict=True):
                 ij.admitted = True
                 if status == 1:  # sent under another entry: acked by the claim script
                     duplicates += 1
                     self._job_done(ij, record=False)
                     continue
-                ij.to_hash = self._hash_number(ij.job.to)
+                if status == 3:  # marketing to a suppressed number: dead-lettered by the claim script
+                    suppressed += 1
+                    self._job_done(ij, record=False)
+                    continue
+                if not ij.to_hash:
+                    ij.to_hash = self._hash_number(ij.job.to)
                 if status == 2:
                     self.metrics.jobs_reclaimed.inc()
                     if not resend:
@@ -494,6 +499,28 @@ class Pipeline:
                     self._job_done(ij)
             if duplicates:
                 self.metrics.jobs_duplicate.inc(duplicates)
+            if suppressed:
+                self.metrics.dead_letters.labels("suppressed").inc(suppressed)
+                self.metrics.events.labels("rejected").inc(suppressed)
+
+    def _claims(self, jobs: list[_InFlightJob]) -> tuple[list[ClaimJob], list[bytes]]:
+        """The claim script's entries for ``jobs``: a marketing job carries its
+        client's suppression list, its number's keyed hash and its fields (for the
+        dead letter it becomes when suppressed: docs/contract.md §2.6), checked in
+        the same call that takes the idempotency marks."""
+        claims: list[ClaimJob] = []
+        fields: list[bytes] = []
+        suppression = self.keys.suppression
+        for ij in jobs:
+            job = ij.job
+            if job.kind != "marketing":
+                claims.append(ClaimJob(job_id=job.id, entry_id=ij.entry_id))
+                continue
+            ij.to_hash = self._hash_number(job.to)
+            claims.append(ClaimJob(job.id, ij.entry_id, suppression(job.client), ij.to_hash, 2 * len(ij.fields)))
+            for kv in ij.fields.items():
+                fields.extend(kv)
+        return claims, fields
 
     def _segment(self, job: Job, carrier: str) -> Segmented:
         builder = self.builders[carrier]

@@ -62,8 +62,9 @@ __all__ = [
     "script_header",
 ]
 
-LAYOUT_VERSION = 2
-"""Of every layout below; bump it on any change of one (1: the hand-numbered lists)."""
+LAYOUT_VERSION = 3
+"""Of every layout below; bump it on any change of one (1: the hand-numbered lists;
+3: claims carry the suppression check, inbound scripts)."""
 
 
 def _fields(lua_prefix: str, struct: type[msgspec.Struct]) -> Positions:
@@ -128,6 +129,13 @@ CLAIM_ARGS = Positions(
 class ClaimJob(msgspec.Struct, array_like=True, gc=False):
     job_id: str
     entry_id: str
+    suppression: str = ""
+    """A marketing job: its client's suppression list (``Keys.suppression``), else ""."""
+    to_hash: str = ""
+    """A marketing job: the keyed hash of its number, looked up in ``suppression``."""
+    nfields: int = 0
+    """A marketing job: how many of its original fields (k, v, ...) follow the dead
+    letters' in ARGV, for the dead letter a suppressed job becomes."""
 
 
 class DeadLetter(msgspec.Struct, array_like=True, gc=False):
