@@ -199,7 +199,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
 def _cmd_suppress(args: argparse.Namespace) -> int:
     from engine.suppression import suppress_main
 
-    return run_loop(suppress_main(_load(args), args.action, args.numbers, args.client or ""))
+    return run_loop(suppress_main(_load(args), args.action, getattr(args, "numbers", []), args.client or ""))
 
 
 # Sub-commands that own their whole argument list (their --help is their own).
@@ -286,11 +286,16 @@ def build_parser() -> argparse.ArgumentParser:
             "hashes, `check` exits 1 unless every number is suppressed. Changes go to the audit stream."
         ),
     )
-    p.add_argument("-c", "--config", help="TOML config file (default: $SENDGATE_CONFIG)")
-    p.add_argument("action", choices=["add", "remove", "check", "list"])
-    p.add_argument("numbers", nargs="*", metavar="NUMBER", help="E.164 numbers (add, remove, check)")
-    p.add_argument("--client", help="a client (tenant) id; default: the default list")
-    p.set_defaults(func=_cmd_suppress)
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for action, text in (("add", "put numbers on the list"), ("remove", "take numbers off the list"),
+                         ("check", "which numbers are on the list (exit 1 unless all)"),
+                         ("list", "the list's keyed hashes")):
+        a = actions.add_parser(action, help=text, description=text)
+        a.add_argument("-c", "--config", help="TOML config file (default: $SENDGATE_CONFIG)")
+        if action != "list":
+            a.add_argument("numbers", nargs="+", metavar="NUMBER", help="E.164 numbers")
+        a.add_argument("--client", help="a client (tenant) id; default: the default list")
+        a.set_defaults(func=_cmd_suppress)
 
     for name, (_fn, help_text) in _PASSTHROUGH.items():
         sub.add_parser(name, help=help_text, add_help=False)
