@@ -296,6 +296,8 @@ def _check(settings: Settings) -> None:
         ids.add(cl.id)
         if cl.quiet_hours and not _QUIET_RE.fullmatch(cl.quiet_hours):
             raise ConfigError(f"clients[{i}].quiet_hours: expected \"HH:MM-HH:MM\" (e.g. \"21:00-08:00\") or \"\"")
+        if cl.quiet_hours and cl.quiet_hours[:5] == cl.quiet_hours[6:]:
+            raise ConfigError(f"clients[{i}].quiet_hours: start and end are the same time")
         for j, n in enumerate(cl.numbers):
             if not n.lstrip("+").isdigit():
                 raise ConfigError(f"clients[{i}].numbers[{j}]: a number or short code of digits")

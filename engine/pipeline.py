@@ -54,6 +54,7 @@ from dlr.store import correlation_arg, correlation_bucket
 from engine.config import CarrierSettings, Settings
 from engine.job import Job, JobError, parse_job
 from engine.keys import Keys
+from engine.marketing import QuietHours, with_footer
 from engine.metrics import Metrics
 from engine.router import Router, RoutingError
 from engine.scripts import (
@@ -222,6 +223,11 @@ class Pipeline:
         self._stopping = False
         self._run_done = asyncio.Event()  # run() has returned: nothing more will be read
         self._refs: dict[str, int] = {}
+        # [[clients]] footer / quiet_hours, for kind=marketing jobs
+        self._guardrails: dict[str, tuple[str, QuietHours | None]] = {
+            c.id: (c.footer, QuietHours(c.quiet_hours) if c.quiet_hours else None)
+            for c in settings.clients if c.footer or c.quiet_hours
+        }
         for c in settings.carriers:
             metrics.add_carrier(c.name)
         self._submit_ok = {c: metrics.submits.labels(c, "ok") for c in self.carriers}
@@ -373,6 +379,11 @@ class Pipeline:
                 if job.send_at and job.send_at > now + 0.5:
                     scheduled.append((entry_id, fields, job.send_at))
                     continue
+                if job.kind == "marketing" and job.client in self._guardrails:
+                    quiet_until = self._marketing(job, fields, now)
+                    if quiet_until:
+                        scheduled.append((entry_id, {**fields, b"quiet_until": b"%d" % quiet_until}, quiet_until))
+                        continue
                 carrier = self.router.route(job.to, job.carrier)
                 seg = self._segment(job, carrier)
             except (JobError, RoutingError, SegmentError) as err:
@@ -521,6 +532,19 @@ class Pipeline:
             for kv in ij.fields.items():
                 fields.extend(kv)
         return claims, fields
+
+    def _marketing(self, job: Job, fields: dict[bytes, bytes], now: float) -> float:
+        """A marketing job of a client with guardrails: the footer goes into its
+        text (before segmentation, so its parts count it); returns when its quiet
+        hours end if it must wait for them, else 0 (engine/marketing.py). A job
+        held once for quiet hours (``quiet_until`` among its fields) is not held
+        again."""
+        footer, quiet = self._guardrails[job.client]
+        if footer:
+            job.text = with_footer(job.text, footer)
+        if quiet is not None and b"quiet_until" not in fields:
+            return quiet.until(job.to, now) or 0.0
+        return 0.0
 
     def _segment(self, job: Job, carrier: str) -> Segmented:
         builder = self.builders[carrier]
