@@ -79,7 +79,7 @@ async def test_quiet_hours_hold_a_marketing_job_and_release_it(redis_url: str, k
     start, end = now_dk - dt.timedelta(hours=1), now_dk + dt.timedelta(hours=2)
     window = f"{start:%H:%M}-{end:%H:%M}"
     clients = [{"id": "shop", "quiet_hours": window}]
-    async with running(redis_url, key_prefix, SimulatorConfig(dlr=False), clients=clients) as (eng, sim, rec, redis):
+    async with running(redis_url, key_prefix, SimulatorConfig(dlr=False), clients=clients) as (_eng, _sim, rec, redis):
         k = Keys(key_prefix)
         await push(redis, key_prefix, [
             {"id": "q1", "to": "+4512345678", "text": "Sale", "client": "shop", "kind": "marketing"},

@@ -22,7 +22,7 @@ OTHER = "+4587654321"
 async def test_marketing_to_a_suppressed_number_is_rejected_and_transactional_sent(
     redis_url: str, key_prefix: str
 ) -> None:
-    async with running(redis_url, key_prefix, SimulatorConfig(dlr=False), proxy=True) as (eng, sim, rec, redis):
+    async with running(redis_url, key_prefix, SimulatorConfig(dlr=False), proxy=True) as (eng, _sim, rec, redis):
         producer = Producer(redis, key_prefix, hash_secret=eng.settings.privacy.hash_secret)
         assert await producer.suppress(NUMBER, "shop") is True
         assert await producer.suppress(NUMBER, "shop") is False  # already on it
