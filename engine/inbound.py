@@ -81,15 +81,29 @@ def client_numbers(clients: Iterable[Any]) -> dict[str, str]:
     return {n.lstrip("+"): c.id for c in clients for n in c.numbers}
 
 
-def sender_hasher(hasher: Callable[[str], str], secret: bytes) -> Callable[[str], str]:
+def sender_hasher(hasher: Callable[[str], str], secret: bytes, cache_size: int = 4096) -> Callable[[str], str]:
     """``hasher`` (``privacy_hooks.KeyedHasher``) for numbers, and a keyed hash of
-    the text for an alphanumeric sender (which has no digits to hash)."""
+    the text for an alphanumeric sender (which has no digits to hash).
+
+    The parts of one message, and the messages of a conversation, come from
+    the same few senders: the last ``cache_size`` hashes are kept (in this
+    process's memory only), which saves the HMAC — about half the per-part
+    cost — on a repeat.
+    """
+    cache: dict[str, str] = {}
 
     def hash_sender(sender: str) -> str:
+        found = cache.get(sender)
+        if found is not None:
+            return found
         try:
-            return hasher(sender)
+            value = hasher(sender)
         except ValueError:
-            return "a" + hmac.new(secret, sender.encode(), hashlib.sha256).hexdigest()[:31]
+            value = "a" + hmac.new(secret, sender.encode(), hashlib.sha256).hexdigest()[:31]
+        if len(cache) >= cache_size:
+            cache.clear()
+        cache[sender] = value
+        return value
 
     return hash_sender
 
