@@ -102,6 +102,8 @@ def sender_hasher(hasher: Callable[[str], str], secret: bytes, cache_size: int =
             value = "a" + hmac.new(secret, sender.encode(), hashlib.sha256).hexdigest()[:31]
         if len(cache) >= cache_size:
             cache.clear()
+            if not cache_size:
+                return value
         cache[sender] = value
         return value
 
