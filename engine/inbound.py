@@ -156,7 +156,8 @@ def read_part(
     seq = total = 1
     concat = udh.concat if udh is not NO_UDH else None
     if concat is not None and concat.total > 1:
-        kind = "16" if concat.reference > 0xFF else "8"
+        # (parse_udh does not say which element it read: a 16-bit one is IEI 0x08, IEDL 4)
+        kind = "16" if concat.reference > 0xFF or body.find(b"\x08\x04", 1, udh.payload_offset) > 0 else "8"
         ref = f"{kind}.{concat.reference}.{concat.total}"
         seq, total = concat.sequence, concat.total
     else:
