@@ -23,7 +23,7 @@
 -- ARGV[A_IDEM_PREFIX] what idempotency marks start with ("P:idem:", engine/keys.py)
 -- ARGV[A_REST...] the dead letters' original fields, k, v, k, v, ..., nfields values
 --         per dead letter in order (binary-safe: a job with malformed UTF-8 is
---         kept byte for byte); then those of the marketing claims (C_NFIELDS each)
+--         kept byte for byte)
 --
 -- Returns one integer per candidate, in order:
 --   0 new: mark taken, send it
@@ -31,8 +31,9 @@
 --   2 reclaimed: this very entry was being sent by a consumer that died between
 --     submit_sm and its resp; the caller resends or reports `unknown`
 --   3 suppressed: a marketing job (C_SUPPRESSION set) whose number's keyed hash is
---     on its client's suppression list and that holds no mark yet: dead-lettered
---     (code `suppressed`, event `rejected`) and acked here, no mark taken
+--     on its client's suppression list and that holds no mark yet: no mark taken;
+--     the caller sends it back as a dead letter (code `suppressed`, event
+--     `rejected`) in its next call, so the job's fields travel only then
 if ARGV[A_LAYOUT] ~= LAYOUT_VERSION then
   return redis.error_reply('claim.lua: argument layout ' .. tostring(ARGV[A_LAYOUT]) .. ', this script reads '
     .. LAYOUT_VERSION .. ' (caller and script from different versions)')
@@ -44,32 +45,11 @@ local batch = cjson.decode(ARGV[A_PAYLOAD])
 local now, mark_ttl, maxlen = ARGV[A_NOW], ARGV[A_MARK_TTL], ARGV[A_MAXLEN]
 local retry = ARGV[A_RETRY] == '1'
 
--- Marketing claims' fields follow the dead letters' in ARGV.
-local marketing_at = A_REST
-for _, d in ipairs(batch.dead) do marketing_at = marketing_at + d[D_NFIELDS] end
-
--- A marketing job to a suppressed number: its dead letter and `rejected` event
--- (once: XACK says whether a repeated call wrote them already). True if suppressed.
-local function suppressed(c, idem, first)
-  if c[C_SUPPRESSION] == '' or redis.call('SISMEMBER', c[C_SUPPRESSION], c[C_TO_HASH]) == 0
-      or redis.call('EXISTS', idem) == 1 then
-    return false
-  end
-  if redis.call('XACK', jobs, group, c[C_ENTRY_ID]) == 1 then
-    local args, ref = {'XADD', dead, 'MAXLEN', '~', maxlen, '*'}, ''
-    for k = first, first + c[C_NFIELDS] - 1 do args[#args + 1] = ARGV[k] end
-    for k = first, first + c[C_NFIELDS] - 2, 2 do
-      if ARGV[k] == 'ref' then ref = ARGV[k + 1] end
-    end
-    args[#args + 1] = 'code'; args[#args + 1] = 'suppressed'
-    args[#args + 1] = 'reason'; args[#args + 1] = 'the recipient opted out of marketing from this client'
-    args[#args + 1] = 'entry'; args[#args + 1] = c[C_ENTRY_ID]
-    redis.call(unpack(args))
-    redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*',
-      'id', c[C_JOB_ID], 'ref', ref, 'event', 'rejected', 'carrier', '', 'parts', '0',
-      'message_ids', '', 'error', 'suppressed', 'ts', now)
-  end
-  return true
+-- A marketing job (C_SUPPRESSION set) to a number on its client's list, and not
+-- claimed before: nothing is written here; the caller dead-letters it.
+local function suppressed(c, idem)
+  return c[C_SUPPRESSION] ~= '' and redis.call('SISMEMBER', c[C_SUPPRESSION], c[C_TO_HASH]) == 1
+    and redis.call('EXISTS', idem) == 0
 end
 
 local out = {}
@@ -77,9 +57,7 @@ for i, c in ipairs(batch.claims) do
   local job_id, entry_id = c[C_JOB_ID], c[C_ENTRY_ID]
   local idem = idem_prefix .. job_id
   local mine = 's|' .. entry_id
-  local first = marketing_at
-  marketing_at = marketing_at + c[C_NFIELDS]
-  if suppressed(c, idem, first) then
+  if suppressed(c, idem) then
     out[i] = 3
   elseif redis.call('SET', idem, mine, 'NX', 'EX', mark_ttl) then
     out[i] = 0

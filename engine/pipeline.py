@@ -475,24 +475,23 @@ class Pipeline:
                                       dead_meta, dead_fields)
                 else:
                     jobs.append(ij)
-            claims, marketing_fields = self._claims(jobs)
-            payload = _json(ClaimBatch(claims=claims, dead=dead_meta))
-            statuses = await self._retry_claim(stream, payload, dead_fields + marketing_fields)
+            payload = _json(ClaimBatch(claims=self._claims(jobs), dead=dead_meta))
+            statuses = await self._retry_claim(stream, payload, dead_fields)
             if expired:
                 self.metrics.dead_letters.labels("expired").inc(len(expired))
                 for ij in expired:
                     ij.admitted = True
                     self._job_done(ij, record=False)  # acked by the claim script
-            duplicates = suppressed = 0
+            duplicates = 0
+            suppressed: list[_InFlightJob] = []
             for ij, status in zip(jobs, statuses, strict=True):
                 ij.admitted = True
                 if status == 1:  # sent under another entry: acked by the claim script
                     duplicates += 1
                     self._job_done(ij, record=False)
                     continue
-                if status == 3:  # marketing to a suppressed number: dead-lettered by the claim script
-                    suppressed += 1
-                    self._job_done(ij, record=False)
+                if status == 3:  # marketing to a suppressed number: dead-lettered below
+                    suppressed.append(ij)
                     continue
                 if not ij.to_hash:
                     ij.to_hash = self._hash_number(ij.job.to)
@@ -511,16 +510,13 @@ class Pipeline:
             if duplicates:
                 self.metrics.jobs_duplicate.inc(duplicates)
             if suppressed:
-                self.metrics.dead_letters.labels("suppressed").inc(suppressed)
-                self.metrics.events.labels("rejected").inc(suppressed)
+                await self._reject_suppressed(stream, suppressed)
 
-    def _claims(self, jobs: list[_InFlightJob]) -> tuple[list[ClaimJob], list[bytes]]:
+    def _claims(self, jobs: list[_InFlightJob]) -> list[ClaimJob]:
         """The claim script's entries for ``jobs``: a marketing job carries its
-        client's suppression list, its number's keyed hash and its fields (for the
-        dead letter it becomes when suppressed: docs/contract.md §2.6), checked in
-        the same call that takes the idempotency marks."""
+        client's suppression list and its number's keyed hash, checked in the
+        same call that takes the idempotency marks (docs/contract.md §2.6)."""
         claims: list[ClaimJob] = []
-        fields: list[bytes] = []
         suppression = self.keys.suppression
         for ij in jobs:
             job = ij.job
@@ -528,10 +524,24 @@ class Pipeline:
                 claims.append(ClaimJob(job_id=job.id, entry_id=ij.entry_id))
                 continue
             ij.to_hash = self._hash_number(job.to)
-            claims.append(ClaimJob(job.id, ij.entry_id, suppression(job.client), ij.to_hash, 2 * len(ij.fields)))
-            for kv in ij.fields.items():
-                fields.extend(kv)
-        return claims, fields
+            claims.append(ClaimJob(job.id, ij.entry_id, suppression(job.client), ij.to_hash))
+        return claims
+
+    async def _reject_suppressed(self, stream: str, jobs: list[_InFlightJob]) -> None:
+        """Marketing jobs the claim script found suppressed: dead letter ``suppressed``
+        and event ``rejected`` (one more claim call, only in a batch that has some;
+        a crash before it leaves them pending, and the reclaim finds them again)."""
+        meta: list[DeadLetter] = []
+        flat: list[bytes] = []
+        for ij in jobs:
+            self._dead_letter(ij.entry_id, ij.fields, "suppressed",
+                              "the recipient opted out of marketing from this client", meta, flat)
+            meta[-1].event = "rejected"
+        await self._retry_claim(stream, _json(ClaimBatch(claims=[], dead=meta)), flat)
+        for ij in jobs:
+            self._job_done(ij, record=False)
+        self.metrics.dead_letters.labels("suppressed").inc(len(jobs))
+        self.metrics.events.labels("rejected").inc(len(jobs))
 
     def _marketing(self, job: Job, fields: dict[bytes, bytes], now: float) -> float:
         """A marketing job of a client with guardrails: the footer goes into its

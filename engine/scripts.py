@@ -133,9 +133,6 @@ class ClaimJob(msgspec.Struct, array_like=True, gc=False):
     """A marketing job: its client's suppression list (``Keys.suppression``), else ""."""
     to_hash: str = ""
     """A marketing job: the keyed hash of its number, looked up in ``suppression``."""
-    nfields: int = 0
-    """A marketing job: how many of its original fields (k, v, ...) follow the dead
-    letters' in ARGV, for the dead letter a suppressed job becomes."""
 
 
 class DeadLetter(msgspec.Struct, array_like=True, gc=False):
@@ -148,7 +145,7 @@ class DeadLetter(msgspec.Struct, array_like=True, gc=False):
     job_id: str
     ref: str
     event: str
-    """"expired" to publish that event too, else ""."""
+    """"expired" or "rejected" to publish that event too (its error: the code), else ""."""
 
 
 class ClaimBatch(msgspec.Struct, gc=False):
