@@ -135,3 +135,55 @@ async def test_stop_in_any_casing_suppresses_and_start_restores(redis_url: str, 
         assert not [n for n in names if PHONE in n or other in n]
         assert eng.metrics.opt_outs.labels("out")._value.get() == 2  # type: ignore[attr-defined]
         await _until(lambda: eng.metrics.opt_outs.labels("in")._value.get() == 1)  # type: ignore[attr-defined]
+
+
+async def test_a_clients_inbound_webhook_gets_the_message_signed_and_nothing_is_logged(
+    redis_url: str, key_prefix: str, caplog: Any
+) -> None:
+    import hashlib
+    import hmac
+    import logging
+
+    import orjson
+    from aiohttp import web
+
+    from engine.receipt_sink import webhook_secret
+
+    received: list[tuple[bytes, str]] = []
+    got = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.Response:
+        received.append((await request.read(), request.headers.get("X-Sendgate-Signature", "")))
+        got.set()
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/mo", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    clients = [{"id": "shop", "numbers": [SHOP_CODE], "inbound_webhook": f"http://127.0.0.1:{port}/mo"}]
+    caplog.set_level(logging.DEBUG)
+    try:
+        async with running(redis_url, key_prefix, SimulatorConfig(dlr=False), proxy=False, clients=clients) as (
+            eng, sim, _rec, redis,
+        ):
+            await _bound(sim)
+            sim.send_inbound(PHONE, SHOP_CODE, LONG_UCS2 * 2, encoding="ucs2", concat="sar", ref=5, spread=True)
+            sim.send_inbound(PHONE, "5555", "not the shop's")  # another number: no webhook
+            await _inbound(redis, key_prefix, 2)
+            await asyncio.wait_for(got.wait(), 10)
+            key = webhook_secret(eng.settings)
+        assert len(received) == 1
+        body, signature = received[0]
+        assert signature == "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+        message = orjson.loads(body)
+        assert (message["text"], message["from"], message["client"], message["parts"]) == (
+            LONG_UCS2 * 2, PHONE, "shop", "3")
+        assert message["id"] and message["partial"] == "0"
+    finally:
+        await runner.cleanup()
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert PHONE not in logged and "Привет" not in logged and "not the shop" not in logged
