@@ -187,3 +187,13 @@ async def test_a_clients_inbound_webhook_gets_the_message_signed_and_nothing_is_
         await runner.cleanup()
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert PHONE not in logged and "Привет" not in logged and "not the shop" not in logged
+
+
+async def test_the_simulators_inbound_mode_sends_on_its_own(redis_url: str, key_prefix: str) -> None:
+    """`sendgate simulate --inbound-every-s`: a message every interval, reassembled by the engine."""
+    cfg = SimulatorConfig(dlr=False, inbound_every_s=0.05, inbound_from="4711223344", inbound_to=SHOP_CODE,
+                          inbound_text=LONG_GSM, inbound_concat="udh16")
+    async with running(redis_url, key_prefix, cfg, proxy=False, clients=CLIENTS) as (_eng, _sim, _rec, redis):
+        got = await _inbound(redis, key_prefix, 2)
+        assert [(m["text"], m["parts"], m["client"], m["from"]) for m in got[:2]] == [
+            (LONG_GSM, "3", "shop", "4711223344")] * 2
