@@ -8,7 +8,9 @@
 -- twice the reassembly wait; inbound_sweep.lua publishes it `partial` once the
 -- wait (its score in P:inbound:due) has passed. A part that arrives twice is
 -- stored once (HSETNX), so an SMSC that resends a part whose deliver_sm_resp
--- it missed does not complete a set early.
+-- it missed does not complete a set early; and a published set leaves its key
+-- as a tombstone (`done`, same TTL), so such a part arriving after the set was
+-- published is not published again as a `partial` one.
 --
 -- Positions are named: the loader (engine/scripts.py) prepends K_*, A_* and
 -- P_* (engine.inbound.InboundPart) from INBOUND_KEYS / INBOUND_ARGS.
@@ -50,7 +52,9 @@ for _, p in ipairs(parts) do
   else
     local key = prefix .. p[P_CARRIER] .. ':' .. p[P_FROM_HASH] .. ':' .. p[P_REF]
     local total = p[P_TOTAL]
-    if redis.call('HSETNX', key, 'p' .. p[P_SEQ], p[P_TEXT]) == 1 then
+    -- `done`: the set was published whole; a part sent again (its deliver_sm_resp
+    -- was lost) is answered and dropped rather than starting a new set
+    if redis.call('HEXISTS', key, 'done') == 0 and redis.call('HSETNX', key, 'p' .. p[P_SEQ], p[P_TEXT]) == 1 then
       local n = redis.call('HINCRBY', key, 'n', 1)
       if n == 1 then
         redis.call('HSET', key, 'total', total, 'from', p[P_SENDER], 'to', p[P_TO], 'carrier', p[P_CARRIER],
@@ -62,6 +66,8 @@ for _, p in ipairs(parts) do
         local texts = {}
         for s = 1, total do texts[s] = redis.call('HGET', key, 'p' .. s) or '' end
         redis.call('DEL', key)
+        redis.call('HSET', key, 'done', '1')
+        redis.call('EXPIRE', key, ttl)
         redis.call('ZREM', due, key)
         publish(p[P_SENDER], p[P_TO], table.concat(texts), p[P_CARRIER], p[P_CLIENT], total, '0', p[P_TS],
           p[P_FROM_HASH], '')

@@ -70,7 +70,8 @@ KEY_TABLE: tuple[KeyDoc, ...] = (
     KeyDoc("P:inbound:parts:<carrier>:<sender hash>:<ref>", "hash",
            "parts of a concatenated inbound message being reassembled: `<seq>` -> text, plus total, from, to, "
            "client, from_hash, first_ms (the sender only as a keyed hash in the name)",
-           "inbound.lua", "twice the reassembly wait; deleted when complete or published `partial` (inbound_sweep.lua)",
+           "inbound.lua", "twice the reassembly wait; when complete, replaced by a tombstone `done` (same TTL); deleted "
+           "when published `partial` (inbound_sweep.lua)",
            "shard"),
     KeyDoc("P:inbound:due", "zset", "reassembly keys scored by the end of their wait (ms): the partial sweep's list",
            "inbound.lua", "member removed with its parts", "shard"),

@@ -96,6 +96,15 @@ async def test_a_missing_part_is_published_partial_after_the_wait(redis_url: str
         partial = eng.metrics.inbound_partial._value  # type: ignore[attr-defined]
         await _until(lambda: partial.get() == 1)
         assert [k async for k in redis.scan_iter(match=f"{key_prefix}:inbound:parts:*")] == []
+        # a whole message, then one of its parts again (an SMSC that missed our deliver_sm_resp):
+        # published once, and the resent part does not come back as a `partial` message
+        sim.send_inbound(PHONE, SHOP_CODE, text, concat="udh8", ref=10)
+        await sim.wait_for(lambda: sim.stats.dlr_resps >= 5)
+        assert sim.send_inbound(PHONE, SHOP_CODE, text, concat="udh8", ref=10, skip=[0, 2]) == 1
+        await sim.wait_for(lambda: sim.stats.dlr_resps >= 6)
+        assert [m["partial"] for m in await _inbound(redis, key_prefix, 2)] == ["1", "0"]
+        assert await eng.receipts.inbound.sweep(int(time.time() * 1000) + 3_600_000) == 0
+        assert await redis.xlen(Keys(key_prefix).inbound) == 2
 
 
 async def test_stop_in_any_casing_suppresses_and_start_restores(redis_url: str, key_prefix: str) -> None:
