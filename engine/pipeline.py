@@ -491,6 +491,7 @@ class Pipeline:
                     self._job_done(ij, record=False)
                     continue
                 if status == 3:  # marketing to a suppressed number: dead-lettered below
+                    ij.admitted = False  # until then: a failure puts it back in the queue
                     suppressed.append(ij)
                     continue
                 if not ij.to_hash:
@@ -539,9 +540,9 @@ class Pipeline:
             meta[-1].event = "rejected"
         await self._retry_claim(stream, _json(ClaimBatch(claims=[], dead=meta)), flat)
         for ij in jobs:
+            ij.admitted = True
             self._job_done(ij, record=False)
         self.metrics.dead_letters.labels("suppressed").inc(len(jobs))
-        self.metrics.events.labels("rejected").inc(len(jobs))
 
     def _marketing(self, job: Job, fields: dict[bytes, bytes], now: float) -> float:
         """A marketing job of a client with guardrails: the footer goes into its
