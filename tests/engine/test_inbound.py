@@ -144,6 +144,10 @@ async def test_stop_in_any_casing_suppresses_and_start_restores(redis_url: str, 
         assert not [n for n in names if PHONE in n or other in n]
         assert eng.metrics.opt_outs.labels("out")._value.get() == 2  # type: ignore[attr-defined]
         await _until(lambda: eng.metrics.opt_outs.labels("in")._value.get() == 1)  # type: ignore[attr-defined]
+        from prometheus_client import generate_latest
+
+        exposition = generate_latest(eng.metrics.registry)
+        assert PHONE.encode() not in exposition and other.encode() not in exposition
 
 
 async def test_a_clients_inbound_webhook_gets_the_message_signed_and_nothing_is_logged(
