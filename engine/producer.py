@@ -30,6 +30,7 @@ from engine.backlog import lane_backlog, read_backlog
 from engine.job import Job, JobError, parse_job
 from engine.keys import Keys
 from engine.scripts import Script, cancel_call
+from engine.suppression import SuppressionLists
 
 if TYPE_CHECKING:
     from engine.history import HistoryStore
@@ -45,18 +46,42 @@ class Producer:
     """Pushes validated jobs to the lanes and reads the events stream."""
 
     def __init__(
-        self, redis: Redis, prefix: str = "sendgate", history: HistoryStore | None = None, *, group: str = "sendgate"
+        self, redis: Redis, prefix: str = "sendgate", history: HistoryStore | None = None, hash_secret: str = "",
+        *, group: str = "sendgate",
     ) -> None:
         self.redis = redis
         self.keys = Keys(prefix)
         self.history = history
+        self.hash_secret = hash_secret
+        """``[privacy] hash_secret`` of the engine: needed by the suppression helpers only."""
         self.group = group  # the engines' consumer group ([engine] group)
         self._cancel = Script("cancel")
 
+    def suppression(self) -> SuppressionLists:
+        """The suppression lists (``suppress`` / ``unsuppress`` / ``is_suppressed`` use them)."""
+        if not self.hash_secret:
+            raise ValueError("Producer(hash_secret=...) is needed: lists hold keyed hashes of numbers")
+        return SuppressionLists(self.redis, self.keys.prefix, self.hash_secret)
+
+    async def suppress(self, number: str, client: str = "") -> bool:
+        """Put ``number`` on ``client``'s suppression list (marketing to it is then
+        dead-lettered ``suppressed``); True if it was not on it. Audited."""
+        return await self.suppression().add([number], client, source="producer") == 1
+
+    async def unsuppress(self, number: str, client: str = "") -> bool:
+        """Take ``number`` off ``client``'s suppression list; True if it was on it. Audited."""
+        return await self.suppression().remove([number], client, source="producer") == 1
+
+    async def is_suppressed(self, number: str, client: str = "") -> bool:
+        """Whether ``number`` is on ``client``'s suppression list."""
+        return (await self.suppression().check([number], client))[0]
+
     @classmethod
-    def from_url(cls, url: str, prefix: str = "sendgate", *, group: str = "sendgate") -> Producer:
+    def from_url(
+        cls, url: str, prefix: str = "sendgate", hash_secret: str = "", *, group: str = "sendgate"
+    ) -> Producer:
         """A producer with its own client of the Redis at ``url``."""
-        return cls(Redis.from_url(url), prefix, group=group)
+        return cls(Redis.from_url(url), prefix, hash_secret=hash_secret, group=group)
 
     def lane(self, job: SendJob) -> str:
         """The stream ``job`` goes to: its ``priority``'s lane."""
@@ -99,6 +124,24 @@ class Producer:
                     last_id = eid.decode() if isinstance(eid, bytes) else eid
                     yield {k.decode(): v.decode() for k, v in fields.items()}
 
+    async def status(self, job_id: str) -> dict[str, Any] | None:
+        """A job's state: from Redis while it is hot, else from the history store (if given).
+
+        Returns ``{"source": "redis", ...the job record}`` or ``{"source": "history",
+        ...the row}``; None when neither knows the job. Never the number in clear.
+        """
+        raw: Any = await self.redis.hgetall(self.keys.job(job_id))
+        if raw:
+            fields = {k.decode(): v.decode() for k, v in raw.items()}
+            fields.pop("to", None)
+            fields.pop("text", None)
+            return {"source": "redis", "job_id": job_id, **fields}
+        if self.history is not None:
+            row = await self.history.get(job_id)
+            if row is not None:
+                return {"source": "history", **msgspec.to_builtins(row), "state": row.state}
+        return None
+
     async def cancel(self, job_id: str, *, mark_ttl_s: int = 120 * 86400) -> bool:
         """Cancel a job that is still waiting (in a lane, parked, or held for its
         ``send_at``): True if it will never be sent (event ``cancelled``), False
@@ -130,24 +173,6 @@ class Producer:
         if high_water is not None:
             hw = high_water
         return not hw or all(n <= hw for n in lanes.values())
-
-    async def status(self, job_id: str) -> dict[str, Any] | None:
-        """A job's state: from Redis while it is hot, else from the history store (if given).
-
-        Returns ``{"source": "redis", ...the job record}`` or ``{"source": "history",
-        ...the row}``; None when neither knows the job. Never the number in clear.
-        """
-        raw: Any = await self.redis.hgetall(self.keys.job(job_id))
-        if raw:
-            fields = {k.decode(): v.decode() for k, v in raw.items()}
-            fields.pop("to", None)
-            fields.pop("text", None)
-            return {"source": "redis", "job_id": job_id, **fields}
-        if self.history is not None:
-            row = await self.history.get(job_id)
-            if row is not None:
-                return {"source": "history", **msgspec.to_builtins(row), "state": row.state}
-        return None
 
     async def aclose(self) -> None:
         """Close the Redis client."""

@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from dlr.store import CORR_ENTRY
+from engine.inbound import InboundPart
 from engine.keys import Keys, Positions, lua_header
 
 __all__ = [
@@ -35,6 +36,9 @@ __all__ = [
     "CANCEL_KEYS",
     "CLAIM_ARGS",
     "CLAIM_KEYS",
+    "INBOUND_ARGS",
+    "INBOUND_KEYS",
+    "INBOUND_SWEEP_ARGS",
     "LAYOUT_VERSION",
     "PARK_ARGS",
     "PARK_KEYS",
@@ -55,6 +59,8 @@ __all__ = [
     "Script",
     "cancel_call",
     "claim_call",
+    "inbound_call",
+    "inbound_sweep_call",
     "park_call",
     "payload_json",
     "record_call",
@@ -63,9 +69,10 @@ __all__ = [
     "script_header",
 ]
 
-LAYOUT_VERSION = 3
+LAYOUT_VERSION = 4
 """Of every layout below; bump it on any change of one (1: the hand-numbered lists;
-3: a claim carries the job's ref, park.lua and cancel.lua, schedule.lua's id index)."""
+3: claims carry the suppression check, inbound scripts; 4: a claim carries the job's
+ref, park.lua and cancel.lua, schedule.lua's id index)."""
 
 
 def _fields(lua_prefix: str, struct: type[msgspec.Struct]) -> Positions:
@@ -130,6 +137,10 @@ CLAIM_ARGS = Positions(
 class ClaimJob(msgspec.Struct, array_like=True, gc=False):
     job_id: str
     entry_id: str
+    suppression: str = ""
+    """A marketing job: its client's suppression list (``Keys.suppression``), else ""."""
+    to_hash: str = ""
+    """A marketing job: the keyed hash of its number, looked up in ``suppression``."""
     ref: str = ""
     """For the `cancelled` event of a job whose mark `sendgate cancel` took."""
 
@@ -144,7 +155,7 @@ class DeadLetter(msgspec.Struct, array_like=True, gc=False):
     job_id: str
     ref: str
     event: str
-    """"expired" to publish that event too, else ""."""
+    """"expired" or "rejected" to publish that event too (its error: the code), else ""."""
 
 
 class ClaimBatch(msgspec.Struct, gc=False):
@@ -182,6 +193,13 @@ class ParkEntry(msgspec.Struct, array_like=True, gc=False):
 CANCEL_KEYS = Positions("K", ("idem", "held", "scheduled", "events"))
 CANCEL_ARGS = Positions("A", ("layout", "job_id", "mark_ttl", "now", "maxlen", "job_prefix"))
 
+# -- inbound.lua, inbound_sweep.lua ---------------------------------------------
+INBOUND_KEYS = Positions("K", ("inbound", "due"))
+INBOUND_ARGS = Positions(
+    "A", ("layout", "payload", "wait_ms", "ttl_s", "maxlen", "retention_until", "parts_prefix")
+)
+INBOUND_SWEEP_ARGS = Positions("A", ("layout", "now", "limit", "maxlen", "retention_until"))
+
 _HEADERS: dict[str, tuple[Positions, ...]] = {
     "record": (RECORD_KEYS, RECORD_ARGS, _fields("J", RecordJob), _fields("W", RecordWait), CORR_ENTRY),
     "claim": (CLAIM_KEYS, CLAIM_ARGS, _fields("C", ClaimJob), _fields("D", DeadLetter)),
@@ -189,6 +207,8 @@ _HEADERS: dict[str, tuple[Positions, ...]] = {
     "schedule": (SCHEDULE_KEYS, SCHEDULE_ARGS),
     "park": (PARK_KEYS, PARK_ARGS, _fields("E", ParkEntry)),
     "cancel": (CANCEL_KEYS, CANCEL_ARGS),
+    "inbound": (INBOUND_KEYS, INBOUND_ARGS, _fields("P", InboundPart)),
+    "inbound_sweep": (INBOUND_KEYS, INBOUND_SWEEP_ARGS),
 }
 
 
@@ -251,6 +271,25 @@ def cancel_call(keys: Keys, job_id: str, mark_ttl_s: int, now_ms: int, maxlen: i
     ), CANCEL_ARGS.build(
         layout=LAYOUT_VERSION, job_id=job_id, mark_ttl=mark_ttl_s, now=now_ms, maxlen=maxlen,
         job_prefix=keys.scheduled_prefix,
+    )
+
+
+def inbound_call(
+    keys: Keys, payload: bytes, wait_ms: int, ttl_s: int, maxlen: int, retention_until: int
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of inbound.lua."""
+    return INBOUND_KEYS.build(inbound=keys.inbound, due=keys.inbound_due), INBOUND_ARGS.build(
+        layout=LAYOUT_VERSION, payload=payload, wait_ms=wait_ms, ttl_s=ttl_s, maxlen=maxlen,
+        retention_until=retention_until, parts_prefix=keys.inbound_parts_prefix,
+    )
+
+
+def inbound_sweep_call(
+    keys: Keys, now_ms: int, limit: int, maxlen: int, retention_until: int
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of inbound_sweep.lua."""
+    return INBOUND_KEYS.build(inbound=keys.inbound, due=keys.inbound_due), INBOUND_SWEEP_ARGS.build(
+        layout=LAYOUT_VERSION, now=now_ms, limit=limit, maxlen=maxlen, retention_until=retention_until
     )
 
 
