@@ -78,6 +78,7 @@ __all__ = [
     "parse_mix",
     "percentiles",
     "redis_command_costs",
+    "redis_commands_per_job",
     "run_bench",
     "slow_calls",
 ]
@@ -638,6 +639,9 @@ async def run_bench(
         sim_port = await asyncio.to_thread(_wait_listening, sim, 20.0)
         log(f"bench: simulator pid {sim.pid} on 127.0.0.1:{sim_port}")
 
+        # Redis memory before the run's jobs exist: redis_bytes_per_msg is measured against it
+        mem0 = await _used_memory(redis)
+
         # -- jobs up front (pre-load) unless a rate is asked for
         if o.rate <= 0:
             t = time.monotonic()
@@ -781,6 +785,8 @@ async def run_bench(
         result["receipts_unmatched"] = unmatched
         result["receipts_invalid"] = invalid
         result["redis_top_commands"] = redis_command_costs(cmdstats0, cmdstats1, o.jobs)
+        result["redis_commands_per_job"] = redis_commands_per_job(cmdstats0, cmdstats1, done)
+        result.update(await _memory_per_job(redis, events_key, workdir / "engine-0.toml", mem0, done))
         result["redis_server"] = redis_build({**info_server, **await redis.info("memory")})
         if own_redis:
             result["redis_slow_calls"] = slow_calls(await redis.slowlog_get(1_000_000), slow_since)
@@ -842,6 +848,69 @@ def _start_py_spy(children: Children, out: str, pid: int, workdir: Path) -> subp
     except OSError as err:
         print(f"bench: py-spy not started ({err}); install it with pip install py-spy", file=sys.stderr)
         return None
+
+
+# Commands the bench itself sends (progress, measurements), left out of the per-job counts.
+_BENCH_COMMANDS = frozenset({"info", "xread", "xlen", "xrange", "ping", "memory|usage", "xinfo|groups", "hello",
+                             "client|setinfo", "config|set", "slowlog|reset", "slowlog|get", "scan", "del",
+                             "xtrim", "xinfo|stream", "xpending"})
+
+
+def redis_commands_per_job(before: dict[str, Any], after: dict[str, Any], jobs: int) -> dict[str, Any]:
+    """Redis commands per job during the run (``INFO commandstats`` delta / jobs), by command.
+
+    ``total`` counts every command the engines ran, inside scripts or not, and
+    not the EVALSHA calls themselves (``evalsha``: round trips per job); the
+    bench's own reads are left out.
+    """
+    per: dict[str, float] = {}
+    for name, stat in after.items():
+        if not isinstance(stat, dict):
+            continue
+        command = name.removeprefix("cmdstat_")
+        if command in _BENCH_COMMANDS:
+            continue
+        got = before.get(name)
+        prev: dict[str, Any] = got if isinstance(got, dict) else {}
+        calls = int(stat.get("calls", 0)) - int(prev.get("calls", 0))
+        if calls > 0:
+            per[command] = round(calls / max(1, jobs), 3)
+    total = sum(v for k, v in per.items() if k not in ("evalsha", "eval", "script|load"))
+    return {"total": round(total, 2), "by_command": dict(sorted(per.items(), key=lambda kv: -kv[1]))}
+
+
+async def _used_memory(redis: Any) -> int:
+    info = await redis.info("memory")
+    return int(info["used_memory"])
+
+
+async def _memory_per_job(redis: Any, events_key: str, config: Path, mem0: int, jobs: int) -> dict[str, Any]:
+    """``redis_bytes_per_msg``: what the run left in Redis per finished job.
+
+    Measured once right after the last final event (``..._untrimmed``: lanes
+    and events still hold the run's entries) and once after the engine's
+    periodic trim has run (engine/stream_trim.py, at once here, after the
+    event readers with a group have caught up, up to 30 s): what stays until
+    the idempotency window ends.
+    """
+    from engine.config import load_settings
+    from engine.stream_trim import trim_streams
+
+    untrimmed = await _used_memory(redis) - mem0
+    settings = load_settings(config, env={})
+    deadline = time.monotonic() + 30.0
+    while time.monotonic() < deadline:  # an archiver (its own group) still reading?
+        try:
+            groups = await redis.xinfo_groups(events_key)
+        except Exception:
+            break
+        if all(int(g.get("pending", 0)) == 0 and not g.get("lag") for g in groups):
+            break
+        await asyncio.sleep(0.2)
+    await trim_streams(redis, settings, approximate=False)
+    trimmed = await _used_memory(redis) - mem0
+    n = max(1, jobs)
+    return {"redis_bytes_per_msg": round(trimmed / n, 1), "redis_bytes_per_msg_untrimmed": round(untrimmed / n, 1)}
 
 
 def redis_command_costs(before: dict[str, Any], after: dict[str, Any], jobs: int, top: int = 8) -> list[dict[str, Any]]:
@@ -1028,6 +1097,15 @@ def format_table(r: dict[str, Any]) -> str:
     rows += [
         ("events", ", ".join(f"{k} {v}" for k, v in r["events"].items()) or "-"),
         ("redis ops/s", f"{r['redis_ops_per_s']:,.0f}"),
+    ]
+    if "redis_bytes_per_msg" in r:
+        rows.append(("redis bytes per job (trimmed / untrimmed)",
+                     f"{r['redis_bytes_per_msg']:,.0f} / {r['redis_bytes_per_msg_untrimmed']:,.0f}"))
+    per_job = r.get("redis_commands_per_job")
+    if per_job:
+        top = ", ".join(f"{k} {v}" for k, v in list(per_job["by_command"].items())[:8])
+        rows.append(("redis commands per job", f"{per_job['total']} ({top})"))
+    rows += [
         ("elapsed (to last final event)", f"{r['elapsed_s']:.2f} s"),
     ]
     for name in r["cpu_s"]:
