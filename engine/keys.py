@@ -17,8 +17,8 @@ file holds a key fragment; docs/INTERNALS.md's key table is generated from
 :data:`KEY_TABLE` (``python -m engine.keys``) and checked by that test.
 
 Sharding (built for it, not yet configured): ``Keys(prefix, shard=k)`` puts
-every *shard-local* key (streams, job records, idempotency marks, subject
-indexes, correlation buckets, the scheduled set, the dlr sorted sets and
+every *shard-local* key (streams, job records, idempotency marks,
+correlation buckets, the scheduled set, the dlr sorted sets and
 streams) under ``<prefix>:{k}:`` — one hash tag per shard, so a shard's
 scripts touch one Cluster slot — while *fleet-global* keys (the carriers'
 shared TPS buckets, the audit stream, failed callbacks) stay under
@@ -141,8 +141,7 @@ class Keys:
         "scheduled",
         "scheduled_prefix",
         "shard",
-        "subject_client_prefix",
-        "subject_prefix",
+        "record_prefix",
         "tps_prefix",
     )
 
@@ -165,8 +164,7 @@ class Keys:
     callbacks_failed: str
     job_prefix: str
     idem_prefix: str
-    subject_prefix: str
-    subject_client_prefix: str
+    record_prefix: str
     scheduled_prefix: str
     dlr_bucket_prefix: str
     dlr_index_prefix: str
@@ -197,8 +195,7 @@ class Keys:
             # prefixes of per-job / per-carrier keys (what the scripts append to)
             "job_prefix": f"{base}:job:",
             "idem_prefix": f"{base}:idem:",
-            "subject_prefix": f"{base}:subject:",
-            "subject_client_prefix": f"{base}:subject:client:",
+            "record_prefix": f"{base}:record:",
             "scheduled_prefix": f"{base}:scheduled:",
             "dlr_bucket_prefix": f"{base}:dlr:c:",
             "dlr_index_prefix": f"{base}:dlr:idx:",
@@ -237,13 +234,9 @@ class Keys:
         """The idempotency mark ``P:idem:<job id>``."""
         return self.idem_prefix + job_id
 
-    def subject(self, subject: str) -> str:
-        """A subject index ``P:subject:<subject>`` (a keyed hash, or ``client:<id>``)."""
-        return self.subject_prefix + subject
-
-    def subject_client(self, client_id: str) -> str:
-        """The index of a client's jobs ``P:subject:client:<client id>``."""
-        return self.subject_client_prefix + client_id
+    def record_memo(self, token: str) -> str:
+        """A record call's token ``P:record:<token>`` (record.lua: a repeated call writes nothing)."""
+        return self.record_prefix + token
 
     def scheduled_job(self, entry_id: str) -> str:
         """A held job ``P:scheduled:<entry id>``."""
@@ -286,7 +279,7 @@ class Keys:
         found = [doc for doc in KEY_TABLE if self.pattern(doc).match(key)]
         if not found:
             return None
-        # "P:subject:client:x" also matches "P:subject:<to hash>": the longer fixed text wins
+        # a name matching two patterns: the longer fixed text wins
         return max(found, key=lambda d: len(re.sub(r"<[^>]+>", "", d.pattern)))
 
 
