@@ -125,6 +125,7 @@ class BenchOptions:
     seed: int = 1
     quiet: bool = False
     cprofile: str = ""
+    history: str = "off"  # the engines' [history]: "off", or a url ("" = SQLite in the data dir)
     py_spy: str = ""
     prefill: int = 0  # records of earlier jobs written under the run's prefix before it starts
 
@@ -299,7 +300,15 @@ format = "text"
 [privacy]
 hash_secret = "bench-only-secret"
 
+{_history_toml(o, q)}
+
 {_carriers_toml(o, sim_port)}"""
+
+
+def _history_toml(o: BenchOptions, q: Any) -> str:
+    if o.history == "off":
+        return "[history]\nenabled = false"
+    return f"[history]\nenabled = true\nurl = {q('' if o.history == 'sqlite' else o.history)}"
 
 
 def _carriers_toml(o: BenchOptions, sim_port: int) -> str:
@@ -1214,6 +1223,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redis-url", default="", help="Redis to use (default: $REDIS_URL, else an embedded server)")
     p.add_argument("--timeout-s", type=float, default=d.timeout_s, help="give up after this long (default %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed of the job mix")
+    p.add_argument("--history", default="off", metavar="off|sqlite|URL",
+                   help="the engines archive events into a history store: off (default), sqlite "
+                        "(the data directory's file) or a postgresql:// / sqlite:/// url")
     p.add_argument("--json", metavar="FILE", help="write the result as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="throughput and latency over time (needs matplotlib)")
     p.add_argument("--cprofile", metavar="FILE", default="", help="run worker 0 under cProfile, stats to FILE")
@@ -1251,7 +1263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         window=args.window, tps=args.tps, batch_size=args.batch_size, loop=args.loop, sim_loop=args.sim_loop,
         receipts=args.receipts, dlr_delay_ms=args.dlr_delay_ms, latency_ms=args.latency_ms,
         redis_url=args.redis_url, timeout_s=args.timeout_s, seed=args.seed, quiet=args.quiet,
-        cprofile=args.cprofile, py_spy=args.py_spy, prefill=max(0, args.prefill),
+        cprofile=args.cprofile, py_spy=args.py_spy, prefill=max(0, args.prefill), history=args.history,
     )
     if args.receipt_cost > 0:
         return _receipt_cost(opts, args.receipt_cost, args.json)

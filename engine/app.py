@@ -26,6 +26,7 @@ from dlr.receipt_scan import scan_receipt
 from engine.admin import AdminServer
 from engine.config import CarrierSettings, Settings
 from engine.embedded_redis import EmbeddedRedis
+from engine.history.archiver import Archiver
 from engine.keys import Keys
 from engine.metrics import Metrics
 from engine.pipeline import Pipeline
@@ -130,6 +131,7 @@ class Engine:
         self._signals = 0
         self._gc_threshold: tuple[int, int, int] | None = None  # restored by close()
         self.started_at = time.time()
+        self.archiver: Archiver | None = None  # [history] enabled: events → the history store
 
     # ---------------------------------------------------------------- life
     async def start(self) -> None:
@@ -162,6 +164,13 @@ class Engine:
             loop.create_task(self.pipeline.run(), name="pipeline"),
             loop.create_task(self._maintenance(), name="maintenance"),
         ]
+        if self.settings.history.enabled:
+            # Its own consumer group on the events stream; a store that is down
+            # only makes it wait (engine/history/archiver.py), sending goes on.
+            from engine.history.cli import archiver_for, store_for
+
+            self.archiver = archiver_for(self.settings, self.redis, store_for(self.settings), self.metrics.registry)
+            self._tasks.append(loop.create_task(self.archiver.run(), name="archiver"))
         log.info(
             "engine started: consumer %s, %d carrier(s), prefix %s",
             self.settings.consumer_name, len(self.pools), self.settings.redis.prefix,
@@ -213,6 +222,13 @@ class Engine:
         await self.receipts.close()
         for limiter in self._limiters:
             await limiter.close()
+        if self.archiver is not None:
+            # The last events (the drain's) go to the store too, while it answers and
+            # within a bound; what is left waits in the stream for the next start.
+            await self.archiver.wait_caught_up(min(5.0, drain_s))
+            self.archiver.stop()
+            archiver_task = next(t for t in self._tasks if t.get_name() == "archiver")
+            await asyncio.wait({archiver_task}, timeout=5.0)
         for t in self._tasks:
             t.cancel()
         # Bounded: a cancel that Python 3.11's wait_for swallows (result and cancel in
@@ -225,6 +241,8 @@ class Engine:
                 t.exception()  # retrieved: its failure was reported where it happened
         if self.admin is not None:
             await self.admin.close()
+        if self.archiver is not None:
+            await self.archiver.store.close()
         await self.redis.aclose()
         if self._gc_threshold is not None:
             gc.set_threshold(*self._gc_threshold)
@@ -316,7 +334,12 @@ class Engine:
             redis_ok = False
         binds = {name: p.binds_up() for name, p in self.pools.items()}
         ok = redis_ok and all(n > 0 for n in binds.values())
-        return ok, {"redis": redis_ok, "binds_up": binds}
+        details: dict[str, Any] = {"redis": redis_ok, "binds_up": binds}
+        if self.archiver is not None:
+            # How far behind the history is (updated every ~5 s); says, does not gate.
+            lag = self.archiver.last_lag
+            details["archive"] = {"lag": lag.entries, "behind_s": lag.behind_s}
+        return ok, details
 
     def status(self) -> dict[str, Any]:
         return {

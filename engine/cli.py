@@ -178,6 +178,24 @@ def _cmd_purge(args: argparse.Namespace) -> int:
     return run_loop(purge_main(_load(args)))
 
 
+def _cmd_archive(args: argparse.Namespace) -> int:
+    from engine.history.cli import archive_main
+
+    settings = _load(args)
+    from privacy_hooks import configure_logging
+
+    configure_logging(settings.logging.level, settings.logging.format, settings.logging.file or None)
+    return run_loop(archive_main(settings, once=args.once))
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    from engine.history.cli import history_main
+
+    return run_loop(history_main(
+        _load(args), job_id=args.id, ref=args.ref, to=args.to, client=args.client, as_json=args.json, limit=args.limit,
+    ))
+
+
 # Sub-commands that own their whole argument list (their --help is their own).
 _PASSTHROUGH = {
     "segments": (_cmd_segments, "how a text splits into SMS segments (--json, --jsonl)"),
@@ -231,6 +249,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("purge", help="apply retention now", description="Trim streams past their retention now.")
     p.add_argument("-c", "--config", help="TOML config file (default: $SENDGATE_CONFIG)")
     p.set_defaults(func=_cmd_purge)
+
+    p = sub.add_parser(
+        "archive", help="run the history archiver alone",
+        description="Archive the events stream into the history store ([history] url) until SIGTERM/SIGINT.",
+    )
+    p.add_argument("-c", "--config", help="TOML config file (default: $SENDGATE_CONFIG)")
+    p.add_argument("--once", action="store_true", help="archive what the stream holds now, then exit")
+    p.set_defaults(func=_cmd_archive)
+
+    p = sub.add_parser(
+        "history", help="look up jobs in the history store and Redis",
+        description="What the history store and Redis know of a job, newest first; numbers masked.",
+    )
+    p.add_argument("-c", "--config", help="TOML config file (default: $SENDGATE_CONFIG)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--id", help="a job id")
+    g.add_argument("--ref", help="a client reference")
+    g.add_argument("--to", help="a phone number (looked up by its keyed hash, shown masked)")
+    g.add_argument("--client", help="a client (tenant) id")
+    p.add_argument("--json", action="store_true", help="JSON instead of text")
+    p.add_argument("--limit", type=int, default=100, help="at most this many jobs (default 100)")
+    p.set_defaults(func=_cmd_history)
 
     for name, (_fn, help_text) in _PASSTHROUGH.items():
         sub.add_parser(name, help=help_text, add_help=False)

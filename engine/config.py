@@ -17,6 +17,7 @@ Environment overrides, applied after the file:
 | ``SENDGATE_HASH_SECRET`` | ``privacy.hash_secret`` |
 | ``SENDGATE_CONSUMER`` | ``engine.consumer`` |
 | ``SENDGATE_WEBHOOK_SECRET`` | ``webhooks.secret`` |
+| ``SENDGATE_HISTORY_URL`` | ``history.url`` |
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
     "ConfigError",
     "EncodingSettings",
     "EngineSettings",
+    "HistorySettings",
     "LoggingSettings",
     "PrivacySettings",
     "RedisSettings",
@@ -112,6 +114,20 @@ class WebhookSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     timeout_s: float = 5.0
 
 
+class HistorySettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The history store and its archiver (engine/history)."""
+
+    enabled: bool = True  # archive inside `sendgate run`; `sendgate archive` runs it alone
+    url: str = ""  # postgresql://… | sqlite:///path; "" = SQLite in the data directory
+    keep_text: bool = False  # store message text (encrypted with text_key): not supported yet
+    text_key: str = ""
+    group: str = "archiver"  # consumer group on the events stream
+    consumer: str = ""  # default: archiver-<hostname> (stable, so a restart finds its pending entries)
+    batch_size: int = 5000
+    block_ms: int = 1000
+    claim_idle_s: float = 60.0  # entries another archiver left pending this long are taken over
+
+
 class EncodingSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
     concat: Literal["udh8", "udh16", "sar", "payload"] = "udh8"
     packed: bool = False
@@ -166,6 +182,7 @@ class Settings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
     logging: LoggingSettings = msgspec.field(default_factory=LoggingSettings)
     privacy: PrivacySettings = msgspec.field(default_factory=PrivacySettings)
     webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
+    history: HistorySettings = msgspec.field(default_factory=HistorySettings)
     carriers: tuple[CarrierSettings, ...] = ()
     clients: tuple[ClientSettings, ...] = ()
 
@@ -257,11 +274,33 @@ def _check(settings: Settings) -> None:
         raise ConfigError("webhooks.concurrency: must be 1..1024")
     if not 1 <= w.max_attempts <= 100:
         raise ConfigError("webhooks.max_attempts: must be 1..100")
+    _check_history(settings.history)
     ids: set[str] = set()
     for i, cl in enumerate(settings.clients):
         if cl.id in ids:
             raise ConfigError(f"clients[{i}].id: duplicate client id {cl.id!r}")
         ids.add(cl.id)
+
+
+def _check_history(h: HistorySettings) -> None:
+    from engine.history.url import parse_history_url
+
+    try:
+        parse_history_url(h.url)
+    except ValueError as err:
+        raise ConfigError(f"history.url: {err}") from None
+    if h.keep_text:
+        # The events the archiver reads carry no text; storing it needs the text in
+        # the stream and an AEAD (docs/INTERNALS.md, "History store").
+        raise ConfigError("history.keep_text: not supported yet (message text is not archived)")
+    if not h.group or any(c.isspace() for c in h.group):
+        raise ConfigError("history.group: must be non-empty without spaces")
+    if not 1 <= h.batch_size <= 50_000:
+        raise ConfigError("history.batch_size: must be between 1 and 50000")
+    if h.block_ms < 1:
+        raise ConfigError("history.block_ms: must be >= 1")
+    if h.claim_idle_s <= 0:
+        raise ConfigError("history.claim_idle_s: must be > 0")
 
 
 _ENV_OVERRIDES: tuple[tuple[str, tuple[str, str]], ...] = (
@@ -273,6 +312,7 @@ _ENV_OVERRIDES: tuple[tuple[str, tuple[str, str]], ...] = (
     ("SENDGATE_HASH_SECRET", ("privacy", "hash_secret")),
     ("SENDGATE_CONSUMER", ("engine", "consumer")),
     ("SENDGATE_WEBHOOK_SECRET", ("webhooks", "secret")),
+    ("SENDGATE_HISTORY_URL", ("history", "url")),
 )
 
 

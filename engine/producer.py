@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import msgspec
 from redis.asyncio import Redis
 
 from engine.job import Job, JobError, parse_job
 from engine.keys import Keys
+
+if TYPE_CHECKING:
+    from engine.history import HistoryStore
 
 __all__ = ["Producer", "SendJob"]
 
@@ -34,9 +38,10 @@ SendJob = Job
 class Producer:
     """Pushes validated jobs to the lanes and reads the events stream."""
 
-    def __init__(self, redis: Redis, prefix: str = "sendgate") -> None:
+    def __init__(self, redis: Redis, prefix: str = "sendgate", history: HistoryStore | None = None) -> None:
         self.redis = redis
         self.keys = Keys(prefix)
+        self.history = history
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "sendgate") -> Producer:
@@ -83,6 +88,24 @@ class Producer:
                 for eid, fields in entries:
                     last_id = eid.decode() if isinstance(eid, bytes) else eid
                     yield {k.decode(): v.decode() for k, v in fields.items()}
+
+    async def status(self, job_id: str) -> dict[str, Any] | None:
+        """A job's state: from Redis while it is hot, else from the history store (if given).
+
+        Returns ``{"source": "redis", ...the job record}`` or ``{"source": "history",
+        ...the row}``; None when neither knows the job. Never the number in clear.
+        """
+        raw: Any = await self.redis.hgetall(self.keys.job(job_id))
+        if raw:
+            fields = {k.decode(): v.decode() for k, v in raw.items()}
+            fields.pop("to", None)
+            fields.pop("text", None)
+            return {"source": "redis", "job_id": job_id, **fields}
+        if self.history is not None:
+            row = await self.history.get(job_id)
+            if row is not None:
+                return {"source": "history", **msgspec.to_builtins(row), "state": row.state}
+        return None
 
     async def aclose(self) -> None:
         """Close the Redis client."""

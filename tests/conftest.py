@@ -7,9 +7,12 @@ loop instead of uvloop.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import faulthandler
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -20,6 +23,13 @@ import pytest
 from engine.embedded_redis import redis_url_from_env
 
 _timers: dict[str, threading.Timer] = {}
+
+# The engine's default history store is a SQLite file in its data directory
+# (engine/history): the tests' engines and children write theirs here, not in $HOME.
+if "SENDGATE_DATA_DIR" not in os.environ:
+    _data_dir = tempfile.mkdtemp(prefix="sendgate-test-data-")
+    os.environ["SENDGATE_DATA_DIR"] = _data_dir
+    atexit.register(shutil.rmtree, _data_dir, True)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -25,9 +25,9 @@ _env = subprocess_env
 def test_every_command_has_complete_help(capsys: pytest.CaptureFixture[str]) -> None:
     parser = build_parser()
     help_text = parser.format_help()
-    for command in ("run", "demo", "send", "segments", "simulate", "bench", "erase", "purge"):
+    for command in ("run", "demo", "send", "segments", "simulate", "bench", "erase", "purge", "archive", "history"):
         assert command in help_text
-    for command in ("run", "send", "erase", "purge"):
+    for command in ("run", "send", "erase", "purge", "archive", "history"):
         with pytest.raises(SystemExit) as info:
             main([command, "--help"])
         assert info.value.code == 0

@@ -18,6 +18,7 @@ def test_example_config_loads_with_every_documented_key() -> None:
     assert c.routes == ("45", "46")
     assert c.encoding.concat == "udh8" and c.encoding.max_parts == 10
     assert s.privacy.retention_days.message == 120
+    assert s.history.enabled and s.history.url == "" and s.history.group == "archiver"
 
 
 def test_defaults_without_file() -> None:
@@ -37,6 +38,10 @@ def test_env_overrides() -> None:
     ("data", "path"),
     [
         ({"carriers": [{"name": "a", "port": "x"}]}, "carriers[0].port"),
+        ({"history": {"url": "mysql://h/db"}}, "history.url"),
+        ({"history": {"keep_text": True}}, "history.keep_text"),
+        ({"history": {"batch_size": 0}}, "history.batch_size"),
+        ({"history": {"group": ""}}, "history.group"),
         ({"carriers": [{"name": "a", "port": 0}]}, "carriers[0].port"),
         ({"carriers": [{"name": "a", "bind": "sideways"}]}, "carriers[0].bind"),
         ({"carriers": [{"name": "a", "password": "toolongpassword"}]}, "carriers[0].password"),

@@ -188,7 +188,7 @@ def _copy_sources() -> list[str]:
 def test_every_package_of_the_wheel_is_copied_into_the_builder() -> None:
     packages = set(_pyproject()["tool"]["setuptools"]["packages"])
     copied = {s.rstrip("/") for s in _copy_sources()}
-    # a subpackage (engine.text) travels with the folder of a package that is copied
+    # a subpackage (engine.text, engine.history) travels with the folder of a package that is copied
     folders = {p.replace(".", "/") for p in packages}
     missing = {f for f in folders if not any(f == c or f.startswith(c + "/") for c in copied)}
     assert not missing, missing

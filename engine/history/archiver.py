@@ -1,0 +1,412 @@
+"""The archiver: the events stream(s) → the history store, each event exactly once in effect.
+
+It is a consumer group of its own (``[history] group``, default
+``archiver``) on ``<prefix>:events`` (a list of streams: shards later), so it
+reads every event independently of anyone else following the stream. One
+round is:
+
+    XREADGROUP COUNT batch_size BLOCK block_ms  →  fold into one delta per job
+    →  one store transaction  →  XACK
+
+Acknowledged only after the commit: a crash between the two leaves the
+entries pending, and they are written again on restart — which the store's
+merge rules turn into no change. So nothing is lost and nothing doubles.
+
+- **Restart**: the consumer name is stable per host (``archiver-<hostname>``),
+  and the first reads use id ``0`` (this consumer's pending entries) until
+  none are left, then ``>``. Entries left pending by an archiver on another
+  host are taken over after ``claim_idle_ms`` (XAUTOCLAIM).
+- **Database down**: the batch in hand is retried with backoff (0.2 s
+  doubling to 10 s) and no further entry is read; sending goes on, events wait
+  in the stream, and `lag()` grows. The engine must not trim events the group
+  has not taken: `min_unarchived_id()` is the bound for ``XTRIM MINID``.
+- **Cost**: per batch one XREADGROUP, one COPY + two statements, one XACK;
+  per event only the fold in engine/history/record.py.
+
+Metrics (in the registry given): ``sendgate_archive_lag`` (events not yet in
+the store), ``sendgate_archive_behind_seconds`` (age of the oldest of them),
+``sendgate_archived_events`` and ``sendgate_archive_write_failures``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Sequence
+from typing import Any
+
+import msgspec
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from engine.history.record import deltas_from_entries
+from engine.history.store import HistoryStore, HistoryUnavailable
+
+__all__ = ["ArchiveLag", "Archiver", "default_consumer"]
+
+log = logging.getLogger("sendgate.history")
+
+_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+_STOPPED = object()
+
+
+def default_consumer() -> str:
+    """Stable per host, so a restarted archiver finds its own pending entries."""
+    return f"archiver-{socket.gethostname()}"
+
+
+class ArchiveLag(msgspec.Struct, frozen=True):
+    """How far behind the archive is: ``entries`` = not yet read + read but not committed."""
+
+    entries: int
+    pending: int
+    behind_s: float  # age of the oldest event not in the store yet; 0 when none
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _next_id(entry_id: str) -> str:
+    ms, _, seq = entry_id.partition("-")
+    return f"{ms}-{int(seq or 0) + 1}"
+
+
+class Archiver:
+    """Moves events from Redis into a `HistoryStore` (see the module docstring)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        store: HistoryStore,
+        streams: Sequence[str],
+        *,
+        group: str = "archiver",
+        consumer: str = "",
+        batch_size: int = 5000,
+        block_ms: int = 1000,
+        retention_days: int = 120,
+        claim_idle_ms: int = 60_000,
+        backoff_min_s: float = 0.2,
+        backoff_max_s: float = 10.0,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        if not streams:
+            raise ValueError("the archiver needs at least one stream")
+        self.redis = redis
+        # XREADGROUP through a client that keeps hiredis' raw reply: redis-py would
+        # build a dict per entry (~2 µs); the fold reads the flat field list instead.
+        self._reader = Redis(connection_pool=redis.connection_pool)
+        self._reader.set_response_callback("XREADGROUP", _raw_reply)
+        self.store = store
+        self.streams = list(streams)
+        self.group = group
+        self.consumer = consumer or default_consumer()
+        self.batch_size = batch_size
+        self.block_ms = block_ms
+        self.retention_days = retention_days
+        self.claim_idle_ms = claim_idle_ms
+        self.backoff_min_s = backoff_min_s
+        self.backoff_max_s = backoff_max_s
+        self._stop = asyncio.Event()
+        self._read_pending = True  # first drain this consumer's own pending entries (id "0")
+        self._migrated = False
+        self.archived = 0  # events committed and acknowledged by this process
+        self.write_failures = 0
+        self.failing = False  # the store refuses the batch in hand right now
+        self.last_lag = ArchiveLag(entries=0, pending=0, behind_s=0.0)
+        r = registry if registry is not None else CollectorRegistry()
+        self._m_lag = Gauge("sendgate_archive_lag", "Events not yet in the history store (unread + pending)", registry=r)
+        self._m_behind = Gauge("sendgate_archive_behind_seconds", "Age of the oldest event not yet in the history store", registry=r)
+        self._m_archived = Counter("sendgate_archived_events", "Events written to the history store and acked", registry=r)
+        self._m_failures = Counter("sendgate_archive_write_failures", "History store writes that failed and were retried", registry=r)
+
+    # ----------------------------------------------------------------- setup
+    async def ensure_groups(self) -> None:
+        """Create the group at id 0 (MKSTREAM): events published before the first start are archived."""
+        for stream in self.streams:
+            try:
+                await self.redis.xgroup_create(stream, self.group, id="0", mkstream=True)
+            except ResponseError as err:
+                if "BUSYGROUP" not in str(err):
+                    raise
+
+    def stop(self) -> None:
+        """Finish the batch in hand (if the store takes it) and return from `run()`."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once on `stop()`."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    # ------------------------------------------------------------------ loop
+    async def run(self) -> None:
+        """Archive until `stop()`; survives Redis and database outages."""
+        await self._until_done(self.ensure_groups, "creating the archiver group")
+        await self._until_done(self._migrate, "migrating the history store")
+        last_lag = last_claim = last_drop = 0.0
+        while not self.stopping:
+            now = time.monotonic()
+            try:
+                if now - last_claim >= self.claim_idle_ms / 1000:
+                    last_claim = now
+                    await self.reclaim_others()
+                if now - last_drop >= 3600:
+                    last_drop = now
+                    await self._drop_expired()
+                await self.archive_once()
+                if time.monotonic() - last_lag >= 5.0:
+                    last_lag = time.monotonic()
+                    await self.lag()
+            except asyncio.CancelledError:
+                raise
+            except ResponseError as err:
+                if "NOGROUP" in str(err):  # the stream was deleted: start over
+                    await self._until_done(self.ensure_groups, "creating the archiver group")
+                    continue
+                log.exception("archiver: redis refused a command")
+                await self._pause(1.0)
+            except _REDIS_ERRORS as err:
+                log.warning("archiver: redis unavailable (%s); retrying", type(err).__name__)
+                await self._pause(0.5)
+            except Exception:  # a bug must not end archiving for the engine's lifetime
+                log.exception("archiver: round failed; retrying")
+                await self._pause(1.0)
+
+    async def _migrate(self) -> None:
+        if not self._migrated:
+            await self.store.migrate()
+            self._migrated = True
+
+    async def _drop_expired(self) -> None:
+        try:
+            dropped = await self.store.drop_expired(time.time(), self.retention_days)
+        except Exception as err:  # retention waits for the next hour; archiving goes on
+            log.warning("archiver: dropping expired history failed (%s: %s)", type(err).__name__, err)
+            return
+        if dropped:
+            log.info("history: dropped %d day(s) past retention: %s", len(dropped), ", ".join(dropped))
+
+    async def _until_done(self, step: Any, what: str) -> None:
+        delay = self.backoff_min_s
+        while not self.stopping:
+            try:
+                await step()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                log.warning("archiver: %s failed (%s: %s); retrying in %.1f s", what, type(err).__name__, err, delay)
+                await self._pause(delay)
+                delay = min(delay * 2, self.backoff_max_s)
+
+    async def archive_once(self, block_ms: int | None = None) -> int:
+        """Read one batch, commit it, ack it; returns the events taken (0: nothing to do)."""
+        start = "0" if self._read_pending else ">"
+        read = self._reader.xreadgroup(
+            self.group, self.consumer, dict.fromkeys(self.streams, start), count=self.batch_size,
+            block=None if self._read_pending else (self.block_ms if block_ms is None else block_ms),
+        )
+        reply: Any = await self._unless_stopped(read)
+        if reply is _STOPPED:
+            return 0
+        batch: list[tuple[str, list[Any]]] = []
+        for stream, entries in _raw(reply):
+            if start == "0":
+                # A pending entry deleted from the stream meanwhile comes back without
+                # fields: nothing to archive, ack it so it leaves the pending list.
+                gone = [eid for eid, fields in entries if fields is None]
+                if gone:
+                    await self.redis.xack(stream, self.group, *gone)
+                    entries = [e for e in entries if e[1] is not None]
+            batch.append((stream, entries))
+        taken = sum(len(es) for _, es in batch)
+        if taken == 0:
+            self._read_pending = False  # own backlog done (or none): new entries from now on
+            return 0
+        return await self._commit(batch)
+
+    async def wait_caught_up(self, timeout_s: float) -> bool:
+        """Wait (while `run()` goes on) until every event is archived; gives up at once
+        when the store is failing, else after ``timeout_s``. For a graceful stop."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not self.failing:
+            try:
+                if (await self.lag()).entries == 0:
+                    return True
+            except _REDIS_ERRORS:
+                return False
+            await asyncio.sleep(0.05)
+        return False
+
+    async def _unless_stopped(self, call: Awaitable[Any]) -> Any:
+        """Await a (blocking) read, or give it up when `stop()` comes first: entries the
+        server had already delivered stay pending and are read again on the next start."""
+        if self.stopping:
+            return _STOPPED
+        read = asyncio.ensure_future(call)
+        stopped = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({read, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not read.done():
+                read.cancel()
+                with contextlib.suppress(asyncio.CancelledError, *_REDIS_ERRORS):
+                    await read
+        return read.result() if read.done() and not read.cancelled() else _STOPPED
+
+    async def drain(self) -> int:
+        """Archive what the streams hold now (own pending entries first), then return the count."""
+        total = 0
+        while True:
+            own_backlog = self._read_pending
+            n = await self.archive_once(block_ms=1)
+            total += n
+            if n == 0 and not own_backlog:
+                return total
+
+    async def _commit(self, batch: list[tuple[str, list[Any]]]) -> int:
+        """Write a batch to the store (retrying until it takes it or we stop), then XACK it."""
+        entries = [e for _, es in batch for e in es]
+        deltas = deltas_from_entries(entries)
+        delay = self.backoff_min_s
+        failing_since: float | None = None
+        while True:
+            try:
+                await self._migrate()
+                await self.store.write(deltas, int(time.time() * 1000))
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                self.write_failures += 1
+                self.failing = True
+                self._m_failures.inc()
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    if isinstance(err, HistoryUnavailable):
+                        log.warning("archiver: history store unavailable (%s); events wait in the stream", err)
+                    else:
+                        log.exception("archiver: history store write failed; retrying")
+                if self.stopping:
+                    return 0  # unacked: this consumer's pending entries, written on the next start
+                await self._pause(delay)
+                delay = min(delay * 2, self.backoff_max_s)
+        self.failing = False
+        if failing_since is not None:
+            log.info("archiver: history store back after %.1f s", time.monotonic() - failing_since)
+        for stream, es in batch:
+            if es:
+                await self._ack(stream, [eid for eid, _ in es])
+        self.archived += len(entries)
+        self._m_archived.inc(len(entries))
+        return len(entries)
+
+    async def _ack(self, stream: str, ids: list[Any]) -> None:
+        delay = self.backoff_min_s
+        while True:
+            try:
+                await self.redis.xack(stream, self.group, *ids)
+                return
+            except _REDIS_ERRORS:
+                if self.stopping:
+                    return  # left pending: written again (no change) on the next start
+                await self._pause(delay)
+                delay = min(delay * 2, self.backoff_max_s)
+
+    async def reclaim_others(self) -> int:
+        """Take over and archive entries another archiver read and left idle past ``claim_idle_ms``."""
+        total = 0
+        for stream in self.streams:
+            start = "0-0"
+            while not self.stopping:
+                reply: Any = await self.redis.xautoclaim(
+                    stream, self.group, self.consumer, self.claim_idle_ms, start, count=self.batch_size
+                )
+                start = _text(reply[0])
+                entries = [e for e in reply[1] if e[1] is not None]
+                if entries:
+                    total += await self._commit([(stream, entries)])
+                if start in ("0-0", "0"):
+                    break
+        return total
+
+    # --------------------------------------------------------------- position
+    async def _group_info(self, stream: str) -> dict[str, Any] | None:
+        try:
+            groups: Any = await self.redis.xinfo_groups(stream)
+        except ResponseError:  # no such stream
+            return None
+        for g in groups:
+            if _text(g.get("name")) == self.group:
+                return {_text(k): v for k, v in g.items()}
+        return None
+
+    async def min_unarchived_id(self, stream: str) -> str:
+        """The smallest entry id of ``stream`` not yet in the store: ``XTRIM stream MINID <it>``
+        removes only archived events. ``"0-0"`` (trim nothing) when the group does not exist."""
+        info = await self._group_info(stream)
+        if info is None:
+            return "0-0"
+        if int(info.get("pending") or 0):
+            summary: Any = await self.redis.xpending(stream, self.group)
+            low = summary.get("min") if isinstance(summary, dict) else None
+            if low:
+                return _text(low)
+        return _next_id(_text(info.get("last-delivered-id") or "0-0"))
+
+    async def lag(self) -> ArchiveLag:
+        """Events not in the store yet, over all streams; updates the gauges."""
+        entries = pending = 0
+        oldest_ms: int | None = None
+        for stream in self.streams:
+            info = await self._group_info(stream)
+            if info is None:
+                unread = int(await self.redis.xlen(stream))
+                p = 0
+            else:
+                p = int(info.get("pending") or 0)
+                lag = info.get("lag")
+                if lag is None:  # unknown to Redis (entries deleted): count what follows our position
+                    after: Any = await self.redis.xrange(
+                        stream, "(" + _text(info.get("last-delivered-id") or "0-0"), "+", count=100_000
+                    )
+                    unread = len(after)
+                else:
+                    unread = int(lag)
+            entries += unread + p
+            pending += p
+            if unread + p:
+                low = await self.min_unarchived_id(stream)
+                first: Any = await self.redis.xrange(stream, low, "+", count=1)
+                if first:
+                    ms = int(_text(first[0][0]).split("-")[0])
+                    oldest_ms = ms if oldest_ms is None else min(oldest_ms, ms)
+        behind = max(0.0, time.time() - oldest_ms / 1000) if oldest_ms is not None else 0.0
+        self.last_lag = ArchiveLag(entries=entries, pending=pending, behind_s=round(behind, 3))
+        self._m_lag.set(entries)
+        self._m_behind.set(self.last_lag.behind_s)
+        return self.last_lag
+
+
+def _raw_reply(response: Any, **options: Any) -> Any:
+    return response
+
+
+def _raw(reply: Any) -> list[tuple[str, list[Any]]]:
+    """``[(stream, [(entry_id, [name, value, …] | None), …]), …]`` from a raw
+    XREADGROUP reply: RESP2 ``[[stream, entries], …]`` or RESP3 ``{stream: entries}``."""
+    pairs = reply.items() if isinstance(reply, dict) else (reply or ())
+    return [(_text(stream), entries or []) for stream, entries in pairs]

@@ -1,0 +1,199 @@
+"""``sendgate archive`` and ``sendgate history``: the archiver alone, and looking a job up.
+
+``history`` answers support and data-subject questions from both places a
+job can be: the history store (months) and Redis (hot: the job record and
+the subject indexes of the last days). Numbers are looked up by their keyed
+hash (``[privacy] hash_secret``) and shown masked; the number given on the
+command line is never printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import signal
+import sys
+import time
+from typing import Any
+
+import msgspec
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from engine.config import Settings
+from engine.history import HistoryRow, HistoryStore, open_store
+from engine.history.archiver import Archiver
+
+__all__ = ["archive_main", "history_main", "lookback_days", "store_for"]
+
+
+def lookback_days(settings: Settings) -> int:
+    """How far back a receipt looks for its job's row: the longest receipt wait, plus a day."""
+    waits = [settings.privacy.dlr_wait_h, *(c.dlr_wait_h for c in settings.carriers)]
+    return math.ceil(max(waits) / 24) + 1
+
+
+def store_for(settings: Settings) -> HistoryStore:
+    return open_store(settings.history.url, lookback_days=lookback_days(settings))
+
+
+def archiver_for(settings: Settings, redis: Redis, store: HistoryStore, registry: Any = None) -> Archiver:
+    """The archiver of ``settings`` on the events stream."""
+    from engine.keys import Keys
+
+    h = settings.history
+    return Archiver(
+        redis, store, [Keys(settings.redis.prefix).events], group=h.group, consumer=h.consumer,
+        batch_size=h.batch_size, block_ms=h.block_ms, retention_days=settings.privacy.retention_days.message,
+        claim_idle_ms=int(h.claim_idle_s * 1000), registry=registry,
+    )
+
+
+def _redis_url(settings: Settings) -> str:
+    from engine.embedded_redis import announced_url
+
+    return settings.redis.url or announced_url() or ""
+
+
+async def archive_main(settings: Settings, *, once: bool = False) -> int:
+    """Run the archiver until SIGTERM/SIGINT (``once``: until the stream is archived)."""
+    url = _redis_url(settings)
+    if not url:
+        print("sendgate archive: no Redis configured (REDIS_URL or [redis] url)", file=sys.stderr)
+        return 2
+    redis = Redis.from_url(url)
+    store = store_for(settings)
+    archiver = archiver_for(settings, redis, store)
+    try:
+        if once:
+            await archiver.ensure_groups()
+            await store.migrate()
+            await archiver.drain()
+            print(f"archived {archiver.archived} event(s)")
+            return 0
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, archiver.stop)
+        await archiver.run()
+        return 0
+    finally:
+        await store.close()
+        await redis.aclose()
+
+
+# -------------------------------------------------------------------- history
+def _when(ms: int | None) -> str:
+    if not ms:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def _redis_view(settings: Settings, *, job_id: str | None, subject: str | None) -> dict[str, dict[str, str]]:
+    """Job records Redis still holds: by id, or through a subject index (hash / client:<id>)."""
+    url = _redis_url(settings)
+    if not url:
+        return {}
+    from engine.keys import Keys
+
+    keys = Keys(settings.redis.prefix)
+    redis = Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        ids = [job_id] if job_id else sorted(_text(m) for m in await redis.smembers(keys.subject(subject or "")))
+        out: dict[str, dict[str, str]] = {}
+        for jid in ids[:1000]:
+            raw: Any = await redis.hgetall(keys.job(jid))
+            if raw:
+                fields = {_text(k): _text(v) for k, v in raw.items()}
+                fields.pop("to", None)  # never shown, whatever a future record holds
+                fields.pop("text", None)
+                out[jid] = fields
+        return out
+    except (OSError, RedisError) as err:
+        print(f"sendgate history: redis not reachable ({type(err).__name__}); store only", file=sys.stderr)
+        return {}
+    finally:
+        await redis.aclose()
+
+
+def _merge(rows: list[HistoryRow], hot: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
+    by_id: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        by_id[r.job_id] = {"job_id": r.job_id, "store": msgspec.to_builtins(r), "redis": None}
+    for jid, fields in hot.items():
+        by_id.setdefault(jid, {"job_id": jid, "store": None, "redis": None})["redis"] = fields
+
+    def newest(item: dict[str, Any]) -> int:
+        if item["store"]:
+            return int(item["store"]["first_ms"])
+        return int((item["redis"] or {}).get("submitted_ms") or 0)
+
+    return sorted(by_id.values(), key=newest, reverse=True)
+
+
+def _line(item: dict[str, Any]) -> str:
+    s, r = item["store"], item["redis"] or {}
+    if s:
+        latest = max(s["events"].items(), key=lambda kv: kv[1])[0] if s["events"] else "-"
+        state = s["final_state"] or latest
+        events = " ".join(f"{e}@{_when(ts)}" for e, ts in sorted(s["events"].items(), key=lambda kv: kv[1]))
+        head = (
+            f"{item['job_id']}  {_when(s['first_ms'])}  {state}  to={s['to_mask'] or '-'}  "
+            f"client={s['client'] or '-'}  ref={s['ref'] or '-'}  carrier={s['carrier'] or '-'}  "
+            f"parts={s['parts']}  error={s['error'] or '-'}"
+        )
+        tail = f"    events: {events}"
+        if r:
+            tail += f"\n    redis: state={r.get('state', '-')}"
+        return f"{head}\n{tail}"
+    return (
+        f"{item['job_id']}  {_when(int(r.get('submitted_ms') or 0))}  {r.get('state', '-')}  (redis only)  "
+        f"client={r.get('client') or '-'}  ref={r.get('ref') or '-'}  carrier={r.get('carrier') or '-'}  "
+        f"parts={r.get('parts') or '-'}  error={r.get('error') or '-'}"
+    )
+
+
+async def history_main(
+    settings: Settings, *, job_id: str | None = None, ref: str | None = None, to: str | None = None,
+    client: str | None = None, as_json: bool = False, limit: int = 100,
+) -> int:
+    """Print what the store and Redis know of a job / ref / number / client, newest first."""
+    from privacy_hooks.masking import keyed_hash
+
+    to_hash = None
+    if to is not None:
+        try:
+            to_hash = keyed_hash(settings.privacy.hash_secret, to)
+        except ValueError:
+            print("sendgate history: --to needs a phone number (digits)", file=sys.stderr)
+            return 2
+    store = store_for(settings)
+    try:
+        await store.migrate()
+        if job_id is not None:
+            row = await store.get(job_id)
+            rows = [row] if row else []
+            hot = await _redis_view(settings, job_id=job_id, subject=None)
+        else:
+            rows = await store.find(ref=ref, to_hash=to_hash, client=client, limit=limit)
+            subject = to_hash if to_hash else (f"client:{client}" if client is not None else None)
+            hot = await _redis_view(settings, job_id=None, subject=subject) if subject else {}
+            if ref is not None:
+                hot = {}  # Redis has no index by ref; the store answers
+    finally:
+        await store.close()
+    items = _merge(rows, hot)[:limit]
+    if as_json:
+        sys.stdout.write(orjson.dumps(items, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        for item in items:
+            print(_line(item))
+        if not items:
+            print("no job found")
+    return 0 if items else 1

@@ -1,0 +1,58 @@
+"""The history store interface: what the archiver, the CLI and erasure need.
+
+Two implementations: `engine.history.postgres.PostgresHistory` (production,
+asyncpg, partitioned by day) and `engine.history.sqlite.SqliteHistory` (the
+embedded default, stdlib sqlite3 on a thread of its own). Both are async, both
+merge a job's events into one row idempotently (engine/history/record.py
+states the rules), and both answer the same queries, newest first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from engine.history.record import HistoryRow, JobDelta
+
+__all__ = ["HistoryError", "HistoryStore", "HistoryUnavailable"]
+
+
+class HistoryError(Exception):
+    """Root of the history store's errors."""
+
+
+class HistoryUnavailable(HistoryError):
+    """The database cannot be reached or refused the write; retry later (nothing was written)."""
+
+
+class HistoryStore(Protocol):
+    """One row per job; see the module docstring."""
+
+    dialect: str
+
+    async def migrate(self) -> int:
+        """Bring the schema up to date; returns the schema version. Idempotent."""
+
+    async def write(self, deltas: Sequence[JobDelta], now_ms: int) -> int:
+        """Merge a batch of deltas in one transaction; returns the rows touched.
+
+        All or nothing: when it raises, nothing of the batch was committed.
+        Applying the same deltas again changes nothing but ``updated_ms``.
+        """
+
+    async def get(self, job_id: str) -> HistoryRow | None:
+        """The row of one job, or None."""
+
+    async def find(
+        self, *, ref: str | None = None, to_hash: str | None = None, client: str | None = None, limit: int = 100
+    ) -> list[HistoryRow]:
+        """Rows matching exactly one key, newest (first event) first."""
+
+    async def drop_expired(self, now_s: float, retention_days: int) -> list[str]:
+        """Remove every day whose rows are past retention at ``now_s``; returns the days removed (ISO)."""
+
+    async def erase(self, *, to_hash: str | None = None, client: str | None = None) -> int:
+        """Delete every row of a number (by hash) or a client at once; returns the rows deleted."""
+
+    async def close(self) -> None:
+        """Release connections / the worker thread."""

@@ -1,0 +1,226 @@
+"""The archiver against a real Redis and real stores: once, and only once, whatever happens."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from engine.history import HistoryStore, JobDelta, open_store
+from engine.history.archiver import Archiver
+from tests.history.events import event_fields
+from tests.history.pg_server import PgServer
+
+pytestmark = pytest.mark.slow
+
+
+async def until(cond: Callable[[], Awaitable[bool]], timeout: float = 30.0, what: str = "condition") -> None:
+    """Await a condition that another task makes true (polled, bounded)."""
+    deadline = time.monotonic() + timeout
+    while not await cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def events_key(key_prefix: str) -> str:
+    return f"{key_prefix}:events"
+
+
+async def push_jobs(redis: Redis, stream: str, first: int, count: int, *, receipts: bool = True) -> None:
+    """``count`` jobs from number ``first`` on: a submitted event each, and a delivered one for half."""
+    t = int(time.time() * 1000)
+    pipe = redis.pipeline(transaction=False)
+    for i in range(first, first + count):
+        pipe.xadd(stream, event_fields(f"job-{i}", "submitted", t + i, first=True, client=f"c{i % 3}"))  # type: ignore[arg-type]
+        if receipts and i % 2 == 0:
+            pipe.xadd(stream, event_fields(f"job-{i}", "delivered", t + i + 5))  # type: ignore[arg-type]
+    await pipe.execute()
+
+
+def expected_events(first: int, count: int) -> int:
+    return count + sum(1 for i in range(first, first + count) if i % 2 == 0)
+
+
+async def check_exactly_once(store: HistoryStore, count: int) -> None:
+    """Every job has one row holding exactly its events."""
+    rows = []
+    for c in ("c0", "c1", "c2"):
+        rows += await store.find(client=c, limit=100_000)
+    assert sorted(r.job_id for r in rows) == sorted(f"job-{i}" for i in range(count))
+    for r in rows:
+        i = int(r.job_id.split("-")[1])
+        assert set(r.events) == ({"submitted", "delivered"} if i % 2 == 0 else {"submitted"}), r.job_id
+        assert r.final_state == ("delivered" if i % 2 == 0 else "")
+
+
+async def run_until_archived(archiver: Archiver) -> asyncio.Task[None]:
+    task = asyncio.get_running_loop().create_task(archiver.run())
+
+    async def done() -> bool:
+        if task.done():
+            task.result()
+        lag = await archiver.lag()
+        return lag.entries == 0 and not archiver._read_pending
+
+    await until(done, what="archive lag 0")
+    return task
+
+
+async def stop(archiver: Archiver, task: asyncio.Task[None]) -> None:
+    archiver.stop()
+    await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture
+async def redis(redis_client: Any) -> AsyncIterator[Redis]:
+    yield redis_client
+
+
+async def test_every_event_reaches_the_store_once(redis: Redis, events_key: str, store: HistoryStore) -> None:
+    await push_jobs(redis, events_key, 0, 3000)  # pushed before the archiver's first start
+    archiver = Archiver(redis, store, [events_key], consumer="a1", batch_size=700, block_ms=50)
+    task = await run_until_archived(archiver)
+    await push_jobs(redis, events_key, 3000, 1000)  # and while it runs
+    await until(lambda: _lag_zero(archiver), what="second lag 0")
+    await stop(archiver, task)
+    assert archiver.archived == expected_events(0, 4000)
+    await check_exactly_once(store, 4000)
+    pending: Any = await redis.xpending(events_key, "archiver")
+    assert pending["pending"] == 0
+    # Everything archived: the engine may trim the whole stream by the group's position.
+    last = (await redis.xrevrange(events_key, count=1))[0][0].decode()
+    assert _id(await archiver.min_unarchived_id(events_key)) > _id(last)
+
+
+async def _lag_zero(archiver: Archiver) -> bool:
+    return (await archiver.lag()).entries == 0
+
+
+class _DiesInWrite:
+    """A real store that 'dies' in the middle of a write: before or after its commit.
+
+    Models the archiver process being killed mid-batch: the task is cancelled
+    while it waits here, and its XACK never happens.
+    """
+
+    def __init__(self, inner: HistoryStore, *, commit: bool) -> None:
+        self.inner, self.commit = inner, commit
+        self.dialect = inner.dialect
+        self.entered = asyncio.Event()
+
+    async def migrate(self) -> int:
+        return await self.inner.migrate()
+
+    async def write(self, deltas: Sequence[JobDelta], now_ms: int) -> int:
+        if self.commit:
+            await self.inner.write(deltas, now_ms)
+        self.entered.set()
+        await asyncio.Event().wait()  # never returns: cancelled here
+        return 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("commit", [False, True], ids=["killed-before-commit", "killed-after-commit"])
+async def test_archiver_killed_mid_batch_loses_and_duplicates_nothing(
+    redis: Redis, events_key: str, store: HistoryStore, commit: bool
+) -> None:
+    await push_jobs(redis, events_key, 0, 2000)
+    dying = _DiesInWrite(store, commit=commit)
+    first = Archiver(redis, dying, [events_key], consumer="same-host", batch_size=1500, block_ms=50)  # type: ignore[arg-type]
+    task = asyncio.get_running_loop().create_task(first.run())
+    await asyncio.wait_for(dying.entered.wait(), 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    pending: Any = await redis.xpending(events_key, "archiver")
+    assert pending["pending"] == 1500  # read, never acked
+    # Restarted under the same name: its pending entries first, then the rest.
+    second = Archiver(redis, store, [events_key], consumer="same-host", batch_size=1500, block_ms=50)
+    task = await run_until_archived(second)
+    await stop(second, task)
+    assert second.archived == expected_events(0, 2000)
+    await check_exactly_once(store, 2000)
+
+
+async def test_entries_of_a_dead_archiver_elsewhere_are_taken_over(
+    redis: Redis, events_key: str, store: HistoryStore
+) -> None:
+    await push_jobs(redis, events_key, 0, 300)
+    await redis.xgroup_create(events_key, "archiver", id="0")
+    await redis.xreadgroup("archiver", "other-host", {events_key: ">"}, count=100)  # and died
+    archiver = Archiver(redis, store, [events_key], consumer="here", batch_size=1000, block_ms=50, claim_idle_ms=1)
+    task = await run_until_archived(archiver)
+    await stop(archiver, task)
+    await check_exactly_once(store, 300)
+
+
+async def test_database_down_for_a_while_then_everything_lands(
+    redis: Redis, events_key: str, pg_server: PgServer, pg_dsn: str
+) -> None:
+    if not pg_server.private:
+        pytest.skip("needs a private PostgreSQL to stop and start (initdb/pg_ctl not usable here)")
+    store = open_store(pg_dsn)
+    await store.migrate()
+    archiver = Archiver(redis, store, [events_key], consumer="a1", batch_size=500, block_ms=50,
+                        backoff_min_s=0.05, backoff_max_s=0.5)
+    try:
+        await push_jobs(redis, events_key, 0, 500)
+        task = await run_until_archived(archiver)
+        await asyncio.to_thread(pg_server.stop)
+        try:
+            await push_jobs(redis, events_key, 500, 1500)  # sending goes on
+            first_unarchived = (await redis.xrevrange(events_key, count=expected_events(500, 1500)))[-1][0].decode()
+            await until(lambda: _truthy(archiver.write_failures >= 3), what="failed writes while down")
+            lag = await archiver.lag()
+            assert lag.entries > 0 and lag.behind_s > 0  # readiness and the metric see it
+            assert lag.pending <= 500  # one batch in hand, the rest waits in the stream
+            # Trimming by the group's position would keep every event not archived.
+            assert _id(await archiver.min_unarchived_id(events_key)) <= _id(first_unarchived)
+        finally:
+            await asyncio.to_thread(pg_server.start)
+        await until(lambda: _lag_zero(archiver), timeout=60, what="archive caught up after restart")
+        await stop(archiver, task)
+        await check_exactly_once(store, 2000)
+        assert archiver.archived == expected_events(0, 2000)
+    finally:
+        await store.close()
+
+
+def _id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+async def _truthy(value: bool) -> bool:
+    return value
+
+
+async def test_min_unarchived_id_bounds_trimming(redis: Redis, events_key: str, tmp_path: Any) -> None:
+    store = open_store(f"sqlite://{tmp_path / 'h.sqlite3'}")
+    try:
+        archiver = Archiver(redis, store, [events_key], consumer="a1", batch_size=100, block_ms=10)
+        assert await archiver.min_unarchived_id(events_key) == "0-0"  # no group yet: trim nothing
+        await push_jobs(redis, events_key, 0, 300, receipts=False)
+        await archiver.ensure_groups()
+        await store.migrate()
+        assert await archiver.archive_once() == 0  # no pending of its own: switches to new entries
+        assert await archiver.archive_once() == 100
+        ids = [e[0].decode() for e in await redis.xrange(events_key)]
+        bound = await archiver.min_unarchived_id(events_key)
+        assert _id(ids[99]) < _id(bound) <= _id(ids[100])
+        await redis.xtrim(events_key, minid=bound, approximate=False)
+        assert await redis.xlen(events_key) == 200  # only the archived went
+        while await archiver.archive_once(block_ms=1):
+            pass
+        assert (await archiver.lag()).entries == 0
+        assert len(await store.find(client="c0", limit=1000)) == 100
+    finally:
+        await store.close()

@@ -1,0 +1,147 @@
+"""The history stores (SQLite and a real PostgreSQL): schema, merge rules, retention, queries."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from engine.history import HistoryStore, deltas_from_entries, parse_history_url
+from engine.history.migrations import migrations
+from privacy_hooks.masking import keyed_hash
+from tests.history.events import DAY_MS, SECRET, entry
+
+NOW_MS = int(time.time() * 1000)
+
+
+async def test_migrate_is_idempotent(store: HistoryStore) -> None:
+    latest = max(m.version for m in migrations(store.dialect))
+    assert await store.migrate() == latest  # second time (the fixture migrated once)
+    assert await store.migrate() == latest
+
+
+async def test_write_merges_a_job_into_one_row(store: HistoryStore) -> None:
+    t = NOW_MS
+    batch = [
+        entry("j1", "submitted", t, first=True, ref="order-1", client="shop", message_ids="m1,m2", parts=2),
+        entry("j1", "delivered", t + 2000, parts=2),
+        entry("j2", "failed", t + 10, first=True, error="0x0000000b", client="shop"),
+    ]
+    assert await store.write(deltas_from_entries(batch), t + 5000) == 2
+    row = await store.get("j1")
+    assert row is not None
+    assert (row.ref, row.client, row.kind, row.carrier, row.parts, row.encoding) == (
+        "order-1", "shop", "transactional", "acme", 2, "gsm7")
+    assert row.message_ids == "m1,m2"
+    assert row.to_hash == keyed_hash(SECRET, "+4500112233") and row.to_mask == "+45******33"
+    assert row.events == {"submitted": t, "delivered": t + 2000}
+    assert (row.submitted_ms, row.final_state, row.final_ms) == (t, "delivered", t + 2000)
+    assert row.retention_until == t // 1000 + 120 * 86_400
+    failed = await store.get("j2")
+    assert failed is not None and failed.final_state == "failed" and failed.errors == {"failed": "0x0000000b"}
+    assert failed.submitted_ms is None
+    assert await store.get("nope") is None
+
+
+async def test_replaying_a_batch_changes_nothing(store: HistoryStore) -> None:
+    t = NOW_MS
+    batch = [entry(f"r{i}", "submitted", t + i, first=True, client="c") for i in range(50)]
+    batch += [entry(f"r{i}", "undeliverable", t + 1000 + i, error="err:034") for i in range(0, 50, 2)]
+    await store.write(deltas_from_entries(batch), t)
+    first = [await store.get(f"r{i}") for i in range(50)]
+    await store.write(deltas_from_entries(batch), t)  # the same batch again (reclaimed after a crash)
+    await store.write(deltas_from_entries(batch[50:]), t)  # and only its receipts once more
+    again = [await store.get(f"r{i}") for i in range(50)]
+    assert again == first
+    assert len(await store.find(client="c", limit=1000)) == 50
+
+
+async def test_a_late_receipt_updates_the_old_row_and_keeps_its_description(store: HistoryStore) -> None:
+    t0 = NOW_MS - 2 * DAY_MS - 3_600_000  # submitted two days and an hour ago: another partition
+    await store.write(deltas_from_entries([entry("late", "submitted", t0, first=True, ref="x", client="acct")]), t0)
+    # The receipt arrives today without client/kind/to_hash: nothing may be blanked.
+    receipt = entry("late", "delivered", NOW_MS, ref="", message_ids="abc")
+    await store.write(deltas_from_entries([receipt]), NOW_MS)
+    row = await store.get("late")
+    assert row is not None
+    assert row.day == time.strftime("%Y-%m-%d", time.gmtime(t0 / 1000))
+    assert (row.ref, row.client, row.to_mask, row.kind) == ("x", "acct", "+45******33", "transactional")
+    assert (row.final_state, row.final_ms, row.submitted_ms) == ("delivered", NOW_MS, t0)
+    assert row.message_ids == "abc"
+    assert [r.job_id for r in await store.find(ref="x")] == ["late"]  # one row, not two
+
+
+async def test_find_by_each_key_newest_first(store: HistoryStore) -> None:
+    t = NOW_MS
+    batch = [
+        entry("a", "submitted", t - 3000, first=True, ref="R", client="K", to="+4511111111"),
+        entry("b", "submitted", t - 1000, first=True, ref="R", client="K", to="+4511111111"),
+        entry("c", "submitted", t - 2000, first=True, ref="other", client="K", to="+4622222222"),
+    ]
+    await store.write(deltas_from_entries(batch), t)
+    assert [r.job_id for r in await store.find(ref="R")] == ["b", "a"]
+    assert [r.job_id for r in await store.find(client="K")] == ["b", "c", "a"]
+    assert [r.job_id for r in await store.find(client="K", limit=1)] == ["b"]
+    assert [r.job_id for r in await store.find(to_hash=keyed_hash(SECRET, "4511111111"))] == ["b", "a"]
+    assert [r.job_id for r in await store.find(to_hash=keyed_hash(SECRET, "+4622222222"))] == ["c"]
+    with pytest.raises(ValueError):
+        await store.find(ref="R", client="K")
+
+
+async def test_days_past_retention_are_dropped(store: HistoryStore) -> None:
+    today = NOW_MS // DAY_MS
+    batch = [entry(f"d{age}", "submitted", (today - age) * DAY_MS + 1000, first=True) for age in (0, 1, 119, 120, 121, 130)]
+    await store.write(deltas_from_entries(batch), NOW_MS)
+    now_s = today * 86_400 + 3600  # one hour into today (a fake now, not a wait)
+    dropped = await store.drop_expired(now_s, retention_days=120)
+    day = lambda age: time.strftime("%Y-%m-%d", time.gmtime((today - age) * 86_400))  # noqa: E731
+    assert dropped == sorted([day(121), day(130)])
+    kept = {age for age in (0, 1, 119, 120, 121, 130) if await store.get(f"d{age}") is not None}
+    assert kept == {0, 1, 119, 120}
+    assert await store.drop_expired(now_s, retention_days=120) == []
+    # The next day, day 120 goes too.
+    assert await store.drop_expired(now_s + 86_400, retention_days=120) == [day(120)]
+
+
+async def test_erase_by_number_hash_and_by_client(store: HistoryStore) -> None:
+    t = NOW_MS
+    batch = [
+        entry("e1", "submitted", t, first=True, to="+4533333333", client="A"),
+        entry("e2", "submitted", t, first=True, to="+4544444444", client="A"),
+        entry("e3", "submitted", t, first=True, to="+4544444444", client="B"),
+    ]
+    await store.write(deltas_from_entries(batch), t)
+    assert await store.erase(to_hash=keyed_hash(SECRET, "+4544444444")) == 2
+    assert await store.get("e2") is None and await store.get("e3") is None
+    assert await store.erase(client="A") == 1
+    assert await store.get("e1") is None
+
+
+def test_url_parser() -> None:
+    assert parse_history_url("postgresql://u@h:5/db").kind == "postgres"
+    assert parse_history_url("postgres://h/db").dsn == "postgres://h/db"
+    assert parse_history_url("sqlite:///var/lib/x.db").path == "/var/lib/x.db"
+    assert parse_history_url("sqlite://rel/x.db").path == "rel/x.db"
+    default = parse_history_url("")
+    assert default.kind == "sqlite" and default.path.endswith("history.sqlite3")
+    for bad in ("mysql://h/db", "sqlite://", "just-a-path"):
+        with pytest.raises(ValueError):
+            parse_history_url(bad)
+
+
+async def test_producer_status_reads_redis_first_then_the_store(
+    store: HistoryStore, redis_client: Any, key_prefix: str
+) -> None:
+    from engine.producer import Producer
+
+    t = NOW_MS
+    await store.write(deltas_from_entries([entry("s1", "submitted", t, first=True), entry("s1", "delivered", t + 9)]), t)
+    producer = Producer(redis_client, key_prefix, history=store)
+    cold = await producer.status("s1")
+    assert cold is not None and cold["source"] == "history" and cold["state"] == "delivered"
+    assert cold["to_mask"] == "+45******33"
+    await redis_client.hset(f"{key_prefix}:job:s1", mapping={"state": "submitted", "carrier": "acme"})
+    hot = await producer.status("s1")
+    assert hot is not None and hot["source"] == "redis" and hot["state"] == "submitted"
+    assert await producer.status("unknown") is None
