@@ -272,7 +272,7 @@ class Engine:
                     await self._audit_bind_credentials()
                 if now - last_trim >= 60.0:
                     last_trim = now
-                    await trim_streams(self.redis, self.settings, approximate=True)
+                    await trim_streams(self.redis, self.settings, approximate=True, metrics=self.metrics)
                 await self.receipts.periodic()
             except asyncio.CancelledError:
                 raise

@@ -533,7 +533,7 @@ class Pipeline:
             letter.event = "expired"
             try:
                 to = fields.get(b"to", b"").decode()
-                letter.to_hash, letter.to_mask = self._hash_number(to), mask_number(to)
+                letter.to_hash, letter.to_mask = self._hash_number(to), mask_number("+" + to.strip().lstrip("+"))
                 letter.client = fields.get(b"client", b"").decode()
                 letter.kind = fields.get(b"kind", b"").decode() or "transactional"
             except (UnicodeDecodeError, ValueError):
@@ -711,7 +711,7 @@ class Pipeline:
                 RecordJob(
                     job_id=job.id, event=ij.event, carrier=ij.carrier, parts=ij.parts, message_ids=message_ids,
                     error=ij.error, ref=job.ref, client=job.client, kind=job.kind, callback=job.callback,
-                    to_hash=ij.to_hash, to_mask=mask_number(job.to), encoding=ij.seg.encoding, corr=corr,
+                    to_hash=ij.to_hash, to_mask=mask_number("+" + job.to.lstrip("+")), encoding=ij.seg.encoding, corr=corr,
                     expect=ij.expect if job.dlr else 0, dlr_ids=dlr_ids,
                 )
             )
