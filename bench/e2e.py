@@ -570,24 +570,15 @@ def slow_calls(entries: list[dict[str, Any]], since_ts: int) -> list[dict[str, A
     return rows
 
 
-# What the engine leaves per job that had its receipt, for ``--prefill``: the
-# idempotency mark, the job record and the subject index (keys with a TTL), so
-# the run meets a keyspace of a Redis that holds earlier traffic.
+# What the engine leaves per job that had its receipt, for ``--prefill``: only
+# its idempotency mark (Redis keeps hot state: docs/INTERNALS.md), with its TTL,
+# so the run meets a keyspace of a Redis that holds earlier traffic.
 _PREFILL_LUA = """
--- ARGV: run, first, count, ttl, then from engine/keys.py: P:job:, P:idem:, P:subject:, P:jobs
+-- ARGV: run, first, count, ttl, then from engine/keys.py: P:idem:
 local run, first, count, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local job_prefix, idem_prefix, subject_prefix, jobs = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local idem_prefix = ARGV[5]
 for i = first, first + count - 1 do
-  local id = run .. '-pf' .. i
-  local job = job_prefix .. id
-  redis.call('SET', idem_prefix .. id, 'done', 'EX', ttl)
-  redis.call('HSET', job, 'carrier', 'sim0', 'parts', '1', 'message_ids', string.format('%x', i),
-    'submitted_ms', '1700000000000', 'state', 'delivered', 'dlr', '1', 'retention_until', '1900000000',
-    'to_hash', string.format('%032x', i), 'src_key', jobs, 'src_id', '1-' .. i, 'e:1', '')
-  redis.call('EXPIRE', job, ttl)
-  local subject = subject_prefix .. string.format('%032x', i)
-  redis.call('SADD', subject, id)
-  redis.call('EXPIRE', subject, ttl)
+  redis.call('SET', idem_prefix .. run .. '-pf' .. i, 's|1700000000000-' .. i, 'EX', ttl)
 end
 return count
 """
@@ -597,10 +588,7 @@ async def _prefill(redis: Any, prefix: str, run: str, count: int) -> None:
     k = Keys(prefix)
     chunk = 5000
     for first in range(0, count, chunk):
-        await redis.eval(
-            _PREFILL_LUA, 0, run, first, min(chunk, count - first), 86_400,
-            k.job_prefix, k.idem_prefix, k.subject_prefix, k.jobs,
-        )
+        await redis.eval(_PREFILL_LUA, 0, run, first, min(chunk, count - first), 86_400, k.idem_prefix)
 
 
 async def run_bench(
@@ -1235,7 +1223,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the generated engine configs and the children's logs in DIR")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--prefill", metavar="N", type=int, default=0,
-                   help="first write the records N earlier jobs would have left (3 keys each), so the run "
+                   help="first write the records N earlier jobs would have left (their idempotency marks), so the run "
                         "meets the keyspace of a Redis holding earlier traffic (default 0: an empty one)")
     p.add_argument("--receipt-cost", metavar="N", type=int, default=0,
                    help="what receipts cost: N alternating runs with receipts on and off (each on a fresh "
