@@ -31,6 +31,7 @@ Needs valgrind (Debian: ``apt-get install valgrind``); not part of the tests.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import socket
@@ -38,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +140,7 @@ def record_script_instructions(rounds: int = 5, batch: int = 500) -> float:
     return _under_callgrind(lambda r: _record_rounds(r, rounds, batch))
 
 
-def _under_callgrind(work: Any) -> float:
+def _under_callgrind(work: Callable[[Any], int]) -> float:
     """Start a Redis under callgrind (counting inside EVALSHA only), run
     ``work(client)``, which returns how many operations it did; instructions per one."""
     import redis
@@ -186,17 +188,18 @@ def _record_args(keys: Any, group: str, carrier: str, jobs: list[tuple[str, str,
     now_ms = int(time.time() * 1000)
     end_ms, expire_at_ms = correlation_bucket(now_ms, 72 * 3_600_000, 120 * 86_400_000)
     payload = payload_json(RecordBatch(
-        retention_until=now_ms // 1000 + 120 * 86400, job_ttl=120 * 86400,
-        waits={carrier: RecordWait(end_ms=str(end_ms), expire_at_ms=str(expire_at_ms))},
+        retention_until=now_ms // 1000 + 120 * 86400,
+        waits={carrier: RecordWait(end_ms=str(end_ms), expire_at_ms=str(expire_at_ms), record_ttl="518400")},
         jobs=[
             RecordJob(job_id=job_id, event="submitted", carrier=carrier, parts=1, message_ids=mid, error="",
-                      ref="", client="", callback="", dlr="1", to_hash="ab" * 16,
-                      corr=correlation_arg([mid], 1, 1, "", "", mid), expect=1, dlr_ids="", entry_id=entry_id)
-            for job_id, entry_id, mid in jobs
+                      ref="", client="", kind="transactional", callback="", to_hash="ab" * 16,
+                      to_mask="+45******01", encoding="gsm7", corr=correlation_arg([mid], 1, 1, "", "", mid),
+                      expect=1, dlr_ids="")
+            for job_id, _entry_id, mid in jobs
         ],
         acks=[entry_id for _, entry_id, _ in jobs],
     ))
-    return record_call(keys, keys.jobs, group, payload, now_ms, 1_000_000)
+    return record_call(keys, keys.jobs, group, payload, now_ms, os.urandom(8).hex())
 
 
 def _record_rounds(r: Any, rounds: int, batch: int) -> int:

@@ -37,7 +37,13 @@ from engine.keys import Keys
 from engine.stream_trim import trim_streams
 from privacy_hooks import RetentionPolicy, keyed_hash, mask_number
 from privacy_hooks.audit import AuditLog
-from privacy_hooks.erasure import ErasureResult, SubjectJob, client_subject, erase_subject, find_in_events
+from privacy_hooks.erasure import (
+    ErasureResult,
+    SubjectJob,
+    client_subject,
+    erase_subject,
+    find_in_events,
+)
 
 __all__ = ["erase_main", "erase_subject_everywhere", "hot_window_ms", "purge_main", "retention_policy"]
 

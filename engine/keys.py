@@ -151,10 +151,10 @@ class Keys:
         "jobs_bulk",
         "jobs_high",
         "prefix",
+        "record_prefix",
         "scheduled",
         "scheduled_prefix",
         "shard",
-        "record_prefix",
         "tps_prefix",
     )
 

@@ -189,7 +189,7 @@ async def find_in_events(
     entries: list[tuple[Any, Any]] = []
     lower = start
     while True:
-        chunk = await redis.xrange(k.events, min=lower, max="+", count=page)
+        chunk: Any = await redis.xrange(k.events, min=lower, max="+", count=page)
         if not chunk:
             break
         for entry_id, fields in chunk:
@@ -292,7 +292,7 @@ async def _delete_payloads(redis: Redis, k: Keys, job_ids: set[str], page: int =
     for lane in k.lanes():
         lower = "-"
         while True:
-            chunk = await redis.xrange(lane, min=lower, max="+", count=page)
+            chunk: Any = await redis.xrange(lane, min=lower, max="+", count=page)
             if not chunk:
                 break
             ids = [eid for eid, fields in chunk if fields.get(b"id") in wanted]
