@@ -783,7 +783,7 @@ async def run_bench(
         result["receipts_invalid"] = invalid
         result["redis_top_commands"] = redis_command_costs(cmdstats0, cmdstats1, o.jobs)
         result["redis_commands_per_job"] = redis_commands_per_job(cmdstats0, cmdstats1, done)
-        result.update(await _memory_per_job(redis, events_key, workdir / "engine-0.toml", mem0, done))
+        result.update(await _memory_per_job(redis, prefix, workdir / "engine-0.toml", mem0, done))
         result["redis_server"] = redis_build({**info_server, **await redis.info("memory")})
         if own_redis:
             result["redis_slow_calls"] = slow_calls(await redis.slowlog_get(1_000_000), slow_since)
@@ -881,24 +881,30 @@ async def _used_memory(redis: Any) -> int:
     return int(info["used_memory"])
 
 
-async def _memory_per_job(redis: Any, events_key: str, config: Path, mem0: int, jobs: int) -> dict[str, Any]:
+async def _memory_per_job(redis: Any, prefix: str, config: Path, mem0: int, jobs: int) -> dict[str, Any]:
     """``redis_bytes_per_msg``: what the run left in Redis per finished job.
 
     Measured once right after the last final event (``..._untrimmed``: lanes
-    and events still hold the run's entries) and once after the engine's
-    periodic trim has run (engine/stream_trim.py, at once here, after the
-    event readers with a group have caught up, up to 30 s): what stays until
-    the idempotency window ends.
+    and events still hold the run's entries), then after the event readers
+    with a group (the archiver) caught up (up to 30 s) and one exact pass of
+    the engine's trimmer (engine/stream_trim.py) with ``events_min_keep_s`` = 0,
+    as it is once those minutes have passed: what stays until the idempotency
+    window ends. ``redis_bytes_by_key``: MEMORY USAGE of the run's keys then,
+    per job, by row of the key table (engine/keys.py).
     """
+    import msgspec
+
     from engine.config import load_settings
     from engine.stream_trim import trim_streams
 
+    keys = Keys(prefix)
     untrimmed = await _used_memory(redis) - mem0
     settings = load_settings(config, env={})
+    settings = msgspec.structs.replace(settings, engine=msgspec.structs.replace(settings.engine, events_min_keep_s=0))
     deadline = time.monotonic() + 30.0
     while time.monotonic() < deadline:  # an archiver (its own group) still reading?
         try:
-            groups = await redis.xinfo_groups(events_key)
+            groups = await redis.xinfo_groups(keys.events)
         except Exception:
             break
         if all(int(g.get("pending", 0)) == 0 and not g.get("lag") for g in groups):
@@ -907,7 +913,16 @@ async def _memory_per_job(redis: Any, events_key: str, config: Path, mem0: int, 
     await trim_streams(redis, settings, approximate=False)
     trimmed = await _used_memory(redis) - mem0
     n = max(1, jobs)
-    return {"redis_bytes_per_msg": round(trimmed / n, 1), "redis_bytes_per_msg_untrimmed": round(untrimmed / n, 1)}
+    by_key: dict[str, int] = {}
+    async for key in redis.scan_iter(match=f"{prefix}:*", count=5000):
+        doc = keys.describe(key.decode())
+        name = doc.pattern if doc else "other"
+        by_key[name] = by_key.get(name, 0) + int(await redis.memory_usage(key, samples=0) or 0)
+    return {
+        "redis_bytes_per_msg": round(trimmed / n, 1),
+        "redis_bytes_per_msg_untrimmed": round(untrimmed / n, 1),
+        "redis_bytes_by_key": {k: round(v / n, 1) for k, v in sorted(by_key.items(), key=lambda kv: -kv[1])},
+    }
 
 
 def redis_command_costs(before: dict[str, Any], after: dict[str, Any], jobs: int, top: int = 8) -> list[dict[str, Any]]:
