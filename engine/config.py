@@ -225,7 +225,7 @@ def _check(settings: Settings) -> None:
     if not e.retry_backoff_s > 0:
         raise ConfigError("engine.retry_backoff_s: must be > 0")
     if e.streams_maxlen < 1:
-        # the scripts trim with MAXLEN ~ n: 0 would empty the events stream, not lift the cap
+        # streams are capped with MAXLEN ~ n: 0 would empty a stream, not lift the cap
         raise ConfigError("engine.streams_maxlen: must be >= 1")
     if not e.idempotency_hours > 0:
         raise ConfigError("engine.idempotency_hours: must be > 0")
