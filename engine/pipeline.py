@@ -74,7 +74,7 @@ from engine.scripts import (
 )
 from engine.submit import SubmitBuilder
 from engine.text.segmenter import Segmented, SegmentError, segment
-from privacy_hooks import KeyedHasher, mask_number
+from privacy_hooks import KeyedHasher, mask_e164_digits, mask_number
 from throttling.backoff import Backoff
 
 __all__ = ["Pipeline"]
@@ -711,7 +711,7 @@ class Pipeline:
                 RecordJob(
                     job_id=job.id, event=ij.event, carrier=ij.carrier, parts=ij.parts, message_ids=message_ids,
                     error=ij.error, ref=job.ref, client=job.client, kind=job.kind, callback=job.callback,
-                    to_hash=ij.to_hash, to_mask=mask_number("+" + job.to.lstrip("+")), encoding=ij.seg.encoding, corr=corr,
+                    to_hash=ij.to_hash, to_mask=mask_e164_digits(job.to), encoding=ij.seg.encoding, corr=corr,
                     expect=ij.expect if job.dlr else 0, dlr_ids=dlr_ids,
                 )
             )
