@@ -137,6 +137,9 @@ class Metrics:
             registry=r)
         self.redis_errors = Counter("sendgate_redis_errors", "Redis calls that failed and were retried", registry=r)
         self.batches = Counter("sendgate_batches", "Job batches completed", registry=r)
+        self.events_trimmed_unarchived = Counter(
+            "sendgate_events_trimmed_unarchived",
+            "Events trimmed before the history archiver had them (older than events_keep_hours)", registry=r)
         self.submit_latency: dict[str, FastHistogram] = {}
         self.receipt_latency: dict[str, FastHistogram] = {}
         r.register(_HistogramCollector("sendgate_submit_latency_seconds", "submit_sm to submit_sm_resp", "carrier", self.submit_latency))
