@@ -29,6 +29,10 @@ environment:
   SENDGATE_CONFIG   config file when -c is not given
   REDIS_URL         Redis to use (overrides [redis] url); unset and no url in
                     the config: run and demo start an embedded Redis
+
+Commands that talk to Redis (send, history, erase, purge, archive) take, in
+this order: -c FILE, SENDGATE_CONFIG, a `sendgate run` running on this machine
+(it announces its config and Redis), REDIS_URL; they say which on stderr.
   SENDGATE_LOOP     "asyncio" to use the stock event loop instead of uvloop
 """
 
@@ -45,6 +49,13 @@ def run_loop(coro: Coroutine[Any, Any, int]) -> int:
     return asyncio.run(coro)
 
 
+def _resolve(command: str, args: argparse.Namespace) -> Any:
+    """Settings and Redis of a command that talks to Redis (engine/discovery.py); says which."""
+    from engine.discovery import resolve_for_cli
+
+    return resolve_for_cli(command, getattr(args, "config", None))
+
+
 def _load(args: argparse.Namespace) -> Any:
     from engine.config import ConfigError, load_settings
 
@@ -58,14 +69,23 @@ def _load(args: argparse.Namespace) -> Any:
 # ---------------------------------------------------------------------- run
 def _cmd_run(args: argparse.Namespace) -> int:
     settings = _load(args)
-    from engine.app import Engine, redis_url_for
+    from engine.app import Engine, log_event, redis_url_for
     from privacy_hooks import configure_logging
 
     configure_logging(settings.logging.level, settings.logging.format, settings.logging.file or None)
     if not settings.carriers:
         print("sendgate: config error: carriers: at least one [[carriers]] table is required", file=sys.stderr)
         return 2
+    from engine.discovery import announce_run, mask_url, withdraw_run
+
+    config_path = getattr(args, "config", None) or os.environ.get("SENDGATE_CONFIG") or ""
     url, embedded = redis_url_for(settings)
+    log_event(
+        "config loaded", "config_loaded", config=config_path or "(defaults)", redis=mask_url(url),
+        prefix=settings.redis.prefix, carriers=[c.name for c in settings.carriers],
+    )
+    # So `sendgate send` (and every command that talks to Redis) on this machine finds us.
+    announcement = announce_run(config_path or None, url, settings.redis.prefix)
 
     async def main() -> int:
         engine = Engine(settings, url)
@@ -75,6 +95,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         return run_loop(main())
     finally:
+        withdraw_run(announcement)
         if embedded is not None:
             embedded.stop()
 
@@ -87,17 +108,8 @@ def _cmd_send(args: argparse.Namespace) -> int:
     from engine.job import JobError
     from engine.producer import Producer, SendJob
 
-    settings = _load(args)
-    from engine.embedded_redis import announced_url
-
-    url = settings.redis.url or announced_url()
-    if not url:
-        print(
-            "sendgate send: no Redis configured (set REDIS_URL or [redis] url), "
-            "and no `sendgate run` with an embedded Redis is running here",
-            file=sys.stderr,
-        )
-        return 2
+    found = _resolve("send", args)
+    settings, url = found.settings, found.url
     job = SendJob(
         id=args.id or uuid.uuid4().hex,
         to=args.to,
@@ -169,19 +181,19 @@ def _cmd_bench(argv: list[str]) -> int:
 def _cmd_erase(args: argparse.Namespace) -> int:
     from engine.erase import erase_main
 
-    return run_loop(erase_main(_load(args), to=args.to, client=args.client, now=args.now))
+    return run_loop(erase_main(_resolve("erase", args).settings, to=args.to, client=args.client, now=args.now))
 
 
 def _cmd_purge(args: argparse.Namespace) -> int:
     from engine.erase import purge_main
 
-    return run_loop(purge_main(_load(args)))
+    return run_loop(purge_main(_resolve("purge", args).settings))
 
 
 def _cmd_archive(args: argparse.Namespace) -> int:
     from engine.history.cli import archive_main
 
-    settings = _load(args)
+    settings = _resolve("archive", args).settings
     from privacy_hooks import configure_logging
 
     configure_logging(settings.logging.level, settings.logging.format, settings.logging.file or None)
@@ -192,7 +204,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
     from engine.history.cli import history_main
 
     return run_loop(history_main(
-        _load(args), job_id=args.id, ref=args.ref, to=args.to, client=args.client, as_json=args.json, limit=args.limit,
+        _resolve("history", args).settings, job_id=args.id, ref=args.ref, to=args.to, client=args.client, as_json=args.json, limit=args.limit,
     ))
 
 

@@ -301,6 +301,7 @@ class ReceiptSink:
                 approximate=True,
             )
             self.metrics.inbound.labels(carrier).inc()
+            self.metrics.inbound_results.labels(carrier, "stored" if numbers.get(to) else "unassigned").inc()
         await pipe.execute()
 
     def retry_unmatched_soon(self) -> None:
