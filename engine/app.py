@@ -159,6 +159,7 @@ class Engine:
         self.sampler = OpsSampler(
             self.redis, self.keys, settings.engine.group, self.metrics, [c.name for c in settings.carriers],
             written=lambda: {name: p.stats.written for name, p in self.pools.items()},
+            interval_s=settings.admin.sample_interval_s or 2.0,
         )
 
     # ---------------------------------------------------------------- life
@@ -191,8 +192,9 @@ class Engine:
         self._tasks = [
             loop.create_task(self.pipeline.run(), name="pipeline"),
             loop.create_task(self._maintenance(), name="maintenance"),
-            loop.create_task(self.sampler.run(), name="ops-sampler"),
         ]
+        if self.settings.admin.sample_interval_s > 0:
+            self._tasks.append(loop.create_task(self.sampler.run(), name="ops-sampler"))
         if self.settings.history.enabled:
             # Its own consumer group on the events stream; a store that is down
             # only makes it wait (engine/history/archiver.py), sending goes on.
