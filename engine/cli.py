@@ -49,11 +49,11 @@ def run_loop(coro: Coroutine[Any, Any, int]) -> int:
     return asyncio.run(coro)
 
 
-def _resolve(command: str, args: argparse.Namespace) -> Any:
+def _resolve(command: str, args: argparse.Namespace, *, required: bool = True) -> Any:
     """Settings and Redis of a command that talks to Redis (engine/discovery.py); says which."""
     from engine.discovery import resolve_for_cli
 
-    return resolve_for_cli(command, getattr(args, "config", None))
+    return resolve_for_cli(command, getattr(args, "config", None), required=required)
 
 
 def _load(args: argparse.Namespace) -> Any:
@@ -204,7 +204,8 @@ def _cmd_history(args: argparse.Namespace) -> int:
     from engine.history.cli import history_main
 
     return run_loop(history_main(
-        _resolve("history", args).settings, job_id=args.id, ref=args.ref, to=args.to, client=args.client, as_json=args.json, limit=args.limit,
+        _resolve("history", args, required=False).settings,
+        job_id=args.id, ref=args.ref, to=args.to, client=args.client, as_json=args.json, limit=args.limit,
     ))
 
 
@@ -230,8 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "send", help="push one job",
         description=(
-            "Validate and push one job to the jobs stream: to REDIS_URL / [redis] url, "
-            "or to the embedded Redis of a `sendgate run` on this machine."
+            "Validate and push one job to the jobs stream. The Redis: -c FILE, SENDGATE_CONFIG, "
+            "a `sendgate run` on this machine, or REDIS_URL (printed on stderr)."
         ),
     )
     p.add_argument("-c", "--config", help="TOML config file (default: $SENDGATE_CONFIG)")

@@ -232,8 +232,9 @@ def resolve(config: str | None = None, env: Mapping[str, str] | None = None) -> 
     )
 
 
-def resolve_for_cli(command: str, config: str | None) -> Resolved:
-    """`resolve` for a sub-command: prints where its Redis came from, exits 2 when none."""
+def resolve_for_cli(command: str, config: str | None, *, required: bool = True) -> Resolved:
+    """`resolve` for a sub-command: prints where its Redis came from, exits 2 when none
+    (``required=False``: goes on without one, e.g. `history` reading its store only)."""
     from engine.config import ConfigError
 
     try:
@@ -242,6 +243,13 @@ def resolve_for_cli(command: str, config: str | None) -> Resolved:
         print(f"sendgate: config error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     except NoRedis as err:
+        if not required:
+            print(f"sendgate {command}: {err}; going on without Redis", file=sys.stderr)
+            try:
+                return Resolved(load_settings(config), "", "nowhere")
+            except ConfigError as cerr:
+                print(f"sendgate: config error: {cerr}", file=sys.stderr)
+                raise SystemExit(2) from None
         print(f"sendgate {command}: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     print(found.describe(), file=sys.stderr)
