@@ -112,11 +112,16 @@ class _PoolHandler:
         self.engine.receipts.on_claimed(self.carrier, bind, items)
 
     def on_bind_state(self, bind_name: str, up: bool) -> None:
-        if up:
-            log_event(f"bind {bind_name} of carrier {self.carrier} is up", "bind_up", carrier=self.carrier, bind=bind_name)
-            return
         pool = self.engine.pools.get(self.carrier)
         bind = next((b for b in pool.binds if b.name == bind_name), None) if pool is not None else None
+        if up:
+            # generation counts successful binds: above 1 this is a reconnect.
+            reconnects = max(0, int(getattr(bind, "generation", 1)) - 1)
+            log_event(
+                f"bind {bind_name} of carrier {self.carrier} is up" + (f" again (reconnect {reconnects})" if reconnects else ""),
+                "bind_up", carrier=self.carrier, bind=bind_name, reconnects=reconnects,
+            )
+            return
         reason = (getattr(bind, "last_error", "") or "connection closed") if bind is not None else "unknown"
         level = logging.WARNING
         if self.engine.closing:
@@ -159,8 +164,9 @@ class Engine:
         self.sampler = OpsSampler(
             self.redis, self.keys, settings.engine.group, self.metrics, [c.name for c in settings.carriers],
             written=lambda: {name: p.stats.written for name, p in self.pools.items()},
-            interval_s=settings.admin.sample_interval_s or 2.0,
+            interval_s=settings.admin.sample_interval_s or 2.0, on_sample=self._log_flow_changes,
         )
+        self._backing_off: set[str] = set()  # carriers with a bind in throttle backoff at the last sample
 
     # ---------------------------------------------------------------- life
     async def start(self) -> None:
@@ -331,6 +337,24 @@ class Engine:
                     )
 
     # ------------------------------------------------------------- status
+    def _log_flow_changes(self) -> None:
+        """One line when a carrier starts or stops backing off from throttling (seen per sample)."""
+        now = asyncio.get_running_loop().time()
+        for name, pool in self.pools.items():
+            pauses = [b.throttled_until - now for b in pool.binds if b.throttled_until and b.throttled_until > now]
+            if pauses and name not in self._backing_off:
+                self._backing_off.add(name)
+                log_event(
+                    f"carrier {name} throttles: backing off", "backoff_started", logging.WARNING,
+                    carrier=name, pause_s=round(max(pauses), 3), binds=len(pauses),
+                    throttled_total=int(pool.stats.throttled),
+                )
+            elif not pauses and name in self._backing_off:
+                self._backing_off.discard(name)
+                log_event(
+                    f"carrier {name}: backoff over", "backoff_ended", carrier=name, throttled_total=int(pool.stats.throttled),
+                )
+
     def _register_gauges(self) -> None:
         def binds_up() -> list[tuple[list[str], float]]:
             return [([name], float(p.binds_up())) for name, p in self.pools.items()]

@@ -86,6 +86,7 @@ class OpsSampler:
         carriers: list[str],
         written: Any = None,
         *,
+        on_sample: Any = None,
         interval_s: float = 2.0,
         slow_every: int = 5,
     ) -> None:
@@ -106,6 +107,7 @@ class OpsSampler:
         #: Per carrier: PDUs written per second over the last sample period.
         self.rates: dict[str, float] = {}
         self._written = written  # () -> {carrier: requests written so far}
+        self._on_sample = on_sample  # () -> None, after each sample (the engine logs state changes)
         self._last_written: tuple[float, dict[str, int]] | None = None
         self._lane_lag = {name: metrics.lane_lag.labels(name) for name in LANE_NAMES}
         self._lane_age = {name: metrics.lane_oldest_age.labels(name) for name in LANE_NAMES}
@@ -162,6 +164,11 @@ class OpsSampler:
             if not self._failed_once:
                 self._failed_once = True
                 log.warning("ops sample failed (%s); retrying every %.0fs", type(err).__name__, self.interval_s)
+        if self._on_sample is not None:
+            try:
+                self._on_sample()
+            except Exception:  # a log line must not stop the sampler
+                log.exception("ops sample hook failed")
         self.samples += 1
         self._sampled.set()
 

@@ -7,6 +7,7 @@ dead-letter streams in Redis.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
 
@@ -131,3 +132,41 @@ async def test_binds_show_down_with_a_reason_when_the_carrier_goes_away(redis_ur
         assert all(b["reason"] for b in sim_status["binds"])
         code, body = await live.get("/readyz")
         assert code == 503 and '"ready":false' in body
+
+
+async def test_log_events_for_throttle_backoff_and_reconnect(
+    redis_url: str, key_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sendgate")
+
+    def events(name: str) -> list[logging.LogRecord]:
+        return [r for r in caplog.records if getattr(r, "event", None) == name]
+
+    # The simulator throttles above 100 submits/s, and drops the first link after 300 PDUs.
+    sim_config = SimulatorConfig(dlr=False, throttle_tps=100, drop_after=300, drop_limit=1)
+    carrier = {"reconnect_min_s": 0.1, "reconnect_max_s": 0.3, "binds": 1}
+    async with live_engine(redis_url, key_prefix, sim_config, carrier=carrier) as live:
+        jobs = [{"id": f"t{i}", "to": NUMBERS[0], "text": f"t {i}", "dlr": "0"} for i in range(400)]
+        await push(live.redis, key_prefix, jobs)
+
+        async def started() -> bool:
+            return bool(events("backoff_started"))
+
+        await until(started, "a backoff_started log line")
+        # dlr=0: a job is done at its first event (submitted, or unknown for a part lost in the drop)
+        await wait_events(live.redis, key_prefix, {j["id"] for j in jobs}, final=False, timeout_s=60)
+
+        async def ended() -> bool:
+            return bool(events("backoff_ended"))
+
+        await until(ended, "a backoff_ended log line")
+        first = events("backoff_started")[0]
+        assert first.carrier == "sim" and first.pause_s > 0  # type: ignore[attr-defined]
+        ups = events("bind_up")
+        assert [u.reconnects for u in ups] == [0, 1], [u.getMessage() for u in ups]  # type: ignore[attr-defined]
+        downs = events("bind_down")
+        assert len(downs) == 1 and downs[0].reason  # type: ignore[attr-defined]
+    # Throttled and re-queued submits, a dropped link: still a handful of lines, none per message.
+    per_message = [r for r in caplog.records if r.levelno <= logging.INFO and "t1" in r.getMessage()]
+    assert per_message == []
+    assert len([r for r in caplog.records if r.name.startswith("sendgate") and r.levelno == logging.INFO]) < 30
