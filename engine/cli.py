@@ -29,11 +29,11 @@ environment:
   SENDGATE_CONFIG   config file when -c is not given
   REDIS_URL         Redis to use (overrides [redis] url); unset and no url in
                     the config: run and demo start an embedded Redis
+  SENDGATE_LOOP     "asyncio" to use the stock event loop instead of uvloop
 
 Commands that talk to Redis (send, history, erase, purge, archive) take, in
 this order: -c FILE, SENDGATE_CONFIG, a `sendgate run` running on this machine
 (it announces its config and Redis), REDIS_URL; they say which on stderr.
-  SENDGATE_LOOP     "asyncio" to use the stock event loop instead of uvloop
 """
 
 
@@ -72,7 +72,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from engine.app import Engine, log_event, redis_url_for
     from privacy_hooks import configure_logging
 
-    configure_logging(settings.logging.level, settings.logging.format, settings.logging.file or None)
+    configure_logging(
+        settings.logging.level, settings.logging.format, settings.logging.file or None,
+        retention_days=settings.privacy.retention_days.activity_log, rotate=settings.logging.rotate,
+    )
     if not settings.carriers:
         print("sendgate: config error: carriers: at least one [[carriers]] table is required", file=sys.stderr)
         return 2
@@ -87,8 +90,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # So `sendgate send` (and every command that talks to Redis) on this machine finds us.
     announcement = announce_run(config_path or None, url, settings.redis.prefix)
 
+    source = config_path or "(defaults and environment)"
+
     async def main() -> int:
-        engine = Engine(settings, url)
+        engine = Engine(settings, url, config_source=source)
         await engine.run()
         return 0
 
@@ -126,7 +131,9 @@ def _cmd_send(args: argparse.Namespace) -> int:
     )
 
     async def main() -> int:
-        producer = Producer.from_url(url, settings.redis.prefix)
+        from engine.redis_client import redis_from_settings
+
+        producer = Producer(redis_from_settings(settings, url), settings.redis.prefix)
         try:
             entry = await producer.send(job)
             print(f"queued job {job.id} as entry {entry} on {producer.lane(job)}")
@@ -196,7 +203,10 @@ def _cmd_archive(args: argparse.Namespace) -> int:
     settings = _resolve("archive", args).settings
     from privacy_hooks import configure_logging
 
-    configure_logging(settings.logging.level, settings.logging.format, settings.logging.file or None)
+    configure_logging(
+        settings.logging.level, settings.logging.format, settings.logging.file or None,
+        retention_days=settings.privacy.retention_days.activity_log, rotate=settings.logging.rotate,
+    )
     return run_loop(archive_main(settings, once=args.once))
 
 
