@@ -142,12 +142,12 @@ class Producer:
                 return {"source": "history", **msgspec.to_builtins(row), "state": row.state}
         return None
 
-    async def cancel(self, job_id: str, *, mark_ttl_s: int = 120 * 86400) -> bool:
+    async def cancel(self, job_id: str, *, mark_ttl_s: int = 168 * 3600) -> bool:
         """Cancel a job that is still waiting (in a lane, parked, or held for its
         ``send_at``): True if it will never be sent (event ``cancelled``), False
         when it was handed to a bind already (or cancelled before).
 
-        ``mark_ttl_s``: the engines' idempotency window (``retention_days.message``
+        ``mark_ttl_s``: the engines' idempotency window (``[engine] idempotency_hours``
         in seconds); cancelling an id that was never pushed blocks it that long.
         """
         code, _mark = await cancel_outcome(self, job_id, mark_ttl_s)
