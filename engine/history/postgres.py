@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -40,6 +41,7 @@ __all__ = ["PostgresHistory"]
 
 _EPOCH = dt.date(1970, 1, 1)
 _LOCK_WRITE = 0x53474857  # "SGHW": serialises batch writes
+_DAY_MS = 86_400_000
 _LOCK_MIGRATE = 0x5347484D  # "SGHM": one migrator at a time
 _DAYS_AHEAD = 2
 # Room on each page for a row's receipt update to stay on the page (a HOT update:
@@ -69,31 +71,58 @@ FROM messages m
 WHERE m.job_id = ANY($3::text[]) AND m.day >= $1 AND m.day <= $2
   AND m.job_id = s.job_id AND m.day <> s.day
 """
+_ROW_COLUMNS = (*_STAGE_COLUMNS, "updated_ms")
 _cols = ", ".join(_STAGE_COLUMNS)
+# The merge rules (engine/history/record.py), {n} being the new values: EXCLUDED
+# in the generic upsert, the unnested batch in the UPDATE of known rows.
+_MERGE_SET = """
+    ref = CASE WHEN {n}.ref <> '' THEN {n}.ref ELSE m.ref END,
+    client = CASE WHEN {n}.client <> '' THEN {n}.client ELSE m.client END,
+    kind = CASE WHEN {n}.kind <> '' THEN {n}.kind ELSE m.kind END,
+    carrier = CASE WHEN {n}.carrier <> '' THEN {n}.carrier ELSE m.carrier END,
+    parts = CASE WHEN {n}.parts > 0 THEN {n}.parts ELSE m.parts END,
+    encoding = CASE WHEN {n}.encoding <> '' THEN {n}.encoding ELSE m.encoding END,
+    message_ids = CASE WHEN {n}.message_ids <> '' THEN {n}.message_ids ELSE m.message_ids END,
+    to_hash = CASE WHEN {n}.to_hash <> '' THEN {n}.to_hash ELSE m.to_hash END,
+    to_mask = CASE WHEN {n}.to_mask <> '' THEN {n}.to_mask ELSE m.to_mask END,
+    first_ms = LEAST(m.first_ms, {n}.first_ms),
+    submitted_ms = LEAST(m.submitted_ms, {n}.submitted_ms),
+    final_state = CASE WHEN {n}.final_ms IS NOT NULL AND (m.final_ms IS NULL OR {n}.final_ms >= m.final_ms)
+        THEN {n}.final_state ELSE m.final_state END,
+    final_ms = GREATEST(m.final_ms, {n}.final_ms),
+    error = CASE WHEN {n}.error <> '' THEN {n}.error ELSE m.error END,
+    events = m.events || {n}.events,
+    errors = m.errors || {n}.errors,
+    retention_until = GREATEST(m.retention_until, {n}.retention_until)"""
 _MERGE = f"""
 INSERT INTO messages AS m ({_cols}, updated_ms)
 SELECT {_cols}, $1::bigint FROM history_stage
-ON CONFLICT (job_id, day) DO UPDATE SET
-    ref = CASE WHEN EXCLUDED.ref <> '' THEN EXCLUDED.ref ELSE m.ref END,
-    client = CASE WHEN EXCLUDED.client <> '' THEN EXCLUDED.client ELSE m.client END,
-    kind = CASE WHEN EXCLUDED.kind <> '' THEN EXCLUDED.kind ELSE m.kind END,
-    carrier = CASE WHEN EXCLUDED.carrier <> '' THEN EXCLUDED.carrier ELSE m.carrier END,
-    parts = CASE WHEN EXCLUDED.parts > 0 THEN EXCLUDED.parts ELSE m.parts END,
-    encoding = CASE WHEN EXCLUDED.encoding <> '' THEN EXCLUDED.encoding ELSE m.encoding END,
-    message_ids = CASE WHEN EXCLUDED.message_ids <> '' THEN EXCLUDED.message_ids ELSE m.message_ids END,
-    to_hash = CASE WHEN EXCLUDED.to_hash <> '' THEN EXCLUDED.to_hash ELSE m.to_hash END,
-    to_mask = CASE WHEN EXCLUDED.to_mask <> '' THEN EXCLUDED.to_mask ELSE m.to_mask END,
-    first_ms = LEAST(m.first_ms, EXCLUDED.first_ms),
-    submitted_ms = LEAST(m.submitted_ms, EXCLUDED.submitted_ms),
-    final_state = CASE WHEN EXCLUDED.final_ms IS NOT NULL AND (m.final_ms IS NULL OR EXCLUDED.final_ms >= m.final_ms)
-        THEN EXCLUDED.final_state ELSE m.final_state END,
-    final_ms = GREATEST(m.final_ms, EXCLUDED.final_ms),
-    error = CASE WHEN EXCLUDED.error <> '' THEN EXCLUDED.error ELSE m.error END,
-    events = m.events || EXCLUDED.events,
-    errors = m.errors || EXCLUDED.errors,
-    retention_until = GREATEST(m.retention_until, EXCLUDED.retention_until),
+ON CONFLICT (job_id, day) DO UPDATE SET {_MERGE_SET.format(n="EXCLUDED")},
     updated_ms = EXCLUDED.updated_ms
 """
+# Rows whose day is known: one UPDATE per day partition, the batch as arrays
+# (no staging table), each row found through the partition's primary key.
+_UPDATE_COLUMNS = tuple(c for c in _STAGE_COLUMNS if c != "day")
+_UPDATE_TYPES = {"parts": "integer", "first_ms": "bigint", "submitted_ms": "bigint", "final_ms": "bigint",
+                 "retention_until": "bigint", "events": "jsonb", "errors": "jsonb"}
+_UPDATE = (
+    "UPDATE {table} AS m SET" + _MERGE_SET.format(n="s") + ", updated_ms = $%d\nFROM unnest(%s) AS s(%s)\n"
+    "WHERE m.job_id = s.job_id AND m.day = $%d"
+) % (
+    len(_UPDATE_COLUMNS) + 1,
+    ", ".join(f"${i}::{_UPDATE_TYPES.get(c, 'text')}[]" for i, c in enumerate(_UPDATE_COLUMNS, 1)),
+    ", ".join(_UPDATE_COLUMNS),
+    len(_UPDATE_COLUMNS) + 2,
+)
+# Where the rows of jobs not in the day cache are, within a range of days.
+_LOOKUP = "SELECT job_id, day FROM messages WHERE job_id = ANY($1::text[]) AND day >= $2 AND day <= $3"
+# Every write transaction: its plans probe primary keys (the planner, blind to
+# the batch, would otherwise hash or scan a whole day's partition), no JIT
+# (compiling costs more than these statements), then the archivers' lock.
+_BEGIN_WRITE = (
+    "SET LOCAL jit = off; SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; "
+    "SET LOCAL enable_mergejoin = off; SELECT pg_advisory_xact_lock(%d)"
+)
 _SELECT = (
     "SELECT job_id, day, ref, client, kind, carrier, parts, encoding, message_ids, to_hash, to_mask, "
     "first_ms, submitted_ms, final_state, final_ms, error, events, errors, retention_until, updated_ms "
@@ -113,6 +142,10 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
 )
+
+
+class _NotAllPlaced(Exception):
+    """A cached day was wrong (the row is gone): merge the batch the general way."""
 
 
 def _partition_name(day: int) -> str:
@@ -140,9 +173,15 @@ class PostgresHistory:
 
     dialect = "postgres"
 
-    def __init__(self, dsn: str, *, lookback_days: int = 4, max_connections: int = 4) -> None:
+    def __init__(
+        self, dsn: str, *, lookback_days: int = 4, max_connections: int = 4, day_cache_size: int = 100_000
+    ) -> None:
         self.dsn = dsn
         self.lookback_days = lookback_days
+        self.day_cache_size = day_cache_size
+        # job id -> day of its row, for the jobs this process wrote lately: a receipt
+        # seconds after its submit updates the row without looking for it first.
+        self._job_days: dict[str, int] = {}
         self.max_connections = max_connections
         self._pool: asyncpg.Pool | None = None
         self._partitions: set[int] = set()
@@ -211,45 +250,125 @@ class PostgresHistory:
             raise HistoryUnavailable(f"postgres: {type(err).__name__}: {err}") from err
         return max(done, default=0)
 
-    def records(self, deltas: Sequence[JobDelta]) -> list[tuple[Any, ...]]:
-        """The staging rows of a batch (the CPU the engine spends per job, apart from COPY)."""
+    def records(self, deltas: Sequence[JobDelta], now_ms: int = 0) -> list[tuple[Any, ...]]:
+        """The rows of a batch in `_ROW_COLUMNS` order (the CPU the engine spends per job, apart from COPY)."""
         dumps = orjson.dumps
         date = self._date
         return [
             (
-                job_id, date(first_ms // 86_400_000), ref, client, kind, carrier, parts, encoding, message_ids,
+                job_id, date(first_ms // _DAY_MS), ref, client, kind, carrier, parts, encoding, message_ids,
                 to_hash, to_mask, first_ms, submitted_ms, final_state, final_ms, error,
-                dumps(events).decode(), dumps(errors).decode() if errors else "{}", retention_until,
+                dumps(events).decode(), dumps(errors).decode() if errors else "{}", retention_until, now_ms,
             )
             for (
                 job_id, first_ms, ref, client, kind, carrier, parts, encoding, message_ids, to_hash, to_mask,
-                error, retention_until, submitted_ms, final_state, final_ms, events, errors,
+                error, retention_until, submitted_ms, final_state, final_ms, events, errors, _first,
             ) in deltas
         ]
+
+    def _remember(self, placed: list[tuple[str, int]]) -> None:
+        days = self._job_days
+        days.update(placed)
+        excess = len(days) - self.day_cache_size
+        if excess > 0:  # drop the oldest (insertion order), a tenth more to do it seldom
+            for k in list(itertools.islice(days, excess + self.day_cache_size // 10)):
+                del days[k]
 
     async def write(self, deltas: Sequence[JobDelta], now_ms: int) -> int:
         if not deltas:
             return 0
-        records = self.records(deltas)
-        days = {d.first_ms // 86_400_000 for d in deltas}
-        lo, hi = min(days) - self.lookback_days, max(days) + 1
+        records = self.records(deltas, now_ms)
         pool = await self._get_pool()
         try:
             async with pool.acquire() as conn:
-                await self._ensure_partitions(conn, days)
-                async with conn.transaction():
-                    await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_WRITE)
-                    await conn.copy_records_to_table("history_stage", records=records, columns=_STAGE_COLUMNS)
-                    await conn.execute(_MOVE_TO_EXISTING_DAY, self._date(lo), self._date(hi), [r[0] for r in records])
-                    await conn.execute(_MERGE, now_ms)
+                try:
+                    placed = await self._write_placed(conn, deltas, records, now_ms)
+                except _NotAllPlaced:
+                    placed = None
+                except asyncpg.UniqueViolationError:  # a row the lookup could not see (a replay): merge
+                    placed = None
+                if placed is None:
+                    await self._write_merged(conn, records, now_ms)
+                    self._job_days.clear()  # some day may have been wrong: learn again
+                else:
+                    self._remember(placed)
         except _UNAVAILABLE as err:
             raise HistoryUnavailable(f"postgres: {type(err).__name__}: {err}") from err
         except asyncpg.PostgresError as err:
             # e.g. "no partition of relation found": another process dropped a
             # partition this one still had in its cache; look again on the retry.
             self._partitions.clear()
+            self._job_days.clear()
             raise HistoryError(f"postgres: {type(err).__name__}: {err}") from err
         return len(records)
+
+    async def _write_placed(
+        self, conn: asyncpg.Connection, deltas: Sequence[JobDelta], records: list[tuple[Any, ...]], now_ms: int
+    ) -> list[tuple[str, int]]:
+        """The fast path: each job's row day known (cache or lookup), new rows COPYed
+        straight into their day's partition, the others UPDATEd in theirs. Raises
+        `_NotAllPlaced` (or UniqueViolationError) when the batch must be merged instead;
+        the transaction is then rolled back. Returns (job id, day) of every row written."""
+        cached = self._job_days
+        updates: dict[int, list[tuple[Any, ...]]] = {}
+        inserts: dict[int, list[tuple[Any, ...]]] = {}
+        first_new: list[tuple[JobDelta, tuple[Any, ...]]] = []
+        other_new: list[tuple[JobDelta, tuple[Any, ...]]] = []
+        for d, r in zip(deltas, records, strict=True):
+            day = cached.get(d[0])
+            if day is not None:
+                updates.setdefault(day, []).append(r)
+            elif d[18]:
+                first_new.append((d, r))
+            else:
+                other_new.append((d, r))
+        await self._ensure_partitions(conn, {d[1] // _DAY_MS for d, _ in first_new + other_new})
+        placed: list[tuple[str, int]] = []
+        async with conn.transaction():
+            await conn.execute(_BEGIN_WRITE % _LOCK_WRITE)
+            # A job's row is on the day of its first archived event: with the first
+            # event in hand, only a later day can hold it (its later events archived
+            # first, by another archiver); without, it may be a few days back (a receipt).
+            for group, back, ahead in ((first_new, -1, self.lookback_days), (other_new, self.lookback_days, 1)):
+                if not group:
+                    continue
+                days = [d[1] // _DAY_MS for d, _ in group]
+                lo, hi = min(days) - back, max(days) + ahead
+                found = {
+                    job_id: (day - _EPOCH).days
+                    for job_id, day in await conn.fetch(_LOOKUP, [d[0] for d, _ in group], self._date(lo), self._date(hi))
+                }
+                for d, r in group:
+                    day = found.get(d[0])
+                    if day is None:
+                        inserts.setdefault(d[1] // _DAY_MS, []).append(r)
+                    else:
+                        updates.setdefault(day, []).append(r)
+            for day, rows in inserts.items():
+                await conn.copy_records_to_table(_partition_name(day), records=rows, columns=_ROW_COLUMNS)
+                placed.extend((r[0], day) for r in rows)
+            for day, rows in updates.items():
+                columns = list(zip(*rows, strict=True))
+                del columns[1]  # day: a parameter of its own
+                status = await conn.execute(
+                    _UPDATE.format(table=_partition_name(day)), *columns[:-1], now_ms, self._date(day)
+                )
+                if int(status.rsplit(" ", 1)[-1]) != len(rows):
+                    raise _NotAllPlaced  # a row gone (erased, dropped) since it was cached
+                placed.extend((r[0], day) for r in rows)
+        return placed
+
+    async def _write_merged(self, conn: asyncpg.Connection, records: list[tuple[Any, ...]], now_ms: int) -> None:
+        """The general path: stage, move onto existing days, one upsert with the merge rules."""
+        days = {r[1] for r in records}
+        await self._ensure_partitions(conn, {(d - _EPOCH).days for d in days})
+        lo = self._date((min(days) - _EPOCH).days - self.lookback_days)
+        hi = self._date((max(days) - _EPOCH).days + 1)
+        async with conn.transaction():
+            await conn.execute(_BEGIN_WRITE % _LOCK_WRITE)
+            await conn.copy_records_to_table("history_stage", records=[r[:-1] for r in records], columns=_STAGE_COLUMNS)
+            await conn.execute(_MOVE_TO_EXISTING_DAY, lo, hi, [r[0] for r in records])
+            await conn.execute(_MERGE, now_ms)
 
     async def get(self, job_id: str) -> HistoryRow | None:
         pool = await self._get_pool()
@@ -277,6 +396,7 @@ class PostgresHistory:
                 day = _partition_day(r[0])
                 if day is not None and day < cutoff:
                     await conn.execute(f"DROP TABLE IF EXISTS {r[0]}")
+                    self._job_days.clear()
                     self._partitions.discard(day)
                     dropped.append(self._date(day).isoformat())
             await self._ensure_partitions(conn, set(range(today - 1, today + _DAYS_AHEAD + 1)))

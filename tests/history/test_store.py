@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from engine.history import HistoryStore, deltas_from_entries, parse_history_url
+from engine.history import HistoryStore, deltas_from_entries, open_store, parse_history_url
 from engine.history.migrations import migrations
 from privacy_hooks.masking import keyed_hash
 from tests.history.events import DAY_MS, SECRET, entry
@@ -70,6 +70,48 @@ async def test_a_late_receipt_updates_the_old_row_and_keeps_its_description(stor
     assert (row.final_state, row.final_ms, row.submitted_ms) == ("delivered", NOW_MS, t0)
     assert row.message_ids == "abc"
     assert [r.job_id for r in await store.find(ref="x")] == ["late"]  # one row, not two
+
+
+async def test_a_store_that_never_saw_the_rows_merges_a_replay_into_them(history_url: str) -> None:
+    """A restarted archiver (its day cache empty) writes its pending entries again: no change, no second row."""
+    t = NOW_MS
+    batch = [entry(f"p{i}", "submitted", t + i, first=True, client="restart") for i in range(20)]
+    batch += [entry(f"p{i}", "delivered", t + 500 + i) for i in range(0, 20, 2)]
+    first, second = open_store(history_url), open_store(history_url)
+    try:
+        await first.migrate()
+        await first.write(deltas_from_entries(batch), t)
+        before = [await first.get(f"p{i}") for i in range(20)]
+        await second.write(deltas_from_entries(batch), t)  # the first events again, and receipts
+        await second.write(deltas_from_entries(batch[20:]), t)  # receipts only, rows not in its cache
+        assert [await second.get(f"p{i}") for i in range(20)] == before
+        assert len(await second.find(client="restart", limit=100)) == 20
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_receipt_after_the_rows_erasure_writes_without_error_and_one_row(store: HistoryStore) -> None:
+    t = NOW_MS
+    await store.write(deltas_from_entries([entry("gone", "submitted", t, first=True, to="+4555555555")]), t)
+    assert await store.erase(to_hash=keyed_hash(SECRET, "+4555555555")) == 1
+    # The store may remember the row's day; the row is gone: the receipt must still land.
+    await store.write(deltas_from_entries([entry("gone", "delivered", t + 100, ref="again")]), t + 100)
+    row = await store.get("gone")
+    assert row is not None and row.final_state == "delivered" and row.to_hash == ""
+    assert [r.job_id for r in await store.find(ref="again")] == ["gone"]
+
+
+async def test_a_first_event_archived_after_a_later_one_of_the_next_day_joins_its_row(store: HistoryStore) -> None:
+    """Two archivers: the receipt (stamped just after midnight) committed before the submit (just before)."""
+    midnight = (NOW_MS // DAY_MS) * DAY_MS
+    await store.write(deltas_from_entries([entry("ooo", "delivered", midnight + 500, ref="late-first")]), NOW_MS)
+    await store.write(
+        deltas_from_entries([entry("ooo", "submitted", midnight - 500, first=True, ref="late-first", client="k")]), NOW_MS
+    )
+    rows = await store.find(ref="late-first")
+    assert [r.job_id for r in rows] == ["ooo"]
+    assert (rows[0].client, rows[0].final_state, rows[0].submitted_ms) == ("k", "delivered", midnight - 500)
 
 
 async def test_find_by_each_key_newest_first(store: HistoryStore) -> None:
