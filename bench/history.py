@@ -199,6 +199,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     store = PostgresHistory(f"{args.pg}/{name}")
     try:
         await store.migrate()
+        for sql in args.ddl:  # experiments: schema variants applied after the migrations
+            await _admin(f"{args.pg}/{name}", sql.replace("{today}", f"messages_p{time.strftime('%Y%m%d', time.gmtime())}"))
         steps: list[Callable[[Any, argparse.Namespace, dict[str, Any]], Awaitable[None]]] = []
         if args.what in ("all", "store"):
             steps.append(bench_store)
@@ -222,6 +224,8 @@ def cli() -> None:
     p.add_argument("--batches", type=int, default=30, help="store writes measured")
     p.add_argument("--rounds", type=int, default=15, help="archiver rounds measured")
     p.add_argument("--backlog", type=int, default=10, help="batches the archiver drains at the end")
+    p.add_argument("--ddl", action="append", default=[],
+                   help="SQL run after the migrations (repeatable; {today} = today's partition): schema experiments")
     p.add_argument("--json", help="also write the figures there")
     args = p.parse_args()
     out = asyncio.run(main(args))

@@ -134,7 +134,10 @@ async def test_archiver_killed_mid_batch_loses_and_duplicates_nothing(
 ) -> None:
     await push_jobs(redis, events_key, 0, 2000)
     dying = _DiesInWrite(store, commit=commit)
-    first = Archiver(redis, dying, [events_key], consumer="same-host", batch_size=1500, block_ms=50)  # type: ignore[arg-type]
+    first = Archiver(
+        redis, dying, [events_key], consumer="same-host", batch_size=1500, block_ms=50,  # type: ignore[arg-type]
+        read_ahead=False,
+    )
     task = asyncio.get_running_loop().create_task(first.run())
     await asyncio.wait_for(dying.entered.wait(), 30)
     task.cancel()
@@ -148,6 +151,33 @@ async def test_archiver_killed_mid_batch_loses_and_duplicates_nothing(
     await stop(second, task)
     assert second.archived == expected_events(0, 2000)
     await check_exactly_once(store, 2000)
+
+
+async def test_killed_with_a_batch_read_ahead_loses_and_duplicates_nothing(
+    redis: Redis, events_key: str, store: HistoryStore
+) -> None:
+    """A full batch makes the archiver read (and fold) the next while the first commits:
+    killed in the first's write, both are pending, and both land once after the restart."""
+    await push_jobs(redis, events_key, 0, 2000)
+    dying = _DiesInWrite(store, commit=False)
+    first = Archiver(redis, dying, [events_key], consumer="same-host", batch_size=1000, block_ms=50)  # type: ignore[arg-type]
+    task = asyncio.get_running_loop().create_task(first.run())
+    await asyncio.wait_for(dying.entered.wait(), 30)
+    await until(lambda: _pending(redis, events_key, 2000), what="the read ahead")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await store.get("job-0") is None  # nothing committed, nothing acked
+    second = Archiver(redis, store, [events_key], consumer="same-host", batch_size=1000, block_ms=50)
+    task = await run_until_archived(second)
+    await stop(second, task)
+    assert second.archived == expected_events(0, 2000)
+    await check_exactly_once(store, 2000)
+
+
+async def _pending(redis: Redis, stream: str, count: int) -> bool:
+    summary: Any = await redis.xpending(stream, "archiver")
+    return int(summary["pending"]) >= count
 
 
 async def test_entries_of_a_dead_archiver_elsewhere_are_taken_over(

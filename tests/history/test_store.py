@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import time
 from typing import Any
 
@@ -187,3 +188,73 @@ async def test_producer_status_reads_redis_first_then_the_store(
     hot = await producer.status("s1")
     assert hot is not None and hot["source"] == "redis" and hot["state"] == "submitted"
     assert await producer.status("unknown") is None
+
+
+async def test_postgres_upgrade_to_hash_index_and_room_for_hot_updates(pg_dsn: str) -> None:
+    """Migration 0002 on a store holding rows at version 1: rows kept, still found by number."""
+    import asyncpg
+
+    from engine.history.migrations import SCHEMA_VERSION_DDL
+
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(SCHEMA_VERSION_DDL)
+        await conn.execute(migrations("postgres")[0].sql)
+        await conn.execute("INSERT INTO schema_version VALUES (1, '0001_init.sql', 0)")
+        day = time.strftime("%Y%m%d", time.gmtime(NOW_MS / 1000))
+        await conn.execute(
+            f"CREATE TABLE messages_p{day} PARTITION OF messages FOR VALUES FROM ('{day}') TO ('{day}'::date + 1)"
+        )
+        h = keyed_hash(SECRET, "+4566666666")
+        await conn.execute(
+            "INSERT INTO messages (job_id, day, to_hash, first_ms, updated_ms) VALUES ('old', $1::text::date, $2, $3, 0)",
+            day, h, NOW_MS,
+        )
+        s = open_store(pg_dsn)
+        try:
+            assert await s.migrate() == 2
+            assert [r.job_id for r in await s.find(to_hash=h)] == ["old"]
+        finally:
+            await s.close()
+        assert await conn.fetchval("SELECT amname FROM pg_class c JOIN pg_am a ON a.oid = c.relam "
+                                   "WHERE c.relname = 'messages_to_hash'") == "hash"
+        assert await conn.fetchval(f"SELECT reloptions FROM pg_class WHERE relname = 'messages_p{day}'") == ["fillfactor=50"]
+    finally:
+        await conn.close()
+
+
+async def test_postgres_queries_and_the_receipt_update_probe_indexes(pg_dsn: str) -> None:
+    """Erasure, export and `sendgate history` find rows through an index, and a batch's
+    UPDATE of known rows probes the primary key even on a partition without statistics."""
+    import asyncpg
+
+    from engine.history.postgres import _BEGIN_WRITE, _STAGE_DDL, _UPDATE, _partition_name
+
+    s = open_store(pg_dsn)
+    await s.migrate()
+    await s.write(deltas_from_entries([entry("ix", "submitted", NOW_MS, first=True, ref="R", client="C")]), NOW_MS)
+    many = deltas_from_entries([entry(f"n{i}", "submitted", NOW_MS + i, first=True) for i in range(3000)])
+    await s.write(many, NOW_MS)
+    await s.close()
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute("SET enable_seqscan = off")
+        for where in ("job_id = 'ix'", "ref = 'R'", "client = 'C'", f"to_hash = '{keyed_hash(SECRET, '+4500112233')}'"):
+            plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN SELECT * FROM messages WHERE {where}"))
+            assert "Seq Scan" not in plan, plan
+        await conn.execute("RESET enable_seqscan")
+        await conn.execute(_STAGE_DDL)
+        await conn.execute("ANALYZE messages")
+        async with conn.transaction():
+            # a batch of receipts of all of them staged: a hash join would look cheaper
+            await conn.execute("INSERT INTO history_stage SELECT job_id, day, ref, client, kind, carrier, parts, encoding, "
+                               "message_ids, to_hash, to_mask, first_ms, submitted_ms, final_state, final_ms, error, "
+                               "events, errors, retention_until FROM messages")
+            await conn.execute("ANALYZE history_stage")
+            await conn.execute(_BEGIN_WRITE % 1)
+            table = _partition_name(NOW_MS // DAY_MS)
+            day = datetime.date(1970, 1, 1) + datetime.timedelta(days=NOW_MS // DAY_MS)
+            plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {_UPDATE.format(table=table)}", NOW_MS, day))
+        assert f"{table}_pkey" in plan and "Materialize" not in plan and "Hash" not in plan, plan
+    finally:
+        await conn.close()
