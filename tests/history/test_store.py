@@ -258,3 +258,22 @@ async def test_postgres_queries_and_the_receipt_update_probe_indexes(pg_dsn: str
         assert f"{table}_pkey" in plan and "Materialize" not in plan and "Hash" not in plan, plan
     finally:
         await conn.close()
+
+
+async def test_job_ids_with_any_character_find_their_row(store: HistoryStore) -> None:
+    """The PostgreSQL lookup joins ids on a control character; an id holding it takes the array path."""
+    ids = ["plain", "sep\x1finside", "tab\tand,comma{}\"quote"]
+    await store.write(deltas_from_entries([entry(j, "delivered", NOW_MS, ref="odd") for j in ids]), NOW_MS)
+    fresh = open_store(parse_history_url_of(store))
+    try:  # a store without the day cache: looks each row up
+        await fresh.write(deltas_from_entries([entry(j, "expired", NOW_MS + 5) for j in ids]), NOW_MS)
+        rows = await fresh.find(ref="odd")
+        assert sorted(r.job_id for r in rows) == sorted(ids)
+        assert all(r.events == {"delivered": NOW_MS, "expired": NOW_MS + 5} for r in rows)
+    finally:
+        await fresh.close()
+
+
+def parse_history_url_of(store: HistoryStore) -> str:
+    dsn = getattr(store, "dsn", None)
+    return str(dsn) if dsn is not None else f"sqlite://{store.path}"  # type: ignore[attr-defined]
