@@ -20,8 +20,13 @@ merge rules turn into no change. So nothing is lost and nothing doubles.
   doubling to 10 s) and no further entry is read; sending goes on, events wait
   in the stream, and `lag()` grows. The engine must not trim events the group
   has not taken: `min_unarchived_id()` is the bound for ``XTRIM MINID``.
-- **Cost**: per batch one XREADGROUP, one COPY + two statements, one XACK;
-  per event only the fold in engine/history/record.py.
+- **Read ahead**: when a batch was full (a backlog), the next one is read and
+  folded while it commits, so Redis, the fold and the database overlap; it is
+  committed after, and acks still follow their commits. While the store is
+  down this holds at most two batches; the rest waits in the stream.
+- **Cost**: per batch one XREADGROUP, a few statements in one transaction,
+  one XACK (packed by hiredis); per event only the fold in
+  engine/history/record.py.
 
 Metrics (in the registry given): ``sendgate_archive_lag`` (events not yet in
 the store), ``sendgate_archive_behind_seconds`` (age of the oldest of them),

@@ -1,20 +1,34 @@
 """The PostgreSQL history store (production): asyncpg, one row per job, partitioned by day.
 
-Writing a batch is three statements in one transaction, whatever its size:
+A batch (one delta per job, engine/history/record.py) is written in one
+transaction, placing each job's row first:
 
-1. ``COPY`` the batch's deltas (one per job, engine/history/record.py) into
-   ``history_stage``, a temporary table of the connection (``ON COMMIT DELETE
-   ROWS``) — the binary COPY is the cheapest way into PostgreSQL from Python;
-2. move each staged delta onto the day of the job's existing row, looking
-   back ``lookback_days`` (a receipt comes up to ``dlr_wait`` after the submit,
-   so its row is in one of the last few partitions): a job never gets a
-   second row, whichever day its later events fall on;
-3. ``INSERT … SELECT … ON CONFLICT (job_id, day) DO UPDATE`` with the merge
-   rules, so applying the same batch again changes nothing.
+1. a job this process wrote lately is in the day cache (job id -> day, the
+   last ``day_cache_size`` jobs): a receipt seconds after its submit needs no
+   lookup. Other jobs are looked up by primary key in a few partitions: with
+   the job's first event in the batch (``has_first``) only in the days after
+   its own (its later events archived first, by another archiver), else up to
+   ``lookback_days`` back (a receipt comes up to ``dlr_wait`` after the submit);
+2. new rows: binary ``COPY`` straight into their day's partition (no staging,
+   no speculative insertion);
+3. existing rows: ``COPY`` into ``history_stage`` (a temporary table of the
+   connection, ``ON COMMIT DELETE ROWS``), then one ``UPDATE`` per day
+   partition joined on the job id, with the merge rules. Partitions have
+   ``fillfactor = 50``, so most of these updates stay on their page (HOT: no
+   index entry).
+
+When a placement proves wrong (a row that was cached is gone: erased, dropped;
+or a row the lookup could not see: a replay after a restart, whose cache is
+empty), the transaction rolls back and the batch takes the general path: stage
+everything, move each delta onto the day of an existing row, one ``INSERT …
+ON CONFLICT DO UPDATE`` with the same rules. Either way, applying a batch
+again changes nothing. One limit: a job's first event is taken to be stamped
+no later than its other events' UTC day (the clocks of the engine's workers).
 
 A transaction-level advisory lock serialises batches of several archivers:
 two events of one job archived at once by two processes could otherwise both
-miss the other's uncommitted row and insert two.
+miss the other's uncommitted row and insert two. ``synchronous_commit`` stays
+on: the archiver acks the events once the commit returns.
 
 Partitions are ``messages_pYYYYMMDD`` (a range of one UTC day), created a few
 days ahead and on demand for a day that has none (an old event replayed), and

@@ -159,21 +159,33 @@ def deltas_from_entries(entries: Iterable[tuple[Any, Any]]) -> list[JobDelta]:
             parts_i = int(parts) if parts else 0
             mids_s = mids.decode() if mids else ""
             error_s = error.decode() if error else ""
-            desc = None if describe is None else [v.decode() if v else "" for v in describe[8:13]]
-            retention = describe[13] if describe is not None else None
-            retention_i = int(retention) if retention else 0
+            if describe is None:
+                client = kind = to_hash = to_mask = encoding = ""
+                retention_i = 0
+            else:
+                c, k, h, m, e, r = describe[8:14]
+                client = c.decode() if c else ""
+                kind = k.decode() if k else ""
+                to_hash = h.decode() if h else ""
+                to_mask = m.decode() if m else ""
+                encoding = e.decode() if e else ""
+                retention_i = int(r) if r else 0
             job_id = jid.decode()
         except ValueError:  # not written by the engine (UnicodeDecodeError is one too)
             continue
+        final = ev in final_b
         d = get_delta(jid)
-        if d is None:
-            d = out[jid] = JobDelta(
-                [job_id, ts, "", "", "", "", 0, "", "", "", "", "", 0, None, "", None, {event: ts}, None, False]
-            )
-        else:
-            if ts < d[_FIRST_MS]:
-                d[_FIRST_MS] = ts
-            d[_EVENTS][event] = ts
+        if d is None:  # the common case (a job's only event in the batch): one list, no stores
+            out[jid] = JobDelta([
+                job_id, ts, ref_s, client, kind, carrier_s, parts_i, encoding, mids_s, to_hash, to_mask,
+                error_s, retention_i if retention_i > 0 else 0, ts if ev == b"submitted" else None,
+                event if final else "", ts if final else None, {event: ts},
+                {event: error_s} if error_s else None, describe is not None,
+            ])
+            continue
+        if ts < d[_FIRST_MS]:
+            d[_FIRST_MS] = ts
+        d[_EVENTS][event] = ts
         if ref_s:
             d[_REF] = ref_s
         if carrier_s:
@@ -187,16 +199,15 @@ def deltas_from_entries(entries: Iterable[tuple[Any, Any]]) -> list[JobDelta]:
             if d[_ERRORS] is None:
                 d[_ERRORS] = {}
             d[_ERRORS][event] = error_s
-        if ev in final_b:
+        if final:
             if d[_FINAL_MS] is None or ts >= d[_FINAL_MS]:
                 d[_FINAL_MS] = ts
                 d[_FINAL_STATE] = event
         elif ev == b"submitted" and (d[_SUBMITTED_MS] is None or ts < d[_SUBMITTED_MS]):
             d[_SUBMITTED_MS] = ts
-        if desc is not None:
+        if describe is not None:
             # The first event of a job describes it; later events do not repeat it.
             d[_HAS_FIRST] = True
-            client, kind, to_hash, to_mask, encoding = desc
             if client:
                 d[_CLIENT] = client
             if kind:
