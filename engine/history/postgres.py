@@ -74,7 +74,7 @@ CREATE TEMP TABLE IF NOT EXISTS history_stage (
     job_id text NOT NULL, day date NOT NULL, ref text, client text, kind text, carrier text,
     parts integer, encoding text, message_ids text, to_hash text, to_mask text,
     first_ms bigint, submitted_ms bigint, final_state text, final_ms bigint, error text,
-    events jsonb, errors jsonb, retention_until bigint
+    events jsonb, errors jsonb, retention_until bigint, updated_ms bigint
 ) ON COMMIT DELETE ROWS
 """
 # The job ids go in as an array so that each recent partition is probed through
@@ -281,9 +281,10 @@ class PostgresHistory:
             ) in deltas
         ]
 
-    def _remember(self, placed: list[tuple[str, int]]) -> None:
+    def _remember(self, placed: list[tuple[list[str], int]]) -> None:
         days = self._job_days
-        days.update(placed)
+        for ids, day in placed:
+            days.update(dict.fromkeys(ids, day))
         excess = len(days) - self.day_cache_size
         if excess > 0:  # drop the oldest (insertion order), a tenth more to do it seldom
             for k in list(itertools.islice(days, excess + self.day_cache_size // 10)):
@@ -319,26 +320,26 @@ class PostgresHistory:
 
     async def _write_placed(
         self, conn: asyncpg.Connection, deltas: Sequence[JobDelta], records: list[tuple[Any, ...]], now_ms: int
-    ) -> list[tuple[str, int]]:
+    ) -> list[tuple[list[str], int]]:
         """The fast path: each job's row day known (cache or lookup), new rows COPYed
         straight into their day's partition, the others UPDATEd in theirs. Raises
         `_NotAllPlaced` (or UniqueViolationError) when the batch must be merged instead;
-        the transaction is then rolled back. Returns (job id, day) of every row written."""
-        cached = self._job_days
+        the transaction is then rolled back. Returns (job ids, day) of the rows written."""
+        get_day = self._job_days.get
         updates: dict[int, list[tuple[Any, ...]]] = {}
         inserts: dict[int, list[tuple[Any, ...]]] = {}
-        first_new: list[tuple[JobDelta, tuple[Any, ...]]] = []
-        other_new: list[tuple[JobDelta, tuple[Any, ...]]] = []
+        first_new: list[tuple[Any, ...]] = []  # records, r[0] the job id, r[11] first_ms
+        other_new: list[tuple[Any, ...]] = []
         for d, r in zip(deltas, records, strict=True):
-            day = cached.get(d[0])
+            day = get_day(r[0])
             if day is not None:
                 updates.setdefault(day, []).append(r)
-            elif d[18]:
-                first_new.append((d, r))
+            elif d[18]:  # has_first
+                first_new.append(r)
             else:
-                other_new.append((d, r))
-        await self._ensure_partitions(conn, {d[1] // _DAY_MS for d, _ in first_new + other_new})
-        placed: list[tuple[str, int]] = []
+                other_new.append(r)
+        await self._ensure_partitions(conn, {r[11] // _DAY_MS for group in (first_new, other_new) for r in group})
+        placed: list[tuple[list[str], int]] = []
         async with conn.transaction():
             await conn.execute(_BEGIN_WRITE % _LOCK_WRITE)
             # A job's row is on the day of its first archived event: with the first
@@ -347,32 +348,35 @@ class PostgresHistory:
             for group, back, ahead in ((first_new, -1, self.lookback_days), (other_new, self.lookback_days, 1)):
                 if not group:
                     continue
-                days = [d[1] // _DAY_MS for d, _ in group]
+                days = {r[11] // _DAY_MS for r in group}
                 lo, hi = min(days) - back, max(days) + ahead
-                ids = [d[0] for d, _ in group]
+                ids = [r[0] for r in group]
                 joined = _SEP.join(ids)
-                if joined.count(_SEP) == len(ids) - 1 and "\x00" not in joined:
+                if joined.count(_SEP) == len(ids) - 1:
                     rows = await conn.fetch(_LOOKUP_JOINED, joined, self._date(lo), self._date(hi))
                 else:
                     rows = await conn.fetch(_LOOKUP, ids, self._date(lo), self._date(hi))
                 found = {job_id: (day - _EPOCH).days for job_id, day in rows}
-                for d, r in group:
-                    day = found.get(d[0])
+                if not found and len(days) == 1:  # the usual batch: all new, one day
+                    inserts.setdefault(days.pop(), []).extend(group)
+                    continue
+                for r in group:
+                    day = found.get(r[0])
                     if day is None:
-                        inserts.setdefault(d[1] // _DAY_MS, []).append(r)
+                        inserts.setdefault(r[11] // _DAY_MS, []).append(r)
                     else:
                         updates.setdefault(day, []).append(r)
             for day, rows in inserts.items():
                 await conn.copy_records_to_table(_partition_name(day), records=rows, columns=_ROW_COLUMNS)
-                placed.extend((r[0], day) for r in rows)
+                placed.append(([r[0] for r in rows], day))
             if updates:
-                staged = [r[:-1] for rows in updates.values() for r in rows]
-                await conn.copy_records_to_table("history_stage", records=staged, columns=_STAGE_COLUMNS)
+                staged = next(iter(updates.values())) if len(updates) == 1 else [r for rs in updates.values() for r in rs]
+                await conn.copy_records_to_table("history_stage", records=staged, columns=_ROW_COLUMNS)
             for day, rows in updates.items():
                 status = await conn.execute(_UPDATE.format(table=_partition_name(day)), now_ms, self._date(day))
                 if int(status.rsplit(" ", 1)[-1]) != len(rows):
                     raise _NotAllPlaced  # a row gone (erased, dropped) since it was cached
-                placed.extend((r[0], day) for r in rows)
+                placed.append(([r[0] for r in rows], day))
         return placed
 
     async def _write_merged(self, conn: asyncpg.Connection, records: list[tuple[Any, ...]], now_ms: int) -> None:
@@ -383,7 +387,7 @@ class PostgresHistory:
         hi = self._date((max(days) - _EPOCH).days + 1)
         async with conn.transaction():
             await conn.execute(_BEGIN_WRITE % _LOCK_WRITE)
-            await conn.copy_records_to_table("history_stage", records=[r[:-1] for r in records], columns=_STAGE_COLUMNS)
+            await conn.copy_records_to_table("history_stage", records=records, columns=_ROW_COLUMNS)
             await conn.execute(_MOVE_TO_EXISTING_DAY, lo, hi, [r[0] for r in records])
             await conn.execute(_MERGE, now_ms)
 
