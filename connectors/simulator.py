@@ -35,6 +35,7 @@ import os
 import random
 import re
 import signal
+import ssl
 import struct
 import sys
 import time
@@ -126,6 +127,8 @@ class SimulatorConfig(msgspec.Struct, kw_only=True, frozen=True):
     drop_limit: int = 1  # how many connections to drop that way; 0 = every one
     stats_interval_s: float = 0.0  # JSON stats line on stderr every interval; 0 = off
     seed: int | None = None
+    tls_cert: str = ""  # PEM certificate (chain): listen with TLS; "" = plain TCP
+    tls_key: str = ""  # its PEM private key ("" = in tls_cert)
 
     def __post_init__(self) -> None:
         if self.latency_dist not in ("fixed", "uniform", "exponential"):
@@ -141,6 +144,8 @@ class SimulatorConfig(msgspec.Struct, kw_only=True, frozen=True):
             raise ValueError("dlr_states: weights must add up to more than 0")
         if not 0.0 <= self.error_rate <= 1.0:
             raise ValueError("error_rate: must be 0..1")
+        if self.tls_key and not self.tls_cert:
+            raise ValueError("tls_key: needs tls_cert")
 
 
 class SimulatorStats:
@@ -247,8 +252,12 @@ class Simulator:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        tls: ssl.SSLContext | None = None
+        if self.config.tls_cert:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(self.config.tls_cert, self.config.tls_key or None)
         self._server = await loop.create_server(
-            lambda: SmscProtocol(self), self.config.host, self.config.port, reuse_address=True
+            lambda: SmscProtocol(self), self.config.host, self.config.port, reuse_address=True, ssl=tls
         )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
@@ -844,6 +853,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON stats line on stderr every N s; 0 = off",
     )
     p.add_argument("--seed", type=int, default=None, help="random seed")
+    p.add_argument("--tls-cert", default="", help="PEM certificate: listen with TLS (SMPP over TLS)")
+    p.add_argument("--tls-key", default="", help="PEM private key of --tls-cert (default: in the cert file)")
     p.add_argument(
         "--duration",
         type=float,
@@ -882,6 +893,8 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         drop_limit=args.drop_limit,
         stats_interval_s=args.stats_interval,
         seed=args.seed,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
 
 

@@ -61,14 +61,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from engine.app import Engine, redis_url_for
     from privacy_hooks import configure_logging
 
-    configure_logging(settings.logging.level, settings.logging.format, settings.logging.file or None)
+    configure_logging(
+        settings.logging.level, settings.logging.format, settings.logging.file or None,
+        retention_days=settings.privacy.retention_days.activity_log, rotate=settings.logging.rotate,
+    )
     if not settings.carriers:
         print("sendgate: config error: carriers: at least one [[carriers]] table is required", file=sys.stderr)
         return 2
     url, embedded = redis_url_for(settings)
 
+    source = getattr(args, "config", None) or os.environ.get("SENDGATE_CONFIG") or "(defaults and environment)"
+
     async def main() -> int:
-        engine = Engine(settings, url)
+        engine = Engine(settings, url, config_source=source)
         await engine.run()
         return 0
 
@@ -114,7 +119,9 @@ def _cmd_send(args: argparse.Namespace) -> int:
     )
 
     async def main() -> int:
-        producer = Producer.from_url(url, settings.redis.prefix)
+        from engine.redis_client import redis_from_settings
+
+        producer = Producer(redis_from_settings(settings, url), settings.redis.prefix)
         try:
             entry = await producer.send(job)
             print(f"queued job {job.id} as entry {entry} on {producer.lane(job)}")
@@ -184,7 +191,10 @@ def _cmd_archive(args: argparse.Namespace) -> int:
     settings = _load(args)
     from privacy_hooks import configure_logging
 
-    configure_logging(settings.logging.level, settings.logging.format, settings.logging.file or None)
+    configure_logging(
+        settings.logging.level, settings.logging.format, settings.logging.file or None,
+        retention_days=settings.privacy.retention_days.activity_log, rotate=settings.logging.rotate,
+    )
     return run_loop(archive_main(settings, once=args.once))
 
 

@@ -369,7 +369,7 @@ class Pipeline:
                 self._to_ack.setdefault(stream, []).append(entry_id)
                 continue
             try:
-                job = parse_job(fields, now)
+                job = parse_job(fields, now, allow_private_callbacks=self.settings.webhooks.allow_private)
                 if job.send_at and job.send_at > now + 0.5:
                     scheduled.append((entry_id, fields, job.send_at))
                     continue

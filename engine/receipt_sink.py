@@ -102,7 +102,7 @@ class ReceiptSink:
         self.webhooks = WebhookForwarder(
             webhook_secret(settings), redis, self.keys.callbacks_failed,
             concurrency=w.concurrency, max_attempts=w.max_attempts, timeout_s=w.timeout_s,
-            stream_maxlen=settings.engine.streams_maxlen,
+            stream_maxlen=settings.engine.streams_maxlen, allow_private=w.allow_private,
         )
 
     def start(self) -> None:
