@@ -283,7 +283,7 @@ class Engine:
                     await self._audit_bind_credentials()
                 if now - last_trim >= 60.0:
                     last_trim = now
-                    await trim_streams(self.redis, self.settings, approximate=True)
+                    await trim_streams(self.redis, self.settings, approximate=True, metrics=self.metrics)
                     rotate_due_files()  # [logging] file: rotate and expire even when nothing is logged
                 await self.receipts.periodic()
             except asyncio.CancelledError:

@@ -14,10 +14,13 @@
 -- ARGV[A_GROUP]   consumer group
 -- ARGV[A_LAYOUT]  LAYOUT_VERSION of the caller (a mismatch is refused)
 -- ARGV[A_PAYLOAD] payload (JSON): {"claims": [[job_id, entry_id] (C_*), ...],
---                  "dead": [[entry_id, nfields, code, reason, job_id, ref, event] (D_*), ...]}
+--                  "dead": [[entry_id, nfields, code, reason, job_id, ref, event, client, kind,
+--                  to_hash, to_mask] (D_*), ...], "retention_until": s}
 -- ARGV[A_NOW]     now (unix ms)
--- ARGV[A_MARK_TTL] idempotency mark TTL (s)
--- ARGV[A_MAXLEN]  approximate MAXLEN of the events and dead-letter streams
+-- ARGV[A_MARK_TTL] idempotency mark TTL (s): [engine] idempotency_hours, not the message
+--         retention; the mark is the only thing Redis keeps of a finished job
+-- ARGV[A_MAXLEN]  approximate MAXLEN of the dead-letter stream (the events stream is
+--         trimmed by the engine's trimmer, behind the history archiver)
 -- ARGV[A_RETRY]   "1" when this call repeats one whose reply was lost (Redis connection
 --         dropped): a mark of our own is then ours, not a crashed consumer's
 -- ARGV[A_IDEM_PREFIX] what idempotency marks start with ("P:idem:", engine/keys.py)
@@ -30,6 +33,10 @@
 --   1 duplicate: this job id was sent (or is being sent) under another entry; acked here
 --   2 reclaimed: this very entry was being sent by a consumer that died between
 --     submit_sm and its resp; the caller resends or reports `unknown`
+--   3 suppressed: a marketing job (C_SUPPRESSION set) whose number's keyed hash is
+--     on its client's suppression list and that holds no mark yet: no mark taken;
+--     the caller sends it back as a dead letter (code `suppressed`, event
+--     `rejected`) in its next call, so the job's fields travel only then
 if ARGV[A_LAYOUT] ~= LAYOUT_VERSION then
   return redis.error_reply('claim.lua: argument layout ' .. tostring(ARGV[A_LAYOUT]) .. ', this script reads '
     .. LAYOUT_VERSION .. ' (caller and script from different versions)')
@@ -41,12 +48,21 @@ local batch = cjson.decode(ARGV[A_PAYLOAD])
 local now, mark_ttl, maxlen = ARGV[A_NOW], ARGV[A_MARK_TTL], ARGV[A_MAXLEN]
 local retry = ARGV[A_RETRY] == '1'
 
+-- A marketing job (C_SUPPRESSION set) to a number on its client's list, and not
+-- claimed before: nothing is written here; the caller dead-letters it.
+local function suppressed(c, idem)
+  return c[C_SUPPRESSION] ~= '' and redis.call('SISMEMBER', c[C_SUPPRESSION], c[C_TO_HASH]) == 1
+    and redis.call('EXISTS', idem) == 0
+end
+
 local out = {}
 for i, c in ipairs(batch.claims) do
   local job_id, entry_id = c[C_JOB_ID], c[C_ENTRY_ID]
   local idem = idem_prefix .. job_id
   local mine = 's|' .. entry_id
-  if redis.call('SET', idem, mine, 'NX', 'EX', mark_ttl) then
+  if suppressed(c, idem) then
+    out[i] = 3
+  elseif redis.call('SET', idem, mine, 'NX', 'EX', mark_ttl) then
     out[i] = 0
   else
     local mark = redis.call('GET', idem)
@@ -60,6 +76,7 @@ for i, c in ipairs(batch.claims) do
 end
 
 local at = A_REST
+local retention_until = batch.retention_until and string.format('%d', batch.retention_until) or ''
 for _, d in ipairs(batch.dead) do
   local entry_id, nfields, code, reason = d[D_ENTRY_ID], d[D_NFIELDS], d[D_CODE], d[D_REASON]
   local job_id, ref, event = d[D_JOB_ID], d[D_REF], d[D_EVENT]
@@ -74,9 +91,12 @@ for _, d in ipairs(batch.dead) do
   args[#args + 1] = 'entry'; args[#args + 1] = entry_id
   redis.call(unpack(args))
   if event ~= '' and job_id ~= '' then
-    redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*',
+    -- the job's first (and only) event: it describes the job for the history archiver
+    redis.call('XADD', events, '*',
       'id', job_id, 'ref', ref, 'event', event, 'carrier', '', 'parts', '0',
-      'message_ids', '', 'error', code, 'ts', now)
+      'message_ids', '', 'error', code, 'ts', now,
+      'client', d[D_CLIENT], 'kind', d[D_KIND], 'to_hash', d[D_TO_HASH], 'to_mask', d[D_TO_MASK],
+      'encoding', '', 'retention_until', retention_until)
   end
   end
 end

@@ -206,6 +206,12 @@ def _cmd_history(args: argparse.Namespace) -> int:
     ))
 
 
+def _cmd_suppress(args: argparse.Namespace) -> int:
+    from engine.suppression import suppress_main
+
+    return run_loop(suppress_main(_load(args), args.action, getattr(args, "numbers", []), args.client or ""))
+
+
 # Sub-commands that own their whole argument list (their --help is their own).
 _PASSTHROUGH = {
     "segments": (_cmd_segments, "how a text splits into SMS segments (--json, --jsonl)"),
@@ -281,6 +287,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON instead of text")
     p.add_argument("--limit", type=int, default=100, help="at most this many jobs (default 100)")
     p.set_defaults(func=_cmd_history)
+
+    p = sub.add_parser(
+        "suppress", help="manage suppression lists (marketing opt-outs)",
+        description=(
+            "Add, remove or check numbers on a client's suppression list (no --client: the default list, "
+            "shared by jobs and inbound messages without a client). Lists hold keyed hashes: `list` prints "
+            "hashes, `check` exits 1 unless every number is suppressed. Changes go to the audit stream."
+        ),
+    )
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for action, text in (("add", "put numbers on the list"), ("remove", "take numbers off the list"),
+                         ("check", "which numbers are on the list (exit 1 unless all)"),
+                         ("list", "the list's keyed hashes")):
+        a = actions.add_parser(action, help=text, description=text)
+        a.add_argument("-c", "--config", help="TOML config file (default: $SENDGATE_CONFIG)")
+        if action != "list":
+            a.add_argument("numbers", nargs="+", metavar="NUMBER", help="E.164 numbers")
+        a.add_argument("--client", help="a client (tenant) id; default: the default list")
+        a.set_defaults(func=_cmd_suppress)
 
     for name, (_fn, help_text) in _PASSTHROUGH.items():
         sub.add_parser(name, help=help_text, add_help=False)

@@ -50,6 +50,7 @@ __all__ = [
     "EncodingSettings",
     "EngineSettings",
     "HistorySettings",
+    "InboundSettings",
     "LoggingSettings",
     "PrivacySettings",
     "RedisSettings",
@@ -115,7 +116,11 @@ class EngineSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     drain_timeout_s: float = 10.0  # SIGTERM: how long in-flight windows may take
     retry_attempts: int = 3  # transient submit errors, per part, before fallback/failure
     retry_backoff_s: float = 0.5
-    streams_maxlen: int = 1_000_000  # approximate cap of events / dead-letter streams
+    streams_maxlen: int = 1_000_000  # approximate cap of the dead-letter stream, and of events without history
+    idempotency_hours: float = 168.0  # a job id is sent at most once within this window (the mark's TTL)
+    events_keep_hours: float = 72.0  # events stay until archived, and never longer than this
+    events_min_keep_s: float = 300.0  # and at least this long (readers without a group)
+    record_grace_s: int = 300  # a job record (receipts to aggregate or forward) lives this long after its final event
     receipt_hold_s: float = 5.0  # a receipt that beats its submit_sm_resp waits this long
 
 
@@ -212,10 +217,32 @@ class CarrierSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     encoding: EncodingSettings = msgspec.field(default_factory=EncodingSettings)
 
 
+#: Opt-out keywords when neither ``[inbound]`` nor the client names its own: the
+#: usual English ones plus Danish (AFMELD), Norwegian (AVSLUTT, STOPP) and
+#: Swedish (AVSLUTA). Matched after trimming and case-folding (engine/inbound.py).
+DEFAULT_OPT_OUT_KEYWORDS: tuple[str, ...] = (
+    "STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "AFMELD", "AVSLUTT", "STOPP", "AVSLUTA",
+)
+DEFAULT_OPT_IN_KEYWORDS: tuple[str, ...] = ("START", "UNSTOP")
+
+
+class InboundSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Mobile-originated messages (docs/contract.md §2.7): reassembly and the default keywords."""
+
+    reassembly_wait_s: float = 60.0  # an incomplete multipart set is published `partial` after this
+    opt_out_keywords: tuple[str, ...] = DEFAULT_OPT_OUT_KEYWORDS  # for clients that set none
+    opt_in_keywords: tuple[str, ...] = DEFAULT_OPT_IN_KEYWORDS
+
+
 class ClientSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
     id: str
-    numbers: tuple[str, ...] = ()
-    quiet_hours: str = ""
+    numbers: tuple[str, ...] = ()  # short codes / numbers whose inbound messages are this client's
+    quiet_hours: str = ""  # "21:00-08:00": marketing held in the recipient's local time
+    opt_out_keywords: tuple[str, ...] | None = None  # None: [inbound] opt_out_keywords
+    opt_in_keywords: tuple[str, ...] | None = None  # None: [inbound] opt_in_keywords
+    opt_out_reply: str = ""  # sent back to whoever opted out; "" = no reply
+    footer: str = ""  # appended to marketing text that does not end with it
+    inbound_webhook: str = ""  # URL receiving this client's inbound messages (signed like receipt callbacks)
 
 
 class Settings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -226,6 +253,7 @@ class Settings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
     privacy: PrivacySettings = msgspec.field(default_factory=PrivacySettings)
     webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
     history: HistorySettings = msgspec.field(default_factory=HistorySettings)
+    inbound: InboundSettings = msgspec.field(default_factory=InboundSettings)
     carriers: tuple[CarrierSettings, ...] = ()
     clients: tuple[ClientSettings, ...] = ()
 
@@ -243,6 +271,7 @@ class Settings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
 _PATH_RE = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _ROUTE_RE = re.compile(r"^\d{0,15}$")
+_QUIET_RE = re.compile(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d")
 
 
 def _validation_message(err: msgspec.ValidationError) -> str:
@@ -268,8 +297,16 @@ def _check(settings: Settings) -> None:
     if not e.retry_backoff_s > 0:
         raise ConfigError("engine.retry_backoff_s: must be > 0")
     if e.streams_maxlen < 1:
-        # the scripts trim with MAXLEN ~ n: 0 would empty the events stream, not lift the cap
+        # streams are capped with MAXLEN ~ n: 0 would empty a stream, not lift the cap
         raise ConfigError("engine.streams_maxlen: must be >= 1")
+    if not e.idempotency_hours > 0:
+        raise ConfigError("engine.idempotency_hours: must be > 0")
+    if not e.events_keep_hours > 0:
+        raise ConfigError("engine.events_keep_hours: must be > 0")
+    if not 0 <= e.events_min_keep_s <= e.events_keep_hours * 3600:
+        raise ConfigError("engine.events_min_keep_s: must be between 0 and events_keep_hours")
+    if e.record_grace_s < 1:
+        raise ConfigError("engine.record_grace_s: must be >= 1")
     if not settings.redis.prefix or any(c.isspace() for c in settings.redis.prefix):
         raise ConfigError("redis.prefix: must be non-empty without spaces")
     if settings.admin.listen and not re.fullmatch(r".+:\d{1,5}", settings.admin.listen):
@@ -316,10 +353,27 @@ def _check(settings: Settings) -> None:
         raise ConfigError("webhooks.max_attempts: must be 1..100")
     _check_history(settings.history)
     ids: set[str] = set()
+    numbers: dict[str, str] = {}
     for i, cl in enumerate(settings.clients):
         if cl.id in ids:
             raise ConfigError(f"clients[{i}].id: duplicate client id {cl.id!r}")
         ids.add(cl.id)
+        if cl.quiet_hours and not _QUIET_RE.fullmatch(cl.quiet_hours):
+            raise ConfigError(f"clients[{i}].quiet_hours: expected \"HH:MM-HH:MM\" (e.g. \"21:00-08:00\") or \"\"")
+        if cl.quiet_hours and cl.quiet_hours[:5] == cl.quiet_hours[6:]:
+            raise ConfigError(f"clients[{i}].quiet_hours: start and end are the same time")
+        for j, n in enumerate(cl.numbers):
+            if not n.lstrip("+").isdigit():
+                raise ConfigError(f"clients[{i}].numbers[{j}]: a number or short code of digits")
+            owner = numbers.setdefault(n.lstrip("+"), cl.id)
+            if owner != cl.id:
+                raise ConfigError(f"clients[{i}].numbers[{j}]: already a number of client {owner!r}")
+        for name in ("opt_out_keywords", "opt_in_keywords"):
+            words = getattr(cl, name)
+            if words is not None and any(not w.strip() for w in words):
+                raise ConfigError(f"clients[{i}].{name}: keywords must not be empty")
+    if settings.inbound.reassembly_wait_s <= 0:
+        raise ConfigError("inbound.reassembly_wait_s: must be > 0")
 
 
 def _check_readable(path: str, where: str) -> None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 from collections import deque
@@ -50,10 +51,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from connectors.status import format_status, status_info
 from dlr.ids import submit_normalizer
-from dlr.store import correlation_arg, correlation_bucket
+from dlr.store import BUCKETS_PER_WAIT, correlation_arg, correlation_bucket
 from engine.config import CarrierSettings, Settings
 from engine.job import Job, JobError, parse_job
 from engine.keys import Keys
+from engine.marketing import QuietHours, with_footer
 from engine.metrics import Metrics
 from engine.router import Router, RoutingError
 from engine.scripts import (
@@ -73,7 +75,7 @@ from engine.scripts import (
 )
 from engine.submit import SubmitBuilder
 from engine.text.segmenter import Segmented, SegmentError, segment
-from privacy_hooks import KeyedHasher
+from privacy_hooks import KeyedHasher, mask_e164_digits, mask_number
 from throttling.backoff import Backoff
 
 __all__ = ["Pipeline"]
@@ -94,6 +96,10 @@ def _entries(raw: Any) -> list[tuple[Any, dict[bytes, bytes] | None]]:
     for entry_id, flat in raw:
         out.append((entry_id, dict(zip(flat[::2], flat[1::2], strict=True)) if flat is not None else None))
     return out
+
+
+#: Dead-letter codes that also publish an event (the job's first and only one).
+_DEAD_LETTER_EVENTS = {"expired": "expired", "suppressed": "rejected"}
 
 
 class _InFlightJob:
@@ -182,8 +188,9 @@ class Pipeline:
         self.builders = {c.name: SubmitBuilder(c) for c in settings.carriers}
         self._hash_number = KeyedHasher(settings.privacy.hash_secret.encode())
         days = settings.privacy.retention_days
-        self._job_ttl_s = days.message * 86400
-        self._mark_ttl_s = self._job_ttl_s
+        self._message_ttl_s = days.message * 86400
+        # the idempotency window, not the message retention (docs/contract.md §3)
+        self._mark_ttl_s = max(1, int(settings.engine.idempotency_hours * 3600))
         self._claim = Script("claim")
         self._record_script = Script("record")
         self._schedule = Script("schedule")
@@ -222,6 +229,11 @@ class Pipeline:
         self._stopping = False
         self._run_done = asyncio.Event()  # run() has returned: nothing more will be read
         self._refs: dict[str, int] = {}
+        # [[clients]] footer / quiet_hours, for kind=marketing jobs
+        self._guardrails: dict[str, tuple[str, QuietHours | None]] = {
+            c.id: (c.footer, QuietHours(c.quiet_hours) if c.quiet_hours else None)
+            for c in settings.clients if c.footer or c.quiet_hours
+        }
         for c in settings.carriers:
             metrics.add_carrier(c.name)
         self._submit_ok = {c: metrics.submits.labels(c, "ok") for c in self.carriers}
@@ -373,6 +385,11 @@ class Pipeline:
                 if job.send_at and job.send_at > now + 0.5:
                     scheduled.append((entry_id, fields, job.send_at))
                     continue
+                if job.kind == "marketing" and job.client in self._guardrails:
+                    quiet_until = self._marketing(job, fields, now)
+                    if quiet_until:
+                        scheduled.append((entry_id, {**fields, b"quiet_until": b"%d" % quiet_until}, quiet_until))
+                        continue
                 carrier = self.router.route(job.to, job.carrier)
                 seg = self._segment(job, carrier)
             except (JobError, RoutingError, SegmentError) as err:
@@ -385,7 +402,9 @@ class Pipeline:
         if scheduled:
             await self._retry(self._hold_scheduled, stream, scheduled)
         if dead_meta:
-            await self._retry_claim(stream, _json(ClaimBatch(claims=[], dead=dead_meta)), dead_fields)
+            await self._retry_claim(
+                stream, _json(ClaimBatch(claims=[], dead=dead_meta, retention_until=self._retention_until())), dead_fields
+            )
             for code, n in dead_codes.items():
                 self.metrics.dead_letters.labels(code).inc(n)
         if not jobs:
@@ -464,8 +483,7 @@ class Pipeline:
                                       dead_meta, dead_fields)
                 else:
                     jobs.append(ij)
-            claims = [ClaimJob(job_id=ij.job.id, entry_id=ij.entry_id) for ij in jobs]
-            payload = _json(ClaimBatch(claims=claims, dead=dead_meta))
+            payload = _json(ClaimBatch(claims=self._claims(jobs), dead=dead_meta, retention_until=self._retention_until()))
             statuses = await self._retry_claim(stream, payload, dead_fields)
             if expired:
                 self.metrics.dead_letters.labels("expired").inc(len(expired))
@@ -473,13 +491,19 @@ class Pipeline:
                     ij.admitted = True
                     self._job_done(ij, record=False)  # acked by the claim script
             duplicates = 0
+            suppressed: list[_InFlightJob] = []
             for ij, status in zip(jobs, statuses, strict=True):
                 ij.admitted = True
                 if status == 1:  # sent under another entry: acked by the claim script
                     duplicates += 1
                     self._job_done(ij, record=False)
                     continue
-                ij.to_hash = self._hash_number(ij.job.to)
+                if status == 3:  # marketing to a suppressed number: dead-lettered below
+                    ij.admitted = False  # until then: a failure puts it back in the queue
+                    suppressed.append(ij)
+                    continue
+                if not ij.to_hash:
+                    ij.to_hash = self._hash_number(ij.job.to)
                 if status == 2:
                     self.metrics.jobs_reclaimed.inc()
                     if not resend:
@@ -494,6 +518,53 @@ class Pipeline:
                     self._job_done(ij)
             if duplicates:
                 self.metrics.jobs_duplicate.inc(duplicates)
+            if suppressed:
+                await self._reject_suppressed(stream, suppressed)
+
+    def _claims(self, jobs: list[_InFlightJob]) -> list[ClaimJob]:
+        """The claim script's entries for ``jobs``: a marketing job carries its
+        client's suppression list and its number's keyed hash, checked in the
+        same call that takes the idempotency marks (docs/contract.md §2.6)."""
+        claims: list[ClaimJob] = []
+        suppression = self.keys.suppression
+        for ij in jobs:
+            job = ij.job
+            if job.kind != "marketing":
+                claims.append(ClaimJob(job_id=job.id, entry_id=ij.entry_id))
+                continue
+            ij.to_hash = self._hash_number(job.to)
+            claims.append(ClaimJob(job.id, ij.entry_id, suppression(job.client), ij.to_hash))
+        return claims
+
+    async def _reject_suppressed(self, stream: str, jobs: list[_InFlightJob]) -> None:
+        """Marketing jobs the claim script found suppressed: dead letter ``suppressed``
+        and event ``rejected`` (one more claim call, only in a batch that has some;
+        a crash before it leaves them pending, and the reclaim finds them again)."""
+        meta: list[DeadLetter] = []
+        flat: list[bytes] = []
+        for ij in jobs:
+            self._dead_letter(ij.entry_id, ij.fields, "suppressed",
+                              "the recipient opted out of marketing from this client", meta, flat)
+        await self._retry_claim(
+            stream, _json(ClaimBatch(claims=[], dead=meta, retention_until=self._retention_until())), flat
+        )
+        for ij in jobs:
+            ij.admitted = True
+            self._job_done(ij, record=False)
+        self.metrics.dead_letters.labels("suppressed").inc(len(jobs))
+
+    def _marketing(self, job: Job, fields: dict[bytes, bytes], now: float) -> float:
+        """A marketing job of a client with guardrails: the footer goes into its
+        text (before segmentation, so its parts count it); returns when its quiet
+        hours end if it must wait for them, else 0 (engine/marketing.py). A job
+        held once for quiet hours (``quiet_until`` among its fields) is not held
+        again."""
+        footer, quiet = self._guardrails[job.client]
+        if footer:
+            job.text = with_footer(job.text, footer)
+        if quiet is not None and b"quiet_until" not in fields:
+            return quiet.until(job.to, now) or 0.0
+        return 0.0
 
     def _segment(self, job: Job, carrier: str) -> Segmented:
         builder = self.builders[carrier]
@@ -522,10 +593,20 @@ class Pipeline:
             jid, sref = job_id.decode(), ref.decode()
         except UnicodeDecodeError:
             jid, sref = "", ""
-        meta.append(DeadLetter(
-            entry_id=entry_id, nfields=2 * len(fields), code=code, reason=reason, job_id=jid, ref=sref,
-            event="expired" if code == "expired" else "",
-        ))
+        letter = DeadLetter(entry_id=entry_id, nfields=2 * len(fields), code=code, reason=reason, job_id=jid,
+                            ref=sref, event="")
+        event = _DEAD_LETTER_EVENTS.get(code)
+        if event and jid:
+            # the `expired` / `rejected` event is the job's first: it describes the job for the history row
+            letter.event = event
+            try:
+                to = fields.get(b"to", b"").decode()
+                letter.to_hash, letter.to_mask = self._hash_number(to), mask_number("+" + to.strip().lstrip("+"))
+                letter.client = fields.get(b"client", b"").decode()
+                letter.kind = fields.get(b"kind", b"").decode() or "transactional"
+            except (UnicodeDecodeError, ValueError):
+                pass  # a number we cannot hash: the event goes without it
+        meta.append(letter)
         for k, v in fields.items():
             flat.append(k)
             flat.append(v)
@@ -675,26 +756,20 @@ class Pipeline:
         """Store outcomes and ack their entries (one script call)."""
         acks = acks + [ij.entry_id for ij in done]
         now_ms = int(time.time() * 1000)
-        now_s = now_ms // 1000
-        days = self.settings.privacy.retention_days
-        retention_until = now_s + days.message * 86400
+        retention_until = now_ms // 1000 + self._message_ttl_s
         jobs_payload: list[RecordJob] = []
         events: dict[str, int] = {}
         # Constants travel once per batch: the correlation bucket per carrier.
         waits: dict[str, RecordWait] = {}
         for ij in done:
             if ij.carrier not in waits:
-                carrier = self.carriers[ij.carrier]
-                wait_s = int((carrier.dlr_wait_h or self.settings.privacy.dlr_wait_h) * 3600)
-                corr_ttl = max(1, min(wait_s, self._job_ttl_s))
-                end_ms, expire_at_ms = correlation_bucket(now_ms, corr_ttl * 1000, self._job_ttl_s * 1000)
-                waits[ij.carrier] = RecordWait(end_ms=str(end_ms), expire_at_ms=str(expire_at_ms))
+                waits[ij.carrier] = self._record_wait(ij.carrier, now_ms)
         for ij in done:
             job = ij.job
-            corr: str | list[list[str | int]] = []
+            corr: str | list[list[str | int]] = ""
             dlr_ids = ""
             message_ids = ",".join(ij.message_ids)
-            if ij.event == "submitted" and job.dlr:
+            if ij.event == "submitted" and job.dlr and ij.expect > 0:
                 normalize = self._normalize_submit_id[ij.carrier]
                 normalised = [normalize(m) for m in ij.message_ids]
                 corr = correlation_arg(normalised, ij.parts, ij.expect, job.callback, job.ref, message_ids)
@@ -703,19 +778,17 @@ class Pipeline:
             jobs_payload.append(
                 RecordJob(
                     job_id=job.id, event=ij.event, carrier=ij.carrier, parts=ij.parts, message_ids=message_ids,
-                    error=ij.error, ref=job.ref, client=job.client, callback=job.callback,
-                    dlr="1" if job.dlr else "0", to_hash=ij.to_hash, corr=corr,
-                    expect=ij.expect if job.dlr else 0, dlr_ids=dlr_ids, entry_id=ij.entry_id,
+                    error=ij.error, ref=job.ref, client=job.client, kind=job.kind, callback=job.callback,
+                    to_hash=ij.to_hash, to_mask=mask_e164_digits(job.to), encoding=ij.seg.encoding, corr=corr,
+                    expect=ij.expect if job.dlr else 0, dlr_ids=dlr_ids,
                 )
             )
             events[ij.event] = events.get(ij.event, 0) + 1
-        payload = _json(
-            RecordBatch(retention_until=retention_until, job_ttl=self._job_ttl_s, waits=waits, jobs=jobs_payload,
-                        acks=acks)
-        )
+        payload = _json(RecordBatch(retention_until=retention_until, waits=waits, jobs=jobs_payload, acks=acks))
+        # the call's token: a repeat of this very call (reply lost) writes nothing twice
+        token = os.urandom(12).hex()
         await self._retry(
-            self._record_script, self.redis,
-            *record_call(self.keys, stream, self.group, payload, now_ms, self.settings.engine.streams_maxlen),
+            self._record_script, self.redis, *record_call(self.keys, stream, self.group, payload, now_ms, token),
         )
         self._recorded += len(done)
         self._recorded_event.set()
@@ -733,6 +806,23 @@ class Pipeline:
                         "id": ij.job.id, "ref": ij.job.ref, "event": ij.event, "carrier": ij.carrier,
                         "parts": str(ij.parts), "message_ids": ",".join(ij.message_ids), "error": ij.error, "ts": ts,
                     })
+
+    def _retention_until(self) -> int:
+        """Unix s when a history row of a job finished now is past retention."""
+        return int(time.time()) + self._message_ttl_s
+
+    def _record_wait(self, carrier_name: str, now_ms: int) -> RecordWait:
+        """The carrier's correlation bucket for outcomes recorded at ``now_ms``, and
+        the TTL of the job records written with them: the receipt wait twice over
+        (the sweep may run late), two bucket spans and the grace, never past the
+        message retention. A job record goes a grace after its final event anyway."""
+        carrier = self.carriers[carrier_name]
+        wait_s = int((carrier.dlr_wait_h or self.settings.privacy.dlr_wait_h) * 3600)
+        corr_ttl = max(1, min(wait_s, self._message_ttl_s))
+        span_s = -(-corr_ttl // BUCKETS_PER_WAIT)
+        record_ttl = min(2 * (corr_ttl + span_s) + self.settings.engine.record_grace_s, self._message_ttl_s)
+        end_ms, expire_at_ms = correlation_bucket(now_ms, corr_ttl * 1000, record_ttl * 1000)
+        return RecordWait(end_ms=str(end_ms), expire_at_ms=str(expire_at_ms), record_ttl=str(record_ttl))
 
     # -------------------------------------------------------------- helpers
     async def _retry_claim(self, stream: str, payload: bytes, dead_fields: list[bytes]) -> list[int]:

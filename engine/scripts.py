@@ -28,11 +28,15 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from dlr.store import CORR_ENTRY
+from engine.inbound import InboundPart
 from engine.keys import Keys, Positions, lua_header
 
 __all__ = [
     "CLAIM_ARGS",
     "CLAIM_KEYS",
+    "INBOUND_ARGS",
+    "INBOUND_KEYS",
+    "INBOUND_SWEEP_ARGS",
     "LAYOUT_VERSION",
     "RECORD_ARGS",
     "RECORD_KEYS",
@@ -49,6 +53,8 @@ __all__ = [
     "RequeueEntry",
     "Script",
     "claim_call",
+    "inbound_call",
+    "inbound_sweep_call",
     "payload_json",
     "record_call",
     "requeue_call",
@@ -56,8 +62,10 @@ __all__ = [
     "script_header",
 ]
 
-LAYOUT_VERSION = 2
-"""Of every layout below; bump it on any change of one (1: the hand-numbered lists)."""
+LAYOUT_VERSION = 4
+"""Of every layout below; bump it on any change of one (1: the hand-numbered lists;
+3: claims carry the suppression check, inbound scripts; 4: hot state only, no subject
+indexes, the record call's token)."""
 
 
 def _fields(lua_prefix: str, struct: type[msgspec.Struct]) -> Positions:
@@ -65,12 +73,8 @@ def _fields(lua_prefix: str, struct: type[msgspec.Struct]) -> Positions:
 
 
 # -- record.lua ---------------------------------------------------------------
-RECORD_KEYS = Positions("K", ("jobs", "events", "due"))
-RECORD_ARGS = Positions(
-    "A",
-    ("group", "layout", "payload", "now", "maxlen", "job_prefix", "idem_prefix", "subject_prefix",
-     "subject_client_prefix", "bucket_prefix", "index_prefix"),
-)
+RECORD_KEYS = Positions("K", ("jobs", "events", "due", "memo"))
+RECORD_ARGS = Positions("A", ("group", "layout", "payload", "now", "job_prefix", "bucket_prefix", "index_prefix"))
 
 
 class RecordJob(msgspec.Struct, array_like=True, gc=False):
@@ -84,15 +88,16 @@ class RecordJob(msgspec.Struct, array_like=True, gc=False):
     error: str
     ref: str
     client: str
+    kind: str
     callback: str
-    dlr: str
-    """"1" or "0"."""
     to_hash: str
+    to_mask: str
+    encoding: str
     corr: str | list[list[Any]]
-    """dlr.store.correlation_arg: the fast form (the normalised id) or [[id, part], ...]."""
+    """"" (no receipt awaited), or dlr.store.correlation_arg: the fast form (the
+    normalised id: no job record) or [[id, part], ...] (a job record for the receipts)."""
     expect: int
     dlr_ids: str
-    entry_id: str
 
 
 class RecordWait(msgspec.Struct, array_like=True, gc=False):
@@ -100,13 +105,15 @@ class RecordWait(msgspec.Struct, array_like=True, gc=False):
 
     end_ms: str
     expire_at_ms: str
+    record_ttl: str
+    """Seconds a job record written with this batch lives (the receipts read it)."""
 
 
 class RecordBatch(msgspec.Struct, gc=False):
     """record.lua's payload (a JSON object: named)."""
 
     retention_until: int
-    job_ttl: int
+    """Unix s: the history row's retention, carried by each job's first event."""
     waits: dict[str, RecordWait]
     jobs: list[RecordJob]
     acks: list[str]
@@ -122,6 +129,10 @@ CLAIM_ARGS = Positions(
 class ClaimJob(msgspec.Struct, array_like=True, gc=False):
     job_id: str
     entry_id: str
+    suppression: str = ""
+    """A marketing job: its client's suppression list (``Keys.suppression``), else ""."""
+    to_hash: str = ""
+    """A marketing job: the keyed hash of its number, looked up in ``suppression``."""
 
 
 class DeadLetter(msgspec.Struct, array_like=True, gc=False):
@@ -134,12 +145,18 @@ class DeadLetter(msgspec.Struct, array_like=True, gc=False):
     job_id: str
     ref: str
     event: str
-    """"expired" to publish that event too, else ""."""
+    """"expired" or "rejected" to publish that event too (its error: the code), else ""."""
+    client: str = ""
+    kind: str = ""
+    to_hash: str = ""
+    to_mask: str = ""
 
 
 class ClaimBatch(msgspec.Struct, gc=False):
     claims: list[ClaimJob]
     dead: list[DeadLetter]
+    retention_until: int = 0
+    """Unix s, carried by an `expired` event (the job's first) for the history row."""
 
 
 # -- requeue.lua, schedule.lua ------------------------------------------------
@@ -155,11 +172,20 @@ class RequeueEntry(msgspec.Struct, array_like=True, gc=False):
 SCHEDULE_KEYS = Positions("K", ("scheduled",))
 SCHEDULE_ARGS = Positions("A", ("now", "limit", "layout", "job_prefix"))
 
+# -- inbound.lua, inbound_sweep.lua ---------------------------------------------
+INBOUND_KEYS = Positions("K", ("inbound", "due"))
+INBOUND_ARGS = Positions(
+    "A", ("layout", "payload", "wait_ms", "ttl_s", "maxlen", "retention_until", "parts_prefix")
+)
+INBOUND_SWEEP_ARGS = Positions("A", ("layout", "now", "limit", "maxlen", "retention_until"))
+
 _HEADERS: dict[str, tuple[Positions, ...]] = {
     "record": (RECORD_KEYS, RECORD_ARGS, _fields("J", RecordJob), _fields("W", RecordWait), CORR_ENTRY),
     "claim": (CLAIM_KEYS, CLAIM_ARGS, _fields("C", ClaimJob), _fields("D", DeadLetter)),
     "requeue": (REQUEUE_KEYS, REQUEUE_ARGS, _fields("E", RequeueEntry)),
     "schedule": (SCHEDULE_KEYS, SCHEDULE_ARGS),
+    "inbound": (INBOUND_KEYS, INBOUND_ARGS, _fields("P", InboundPart)),
+    "inbound_sweep": (INBOUND_KEYS, INBOUND_SWEEP_ARGS),
 }
 
 
@@ -169,14 +195,15 @@ payload_json = msgspec.json.Encoder().encode
 
 # -- each script's KEYS and ARGV, built here only ------------------------------
 def record_call(
-    keys: Keys, stream: str, group: str, payload: bytes, now_ms: int, maxlen: int
+    keys: Keys, stream: str, group: str, payload: bytes, now_ms: int, token: str
 ) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of record.lua for the entries of ``stream``."""
-    return RECORD_KEYS.build(jobs=stream, events=keys.events, due=keys.dlr_due), RECORD_ARGS.build(
-        group=group, layout=LAYOUT_VERSION, payload=payload, now=now_ms, maxlen=maxlen,
-        job_prefix=keys.job_prefix, idem_prefix=keys.idem_prefix, subject_prefix=keys.subject_prefix,
-        subject_client_prefix=keys.subject_client_prefix, bucket_prefix=keys.dlr_bucket_prefix,
-        index_prefix=keys.dlr_index_prefix,
+    """KEYS and ARGV of record.lua for the entries of ``stream``; ``token``: unique
+    per call, the same when the call is repeated (a reply lost)."""
+    return RECORD_KEYS.build(
+        jobs=stream, events=keys.events, due=keys.dlr_due, memo=keys.record_memo(token)
+    ), RECORD_ARGS.build(
+        group=group, layout=LAYOUT_VERSION, payload=payload, now=now_ms, job_prefix=keys.job_prefix,
+        bucket_prefix=keys.dlr_bucket_prefix, index_prefix=keys.dlr_index_prefix,
     )
 
 
@@ -202,6 +229,25 @@ def schedule_call(keys: Keys, now_ms: int, limit: int) -> tuple[list[str], list[
     """KEYS and ARGV of schedule.lua."""
     return SCHEDULE_KEYS.build(scheduled=keys.scheduled), SCHEDULE_ARGS.build(
         now=now_ms, limit=limit, layout=LAYOUT_VERSION, job_prefix=keys.scheduled_prefix
+    )
+
+
+def inbound_call(
+    keys: Keys, payload: bytes, wait_ms: int, ttl_s: int, maxlen: int, retention_until: int
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of inbound.lua."""
+    return INBOUND_KEYS.build(inbound=keys.inbound, due=keys.inbound_due), INBOUND_ARGS.build(
+        layout=LAYOUT_VERSION, payload=payload, wait_ms=wait_ms, ttl_s=ttl_s, maxlen=maxlen,
+        retention_until=retention_until, parts_prefix=keys.inbound_parts_prefix,
+    )
+
+
+def inbound_sweep_call(
+    keys: Keys, now_ms: int, limit: int, maxlen: int, retention_until: int
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of inbound_sweep.lua."""
+    return INBOUND_KEYS.build(inbound=keys.inbound, due=keys.inbound_due), INBOUND_SWEEP_ARGS.build(
+        layout=LAYOUT_VERSION, now=now_ms, limit=limit, maxlen=maxlen, retention_until=retention_until
     )
 
 

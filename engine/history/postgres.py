@@ -61,7 +61,7 @@ _DAYS_AHEAD = 2
 # Room on each page for a row's receipt update to stay on the page (a HOT update:
 # no new entry in any index). At 80 only ~20 % of the steady state's updates were
 # HOT, at 50 ~87 %: less WAL, smaller indexes, and no larger a heap (updates that
-# leave their page bloat it as much); migration 0002 has the figures.
+# leave their page bloat it as much); migration 0003 has the figures.
 _FILLFACTOR = 50
 
 _STAGE_COLUMNS = (
@@ -91,7 +91,7 @@ _cols = ", ".join(_STAGE_COLUMNS)
 # The merge rules (engine/history/record.py), {n} being the new values: EXCLUDED
 # in the generic upsert, the unnested batch in the UPDATE of known rows.
 _MERGE_SET = """
-    ref = CASE WHEN {n}.ref <> '' THEN {n}.ref ELSE m.ref END,
+    ref = CASE WHEN {n}.ref <> '' AND m.erased_ms = 0 THEN {n}.ref ELSE m.ref END,
     client = CASE WHEN {n}.client <> '' THEN {n}.client ELSE m.client END,
     kind = CASE WHEN {n}.kind <> '' THEN {n}.kind ELSE m.kind END,
     carrier = CASE WHEN {n}.carrier <> '' THEN {n}.carrier ELSE m.carrier END,
@@ -99,7 +99,7 @@ _MERGE_SET = """
     encoding = CASE WHEN {n}.encoding <> '' THEN {n}.encoding ELSE m.encoding END,
     message_ids = CASE WHEN {n}.message_ids <> '' THEN {n}.message_ids ELSE m.message_ids END,
     to_hash = CASE WHEN {n}.to_hash <> '' THEN {n}.to_hash ELSE m.to_hash END,
-    to_mask = CASE WHEN {n}.to_mask <> '' THEN {n}.to_mask ELSE m.to_mask END,
+    to_mask = CASE WHEN {n}.to_mask <> '' AND m.erased_ms = 0 THEN {n}.to_mask ELSE m.to_mask END,
     first_ms = LEAST(m.first_ms, {n}.first_ms),
     submitted_ms = LEAST(m.submitted_ms, {n}.submitted_ms),
     final_state = CASE WHEN {n}.final_ms IS NOT NULL AND (m.final_ms IS NULL OR {n}.final_ms >= m.final_ms)
@@ -393,18 +393,22 @@ class PostgresHistory:
 
     async def get(self, job_id: str) -> HistoryRow | None:
         pool = await self._get_pool()
-        r = await pool.fetchrow(f"{_SELECT} WHERE job_id = $1 ORDER BY day DESC LIMIT 1", job_id)
+        r = await pool.fetchrow(f"{_SELECT} WHERE job_id = $1 AND erased_ms = 0 ORDER BY day DESC LIMIT 1", job_id)
         return _row(r) if r else None
 
     async def find(
-        self, *, ref: str | None = None, to_hash: str | None = None, client: str | None = None, limit: int = 100
+        self, *, ref: str | None = None, to_hash: str | None = None, client: str | None = None, limit: int = 100,
+        since_ms: int | None = None, hidden: bool = False,
     ) -> list[HistoryRow]:
         given = [(k, v) for k, v in (("ref", ref), ("to_hash", to_hash), ("client", client)) if v is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of ref, to_hash, client")
         column, value = given[0]
+        where = f"{column} = $1 AND first_ms >= $3" + ("" if hidden else " AND erased_ms = 0")
         pool = await self._get_pool()
-        rows = await pool.fetch(f"{_SELECT} WHERE {column} = $1 ORDER BY first_ms DESC LIMIT $2", value, limit)
+        rows = await pool.fetch(
+            f"{_SELECT} WHERE {where} ORDER BY first_ms DESC LIMIT $2", value, limit, since_ms or 0
+        )
         return [_row(r) for r in rows]
 
     async def drop_expired(self, now_s: float, retention_days: int) -> list[str]:
@@ -430,6 +434,21 @@ class PostgresHistory:
         column, value = given[0]
         pool = await self._get_pool()
         status = await pool.execute(f"DELETE FROM messages WHERE {column} = $1", value)
+        return int(status.split()[-1])
+
+    async def hide(
+        self, *, to_hash: str | None = None, client: str | None = None, now_ms: int, retention_until: int
+    ) -> int:
+        given = [(k, v) for k, v in (("to_hash", to_hash), ("client", client)) if v is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of to_hash, client")
+        column, value = given[0]
+        pool = await self._get_pool()
+        status = await pool.execute(
+            f"UPDATE messages SET erased_ms = $2, ref = '', to_mask = '', retention_until = $3 "
+            f"WHERE {column} = $1 AND erased_ms = 0",
+            value, now_ms, retention_until,
+        )
         return int(status.split()[-1])
 
     async def close(self) -> None:

@@ -191,7 +191,7 @@ async def test_producer_status_reads_redis_first_then_the_store(
 
 
 async def test_postgres_upgrade_to_hash_index_and_room_for_hot_updates(pg_dsn: str) -> None:
-    """Migration 0002 on a store holding rows at version 1: rows kept, still found by number."""
+    """Migrations 0002 and 0003 on a store holding rows at version 1: rows kept, still found by number."""
     import asyncpg
 
     from engine.history.migrations import SCHEMA_VERSION_DDL
@@ -212,7 +212,7 @@ async def test_postgres_upgrade_to_hash_index_and_room_for_hot_updates(pg_dsn: s
         )
         s = open_store(pg_dsn)
         try:
-            assert await s.migrate() == 2
+            assert await s.migrate() == 3
             assert [r.job_id for r in await s.find(to_hash=h)] == ["old"]
         finally:
             await s.close()
