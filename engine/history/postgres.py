@@ -89,7 +89,7 @@ WHERE m.job_id = ANY($3::text[]) AND m.day >= $1 AND m.day <= $2
 _ROW_COLUMNS = (*_STAGE_COLUMNS, "updated_ms")
 _cols = ", ".join(_STAGE_COLUMNS)
 # The merge rules (engine/history/record.py), {n} being the new values: EXCLUDED
-# in the generic upsert, the unnested batch in the UPDATE of known rows.
+# in the generic upsert, the staged batch in the UPDATE of known rows.
 _MERGE_SET = """
     ref = CASE WHEN {n}.ref <> '' AND m.erased_ms = 0 THEN {n}.ref ELSE m.ref END,
     client = CASE WHEN {n}.client <> '' THEN {n}.client ELSE m.client END,
