@@ -115,6 +115,7 @@ class BenchOptions:
     window: int = 256
     tps: float = 0.0
     batch_size: int = 1000
+    ops: str = "default"  # "off": no ops sampler; "scrape": sampler + /metrics and /status polled every second
     loop: str = "uvloop"  # the engines' event loop
     sim_loop: str = "uvloop"
     receipts: bool = True  # simulator sends receipts when asked
@@ -297,6 +298,7 @@ drain_timeout_s = 5.0
 
 [admin]
 listen = {q(f"127.0.0.1:{admin_port}")}
+sample_interval_s = {0 if o.ops == "off" else 2.0}
 
 [logging]
 level = "warning"
@@ -503,6 +505,16 @@ def engine_counters(bodies: list[bytes]) -> dict[str, int]:
     return {k: int(v) for k, v in sorted(totals.items())}
 
 
+async def _scrape_ops(ports: list[int]) -> None:
+    """``--ops scrape``: what a 1 s Prometheus and an open status page cost, every second."""
+    while True:
+        for port in ports:
+            for path in ("/metrics", "/status"):
+                with contextlib.suppress(TimeoutError, OSError, ValueError, IndexError):
+                    await _http_get(port, path)
+        await asyncio.sleep(1.0)
+
+
 async def _metrics_bodies(ports: list[int]) -> list[bytes]:
     bodies: list[bytes] = []
     for port in ports:
@@ -613,6 +625,7 @@ async def run_bench(
     sim_err: Any = None
     result: dict[str, Any] = {}
     producer: asyncio.Task[None] | None = None
+    scraper: asyncio.Task[None] | None = None
     spy: subprocess.Popen[bytes] | None = None
     collector = contextlib.ExitStack()
 
@@ -692,6 +705,8 @@ async def run_bench(
 
         if o.rate > 0:
             producer = asyncio.get_running_loop().create_task(_produce(redis, jobs_key, o, run, tracker))
+        if o.ops == "scrape":
+            scraper = asyncio.get_running_loop().create_task(_scrape_ops(admin_ports))
 
         # -- events until every job is final
         collector.enter_context(_lean_collector())
@@ -773,6 +788,8 @@ async def run_bench(
             spy = None
         if producer is not None and not producer.done():
             producer.cancel()
+        if scraper is not None:
+            scraper.cancel()
 
         dead_ids = await _dead_letter_ids(redis, dead_key, run_prefix, o.jobs)
         unmatched = int(await redis.xlen(keys.dlr_unmatched))
@@ -808,6 +825,8 @@ async def run_bench(
         return result
     finally:
         collector.close()
+        if scraper is not None and not scraper.done():
+            scraper.cancel()
         if producer is not None and not producer.done():
             producer.cancel()
             with contextlib.suppress(BaseException):
@@ -1044,7 +1063,7 @@ def _summarise(
             "workers": o.workers, "binds": o.binds, "window": o.window, "tps": o.tps, "batch_size": o.batch_size,
             "loop": o.loop, "sim_loop": o.sim_loop, "dlr": o.dlr, "receipts": o.receipts, "rate": o.rate,
             "mix": o.mix, "dlr_delay_ms": o.dlr_delay_ms, "latency_ms": o.latency_ms, "seed": o.seed,
-            "prefill": o.prefill, "marketing": o.marketing,
+            "prefill": o.prefill, "marketing": o.marketing, "ops": o.ops,
         },
         "timeline": timeline,
         "notes": [],
@@ -1238,6 +1257,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--history", default="off", metavar="off|sqlite|URL",
                    help="the engines archive events into a history store: off (default), sqlite "
                         "(the data directory's file) or a postgresql:// / sqlite:/// url")
+    p.add_argument("--ops", choices=("default", "off", "scrape"), default="default",
+                   help="operators' view: the engines' default sampler, 'off' (no sampler), or 'scrape' "
+                        "(sampler, and /metrics and /status fetched every second, as Prometheus and the status page would)")
     p.add_argument("--json", metavar="FILE", help="write the result as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="throughput and latency over time (needs matplotlib)")
     p.add_argument("--cprofile", metavar="FILE", default="", help="run worker 0 under cProfile, stats to FILE")
@@ -1278,7 +1300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         window=args.window, tps=args.tps, batch_size=args.batch_size, loop=args.loop, sim_loop=args.sim_loop,
         receipts=args.receipts, dlr_delay_ms=args.dlr_delay_ms, latency_ms=args.latency_ms,
         redis_url=args.redis_url, timeout_s=args.timeout_s, seed=args.seed, quiet=args.quiet,
-        cprofile=args.cprofile, py_spy=args.py_spy, prefill=max(0, args.prefill), history=args.history,
+        cprofile=args.cprofile, py_spy=args.py_spy, prefill=max(0, args.prefill), history=args.history, ops=args.ops,
         marketing=max(0, args.marketing),
     )
     if args.receipt_cost > 0:

@@ -693,4 +693,5 @@ class SmppBind:
             reason = (
                 "bind closed before the response (drain timeout)" if self._closing else str(err)
             )
+            self.last_error = str(err)  # why the link went down, for the listener and /status
             self.listener.bind_down(self, contexts, reason)

@@ -126,6 +126,7 @@ class EngineSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=Tru
 
 class AdminSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
     listen: str = "127.0.0.1:9108"  # "" disables the admin HTTP server
+    sample_interval_s: float = 2.0  # lane backlog, oldest job, loop lag, Redis RTT (engine/ops_sampler.py); 0 = off
 
 
 class LoggingSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -311,6 +312,8 @@ def _check(settings: Settings) -> None:
         raise ConfigError("redis.prefix: must be non-empty without spaces")
     if settings.admin.listen and not re.fullmatch(r".+:\d{1,5}", settings.admin.listen):
         raise ConfigError("admin.listen: expected HOST:PORT")
+    if settings.admin.sample_interval_s != 0 and not 0.5 <= settings.admin.sample_interval_s <= 300:
+        raise ConfigError("admin.sample_interval_s: 0 (off) or between 0.5 and 300")
     _check_redis(settings.redis)
     names: set[str] = set()
     for i, c in enumerate(settings.carriers):

@@ -413,6 +413,7 @@ class Pipeline:
             return
         batch.remaining = len(jobs)
         batch.entry_ids = [ij.entry_id for ij in jobs]
+        self._count_segments(jobs)
         self._batches.add(batch)
         self._in_hand += len(jobs)
         touched: set[str] = set()
@@ -565,6 +566,15 @@ class Pipeline:
         if quiet is not None and b"quiet_until" not in fields:
             return quiet.until(job.to, now) or 0.0
         return 0.0
+
+    def _count_segments(self, jobs: list[_InFlightJob]) -> None:
+        """`sendgate_segments_total`: one counter update per carrier and encoding per batch."""
+        counts: dict[tuple[str, str], int] = {}
+        for ij in jobs:
+            key = (ij.carrier, ij.seg.encoding)
+            counts[key] = counts.get(key, 0) + ij.seg.segments
+        for (carrier, encoding), n in counts.items():
+            self.metrics.count_segments(carrier, encoding, n)
 
     def _segment(self, job: Job, carrier: str) -> Segmented:
         builder = self.builders[carrier]
