@@ -67,30 +67,67 @@ from redis.exceptions import NoScriptError, RedisError
 
 from engine.keys import Keys
 
+from .adaptive import AimdSettings, recovered_rate
 from .backoff import Backoff
 from .bucket import check_rate, default_burst
 
-__all__ = ["TAKE_SCRIPT", "GlobalTokenBucket", "tps_key"]
+__all__ = ["ARRIVAL_JITTER_S", "CUT_SCRIPT", "TAKE_SCRIPT", "GlobalTokenBucket", "per_second_limits", "tps_key"]
 
 _log = logging.getLogger(__name__)
 
+# The adaptive limit in the bucket's hash (fields ``ar``: the rate of the last
+# cut, ``ac``: its Redis time): unchanged for hold seconds after the cut, then
+# +step at once and every interval, up to the ceiling (adaptive.recovered_rate).
+_LIMIT_AT = """
+local function limit_at(ar, ac, now, ceil, step, hold, interval)
+  if ar == nil or ac == nil then return ceil end
+  local since = now - ac
+  local r = ar
+  if since >= hold then r = ar + (1 + math.floor((since - hold) / interval)) * step end
+  if r > ceil then r = ceil end
+  return r
+end
+"""
+
 #: KEYS[1] bucket hash; ARGV[1] rate per second, ARGV[2] capacity, ARGV[3] tokens wanted,
-#: ARGV[4] the least worth granting (fewer are not granted at all).
-#: Returns {granted, wait_ms}: granted is 0 or between the least and the wanted;
-#: wait_ms is 0 when all were granted, else milliseconds until the least is there.
-TAKE_SCRIPT = """
+#: ARGV[4] the least worth granting (fewer are not granted at all); optional, for an
+#: adaptive limit: ARGV[5] ceiling (the configured tps), ARGV[6] step per interval,
+#: ARGV[7] hold seconds, ARGV[8] interval seconds. The refill rate is the smaller of
+#: ARGV[1] and the adaptive limit.
+#: Returns {granted, wait_ms, cut_rate, since_cut}: granted is 0 or between the least and
+#: the wanted; wait_ms is 0 when all were granted, else milliseconds until the least is
+#: there; cut_rate and since_cut (strings, "" when the limit is not reduced) describe the
+#: adaptive limit.
+TAKE_SCRIPT = _LIMIT_AT + """
 local rate = tonumber(ARGV[1])
 local cap = tonumber(ARGV[2])
 local want = tonumber(ARGV[3])
 local need = tonumber(ARGV[4])
+local ceil = tonumber(ARGV[5])
 if need > want then need = want end
 if need > cap then need = cap end
 if need < 1 then need = 1 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local state = redis.call('HMGET', KEYS[1], 't', 'ts')
+local state = redis.call('HMGET', KEYS[1], 't', 'ts', 'ar', 'ac')
 local tokens = tonumber(state[1])
 local ts = tonumber(state[2])
+local ar = tonumber(state[3])
+local ac = tonumber(state[4])
+local ttl_s = cap / rate
+local cut, since = '', ''
+if ceil ~= nil and ar ~= nil and ac ~= nil then
+  local step, hold, interval = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+  local limit = limit_at(ar, ac, now, ceil, step, hold, interval)
+  if limit >= ceil then
+    redis.call('HDEL', KEYS[1], 'ar', 'ac')
+  else
+    if limit < rate then rate = limit end
+    cut, since = string.format('%.6f', ar), string.format('%.6f', now - ac)
+    local rest = hold + math.ceil((ceil - ar) / step) * interval - (now - ac)
+    if rest > ttl_s then ttl_s = rest end
+  end
+end
 if tokens == nil or ts == nil then
   tokens = cap
   ts = now
@@ -108,16 +145,69 @@ end
 tokens = tokens - granted
 if tokens < 0 then tokens = 0 end
 redis.call('HSET', KEYS[1], 't', string.format('%.9f', tokens), 'ts', string.format('%.6f', ts))
-redis.call('PEXPIRE', KEYS[1], math.ceil(cap / rate * 1000) + 1000)
+redis.call('PEXPIRE', KEYS[1], math.ceil(ttl_s * 1000) + 1000)
 local wait_ms = 0
 if granted < want then
   wait_ms = math.ceil((need - tokens) / rate * 1000)
   if wait_ms < 1 then wait_ms = 1 end
 end
-return {granted, wait_ms}
+return {granted, wait_ms, cut, since}
+"""
+
+#: KEYS[1] bucket hash; ARGV[1] ceiling, ARGV[2] step, ARGV[3] hold seconds, ARGV[4]
+#: interval seconds, ARGV[5] floor, ARGV[6] decrease factor, ARGV[7] cooldown seconds.
+#: A throttle reply seen by some engine: the adaptive limit becomes decrease x its
+#: current value (never below the floor), unless another cut happened within the
+#: cooldown (a window of throttle replies, from one engine or several, cuts once).
+#: Returns {cut_rate, changed (0/1), since_cut}.
+CUT_SCRIPT = _LIMIT_AT + """
+local ceil, step = tonumber(ARGV[1]), tonumber(ARGV[2])
+local hold, interval = tonumber(ARGV[3]), tonumber(ARGV[4])
+local floor, decrease, cooldown = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'ar', 'ac')
+local ar = tonumber(state[1])
+local ac = tonumber(state[2])
+local changed = 0
+if ar == nil or ac == nil or now - ac >= cooldown then
+  local new = limit_at(ar, ac, now, ceil, step, hold, interval) * decrease
+  if new < floor then new = floor end
+  if new > ceil then new = ceil end
+  ar, ac, changed = new, now, 1
+  redis.call('HSET', KEYS[1], 'ar', string.format('%.6f', ar), 'ac', string.format('%.6f', ac))
+  local ttl_ms = math.ceil((hold + math.ceil((ceil - ar) / step) * interval + 1) * 1000)
+  if redis.call('PTTL', KEYS[1]) < ttl_ms then redis.call('PEXPIRE', KEYS[1], ttl_ms) end
+end
+return {string.format('%.6f', ar), changed, string.format('%.6f', now - ac)}
 """
 
 _TAKE_SHA = hashlib.sha1(TAKE_SCRIPT.encode()).hexdigest()
+_CUT_SHA = hashlib.sha1(CUT_SCRIPT.encode()).hexdigest()
+
+#: How much closer together sends may reach the carrier than they left (event-loop
+#: and socket jitter): :func:`per_second_limits` keeps the promise over windows of
+#: ``1 + ARRIVAL_JITTER_S`` seconds at the sender.
+ARRIVAL_JITTER_S = 0.04
+
+
+def per_second_limits(tps: float) -> tuple[float, int, int]:
+    """``(rate_per_s, burst, chunk)`` of a bucket that lets at most ``tps`` out in any
+    window of one second, as the carrier counts (module doc, "Per second").
+
+    ``chunk`` is 20 ms of traffic, ``burst`` two chunks; the refill rate is what is
+    left of ``tps`` over ``1 + ARRIVAL_JITTER_S`` seconds once the burst is taken.
+    """
+    tps = check_rate(tps)
+    if tps == 0.0:
+        return 0.0, 1, 1
+    chunk = max(1, math.ceil(tps / 50.0))
+    burst = 2 * chunk
+    # Whole sends over T are at most burst + floor(rate * T): keep rate * (1 + J)
+    # below tps - burst + 1, with half a token to spare. Below 3/s there is no
+    # room for a burst of 2: half the rate, and a first second that may hold 2.
+    rate = max(tps - burst + 0.5, tps / 2.0) / (1.0 + ARRIVAL_JITTER_S)
+    return rate, burst, chunk
 
 
 def tps_key(prefix: str, carrier: str) -> str:
@@ -142,7 +232,15 @@ class GlobalTokenBucket:
         chunk: int | None = None,
         hold_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        ceiling_per_s: float = 0.0,
+        aimd: AimdSettings | None = None,
     ) -> None:
+        """``aimd`` with ``ceiling_per_s`` (the configured tps): an adaptive limit,
+        shared in the same Redis hash, that :meth:`note_throttled` cuts and time
+        restores (module doc, "Adaptive limit"); the refill rate is the smaller of
+        ``rate_per_s`` and that limit."""
+        if aimd is not None and not ceiling_per_s > 0:
+            raise ValueError("an adaptive limit needs ceiling_per_s > 0")
         if burst is not None and burst < 1:
             raise ValueError(f"burst must be >= 1, got {burst!r}")
         if chunk is not None and chunk < 1:
@@ -162,12 +260,38 @@ class GlobalTokenBucket:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._errors = Backoff(0.05, 2.0)
+        self.ceiling_per_s = float(ceiling_per_s)
+        self.aimd = aimd
+        self._aimd_args: tuple[str, ...] = ()
+        if aimd is not None:
+            self._aimd_args = (repr(self.ceiling_per_s), repr(aimd.step), repr(aimd.hold_s), repr(aimd.interval_s))
+        # The shared adaptive limit as last seen: the rate of the last cut and when
+        # (this process's clock), None while not reduced.
+        self._cut_rate: float | None = None
+        self._cut_at = 0.0
+        self._cut_wanted = False
+        self._cut_asked_at = -math.inf
+        #: Cut script calls made, and how many of them cut (the rest fell in a cooldown).
+        self.cut_calls = 0
+        self.cuts = 0
         #: Script calls made (for metrics and tests).
         self.lease_calls = 0
         #: Tokens leased from Redis in total, and those that expired unused.
         self.leased = 0
         self.expired = 0
         self._configure(check_rate(rate_per_s))
+
+    @classmethod
+    def per_second(
+        cls, redis: Redis, prefix: str, carrier: str, tps: float, aimd: AimdSettings | None = None
+    ) -> GlobalTokenBucket:
+        """``carrier``'s bucket that never lets more than ``tps`` out in any second
+        (:func:`per_second_limits`), with an adaptive limit below ``tps`` if ``aimd``."""
+        rate, burst, chunk = per_second_limits(tps)
+        return cls(
+            redis, tps_key(prefix, carrier), rate, burst, chunk=chunk,
+            ceiling_per_s=tps, aimd=aimd if tps else None,
+        )
 
     @classmethod
     def for_carrier(
@@ -208,15 +332,72 @@ class GlobalTokenBucket:
         """Change the shared rate (config reload); applies from the next lease.
 
         Every process passes its own rate to the script, so all of them should
-        run the same configuration. A throttled bind slows down in its own
-        local ``TokenBucket`` (see ``CombinedLimiter``), not here.
+        run the same configuration. Throttle replies lower the shared adaptive
+        limit (:meth:`note_throttled`), not this rate.
         """
         self._configure(check_rate(rate_per_s))
+
+    # -- adaptive limit ----------------------------------------------------
+    def limit_per_s(self, now: float) -> float:
+        """The carrier's rate limit in force at ``now`` (this clock): the configured
+        ceiling, or less after throttle replies (as last seen in Redis); without an
+        adaptive limit, the configured rate. 0 = unlimited."""
+        cut = self._cut_rate
+        if cut is None:
+            return self.ceiling_per_s or self._rate
+        a = self.aimd
+        assert a is not None
+        limit = recovered_rate(cut, now - self._cut_at, self.ceiling_per_s, a.step, a.hold_s, a.interval_s)
+        if limit >= self.ceiling_per_s:
+            self._cut_rate = None
+        return limit
+
+    def is_reduced(self) -> bool:
+        """True while the adaptive limit may be below the ceiling (cheap: no clock)."""
+        return self._cut_rate is not None
+
+    def note_success(self, now: float) -> None:
+        """Nothing to do: the shared limit recovers with time, in the scripts."""
+
+    def note_throttled(self, now: float | None = None) -> None:
+        """The carrier answered ESME_RTHROTTLED / ESME_RMSGQFUL: cut the shared limit
+        (done by the refill task; asked at most once per cooldown from here).
+        ``now`` is accepted for the flow controller's protocol; the bucket's clock is used."""
+        a = self.aimd
+        if a is None or self._rate == 0.0:
+            return
+        now = self._clock()
+        if now - self._cut_asked_at < a.cooldown_s:
+            return
+        self._cut_asked_at = now
+        self._cut_wanted = True
+        self._demand.set()
+
+    def _observe(self, cut: Any, since: Any, now: float) -> None:
+        if cut:
+            self._cut_rate = float(cut)
+            self._cut_at = now - float(since)
+        else:
+            self._cut_rate = None
+
+    async def _cut(self) -> None:
+        a = self.aimd
+        assert a is not None
+        args = (self.key, *self._aimd_args, repr(a.floor), repr(a.decrease), repr(a.cooldown_s))
+        now = self._clock()
+        self.cut_calls += 1
+        try:
+            reply: Any = await self._redis.evalsha(_CUT_SHA, 1, *args)
+        except NoScriptError:
+            reply = await self._redis.eval(CUT_SCRIPT, 1, *args)
+        self.cuts += int(reply[1])
+        self._observe(reply[0], reply[2], now)
 
     # -- Redis side --------------------------------------------------------
     async def _lease(self, want: int, least: int = 1) -> tuple[int, int]:
         """One script call: lease ``least..want`` tokens or none; returns (granted, wait_ms)."""
-        args = (self.key, repr(self._rate), self.capacity, want, least)
+        args: tuple[str | int, ...] = (self.key, repr(self._rate), self.capacity, want, least, *self._aimd_args)
+        now = self._clock()
         self.lease_calls += 1
         try:
             reply: Any = await self._redis.evalsha(_TAKE_SHA, 1, *args)
@@ -224,6 +405,8 @@ class GlobalTokenBucket:
             reply = await self._redis.eval(TAKE_SCRIPT, 1, *args)
         granted, wait_ms = int(reply[0]), int(reply[1])
         self.leased += granted
+        if self._aimd_args:
+            self._observe(reply[2], reply[3], now)
         return granted, wait_ms
 
     def _add_lease(self, tokens: int, requested_at: float) -> None:
@@ -300,7 +483,8 @@ class GlobalTokenBucket:
             return 0.0
         self._shortfall = max(self._shortfall, missing)
         self._demand.set()
-        return max(self._retry_at - now, missing / self._rate)
+        rate = self._rate if self._cut_rate is None else min(self._rate, self.limit_per_s(now))
+        return max(self._retry_at - now, missing / rate)
 
     # -- background refill -------------------------------------------------
     def start(self) -> None:
@@ -336,6 +520,15 @@ class GlobalTokenBucket:
                 return
             if self._rate == 0.0:
                 continue
+            if self._cut_wanted:
+                self._cut_wanted = False
+                try:
+                    await self._cut()
+                except RedisError as exc:
+                    if self._stopping():
+                        return
+                    # The next throttle reply asks again; leasing goes on meanwhile.
+                    _log.warning("tps cut failed for %s (%s)", self.key, type(exc).__name__)
             now = self._clock()
             self._expire(now)
             shortfall = self._shortfall

@@ -23,8 +23,6 @@ FAST = {
     "reconnect_max_s": 0.05,
     "bind_timeout_s": 2.0,
     "sweep_interval_s": 0.05,
-    "throttle_backoff_min_s": 0.005,
-    "throttle_backoff_max_s": 0.02,
 }
 
 
