@@ -33,6 +33,8 @@ from engine.pipeline import Pipeline
 from engine.receipt_sink import ReceiptSink
 from engine.stream_trim import trim_streams
 from privacy_hooks.audit import AuditLog
+from throttling.adaptive import AimdSettings
+from throttling.flow import AdaptiveLimiter, CarrierFlow, LocalAdaptiveLimiter
 from throttling.global_bucket import GlobalTokenBucket
 
 __all__ = ["Engine", "bind_config", "redis_url_for"]
@@ -102,7 +104,8 @@ class _PoolHandler:
         self.engine.receipts.on_claimed(self.carrier, bind, items)
 
     def on_bind_state(self, bind_name: str, up: bool) -> None:
-        log.info("bind %s of carrier %s is %s", bind_name, self.carrier, "up" if up else "down")
+        # The bind logged it already, once, with its cause (connectors/transport.py).
+        log.debug("bind %s of carrier %s is %s", bind_name, self.carrier, "up" if up else "down")
 
 
 class Engine:
@@ -137,16 +140,13 @@ class Engine:
     async def start(self) -> None:
         await self.pipeline.ensure_groups()
         for c in self.settings.carriers:
-            # A carrier's TPS holds across every engine process sharing this Redis.
-            limiter = None
-            if c.tps:
-                limiter = GlobalTokenBucket.for_carrier(self.redis, self.settings.redis.prefix, c.name, c.tps)
-                limiter.start()
-                self._limiters.append(limiter)
             # Receipts in the common layout skip the DeliverSm decode (dlr/receipt_scan.py).
-            pool = BindPool(bind_config(c), _PoolHandler(self, c.name), limiter, claim_deliver=scan_receipt)
+            pool = BindPool(
+                bind_config(c), _PoolHandler(self, c.name), claim_deliver=scan_receipt, flow=self._carrier_flow(c)
+            )
             self.pools[c.name] = pool
             self.metrics.pool_stats[c.name] = pool.stats
+            self.metrics.pools[c.name] = pool
         await asyncio.gather(*(p.start() for p in self.pools.values()))
         self._register_gauges()
         self.receipts.start()
@@ -175,6 +175,22 @@ class Engine:
             "engine started: consumer %s, %d carrier(s), prefix %s",
             self.settings.consumer_name, len(self.pools), self.settings.redis.prefix,
         )
+
+    def _carrier_flow(self, c: CarrierSettings) -> CarrierFlow:
+        """A carrier's flow control (throttling/flow.py): window and rate back off on
+        throttle replies. With a ``tps``, the rate limit lives in Redis: at most ``tps``
+        in any second across every engine sharing it, and one engine's throttle replies
+        slow them all."""
+        limiter: AdaptiveLimiter
+        if c.tps:
+            aimd = AimdSettings(floor=c.throttle_floor_per_s or max(1.0, c.tps / 10), step=max(1.0, c.tps / 10))
+            bucket = GlobalTokenBucket.per_second(self.redis, self.settings.redis.prefix, c.name, c.tps, aimd)
+            bucket.start()
+            self._limiters.append(bucket)
+            limiter = bucket
+        else:
+            limiter = LocalAdaptiveLimiter(c.throttle_floor_per_s or 1.0)
+        return CarrierFlow(c.window, c.window_floor, limiter)
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()

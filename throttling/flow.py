@@ -84,8 +84,10 @@ class LocalAdaptiveLimiter:
         return self._bucket.wait_s(n, now)
 
     def _observed_per_s(self, now: float) -> float:
+        # What went out in the last second, about: the current sample counted over
+        # at least a second (a short first burst is not a rate), or the last whole one.
         t0 = self._t0
-        partial = self._count / (now - t0) if t0 is not None and now - t0 >= 0.1 else 0.0
+        partial = self._count / max(now - t0, 1.0) if t0 is not None else 0.0
         return max(self._observed, partial)
 
     def note_throttled(self, now: float) -> None:

@@ -334,3 +334,40 @@ async def test_the_simulators_receipts_are_claimed_and_answered_by_sequence_numb
         await bind.close(1.0)
         await sim.close()
     assert sim.stats.dlr_resps == 20
+
+
+async def test_reconnects_are_counted_by_cause(sim: Simulator, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import socket
+
+    from connectors.transport import RECONNECT_CAUSES
+
+    caplog.set_level(logging.INFO, logger="sendgate.connectors.transport")
+    listener = Listener()
+    bind = SmppBind(cfg(sim.port, name="acme"), listener)
+    await bind.start()
+    assert bind.up
+    bind.kill()
+    await listener.until(lambda: listener.ups == 2)
+    await sim.unbind_all()
+    await listener.until(lambda: listener.ups == 3)
+    await bind.close(0.5)
+    assert bind.reconnects == {"aborted": 1, "unbound": 1}
+    downs = [r for r in caplog.records if getattr(r, "event", "") == "bind_down"]
+    assert [(r.carrier, r.bind, r.cause) for r in downs] == [  # type: ignore[attr-defined]
+        ("acme", bind.name, "aborted"), ("acme", bind.name, "unbound"),
+    ]
+    assert sum(getattr(r, "event", "") == "bind_up" for r in caplog.records) == 3
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    refused = SmppBind(cfg(closed), Listener())
+    await refused.start()
+    for _ in range(200):
+        if refused.reconnects:
+            break
+        await asyncio.sleep(0.01)
+    await refused.close(0.1)
+    assert set(refused.reconnects) == {"refused"}
+    assert set(refused.reconnects) <= set(RECONNECT_CAUSES)
