@@ -41,7 +41,7 @@ async def test_throttling_carrier_at_half_the_configured_tps_converges_and_loses
 ) -> None:
     n = 50  # the carrier throttles above n per second; sendgate is configured at 2n
     cfg = SimulatorConfig(dlr=True, throttle_tps=n)
-    jobs = _jobs(300)
+    jobs = _jobs(160)
     async with running(redis_url, key_prefix, cfg, proxy=False, carrier={"tps": 2 * n}) as (eng, sim, _p, redis):
         pool = eng.pools["sim"]
         assert pool.rate_per_s() == 2 * n
@@ -76,15 +76,17 @@ async def test_multipart_order_is_kept_under_throttling(redis_url: str, key_pref
 
 async def test_two_engines_share_the_backoff(redis_url: str, key_prefix: str) -> None:
     """Engine one's carrier link throttles, engine two's does not; both share carrier
-    "sim"'s limit in Redis: one's throttle replies slow two down."""
+    "sim"'s limit in Redis: one's throttle replies slow two down. Small batches, so
+    that both engines have jobs in hand."""
     tps = 100
-    jobs = _jobs(200)
+    jobs = _jobs(160)
     quiet = await start_simulator(SimulatorConfig(dlr=False))
     throttling = SimulatorConfig(dlr=False, throttle_tps=20)
     try:
         async with running(redis_url, key_prefix, throttling, proxy=False, carrier={"tps": tps},
-                           consumer="one") as (one, sim, _p, redis):
-            two = Engine(make_settings(redis_url, key_prefix, quiet.port, carrier={"tps": tps}, consumer="two"),
+                           consumer="one", batch_size=20) as (one, sim, _p, redis):
+            two = Engine(make_settings(redis_url, key_prefix, quiet.port, carrier={"tps": tps}, consumer="two",
+                                       batch_size=20),
                          redis_url)
             await two.start()
             try:
