@@ -31,7 +31,7 @@ import msgspec
 
 __all__ = ["FINAL_EVENTS", "HistoryRow", "JobDelta", "deltas_from_entries", "ms_to_day"]
 
-#: Events after which a job's state does not change any more (DESIGN.md, events stream).
+#: Events after which a job's state does not change any more (docs/contract.md §2.4, events stream).
 FINAL_EVENTS = frozenset(
     {"delivered", "undeliverable", "expired", "rejected", "deleted", "unknown", "failed", "cancelled"}
 )
