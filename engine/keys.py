@@ -102,8 +102,10 @@ KEY_TABLE: tuple[KeyDoc, ...] = (
            "MAXLEN ~; MINID trim to the message retention", "shard"),
     KeyDoc("P:dlr:invalid", "stream", "receipts that could not be parsed (text and addresses removed)",
            "dlr/store.py", "MAXLEN ~; MINID trim to the message retention", "shard"),
-    KeyDoc("P:tps:<carrier>", "hash", "a carrier's TPS bucket shared by every engine: `t` tokens, `ts` time",
-           "throttling/global_bucket.py", "a full refill + 1 s after its last lease", "fleet"),
+    KeyDoc("P:tps:<carrier>", "hash", "a carrier's TPS bucket shared by every engine: `t` tokens, `ts` time; "
+           "after throttle replies `ar` the adaptive limit's last cut and `ac` its time",
+           "throttling/global_bucket.py", "a full refill + 1 s after its last lease, or until the limit is back at tps",
+           "fleet"),
     KeyDoc("P:audit", "stream", "audit log of erasures and purges (subjects as keyed hashes)",
            "privacy_hooks/audit.py", "MINID trim to the audit retention", "fleet"),
     KeyDoc("P:callbacks:failed", "stream", "webhook posts that failed every attempt", "dlr/webhook.py",

@@ -48,6 +48,42 @@ Theory of operation:
 * Redis errors in the refill task are logged (no numbers, no text) and
   retried with backoff; while Redis is unreachable no tokens are granted —
   the limit fails closed, sending pauses rather than exceeding it.
+
+Per second (``GlobalTokenBucket.per_second``, what the engine uses for a
+carrier's ``tps``): a carrier counts submit_sm per second, and the bound
+above, ``rate * T + burst``, lets ``tps + burst`` through in a second at
+``rate = tps``. :func:`per_second_limits` sizes the bucket so that no window
+of one second, as the carrier counts, holds more than ``tps``:
+
+* whole sends over any ``T`` are at most ``burst + floor(rate * T)`` (the
+  lease argument above, in integers);
+* a window of one second at the carrier is at most ``1 + ARRIVAL_JITTER_S``
+  seconds at the sender (sends that left further apart may arrive closer
+  together: event-loop and socket delays), 40 ms allowed for;
+* so ``rate * (1 + ARRIVAL_JITTER_S) < tps - burst + 1`` is enough; the
+  rate is ``(tps - burst + 0.5) / 1.04`` with ``chunk`` 20 ms of traffic
+  and ``burst`` two chunks: at 50 TPS a refill of 46.6/s and a burst of 2,
+  at 1,000 TPS 924/s and 40 — about 7 % below ``tps`` on average, the price
+  of never exceeding it. (Below 3 TPS there is no room for a burst of two:
+  half the rate; the first second may hold two.)
+* The pool's write coalescing changes nothing: it writes what was granted,
+  in the same loop iteration; it never holds tokens back to send them later
+  together (leased tokens expire ``hold_s`` after they were leased).
+
+Adaptive limit (``aimd`` and ``ceiling_per_s``, the configured tps): the
+same hash holds ``ar``, the rate of the last cut, and ``ac``, its Redis time.
+The limit in force is ``recovered_rate(ar, now - ac, ...)``
+(``throttling.adaptive``): the cut rate for ``hold_s``, then ``+step`` at
+once and every ``interval_s`` up to the ceiling — so it recovers with time,
+without any engine pushing increases, and every engine computes the same
+value. :meth:`GlobalTokenBucket.note_throttled` (a throttle reply) makes the
+refill task run :data:`CUT_SCRIPT`: ``ar`` = ``decrease`` x the limit in
+force (never below ``floor``), unless a cut happened within ``cooldown_s`` —
+the throttle replies of one window, from one engine or several, cut once.
+The lease script refills at ``min(rate, limit)`` and returns ``ar`` and the
+time since ``ac``, so every engine knows the limit at its next lease
+(``limit_per_s``, the gauge ``sendgate_carrier_rate_per_s``). The key lives
+until the limit is back at the ceiling; the fields go once it is.
 """
 
 from __future__ import annotations
