@@ -6,7 +6,14 @@ import random
 
 import pytest
 
-from throttling import AdaptiveRate, AimdSettings, CarrierFlow, LocalAdaptiveLimiter, TokenBucket, recovered_rate
+from throttling import (
+    AdaptiveRate,
+    AimdSettings,
+    CarrierFlow,
+    LocalAdaptiveLimiter,
+    TokenBucket,
+    recovered_rate,
+)
 from throttling.global_bucket import ARRIVAL_JITTER_S, per_second_limits
 
 
