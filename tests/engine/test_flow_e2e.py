@@ -41,7 +41,10 @@ async def test_throttling_carrier_at_half_the_configured_tps_converges_and_loses
 ) -> None:
     n = 50  # the carrier throttles above n per second; sendgate is configured at 2n
     cfg = SimulatorConfig(dlr=True, throttle_tps=n)
-    jobs = _jobs(160)
+    # Work for about six seconds: the first cut lands at n exactly (2n / 2); the
+    # next one — a second at n plus the burst, or the recovery above n after the
+    # 2 s hold — takes the rate below n.
+    jobs = _jobs(300)
     async with running(redis_url, key_prefix, cfg, proxy=False, carrier={"tps": 2 * n}) as (eng, sim, _p, redis):
         pool = eng.pools["sim"]
         assert pool.rate_per_s() == 2 * n
