@@ -293,7 +293,7 @@ async def test_a_throttle_seen_by_one_instance_lowers_the_limit_of_both(
     total = 0
     while time.monotonic() - start < 1.0:
         total += await fresh.take(100)
-    assert 30 <= total <= 50.0 * (time.monotonic() - start) + fresh.burst + 1
+    assert 10 <= total <= 50.0 * (time.monotonic() - start) + fresh.burst + 1
     # The key lives until the limit would be back at the ceiling (2 s + 5 steps of 1 s).
     assert (await redis_client.pttl(one.key)) > 6000
 
@@ -329,7 +329,7 @@ async def test_note_throttled_cuts_through_the_refill_task(
         bucket.note_throttled()
         bucket.note_throttled()  # within the cooldown: asked once
         deadline = time.monotonic() + 5
-        while not bucket.cut_calls and time.monotonic() < deadline:
+        while not bucket.is_reduced() and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         assert (bucket.cut_calls, bucket.cuts) == (1, 1)
         assert bucket.limit_per_s(time.monotonic()) == pytest.approx(20.0)
