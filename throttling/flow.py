@@ -69,15 +69,16 @@ class LocalAdaptiveLimiter:
         self._observed = 0.0  # granted per second over the last whole second
 
     def try_take(self, n: int, now: float) -> int:
-        got = self._bucket.try_take(n, now)
+        # Unlimited (no throttle reply yet, or recovered): no bucket to ask.
+        got = self._bucket.try_take(n, now) if self._rate.rate_per_s else n
         # One sample per second of what went out: the starting point of a cut.
         t0 = self._t0
-        if t0 is None:
-            self._t0 = now
-        elif now - t0 >= 1.0:
+        if t0 is not None and now - t0 < 1.0:
+            self._count += got
+            return got
+        if t0 is not None:
             self._observed = self._count / (now - t0)
-            self._t0, self._count = now, 0
-        self._count += got
+        self._t0, self._count = now, got
         return got
 
     def wait_s(self, n: int, now: float) -> float:

@@ -329,13 +329,6 @@ class GlobalTokenBucket:
             ceiling_per_s=tps, aimd=aimd if tps else None,
         )
 
-    @classmethod
-    def for_carrier(
-        cls, redis: Redis, prefix: str, carrier: str, rate_per_s: float, burst: int | None = None
-    ) -> GlobalTokenBucket:
-        """The bucket of ``carrier`` under ``prefix`` (key ``<prefix>:tps:<carrier>``)."""
-        return cls(redis, tps_key(prefix, carrier), rate_per_s, burst)
-
     def _configure(self, rate: float) -> None:
         self._rate = rate
         burst = self._burst_arg if self._burst_arg is not None else default_burst(rate)
