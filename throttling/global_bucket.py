@@ -80,7 +80,9 @@ value. :meth:`GlobalTokenBucket.note_throttled` (a throttle reply) makes the
 refill task run :data:`CUT_SCRIPT`: ``ar`` = ``decrease`` x the limit in
 force (never below ``floor``), unless a cut happened within ``cooldown_s`` —
 the throttle replies of one window, from one engine or several, cut once.
-The lease script refills at ``min(rate, limit)`` and returns ``ar`` and the
+The lease script refills at ``min(rate, sized(limit))`` — the limit sized like
+``tps`` above, so that the carrier sees no more than the limit in force in
+any second either — and returns ``ar`` and the
 time since ``ac``, so every engine knows the limit at its next lease
 (``limit_per_s``, the gauge ``sendgate_carrier_rate_per_s``). The key lives
 until the limit is back at the ceiling; the fields go once it is.
@@ -128,8 +130,9 @@ end
 #: KEYS[1] bucket hash; ARGV[1] rate per second, ARGV[2] capacity, ARGV[3] tokens wanted,
 #: ARGV[4] the least worth granting (fewer are not granted at all); optional, for an
 #: adaptive limit: ARGV[5] ceiling (the configured tps), ARGV[6] step per interval,
-#: ARGV[7] hold seconds, ARGV[8] interval seconds. The refill rate is the smaller of
-#: ARGV[1] and the adaptive limit.
+#: ARGV[7] hold seconds, ARGV[8] interval seconds, ARGV[9] burst, ARGV[10] 1 + the
+#: arrival jitter. Below the ceiling the refill rate is the smaller of ARGV[1] and the
+#: limit sized like per_second_limits: max(limit - burst + 0.5, limit / 2) / ARGV[10].
 #: Returns {granted, wait_ms, cut_rate, since_cut}: granted is 0 or between the least and
 #: the wanted; wait_ms is 0 when all were granted, else milliseconds until the least is
 #: there; cut_rate and since_cut (strings, "" when the limit is not reduced) describe the
@@ -158,7 +161,10 @@ if ceil ~= nil and ar ~= nil and ac ~= nil then
   if limit >= ceil then
     redis.call('HDEL', KEYS[1], 'ar', 'ac')
   else
-    if limit < rate then rate = limit end
+    local sized = limit - tonumber(ARGV[9]) + 0.5
+    if sized < limit / 2 then sized = limit / 2 end
+    sized = sized / tonumber(ARGV[10])
+    if sized < rate then rate = sized end
     cut, since = string.format('%.6f', ar), string.format('%.6f', now - ac)
     local rest = hold + math.ceil((ceil - ar) / step) * interval - (now - ac)
     if rest > ttl_s then ttl_s = rest end
@@ -299,8 +305,6 @@ class GlobalTokenBucket:
         self.ceiling_per_s = float(ceiling_per_s)
         self.aimd = aimd
         self._aimd_args: tuple[str, ...] = ()
-        if aimd is not None:
-            self._aimd_args = (repr(self.ceiling_per_s), repr(aimd.step), repr(aimd.hold_s), repr(aimd.interval_s))
         # The shared adaptive limit as last seen: the rate of the last cut and when
         # (this process's clock), None while not reduced.
         self._cut_rate: float | None = None
@@ -330,6 +334,15 @@ class GlobalTokenBucket:
         )
 
     def _configure(self, rate: float) -> None:
+        self._configure_sizes(rate)
+        aimd = self.aimd
+        if aimd is not None:  # the lease script's arguments for the adaptive limit
+            self._aimd_args = (
+                repr(self.ceiling_per_s), repr(aimd.step), repr(aimd.hold_s), repr(aimd.interval_s),
+                repr(self.burst), repr(1.0 + ARRIVAL_JITTER_S),
+            )
+
+    def _configure_sizes(self, rate: float) -> None:
         self._rate = rate
         burst = self._burst_arg if self._burst_arg is not None else default_burst(rate)
         if rate == 0.0:
@@ -412,7 +425,7 @@ class GlobalTokenBucket:
     async def _cut(self) -> None:
         a = self.aimd
         assert a is not None
-        args = (self.key, *self._aimd_args, repr(a.floor), repr(a.decrease), repr(a.cooldown_s))
+        args = (self.key, *self._aimd_args[:4], repr(a.floor), repr(a.decrease), repr(a.cooldown_s))
         now = self._clock()
         self.cut_calls += 1
         try:
@@ -512,8 +525,17 @@ class GlobalTokenBucket:
             return 0.0
         self._shortfall = max(self._shortfall, missing)
         self._demand.set()
-        rate = self._rate if self._cut_rate is None else min(self._rate, self.limit_per_s(now))
-        return max(self._retry_at - now, missing / rate)
+        return max(self._retry_at - now, missing / self._refill_rate(now))
+
+    def _refill_rate(self, now: float) -> float:
+        """The rate the lease script refills at now (as last seen)."""
+        if self._cut_rate is None:
+            return self._rate
+        limit = self.limit_per_s(now)
+        if limit >= self.ceiling_per_s:
+            return self._rate
+        sized = max(limit - self.burst + 0.5, limit / 2.0) / (1.0 + ARRIVAL_JITTER_S)
+        return min(self._rate, sized)
 
     # -- background refill -------------------------------------------------
     def start(self) -> None:

@@ -288,7 +288,7 @@ async def test_a_throttle_seen_by_one_instance_lowers_the_limit_of_both(
     fresh = GlobalTokenBucket.per_second(redis_client, key_prefix, "acme", 100.0, aimd)
     await fresh._lease(1)
     assert fresh.is_reduced() and fresh.limit_per_s(time.monotonic()) == pytest.approx(50.0)
-    # The refill runs at the limit (50/s), not at the configured rate (~94/s).
+    # The refill runs at the limit (50/s, sized: 46.6/s), not at the configured rate (~94/s).
     start = time.monotonic()
     total = 0
     while time.monotonic() - start < 1.0:
