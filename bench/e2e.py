@@ -127,6 +127,7 @@ class BenchOptions:
     history: str = "off"  # the engines' [history]: "off", or a url ("" = SQLite in the data dir)
     py_spy: str = ""
     prefill: int = 0  # records of earlier jobs written under the run's prefix before it starts
+    marketing: int = 0  # > 0: every job is kind=marketing, checked against a suppression list of this many hashes
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -149,9 +150,13 @@ def parse_mix(text: str) -> dict[str, float]:
     return {k: v / total for k, v in mix.items()}
 
 
-def _job_fields(run: str, i: int, kind: str, dlr: bool, rng: random.Random) -> dict[str, str]:
+def _job_fields(
+    run: str, i: int, kind: str, dlr: bool, rng: random.Random, marketing: bool = False
+) -> dict[str, str]:
     n = str(rng.randrange(100000, 999999))
     fields = {"id": f"{run}-{i}", "to": f"+4501{rng.randrange(0, 999999):06d}", "dlr": "1" if dlr else "0"}
+    if marketing:
+        fields["kind"] = "marketing"
     if kind == "gsm":
         fields["text"] = _GSM_TEXT.format(n=n)
     elif kind == "ucs2":
@@ -420,7 +425,7 @@ async def _produce(redis: Any, stream: str, o: BenchOptions, run: str, tracker: 
     async def push(lo: int, hi: int) -> None:
         pipe = redis.pipeline(transaction=False)
         for i in range(lo, hi):
-            pipe.xadd(stream, _job_fields(run, i, chosen[i], o.dlr, rng))
+            pipe.xadd(stream, _job_fields(run, i, chosen[i], o.dlr, rng, o.marketing > 0))
             tracker.dlr[i] = o.dlr
         ids = await pipe.execute()
         for i, eid in zip(range(lo, hi), ids, strict=True):
@@ -633,6 +638,10 @@ async def run_bench(
             t = time.monotonic()
             await _prefill(redis, prefix, run, o.prefill)
             log(f"bench: prefilled the records of {o.prefill} earlier jobs in {time.monotonic() - t:.1f}s")
+        if o.marketing > 0:  # hashes no bench number has: every job is checked, none suppressed
+            for first in range(0, o.marketing, 10_000):
+                await redis.sadd(keys.suppression(""), *(f"{run}{j:024x}" for j in range(first, min(o.marketing,
+                                                                                                   first + 10_000))))
 
         # -- simulator
         sim_args = [
@@ -963,7 +972,7 @@ def _summarise(
             "workers": o.workers, "binds": o.binds, "window": o.window, "tps": o.tps, "batch_size": o.batch_size,
             "loop": o.loop, "sim_loop": o.sim_loop, "dlr": o.dlr, "receipts": o.receipts, "rate": o.rate,
             "mix": o.mix, "dlr_delay_ms": o.dlr_delay_ms, "latency_ms": o.latency_ms, "seed": o.seed,
-            "prefill": o.prefill,
+            "prefill": o.prefill, "marketing": o.marketing,
         },
         "timeline": timeline,
         "notes": [],
@@ -1159,6 +1168,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefill", metavar="N", type=int, default=0,
                    help="first write the records N earlier jobs would have left (3 keys each), so the run "
                         "meets the keyspace of a Redis holding earlier traffic (default 0: an empty one)")
+    p.add_argument("--marketing", metavar="N", type=int, default=0,
+                   help="every job kind=marketing, checked against a suppression list of N hashes that match "
+                        "none of them (the cost of the opt-out check; default 0: transactional jobs)")
     p.add_argument("--receipt-cost", metavar="N", type=int, default=0,
                    help="what receipts cost: N alternating runs with receipts on and off (each on a fresh "
                         "embedded Redis unless --redis-url/REDIS_URL), then medians and the drop")
@@ -1186,6 +1198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         receipts=args.receipts, dlr_delay_ms=args.dlr_delay_ms, latency_ms=args.latency_ms,
         redis_url=args.redis_url, timeout_s=args.timeout_s, seed=args.seed, quiet=args.quiet,
         cprofile=args.cprofile, py_spy=args.py_spy, prefill=max(0, args.prefill), history=args.history,
+        marketing=max(0, args.marketing),
     )
     if args.receipt_cost > 0:
         return _receipt_cost(opts, args.receipt_cost, args.json)

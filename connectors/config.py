@@ -29,6 +29,9 @@ class BindConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     port: int = 2775
     system_id: str = ""
     password: str = ""  # never logged
+    tls: bool = False  # SMPP over TLS; the certificate and the host name are verified
+    ca_file: str = ""  # CA bundle that signs the carrier's certificate ("" = the system's)
+    server_name: str = ""  # name the certificate must carry ("" = host)
     system_type: str = ""
     bind_mode: str = "transceiver"  # or "transmitter+receiver"
     binds: int = 1  # TRX binds, or TX+RX pairs
@@ -64,6 +67,7 @@ class BindConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         _check(self.auth_retry_s > 0, "auth_retry_s", "must be > 0")
         _check(self.drain_timeout_s >= 0, "drain_timeout_s", "must be >= 0")
         _check(self.sweep_interval_s > 0, "sweep_interval_s", "must be > 0")
+        _check(self.tls or not (self.ca_file or self.server_name), "ca_file", "needs tls = true")
 
     @classmethod
     def from_carrier(cls, table: dict[str, Any]) -> BindConfig:
@@ -81,7 +85,7 @@ class BindConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         return (
             f"BindConfig(name={self.name!r}, host={self.host!r}, port={self.port}, "
             f"system_id={self.system_id!r}, bind_mode={self.bind_mode!r}, "
-            f"binds={self.binds}, window={self.window})"
+            f"binds={self.binds}, window={self.window}, tls={self.tls})"
         )
 
 

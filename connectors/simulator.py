@@ -35,6 +35,7 @@ import os
 import random
 import re
 import signal
+import ssl
 import struct
 import sys
 import time
@@ -45,8 +46,10 @@ from typing import Any, Final, cast
 import msgspec
 import orjson
 
+from .codec import encode
 from .constants import CommandId, MessageState
-from .pdu import BindReceiverResp, BindTransceiverResp, BindTransmitterResp, DataSmResp
+from .mobile_origin import Concat, Encoding, mo_parts
+from .pdu import BindReceiverResp, BindTransceiverResp, BindTransmitterResp, DataSmResp, DeliverSm
 from .session import HEADER, SMSC, ProtocolViolation, Response, Session, State, Unbound
 from .status import (
     ESME_RALYBND,
@@ -125,7 +128,16 @@ class SimulatorConfig(msgspec.Struct, kw_only=True, frozen=True):
     drop_after: int = 0  # abort a connection after this many PDUs received; 0 = never
     drop_limit: int = 1  # how many connections to drop that way; 0 = every one
     stats_interval_s: float = 0.0  # JSON stats line on stderr every interval; 0 = off
+    # inbound mode: a mobile-originated message every interval (0 = off; tests call send_inbound)
+    inbound_every_s: float = 0.0
+    inbound_from: str = "4512345678"
+    inbound_to: str = "1234"
+    inbound_text: str = "STOP"
+    inbound_encoding: Encoding = "gsm7"
+    inbound_concat: Concat = "udh8"
     seed: int | None = None
+    tls_cert: str = ""  # PEM certificate (chain): listen with TLS; "" = plain TCP
+    tls_key: str = ""  # its PEM private key ("" = in tls_cert)
 
     def __post_init__(self) -> None:
         if self.latency_dist not in ("fixed", "uniform", "exponential"):
@@ -141,6 +153,8 @@ class SimulatorConfig(msgspec.Struct, kw_only=True, frozen=True):
             raise ValueError("dlr_states: weights must add up to more than 0")
         if not 0.0 <= self.error_rate <= 1.0:
             raise ValueError("error_rate: must be 0..1")
+        if self.tls_key and not self.tls_cert:
+            raise ValueError("tls_key: needs tls_cert")
 
 
 class SimulatorStats:
@@ -155,6 +169,7 @@ class SimulatorStats:
         "enquire_link_resps",
         "enquire_links",
         "errors_injected",
+        "inbound_parts",
         "max_outstanding",
         "max_submits_per_s",
         "protocol_errors",
@@ -173,6 +188,7 @@ class SimulatorStats:
         self.throttled = 0  # answered ESME_RTHROTTLED
         self.errors_injected = 0
         self.receipts = 0  # deliver_sm receipts written
+        self.inbound_parts = 0  # deliver_sm of mobile-originated messages written (inbound mode)
         self.dlr_resps = 0  # deliver_sm_resp received
         self.enquire_links = 0  # enquire_link received
         self.enquire_link_resps = 0  # answers to our enquire_link
@@ -232,6 +248,7 @@ class Simulator:
         self.connections: set[SmscProtocol] = set()
         self._server: asyncio.Server | None = None
         self._stats_task: asyncio.Task[None] | None = None
+        self._inbound_task: asyncio.Task[None] | None = None
         self._rng = random.Random(config.seed)
         self._next_id = 1
         self._drops_left = config.drop_limit
@@ -254,20 +271,27 @@ class Simulator:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        tls: ssl.SSLContext | None = None
+        if self.config.tls_cert:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(self.config.tls_cert, self.config.tls_key or None)
         self._server = await loop.create_server(
-            lambda: SmscProtocol(self), self.config.host, self.config.port, reuse_address=True
+            lambda: SmscProtocol(self), self.config.host, self.config.port, reuse_address=True, ssl=tls
         )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
         if self.config.stats_interval_s > 0:
             self._stats_task = loop.create_task(self._stats_loop())
+        if self.config.inbound_every_s > 0:
+            self._inbound_task = loop.create_task(self._inbound_loop())
 
     async def close(self) -> None:
         """Stop listening and drop every connection."""
-        if self._stats_task is not None:
-            self._stats_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._stats_task
+        for task in (self._stats_task, self._inbound_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
@@ -324,6 +348,68 @@ class Simulator:
         """Send enquire_link on every bound connection (tests: SMSC-initiated keepalive)."""
         for conn in list(self.connections):
             conn.send_enquire_link()
+
+    # -- inbound mode: mobile-originated messages ---------------------------
+
+    def receivers(self) -> list[SmscProtocol]:
+        """Bound receiver / transceiver connections, in bind order."""
+        return [c for conns in self._receivers.values() for c in conns]
+
+    def send_inbound(
+        self,
+        source_addr: str,
+        destination_addr: str,
+        text: str,
+        *,
+        encoding: Encoding = "gsm7",
+        concat: Concat = "udh8",
+        ref: int = 1,
+        order: Sequence[int] | None = None,
+        skip: Sequence[int] = (),
+        spread: bool = False,
+    ) -> int:
+        """Send ``text`` from a phone (``source_addr``) to ``destination_addr`` as
+        deliver_sm parts (:func:`~connectors.mobile_origin.mo_parts`); returns the
+        number of PDUs written.
+
+        ``order``: 0-based part indexes in the order to send them (default:
+        in sequence); ``skip``: indexes never sent (a part lost on the way);
+        ``spread``: part *i* goes on receiver bind *i* mod binds, otherwise all
+        on the first. Raises RuntimeError with no receiver bound.
+        """
+        conns = self.receivers()
+        if not conns:
+            raise RuntimeError("no receiver bind to send inbound messages on")
+        parts = mo_parts(text, encoding=encoding, concat=concat, ref=ref)
+        indexes = list(order) if order is not None else list(range(len(parts)))
+        sent = 0
+        for n, i in enumerate(i for i in indexes if i not in skip):
+            part = parts[i]
+            pdu = DeliverSm(
+                source_addr_ton=1, source_addr_npi=1, source_addr=source_addr,
+                dest_addr_ton=0 if len(destination_addr) <= 6 else 1, dest_addr_npi=1,
+                destination_addr=destination_addr, esm_class=part.esm_class, data_coding=part.data_coding,
+                short_message=part.short_message,
+                sar_msg_ref_num=part.sar[0] if part.sar else None,
+                sar_total_segments=part.sar[1] if part.sar else None,
+                sar_segment_seqnum=part.sar[2] if part.sar else None,
+            )
+            conn = conns[n % len(conns)] if spread else conns[0]
+            if conn.write_pdu(pdu):
+                sent += 1
+        self.stats.inbound_parts += sent
+        return sent
+
+    async def _inbound_loop(self) -> None:
+        """``inbound_every_s``: one inbound message per interval on the first receiver bind."""
+        cfg = self.config
+        ref = 0
+        while True:
+            await asyncio.sleep(cfg.inbound_every_s)
+            if self.receivers():
+                ref = (ref + 1) & 0xFF
+                self.send_inbound(cfg.inbound_from, cfg.inbound_to, cfg.inbound_text,
+                                  encoding=cfg.inbound_encoding, concat=cfg.inbound_concat, ref=ref)
 
     # -- decisions shared by connections ----------------------------------
 
@@ -658,6 +744,15 @@ class SmscProtocol(asyncio.Protocol):
             self.transport.write(self.session.send_unbind(self._loop.time()))
             self._can_submit = False
 
+    def write_pdu(self, pdu: Any) -> bool:
+        """Write one PDU of ours (inbound mode) with our next sequence number; False when closed."""
+        if self.transport is None or self._closing or not self.session.is_bound():
+            return False
+        self._seq = self._seq + 1 if self._seq < 0x7FFFFFFF else 0x40000000
+        pdu.sequence_number = self._seq
+        self.transport.write(encode(pdu))
+        return True
+
     def send_enquire_link(self) -> None:
         if self.transport is not None and self.session.is_bound():
             self.transport.write(self.session.send_enquire_link(self._loop.time()))
@@ -868,6 +963,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON stats line on stderr every N s; 0 = off",
     )
     p.add_argument("--seed", type=int, default=None, help="random seed")
+    p.add_argument("--tls-cert", default="", help="PEM certificate: listen with TLS (SMPP over TLS)")
+    p.add_argument("--tls-key", default="", help="PEM private key of --tls-cert (default: in the cert file)")
+    p.add_argument(
+        "--inbound-every-s",
+        type=float,
+        default=0.0,
+        help="inbound mode: send a mobile-originated message every N s on the first receiver bind; 0 = off",
+    )
+    p.add_argument("--inbound-from", default="4512345678", help="inbound mode: the phone's number")
+    p.add_argument("--inbound-to", default="1234", help="inbound mode: the short code / number it is sent to")
+    p.add_argument("--inbound-text", default="STOP", help="inbound mode: the text (split into parts when long)")
+    p.add_argument("--inbound-encoding", choices=("gsm7", "ucs2"), default="gsm7", help="inbound mode: alphabet")
+    p.add_argument(
+        "--inbound-concat", choices=("udh8", "udh16", "sar"), default="udh8",
+        help="inbound mode: how a long text is split (8- or 16-bit UDH reference, or SAR TLVs)",
+    )
     p.add_argument(
         "--duration",
         type=float,
@@ -906,6 +1017,14 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         drop_limit=args.drop_limit,
         stats_interval_s=args.stats_interval,
         seed=args.seed,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        inbound_every_s=args.inbound_every_s,
+        inbound_from=args.inbound_from,
+        inbound_to=args.inbound_to,
+        inbound_text=args.inbound_text,
+        inbound_encoding=args.inbound_encoding,
+        inbound_concat=args.inbound_concat,
     )
 
 

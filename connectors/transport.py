@@ -17,6 +17,13 @@ would only lock the account), graceful unbind on close after draining the
 window within a bound. OS errors are mapped once, in
 :func:`map_connection_error`, to :class:`~connectors.errors.ConnectionLostError`.
 
+TLS (``tls = true``): the stdlib's default client context (certificate and
+host name verified, TLS 1.2 or later) with the carrier's ``ca_file``, built
+once per bind; the name checked is ``server_name`` or the host. A handshake
+that fails is an ordinary connection failure — reconnect with backoff — and
+its reason (``TLS certificate not trusted: …``) is the bind's ``last_error``
+and the log line's.
+
 Callbacks go to a :class:`BindListener` (the pool): plain calls from the
 event loop, no task or future per message. The only tasks are one
 connection loop per bind.
@@ -36,6 +43,7 @@ import contextlib
 import logging
 import random
 import socket
+import ssl
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Final, Protocol, cast
@@ -44,7 +52,7 @@ from typing import Any, Final, Protocol, cast
 # the engine's single backoff, pure stdlib, for reconnects.
 from throttling.backoff import Backoff
 
-from .config import BindConfig
+from .config import BindConfig, ConfigError
 from .constants import CommandId
 from .errors import BindError, ConnectionLostError, SmppError
 from .pdu import (
@@ -74,6 +82,7 @@ __all__ = [
     "SmppBind",
     "SmppProtocol",
     "map_connection_error",
+    "tls_context",
 ]
 
 log = logging.getLogger("sendgate.connectors.transport")
@@ -121,6 +130,18 @@ def connection_cause(exc: BaseException | None) -> str:
     return "network"
 
 
+def tls_context(config: BindConfig) -> ssl.SSLContext | None:
+    """The client TLS context of a carrier with ``tls = true`` (else ``None``)."""
+    if not config.tls:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=config.ca_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"ca_file: cannot load {config.ca_file}: {exc}") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
 def map_connection_error(exc: BaseException | None, where: str) -> ConnectionLostError:
     """The one place where OS-level failures become our error type."""
     if exc is None:
@@ -129,6 +150,10 @@ def map_connection_error(exc: BaseException | None, where: str) -> ConnectionLos
         return exc
     if isinstance(exc, TimeoutError):
         return ConnectionLostError(f"{where}: timed out")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return ConnectionLostError(f"{where}: TLS certificate not trusted: {exc.verify_message or exc.reason}")
+    if isinstance(exc, ssl.SSLError):
+        return ConnectionLostError(f"{where}: TLS handshake failed: {exc.reason or type(exc).__name__}")
     if isinstance(exc, OSError):
         name = exc.__class__.__name__
         return ConnectionLostError(f"{where}: {name} (errno {exc.errno})")
@@ -276,6 +301,7 @@ class SmppBind:
         self.mode = mode
         self.claim_deliver = claim_deliver
         self.name = name or f"{config.name}-{mode}"
+        self._tls = tls_context(config)
         self.session: Session | None = None
         self.protocol: SmppProtocol | None = None
         self.up = False
@@ -551,10 +577,15 @@ class SmppBind:
         self._lost_waiter = loop.create_future()
         self._close_cause = ""
         self.connects += 1
-        _, protocol = await asyncio.wait_for(
-            loop.create_connection(lambda: SmppProtocol(session, self), cfg.host, cfg.port),
-            cfg.bind_timeout_s,
-        )
+        if self._tls is None:
+            connecting = loop.create_connection(lambda: SmppProtocol(session, self), cfg.host, cfg.port)
+        else:
+            connecting = loop.create_connection(
+                lambda: SmppProtocol(session, self), cfg.host, cfg.port,
+                ssl=self._tls, server_hostname=cfg.server_name or cfg.host,
+                ssl_handshake_timeout=cfg.bind_timeout_s,
+            )
+        _, protocol = await asyncio.wait_for(connecting, cfg.bind_timeout_s)
         self.protocol = protocol
         bind_cls = _BIND_PDU[self.mode]
         request = bind_cls(
@@ -584,7 +615,7 @@ class SmppBind:
         self.last_error = ""
         self._schedule_sweep()
         log.info(
-            "bind %s up (%s:%s, %s)", self.name, cfg.host, cfg.port, self.mode,
+            "bind %s up (%s:%s, %s%s)", self.name, cfg.host, cfg.port, self.mode, ", tls" if self._tls else "",
             extra={"event": "bind_up", "carrier": cfg.name, "bind": self.name},
         )
         self.listener.bind_up(self)

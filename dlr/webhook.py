@@ -27,6 +27,15 @@ Signature: ``X-Sendgate-Signature: sha256=<hex HMAC-SHA256(secret, body)>``
 over the exact body bytes, and ``X-Sendgate-Timestamp: <unix seconds>`` of
 the attempt; receivers verify the HMAC with a constant-time compare.
 
+Reach: by default a callback may only reach public unicast addresses
+(``dlr.address_policy``): a URL whose host is a literal private, loopback,
+link-local or multicast IP is parked at once (reason ``private_address``),
+and names are resolved by :class:`PublicOnlyResolver`, which drops every
+private address a name resolves to, at each connect — so a name that turns
+into 127.0.0.1 after the job was accepted (DNS rebinding) is refused too,
+as a permanent failure. ``allow_private=True`` (``[webhooks]
+allow_private``) lifts the rule.
+
 Privacy: log lines name only the scheme, host and port of a callback — never
 its path or query string (tokens, and sometimes numbers, live there) — and
 never an event body.
@@ -41,6 +50,7 @@ import heapq
 import hmac
 import itertools
 import logging
+import socket
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -48,14 +58,19 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+from aiohttp.abc import AbstractResolver, ResolveResult
 
+from dlr.address_policy import callback_host_refusal, refused_address
 from throttling.backoff import Backoff  # the engine's one backoff (pyproject.toml, "layers")
 
 __all__ = [
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
+    "PrivateAddressError",
+    "PublicOnlyResolver",
     "WebhookForwarder",
     "WebhookStats",
+    "callback_refusal",
     "sign",
     "validate_callback_url",
 ]
@@ -97,6 +112,43 @@ def validate_callback_url(url: str) -> str:
     if not parts.hostname:
         raise ValueError("callback URL has no host")
     return url
+
+
+class PrivateAddressError(OSError):
+    """Every address a callback host resolved to is private (or loopback, link-local…)."""
+
+
+class PublicOnlyResolver(AbstractResolver):
+    """aiohttp resolver that keeps only public unicast addresses (DNS rebinding guard).
+
+    Wraps aiohttp's default resolver; raises :class:`PrivateAddressError`
+    when nothing public is left, which aiohttp reports as a connector error
+    whose ``os_error`` is that exception.
+    """
+
+    def __init__(self, inner: AbstractResolver | None = None) -> None:
+        self._inner = inner if inner is not None else aiohttp.DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        public = [r for r in results if refused_address(r["host"]) is None]
+        if not public:
+            raise PrivateAddressError(f"callback host resolves only to private addresses ({len(results)})")
+        return public
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def callback_refusal(url: str) -> str | None:
+    """Why the (valid) callback ``url`` is refused before any DNS lookup, or ``None``."""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return "callback URL cannot be parsed"
+    return callback_host_refusal(host)
 
 
 def _log_target(url: str) -> str:
@@ -155,6 +207,7 @@ class WebhookForwarder:
         queue_size: int = 10_000,
         stream_maxlen: int = 1_000_000,
         session: aiohttp.ClientSession | None = None,
+        allow_private: bool = False,
     ) -> None:
         if concurrency < 1 or max_attempts < 1 or queue_size < 1:
             raise ValueError("concurrency, max_attempts and queue_size must be at least 1")
@@ -170,6 +223,8 @@ class WebhookForwarder:
         self.queue_size = queue_size
         self.stream_maxlen = stream_maxlen
         self.stats = WebhookStats()
+        #: False: only public unicast addresses are called (see the module doc).
+        self.allow_private = allow_private
         self._session = session
         self._own_session = session is None
         self._queue: asyncio.Queue[_Delivery] | None = None
@@ -201,7 +256,10 @@ class WebhookForwarder:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                connector=aiohttp.TCPConnector(limit=self.concurrency),
+                connector=aiohttp.TCPConnector(
+                    limit=self.concurrency,
+                    resolver=None if self.allow_private else PublicOnlyResolver(),
+                ),
             )
         self._tasks = [asyncio.create_task(self._worker()) for _ in range(self.concurrency)]
         self._tasks.append(asyncio.create_task(self._retry_loop()))
@@ -222,6 +280,13 @@ class WebhookForwarder:
         except ValueError as exc:
             self._park(url, body, 0, str(exc), "invalid_url")
             return
+        if not self.allow_private:
+            refusal = callback_refusal(url)
+            if refusal is not None:
+                self.stats.failed += 1
+                log.warning("webhook to %s refused: %s", _log_target(url), refusal)
+                self._park(url, body, 0, refusal, "private_address")
+                return
         assert self._queue is not None and self._idle is not None
         try:
             self._queue.put_nowait(_Delivery(url, body))
@@ -326,11 +391,17 @@ class WebhookForwarder:
                 retry_after = _retry_after_s(resp.headers.get("Retry-After"))
         except TimeoutError:
             item.last_error = "timeout"
+        except aiohttp.ClientConnectorError as exc:
+            item.last_error = type(exc).__name__
+            if isinstance(exc.os_error, PrivateAddressError):
+                # the name resolved to private addresses only (e.g. rebinding): never retried
+                item.last_error = "private_address"
+                permanent = True
         except aiohttp.ClientError as exc:
             item.last_error = type(exc).__name__
         self._in_flight.discard(item)
         if permanent:
-            self._give_up(item, "permanent")
+            self._give_up(item, "private_address" if item.last_error == "private_address" else "permanent")
         elif item.attempts >= self.max_attempts:
             self._give_up(item, "max_attempts")
         else:

@@ -13,12 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import logging
 import signal
 import time
 from typing import Any
-
-from redis.asyncio import Redis
 
 from connectors.config import BindConfig
 from connectors.pool import BindPool
@@ -31,8 +30,10 @@ from engine.keys import Keys
 from engine.metrics import Metrics
 from engine.pipeline import Pipeline
 from engine.receipt_sink import ReceiptSink
+from engine.redis_client import redis_from_settings
 from engine.stream_trim import trim_streams
 from privacy_hooks.audit import AuditLog
+from privacy_hooks.logfile import rotate_due_files
 from throttling.adaptive import AimdSettings
 from throttling.flow import AdaptiveLimiter, CarrierFlow, LocalAdaptiveLimiter
 from throttling.global_bucket import GlobalTokenBucket
@@ -62,6 +63,9 @@ def bind_config(c: CarrierSettings) -> BindConfig:
         port=c.port,
         system_id=c.system_id,
         password=c.password,
+        tls=c.tls,
+        ca_file=c.ca_file,
+        server_name=c.server_name,
         system_type=c.system_type,
         bind_mode=c.bind,
         binds=c.binds,
@@ -111,11 +115,16 @@ class _PoolHandler:
 class Engine:
     """One engine process."""
 
-    def __init__(self, settings: Settings, redis_url: str) -> None:
+    def __init__(self, settings: Settings, redis_url: str, *, config_source: str | None = None) -> None:
+        """``config_source``: where the settings were loaded from (``sendgate run``); the
+        start then writes a ``config_load`` audit entry."""
         self.settings = settings
+        self.config_source = config_source
         self.redis_url = redis_url
         client_name = "sendgate-" + "".join(ch if ch.isalnum() or ch in "-_.:" else "_" for ch in settings.consumer_name)
-        self.redis = Redis.from_url(redis_url, socket_keepalive=True, health_check_interval=30, client_name=client_name)
+        self.redis = redis_from_settings(
+            settings, redis_url, socket_keepalive=True, health_check_interval=30, client_name=client_name
+        )
         self.metrics = Metrics()
         self.keys = Keys(settings.redis.prefix)
         self.pools: dict[str, BindPool] = {}
@@ -128,7 +137,7 @@ class Engine:
         self._tasks: list[asyncio.Task[Any]] = []
         self._limiters: list[GlobalTokenBucket] = []
         d = settings.privacy.retention_days
-        self.audit = AuditLog(self.redis, self.keys.audit, d.audit)
+        self.audit = AuditLog(self.redis, self.keys.audit, d.audit, actor=f"engine:{settings.consumer_name}")
         self._auth_failures_seen: dict[str, int] = {}
         self._stopped = asyncio.Event()
         self._signals = 0
@@ -139,6 +148,8 @@ class Engine:
     # ---------------------------------------------------------------- life
     async def start(self) -> None:
         await self.pipeline.ensure_groups()
+        if self.config_source is not None:
+            await self._audit_config_load(self.config_source)
         for c in self.settings.carriers:
             # Receipts in the common layout skip the DeliverSm decode (dlr/receipt_scan.py).
             pool = BindPool(
@@ -289,11 +300,22 @@ class Engine:
                 if now - last_trim >= 60.0:
                     last_trim = now
                     await trim_streams(self.redis, self.settings, approximate=True)
+                    rotate_due_files()  # [logging] file: rotate and expire even when nothing is logged
                 await self.receipts.periodic()
             except asyncio.CancelledError:
                 raise
             except Exception:  # keep the loop alive; the error is logged once per occurrence
                 log.exception("maintenance step failed")
+
+    async def _audit_config_load(self, source: str) -> None:
+        """docs/contract.md §4: a config load is audited — where from, what it holds, a digest (no secret)."""
+        s = self.settings
+        digest = hashlib.sha256(repr(s).encode()).hexdigest()[:32]  # repr shows secrets as ***; 32 hex: read as a hash, not masked
+        await self.audit.record(
+            "config_load", source=source, carriers=len(s.carriers), clients=len(s.clients), digest=digest,
+            allow_private_callbacks=s.webhooks.allow_private,
+            tls_carriers=sum(1 for c in s.carriers if c.tls), redis_tls=s.redis.url.lower().startswith("rediss://"),
+        )
 
     async def _audit_bind_credentials(self) -> None:
         """docs/contract.md §2.8: bind credential failures go to the audit log (never the password)."""

@@ -30,6 +30,10 @@
 --   1 duplicate: this job id was sent (or is being sent) under another entry; acked here
 --   2 reclaimed: this very entry was being sent by a consumer that died between
 --     submit_sm and its resp; the caller resends or reports `unknown`
+--   3 suppressed: a marketing job (C_SUPPRESSION set) whose number's keyed hash is
+--     on its client's suppression list and that holds no mark yet: no mark taken;
+--     the caller sends it back as a dead letter (code `suppressed`, event
+--     `rejected`) in its next call, so the job's fields travel only then
 if ARGV[A_LAYOUT] ~= LAYOUT_VERSION then
   return redis.error_reply('claim.lua: argument layout ' .. tostring(ARGV[A_LAYOUT]) .. ', this script reads '
     .. LAYOUT_VERSION .. ' (caller and script from different versions)')
@@ -41,12 +45,21 @@ local batch = cjson.decode(ARGV[A_PAYLOAD])
 local now, mark_ttl, maxlen = ARGV[A_NOW], ARGV[A_MARK_TTL], ARGV[A_MAXLEN]
 local retry = ARGV[A_RETRY] == '1'
 
+-- A marketing job (C_SUPPRESSION set) to a number on its client's list, and not
+-- claimed before: nothing is written here; the caller dead-letters it.
+local function suppressed(c, idem)
+  return c[C_SUPPRESSION] ~= '' and redis.call('SISMEMBER', c[C_SUPPRESSION], c[C_TO_HASH]) == 1
+    and redis.call('EXISTS', idem) == 0
+end
+
 local out = {}
 for i, c in ipairs(batch.claims) do
   local job_id, entry_id = c[C_JOB_ID], c[C_ENTRY_ID]
   local idem = idem_prefix .. job_id
   local mine = 's|' .. entry_id
-  if redis.call('SET', idem, mine, 'NX', 'EX', mark_ttl) then
+  if suppressed(c, idem) then
+    out[i] = 3
+  elseif redis.call('SET', idem, mine, 'NX', 'EX', mark_ttl) then
     out[i] = 0
   else
     local mark = redis.call('GET', idem)

@@ -61,14 +61,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from engine.app import Engine, redis_url_for
     from privacy_hooks import configure_logging
 
-    configure_logging(settings.logging.level, settings.logging.format, settings.logging.file or None)
+    configure_logging(
+        settings.logging.level, settings.logging.format, settings.logging.file or None,
+        retention_days=settings.privacy.retention_days.activity_log, rotate=settings.logging.rotate,
+    )
     if not settings.carriers:
         print("sendgate: config error: carriers: at least one [[carriers]] table is required", file=sys.stderr)
         return 2
     url, embedded = redis_url_for(settings)
 
+    source = getattr(args, "config", None) or os.environ.get("SENDGATE_CONFIG") or "(defaults and environment)"
+
     async def main() -> int:
-        engine = Engine(settings, url)
+        engine = Engine(settings, url, config_source=source)
         await engine.run()
         return 0
 
@@ -114,7 +119,9 @@ def _cmd_send(args: argparse.Namespace) -> int:
     )
 
     async def main() -> int:
-        producer = Producer.from_url(url, settings.redis.prefix)
+        from engine.redis_client import redis_from_settings
+
+        producer = Producer(redis_from_settings(settings, url), settings.redis.prefix)
         try:
             entry = await producer.send(job)
             print(f"queued job {job.id} as entry {entry} on {producer.lane(job)}")
@@ -184,7 +191,10 @@ def _cmd_archive(args: argparse.Namespace) -> int:
     settings = _load(args)
     from privacy_hooks import configure_logging
 
-    configure_logging(settings.logging.level, settings.logging.format, settings.logging.file or None)
+    configure_logging(
+        settings.logging.level, settings.logging.format, settings.logging.file or None,
+        retention_days=settings.privacy.retention_days.activity_log, rotate=settings.logging.rotate,
+    )
     return run_loop(archive_main(settings, once=args.once))
 
 
@@ -194,6 +204,12 @@ def _cmd_history(args: argparse.Namespace) -> int:
     return run_loop(history_main(
         _load(args), job_id=args.id, ref=args.ref, to=args.to, client=args.client, as_json=args.json, limit=args.limit,
     ))
+
+
+def _cmd_suppress(args: argparse.Namespace) -> int:
+    from engine.suppression import suppress_main
+
+    return run_loop(suppress_main(_load(args), args.action, getattr(args, "numbers", []), args.client or ""))
 
 
 # Sub-commands that own their whole argument list (their --help is their own).
@@ -271,6 +287,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON instead of text")
     p.add_argument("--limit", type=int, default=100, help="at most this many jobs (default 100)")
     p.set_defaults(func=_cmd_history)
+
+    p = sub.add_parser(
+        "suppress", help="manage suppression lists (marketing opt-outs)",
+        description=(
+            "Add, remove or check numbers on a client's suppression list (no --client: the default list, "
+            "shared by jobs and inbound messages without a client). Lists hold keyed hashes: `list` prints "
+            "hashes, `check` exits 1 unless every number is suppressed. Changes go to the audit stream."
+        ),
+    )
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for action, text in (("add", "put numbers on the list"), ("remove", "take numbers off the list"),
+                         ("check", "which numbers are on the list (exit 1 unless all)"),
+                         ("list", "the list's keyed hashes")):
+        a = actions.add_parser(action, help=text, description=text)
+        a.add_argument("-c", "--config", help="TOML config file (default: $SENDGATE_CONFIG)")
+        if action != "list":
+            a.add_argument("numbers", nargs="+", metavar="NUMBER", help="E.164 numbers")
+        a.add_argument("--client", help="a client (tenant) id; default: the default list")
+        a.set_defaults(func=_cmd_suppress)
 
     for name, (_fn, help_text) in _PASSTHROUGH.items():
         sub.add_parser(name, help=help_text, add_help=False)

@@ -18,6 +18,16 @@ Environment overrides, applied after the file:
 | ``SENDGATE_CONSUMER`` | ``engine.consumer`` |
 | ``SENDGATE_WEBHOOK_SECRET`` | ``webhooks.secret`` |
 | ``SENDGATE_HISTORY_URL`` | ``history.url`` |
+| ``SENDGATE_REDIS_PASSWORD`` | ``redis.password`` |
+| ``SENDGATE_CARRIER_<NAME>_PASSWORD`` | ``carriers[…].password`` of carrier ``<name>`` (upper case, ``-`` and ``.`` as ``_``) |
+
+Secrets (``redis.password``, ``privacy.hash_secret``, ``webhooks.secret``,
+``carriers[…].password``) may also come from a file: the ``…_file`` key next
+to them names it (``password_file``, ``hash_secret_file``, ``secret_file``);
+the file is read once here, a trailing newline dropped. Setting a secret both
+inline and as a file is an error. Whatever holds a secret prints it as
+``'***'`` (``repr``), so neither a log line, a traceback, ``/status`` nor a CLI
+command shows one.
 """
 
 from __future__ import annotations
@@ -40,13 +50,16 @@ __all__ = [
     "EncodingSettings",
     "EngineSettings",
     "HistorySettings",
+    "InboundSettings",
     "LoggingSettings",
     "PrivacySettings",
     "RedisSettings",
     "RetentionDays",
     "Settings",
     "WebhookSettings",
+    "carrier_password_env",
     "load_settings",
+    "redact_url",
     "settings_from_mapping",
 ]
 
@@ -55,13 +68,40 @@ class ConfigError(ValueError):
     """A configuration problem, naming the key path."""
 
 
+#: Fields that hold a secret: shown as '***' by every settings object's repr.
+SECRET_FIELDS = frozenset({"password", "hash_secret", "secret", "text_key"})
+_URL_PASSWORD_RE = re.compile(r"(?P<head>^[a-z][a-z0-9+.-]*://[^/@:]*:)[^/@]*@", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of its userinfo (``redis://user:PASS@host``) as ``***``."""
+    return _URL_PASSWORD_RE.sub(r"\g<head>***@", url)
+
+
 class _Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    pass
+    def __repr__(self) -> str:  # secrets never appear in logs, tracebacks or /status
+        parts = []
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if name in SECRET_FIELDS and value:
+                value = "***"
+            elif name == "url" and isinstance(value, str):
+                value = redact_url(value)
+            parts.append(f"{name}={value!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    __str__ = __repr__
 
 
 class RedisSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    url: str = ""  # empty and no REDIS_URL: embedded Redis
+    url: str = ""  # empty and no REDIS_URL: embedded Redis; rediss:// = TLS
     prefix: str = "sendgate"
+    username: str = ""  # Redis 6+ ACL user ("" = the URL's, or the default user)
+    password: str = ""  # or password_file / SENDGATE_REDIS_PASSWORD; "" = the URL's
+    password_file: str = ""
+    tls_ca_file: str = ""  # rediss://: CA bundle to verify the server ("" = the system's)
+    tls_cert_file: str = ""  # rediss://: client certificate (when the server asks for one)
+    tls_key_file: str = ""
 
 
 class EngineSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -87,7 +127,8 @@ class AdminSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True
 class LoggingSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
-    file: str = ""
+    file: str = ""  # also write here; rotated daily, kept privacy.retention_days.activity_log days
+    rotate: Literal["daily", "external"] = "daily"  # "external": logrotate moves it (reopened when moved)
 
 
 class RetentionDays(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -99,12 +140,15 @@ class RetentionDays(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True
 
 class PrivacySettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
     hash_secret: str = "change-me"
+    hash_secret_file: str = ""
     dlr_wait_h: float = 72.0
     retention_days: RetentionDays = msgspec.field(default_factory=RetentionDays)
 
 
 class WebhookSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
     secret: str = ""  # HMAC-SHA256 key of the X-Sendgate-Signature header; "" = derived from privacy.hash_secret
+    secret_file: str = ""
+    allow_private: bool = False  # callbacks may reach loopback/private/link-local addresses
     concurrency: int = 32
     max_attempts: int = 5
     timeout_s: float = 5.0
@@ -139,6 +183,10 @@ class CarrierSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     port: int = 2775
     system_id: str = ""
     password: str = ""
+    password_file: str = ""  # or SENDGATE_CARRIER_<NAME>_PASSWORD
+    tls: bool = False  # SMPP over TLS (certificate and host name verified)
+    ca_file: str = ""  # CA bundle for tls ("" = the system's)
+    server_name: str = ""  # name to verify the certificate against ("" = host)
     system_type: str = ""
     bind: Literal["transceiver", "transmitter+receiver"] = "transceiver"
     binds: int = 1
@@ -168,10 +216,32 @@ class CarrierSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     encoding: EncodingSettings = msgspec.field(default_factory=EncodingSettings)
 
 
+#: Opt-out keywords when neither ``[inbound]`` nor the client names its own: the
+#: usual English ones plus Danish (AFMELD), Norwegian (AVSLUTT, STOPP) and
+#: Swedish (AVSLUTA). Matched after trimming and case-folding (engine/inbound.py).
+DEFAULT_OPT_OUT_KEYWORDS: tuple[str, ...] = (
+    "STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "AFMELD", "AVSLUTT", "STOPP", "AVSLUTA",
+)
+DEFAULT_OPT_IN_KEYWORDS: tuple[str, ...] = ("START", "UNSTOP")
+
+
+class InboundSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Mobile-originated messages (docs/contract.md §2.7): reassembly and the default keywords."""
+
+    reassembly_wait_s: float = 60.0  # an incomplete multipart set is published `partial` after this
+    opt_out_keywords: tuple[str, ...] = DEFAULT_OPT_OUT_KEYWORDS  # for clients that set none
+    opt_in_keywords: tuple[str, ...] = DEFAULT_OPT_IN_KEYWORDS
+
+
 class ClientSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
     id: str
-    numbers: tuple[str, ...] = ()
-    quiet_hours: str = ""
+    numbers: tuple[str, ...] = ()  # short codes / numbers whose inbound messages are this client's
+    quiet_hours: str = ""  # "21:00-08:00": marketing held in the recipient's local time
+    opt_out_keywords: tuple[str, ...] | None = None  # None: [inbound] opt_out_keywords
+    opt_in_keywords: tuple[str, ...] | None = None  # None: [inbound] opt_in_keywords
+    opt_out_reply: str = ""  # sent back to whoever opted out; "" = no reply
+    footer: str = ""  # appended to marketing text that does not end with it
+    inbound_webhook: str = ""  # URL receiving this client's inbound messages (signed like receipt callbacks)
 
 
 class Settings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -182,6 +252,7 @@ class Settings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
     privacy: PrivacySettings = msgspec.field(default_factory=PrivacySettings)
     webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
     history: HistorySettings = msgspec.field(default_factory=HistorySettings)
+    inbound: InboundSettings = msgspec.field(default_factory=InboundSettings)
     carriers: tuple[CarrierSettings, ...] = ()
     clients: tuple[ClientSettings, ...] = ()
 
@@ -199,6 +270,7 @@ class Settings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
 _PATH_RE = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _ROUTE_RE = re.compile(r"^\d{0,15}$")
+_QUIET_RE = re.compile(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d")
 
 
 def _validation_message(err: msgspec.ValidationError) -> str:
@@ -230,6 +302,7 @@ def _check(settings: Settings) -> None:
         raise ConfigError("redis.prefix: must be non-empty without spaces")
     if settings.admin.listen and not re.fullmatch(r".+:\d{1,5}", settings.admin.listen):
         raise ConfigError("admin.listen: expected HOST:PORT")
+    _check_redis(settings.redis)
     names: set[str] = set()
     for i, c in enumerate(settings.carriers):
         where = f"carriers[{i}]"
@@ -259,6 +332,10 @@ def _check(settings: Settings) -> None:
                 raise ConfigError(f"{where}.routes[{j}]: a destination prefix of digits, or \"\"")
         if not 1 <= c.encoding.max_parts <= 255:
             raise ConfigError(f"{where}.encoding.max_parts: must be 1..255")
+        if c.ca_file or c.server_name:
+            if not c.tls:
+                raise ConfigError(f"{where}.{'ca_file' if c.ca_file else 'server_name'}: needs tls = true")
+            _check_readable(c.ca_file, f"{where}.ca_file")
     for i, c in enumerate(settings.carriers):
         if c.fallback and c.fallback not in names:
             raise ConfigError(f"carriers[{i}].fallback: no carrier named {c.fallback!r}")
@@ -271,10 +348,42 @@ def _check(settings: Settings) -> None:
         raise ConfigError("webhooks.max_attempts: must be 1..100")
     _check_history(settings.history)
     ids: set[str] = set()
+    numbers: dict[str, str] = {}
     for i, cl in enumerate(settings.clients):
         if cl.id in ids:
             raise ConfigError(f"clients[{i}].id: duplicate client id {cl.id!r}")
         ids.add(cl.id)
+        if cl.quiet_hours and not _QUIET_RE.fullmatch(cl.quiet_hours):
+            raise ConfigError(f"clients[{i}].quiet_hours: expected \"HH:MM-HH:MM\" (e.g. \"21:00-08:00\") or \"\"")
+        if cl.quiet_hours and cl.quiet_hours[:5] == cl.quiet_hours[6:]:
+            raise ConfigError(f"clients[{i}].quiet_hours: start and end are the same time")
+        for j, n in enumerate(cl.numbers):
+            if not n.lstrip("+").isdigit():
+                raise ConfigError(f"clients[{i}].numbers[{j}]: a number or short code of digits")
+            owner = numbers.setdefault(n.lstrip("+"), cl.id)
+            if owner != cl.id:
+                raise ConfigError(f"clients[{i}].numbers[{j}]: already a number of client {owner!r}")
+        for name in ("opt_out_keywords", "opt_in_keywords"):
+            words = getattr(cl, name)
+            if words is not None and any(not w.strip() for w in words):
+                raise ConfigError(f"clients[{i}].{name}: keywords must not be empty")
+    if settings.inbound.reassembly_wait_s <= 0:
+        raise ConfigError("inbound.reassembly_wait_s: must be > 0")
+
+
+def _check_readable(path: str, where: str) -> None:
+    if path and not os.access(path, os.R_OK):
+        raise ConfigError(f"{where}: cannot read {path}")
+
+
+def _check_redis(r: RedisSettings) -> None:
+    tls_keys = [k for k in ("tls_ca_file", "tls_cert_file", "tls_key_file") if getattr(r, k)]
+    if tls_keys and r.url and not r.url.lower().startswith("rediss://"):
+        raise ConfigError(f"redis.{tls_keys[0]}: TLS needs a rediss:// URL")
+    if bool(r.tls_cert_file) != bool(r.tls_key_file):
+        raise ConfigError("redis.tls_cert_file: tls_cert_file and tls_key_file go together")
+    for key in tls_keys:
+        _check_readable(getattr(r, key), f"redis.{key}")
 
 
 def _check_history(h: HistorySettings) -> None:
@@ -308,15 +417,80 @@ _ENV_OVERRIDES: tuple[tuple[str, tuple[str, str]], ...] = (
     ("SENDGATE_CONSUMER", ("engine", "consumer")),
     ("SENDGATE_WEBHOOK_SECRET", ("webhooks", "secret")),
     ("SENDGATE_HISTORY_URL", ("history", "url")),
+    ("SENDGATE_REDIS_PASSWORD", ("redis", "password")),
 )
+
+
+# (table, secret key, file key) of the secrets that may come from a file.
+_SECRET_FILES: tuple[tuple[str, str, str], ...] = (
+    ("redis", "password", "password_file"),
+    ("privacy", "hash_secret", "hash_secret_file"),
+    ("webhooks", "secret", "secret_file"),
+)
+
+
+def carrier_password_env(name: str) -> str:
+    """The variable holding carrier ``name``'s bind password: ``SENDGATE_CARRIER_<NAME>_PASSWORD``."""
+    return "SENDGATE_CARRIER_" + re.sub(r"[^A-Z0-9]", "_", name.upper()) + "_PASSWORD"
+
+
+def _read_secret(table: dict[str, Any], key: str, file_key: str, where: str, from_env: bool) -> None:
+    """Move the secret named by ``table[file_key]`` into ``table[key]``; errors name the key path."""
+    path = table.get(file_key)
+    if not path or not isinstance(path, str):
+        return  # absent, or a type error msgspec reports with its path
+    if from_env:
+        table[file_key] = ""  # the environment wins over the file
+        return
+    if table.get(key):
+        raise ConfigError(f"{where}.{file_key}: {where}.{key} is set too; keep one of them")
+    try:
+        value = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{where}.{file_key}: cannot read {path}: {err.strerror or type(err).__name__}") from None
+    value = value.rstrip("\r\n")
+    if not value:
+        raise ConfigError(f"{where}.{file_key}: {path} is empty")
+    table[key] = value
+
+
+def _resolve_secrets(merged: dict[str, Any], env: Mapping[str, str], env_set: set[tuple[str, str]]) -> None:
+    for section, key, file_key in _SECRET_FILES:
+        table = merged.get(section)
+        if isinstance(table, dict):
+            _read_secret(table, key, file_key, section, (section, key) in env_set)
+    carriers = merged.get("carriers")
+    if isinstance(carriers, list):
+        merged["carriers"] = carriers = [dict(c) if isinstance(c, dict) else c for c in carriers]
+        for i, c in enumerate(carriers):
+            if not isinstance(c, dict):
+                continue
+            name = c.get("name")
+            value = env.get(carrier_password_env(name)) if isinstance(name, str) else None
+            if value is not None:
+                c["password"] = value
+            _read_secret(c, "password", "password_file", f"carriers[{i}]", value is not None)
+
+
+def _retention_alias(merged: dict[str, Any]) -> None:
+    """``[privacy.retention_days] logs`` is another name of ``activity_log``."""
+    privacy = merged.get("privacy")
+    if not isinstance(privacy, dict) or not isinstance(privacy.get("retention_days"), dict):
+        return
+    privacy["retention_days"] = days = dict(privacy["retention_days"])
+    if "logs" in days:
+        if "activity_log" in days and days["activity_log"] != days["logs"]:
+            raise ConfigError("privacy.retention_days.logs: another name of activity_log, which is set differently")
+        days["activity_log"] = days.pop("logs")
 
 
 def settings_from_mapping(
     data: Mapping[str, Any], env: Mapping[str, str] | None = None
 ) -> Settings:
-    """Build settings from parsed TOML data plus environment overrides."""
+    """Build settings from parsed TOML data plus environment overrides, reading secret files."""
     merged: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
     env = os.environ if env is None else env
+    env_set: set[tuple[str, str]] = set()
     for var, (section, key) in _ENV_OVERRIDES:
         value = env.get(var)
         if value is not None:
@@ -324,6 +498,9 @@ def settings_from_mapping(
             if not isinstance(sect, dict):
                 raise ConfigError(f"{section}: expected a table")
             sect[key] = value.lower() if section == "logging" else value
+            env_set.add((section, key))
+    _retention_alias(merged)
+    _resolve_secrets(merged, env, env_set)
     try:
         settings = msgspec.convert(merged, Settings)
     except msgspec.ValidationError as err:

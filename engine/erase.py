@@ -39,7 +39,9 @@ def retention_policy(settings: Settings) -> RetentionPolicy:
 def _redis(settings: Settings) -> Redis:
     if not settings.redis.url:
         raise SystemExit("sendgate: erase/purge need a Redis: set REDIS_URL or [redis] url")
-    return Redis.from_url(settings.redis.url)
+    from engine.redis_client import redis_from_settings
+
+    return redis_from_settings(settings)
 
 
 async def erase_main(settings: Settings, *, to: str | None, client: str | None, now: bool) -> int:
@@ -76,8 +78,15 @@ async def purge_main(settings: Settings) -> int:
     """Trim streams past their retention now."""
     redis = _redis(settings)
     try:
-        for stream, days, removed in await trim_streams(redis, settings, approximate=False):
+        trimmed = await trim_streams(redis, settings, approximate=False)
+        for stream, days, removed in trimmed:
             print(f"{stream}: {removed} entr{'y' if removed == 1 else 'ies'} past {days} days removed")
+        audit = AuditLog(redis, Keys(settings.redis.prefix).audit, retention_policy(settings).audit)
+        await audit.record(
+            "purge", removed=sum(r for _s, _d, r in trimmed),
+            # names without the prefix: "jobs=12,events=0,…" (a prefix is no subject, but may hold digits)
+            streams=",".join(f"{stream.removeprefix(settings.redis.prefix + ':')}={removed}" for stream, _d, removed in trimmed),
+        )
         return 0
     finally:
         await redis.aclose()

@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from dlr.address_policy import callback_host_refusal
+
 __all__ = [
     "DEAD_LETTER_CODES",
     "Job",
@@ -148,17 +150,30 @@ def _check_sender(sender: str) -> None:
     raise JobError("bad_sender", "alphanumeric sender must be 1-11 characters of A-Z a-z 0-9 and common punctuation")
 
 
-def _check_callback(url: str) -> None:
+class _PrivateCallback(JobError):
+    """The callback's host is private; raised after ``job.callback`` is set (allowed or not)."""
+
+
+def _check_callback(url: str) -> str:
+    """The URL's host; `JobError` unless an http(s) URL with a host."""
     try:
         parts = urlsplit(url)
     except ValueError:
         raise JobError("invalid", "callback is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise JobError("invalid", "callback must be an http or https URL with a host")
+    return parts.hostname
 
 
-def parse_job(fields: Mapping[bytes, bytes], now_s: float) -> Job:
-    """Validate one jobs-stream entry. Raises `JobError` with a dead-letter code."""
+def parse_job(fields: Mapping[bytes, bytes], now_s: float, *, allow_private_callbacks: bool = False) -> Job:
+    """Validate one jobs-stream entry. Raises `JobError` with a dead-letter code.
+
+    A ``callback`` whose host is a literal loopback, link-local, private or
+    multicast IP, or a name that can only be local (``localhost``,
+    ``*.internal``…), is refused (code ``invalid``) unless
+    ``allow_private_callbacks`` (``[webhooks] allow_private``); names are checked
+    again after DNS when the webhook connects (dlr/address_policy.py).
+    """
     job_id = _text(fields, b"id")
     if not job_id:
         raise JobError("missing_field", "field 'id' is required")
@@ -188,7 +203,11 @@ def parse_job(fields: Mapping[bytes, bytes], now_s: float) -> Job:
     for name in fields.keys() - _REQUIRED:
         handler = _OPTIONAL.get(name)
         if handler is not None:  # unknown fields are carried along, not refused
-            handler(job, fields, name, now_s)
+            try:
+                handler(job, fields, name, now_s)
+            except _PrivateCallback:
+                if not allow_private_callbacks:
+                    raise
     return job
 
 
@@ -237,8 +256,11 @@ def _opt_validity(job: Job, fields: Mapping[bytes, bytes], name: bytes, now_s: f
 def _opt_callback(job: Job, fields: Mapping[bytes, bytes], name: bytes, now_s: float) -> None:
     callback = _text(fields, name)
     if callback:
-        _check_callback(callback)
+        host = _check_callback(callback)
         job.callback = callback
+        refusal = callback_host_refusal(host)  # cached per host
+        if refusal is not None:
+            raise _PrivateCallback("invalid", f"{refusal}; set [webhooks] allow_private = true to allow it")
 
 
 def _opt_ref(job: Job, fields: Mapping[bytes, bytes], name: bytes, now_s: float) -> None:

@@ -64,8 +64,21 @@ KEY_TABLE: tuple[KeyDoc, ...] = (
            "MAXLEN ~; MINID trim to the message retention", "shard"),
     KeyDoc("P:dead", "stream", "dead letters: the job's fields, code, reason, entry (public contract)", "claim.lua",
            "MAXLEN ~; MINID trim to the message retention", "shard"),
-    KeyDoc("P:inbound", "stream", "mobile-originated messages (public contract)", "engine/receipt_sink.py",
+    KeyDoc("P:inbound", "stream", "mobile-originated messages, reassembled (public contract; docs/contract.md §2.7)",
+           "inbound.lua, inbound_sweep.lua",
            "MAXLEN ~; MINID trim to the message retention", "shard"),
+    KeyDoc("P:inbound:parts:<carrier>:<sender hash>:<ref>", "hash",
+           "parts of a concatenated inbound message being reassembled: `<seq>` -> text, plus total, from, to, "
+           "client, from_hash, first_ms (the sender only as a keyed hash in the name)",
+           "inbound.lua", "twice the reassembly wait; when complete, replaced by a tombstone `done` (same TTL); deleted "
+           "when published `partial` (inbound_sweep.lua)",
+           "shard"),
+    KeyDoc("P:inbound:due", "zset", "reassembly keys scored by the end of their wait (ms): the partial sweep's list",
+           "inbound.lua", "member removed with its parts", "shard"),
+    KeyDoc("P:suppress", "set", "suppression list of jobs and inbound messages without a client: keyed hashes of "
+           "numbers", "inbound.lua (opt-out keywords), sendgate suppress", "none (the client's choice)", "shard"),
+    KeyDoc("P:suppress:<client id>", "set", "a client's suppression list: keyed hashes of numbers",
+           "inbound.lua (opt-out keywords), sendgate suppress", "none (the client's choice)", "shard"),
     KeyDoc("P:job:<job id>", "hash",
            "the job record: state, carrier, parts, message_ids, submitted_ms, ref, client, callback, to_hash, "
            "src_key/src_id, dlr_ids, expect, s:<n>/e:<n>, done (dlr/store.py)",
@@ -135,6 +148,8 @@ class Keys:
         "events",
         "idem_prefix",
         "inbound",
+        "inbound_due",
+        "inbound_parts_prefix",
         "job_prefix",
         "jobs",
         "jobs_bulk",
@@ -145,6 +160,8 @@ class Keys:
         "shard",
         "subject_client_prefix",
         "subject_prefix",
+        "suppress_default",
+        "suppress_prefix",
         "tps_prefix",
     )
 
@@ -174,6 +191,11 @@ class Keys:
     dlr_index_prefix: str
     dlr_dup_prefix: str
     dlr_call_prefix: str
+    inbound_due: str
+    inbound_parts_prefix: str
+    suppress_default: str
+    """The suppression list of the default client ``""`` (``P:suppress``)."""
+    suppress_prefix: str
     tps_prefix: str
 
     def __init__(self, prefix: str = "sendgate", shard: int | None = None) -> None:
@@ -196,6 +218,12 @@ class Keys:
             "dlr_due": f"{base}:dlr:due",
             "dlr_unmatched": f"{base}:dlr:unmatched",
             "dlr_invalid": f"{base}:dlr:invalid",
+            "inbound_due": f"{base}:inbound:due",
+            # Suppression lists are shard-local: claim.lua checks them in the
+            # same call as the idempotency marks. With shards > 1 every shard
+            # needs its copy (written to all) or a hash tag of its own: the
+            # sharding work decides (docs/INTERNALS.md, "Inbound and opt-out").
+            "suppress_default": f"{base}:suppress",
             # prefixes of per-job / per-carrier keys (what the scripts append to)
             "job_prefix": f"{base}:job:",
             "idem_prefix": f"{base}:idem:",
@@ -206,6 +234,8 @@ class Keys:
             "dlr_index_prefix": f"{base}:dlr:idx:",
             "dlr_dup_prefix": f"{base}:dlr:dup:",
             "dlr_call_prefix": f"{base}:dlr:call:",
+            "inbound_parts_prefix": f"{base}:inbound:parts:",
+            "suppress_prefix": f"{base}:suppress:",
             # -- fleet-global
             "audit": f"{prefix}:audit",
             "callbacks_failed": f"{prefix}:callbacks:failed",
@@ -270,6 +300,16 @@ class Keys:
     def call_memo(self, token: str) -> str:
         """A kept apply reply ``P:dlr:call:<token>``."""
         return self.dlr_call_prefix + token
+
+    def suppression(self, client: str) -> str:
+        """The suppression list of ``client``: ``P:suppress:<client id>``, or
+        ``P:suppress`` for the default client ``""``."""
+        return self.suppress_prefix + client if client else self.suppress_default
+
+    def inbound_parts(self, carrier: str, sender_hash: str, ref: str) -> str:
+        """Parts of one concatenated inbound message ``P:inbound:parts:<carrier>:<sender hash>:<ref>``
+        (``ref``: the reference and the total, e.g. ``"8.12.3"``)."""
+        return f"{self.inbound_parts_prefix}{carrier}:{sender_hash}:{ref}"
 
     def tps(self, carrier: str) -> str:
         """A carrier's shared TPS bucket ``P:tps:<carrier>`` (fleet-global)."""

@@ -142,6 +142,14 @@ class Metrics:
         self.receipts_invalid = Counter("sendgate_receipts_invalid", "Receipts that could not be parsed (kept with reason)", ["carrier"], registry=r)
         self.dead_letters = Counter("sendgate_dead_letters", "Jobs sent to the dead-letter stream", ["code"], registry=r)
         self.inbound = Counter("sendgate_inbound_messages", "Mobile-originated messages received", ["carrier"], registry=r)
+        self.inbound_partial = Counter(
+            "sendgate_inbound_partial", "Inbound messages published incomplete after the reassembly wait", registry=r)
+        self.inbound_malformed = Counter(
+            "sendgate_inbound_malformed", "Inbound parts whose header or payload could not be read whole", ["carrier"],
+            registry=r)
+        self.opt_outs = Counter(
+            "sendgate_opt_keywords", "Opt-out (out) and opt-in (in) keywords applied to suppression lists", ["action"],
+            registry=r)
         self.redis_errors = Counter("sendgate_redis_errors", "Redis calls that failed and were retried", registry=r)
         self.batches = Counter("sendgate_batches", "Job batches completed", registry=r)
         self.submit_latency: dict[str, FastHistogram] = {}

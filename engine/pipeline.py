@@ -54,6 +54,7 @@ from dlr.store import correlation_arg, correlation_bucket
 from engine.config import CarrierSettings, Settings
 from engine.job import Job, JobError, parse_job
 from engine.keys import Keys
+from engine.marketing import QuietHours, with_footer
 from engine.metrics import Metrics
 from engine.router import Router, RoutingError
 from engine.scripts import (
@@ -222,6 +223,11 @@ class Pipeline:
         self._stopping = False
         self._run_done = asyncio.Event()  # run() has returned: nothing more will be read
         self._refs: dict[str, int] = {}
+        # [[clients]] footer / quiet_hours, for kind=marketing jobs
+        self._guardrails: dict[str, tuple[str, QuietHours | None]] = {
+            c.id: (c.footer, QuietHours(c.quiet_hours) if c.quiet_hours else None)
+            for c in settings.clients if c.footer or c.quiet_hours
+        }
         for c in settings.carriers:
             metrics.add_carrier(c.name)
         self._submit_ok = {c: metrics.submits.labels(c, "ok") for c in self.carriers}
@@ -369,10 +375,15 @@ class Pipeline:
                 self._to_ack.setdefault(stream, []).append(entry_id)
                 continue
             try:
-                job = parse_job(fields, now)
+                job = parse_job(fields, now, allow_private_callbacks=self.settings.webhooks.allow_private)
                 if job.send_at and job.send_at > now + 0.5:
                     scheduled.append((entry_id, fields, job.send_at))
                     continue
+                if job.kind == "marketing" and job.client in self._guardrails:
+                    quiet_until = self._marketing(job, fields, now)
+                    if quiet_until:
+                        scheduled.append((entry_id, {**fields, b"quiet_until": b"%d" % quiet_until}, quiet_until))
+                        continue
                 carrier = self.router.route(job.to, job.carrier)
                 seg = self._segment(job, carrier)
             except (JobError, RoutingError, SegmentError) as err:
@@ -464,8 +475,7 @@ class Pipeline:
                                       dead_meta, dead_fields)
                 else:
                     jobs.append(ij)
-            claims = [ClaimJob(job_id=ij.job.id, entry_id=ij.entry_id) for ij in jobs]
-            payload = _json(ClaimBatch(claims=claims, dead=dead_meta))
+            payload = _json(ClaimBatch(claims=self._claims(jobs), dead=dead_meta))
             statuses = await self._retry_claim(stream, payload, dead_fields)
             if expired:
                 self.metrics.dead_letters.labels("expired").inc(len(expired))
@@ -473,13 +483,19 @@ class Pipeline:
                     ij.admitted = True
                     self._job_done(ij, record=False)  # acked by the claim script
             duplicates = 0
+            suppressed: list[_InFlightJob] = []
             for ij, status in zip(jobs, statuses, strict=True):
                 ij.admitted = True
                 if status == 1:  # sent under another entry: acked by the claim script
                     duplicates += 1
                     self._job_done(ij, record=False)
                     continue
-                ij.to_hash = self._hash_number(ij.job.to)
+                if status == 3:  # marketing to a suppressed number: dead-lettered below
+                    ij.admitted = False  # until then: a failure puts it back in the queue
+                    suppressed.append(ij)
+                    continue
+                if not ij.to_hash:
+                    ij.to_hash = self._hash_number(ij.job.to)
                 if status == 2:
                     self.metrics.jobs_reclaimed.inc()
                     if not resend:
@@ -494,6 +510,52 @@ class Pipeline:
                     self._job_done(ij)
             if duplicates:
                 self.metrics.jobs_duplicate.inc(duplicates)
+            if suppressed:
+                await self._reject_suppressed(stream, suppressed)
+
+    def _claims(self, jobs: list[_InFlightJob]) -> list[ClaimJob]:
+        """The claim script's entries for ``jobs``: a marketing job carries its
+        client's suppression list and its number's keyed hash, checked in the
+        same call that takes the idempotency marks (docs/contract.md §2.6)."""
+        claims: list[ClaimJob] = []
+        suppression = self.keys.suppression
+        for ij in jobs:
+            job = ij.job
+            if job.kind != "marketing":
+                claims.append(ClaimJob(job_id=job.id, entry_id=ij.entry_id))
+                continue
+            ij.to_hash = self._hash_number(job.to)
+            claims.append(ClaimJob(job.id, ij.entry_id, suppression(job.client), ij.to_hash))
+        return claims
+
+    async def _reject_suppressed(self, stream: str, jobs: list[_InFlightJob]) -> None:
+        """Marketing jobs the claim script found suppressed: dead letter ``suppressed``
+        and event ``rejected`` (one more claim call, only in a batch that has some;
+        a crash before it leaves them pending, and the reclaim finds them again)."""
+        meta: list[DeadLetter] = []
+        flat: list[bytes] = []
+        for ij in jobs:
+            self._dead_letter(ij.entry_id, ij.fields, "suppressed",
+                              "the recipient opted out of marketing from this client", meta, flat)
+            meta[-1].event = "rejected"
+        await self._retry_claim(stream, _json(ClaimBatch(claims=[], dead=meta)), flat)
+        for ij in jobs:
+            ij.admitted = True
+            self._job_done(ij, record=False)
+        self.metrics.dead_letters.labels("suppressed").inc(len(jobs))
+
+    def _marketing(self, job: Job, fields: dict[bytes, bytes], now: float) -> float:
+        """A marketing job of a client with guardrails: the footer goes into its
+        text (before segmentation, so its parts count it); returns when its quiet
+        hours end if it must wait for them, else 0 (engine/marketing.py). A job
+        held once for quiet hours (``quiet_until`` among its fields) is not held
+        again."""
+        footer, quiet = self._guardrails[job.client]
+        if footer:
+            job.text = with_footer(job.text, footer)
+        if quiet is not None and b"quiet_until" not in fields:
+            return quiet.until(job.to, now) or 0.0
+        return 0.0
 
     def _segment(self, job: Job, carrier: str) -> Segmented:
         builder = self.builders[carrier]

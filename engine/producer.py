@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 
 from engine.job import Job, JobError, parse_job
 from engine.keys import Keys
+from engine.suppression import SuppressionLists
 
 if TYPE_CHECKING:
     from engine.history import HistoryStore
@@ -38,15 +39,38 @@ SendJob = Job
 class Producer:
     """Pushes validated jobs to the lanes and reads the events stream."""
 
-    def __init__(self, redis: Redis, prefix: str = "sendgate", history: HistoryStore | None = None) -> None:
+    def __init__(
+        self, redis: Redis, prefix: str = "sendgate", history: HistoryStore | None = None, hash_secret: str = ""
+    ) -> None:
         self.redis = redis
         self.keys = Keys(prefix)
         self.history = history
+        self.hash_secret = hash_secret
+        """``[privacy] hash_secret`` of the engine: needed by the suppression helpers only."""
+
+    def suppression(self) -> SuppressionLists:
+        """The suppression lists (``suppress`` / ``unsuppress`` / ``is_suppressed`` use them)."""
+        if not self.hash_secret:
+            raise ValueError("Producer(hash_secret=...) is needed: lists hold keyed hashes of numbers")
+        return SuppressionLists(self.redis, self.keys.prefix, self.hash_secret)
+
+    async def suppress(self, number: str, client: str = "") -> bool:
+        """Put ``number`` on ``client``'s suppression list (marketing to it is then
+        dead-lettered ``suppressed``); True if it was not on it. Audited."""
+        return await self.suppression().add([number], client, source="producer") == 1
+
+    async def unsuppress(self, number: str, client: str = "") -> bool:
+        """Take ``number`` off ``client``'s suppression list; True if it was on it. Audited."""
+        return await self.suppression().remove([number], client, source="producer") == 1
+
+    async def is_suppressed(self, number: str, client: str = "") -> bool:
+        """Whether ``number`` is on ``client``'s suppression list."""
+        return (await self.suppression().check([number], client))[0]
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "sendgate") -> Producer:
+    def from_url(cls, url: str, prefix: str = "sendgate", hash_secret: str = "") -> Producer:
         """A producer with its own client of the Redis at ``url``."""
-        return cls(Redis.from_url(url), prefix)
+        return cls(Redis.from_url(url), prefix, hash_secret=hash_secret)
 
     def lane(self, job: SendJob) -> str:
         """The stream ``job`` goes to: its ``priority``'s lane."""

@@ -17,7 +17,11 @@ in the unmatched stream with a reason. A receipt that cannot be parsed is
 acknowledged, counted and kept in the invalid-receipts stream: never dropped,
 never a reconnect.
 
-Mobile-originated messages (not receipts) go to the inbound stream.
+Mobile-originated messages (not receipts) are read into parts at once
+(``engine.inbound``) and stored by the same worker, one ``inbound.lua`` call
+per flush that reassembles concatenated messages in Redis and publishes the
+whole ones on the inbound stream; their deliver_sm_resp goes with the rest,
+after the store call (engine/inbound_store.py).
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ from dlr.receipt_scan import ScannedReceipt
 from dlr.store import BatchResult, JobEvent, ReceiptRecord, ReceiptStore, UnmatchedBuffer
 from dlr.webhook import WebhookForwarder
 from engine.config import Settings
+from engine.inbound import InboundPart
+from engine.inbound_store import InboundStore
 from engine.keys import Keys
 from engine.metrics import Metrics
 
@@ -61,20 +67,6 @@ def webhook_secret(settings: Settings) -> bytes:
     return hmac.new(settings.privacy.hash_secret.encode(), b"sendgate-webhook-signing", hashlib.sha256).digest()
 
 
-def _decode_mo_text(data_coding: int, payload: bytes) -> str:
-    """Best-effort text of a mobile-originated message (SMPP 3.4 §5.2.19)."""
-    if data_coding == 0x08:
-        return payload.decode("utf-16-be", "replace")
-    if data_coding == 0x00:  # SMSC default alphabet: GSM 03.38, one septet per octet
-        from engine.text.gsm7 import decode
-
-        try:
-            return decode(payload)
-        except ValueError:
-            return payload.decode("latin-1")
-    return payload.decode("latin-1")
-
-
 class ReceiptSink:
     """Buffers deliver_sm per tick and stores them in one script call per carrier."""
 
@@ -90,7 +82,7 @@ class ReceiptSink:
         self._stalled: list[tuple[str, list[ReceiptRecord]]] = []  # batches of a failed flush
         self._stalled_held: dict[str, list[ReceiptRecord]] = {}  # held receipts of a failed retry
         self._invalid: list[tuple[str, dict[str, Any], str]] = []
-        self._inbound: list[tuple[str, Any]] = []
+        self._inbound: list[InboundPart] = []
         # per bind: sequence numbers of the deliver_sm and data_sm to answer
         self._responders: dict[Any, tuple[list[int], list[int]]] = {}
         self._wake = asyncio.Event()
@@ -102,8 +94,9 @@ class ReceiptSink:
         self.webhooks = WebhookForwarder(
             webhook_secret(settings), redis, self.keys.callbacks_failed,
             concurrency=w.concurrency, max_attempts=w.max_attempts, timeout_s=w.timeout_s,
-            stream_maxlen=settings.engine.streams_maxlen,
+            stream_maxlen=settings.engine.streams_maxlen, allow_private=w.allow_private,
         )
+        self.inbound = InboundStore(settings, redis, metrics, self.webhooks.forward)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._worker(), name="receipts")
@@ -122,7 +115,8 @@ class ReceiptSink:
         await self.webhooks.close(5.0)
 
     async def _flush_until_empty(self) -> None:
-        while self._responders or self._receipts or self._stalled or self._inbound or self._invalid:
+        while (self._responders or self._receipts or self._stalled or self._inbound or self._invalid
+               or self.inbound.has_work()):
             await self._flush()
 
     # --------------------------------------------------------- from the pools
@@ -144,7 +138,7 @@ class ReceiptSink:
                     ReceiptRecord(normalize_receipt_id(message_id), event, is_final, error, int(time.time() * 1000))
                 )
         else:
-            self._inbound.append((carrier, pdu))
+            self._inbound.append(self.inbound.read(carrier, pdu, int(time.time() * 1000)))
         self._to_answer(bind)[1 if pdu.command_id == DataSm.command_id else 0].append(pdu.sequence_number)
         self._wake.set()
 
@@ -206,8 +200,9 @@ class ReceiptSink:
                 del invalid[0]
                 self.metrics.receipts_invalid.labels(carrier).inc()
             if inbound:
-                await self._store_inbound(inbound)
+                await self.inbound.store(inbound)
                 inbound = []
+            await self.inbound.settle()
             while batches:
                 carrier, records = batches[0]
                 await self._apply(carrier, records)
@@ -276,33 +271,6 @@ class ReceiptSink:
         for event, n in by_event.items():
             self.metrics.events.labels(event).inc(n)
 
-    async def _store_inbound(self, inbound: list[tuple[str, Any]]) -> None:
-        numbers = {n.lstrip("+"): c.id for c in self.settings.clients for n in c.numbers}
-        pipe = self.redis.pipeline(transaction=False)
-        now_ms = int(time.time() * 1000)
-        for carrier, pdu in inbound:
-            payload = pdu.short_message or (getattr(pdu, "message_payload", None) or b"")
-            udhi = pdu.esm_class & 0x40
-            if udhi and payload:
-                payload = payload[1 + payload[0] :]
-            to = pdu.destination_addr.lstrip("+")
-            pipe.xadd(
-                self.keys.inbound,
-                {
-                    "from": pdu.source_addr,
-                    "to": to,
-                    "text": _decode_mo_text(pdu.data_coding, payload),
-                    "carrier": carrier,
-                    "client": numbers.get(to, ""),
-                    "parts": "1",
-                    "ts": str(now_ms),
-                },
-                maxlen=self.settings.engine.streams_maxlen,
-                approximate=True,
-            )
-            self.metrics.inbound.labels(carrier).inc()
-        await pipe.execute()
-
     def retry_unmatched_soon(self) -> None:
         """New correlation entries were just recorded: retry held receipts at once
         (on the next tick of the worker) rather than on the maintenance tick."""
@@ -350,8 +318,11 @@ class ReceiptSink:
 
     # ----------------------------------------------------- periodic (engine)
     async def periodic(self) -> None:
-        """Retry held receipts, park the ones that waited too long, sweep expiries."""
+        """Retry held receipts, park the ones that waited too long, sweep expiries
+        (of receipts, and of inbound sets that waited for their parts long enough)."""
         await self._retry_held(everything=False)
+        while await self.inbound.sweep() >= 500:
+            pass
         now_ms = int(time.time() * 1000)
         while True:
             finals, more = await self.store.expire_overdue(now_ms, limit=1000)

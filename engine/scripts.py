@@ -28,11 +28,15 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from dlr.store import CORR_ENTRY
+from engine.inbound import InboundPart
 from engine.keys import Keys, Positions, lua_header
 
 __all__ = [
     "CLAIM_ARGS",
     "CLAIM_KEYS",
+    "INBOUND_ARGS",
+    "INBOUND_KEYS",
+    "INBOUND_SWEEP_ARGS",
     "LAYOUT_VERSION",
     "RECORD_ARGS",
     "RECORD_KEYS",
@@ -49,6 +53,8 @@ __all__ = [
     "RequeueEntry",
     "Script",
     "claim_call",
+    "inbound_call",
+    "inbound_sweep_call",
     "payload_json",
     "record_call",
     "requeue_call",
@@ -56,8 +62,9 @@ __all__ = [
     "script_header",
 ]
 
-LAYOUT_VERSION = 2
-"""Of every layout below; bump it on any change of one (1: the hand-numbered lists)."""
+LAYOUT_VERSION = 3
+"""Of every layout below; bump it on any change of one (1: the hand-numbered lists;
+3: claims carry the suppression check, inbound scripts)."""
 
 
 def _fields(lua_prefix: str, struct: type[msgspec.Struct]) -> Positions:
@@ -122,6 +129,10 @@ CLAIM_ARGS = Positions(
 class ClaimJob(msgspec.Struct, array_like=True, gc=False):
     job_id: str
     entry_id: str
+    suppression: str = ""
+    """A marketing job: its client's suppression list (``Keys.suppression``), else ""."""
+    to_hash: str = ""
+    """A marketing job: the keyed hash of its number, looked up in ``suppression``."""
 
 
 class DeadLetter(msgspec.Struct, array_like=True, gc=False):
@@ -134,7 +145,7 @@ class DeadLetter(msgspec.Struct, array_like=True, gc=False):
     job_id: str
     ref: str
     event: str
-    """"expired" to publish that event too, else ""."""
+    """"expired" or "rejected" to publish that event too (its error: the code), else ""."""
 
 
 class ClaimBatch(msgspec.Struct, gc=False):
@@ -155,11 +166,20 @@ class RequeueEntry(msgspec.Struct, array_like=True, gc=False):
 SCHEDULE_KEYS = Positions("K", ("scheduled",))
 SCHEDULE_ARGS = Positions("A", ("now", "limit", "layout", "job_prefix"))
 
+# -- inbound.lua, inbound_sweep.lua ---------------------------------------------
+INBOUND_KEYS = Positions("K", ("inbound", "due"))
+INBOUND_ARGS = Positions(
+    "A", ("layout", "payload", "wait_ms", "ttl_s", "maxlen", "retention_until", "parts_prefix")
+)
+INBOUND_SWEEP_ARGS = Positions("A", ("layout", "now", "limit", "maxlen", "retention_until"))
+
 _HEADERS: dict[str, tuple[Positions, ...]] = {
     "record": (RECORD_KEYS, RECORD_ARGS, _fields("J", RecordJob), _fields("W", RecordWait), CORR_ENTRY),
     "claim": (CLAIM_KEYS, CLAIM_ARGS, _fields("C", ClaimJob), _fields("D", DeadLetter)),
     "requeue": (REQUEUE_KEYS, REQUEUE_ARGS, _fields("E", RequeueEntry)),
     "schedule": (SCHEDULE_KEYS, SCHEDULE_ARGS),
+    "inbound": (INBOUND_KEYS, INBOUND_ARGS, _fields("P", InboundPart)),
+    "inbound_sweep": (INBOUND_KEYS, INBOUND_SWEEP_ARGS),
 }
 
 
@@ -202,6 +222,25 @@ def schedule_call(keys: Keys, now_ms: int, limit: int) -> tuple[list[str], list[
     """KEYS and ARGV of schedule.lua."""
     return SCHEDULE_KEYS.build(scheduled=keys.scheduled), SCHEDULE_ARGS.build(
         now=now_ms, limit=limit, layout=LAYOUT_VERSION, job_prefix=keys.scheduled_prefix
+    )
+
+
+def inbound_call(
+    keys: Keys, payload: bytes, wait_ms: int, ttl_s: int, maxlen: int, retention_until: int
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of inbound.lua."""
+    return INBOUND_KEYS.build(inbound=keys.inbound, due=keys.inbound_due), INBOUND_ARGS.build(
+        layout=LAYOUT_VERSION, payload=payload, wait_ms=wait_ms, ttl_s=ttl_s, maxlen=maxlen,
+        retention_until=retention_until, parts_prefix=keys.inbound_parts_prefix,
+    )
+
+
+def inbound_sweep_call(
+    keys: Keys, now_ms: int, limit: int, maxlen: int, retention_until: int
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of inbound_sweep.lua."""
+    return INBOUND_KEYS.build(inbound=keys.inbound, due=keys.inbound_due), INBOUND_SWEEP_ARGS.build(
+        layout=LAYOUT_VERSION, now=now_ms, limit=limit, maxlen=maxlen, retention_until=retention_until
     )
 
 

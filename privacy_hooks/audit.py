@@ -9,8 +9,10 @@ stream never holds an entry past its deadline by more than the time to the
 next write. Exact trimming (``=``, not ``~``) because audit writes are rare
 and "older than retention" must mean gone, not "gone when a node fills".
 
-Entries: ``action`` (e.g. ``erase``, ``config_reload``, ``bind_auth_failed``),
-``ts`` (unix ms) and the caller's fields. Subjects appear only as keyed
+Entries: ``action`` (``erase``, ``config_load``, ``purge``,
+``bind_credentials_refused``, …), ``ts`` (unix ms), ``actor`` (who did it:
+``engine:<consumer>`` for the engine, ``<user>@<host>`` for a command, unless
+the caller names one) and the caller's fields — counts, names, hashes. Subjects appear only as keyed
 hashes: a field that nevertheless looks like a phone number is masked before
 it is written (and counted in ``masked_fields``); text fields are replaced by
 ``[redacted]``.
@@ -18,7 +20,10 @@ it is written (and counted in ``masked_fields``); text fields are replaced by
 
 from __future__ import annotations
 
+import getpass
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,7 +33,7 @@ from redis.asyncio import Redis
 from .masking import looks_like_number, mask_number, redact_text
 from .redaction import NUMBER_FIELDS, REDACTED, TEXT_FIELDS
 
-__all__ = ["AuditLog"]
+__all__ = ["AuditLog", "default_actor"]
 
 _log = logging.getLogger(__name__)
 _DAY_MS = 86_400_000
@@ -42,8 +47,17 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def default_actor() -> str:
+    """``<user>@<host>`` of this process: the actor of an entry written by a command."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name (a container without /etc/passwd entry)
+        user = f"uid{os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
 class AuditLog:
-    """Audit stream ``stream_key`` keeping ``retention_days`` of entries."""
+    """Audit stream ``stream_key`` keeping ``retention_days`` of entries; ``actor`` is who writes them."""
 
     def __init__(
         self,
@@ -52,6 +66,7 @@ class AuditLog:
         retention_days: float = 730,
         *,
         clock: Callable[[], float] = time.time,
+        actor: str = "",
     ) -> None:
         if retention_days <= 0:
             raise ValueError(f"privacy.retention_days.audit: expected > 0, got {retention_days!r}")
@@ -59,6 +74,7 @@ class AuditLog:
         self.stream_key = stream_key
         self.retention_ms = int(retention_days * _DAY_MS)
         self._clock = clock
+        self.actor = actor or default_actor()
         #: Fields that looked like a phone number and were masked before writing.
         self.masked_fields = 0
 
@@ -78,11 +94,14 @@ class AuditLog:
         return text
 
     async def record(self, action: str, **fields: Any) -> str:
-        """Append an entry (``action``, ``ts``, ``fields``; ``None`` values skipped); returns its id."""
+        """Append an entry (``action``, ``ts``, ``actor``, ``fields``; ``None`` values skipped); returns its id.
+
+        An ``actor`` in ``fields`` replaces the log's own for this entry.
+        """
         if not action:
             raise ValueError("audit action must not be empty")
         now_ms = int(self._clock() * 1000)
-        entry: dict[str, str] = {"action": self.clean("action", action), "ts": str(now_ms)}
+        entry: dict[str, str] = {"action": self.clean("action", action), "ts": str(now_ms), "actor": self.actor}
         for name, value in fields.items():
             if value is not None and name not in ("action", "ts"):
                 entry[name] = self.clean(name, value)

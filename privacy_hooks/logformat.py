@@ -13,10 +13,11 @@ work once per record before any formatter runs.
 
 ``configure_logging`` owns the root logger's handlers that it installed
 (calling it again replaces them — config reload), writes to stderr and, when
-``file`` is set, also to that file (a ``WatchedFileHandler``, so logrotate
-can move it; rotating it away after 30 days is how the activity-log
-retention of docs/contract.md §4 is met for files). Python warnings are routed into
-logging so they are redacted too.
+``file`` is set, also to that file: rotated at midnight UTC and deleted after
+``retention_days`` (privacy_hooks/logfile.py; the activity-log retention of
+docs/contract.md §4), or, with ``rotate="external"``, a ``WatchedFileHandler``
+that logrotate may move. Python warnings are routed into logging so they are
+redacted too.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any, Literal
 
 import orjson
 
+from .logfile import DailyFileHandler
 from .redaction import RedactingFilter, is_redacted, record_extras, redact_record
 
 __all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "parse_level"]
@@ -119,6 +121,8 @@ def configure_logging(
     *,
     log_filter: logging.Filter | None = None,
     stream: Any = None,
+    retention_days: int = 30,
+    rotate: Literal["daily", "external"] = "daily",
 ) -> list[logging.Handler]:
     """Install redacting handlers on the root logger: stderr, plus ``file`` if given.
 
@@ -127,7 +131,8 @@ def configure_logging(
 
     ``log_filter`` replaces the default ``RedactingFilter`` (e.g. a
     ``HookChain.log_filter()`` that runs custom privacy hooks too);
-    ``stream`` replaces stderr (tests). Returns the handlers installed.
+    ``stream`` replaces stderr (tests). ``retention_days``: how long rotated
+    files are kept (``rotate="daily"``). Returns the handlers installed.
     """
     if fmt not in ("json", "text"):
         raise ValueError(f"logging.format: expected 'json' or 'text', got {fmt!r}")
@@ -139,7 +144,12 @@ def configure_logging(
             handler.close()
     handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stderr)]
     if file:
-        handlers.append(logging.handlers.WatchedFileHandler(file, encoding="utf-8"))
+        if rotate == "external":
+            handlers.append(logging.handlers.WatchedFileHandler(file, encoding="utf-8"))
+        elif rotate == "daily":
+            handlers.append(DailyFileHandler(file, retention_days))
+        else:
+            raise ValueError(f"logging.rotate: expected 'daily' or 'external', got {rotate!r}")
     flt = log_filter if log_filter is not None else RedactingFilter()
     # Handlers someone else put on the root logger see the same records: they
     # get the filter too, so nothing leaks through them.

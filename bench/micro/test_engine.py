@@ -29,6 +29,14 @@ def test_parse_job_with_options(benchmark: Any) -> None:
     assert job.sender == "ACME" and job.ref == "web-42"
 
 
+def test_parse_job_with_a_callback(benchmark: Any) -> None:
+    """URL check plus the private-address rule (dlr/address_policy.py), cached per host."""
+    now = time.time()
+    fields = {**FIELDS, b"callback": b"https://hooks.example.com/sms/status?token=abc123"}
+    job = benchmark(parse_job, fields, now)
+    assert job.callback.startswith("https://hooks.example.com/")
+
+
 def test_route_longest_prefix(benchmark: Any) -> None:
     routes = [(f"c{i}", [f"{p}" for p in range(40 + i, 100, 7)]) for i in range(7)]
     router = Router([*routes, ("dk", ["45", "4512"]), ("world", [""])])

@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from engine.config import Settings
 from engine.history import HistoryRow, HistoryStore, open_store
 from engine.history.archiver import Archiver
+from engine.redis_client import redis_from_settings
 
 __all__ = ["archive_main", "history_main", "lookback_days", "store_for"]
 
@@ -63,7 +64,7 @@ async def archive_main(settings: Settings, *, once: bool = False) -> int:
     if not url:
         print("sendgate archive: no Redis configured (REDIS_URL or [redis] url)", file=sys.stderr)
         return 2
-    redis = Redis.from_url(url)
+    redis = redis_from_settings(settings, url)
     store = store_for(settings)
     archiver = archiver_for(settings, redis, store)
     try:
@@ -103,7 +104,7 @@ async def _redis_view(settings: Settings, *, job_id: str | None, subject: str | 
     from engine.keys import Keys
 
     keys = Keys(settings.redis.prefix)
-    redis = Redis.from_url(url, socket_connect_timeout=2)
+    redis = redis_from_settings(settings, url, socket_connect_timeout=2)
     try:
         ids = [job_id] if job_id else sorted(_text(m) for m in await redis.smembers(keys.subject(subject or "")))
         out: dict[str, dict[str, str]] = {}

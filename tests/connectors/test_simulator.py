@@ -335,3 +335,21 @@ async def test_data_sm_is_answered_and_unsupported_requests_are_nacked() -> None
         writer.close()
     finally:
         await sim.close()
+
+
+def test_mobile_origin_parts_are_what_an_smsc_sends() -> None:
+    from connectors.mobile_origin import gsm7_septets, mo_parts
+
+    assert mo_parts("Hi") == [(0, 0x00, b"Hi", None)]
+    assert gsm7_septets("€[") == [b"\x1b\x65", b"\x1b\x3c"]
+    # an escape pair is never split: 152 plain septets, then "€" would straddle 153
+    parts = mo_parts("a" * 152 + "€" + "b" * 20, ref=0x41)
+    assert [p.short_message[:6] for p in parts] == [b"\x05\x00\x03\x41\x02\x01", b"\x05\x00\x03\x41\x02\x02"]
+    assert parts[0].short_message[6:] == b"a" * 152 and parts[1].short_message[6:8] == b"\x1b\x65"
+    udh16 = mo_parts("c" * 200, concat="udh16", ref=0x1234)
+    assert udh16[0].short_message[:7] == b"\x06\x08\x04\x12\x34\x02\x01" and len(udh16[0].short_message) == 7 + 152
+    sar = mo_parts("д" * 100, encoding="ucs2", concat="sar", ref=9)
+    assert [(p.esm_class, p.data_coding, p.sar, len(p.short_message)) for p in sar] == [
+        (0, 0x08, (9, 2, 1), 134), (0, 0x08, (9, 2, 2), 66)]
+    with pytest.raises(ValueError):
+        mo_parts("emoji 🙂")  # not GSM 7 bit

@@ -88,7 +88,8 @@ async def receiver_factory() -> AsyncIterator[
 
 
 def forwarder(redis_client: Any, key_prefix: str, **kwargs: Any) -> WebhookForwarder:
-    options: dict[str, Any] = {"backoff_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 2.0}
+    # the receivers listen on 127.0.0.1: private addresses allowed (tests/dlr/test_callback_reach.py covers the refusal)
+    options: dict[str, Any] = {"backoff_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 2.0, "allow_private": True}
     options.update(kwargs)
     return WebhookForwarder(SECRET, redis_client, f"{key_prefix}:webhooks:failed", **options)
 

@@ -80,12 +80,16 @@ def make_settings(redis_url: str, prefix: str, port: int, **engine: Any) -> Sett
     carrier = {"name": "sim", "port": port, "system_id": "test", "password": "pw", "binds": 2, "window": 32, "routes": [""]}
     carrier.update(engine.pop("carrier", {}))
     extra_carriers = engine.pop("extra_carriers", [])
+    webhooks = engine.pop("webhooks", {})
+    sections = {name: engine.pop(name) for name in ("clients", "inbound") if name in engine}
     return settings_from_mapping(
         {
             "redis": {"url": redis_url, "prefix": prefix},
             "engine": {"batch_size": 200, "block_ms": 20, "drain_timeout_s": 5.0, **engine},
             "admin": {"listen": ""},
+            "webhooks": webhooks,
             "carriers": [carrier, *extra_carriers],
+            **sections,
         },
         env={},
     )

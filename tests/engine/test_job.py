@@ -107,3 +107,16 @@ def test_seconds_fields_are_whole_seconds() -> None:
     with pytest.raises(JobError) as info:
         parse_job(f(send_at="inf"), NOW)
     assert info.value.code == "invalid"
+
+
+@pytest.mark.parametrize(
+    "callback",
+    ["http://127.0.0.1:8080/cb", "http://localhost/cb", "https://169.254.169.254/latest", "http://[::1]/x",
+     "http://10.0.0.7/hook", "http://metadata.internal/x", "http://224.0.0.1/x"],
+)
+def test_a_callback_to_a_private_address_is_refused_unless_allowed(callback: str) -> None:
+    with pytest.raises(JobError) as info:
+        parse_job(f(callback=callback), NOW)
+    assert info.value.code == "invalid"
+    assert "allow_private" in info.value.reason and callback not in info.value.reason
+    assert parse_job(f(callback=callback), NOW, allow_private_callbacks=True).callback == callback

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from dlr.store import ReceiptRecord, ReceiptStore
+from engine.inbound import InboundPart
 from engine.keys import KEY_TABLE, Keys, Positions, key_table_markdown, lua_header
 from engine.scripts import (
     ClaimBatch,
@@ -23,6 +24,8 @@ from engine.scripts import (
     RequeueEntry,
     Script,
     claim_call,
+    inbound_call,
+    inbound_sweep_call,
     payload_json,
     record_call,
     requeue_call,
@@ -59,6 +62,10 @@ TODAY = {
     "dlr_dup_prefix": "P:dlr:dup:",
     "dlr_call_prefix": "P:dlr:call:",
     "tps_prefix": "P:tps:",
+    "inbound_due": "P:inbound:due",
+    "inbound_parts_prefix": "P:inbound:parts:",
+    "suppress_default": "P:suppress",
+    "suppress_prefix": "P:suppress:",
 }
 FLEET = {"audit", "callbacks_failed", "tps_prefix"}
 
@@ -76,6 +83,9 @@ def _samples(k: Keys) -> dict[str, str]:
         "dup_span": k.dup_span(42),
         "call_memo": k.call_memo("f" * 40),
         "tps": k.tps("acme"),
+        "inbound_parts": k.inbound_parts("acme", "ab" * 16, "8.7.3"),
+        "suppression": k.suppression("shop"),
+        "suppression_default": k.suppression(""),
     }
 
 
@@ -94,6 +104,9 @@ def test_shard_none_gives_todays_names() -> None:
         "dup_span": "P:dlr:dup:42",
         "call_memo": "P:dlr:call:" + "f" * 40,
         "tps": "P:tps:acme",
+        "inbound_parts": "P:inbound:parts:acme:" + "ab" * 16 + ":8.7.3",
+        "suppression": "P:suppress:shop",
+        "suppression_default": "P:suppress",
     }
     assert Keys() == Keys("sendgate") and Keys().jobs == "sendgate:jobs"
 
@@ -230,7 +243,17 @@ async def _exercise(r: Any, k: Keys) -> set[str]:
     finally:
         await bucket.close()
     await r.xadd(k.callbacks_failed, {"id": "j1"})
-    await r.xadd(k.inbound, {"from": "x"})
+    # inbound.lua: a single and one part of three (kept); the sweep publishes it partial
+    parts = [InboundPart("", 1, 1, "hi", "4501", "1234", "acme", "", "ab" * 16, str(now_ms)),
+             InboundPart("8.7.3", 1, 3, "part", "4501", "1234", "acme", "", "ab" * 16, str(now_ms))]
+    published = await Script("inbound")(r, *inbound_call(k, payload_json(parts), 1000, 10, 1000, 1))
+    assert [row[7] for row in published] == [b"0"]
+    seen |= await _written(r, k.prefix)
+    swept = await Script("inbound_sweep")(r, *inbound_sweep_call(k, now_ms + 2000, 10, 1000, 1))
+    assert [row[7] for row in swept] == [b"1"]
+    # suppression lists (sendgate suppress / opt-out keywords)
+    await r.sadd(k.suppression("shop"), "ab" * 16)
+    await r.sadd(k.suppression(""), "ab" * 16)
     return seen | await _written(r, k.prefix)
 
 

@@ -125,7 +125,9 @@ async def test_callbacks_receive_signed_events_with_retries(redis_url: str, key_
     run = uuid.uuid4().hex[:6]
     job = _job(0, run, callback=f"http://127.0.0.1:{port}/hook", ref="order-9")
     try:
-        async with running(redis_url, key_prefix, SimulatorConfig(dlr=True)) as (engine, _s, _p, redis):
+        async with running(
+            redis_url, key_prefix, SimulatorConfig(dlr=True), webhooks={"allow_private": True}
+        ) as (engine, _s, _p, redis):
             await push(redis, key_prefix, [job])
             await wait_events(redis, key_prefix, {job["id"]})
             await asyncio.wait_for(got_all.wait(), 30)
