@@ -41,10 +41,10 @@ async def test_throttling_carrier_at_half_the_configured_tps_converges_and_loses
 ) -> None:
     n = 20  # the carrier throttles above n per second; sendgate is configured at 2n
     cfg = SimulatorConfig(dlr=True, throttle_tps=n)
-    # Work for about six seconds: the first cut lands at n exactly (2n / 2); the
-    # next one — a second at n plus the burst, or the recovery above n after the
-    # 2 s hold — takes the rate below n.
-    jobs = _jobs(6 * n)
+    # Work for about ten seconds: the first cut lands at n exactly (2n / 2), where
+    # the carrier sees less than n a second; the recovery above n after the 2 s
+    # hold brings throttle replies again, and the next cut takes the rate below n.
+    jobs = _jobs(10 * n)
     async with running(redis_url, key_prefix, cfg, proxy=False, carrier={"tps": 2 * n}) as (eng, sim, _p, redis):
         pool = eng.pools["sim"]
         assert pool.rate_per_s() == 2 * n
