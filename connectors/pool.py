@@ -167,7 +167,8 @@ class BindPool:
         self._submitters: list[SmppBind] = []
         self._queue: deque[Any] = deque()  # (pdu, token) or (pdu, token, rest)
         self._held = 0  # later parts of chains, not queued yet
-        self._requeued = 0  # throttled items put back at the front in this batch
+        self._front = 0  # items put at the front in this batch (they keep their order)
+        self._throttled = False  # this batch held a throttle reply
         self._loop: asyncio.AbstractEventLoop | None = None
         self._assign_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
@@ -236,7 +237,8 @@ class BindPool:
         rest = item[2]
         self._held -= 1
         pdu, token = rest[0]
-        self._queue.appendleft((pdu, token, rest[1:]) if len(rest) > 1 else (pdu, token))
+        self._queue.insert(self._front, (pdu, token, rest[1:]) if len(rest) > 1 else (pdu, token))
+        self._front += 1
         if not self._assign_scheduled:
             self._assign_scheduled = True
             loop = self._loop or asyncio.get_running_loop()
@@ -324,6 +326,7 @@ class BindPool:
 
     def _assign(self) -> None:
         self._assign_scheduled = False
+        self._front = 0  # a batch of answers is over: the next one starts at the front
         queue = self._queue
         if queue:
             submitters = self._submitters
@@ -404,8 +407,9 @@ class BindPool:
         if is_throttled(status):
             # Back at the front, after the ones of this batch put back before it.
             self.stats.throttled += 1
-            self._queue.insert(self._requeued, item)
-            self._requeued += 1
+            self._queue.insert(self._front, item)
+            self._front += 1
+            self._throttled = True
             return
         self.stats.responses += 1
         self.handler.on_submit_resp(item[1], status, getattr(resp, "message_id", None) or "")
@@ -428,10 +432,10 @@ class BindPool:
         self.handler.on_claimed(bind, items)
 
     def bind_ready(self, bind: SmppBind) -> None:
-        throttled = self._requeued > 0
+        throttled = self._throttled
         if throttled or self.flow.reduced():
             self._flow_step(throttled)
-        self._requeued = 0
+        self._throttled = False
         self._assign()
 
     def _flow_step(self, throttled: bool) -> None:
