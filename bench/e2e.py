@@ -78,6 +78,7 @@ __all__ = [
     "parse_mix",
     "percentiles",
     "redis_command_costs",
+    "redis_commands_per_job",
     "run_bench",
     "slow_calls",
 ]
@@ -114,6 +115,7 @@ class BenchOptions:
     window: int = 256
     tps: float = 0.0
     batch_size: int = 1000
+    ops: str = "default"  # "off": no ops sampler; "scrape": sampler + /metrics and /status polled every second
     loop: str = "uvloop"  # the engines' event loop
     sim_loop: str = "uvloop"
     receipts: bool = True  # simulator sends receipts when asked
@@ -296,6 +298,7 @@ drain_timeout_s = 5.0
 
 [admin]
 listen = {q(f"127.0.0.1:{admin_port}")}
+sample_interval_s = {0 if o.ops == "off" else 2.0}
 
 [logging]
 level = "warning"
@@ -502,6 +505,16 @@ def engine_counters(bodies: list[bytes]) -> dict[str, int]:
     return {k: int(v) for k, v in sorted(totals.items())}
 
 
+async def _scrape_ops(ports: list[int]) -> None:
+    """``--ops scrape``: what a 1 s Prometheus and an open status page cost, every second."""
+    while True:
+        for port in ports:
+            for path in ("/metrics", "/status"):
+                with contextlib.suppress(TimeoutError, OSError, ValueError, IndexError):
+                    await _http_get(port, path)
+        await asyncio.sleep(1.0)
+
+
 async def _metrics_bodies(ports: list[int]) -> list[bytes]:
     bodies: list[bytes] = []
     for port in ports:
@@ -574,24 +587,15 @@ def slow_calls(entries: list[dict[str, Any]], since_ts: int) -> list[dict[str, A
     return rows
 
 
-# What the engine leaves per job that had its receipt, for ``--prefill``: the
-# idempotency mark, the job record and the subject index (keys with a TTL), so
-# the run meets a keyspace of a Redis that holds earlier traffic.
+# What the engine leaves per job that had its receipt, for ``--prefill``: only
+# its idempotency mark (Redis keeps hot state: docs/INTERNALS.md), with its TTL,
+# so the run meets a keyspace of a Redis that holds earlier traffic.
 _PREFILL_LUA = """
--- ARGV: run, first, count, ttl, then from engine/keys.py: P:job:, P:idem:, P:subject:, P:jobs
+-- ARGV: run, first, count, ttl, then from engine/keys.py: P:idem:
 local run, first, count, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local job_prefix, idem_prefix, subject_prefix, jobs = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local idem_prefix = ARGV[5]
 for i = first, first + count - 1 do
-  local id = run .. '-pf' .. i
-  local job = job_prefix .. id
-  redis.call('SET', idem_prefix .. id, 'done', 'EX', ttl)
-  redis.call('HSET', job, 'carrier', 'sim0', 'parts', '1', 'message_ids', string.format('%x', i),
-    'submitted_ms', '1700000000000', 'state', 'delivered', 'dlr', '1', 'retention_until', '1900000000',
-    'to_hash', string.format('%032x', i), 'src_key', jobs, 'src_id', '1-' .. i, 'e:1', '')
-  redis.call('EXPIRE', job, ttl)
-  local subject = subject_prefix .. string.format('%032x', i)
-  redis.call('SADD', subject, id)
-  redis.call('EXPIRE', subject, ttl)
+  redis.call('SET', idem_prefix .. run .. '-pf' .. i, 's|1700000000000-' .. i, 'EX', ttl)
 end
 return count
 """
@@ -601,10 +605,7 @@ async def _prefill(redis: Any, prefix: str, run: str, count: int) -> None:
     k = Keys(prefix)
     chunk = 5000
     for first in range(0, count, chunk):
-        await redis.eval(
-            _PREFILL_LUA, 0, run, first, min(chunk, count - first), 86_400,
-            k.job_prefix, k.idem_prefix, k.subject_prefix, k.jobs,
-        )
+        await redis.eval(_PREFILL_LUA, 0, run, first, min(chunk, count - first), 86_400, k.idem_prefix)
 
 
 async def run_bench(
@@ -624,6 +625,7 @@ async def run_bench(
     sim_err: Any = None
     result: dict[str, Any] = {}
     producer: asyncio.Task[None] | None = None
+    scraper: asyncio.Task[None] | None = None
     spy: subprocess.Popen[bytes] | None = None
     collector = contextlib.ExitStack()
 
@@ -655,6 +657,9 @@ async def run_bench(
         sim = children.spawn("simulator", sim_args, _child_env(), subprocess.PIPE, sim_err)
         sim_port = await asyncio.to_thread(_wait_listening, sim, 20.0)
         log(f"bench: simulator pid {sim.pid} on 127.0.0.1:{sim_port}")
+
+        # Redis memory before the run's jobs exist: redis_bytes_per_msg is measured against it
+        mem0 = await _used_memory(redis)
 
         # -- jobs up front (pre-load) unless a rate is asked for
         if o.rate <= 0:
@@ -700,6 +705,8 @@ async def run_bench(
 
         if o.rate > 0:
             producer = asyncio.get_running_loop().create_task(_produce(redis, jobs_key, o, run, tracker))
+        if o.ops == "scrape":
+            scraper = asyncio.get_running_loop().create_task(_scrape_ops(admin_ports))
 
         # -- events until every job is final
         collector.enter_context(_lean_collector())
@@ -781,6 +788,8 @@ async def run_bench(
             spy = None
         if producer is not None and not producer.done():
             producer.cancel()
+        if scraper is not None:
+            scraper.cancel()
 
         dead_ids = await _dead_letter_ids(redis, dead_key, run_prefix, o.jobs)
         unmatched = int(await redis.xlen(keys.dlr_unmatched))
@@ -799,6 +808,8 @@ async def run_bench(
         result["receipts_unmatched"] = unmatched
         result["receipts_invalid"] = invalid
         result["redis_top_commands"] = redis_command_costs(cmdstats0, cmdstats1, o.jobs)
+        result["redis_commands_per_job"] = redis_commands_per_job(cmdstats0, cmdstats1, done)
+        result.update(await _memory_per_job(redis, prefix, workdir / "engine-0.toml", mem0, done))
         result["redis_server"] = redis_build({**info_server, **await redis.info("memory")})
         if own_redis:
             result["redis_slow_calls"] = slow_calls(await redis.slowlog_get(1_000_000), slow_since)
@@ -814,6 +825,8 @@ async def run_bench(
         return result
     finally:
         collector.close()
+        if scraper is not None and not scraper.done():
+            scraper.cancel()
         if producer is not None and not producer.done():
             producer.cancel()
             with contextlib.suppress(BaseException):
@@ -860,6 +873,84 @@ def _start_py_spy(children: Children, out: str, pid: int, workdir: Path) -> subp
     except OSError as err:
         print(f"bench: py-spy not started ({err}); install it with pip install py-spy", file=sys.stderr)
         return None
+
+
+# Commands the bench itself sends (progress, measurements), left out of the per-job counts.
+_BENCH_COMMANDS = frozenset({"info", "xread", "xlen", "xrange", "ping", "memory|usage", "xinfo|groups", "hello",
+                             "client|setinfo", "config|set", "slowlog|reset", "slowlog|get", "scan", "del",
+                             "xtrim", "xinfo|stream", "xpending"})
+
+
+def redis_commands_per_job(before: dict[str, Any], after: dict[str, Any], jobs: int) -> dict[str, Any]:
+    """Redis commands per job during the run (``INFO commandstats`` delta / jobs), by command.
+
+    ``total`` counts every command the engines ran, inside scripts or not, and
+    not the EVALSHA calls themselves (``evalsha``: round trips per job); the
+    bench's own reads are left out.
+    """
+    per: dict[str, float] = {}
+    for name, stat in after.items():
+        if not isinstance(stat, dict):
+            continue
+        command = name.removeprefix("cmdstat_")
+        if command in _BENCH_COMMANDS:
+            continue
+        got = before.get(name)
+        prev: dict[str, Any] = got if isinstance(got, dict) else {}
+        calls = int(stat.get("calls", 0)) - int(prev.get("calls", 0))
+        if calls > 0:
+            per[command] = round(calls / max(1, jobs), 3)
+    total = sum(v for k, v in per.items() if k not in ("evalsha", "eval", "script|load"))
+    return {"total": round(total, 2), "by_command": dict(sorted(per.items(), key=lambda kv: -kv[1]))}
+
+
+async def _used_memory(redis: Any) -> int:
+    info = await redis.info("memory")
+    return int(info["used_memory"])
+
+
+async def _memory_per_job(redis: Any, prefix: str, config: Path, mem0: int, jobs: int) -> dict[str, Any]:
+    """``redis_bytes_per_msg``: what the run left in Redis per finished job.
+
+    Measured once right after the last final event (``..._untrimmed``: lanes
+    and events still hold the run's entries), then after the event readers
+    with a group (the archiver) caught up (up to 30 s) and one exact pass of
+    the engine's trimmer (engine/stream_trim.py) with ``events_min_keep_s`` = 0,
+    as it is once those minutes have passed: what stays until the idempotency
+    window ends. ``redis_bytes_by_key``: MEMORY USAGE of the run's keys then,
+    per job, by row of the key table (engine/keys.py).
+    """
+    import msgspec
+
+    from engine.config import load_settings
+    from engine.stream_trim import trim_streams
+
+    keys = Keys(prefix)
+    untrimmed = await _used_memory(redis) - mem0
+    settings = load_settings(config, env={})
+    settings = msgspec.structs.replace(settings, engine=msgspec.structs.replace(settings.engine, events_min_keep_s=0))
+    deadline = time.monotonic() + 30.0
+    while time.monotonic() < deadline:  # an archiver (its own group) still reading?
+        try:
+            groups = await redis.xinfo_groups(keys.events)
+        except Exception:
+            break
+        if all(int(g.get("pending", 0)) == 0 and not g.get("lag") for g in groups):
+            break
+        await asyncio.sleep(0.2)
+    await trim_streams(redis, settings, approximate=False)
+    trimmed = await _used_memory(redis) - mem0
+    n = max(1, jobs)
+    by_key: dict[str, int] = {}
+    async for key in redis.scan_iter(match=f"{prefix}:*", count=5000):
+        doc = keys.describe(key.decode())
+        name = doc.pattern if doc else "other"
+        by_key[name] = by_key.get(name, 0) + int(await redis.memory_usage(key, samples=0) or 0)
+    return {
+        "redis_bytes_per_msg": round(trimmed / n, 1),
+        "redis_bytes_per_msg_untrimmed": round(untrimmed / n, 1),
+        "redis_bytes_by_key": {k: round(v / n, 1) for k, v in sorted(by_key.items(), key=lambda kv: -kv[1])},
+    }
 
 
 def redis_command_costs(before: dict[str, Any], after: dict[str, Any], jobs: int, top: int = 8) -> list[dict[str, Any]]:
@@ -972,7 +1063,7 @@ def _summarise(
             "workers": o.workers, "binds": o.binds, "window": o.window, "tps": o.tps, "batch_size": o.batch_size,
             "loop": o.loop, "sim_loop": o.sim_loop, "dlr": o.dlr, "receipts": o.receipts, "rate": o.rate,
             "mix": o.mix, "dlr_delay_ms": o.dlr_delay_ms, "latency_ms": o.latency_ms, "seed": o.seed,
-            "prefill": o.prefill, "marketing": o.marketing,
+            "prefill": o.prefill, "marketing": o.marketing, "ops": o.ops,
         },
         "timeline": timeline,
         "notes": [],
@@ -1046,6 +1137,15 @@ def format_table(r: dict[str, Any]) -> str:
     rows += [
         ("events", ", ".join(f"{k} {v}" for k, v in r["events"].items()) or "-"),
         ("redis ops/s", f"{r['redis_ops_per_s']:,.0f}"),
+    ]
+    if "redis_bytes_per_msg" in r:
+        rows.append(("redis bytes per job (trimmed / untrimmed)",
+                     f"{r['redis_bytes_per_msg']:,.0f} / {r['redis_bytes_per_msg_untrimmed']:,.0f}"))
+    per_job = r.get("redis_commands_per_job")
+    if per_job:
+        top = ", ".join(f"{k} {v}" for k, v in list(per_job["by_command"].items())[:8])
+        rows.append(("redis commands per job", f"{per_job['total']} ({top})"))
+    rows += [
         ("elapsed (to last final event)", f"{r['elapsed_s']:.2f} s"),
     ]
     for name in r["cpu_s"]:
@@ -1157,6 +1257,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--history", default="off", metavar="off|sqlite|URL",
                    help="the engines archive events into a history store: off (default), sqlite "
                         "(the data directory's file) or a postgresql:// / sqlite:/// url")
+    p.add_argument("--ops", choices=("default", "off", "scrape"), default="default",
+                   help="operators' view: the engines' default sampler, 'off' (no sampler), or 'scrape' "
+                        "(sampler, and /metrics and /status fetched every second, as Prometheus and the status page would)")
     p.add_argument("--json", metavar="FILE", help="write the result as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="throughput and latency over time (needs matplotlib)")
     p.add_argument("--cprofile", metavar="FILE", default="", help="run worker 0 under cProfile, stats to FILE")
@@ -1166,7 +1269,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the generated engine configs and the children's logs in DIR")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--prefill", metavar="N", type=int, default=0,
-                   help="first write the records N earlier jobs would have left (3 keys each), so the run "
+                   help="first write the records N earlier jobs would have left (their idempotency marks), so the run "
                         "meets the keyspace of a Redis holding earlier traffic (default 0: an empty one)")
     p.add_argument("--marketing", metavar="N", type=int, default=0,
                    help="every job kind=marketing, checked against a suppression list of N hashes that match "
@@ -1197,7 +1300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         window=args.window, tps=args.tps, batch_size=args.batch_size, loop=args.loop, sim_loop=args.sim_loop,
         receipts=args.receipts, dlr_delay_ms=args.dlr_delay_ms, latency_ms=args.latency_ms,
         redis_url=args.redis_url, timeout_s=args.timeout_s, seed=args.seed, quiet=args.quiet,
-        cprofile=args.cprofile, py_spy=args.py_spy, prefill=max(0, args.prefill), history=args.history,
+        cprofile=args.cprofile, py_spy=args.py_spy, prefill=max(0, args.prefill), history=args.history, ops=args.ops,
         marketing=max(0, args.marketing),
     )
     if args.receipt_cost > 0:

@@ -8,6 +8,7 @@ twice under valgrind's callgrind, they agree to a fraction of a per cent.
 two versions of the same code, and timed runs for the absolute figure.)
 
     python -m bench.instructions receipts [--script dlr/correlate.lua]
+    python -m bench.instructions record
     python -m bench.instructions scan
     python -m bench.instructions simulator
 
@@ -15,7 +16,10 @@ two versions of the same code, and timed runs for the absolute figure.)
 batches of 1,000 fast-path receipts applied by ``dlr/correlate.lua`` (with the
 header its loader generates, ``dlr.store.script_source``; the
 embedded Redis's server under callgrind, counting only inside
-``evalShaCommand``). ``scan``: per ``scan_receipt`` of a simulator receipt.
+``evalShaCommand``). ``record``: the same, per job recorded by
+``engine/record.lua`` in batches of 500 single-part jobs submitted with a
+receipt asked for and no callback (the common job: its correlation entry,
+event and XACK; whatever else the script writes per job). ``scan``: per ``scan_receipt`` of a simulator receipt.
 ``simulator``: the simulator's work per message with and without receipts
 (submit_sm in, resp out; the receipt built, written, and its
 deliver_sm_resp read). The Python figures are the difference of two runs of
@@ -27,6 +31,7 @@ Needs valgrind (Debian: ``apt-get install valgrind``); not part of the tests.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import socket
@@ -34,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,9 +126,25 @@ def python_instructions(snippet: str, small: int, large: int, **names: object) -
 
 def receipts_script_instructions(script: Path, rounds: int = 5, batch: int = 1000) -> float:
     """Instructions inside EVALSHA per fast-path receipt applied by ``script``."""
+    from dlr.store import script_source
+
+    def run(r: Any) -> int:
+        source = script_source(script.read_text(encoding="utf-8"))  # with the generated header
+        return _apply_rounds(r, r.script_load(source), rounds, batch)
+
+    return _under_callgrind(run)
+
+
+def record_script_instructions(rounds: int = 5, batch: int = 500) -> float:
+    """Instructions inside EVALSHA per job recorded by engine/record.lua."""
+    return _under_callgrind(lambda r: _record_rounds(r, rounds, batch))
+
+
+def _under_callgrind(work: Callable[[Any], int]) -> float:
+    """Start a Redis under callgrind (counting inside EVALSHA only), run
+    ``work(client)``, which returns how many operations it did; instructions per one."""
     import redis
 
-    from dlr.store import script_source
     from engine.embedded_redis import redis_server_binary
 
     valgrind = _need_valgrind()
@@ -148,19 +170,70 @@ def receipts_script_instructions(script: Path, rounds: int = 5, batch: int = 100
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.1)
-            source = script_source(script.read_text(encoding="utf-8"))  # with the generated header
-            receipts = _apply_rounds(r, r.script_load(source), rounds, batch)
+            try:
+                ops = work(r)
+            except BaseException:
+                server.kill()  # the work failed: no figure, and no server left behind
+                raise
             r.shutdown(nosave=True)
         except redis.ConnectionError:
             pass  # the shutdown's connection closes as the server ends
         finally:
             server.wait(timeout=120)
-        return _total(out) / receipts
+        return _total(out) / ops
+
+
+def _record_args(keys: Any, group: str, carrier: str, jobs: list[tuple[str, str, str]]) -> tuple[list[str], list[Any]]:
+    """record.lua's KEYS and ARGV for ``jobs`` ((job id, entry id, message id), each a
+    single-part job submitted with a receipt asked for, no callback), as the pipeline builds them."""
+    from dlr.store import correlation_arg, correlation_bucket
+    from engine.scripts import RecordBatch, RecordJob, RecordWait, payload_json, record_call
+
+    now_ms = int(time.time() * 1000)
+    end_ms, expire_at_ms = correlation_bucket(now_ms, 72 * 3_600_000, 120 * 86_400_000)
+    payload = payload_json(RecordBatch(
+        retention_until=now_ms // 1000 + 120 * 86400,
+        waits={carrier: RecordWait(end_ms=str(end_ms), expire_at_ms=str(expire_at_ms), record_ttl="518400")},
+        jobs=[
+            RecordJob(job_id=job_id, event="submitted", carrier=carrier, parts=1, message_ids=mid, error="",
+                      ref="", client="", kind="transactional", callback="", to_hash="ab" * 16,
+                      to_mask="+45******01", encoding="gsm7", corr=correlation_arg([mid], 1, 1, "", "", mid),
+                      expect=1, dlr_ids="")
+            for job_id, _entry_id, mid in jobs
+        ],
+        acks=[entry_id for _, entry_id, _ in jobs],
+    ))
+    return record_call(keys, keys.jobs, group, payload, now_ms, os.urandom(8).hex())
+
+
+def _record_rounds(r: Any, rounds: int, batch: int) -> int:
+    """Push jobs, read them into the group, record them with engine/record.lua as
+    the pipeline does (its own payload builders); returns the jobs recorded."""
+    from engine.keys import Keys
+    from engine.scripts import Script
+
+    keys, carrier, group = Keys("bx"), "c1", "g"
+    r.xgroup_create(keys.jobs, group, id="0", mkstream=True)
+    script = Script("record")
+    sha = r.script_load(script.source)
+    rng = random.Random(1)
+    n = 0
+    for _ in range(rounds):
+        pipe = r.pipeline(transaction=False)
+        for _ in range(batch):
+            pipe.xadd(keys.jobs, {"id": f"job-{n}", "to": "+4501000000", "text": "hello"})
+            n += 1
+        pipe.execute()
+        entries = r.xreadgroup(group, "c", {keys.jobs: ">"}, count=batch)[0][1]
+        jobs = [(fields[b"id"].decode(), eid.decode(), f"{rng.getrandbits(64):x}") for eid, fields in entries]
+        call_keys, args = _record_args(keys, group, carrier, jobs)
+        r.evalsha(sha, len(call_keys), *call_keys, *args)
+    return n
 
 
 def _apply_rounds(r: Any, sha: str, rounds: int, batch: int) -> int:
-    """Stage job records and fast-form entries like record.lua's, apply them in
-    batches; returns the receipts applied (all on the fast path)."""
+    """Stage fast-form entries like record.lua's (their jobs have no job record),
+    apply them in batches; returns the receipts applied (all on the fast path)."""
     from dlr.store import APPLY_ARGS, GROUP, ReceiptStore
     from engine.keys import Keys
 
@@ -169,7 +242,6 @@ def _apply_rounds(r: Any, sha: str, rounds: int, batch: int) -> int:
     end = 1_900_000_000_000
     bucket = keys.correlation_bucket(carrier, end)
     r.zadd(keys.correlation_index(carrier), {str(end): end})
-    rng = random.Random(1)
     n = 0
 
     def stage(m: int) -> list[bytes]:
@@ -179,12 +251,6 @@ def _apply_rounds(r: Any, sha: str, rounds: int, batch: int) -> int:
         for _ in range(m):
             n += 1
             job, mid = f"bench-{n:08d}", f"{0x10000000 + n * 7919:x}"
-            pipe.hset(keys.job(job), mapping={
-                "carrier": carrier, "parts": "1", "message_ids": mid, "submitted_ms": now, "state": "submitted",
-                "dlr": "1", "retention_until": "1790000000", "to_hash": f"{rng.getrandbits(256):064x}",
-                "src_key": keys.jobs, "src_id": f"{now}-{n}", "ref": f"ref-{n}",
-            })
-            pipe.expire(keys.job(job), 3600)
             entries[mid] = f"={now}\x1f{mid}\x1fref-{n}\x1f{job}"
             ids.append(mid.encode())
         pipe.hset(bucket, mapping=entries)
@@ -196,7 +262,7 @@ def _apply_rounds(r: Any, sha: str, rounds: int, batch: int) -> int:
     for _ in range(rounds):
         ids = stage(batch)
         args = store._args("apply") + APPLY_ARGS.build(
-            carrier=carrier, maxlen="1000000", window="600000", groups="1", token="",
+            carrier=carrier, window="600000", groups="1", token="",
             rest=GROUP.build(final="1", event="delivered", error="", ts=now, count=str(len(ids)), ids=ids),
         )
         reply = r.evalsha(sha, len(store._script_keys), *store._script_keys, *args)
@@ -213,11 +279,15 @@ def main(argv: list[str] | None = None) -> int:
     rs = sub.add_parser("receipts", help="instructions per receipt in dlr/correlate.lua (fast path)")
     rs.add_argument("--script", type=Path, default=_ROOT / "dlr" / "correlate.lua")
     rs.add_argument("--rounds", type=int, default=5, help="batches of 1,000 receipts")
+    rc = sub.add_parser("record", help="instructions per job in engine/record.lua (single part, receipt, no callback)")
+    rc.add_argument("--rounds", type=int, default=5, help="batches of 500 jobs")
     sub.add_parser("scan", help="instructions per scan_receipt")
     sub.add_parser("simulator", help="simulator instructions per message, receipts off and on")
     a = p.parse_args(argv)
     if a.what == "receipts":
         print(f"correlate.lua apply: {receipts_script_instructions(a.script, a.rounds):,.0f} instructions per receipt")
+    elif a.what == "record":
+        print(f"record.lua: {record_script_instructions(a.rounds):,.0f} instructions per job")
     elif a.what == "scan":
         print(f"scan_receipt: {python_instructions(_SCAN, 2000, 12000):,.0f} instructions per receipt")
     else:

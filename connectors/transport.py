@@ -31,9 +31,10 @@ connection loop per bind.
 Throttle replies are the pool's business (adaptive rate and window, see
 ``throttling.flow``): the bind only offers ``set_window`` to shrink its window
 below the configured one. Every retry of the connection loop is counted in
-``reconnects`` by a cause from :data:`RECONNECT_CAUSES`, and bind up/down
-are logged with ``extra`` fields (``event``, ``carrier``, ``bind``, ``cause``)
-that the JSON log format shows as keys.
+``reconnects`` by a cause from :data:`RECONNECT_CAUSES` (``last_cause``: the
+last lost connection's); a failed attempt is logged with ``extra`` fields
+``event="bind_failed"``, ``carrier``, ``bind``, ``cause`` (the engine logs
+the ``bind_up`` / ``bind_down`` events).
 """
 
 from __future__ import annotations
@@ -316,7 +317,8 @@ class SmppBind:
         #: Connection retries by cause (RECONNECT_CAUSES).
         self.reconnects: dict[str, int] = {}
         self._close_cause = ""  # set when we close the link on purpose
-        self._lost_cause = ""  # the cause of the last lost connection
+        #: Why the last connection was lost (one of RECONNECT_CAUSES; "" before any).
+        self.last_cause = ""
         rng = rng or random.Random()
         # Delays between half and all of a curve doubling from min_s to max_s.
         self._reconnect = Backoff(config.reconnect_min_s, config.reconnect_max_s, jitter=0.5, rng=rng)
@@ -545,10 +547,10 @@ class SmppBind:
                 if self._loop.time() - bound_at >= cfg.reconnect_max_s:
                     self._reconnect.reset()
                 delay = self._reconnect.next_delay()
-                cause = self._lost_cause or "closed_by_peer"
+                cause = self.last_cause or "closed_by_peer"
                 log.warning(
                     "bind %s lost: %s; reconnect in %.2fs", self.name, reason, delay,
-                    extra={"event": "bind_down", "carrier": cfg.name, "bind": self.name, "cause": cause},
+                    extra={"carrier": cfg.name, "bind": self.name, "cause": cause},
                 )
             if not self._first_try.done():
                 self._first_try.set_result(None)
@@ -616,7 +618,7 @@ class SmppBind:
         self._schedule_sweep()
         log.info(
             "bind %s up (%s:%s, %s%s)", self.name, cfg.host, cfg.port, self.mode, ", tls" if self._tls else "",
-            extra={"event": "bind_up", "carrier": cfg.name, "bind": self.name},
+            extra={"carrier": cfg.name, "bind": self.name},
         )
         self.listener.bind_up(self)
 
@@ -729,7 +731,7 @@ class SmppBind:
 
     def handle_connection_lost(self, exc: Exception | None) -> None:
         err = map_connection_error(exc, f"bind {self.name}")
-        self._lost_cause = self._close_cause or connection_cause(exc)
+        self.last_cause = self._close_cause or connection_cause(exc)
         was_up = self.up
         self.up = False
         if self._sweep_handle is not None:
@@ -752,4 +754,5 @@ class SmppBind:
             reason = (
                 "bind closed before the response (drain timeout)" if self._closing else str(err)
             )
+            self.last_error = str(err)  # why the link went down, for the listener and /status
             self.listener.bind_down(self, contexts, reason)

@@ -5,15 +5,19 @@
 --   P:dlr:c:<carrier>:<end_ms>       hash, a correlation bucket: normalised id -> entry, one of
 --       "<part>:<submitted_ms>:<job id>"                      (any job; job id last, may hold ':')
 --       "=<submitted_ms>US<message_ids>US<ref>US<job id>"     (single part, no callback: the
---                                                             fast path, no job read; US = 0x1F)
+--                                                             fast path: no job record at all;
+--                                                             US = 0x1F; after an intermediate
+--                                                             receipt "=<submitted_ms>:<state>US...")
 --                                    for the entries whose receipt deadline falls in the
 --                                    bucket's span (a 64th of the wait), ending at end_ms
 --   P:dlr:idx:<carrier>              zset: the carrier's buckets (end_ms, scored by it)
 --   P:dlr:due                        zset: every bucket as "<end_ms>:<carrier>", scored by
 --                                    end_ms (the expiry sweep's work list)
---   P:job:<job id>                   hash: parts, done, s:<n>, e:<n>, state, ref, carrier,
+--   P:job:<job id>                   hash, only for jobs in the general form (several parts, or
+--                                    a callback): parts, done, s:<n>, e:<n>, state, ref, carrier,
 --                                    message_ids, callback, submitted_ms, dlr_ids (optional),
---                                    expect (optional: receipts awaited when fewer than parts)
+--                                    expect (optional: receipts awaited when fewer than parts);
+--                                    its TTL drops to the grace (A_GRACE) with its final event
 --   P:dlr:dup:<n>                    set: "<carrier>US<id>" of the entries retired (a part's
 --                                    final receipt came) during the n-th span of window/10
 --                                    of Redis time; a receipt without entry whose token is
@@ -32,8 +36,9 @@
 -- Both modes: ARGV[A_MODE] "apply" or "expire", ARGV[A_LAYOUT] LAYOUT_VERSION of the
 --   caller (a mismatch is refused), then what keys start with: ARGV[A_JOB_PREFIX]
 --   "P:job:", A_BUCKET_PREFIX "P:dlr:c:", A_INDEX_PREFIX "P:dlr:idx:", A_DUP_PREFIX
---   "P:dlr:dup:", A_CALL_PREFIX "P:dlr:call:".
--- "apply":  ARGV[AP_CARRIER] carrier, AP_MAXLEN stream maxlen (0 = none),
+--   "P:dlr:dup:", A_CALL_PREFIX "P:dlr:call:"; A_GRACE: seconds a job record stays
+--   after its final event ([engine] record_grace_s).
+-- "apply":  ARGV[AP_CARRIER] carrier,
 --           AP_WINDOW duplicate window ms (0 = none), AP_GROUPS group count g,
 --           AP_TOKEN call token ('' = none: the reply of a call with callback events is
 --           kept 2 min under P:dlr:call:<token> and returned as is to a repeated call),
@@ -46,14 +51,14 @@
 --     u unmatched (no correlation entry), d duplicate (part already final, or
 --       its entry retired within the duplicate window),
 --     l late (intermediate after the part or job was final; ignored),
---     o orphan (correlation entry but no job record (yet); retried like unmatched),
+--     o orphan (a general-form entry but no job record; retried like unmatched),
 --     x corrupt correlation entry (left alone)
 --   fast = { job id, submitted_ms, ... } for each 'f', in order (the event is the
 --   receipt's own, or unknown for a state that is not final; the caller has it), and each
 --   other event is { kind ("f" final / "i" intermediate), callback, submitted_ms,
 --   field, value, ... } with the exact fields written to P:events (or only id, event
 --   and carrier when the job has no callback).
--- "expire": ARGV[EX_NOW] now_ms, EX_MAXLEN stream maxlen, EX_LIMIT limit
+-- "expire": ARGV[EX_NOW] now_ms, EX_LIMIT limit
 --           (entries per call), EX_WINDOW duplicate window ms (the spans past it are
 --           UNLINKed here: freed off the main thread, before their TTL would free them)
 --   returns { more ("1": due buckets are left, call again; "0": none), event... } (final
@@ -61,8 +66,10 @@
 --
 -- Cost: every message passes here once, so the commands that can serve a whole
 -- batch do (HMGET of the entries, HDEL and SADD of the retired ones), and the fast
--- path costs two commands per receipt: HSET of the job and XADD of the event. The
--- buckets are the receipt deadlines too: no sorted-set entry per job.
+-- path costs one command per receipt: the XADD of the event (its job has no record).
+-- The buckets are the receipt deadlines too: no sorted-set entry per job. The
+-- events stream is not trimmed here: the engine's trimmer does it behind the
+-- history archiver (engine/stream_trim.py).
 
 local SEVERITY = {delivered = 1, unknown = 2, deleted = 3, expired = 4, undeliverable = 5, rejected = 6}
 
@@ -103,23 +110,10 @@ local function aggregate_error(states, errors, final)
     return fallback
 end
 
--- Events are added without MAXLEN and the stream is trimmed once per call
--- (trim_events, at the end): `XADD … MAXLEN ~` rewrites its arguments for
--- propagation on every call, about 5 % of a fast-path receipt's cost, while
--- one approximate XTRIM after the batch leaves the same whole nodes. (Numbers
--- handed to redis.call are formatted by Redis on every call, snprintf "%.17g"
--- in 6.2, so arguments travel as the strings they came in as.)
-local added = false
+-- (Numbers handed to redis.call are formatted by Redis on every call, snprintf
+-- "%.17g" in 6.2, so arguments travel as the strings they came in as.)
 local function xadd(stream, fields)
     redis.call('XADD', stream, '*', unpack(fields))
-    added = true
-end
-
--- maxlen: the MAXLEN string, or nil for none.
-local function trim_events(stream, maxlen)
-    if maxlen and added then
-        redis.call('XTRIM', stream, 'MAXLEN', '~', maxlen)
-    end
 end
 
 -- The job fields every event needs, read with the part's own fields (one HMGET).
@@ -195,6 +189,8 @@ local function finish(jk, job_id, parts, first, carrier, ts, info, states, error
     if not state_written then
         redis.call('HSET', jk, 'state', final)
     end
+    -- the record's work is done: it stays a grace longer (status, a late duplicate)
+    redis.call('EXPIRE', jk, ARGV[A_GRACE])
     local fields = event_fields(job_id, info, final, carrier, parts, err, ts)
     if parts > 1 and final ~= 'delivered' then
         fields[#fields + 1] = 'part_states'
@@ -263,16 +259,20 @@ local function fast_separators(v)
     return s1, s2, s3
 end
 
--- A correlation entry's part, submitted_ms and job id, in either form; nil when
--- it is malformed.
-local function parse_entry(v)
-    if string.byte(v, 1) == 61 then
-        local s1, _, s3 = fast_separators(v)
-        if s3 then
-            return 1, string.sub(v, 2, s1 - 1), string.sub(v, s3 + 1)
-        end
-        return nil
+-- The head of a fast-form entry (between '=' and the first US): the submit time,
+-- and the state of its last intermediate receipt (nil: none yet).
+local function fast_head(v, s1)
+    local head = string.sub(v, 2, s1 - 1)
+    local c = string.find(head, ':', 1, true)
+    if c then
+        return string.sub(head, 1, c - 1), string.sub(head, c + 1)
     end
+    return head, nil
+end
+
+-- A general-form correlation entry's part, submitted_ms and job id; nil when it
+-- is malformed.
+local function parse_entry(v)
     local c1 = string.find(v, ':', 1, true)
     local c2 = c1 and string.find(v, ':', c1 + 1, true)
     local part = c1 and tonumber(string.sub(v, 1, c1 - 1))
@@ -314,7 +314,6 @@ local out = {'', {}}
 
 if mode == 'apply' then
     local carrier = ARGV[AP_CARRIER]
-    local maxlen = tonumber(ARGV[AP_MAXLEN]) > 0 and ARGV[AP_MAXLEN] or nil
     local window = tonumber(ARGV[AP_WINDOW])  -- duplicate window (ms; 0 = none)
     local groups = tonumber(ARGV[AP_GROUPS])
     -- memo: a call repeated after its reply was lost (same token) gets the first
@@ -423,43 +422,38 @@ if mode == 'apply' then
                 miss_at[nm], miss_key[nm] = ns + 1, token_prefix .. id
             elseif finished[id] then
                 status = 'd'
-            elseif final and byte(v, 1) == 61 then
-                -- fast path ('='): a single-part job without callback, fields in the entry
+            elseif byte(v, 1) == 61 then
+                -- fast form ('='): a single-part job without callback and without a job
+                -- record; what its events need is in the entry
                 local s1, s2, s3 = fast_separators(v)
                 if not s3 then
                     status = 'x'
                 else
                     local job_id = sub(v, s3 + 1)
-                    local jk = job_prefix .. job_id
-                    -- 'state' is in every live record: a new 'state' means there was no
-                    -- record. 'e:1' is written only when there is an error (absent reads
-                    -- as none). Per-part fields ('s:1', 'done') serve multipart aggregation
-                    -- and the sweep, which a single part no longer needs once final (its
-                    -- entry retires below).
-                    local orphan
-                    if err == '' then
-                        orphan = call('HSET', jk, 'state', state) == 1 and call('HLEN', jk) == 1
-                    else
-                        orphan = call('HSET', jk, 'state', state, 'e:1', err) == 2 and call('HLEN', jk) == 2
-                    end
-                    if orphan then
-                        call('DEL', jk)
-                        status = 'o'
-                    else
+                    local submitted, seen = fast_head(v, s1)
+                    if final then
                         call('XADD', events, '*', 'id', job_id,
                             'ref', sub(v, s2 + 1, s3 - 1), 'event', state, 'carrier', carrier,
                             'parts', '1', 'message_ids', sub(v, s1 + 1, s2 - 1), 'error', err, 'ts', ts)
-                        added = true
                         status = 'f'
                         finished[id] = true
                         retire(at[i] or 1, id)
                         fast[nf + 1] = job_id
-                        fast[nf + 2] = sub(v, 2, s1 - 1)
+                        fast[nf + 2] = submitted
                         nf = nf + 2
+                    elseif seen ~= event then
+                        -- one intermediate event per change of state: the state is kept in
+                        -- the entry itself
+                        call('HSET', buckets[at[i] or 1], id, '=' .. submitted .. ':' .. event .. sub(v, s1))
+                        local ref, mids = sub(v, s2 + 1, s3 - 1), sub(v, s1 + 1, s2 - 1)
+                        local fields = {'id', job_id, 'ref', ref, 'event', event, 'carrier', carrier,
+                                        'parts', '1', 'message_ids', mids, 'error', err, 'ts', ts}
+                        xadd(events, fields)
+                        out[#out + 1] = reply('i', {ref, carrier, mids, '', submitted}, submitted, fields)
                     end
                 end
             else
-                -- the general form, or an intermediate receipt of a fast-path entry
+                -- the general form: the job record holds the parts' states
                 local part, submitted, job_id = parse_entry(v)
                 if not job_id then
                     status = 'x'
@@ -540,7 +534,6 @@ if mode == 'apply' then
     for b, ids in pairs(drop) do
         each_slice('HDEL', buckets[b], ids)
     end
-    trim_events(events, maxlen)
     out[1] = table.concat(statuses)
     if memo then
         -- kept only when something is to be forwarded (an event of a job with a
@@ -557,7 +550,6 @@ end
 
 if mode == 'expire' then
     local now = ARGV[EX_NOW]
-    local maxlen = tonumber(ARGV[EX_MAXLEN]) > 0 and ARGV[EX_MAXLEN] or nil
     local limit = tonumber(ARGV[EX_LIMIT])
     local window = tonumber(ARGV[EX_WINDOW]) or 0
     if window > 0 then
@@ -586,10 +578,25 @@ if mode == 'expire' then
             local names, jobs, order = {}, {}, {}
             for i = 1, #kv, 2 do
                 names[#names + 1] = kv[i]
-                local _, _, job_id = parse_entry(kv[i + 1])
-                if job_id and not jobs[job_id] and not done_jobs[job_id] then
-                    jobs[job_id] = true
-                    order[#order + 1] = job_id
+                local v = kv[i + 1]
+                if string.byte(v, 1) == 61 then
+                    -- a fast-form entry: its job has no record; the event comes from the entry
+                    local s1, s2, s3 = fast_separators(v)
+                    if s3 then
+                        local submitted = fast_head(v, s1)
+                        local ref, mids = string.sub(v, s2 + 1, s3 - 1), string.sub(v, s1 + 1, s2 - 1)
+                        local fields = {'id', string.sub(v, s3 + 1), 'ref', ref, 'event', 'unknown',
+                                        'carrier', bucket_carrier, 'parts', '1', 'message_ids', mids,
+                                        'error', 'dlr_timeout', 'ts', now}
+                        xadd(events, fields)
+                        out[#out + 1] = reply('f', {ref, bucket_carrier, mids, '', submitted}, submitted, fields)
+                    end
+                else
+                    local _, _, job_id = parse_entry(v)
+                    if job_id and not jobs[job_id] and not done_jobs[job_id] then
+                        jobs[job_id] = true
+                        order[#order + 1] = job_id
+                    end
                 end
             end
             for _, job_id in ipairs(order) do
@@ -628,7 +635,6 @@ if mode == 'expire' then
     if more == '0' and #due_buckets == 100 then
         more = '1'
     end
-    trim_events(events, maxlen)
     out[1] = more
     table.remove(out, 2)
     return out

@@ -9,15 +9,19 @@ EVALSHA per batch (docs/INTERNALS.md, "Where the time goes"), and the read-modif
 of a multipart job is atomic, so two receipts of one job racing on two engine
 processes still yield exactly one final event.
 
-What the submit side must write (beyond JOBRECORD.md)
------------------------------------------------------
-The engine's submit script writes the job record and one correlation entry per
-part exactly as JOBRECORD.md says (``parts``, ``message_ids``,
-``submitted_ms``, ``callback``, ``ref``, ``carrier``, ``state``, and the
-entry ``<part>:<submitted_ms>:<job id>`` under the id normalised by
-``normalize_id(id, fmt, side="submit")``). Not written by the submit side:
-``done`` and ``s:<n>``/``e:<n>`` (this script's; HINCRBY on a missing
-``done`` starts at 0).
+What the submit side must write
+-------------------------------
+The engine's record script (engine/record.lua) writes one correlation entry
+per part that asked for a receipt, under the id normalised by
+``normalize_id(id, fmt, side="submit")``, in one of two forms. The general
+form, ``<part>:<submitted_ms>:<job id>``, for a job of several parts or with
+a callback: such a job also gets a job record (``parts``, ``message_ids``,
+``submitted_ms``, ``callback``, ``ref``, ``carrier``, ``state``), which its
+receipts read and which lives the receipt wait (twice, plus two bucket spans
+and the grace: the sweep may run late), then only ``record_grace_s`` after
+the job's final event. Not written by the submit side: ``done`` and
+``s:<n>``/``e:<n>`` (this script's; HINCRBY on a missing ``done`` starts
+at 0). The fast form (below) for every other job: no job record at all.
 
 Correlation entries live in *buckets*, one hash per carrier and span of
 receipt deadlines (:func:`correlation_bucket`: the deadline, submit time plus
@@ -56,8 +60,8 @@ In addition, for jobs that asked for a receipt (``dlr`` = "1"):
   those parts have theirs, and only their states are aggregated and listed
   in ``part_states``. Absent, 0 or ≥ ``parts``: every part.
 * the job record (at least ``parts`` and ``state``) no later than its first
-  correlation entry; a correlation entry without a job record is retried like
-  an unmatched receipt.
+  general-form correlation entry; such an entry without a job record is
+  retried like an unmatched receipt (an orphan).
 
 The fast path (single-part jobs without callback)
 -------------------------------------------------
@@ -68,21 +72,16 @@ event needs::
     <normalised id> -> "=<submitted_ms>US<message_ids>US<ref>US<job id>"
 
 (US = 0x1F; the job id is last and may hold anything; a ``ref`` or message id
-holding US keeps the general form). A final receipt for such an entry then
-costs the script two commands of its own: ``HSET`` of ``state`` (and ``e:1``
-when the receipt has an error) on the job record, whose reply also tells a
-missing record (``state`` new), and
-the ``XADD`` of the event; the lookup (``HMGET``) and the retirement of the
-entry (``HDEL`` and ``SADD``, below) serve the whole batch. It skips the ``HMGET`` of
-ten job fields the general form needs, and does not write ``s:1``/``done``
-(only multipart aggregation and the sweep read them, and a final single part
-leaves both). Intermediate receipts for it take the general path. Redis CPU
-per receipt, this script, before and after (the lookup batching and argument
-grouping below included): in isolation (the real scripts, 1,000 receipts per
-call, embedded Redis 6.2) 21.7 → 7 µs; in ``sendgate bench`` (100k jobs, a
-larger and colder data set) about 12 µs after (bench/RESULTS.md has the
-figures). Erasure (``privacy_hooks.erasure``) turns a hidden job's fast entries
-back into the general form, so its ``ref`` is not published.
+holding US keeps the general form). The entry is self-sufficient: such a job
+has no job record. A final receipt for it costs the script one command of its
+own, the ``XADD`` of the event; the lookup (``HMGET``) and the retirement of
+the entry (``HDEL`` and ``SADD``, below) serve the whole batch. An
+intermediate receipt rewrites the entry with its state,
+``=<submitted_ms>:<state>US…`` (one event per change of state), and the
+expiry sweep gives an entry left at its deadline the event ``unknown``
+(``dlr_timeout``) from the entry alone. Redis CPU per receipt:
+bench/RESULTS.md. Erasure (``privacy_hooks.erasure``) blanks the ``ref`` of a
+hidden job's fast entries, so it is not published.
 
 Arguments are grouped: receipts sharing (final, event, error, ts) travel as
 one group followed by their ids, so the script parses nothing per receipt; the script
@@ -120,10 +119,9 @@ Keys this module writes besides the job record and ``P:events``:
   A call without such events keeps nothing; sent again, it counts its
   receipts as duplicates (their events are in ``P:events`` already).
 
-The events stream is capped at about ``stream_maxlen`` entries (default
-1,000,000): each call adds its events without MAXLEN and trims once at its
-end (``XTRIM MAXLEN ~``), which keeps the same whole nodes at a fraction of
-the cost (``XADD … MAXLEN ~`` rewrites its arguments on every call).
+The events stream is not trimmed here: the engine's trimmer
+(engine/stream_trim.py) trims it behind the history archiver, once a minute.
+``stream_maxlen`` caps the unmatched and invalid receipt streams.
 
 Unmatched receipts
 ------------------
@@ -176,14 +174,17 @@ __all__ = [
 
 # correlate.lua's KEYS and ARGV, named once: the script gets these positions as
 # Lua constants (script_source) and Python builds its arguments with them.
-LAYOUT_VERSION = 2
-"""Of the layouts below; bump it on any change of one (1: the hand-numbered lists)."""
+LAYOUT_VERSION = 3
+"""Of the layouts below; bump it on any change of one (1: the hand-numbered lists; 3: no
+events trim, the record grace, fast-form entries without job record)."""
 KEYS_ = Positions("K", ("events", "due"))
-ARGS = Positions("A", ("mode", "layout", "job_prefix", "bucket_prefix", "index_prefix", "dup_prefix", "call_prefix"))
+ARGS = Positions(
+    "A", ("mode", "layout", "job_prefix", "bucket_prefix", "index_prefix", "dup_prefix", "call_prefix", "grace")
+)
 """The arguments of both modes; each mode's own follow."""
-APPLY_ARGS = Positions("AP", ("carrier", "maxlen", "window", "groups", "token"), first=len(ARGS) + 1, rest="rest")
+APPLY_ARGS = Positions("AP", ("carrier", "window", "groups", "token"), first=len(ARGS) + 1, rest="rest")
 """``token`` is last: it hashes the arguments before and after it (``_run_packed``)."""
-EXPIRE_ARGS = Positions("EX", ("now", "maxlen", "limit", "window"), first=len(ARGS) + 1)
+EXPIRE_ARGS = Positions("EX", ("now", "limit", "window"), first=len(ARGS) + 1)
 GROUP = Positions("G", ("final", "event", "error", "ts", "count"), first=0, rest="ids")
 """One group of receipts in an apply call's tail: offsets from the group's start."""
 CORR_ENTRY = Positions("C", ("id", "part"))
@@ -423,6 +424,7 @@ class ReceiptStore:
         *,
         stream_maxlen: int = 1_000_000,
         duplicate_window_ms: int = 600_000,
+        record_grace_s: int = 300,
     ) -> None:
         self._redis = redis
         keys = _keys(prefix)
@@ -430,6 +432,7 @@ class ReceiptStore:
         self.prefix = keys.prefix
         self.stream_maxlen = stream_maxlen
         self.duplicate_window_ms = duplicate_window_ms
+        self.record_grace_s = record_grace_s
         self.events_key = keys.events
         self.due_key = keys.dlr_due
         self.unmatched_key = keys.dlr_unmatched
@@ -443,6 +446,7 @@ class ReceiptStore:
         return ARGS.build(
             mode=mode, layout=LAYOUT_VERSION, job_prefix=k.job_prefix, bucket_prefix=k.dlr_bucket_prefix,
             index_prefix=k.dlr_index_prefix, dup_prefix=k.dlr_dup_prefix, call_prefix=k.dlr_call_prefix,
+            grace=str(self.record_grace_s),
         )
 
     async def _run(self, args: Sequence[str | int]) -> list[Any]:
@@ -537,7 +541,7 @@ class ReceiptStore:
                     group.append(r)
             # everything before the token (the last named argument: _run_packed adds it)
             head = self._args("apply") + APPLY_ARGS.build(
-                carrier=carrier, maxlen=self.stream_maxlen, window=self.duplicate_window_ms, groups=len(groups),
+                carrier=carrier, window=self.duplicate_window_ms, groups=len(groups),
                 token="", rest=(),
             )[:-1]
             tail: list[bytes] = []
@@ -617,7 +621,7 @@ class ReceiptStore:
         """
         raw = await self._run(
             self._args("expire")
-            + EXPIRE_ARGS.build(now=now_ms, maxlen=self.stream_maxlen, limit=limit, window=self.duplicate_window_ms)
+            + EXPIRE_ARGS.build(now=now_ms, limit=limit, window=self.duplicate_window_ms)
         )
         return [_job_event(item) for item in raw[1:]], _text(raw[0]) == "1"
 

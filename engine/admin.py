@@ -5,6 +5,8 @@
   (readiness: take the process out of rotation when it cannot send).
 - ``/status``: JSON snapshot for people (binds, windows, pending parts).
 - ``/metrics``: Prometheus text format.
+- ``/``: the status page (engine/status_page.html): one self-contained HTML
+  file, no external asset, that polls ``/status`` every few seconds.
 
 Bound to 127.0.0.1 by default (``[admin] listen``); never shows a number or a
 message text.
@@ -12,8 +14,10 @@ message text.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
+from importlib import resources
 from typing import Any
 
 import orjson
@@ -23,6 +27,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 __all__ = ["AdminServer"]
 
 log = logging.getLogger("sendgate.admin")
+
+# The page loads nothing from elsewhere: its script and style are inline and it
+# fetches only /status from the same origin.
+_PAGE_CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:"
+
+
+@functools.cache
+def _status_page() -> bytes:
+    return resources.files("engine").joinpath("status_page.html").read_bytes()
 
 
 class AdminServer:
@@ -49,6 +62,7 @@ class AdminServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/status", self._status_handler)
+        app.router.add_get("/", self._page)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -75,6 +89,12 @@ class AdminServer:
         ok, detail = await self._ready()
         body = orjson.dumps({"ready": ok, **detail})
         return web.Response(body=body, status=200 if ok else 503, content_type="application/json")
+
+    async def _page(self, _request: web.Request) -> web.Response:
+        return web.Response(
+            body=_status_page(), content_type="text/html", charset="utf-8",
+            headers={"Cache-Control": "no-cache", "Content-Security-Policy": _PAGE_CSP, "X-Content-Type-Options": "nosniff"},
+        )
 
     async def _status_handler(self, _request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps(self._status()), content_type="application/json")

@@ -22,15 +22,18 @@ from typing import Any
 from connectors.config import BindConfig
 from connectors.pool import BindPool
 from dlr.receipt_scan import scan_receipt
+from engine import __version__
 from engine.admin import AdminServer
 from engine.config import CarrierSettings, Settings
 from engine.embedded_redis import EmbeddedRedis
 from engine.history.archiver import Archiver
 from engine.keys import Keys
 from engine.metrics import Metrics
+from engine.ops_sampler import OpsSampler
 from engine.pipeline import Pipeline
 from engine.receipt_sink import ReceiptSink
 from engine.redis_client import redis_from_settings
+from engine.status import status_snapshot
 from engine.stream_trim import trim_streams
 from privacy_hooks.audit import AuditLog
 from privacy_hooks.logfile import rotate_due_files
@@ -38,9 +41,16 @@ from throttling.adaptive import AimdSettings
 from throttling.flow import AdaptiveLimiter, CarrierFlow, LocalAdaptiveLimiter
 from throttling.global_bucket import GlobalTokenBucket
 
-__all__ = ["Engine", "bind_config", "redis_url_for"]
+__all__ = ["Engine", "bind_config", "log_event", "redis_url_for"]
 
 log = logging.getLogger("sendgate.engine")
+
+
+def log_event(msg: str, event: str, level: int = logging.INFO, **fields: Any) -> None:
+    """One log line for an event an operator cares about, with ``event`` and its fields
+    as JSON keys (privacy_hooks/logformat.py). Never per message: binds, leases,
+    backoff, config, start and stop."""
+    log.log(level, msg, extra={"event": event, **fields})
 
 #: Young-generation threshold of the cyclic garbage collector while the engine
 #: runs (CPython's default is 700). A batch allocates and frees tens of thousands
@@ -108,8 +118,26 @@ class _PoolHandler:
         self.engine.receipts.on_claimed(self.carrier, bind, items)
 
     def on_bind_state(self, bind_name: str, up: bool) -> None:
-        # The bind logged it already, once, with its cause (connectors/transport.py).
-        log.debug("bind %s of carrier %s is %s", bind_name, self.carrier, "up" if up else "down")
+        pool = self.engine.pools.get(self.carrier)
+        bind = next((b for b in pool.binds if b.name == bind_name), None) if pool is not None else None
+        if up:
+            # generation counts successful binds: above 1 this is a reconnect.
+            reconnects = max(0, int(getattr(bind, "generation", 1)) - 1)
+            log_event(
+                f"bind {bind_name} of carrier {self.carrier} is up" + (f" again (reconnect {reconnects})" if reconnects else ""),
+                "bind_up", carrier=self.carrier, bind=bind_name, reconnects=reconnects,
+            )
+            return
+        reason = (getattr(bind, "last_error", "") or "connection closed") if bind is not None else "unknown"
+        # One of connectors.transport.RECONNECT_CAUSES (also the label of sendgate_reconnects_total).
+        cause = (getattr(bind, "last_cause", "") or "closed_by_peer") if bind is not None else "closed_by_peer"
+        level = logging.WARNING
+        if self.engine.closing:
+            reason, level = "engine stopping", logging.INFO
+        log_event(
+            f"bind {bind_name} of carrier {self.carrier} is down: {reason}", "bind_down", level,
+            carrier=self.carrier, bind=bind_name, reason=reason, cause=cause,
+        )
 
 
 class Engine:
@@ -144,6 +172,14 @@ class Engine:
         self._gc_threshold: tuple[int, int, int] | None = None  # restored by close()
         self.started_at = time.time()
         self.archiver: Archiver | None = None  # [history] enabled: events → the history store
+        self.closing = False  # set when the graceful stop begins (bind-down reasons say so)
+        self.metrics.webhook_stats = self.receipts.webhooks.stats
+        self.sampler = OpsSampler(
+            self.redis, self.keys, settings.engine.group, self.metrics, [c.name for c in settings.carriers],
+            written=lambda: {name: p.stats.written for name, p in self.pools.items()},
+            interval_s=settings.admin.sample_interval_s or 2.0, on_sample=self._log_flow_changes,
+        )
+        self._backing_off: set[str] = set()  # carriers with a bind in throttle backoff at the last sample
 
     # ---------------------------------------------------------------- life
     async def start(self) -> None:
@@ -175,6 +211,8 @@ class Engine:
             loop.create_task(self.pipeline.run(), name="pipeline"),
             loop.create_task(self._maintenance(), name="maintenance"),
         ]
+        if self.settings.admin.sample_interval_s > 0:
+            self._tasks.append(loop.create_task(self.sampler.run(), name="ops-sampler"))
         if self.settings.history.enabled:
             # Its own consumer group on the events stream; a store that is down
             # only makes it wait (engine/history/archiver.py), sending goes on.
@@ -182,9 +220,11 @@ class Engine:
 
             self.archiver = archiver_for(self.settings, self.redis, store_for(self.settings), self.metrics.registry)
             self._tasks.append(loop.create_task(self.archiver.run(), name="archiver"))
-        log.info(
-            "engine started: consumer %s, %d carrier(s), prefix %s",
-            self.settings.consumer_name, len(self.pools), self.settings.redis.prefix,
+        log_event(
+            f"engine started: consumer {self.settings.consumer_name}, {len(self.pools)} carrier(s), "
+            f"prefix {self.settings.redis.prefix}",
+            "engine_started", consumer=self.settings.consumer_name, version=__version__,
+            carriers=list(self.pools), admin=f"{self.admin.host}:{self.admin.port}" if self.admin else "",
         )
 
     def _carrier_flow(self, c: CarrierSettings) -> CarrierFlow:
@@ -212,7 +252,7 @@ class Engine:
     def _on_signal(self, sig: int) -> None:
         self._signals += 1
         if self._signals == 1:
-            log.info("signal %d: stopping; draining in-flight messages", sig)
+            log_event(f"signal {sig}: stopping; draining in-flight messages", "shutdown_requested", signal=int(sig))
             self.request_stop()
         else:
             log.warning("second signal: exiting now; unacked jobs will be reclaimed by another consumer")
@@ -239,6 +279,8 @@ class Engine:
 
     async def close(self) -> None:
         """Graceful stop: drain windows within the bound, unbind, record, close."""
+        self.closing = True
+        stop_started = time.monotonic()
         self.pipeline.stop()
         drain_s = self.settings.engine.drain_timeout_s
         drained = await self.pipeline.drain(drain_s)
@@ -273,7 +315,10 @@ class Engine:
         await self.redis.aclose()
         if self._gc_threshold is not None:
             gc.set_threshold(*self._gc_threshold)
-        log.info("engine stopped")
+        log_event(
+            "engine stopped", "shutdown", drained=drained, took_s=round(time.monotonic() - stop_started, 3),
+            uptime_s=round(time.time() - self.started_at, 1),
+        )
 
     # ---------------------------------------------------------- periodic work
     async def _maintenance(self) -> None:
@@ -295,11 +340,10 @@ class Engine:
                         log.info("reclaimed %d job(s) from consumers that went away", n)
                 if now - last_lag >= 5.0:
                     last_lag = now
-                    await self._update_stream_gauges()
                     await self._audit_bind_credentials()
                 if now - last_trim >= 60.0:
                     last_trim = now
-                    await trim_streams(self.redis, self.settings, approximate=True)
+                    await trim_streams(self.redis, self.settings, approximate=True, metrics=self.metrics)
                     rotate_due_files()  # [logging] file: rotate and expire even when nothing is logged
                 await self.receipts.periodic()
             except asyncio.CancelledError:
@@ -331,22 +375,25 @@ class Engine:
                         status=getattr(bind, "last_error", "") or "",
                     )
 
-    async def _update_stream_gauges(self) -> None:
-        for stream in self.keys.lanes():
-            try:
-                groups = await self.redis.xinfo_groups(stream)
-            except Exception:
-                continue
-            for g in groups:
-                name = g.get("name")
-                if (name.decode() if isinstance(name, bytes) else name) != self.settings.engine.group:
-                    continue
-                self.metrics.stream_pending.labels(stream).set(int(g.get("pending", 0)))
-                lag = g.get("lag")
-                if lag is not None:
-                    self.metrics.stream_lag.labels(stream).set(int(lag))
-
     # ------------------------------------------------------------- status
+    def _log_flow_changes(self) -> None:
+        """One line when a carrier starts or stops backing off from throttling (seen per sample;
+        each step in between is logged by the pool, event ``backoff``)."""
+        for name, pool in self.pools.items():
+            reduced = pool.flow.reduced()
+            if reduced and name not in self._backing_off:
+                self._backing_off.add(name)
+                log_event(
+                    f"carrier {name} throttles: backing off", "backoff_started", logging.WARNING,
+                    carrier=name, rate_per_s=round(pool.rate_per_s(), 3), window=pool.window,
+                    binds=pool.binds_up(), throttled_total=int(pool.stats.throttled),
+                )
+            elif not reduced and name in self._backing_off:
+                self._backing_off.discard(name)
+                log_event(
+                    f"carrier {name}: backoff over", "backoff_ended", carrier=name, throttled_total=int(pool.stats.throttled),
+                )
+
     def _register_gauges(self) -> None:
         def binds_up() -> list[tuple[list[str], float]]:
             return [([name], float(p.binds_up())) for name, p in self.pools.items()]
@@ -380,12 +427,6 @@ class Engine:
         return ok, details
 
     def status(self) -> dict[str, Any]:
-        return {
-            "consumer": self.settings.consumer_name,
-            "uptime_s": round(time.time() - self.started_at, 1),
-            "outstanding_parts": self.pipeline.outstanding_parts,
-            "batches_in_flight": self.pipeline.batches_in_flight,
-            "carriers": {
-                name: {"binds_up": p.binds_up(), "pending": p.pending()} for name, p in self.pools.items()
-            },
-        }
+        """The `/status` snapshot (the status page's data): names, states and counts only —
+        never a number, a text, a job id or a credential (docs/contract.md §6)."""
+        return status_snapshot(self)

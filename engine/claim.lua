@@ -14,10 +14,13 @@
 -- ARGV[A_GROUP]   consumer group
 -- ARGV[A_LAYOUT]  LAYOUT_VERSION of the caller (a mismatch is refused)
 -- ARGV[A_PAYLOAD] payload (JSON): {"claims": [[job_id, entry_id] (C_*), ...],
---                  "dead": [[entry_id, nfields, code, reason, job_id, ref, event] (D_*), ...]}
+--                  "dead": [[entry_id, nfields, code, reason, job_id, ref, event, client, kind,
+--                  to_hash, to_mask] (D_*), ...], "retention_until": s}
 -- ARGV[A_NOW]     now (unix ms)
--- ARGV[A_MARK_TTL] idempotency mark TTL (s)
--- ARGV[A_MAXLEN]  approximate MAXLEN of the events and dead-letter streams
+-- ARGV[A_MARK_TTL] idempotency mark TTL (s): [engine] idempotency_hours, not the message
+--         retention; the mark is the only thing Redis keeps of a finished job
+-- ARGV[A_MAXLEN]  approximate MAXLEN of the dead-letter stream (the events stream is
+--         trimmed by the engine's trimmer, behind the history archiver)
 -- ARGV[A_RETRY]   "1" when this call repeats one whose reply was lost (Redis connection
 --         dropped): a mark of our own is then ours, not a crashed consumer's
 -- ARGV[A_IDEM_PREFIX] what idempotency marks start with ("P:idem:", engine/keys.py)
@@ -73,6 +76,7 @@ for i, c in ipairs(batch.claims) do
 end
 
 local at = A_REST
+local retention_until = batch.retention_until and string.format('%d', batch.retention_until) or ''
 for _, d in ipairs(batch.dead) do
   local entry_id, nfields, code, reason = d[D_ENTRY_ID], d[D_NFIELDS], d[D_CODE], d[D_REASON]
   local job_id, ref, event = d[D_JOB_ID], d[D_REF], d[D_EVENT]
@@ -87,9 +91,12 @@ for _, d in ipairs(batch.dead) do
   args[#args + 1] = 'entry'; args[#args + 1] = entry_id
   redis.call(unpack(args))
   if event ~= '' and job_id ~= '' then
-    redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*',
+    -- the job's first (and only) event: it describes the job for the history archiver
+    redis.call('XADD', events, '*',
       'id', job_id, 'ref', ref, 'event', event, 'carrier', '', 'parts', '0',
-      'message_ids', '', 'error', code, 'ts', now)
+      'message_ids', '', 'error', code, 'ts', now,
+      'client', d[D_CLIENT], 'kind', d[D_KIND], 'to_hash', d[D_TO_HASH], 'to_mask', d[D_TO_MASK],
+      'encoding', '', 'retention_until', retention_until)
   end
   end
 end

@@ -30,6 +30,10 @@ environment:
   REDIS_URL         Redis to use (overrides [redis] url); unset and no url in
                     the config: run and demo start an embedded Redis
   SENDGATE_LOOP     "asyncio" to use the stock event loop instead of uvloop
+
+Commands that talk to Redis (send, history, erase, purge, archive) take, in
+this order: -c FILE, SENDGATE_CONFIG, a `sendgate run` running on this machine
+(it announces its config and Redis), REDIS_URL; they say which on stderr.
 """
 
 
@@ -45,6 +49,13 @@ def run_loop(coro: Coroutine[Any, Any, int]) -> int:
     return asyncio.run(coro)
 
 
+def _resolve(command: str, args: argparse.Namespace, *, required: bool = True) -> Any:
+    """Settings and Redis of a command that talks to Redis (engine/discovery.py); says which."""
+    from engine.discovery import resolve_for_cli
+
+    return resolve_for_cli(command, getattr(args, "config", None), required=required)
+
+
 def _load(args: argparse.Namespace) -> Any:
     from engine.config import ConfigError, load_settings
 
@@ -58,7 +69,7 @@ def _load(args: argparse.Namespace) -> Any:
 # ---------------------------------------------------------------------- run
 def _cmd_run(args: argparse.Namespace) -> int:
     settings = _load(args)
-    from engine.app import Engine, redis_url_for
+    from engine.app import Engine, log_event, redis_url_for
     from privacy_hooks import configure_logging
 
     configure_logging(
@@ -68,9 +79,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not settings.carriers:
         print("sendgate: config error: carriers: at least one [[carriers]] table is required", file=sys.stderr)
         return 2
-    url, embedded = redis_url_for(settings)
+    from engine.discovery import announce_run, mask_url, withdraw_run
 
-    source = getattr(args, "config", None) or os.environ.get("SENDGATE_CONFIG") or "(defaults and environment)"
+    config_path = getattr(args, "config", None) or os.environ.get("SENDGATE_CONFIG") or ""
+    url, embedded = redis_url_for(settings)
+    log_event(
+        "config loaded", "config_loaded", config=config_path or "(defaults)", redis=mask_url(url),
+        prefix=settings.redis.prefix, carriers=[c.name for c in settings.carriers],
+    )
+    # So `sendgate send` (and every command that talks to Redis) on this machine finds us.
+    announcement = announce_run(config_path or None, url, settings.redis.prefix)
+
+    source = config_path or "(defaults and environment)"
 
     async def main() -> int:
         engine = Engine(settings, url, config_source=source)
@@ -80,6 +100,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         return run_loop(main())
     finally:
+        withdraw_run(announcement)
         if embedded is not None:
             embedded.stop()
 
@@ -92,17 +113,8 @@ def _cmd_send(args: argparse.Namespace) -> int:
     from engine.job import JobError
     from engine.producer import Producer, SendJob
 
-    settings = _load(args)
-    from engine.embedded_redis import announced_url
-
-    url = settings.redis.url or announced_url()
-    if not url:
-        print(
-            "sendgate send: no Redis configured (set REDIS_URL or [redis] url), "
-            "and no `sendgate run` with an embedded Redis is running here",
-            file=sys.stderr,
-        )
-        return 2
+    found = _resolve("send", args)
+    settings, url = found.settings, found.url
     job = SendJob(
         id=args.id or uuid.uuid4().hex,
         to=args.to,
@@ -176,19 +188,19 @@ def _cmd_bench(argv: list[str]) -> int:
 def _cmd_erase(args: argparse.Namespace) -> int:
     from engine.erase import erase_main
 
-    return run_loop(erase_main(_load(args), to=args.to, client=args.client, now=args.now))
+    return run_loop(erase_main(_resolve("erase", args).settings, to=args.to, client=args.client, now=args.now))
 
 
 def _cmd_purge(args: argparse.Namespace) -> int:
     from engine.erase import purge_main
 
-    return run_loop(purge_main(_load(args)))
+    return run_loop(purge_main(_resolve("purge", args).settings))
 
 
 def _cmd_archive(args: argparse.Namespace) -> int:
     from engine.history.cli import archive_main
 
-    settings = _load(args)
+    settings = _resolve("archive", args).settings
     from privacy_hooks import configure_logging
 
     configure_logging(
@@ -202,14 +214,15 @@ def _cmd_history(args: argparse.Namespace) -> int:
     from engine.history.cli import history_main
 
     return run_loop(history_main(
-        _load(args), job_id=args.id, ref=args.ref, to=args.to, client=args.client, as_json=args.json, limit=args.limit,
+        _resolve("history", args, required=False).settings,
+        job_id=args.id, ref=args.ref, to=args.to, client=args.client, as_json=args.json, limit=args.limit,
     ))
 
 
 def _cmd_suppress(args: argparse.Namespace) -> int:
     from engine.suppression import suppress_main
 
-    return run_loop(suppress_main(_load(args), args.action, getattr(args, "numbers", []), args.client or ""))
+    return run_loop(suppress_main(_resolve("suppress", args).settings, args.action, getattr(args, "numbers", []), args.client or ""))
 
 
 # Sub-commands that own their whole argument list (their --help is their own).
@@ -234,8 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "send", help="push one job",
         description=(
-            "Validate and push one job to the jobs stream: to REDIS_URL / [redis] url, "
-            "or to the embedded Redis of a `sendgate run` on this machine."
+            "Validate and push one job to the jobs stream. The Redis: -c FILE, SENDGATE_CONFIG, "
+            "a `sendgate run` on this machine, or REDIS_URL (printed on stderr)."
         ),
     )
     p.add_argument("-c", "--config", help="TOML config file (default: $SENDGATE_CONFIG)")

@@ -116,12 +116,17 @@ class EngineSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     drain_timeout_s: float = 10.0  # SIGTERM: how long in-flight windows may take
     retry_attempts: int = 3  # transient submit errors, per part, before fallback/failure
     retry_backoff_s: float = 0.5
-    streams_maxlen: int = 1_000_000  # approximate cap of events / dead-letter streams
+    streams_maxlen: int = 1_000_000  # approximate cap of the dead-letter stream, and of events without history
+    idempotency_hours: float = 168.0  # a job id is sent at most once within this window (the mark's TTL)
+    events_keep_hours: float = 72.0  # events stay until archived, and never longer than this
+    events_min_keep_s: float = 300.0  # and at least this long (readers without a group)
+    record_grace_s: int = 300  # a job record (receipts to aggregate or forward) lives this long after its final event
     receipt_hold_s: float = 5.0  # a receipt that beats its submit_sm_resp waits this long
 
 
 class AdminSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
     listen: str = "127.0.0.1:9108"  # "" disables the admin HTTP server
+    sample_interval_s: float = 2.0  # lane backlog, oldest job, loop lag, Redis RTT (engine/ops_sampler.py); 0 = off
 
 
 class LoggingSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -296,12 +301,22 @@ def _check(settings: Settings) -> None:
     if not e.retry_backoff_s > 0:
         raise ConfigError("engine.retry_backoff_s: must be > 0")
     if e.streams_maxlen < 1:
-        # the scripts trim with MAXLEN ~ n: 0 would empty the events stream, not lift the cap
+        # streams are capped with MAXLEN ~ n: 0 would empty a stream, not lift the cap
         raise ConfigError("engine.streams_maxlen: must be >= 1")
+    if not e.idempotency_hours > 0:
+        raise ConfigError("engine.idempotency_hours: must be > 0")
+    if not e.events_keep_hours > 0:
+        raise ConfigError("engine.events_keep_hours: must be > 0")
+    if not 0 <= e.events_min_keep_s <= e.events_keep_hours * 3600:
+        raise ConfigError("engine.events_min_keep_s: must be between 0 and events_keep_hours")
+    if e.record_grace_s < 1:
+        raise ConfigError("engine.record_grace_s: must be >= 1")
     if not settings.redis.prefix or any(c.isspace() for c in settings.redis.prefix):
         raise ConfigError("redis.prefix: must be non-empty without spaces")
     if settings.admin.listen and not re.fullmatch(r".+:\d{1,5}", settings.admin.listen):
         raise ConfigError("admin.listen: expected HOST:PORT")
+    if settings.admin.sample_interval_s != 0 and not 0.5 <= settings.admin.sample_interval_s <= 300:
+        raise ConfigError("admin.sample_interval_s: 0 (off) or between 0.5 and 300")
     _check_redis(settings.redis)
     names: set[str] = set()
     for i, c in enumerate(settings.carriers):

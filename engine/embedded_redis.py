@@ -23,12 +23,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["EmbeddedRedis", "announced_url", "redis_server_binary", "redis_url_from_env"]
+__all__ = ["EmbeddedRedis", "announce_dir", "announced_url", "redis_server_binary", "redis_url_from_env"]
+
+
+def announce_dir() -> Path:
+    """The user-private directory where local engines announce themselves (engine/discovery.py)."""
+    return Path(tempfile.gettempdir()) / f"sendgate-{os.getuid()}"
 
 
 def _announce_path() -> Path:
     """Where a running engine's embedded Redis is announced for `sendgate send`."""
-    return Path(tempfile.gettempdir()) / f"sendgate-{os.getuid()}" / "embedded-redis.url"
+    return announce_dir() / "embedded-redis.url"
 
 
 def announced_url() -> str:

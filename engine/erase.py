@@ -1,31 +1,51 @@
 """``sendgate erase`` and ``sendgate purge``: the data subject's rights and retention, on demand.
 
-``erase --to NUMBER`` / ``--client ID`` covers every record of that subject
-(job records, correlation entries, raw job payloads) through the subject
-indexes the record script maintains; by default the records are hidden at
-once and re-stamped to disappear one message retention after the request,
-``--now`` deletes them at once. Either way an audit entry is written, with
-the subject as its keyed hash — never the number in clear.
+``erase --to NUMBER`` / ``--client ID`` covers every record of that subject,
+found without scanning the keyspace: in the history store (rows by keyed hash
+of the number, or by client) and among the events still in the stream (what
+is not archived yet and a few minutes more: bounded by the archive lag and
+``events_min_keep_s``). Then, by key, the hot Redis records of those jobs
+(job records, correlation entries, raw job payloads still in a lane, their
+events: privacy_hooks.erasure) and the store's rows. By default the records
+are hidden at once and re-stamped to disappear one message retention after
+the request (the rows: ``HistoryStore.hide``; the events found are written to
+the store first, so the rows of those not archived yet exist to be hidden);
+``--now`` deletes them at once. Either way
+an audit entry is written, with the subject as its keyed hash — never the
+number in clear.
 
-``purge`` applies retention to the streams now (records with a TTL expire
-by themselves): raw job payloads older than the payload retention, events,
-dead letters and inbound messages older than the message retention.
+A known gap of ``--now``: an archiver batch read before the erasure and
+committed after it brings the subject's rows of that batch back (the events
+are gone from Redis, the batch was in the archiver's hands). The store is
+erased a second time after Redis to narrow it to one batch's commit.
+
+``purge`` applies the streams' rules now (engine/stream_trim.py; records with
+a TTL expire by themselves).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 
 from redis.asyncio import Redis
 
+from dlr.ids import submit_normalizer
 from engine.config import Settings
+from engine.history import HistoryStore, deltas_from_entries
 from engine.keys import Keys
 from engine.stream_trim import trim_streams
 from privacy_hooks import RetentionPolicy, keyed_hash, mask_number
 from privacy_hooks.audit import AuditLog
-from privacy_hooks.erasure import client_subject, erase_subject
+from privacy_hooks.erasure import (
+    ErasureResult,
+    SubjectJob,
+    client_subject,
+    erase_subject,
+    find_in_events,
+)
 
-__all__ = ["erase_main", "purge_main", "retention_policy"]
+__all__ = ["erase_main", "erase_subject_everywhere", "hot_window_ms", "purge_main", "retention_policy"]
 
 
 def retention_policy(settings: Settings) -> RetentionPolicy:
@@ -36,6 +56,25 @@ def retention_policy(settings: Settings) -> RetentionPolicy:
     )
 
 
+def hot_window_ms(settings: Settings) -> int:
+    """How far back a job can still have hot records in Redis: its job record lives
+    at most twice the longest receipt wait plus two bucket spans and the grace."""
+    waits = [settings.privacy.dlr_wait_h, *(c.dlr_wait_h for c in settings.carriers)]
+    wait_ms = int(max(waits) * 3_600_000)
+    return 2 * wait_ms + 2 * (wait_ms // 64 + 1) + settings.engine.record_grace_s * 1000 + 3_600_000
+
+
+def _normalizer(settings: Settings) -> Callable[[str, str], Sequence[str]]:
+    """(carrier, message id) → the id its correlation entry is keyed by (``dlr_id_format``)."""
+    formats = {c.name: submit_normalizer(c.dlr_id_format) for c in settings.carriers}
+
+    def normalize(carrier: str, message_id: str) -> Sequence[str]:
+        fn = formats.get(carrier)
+        return (fn(message_id),) if fn else (message_id,)
+
+    return normalize
+
+
 def _redis(settings: Settings) -> Redis:
     if not settings.redis.url:
         raise SystemExit("sendgate: erase/purge need a Redis: set REDIS_URL or [redis] url")
@@ -44,13 +83,66 @@ def _redis(settings: Settings) -> Redis:
     return redis_from_settings(settings)
 
 
+async def erase_subject_everywhere(
+    redis: Redis,
+    settings: Settings,
+    subject: str,
+    *,
+    immediate: bool,
+    store: HistoryStore | None,
+    requested_by: str = "",
+    now_s: float | None = None,
+) -> ErasureResult:
+    """Erase ``subject`` (a keyed hash, or ``client:<id>``) from the history store and
+    the hot Redis records (see the module docstring). ``store``: None when there is no
+    history store (``[history] enabled = false``): every event in the stream is read."""
+    now_s = time.time() if now_s is None else now_s
+    now_ms = int(now_s * 1000)
+    keys = Keys(settings.redis.prefix)
+    policy = retention_policy(settings)
+    until = int(now_s) + policy.ttl_s("message")
+    by_client = subject.startswith("client:")
+    key = {"client": subject[len("client:"):]} if by_client else {"to_hash": subject}
+    rows = []
+    if store is not None:
+        await store.migrate()
+        since = now_ms - max(hot_window_ms(settings), int(settings.engine.events_keep_hours * 3_600_000))
+        rows = await store.find(**key, since_ms=since, hidden=True, limit=1_000_000)
+    # Every event of the subject still in Redis (the stream holds what is not archived
+    # yet, and a few minutes more): both modes delete them from Redis; by policy their
+    # rows are written first (a merge: archived ones change nothing), so those not
+    # archived yet are hidden too, and an archiver batch in flight merges into a hidden row.
+    in_events, entries = await find_in_events(redis, keys, subject, "-", job_ids=[r.job_id for r in rows])
+    if store is not None and entries and not immediate:
+        await store.write(deltas_from_entries(entries), now_ms)
+    jobs = [*in_events.values(), *(SubjectJob(r.job_id, r.carrier, r.message_ids) for r in rows
+                                   if r.job_id not in in_events)]
+    normalize = _normalizer(settings)
+
+    async def history() -> int:
+        if store is None:
+            return 0
+        if immediate:
+            return await store.erase(**key)
+        return await store.hide(**key, now_ms=now_ms, retention_until=until)
+
+    audit = AuditLog(redis, keys.audit, policy.audit)
+    result = await erase_subject(
+        redis, keys, subject, now_s, policy, immediate=immediate, jobs=jobs,
+        events_from=None, normalize=normalize, history=history, audit=audit, requested_by=requested_by,
+    )
+    if immediate and store is not None:
+        await store.erase(**key)  # rows an archiver batch in flight brought back (see the module doc)
+    return result
+
+
 async def erase_main(settings: Settings, *, to: str | None, client: str | None, now: bool) -> int:
     """Erase one subject; prints a summary without the number in clear."""
+    from engine.history.cli import store_for
     from engine.job import normalise_number
 
     redis = _redis(settings)
-    prefix = settings.redis.prefix
-    policy = retention_policy(settings)
+    store = store_for(settings) if settings.history.enabled else None
     try:
         if to is not None:
             digits = normalise_number(to)
@@ -63,29 +155,30 @@ async def erase_main(settings: Settings, *, to: str | None, client: str | None, 
             assert client is not None
             subject = client_subject(client)
             label = f"client {client}"
-        audit = AuditLog(redis, Keys(prefix).audit, policy.audit)
-        result = await erase_subject(redis, prefix, subject, time.time(), policy, immediate=now, audit=audit,
-                                     requested_by="cli")
+        result = await erase_subject_everywhere(redis, settings, subject, immediate=now, store=store,
+                                                requested_by="cli")
         mode = "deleted" if now else "hidden, to disappear at retention"
-        print(f"erased {label}: {result.records} record(s) {mode}, {result.payloads} raw payload(s) deleted; "
-              f"audit entry {result.audit_id}")
+        print(f"erased {label}: {result.jobs} record(s) {mode} ({result.history_rows} in the history store, "
+              f"{result.records} in Redis), {result.payloads} raw payload(s) deleted; audit entry {result.audit_id}")
         return 0
     finally:
+        if store is not None:
+            await store.close()
         await redis.aclose()
 
 
 async def purge_main(settings: Settings) -> int:
-    """Trim streams past their retention now."""
+    """Trim the streams by their rules now."""
     redis = _redis(settings)
     try:
         trimmed = await trim_streams(redis, settings, approximate=False)
-        for stream, days, removed in trimmed:
-            print(f"{stream}: {removed} entr{'y' if removed == 1 else 'ies'} past {days} days removed")
+        for stream, rule, removed in trimmed:
+            print(f"{stream}: {removed} entr{'y' if removed == 1 else 'ies'} removed ({rule})")
         audit = AuditLog(redis, Keys(settings.redis.prefix).audit, retention_policy(settings).audit)
         await audit.record(
-            "purge", removed=sum(r for _s, _d, r in trimmed),
+            "purge", removed=sum(r for _s, _r, r in trimmed),
             # names without the prefix: "jobs=12,events=0,…" (a prefix is no subject, but may hold digits)
-            streams=",".join(f"{stream.removeprefix(settings.redis.prefix + ':')}={removed}" for stream, _d, removed in trimmed),
+            streams=",".join(f"{stream.removeprefix(settings.redis.prefix + ':')}={removed}" for stream, _r, removed in trimmed),
         )
         return 0
     finally:

@@ -143,15 +143,20 @@ class InboundStore:
                 self._to_settle[:0] = published  # settled again later: every step is idempotent
                 raise
         by_carrier: dict[str, int] = {}
+        results: dict[tuple[str, str], int] = {}
         partial = 0
         for row in published:
             by_carrier[row[4]] = by_carrier.get(row[4], 0) + 1
             partial += row[7] == "1"
+            outcome = (row[4], "partial" if row[7] == "1" else ("stored" if row[5] else "unassigned"))
+            results[outcome] = results.get(outcome, 0) + 1
             client = self._clients.get(row[5])
             if client is not None and client.inbound_webhook and self.forward is not None:
                 self.forward(client.inbound_webhook, {"id": row[0], **dict(zip(_FIELDS, row[1:], strict=True))})
         for carrier, n in by_carrier.items():
             self.metrics.inbound.labels(carrier).inc(n)
+        for (carrier, result), n in results.items():
+            self.metrics.inbound_results.labels(carrier, result).inc(n)
         if partial:
             self.metrics.inbound_partial.inc(partial)
 

@@ -17,8 +17,8 @@ file holds a key fragment; docs/INTERNALS.md's key table is generated from
 :data:`KEY_TABLE` (``python -m engine.keys``) and checked by that test.
 
 Sharding (built for it, not yet configured): ``Keys(prefix, shard=k)`` puts
-every *shard-local* key (streams, job records, idempotency marks, subject
-indexes, correlation buckets, the scheduled set, the dlr sorted sets and
+every *shard-local* key (streams, job records, idempotency marks,
+correlation buckets, the scheduled set, the dlr sorted sets and
 streams) under ``<prefix>:{k}:`` — one hash tag per shard, so a shard's
 scripts touch one Cluster slot — while *fleet-global* keys (the carriers'
 shared TPS buckets, the audit stream, failed callbacks) stay under
@@ -46,83 +46,98 @@ class KeyDoc(NamedTuple):
     ttl: str
     scope: str
     """``shard`` (under the shard's hash tag) or ``fleet`` (one for every shard)."""
+    cost: str = ""
+    """What it holds per message while it lives."""
 
 
 #: Every key sendgate writes. The order is the documentation's (docs/INTERNALS.md,
-#: "Redis keys", is this table: ``python -m engine.keys`` prints it). "TTL" says
-#: how a key goes: an expiry, a trim (MAXLEN ~ ``engine.streams_maxlen`` as it is
-#: written, MINID to its retention by ``sendgate purge``/the engine's trimmer,
-#: engine/stream_trim.py) or its writer's deletes.
+#: "Redis keys", is this table: ``python -m engine.keys`` prints it). "Lives" says
+#: how a key goes: an expiry, a trim (engine/stream_trim.py: by a consumer group's
+#: position, or by age) or its writer's deletes. "Cost" is what it holds per
+#: message while it lives (MEMORY USAGE on Redis 7, jemalloc; tests/engine/test_hot_state.py
+#: checks what stays per finished job). Redis keeps only hot state: once a job's
+#: receipts are in and its events archived, all that is left of it is its
+#: idempotency mark.
 KEY_TABLE: tuple[KeyDoc, ...] = (
     KeyDoc("P:jobs", "stream", "send jobs, normal priority (public contract)", "producers",
-           "MINID trim to the payload retention", "shard"),
+           "until the engine's group has acked them (trimmed by position once a minute), at most the payload "
+           "retention", "shard", "the payload (~150 B) for seconds"),
     KeyDoc("P:jobs:high", "stream", "send jobs, high priority (public contract)", "producers",
-           "MINID trim to the payload retention", "shard"),
+           "as P:jobs", "shard", "as P:jobs"),
     KeyDoc("P:jobs:bulk", "stream", "send jobs, bulk priority (public contract)", "producers",
-           "MINID trim to the payload retention", "shard"),
-    KeyDoc("P:events", "stream", "status events (public contract)", "claim.lua, record.lua, correlate.lua",
-           "MAXLEN ~; MINID trim to the message retention", "shard"),
+           "as P:jobs", "shard", "as P:jobs"),
+    KeyDoc("P:events", "stream",
+           "status events (public contract); a job's first event also carries to_hash, to_mask, encoding, client, "
+           "kind, retention_until (the history row)", "claim.lua, record.lua, correlate.lua",
+           "until the history archiver's group has acked them and at least `events_min_keep_s`, at most "
+           "`events_keep_hours` (trimmed once a minute); without history `events_keep_hours` and `streams_maxlen`",
+           "shard", "~110 B per event (2 per job with a receipt) for minutes"),
     KeyDoc("P:dead", "stream", "dead letters: the job's fields, code, reason, entry (public contract)", "claim.lua",
-           "MAXLEN ~; MINID trim to the message retention", "shard"),
+           "MAXLEN ~ `streams_maxlen`; the payload retention", "shard", "per dead letter: its fields"),
     KeyDoc("P:inbound", "stream", "mobile-originated messages, reassembled (public contract; docs/contract.md §2.7)",
            "inbound.lua, inbound_sweep.lua",
-           "MAXLEN ~; MINID trim to the message retention", "shard"),
+           "MAXLEN ~; MINID trim to the message retention", "shard", "per inbound message"),
     KeyDoc("P:inbound:parts:<carrier>:<sender hash>:<ref>", "hash",
            "parts of a concatenated inbound message being reassembled: `<seq>` -> text, plus total, from, to, "
            "client, from_hash, first_ms (the sender only as a keyed hash in the name)",
            "inbound.lua", "twice the reassembly wait; when complete, replaced by a tombstone `done` (same TTL); deleted "
            "when published `partial` (inbound_sweep.lua)",
-           "shard"),
+           "shard", "per inbound message in parts, while it waits"),
     KeyDoc("P:inbound:due", "zset", "reassembly keys scored by the end of their wait (ms): the partial sweep's list",
-           "inbound.lua", "member removed with its parts", "shard"),
+           "inbound.lua", "member removed with its parts", "shard", "per inbound message in parts, while it waits"),
     KeyDoc("P:suppress", "set", "suppression list of jobs and inbound messages without a client: keyed hashes of "
-           "numbers", "inbound.lua (opt-out keywords), sendgate suppress", "none (the client's choice)", "shard"),
+           "numbers", "inbound.lua (opt-out keywords), sendgate suppress", "none (the client's choice)", "shard",
+           "per opted-out number"),
     KeyDoc("P:suppress:<client id>", "set", "a client's suppression list: keyed hashes of numbers",
-           "inbound.lua (opt-out keywords), sendgate suppress", "none (the client's choice)", "shard"),
+           "inbound.lua (opt-out keywords), sendgate suppress", "none (the client's choice)", "shard",
+           "per opted-out number"),
     KeyDoc("P:job:<job id>", "hash",
-           "the job record: state, carrier, parts, message_ids, submitted_ms, ref, client, callback, to_hash, "
-           "src_key/src_id, dlr_ids, expect, s:<n>/e:<n>, done (dlr/store.py)",
-           "record.lua, correlate.lua, erasure", "message retention", "shard"),
-    KeyDoc("P:idem:<job id>", "string", "idempotency mark: `s\\|<entry id>` while sending, `done` once recorded",
-           "claim.lua, record.lua", "message retention", "shard"),
-    KeyDoc("P:subject:<to hash>", "set", "job ids by keyed hash of the number (erasure's index)", "record.lua",
-           "message retention, renewed per job", "shard"),
-    KeyDoc("P:subject:client:<client id>", "set", "job ids by client (erasure's index)", "record.lua",
-           "message retention, renewed per job", "shard"),
+           "a job record, only for jobs whose receipts read it (several parts, or a callback): parts, state, "
+           "carrier, message_ids, submitted_ms, ref, callback, dlr_ids, expect, s:<n>/e:<n>, done (dlr/store.py)",
+           "record.lua, correlate.lua, erasure",
+           "the receipt wait twice over plus two bucket spans and `record_grace_s` (capped by the message "
+           "retention); `record_grace_s` after its final event", "shard",
+           "~250 B while awaiting receipts; none for a single-part job without callback"),
+    KeyDoc("P:idem:<job id>", "string", "idempotency mark `s\\|<entry id>`, taken when the job is claimed",
+           "claim.lua", "`idempotency_hours` (default 168)", "shard", "~90 B: all that stays of a finished job"),
+    KeyDoc("P:record:<token>", "string", "a record call's token: the same call repeated (reply lost) writes nothing",
+           "record.lua", "2 min", "shard", "one per call (500 jobs), ~70 B"),
     KeyDoc("P:scheduled", "zset", "entry ids of jobs held until their send_at, scored by it (ms)",
-           "engine/pipeline.py, schedule.lua", "members removed as released", "shard"),
+           "engine/pipeline.py, schedule.lua", "members removed as released", "shard", "per held job"),
     KeyDoc("P:scheduled:<entry id>", "hash", "a held job's fields plus `lane`", "engine/pipeline.py, schedule.lua",
-           "payload retention; deleted when released", "shard"),
+           "payload retention; deleted when released", "shard", "per held job: its fields"),
     KeyDoc("P:dlr:c:<carrier>:<end ms>", "hash",
            "a correlation bucket: normalised id -> `<part>:<submitted_ms>:<job id>`, or for a single-part job "
-           "without callback `=<submitted_ms>US<message_ids>US<ref>US<job id>` (the receipt's fast path); a field "
-           "goes with its part's final receipt",
-           "record.lua, correlate.lua, erasure (hiding turns `=` entries into the first form)",
-           "deleted by the sweep at its end (the deadline: submit + dlr_wait capped by the message retention, "
-           "rounded up to a 64th of the wait); TTL one wait later, never past its job records'", "shard"),
+           "without callback `=<submitted_ms>US<message_ids>US<ref>US<job id>` (the receipt's fast path: no job "
+           "record); a field goes with its part's final receipt",
+           "record.lua, correlate.lua, erasure (hiding blanks the ref of `=` entries)",
+           "a field until its receipt; the bucket is deleted by the sweep at its end (the deadline: submit + "
+           "dlr_wait capped by the message retention, rounded up to a 64th of the wait); TTL one wait later, never "
+           "past its job records'", "shard", "~70 B per part until its receipt"),
     KeyDoc("P:dlr:idx:<carrier>", "zset", "the carrier's bucket ends (member = score = end ms)",
-           "record.lua, correlate.lua (sweep)", "member removed with its bucket", "shard"),
+           "record.lua, correlate.lua (sweep)", "member removed with its bucket", "shard", "per bucket (64 per wait)"),
     KeyDoc("P:dlr:due", "zset", "`<end ms>:<carrier>` of every bucket, scored by its end: the sweep's work list",
-           "record.lua, correlate.lua (sweep)", "member removed with its bucket", "shard"),
+           "record.lua, correlate.lua (sweep)", "member removed with its bucket", "shard", "per bucket"),
     KeyDoc("P:dlr:dup:<span>", "set",
            "tokens `<carrier>US<id>` of the entries retired during the span (a tenth of the duplicate window of "
            "Redis time)", "correlate.lua",
-           "UNLINKed by the sweep a window and a span after the span ends; TTL a span later", "shard"),
+           "UNLINKed by the sweep a window and a span after the span ends; TTL a span later", "shard",
+           "~40 B per part for the duplicate window (10 min)"),
     KeyDoc("P:dlr:call:<token>", "string",
            "an apply call's reply (length-prefixed), kept only when it published an event for a callback",
-           "correlate.lua", "2 min", "shard"),
+           "correlate.lua", "2 min", "shard", "per call with callback events"),
     KeyDoc("P:dlr:unmatched", "stream", "receipts that never matched a job", "dlr/store.py",
-           "MAXLEN ~; MINID trim to the message retention", "shard"),
+           "MAXLEN ~; the message retention", "shard", "per unmatched receipt"),
     KeyDoc("P:dlr:invalid", "stream", "receipts that could not be parsed (text and addresses removed)",
-           "dlr/store.py", "MAXLEN ~; MINID trim to the message retention", "shard"),
+           "dlr/store.py", "MAXLEN ~; the message retention", "shard", "per invalid receipt"),
     KeyDoc("P:tps:<carrier>", "hash", "a carrier's TPS bucket shared by every engine: `t` tokens, `ts` time; "
            "after throttle replies `ar` the adaptive limit's last cut and `ac` its time",
            "throttling/global_bucket.py", "a full refill + 1 s after its last lease, or until the limit is back at tps",
-           "fleet"),
+           "fleet", "per carrier"),
     KeyDoc("P:audit", "stream", "audit log of erasures and purges (subjects as keyed hashes)",
-           "privacy_hooks/audit.py", "MINID trim to the audit retention", "fleet"),
+           "privacy_hooks/audit.py", "the audit retention", "fleet", "per audit entry"),
     KeyDoc("P:callbacks:failed", "stream", "webhook posts that failed every attempt", "dlr/webhook.py",
-           "MAXLEN ~; MINID trim to the message retention", "fleet"),
+           "MAXLEN ~; the message retention", "fleet", "per failed callback"),
 )
 
 
@@ -155,11 +170,10 @@ class Keys:
         "jobs_bulk",
         "jobs_high",
         "prefix",
+        "record_prefix",
         "scheduled",
         "scheduled_prefix",
         "shard",
-        "subject_client_prefix",
-        "subject_prefix",
         "suppress_default",
         "suppress_prefix",
         "tps_prefix",
@@ -184,8 +198,7 @@ class Keys:
     callbacks_failed: str
     job_prefix: str
     idem_prefix: str
-    subject_prefix: str
-    subject_client_prefix: str
+    record_prefix: str
     scheduled_prefix: str
     dlr_bucket_prefix: str
     dlr_index_prefix: str
@@ -227,8 +240,7 @@ class Keys:
             # prefixes of per-job / per-carrier keys (what the scripts append to)
             "job_prefix": f"{base}:job:",
             "idem_prefix": f"{base}:idem:",
-            "subject_prefix": f"{base}:subject:",
-            "subject_client_prefix": f"{base}:subject:client:",
+            "record_prefix": f"{base}:record:",
             "scheduled_prefix": f"{base}:scheduled:",
             "dlr_bucket_prefix": f"{base}:dlr:c:",
             "dlr_index_prefix": f"{base}:dlr:idx:",
@@ -269,13 +281,9 @@ class Keys:
         """The idempotency mark ``P:idem:<job id>``."""
         return self.idem_prefix + job_id
 
-    def subject(self, subject: str) -> str:
-        """A subject index ``P:subject:<subject>`` (a keyed hash, or ``client:<id>``)."""
-        return self.subject_prefix + subject
-
-    def subject_client(self, client_id: str) -> str:
-        """The index of a client's jobs ``P:subject:client:<client id>``."""
-        return self.subject_client_prefix + client_id
+    def record_memo(self, token: str) -> str:
+        """A record call's token ``P:record:<token>`` (record.lua: a repeated call writes nothing)."""
+        return self.record_prefix + token
 
     def scheduled_job(self, entry_id: str) -> str:
         """A held job ``P:scheduled:<entry id>``."""
@@ -328,15 +336,16 @@ class Keys:
         found = [doc for doc in KEY_TABLE if self.pattern(doc).match(key)]
         if not found:
             return None
-        # "P:subject:client:x" also matches "P:subject:<to hash>": the longer fixed text wins
+        # a name matching two patterns: the longer fixed text wins
         return max(found, key=lambda d: len(re.sub(r"<[^>]+>", "", d.pattern)))
 
 
 def key_table_markdown() -> str:
     """:data:`KEY_TABLE` as the Markdown table docs/INTERNALS.md holds."""
-    rows = ["| key | type | holds | written by | TTL | scope |", "|---|---|---|---|---|---|"]
+    rows = ["| key | type | holds | written by | lives | cost per message | scope |",
+            "|---|---|---|---|---|---|---|"]
     for d in KEY_TABLE:
-        rows.append(f"| `{d.pattern}` | {d.type} | {d.holds} | {d.writer} | {d.ttl} | {d.scope} |")
+        rows.append(f"| `{d.pattern}` | {d.type} | {d.holds} | {d.writer} | {d.ttl} | {d.cost} | {d.scope} |")
     return "\n".join(rows) + "\n"
 
 

@@ -26,11 +26,17 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from engine import __version__
+
 __all__ = ["FastHistogram", "Metrics"]
 
 LATENCY_BUCKETS_S = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
+#: Encodings a part can be built in (engine/text/segmenter.py); their series exist from the start.
+ENCODINGS = ("gsm7", "ucs2")
+#: `sendgate_callbacks_total` results and the `dlr.webhook.WebhookStats` field each counts.
+CALLBACK_RESULTS = (("delivered", "delivered"), ("retried", "retried"), ("failed", "failed"), ("dropped", "queue_full"))
 RECEIPT_BUCKETS_S = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 86400.0)
 
 
@@ -152,16 +158,66 @@ class Metrics:
             registry=r)
         self.redis_errors = Counter("sendgate_redis_errors", "Redis calls that failed and were retried", registry=r)
         self.batches = Counter("sendgate_batches", "Job batches completed", registry=r)
+        self.events_trimmed_unarchived = Counter(
+            "sendgate_events_trimmed_unarchived",
+            "Events trimmed before the history archiver had them (older than events_keep_hours)", registry=r)
         self.submit_latency: dict[str, FastHistogram] = {}
         self.receipt_latency: dict[str, FastHistogram] = {}
         r.register(_HistogramCollector("sendgate_submit_latency_seconds", "submit_sm to submit_sm_resp", "carrier", self.submit_latency))
         r.register(_HistogramCollector("sendgate_receipt_latency_seconds", "submit_sm_resp to final receipt", "carrier", self.receipt_latency))
         self.stream_lag = Gauge("sendgate_stream_lag", "Entries not yet read by the group (per stream)", ["stream"], registry=r)
         self.stream_pending = Gauge("sendgate_stream_pending", "Entries read but not yet acked (per stream)", ["stream"], registry=r)
+        # Sampled every few seconds by engine/ops_sampler.py, never per message.
+        self.lane_lag = Gauge(
+            "sendgate_lane_lag", "Jobs of a lane not yet done: entries not yet read plus read and not acked", ["lane"],
+            registry=r,
+        )
+        self.lane_oldest_age = Gauge(
+            "sendgate_lane_oldest_age_seconds", "Age of the oldest job of a lane not yet done (0 when none)", ["lane"],
+            registry=r,
+        )
+        self.loop_lag = Gauge(
+            "sendgate_event_loop_lag_seconds", "How late the event loop ran a timer (worst of the last sample period)",
+            registry=r,
+        )
+        self.redis_rtt = Gauge("sendgate_redis_rtt_seconds", "Round-trip time of a Redis PING (last sample)", registry=r)
+        self.inbound_results = Counter(
+            "sendgate_inbound", "Mobile-originated messages published, by result (stored: a client owns the number; unassigned; partial)",
+            ["carrier", "result"], registry=r,
+        )
+        # Parts by encoding, bumped once per batch by the pipeline (plain ints, read at scrape).
+        self.segments: dict[tuple[str, str], int] = {}
+        r.register(_CallbackCounter(
+            "sendgate_segments", "Message parts (segments) built, by encoding", ["carrier", "encoding"],
+            lambda: [([carrier, enc], float(n)) for (carrier, enc), n in sorted(self.segments.items())],
+        ))
+        # The webhook forwarder's counters (set by the app; zeros until then).
+        self.webhook_stats: Any = None
+        r.register(_CallbackCounter(
+            "sendgate_callbacks", "Callback (webhook) deliveries by result", ["result"], self._callback_samples,
+        ))
+        self.build_info = Gauge("sendgate_build_info", "Always 1; the engine's version", ["version"], registry=r)
+        self.build_info.labels(__version__).set(1)
+        self.start_time = Gauge("sendgate_start_time_seconds", "When this engine process started (Unix time)", registry=r)
+        self.start_time.set_to_current_time()
+
+    def _callback_samples(self) -> list[tuple[list[str], float]]:
+        st = self.webhook_stats
+        return [
+            ([result], float(getattr(st, attr, 0) if st is not None else 0))
+            for result, attr in CALLBACK_RESULTS
+        ]
 
     def add_carrier(self, carrier: str) -> None:
         self.submit_latency.setdefault(carrier, FastHistogram(LATENCY_BUCKETS_S))
         self.receipt_latency.setdefault(carrier, FastHistogram(RECEIPT_BUCKETS_S))
+        for encoding in ENCODINGS:
+            self.segments.setdefault((carrier, encoding), 0)
+
+    def count_segments(self, carrier: str, encoding: str, n: int) -> None:
+        """Add ``n`` parts built in ``encoding`` (once per batch and encoding)."""
+        key = (carrier, encoding)
+        self.segments[key] = self.segments.get(key, 0) + n
 
     def register_gauge(self, name: str, doc: str, labels: list[str], read: Callable[[], list[tuple[list[str], float]]]) -> None:
         self.registry.register(_CallbackGauge(name, doc, labels, read))

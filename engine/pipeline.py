@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 from collections import deque
@@ -50,7 +51,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from connectors.status import format_status, status_info
 from dlr.ids import submit_normalizer
-from dlr.store import correlation_arg, correlation_bucket
+from dlr.store import BUCKETS_PER_WAIT, correlation_arg, correlation_bucket
 from engine.config import CarrierSettings, Settings
 from engine.job import Job, JobError, parse_job
 from engine.keys import Keys
@@ -74,7 +75,7 @@ from engine.scripts import (
 )
 from engine.submit import SubmitBuilder
 from engine.text.segmenter import Segmented, SegmentError, segment
-from privacy_hooks import KeyedHasher
+from privacy_hooks import KeyedHasher, mask_e164_digits, mask_number
 from throttling.backoff import Backoff
 
 __all__ = ["Pipeline"]
@@ -95,6 +96,10 @@ def _entries(raw: Any) -> list[tuple[Any, dict[bytes, bytes] | None]]:
     for entry_id, flat in raw:
         out.append((entry_id, dict(zip(flat[::2], flat[1::2], strict=True)) if flat is not None else None))
     return out
+
+
+#: Dead-letter codes that also publish an event (the job's first and only one).
+_DEAD_LETTER_EVENTS = {"expired": "expired", "suppressed": "rejected"}
 
 
 class _InFlightJob:
@@ -183,8 +188,9 @@ class Pipeline:
         self.builders = {c.name: SubmitBuilder(c) for c in settings.carriers}
         self._hash_number = KeyedHasher(settings.privacy.hash_secret.encode())
         days = settings.privacy.retention_days
-        self._job_ttl_s = days.message * 86400
-        self._mark_ttl_s = self._job_ttl_s
+        self._message_ttl_s = days.message * 86400
+        # the idempotency window, not the message retention (docs/contract.md §3)
+        self._mark_ttl_s = max(1, int(settings.engine.idempotency_hours * 3600))
         self._claim = Script("claim")
         self._record_script = Script("record")
         self._schedule = Script("schedule")
@@ -396,7 +402,9 @@ class Pipeline:
         if scheduled:
             await self._retry(self._hold_scheduled, stream, scheduled)
         if dead_meta:
-            await self._retry_claim(stream, _json(ClaimBatch(claims=[], dead=dead_meta)), dead_fields)
+            await self._retry_claim(
+                stream, _json(ClaimBatch(claims=[], dead=dead_meta, retention_until=self._retention_until())), dead_fields
+            )
             for code, n in dead_codes.items():
                 self.metrics.dead_letters.labels(code).inc(n)
         if not jobs:
@@ -405,6 +413,7 @@ class Pipeline:
             return
         batch.remaining = len(jobs)
         batch.entry_ids = [ij.entry_id for ij in jobs]
+        self._count_segments(jobs)
         self._batches.add(batch)
         self._in_hand += len(jobs)
         touched: set[str] = set()
@@ -475,7 +484,7 @@ class Pipeline:
                                       dead_meta, dead_fields)
                 else:
                     jobs.append(ij)
-            payload = _json(ClaimBatch(claims=self._claims(jobs), dead=dead_meta))
+            payload = _json(ClaimBatch(claims=self._claims(jobs), dead=dead_meta, retention_until=self._retention_until()))
             statuses = await self._retry_claim(stream, payload, dead_fields)
             if expired:
                 self.metrics.dead_letters.labels("expired").inc(len(expired))
@@ -537,8 +546,9 @@ class Pipeline:
         for ij in jobs:
             self._dead_letter(ij.entry_id, ij.fields, "suppressed",
                               "the recipient opted out of marketing from this client", meta, flat)
-            meta[-1].event = "rejected"
-        await self._retry_claim(stream, _json(ClaimBatch(claims=[], dead=meta)), flat)
+        await self._retry_claim(
+            stream, _json(ClaimBatch(claims=[], dead=meta, retention_until=self._retention_until())), flat
+        )
         for ij in jobs:
             ij.admitted = True
             self._job_done(ij, record=False)
@@ -556,6 +566,15 @@ class Pipeline:
         if quiet is not None and b"quiet_until" not in fields:
             return quiet.until(job.to, now) or 0.0
         return 0.0
+
+    def _count_segments(self, jobs: list[_InFlightJob]) -> None:
+        """`sendgate_segments_total`: one counter update per carrier and encoding per batch."""
+        counts: dict[tuple[str, str], int] = {}
+        for ij in jobs:
+            key = (ij.carrier, ij.seg.encoding)
+            counts[key] = counts.get(key, 0) + ij.seg.segments
+        for (carrier, encoding), n in counts.items():
+            self.metrics.count_segments(carrier, encoding, n)
 
     def _segment(self, job: Job, carrier: str) -> Segmented:
         builder = self.builders[carrier]
@@ -584,10 +603,20 @@ class Pipeline:
             jid, sref = job_id.decode(), ref.decode()
         except UnicodeDecodeError:
             jid, sref = "", ""
-        meta.append(DeadLetter(
-            entry_id=entry_id, nfields=2 * len(fields), code=code, reason=reason, job_id=jid, ref=sref,
-            event="expired" if code == "expired" else "",
-        ))
+        letter = DeadLetter(entry_id=entry_id, nfields=2 * len(fields), code=code, reason=reason, job_id=jid,
+                            ref=sref, event="")
+        event = _DEAD_LETTER_EVENTS.get(code)
+        if event and jid:
+            # the `expired` / `rejected` event is the job's first: it describes the job for the history row
+            letter.event = event
+            try:
+                to = fields.get(b"to", b"").decode()
+                letter.to_hash, letter.to_mask = self._hash_number(to), mask_number("+" + to.strip().lstrip("+"))
+                letter.client = fields.get(b"client", b"").decode()
+                letter.kind = fields.get(b"kind", b"").decode() or "transactional"
+            except (UnicodeDecodeError, ValueError):
+                pass  # a number we cannot hash: the event goes without it
+        meta.append(letter)
         for k, v in fields.items():
             flat.append(k)
             flat.append(v)
@@ -739,26 +768,20 @@ class Pipeline:
         """Store outcomes and ack their entries (one script call)."""
         acks = acks + [ij.entry_id for ij in done]
         now_ms = int(time.time() * 1000)
-        now_s = now_ms // 1000
-        days = self.settings.privacy.retention_days
-        retention_until = now_s + days.message * 86400
+        retention_until = now_ms // 1000 + self._message_ttl_s
         jobs_payload: list[RecordJob] = []
         events: dict[str, int] = {}
         # Constants travel once per batch: the correlation bucket per carrier.
         waits: dict[str, RecordWait] = {}
         for ij in done:
             if ij.carrier not in waits:
-                carrier = self.carriers[ij.carrier]
-                wait_s = int((carrier.dlr_wait_h or self.settings.privacy.dlr_wait_h) * 3600)
-                corr_ttl = max(1, min(wait_s, self._job_ttl_s))
-                end_ms, expire_at_ms = correlation_bucket(now_ms, corr_ttl * 1000, self._job_ttl_s * 1000)
-                waits[ij.carrier] = RecordWait(end_ms=str(end_ms), expire_at_ms=str(expire_at_ms))
+                waits[ij.carrier] = self._record_wait(ij.carrier, now_ms)
         for ij in done:
             job = ij.job
-            corr: str | list[list[str | int]] = []
+            corr: str | list[list[str | int]] = ""
             dlr_ids = ""
             message_ids = ",".join(ij.message_ids)
-            if ij.event == "submitted" and job.dlr:
+            if ij.event == "submitted" and job.dlr and ij.expect > 0:
                 normalize = self._normalize_submit_id[ij.carrier]
                 normalised = [normalize(m) for m in ij.message_ids]
                 corr = correlation_arg(normalised, ij.parts, ij.expect, job.callback, job.ref, message_ids)
@@ -767,19 +790,17 @@ class Pipeline:
             jobs_payload.append(
                 RecordJob(
                     job_id=job.id, event=ij.event, carrier=ij.carrier, parts=ij.parts, message_ids=message_ids,
-                    error=ij.error, ref=job.ref, client=job.client, callback=job.callback,
-                    dlr="1" if job.dlr else "0", to_hash=ij.to_hash, corr=corr,
-                    expect=ij.expect if job.dlr else 0, dlr_ids=dlr_ids, entry_id=ij.entry_id,
+                    error=ij.error, ref=job.ref, client=job.client, kind=job.kind, callback=job.callback,
+                    to_hash=ij.to_hash, to_mask=mask_e164_digits(job.to), encoding=ij.seg.encoding, corr=corr,
+                    expect=ij.expect if job.dlr else 0, dlr_ids=dlr_ids,
                 )
             )
             events[ij.event] = events.get(ij.event, 0) + 1
-        payload = _json(
-            RecordBatch(retention_until=retention_until, job_ttl=self._job_ttl_s, waits=waits, jobs=jobs_payload,
-                        acks=acks)
-        )
+        payload = _json(RecordBatch(retention_until=retention_until, waits=waits, jobs=jobs_payload, acks=acks))
+        # the call's token: a repeat of this very call (reply lost) writes nothing twice
+        token = os.urandom(12).hex()
         await self._retry(
-            self._record_script, self.redis,
-            *record_call(self.keys, stream, self.group, payload, now_ms, self.settings.engine.streams_maxlen),
+            self._record_script, self.redis, *record_call(self.keys, stream, self.group, payload, now_ms, token),
         )
         self._recorded += len(done)
         self._recorded_event.set()
@@ -797,6 +818,23 @@ class Pipeline:
                         "id": ij.job.id, "ref": ij.job.ref, "event": ij.event, "carrier": ij.carrier,
                         "parts": str(ij.parts), "message_ids": ",".join(ij.message_ids), "error": ij.error, "ts": ts,
                     })
+
+    def _retention_until(self) -> int:
+        """Unix s when a history row of a job finished now is past retention."""
+        return int(time.time()) + self._message_ttl_s
+
+    def _record_wait(self, carrier_name: str, now_ms: int) -> RecordWait:
+        """The carrier's correlation bucket for outcomes recorded at ``now_ms``, and
+        the TTL of the job records written with them: the receipt wait twice over
+        (the sweep may run late), two bucket spans and the grace, never past the
+        message retention. A job record goes a grace after its final event anyway."""
+        carrier = self.carriers[carrier_name]
+        wait_s = int((carrier.dlr_wait_h or self.settings.privacy.dlr_wait_h) * 3600)
+        corr_ttl = max(1, min(wait_s, self._message_ttl_s))
+        span_s = -(-corr_ttl // BUCKETS_PER_WAIT)
+        record_ttl = min(2 * (corr_ttl + span_s) + self.settings.engine.record_grace_s, self._message_ttl_s)
+        end_ms, expire_at_ms = correlation_bucket(now_ms, corr_ttl * 1000, record_ttl * 1000)
+        return RecordWait(end_ms=str(end_ms), expire_at_ms=str(expire_at_ms), record_ttl=str(record_ttl))
 
     # -------------------------------------------------------------- helpers
     async def _retry_claim(self, stream: str, payload: bytes, dead_fields: list[bytes]) -> list[int]:

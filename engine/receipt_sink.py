@@ -75,7 +75,10 @@ class ReceiptSink:
         self.redis = redis
         self.metrics = metrics
         self.keys = Keys(settings.redis.prefix)
-        self.store = ReceiptStore(redis, self.keys, stream_maxlen=settings.engine.streams_maxlen)
+        self.store = ReceiptStore(
+            redis, self.keys, stream_maxlen=settings.engine.streams_maxlen,
+            record_grace_s=settings.engine.record_grace_s,
+        )
         hold_ms = int(settings.engine.receipt_hold_s * 1000)
         self.unmatched = {c.name: UnmatchedBuffer(retry_ms=min(500, hold_ms), max_wait_ms=hold_ms) for c in settings.carriers}
         self._receipts: dict[str, list[ReceiptRecord]] = defaultdict(list)

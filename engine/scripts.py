@@ -62,9 +62,10 @@ __all__ = [
     "script_header",
 ]
 
-LAYOUT_VERSION = 3
+LAYOUT_VERSION = 4
 """Of every layout below; bump it on any change of one (1: the hand-numbered lists;
-3: claims carry the suppression check, inbound scripts)."""
+3: claims carry the suppression check, inbound scripts; 4: hot state only, no subject
+indexes, the record call's token)."""
 
 
 def _fields(lua_prefix: str, struct: type[msgspec.Struct]) -> Positions:
@@ -72,12 +73,8 @@ def _fields(lua_prefix: str, struct: type[msgspec.Struct]) -> Positions:
 
 
 # -- record.lua ---------------------------------------------------------------
-RECORD_KEYS = Positions("K", ("jobs", "events", "due"))
-RECORD_ARGS = Positions(
-    "A",
-    ("group", "layout", "payload", "now", "maxlen", "job_prefix", "idem_prefix", "subject_prefix",
-     "subject_client_prefix", "bucket_prefix", "index_prefix"),
-)
+RECORD_KEYS = Positions("K", ("jobs", "events", "due", "memo"))
+RECORD_ARGS = Positions("A", ("group", "layout", "payload", "now", "job_prefix", "bucket_prefix", "index_prefix"))
 
 
 class RecordJob(msgspec.Struct, array_like=True, gc=False):
@@ -91,15 +88,16 @@ class RecordJob(msgspec.Struct, array_like=True, gc=False):
     error: str
     ref: str
     client: str
+    kind: str
     callback: str
-    dlr: str
-    """"1" or "0"."""
     to_hash: str
+    to_mask: str
+    encoding: str
     corr: str | list[list[Any]]
-    """dlr.store.correlation_arg: the fast form (the normalised id) or [[id, part], ...]."""
+    """"" (no receipt awaited), or dlr.store.correlation_arg: the fast form (the
+    normalised id: no job record) or [[id, part], ...] (a job record for the receipts)."""
     expect: int
     dlr_ids: str
-    entry_id: str
 
 
 class RecordWait(msgspec.Struct, array_like=True, gc=False):
@@ -107,13 +105,15 @@ class RecordWait(msgspec.Struct, array_like=True, gc=False):
 
     end_ms: str
     expire_at_ms: str
+    record_ttl: str
+    """Seconds a job record written with this batch lives (the receipts read it)."""
 
 
 class RecordBatch(msgspec.Struct, gc=False):
     """record.lua's payload (a JSON object: named)."""
 
     retention_until: int
-    job_ttl: int
+    """Unix s: the history row's retention, carried by each job's first event."""
     waits: dict[str, RecordWait]
     jobs: list[RecordJob]
     acks: list[str]
@@ -146,11 +146,17 @@ class DeadLetter(msgspec.Struct, array_like=True, gc=False):
     ref: str
     event: str
     """"expired" or "rejected" to publish that event too (its error: the code), else ""."""
+    client: str = ""
+    kind: str = ""
+    to_hash: str = ""
+    to_mask: str = ""
 
 
 class ClaimBatch(msgspec.Struct, gc=False):
     claims: list[ClaimJob]
     dead: list[DeadLetter]
+    retention_until: int = 0
+    """Unix s, carried by an `expired` event (the job's first) for the history row."""
 
 
 # -- requeue.lua, schedule.lua ------------------------------------------------
@@ -189,14 +195,15 @@ payload_json = msgspec.json.Encoder().encode
 
 # -- each script's KEYS and ARGV, built here only ------------------------------
 def record_call(
-    keys: Keys, stream: str, group: str, payload: bytes, now_ms: int, maxlen: int
+    keys: Keys, stream: str, group: str, payload: bytes, now_ms: int, token: str
 ) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of record.lua for the entries of ``stream``."""
-    return RECORD_KEYS.build(jobs=stream, events=keys.events, due=keys.dlr_due), RECORD_ARGS.build(
-        group=group, layout=LAYOUT_VERSION, payload=payload, now=now_ms, maxlen=maxlen,
-        job_prefix=keys.job_prefix, idem_prefix=keys.idem_prefix, subject_prefix=keys.subject_prefix,
-        subject_client_prefix=keys.subject_client_prefix, bucket_prefix=keys.dlr_bucket_prefix,
-        index_prefix=keys.dlr_index_prefix,
+    """KEYS and ARGV of record.lua for the entries of ``stream``; ``token``: unique
+    per call, the same when the call is repeated (a reply lost)."""
+    return RECORD_KEYS.build(
+        jobs=stream, events=keys.events, due=keys.dlr_due, memo=keys.record_memo(token)
+    ), RECORD_ARGS.build(
+        group=group, layout=LAYOUT_VERSION, payload=payload, now=now_ms, job_prefix=keys.job_prefix,
+        bucket_prefix=keys.dlr_bucket_prefix, index_prefix=keys.dlr_index_prefix,
     )
 
 

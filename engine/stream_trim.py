@@ -1,31 +1,62 @@
-"""Stream retention: which stream keeps its entries how long, and trimming by it.
+"""Stream trimming: streams keep what someone still needs, not the retention period.
 
 Records with a TTL expire by themselves; streams do not, so they are trimmed
-by entry age (XTRIM MINID, entry ids start with unix ms). The engine does it
-periodically (approximate trim, cheap); ``sendgate purge`` does it at once
-(exact). One plan serves both.
+(XTRIM MINID: entry ids start with unix ms). Redis keeps only hot state
+(docs/INTERNALS.md, "Redis keeps hot state"), so the rule is *position*, not
+age, wherever a consumer group says what is still needed:
+
+* **lanes** (the raw payloads: number and text in clear) keep what the engine's
+  group has not acknowledged: trimmed up to the group's oldest pending or
+  undelivered entry, never past it. The payload retention stays an upper
+  bound (older entries go whatever their state, as before).
+* **events** keep what the history archiver (``[history] group``) has not
+  acknowledged, but never longer than ``[engine] events_keep_hours`` (older
+  events go anyway, counted in ``sendgate_events_trimmed_unarchived``) and at
+  least ``[engine] events_min_keep_s`` (upstream apps that read the stream
+  without a group). With ``[history] enabled = false``: ``events_keep_hours``
+  and ``streams_maxlen`` only.
+* **dead letters** keep the payload retention (they hold the job's fields);
+  inbound messages, parked receipts and failed callbacks the message retention;
+  the audit log its own.
+
+The engine trims once a minute (approximate: whole nodes only, so never past a
+bound); ``sendgate purge`` at once (exact). One plan serves both.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from engine.config import Settings
 from engine.keys import Keys
 
-__all__ = ["stream_retention_days", "trim_streams"]
+__all__ = ["TrimResult", "group_low_id", "stream_retention_days", "trim_streams"]
+
+_DAY_MS = 86_400_000
+
+
+class TrimResult(NamedTuple):
+    """One stream's trim: what it removed and by which rule."""
+
+    stream: str
+    rule: str
+    """For people: "past 60 days", "acknowledged by group sendgate", ..."""
+    removed: int
 
 
 def stream_retention_days(settings: Settings) -> list[tuple[str, int]]:
-    """(stream, days) for every stream sendgate writes (docs/contract.md §4, "Privacy")."""
+    """(stream, days): the age past which every stream's entries go, whatever else holds
+    them (docs/contract.md §4, "Privacy"); lanes and events go sooner (see the module doc)."""
     keys = Keys(settings.redis.prefix)
     d = settings.privacy.retention_days
     plan = [(lane, d.payload) for lane in keys.lanes()]  # raw job payloads
     plan += [
         (keys.events, d.message),
-        (keys.dead, d.message),
+        (keys.dead, d.payload),
         (keys.inbound, d.message),
         (keys.dlr_unmatched, d.message),
         (keys.dlr_invalid, d.message),
@@ -35,11 +66,96 @@ def stream_retention_days(settings: Settings) -> list[tuple[str, int]]:
     return plan
 
 
-async def trim_streams(redis: Redis, settings: Settings, *, approximate: bool) -> list[tuple[str, int, int]]:
-    """Trim every stream to its retention; returns (stream, days, entries removed)."""
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _next_id(entry_id: str) -> str:
+    ms, seq = _id_key(entry_id)
+    return f"{ms}-{seq + 1}"
+
+
+async def group_low_id(redis: Redis, stream: str, group: str | None = None) -> str | None:
+    """The smallest entry id of ``stream`` that ``group`` (every group, when None) has
+    not acknowledged: its oldest pending entry, else the one after the last delivered.
+    ``XTRIM MINID <it>`` removes only acknowledged entries. None: no such group (or stream).
+    """
+    try:
+        groups: Any = await redis.xinfo_groups(stream)
+    except ResponseError:  # no such stream
+        return None
+    low: str | None = None
+    for g in groups:
+        name = _text(g.get("name", ""))
+        if group is not None and name != group:
+            continue
+        candidate = _next_id(_text(g.get("last-delivered-id") or "0-0"))
+        if int(g.get("pending") or 0):
+            summary: Any = await redis.xpending(stream, name)
+            first = summary.get("min") if isinstance(summary, dict) else None
+            if first:
+                candidate = min(candidate, _text(first), key=_id_key)
+        low = candidate if low is None else min(low, candidate, key=_id_key)
+    return low
+
+
+async def trim_streams(
+    redis: Redis, settings: Settings, *, approximate: bool, metrics: Any = None
+) -> list[TrimResult]:
+    """Trim every stream by its rule (see the module docstring); returns what each removed.
+
+    ``metrics``: the engine's `Metrics`, whose ``events_trimmed_unarchived`` counts
+    events that went before the archiver had them (older than events_keep_hours).
+    """
     now_ms = int(time.time() * 1000)
-    out: list[tuple[str, int, int]] = []
+    keys = Keys(settings.redis.prefix)
+    e = settings.engine
+    out: list[TrimResult] = []
+
+    async def minid(stream: str, bound_ms_or_id: int | str, rule: str) -> int:
+        bound = bound_ms_or_id if isinstance(bound_ms_or_id, str) else f"{max(0, bound_ms_or_id)}-0"
+        removed = int(await redis.xtrim(stream, minid=bound, approximate=approximate))
+        out.append(TrimResult(stream, rule, removed))
+        return removed
+
     for stream, days in stream_retention_days(settings):
-        removed = await redis.xtrim(stream, minid=f"{now_ms - days * 86_400_000}-0", approximate=approximate)
-        out.append((stream, days, int(removed)))
+        age_bound = now_ms - days * _DAY_MS
+        if stream in keys.lanes():
+            low = await group_low_id(redis, stream, e.group)
+            if low is not None and _id_key(low) > (age_bound, 0):
+                await minid(stream, low, f"acknowledged by group {e.group}")
+            else:
+                await minid(stream, age_bound, f"past {days} days")
+        elif stream == keys.events:
+            await _trim_events(redis, settings, now_ms, minid, metrics)
+        else:
+            await minid(stream, age_bound, f"past {days} days")
     return out
+
+
+async def _trim_events(redis: Redis, settings: Settings, now_ms: int, minid: Any, metrics: Any) -> None:
+    keys = Keys(settings.redis.prefix)
+    e = settings.engine
+    keep_ms = int(e.events_keep_hours * 3_600_000)
+    hours = f"{e.events_keep_hours:g} h"
+    oldest_allowed = now_ms - keep_ms
+    if not settings.history.enabled:
+        await minid(keys.events, oldest_allowed, f"older than {hours}")
+        await redis.xtrim(keys.events, maxlen=e.streams_maxlen, approximate=True)
+        return
+    low = await group_low_id(redis, keys.events, settings.history.group)
+    recent = now_ms - int(e.events_min_keep_s * 1000)
+    if low is not None:
+        # archived, and past the few minutes kept for readers without a group
+        bound = min(low, f"{max(0, recent)}-0", key=_id_key)
+        await minid(keys.events, bound, f"archived by group {settings.history.group}")
+    removed = await minid(keys.events, oldest_allowed, f"older than {hours}, archived or not")
+    if removed and low is not None and _id_key(low) > (oldest_allowed, 0):
+        removed = 0  # the archiver had them all: the first trim would have, had it run exact
+    if removed and metrics is not None:
+        metrics.events_trimmed_unarchived.inc(removed)

@@ -8,14 +8,15 @@
 * Hooks: ``PrivacyHook`` protocol, ``BaseHook``, ``HookChain``,
   ``default_chain`` (redaction, retention stamping).
 * ``AuditLog``: the audit stream, trimmed to its retention at each write.
-* Erasure: ``erase_subject`` over the subject index (``subject_key``,
-  ``index_subject``); what the engine must write is in ``erasure``'s docstring.
+* Erasure: ``erase_subject`` of a subject's hot Redis records, found by key
+  from the history store's rows and the events not archived yet
+  (``find_in_events``); see ``erasure``'s docstring.
 
 Imports the standard library, redis, orjson (for the JSON log lines) and
 engine.keys (the key names). Only the modules without redis are re-exported
 here, so that importing ``privacy_hooks.masking`` does not load redis (and
 asyncio with it): take ``AuditLog`` from ``privacy_hooks.audit`` and the
-erasure names (``erase_subject``, ``subject_key``, ``index_subject``,
+erasure names (``erase_subject``, ``find_in_events``, ``SubjectJob``,
 ``client_subject``, ``ErasureResult``, ``STRIPPED_FIELDS``) from
 ``privacy_hooks.erasure``.
 """
@@ -35,6 +36,7 @@ from .masking import (
     KeyedHasher,
     keyed_hash,
     looks_like_number,
+    mask_e164_digits,
     mask_number,
     normalise_number,
     redact_text,
@@ -64,6 +66,7 @@ __all__ = [
     "default_chain",
     "keyed_hash",
     "looks_like_number",
+    "mask_e164_digits",
     "mask_number",
     "normalise_number",
     "parse_level",

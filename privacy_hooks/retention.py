@@ -12,8 +12,8 @@ Kinds and defaults (``[privacy.retention_days]`` in the config):
 ============== ======== ==================================================
 kind           default  what
 ============== ======== ==================================================
-``message``    120 d    job records, status, receipts, idempotency marks
-                        (60 + 60 days of the policy), subject indexes
+``message``    120 d    message records (job, status, receipts: the
+                        history store's rows; 60 + 60 days of the policy)
 ``payload``    60 d     raw uploaded job payloads (the jobs stream entries)
 ``activity_log`` 30 d   operational logs (files: rotated away)
 ``audit``      730 d    the audit stream

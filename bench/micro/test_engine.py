@@ -61,12 +61,12 @@ def test_record_payload_of_500_jobs(benchmark: Any) -> None:
         jobs = [
             RecordJob(
                 job_id=job_id, event="submitted", carrier="sim", parts=1, message_ids="1a2b3c", error="", ref="",
-                client="", callback="", dlr="1", to_hash="0" * 32, corr=[["1a2b3c", 1]], expect=1, dlr_ids="",
-                entry_id="1-1",
+                client="", kind="transactional", callback="", to_hash="0" * 32, to_mask="+45******01",
+                encoding="gsm7", corr="1a2b3c", expect=1, dlr_ids="",
             )
             for job_id in ids
         ]
-        waits = {"sim": RecordWait(end_ms="3", expire_at_ms="4")}
-        return payload_json(RecordBatch(retention_until=1, job_ttl=2, waits=waits, jobs=jobs, acks=["1-1"] * 500))
+        waits = {"sim": RecordWait(end_ms="3", expire_at_ms="4", record_ttl="5")}
+        return payload_json(RecordBatch(retention_until=1, waits=waits, jobs=jobs, acks=["1-1"] * 500))
 
     assert benchmark(build).startswith(b"{")

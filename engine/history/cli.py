@@ -1,8 +1,8 @@
 """``sendgate archive`` and ``sendgate history``: the archiver alone, and looking a job up.
 
 ``history`` answers support and data-subject questions from both places a
-job can be: the history store (months) and Redis (hot: the job record and
-the subject indexes of the last days). Numbers are looked up by their keyed
+job can be: the history store (months) and Redis (hot: the job records of
+jobs awaiting receipts, and the events not archived yet). Numbers are looked up by their keyed
 hash (``[privacy] hash_secret``) and shown masked; the number given on the
 command line is never printed.
 """
@@ -97,23 +97,40 @@ def _text(value: Any) -> str:
 
 
 async def _redis_view(settings: Settings, *, job_id: str | None, subject: str | None) -> dict[str, dict[str, str]]:
-    """Job records Redis still holds: by id, or through a subject index (hash / client:<id>)."""
+    """What Redis holds of jobs the store may not have yet: by id, the job record (jobs
+    awaiting receipts); by subject (hash / client:<id>), the jobs among the events not
+    archived yet (from the archiver group's position: no index, no keyspace scan),
+    each as its job record or else its latest event."""
     url = _redis_url(settings)
     if not url:
         return {}
     from engine.keys import Keys
+    from engine.stream_trim import group_low_id
+    from privacy_hooks.erasure import find_in_events
 
     keys = Keys(settings.redis.prefix)
     redis = redis_from_settings(settings, url, socket_connect_timeout=2)
     try:
-        ids = [job_id] if job_id else sorted(_text(m) for m in await redis.smembers(keys.subject(subject or "")))
+        latest: dict[str, dict[str, str]] = {}
+        if job_id:
+            ids = [job_id]
+        else:
+            start = await group_low_id(redis, keys.events, settings.history.group) or "-"
+            found, entries = await find_in_events(redis, keys, subject or "", start)
+            ids = sorted(found)
+            for _eid, raw_fields in entries:
+                fields = {_text(k): _text(v) for k, v in raw_fields.items()}
+                seen = latest.setdefault(fields["id"], {})
+                seen.update({k: v for k, v in fields.items() if v})
+                seen["state"] = fields.get("event", "")
+                seen.setdefault("submitted_ms", fields.get("ts", ""))
         out: dict[str, dict[str, str]] = {}
         for jid in ids[:1000]:
             raw: Any = await redis.hgetall(keys.job(jid))
-            if raw:
-                fields = {_text(k): _text(v) for k, v in raw.items()}
-                fields.pop("to", None)  # never shown, whatever a future record holds
-                fields.pop("text", None)
+            fields = {_text(k): _text(v) for k, v in raw.items()} if raw else latest.get(jid, {})
+            if fields:
+                for name in ("to", "text", "to_hash"):  # never shown, whatever a future record holds
+                    fields.pop(name, None)
                 out[jid] = fields
         return out
     except (OSError, RedisError) as err:

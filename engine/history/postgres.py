@@ -74,7 +74,7 @@ _MERGE = f"""
 INSERT INTO messages AS m ({_cols}, updated_ms)
 SELECT {_cols}, $1::bigint FROM history_stage
 ON CONFLICT (job_id, day) DO UPDATE SET
-    ref = CASE WHEN EXCLUDED.ref <> '' THEN EXCLUDED.ref ELSE m.ref END,
+    ref = CASE WHEN EXCLUDED.ref <> '' AND m.erased_ms = 0 THEN EXCLUDED.ref ELSE m.ref END,
     client = CASE WHEN EXCLUDED.client <> '' THEN EXCLUDED.client ELSE m.client END,
     kind = CASE WHEN EXCLUDED.kind <> '' THEN EXCLUDED.kind ELSE m.kind END,
     carrier = CASE WHEN EXCLUDED.carrier <> '' THEN EXCLUDED.carrier ELSE m.carrier END,
@@ -82,7 +82,7 @@ ON CONFLICT (job_id, day) DO UPDATE SET
     encoding = CASE WHEN EXCLUDED.encoding <> '' THEN EXCLUDED.encoding ELSE m.encoding END,
     message_ids = CASE WHEN EXCLUDED.message_ids <> '' THEN EXCLUDED.message_ids ELSE m.message_ids END,
     to_hash = CASE WHEN EXCLUDED.to_hash <> '' THEN EXCLUDED.to_hash ELSE m.to_hash END,
-    to_mask = CASE WHEN EXCLUDED.to_mask <> '' THEN EXCLUDED.to_mask ELSE m.to_mask END,
+    to_mask = CASE WHEN EXCLUDED.to_mask <> '' AND m.erased_ms = 0 THEN EXCLUDED.to_mask ELSE m.to_mask END,
     first_ms = LEAST(m.first_ms, EXCLUDED.first_ms),
     submitted_ms = LEAST(m.submitted_ms, EXCLUDED.submitted_ms),
     final_state = CASE WHEN EXCLUDED.final_ms IS NOT NULL AND (m.final_ms IS NULL OR EXCLUDED.final_ms >= m.final_ms)
@@ -253,18 +253,22 @@ class PostgresHistory:
 
     async def get(self, job_id: str) -> HistoryRow | None:
         pool = await self._get_pool()
-        r = await pool.fetchrow(f"{_SELECT} WHERE job_id = $1 ORDER BY day DESC LIMIT 1", job_id)
+        r = await pool.fetchrow(f"{_SELECT} WHERE job_id = $1 AND erased_ms = 0 ORDER BY day DESC LIMIT 1", job_id)
         return _row(r) if r else None
 
     async def find(
-        self, *, ref: str | None = None, to_hash: str | None = None, client: str | None = None, limit: int = 100
+        self, *, ref: str | None = None, to_hash: str | None = None, client: str | None = None, limit: int = 100,
+        since_ms: int | None = None, hidden: bool = False,
     ) -> list[HistoryRow]:
         given = [(k, v) for k, v in (("ref", ref), ("to_hash", to_hash), ("client", client)) if v is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of ref, to_hash, client")
         column, value = given[0]
+        where = f"{column} = $1 AND first_ms >= $3" + ("" if hidden else " AND erased_ms = 0")
         pool = await self._get_pool()
-        rows = await pool.fetch(f"{_SELECT} WHERE {column} = $1 ORDER BY first_ms DESC LIMIT $2", value, limit)
+        rows = await pool.fetch(
+            f"{_SELECT} WHERE {where} ORDER BY first_ms DESC LIMIT $2", value, limit, since_ms or 0
+        )
         return [_row(r) for r in rows]
 
     async def drop_expired(self, now_s: float, retention_days: int) -> list[str]:
@@ -289,6 +293,21 @@ class PostgresHistory:
         column, value = given[0]
         pool = await self._get_pool()
         status = await pool.execute(f"DELETE FROM messages WHERE {column} = $1", value)
+        return int(status.split()[-1])
+
+    async def hide(
+        self, *, to_hash: str | None = None, client: str | None = None, now_ms: int, retention_until: int
+    ) -> int:
+        given = [(k, v) for k, v in (("to_hash", to_hash), ("client", client)) if v is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of to_hash, client")
+        column, value = given[0]
+        pool = await self._get_pool()
+        status = await pool.execute(
+            f"UPDATE messages SET erased_ms = $2, ref = '', to_mask = '', retention_until = $3 "
+            f"WHERE {column} = $1 AND erased_ms = 0",
+            value, now_ms, retention_until,
+        )
         return int(status.split()[-1])
 
     async def close(self) -> None:

@@ -43,7 +43,7 @@ INSERT INTO messages (job_id, day, ref, client, kind, carrier, parts, encoding, 
     retention_until, updated_ms)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (job_id) DO UPDATE SET
-    ref = CASE WHEN excluded.ref <> '' THEN excluded.ref ELSE ref END,
+    ref = CASE WHEN excluded.ref <> '' AND erased_ms = 0 THEN excluded.ref ELSE ref END,
     client = CASE WHEN excluded.client <> '' THEN excluded.client ELSE client END,
     kind = CASE WHEN excluded.kind <> '' THEN excluded.kind ELSE kind END,
     carrier = CASE WHEN excluded.carrier <> '' THEN excluded.carrier ELSE carrier END,
@@ -51,7 +51,7 @@ ON CONFLICT (job_id) DO UPDATE SET
     encoding = CASE WHEN excluded.encoding <> '' THEN excluded.encoding ELSE encoding END,
     message_ids = CASE WHEN excluded.message_ids <> '' THEN excluded.message_ids ELSE message_ids END,
     to_hash = CASE WHEN excluded.to_hash <> '' THEN excluded.to_hash ELSE to_hash END,
-    to_mask = CASE WHEN excluded.to_mask <> '' THEN excluded.to_mask ELSE to_mask END,
+    to_mask = CASE WHEN excluded.to_mask <> '' AND erased_ms = 0 THEN excluded.to_mask ELSE to_mask END,
     first_ms = min(first_ms, excluded.first_ms),
     submitted_ms = coalesce(min(submitted_ms, excluded.submitted_ms), submitted_ms, excluded.submitted_ms),
     final_state = CASE WHEN excluded.final_ms IS NOT NULL AND (final_ms IS NULL OR excluded.final_ms >= final_ms)
@@ -170,20 +170,22 @@ class SqliteHistory:
 
     async def get(self, job_id: str) -> HistoryRow | None:
         def run(conn: sqlite3.Connection) -> HistoryRow | None:
-            r = conn.execute(f"SELECT {_COLUMNS} FROM messages WHERE job_id = ?", (job_id,)).fetchone()
+            r = conn.execute(f"SELECT {_COLUMNS} FROM messages WHERE job_id = ? AND erased_ms = 0", (job_id,)).fetchone()
             return _row(r) if r else None
 
         return await self._call(run)
 
     async def find(
-        self, *, ref: str | None = None, to_hash: str | None = None, client: str | None = None, limit: int = 100
+        self, *, ref: str | None = None, to_hash: str | None = None, client: str | None = None, limit: int = 100,
+        since_ms: int | None = None, hidden: bool = False,
     ) -> list[HistoryRow]:
         column, value = _one_key(ref=ref, to_hash=to_hash, client=client)
+        where = f"{column} = ? AND first_ms >= ?" + ("" if hidden else " AND erased_ms = 0")
 
         def run(conn: sqlite3.Connection) -> list[HistoryRow]:
             cur = conn.execute(
-                f"SELECT {_COLUMNS} FROM messages WHERE {column} = ? ORDER BY first_ms DESC LIMIT ?",
-                (value, limit),
+                f"SELECT {_COLUMNS} FROM messages WHERE {where} ORDER BY first_ms DESC LIMIT ?",
+                (value, since_ms or 0, limit),
             )
             return [_row(r) for r in cur]
 
@@ -206,6 +208,20 @@ class SqliteHistory:
 
         def run(conn: sqlite3.Connection) -> int:
             return conn.execute(f"DELETE FROM messages WHERE {column} = ?", (value,)).rowcount
+
+        return await self._call(run)
+
+    async def hide(
+        self, *, to_hash: str | None = None, client: str | None = None, now_ms: int, retention_until: int
+    ) -> int:
+        column, value = _one_key(to_hash=to_hash, client=client)
+
+        def run(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                f"UPDATE messages SET erased_ms = ?, ref = '', to_mask = '', retention_until = ? "
+                f"WHERE {column} = ? AND erased_ms = 0",
+                (now_ms, retention_until, value),
+            ).rowcount
 
         return await self._call(run)
 

@@ -44,15 +44,26 @@ class HistoryStore(Protocol):
         """The row of one job, or None."""
 
     async def find(
-        self, *, ref: str | None = None, to_hash: str | None = None, client: str | None = None, limit: int = 100
+        self, *, ref: str | None = None, to_hash: str | None = None, client: str | None = None, limit: int = 100,
+        since_ms: int | None = None, hidden: bool = False,
     ) -> list[HistoryRow]:
-        """Rows matching exactly one key, newest (first event) first."""
+        """Rows matching exactly one key, newest (first event) first; ``since_ms``: only
+        rows whose first event is that recent; ``hidden``: rows hidden by an erasure
+        too (erasure itself; every other reader leaves them out)."""
 
     async def drop_expired(self, now_s: float, retention_days: int) -> list[str]:
         """Remove every day whose rows are past retention at ``now_s``; returns the days removed (ISO)."""
 
     async def erase(self, *, to_hash: str | None = None, client: str | None = None) -> int:
         """Delete every row of a number (by hash) or a client at once; returns the rows deleted."""
+
+    async def hide(
+        self, *, to_hash: str | None = None, client: str | None = None, now_ms: int, retention_until: int
+    ) -> int:
+        """Erasure by policy: hide every row of a number (by hash) or a client at once
+        (``ref`` and ``to_mask`` blanked, left out of ``get``/``find``, never filled
+        in again by a later event) and re-stamp it ``retention_until``; returns the
+        rows hidden. ``to_hash`` and ``client`` stay for a later ``erase``."""
 
     async def close(self) -> None:
         """Release connections / the worker thread."""

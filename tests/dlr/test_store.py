@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import pytest
@@ -291,6 +292,31 @@ async def test_expiry_sweep(redis_client: Any, key_prefix: str, store: ReceiptSt
     assert await store.expire_overdue(young_end + DLR_WAIT_MS) == ([], False)
 
 
+async def test_expiry_sweep_gives_fast_entries_their_event_without_a_record(
+    redis_client: Any, key_prefix: str, store: ReceiptStore
+) -> None:
+    """A fast-form entry left at its deadline: the event `unknown` (dlr_timeout) from the
+    entry alone, with its ref and message ids; one that had an intermediate receipt too."""
+    await record_with_bucket(redis_client, key_prefix, "f1", STAGED_END_MS, await redis_now_ms(redis_client) + 60_000)
+    await put_entry(redis_client, key_prefix, "acme", "f2", f"={SUBMITTED_MS}\x1fF2\x1fr-2\x1ff2")
+    first = await store.apply("acme", [rec("f2", "enroute")])
+    assert [e.event for e in first.intermediates] == ["enroute"]
+    assert await get_entry(redis_client, key_prefix, "acme", "f2") == b"=%d:enroute\x1fF2\x1fr-2\x1ff2" % SUBMITTED_MS
+    await redis_client.delete(Keys(key_prefix).events)
+    finals, more = await store.expire_overdue(STAGED_END_MS)
+    assert not more
+    by_id = {e.job_id: e for e in finals}
+    assert set(by_id) == {"f1", "f2"} and by_id["f2"].submitted_ms == SUBMITTED_MS
+    published = {e["id"]: e for e in await events(redis_client, key_prefix)}
+    assert published["f2"] == {
+        "id": "f2", "ref": "r-2", "event": "unknown", "carrier": "acme", "parts": "1", "message_ids": "F2",
+        "error": "dlr_timeout", "ts": str(STAGED_END_MS),
+    }
+    assert published["f1"]["event"] == "unknown"
+    assert not await redis_client.exists(Keys(key_prefix).job("f1"), Keys(key_prefix).job("f2"))
+    assert not await redis_client.exists(bucket_key(key_prefix, "acme", STAGED_END_MS))
+
+
 async def test_orphan_and_batch_over_chunk(
     redis_client: Any, key_prefix: str, store: ReceiptStore
 ) -> None:
@@ -355,9 +381,10 @@ async def test_script_reloaded_after_flush(
     assert [e.event for e in result.finals] == ["delivered"]
 
 
-async def test_stream_maxlen_bounds_events(redis_client: Any, key_prefix: str) -> None:
-    """Events of both paths count against ``stream_maxlen``: the script trims the
-    stream (approximately, whole nodes) once per call, keeping the newest."""
+async def test_apply_leaves_the_events_stream_to_the_trimmer(redis_client: Any, key_prefix: str) -> None:
+    """Events of both paths stay in the stream however small ``stream_maxlen``: the
+    script no longer trims it; the engine's trimmer does, behind the history
+    archiver (engine/stream_trim.py), so no event goes before it is archived."""
     store = ReceiptStore(redis_client, key_prefix, stream_maxlen=100)
     pipe = redis_client.pipeline(transaction=False)
     entries = {}
@@ -372,7 +399,7 @@ async def test_stream_maxlen_bounds_events(redis_client: Any, key_prefix: str) -
     assert result.applied == 600
     assert len(result.finals) == 600
     stream = f"{key_prefix}:events"
-    assert 100 <= await redis_client.xlen(stream) < 600
+    assert await redis_client.xlen(stream) == 600
     last = await redis_client.xrevrange(stream, count=1)
     assert last[0][1][b"id"] == b"s599"
 
@@ -493,20 +520,21 @@ async def record_submitted(
         payload.append(
             RecordJob(
                 job_id=job_id, event="submitted", carrier="acme", parts=len(ids), message_ids=",".join(ids),
-                error="", ref=ref, client="", callback=callback, dlr="1", to_hash="",
-                corr=correlation_arg(normalised, len(ids), len(ids), callback, ref, ",".join(ids)),
-                expect=len(ids), dlr_ids=",".join(normalised) if normalised != ids else "", entry_id="",
+                error="", ref=ref, client="", kind="transactional", callback=callback, to_hash="", to_mask="",
+                encoding="gsm7", corr=correlation_arg(normalised, len(ids), len(ids), callback, ref, ",".join(ids)),
+                expect=len(ids), dlr_ids=",".join(normalised) if normalised != ids else "",
             )
         )
     # the bucket of now_ms's deadline; its key lives an hour of real time
     end_ms, _ = correlation_bucket(now_ms, DLR_WAIT_MS, 2 * DLR_WAIT_MS)
     expire_at = await redis_now_ms(r) + 3_600_000
     body = payload_json(RecordBatch(
-        retention_until=now_ms // 1000 + 3600, job_ttl=3600,
-        waits={"acme": RecordWait(end_ms=str(end_ms), expire_at_ms=str(expire_at))}, jobs=payload, acks=[],
+        retention_until=now_ms // 1000 + 3600,
+        waits={"acme": RecordWait(end_ms=str(end_ms), expire_at_ms=str(expire_at), record_ttl="3600")},
+        jobs=payload, acks=[],
     ))
     keys = Keys(prefix)
-    await Script("record")(r, *record_call(keys, keys.jobs, "sendgate", body, now_ms, 10_000))
+    await Script("record")(r, *record_call(keys, keys.jobs, "sendgate", body, now_ms, os.urandom(8).hex()))
     await r.delete(keys.events)  # keep only the receipts' events
 
 
@@ -516,14 +544,15 @@ async def record_with_bucket(r: Any, prefix: str, job_id: str, end_ms: int, expi
 
     job = RecordJob(
         job_id=job_id, event="submitted", carrier="acme", parts=1, message_ids=job_id, error="", ref="", client="",
-        callback="", dlr="1", to_hash="", corr=job_id, expect=1, dlr_ids="", entry_id="",
+        kind="transactional", callback="", to_hash="", to_mask="", encoding="gsm7", corr=job_id, expect=1, dlr_ids="",
     )
     body = payload_json(RecordBatch(
-        retention_until=2_000_000_000, job_ttl=3600,
-        waits={"acme": RecordWait(end_ms=str(end_ms), expire_at_ms=str(expire_at_ms))}, jobs=[job], acks=[],
+        retention_until=2_000_000_000,
+        waits={"acme": RecordWait(end_ms=str(end_ms), expire_at_ms=str(expire_at_ms), record_ttl="3600")},
+        jobs=[job], acks=[],
     ))
     keys = Keys(prefix)
-    await Script("record")(r, *record_call(keys, keys.jobs, "sendgate", body, await redis_now_ms(r), 10_000))
+    await Script("record")(r, *record_call(keys, keys.jobs, "sendgate", body, await redis_now_ms(r), os.urandom(8).hex()))
 
 
 async def test_fast_path_entry_from_the_record_script(
@@ -573,10 +602,11 @@ async def test_fast_path_entry_from_the_record_script(
     }
     assert published["odd-ref"]["ref"] == "r\x1fodd"
     assert published["with-cb"] == by_id["with-cb"].fields
-    job = await redis_client.hgetall(f"{key_prefix}:job:fast")
-    assert (job[b"state"], job[b"parts"]) == (b"delivered", b"1")
-    assert b"e:1" not in job  # written only when the receipt has an error
-    assert 0 < await redis_client.ttl(f"{key_prefix}:job:fast") <= 3600
+    # the fast-path job never had a record; the others' records stay only the grace
+    assert not await redis_client.exists(f"{key_prefix}:job:fast")
+    for job_id in ("with-cb", "odd-ref", "two"):
+        assert (await redis_client.hgetall(f"{key_prefix}:job:{job_id}"))[b"state"] == by_id[job_id].event.encode()
+        assert 0 < await redis_client.ttl(f"{key_prefix}:job:{job_id}") <= 300
     assert not await redis_client.exists(bucket)  # every entry retired
     for i in range(2, 7):
         await assert_retired(redis_client, key_prefix, "acme", f"ab1{i}")
@@ -610,21 +640,28 @@ async def test_fast_path_intermediate_then_final(
     published = await events(redis_client, key_prefix)
     assert [e["event"] for e in published] == ["enroute", "accepted", "expired"]
     assert published[-1]["error"] == "err:027" and published[0]["ref"] == "r-i"
-    job = await redis_client.hgetall(f"{key_prefix}:job:inter")
-    assert (job[b"state"], job[b"e:1"]) == (b"expired", b"err:027")
+    assert not await redis_client.exists(f"{key_prefix}:job:inter")  # the entry kept the state
     late = await store.apply("acme", [rec("i1", "enroute")])
     assert late.duplicates == 1 and not late.intermediates
 
 
-async def test_fast_path_without_job_record_writes_none(
+async def test_fast_path_needs_no_job_record_and_writes_none(
     redis_client: Any, key_prefix: str, store: ReceiptStore
 ) -> None:
-    """An entry whose job record is gone (expired first, or erased): retried, never recreated."""
+    """A fast-form entry is self-sufficient: its job has no record, the receipt gives
+    the event from the entry alone and creates no record."""
     await put_entry(redis_client, key_prefix, "acme", "g1", f"={SUBMITTED_MS}\x1fG1\x1f\x1fghost")
     result = await store.apply("acme", [rec("g1")])
-    assert result.orphans == 1 and result.unmatched == [rec("g1")] and not result.finals
+    assert result.applied == 1 and not result.orphans and not result.unmatched
+    assert [e.job_id for e in result.finals] == ["ghost"]
     assert not await redis_client.exists(f"{key_prefix}:job:ghost")
-    assert await events(redis_client, key_prefix) == []
+    assert [(e["id"], e["event"], e["message_ids"]) for e in await events(redis_client, key_prefix)] == [
+        ("ghost", "delivered", "G1")]
+    # a general-form entry without its job record is still an orphan: retried, never recreated
+    await put_entry(redis_client, key_prefix, "acme", "g3", f"1:{SUBMITTED_MS}:gone")
+    orphan = await store.apply("acme", [rec("g3")])
+    assert orphan.orphans == 1 and orphan.unmatched == [rec("g3")]
+    assert not await redis_client.exists(f"{key_prefix}:job:gone")
     # a corrupt fast entry is counted and left alone
     await put_entry(redis_client, key_prefix, "acme", "g2", "=123\x1fno-job-id")
     assert (await store.apply("acme", [rec("g2")])).corrupt == 1
@@ -709,7 +746,7 @@ async def test_cancelled_apply_leaves_the_connection_usable(
         assert await redis_client.ping()
         result = await store.apply("acme", [rec(f"cc{k}")])
         assert result.applied + result.duplicates == 1
-        assert await redis_client.hget(f"{key_prefix}:job:c{k}", "state") == b"delivered"
+        assert [e["event"] for e in await events(redis_client, key_prefix) if e["id"] == f"c{k}"] == ["delivered"]
 
 
 def test_correlation_arg_takes_the_fast_form_only_when_it_can() -> None:

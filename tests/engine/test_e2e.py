@@ -117,6 +117,9 @@ async def test_dead_letters_carry_codes_and_reasons(redis_url: str, key_prefix: 
         assert sim.stats.submits == 1
         expired = await wait_events(redis, key_prefix, {f"{run}-6"})
         assert expired[f"{run}-6"][0]["event"] == "expired"
+        # its only event is its first: it describes the job for the history row, number masked
+        first = expired[f"{run}-6"][0]
+        assert first["to_mask"] == "+45******01" and len(first["to_hash"]) == 32 and first["kind"] == "transactional"
         pending = await redis.xpending(f"{key_prefix}:jobs", "sendgate")
         assert pending["pending"] == 0
 

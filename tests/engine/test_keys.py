@@ -54,8 +54,7 @@ TODAY = {
     "callbacks_failed": "P:callbacks:failed",
     "job_prefix": "P:job:",
     "idem_prefix": "P:idem:",
-    "subject_prefix": "P:subject:",
-    "subject_client_prefix": "P:subject:client:",
+    "record_prefix": "P:record:",
     "scheduled_prefix": "P:scheduled:",
     "dlr_bucket_prefix": "P:dlr:c:",
     "dlr_index_prefix": "P:dlr:idx:",
@@ -75,8 +74,7 @@ def _samples(k: Keys) -> dict[str, str]:
     return {
         "job": k.job("j:1"),
         "idem": k.idem("j:1"),
-        "subject": k.subject("ab" * 16),
-        "subject_client": k.subject_client("shop"),
+        "record_memo": k.record_memo("t1"),
         "scheduled_job": k.scheduled_job("1-1"),
         "correlation_bucket": k.correlation_bucket("acme", 1700),
         "correlation_index": k.correlation_index("acme"),
@@ -96,8 +94,7 @@ def test_shard_none_gives_todays_names() -> None:
     assert _samples(k) == {
         "job": "P:job:j:1",
         "idem": "P:idem:j:1",
-        "subject": "P:subject:" + "ab" * 16,
-        "subject_client": "P:subject:client:shop",
+        "record_memo": "P:record:t1",
         "scheduled_job": "P:scheduled:1-1",
         "correlation_bucket": "P:dlr:c:acme:1700",
         "correlation_index": "P:dlr:idx:acme",
@@ -202,21 +199,21 @@ async def _exercise(r: Any, k: Keys) -> set[str]:
     assert await Script("claim")(r, *claim_call(k, k.jobs, "g", claim, now_ms, 60, 1000, False, [b"to", b"1"])) == [0, 0]
     # record.lua: a fast-path job with a number hash and a client, a multipart one with a callback
     fast = RecordJob(job_id="j0", event="submitted", carrier="acme", parts=1, message_ids="m0", error="", ref="r",
-                     client="shop", callback="", dlr="1", to_hash="ab" * 16, corr="m0", expect=1, dlr_ids="",
-                     entry_id=entries[0])
+                     client="shop", kind="transactional", callback="", to_hash="ab" * 16, to_mask="+45******01",
+                     encoding="gsm7", corr="m0", expect=1, dlr_ids="")
     multi = RecordJob(job_id="j1", event="submitted", carrier="acme", parts=2, message_ids="m1,m2", error="",
-                      ref="", client="", callback="http://127.0.0.1:1/cb", dlr="1", to_hash="cd" * 16,
-                      corr=[["m1", 1], ["m2", 2]], expect=2, dlr_ids="", entry_id=entries[1])
+                      ref="", client="", kind="transactional", callback="http://127.0.0.1:1/cb", to_hash="cd" * 16,
+                      to_mask="+45******02", encoding="gsm7", corr=[["m1", 1], ["m2", 2]], expect=2, dlr_ids="")
     never = RecordJob(job_id="j4", event="submitted", carrier="acme", parts=1, message_ids="m4", error="", ref="",
-                      client="", callback="http://127.0.0.1:1/cb", dlr="1", to_hash="", corr=[["m4", 1]],
-                      expect=1, dlr_ids="", entry_id="")
+                      client="", kind="transactional", callback="http://127.0.0.1:1/cb", to_hash="", to_mask="",
+                      encoding="gsm7", corr=[["m4", 1]], expect=1, dlr_ids="")
     end_ms = now_ms - 1000  # already due: the sweep below takes it
     record = payload_json(RecordBatch(
-        retention_until=now_ms // 1000 + 600, job_ttl=600,
-        waits={"acme": RecordWait(end_ms=str(end_ms), expire_at_ms=str(now_ms + 600_000))},
+        retention_until=now_ms // 1000 + 600,
+        waits={"acme": RecordWait(end_ms=str(end_ms), expire_at_ms=str(now_ms + 600_000), record_ttl="600")},
         jobs=[fast, multi, never], acks=[entries[0], entries[1]],
     ))
-    assert await Script("record")(r, *record_call(k, k.jobs, "g", record, now_ms, 1000)) == 3
+    assert await Script("record")(r, *record_call(k, k.jobs, "g", record, now_ms, "t1")) == 3
     # requeue.lua and schedule.lua (a job held as the pipeline holds it)
     assert await Script("requeue")(r, *requeue_call(
         k.jobs, "g", payload_json([RequeueEntry(entries[2], 2)]), [b"id", b"j2"])) == 1
@@ -236,7 +233,7 @@ async def _exercise(r: Any, k: Keys) -> set[str]:
     await store.park_invalid("acme", {"short_message": b"id:1 text:hi"}, "unparseable")
     # erasure (with its audit entry) and a carrier's shared TPS bucket
     result = await erase_subject(r, k, "cd" * 16, time.time(), RetentionPolicy())
-    assert result.records == 1
+    assert result.jobs == 1
     bucket = GlobalTokenBucket(r, k.tps("acme"), 100.0, burst=10)
     try:
         assert await bucket.take(1) == 1

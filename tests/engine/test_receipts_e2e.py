@@ -200,8 +200,8 @@ async def test_a_data_sm_receipt_is_correlated_and_answered(redis_url: str, key_
     )
     redis = Redis.from_url(redis_url)
     sink = ReceiptSink(settings, redis, Metrics())
-    # what the record script leaves for a single-part job without callback
-    await redis.hset(f"{key_prefix}:job:j-data", mapping={"parts": "1", "state": "submitted", "carrier": "c1"})
+    # what the record script leaves for a single-part job without callback: the
+    # entry alone (fast form), no job record
     await put_entry(redis, key_prefix, "c1", "abc", "=1764307800000\x1f00ABC\x1fref-7\x1fj-data")
     sink.start()
     bind = _Bind()
@@ -215,7 +215,7 @@ async def test_a_data_sm_receipt_is_correlated_and_answered(redis_url: str, key_
         assert bind.responses == [(11, 0)]
         events = await redis.xrange(f"{key_prefix}:events")
         assert [(e[1][b"id"], e[1][b"event"], e[1][b"ref"]) for e in events] == [(b"j-data", b"delivered", b"ref-7")]
-        assert await redis.hget(f"{key_prefix}:job:j-data", "state") == b"delivered"
+        assert not await redis.exists(f"{key_prefix}:job:j-data")  # none created
     finally:
         await sink.close()
         await delete_prefix(redis, key_prefix)

@@ -57,23 +57,30 @@ async def test_claim_marks_duplicates_reclaims_and_repeats(redis_client: Any, ke
 
 
 async def test_record_twice_writes_one_event_and_acks(redis_client: Any, key_prefix: str) -> None:
+    """The same call again (its token taken) writes nothing: one event, one ack. A
+    single-part job without callback leaves no job record and no index: its
+    correlation entry and its first event, which describes it for the archiver."""
     record = Script("record")
     k = Keys(key_prefix)
     try:
         e = await _setup(redis_client, key_prefix, 1)
         job = RecordJob(
             job_id="j0", event="submitted", carrier="sim", parts=1, message_ids="ab", error="", ref="r", client="",
-            callback="", dlr="1", to_hash="h" * 32, corr="ab", expect=1, dlr_ids="", entry_id=e[0],
+            kind="transactional", callback="", to_hash="h" * 32, to_mask="+45******01", encoding="gsm7", corr="ab",
+            expect=1, dlr_ids="",
         )
         expire_at = str(int(time.time() * 1000) + 60_000)
         payload = payload_json(RecordBatch(
-            retention_until=1, job_ttl=600, waits={"sim": RecordWait(end_ms="9", expire_at_ms=expire_at)},
+            retention_until=1, waits={"sim": RecordWait(end_ms="9", expire_at_ms=expire_at, record_ttl="600")},
             jobs=[job], acks=[e[0]],
         ))
         for _ in range(2):
-            await record(redis_client, *record_call(k, k.jobs, "g", payload, 1000, 1000))
+            assert await record(redis_client, *record_call(k, k.jobs, "g", payload, 1000, "t1")) in (1, -1)
         events = await redis_client.xrange(f"{key_prefix}:events")
         assert [f[b"event"] for _i, f in events] == [b"submitted"]
+        first = events[0][1]
+        assert (first[b"to_hash"], first[b"to_mask"], first[b"encoding"], first[b"kind"]) == (
+            b"h" * 32, b"+45******01", b"gsm7", b"transactional")
         # single part without callback: the receipt's fast-path entry (dlr/correlate.lua)
         # in the bucket the payload named (its end 9), with the expiry given, listed twice
         assert await redis_client.hgetall(f"{key_prefix}:dlr:c:sim:9") == {b"ab": b"=1000\x1fab\x1fr\x1fj0"}
@@ -81,30 +88,50 @@ async def test_record_twice_writes_one_event_and_acks(redis_client: Any, key_pre
         assert await redis_client.zrange(f"{key_prefix}:dlr:due", 0, -1, withscores=True) == [(b"9:sim", 9.0)]
         assert await redis_client.zrange(f"{key_prefix}:dlr:idx:sim", 0, -1, withscores=True) == [(b"9", 9.0)]
         assert (await redis_client.xpending(f"{key_prefix}:jobs", "g"))["pending"] == 0
-        assert await redis_client.sismember(f"{key_prefix}:subject:{'h' * 32}", "j0")
+        # no job record, no subject index, the idempotency mark left to claim.lua
+        assert not await redis_client.exists(k.job("j0"), k.idem("j0"))
+        assert [key async for key in redis_client.scan_iter(match=f"{key_prefix}:subject:*")] == []
+        assert 0 < await redis_client.pttl(k.record_memo("t1")) <= 120_000
     finally:
         await delete_prefix(redis_client, key_prefix)
 
 
-async def test_record_caps_the_events_stream_once_per_call(redis_client: Any, key_prefix: str) -> None:
-    """Events are added without MAXLEN and the stream trimmed (approximately, whole
-    nodes) at the end of the call: the cap holds and the newest events stay."""
+async def test_record_writes_a_job_record_only_for_receipts_that_read_it(redis_client: Any, key_prefix: str) -> None:
+    """Several parts or a callback: a job record with what the receipts read, living the
+    record TTL of its carrier's wait; a job that awaits no receipt: none. The events
+    stream is not trimmed by the call (the trimmer does it, behind the archiver)."""
     record = Script("record")
     k = Keys(key_prefix)
     try:
         e = await _setup(redis_client, key_prefix, 600)
-        jobs = [
-            RecordJob(
+
+        def job(i: int, **kw: Any) -> RecordJob:
+            base: dict[str, Any] = dict(
                 job_id=f"j{i}", event="submitted", carrier="sim", parts=1, message_ids=f"m{i}", error="", ref="",
-                client="", callback="", dlr="0", to_hash="", corr="", expect=1, dlr_ids="", entry_id=e[i],
+                client="", kind="transactional", callback="", to_hash="", to_mask="", encoding="gsm7", corr="",
+                expect=1, dlr_ids="",
             )
-            for i in range(600)
-        ]
-        payload = payload_json(RecordBatch(retention_until=1, job_ttl=600, waits={}, jobs=jobs, acks=e))
-        assert await record(redis_client, *record_call(k, k.jobs, "g", payload, 1000, 100)) == 600
-        stream = f"{key_prefix}:events"
-        assert 100 <= await redis_client.xlen(stream) < 600
-        assert (await redis_client.xrevrange(stream, count=1))[0][1][b"id"] == b"j599"
+            base.update(kw)
+            return RecordJob(**base)
+
+        jobs = [job(i) for i in range(598)]
+        jobs.append(job(598, parts=2, message_ids="a,b", corr=[["a", 1], ["b", 2]], expect=2, ref="r2",
+                        client="shop"))
+        jobs.append(job(599, message_ids="c", corr=[["c", 1]], callback="http://127.0.0.1/cb"))
+        expire_at = str(int(time.time() * 1000) + 60_000)
+        payload = payload_json(RecordBatch(
+            retention_until=1, waits={"sim": RecordWait(end_ms="9", expire_at_ms=expire_at, record_ttl="600")},
+            jobs=jobs, acks=e,
+        ))
+        assert await record(redis_client, *record_call(k, k.jobs, "g", payload, 1000, "t2")) == 600
+        assert await redis_client.xlen(k.events) == 600
+        assert await redis_client.exists(k.job("j0")) == 0
+        multi = {a.decode(): b.decode() for a, b in (await redis_client.hgetall(k.job("j598"))).items()}
+        assert multi == {"parts": "2", "state": "submitted", "carrier": "sim", "message_ids": "a,b",
+                         "submitted_ms": "1000", "ref": "r2"}
+        assert (await redis_client.hgetall(k.job("j599")))[b"callback"] == b"http://127.0.0.1/cb"
+        for j in ("j598", "j599"):
+            assert 590 < await redis_client.ttl(k.job(j)) <= 600
         assert (await redis_client.xpending(f"{key_prefix}:jobs", "g"))["pending"] == 0
     finally:
         await delete_prefix(redis_client, key_prefix)
@@ -118,7 +145,7 @@ async def test_a_script_refuses_another_argument_layout(redis_client: Any, key_p
     from engine.scripts import LAYOUT_VERSION, RECORD_ARGS
 
     k = Keys(key_prefix)
-    keys, args = record_call(k, k.jobs, "g", payload_json(RecordBatch(1, 600, {}, [], [])), 1000, 100)
+    keys, args = record_call(k, k.jobs, "g", payload_json(RecordBatch(1, {}, [], [])), 1000, "t")
     args[RECORD_ARGS.index("layout") - 1] = "1"
     with pytest.raises(ResponseError, match=rf"record\.lua: argument layout 1, this script reads {LAYOUT_VERSION}\b"):
         await Script("record")(redis_client, keys, args)

@@ -73,8 +73,18 @@ def test_alerts_cover_the_operations_brief() -> None:
         "sendgate_submits_total",
         "sendgate_receipt_latency_seconds_bucket",
         "sendgate_redis_errors_total",
+        # the operators' issue: engine behind, old high job, throttle storm,
+        # receipt success dropping, callbacks failing
+        "sendgate_lane_lag",
+        "sendgate_lane_oldest_age_seconds",
+        "sendgate_receipts_total",
+        "sendgate_callbacks_total",
     ]:
         assert metric in queried, metric
+    old_high = next(r for r in RULES if r["alert"] == "SendgateHighLaneOldJob")
+    assert 'lane="high"' in old_high["expr"] and "> 30" in old_high["expr"]
+    behind = next(r for r in RULES if r["alert"] == "SendgateEngineBehind")
+    assert behind["for"] == "5m" and "deriv" in scan(behind["expr"]).functions
     no_binds = next(r for r in RULES if r["alert"] == "SendgateCarrierNoBindsUp")
     assert no_binds["for"] == "2m"
     assert "carrier" in scan(no_binds["expr"]).grouping_labels

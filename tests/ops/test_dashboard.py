@@ -117,6 +117,13 @@ def test_panels_cover_the_observability_contract() -> None:
         "sendgate_redis_errors_total",
         "sendgate_jobs_duplicate_total",
         "sendgate_jobs_reclaimed_total",
+        "sendgate_lane_lag",
+        "sendgate_lane_oldest_age_seconds",
+        "sendgate_event_loop_lag_seconds",
+        "sendgate_redis_rtt_seconds",
+        "sendgate_segments_total",
+        "sendgate_callbacks_total",
+        "sendgate_inbound_total",
         "up",
     }
     assert required <= queried, required - queried

@@ -11,11 +11,11 @@ from privacy_hooks.audit import AuditLog
 from privacy_hooks.erasure import (
     STRIPPED_FIELDS,
     ErasureResult,
+    SubjectJob,
     client_subject,
     erase_subject,
-    index_subject,
-    subject_key,
 )
+from privacy_hooks.masking import mask_number
 from tests.correlation import STAGED_END_MS, entry_ttl_ms, get_entry, put_entry
 
 SECRET = b"test-secret"
@@ -26,13 +26,25 @@ DAY = 86_400
 POLICY = RetentionPolicy()
 
 
+async def _first_event(redis: Any, prefix: str, job_id: str, number: str, client: str = "", **fields: Any) -> None:
+    """The first event of a job, as engine/record.lua writes it: it describes the job
+    (the keyed hash and mask of the number, the client) for the history archiver."""
+    await redis.xadd(f"{prefix}:events", {
+        "id": job_id, "ref": fields.get("ref", f"order-{job_id}"), "event": "submitted",
+        "carrier": fields.get("carrier", "acme"), "parts": fields.get("parts", 2),
+        "message_ids": fields.get("message_ids", f"{job_id}-m1,{job_id}-m2"), "error": "", "ts": int(NOW * 1000),
+        "client": client, "kind": "transactional", "to_hash": keyed_hash(SECRET, number),
+        "to_mask": mask_number(number), "encoding": "gsm7", "retention_until": int(NOW) + 120 * DAY,
+    })
+
+
 async def _submit(redis: Any, prefix: str, job_id: str, number: str, carrier: str = "acme") -> None:
-    """What the engine's submit side writes (see privacy_hooks.erasure)."""
+    """What the engine's submit side writes for a job of two parts with a callback
+    (see privacy_hooks.erasure): a job record, correlation entries, its first event."""
     subject = keyed_hash(SECRET, number)
     entry_id = await redis.xadd(
         f"{prefix}:jobs", {"id": job_id, "to": number, "text": "Hello Bob", "client": "shop"}
     )
-    ttl = POLICY.ttl_s("message")
     await redis.hset(
         f"{prefix}:job:{job_id}",
         mapping={
@@ -54,8 +66,7 @@ async def _submit(redis: Any, prefix: str, job_id: str, number: str, carrier: st
         # jobs spread over three buckets: erasure finds entries in any of them
         end_ms = STAGED_END_MS + sum(map(ord, job_id)) % 3 * 1000
         await put_entry(redis, prefix, carrier, mid, f"{part}:0:{job_id}", end_ms=end_ms)
-    await index_subject(redis, prefix, subject, job_id, ttl)
-    await index_subject(redis, prefix, client_subject("shop"), job_id, ttl)
+    await _first_event(redis, prefix, job_id, number, client="shop", carrier=carrier)
 
 
 async def _text_of_everything(redis: Any, prefix: str) -> str:
@@ -92,16 +103,19 @@ async def test_default_erasure_hides_now_and_restamps(redis_client: Any, key_pre
         assert not set(STRIPPED_FIELDS) & record.keys()
         assert record["state"] == "submitted"  # operational fields stay
         assert record["carrier"] == "acme"
+        # the policy's deadline is stamped; the hot record is not kept longer for it
+        # (its TTL, the receipt wait, is shorter): the history row carries the rest
         ttl = await redis_client.ttl(key)
-        assert 120 * DAY - 60 <= ttl <= 120 * DAY
+        assert 3 * DAY - 60 <= ttl <= 3 * DAY
         # Receipts still correlate until their own short TTL runs out.
         assert await get_entry(redis_client, key_prefix, "acme", f"j{i}-m1") == f"1:0:j{i}".encode()
     # Raw payloads with the number and text in clear are gone at once.
     entries = await redis_client.xrange(f"{key_prefix}:jobs")
     assert [e[1][b"id"] for e in entries] == [b"other"]
-    # The index stays (a later immediate erasure still finds the records), re-stamped.
-    assert await redis_client.scard(subject_key(key_prefix, subject)) == 3
-    assert await redis_client.ttl(subject_key(key_prefix, subject)) > 119 * DAY
+    # The subject's events are gone from Redis (the engine writes them to the history
+    # store first, where a later immediate erasure finds the rows); the other's stay.
+    assert [f[b"id"] for _i, f in await redis_client.xrange(f"{key_prefix}:events")] == [b"other"]
+    assert result.events == 3 and result.jobs == 3
     # The other subject is untouched.
     other = await redis_client.hgetall(f"{key_prefix}:job:other")
     assert other[b"ref"] == b"order-other" and b"erased" not in other
@@ -150,7 +164,7 @@ async def test_immediate_erasure_deletes(redis_client: Any, key_prefix: str) -> 
         assert not await redis_client.exists(f"{key_prefix}:job:j{i}")
         assert await get_entry(redis_client, key_prefix, "acme", f"j{i}-m1") is None
         assert await get_entry(redis_client, key_prefix, "acme", f"j{i}-m2") is None
-    assert not await redis_client.exists(subject_key(key_prefix, subject))
+    assert [f[b"id"] for _i, f in await redis_client.xrange(f"{key_prefix}:events")] == [b"other"]
     assert await redis_client.exists(f"{key_prefix}:job:other")
     assert await get_entry(redis_client, key_prefix, "acme", "other-m1") == b"1:0:other"
     fields = (await AuditLog(redis_client, f"{key_prefix}:audit").entries())[0][1]
@@ -161,8 +175,11 @@ async def test_policy_then_now_finds_the_hidden_records(redis_client: Any, key_p
     await _submit(redis_client, key_prefix, "j1", NUMBER)
     subject = keyed_hash(SECRET, NUMBER)
     await erase_subject(redis_client, key_prefix, subject, NOW, POLICY)
+    # the events are gone with the first erasure: the jobs come from the history store
+    # (engine/erase.py), which finds hidden rows too
     result = await erase_subject(
-        redis_client, key_prefix, subject, NOW + 60, POLICY, immediate=True
+        redis_client, key_prefix, subject, NOW + 60, POLICY, immediate=True,
+        jobs=[SubjectJob("j1", "acme", "j1-m1,j1-m2")],
     )
     assert (result.records, result.payloads) == (1, 0)  # payload was already gone
     assert not await redis_client.exists(f"{key_prefix}:job:j1")
@@ -173,10 +190,11 @@ async def test_many_jobs_in_batches_and_missing_records(redis_client: Any, key_p
     pipe = redis_client.pipeline(transaction=False)
     for i in range(57):
         pipe.hset(f"{key_prefix}:job:b{i}", mapping={"state": "delivered", "to_hash": subject})
-        await index_subject(pipe, key_prefix, subject, f"b{i}", 3600)
-    for i in range(5):  # records already expired, ids still in the index
-        await index_subject(pipe, key_prefix, subject, f"gone{i}", 3600)
     await pipe.execute()
+    for i in range(57):
+        await _first_event(redis_client, key_prefix, f"b{i}", NUMBER, parts=1, message_ids="")
+    for i in range(5):  # jobs whose record is gone already (finished), still in the events
+        await _first_event(redis_client, key_prefix, f"gone{i}", NUMBER, parts=1, message_ids="")
     result = await erase_subject(redis_client, key_prefix, subject, NOW, POLICY, batch=10)
     assert (result.records, result.missing, result.payloads) == (57, 5, 0)
     states = [await redis_client.hget(f"{key_prefix}:job:b{i}", "erased") for i in range(57)]
@@ -208,33 +226,33 @@ async def test_refuses_anything_but_a_hash_or_client(
     assert "4512345678" not in str(info.value)
 
 
+def _normalize(carrier: str, message_id: str) -> list[str]:
+    """The carrier's dlr_id_format as the engine applies it (here: lower case, no leading 0)."""
+    return [message_id.lower().lstrip("0")]
+
+
 async def _submit_single(redis: Any, prefix: str, job_id: str, raw_id: str, dlr_id: str) -> None:
     """A single-part job as the record script writes it: a fast-path correlation entry
-    ("=<submitted>US<message_ids>US<ref>US<job id>"), keyed by the normalised id."""
-    subject = keyed_hash(SECRET, NUMBER)
-    await redis.hset(
-        f"{prefix}:job:{job_id}",
-        mapping={
-            "ref": f"order-{job_id}", "carrier": "acme", "parts": 1, "message_ids": raw_id,
-            "dlr_ids": dlr_id, "state": "submitted", "to_hash": subject,
-        },
-    )
-    await redis.expire(f"{prefix}:job:{job_id}", 3 * DAY)
+    ("=<submitted>US<message_ids>US<ref>US<job id>"), keyed by the normalised id, and its
+    first event; no job record."""
     await put_entry(redis, prefix, "acme", dlr_id, f"=5\x1f{raw_id}\x1forder-{job_id}\x1f{job_id}")
-    await index_subject(redis, prefix, subject, job_id, 3 * DAY)
+    await _first_event(redis, prefix, job_id, NUMBER, parts=1, message_ids=raw_id)
 
 
 async def test_hiding_keeps_no_ref_in_correlation_entries(redis_client: Any, key_prefix: str) -> None:
     await _submit_single(redis_client, key_prefix, "s1", "00AB", "ab")
-    await erase_subject(redis_client, key_prefix, keyed_hash(SECRET, NUMBER), NOW, POLICY)
-    # the general form: the receipt reads the record; the bucket keeps its TTL
-    assert await get_entry(redis_client, key_prefix, "acme", "ab") == b"1:5:s1"
+    result = await erase_subject(redis_client, key_prefix, keyed_hash(SECRET, NUMBER), NOW, POLICY,
+                                 normalize=_normalize)
+    assert (result.jobs, result.records, result.missing) == (1, 0, 1)
+    # the fast form without its ref: the receipt still correlates; the bucket keeps its TTL
+    assert await get_entry(redis_client, key_prefix, "acme", "ab") == b"=5\x1f00AB\x1f\x1fs1"
     assert 3_500_000 < await entry_ttl_ms(redis_client, key_prefix, "acme", "ab") <= 3_600_000
     assert "order-s1" not in await _text_of_everything(redis_client, key_prefix)
 
 
 async def test_immediate_erasure_deletes_entries_by_normalised_id(redis_client: Any, key_prefix: str) -> None:
     await _submit_single(redis_client, key_prefix, "s2", "00CD", "cd")
-    await erase_subject(redis_client, key_prefix, keyed_hash(SECRET, NUMBER), NOW, POLICY, immediate=True)
+    await erase_subject(redis_client, key_prefix, keyed_hash(SECRET, NUMBER), NOW, POLICY, immediate=True,
+                        normalize=_normalize)
     assert await get_entry(redis_client, key_prefix, "acme", "cd") is None
     assert not await redis_client.exists(f"{key_prefix}:job:s2")

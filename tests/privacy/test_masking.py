@@ -147,3 +147,10 @@ def test_no_number_survives_redaction(number: str, before: str, after: str) -> N
     assert number.lstrip("+") not in out
     # The mask keeps at most the first two and last two digits.
     assert sum(c.isdigit() for c in out) <= sum(c.isdigit() for c in before + after) + 4
+
+
+@given(st.text(alphabet="0123456789", min_size=0, max_size=22))
+def test_mask_e164_digits_is_mask_number_of_the_plus_form(digits: str) -> None:
+    from privacy_hooks.masking import mask_e164_digits
+
+    assert mask_e164_digits(digits) == mask_number("+" + digits)

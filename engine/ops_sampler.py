@@ -1,0 +1,233 @@
+"""Operators' gauges, sampled every few seconds in one task — never per message.
+
+Why a sampler: stream lag, the oldest waiting job, Redis round-trip time and
+event-loop lag are states, not events; reading them per message would cost
+the hot path a Redis call or a clock read each. One task wakes every
+``TICK_S`` to measure how late the loop ran its timer (event-loop lag), and
+every ``interval_s`` asks Redis, with a handful of calls per lane:
+
+- ``XINFO GROUPS`` of each lane stream: ``lag`` (entries not read by the
+  group) + ``pending`` (read, not acked) = the lane's backlog;
+- the oldest of them: ``XPENDING`` (summary form) when something is pending,
+  else the first entry after the group's ``last-delivered-id``; its stream id
+  carries the time it was added, so its age needs no per-job bookkeeping;
+- ``PING`` for the round-trip time.
+
+Every ``slow_every`` samples it also counts the receipts still expected per
+carrier (the correlation buckets' ``HLEN``) and the codes of the last
+``DEAD_WINDOW`` dead letters, for the status page. What it reads is stored on
+the sampler (``lanes``, ``receipts_pending``, ``dead_codes``…) and in the
+Prometheus gauges of `engine.metrics.Metrics`, whose label children are
+resolved once per lane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from engine.keys import Keys
+from engine.metrics import Metrics
+
+__all__ = ["DEAD_WINDOW", "LANE_NAMES", "LaneSample", "OpsSampler"]
+
+log = logging.getLogger("sendgate.ops")
+
+#: Lane names in the order of `Keys.lanes()` (highest priority first).
+LANE_NAMES = ("high", "normal", "bulk")
+#: How often the event-loop lag is measured.
+TICK_S = 0.5
+#: How many of the newest dead letters the status page summarises.
+DEAD_WINDOW = 200
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _id_ms(entry_id: Any) -> int | None:
+    """The millisecond time of a stream id ``<ms>-<seq>``."""
+    try:
+        return int(_text(entry_id).split("-", 1)[0])
+    except (ValueError, AttributeError):
+        return None
+
+
+class LaneSample:
+    """One lane at the last sample: backlog (lag + pending) and the oldest job's age."""
+
+    __slots__ = ("backlog", "lag", "oldest_age_s", "pending")
+
+    def __init__(self, lag: int = 0, pending: int = 0, oldest_age_s: float = 0.0) -> None:
+        self.lag = lag
+        self.pending = pending
+        self.backlog = lag + pending
+        self.oldest_age_s = oldest_age_s
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"backlog": self.backlog, "lag": self.lag, "pending": self.pending, "oldest_age_s": self.oldest_age_s}
+
+
+class OpsSampler:
+    """Samples the operators' gauges of one engine process (``run()`` is its one task)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        group: str,
+        metrics: Metrics,
+        carriers: list[str],
+        written: Any = None,
+        *,
+        on_sample: Any = None,
+        interval_s: float = 2.0,
+        slow_every: int = 5,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.group = group
+        self.metrics = metrics
+        self.carriers = carriers
+        self.interval_s = interval_s
+        self.slow_every = max(1, slow_every)
+        self.lanes: dict[str, LaneSample] = {name: LaneSample() for name in LANE_NAMES}
+        self.redis_ok = False
+        self.redis_rtt_s: float | None = None
+        self.loop_lag_s = 0.0
+        self.receipts_pending: dict[str, int] = {}
+        self.dead_codes: list[tuple[str, int]] = []  # (code, count) in the newest DEAD_WINDOW, most first
+        self.samples = 0
+        #: Per carrier: PDUs written per second over the last sample period.
+        self.rates: dict[str, float] = {}
+        self._written = written  # () -> {carrier: requests written so far}
+        self._on_sample = on_sample  # () -> None, after each sample (the engine logs state changes)
+        self._last_written: tuple[float, dict[str, int]] | None = None
+        self._lane_lag = {name: metrics.lane_lag.labels(name) for name in LANE_NAMES}
+        self._lane_age = {name: metrics.lane_oldest_age.labels(name) for name in LANE_NAMES}
+        self._stream_lag = {s: metrics.stream_lag.labels(s) for s in keys.lanes()}
+        self._stream_pending = {s: metrics.stream_pending.labels(s) for s in keys.lanes()}
+        self._sampled = asyncio.Event()
+        self._worst_lag = 0.0
+        self._failed_once = False
+
+    async def run(self) -> None:
+        """Measure loop lag every tick and sample Redis every ``interval_s``, until cancelled."""
+        loop = asyncio.get_running_loop()
+        next_sample = loop.time()
+        while True:
+            if loop.time() >= next_sample:
+                next_sample = loop.time() + self.interval_s
+                await self.sample_once()
+            started = loop.time()
+            await asyncio.sleep(TICK_S)
+            late = max(0.0, loop.time() - started - TICK_S)
+            if late > self._worst_lag:
+                self._worst_lag = late
+
+    async def wait_sampled(self) -> None:
+        """Return after the next completed sample (tests, and the first /status)."""
+        self._sampled.clear()
+        await self._sampled.wait()
+
+    async def sample_once(self) -> None:
+        """One sample: lanes, Redis RTT, loop lag; receipts and dead letters every ``slow_every``."""
+        self.loop_lag_s, self._worst_lag = self._worst_lag, 0.0
+        self.metrics.loop_lag.set(self.loop_lag_s)
+        self._sample_rates()
+        try:
+            started = time.perf_counter()
+            await self.redis.ping()
+            self.redis_rtt_s = time.perf_counter() - started
+            self.redis_ok = True
+            self.metrics.redis_rtt.set(self.redis_rtt_s)
+            now_ms = int(time.time() * 1000)
+            for name, stream in zip(LANE_NAMES, self.keys.lanes(), strict=True):
+                self.lanes[name] = sample = await self._lane(stream, now_ms)
+                self._lane_lag[name].set(sample.backlog)
+                self._lane_age[name].set(sample.oldest_age_s)
+                self._stream_lag[stream].set(sample.lag)
+                self._stream_pending[stream].set(sample.pending)
+            if self.samples % self.slow_every == 0:
+                await self._slow()
+            self._failed_once = False
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # Redis down: the gauges keep their last value; /readyz says it
+            self.redis_ok = False
+            if not self._failed_once:
+                self._failed_once = True
+                log.warning("ops sample failed (%s); retrying every %.0fs", type(err).__name__, self.interval_s)
+        if self._on_sample is not None:
+            try:
+                self._on_sample()
+            except Exception:  # a log line must not stop the sampler
+                log.exception("ops sample hook failed")
+        self.samples += 1
+        self._sampled.set()
+
+    def _sample_rates(self) -> None:
+        if self._written is None:
+            return
+        now, written = time.monotonic(), dict(self._written())
+        if self._last_written is not None:
+            then, before = self._last_written
+            elapsed = max(now - then, 1e-6)
+            self.rates = {c: round(max(0, n - before.get(c, 0)) / elapsed, 1) for c, n in written.items()}
+        self._last_written = (now, written)
+
+    async def _lane(self, stream: str, now_ms: int) -> LaneSample:
+        try:
+            groups: Any = await self.redis.xinfo_groups(stream)
+        except ResponseError:  # no such stream yet
+            return LaneSample()
+        for g in groups:
+            if _text(g.get("name")) != self.group:
+                continue
+            pending = int(g.get("pending") or 0)
+            raw_lag = g.get("lag")
+            lag = int(raw_lag) if raw_lag is not None else await self._count_after(stream, g.get("last-delivered-id"))
+            oldest_ms: int | None = None
+            if pending:
+                summary: Any = await self.redis.xpending(stream, self.group)
+                oldest_ms = _id_ms(summary.get("min")) if summary else None
+            elif lag:
+                oldest_ms = await self._first_after(stream, g.get("last-delivered-id"))
+            age = max(0.0, (now_ms - oldest_ms) / 1000) if oldest_ms is not None else 0.0
+            return LaneSample(lag, pending, round(age, 3))
+        return LaneSample()
+
+    async def _first_after(self, stream: str, last_id: Any) -> int | None:
+        after = _text(last_id or "0-0")
+        entries: Any = await self.redis.xrange(stream, min="(" + after, count=1)
+        return _id_ms(entries[0][0]) if entries else None
+
+    async def _count_after(self, stream: str, last_id: Any) -> int:
+        # Redis < 7 or a lag it cannot compute (entries deleted): count the tail, bounded.
+        after = _text(last_id or "0-0")
+        entries: Any = await self.redis.xrange(stream, min="(" + after, count=10_000)
+        return len(entries)
+
+    async def _slow(self) -> None:
+        pending: dict[str, int] = {}
+        for carrier in self.carriers:
+            ends: Any = await self.redis.zrange(self.keys.correlation_index(carrier), 0, -1)
+            if not ends:
+                pending[carrier] = 0
+                continue
+            pipe = self.redis.pipeline(transaction=False)
+            prefix = self.keys.correlation_buckets_of(carrier)
+            for end in ends:
+                pipe.hlen(prefix + _text(end))
+            pending[carrier] = sum(int(n or 0) for n in await pipe.execute())
+        self.receipts_pending = pending
+        # Only the code of each dead letter is read: the entries hold the job's fields.
+        entries: Any = await self.redis.xrevrange(self.keys.dead, count=DEAD_WINDOW)
+        codes = Counter(_text(fields.get(b"code") or fields.get("code") or "?") for _id, fields in entries)
+        self.dead_codes = codes.most_common()

@@ -1,0 +1,80 @@
+"""Redis keeps only hot state: after a run, what is left per finished job is its
+idempotency mark (a TTL within the idempotency window), and nothing else per job
+once the streams are trimmed behind the engine's group and the history archiver.
+
+The whole engine against a real Redis and the simulator over TCP (receipts on),
+the archiver writing to a SQLite history store, then one exact trim pass as the
+engine's trimmer runs it (engine/stream_trim.py).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from typing import Any
+
+from connectors.simulator import SimulatorConfig
+from engine.keys import Keys
+from engine.stream_trim import trim_streams
+from tests.engine.harness import push, running, wait_events
+
+GRACE_S = 30
+
+
+async def test_a_finished_job_leaves_only_its_idempotency_mark(redis_url: str, key_prefix: str) -> None:
+    run = uuid.uuid4().hex[:6]
+    single = [{"id": f"{run}-s{i}", "to": f"+45010{i:05d}", "text": f"code {i}"} for i in range(40)]
+    long_text = "a message of several parts " * 12
+    special = [
+        {"id": f"{run}-multi", "to": "+4501099001", "text": long_text},
+        {"id": f"{run}-cb", "to": "+4501099002", "text": "with callback", "callback": "http://127.0.0.1:9/cb"},
+        {"id": f"{run}-nodlr", "to": "+4501099003", "text": "no receipt", "dlr": "0"},
+    ]
+    jobs = single + special
+    async with running(
+        redis_url, key_prefix, SimulatorConfig(dlr=True), events_min_keep_s=0, record_grace_s=GRACE_S,
+        idempotency_hours=24,
+        webhooks={"allow_private": True},  # the callback job's URL is on 127.0.0.1 (refused by default)
+    ) as (engine, _sim, _proxy, redis):
+        k = Keys(key_prefix)
+        await push(redis, key_prefix, jobs)
+        await wait_events(redis, key_prefix, {j["id"] for j in jobs if j.get("dlr") != "0"})
+        await wait_events(redis, key_prefix, {f"{run}-nodlr"}, final=False)  # final at `submitted`
+        assert engine.archiver is not None and await engine.archiver.wait_caught_up(10.0)
+        trimmed = {(t.stream, t.rule): t.removed for t in await trim_streams(redis, engine.settings, approximate=False)}
+        assert trimmed[(k.events, "archived by group archiver")] > 0
+
+        keys = {key.decode() async for key in redis.scan_iter(match=f"{key_prefix}:*", count=1000)}
+        rows = Counter(d.pattern for d in (k.describe(key) for key in keys) if d is not None)
+        assert all(k.describe(key) for key in keys), sorted(key for key in keys if not k.describe(key))
+
+        # per job: its idempotency mark, with a TTL within the window
+        assert rows["P:idem:<job id>"] == len(jobs)
+        for job in jobs:
+            ttl = await redis.ttl(k.idem(job["id"]))
+            assert 24 * 3600 - 60 < ttl <= 24 * 3600
+        # job records only for the jobs whose receipts read one, and only a grace after their final event
+        records = sorted(key for key in keys if key.startswith(k.job_prefix))
+        assert records == sorted([k.job(f"{run}-multi"), k.job(f"{run}-cb")])
+        for key in records:
+            assert 0 < await redis.ttl(key) <= GRACE_S
+        # no subject index, no correlation entry left (every receipt came), streams trimmed
+        assert not any(":subject:" in key for key in keys)
+        assert rows["P:dlr:c:<carrier>:<end ms>"] == 0
+        for stream in (*k.lanes(), k.events):
+            assert await redis.xlen(stream) == 0, stream
+        # what else is there is per call or per window, not per job: the duplicate
+        # window's spans (carrier message ids for 10 min), record-call tokens and kept
+        # receipt replies for callbacks (2 min)
+        per_call = {"P:dlr:dup:<span>", "P:record:<token>", "P:dlr:call:<token>", "P:dlr:idx:<carrier>", "P:dlr:due"}
+        streams = {"P:jobs", "P:jobs:high", "P:jobs:bulk", "P:events"}
+        assert set(rows) - per_call - streams - {"P:idem:<job id>", "P:job:<job id>"} == set()
+        assert rows["P:record:<token>"] <= len(jobs)
+        for key in keys:
+            if key.startswith((k.dlr_dup_prefix, k.record_prefix, k.dlr_call_prefix)):
+                assert 0 < await redis.pttl(key) <= 13 * 60_000
+
+        # what one finished job costs: its mark, and nothing else under its id
+        mark: Any = await redis.memory_usage(k.idem(f"{run}-s0"))
+        assert mark is not None and mark <= 150
+        assert not await redis.exists(k.job(f"{run}-s0"))

@@ -1,0 +1,63 @@
+"""engine/ops_sampler.py against a real Redis: lane backlog and oldest age from the
+consumer group, receipts pending from the correlation buckets, dead-letter codes."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import generate_latest
+from redis.asyncio import Redis
+
+from engine.keys import Keys
+from engine.metrics import Metrics
+from engine.ops_sampler import OpsSampler
+from tests.ops.live import samples, total
+
+
+async def test_lane_backlog_and_oldest_age_come_from_the_group(redis_client: Any, key_prefix: str) -> None:
+    redis: Redis = redis_client
+    keys = Keys(key_prefix)
+    now_ms = int(time.time() * 1000)
+    # normal: 3 old entries read (pending), 2 newer unread; high: empty group; bulk: no stream at all
+    await redis.xgroup_create(keys.jobs, "g", id="0", mkstream=True)
+    await redis.xgroup_create(keys.jobs_high, "g", id="0", mkstream=True)
+    for i, age_s in enumerate((90, 80, 70, 20, 10)):
+        await redis.xadd(keys.jobs, {"n": str(i)}, id=f"{now_ms - age_s * 1000}-0")
+    await redis.xreadgroup("g", "c1", {keys.jobs: ">"}, count=3)
+    metrics = Metrics()
+    sampler = OpsSampler(redis, keys, "g", metrics, ["sim"], slow_every=1)
+    await sampler.sample_once()
+    normal = sampler.lanes["normal"]
+    assert (normal.lag, normal.pending, normal.backlog) == (2, 3, 5)
+    assert 89 <= normal.oldest_age_s <= 95  # the oldest pending entry
+    assert sampler.lanes["high"].as_dict() == {"backlog": 0, "lag": 0, "pending": 0, "oldest_age_s": 0.0}
+    assert sampler.lanes["bulk"].backlog == 0
+    assert sampler.redis_ok and sampler.redis_rtt_s is not None
+
+    # The pending ones acked: the oldest is now the first unread one.
+    pending = await redis.xpending_range(keys.jobs, "g", min="-", max="+", count=10)
+    await redis.xack(keys.jobs, "g", *[p["message_id"] for p in pending])
+    await sampler.sample_once()
+    assert (sampler.lanes["normal"].lag, sampler.lanes["normal"].pending) == (2, 0)
+    assert 19 <= sampler.lanes["normal"].oldest_age_s <= 25
+
+    m = samples(generate_latest(metrics.registry).decode())
+    assert total(m, "sendgate_lane_lag", lane="normal") == 2
+    assert 19 <= total(m, "sendgate_lane_oldest_age_seconds", lane="normal") <= 25
+    assert total(m, "sendgate_stream_lag", stream=keys.jobs) == 2
+    assert total(m, "sendgate_redis_rtt_seconds") > 0
+
+
+async def test_receipts_pending_and_recent_dead_letter_codes(redis_client: Any, key_prefix: str) -> None:
+    redis: Redis = redis_client
+    keys = Keys(key_prefix)
+    for end, n in ((1000, 3), (2000, 4)):
+        await redis.zadd(keys.correlation_index("sim"), {str(end): end})
+        await redis.hset(keys.correlation_buckets_of("sim") + str(end), mapping={f"id{i}": "x" for i in range(n)})
+    for code in ("bad_number", "bad_number", "expired"):
+        await redis.xadd(keys.dead, {"to": "4520112233", "text": "secret", "code": code, "reason": "r"})
+    sampler = OpsSampler(redis, keys, "g", Metrics(), ["sim", "other"], slow_every=1)
+    await sampler.sample_once()
+    assert sampler.receipts_pending == {"sim": 7, "other": 0}
+    assert sampler.dead_codes == [("bad_number", 2), ("expired", 1)]
