@@ -24,7 +24,8 @@ Accounting rules (docs/INTERNALS.md, "BindPool"):
 
 Flow control runs once per batch of responses (``bind_ready``), and only
 when the batch held a throttle reply or something is still backed off: the
-quiet path costs one attribute test per batch. Each change of window or rate
+quiet path costs one attribute test per batch. While backed off, a timer also
+runs a step a second, so that an idle carrier recovers too. Each change of window or rate
 is logged once (JSON ``extra``: ``event="backoff"``, ``carrier``,
 ``rate_per_s``, ``window``, ``reason``).
 
@@ -168,6 +169,7 @@ class BindPool:
         self._queue: deque[Any] = deque()  # (pdu, token) or (pdu, token, rest)
         self._held = 0  # later parts of chains, not queued yet
         self._front = 0  # items put at the front in this batch (they keep their order)
+        self._flow_tick: asyncio.TimerHandle | None = None  # recovery step while idle
         self._throttled = False  # this batch held a throttle reply
         self._loop: asyncio.AbstractEventLoop | None = None
         self._assign_scheduled = False
@@ -302,6 +304,9 @@ class BindPool:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._flow_tick is not None:
+            self._flow_tick.cancel()
+            self._flow_tick = None
         self._drop_queue()
         deadline = loop.time() + timeout
         await asyncio.gather(*(bind.close(max(deadline - loop.time(), 0.0)) for bind in self.binds))
@@ -444,6 +449,9 @@ class BindPool:
         loop = self._loop
         assert loop is not None
         reason = flow.on_batch(loop.time(), throttled)
+        if self._flow_tick is None and not self._closing and flow.reduced():
+            # Recovery goes on when no answers come (an idle carrier): a step a second.
+            self._flow_tick = loop.call_later(1.0, self._on_flow_tick)
         if reason is None:
             return
         window = flow.window
@@ -458,6 +466,13 @@ class BindPool:
                 "rate_per_s": round(rate, 3), "window": window,
             },
         )
+
+
+    def _on_flow_tick(self) -> None:
+        self._flow_tick = None
+        if self.flow.reduced():
+            self._flow_step(False)
+            self._assign()
 
 
 def make_flow(window: int, rate: bool) -> FlowControl:

@@ -460,6 +460,7 @@ class SmppBind:
         """
         timeout = self.config.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
         self._closing = True
+        self._close_cause = "aborted"  # closed on our side
         self._wake.set()
         session = self.session
         if self.up and session is not None and session.windowed and timeout > 0:
