@@ -38,6 +38,17 @@ Each queued item is the tuple ``(pdu, token)`` — ``(pdu, token, rest)`` for a
 chain, ``rest`` being the parts still held; that same tuple travels as the
 session's in-flight context, so a throttled PDU is re-queued and a lost one
 reported without another allocation. No task or future per message.
+
+Bind leases (``leased=True``; docs/INTERNALS.md, "Bind leases"): a carrier
+capping an account's binds across the fleet. The pool then opens a bind only
+for a lease it was granted (``lease_granted``, by the engine's lease
+manager, which renews them); each lease carries a local deadline (monotonic
+loop time: the last successful renewal's start + TTL − margin). Before each
+write batch the assign step checks the deadlines: a bind whose lease is past
+it, or revoked (``lease_revoked``), gets no more submit_sm at once — answers
+already in flight are still read — and is unbound; its queued work goes out
+on the binds still leased. So a process stalled past its TTL (SIGSTOP, a long
+GC pause) writes nothing on waking: its deadline has passed.
 """
 
 from __future__ import annotations
@@ -145,6 +156,7 @@ class BindPool:
         *,
         claim_deliver: Callable[[bytes], Any] | None = None,
         flow: FlowControl | None = None,
+        leased: bool = False,
     ) -> None:
         """``claim_deliver``: a pure function of a deliver_sm body given to every
         bind's session (see :class:`connectors.session.Session`); the deliver_sm
@@ -178,6 +190,12 @@ class BindPool:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._closing = False
         self._started = False
+        self.leased = leased
+        self._modes: list[tuple[str, str]] = []  # (mode, name) of each bind this pool may hold
+        self._lease_of: dict[str, tuple[SmppBind, int]] = {}  # lease -> (bind, index in _modes)
+        self._deadline: dict[SmppBind, float] = {}  # leased bind -> its lease's local deadline
+        self._next_deadline = float("inf")  # the earliest of them
+        self._retiring: set[asyncio.Task[None]] = set()
 
     # -- public API --------------------------------------------------------
 
@@ -196,12 +214,83 @@ class BindPool:
         counters: dict[str, int] = {}
         for mode in modes:
             counters[mode] = counters.get(mode, 0) + 1
-            name = f"{cfg.name}-{_SHORT[mode]}{counters[mode]}"
+            self._modes.append((mode, f"{cfg.name}-{_SHORT[mode]}{counters[mode]}"))
+        if self.leased:
+            return  # binds open as leases are granted
+        for mode, name in self._modes:
             bind = SmppBind(cfg, self, mode=mode, name=name, claim_deliver=self.claim_deliver)
             self.binds.append(bind)
             if mode != "receiver":
                 self._submitters.append(bind)
         await asyncio.gather(*(bind.start() for bind in self.binds))
+
+    # -- bind leases (leased=True) -----------------------------------------
+
+    def leases_wanted(self) -> int:
+        """How many more leases this pool could use (binds it may open and holds none for)."""
+        if not self.leased or self._closing or not self._started:
+            return 0
+        return len(self._modes) - len(self._lease_of)
+
+    def leases(self) -> list[str]:
+        """The leases this pool holds now (a lease it revoked itself is gone from it)."""
+        return list(self._lease_of)
+
+    def lease_granted(self, lease: str, deadline: float) -> None:
+        """Open a bind under ``lease``, valid until ``deadline`` (loop time) unless renewed."""
+        if self._closing or lease in self._lease_of or self.leases_wanted() <= 0:
+            raise ValueError(f"pool {self.config.name} cannot take lease {lease!r}")
+        used = {index for _, index in self._lease_of.values()}
+        index = next(i for i in range(len(self._modes)) if i not in used)
+        mode, name = self._modes[index]
+        bind = SmppBind(self.config, self, mode=mode, name=name, claim_deliver=self.claim_deliver)
+        self._lease_of[lease] = (bind, index)
+        self.binds.append(bind)
+        if mode != "receiver":
+            self._submitters.append(bind)
+        self._deadline[bind] = deadline
+        self._next_deadline = min(self._deadline.values())
+        loop = self._loop or asyncio.get_running_loop()
+        task = loop.create_task(bind.start(), name=f"smpp-bind-start-{name}")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    def lease_renewed(self, lease: str, deadline: float) -> None:
+        """The lease was renewed: its bind may write until ``deadline``."""
+        held = self._lease_of.get(lease)
+        if held is not None:
+            self._deadline[held[0]] = deadline
+            self._next_deadline = min(self._deadline.values())
+
+    def lease_revoked(self, lease: str, reason: str) -> None:
+        """Stop writing on the lease's bind at once; read what is in flight; unbind."""
+        held = self._lease_of.pop(lease, None)
+        if held is None:
+            return
+        bind = held[0]
+        self._deadline.pop(bind, None)
+        self._next_deadline = min(self._deadline.values(), default=float("inf"))
+        if bind in self._submitters:
+            self._submitters.remove(bind)
+        log.info(
+            "bind %s: lease %s lost (%s): no more writes; unbinding", bind.name, lease, reason,
+            extra={"event": "bind_fenced", "carrier": self.config.name, "bind": bind.name, "reason": reason},
+        )
+        loop = self._loop or asyncio.get_running_loop()
+        task = loop.create_task(self._retire(bind), name=f"smpp-bind-retire-{bind.name}")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, bind: SmppBind) -> None:
+        await bind.close(min(self.config.drain_timeout_s, self.config.response_timeout_s))
+        if bind in self.binds:
+            self.binds.remove(bind)
+
+    def _check_leases(self, now: float) -> None:
+        """Revoke every lease whose deadline has passed (called before a write batch)."""
+        for lease, (bind, _) in list(self._lease_of.items()):
+            if self._deadline.get(bind, 0.0) <= now:
+                self.lease_revoked(lease, "not renewed before its deadline")
 
     def submit(self, pdu: SubmitSm, token: object) -> None:
         """Queue a submit_sm; it is written as window and rate allow. Never blocks.
@@ -248,7 +337,7 @@ class BindPool:
 
     def pending(self) -> int:
         """Queued (later parts of multipart messages included) plus in flight."""
-        return len(self._queue) + self._held + sum(bind.in_flight for bind in self._submitters)
+        return len(self._queue) + self._held + sum(bind.in_flight for bind in self.binds)
 
     def queued(self) -> int:
         return len(self._queue) + self._held
@@ -318,7 +407,11 @@ class BindPool:
             self._flow_tick = None
         self._drop_queue()
         deadline = loop.time() + timeout
-        await asyncio.gather(*(bind.close(max(deadline - loop.time(), 0.0)) for bind in self.binds))
+        self._lease_of.clear()
+        self._deadline.clear()
+        await asyncio.gather(*(bind.close(max(deadline - loop.time(), 0.0)) for bind in list(self.binds)))
+        if self._retiring:
+            await asyncio.wait(set(self._retiring), timeout=max(deadline - loop.time(), 0.1))
         self._drop_queue()  # later parts released by the last answers
         for _, future in self._waiters:
             if not future.done():
@@ -343,10 +436,12 @@ class BindPool:
         self._front = 0  # a batch of answers is over: the next one starts at the front
         queue = self._queue
         if queue:
-            submitters = self._submitters
             limiter = self.limiter
             loop = self._loop
             assert loop is not None
+            if self._next_deadline <= loop.time():  # fencing: a lease past its deadline writes nothing
+                self._check_leases(loop.time())
+            submitters = self._submitters
             while queue:
                 best: SmppBind | None = None
                 best_free = 0

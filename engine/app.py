@@ -15,6 +15,7 @@ import contextlib
 import gc
 import hashlib
 import logging
+import secrets
 import signal
 import time
 from typing import Any
@@ -29,6 +30,7 @@ from engine.config import CarrierSettings, Settings
 from engine.embedded_redis import EmbeddedRedis
 from engine.history.archiver import Archiver
 from engine.keys import Keys
+from engine.leases import LeaseManager
 from engine.metrics import Metrics
 from engine.ops_sampler import OpsSampler
 from engine.pipeline import Pipeline
@@ -176,6 +178,7 @@ class Engine:
         self.started_at = time.time()
         self.archiver: Archiver | None = None  # [history] enabled: events → the history store
         self.closing = False  # set when the graceful stop begins (bind-down reasons say so)
+        self.leases: LeaseManager | None = None  # carriers with max_binds: binds under leases
         self.metrics.webhook_stats = self.receipts.webhooks.stats
         self.sampler = OpsSampler(
             self.redis, self.keys, settings.engine.group, self.metrics, [c.name for c in settings.carriers],
@@ -192,12 +195,19 @@ class Engine:
         for c in self.settings.carriers:
             # Receipts in the common layout skip the DeliverSm decode (dlr/receipt_scan.py).
             pool = BindPool(
-                bind_config(c), _PoolHandler(self, c.name), claim_deliver=scan_receipt, flow=self._carrier_flow(c)
+                bind_config(c), _PoolHandler(self, c.name), claim_deliver=scan_receipt, flow=self._carrier_flow(c),
+                leased=c.max_binds > 0,
             )
             self.pools[c.name] = pool
             self.metrics.pool_stats[c.name] = pool.stats
             self.metrics.pools[c.name] = pool
         await asyncio.gather(*(p.start() for p in self.pools.values()))
+        leased = {c.name: (self.pools[c.name], c.max_binds, c.lease_ttl_s) for c in self.settings.carriers if c.max_binds}
+        if leased:
+            # Binds under a fleet-wide cap open as leases are gained (engine/leases.py).
+            engine_id = f"{self.settings.consumer_name}.{secrets.token_hex(3)}"
+            self.leases = LeaseManager(self.redis, self.keys, engine_id, leased)
+            await self.leases.tick()
         self._register_gauges()
         self.receipts.start()
         if self.settings.admin.listen:
@@ -214,6 +224,8 @@ class Engine:
             loop.create_task(self.pipeline.run(), name="pipeline"),
             loop.create_task(self._maintenance(), name="maintenance"),
         ]
+        if self.leases is not None:
+            self._tasks.append(loop.create_task(self.leases.run(), name="bind-leases"))
         if self.settings.admin.sample_interval_s > 0:
             self._tasks.append(loop.create_task(self.sampler.run(), name="ops-sampler"))
         if self.settings.history.enabled:
@@ -287,10 +299,17 @@ class Engine:
         self.pipeline.stop()
         drain_s = self.settings.engine.drain_timeout_s
         drained = await self.pipeline.drain(drain_s)
+        if self.leases is not None:
+            self.leases.stop()  # no new binds; the held ones are renewed until they close
         # Pools close: unanswered parts come back through on_submit_lost and
         # complete their batches (event `unknown` unless resend_unknown).
         await asyncio.gather(*(p.close(drain_s if not drained else 1.0) for p in self.pools.values()), return_exceptions=True)
         await self.pipeline.drain(5.0)
+        if self.leases is not None:
+            leases_task = next(t for t in self._tasks if t.get_name() == "bind-leases")
+            leases_task.cancel()
+            await asyncio.wait({leases_task}, timeout=5.0)
+            await self.leases.close()  # the binds are closed: their slots go free for other engines
         await self.receipts.close()
         for limiter in self._limiters:
             await limiter.close()
@@ -426,6 +445,13 @@ class Engine:
         def bind_in_flight() -> list[tuple[list[str], float]]:
             return [([name, b.name], float(b.in_flight)) for name, p in self.pools.items() for b in p.binds]
 
+        def bind_leases() -> list[tuple[list[str], float]]:
+            leases = self.leases
+            return [([name], float(leases.held(name))) for name in leases.books] if leases is not None else []
+
+        self.metrics.register_gauge(
+            "sendgate_bind_leases", "Bind leases this engine holds, per carrier with max_binds", ["carrier"], bind_leases
+        )
         self.metrics.register_gauge("sendgate_binds_up", "Binds currently bound, per carrier", ["carrier"], binds_up)
         self.metrics.register_gauge("sendgate_inflight", "Parts queued or in flight, per carrier", ["carrier"], in_flight)
         self.metrics.register_gauge(

@@ -201,6 +201,10 @@ class CarrierSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     system_type: str = ""
     bind: Literal["transceiver", "transmitter+receiver"] = "transceiver"
     binds: int = 1
+    # Binds open at once at this carrier across every engine sharing the Redis
+    # (leases, engine/leases.py); 0 = no cap. ``binds`` stays what one engine may hold.
+    max_binds: int = 0
+    lease_ttl_s: float = 10.0  # a dead engine's bind leases go free after this
     window: int = 10
     tps: float = 0  # PDUs per second across all binds and processes; 0 = no limit
     # Throttle replies bring rate and window down, never below these (0 = tps/10, or 1/s)
@@ -349,6 +353,10 @@ def _check(settings: Settings) -> None:
             raise ConfigError(f"{where}.port: must be 1..65535")
         if not 1 <= c.binds <= 64:
             raise ConfigError(f"{where}.binds: must be 1..64")
+        if not 0 <= c.max_binds <= 256:
+            raise ConfigError(f"{where}.max_binds: must be 0..256 (0 = no cap)")
+        if not 1.0 <= c.lease_ttl_s <= 300.0:
+            raise ConfigError(f"{where}.lease_ttl_s: must be 1..300 seconds")
         if not 1 <= c.window <= 10_000:
             raise ConfigError(f"{where}.window: must be 1..10000")
         if c.tps < 0:

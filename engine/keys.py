@@ -149,6 +149,12 @@ KEY_TABLE: tuple[KeyDoc, ...] = (
            "after throttle replies `ar` the adaptive limit's last cut and `ac` its time",
            "throttling/global_bucket.py", "a full refill + 1 s after its last lease, or until the limit is back at tps",
            "fleet", "per carrier"),
+    KeyDoc("P:{lease}:bind:<carrier>:<slot>", "string",
+           "a bind lease (slot 0..max_binds-1): `<engine>:<fencing token>` of the engine that may hold that bind",
+           "engine/leases.py", "`lease_ttl_s`, renewed by its holder every third of it; deleted on release",
+           "fleet", "per carrier bind"),
+    KeyDoc("P:{lease}:fence:<carrier>", "string", "a carrier's fencing counter: each lease granted takes the next",
+           "engine/leases.py", "none (one integer per carrier)", "fleet", "per carrier"),
     KeyDoc("P:audit", "stream", "audit log of erasures and purges (subjects as keyed hashes)",
            "privacy_hooks/audit.py", "the audit retention", "fleet", "per audit entry"),
     KeyDoc("P:callbacks:failed", "stream", "webhook posts that failed every attempt", "dlr/webhook.py",
@@ -185,6 +191,7 @@ class Keys:
         "jobs",
         "jobs_bulk",
         "jobs_high",
+        "lease_prefix",
         "park_prefix",
         "prefix",
         "record_prefix",
@@ -231,6 +238,8 @@ class Keys:
     """The suppression list of the default client ``""`` (``P:suppress``)."""
     suppress_prefix: str
     tps_prefix: str
+    lease_prefix: str
+    """``P:{lease}:``: bind leases and fencing counters, one hash tag for all (one script call)."""
 
     def __init__(self, prefix: str = "sendgate", shard: int | None = None) -> None:
         if shard is not None and (not isinstance(shard, int) or shard < 0):
@@ -276,6 +285,7 @@ class Keys:
             "audit": f"{prefix}:audit",
             "callbacks_failed": f"{prefix}:callbacks:failed",
             "tps_prefix": f"{prefix}:tps:",
+            "lease_prefix": f"{prefix}:{{lease}}:",
         }
         for name, value in values.items():
             object.__setattr__(self, name, value)
@@ -359,6 +369,14 @@ class Keys:
     def tps(self, carrier: str) -> str:
         """A carrier's shared TPS bucket ``P:tps:<carrier>`` (fleet-global)."""
         return self.tps_prefix + carrier
+
+    def bind_lease(self, carrier: str, slot: int) -> str:
+        """A bind lease ``P:{lease}:bind:<carrier>:<slot>`` (fleet-global)."""
+        return f"{self.lease_prefix}bind:{carrier}:{slot}"
+
+    def lease_fence(self, carrier: str) -> str:
+        """A carrier's fencing counter ``P:{lease}:fence:<carrier>`` (fleet-global)."""
+        return f"{self.lease_prefix}fence:{carrier}"
 
     # -- the key table -----------------------------------------------------
     def pattern(self, doc: KeyDoc) -> re.Pattern[str]:

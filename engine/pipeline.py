@@ -457,7 +457,13 @@ class Pipeline:
         if up:
             self._down_since.pop(carrier, None)
         elif not self._is_up(carrier):
-            self._down_since.setdefault(carrier, time.monotonic())
+            pool = self.pools.get(carrier)
+            if pool is not None and pool.leased and not pool.leases():
+                # No bind lease here (max_binds): the carrier is other engines' to
+                # send to, not in outage; its jobs wait parked for them.
+                self._down_since.pop(carrier, None)
+            else:
+                self._down_since.setdefault(carrier, time.monotonic())
         self._capacity.set()
         wakeup = self._wakeups.get(carrier)
         if wakeup is not None:
