@@ -170,8 +170,10 @@ class SimulatorStats:
         "enquire_links",
         "errors_injected",
         "inbound_parts",
+        "max_open_binds",
         "max_outstanding",
         "max_submits_per_s",
+        "open_binds",
         "protocol_errors",
         "receipts",
         "submits",
@@ -200,6 +202,8 @@ class SimulatorStats:
         # The most submit_sm received within any one second (a sliding window, as a
         # carrier counting TPS would see them).
         self.max_submits_per_s = 0
+        self.open_binds = 0  # connections bound now (from bind_resp OK to unbind or close)
+        self.max_open_binds = 0  # the most ever bound at once (a carrier's per-account bind cap)
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -501,6 +505,8 @@ class SmscProtocol(asyncio.Protocol):
         self._buf = bytearray()
         self._pdus = 0
         self._outstanding = 0  # submits received, resp not yet written
+        self.submits = 0  # submit_sm received on this connection
+        self._counted_bound = False  # counted in stats.open_binds
         self._can_submit = False
         self._is_receiver = False
         self._receipts: deque[_Receipt] = deque()  # waiting to be sent
@@ -527,7 +533,13 @@ class SmscProtocol(asyncio.Protocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    def _uncount_bound(self) -> None:
+        if self._counted_bound:
+            self._counted_bound = False
+            self.stats.open_binds -= 1
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._uncount_bound()
         self.sim.connections.discard(self)
         self.sim.notify()
         if self._is_receiver:
@@ -579,6 +591,7 @@ class SmscProtocol(asyncio.Protocol):
             self._pdus += 1
             if cid == _SUBMIT_SM and self._can_submit:
                 stats.submits += 1
+                self.submits += 1
                 self._outstanding += 1
                 if cfg.max_window and self._outstanding > cfg.max_window:
                     stats.window_violations += 1
@@ -690,6 +703,7 @@ class SmscProtocol(asyncio.Protocol):
                 self._on_bind(event, out)
             elif type(event) is Unbound:
                 self.stats.unbinds += 1
+                self._uncount_bound()
             elif type(event) is ProtocolViolation:
                 self.stats.protocol_errors += 1
             elif type(event) is Response and event.command_id == C.ENQUIRE_LINK:
@@ -733,7 +747,12 @@ class SmscProtocol(asyncio.Protocol):
         if status != ESME_ROK:
             self.stats.bind_failures += 1
             return
-        self.stats.binds += 1
+        stats = self.stats
+        stats.binds += 1
+        if not self._counted_bound:
+            self._counted_bound = True
+            stats.open_binds += 1
+            stats.max_open_binds = max(stats.max_open_binds, stats.open_binds)
         self.system_id = pdu.system_id
         if self.session.state in (State.BOUND_RX, State.BOUND_TRX):
             self._is_receiver = True

@@ -466,8 +466,11 @@ class Engine:
         except Exception:
             redis_ok = False
         binds = {name: p.binds_up() for name, p in self.pools.items()}
-        ok = redis_ok and all(n > 0 for n in binds.values())
+        # A carrier under max_binds may be bound by other engines only: this one parks its jobs.
+        ok = redis_ok and all(n > 0 or self.pools[name].leased for name, n in binds.items())
         details: dict[str, Any] = {"redis": redis_ok, "binds_up": binds, "lanes": dict(self.backlog)}
+        if self.leases is not None:
+            details["bind_leases"] = {name: self.leases.held(name) for name in self.leases.books}
         if self.archiver is not None:
             # How far behind the history is (updated every ~5 s); says, does not gate.
             lag = self.archiver.last_lag

@@ -88,6 +88,7 @@ class Lease:
 
     key: str
     carrier: str
+    slot: int  # 0..max_binds-1
     value: str  # "<engine id>:<token>", as stored
     token: int  # the fencing token
     deadline: float  # monotonic: no write after it unless renewed
@@ -124,7 +125,8 @@ class LeaseBook:
         return sent_at + self.ttl_s - self.margin_s
 
     def granted(self, key: str, engine_id: str, token: int, sent_at: float) -> Lease:
-        lease = Lease(key, self.carrier, f"{engine_id}:{token}", token, self.deadline(sent_at))
+        slot = int(key.rsplit(":", 1)[1])
+        lease = Lease(key, self.carrier, slot, f"{engine_id}:{token}", token, self.deadline(sent_at))
         self.held[key] = lease
         return lease
 
@@ -263,8 +265,9 @@ class LeaseManager:
                 lease = book.granted(key, self.engine_id, int(got[i + 1]), sent_at)
                 pool.lease_granted(key, lease.deadline)
                 log.info(
-                    "carrier %s: bind lease %s gained (token %d)", name, key, lease.token,
-                    extra={"event": "lease_gained", "carrier": name, "lease": key, "token": lease.token},
+                    "carrier %s: bind lease %d gained (fencing token %d)", name, lease.slot, lease.token,
+                    extra={"event": "lease_gained", "carrier": name, "slot": lease.slot, "token": lease.token,
+                           "engine": self.engine_id},
                 )
 
     async def _release(self, leases: list[Lease]) -> None:
@@ -275,9 +278,9 @@ class LeaseManager:
 
     def _log_lost(self, lease: Lease, reason: str) -> None:
         log.info(
-            "carrier %s: bind lease %s lost (token %d): %s", lease.carrier, lease.key, lease.token, reason,
-            extra={"event": "lease_lost", "carrier": lease.carrier, "lease": lease.key, "token": lease.token,
-                   "reason": reason},
+            "carrier %s: bind lease %d lost (fencing token %d): %s", lease.carrier, lease.slot, lease.token, reason,
+            extra={"event": "lease_lost", "carrier": lease.carrier, "slot": lease.slot, "token": lease.token,
+                   "reason": reason, "engine": self.engine_id},
         )
 
     def stop(self) -> None:
