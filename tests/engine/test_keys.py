@@ -14,6 +14,7 @@ import pytest
 from dlr.store import ReceiptRecord, ReceiptStore
 from engine.inbound import InboundPart
 from engine.keys import KEY_TABLE, Keys, Positions, key_table_markdown, lua_header
+from engine.leases import LeaseManager
 from engine.scripts import (
     ClaimBatch,
     ClaimJob,
@@ -37,6 +38,7 @@ from engine.scripts import (
 from privacy_hooks.erasure import erase_subject
 from privacy_hooks.retention import RetentionPolicy
 from tests.engine.harness import delete_prefix
+from tests.engine.test_leases import LeasePoolStub
 from throttling.global_bucket import GlobalTokenBucket
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,8 +73,9 @@ TODAY = {
     "inbound_parts_prefix": "P:inbound:parts:",
     "suppress_default": "P:suppress",
     "suppress_prefix": "P:suppress:",
+    "lease_prefix": "P:{lease}:",
 }
-FLEET = {"audit", "callbacks_failed", "tps_prefix"}
+FLEET = {"audit", "callbacks_failed", "tps_prefix", "lease_prefix"}
 
 
 def _samples(k: Keys) -> dict[str, str]:
@@ -93,6 +96,8 @@ def _samples(k: Keys) -> dict[str, str]:
         "inbound_parts": k.inbound_parts("acme", "ab" * 16, "8.7.3"),
         "suppression": k.suppression("shop"),
         "suppression_default": k.suppression(""),
+        "bind_lease": k.bind_lease("acme", 1),
+        "lease_fence": k.lease_fence("acme"),
     }
 
 
@@ -116,6 +121,8 @@ def test_shard_none_gives_todays_names() -> None:
         "inbound_parts": "P:inbound:parts:acme:" + "ab" * 16 + ":8.7.3",
         "suppression": "P:suppress:shop",
         "suppression_default": "P:suppress",
+        "bind_lease": "P:{lease}:bind:acme:1",
+        "lease_fence": "P:{lease}:fence:acme",
     }
     assert Keys() == Keys("sendgate") and Keys().jobs == "sendgate:jobs"
 
@@ -126,7 +133,8 @@ def test_a_shard_tags_its_own_keys_and_not_the_fleets() -> None:
         expected = today if name in FLEET else "P:{3}" + today.removeprefix("P")
         assert getattr(k, name) == expected, name
     for name, key in _samples(k).items():
-        assert key.startswith("P:tps:" if name == "tps" else "P:{3}:"), key
+        fleet = {"tps": "P:tps:", "bind_lease": "P:{lease}:", "lease_fence": "P:{lease}:"}
+        assert key.startswith(fleet.get(name, "P:{3}:")), key
     with pytest.raises(ValueError):
         Keys("P", shard=-1)
     with pytest.raises(AttributeError):
@@ -274,6 +282,10 @@ async def _exercise(r: Any, k: Keys) -> set[str]:
     # suppression lists (sendgate suppress / opt-out keywords)
     await r.sadd(k.suppression("shop"), "ab" * 16)
     await r.sadd(k.suppression(""), "ab" * 16)
+    # a bind lease (engine/leases.py) and its carrier's fencing counter
+    pool = LeasePoolStub(want=1)
+    await LeaseManager(r, k, "e1", {"acme": (pool, 1, 5.0)}).tick()
+    assert pool.leases() == [k.bind_lease("acme", 0)]
     return seen | await _written(r, k.prefix)
 
 

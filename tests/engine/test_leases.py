@@ -73,7 +73,7 @@ def test_config_validates_the_lease_keys() -> None:
 
 
 @dataclass
-class _Pool:
+class LeasePoolStub:
     """What a leased BindPool shows the manager (the pool's own test is the process test below)."""
 
     want: int
@@ -102,7 +102,7 @@ async def test_managers_share_the_slots_and_a_stale_holder_loses_its_lease(redis
     keys = Keys(key_prefix)
     now = [0.0]
     try:
-        p1, p2 = _Pool(want=2), _Pool(want=2)
+        p1, p2 = LeasePoolStub(want=2), LeasePoolStub(want=2)
         m1 = LeaseManager(redis, keys, "e1", {"c": (p1, 3, 5.0)}, clock=lambda: now[0])
         m2 = LeaseManager(redis, keys, "e2", {"c": (p2, 3, 5.0)}, clock=lambda: now[0])
         await m1.tick()
