@@ -595,3 +595,38 @@ async def test_pool_closed_with_held_parts_reports_each_once() -> None:
         await pool.close(0.1)
     assert_each_token_once(handler, 3)
     assert pool.pending() == 0
+
+
+async def test_a_leased_pool_binds_only_under_a_lease_and_writes_nothing_past_its_deadline(sim: Simulator) -> None:
+    handler = RecordingHandler()
+    pool = BindPool(config(sim.port, binds=2, window=8), handler, leased=True)
+    await pool.start()
+    loop = asyncio.get_running_loop()
+    try:
+        assert pool.binds == [] and pool.leases_wanted() == 2 and sim.stats.binds == 0
+        pool.lease_granted("L0", loop.time() + 30)
+        await handler.wait_for(lambda: pool.binds_up() == 1)
+        assert pool.leases_wanted() == 1 and pool.leases() == ["L0"] and sim.stats.open_binds == 1
+        for i in range(10):
+            pool.submit(sms(False), i)
+        await handler.wait_for(lambda: len(handler.responses) == 10)
+        first = pool.binds[0]
+        # The deadline passes (no renewal): the next batch writes nothing on that bind.
+        pool.lease_renewed("L0", loop.time() - 0.001)
+        for i in range(10, 20):
+            pool.submit(sms(False), i)
+        await handler.wait_for(lambda: ("acme-trx1", False) in handler.bind_states)
+        assert first.written == 10 and pool.leases() == [] and pool.queued() == 10
+        await sim.wait_for(lambda: sim.stats.open_binds == 0)
+        assert sim.stats.submits == 10
+        # A new lease: a new bind takes the queued work.
+        pool.lease_granted("L1", loop.time() + 30)
+        await handler.wait_for(lambda: len(handler.responses) == 20)
+        assert_each_token_once(handler, 20)
+        assert first.written == 10 and sim.stats.max_open_binds == 1
+        # Revoked by the manager: same, at once.
+        pool.lease_revoked("L1", "taken over")
+        assert pool.leases() == [] and pool.leases_wanted() == 2
+        await sim.wait_for(lambda: sim.stats.open_binds == 0)
+    finally:
+        await pool.close(1.0)
