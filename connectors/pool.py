@@ -196,6 +196,7 @@ class BindPool:
         self._deadline: dict[SmppBind, float] = {}  # leased bind -> its lease's local deadline
         self._next_deadline = float("inf")  # the earliest of them
         self._retiring: set[asyncio.Task[None]] = set()
+        self._retiring_leases: dict[str, int] = {}  # lease -> index in _modes, until its bind closed
 
     # -- public API --------------------------------------------------------
 
@@ -230,17 +231,18 @@ class BindPool:
         """How many more leases this pool could use (binds it may open and holds none for)."""
         if not self.leased or self._closing or not self._started:
             return 0
-        return len(self._modes) - len(self._lease_of)
+        return len(self._modes) - len(self._lease_of) - len(self._retiring_leases)
 
     def leases(self) -> list[str]:
-        """The leases this pool holds now (a lease it revoked itself is gone from it)."""
-        return list(self._lease_of)
+        """The leases this pool holds now: its binds', those being closed included
+        (so that a slot goes free only once its bind is closed at the carrier)."""
+        return [*self._lease_of, *self._retiring_leases]
 
     def lease_granted(self, lease: str, deadline: float) -> None:
         """Open a bind under ``lease``, valid until ``deadline`` (loop time) unless renewed."""
         if self._closing or lease in self._lease_of or self.leases_wanted() <= 0:
             raise ValueError(f"pool {self.config.name} cannot take lease {lease!r}")
-        used = {index for _, index in self._lease_of.values()}
+        used = {index for _, index in self._lease_of.values()} | set(self._retiring_leases.values())
         index = next(i for i in range(len(self._modes)) if i not in used)
         mode, name = self._modes[index]
         bind = SmppBind(self.config, self, mode=mode, name=name, claim_deliver=self.claim_deliver)
@@ -268,6 +270,7 @@ class BindPool:
         if held is None:
             return
         bind = held[0]
+        self._retiring_leases[lease] = held[1]
         self._deadline.pop(bind, None)
         self._next_deadline = min(self._deadline.values(), default=float("inf"))
         if bind in self._submitters:
@@ -277,14 +280,25 @@ class BindPool:
             extra={"event": "bind_fenced", "carrier": self.config.name, "bind": bind.name, "reason": reason},
         )
         loop = self._loop or asyncio.get_running_loop()
-        task = loop.create_task(self._retire(bind), name=f"smpp-bind-retire-{bind.name}")
+        task = loop.create_task(self._retire(bind, lease), name=f"smpp-bind-retire-{bind.name}")
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
-    async def _retire(self, bind: SmppBind) -> None:
-        await bind.close(min(self.config.drain_timeout_s, self.config.response_timeout_s))
-        if bind in self.binds:
-            self.binds.remove(bind)
+    async def _retire(self, bind: SmppBind, lease: str) -> None:
+        try:
+            await bind.close(min(self.config.drain_timeout_s, self.config.response_timeout_s))
+        finally:
+            if bind in self.binds:
+                self.binds.remove(bind)
+            self._retiring_leases.pop(lease, None)
+            if self._queue and not self._assign_scheduled and self._loop is not None:
+                self._assign_scheduled = True
+                self._loop.call_soon(self._assign)
+
+    async def wait_retired(self) -> None:
+        """Wait until the binds being opened or closed for a lease got there."""
+        while self._retiring:
+            await asyncio.wait(set(self._retiring))
 
     def _check_leases(self, now: float) -> None:
         """Revoke every lease whose deadline has passed (called before a write batch)."""
@@ -407,11 +421,13 @@ class BindPool:
             self._flow_tick = None
         self._drop_queue()
         deadline = loop.time() + timeout
-        self._lease_of.clear()
-        self._deadline.clear()
         await asyncio.gather(*(bind.close(max(deadline - loop.time(), 0.0)) for bind in list(self.binds)))
         if self._retiring:
             await asyncio.wait(set(self._retiring), timeout=max(deadline - loop.time(), 0.1))
+        # Only now, the binds closed: the leases may go (the manager releases them).
+        self._lease_of.clear()
+        self._deadline.clear()
+        self._retiring_leases.clear()
         self._drop_queue()  # later parts released by the last answers
         for _, future in self._waiters:
             if not future.done():

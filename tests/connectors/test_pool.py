@@ -616,7 +616,10 @@ async def test_a_leased_pool_binds_only_under_a_lease_and_writes_nothing_past_it
         for i in range(10, 20):
             pool.submit(sms(False), i)
         await handler.wait_for(lambda: ("acme-trx1", False) in handler.bind_states)
-        assert first.written == 10 and pool.leases() == [] and pool.queued() == 10
+        # The slot is the pool's until its bind is closed at the carrier, then free.
+        await asyncio.wait_for(pool.wait_retired(), 10)
+        assert pool.leases() == []
+        assert first.written == 10 and pool.queued() == 10 and pool.leases_wanted() == 2
         await sim.wait_for(lambda: sim.stats.open_binds == 0)
         assert sim.stats.submits == 10
         # A new lease: a new bind takes the queued work.
@@ -626,7 +629,9 @@ async def test_a_leased_pool_binds_only_under_a_lease_and_writes_nothing_past_it
         assert first.written == 10 and sim.stats.max_open_binds == 1
         # Revoked by the manager: same, at once.
         pool.lease_revoked("L1", "taken over")
-        assert pool.leases() == [] and pool.leases_wanted() == 2
+        assert pool.leases() == ["L1"] and pool.leases_wanted() == 1  # closing
         await sim.wait_for(lambda: sim.stats.open_binds == 0)
+        await asyncio.wait_for(pool.wait_retired(), 10)
+        assert pool.leases() == [] and pool.leases_wanted() == 2
     finally:
         await pool.close(1.0)
