@@ -52,6 +52,7 @@ TODAY = {
     "dlr_invalid": "P:dlr:invalid",
     "audit": "P:audit",
     "callbacks_failed": "P:callbacks:failed",
+    "clients_closed": "P:clients:closed",
     "job_prefix": "P:job:",
     "idem_prefix": "P:idem:",
     "record_prefix": "P:record:",
@@ -66,7 +67,7 @@ TODAY = {
     "suppress_default": "P:suppress",
     "suppress_prefix": "P:suppress:",
 }
-FLEET = {"audit", "callbacks_failed", "tps_prefix"}
+FLEET = {"audit", "callbacks_failed", "clients_closed", "tps_prefix"}
 
 
 def _samples(k: Keys) -> dict[str, str]:
@@ -251,6 +252,8 @@ async def _exercise(r: Any, k: Keys) -> set[str]:
     # suppression lists (sendgate suppress / opt-out keywords)
     await r.sadd(k.suppression("shop"), "ab" * 16)
     await r.sadd(k.suppression(""), "ab" * 16)
+    # account closure (sendgate close-client)
+    await r.hset(k.clients_closed, "shop", 1700000000)
     return seen | await _written(r, k.prefix)
 
 
