@@ -224,3 +224,21 @@ async def test_export_returns_exactly_one_subject(redis_url: str, key_prefix: st
         assert entry[b"n_waiting_job"] == b"1" and subject[1:].encode() not in repr(entry).encode()
     finally:
         await redis.aclose()
+
+
+def test_cli_parses_the_subject_commands() -> None:
+    from engine.cli import build_parser
+
+    p = build_parser()
+    a = p.parse_args(["erase", "--to", "+4500112233", "--now", "--dry-run", "--include-suppression"])
+    assert (a.dry_run, a.include_suppression, a.now) == (True, True, True)
+    assert p.parse_args(["export", "--client", "shop"]).client == "shop"
+    assert p.parse_args(["close-client", "shop"]).client_id == "shop"
+    assert p.parse_args(["reopen-client", "shop"]).command == "reopen-client"
+
+
+async def test_include_suppression_needs_now(redis_url: str, key_prefix: str, tmp_path: Any,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    settings = _settings(redis_url, key_prefix, tmp_path)
+    assert await erase_main(settings, to="+4500112233", client=None, now=False, include_suppression=True) == 2
+    assert "needs --now" in capsys.readouterr().out
