@@ -242,3 +242,26 @@ async def test_include_suppression_needs_now(redis_url: str, key_prefix: str, tm
     settings = _settings(redis_url, key_prefix, tmp_path)
     assert await erase_main(settings, to="+4500112233", client=None, now=False, include_suppression=True) == 2
     assert "needs --now" in capsys.readouterr().out
+
+
+async def test_export_and_erase_by_client(redis_url: str, key_prefix: str, tmp_path: Any) -> None:
+    """By client: the client's records of every number, and none of another client's."""
+    run = uuid.uuid4().hex[:6]
+    subject, other = _numbers()
+    settings = _settings(redis_url, key_prefix, tmp_path)
+    k = Keys(key_prefix)
+    redis = Redis.from_url(redis_url)
+    lines: list[bytes] = []
+    try:
+        await _seed(redis, settings, run, subject, "s")  # client shop: history row, event, waiting job, inbound
+        await redis.xadd(k.jobs, {"id": f"{run}-x", "to": other, "text": "t", "client": "else"})
+        assert await export_main(settings, to=None, client="shop", write=lines.append) == 0
+        kinds = sorted(orjson.loads(line)["kind"] for line in lines)
+        assert kinds == ["event", "history_row", "inbound", "suppression", "waiting_job"]
+        assert other[1:].encode() not in b"".join(lines)
+        assert await erase_main(settings, to=None, client="shop", now=True) == 0
+        assert [f[b"client"] for _i, f in await redis.xrange(k.jobs)] == [b"else"]
+        assert await redis.xlen(k.inbound) == 0
+        assert await redis.exists(k.suppression("shop"))  # the client's opt-outs are kept by default
+    finally:
+        await redis.aclose()
