@@ -177,6 +177,41 @@ def _cmd_demo(argv: list[str]) -> int:
     return demo_main(argv)
 
 
+# ------------------------------------------------------------------- cancel
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    from engine.producer import Producer, cancel_outcome
+
+    settings = _load(args)
+    from engine.embedded_redis import announced_url
+
+    url = settings.redis.url or announced_url()
+    if not url:
+        print("sendgate cancel: no Redis configured (set REDIS_URL or [redis] url)", file=sys.stderr)
+        return 2
+
+    async def main() -> int:
+        producer = Producer.from_url(url, settings.redis.prefix, group=settings.engine.group)
+        try:
+            code, mark = await cancel_outcome(
+                producer, args.id, max(1, int(settings.engine.idempotency_hours * 3600))
+            )
+        finally:
+            await producer.aclose()
+        if code == 2:
+            print(f"cancelled job {args.id} (it was held for its send_at; event `cancelled` published)")
+            return 0
+        if code == 1:
+            print(f"cancelled job {args.id}: it will not be sent (event `cancelled` when an engine meets it)")
+            return 0
+        if mark == "c":
+            print(f"sendgate cancel: job {args.id} was cancelled already", file=sys.stderr)
+        else:
+            print(f"sendgate cancel: job {args.id} is not cancellable: already submitted", file=sys.stderr)
+        return 1
+
+    return run_loop(main())
+
+
 def _cmd_bench(argv: list[str]) -> int:
     # By module path, not an import statement: bench sits above engine
     # (it drives the engine), and only this entry point may reach up to it.
@@ -281,6 +316,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delay-s", type=float, default=0, help="hold the job this many seconds (send_at)")
     p.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="wait for the job's events and print them")
     p.set_defaults(func=_cmd_send)
+
+    p = sub.add_parser(
+        "cancel", help="cancel a waiting job",
+        description=(
+            "Cancel a job that is still waiting (in a lane, parked, or held for its send_at): it is never sent "
+            "and gets event `cancelled`. A job already handed to a bind is not cancellable (exit code 1). "
+            "Cancelling an id never pushed blocks that id for the idempotency window."
+        ),
+    )
+    p.add_argument("-c", "--config", help="TOML config file (default: $SENDGATE_CONFIG)")
+    p.add_argument("id", help="the job id")
+    p.set_defaults(func=_cmd_cancel)
 
     p = sub.add_parser("erase", help="erase a data subject's records", description="Erase every record of a number or a client.")
     p.add_argument("-c", "--config", help="TOML config file (default: $SENDGATE_CONFIG)")

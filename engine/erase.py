@@ -124,7 +124,8 @@ async def erase_subject_everywhere(
     keys = Keys(settings.redis.prefix)
     # First what could still be sent: waiting and held jobs (marked erased, so a copy an
     # engine holds is acked unsent), then their dead letters and inbound messages.
-    found = await find_entries(redis, keys, Matcher(subject, settings.privacy.hash_secret))
+    found = await find_entries(redis, keys, Matcher(subject, settings.privacy.hash_secret),
+                               [c.name for c in settings.carriers], [c.id for c in settings.clients])
     removed = await remove_found(redis, keys, found, settings.engine.group,
                                  max(1, int(settings.engine.idempotency_hours * 3600)))
     kinds: dict[str, int] = {}

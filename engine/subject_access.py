@@ -94,7 +94,8 @@ async def collect(
         for jid, fields in zip(ids[i : i + 500], await pipe.execute(), strict=True):
             if fields:
                 rec.job_records[jid] = {_s(k): _s(v) for k, v in fields.items()}
-    rec.entries = await find_entries(redis, keys, Matcher(subject, settings.privacy.hash_secret))
+    rec.entries = await find_entries(redis, keys, Matcher(subject, settings.privacy.hash_secret),
+                                   [c.name for c in settings.carriers], [c.id for c in settings.clients])
     if by_client:
         assert client is not None
         if await redis.exists(keys.suppression(client)):

@@ -85,10 +85,18 @@ class Matcher:
         return digits is not None and self._hash(digits) == self.subject
 
 
-def waiting_streams(keys: Keys) -> list[str]:
-    """The streams where jobs wait to be sent: the lanes (and, where the engine parks
-    jobs per carrier, those streams: engine/pipeline.py's admission)."""
-    return list(keys.lanes())
+def waiting_streams(keys: Keys, carriers: Iterable[str] = (), clients: Iterable[str] = ()) -> list[str]:
+    """The streams where jobs wait to be sent: the lanes, and the park streams of the
+    configured carriers and clients (engine/pipeline.py's admission: ``P:park:<carrier>:
+    <lane>[:<client>]``). A park stream of a carrier no longer configured is not read
+    (an engine adopts it at start: docs/contract.md, Known gaps)."""
+    from engine.admission import LANES
+
+    out = list(keys.lanes())
+    for carrier in carriers:
+        for lane in LANES:
+            out += [keys.park(carrier, lane, c) for c in ("", *clients)]
+    return out
 
 
 async def _scan_stream(
@@ -129,10 +137,13 @@ async def _scan_scheduled(redis: Redis, keys: Keys, match: Callable[[dict[bytes,
     return out
 
 
-async def find_entries(redis: Redis, keys: Keys, match: Matcher) -> list[FoundEntry]:
-    """The subject's waiting and held jobs, dead letters and inbound messages (see the module doc)."""
+async def find_entries(
+    redis: Redis, keys: Keys, match: Matcher, carriers: Iterable[str] = (), clients: Iterable[str] = (),
+) -> list[FoundEntry]:
+    """The subject's waiting (lanes, park streams of ``carriers`` x ``clients``) and held
+    jobs, dead letters and inbound messages (see the module doc)."""
     found: list[FoundEntry] = []
-    for stream in waiting_streams(keys):
+    for stream in waiting_streams(keys, carriers, clients):
         found += await _scan_stream(redis, stream, "waiting_job", match)
     found += await _scan_scheduled(redis, keys, match)
     found += await _scan_stream(redis, keys.dead, "dead_letter", match)
@@ -150,7 +161,7 @@ async def remove_found(redis: Redis, keys: Keys, found: Iterable[FoundEntry], gr
             pipe.set(keys.idem(e.job_id), ERASED_MARK, nx=True, ex=mark_ttl_s)
             n += 1
         if e.kind == "scheduled_job":
-            pipe.delete(e.key)
+            pipe.delete(e.key, *((keys.scheduled_id(e.job_id),) if e.job_id else ()))
             counted.append(n)
             pipe.zrem(keys.scheduled, e.entry_id)
             n += 2

@@ -36,7 +36,8 @@ def _settings(redis_url: str, prefix: str, tmp_path: Any) -> Settings:
 
     return settings_from_mapping(
         {"redis": {"url": redis_url, "prefix": prefix}, "history": {"url": f"sqlite:///{tmp_path / 'h.db'}"},
-         "privacy": {"hash_secret": s.privacy.hash_secret}, "clients": [{"id": "shop"}]}, env={})
+         "privacy": {"hash_secret": s.privacy.hash_secret}, "clients": [{"id": "shop"}],
+         "carriers": [{"name": "sim", "port": 1, "system_id": "t", "password": "p", "routes": [""]}]}, env={})
 
 
 async def _seed(redis: Redis, settings: Settings, run: str, number: str, tag: str) -> None:
@@ -60,6 +61,8 @@ async def _seed(redis: Redis, settings: Settings, run: str, number: str, tag: st
     await redis.xadd(k.events, first)  # type: ignore[arg-type]
     job = {"id": f"{run}-{tag}-wait", "to": number, "text": "waiting", "client": "shop"}
     await redis.xadd(k.jobs, job)  # type: ignore[arg-type]
+    parked = {"id": f"{run}-{tag}-park", "to": number, "text": "parked"}
+    await redis.xadd(k.park("sim", "normal"), parked)  # type: ignore[arg-type]
     held = {"id": f"{run}-{tag}-held", "to": number, "text": "later", "lane": k.jobs}
     await redis.hset(k.scheduled_job(f"{now}-{tag}"), mapping=held)  # type: ignore[arg-type]
     await redis.zadd(k.scheduled, {f"{now}-{tag}": now + 3_600_000})
@@ -109,14 +112,14 @@ async def test_erase_now_leaves_nothing_and_waiting_job_is_never_sent(
         [copy] = [f for _i, f in await redis.xrange(Keys(key_prefix).jobs) if f[b"to"] == subject.encode()]
         assert await erase_main(settings, to=subject, client=None, now=True) == 0
         out = capsys.readouterr().out
-        assert subject[1:] not in out and "4 waiting or held job(s), dead letter(s) and inbound" in out
+        assert subject[1:] not in out and "5 waiting or held job(s), dead letter(s) and inbound" in out
         after = await _dump(redis, key_prefix)
         assert _holds(after, subject[1:].encode()) == []
         assert sorted(_holds(after, h.encode())) == sorted([f"{key_prefix}:suppress:shop", f"{key_prefix}:audit"])
         # the other subject: every record it had is still there
         other_digits = other[1:].encode()
         assert _holds(after, other_digits) == _holds(before, other_digits)
-        assert len(_holds(after, other_digits)) == 4  # lane, held job, dead letter, inbound
+        assert len(_holds(after, other_digits)) == 5  # lane, park stream, held job, dead letter, inbound
         store = open_store(settings.history.url)
         try:
             assert await store.find(to_hash=h, hidden=True) == []
@@ -124,7 +127,7 @@ async def test_erase_now_leaves_nothing_and_waiting_job_is_never_sent(
         finally:
             await store.close()
         [(_id, entry)] = await redis.xrange(f"{key_prefix}:audit")
-        assert entry[b"action"] == b"erase" and entry[b"waiting_jobs"] == b"1" and entry[b"scheduled_jobs"] == b"1"
+        assert entry[b"action"] == b"erase" and entry[b"waiting_jobs"] == b"2" and entry[b"scheduled_jobs"] == b"1"
         assert entry[b"suppression"].startswith(b"kept")
         # an engine that read the waiting job before the erasure claims its copy now
         await redis.xadd(Keys(key_prefix).jobs, copy)  # type: ignore[arg-type]
@@ -183,7 +186,7 @@ async def test_dry_run_changes_nothing(
         assert await erase_main(settings, to=subject, client=None, now=True, dry_run=True) == 0
         out = capsys.readouterr().out
         counts = dict(line.split("\t") for line in out.splitlines() if "\t" in line)
-        assert counts == {"history_row": "1", "job_record": "0", "event": "1", "waiting_job": "1",
+        assert counts == {"history_row": "1", "job_record": "0", "event": "1", "waiting_job": "2",
                           "scheduled_job": "1", "dead_letter": "1", "inbound": "1", "suppression": "1"}
         assert subject[1:] not in out and "nothing changed" in out
         assert await _dump(redis, key_prefix) == before
@@ -209,8 +212,8 @@ async def test_export_returns_exactly_one_subject(redis_url: str, key_prefix: st
         assert await export_main(settings, to=subject, client=None, write=lines.append) == 0
         records = [orjson.loads(line) for line in lines]
         kinds = sorted(r["kind"] for r in records)
-        assert kinds == sorted(["history_row", "event", "waiting_job", "scheduled_job", "dead_letter", "inbound",
-                                "suppression"])
+        assert kinds == sorted(["history_row", "event", "waiting_job", "waiting_job", "scheduled_job", "dead_letter",
+                                "inbound", "suppression"])
         assert set(kinds) <= set(KINDS)
         blob = b"".join(lines)
         assert other[1:].encode() not in blob and f"{run}-o-".encode() not in blob
@@ -221,7 +224,7 @@ async def test_export_returns_exactly_one_subject(redis_url: str, key_prefix: st
                 or f.get("from_hash") == h or r["kind"] == "suppression" or r.get("to_hash") == h
         [(_id, entry)] = await redis.xrange(f"{key_prefix}:audit")
         assert entry[b"action"] == b"export" and entry[b"subject"] == h.encode()
-        assert entry[b"n_waiting_job"] == b"1" and subject[1:].encode() not in repr(entry).encode()
+        assert entry[b"n_waiting_job"] == b"2" and subject[1:].encode() not in repr(entry).encode()
     finally:
         await redis.aclose()
 
