@@ -119,6 +119,10 @@ def _entries(raw: Any) -> list[tuple[Any, dict[bytes, bytes] | None]]:
     return out
 
 
+#: The lane class of a job read from the normal lane, by its ``priority`` field.
+_PRIORITY_LANE = {name: index for index, name in enumerate(LANES)}
+_NORMAL_LANE = _PRIORITY_LANE["normal"]
+
 #: Dead-letter codes that also publish an event (the job's first and only one).
 _DEAD_LETTER_EVENTS = {"expired": "expired", "suppressed": "rejected", "client_closed": "rejected"}
 
@@ -564,7 +568,10 @@ class Pipeline:
                 # A parked job belongs to the carrier it was parked for (a
                 # fallback's park stream holds jobs moved there in an outage).
                 carrier = self.router.route(job.to, job.carrier) if source is None else source.carrier
-                classes = classes_of[carrier][lane]
+                # `priority` on the normal lane decides the job's lane class (a lane
+                # pushed to directly keeps its own; a parked job is already in its class)
+                job_lane = _PRIORITY_LANE[job.priority] if source is None and lane == _NORMAL_LANE else lane
+                classes = classes_of[carrier][job_lane]
                 k = classes.get(job.client) or classes[OTHER]
                 if source is None:
                     is_up = up.get(carrier)
@@ -582,7 +589,7 @@ class Pipeline:
                 dead_codes[code] = dead_codes.get(code, 0) + 1
                 continue
             k.held += 1
-            jobs.append(_InFlightJob(batch, entry_id, fields, job, carrier, seg, k, lane))
+            jobs.append(_InFlightJob(batch, entry_id, fields, job, carrier, seg, k, k.lane))
         if scheduled:
             await self._retry(self._hold_scheduled, stream, scheduled)
         if dead_meta:
@@ -605,7 +612,7 @@ class Pipeline:
         touched: set[str] = set()
         queues = self._queues
         for ij in jobs:
-            queues[ij.carrier].push(lane, ij.klass.client, ij)
+            queues[ij.carrier].push(ij.lane, ij.klass.client, ij)
             touched.add(ij.carrier)
         for carrier in touched:
             self._wakeups[carrier].set()

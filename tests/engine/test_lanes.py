@@ -518,3 +518,27 @@ async def test_one_lane_one_client_one_carrier_never_parks(redis_url: str, key_p
             assert eng.pipeline._classes["acme"][1]["other"].budget < 3000  # the budget did fill
     finally:
         await sims[0].close()
+
+
+async def test_priority_on_the_normal_lane_decides_the_lane_class(redis_url: str, key_prefix: str) -> None:
+    """A producer may set `priority` on the normal stream instead of pushing to a lane:
+    the job is admitted in that lane's class (counted there), and acked on the stream
+    it came from."""
+    sims = await _sims(SimulatorConfig(dlr=False))
+    try:
+        async with _engine(redis_url, key_prefix, _carrier("acme", sims[0].port, "")) as (eng, redis):
+            high = _jobs(3, "prio-high", "4501", priority="high")
+            bulk = _jobs(2, "prio-bulk", "4502", priority="bulk")
+            plain = _jobs(1, "prio-none", "4503")
+            await push(redis, key_prefix, high + bulk + plain)
+            events = _Events(redis, key_prefix)
+            ids = {j["id"] for j in high + bulk + plain}
+            await events.until(lambda: events.count(ids, "submitted") == 6, 20, "the six jobs")
+            admitted = eng.metrics.admitted
+            assert admitted.labels("acme", "high", "other")._value.get() == 3  # type: ignore[attr-defined]
+            assert admitted.labels("acme", "bulk", "other")._value.get() == 2  # type: ignore[attr-defined]
+            assert admitted.labels("acme", "normal", "other")._value.get() == 1  # type: ignore[attr-defined]
+            k = Keys(key_prefix)
+            assert (await redis.xpending(k.jobs, "sendgate"))["pending"] == 0  # acked on the normal stream
+    finally:
+        await sims[0].close()
