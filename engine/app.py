@@ -26,6 +26,7 @@ from dlr.receipt_scan import scan_receipt
 from engine import __version__
 from engine.admin import AdminServer
 from engine.backlog import lane_backlog, write_backlog
+from engine.closure import closed_clients
 from engine.config import CarrierSettings, Settings
 from engine.embedded_redis import EmbeddedRedis
 from engine.history.archiver import Archiver
@@ -190,6 +191,7 @@ class Engine:
     # ---------------------------------------------------------------- life
     async def start(self) -> None:
         await self.pipeline.ensure_groups()
+        self.pipeline.closed_clients = await closed_clients(self.redis, self.pipeline.keys)
         if self.config_source is not None:
             await self._audit_config_load(self.config_source)
         for c in self.settings.carriers:
@@ -346,7 +348,7 @@ class Engine:
     async def _maintenance(self) -> None:
         e = self.settings.engine
         keep_alive_every = max(1.0, e.visibility_timeout_s / 3)
-        last_claim = last_keep = last_trim = last_lag = last_backlog = time.monotonic()
+        last_claim = last_keep = last_trim = last_lag = last_backlog = last_closed = time.monotonic()
         while True:
             await asyncio.sleep(0.5)
             now = time.monotonic()
@@ -364,6 +366,9 @@ class Engine:
                     n = await self.pipeline.reclaim(int(e.visibility_timeout_s * 1000))
                     if n:
                         log.info("reclaimed %d job(s) from consumers that went away", n)
+                if now - last_closed >= 3.0:
+                    last_closed = now
+                    self.pipeline.closed_clients = await closed_clients(self.redis, self.pipeline.keys)
                 if now - last_lag >= 5.0:
                     last_lag = now
                     await self._audit_bind_credentials()

@@ -31,7 +31,8 @@ environment:
                     the config: run and demo start an embedded Redis
   SENDGATE_LOOP     "asyncio" to use the stock event loop instead of uvloop
 
-Commands that talk to Redis (send, history, erase, purge, archive) take, in
+Commands that talk to Redis (send, history, erase, export, purge, archive,
+close-client, reopen-client, suppress) take, in
 this order: -c FILE, SENDGATE_CONFIG, a `sendgate run` running on this machine
 (it announces its config and Redis), REDIS_URL; they say which on stderr.
 """
@@ -223,7 +224,21 @@ def _cmd_bench(argv: list[str]) -> int:
 def _cmd_erase(args: argparse.Namespace) -> int:
     from engine.erase import erase_main
 
-    return run_loop(erase_main(_resolve("erase", args).settings, to=args.to, client=args.client, now=args.now))
+    return run_loop(erase_main(_resolve("erase", args).settings, to=args.to, client=args.client, now=args.now,
+                               dry_run=args.dry_run, include_suppression=args.include_suppression))
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from engine.subject_access import export_main
+
+    return run_loop(export_main(_resolve("export", args).settings, to=args.to, client=args.client))
+
+
+def _cmd_close_client(args: argparse.Namespace) -> int:
+    from engine.closure import close_main
+
+    return run_loop(close_main(_resolve(args.command, args).settings, args.client_id,
+                               reopen=args.command == "reopen-client"))
 
 
 def _cmd_purge(args: argparse.Namespace) -> int:
@@ -320,7 +335,34 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--to", help="the subject's phone number")
     g.add_argument("--client", help="a client (tenant) id")
     p.add_argument("--now", action="store_true", help="delete at once instead of hiding and re-stamping (policy default)")
+    p.add_argument("--dry-run", action="store_true", help="print what would be erased, per kind; change nothing")
+    p.add_argument("--include-suppression", action="store_true",
+                   help="with --now: take the number off suppression lists too (default: an opt-out is kept)")
     p.set_defaults(func=_cmd_erase)
+
+    p = sub.add_parser(
+        "export", help="print every record held about a data subject (JSON lines)",
+        description=(
+            "Right of access: every record held about a number or a client, one JSON object per line on stdout, "
+            "each with its `kind` (history_row, job_record, event, waiting_job, scheduled_job, dead_letter, "
+            "inbound, suppression). Numbers appear in clear: it is the subject's own data. An audit entry "
+            "records the request (the subject as its keyed hash, counts per kind)."
+        ),
+    )
+    p.add_argument("-c", "--config", help="TOML config file (default: $SENDGATE_CONFIG)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--to", help="the subject's phone number")
+    g.add_argument("--client", help="a client (tenant) id")
+    p.set_defaults(func=_cmd_export)
+
+    for name, text in (
+        ("close-client", "close a client account: stop sending for it, re-stamp its records"),
+        ("reopen-client", "reopen a closed client account: restore what is not gone yet"),
+    ):
+        p = sub.add_parser(name, help=text, description=text + " (audited).")
+        p.add_argument("-c", "--config", help="TOML config file (default: $SENDGATE_CONFIG)")
+        p.add_argument("client_id", metavar="ID", help="the client (tenant) id")
+        p.set_defaults(func=_cmd_close_client)
 
     p = sub.add_parser("purge", help="apply retention now", description="Trim streams past their retention now.")
     p.add_argument("-c", "--config", help="TOML config file (default: $SENDGATE_CONFIG)")

@@ -157,6 +157,9 @@ KEY_TABLE: tuple[KeyDoc, ...] = (
            "engine/leases.py", "none (one integer per carrier)", "fleet", "per carrier"),
     KeyDoc("P:audit", "stream", "audit log of erasures and purges (subjects as keyed hashes)",
            "privacy_hooks/audit.py", "the audit retention", "fleet", "per audit entry"),
+    KeyDoc("P:clients:closed", "hash", "closed client accounts: client id -> closure time (unix s); the engines "
+           "dead-letter their new jobs (`client_closed`)", "sendgate close-client / reopen-client (engine/closure.py)",
+           "until reopened (a field per closed client)", "fleet", "none per message"),
     KeyDoc("P:callbacks:failed", "stream", "webhook posts that failed every attempt", "dlr/webhook.py",
            "MAXLEN ~; the message retention", "fleet", "per failed callback"),
 )
@@ -174,6 +177,7 @@ class Keys:
         "backlog",
         "base",
         "callbacks_failed",
+        "clients_closed",
         "dead",
         "dlr_bucket_prefix",
         "dlr_call_prefix",
@@ -222,6 +226,8 @@ class Keys:
     dlr_invalid: str
     audit: str
     callbacks_failed: str
+    clients_closed: str
+    """Closed client accounts (fleet-global hash: client id -> closure unix s)."""
     job_prefix: str
     idem_prefix: str
     record_prefix: str
@@ -284,6 +290,7 @@ class Keys:
             # -- fleet-global
             "audit": f"{prefix}:audit",
             "callbacks_failed": f"{prefix}:callbacks:failed",
+            "clients_closed": f"{prefix}:clients:closed",
             "tps_prefix": f"{prefix}:tps:",
             "lease_prefix": f"{prefix}:{{lease}}:",
         }

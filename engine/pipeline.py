@@ -124,7 +124,7 @@ _PRIORITY_LANE = {name: index for index, name in enumerate(LANES)}
 _NORMAL_LANE = _PRIORITY_LANE["normal"]
 
 #: Dead-letter codes that also publish an event (the job's first and only one).
-_DEAD_LETTER_EVENTS = {"expired": "expired", "suppressed": "rejected"}
+_DEAD_LETTER_EVENTS = {"expired": "expired", "suppressed": "rejected", "client_closed": "rejected"}
 
 
 class _InFlightJob:
@@ -314,6 +314,9 @@ class Pipeline:
         # receipts that arrived early can be matched now).
         self.on_recorded: Callable[[], None] | None = None
         self._submit_latency = metrics.submit_latency
+        # Closed client accounts (engine/closure.py): the app reloads them every few
+        # seconds; a job's client is checked here in memory, no call per message.
+        self.closed_clients: frozenset[str] = frozenset()
 
     # ------------------------------------------------------------------ setup
     async def ensure_groups(self) -> None:
@@ -556,6 +559,8 @@ class Pipeline:
                 continue
             try:
                 job = parse_job(fields, now, allow_private_callbacks=self.settings.webhooks.allow_private)
+                if job.client and job.client in self.closed_clients:
+                    raise JobError("client_closed", "the client's account is closed")
                 if job.send_at and job.send_at > now + 0.5:
                     scheduled.append((entry_id, fields, job.send_at, job.id))
                     continue

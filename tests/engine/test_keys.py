@@ -58,6 +58,7 @@ TODAY = {
     "dlr_invalid": "P:dlr:invalid",
     "audit": "P:audit",
     "callbacks_failed": "P:callbacks:failed",
+    "clients_closed": "P:clients:closed",
     "job_prefix": "P:job:",
     "idem_prefix": "P:idem:",
     "record_prefix": "P:record:",
@@ -75,7 +76,7 @@ TODAY = {
     "suppress_prefix": "P:suppress:",
     "lease_prefix": "P:{lease}:",
 }
-FLEET = {"audit", "callbacks_failed", "tps_prefix", "lease_prefix"}
+FLEET = {"audit", "callbacks_failed", "clients_closed", "tps_prefix", "lease_prefix"}
 
 
 def _samples(k: Keys) -> dict[str, str]:
@@ -282,6 +283,8 @@ async def _exercise(r: Any, k: Keys) -> set[str]:
     # suppression lists (sendgate suppress / opt-out keywords)
     await r.sadd(k.suppression("shop"), "ab" * 16)
     await r.sadd(k.suppression(""), "ab" * 16)
+    # account closure (sendgate close-client)
+    await r.hset(k.clients_closed, "shop", 1700000000)
     # a bind lease (engine/leases.py) and its carrier's fencing counter
     pool = LeasePoolStub(want=1)
     await LeaseManager(r, k, "e1", {"acme": (pool, 1, 5.0)}).tick()
