@@ -451,6 +451,19 @@ class PostgresHistory:
         )
         return int(status.split()[-1])
 
+    async def restamp_client(self, client: str, *, retention_until: int | None, message_ttl_s: int) -> int:
+        pool = await self._get_pool()
+        if retention_until is None:
+            status = await pool.execute(
+                "UPDATE messages SET retention_until = first_ms / 1000 + $2 WHERE client = $1 AND erased_ms = 0",
+                client, message_ttl_s,
+            )
+        else:
+            status = await pool.execute(
+                "UPDATE messages SET retention_until = $2 WHERE client = $1 AND erased_ms = 0", client, retention_until
+            )
+        return int(status.split()[-1])
+
     async def close(self) -> None:
         if self._pool is not None:
             pool, self._pool = self._pool, None
