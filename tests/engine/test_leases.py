@@ -182,7 +182,7 @@ async def _fleet(tmp_path: Path, redis_url: str, prefix: str, max_binds: int) ->
         f'[engine]\nblock_ms = 20\ndrain_timeout_s = 2.0\n'
         f'[admin]\nlisten = ""\n[logging]\nlevel = "info"\nformat = "json"\n'
         f'[[carriers]]\nname = "sim"\nport = {sim.port}\nsystem_id = "t"\npassword = "pw"\nbinds = 1\n'
-        f'window = 8\nmax_binds = {max_binds}\nlease_ttl_s = 2.0\nreconnect_min_s = 0.1\nroutes = [""]\n',
+        f'window = 8\nmax_binds = {max_binds}\nlease_ttl_s = 3.0\nreconnect_min_s = 0.1\nroutes = [""]\n',
         encoding="utf-8",
     )
     env = subprocess_env()
@@ -299,8 +299,9 @@ async def test_a_holder_stopped_past_its_ttl_writes_nothing_on_its_old_bind(
             # Past the TTL: a's lease is gone from Redis (nobody renewed it).
             await _until(lambda: _gone(redis, a_key), "a's lease to expire", timeout_s=10)
             jobs = _jobs("stall", 60)
+            # a's blocked read may be handed some of them while it is stopped: it
+            # holds them on waking, with a lease past its deadline.
             await push(redis, key_prefix, jobs)
-            await asyncio.sleep(0)  # a's blocked read may be handed some of them while it is stopped
             a.proc.send_signal(signal.SIGCONT)
 
             await _until(lambda: a.events("lease_lost"), "a to see it lost its lease")
