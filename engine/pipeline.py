@@ -531,7 +531,7 @@ class Pipeline:
         for ij in jobs:
             job = ij.job
             if job.kind != "marketing":
-                claims.append(ClaimJob(job_id=job.id, entry_id=ij.entry_id))
+                claims.append(ClaimJob(job.id, ij.entry_id))  # (job_id, entry_id): positional is cheaper
                 continue
             ij.to_hash = self._hash_number(job.to)
             claims.append(ClaimJob(job.id, ij.entry_id, suppression(job.client), ij.to_hash))
@@ -785,12 +785,13 @@ class Pipeline:
                 corr = correlation_arg(normalised, ij.parts, ij.expect, job.callback, job.ref, message_ids)
                 if normalised != ij.message_ids:
                     dlr_ids = ",".join(normalised)
+            # Positional, in RecordJob's field order: msgspec matches 16 keywords
+            # by name at ~5x the cost of the whole positional construction.
             jobs_payload.append(
                 RecordJob(
-                    job_id=job.id, event=ij.event, carrier=ij.carrier, parts=ij.parts, message_ids=message_ids,
-                    error=ij.error, ref=job.ref, client=job.client, kind=job.kind, callback=job.callback,
-                    to_hash=ij.to_hash, to_mask=mask_e164_digits(job.to), encoding=ij.seg.encoding, corr=corr,
-                    expect=ij.expect if job.dlr else 0, dlr_ids=dlr_ids,
+                    job.id, ij.event, ij.carrier, ij.parts, message_ids, ij.error, job.ref, job.client, job.kind,
+                    job.callback, ij.to_hash, mask_e164_digits(job.to), ij.seg.encoding, corr,
+                    ij.expect if job.dlr else 0, dlr_ids,
                 )
             )
             events[ij.event] = events.get(ij.event, 0) + 1
