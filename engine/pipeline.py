@@ -774,17 +774,27 @@ class Pipeline:
         for ij in done:
             if ij.carrier not in waits:
                 waits[ij.carrier] = self._record_wait(ij.carrier, now_ms)
+        normalizers = self._normalize_submit_id
         for ij in done:
             job = ij.job
             corr: str | list[list[str | int]] = ""
             dlr_ids = ""
-            message_ids = ",".join(ij.message_ids)
-            if ij.event == "submitted" and job.dlr and ij.expect > 0:
-                normalize = self._normalize_submit_id[ij.carrier]
-                normalised = [normalize(m) for m in ij.message_ids]
-                corr = correlation_arg(normalised, ij.parts, ij.expect, job.callback, job.ref, message_ids)
-                if normalised != ij.message_ids:
-                    dlr_ids = ",".join(normalised)
+            mids = ij.message_ids
+            if len(mids) == 1:  # the common job: no list to build, join or compare
+                message_ids = mids[0]
+                if ij.event == "submitted" and job.dlr and ij.expect > 0:
+                    normalised_id = normalizers[ij.carrier](message_ids)
+                    corr = correlation_arg((normalised_id,), ij.parts, ij.expect, job.callback, job.ref, message_ids)
+                    if normalised_id != message_ids:
+                        dlr_ids = normalised_id
+            else:
+                message_ids = ",".join(mids)
+                if ij.event == "submitted" and job.dlr and ij.expect > 0:
+                    normalize = normalizers[ij.carrier]
+                    normalised = [normalize(m) for m in mids]
+                    corr = correlation_arg(normalised, ij.parts, ij.expect, job.callback, job.ref, message_ids)
+                    if normalised != mids:
+                        dlr_ids = ",".join(normalised)
             # Positional, in RecordJob's field order: msgspec matches 16 keywords
             # by name at ~5x the cost of the whole positional construction.
             jobs_payload.append(
