@@ -191,6 +191,15 @@ class BindPool:
                 future.cancel()
             self._waiters = [w for w in self._waiters if w[1] is not future]
 
+    def take_queued(self) -> list[tuple[SubmitSm, object]]:
+        """Remove and return the submit_sm queued and never written (for a
+        carrier in outage: the engine hands them to a fallback or fails them)."""
+        items = list(self._queue)
+        self._queue.clear()
+        if self._waiters:
+            self._release_waiters()
+        return items
+
     def binds_up(self) -> int:
         return sum(1 for bind in self.binds if bind.up)
 

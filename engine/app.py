@@ -24,6 +24,8 @@ from connectors.pool import BindPool
 from dlr.receipt_scan import scan_receipt
 from engine import __version__
 from engine.admin import AdminServer
+from engine.backlog import lane_backlog, write_backlog
+from engine.closure import closed_clients
 from engine.config import CarrierSettings, Settings
 from engine.embedded_redis import EmbeddedRedis
 from engine.history.archiver import Archiver
@@ -116,6 +118,7 @@ class _PoolHandler:
         self.engine.receipts.on_claimed(self.carrier, bind, items)
 
     def on_bind_state(self, bind_name: str, up: bool) -> None:
+        self.engine.pipeline.on_bind_state(self.carrier, up)  # read and admit again, or start the outage clock
         pool = self.engine.pools.get(self.carrier)
         bind = next((b for b in pool.binds if b.name == bind_name), None) if pool is not None else None
         if up:
@@ -165,6 +168,7 @@ class Engine:
         self._auth_failures_seen: dict[str, int] = {}
         self._stopped = asyncio.Event()
         self._signals = 0
+        self.backlog: dict[str, int] = {}  # per lane, sampled by _update_backlog
         self._gc_threshold: tuple[int, int, int] | None = None  # restored by close()
         self.started_at = time.time()
         self.archiver: Archiver | None = None  # [history] enabled: events → the history store
@@ -180,6 +184,7 @@ class Engine:
     # ---------------------------------------------------------------- life
     async def start(self) -> None:
         await self.pipeline.ensure_groups()
+        self.pipeline.closed_clients = await closed_clients(self.redis, self.pipeline.keys)
         if self.config_source is not None:
             await self._audit_config_load(self.config_source)
         for c in self.settings.carriers:
@@ -307,12 +312,16 @@ class Engine:
     async def _maintenance(self) -> None:
         e = self.settings.engine
         keep_alive_every = max(1.0, e.visibility_timeout_s / 3)
-        last_claim = last_keep = last_trim = last_lag = time.monotonic()
+        last_claim = last_keep = last_trim = last_lag = last_backlog = last_closed = time.monotonic()
         while True:
             await asyncio.sleep(0.5)
             now = time.monotonic()
             try:
                 await self.pipeline.release_scheduled()
+                await self.pipeline.check_outages()
+                if now - last_backlog >= 2.0:
+                    last_backlog = now
+                    await self._update_backlog()
                 if now - last_keep >= keep_alive_every:
                     last_keep = now
                     await self.pipeline.keep_alive_in_flight(keep_alive_every)
@@ -321,6 +330,9 @@ class Engine:
                     n = await self.pipeline.reclaim(int(e.visibility_timeout_s * 1000))
                     if n:
                         log.info("reclaimed %d job(s) from consumers that went away", n)
+                if now - last_closed >= 3.0:
+                    last_closed = now
+                    self.pipeline.closed_clients = await closed_clients(self.redis, self.pipeline.keys)
                 if now - last_lag >= 5.0:
                     last_lag = now
                     await self._audit_bind_credentials()
@@ -333,6 +345,21 @@ class Engine:
                 raise
             except Exception:  # keep the loop alive; the error is logged once per occurrence
                 log.exception("maintenance step failed")
+
+    async def _update_backlog(self) -> None:
+        """Each lane's backlog (unread, unacked, parked): gauge, /readyz, ``P:backlog``."""
+        parked = await self.pipeline.check_parked()
+        lanes = await lane_backlog(self.redis, self.keys, self.settings.engine.group)
+        backlog = {lane: n + parked.get(lane, 0) for lane, n in lanes.items()}
+        for lane, n in backlog.items():
+            self.metrics.lane_backlog.labels(lane).set(n)
+        self.backlog = backlog
+        await write_backlog(self.redis, self.keys, backlog, self.settings.engine.lane_high_water)
+
+    def over_high_water(self) -> dict[str, int]:
+        """Lanes whose sampled backlog is above ``[engine] lane_high_water`` (none when 0)."""
+        hw = self.settings.engine.lane_high_water
+        return {lane: n for lane, n in self.backlog.items() if hw and n > hw}
 
     async def _audit_config_load(self, source: str) -> None:
         """docs/contract.md §4: a config load is audited — where from, what it holds, a digest (no secret)."""
@@ -402,14 +429,25 @@ class Engine:
             redis_ok = False
         binds = {name: p.binds_up() for name, p in self.pools.items()}
         ok = redis_ok and all(n > 0 for n in binds.values())
-        details: dict[str, Any] = {"redis": redis_ok, "binds_up": binds}
+        details: dict[str, Any] = {"redis": redis_ok, "binds_up": binds, "lanes": dict(self.backlog)}
         if self.archiver is not None:
             # How far behind the history is (updated every ~5 s); says, does not gate.
             lag = self.archiver.last_lag
             details["archive"] = {"lag": lag.entries, "behind_s": lag.behind_s}
+        over = self.over_high_water()
+        if over:
+            # Producers should slow down: a lane is past [engine] lane_high_water.
+            ok = False
+            details["reason"] = "lane_high_water"
+            details["high_water"] = self.settings.engine.lane_high_water
+            details["over"] = over
         return ok, details
 
     def status(self) -> dict[str, Any]:
         """The `/status` snapshot (the status page's data): names, states and counts only —
         never a number, a text, a job id or a credential (docs/contract.md §6)."""
-        return status_snapshot(self)
+        snapshot = status_snapshot(self)
+        for name, carrier in snapshot["carriers"].items():
+            carrier.update(self.pipeline.carrier_counts(name))  # jobs in hand and parked (engine/pipeline.py)
+        snapshot["lane_backlog"] = dict(self.backlog)  # with parked jobs, as /readyz compares it
+        return snapshot

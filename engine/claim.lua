@@ -13,7 +13,7 @@
 -- KEYS[K_DEAD]   dead-letter stream
 -- ARGV[A_GROUP]   consumer group
 -- ARGV[A_LAYOUT]  LAYOUT_VERSION of the caller (a mismatch is refused)
--- ARGV[A_PAYLOAD] payload (JSON): {"claims": [[job_id, entry_id] (C_*), ...],
+-- ARGV[A_PAYLOAD] payload (JSON): {"claims": [[job_id, entry_id, suppression, to_hash, ref] (C_*), ...],
 --                  "dead": [[entry_id, nfields, code, reason, job_id, ref, event, client, kind,
 --                  to_hash, to_mask] (D_*), ...], "retention_until": s}
 -- ARGV[A_NOW]     now (unix ms)
@@ -37,6 +37,8 @@
 --     on its client's suppression list and that holds no mark yet: no mark taken;
 --     the caller sends it back as a dead letter (code `suppressed`, event
 --     `rejected`) in its next call, so the job's fields travel only then
+--   4 cancelled: `sendgate cancel` took the mark first (`c`); acked, event
+--     `cancelled` published, the mark turned into `done`
 if ARGV[A_LAYOUT] ~= LAYOUT_VERSION then
   return redis.error_reply('claim.lua: argument layout ' .. tostring(ARGV[A_LAYOUT]) .. ', this script reads '
     .. LAYOUT_VERSION .. ' (caller and script from different versions)')
@@ -68,6 +70,14 @@ for i, c in ipairs(batch.claims) do
     local mark = redis.call('GET', idem)
     if mark == mine then
       if retry then out[i] = 0 else out[i] = 2 end
+    elseif mark == 'c' then
+      -- cancelled while it waited (cancel.lua): never sent; its event once
+      redis.call('XACK', jobs, group, entry_id)
+      redis.call('SET', idem, 'done', 'KEEPTTL')
+      redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*',
+        'id', job_id, 'ref', c[C_REF], 'event', 'cancelled', 'carrier', '', 'parts', '0',
+        'message_ids', '', 'error', '', 'ts', now)
+      out[i] = 4
     else
       redis.call('XACK', jobs, group, entry_id)
       out[i] = 1

@@ -31,7 +31,8 @@ environment:
                     the config: run and demo start an embedded Redis
   SENDGATE_LOOP     "asyncio" to use the stock event loop instead of uvloop
 
-Commands that talk to Redis (send, history, erase, purge, archive) take, in
+Commands that talk to Redis (send, history, erase, export, purge, archive,
+close-client, reopen-client, suppress) take, in
 this order: -c FILE, SENDGATE_CONFIG, a `sendgate run` running on this machine
 (it announces its config and Redis), REDIS_URL; they say which on stderr.
 """
@@ -176,6 +177,41 @@ def _cmd_demo(argv: list[str]) -> int:
     return demo_main(argv)
 
 
+# ------------------------------------------------------------------- cancel
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    from engine.producer import Producer, cancel_outcome
+
+    settings = _load(args)
+    from engine.embedded_redis import announced_url
+
+    url = settings.redis.url or announced_url()
+    if not url:
+        print("sendgate cancel: no Redis configured (set REDIS_URL or [redis] url)", file=sys.stderr)
+        return 2
+
+    async def main() -> int:
+        producer = Producer.from_url(url, settings.redis.prefix, group=settings.engine.group)
+        try:
+            code, mark = await cancel_outcome(
+                producer, args.id, max(1, int(settings.engine.idempotency_hours * 3600))
+            )
+        finally:
+            await producer.aclose()
+        if code == 2:
+            print(f"cancelled job {args.id} (it was held for its send_at; event `cancelled` published)")
+            return 0
+        if code == 1:
+            print(f"cancelled job {args.id}: it will not be sent (event `cancelled` when an engine meets it)")
+            return 0
+        if mark == "c":
+            print(f"sendgate cancel: job {args.id} was cancelled already", file=sys.stderr)
+        else:
+            print(f"sendgate cancel: job {args.id} is not cancellable: already submitted", file=sys.stderr)
+        return 1
+
+    return run_loop(main())
+
+
 def _cmd_bench(argv: list[str]) -> int:
     # By module path, not an import statement: bench sits above engine
     # (it drives the engine), and only this entry point may reach up to it.
@@ -188,7 +224,21 @@ def _cmd_bench(argv: list[str]) -> int:
 def _cmd_erase(args: argparse.Namespace) -> int:
     from engine.erase import erase_main
 
-    return run_loop(erase_main(_resolve("erase", args).settings, to=args.to, client=args.client, now=args.now))
+    return run_loop(erase_main(_resolve("erase", args).settings, to=args.to, client=args.client, now=args.now,
+                               dry_run=args.dry_run, include_suppression=args.include_suppression))
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from engine.subject_access import export_main
+
+    return run_loop(export_main(_resolve("export", args).settings, to=args.to, client=args.client))
+
+
+def _cmd_close_client(args: argparse.Namespace) -> int:
+    from engine.closure import close_main
+
+    return run_loop(close_main(_resolve(args.command, args).settings, args.client_id,
+                               reopen=args.command == "reopen-client"))
 
 
 def _cmd_purge(args: argparse.Namespace) -> int:
@@ -267,13 +317,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="wait for the job's events and print them")
     p.set_defaults(func=_cmd_send)
 
+    p = sub.add_parser(
+        "cancel", help="cancel a waiting job",
+        description=(
+            "Cancel a job that is still waiting (in a lane, parked, or held for its send_at): it is never sent "
+            "and gets event `cancelled`. A job already handed to a bind is not cancellable (exit code 1). "
+            "Cancelling an id never pushed blocks that id for the idempotency window."
+        ),
+    )
+    p.add_argument("-c", "--config", help="TOML config file (default: $SENDGATE_CONFIG)")
+    p.add_argument("id", help="the job id")
+    p.set_defaults(func=_cmd_cancel)
+
     p = sub.add_parser("erase", help="erase a data subject's records", description="Erase every record of a number or a client.")
     p.add_argument("-c", "--config", help="TOML config file (default: $SENDGATE_CONFIG)")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--to", help="the subject's phone number")
     g.add_argument("--client", help="a client (tenant) id")
     p.add_argument("--now", action="store_true", help="delete at once instead of hiding and re-stamping (policy default)")
+    p.add_argument("--dry-run", action="store_true", help="print what would be erased, per kind; change nothing")
+    p.add_argument("--include-suppression", action="store_true",
+                   help="with --now: take the number off suppression lists too (default: an opt-out is kept)")
     p.set_defaults(func=_cmd_erase)
+
+    p = sub.add_parser(
+        "export", help="print every record held about a data subject (JSON lines)",
+        description=(
+            "Right of access: every record held about a number or a client, one JSON object per line on stdout, "
+            "each with its `kind` (history_row, job_record, event, waiting_job, scheduled_job, dead_letter, "
+            "inbound, suppression). Numbers appear in clear: it is the subject's own data. An audit entry "
+            "records the request (the subject as its keyed hash, counts per kind)."
+        ),
+    )
+    p.add_argument("-c", "--config", help="TOML config file (default: $SENDGATE_CONFIG)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--to", help="the subject's phone number")
+    g.add_argument("--client", help="a client (tenant) id")
+    p.set_defaults(func=_cmd_export)
+
+    for name, text in (
+        ("close-client", "close a client account: stop sending for it, re-stamp its records"),
+        ("reopen-client", "reopen a closed client account: restore what is not gone yet"),
+    ):
+        p = sub.add_parser(name, help=text, description=text + " (audited).")
+        p.add_argument("-c", "--config", help="TOML config file (default: $SENDGATE_CONFIG)")
+        p.add_argument("client_id", metavar="ID", help="the client (tenant) id")
+        p.set_defaults(func=_cmd_close_client)
 
     p = sub.add_parser("purge", help="apply retention now", description="Trim streams past their retention now.")
     p.add_argument("-c", "--config", help="TOML config file (default: $SENDGATE_CONFIG)")

@@ -122,6 +122,12 @@ class EngineSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     events_min_keep_s: float = 300.0  # and at least this long (readers without a group)
     record_grace_s: int = 300  # a job record (receipts to aggregate or forward) lives this long after its final event
     receipt_hold_s: float = 5.0  # a receipt that beats its submit_sm_resp waits this long
+    # Lanes (docs/contract.md §2.5): normal and bulk share what high leaves by these weights.
+    lane_weights: dict[str, int] = msgspec.field(default_factory=lambda: {"normal": 4, "bulk": 1})
+    # Jobs read ahead per carrier, lane and client: about this many seconds of the carrier's tps
+    # (plus two windows in flight); a carrier without tps: max_pending_parts.
+    lookahead_s: float = 1.0
+    lane_high_water: int = 0  # /readyz says 503 when a lane's backlog is above this; 0 = never
 
 
 class AdminSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -215,6 +221,9 @@ class CarrierSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     reconnect_max_s: float = 60.0
     auth_retry_s: float = 300.0
     drain_timeout_s: float = 5.0
+    # No bind up for this long: its waiting jobs go to `fallback`, or fail with
+    # carrier_unavailable; 0 = they wait (parked in Redis) until a bind is up.
+    outage_fail_after_s: float = 0
     encoding: EncodingSettings = msgspec.field(default_factory=EncodingSettings)
 
 
@@ -244,6 +253,7 @@ class ClientSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     opt_out_reply: str = ""  # sent back to whoever opted out; "" = no reply
     footer: str = ""  # appended to marketing text that does not end with it
     inbound_webhook: str = ""  # URL receiving this client's inbound messages (signed like receipt callbacks)
+    weight: int = 1  # share of a lane against the other clients (deficit round robin)
 
 
 class Settings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -308,6 +318,15 @@ def _check(settings: Settings) -> None:
         raise ConfigError("engine.events_min_keep_s: must be between 0 and events_keep_hours")
     if e.record_grace_s < 1:
         raise ConfigError("engine.record_grace_s: must be >= 1")
+    for lane, weight in e.lane_weights.items():
+        if lane not in ("normal", "bulk"):
+            raise ConfigError(f"engine.lane_weights.{lane}: only normal and bulk have weights (high always goes first)")
+        if not 1 <= weight <= 1000:
+            raise ConfigError(f"engine.lane_weights.{lane}: must be 1..1000")
+    if not 0 < e.lookahead_s <= 60:
+        raise ConfigError("engine.lookahead_s: must be > 0 and <= 60")
+    if e.lane_high_water < 0:
+        raise ConfigError("engine.lane_high_water: must be >= 0 (0 = off)")
     if not settings.redis.prefix or any(c.isspace() for c in settings.redis.prefix):
         raise ConfigError("redis.prefix: must be non-empty without spaces")
     if settings.admin.listen and not re.fullmatch(r".+:\d{1,5}", settings.admin.listen):
@@ -338,6 +357,8 @@ def _check(settings: Settings) -> None:
         for j, r in enumerate(c.routes):
             if not _ROUTE_RE.match(r.lstrip("+")):
                 raise ConfigError(f"{where}.routes[{j}]: a destination prefix of digits, or \"\"")
+        if c.outage_fail_after_s < 0:
+            raise ConfigError(f"{where}.outage_fail_after_s: must be >= 0 (0 = wait for a bind)")
         if not 1 <= c.encoding.max_parts <= 255:
             raise ConfigError(f"{where}.encoding.max_parts: must be 1..255")
         if c.ca_file or c.server_name:
@@ -360,6 +381,11 @@ def _check(settings: Settings) -> None:
     for i, cl in enumerate(settings.clients):
         if cl.id in ids:
             raise ConfigError(f"clients[{i}].id: duplicate client id {cl.id!r}")
+        if not _NAME_RE.match(cl.id) or cl.id == "other":
+            # it names a park stream and is a metric label; "other" is every unconfigured client
+            raise ConfigError(f"clients[{i}].id: 1-64 characters of A-Z a-z 0-9 _ . - (and not 'other')")
+        if not 1 <= cl.weight <= 1000:
+            raise ConfigError(f"clients[{i}].weight: must be 1..1000")
         ids.add(cl.id)
         if cl.quiet_hours and not _QUIET_RE.fullmatch(cl.quiet_hours):
             raise ConfigError(f"clients[{i}].quiet_hours: expected \"HH:MM-HH:MM\" (e.g. \"21:00-08:00\") or \"\"")

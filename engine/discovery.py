@@ -14,9 +14,11 @@ is removed when the engine stops; a file whose process is gone is ignored
 
 1. ``-c FILE``;
 2. ``SENDGATE_CONFIG``;
-3. the announcement of a running local ``sendgate run`` (the newest, when
-   there are several): its config file, and the Redis it really uses;
-4. ``REDIS_URL`` with the default settings.
+3. ``REDIS_URL`` with the default settings (an explicit choice in the
+   command's own environment wins over discovery: a test, a script or a
+   shell pointed at another Redis is never redirected to a local engine);
+4. the announcement of a running local ``sendgate run`` (the newest, when
+   there are several): its config file, and the Redis it really uses.
 
 A config that names no Redis (1, 2) takes the announced one of an engine that
 read the same file, else of any local engine (an embedded Redis). The command
@@ -214,15 +216,16 @@ def resolve(config: str | None = None, env: Mapping[str, str] | None = None) -> 
         return _from_config(config, f"-c {config}", env)
     if env.get("SENDGATE_CONFIG"):
         return _from_config(env["SENDGATE_CONFIG"], f"SENDGATE_CONFIG={env['SENDGATE_CONFIG']}", env)
+    if env.get("REDIS_URL"):
+        # an explicit choice in this command's own environment wins over discovery
+        settings = load_settings(None, env=env)
+        return Resolved(settings, settings.redis.url, "REDIS_URL")
     for ann in local_runs():
         settings = load_settings(ann.config if ann.config and Path(ann.config).exists() else None, env=_no_config(env))
         if ann.prefix and settings.redis.prefix != ann.prefix:
             settings = msgspec.structs.replace(settings, redis=msgspec.structs.replace(settings.redis, prefix=ann.prefix))
         what = f"config {ann.config}" if ann.config else "no config file"
         return Resolved(_with_url(settings, ann.redis_url), ann.redis_url, f"the local `sendgate run` pid {ann.pid}, {what}")
-    if env.get("REDIS_URL"):
-        settings = load_settings(None, env=env)
-        return Resolved(settings, settings.redis.url, "REDIS_URL")
     legacy = announced_url()
     if legacy:
         return Resolved(_with_url(load_settings(None, env=env), legacy), legacy, "the embedded Redis of a local `sendgate run`")

@@ -25,6 +25,7 @@ a TTL expire by themselves).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
@@ -35,6 +36,7 @@ from engine.config import Settings
 from engine.history import HistoryStore, deltas_from_entries
 from engine.keys import Keys
 from engine.stream_trim import trim_streams
+from engine.subject_records import FoundEntry, Matcher, find_entries, remove_found
 from privacy_hooks import RetentionPolicy, keyed_hash, mask_number
 from privacy_hooks.audit import AuditLog
 from privacy_hooks.erasure import (
@@ -45,7 +47,7 @@ from privacy_hooks.erasure import (
     find_in_events,
 )
 
-__all__ = ["erase_main", "erase_subject_everywhere", "hot_window_ms", "purge_main", "retention_policy"]
+__all__ = ["dry_run_counts", "erase_main", "erase_subject_everywhere", "hot_window_ms", "purge_main", "redis_for", "retention_policy", "subject_of"]
 
 
 def retention_policy(settings: Settings) -> RetentionPolicy:
@@ -75,12 +77,30 @@ def _normalizer(settings: Settings) -> Callable[[str, str], Sequence[str]]:
     return normalize
 
 
-def _redis(settings: Settings) -> Redis:
+def redis_for(settings: Settings) -> Redis:
+    """The Redis of an admin command (erase, purge, export, close-client)."""
     if not settings.redis.url:
-        raise SystemExit("sendgate: erase/purge need a Redis: set REDIS_URL or [redis] url")
+        raise SystemExit("sendgate: this command needs a Redis: set REDIS_URL or [redis] url")
     from engine.redis_client import redis_from_settings
 
     return redis_from_settings(settings)
+
+
+_redis = redis_for
+
+
+def subject_of(settings: Settings, to: str | None, client: str | None) -> tuple[str, str] | None:
+    """(subject, label for output) of ``--to`` / ``--client``; None when ``to`` is no E.164 number.
+    The label holds the number masked, never in clear."""
+    from engine.job import normalise_number
+
+    if to is not None:
+        digits = normalise_number(to)
+        if digits is None:
+            return None
+        return keyed_hash(settings.privacy.hash_secret.encode(), digits), mask_number("+" + digits)
+    assert client is not None
+    return client_subject(client), f"client {client}"
 
 
 async def erase_subject_everywhere(
@@ -92,13 +112,28 @@ async def erase_subject_everywhere(
     store: HistoryStore | None,
     requested_by: str = "",
     now_s: float | None = None,
+    include_suppression: bool = False,
 ) -> ErasureResult:
     """Erase ``subject`` (a keyed hash, or ``client:<id>``) from the history store and
     the hot Redis records (see the module docstring). ``store``: None when there is no
-    history store (``[history] enabled = false``): every event in the stream is read."""
+    history store (``[history] enabled = false``): every event in the stream is read.
+    ``include_suppression``: take the subject off the suppression lists too (only with
+    ``immediate``; by default an opt-out outlives the erasure)."""
     now_s = time.time() if now_s is None else now_s
     now_ms = int(now_s * 1000)
     keys = Keys(settings.redis.prefix)
+    # First what could still be sent: waiting and held jobs (marked erased, so a copy an
+    # engine holds is acked unsent), then their dead letters and inbound messages.
+    found = await find_entries(redis, keys, Matcher(subject, settings.privacy.hash_secret),
+                               [c.name for c in settings.carriers], [c.id for c in settings.clients])
+    removed = await remove_found(redis, keys, found, settings.engine.group,
+                                 max(1, int(settings.engine.idempotency_hours * 3600)))
+    kinds: dict[str, int] = {}
+    for e in found:
+        kinds[e.kind] = kinds.get(e.kind, 0) + 1
+    suppression_removed = 0
+    if include_suppression and immediate:
+        suppression_removed = await _remove_from_suppression(redis, settings, keys, subject, found)
     policy = retention_policy(settings)
     until = int(now_s) + policy.ttl_s("message")
     by_client = subject.startswith("client:")
@@ -130,36 +165,74 @@ async def erase_subject_everywhere(
     result = await erase_subject(
         redis, keys, subject, now_s, policy, immediate=immediate, jobs=jobs,
         events_from=None, normalize=normalize, history=history, audit=audit, requested_by=requested_by,
+        extra={
+            "waiting_jobs": kinds.get("waiting_job", 0), "scheduled_jobs": kinds.get("scheduled_job", 0),
+            "dead_letters": kinds.get("dead_letter", 0), "inbound": kinds.get("inbound", 0),
+            "stream_entries_removed": removed,
+            "suppression": f"removed from {suppression_removed} list(s)" if include_suppression and immediate
+            else "kept (an opt-out outlives erasure)",
+        },
     )
     if immediate and store is not None:
         await store.erase(**key)  # rows an archiver batch in flight brought back (see the module doc)
-    return result
+    return dataclasses.replace(result, entries=removed)
 
 
-async def erase_main(settings: Settings, *, to: str | None, client: str | None, now: bool) -> int:
-    """Erase one subject; prints a summary without the number in clear."""
+async def _remove_from_suppression(
+    redis: Redis, settings: Settings, keys: Keys, subject: str, found: list[FoundEntry]
+) -> int:
+    """``--include-suppression``: a number off every list known to hold it (the configured
+    clients', the default one, those of its records); a client: its list deleted."""
+    if subject.startswith("client:"):
+        return int(await redis.delete(keys.suppression(subject[len("client:"):])))
+    clients = {"", *(c.id for c in settings.clients), *(e.fields.get("client", "") for e in found)}
+    pipe = redis.pipeline(transaction=True)
+    for c in sorted(clients):
+        pipe.srem(keys.suppression(c), subject)
+    return sum(int(n) for n in await pipe.execute())
+
+
+async def dry_run_counts(redis: Redis, settings: Settings, subject: str, store: HistoryStore | None) -> dict[str, int]:
+    """What an erasure of ``subject`` would touch, per kind; changes nothing (no audit entry either)."""
+    from engine.subject_access import collect
+
+    rec = await collect(redis, settings, subject, store)
+    return rec.counts()
+
+
+async def erase_main(
+    settings: Settings, *, to: str | None, client: str | None, now: bool, dry_run: bool = False,
+    include_suppression: bool = False, now_s: float | None = None,
+) -> int:
+    """Erase one subject; prints a summary without the number in clear. ``dry_run``:
+    print what would be erased, per kind, and change nothing."""
     from engine.history.cli import store_for
-    from engine.job import normalise_number
 
-    redis = _redis(settings)
+    found = subject_of(settings, to, client)
+    if found is None:
+        print("sendgate erase: --to is not an E.164 number")
+        return 2
+    if include_suppression and not now:
+        print("sendgate erase: --include-suppression needs --now (by policy an opt-out outlives erasure)")
+        return 2
+    subject, label = found
+    redis = redis_for(settings)
     store = store_for(settings) if settings.history.enabled else None
     try:
-        if to is not None:
-            digits = normalise_number(to)
-            if digits is None:
-                print("sendgate erase: --to is not an E.164 number")
-                return 2
-            subject = keyed_hash(settings.privacy.hash_secret.encode(), digits)
-            label = mask_number("+" + digits)
-        else:
-            assert client is not None
-            subject = client_subject(client)
-            label = f"client {client}"
+        if dry_run:
+            counts = await dry_run_counts(redis, settings, subject, store)
+            for kind, n in counts.items():
+                print(f"{kind}\t{n}")
+            kept = "" if include_suppression else " (suppression entries are kept)"
+            print(f"dry run: {sum(counts.values())} record(s) of {label} would be erased{kept}; nothing changed")
+            return 0
         result = await erase_subject_everywhere(redis, settings, subject, immediate=now, store=store,
-                                                requested_by="cli")
+                                                requested_by="cli", now_s=now_s,
+                                                include_suppression=include_suppression)
         mode = "deleted" if now else "hidden, to disappear at retention"
         print(f"erased {label}: {result.jobs} record(s) {mode} ({result.history_rows} in the history store, "
-              f"{result.records} in Redis), {result.payloads} raw payload(s) deleted; audit entry {result.audit_id}")
+              f"{result.records} in Redis), {result.payloads} raw payload(s) deleted, {result.entries} waiting or "
+              f"held job(s), dead letter(s) and inbound message(s) removed; audit entry {result.audit_id}")
         return 0
     finally:
         if store is not None:

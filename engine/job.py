@@ -43,6 +43,7 @@ DEAD_LETTER_CODES = frozenset(
         "too_many_parts",
         "expired",
         "suppressed",
+        "client_closed",
         "invalid",
     }
 )

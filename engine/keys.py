@@ -106,6 +106,21 @@ KEY_TABLE: tuple[KeyDoc, ...] = (
            "engine/pipeline.py, schedule.lua", "members removed as released", "shard", "per held job"),
     KeyDoc("P:scheduled:<entry id>", "hash", "a held job's fields plus `lane`", "engine/pipeline.py, schedule.lua",
            "payload retention; deleted when released", "shard", "per held job: its fields"),
+    KeyDoc("P:scheduled:id:<job id>", "string", "the entry id a held job is stored under (for `sendgate cancel`)",
+           "engine/pipeline.py, cancel.lua, schedule.lua", "payload retention; deleted when released or cancelled",
+           "shard", "per held job: an entry id"),
+    KeyDoc("P:park:<carrier>:<lane>", "stream",
+           "jobs of a lane read for a carrier that could not take them then (no bind up, its jobs in hand at their "
+           "budget, or older jobs parked): the original fields, read back by the engines' group when it has room",
+           "park.lua", "trimmed by the engine to the group's oldest unacknowledged entry; MINID trim to the payload "
+           "retention", "shard", "per parked job: its fields"),
+    KeyDoc("P:park:<carrier>:<lane>:<client>", "stream",
+           "the same for one client configured in `[[clients]]` (so each client's backlog is read by its weight)",
+           "park.lua", "trimmed by the engine to the group's oldest unacknowledged entry; MINID trim to the payload "
+           "retention", "shard", "per parked job: its fields"),
+    KeyDoc("P:backlog", "hash",
+           "each lane's backlog (unread + unacked + parked) as the engines last sampled it, `high_water`, `ts` "
+           "(for Producer.backlog/ready)", "engine/app.py", "60 s, renewed by each sample", "shard", "none (a few fields)"),
     KeyDoc("P:dlr:c:<carrier>:<end ms>", "hash",
            "a correlation bucket: normalised id -> `<part>:<submitted_ms>:<job id>`, or for a single-part job "
            "without callback `=<submitted_ms>US<message_ids>US<ref>US<job id>` (the receipt's fast path: no job "
@@ -134,6 +149,9 @@ KEY_TABLE: tuple[KeyDoc, ...] = (
            "throttling/global_bucket.py", "a full refill + 1 s after its last lease", "fleet", "per carrier"),
     KeyDoc("P:audit", "stream", "audit log of erasures and purges (subjects as keyed hashes)",
            "privacy_hooks/audit.py", "the audit retention", "fleet", "per audit entry"),
+    KeyDoc("P:clients:closed", "hash", "closed client accounts: client id -> closure time (unix s); the engines "
+           "dead-letter their new jobs (`client_closed`)", "sendgate close-client / reopen-client (engine/closure.py)",
+           "until reopened (a field per closed client)", "fleet", "none per message"),
     KeyDoc("P:callbacks:failed", "stream", "webhook posts that failed every attempt", "dlr/webhook.py",
            "MAXLEN ~; the message retention", "fleet", "per failed callback"),
 )
@@ -148,8 +166,10 @@ class Keys:
 
     __slots__ = (
         "audit",
+        "backlog",
         "base",
         "callbacks_failed",
+        "clients_closed",
         "dead",
         "dlr_bucket_prefix",
         "dlr_call_prefix",
@@ -167,9 +187,11 @@ class Keys:
         "jobs",
         "jobs_bulk",
         "jobs_high",
+        "park_prefix",
         "prefix",
         "record_prefix",
         "scheduled",
+        "scheduled_id_prefix",
         "scheduled_prefix",
         "shard",
         "suppress_default",
@@ -189,15 +211,20 @@ class Keys:
     inbound: str
     dead: str
     scheduled: str
+    backlog: str
     dlr_due: str
     dlr_unmatched: str
     dlr_invalid: str
     audit: str
     callbacks_failed: str
+    clients_closed: str
+    """Closed client accounts (fleet-global hash: client id -> closure unix s)."""
     job_prefix: str
     idem_prefix: str
     record_prefix: str
     scheduled_prefix: str
+    scheduled_id_prefix: str
+    park_prefix: str
     dlr_bucket_prefix: str
     dlr_index_prefix: str
     dlr_dup_prefix: str
@@ -226,6 +253,7 @@ class Keys:
             "dead": f"{base}:dead",
             # -- shard-local: the engine's own records
             "scheduled": f"{base}:scheduled",
+            "backlog": f"{base}:backlog",
             "dlr_due": f"{base}:dlr:due",
             "dlr_unmatched": f"{base}:dlr:unmatched",
             "dlr_invalid": f"{base}:dlr:invalid",
@@ -240,6 +268,8 @@ class Keys:
             "idem_prefix": f"{base}:idem:",
             "record_prefix": f"{base}:record:",
             "scheduled_prefix": f"{base}:scheduled:",
+            "scheduled_id_prefix": f"{base}:scheduled:id:",
+            "park_prefix": f"{base}:park:",
             "dlr_bucket_prefix": f"{base}:dlr:c:",
             "dlr_index_prefix": f"{base}:dlr:idx:",
             "dlr_dup_prefix": f"{base}:dlr:dup:",
@@ -249,6 +279,7 @@ class Keys:
             # -- fleet-global
             "audit": f"{prefix}:audit",
             "callbacks_failed": f"{prefix}:callbacks:failed",
+            "clients_closed": f"{prefix}:clients:closed",
             "tps_prefix": f"{prefix}:tps:",
         }
         for name, value in values.items():
@@ -286,6 +317,19 @@ class Keys:
     def scheduled_job(self, entry_id: str) -> str:
         """A held job ``P:scheduled:<entry id>``."""
         return self.scheduled_prefix + entry_id
+
+    def scheduled_id(self, job_id: str) -> str:
+        """Where a held job's entry id is found by its job id ``P:scheduled:id:<job id>``."""
+        return self.scheduled_id_prefix + job_id
+
+    def park(self, carrier: str, lane: str, client: str = "") -> str:
+        """A park stream ``P:park:<carrier>:<lane>`` (``:<client>`` for a configured client).
+
+        ``lane`` is ``high``, ``normal`` or ``bulk``. Shard-local: the scale-out
+        design parks a carrier's jobs on the engines without a bind for it.
+        """
+        name = f"{self.park_prefix}{carrier}:{lane}"
+        return f"{name}:{client}" if client else name
 
     def correlation_bucket(self, carrier: str, end_ms: int | str) -> str:
         """A correlation bucket ``P:dlr:c:<carrier>:<end_ms>``."""

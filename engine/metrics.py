@@ -150,6 +150,22 @@ class Metrics:
         self.receipt_latency: dict[str, FastHistogram] = {}
         r.register(_HistogramCollector("sendgate_submit_latency_seconds", "submit_sm to submit_sm_resp", "carrier", self.submit_latency))
         r.register(_HistogramCollector("sendgate_receipt_latency_seconds", "submit_sm_resp to final receipt", "carrier", self.receipt_latency))
+        self.admitted = Counter(
+            "sendgate_admitted", "Jobs admitted to a carrier's windows, per lane and client "
+            "(a client configured in [[clients]], else 'other')", ["carrier", "lane", "client"], registry=r,
+        )
+        self.jobs_parked = Counter(
+            "sendgate_jobs_parked", "Jobs moved to a park stream (their carrier could not take them then)",
+            ["carrier", "lane"], registry=r,
+        )
+        self.jobs_diverted = Counter(
+            "sendgate_jobs_diverted", "Jobs of a carrier in outage moved to its fallback or failed",
+            ["carrier", "to"], registry=r,
+        )
+        self.lane_backlog = Gauge(
+            "sendgate_lane_backlog", "Jobs waiting in a lane: unread, read and unacked, and parked (sampled)",
+            ["lane"], registry=r,
+        )
         self.stream_lag = Gauge("sendgate_stream_lag", "Entries not yet read by the group (per stream)", ["stream"], registry=r)
         self.stream_pending = Gauge("sendgate_stream_pending", "Entries read but not yet acked (per stream)", ["stream"], registry=r)
         # Sampled every few seconds by engine/ops_sampler.py, never per message.

@@ -22,8 +22,21 @@ and turns it into work without a task per message:
    records, correlation entries, events, idempotency marks, then XACK of
    exactly those entries).
 
-Reading pauses while more than ``max_pending_parts`` jobs are in hand
-(back-pressure). The entries in hand get their idle time reset now and then
+Priority, fairness and isolation (docs/INTERNALS.md, "Lanes and parking"):
+jobs in hand are bounded per *class* — a carrier, a lane and a client
+(configured in ``[[clients]]``, else ``other``) — by about ``lookahead_s`` of
+the carrier's rate (`_Class.budget`). A job read for a class that cannot take
+it now (its carrier has no bind up, the class is at its budget, or older jobs
+of the class are parked) is **parked**: moved, one script call per batch
+(park.lua), to the class's park stream ``P:park:<carrier>:<lane>[:<client>]``,
+from which the carrier's admitter reads it back when the class has room. So a
+stuck carrier's backlog waits in Redis, not in memory, and the lanes keep
+flowing for the others; reading pauses only when no class of any carrier with
+a bind up has room. Each carrier's jobs in hand are admitted by
+`engine.admission.CarrierQueue`: high first, normal/bulk by ``lane_weights``,
+clients by deficit round robin. A carrier with no bind up for
+``outage_fail_after_s`` hands its waiting jobs to its fallback, or fails them
+(``carrier_unavailable``). The entries in hand get their idle time reset now and then
 (XCLAIM JUSTID) so no other consumer reclaims work that is still here.
 Another loop reclaims the entries of consumers that went away (XAUTOCLAIM
 after the visibility timeout).
@@ -37,10 +50,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import random
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -52,6 +65,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from connectors.status import format_status, status_info
 from dlr.ids import submit_normalizer
 from dlr.store import BUCKETS_PER_WAIT, correlation_arg, correlation_bucket
+from engine.admission import LANES, OTHER, CarrierQueue
+from engine.backlog import group_backlog
 from engine.config import CarrierSettings, Settings
 from engine.job import Job, JobError, parse_job
 from engine.keys import Keys
@@ -62,12 +77,14 @@ from engine.scripts import (
     ClaimBatch,
     ClaimJob,
     DeadLetter,
+    ParkEntry,
     RecordBatch,
     RecordJob,
     RecordWait,
     RequeueEntry,
     Script,
     claim_call,
+    park_call,
     payload_json,
     record_call,
     requeue_call,
@@ -90,6 +107,10 @@ def _raw_reply(response: Any, **_options: Any) -> Any:
     return response
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value) if value is not None else ""
+
+
 def _entries(raw: Any) -> list[tuple[Any, dict[bytes, bytes] | None]]:
     """``[[id, [k, v, ...]], ...]`` → ``[(id, {k: v}), ...]`` (None for deleted entries)."""
     out: list[tuple[Any, dict[bytes, bytes] | None]] = []
@@ -98,8 +119,12 @@ def _entries(raw: Any) -> list[tuple[Any, dict[bytes, bytes] | None]]:
     return out
 
 
+#: The lane class of a job read from the normal lane, by its ``priority`` field.
+_PRIORITY_LANE = {name: index for index, name in enumerate(LANES)}
+_NORMAL_LANE = _PRIORITY_LANE["normal"]
+
 #: Dead-letter codes that also publish an event (the job's first and only one).
-_DEAD_LETTER_EVENTS = {"expired": "expired", "suppressed": "rejected"}
+_DEAD_LETTER_EVENTS = {"expired": "expired", "suppressed": "rejected", "client_closed": "rejected"}
 
 
 class _InFlightJob:
@@ -117,6 +142,8 @@ class _InFlightJob:
         "fallback_used",
         "fields",
         "job",
+        "klass",
+        "lane",
         "message_ids",
         "parts",
         "pdus",
@@ -126,9 +153,12 @@ class _InFlightJob:
     )
 
     def __init__(
-        self, batch: _Batch, entry_id: str, fields: dict[bytes, bytes], job: Job, carrier: str, seg: Segmented
+        self, batch: _Batch, entry_id: str, fields: dict[bytes, bytes], job: Job, carrier: str, seg: Segmented,
+        klass: _Class, lane: int,
     ) -> None:
         self.batch = batch
+        self.klass = klass
+        self.lane = lane
         self.fields = fields
         self.entry_id = entry_id
         self.job = job
@@ -148,6 +178,24 @@ class _InFlightJob:
 
 
 _Token = tuple[_InFlightJob, int, float]  # (job, part index, monotonic submit time)
+
+
+class _Class:
+    """Jobs of one carrier, lane and client class: how many are in hand, how many
+    wait in its park stream (an estimate: exact for what this engine parked,
+    learned for the others' by `Pipeline.check_parked`)."""
+
+    __slots__ = ("admitted", "budget", "carrier", "client", "held", "lane", "parked", "stream")
+
+    def __init__(self, carrier: str, lane: int, client: str, stream: str, budget: int, admitted: Any) -> None:
+        self.carrier = carrier
+        self.lane = lane
+        self.client = client
+        self.stream = stream  # its park stream
+        self.budget = budget
+        self.admitted = admitted  # metric child: sendgate_admitted{carrier, lane, client}
+        self.held = 0
+        self.parked = 0
 
 
 class _Batch:
@@ -196,15 +244,38 @@ class Pipeline:
         self._schedule = Script("schedule")
         self._requeue = Script("requeue")
         e = settings.engine
-        # Jobs in hand (read, not yet recorded): reading pauses above this.
+        # Jobs in hand per class of a carrier without tps (see _budget).
         self._max_in_hand = max(e.batch_size, e.max_pending_parts or 4 * e.batch_size)
         self._in_hand = 0
         self._outstanding = 0  # parts handed to pools and not yet answered
-        self._capacity = asyncio.Event()
+        self._capacity = asyncio.Event()  # set when a class may have room: the reader looks again
         self._capacity.set()
         # Admission: jobs wait here, unclaimed, until their carrier's window has
         # room; see `_admit`. What a crash leaves here is simply re-read.
-        self._queues: dict[str, deque[_InFlightJob]] = {c: deque() for c in self.carriers}
+        self._client_weights = {cl.id: cl.weight for cl in settings.clients}
+        self._queues: dict[str, CarrierQueue[_InFlightJob]] = {
+            c: CarrierQueue(e.lane_weights, self._client_weights) for c in self.carriers
+        }
+        self._lane_of = {self.keys.jobs_high: 0, self.keys.jobs: 1, self.keys.jobs_bulk: 2}
+        # Per carrier, per lane: client class -> _Class; and park stream -> _Class.
+        self._classes: dict[str, tuple[dict[str, _Class], ...]] = {}
+        self._park_streams: dict[str, _Class] = {}
+        for c in settings.carriers:
+            budget = self._budget(c)
+            per_lane: list[dict[str, _Class]] = []
+            for lane, lane_name in enumerate(LANES):
+                classes: dict[str, _Class] = {}
+                for client in (*self._client_weights, OTHER):
+                    stream = self.keys.park(c.name, lane_name, "" if client == OTHER else client)
+                    k = _Class(c.name, lane, client, stream, budget, metrics.admitted.labels(c.name, lane_name, client))
+                    classes[client] = k
+                    self._park_streams[stream] = k
+                per_lane.append(classes)
+            self._classes[c.name] = tuple(per_lane)
+        self._down_since: dict[str, float] = {}  # carrier -> when its last bind went down (monotonic)
+        self._park = Script("park")
+        self._groups_ready = False  # ensure_groups ran (the app calls it before run())
+        self._adopter: asyncio.Task[None] | None = None
         self._wakeups: dict[str, asyncio.Event] = {c: asyncio.Event() for c in self.carriers}
         self._admitters: list[asyncio.Task[None]] = []
         self._batches: set[_Batch] = set()
@@ -243,17 +314,39 @@ class Pipeline:
         # receipts that arrived early can be matched now).
         self.on_recorded: Callable[[], None] | None = None
         self._submit_latency = metrics.submit_latency
+        # Closed client accounts (engine/closure.py): the app reloads them every few
+        # seconds; a job's client is checked here in memory, no call per message.
+        self.closed_clients: frozenset[str] = frozenset()
 
     # ------------------------------------------------------------------ setup
     async def ensure_groups(self) -> None:
-        """Create the consumer group on every lane at id 0 (MKSTREAM): jobs
-        pushed before the engine's first start are sent."""
-        for stream in self.keys.lanes():
+        """Create the consumer group on every lane and park stream at id 0
+        (MKSTREAM): jobs pushed before the engine's first start are sent."""
+        for stream in (*self.keys.lanes(), *self._park_streams):
             try:
                 await self.redis.xgroup_create(stream, self.group, id="0", mkstream=True)
             except ResponseError as err:
                 if "BUSYGROUP" not in str(err):
                     raise
+        self._groups_ready = True
+
+    def _budget(self, c: CarrierSettings) -> int:
+        """Jobs one class of carrier ``c`` may hold (read, not yet recorded).
+
+        Two windows' worth in the pool plus ``lookahead_s`` of the carrier's
+        rate (at least a window) waiting for admission: small enough that a
+        job arriving in another lane or for another client is admitted within
+        about ``lookahead_s``. Without a tps there is no rate to bound by: the
+        old global bound (``max_pending_parts``) per class.
+        """
+        cap = max(1, c.window * c.binds)
+        if c.tps:
+            return 2 * cap + max(cap, math.ceil(c.tps * self.settings.engine.lookahead_s))
+        return max(4 * cap, self._max_in_hand)
+
+    def _is_up(self, carrier: str) -> bool:
+        pool = self.pools.get(carrier)
+        return pool is not None and pool.binds_up() > 0
 
     def _window_capacity(self, carrier: str) -> int:
         """Parts one carrier can have in its windows: window x submitting binds."""
@@ -263,21 +356,26 @@ class Pipeline:
     # ------------------------------------------------------------- main loop
     async def run(self) -> None:
         """Read and dispatch until `stop()`."""
-        await self._retry(self.ensure_groups)
+        if not self._groups_ready:
+            await self._retry(self.ensure_groups)
         loop = asyncio.get_running_loop()
+        self._adopter = loop.create_task(self._adopt_orphans_once(), name="adopt-orphan-parks")
         self._admitters = [loop.create_task(self._admit(c), name=f"admit-{c}") for c in self.carriers]
         e = self.settings.engine
-        streams = dict.fromkeys(self.keys.lanes(), ">")
+        lanes = self.keys.lanes()
         try:
             while not self._stopping:
-                if self._in_hand >= self._max_in_hand:
+                rooms = self._lane_rooms()
+                counts = {lanes[i]: min(e.batch_size, rooms[i]) for i in range(3) if rooms[i] > 0}
+                if not counts:
+                    # No class of a carrier with a bind up has room: wait for a
+                    # job's outcome or a bind (or look again within a second).
                     self._capacity.clear()
-                    await self._capacity.wait()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._capacity.wait(), 1.0)
                     continue
                 try:
-                    reply = await self._reader.xreadgroup(
-                        self.group, self.consumer, streams, count=e.batch_size, block=e.block_ms  # type: ignore[arg-type]
-                    )
+                    reply = await self._read_lanes(counts)
                 except ResponseError as err:
                     if "NOGROUP" in str(err):
                         await self._retry(self.ensure_groups)
@@ -290,8 +388,7 @@ class Pipeline:
                     continue
                 # Even when stop() came during the read: the entries go to the
                 # admission queues, and drain() hands the unstarted ones back.
-                streams_reply = reply.items() if isinstance(reply, dict) else (reply or ())
-                for stream_name, raw_entries in streams_reply:
+                for stream_name, raw_entries in reply:
                     stream = stream_name.decode() if isinstance(stream_name, bytes) else stream_name
                     lane = stream.rsplit(":", 1)[-1] if stream != self.keys.jobs else "normal"
                     self.metrics.jobs_consumed.labels(lane).inc(len(raw_entries))
@@ -301,9 +398,73 @@ class Pipeline:
                 self._stopping = True
                 for t in self._admitters:
                     t.cancel()
+            if self._adopter is not None and not self._adopter.done():
+                self._adopter.cancel()
             # Admitters finish the chunk in hand and return (see _admit).
             await asyncio.gather(*self._admitters, return_exceptions=True)
             self._run_done.set()
+
+    def _lane_rooms(self) -> list[int]:
+        """How many jobs to read from each lane (0: not now): the most room of a
+        class of that lane, of a carrier with a bind up, with nothing parked (a
+        class with parked jobs is refilled from its park stream)."""
+        rooms = [0, 0, 0]
+        for carrier, per_lane in self._classes.items():
+            if not self._is_up(carrier):
+                if self._in_outage(carrier):
+                    # Read its jobs too: parked as read, then moved to its
+                    # fallback or failed by check_outages.
+                    n = self.settings.engine.batch_size
+                    return [n, n, n]
+                continue
+            for lane, classes in enumerate(per_lane):
+                for k in classes.values():
+                    free = k.budget - k.held
+                    if free > rooms[lane] and not k.parked:
+                        rooms[lane] = free
+        return rooms
+
+    async def _read_lanes(self, counts: dict[str, int]) -> list[tuple[Any, Any]]:
+        """``(stream, raw entries)`` read from the lanes, at most ``counts[lane]`` each.
+
+        XREADGROUP has one COUNT for all its streams: with equal counts one
+        blocking call; otherwise one pipelined call per lane without blocking,
+        and only when all come back empty a blocking one with the smallest count
+        (so a lane is never read past its room: what is read beyond a class's
+        room would be parked for nothing)."""
+        e = self.settings.engine
+        values = set(counts.values())
+        if len(values) > 1:
+            pipe = self._reader.pipeline(transaction=False)
+            for stream, n in counts.items():
+                pipe.xreadgroup(self.group, self.consumer, {stream: ">"}, count=n)
+            out: list[tuple[Any, Any]] = []
+            for reply in await pipe.execute():
+                out.extend(reply.items() if isinstance(reply, dict) else (reply or ()))
+            if out:
+                return out
+        streams = dict.fromkeys(counts, ">")
+        raw: Any = await self._reader.xreadgroup(
+            self.group, self.consumer, streams, count=min(values), block=e.block_ms  # type: ignore[arg-type]
+        )
+        return list(raw.items() if isinstance(raw, dict) else (raw or ()))
+
+    def _in_outage(self, carrier: str) -> bool:
+        """No bind up for the carrier's ``outage_fail_after_s`` (when set)."""
+        limit = self.carriers[carrier].outage_fail_after_s
+        since = self._down_since.get(carrier)
+        return bool(limit) and since is not None and time.monotonic() - since >= limit
+
+    def on_bind_state(self, carrier: str, up: bool) -> None:
+        """A bind of ``carrier`` went up or down: read and admit again."""
+        if up:
+            self._down_since.pop(carrier, None)
+        elif not self._is_up(carrier):
+            self._down_since.setdefault(carrier, time.monotonic())
+        self._capacity.set()
+        wakeup = self._wakeups.get(carrier)
+        if wakeup is not None:
+            wakeup.set()
 
     def stop(self) -> None:
         """Stop reading and admitting new jobs (parts in flight go on)."""
@@ -340,8 +501,7 @@ class Pipeline:
     async def _requeue_unstarted(self) -> None:
         by_stream: dict[str, list[_InFlightJob]] = {}
         for queue in self._queues.values():
-            while queue:
-                ij = queue.popleft()
+            for ij in queue.clear():
                 by_stream.setdefault(ij.batch.stream, []).append(ij)
         for stream, jobs in by_stream.items():
             for i in range(0, len(jobs), 500):
@@ -350,16 +510,17 @@ class Pipeline:
                 flat = [x for ij in chunk for kv in ij.fields.items() for x in kv]
                 await self._retry(self._requeue, self.redis, *requeue_call(stream, self.group, meta, flat))
             for ij in jobs:
-                batch = ij.batch
-                batch.remaining -= 1
-                self._in_hand -= 1
-                if batch.remaining == 0:
-                    self._batches.discard(batch)
+                self._release(ij)
             log.info("handed %d unstarted job(s) back to %s", len(jobs), stream)
 
     @property
     def outstanding_parts(self) -> int:
         return self._outstanding
+
+    def carrier_counts(self, carrier: str) -> dict[str, int]:
+        """Jobs of ``carrier`` in hand (read, not yet recorded) and parked (as far as known here)."""
+        classes = [k for per_lane in self._classes[carrier] for k in per_lane.values()]
+        return {"in_hand": sum(k.held for k in classes), "parked": sum(k.parked for k in classes)}
 
     @property
     def batches_in_flight(self) -> int:
@@ -367,14 +528,24 @@ class Pipeline:
 
     # ------------------------------------------------------------ one batch
     async def process(self, stream: str, entries: Sequence[tuple[Any, dict[bytes, bytes] | None]]) -> None:
-        """Decode, route and segment one read's entries; queue them for admission."""
+        """Decode, route and segment one read's entries (of a lane or a park
+        stream); queue them for admission, or park them."""
         now = time.time()
         batch = _Batch(stream)
         jobs: list[_InFlightJob] = []
         dead_meta: list[DeadLetter] = []
         dead_fields: list[bytes] = []
-        scheduled: list[tuple[str, dict[bytes, bytes], float]] = []
+        scheduled: list[tuple[str, dict[bytes, bytes], float, str]] = []
         dead_codes: dict[str, int] = {}
+        to_park: list[tuple[str, dict[bytes, bytes], _Class]] = []
+        lane = self._lane_of.get(stream)
+        source = None if lane is not None else self._park_streams.get(stream)
+        if source is not None:
+            lane = source.lane
+        elif lane is None:  # pragma: no cover - we read lanes and park streams only
+            raise ValueError(f"not a lane or park stream: {stream}")
+        classes_of = self._classes
+        up: dict[str, bool] = {}
         for raw_id, fields in entries:
             entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
             if fields is None:  # deleted from the stream while pending
@@ -382,15 +553,34 @@ class Pipeline:
                 continue
             try:
                 job = parse_job(fields, now, allow_private_callbacks=self.settings.webhooks.allow_private)
+                if job.client and job.client in self.closed_clients:
+                    raise JobError("client_closed", "the client's account is closed")
                 if job.send_at and job.send_at > now + 0.5:
-                    scheduled.append((entry_id, fields, job.send_at))
+                    scheduled.append((entry_id, fields, job.send_at, job.id))
                     continue
                 if job.kind == "marketing" and job.client in self._guardrails:
                     quiet_until = self._marketing(job, fields, now)
                     if quiet_until:
-                        scheduled.append((entry_id, {**fields, b"quiet_until": b"%d" % quiet_until}, quiet_until))
+                        scheduled.append(
+                            (entry_id, {**fields, b"quiet_until": b"%d" % quiet_until}, quiet_until, job.id)
+                        )
                         continue
-                carrier = self.router.route(job.to, job.carrier)
+                # A parked job belongs to the carrier it was parked for (a
+                # fallback's park stream holds jobs moved there in an outage).
+                carrier = self.router.route(job.to, job.carrier) if source is None else source.carrier
+                # `priority` on the normal lane decides the job's lane class (a lane
+                # pushed to directly keeps its own; a parked job is already in its class)
+                job_lane = _PRIORITY_LANE[job.priority] if source is None and lane == _NORMAL_LANE else lane
+                classes = classes_of[carrier][job_lane]
+                k = classes.get(job.client) or classes[OTHER]
+                if source is None:
+                    is_up = up.get(carrier)
+                    if is_up is None:
+                        is_up = up[carrier] = self._is_up(carrier)
+                    if not is_up or k.parked or k.held >= k.budget:
+                        to_park.append((entry_id, fields, k))
+                        k.parked += 1  # now: later jobs of this read keep their order
+                        continue
                 seg = self._segment(job, carrier)
             except (JobError, RoutingError, SegmentError) as err:
                 code: str = err.code
@@ -398,7 +588,8 @@ class Pipeline:
                 self._dead_letter(entry_id, fields, code, reason, dead_meta, dead_fields)
                 dead_codes[code] = dead_codes.get(code, 0) + 1
                 continue
-            jobs.append(_InFlightJob(batch, entry_id, fields, job, carrier, seg))
+            k.held += 1
+            jobs.append(_InFlightJob(batch, entry_id, fields, job, carrier, seg, k, k.lane))
         if scheduled:
             await self._retry(self._hold_scheduled, stream, scheduled)
         if dead_meta:
@@ -407,6 +598,8 @@ class Pipeline:
             )
             for code, n in dead_codes.items():
                 self.metrics.dead_letters.labels(code).inc(n)
+        if to_park:
+            await self._park_entries(stream, to_park)
         if not jobs:
             if self._to_ack:
                 self._schedule_record()
@@ -417,11 +610,85 @@ class Pipeline:
         self._batches.add(batch)
         self._in_hand += len(jobs)
         touched: set[str] = set()
+        queues = self._queues
         for ij in jobs:
-            self._queues[ij.carrier].append(ij)
+            queues[ij.carrier].push(ij.lane, ij.klass.client, ij)
             touched.add(ij.carrier)
         for carrier in touched:
             self._wakeups[carrier].set()
+
+    async def _park_entries(self, stream: str, to_park: list[tuple[str, dict[bytes, bytes], _Class]]) -> None:
+        """Move entries of ``stream`` to their classes' park streams (one park.lua call).
+
+        The classes' ``parked`` counts were raised by the caller already."""
+        dests: dict[str, int] = {}
+        meta: list[ParkEntry] = []
+        flat: list[bytes] = []
+        counts: dict[_Class, int] = {}
+        for entry_id, fields, k in to_park:
+            dest = dests.get(k.stream)
+            if dest is None:
+                dest = dests[k.stream] = len(dests) + 1
+            meta.append(ParkEntry(entry_id=entry_id, nfields=2 * len(fields), dest=dest))
+            for kv in fields.items():
+                flat.extend(kv)
+            counts[k] = counts.get(k, 0) + 1
+        await self._retry(self._park, self.redis, *park_call(stream, list(dests), self.group, _json(meta), flat))
+        for k, n in counts.items():
+            self.metrics.jobs_parked.labels(k.carrier, LANES[k.lane]).inc(n)
+            if k.held < k.budget:  # parked only to keep its order: refill now
+                self._wakeups[k.carrier].set()
+
+    def _release(self, ij: _InFlightJob) -> None:
+        """``ij`` leaves the engine's hands (outcome queued, handed back, or moved)."""
+        batch = ij.batch
+        batch.remaining -= 1
+        self._in_hand -= 1
+        if batch.remaining == 0:
+            self._batches.discard(batch)
+        k = ij.klass
+        k.held -= 1
+        if k.held < k.budget:
+            if k.parked:
+                self._wakeups[k.carrier].set()
+            elif not self._capacity.is_set():
+                self._capacity.set()
+
+    def _refill_wanted(self, carrier: str) -> bool:
+        for classes in self._classes[carrier]:
+            for k in classes.values():
+                if k.parked and k.held < k.budget:
+                    return True
+        return False
+
+    async def _refill(self, carrier: str) -> None:
+        """Read parked jobs of ``carrier`` back into hand, as many as each class has room for."""
+        wanted = [
+            (k, k.budget - k.held)
+            for classes in self._classes[carrier] for k in classes.values() if k.parked and k.held < k.budget
+        ]
+        pipe = self._reader.pipeline(transaction=False)
+        for k, room in wanted:
+            pipe.xreadgroup(self.group, self.consumer, {k.stream: ">"}, count=room)
+        try:
+            replies = await pipe.execute(raise_on_error=False)
+        except _REDIS_ERRORS as err:
+            await self._backoff(1, err)
+            return
+        for (k, room), reply in zip(wanted, replies, strict=True):
+            if isinstance(reply, Exception):
+                if "NOGROUP" in str(reply):
+                    await self._retry(self.ensure_groups)
+                continue
+            items = reply.items() if isinstance(reply, dict) else (reply or ())
+            raw = [e for _name, es in items for e in es]
+            got = len(raw)
+            # Fewer than asked: the park stream is empty for this group (until
+            # this engine, or check_parked for another's, parks more).
+            k.parked = 0 if got < room else max(1, k.parked - got)
+            if got:
+                await self.process(k.stream, _entries(raw))
+        self._capacity.set()
 
     # -------------------------------------------------------------- admission
     async def _admit(self, carrier: str) -> None:
@@ -438,9 +705,25 @@ class Pipeline:
         pool = self.pools[carrier]
         cap = self._window_capacity(carrier)
         while not self._stopping:
+            if self._refill_wanted(carrier) and pool.binds_up():
+                try:
+                    await self._refill(carrier)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("reading parked jobs failed for carrier %s; retrying", carrier)
+                    await asyncio.sleep(0.5)
+                continue
             if not queue:
                 wakeup.clear()
                 await wakeup.wait()
+                continue
+            if not pool.binds_up():
+                # Take no idempotency mark for a carrier that cannot send: its
+                # jobs stay unclaimed (for its fallback after outage_fail_after_s).
+                wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), 1.0)
                 continue
             if pool.pending() >= cap:
                 await pool.wait_pending_below(cap)
@@ -448,8 +731,11 @@ class Pipeline:
             room = 2 * cap - pool.pending()
             chunk: list[_InFlightJob] = []
             parts = 0
-            while queue and (not chunk or parts + queue[0].parts <= room):
-                ij = queue.popleft()
+            while queue:
+                lane, ij = queue.pop()
+                if chunk and parts + ij.parts > room:
+                    queue.push_front(lane, ij.klass.client, ij)
+                    break
                 chunk.append(ij)
                 parts += ij.parts
             try:
@@ -460,7 +746,8 @@ class Pipeline:
                 # Never let one bad step stop admission for the carrier: the
                 # chunk goes back to the head of the queue and is tried again.
                 log.exception("admission step failed for carrier %s; retrying", carrier)
-                queue.extendleft(reversed([ij for ij in chunk if not ij.admitted]))
+                for ij in reversed([ij for ij in chunk if not ij.admitted]):
+                    queue.push_front(ij.lane, ij.klass.client, ij)
                 await asyncio.sleep(0.5)
 
     async def _claim_and_submit(self, chunk: list[_InFlightJob]) -> None:
@@ -491,10 +778,13 @@ class Pipeline:
                 for ij in expired:
                     ij.admitted = True
                     self._job_done(ij, record=False)  # acked by the claim script
-            duplicates = 0
+            duplicates = cancelled = 0
+            admitted: dict[_Class, int] = {}
             suppressed: list[_InFlightJob] = []
             for ij, status in zip(jobs, statuses, strict=True):
                 ij.admitted = True
+                k = ij.klass
+                admitted[k] = admitted.get(k, 0) + 1
                 if status == 1:  # sent under another entry: acked by the claim script
                     duplicates += 1
                     self._job_done(ij, record=False)
@@ -502,6 +792,10 @@ class Pipeline:
                 if status == 3:  # marketing to a suppressed number: dead-lettered below
                     ij.admitted = False  # until then: a failure puts it back in the queue
                     suppressed.append(ij)
+                    continue
+                if status == 4:  # cancelled while it waited: acked, event published by the script
+                    cancelled += 1
+                    self._job_done(ij, record=False)
                     continue
                 if not ij.to_hash:
                     ij.to_hash = self._hash_number(ij.job.to)
@@ -519,6 +813,10 @@ class Pipeline:
                     self._job_done(ij)
             if duplicates:
                 self.metrics.jobs_duplicate.inc(duplicates)
+            if cancelled:
+                self.metrics.events.labels("cancelled").inc(cancelled)
+            for k, n in admitted.items():
+                k.admitted.inc(n)
             if suppressed:
                 await self._reject_suppressed(stream, suppressed)
 
@@ -531,10 +829,11 @@ class Pipeline:
         for ij in jobs:
             job = ij.job
             if job.kind != "marketing":
-                claims.append(ClaimJob(job.id, ij.entry_id))  # (job_id, entry_id): positional is cheaper
+                # positional (keywords cost more): job_id, entry_id, suppression, to_hash, ref
+                claims.append(ClaimJob(job.id, ij.entry_id, "", "", job.ref))
                 continue
             ij.to_hash = self._hash_number(job.to)
-            claims.append(ClaimJob(job.id, ij.entry_id, suppression(job.client), ij.to_hash))
+            claims.append(ClaimJob(job.id, ij.entry_id, suppression(job.client), ij.to_hash, job.ref))
         return claims
 
     async def _reject_suppressed(self, stream: str, jobs: list[_InFlightJob]) -> None:
@@ -596,6 +895,7 @@ class Pipeline:
         reason: str,
         meta: list[DeadLetter],
         flat: list[bytes],
+        event: str = "",
     ) -> None:
         job_id = fields.get(b"id", b"")
         ref = fields.get(b"ref", b"")
@@ -605,9 +905,9 @@ class Pipeline:
             jid, sref = "", ""
         letter = DeadLetter(entry_id=entry_id, nfields=2 * len(fields), code=code, reason=reason, job_id=jid,
                             ref=sref, event="")
-        event = _DEAD_LETTER_EVENTS.get(code)
+        event = event or _DEAD_LETTER_EVENTS.get(code, "")
         if event and jid:
-            # the `expired` / `rejected` event is the job's first: it describes the job for the history row
+            # the `expired` / `rejected` / `failed` event is the job's first: it describes the job for the history row
             letter.event = event
             try:
                 to = fields.get(b"to", b"").decode()
@@ -658,16 +958,19 @@ class Pipeline:
         fallback = self.router.fallback(ij.carrier)
         if info.retriable and fallback and not ij.fallback_used and ij.parts == 1 and fallback in self.pools:
             # Retries exhausted: a single-part message moves to the fallback carrier.
-            ij.fallback_used = True
-            ij.carrier = fallback
-            ij.pdus = self.builders[fallback].build(ij.job, self._segment(ij.job, fallback))
-            ij.attempts = [0]
-            self.pools[fallback].submit(ij.pdus[0], (ij, 0, time.monotonic()))
+            self._to_fallback(ij, fallback)
             return
         if ij.event == "submitted":
             ij.event = "failed" if info.retriable else "rejected"
             ij.error = format_status(command_status)
         self._part_done(ij)
+
+    def _to_fallback(self, ij: _InFlightJob, fallback: str) -> None:
+        ij.fallback_used = True
+        ij.carrier = fallback
+        ij.pdus = self.builders[fallback].build(ij.job, self._segment(ij.job, fallback))
+        ij.attempts = [0]
+        self.pools[fallback].submit(ij.pdus[0], (ij, 0, time.monotonic()))
 
     def _resubmit(self, pool: Any, ij: _InFlightJob, i: int) -> None:
         try:
@@ -695,21 +998,16 @@ class Pipeline:
 
     def _job_done(self, ij: _InFlightJob, record: bool = True) -> None:
         """The job has its outcome: queue it for the record script (unless a duplicate)."""
-        batch = ij.batch
         if record:
-            pending = self._to_record.get(batch.stream)
+            stream = ij.batch.stream
+            pending = self._to_record.get(stream)
             if pending is None:
-                pending = self._to_record[batch.stream] = []
+                pending = self._to_record[stream] = []
             pending.append(ij)
             self._enqueued += 1
             if self._recorder is None:
                 self._schedule_record()
-        batch.remaining -= 1
-        self._in_hand -= 1
-        if self._in_hand < self._max_in_hand:
-            self._capacity.set()
-        if batch.remaining == 0:
-            self._batches.discard(batch)
+        self._release(ij)
 
     async def recorded_barrier(self, timeout_s: float = 1.0) -> None:
         """Wait until every outcome queued so far is recorded (or ``timeout_s``).
@@ -877,16 +1175,18 @@ class Pipeline:
         log.warning("redis call failed (%s), attempt %d; retrying in %.2fs", type(err).__name__, attempt, delay)
         await asyncio.sleep(delay)
 
-    async def _hold_scheduled(self, stream: str, scheduled: list[tuple[str, dict[bytes, bytes], float]]) -> None:
+    async def _hold_scheduled(self, stream: str, scheduled: list[tuple[str, dict[bytes, bytes], float, str]]) -> None:
         """Jobs with a future ``send_at``: stored aside, acked, pushed back when due."""
         k = self.keys
         pipe = self.redis.pipeline(transaction=True)
         ttl = self.settings.privacy.retention_days.payload * 86400
-        for entry_id, fields, due in scheduled:
+        for entry_id, fields, due, job_id in scheduled:
             key = k.scheduled_job(entry_id)
-            mapping: dict[Any, Any] = {**fields, b"lane": stream.encode()}
+            lane = stream if stream in self._lane_of else self.keys.lanes()[self._park_streams[stream].lane]
+            mapping: dict[Any, Any] = {**fields, b"lane": lane.encode()}
             pipe.hset(key, mapping=mapping)
             pipe.expire(key, ttl)
+            pipe.set(k.scheduled_id(job_id), entry_id, ex=ttl)  # for cancel.lua
             pipe.zadd(k.scheduled, {entry_id: due * 1000})
             pipe.xack(stream, self.group, entry_id)
         await pipe.execute()
@@ -897,6 +1197,204 @@ class Pipeline:
             self._schedule, self.redis, *schedule_call(self.keys, int(time.time() * 1000), limit)
         )
         return int(n)
+
+    # ------------------------------------------------ parked jobs, outages
+    async def check_parked(self) -> dict[str, int]:
+        """Learn of jobs other engines parked (so this one's admitters read them
+        too), trim what every engine has acked from the park streams; returns
+        the jobs waiting in park streams, per lane name. Periodic, not per job."""
+        streams = list(self._park_streams)
+        per_lane = dict.fromkeys(LANES, 0)
+        trims: list[tuple[str, str, int]] = []
+        for st, found in zip(streams, await group_backlog(self.redis, streams, self.group), strict=True):
+            if found is None:
+                continue
+            g, lag = found
+            k = self._park_streams[st]
+            pending = int(g.get("pending") or 0)
+            per_lane[LANES[k.lane]] += lag + pending
+            if lag > k.parked:
+                k.parked = lag
+                if k.held < k.budget:
+                    self._wakeups[k.carrier].set()
+            last = _text(g.get("last-delivered-id")) or "0-0"
+            if last != "0-0":
+                trims.append((st, last, pending))
+        if trims:
+            pipe = self.redis.pipeline(transaction=False)
+            for st, _last, pending in trims:
+                if pending:
+                    pipe.xpending(st, self.group)
+            oldest = iter(await pipe.execute(raise_on_error=False))
+            pipe = self.redis.pipeline(transaction=False)
+            for st, last, pending in trims:
+                minid = last
+                if pending:
+                    info = next(oldest)
+                    if isinstance(info, Exception) or not info.get("min"):
+                        continue
+                    minid = _text(info["min"])
+                # Entries before the oldest unacknowledged one were all sent (or moved).
+                pipe.xtrim(st, minid=minid, approximate=False)
+            await pipe.execute(raise_on_error=False)
+        return per_lane
+
+    async def _adopt_orphans_once(self) -> None:
+        try:
+            moved = await self.adopt_orphan_parks()
+            if moved:
+                log.info("moved %d parked job(s) of carriers or clients no longer configured back to their lanes", moved)
+        except _REDIS_ERRORS as err:  # not fatal: the next start tries again
+            log.warning("could not look for orphaned park streams (%s)", type(err).__name__)
+        except Exception:
+            log.exception("looking for orphaned park streams failed")
+
+    async def adopt_orphan_parks(self) -> int:
+        """Park streams of a carrier, or a client, that is no longer configured
+        would never be read: move their jobs back to their lanes (routed again
+        there). Entries another consumer still holds are left to it, unless idle
+        past the visibility timeout. Once per start (a SCAN of the key space)."""
+        lanes = dict(zip(LANES, self.keys.lanes(), strict=True))
+        orphans: list[tuple[str, str]] = []
+        async for raw in self.redis.scan_iter(match=self.keys.park_prefix + "*", count=1000, _type="stream"):
+            name = _text(raw)
+            if name in self._park_streams:
+                continue
+            parts = name[len(self.keys.park_prefix):].split(":")
+            if len(parts) >= 2 and parts[1] in lanes:
+                orphans.append((name, lanes[parts[1]]))
+        min_idle = int(self.settings.engine.visibility_timeout_s * 1000)
+        count = self.settings.engine.batch_size
+        moved = 0
+        for stream, lane in orphans:
+            try:
+                await self.redis.xgroup_create(stream, self.group, id="0")
+            except ResponseError as err:
+                if "BUSYGROUP" not in str(err):
+                    raise
+            start = "0-0"
+            while True:  # entries of consumers that went away
+                reply = await self._reader.xautoclaim(stream, self.group, self.consumer, min_idle, start, count)
+                start = _text(reply[0])
+                moved += await self._move_all(stream, lane, reply[1])
+                if start in ("0-0", "0"):
+                    break
+            while True:  # entries never read
+                unread: Any = await self._reader.xreadgroup(self.group, self.consumer, {stream: ">"}, count=count)
+                items = unread.items() if isinstance(unread, dict) else (unread or ())
+                raw_entries = [e for _name, es in items for e in es]
+                if not raw_entries:
+                    break
+                moved += await self._move_all(stream, lane, raw_entries)
+            # What was moved is acked: trim it (an entry still held elsewhere stays).
+            found = (await group_backlog(self.redis, [stream], self.group))[0]
+            if found is not None:
+                g = found[0]
+                minid = _text(g.get("last-delivered-id"))
+                if int(g.get("pending") or 0):
+                    info: Any = await self.redis.xpending(stream, self.group)
+                    minid = _text(info.get("min")) or minid
+                await self.redis.xtrim(stream, minid=minid, approximate=False)
+        return moved
+
+    async def _move_all(self, source: str, dest: str, raw: Any) -> int:
+        entries = [(_text(eid), f) for eid, f in _entries(raw)]
+        gone = [eid for eid, f in entries if f is None]
+        if gone:
+            await self.redis.xack(source, self.group, *gone)
+        live = [(eid, f) for eid, f in entries if f is not None]
+        if not live:
+            return 0
+        meta = _json([ParkEntry(entry_id=eid, nfields=2 * len(f), dest=1) for eid, f in live])
+        flat = [x for _eid, f in live for kv in f.items() for x in kv]
+        return int(await self._park(self.redis, *park_call(source, [dest], self.group, meta, flat)))
+
+    async def check_outages(self) -> int:
+        """Carriers without a bind up for their ``outage_fail_after_s``: their
+        waiting jobs go to their fallback (when it has a bind up) or fail with
+        ``carrier_unavailable``. Returns how many jobs were moved or failed."""
+        now = time.monotonic()
+        total = 0
+        for c in self.carriers.values():
+            if not c.outage_fail_after_s:
+                continue
+            if self._is_up(c.name):
+                self._down_since.pop(c.name, None)
+                continue
+            since = self._down_since.setdefault(c.name, now)
+            if now - since >= c.outage_fail_after_s:
+                total += await self._divert(c, now - since)
+        return total
+
+    async def _divert(self, c: CarrierSettings, down_s: float) -> int:
+        fallback = c.fallback if c.fallback and self._is_up(c.fallback) else ""
+        total = 0
+        # Jobs in hand, never claimed (the admitter takes no mark while no bind is up).
+        in_hand = self._queues[c.name].clear()
+        by_stream: dict[str, list[tuple[str, dict[bytes, bytes], int]]] = {}
+        for ij in in_hand:
+            by_stream.setdefault(ij.batch.stream, []).append((ij.entry_id, ij.fields, ij.lane))
+        for stream, items in by_stream.items():
+            await self._divert_entries(c.name, fallback, down_s, stream, items)
+        for ij in in_hand:
+            self._release(ij)
+        total += len(in_hand)
+        # Parts claimed and queued in the pool when the last bind went down, never written.
+        for _pdu, token in self.pools[c.name].take_queued():
+            ij, _i, _t0 = cast("_Token", token)
+            if fallback and ij.parts == 1 and not ij.fallback_used:
+                self._to_fallback(ij, fallback)
+                continue
+            if ij.event == "submitted":
+                ij.event, ij.error = "failed", "carrier_unavailable"
+            self._part_done(ij)
+            total += 1
+        # Parked jobs, a batch at a time (bounded per call: the next tick goes on).
+        count = self.settings.engine.batch_size
+        for classes in self._classes[c.name]:
+            for k in classes.values():
+                for _ in range(20):
+                    if not k.parked:
+                        break
+                    reply = await self._retry(
+                        self._reader.xreadgroup, self.group, self.consumer, {k.stream: ">"}, count
+                    )
+                    items_ = reply.items() if isinstance(reply, dict) else (reply or ())
+                    raw = [e for _name, es in items_ for e in es]
+                    if len(raw) < count:
+                        k.parked = 0
+                    entries = [(_text(eid), f) for eid, f in _entries(raw) if f is not None]
+                    if entries:
+                        await self._divert_entries(c.name, fallback, down_s, k.stream,
+                                                   [(eid, f, k.lane) for eid, f in entries])
+                        total += len(entries)
+        return total
+
+    async def _divert_entries(
+        self, carrier: str, fallback: str, down_s: float, stream: str, items: list[tuple[str, dict[bytes, bytes], int]]
+    ) -> None:
+        if fallback:
+            to_park: list[tuple[str, dict[bytes, bytes], _Class]] = []
+            for entry_id, fields, lane in items:
+                classes = self._classes[fallback][lane]
+                k = classes.get(_text(fields.get(b"client", b""))) or classes[OTHER]
+                k.parked += 1
+                to_park.append((entry_id, fields, k))
+            await self._park_entries(stream, to_park)
+            self.metrics.jobs_diverted.labels(carrier, fallback).inc(len(items))
+            log.warning("carrier %s: no bind up for %.0f s; %d job(s) moved to fallback %s",
+                        carrier, down_s, len(items), fallback)
+            return
+        meta: list[DeadLetter] = []
+        flat: list[bytes] = []
+        reason = f"carrier {carrier} had no bind up for {down_s:.0f} s (outage_fail_after_s)"
+        for entry_id, fields, _lane in items:
+            self._dead_letter(entry_id, fields, "carrier_unavailable", reason, meta, flat, event="failed")
+        await self._retry_claim(stream, _json(ClaimBatch(claims=[], dead=meta)), flat)
+        self.metrics.dead_letters.labels("carrier_unavailable").inc(len(items))
+        self.metrics.jobs_diverted.labels(carrier, "failed").inc(len(items))
+        log.warning("carrier %s: no bind up for %.0f s; %d job(s) failed (carrier_unavailable)",
+                    carrier, down_s, len(items))
 
     async def keep_alive_in_flight(self, older_than_s: float) -> None:
         """Reset the idle time of entries still in hand, so no one reclaims them."""
@@ -915,7 +1413,7 @@ class Pipeline:
         """Take over entries of consumers that went away (XAUTOCLAIM)."""
         mine = {eid for b in self._batches for eid in b.entry_ids}
         total = 0
-        for stream in self.keys.lanes():
+        for stream in (*self.keys.lanes(), *self._park_streams):
             start = "0-0"
             while True:
                 reply = await self._retry(

@@ -11,6 +11,10 @@ runs the engine's `parse_job` on the fields it would push::
     await producer.send(SendJob(id="order-1234", to="+4500112233", text="Your code is 1234"))
     async for event in producer.events(last_id="0"):
         print(event["id"], event["event"])
+
+Backpressure: ``await producer.ready()`` is False while a lane's backlog is
+above the engines' ``[engine] lane_high_water`` (``backlog()`` gives the
+figures); ``cancel(job_id)`` stops a job that is still waiting.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from redis.asyncio import Redis
 
+from engine.backlog import lane_backlog, read_backlog
 from engine.job import Job, JobError, parse_job
 from engine.keys import Keys
+from engine.scripts import Script, cancel_call
 from engine.suppression import SuppressionLists
 
 if TYPE_CHECKING:
@@ -40,13 +46,16 @@ class Producer:
     """Pushes validated jobs to the lanes and reads the events stream."""
 
     def __init__(
-        self, redis: Redis, prefix: str = "sendgate", history: HistoryStore | None = None, hash_secret: str = ""
+        self, redis: Redis, prefix: str = "sendgate", history: HistoryStore | None = None, hash_secret: str = "",
+        *, group: str = "sendgate",
     ) -> None:
         self.redis = redis
         self.keys = Keys(prefix)
         self.history = history
         self.hash_secret = hash_secret
         """``[privacy] hash_secret`` of the engine: needed by the suppression helpers only."""
+        self.group = group  # the engines' consumer group ([engine] group)
+        self._cancel = Script("cancel")
 
     def suppression(self) -> SuppressionLists:
         """The suppression lists (``suppress`` / ``unsuppress`` / ``is_suppressed`` use them)."""
@@ -68,9 +77,11 @@ class Producer:
         return (await self.suppression().check([number], client))[0]
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "sendgate", hash_secret: str = "") -> Producer:
+    def from_url(
+        cls, url: str, prefix: str = "sendgate", hash_secret: str = "", *, group: str = "sendgate"
+    ) -> Producer:
         """A producer with its own client of the Redis at ``url``."""
-        return cls(Redis.from_url(url), prefix, hash_secret=hash_secret)
+        return cls(Redis.from_url(url), prefix, hash_secret=hash_secret, group=group)
 
     def lane(self, job: SendJob) -> str:
         """The stream ``job`` goes to: its ``priority``'s lane."""
@@ -131,9 +142,52 @@ class Producer:
                 return {"source": "history", **msgspec.to_builtins(row), "state": row.state}
         return None
 
+    async def cancel(self, job_id: str, *, mark_ttl_s: int = 168 * 3600) -> bool:
+        """Cancel a job that is still waiting (in a lane, parked, or held for its
+        ``send_at``): True if it will never be sent (event ``cancelled``), False
+        when it was handed to a bind already (or cancelled before).
+
+        ``mark_ttl_s``: the engines' idempotency window (``[engine] idempotency_hours``
+        in seconds); cancelling an id that was never pushed blocks it that long.
+        """
+        code, _mark = await cancel_outcome(self, job_id, mark_ttl_s)
+        return code > 0
+
+    async def backlog(self) -> dict[str, int]:
+        """Jobs waiting per lane (``high``, ``normal``, ``bulk``): the engines' last
+        sample (with parked jobs), or, when no engine sampled lately, the lanes'
+        unread and unacked entries read now."""
+        sample = await read_backlog(self.redis, self.keys)
+        if sample is not None:
+            return sample[0]
+        return await lane_backlog(self.redis, self.keys, self.group)
+
+    async def ready(self, high_water: int | None = None) -> bool:
+        """False while a lane's backlog is above ``high_water`` (default: the
+        engines' ``[engine] lane_high_water``; 0 = always ready)."""
+        sample = await read_backlog(self.redis, self.keys)
+        if sample is None:
+            lanes, hw = await lane_backlog(self.redis, self.keys, self.group), 0
+        else:
+            lanes, hw = sample
+        if high_water is not None:
+            hw = high_water
+        return not hw or all(n <= hw for n in lanes.values())
+
     async def aclose(self) -> None:
         """Close the Redis client."""
         await self.redis.aclose()
 
 
-__all__ += ["JobError"]
+async def cancel_outcome(producer: Producer, job_id: str, mark_ttl_s: int) -> tuple[int, str]:
+    """cancel.lua's answer: (1 waiting in a lane / 2 held for send_at, "") when
+    cancelled; (0, mark) when not cancellable (``c`` = cancelled before)."""
+    import time
+
+    code, mark = await producer._cancel(
+        producer.redis, *cancel_call(producer.keys, job_id, mark_ttl_s, int(time.time() * 1000), 1_000_000)
+    )
+    return int(code), mark.decode() if isinstance(mark, bytes) else str(mark)
+
+
+__all__ += ["JobError", "cancel_outcome"]

@@ -2,7 +2,9 @@
 --
 -- Jobs with a future send_at are stored as hashes `P:scheduled:<entry id>`
 -- (their original fields plus `lane`) and indexed in the sorted set
--- `P:scheduled` by due time (unix ms).
+-- `P:scheduled` by due time (unix ms); `P:scheduled:id:<job id>` names the
+-- entry of a held job (cancel.lua). Each due job is released once: the script
+-- runs alone, and removes what it releases.
 --
 -- Positions are named: the loader (engine/scripts.py) prepends the generated
 -- header (LAYOUT_VERSION, K_*, A_*) from SCHEDULE_KEYS and SCHEDULE_ARGS.
@@ -12,6 +14,7 @@
 -- ARGV[A_LIMIT]  most jobs to release in this call
 -- ARGV[A_LAYOUT] LAYOUT_VERSION of the caller (a mismatch is refused)
 -- ARGV[A_JOB_PREFIX] what a held job's key starts with ("P:scheduled:", engine/keys.py)
+-- ARGV[A_ID_PREFIX] what the job id -> entry id index starts with ("P:scheduled:id:"; for cancel.lua)
 if ARGV[A_LAYOUT] ~= LAYOUT_VERSION then
   return redis.error_reply('schedule.lua: argument layout ' .. tostring(ARGV[A_LAYOUT]) .. ', this script reads '
     .. LAYOUT_VERSION .. ' (caller and script from different versions)')
@@ -21,13 +24,14 @@ local due = redis.call('ZRANGEBYSCORE', zset, '-inf', ARGV[A_NOW], 'LIMIT', 0, t
 for _, entry_id in ipairs(due) do
   local key = job_prefix .. entry_id
   local flat = redis.call('HGETALL', key)
-  local lane = nil
+  local lane, job_id = nil, nil
   -- No MAXLEN: trimming a lane by length could drop jobs nobody has read yet.
   local args = {'XADD', '', '*'}
   for i = 1, #flat, 2 do
     if flat[i] == 'lane' then
       lane = flat[i + 1]
     else
+      if flat[i] == 'id' then job_id = flat[i + 1] end
       args[#args + 1] = flat[i]
       args[#args + 1] = flat[i + 1]
     end
@@ -37,6 +41,9 @@ for _, entry_id in ipairs(due) do
     redis.call(unpack(args))
   end
   redis.call('DEL', key)
+  if job_id and redis.call('GET', ARGV[A_ID_PREFIX] .. job_id) == entry_id then
+    redis.call('DEL', ARGV[A_ID_PREFIX] .. job_id)
+  end
   redis.call('ZREM', zset, entry_id)
 end
 return #due

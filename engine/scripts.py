@@ -32,12 +32,16 @@ from engine.inbound import InboundPart
 from engine.keys import Keys, Positions, lua_header
 
 __all__ = [
+    "CANCEL_ARGS",
+    "CANCEL_KEYS",
     "CLAIM_ARGS",
     "CLAIM_KEYS",
     "INBOUND_ARGS",
     "INBOUND_KEYS",
     "INBOUND_SWEEP_ARGS",
     "LAYOUT_VERSION",
+    "PARK_ARGS",
+    "PARK_KEYS",
     "RECORD_ARGS",
     "RECORD_KEYS",
     "REQUEUE_ARGS",
@@ -47,14 +51,17 @@ __all__ = [
     "ClaimBatch",
     "ClaimJob",
     "DeadLetter",
+    "ParkEntry",
     "RecordBatch",
     "RecordJob",
     "RecordWait",
     "RequeueEntry",
     "Script",
+    "cancel_call",
     "claim_call",
     "inbound_call",
     "inbound_sweep_call",
+    "park_call",
     "payload_json",
     "record_call",
     "requeue_call",
@@ -62,10 +69,11 @@ __all__ = [
     "script_header",
 ]
 
-LAYOUT_VERSION = 4
+LAYOUT_VERSION = 5
 """Of every layout below; bump it on any change of one (1: the hand-numbered lists;
 3: claims carry the suppression check, inbound scripts; 4: hot state only, no subject
-indexes, the record call's token)."""
+indexes, the record call's token; 5: a claim carries the job's ref, park.lua and
+cancel.lua, schedule.lua's id index)."""
 
 
 def _fields(lua_prefix: str, struct: type[msgspec.Struct]) -> Positions:
@@ -133,6 +141,8 @@ class ClaimJob(msgspec.Struct, array_like=True, gc=False):
     """A marketing job: its client's suppression list (``Keys.suppression``), else ""."""
     to_hash: str = ""
     """A marketing job: the keyed hash of its number, looked up in ``suppression``."""
+    ref: str = ""
+    """For the `cancelled` event of a job whose mark `sendgate cancel` took."""
 
 
 class DeadLetter(msgspec.Struct, array_like=True, gc=False):
@@ -170,7 +180,24 @@ class RequeueEntry(msgspec.Struct, array_like=True, gc=False):
 
 
 SCHEDULE_KEYS = Positions("K", ("scheduled",))
-SCHEDULE_ARGS = Positions("A", ("now", "limit", "layout", "job_prefix"))
+SCHEDULE_ARGS = Positions("A", ("now", "limit", "layout", "job_prefix", "id_prefix"))
+
+
+# -- park.lua, cancel.lua -----------------------------------------------------
+PARK_KEYS = Positions("K", ("source",))
+"""Then the park streams (``ParkEntry.dest`` 1 is the first after ``source``)."""
+PARK_ARGS = Positions("A", ("group", "layout", "payload"), rest="rest")
+
+
+class ParkEntry(msgspec.Struct, array_like=True, gc=False):
+    entry_id: str
+    nfields: int
+    dest: int
+    """1-based index of the park stream among the KEYS after ``source``."""
+
+
+CANCEL_KEYS = Positions("K", ("idem", "held", "scheduled", "events"))
+CANCEL_ARGS = Positions("A", ("layout", "job_id", "mark_ttl", "now", "maxlen", "job_prefix"))
 
 # -- inbound.lua, inbound_sweep.lua ---------------------------------------------
 INBOUND_KEYS = Positions("K", ("inbound", "due"))
@@ -184,6 +211,8 @@ _HEADERS: dict[str, tuple[Positions, ...]] = {
     "claim": (CLAIM_KEYS, CLAIM_ARGS, _fields("C", ClaimJob), _fields("D", DeadLetter)),
     "requeue": (REQUEUE_KEYS, REQUEUE_ARGS, _fields("E", RequeueEntry)),
     "schedule": (SCHEDULE_KEYS, SCHEDULE_ARGS),
+    "park": (PARK_KEYS, PARK_ARGS, _fields("E", ParkEntry)),
+    "cancel": (CANCEL_KEYS, CANCEL_ARGS),
     "inbound": (INBOUND_KEYS, INBOUND_ARGS, _fields("P", InboundPart)),
     "inbound_sweep": (INBOUND_KEYS, INBOUND_SWEEP_ARGS),
 }
@@ -228,7 +257,27 @@ def requeue_call(stream: str, group: str, payload: bytes, fields: Sequence[bytes
 def schedule_call(keys: Keys, now_ms: int, limit: int) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of schedule.lua."""
     return SCHEDULE_KEYS.build(scheduled=keys.scheduled), SCHEDULE_ARGS.build(
-        now=now_ms, limit=limit, layout=LAYOUT_VERSION, job_prefix=keys.scheduled_prefix
+        now=now_ms, limit=limit, layout=LAYOUT_VERSION, job_prefix=keys.scheduled_prefix,
+        id_prefix=keys.scheduled_id_prefix,
+    )
+
+
+def park_call(
+    source: str, dests: Sequence[str], group: str, payload: bytes, fields: Sequence[bytes]
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of park.lua: entries of ``source`` to the park streams ``dests``."""
+    return [*PARK_KEYS.build(source=source), *dests], PARK_ARGS.build(
+        group=group, layout=LAYOUT_VERSION, payload=payload, rest=fields
+    )
+
+
+def cancel_call(keys: Keys, job_id: str, mark_ttl_s: int, now_ms: int, maxlen: int) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of cancel.lua."""
+    return CANCEL_KEYS.build(
+        idem=keys.idem(job_id), held=keys.scheduled_id(job_id), scheduled=keys.scheduled, events=keys.events
+    ), CANCEL_ARGS.build(
+        layout=LAYOUT_VERSION, job_id=job_id, mark_ttl=mark_ttl_s, now=now_ms, maxlen=maxlen,
+        job_prefix=keys.scheduled_prefix,
     )
 
 

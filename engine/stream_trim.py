@@ -54,6 +54,10 @@ def stream_retention_days(settings: Settings) -> list[tuple[str, int]]:
     keys = Keys(settings.redis.prefix)
     d = settings.privacy.retention_days
     plan = [(lane, d.payload) for lane in keys.lanes()]  # raw job payloads
+    plan += [  # parked job payloads (engine/pipeline.py; also trimmed as they are sent)
+        (keys.park(c.name, lane, client), d.payload)
+        for c in settings.carriers for lane in ("high", "normal", "bulk") for client in ("", *(cl.id for cl in settings.clients))
+    ]
     plan += [
         (keys.events, d.message),
         (keys.dead, d.payload),
@@ -125,7 +129,7 @@ async def trim_streams(
 
     for stream, days in stream_retention_days(settings):
         age_bound = now_ms - days * _DAY_MS
-        if stream in keys.lanes():
+        if stream in keys.lanes() or stream.startswith(keys.park_prefix):  # park streams: lanes per carrier
             low = await group_low_id(redis, stream, e.group)
             if low is not None and _id_key(low) > (age_bound, 0):
                 await minid(stream, low, f"acknowledged by group {e.group}")

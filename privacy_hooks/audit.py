@@ -37,6 +37,8 @@ __all__ = ["AuditLog", "default_actor"]
 
 _log = logging.getLogger(__name__)
 _DAY_MS = 86_400_000
+# Integer fields named like this are times, written as they are (a unix time looks like a number).
+_TIME_SUFFIXES = ("_until", "_ms", "_at")
 
 
 def _text(value: Any) -> str:
@@ -83,6 +85,8 @@ class AuditLog:
         if name in TEXT_FIELDS:
             return REDACTED
         text = _text(value)
+        if isinstance(value, int) and not isinstance(value, bool) and name.endswith(_TIME_SUFFIXES):
+            return text  # a time (unix s or ms) has ten or more digits, and is no phone number
         if name in NUMBER_FIELDS and any(c.isdigit() for c in text):
             self.masked_fields += 1
             _log.warning("audit field %s holds a phone number; written masked", name)

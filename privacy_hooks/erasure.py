@@ -44,7 +44,7 @@ record (correlate.lua only updates a record that exists).
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,6 +162,7 @@ class ErasureResult:
     events: int = 0  # events stream entries deleted
     history_rows: int = 0  # history store rows hidden or deleted (engine/erase.py)
     jobs: int = 0  # jobs of the subject found (the caller's, and in the events stream)
+    entries: int = 0  # waiting / held jobs, dead letters, inbound messages removed (engine/subject_records.py)
 
 
 def _s(value: Any) -> str:
@@ -226,6 +227,7 @@ async def erase_subject(
     hooks: HookChain | None = None,
     requested_by: str = "",
     batch: int = 500,
+    extra: Mapping[str, Any] | None = None,
 ) -> ErasureResult:
     """Erase the hot Redis records of a subject's jobs (see the module docstring).
 
@@ -234,7 +236,8 @@ async def erase_subject(
     message_id)``: the ids the carrier's correlation entries are keyed by (its
     ``dlr_id_format``; default: as given). ``history``: the caller's step on its
     own store, run before the audit entry; returns the rows it touched. ``audit``
-    defaults to ``AuditLog(redis, "<prefix>:audit", policy.audit)``.
+    defaults to ``AuditLog(redis, "<prefix>:audit", policy.audit)``; ``extra``: more
+    fields for the audit entry (counts of what the caller removed itself).
     """
     _check_subject(subject_hash)
     k = _keys(prefix)
@@ -273,6 +276,7 @@ async def erase_subject(
         history_rows=rows,
         retention_until=until,
         requested_by=requested_by or None,
+        **dict(extra or {}),
     )
     result = ErasureResult(
         subject_hash, immediate, hot, len(ordered) - hot, payloads, until, audit_id, events, rows, len(ordered)

@@ -1,20 +1,34 @@
 """The PostgreSQL history store (production): asyncpg, one row per job, partitioned by day.
 
-Writing a batch is three statements in one transaction, whatever its size:
+A batch (one delta per job, engine/history/record.py) is written in one
+transaction, placing each job's row first:
 
-1. ``COPY`` the batch's deltas (one per job, engine/history/record.py) into
-   ``history_stage``, a temporary table of the connection (``ON COMMIT DELETE
-   ROWS``) — the binary COPY is the cheapest way into PostgreSQL from Python;
-2. move each staged delta onto the day of the job's existing row, looking
-   back ``lookback_days`` (a receipt comes up to ``dlr_wait`` after the submit,
-   so its row is in one of the last few partitions): a job never gets a
-   second row, whichever day its later events fall on;
-3. ``INSERT … SELECT … ON CONFLICT (job_id, day) DO UPDATE`` with the merge
-   rules, so applying the same batch again changes nothing.
+1. a job this process wrote lately is in the day cache (job id -> day, the
+   last ``day_cache_size`` jobs): a receipt seconds after its submit needs no
+   lookup. Other jobs are looked up by primary key in a few partitions: with
+   the job's first event in the batch (``has_first``) only in the days after
+   its own (its later events archived first, by another archiver), else up to
+   ``lookback_days`` back (a receipt comes up to ``dlr_wait`` after the submit);
+2. new rows: binary ``COPY`` straight into their day's partition (no staging,
+   no speculative insertion);
+3. existing rows: ``COPY`` into ``history_stage`` (a temporary table of the
+   connection, ``ON COMMIT DELETE ROWS``), then one ``UPDATE`` per day
+   partition joined on the job id, with the merge rules. Partitions have
+   ``fillfactor = 50``, so most of these updates stay on their page (HOT: no
+   index entry).
+
+When a placement proves wrong (a row that was cached is gone: erased, dropped;
+or a row the lookup could not see: a replay after a restart, whose cache is
+empty), the transaction rolls back and the batch takes the general path: stage
+everything, move each delta onto the day of an existing row, one ``INSERT …
+ON CONFLICT DO UPDATE`` with the same rules. Either way, applying a batch
+again changes nothing. One limit: a job's first event is taken to be stamped
+no later than its other events' UTC day (the clocks of the engine's workers).
 
 A transaction-level advisory lock serialises batches of several archivers:
 two events of one job archived at once by two processes could otherwise both
-miss the other's uncommitted row and insert two.
+miss the other's uncommitted row and insert two. ``synchronous_commit`` stays
+on: the archiver acks the events once the commit returns.
 
 Partitions are ``messages_pYYYYMMDD`` (a range of one UTC day), created a few
 days ahead and on demand for a day that has none (an old event replayed), and
@@ -25,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -40,12 +55,14 @@ __all__ = ["PostgresHistory"]
 
 _EPOCH = dt.date(1970, 1, 1)
 _LOCK_WRITE = 0x53474857  # "SGHW": serialises batch writes
+_DAY_MS = 86_400_000
 _LOCK_MIGRATE = 0x5347484D  # "SGHM": one migrator at a time
 _DAYS_AHEAD = 2
 # Room on each page for a row's receipt update to stay on the page (a HOT update:
-# no new entry in any of the four indexes); about halves the merge of a batch that
-# is half receipts, for a table ~20 % larger.
-_FILLFACTOR = 80
+# no new entry in any index). At 80 only ~20 % of the steady state's updates were
+# HOT, at 50 ~87 %: less WAL, smaller indexes, and no larger a heap (updates that
+# leave their page bloat it as much); migration 0003 has the figures.
+_FILLFACTOR = 50
 
 _STAGE_COLUMNS = (
     "job_id", "day", "ref", "client", "kind", "carrier", "parts", "encoding", "message_ids",
@@ -57,7 +74,7 @@ CREATE TEMP TABLE IF NOT EXISTS history_stage (
     job_id text NOT NULL, day date NOT NULL, ref text, client text, kind text, carrier text,
     parts integer, encoding text, message_ids text, to_hash text, to_mask text,
     first_ms bigint, submitted_ms bigint, final_state text, final_ms bigint, error text,
-    events jsonb, errors jsonb, retention_until bigint
+    events jsonb, errors jsonb, retention_until bigint, updated_ms bigint
 ) ON COMMIT DELETE ROWS
 """
 # The job ids go in as an array so that each recent partition is probed through
@@ -69,31 +86,58 @@ FROM messages m
 WHERE m.job_id = ANY($3::text[]) AND m.day >= $1 AND m.day <= $2
   AND m.job_id = s.job_id AND m.day <> s.day
 """
+_ROW_COLUMNS = (*_STAGE_COLUMNS, "updated_ms")
 _cols = ", ".join(_STAGE_COLUMNS)
+# The merge rules (engine/history/record.py), {n} being the new values: EXCLUDED
+# in the generic upsert, the staged batch in the UPDATE of known rows.
+_MERGE_SET = """
+    ref = CASE WHEN {n}.ref <> '' AND m.erased_ms = 0 THEN {n}.ref ELSE m.ref END,
+    client = CASE WHEN {n}.client <> '' THEN {n}.client ELSE m.client END,
+    kind = CASE WHEN {n}.kind <> '' THEN {n}.kind ELSE m.kind END,
+    carrier = CASE WHEN {n}.carrier <> '' THEN {n}.carrier ELSE m.carrier END,
+    parts = CASE WHEN {n}.parts > 0 THEN {n}.parts ELSE m.parts END,
+    encoding = CASE WHEN {n}.encoding <> '' THEN {n}.encoding ELSE m.encoding END,
+    message_ids = CASE WHEN {n}.message_ids <> '' THEN {n}.message_ids ELSE m.message_ids END,
+    to_hash = CASE WHEN {n}.to_hash <> '' THEN {n}.to_hash ELSE m.to_hash END,
+    to_mask = CASE WHEN {n}.to_mask <> '' AND m.erased_ms = 0 THEN {n}.to_mask ELSE m.to_mask END,
+    first_ms = LEAST(m.first_ms, {n}.first_ms),
+    submitted_ms = LEAST(m.submitted_ms, {n}.submitted_ms),
+    final_state = CASE WHEN {n}.final_ms IS NOT NULL AND (m.final_ms IS NULL OR {n}.final_ms >= m.final_ms)
+        THEN {n}.final_state ELSE m.final_state END,
+    final_ms = GREATEST(m.final_ms, {n}.final_ms),
+    error = CASE WHEN {n}.error <> '' THEN {n}.error ELSE m.error END,
+    events = m.events || {n}.events,
+    errors = m.errors || {n}.errors,
+    retention_until = GREATEST(m.retention_until, {n}.retention_until)"""
 _MERGE = f"""
 INSERT INTO messages AS m ({_cols}, updated_ms)
 SELECT {_cols}, $1::bigint FROM history_stage
-ON CONFLICT (job_id, day) DO UPDATE SET
-    ref = CASE WHEN EXCLUDED.ref <> '' AND m.erased_ms = 0 THEN EXCLUDED.ref ELSE m.ref END,
-    client = CASE WHEN EXCLUDED.client <> '' THEN EXCLUDED.client ELSE m.client END,
-    kind = CASE WHEN EXCLUDED.kind <> '' THEN EXCLUDED.kind ELSE m.kind END,
-    carrier = CASE WHEN EXCLUDED.carrier <> '' THEN EXCLUDED.carrier ELSE m.carrier END,
-    parts = CASE WHEN EXCLUDED.parts > 0 THEN EXCLUDED.parts ELSE m.parts END,
-    encoding = CASE WHEN EXCLUDED.encoding <> '' THEN EXCLUDED.encoding ELSE m.encoding END,
-    message_ids = CASE WHEN EXCLUDED.message_ids <> '' THEN EXCLUDED.message_ids ELSE m.message_ids END,
-    to_hash = CASE WHEN EXCLUDED.to_hash <> '' THEN EXCLUDED.to_hash ELSE m.to_hash END,
-    to_mask = CASE WHEN EXCLUDED.to_mask <> '' AND m.erased_ms = 0 THEN EXCLUDED.to_mask ELSE m.to_mask END,
-    first_ms = LEAST(m.first_ms, EXCLUDED.first_ms),
-    submitted_ms = LEAST(m.submitted_ms, EXCLUDED.submitted_ms),
-    final_state = CASE WHEN EXCLUDED.final_ms IS NOT NULL AND (m.final_ms IS NULL OR EXCLUDED.final_ms >= m.final_ms)
-        THEN EXCLUDED.final_state ELSE m.final_state END,
-    final_ms = GREATEST(m.final_ms, EXCLUDED.final_ms),
-    error = CASE WHEN EXCLUDED.error <> '' THEN EXCLUDED.error ELSE m.error END,
-    events = m.events || EXCLUDED.events,
-    errors = m.errors || EXCLUDED.errors,
-    retention_until = GREATEST(m.retention_until, EXCLUDED.retention_until),
+ON CONFLICT (job_id, day) DO UPDATE SET {_MERGE_SET.format(n="EXCLUDED")},
     updated_ms = EXCLUDED.updated_ms
 """
+# Rows whose day is known: staged, then one UPDATE per day partition, each row
+# found through the partition's primary key (the partition is one day: its key
+# is the job id). The batch goes through the stage rather than as arrays, whose
+# encoding in asyncpg checks every element against collections.abc (~1 µs each).
+_UPDATE = (
+    "UPDATE {table} AS m SET" + _MERGE_SET.format(n="s") + ",\n    updated_ms = $1\n"
+    "FROM history_stage s WHERE s.day = $2 AND m.job_id = s.job_id"
+)
+# Where the rows of jobs not in the day cache are, within a range of days.
+# The ids go in as one string split on a separator that no id holds (checked;
+# an array parameter otherwise): asyncpg's array encoding costs ~1 µs per id.
+_LOOKUP = "SELECT job_id, day FROM messages WHERE job_id = ANY($1::text[]) AND day >= $2 AND day <= $3"
+_LOOKUP_JOINED = (
+    "SELECT job_id, day FROM messages WHERE job_id = ANY(string_to_array($1::text, E'\\x1f')) AND day >= $2 AND day <= $3"
+)
+_SEP = "\x1f"
+# Every write transaction: its plans probe primary keys (the planner, blind to
+# the batch, would otherwise hash or scan a whole day's partition), no JIT
+# (compiling costs more than these statements), then the archivers' lock.
+_BEGIN_WRITE = (
+    "SET LOCAL jit = off; SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; "
+    "SET LOCAL enable_mergejoin = off; SET LOCAL enable_material = off; SELECT pg_advisory_xact_lock(%d)"
+)
 _SELECT = (
     "SELECT job_id, day, ref, client, kind, carrier, parts, encoding, message_ids, to_hash, to_mask, "
     "first_ms, submitted_ms, final_state, final_ms, error, events, errors, retention_until, updated_ms "
@@ -113,6 +157,10 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
 )
+
+
+class _NotAllPlaced(Exception):
+    """A cached day was wrong (the row is gone): merge the batch the general way."""
 
 
 def _partition_name(day: int) -> str:
@@ -140,9 +188,15 @@ class PostgresHistory:
 
     dialect = "postgres"
 
-    def __init__(self, dsn: str, *, lookback_days: int = 4, max_connections: int = 4) -> None:
+    def __init__(
+        self, dsn: str, *, lookback_days: int = 4, max_connections: int = 4, day_cache_size: int = 100_000
+    ) -> None:
         self.dsn = dsn
         self.lookback_days = lookback_days
+        self.day_cache_size = day_cache_size
+        # job id -> day of its row, for the jobs this process wrote lately: a receipt
+        # seconds after its submit updates the row without looking for it first.
+        self._job_days: dict[str, int] = {}
         self.max_connections = max_connections
         self._pool: asyncpg.Pool | None = None
         self._partitions: set[int] = set()
@@ -211,45 +265,131 @@ class PostgresHistory:
             raise HistoryUnavailable(f"postgres: {type(err).__name__}: {err}") from err
         return max(done, default=0)
 
-    def records(self, deltas: Sequence[JobDelta]) -> list[tuple[Any, ...]]:
-        """The staging rows of a batch (the CPU the engine spends per job, apart from COPY)."""
+    def records(self, deltas: Sequence[JobDelta], now_ms: int = 0) -> list[tuple[Any, ...]]:
+        """The rows of a batch in `_ROW_COLUMNS` order (the CPU the engine spends per job, apart from COPY)."""
         dumps = orjson.dumps
         date = self._date
         return [
             (
-                job_id, date(first_ms // 86_400_000), ref, client, kind, carrier, parts, encoding, message_ids,
+                job_id, date(first_ms // _DAY_MS), ref, client, kind, carrier, parts, encoding, message_ids,
                 to_hash, to_mask, first_ms, submitted_ms, final_state, final_ms, error,
-                dumps(events).decode(), dumps(errors).decode() if errors else "{}", retention_until,
+                dumps(events).decode(), dumps(errors).decode() if errors else "{}", retention_until, now_ms,
             )
             for (
                 job_id, first_ms, ref, client, kind, carrier, parts, encoding, message_ids, to_hash, to_mask,
-                error, retention_until, submitted_ms, final_state, final_ms, events, errors,
+                error, retention_until, submitted_ms, final_state, final_ms, events, errors, _first,
             ) in deltas
         ]
+
+    def _remember(self, placed: list[tuple[list[str], int]]) -> None:
+        days = self._job_days
+        for ids, day in placed:
+            days.update(dict.fromkeys(ids, day))
+        excess = len(days) - self.day_cache_size
+        if excess > 0:  # drop the oldest (insertion order), a tenth more to do it seldom
+            for k in list(itertools.islice(days, excess + self.day_cache_size // 10)):
+                del days[k]
 
     async def write(self, deltas: Sequence[JobDelta], now_ms: int) -> int:
         if not deltas:
             return 0
-        records = self.records(deltas)
-        days = {d.first_ms // 86_400_000 for d in deltas}
-        lo, hi = min(days) - self.lookback_days, max(days) + 1
+        records = self.records(deltas, now_ms)
         pool = await self._get_pool()
         try:
             async with pool.acquire() as conn:
-                await self._ensure_partitions(conn, days)
-                async with conn.transaction():
-                    await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_WRITE)
-                    await conn.copy_records_to_table("history_stage", records=records, columns=_STAGE_COLUMNS)
-                    await conn.execute(_MOVE_TO_EXISTING_DAY, self._date(lo), self._date(hi), [r[0] for r in records])
-                    await conn.execute(_MERGE, now_ms)
+                try:
+                    placed = await self._write_placed(conn, deltas, records, now_ms)
+                except _NotAllPlaced:
+                    placed = None
+                except asyncpg.UniqueViolationError:  # a row the lookup could not see (a replay): merge
+                    placed = None
+                if placed is None:
+                    await self._write_merged(conn, records, now_ms)
+                    self._job_days.clear()  # some day may have been wrong: learn again
+                else:
+                    self._remember(placed)
         except _UNAVAILABLE as err:
             raise HistoryUnavailable(f"postgres: {type(err).__name__}: {err}") from err
         except asyncpg.PostgresError as err:
             # e.g. "no partition of relation found": another process dropped a
             # partition this one still had in its cache; look again on the retry.
             self._partitions.clear()
+            self._job_days.clear()
             raise HistoryError(f"postgres: {type(err).__name__}: {err}") from err
         return len(records)
+
+    async def _write_placed(
+        self, conn: asyncpg.Connection, deltas: Sequence[JobDelta], records: list[tuple[Any, ...]], now_ms: int
+    ) -> list[tuple[list[str], int]]:
+        """The fast path: each job's row day known (cache or lookup), new rows COPYed
+        straight into their day's partition, the others UPDATEd in theirs. Raises
+        `_NotAllPlaced` (or UniqueViolationError) when the batch must be merged instead;
+        the transaction is then rolled back. Returns (job ids, day) of the rows written."""
+        get_day = self._job_days.get
+        updates: dict[int, list[tuple[Any, ...]]] = {}
+        inserts: dict[int, list[tuple[Any, ...]]] = {}
+        first_new: list[tuple[Any, ...]] = []  # records, r[0] the job id, r[11] first_ms
+        other_new: list[tuple[Any, ...]] = []
+        for d, r in zip(deltas, records, strict=True):
+            day = get_day(r[0])
+            if day is not None:
+                updates.setdefault(day, []).append(r)
+            elif d[18]:  # has_first
+                first_new.append(r)
+            else:
+                other_new.append(r)
+        await self._ensure_partitions(conn, {r[11] // _DAY_MS for group in (first_new, other_new) for r in group})
+        placed: list[tuple[list[str], int]] = []
+        async with conn.transaction():
+            await conn.execute(_BEGIN_WRITE % _LOCK_WRITE)
+            # A job's row is on the day of its first archived event: with the first
+            # event in hand, only a later day can hold it (its later events archived
+            # first, by another archiver); without, it may be a few days back (a receipt).
+            for group, back, ahead in ((first_new, -1, self.lookback_days), (other_new, self.lookback_days, 1)):
+                if not group:
+                    continue
+                days = {r[11] // _DAY_MS for r in group}
+                lo, hi = min(days) - back, max(days) + ahead
+                ids = [r[0] for r in group]
+                joined = _SEP.join(ids)
+                if joined.count(_SEP) == len(ids) - 1:
+                    rows = await conn.fetch(_LOOKUP_JOINED, joined, self._date(lo), self._date(hi))
+                else:
+                    rows = await conn.fetch(_LOOKUP, ids, self._date(lo), self._date(hi))
+                found = {job_id: (day - _EPOCH).days for job_id, day in rows}
+                if not found and len(days) == 1:  # the usual batch: all new, one day
+                    inserts.setdefault(days.pop(), []).extend(group)
+                    continue
+                for r in group:
+                    day = found.get(r[0])
+                    if day is None:
+                        inserts.setdefault(r[11] // _DAY_MS, []).append(r)
+                    else:
+                        updates.setdefault(day, []).append(r)
+            for day, rows in inserts.items():
+                await conn.copy_records_to_table(_partition_name(day), records=rows, columns=_ROW_COLUMNS)
+                placed.append(([r[0] for r in rows], day))
+            if updates:
+                staged = next(iter(updates.values())) if len(updates) == 1 else [r for rs in updates.values() for r in rs]
+                await conn.copy_records_to_table("history_stage", records=staged, columns=_ROW_COLUMNS)
+            for day, rows in updates.items():
+                status = await conn.execute(_UPDATE.format(table=_partition_name(day)), now_ms, self._date(day))
+                if int(status.rsplit(" ", 1)[-1]) != len(rows):
+                    raise _NotAllPlaced  # a row gone (erased, dropped) since it was cached
+                placed.append(([r[0] for r in rows], day))
+        return placed
+
+    async def _write_merged(self, conn: asyncpg.Connection, records: list[tuple[Any, ...]], now_ms: int) -> None:
+        """The general path: stage, move onto existing days, one upsert with the merge rules."""
+        days = {r[1] for r in records}
+        await self._ensure_partitions(conn, {(d - _EPOCH).days for d in days})
+        lo = self._date((min(days) - _EPOCH).days - self.lookback_days)
+        hi = self._date((max(days) - _EPOCH).days + 1)
+        async with conn.transaction():
+            await conn.execute(_BEGIN_WRITE % _LOCK_WRITE)
+            await conn.copy_records_to_table("history_stage", records=records, columns=_ROW_COLUMNS)
+            await conn.execute(_MOVE_TO_EXISTING_DAY, lo, hi, [r[0] for r in records])
+            await conn.execute(_MERGE, now_ms)
 
     async def get(self, job_id: str) -> HistoryRow | None:
         pool = await self._get_pool()
@@ -281,6 +421,7 @@ class PostgresHistory:
                 day = _partition_day(r[0])
                 if day is not None and day < cutoff:
                     await conn.execute(f"DROP TABLE IF EXISTS {r[0]}")
+                    self._job_days.clear()
                     self._partitions.discard(day)
                     dropped.append(self._date(day).isoformat())
             await self._ensure_partitions(conn, set(range(today - 1, today + _DAYS_AHEAD + 1)))
@@ -308,6 +449,19 @@ class PostgresHistory:
             f"WHERE {column} = $1 AND erased_ms = 0",
             value, now_ms, retention_until,
         )
+        return int(status.split()[-1])
+
+    async def restamp_client(self, client: str, *, retention_until: int | None, message_ttl_s: int) -> int:
+        pool = await self._get_pool()
+        if retention_until is None:
+            status = await pool.execute(
+                "UPDATE messages SET retention_until = first_ms / 1000 + $2 WHERE client = $1 AND erased_ms = 0",
+                client, message_ttl_s,
+            )
+        else:
+            status = await pool.execute(
+                "UPDATE messages SET retention_until = $2 WHERE client = $1 AND erased_ms = 0", client, retention_until
+            )
         return int(status.split()[-1])
 
     async def close(self) -> None:

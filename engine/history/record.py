@@ -48,6 +48,7 @@ def ms_to_day(ms: int) -> int:
 # CPython builds; the fold runs once per event on the engine's loop).
 _JOB_ID, _FIRST_MS, _REF, _CLIENT, _KIND, _CARRIER, _PARTS, _ENCODING, _MESSAGE_IDS = range(9)
 _TO_HASH, _TO_MASK, _ERROR, _RETENTION, _SUBMITTED_MS, _FINAL_STATE, _FINAL_MS, _EVENTS, _ERRORS = range(9, 18)
+_HAS_FIRST = 18
 
 
 class JobDelta(list):  # type: ignore[type-arg]
@@ -75,6 +76,9 @@ class JobDelta(list):  # type: ignore[type-arg]
     final_state: str = property(itemgetter(_FINAL_STATE))  # type: ignore[assignment]
     final_ms: int | None = property(itemgetter(_FINAL_MS))  # type: ignore[assignment]
     events: dict[str, int] = property(itemgetter(_EVENTS))  # type: ignore[assignment]
+    #: The batch holds the job's first event (it carried the describing fields):
+    #: its row, if any, is on `day` or later (engine/history/postgres.py).
+    has_first: bool = property(itemgetter(_HAS_FIRST))  # type: ignore[assignment]
 
     @property
     def errors(self) -> dict[str, str]:
@@ -99,10 +103,16 @@ _KEYS_SHORT = list(_LAYOUT)
 _KEYS_FIRST = list(_LAYOUT_FIRST)
 
 
+_FIRST_ONLY = _LAYOUT_FIRST[len(_LAYOUT):]
+
+
 def _by_name(f: Mapping[bytes, bytes]) -> list[bytes | None]:
-    """The values of `_LAYOUT_FIRST`, from any field order (None: absent)."""
+    """The values of `_LAYOUT_FIRST` from any field order (None: absent), or just
+    those of `_LAYOUT` when no field of a first event is there."""
     g = f.get
-    return [g(k) for k in _LAYOUT_FIRST]
+    if any(k in f for k in _FIRST_ONLY):
+        return [g(k) for k in _LAYOUT_FIRST]
+    return [g(k) for k in _LAYOUT]
 
 
 def deltas_from_entries(entries: Iterable[tuple[Any, Any]]) -> list[JobDelta]:
@@ -132,9 +142,13 @@ def deltas_from_entries(entries: Iterable[tuple[Any, Any]]) -> list[JobDelta]:
                 it = iter(f)
                 describe = _by_name(dict(zip(it, it, strict=True)))
                 jid, ref, ev, carrier, parts, mids, error, ts_b = describe[:8]
+                if len(describe) == 8:
+                    describe = None
         else:
             describe = _by_name(f)
             jid, ref, ev, carrier, parts, mids, error, ts_b = describe[:8]
+            if len(describe) == 8:
+                describe = None
         if not jid or not ev:
             continue
         try:  # every conversion first, so a malformed entry changes nothing
@@ -145,21 +159,33 @@ def deltas_from_entries(entries: Iterable[tuple[Any, Any]]) -> list[JobDelta]:
             parts_i = int(parts) if parts else 0
             mids_s = mids.decode() if mids else ""
             error_s = error.decode() if error else ""
-            desc = None if describe is None else [v.decode() if v else "" for v in describe[8:13]]
-            retention = describe[13] if describe is not None else None
-            retention_i = int(retention) if retention else 0
+            if describe is None:
+                client = kind = to_hash = to_mask = encoding = ""
+                retention_i = 0
+            else:
+                c, k, h, m, e, r = describe[8:14]
+                client = c.decode() if c else ""
+                kind = k.decode() if k else ""
+                to_hash = h.decode() if h else ""
+                to_mask = m.decode() if m else ""
+                encoding = e.decode() if e else ""
+                retention_i = int(r) if r else 0
             job_id = jid.decode()
         except ValueError:  # not written by the engine (UnicodeDecodeError is one too)
             continue
+        final = ev in final_b
         d = get_delta(jid)
-        if d is None:
-            d = out[jid] = JobDelta(
-                [job_id, ts, "", "", "", "", 0, "", "", "", "", "", 0, None, "", None, {event: ts}, None]
-            )
-        else:
-            if ts < d[_FIRST_MS]:
-                d[_FIRST_MS] = ts
-            d[_EVENTS][event] = ts
+        if d is None:  # the common case (a job's only event in the batch): one list, no stores
+            out[jid] = JobDelta([
+                job_id, ts, ref_s, client, kind, carrier_s, parts_i, encoding, mids_s, to_hash, to_mask,
+                error_s, retention_i if retention_i > 0 else 0, ts if ev == b"submitted" else None,
+                event if final else "", ts if final else None, {event: ts},
+                {event: error_s} if error_s else None, describe is not None,
+            ])
+            continue
+        if ts < d[_FIRST_MS]:
+            d[_FIRST_MS] = ts
+        d[_EVENTS][event] = ts
         if ref_s:
             d[_REF] = ref_s
         if carrier_s:
@@ -173,15 +199,15 @@ def deltas_from_entries(entries: Iterable[tuple[Any, Any]]) -> list[JobDelta]:
             if d[_ERRORS] is None:
                 d[_ERRORS] = {}
             d[_ERRORS][event] = error_s
-        if ev in final_b:
+        if final:
             if d[_FINAL_MS] is None or ts >= d[_FINAL_MS]:
                 d[_FINAL_MS] = ts
                 d[_FINAL_STATE] = event
         elif ev == b"submitted" and (d[_SUBMITTED_MS] is None or ts < d[_SUBMITTED_MS]):
             d[_SUBMITTED_MS] = ts
-        if desc is not None:
+        if describe is not None:
             # The first event of a job describes it; later events do not repeat it.
-            client, kind, to_hash, to_mask, encoding = desc
+            d[_HAS_FIRST] = True
             if client:
                 d[_CLIENT] = client
             if kind:

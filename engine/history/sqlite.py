@@ -225,6 +225,19 @@ class SqliteHistory:
 
         return await self._call(run)
 
+    async def restamp_client(self, client: str, *, retention_until: int | None, message_ttl_s: int) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            if retention_until is None:
+                return conn.execute(
+                    "UPDATE messages SET retention_until = first_ms / 1000 + ? WHERE client = ? AND erased_ms = 0",
+                    (message_ttl_s, client),
+                ).rowcount
+            return conn.execute(
+                "UPDATE messages SET retention_until = ? WHERE client = ? AND erased_ms = 0", (retention_until, client)
+            ).rowcount
+
+        return await self._call(run)
+
     async def close(self) -> None:
         def run() -> None:
             if self._conn is not None:

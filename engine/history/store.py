@@ -65,5 +65,10 @@ class HistoryStore(Protocol):
         in again by a later event) and re-stamp it ``retention_until``; returns the
         rows hidden. ``to_hash`` and ``client`` stay for a later ``erase``."""
 
+    async def restamp_client(self, client: str, *, retention_until: int | None, message_ttl_s: int) -> int:
+        """Account closure: every visible row of ``client`` gets ``retention_until`` (unix s);
+        ``None`` (reopening) puts each back to its normal deadline, first event +
+        ``message_ttl_s``. Rows hidden by an erasure keep theirs. Returns the rows changed."""
+
     async def close(self) -> None:
         """Release connections / the worker thread."""

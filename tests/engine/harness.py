@@ -23,7 +23,7 @@ from engine.app import Engine
 from engine.config import Settings, settings_from_mapping
 from engine.keys import Keys
 
-FINAL = frozenset({"delivered", "undeliverable", "expired", "rejected", "deleted", "unknown", "failed"})
+FINAL = frozenset({"delivered", "undeliverable", "expired", "rejected", "deleted", "unknown", "failed", "cancelled"})
 
 
 class RecordingProxy:

@@ -25,9 +25,10 @@ _env = subprocess_env
 def test_every_command_has_complete_help(capsys: pytest.CaptureFixture[str]) -> None:
     parser = build_parser()
     help_text = parser.format_help()
-    for command in ("run", "demo", "send", "segments", "simulate", "bench", "erase", "purge", "archive", "history"):
+    for command in ("run", "demo", "send", "cancel", "segments", "simulate", "bench", "erase", "purge", "archive",
+                    "history"):
         assert command in help_text
-    for command in ("run", "send", "erase", "purge", "archive", "history"):
+    for command in ("run", "send", "cancel", "erase", "purge", "archive", "history"):
         with pytest.raises(SystemExit) as info:
             main([command, "--help"])
         assert info.value.code == 0
@@ -72,6 +73,36 @@ async def test_send_pushes_a_validated_job(redis_url: str, key_prefix: str) -> N
         assert [(f[b"id"], f[b"to"], f[b"ref"]) for _i, f in entries] == [(b"cli-1", b"+4505000001", b"r1")]
     finally:
         await redis.delete(f"{key_prefix}:jobs")
+        await redis.aclose()
+
+
+async def test_cancel_says_whether_a_job_could_be_cancelled(redis_url: str, key_prefix: str) -> None:
+    """Exit 0 for a waiting job (its mark becomes `c`), 1 with a clear line for one
+    already handed to a bind (mark `s|…`) or cancelled before."""
+    env = _env(REDIS_URL=redis_url, SENDGATE_PREFIX=key_prefix)
+    redis = Redis.from_url(redis_url)
+
+    async def cancel(job_id: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "engine.cli", "cancel", job_id,
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(), err.decode()
+
+    try:
+        await redis.set(f"{key_prefix}:idem:sent-1", "s|1-1")
+        code, _out, err = await cancel("sent-1")
+        assert code == 1 and "not cancellable: already submitted" in err
+        assert await redis.get(f"{key_prefix}:idem:sent-1") == b"s|1-1"
+        code, out, _err = await cancel("wait-1")
+        assert code == 0 and "cancelled job wait-1" in out
+        assert await redis.get(f"{key_prefix}:idem:wait-1") == b"c"
+        code, _out, err = await cancel("wait-1")
+        assert code == 1 and "cancelled already" in err
+    finally:
+        await delete_prefix(redis, key_prefix)
         await redis.aclose()
 
 

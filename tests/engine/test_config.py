@@ -68,3 +68,29 @@ def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
     bad.write_text("[redis\nurl=1")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(bad, env={})
+
+
+def test_lane_and_client_settings_are_checked_naming_the_key() -> None:
+    import pytest
+
+    from engine.config import ConfigError, settings_from_mapping
+
+    ok = settings_from_mapping(
+        {"engine": {"lane_weights": {"normal": 9, "bulk": 2}, "lookahead_s": 0.5, "lane_high_water": 1000},
+         "carriers": [{"name": "a", "outage_fail_after_s": 30}], "clients": [{"id": "shop", "weight": 3}]},
+        env={},
+    )
+    assert ok.engine.lane_weights == {"normal": 9, "bulk": 2} and ok.clients[0].weight == 3
+    assert settings_from_mapping({}, env={}).engine.lane_weights == {"normal": 4, "bulk": 1}
+    bad = {
+        "engine.lane_weights.high": {"engine": {"lane_weights": {"high": 2}}},
+        "engine.lane_weights.bulk": {"engine": {"lane_weights": {"bulk": 0}}},
+        "engine.lookahead_s": {"engine": {"lookahead_s": 0}},
+        "engine.lane_high_water": {"engine": {"lane_high_water": -1}},
+        "carriers[0].outage_fail_after_s": {"carriers": [{"name": "a", "outage_fail_after_s": -1}]},
+        "clients[0].weight": {"clients": [{"id": "shop", "weight": 0}]},
+        "clients[0].id": {"clients": [{"id": "other"}]},
+    }
+    for path, data in bad.items():
+        with pytest.raises(ConfigError, match=path.replace("[", r"\[").replace("]", r"\]")):
+            settings_from_mapping(data, env={})

@@ -35,7 +35,7 @@ def test_mask_url_hides_the_password_only() -> None:
     assert "hunter2" not in mask_url("redis://default:hunter2@h")
 
 
-def test_order_config_then_env_config_then_local_run_then_redis_url(tmp_path: Path, redis_url: str) -> None:
+def test_order_config_then_env_config_then_redis_url_then_local_run(tmp_path: Path, redis_url: str) -> None:
     cfg = _config(tmp_path, "a.toml", '[redis]\nurl = "redis://127.0.0.1:1/0"\nprefix = "a"\n')
     env_cfg = _config(tmp_path, "b.toml", '[redis]\nurl = "redis://127.0.0.1:2/0"\nprefix = "b"\n')
     run_cfg = _config(tmp_path, "run.toml", '[redis]\nprefix = "fromrun"\n')
@@ -50,8 +50,11 @@ def test_order_config_then_env_config_then_local_run_then_redis_url(tmp_path: Pa
         # REDIS_URL overrides a config's url (as for `sendgate run`), and says so.
         r = resolve(str(cfg), env={"REDIS_URL": "redis://127.0.0.1:3/0"})
         assert (r.url, r.source) == ("redis://127.0.0.1:3/0", "REDIS_URL")
-        # No config given: the local run, with its config's prefix, before REDIS_URL.
+        # No config given: REDIS_URL, an explicit choice, before any local run ...
         r = resolve(None, env={"REDIS_URL": "redis://127.0.0.1:3/0"})
+        assert (r.url, r.source) == ("redis://127.0.0.1:3/0", "REDIS_URL")
+        # ... and without it the local run, with its config's prefix.
+        r = resolve(None, env={})
         assert (r.url, r.settings.redis.prefix) == (redis_url, "fromrun")
         assert r.source == f"the local `sendgate run` pid {os.getpid()}, config {run_cfg}"
         assert r.settings.redis.url == redis_url

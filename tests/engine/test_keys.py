@@ -18,14 +18,17 @@ from engine.scripts import (
     ClaimBatch,
     ClaimJob,
     DeadLetter,
+    ParkEntry,
     RecordBatch,
     RecordJob,
     RecordWait,
     RequeueEntry,
     Script,
+    cancel_call,
     claim_call,
     inbound_call,
     inbound_sweep_call,
+    park_call,
     payload_json,
     record_call,
     requeue_call,
@@ -47,15 +50,19 @@ TODAY = {
     "inbound": "P:inbound",
     "dead": "P:dead",
     "scheduled": "P:scheduled",
+    "backlog": "P:backlog",
     "dlr_due": "P:dlr:due",
     "dlr_unmatched": "P:dlr:unmatched",
     "dlr_invalid": "P:dlr:invalid",
     "audit": "P:audit",
     "callbacks_failed": "P:callbacks:failed",
+    "clients_closed": "P:clients:closed",
     "job_prefix": "P:job:",
     "idem_prefix": "P:idem:",
     "record_prefix": "P:record:",
     "scheduled_prefix": "P:scheduled:",
+    "scheduled_id_prefix": "P:scheduled:id:",
+    "park_prefix": "P:park:",
     "dlr_bucket_prefix": "P:dlr:c:",
     "dlr_index_prefix": "P:dlr:idx:",
     "dlr_dup_prefix": "P:dlr:dup:",
@@ -66,7 +73,7 @@ TODAY = {
     "suppress_default": "P:suppress",
     "suppress_prefix": "P:suppress:",
 }
-FLEET = {"audit", "callbacks_failed", "tps_prefix"}
+FLEET = {"audit", "callbacks_failed", "clients_closed", "tps_prefix"}
 
 
 def _samples(k: Keys) -> dict[str, str]:
@@ -76,6 +83,9 @@ def _samples(k: Keys) -> dict[str, str]:
         "idem": k.idem("j:1"),
         "record_memo": k.record_memo("t1"),
         "scheduled_job": k.scheduled_job("1-1"),
+        "scheduled_id": k.scheduled_id("j:1"),
+        "park": k.park("acme", "bulk"),
+        "park_client": k.park("acme", "bulk", "shop"),
         "correlation_bucket": k.correlation_bucket("acme", 1700),
         "correlation_index": k.correlation_index("acme"),
         "dup_span": k.dup_span(42),
@@ -96,6 +106,9 @@ def test_shard_none_gives_todays_names() -> None:
         "idem": "P:idem:j:1",
         "record_memo": "P:record:t1",
         "scheduled_job": "P:scheduled:1-1",
+        "scheduled_id": "P:scheduled:id:j:1",
+        "park": "P:park:acme:bulk",
+        "park_client": "P:park:acme:bulk:shop",
         "correlation_bucket": "P:dlr:c:acme:1700",
         "correlation_index": "P:dlr:idx:acme",
         "dup_span": "P:dlr:dup:42",
@@ -222,7 +235,18 @@ async def _exercise(r: Any, k: Keys) -> set[str]:
     await r.hset(k.scheduled_job("9-10"), mapping={"id": "j10", "lane": k.jobs_bulk})  # not due: stays
     await r.zadd(k.scheduled, {"9-10": now_ms + 3_600_000})
     assert await Script("schedule")(r, *schedule_call(k, now_ms, 10)) == 1
+    # park.lua: a lane entry to a carrier's park stream and to a client's; cancel.lua on a held job
+    for park in (k.park("acme", "bulk"), k.park("acme", "bulk", "shop")):
+        await r.xgroup_create(park, "g", id="0", mkstream=True)
+    parked = [(await r.xadd(k.jobs_bulk, {"id": f"p{i}", "to": "4501", "text": "x"})).decode() for i in range(2)]
+    await r.xreadgroup("g", "c", {k.jobs_bulk: ">"}, count=10)  # (with the job schedule.lua released)
+    assert await Script("park")(r, *park_call(
+        k.jobs_bulk, [k.park("acme", "bulk"), k.park("acme", "bulk", "shop")], "g",
+        payload_json([ParkEntry(parked[0], 2, 1), ParkEntry(parked[1], 2, 2)]), [b"id", b"p0", b"id", b"p1"])) == 2
+    await r.set(k.scheduled_id("j10"), "9-10")  # as the pipeline indexes a held job
+    await r.hset(k.backlog, mapping={"normal": 0})
     seen = await _written(r, k.prefix)
+    assert await Script("cancel")(r, *cancel_call(k, "j10", 60, now_ms, 1000)) == [2, b""]
     # correlate.lua: the fast path, a general-path final with a callback (kept reply), the sweep
     store = ReceiptStore(r, k)
     done = await store.apply("acme", [ReceiptRecord(m, "delivered", True, "", now_ms) for m in ("m0", "m1", "m2")])
@@ -251,6 +275,8 @@ async def _exercise(r: Any, k: Keys) -> set[str]:
     # suppression lists (sendgate suppress / opt-out keywords)
     await r.sadd(k.suppression("shop"), "ab" * 16)
     await r.sadd(k.suppression(""), "ab" * 16)
+    # account closure (sendgate close-client)
+    await r.hset(k.clients_closed, "shop", 1700000000)
     return seen | await _written(r, k.prefix)
 
 

@@ -168,4 +168,4 @@ def test_record_and_claim_jobs_keep_the_order_the_pipeline_builds_them_in() -> N
         "job_id", "event", "carrier", "parts", "message_ids", "error", "ref", "client", "kind", "callback",
         "to_hash", "to_mask", "encoding", "corr", "expect", "dlr_ids",
     )
-    assert ClaimJob.__struct_fields__[:2] == ("job_id", "entry_id")
+    assert ClaimJob.__struct_fields__ == ("job_id", "entry_id", "suppression", "to_hash", "ref")

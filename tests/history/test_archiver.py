@@ -134,7 +134,10 @@ async def test_archiver_killed_mid_batch_loses_and_duplicates_nothing(
 ) -> None:
     await push_jobs(redis, events_key, 0, 2000)
     dying = _DiesInWrite(store, commit=commit)
-    first = Archiver(redis, dying, [events_key], consumer="same-host", batch_size=1500, block_ms=50)  # type: ignore[arg-type]
+    first = Archiver(
+        redis, dying, [events_key], consumer="same-host", batch_size=1500, block_ms=50,  # type: ignore[arg-type]
+        read_ahead=False,
+    )
     task = asyncio.get_running_loop().create_task(first.run())
     await asyncio.wait_for(dying.entered.wait(), 30)
     task.cancel()
@@ -150,6 +153,33 @@ async def test_archiver_killed_mid_batch_loses_and_duplicates_nothing(
     await check_exactly_once(store, 2000)
 
 
+async def test_killed_with_a_batch_read_ahead_loses_and_duplicates_nothing(
+    redis: Redis, events_key: str, store: HistoryStore
+) -> None:
+    """A full batch makes the archiver read (and fold) the next while the first commits:
+    killed in the first's write, both are pending, and both land once after the restart."""
+    await push_jobs(redis, events_key, 0, 2000)
+    dying = _DiesInWrite(store, commit=False)
+    first = Archiver(redis, dying, [events_key], consumer="same-host", batch_size=1000, block_ms=50)  # type: ignore[arg-type]
+    task = asyncio.get_running_loop().create_task(first.run())
+    await asyncio.wait_for(dying.entered.wait(), 30)
+    await until(lambda: _pending(redis, events_key, 2000), what="the read ahead")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await store.get("job-0") is None  # nothing committed, nothing acked
+    second = Archiver(redis, store, [events_key], consumer="same-host", batch_size=1000, block_ms=50)
+    task = await run_until_archived(second)
+    await stop(second, task)
+    assert second.archived == expected_events(0, 2000)
+    await check_exactly_once(store, 2000)
+
+
+async def _pending(redis: Redis, stream: str, count: int) -> bool:
+    summary: Any = await redis.xpending(stream, "archiver")
+    return int(summary["pending"]) >= count
+
+
 async def test_entries_of_a_dead_archiver_elsewhere_are_taken_over(
     redis: Redis, events_key: str, store: HistoryStore
 ) -> None:
@@ -162,15 +192,16 @@ async def test_entries_of_a_dead_archiver_elsewhere_are_taken_over(
     await check_exactly_once(store, 300)
 
 
+@pytest.mark.parametrize("read_ahead", [False, True], ids=["one-batch", "read-ahead"])
 async def test_database_down_for_a_while_then_everything_lands(
-    redis: Redis, events_key: str, pg_server: PgServer, pg_dsn: str
+    redis: Redis, events_key: str, pg_server: PgServer, pg_dsn: str, read_ahead: bool
 ) -> None:
     if not pg_server.private:
         pytest.skip("needs a private PostgreSQL to stop and start (initdb/pg_ctl not usable here)")
     store = open_store(pg_dsn)
     await store.migrate()
     archiver = Archiver(redis, store, [events_key], consumer="a1", batch_size=500, block_ms=50,
-                        backoff_min_s=0.05, backoff_max_s=0.5)
+                        backoff_min_s=0.05, backoff_max_s=0.5, read_ahead=read_ahead)
     try:
         await push_jobs(redis, events_key, 0, 500)
         task = await run_until_archived(archiver)
@@ -181,7 +212,8 @@ async def test_database_down_for_a_while_then_everything_lands(
             await until(lambda: _truthy(archiver.write_failures >= 3), what="failed writes while down")
             lag = await archiver.lag()
             assert lag.entries > 0 and lag.behind_s > 0  # readiness and the metric see it
-            assert lag.pending <= 500  # one batch in hand, the rest waits in the stream
+            # one batch in hand (and, reading ahead, the next one), the rest waits in the stream
+            assert lag.pending <= (1000 if read_ahead else 500)
             # Trimming by the group's position would keep every event not archived.
             assert _id(await archiver.min_unarchived_id(events_key)) <= _id(first_unarchived)
         finally:

@@ -60,3 +60,11 @@ def test_a_malformed_entry_is_skipped_and_changes_nothing() -> None:
         (b"9-3", {b"id": b"z", b"event": b"submitted", b"ts": b"1", b"parts": b"two"}),
     ]
     assert deltas_from_entries(good + bad) == deltas_from_entries(good)
+
+
+def test_a_delta_knows_whether_its_batch_held_the_jobs_first_event() -> None:
+    batch = _batch()
+    for deltas in (deltas_from_entries(batch), deltas_from_entries([(eid, _flat(f)) for eid, f in batch])):
+        assert [(d.job_id, d.has_first) for d in deltas] == [("a", True), ("b", True), ("c", False)]
+    shuffled = deltas_from_entries([(eid, _flat(f, random.Random(3))) for eid, f in batch])
+    assert [d.has_first for d in shuffled] == [True, True, False]

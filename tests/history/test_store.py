@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 import time
 from typing import Any
 
 import pytest
 
-from engine.history import HistoryStore, deltas_from_entries, parse_history_url
+from engine.history import HistoryStore, deltas_from_entries, open_store, parse_history_url
 from engine.history.migrations import migrations
 from privacy_hooks.masking import keyed_hash
 from tests.history.events import DAY_MS, SECRET, entry
@@ -70,6 +71,48 @@ async def test_a_late_receipt_updates_the_old_row_and_keeps_its_description(stor
     assert (row.final_state, row.final_ms, row.submitted_ms) == ("delivered", NOW_MS, t0)
     assert row.message_ids == "abc"
     assert [r.job_id for r in await store.find(ref="x")] == ["late"]  # one row, not two
+
+
+async def test_a_store_that_never_saw_the_rows_merges_a_replay_into_them(history_url: str) -> None:
+    """A restarted archiver (its day cache empty) writes its pending entries again: no change, no second row."""
+    t = NOW_MS
+    batch = [entry(f"p{i}", "submitted", t + i, first=True, client="restart") for i in range(20)]
+    batch += [entry(f"p{i}", "delivered", t + 500 + i) for i in range(0, 20, 2)]
+    first, second = open_store(history_url), open_store(history_url)
+    try:
+        await first.migrate()
+        await first.write(deltas_from_entries(batch), t)
+        before = [await first.get(f"p{i}") for i in range(20)]
+        await second.write(deltas_from_entries(batch), t)  # the first events again, and receipts
+        await second.write(deltas_from_entries(batch[20:]), t)  # receipts only, rows not in its cache
+        assert [await second.get(f"p{i}") for i in range(20)] == before
+        assert len(await second.find(client="restart", limit=100)) == 20
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_receipt_after_the_rows_erasure_writes_without_error_and_one_row(store: HistoryStore) -> None:
+    t = NOW_MS
+    await store.write(deltas_from_entries([entry("gone", "submitted", t, first=True, to="+4555555555")]), t)
+    assert await store.erase(to_hash=keyed_hash(SECRET, "+4555555555")) == 1
+    # The store may remember the row's day; the row is gone: the receipt must still land.
+    await store.write(deltas_from_entries([entry("gone", "delivered", t + 100, ref="again")]), t + 100)
+    row = await store.get("gone")
+    assert row is not None and row.final_state == "delivered" and row.to_hash == ""
+    assert [r.job_id for r in await store.find(ref="again")] == ["gone"]
+
+
+async def test_a_first_event_archived_after_a_later_one_of_the_next_day_joins_its_row(store: HistoryStore) -> None:
+    """Two archivers: the receipt (stamped just after midnight) committed before the submit (just before)."""
+    midnight = (NOW_MS // DAY_MS) * DAY_MS
+    await store.write(deltas_from_entries([entry("ooo", "delivered", midnight + 500, ref="late-first")]), NOW_MS)
+    await store.write(
+        deltas_from_entries([entry("ooo", "submitted", midnight - 500, first=True, ref="late-first", client="k")]), NOW_MS
+    )
+    rows = await store.find(ref="late-first")
+    assert [r.job_id for r in rows] == ["ooo"]
+    assert (rows[0].client, rows[0].final_state, rows[0].submitted_ms) == ("k", "delivered", midnight - 500)
 
 
 async def test_find_by_each_key_newest_first(store: HistoryStore) -> None:
@@ -145,3 +188,92 @@ async def test_producer_status_reads_redis_first_then_the_store(
     hot = await producer.status("s1")
     assert hot is not None and hot["source"] == "redis" and hot["state"] == "submitted"
     assert await producer.status("unknown") is None
+
+
+async def test_postgres_upgrade_to_hash_index_and_room_for_hot_updates(pg_dsn: str) -> None:
+    """Migrations 0002 and 0003 on a store holding rows at version 1: rows kept, still found by number."""
+    import asyncpg
+
+    from engine.history.migrations import SCHEMA_VERSION_DDL
+
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(SCHEMA_VERSION_DDL)
+        await conn.execute(migrations("postgres")[0].sql)
+        await conn.execute("INSERT INTO schema_version VALUES (1, '0001_init.sql', 0)")
+        day = time.strftime("%Y%m%d", time.gmtime(NOW_MS / 1000))
+        await conn.execute(
+            f"CREATE TABLE messages_p{day} PARTITION OF messages FOR VALUES FROM ('{day}') TO ('{day}'::date + 1)"
+        )
+        h = keyed_hash(SECRET, "+4566666666")
+        await conn.execute(
+            "INSERT INTO messages (job_id, day, to_hash, first_ms, updated_ms) VALUES ('old', $1::text::date, $2, $3, 0)",
+            day, h, NOW_MS,
+        )
+        s = open_store(pg_dsn)
+        try:
+            assert await s.migrate() == 3
+            assert [r.job_id for r in await s.find(to_hash=h)] == ["old"]
+        finally:
+            await s.close()
+        assert await conn.fetchval("SELECT amname FROM pg_class c JOIN pg_am a ON a.oid = c.relam "
+                                   "WHERE c.relname = 'messages_to_hash'") == "hash"
+        assert await conn.fetchval(f"SELECT reloptions FROM pg_class WHERE relname = 'messages_p{day}'") == ["fillfactor=50"]
+    finally:
+        await conn.close()
+
+
+async def test_postgres_queries_and_the_receipt_update_probe_indexes(pg_dsn: str) -> None:
+    """Erasure, export and `sendgate history` find rows through an index, and a batch's
+    UPDATE of known rows probes the primary key even on a partition without statistics."""
+    import asyncpg
+
+    from engine.history.postgres import _BEGIN_WRITE, _STAGE_DDL, _UPDATE, _partition_name
+
+    s = open_store(pg_dsn)
+    await s.migrate()
+    await s.write(deltas_from_entries([entry("ix", "submitted", NOW_MS, first=True, ref="R", client="C")]), NOW_MS)
+    many = deltas_from_entries([entry(f"n{i}", "submitted", NOW_MS + i, first=True) for i in range(3000)])
+    await s.write(many, NOW_MS)
+    await s.close()
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute("SET enable_seqscan = off")
+        for where in ("job_id = 'ix'", "ref = 'R'", "client = 'C'", f"to_hash = '{keyed_hash(SECRET, '+4500112233')}'"):
+            plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN SELECT * FROM messages WHERE {where}"))
+            assert "Seq Scan" not in plan, plan
+        await conn.execute("RESET enable_seqscan")
+        await conn.execute(_STAGE_DDL)
+        await conn.execute("ANALYZE messages")
+        async with conn.transaction():
+            # a batch of receipts of all of them staged: a hash join would look cheaper
+            await conn.execute("INSERT INTO history_stage SELECT job_id, day, ref, client, kind, carrier, parts, encoding, "
+                               "message_ids, to_hash, to_mask, first_ms, submitted_ms, final_state, final_ms, error, "
+                               "events, errors, retention_until FROM messages")
+            await conn.execute("ANALYZE history_stage")
+            await conn.execute(_BEGIN_WRITE % 1)
+            table = _partition_name(NOW_MS // DAY_MS)
+            day = datetime.date(1970, 1, 1) + datetime.timedelta(days=NOW_MS // DAY_MS)
+            plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {_UPDATE.format(table=table)}", NOW_MS, day))
+        assert f"{table}_pkey" in plan and "Materialize" not in plan and "Hash" not in plan, plan
+    finally:
+        await conn.close()
+
+
+async def test_job_ids_with_any_character_find_their_row(store: HistoryStore) -> None:
+    """The PostgreSQL lookup joins ids on a control character; an id holding it takes the array path."""
+    ids = ["plain", "sep\x1finside", "tab\tand,comma{}\"quote"]
+    await store.write(deltas_from_entries([entry(j, "delivered", NOW_MS, ref="odd") for j in ids]), NOW_MS)
+    fresh = open_store(parse_history_url_of(store))
+    try:  # a store without the day cache: looks each row up
+        await fresh.write(deltas_from_entries([entry(j, "expired", NOW_MS + 5) for j in ids]), NOW_MS)
+        rows = await fresh.find(ref="odd")
+        assert sorted(r.job_id for r in rows) == sorted(ids)
+        assert all(r.events == {"delivered": NOW_MS, "expired": NOW_MS + 5} for r in rows)
+    finally:
+        await fresh.close()
+
+
+def parse_history_url_of(store: HistoryStore) -> str:
+    dsn = getattr(store, "dsn", None)
+    return str(dsn) if dsn is not None else f"sqlite://{store.path}"  # type: ignore[attr-defined]

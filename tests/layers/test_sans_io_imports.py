@@ -34,6 +34,7 @@ SANS_IO = [
     "throttling.backoff",
     "privacy_hooks.masking",
     "engine.keys",
+    "engine.admission",
 ]
 # The text-encoding subpackage (GSM-7/UCS-2, segmentation) joins the core once it exists.
 if (ROOT / "engine" / "text" / "__init__.py").exists():

@@ -1,0 +1,101 @@
+"""Lane backlogs: how many jobs wait in each lane, for the gauge, /readyz and producers.
+
+Why sampled: a backlog is XINFO GROUPS on three streams (plus the park
+streams, which the pipeline reads in `Pipeline.check_parked`); the engine
+samples it every few seconds, never per job, and writes the figures to
+``P:backlog`` so a producer reads one small hash instead of asking the
+streams itself (docs/contract.md §2.5, "Backpressure").
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from redis.asyncio import Redis
+
+from engine.keys import Keys
+
+__all__ = ["BACKLOG_FRESH_S", "LANE_NAMES", "group_backlog", "lane_backlog", "read_backlog", "write_backlog"]
+
+LANE_NAMES = ("high", "normal", "bulk")
+
+BACKLOG_FRESH_S = 30.0
+"""A sample older than this is not trusted by `read_backlog` (no engine running)."""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def group_backlog(redis: Redis, streams: list[str], group: str) -> list[tuple[dict[str, Any], int] | None]:
+    """Per stream: ``group``'s XINFO GROUPS entry and its unread entries (None: no such group).
+
+    Redis 7 says how many are unread (``lag``). Redis 6.2 does not: then 0 when
+    the group read up to the stream's last id, the stream's length when it
+    never read, else 1 ("some": enough to look, never a false alarm of size).
+    """
+    pipe = redis.pipeline(transaction=False)
+    for stream in streams:
+        pipe.xinfo_groups(stream)
+    replies = await pipe.execute(raise_on_error=False)
+    found: list[dict[str, Any] | None] = []
+    for groups in replies:
+        g = None
+        if not isinstance(groups, Exception):
+            g = next((x for x in groups if _text(x.get("name")) == group), None)
+        found.append(g)
+    unknown = [i for i, g in enumerate(found) if g is not None and g.get("lag") is None]
+    infos: dict[int, Any] = {}
+    if unknown:  # Redis < 7
+        pipe = redis.pipeline(transaction=False)
+        for i in unknown:
+            pipe.xinfo_stream(streams[i])
+        infos = dict(zip(unknown, await pipe.execute(raise_on_error=False), strict=True))
+    out: list[tuple[dict[str, Any], int] | None] = []
+    for i, g in enumerate(found):
+        if g is None:
+            out.append(None)
+            continue
+        lag = g.get("lag")
+        if lag is None:
+            info = infos.get(i)
+            last = _text(g.get("last-delivered-id"))
+            if isinstance(info, Exception) or info is None:
+                lag = 1
+            elif _text(info.get("last-generated-id")) == last:
+                lag = 0
+            elif last in ("0-0", "0"):
+                lag = int(info.get("length") or 0)
+            else:
+                lag = 1
+        out.append((g, int(lag)))
+    return out
+
+
+async def lane_backlog(redis: Redis, keys: Keys, group: str) -> dict[str, int]:
+    """Each lane's entries not yet read by ``group`` plus read and not acked."""
+    out: dict[str, int] = {}
+    for lane, found in zip(LANE_NAMES, await group_backlog(redis, list(keys.lanes()), group), strict=True):
+        out[lane] = 0 if found is None else int(found[0].get("pending") or 0) + found[1]
+    return out
+
+
+async def write_backlog(redis: Redis, keys: Keys, backlog: Mapping[str, int], high_water: int) -> None:
+    """Publish a sample for producers (``P:backlog``, 60 s TTL)."""
+    pipe = redis.pipeline(transaction=True)
+    mapping: dict[str | bytes, int] = dict(backlog.items())
+    mapping.update(high_water=high_water, ts=int(time.time() * 1000))
+    pipe.hset(keys.backlog, mapping=mapping)  # type: ignore[arg-type]
+    pipe.expire(keys.backlog, 60)
+    await pipe.execute()
+
+
+async def read_backlog(redis: Redis, keys: Keys) -> tuple[dict[str, int], int] | None:
+    """The engines' last sample and their ``lane_high_water``, or None when stale or absent."""
+    raw = await redis.hgetall(keys.backlog)
+    data = {_text(k): int(v) for k, v in raw.items()}
+    if not data or time.time() * 1000 - data.get("ts", 0) > BACKLOG_FRESH_S * 1000:
+        return None
+    return {lane: data.get(lane, 0) for lane in LANE_NAMES}, data.get("high_water", 0)
