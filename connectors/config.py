@@ -43,8 +43,6 @@ class BindConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     reconnect_max_s: float = 30.0
     auth_retry_s: float = 300.0  # after a bind refused for credentials (0x0D/0x0E/0x0F)
     drain_timeout_s: float = 5.0  # on close: wait this long for in-flight responses
-    throttle_backoff_min_s: float = 0.05  # pause of a bind after ESME_RTHROTTLED/RMSGQFUL
-    throttle_backoff_max_s: float = 5.0
     addr_ton: int = 0
     addr_npi: int = 0
     address_range: str = ""
@@ -65,11 +63,6 @@ class BindConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             0 < self.reconnect_min_s <= self.reconnect_max_s,
             "reconnect_min_s",
             "must be > 0 and <= reconnect_max_s",
-        )
-        _check(
-            0 < self.throttle_backoff_min_s <= self.throttle_backoff_max_s,
-            "throttle_backoff_min_s",
-            "must be > 0 and <= throttle_backoff_max_s",
         )
         _check(self.auth_retry_s > 0, "auth_retry_s", "must be > 0")
         _check(self.drain_timeout_s >= 0, "drain_timeout_s", "must be >= 0")

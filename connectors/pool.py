@@ -14,14 +14,30 @@ Accounting rules (docs/INTERNALS.md, "BindPool"):
   has room; a bind going down takes nothing from the queue;
 * a PDU written whose bind drops, or whose response times out, is reported
   once with ``on_submit_lost`` (the engine decides: resend or ``unknown``);
-* ESME_RTHROTTLED (0x58) and ESME_RMSGQFUL (0x14) put the PDU back at the
-  front of the queue and pause that bind with a growing backoff; they show
-  up only in :attr:`BindPool.stats`;
+* a status the registry marks throttling (ESME_RTHROTTLED 0x58,
+  ESME_RMSGQFUL 0x14) puts the PDU back at the front of the queue — the
+  throttled ones of one batch in the order they were written — and tells the
+  carrier's flow control (``throttling.flow.CarrierFlow``), which cuts the
+  rate and the window of every bind; they show up only in
+  :attr:`BindPool.stats`;
 * every other status is data for ``on_submit_resp``.
 
-Each queued item is the tuple ``(pdu, token)``; that same tuple travels as
-the session's in-flight context, so a throttled PDU is re-queued and a lost
-one reported without another allocation. No task or future per message.
+Flow control runs once per batch of responses (``bind_ready``), and only
+when the batch held a throttle reply or something is still backed off: the
+quiet path costs one attribute test per batch. While backed off, a timer also
+runs a step a second, so that an idle carrier recovers too. Each change of window or rate
+is logged once (JSON ``extra``: ``event="backoff"``, ``carrier``,
+``rate_per_s``, ``window``, ``reason``).
+
+A multipart message (``submit_parts``) is a *chain*: only its first part is
+queued; the next one goes to the front of the queue when the previous part
+got its answer (or was lost), so a later part never overtakes an earlier
+one, throttled or not, and the carrier sees the parts in order.
+
+Each queued item is the tuple ``(pdu, token)`` — ``(pdu, token, rest)`` for a
+chain, ``rest`` being the parts still held; that same tuple travels as the
+session's in-flight context, so a throttled PDU is re-queued and a lost one
+reported without another allocation. No task or future per message.
 """
 
 from __future__ import annotations
@@ -33,13 +49,17 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
+# A sideways import (pyproject.toml, contract "layers"): the pool's default flow
+# control, pure (sans-IO) AIMD of throttling.flow.
+from throttling.flow import CarrierFlow, LocalAdaptiveLimiter
+
 from .config import BindConfig
 from .pdu import DataSm, DeliverSm, SubmitSm
 from .session import Response
 from .status import is_throttled
 from .transport import SmppBind
 
-__all__ = ["BindPool", "PoolHandler", "PoolStats", "RateLimiter"]
+__all__ = ["BindPool", "FlowControl", "PoolHandler", "PoolStats", "RateLimiter"]
 
 log = logging.getLogger("sendgate.connectors.pool")
 
@@ -71,6 +91,21 @@ class RateLimiter(Protocol):
     def try_take(self, n: int, now: float) -> int: ...
 
     def wait_s(self, n: int, now: float) -> float: ...
+
+
+class FlowControl(Protocol):
+    """A carrier's adaptive window and rate; ``throttling.flow.CarrierFlow`` satisfies it."""
+
+    window: int
+
+    @property
+    def limiter(self) -> Any: ...
+
+    def rate_per_s(self, now: float) -> float: ...
+
+    def reduced(self) -> bool: ...
+
+    def on_batch(self, now: float, throttled: bool) -> str | None: ...
 
 
 class PoolStats:
@@ -109,18 +144,33 @@ class BindPool:
         limiter: RateLimiter | None = None,
         *,
         claim_deliver: Callable[[bytes], Any] | None = None,
+        flow: FlowControl | None = None,
     ) -> None:
         """``claim_deliver``: a pure function of a deliver_sm body given to every
         bind's session (see :class:`connectors.session.Session`); the deliver_sm
-        it claims reach ``handler.on_claimed``, the others ``handler.on_deliver``."""
+        it claims reach ``handler.on_claimed``, the others ``handler.on_deliver``.
+
+        ``flow``: the carrier's flow control; its ``limiter`` is the pool's rate
+        limiter unless ``limiter`` is given. Without one, the pool makes its own
+        (``make_flow``): the window backs off, and the rate too when no
+        ``limiter`` is given (unlimited until the first throttle reply)."""
         self.config = config
         self.handler = handler
         self.claim_deliver = claim_deliver
+        if flow is None:
+            flow = make_flow(config.window, limiter is None)
+        self.flow: FlowControl = flow
+        if limiter is None:
+            limiter = flow.limiter
         self.limiter = limiter
         self.stats = PoolStats()
         self.binds: list[SmppBind] = []
         self._submitters: list[SmppBind] = []
-        self._queue: deque[tuple[SubmitSm, object]] = deque()
+        self._queue: deque[Any] = deque()  # (pdu, token) or (pdu, token, rest)
+        self._held = 0  # later parts of chains, not queued yet
+        self._front = 0  # items put at the front in this batch (they keep their order)
+        self._flow_tick: asyncio.TimerHandle | None = None  # recovery step while idle
+        self._throttled = False  # this batch held a throttle reply
         self._loop: asyncio.AbstractEventLoop | None = None
         self._assign_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
@@ -164,18 +214,62 @@ class BindPool:
             self.stats.lost += 1
             loop.call_soon(self.handler.on_submit_lost, token, "pool closed before it was written")
             return
-        self._queue.append((pdu, token))
+        self._enqueue((pdu, token))
+
+    def _enqueue(self, item: Any) -> None:
+        self._queue.append(item)
+        if not self._assign_scheduled:
+            self._assign_scheduled = True
+            loop = self._loop or asyncio.get_running_loop()
+            loop.call_soon(self._assign)
+
+    def submit_parts(self, items: list[tuple[SubmitSm, object]]) -> None:
+        """Queue the parts of one multipart message, ``(pdu, token)`` each, in order:
+        each part is written once the one before it was answered (module doc)."""
+        if len(items) < 2 or self._closing:
+            for pdu, token in items:
+                self.submit(pdu, token)
+            return
+        pdu, token = items[0]
+        self._held += len(items) - 1
+        self._enqueue((pdu, token, items[1:]))
+
+    def _release(self, item: Any) -> None:
+        """``item`` of a chain got its outcome: its next part goes to the front of the queue."""
+        rest = item[2]
+        self._held -= 1
+        pdu, token = rest[0]
+        self._queue.insert(self._front, (pdu, token, rest[1:]) if len(rest) > 1 else (pdu, token))
+        self._front += 1
         if not self._assign_scheduled:
             self._assign_scheduled = True
             loop = self._loop or asyncio.get_running_loop()
             loop.call_soon(self._assign)
 
     def pending(self) -> int:
-        """Queued plus in flight."""
-        return len(self._queue) + sum(bind.in_flight for bind in self._submitters)
+        """Queued (later parts of multipart messages included) plus in flight."""
+        return len(self._queue) + self._held + sum(bind.in_flight for bind in self._submitters)
 
     def queued(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + self._held
+
+    @property
+    def window(self) -> int:
+        """The window of each bind now (the configured one, or less after throttling)."""
+        return self.flow.window
+
+    def rate_per_s(self) -> float:
+        """The rate limit in force now (0 = none)."""
+        loop = self._loop
+        return self.flow.rate_per_s(loop.time() if loop is not None else 0.0)
+
+    def reconnects(self) -> dict[str, int]:
+        """Connection retries of all binds, by cause (``transport.RECONNECT_CAUSES``)."""
+        total: dict[str, int] = {}
+        for bind in self.binds:
+            for cause, n in bind.reconnects.items():
+                total[cause] = total.get(cause, 0) + n
+        return total
 
     async def wait_pending_below(self, n: int) -> None:
         """Wait until ``pending() < n`` (back-pressure for the engine)."""
@@ -219,21 +313,34 @@ class BindPool:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        queue = self._queue
-        while queue:
-            _, token = queue.popleft()
-            self.stats.lost += 1
-            self.handler.on_submit_lost(token, "pool closed before it was written")
+        if self._flow_tick is not None:
+            self._flow_tick.cancel()
+            self._flow_tick = None
+        self._drop_queue()
         deadline = loop.time() + timeout
         await asyncio.gather(*(bind.close(max(deadline - loop.time(), 0.0)) for bind in self.binds))
+        self._drop_queue()  # later parts released by the last answers
         for _, future in self._waiters:
             if not future.done():
                 future.set_result(None)
+
+    def _drop_queue(self) -> None:
+        queue = self._queue
+        while queue:
+            item = queue.popleft()
+            tokens = [item[1]]
+            if len(item) > 2:
+                tokens += [token for _, token in item[2]]
+                self._held -= len(item[2])
+            for token in tokens:
+                self.stats.lost += 1
+                self.handler.on_submit_lost(token, "pool closed before it was written")
 
     # -- assign step -------------------------------------------------------
 
     def _assign(self) -> None:
         self._assign_scheduled = False
+        self._front = 0  # a batch of answers is over: the next one starts at the front
         queue = self._queue
         if queue:
             submitters = self._submitters
@@ -248,7 +355,6 @@ class BindPool:
                     if free > best_free:
                         best, best_free = bind, free
                 if best is None:
-                    self._wake_after_throttle()
                     break
                 n = min(best_free, len(queue))
                 if limiter is not None:
@@ -264,12 +370,6 @@ class BindPool:
                 self.stats.written += n
         if self._waiters:
             self._release_waiters()
-
-    def _wake_after_throttle(self) -> None:
-        """All binds full or paused: if any is paused for throttling, assign when it ends."""
-        until = [b.throttled_until for b in self._submitters if b.up and b.throttled_until]
-        if until:
-            self._wake_at(min(until))
 
     def _wake_at(self, when: float) -> None:
         loop = self._loop
@@ -300,35 +400,42 @@ class BindPool:
     # -- BindListener ------------------------------------------------------
 
     def bind_up(self, bind: SmppBind) -> None:
+        bind.set_window(self.flow.window)
         self.handler.on_bind_state(bind.name, True)
         self._assign()
 
     def bind_down(self, bind: SmppBind, lost: list[Any], reason: str) -> None:
         handler = self.handler
         self.stats.lost += len(lost)
-        for _, token in lost:
-            handler.on_submit_lost(token, reason)
+        for item in lost:
+            handler.on_submit_lost(item[1], reason)
+            if len(item) > 2:
+                self._release(item)
         handler.on_bind_state(bind.name, False)
         self._assign()
 
     def bind_response(self, bind: SmppBind, response: Response) -> None:
-        item = cast("tuple[SubmitSm, object]", response.context)
+        item = cast("tuple[Any, ...]", response.context)
         resp = response.pdu
         status = resp.command_status
         if is_throttled(status):
+            # Back at the front, after the ones of this batch put back before it.
             self.stats.throttled += 1
-            self._queue.appendleft(item)
-            delay = bind.note_throttled()
-            log.debug("bind %s throttled (0x%08X), pause %.3fs", bind.name, status, delay)
+            self._queue.insert(self._front, item)
+            self._front += 1
+            self._throttled = True
             return
-        bind.note_accepted()
         self.stats.responses += 1
         self.handler.on_submit_resp(item[1], status, getattr(resp, "message_id", None) or "")
+        if len(item) > 2:
+            self._release(item)
 
     def bind_timeout(self, bind: SmppBind, context: Any) -> None:
         self.stats.lost += 1
         self.stats.timeouts += 1
         self.handler.on_submit_lost(context[1], "response timeout")
+        if len(context) > 2:
+            self._release(context)
 
     def bind_deliver(self, bind: SmppBind, pdu: DeliverSm | DataSm) -> None:
         self.stats.delivers += 1
@@ -339,7 +446,48 @@ class BindPool:
         self.handler.on_claimed(bind, items)
 
     def bind_ready(self, bind: SmppBind) -> None:
+        throttled = self._throttled
+        if throttled or self.flow.reduced():
+            self._flow_step(throttled)
+        self._throttled = False
         self._assign()
+
+    def _flow_step(self, throttled: bool) -> None:
+        """Once per batch: back off or recover; apply and log a change."""
+        flow = self.flow
+        loop = self._loop
+        assert loop is not None
+        reason = flow.on_batch(loop.time(), throttled)
+        if self._flow_tick is None and not self._closing and flow.reduced():
+            # Recovery goes on when no answers come (an idle carrier): a step a second.
+            self._flow_tick = loop.call_later(1.0, self._on_flow_tick)
+        if reason is None:
+            return
+        window = flow.window
+        for bind in self._submitters:
+            bind.set_window(window)
+        rate = flow.rate_per_s(loop.time())
+        log.info(
+            "carrier %s %s: rate %s, window %d per bind",
+            self.config.name, reason, f"{rate:.1f}/s" if rate else "unlimited", window,
+            extra={
+                "event": "backoff", "carrier": self.config.name, "reason": reason,
+                "rate_per_s": round(rate, 3), "window": window,
+            },
+        )
+
+
+    def _on_flow_tick(self) -> None:
+        self._flow_tick = None
+        if self.flow.reduced():
+            self._flow_step(False)
+            self._assign()
+
+
+def make_flow(window: int, rate: bool) -> FlowControl:
+    """A pool's default flow control: the window backs off, and with ``rate`` the
+    rate too (unlimited until the first throttle reply)."""
+    return CarrierFlow(window, 1, LocalAdaptiveLimiter() if rate else None)
 
 
 _SHORT = {"transceiver": "trx", "transmitter": "tx", "receiver": "rx"}

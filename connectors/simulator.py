@@ -171,6 +171,7 @@ class SimulatorStats:
         "errors_injected",
         "inbound_parts",
         "max_outstanding",
+        "max_submits_per_s",
         "protocol_errors",
         "receipts",
         "submits",
@@ -196,6 +197,9 @@ class SimulatorStats:
         self.protocol_errors = 0
         self.window_violations = 0
         self.max_outstanding = 0
+        # The most submit_sm received within any one second (a sliding window, as a
+        # carrier counting TPS would see them).
+        self.max_submits_per_s = 0
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -254,6 +258,9 @@ class Simulator:
         # throttling: a one-second window counter
         self._tps_second = 0
         self._tps_count = 0
+        # submit_sm of the last second: (arrival, count) per batch, and their sum
+        self._recent: deque[tuple[float, int]] = deque()
+        self._recent_sum = 0
         states = list(config.dlr_states)
         self._dlr_states = states
         self._dlr_weights = [config.dlr_states[s] for s in states]
@@ -422,6 +429,18 @@ class Simulator:
         self._tps_count += 1
         return self._tps_count > limit
 
+    def count_submits(self, now: float, n: int) -> None:
+        """``n`` submit_sm arrived at ``now``: keep the sliding one-second maximum."""
+        recent = self._recent
+        total = self._recent_sum + n
+        edge = now - 1.0
+        while recent and recent[0][0] <= edge:
+            total -= recent.popleft()[1]
+        recent.append((now, n))
+        self._recent_sum = total
+        if total > self.stats.max_submits_per_s:
+            self.stats.max_submits_per_s = total
+
     def pick_state(self) -> str:
         if self._single_state:
             return self._single_state
@@ -546,6 +565,7 @@ class SmscProtocol(asyncio.Protocol):
         drop_after = cfg.drop_after
         delayed = cfg.latency_ms > 0
         answered = 0  # immediate responses: they leave with this batch
+        submits = stats.submits
         dlr_resps = 0
         date = b""  # receipt dates: read once per batch
         while end - off >= 16:
@@ -600,12 +620,16 @@ class SmscProtocol(asyncio.Protocol):
             off += length
             if drop_after and self._pdus >= drop_after and sim.take_drop():
                 stats.drops += 1
+                if stats.submits != submits:
+                    sim.count_submits(now, stats.submits - submits)
                 if out and self.transport is not None:
                     self.transport.write(b"".join(out))  # what was answered so far leaves first
                 self.abort()
                 return
         if off:
             del buf[:off]
+        if stats.submits != submits:
+            sim.count_submits(now, stats.submits - submits)
         self._outstanding -= answered
         if out and self.transport is not None:
             self.transport.write(b"".join(out))

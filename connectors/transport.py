@@ -27,6 +27,14 @@ and the log line's.
 Callbacks go to a :class:`BindListener` (the pool): plain calls from the
 event loop, no task or future per message. The only tasks are one
 connection loop per bind.
+
+Throttle replies are the pool's business (adaptive rate and window, see
+``throttling.flow``): the bind only offers ``set_window`` to shrink its window
+below the configured one. Every retry of the connection loop is counted in
+``reconnects`` by a cause from :data:`RECONNECT_CAUSES` (``last_cause``: the
+last lost connection's); a failed attempt is logged with ``extra`` fields
+``event="bind_failed"``, ``carrier``, ``bind``, ``cause`` (the engine logs
+the ``bind_up`` / ``bind_down`` events).
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ from collections.abc import Callable
 from typing import Any, Final, Protocol, cast
 
 # The one lower-layer import of connectors (pyproject.toml, contract "layers"):
-# the engine's single backoff, pure stdlib, for reconnects and throttle pauses.
+# the engine's single backoff, pure stdlib, for reconnects.
 from throttling.backoff import Backoff
 
 from .config import BindConfig, ConfigError
@@ -70,6 +78,7 @@ from .session import (
 from .status import ESME_RINVBNDSTS, ESME_RINVCMDLEN, ESME_ROK, status_info
 
 __all__ = [
+    "RECONNECT_CAUSES",
     "BindListener",
     "SmppBind",
     "SmppProtocol",
@@ -85,6 +94,41 @@ _BIND_PDU: Final[dict[str, Any]] = {
     "transmitter": BindTransmitter,
     "receiver": BindReceiver,
 }
+
+
+#: Why a bind reconnects (``SmppBind.reconnects``, metric ``sendgate_reconnects_total``):
+#: a fixed set, so that a metric label never grows.
+RECONNECT_CAUSES: Final = (
+    "refused",  # the TCP connection was refused
+    "timeout",  # connect or bind_resp took longer than bind_timeout_s
+    "network",  # another OS error (unreachable, reset while connecting, ...)
+    "bind_failed",  # the SMSC answered the bind with an error status
+    "closed_by_peer",  # the SMSC closed the connection
+    "reset",  # the connection was reset or broke
+    "enquire_timeout",  # enquire_link unanswered: we closed it
+    "unbound",  # the SMSC sent unbind
+    "protocol_error",  # the peer broke SMPP, or answered that our session is out of step
+    "aborted",  # closed on our side (kill)
+)
+
+
+def connection_cause(exc: BaseException | None) -> str:
+    """The reconnect cause of a failed connection attempt or a lost connection."""
+    if exc is None:
+        return "closed_by_peer"
+    if isinstance(exc, BindError):
+        return "bind_failed"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+        return "reset"
+    if isinstance(exc, OSError):
+        return "network"
+    if isinstance(exc, SmppError):
+        return "protocol_error"
+    return "network"
 
 
 def tls_context(config: BindConfig) -> ssl.SSLContext | None:
@@ -268,13 +312,16 @@ class SmppBind:
         self.auth_failures = 0
         self.last_error = ""
         self.retry_in_s = 0.0  # the wait before the next connection attempt
-        self.throttled_until = 0.0
+        #: Requests in flight allowed now: the configured window, or less after throttling.
+        self.window = config.window
+        #: Connection retries by cause (RECONNECT_CAUSES).
+        self.reconnects: dict[str, int] = {}
+        self._close_cause = ""  # set when we close the link on purpose
+        #: Why the last connection was lost (one of RECONNECT_CAUSES; "" before any).
+        self.last_cause = ""
         rng = rng or random.Random()
         # Delays between half and all of a curve doubling from min_s to max_s.
         self._reconnect = Backoff(config.reconnect_min_s, config.reconnect_max_s, jitter=0.5, rng=rng)
-        self._throttle = Backoff(
-            config.throttle_backoff_min_s, config.throttle_backoff_max_s, jitter=0.5, rng=rng
-        )
         self._loop = asyncio.get_running_loop()
         self._closing = False
         self._runner: asyncio.Task[None] | None = None
@@ -309,16 +356,21 @@ class SmppBind:
         return self.free_window() > 0
 
     def free_window(self) -> int:
-        """How many more requests may be written now (0 when down, paused or throttled)."""
+        """How many more requests may be written now (0 when down or paused)."""
         session = self.session
         if not self.up or session is None or self._closing:
             return 0
         protocol = self.protocol
         if protocol is None or protocol.paused:
             return 0
-        if self.throttled_until and self._loop.time() < self.throttled_until:
-            return 0
         return session.free_window()
+
+    def set_window(self, window: int) -> None:
+        """Allow ``window`` requests in flight (1..configured) from now on, and on
+        later connections; requests already in flight above it finish normally."""
+        self.window = max(1, min(window, self.config.window))
+        if self.session is not None:
+            self.session.window = self.window
 
     @property
     def in_flight(self) -> int:
@@ -395,21 +447,10 @@ class SmppBind:
             if due:
                 protocol.write(session.send_empty_responses(command_id, command_status, due))
 
-    def note_throttled(self) -> float:
-        """The SMSC said slow down: pause this bind; returns the pause in seconds."""
-        delay = self._throttle.next_delay()
-        self.throttled_until = self._loop.time() + delay
-        return delay
-
-    def note_accepted(self) -> None:
-        """A submit went through: the throttle backoff starts over."""
-        if self._throttle.attempts:
-            self._throttle.reset()
-            self.throttled_until = 0.0
-
     def kill(self) -> None:
         """Drop the connection at once (tests, fatal errors); the loop reconnects."""
         if self.protocol is not None:
+            self._close_cause = "aborted"
             self.protocol.abort()
 
     async def close(self, drain_timeout_s: float | None = None) -> None:
@@ -419,6 +460,7 @@ class SmppBind:
         """
         timeout = self.config.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
         self._closing = True
+        self._close_cause = "aborted"  # closed on our side
         self._wake.set()
         session = self.session
         if self.up and session is not None and session.windowed and timeout > 0:
@@ -443,9 +485,11 @@ class SmppBind:
         cfg = self.config
         while not self._closing:
             delay: float
+            cause: str
             try:
                 await self._connect_and_bind()
             except BindError as exc:
+                cause = "bind_failed"
                 info = status_info(exc.command_status)
                 self.last_error = info.name
                 if info.auth_failure:  # SMPP 3.4 §5.1.3: refused for credentials; retry slowly
@@ -461,6 +505,7 @@ class SmppBind:
                         cfg.host,
                         cfg.port,
                         delay,
+                        extra={"event": "bind_failed", "carrier": cfg.name, "bind": self.name, "cause": cause},
                     )
                 else:
                     delay = self._reconnect.next_delay()
@@ -470,12 +515,17 @@ class SmppBind:
                         info.name,
                         exc.command_status,
                         delay,
+                        extra={"event": "bind_failed", "carrier": cfg.name, "bind": self.name, "cause": cause},
                     )
             except (TimeoutError, OSError, SmppError) as exc:
+                cause = connection_cause(exc)
                 err = map_connection_error(exc, f"bind {self.name}")
                 self.last_error = str(err)
                 delay = self._reconnect.next_delay()
-                log.warning("%s; retry in %.2fs", err, delay)
+                log.warning(
+                    "%s; retry in %.2fs", err, delay,
+                    extra={"event": "bind_failed", "carrier": cfg.name, "bind": self.name, "cause": cause},
+                )
             else:
                 if not self._first_try.done():
                     self._first_try.set_result(None)
@@ -498,11 +548,16 @@ class SmppBind:
                 if self._loop.time() - bound_at >= cfg.reconnect_max_s:
                     self._reconnect.reset()
                 delay = self._reconnect.next_delay()
-                log.warning("bind %s lost: %s; reconnect in %.2fs", self.name, reason, delay)
+                cause = self.last_cause or "closed_by_peer"
+                log.warning(
+                    "bind %s lost: %s; reconnect in %.2fs", self.name, reason, delay,
+                    extra={"carrier": cfg.name, "bind": self.name, "cause": cause},
+                )
             if not self._first_try.done():
                 self._first_try.set_result(None)
             if self.is_closing():
                 break
+            self.reconnects[cause] = self.reconnects.get(cause, 0) + 1
             self._wake.clear()
             self.retry_in_s = delay
             with contextlib.suppress(asyncio.TimeoutError):
@@ -514,7 +569,7 @@ class SmppBind:
         deadline = loop.time() + cfg.bind_timeout_s
         session = Session(
             ESME,
-            cfg.window,
+            self.window,
             cfg.response_timeout_s,
             cfg.enquire_link_s,
             now=loop.time(),
@@ -523,6 +578,7 @@ class SmppBind:
         self.session = session
         self._awaiting = set()
         self._lost_waiter = loop.create_future()
+        self._close_cause = ""
         self.connects += 1
         if self._tls is None:
             connecting = loop.create_connection(lambda: SmppProtocol(session, self), cfg.host, cfg.port)
@@ -560,10 +616,11 @@ class SmppBind:
         self.up = True
         self.generation += 1
         self.last_error = ""
-        self._throttle.reset()
-        self.throttled_until = 0.0
         self._schedule_sweep()
-        log.info("bind %s up (%s:%s, %s%s)", self.name, cfg.host, cfg.port, self.mode, ", tls" if self._tls else "")
+        log.info(
+            "bind %s up (%s:%s, %s%s)", self.name, cfg.host, cfg.port, self.mode, ", tls" if self._tls else "",
+            extra={"carrier": cfg.name, "bind": self.name},
+        )
         self.listener.bind_up(self)
 
     async def _unbind(self, timeout: float) -> None:
@@ -598,6 +655,7 @@ class SmppBind:
                 link_dead = True
         if link_dead:
             log.warning("bind %s: enquire_link unanswered, closing", self.name)
+            self._close_cause = "enquire_timeout"
             protocol.abort()
             return
         if events:
@@ -624,6 +682,7 @@ class SmppBind:
                             status_info(event.pdu.command_status).name,
                         )
                         close = True
+                        self._close_cause = "protocol_error"
                 elif cid in (C.BIND_TRANSCEIVER, C.BIND_TRANSMITTER, C.BIND_RECEIVER):
                     if self._bind_waiter is not None and not self._bind_waiter.done():
                         self._bind_waiter.set_result(event.pdu)
@@ -641,10 +700,12 @@ class SmppBind:
             elif kind is Unbound:
                 log.info("bind %s: SMSC unbound", self.name)
                 close = True
+                self._close_cause = self._close_cause or "unbound"
             elif kind is ProtocolViolation:
                 log.warning("bind %s: peer protocol error: %s", self.name, event.reason)
                 if event.fatal:
                     close = True
+                    self._close_cause = "protocol_error"
             elif kind is StrayResponse:
                 log.debug("bind %s: response for nothing in flight", self.name)
             else:
@@ -671,6 +732,7 @@ class SmppBind:
 
     def handle_connection_lost(self, exc: Exception | None) -> None:
         err = map_connection_error(exc, f"bind {self.name}")
+        self.last_cause = self._close_cause or connection_cause(exc)
         was_up = self.up
         self.up = False
         if self._sweep_handle is not None:

@@ -39,6 +39,8 @@ from engine.status import status_snapshot
 from engine.stream_trim import trim_streams
 from privacy_hooks.audit import AuditLog
 from privacy_hooks.logfile import rotate_due_files
+from throttling.adaptive import AimdSettings
+from throttling.flow import AdaptiveLimiter, CarrierFlow, LocalAdaptiveLimiter
 from throttling.global_bucket import GlobalTokenBucket
 
 __all__ = ["Engine", "bind_config", "log_event", "redis_url_for"]
@@ -130,12 +132,14 @@ class _PoolHandler:
             )
             return
         reason = (getattr(bind, "last_error", "") or "connection closed") if bind is not None else "unknown"
+        # One of connectors.transport.RECONNECT_CAUSES (also the label of sendgate_reconnects_total).
+        cause = (getattr(bind, "last_cause", "") or "closed_by_peer") if bind is not None else "closed_by_peer"
         level = logging.WARNING
         if self.engine.closing:
             reason, level = "engine stopping", logging.INFO
         log_event(
             f"bind {bind_name} of carrier {self.carrier} is down: {reason}", "bind_down", level,
-            carrier=self.carrier, bind=bind_name, reason=reason,
+            carrier=self.carrier, bind=bind_name, reason=reason, cause=cause,
         )
 
 
@@ -188,16 +192,13 @@ class Engine:
         if self.config_source is not None:
             await self._audit_config_load(self.config_source)
         for c in self.settings.carriers:
-            # A carrier's TPS holds across every engine process sharing this Redis.
-            limiter = None
-            if c.tps:
-                limiter = GlobalTokenBucket.for_carrier(self.redis, self.settings.redis.prefix, c.name, c.tps)
-                limiter.start()
-                self._limiters.append(limiter)
             # Receipts in the common layout skip the DeliverSm decode (dlr/receipt_scan.py).
-            pool = BindPool(bind_config(c), _PoolHandler(self, c.name), limiter, claim_deliver=scan_receipt)
+            pool = BindPool(
+                bind_config(c), _PoolHandler(self, c.name), claim_deliver=scan_receipt, flow=self._carrier_flow(c)
+            )
             self.pools[c.name] = pool
             self.metrics.pool_stats[c.name] = pool.stats
+            self.metrics.pools[c.name] = pool
         await asyncio.gather(*(p.start() for p in self.pools.values()))
         self._register_gauges()
         self.receipts.start()
@@ -230,6 +231,22 @@ class Engine:
             "engine_started", consumer=self.settings.consumer_name, version=__version__,
             carriers=list(self.pools), admin=f"{self.admin.host}:{self.admin.port}" if self.admin else "",
         )
+
+    def _carrier_flow(self, c: CarrierSettings) -> CarrierFlow:
+        """A carrier's flow control (throttling/flow.py): window and rate back off on
+        throttle replies. With a ``tps``, the rate limit lives in Redis: at most ``tps``
+        in any second across every engine sharing it, and one engine's throttle replies
+        slow them all."""
+        limiter: AdaptiveLimiter
+        if c.tps:
+            aimd = AimdSettings(floor=c.throttle_floor_per_s or max(1.0, c.tps / 10), step=max(1.0, c.tps / 10))
+            bucket = GlobalTokenBucket.per_second(self.redis, self.settings.redis.prefix, c.name, c.tps, aimd)
+            bucket.start()
+            self._limiters.append(bucket)
+            limiter = bucket
+        else:
+            limiter = LocalAdaptiveLimiter(c.throttle_floor_per_s or 1.0)
+        return CarrierFlow(c.window, c.window_floor, limiter)
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -387,18 +404,18 @@ class Engine:
 
     # ------------------------------------------------------------- status
     def _log_flow_changes(self) -> None:
-        """One line when a carrier starts or stops backing off from throttling (seen per sample)."""
-        now = asyncio.get_running_loop().time()
+        """One line when a carrier starts or stops backing off from throttling (seen per sample;
+        each step in between is logged by the pool, event ``backoff``)."""
         for name, pool in self.pools.items():
-            pauses = [b.throttled_until - now for b in pool.binds if b.throttled_until and b.throttled_until > now]
-            if pauses and name not in self._backing_off:
+            reduced = pool.flow.reduced()
+            if reduced and name not in self._backing_off:
                 self._backing_off.add(name)
                 log_event(
                     f"carrier {name} throttles: backing off", "backoff_started", logging.WARNING,
-                    carrier=name, pause_s=round(max(pauses), 3), binds=len(pauses),
-                    throttled_total=int(pool.stats.throttled),
+                    carrier=name, rate_per_s=round(pool.rate_per_s(), 3), window=pool.window,
+                    binds=pool.binds_up(), throttled_total=int(pool.stats.throttled),
                 )
-            elif not pauses and name in self._backing_off:
+            elif not reduced and name in self._backing_off:
                 self._backing_off.discard(name)
                 log_event(
                     f"carrier {name}: backoff over", "backoff_ended", carrier=name, throttled_total=int(pool.stats.throttled),

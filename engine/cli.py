@@ -181,13 +181,8 @@ def _cmd_demo(argv: list[str]) -> int:
 def _cmd_cancel(args: argparse.Namespace) -> int:
     from engine.producer import Producer, cancel_outcome
 
-    settings = _load(args)
-    from engine.embedded_redis import announced_url
-
-    url = settings.redis.url or announced_url()
-    if not url:
-        print("sendgate cancel: no Redis configured (set REDIS_URL or [redis] url)", file=sys.stderr)
-        return 2
+    found = _resolve("cancel", args)
+    settings, url = found.settings, found.url
 
     async def main() -> int:
         producer = Producer.from_url(url, settings.redis.prefix, group=settings.engine.group)

@@ -203,6 +203,9 @@ class CarrierSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     binds: int = 1
     window: int = 10
     tps: float = 0  # PDUs per second across all binds and processes; 0 = no limit
+    # Throttle replies bring rate and window down, never below these (0 = tps/10, or 1/s)
+    throttle_floor_per_s: float = 0
+    window_floor: int = 1
     routes: tuple[str, ...] = ()
     fallback: str = ""
     dlr_id_format: Literal["as-is", "hex-to-dec", "dec-to-hex"] = "as-is"
@@ -350,6 +353,10 @@ def _check(settings: Settings) -> None:
             raise ConfigError(f"{where}.window: must be 1..10000")
         if c.tps < 0:
             raise ConfigError(f"{where}.tps: must be >= 0 (0 = no limit)")
+        if c.throttle_floor_per_s < 0 or (c.tps and c.throttle_floor_per_s > c.tps):
+            raise ConfigError(f"{where}.throttle_floor_per_s: must be >= 0 and at most tps (0 = tps/10, or 1/s)")
+        if not 1 <= c.window_floor <= c.window:
+            raise ConfigError(f"{where}.window_floor: must be 1..window ({c.window})")
         if len(c.system_id) > 15:
             raise ConfigError(f"{where}.system_id: at most 15 characters (SMPP 3.4 §4.1.1)")
         if len(c.password) > 8:

@@ -145,8 +145,10 @@ KEY_TABLE: tuple[KeyDoc, ...] = (
            "MAXLEN ~; the message retention", "shard", "per unmatched receipt"),
     KeyDoc("P:dlr:invalid", "stream", "receipts that could not be parsed (text and addresses removed)",
            "dlr/store.py", "MAXLEN ~; the message retention", "shard", "per invalid receipt"),
-    KeyDoc("P:tps:<carrier>", "hash", "a carrier's TPS bucket shared by every engine: `t` tokens, `ts` time",
-           "throttling/global_bucket.py", "a full refill + 1 s after its last lease", "fleet", "per carrier"),
+    KeyDoc("P:tps:<carrier>", "hash", "a carrier's TPS bucket shared by every engine: `t` tokens, `ts` time; "
+           "after throttle replies `ar` the adaptive limit's last cut and `ac` its time",
+           "throttling/global_bucket.py", "a full refill + 1 s after its last lease, or until the limit is back at tps",
+           "fleet", "per carrier"),
     KeyDoc("P:audit", "stream", "audit log of erasures and purges (subjects as keyed hashes)",
            "privacy_hooks/audit.py", "the audit retention", "fleet", "per audit entry"),
     KeyDoc("P:clients:closed", "hash", "closed client accounts: client id -> closure time (unix s); the engines "

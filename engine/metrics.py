@@ -127,6 +127,21 @@ class Metrics:
             "sendgate_throttle_replies", "ESME_RTHROTTLED / ESME_RMSGQFUL replies (submits re-queued)", ["carrier"],
             lambda: [([name], float(st.throttled)) for name, st in sorted(self.pool_stats.items())],
         ))
+        # Flow control and binds, read at scrape time from the pools (set by the app).
+        self.pools: dict[str, Any] = {}
+        r.register(_CallbackGauge(
+            "sendgate_carrier_rate_per_s", "Rate limit in force per carrier after throttle backoff (0 = none)",
+            ["carrier"], lambda: [([name], float(p.rate_per_s())) for name, p in sorted(self.pools.items())],
+        ))
+        r.register(_CallbackGauge(
+            "sendgate_carrier_window", "Window per bind in force per carrier after throttle backoff", ["carrier"],
+            lambda: [([name], float(p.window)) for name, p in sorted(self.pools.items())],
+        ))
+        r.register(_CallbackCounter(
+            "sendgate_reconnects", "Bind connection retries by cause", ["carrier", "cause"],
+            lambda: [([name, cause], float(n)) for name, p in sorted(self.pools.items())
+                     for cause, n in sorted(p.reconnects().items())],
+        ))
         self.events = Counter("sendgate_events", "Status events published", ["event"], registry=r)
         self.receipts = Counter("sendgate_receipts", "Delivery receipts received", ["carrier", "state"], registry=r)
         self.receipts_unmatched = Counter("sendgate_receipts_unmatched", "Receipts matching no submitted message", ["carrier"], registry=r)

@@ -934,8 +934,10 @@ class Pipeline:
         self._outstanding += n
         pool = self.pools[ij.carrier]
         now = time.monotonic()
-        for i, pdu in enumerate(pdus):
-            pool.submit(pdu, (ij, i, now))
+        if n == 1:
+            pool.submit(pdus[0], (ij, 0, now))
+        else:  # parts in order, each after the one before it was answered
+            pool.submit_parts([(pdu, (ij, i, now)) for i, pdu in enumerate(pdus)])
 
     # ------------------------------------------------------ pool callbacks
     def on_submit_resp(self, token: object, command_status: int, message_id: str) -> None:

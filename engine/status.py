@@ -37,8 +37,8 @@ def _bind(bind: Any, now: float) -> dict[str, Any]:
         "in_flight": int(bind.in_flight) if bind.up else 0,
         "window": int(window),
     }
-    throttled_for = bind.throttled_until - now if bind.throttled_until else 0.0
-    out["throttled_s"] = round(max(0.0, throttled_for), 3)
+    # No bind pauses any more (flow control lowers rate and window instead): kept at 0.
+    out["throttled_s"] = 0.0
     if not bind.up:
         # The reason is an SMPP status name or a connection error: no credential in it
         # (connectors/transport.py never puts the password in an error).
@@ -71,7 +71,10 @@ def status_snapshot(engine: Any) -> dict[str, Any]:
             "binds": binds,
             "rate_per_s": sampler.rates.get(name, 0.0),
             "tps_limit": float(c.tps) if c.tps else None,
-            "backoff_s": max((b["throttled_s"] for b in binds), default=0.0),
+            "backoff_s": 0.0,  # see backing_off, rate_limit_per_s, window
+            "backing_off": bool(pool.flow.reduced()),
+            "rate_limit_per_s": pool.rate_per_s() or None,
+            "window": int(pool.window),
             "throttled_total": int(pool.stats.throttled),
             "receipts_pending": sampler.receipts_pending.get(name),
         }

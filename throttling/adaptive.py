@@ -20,15 +20,62 @@ Theory of operation (pure: the caller passes ``now``, monotonic seconds):
   the rate the caller observed (``observed_per_s``); the rate climbs back to
   that level and then the limit is lifted again (``rate_per_s == 0``).
 
-Both calls return the current rate; the pool hands it to
+Both calls return the current rate; the caller hands it to
 ``TokenBucket.set_rate`` when it changed (compare, or read ``changed``).
+
+Where it is used (``throttling.flow.CarrierFlow``): a carrier's window per
+engine (ceiling = the configured ``window``), and the rate of a carrier with
+no configured ``tps`` (ceiling 0). A carrier *with* ``tps`` keeps its rate in
+Redis instead, shared by every engine; its recovery is the closed form
+:func:`recovered_rate` (mirrored in the lease script), a function of the time
+since the last cut, so that no engine has to push increases.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-__all__ = ["AdaptiveRate"]
+__all__ = ["AdaptiveRate", "AimdSettings", "recovered_rate"]
+
+
+@dataclass(frozen=True, slots=True)
+class AimdSettings:
+    """How a limit backs off and recovers: x ``decrease`` per throttle burst (at most
+    once per ``cooldown_s``, never below ``floor``), then ``+step`` every ``interval_s``
+    once ``hold_s`` passed without a throttle reply."""
+
+    floor: float
+    step: float
+    decrease: float = 0.5
+    hold_s: float = 2.0
+    interval_s: float = 1.0
+    cooldown_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.floor) and self.floor > 0):
+            raise ValueError(f"floor must be > 0, got {self.floor!r}")
+        if not (math.isfinite(self.step) and self.step > 0):
+            raise ValueError(f"step must be > 0, got {self.step!r}")
+        if not (0.0 < self.decrease < 1.0):
+            raise ValueError(f"decrease must be within (0, 1), got {self.decrease!r}")
+        if self.interval_s <= 0 or self.hold_s < 0 or self.cooldown_s < 0:
+            raise ValueError("interval_s must be > 0, hold_s and cooldown_s >= 0")
+
+
+def recovered_rate(
+    cut_rate: float, since_cut_s: float, ceiling: float, step: float, hold_s: float, interval_s: float
+) -> float:
+    """The limit ``since_cut_s`` seconds after a cut to ``cut_rate``: unchanged for
+    ``hold_s``, then ``+step`` at once and every ``interval_s``, never above ``ceiling``.
+
+    The same schedule as :meth:`AdaptiveRate.on_success` called continuously;
+    ``throttling.global_bucket``'s scripts compute exactly this in Lua.
+    """
+    if since_cut_s < hold_s:
+        return min(cut_rate, ceiling)
+    steps = 1 + math.floor((since_cut_s - hold_s) / interval_s)
+    return min(ceiling, cut_rate + steps * step)
 
 
 class AdaptiveRate:

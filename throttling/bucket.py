@@ -111,12 +111,6 @@ class TokenBucket:
             self._tokens = left if left > 0.0 else 0.0
         return granted
 
-    def available(self, now: float) -> int:
-        """Whole tokens available at ``now`` (unlimited: a very large number)."""
-        if self._rate == 0.0:
-            return 2**31 - 1
-        return int(self._refill(now) + _EPSILON)
-
     def wait_s(self, n: int, now: float) -> float:
         """Seconds from ``now`` until ``min(n, burst)`` tokens are available (0 if they are now)."""
         if n <= 0 or self._rate == 0.0:

@@ -23,8 +23,6 @@ FAST = {
     "reconnect_max_s": 0.05,
     "bind_timeout_s": 2.0,
     "sweep_interval_s": 0.05,
-    "throttle_backoff_min_s": 0.005,
-    "throttle_backoff_max_s": 0.02,
 }
 
 
@@ -532,3 +530,68 @@ async def test_other_bind_refusals_retry_with_backoff() -> None:
         assert 0 < bind.retry_in_s <= 0.04
         assert pool.binds_up() == 0
         await pool.close(0.1)
+
+
+async def test_multipart_parts_reach_the_carrier_in_order_under_throttling() -> None:
+    """Parts of one message are a chain: a later part never overtakes an earlier
+    throttled one. Message ids are sequential (dec): accepted in order = ids ascending."""
+    sim = await start_simulator(SimulatorConfig(throttle_tps=40, dlr=False, id_format="dec"))
+    try:
+        handler = RecordingHandler()
+        pool = BindPool(config(sim.port, binds=2, window=16), handler)
+        await pool.start()
+        messages, parts = 25, 4
+        for m in range(messages):
+            pool.submit_parts([(sms(dlr=False), (m, p)) for p in range(parts)])
+        assert pool.pending() == messages * parts
+        await handler.wait_for(lambda: len(handler.responses) == messages * parts, timeout=30)
+        await pool.close(1.0)
+    finally:
+        await sim.close()
+    assert sim.stats.throttled > 0  # the carrier did throttle
+    assert pool.stats.throttled == sim.stats.throttled
+    assert all(status == 0 for _, status, _ in handler.responses)
+    ids: dict[int, dict[int, int]] = {}
+    for (m, p), _, mid in handler.responses:
+        ids.setdefault(m, {})[p] = int(mid)
+    for m, by_part in ids.items():
+        assert sorted(by_part) == list(range(parts))
+        in_order = [by_part[p] for p in range(parts)]
+        assert in_order == sorted(in_order), (m, in_order)
+
+
+async def test_throttle_replies_shrink_the_window_of_every_bind(caplog: pytest.LogCaptureFixture) -> None:
+    sim = await start_simulator(SimulatorConfig(throttle_tps=30, dlr=False))
+    try:
+        handler = RecordingHandler()
+        pool = BindPool(config(sim.port, binds=2, window=32), handler)
+        await pool.start()
+        assert pool.window == 32 and pool.rate_per_s() == 0.0  # unlimited until throttled
+        caplog.set_level(logging.INFO, logger="sendgate.connectors.pool")
+        for i in range(60):
+            pool.submit(sms(dlr=False), i)
+        await handler.wait_for(lambda: pool.window < 32, timeout=10)
+        assert pool.window == 16
+        assert all(b.session is not None and b.session.window == 16 for b in pool.binds)
+        assert 0 < pool.rate_per_s() <= 30  # half of what went out, at most
+        await handler.wait_for(lambda: len(handler.responses) == 60, timeout=30)
+        await pool.close(1.0)
+    finally:
+        await sim.close()
+    assert_each_token_once(handler, 60)
+    assert all(status == 0 for _, status, _ in handler.responses)
+    changes = [r for r in caplog.records if getattr(r, "event", "") == "backoff"]
+    assert changes[0].reason == "throttled" and changes[0].window == 16  # type: ignore[attr-defined]
+    assert len(changes) < pool.stats.throttled  # one line per change, not per reply
+
+
+async def test_pool_closed_with_held_parts_reports_each_once() -> None:
+    async with MisbehavingSmsc("no_response") as smsc:
+        handler = RecordingHandler()
+        pool = BindPool(config(smsc.port, response_timeout_s=30.0), handler)
+        await pool.start()
+        pool.submit_parts([(sms(), i) for i in range(3)])
+        assert pool.pending() == 3
+        await pool.close(0.1)
+    assert_each_token_once(handler, 3)
+    assert pool.pending() == 0

@@ -169,7 +169,7 @@ async def test_throttle_above_tps_is_absorbed_by_the_pool() -> None:
     sim = await start_simulator(SimulatorConfig(throttle_tps=20, dlr=False))
     try:
         handler = RecordingHandler()
-        pool = pool_for(sim.port, handler, throttle_backoff_min_s=0.05, throttle_backoff_max_s=0.2)
+        pool = pool_for(sim.port, handler)
         await pool.start()
         for i in range(30):
             pool.submit(sms(), i)

@@ -116,19 +116,6 @@ async def test_paused_writing_offers_no_window(sim: Simulator) -> None:
     await bind.close(0.5)
 
 
-async def test_throttle_pause_and_reset(sim: Simulator) -> None:
-    bind = SmppBind(
-        cfg(sim.port, throttle_backoff_min_s=10.0, throttle_backoff_max_s=20.0), Listener()
-    )
-    await bind.start()
-    delay = bind.note_throttled()
-    assert 5.0 <= delay <= 10.0
-    assert bind.free_window() == 0
-    bind.note_accepted()
-    assert bind.free_window() == 64
-    await bind.close(0.5)
-
-
 async def test_killed_connection_reports_in_flight_and_reconnects() -> None:
     slow = await start_simulator(SimulatorConfig(dlr=False, latency_ms=5000))
     try:
@@ -177,22 +164,13 @@ def test_map_connection_error() -> None:
 
 async def test_backoff_grows_with_jitter_and_is_capped() -> None:
     # The bind's delays come from throttling.backoff; these are its settings.
-    bind = SmppBind(
-        cfg(1, reconnect_min_s=0.5, reconnect_max_s=30.0,
-            throttle_backoff_min_s=0.5, throttle_backoff_max_s=30.0),
-        Listener(), rng=random.Random(1),
-    )
-    for delays in (
-        [bind._reconnect.next_delay() for _ in range(12)],
-        [bind.note_throttled() for _ in range(12)],
-    ):
-        for n, d in enumerate(delays):
-            base = min(30.0, 0.5 * 2**n)
-            assert base / 2 <= d <= base
-        assert max(delays) <= 30.0
-        assert len({round(d, 6) for d in delays}) == len(delays)
-    bind.note_accepted()  # a submit went through: the throttle pause starts over
-    assert bind.note_throttled() <= 0.5
+    bind = SmppBind(cfg(1, reconnect_min_s=0.5, reconnect_max_s=30.0), Listener(), rng=random.Random(1))
+    delays = [bind._reconnect.next_delay() for _ in range(12)]
+    for n, d in enumerate(delays):
+        base = min(30.0, 0.5 * 2**n)
+        assert base / 2 <= d <= base
+    assert max(delays) <= 30.0
+    assert len({round(d, 6) for d in delays}) == len(delays)
 
 
 def test_bind_config_validation_names_the_key() -> None:
@@ -202,8 +180,8 @@ def test_bind_config_validation_names_the_key() -> None:
         BindConfig(bind_mode="both")
     with pytest.raises(ConfigError, match="password"):
         BindConfig(password="much-too-long")
-    with pytest.raises(ConfigError, match="throttle_backoff_min_s"):
-        BindConfig(throttle_backoff_min_s=0.0)
+    with pytest.raises(ConfigError, match="reconnect_min_s"):
+        BindConfig(reconnect_min_s=0.0)
     with pytest.raises(ConfigError, match=r"carriers\[acme\]"):
         BindConfig.from_carrier({"name": "acme", "binds": 0})
 
@@ -356,3 +334,43 @@ async def test_the_simulators_receipts_are_claimed_and_answered_by_sequence_numb
         await bind.close(1.0)
         await sim.close()
     assert sim.stats.dlr_resps == 20
+
+
+async def test_reconnects_are_counted_by_cause(sim: Simulator, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import socket
+
+    from connectors.transport import RECONNECT_CAUSES
+
+    caplog.set_level(logging.INFO, logger="sendgate.connectors.transport")
+    listener = Listener()
+    bind = SmppBind(cfg(sim.port, name="acme"), listener)
+    await bind.start()
+    assert bind.up
+    bind.kill()
+    await listener.until(lambda: listener.ups == 2)
+    await sim.unbind_all()
+    await listener.until(lambda: listener.ups == 3)
+    assert bind.last_cause == "unbound"
+    await bind.close(0.5)
+    assert bind.reconnects == {"aborted": 1, "unbound": 1}
+    assert bind.last_cause == "aborted"  # our own close
+    downs = [r for r in caplog.records if " lost: " in r.getMessage()]
+    assert [(r.carrier, r.bind, r.cause) for r in downs] == [  # type: ignore[attr-defined]
+        ("acme", bind.name, "aborted"), ("acme", bind.name, "unbound"),
+    ]
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    refused = SmppBind(cfg(closed), Listener())
+    await refused.start()
+    for _ in range(200):
+        if refused.reconnects:
+            break
+        await asyncio.sleep(0.01)
+    await refused.close(0.1)
+    assert set(refused.reconnects) == {"refused"}
+    failed = [r for r in caplog.records if getattr(r, "event", "") == "bind_failed"]
+    assert failed and {r.cause for r in failed} == {"refused"}  # type: ignore[attr-defined]
+    assert set(refused.reconnects) <= set(RECONNECT_CAUSES)

@@ -280,6 +280,17 @@ def exported() -> Exported:
     )
     # The pools' counters (throttle replies), as `Engine.start` wires them.
     metrics.pool_stats["acme"] = PoolStats()
+
+    class _Pool:  # the pool's flow-control state, read at scrape time (rate, window, reconnects)
+        window = 32
+
+        def rate_per_s(self) -> float:
+            return 100.0
+
+        def reconnects(self) -> dict[str, int]:
+            return {"refused": 1}
+
+    metrics.pools["acme"] = _Pool()
     # A labelled metric shows no sample (so no label names) until a child exists.
     for value in vars(metrics).values():
         if isinstance(value, MetricWrapperBase) and value._labelnames:

@@ -161,7 +161,8 @@ async def test_log_events_for_throttle_backoff_and_reconnect(
 
         await until(ended, "a backoff_ended log line")
         first = events("backoff_started")[0]
-        assert first.carrier == "sim" and first.pause_s > 0  # type: ignore[attr-defined]
+        # No bind pause any more: the carrier's rate became limited (none configured) and its window halved.
+        assert first.carrier == "sim" and first.rate_per_s > 0 and first.window < 32  # type: ignore[attr-defined]
         ups = events("bind_up")
         assert [u.reconnects for u in ups] == [0, 1], [u.getMessage() for u in ups]  # type: ignore[attr-defined]
         downs = events("bind_down")

@@ -156,26 +156,3 @@ def test_a_greedy_caller_gets_the_full_rate(rate: float, tick: float) -> None:
     expected = rate * 10.0
     # Within one tick's worth plus the initial burst of the ideal.
     assert expected - rate * tick - 2 <= total <= expected + bucket.burst + 1
-
-
-def test_combined_limiter_grants_what_both_allow_and_wastes_nothing() -> None:
-    from throttling import CombinedLimiter
-
-    local = TokenBucket(10.0, burst=5)
-    shared = TokenBucket(100.0, burst=3)
-    both = CombinedLimiter(local, shared)
-    assert both.try_take(10, now=0.0) == 3  # the shared one is tighter now
-    assert local.available(0.0) == 2  # the local one gave exactly 3
-    assert both.try_take(10, now=0.0) == 0
-    assert both.wait_s(2, now=0.0) == pytest.approx(0.02)
-    assert both.try_take(10, now=1.0) == 3  # the local refilled to 5, the shared to 3
-    local.set_rate(1.0, now=1.0)  # adaptive slow-down of the bind
-    assert both.try_take(10, now=2.0) == 3  # local: 2 left + 1 s at 1/s; shared: full (3)
-    assert both.wait_s(1, now=2.0) == pytest.approx(1.0)  # the slowed-down bind decides
-
-
-def test_combined_limiter_with_unlimited_parts() -> None:
-    from throttling import CombinedLimiter
-
-    assert CombinedLimiter(TokenBucket(0), TokenBucket(0)).try_take(50, 0.0) == 50
-    assert CombinedLimiter(TokenBucket(0), TokenBucket(10.0, burst=4)).try_take(50, 0.0) == 4

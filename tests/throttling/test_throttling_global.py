@@ -266,3 +266,72 @@ async def test_leased_tokens_expire_after_hold_s() -> None:
     assert bucket.try_take(1, now=1.08) == 0  # the second one expired too (used up)
     assert bucket.stock == 0
     assert bucket.wait_s(5, now=1.08) == pytest.approx(0.05)  # missing 5 at 100/s
+
+
+async def test_a_throttle_seen_by_one_instance_lowers_the_limit_of_both(
+    redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    """One cut per cooldown for the fleet; the other instance learns it at its next lease
+    and its refill follows the lower limit."""
+    from throttling.adaptive import AimdSettings
+
+    aimd = AimdSettings(floor=10.0, step=10.0, hold_s=2.0, interval_s=1.0, cooldown_s=1.0)
+    one, two = (GlobalTokenBucket.per_second(redis_client, key_prefix, "acme", 100.0, aimd) for _ in range(2))
+    assert one.key == two.key == tps_key(key_prefix, "acme")
+    assert one.limit_per_s(0.0) == 100.0 and not one.is_reduced()
+    await one._cut()
+    await two._cut()  # another engine's replies within the cooldown: no second cut
+    assert (one.cuts, two.cuts) == (1, 0)
+    now = time.monotonic()
+    assert one.limit_per_s(now) == pytest.approx(50.0)
+    assert two.limit_per_s(now) == pytest.approx(50.0)  # the cut it found in Redis
+    fresh = GlobalTokenBucket.per_second(redis_client, key_prefix, "acme", 100.0, aimd)
+    await fresh._lease(1)
+    assert fresh.is_reduced() and fresh.limit_per_s(time.monotonic()) == pytest.approx(50.0)
+    # The refill runs at the limit (50/s, sized: 46.6/s), not at the configured rate (~94/s).
+    start = time.monotonic()
+    total = 0
+    while time.monotonic() - start < 1.0:
+        total += await fresh.take(100)
+    assert 10 <= total <= 50.0 * (time.monotonic() - start) + fresh.burst + 1
+    # The key lives until the limit would be back at the ceiling (2 s + 5 steps of 1 s).
+    assert (await redis_client.pttl(one.key)) > 6000
+
+
+async def test_the_shared_limit_recovers_with_time_as_recovered_rate_says(
+    redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    from throttling.adaptive import AimdSettings, recovered_rate
+
+    aimd = AimdSettings(floor=5.0, step=10.0, hold_s=2.0, interval_s=1.0)
+    bucket = GlobalTokenBucket.per_second(redis_client, key_prefix, "acme", 100.0, aimd)
+    server_now = await redis_client.time()
+    t = server_now[0] + server_now[1] / 1e6
+    await redis_client.hset(bucket.key, mapping={"ar": "30", "ac": repr(t - 4.5)})  # cut 4.5 s ago
+    await bucket._lease(1)
+    expected = recovered_rate(30.0, 4.5, 100.0, 10.0, 2.0, 1.0)
+    assert expected == 60.0  # +10 at 2 s, 3 s and 4 s
+    assert bucket.limit_per_s(time.monotonic()) == pytest.approx(expected)
+    await redis_client.hset(bucket.key, mapping={"ac": repr(t - 60.0)})  # long recovered
+    await bucket._lease(1)
+    assert not bucket.is_reduced() and bucket.limit_per_s(time.monotonic()) == 100.0
+    assert await redis_client.hget(bucket.key, "ar") is None  # the script cleared it
+
+
+async def test_note_throttled_cuts_through_the_refill_task(
+    redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    from throttling.adaptive import AimdSettings
+
+    bucket = GlobalTokenBucket.per_second(redis_client, key_prefix, "acme", 40.0, AimdSettings(floor=4.0, step=4.0))
+    bucket.start()
+    try:
+        bucket.note_throttled()
+        bucket.note_throttled()  # within the cooldown: asked once
+        deadline = time.monotonic() + 5
+        while not bucket.is_reduced() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert (bucket.cut_calls, bucket.cuts) == (1, 1)
+        assert bucket.limit_per_s(time.monotonic()) == pytest.approx(20.0)
+    finally:
+        await bucket.close()
