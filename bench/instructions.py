@@ -11,6 +11,7 @@ two versions of the same code, and timed runs for the absolute figure.)
     python -m bench.instructions record
     python -m bench.instructions scan
     python -m bench.instructions simulator
+    python -m bench.instructions engine [--python PY --tree DIR]   # needs REDIS_URL
 
 ``receipts``: instructions Redis executes inside EVALSHA per receipt, for
 batches of 1,000 fast-path receipts applied by ``dlr/correlate.lua`` (with the
@@ -20,6 +21,14 @@ embedded Redis's server under callgrind, counting only inside
 ``engine/record.lua`` in batches of 500 single-part jobs submitted with a
 receipt asked for and no callback (the common job: its correlation entry,
 event and XACK; whatever else the script writes per job). ``scan``: per ``scan_receipt`` of a simulator receipt.
+``engine``: the engine process's own work (Python, not Redis) per job on the
+record path (the keyed hash taken at admission, ``Pipeline._record``'s payload
+and its script call) and per receipt on the receipt sink's path
+(``ReceiptSink.on_claimed`` and the flush: ``dlr.store`` apply and publish),
+in batches of 500 single-part jobs with receipts, against the Redis at
+``REDIS_URL``: three stages (jobs built only; + recorded; + their receipts),
+each run at two lengths; the differences of the stages' slopes. ``--tree`` and
+``--python`` run it on another checkout (an older commit, with its venv).
 ``simulator``: the simulator's work per message with and without receipts
 (submit_sm in, resp out; the receipt built, written, and its
 deliver_sm_resp read). The Python figures are the difference of two runs of
@@ -91,6 +100,104 @@ async def main():
 
 asyncio.run(main())
 """
+
+
+_ENGINE = """
+import asyncio, inspect, os
+import redis as sync_redis
+from redis.asyncio import Redis
+from engine.config import settings_from_mapping
+from engine.metrics import Metrics
+from engine.pipeline import Pipeline, _Batch, _InFlightJob
+from engine.job import parse_job
+try:
+    from engine.receipt_sink import ReceiptSink
+except ImportError:
+    from engine.receipts import ReceiptSink
+
+PREFIX = "ecpu%d" % os.getpid()
+BATCH = 500
+settings = settings_from_mapping({
+    "redis": {"url": REDIS_URL, "prefix": PREFIX},
+    "carriers": [{"name": "c1", "routes": [""]}],
+}, env={})
+_kw = "allow_private_callbacks" in inspect.signature(parse_job).parameters
+
+class Bind:
+    def respond_sequences(self, deliver, data, status):
+        self.n = len(deliver)
+
+async def main():
+    r = Redis.from_url(REDIS_URL)
+    sr = sync_redis.Redis.from_url(REDIS_URL)
+    metrics = Metrics()
+    p = Pipeline(settings, r, {}, metrics)
+    sink = ReceiptSink(settings, r, metrics)
+    sink.barrier = None
+    await p.ensure_groups()
+    stream = p.keys.jobs
+    bind = Bind()
+    extra = ()
+    if "klass" in inspect.signature(_InFlightJob.__init__).parameters:  # lane classes (since the queues round)
+        from engine.pipeline import _NORMAL_LANE
+        k = next(iter(p._classes["c1"][_NORMAL_LANE].values()))
+        extra = (k, k.lane)
+    n = 0
+    import time
+    for _ in range(N // BATCH):
+        pipe = sr.pipeline(transaction=False)
+        for i in range(BATCH):
+            pipe.xadd(stream, {"id": "job-%d" % (n + i), "to": "+45%08d" % (10000000 + n + i), "text": "Hello world, this is message %d" % i, "dlr": "1"})
+        pipe.execute()
+        raw = sr.xreadgroup(p.group, "c", {stream: ">"}, count=BATCH)[0][1]
+        batch = _Batch(stream)
+        now = time.time()
+        jobs = []
+        for eid, fields in raw:
+            job = parse_job(fields, now, allow_private_callbacks=False) if _kw else parse_job(fields, now)
+            ij = _InFlightJob(batch, eid.decode(), fields, job, "c1", p._segment(job, "c1"), *extra)
+            ij.message_ids = ["%x" % (0x1000000000 + n)]
+            ij.expect = 1
+            n += 1
+            jobs.append(ij)
+        if STAGE >= 1:
+            for ij in jobs:  # what _claim_and_submit does per admitted job
+                if not ij.to_hash:
+                    ij.to_hash = p._hash_number(ij.job.to)
+            await p._record(stream, jobs, [])
+        if STAGE >= 2:
+            sink.on_claimed("c1", bind, [(k, (ij.message_ids[0], "delivered", True, "")) for k, ij in enumerate(jobs)])
+            await sink._flush()
+            assert bind.n == BATCH
+            held = sink.unmatched["c1"]
+            assert not held.has_work(), "receipts not matched"
+    for key in sr.scan_iter(match=PREFIX + ":*", count=1000):
+        sr.delete(key)
+    await r.aclose() if hasattr(r, "aclose") else await r.close()
+
+asyncio.run(main())
+"""
+
+
+def engine_instructions(tree: Path = _ROOT, python: str = sys.executable, small: int = 1000, large: int = 3000,
+                        redis_url: str = "") -> dict[str, float]:
+    """Engine instructions per job recorded and per receipt (see ``engine`` above)."""
+    valgrind = _need_valgrind()
+    url = redis_url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    slopes = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for stage in (0, 1, 2):
+            counts = []
+            for n in (small, large):
+                code = f"N = {n}\nSTAGE = {stage}\nREDIS_URL = {url!r}\n" + _ENGINE
+                out = Path(tmp) / f"cg.{stage}.{n}"
+                subprocess.run(
+                    [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", python, "-c", code],
+                    cwd=tree, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
+                counts.append(_total(out))
+            slopes.append((counts[1] - counts[0]) / (large - small))
+    return {"build": slopes[0], "record": slopes[1] - slopes[0], "receipt": slopes[2] - slopes[1]}
 
 
 def _need_valgrind() -> str:
@@ -283,11 +390,18 @@ def main(argv: list[str] | None = None) -> int:
     rc.add_argument("--rounds", type=int, default=5, help="batches of 500 jobs")
     sub.add_parser("scan", help="instructions per scan_receipt")
     sub.add_parser("simulator", help="simulator instructions per message, receipts off and on")
+    en = sub.add_parser("engine", help="engine (Python) instructions per job recorded and per receipt (REDIS_URL)")
+    en.add_argument("--tree", type=Path, default=_ROOT, help="checkout to measure (default: this one)")
+    en.add_argument("--python", default=sys.executable, help="its interpreter (its venv's python)")
     a = p.parse_args(argv)
     if a.what == "receipts":
         print(f"correlate.lua apply: {receipts_script_instructions(a.script, a.rounds):,.0f} instructions per receipt")
     elif a.what == "record":
         print(f"record.lua: {record_script_instructions(a.rounds):,.0f} instructions per job")
+    elif a.what == "engine":
+        e = engine_instructions(a.tree, a.python)
+        print(f"engine: {e['record']:,.0f} instructions per job recorded, {e['receipt']:,.0f} per receipt"
+              f" ({e['build']:,.0f} per job read, decoded and segmented by the harness)")
     elif a.what == "scan":
         print(f"scan_receipt: {python_instructions(_SCAN, 2000, 12000):,.0f} instructions per receipt")
     else:

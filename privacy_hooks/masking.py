@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import hmac
 import re
 
 __all__ = [
@@ -152,24 +151,41 @@ def normalise_number(number: str) -> str:
 
 
 class KeyedHasher:
-    """``keyed_hash`` with the key set up once: ``KeyedHasher(secret)(number)``."""
+    """``keyed_hash`` with the key set up once: ``KeyedHasher(secret)(number)``.
 
-    __slots__ = ("_mac",)
+    HMAC-SHA256 as RFC 2104 spells it, H(K ^ opad, H(K ^ ipad, m)), with the two
+    keyed SHA-256 states computed once and copied per call: the same hash as
+    ``hmac.new(key, m, sha256)`` at about two thirds of its cost (the engine hashes
+    every message's number; ``hmac.HMAC.copy`` builds a Python wrapper each time).
+    """
+
+    __slots__ = ("_inner", "_outer")
 
     def __init__(self, secret: bytes | str) -> None:
         key = secret.encode() if isinstance(secret, str) else bytes(secret)
         if not key:
             raise ValueError("privacy.hash_secret must not be empty")
-        self._mac = hmac.new(key, digestmod=hashlib.sha256)
+        if len(key) > _SHA256_BLOCK:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(_SHA256_BLOCK, b"\0")
+        self._inner = hashlib.sha256(key.translate(_IPAD))
+        self._outer = hashlib.sha256(key.translate(_OPAD))
 
     def __call__(self, number: str) -> str:
         digits = normalise_number(number)
         if not digits:
             # Never echo the input: it may be a number in some other form.
             raise ValueError("cannot hash a number without digits")
-        mac = self._mac.copy()
-        mac.update(digits.encode("ascii"))
-        return mac.hexdigest()[:HASH_HEX_LEN]
+        inner = self._inner.copy()
+        inner.update(digits.encode("ascii"))
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()[:HASH_HEX_LEN]
+
+
+_SHA256_BLOCK = 64
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
 
 
 @functools.lru_cache(maxsize=8)

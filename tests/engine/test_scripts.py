@@ -159,3 +159,13 @@ def test_correlation_entries_follow_their_positions() -> None:
     assert correlation_arg(["a", "b"], 2, 2, "http://x", "", "A,B") == [
         CORR_ENTRY.build(id="a", part=1), CORR_ENTRY.build(id="b", part=2)
     ]
+
+
+def test_record_and_claim_jobs_keep_the_order_the_pipeline_builds_them_in() -> None:
+    """engine/pipeline.py builds RecordJob and ClaimJob positionally (keywords cost
+    ~5x as much per job): a field added or moved here must be placed there too."""
+    assert RecordJob.__struct_fields__ == (
+        "job_id", "event", "carrier", "parts", "message_ids", "error", "ref", "client", "kind", "callback",
+        "to_hash", "to_mask", "encoding", "corr", "expect", "dlr_ids",
+    )
+    assert ClaimJob.__struct_fields__ == ("job_id", "entry_id", "suppression", "to_hash", "ref")

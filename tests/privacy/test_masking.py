@@ -58,6 +58,19 @@ def test_keyed_hash_is_hmac_sha256_truncated() -> None:
     assert keyed_hash(b"k", "+4512345678") == expected
 
 
+@given(key=st.binary(min_size=1, max_size=200), digits=st.from_regex(r"[0-9]{1,20}", fullmatch=True))
+def test_keyed_hasher_is_hmac_for_any_key(key: bytes, digits: str) -> None:
+    """The precomputed inner/outer states give hmac's answer, keys longer than
+    SHA-256's 64-byte block (hashed first, RFC 2104) included, and stay reusable."""
+    import hashlib
+    import hmac
+
+    hasher = KeyedHasher(key)
+    expected = hmac.new(key, digits.encode(), hashlib.sha256).hexdigest()[:HASH_HEX_LEN]
+    assert hasher(digits) == expected
+    assert hasher("+" + digits) == expected  # the states were copied, not consumed
+
+
 def test_keyed_hash_errors_never_echo_the_input() -> None:
     with pytest.raises(ValueError, match="hash_secret"):
         KeyedHasher(b"")
