@@ -191,18 +191,6 @@ class AdaptiveRate:
         self._last_change = now
         return new
 
-    def set_ceiling(self, ceiling_per_s: float) -> None:
-        """New configured ceiling (config reload); the current rate is capped by it."""
-        if not (math.isfinite(ceiling_per_s) and ceiling_per_s >= 0):
-            raise ValueError(f"ceiling_per_s must be >= 0, got {ceiling_per_s!r}")
-        self.ceiling_per_s = float(ceiling_per_s)
-        if self.ceiling_per_s:
-            self._step = max(1.0, self.ceiling_per_s * self.step_fraction)
-            if self._rate == 0.0 or self._rate > self.ceiling_per_s or self._last_throttle is None:
-                self._rate = self.ceiling_per_s
-        elif self._last_throttle is None:
-            self._rate = 0.0
-
     def __repr__(self) -> str:
         return (
             f"AdaptiveRate(rate_per_s={self._rate!r}, ceiling_per_s={self.ceiling_per_s!r}, "

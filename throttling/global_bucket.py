@@ -370,15 +370,6 @@ class GlobalTokenBucket:
         """Leased tokens held locally (some may have expired since the last call)."""
         return self._stock
 
-    def set_rate(self, rate_per_s: float) -> None:
-        """Change the shared rate (config reload); applies from the next lease.
-
-        Every process passes its own rate to the script, so all of them should
-        run the same configuration. Throttle replies lower the shared adaptive
-        limit (:meth:`note_throttled`), not this rate.
-        """
-        self._configure(check_rate(rate_per_s))
-
     # -- adaptive limit ----------------------------------------------------
     def limit_per_s(self, now: float) -> float:
         """The carrier's rate limit in force at ``now`` (this clock): the configured

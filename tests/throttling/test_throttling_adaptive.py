@@ -63,17 +63,6 @@ def test_unlimited_ceiling_starts_from_observed_rate_and_lifts_again() -> None:
     assert rates == [300.0, 0.0, 0.0, 0.0, 0.0]
 
 
-def test_set_ceiling_caps_current_rate() -> None:
-    rate = AdaptiveRate(100.0)
-    rate.set_ceiling(40.0)
-    assert rate.rate_per_s == 40.0
-    rate.on_throttle(now=0.0)
-    rate.set_ceiling(300.0)
-    assert rate.rate_per_s == 20.0  # still recovering, now towards 300
-    with pytest.raises(ValueError):
-        rate.set_ceiling(-1)
-
-
 def test_drives_a_token_bucket() -> None:
     rate = AdaptiveRate(100.0, hold_s=1.0)
     bucket = TokenBucket(rate.rate_per_s)
