@@ -130,7 +130,7 @@ class SimulatorConfig(msgspec.Struct, kw_only=True, frozen=True):
     stats_interval_s: float = 0.0  # JSON stats line on stderr every interval; 0 = off
     # inbound mode: a mobile-originated message every interval (0 = off; tests call send_inbound)
     inbound_every_s: float = 0.0
-    inbound_from: str = "4512345678"
+    inbound_from: str = "447700900000"  # Ofcom drama range: never a real subscriber
     inbound_to: str = "1234"
     inbound_text: str = "STOP"
     inbound_encoding: Encoding = "gsm7"
@@ -990,7 +990,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="inbound mode: send a mobile-originated message every N s on the first receiver bind; 0 = off",
     )
-    p.add_argument("--inbound-from", default="4512345678", help="inbound mode: the phone's number")
+    p.add_argument("--inbound-from", default="447700900000", help="inbound mode: the phone's number (default: a fictional one)")
     p.add_argument("--inbound-to", default="1234", help="inbound mode: the short code / number it is sent to")
     p.add_argument("--inbound-text", default="STOP", help="inbound mode: the text (split into parts when long)")
     p.add_argument("--inbound-encoding", choices=("gsm7", "ucs2"), default="gsm7", help="inbound mode: alphabet")
