@@ -28,10 +28,6 @@
 -- stream (its event follows when an engine meets it); {2, ''} cancelled while
 -- held for its send_at (event published now); {0, mark} not cancellable, the
 -- mark that is there (`c` = cancelled before).
-if ARGV[A_LAYOUT] ~= LAYOUT_VERSION then
-  return redis.error_reply('cancel.lua: argument layout ' .. tostring(ARGV[A_LAYOUT]) .. ', this script reads '
-    .. LAYOUT_VERSION .. ' (caller and script from different versions)')
-end
 local job_id = ARGV[A_JOB_ID]
 if not redis.call('SET', KEYS[K_IDEM], 'c', 'NX', 'EX', ARGV[A_MARK_TTL]) then
   return {0, redis.call('GET', KEYS[K_IDEM]) or ''}

@@ -39,10 +39,6 @@
 --     `rejected`) in its next call, so the job's fields travel only then
 --   4 cancelled: `sendgate cancel` took the mark first (`c`); acked, event
 --     `cancelled` published, the mark turned into `done`
-if ARGV[A_LAYOUT] ~= LAYOUT_VERSION then
-  return redis.error_reply('claim.lua: argument layout ' .. tostring(ARGV[A_LAYOUT]) .. ', this script reads '
-    .. LAYOUT_VERSION .. ' (caller and script from different versions)')
-end
 local jobs, events, dead = KEYS[K_JOBS], KEYS[K_EVENTS], KEYS[K_DEAD]
 local group, idem_prefix = ARGV[A_GROUP], ARGV[A_IDEM_PREFIX]
 local batch = cjson.decode(ARGV[A_PAYLOAD])

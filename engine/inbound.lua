@@ -27,10 +27,6 @@
 --
 -- Returns one list per published message: {entry id, from, to, text, carrier,
 -- client, parts, partial, ts, from_hash}.
-if ARGV[A_LAYOUT] ~= LAYOUT_VERSION then
-  return redis.error_reply('inbound.lua: argument layout ' .. tostring(ARGV[A_LAYOUT]) .. ', this script reads '
-    .. LAYOUT_VERSION)
-end
 local stream, due = KEYS[K_INBOUND], KEYS[K_DUE]
 local parts = cjson.decode(ARGV[A_PAYLOAD])
 local wait_ms, ttl, maxlen = tonumber(ARGV[A_WAIT_MS]), ARGV[A_TTL_S], ARGV[A_MAXLEN]

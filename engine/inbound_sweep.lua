@@ -16,10 +16,6 @@
 -- ARGV[A_RETENTION_UNTIL] unix s: the message retention stamp
 --
 -- Returns what inbound.lua returns, one list per published message.
-if ARGV[A_LAYOUT] ~= LAYOUT_VERSION then
-  return redis.error_reply('inbound_sweep.lua: argument layout ' .. tostring(ARGV[A_LAYOUT]) .. ', this script reads '
-    .. LAYOUT_VERSION)
-end
 local stream, due = KEYS[K_INBOUND], KEYS[K_DUE]
 local now, maxlen, retention = ARGV[A_NOW], ARGV[A_MAXLEN], ARGV[A_RETENTION_UNTIL]
 local out = {}

@@ -20,10 +20,6 @@
 -- ARGV[A_REST...] the entries' fields, k, v, k, v, ... (nfields values per entry, in order)
 --
 -- Returns how many entries were moved.
-if ARGV[A_LAYOUT] ~= LAYOUT_VERSION then
-  return redis.error_reply('park.lua: argument layout ' .. tostring(ARGV[A_LAYOUT]) .. ', this script reads '
-    .. LAYOUT_VERSION .. ' (caller and script from different versions)')
-end
 local source, group = KEYS[K_SOURCE], ARGV[A_GROUP]
 local entries = cjson.decode(ARGV[A_PAYLOAD])
 local at = A_REST

@@ -46,10 +46,6 @@
 --
 -- Cost matters here (every message passes once): optional fields are written
 -- only when set, and constants of the batch travel once, not per job.
-if ARGV[A_LAYOUT] ~= LAYOUT_VERSION then
-  return redis.error_reply('record.lua: argument layout ' .. tostring(ARGV[A_LAYOUT]) .. ', this script reads '
-    .. LAYOUT_VERSION .. ' (caller and script from different versions)')
-end
 local jobs, events, due = KEYS[K_JOBS], KEYS[K_EVENTS], KEYS[K_DUE]
 -- a repeated call: everything was written (and acked) by the first one
 if not redis.call('SET', KEYS[K_MEMO], '1', 'NX', 'PX', 120000) then

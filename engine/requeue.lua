@@ -14,10 +14,6 @@
 -- ARGV[A_LAYOUT]  LAYOUT_VERSION of the caller (a mismatch is refused)
 -- ARGV[A_PAYLOAD] payload (JSON): [[entry_id, nfields] (E_*), ...]
 -- ARGV[A_REST...] the entries' fields, k, v, k, v, ... (nfields values per entry, in order)
-if ARGV[A_LAYOUT] ~= LAYOUT_VERSION then
-  return redis.error_reply('requeue.lua: argument layout ' .. tostring(ARGV[A_LAYOUT]) .. ', this script reads '
-    .. LAYOUT_VERSION .. ' (caller and script from different versions)')
-end
 local stream, group = KEYS[K_LANE], ARGV[A_GROUP]
 local entries = cjson.decode(ARGV[A_PAYLOAD])
 local at = A_REST

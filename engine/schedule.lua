@@ -15,10 +15,6 @@
 -- ARGV[A_LAYOUT] LAYOUT_VERSION of the caller (a mismatch is refused)
 -- ARGV[A_JOB_PREFIX] what a held job's key starts with ("P:scheduled:", engine/keys.py)
 -- ARGV[A_ID_PREFIX] what the job id -> entry id index starts with ("P:scheduled:id:"; for cancel.lua)
-if ARGV[A_LAYOUT] ~= LAYOUT_VERSION then
-  return redis.error_reply('schedule.lua: argument layout ' .. tostring(ARGV[A_LAYOUT]) .. ', this script reads '
-    .. LAYOUT_VERSION .. ' (caller and script from different versions)')
-end
 local zset, job_prefix = KEYS[K_SCHEDULED], ARGV[A_JOB_PREFIX]
 local due = redis.call('ZRANGEBYSCORE', zset, '-inf', ARGV[A_NOW], 'LIMIT', 0, tonumber(ARGV[A_LIMIT]))
 for _, entry_id in ipairs(due) do

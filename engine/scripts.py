@@ -301,8 +301,15 @@ def inbound_sweep_call(
 
 
 def script_header(name: str) -> str:
-    """The generated Lua the loader puts before ``engine/<name>.lua``."""
-    return lua_header(LAYOUT_VERSION, *_HEADERS[name])
+    """The generated Lua the loader puts before ``engine/<name>.lua``: the layout's
+    names, then the check that refuses a caller of another layout version (every
+    engine script passes it as ``ARGV[A_LAYOUT]``)."""
+    return lua_header(LAYOUT_VERSION, *_HEADERS[name]) + (
+        "if ARGV[A_LAYOUT] ~= LAYOUT_VERSION then\n"
+        f"  return redis.error_reply('{name}.lua: argument layout ' .. tostring(ARGV[A_LAYOUT]) .. "
+        "', this script reads ' .. LAYOUT_VERSION .. ' (caller and script from different versions)')\n"
+        "end\n"
+    )
 
 
 class Script:
