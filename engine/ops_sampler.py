@@ -89,9 +89,12 @@ class OpsSampler:
         on_sample: Any = None,
         interval_s: float = 2.0,
         slow_every: int = 5,
+        shards: tuple[Keys, ...] = (),
     ) -> None:
         self.redis = redis
         self.keys = keys
+        # every shard's lanes ([redis] shards); a lane's sample adds up its shards'
+        self.shards = shards or (keys,)
         self.group = group
         self.metrics = metrics
         self.carriers = carriers
@@ -111,8 +114,8 @@ class OpsSampler:
         self._last_written: tuple[float, dict[str, int]] | None = None
         self._lane_lag = {name: metrics.lane_lag.labels(name) for name in LANE_NAMES}
         self._lane_age = {name: metrics.lane_oldest_age.labels(name) for name in LANE_NAMES}
-        self._stream_lag = {s: metrics.stream_lag.labels(s) for s in keys.lanes()}
-        self._stream_pending = {s: metrics.stream_pending.labels(s) for s in keys.lanes()}
+        self._stream_lag = {s: metrics.stream_lag.labels(s) for k in self.shards for s in k.lanes()}
+        self._stream_pending = {s: metrics.stream_pending.labels(s) for k in self.shards for s in k.lanes()}
         self._sampled = asyncio.Event()
         self._worst_lag = 0.0
         self._failed_once = False
@@ -148,12 +151,18 @@ class OpsSampler:
             self.redis_ok = True
             self.metrics.redis_rtt.set(self.redis_rtt_s)
             now_ms = int(time.time() * 1000)
-            for name, stream in zip(LANE_NAMES, self.keys.lanes(), strict=True):
-                self.lanes[name] = sample = await self._lane(stream, now_ms)
+            for i, name in enumerate(LANE_NAMES):
+                lag = pending = 0
+                age = 0.0
+                for k in self.shards:
+                    stream = k.lanes()[i]
+                    one = await self._lane(stream, now_ms)
+                    self._stream_lag[stream].set(one.lag)
+                    self._stream_pending[stream].set(one.pending)
+                    lag, pending, age = lag + one.lag, pending + one.pending, max(age, one.oldest_age_s)
+                self.lanes[name] = sample = LaneSample(lag, pending, age)
                 self._lane_lag[name].set(sample.backlog)
                 self._lane_age[name].set(sample.oldest_age_s)
-                self._stream_lag[stream].set(sample.lag)
-                self._stream_pending[stream].set(sample.pending)
             if self.samples % self.slow_every == 0:
                 await self._slow()
             self._failed_once = False
