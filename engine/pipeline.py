@@ -326,6 +326,8 @@ class Pipeline:
                 by_carrier[c.name] = tuple(per_lane)
             self._shard_classes.append(by_carrier)
         self._classes = self._shard_classes[0]
+        self._min_read = 1 if self.nshards == 1 else max(1, min(
+            k.budget for k in self._park_streams.values()) // 4) if self._park_streams else 1
         # Which shard the correlation entries this engine recorded are on, for the
         # receipts it receives itself (shards > 1; the app hands it to the sink).
         self.receipt_hints = ShardHints()
@@ -496,6 +498,10 @@ class Pipeline:
         class of that lane, of a carrier with a bind up, with nothing parked (a
         class with parked jobs is refilled from its park stream)."""
         rooms = [0, 0, 0]
+        # Shards: a reader reads once a class has room for a quarter of its (shard's)
+        # budget, not for each job that leaves: four readers reading a few jobs at a
+        # time cost a Redis round trip each (one shard: as before, any room).
+        min_read = self._min_read
         for carrier, per_lane in self._shard_classes[shard].items():
             if not self._is_up(carrier):
                 if self._in_outage(carrier):
@@ -507,7 +513,7 @@ class Pipeline:
             for lane, classes in enumerate(per_lane):
                 for k in classes.values():
                     free = k.budget - k.held
-                    if free > rooms[lane] and not k.parked:
+                    if free > rooms[lane] and not k.parked and free >= min_read:
                         rooms[lane] = free
         return rooms
 

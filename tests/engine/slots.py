@@ -44,9 +44,14 @@ class SlotWatch:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.calls: list[tuple[str, list[str]]] = []
+        self.marker = f"{prefix}:monitor-end"
+        self.ended = asyncio.Event()
 
     def take(self, command: str) -> None:
         if self.prefix not in command:
+            return
+        if self.marker in command:  # everything sent before it has been seen
+            self.ended.set()
             return
         found = call_keys(command.split(" "))
         if found is not None and any(k.startswith(self.prefix) for k in found[1]):
@@ -80,7 +85,15 @@ async def watch_slots(redis_url: str, prefix: str) -> AsyncIterator[SlotWatch]:
     try:
         yield watch
     finally:
-        await asyncio.sleep(0.2)  # the last commands reach the monitor
+        # MONITOR shows the whole server (other tests' databases too) and may lag:
+        # a marker sent last tells when every command before it was seen.
+        marker = Redis.from_url(redis_url)
+        try:
+            await marker.echo(watch.marker)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(watch.ended.wait(), 60)
+        finally:
+            await marker.aclose()
         task.cancel()
         with contextlib.suppress(BaseException):
             await task

@@ -193,6 +193,7 @@ async def test_two_engines_send_every_job_once_with_its_receipt_one_slot_per_cal
         assert await _lane_pending(redis, key_prefix) == 0
         assert all(e.metrics.jobs_wrong_shard._value.get() == 0 for e in engines)
         # one slot per script call and per stream read: what a Redis Cluster accepts
+        assert watch.ended.is_set()  # the monitor saw everything up to the end
         assert len(watch.scripts()) > 20
         assert watch.violations() == []
         script_slots = {cluster_slot(k) for keys_ in watch.scripts() for k in keys_}
