@@ -21,7 +21,8 @@
 -- ARGV[A_PAYLOAD]  JSON list of parts (P_*)
 -- ARGV[A_WAIT_MS]  reassembly wait (ms)
 -- ARGV[A_TTL_S]    TTL of a set's hash (s)
--- ARGV[A_MAXLEN]   approximate MAXLEN of the inbound stream
+-- ARGV[A_MAXLEN]   approximate MAXLEN of the inbound stream; '0': none (the history archiver's
+--                  group bounds the trim instead: engine/stream_trim.py)
 -- ARGV[A_RETENTION_UNTIL] unix s: the message retention stamp of every entry
 -- ARGV[A_PARTS_PREFIX] what a set's key starts with ("P:inbound:parts:")
 --
@@ -37,6 +38,7 @@ local function publish(from, to, text, carrier, client, n, partial, ts, from_has
   local args = {'XADD', stream, 'MAXLEN', '~', maxlen, '*', 'from', from, 'to', to, 'text', text,
     'carrier', carrier, 'client', client, 'parts', n, 'partial', partial, 'ts', ts,
     'from_hash', from_hash, 'retention_until', retention}
+  if maxlen == '0' then table.remove(args, 3); table.remove(args, 3); table.remove(args, 3) end
   if data ~= '' then args[#args + 1] = 'data'; args[#args + 1] = data end
   local id = redis.call(unpack(args))
   out[#out + 1] = {id, from, to, text, carrier, client, tostring(n), partial, ts, from_hash}

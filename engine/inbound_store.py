@@ -90,6 +90,9 @@ class InboundStore:
         self._sweep = Script("inbound_sweep")
         self.audit = AuditLog(redis, self.keys.audit, settings.privacy.retention_days.audit)
         self._to_settle: list[Published] = []
+        # With a history store the inbound stream is trimmed behind its archiver's group
+        # (engine/stream_trim.py), never by the scripts' MAXLEN: 0 = none.
+        self._maxlen = 0 if settings.history.enabled else settings.engine.streams_maxlen
 
     def _retention_until(self) -> int:
         return int(time.time()) + self.settings.privacy.retention_days.message * 86400
@@ -108,7 +111,7 @@ class InboundStore:
         if not parts:
             return
         reply = await self._script(self.redis, *inbound_call(
-            self.keys, payload_json(parts), self._wait_ms, self._ttl_s, self.settings.engine.streams_maxlen,
+            self.keys, payload_json(parts), self._wait_ms, self._ttl_s, self._maxlen,
             self._retention_until(),
         ))
         self._to_settle.extend([[_text(v) for v in row] for row in reply])
@@ -117,7 +120,7 @@ class InboundStore:
         """Publish sets whose reassembly wait passed, ``partial``; returns how many."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         reply = await self._sweep(self.redis, *inbound_sweep_call(
-            self.keys, now_ms, limit, self.settings.engine.streams_maxlen, self._retention_until(),
+            self.keys, now_ms, limit, self._maxlen, self._retention_until(),
         ))
         self._to_settle.extend([[_text(v) for v in row] for row in reply])
         await self.settle()

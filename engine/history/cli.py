@@ -27,7 +27,7 @@ from engine.history import HistoryRow, HistoryStore, open_store
 from engine.history.archiver import Archiver
 from engine.redis_client import redis_from_settings
 
-__all__ = ["archive_main", "history_main", "lookback_days", "store_for"]
+__all__ = ["archive_main", "archiver_for", "history_main", "inbound_archiver_for", "lookback_days", "store_for"]
 
 
 def lookback_days(settings: Settings) -> int:
@@ -52,6 +52,23 @@ def archiver_for(settings: Settings, redis: Redis, store: HistoryStore, registry
     )
 
 
+def inbound_archiver_for(settings: Settings, redis: Redis, store: HistoryStore, registry: Any = None) -> Any:
+    """The inbound archiver of ``settings`` on the inbound stream (engine/history/inbound_archiver.py)."""
+    from engine.history.inbound_archiver import InboundArchiver, inbound_group
+    from engine.inbound import client_numbers
+    from engine.keys import Keys
+    from privacy_hooks import KeyedHasher
+
+    h = settings.history
+    return InboundArchiver(
+        redis, store, [Keys(settings.redis.prefix).inbound], group=inbound_group(h.group), consumer=h.consumer,
+        batch_size=h.batch_size, block_ms=h.block_ms, retention_days=settings.privacy.retention_days.message,
+        claim_idle_ms=int(h.claim_idle_s * 1000), registry=registry,
+        own_numbers=client_numbers(settings.clients), hash_number=KeyedHasher(settings.privacy.hash_secret.encode()),
+        retention_s=settings.privacy.retention_days.message * 86400,
+    )
+
+
 def _redis_url(settings: Settings) -> str:
     from engine.embedded_redis import announced_url
 
@@ -67,18 +84,26 @@ async def archive_main(settings: Settings, *, once: bool = False) -> int:
     redis = redis_from_settings(settings, url)
     store = store_for(settings)
     archiver = archiver_for(settings, redis, store)
+    inbound = inbound_archiver_for(settings, redis, store)
     try:
         if once:
             await archiver.ensure_groups()
+            await inbound.ensure_groups()
             await store.migrate()
             await archiver.drain()
-            print(f"archived {archiver.archived} event(s)")
+            await inbound.drain()
+            print(f"archived {archiver.archived} event(s), {inbound.archived} inbound message(s)")
             return 0
         loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            archiver.stop()
+            inbound.stop()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, archiver.stop)
-        await archiver.run()
+                loop.add_signal_handler(sig, stop)
+        await asyncio.gather(archiver.run(), inbound.run())
         return 0
     finally:
         await store.close()
