@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
 from engine.config import ClientSettings, Settings
 from engine.inbound import (
@@ -47,7 +48,7 @@ from engine.scripts import Script, inbound_call, inbound_sweep_call, payload_jso
 from privacy_hooks import KeyedHasher
 from privacy_hooks.audit import AuditLog
 
-__all__ = ["InboundStore", "Published"]
+__all__ = ["InboundStore", "Published", "erase_waiting_parts", "reassembly_ttl_s", "waiting_parts"]
 
 log = logging.getLogger("sendgate.inbound")
 
@@ -85,7 +86,7 @@ class InboundStore:
         self.keywords = KeywordTable(inbound.opt_out_keywords, inbound.opt_in_keywords, settings.clients)
         self._clients: dict[str, ClientSettings] = {c.id: c for c in settings.clients}
         self._wait_ms = int(inbound.reassembly_wait_s * 1000)
-        self._ttl_s = max(1, int(inbound.reassembly_wait_s * 2) + 1)
+        self._ttl_s = reassembly_ttl_s(settings)
         self._script = Script("inbound")
         self._sweep = Script("inbound_sweep")
         self.audit = AuditLog(redis, self.keys.audit, settings.privacy.retention_days.audit)
@@ -190,3 +191,57 @@ class InboundStore:
                 "suppress_add" if action == OPT_OUT else "suppress_remove",
                 client=row[5], subject=row[9], source="keyword", entry=row[0],
             )
+
+
+def reassembly_ttl_s(settings: Settings) -> int:
+    """How long a reassembly set's hash (and its tombstone) lives: twice the wait."""
+    return max(1, int(settings.inbound.reassembly_wait_s * 2) + 1)
+
+
+async def waiting_parts(redis: Redis, keys: Keys, subject_hash: str) -> list[tuple[str, dict[str, str]]]:
+    """The reassembly sets of one sender still waiting for parts, by key (the per-sender
+    index ``P:inbound:waiting:<hash>``, no scan): ``[(key, fields), …]``, each set's
+    fields as stored (``p<seq>`` → the text of that part, ``from``, ``to``, …)."""
+    members: Any = await redis.smembers(keys.inbound_waiting(subject_hash))
+    names = sorted(_text(m) for m in members)
+    if not names:
+        return []
+    pipe = redis.pipeline(transaction=False)
+    for name in names:
+        pipe.hgetall(name)
+    out = []
+    for name, raw in zip(names, await pipe.execute(), strict=True):
+        fields = {_text(k): _text(v) for k, v in (raw or {}).items()}
+        if fields and "done" not in fields:
+            out.append((name, fields))
+    return out
+
+
+async def erase_waiting_parts(redis: Redis, keys: Keys, subject_hash: str, ttl_s: int) -> int:
+    """Delete the parts one sender has waiting for reassembly; returns the sets removed.
+
+    Each set is replaced by the tombstone a published set leaves (``done``, the set's
+    TTL), so a part of it that arrives later is answered and dropped, never published
+    (engine/inbound.lua); the sets leave the partial sweep's list. One transaction,
+    watched on the sender's index: a set that is created or completed meanwhile makes
+    it run again.
+    """
+    index = keys.inbound_waiting(subject_hash)
+    async with redis.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                await pipe.watch(index)
+                members: Any = await pipe.smembers(index)
+                names = [_text(m) for m in members]
+                pipe.multi()  # type: ignore[no-untyped-call]
+                for name in names:
+                    pipe.delete(name)
+                    pipe.hset(name, "done", "erased")
+                    pipe.expire(name, ttl_s)
+                if names:
+                    pipe.zrem(keys.inbound_due, *names)
+                pipe.delete(index)
+                replies = await pipe.execute()
+                return sum(int(replies[i]) for i in range(0, 3 * len(names), 3))
+            except WatchError:
+                continue

@@ -14,6 +14,7 @@
 -- ARGV[A_LIMIT]    at most this many sets per call
 -- ARGV[A_MAXLEN]   approximate MAXLEN of the inbound stream; '0': none (see inbound.lua)
 -- ARGV[A_RETENTION_UNTIL] unix s: the message retention stamp
+-- ARGV[A_WAITING_PREFIX] the per-sender index of waiting sets (see inbound.lua)
 --
 -- Returns what inbound.lua returns, one list per published message.
 local stream, due = KEYS[K_INBOUND], KEYS[K_DUE]
@@ -39,6 +40,7 @@ for _, key in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, t
     local id = redis.call(unpack(args))
     out[#out + 1] = {id, from, to, text, carrier, client, tostring(n), '1', now, from_hash}
     redis.call('DEL', key)
+    redis.call('SREM', ARGV[A_WAITING_PREFIX] .. from_hash, key)
   end
   redis.call('ZREM', due, key)
 end

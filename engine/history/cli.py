@@ -1,10 +1,12 @@
-"""``sendgate archive`` and ``sendgate history``: the archiver alone, and looking a job up.
+"""``sendgate archive`` and ``sendgate history``: the archivers alone, and looking a job up.
 
 ``history`` answers support and data-subject questions from both places a
 job can be: the history store (months) and Redis (hot: the job records of
 jobs awaiting receipts, and the events not archived yet). Numbers are looked up by their keyed
 hash (``[privacy] hash_secret``) and shown masked; the number given on the
-command line is never printed.
+command line is never printed. ``--to`` and ``--client`` also list the inbound
+messages in the store from that number / to that client, each line marked
+``inbound``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from redis.exceptions import RedisError
 from engine.config import Settings
 from engine.history import HistoryRow, HistoryStore, open_store
 from engine.history.archiver import Archiver
+from engine.history.inbound import InboundRow, inbound_table
 from engine.redis_client import redis_from_settings
 
 __all__ = ["archive_main", "archiver_for", "history_main", "inbound_archiver_for", "lookback_days", "store_for"]
@@ -217,6 +220,7 @@ async def history_main(
             print("sendgate history: --to needs a phone number (digits)", file=sys.stderr)
             return 2
     store = store_for(settings)
+    inbound: list[InboundRow] = []
     try:
         await store.migrate()
         if job_id is not None:
@@ -229,14 +233,29 @@ async def history_main(
             hot = await _redis_view(settings, job_id=None, subject=subject) if subject else {}
             if ref is not None:
                 hot = {}  # Redis has no index by ref; the store answers
+            if to_hash is not None or client is not None:
+                # inbound messages from that number (or to that client), marked as inbound
+                by = {"from_hash": to_hash} if to_hash is not None else {"client": client}
+                inbound = await inbound_table(store).find(**by, limit=limit)
     finally:
         await store.close()
     items = _merge(rows, hot)[:limit]
     if as_json:
+        items += [{"inbound": msgspec.to_builtins(r)} for r in inbound]
         sys.stdout.write(orjson.dumps(items, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         for item in items:
             print(_line(item))
-        if not items:
+        for r in inbound:
+            print(_inbound_line(r))
+        if not items and not inbound:
             print("no job found")
-    return 0 if items else 1
+    return 0 if items or inbound else 1
+
+
+def _inbound_line(r: InboundRow) -> str:
+    partial = f" partial ({r.parts} of {r.total})" if r.partial else ""
+    return (
+        f"inbound {r.entry_id}  {_when(r.ts_ms)}  from={r.from_mask or '-'}  to={r.to or '-'}  "
+        f"client={r.client or '-'}  carrier={r.carrier or '-'}  parts={r.parts}{partial}"
+    )

@@ -13,7 +13,12 @@ import pytest
 from redis.asyncio import Redis
 
 from engine.history import HistoryStore
-from engine.history.inbound import InboundRecord, inbound_table, records_from_entries, to_for_history
+from engine.history.inbound import (
+    InboundRecord,
+    inbound_table,
+    records_from_entries,
+    to_for_history,
+)
 from engine.history.inbound_archiver import InboundArchiver
 from privacy_hooks import KeyedHasher
 from tests.history.test_archiver import until
