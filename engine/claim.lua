@@ -46,11 +46,37 @@ local batch = cjson.decode(ARGV[A_PAYLOAD])
 local now, mark_ttl, maxlen = ARGV[A_NOW], ARGV[A_MARK_TTL], ARGV[A_MAXLEN]
 local retry = ARGV[A_RETRY] == '1'
 
--- A marketing job (C_SUPPRESSION set) to a number on its client's list, and not
--- claimed before: nothing is written here; the caller dead-letters it.
-local function suppressed(c, idem)
-  return c[C_SUPPRESSION] ~= '' and redis.call('SISMEMBER', c[C_SUPPRESSION], c[C_TO_HASH]) == 1
-    and redis.call('EXISTS', idem) == 0
+-- The marketing claims' numbers (C_SUPPRESSION set: their client's list), looked up
+-- with one SMISMEMBER per list and 1,000 numbers rather than a SISMEMBER each (a
+-- redis.call costs ~4,000 instructions, a member of SMISMEMBER a few hundred).
+local listed = {}
+do
+  local by_list = {}
+  for i, c in ipairs(batch.claims) do
+    local list = c[C_SUPPRESSION]
+    if list ~= '' then
+      local g = by_list[list]
+      if not g then g = {{}, {}}; by_list[list] = g end
+      local n = #g[1] + 1
+      g[1][n] = i; g[2][n] = c[C_TO_HASH]
+    end
+  end
+  for list, g in pairs(by_list) do
+    local at, n = g[1], #g[1]
+    for first = 1, n, 1000 do
+      local last = math.min(n, first + 999)
+      local found = redis.call('SMISMEMBER', list, unpack(g[2], first, last))
+      for k = first, last do
+        if found[k - first + 1] == 1 then listed[at[k]] = true end
+      end
+    end
+  end
+end
+
+-- A marketing job to a number on its client's list, and not claimed before:
+-- nothing is written here; the caller dead-letters it.
+local function suppressed(i, idem)
+  return listed[i] and redis.call('EXISTS', idem) == 0
 end
 
 local out = {}
@@ -58,7 +84,7 @@ for i, c in ipairs(batch.claims) do
   local job_id, entry_id = c[C_JOB_ID], c[C_ENTRY_ID]
   local idem = idem_prefix .. job_id
   local mine = 's|' .. entry_id
-  if suppressed(c, idem) then
+  if suppressed(i, idem) then
     out[i] = 3
   elseif redis.call('SET', idem, mine, 'NX', 'EX', mark_ttl) then
     out[i] = 0
