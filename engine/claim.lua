@@ -47,8 +47,10 @@ local now, mark_ttl, maxlen = ARGV[A_NOW], ARGV[A_MARK_TTL], ARGV[A_MAXLEN]
 local retry = ARGV[A_RETRY] == '1'
 
 -- The marketing claims' numbers (C_SUPPRESSION set: their client's list), looked up
--- with one SMISMEMBER per list and 1,000 numbers rather than a SISMEMBER each (a
--- redis.call costs ~4,000 instructions, a member of SMISMEMBER a few hundred).
+-- with one SMISMEMBER per list and 1,000 numbers rather than a SISMEMBER each
+-- (python -m bench.suppression_cost --instructions: a marketing job costs ~5,200
+-- instructions here more than a transactional one, ~5,700 with SISMEMBER; most of
+-- it is decoding and interning the list key and the hash, and the set lookup).
 local listed = {}
 do
   local by_list = {}

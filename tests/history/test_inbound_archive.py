@@ -209,3 +209,37 @@ def test_to_is_masked_unless_a_short_code_or_the_clients_own() -> None:
     assert to_for_history("+4570000000", {"4570000000"}) == "4570000000"
     assert to_for_history("4570000000", ()) == "+45******00"
     assert to_for_history("Shop", ()) == "***"
+
+
+async def test_archive_once_and_history_show_inbound_marked_without_the_number(
+    redis: Redis, redis_url: str, key_prefix: str, history_url: str, tmp_path: Any
+) -> None:
+    """As a user runs them (real processes): `sendgate archive --once` archives the inbound
+    stream too; `sendgate history --to` / `--client` list the messages, marked inbound."""
+    from tests.engine.harness import subprocess_env
+    from tests.history.events import SECRET
+    from tests.history.test_history_cli import sendgate
+
+    cfg = tmp_path / "sendgate.toml"
+    cfg.write_text(f'[privacy]\nhash_secret = "{SECRET}"\n[history]\nurl = "{history_url}"\n'
+                   '[[clients]]\nid = "shop"\nnumbers = ["1234"]\n')
+    env = subprocess_env(REDIS_URL=redis_url, SENDGATE_PREFIX=key_prefix)
+    hasher = KeyedHasher(SECRET)
+    now = int(time.time() * 1000)
+    for sender, text in (("4512345678", "hello"), ("4512345678", "STOP"), ("4587654321", "other")):
+        await redis.xadd(f"{key_prefix}:inbound", {  # type: ignore[arg-type]
+            "from": sender, "to": "1234", "text": text, "carrier": "sim", "client": "shop", "parts": "1",
+            "partial": "0", "ts": str(now), "from_hash": hasher(sender), "retention_until": str(now // 1000 + 9999)})
+    code, out, err = await sendgate("archive", "-c", str(cfg), "--once", env=env)
+    assert code == 0, err
+    assert "3 inbound message(s)" in out
+    for key, value, lines in (("--to", "+4512345678", 2), ("--client", "shop", 3)):
+        code, out, err = await sendgate("history", "-c", str(cfg), key, value, env=env)
+        assert code == 0, (key, err)
+        inbound = [line for line in out.splitlines() if line.startswith("inbound ")]
+        assert len(inbound) == lines, out
+        assert all("to=1234" in line and "client=shop" in line and "carrier=sim" in line for line in inbound)
+        assert all("from=+45******78" in line for line in inbound[:2] if key == "--to")
+        assert all("from=+45******" in line for line in inbound)
+        for text in (out, err):
+            assert "12345678" not in text and "87654321" not in text and "hello" not in text, key
