@@ -44,12 +44,12 @@ def run_pairs(pairs: int, jobs: int, marketing: int, *, quiet: bool = True) -> l
                 "pair": i, "on": on, "msgs_per_s": result["msgs_per_s"],
                 "engine_us_per_msg": round(sum(v for k, v in cpu.items() if k.startswith("engine")), 1),
                 "redis_us_per_msg": cpu.get("redis"),
-                "sismember_per_job": result["redis_commands_per_job"].get("by_command", {}).get("sismember", 0.0),
+                "smismember_per_job": result["redis_commands_per_job"].get("by_command", {}).get("smismember", 0.0),
             }
             runs.append(run)
             print(f"pair {i} {'on ' if on else 'off'}: {run['msgs_per_s']:,.0f} msgs/s, engine "
                   f"{run['engine_us_per_msg']} µs/msg, redis {run['redis_us_per_msg']} µs/msg, "
-                  f"sismember/job {run['sismember_per_job']}", file=sys.stderr)
+                  f"smismember/job {run['smismember_per_job']}", file=sys.stderr)
     return runs
 
 

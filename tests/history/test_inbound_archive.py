@@ -243,3 +243,26 @@ async def test_archive_once_and_history_show_inbound_marked_without_the_number(
         assert all("from=+45******" in line for line in inbound)
         for text in (out, err):
             assert "12345678" not in text and "87654321" not in text and "hello" not in text, key
+
+
+async def test_close_and_reopen_client_restamp_its_inbound_rows(
+    redis: Redis, redis_url: str, key_prefix: str, store: HistoryStore
+) -> None:
+    from engine.closure import close_client, reopen_client
+    from engine.config import settings_from_mapping
+
+    settings = settings_from_mapping({"redis": {"url": redis_url, "prefix": key_prefix}, "clients": [{"id": "shop"}]},
+                                     env={})
+    now = int(time.time() * 1000)
+    entries = [(f"{now + i}-0", {"from": phone(i), "to": "1234", "client": "shop" if i < 3 else "else",
+                                 "from_hash": HASH(phone(i)), "ts": str(now + i)}) for i in range(4)]
+    await inbound_table(store).write(records_from_entries([("s", entries)], now, retention_s=86400))
+    done = await close_client(redis, settings, "shop", store=store, now_s=now / 1000)
+    assert done["inbound_history_rows"] == 3
+    ttl = settings.privacy.retention_days.message * 86400
+    rows = await inbound_table(store).find(client="shop")
+    assert {r.retention_until for r in rows} == {done["closed_at"] + ttl}
+    assert (await reopen_client(redis, settings, "shop", store=store))["inbound_history_rows"] == 3
+    assert {r.retention_until - r.ts_ms // 1000 for r in await inbound_table(store).find(client="shop")} == {ttl}
+    (other,) = await inbound_table(store).find(client="else")
+    assert other.retention_until == (now + 3) // 1000 + 86400  # another client's row: untouched

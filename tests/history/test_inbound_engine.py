@@ -71,6 +71,14 @@ async def test_every_inbound_message_of_a_run_reaches_the_store_once(
         await until(lambda: _archived(history_url, len(published)), what="every message archived")
         assert eng.inbound_archiver is not None
         await until(lambda: _lag_zero(eng.inbound_archiver), what="inbound archive lag 0")
+        _ok, details = await eng._ready()
+        assert details["inbound_archive"] == {"lag": 0, "behind_s": 0.0}
+        from prometheus_client import generate_latest
+
+        exposition = generate_latest(eng.metrics.registry).decode()
+        archived = [line for line in exposition.splitlines() if line.startswith("sendgate_archived_inbound_total ")]
+        assert archived and float(archived[0].split()[1]) == len(published)
+        assert "sendgate_inbound_archive_lag 0.0" in exposition
     rows = [r for c in ("shop", "") for r in await _rows(history_url, client=c)]
     assert sorted(r.entry_id for r in rows) == sorted(published)  # every one, once
     secret = eng.settings.privacy.hash_secret
