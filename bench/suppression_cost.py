@@ -109,6 +109,45 @@ def claim_instructions(marketing: int, batch: int = 500, rounds: int = 5) -> dic
     return {"transactional": _under_callgrind(work(False)), "marketing": _under_callgrind(work(True))}
 
 
+def claim_server_us(marketing: int, batch: int = 500, rounds: int = 40) -> dict[str, float]:
+    """claim.lua's server time per job (INFO commandstats, usec of EVALSHA), on a fresh
+    embedded Redis, the two kinds of batch alternating: transactional, and marketing
+    against a list of ``marketing`` hashes (none listed)."""
+    import msgspec
+    import redis
+
+    from engine.embedded_redis import EmbeddedRedis
+    from engine.keys import Keys
+    from engine.scripts import ClaimBatch, ClaimJob, Script, claim_call
+
+    keys = Keys("bench")
+    script = Script("claim")
+    server = EmbeddedRedis().start()
+    try:
+        r = redis.Redis.from_url(server.url)
+        sha = r.script_load(script.source)
+        for first in range(0, marketing, 10_000):
+            r.sadd(keys.suppression(""), *(f"{j:032x}" for j in range(first, min(marketing, first + 10_000))))
+        r.xgroup_create(keys.jobs, "g", id="0", mkstream=True)
+        usec = {"transactional": 0.0, "marketing": 0.0}
+        for k in range(rounds):
+            for kind in (("transactional", "marketing") if k % 2 else ("marketing", "transactional")):
+                on = kind == "marketing"
+                claims = [ClaimJob(f"{kind}-{k}-{i}", f"{k + 1}-{i}", keys.suppression("") if on else "",
+                                   f"{(7 << 100) + k * batch + i:032x}", "") for i in range(batch)]
+                payload = msgspec.json.encode(ClaimBatch(claims=claims, dead=[]))
+                ks, args = claim_call(keys, keys.jobs, "g", payload, 1_700_000_000_000, 3600, 1_000_000, False)
+                stats: Any = r.info("commandstats")
+                before = float(stats.get("cmdstat_evalsha", {}).get("usec", 0))
+                statuses = r.evalsha(sha, len(ks), *ks, *args)
+                assert statuses == [0] * batch
+                stats = r.info("commandstats")
+                usec[kind] += float(stats["cmdstat_evalsha"]["usec"]) - before
+        return {kind: round(v / (rounds * batch), 3) for kind, v in usec.items()}
+    finally:
+        server.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.suppression_cost", description=__doc__.split("\n\n")[0])
     p.add_argument("--pairs", type=int, default=5)
@@ -118,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-runs", dest="runs", action="store_false", help="instructions only")
     a = p.parse_args(argv)
     if a.instructions:
+        us = claim_server_us(a.marketing)
+        print(f"claim.lua server time: {us['transactional']} µs per job transactional, {us['marketing']} marketing "
+              f"(+{us['marketing'] - us['transactional']:.3f})")
         ins = claim_instructions(a.marketing)
         print(f"claim.lua: {ins['transactional']:,.0f} instructions per job transactional, {ins['marketing']:,.0f} "
               f"marketing against {a.marketing:,} hashes (+{ins['marketing'] - ins['transactional']:,.0f})")

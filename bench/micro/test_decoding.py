@@ -125,4 +125,4 @@ def test_deliver_sm_from_the_wire_new_sender(benchmark: BenchmarkFixture) -> Non
     def from_wire() -> object:
         return read_part("acme", decode(raw), 1_700_000_000_000, {}, hasher)[0]
 
-    assert len(benchmark(from_wire).text) == 153  # type: ignore[attr-defined]
+    assert len(benchmark(from_wire).text) == 153
