@@ -81,11 +81,11 @@ async def test_inbound_is_trimmed_only_behind_its_archiver(redis_client: Any, re
     k = Keys(key_prefix)
     now = int(time.time() * 1000)
     try:
-        await redis_client.xadd(k.inbound, {"n": "expired"}, id=f"{now - 200 * 86_400_000}-0")
+        expired = (await redis_client.xadd(k.inbound, {"n": "expired"}, id=f"{now - 200 * 86_400_000}-0")).decode()
         ids = [(await redis_client.xadd(k.inbound, {"n": f"m{i}"})).decode() for i in range(8)]
         await redis_client.xgroup_create(k.inbound, "archiver-inbound", id="0")
         await redis_client.xreadgroup("archiver-inbound", "a", {k.inbound: ">"}, count=5)  # expired, m0..m3
-        await redis_client.xack(k.inbound, "archiver-inbound", ids[0], ids[1], ids[3])  # m2 still pending
+        await redis_client.xack(k.inbound, "archiver-inbound", expired, ids[0], ids[1], ids[3])  # m2 still pending
         settings = _settings(redis_url, key_prefix, streams_maxlen=3)
         await trim_streams(redis_client, settings, approximate=False)
         left = [f[b"n"] for _i, f in await redis_client.xrange(k.inbound)]
