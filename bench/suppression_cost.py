@@ -18,7 +18,6 @@ Nothing here is asserted: the figures go to bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import sys
 from typing import Any
@@ -28,29 +27,49 @@ __all__ = ["claim_instructions", "main", "run_pairs"]
 
 def run_pairs(pairs: int, jobs: int, marketing: int, *, quiet: bool = True) -> list[dict[str, Any]]:
     """``pairs`` interleaved on/off runs; one dict per run (``on``, msgs/s, CPU µs per message)."""
-    from bench.e2e import BenchOptions, _run_once
+    import contextlib
+    import io
+    import json
+    import os
+    import tempfile
+
+    from bench.e2e import main as bench_main
 
     runs: list[dict[str, Any]] = []
-    for i in range(pairs):
-        order = (True, False) if i % 2 == 0 else (False, True)
-        for on in order:
-            opts = dataclasses.replace(BenchOptions(), jobs=jobs, marketing=marketing if on else 0, quiet=quiet,
-                                       redis_url="")
-            code, result = _run_once(opts)
-            if result is None or result["lost"]:
-                raise SystemExit(f"bench run failed (exit {code})")
-            cpu = result["cpu_us_per_job"]
-            run = {
-                "pair": i, "on": on, "msgs_per_s": result["msgs_per_s"],
-                "engine_us_per_msg": round(sum(v for k, v in cpu.items() if k.startswith("engine")), 1),
-                "redis_us_per_msg": cpu.get("redis"),
-                "smismember_per_job": result["redis_commands_per_job"].get("by_command", {}).get("smismember", 0.0),
-            }
-            runs.append(run)
-            print(f"pair {i} {'on ' if on else 'off'}: {run['msgs_per_s']:,.0f} msgs/s, engine "
-                  f"{run['engine_us_per_msg']} µs/msg, redis {run['redis_us_per_msg']} µs/msg, "
-                  f"smismember/job {run['smismember_per_job']}", file=sys.stderr)
+    env_url = os.environ.pop("REDIS_URL", None)  # each run on a fresh embedded Redis: its own CPU is the run's
+    try:
+        for i in range(pairs):
+            order = (True, False) if i % 2 == 0 else (False, True)
+            for on in order:
+                with tempfile.TemporaryDirectory() as tmp:
+                    out = os.path.join(tmp, "run.json")
+                    argv = ["--jobs", str(jobs), "--marketing", str(marketing if on else 0), "--json", out]
+                    with contextlib.redirect_stdout(io.StringIO()):
+                        code = bench_main([*argv, "--quiet"] if quiet else argv)
+                    if code != 0 or not os.path.exists(out):
+                        raise SystemExit(f"bench run failed (exit {code})")
+                    with open(out, encoding="utf-8") as f:
+                        result = json.load(f)
+                runs.append(_run_figures(i, on, result))
+    finally:
+        if env_url is not None:
+            os.environ["REDIS_URL"] = env_url
     return runs
+
+
+def _run_figures(i: int, on: bool, result: dict[str, Any]) -> dict[str, Any]:
+    """One run's figures (from `sendgate bench --json`), printed on stderr as it ends."""
+    cpu = result["cpu_us_per_job"]
+    run = {
+        "pair": i, "on": on, "msgs_per_s": result["msgs_per_s"],
+        "engine_us_per_msg": round(sum(v for k, v in cpu.items() if k.startswith("engine")), 1),
+        "redis_us_per_msg": cpu.get("redis"),
+        "smismember_per_job": result["redis_commands_per_job"].get("by_command", {}).get("smismember", 0.0),
+    }
+    print(f"pair {i} {'on ' if on else 'off'}: {run['msgs_per_s']:,.0f} msgs/s, engine "
+          f"{run['engine_us_per_msg']} µs/msg, redis {run['redis_us_per_msg']} µs/msg, "
+          f"smismember/job {run['smismember_per_job']}", file=sys.stderr)
+    return run
 
 
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -76,7 +95,7 @@ def claim_instructions(marketing: int, batch: int = 500, rounds: int = 5) -> dic
     """claim.lua instructions per job: transactional, and marketing against a list of ``marketing`` hashes."""
     import msgspec
 
-    from bench.instructions import _under_callgrind
+    from bench.instructions import under_callgrind
     from engine.keys import Keys
     from engine.scripts import ClaimBatch, ClaimJob, Script, claim_call
 
@@ -106,7 +125,7 @@ def claim_instructions(marketing: int, batch: int = 500, rounds: int = 5) -> dic
 
         return run
 
-    return {"transactional": _under_callgrind(work(False)), "marketing": _under_callgrind(work(True))}
+    return {"transactional": under_callgrind(work(False)), "marketing": under_callgrind(work(True))}
 
 
 def claim_server_us(marketing: int, batch: int = 500, rounds: int = 40) -> dict[str, float]:
