@@ -36,7 +36,7 @@ from engine.config import Settings
 from engine.history import HistoryStore, deltas_from_entries
 from engine.history.inbound import inbound_table, records_from_entries
 from engine.inbound import client_numbers
-from engine.inbound_store import erase_waiting_parts, reassembly_ttl_s
+from engine.inbound_store import erase_client_waiting_parts, erase_waiting_parts, reassembly_ttl_s
 from engine.keys import Keys
 from engine.stream_trim import trim_streams
 from engine.subject_records import FoundEntry, Matcher, find_entries, remove_found
@@ -136,9 +136,13 @@ async def erase_subject_everywhere(
     keys = Keys(settings.redis.prefix)
     by_client = subject.startswith("client:")
     # Parts of the subject's messages waiting for reassembly first (by the sender's
-    # index, no scan): gone, and never published later; a set they complete before
-    # this is in the inbound stream, which is searched next.
-    parts_removed = 0 if by_client else await erase_waiting_parts(redis, keys, subject, reassembly_ttl_s(settings))
+    # index, or a client's from the sweep's list; no scan): gone, and never published
+    # later; a set they complete before this is in the inbound stream, searched next.
+    ttl_s = reassembly_ttl_s(settings)
+    if by_client:  # the client's sets, from the partial sweep's list
+        parts_removed = await erase_client_waiting_parts(redis, keys, subject[len("client:"):], ttl_s)
+    else:
+        parts_removed = await erase_waiting_parts(redis, keys, subject, ttl_s)
     # Then what could still be sent: waiting and held jobs (marked erased, so a copy an
     # engine holds is acked unsent), then their dead letters and inbound messages.
     found = await find_entries(redis, keys, Matcher(subject, settings.privacy.hash_secret),

@@ -48,7 +48,15 @@ from engine.scripts import Script, inbound_call, inbound_sweep_call, payload_jso
 from privacy_hooks import KeyedHasher
 from privacy_hooks.audit import AuditLog
 
-__all__ = ["InboundStore", "Published", "erase_waiting_parts", "reassembly_ttl_s", "waiting_parts"]
+__all__ = [
+    "InboundStore",
+    "Published",
+    "client_waiting_parts",
+    "erase_client_waiting_parts",
+    "erase_waiting_parts",
+    "reassembly_ttl_s",
+    "waiting_parts",
+]
 
 log = logging.getLogger("sendgate.inbound")
 
@@ -215,6 +223,55 @@ async def waiting_parts(redis: Redis, keys: Keys, subject_hash: str) -> list[tup
         if fields and "done" not in fields:
             out.append((name, fields))
     return out
+
+
+async def client_waiting_keys(redis: Redis, keys: Keys, client: str) -> list[str]:
+    """The reassembly sets still waiting whose message is for ``client``: read from the
+    partial sweep's list (``P:inbound:due``: every set waiting, at most twice the
+    reassembly wait's worth) and each set's ``client`` field; no scan."""
+    members: Any = await redis.zrange(keys.inbound_due, 0, -1)
+    names = [_text(m) for m in members]
+    out: list[str] = []
+    for i in range(0, len(names), 500):
+        pipe = redis.pipeline(transaction=False)
+        for name in names[i : i + 500]:
+            pipe.hmget(name, "client", "done")
+        for name, (owner, done) in zip(names[i : i + 500], await pipe.execute(), strict=True):
+            if owner is not None and done is None and _text(owner) == client:
+                out.append(name)
+    return out
+
+
+async def client_waiting_parts(redis: Redis, keys: Keys, client: str) -> list[tuple[str, dict[str, str]]]:
+    """:func:`waiting_parts` of a client's messages (export ``--client``)."""
+    names = await client_waiting_keys(redis, keys, client)
+    if not names:
+        return []
+    pipe = redis.pipeline(transaction=False)
+    for name in names:
+        pipe.hgetall(name)
+    out = []
+    for name, raw in zip(names, await pipe.execute(), strict=True):
+        fields = {_text(k): _text(v) for k, v in (raw or {}).items()}
+        if fields and "done" not in fields:
+            out.append((name, fields))
+    return out
+
+
+async def erase_client_waiting_parts(redis: Redis, keys: Keys, client: str, ttl_s: int) -> int:
+    """Delete the reassembly sets of ``client``'s messages (``erase --client``), each left as
+    a tombstone as in :func:`erase_waiting_parts`; returns the sets removed."""
+    names = await client_waiting_keys(redis, keys, client)
+    if not names:
+        return 0
+    pipe = redis.pipeline(transaction=True)
+    for name in names:
+        pipe.delete(name)
+        pipe.hset(name, "done", "erased")
+        pipe.expire(name, ttl_s)
+    pipe.zrem(keys.inbound_due, *names)
+    replies = await pipe.execute()
+    return sum(int(replies[i]) for i in range(0, 3 * len(names), 3))
 
 
 async def erase_waiting_parts(redis: Redis, keys: Keys, subject_hash: str, ttl_s: int) -> int:

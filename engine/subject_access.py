@@ -32,7 +32,7 @@ from redis.asyncio import Redis
 from engine.config import Settings
 from engine.history import HistoryRow, HistoryStore
 from engine.history.inbound import InboundRow, inbound_table
-from engine.inbound_store import waiting_parts
+from engine.inbound_store import client_waiting_parts, waiting_parts
 from engine.keys import Keys
 from engine.subject_records import FoundEntry, Matcher, find_entries
 from privacy_hooks.audit import AuditLog
@@ -100,7 +100,10 @@ async def collect(
         rec.rows = await store.find(**key, since_ms=since_ms or 0, hidden=True, limit=1_000_000)
         by = {"client": client} if by_client else {"from_hash": subject}
         rec.inbound_rows = await inbound_table(store).find(**by, since_ms=since_ms or 0, hidden=True, limit=1_000_000)
-    if not by_client:
+    if by_client:
+        assert client is not None
+        rec.inbound_parts = await client_waiting_parts(redis, keys, client)
+    else:
         rec.inbound_parts = await waiting_parts(redis, keys, subject)
     rec.event_jobs, rec.events = await find_in_events(redis, keys, subject, "-", job_ids=[r.job_id for r in rec.rows])
     ids = sorted(rec.job_ids())

@@ -191,3 +191,32 @@ async def test_erasure_by_policy_hides_inbound_rows(redis_url: str, key_prefix: 
 async def _stopped(eng: Any) -> bool:
     task = next(t for t in eng._tasks if t.get_name() == "inbound-archiver")
     return task.done()
+
+
+async def test_export_and_erasure_by_client_cover_its_parts_waiting(
+    redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    phone, other = _phone(), _phone()
+    history_url = f"sqlite:///{tmp_path / 'h.db'}"
+    async with running(redis_url, key_prefix, SimulatorConfig(dlr=False), proxy=False, clients=CLIENTS,
+                       history={"url": history_url, "block_ms": 20},
+                       inbound={"reassembly_wait_s": 1.0}) as (eng, sim, _rec, redis):
+        k = Keys(key_prefix)
+        await sim.wait_for(lambda: len(sim.receivers()) >= 1)
+        sim.send_inbound(phone, SHOP_CODE, LONG_GSM, concat="udh8", ref=3, skip=[1, 2])  # the shop's
+        sim.send_inbound(other, "4588", LONG_GSM, concat="udh8", ref=3, skip=[1, 2])  # no client's
+        await sim.wait_for(lambda: sim.stats.dlr_resps >= 2)
+        lines: list[bytes] = []
+        assert await export_main(eng.settings, to=None, client="shop", write=lines.append) == 0
+        parts = [orjson.loads(line) for line in lines if orjson.loads(line)["kind"] == "inbound_part"]
+        assert [p["fields"]["client"] for p in parts] == ["shop"] and other.encode() not in b"".join(lines)
+        assert await erase_main(eng.settings, to=None, client="shop", now=True) == 0
+        hasher = KeyedHasher(eng.settings.privacy.hash_secret)
+        assert [m.decode() for m in await redis.zrange(k.inbound_due, 0, -1)] == [
+            k.inbound_parts("sim", hasher(other), "8.3.3")]
+        assert await redis.hgetall(k.inbound_parts("sim", hasher(phone), "8.3.3")) == {b"done": b"erased"}
+        assert sim.send_inbound(phone, SHOP_CODE, LONG_GSM, concat="udh8", ref=3, skip=[0]) == 2
+        await sim.wait_for(lambda: sim.stats.dlr_resps >= 4)
+        assert await eng.receipts.inbound.sweep(int(time.time() * 1000) + 3_600_000) == 1  # the other's, partial
+        senders = [f["from"] for f in (await _stream(redis, key_prefix)).values()]
+        assert senders == [other]
