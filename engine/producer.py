@@ -78,9 +78,15 @@ class Producer:
 
     @classmethod
     def from_url(
-        cls, url: str, prefix: str = "sendgate", hash_secret: str = "", *, group: str = "sendgate"
+        cls, url: str, prefix: str = "sendgate", hash_secret: str = "", *, group: str = "sendgate",
+        cluster: bool = False,
     ) -> Producer:
-        """A producer with its own client of the Redis at ``url``."""
+        """A producer with its own client of the Redis at ``url``; ``cluster=True``: of the
+        Redis Cluster whose node ``url`` names (the prefix then needs a hash tag, e.g. ``{sendgate}``)."""
+        if cluster:
+            from engine.redis_client import cluster_from_url
+
+            return cls(cluster_from_url(url), prefix, hash_secret=hash_secret, group=group)
         return cls(Redis.from_url(url), prefix, hash_secret=hash_secret, group=group)
 
     def lane(self, job: SendJob) -> str:
