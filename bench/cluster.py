@@ -42,7 +42,7 @@ SLOTS = 16384
 
 _WATCHDOG = (
     'parent=$1; shift; "$@" & child=$!; '
-    'trap \'kill "$child" 2>/dev/null; exit 0\' TERM INT; '
+    'trap \'kill "$child" 2>/dev/null; wait "$child" 2>/dev/null; exit 0\' TERM INT; '
     'while kill -0 "$parent" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 1; done; '
     'kill "$child" 2>/dev/null; wait "$child" 2>/dev/null'
 )
