@@ -96,7 +96,7 @@ def cluster_bench(opts: BenchOptions, engines_csv: str, masters: int, json_path:
     try:
         if not opts.quiet:
             print(f"bench: a {masters}-master Redis Cluster on 127.0.0.1 ports "
-                  f"{', '.join(map(str, cluster.ports))} ({cluster.server})", file=sys.stderr)
+                  f"{', '.join(map(str, cluster.ports))} ({cluster.server}), {opts.shards} shard(s)", file=sys.stderr)
         for n in counts:
             o = BenchOptions(**{**opts.__dict__, "workers": n, "cluster": True, "redis_url": cluster.url})
             load = os.getloadavg()
@@ -117,7 +117,7 @@ def cluster_bench(opts: BenchOptions, engines_csv: str, masters: int, json_path:
     models = [capacity(best["engine_us_per_msg"], best["redis_us_per_msg"], cores=16, masters=m, shards=s)
               for m in (3, 9) for s in (1, m, 4 * m)]
     out = {
-        "cluster": {"masters": masters, "server": cluster.server, "shards": 1},
+        "cluster": {"masters": masters, "server": cluster.server, "shards": opts.shards},
         "jobs": opts.jobs, "runs": runs,
         "capacity_model": {"from_run": f"{best['engines']} engine(s)", "engine_us_per_msg": best["engine_us_per_msg"],
                            "redis_us_per_msg": best["redis_us_per_msg"], "models": models},

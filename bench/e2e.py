@@ -63,11 +63,11 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from engine.keys import Keys
+from engine.keys import Keys, shard_keys, shard_of
 
 __all__ = [
     "FINAL_EVENTS",
@@ -91,6 +91,7 @@ _REPO_ROOT = Path(__file__).resolve().parent.parent
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _LISTENING_RE = re.compile(r"listening on ([^:\s]+):(\d+)")
 
+CLUSTER_SHARDS = 6  # `--cluster` without `--shards`: two shards per master of a 3-master cluster
 _MIX_KINDS = ("gsm", "ucs2", "long", "invalid")
 _DEFAULT_MIX = "gsm=0.9,ucs2=0.05,long=0.03,invalid=0.02"
 _GSM_TEXT = "Your code is {n}. It expires in 10 minutes."
@@ -112,6 +113,7 @@ class BenchOptions:
     dlr: bool = True
     workers: int = 1
     carriers: int = 1  # traffic split over this many carriers by destination prefix
+    shards: int = 1  # [redis] shards of the engines; jobs routed by crc32(id) mod shards
     binds: int = 2
     window: int = 256
     tps: float = 0.0
@@ -291,6 +293,7 @@ def _engine_toml(o: BenchOptions, redis_url: str, prefix: str, sim_port: int, wo
 [redis]
 url = {q(redis_url)}
 prefix = {q(prefix)}
+shards = {o.shards}
 cluster = {"true" if o.cluster else "false"}
 
 [engine]
@@ -421,7 +424,9 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 # -------------------------------------------------------------- the run
-async def _produce(redis: Any, stream: str, o: BenchOptions, run: str, tracker: Tracker) -> None:
+async def _produce(redis: Any, stream: str | list[str], o: BenchOptions, run: str, tracker: Tracker) -> None:
+    """Push the run's jobs to ``stream``; a list: one stream per shard, each job to
+    its id's (crc32(id) mod shards, engine.keys.shard_of)."""
     rng = random.Random(o.seed)
     kinds = list(o.mix)
     weights = [o.mix[k] for k in kinds]
@@ -431,7 +436,9 @@ async def _produce(redis: Any, stream: str, o: BenchOptions, run: str, tracker: 
     async def push(lo: int, hi: int) -> None:
         pipe = redis.pipeline(transaction=False)
         for i in range(lo, hi):
-            pipe.xadd(stream, _job_fields(run, i, chosen[i], o.dlr, rng, o.marketing > 0))
+            fields = _job_fields(run, i, chosen[i], o.dlr, rng, o.marketing > 0)
+            target = stream if isinstance(stream, str) else stream[shard_of(fields["id"], len(stream))]
+            pipe.xadd(target, fields)
             tracker.dlr[i] = o.dlr
         ids = await pipe.execute()
         for i, eid in zip(range(lo, hi), ids, strict=True):
@@ -652,10 +659,12 @@ async def run_bench(
     from engine.redis_client import cluster_from_url, raw_reply_client
 
     run = f"b{uuid.uuid4().hex[:8]}"
-    # On a cluster, one shard: the prefix is a hash tag (every key of a script call on one slot).
-    prefix = f"{{sgbench-{run}}}" if o.cluster else f"sgbench-{run}"
+    # On a cluster with one shard the prefix is a hash tag (every key of a script call on one
+    # slot); with shards, each shard's keys carry their own tag {k}.
+    prefix = f"{{sgbench-{run}}}" if o.cluster and o.shards == 1 else f"sgbench-{run}"
     keys = Keys(prefix)
-    jobs_key, events_key, dead_key = keys.jobs, keys.events, keys.dead
+    shards = shard_keys(prefix, o.shards)
+    jobs_key: str | list[str] = keys.jobs if o.shards == 1 else [k.jobs for k in shards]
     # replies are bytes; Any keeps the parsing code plain
     redis: Any = cluster_from_url(redis_url) if o.cluster else Redis.from_url(redis_url)
     children = Children()
@@ -681,8 +690,9 @@ async def run_bench(
             log(f"bench: prefilled the records of {o.prefill} earlier jobs in {time.monotonic() - t:.1f}s")
         if o.marketing > 0:  # hashes no bench number has: every job is checked, none suppressed
             for first in range(0, o.marketing, 10_000):
-                await redis.sadd(keys.suppression(""), *(f"{run}{j:024x}" for j in range(first, min(o.marketing,
-                                                                                                   first + 10_000))))
+                for shard in shards:  # every shard's copy of the list
+                    await redis.sadd(shard.suppression(""), *(f"{run}{j:024x}" for j in range(first, min(o.marketing,
+                                                                                                      first + 10_000))))
 
         # -- simulator
         sim_args = [
@@ -754,16 +764,26 @@ async def run_bench(
         reader: Any = raw_reply_client(redis, ("XREAD",), lambda response, **options: response)
         run_prefix = f"{run}-".encode()
         cut = len(run_prefix)
-        last = "0-0"
+        positions = {k.events: "0-0" for k in shards}
         deadline = t0_mono + o.timeout_s
         dead = 0
         next_report = time.monotonic() + 1.0
         while time.monotonic() < deadline:
             # raw reply (hiredis' nested lists): the bench's own CPU is on the same cores
             # as what it measures, so it builds no dict per event
-            reply = await reader.xread({events_key: last}, count=5000, block=100)  # (closed after the loop)
+            if len(positions) == 1:  # (a cluster's reader is closed after the loop)
+                reply = await reader.xread(positions, count=5000, block=100)
+                pairs = list(reply.items() if isinstance(reply, dict) else reply or ())
+            else:  # a read per shard's events stream (one slot each), pipelined
+                pipe = reader.pipeline(transaction=False)
+                for stream_name, position in positions.items():
+                    pipe.xread({stream_name: position}, count=5000)
+                pairs = [pair for r in await pipe.execute()
+                         for pair in (r.items() if isinstance(r, dict) else r or ())]
+                if not any(entries for _s, entries in pairs):
+                    await asyncio.sleep(0.01)
             # a map on RESP3, a list of [stream, entries] pairs on RESP2
-            for _stream, entries in (reply.items() if isinstance(reply, dict) else reply or ()):
+            for stream_name, entries in pairs:
                 for eid, flat in entries:
                     # The engine writes id, ref, event, carrier, parts, message_ids,
                     # error, ts in this order: read them by position, else search.
@@ -790,10 +810,12 @@ async def run_bench(
                         continue
                     if 0 <= i < o.jobs:
                         tracker.on_event(i, event, ts, int(eid.split(b"-", 1)[0]))
-                last = entries[-1][0].decode()
+                if entries:
+                    name = stream_name.decode() if isinstance(stream_name, bytes) else stream_name
+                    positions[name] = entries[-1][0].decode()
             now = time.monotonic()
             if now >= next_report or tracker.final_count + dead >= o.jobs:
-                dead = int(await redis.xlen(dead_key))
+                dead = sum([int(await redis.xlen(shard.dead)) for shard in shards])
                 next_report = now + 1.0
                 log(
                     f"bench: {now - t0_mono:6.1f}s  final {tracker.final_count}/{o.jobs}  "
@@ -833,9 +855,11 @@ async def run_bench(
         if scraper is not None:
             scraper.cancel()
 
-        dead_ids = await _dead_letter_ids(redis, dead_key, run_prefix, o.jobs)
-        unmatched = int(await redis.xlen(keys.dlr_unmatched))
-        invalid = int(await redis.xlen(keys.dlr_invalid))
+        dead_ids: set[int] = set()
+        for shard in shards:
+            dead_ids |= await _dead_letter_ids(redis, shard.dead, run_prefix, o.jobs)
+        unmatched = sum([int(await redis.xlen(shard.dlr_unmatched)) for shard in shards])
+        invalid = sum([int(await redis.xlen(shard.dlr_invalid)) for shard in shards])
         result = _summarise(
             o, tracker, dead_ids, t0_ms, end_wall_ms, cpu0, cpu1, rss, stats0, stats1, throttles,
         )
@@ -986,8 +1010,9 @@ async def _memory_per_job(redis: Any, prefix: str, config: Path, mem0: int, jobs
     trimmed = await _used_memory(redis) - mem0
     n = max(1, jobs)
     by_key: dict[str, int] = {}
+    every = shard_keys(prefix, settings.redis.shards)
     async for key in redis.scan_iter(match=f"{prefix}:*", count=5000):
-        doc = keys.describe(key.decode())
+        doc = next((d for d in (sk.describe(key.decode()) for sk in every) if d is not None), None)
         name = doc.pattern if doc else "other"
         by_key[name] = by_key.get(name, 0) + int(await redis.memory_usage(key, samples=0) or 0)
     return {
@@ -1287,6 +1312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=d.workers, help="engine processes (default %(default)s)")
     p.add_argument("--carriers", type=int, default=d.carriers,
                    help="carriers (1-10) on the simulator, traffic split by destination prefix (default %(default)s)")
+    p.add_argument("--shards", type=int, default=d.shards,
+                   help="[redis] shards of the engines; jobs routed by crc32(id) mod N (default %(default)s)")
     p.add_argument("--binds", type=int, default=d.binds, help="binds per carrier per engine (default %(default)s)")
     p.add_argument("--window", type=int, default=d.window, help="window per bind (default %(default)s)")
     p.add_argument("--tps", type=float, default=d.tps, help="carrier TPS limit; 0 = none (default)")
@@ -1307,7 +1334,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster", action="store_true",
                    help="start a local Redis Cluster (--masters) and run --cluster-engines engines in turn over it "
                         "(bench/cluster_bench.py)")
-    p.add_argument("--masters", type=int, default=3, help="--cluster: masters (default %(default)s)")
+    p.add_argument("--masters", type=int, default=3,
+                   help=f"--cluster: masters (default %(default)s); --shards defaults to {CLUSTER_SHARDS} there")
     p.add_argument("--cluster-engines", default="1,2,4", metavar="N,N,…",
                    help="--cluster: the engine counts to run, one run each (default %(default)s)")
     p.add_argument("--json", metavar="FILE", help="write the result as JSON")
@@ -1346,7 +1374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     opts = BenchOptions(
         jobs=args.jobs, rate=args.rate, mix=mix, dlr=args.dlr, workers=args.workers, carriers=args.carriers,
-        binds=args.binds,
+        binds=args.binds, shards=args.shards,
         window=args.window, tps=args.tps, batch_size=args.batch_size, loop=args.loop, sim_loop=args.sim_loop,
         receipts=args.receipts, dlr_delay_ms=args.dlr_delay_ms, latency_ms=args.latency_ms,
         redis_url=args.redis_url, timeout_s=args.timeout_s, seed=args.seed, quiet=args.quiet,
@@ -1356,6 +1384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.receipt_cost > 0:
         return _receipt_cost(opts, args.receipt_cost, args.json)
     if args.cluster:
+        if not any(a == "--shards" or a.startswith("--shards=") for a in (argv if argv is not None else sys.argv[1:])):
+            opts = replace(opts, shards=CLUSTER_SHARDS)  # spread over the masters by default
         if opts.prefill or opts.redis_url or opts.cprofile or opts.py_spy:
             print("sendgate bench --cluster: starts its own cluster; no --prefill, --redis-url, --cprofile, --py-spy",
                   file=sys.stderr)

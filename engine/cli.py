@@ -134,7 +134,7 @@ def _cmd_send(args: argparse.Namespace) -> int:
     async def main() -> int:
         from engine.redis_client import redis_from_settings
 
-        producer = Producer(redis_from_settings(settings, url), settings.redis.prefix)
+        producer = Producer(redis_from_settings(settings, url), settings.redis.prefix, shards=settings.redis.shards)
         try:
             entry = await producer.send(job)
             print(f"queued job {job.id} as entry {entry} on {producer.lane(job)}")
@@ -187,7 +187,10 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
     async def main() -> int:
         from engine.redis_client import redis_from_settings
 
-        producer = Producer(redis_from_settings(settings, url), settings.redis.prefix, group=settings.engine.group)
+        producer = Producer(
+            redis_from_settings(settings, url), settings.redis.prefix, group=settings.engine.group,
+            shards=settings.redis.shards,
+        )
         try:
             code, mark = await cancel_outcome(
                 producer, args.id, max(1, int(settings.engine.idempotency_hours * 3600))

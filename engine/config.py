@@ -66,6 +66,10 @@ __all__ = [
 ]
 
 
+#: The most shards ``[redis] shards`` may name (each engine runs a reader per shard).
+MAX_SHARDS = 256
+
+
 class ConfigError(ValueError):
     """A configuration problem, naming the key path."""
 
@@ -104,6 +108,9 @@ class RedisSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True
     tls_ca_file: str = ""  # rediss://: CA bundle to verify the server ("" = the system's)
     tls_cert_file: str = ""  # rediss://: client certificate (when the server asks for one)
     tls_key_file: str = ""
+    # Shards (docs/contract.md §2.1): N > 1 puts every shard-local key under <prefix>:{k}:
+    # (k = 0..N-1) and a job on shard crc32(id) mod N (engine/keys.py shard_of); 1 = today's names.
+    shards: int = 1
     # Redis Cluster (docs/operating-cluster.md): url names any node; redis-py's cluster
     # client follows MOVED/ASK. With one shard the prefix must hold a hash tag ("{sendgate}").
     cluster: bool = False
@@ -341,6 +348,12 @@ def _check(settings: Settings) -> None:
         raise ConfigError("engine.lane_high_water: must be >= 0 (0 = off)")
     if not settings.redis.prefix or any(c.isspace() for c in settings.redis.prefix):
         raise ConfigError("redis.prefix: must be non-empty without spaces")
+    if isinstance(settings.redis.shards, bool) or not 1 <= settings.redis.shards <= MAX_SHARDS:
+        raise ConfigError(f"redis.shards: must be 1..{MAX_SHARDS} (1 = one shard, today's key names)")
+    if settings.redis.shards > 1 and ("{" in settings.redis.prefix or "}" in settings.redis.prefix):
+        raise ConfigError(
+            "redis.prefix: no { or } with redis.shards > 1 (each shard's keys carry their own hash tag {k})"
+        )
     _check_cluster(settings.redis)
     if settings.admin.listen and not re.fullmatch(r".+:\d{1,5}", settings.admin.listen):
         raise ConfigError("admin.listen: expected HOST:PORT")
@@ -480,7 +493,7 @@ def _check_cluster(r: RedisSettings) -> None:
     path = rest.split("?", 1)[0].partition("/")[2]
     if path not in ("", "0"):
         raise ConfigError(f"redis.url: a Redis Cluster has database 0 only, not /{path}")
-    if not has_hash_tag(r.prefix):
+    if r.shards == 1 and not has_hash_tag(r.prefix):
         raise ConfigError(
             f"redis.prefix: {r.prefix!r} has no hash tag; with redis.cluster = true (one shard) every key "
             "of a script call must share a slot: use a tagged prefix such as \"{sendgate}\""

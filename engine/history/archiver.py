@@ -261,15 +261,29 @@ class Archiver:
         """One XREADGROUP and its fold: (batch per stream, deltas, entries); None when
         there was nothing or `stop()` came first."""
         start = "0" if self._read_pending else ">"
-        read = self._reader.xreadgroup(
-            self.group, self.consumer, dict.fromkeys(self.streams, start), count=self.batch_size,
-            block=None if (self._read_pending or not block) else (self.block_ms if block_ms is None else block_ms),
-        )
-        reply: Any = await self._unless_stopped(read)
-        if reply is _STOPPED:
-            return None
+        wait_ms = None if (self._read_pending or not block) else (self.block_ms if block_ms is None else block_ms)
+        if len(self.streams) > 1:
+            # Shards: one XREADGROUP per shard's stream (a Cluster refuses one read
+            # across slots), pipelined, without BLOCK; when all are empty, a short
+            # pause stands in for it.
+            pipe = self._reader.pipeline(transaction=False)
+            for stream in self.streams:
+                pipe.xreadgroup(self.group, self.consumer, {stream: start}, count=self.batch_size)
+            replies: Any = await self._unless_stopped(pipe.execute())
+            if replies is _STOPPED:
+                return None
+            reply: Any = [item for r in replies for item in _raw(r)]
+            if wait_ms and not any(entries for _s, entries in reply):
+                await self._pause(min(wait_ms, 50) / 1000)
+        else:
+            read = self._reader.xreadgroup(
+                self.group, self.consumer, dict.fromkeys(self.streams, start), count=self.batch_size, block=wait_ms,
+            )
+            reply = await self._unless_stopped(read)
+            if reply is _STOPPED:
+                return None
         batch: list[tuple[str, list[Any]]] = []
-        for stream, entries in _raw(reply):
+        for stream, entries in (reply if len(self.streams) > 1 else _raw(reply)):
             if start == "0":
                 # A pending entry deleted from the stream meanwhile comes back without
                 # fields: nothing to archive, ack it so it leaves the pending list.

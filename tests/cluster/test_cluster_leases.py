@@ -1,6 +1,7 @@
 """Bind leases on Redis Cluster: the shape of tests/engine/test_leases.py's process
-tests, with ``[redis] cluster = true`` — the cap holds across 3 engines, a
-dead holder's slot moves, and a holder stopped past its TTL is fenced."""
+tests, with ``[redis] cluster = true`` — the cap holds across 3 engines on 3
+shards, a dead holder's slot moves, and a holder stopped past its TTL is
+fenced (one shard, a tagged prefix)."""
 
 from __future__ import annotations
 
@@ -30,15 +31,18 @@ async def _gone(redis: object, key: str) -> bool:
 async def test_three_engines_on_the_cluster_never_hold_more_binds_than_the_cap(
     redis_cluster: LocalCluster, tagged_prefix: str, tmp_path: Path
 ) -> None:
+    # Three shards (an untagged prefix): the leases on their own slot, the jobs on the shards'.
+    prefix, shards = tagged_prefix.strip("{}"), 3
     sim = await start_simulator(SimulatorConfig(dlr=True))
-    config = write_config(tmp_path / "e.toml", redis_cluster.url, tagged_prefix, sim.port, carrier=LEASED)
+    config = write_config(tmp_path / "e.toml", redis_cluster.url, prefix, sim.port, carrier=LEASED,
+                          redis={"shards": shards})
     try:
-        async with fleet(tmp_path, redis_cluster.url, tagged_prefix) as (f, redis):
+        async with fleet(tmp_path, redis_cluster.url, prefix) as (f, redis):
             engines = [await f.spawn(f"e{i}", config) for i in range(3)]
             await until(lambda: sim.stats.open_binds == 2, "two binds open")
             first = _jobs("lease-a", 60)
-            await push(redis, tagged_prefix, first)
-            events = await wait_events(redis, tagged_prefix, {j["id"] for j in first})
+            await push(redis, prefix, first, shards=shards)
+            events = await wait_events(redis, prefix, {j["id"] for j in first}, shards=shards)
             assert all(evs[-1]["event"] == "delivered" for evs in events.values())
             holders = [e for e in engines if e.events("lease_gained")]
             waiting = [e for e in engines if not e.events("lease_gained")]
@@ -49,8 +53,8 @@ async def test_three_engines_on_the_cluster_never_hold_more_binds_than_the_cap(
             await until(lambda: waiting[0].events("lease_gained"), "the third engine to take the lease over")
             await until(lambda: sim.stats.open_binds == 2, "two binds open again")
             second = _jobs("lease-b", 60)
-            await push(redis, tagged_prefix, second)
-            events = await wait_events(redis, tagged_prefix, {j["id"] for j in second})
+            await push(redis, prefix, second, shards=shards)
+            events = await wait_events(redis, prefix, {j["id"] for j in second}, shards=shards)
             assert all(evs[-1]["event"] == "delivered" for evs in events.values())
             assert sim.stats.max_open_binds == 2  # never more than the cap, at any moment
             assert waiting[0].events("lease_gained")[0]["token"] >= 3  # a fresh fencing token
