@@ -22,8 +22,9 @@ import orjson
 
 from bench.cluster import ClusterUnsupported, LocalCluster
 from bench.e2e import BenchOptions, run_once
+from engine.keys import cluster_slot
 
-__all__ = ["capacity", "cluster_bench", "per_message", "summary_table"]
+__all__ = ["capacity", "cluster_bench", "default_placement", "per_message", "summary_table"]
 
 
 def per_message(result: dict[str, Any]) -> dict[str, Any]:
@@ -40,22 +41,37 @@ def per_message(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def capacity(engine_us: float, redis_us: float, *, cores: int, masters: int, shards: int) -> dict[str, Any]:
+def default_placement(shards: int, masters: int) -> list[int]:
+    """Shards per master when the slots are split evenly in order (what ``redis-cli --cluster
+    create`` does) and shard k's keys hash on the tag ``{k}`` (CRC16 of the tag, mod 16384)."""
+    per = 16384 // masters
+    counts = [0] * masters
+    for k in range(shards):
+        slot = cluster_slot(f"p:{{{k}}}:jobs")
+        counts[min(masters - 1, slot // per)] += 1
+    return counts
+
+
+def capacity(
+    engine_us: float, redis_us: float, *, cores: int, masters: int, shards: int, placement: str = "balanced"
+) -> dict[str, Any]:
     """Messages/s of one box of ``cores`` running ``masters`` Redis masters (a core each) and
-    engines on the rest, at these per-message costs. With ``shards`` job-stream shards, a
-    message's Redis work lands on its shard's master: the busiest master holds
-    ceil(shards / masters) of them, so the masters give shards / ceil(shards / masters)
-    masters' worth of capacity (one shard: one master, whatever the cluster's size)."""
-    busy = -(-shards // masters)  # shards on the busiest master
+    engines on the rest, at these per-message costs. A message's Redis work lands on its
+    shard's master, so the masters give shards / (shards on the busiest master) masters'
+    worth: ceil(shards / masters) on the busiest when the shards' slots are spread evenly
+    (``placement="balanced"``: resharded so), or as the even slot split places the tags
+    ``{0}``…``{N-1}`` (``"default"``). One shard: one master, whatever the cluster's size."""
+    busy = -(-shards // masters) if placement == "balanced" else max(default_placement(shards, masters))
     usable = min(masters, shards / busy)
     engine_cores = max(0, cores - masters)
     by_engines = engine_cores * 1e6 / engine_us if engine_us else float("inf")
     by_redis = usable * 1e6 / redis_us if redis_us else float("inf")
+
     def rate(x: float) -> int | None:  # None: a cost too small to measure (CPU ticks are 10 ms)
         return None if x == float("inf") else round(x)
 
     return {
-        "cores": cores, "masters": masters, "shards": shards, "engine_cores": engine_cores,
+        "cores": cores, "masters": masters, "shards": shards, "placement": placement, "engine_cores": engine_cores,
         "usable_masters": round(usable, 2),
         "msgs_per_s_engines": rate(by_engines), "msgs_per_s_redis": rate(by_redis),
         "msgs_per_s": rate(min(by_engines, by_redis)),
@@ -114,10 +130,12 @@ def cluster_bench(opts: BenchOptions, engines_csv: str, masters: int, json_path:
     finally:
         cluster.stop()
     best = min(runs, key=lambda r: r["engine_us_per_msg"] + r["redis_us_per_msg"])
-    models = [capacity(best["engine_us_per_msg"], best["redis_us_per_msg"], cores=16, masters=m, shards=s)
-              for m in (3, 9) for s in (1, m, 4 * m)]
+    models = [capacity(best["engine_us_per_msg"], best["redis_us_per_msg"], cores=16, masters=m, shards=s,
+                       placement=p)
+              for m in (3, 9) for s in (1, m, 4 * m) for p in (("balanced",) if s == 1 else ("default", "balanced"))]
     out = {
-        "cluster": {"masters": masters, "server": cluster.server, "shards": opts.shards},
+        "cluster": {"masters": masters, "server": cluster.server, "shards": opts.shards,
+                    "shards_per_master": default_placement(opts.shards, masters)},
         "jobs": opts.jobs, "runs": runs,
         "capacity_model": {"from_run": f"{best['engines']} engine(s)", "engine_us_per_msg": best["engine_us_per_msg"],
                            "redis_us_per_msg": best["redis_us_per_msg"], "models": models},
@@ -127,7 +145,7 @@ def cluster_bench(opts: BenchOptions, engines_csv: str, masters: int, json_path:
     print("\n  capacity of a 16-core box at the per-message costs of the "
           f"{best['engines']}-engine run ({best['engine_us_per_msg']} + {best['redis_us_per_msg']} µs):")
     for m in models:
-        print(f"    {m['masters']} masters, {m['shards']:>2} shard(s): {m['msgs_per_s'] or 0:>9,} msgs/s "
+        print(f"    {m['masters']} masters, {m['shards']:>2} shard(s) {m['placement']:>8}: {m['msgs_per_s'] or 0:>9,} msgs/s "
               f"(engines on {m['engine_cores']} cores {m['msgs_per_s_engines'] or 0:,}; "
               f"redis {m['usable_masters']} masters {m['msgs_per_s_redis'] or 0:,}; bound by {m['bound_by']})")
     if json_path:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.cluster import cluster_support
-from bench.cluster_bench import capacity
+from bench.cluster_bench import capacity, default_placement
 from bench.e2e import main
 
 
@@ -22,6 +22,9 @@ def test_one_shard_uses_one_master_whatever_the_cluster_size() -> None:
     # 4 shards on 3 masters: the busiest holds 2, so the masters give 2 masters' worth.
     assert capacity(20.0, 20.0, cores=16, masters=3, shards=4)["usable_masters"] == 2
     assert capacity(50.0, 5.0, cores=16, masters=9, shards=9)["bound_by"] == "engines"
+    # The tags {0}..{N-1} on an even slot split: 6 shards sit 1/3/2 on 3 masters.
+    assert default_placement(6, 3) == [1, 3, 2] and sum(default_placement(36, 9)) == 36
+    assert capacity(20.0, 20.0, cores=16, masters=3, shards=6, placement="default")["usable_masters"] == 2
 
 
 @pytest.mark.slow

@@ -26,6 +26,13 @@ def test_cluster_mode_with_one_shard_needs_a_tagged_prefix() -> None:
     assert s.redis.cluster and s.redis.prefix == "{sendgate}"  # type: ignore[attr-defined]
 
 
+def test_cluster_mode_with_shards_takes_an_untagged_prefix() -> None:
+    s = _settings(url="redis://127.0.0.1:7000", cluster=True, shards=6)
+    assert s.redis.cluster and s.redis.shards == 6 and s.redis.prefix == "sendgate"  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match=r"redis\.prefix: no \{ or \} with redis\.shards > 1"):
+        _settings(url="redis://127.0.0.1:7000", cluster=True, shards=6, prefix="{sendgate}")
+
+
 def test_cluster_mode_refuses_another_database_and_no_url() -> None:
     with pytest.raises(ConfigError, match=r"redis\.url: a Redis Cluster has database 0 only, not /2"):
         _settings(url="redis://127.0.0.1:7000/2", cluster=True, prefix="{sg}")
