@@ -137,6 +137,8 @@ async def test_one_engine_on_the_cluster_sends_each_job_once_and_the_commands_wo
                 return out if code == 0 and "delivered" in out else None
 
             await until(archived, "the archiver to write job 7's row", timeout_s=60)
+            code, out, err = await f.cli(config, "archive", "--once")  # the archiver alone, every shard
+            assert code == 0 and out.startswith("archived "), (out, err)
             code, out, err = await f.cli(config, "suppress", "list", "--client", "acme")
             assert code == 0 and "1 number(s) on" in err and len(out.split()) == 1, (out, err)
             code, out, err = await f.cli(config, "export", "--to", f"{base}000007")
