@@ -166,6 +166,8 @@ class Engine:
         self.pipeline.forward = self.receipts.webhooks.forward
         self.pipeline.on_recorded = self.receipts.retry_unmatched_soon
         self.receipts.barrier = self.pipeline.recorded_barrier
+        if self.pipeline.nshards > 1:  # its own submits' receipts go straight to their shard
+            self.receipts.hints = self.pipeline.receipt_hints
         self.admin: AdminServer | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._limiters: list[GlobalTokenBucket] = []

@@ -96,7 +96,7 @@ from engine.text.segmenter import Segmented, SegmentError, segment
 from privacy_hooks import KeyedHasher, mask_e164_digits, mask_number
 from throttling.backoff import Backoff
 
-__all__ = ["Pipeline"]
+__all__ = ["Pipeline", "ShardHints"]
 
 log = logging.getLogger("sendgate.pipeline")
 
@@ -126,6 +126,36 @@ _NORMAL_LANE = _PRIORITY_LANE["normal"]
 
 #: Dead-letter codes that also publish an event (the job's first and only one).
 _DEAD_LETTER_EVENTS = {"expired": "expired", "suppressed": "rejected", "client_closed": "rejected"}
+
+
+class ShardHints:
+    """Bounded memory of the shard each recently recorded message id's correlation
+    entry is on (``shards`` > 1): a receipt this engine receives for its own submit
+    is tried on that shard first, the others only if it is not matched there.
+
+    A hint is a guess, never the truth: a wrong or missing one costs the probe
+    of the other shards, nothing else. Kept per carrier and normalised id; at
+    most ``limit`` ids (the older half goes when it is full), taken on use.
+    """
+
+    __slots__ = ("_ids", "limit")
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self.limit = limit
+        self._ids: dict[str, int] = {}
+
+    def put(self, carrier: str, message_id: str, shard: int) -> None:
+        ids = self._ids
+        ids[f"{carrier}\x1f{message_id}"] = shard
+        if len(ids) > self.limit:
+            keep = list(ids.items())[len(ids) // 2 :]
+            self._ids = dict(keep)
+
+    def take(self, carrier: str, message_id: str) -> int | None:
+        return self._ids.pop(f"{carrier}\x1f{message_id}", None)
+
+    def __len__(self) -> int:
+        return len(self._ids)
 
 
 class _InFlightJob:
@@ -296,6 +326,9 @@ class Pipeline:
                 by_carrier[c.name] = tuple(per_lane)
             self._shard_classes.append(by_carrier)
         self._classes = self._shard_classes[0]
+        # Which shard the correlation entries this engine recorded are on, for the
+        # receipts it receives itself (shards > 1; the app hands it to the sink).
+        self.receipt_hints = ShardHints()
         self._down_since: dict[str, float] = {}  # carrier -> when its last bind went down (monotonic)
         self._park = Script("park")
         self._groups_ready = False  # ensure_groups ran (the app calls it before run())
@@ -1205,6 +1238,10 @@ class Pipeline:
             if ij.carrier not in waits:
                 waits[ij.carrier] = self._record_wait(ij.carrier, now_ms)
         normalizers = self._normalize_submit_id
+        # Shards: the receipt sink's hint of which shard a message id's entry is on
+        # (a receipt on this engine then goes there first: ReceiptSink.correlate).
+        hints = self.receipt_hints if self.nshards > 1 else None
+        shard = self._stream_shard[stream]
         for ij in done:
             job = ij.job
             corr: str | list[list[str | int]] = ""
@@ -1215,6 +1252,8 @@ class Pipeline:
                 if ij.event == "submitted" and job.dlr and ij.expect > 0:
                     normalised_id = normalizers[ij.carrier](message_ids)
                     corr = correlation_arg((normalised_id,), ij.parts, ij.expect, job.callback, job.ref, message_ids)
+                    if hints is not None:
+                        hints.put(ij.carrier, normalised_id, shard)
                     if normalised_id != message_ids:
                         dlr_ids = normalised_id
             else:
@@ -1223,6 +1262,9 @@ class Pipeline:
                     normalize = normalizers[ij.carrier]
                     normalised = [normalize(m) for m in mids]
                     corr = correlation_arg(normalised, ij.parts, ij.expect, job.callback, job.ref, message_ids)
+                    if hints is not None:
+                        for nid in normalised:
+                            hints.put(ij.carrier, nid, shard)
                     if normalised != mids:
                         dlr_ids = ",".join(normalised)
             # Positional, in RecordJob's field order: msgspec matches 16 keywords

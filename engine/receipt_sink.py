@@ -93,6 +93,8 @@ class ReceiptSink:
             for k in self.shards
         ]
         self.store = self.stores[0]
+        # Set by the app (shards > 1): the pipeline's ShardHints of its own submits.
+        self.hints: Any = None
         hold_ms = int(settings.engine.receipt_hold_s * 1000)
         self.unmatched = {c.name: UnmatchedBuffer(retry_ms=min(500, hold_ms), max_wait_ms=hold_ms) for c in settings.carriers}
         self._receipts: dict[str, list[ReceiptRecord]] = defaultdict(list)
@@ -246,23 +248,50 @@ class ReceiptSink:
             return await self.store.apply(carrier, records, compact=True)
         total = BatchResult()
         remaining = records
-        for store in self.stores:
+        hints = self.hints
+        tried: set[int] = set()
+        if hints is not None and len(hints):
+            # This engine's own submits: straight to the shard it recorded them on.
+            by_shard: dict[int, list[ReceiptRecord]] = {}
+            unknown: list[ReceiptRecord] = []
+            for rec in records:
+                shard = hints.take(carrier, rec.message_id)
+                if shard is None or shard >= len(self.stores):
+                    unknown.append(rec)
+                else:
+                    by_shard.setdefault(shard, []).append(rec)
+            if by_shard:
+                remaining = list(unknown)
+                for shard, some in by_shard.items():
+                    r = await self.stores[shard].apply(carrier, some, compact=True)
+                    self._add(total, r)
+                    remaining += r.unmatched
+                if not unknown:
+                    tried = set(by_shard)  # all hinted: only the other shards are left to try
+        for index, store in enumerate(self.stores):
             if not remaining:
                 break
+            if index in tried and len(tried) == 1:
+                continue
             r = await store.apply(carrier, remaining, compact=True)
-            total.applied += r.applied
-            total.duplicates += r.duplicates
-            total.late += r.late
-            total.orphans += r.orphans
-            total.corrupt += r.corrupt
-            total.finals += r.finals
-            total.intermediates += r.intermediates
-            total.fast_job_ids += r.fast_job_ids
-            total.fast_events += r.fast_events
-            total.fast_submitted_ms += r.fast_submitted_ms
+            self._add(total, r)
             remaining = r.unmatched
         total.unmatched = list(remaining)
         return total
+
+    @staticmethod
+    def _add(total: BatchResult, r: BatchResult) -> None:
+        """Add ``r``'s counts and events to ``total`` (not its unmatched)."""
+        total.applied += r.applied
+        total.duplicates += r.duplicates
+        total.late += r.late
+        total.orphans += r.orphans
+        total.corrupt += r.corrupt
+        total.finals += r.finals
+        total.intermediates += r.intermediates
+        total.fast_job_ids += r.fast_job_ids
+        total.fast_events += r.fast_events
+        total.fast_submitted_ms += r.fast_submitted_ms
 
     async def park_unmatched(self, carrier: str, records: list[ReceiptRecord], reason: str) -> None:
         """Keep receipts that matched nothing, on shard crc32("<carrier>:<message id>") mod N."""

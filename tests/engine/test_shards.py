@@ -28,6 +28,7 @@ from engine.app import Engine
 from engine.config import ConfigError, settings_from_mapping
 from engine.keys import Keys, cluster_slot, correlation_shard, shard_keys, shard_of
 from engine.metrics import Metrics
+from engine.pipeline import ShardHints
 from engine.producer import Producer, SendJob
 from engine.receipt_sink import ReceiptSink
 from tests.engine.harness import (
@@ -82,6 +83,16 @@ async def _lane_pending(redis: Redis, prefix: str) -> int:
 
 
 # ----------------------------------------------------------------- routing
+def test_shard_hints_are_bounded_and_taken_once() -> None:
+    hints = ShardHints(limit=10)
+    for i in range(25):
+        hints.put("c", f"m{i}", i % 4)
+    assert len(hints) <= 10
+    assert hints.take("c", "m24") == 0 and hints.take("c", "m24") is None
+    assert hints.take("c", "m0") is None  # the oldest went
+    assert hints.take("other", "m23") is None
+
+
 def test_the_routing_rule_and_the_default_layout() -> None:
     # crc32 of the id's UTF-8 bytes, mod N: the README's worked example
     assert zlib.crc32(b"order-42") == 1475806942
@@ -356,6 +367,14 @@ async def test_receipts_match_wherever_they_arrive_multipart_across_shards(redis
             for j in multipart
         )
         other = ReceiptSink(settings, redis, Metrics())  # another engine's sink
+        # hints (what a sink knows of its own engine's submits): right for some ids,
+        # wrong on purpose for others, none for the rest; all must match anyway
+        other.hints = ShardHints()
+        for i, (jid, m) in enumerate(mids):
+            if i % 2:
+                other.hints.put("sim", normalize_receipt_id(m), (shard_of(jid, N) + 1) % N)
+            elif i % 3 == 0:
+                other.hints.put("sim", normalize_receipt_id(m), shard_of(jid, N))
         now_ms = int(time.time() * 1000)
         records = [ReceiptRecord(normalize_receipt_id(m), "delivered", True, "", now_ms) for _jid, m in mids]
         records.reverse()  # last parts first
