@@ -63,7 +63,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,7 @@ __all__ = [
     "redis_command_costs",
     "redis_commands_per_job",
     "run_bench",
+    "run_once",
     "slow_calls",
 ]
 
@@ -90,6 +91,7 @@ _REPO_ROOT = Path(__file__).resolve().parent.parent
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _LISTENING_RE = re.compile(r"listening on ([^:\s]+):(\d+)")
 
+CLUSTER_SHARDS = 6  # `--cluster` without `--shards`: two shards per master of a 3-master cluster
 _MIX_KINDS = ("gsm", "ucs2", "long", "invalid")
 _DEFAULT_MIX = "gsm=0.9,ucs2=0.05,long=0.03,invalid=0.02"
 _GSM_TEXT = "Your code is {n}. It expires in 10 minutes."
@@ -131,6 +133,7 @@ class BenchOptions:
     py_spy: str = ""
     prefill: int = 0  # records of earlier jobs written under the run's prefix before it starts
     marketing: int = 0  # > 0: every job is kind=marketing, checked against a suppression list of this many hashes
+    cluster: bool = False  # redis_url names a node of a Redis Cluster (`--cluster`: bench/cluster_bench.py)
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -291,6 +294,7 @@ def _engine_toml(o: BenchOptions, redis_url: str, prefix: str, sim_port: int, wo
 url = {q(redis_url)}
 prefix = {q(prefix)}
 shards = {o.shards}
+cluster = {"true" if o.cluster else "false"}
 
 [engine]
 batch_size = {o.batch_size}
@@ -533,6 +537,38 @@ async def _metrics_bodies(ports: list[int]) -> list[bytes]:
     return bodies
 
 
+def _merge_sum(into: dict[str, Any], more: dict[str, Any]) -> None:
+    for k, v in more.items():
+        if isinstance(v, dict):
+            _merge_sum(into.setdefault(k, {}), v)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            into[k] = into.get(k, 0) + v
+        else:
+            into.setdefault(k, v)
+
+
+async def _info(redis: Any, section: str) -> dict[str, Any]:
+    """INFO ``section``; on a Redis Cluster every master's, numbers summed (per command too)."""
+    from engine.redis_client import is_cluster
+
+    if not is_cluster(redis):
+        return dict(await redis.info(section))
+    merged: dict[str, Any] = {}
+    for info in (await redis.info(section, target_nodes=redis.PRIMARIES)).values():
+        _merge_sum(merged, info)
+    return merged
+
+
+async def _cluster_pids(redis: Any) -> dict[str, int]:
+    """``redis-<port>``: the pid of each master of a local cluster (INFO server)."""
+    out: dict[str, int] = {}
+    for node, info in (await redis.info("server", target_nodes=redis.PRIMARIES)).items():
+        pid = _redis_pid(info, f"redis://{node}")
+        if pid:
+            out[f"redis-{node.rsplit(':', 1)[1]}"] = pid
+    return out
+
+
 def _redis_pid(info: dict[str, Any], url: str) -> int | None:
     host = re.sub(r"^redis://(?:[^@]*@)?", "", url).split(":", 1)[0].split("/", 1)[0]
     if host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
@@ -620,12 +656,17 @@ async def run_bench(
     """One load run against ``redis_url``; returns the result (see docs/contract.md §6, "Command line")."""
     from redis.asyncio import Redis
 
+    from engine.redis_client import cluster_from_url, raw_reply_client
+
     run = f"b{uuid.uuid4().hex[:8]}"
-    prefix = f"sgbench-{run}"
+    # On a cluster with one shard the prefix is a hash tag (every key of a script call on one
+    # slot); with shards, each shard's keys carry their own tag {k}.
+    prefix = f"{{sgbench-{run}}}" if o.cluster and o.shards == 1 else f"sgbench-{run}"
     keys = Keys(prefix)
     shards = shard_keys(prefix, o.shards)
     jobs_key: str | list[str] = keys.jobs if o.shards == 1 else [k.jobs for k in shards]
-    redis: Any = Redis.from_url(redis_url)  # replies are bytes; Any keeps the parsing code plain
+    # replies are bytes; Any keeps the parsing code plain
+    redis: Any = cluster_from_url(redis_url) if o.cluster else Redis.from_url(redis_url)
     children = Children()
     tracker = Tracker(o.jobs)
     t0_ms = 0
@@ -641,8 +682,8 @@ async def run_bench(
             print(msg, file=sys.stderr, flush=True)
 
     try:
-        info_server = await redis.info("server")
-        redis_pid = _redis_pid(info_server, redis_url)
+        info_server = await _info(redis, "server")
+        redis_pid = None if o.cluster else _redis_pid(info_server, redis_url)
         if o.prefill > 0:
             t = time.monotonic()
             await _prefill(redis, prefix, run, o.prefill)
@@ -698,10 +739,12 @@ async def run_bench(
         watched["simulator"] = sim.pid
         if redis_pid:
             watched["redis"] = redis_pid
+        if o.cluster:
+            watched.update(await _cluster_pids(redis))
         cpu0 = {name: proc_cpu_s(pid) for name, pid in watched.items()}
         self0 = resource.getrusage(resource.RUSAGE_SELF)
-        stats0 = await redis.info("stats")
-        cmdstats0 = await redis.info("commandstats")
+        stats0 = await _info(redis, "stats")
+        cmdstats0 = await _info(redis, "commandstats")
         slow_since = int(time.time())
         if own_redis:  # our private server: record every call slower than _SLOW_US
             await redis.config_set("slowlog-max-len", 1_000_000)
@@ -718,8 +761,7 @@ async def run_bench(
 
         # -- events until every job is final
         collector.enter_context(_lean_collector())
-        reader: Any = Redis(connection_pool=redis.connection_pool)
-        reader.response_callbacks["XREAD"] = lambda response, **options: response
+        reader: Any = raw_reply_client(redis, ("XREAD",), lambda response, **options: response)
         run_prefix = f"{run}-".encode()
         cut = len(run_prefix)
         positions = {k.events: "0-0" for k in shards}
@@ -729,7 +771,7 @@ async def run_bench(
         while time.monotonic() < deadline:
             # raw reply (hiredis' nested lists): the bench's own CPU is on the same cores
             # as what it measures, so it builds no dict per event
-            if len(positions) == 1:
+            if len(positions) == 1:  # (a cluster's reader is closed after the loop)
                 reply = await reader.xread(positions, count=5000, block=100)
                 pairs = list(reply.items() if isinstance(reply, dict) else reply or ())
             else:  # a read per shard's events stream (one slot each), pipelined
@@ -791,6 +833,8 @@ async def run_bench(
             if tracker.final_count + dead >= o.jobs:
                 break
         end_wall_ms = int(time.time() * 1000)
+        if o.cluster:  # a second cluster client, with its own connections
+            await reader.aclose()
 
         collector.close()
 
@@ -798,8 +842,8 @@ async def run_bench(
         cpu1 = {name: proc_cpu_s(pid) for name, pid in watched.items()}
         rss = {name: proc_peak_rss_mb(pid) for name, pid in watched.items()}
         self1 = resource.getrusage(resource.RUSAGE_SELF)
-        stats1 = await redis.info("stats")
-        cmdstats1 = await redis.info("commandstats")
+        stats1 = await _info(redis, "stats")
+        cmdstats1 = await _info(redis, "commandstats")
         bodies = await _metrics_bodies(admin_ports)
         counters = engine_counters(bodies)
         throttles = counters.get("throttle_replies", 0) if bodies else None
@@ -832,13 +876,15 @@ async def run_bench(
         result["redis_top_commands"] = redis_command_costs(cmdstats0, cmdstats1, o.jobs)
         result["redis_commands_per_job"] = redis_commands_per_job(cmdstats0, cmdstats1, done)
         result.update(await _memory_per_job(redis, prefix, workdir / "engine-0.toml", mem0, done))
-        result["redis_server"] = redis_build({**info_server, **await redis.info("memory")})
+        result["redis_server"] = redis_build({**info_server, **await _info(redis, "memory")})
+        if o.cluster:
+            result["redis_server"] += f", cluster of {sum(1 for n in watched if n.startswith('redis-'))} masters"
         if own_redis:
             result["redis_slow_calls"] = slow_calls(await redis.slowlog_get(1_000_000), slow_since)
             result["notes"].append(f"redis_slow_calls: calls of {_SLOW_US} µs or more (SLOWLOG)")
         result["pids"] = watched
         result["prefix"] = prefix
-        if not redis_pid:
+        if not redis_pid and not o.cluster:
             result["notes"].append("redis-server CPU not measured (not a local process)")
         if o.cprofile:
             result["notes"].append(f"worker 0 ran under cProfile (slower): {o.cprofile}")
@@ -927,7 +973,7 @@ def redis_commands_per_job(before: dict[str, Any], after: dict[str, Any], jobs: 
 
 
 async def _used_memory(redis: Any) -> int:
-    info = await redis.info("memory")
+    info = await _info(redis, "memory")
     return int(info["used_memory"])
 
 
@@ -1285,6 +1331,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ops", choices=("default", "off", "scrape"), default="default",
                    help="operators' view: the engines' default sampler, 'off' (no sampler), or 'scrape' "
                         "(sampler, and /metrics and /status fetched every second, as Prometheus and the status page would)")
+    p.add_argument("--cluster", action="store_true",
+                   help="start a local Redis Cluster (--masters) and run --cluster-engines engines in turn over it "
+                        "(bench/cluster_bench.py)")
+    p.add_argument("--masters", type=int, default=3,
+                   help=f"--cluster: masters (default %(default)s); --shards defaults to {CLUSTER_SHARDS} there")
+    p.add_argument("--cluster-engines", default="1,2,4", metavar="N,N,…",
+                   help="--cluster: the engine counts to run, one run each (default %(default)s)")
     p.add_argument("--json", metavar="FILE", help="write the result as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="throughput and latency over time (needs matplotlib)")
     p.add_argument("--cprofile", metavar="FILE", default="", help="run worker 0 under cProfile, stats to FILE")
@@ -1330,6 +1383,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.receipt_cost > 0:
         return _receipt_cost(opts, args.receipt_cost, args.json)
+    if args.cluster:
+        if not any(a == "--shards" or a.startswith("--shards=") for a in (argv if argv is not None else sys.argv[1:])):
+            opts = replace(opts, shards=CLUSTER_SHARDS)  # spread over the masters by default
+        if opts.prefill or opts.redis_url or opts.cprofile or opts.py_spy:
+            print("sendgate bench --cluster: starts its own cluster; no --prefill, --redis-url, --cprofile, --py-spy",
+                  file=sys.stderr)
+            return 2
+        from bench.cluster_bench import cluster_bench
+
+        return cluster_bench(opts, args.cluster_engines, args.masters, args.json, args.logs)
     code, result = _run_once(opts, args.logs)
     if result is None:
         return code
@@ -1398,6 +1461,9 @@ def _run_once(opts: BenchOptions, logs_dir: str = "") -> tuple[int, dict[str, An
         if embedded is not None:
             embedded.stop()
     return 0, holder["r"]
+
+
+run_once = _run_once  # public for bench/cluster_bench.py
 
 
 def receipt_cost_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:

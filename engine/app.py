@@ -349,6 +349,8 @@ class Engine:
             await self.admin.close()
         if self.archiver is not None:
             await self.archiver.store.close()
+            await self.archiver.close_reader()
+        await self.pipeline.close_reader()
         await self.redis.aclose()
         if self._gc_threshold is not None:
             gc.set_threshold(*self._gc_threshold)

@@ -47,6 +47,12 @@ TICK_S = 0.5
 DEAD_WINDOW = 200
 
 
+def _entry_order(entry_id: Any) -> tuple[int, int]:
+    """A stream entry id as (ms, seq), for ordering entries of several streams."""
+    ms, _, seq = _text(entry_id).partition("-")
+    return int(ms), int(seq or 0)
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -226,17 +232,23 @@ class OpsSampler:
     async def _slow(self) -> None:
         pending: dict[str, int] = {}
         for carrier in self.carriers:
-            ends: Any = await self.redis.zrange(self.keys.correlation_index(carrier), 0, -1)
-            if not ends:
-                pending[carrier] = 0
-                continue
-            pipe = self.redis.pipeline(transaction=False)
-            prefix = self.keys.correlation_buckets_of(carrier)
-            for end in ends:
-                pipe.hlen(prefix + _text(end))
-            pending[carrier] = sum(int(n or 0) for n in await pipe.execute())
+            pending[carrier] = 0
+            for keys in self.shards:  # every shard's correlation buckets (one slot each)
+                ends: Any = await self.redis.zrange(keys.correlation_index(carrier), 0, -1)
+                if not ends:
+                    continue
+                pipe = self.redis.pipeline(transaction=False)
+                prefix = keys.correlation_buckets_of(carrier)
+                for end in ends:
+                    pipe.hlen(prefix + _text(end))
+                pending[carrier] += sum(int(n or 0) for n in await pipe.execute())
         self.receipts_pending = pending
         # Only the code of each dead letter is read: the entries hold the job's fields.
-        entries: Any = await self.redis.xrevrange(self.keys.dead, count=DEAD_WINDOW)
+        # The newest DEAD_WINDOW of every shard's stream, then the newest DEAD_WINDOW of those.
+        entries: list[Any] = []
+        for keys in self.shards:
+            entries += list(await self.redis.xrevrange(keys.dead, count=DEAD_WINDOW) or ())
+        if len(self.shards) > 1:
+            entries = sorted(entries, key=lambda e: _entry_order(e[0]), reverse=True)[:DEAD_WINDOW]
         codes = Counter(_text(fields.get(b"code") or fields.get("code") or "?") for _id, fields in entries)
         self.dead_codes = codes.most_common()

@@ -72,6 +72,7 @@ from engine.job import Job, JobError, parse_job
 from engine.keys import Keys, shard_keys, shard_of
 from engine.marketing import QuietHours, with_footer
 from engine.metrics import Metrics
+from engine.redis_client import is_cluster, raw_reply_client
 from engine.router import Router, RoutingError
 from engine.scripts import (
     ClaimBatch,
@@ -252,9 +253,8 @@ class Pipeline:
         # A second client on the same connections whose XREADGROUP / XAUTOCLAIM
         # replies stay as hiredis parsed them (nested lists): redis-py's own
         # callbacks build a dict and a tuple per entry that we would rebuild.
-        self._reader = Redis(connection_pool=redis.connection_pool)
-        self._reader.response_callbacks["XREADGROUP"] = _raw_reply
-        self._reader.response_callbacks["XAUTOCLAIM"] = _raw_reply
+        # (On Redis Cluster a second cluster client: engine/redis_client.py.)
+        self._reader = raw_reply_client(redis, ("XREADGROUP", "XAUTOCLAIM"), _raw_reply)
         self.pools = pools
         self.metrics = metrics
         # One key set per shard ([redis] shards): shard k's lanes, park streams and
@@ -425,6 +425,12 @@ class Pipeline:
         return max(1, c.window * c.binds)
 
     # ------------------------------------------------------------- main loop
+    async def close_reader(self) -> None:
+        """Close the reader's own connections: on Redis Cluster it is a second client
+        (engine/redis_client.py); on a plain Redis it shares the main client's pool."""
+        if is_cluster(self._reader):
+            await self._reader.aclose()
+
     async def run(self) -> None:
         """Read and dispatch until `stop()`."""
         if not self._groups_ready:

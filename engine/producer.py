@@ -84,9 +84,16 @@ class Producer:
 
     @classmethod
     def from_url(
-        cls, url: str, prefix: str = "sendgate", hash_secret: str = "", *, group: str = "sendgate", shards: int = 1
+        cls, url: str, prefix: str = "sendgate", hash_secret: str = "", *, group: str = "sendgate", shards: int = 1,
+        cluster: bool = False,
     ) -> Producer:
-        """A producer with its own client of the Redis at ``url``."""
+        """A producer with its own client of the Redis at ``url``; ``cluster=True``: of the
+        Redis Cluster whose node ``url`` names (with one shard the prefix needs a hash tag, e.g.
+        ``{sendgate}``; with shards none)."""
+        if cluster:
+            from engine.redis_client import cluster_from_url
+
+            return cls(cluster_from_url(url), prefix, hash_secret=hash_secret, group=group, shards=shards)
         return cls(Redis.from_url(url), prefix, hash_secret=hash_secret, group=group, shards=shards)
 
     def shard(self, job_id: str) -> Keys:

@@ -100,7 +100,9 @@ async def suppress_main(settings: Settings, action: str, numbers: list[str], cli
 
     if not settings.redis.url:
         raise SystemExit("sendgate: suppress needs a Redis: set REDIS_URL or [redis] url")
-    redis = Redis.from_url(settings.redis.url)
+    from engine.redis_client import redis_from_settings
+
+    redis = redis_from_settings(settings)
     lists = SuppressionLists(redis, settings.redis.prefix, settings.privacy.hash_secret,
                              settings.privacy.retention_days.audit, shards=settings.redis.shards)
     label = f"client {client!r}" if client else "the default list"
