@@ -285,6 +285,12 @@ class Pipeline:
         self._max_in_hand = max(e.batch_size, e.max_pending_parts or 4 * e.batch_size)
         self._in_hand = 0
         self._outstanding = 0  # parts handed to pools and not yet answered
+        # Per shard, the BLOCK of its reader's next XREADGROUP: block_ms, doubled
+        # after each empty read of all its lanes up to 8 x block_ms (at most 1 s,
+        # and never below block_ms): an idle shard's reader costs a round trip a
+        # second or so, not one per block_ms (see _read_shard).
+        self._block_ms = [e.block_ms for _ in range(settings.redis.shards)]
+        self._idle_block_cap = max(e.block_ms, min(8 * e.block_ms, 1000))
         # Per shard, set when a class may have room: that shard's reader looks again.
         self._capacity = [asyncio.Event() for _ in self.shards]
         for ev in self._capacity:
@@ -466,6 +472,7 @@ class Pipeline:
         lanes = self.shards[shard].lanes()
         capacity = self._capacity[shard]
         consumed = [self.metrics.jobs_consumed.labels(lane) for lane in LANES]
+        longest = self._idle_block_cap
         while not self._stopping:
             rooms = self._lane_rooms(shard)
             counts = {lanes[i]: min(e.batch_size, rooms[i]) for i in range(3) if rooms[i] > 0}
@@ -488,6 +495,15 @@ class Pipeline:
                 log.warning("redis unavailable while reading jobs of shard %d (%s); retrying", shard, type(err).__name__)
                 await asyncio.sleep(0.2 + random.random() * 0.3)
                 continue
+            # An idle shard (every lane read, nothing there) blocks twice as long
+            # next time, up to `_idle_block_cap`: a job pushed meanwhile ends the
+            # block at once (XREADGROUP BLOCK), so this costs no latency, only
+            # fewer empty round trips. Not while a lane is left out of the read
+            # (no room): its room would not end the block.
+            if not reply and len(counts) == 3:
+                self._block_ms[shard] = min(2 * self._block_ms[shard], longest)
+            else:
+                self._block_ms[shard] = e.block_ms
             # Even when stop() came during the read: the entries go to the
             # admission queues, and drain() hands the unstarted ones back.
             for stream_name, raw_entries in reply:
@@ -543,8 +559,9 @@ class Pipeline:
             if out:
                 return out
         streams = dict.fromkeys(counts, ">")
+        block = self._block_ms[self._stream_shard[next(iter(counts))]]
         raw: Any = await self._reader.xreadgroup(
-            self.group, self.consumer, streams, count=min(values), block=e.block_ms  # type: ignore[arg-type]
+            self.group, self.consumer, streams, count=min(values), block=block  # type: ignore[arg-type]
         )
         return list(raw.items() if isinstance(raw, dict) else (raw or ()))
 
