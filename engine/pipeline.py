@@ -59,7 +59,7 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from connectors.status import format_status, status_info
@@ -255,6 +255,7 @@ class Pipeline:
         # callbacks build a dict and a tuple per entry that we would rebuild.
         # (On Redis Cluster a second cluster client: engine/redis_client.py.)
         self._reader = raw_reply_client(redis, ("XREADGROUP", "XAUTOCLAIM"), _raw_reply)
+        self._cluster = is_cluster(redis)
         self.pools = pools
         self.metrics = metrics
         # One key set per shard ([redis] shards): shard k's lanes, park streams and
@@ -547,7 +548,6 @@ class Pipeline:
         and only when all come back empty a blocking one with the smallest count
         (so a lane is never read past its room: what is read beyond a class's
         room would be parked for nothing)."""
-        e = self.settings.engine
         values = set(counts.values())
         if len(values) > 1:
             pipe = self._reader.pipeline(transaction=False)
@@ -923,10 +923,14 @@ class Pipeline:
             claims = self._claims(jobs, self.shards[self._stream_shard[stream]])
             payload = _json(ClaimBatch(claims=claims, dead=dead_meta, retention_until=self._retention_until()))
             calls.append((stream, jobs, expired, payload, dead_fields))
-        # One claim call per stream (a stream is of one shard); the shards' calls
-        # run at once, so a slow shard delays a chunk by its own latency only.
+        # One claim call per stream (a stream is of one shard). On one Redis the
+        # shards' calls go in one pipelined round trip (each call still one slot);
+        # on a Cluster they run at once, so a slow shard delays a chunk by its own
+        # latency only.
         if len(calls) == 1:
             replies: list[Any] = [await self._retry_claim(calls[0][0], calls[0][3], calls[0][4])]
+        elif not self._cluster:
+            replies = await self._claims_pipelined([(stream, payload, dead) for stream, _j, _e, payload, dead in calls])
         else:
             replies = await asyncio.gather(
                 *(self._retry_claim(stream, payload, dead) for stream, _j, _e, payload, dead in calls),
@@ -1342,8 +1346,8 @@ class Pipeline:
         return RecordWait(end_ms=str(end_ms), expire_at_ms=str(expire_at_ms), record_ttl=str(record_ttl))
 
     # -------------------------------------------------------------- helpers
-    async def _retry_claim(self, stream: str, payload: bytes, dead_fields: list[bytes]) -> list[int]:
-        attempt = 0
+    async def _retry_claim(self, stream: str, payload: bytes, dead_fields: list[bytes], repeat: bool = False) -> list[int]:
+        attempt = 1 if repeat else 0
         while True:
             try:
                 result = await self._claim(
@@ -1357,6 +1361,41 @@ class Pipeline:
             except _REDIS_ERRORS as err:
                 attempt += 1
                 await self._backoff(attempt, err)
+
+    async def _claims_pipelined(self, calls: list[tuple[str, bytes, list[bytes]]]) -> list[Any]:
+        """Claim calls of several streams (of one plain Redis) in one round trip:
+        their statuses, or the exception of a call that failed for good. A call
+        whose reply was lost (the pipeline failed) is retried alone as a repeat
+        (claim.lua's ``retry``: its marks may be taken already); one refused
+        with NOSCRIPT, alone (Script loads it)."""
+        now_ms = int(time.time() * 1000)
+        e = self.settings.engine
+        pipe = self.redis.pipeline(transaction=False)
+        for stream, payload, dead in calls:
+            keys, args = claim_call(
+                self.shards[self._stream_shard[stream]], stream, self.group, payload, now_ms, self._mark_ttl_s,
+                e.streams_maxlen, False, dead,
+            )
+            pipe.evalsha(self._claim.sha, len(keys), *keys, *args)
+        raw: list[Any]
+        try:
+            raw = await pipe.execute(raise_on_error=False)
+        except _REDIS_ERRORS as err:
+            self.metrics.redis_errors.inc()
+            raw = [err] * len(calls)
+        out: list[Any] = []
+        for (stream, payload, dead), reply in zip(calls, raw, strict=True):
+            if not isinstance(reply, BaseException):
+                out.append([int(x) for x in reply])
+                continue
+            if not isinstance(reply, (NoScriptError, *_REDIS_ERRORS)):
+                out.append(reply)  # the script refused the call: as the gather path reports it
+                continue
+            try:
+                out.append(await self._retry_claim(stream, payload, dead, repeat=not isinstance(reply, NoScriptError)))
+            except Exception as err:
+                out.append(err)
+        return out
 
     async def _retry(self, fn: Callable[..., Any], *args: Any) -> Any:
         attempt = 0
