@@ -256,6 +256,9 @@ class Pipeline:
         # (On Redis Cluster a second cluster client: engine/redis_client.py.)
         self._reader = raw_reply_client(redis, ("XREADGROUP", "XAUTOCLAIM"), _raw_reply)
         self._cluster = is_cluster(redis)
+        # Shards on one plain Redis: one recorder for all of them, their record
+        # calls pipelined (see _record_shards); on a Cluster one per shard.
+        self._one_recorder = settings.redis.shards > 1 and not self._cluster
         self.pools = pools
         self.metrics = metrics
         # One key set per shard ([redis] shards): shard k's lanes, park streams and
@@ -1180,7 +1183,7 @@ class Pipeline:
                 pending = self._to_record[stream] = []
             pending.append(ij)
             self._enqueued += 1
-            shard = self._stream_shard[stream]
+            shard = 0 if self._one_recorder else self._stream_shard[stream]
             if shard not in self._recorders:
                 self._schedule_record(shard)
         self._release(ij)
@@ -1208,14 +1211,17 @@ class Pipeline:
                 return
 
     def _schedule_record(self, shard: int = 0) -> None:
+        if self._one_recorder:
+            shard = 0
         if shard not in self._recorders:
             self._recorders[shard] = asyncio.get_running_loop().create_task(
                 self._record_loop(shard), name=f"record-shard-{shard}"
             )
 
     def _shard_work(self, shard: int) -> str | None:
-        """A stream of ``shard`` with outcomes or acks waiting, if any."""
-        if self.nshards == 1:
+        """A stream of ``shard`` with outcomes or acks waiting, if any (any shard's,
+        with one recorder for all)."""
+        if self.nshards == 1 or self._one_recorder:
             return next(iter(self._to_record or self._to_ack), None)
         of = self._stream_shard
         for stream in self._to_record:
@@ -1231,6 +1237,8 @@ class Pipeline:
         next batch forms. Each shard has its own recorder: a slow shard's calls
         hold up only its own outcomes."""
         try:
+            while self._one_recorder and self._shard_work(shard) is not None:
+                await self._record_shards()
             while (stream := self._shard_work(shard)) is not None:
                 jobs = self._to_record.pop(stream, [])
                 if len(jobs) > self._max_record:
@@ -1251,9 +1259,72 @@ class Pipeline:
         if self._shard_work(shard) is not None:  # pragma: no cover - arrived during the finally
             self._schedule_record(shard)
 
+    async def _record_shards(self) -> None:
+        """One round of the one recorder (shards on one plain Redis): a batch of
+        every stream with outcomes or acks waiting, each its own record call (one
+        slot), all in one pipelined round trip. A call whose reply was lost is
+        repeated alone (its token makes the repeat write nothing twice); one the
+        script refused keeps its outcomes for the next round, after a second."""
+        work: list[tuple[str, list[_InFlightJob], list[str]]] = []
+        prepared: list[tuple[tuple[list[str], list[Any]], dict[str, int], int]] = []
+        failed = False
+        for stream in list(dict.fromkeys((*self._to_record, *self._to_ack))):
+            jobs = self._to_record.pop(stream, [])
+            if len(jobs) > self._max_record:
+                self._to_record[stream] = jobs[self._max_record :]
+                jobs = jobs[: self._max_record]
+            acks = self._to_ack.pop(stream, [])
+            try:
+                prepared.append(self._record_prepare(stream, jobs, acks))
+            except Exception:
+                log.exception("recording %d outcome(s) failed; retrying in 1s", len(jobs))
+                self._to_record[stream] = jobs + self._to_record.get(stream, [])
+                self._to_ack[stream] = acks + self._to_ack.get(stream, [])
+                failed = True
+                continue
+            work.append((stream, jobs, acks))
+        if not work:
+            await asyncio.sleep(1.0)
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for call, _events, _now_ms in prepared:
+            pipe.evalsha(self._record_script.sha, len(call[0]), *call[0], *call[1])
+        replies: list[Any]
+        try:
+            replies = await pipe.execute(raise_on_error=False)
+        except _REDIS_ERRORS as err:
+            self.metrics.redis_errors.inc()
+            replies = [err] * len(prepared)
+        for (stream, jobs, acks), (call, events, now_ms), reply in zip(work, prepared, replies, strict=True):
+            if isinstance(reply, (NoScriptError, *_REDIS_ERRORS)):
+                try:
+                    await self._retry(self._record_script, self.redis, *call)
+                except Exception as err:
+                    reply = err
+                else:
+                    reply = None
+            if isinstance(reply, BaseException):
+                log.error("recording %d outcome(s) failed (%s); retrying in 1s", len(jobs), type(reply).__name__)
+                self._to_record[stream] = jobs + self._to_record.get(stream, [])
+                self._to_ack[stream] = acks + self._to_ack.get(stream, [])
+                failed = True
+                continue
+            self._record_finish(jobs, events, now_ms)
+        if failed:
+            await asyncio.sleep(1.0)
+
     # ------------------------------------------------------------- record
     async def _record(self, stream: str, done: list[_InFlightJob], acks: list[str]) -> None:
         """Store outcomes and ack their entries (one script call)."""
+        call, events, now_ms = self._record_prepare(stream, done, acks)
+        await self._retry(self._record_script, self.redis, *call)
+        self._record_finish(done, events, now_ms)
+
+    def _record_prepare(
+        self, stream: str, done: list[_InFlightJob], acks: list[str]
+    ) -> tuple[tuple[list[str], list[Any]], dict[str, int], int]:
+        """The record call of ``done`` and ``acks`` of ``stream`` (KEYS, ARGV), the
+        events it publishes by kind, and its time."""
         acks = acks + [ij.entry_id for ij in done]
         now_ms = int(time.time() * 1000)
         retention_until = now_ms // 1000 + self._message_ttl_s
@@ -1307,10 +1378,10 @@ class Pipeline:
         payload = _json(RecordBatch(retention_until=retention_until, waits=waits, jobs=jobs_payload, acks=acks))
         # the call's token: a repeat of this very call (reply lost) writes nothing twice
         token = os.urandom(12).hex()
-        await self._retry(
-            self._record_script, self.redis,
-            *record_call(self.shards[self._stream_shard[stream]], stream, self.group, payload, now_ms, token),
-        )
+        return record_call(self.shards[shard], stream, self.group, payload, now_ms, token), events, now_ms
+
+    def _record_finish(self, done: list[_InFlightJob], events: dict[str, int], now_ms: int) -> None:
+        """After a record call: counts, the receipt sink's cue, webhooks."""
         self._recorded += len(done)
         self._recorded_event.set()
         if self.on_recorded is not None:
