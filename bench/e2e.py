@@ -595,7 +595,8 @@ _PREFILL_LUA = """
 local run, first, count, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local idem_prefix = ARGV[5]
 for i = first, first + count - 1 do
-  redis.call('SET', idem_prefix .. run .. '-pf' .. i, 's|1700000000000-' .. i, 'EX', ttl)
+  -- the claim's integer form of entry 1700000000000-i (claim.lua)
+  redis.call('SET', idem_prefix .. run .. '-pf' .. i, string.format('1700000000000%06d', i % 1000000), 'EX', ttl)
 end
 return count
 """
