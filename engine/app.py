@@ -30,6 +30,7 @@ from engine.closure import closed_clients
 from engine.config import CarrierSettings, Settings
 from engine.embedded_redis import EmbeddedRedis
 from engine.history.archiver import Archiver
+from engine.history.process import ArchiverProcess
 from engine.keys import Keys
 from engine.leases import LeaseManager
 from engine.metrics import Metrics
@@ -178,6 +179,7 @@ class Engine:
         self._gc_threshold: tuple[int, int, int] | None = None  # restored by close()
         self.started_at = time.time()
         self.archiver: Archiver | None = None  # [history] enabled: events → the history store
+        self.archiver_process: ArchiverProcess | None = None  # [history] archiver = process (or auto + PostgreSQL)
         self.closing = False  # set when the graceful stop begins (bind-down reasons say so)
         self.leases: LeaseManager | None = None  # carriers with max_binds: binds under leases
         self.metrics.webhook_stats = self.receipts.webhooks.stats
@@ -234,9 +236,17 @@ class Engine:
             # Its own consumer group on the events stream; a store that is down
             # only makes it wait (engine/history/archiver.py), sending goes on.
             from engine.history.cli import archiver_for, store_for
+            from engine.history.process import runs_apart
 
             self.archiver = archiver_for(self.settings, self.redis, store_for(self.settings), self.metrics.registry)
-            self._tasks.append(loop.create_task(self.archiver.run(), name="archiver"))
+            if runs_apart(self.settings):
+                # A child process at a lower priority (engine/history/process.py); this
+                # engine keeps the lag gauges and /readyz from the group's position.
+                self.archiver_process = ArchiverProcess(self.settings, self.redis_url)
+                self.archiver_process.start()
+                self._tasks.append(loop.create_task(self._watch_archiver(self.archiver_process), name="archiver"))
+            else:
+                self._tasks.append(loop.create_task(self.archiver.run(), name="archiver"))
         log_event(
             f"engine started: consumer {self.settings.consumer_name}, {len(self.pools)} carrier(s), "
             f"prefix {self.settings.redis.prefix}",
@@ -320,6 +330,8 @@ class Engine:
             # within a bound; what is left waits in the stream for the next start.
             await self.archiver.wait_caught_up(min(5.0, drain_s))
             self.archiver.stop()
+            if self.archiver_process is not None:
+                await self.archiver_process.stop(10.0)
             archiver_task = next(t for t in self._tasks if t.get_name() == "archiver")
             await asyncio.wait({archiver_task}, timeout=5.0)
         for t in self._tasks:
@@ -345,6 +357,19 @@ class Engine:
         )
 
     # ---------------------------------------------------------- periodic work
+    async def _watch_archiver(self, child: ArchiverProcess) -> None:
+        """The archiver's child process: restarted when it exits on its own; its lag
+        (metric, /readyz) read from the group's position every 5 s."""
+        assert self.archiver is not None
+        watch = asyncio.ensure_future(child.watch())
+        try:
+            while True:
+                with contextlib.suppress(Exception):
+                    await self.archiver.lag()
+                await asyncio.sleep(5.0)
+        finally:
+            watch.cancel()
+
     async def _maintenance(self) -> None:
         e = self.settings.engine
         keep_alive_every = max(1.0, e.visibility_timeout_s / 3)

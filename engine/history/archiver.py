@@ -24,6 +24,11 @@ merge rules turn into no change. So nothing is lost and nothing doubles.
   folded while it commits, so Redis, the fold and the database overlap; it is
   committed after, and acks still follow their commits. While the store is
   down this holds at most two batches; the rest waits in the stream.
+- **Settle**: after a batch that was not full the archiver waits ``settle_ms``
+  (``[history] settle_ms``, 1 s) before it reads again, so a quiet stream is read
+  in batches of that time's events rather than one event at a time: a job whose
+  receipt came within it is one row (COPY, no UPDATE), and the archive runs
+  about that much behind.
 - **Cost**: per batch one XREADGROUP, a few statements in one transaction,
   one XACK (packed by hiredis); per event only the fold in
   engine/history/record.py.
@@ -103,6 +108,7 @@ class Archiver:
         backoff_max_s: float = 10.0,
         registry: CollectorRegistry | None = None,
         read_ahead: bool = True,
+        settle_ms: int = 0,
     ) -> None:
         if not streams:
             raise ValueError("the archiver needs at least one stream")
@@ -124,6 +130,11 @@ class Archiver:
         self._stop = asyncio.Event()
         self._read_pending = True  # first drain this consumer's own pending entries (id "0")
         self.read_ahead = read_ahead
+        # After a batch that was not full, wait this long before reading again: the
+        # events of that time come in one batch, so a job's submitted and final events
+        # (receipts within it) fold into one row (one COPYed row, no UPDATE), and the
+        # rounds' fixed costs (read, transaction, lookup, XACK) spread over more events.
+        self.settle_ms = settle_ms
         self._prefetch: asyncio.Future[Any] | None = None  # the next batch, read while one commits
         self._migrated = False
         self.archived = 0  # events committed and acknowledged by this process
@@ -180,7 +191,9 @@ class Archiver:
                 if now - last_drop >= 3600:
                     last_drop = now
                     await self._drop_expired()
-                await self.archive_once()
+                taken = await self.archive_once()
+                if 0 < taken < self.batch_size and self.settle_ms > 0 and self._prefetch is None:
+                    await self._pause(self.settle_ms / 1000)
                 if time.monotonic() - last_lag >= 5.0:
                     last_lag = time.monotonic()
                     await self.lag()

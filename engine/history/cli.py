@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import math
 import signal
 import sys
@@ -48,7 +49,7 @@ def archiver_for(settings: Settings, redis: Redis, store: HistoryStore, registry
     return Archiver(
         redis, store, [Keys(settings.redis.prefix).events], group=h.group, consumer=h.consumer,
         batch_size=h.batch_size, block_ms=h.block_ms, retention_days=settings.privacy.retention_days.message,
-        claim_idle_ms=int(h.claim_idle_s * 1000), registry=registry,
+        claim_idle_ms=int(h.claim_idle_s * 1000), registry=registry, settle_ms=h.settle_ms,
     )
 
 
@@ -58,9 +59,9 @@ def _redis_url(settings: Settings) -> str:
     return settings.redis.url or announced_url() or ""
 
 
-async def archive_main(settings: Settings, *, once: bool = False) -> int:
+async def archive_main(settings: Settings, *, once: bool = False, redis_url: str = "") -> int:
     """Run the archiver until SIGTERM/SIGINT (``once``: until the stream is archived)."""
-    url = _redis_url(settings)
+    url = redis_url or _redis_url(settings)
     if not url:
         print("sendgate archive: no Redis configured (REDIS_URL or [redis] url)", file=sys.stderr)
         return 2
@@ -78,6 +79,11 @@ async def archive_main(settings: Settings, *, once: bool = False) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, archiver.stop)
+        # As the engine does (engine/app.py): a batch's fold builds ~10 objects an
+        # event, and the default collector (a pass every 700) cost ~1 µs an event.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, *gc.get_threshold()[1:])
         await archiver.run()
         return 0
     finally:

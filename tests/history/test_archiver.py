@@ -102,6 +102,51 @@ async def _lag_zero(archiver: Archiver) -> bool:
     return (await archiver.lag()).entries == 0
 
 
+class _Batches:
+    """A real store that remembers how many deltas (rows) each write carried."""
+
+    def __init__(self, inner: HistoryStore) -> None:
+        self.inner = inner
+        self.dialect = inner.dialect
+        self.rows: list[int] = []
+
+    async def write(self, deltas: Sequence[JobDelta], now_ms: int) -> int:
+        self.rows.append(len(deltas))
+        return await self.inner.write(deltas, now_ms)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_settle_reads_a_quiet_stream_in_batches_of_its_time(
+    redis: Redis, events_key: str, store: HistoryStore
+) -> None:
+    """After a batch that was not full the archiver waits settle_ms: a job's submitted
+    and delivered events pushed within it are folded into one row, written once."""
+    counted = _Batches(store)
+    archiver = Archiver(redis, counted, [events_key], consumer="s1", batch_size=1000, block_ms=50,  # type: ignore[arg-type]
+                        settle_ms=400)
+    task = asyncio.get_running_loop().create_task(archiver.run())
+    try:
+        await push_jobs(redis, events_key, 0, 1, receipts=False)  # job-0 submitted: wakes the archiver
+        await until(lambda: _archived(archiver, 1), what="the first event archived")
+        # while it settles: 20 jobs submitted, and the receipts of the even ones (job-0's too)
+        t = int(time.time() * 1000)
+        for i in range(1, 21):
+            await redis.xadd(events_key, event_fields(f"job-{i}", "submitted", t + i, first=True, client=f"c{i % 3}"))  # type: ignore[arg-type]
+        for i in range(0, 21, 2):
+            await redis.xadd(events_key, event_fields(f"job-{i}", "delivered", t + i + 5))  # type: ignore[arg-type]
+        await until(lambda: _archived(archiver, 32), what="the settled batch archived")
+    finally:
+        await stop(archiver, task)
+    assert counted.rows == [1, 21]  # one write of 21 rows for 31 events, not one per event
+    await check_exactly_once(store, 21)
+
+
+async def _archived(archiver: Archiver, n: int) -> bool:
+    return archiver.archived >= n
+
+
 class _DiesInWrite:
     """A real store that 'dies' in the middle of a write: before or after its commit.
 
