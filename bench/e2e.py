@@ -529,8 +529,9 @@ async def _metrics_bodies(ports: list[int]) -> list[bytes]:
     return bodies
 
 
-async def _archiver_child(engine_pid: int, wait_s: float = 10.0) -> int | None:
-    """The pid of an engine's archiver child process (multiprocessing spawn), if it has one."""
+async def _archiver_child(engine_pid: int, wait_s: float = 1.0) -> int | None:
+    """The pid of an engine's archiver child process (multiprocessing spawn), if it has one
+    (the engine starts it, and waits for its imports, before it sends)."""
     deadline = time.monotonic() + wait_s
     while True:
         try:
@@ -547,17 +548,6 @@ async def _archiver_child(engine_pid: int, wait_s: float = 10.0) -> int | None:
         if time.monotonic() > deadline:
             return None
         await asyncio.sleep(0.1)
-
-
-async def _archiver_started(redis: Any, stream: str, group: str = "archiver", wait_s: float = 20.0) -> None:
-    """Wait until the archiver's group is on the events stream (the child has started)."""
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            groups = await redis.xinfo_groups(stream)
-            if any(g.get("name") in (group, group.encode()) for g in groups):
-                return
-        await asyncio.sleep(0.05)
 
 
 async def _events_added(redis: Any, stream: str) -> int:
@@ -733,13 +723,12 @@ async def run_bench(
         watched["simulator"] = sim.pid
         if redis_pid:
             watched["redis"] = redis_pid
-        if o.history != "off":  # [history] archiver = process: each engine's child (engine/history/process.py)
+        apart = o.history != "off" and (o.archiver == "process" or (o.archiver == "auto" and o.history.startswith("postgres")))
+        if apart:  # [history] archiver = process: each engine's child (engine/history/process.py)
             for w, p in enumerate(engines):
                 child = await _archiver_child(p.pid)
                 if child:
                     watched[f"archiver-{w}"] = child
-            if any(n.startswith("archiver-") for n in watched):
-                await _archiver_started(redis, keys.events)  # its start-up (imports) is not the run's CPU
         events0 = await _events_added(redis, keys.events)
         cpu0 = {name: proc_cpu_s(pid) for name, pid in watched.items()}
         self0 = resource.getrusage(resource.RUSAGE_SELF)

@@ -224,6 +224,14 @@ class Engine:
         self._gc_threshold = gc.get_threshold()
         gc.set_threshold(GC_GEN0_THRESHOLD, *self._gc_threshold[1:])
         loop = asyncio.get_running_loop()
+        if self.settings.history.enabled:
+            from engine.history.process import runs_apart
+
+            if runs_apart(self.settings):
+                self.archiver_process = ArchiverProcess(self.settings, self.redis_url)
+                self.archiver_process.start()
+                if not await self.archiver_process.wait_started(10.0):
+                    log.warning("archiver: process not started within 10 s; sending starts anyway")
         self._tasks = [
             loop.create_task(self.pipeline.run(), name="pipeline"),
             loop.create_task(self._maintenance(), name="maintenance"),
@@ -236,14 +244,11 @@ class Engine:
             # Its own consumer group on the events stream; a store that is down
             # only makes it wait (engine/history/archiver.py), sending goes on.
             from engine.history.cli import archiver_for, store_for
-            from engine.history.process import runs_apart
 
             self.archiver = archiver_for(self.settings, self.redis, store_for(self.settings), self.metrics.registry)
-            if runs_apart(self.settings):
-                # A child process at a lower priority (engine/history/process.py); this
-                # engine keeps the lag gauges and /readyz from the group's position.
-                self.archiver_process = ArchiverProcess(self.settings, self.redis_url)
-                self.archiver_process.start()
+            if self.archiver_process is not None:
+                # A child process at a lower priority (engine/history/process.py), started
+                # before the pipeline; this engine keeps the lag gauges and /readyz.
                 self._tasks.append(loop.create_task(self._watch_archiver(self.archiver_process), name="archiver"))
             else:
                 self._tasks.append(loop.create_task(self.archiver.run(), name="archiver"))

@@ -16,6 +16,7 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -59,8 +60,13 @@ def _redis_url(settings: Settings) -> str:
     return settings.redis.url or announced_url() or ""
 
 
-async def archive_main(settings: Settings, *, once: bool = False, redis_url: str = "") -> int:
-    """Run the archiver until SIGTERM/SIGINT (``once``: until the stream is archived)."""
+async def archive_main(
+    settings: Settings, *, once: bool = False, redis_url: str = "", started: Callable[[], Any] | None = None
+) -> int:
+    """Run the archiver until SIGTERM/SIGINT (``once``: until the stream is archived).
+
+    ``started``: called once the group and the store's schema are there (or 5 s
+    passed trying): the engine that spawned this process starts sending then."""
     url = redis_url or _redis_url(settings)
     if not url:
         print("sendgate archive: no Redis configured (REDIS_URL or [redis] url)", file=sys.stderr)
@@ -84,11 +90,20 @@ async def archive_main(settings: Settings, *, once: bool = False, redis_url: str
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, *gc.get_threshold()[1:])
+        if started is not None:
+            with contextlib.suppress(Exception):  # run() retries whatever fails here
+                await asyncio.wait_for(_warm_up(archiver, store), 5.0)
+            started()
         await archiver.run()
         return 0
     finally:
         await store.close()
         await redis.aclose()
+
+
+async def _warm_up(archiver: Archiver, store: HistoryStore) -> None:
+    await archiver.ensure_groups()
+    await store.migrate()
 
 
 # -------------------------------------------------------------------- history

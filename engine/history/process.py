@@ -54,7 +54,7 @@ def _die_with_parent() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _child(settings: Settings, redis_url: str, niceness: int) -> None:  # pragma: no cover - in the child
+def _child(settings: Settings, redis_url: str, niceness: int, started: Any) -> None:  # pragma: no cover - in the child
     _die_with_parent()
     with contextlib.suppress(OSError):
         os.nice(niceness)
@@ -67,7 +67,8 @@ def _child(settings: Settings, redis_url: str, niceness: int) -> None:  # pragma
         settings.logging.level, settings.logging.format, settings.logging.file or None,
         retention_days=settings.privacy.retention_days.activity_log, rotate="external",
     )
-    raise SystemExit(run_loop(archive_main(settings, redis_url=redis_url)))
+    # set once imported, the group there and the store migrated: the engine starts sending then
+    raise SystemExit(run_loop(archive_main(settings, redis_url=redis_url, started=started.set)))
 
 
 class ArchiverProcess:
@@ -81,6 +82,7 @@ class ArchiverProcess:
         self.process: BaseProcess | None = None
         self.starts = 0
         self._stopping = False
+        self._started: Any = None
 
     @property
     def pid(self) -> int | None:
@@ -91,13 +93,23 @@ class ArchiverProcess:
 
     def start(self) -> None:
         ctx: Any = multiprocessing.get_context("spawn")  # no forked copy of the engine's loop and sockets
+        self._started = ctx.Event()
         proc = ctx.Process(
-            target=_child, args=(self.settings, self.redis_url, self.niceness), name="sendgate-archiver", daemon=True
+            target=_child, args=(self.settings, self.redis_url, self.niceness, self._started),
+            name="sendgate-archiver", daemon=True,
         )
         proc.start()
         self.process = proc
         self.starts += 1
         log.info("archiver: started as process %s (nice +%d)", proc.pid, self.niceness)
+
+    async def wait_started(self, timeout_s: float = 10.0) -> bool:
+        """Wait until the child has imported what it runs and connected (~0.5 s of CPU),
+        so that its start-up does not compete with the engine's first batches; False on timeout."""
+        event = self._started
+        if event is None:
+            return False
+        return bool(await asyncio.to_thread(event.wait, timeout_s))
 
     async def watch(self) -> None:
         """Restart the child when it exits on its own (a crash, an OOM kill), until `stop()`."""
