@@ -44,13 +44,22 @@ def store_for(settings: Settings) -> HistoryStore:
 
 def archiver_for(settings: Settings, redis: Redis, store: HistoryStore, registry: Any = None) -> Archiver:
     """The archiver of ``settings`` on the events stream."""
+    from engine.backlog import lane_backlog
     from engine.keys import Keys
 
     h = settings.history
+    keys = Keys(settings.redis.prefix)
+    engine_group = settings.engine.group
+
+    async def busy() -> bool:
+        """Jobs wait in the lanes (unread or in hand): the engine is sending a backlog."""
+        return any((await lane_backlog(redis, keys, engine_group)).values())
+
     return Archiver(
-        redis, store, [Keys(settings.redis.prefix).events], group=h.group, consumer=h.consumer,
+        redis, store, [keys.events], group=h.group, consumer=h.consumer,
         batch_size=h.batch_size, block_ms=h.block_ms, retention_days=settings.privacy.retention_days.message,
         claim_idle_ms=int(h.claim_idle_s * 1000), registry=registry, settle_ms=h.settle_ms,
+        busy=busy, defer_s=h.defer_s,
     )
 
 
