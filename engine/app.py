@@ -180,6 +180,7 @@ class Engine:
         self.started_at = time.time()
         self.archiver: Archiver | None = None  # [history] enabled: events → the history store
         self.archiver_process: ArchiverProcess | None = None  # [history] archiver = process (or auto + PostgreSQL)
+        self.inbound_archiver: Archiver | None = None  # [history] enabled: inbound stream → the history store
         self.closing = False  # set when the graceful stop begins (bind-down reasons say so)
         self.leases: LeaseManager | None = None  # carriers with max_binds: binds under leases
         self.metrics.webhook_stats = self.receipts.webhooks.stats
@@ -243,15 +244,19 @@ class Engine:
         if self.settings.history.enabled:
             # Its own consumer group on the events stream; a store that is down
             # only makes it wait (engine/history/archiver.py), sending goes on.
-            from engine.history.cli import archiver_for, store_for
+            from engine.history.cli import archiver_for, inbound_archiver_for, store_for
 
             self.archiver = archiver_for(self.settings, self.redis, store_for(self.settings), self.metrics.registry)
+            # Inbound messages: a group of its own on the inbound stream, into the same store.
+            self.inbound_archiver = inbound_archiver_for(self.settings, self.redis, self.archiver.store,
+                                                         self.metrics.registry)
             if self.archiver_process is not None:
                 # A child process at a lower priority (engine/history/process.py), started
-                # before the pipeline; this engine keeps the lag gauges and /readyz.
+                # before the pipeline, runs both; this engine keeps their lag gauges and /readyz.
                 self._tasks.append(loop.create_task(self._watch_archiver(self.archiver_process), name="archiver"))
             else:
                 self._tasks.append(loop.create_task(self.archiver.run(), name="archiver"))
+                self._tasks.append(loop.create_task(self.inbound_archiver.run(), name="inbound-archiver"))
         log_event(
             f"engine started: consumer {self.settings.consumer_name}, {len(self.pools)} carrier(s), "
             f"prefix {self.settings.redis.prefix}",
@@ -334,11 +339,16 @@ class Engine:
             # The last events (the drain's) go to the store too, while it answers and
             # within a bound; what is left waits in the stream for the next start.
             await self.archiver.wait_caught_up(min(5.0, drain_s))
-            self.archiver.stop()
+            archivers = [self.archiver]
+            if self.inbound_archiver is not None:
+                await self.inbound_archiver.wait_caught_up(min(2.0, drain_s))
+                archivers.append(self.inbound_archiver)
+            for a in archivers:
+                a.stop()
             if self.archiver_process is not None:
                 await self.archiver_process.stop(10.0)
-            archiver_task = next(t for t in self._tasks if t.get_name() == "archiver")
-            await asyncio.wait({archiver_task}, timeout=5.0)
+            archiver_tasks = {t for t in self._tasks if t.get_name() in ("archiver", "inbound-archiver")}
+            await asyncio.wait(archiver_tasks, timeout=5.0)
         for t in self._tasks:
             t.cancel()
         # Bounded: a cancel that Python 3.11's wait_for swallows (result and cancel in
@@ -369,8 +379,10 @@ class Engine:
         watch = asyncio.ensure_future(child.watch())
         try:
             while True:
-                with contextlib.suppress(Exception):
-                    await self.archiver.lag()
+                for a in (self.archiver, self.inbound_archiver):
+                    if a is not None:
+                        with contextlib.suppress(Exception):
+                            await a.lag()
                 await asyncio.sleep(5.0)
         finally:
             watch.cancel()
@@ -510,6 +522,9 @@ class Engine:
             # How far behind the history is (updated every ~5 s); says, does not gate.
             lag = self.archiver.last_lag
             details["archive"] = {"lag": lag.entries, "behind_s": lag.behind_s}
+        if self.inbound_archiver is not None:
+            lag = self.inbound_archiver.last_lag
+            details["inbound_archive"] = {"lag": lag.entries, "behind_s": lag.behind_s}
         over = self.over_high_water()
         if over:
             # Producers should slow down: a lane is past [engine] lane_high_water.

@@ -79,7 +79,7 @@ async def test_the_mark_names_its_entry_as_one_integer_and_old_marks_still_count
         assert await redis_client.get(k.idem("m1")) == b"s|1733456789012-1234567"
         assert await redis_client.get(k.idem("m3")) == b"s|99-1"
         # the same entry again is a reclaim (2), another entry of the job a duplicate (1),
-        # whichever form the mark has; a mark taken before layout 6 (`s|<entry id>`) too
+        # whichever form the mark has; a mark taken before layout 7 (`s|<entry id>`) too
         await redis_client.set(k.idem("m2"), f"s|{ids[2]}", ex=60)
         again = [ClaimJob("m0", ids[0]), ClaimJob("m1", ids[1]), ClaimJob("m2", ids[2]), ClaimJob("m3", ids[3])]
         assert await claim(redis_client, *call(again)) == [2, 2, 2, 2]
