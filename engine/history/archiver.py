@@ -363,6 +363,8 @@ class Archiver:
         """Await a (blocking) read, or give it up when `stop()` comes first: entries the
         server had already delivered stay pending and are read again on the next start."""
         if self.stopping:
+            if asyncio.iscoroutine(call):
+                call.close()  # never started: no "never awaited" warning
             return _STOPPED
         read = asyncio.ensure_future(call)
         stopped = asyncio.ensure_future(self._stop.wait())
