@@ -74,9 +74,12 @@ from engine.marketing import QuietHours, with_footer
 from engine.metrics import Metrics
 from engine.router import Router, RoutingError
 from engine.scripts import (
+    CLAIM_PACKED,
+    RECORD_PACKED,
     ClaimBatch,
     ClaimJob,
     DeadLetter,
+    Packed,
     ParkEntry,
     RecordBatch,
     RecordJob,
@@ -101,6 +104,8 @@ log = logging.getLogger("sendgate.pipeline")
 
 _REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 _json = payload_json
+_RECORD_WIDTH = len(RECORD_PACKED)
+_CLAIM_WIDTH = len(CLAIM_PACKED)
 
 
 def _raw_reply(response: Any, **_options: Any) -> Any:
@@ -777,8 +782,14 @@ class Pipeline:
                                       dead_meta, dead_fields)
                 else:
                     jobs.append(ij)
-            payload = _json(ClaimBatch(claims=self._claims(jobs), dead=dead_meta, retention_until=self._retention_until()))
-            statuses = await self._retry_claim(stream, payload, dead_fields)
+            claims, packed, order = self._claims(jobs)
+            payload = _json(ClaimBatch(claims=claims, dead=dead_meta, retention_until=self._retention_until()))
+            statuses = await self._retry_claim(stream, payload, dead_fields, packed)
+            if order is not None:  # answers in the script's order (the payload's, then the packed): back to the jobs'
+                in_order = [0] * len(statuses)
+                for at, i in enumerate(order):
+                    in_order[i] = statuses[at]
+                statuses = in_order
             if expired:
                 self.metrics.dead_letters.labels("expired").inc(len(expired))
                 for ij in expired:
@@ -826,21 +837,31 @@ class Pipeline:
             if suppressed:
                 await self._reject_suppressed(stream, suppressed)
 
-    def _claims(self, jobs: list[_InFlightJob]) -> list[ClaimJob]:
+    def _claims(self, jobs: list[_InFlightJob]) -> tuple[list[ClaimJob], Packed, list[int] | None]:
         """The claim script's entries for ``jobs``: a marketing job carries its
         client's suppression list and its number's keyed hash, checked in the
-        same call that takes the idempotency marks (docs/contract.md §2.6)."""
+        same call that takes the idempotency marks (docs/contract.md §2.6); a
+        transactional job goes packed (``CLAIM_PACKED``). The script answers
+        the payload's claims first: when there are any, the jobs' indexes in
+        the order of its answers (else None: the jobs' own order)."""
         claims: list[ClaimJob] = []
+        packed = Packed(_CLAIM_WIDTH)
+        in_payload: list[int] = []
+        in_packed: list[int] = []
         suppression = self.keys.suppression
-        for ij in jobs:
+        for i, ij in enumerate(jobs):
             job = ij.job
             if job.kind != "marketing":
+                if packed.add((job.id, ij.entry_id, job.ref)):
+                    in_packed.append(i)
+                    continue
                 # positional (keywords cost more): job_id, entry_id, suppression, to_hash, ref
                 claims.append(ClaimJob(job.id, ij.entry_id, "", "", job.ref))
-                continue
-            ij.to_hash = self._hash_number(job.to)
-            claims.append(ClaimJob(job.id, ij.entry_id, suppression(job.client), ij.to_hash, job.ref))
-        return claims
+            else:
+                ij.to_hash = self._hash_number(job.to)
+                claims.append(ClaimJob(job.id, ij.entry_id, suppression(job.client), ij.to_hash, job.ref))
+            in_payload.append(i)
+        return claims, packed, (in_payload + in_packed) if in_payload else None
 
     async def _reject_suppressed(self, stream: str, jobs: list[_InFlightJob]) -> None:
         """Marketing jobs the claim script found suppressed: dead letter ``suppressed``
@@ -1081,6 +1102,7 @@ class Pipeline:
             if ij.carrier not in waits:
                 waits[ij.carrier] = self._record_wait(ij.carrier, now_ms)
         normalizers = self._normalize_submit_id
+        packed = Packed(_RECORD_WIDTH)  # the common jobs (RECORD_PACKED)
         for ij in done:
             job = ij.job
             corr: str | list[list[str | int]] = ""
@@ -1093,6 +1115,12 @@ class Pipeline:
                     corr = correlation_arg((normalised_id,), ij.parts, ij.expect, job.callback, job.ref, message_ids)
                     if normalised_id != message_ids:
                         dlr_ids = normalised_id
+                if type(corr) is str and packed.add(  # "" or the fast form: no job record, packed
+                    (job.id, ij.event, ij.carrier, "1", message_ids, ij.error, job.ref, job.client, job.kind,
+                     ij.to_hash, mask_e164_digits(job.to), ij.seg.encoding, corr)
+                ):
+                    events[ij.event] = events.get(ij.event, 0) + 1
+                    continue
             else:
                 message_ids = ",".join(mids)
                 if ij.event == "submitted" and job.dlr and ij.expect > 0:
@@ -1115,7 +1143,8 @@ class Pipeline:
         # the call's token: a repeat of this very call (reply lost) writes nothing twice
         token = os.urandom(12).hex()
         await self._retry(
-            self._record_script, self.redis, *record_call(self.keys, stream, self.group, payload, now_ms, token),
+            self._record_script, self.redis,
+            *record_call(self.keys, stream, self.group, payload, now_ms, token, packed),
         )
         self._recorded += len(done)
         self._recorded_event.set()
@@ -1152,7 +1181,9 @@ class Pipeline:
         return RecordWait(end_ms=str(end_ms), expire_at_ms=str(expire_at_ms), record_ttl=str(record_ttl))
 
     # -------------------------------------------------------------- helpers
-    async def _retry_claim(self, stream: str, payload: bytes, dead_fields: list[bytes]) -> list[int]:
+    async def _retry_claim(
+        self, stream: str, payload: bytes, dead_fields: list[bytes], packed: Packed | None = None
+    ) -> list[int]:
         attempt = 0
         while True:
             try:
@@ -1160,7 +1191,7 @@ class Pipeline:
                     self.redis,
                     *claim_call(
                         self.keys, stream, self.group, payload, int(time.time() * 1000), self._mark_ttl_s,
-                        self.settings.engine.streams_maxlen, attempt > 0, dead_fields,
+                        self.settings.engine.streams_maxlen, attempt > 0, dead_fields, packed,
                     ),
                 )
                 return [int(x) for x in result]
