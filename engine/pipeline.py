@@ -120,7 +120,11 @@ def _entries(raw: Any) -> list[tuple[Any, dict[bytes, bytes] | None]]:
     """``[[id, [k, v, ...]], ...]`` → ``[(id, {k: v}), ...]`` (None for deleted entries)."""
     out: list[tuple[Any, dict[bytes, bytes] | None]] = []
     for entry_id, flat in raw:
-        out.append((entry_id, dict(zip(flat[::2], flat[1::2], strict=True)) if flat is not None else None))
+        if flat is None:
+            out.append((entry_id, None))
+            continue
+        pairs = iter(flat)  # (no two slices copied per entry)
+        out.append((entry_id, dict(zip(pairs, pairs, strict=True))))
     return out
 
 
@@ -130,6 +134,9 @@ _NORMAL_LANE = _PRIORITY_LANE["normal"]
 
 #: Dead-letter codes that also publish an event (the job's first and only one).
 _DEAD_LETTER_EVENTS = {"expired": "expired", "suppressed": "rejected", "client_closed": "rejected"}
+
+
+_NONE: list[Any] = []  # shared by every _InFlightJob until it is submitted; never appended to
 
 
 class _InFlightJob:
@@ -170,9 +177,10 @@ class _InFlightJob:
         self.carrier = carrier
         self.seg = seg
         self.to_hash = ""
-        self.pdus: list[Any] = []
-        self.message_ids: list[str] = []
-        self.attempts: list[int] = []
+        # set when submitted; a job never submitted keeps these (shared, empty)
+        self.pdus: list[Any] = _NONE
+        self.message_ids: list[str] = _NONE
+        self.attempts: list[int] = _NONE  # a list only once a part is retried or lost
         self.parts = len(seg.parts)
         self.pending = 0
         self.expect = 0
@@ -313,6 +321,9 @@ class Pipeline:
         for c in settings.carriers:
             metrics.add_carrier(c.name)
         self._submit_ok = {c: metrics.submits.labels(c, "ok") for c in self.carriers}
+        # submit_sm answered ok per carrier since the last record call, which adds them
+        # to the counter (once per batch: a prometheus child's inc takes a lock)
+        self._ok_since: dict[str, int] = dict.fromkeys(self.carriers, 0)
         # Set by the app: posts a job's event to its callback URL (webhooks).
         self.forward: Callable[[str, dict[str, str]], None] | None = None
         # Set by the app: called after each record call (new correlation entries:
@@ -956,7 +967,6 @@ class Pipeline:
         ij.parts = n
         ij.pending = n
         ij.message_ids = [""] * n
-        ij.attempts = [0] * n
         ij.expect = builder.receipts_expected(ij.job, n)
         self._outstanding += n
         pool = self.pools[ij.carrier]
@@ -971,13 +981,15 @@ class Pipeline:
         ij, i, t0 = cast("_Token", token)
         if command_status == 0:
             ij.message_ids[i] = message_id
-            self._submit_ok[ij.carrier].inc()
+            self._ok_since[ij.carrier] += 1
             self._submit_latency[ij.carrier].observe(time.monotonic() - t0)
             self._part_done(ij)
             return
         info = status_info(command_status)
         result = "retry" if info.retriable else "rejected"
         self.metrics.submits.labels(ij.carrier, result).inc()
+        if ij.attempts is _NONE:
+            ij.attempts = [0] * ij.parts
         if info.retriable and ij.attempts[i] < self.settings.engine.retry_attempts:
             ij.attempts[i] += 1
             delay = self._submit_backoff.delay(ij.attempts[i] - 1)
@@ -1011,6 +1023,8 @@ class Pipeline:
         """Written on a bind that dropped (or timed out) before its resp."""
         ij, i, _t0 = cast("_Token", token)
         self.metrics.submits.labels(ij.carrier, "lost").inc()
+        if ij.attempts is _NONE:
+            ij.attempts = [0] * ij.parts
         if self.settings.engine.resend_unknown and not self._stopping and ij.attempts[i] < self.settings.engine.retry_attempts:
             ij.attempts[i] += 1  # bounded: a carrier that keeps dropping ends in `unknown`
             self.pools[ij.carrier].submit(ij.pdus[i], (ij, i, time.monotonic()))
@@ -1091,6 +1105,11 @@ class Pipeline:
     # ------------------------------------------------------------- record
     async def _record(self, stream: str, done: list[_InFlightJob], acks: list[str]) -> None:
         """Store outcomes and ack their entries (one script call)."""
+        ok_since = self._ok_since
+        for carrier, n in ok_since.items():
+            if n:
+                self._submit_ok[carrier].inc(n)
+                ok_since[carrier] = 0
         acks = acks + [ij.entry_id for ij in done]
         now_ms = int(time.time() * 1000)
         retention_until = now_ms // 1000 + self._message_ttl_s
