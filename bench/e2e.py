@@ -71,10 +71,16 @@ from engine.keys import Keys
 
 __all__ = [
     "FINAL_EVENTS",
+    "LIVE_CHILDREN",
     "BenchOptions",
     "build_parser",
+    "child_env",
     "cpu_per_msg",
     "engine_counters",
+    "engine_toml",
+    "free_port",
+    "job_fields",
+    "lean_collector",
     "main",
     "parse_mix",
     "percentiles",
@@ -83,6 +89,8 @@ __all__ = [
     "redis_cpu_s",
     "run_bench",
     "slow_calls",
+    "wait_listening",
+    "wait_ready",
 ]
 
 FINAL_EVENTS = frozenset({"delivered", "undeliverable", "expired", "rejected", "deleted", "unknown", "failed"})
@@ -1505,6 +1513,18 @@ def _receipt_cost(opts: BenchOptions, pairs: int, json_path: str | None) -> int:
         Path(json_path).write_bytes(orjson.dumps({"summary": summary, "runs": runs}, option=orjson.OPT_INDENT_2))
     lost = summary["receipts_on"]["lost"] + summary["receipts_off"]["lost"]
     return 0 if lost == 0 else 1
+
+
+# What bench/soak.py reuses of the load run's set-up (public names: no module
+# imports another's private ones).
+child_env = _child_env
+engine_toml = _engine_toml
+free_port = _free_port
+job_fields = _job_fields
+lean_collector = _lean_collector
+wait_listening = _wait_listening
+wait_ready = _wait_ready
+LIVE_CHILDREN = _LIVE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -40,19 +40,20 @@ from typing import Any
 
 from bench.e2e import (
     FINAL_EVENTS,
+    LIVE_CHILDREN,
     BenchOptions,
     Children,
-    _child_env,
-    _engine_toml,
-    _free_port,
-    _job_fields,
-    _lean_collector,
-    _wait_listening,
-    _wait_ready,
+    child_env,
+    engine_toml,
+    free_port,
+    job_fields,
+    lean_collector,
     percentiles,
     proc_cpu_s,
     redis_build,
     redis_cpu_s,
+    wait_listening,
+    wait_ready,
 )
 from engine.keys import Keys
 
@@ -154,7 +155,7 @@ async def _produce(redis: Any, stream: str, o: BenchOptions, s: SoakOptions, run
             pipe = redis.pipeline(transaction=False)
             chosen = rng.choices(kinds, weights, k=hi - sent)
             for i, kind in zip(range(sent, hi), chosen, strict=True):
-                pipe.xadd(stream, _job_fields(run, i, kind, o.dlr, rng, o.marketing > 0))
+                pipe.xadd(stream, job_fields(run, i, kind, o.dlr, rng, o.marketing > 0))
                 if kind == "invalid":
                     t.invalid[i] = 1
             ids = await pipe.execute()
@@ -196,19 +197,19 @@ async def run_soak(o: BenchOptions, s: SoakOptions, redis_url: str, workdir: Pat
         if not o.receipts:
             sim_args.append("--no-dlr")
         sim_err = open(workdir / "simulator.log", "wb")  # noqa: SIM115 - closed in finally
-        sim = children.spawn("simulator", sim_args, _child_env(), subprocess.PIPE, sim_err)
-        sim_port = await asyncio.to_thread(_wait_listening, sim, 20.0)
-        admin_ports = [_free_port() for _ in range(o.workers)]
+        sim = children.spawn("simulator", sim_args, child_env(), subprocess.PIPE, sim_err)
+        sim_port = await asyncio.to_thread(wait_listening, sim, 20.0)
+        admin_ports = [free_port() for _ in range(o.workers)]
         engines: list[subprocess.Popen[bytes]] = []
         for w in range(o.workers):
             cfg = workdir / f"engine-{w}.toml"
-            cfg.write_text(_engine_toml(o, redis_url, prefix, sim_port, w, admin_ports[w]))
-            env = _child_env({"REDIS_URL": redis_url, "SENDGATE_LOOP": o.loop})
+            cfg.write_text(engine_toml(o, redis_url, prefix, sim_port, w, admin_ports[w]))
+            env = child_env({"REDIS_URL": redis_url, "SENDGATE_LOOP": o.loop})
             err = open(workdir / f"engine-{w}.log", "wb")  # noqa: SIM115 - the child owns it
             engines.append(children.spawn(f"engine-{w}", [sys.executable, "-m", "engine.cli", "run", "-c", str(cfg)],
                                           env, subprocess.DEVNULL, err))
             err.close()
-        await _wait_ready(engines, admin_ports, 60.0, workdir)
+        await wait_ready(engines, admin_ports, 60.0, workdir)
         log(f"bench soak: {o.workers} engine(s) ready; {o.rate:,.0f} jobs/s for {s.duration_s:.0f} s")
         t0 = time.monotonic()
         engine_pids = [p.pid for p in engines]
@@ -217,7 +218,7 @@ async def run_soak(o: BenchOptions, s: SoakOptions, redis_url: str, workdir: Pat
             return sum(proc_cpu_s(pid) for pid in engine_pids)
 
         producer = asyncio.get_running_loop().create_task(_produce(redis, keys.jobs, o, s, run, tracker))
-        collector.enter_context(_lean_collector())
+        collector.enter_context(lean_collector())
         reader: Any = Redis(connection_pool=redis.connection_pool)
         reader.response_callbacks["XREAD"] = lambda response, **options: response
         reader.response_callbacks["XRANGE"] = lambda response, **options: response
@@ -409,11 +410,9 @@ def main_soak(o: BenchOptions, s: SoakOptions, json_path: str | None, logs_dir: 
         print(f"sendgate bench: {err}", file=sys.stderr)
         return 1
     finally:
-        from bench.e2e import _LIVE
-
-        for children in _LIVE:
+        for children in LIVE_CHILDREN:
             children.stop_all(5.0)
-        _LIVE.clear()
+        LIVE_CHILDREN.clear()
         if embedded is not None:
             embedded.stop()
     r = holder["r"]
