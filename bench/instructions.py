@@ -247,6 +247,12 @@ def record_script_instructions(rounds: int = 5, batch: int = 500) -> float:
     return _under_callgrind(lambda r: _record_rounds(r, rounds, batch))
 
 
+def under_callgrind(work: Callable[[Any], int]) -> float:
+    """Instructions inside EVALSHA per operation ``work(client)`` did, on a Redis under
+    callgrind (for other benches' scripts: bench/suppression_cost.py)."""
+    return _under_callgrind(work)
+
+
 def _under_callgrind(work: Callable[[Any], int]) -> float:
     """Start a Redis under callgrind (counting inside EVALSHA only), run
     ``work(client)``, which returns how many operations it did; instructions per one."""

@@ -178,6 +178,7 @@ class Engine:
         self._gc_threshold: tuple[int, int, int] | None = None  # restored by close()
         self.started_at = time.time()
         self.archiver: Archiver | None = None  # [history] enabled: events → the history store
+        self.inbound_archiver: Archiver | None = None  # [history] enabled: inbound stream → the history store
         self.closing = False  # set when the graceful stop begins (bind-down reasons say so)
         self.leases: LeaseManager | None = None  # carriers with max_binds: binds under leases
         self.metrics.webhook_stats = self.receipts.webhooks.stats
@@ -233,10 +234,14 @@ class Engine:
         if self.settings.history.enabled:
             # Its own consumer group on the events stream; a store that is down
             # only makes it wait (engine/history/archiver.py), sending goes on.
-            from engine.history.cli import archiver_for, store_for
+            from engine.history.cli import archiver_for, inbound_archiver_for, store_for
 
             self.archiver = archiver_for(self.settings, self.redis, store_for(self.settings), self.metrics.registry)
             self._tasks.append(loop.create_task(self.archiver.run(), name="archiver"))
+            # Inbound messages: a group of its own on the inbound stream, into the same store.
+            self.inbound_archiver = inbound_archiver_for(self.settings, self.redis, self.archiver.store,
+                                                         self.metrics.registry)
+            self._tasks.append(loop.create_task(self.inbound_archiver.run(), name="inbound-archiver"))
         log_event(
             f"engine started: consumer {self.settings.consumer_name}, {len(self.pools)} carrier(s), "
             f"prefix {self.settings.redis.prefix}",
@@ -319,9 +324,14 @@ class Engine:
             # The last events (the drain's) go to the store too, while it answers and
             # within a bound; what is left waits in the stream for the next start.
             await self.archiver.wait_caught_up(min(5.0, drain_s))
-            self.archiver.stop()
-            archiver_task = next(t for t in self._tasks if t.get_name() == "archiver")
-            await asyncio.wait({archiver_task}, timeout=5.0)
+            archivers = [self.archiver]
+            if self.inbound_archiver is not None:
+                await self.inbound_archiver.wait_caught_up(min(2.0, drain_s))
+                archivers.append(self.inbound_archiver)
+            for a in archivers:
+                a.stop()
+            archiver_tasks = {t for t in self._tasks if t.get_name() in ("archiver", "inbound-archiver")}
+            await asyncio.wait(archiver_tasks, timeout=5.0)
         for t in self._tasks:
             t.cancel()
         # Bounded: a cancel that Python 3.11's wait_for swallows (result and cancel in
@@ -480,6 +490,9 @@ class Engine:
             # How far behind the history is (updated every ~5 s); says, does not gate.
             lag = self.archiver.last_lag
             details["archive"] = {"lag": lag.entries, "behind_s": lag.behind_s}
+        if self.inbound_archiver is not None:
+            lag = self.inbound_archiver.last_lag
+            details["inbound_archive"] = {"lag": lag.entries, "behind_s": lag.behind_s}
         over = self.over_high_water()
         if over:
             # Producers should slow down: a lane is past [engine] lane_high_water.

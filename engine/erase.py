@@ -34,6 +34,9 @@ from redis.asyncio import Redis
 from dlr.ids import submit_normalizer
 from engine.config import Settings
 from engine.history import HistoryStore, deltas_from_entries
+from engine.history.inbound import inbound_table, records_from_entries
+from engine.inbound import client_numbers
+from engine.inbound_store import erase_client_waiting_parts, erase_waiting_parts, reassembly_ttl_s
 from engine.keys import Keys
 from engine.stream_trim import trim_streams
 from engine.subject_records import FoundEntry, Matcher, find_entries, remove_found
@@ -47,7 +50,7 @@ from privacy_hooks.erasure import (
     find_in_events,
 )
 
-__all__ = ["dry_run_counts", "erase_main", "erase_subject_everywhere", "hot_window_ms", "purge_main", "redis_for", "retention_policy", "subject_of"]
+__all__ = ["SubjectErasure", "dry_run_counts", "erase_main", "erase_subject_everywhere", "hot_window_ms", "purge_main", "redis_for", "retention_policy", "subject_of"]
 
 
 def retention_policy(settings: Settings) -> RetentionPolicy:
@@ -103,6 +106,15 @@ def subject_of(settings: Settings, to: str | None, client: str | None) -> tuple[
     return client_subject(client), f"client {client}"
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class SubjectErasure(ErasureResult):
+    """`ErasureResult` with the subject's inbound messages: rows of the history store's
+    ``inbound`` table hidden or deleted, and reassembly sets of parts removed."""
+
+    inbound_rows: int = 0
+    inbound_parts: int = 0
+
+
 async def erase_subject_everywhere(
     redis: Redis,
     settings: Settings,
@@ -113,7 +125,7 @@ async def erase_subject_everywhere(
     requested_by: str = "",
     now_s: float | None = None,
     include_suppression: bool = False,
-) -> ErasureResult:
+) -> SubjectErasure:
     """Erase ``subject`` (a keyed hash, or ``client:<id>``) from the history store and
     the hot Redis records (see the module docstring). ``store``: None when there is no
     history store (``[history] enabled = false``): every event in the stream is read.
@@ -122,7 +134,16 @@ async def erase_subject_everywhere(
     now_s = time.time() if now_s is None else now_s
     now_ms = int(now_s * 1000)
     keys = Keys(settings.redis.prefix)
-    # First what could still be sent: waiting and held jobs (marked erased, so a copy an
+    by_client = subject.startswith("client:")
+    # Parts of the subject's messages waiting for reassembly first (by the sender's
+    # index, or a client's from the sweep's list; no scan): gone, and never published
+    # later; a set they complete before this is in the inbound stream, searched next.
+    ttl_s = reassembly_ttl_s(settings)
+    if by_client:  # the client's sets, from the partial sweep's list
+        parts_removed = await erase_client_waiting_parts(redis, keys, subject[len("client:"):], ttl_s)
+    else:
+        parts_removed = await erase_waiting_parts(redis, keys, subject, ttl_s)
+    # Then what could still be sent: waiting and held jobs (marked erased, so a copy an
     # engine holds is acked unsent), then their dead letters and inbound messages.
     found = await find_entries(redis, keys, Matcher(subject, settings.privacy.hash_secret),
                                [c.name for c in settings.carriers], [c.id for c in settings.clients])
@@ -136,8 +157,8 @@ async def erase_subject_everywhere(
         suppression_removed = await _remove_from_suppression(redis, settings, keys, subject, found)
     policy = retention_policy(settings)
     until = int(now_s) + policy.ttl_s("message")
-    by_client = subject.startswith("client:")
     key = {"client": subject[len("client:"):]} if by_client else {"to_hash": subject}
+    inbound_key = {"client": subject[len("client:"):]} if by_client else {"from_hash": subject}
     rows = []
     if store is not None:
         await store.migrate()
@@ -161,6 +182,21 @@ async def erase_subject_everywhere(
             return await store.erase(**key)
         return await store.hide(**key, now_ms=now_ms, retention_until=until)
 
+    inbound_rows = 0
+    if store is not None:
+        # The subject's inbound messages in the store (the archiver's `inbound` table):
+        # deleted, or by policy hidden, with those just taken from the stream written
+        # first, so that they are held (hidden) to the retention like the rest.
+        table = inbound_table(store)
+        if immediate:
+            inbound_rows = await table.erase(**inbound_key)
+        else:
+            taken = [(e.key, [(e.entry_id, e.fields)]) for e in found if e.kind == "inbound"]
+            if taken:
+                await table.write(records_from_entries(
+                    taken, now_ms, own_numbers=client_numbers(settings.clients), retention_s=policy.ttl_s("message")))
+            inbound_rows = await table.hide(**inbound_key, now_ms=now_ms, retention_until=until)
+
     audit = AuditLog(redis, keys.audit, policy.audit)
     result = await erase_subject(
         redis, keys, subject, now_s, policy, immediate=immediate, jobs=jobs,
@@ -168,6 +204,7 @@ async def erase_subject_everywhere(
         extra={
             "waiting_jobs": kinds.get("waiting_job", 0), "scheduled_jobs": kinds.get("scheduled_job", 0),
             "dead_letters": kinds.get("dead_letter", 0), "inbound": kinds.get("inbound", 0),
+            "inbound_history_rows": inbound_rows, "inbound_parts_waiting": parts_removed,
             "stream_entries_removed": removed,
             "suppression": f"removed from {suppression_removed} list(s)" if include_suppression and immediate
             else "kept (an opt-out outlives erasure)",
@@ -175,7 +212,9 @@ async def erase_subject_everywhere(
     )
     if immediate and store is not None:
         await store.erase(**key)  # rows an archiver batch in flight brought back (see the module doc)
-    return dataclasses.replace(result, entries=removed)
+        await inbound_table(store).erase(**inbound_key)
+    fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+    return SubjectErasure(**{**fields, "entries": removed}, inbound_rows=inbound_rows, inbound_parts=parts_removed)
 
 
 async def _remove_from_suppression(
@@ -232,7 +271,9 @@ async def erase_main(
         mode = "deleted" if now else "hidden, to disappear at retention"
         print(f"erased {label}: {result.jobs} record(s) {mode} ({result.history_rows} in the history store, "
               f"{result.records} in Redis), {result.payloads} raw payload(s) deleted, {result.entries} waiting or "
-              f"held job(s), dead letter(s) and inbound message(s) removed; audit entry {result.audit_id}")
+              f"held job(s), dead letter(s) and inbound message(s) removed, {result.inbound_rows} inbound "
+              f"message(s) {mode} in the history store, {result.inbound_parts} message(s) in parts waiting for "
+              f"reassembly removed; audit entry {result.audit_id}")
         return 0
     finally:
         if store is not None:

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
 from engine.config import ClientSettings, Settings
 from engine.inbound import (
@@ -47,7 +48,15 @@ from engine.scripts import Script, inbound_call, inbound_sweep_call, payload_jso
 from privacy_hooks import KeyedHasher
 from privacy_hooks.audit import AuditLog
 
-__all__ = ["InboundStore", "Published"]
+__all__ = [
+    "InboundStore",
+    "Published",
+    "client_waiting_parts",
+    "erase_client_waiting_parts",
+    "erase_waiting_parts",
+    "reassembly_ttl_s",
+    "waiting_parts",
+]
 
 log = logging.getLogger("sendgate.inbound")
 
@@ -85,11 +94,14 @@ class InboundStore:
         self.keywords = KeywordTable(inbound.opt_out_keywords, inbound.opt_in_keywords, settings.clients)
         self._clients: dict[str, ClientSettings] = {c.id: c for c in settings.clients}
         self._wait_ms = int(inbound.reassembly_wait_s * 1000)
-        self._ttl_s = max(1, int(inbound.reassembly_wait_s * 2) + 1)
+        self._ttl_s = reassembly_ttl_s(settings)
         self._script = Script("inbound")
         self._sweep = Script("inbound_sweep")
         self.audit = AuditLog(redis, self.keys.audit, settings.privacy.retention_days.audit)
         self._to_settle: list[Published] = []
+        # With a history store the inbound stream is trimmed behind its archiver's group
+        # (engine/stream_trim.py), never by the scripts' MAXLEN: 0 = none.
+        self._maxlen = 0 if settings.history.enabled else settings.engine.streams_maxlen
 
     def _retention_until(self) -> int:
         return int(time.time()) + self.settings.privacy.retention_days.message * 86400
@@ -108,7 +120,7 @@ class InboundStore:
         if not parts:
             return
         reply = await self._script(self.redis, *inbound_call(
-            self.keys, payload_json(parts), self._wait_ms, self._ttl_s, self.settings.engine.streams_maxlen,
+            self.keys, payload_json(parts), self._wait_ms, self._ttl_s, self._maxlen,
             self._retention_until(),
         ))
         self._to_settle.extend([[_text(v) for v in row] for row in reply])
@@ -117,7 +129,7 @@ class InboundStore:
         """Publish sets whose reassembly wait passed, ``partial``; returns how many."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         reply = await self._sweep(self.redis, *inbound_sweep_call(
-            self.keys, now_ms, limit, self.settings.engine.streams_maxlen, self._retention_until(),
+            self.keys, now_ms, limit, self._maxlen, self._retention_until(),
         ))
         self._to_settle.extend([[_text(v) for v in row] for row in reply])
         await self.settle()
@@ -187,3 +199,106 @@ class InboundStore:
                 "suppress_add" if action == OPT_OUT else "suppress_remove",
                 client=row[5], subject=row[9], source="keyword", entry=row[0],
             )
+
+
+def reassembly_ttl_s(settings: Settings) -> int:
+    """How long a reassembly set's hash (and its tombstone) lives: twice the wait."""
+    return max(1, int(settings.inbound.reassembly_wait_s * 2) + 1)
+
+
+async def waiting_parts(redis: Redis, keys: Keys, subject_hash: str) -> list[tuple[str, dict[str, str]]]:
+    """The reassembly sets of one sender still waiting for parts, by key (the per-sender
+    index ``P:inbound:waiting:<hash>``, no scan): ``[(key, fields), …]``, each set's
+    fields as stored (``p<seq>`` → the text of that part, ``from``, ``to``, …)."""
+    members: Any = await redis.smembers(keys.inbound_waiting(subject_hash))
+    names = sorted(_text(m) for m in members)
+    if not names:
+        return []
+    pipe = redis.pipeline(transaction=False)
+    for name in names:
+        pipe.hgetall(name)
+    out = []
+    for name, raw in zip(names, await pipe.execute(), strict=True):
+        fields = {_text(k): _text(v) for k, v in (raw or {}).items()}
+        if fields and "done" not in fields:
+            out.append((name, fields))
+    return out
+
+
+async def client_waiting_keys(redis: Redis, keys: Keys, client: str) -> list[str]:
+    """The reassembly sets still waiting whose message is for ``client``: read from the
+    partial sweep's list (``P:inbound:due``: every set waiting, at most twice the
+    reassembly wait's worth) and each set's ``client`` field; no scan."""
+    members: Any = await redis.zrange(keys.inbound_due, 0, -1)
+    names = [_text(m) for m in members]
+    out: list[str] = []
+    for i in range(0, len(names), 500):
+        pipe = redis.pipeline(transaction=False)
+        for name in names[i : i + 500]:
+            pipe.hmget(name, "client", "done")
+        for name, (owner, done) in zip(names[i : i + 500], await pipe.execute(), strict=True):
+            if owner is not None and done is None and _text(owner) == client:
+                out.append(name)
+    return out
+
+
+async def client_waiting_parts(redis: Redis, keys: Keys, client: str) -> list[tuple[str, dict[str, str]]]:
+    """:func:`waiting_parts` of a client's messages (export ``--client``)."""
+    names = await client_waiting_keys(redis, keys, client)
+    if not names:
+        return []
+    pipe = redis.pipeline(transaction=False)
+    for name in names:
+        pipe.hgetall(name)
+    out = []
+    for name, raw in zip(names, await pipe.execute(), strict=True):
+        fields = {_text(k): _text(v) for k, v in (raw or {}).items()}
+        if fields and "done" not in fields:
+            out.append((name, fields))
+    return out
+
+
+async def erase_client_waiting_parts(redis: Redis, keys: Keys, client: str, ttl_s: int) -> int:
+    """Delete the reassembly sets of ``client``'s messages (``erase --client``), each left as
+    a tombstone as in :func:`erase_waiting_parts`; returns the sets removed."""
+    names = await client_waiting_keys(redis, keys, client)
+    if not names:
+        return 0
+    pipe = redis.pipeline(transaction=True)
+    for name in names:
+        pipe.delete(name)
+        pipe.hset(name, "done", "erased")
+        pipe.expire(name, ttl_s)
+    pipe.zrem(keys.inbound_due, *names)
+    replies = await pipe.execute()
+    return sum(int(replies[i]) for i in range(0, 3 * len(names), 3))
+
+
+async def erase_waiting_parts(redis: Redis, keys: Keys, subject_hash: str, ttl_s: int) -> int:
+    """Delete the parts one sender has waiting for reassembly; returns the sets removed.
+
+    Each set is replaced by the tombstone a published set leaves (``done``, the set's
+    TTL), so a part of it that arrives later is answered and dropped, never published
+    (engine/inbound.lua); the sets leave the partial sweep's list. One transaction,
+    watched on the sender's index: a set that is created or completed meanwhile makes
+    it run again.
+    """
+    index = keys.inbound_waiting(subject_hash)
+    async with redis.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                await pipe.watch(index)
+                members: Any = await pipe.smembers(index)
+                names = [_text(m) for m in members]
+                pipe.multi()  # type: ignore[no-untyped-call]
+                for name in names:
+                    pipe.delete(name)
+                    pipe.hset(name, "done", "erased")
+                    pipe.expire(name, ttl_s)
+                if names:
+                    pipe.zrem(keys.inbound_due, *names)
+                pipe.delete(index)
+                replies = await pipe.execute()
+                return sum(int(replies[i]) for i in range(0, 3 * len(names), 3))
+            except WatchError:
+                continue

@@ -76,13 +76,19 @@ KEY_TABLE: tuple[KeyDoc, ...] = (
            "MAXLEN ~ `streams_maxlen`; the payload retention", "shard", "per dead letter: its fields"),
     KeyDoc("P:inbound", "stream", "mobile-originated messages, reassembled (public contract; docs/contract.md §2.7)",
            "inbound.lua, inbound_sweep.lua",
-           "MAXLEN ~; MINID trim to the message retention", "shard", "per inbound message"),
+           "the message retention (MINID); without history also MAXLEN ~ `streams_maxlen`, with history over "
+           "`streams_maxlen` only what the inbound archiver's group has acked goes", "shard", "per inbound message"),
     KeyDoc("P:inbound:parts:<carrier>:<sender hash>:<ref>", "hash",
            "parts of a concatenated inbound message being reassembled: `<seq>` -> text, plus total, from, to, "
            "client, from_hash, first_ms (the sender only as a keyed hash in the name)",
            "inbound.lua", "twice the reassembly wait; when complete, replaced by a tombstone `done` (same TTL); deleted "
            "when published `partial` (inbound_sweep.lua)",
            "shard", "per inbound message in parts, while it waits"),
+    KeyDoc("P:inbound:waiting:<sender hash>", "set",
+           "the reassembly keys (P:inbound:parts:…) of one sender: erasure and export find the parts a subject has "
+           "waiting by key (no scan)",
+           "inbound.lua", "twice the reassembly wait (refreshed by each new set); members removed when published",
+           "shard", "per sender with a message in parts waiting"),
     KeyDoc("P:inbound:due", "zset", "reassembly keys scored by the end of their wait (ms): the partial sweep's list",
            "inbound.lua", "member removed with its parts", "shard", "per inbound message in parts, while it waits"),
     KeyDoc("P:suppress", "set", "suppression list of jobs and inbound messages without a client: keyed hashes of "
@@ -191,6 +197,7 @@ class Keys:
         "inbound",
         "inbound_due",
         "inbound_parts_prefix",
+        "inbound_waiting_prefix",
         "job_prefix",
         "jobs",
         "jobs_bulk",
@@ -240,6 +247,7 @@ class Keys:
     dlr_call_prefix: str
     inbound_due: str
     inbound_parts_prefix: str
+    inbound_waiting_prefix: str
     suppress_default: str
     """The suppression list of the default client ``""`` (``P:suppress``)."""
     suppress_prefix: str
@@ -286,6 +294,7 @@ class Keys:
             "dlr_dup_prefix": f"{base}:dlr:dup:",
             "dlr_call_prefix": f"{base}:dlr:call:",
             "inbound_parts_prefix": f"{base}:inbound:parts:",
+            "inbound_waiting_prefix": f"{base}:inbound:waiting:",
             "suppress_prefix": f"{base}:suppress:",
             # -- fleet-global
             "audit": f"{prefix}:audit",
@@ -372,6 +381,11 @@ class Keys:
         """Parts of one concatenated inbound message ``P:inbound:parts:<carrier>:<sender hash>:<ref>``
         (``ref``: the reference and the total, e.g. ``"8.12.3"``)."""
         return f"{self.inbound_parts_prefix}{carrier}:{sender_hash}:{ref}"
+
+    def inbound_waiting(self, sender_hash: str) -> str:
+        """The reassembly sets of one sender ``P:inbound:waiting:<sender hash>``: erasure
+        and export find a subject's waiting parts by key, without a scan."""
+        return self.inbound_waiting_prefix + sender_hash
 
     def tps(self, carrier: str) -> str:
         """A carrier's shared TPS bucket ``P:tps:<carrier>`` (fleet-global)."""

@@ -15,8 +15,12 @@ age, wherever a consumer group says what is still needed:
   least ``[engine] events_min_keep_s`` (upstream apps that read the stream
   without a group). With ``[history] enabled = false``: ``events_keep_hours``
   and ``streams_maxlen`` only.
+* **inbound messages** keep the message retention; with a history store, the
+  scripts do not cap the stream's length (no MAXLEN), and over
+  ``streams_maxlen`` only what the inbound archiver's group has acknowledged
+  goes: an entry leaves Redis unarchived only past the retention.
 * **dead letters** keep the payload retention (they hold the job's fields);
-  inbound messages, parked receipts and failed callbacks the message retention;
+  parked receipts and failed callbacks the message retention;
   the audit log its own.
 
 The engine trims once a minute (approximate: whole nodes only, so never past a
@@ -137,9 +141,24 @@ async def trim_streams(
                 await minid(stream, age_bound, f"past {days} days")
         elif stream == keys.events:
             await _trim_events(redis, settings, now_ms, minid, metrics)
+        elif stream == keys.inbound and settings.history.enabled:
+            await _trim_inbound(redis, settings, stream, age_bound, days, minid)
         else:
             await minid(stream, age_bound, f"past {days} days")
     return out
+
+
+async def _trim_inbound(redis: Redis, settings: Settings, stream: str, age_bound: int, days: int, minid: Any) -> None:
+    """Past the message retention, entries go (the store drops those days too); over
+    ``streams_maxlen``, the entries the inbound archiver has (never one it has not)."""
+    from engine.history.inbound import inbound_group
+
+    await minid(stream, age_bound, f"past {days} days")
+    if int(await redis.xlen(stream)) > settings.engine.streams_maxlen:
+        group = inbound_group(settings.history.group)
+        low = await group_low_id(redis, stream, group)
+        if low is not None:
+            await minid(stream, low, f"over streams_maxlen, archived by group {group}")
 
 
 async def _trim_events(redis: Redis, settings: Settings, now_ms: int, minid: Any, metrics: Any) -> None:

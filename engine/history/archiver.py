@@ -51,7 +51,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from engine.history.record import JobDelta, deltas_from_entries
+from engine.history.record import deltas_from_entries
 from engine.history.store import HistoryStore, HistoryUnavailable
 
 __all__ = ["ArchiveLag", "Archiver", "default_consumer"]
@@ -199,6 +199,13 @@ class Archiver:
                 log.exception("archiver: round failed; retrying")
                 await self._pause(1.0)
 
+    def _fold(self, batch: list[tuple[str, list[Any]]]) -> list[Any]:
+        """A batch read → what the store writes (a subclass archives another stream: inbound)."""
+        return deltas_from_entries([e for _, es in batch for e in es])
+
+    async def _write(self, items: list[Any], now_ms: int) -> None:
+        await self.store.write(items, now_ms)
+
     async def _migrate(self) -> None:
         if not self._migrated:
             await self.store.migrate()
@@ -251,7 +258,7 @@ class Archiver:
 
     async def _read(
         self, block_ms: int | None, *, block: bool = True
-    ) -> tuple[list[tuple[str, list[Any]]], list[JobDelta], int] | None:
+    ) -> tuple[list[tuple[str, list[Any]]], list[Any], int] | None:
         """One XREADGROUP and its fold: (batch per stream, deltas, entries); None when
         there was nothing or `stop()` came first."""
         start = "0" if self._read_pending else ">"
@@ -277,7 +284,7 @@ class Archiver:
             if start == "0":
                 self._read_pending = False  # own backlog done (or none): new entries from now on
             return None
-        deltas: list[JobDelta] = deltas_from_entries([e for _, es in batch for e in es])
+        deltas: list[Any] = self._fold(batch)
         return batch, deltas, taken
 
     def _drop_prefetch(self) -> None:
@@ -326,17 +333,17 @@ class Archiver:
             if n == 0 and not own_backlog:
                 return total
 
-    async def _commit(self, batch: list[tuple[str, list[Any]]], deltas: list[JobDelta] | None = None) -> int:
+    async def _commit(self, batch: list[tuple[str, list[Any]]], deltas: list[Any] | None = None) -> int:
         """Write a batch to the store (retrying until it takes it or we stop), then XACK it."""
         entries = [e for _, es in batch for e in es]
         if deltas is None:
-            deltas = deltas_from_entries(entries)
+            deltas = self._fold(batch)
         delay = self.backoff_min_s
         failing_since: float | None = None
         while True:
             try:
                 await self._migrate()
-                await self.store.write(deltas, int(time.time() * 1000))
+                await self._write(deltas, int(time.time() * 1000))
                 break
             except asyncio.CancelledError:
                 raise
