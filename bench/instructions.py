@@ -300,25 +300,33 @@ def _under_callgrind(work: Callable[[Any], int]) -> float:
 
 def _record_args(keys: Any, group: str, carrier: str, jobs: list[tuple[str, str, str]]) -> tuple[list[str], list[Any]]:
     """record.lua's KEYS and ARGV for ``jobs`` ((job id, entry id, message id), each a
-    single-part job submitted with a receipt asked for, no callback), as the pipeline builds them."""
+    single-part job submitted with a receipt asked for, no callback), as the pipeline
+    builds them: packed (engine/scripts.py RECORD_PACKED), acks in the JSON payload."""
     from dlr.store import correlation_arg, correlation_bucket
-    from engine.scripts import RecordBatch, RecordJob, RecordWait, payload_json, record_call
+    from engine.scripts import (
+        RECORD_PACKED,
+        Packed,
+        RecordBatch,
+        RecordWait,
+        payload_json,
+        record_call,
+    )
 
     now_ms = int(time.time() * 1000)
     end_ms, expire_at_ms = correlation_bucket(now_ms, 72 * 3_600_000, 120 * 86_400_000)
+    packed = Packed(len(RECORD_PACKED))
+    for job_id, _entry_id, mid in jobs:
+        corr = correlation_arg([mid], 1, 1, "", "", mid)
+        assert isinstance(corr, str)
+        assert packed.add((job_id, "submitted", carrier, "1", mid, "", "", "", "transactional", "ab" * 16,
+                           "+45******01", "gsm7", corr))
     payload = payload_json(RecordBatch(
         retention_until=now_ms // 1000 + 120 * 86400,
         waits={carrier: RecordWait(end_ms=str(end_ms), expire_at_ms=str(expire_at_ms), record_ttl="518400")},
-        jobs=[
-            RecordJob(job_id=job_id, event="submitted", carrier=carrier, parts=1, message_ids=mid, error="",
-                      ref="", client="", kind="transactional", callback="", to_hash="ab" * 16,
-                      to_mask="+45******01", encoding="gsm7", corr=correlation_arg([mid], 1, 1, "", "", mid),
-                      expect=1, dlr_ids="")
-            for job_id, _entry_id, mid in jobs
-        ],
+        jobs=[],
         acks=[entry_id for _, entry_id, _ in jobs],
     ))
-    return record_call(keys, keys.jobs, group, payload, now_ms, os.urandom(8).hex())
+    return record_call(keys, keys.jobs, group, payload, now_ms, os.urandom(8).hex(), packed)
 
 
 def _record_rounds(r: Any, rounds: int, batch: int) -> int:

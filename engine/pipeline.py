@@ -75,9 +75,12 @@ from engine.metrics import Metrics
 from engine.redis_client import is_cluster, raw_reply_client
 from engine.router import Router, RoutingError
 from engine.scripts import (
+    CLAIM_PACKED,
+    RECORD_PACKED,
     ClaimBatch,
     ClaimJob,
     DeadLetter,
+    Packed,
     ParkEntry,
     RecordBatch,
     RecordJob,
@@ -102,6 +105,8 @@ log = logging.getLogger("sendgate.pipeline")
 
 _REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 _json = payload_json
+_RECORD_WIDTH = len(RECORD_PACKED)
+_CLAIM_WIDTH = len(CLAIM_PACKED)
 
 
 def _raw_reply(response: Any, **_options: Any) -> Any:
@@ -116,7 +121,11 @@ def _entries(raw: Any) -> list[tuple[Any, dict[bytes, bytes] | None]]:
     """``[[id, [k, v, ...]], ...]`` → ``[(id, {k: v}), ...]`` (None for deleted entries)."""
     out: list[tuple[Any, dict[bytes, bytes] | None]] = []
     for entry_id, flat in raw:
-        out.append((entry_id, dict(zip(flat[::2], flat[1::2], strict=True)) if flat is not None else None))
+        if flat is None:
+            out.append((entry_id, None))
+            continue
+        pairs = iter(flat)  # (no two slices copied per entry)
+        out.append((entry_id, dict(zip(pairs, pairs, strict=True))))
     return out
 
 
@@ -158,6 +167,9 @@ class ShardHints:
         return len(self._ids)
 
 
+_NONE: list[Any] = []  # shared by every _InFlightJob until it is submitted; never appended to
+
+
 class _InFlightJob:
     """One job from its read until its outcome is recorded."""
 
@@ -196,9 +208,10 @@ class _InFlightJob:
         self.carrier = carrier
         self.seg = seg
         self.to_hash = ""
-        self.pdus: list[Any] = []
-        self.message_ids: list[str] = []
-        self.attempts: list[int] = []
+        # set when submitted; a job never submitted keeps these (shared, empty)
+        self.pdus: list[Any] = _NONE
+        self.message_ids: list[str] = _NONE
+        self.attempts: list[int] = _NONE  # a list only once a part is retried or lost
         self.parts = len(seg.parts)
         self.pending = 0
         self.expect = 0
@@ -367,6 +380,9 @@ class Pipeline:
         for c in settings.carriers:
             metrics.add_carrier(c.name)
         self._submit_ok = {c: metrics.submits.labels(c, "ok") for c in self.carriers}
+        # submit_sm answered ok per carrier since the last record call, which adds them
+        # to the counter (once per batch: a prometheus child's inc takes a lock)
+        self._ok_since: dict[str, int] = dict.fromkeys(self.carriers, 0)
         # Set by the app: posts a job's event to its callback URL (webhooks).
         self.forward: Callable[[str, dict[str, str]], None] | None = None
         # Set by the app: called after each record call (new correlation entries:
@@ -887,7 +903,7 @@ class Pipeline:
             by_stream.setdefault(ij.batch.stream, []).append(ij)
         resend = self.settings.engine.resend_unknown
         now = time.time()
-        calls: list[tuple[str, list[_InFlightJob], list[_InFlightJob], bytes, list[bytes]]] = []
+        calls: list[tuple[str, list[_InFlightJob], list[_InFlightJob], bytes, list[bytes], Packed, list[int] | None]] = []
         for stream, waiting in by_stream.items():
             # A job whose expires_at passed while it waited for the window is
             # dropped now: dead letter `expired` and event `expired` (claim.lua).
@@ -903,25 +919,30 @@ class Pipeline:
                                       dead_meta, dead_fields)
                 else:
                     jobs.append(ij)
-            claims = self._claims(jobs, self.shards[self._stream_shard[stream]])
+            claims, packed, order = self._claims(jobs, self.shards[self._stream_shard[stream]])
             payload = _json(ClaimBatch(claims=claims, dead=dead_meta, retention_until=self._retention_until()))
-            calls.append((stream, jobs, expired, payload, dead_fields))
+            calls.append((stream, jobs, expired, payload, dead_fields, packed, order))
         # One claim call per stream (a stream is of one shard); the shards' calls
         # run at once, so a slow shard delays a chunk by its own latency only.
         if len(calls) == 1:
-            replies: list[Any] = [await self._retry_claim(calls[0][0], calls[0][3], calls[0][4])]
+            replies: list[Any] = [await self._retry_claim(calls[0][0], calls[0][3], calls[0][4], calls[0][5])]
         else:
             replies = await asyncio.gather(
-                *(self._retry_claim(stream, payload, dead) for stream, _j, _e, payload, dead in calls),
+                *(self._retry_claim(c[0], c[3], c[4], c[5]) for c in calls),
                 return_exceptions=True,
             )
         failure: BaseException | None = None
-        for (stream, jobs, expired, _payload, _dead), statuses in zip(calls, replies, strict=True):
+        for (stream, jobs, expired, _payload, _dead, _packed, order), statuses in zip(calls, replies, strict=True):
             if isinstance(statuses, BaseException):
                 # The other streams' claims went through: act on them, then fail
                 # (the admitter puts the jobs not acted upon back in the queue).
                 failure = failure or statuses
                 continue
+            if order is not None:  # answers in the script's order (the payload's, then the packed): back to the jobs'
+                in_order = [0] * len(statuses)
+                for at, i in enumerate(order):
+                    in_order[i] = statuses[at]
+                statuses = in_order
             if expired:
                 self.metrics.dead_letters.labels("expired").inc(len(expired))
                 for ij in expired:
@@ -971,22 +992,32 @@ class Pipeline:
         if failure is not None:
             raise failure
 
-    def _claims(self, jobs: list[_InFlightJob], keys: Keys) -> list[ClaimJob]:
+    def _claims(self, jobs: list[_InFlightJob], keys: Keys) -> tuple[list[ClaimJob], Packed, list[int] | None]:
         """The claim script's entries for ``jobs`` (of the shard of ``keys``): a
         marketing job carries its client's suppression list (that shard's copy)
-        and its number's keyed hash, checked in the same call that takes the
-        idempotency marks (docs/contract.md §2.6)."""
+        and its number's keyed hash, checked in the
+        same call that takes the idempotency marks (docs/contract.md §2.6); a
+        transactional job goes packed (``CLAIM_PACKED``). The script answers
+        the payload's claims first: when there are any, the jobs' indexes in
+        the order of its answers (else None: the jobs' own order)."""
         claims: list[ClaimJob] = []
+        packed = Packed(_CLAIM_WIDTH)
+        in_payload: list[int] = []
+        in_packed: list[int] = []
         suppression = keys.suppression
-        for ij in jobs:
+        for i, ij in enumerate(jobs):
             job = ij.job
             if job.kind != "marketing":
+                if packed.add((job.id, ij.entry_id, job.ref)):
+                    in_packed.append(i)
+                    continue
                 # positional (keywords cost more): job_id, entry_id, suppression, to_hash, ref
                 claims.append(ClaimJob(job.id, ij.entry_id, "", "", job.ref))
-                continue
-            ij.to_hash = self._hash_number(job.to)
-            claims.append(ClaimJob(job.id, ij.entry_id, suppression(job.client), ij.to_hash, job.ref))
-        return claims
+            else:
+                ij.to_hash = self._hash_number(job.to)
+                claims.append(ClaimJob(job.id, ij.entry_id, suppression(job.client), ij.to_hash, job.ref))
+            in_payload.append(i)
+        return claims, packed, (in_payload + in_packed) if in_payload else None
 
     async def _reject_suppressed(self, stream: str, jobs: list[_InFlightJob]) -> None:
         """Marketing jobs the claim script found suppressed: dead letter ``suppressed``
@@ -1081,7 +1112,6 @@ class Pipeline:
         ij.parts = n
         ij.pending = n
         ij.message_ids = [""] * n
-        ij.attempts = [0] * n
         ij.expect = builder.receipts_expected(ij.job, n)
         self._outstanding += n
         pool = self.pools[ij.carrier]
@@ -1096,13 +1126,15 @@ class Pipeline:
         ij, i, t0 = cast("_Token", token)
         if command_status == 0:
             ij.message_ids[i] = message_id
-            self._submit_ok[ij.carrier].inc()
+            self._ok_since[ij.carrier] += 1
             self._submit_latency[ij.carrier].observe(time.monotonic() - t0)
             self._part_done(ij)
             return
         info = status_info(command_status)
         result = "retry" if info.retriable else "rejected"
         self.metrics.submits.labels(ij.carrier, result).inc()
+        if ij.attempts is _NONE:
+            ij.attempts = [0] * ij.parts
         if info.retriable and ij.attempts[i] < self.settings.engine.retry_attempts:
             ij.attempts[i] += 1
             delay = self._submit_backoff.delay(ij.attempts[i] - 1)
@@ -1136,6 +1168,8 @@ class Pipeline:
         """Written on a bind that dropped (or timed out) before its resp."""
         ij, i, _t0 = cast("_Token", token)
         self.metrics.submits.labels(ij.carrier, "lost").inc()
+        if ij.attempts is _NONE:
+            ij.attempts = [0] * ij.parts
         if self.settings.engine.resend_unknown and not self._stopping and ij.attempts[i] < self.settings.engine.retry_attempts:
             ij.attempts[i] += 1  # bounded: a carrier that keeps dropping ends in `unknown`
             self.pools[ij.carrier].submit(ij.pdus[i], (ij, i, time.monotonic()))
@@ -1233,6 +1267,11 @@ class Pipeline:
     # ------------------------------------------------------------- record
     async def _record(self, stream: str, done: list[_InFlightJob], acks: list[str]) -> None:
         """Store outcomes and ack their entries (one script call)."""
+        ok_since = self._ok_since
+        for carrier, n in ok_since.items():
+            if n:
+                self._submit_ok[carrier].inc(n)
+                ok_since[carrier] = 0
         acks = acks + [ij.entry_id for ij in done]
         now_ms = int(time.time() * 1000)
         retention_until = now_ms // 1000 + self._message_ttl_s
@@ -1248,6 +1287,7 @@ class Pipeline:
         # (a receipt on this engine then goes there first: ReceiptSink.correlate).
         hints = self.receipt_hints if self.nshards > 1 else None
         shard = self._stream_shard[stream]
+        packed = Packed(_RECORD_WIDTH)  # the common jobs (RECORD_PACKED)
         for ij in done:
             job = ij.job
             corr: str | list[list[str | int]] = ""
@@ -1262,6 +1302,12 @@ class Pipeline:
                         hints.put(ij.carrier, normalised_id, shard)
                     if normalised_id != message_ids:
                         dlr_ids = normalised_id
+                if type(corr) is str and packed.add(  # "" or the fast form: no job record, packed
+                    (job.id, ij.event, ij.carrier, "1", message_ids, ij.error, job.ref, job.client, job.kind,
+                     ij.to_hash, mask_e164_digits(job.to), ij.seg.encoding, corr)
+                ):
+                    events[ij.event] = events.get(ij.event, 0) + 1
+                    continue
             else:
                 message_ids = ",".join(mids)
                 if ij.event == "submitted" and job.dlr and ij.expect > 0:
@@ -1288,7 +1334,7 @@ class Pipeline:
         token = os.urandom(12).hex()
         await self._retry(
             self._record_script, self.redis,
-            *record_call(self.shards[self._stream_shard[stream]], stream, self.group, payload, now_ms, token),
+            *record_call(self.shards[self._stream_shard[stream]], stream, self.group, payload, now_ms, token, packed),
         )
         self._recorded += len(done)
         self._recorded_event.set()
@@ -1325,7 +1371,9 @@ class Pipeline:
         return RecordWait(end_ms=str(end_ms), expire_at_ms=str(expire_at_ms), record_ttl=str(record_ttl))
 
     # -------------------------------------------------------------- helpers
-    async def _retry_claim(self, stream: str, payload: bytes, dead_fields: list[bytes]) -> list[int]:
+    async def _retry_claim(
+        self, stream: str, payload: bytes, dead_fields: list[bytes], packed: Packed | None = None
+    ) -> list[int]:
         attempt = 0
         while True:
             try:
@@ -1333,7 +1381,7 @@ class Pipeline:
                     self.redis,
                     *claim_call(
                         self.shards[self._stream_shard[stream]], stream, self.group, payload, int(time.time() * 1000), self._mark_ttl_s,
-                        self.settings.engine.streams_maxlen, attempt > 0, dead_fields,
+                        self.settings.engine.streams_maxlen, attempt > 0, dead_fields, packed,
                     ),
                 )
                 return [int(x) for x in result]
