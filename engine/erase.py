@@ -34,6 +34,7 @@ from redis.asyncio import Redis
 from dlr.ids import submit_normalizer
 from engine.config import Settings
 from engine.history import HistoryStore, deltas_from_entries
+from engine.hook_chain import chain_for
 from engine.keys import Keys
 from engine.stream_trim import trim_streams
 from engine.subject_records import FoundEntry, Matcher, find_entries, remove_found
@@ -165,6 +166,7 @@ async def erase_subject_everywhere(
     result = await erase_subject(
         redis, keys, subject, now_s, policy, immediate=immediate, jobs=jobs,
         events_from=None, normalize=normalize, history=history, audit=audit, requested_by=requested_by,
+        hooks=chain_for(settings),
         extra={
             "waiting_jobs": kinds.get("waiting_job", 0), "scheduled_jobs": kinds.get("scheduled_job", 0),
             "dead_letters": kinds.get("dead_letter", 0), "inbound": kinds.get("inbound", 0),
