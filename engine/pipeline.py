@@ -1270,7 +1270,7 @@ class Pipeline:
             return int(now) + self._message_ttl_s
 
         def run() -> tuple[int, list[dict[str, Any]]]:
-            records = [{
+            records: list[dict[str, Any]] = [{
                 "entry": d.entry_id, "code": d.code, "reason": d.reason, "id": d.job_id, "ref": d.ref,
                 "event": d.event, "client": d.client, "kind": d.kind, "to_hash": d.to_hash, "to_mask": d.to_mask,
             } for d in meta]
