@@ -14,10 +14,14 @@ the store first, so the rows of those not archived yet exist to be hidden);
 an audit entry is written, with the subject as its keyed hash — never the
 number in clear.
 
-A known gap of ``--now``: an archiver batch read before the erasure and
-committed after it brings the subject's rows of that batch back (the events
-are gone from Redis, the batch was in the archiver's hands). The store is
-erased a second time after Redis to narrow it to one batch's commit.
+An archiver batch read before an ``--now`` erasure and committed after it
+would bring the subject's rows of that batch back (the events are gone from
+Redis, the batch was in the archiver's hands). So ``HistoryStore.erase``
+records the job ids it deleted, and those found in the events stream, in the
+store's erasure ledger — in its own transaction, under the archivers' write
+lock — and every archiver batch deletes its rows of ledgered jobs inside its
+own transaction before it commits (engine/history/store.py). The store is
+still erased a second time after Redis (nothing to do, normally).
 
 ``purge`` applies the streams' rules now (engine/stream_trim.py; records with
 a TTL expire by themselves).
@@ -158,8 +162,8 @@ async def erase_subject_everywhere(
     async def history() -> int:
         if store is None:
             return 0
-        if immediate:
-            return await store.erase(**key)
+        if immediate:  # the job ids go into the store's erasure ledger too (closes an archiver race)
+            return await store.erase(**key, job_ids=[j.job_id for j in jobs], now_ms=now_ms)
         return await store.hide(**key, now_ms=now_ms, retention_until=until)
 
     audit = AuditLog(redis, keys.audit, policy.audit)
@@ -176,7 +180,7 @@ async def erase_subject_everywhere(
         },
     )
     if immediate and store is not None:
-        await store.erase(**key)  # rows an archiver batch in flight brought back (see the module doc)
+        await store.erase(**key, job_ids=[j.job_id for j in jobs], now_ms=now_ms)  # belt and braces: see the module doc
     return dataclasses.replace(result, entries=removed)
 
 
