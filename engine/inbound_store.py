@@ -30,9 +30,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 from redis.asyncio import Redis
 
 from engine.config import ClientSettings, Settings
+from engine.hook_chain import chain_for
 from engine.inbound import (
     OPT_OUT,
     InboundPart,
@@ -90,6 +92,9 @@ class InboundStore:
         self._sweep = Script("inbound_sweep")
         self.audit = AuditLog(redis, self.keys.audit, settings.privacy.retention_days.audit)
         self._to_settle: list[Published] = []
+        # the privacy hook chain (engine/hook_chain.py): custom hooks see each batch of
+        # parts and of keyword suppression entries before it is written
+        self.hooks = chain_for(settings)
 
     def _retention_until(self) -> int:
         return int(time.time()) + self.settings.privacy.retention_days.message * 86400
@@ -107,9 +112,15 @@ class InboundStore:
         """Store a batch of parts in one script call; what it completes is settled next."""
         if not parts:
             return
+        retention_until = self._retention_until()
+        if self.hooks.has_custom:
+            # one deadline per call: the earliest a hook gives. A raising hook: nothing
+            # stored, the SMSC not answered (it sends the parts again), tried again.
+            records = [msgspec.structs.asdict(p) for p in parts]
+            retention_until = min(self.hooks.on_store_batch("inbound", records, time.time()))
         reply = await self._script(self.redis, *inbound_call(
             self.keys, payload_json(parts), self._wait_ms, self._ttl_s, self.settings.engine.streams_maxlen,
-            self._retention_until(),
+            retention_until,
         ))
         self._to_settle.extend([[_text(v) for v in row] for row in reply])
 
@@ -162,6 +173,11 @@ class InboundStore:
 
     async def _apply_keywords(self, changes: list[tuple[str, Published]]) -> None:
         """Suppression list changes (one transaction), then their audit entries."""
+        if self.hooks.has_custom:
+            entries = [{"client": row[5], "subject_hash": row[9], "source": "keyword"}
+                       for action, row in changes if action == OPT_OUT]
+            if entries:
+                self.hooks.on_store_batch("suppression", entries, time.time())  # raises HookFailed: retried
         pipe = self.redis.pipeline(transaction=True)
         jobs = self.keys.jobs
         for action, row in changes:

@@ -16,14 +16,16 @@ subject as its hash.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import AsyncIterator, Iterable
 
 from redis.asyncio import Redis
 
 from engine.config import Settings
+from engine.hook_chain import chain_for
 from engine.job import normalise_number
 from engine.keys import Keys
-from privacy_hooks import KeyedHasher
+from privacy_hooks import HookChain, KeyedHasher
 from privacy_hooks.audit import AuditLog
 
 __all__ = ["SuppressionLists", "suppress_main"]
@@ -32,8 +34,11 @@ __all__ = ["SuppressionLists", "suppress_main"]
 class SuppressionLists:
     """Add, remove and check numbers on clients' suppression lists (audited)."""
 
-    def __init__(self, redis: Redis, prefix: str, hash_secret: str, audit_days: float = 730) -> None:
+    def __init__(
+        self, redis: Redis, prefix: str, hash_secret: str, audit_days: float = 730, hooks: HookChain | None = None,
+    ) -> None:
         self.redis = redis
+        self.hooks = hooks  # the privacy hook chain: custom hooks see each entry added
         self.keys = Keys(prefix)
         self._hash = KeyedHasher(hash_secret.encode())
         self.audit = AuditLog(redis, self.keys.audit, audit_days)
@@ -58,6 +63,10 @@ class SuppressionLists:
         if not hashes:
             return 0
         key = self.keys.suppression(client)
+        if add and self.hooks is not None and self.hooks.has_custom:
+            self.hooks.on_store_batch(
+                "suppression", [{"client": client, "subject_hash": h, "source": source} for h in hashes], time.time()
+            )
         changed = int(await (self.redis.sadd(key, *hashes) if add else self.redis.srem(key, *hashes)))
         for h in hashes:
             await self.audit.record("suppress_add" if add else "suppress_remove", client=client, subject=h,
@@ -86,7 +95,7 @@ async def suppress_main(settings: Settings, action: str, numbers: list[str], cli
         raise SystemExit("sendgate: suppress needs a Redis: set REDIS_URL or [redis] url")
     redis = Redis.from_url(settings.redis.url)
     lists = SuppressionLists(redis, settings.redis.prefix, settings.privacy.hash_secret,
-                             settings.privacy.retention_days.audit)
+                             settings.privacy.retention_days.audit, hooks=chain_for(settings))
     label = f"client {client!r}" if client else "the default list"
     try:
         if action in ("add", "remove", "check"):

@@ -10,6 +10,7 @@ with code ``hook_failed`` — and no number reaches a log line.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import time
@@ -203,3 +204,32 @@ async def test_erase_and_export_call_the_hooks(redis_url: str, key_prefix: str, 
         assert out == []
     finally:
         await redis.aclose()
+
+
+async def test_inbound_parts_and_opt_outs_go_through_the_hooks(redis_url: str, key_prefix: str) -> None:
+    from connectors.simulator import SimulatorConfig
+    from privacy_hooks import KeyedHasher
+
+    clients = [{"id": "shop", "numbers": ["1234"]}]
+    hooks = {"hooks": [f"{HOOKS}:Recorder", f"{HOOKS}:OneHour"]}
+    async with running(redis_url, key_prefix, SimulatorConfig(dlr=False), proxy=False, clients=clients,
+                       privacy=hooks) as (eng, sim, _p, redis):
+        await sim.wait_for(lambda: len(sim.receivers()) >= 2)
+        hook = eng.pipeline.hooks.custom[0]
+        assert isinstance(hook, Recorder) and eng.receipts.inbound.hooks is eng.pipeline.hooks  # one chain
+        before = int(time.time())
+        sim.send_inbound("4512340001", "1234", "Hello there")
+        sim.send_inbound("4512340002", "1234", "STOP")
+        k = Keys(key_prefix)
+        deadline = time.monotonic() + 15
+        while await redis.xlen(k.inbound) < 2 or not await redis.scard(k.suppression("shop")):
+            assert time.monotonic() < deadline, "inbound not stored"
+            await asyncio.sleep(0.02)
+        inbound = [{kk.decode(): v.decode() for kk, v in f.items()} for _id, f in await redis.xrange(k.inbound)]
+        seen = [f for kind, f, _d in hook.stored if kind == "inbound"]
+        assert sorted(f["text"] for f in seen) == sorted(m["text"] for m in inbound) == ["Hello there", "STOP"]
+        # OneHour does not shorten inbound: the policy's deadline, 120 days
+        assert all(int(m["retention_until"]) >= before + 120 * 86400 for m in inbound)
+        entries = [f for kind, f, d in hook.stored if kind == "suppression"]
+        assert entries == [{"client": "shop", "subject_hash": KeyedHasher(eng.settings.privacy.hash_secret)("4512340002"),
+                            "source": "keyword"}]
