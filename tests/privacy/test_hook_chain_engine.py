@@ -15,6 +15,7 @@ import io
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -28,6 +29,25 @@ from tests.engine.harness import make_settings, push, running, wait_events
 from tests.privacy.hooks_for_tests import Recorder
 
 HOOKS = "tests.privacy.hooks_for_tests"
+
+
+@pytest.fixture
+def clean_root() -> Iterator[None]:
+    """Restore the root logger after configure_logging (pytest's handlers and their filters)."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    saved_filters = {handler: list(handler.filters) for handler in root.handlers}
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            if handler not in saved[0]:
+                root.removeHandler(handler)
+                handler.close()
+        for handler, filters in saved_filters.items():
+            handler.filters[:] = filters
+        root.setLevel(saved[1])
+        logging.captureWarnings(False)
 
 
 def _jobs(n: int, **extra: str) -> list[dict[str, str]]:
@@ -105,47 +125,41 @@ async def test_a_hook_may_edit_the_fields_the_engine_takes_back(redis_url: str, 
             assert [e["ref"] for e in events[job["id"]]] == ["hooked-order-1", "hooked-order-1"]
 
 
-async def test_a_raising_hook_fails_closed(redis_url: str, key_prefix: str) -> None:
+async def test_a_raising_hook_fails_closed(redis_url: str, key_prefix: str, clean_root: None) -> None:
     jobs = _jobs(10)
     stream = io.StringIO()
     settings = make_settings(redis_url, key_prefix, 1, privacy={"hooks": [f"{HOOKS}:Raising"]})
     configure_logging("debug", "json", stream=stream, log_filter=chain_for(settings).log_filter())
-    try:
-        async with running(redis_url, key_prefix, privacy={"hooks": [f"{HOOKS}:Raising"]}) as (eng, sim, _p, redis):
-            k = Keys(key_prefix)
-            await push(redis, key_prefix, jobs)
-            deadline = time.monotonic() + 60
-            dead: dict[str, dict[bytes, bytes]] = {}
-            while len(dead) < len(jobs) and time.monotonic() < deadline:
-                dead = {f[b"id"].decode(): f for _id, f in await redis.xrange(k.dead)}
-                await eng.pipeline.recorded_barrier(0.2)
-            assert set(dead) == {j["id"] for j in jobs}
-            for f in dead.values():
-                assert f[b"code"] == b"hook_failed"
-                assert f[b"reason"].startswith(b"privacy hook Raising failed in on_event")
-                assert b"4502" not in f[b"reason"]
-            # nothing of the batch was published: not one event of these jobs
-            assert not [f for _id, f in await redis.xrange(k.events)]
-            assert (await redis.xpending(k.jobs, "sendgate"))["pending"] == 0
-            assert eng.metrics.hook_failures._value.get() >= HOOK_ATTEMPTS
-            assert sim.stats.submits == len(jobs)  # sent before the outcome's batch: that is what failed
-    finally:
-        logging.getLogger().handlers.clear()
+    async with running(redis_url, key_prefix, privacy={"hooks": [f"{HOOKS}:Raising"]}) as (eng, sim, _p, redis):
+        k = Keys(key_prefix)
+        await push(redis, key_prefix, jobs)
+        deadline = time.monotonic() + 60
+        dead: dict[str, dict[bytes, bytes]] = {}
+        while len(dead) < len(jobs) and time.monotonic() < deadline:
+            dead = {f[b"id"].decode(): f for _id, f in await redis.xrange(k.dead)}
+            await eng.pipeline.recorded_barrier(0.2)
+        assert set(dead) == {j["id"] for j in jobs}
+        for f in dead.values():
+            assert f[b"code"] == b"hook_failed"
+            assert f[b"reason"].startswith(b"privacy hook Raising failed in on_event")
+            assert b"4502" not in f[b"reason"]
+        # nothing of the batch was published: not one event of these jobs
+        assert not [f for _id, f in await redis.xrange(k.events)]
+        assert (await redis.xpending(k.jobs, "sendgate"))["pending"] == 0
+        assert eng.metrics.hook_failures._value.get() >= HOOK_ATTEMPTS
+        assert sim.stats.submits == len(jobs)  # sent before the outcome's batch: that is what failed
     text = stream.getvalue()
     assert "privacy hook Raising failed" in text
     for job in jobs:  # the hook's exception text held the number: it is nowhere
         assert job["to"][1:] not in text and job["to"][-6:] not in text
 
 
-def test_a_raising_log_hook_drops_the_record() -> None:
+def test_a_raising_log_hook_drops_the_record(clean_root: None) -> None:
     settings = settings_from_mapping({"privacy": {"hooks": [f"{HOOKS}:RaisingOnLog"]}}, env={})
     chain = chain_for(settings)
     stream = io.StringIO()
     configure_logging("info", "json", stream=stream, log_filter=chain.log_filter())
-    try:
-        logging.getLogger("sendgate.test").info("to %s", "+4512345678")
-    finally:
-        logging.getLogger().handlers.clear()
+    logging.getLogger("sendgate.test").info("to %s", "+4512345678")
     assert stream.getvalue() == "" and chain.log_failures == 1
 
 
