@@ -34,6 +34,7 @@ the one the formatter would have done anyway.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import traceback
 from collections.abc import Mapping
@@ -97,7 +98,11 @@ STANDARD_ATTRS = frozenset(
     }
 )
 
+#: How many attributes ``LogRecord.__init__`` sets: a record's ``__dict__`` starts
+#: with them (insertion order), so its extras are the keys after these.
+_N_INIT = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
 _MARK = "_sendgate_redacted"
+_NAMED_FIELDS = TEXT_FIELDS | NUMBER_FIELDS
 # Argument types that need no field-aware rendering (checked by exact type: fast).
 _PLAIN_TYPES = frozenset({str, int, float, bool, bytes, type(None)})
 _MAX_DEPTH = 4
@@ -170,8 +175,12 @@ def _render(record: logging.LogRecord) -> str:
     args = record.args
     if isinstance(args, Mapping) and not TEXT_FIELDS.isdisjoint(args):
         record.args = {k: (REDACTED if k in TEXT_FIELDS else v) for k, v in args.items()}
-    elif isinstance(args, tuple) and not all(type(a) in _PLAIN_TYPES for a in args):
-        record.args = tuple(_redact_object(a) if _fields_of(a) is not None else a for a in args)
+    elif isinstance(args, tuple):
+        plain = _PLAIN_TYPES
+        for a in args:
+            if type(a) not in plain:
+                record.args = tuple(_redact_object(a) if _fields_of(a) is not None else a for a in args)
+                break
     try:
         return record.getMessage()
     except Exception:
@@ -198,9 +207,14 @@ def redact_record(record: logging.LogRecord) -> logging.LogRecord:
         record.exc_text = redact_text(record.exc_text)
     if record.stack_info:
         record.stack_info = redact_text(record.stack_info)
-    for key in d.keys() - STANDARD_ATTRS:
-        if key[:1] != "_":
-            d[key] = redact_field(key, d[key])
+    if len(d) > _N_INIT:
+        # the extras: the keys after LogRecord.__init__'s own (checked against the
+        # standard names all the same: a record factory may set more of them)
+        standard, named = STANDARD_ATTRS, _NAMED_FIELDS
+        for key in [k for k in itertools.islice(d, _N_INIT, None) if k not in standard and k[:1] != "_"]:
+            value = d[key]
+            # the usual extra, a string under a plain name: masked like the message
+            d[key] = redact_text(value) if type(value) is str and key not in named else redact_field(key, value)
     d[_MARK] = True
     return record
 
