@@ -349,12 +349,16 @@ def _gather_stages(lanes_log2: int) -> tuple[tuple[int, int, int], ...]:
     return tuple(stages)
 
 
-def pack(septets: bytes, fill_bits: int = 0) -> bytes:
+def pack(septets: bytes, fill_bits: int = 0, max_octets: int | None = None) -> bytes:
     """Pack unpacked septets into octets, LSB first, after ``fill_bits`` zero bits.
 
     ``fill_bits`` aligns the septets after a UDH (TS 23.040 §9.2.3.24). When the
     last octet would have 7 spare bits, they carry a CR instead of zeros so a
-    receiver does not read a spurious ``@`` (TS 23.038 §6.1.2.3.1).
+    receiver does not read a spurious ``@`` (TS 23.038 §6.1.2.3.1). For the same
+    reason a wanted CR that ends exactly on an octet boundary would be taken for
+    that padding and dropped, so a second CR follows it (the spec's rule: CR CR
+    means the same as CR) — unless that octet would not fit in ``max_octets``,
+    where the receiver counts septets anyway (a full 140-octet part).
     """
     if not septets:
         return b""
@@ -362,6 +366,14 @@ def pack(septets: bytes, fill_bits: int = 0) -> bytes:
     nbytes = (total_bits + 7) // 8
     if nbytes * 8 - total_bits == 7:
         septets = septets + b"\r"
+    elif (
+        total_bits % 8 == 0
+        and septets[-1] == _CR
+        and (max_octets is None or nbytes < max_octets)
+    ):
+        septets = septets + b"\r"
+        total_bits += 7
+        nbytes += 1
     value = int.from_bytes(septets, "little")
     for low, high, shift in _gather_stages((len(septets) - 1).bit_length()):
         value = (value & low) | ((value & high) >> shift)

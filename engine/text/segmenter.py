@@ -472,7 +472,7 @@ def _assemble(
         text, data = chunks[0]
         udh = bytes((len(ies),)) + ies if ies else b""
         if packed:
-            data = pack(data, (7 - len(udh) * 8 % 7) % 7)
+            data = pack(data, (7 - len(udh) * 8 % 7) % 7, SM_OCTETS - len(udh))
         return [Part(udh + data, ESM_UDHI if udh else 0, data_coding, (), text)]
     parts: list[Part] = []
     sar = concat == "sar"
@@ -482,7 +482,7 @@ def _assemble(
         body = _concat_ie(concat, ref, total, seq) + ies
         udh = bytes((len(body),)) + body if body else b""
         if packed:
-            data = pack(data, (7 - len(udh) * 8 % 7) % 7)
+            data = pack(data, (7 - len(udh) * 8 % 7) % 7, SM_OCTETS - len(udh))
         tlvs = (ref_tlv, total_tlv, (TAG_SAR_SEGMENT_SEQNUM, bytes((seq,)))) if sar else ()
         parts.append(Part(udh + data, ESM_UDHI if udh else 0, data_coding, tlvs, text))
     return parts

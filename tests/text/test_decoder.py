@@ -122,8 +122,11 @@ def test_packed_with_every_fill(udh_hex: str, language: str | None) -> None:
 
 def test_packed_final_cr_on_an_octet_boundary_is_read_as_padding() -> None:
     # 8 septets fill 7 octets exactly; a final CR there is indistinguishable from the
-    # padding CR of TS 23.038 §6.1.2.3.1, so it is dropped (the sender must double it).
-    assert decode_text(gsm7.pack(gsm7.encode("abcdefg\r")), 0x00, packed=True) == "abcdefg"
+    # padding CR of TS 23.038 §6.1.2.3.1, so it is dropped (the sender must double it;
+    # max_octets=7 makes pack leave it single, as a sender that does not double would).
+    single = gsm7.pack(gsm7.encode("abcdefg\r"), max_octets=7)
+    assert len(single) == 7
+    assert decode_text(single, 0x00, packed=True) == "abcdefg"
     assert decode_text(gsm7.pack(gsm7.encode("abcdefg\r\r")), 0x00, packed=True) == "abcdefg\r\r"
     assert decode_text(gsm7.pack(gsm7.encode("abcdef\r")), 0x00, packed=True) == "abcdef\r"
 
@@ -227,3 +230,15 @@ def test_any_octets_decode_or_raise_only_user_data_error(
         assert alphabet_of(dc) == "ucs2" and (len(data) - udh.payload_offset) % 2 == 1
         return
     assert (text is None) == (alphabet_of(dc) is None)
+
+
+def test_packed_wanted_final_cr_survives_because_pack_doubles_it() -> None:
+    # Our sending side follows TS 23.038 §6.1.2.3.1: CR CR after a wanted final CR
+    # on an octet boundary (CR CR means CR), so the receiver keeps one.
+    packed = gsm7.pack(gsm7.encode("abcdefg\r"))
+    assert len(packed) == 8
+    assert decode_text(packed, 0x00, packed=True) == "abcdefg\r\r"
+    # Not where the octet does not fit: a full part counts its septets anyway.
+    full = gsm7.pack(gsm7.encode("a" * 159 + "\r"), max_octets=140)
+    assert len(full) == 140
+    assert gsm7.unpack(full, count=160)[-1] == 0x0D
