@@ -130,6 +130,7 @@ class BenchOptions:
     py_spy: str = ""
     prefill: int = 0  # records of earlier jobs written under the run's prefix before it starts
     marketing: int = 0  # > 0: every job is kind=marketing, checked against a suppression list of this many hashes
+    hooks: tuple[str, ...] = ()  # the engines' [privacy] hooks ("pkg.module:Class")
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -306,6 +307,7 @@ format = "text"
 
 [privacy]
 hash_secret = "bench-only-secret"
+hooks = [{", ".join(q(h) for h in o.hooks)}]
 
 {_history_toml(o, q)}
 
@@ -1260,6 +1262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ops", choices=("default", "off", "scrape"), default="default",
                    help="operators' view: the engines' default sampler, 'off' (no sampler), or 'scrape' "
                         "(sampler, and /metrics and /status fetched every second, as Prometheus and the status page would)")
+    p.add_argument("--hooks", action="append", default=[], metavar="PKG.MODULE:CLASS",
+                   help="a [privacy] hook for the engines (repeat), e.g. bench.trivial_hook:Trivial")
     p.add_argument("--json", metavar="FILE", help="write the result as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="throughput and latency over time (needs matplotlib)")
     p.add_argument("--cprofile", metavar="FILE", default="", help="run worker 0 under cProfile, stats to FILE")
@@ -1301,7 +1305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         receipts=args.receipts, dlr_delay_ms=args.dlr_delay_ms, latency_ms=args.latency_ms,
         redis_url=args.redis_url, timeout_s=args.timeout_s, seed=args.seed, quiet=args.quiet,
         cprofile=args.cprofile, py_spy=args.py_spy, prefill=max(0, args.prefill), history=args.history, ops=args.ops,
-        marketing=max(0, args.marketing),
+        marketing=max(0, args.marketing), hooks=tuple(args.hooks),
     )
     if args.receipt_cost > 0:
         return _receipt_cost(opts, args.receipt_cost, args.json)
