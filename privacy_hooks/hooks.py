@@ -91,6 +91,8 @@ STORE_KINDS: dict[str, str | None] = {
 #: Event fields a hook's ``on_event`` edits are written back for (the rest are the engine's).
 EVENT_EDITABLE = ("ref", "error", "client", "kind", "to_hash", "to_mask", "encoding")
 
+_NAMED = TEXT_FIELDS | NUMBER_FIELDS
+
 #: How often the engine tries a batch whose hook raised before it dead-letters the batch's jobs.
 HOOK_ATTEMPTS = 5
 
@@ -176,6 +178,15 @@ class RedactionHook(BaseHook):
         redact_record(record)
         return True
 
+    def on_store_batch(self, records: Sequence[StoredRecord]) -> None:
+        return None  # redaction stamps nothing (not a call per record)
+
+    def on_events(self, events: Sequence[MutableMapping[str, Any]]) -> None:
+        named = _NAMED
+        for event in events:
+            if not named.isdisjoint(event):  # the engine's own events never hold such a field
+                self.on_event(event)
+
     def on_event(self, event: MutableMapping[str, Any]) -> None:
         for key in [k for k in event if k in TEXT_FIELDS or k in NUMBER_FIELDS]:
             if key in TEXT_FIELDS:
@@ -217,6 +228,9 @@ class RetentionHook(BaseHook):
         record.retention_until = int(record.now_s) + ttl if ttl else 0
         if record.fields is not None and ttl:
             record.fields["retention_until"] = record.retention_until
+
+    def on_events(self, events: Sequence[MutableMapping[str, Any]]) -> None:
+        return None  # retention reads no event (not a call per event)
 
     def on_store_batch(self, records: Sequence[StoredRecord]) -> None:
         if not records:
