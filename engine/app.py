@@ -166,6 +166,8 @@ class Engine:
         self.pipeline.forward = self.receipts.webhooks.forward
         self.pipeline.on_recorded = self.receipts.retry_unmatched_soon
         self.receipts.barrier = self.pipeline.recorded_barrier
+        if self.pipeline.nshards > 1:  # its own submits' receipts go straight to their shard
+            self.receipts.hints = self.pipeline.receipt_hints
         self.admin: AdminServer | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._limiters: list[GlobalTokenBucket] = []
@@ -178,6 +180,7 @@ class Engine:
         self._gc_threshold: tuple[int, int, int] | None = None  # restored by close()
         self.started_at = time.time()
         self.archiver: Archiver | None = None  # [history] enabled: events → the history store
+        self.inbound_archiver: Archiver | None = None  # [history] enabled: inbound stream → the history store
         self.closing = False  # set when the graceful stop begins (bind-down reasons say so)
         self.leases: LeaseManager | None = None  # carriers with max_binds: binds under leases
         self.metrics.webhook_stats = self.receipts.webhooks.stats
@@ -185,6 +188,7 @@ class Engine:
             self.redis, self.keys, settings.engine.group, self.metrics, [c.name for c in settings.carriers],
             written=lambda: {name: p.stats.written for name, p in self.pools.items()},
             interval_s=settings.admin.sample_interval_s or 2.0, on_sample=self._log_flow_changes,
+            shards=self.pipeline.shards,
         )
         self._backing_off: set[str] = set()  # carriers with a bind in throttle backoff at the last sample
 
@@ -233,10 +237,14 @@ class Engine:
         if self.settings.history.enabled:
             # Its own consumer group on the events stream; a store that is down
             # only makes it wait (engine/history/archiver.py), sending goes on.
-            from engine.history.cli import archiver_for, store_for
+            from engine.history.cli import archiver_for, inbound_archiver_for, store_for
 
             self.archiver = archiver_for(self.settings, self.redis, store_for(self.settings), self.metrics.registry)
             self._tasks.append(loop.create_task(self.archiver.run(), name="archiver"))
+            # Inbound messages: a group of its own on the inbound stream, into the same store.
+            self.inbound_archiver = inbound_archiver_for(self.settings, self.redis, self.archiver.store,
+                                                         self.metrics.registry)
+            self._tasks.append(loop.create_task(self.inbound_archiver.run(), name="inbound-archiver"))
         log_event(
             f"engine started: consumer {self.settings.consumer_name}, {len(self.pools)} carrier(s), "
             f"prefix {self.settings.redis.prefix}",
@@ -319,9 +327,14 @@ class Engine:
             # The last events (the drain's) go to the store too, while it answers and
             # within a bound; what is left waits in the stream for the next start.
             await self.archiver.wait_caught_up(min(5.0, drain_s))
-            self.archiver.stop()
-            archiver_task = next(t for t in self._tasks if t.get_name() == "archiver")
-            await asyncio.wait({archiver_task}, timeout=5.0)
+            archivers = [self.archiver]
+            if self.inbound_archiver is not None:
+                await self.inbound_archiver.wait_caught_up(min(2.0, drain_s))
+                archivers.append(self.inbound_archiver)
+            for a in archivers:
+                a.stop()
+            archiver_tasks = {t for t in self._tasks if t.get_name() in ("archiver", "inbound-archiver")}
+            await asyncio.wait(archiver_tasks, timeout=5.0)
         for t in self._tasks:
             t.cancel()
         # Bounded: a cancel that Python 3.11's wait_for swallows (result and cancel in
@@ -336,6 +349,8 @@ class Engine:
             await self.admin.close()
         if self.archiver is not None:
             await self.archiver.store.close()
+            await self.archiver.close_reader()
+        await self.pipeline.close_reader()
         await self.redis.aclose()
         if self._gc_threshold is not None:
             gc.set_threshold(*self._gc_threshold)
@@ -385,12 +400,16 @@ class Engine:
     async def _update_backlog(self) -> None:
         """Each lane's backlog (unread, unacked, parked): gauge, /readyz, ``P:backlog``."""
         parked = await self.pipeline.check_parked()
-        lanes = await lane_backlog(self.redis, self.keys, self.settings.engine.group)
-        backlog = {lane: n + parked.get(lane, 0) for lane, n in lanes.items()}
+        backlog = dict(parked)
+        for keys in self.pipeline.shards:  # every shard's lanes
+            lanes = await lane_backlog(self.redis, keys, self.settings.engine.group)
+            for lane, n in lanes.items():
+                backlog[lane] = backlog.get(lane, 0) + n
         for lane, n in backlog.items():
             self.metrics.lane_backlog.labels(lane).set(n)
         self.backlog = backlog
-        await write_backlog(self.redis, self.keys, backlog, self.settings.engine.lane_high_water)
+        # The whole fleet's figure, on shard 0 (where Producer.backlog reads it).
+        await write_backlog(self.redis, self.pipeline.keys, backlog, self.settings.engine.lane_high_water)
 
     def over_high_water(self) -> dict[str, int]:
         """Lanes whose sampled backlog is above ``[engine] lane_high_water`` (none when 0)."""
@@ -480,6 +499,9 @@ class Engine:
             # How far behind the history is (updated every ~5 s); says, does not gate.
             lag = self.archiver.last_lag
             details["archive"] = {"lag": lag.entries, "behind_s": lag.behind_s}
+        if self.inbound_archiver is not None:
+            lag = self.inbound_archiver.last_lag
+            details["inbound_archive"] = {"lag": lag.entries, "behind_s": lag.behind_s}
         over = self.over_high_water()
         if over:
             # Producers should slow down: a lane is past [engine] lane_high_water.

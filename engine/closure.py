@@ -9,7 +9,8 @@ policy's clock from the closure. So:
   seconds (:func:`closed_clients`, one ``HGETALL``) and checks a job's
   ``client`` in memory; a job of a closed client is dead-lettered with code
   ``client_closed`` (event ``rejected``), held jobs too when their time comes;
-- its records are re-stamped: the history store's visible rows get
+- its records are re-stamped: the history store's visible rows (jobs and
+  inbound messages) get
   ``retention_until`` = closure + the message retention (60 + 60 days), and
   its contacts — the client's suppression list — expire after the payload
   retention (60 days) unless the account is reopened;
@@ -30,7 +31,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 from engine.config import Settings
-from engine.keys import Keys
+from engine.history.inbound import inbound_table
+from engine.keys import Keys, shard_keys
 from privacy_hooks.audit import AuditLog
 
 __all__ = ["close_client", "close_main", "closed_clients", "reopen_client"]
@@ -53,15 +55,20 @@ async def close_client(
     message_ttl, contacts_ttl = int(days.message * 86400), int(days.payload * 86400)
     newly = int(await redis.hsetnx(keys.clients_closed, client, now))
     closed_at = int(await redis.hget(keys.clients_closed, client) or now)
-    rows = 0
+    rows = inbound_rows = 0
     if store is not None:
         await store.migrate()
         rows = await store.restamp_client(client, retention_until=closed_at + message_ttl, message_ttl_s=message_ttl)
+        inbound_rows = await inbound_table(store).restamp_client(
+            client, retention_until=closed_at + message_ttl, message_ttl_s=message_ttl)
     # only an expiry the list does not have yet: closing twice does not push it back
     contacts = 0
-    if int(await redis.ttl(keys.suppression(client))) == -1:  # a list without an expiry yet (-2: no list)
-        contacts = int(await redis.expire(keys.suppression(client), max(1, closed_at + contacts_ttl - now)))
+    for shard in shard_keys(settings.redis.prefix, settings.redis.shards):  # every shard's copy of the list
+        if int(await redis.ttl(shard.suppression(client))) == -1:  # a list without an expiry yet (-2: no list)
+            contacts = max(contacts, int(await redis.expire(shard.suppression(client),
+                                                            max(1, closed_at + contacts_ttl - now))))
     done = {"client": client, "closed_at": closed_at, "already_closed": 1 - newly, "history_rows": rows,
+            "inbound_history_rows": inbound_rows,
             "retention_until": closed_at + message_ttl, "contacts_until": closed_at + contacts_ttl,
             "suppression_list": contacts}
     audit = AuditLog(redis, keys.audit, days.audit, actor=actor)
@@ -77,12 +84,16 @@ async def reopen_client(
     days = settings.privacy.retention_days
     message_ttl = int(days.message * 86400)
     was = int(await redis.hdel(keys.clients_closed, client))
-    rows = 0
+    rows = inbound_rows = 0
     if store is not None:
         await store.migrate()
         rows = await store.restamp_client(client, retention_until=None, message_ttl_s=message_ttl)
-    contacts = int(await redis.persist(keys.suppression(client)))
-    done = {"client": client, "was_closed": was, "history_rows": rows, "suppression_list": contacts}
+        inbound_rows = await inbound_table(store).restamp_client(client, retention_until=None, message_ttl_s=message_ttl)
+    contacts = 0
+    for shard in shard_keys(settings.redis.prefix, settings.redis.shards):  # every shard's copy of the list
+        contacts = max(contacts, int(await redis.persist(shard.suppression(client))))
+    done = {"client": client, "was_closed": was, "history_rows": rows, "inbound_history_rows": inbound_rows,
+            "suppression_list": contacts}
     audit = AuditLog(redis, keys.audit, days.audit, actor=actor)
     done["audit_id"] = await audit.record("client_reopen", **done)
     return done
@@ -102,12 +113,14 @@ async def close_main(settings: Settings, client: str, *, reopen: bool) -> int:
         if reopen:
             r = await reopen_client(redis, settings, client, store=store)
             state = "reopened" if r["was_closed"] else "was not closed;"
-            print(f"client {client} {state} {r['history_rows']} history row(s) back to their normal deadline, "
+            print(f"client {client} {state} {r['history_rows']} history row(s) and "
+                  f"{r['inbound_history_rows']} inbound message(s) back to their normal deadline, "
                   f"suppression list {'kept' if r['suppression_list'] else 'unchanged'}; audit entry {r['audit_id']}")
         else:
             r = await close_client(redis, settings, client, store=store)
             print(f"client {client} closed at {r['closed_at']}{' (already)' if r['already_closed'] else ''}: "
-                  f"new jobs are dead-lettered (client_closed); {r['history_rows']} history row(s) re-stamped to "
+                  f"new jobs are dead-lettered (client_closed); {r['history_rows']} history row(s) and "
+                  f"{r['inbound_history_rows']} inbound message(s) re-stamped to "
                   f"{r['retention_until']}, contacts until {r['contacts_until']}; audit entry {r['audit_id']}")
         return 0
     finally:

@@ -21,22 +21,26 @@
 -- ARGV[A_PAYLOAD]  JSON list of parts (P_*)
 -- ARGV[A_WAIT_MS]  reassembly wait (ms)
 -- ARGV[A_TTL_S]    TTL of a set's hash (s)
--- ARGV[A_MAXLEN]   approximate MAXLEN of the inbound stream
+-- ARGV[A_MAXLEN]   approximate MAXLEN of the inbound stream; '0': none (the history archiver's
+--                  group bounds the trim instead: engine/stream_trim.py)
 -- ARGV[A_RETENTION_UNTIL] unix s: the message retention stamp of every entry
 -- ARGV[A_PARTS_PREFIX] what a set's key starts with ("P:inbound:parts:")
+-- ARGV[A_WAITING_PREFIX] the per-sender index of waiting sets ("P:inbound:waiting:"
+--                  + sender hash: erasure and export find a subject's parts by key)
 --
 -- Returns one list per published message: {entry id, from, to, text, carrier,
 -- client, parts, partial, ts, from_hash}.
 local stream, due = KEYS[K_INBOUND], KEYS[K_DUE]
 local parts = cjson.decode(ARGV[A_PAYLOAD])
 local wait_ms, ttl, maxlen = tonumber(ARGV[A_WAIT_MS]), ARGV[A_TTL_S], ARGV[A_MAXLEN]
-local retention, prefix = ARGV[A_RETENTION_UNTIL], ARGV[A_PARTS_PREFIX]
+local retention, prefix, wprefix = ARGV[A_RETENTION_UNTIL], ARGV[A_PARTS_PREFIX], ARGV[A_WAITING_PREFIX]
 
 local out = {}
 local function publish(from, to, text, carrier, client, n, partial, ts, from_hash, data)
   local args = {'XADD', stream, 'MAXLEN', '~', maxlen, '*', 'from', from, 'to', to, 'text', text,
     'carrier', carrier, 'client', client, 'parts', n, 'partial', partial, 'ts', ts,
     'from_hash', from_hash, 'retention_until', retention}
+  if maxlen == '0' then table.remove(args, 3); table.remove(args, 3); table.remove(args, 3) end
   if data ~= '' then args[#args + 1] = 'data'; args[#args + 1] = data end
   local id = redis.call(unpack(args))
   out[#out + 1] = {id, from, to, text, carrier, client, tostring(n), partial, ts, from_hash}
@@ -57,6 +61,9 @@ for _, p in ipairs(parts) do
           'client', p[P_CLIENT], 'from_hash', p[P_FROM_HASH])
         redis.call('EXPIRE', key, ttl)
         redis.call('ZADD', due, tonumber(p[P_TS]) + wait_ms, key)
+        local waiting = wprefix .. p[P_FROM_HASH]
+        redis.call('SADD', waiting, key)
+        redis.call('EXPIRE', waiting, ttl)
       end
       if n >= total then
         local texts = {}
@@ -65,6 +72,7 @@ for _, p in ipairs(parts) do
         redis.call('HSET', key, 'done', '1')
         redis.call('EXPIRE', key, ttl)
         redis.call('ZREM', due, key)
+        redis.call('SREM', wprefix .. p[P_FROM_HASH], key)
         publish(p[P_SENDER], p[P_TO], table.concat(texts), p[P_CARRIER], p[P_CLIENT], total, '0', p[P_TS],
           p[P_FROM_HASH], '')
       end

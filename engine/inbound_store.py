@@ -32,6 +32,7 @@ from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
 from engine.config import ClientSettings, Settings
 from engine.hook_chain import chain_for
@@ -43,13 +44,21 @@ from engine.inbound import (
     read_part,
     sender_hasher,
 )
-from engine.keys import Keys
+from engine.keys import Keys, correlation_shard, shard_keys, shard_of
 from engine.metrics import Metrics
 from engine.scripts import Script, inbound_call, inbound_sweep_call, payload_json
 from privacy_hooks import KeyedHasher
 from privacy_hooks.audit import AuditLog
 
-__all__ = ["InboundStore", "Published"]
+__all__ = [
+    "InboundStore",
+    "Published",
+    "client_waiting_parts",
+    "erase_client_waiting_parts",
+    "erase_waiting_parts",
+    "reassembly_ttl_s",
+    "waiting_parts",
+]
 
 log = logging.getLogger("sendgate.inbound")
 
@@ -77,7 +86,10 @@ class InboundStore:
         self.settings = settings
         self.redis = redis
         self.metrics = metrics
-        self.keys = Keys(settings.redis.prefix)
+        # Shards: a message's parts go to shard crc32("<carrier>:<sender hash>") mod N
+        # (all parts of one message together, for the reassembly in inbound.lua).
+        self.shards: tuple[Keys, ...] = shard_keys(settings.redis.prefix, settings.redis.shards)
+        self.keys = self.shards[0]
         self.forward = forward
         self._numbers = client_numbers(settings.clients)
         secret = settings.privacy.hash_secret.encode()
@@ -87,7 +99,7 @@ class InboundStore:
         self.keywords = KeywordTable(inbound.opt_out_keywords, inbound.opt_in_keywords, settings.clients)
         self._clients: dict[str, ClientSettings] = {c.id: c for c in settings.clients}
         self._wait_ms = int(inbound.reassembly_wait_s * 1000)
-        self._ttl_s = max(1, int(inbound.reassembly_wait_s * 2) + 1)
+        self._ttl_s = reassembly_ttl_s(settings)
         self._script = Script("inbound")
         self._sweep = Script("inbound_sweep")
         self.audit = AuditLog(redis, self.keys.audit, settings.privacy.retention_days.audit)
@@ -95,6 +107,9 @@ class InboundStore:
         # the privacy hook chain (engine/hook_chain.py): custom hooks see each batch of
         # parts and of keyword suppression entries before it is written
         self.hooks = chain_for(settings)
+        # With a history store the inbound stream is trimmed behind its archiver's group
+        # (engine/stream_trim.py), never by the scripts' MAXLEN: 0 = none.
+        self._maxlen = 0 if settings.history.enabled else settings.engine.streams_maxlen
 
     def _retention_until(self) -> int:
         return int(time.time()) + self.settings.privacy.retention_days.message * 86400
@@ -118,21 +133,30 @@ class InboundStore:
             # stored, the SMSC not answered (it sends the parts again), tried again.
             records = [msgspec.structs.asdict(p) for p in parts]
             retention_until = min(self.hooks.on_store_batch("inbound", records, time.time()))
-        reply = await self._script(self.redis, *inbound_call(
-            self.keys, payload_json(parts), self._wait_ms, self._ttl_s, self.settings.engine.streams_maxlen,
-            retention_until,
-        ))
-        self._to_settle.extend([[_text(v) for v in row] for row in reply])
+        n = len(self.shards)
+        by_shard: dict[int, list[InboundPart]] = {0: parts} if n == 1 else {}
+        if n > 1:
+            for part in parts:
+                by_shard.setdefault(correlation_shard(part.carrier, part.from_hash, n), []).append(part)
+        for shard, some in by_shard.items():  # one call per shard the batch touches
+            reply = await self._script(self.redis, *inbound_call(
+                self.shards[shard], payload_json(some), self._wait_ms, self._ttl_s,
+                self._maxlen, retention_until,
+            ))
+            self._to_settle.extend([[_text(v) for v in row] for row in reply])
 
     async def sweep(self, now_ms: int | None = None, limit: int = 500) -> int:
         """Publish sets whose reassembly wait passed, ``partial``; returns how many."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        reply = await self._sweep(self.redis, *inbound_sweep_call(
-            self.keys, now_ms, limit, self.settings.engine.streams_maxlen, self._retention_until(),
-        ))
-        self._to_settle.extend([[_text(v) for v in row] for row in reply])
+        swept = 0
+        for keys in self.shards:
+            reply = await self._sweep(self.redis, *inbound_sweep_call(
+                keys, now_ms, limit, self._maxlen, self._retention_until(),
+            ))
+            self._to_settle.extend([[_text(v) for v in row] for row in reply])
+            swept = max(swept, len(reply))
         await self.settle()
-        return len(reply)
+        return swept
 
     def has_work(self) -> bool:
         return bool(self._to_settle)
@@ -178,13 +202,15 @@ class InboundStore:
                        for action, row in changes if action == OPT_OUT]
             if entries:
                 self.hooks.on_store_batch("suppression", entries, time.time())  # raises HookFailed: retried
-        pipe = self.redis.pipeline(transaction=True)
-        jobs = self.keys.jobs
+        n = len(self.shards)
+        # (a transaction on one shard; across shards each step is idempotent anyway)
+        pipe = self.redis.pipeline(transaction=n == 1)
         for action, row in changes:
             entry_id, sender, to, client, from_hash = row[0], row[1], row[2], row[5], row[9]
-            key = self.keys.suppression(client)
+            keys = [k.suppression(client) for k in self.shards]  # every shard's copy
             if action == OPT_OUT:
-                pipe.sadd(key, from_hash)
+                for key in keys:
+                    pipe.sadd(key, from_hash)
                 reply = self._clients[client].opt_out_reply if client in self._clients else ""
                 if reply and sender.isdigit():
                     # An ordinary transactional job: sent, retried and recorded like any other.
@@ -193,9 +219,10 @@ class InboundStore:
                            "kind": "transactional", "dlr": "0"}
                     if to:
                         job["from"] = to
-                    pipe.xadd(jobs, job)  # type: ignore[arg-type]
+                    pipe.xadd(self.shards[shard_of(job["id"], n)].jobs, job)  # type: ignore[arg-type]
             else:
-                pipe.srem(key, from_hash)
+                for key in keys:
+                    pipe.srem(key, from_hash)
         await pipe.execute()
         for action, row in changes:
             self.metrics.opt_outs.labels(action).inc()
@@ -203,3 +230,106 @@ class InboundStore:
                 "suppress_add" if action == OPT_OUT else "suppress_remove",
                 client=row[5], subject=row[9], source="keyword", entry=row[0],
             )
+
+
+def reassembly_ttl_s(settings: Settings) -> int:
+    """How long a reassembly set's hash (and its tombstone) lives: twice the wait."""
+    return max(1, int(settings.inbound.reassembly_wait_s * 2) + 1)
+
+
+async def waiting_parts(redis: Redis, keys: Keys, subject_hash: str) -> list[tuple[str, dict[str, str]]]:
+    """The reassembly sets of one sender still waiting for parts, by key (the per-sender
+    index ``P:inbound:waiting:<hash>``, no scan): ``[(key, fields), …]``, each set's
+    fields as stored (``p<seq>`` → the text of that part, ``from``, ``to``, …)."""
+    members: Any = await redis.smembers(keys.inbound_waiting(subject_hash))
+    names = sorted(_text(m) for m in members)
+    if not names:
+        return []
+    pipe = redis.pipeline(transaction=False)
+    for name in names:
+        pipe.hgetall(name)
+    out = []
+    for name, raw in zip(names, await pipe.execute(), strict=True):
+        fields = {_text(k): _text(v) for k, v in (raw or {}).items()}
+        if fields and "done" not in fields:
+            out.append((name, fields))
+    return out
+
+
+async def client_waiting_keys(redis: Redis, keys: Keys, client: str) -> list[str]:
+    """The reassembly sets still waiting whose message is for ``client``: read from the
+    partial sweep's list (``P:inbound:due``: every set waiting, at most twice the
+    reassembly wait's worth) and each set's ``client`` field; no scan."""
+    members: Any = await redis.zrange(keys.inbound_due, 0, -1)
+    names = [_text(m) for m in members]
+    out: list[str] = []
+    for i in range(0, len(names), 500):
+        pipe = redis.pipeline(transaction=False)
+        for name in names[i : i + 500]:
+            pipe.hmget(name, "client", "done")
+        for name, (owner, done) in zip(names[i : i + 500], await pipe.execute(), strict=True):
+            if owner is not None and done is None and _text(owner) == client:
+                out.append(name)
+    return out
+
+
+async def client_waiting_parts(redis: Redis, keys: Keys, client: str) -> list[tuple[str, dict[str, str]]]:
+    """:func:`waiting_parts` of a client's messages (export ``--client``)."""
+    names = await client_waiting_keys(redis, keys, client)
+    if not names:
+        return []
+    pipe = redis.pipeline(transaction=False)
+    for name in names:
+        pipe.hgetall(name)
+    out = []
+    for name, raw in zip(names, await pipe.execute(), strict=True):
+        fields = {_text(k): _text(v) for k, v in (raw or {}).items()}
+        if fields and "done" not in fields:
+            out.append((name, fields))
+    return out
+
+
+async def erase_client_waiting_parts(redis: Redis, keys: Keys, client: str, ttl_s: int) -> int:
+    """Delete the reassembly sets of ``client``'s messages (``erase --client``), each left as
+    a tombstone as in :func:`erase_waiting_parts`; returns the sets removed."""
+    names = await client_waiting_keys(redis, keys, client)
+    if not names:
+        return 0
+    pipe = redis.pipeline(transaction=True)
+    for name in names:
+        pipe.delete(name)
+        pipe.hset(name, "done", "erased")
+        pipe.expire(name, ttl_s)
+    pipe.zrem(keys.inbound_due, *names)
+    replies = await pipe.execute()
+    return sum(int(replies[i]) for i in range(0, 3 * len(names), 3))
+
+
+async def erase_waiting_parts(redis: Redis, keys: Keys, subject_hash: str, ttl_s: int) -> int:
+    """Delete the parts one sender has waiting for reassembly; returns the sets removed.
+
+    Each set is replaced by the tombstone a published set leaves (``done``, the set's
+    TTL), so a part of it that arrives later is answered and dropped, never published
+    (engine/inbound.lua); the sets leave the partial sweep's list. One transaction,
+    watched on the sender's index: a set that is created or completed meanwhile makes
+    it run again.
+    """
+    index = keys.inbound_waiting(subject_hash)
+    async with redis.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                await pipe.watch(index)
+                members: Any = await pipe.smembers(index)
+                names = [_text(m) for m in members]
+                pipe.multi()  # type: ignore[no-untyped-call]
+                for name in names:
+                    pipe.delete(name)
+                    pipe.hset(name, "done", "erased")
+                    pipe.expire(name, ttl_s)
+                if names:
+                    pipe.zrem(keys.inbound_due, *names)
+                pipe.delete(index)
+                replies = await pipe.execute()
+                return sum(int(replies[i]) for i in range(0, 3 * len(names), 3))
+            except WatchError:
+                continue

@@ -12,8 +12,9 @@
 -- ARGV[A_LAYOUT]   LAYOUT_VERSION of the caller
 -- ARGV[A_NOW]      unix ms
 -- ARGV[A_LIMIT]    at most this many sets per call
--- ARGV[A_MAXLEN]   approximate MAXLEN of the inbound stream
+-- ARGV[A_MAXLEN]   approximate MAXLEN of the inbound stream; '0': none (see inbound.lua)
 -- ARGV[A_RETENTION_UNTIL] unix s: the message retention stamp
+-- ARGV[A_WAITING_PREFIX] the per-sender index of waiting sets (see inbound.lua)
 --
 -- Returns what inbound.lua returns, one list per published message.
 local stream, due = KEYS[K_INBOUND], KEYS[K_DUE]
@@ -32,11 +33,14 @@ for _, key in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, t
     end
     local from, to, text = h['from'] or '', h['to'] or '', table.concat(texts)
     local carrier, client, from_hash = h['carrier'] or '', h['client'] or '', h['from_hash'] or ''
-    local id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'from', from, 'to', to, 'text', text,
+    local args = {'XADD', stream, 'MAXLEN', '~', maxlen, '*', 'from', from, 'to', to, 'text', text,
       'carrier', carrier, 'client', client, 'parts', n, 'partial', '1', 'total', total, 'ts', now,
-      'from_hash', from_hash, 'retention_until', retention)
+      'from_hash', from_hash, 'retention_until', retention}
+    if maxlen == '0' then table.remove(args, 3); table.remove(args, 3); table.remove(args, 3) end
+    local id = redis.call(unpack(args))
     out[#out + 1] = {id, from, to, text, carrier, client, tostring(n), '1', now, from_hash}
     redis.call('DEL', key)
+    redis.call('SREM', ARGV[A_WAITING_PREFIX] .. from_hash, key)
   end
   redis.call('ZREM', due, key)
 end

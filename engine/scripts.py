@@ -69,11 +69,12 @@ __all__ = [
     "script_header",
 ]
 
-LAYOUT_VERSION = 5
+LAYOUT_VERSION = 6
 """Of every layout below; bump it on any change of one (1: the hand-numbered lists;
 3: claims carry the suppression check, inbound scripts; 4: hot state only, no subject
 indexes, the record call's token; 5: a claim carries the job's ref, park.lua and
-cancel.lua, schedule.lua's id index)."""
+cancel.lua, schedule.lua's id index; 6: the inbound scripts' per-sender index of
+waiting parts)."""
 
 
 def _fields(lua_prefix: str, struct: type[msgspec.Struct]) -> Positions:
@@ -202,9 +203,9 @@ CANCEL_ARGS = Positions("A", ("layout", "job_id", "mark_ttl", "now", "maxlen", "
 # -- inbound.lua, inbound_sweep.lua ---------------------------------------------
 INBOUND_KEYS = Positions("K", ("inbound", "due"))
 INBOUND_ARGS = Positions(
-    "A", ("layout", "payload", "wait_ms", "ttl_s", "maxlen", "retention_until", "parts_prefix")
+    "A", ("layout", "payload", "wait_ms", "ttl_s", "maxlen", "retention_until", "parts_prefix", "waiting_prefix")
 )
-INBOUND_SWEEP_ARGS = Positions("A", ("layout", "now", "limit", "maxlen", "retention_until"))
+INBOUND_SWEEP_ARGS = Positions("A", ("layout", "now", "limit", "maxlen", "retention_until", "waiting_prefix"))
 
 _HEADERS: dict[str, tuple[Positions, ...]] = {
     "record": (RECORD_KEYS, RECORD_ARGS, _fields("J", RecordJob), _fields("W", RecordWait), CORR_ENTRY),
@@ -288,6 +289,7 @@ def inbound_call(
     return INBOUND_KEYS.build(inbound=keys.inbound, due=keys.inbound_due), INBOUND_ARGS.build(
         layout=LAYOUT_VERSION, payload=payload, wait_ms=wait_ms, ttl_s=ttl_s, maxlen=maxlen,
         retention_until=retention_until, parts_prefix=keys.inbound_parts_prefix,
+        waiting_prefix=keys.inbound_waiting_prefix,
     )
 
 
@@ -296,7 +298,8 @@ def inbound_sweep_call(
 ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of inbound_sweep.lua."""
     return INBOUND_KEYS.build(inbound=keys.inbound, due=keys.inbound_due), INBOUND_SWEEP_ARGS.build(
-        layout=LAYOUT_VERSION, now=now_ms, limit=limit, maxlen=maxlen, retention_until=retention_until
+        layout=LAYOUT_VERSION, now=now_ms, limit=limit, maxlen=maxlen, retention_until=retention_until,
+        waiting_prefix=keys.inbound_waiting_prefix,
     )
 
 

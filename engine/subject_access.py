@@ -6,7 +6,9 @@ inventory is found the way erasure finds it (engine/erase.py): the history
 store's rows by keyed hash or client (hidden ones too: they are still held),
 the events not archived yet, the job records of those jobs by key, and the
 streams that hold the number in clear (engine/subject_records.py: a bounded
-scan of the lanes, held jobs, dead letters and inbound messages). The
+scan of the lanes, held jobs, dead letters and inbound messages), the
+store's ``inbound`` rows by the sender's hash or client, and the parts of
+the subject's messages waiting for reassembly (by the per-sender index). The
 suppression lists that hold the subject's hash are asked by key: the
 configured clients' lists, the default list, and the lists of clients seen
 in the subject's records (a list of a client never configured nor seen is
@@ -29,7 +31,9 @@ from redis.asyncio import Redis
 
 from engine.config import Settings
 from engine.history import HistoryRow, HistoryStore
-from engine.keys import Keys
+from engine.history.inbound import InboundRow, inbound_table
+from engine.inbound_store import client_waiting_parts, waiting_parts
+from engine.keys import Keys, shard_keys, shard_of
 from engine.subject_records import FoundEntry, Matcher, find_entries
 from privacy_hooks.audit import AuditLog
 from privacy_hooks.erasure import SubjectJob, find_in_events
@@ -37,7 +41,10 @@ from privacy_hooks.erasure import SubjectJob, find_in_events
 __all__ = ["KINDS", "SubjectRecords", "collect", "export_lines", "export_main"]
 
 #: The kinds of record an export prints, in order.
-KINDS = ("history_row", "job_record", "event", "waiting_job", "scheduled_job", "dead_letter", "inbound", "suppression")
+KINDS = (
+    "history_row", "job_record", "event", "waiting_job", "scheduled_job", "dead_letter", "inbound",
+    "inbound_history_row", "inbound_part", "suppression",
+)
 
 
 def _s(value: Any) -> str:
@@ -54,9 +61,15 @@ class SubjectRecords:
     events: list[tuple[Any, Any]] = field(default_factory=list)
     job_records: dict[str, dict[str, str]] = field(default_factory=dict)
     entries: list[FoundEntry] = field(default_factory=list)
+    inbound_rows: list[InboundRow] = field(default_factory=list)
+    """Rows of the history store's ``inbound`` table (the subject as sender, or the client's)."""
+    inbound_parts: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    """Messages in parts waiting for reassembly: (key, fields) of each set."""
     suppression: list[str] = field(default_factory=list)
     """The clients ("" = the default list) whose suppression list holds the subject
     (a client subject: its own list, if it has one)."""
+    event_streams: list[str] = field(default_factory=list)
+    """The events stream of each of ``events`` (its shard's), in the same order."""
 
     def job_ids(self) -> set[str]:
         return {r.job_id for r in self.rows} | set(self.event_jobs)
@@ -69,6 +82,8 @@ class SubjectRecords:
         out["event"] = len(self.events)
         for e in self.entries:
             out[e.kind] += 1
+        out["inbound_history_row"] = len(self.inbound_rows)
+        out["inbound_part"] = len(self.inbound_parts)
         out["suppression"] = len(self.suppression)
         return out
 
@@ -77,7 +92,8 @@ async def collect(
     redis: Redis, settings: Settings, subject: str, store: HistoryStore | None, *, since_ms: int | None = None,
 ) -> SubjectRecords:
     """Everything held about ``subject`` (a keyed hash or ``client:<id>``); changes nothing."""
-    keys = Keys(settings.redis.prefix)
+    shards = shard_keys(settings.redis.prefix, settings.redis.shards)
+    keys = shards[0]
     rec = SubjectRecords(subject)
     by_client = subject.startswith("client:")
     client = subject[len("client:"):] if by_client else None
@@ -85,17 +101,30 @@ async def collect(
         await store.migrate()
         key = {"client": client} if by_client else {"to_hash": subject}
         rec.rows = await store.find(**key, since_ms=since_ms or 0, hidden=True, limit=1_000_000)
-    rec.event_jobs, rec.events = await find_in_events(redis, keys, subject, "-", job_ids=[r.job_id for r in rec.rows])
+        by = {"client": client} if by_client else {"from_hash": subject}
+        rec.inbound_rows = await inbound_table(store).find(**by, since_ms=since_ms or 0, hidden=True, limit=1_000_000)
+    for shard in shards:  # every shard's waiting parts and events ([redis] shards)
+        if by_client:
+            assert client is not None
+            rec.inbound_parts += await client_waiting_parts(redis, shard, client)
+        else:
+            rec.inbound_parts += await waiting_parts(redis, shard, subject)
+        jobs_here, events_here = await find_in_events(redis, shard, subject, "-", job_ids=[r.job_id for r in rec.rows])
+        rec.event_jobs.update(jobs_here)
+        rec.events += events_here
+        rec.event_streams += [shard.events] * len(events_here)
     ids = sorted(rec.job_ids())
+    n = len(shards)
     for i in range(0, len(ids), 500):
         pipe = redis.pipeline(transaction=False)
         for jid in ids[i : i + 500]:
-            pipe.hgetall(keys.job(jid))
+            pipe.hgetall(shards[shard_of(jid, n)].job(jid))
         for jid, fields in zip(ids[i : i + 500], await pipe.execute(), strict=True):
             if fields:
                 rec.job_records[jid] = {_s(k): _s(v) for k, v in fields.items()}
-    rec.entries = await find_entries(redis, keys, Matcher(subject, settings.privacy.hash_secret),
-                                   [c.name for c in settings.carriers], [c.id for c in settings.clients])
+    for shard in shards:
+        rec.entries += await find_entries(redis, shard, Matcher(subject, settings.privacy.hash_secret),
+                                          [c.name for c in settings.carriers], [c.id for c in settings.clients])
     if by_client:
         assert client is not None
         if await redis.exists(keys.suppression(client)):
@@ -118,12 +147,17 @@ def export_lines(rec: SubjectRecords, keys: Keys) -> list[bytes]:
         out.append(orjson.dumps({"kind": "history_row", "row": msgspec.to_builtins(row)}))
     for jid, fields in sorted(rec.job_records.items()):
         out.append(orjson.dumps({"kind": "job_record", "job_id": jid, "fields": fields}))
-    for entry_id, fields in rec.events:
-        out.append(orjson.dumps({"kind": "event", "stream": keys.events, "entry_id": _s(entry_id),
+    streams = rec.event_streams or [keys.events] * len(rec.events)
+    for (entry_id, fields), stream in zip(rec.events, streams, strict=True):
+        out.append(orjson.dumps({"kind": "event", "stream": stream, "entry_id": _s(entry_id),
                                  "fields": {_s(k): _s(v) for k, v in fields.items()}}))
     for e in rec.entries:
         where = "key" if e.kind == "scheduled_job" else "stream"
         out.append(orjson.dumps({"kind": e.kind, where: e.key, "entry_id": e.entry_id, "fields": e.fields}))
+    for r in rec.inbound_rows:
+        out.append(orjson.dumps({"kind": "inbound_history_row", "row": msgspec.to_builtins(r)}))
+    for key, fields in rec.inbound_parts:
+        out.append(orjson.dumps({"kind": "inbound_part", "key": key, "fields": fields}))
     for c in rec.suppression:
         out.append(orjson.dumps({"kind": "suppression", "client": c, "list": keys.suppression(c),
                                  "subject_hash": rec.subject if not rec.subject.startswith("client:") else None}))

@@ -1,10 +1,12 @@
-"""``sendgate archive`` and ``sendgate history``: the archiver alone, and looking a job up.
+"""``sendgate archive`` and ``sendgate history``: the archivers alone, and looking a job up.
 
 ``history`` answers support and data-subject questions from both places a
 job can be: the history store (months) and Redis (hot: the job records of
 jobs awaiting receipts, and the events not archived yet). Numbers are looked up by their keyed
 hash (``[privacy] hash_secret``) and shown masked; the number given on the
-command line is never printed.
+command line is never printed. ``--to`` and ``--client`` also list the inbound
+messages in the store from that number / to that client, each line marked
+``inbound``.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from redis.exceptions import RedisError
 from engine.config import Settings
 from engine.history import HistoryRow, HistoryStore, open_store
 from engine.history.archiver import Archiver
+from engine.history.inbound import InboundRow, inbound_table
 from engine.redis_client import redis_from_settings
 
-__all__ = ["archive_main", "history_main", "lookback_days", "store_for"]
+__all__ = ["archive_main", "archiver_for", "history_main", "inbound_archiver_for", "lookback_days", "store_for"]
 
 
 def lookback_days(settings: Settings) -> int:
@@ -42,13 +45,32 @@ def store_for(settings: Settings) -> HistoryStore:
 
 def archiver_for(settings: Settings, redis: Redis, store: HistoryStore, registry: Any = None) -> Archiver:
     """The archiver of ``settings`` on the events stream."""
-    from engine.keys import Keys
+    from engine.keys import shard_keys
 
     h = settings.history
+    events = [k.events for k in shard_keys(settings.redis.prefix, settings.redis.shards)]  # every shard's
     return Archiver(
-        redis, store, [Keys(settings.redis.prefix).events], group=h.group, consumer=h.consumer,
+        redis, store, events, group=h.group, consumer=h.consumer,
         batch_size=h.batch_size, block_ms=h.block_ms, retention_days=settings.privacy.retention_days.message,
         claim_idle_ms=int(h.claim_idle_s * 1000), registry=registry,
+    )
+
+
+def inbound_archiver_for(settings: Settings, redis: Redis, store: HistoryStore, registry: Any = None) -> Any:
+    """The inbound archiver of ``settings`` on the inbound stream (engine/history/inbound_archiver.py)."""
+    from engine.history.inbound_archiver import InboundArchiver, inbound_group
+    from engine.inbound import client_numbers
+    from engine.keys import shard_keys
+    from privacy_hooks import KeyedHasher
+
+    h = settings.history
+    inbound = [k.inbound for k in shard_keys(settings.redis.prefix, settings.redis.shards)]  # every shard's
+    return InboundArchiver(
+        redis, store, inbound, group=inbound_group(h.group), consumer=h.consumer,
+        batch_size=h.batch_size, block_ms=h.block_ms, retention_days=settings.privacy.retention_days.message,
+        claim_idle_ms=int(h.claim_idle_s * 1000), registry=registry,
+        own_numbers=client_numbers(settings.clients), hash_number=KeyedHasher(settings.privacy.hash_secret.encode()),
+        retention_s=settings.privacy.retention_days.message * 86400,
     )
 
 
@@ -67,18 +89,26 @@ async def archive_main(settings: Settings, *, once: bool = False) -> int:
     redis = redis_from_settings(settings, url)
     store = store_for(settings)
     archiver = archiver_for(settings, redis, store)
+    inbound = inbound_archiver_for(settings, redis, store)
     try:
         if once:
             await archiver.ensure_groups()
+            await inbound.ensure_groups()
             await store.migrate()
             await archiver.drain()
-            print(f"archived {archiver.archived} event(s)")
+            await inbound.drain()
+            print(f"archived {archiver.archived} event(s), {inbound.archived} inbound message(s)")
             return 0
         loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            archiver.stop()
+            inbound.stop()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, archiver.stop)
-        await archiver.run()
+                loop.add_signal_handler(sig, stop)
+        await asyncio.gather(archiver.run(), inbound.run())
         return 0
     finally:
         await store.close()
@@ -104,29 +134,32 @@ async def _redis_view(settings: Settings, *, job_id: str | None, subject: str | 
     url = _redis_url(settings)
     if not url:
         return {}
-    from engine.keys import Keys
+    from engine.keys import shard_keys, shard_of
     from engine.stream_trim import group_low_id
     from privacy_hooks.erasure import find_in_events
 
-    keys = Keys(settings.redis.prefix)
+    shards = shard_keys(settings.redis.prefix, settings.redis.shards)
     redis = redis_from_settings(settings, url, socket_connect_timeout=2)
     try:
         latest: dict[str, dict[str, str]] = {}
         if job_id:
             ids = [job_id]
         else:
-            start = await group_low_id(redis, keys.events, settings.history.group) or "-"
-            found, entries = await find_in_events(redis, keys, subject or "", start)
-            ids = sorted(found)
-            for _eid, raw_fields in entries:
-                fields = {_text(k): _text(v) for k, v in raw_fields.items()}
-                seen = latest.setdefault(fields["id"], {})
-                seen.update({k: v for k, v in fields.items() if v})
-                seen["state"] = fields.get("event", "")
-                seen.setdefault("submitted_ms", fields.get("ts", ""))
+            found_all: set[str] = set()
+            for keys in shards:  # every shard's events
+                start = await group_low_id(redis, keys.events, settings.history.group) or "-"
+                found, entries = await find_in_events(redis, keys, subject or "", start)
+                found_all |= set(found)
+                for _eid, raw_fields in entries:
+                    fields = {_text(k): _text(v) for k, v in raw_fields.items()}
+                    seen = latest.setdefault(fields["id"], {})
+                    seen.update({k: v for k, v in fields.items() if v})
+                    seen["state"] = fields.get("event", "")
+                    seen.setdefault("submitted_ms", fields.get("ts", ""))
+            ids = sorted(found_all)
         out: dict[str, dict[str, str]] = {}
         for jid in ids[:1000]:
-            raw: Any = await redis.hgetall(keys.job(jid))
+            raw: Any = await redis.hgetall(shards[shard_of(jid, len(shards))].job(jid))
             fields = {_text(k): _text(v) for k, v in raw.items()} if raw else latest.get(jid, {})
             if fields:
                 for name in ("to", "text", "to_hash"):  # never shown, whatever a future record holds
@@ -192,6 +225,7 @@ async def history_main(
             print("sendgate history: --to needs a phone number (digits)", file=sys.stderr)
             return 2
     store = store_for(settings)
+    inbound: list[InboundRow] = []
     try:
         await store.migrate()
         if job_id is not None:
@@ -204,14 +238,29 @@ async def history_main(
             hot = await _redis_view(settings, job_id=None, subject=subject) if subject else {}
             if ref is not None:
                 hot = {}  # Redis has no index by ref; the store answers
+            if to_hash is not None or client is not None:
+                # inbound messages from that number (or to that client), marked as inbound
+                by = {"from_hash": to_hash} if to_hash is not None else {"client": client}
+                inbound = await inbound_table(store).find(**by, limit=limit)
     finally:
         await store.close()
     items = _merge(rows, hot)[:limit]
     if as_json:
+        items += [{"inbound": msgspec.to_builtins(r)} for r in inbound]
         sys.stdout.write(orjson.dumps(items, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         for item in items:
             print(_line(item))
-        if not items:
+        for r in inbound:
+            print(_inbound_line(r))
+        if not items and not inbound:
             print("no job found")
-    return 0 if items else 1
+    return 0 if items or inbound else 1
+
+
+def _inbound_line(r: InboundRow) -> str:
+    partial = f" partial ({r.parts} of {r.total})" if r.partial else ""
+    return (
+        f"inbound {r.entry_id}  {_when(r.ts_ms)}  from={r.from_mask or '-'}  to={r.to or '-'}  "
+        f"client={r.client or '-'}  carrier={r.carrier or '-'}  parts={r.parts}{partial}"
+    )

@@ -152,7 +152,51 @@ def decode_septets(
     basic = _LOCKING.get(locking_shift, _DEFAULT_CHARMAP)
     if _ESC_BYTE not in septets:
         return codecs.charmap_decode(septets, "strict", basic)[0]
+    # Escapes: one decode with ESC kept as U+001B, split on it, and each piece's first
+    # character (the code after the ESC, read in the basic table) swapped for its
+    # extension character: ~0.1 µs an escape instead of ~0.5 in the loop below, which
+    # stays for what this cannot tell apart (ESC ESC, a dangling ESC, a code whose
+    # basic character is not unique: U+FFFD cells, octets above 0x7F).
+    escapes = _ESCAPES.get((locking_shift, single_shift))
+    if escapes is None:
+        escapes = _escapes(locking_shift, single_shift)
+    pieces = codecs.charmap_decode(septets, "strict", escapes[0])[0].split("\x1b")
+    table = escapes[1]
+    out = [pieces[0]]
+    for piece in pieces[1:]:
+        ch = table.get(piece[:1])
+        if ch is None:
+            return _decode_escapes(septets, basic, _SINGLE.get(single_shift, DEFAULT_EXTENSION))
+        out.append(ch)
+        out.append(piece[1:])
+    return "".join(out)
+
+
+def _escapes(locking_shift: int | None, single_shift: int | None) -> tuple[str, dict[str, str]]:
+    """(decoding table with ESC as U+001B, {basic character: the character ESC + its
+    code stands for}) of a pair of language ids; built once per pair."""
+    basic = _LOCKING.get(locking_shift, _DEFAULT_CHARMAP)
     shift = _SINGLE.get(single_shift, DEFAULT_EXTENSION)
+    seen: dict[str, int] = {}
+    for code in range(128):
+        seen[basic[code]] = seen.get(basic[code], 0) + 1
+    table = {
+        basic[code]: shift.get(code, basic[code])  # §6.2.1.1: unknown extension → the basic character
+        for code in range(128)
+        if code != ESC and seen[basic[code]] == 1 and basic[code] != REPLACEMENT
+    }
+    pair = (basic[:ESC] + "\x1b" + basic[ESC + 1 :], table)
+    # kept per pair of ids that have tables (another id reads the default's): bounded
+    if (locking_shift is None or locking_shift in _LOCKING) and (single_shift is None or single_shift in _SINGLE):
+        _ESCAPES[(locking_shift, single_shift)] = pair
+    return pair
+
+
+_ESCAPES: dict[tuple[int | None, int | None], tuple[str, dict[str, str]]] = {}
+
+
+def _decode_escapes(septets: bytes, basic: str, shift: dict[int, str]) -> str:
+    """Septets with escapes, one at a time (every case of the module docstring)."""
     out: list[str] = []
     n = len(septets)
     i = 0

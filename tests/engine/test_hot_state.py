@@ -62,14 +62,16 @@ async def test_a_finished_job_leaves_only_its_idempotency_mark(redis_url: str, k
         assert not any(":subject:" in key for key in keys)
         assert rows["P:dlr:c:<carrier>:<end ms>"] == 0
         parks = [k.park(c.name, lane) for c in engine.settings.carriers for lane in ("high", "normal", "bulk")]
-        for stream in (*k.lanes(), k.events, *parks):
+        for stream in (*k.lanes(), k.events, k.inbound, *parks):
             assert await redis.xlen(stream) == 0, stream
         # what else is there is per call or per window, not per job: the duplicate
         # window's spans (carrier message ids for 10 min), record-call tokens and kept
         # receipt replies for callbacks (2 min)
         per_call = {"P:dlr:dup:<span>", "P:record:<token>", "P:dlr:call:<token>", "P:dlr:idx:<carrier>", "P:dlr:due"}
         # (park streams are per carrier and lane, like the lanes: empty, checked above)
-        streams = {"P:jobs", "P:jobs:high", "P:jobs:bulk", "P:events", "P:park:<carrier>:<lane>"}
+        # (P:inbound: the inbound archiver's group, on a stream it creates empty; no message came in)
+        # (and the shard's registry of park streams: a member per park stream, none per job)
+        streams = {"P:jobs", "P:jobs:high", "P:jobs:bulk", "P:events", "P:inbound", "P:park:<carrier>:<lane>", "P:parks"}
         assert set(rows) - per_call - streams - {"P:idem:<job id>", "P:job:<job id>"} == set()
         assert rows["P:record:<token>"] <= len(jobs)
         for key in keys:

@@ -212,3 +212,40 @@ async def test_the_simulators_inbound_mode_sends_on_its_own(redis_url: str, key_
         got = await _inbound(redis, key_prefix, 2)
         assert [(m["text"], m["parts"], m["client"], m["from"]) for m in got[:2]] == [
             (LONG_GSM, "3", "shop", "4711223344")] * 2
+
+
+async def test_stop_in_several_casings_and_spacings_and_unstop_restores(redis_url: str, key_prefix: str) -> None:
+    """Each of these texts is an opt-out for the client it was sent to; UNSTOP and START
+    (any casing, spaces around) take the sender off again; near misses change nothing."""
+    phones = [f"45{40000000 + i}" for i in range(8)]
+    opt_outs = ["STOP", "stop", "Stop", "sToP", "  STOP  ", "\r\nStop\n", " unsubscribe ", "QUIT"]
+    async with running(redis_url, key_prefix, SimulatorConfig(dlr=False), proxy=False, clients=CLIENTS) as (
+        eng, sim, _rec, redis,
+    ):
+        await _bound(sim, 1)
+        k = Keys(key_prefix)
+        hashes = [KeyedHasher(eng.settings.privacy.hash_secret)(p) for p in phones]
+        for phone, text in zip(phones, opt_outs, strict=True):
+            sim.send_inbound(phone, SHOP_CODE, text)
+        sim.send_inbound("4549999999", SHOP_CODE, "S T O P")  # not a keyword
+        sim.send_inbound("4549999998", SHOP_CODE, "STOP.")  # nor this
+        await _inbound(redis, key_prefix, 10)
+        await _until_async(lambda: _members(redis, k.suppression("shop"), 8))
+        assert await redis.smembers(k.suppression("shop")) == {h.encode() for h in hashes}
+        for phone, text in zip(phones[:3], (" UNSTOP ", "start", "Start\r\n"), strict=True):
+            sim.send_inbound(phone, SHOP_CODE, text)
+        await _inbound(redis, key_prefix, 13)
+        await _until_async(lambda: _members(redis, k.suppression("shop"), 5))
+        assert await redis.smembers(k.suppression("shop")) == {h.encode() for h in hashes[3:]}
+        assert await redis.exists(k.suppression("")) == 0  # sent to the shop's code: nothing on the default list
+
+
+async def _members(redis: Redis, key: str, n: int) -> bool:
+    return int(await redis.scard(key)) == n
+
+
+async def _until_async(predicate: Any, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)

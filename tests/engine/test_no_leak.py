@@ -6,12 +6,15 @@ letters (a callback to 127.0.0.1 among them), a carrier whose bind is refused
 for its password. Then every line is scanned for each number in the formats
 people write them — ``+4571000159``, ``004571000159``, ``4571000159``,
 ``71000159``, spaced or dashed (``+45 71 00 01 59``, ``7100-0159``) — and for
-the texts. TODO(inbound): add mobile-originated messages once the
-simulator's inbound mode is on main.
+the texts. Mobile-originated messages too: single and in parts (one set
+left partial), opt-out keywords with a confirmation reply, from numbers of
+the same form, with texts of their own, archived to the history store; the
+metrics' exposition is scanned as well.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import re
@@ -79,7 +82,8 @@ async def test_no_number_or_text_in_any_log_line_or_file(redis_url: str, key_pre
         {"id": f"{run}-sender", "to": f"+{COUNTRY}{national(invalid_base + 5)}", "text": f"s QZX{run}",
          "from": f"+{COUNTRY}{national(invalid_base + 5)}00000000"},
     ]
-    numbers = {national(i) for i in range(invalid_base + len(invalid))}
+    inbound_base = invalid_base + len(invalid)
+    numbers = {national(i) for i in range(inbound_base + INBOUND)}
     strict = await start_simulator(SimulatorConfig(system_id="test", password="right"))
     locked = {"name": "locked", "port": strict.port, "system_id": "test", "password": "nope", "binds": 1,
               "routes": ["999"], "auth_retry_s": 60.0}
@@ -100,11 +104,14 @@ async def _run_and_check(
                         dlr_states={"DELIVRD": 0.95, "UNDELIV": 0.05}),
         proxy=False,
         batch_size=500, extra_carriers=[locked], carrier={"password": "pw"},
-    ) as (engine, _sim, _p, redis):
+        clients=[{"id": "shop", "numbers": ["1234"], "opt_out_reply": f"Afmeldt QZX{run}"}],
+        inbound={"reassembly_wait_s": 0.5},
+    ) as (engine, sim, _p, redis):
         started = time.monotonic()
         await push(redis, key_prefix, jobs + invalid)
+        await _send_inbound(engine, sim, redis, key_prefix, run, len(jobs) + len(invalid))
         events = await wait_events(redis, key_prefix, {j["id"] for j in jobs}, timeout_s=120)
-        finals = [evs[-1]["event"] for evs in events.values()]
+        finals = [events[j["id"]][-1]["event"] for j in jobs]  # (the opt-out replies, dlr=0, end at submitted)
         assert set(finals) <= {"delivered", "undeliverable", "failed"} and finals.count("delivered") > JOBS // 2
         dead = {f[b"id"].decode(): f for _i, f in await redis.xrange(f"{key_prefix}:dead")}
         assert set(dead) == {j["id"] for j in invalid}
@@ -118,6 +125,9 @@ async def _run_and_check(
         audit = [f for _i, f in await redis.xrange(f"{key_prefix}:audit")]
         assert any(f[b"action"] == b"bind_credentials_refused" and f[b"carrier"] == b"locked" for f in audit)
         elapsed = time.monotonic() - started
+        from prometheus_client import generate_latest
+
+        exposition = {"engine": generate_latest(engine.metrics.registry).decode()}
     for handler in logging.getLogger().handlers:
         handler.flush()
     files = sorted(log_file.parent.iterdir())
@@ -132,4 +142,40 @@ async def _run_and_check(
         assert f"QZX{run}" not in text, f"{name}: a message text in the log"
         for sample in (texts[1], texts[3], "Hemmelig besked", "Tajný text"):
             assert sample not in text, f"{name}: message text {sample!r} in the log"
-    print(f"{JOBS} jobs, {len(lines)} log lines scanned in {elapsed:.1f}s of engine time")
+    for name, text in exposition.items():
+        assert not _leaks(text, numbers), f"metrics {name}: numbers in clear"
+        assert f"QZX{run}" not in text, f"metrics {name}: a message text"
+    print(f"{JOBS} jobs, {INBOUND} inbound messages, {len(lines)} log lines scanned in {elapsed:.1f}s of engine time")
+
+
+INBOUND = 40
+
+
+async def _send_inbound(engine: Any, sim: Any, redis: Any, prefix: str, run: str, pushed: int) -> None:
+    """Mobile-originated messages from ``INBOUND`` numbers (national and international forms):
+    texts, STOP in a few casings (a confirmation reply each), a message in 3 parts and
+    one left partial; returns once all are published, settled and archived."""
+    from engine.keys import Keys
+
+    await sim.wait_for(lambda: len(sim.receivers()) >= 1)
+    base = pushed  # the numbers after the jobs'
+    long_text = f"Hemmelig besked fra telefonen QZX{run} " * 12
+    for j in range(INBOUND):
+        sender = f"{COUNTRY}{national(base + j)}" if j % 2 else national(base + j)
+        if j % 10 == 0:
+            sim.send_inbound(sender, "1234", (" STOP ", "Stop", "stop\n", "STOP")[j // 10])
+        elif j == 5:
+            sim.send_inbound(sender, "1234", long_text, concat="udh8", ref=5, order=[2, 0, 1])
+        elif j == 7:
+            sim.send_inbound(sender, "1234", long_text, concat="sar", ref=7, skip=[1])  # partial
+        else:
+            sim.send_inbound(sender, "+4570000000", f"Tajný text {j} QZX{run}", encoding="ucs2")
+    k = Keys(prefix)
+    deadline = time.monotonic() + 30
+    while int(await redis.xlen(k.inbound)) < INBOUND or int(await redis.scard(k.suppression("shop"))) < 4:
+        assert time.monotonic() < deadline, "inbound messages not all published"
+        await asyncio.sleep(0.05)
+    archiver = engine.inbound_archiver
+    while archiver is not None and (await archiver.lag()).entries:
+        assert time.monotonic() < deadline, "inbound messages not archived"
+        await asyncio.sleep(0.05)

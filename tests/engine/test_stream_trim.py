@@ -73,3 +73,31 @@ async def test_events_wait_for_the_archiver_within_their_bounds(
         assert await redis_client.xlen(k.events) == 0
     finally:
         await delete_prefix(redis_client, key_prefix)
+
+
+async def test_inbound_is_trimmed_only_behind_its_archiver(redis_client: Any, redis_url: str, key_prefix: str) -> None:
+    """With a history store: past the message retention entries go; over streams_maxlen
+    only what the inbound archiver's group acknowledged goes, never one it has not."""
+    k = Keys(key_prefix)
+    now = int(time.time() * 1000)
+    try:
+        expired = (await redis_client.xadd(k.inbound, {"n": "expired"}, id=f"{now - 200 * 86_400_000}-0")).decode()
+        ids = [(await redis_client.xadd(k.inbound, {"n": f"m{i}"})).decode() for i in range(8)]
+        await redis_client.xgroup_create(k.inbound, "archiver-inbound", id="0")
+        await redis_client.xreadgroup("archiver-inbound", "a", {k.inbound: ">"}, count=5)  # expired, m0..m3
+        await redis_client.xack(k.inbound, "archiver-inbound", expired, ids[0], ids[1], ids[3])  # m2 still pending
+        settings = _settings(redis_url, key_prefix, streams_maxlen=3)
+        await trim_streams(redis_client, settings, approximate=False)
+        left = [f[b"n"] for _i, f in await redis_client.xrange(k.inbound)]
+        assert left == [b"m2", b"m3", b"m4", b"m5", b"m6", b"m7"]  # more than maxlen: m2 on is not archived
+        # under streams_maxlen nothing archived goes before the retention
+        await redis_client.xack(k.inbound, "archiver-inbound", ids[2])
+        await trim_streams(redis_client, _settings(redis_url, key_prefix, streams_maxlen=100), approximate=False)
+        assert await redis_client.xlen(k.inbound) == 6
+        # without a history store: the retention and streams_maxlen, archived or not
+        no_history = settings_from_mapping({"redis": {"url": redis_url, "prefix": key_prefix},
+                                            "engine": {"streams_maxlen": 3}, "history": {"enabled": False}}, env={})
+        await trim_streams(redis_client, no_history, approximate=False)
+        assert await redis_client.xlen(k.inbound) == 6  # (the scripts' MAXLEN ~ caps it then, not the trimmer)
+    finally:
+        await delete_prefix(redis_client, key_prefix)

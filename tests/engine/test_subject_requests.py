@@ -187,7 +187,8 @@ async def test_dry_run_changes_nothing(
         out = capsys.readouterr().out
         counts = dict(line.split("\t") for line in out.splitlines() if "\t" in line)
         assert counts == {"history_row": "1", "job_record": "0", "event": "1", "waiting_job": "2",
-                          "scheduled_job": "1", "dead_letter": "1", "inbound": "1", "suppression": "1"}
+                          "scheduled_job": "1", "dead_letter": "1", "inbound": "1", "inbound_history_row": "0", "inbound_part": "0",
+                          "suppression": "1"}
         assert subject[1:] not in out and "nothing changed" in out
         assert await _dump(redis, key_prefix) == before
         store = open_store(settings.history.url)

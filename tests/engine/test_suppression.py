@@ -86,3 +86,38 @@ async def test_suppression_keys_hold_no_number(redis_url: str, key_prefix: str) 
         assert members and all(b"12345678" not in m for m in members)
     finally:
         await redis.aclose()
+
+
+async def test_claim_checks_every_list_of_a_batch_in_chunks(redis_url: str, key_prefix: str) -> None:
+    """claim.lua against a real Redis: a batch with marketing claims of three clients'
+    lists (one with more than a chunk of 1,000 numbers) and transactional ones: exactly
+    the listed numbers of each list come back `3`, every other claim `0`."""
+    import msgspec
+
+    from engine.scripts import ClaimBatch, ClaimJob, Script, claim_call
+
+    k = Keys(key_prefix)
+    redis = Redis.from_url(redis_url)
+    try:
+        await redis.xgroup_create(k.jobs, "g", id="0", mkstream=True)
+        lists = {"": k.suppression(""), "a": k.suppression("a"), "b": k.suppression("b")}
+        await redis.sadd(lists["a"], "h-a-7", "h-a-1100")
+        await redis.sadd(lists["b"], "h-b-3")
+        await redis.sadd(lists[""], "h-a-9")  # another list's number: not a hit for client a
+        claims, expected = [], []
+        for i in range(2400):  # a: 1,200 claims, b: 600, transactional: 600
+            client = "a" if i % 2 == 0 else ("b" if i % 4 == 1 else "")
+            n = i // 2 if client == "a" else i // 4
+            if client == "":
+                claims.append(ClaimJob(f"t-{i}", f"1-{i}", "", "", ""))
+                expected.append(0)
+                continue
+            h = f"h-{client}-{n}"
+            claims.append(ClaimJob(f"m-{i}", f"1-{i}", lists[client], h, ""))
+            expected.append(3 if h in ("h-a-7", "h-a-1100", "h-b-3") else 0)
+        ks, args = claim_call(k, k.jobs, "g", msgspec.json.encode(ClaimBatch(claims=claims, dead=[])),
+                              1_700_000_000_000, 3600, 1000, False)
+        assert await Script("claim")(redis, ks, args) == expected
+        assert expected.count(3) == 3  # h-a-1100 is in the second chunk of list a
+    finally:
+        await redis.aclose()

@@ -219,7 +219,7 @@ async def test_postgres_upgrade_to_hash_index_and_room_for_hot_updates(pg_dsn: s
         )
         s = open_store(pg_dsn)
         try:
-            assert await s.migrate() == migrations("postgres")[-1].version  # every later one applied too
+            assert await s.migrate() == max(m.version for m in migrations("postgres"))  # 0002, 0003 and any later
             assert [r.job_id for r in await s.find(to_hash=h)] == ["old"]
         finally:
             await s.close()

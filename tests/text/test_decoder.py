@@ -232,6 +232,35 @@ def test_any_octets_decode_or_raise_only_user_data_error(
     assert (text is None) == (alphabet_of(dc) is None)
 
 
+def test_the_escape_fast_path_agrees_with_the_loop_for_every_table_pair() -> None:
+    """decode_septets with escapes (one decode, split on ESC) gives what the one-escape-at-a-time
+    loop gives, for every pair of locking / single shift tables and every code after an ESC
+    (ESC ESC, a dangling ESC, octets above 0x7F included)."""
+    import random
+
+    from engine.text import decoder as d
+
+    rng = random.Random(20)
+    ids: list[int | None] = [None, *range(16)]
+    codes = [*range(256)]
+    for locking in ids:
+        for single in ids:
+            basic = d._LOCKING.get(locking, d._DEFAULT_CHARMAP)
+            shift = d._SINGLE.get(single, d.DEFAULT_EXTENSION)
+            every = bytes(b for code in codes for b in (d.ESC, code))  # ESC + each code
+            cases = [every, every + bytes([d.ESC]), b"ab" + every[:40] + b"cd"]
+            cases += [bytes([0x41, d.ESC, code, 0x42, d.ESC, 0x28]) for code in codes]  # one code at a time
+            cases.append(bytes(b for code in range(0x28, 0x7F) for b in (d.ESC, code)))  # many, no ESC ESC
+            for _ in range(30):
+                cases.append(bytes(rng.choice([d.ESC, d.ESC, rng.randrange(128), rng.randrange(256)])
+                                   for _ in range(rng.randrange(1, 40))))
+            for septets in cases:
+                assert d.decode_septets(septets, locking, single) == d._decode_escapes(septets, basic, shift), (
+                    locking, single, septets.hex())
+    with_tables = sum(1 for lo in ids for si in ids if (lo is None or lo in d._LOCKING) and (si is None or si in d._SINGLE))
+    assert len(d._ESCAPES) == with_tables  # the fast path ran for every pair, and kept one table per pair of tables
+
+
 def test_packed_wanted_final_cr_survives_because_pack_doubles_it() -> None:
     # Our sending side follows TS 23.038 §6.1.2.3.1: CR CR after a wanted final CR
     # on an octet boundary (CR CR means CR), so the receiver keeps one.
