@@ -144,6 +144,7 @@ class BenchOptions:
     py_spy: str = ""
     prefill: int = 0  # records of earlier jobs written under the run's prefix before it starts
     marketing: int = 0  # > 0: every job is kind=marketing, checked against a suppression list of this many hashes
+    hooks: tuple[str, ...] = ()  # the engines' [privacy] hooks ("pkg.module:Class")
     cluster: bool = False  # redis_url names a node of a Redis Cluster (`--cluster`: bench/cluster_bench.py)
 
 
@@ -323,6 +324,7 @@ format = "text"
 
 [privacy]
 hash_secret = "bench-only-secret"
+hooks = [{", ".join(q(h) for h in o.hooks)}]
 
 {_history_toml(o, q)}
 
@@ -1417,6 +1419,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ops", choices=("default", "off", "scrape"), default="default",
                    help="operators' view: the engines' default sampler, 'off' (no sampler), or 'scrape' "
                         "(sampler, and /metrics and /status fetched every second, as Prometheus and the status page would)")
+    p.add_argument("--hooks", action="append", default=[], metavar="PKG.MODULE:CLASS",
+                   help="a [privacy] hook for the engines (repeat), e.g. bench.trivial_hook:Trivial")
     p.add_argument("--cluster", action="store_true",
                    help="start a local Redis Cluster (--masters) and run --cluster-engines engines in turn over it "
                         "(bench/cluster_bench.py)")
@@ -1480,7 +1484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         redis_url=args.redis_url, timeout_s=args.timeout_s, seed=args.seed, quiet=args.quiet,
         cprofile=args.cprofile, py_spy=args.py_spy, prefill=max(0, args.prefill), history=args.history, ops=args.ops,
         archiver=args.archiver,
-        marketing=max(0, args.marketing),
+        marketing=max(0, args.marketing), hooks=tuple(args.hooks),
     )
     if args.duration > 0:
         if args.rate <= 0 or args.interval <= 0 or args.drain_s < 0:

@@ -12,7 +12,7 @@ two versions of the same code, and timed runs for the absolute figure.)
     python -m bench.instructions record
     python -m bench.instructions scan
     python -m bench.instructions simulator
-    python -m bench.instructions engine [--python PY --tree DIR]   # needs REDIS_URL
+    python -m bench.instructions engine [--python PY --tree DIR] [--hooks pkg.mod:Class]   # needs REDIS_URL
 
 ``receipts``: instructions Redis executes inside EVALSHA per receipt, for
 batches of 1,000 fast-path receipts applied by ``dlr/correlate.lua`` (with the
@@ -29,7 +29,8 @@ and its script call) and per receipt on the receipt sink's path
 in batches of 500 single-part jobs with receipts, against the Redis at
 ``REDIS_URL``: three stages (jobs built only; + recorded; + their receipts),
 each run at two lengths; the differences of the stages' slopes. ``--tree`` and
-``--python`` run it on another checkout (an older commit, with its venv).
+``--python`` run it on another checkout (an older commit, with its venv);
+``--hooks`` configures ``[privacy] hooks`` (e.g. ``bench.trivial_hook:Trivial``).
 ``simulator``: the simulator's work per message with and without receipts
 (submit_sm in, resp out; the receipt built, written, and its
 deliver_sm_resp read). The Python figures are the difference of two runs of
@@ -121,6 +122,7 @@ BATCH = 500
 settings = settings_from_mapping({
     "redis": {"url": REDIS_URL, "prefix": PREFIX},
     "carriers": [{"name": "c1", "routes": [""]}],
+    **({"privacy": {"hooks": HOOKS}} if HOOKS else {}),
 }, env={})
 _kw = "allow_private_callbacks" in inspect.signature(parse_job).parameters
 
@@ -181,7 +183,7 @@ asyncio.run(main())
 
 
 def engine_instructions(tree: Path = _ROOT, python: str = sys.executable, small: int = 1000, large: int = 3000,
-                        redis_url: str = "") -> dict[str, float]:
+                        redis_url: str = "", hooks: list[str] | None = None) -> dict[str, float]:
     """Engine instructions per job recorded and per receipt (see ``engine`` above)."""
     valgrind = _need_valgrind()
     url = redis_url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -190,7 +192,7 @@ def engine_instructions(tree: Path = _ROOT, python: str = sys.executable, small:
         for stage in (0, 1, 2):
             counts = []
             for n in (small, large):
-                code = f"N = {n}\nSTAGE = {stage}\nREDIS_URL = {url!r}\n" + _ENGINE
+                code = f"N = {n}\nSTAGE = {stage}\nREDIS_URL = {url!r}\nHOOKS = {hooks or []!r}\n" + _ENGINE
                 out = Path(tmp) / f"cg.{stage}.{n}"
                 subprocess.run(
                     [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", python, "-c", code],
@@ -416,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     en = sub.add_parser("engine", help="engine (Python) instructions per job recorded and per receipt (REDIS_URL)")
     en.add_argument("--tree", type=Path, default=_ROOT, help="checkout to measure (default: this one)")
     en.add_argument("--python", default=sys.executable, help="its interpreter (its venv's python)")
+    en.add_argument("--hooks", action="append", default=[], metavar="PKG.MODULE:CLASS",
+                    help="[privacy] hooks to configure (repeat), e.g. bench.trivial_hook:Trivial")
     a = p.parse_args(argv)
     if a.what == "receipts":
         what = "per receipt tried without its entry" if a.miss else "per receipt"
@@ -423,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     elif a.what == "record":
         print(f"record.lua: {record_script_instructions(a.rounds):,.0f} instructions per job")
     elif a.what == "engine":
-        e = engine_instructions(a.tree, a.python)
+        e = engine_instructions(a.tree, a.python, hooks=a.hooks)
         print(f"engine: {e['record']:,.0f} instructions per job recorded, {e['receipt']:,.0f} per receipt"
               f" ({e['build']:,.0f} per job read, decoded and segmented by the harness)")
     elif a.what == "scan":
