@@ -39,6 +39,13 @@
 --   or for a single-part job without callback whose ref and message_ids hold no US
 --   (0x1F) just the normalised id: its entry then takes the receipt's fast form and
 --   the job has no record at all (dlr/store.py).
+--   The payload's jobs are the uncommon ones: the common job (corr "" or the fast
+--   form, and no US or RS in any field) comes packed, below.
+-- ARGV[A_PACKED], ARGV[A_PACKED_LENS] the common jobs (engine/scripts.py Packed): per
+--   job the fields RECORD_PACKED (R_*: job_id, event, carrier, parts, message_ids, error,
+--   ref, client, kind, to_hash, to_mask, encoding, corr, where corr is "" or the fast
+--   form's normalised id) concatenated in A_PACKED, their lengths one byte each in
+--   A_PACKED_LENS: one string.byte and a string.sub per field, no table per job
 -- ARGV[A_NOW]     now (unix ms)
 -- ARGV[A_JOB_PREFIX], A_BUCKET_PREFIX, A_INDEX_PREFIX: what the per-job and
 --   per-carrier keys start with (engine/keys.py: "P:job:", "P:dlr:c:",
@@ -119,6 +126,48 @@ for _, j in ipairs(batch.jobs) do
     'client', j[J_CLIENT], 'kind', j[J_KIND], 'to_hash', j[J_TO_HASH], 'to_mask', j[J_TO_MASK],
     'encoding', j[J_ENCODING], 'retention_until', retention_until)
 end
+-- The common jobs (packed): the same as above for a job whose corr is "" or the fast form.
+local data, lens = ARGV[A_PACKED], ARGV[A_PACKED_LENS]
+local byte, sub = string.byte, string.sub
+local packed_n = #lens / R_CORR  -- R_CORR, the last of RECORD_PACKED: its width
+local p = 1
+for k = 1, #lens, R_CORR do
+  local l1, l2, l3, l4, l5, l6, l7, l8, l9, l10, l11, l12, l13 = byte(lens, k, k + 12)
+  local e = p + l1
+  local job_id = sub(data, p, e - 1)
+  p = e; e = p + l2; local event = sub(data, p, e - 1)
+  p = e; e = p + l3; local carrier = sub(data, p, e - 1)
+  p = e; e = p + l4; local parts_s = sub(data, p, e - 1)
+  p = e; e = p + l5; local message_ids = sub(data, p, e - 1)
+  p = e; e = p + l6; local err = sub(data, p, e - 1)
+  p = e; e = p + l7; local ref = sub(data, p, e - 1)
+  p = e; e = p + l8; local client = sub(data, p, e - 1)
+  p = e; e = p + l9; local kind = sub(data, p, e - 1)
+  p = e; e = p + l10; local to_hash = sub(data, p, e - 1)
+  p = e; e = p + l11; local to_mask = sub(data, p, e - 1)
+  p = e; e = p + l12; local encoding = sub(data, p, e - 1)
+  p = e; e = p + l13; local corr = sub(data, p, e - 1)
+  p = e
+  if corr ~= '' then
+    local c, n = corr_add[carrier], corr_n[carrier]
+    if not c then
+      c, n = {}, 0
+      corr_add[carrier] = c
+    end
+    c[n + 1] = corr
+    c[n + 2] = '=' .. now .. '\31' .. message_ids .. '\31' .. ref .. '\31' .. job_id
+    corr_n[carrier] = n + 2
+  end
+  call('XADD', events, '*',
+    'id', job_id, 'ref', ref, 'event', event, 'carrier', carrier, 'parts', parts_s,
+    'message_ids', message_ids, 'error', err, 'ts', now,
+    'client', client, 'kind', kind, 'to_hash', to_hash, 'to_mask', to_mask,
+    'encoding', encoding, 'retention_until', retention_until)
+end
+if p ~= #data + 1 or #lens % R_CORR ~= 0 then
+  -- only a caller's bug gets here
+  return redis.error_reply('record.lua: packed jobs and their lengths disagree')
+end
 -- One HSET per carrier into the bucket of this batch's receipt deadline; the
 -- bucket is the deadline too (the sweep reads it from P:dlr:due at its end).
 for carrier, c in pairs(corr_add) do
@@ -144,4 +193,4 @@ local acks = batch.acks
 for i = 1, #acks, 500 do
   call('XACK', jobs, group, unpack(acks, i, math.min(i + 499, #acks)))
 end
-return #batch.jobs
+return #batch.jobs + packed_n
