@@ -12,7 +12,7 @@ two versions of the same code, and timed runs for the absolute figure.)
     python -m bench.instructions record
     python -m bench.instructions scan
     python -m bench.instructions simulator
-    python -m bench.instructions engine [--python PY --tree DIR] [--hooks pkg.mod:Class]   # needs REDIS_URL
+    python -m bench.instructions engine [--python PY --tree DIR] [--hooks pkg.mod:Class] [--shards N]   # needs REDIS_URL
 
 ``receipts``: instructions Redis executes inside EVALSHA per receipt, for
 batches of 1,000 fast-path receipts applied by ``dlr/correlate.lua`` (with the
@@ -120,7 +120,7 @@ except ImportError:
 PREFIX = "ecpu%d" % os.getpid()
 BATCH = 500
 settings = settings_from_mapping({
-    "redis": {"url": REDIS_URL, "prefix": PREFIX},
+    "redis": {"url": REDIS_URL, "prefix": PREFIX, **({"shards": SHARDS} if SHARDS > 1 else {})},
     "carriers": [{"name": "c1", "routes": [""]}],
     **({"privacy": {"hooks": HOOKS}} if HOOKS else {}),
 }, env={})
@@ -137,6 +137,8 @@ async def main():
     p = Pipeline(settings, r, {}, metrics)
     sink = ReceiptSink(settings, r, metrics)
     sink.barrier = None
+    if SHARDS > 1:  # as the app wires them: receipts for this engine's submits go to their shard
+        sink.hints = p.receipt_hints
     await p.ensure_groups()
     stream = p.keys.jobs
     bind = Bind()
@@ -183,7 +185,7 @@ asyncio.run(main())
 
 
 def engine_instructions(tree: Path = _ROOT, python: str = sys.executable, small: int = 1000, large: int = 3000,
-                        redis_url: str = "", hooks: list[str] | None = None) -> dict[str, float]:
+                        redis_url: str = "", hooks: list[str] | None = None, shards: int = 1) -> dict[str, float]:
     """Engine instructions per job recorded and per receipt (see ``engine`` above)."""
     valgrind = _need_valgrind()
     url = redis_url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -192,7 +194,8 @@ def engine_instructions(tree: Path = _ROOT, python: str = sys.executable, small:
         for stage in (0, 1, 2):
             counts = []
             for n in (small, large):
-                code = f"N = {n}\nSTAGE = {stage}\nREDIS_URL = {url!r}\nHOOKS = {hooks or []!r}\n" + _ENGINE
+                code = (f"N = {n}\nSTAGE = {stage}\nREDIS_URL = {url!r}\nHOOKS = {hooks or []!r}\nSHARDS = {shards}\n"
+                        + _ENGINE)
                 out = Path(tmp) / f"cg.{stage}.{n}"
                 subprocess.run(
                     [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", python, "-c", code],
@@ -420,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     en.add_argument("--python", default=sys.executable, help="its interpreter (its venv's python)")
     en.add_argument("--hooks", action="append", default=[], metavar="PKG.MODULE:CLASS",
                     help="[privacy] hooks to configure (repeat), e.g. bench.trivial_hook:Trivial")
+    en.add_argument("--shards", type=int, default=1,
+                    help="[redis] shards (the jobs on shard 0's lane; receipts go there by ShardHints)")
     a = p.parse_args(argv)
     if a.what == "receipts":
         what = "per receipt tried without its entry" if a.miss else "per receipt"
@@ -427,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     elif a.what == "record":
         print(f"record.lua: {record_script_instructions(a.rounds):,.0f} instructions per job")
     elif a.what == "engine":
-        e = engine_instructions(a.tree, a.python, hooks=a.hooks)
+        e = engine_instructions(a.tree, a.python, hooks=a.hooks, shards=a.shards)
         print(f"engine: {e['record']:,.0f} instructions per job recorded, {e['receipt']:,.0f} per receipt"
               f" ({e['build']:,.0f} per job read, decoded and segmented by the harness)")
     elif a.what == "scan":
