@@ -34,6 +34,7 @@ from redis.exceptions import ResponseError
 
 from engine.keys import Keys
 from engine.metrics import Metrics
+from engine.redis_client import is_cluster
 
 __all__ = ["DEAD_WINDOW", "LANE_NAMES", "LaneSample", "OpsSampler"]
 
@@ -105,8 +106,13 @@ class OpsSampler:
         # XRANGE replies as hiredis parsed them (nested lists): the Redis < 7 lag count
         # reads up to 10,000 entries, and redis-py would build a dict per entry
         # (~30 ms of engine CPU per lane per sample with a long tail)
-        self._raw = Redis(connection_pool=redis.connection_pool)
-        self._raw.response_callbacks["XRANGE"] = _raw_reply
+        # (A Cluster client has no one connection pool to share: there the tail is
+        # counted with the client's own replies; only their number is used.)
+        if is_cluster(redis):
+            self._raw = redis
+        else:
+            self._raw = Redis(connection_pool=redis.connection_pool)
+            self._raw.response_callbacks["XRANGE"] = _raw_reply
         self.keys = keys
         # every shard's lanes ([redis] shards); a lane's sample adds up its shards'
         self.shards = shards or (keys,)
