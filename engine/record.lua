@@ -30,7 +30,8 @@
 -- ARGV[A_PAYLOAD] payload (JSON): {"retention_until": s (the history row's, carried by
 --   the first event),
 --   "waits": {carrier: [end_ms, expire_at_ms, record_ttl (s)] (W_*, strings), ...},
---   "jobs": [job, ...], "acks": [entry_id, ...]} where job is the list J_*:
+--   "jobs": [job, ...], "acks": [entry_id, ...], "texts": [sealed text, base64, per job,
+--   or empty: [history] keep_text off]} where job is the list J_*:
 --   [job_id, event, carrier, parts, message_ids, error, ref, client, kind, callback,
 --    to_hash, to_mask, encoding, corr, expect (receipts expected), dlr_ids (normalised
 --    ids, comma-joined, "" when equal to message_ids)]
@@ -71,9 +72,10 @@ local function num_str(n)
   return NUM_STR[n] or tostring(n)
 end
 local call = redis.call
+local texts = batch.texts or {}
 -- correlation entries, per carrier: field, value, ... for one HSET into its bucket
 local corr_add, corr_n = {}, {}
-for _, j in ipairs(batch.jobs) do
+for i, j in ipairs(batch.jobs) do
   local job_id, event, carrier, parts = j[J_JOB_ID], j[J_EVENT], j[J_CARRIER], j[J_PARTS]
   local message_ids, err, ref = j[J_MESSAGE_IDS], j[J_ERROR], j[J_REF]
   local corr = j[J_CORR]
@@ -112,12 +114,22 @@ for _, j in ipairs(batch.jobs) do
     corr_n[carrier] = n
   end
   -- The job's first event: it also describes the job for the history archiver
-  -- (fields in the order engine/history/record.py reads by position).
-  call('XADD', events, '*',
-    'id', job_id, 'ref', ref, 'event', event, 'carrier', carrier, 'parts', parts_s,
-    'message_ids', message_ids, 'error', err, 'ts', now,
-    'client', j[J_CLIENT], 'kind', j[J_KIND], 'to_hash', j[J_TO_HASH], 'to_mask', j[J_TO_MASK],
-    'encoding', j[J_ENCODING], 'retention_until', retention_until)
+  -- (fields in the order engine/history/record.py reads by position); with
+  -- [history] keep_text also its sealed text (never the text itself).
+  local text_enc = texts[i]
+  if text_enc then
+    call('XADD', events, '*',
+      'id', job_id, 'ref', ref, 'event', event, 'carrier', carrier, 'parts', parts_s,
+      'message_ids', message_ids, 'error', err, 'ts', now,
+      'client', j[J_CLIENT], 'kind', j[J_KIND], 'to_hash', j[J_TO_HASH], 'to_mask', j[J_TO_MASK],
+      'encoding', j[J_ENCODING], 'retention_until', retention_until, 'text_enc', text_enc)
+  else
+    call('XADD', events, '*',
+      'id', job_id, 'ref', ref, 'event', event, 'carrier', carrier, 'parts', parts_s,
+      'message_ids', message_ids, 'error', err, 'ts', now,
+      'client', j[J_CLIENT], 'kind', j[J_KIND], 'to_hash', j[J_TO_HASH], 'to_mask', j[J_TO_MASK],
+      'encoding', j[J_ENCODING], 'retention_until', retention_until)
+  end
 end
 -- One HSET per carrier into the bucket of this batch's receipt deadline; the
 -- bucket is the deadline too (the sweep reads it from P:dlr:due at its end).

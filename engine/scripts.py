@@ -69,7 +69,7 @@ __all__ = [
     "script_header",
 ]
 
-LAYOUT_VERSION = 6
+LAYOUT_VERSION = 7
 """Of every layout below; bump it on any change of one (1: the hand-numbered lists;
 3: claims carry the suppression check, inbound scripts; 4: hot state only, no subject
 indexes, the record call's token; 5: a claim carries the job's ref, park.lua and
@@ -126,6 +126,10 @@ class RecordBatch(msgspec.Struct, gc=False):
     waits: dict[str, RecordWait]
     jobs: list[RecordJob]
     acks: list[str]
+    texts: list[str] = msgspec.field(default_factory=list)
+    """[history] keep_text: per job of ``jobs`` (same order) its sealed text, base64
+    (engine/history/text_cipher.py), carried by its first event as ``text_enc``;
+    empty otherwise."""
 
 
 # -- claim.lua ----------------------------------------------------------------
