@@ -322,3 +322,40 @@ def test_keep_text_without_the_package_is_a_clear_start_error(tmp_path: Path) ->
     assert out.stdout.startswith("history.keep_text: needs the 'cryptography' package"), out.stdout + out.stderr
 
 
+
+
+async def test_the_inbound_archiver_of_the_settings_seals_inbound_text(
+    redis_url: str, key_prefix: str, history_url: str,
+) -> None:
+    from engine.history.cli import inbound_archiver_for
+
+    settings = settings_from_mapping({
+        "redis": {"url": redis_url, "prefix": key_prefix},
+        "history": {"url": history_url, "keep_text": True, "text_key": KEY_B64},
+    }, env={})
+    redis = Redis.from_url(redis_url)
+    store = open_store(history_url)
+    try:
+        stream = Keys(key_prefix).inbound
+        ids = [(await redis.xadd(stream, {"from": "4520000001", "to": "1234", "text": f"reply STOP {i}", "client": "c1",
+                                          "carrier": "sim", "ts": "1700000000000"})).decode() for i in range(3)]
+        archiver = inbound_archiver_for(settings, redis, store)
+        await archiver.ensure_groups()
+        await store.migrate()
+        assert await archiver.drain() == 3
+        stored = dict(await raw_text_enc(store, "inbound"))
+        for i, eid in enumerate(ids):
+            assert b"reply STOP" not in bytes(stored[eid])
+            assert cipher().open(inbound_aad(eid), bytes(stored[eid])) == f"reply STOP {i}"
+    finally:
+        await store.close()
+        await delete_prefix(redis, key_prefix)
+        await redis.aclose()
+
+
+def test_history_command_takes_show_text() -> None:
+    from engine.cli import build_parser
+
+    args = build_parser().parse_args(["history", "--id", "j1", "--show-text"])
+    assert (args.id, args.show_text) == ("j1", True)
+    assert build_parser().parse_args(["history", "--id", "j1"]).show_text is False
