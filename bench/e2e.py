@@ -63,11 +63,11 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from engine.keys import Keys
+from engine.keys import Keys, shard_keys, shard_of
 
 __all__ = [
     "FINAL_EVENTS",
@@ -80,6 +80,7 @@ __all__ = [
     "redis_command_costs",
     "redis_commands_per_job",
     "run_bench",
+    "run_once",
     "slow_calls",
 ]
 
@@ -90,6 +91,7 @@ _REPO_ROOT = Path(__file__).resolve().parent.parent
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _LISTENING_RE = re.compile(r"listening on ([^:\s]+):(\d+)")
 
+CLUSTER_SHARDS = 6  # `--cluster` without `--shards`: two shards per master of a 3-master cluster
 _MIX_KINDS = ("gsm", "ucs2", "long", "invalid")
 _DEFAULT_MIX = "gsm=0.9,ucs2=0.05,long=0.03,invalid=0.02"
 _GSM_TEXT = "Your code is {n}. It expires in 10 minutes."
@@ -111,6 +113,7 @@ class BenchOptions:
     dlr: bool = True
     workers: int = 1
     carriers: int = 1  # traffic split over this many carriers by destination prefix
+    shards: int = 1  # [redis] shards of the engines; jobs routed by crc32(id) mod shards
     binds: int = 2
     window: int = 256
     tps: float = 0.0
@@ -130,6 +133,7 @@ class BenchOptions:
     py_spy: str = ""
     prefill: int = 0  # records of earlier jobs written under the run's prefix before it starts
     marketing: int = 0  # > 0: every job is kind=marketing, checked against a suppression list of this many hashes
+    cluster: bool = False  # redis_url names a node of a Redis Cluster (`--cluster`: bench/cluster_bench.py)
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -289,6 +293,8 @@ def _engine_toml(o: BenchOptions, redis_url: str, prefix: str, sim_port: int, wo
 [redis]
 url = {q(redis_url)}
 prefix = {q(prefix)}
+shards = {o.shards}
+cluster = {"true" if o.cluster else "false"}
 
 [engine]
 batch_size = {o.batch_size}
@@ -418,7 +424,9 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 # -------------------------------------------------------------- the run
-async def _produce(redis: Any, stream: str, o: BenchOptions, run: str, tracker: Tracker) -> None:
+async def _produce(redis: Any, stream: str | list[str], o: BenchOptions, run: str, tracker: Tracker) -> None:
+    """Push the run's jobs to ``stream``; a list: one stream per shard, each job to
+    its id's (crc32(id) mod shards, engine.keys.shard_of)."""
     rng = random.Random(o.seed)
     kinds = list(o.mix)
     weights = [o.mix[k] for k in kinds]
@@ -428,7 +436,9 @@ async def _produce(redis: Any, stream: str, o: BenchOptions, run: str, tracker: 
     async def push(lo: int, hi: int) -> None:
         pipe = redis.pipeline(transaction=False)
         for i in range(lo, hi):
-            pipe.xadd(stream, _job_fields(run, i, chosen[i], o.dlr, rng, o.marketing > 0))
+            fields = _job_fields(run, i, chosen[i], o.dlr, rng, o.marketing > 0)
+            target = stream if isinstance(stream, str) else stream[shard_of(fields["id"], len(stream))]
+            pipe.xadd(target, fields)
             tracker.dlr[i] = o.dlr
         ids = await pipe.execute()
         for i, eid in zip(range(lo, hi), ids, strict=True):
@@ -527,6 +537,38 @@ async def _metrics_bodies(ports: list[int]) -> list[bytes]:
     return bodies
 
 
+def _merge_sum(into: dict[str, Any], more: dict[str, Any]) -> None:
+    for k, v in more.items():
+        if isinstance(v, dict):
+            _merge_sum(into.setdefault(k, {}), v)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            into[k] = into.get(k, 0) + v
+        else:
+            into.setdefault(k, v)
+
+
+async def _info(redis: Any, section: str) -> dict[str, Any]:
+    """INFO ``section``; on a Redis Cluster every master's, numbers summed (per command too)."""
+    from engine.redis_client import is_cluster
+
+    if not is_cluster(redis):
+        return dict(await redis.info(section))
+    merged: dict[str, Any] = {}
+    for info in (await redis.info(section, target_nodes=redis.PRIMARIES)).values():
+        _merge_sum(merged, info)
+    return merged
+
+
+async def _cluster_pids(redis: Any) -> dict[str, int]:
+    """``redis-<port>``: the pid of each master of a local cluster (INFO server)."""
+    out: dict[str, int] = {}
+    for node, info in (await redis.info("server", target_nodes=redis.PRIMARIES)).items():
+        pid = _redis_pid(info, f"redis://{node}")
+        if pid:
+            out[f"redis-{node.rsplit(':', 1)[1]}"] = pid
+    return out
+
+
 def _redis_pid(info: dict[str, Any], url: str) -> int | None:
     host = re.sub(r"^redis://(?:[^@]*@)?", "", url).split(":", 1)[0].split("/", 1)[0]
     if host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
@@ -614,11 +656,17 @@ async def run_bench(
     """One load run against ``redis_url``; returns the result (see docs/contract.md §6, "Command line")."""
     from redis.asyncio import Redis
 
+    from engine.redis_client import cluster_from_url, raw_reply_client
+
     run = f"b{uuid.uuid4().hex[:8]}"
-    prefix = f"sgbench-{run}"
+    # On a cluster with one shard the prefix is a hash tag (every key of a script call on one
+    # slot); with shards, each shard's keys carry their own tag {k}.
+    prefix = f"{{sgbench-{run}}}" if o.cluster and o.shards == 1 else f"sgbench-{run}"
     keys = Keys(prefix)
-    jobs_key, events_key, dead_key = keys.jobs, keys.events, keys.dead
-    redis: Any = Redis.from_url(redis_url)  # replies are bytes; Any keeps the parsing code plain
+    shards = shard_keys(prefix, o.shards)
+    jobs_key: str | list[str] = keys.jobs if o.shards == 1 else [k.jobs for k in shards]
+    # replies are bytes; Any keeps the parsing code plain
+    redis: Any = cluster_from_url(redis_url) if o.cluster else Redis.from_url(redis_url)
     children = Children()
     tracker = Tracker(o.jobs)
     t0_ms = 0
@@ -634,16 +682,17 @@ async def run_bench(
             print(msg, file=sys.stderr, flush=True)
 
     try:
-        info_server = await redis.info("server")
-        redis_pid = _redis_pid(info_server, redis_url)
+        info_server = await _info(redis, "server")
+        redis_pid = None if o.cluster else _redis_pid(info_server, redis_url)
         if o.prefill > 0:
             t = time.monotonic()
             await _prefill(redis, prefix, run, o.prefill)
             log(f"bench: prefilled the records of {o.prefill} earlier jobs in {time.monotonic() - t:.1f}s")
         if o.marketing > 0:  # hashes no bench number has: every job is checked, none suppressed
             for first in range(0, o.marketing, 10_000):
-                await redis.sadd(keys.suppression(""), *(f"{run}{j:024x}" for j in range(first, min(o.marketing,
-                                                                                                   first + 10_000))))
+                for shard in shards:  # every shard's copy of the list
+                    await redis.sadd(shard.suppression(""), *(f"{run}{j:024x}" for j in range(first, min(o.marketing,
+                                                                                                      first + 10_000))))
 
         # -- simulator
         sim_args = [
@@ -690,10 +739,12 @@ async def run_bench(
         watched["simulator"] = sim.pid
         if redis_pid:
             watched["redis"] = redis_pid
+        if o.cluster:
+            watched.update(await _cluster_pids(redis))
         cpu0 = {name: proc_cpu_s(pid) for name, pid in watched.items()}
         self0 = resource.getrusage(resource.RUSAGE_SELF)
-        stats0 = await redis.info("stats")
-        cmdstats0 = await redis.info("commandstats")
+        stats0 = await _info(redis, "stats")
+        cmdstats0 = await _info(redis, "commandstats")
         slow_since = int(time.time())
         if own_redis:  # our private server: record every call slower than _SLOW_US
             await redis.config_set("slowlog-max-len", 1_000_000)
@@ -710,20 +761,29 @@ async def run_bench(
 
         # -- events until every job is final
         collector.enter_context(_lean_collector())
-        reader: Any = Redis(connection_pool=redis.connection_pool)
-        reader.response_callbacks["XREAD"] = lambda response, **options: response
+        reader: Any = raw_reply_client(redis, ("XREAD",), lambda response, **options: response)
         run_prefix = f"{run}-".encode()
         cut = len(run_prefix)
-        last = "0-0"
+        positions = {k.events: "0-0" for k in shards}
         deadline = t0_mono + o.timeout_s
         dead = 0
         next_report = time.monotonic() + 1.0
         while time.monotonic() < deadline:
             # raw reply (hiredis' nested lists): the bench's own CPU is on the same cores
             # as what it measures, so it builds no dict per event
-            reply = await reader.xread({events_key: last}, count=5000, block=100)
+            if len(positions) == 1:  # (a cluster's reader is closed after the loop)
+                reply = await reader.xread(positions, count=5000, block=100)
+                pairs = list(reply.items() if isinstance(reply, dict) else reply or ())
+            else:  # a read per shard's events stream (one slot each), pipelined
+                pipe = reader.pipeline(transaction=False)
+                for stream_name, position in positions.items():
+                    pipe.xread({stream_name: position}, count=5000)
+                pairs = [pair for r in await pipe.execute()
+                         for pair in (r.items() if isinstance(r, dict) else r or ())]
+                if not any(entries for _s, entries in pairs):
+                    await asyncio.sleep(0.01)
             # a map on RESP3, a list of [stream, entries] pairs on RESP2
-            for _stream, entries in (reply.items() if isinstance(reply, dict) else reply or ()):
+            for stream_name, entries in pairs:
                 for eid, flat in entries:
                     # The engine writes id, ref, event, carrier, parts, message_ids,
                     # error, ts in this order: read them by position, else search.
@@ -750,10 +810,12 @@ async def run_bench(
                         continue
                     if 0 <= i < o.jobs:
                         tracker.on_event(i, event, ts, int(eid.split(b"-", 1)[0]))
-                last = entries[-1][0].decode()
+                if entries:
+                    name = stream_name.decode() if isinstance(stream_name, bytes) else stream_name
+                    positions[name] = entries[-1][0].decode()
             now = time.monotonic()
             if now >= next_report or tracker.final_count + dead >= o.jobs:
-                dead = int(await redis.xlen(dead_key))
+                dead = sum([int(await redis.xlen(shard.dead)) for shard in shards])
                 next_report = now + 1.0
                 log(
                     f"bench: {now - t0_mono:6.1f}s  final {tracker.final_count}/{o.jobs}  "
@@ -771,6 +833,8 @@ async def run_bench(
             if tracker.final_count + dead >= o.jobs:
                 break
         end_wall_ms = int(time.time() * 1000)
+        if o.cluster:  # a second cluster client, with its own connections
+            await reader.aclose()
 
         collector.close()
 
@@ -778,8 +842,8 @@ async def run_bench(
         cpu1 = {name: proc_cpu_s(pid) for name, pid in watched.items()}
         rss = {name: proc_peak_rss_mb(pid) for name, pid in watched.items()}
         self1 = resource.getrusage(resource.RUSAGE_SELF)
-        stats1 = await redis.info("stats")
-        cmdstats1 = await redis.info("commandstats")
+        stats1 = await _info(redis, "stats")
+        cmdstats1 = await _info(redis, "commandstats")
         bodies = await _metrics_bodies(admin_ports)
         counters = engine_counters(bodies)
         throttles = counters.get("throttle_replies", 0) if bodies else None
@@ -791,9 +855,11 @@ async def run_bench(
         if scraper is not None:
             scraper.cancel()
 
-        dead_ids = await _dead_letter_ids(redis, dead_key, run_prefix, o.jobs)
-        unmatched = int(await redis.xlen(keys.dlr_unmatched))
-        invalid = int(await redis.xlen(keys.dlr_invalid))
+        dead_ids: set[int] = set()
+        for shard in shards:
+            dead_ids |= await _dead_letter_ids(redis, shard.dead, run_prefix, o.jobs)
+        unmatched = sum([int(await redis.xlen(shard.dlr_unmatched)) for shard in shards])
+        invalid = sum([int(await redis.xlen(shard.dlr_invalid)) for shard in shards])
         result = _summarise(
             o, tracker, dead_ids, t0_ms, end_wall_ms, cpu0, cpu1, rss, stats0, stats1, throttles,
         )
@@ -810,13 +876,15 @@ async def run_bench(
         result["redis_top_commands"] = redis_command_costs(cmdstats0, cmdstats1, o.jobs)
         result["redis_commands_per_job"] = redis_commands_per_job(cmdstats0, cmdstats1, done)
         result.update(await _memory_per_job(redis, prefix, workdir / "engine-0.toml", mem0, done))
-        result["redis_server"] = redis_build({**info_server, **await redis.info("memory")})
+        result["redis_server"] = redis_build({**info_server, **await _info(redis, "memory")})
+        if o.cluster:
+            result["redis_server"] += f", cluster of {sum(1 for n in watched if n.startswith('redis-'))} masters"
         if own_redis:
             result["redis_slow_calls"] = slow_calls(await redis.slowlog_get(1_000_000), slow_since)
             result["notes"].append(f"redis_slow_calls: calls of {_SLOW_US} µs or more (SLOWLOG)")
         result["pids"] = watched
         result["prefix"] = prefix
-        if not redis_pid:
+        if not redis_pid and not o.cluster:
             result["notes"].append("redis-server CPU not measured (not a local process)")
         if o.cprofile:
             result["notes"].append(f"worker 0 ran under cProfile (slower): {o.cprofile}")
@@ -905,7 +973,7 @@ def redis_commands_per_job(before: dict[str, Any], after: dict[str, Any], jobs: 
 
 
 async def _used_memory(redis: Any) -> int:
-    info = await redis.info("memory")
+    info = await _info(redis, "memory")
     return int(info["used_memory"])
 
 
@@ -942,8 +1010,9 @@ async def _memory_per_job(redis: Any, prefix: str, config: Path, mem0: int, jobs
     trimmed = await _used_memory(redis) - mem0
     n = max(1, jobs)
     by_key: dict[str, int] = {}
+    every = shard_keys(prefix, settings.redis.shards)
     async for key in redis.scan_iter(match=f"{prefix}:*", count=5000):
-        doc = keys.describe(key.decode())
+        doc = next((d for d in (sk.describe(key.decode()) for sk in every) if d is not None), None)
         name = doc.pattern if doc else "other"
         by_key[name] = by_key.get(name, 0) + int(await redis.memory_usage(key, samples=0) or 0)
     return {
@@ -1243,6 +1312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=d.workers, help="engine processes (default %(default)s)")
     p.add_argument("--carriers", type=int, default=d.carriers,
                    help="carriers (1-10) on the simulator, traffic split by destination prefix (default %(default)s)")
+    p.add_argument("--shards", type=int, default=d.shards,
+                   help="[redis] shards of the engines; jobs routed by crc32(id) mod N (default %(default)s)")
     p.add_argument("--binds", type=int, default=d.binds, help="binds per carrier per engine (default %(default)s)")
     p.add_argument("--window", type=int, default=d.window, help="window per bind (default %(default)s)")
     p.add_argument("--tps", type=float, default=d.tps, help="carrier TPS limit; 0 = none (default)")
@@ -1260,6 +1331,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ops", choices=("default", "off", "scrape"), default="default",
                    help="operators' view: the engines' default sampler, 'off' (no sampler), or 'scrape' "
                         "(sampler, and /metrics and /status fetched every second, as Prometheus and the status page would)")
+    p.add_argument("--cluster", action="store_true",
+                   help="start a local Redis Cluster (--masters) and run --cluster-engines engines in turn over it "
+                        "(bench/cluster_bench.py)")
+    p.add_argument("--masters", type=int, default=3,
+                   help=f"--cluster: masters (default %(default)s); --shards defaults to {CLUSTER_SHARDS} there")
+    p.add_argument("--cluster-engines", default="1,2,4", metavar="N,N,…",
+                   help="--cluster: the engine counts to run, one run each (default %(default)s)")
     p.add_argument("--json", metavar="FILE", help="write the result as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="throughput and latency over time (needs matplotlib)")
     p.add_argument("--cprofile", metavar="FILE", default="", help="run worker 0 under cProfile, stats to FILE")
@@ -1296,7 +1374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     opts = BenchOptions(
         jobs=args.jobs, rate=args.rate, mix=mix, dlr=args.dlr, workers=args.workers, carriers=args.carriers,
-        binds=args.binds,
+        binds=args.binds, shards=args.shards,
         window=args.window, tps=args.tps, batch_size=args.batch_size, loop=args.loop, sim_loop=args.sim_loop,
         receipts=args.receipts, dlr_delay_ms=args.dlr_delay_ms, latency_ms=args.latency_ms,
         redis_url=args.redis_url, timeout_s=args.timeout_s, seed=args.seed, quiet=args.quiet,
@@ -1305,6 +1383,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.receipt_cost > 0:
         return _receipt_cost(opts, args.receipt_cost, args.json)
+    if args.cluster:
+        if not any(a == "--shards" or a.startswith("--shards=") for a in (argv if argv is not None else sys.argv[1:])):
+            opts = replace(opts, shards=CLUSTER_SHARDS)  # spread over the masters by default
+        if opts.prefill or opts.redis_url or opts.cprofile or opts.py_spy:
+            print("sendgate bench --cluster: starts its own cluster; no --prefill, --redis-url, --cprofile, --py-spy",
+                  file=sys.stderr)
+            return 2
+        from bench.cluster_bench import cluster_bench
+
+        return cluster_bench(opts, args.cluster_engines, args.masters, args.json, args.logs)
     code, result = _run_once(opts, args.logs)
     if result is None:
         return code
@@ -1373,6 +1461,9 @@ def _run_once(opts: BenchOptions, logs_dir: str = "") -> tuple[int, dict[str, An
         if embedded is not None:
             embedded.stop()
     return 0, holder["r"]
+
+
+run_once = _run_once  # public for bench/cluster_bench.py
 
 
 def receipt_cost_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ twice under valgrind's callgrind, they agree to a fraction of a per cent.
 two versions of the same code, and timed runs for the absolute figure.)
 
     python -m bench.instructions receipts [--script dlr/correlate.lua]
+    python -m bench.instructions receipts --miss   # a receipt tried on a shard without its entry
     python -m bench.instructions record
     python -m bench.instructions scan
     python -m bench.instructions simulator
@@ -231,13 +232,14 @@ def python_instructions(snippet: str, small: int, large: int, **names: object) -
     return (counts[1] - counts[0]) / (large - small)
 
 
-def receipts_script_instructions(script: Path, rounds: int = 5, batch: int = 1000) -> float:
-    """Instructions inside EVALSHA per fast-path receipt applied by ``script``."""
+def receipts_script_instructions(script: Path, rounds: int = 5, batch: int = 1000, miss: bool = False) -> float:
+    """Instructions inside EVALSHA per fast-path receipt applied by ``script`` (``miss``:
+    per receipt tried where its entry is not)."""
     from dlr.store import script_source
 
     def run(r: Any) -> int:
         source = script_source(script.read_text(encoding="utf-8"))  # with the generated header
-        return _apply_rounds(r, r.script_load(source), rounds, batch)
+        return _apply_rounds(r, r.script_load(source), rounds, batch, miss)
 
     return _under_callgrind(run)
 
@@ -355,9 +357,12 @@ def _record_rounds(r: Any, rounds: int, batch: int, *, keep_text: bool = False) 
     return n
 
 
-def _apply_rounds(r: Any, sha: str, rounds: int, batch: int) -> int:
+def _apply_rounds(r: Any, sha: str, rounds: int, batch: int, miss: bool = False) -> int:
     """Stage fast-form entries like record.lua's (their jobs have no job record),
-    apply them in batches; returns the receipts applied (all on the fast path)."""
+    apply them in batches; returns the receipts applied (all on the fast path).
+    ``miss``: the batches' ids are staged nowhere (a shard that does not hold
+    them, as ReceiptSink.correlate tries with shards > 1): every receipt comes
+    back unmatched after the bucket lookup and the duplicate-window check."""
     from dlr.store import APPLY_ARGS, GROUP, ReceiptStore
     from engine.keys import Keys
 
@@ -384,14 +389,17 @@ def _apply_rounds(r: Any, sha: str, rounds: int, batch: int) -> int:
     stage(5 * batch)  # entries that stay: the bucket is not empty
     applied = 0
     for _ in range(rounds):
-        ids = stage(batch)
+        if miss:
+            ids = [f"{0x70000000 + (applied + i) * 7919:x}".encode() for i in range(batch)]
+        else:
+            ids = stage(batch)
         args = store._args("apply") + APPLY_ARGS.build(
             carrier=carrier, window="600000", groups="1", token="",
             rest=GROUP.build(final="1", event="delivered", error="", ts=now, count=str(len(ids)), ids=ids),
         )
         reply = r.evalsha(sha, len(store._script_keys), *store._script_keys, *args)
         statuses = reply[0].decode()
-        if statuses != "f" * len(ids):
+        if statuses != ("u" if miss else "f") * len(ids):
             raise SystemExit(f"not all on the fast path: {statuses[:40]!r}")
         applied += len(ids)
     return applied
@@ -403,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     rs = sub.add_parser("receipts", help="instructions per receipt in dlr/correlate.lua (fast path)")
     rs.add_argument("--script", type=Path, default=_ROOT / "dlr" / "correlate.lua")
     rs.add_argument("--rounds", type=int, default=5, help="batches of 1,000 receipts")
+    rs.add_argument("--miss", action="store_true", help="receipts whose entries are not there (a shard tried first)")
     rc = sub.add_parser("record", help="instructions per job in engine/record.lua (single part, receipt, no callback)")
     rc.add_argument("--rounds", type=int, default=5, help="batches of 500 jobs")
     rc.add_argument("--keep-text", action="store_true", help="each job's text sealed into its event ([history] keep_text)")
@@ -413,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     en.add_argument("--python", default=sys.executable, help="its interpreter (its venv's python)")
     a = p.parse_args(argv)
     if a.what == "receipts":
-        print(f"correlate.lua apply: {receipts_script_instructions(a.script, a.rounds):,.0f} instructions per receipt")
+        what = "per receipt tried without its entry" if a.miss else "per receipt"
+        print(f"correlate.lua apply: {receipts_script_instructions(a.script, a.rounds, miss=a.miss):,.0f} instructions {what}")
     elif a.what == "record":
         print(f"record.lua: {record_script_instructions(a.rounds, keep_text=a.keep_text):,.0f} instructions per job")
     elif a.what == "engine":

@@ -391,8 +391,14 @@ class BindPool:
     def take_queued(self) -> list[tuple[SubmitSm, object]]:
         """Remove and return the submit_sm queued and never written (for a
         carrier in outage: the engine hands them to a fallback or fails them)."""
-        items = list(self._queue)
+        items: list[tuple[SubmitSm, object]] = []
+        for item in self._queue:
+            items.append((item[0], item[1]))
+            if len(item) > 2:  # a multipart chain: its later parts were held, never queued
+                items.extend(item[2])
+                self._held -= len(item[2])
         self._queue.clear()
+        self._front = 0
         if self._waiters:
             self._release_waiters()
         return items

@@ -166,6 +166,8 @@ class Engine:
         self.pipeline.forward = self.receipts.webhooks.forward
         self.pipeline.on_recorded = self.receipts.retry_unmatched_soon
         self.receipts.barrier = self.pipeline.recorded_barrier
+        if self.pipeline.nshards > 1:  # its own submits' receipts go straight to their shard
+            self.receipts.hints = self.pipeline.receipt_hints
         self.admin: AdminServer | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._limiters: list[GlobalTokenBucket] = []
@@ -186,6 +188,7 @@ class Engine:
             self.redis, self.keys, settings.engine.group, self.metrics, [c.name for c in settings.carriers],
             written=lambda: {name: p.stats.written for name, p in self.pools.items()},
             interval_s=settings.admin.sample_interval_s or 2.0, on_sample=self._log_flow_changes,
+            shards=self.pipeline.shards,
         )
         self._backing_off: set[str] = set()  # carriers with a bind in throttle backoff at the last sample
 
@@ -346,6 +349,8 @@ class Engine:
             await self.admin.close()
         if self.archiver is not None:
             await self.archiver.store.close()
+            await self.archiver.close_reader()
+        await self.pipeline.close_reader()
         await self.redis.aclose()
         if self._gc_threshold is not None:
             gc.set_threshold(*self._gc_threshold)
@@ -395,12 +400,16 @@ class Engine:
     async def _update_backlog(self) -> None:
         """Each lane's backlog (unread, unacked, parked): gauge, /readyz, ``P:backlog``."""
         parked = await self.pipeline.check_parked()
-        lanes = await lane_backlog(self.redis, self.keys, self.settings.engine.group)
-        backlog = {lane: n + parked.get(lane, 0) for lane, n in lanes.items()}
+        backlog = dict(parked)
+        for keys in self.pipeline.shards:  # every shard's lanes
+            lanes = await lane_backlog(self.redis, keys, self.settings.engine.group)
+            for lane, n in lanes.items():
+                backlog[lane] = backlog.get(lane, 0) + n
         for lane, n in backlog.items():
             self.metrics.lane_backlog.labels(lane).set(n)
         self.backlog = backlog
-        await write_backlog(self.redis, self.keys, backlog, self.settings.engine.lane_high_water)
+        # The whole fleet's figure, on shard 0 (where Producer.backlog reads it).
+        await write_backlog(self.redis, self.pipeline.keys, backlog, self.settings.engine.lane_high_water)
 
     def over_high_water(self) -> dict[str, int]:
         """Lanes whose sampled backlog is above ``[engine] lane_high_water`` (none when 0)."""

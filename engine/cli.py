@@ -89,7 +89,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         prefix=settings.redis.prefix, carriers=[c.name for c in settings.carriers],
     )
     # So `sendgate send` (and every command that talks to Redis) on this machine finds us.
-    announcement = announce_run(config_path or None, url, settings.redis.prefix)
+    announcement = announce_run(config_path or None, url, settings.redis.prefix, cluster=settings.redis.cluster)
 
     source = config_path or "(defaults and environment)"
 
@@ -134,7 +134,7 @@ def _cmd_send(args: argparse.Namespace) -> int:
     async def main() -> int:
         from engine.redis_client import redis_from_settings
 
-        producer = Producer(redis_from_settings(settings, url), settings.redis.prefix)
+        producer = Producer(redis_from_settings(settings, url), settings.redis.prefix, shards=settings.redis.shards)
         try:
             entry = await producer.send(job)
             print(f"queued job {job.id} as entry {entry} on {producer.lane(job)}")
@@ -185,7 +185,12 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
     settings, url = found.settings, found.url
 
     async def main() -> int:
-        producer = Producer.from_url(url, settings.redis.prefix, group=settings.engine.group)
+        from engine.redis_client import redis_from_settings
+
+        producer = Producer(
+            redis_from_settings(settings, url), settings.redis.prefix, group=settings.engine.group,
+            shards=settings.redis.shards,
+        )
         try:
             code, mark = await cancel_outcome(
                 producer, args.id, max(1, int(settings.engine.idempotency_hours * 3600))

@@ -32,7 +32,7 @@ from redis.asyncio import Redis
 
 from engine.config import Settings
 from engine.history.inbound import inbound_table
-from engine.keys import Keys
+from engine.keys import Keys, shard_keys
 from privacy_hooks.audit import AuditLog
 
 __all__ = ["close_client", "close_main", "closed_clients", "reopen_client"]
@@ -63,8 +63,10 @@ async def close_client(
             client, retention_until=closed_at + message_ttl, message_ttl_s=message_ttl)
     # only an expiry the list does not have yet: closing twice does not push it back
     contacts = 0
-    if int(await redis.ttl(keys.suppression(client))) == -1:  # a list without an expiry yet (-2: no list)
-        contacts = int(await redis.expire(keys.suppression(client), max(1, closed_at + contacts_ttl - now)))
+    for shard in shard_keys(settings.redis.prefix, settings.redis.shards):  # every shard's copy of the list
+        if int(await redis.ttl(shard.suppression(client))) == -1:  # a list without an expiry yet (-2: no list)
+            contacts = max(contacts, int(await redis.expire(shard.suppression(client),
+                                                            max(1, closed_at + contacts_ttl - now))))
     done = {"client": client, "closed_at": closed_at, "already_closed": 1 - newly, "history_rows": rows,
             "inbound_history_rows": inbound_rows,
             "retention_until": closed_at + message_ttl, "contacts_until": closed_at + contacts_ttl,
@@ -87,7 +89,9 @@ async def reopen_client(
         await store.migrate()
         rows = await store.restamp_client(client, retention_until=None, message_ttl_s=message_ttl)
         inbound_rows = await inbound_table(store).restamp_client(client, retention_until=None, message_ttl_s=message_ttl)
-    contacts = int(await redis.persist(keys.suppression(client)))
+    contacts = 0
+    for shard in shard_keys(settings.redis.prefix, settings.redis.shards):  # every shard's copy of the list
+        contacts = max(contacts, int(await redis.persist(shard.suppression(client))))
     done = {"client": client, "was_closed": was, "history_rows": rows, "inbound_history_rows": inbound_rows,
             "suppression_list": contacts}
     audit = AuditLog(redis, keys.audit, days.audit, actor=actor)

@@ -20,6 +20,7 @@ Environment overrides, applied after the file:
 | ``SENDGATE_HISTORY_URL`` | ``history.url`` |
 | ``SENDGATE_REDIS_PASSWORD`` | ``redis.password`` |
 | ``SENDGATE_HISTORY_TEXT_KEY`` | ``history.text_key`` |
+| ``SENDGATE_REDIS_CLUSTER`` | ``redis.cluster`` (``1``/``true``/``yes`` or ``0``/``false``/``no``) |
 | ``SENDGATE_CARRIER_<NAME>_PASSWORD`` | ``carriers[…].password`` of carrier ``<name>`` (upper case, ``-`` and ``.`` as ``_``) |
 
 Secrets (``redis.password``, ``privacy.hash_secret``, ``webhooks.secret``,
@@ -60,10 +61,15 @@ __all__ = [
     "Settings",
     "WebhookSettings",
     "carrier_password_env",
+    "has_hash_tag",
     "load_settings",
     "redact_url",
     "settings_from_mapping",
 ]
+
+
+#: The most shards ``[redis] shards`` may name (each engine runs a reader per shard).
+MAX_SHARDS = 256
 
 
 class ConfigError(ValueError):
@@ -104,6 +110,12 @@ class RedisSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True
     tls_ca_file: str = ""  # rediss://: CA bundle to verify the server ("" = the system's)
     tls_cert_file: str = ""  # rediss://: client certificate (when the server asks for one)
     tls_key_file: str = ""
+    # Shards (docs/contract.md §2.1): N > 1 puts every shard-local key under <prefix>:{k}:
+    # (k = 0..N-1) and a job on shard crc32(id) mod N (engine/keys.py shard_of); 1 = today's names.
+    shards: int = 1
+    # Redis Cluster (docs/operating-cluster.md): url names any node; redis-py's cluster
+    # client follows MOVED/ASK. With one shard the prefix must hold a hash tag ("{sendgate}").
+    cluster: bool = False
 
 
 class EngineSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -339,6 +351,13 @@ def _check(settings: Settings) -> None:
         raise ConfigError("engine.lane_high_water: must be >= 0 (0 = off)")
     if not settings.redis.prefix or any(c.isspace() for c in settings.redis.prefix):
         raise ConfigError("redis.prefix: must be non-empty without spaces")
+    if isinstance(settings.redis.shards, bool) or not 1 <= settings.redis.shards <= MAX_SHARDS:
+        raise ConfigError(f"redis.shards: must be 1..{MAX_SHARDS} (1 = one shard, today's key names)")
+    if settings.redis.shards > 1 and ("{" in settings.redis.prefix or "}" in settings.redis.prefix):
+        raise ConfigError(
+            "redis.prefix: no { or } with redis.shards > 1 (each shard's keys carry their own hash tag {k})"
+        )
+    _check_cluster(settings.redis)
     if settings.admin.listen and not re.fullmatch(r".+:\d{1,5}", settings.admin.listen):
         raise ConfigError("admin.listen: expected HOST:PORT")
     if settings.admin.sample_interval_s != 0 and not 0.5 <= settings.admin.sample_interval_s <= 300:
@@ -471,6 +490,31 @@ def _check_history(h: HistorySettings) -> None:
         raise ConfigError("history.claim_idle_s: must be > 0")
 
 
+def has_hash_tag(prefix: str) -> bool:
+    """Whether every key under ``prefix`` hashes on a tag inside it: a ``{`` and a later
+    ``}`` with at least one character between (Redis Cluster's hash-tag rule)."""
+    start = prefix.find("{")
+    return start >= 0 and prefix.find("}", start + 1) > start + 1
+
+
+def _check_cluster(r: RedisSettings) -> None:
+    if not r.cluster:
+        return
+    if not r.url:
+        raise ConfigError("redis.cluster: needs redis.url (or REDIS_URL) naming a node of the cluster")
+    scheme, _, rest = r.url.partition("://")
+    if scheme.lower() not in ("redis", "rediss"):
+        raise ConfigError("redis.url: with redis.cluster = true a redis:// or rediss:// URL of a cluster node")
+    path = rest.split("?", 1)[0].partition("/")[2]
+    if path not in ("", "0"):
+        raise ConfigError(f"redis.url: a Redis Cluster has database 0 only, not /{path}")
+    if r.shards == 1 and not has_hash_tag(r.prefix):
+        raise ConfigError(
+            f"redis.prefix: {r.prefix!r} has no hash tag; with redis.cluster = true (one shard) every key "
+            "of a script call must share a slot: use a tagged prefix such as \"{sendgate}\""
+        )
+
+
 _ENV_OVERRIDES: tuple[tuple[str, tuple[str, str]], ...] = (
     ("REDIS_URL", ("redis", "url")),
     ("SENDGATE_PREFIX", ("redis", "prefix")),
@@ -483,7 +527,10 @@ _ENV_OVERRIDES: tuple[tuple[str, tuple[str, str]], ...] = (
     ("SENDGATE_HISTORY_URL", ("history", "url")),
     ("SENDGATE_REDIS_PASSWORD", ("redis", "password")),
     ("SENDGATE_HISTORY_TEXT_KEY", ("history", "text_key")),
+    ("SENDGATE_REDIS_CLUSTER", ("redis", "cluster")),
 )
+
+_BOOLEAN_ENV = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
 # (table, secret key, file key) of the secrets that may come from a file.
@@ -563,7 +610,12 @@ def settings_from_mapping(
             sect = merged.setdefault(section, {})
             if not isinstance(sect, dict):
                 raise ConfigError(f"{section}: expected a table")
-            sect[key] = value.lower() if section == "logging" else value
+            if (section, key) == ("redis", "cluster"):
+                if value.strip().lower() not in _BOOLEAN_ENV:
+                    raise ConfigError(f"{var}: expected 1/true/yes or 0/false/no, got {value!r}")
+                sect[key] = _BOOLEAN_ENV[value.strip().lower()]
+            else:
+                sect[key] = value.lower() if section == "logging" else value
             env_set.add((section, key))
     _retention_alias(merged)
     _resolve_secrets(merged, env, env_set)

@@ -71,6 +71,7 @@ class Announcement:
     prefix: str
     started_at: float
     path: Path
+    cluster: bool = False  # its Redis is a Redis Cluster ([redis] cluster = true)
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ def _run_file(pid: int) -> Path:
     return announce_dir() / f"run-{pid}.json"
 
 
-def announce_run(config_path: str | None, redis_url: str, prefix: str) -> Path:
+def announce_run(config_path: str | None, redis_url: str, prefix: str, *, cluster: bool = False) -> Path:
     """Publish this process as a local `sendgate run` (user-private file); returns its path."""
     directory = announce_dir()
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -114,6 +115,7 @@ def announce_run(config_path: str | None, redis_url: str, prefix: str) -> Path:
         "redis_url": redis_url,
         "prefix": prefix,
         "started_at": time.time(),
+        "cluster": cluster,
     }
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -163,6 +165,7 @@ def local_runs() -> list[Announcement]:
             ann = Announcement(
                 pid=int(data["pid"]), config=str(data.get("config") or ""), redis_url=str(data["redis_url"]),
                 prefix=str(data.get("prefix") or ""), started_at=float(data.get("started_at") or 0), path=path,
+                cluster=bool(data.get("cluster")),
             )
         except (OSError, ValueError, KeyError, TypeError):
             continue
@@ -178,8 +181,10 @@ def _no_config(env: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k != "SENDGATE_CONFIG"}
 
 
-def _with_url(settings: Settings, url: str) -> Settings:
-    return msgspec.structs.replace(settings, redis=msgspec.structs.replace(settings.redis, url=url))
+def _with_url(settings: Settings, url: str, ann: Announcement | None = None) -> Settings:
+    """``settings`` with ``url``; of an announced run, its cluster mode too."""
+    cluster = settings.redis.cluster or (ann is not None and ann.cluster)
+    return msgspec.structs.replace(settings, redis=msgspec.structs.replace(settings.redis, url=url, cluster=cluster))
 
 
 def _from_config(path: str, how: str, env: Mapping[str, str]) -> Resolved:
@@ -192,10 +197,10 @@ def _from_config(path: str, how: str, env: Mapping[str, str]) -> Resolved:
     runs = local_runs()
     for ann in runs:
         if ann.config == wanted:
-            return Resolved(_with_url(settings, ann.redis_url), ann.redis_url, f"the `sendgate run` pid {ann.pid} of {how}")
+            return Resolved(_with_url(settings, ann.redis_url, ann), ann.redis_url, f"the `sendgate run` pid {ann.pid} of {how}")
     if runs:
         ann = runs[0]
-        return Resolved(_with_url(settings, ann.redis_url), ann.redis_url, f"the local `sendgate run` pid {ann.pid}")
+        return Resolved(_with_url(settings, ann.redis_url, ann), ann.redis_url, f"the local `sendgate run` pid {ann.pid}")
     legacy = announced_url()
     if legacy:
         return Resolved(_with_url(settings, legacy), legacy, "the embedded Redis of a local `sendgate run`")
@@ -225,7 +230,7 @@ def resolve(config: str | None = None, env: Mapping[str, str] | None = None) -> 
         if ann.prefix and settings.redis.prefix != ann.prefix:
             settings = msgspec.structs.replace(settings, redis=msgspec.structs.replace(settings.redis, prefix=ann.prefix))
         what = f"config {ann.config}" if ann.config else "no config file"
-        return Resolved(_with_url(settings, ann.redis_url), ann.redis_url, f"the local `sendgate run` pid {ann.pid}, {what}")
+        return Resolved(_with_url(settings, ann.redis_url, ann), ann.redis_url, f"the local `sendgate run` pid {ann.pid}, {what}")
     legacy = announced_url()
     if legacy:
         return Resolved(_with_url(load_settings(None, env=env), legacy), legacy, "the embedded Redis of a local `sendgate run`")

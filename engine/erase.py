@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -37,7 +38,7 @@ from engine.history import HistoryStore, deltas_from_entries
 from engine.history.inbound import inbound_table, records_from_entries
 from engine.inbound import client_numbers
 from engine.inbound_store import erase_client_waiting_parts, erase_waiting_parts, reassembly_ttl_s
-from engine.keys import Keys
+from engine.keys import Keys, shard_keys, shard_of
 from engine.stream_trim import trim_streams
 from engine.subject_records import FoundEntry, Matcher, find_entries, remove_found
 from privacy_hooks import RetentionPolicy, keyed_hash, mask_number
@@ -133,28 +134,38 @@ async def erase_subject_everywhere(
     ``immediate``; by default an opt-out outlives the erasure)."""
     now_s = time.time() if now_s is None else now_s
     now_ms = int(now_s * 1000)
-    keys = Keys(settings.redis.prefix)
+    shards = shard_keys(settings.redis.prefix, settings.redis.shards)
+    keys = shards[0]
     by_client = subject.startswith("client:")
     # Parts of the subject's messages waiting for reassembly first (by the sender's
     # index, or a client's from the sweep's list; no scan): gone, and never published
     # later; a set they complete before this is in the inbound stream, searched next.
+    # On every shard ([redis] shards).
     ttl_s = reassembly_ttl_s(settings)
-    if by_client:  # the client's sets, from the partial sweep's list
-        parts_removed = await erase_client_waiting_parts(redis, keys, subject[len("client:"):], ttl_s)
-    else:
-        parts_removed = await erase_waiting_parts(redis, keys, subject, ttl_s)
+    parts_removed = 0
+    for shard in shards:
+        if by_client:  # the client's sets, from the partial sweep's list
+            parts_removed += await erase_client_waiting_parts(redis, shard, subject[len("client:"):], ttl_s)
+        else:
+            parts_removed += await erase_waiting_parts(redis, shard, subject, ttl_s)
     # Then what could still be sent: waiting and held jobs (marked erased, so a copy an
-    # engine holds is acked unsent), then their dead letters and inbound messages.
-    found = await find_entries(redis, keys, Matcher(subject, settings.privacy.hash_secret),
-                               [c.name for c in settings.carriers], [c.id for c in settings.clients])
-    removed = await remove_found(redis, keys, found, settings.engine.group,
-                                 max(1, int(settings.engine.idempotency_hours * 3600)))
+    # engine holds is acked unsent), then their dead letters and inbound messages;
+    # on every shard.
+    found: list[FoundEntry] = []
+    removed = 0
+    for shard in shards:
+        some = await find_entries(redis, shard, Matcher(subject, settings.privacy.hash_secret),
+                                  [c.name for c in settings.carriers], [c.id for c in settings.clients])
+        removed += await remove_found(redis, shard, some, settings.engine.group,
+                                      max(1, int(settings.engine.idempotency_hours * 3600)))
+        found += some
     kinds: dict[str, int] = {}
     for e in found:
         kinds[e.kind] = kinds.get(e.kind, 0) + 1
     suppression_removed = 0
     if include_suppression and immediate:
-        suppression_removed = await _remove_from_suppression(redis, settings, keys, subject, found)
+        for shard in shards:  # every shard's copy of the lists
+            suppression_removed += await _remove_from_suppression(redis, settings, shard, subject, found)
     policy = retention_policy(settings)
     until = int(now_s) + policy.ttl_s("message")
     key = {"client": subject[len("client:"):]} if by_client else {"to_hash": subject}
@@ -168,7 +179,12 @@ async def erase_subject_everywhere(
     # yet, and a few minutes more): both modes delete them from Redis; by policy their
     # rows are written first (a merge: archived ones change nothing), so those not
     # archived yet are hidden too, and an archiver batch in flight merges into a hidden row.
-    in_events, entries = await find_in_events(redis, keys, subject, "-", job_ids=[r.job_id for r in rows])
+    in_events: dict[str, SubjectJob] = {}
+    entries: list[Any] = []
+    for shard in shards:
+        found_here, entries_here = await find_in_events(redis, shard, subject, "-", job_ids=[r.job_id for r in rows])
+        in_events.update(found_here)
+        entries += entries_here
     if store is not None and entries and not immediate:
         await store.write(deltas_from_entries(entries), now_ms)
     jobs = [*in_events.values(), *(SubjectJob(r.job_id, r.carrier, r.message_ids) for r in rows
@@ -197,6 +213,21 @@ async def erase_subject_everywhere(
                     taken, now_ms, own_numbers=client_numbers(settings.clients), retention_s=policy.ttl_s("message")))
             inbound_rows = await table.hide(**inbound_key, now_ms=now_ms, retention_until=until)
 
+    # Shards: each job's hot records (job record, correlation entries, events) are on
+    # its id's shard; the other shards first, without audit or history step, then
+    # shard 0 with both (one audit entry, with the totals in the result).
+    others = ErasureTotals()
+    if len(shards) > 1:
+        by_shard: dict[int, list[SubjectJob]] = {}
+        for job in jobs:
+            by_shard.setdefault(shard_of(job.job_id, len(shards)), []).append(job)
+        jobs = by_shard.pop(0, [])
+        for index, shard_jobs in sorted(by_shard.items()):
+            part = await erase_subject(
+                redis, shards[index], subject, now_s, policy, immediate=immediate, jobs=shard_jobs,
+                events_from=None, normalize=normalize, audit=_SILENT_AUDIT,  # type: ignore[arg-type]
+            )
+            others.add(part)
     audit = AuditLog(redis, keys.audit, policy.audit)
     result = await erase_subject(
         redis, keys, subject, now_s, policy, immediate=immediate, jobs=jobs,
@@ -208,13 +239,49 @@ async def erase_subject_everywhere(
             "stream_entries_removed": removed,
             "suppression": f"removed from {suppression_removed} list(s)" if include_suppression and immediate
             else "kept (an opt-out outlives erasure)",
+            **({"shards": len(shards), "records_other_shards": others.records} if len(shards) > 1 else {}),
         },
     )
+    result = others.into(result)
     if immediate and store is not None:
         await store.erase(**key)  # rows an archiver batch in flight brought back (see the module doc)
         await inbound_table(store).erase(**inbound_key)
     fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
     return SubjectErasure(**{**fields, "entries": removed}, inbound_rows=inbound_rows, inbound_parts=parts_removed)
+
+
+class _SilentAudit:
+    """The audit of a shard's part of one erasure: the entry is written once, by shard 0's."""
+
+    async def record(self, *_args: Any, **_fields: Any) -> str:
+        return ""
+
+
+_SILENT_AUDIT = _SilentAudit()
+
+
+@dataclasses.dataclass
+class ErasureTotals:
+    """What the other shards' erase_subject calls did, added to shard 0's result."""
+
+    records: int = 0
+    missing: int = 0
+    payloads: int = 0
+    events: int = 0
+    jobs: int = 0
+
+    def add(self, r: ErasureResult) -> None:
+        self.records += r.records
+        self.missing += r.missing
+        self.payloads += r.payloads
+        self.events += r.events
+        self.jobs += r.jobs
+
+    def into(self, r: ErasureResult) -> ErasureResult:
+        return dataclasses.replace(
+            r, records=r.records + self.records, missing=r.missing + self.missing, payloads=r.payloads + self.payloads,
+            events=r.events + self.events, jobs=r.jobs + self.jobs,
+        )
 
 
 async def _remove_from_suppression(

@@ -42,7 +42,7 @@ from engine.inbound import (
     read_part,
     sender_hasher,
 )
-from engine.keys import Keys
+from engine.keys import Keys, correlation_shard, shard_keys, shard_of
 from engine.metrics import Metrics
 from engine.scripts import Script, inbound_call, inbound_sweep_call, payload_json
 from privacy_hooks import KeyedHasher
@@ -84,7 +84,10 @@ class InboundStore:
         self.settings = settings
         self.redis = redis
         self.metrics = metrics
-        self.keys = Keys(settings.redis.prefix)
+        # Shards: a message's parts go to shard crc32("<carrier>:<sender hash>") mod N
+        # (all parts of one message together, for the reassembly in inbound.lua).
+        self.shards: tuple[Keys, ...] = shard_keys(settings.redis.prefix, settings.redis.shards)
+        self.keys = self.shards[0]
         self.forward = forward
         self._numbers = client_numbers(settings.clients)
         secret = settings.privacy.hash_secret.encode()
@@ -119,21 +122,30 @@ class InboundStore:
         """Store a batch of parts in one script call; what it completes is settled next."""
         if not parts:
             return
-        reply = await self._script(self.redis, *inbound_call(
-            self.keys, payload_json(parts), self._wait_ms, self._ttl_s, self._maxlen,
-            self._retention_until(),
-        ))
-        self._to_settle.extend([[_text(v) for v in row] for row in reply])
+        n = len(self.shards)
+        by_shard: dict[int, list[InboundPart]] = {0: parts} if n == 1 else {}
+        if n > 1:
+            for part in parts:
+                by_shard.setdefault(correlation_shard(part.carrier, part.from_hash, n), []).append(part)
+        for shard, some in by_shard.items():  # one call per shard the batch touches
+            reply = await self._script(self.redis, *inbound_call(
+                self.shards[shard], payload_json(some), self._wait_ms, self._ttl_s,
+                self._maxlen, self._retention_until(),
+            ))
+            self._to_settle.extend([[_text(v) for v in row] for row in reply])
 
     async def sweep(self, now_ms: int | None = None, limit: int = 500) -> int:
         """Publish sets whose reassembly wait passed, ``partial``; returns how many."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        reply = await self._sweep(self.redis, *inbound_sweep_call(
-            self.keys, now_ms, limit, self._maxlen, self._retention_until(),
-        ))
-        self._to_settle.extend([[_text(v) for v in row] for row in reply])
+        swept = 0
+        for keys in self.shards:
+            reply = await self._sweep(self.redis, *inbound_sweep_call(
+                keys, now_ms, limit, self._maxlen, self._retention_until(),
+            ))
+            self._to_settle.extend([[_text(v) for v in row] for row in reply])
+            swept = max(swept, len(reply))
         await self.settle()
-        return len(reply)
+        return swept
 
     def has_work(self) -> bool:
         return bool(self._to_settle)
@@ -174,13 +186,15 @@ class InboundStore:
 
     async def _apply_keywords(self, changes: list[tuple[str, Published]]) -> None:
         """Suppression list changes (one transaction), then their audit entries."""
-        pipe = self.redis.pipeline(transaction=True)
-        jobs = self.keys.jobs
+        n = len(self.shards)
+        # (a transaction on one shard; across shards each step is idempotent anyway)
+        pipe = self.redis.pipeline(transaction=n == 1)
         for action, row in changes:
             entry_id, sender, to, client, from_hash = row[0], row[1], row[2], row[5], row[9]
-            key = self.keys.suppression(client)
+            keys = [k.suppression(client) for k in self.shards]  # every shard's copy
             if action == OPT_OUT:
-                pipe.sadd(key, from_hash)
+                for key in keys:
+                    pipe.sadd(key, from_hash)
                 reply = self._clients[client].opt_out_reply if client in self._clients else ""
                 if reply and sender.isdigit():
                     # An ordinary transactional job: sent, retried and recorded like any other.
@@ -189,9 +203,10 @@ class InboundStore:
                            "kind": "transactional", "dlr": "0"}
                     if to:
                         job["from"] = to
-                    pipe.xadd(jobs, job)  # type: ignore[arg-type]
+                    pipe.xadd(self.shards[shard_of(job["id"], n)].jobs, job)  # type: ignore[arg-type]
             else:
-                pipe.srem(key, from_hash)
+                for key in keys:
+                    pipe.srem(key, from_hash)
         await pipe.execute()
         for action, row in changes:
             self.metrics.opt_outs.labels(action).inc()

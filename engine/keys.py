@@ -16,22 +16,88 @@ scripts create matches a pattern of :data:`KEY_TABLE`, and that no ``.lua``
 file holds a key fragment; docs/INTERNALS.md's key table is generated from
 :data:`KEY_TABLE` (``python -m engine.keys``) and checked by that test.
 
-Sharding (built for it, not yet configured): ``Keys(prefix, shard=k)`` puts
+Sharding (``[redis] shards = N``): ``Keys(prefix, shard=k)`` puts
 every *shard-local* key (streams, job records, idempotency marks,
 correlation buckets, the scheduled set, the dlr sorted sets and
 streams) under ``<prefix>:{k}:`` — one hash tag per shard, so a shard's
 scripts touch one Cluster slot — while *fleet-global* keys (the carriers'
 shared TPS buckets, the audit stream, failed callbacks) stay under
-``<prefix>:``. ``shard=None`` (today) gives every name exactly as before.
+``<prefix>:``. ``shard=None`` (``shards = 1``) gives every name exactly as
+before. :func:`shard_of` is the routing rule every producer applies (a job's
+shard is ``crc32(UTF-8 bytes of its id) mod N``), :func:`shard_keys` the
+key sets of all shards, :func:`cluster_slot` the Cluster slot of a key (the
+tests check that every script call stays on one).
 """
 
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-__all__ = ["KEY_TABLE", "KeyDoc", "Keys", "Positions", "key_table_markdown", "lua_header"]
+__all__ = [
+    "KEY_TABLE",
+    "KeyDoc",
+    "Keys",
+    "Positions",
+    "cluster_slot",
+    "correlation_shard",
+    "key_table_markdown",
+    "lua_header",
+    "shard_keys",
+    "shard_of",
+]
+
+
+def shard_of(job_id: str | bytes, shards: int) -> int:
+    """The shard of a job: ``crc32(UTF-8 bytes of its id) mod shards`` (zlib's
+    CRC-32, the unsigned value). The routing rule of docs/contract.md §2.1, the
+    same in every language: ``zlib.crc32(b"order-42") % 4 == 2``."""
+    if shards <= 1:
+        return 0
+    data = job_id if isinstance(job_id, bytes) else job_id.encode()
+    return zlib.crc32(data) % shards
+
+
+def correlation_shard(carrier: str, message_id: str, shards: int) -> int:
+    """Where a receipt's leftovers go when it matched nothing (``P:dlr:unmatched``
+    of shard ``crc32("<carrier>:<message id>") mod shards``): spread, and found
+    again from the carrier and the message id alone."""
+    if shards <= 1:
+        return 0
+    return zlib.crc32(f"{carrier}:{message_id}".encode()) % shards
+
+
+def shard_keys(prefix: str, shards: int) -> tuple[Keys, ...]:
+    """The key sets of every shard: ``(Keys(prefix),)`` for one shard (today's
+    names, no hash tag), else ``Keys(prefix, shard=k)`` for k in 0..shards-1."""
+    if shards <= 1:
+        return (Keys(prefix),)
+    return tuple(Keys(prefix, shard=k) for k in range(shards))
+
+
+def _crc16(data: bytes) -> int:
+    """CRC16-CCITT (XMODEM), as Redis Cluster hashes keys."""
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
+def cluster_slot(key: str | bytes) -> int:
+    """The Redis Cluster slot of ``key``: CRC16 of its hash tag (the text between
+    the first ``{`` and the next ``}``, when not empty), else of the whole key, mod 16384."""
+    data = key if isinstance(key, bytes) else key.encode()
+    start = data.find(b"{")
+    if start >= 0:
+        end = data.find(b"}", start + 1)
+        if end > start + 1:
+            data = data[start + 1 : end]
+    return _crc16(data) % 16384
 
 
 class KeyDoc(NamedTuple):
@@ -125,6 +191,10 @@ KEY_TABLE: tuple[KeyDoc, ...] = (
            "the same for one client configured in `[[clients]]` (so each client's backlog is read by its weight)",
            "park.lua", "trimmed by the engine to the group's oldest unacknowledged entry; MINID trim to the payload "
            "retention", "shard", "per parked job: its fields"),
+    KeyDoc("P:parks", "set", "the names of this shard's park streams, added by each engine at its start: a later "
+           "start finds the streams of carriers or clients no longer configured here (no keyspace SCAN)",
+           "engine/pipeline.py (ensure_groups)", "none; a member whose stream is gone is removed at a start", "shard",
+           "none (a member per park stream)"),
     KeyDoc("P:backlog", "hash",
            "each lane's backlog (unread + unacked + parked) as the engines last sampled it, `high_water`, `ts` "
            "(for Producer.backlog/ready)", "engine/app.py", "60 s, renewed by each sample", "shard", "none (a few fields)"),
@@ -205,6 +275,7 @@ class Keys:
         "jobs_high",
         "lease_prefix",
         "park_prefix",
+        "park_registry",
         "prefix",
         "record_prefix",
         "scheduled",
@@ -242,6 +313,8 @@ class Keys:
     scheduled_prefix: str
     scheduled_id_prefix: str
     park_prefix: str
+    park_registry: str
+    """``P:parks``: the shard's park streams ever configured (the orphan check reads it, no SCAN)."""
     dlr_bucket_prefix: str
     dlr_index_prefix: str
     dlr_dup_prefix: str
@@ -274,6 +347,7 @@ class Keys:
             # -- shard-local: the engine's own records
             "scheduled": f"{base}:scheduled",
             "backlog": f"{base}:backlog",
+            "park_registry": f"{base}:parks",
             "dlr_due": f"{base}:dlr:due",
             "dlr_unmatched": f"{base}:dlr:unmatched",
             "dlr_invalid": f"{base}:dlr:invalid",

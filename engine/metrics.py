@@ -173,6 +173,10 @@ class Metrics:
             "sendgate_jobs_parked", "Jobs moved to a park stream (their carrier could not take them then)",
             ["carrier", "lane"], registry=r,
         )
+        self.jobs_wrong_shard = Counter(
+            "sendgate_jobs_wrong_shard", "Jobs read on another shard than crc32(id) mod shards names, moved to their own",
+            registry=r,
+        )
         self.jobs_diverted = Counter(
             "sendgate_jobs_diverted", "Jobs of a carrier in outage moved to its fallback or failed",
             ["carrier", "to"], registry=r,

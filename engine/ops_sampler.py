@@ -47,6 +47,12 @@ TICK_S = 0.5
 DEAD_WINDOW = 200
 
 
+def _entry_order(entry_id: Any) -> tuple[int, int]:
+    """A stream entry id as (ms, seq), for ordering entries of several streams."""
+    ms, _, seq = _text(entry_id).partition("-")
+    return int(ms), int(seq or 0)
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -89,9 +95,12 @@ class OpsSampler:
         on_sample: Any = None,
         interval_s: float = 2.0,
         slow_every: int = 5,
+        shards: tuple[Keys, ...] = (),
     ) -> None:
         self.redis = redis
         self.keys = keys
+        # every shard's lanes ([redis] shards); a lane's sample adds up its shards'
+        self.shards = shards or (keys,)
         self.group = group
         self.metrics = metrics
         self.carriers = carriers
@@ -111,8 +120,8 @@ class OpsSampler:
         self._last_written: tuple[float, dict[str, int]] | None = None
         self._lane_lag = {name: metrics.lane_lag.labels(name) for name in LANE_NAMES}
         self._lane_age = {name: metrics.lane_oldest_age.labels(name) for name in LANE_NAMES}
-        self._stream_lag = {s: metrics.stream_lag.labels(s) for s in keys.lanes()}
-        self._stream_pending = {s: metrics.stream_pending.labels(s) for s in keys.lanes()}
+        self._stream_lag = {s: metrics.stream_lag.labels(s) for k in self.shards for s in k.lanes()}
+        self._stream_pending = {s: metrics.stream_pending.labels(s) for k in self.shards for s in k.lanes()}
         self._sampled = asyncio.Event()
         self._worst_lag = 0.0
         self._failed_once = False
@@ -148,12 +157,18 @@ class OpsSampler:
             self.redis_ok = True
             self.metrics.redis_rtt.set(self.redis_rtt_s)
             now_ms = int(time.time() * 1000)
-            for name, stream in zip(LANE_NAMES, self.keys.lanes(), strict=True):
-                self.lanes[name] = sample = await self._lane(stream, now_ms)
+            for i, name in enumerate(LANE_NAMES):
+                lag = pending = 0
+                age = 0.0
+                for k in self.shards:
+                    stream = k.lanes()[i]
+                    one = await self._lane(stream, now_ms)
+                    self._stream_lag[stream].set(one.lag)
+                    self._stream_pending[stream].set(one.pending)
+                    lag, pending, age = lag + one.lag, pending + one.pending, max(age, one.oldest_age_s)
+                self.lanes[name] = sample = LaneSample(lag, pending, age)
                 self._lane_lag[name].set(sample.backlog)
                 self._lane_age[name].set(sample.oldest_age_s)
-                self._stream_lag[stream].set(sample.lag)
-                self._stream_pending[stream].set(sample.pending)
             if self.samples % self.slow_every == 0:
                 await self._slow()
             self._failed_once = False
@@ -217,17 +232,23 @@ class OpsSampler:
     async def _slow(self) -> None:
         pending: dict[str, int] = {}
         for carrier in self.carriers:
-            ends: Any = await self.redis.zrange(self.keys.correlation_index(carrier), 0, -1)
-            if not ends:
-                pending[carrier] = 0
-                continue
-            pipe = self.redis.pipeline(transaction=False)
-            prefix = self.keys.correlation_buckets_of(carrier)
-            for end in ends:
-                pipe.hlen(prefix + _text(end))
-            pending[carrier] = sum(int(n or 0) for n in await pipe.execute())
+            pending[carrier] = 0
+            for keys in self.shards:  # every shard's correlation buckets (one slot each)
+                ends: Any = await self.redis.zrange(keys.correlation_index(carrier), 0, -1)
+                if not ends:
+                    continue
+                pipe = self.redis.pipeline(transaction=False)
+                prefix = keys.correlation_buckets_of(carrier)
+                for end in ends:
+                    pipe.hlen(prefix + _text(end))
+                pending[carrier] += sum(int(n or 0) for n in await pipe.execute())
         self.receipts_pending = pending
         # Only the code of each dead letter is read: the entries hold the job's fields.
-        entries: Any = await self.redis.xrevrange(self.keys.dead, count=DEAD_WINDOW)
+        # The newest DEAD_WINDOW of every shard's stream, then the newest DEAD_WINDOW of those.
+        entries: list[Any] = []
+        for keys in self.shards:
+            entries += list(await self.redis.xrevrange(keys.dead, count=DEAD_WINDOW) or ())
+        if len(self.shards) > 1:
+            entries = sorted(entries, key=lambda e: _entry_order(e[0]), reverse=True)[:DEAD_WINDOW]
         codes = Counter(_text(fields.get(b"code") or fields.get("code") or "?") for _id, fields in entries)
         self.dead_codes = codes.most_common()

@@ -70,9 +70,10 @@ from engine.backlog import group_backlog
 from engine.config import CarrierSettings, Settings
 from engine.history.text_cipher import TextCipher, b64, job_aad
 from engine.job import Job, JobError, parse_job
-from engine.keys import Keys
+from engine.keys import Keys, shard_keys, shard_of
 from engine.marketing import QuietHours, with_footer
 from engine.metrics import Metrics
+from engine.redis_client import is_cluster, raw_reply_client
 from engine.router import Router, RoutingError
 from engine.scripts import (
     ClaimBatch,
@@ -96,7 +97,7 @@ from engine.text.segmenter import Segmented, SegmentError, segment
 from privacy_hooks import KeyedHasher, mask_e164_digits, mask_number
 from throttling.backoff import Backoff
 
-__all__ = ["Pipeline"]
+__all__ = ["Pipeline", "ShardHints"]
 
 log = logging.getLogger("sendgate.pipeline")
 
@@ -126,6 +127,36 @@ _NORMAL_LANE = _PRIORITY_LANE["normal"]
 
 #: Dead-letter codes that also publish an event (the job's first and only one).
 _DEAD_LETTER_EVENTS = {"expired": "expired", "suppressed": "rejected", "client_closed": "rejected"}
+
+
+class ShardHints:
+    """Bounded memory of the shard each recently recorded message id's correlation
+    entry is on (``shards`` > 1): a receipt this engine receives for its own submit
+    is tried on that shard first, the others only if it is not matched there.
+
+    A hint is a guess, never the truth: a wrong or missing one costs the probe
+    of the other shards, nothing else. Kept per carrier and normalised id; at
+    most ``limit`` ids (the older half goes when it is full), taken on use.
+    """
+
+    __slots__ = ("_ids", "limit")
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self.limit = limit
+        self._ids: dict[str, int] = {}
+
+    def put(self, carrier: str, message_id: str, shard: int) -> None:
+        ids = self._ids
+        ids[f"{carrier}\x1f{message_id}"] = shard
+        if len(ids) > self.limit:
+            keep = list(ids.items())[len(ids) // 2 :]
+            self._ids = dict(keep)
+
+    def take(self, carrier: str, message_id: str) -> int | None:
+        return self._ids.pop(f"{carrier}\x1f{message_id}", None)
+
+    def __len__(self) -> int:
+        return len(self._ids)
 
 
 class _InFlightJob:
@@ -186,10 +217,13 @@ class _Class:
     wait in its park stream (an estimate: exact for what this engine parked,
     learned for the others' by `Pipeline.check_parked`)."""
 
-    __slots__ = ("admitted", "budget", "carrier", "client", "held", "lane", "parked", "stream")
+    __slots__ = ("admitted", "budget", "carrier", "client", "held", "lane", "parked", "shard", "stream")
 
-    def __init__(self, carrier: str, lane: int, client: str, stream: str, budget: int, admitted: Any) -> None:
+    def __init__(
+        self, carrier: str, lane: int, client: str, stream: str, budget: int, admitted: Any, shard: int = 0
+    ) -> None:
         self.carrier = carrier
+        self.shard = shard  # its park stream's shard (the shard of the jobs it holds)
         self.lane = lane
         self.client = client
         self.stream = stream  # its park stream
@@ -220,12 +254,15 @@ class Pipeline:
         # A second client on the same connections whose XREADGROUP / XAUTOCLAIM
         # replies stay as hiredis parsed them (nested lists): redis-py's own
         # callbacks build a dict and a tuple per entry that we would rebuild.
-        self._reader = Redis(connection_pool=redis.connection_pool)
-        self._reader.response_callbacks["XREADGROUP"] = _raw_reply
-        self._reader.response_callbacks["XAUTOCLAIM"] = _raw_reply
+        # (On Redis Cluster a second cluster client: engine/redis_client.py.)
+        self._reader = raw_reply_client(redis, ("XREADGROUP", "XAUTOCLAIM"), _raw_reply)
         self.pools = pools
         self.metrics = metrics
-        self.keys = Keys(settings.redis.prefix)
+        # One key set per shard ([redis] shards): shard k's lanes, park streams and
+        # every key its scripts touch (one hash tag each). Shard 0's is `keys`.
+        self.shards: tuple[Keys, ...] = shard_keys(settings.redis.prefix, settings.redis.shards)
+        self.nshards = len(self.shards)
+        self.keys = self.shards[0]
         self.group = settings.engine.group
         self.consumer = settings.consumer_name
         self.router = Router(
@@ -254,30 +291,52 @@ class Pipeline:
         self._max_in_hand = max(e.batch_size, e.max_pending_parts or 4 * e.batch_size)
         self._in_hand = 0
         self._outstanding = 0  # parts handed to pools and not yet answered
-        self._capacity = asyncio.Event()  # set when a class may have room: the reader looks again
-        self._capacity.set()
+        # Per shard, set when a class may have room: that shard's reader looks again.
+        self._capacity = [asyncio.Event() for _ in self.shards]
+        for ev in self._capacity:
+            ev.set()
         # Admission: jobs wait here, unclaimed, until their carrier's window has
         # room; see `_admit`. What a crash leaves here is simply re-read.
         self._client_weights = {cl.id: cl.weight for cl in settings.clients}
         self._queues: dict[str, CarrierQueue[_InFlightJob]] = {
             c: CarrierQueue(e.lane_weights, self._client_weights) for c in self.carriers
         }
-        self._lane_of = {self.keys.jobs_high: 0, self.keys.jobs: 1, self.keys.jobs_bulk: 2}
-        # Per carrier, per lane: client class -> _Class; and park stream -> _Class.
-        self._classes: dict[str, tuple[dict[str, _Class], ...]] = {}
+        self._lane_of: dict[str, int] = {}
+        self._stream_shard: dict[str, int] = {}  # every lane and park stream -> its shard
+        for shard, keys in enumerate(self.shards):
+            for lane, stream in enumerate(keys.lanes()):
+                self._lane_of[stream] = lane
+                self._stream_shard[stream] = shard
+        # Per shard, per carrier, per lane: client class -> _Class; park stream -> _Class;
+        # and per carrier every class of every shard.
+        self._shard_classes: list[dict[str, tuple[dict[str, _Class], ...]]] = []
+        self._carrier_classes: dict[str, list[_Class]] = {c.name: [] for c in settings.carriers}
         self._park_streams: dict[str, _Class] = {}
-        for c in settings.carriers:
-            budget = self._budget(c)
-            per_lane: list[dict[str, _Class]] = []
-            for lane, lane_name in enumerate(LANES):
-                classes: dict[str, _Class] = {}
-                for client in (*self._client_weights, OTHER):
-                    stream = self.keys.park(c.name, lane_name, "" if client == OTHER else client)
-                    k = _Class(c.name, lane, client, stream, budget, metrics.admitted.labels(c.name, lane_name, client))
-                    classes[client] = k
-                    self._park_streams[stream] = k
-                per_lane.append(classes)
-            self._classes[c.name] = tuple(per_lane)
+        for shard, keys in enumerate(self.shards):
+            by_carrier: dict[str, tuple[dict[str, _Class], ...]] = {}
+            for c in settings.carriers:
+                # A class's budget is shared by the shards (jobs spread evenly over them).
+                budget = max(1, -(-self._budget(c) // self.nshards))
+                per_lane: list[dict[str, _Class]] = []
+                for lane, lane_name in enumerate(LANES):
+                    classes: dict[str, _Class] = {}
+                    for client in (*self._client_weights, OTHER):
+                        stream = keys.park(c.name, lane_name, "" if client == OTHER else client)
+                        k = _Class(c.name, lane, client, stream, budget,
+                                   metrics.admitted.labels(c.name, lane_name, client), shard)
+                        classes[client] = k
+                        self._park_streams[stream] = k
+                        self._stream_shard[stream] = shard
+                        self._carrier_classes[c.name].append(k)
+                    per_lane.append(classes)
+                by_carrier[c.name] = tuple(per_lane)
+            self._shard_classes.append(by_carrier)
+        self._classes = self._shard_classes[0]
+        self._min_read = 1 if self.nshards == 1 else max(1, min(
+            k.budget for k in self._park_streams.values()) // 4) if self._park_streams else 1
+        # Which shard the correlation entries this engine recorded are on, for the
+        # receipts it receives itself (shards > 1; the app hands it to the sink).
+        self.receipt_hints = ShardHints()
         self._down_since: dict[str, float] = {}  # carrier -> when its last bind went down (monotonic)
         self._park = Script("park")
         self._groups_ready = False  # ensure_groups ran (the app calls it before run())
@@ -290,7 +349,7 @@ class Pipeline:
         # flight form the next call (adaptive batching, no timer).
         self._to_record: dict[str, list[_InFlightJob]] = {}
         self._to_ack: dict[str, list[str]] = {}
-        self._recorder: asyncio.Task[None] | None = None
+        self._recorders: dict[int, asyncio.Task[None]] = {}  # per shard: one recorder at a time
         self._enqueued = 0  # outcomes queued for recording, ever
         self._recorded = 0  # outcomes recorded, ever
         self._recorded_event = asyncio.Event()
@@ -328,12 +387,24 @@ class Pipeline:
     async def ensure_groups(self) -> None:
         """Create the consumer group on every lane and park stream at id 0
         (MKSTREAM): jobs pushed before the engine's first start are sent."""
-        for stream in (*self.keys.lanes(), *self._park_streams):
+        for stream in (*self._lane_of, *self._park_streams):
             try:
                 await self.redis.xgroup_create(stream, self.group, id="0", mkstream=True)
             except ResponseError as err:
                 if "BUSYGROUP" not in str(err):
                     raise
+        # Each shard's registry of park streams (P:parks): a later start with fewer
+        # carriers or clients finds the orphaned ones there, without a SCAN.
+        for shard, keys in enumerate(self.shards):
+            mine = [st for st, k in self._park_streams.items() if k.shard == shard]
+            if self.nshards == 1 and not await self.redis.exists(keys.park_registry):
+                # An installation from before the registry: its park streams are
+                # found once, by a SCAN, on this version's first start (the sharded
+                # layout is newer than the registry: nothing to find there).
+                async for raw in self.redis.scan_iter(match=keys.park_prefix + "*", count=1000, _type="stream"):
+                    mine.append(_text(raw))
+            if mine:
+                await self.redis.sadd(keys.park_registry, *mine)
         self._groups_ready = True
 
     def _budget(self, c: CarrierSettings) -> int:
@@ -360,6 +431,12 @@ class Pipeline:
         return max(1, c.window * c.binds)
 
     # ------------------------------------------------------------- main loop
+    async def close_reader(self) -> None:
+        """Close the reader's own connections: on Redis Cluster it is a second client
+        (engine/redis_client.py); on a plain Redis it shares the main client's pool."""
+        if is_cluster(self._reader):
+            await self._reader.aclose()
+
     async def run(self) -> None:
         """Read and dispatch until `stop()`."""
         if not self._groups_ready:
@@ -367,39 +444,18 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         self._adopter = loop.create_task(self._adopt_orphans_once(), name="adopt-orphan-parks")
         self._admitters = [loop.create_task(self._admit(c), name=f"admit-{c}") for c in self.carriers]
-        e = self.settings.engine
-        lanes = self.keys.lanes()
+        # One reader per shard: a shard whose calls are slow (or whose node is
+        # down) holds up its own reads only.
+        readers = [loop.create_task(self._read_shard(shard), name=f"read-shard-{shard}") for shard in range(self.nshards)]
         try:
-            while not self._stopping:
-                rooms = self._lane_rooms()
-                counts = {lanes[i]: min(e.batch_size, rooms[i]) for i in range(3) if rooms[i] > 0}
-                if not counts:
-                    # No class of a carrier with a bind up has room: wait for a
-                    # job's outcome or a bind (or look again within a second).
-                    self._capacity.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._capacity.wait(), 1.0)
-                    continue
-                try:
-                    reply = await self._read_lanes(counts)
-                except ResponseError as err:
-                    if "NOGROUP" in str(err):
-                        await self._retry(self.ensure_groups)
-                        continue
-                    raise
-                except _REDIS_ERRORS as err:
-                    self.metrics.redis_errors.inc()
-                    log.warning("redis unavailable while reading jobs (%s); retrying", type(err).__name__)
-                    await asyncio.sleep(0.2 + random.random() * 0.3)
-                    continue
-                # Even when stop() came during the read: the entries go to the
-                # admission queues, and drain() hands the unstarted ones back.
-                for stream_name, raw_entries in reply:
-                    stream = stream_name.decode() if isinstance(stream_name, bytes) else stream_name
-                    lane = stream.rsplit(":", 1)[-1] if stream != self.keys.jobs else "normal"
-                    self.metrics.jobs_consumed.labels(lane).inc(len(raw_entries))
-                    await self.process(stream, _entries(raw_entries))
+            done, _ = await asyncio.wait(readers, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                if not t.cancelled() and t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]
         finally:
+            for t in readers:
+                t.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
             if not self._stopping:  # run() failed: stop admitting at once
                 self._stopping = True
                 for t in self._admitters:
@@ -410,12 +466,55 @@ class Pipeline:
             await asyncio.gather(*self._admitters, return_exceptions=True)
             self._run_done.set()
 
-    def _lane_rooms(self) -> list[int]:
+    async def _read_shard(self, shard: int) -> None:
+        """Read one shard's lanes (batched, as the classes have room) until `stop()`."""
+        e = self.settings.engine
+        lanes = self.shards[shard].lanes()
+        capacity = self._capacity[shard]
+        consumed = [self.metrics.jobs_consumed.labels(lane) for lane in LANES]
+        while not self._stopping:
+            rooms = self._lane_rooms(shard)
+            counts = {lanes[i]: min(e.batch_size, rooms[i]) for i in range(3) if rooms[i] > 0}
+            if not counts:
+                # No class of a carrier with a bind up has room: wait for a
+                # job's outcome or a bind (or look again within a second).
+                capacity.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(capacity.wait(), 1.0)
+                continue
+            try:
+                reply = await self._read_lanes(counts)
+            except ResponseError as err:
+                if "NOGROUP" in str(err):
+                    await self._retry(self.ensure_groups)
+                    continue
+                raise
+            except _REDIS_ERRORS as err:
+                self.metrics.redis_errors.inc()
+                log.warning("redis unavailable while reading jobs of shard %d (%s); retrying", shard, type(err).__name__)
+                await asyncio.sleep(0.2 + random.random() * 0.3)
+                continue
+            # Even when stop() came during the read: the entries go to the
+            # admission queues, and drain() hands the unstarted ones back.
+            for stream_name, raw_entries in reply:
+                stream = stream_name.decode() if isinstance(stream_name, bytes) else stream_name
+                consumed[self._lane_of[stream]].inc(len(raw_entries))
+                await self.process(stream, _entries(raw_entries))
+
+    def _wake_readers(self) -> None:
+        for ev in self._capacity:
+            ev.set()
+
+    def _lane_rooms(self, shard: int = 0) -> list[int]:
         """How many jobs to read from each lane (0: not now): the most room of a
         class of that lane, of a carrier with a bind up, with nothing parked (a
         class with parked jobs is refilled from its park stream)."""
         rooms = [0, 0, 0]
-        for carrier, per_lane in self._classes.items():
+        # Shards: a reader reads once a class has room for a quarter of its (shard's)
+        # budget, not for each job that leaves: four readers reading a few jobs at a
+        # time cost a Redis round trip each (one shard: as before, any room).
+        min_read = self._min_read
+        for carrier, per_lane in self._shard_classes[shard].items():
             if not self._is_up(carrier):
                 if self._in_outage(carrier):
                     # Read its jobs too: parked as read, then moved to its
@@ -426,7 +525,7 @@ class Pipeline:
             for lane, classes in enumerate(per_lane):
                 for k in classes.values():
                     free = k.budget - k.held
-                    if free > rooms[lane] and not k.parked:
+                    if free > rooms[lane] and not k.parked and free >= min_read:
                         rooms[lane] = free
         return rooms
 
@@ -473,7 +572,7 @@ class Pipeline:
                 self._down_since.pop(carrier, None)
             else:
                 self._down_since.setdefault(carrier, time.monotonic())
-        self._capacity.set()
+        self._wake_readers()
         wakeup = self._wakeups.get(carrier)
         if wakeup is not None:
             wakeup.set()
@@ -481,7 +580,7 @@ class Pipeline:
     def stop(self) -> None:
         """Stop reading and admitting new jobs (parts in flight go on)."""
         self._stopping = True
-        self._capacity.set()
+        self._wake_readers()
         for ev in self._wakeups.values():
             ev.set()
 
@@ -498,12 +597,12 @@ class Pipeline:
         pending_admitters = [t for t in self._admitters if not t.done()]
         if pending_admitters:  # each finishes the chunk it is claiming, then returns
             await asyncio.wait(pending_admitters, timeout=max(0.0, deadline - time.monotonic()))
-        while self._outstanding > 0 or self._recorder is not None:
+        while self._outstanding > 0 or self._recorders:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            if self._recorder is not None:
-                await asyncio.wait({self._recorder}, timeout=min(remaining, 0.05))
+            if self._recorders:
+                await asyncio.wait(set(self._recorders.values()), timeout=min(remaining, 0.05))
             else:
                 await asyncio.sleep(min(0.01, remaining))
         # Jobs never started go back to their lane at once.
@@ -531,7 +630,7 @@ class Pipeline:
 
     def carrier_counts(self, carrier: str) -> dict[str, int]:
         """Jobs of ``carrier`` in hand (read, not yet recorded) and parked (as far as known here)."""
-        classes = [k for per_lane in self._classes[carrier] for k in per_lane.values()]
+        classes = self._carrier_classes[carrier]
         return {"in_hand": sum(k.held for k in classes), "parked": sum(k.parked for k in classes)}
 
     @property
@@ -556,13 +655,23 @@ class Pipeline:
             lane = source.lane
         elif lane is None:  # pragma: no cover - we read lanes and park streams only
             raise ValueError(f"not a lane or park stream: {stream}")
-        classes_of = self._classes
+        shard = self._stream_shard[stream]
+        classes_of = self._shard_classes[shard]
+        nshards = self.nshards
+        wrong: list[tuple[str, dict[bytes, bytes], int]] = []
         up: dict[str, bool] = {}
         for raw_id, fields in entries:
             entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
             if fields is None:  # deleted from the stream while pending
                 self._to_ack.setdefault(stream, []).append(entry_id)
                 continue
+            if nshards > 1 and source is None:
+                # A job pushed to another shard than its id's: moved to its own
+                # shard's lane (a job without a usable id is dead-lettered below).
+                right = shard_of(fields.get(b"id") or b"", nshards)
+                if right != shard and fields.get(b"id"):
+                    wrong.append((entry_id, fields, right))
+                    continue
             try:
                 job = parse_job(fields, now, allow_private_callbacks=self.settings.webhooks.allow_private)
                 if job.client and job.client in self.closed_clients:
@@ -612,9 +721,11 @@ class Pipeline:
                 self.metrics.dead_letters.labels(code).inc(n)
         if to_park:
             await self._park_entries(stream, to_park)
+        if wrong:
+            await self._retry(self._move_to_shards, stream, lane, wrong)
         if not jobs:
-            if self._to_ack:
-                self._schedule_record()
+            if self._to_ack.get(stream):
+                self._schedule_record(shard)
             return
         batch.remaining = len(jobs)
         batch.entry_ids = [ij.entry_id for ij in jobs]
@@ -628,6 +739,25 @@ class Pipeline:
             touched.add(ij.carrier)
         for carrier in touched:
             self._wakeups[carrier].set()
+
+    async def _move_to_shards(self, stream: str, lane: int, wrong: list[tuple[str, dict[bytes, bytes], int]]) -> None:
+        """Jobs read from the wrong shard: XADD to the same lane of their own shard
+        first, then XACK and XDEL here. A crash between the two leaves the entry
+        pending here: it is moved again, and the second copy on the right shard
+        is a duplicate its idempotency mark (taken on that shard) stops — never
+        lost, never sent twice. Rare (a producer that ignores the routing rule):
+        plain commands, two pipelines per batch that has some."""
+        pipe = self.redis.pipeline(transaction=False)
+        for _entry_id, fields, right in wrong:
+            pipe.xadd(self.shards[right].lanes()[lane], cast("Any", fields))
+        await pipe.execute()
+        ids = [entry_id for entry_id, _f, _r in wrong]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xack(stream, self.group, *ids)
+        pipe.xdel(stream, *ids)
+        await pipe.execute()
+        self.metrics.jobs_wrong_shard.inc(len(wrong))
+        log.warning("moved %d job(s) pushed to the wrong shard to their own shard's lane", len(wrong))
 
     async def _park_entries(self, stream: str, to_park: list[tuple[str, dict[bytes, bytes], _Class]]) -> None:
         """Move entries of ``stream`` to their classes' park streams (one park.lua call).
@@ -663,22 +793,17 @@ class Pipeline:
         if k.held < k.budget:
             if k.parked:
                 self._wakeups[k.carrier].set()
-            elif not self._capacity.is_set():
-                self._capacity.set()
+            else:
+                capacity = self._capacity[k.shard]
+                if not capacity.is_set():
+                    capacity.set()
 
     def _refill_wanted(self, carrier: str) -> bool:
-        for classes in self._classes[carrier]:
-            for k in classes.values():
-                if k.parked and k.held < k.budget:
-                    return True
-        return False
+        return any(k.parked and k.held < k.budget for k in self._carrier_classes[carrier])
 
     async def _refill(self, carrier: str) -> None:
         """Read parked jobs of ``carrier`` back into hand, as many as each class has room for."""
-        wanted = [
-            (k, k.budget - k.held)
-            for classes in self._classes[carrier] for k in classes.values() if k.parked and k.held < k.budget
-        ]
+        wanted = [(k, k.budget - k.held) for k in self._carrier_classes[carrier] if k.parked and k.held < k.budget]
         pipe = self._reader.pipeline(transaction=False)
         for k, room in wanted:
             pipe.xreadgroup(self.group, self.consumer, {k.stream: ">"}, count=room)
@@ -700,7 +825,7 @@ class Pipeline:
             k.parked = 0 if got < room else max(1, k.parked - got)
             if got:
                 await self.process(k.stream, _entries(raw))
-        self._capacity.set()
+        self._wake_readers()
 
     # -------------------------------------------------------------- admission
     async def _admit(self, carrier: str) -> None:
@@ -768,6 +893,7 @@ class Pipeline:
             by_stream.setdefault(ij.batch.stream, []).append(ij)
         resend = self.settings.engine.resend_unknown
         now = time.time()
+        calls: list[tuple[str, list[_InFlightJob], list[_InFlightJob], bytes, list[bytes]]] = []
         for stream, waiting in by_stream.items():
             # A job whose expires_at passed while it waited for the window is
             # dropped now: dead letter `expired` and event `expired` (claim.lua).
@@ -783,8 +909,25 @@ class Pipeline:
                                       dead_meta, dead_fields)
                 else:
                     jobs.append(ij)
-            payload = _json(ClaimBatch(claims=self._claims(jobs), dead=dead_meta, retention_until=self._retention_until()))
-            statuses = await self._retry_claim(stream, payload, dead_fields)
+            claims = self._claims(jobs, self.shards[self._stream_shard[stream]])
+            payload = _json(ClaimBatch(claims=claims, dead=dead_meta, retention_until=self._retention_until()))
+            calls.append((stream, jobs, expired, payload, dead_fields))
+        # One claim call per stream (a stream is of one shard); the shards' calls
+        # run at once, so a slow shard delays a chunk by its own latency only.
+        if len(calls) == 1:
+            replies: list[Any] = [await self._retry_claim(calls[0][0], calls[0][3], calls[0][4])]
+        else:
+            replies = await asyncio.gather(
+                *(self._retry_claim(stream, payload, dead) for stream, _j, _e, payload, dead in calls),
+                return_exceptions=True,
+            )
+        failure: BaseException | None = None
+        for (stream, jobs, expired, _payload, _dead), statuses in zip(calls, replies, strict=True):
+            if isinstance(statuses, BaseException):
+                # The other streams' claims went through: act on them, then fail
+                # (the admitter puts the jobs not acted upon back in the queue).
+                failure = failure or statuses
+                continue
             if expired:
                 self.metrics.dead_letters.labels("expired").inc(len(expired))
                 for ij in expired:
@@ -831,13 +974,16 @@ class Pipeline:
                 k.admitted.inc(n)
             if suppressed:
                 await self._reject_suppressed(stream, suppressed)
+        if failure is not None:
+            raise failure
 
-    def _claims(self, jobs: list[_InFlightJob]) -> list[ClaimJob]:
-        """The claim script's entries for ``jobs``: a marketing job carries its
-        client's suppression list and its number's keyed hash, checked in the
-        same call that takes the idempotency marks (docs/contract.md §2.6)."""
+    def _claims(self, jobs: list[_InFlightJob], keys: Keys) -> list[ClaimJob]:
+        """The claim script's entries for ``jobs`` (of the shard of ``keys``): a
+        marketing job carries its client's suppression list (that shard's copy)
+        and its number's keyed hash, checked in the same call that takes the
+        idempotency marks (docs/contract.md §2.6)."""
         claims: list[ClaimJob] = []
-        suppression = self.keys.suppression
+        suppression = keys.suppression
         for ij in jobs:
             job = ij.job
             if job.kind != "marketing":
@@ -1019,8 +1165,9 @@ class Pipeline:
                 pending = self._to_record[stream] = []
             pending.append(ij)
             self._enqueued += 1
-            if self._recorder is None:
-                self._schedule_record()
+            shard = self._stream_shard[stream]
+            if shard not in self._recorders:
+                self._schedule_record(shard)
         self._release(ij)
 
     async def recorded_barrier(self, timeout_s: float = 1.0) -> None:
@@ -1045,15 +1192,31 @@ class Pipeline:
             except TimeoutError:
                 return
 
-    def _schedule_record(self) -> None:
-        if self._recorder is None:
-            self._recorder = asyncio.get_running_loop().create_task(self._record_loop())
+    def _schedule_record(self, shard: int = 0) -> None:
+        if shard not in self._recorders:
+            self._recorders[shard] = asyncio.get_running_loop().create_task(
+                self._record_loop(shard), name=f"record-shard-{shard}"
+            )
 
-    async def _record_loop(self) -> None:
-        """Record outcomes as they complete; while one call runs, the next batch forms."""
+    def _shard_work(self, shard: int) -> str | None:
+        """A stream of ``shard`` with outcomes or acks waiting, if any."""
+        if self.nshards == 1:
+            return next(iter(self._to_record or self._to_ack), None)
+        of = self._stream_shard
+        for stream in self._to_record:
+            if of[stream] == shard:
+                return stream
+        for stream in self._to_ack:
+            if of[stream] == shard:
+                return stream
+        return None
+
+    async def _record_loop(self, shard: int = 0) -> None:
+        """Record one shard's outcomes as they complete; while one call runs, the
+        next batch forms. Each shard has its own recorder: a slow shard's calls
+        hold up only its own outcomes."""
         try:
-            while self._to_record or self._to_ack:
-                stream = next(iter(self._to_record or self._to_ack))
+            while (stream := self._shard_work(shard)) is not None:
                 jobs = self._to_record.pop(stream, [])
                 if len(jobs) > self._max_record:
                     self._to_record[stream] = jobs[self._max_record :]
@@ -1069,9 +1232,9 @@ class Pipeline:
                     self._to_ack[stream] = acks + self._to_ack.get(stream, [])
                     await asyncio.sleep(1.0)
         finally:
-            self._recorder = None
-        if self._to_record or self._to_ack:  # pragma: no cover - arrived during the finally
-            self._schedule_record()
+            self._recorders.pop(shard, None)
+        if self._shard_work(shard) is not None:  # pragma: no cover - arrived during the finally
+            self._schedule_record(shard)
 
     # ------------------------------------------------------------- record
     async def _record(self, stream: str, done: list[_InFlightJob], acks: list[str]) -> None:
@@ -1087,6 +1250,10 @@ class Pipeline:
             if ij.carrier not in waits:
                 waits[ij.carrier] = self._record_wait(ij.carrier, now_ms)
         normalizers = self._normalize_submit_id
+        # Shards: the receipt sink's hint of which shard a message id's entry is on
+        # (a receipt on this engine then goes there first: ReceiptSink.correlate).
+        hints = self.receipt_hints if self.nshards > 1 else None
+        shard = self._stream_shard[stream]
         for ij in done:
             job = ij.job
             corr: str | list[list[str | int]] = ""
@@ -1097,6 +1264,8 @@ class Pipeline:
                 if ij.event == "submitted" and job.dlr and ij.expect > 0:
                     normalised_id = normalizers[ij.carrier](message_ids)
                     corr = correlation_arg((normalised_id,), ij.parts, ij.expect, job.callback, job.ref, message_ids)
+                    if hints is not None:
+                        hints.put(ij.carrier, normalised_id, shard)
                     if normalised_id != message_ids:
                         dlr_ids = normalised_id
             else:
@@ -1105,6 +1274,9 @@ class Pipeline:
                     normalize = normalizers[ij.carrier]
                     normalised = [normalize(m) for m in mids]
                     corr = correlation_arg(normalised, ij.parts, ij.expect, job.callback, job.ref, message_ids)
+                    if hints is not None:
+                        for nid in normalised:
+                            hints.put(ij.carrier, nid, shard)
                     if normalised != mids:
                         dlr_ids = ",".join(normalised)
             # Positional, in RecordJob's field order: msgspec matches 16 keywords
@@ -1126,7 +1298,8 @@ class Pipeline:
         # the call's token: a repeat of this very call (reply lost) writes nothing twice
         token = os.urandom(12).hex()
         await self._retry(
-            self._record_script, self.redis, *record_call(self.keys, stream, self.group, payload, now_ms, token),
+            self._record_script, self.redis,
+            *record_call(self.shards[self._stream_shard[stream]], stream, self.group, payload, now_ms, token),
         )
         self._recorded += len(done)
         self._recorded_event.set()
@@ -1170,7 +1343,7 @@ class Pipeline:
                 result = await self._claim(
                     self.redis,
                     *claim_call(
-                        self.keys, stream, self.group, payload, int(time.time() * 1000), self._mark_ttl_s,
+                        self.shards[self._stream_shard[stream]], stream, self.group, payload, int(time.time() * 1000), self._mark_ttl_s,
                         self.settings.engine.streams_maxlen, attempt > 0, dead_fields,
                     ),
                 )
@@ -1196,12 +1369,12 @@ class Pipeline:
 
     async def _hold_scheduled(self, stream: str, scheduled: list[tuple[str, dict[bytes, bytes], float, str]]) -> None:
         """Jobs with a future ``send_at``: stored aside, acked, pushed back when due."""
-        k = self.keys
+        k = self.shards[self._stream_shard[stream]]
         pipe = self.redis.pipeline(transaction=True)
         ttl = self.settings.privacy.retention_days.payload * 86400
         for entry_id, fields, due, job_id in scheduled:
             key = k.scheduled_job(entry_id)
-            lane = stream if stream in self._lane_of else self.keys.lanes()[self._park_streams[stream].lane]
+            lane = stream if stream in self._lane_of else k.lanes()[self._park_streams[stream].lane]
             mapping: dict[Any, Any] = {**fields, b"lane": lane.encode()}
             pipe.hset(key, mapping=mapping)
             pipe.expire(key, ttl)
@@ -1212,10 +1385,12 @@ class Pipeline:
 
     async def release_scheduled(self, limit: int = 1000) -> int:
         """Push jobs whose ``send_at`` has come back onto their lane; returns how many."""
-        n = await self._retry(
-            self._schedule, self.redis, *schedule_call(self.keys, int(time.time() * 1000), limit)
-        )
-        return int(n)
+        n = 0
+        for keys in self.shards:
+            n += int(await self._retry(
+                self._schedule, self.redis, *schedule_call(keys, int(time.time() * 1000), limit)
+            ))
+        return n
 
     # ------------------------------------------------ parked jobs, outages
     async def check_parked(self) -> dict[str, int]:
@@ -1272,16 +1447,24 @@ class Pipeline:
         """Park streams of a carrier, or a client, that is no longer configured
         would never be read: move their jobs back to their lanes (routed again
         there). Entries another consumer still holds are left to it, unless idle
-        past the visibility timeout. Once per start (a SCAN of the key space)."""
-        lanes = dict(zip(LANES, self.keys.lanes(), strict=True))
+        past the visibility timeout. Once per start; the park streams ever
+        configured are found in each shard's registry ``P:parks`` (no SCAN)."""
         orphans: list[tuple[str, str]] = []
-        async for raw in self.redis.scan_iter(match=self.keys.park_prefix + "*", count=1000, _type="stream"):
-            name = _text(raw)
-            if name in self._park_streams:
-                continue
-            parts = name[len(self.keys.park_prefix):].split(":")
-            if len(parts) >= 2 and parts[1] in lanes:
-                orphans.append((name, lanes[parts[1]]))
+        for keys in self.shards:
+            lanes = dict(zip(LANES, keys.lanes(), strict=True))
+            gone: list[str] = []
+            for raw in await self.redis.smembers(keys.park_registry):
+                name = _text(raw)
+                if name in self._park_streams or not name.startswith(keys.park_prefix):
+                    continue
+                parts = name[len(keys.park_prefix):].split(":")
+                if len(parts) >= 2 and parts[1] in lanes:
+                    if await self.redis.exists(name):
+                        orphans.append((name, lanes[parts[1]]))
+                    else:
+                        gone.append(name)
+            if gone:
+                await self.redis.srem(keys.park_registry, *gone)
         min_idle = int(self.settings.engine.visibility_timeout_s * 1000)
         count = self.settings.engine.batch_size
         moved = 0
@@ -1370,23 +1553,22 @@ class Pipeline:
             total += 1
         # Parked jobs, a batch at a time (bounded per call: the next tick goes on).
         count = self.settings.engine.batch_size
-        for classes in self._classes[c.name]:
-            for k in classes.values():
-                for _ in range(20):
-                    if not k.parked:
-                        break
-                    reply = await self._retry(
-                        self._reader.xreadgroup, self.group, self.consumer, {k.stream: ">"}, count
-                    )
-                    items_ = reply.items() if isinstance(reply, dict) else (reply or ())
-                    raw = [e for _name, es in items_ for e in es]
-                    if len(raw) < count:
-                        k.parked = 0
-                    entries = [(_text(eid), f) for eid, f in _entries(raw) if f is not None]
-                    if entries:
-                        await self._divert_entries(c.name, fallback, down_s, k.stream,
-                                                   [(eid, f, k.lane) for eid, f in entries])
-                        total += len(entries)
+        for k in self._carrier_classes[c.name]:
+            for _ in range(20):
+                if not k.parked:
+                    break
+                reply = await self._retry(
+                    self._reader.xreadgroup, self.group, self.consumer, {k.stream: ">"}, count
+                )
+                items_ = reply.items() if isinstance(reply, dict) else (reply or ())
+                raw = [e for _name, es in items_ for e in es]
+                if len(raw) < count:
+                    k.parked = 0
+                entries = [(_text(eid), f) for eid, f in _entries(raw) if f is not None]
+                if entries:
+                    await self._divert_entries(c.name, fallback, down_s, k.stream,
+                                               [(eid, f, k.lane) for eid, f in entries])
+                    total += len(entries)
         return total
 
     async def _divert_entries(
@@ -1395,7 +1577,7 @@ class Pipeline:
         if fallback:
             to_park: list[tuple[str, dict[bytes, bytes], _Class]] = []
             for entry_id, fields, lane in items:
-                classes = self._classes[fallback][lane]
+                classes = self._shard_classes[self._stream_shard[stream]][fallback][lane]
                 k = classes.get(_text(fields.get(b"client", b""))) or classes[OTHER]
                 k.parked += 1
                 to_park.append((entry_id, fields, k))
@@ -1432,7 +1614,7 @@ class Pipeline:
         """Take over entries of consumers that went away (XAUTOCLAIM)."""
         mine = {eid for b in self._batches for eid in b.entry_ids}
         total = 0
-        for stream in (*self.keys.lanes(), *self._park_streams):
+        for stream in (*self._lane_of, *self._park_streams):
             start = "0-0"
             while True:
                 reply = await self._retry(

@@ -19,6 +19,7 @@ figures); ``cancel(job_id)`` stops a job that is still waiting.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,7 @@ from redis.asyncio import Redis
 
 from engine.backlog import lane_backlog, read_backlog
 from engine.job import Job, JobError, parse_job
-from engine.keys import Keys
+from engine.keys import Keys, shard_keys, shard_of
 from engine.scripts import Script, cancel_call
 from engine.suppression import SuppressionLists
 
@@ -43,14 +44,19 @@ SendJob = Job
 
 
 class Producer:
-    """Pushes validated jobs to the lanes and reads the events stream."""
+    """Pushes validated jobs to the lanes and reads the events stream.
+
+    ``shards``: the engines' ``[redis] shards``. A job goes to the lanes of shard
+    ``crc32(id) mod shards`` (`engine.keys.shard_of`), and `events` reads every
+    shard's events stream."""
 
     def __init__(
         self, redis: Redis, prefix: str = "sendgate", history: HistoryStore | None = None, hash_secret: str = "",
-        *, group: str = "sendgate",
+        *, group: str = "sendgate", shards: int = 1,
     ) -> None:
         self.redis = redis
-        self.keys = Keys(prefix)
+        self.shards: tuple[Keys, ...] = shard_keys(prefix, shards)
+        self.keys = self.shards[0]
         self.history = history
         self.hash_secret = hash_secret
         """``[privacy] hash_secret`` of the engine: needed by the suppression helpers only."""
@@ -61,7 +67,7 @@ class Producer:
         """The suppression lists (``suppress`` / ``unsuppress`` / ``is_suppressed`` use them)."""
         if not self.hash_secret:
             raise ValueError("Producer(hash_secret=...) is needed: lists hold keyed hashes of numbers")
-        return SuppressionLists(self.redis, self.keys.prefix, self.hash_secret)
+        return SuppressionLists(self.redis, self.keys.prefix, self.hash_secret, shards=len(self.shards))
 
     async def suppress(self, number: str, client: str = "") -> bool:
         """Put ``number`` on ``client``'s suppression list (marketing to it is then
@@ -78,14 +84,27 @@ class Producer:
 
     @classmethod
     def from_url(
-        cls, url: str, prefix: str = "sendgate", hash_secret: str = "", *, group: str = "sendgate"
+        cls, url: str, prefix: str = "sendgate", hash_secret: str = "", *, group: str = "sendgate", shards: int = 1,
+        cluster: bool = False,
     ) -> Producer:
-        """A producer with its own client of the Redis at ``url``."""
-        return cls(Redis.from_url(url), prefix, hash_secret=hash_secret, group=group)
+        """A producer with its own client of the Redis at ``url``; ``cluster=True``: of the
+        Redis Cluster whose node ``url`` names (with one shard the prefix needs a hash tag, e.g.
+        ``{sendgate}``; with shards none)."""
+        if cluster:
+            from engine.redis_client import cluster_from_url
+
+            return cls(cluster_from_url(url), prefix, hash_secret=hash_secret, group=group, shards=shards)
+        return cls(Redis.from_url(url), prefix, hash_secret=hash_secret, group=group, shards=shards)
+
+    def shard(self, job_id: str) -> Keys:
+        """The keys of the shard of ``job_id``: ``crc32(id) mod shards`` (docs/contract.md §2.1)."""
+        shards = self.shards
+        return shards[shard_of(job_id, len(shards))] if len(shards) > 1 else shards[0]
 
     def lane(self, job: SendJob) -> str:
-        """The stream ``job`` goes to: its ``priority``'s lane."""
-        return {"high": self.keys.jobs_high, "bulk": self.keys.jobs_bulk}.get(job.priority, self.keys.jobs)
+        """The stream ``job`` goes to: its ``priority``'s lane, on its id's shard."""
+        keys = self.shard(job.id)
+        return {"high": keys.jobs_high, "bulk": keys.jobs_bulk}.get(job.priority, keys.jobs)
 
     def validate(self, job: SendJob) -> None:
         """Raise `JobError` (with its dead-letter code) when the engine would reject ``job``."""
@@ -116,13 +135,43 @@ class Producer:
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
     async def events(self, last_id: str = "$", block_ms: int = 1000, count: int = 500) -> AsyncIterator[dict[str, str]]:
-        """Follow the events stream from ``last_id`` ("0" for all, "$" for new ones)."""
+        """Follow the events stream from ``last_id`` ("0" for all, "$" for new ones).
+
+        With shards, every shard's stream, each from ``last_id``: a job's events
+        are all on its shard, so they come in their order; events of different
+        jobs may interleave across shards."""
+        if len(self.shards) == 1:
+            while True:
+                reply: Any = await self.redis.xread({self.keys.events: last_id}, count=count, block=block_ms)
+                for _stream, entries in reply or []:
+                    for eid, fields in entries:
+                        last_id = eid.decode() if isinstance(eid, bytes) else eid
+                        yield {k.decode(): v.decode() for k, v in fields.items()}
+        # One stream per shard, read without BLOCK in one pipelined round trip (each
+        # command names one shard's stream: fine on a Cluster too); when all are
+        # empty, look again shortly (at most ``block_ms`` apart).
+        positions = {k.events: last_id for k in self.shards}
+        if last_id == "$":  # "$" for each stream: its last id now
+            pipe = self.redis.pipeline(transaction=False)
+            for stream in positions:
+                pipe.xrevrange(stream, count=1)
+            for stream, last in zip(list(positions), await pipe.execute(), strict=True):
+                positions[stream] = _entry_id(last[0][0]) if last else "0-0"
+        pause = min(0.05, block_ms / 1000)
         while True:
-            reply: Any = await self.redis.xread({self.keys.events: last_id}, count=count, block=block_ms)
-            for _stream, entries in reply or []:
-                for eid, fields in entries:
-                    last_id = eid.decode() if isinstance(eid, bytes) else eid
-                    yield {k.decode(): v.decode() for k, v in fields.items()}
+            pipe = self.redis.pipeline(transaction=False)
+            for stream, position in positions.items():
+                pipe.xread({stream: position}, count=count)
+            got = False
+            for reply in await pipe.execute():
+                for stream_name, entries in reply or []:
+                    stream = stream_name.decode() if isinstance(stream_name, bytes) else stream_name
+                    for eid, fields in entries:
+                        positions[stream] = _entry_id(eid)
+                        got = True
+                        yield {k.decode(): v.decode() for k, v in fields.items()}
+            if not got:
+                await asyncio.sleep(pause)
 
     async def status(self, job_id: str) -> dict[str, Any] | None:
         """A job's state: from Redis while it is hot, else from the history store (if given).
@@ -130,7 +179,7 @@ class Producer:
         Returns ``{"source": "redis", ...the job record}`` or ``{"source": "history",
         ...the row}``; None when neither knows the job. Never the number in clear.
         """
-        raw: Any = await self.redis.hgetall(self.keys.job(job_id))
+        raw: Any = await self.redis.hgetall(self.shard(job_id).job(job_id))
         if raw:
             fields = {k.decode(): v.decode() for k, v in raw.items()}
             fields.pop("to", None)
@@ -160,14 +209,22 @@ class Producer:
         sample = await read_backlog(self.redis, self.keys)
         if sample is not None:
             return sample[0]
-        return await lane_backlog(self.redis, self.keys, self.group)
+        return await self._lanes_now()
+
+    async def _lanes_now(self) -> dict[str, int]:
+        """Every shard's lanes' unread and unacked entries, added up."""
+        total: dict[str, int] = {}
+        for keys in self.shards:
+            for lane, n in (await lane_backlog(self.redis, keys, self.group)).items():
+                total[lane] = total.get(lane, 0) + n
+        return total
 
     async def ready(self, high_water: int | None = None) -> bool:
         """False while a lane's backlog is above ``high_water`` (default: the
         engines' ``[engine] lane_high_water``; 0 = always ready)."""
         sample = await read_backlog(self.redis, self.keys)
         if sample is None:
-            lanes, hw = await lane_backlog(self.redis, self.keys, self.group), 0
+            lanes, hw = await self._lanes_now(), 0
         else:
             lanes, hw = sample
         if high_water is not None:
@@ -185,9 +242,13 @@ async def cancel_outcome(producer: Producer, job_id: str, mark_ttl_s: int) -> tu
     import time
 
     code, mark = await producer._cancel(
-        producer.redis, *cancel_call(producer.keys, job_id, mark_ttl_s, int(time.time() * 1000), 1_000_000)
+        producer.redis, *cancel_call(producer.shard(job_id), job_id, mark_ttl_s, int(time.time() * 1000), 1_000_000)
     )
     return int(code), mark.decode() if isinstance(mark, bytes) else str(mark)
+
+
+def _entry_id(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 __all__ += ["JobError", "cancel_outcome"]

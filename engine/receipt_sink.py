@@ -22,6 +22,20 @@ Mobile-originated messages (not receipts) are read into parts at once
 per flush that reassembles concatenated messages in Redis and publishes the
 whole ones on the inbound stream; their deliver_sm_resp goes with the rest,
 after the store call (engine/inbound_store.py).
+
+Shards (``[redis] shards`` > 1): a job's correlation entries, its job record
+and its events all live on the job's own shard (record.lua writes them there
+with the job's outcome), so correlate.lua runs unchanged, a multipart job's
+parts aggregate in one place whatever their message ids, and a job's receipt
+events follow its ``submitted`` in the same stream. A receipt names only the
+carrier and the message id, so a batch is correlated shard after shard, each
+call with the receipts no earlier shard matched (one call per shard per batch,
+never per receipt): on average (N+1)/2 lookups per receipt, no extra writes.
+Receipts for this engine's own submits skip the probe: the pipeline's
+`ShardHints` (set as ``hints`` by the app) says which shard it recorded each
+message id on, and those go there first.
+Receipts no shard matched are held and retried like today; parked unmatched
+ones go to shard ``crc32("<carrier>:<message id>") mod N``.
 """
 
 from __future__ import annotations
@@ -49,7 +63,7 @@ from dlr.webhook import WebhookForwarder
 from engine.config import Settings
 from engine.inbound import InboundPart
 from engine.inbound_store import InboundStore
-from engine.keys import Keys
+from engine.keys import Keys, correlation_shard, shard_keys
 from engine.metrics import Metrics
 
 __all__ = ["ReceiptSink", "webhook_secret"]
@@ -74,11 +88,16 @@ class ReceiptSink:
         self.settings = settings
         self.redis = redis
         self.metrics = metrics
-        self.keys = Keys(settings.redis.prefix)
-        self.store = ReceiptStore(
-            redis, self.keys, stream_maxlen=settings.engine.streams_maxlen,
-            record_grace_s=settings.engine.record_grace_s,
-        )
+        self.shards: tuple[Keys, ...] = shard_keys(settings.redis.prefix, settings.redis.shards)
+        self.keys = self.shards[0]
+        # One store per shard (its correlation buckets, job records, events); `store` is shard 0's.
+        self.stores = [
+            ReceiptStore(redis, k, stream_maxlen=settings.engine.streams_maxlen, record_grace_s=settings.engine.record_grace_s)
+            for k in self.shards
+        ]
+        self.store = self.stores[0]
+        # Set by the app (shards > 1): the pipeline's ShardHints of its own submits.
+        self.hints: Any = None
         hold_ms = int(settings.engine.receipt_hold_s * 1000)
         self.unmatched = {c.name: UnmatchedBuffer(retry_ms=min(500, hold_ms), max_wait_ms=hold_ms) for c in settings.carriers}
         self._receipts: dict[str, list[ReceiptRecord]] = defaultdict(list)
@@ -225,8 +244,72 @@ class ReceiptSink:
         for bind, (deliver, data) in responders.items():
             bind.respond_sequences(deliver, data, 0)
 
+    async def correlate(self, carrier: str, records: list[ReceiptRecord]) -> BatchResult:
+        """Correlate one carrier's receipts: on the one store, or shard after shard
+        with what the shards before did not match (see the module docstring)."""
+        if len(self.stores) == 1:
+            return await self.store.apply(carrier, records, compact=True)
+        total = BatchResult()
+        remaining = records
+        hints = self.hints
+        tried: set[int] = set()
+        if hints is not None and len(hints):
+            # This engine's own submits: straight to the shard it recorded them on.
+            by_shard: dict[int, list[ReceiptRecord]] = {}
+            unknown: list[ReceiptRecord] = []
+            for rec in records:
+                shard = hints.take(carrier, rec.message_id)
+                if shard is None or shard >= len(self.stores):
+                    unknown.append(rec)
+                else:
+                    by_shard.setdefault(shard, []).append(rec)
+            if by_shard:
+                remaining = list(unknown)
+                for shard, some in by_shard.items():
+                    r = await self.stores[shard].apply(carrier, some, compact=True)
+                    self._add(total, r)
+                    remaining += r.unmatched
+                if not unknown:
+                    tried = set(by_shard)  # all hinted: only the other shards are left to try
+        for index, store in enumerate(self.stores):
+            if not remaining:
+                break
+            if index in tried and len(tried) == 1:
+                continue
+            r = await store.apply(carrier, remaining, compact=True)
+            self._add(total, r)
+            remaining = r.unmatched
+        total.unmatched = list(remaining)
+        return total
+
+    @staticmethod
+    def _add(total: BatchResult, r: BatchResult) -> None:
+        """Add ``r``'s counts and events to ``total`` (not its unmatched)."""
+        total.applied += r.applied
+        total.duplicates += r.duplicates
+        total.late += r.late
+        total.orphans += r.orphans
+        total.corrupt += r.corrupt
+        total.finals += r.finals
+        total.intermediates += r.intermediates
+        total.fast_job_ids += r.fast_job_ids
+        total.fast_events += r.fast_events
+        total.fast_submitted_ms += r.fast_submitted_ms
+
+    async def park_unmatched(self, carrier: str, records: list[ReceiptRecord], reason: str) -> None:
+        """Keep receipts that matched nothing, on shard crc32("<carrier>:<message id>") mod N."""
+        n = len(self.stores)
+        if n == 1:
+            await self.store.park_unmatched(carrier, records, reason)
+            return
+        by_shard: dict[int, list[ReceiptRecord]] = {}
+        for r in records:
+            by_shard.setdefault(correlation_shard(carrier, r.message_id, n), []).append(r)
+        for shard, some in by_shard.items():
+            await self.stores[shard].park_unmatched(carrier, some, reason)
+
     async def _apply(self, carrier: str, records: list[ReceiptRecord]) -> None:
-        result = await self.store.apply(carrier, records, compact=True)
+        result = await self.correlate(carrier, records)
         for state, n in Counter([r.event for r in records]).items():
             self.metrics.receipts.labels(carrier, state).inc(n)
         self._settle(carrier, result, int(time.time() * 1000))
@@ -303,11 +386,11 @@ class ReceiptSink:
     ) -> None:
         try:
             if retry:
-                result = await self.store.apply(carrier, retry, compact=True)
+                result = await self.correlate(carrier, retry)
                 retry = []  # handled: what is still unmatched is held again
                 self._settle(carrier, result, now_ms)
             if expired:
-                await self.store.park_unmatched(carrier, expired, "no matching submit within receipt_hold_s")
+                await self.park_unmatched(carrier, expired, "no matching submit within receipt_hold_s")
                 self.metrics.receipts_unmatched.labels(carrier).inc(len(expired))
         except BaseException:
             # Redis went away mid-way: these receipts were answered to the SMSC
@@ -327,8 +410,9 @@ class ReceiptSink:
         while await self.inbound.sweep() >= 500:
             pass
         now_ms = int(time.time() * 1000)
-        while True:
-            finals, more = await self.store.expire_overdue(now_ms, limit=1000)
-            self._publish(finals, now_ms)
-            if not more:
-                break
+        for store in self.stores:  # every shard's receipt deadlines
+            while True:
+                finals, more = await store.expire_overdue(now_ms, limit=1000)
+                self._publish(finals, now_ms)
+                if not more:
+                    break

@@ -36,7 +36,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from engine.config import Settings
-from engine.keys import Keys
+from engine.keys import Keys, shard_keys
 
 __all__ = ["TrimResult", "group_low_id", "stream_retention_days", "trim_streams"]
 
@@ -55,19 +55,24 @@ class TrimResult(NamedTuple):
 def stream_retention_days(settings: Settings) -> list[tuple[str, int]]:
     """(stream, days): the age past which every stream's entries go, whatever else holds
     them (docs/contract.md §4, "Privacy"); lanes and events go sooner (see the module doc)."""
-    keys = Keys(settings.redis.prefix)
     d = settings.privacy.retention_days
-    plan = [(lane, d.payload) for lane in keys.lanes()]  # raw job payloads
-    plan += [  # parked job payloads (engine/pipeline.py; also trimmed as they are sent)
-        (keys.park(c.name, lane, client), d.payload)
-        for c in settings.carriers for lane in ("high", "normal", "bulk") for client in ("", *(cl.id for cl in settings.clients))
-    ]
+    plan: list[tuple[str, int]] = []
+    for keys in shard_keys(settings.redis.prefix, settings.redis.shards):  # every shard's streams
+        plan += [(lane, d.payload) for lane in keys.lanes()]  # raw job payloads
+        plan += [  # parked job payloads (engine/pipeline.py; also trimmed as they are sent)
+            (keys.park(c.name, lane, client), d.payload)
+            for c in settings.carriers for lane in ("high", "normal", "bulk")
+            for client in ("", *(cl.id for cl in settings.clients))
+        ]
+        plan += [
+            (keys.events, d.message),
+            (keys.dead, d.payload),
+            (keys.inbound, d.message),
+            (keys.dlr_unmatched, d.message),
+            (keys.dlr_invalid, d.message),
+        ]
+    keys = Keys(settings.redis.prefix)
     plan += [
-        (keys.events, d.message),
-        (keys.dead, d.payload),
-        (keys.inbound, d.message),
-        (keys.dlr_unmatched, d.message),
-        (keys.dlr_invalid, d.message),
         (keys.callbacks_failed, d.message),
         (keys.audit, d.audit),
     ]
@@ -121,7 +126,10 @@ async def trim_streams(
     events that went before the archiver had them (older than events_keep_hours).
     """
     now_ms = int(time.time() * 1000)
-    keys = Keys(settings.redis.prefix)
+    shards = shard_keys(settings.redis.prefix, settings.redis.shards)
+    lanes = {lane for keys in shards for lane in keys.lanes()}
+    events = {keys.events for keys in shards}
+    inbound = {keys.inbound for keys in shards}
     e = settings.engine
     out: list[TrimResult] = []
 
@@ -133,15 +141,15 @@ async def trim_streams(
 
     for stream, days in stream_retention_days(settings):
         age_bound = now_ms - days * _DAY_MS
-        if stream in keys.lanes() or stream.startswith(keys.park_prefix):  # park streams: lanes per carrier
+        if stream in lanes or any(stream.startswith(k.park_prefix) for k in shards):  # park streams: lanes per carrier
             low = await group_low_id(redis, stream, e.group)
             if low is not None and _id_key(low) > (age_bound, 0):
                 await minid(stream, low, f"acknowledged by group {e.group}")
             else:
                 await minid(stream, age_bound, f"past {days} days")
-        elif stream == keys.events:
-            await _trim_events(redis, settings, now_ms, minid, metrics)
-        elif stream == keys.inbound and settings.history.enabled:
+        elif stream in events:
+            await _trim_events(redis, settings, stream, now_ms, minid, metrics)
+        elif stream in inbound and settings.history.enabled:
             await _trim_inbound(redis, settings, stream, age_bound, days, minid)
         else:
             await minid(stream, age_bound, f"past {days} days")
@@ -161,23 +169,22 @@ async def _trim_inbound(redis: Redis, settings: Settings, stream: str, age_bound
             await minid(stream, low, f"over streams_maxlen, archived by group {group}")
 
 
-async def _trim_events(redis: Redis, settings: Settings, now_ms: int, minid: Any, metrics: Any) -> None:
-    keys = Keys(settings.redis.prefix)
+async def _trim_events(redis: Redis, settings: Settings, events: str, now_ms: int, minid: Any, metrics: Any) -> None:
     e = settings.engine
     keep_ms = int(e.events_keep_hours * 3_600_000)
     hours = f"{e.events_keep_hours:g} h"
     oldest_allowed = now_ms - keep_ms
     if not settings.history.enabled:
-        await minid(keys.events, oldest_allowed, f"older than {hours}")
-        await redis.xtrim(keys.events, maxlen=e.streams_maxlen, approximate=True)
+        await minid(events, oldest_allowed, f"older than {hours}")
+        await redis.xtrim(events, maxlen=e.streams_maxlen, approximate=True)
         return
-    low = await group_low_id(redis, keys.events, settings.history.group)
+    low = await group_low_id(redis, events, settings.history.group)
     recent = now_ms - int(e.events_min_keep_s * 1000)
     if low is not None:
         # archived, and past the few minutes kept for readers without a group
         bound = min(low, f"{max(0, recent)}-0", key=_id_key)
-        await minid(keys.events, bound, f"archived by group {settings.history.group}")
-    removed = await minid(keys.events, oldest_allowed, f"older than {hours}, archived or not")
+        await minid(events, bound, f"archived by group {settings.history.group}")
+    removed = await minid(events, oldest_allowed, f"older than {hours}, archived or not")
     if removed and low is not None and _id_key(low) > (oldest_allowed, 0):
         removed = 0  # the archiver had them all: the first trim would have, had it run exact
     if removed and metrics is not None:

@@ -33,7 +33,7 @@ from engine.config import Settings
 from engine.history import HistoryRow, HistoryStore
 from engine.history.inbound import InboundRow, inbound_table
 from engine.inbound_store import client_waiting_parts, waiting_parts
-from engine.keys import Keys
+from engine.keys import Keys, shard_keys, shard_of
 from engine.subject_records import FoundEntry, Matcher, find_entries
 from privacy_hooks.audit import AuditLog
 from privacy_hooks.erasure import SubjectJob, find_in_events
@@ -72,6 +72,8 @@ class SubjectRecords:
     suppression: list[str] = field(default_factory=list)
     """The clients ("" = the default list) whose suppression list holds the subject
     (a client subject: its own list, if it has one)."""
+    event_streams: list[str] = field(default_factory=list)
+    """The events stream of each of ``events`` (its shard's), in the same order."""
 
     def job_ids(self) -> set[str]:
         return {r.job_id for r in self.rows} | set(self.event_jobs)
@@ -97,7 +99,8 @@ async def collect(
     """Everything held about ``subject`` (a keyed hash or ``client:<id>``); changes nothing.
 
     ``cipher`` (a `TextCipher`: [history] keep_text's key): the texts of its rows too."""
-    keys = Keys(settings.redis.prefix)
+    shards = shard_keys(settings.redis.prefix, settings.redis.shards)
+    keys = shards[0]
     rec = SubjectRecords(subject)
     by_client = subject.startswith("client:")
     client = subject[len("client:"):] if by_client else None
@@ -109,22 +112,28 @@ async def collect(
         rec.inbound_rows = await inbound_table(store).find(**by, since_ms=since_ms or 0, hidden=True, limit=1_000_000)
         if cipher is not None:
             await _open_texts(rec, store, cipher)
-    if by_client:
-        assert client is not None
-        rec.inbound_parts = await client_waiting_parts(redis, keys, client)
-    else:
-        rec.inbound_parts = await waiting_parts(redis, keys, subject)
-    rec.event_jobs, rec.events = await find_in_events(redis, keys, subject, "-", job_ids=[r.job_id for r in rec.rows])
+    for shard in shards:  # every shard's waiting parts and events ([redis] shards)
+        if by_client:
+            assert client is not None
+            rec.inbound_parts += await client_waiting_parts(redis, shard, client)
+        else:
+            rec.inbound_parts += await waiting_parts(redis, shard, subject)
+        jobs_here, events_here = await find_in_events(redis, shard, subject, "-", job_ids=[r.job_id for r in rec.rows])
+        rec.event_jobs.update(jobs_here)
+        rec.events += events_here
+        rec.event_streams += [shard.events] * len(events_here)
     ids = sorted(rec.job_ids())
+    n = len(shards)
     for i in range(0, len(ids), 500):
         pipe = redis.pipeline(transaction=False)
         for jid in ids[i : i + 500]:
-            pipe.hgetall(keys.job(jid))
+            pipe.hgetall(shards[shard_of(jid, n)].job(jid))
         for jid, fields in zip(ids[i : i + 500], await pipe.execute(), strict=True):
             if fields:
                 rec.job_records[jid] = {_s(k): _s(v) for k, v in fields.items()}
-    rec.entries = await find_entries(redis, keys, Matcher(subject, settings.privacy.hash_secret),
-                                   [c.name for c in settings.carriers], [c.id for c in settings.clients])
+    for shard in shards:
+        rec.entries += await find_entries(redis, shard, Matcher(subject, settings.privacy.hash_secret),
+                                          [c.name for c in settings.carriers], [c.id for c in settings.clients])
     if by_client:
         assert client is not None
         if await redis.exists(keys.suppression(client)):
@@ -167,8 +176,9 @@ def export_lines(rec: SubjectRecords, keys: Keys) -> list[bytes]:
         out.append(orjson.dumps(obj))
     for jid, fields in sorted(rec.job_records.items()):
         out.append(orjson.dumps({"kind": "job_record", "job_id": jid, "fields": fields}))
-    for entry_id, fields in rec.events:
-        out.append(orjson.dumps({"kind": "event", "stream": keys.events, "entry_id": _s(entry_id),
+    streams = rec.event_streams or [keys.events] * len(rec.events)
+    for (entry_id, fields), stream in zip(rec.events, streams, strict=True):
+        out.append(orjson.dumps({"kind": "event", "stream": stream, "entry_id": _s(entry_id),
                                  "fields": {_s(k): _s(v) for k, v in fields.items()}}))
     for e in rec.entries:
         where = "key" if e.kind == "scheduled_job" else "stream"

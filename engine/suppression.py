@@ -11,6 +11,12 @@ through here or the same key, and every change writes an audit entry with the
 subject as its hash.
 
 ``list`` can only show hashes: a number is found with ``check``.
+
+With ``[redis] shards`` > 1 every shard holds its own copy of each list
+(``P:{k}:suppress…``): ``claim.lua`` checks the copy of the job's own shard in
+the call that takes its mark (one slot per call). Writes are rare and go to
+every copy (a pipeline, the audit once); reads (``check``, ``list``) use shard
+0's copy, which every write reaches first.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from redis.asyncio import Redis
 
 from engine.config import Settings
 from engine.job import normalise_number
-from engine.keys import Keys
+from engine.keys import Keys, shard_keys
 from privacy_hooks import KeyedHasher
 from privacy_hooks.audit import AuditLog
 
@@ -32,9 +38,10 @@ __all__ = ["SuppressionLists", "suppress_main"]
 class SuppressionLists:
     """Add, remove and check numbers on clients' suppression lists (audited)."""
 
-    def __init__(self, redis: Redis, prefix: str, hash_secret: str, audit_days: float = 730) -> None:
+    def __init__(self, redis: Redis, prefix: str, hash_secret: str, audit_days: float = 730, *, shards: int = 1) -> None:
         self.redis = redis
-        self.keys = Keys(prefix)
+        self.shards: tuple[Keys, ...] = shard_keys(prefix, shards)
+        self.keys = self.shards[0]
         self._hash = KeyedHasher(hash_secret.encode())
         self.audit = AuditLog(redis, self.keys.audit, audit_days)
 
@@ -59,6 +66,15 @@ class SuppressionLists:
             return 0
         key = self.keys.suppression(client)
         changed = int(await (self.redis.sadd(key, *hashes) if add else self.redis.srem(key, *hashes)))
+        if len(self.shards) > 1:  # the other shards' copies (claim.lua reads its own shard's)
+            pipe = self.redis.pipeline(transaction=False)
+            for keys in self.shards[1:]:
+                other = keys.suppression(client)
+                if add:
+                    pipe.sadd(other, *hashes)
+                else:
+                    pipe.srem(other, *hashes)
+            await pipe.execute()
         for h in hashes:
             await self.audit.record("suppress_add" if add else "suppress_remove", client=client, subject=h,
                                     source=source)
@@ -84,9 +100,11 @@ async def suppress_main(settings: Settings, action: str, numbers: list[str], cli
 
     if not settings.redis.url:
         raise SystemExit("sendgate: suppress needs a Redis: set REDIS_URL or [redis] url")
-    redis = Redis.from_url(settings.redis.url)
+    from engine.redis_client import redis_from_settings
+
+    redis = redis_from_settings(settings)
     lists = SuppressionLists(redis, settings.redis.prefix, settings.privacy.hash_secret,
-                             settings.privacy.retention_days.audit)
+                             settings.privacy.retention_days.audit, shards=settings.redis.shards)
     label = f"client {client!r}" if client else "the default list"
     try:
         if action in ("add", "remove", "check"):

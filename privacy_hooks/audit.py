@@ -23,6 +23,7 @@ from __future__ import annotations
 import getpass
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -39,6 +40,10 @@ _log = logging.getLogger(__name__)
 _DAY_MS = 86_400_000
 # Integer fields named like this are times, written as they are (a unix time looks like a number).
 _TIME_SUFFIXES = ("_until", "_ms", "_at")
+#: Fields that name a Redis stream entry (``<unix ms>-<seq>``), e.g. the inbound
+#: message an opt-out came from: an entry id is no phone number.
+_ENTRY_FIELDS = ("entry", "entry_id")
+_ENTRY_ID = re.compile(r"[0-9]{13}-[0-9]{1,19}")
 
 
 def _text(value: Any) -> str:
@@ -87,6 +92,8 @@ class AuditLog:
         text = _text(value)
         if isinstance(value, int) and not isinstance(value, bool) and name.endswith(_TIME_SUFFIXES):
             return text  # a time (unix s or ms) has ten or more digits, and is no phone number
+        if name in _ENTRY_FIELDS and _ENTRY_ID.fullmatch(text):
+            return text
         if name in NUMBER_FIELDS and any(c.isdigit() for c in text):
             self.masked_fields += 1
             _log.warning("audit field %s holds a phone number; written masked", name)

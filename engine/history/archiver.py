@@ -53,6 +53,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.history.record import deltas_from_entries
 from engine.history.store import HistoryStore, HistoryUnavailable
+from engine.redis_client import is_cluster, raw_reply_client
 
 __all__ = ["ArchiveLag", "Archiver", "default_consumer"]
 
@@ -109,8 +110,8 @@ class Archiver:
         self.redis = redis
         # XREADGROUP through a client that keeps hiredis' raw reply: redis-py would
         # build a dict per entry (~2 µs); the fold reads the flat field list instead.
-        self._reader = Redis(connection_pool=redis.connection_pool)
-        self._reader.set_response_callback("XREADGROUP", _raw_reply)
+        self._reader = raw_reply_client(redis, ("XREADGROUP",), _raw_reply)
+        self._cluster = is_cluster(redis)
         self.store = store
         self.streams = list(streams)
         self.group = group
@@ -145,6 +146,11 @@ class Archiver:
             except ResponseError as err:
                 if "BUSYGROUP" not in str(err):
                     raise
+
+    async def close_reader(self) -> None:
+        """Close the reader's own connections (a second client on Redis Cluster only)."""
+        if self._cluster:
+            await self._reader.aclose()
 
     def stop(self) -> None:
         """Finish the batch in hand (if the store takes it) and return from `run()`."""
@@ -262,15 +268,29 @@ class Archiver:
         """One XREADGROUP and its fold: (batch per stream, deltas, entries); None when
         there was nothing or `stop()` came first."""
         start = "0" if self._read_pending else ">"
-        read = self._reader.xreadgroup(
-            self.group, self.consumer, dict.fromkeys(self.streams, start), count=self.batch_size,
-            block=None if (self._read_pending or not block) else (self.block_ms if block_ms is None else block_ms),
-        )
-        reply: Any = await self._unless_stopped(read)
-        if reply is _STOPPED:
-            return None
+        wait_ms = None if (self._read_pending or not block) else (self.block_ms if block_ms is None else block_ms)
+        if len(self.streams) > 1:
+            # Shards: one XREADGROUP per shard's stream (a Cluster refuses one read
+            # across slots), pipelined, without BLOCK; when all are empty, a short
+            # pause stands in for it.
+            pipe = self._reader.pipeline(transaction=False)
+            for stream in self.streams:
+                pipe.xreadgroup(self.group, self.consumer, {stream: start}, count=self.batch_size)
+            replies: Any = await self._unless_stopped(pipe.execute())
+            if replies is _STOPPED:
+                return None
+            reply: Any = [item for r in replies for item in _raw(r)]
+            if wait_ms and not any(entries for _s, entries in reply):
+                await self._pause(min(wait_ms, 50) / 1000)
+        else:
+            read = self._reader.xreadgroup(
+                self.group, self.consumer, dict.fromkeys(self.streams, start), count=self.batch_size, block=wait_ms,
+            )
+            reply = await self._unless_stopped(read)
+            if reply is _STOPPED:
+                return None
         batch: list[tuple[str, list[Any]]] = []
-        for stream, entries in _raw(reply):
+        for stream, entries in (reply if len(self.streams) > 1 else _raw(reply)):
             if start == "0":
                 # A pending entry deleted from the stream meanwhile comes back without
                 # fields: nothing to archive, ack it so it leaves the pending list.
@@ -374,6 +394,9 @@ class Archiver:
     async def _xack(self, stream: str, ids: list[Any]) -> None:
         """XACK packed by hiredis in one call: redis-py encodes each argument in Python
         (~0.5 µs an id, a tenth of the archiver's budget per event)."""
+        if self._cluster:  # no single pool: the cluster client finds the stream's master
+            await self.redis.xack(stream, self.group, *ids)
+            return
         packed = hiredis.pack_command((b"XACK", stream, self.group, *ids))
         pool = self.redis.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]

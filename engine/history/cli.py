@@ -46,11 +46,12 @@ def store_for(settings: Settings) -> HistoryStore:
 
 def archiver_for(settings: Settings, redis: Redis, store: HistoryStore, registry: Any = None) -> Archiver:
     """The archiver of ``settings`` on the events stream."""
-    from engine.keys import Keys
+    from engine.keys import shard_keys
 
     h = settings.history
+    events = [k.events for k in shard_keys(settings.redis.prefix, settings.redis.shards)]  # every shard's
     return Archiver(
-        redis, store, [Keys(settings.redis.prefix).events], group=h.group, consumer=h.consumer,
+        redis, store, events, group=h.group, consumer=h.consumer,
         batch_size=h.batch_size, block_ms=h.block_ms, retention_days=settings.privacy.retention_days.message,
         claim_idle_ms=int(h.claim_idle_s * 1000), registry=registry,
     )
@@ -60,12 +61,13 @@ def inbound_archiver_for(settings: Settings, redis: Redis, store: HistoryStore, 
     """The inbound archiver of ``settings`` on the inbound stream (engine/history/inbound_archiver.py)."""
     from engine.history.inbound_archiver import InboundArchiver, inbound_group
     from engine.inbound import client_numbers
-    from engine.keys import Keys
+    from engine.keys import shard_keys
     from privacy_hooks import KeyedHasher
 
     h = settings.history
+    inbound = [k.inbound for k in shard_keys(settings.redis.prefix, settings.redis.shards)]  # every shard's
     return InboundArchiver(
-        redis, store, [Keys(settings.redis.prefix).inbound], group=inbound_group(h.group), consumer=h.consumer,
+        redis, store, inbound, group=inbound_group(h.group), consumer=h.consumer,
         batch_size=h.batch_size, block_ms=h.block_ms, retention_days=settings.privacy.retention_days.message,
         claim_idle_ms=int(h.claim_idle_s * 1000), registry=registry,
         own_numbers=client_numbers(settings.clients), hash_number=KeyedHasher(settings.privacy.hash_secret.encode()),
@@ -142,29 +144,32 @@ async def _redis_view(settings: Settings, *, job_id: str | None, subject: str | 
     url = _redis_url(settings)
     if not url:
         return {}
-    from engine.keys import Keys
+    from engine.keys import shard_keys, shard_of
     from engine.stream_trim import group_low_id
     from privacy_hooks.erasure import find_in_events
 
-    keys = Keys(settings.redis.prefix)
+    shards = shard_keys(settings.redis.prefix, settings.redis.shards)
     redis = redis_from_settings(settings, url, socket_connect_timeout=2)
     try:
         latest: dict[str, dict[str, str]] = {}
         if job_id:
             ids = [job_id]
         else:
-            start = await group_low_id(redis, keys.events, settings.history.group) or "-"
-            found, entries = await find_in_events(redis, keys, subject or "", start)
-            ids = sorted(found)
-            for _eid, raw_fields in entries:
-                fields = {_text(k): _text(v) for k, v in raw_fields.items()}
-                seen = latest.setdefault(fields["id"], {})
-                seen.update({k: v for k, v in fields.items() if v})
-                seen["state"] = fields.get("event", "")
-                seen.setdefault("submitted_ms", fields.get("ts", ""))
+            found_all: set[str] = set()
+            for keys in shards:  # every shard's events
+                start = await group_low_id(redis, keys.events, settings.history.group) or "-"
+                found, entries = await find_in_events(redis, keys, subject or "", start)
+                found_all |= set(found)
+                for _eid, raw_fields in entries:
+                    fields = {_text(k): _text(v) for k, v in raw_fields.items()}
+                    seen = latest.setdefault(fields["id"], {})
+                    seen.update({k: v for k, v in fields.items() if v})
+                    seen["state"] = fields.get("event", "")
+                    seen.setdefault("submitted_ms", fields.get("ts", ""))
+            ids = sorted(found_all)
         out: dict[str, dict[str, str]] = {}
         for jid in ids[:1000]:
-            raw: Any = await redis.hgetall(keys.job(jid))
+            raw: Any = await redis.hgetall(shards[shard_of(jid, len(shards))].job(jid))
             fields = {_text(k): _text(v) for k, v in raw.items()} if raw else latest.get(jid, {})
             if fields:
                 for name in ("to", "text", "to_hash"):  # never shown, whatever a future record holds

@@ -635,3 +635,22 @@ async def test_a_leased_pool_binds_only_under_a_lease_and_writes_nothing_past_it
         assert pool.leases() == [] and pool.leases_wanted() == 2
     finally:
         await pool.close(1.0)
+
+
+async def test_take_queued_hands_back_every_part_of_a_held_multipart_chain(sim: Simulator) -> None:
+    # A leased pool without a lease writes nothing: what was queued is taken back whole,
+    # a multipart chain's held parts included, each as (pdu, token) in order.
+    handler = RecordingHandler()
+    pool = BindPool(config(sim.port, binds=1, window=8), handler, leased=True)
+    await pool.start()
+    try:
+        pool.submit(sms(), "single")
+        pool.submit_parts([(sms(), ("multi", p)) for p in range(3)])
+        assert pool.pending() == 4
+        taken = pool.take_queued()
+        assert [token for _pdu, token in taken] == ["single", ("multi", 0), ("multi", 1), ("multi", 2)]
+        assert all(isinstance(pdu, SubmitSm) for pdu, _token in taken)
+        assert pool.pending() == 0
+    finally:
+        await pool.close(0.1)
+    assert sim.stats.submits == 0

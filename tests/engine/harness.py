@@ -21,7 +21,7 @@ from connectors.pdu import SubmitSm
 from connectors.simulator import Simulator, SimulatorConfig, start_simulator
 from engine.app import Engine
 from engine.config import Settings, settings_from_mapping
-from engine.keys import Keys
+from engine.keys import shard_keys, shard_of
 
 FINAL = frozenset({"delivered", "undeliverable", "expired", "rejected", "deleted", "unknown", "failed", "cancelled"})
 
@@ -82,9 +82,10 @@ def make_settings(redis_url: str, prefix: str, port: int, **engine: Any) -> Sett
     extra_carriers = engine.pop("extra_carriers", [])
     webhooks = engine.pop("webhooks", {})
     sections = {name: engine.pop(name) for name in ("clients", "inbound", "history") if name in engine}
+    redis_extra = engine.pop("redis", {})  # e.g. {"shards": 4}
     return settings_from_mapping(
         {
-            "redis": {"url": redis_url, "prefix": prefix},
+            "redis": {"url": redis_url, "prefix": prefix, **redis_extra},
             "engine": {"batch_size": 200, "block_ms": 20, "drain_timeout_s": 5.0, **engine},
             "admin": {"listen": ""},
             "webhooks": webhooks,
@@ -95,21 +96,31 @@ def make_settings(redis_url: str, prefix: str, port: int, **engine: Any) -> Sett
     )
 
 
-async def wait_events(redis: Redis, prefix: str, job_ids: set[str], *, final: bool = True, timeout_s: float = 30.0) -> dict[str, list[dict[str, str]]]:
-    """Read the events stream until every job in ``job_ids`` has a final event
-    (or, with ``final=False``, any event). Returns events per job, in order."""
+async def wait_events(
+    redis: Redis, prefix: str, job_ids: set[str], *, final: bool = True, timeout_s: float = 30.0, shards: int = 1,
+) -> dict[str, list[dict[str, str]]]:
+    """Read the events stream (every shard's) until every job in ``job_ids`` has a final
+    event (or, with ``final=False``, any event). Returns events per job, in order."""
     events: dict[str, list[dict[str, str]]] = {}
     done: set[str] = set()
-    last = "0"
+    positions = {k.events: "0" for k in shard_keys(prefix, shards)}
     deadline = time.monotonic() + timeout_s
     while not job_ids <= done:
         if time.monotonic() > deadline:
             missing = sorted(job_ids - done)[:5]
             raise AssertionError(f"timed out waiting for events of {len(job_ids - done)} job(s), e.g. {missing}")
-        reply = await redis.xread({Keys(prefix).events: last}, count=1000, block=100)
-        for _s, entries in reply or []:
+        if len(positions) == 1:
+            reply = await redis.xread(positions, count=1000, block=100)  # type: ignore[arg-type]
+        else:  # a read per shard's stream (one slot each, as on a Cluster), pipelined
+            pipe = redis.pipeline(transaction=False)
+            for stream_name, position in positions.items():
+                pipe.xread({stream_name: position}, count=1000)
+            reply = [item for r in await pipe.execute() for item in (r or [])]
+            if not any(entries for _s, entries in reply):
+                await asyncio.sleep(0.02)
+        for stream, entries in reply or []:
             for eid, f in entries:
-                last = eid.decode()
+                positions[stream.decode()] = eid.decode()
                 ev = {k.decode(): v.decode() for k, v in f.items()}
                 events.setdefault(ev["id"], []).append(ev)
                 if ev["event"] in FINAL or not final:
@@ -156,10 +167,12 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
-async def push(redis: Redis, prefix: str, jobs: list[dict[str, str]], lane: str = "jobs") -> None:
-    k = Keys(prefix)
-    stream = {"jobs": k.jobs, "jobs:high": k.jobs_high, "jobs:bulk": k.jobs_bulk}[lane]
+async def push(redis: Redis, prefix: str, jobs: list[dict[str, str]], lane: str = "jobs", *, shards: int = 1) -> None:
+    """XADD ``jobs`` to ``lane``; with ``shards``, each to its id's shard (crc32 routing)."""
+    all_keys = shard_keys(prefix, shards)
     pipe = redis.pipeline(transaction=False)
     for job in jobs:
+        k = all_keys[shard_of(job["id"], shards)]
+        stream = {"jobs": k.jobs, "jobs:high": k.jobs_high, "jobs:bulk": k.jobs_bulk}[lane]
         pipe.xadd(stream, job)  # type: ignore[arg-type]
     await pipe.execute()

@@ -70,7 +70,8 @@ async def test_a_finished_job_leaves_only_its_idempotency_mark(redis_url: str, k
         per_call = {"P:dlr:dup:<span>", "P:record:<token>", "P:dlr:call:<token>", "P:dlr:idx:<carrier>", "P:dlr:due"}
         # (park streams are per carrier and lane, like the lanes: empty, checked above)
         # (P:inbound: the inbound archiver's group, on a stream it creates empty; no message came in)
-        streams = {"P:jobs", "P:jobs:high", "P:jobs:bulk", "P:events", "P:inbound", "P:park:<carrier>:<lane>"}
+        # (and the shard's registry of park streams: a member per park stream, none per job)
+        streams = {"P:jobs", "P:jobs:high", "P:jobs:bulk", "P:events", "P:inbound", "P:park:<carrier>:<lane>", "P:parks"}
         assert set(rows) - per_call - streams - {"P:idem:<job id>", "P:job:<job id>"} == set()
         assert rows["P:record:<token>"] <= len(jobs)
         for key in keys:

@@ -65,6 +65,7 @@ TODAY = {
     "scheduled_prefix": "P:scheduled:",
     "scheduled_id_prefix": "P:scheduled:id:",
     "park_prefix": "P:park:",
+    "park_registry": "P:parks",
     "dlr_bucket_prefix": "P:dlr:c:",
     "dlr_index_prefix": "P:dlr:idx:",
     "dlr_dup_prefix": "P:dlr:dup:",
@@ -248,6 +249,7 @@ async def _exercise(r: Any, k: Keys) -> set[str]:
     # park.lua: a lane entry to a carrier's park stream and to a client's; cancel.lua on a held job
     for park in (k.park("acme", "bulk"), k.park("acme", "bulk", "shop")):
         await r.xgroup_create(park, "g", id="0", mkstream=True)
+        await r.sadd(k.park_registry, park)  # as the pipeline registers its park streams
     parked = [(await r.xadd(k.jobs_bulk, {"id": f"p{i}", "to": "4501", "text": "x"})).decode() for i in range(2)]
     await r.xreadgroup("g", "c", {k.jobs_bulk: ">"}, count=10)  # (with the job schedule.lua released)
     assert await Script("park")(r, *park_call(

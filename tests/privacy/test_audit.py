@@ -46,6 +46,19 @@ async def test_numbers_are_never_written_in_clear(
     assert audit.masked_fields == 2
 
 
+async def test_a_stream_entry_id_is_kept_but_a_number_in_its_field_is_masked(
+    redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    # An opt-out's audit entry names the inbound entry it came from: kept as written.
+    audit = AuditLog(redis_client, f"{key_prefix}:audit")
+    await audit.record("suppress_add", entry="1765000000123-7")
+    await audit.record("suppress_add", entry="+4512345678")
+    first, second = [fields for _id, fields in reversed(await audit.entries())]
+    assert first["entry"] == "1765000000123-7"
+    assert "4512345678" not in second["entry"]
+    assert audit.masked_fields == 1
+
+
 async def test_entries_older_than_retention_go_at_write(
     redis_client: aioredis.Redis, key_prefix: str
 ) -> None:
