@@ -234,6 +234,7 @@ async def test_an_engine_run_keeps_every_jobs_text_sealed_and_no_log_line_holds_
         await sim.close()
         await delete_prefix(redis, key_prefix)
         await redis.aclose()
+    assert any(r.name.startswith("sendgate") for r in caplog.records)  # the engine's lines were seen
     assert not [r.getMessage() for r in caplog.records if marker in r.getMessage()]
     assert marker not in capsys.readouterr().err
     store = open_store(history_url)
