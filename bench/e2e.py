@@ -130,6 +130,7 @@ class BenchOptions:
     quiet: bool = False
     cprofile: str = ""
     history: str = "off"  # the engines' [history]: "off", or a url ("" = SQLite in the data dir)
+    archiver: str = "auto"  # [history] archiver: auto (a child process for PostgreSQL), inline, process
     py_spy: str = ""
     prefill: int = 0  # records of earlier jobs written under the run's prefix before it starts
     marketing: int = 0  # > 0: every job is kind=marketing, checked against a suppression list of this many hashes
@@ -321,7 +322,8 @@ hash_secret = "bench-only-secret"
 def _history_toml(o: BenchOptions, q: Any) -> str:
     if o.history == "off":
         return "[history]\nenabled = false"
-    return f"[history]\nenabled = true\nurl = {q('' if o.history == 'sqlite' else o.history)}"
+    return (f"[history]\nenabled = true\nurl = {q('' if o.history == 'sqlite' else o.history)}\n"
+            f"archiver = {q(o.archiver)}")
 
 
 def _carriers_toml(o: BenchOptions, sim_port: int) -> str:
@@ -567,6 +569,34 @@ async def _cluster_pids(redis: Any) -> dict[str, int]:
         if pid:
             out[f"redis-{node.rsplit(':', 1)[1]}"] = pid
     return out
+async def _archiver_child(engine_pid: int, wait_s: float = 1.0) -> int | None:
+    """The pid of an engine's archiver child process (multiprocessing spawn), if it has one
+    (the engine starts it, and waits for its imports, before it sends)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            kids = Path(f"/proc/{engine_pid}/task/{engine_pid}/children").read_text().split()
+        except OSError:
+            return None
+        for kid in kids:
+            try:
+                cmd = Path(f"/proc/{kid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"spawn_main" in cmd and b"resource_tracker" not in cmd:
+                return int(kid)
+        if time.monotonic() > deadline:
+            return None
+        await asyncio.sleep(0.1)
+
+
+async def _events_added(redis: Any, stream: str) -> int:
+    """Entries ever added to the events stream (XINFO STREAM entries-added, Redis 7; else its length)."""
+    try:
+        info = await redis.xinfo_stream(stream)
+    except Exception:
+        return 0
+    return int(info.get("entries-added", info.get("length", 0)))
 
 
 def _redis_pid(info: dict[str, Any], url: str) -> int | None:
@@ -637,7 +667,8 @@ _PREFILL_LUA = """
 local run, first, count, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local idem_prefix = ARGV[5]
 for i = first, first + count - 1 do
-  redis.call('SET', idem_prefix .. run .. '-pf' .. i, 's|1700000000000-' .. i, 'EX', ttl)
+  -- the claim's integer form of entry 1700000000000-i (claim.lua)
+  redis.call('SET', idem_prefix .. run .. '-pf' .. i, string.format('1700000000000%06d', i % 1000000), 'EX', ttl)
 end
 return count
 """
@@ -741,6 +772,13 @@ async def run_bench(
             watched["redis"] = redis_pid
         if o.cluster:
             watched.update(await _cluster_pids(redis))
+        apart = o.history != "off" and (o.archiver == "process" or (o.archiver == "auto" and o.history.startswith("postgres")))
+        if apart:  # [history] archiver = process: each engine's child (engine/history/process.py)
+            for w, p in enumerate(engines):
+                child = await _archiver_child(p.pid)
+                if child:
+                    watched[f"archiver-{w}"] = child
+        events0 = await _events_added(redis, keys.events)
         cpu0 = {name: proc_cpu_s(pid) for name, pid in watched.items()}
         self0 = resource.getrusage(resource.RUSAGE_SELF)
         stats0 = await _info(redis, "stats")
@@ -875,10 +913,22 @@ async def run_bench(
         result["receipts_invalid"] = invalid
         result["redis_top_commands"] = redis_command_costs(cmdstats0, cmdstats1, o.jobs)
         result["redis_commands_per_job"] = redis_commands_per_job(cmdstats0, cmdstats1, done)
+        t_end = time.monotonic()
         result.update(await _memory_per_job(redis, prefix, workdir / "engine-0.toml", mem0, done))
         result["redis_server"] = redis_build({**info_server, **await _info(redis, "memory")})
         if o.cluster:
             result["redis_server"] += f", cluster of {sum(1 for n in watched if n.startswith('redis-'))} masters"
+        caught_up = result.pop("archive_caught_up_mono", t_end)
+        if o.history != "off":
+            events = await _events_added(redis, keys.events) - events0
+            archive: dict[str, Any] = {
+                "events": events, "catch_up_s": round(max(0.0, caught_up - t_end), 2),
+                "in_process": not any(n.startswith("archiver-") for n in watched),
+            }
+            cpu_a = sum(proc_cpu_s(pid) - cpu0[n] for n, pid in watched.items() if n.startswith("archiver-"))
+            if not archive["in_process"]:  # the child's CPU until it caught up: all it spent on the run's events
+                archive["archiver_cpu_us_per_event"] = round(1e6 * cpu_a / max(1, events), 2)
+            result["archive"] = archive
         if own_redis:
             result["redis_slow_calls"] = slow_calls(await redis.slowlog_get(1_000_000), slow_since)
             result["notes"].append(f"redis_slow_calls: calls of {_SLOW_US} µs or more (SLOWLOG)")
@@ -1005,7 +1055,8 @@ async def _memory_per_job(redis: Any, prefix: str, config: Path, mem0: int, jobs
             break
         if all(int(g.get("pending", 0)) == 0 and not g.get("lag") for g in groups):
             break
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.05)
+    caught_up = time.monotonic()
     await trim_streams(redis, settings, approximate=False)
     trimmed = await _used_memory(redis) - mem0
     n = max(1, jobs)
@@ -1019,6 +1070,7 @@ async def _memory_per_job(redis: Any, prefix: str, config: Path, mem0: int, jobs
         "redis_bytes_per_msg": round(trimmed / n, 1),
         "redis_bytes_per_msg_untrimmed": round(untrimmed / n, 1),
         "redis_bytes_by_key": {k: round(v / n, 1) for k, v in sorted(by_key.items(), key=lambda kv: -kv[1])},
+        "archive_caught_up_mono": caught_up,
     }
 
 
@@ -1133,6 +1185,8 @@ def _summarise(
             "loop": o.loop, "sim_loop": o.sim_loop, "dlr": o.dlr, "receipts": o.receipts, "rate": o.rate,
             "mix": o.mix, "dlr_delay_ms": o.dlr_delay_ms, "latency_ms": o.latency_ms, "seed": o.seed,
             "prefill": o.prefill, "marketing": o.marketing, "ops": o.ops,
+            "history": o.history if o.history in ("off", "sqlite") else o.history.split(":", 1)[0],
+            "archiver": o.archiver,
         },
         "timeline": timeline,
         "notes": [],
@@ -1352,6 +1406,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--marketing", metavar="N", type=int, default=0,
                    help="every job kind=marketing, checked against a suppression list of N hashes that match "
                         "none of them (the cost of the opt-out check; default 0: transactional jobs)")
+    p.add_argument("--archiver", choices=("auto", "inline", "process"), default="auto",
+                   help="with --history: where the engines run the archiver ([history] archiver; default auto: "
+                        "a child process for PostgreSQL, in the engine for SQLite)")
+    p.add_argument("--history-cost", metavar="N", type=int, default=0,
+                   help="what the archiver costs: N pairs of runs with --history's store and without "
+                        "(ABBA order: the pair's first run alternates), then medians, per-pair ratios, "
+                        "the archiver's CPU per event and its catch-up")
     p.add_argument("--receipt-cost", metavar="N", type=int, default=0,
                    help="what receipts cost: N alternating runs with receipts on and off (each on a fresh "
                         "embedded Redis unless --redis-url/REDIS_URL), then medians and the drop")
@@ -1379,6 +1440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         receipts=args.receipts, dlr_delay_ms=args.dlr_delay_ms, latency_ms=args.latency_ms,
         redis_url=args.redis_url, timeout_s=args.timeout_s, seed=args.seed, quiet=args.quiet,
         cprofile=args.cprofile, py_spy=args.py_spy, prefill=max(0, args.prefill), history=args.history, ops=args.ops,
+        archiver=args.archiver,
         marketing=max(0, args.marketing),
     )
     if args.receipt_cost > 0:
@@ -1393,6 +1455,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.cluster_bench import cluster_bench
 
         return cluster_bench(opts, args.cluster_engines, args.masters, args.json, args.logs)
+    if args.history_cost > 0:
+        if opts.history == "off":
+            print("sendgate bench: --history-cost needs --history sqlite|URL (the store of the runs with it)",
+                  file=sys.stderr)
+            return 2
+        return _history_cost(opts, args.history_cost, args.json)
     code, result = _run_once(opts, args.logs)
     if result is None:
         return code
@@ -1549,6 +1617,80 @@ def _receipt_cost(opts: BenchOptions, pairs: int, json_path: str | None) -> int:
         Path(json_path).write_bytes(orjson.dumps({"summary": summary, "runs": runs}, option=orjson.OPT_INDENT_2))
     lost = summary["receipts_on"]["lost"] + summary["receipts_off"]["lost"]
     return 0 if lost == 0 else 1
+
+
+def history_cost_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians of the runs with the archiver and without, and the per-pair ratios."""
+    import statistics
+
+    def med(xs: list[float]) -> float | None:
+        return round(statistics.median(xs), 3) if xs else None
+
+    on = [r for r in runs if r["settings"]["history"] != "off"]
+    off = [r for r in runs if r["settings"]["history"] == "off"]
+    summary: dict[str, Any] = {"redis_server": sorted({r.get("redis_server", "?") for r in runs})}
+    for mode, mine in (("archiver_on", on), ("archiver_off", off)):
+        summary[mode] = {
+            "runs": len(mine), "msgs_per_s": [round(r["msgs_per_s"]) for r in mine],
+            "median_msgs_per_s": round(statistics.median([r["msgs_per_s"] for r in mine])) if mine else 0,
+            "engine_cpu_us_per_job": [r["cpu_us_per_job"].get("engine-0", 0.0) for r in mine],
+            "redis_cpu_us_per_job": [r["cpu_us_per_job"].get("redis", 0.0) for r in mine],
+            "lost": sum(r["lost"] for r in mine), "duplicates": sum(r["duplicates"] for r in mine),
+        }
+    archive = [r.get("archive", {}) for r in on]
+    summary["archiver_cpu_us_per_event"] = [a["archiver_cpu_us_per_event"] for a in archive if "archiver_cpu_us_per_event" in a]
+    summary["archive_catch_up_s"] = [a.get("catch_up_s") for a in archive]
+    summary["archiver_in_process"] = sorted({bool(a.get("in_process")) for a in archive})
+    ratios: list[float] = []
+    for a, b in zip(runs[::2], runs[1::2], strict=False):
+        r_on, r_off = (a, b) if a["settings"]["history"] != "off" else (b, a)
+        if r_off["msgs_per_s"]:
+            ratios.append(round(r_on["msgs_per_s"] / r_off["msgs_per_s"], 3))
+    summary["pair_ratios_on_off"] = ratios
+    summary["pair_ratio_median"] = med(ratios)
+    return summary
+
+
+def format_history_cost(summary: dict[str, Any]) -> str:
+    lines = ["", "  sendgate bench --history-cost", "  " + "-" * 78]
+    for mode in ("archiver_on", "archiver_off"):
+        m = summary[mode]
+        lines.append(f"  {mode.replace('_', ' '):14s} median {m['median_msgs_per_s']:>7,} msgs/s  "
+                     f"runs {', '.join(f'{x:,}' for x in m['msgs_per_s'])}")
+        lines.append(f"  {'':14s} engine µs/job {m['engine_cpu_us_per_job']}, redis µs/job {m['redis_cpu_us_per_job']}; "
+                     f"lost {m['lost']}, duplicates {m['duplicates']}")
+    lines.append(f"  {'pairs on/off':14s} {summary['pair_ratios_on_off']} (median {summary['pair_ratio_median']})")
+    where = "in the engine" if summary["archiver_in_process"] == [True] else "a child process"
+    lines.append(f"  {'archiver':14s} {where}; CPU µs/event {summary['archiver_cpu_us_per_event']}; "
+                 f"caught up {summary['archive_catch_up_s']} s after the last final event")
+    lines.append("  " + "-" * 78)
+    return "\n".join(lines)
+
+
+def _history_cost(opts: BenchOptions, pairs: int, json_path: str | None) -> int:
+    """``--history-cost N``: N pairs with the archiver (``opts.history``) and without, ABBA order."""
+    import dataclasses
+
+    runs: list[dict[str, Any]] = []
+    for i in range(pairs):
+        order = (opts.history, "off") if i % 2 == 0 else ("off", opts.history)
+        for history in order:
+            if not opts.quiet:
+                print(f"bench: history cost, pair {i + 1}/{pairs}, archiver {'off' if history == 'off' else 'on'}",
+                      file=sys.stderr)
+            code, result = _run_once(dataclasses.replace(opts, history=history))
+            if result is None:
+                return code
+            runs.append(result)
+    summary = history_cost_summary(runs)
+    print(format_history_cost(summary))
+    if json_path:
+        import orjson
+
+        Path(json_path).write_bytes(orjson.dumps({"summary": summary, "runs": runs}, option=orjson.OPT_INDENT_2))
+    lost = summary["archiver_on"]["lost"] + summary["archiver_off"]["lost"]
+    dups = summary["archiver_on"]["duplicates"] + summary["archiver_off"]["duplicates"]
+    return 0 if lost == 0 and dups == 0 else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -39,8 +39,23 @@ BATCH = 5000
 _DAY_S = 86_400
 
 
+#: "split": a job's receipt comes in the batch after its submit (an UPDATE of a known
+#: row: receipts that take longer than a batch); "paired": in the same batch, as when
+#: receipts come within the archiver's settle time (one COPYed row, no UPDATE).
+PATTERN = {"value": "split"}
+
+
 def events(batch_no: int, t: int, size: int = BATCH) -> list[tuple[bytes, dict[bytes, bytes]]]:
-    """Batch ``batch_no``: ``size/2`` new jobs submitted, as many receipts of the previous batch's jobs."""
+    """Batch ``batch_no``: ``size/2`` new jobs submitted, as many receipts of the previous
+    batch's jobs (``PATTERN`` split) or of this batch's (paired)."""
+    if PATTERN["value"] == "paired":  # this batch's jobs, each submitted then delivered
+        subs = [e for e in _events_split(batch_no, t, size) if e[1][b"event"] == b"submitted"]
+        dels = [e for e in _events_split(batch_no + 1, t, size) if e[1][b"event"] == b"delivered"]
+        return [e for pair in zip(subs, dels, strict=True) for e in pair]
+    return _events_split(batch_no, t, size)
+
+
+def _events_split(batch_no: int, t: int, size: int = BATCH) -> list[tuple[bytes, dict[bytes, bytes]]]:
     half = size // 2
     out: list[tuple[bytes, dict[bytes, bytes]]] = []
     for i in range(half):
@@ -228,8 +243,11 @@ def cli() -> None:
     p.add_argument("--backlog", type=int, default=10, help="batches the archiver drains at the end")
     p.add_argument("--ddl", action="append", default=[],
                    help="SQL run after the migrations (repeatable; {today} = today's partition): schema experiments")
+    p.add_argument("--pattern", choices=("split", "paired"), default="split",
+                   help="receipts in the batch after their submit (split, default) or in the same one (paired)")
     p.add_argument("--json", help="also write the figures there")
     args = p.parse_args()
+    PATTERN["value"] = args.pattern
     out = asyncio.run(main(args))
     text = json.dumps(out, indent=1)
     print(text)

@@ -30,6 +30,7 @@ from engine.closure import closed_clients
 from engine.config import CarrierSettings, Settings
 from engine.embedded_redis import EmbeddedRedis
 from engine.history.archiver import Archiver
+from engine.history.process import ArchiverProcess
 from engine.keys import Keys
 from engine.leases import LeaseManager
 from engine.metrics import Metrics
@@ -180,6 +181,7 @@ class Engine:
         self._gc_threshold: tuple[int, int, int] | None = None  # restored by close()
         self.started_at = time.time()
         self.archiver: Archiver | None = None  # [history] enabled: events → the history store
+        self.archiver_process: ArchiverProcess | None = None  # [history] archiver = process (or auto + PostgreSQL)
         self.inbound_archiver: Archiver | None = None  # [history] enabled: inbound stream → the history store
         self.closing = False  # set when the graceful stop begins (bind-down reasons say so)
         self.leases: LeaseManager | None = None  # carriers with max_binds: binds under leases
@@ -226,6 +228,14 @@ class Engine:
         self._gc_threshold = gc.get_threshold()
         gc.set_threshold(GC_GEN0_THRESHOLD, *self._gc_threshold[1:])
         loop = asyncio.get_running_loop()
+        if self.settings.history.enabled:
+            from engine.history.process import runs_apart
+
+            if runs_apart(self.settings):
+                self.archiver_process = ArchiverProcess(self.settings, self.redis_url)
+                self.archiver_process.start()
+                if not await self.archiver_process.wait_started(10.0):
+                    log.warning("archiver: process not started within 10 s; sending starts anyway")
         self._tasks = [
             loop.create_task(self.pipeline.run(), name="pipeline"),
             loop.create_task(self._maintenance(), name="maintenance"),
@@ -240,11 +250,16 @@ class Engine:
             from engine.history.cli import archiver_for, inbound_archiver_for, store_for
 
             self.archiver = archiver_for(self.settings, self.redis, store_for(self.settings), self.metrics.registry)
-            self._tasks.append(loop.create_task(self.archiver.run(), name="archiver"))
             # Inbound messages: a group of its own on the inbound stream, into the same store.
             self.inbound_archiver = inbound_archiver_for(self.settings, self.redis, self.archiver.store,
                                                          self.metrics.registry)
-            self._tasks.append(loop.create_task(self.inbound_archiver.run(), name="inbound-archiver"))
+            if self.archiver_process is not None:
+                # A child process at a lower priority (engine/history/process.py), started
+                # before the pipeline, runs both; this engine keeps their lag gauges and /readyz.
+                self._tasks.append(loop.create_task(self._watch_archiver(self.archiver_process), name="archiver"))
+            else:
+                self._tasks.append(loop.create_task(self.archiver.run(), name="archiver"))
+                self._tasks.append(loop.create_task(self.inbound_archiver.run(), name="inbound-archiver"))
         log_event(
             f"engine started: consumer {self.settings.consumer_name}, {len(self.pools)} carrier(s), "
             f"prefix {self.settings.redis.prefix}",
@@ -333,6 +348,8 @@ class Engine:
                 archivers.append(self.inbound_archiver)
             for a in archivers:
                 a.stop()
+            if self.archiver_process is not None:
+                await self.archiver_process.stop(10.0)
             archiver_tasks = {t for t in self._tasks if t.get_name() in ("archiver", "inbound-archiver")}
             await asyncio.wait(archiver_tasks, timeout=5.0)
         for t in self._tasks:
@@ -360,6 +377,21 @@ class Engine:
         )
 
     # ---------------------------------------------------------- periodic work
+    async def _watch_archiver(self, child: ArchiverProcess) -> None:
+        """The archiver's child process: restarted when it exits on its own; its lag
+        (metric, /readyz) read from the group's position every 5 s."""
+        assert self.archiver is not None
+        watch = asyncio.ensure_future(child.watch())
+        try:
+            while True:
+                for a in (self.archiver, self.inbound_archiver):
+                    if a is not None:
+                        with contextlib.suppress(Exception):
+                            await a.lag()
+                await asyncio.sleep(5.0)
+        finally:
+            watch.cancel()
+
     async def _maintenance(self) -> None:
         e = self.settings.engine
         keep_alive_every = max(1.0, e.visibility_timeout_s / 3)

@@ -89,18 +89,30 @@ local function suppressed(i, idem)
   return listed[i] and redis.call('EXISTS', idem) == 0
 end
 
+-- The mark's value names the entry that claimed it (so a reclaimed entry is told
+-- from a duplicate). An entry id <ms>-<seq> with a 13-digit ms and seq < 10^6 is
+-- written as the integer <ms><seq in 6 digits> (19 digits < 2^63): Redis keeps
+-- an integer in the object header, 24 bytes less than the string `s|<entry id>`,
+-- which stays the form of any other id and of marks taken before layout 7.
+local PAD = {'00000', '0000', '000', '00', '0', ''}
+local function mark_of(entry_id)
+  local ms, seq = string.match(entry_id, '^([1-9]%d*)%-(%d+)$')
+  if ms and #ms == 13 and #seq <= 6 then return ms .. PAD[#seq] .. seq end
+  return 's|' .. entry_id
+end
+
 local out = {}
 for i, c in ipairs(batch.claims) do
   local job_id, entry_id = c[C_JOB_ID], c[C_ENTRY_ID]
   local idem = idem_prefix .. job_id
-  local mine = 's|' .. entry_id
+  local mine = mark_of(entry_id)
   if suppressed(i, idem) then
     out[i] = 3
   elseif redis.call('SET', idem, mine, 'NX', 'EX', mark_ttl) then
     out[i] = 0
   else
     local mark = redis.call('GET', idem)
-    if mark == mine then
+    if mark == mine or mark == 's|' .. entry_id then
       if retry then out[i] = 0 else out[i] = 2 end
     elseif mark == 'c' then
       -- cancelled while it waited (cancel.lua): never sent; its event once

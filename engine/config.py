@@ -191,6 +191,10 @@ class HistorySettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     consumer: str = ""  # default: archiver-<hostname> (stable, so a restart finds its pending entries)
     batch_size: int = 5000
     block_ms: int = 1000
+    settle_ms: int = 1000  # after a batch that was not full, wait this long before the next read
+    defer_s: float = 30.0  # while jobs wait in the lanes, archive at most this long later (0 = never wait)
+    archiver: Literal["auto", "inline", "process"] = "auto"  # auto: a child process for PostgreSQL
+    nice: int = 10  # the child process's CPU priority, relative to the engine (0-19)
     claim_idle_s: float = 60.0  # entries another archiver left pending this long are taken over
 
 
@@ -486,6 +490,12 @@ def _check_history(h: HistorySettings) -> None:
         raise ConfigError("history.batch_size: must be between 1 and 50000")
     if h.block_ms < 1:
         raise ConfigError("history.block_ms: must be >= 1")
+    if not 0 <= h.settle_ms <= 60_000:
+        raise ConfigError("history.settle_ms: must be between 0 and 60000")
+    if not 0 <= h.defer_s <= 3600:
+        raise ConfigError("history.defer_s: must be between 0 and 3600")
+    if not 0 <= h.nice <= 19:
+        raise ConfigError("history.nice: must be between 0 and 19")
     if h.claim_idle_s <= 0:
         raise ConfigError("history.claim_idle_s: must be > 0")
 

@@ -171,8 +171,12 @@ KEY_TABLE: tuple[KeyDoc, ...] = (
            "the receipt wait twice over plus two bucket spans and `record_grace_s` (capped by the message "
            "retention); `record_grace_s` after its final event", "shard",
            "~250 B while awaiting receipts; none for a single-part job without callback"),
-    KeyDoc("P:idem:<job id>", "string", "idempotency mark `s\\|<entry id>`, taken when the job is claimed",
-           "claim.lua", "`idempotency_hours` (default 168)", "shard", "~90 B: all that stays of a finished job"),
+    KeyDoc("P:idem:<job id>", "string",
+           "idempotency mark: the claiming entry `<ms>-<seq>` as the integer `<ms><seq in 6 digits>` "
+           "(else `s\\|<entry id>`), `c` cancelled, `done`, `e` erased; taken when the job is claimed",
+           "claim.lua", "`idempotency_hours` (default 168)", "shard",
+           "88 B (MEMORY USAGE, 40-character key), ~150 B of used_memory with the dict and expiry entries: "
+           "all that stays of a finished job"),
     KeyDoc("P:record:<token>", "string", "a record call's token: the same call repeated (reply lost) writes nothing",
            "record.lua", "2 min", "shard", "one per call (500 jobs), ~70 B"),
     KeyDoc("P:scheduled", "zset", "entry ids of jobs held until their send_at, scored by it (ms)",

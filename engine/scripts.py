@@ -74,7 +74,8 @@ LAYOUT_VERSION = 7
 3: claims carry the suppression check, inbound scripts; 4: hot state only, no subject
 indexes, the record call's token; 5: a claim carries the job's ref, park.lua and
 cancel.lua, schedule.lua's id index; 6: the inbound scripts' per-sender index of
-waiting parts)."""
+waiting parts; 7: the idempotency mark's value is the claiming entry as one integer,
+claim.lua)."""
 
 
 def _fields(lua_prefix: str, struct: type[msgspec.Struct]) -> Positions:

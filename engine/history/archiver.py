@@ -24,6 +24,17 @@ merge rules turn into no change. So nothing is lost and nothing doubles.
   folded while it commits, so Redis, the fold and the database overlap; it is
   committed after, and acks still follow their commits. While the store is
   down this holds at most two batches; the rest waits in the stream.
+- **Settle**: after a batch that was not full the archiver waits ``settle_ms``
+  (``[history] settle_ms``, 1 s) before it reads again, so a quiet stream is read
+  in batches of that time's events rather than one event at a time: a job whose
+  receipt came within it is one row (COPY, no UPDATE), and the archive runs
+  about that much behind.
+- **Defer**: with ``busy`` (``sendgate run`` / ``archive``: jobs wait in the
+  lanes) and ``defer_s`` (``[history] defer_s``, 30 s), the archiver does not
+  read while the engine has a backlog, for at most ``defer_s`` at a time; then
+  it archives until caught up whatever the load. A burst is sent first and
+  archived after it; the archive is then up to ``defer_s`` (plus its catch-up)
+  behind, as ``sendgate_archive_behind_seconds`` shows.
 - **Cost**: per batch one XREADGROUP, a few statements in one transaction,
   one XACK (packed by hiredis); per event only the fold in
   engine/history/record.py.
@@ -40,7 +51,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import hiredis
@@ -104,6 +115,9 @@ class Archiver:
         backoff_max_s: float = 10.0,
         registry: CollectorRegistry | None = None,
         read_ahead: bool = True,
+        settle_ms: int = 0,
+        busy: Callable[[], Awaitable[bool]] | None = None,
+        defer_s: float = 0.0,
     ) -> None:
         if not streams:
             raise ValueError("the archiver needs at least one stream")
@@ -125,6 +139,18 @@ class Archiver:
         self._stop = asyncio.Event()
         self._read_pending = True  # first drain this consumer's own pending entries (id "0")
         self.read_ahead = read_ahead
+        # After a batch that was not full, wait this long before reading again: the
+        # events of that time come in one batch, so a job's submitted and final events
+        # (receipts within it) fold into one row (one COPYed row, no UPDATE), and the
+        # rounds' fixed costs (read, transaction, lookup, XACK) spread over more events.
+        self.settle_ms = settle_ms
+        # While ``busy()`` (jobs wait in the lanes) the archiver does not read, for
+        # at most ``defer_s`` at a time: a burst is sent first and archived after it,
+        # the archive at most that far behind (then it reads whatever the load).
+        self.busy = busy
+        self.defer_s = defer_s
+        self._defer_since: float | None = None
+        self._no_defer = False  # wait_caught_up: a stopping engine wants the archive now
         self._prefetch: asyncio.Future[Any] | None = None  # the next batch, read while one commits
         self._migrated = False
         self.archived = 0  # events committed and acknowledged by this process
@@ -180,13 +206,20 @@ class Archiver:
         while not self.stopping:
             now = time.monotonic()
             try:
+                if await self._defer():
+                    await self._pause(0.25)
+                    continue
                 if now - last_claim >= self.claim_idle_ms / 1000:
                     last_claim = now
                     await self.reclaim_others()
                 if now - last_drop >= 3600:
                     last_drop = now
                     await self._drop_expired()
-                await self.archive_once()
+                taken = await self.archive_once()
+                if taken < self.batch_size:
+                    self._defer_since = None  # caught up: a new burst may be deferred again
+                if 0 < taken < self.batch_size and self.settle_ms > 0 and self._prefetch is None:
+                    await self._pause(self.settle_ms / 1000)
                 if time.monotonic() - last_lag >= 5.0:
                     last_lag = time.monotonic()
                     await self.lag()
@@ -204,6 +237,25 @@ class Archiver:
             except Exception:  # a bug must not end archiving for the engine's lifetime
                 log.exception("archiver: round failed; retrying")
                 await self._pause(1.0)
+
+    async def _defer(self) -> bool:
+        """Whether to skip reading now: jobs wait in the lanes, and this deferral
+        has lasted less than ``defer_s``."""
+        if self.busy is None or self.defer_s <= 0 or self._no_defer or self._prefetch is not None:
+            return False
+        now = time.monotonic()
+        if self._defer_since is not None and now - self._defer_since >= self.defer_s:
+            return False  # deferred long enough: archive until caught up
+        try:
+            busy = await self.busy()
+        except Exception:  # no answer: archive
+            busy = False
+        if not busy:
+            self._defer_since = None
+            return False
+        if self._defer_since is None:
+            self._defer_since = now
+        return True
 
     def _fold(self, batch: list[tuple[str, list[Any]]]) -> list[Any]:
         """A batch read → what the store writes (a subclass archives another stream: inbound)."""
@@ -317,6 +369,7 @@ class Archiver:
         """Wait (while `run()` goes on) until every event is archived; gives up at once
         when the store is failing, else after ``timeout_s``. For a graceful stop."""
         deadline = time.monotonic() + timeout_s
+        self._no_defer = True
         while time.monotonic() < deadline and not self.failing:
             try:
                 if (await self.lag()).entries == 0:
@@ -330,6 +383,8 @@ class Archiver:
         """Await a (blocking) read, or give it up when `stop()` comes first: entries the
         server had already delivered stay pending and are read again on the next start."""
         if self.stopping:
+            if asyncio.iscoroutine(call):
+                call.close()  # never started: no "never awaited" warning
             return _STOPPED
         read = asyncio.ensure_future(call)
         stopped = asyncio.ensure_future(self._stop.wait())

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import math
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -46,14 +48,26 @@ def store_for(settings: Settings) -> HistoryStore:
 
 def archiver_for(settings: Settings, redis: Redis, store: HistoryStore, registry: Any = None) -> Archiver:
     """The archiver of ``settings`` on the events stream."""
+    from engine.backlog import lane_backlog
     from engine.keys import shard_keys
 
     h = settings.history
-    events = [k.events for k in shard_keys(settings.redis.prefix, settings.redis.shards)]  # every shard's
+    shards = shard_keys(settings.redis.prefix, settings.redis.shards)
+    events = [k.events for k in shards]  # every shard's
+    engine_group = settings.engine.group
+
+    async def busy() -> bool:
+        """Jobs wait in the lanes of some shard (unread or in hand): the engine is sending a backlog."""
+        for k in shards:
+            if any((await lane_backlog(redis, k, engine_group)).values()):
+                return True
+        return False
+
     return Archiver(
         redis, store, events, group=h.group, consumer=h.consumer,
         batch_size=h.batch_size, block_ms=h.block_ms, retention_days=settings.privacy.retention_days.message,
-        claim_idle_ms=int(h.claim_idle_s * 1000), registry=registry,
+        claim_idle_ms=int(h.claim_idle_s * 1000), registry=registry, settle_ms=h.settle_ms,
+        busy=busy, defer_s=h.defer_s,
     )
 
 
@@ -90,9 +104,14 @@ def _redis_url(settings: Settings) -> str:
     return settings.redis.url or announced_url() or ""
 
 
-async def archive_main(settings: Settings, *, once: bool = False) -> int:
-    """Run the archiver until SIGTERM/SIGINT (``once``: until the stream is archived)."""
-    url = _redis_url(settings)
+async def archive_main(
+    settings: Settings, *, once: bool = False, redis_url: str = "", started: Callable[[], Any] | None = None
+) -> int:
+    """Run the archiver until SIGTERM/SIGINT (``once``: until the stream is archived).
+
+    ``started``: called once the group and the store's schema are there (or 5 s
+    passed trying): the engine that spawned this process starts sending then."""
+    url = redis_url or _redis_url(settings)
     if not url:
         print("sendgate archive: no Redis configured (REDIS_URL or [redis] url)", file=sys.stderr)
         return 2
@@ -118,11 +137,25 @@ async def archive_main(settings: Settings, *, once: bool = False) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop)
+        # As the engine does (engine/app.py): a batch's fold builds ~10 objects an
+        # event, and the default collector (a pass every 700) cost ~1 µs an event.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, *gc.get_threshold()[1:])
+        if started is not None:
+            with contextlib.suppress(Exception):  # run() retries whatever fails here
+                await asyncio.wait_for(_warm_up(archiver, store), 5.0)
+            started()
         await asyncio.gather(archiver.run(), inbound.run())
         return 0
     finally:
         await store.close()
         await redis.aclose()
+
+
+async def _warm_up(archiver: Archiver, store: HistoryStore) -> None:
+    await archiver.ensure_groups()
+    await store.migrate()
 
 
 # -------------------------------------------------------------------- history

@@ -19,6 +19,7 @@ def test_example_config_loads_with_every_documented_key() -> None:
     assert c.encoding.concat == "udh8" and c.encoding.max_parts == 10
     assert s.privacy.retention_days.message == 120
     assert s.history.enabled and s.history.url == "" and s.history.group == "archiver"
+    assert (s.history.archiver, s.history.settle_ms, s.history.nice) == ("auto", 1000, 10)
 
 
 def test_defaults_without_file() -> None:
@@ -43,6 +44,9 @@ def test_env_overrides() -> None:
         ({"history": {"keep_text": True, "text_key": "c2hvcnQ="}}, "history.text_key_file"),  # 5 bytes
         ({"history": {"batch_size": 0}}, "history.batch_size"),
         ({"history": {"group": ""}}, "history.group"),
+        ({"history": {"settle_ms": -1}}, "history.settle_ms"),
+        ({"history": {"nice": 20}}, "history.nice"),
+        ({"history": {"archiver": "thread"}}, "history.archiver"),
         ({"carriers": [{"name": "a", "port": 0}]}, "carriers[0].port"),
         ({"carriers": [{"name": "a", "bind": "sideways"}]}, "carriers[0].bind"),
         ({"carriers": [{"name": "a", "password": "toolongpassword"}]}, "carriers[0].password"),

@@ -81,4 +81,6 @@ async def test_a_finished_job_leaves_only_its_idempotency_mark(redis_url: str, k
         # what one finished job costs: its mark, and nothing else under its id
         mark: Any = await redis.memory_usage(k.idem(f"{run}-s0"))
         assert mark is not None and mark <= 150
+        # its value is the claiming entry as one integer (claim.lua): no string allocated
+        assert await redis.object("encoding", k.idem(f"{run}-s0")) == b"int"
         assert not await redis.exists(k.job(f"{run}-s0"))

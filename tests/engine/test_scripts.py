@@ -56,6 +56,41 @@ async def test_claim_marks_duplicates_reclaims_and_repeats(redis_client: Any, ke
         await delete_prefix(redis_client, key_prefix)
 
 
+async def test_the_mark_names_its_entry_as_one_integer_and_old_marks_still_count(
+    redis_client: Any, key_prefix: str
+) -> None:
+    claim = Script("claim")
+    k = Keys(key_prefix)
+
+    def call(claims: list[ClaimJob]) -> tuple[list[str], list[Any]]:
+        return claim_call(k, k.jobs, "g", payload_json(ClaimBatch(claims=claims, dead=[])), 1, 60, 1000, False, [])
+
+    try:
+        await redis_client.xgroup_create(k.jobs, "g", id="0", mkstream=True)
+        ids = [(await redis_client.xadd(k.jobs, {"id": "x"}, id=i)).decode()
+               for i in ("99-1", "1733456789012-7", "1733456789012-1234567", "1733456789013-0")]
+        ids = ids[1:] + ids[:1]  # m0 ..012-7, m1 ..012-1234567, m2 ..013-0, m3 99-1
+        await redis_client.xreadgroup("g", "c", {k.jobs: ">"})
+        assert await claim(redis_client, *call([ClaimJob(f"m{i}", e) for i, e in enumerate(ids)])) == [0, 0, 0, 0]
+        # <13-digit ms><seq in 6 digits>: an integer Redis keeps in the object header
+        assert await redis_client.get(k.idem("m0")) == b"1733456789012000007"
+        assert await redis_client.object("encoding", k.idem("m0")) == b"int"
+        # a seq of 7 digits or an ms of another length keep the string form
+        assert await redis_client.get(k.idem("m1")) == b"s|1733456789012-1234567"
+        assert await redis_client.get(k.idem("m3")) == b"s|99-1"
+        # the same entry again is a reclaim (2), another entry of the job a duplicate (1),
+        # whichever form the mark has; a mark taken before layout 7 (`s|<entry id>`) too
+        await redis_client.set(k.idem("m2"), f"s|{ids[2]}", ex=60)
+        again = [ClaimJob("m0", ids[0]), ClaimJob("m1", ids[1]), ClaimJob("m2", ids[2]), ClaimJob("m3", ids[3])]
+        assert await claim(redis_client, *call(again)) == [2, 2, 2, 2]
+        # entry ..013-0 must not pass for ..012-7 and so on: every other pairing is a duplicate
+        swapped = [ClaimJob("m0", ids[2]), ClaimJob("m2", ids[0]), ClaimJob("m1", ids[0]), ClaimJob("m3", ids[1])]
+        assert await claim(redis_client, *call(swapped)) == [1, 1, 1, 1]
+        assert 0 < await redis_client.ttl(k.idem("m0")) <= 60
+    finally:
+        await delete_prefix(redis_client, key_prefix)
+
+
 async def test_record_twice_writes_one_event_and_acks(redis_client: Any, key_prefix: str) -> None:
     """The same call again (its token taken) writes nothing: one event, one ack. A
     single-part job without callback leaves no job record and no index: its

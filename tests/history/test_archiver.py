@@ -102,6 +102,89 @@ async def _lag_zero(archiver: Archiver) -> bool:
     return (await archiver.lag()).entries == 0
 
 
+class _Batches:
+    """A real store that remembers how many deltas (rows) each write carried."""
+
+    def __init__(self, inner: HistoryStore) -> None:
+        self.inner = inner
+        self.dialect = inner.dialect
+        self.rows: list[int] = []
+
+    async def write(self, deltas: Sequence[JobDelta], now_ms: int) -> int:
+        self.rows.append(len(deltas))
+        return await self.inner.write(deltas, now_ms)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_settle_reads_a_quiet_stream_in_batches_of_its_time(
+    redis: Redis, events_key: str, store: HistoryStore
+) -> None:
+    """After a batch that was not full the archiver waits settle_ms: a job's submitted
+    and delivered events pushed within it are folded into one row, written once."""
+    counted = _Batches(store)
+    archiver = Archiver(redis, counted, [events_key], consumer="s1", batch_size=1000, block_ms=50,  # type: ignore[arg-type]
+                        settle_ms=400)
+    task = asyncio.get_running_loop().create_task(archiver.run())
+    try:
+        await push_jobs(redis, events_key, 0, 1, receipts=False)  # job-0 submitted: wakes the archiver
+        await until(lambda: _archived(archiver, 1), what="the first event archived")
+        # while it settles: 20 jobs submitted, and the receipts of the even ones (job-0's too)
+        t = int(time.time() * 1000)
+        for i in range(1, 21):
+            await redis.xadd(events_key, event_fields(f"job-{i}", "submitted", t + i, first=True, client=f"c{i % 3}"))  # type: ignore[arg-type]
+        for i in range(0, 21, 2):
+            await redis.xadd(events_key, event_fields(f"job-{i}", "delivered", t + i + 5))  # type: ignore[arg-type]
+        await until(lambda: _archived(archiver, 32), what="the settled batch archived")
+    finally:
+        await stop(archiver, task)
+    assert counted.rows == [1, 21]  # one write of 21 rows for 31 events, not one per event
+    await check_exactly_once(store, 21)
+
+
+async def test_defer_waits_while_jobs_wait_in_the_lanes_and_at_most_defer_s(
+    redis: Redis, events_key: str, key_prefix: str, store: HistoryStore
+) -> None:
+    """While the engine has a backlog (jobs unread in a lane) the archiver does not read,
+    for at most defer_s; with the lane empty it reads at once."""
+    from engine.backlog import lane_backlog
+    from engine.keys import Keys
+
+    keys = Keys(key_prefix)
+    lane = next(iter(keys.lanes()))
+    await redis.xgroup_create(lane, "engine", id="0", mkstream=True)
+    await redis.xadd(lane, {"id": "waiting"})  # one job unread by the engine's group
+
+    async def busy() -> bool:
+        return any((await lane_backlog(redis, keys, "engine")).values())
+
+    archiver = Archiver(redis, store, [events_key], consumer="d1", batch_size=1000, block_ms=20,
+                        busy=busy, defer_s=1.5)
+    await push_jobs(redis, events_key, 0, 10)
+    task = asyncio.get_running_loop().create_task(archiver.run())
+    try:
+        started = time.monotonic()
+        await until(lambda: _archived(archiver, expected_events(0, 10)), what="archived after the deferral")
+        waited = time.monotonic() - started
+        assert 1.5 <= waited < 10.0, waited  # deferred for defer_s, not for ever
+        # the lane drained (the engine read and acked its job): new events go at once
+        got = await redis.xreadgroup("engine", "e", {lane: ">"})
+        await redis.xack(lane, "engine", got[0][1][0][0])
+        await push_jobs(redis, events_key, 10, 10)
+        started = time.monotonic()
+        await until(lambda: _archived(archiver, expected_events(0, 20)), what="archived without deferral")
+        assert time.monotonic() - started < 1.5
+    finally:
+        await stop(archiver, task)
+        await redis.delete(lane)
+    await check_exactly_once(store, 20)
+
+
+async def _archived(archiver: Archiver, n: int) -> bool:
+    return archiver.archived >= n
+
+
 class _DiesInWrite:
     """A real store that 'dies' in the middle of a write: before or after its commit.
 
