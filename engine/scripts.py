@@ -69,13 +69,13 @@ __all__ = [
     "script_header",
 ]
 
-LAYOUT_VERSION = 7
+LAYOUT_VERSION = 8
 """Of every layout below; bump it on any change of one (1: the hand-numbered lists;
 3: claims carry the suppression check, inbound scripts; 4: hot state only, no subject
 indexes, the record call's token; 5: a claim carries the job's ref, park.lua and
 cancel.lua, schedule.lua's id index; 6: the inbound scripts' per-sender index of
 waiting parts; 7: the idempotency mark's value is the claiming entry as one integer,
-claim.lua)."""
+claim.lua; 8: record.lua's payload carries ``texts``, [history] keep_text)."""
 
 
 def _fields(lua_prefix: str, struct: type[msgspec.Struct]) -> Positions:
