@@ -71,17 +71,27 @@ from engine.keys import Keys, shard_keys, shard_of
 
 __all__ = [
     "FINAL_EVENTS",
+    "LIVE_CHILDREN",
     "BenchOptions",
     "build_parser",
+    "child_env",
+    "cpu_per_msg",
     "engine_counters",
+    "engine_toml",
+    "free_port",
+    "job_fields",
+    "lean_collector",
     "main",
     "parse_mix",
     "percentiles",
     "redis_command_costs",
     "redis_commands_per_job",
+    "redis_cpu_s",
     "run_bench",
     "run_once",
     "slow_calls",
+    "wait_listening",
+    "wait_ready",
 ]
 
 FINAL_EVENTS = frozenset({"delivered", "undeliverable", "expired", "rejected", "deleted", "unknown", "failed"})
@@ -134,6 +144,7 @@ class BenchOptions:
     py_spy: str = ""
     prefill: int = 0  # records of earlier jobs written under the run's prefix before it starts
     marketing: int = 0  # > 0: every job is kind=marketing, checked against a suppression list of this many hashes
+    hooks: tuple[str, ...] = ()  # the engines' [privacy] hooks ("pkg.module:Class")
     cluster: bool = False  # redis_url names a node of a Redis Cluster (`--cluster`: bench/cluster_bench.py)
 
 
@@ -313,6 +324,7 @@ format = "text"
 
 [privacy]
 hash_secret = "bench-only-secret"
+hooks = [{", ".join(q(h) for h in o.hooks)}]
 
 {_history_toml(o, q)}
 
@@ -783,6 +795,7 @@ async def run_bench(
         self0 = resource.getrusage(resource.RUSAGE_SELF)
         stats0 = await _info(redis, "stats")
         cmdstats0 = await _info(redis, "commandstats")
+        rcpu0 = redis_cpu_s(await _info(redis, "cpu"))
         slow_since = int(time.time())
         if own_redis:  # our private server: record every call slower than _SLOW_US
             await redis.config_set("slowlog-max-len", 1_000_000)
@@ -882,6 +895,7 @@ async def run_bench(
         self1 = resource.getrusage(resource.RUSAGE_SELF)
         stats1 = await _info(redis, "stats")
         cmdstats1 = await _info(redis, "commandstats")
+        rcpu1 = redis_cpu_s(await _info(redis, "cpu"))
         bodies = await _metrics_bodies(admin_ports)
         counters = engine_counters(bodies)
         throttles = counters.get("throttle_replies", 0) if bodies else None
@@ -908,6 +922,7 @@ async def run_bench(
         result["cpu_pct"]["bench"] = round(100 * result["cpu_s"]["bench"] / result["wall_s"], 1)
         done = max(1, result["final"] + result["dead_letters"])
         result["cpu_us_per_job"] = {name: round(1e6 * v / done, 1) for name, v in result["cpu_s"].items()}
+        result.update(cpu_per_msg(result["cpu_s"], rcpu1 - rcpu0, done))
         result["engine_counters"] = counters
         result["receipts_unmatched"] = unmatched
         result["receipts_invalid"] = invalid
@@ -997,6 +1012,22 @@ def _start_py_spy(children: Children, out: str, pid: int, workdir: Path) -> subp
 _BENCH_COMMANDS = frozenset({"info", "xread", "xlen", "xrange", "ping", "memory|usage", "xinfo|groups", "hello",
                              "client|setinfo", "config|set", "slowlog|reset", "slowlog|get", "scan", "del",
                              "xtrim", "xinfo|stream", "xpending"})
+
+
+def redis_cpu_s(info: dict[str, Any]) -> float:
+    """``used_cpu_sys + used_cpu_user`` of ``INFO cpu``: the Redis process's CPU
+    seconds, as Redis reports them (also for a Redis that is not a local process)."""
+    return float(info.get("used_cpu_sys", 0.0)) + float(info.get("used_cpu_user", 0.0))
+
+
+def cpu_per_msg(cpu_s: dict[str, float], redis_cpu: float, messages: int) -> dict[str, float]:
+    """``engine_us_per_msg``: CPU (user + sys) of every engine process over the
+    measured window ÷ messages (jobs with their final event or a dead letter);
+    ``redis_us_per_msg``: the ``INFO cpu`` delta of the same window ÷ messages
+    (it includes the bench's own reads of the events stream, ~2-3 µs)."""
+    n = max(1, messages)
+    engines = sum(v for name, v in cpu_s.items() if name.startswith("engine-"))
+    return {"engine_us_per_msg": round(1e6 * engines / n, 1), "redis_us_per_msg": round(1e6 * redis_cpu / n, 1)}
 
 
 def redis_commands_per_job(before: dict[str, Any], after: dict[str, Any], jobs: int) -> dict[str, Any]:
@@ -1261,6 +1292,9 @@ def format_table(r: dict[str, Any]) -> str:
         ("events", ", ".join(f"{k} {v}" for k, v in r["events"].items()) or "-"),
         ("redis ops/s", f"{r['redis_ops_per_s']:,.0f}"),
     ]
+    if "engine_us_per_msg" in r:
+        rows.append(("cpu µs per msg: engine / redis (INFO cpu)",
+                     f"{r['engine_us_per_msg']:.1f} / {r['redis_us_per_msg']:.1f}"))
     if "redis_bytes_per_msg" in r:
         rows.append(("redis bytes per job (trimmed / untrimmed)",
                      f"{r['redis_bytes_per_msg']:,.0f} / {r['redis_bytes_per_msg_untrimmed']:,.0f}"))
@@ -1385,6 +1419,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ops", choices=("default", "off", "scrape"), default="default",
                    help="operators' view: the engines' default sampler, 'off' (no sampler), or 'scrape' "
                         "(sampler, and /metrics and /status fetched every second, as Prometheus and the status page would)")
+    p.add_argument("--hooks", action="append", default=[], metavar="PKG.MODULE:CLASS",
+                   help="a [privacy] hook for the engines (repeat), e.g. bench.trivial_hook:Trivial")
     p.add_argument("--cluster", action="store_true",
                    help="start a local Redis Cluster (--masters) and run --cluster-engines engines in turn over it "
                         "(bench/cluster_bench.py)")
@@ -1413,6 +1449,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what the archiver costs: N pairs of runs with --history's store and without "
                         "(ABBA order: the pair's first run alternates), then medians, per-pair ratios, "
                         "the archiver's CPU per event and its catch-up")
+    p.add_argument("--duration", metavar="S", type=float, default=0.0,
+                   help="soak: produce at --rate jobs/s for S seconds (--jobs is ignored) and report engine RSS, "
+                        "Redis memory, latency percentiles and CPU per message every --interval (bench/soak.py)")
+    p.add_argument("--interval", metavar="S", type=float, default=60.0,
+                   help="soak: seconds per reported row (default %(default)s)")
+    p.add_argument("--drain-s", metavar="S", type=float, default=60.0,
+                   help="soak: after the last push, wait up to S seconds for the last final events (default %(default)s)")
     p.add_argument("--receipt-cost", metavar="N", type=int, default=0,
                    help="what receipts cost: N alternating runs with receipts on and off (each on a fresh "
                         "embedded Redis unless --redis-url/REDIS_URL), then medians and the drop")
@@ -1441,8 +1484,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         redis_url=args.redis_url, timeout_s=args.timeout_s, seed=args.seed, quiet=args.quiet,
         cprofile=args.cprofile, py_spy=args.py_spy, prefill=max(0, args.prefill), history=args.history, ops=args.ops,
         archiver=args.archiver,
-        marketing=max(0, args.marketing),
+        marketing=max(0, args.marketing), hooks=tuple(args.hooks),
     )
+    if args.duration > 0:
+        if args.rate <= 0 or args.interval <= 0 or args.drain_s < 0:
+            print("sendgate bench: --duration needs --rate > 0 (and --interval > 0, --drain-s >= 0)", file=sys.stderr)
+            return 2
+        from bench.soak import SoakOptions, main_soak
+
+        return main_soak(opts, SoakOptions(args.duration, args.interval, args.drain_s), args.json, args.logs)
     if args.receipt_cost > 0:
         return _receipt_cost(opts, args.receipt_cost, args.json)
     if args.cluster:
@@ -1534,6 +1584,13 @@ def _run_once(opts: BenchOptions, logs_dir: str = "") -> tuple[int, dict[str, An
 run_once = _run_once  # public for bench/cluster_bench.py
 
 
+def _median_of(runs: list[dict[str, Any]], key: str) -> float | None:
+    import statistics
+
+    values = [float(r[key]) for r in runs if key in r]
+    return round(statistics.median(values), 1) if values else None
+
+
 def receipt_cost_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians of the runs with receipts and without, and the drop between them."""
     import statistics
@@ -1551,6 +1608,8 @@ def receipt_cost_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "msgs_per_s": [round(x) for x in rates],
             "median_msgs_per_s": round(statistics.median(rates)) if rates else 0,
             "cpu_us_per_job_median": {k: round(statistics.median(v), 1) for k, v in cpu.items()},
+            "engine_us_per_msg_median": _median_of(mine, "engine_us_per_msg"),
+            "redis_us_per_msg_median": _median_of(mine, "redis_us_per_msg"),
             "lost": sum(r["lost"] for r in mine),
             "duplicates": sum(r["duplicates"] for r in mine),
         }
@@ -1691,6 +1750,18 @@ def _history_cost(opts: BenchOptions, pairs: int, json_path: str | None) -> int:
     lost = summary["archiver_on"]["lost"] + summary["archiver_off"]["lost"]
     dups = summary["archiver_on"]["duplicates"] + summary["archiver_off"]["duplicates"]
     return 0 if lost == 0 and dups == 0 else 1
+
+
+# What bench/soak.py reuses of the load run's set-up (public names: no module
+# imports another's private ones).
+child_env = _child_env
+engine_toml = _engine_toml
+free_port = _free_port
+job_fields = _job_fields
+lean_collector = _lean_collector
+wait_listening = _wait_listening
+wait_ready = _wait_ready
+LIVE_CHILDREN = _LIVE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,7 +12,7 @@ two versions of the same code, and timed runs for the absolute figure.)
     python -m bench.instructions record
     python -m bench.instructions scan
     python -m bench.instructions simulator
-    python -m bench.instructions engine [--python PY --tree DIR]   # needs REDIS_URL
+    python -m bench.instructions engine [--python PY --tree DIR] [--hooks pkg.mod:Class]   # needs REDIS_URL
 
 ``receipts``: instructions Redis executes inside EVALSHA per receipt, for
 batches of 1,000 fast-path receipts applied by ``dlr/correlate.lua`` (with the
@@ -29,7 +29,8 @@ and its script call) and per receipt on the receipt sink's path
 in batches of 500 single-part jobs with receipts, against the Redis at
 ``REDIS_URL``: three stages (jobs built only; + recorded; + their receipts),
 each run at two lengths; the differences of the stages' slopes. ``--tree`` and
-``--python`` run it on another checkout (an older commit, with its venv).
+``--python`` run it on another checkout (an older commit, with its venv);
+``--hooks`` configures ``[privacy] hooks`` (e.g. ``bench.trivial_hook:Trivial``).
 ``simulator``: the simulator's work per message with and without receipts
 (submit_sm in, resp out; the receipt built, written, and its
 deliver_sm_resp read). The Python figures are the difference of two runs of
@@ -121,6 +122,7 @@ BATCH = 500
 settings = settings_from_mapping({
     "redis": {"url": REDIS_URL, "prefix": PREFIX},
     "carriers": [{"name": "c1", "routes": [""]}],
+    **({"privacy": {"hooks": HOOKS}} if HOOKS else {}),
 }, env={})
 _kw = "allow_private_callbacks" in inspect.signature(parse_job).parameters
 
@@ -181,7 +183,7 @@ asyncio.run(main())
 
 
 def engine_instructions(tree: Path = _ROOT, python: str = sys.executable, small: int = 1000, large: int = 3000,
-                        redis_url: str = "") -> dict[str, float]:
+                        redis_url: str = "", hooks: list[str] | None = None) -> dict[str, float]:
     """Engine instructions per job recorded and per receipt (see ``engine`` above)."""
     valgrind = _need_valgrind()
     url = redis_url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -190,7 +192,7 @@ def engine_instructions(tree: Path = _ROOT, python: str = sys.executable, small:
         for stage in (0, 1, 2):
             counts = []
             for n in (small, large):
-                code = f"N = {n}\nSTAGE = {stage}\nREDIS_URL = {url!r}\n" + _ENGINE
+                code = f"N = {n}\nSTAGE = {stage}\nREDIS_URL = {url!r}\nHOOKS = {hooks or []!r}\n" + _ENGINE
                 out = Path(tmp) / f"cg.{stage}.{n}"
                 subprocess.run(
                     [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", python, "-c", code],
@@ -303,33 +305,42 @@ def _record_args(
     keys: Any, group: str, carrier: str, jobs: list[tuple[str, str, str]], *, keep_text: bool = False
 ) -> tuple[list[str], list[Any]]:
     """record.lua's KEYS and ARGV for ``jobs`` ((job id, entry id, message id), each a
-    single-part job submitted with a receipt asked for, no callback), as the pipeline builds them."""
+    single-part job submitted with a receipt asked for, no callback), as the pipeline
+    builds them: packed (engine/scripts.py RECORD_PACKED), acks in the JSON payload."""
     from dlr.store import correlation_arg, correlation_bucket
-    from engine.scripts import RecordBatch, RecordJob, RecordWait, payload_json, record_call
+    from engine.scripts import (
+        RECORD_PACKED,
+        Packed,
+        RecordBatch,
+        RecordWait,
+        payload_json,
+        record_call,
+    )
 
     now_ms = int(time.time() * 1000)
     end_ms, expire_at_ms = correlation_bucket(now_ms, 72 * 3_600_000, 120 * 86_400_000)
+    packed = Packed(len(RECORD_PACKED))
+    for job_id, _entry_id, mid in jobs:
+        corr = correlation_arg([mid], 1, 1, "", "", mid)
+        assert isinstance(corr, str)
+        assert packed.add((job_id, "submitted", carrier, "1", mid, "", "", "", "transactional", "ab" * 16,
+                           "+45******01", "gsm7", corr))
     payload = payload_json(RecordBatch(
         retention_until=now_ms // 1000 + 120 * 86400,
         waits={carrier: RecordWait(end_ms=str(end_ms), expire_at_ms=str(expire_at_ms), record_ttl="518400")},
-        jobs=[
-            RecordJob(job_id=job_id, event="submitted", carrier=carrier, parts=1, message_ids=mid, error="",
-                      ref="", client="", kind="transactional", callback="", to_hash="ab" * 16,
-                      to_mask="+45******01", encoding="gsm7", corr=correlation_arg([mid], 1, 1, "", "", mid),
-                      expect=1, dlr_ids="")
-            for job_id, _entry_id, mid in jobs
-        ],
+        jobs=[],
         acks=[entry_id for _, entry_id, _ in jobs],
-        texts=_sealed_texts([job_id for job_id, _, _ in jobs]) if keep_text else [],
+        texts=_sealed_texts([job_id for job_id, _, _ in jobs]) if keep_text else {},
     ))
-    return record_call(keys, keys.jobs, group, payload, now_ms, os.urandom(8).hex())
+    return record_call(keys, keys.jobs, group, payload, now_ms, os.urandom(8).hex(), packed)
 
 
-def _sealed_texts(job_ids: list[str]) -> list[str]:
+def _sealed_texts(job_ids: list[str]) -> dict[str, str]:
     from engine.history.text_cipher import TextCipher, b64, job_aad
 
     cipher = TextCipher([bytes(32)])
-    return [b64(b) for b in cipher.seal_many([(job_aad(j), "x" * 160) for j in job_ids])]
+    sealed = cipher.seal_many([(job_aad(j), "x" * 160) for j in job_ids])
+    return {j: b64(b) for j, b in zip(job_ids, sealed, strict=True)}
 
 
 def _record_rounds(r: Any, rounds: int, batch: int, *, keep_text: bool = False) -> int:
@@ -420,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     en = sub.add_parser("engine", help="engine (Python) instructions per job recorded and per receipt (REDIS_URL)")
     en.add_argument("--tree", type=Path, default=_ROOT, help="checkout to measure (default: this one)")
     en.add_argument("--python", default=sys.executable, help="its interpreter (its venv's python)")
+    en.add_argument("--hooks", action="append", default=[], metavar="PKG.MODULE:CLASS",
+                    help="[privacy] hooks to configure (repeat), e.g. bench.trivial_hook:Trivial")
     a = p.parse_args(argv)
     if a.what == "receipts":
         what = "per receipt tried without its entry" if a.miss else "per receipt"
@@ -427,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     elif a.what == "record":
         print(f"record.lua: {record_script_instructions(a.rounds, keep_text=a.keep_text):,.0f} instructions per job")
     elif a.what == "engine":
-        e = engine_instructions(a.tree, a.python)
+        e = engine_instructions(a.tree, a.python, hooks=a.hooks)
         print(f"engine: {e['record']:,.0f} instructions per job recorded, {e['receipt']:,.0f} per receipt"
               f" ({e['build']:,.0f} per job read, decoded and segmented by the harness)")
     elif a.what == "scan":

@@ -24,6 +24,9 @@
 -- ARGV[A_RETRY]   "1" when this call repeats one whose reply was lost (Redis connection
 --         dropped): a mark of our own is then ours, not a crashed consumer's
 -- ARGV[A_IDEM_PREFIX] what idempotency marks start with ("P:idem:", engine/keys.py)
+-- ARGV[A_PACKED], ARGV[A_PACKED_LENS] more claims, of transactional jobs (no
+--   suppression check): per job CLAIM_PACKED (P_*: job_id, entry_id, ref) concatenated,
+--   their lengths one byte each (engine/scripts.py Packed); answered after the payload's
 -- ARGV[A_REST...] the dead letters' original fields, k, v, k, v, ..., nfields values
 --         per dead letter in order (binary-safe: a job with malformed UTF-8 is
 --         kept byte for byte)
@@ -101,32 +104,64 @@ local function mark_of(entry_id)
   return 's|' .. entry_id
 end
 
+-- A job whose mark is taken: why (the status), and what that takes (acks, the event).
+local function taken(job_id, entry_id, ref, idem, mine)
+  local mark = redis.call('GET', idem)
+  if mark == mine or mark == 's|' .. entry_id then
+    if retry then return 0 end
+    return 2
+  elseif mark == 'c' then
+    -- cancelled while it waited (cancel.lua): never sent; its event once
+    redis.call('XACK', jobs, group, entry_id)
+    redis.call('SET', idem, 'done', 'KEEPTTL')
+    redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*',
+      'id', job_id, 'ref', ref, 'event', 'cancelled', 'carrier', '', 'parts', '0',
+      'message_ids', '', 'error', '', 'ts', now)
+    return 4
+  end
+  redis.call('XACK', jobs, group, entry_id)
+  return 1
+end
+
 local out = {}
+local n = 0
+local call = redis.call
 for i, c in ipairs(batch.claims) do
   local job_id, entry_id = c[C_JOB_ID], c[C_ENTRY_ID]
   local idem = idem_prefix .. job_id
   local mine = mark_of(entry_id)
+  n = i
   if suppressed(i, idem) then
     out[i] = 3
-  elseif redis.call('SET', idem, mine, 'NX', 'EX', mark_ttl) then
+  elseif call('SET', idem, mine, 'NX', 'EX', mark_ttl) then
     out[i] = 0
   else
-    local mark = redis.call('GET', idem)
-    if mark == mine or mark == 's|' .. entry_id then
-      if retry then out[i] = 0 else out[i] = 2 end
-    elseif mark == 'c' then
-      -- cancelled while it waited (cancel.lua): never sent; its event once
-      redis.call('XACK', jobs, group, entry_id)
-      redis.call('SET', idem, 'done', 'KEEPTTL')
-      redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*',
-        'id', job_id, 'ref', c[C_REF], 'event', 'cancelled', 'carrier', '', 'parts', '0',
-        'message_ids', '', 'error', '', 'ts', now)
-      out[i] = 4
-    else
-      redis.call('XACK', jobs, group, entry_id)
-      out[i] = 1
-    end
+    out[i] = taken(job_id, entry_id, c[C_REF], idem, mine)
   end
+end
+-- the packed claims: the same, without the suppression check
+local data, lens = ARGV[A_PACKED], ARGV[A_PACKED_LENS]
+local byte, sub = string.byte, string.sub
+local p = 1
+for k = 1, #lens, P_REF do  -- P_REF, the last of CLAIM_PACKED: its width
+  local l1, l2, l3 = byte(lens, k, k + 2)
+  local e = p + l1
+  local job_id = sub(data, p, e - 1)
+  p = e; e = p + l2
+  local entry_id = sub(data, p, e - 1)
+  p = e; e = p + l3
+  local idem = idem_prefix .. job_id
+  local mine = mark_of(entry_id)
+  n = n + 1
+  if call('SET', idem, mine, 'NX', 'EX', mark_ttl) then
+    out[n] = 0
+  else
+    out[n] = taken(job_id, entry_id, sub(data, p, e - 1), idem, mine)
+  end
+  p = e
+end
+if p ~= #data + 1 or #lens % P_REF ~= 0 then
+  return redis.error_reply('claim.lua: packed claims and their lengths disagree')
 end
 
 local at = A_REST

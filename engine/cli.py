@@ -71,11 +71,13 @@ def _load(args: argparse.Namespace) -> Any:
 def _cmd_run(args: argparse.Namespace) -> int:
     settings = _load(args)
     from engine.app import Engine, log_event, redis_url_for
+    from engine.hook_chain import chain_for
     from privacy_hooks import configure_logging
 
     configure_logging(
         settings.logging.level, settings.logging.format, settings.logging.file or None,
         retention_days=settings.privacy.retention_days.activity_log, rotate=settings.logging.rotate,
+        log_filter=chain_for(settings).log_filter(),
     )
     if not settings.carriers:
         print("sendgate: config error: carriers: at least one [[carriers]] table is required", file=sys.stderr)
@@ -251,11 +253,13 @@ def _cmd_archive(args: argparse.Namespace) -> int:
     from engine.history.cli import archive_main
 
     settings = _resolve("archive", args).settings
+    from engine.hook_chain import chain_for
     from privacy_hooks import configure_logging
 
     configure_logging(
         settings.logging.level, settings.logging.format, settings.logging.file or None,
         retention_days=settings.privacy.retention_days.activity_log, rotate=settings.logging.rotate,
+        log_filter=chain_for(settings).log_filter(),
     )
     return run_loop(archive_main(settings, once=args.once))
 

@@ -168,6 +168,8 @@ class PrivacySettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     hash_secret_file: str = ""
     dlr_wait_h: float = 72.0
     retention_days: RetentionDays = msgspec.field(default_factory=RetentionDays)
+    # Operator privacy hooks, "pkg.module:Class", run in order after the defaults (privacy_hooks/hooks.py)
+    hooks: list[str] = msgspec.field(default_factory=list)
 
 
 class WebhookSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -444,6 +446,13 @@ def _check(settings: Settings) -> None:
                 raise ConfigError(f"clients[{i}].{name}: keywords must not be empty")
     if settings.inbound.reassembly_wait_s <= 0:
         raise ConfigError("inbound.reassembly_wait_s: must be > 0")
+    if settings.privacy.hooks:
+        from privacy_hooks.hooks import load_hooks
+
+        try:
+            load_hooks(settings.privacy.hooks)  # each is built again by whoever runs the chain
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
 
 def _check_readable(path: str, where: str) -> None:

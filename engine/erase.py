@@ -14,10 +14,14 @@ the store first, so the rows of those not archived yet exist to be hidden);
 an audit entry is written, with the subject as its keyed hash — never the
 number in clear.
 
-A known gap of ``--now``: an archiver batch read before the erasure and
-committed after it brings the subject's rows of that batch back (the events
-are gone from Redis, the batch was in the archiver's hands). The store is
-erased a second time after Redis to narrow it to one batch's commit.
+An archiver batch read before an ``--now`` erasure and committed after it
+would bring the subject's rows of that batch back (the events are gone from
+Redis, the batch was in the archiver's hands). So ``HistoryStore.erase``
+records the job ids it deleted, and those found in the events stream, in the
+store's erasure ledger — in its own transaction, under the archivers' write
+lock — and every archiver batch deletes its rows of ledgered jobs inside its
+own transaction before it commits (engine/history/store.py). The store is
+still erased a second time after Redis (nothing to do, normally).
 
 ``purge`` applies the streams' rules now (engine/stream_trim.py; records with
 a TTL expire by themselves).
@@ -36,6 +40,7 @@ from dlr.ids import submit_normalizer
 from engine.config import Settings
 from engine.history import HistoryStore, deltas_from_entries
 from engine.history.inbound import inbound_table, records_from_entries
+from engine.hook_chain import chain_for
 from engine.inbound import client_numbers
 from engine.inbound_store import erase_client_waiting_parts, erase_waiting_parts, reassembly_ttl_s
 from engine.keys import Keys, shard_keys, shard_of
@@ -189,13 +194,14 @@ async def erase_subject_everywhere(
         await store.write(deltas_from_entries(entries), now_ms)
     jobs = [*in_events.values(), *(SubjectJob(r.job_id, r.carrier, r.message_ids) for r in rows
                                    if r.job_id not in in_events)]
+    job_ids = [j.job_id for j in jobs]  # every shard's: for the store's erasure ledger
     normalize = _normalizer(settings)
 
     async def history() -> int:
         if store is None:
             return 0
-        if immediate:
-            return await store.erase(**key)
+        if immediate:  # the job ids go into the store's erasure ledger too (closes an archiver race)
+            return await store.erase(**key, job_ids=job_ids, now_ms=now_ms)
         return await store.hide(**key, now_ms=now_ms, retention_until=until)
 
     inbound_rows = 0
@@ -232,6 +238,7 @@ async def erase_subject_everywhere(
     result = await erase_subject(
         redis, keys, subject, now_s, policy, immediate=immediate, jobs=jobs,
         events_from=None, normalize=normalize, history=history, audit=audit, requested_by=requested_by,
+        hooks=chain_for(settings),
         extra={
             "waiting_jobs": kinds.get("waiting_job", 0), "scheduled_jobs": kinds.get("scheduled_job", 0),
             "dead_letters": kinds.get("dead_letter", 0), "inbound": kinds.get("inbound", 0),
@@ -244,7 +251,7 @@ async def erase_subject_everywhere(
     )
     result = others.into(result)
     if immediate and store is not None:
-        await store.erase(**key)  # rows an archiver batch in flight brought back (see the module doc)
+        await store.erase(**key, job_ids=job_ids, now_ms=now_ms)  # belt and braces: see the module doc
         await inbound_table(store).erase(**inbound_key)
     fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
     return SubjectErasure(**{**fields, "entries": removed}, inbound_rows=inbound_rows, inbound_parts=parts_removed)

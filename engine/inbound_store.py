@@ -30,10 +30,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from engine.config import ClientSettings, Settings
+from engine.hook_chain import chain_for
 from engine.inbound import (
     OPT_OUT,
     InboundPart,
@@ -102,6 +104,9 @@ class InboundStore:
         self._sweep = Script("inbound_sweep")
         self.audit = AuditLog(redis, self.keys.audit, settings.privacy.retention_days.audit)
         self._to_settle: list[Published] = []
+        # the privacy hook chain (engine/hook_chain.py): custom hooks see each batch of
+        # parts and of keyword suppression entries before it is written
+        self.hooks = chain_for(settings)
         # With a history store the inbound stream is trimmed behind its archiver's group
         # (engine/stream_trim.py), never by the scripts' MAXLEN: 0 = none.
         self._maxlen = 0 if settings.history.enabled else settings.engine.streams_maxlen
@@ -122,6 +127,12 @@ class InboundStore:
         """Store a batch of parts in one script call; what it completes is settled next."""
         if not parts:
             return
+        retention_until = self._retention_until()
+        if self.hooks.has_custom:
+            # one deadline per call: the earliest a hook gives. A raising hook: nothing
+            # stored, the SMSC not answered (it sends the parts again), tried again.
+            records = [msgspec.structs.asdict(p) for p in parts]
+            retention_until = min(self.hooks.on_store_batch("inbound", records, time.time()))
         n = len(self.shards)
         by_shard: dict[int, list[InboundPart]] = {0: parts} if n == 1 else {}
         if n > 1:
@@ -130,7 +141,7 @@ class InboundStore:
         for shard, some in by_shard.items():  # one call per shard the batch touches
             reply = await self._script(self.redis, *inbound_call(
                 self.shards[shard], payload_json(some), self._wait_ms, self._ttl_s,
-                self._maxlen, self._retention_until(),
+                self._maxlen, retention_until,
             ))
             self._to_settle.extend([[_text(v) for v in row] for row in reply])
 
@@ -186,6 +197,11 @@ class InboundStore:
 
     async def _apply_keywords(self, changes: list[tuple[str, Published]]) -> None:
         """Suppression list changes (one transaction), then their audit entries."""
+        if self.hooks.has_custom:
+            entries = [{"client": row[5], "subject_hash": row[9], "source": "keyword"}
+                       for action, row in changes if action == OPT_OUT]
+            if entries:
+                self.hooks.on_store_batch("suppression", entries, time.time())  # raises HookFailed: retried
         n = len(self.shards)
         # (a transaction on one shard; across shards each step is idempotent anyway)
         pipe = self.redis.pipeline(transaction=n == 1)

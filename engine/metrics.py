@@ -147,6 +147,9 @@ class Metrics:
         self.receipts_unmatched = Counter("sendgate_receipts_unmatched", "Receipts matching no submitted message", ["carrier"], registry=r)
         self.receipts_invalid = Counter("sendgate_receipts_invalid", "Receipts that could not be parsed (kept with reason)", ["carrier"], registry=r)
         self.dead_letters = Counter("sendgate_dead_letters", "Jobs sent to the dead-letter stream", ["code"], registry=r)
+        self.hook_failures = Counter(
+            "sendgate_privacy_hook_failures", "Batches a privacy hook raised on (not written; retried)", registry=r
+        )
         self.inbound = Counter("sendgate_inbound_messages", "Mobile-originated messages received", ["carrier"], registry=r)
         self.inbound_partial = Counter(
             "sendgate_inbound_partial", "Inbound messages published incomplete after the reassembly wait", registry=r)

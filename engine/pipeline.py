@@ -55,7 +55,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -69,6 +69,7 @@ from engine.admission import LANES, OTHER, CarrierQueue
 from engine.backlog import group_backlog
 from engine.config import CarrierSettings, Settings
 from engine.history.text_cipher import TextCipher, b64, job_aad
+from engine.hook_chain import chain_for
 from engine.job import Job, JobError, parse_job
 from engine.keys import Keys, shard_keys, shard_of
 from engine.marketing import QuietHours, with_footer
@@ -76,9 +77,12 @@ from engine.metrics import Metrics
 from engine.redis_client import is_cluster, raw_reply_client
 from engine.router import Router, RoutingError
 from engine.scripts import (
+    CLAIM_PACKED,
+    RECORD_PACKED,
     ClaimBatch,
     ClaimJob,
     DeadLetter,
+    Packed,
     ParkEntry,
     RecordBatch,
     RecordJob,
@@ -94,7 +98,7 @@ from engine.scripts import (
 )
 from engine.submit import SubmitBuilder
 from engine.text.segmenter import Segmented, SegmentError, segment
-from privacy_hooks import KeyedHasher, mask_e164_digits, mask_number
+from privacy_hooks import HOOK_ATTEMPTS, HookFailed, KeyedHasher, mask_e164_digits, mask_number
 from throttling.backoff import Backoff
 
 __all__ = ["Pipeline", "ShardHints"]
@@ -103,6 +107,8 @@ log = logging.getLogger("sendgate.pipeline")
 
 _REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 _json = payload_json
+_RECORD_WIDTH = len(RECORD_PACKED)
+_CLAIM_WIDTH = len(CLAIM_PACKED)
 
 
 def _raw_reply(response: Any, **_options: Any) -> Any:
@@ -117,7 +123,11 @@ def _entries(raw: Any) -> list[tuple[Any, dict[bytes, bytes] | None]]:
     """``[[id, [k, v, ...]], ...]`` → ``[(id, {k: v}), ...]`` (None for deleted entries)."""
     out: list[tuple[Any, dict[bytes, bytes] | None]] = []
     for entry_id, flat in raw:
-        out.append((entry_id, dict(zip(flat[::2], flat[1::2], strict=True)) if flat is not None else None))
+        if flat is None:
+            out.append((entry_id, None))
+            continue
+        pairs = iter(flat)  # (no two slices copied per entry)
+        out.append((entry_id, dict(zip(pairs, pairs, strict=True))))
     return out
 
 
@@ -126,6 +136,21 @@ _PRIORITY_LANE = {name: index for index, name in enumerate(LANES)}
 _NORMAL_LANE = _PRIORITY_LANE["normal"]
 
 #: Dead-letter codes that also publish an event (the job's first and only one).
+_T = TypeVar("_T")
+
+
+def _s(value: Any) -> str:
+    """A hook-edited event field as the script takes it (a removed one is "")."""
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _hook_reason(err: HookFailed) -> str:
+    """A ``hook_failed`` dead letter's reason: the hook's class and point, nothing of the record."""
+    return f"privacy hook {err.hook} failed in {err.point} ({err.error})"
+
+
 _DEAD_LETTER_EVENTS = {"expired": "expired", "suppressed": "rejected", "client_closed": "rejected"}
 
 
@@ -157,6 +182,9 @@ class ShardHints:
 
     def __len__(self) -> int:
         return len(self._ids)
+
+
+_NONE: list[Any] = []  # shared by every _InFlightJob until it is submitted; never appended to
 
 
 class _InFlightJob:
@@ -197,9 +225,10 @@ class _InFlightJob:
         self.carrier = carrier
         self.seg = seg
         self.to_hash = ""
-        self.pdus: list[Any] = []
-        self.message_ids: list[str] = []
-        self.attempts: list[int] = []
+        # set when submitted; a job never submitted keeps these (shared, empty)
+        self.pdus: list[Any] = _NONE
+        self.message_ids: list[str] = _NONE
+        self.attempts: list[int] = _NONE  # a list only once a part is retried or lost
         self.parts = len(seg.parts)
         self.pending = 0
         self.expect = 0
@@ -282,6 +311,12 @@ class Pipeline:
         )
         # the idempotency window, not the message retention (docs/contract.md §3)
         self._mark_ttl_s = max(1, int(settings.engine.idempotency_hours * 3600))
+        # The privacy hook chain (engine/hook_chain.py): called once per batch before
+        # its script call when custom hooks are configured; with the defaults only,
+        # their result is what the fast path computes (now + the policy's TTL).
+        self.hooks = chain_for(settings)
+        self._custom_hooks = self.hooks.has_custom
+        self._payload_ttl_s = settings.privacy.retention_days.payload * 86400
         self._claim = Script("claim")
         self._record_script = Script("record")
         self._schedule = Script("schedule")
@@ -373,6 +408,9 @@ class Pipeline:
         for c in settings.carriers:
             metrics.add_carrier(c.name)
         self._submit_ok = {c: metrics.submits.labels(c, "ok") for c in self.carriers}
+        # submit_sm answered ok per carrier since the last record call, which adds them
+        # to the counter (once per batch: a prometheus child's inc takes a lock)
+        self._ok_since: dict[str, int] = dict.fromkeys(self.carriers, 0)
         # Set by the app: posts a job's event to its callback URL (webhooks).
         self.forward: Callable[[str, dict[str, str]], None] | None = None
         # Set by the app: called after each record call (new correlation entries:
@@ -712,10 +750,22 @@ class Pipeline:
             k.held += 1
             jobs.append(_InFlightJob(batch, entry_id, fields, job, carrier, seg, k, k.lane))
         if scheduled:
-            await self._retry(self._hold_scheduled, stream, scheduled)
+            ttls = None
+            if self._custom_hooks:
+                hooked = await self._hook_scheduled(scheduled)
+                if isinstance(hooked, HookFailed):
+                    for entry_id, fields, _due, _job_id in scheduled:
+                        self._dead_letter(entry_id, fields, "hook_failed", _hook_reason(hooked), dead_meta, dead_fields)
+                    dead_codes["hook_failed"] = dead_codes.get("hook_failed", 0) + len(scheduled)
+                    scheduled = []
+                else:
+                    ttls = hooked
+            if scheduled:
+                await self._retry(self._hold_scheduled, stream, scheduled, ttls)
         if dead_meta:
+            until = await self._dead_retention(dead_meta, dead_codes)
             await self._retry_claim(
-                stream, _json(ClaimBatch(claims=[], dead=dead_meta, retention_until=self._retention_until())), dead_fields
+                stream, _json(ClaimBatch(claims=[], dead=dead_meta, retention_until=until)), dead_fields
             )
             for code, n in dead_codes.items():
                 self.metrics.dead_letters.labels(code).inc(n)
@@ -893,7 +943,8 @@ class Pipeline:
             by_stream.setdefault(ij.batch.stream, []).append(ij)
         resend = self.settings.engine.resend_unknown
         now = time.time()
-        calls: list[tuple[str, list[_InFlightJob], list[_InFlightJob], bytes, list[bytes]]] = []
+        calls: list[tuple[str, list[_InFlightJob], list[_InFlightJob], bytes, list[bytes], Packed, list[int] | None,
+                          dict[str, int]]] = []
         for stream, waiting in by_stream.items():
             # A job whose expires_at passed while it waited for the window is
             # dropped now: dead letter `expired` and event `expired` (claim.lua).
@@ -909,27 +960,37 @@ class Pipeline:
                                       dead_meta, dead_fields)
                 else:
                     jobs.append(ij)
-            claims = self._claims(jobs, self.shards[self._stream_shard[stream]])
-            payload = _json(ClaimBatch(claims=claims, dead=dead_meta, retention_until=self._retention_until()))
-            calls.append((stream, jobs, expired, payload, dead_fields))
+            dead_codes = {"expired": len(expired)} if expired else {}
+            until = await self._dead_retention(dead_meta, dead_codes) if dead_meta else self._retention_until()
+            claims, packed, order = self._claims(jobs, self.shards[self._stream_shard[stream]])
+            payload = _json(ClaimBatch(claims=claims, dead=dead_meta, retention_until=until))
+            calls.append((stream, jobs, expired, payload, dead_fields, packed, order, dead_codes))
         # One claim call per stream (a stream is of one shard); the shards' calls
         # run at once, so a slow shard delays a chunk by its own latency only.
         if len(calls) == 1:
-            replies: list[Any] = [await self._retry_claim(calls[0][0], calls[0][3], calls[0][4])]
+            replies: list[Any] = [await self._retry_claim(calls[0][0], calls[0][3], calls[0][4], calls[0][5])]
         else:
             replies = await asyncio.gather(
-                *(self._retry_claim(stream, payload, dead) for stream, _j, _e, payload, dead in calls),
+                *(self._retry_claim(c[0], c[3], c[4], c[5]) for c in calls),
                 return_exceptions=True,
             )
         failure: BaseException | None = None
-        for (stream, jobs, expired, _payload, _dead), statuses in zip(calls, replies, strict=True):
+        for (stream, jobs, expired, _payload, _dead, _packed, order, dead_codes), statuses in zip(
+            calls, replies, strict=True
+        ):
             if isinstance(statuses, BaseException):
                 # The other streams' claims went through: act on them, then fail
                 # (the admitter puts the jobs not acted upon back in the queue).
                 failure = failure or statuses
                 continue
+            if order is not None:  # answers in the script's order (the payload's, then the packed): back to the jobs'
+                in_order = [0] * len(statuses)
+                for at, i in enumerate(order):
+                    in_order[i] = statuses[at]
+                statuses = in_order
             if expired:
-                self.metrics.dead_letters.labels("expired").inc(len(expired))
+                for code, n in dead_codes.items():
+                    self.metrics.dead_letters.labels(code).inc(n)
                 for ij in expired:
                     ij.admitted = True
                     self._job_done(ij, record=False)  # acked by the claim script
@@ -977,22 +1038,32 @@ class Pipeline:
         if failure is not None:
             raise failure
 
-    def _claims(self, jobs: list[_InFlightJob], keys: Keys) -> list[ClaimJob]:
+    def _claims(self, jobs: list[_InFlightJob], keys: Keys) -> tuple[list[ClaimJob], Packed, list[int] | None]:
         """The claim script's entries for ``jobs`` (of the shard of ``keys``): a
         marketing job carries its client's suppression list (that shard's copy)
-        and its number's keyed hash, checked in the same call that takes the
-        idempotency marks (docs/contract.md §2.6)."""
+        and its number's keyed hash, checked in the
+        same call that takes the idempotency marks (docs/contract.md §2.6); a
+        transactional job goes packed (``CLAIM_PACKED``). The script answers
+        the payload's claims first: when there are any, the jobs' indexes in
+        the order of its answers (else None: the jobs' own order)."""
         claims: list[ClaimJob] = []
+        packed = Packed(_CLAIM_WIDTH)
+        in_payload: list[int] = []
+        in_packed: list[int] = []
         suppression = keys.suppression
-        for ij in jobs:
+        for i, ij in enumerate(jobs):
             job = ij.job
             if job.kind != "marketing":
+                if packed.add((job.id, ij.entry_id, job.ref)):
+                    in_packed.append(i)
+                    continue
                 # positional (keywords cost more): job_id, entry_id, suppression, to_hash, ref
                 claims.append(ClaimJob(job.id, ij.entry_id, "", "", job.ref))
-                continue
-            ij.to_hash = self._hash_number(job.to)
-            claims.append(ClaimJob(job.id, ij.entry_id, suppression(job.client), ij.to_hash, job.ref))
-        return claims
+            else:
+                ij.to_hash = self._hash_number(job.to)
+                claims.append(ClaimJob(job.id, ij.entry_id, suppression(job.client), ij.to_hash, job.ref))
+            in_payload.append(i)
+        return claims, packed, (in_payload + in_packed) if in_payload else None
 
     async def _reject_suppressed(self, stream: str, jobs: list[_InFlightJob]) -> None:
         """Marketing jobs the claim script found suppressed: dead letter ``suppressed``
@@ -1003,13 +1074,14 @@ class Pipeline:
         for ij in jobs:
             self._dead_letter(ij.entry_id, ij.fields, "suppressed",
                               "the recipient opted out of marketing from this client", meta, flat)
-        await self._retry_claim(
-            stream, _json(ClaimBatch(claims=[], dead=meta, retention_until=self._retention_until())), flat
-        )
+        dead_codes = {"suppressed": len(jobs)}
+        until = await self._dead_retention(meta, dead_codes)
+        await self._retry_claim(stream, _json(ClaimBatch(claims=[], dead=meta, retention_until=until)), flat)
         for ij in jobs:
             ij.admitted = True
             self._job_done(ij, record=False)
-        self.metrics.dead_letters.labels("suppressed").inc(len(jobs))
+        for code, n in dead_codes.items():
+            self.metrics.dead_letters.labels(code).inc(n)
 
     def _marketing(self, job: Job, fields: dict[bytes, bytes], now: float) -> float:
         """A marketing job of a client with guardrails: the footer goes into its
@@ -1087,7 +1159,6 @@ class Pipeline:
         ij.parts = n
         ij.pending = n
         ij.message_ids = [""] * n
-        ij.attempts = [0] * n
         ij.expect = builder.receipts_expected(ij.job, n)
         self._outstanding += n
         pool = self.pools[ij.carrier]
@@ -1102,13 +1173,15 @@ class Pipeline:
         ij, i, t0 = cast("_Token", token)
         if command_status == 0:
             ij.message_ids[i] = message_id
-            self._submit_ok[ij.carrier].inc()
+            self._ok_since[ij.carrier] += 1
             self._submit_latency[ij.carrier].observe(time.monotonic() - t0)
             self._part_done(ij)
             return
         info = status_info(command_status)
         result = "retry" if info.retriable else "rejected"
         self.metrics.submits.labels(ij.carrier, result).inc()
+        if ij.attempts is _NONE:
+            ij.attempts = [0] * ij.parts
         if info.retriable and ij.attempts[i] < self.settings.engine.retry_attempts:
             ij.attempts[i] += 1
             delay = self._submit_backoff.delay(ij.attempts[i] - 1)
@@ -1142,6 +1215,8 @@ class Pipeline:
         """Written on a bind that dropped (or timed out) before its resp."""
         ij, i, _t0 = cast("_Token", token)
         self.metrics.submits.labels(ij.carrier, "lost").inc()
+        if ij.attempts is _NONE:
+            ij.attempts = [0] * ij.parts
         if self.settings.engine.resend_unknown and not self._stopping and ij.attempts[i] < self.settings.engine.retry_attempts:
             ij.attempts[i] += 1  # bounded: a carrier that keeps dropping ends in `unknown`
             self.pools[ij.carrier].submit(ij.pdus[i], (ij, i, time.monotonic()))
@@ -1238,74 +1313,51 @@ class Pipeline:
 
     # ------------------------------------------------------------- record
     async def _record(self, stream: str, done: list[_InFlightJob], acks: list[str]) -> None:
-        """Store outcomes and ack their entries (one script call)."""
-        acks = acks + [ij.entry_id for ij in done]
+        """Store outcomes and ack their entries (one script call; with custom privacy
+        hooks, one per retention deadline they give — usually one)."""
+        ok_since = self._ok_since
+        for carrier, n in ok_since.items():
+            if n:
+                self._submit_ok[carrier].inc(n)
+                ok_since[carrier] = 0
         now_ms = int(time.time() * 1000)
-        retention_until = now_ms // 1000 + self._message_ttl_s
-        jobs_payload: list[RecordJob] = []
-        events: dict[str, int] = {}
-        # Constants travel once per batch: the correlation bucket per carrier.
-        waits: dict[str, RecordWait] = {}
-        for ij in done:
-            if ij.carrier not in waits:
-                waits[ij.carrier] = self._record_wait(ij.carrier, now_ms)
-        normalizers = self._normalize_submit_id
-        # Shards: the receipt sink's hint of which shard a message id's entry is on
-        # (a receipt on this engine then goes there first: ReceiptSink.correlate).
-        hints = self.receipt_hints if self.nshards > 1 else None
-        shard = self._stream_shard[stream]
-        for ij in done:
-            job = ij.job
-            corr: str | list[list[str | int]] = ""
-            dlr_ids = ""
-            mids = ij.message_ids
-            if len(mids) == 1:  # the common job: no list to build, join or compare
-                message_ids = mids[0]
-                if ij.event == "submitted" and job.dlr and ij.expect > 0:
-                    normalised_id = normalizers[ij.carrier](message_ids)
-                    corr = correlation_arg((normalised_id,), ij.parts, ij.expect, job.callback, job.ref, message_ids)
-                    if hints is not None:
-                        hints.put(ij.carrier, normalised_id, shard)
-                    if normalised_id != message_ids:
-                        dlr_ids = normalised_id
+        if not self._custom_hooks or not done:
+            await self._record_call(stream, done, acks + [ij.entry_id for ij in done], now_ms,
+                                    now_ms // 1000 + self._message_ttl_s, None)
+        else:
+            hooked = await self._through_hooks(lambda: self._hook_jobs(done, now_ms))
+            if isinstance(hooked, HookFailed):
+                # Fail closed: no event, no record; the jobs are dead-lettered (acked by the claim script).
+                meta: list[DeadLetter] = []
+                flat: list[bytes] = []
+                reason = _hook_reason(hooked)
+                for ij in done:
+                    self._dead_letter(ij.entry_id, ij.fields, "hook_failed", reason, meta, flat)
+                await self._retry_claim(stream, _json(ClaimBatch(claims=[], dead=meta)), flat)
+                self.metrics.dead_letters.labels("hook_failed").inc(len(done))
+                if acks:
+                    await self._record_call(stream, [], acks, now_ms, now_ms // 1000 + self._message_ttl_s, None)
+                done = []
             else:
-                message_ids = ",".join(mids)
-                if ij.event == "submitted" and job.dlr and ij.expect > 0:
-                    normalize = normalizers[ij.carrier]
-                    normalised = [normalize(m) for m in mids]
-                    corr = correlation_arg(normalised, ij.parts, ij.expect, job.callback, job.ref, message_ids)
-                    if hints is not None:
-                        for nid in normalised:
-                            hints.put(ij.carrier, nid, shard)
-                    if normalised != mids:
-                        dlr_ids = ",".join(normalised)
-            # Positional, in RecordJob's field order: msgspec matches 16 keywords
-            # by name at ~5x the cost of the whole positional construction.
-            jobs_payload.append(
-                RecordJob(
-                    job.id, ij.event, ij.carrier, ij.parts, message_ids, ij.error, job.ref, job.client, job.kind,
-                    job.callback, ij.to_hash, mask_e164_digits(job.to), ij.seg.encoding, corr,
-                    ij.expect if job.dlr else 0, dlr_ids,
-                )
-            )
-            events[ij.event] = events.get(ij.event, 0) + 1
-        texts: list[str] = []
-        cipher = self._text_cipher
-        if cipher is not None:  # one nonce draw per call; the text never in clear in the stream
-            texts = [b64(b) for b in cipher.seal_many([(job_aad(ij.job.id), ij.job.text) for ij in done])]
-        payload = _json(RecordBatch(retention_until=retention_until, waits=waits, jobs=jobs_payload, acks=acks,
-                                    texts=texts))
-        # the call's token: a repeat of this very call (reply lost) writes nothing twice
-        token = os.urandom(12).hex()
-        await self._retry(
-            self._record_script, self.redis,
-            *record_call(self.shards[self._stream_shard[stream]], stream, self.group, payload, now_ms, token),
-        )
+                deadlines, events = hooked
+                groups: dict[int, list[int]] = {}
+                for i, deadline in enumerate(deadlines):
+                    groups.setdefault(deadline, []).append(i)
+                last = len(groups) - 1
+                for g, (deadline, idx) in enumerate(groups.items()):
+                    jobs = [done[i] for i in idx]
+                    await self._record_call(
+                        stream, jobs, [ij.entry_id for ij in jobs] + (acks if g == last else []), now_ms, deadline,
+                        [events[i] for i in idx],
+                    )
         self._recorded += len(done)
         self._recorded_event.set()
         if self.on_recorded is not None:
             self.on_recorded()
-        for event, n in events.items():
+        events_n: dict[str, int] = {}
+        for ij in done:
+            events_n[ij.event] = events_n.get(ij.event, 0) + 1
+        for event, n in events_n.items():
             self.metrics.events.labels(event).inc(n)
         self.metrics.batches.inc()
         forward = self.forward
@@ -1318,25 +1370,212 @@ class Pipeline:
                         "parts": str(ij.parts), "message_ids": ",".join(ij.message_ids), "error": ij.error, "ts": ts,
                     })
 
+    async def _record_call(
+        self, stream: str, done: list[_InFlightJob], acks: list[str], now_ms: int, retention_until: int,
+        events: list[dict[str, Any]] | None,
+    ) -> None:
+        """One record script call: ``done``'s outcomes, each job's first event carrying
+        ``retention_until``; ``events``: the hooks' view of them (their edits of
+        ``EVENT_EDITABLE`` fields are written), or None (the fast path)."""
+        cap_s = self._message_ttl_s if events is None else max(1, min(self._message_ttl_s, retention_until - now_ms // 1000))
+        jobs_payload: list[RecordJob] = []
+        # Constants travel once per batch: the correlation bucket per carrier.
+        waits: dict[str, RecordWait] = {}
+        for ij in done:
+            if ij.carrier not in waits:
+                waits[ij.carrier] = self._record_wait(ij.carrier, now_ms, cap_s)
+        normalizers = self._normalize_submit_id
+        # Shards: the receipt sink's hint of which shard a message id's entry is on
+        # (a receipt on this engine then goes there first: ReceiptSink.correlate).
+        hints = self.receipt_hints if self.nshards > 1 else None
+        shard = self._stream_shard[stream]
+        # The common jobs travel packed (RECORD_PACKED); with the hooks' view, all as RecordJob.
+        packed = Packed(_RECORD_WIDTH) if events is None else None
+        for n, ij in enumerate(done):
+            job = ij.job
+            ref = job.ref if events is None else str(events[n].get("ref") or "")
+            corr: str | list[list[str | int]] = ""
+            dlr_ids = ""
+            mids = ij.message_ids
+            if len(mids) == 1:  # the common job: no list to build, join or compare
+                message_ids = mids[0]
+                if ij.event == "submitted" and job.dlr and ij.expect > 0:
+                    normalised_id = normalizers[ij.carrier](message_ids)
+                    corr = correlation_arg((normalised_id,), ij.parts, ij.expect, job.callback, ref, message_ids)
+                    if hints is not None:
+                        hints.put(ij.carrier, normalised_id, shard)
+                    if normalised_id != message_ids:
+                        dlr_ids = normalised_id
+                if packed is not None and type(corr) is str and packed.add(  # "" or the fast form: no job record
+                    (job.id, ij.event, ij.carrier, "1", message_ids, ij.error, ref, job.client, job.kind,
+                     ij.to_hash, mask_e164_digits(job.to), ij.seg.encoding, corr)
+                ):
+                    continue
+            else:
+                message_ids = ",".join(mids)
+                if ij.event == "submitted" and job.dlr and ij.expect > 0:
+                    normalize = normalizers[ij.carrier]
+                    normalised = [normalize(m) for m in mids]
+                    corr = correlation_arg(normalised, ij.parts, ij.expect, job.callback, ref, message_ids)
+                    if hints is not None:
+                        for nid in normalised:
+                            hints.put(ij.carrier, nid, shard)
+                    if normalised != mids:
+                        dlr_ids = ",".join(normalised)
+            # Positional, in RecordJob's field order: msgspec matches 16 keywords
+            # by name at ~5x the cost of the whole positional construction.
+            if events is None:
+                jobs_payload.append(
+                    RecordJob(
+                        job.id, ij.event, ij.carrier, ij.parts, message_ids, ij.error, ref, job.client, job.kind,
+                        job.callback, ij.to_hash, mask_e164_digits(job.to), ij.seg.encoding, corr,
+                        ij.expect if job.dlr else 0, dlr_ids,
+                    )
+                )
+            else:
+                ev = events[n]
+                jobs_payload.append(
+                    RecordJob(
+                        job.id, ij.event, ij.carrier, ij.parts, message_ids, _s(ev.get("error")), ref,
+                        _s(ev.get("client")), _s(ev.get("kind")), job.callback, _s(ev.get("to_hash")),
+                        _s(ev.get("to_mask")), _s(ev.get("encoding")), corr, ij.expect if job.dlr else 0, dlr_ids,
+                    )
+                )
+        texts: dict[str, str] = {}
+        cipher = self._text_cipher
+        if cipher is not None and done:  # one nonce draw per call; the text never in clear in the stream
+            sealed = cipher.seal_many([(job_aad(ij.job.id), ij.job.text) for ij in done])
+            texts = {ij.job.id: b64(b) for ij, b in zip(done, sealed, strict=True)}
+        payload = _json(RecordBatch(retention_until=retention_until, waits=waits, jobs=jobs_payload, acks=acks,
+                                    texts=texts))
+        # the call's token: a repeat of this very call (reply lost) writes nothing twice
+        token = os.urandom(12).hex()
+        await self._retry(
+            self._record_script, self.redis,
+            *record_call(self.shards[shard], stream, self.group, payload, now_ms, token, packed),
+        )
+
+    # ----------------------------------------------------- privacy hooks
+    def _hook_jobs(self, done: list[_InFlightJob], now_ms: int) -> tuple[list[int], list[dict[str, Any]]]:
+        """The hook chain over a record batch: each job's first event as it will be
+        written, ``on_store("job", …)`` (its deadline) then ``on_events``. Raises HookFailed."""
+        ts = str(now_ms)
+        events: list[dict[str, Any]] = []
+        for ij in done:
+            job = ij.job
+            if not ij.to_hash:
+                ij.to_hash = self._hash_number(job.to)
+            events.append({
+                "id": job.id, "ref": job.ref, "event": ij.event, "carrier": ij.carrier, "parts": str(ij.parts),
+                "message_ids": ",".join(ij.message_ids), "error": ij.error, "ts": ts, "client": job.client,
+                "kind": job.kind, "to_hash": ij.to_hash, "to_mask": mask_e164_digits(job.to),
+                "encoding": ij.seg.encoding,
+            })
+        deadlines = self.hooks.on_store_batch("job", events, now_ms / 1000)
+        for ev, deadline in zip(events, deadlines, strict=True):
+            ev["retention_until"] = str(deadline)
+        self.hooks.on_events(events)
+        return deadlines, events
+
+    async def _through_hooks(self, run: Callable[[], _T]) -> _T | HookFailed:
+        """``run()`` (a batch through the hook chain), tried HOOK_ATTEMPTS times with
+        backoff while a hook raises; the last HookFailed if it never passes."""
+        failure: HookFailed | None = None
+        for attempt in range(HOOK_ATTEMPTS):
+            try:
+                return run()
+            except HookFailed as err:
+                failure = err
+                self.metrics.hook_failures.inc()
+                log.warning("%s; batch not written (attempt %d of %d)", err, attempt + 1, HOOK_ATTEMPTS)
+                if attempt + 1 < HOOK_ATTEMPTS:
+                    await asyncio.sleep(self._redis_backoff.delay(attempt))
+        assert failure is not None
+        return failure
+
+    async def _dead_retention(self, meta: list[DeadLetter], codes: dict[str, int]) -> int:
+        """The deadline of a claim call's dead letters (their events carry it). With
+        custom hooks: ``on_store("dead_letter", …)`` over them (the earliest deadline
+        wins: one per call) and ``on_events`` over their events; when a hook keeps
+        failing, the letters become ``hook_failed`` ones without an event (``codes``
+        is updated)."""
+        now = time.time()
+        if not self._custom_hooks:
+            return int(now) + self._message_ttl_s
+
+        def run() -> tuple[int, list[dict[str, Any]]]:
+            records: list[dict[str, Any]] = [{
+                "entry": d.entry_id, "code": d.code, "reason": d.reason, "id": d.job_id, "ref": d.ref,
+                "event": d.event, "client": d.client, "kind": d.kind, "to_hash": d.to_hash, "to_mask": d.to_mask,
+            } for d in meta]
+            deadlines = self.hooks.on_store_batch("dead_letter", records, now)
+            until = min(deadlines)
+            # the events claim.lua writes with them (a job's first and only: its history row)
+            ts, until_s = str(int(now * 1000)), str(until)
+            events: list[dict[str, Any]] = []
+            for r in records:
+                if r["event"] and r["id"]:
+                    r["event_fields"] = ev = {
+                        "id": r["id"], "ref": r["ref"], "event": r["event"], "carrier": "", "parts": "0",
+                        "message_ids": "", "error": r["code"], "ts": ts, "client": r["client"], "kind": r["kind"],
+                        "to_hash": r["to_hash"], "to_mask": r["to_mask"], "encoding": "", "retention_until": until_s,
+                    }
+                    events.append(ev)
+            if events:
+                self.hooks.on_events(events)
+            return until, records
+
+        hooked = await self._through_hooks(run)
+        if isinstance(hooked, HookFailed):
+            reason = _hook_reason(hooked)
+            codes.clear()
+            for d in meta:
+                d.code, d.reason, d.event = "hook_failed", reason, ""
+            codes["hook_failed"] = len(meta)
+            return int(now) + self._message_ttl_s
+        until, records = hooked
+        for d, r in zip(meta, records, strict=True):
+            ev = r.get("event_fields")
+            if ev is not None:
+                d.ref, d.client, d.kind = _s(ev.get("ref")), _s(ev.get("client")), _s(ev.get("kind"))
+                d.to_hash, d.to_mask = _s(ev.get("to_hash")), _s(ev.get("to_mask"))
+        return until
+
+    async def _hook_scheduled(self, scheduled: list[tuple[str, dict[bytes, bytes], float, str]]) -> list[int] | HookFailed:
+        """``on_store("scheduled_job", …)`` over jobs held for later: the TTL of each
+        (seconds until its deadline, at least 1)."""
+        def run() -> list[int]:
+            now = time.time()
+            records = [
+                {"entry": entry_id, **{k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}}
+                for entry_id, fields, _due, _job_id in scheduled
+            ]
+            return [max(1, d - int(now)) for d in self.hooks.on_store_batch("scheduled_job", records, now)]
+
+        return await self._through_hooks(run)
+
     def _retention_until(self) -> int:
         """Unix s when a history row of a job finished now is past retention."""
         return int(time.time()) + self._message_ttl_s
 
-    def _record_wait(self, carrier_name: str, now_ms: int) -> RecordWait:
+    def _record_wait(self, carrier_name: str, now_ms: int, cap_s: int) -> RecordWait:
         """The carrier's correlation bucket for outcomes recorded at ``now_ms``, and
         the TTL of the job records written with them: the receipt wait twice over
         (the sweep may run late), two bucket spans and the grace, never past the
-        message retention. A job record goes a grace after its final event anyway."""
+        message retention (``cap_s``: the retention deadline's distance, which a
+        privacy hook may shorten). A job record goes a grace after its final event anyway."""
         carrier = self.carriers[carrier_name]
         wait_s = int((carrier.dlr_wait_h or self.settings.privacy.dlr_wait_h) * 3600)
-        corr_ttl = max(1, min(wait_s, self._message_ttl_s))
+        corr_ttl = max(1, min(wait_s, cap_s))
         span_s = -(-corr_ttl // BUCKETS_PER_WAIT)
-        record_ttl = min(2 * (corr_ttl + span_s) + self.settings.engine.record_grace_s, self._message_ttl_s)
+        record_ttl = min(2 * (corr_ttl + span_s) + self.settings.engine.record_grace_s, cap_s)
         end_ms, expire_at_ms = correlation_bucket(now_ms, corr_ttl * 1000, record_ttl * 1000)
         return RecordWait(end_ms=str(end_ms), expire_at_ms=str(expire_at_ms), record_ttl=str(record_ttl))
 
     # -------------------------------------------------------------- helpers
-    async def _retry_claim(self, stream: str, payload: bytes, dead_fields: list[bytes]) -> list[int]:
+    async def _retry_claim(
+        self, stream: str, payload: bytes, dead_fields: list[bytes], packed: Packed | None = None
+    ) -> list[int]:
         attempt = 0
         while True:
             try:
@@ -1344,7 +1583,7 @@ class Pipeline:
                     self.redis,
                     *claim_call(
                         self.shards[self._stream_shard[stream]], stream, self.group, payload, int(time.time() * 1000), self._mark_ttl_s,
-                        self.settings.engine.streams_maxlen, attempt > 0, dead_fields,
+                        self.settings.engine.streams_maxlen, attempt > 0, dead_fields, packed,
                     ),
                 )
                 return [int(x) for x in result]
@@ -1367,12 +1606,17 @@ class Pipeline:
         log.warning("redis call failed (%s), attempt %d; retrying in %.2fs", type(err).__name__, attempt, delay)
         await asyncio.sleep(delay)
 
-    async def _hold_scheduled(self, stream: str, scheduled: list[tuple[str, dict[bytes, bytes], float, str]]) -> None:
-        """Jobs with a future ``send_at``: stored aside, acked, pushed back when due."""
+    async def _hold_scheduled(
+        self, stream: str, scheduled: list[tuple[str, dict[bytes, bytes], float, str]], ttls: list[int] | None = None,
+    ) -> None:
+        """Jobs with a future ``send_at``: stored aside, acked, pushed back when due.
+        ``ttls``: each one's TTL from the hook chain (None: the payload retention)."""
         k = self.shards[self._stream_shard[stream]]
         pipe = self.redis.pipeline(transaction=True)
-        ttl = self.settings.privacy.retention_days.payload * 86400
-        for entry_id, fields, due, job_id in scheduled:
+        ttl = self._payload_ttl_s
+        for n, (entry_id, fields, due, job_id) in enumerate(scheduled):
+            if ttls is not None:
+                ttl = ttls[n]
             key = k.scheduled_job(entry_id)
             lane = stream if stream in self._lane_of else k.lanes()[self._park_streams[stream].lane]
             mapping: dict[Any, Any] = {**fields, b"lane": lane.encode()}

@@ -30,8 +30,9 @@
 -- ARGV[A_PAYLOAD] payload (JSON): {"retention_until": s (the history row's, carried by
 --   the first event),
 --   "waits": {carrier: [end_ms, expire_at_ms, record_ttl (s)] (W_*, strings), ...},
---   "jobs": [job, ...], "acks": [entry_id, ...], "texts": [sealed text, base64, per job,
---   or empty: [history] keep_text off]} where job is the list J_*:
+--   "jobs": [job, ...], "acks": [entry_id, ...], "texts": {job_id: sealed text, base64, of
+--   every job of the call, JSON and packed ones; {} with [history] keep_text off}} where
+--   job is the list J_*:
 --   [job_id, event, carrier, parts, message_ids, error, ref, client, kind, callback,
 --    to_hash, to_mask, encoding, corr, expect (receipts expected), dlr_ids (normalised
 --    ids, comma-joined, "" when equal to message_ids)]
@@ -40,6 +41,13 @@
 --   or for a single-part job without callback whose ref and message_ids hold no US
 --   (0x1F) just the normalised id: its entry then takes the receipt's fast form and
 --   the job has no record at all (dlr/store.py).
+--   The payload's jobs are the uncommon ones: the common job (corr "" or the fast
+--   form, and no US or RS in any field) comes packed, below.
+-- ARGV[A_PACKED], ARGV[A_PACKED_LENS] the common jobs (engine/scripts.py Packed): per
+--   job the fields RECORD_PACKED (R_*: job_id, event, carrier, parts, message_ids, error,
+--   ref, client, kind, to_hash, to_mask, encoding, corr, where corr is "" or the fast
+--   form's normalised id) concatenated in A_PACKED, their lengths one byte each in
+--   A_PACKED_LENS: one string.byte and a string.sub per field, no table per job
 -- ARGV[A_NOW]     now (unix ms)
 -- ARGV[A_JOB_PREFIX], A_BUCKET_PREFIX, A_INDEX_PREFIX: what the per-job and
 --   per-carrier keys start with (engine/keys.py: "P:job:", "P:dlr:c:",
@@ -75,7 +83,7 @@ local call = redis.call
 local texts = batch.texts or {}
 -- correlation entries, per carrier: field, value, ... for one HSET into its bucket
 local corr_add, corr_n = {}, {}
-for i, j in ipairs(batch.jobs) do
+for _, j in ipairs(batch.jobs) do
   local job_id, event, carrier, parts = j[J_JOB_ID], j[J_EVENT], j[J_CARRIER], j[J_PARTS]
   local message_ids, err, ref = j[J_MESSAGE_IDS], j[J_ERROR], j[J_REF]
   local corr = j[J_CORR]
@@ -116,7 +124,7 @@ for i, j in ipairs(batch.jobs) do
   -- The job's first event: it also describes the job for the history archiver
   -- (fields in the order engine/history/record.py reads by position); with
   -- [history] keep_text also its sealed text (never the text itself).
-  local text_enc = texts[i]
+  local text_enc = texts[job_id]
   if text_enc then
     call('XADD', events, '*',
       'id', job_id, 'ref', ref, 'event', event, 'carrier', carrier, 'parts', parts_s,
@@ -130,6 +138,57 @@ for i, j in ipairs(batch.jobs) do
       'client', j[J_CLIENT], 'kind', j[J_KIND], 'to_hash', j[J_TO_HASH], 'to_mask', j[J_TO_MASK],
       'encoding', j[J_ENCODING], 'retention_until', retention_until)
   end
+end
+-- The common jobs (packed): the same as above for a job whose corr is "" or the fast form.
+local data, lens = ARGV[A_PACKED], ARGV[A_PACKED_LENS]
+local byte, sub = string.byte, string.sub
+local packed_n = #lens / R_CORR  -- R_CORR, the last of RECORD_PACKED: its width
+local p = 1
+for k = 1, #lens, R_CORR do
+  local l1, l2, l3, l4, l5, l6, l7, l8, l9, l10, l11, l12, l13 = byte(lens, k, k + 12)
+  local e = p + l1
+  local job_id = sub(data, p, e - 1)
+  p = e; e = p + l2; local event = sub(data, p, e - 1)
+  p = e; e = p + l3; local carrier = sub(data, p, e - 1)
+  p = e; e = p + l4; local parts_s = sub(data, p, e - 1)
+  p = e; e = p + l5; local message_ids = sub(data, p, e - 1)
+  p = e; e = p + l6; local err = sub(data, p, e - 1)
+  p = e; e = p + l7; local ref = sub(data, p, e - 1)
+  p = e; e = p + l8; local client = sub(data, p, e - 1)
+  p = e; e = p + l9; local kind = sub(data, p, e - 1)
+  p = e; e = p + l10; local to_hash = sub(data, p, e - 1)
+  p = e; e = p + l11; local to_mask = sub(data, p, e - 1)
+  p = e; e = p + l12; local encoding = sub(data, p, e - 1)
+  p = e; e = p + l13; local corr = sub(data, p, e - 1)
+  p = e
+  if corr ~= '' then
+    local c, n = corr_add[carrier], corr_n[carrier]
+    if not c then
+      c, n = {}, 0
+      corr_add[carrier] = c
+    end
+    c[n + 1] = corr
+    c[n + 2] = '=' .. now .. '\31' .. message_ids .. '\31' .. ref .. '\31' .. job_id
+    corr_n[carrier] = n + 2
+  end
+  local text_enc = texts[job_id]
+  if text_enc then
+    call('XADD', events, '*',
+      'id', job_id, 'ref', ref, 'event', event, 'carrier', carrier, 'parts', parts_s,
+      'message_ids', message_ids, 'error', err, 'ts', now,
+      'client', client, 'kind', kind, 'to_hash', to_hash, 'to_mask', to_mask,
+      'encoding', encoding, 'retention_until', retention_until, 'text_enc', text_enc)
+  else
+    call('XADD', events, '*',
+      'id', job_id, 'ref', ref, 'event', event, 'carrier', carrier, 'parts', parts_s,
+      'message_ids', message_ids, 'error', err, 'ts', now,
+      'client', client, 'kind', kind, 'to_hash', to_hash, 'to_mask', to_mask,
+      'encoding', encoding, 'retention_until', retention_until)
+  end
+end
+if p ~= #data + 1 or #lens % R_CORR ~= 0 then
+  -- only a caller's bug gets here
+  return redis.error_reply('record.lua: packed jobs and their lengths disagree')
 end
 -- One HSET per carrier into the bucket of this batch's receipt deadline; the
 -- bucket is the deadline too (the sweep reads it from P:dlr:due at its end).
@@ -156,4 +215,4 @@ local acks = batch.acks
 for i = 1, #acks, 500 do
   call('XACK', jobs, group, unpack(acks, i, math.min(i + 499, #acks)))
 end
-return #batch.jobs
+return #batch.jobs + packed_n

@@ -204,6 +204,8 @@ async def export_main(
 
     from engine.erase import redis_for, subject_of
     from engine.history.cli import store_for
+    from engine.hook_chain import chain_for
+    from privacy_hooks import HookFailed
 
     found = subject_of(settings, to, client)
     if found is None:
@@ -222,7 +224,16 @@ async def export_main(
                 cipher = TextCipher.from_text(settings.history.text_key)
         rec = await collect(redis, settings, subject, store, cipher=cipher)
         keys = Keys(settings.redis.prefix)
-        for line in export_lines(rec, keys):
+        lines = export_lines(rec, keys)
+        chain = chain_for(settings)
+        if chain.has_custom:
+            # the operator's hooks see the records first; one that raises stops the export
+            try:
+                chain.on_export(subject, [orjson.loads(line) for line in lines])
+            except HookFailed as err:
+                print(f"sendgate export: {err}; nothing exported", file=sys.stderr)
+                return 1
+        for line in lines:
             out(line + b"\n")
         counts = rec.counts()
         audit = AuditLog(redis, keys.audit, settings.privacy.retention_days.audit)

@@ -22,14 +22,16 @@ every copy (a pipeline, the audit once); reads (``check``, ``list``) use shard
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import AsyncIterator, Iterable
 
 from redis.asyncio import Redis
 
 from engine.config import Settings
+from engine.hook_chain import chain_for
 from engine.job import normalise_number
 from engine.keys import Keys, shard_keys
-from privacy_hooks import KeyedHasher
+from privacy_hooks import HookChain, KeyedHasher
 from privacy_hooks.audit import AuditLog
 
 __all__ = ["SuppressionLists", "suppress_main"]
@@ -38,8 +40,12 @@ __all__ = ["SuppressionLists", "suppress_main"]
 class SuppressionLists:
     """Add, remove and check numbers on clients' suppression lists (audited)."""
 
-    def __init__(self, redis: Redis, prefix: str, hash_secret: str, audit_days: float = 730, *, shards: int = 1) -> None:
+    def __init__(
+        self, redis: Redis, prefix: str, hash_secret: str, audit_days: float = 730, *, shards: int = 1,
+        hooks: HookChain | None = None,
+    ) -> None:
         self.redis = redis
+        self.hooks = hooks  # the privacy hook chain: custom hooks see each entry added
         self.shards: tuple[Keys, ...] = shard_keys(prefix, shards)
         self.keys = self.shards[0]
         self._hash = KeyedHasher(hash_secret.encode())
@@ -65,6 +71,10 @@ class SuppressionLists:
         if not hashes:
             return 0
         key = self.keys.suppression(client)
+        if add and self.hooks is not None and self.hooks.has_custom:
+            self.hooks.on_store_batch(
+                "suppression", [{"client": client, "subject_hash": h, "source": source} for h in hashes], time.time()
+            )
         changed = int(await (self.redis.sadd(key, *hashes) if add else self.redis.srem(key, *hashes)))
         if len(self.shards) > 1:  # the other shards' copies (claim.lua reads its own shard's)
             pipe = self.redis.pipeline(transaction=False)
@@ -104,7 +114,8 @@ async def suppress_main(settings: Settings, action: str, numbers: list[str], cli
 
     redis = redis_from_settings(settings)
     lists = SuppressionLists(redis, settings.redis.prefix, settings.privacy.hash_secret,
-                             settings.privacy.retention_days.audit, shards=settings.redis.shards)
+                             settings.privacy.retention_days.audit, shards=settings.redis.shards,
+                             hooks=chain_for(settings))
     label = f"client {client!r}" if client else "the default list"
     try:
         if action in ("add", "remove", "check"):

@@ -5,8 +5,10 @@
 * Logging: ``RedactingFilter``, ``JsonFormatter``, ``TextFormatter``,
   ``configure_logging``.
 * Retention: ``RetentionPolicy`` (TTL and ``retention_until`` per record kind).
-* Hooks: ``PrivacyHook`` protocol, ``BaseHook``, ``HookChain``,
-  ``default_chain`` (redaction, retention stamping).
+* Hooks: ``PrivacyHook`` protocol, ``BaseHook``, ``HookChain`` (the chain
+  the engine calls per batch; ``HookFailed`` when a hook raises),
+  ``default_chain`` (redaction, retention stamping, then custom hooks),
+  ``load_hooks`` (``[privacy] hooks`` paths).
 * ``AuditLog``: the audit stream, trimmed to its retention at each write.
 * Erasure: ``erase_subject`` of a subject's hot Redis records, found by key
   from the history store's rows and the events not archived yet
@@ -22,13 +24,18 @@ erasure names (``erase_subject``, ``find_in_events``, ``SubjectJob``,
 """
 
 from .hooks import (
+    EVENT_EDITABLE,
+    HOOK_ATTEMPTS,
+    STORE_KINDS,
     BaseHook,
     HookChain,
+    HookFailed,
     PrivacyHook,
     RedactionHook,
     RetentionHook,
     StoredRecord,
     default_chain,
+    load_hooks,
 )
 from .logformat import JsonFormatter, TextFormatter, configure_logging, parse_level
 from .masking import (
@@ -45,13 +52,17 @@ from .redaction import NUMBER_FIELDS, REDACTED, TEXT_FIELDS, RedactingFilter, re
 from .retention import RECORD_KINDS, RecordKind, RetentionPolicy
 
 __all__ = [
+    "EVENT_EDITABLE",
     "HASH_HEX_LEN",
+    "HOOK_ATTEMPTS",
     "NUMBER_FIELDS",
     "RECORD_KINDS",
     "REDACTED",
+    "STORE_KINDS",
     "TEXT_FIELDS",
     "BaseHook",
     "HookChain",
+    "HookFailed",
     "JsonFormatter",
     "KeyedHasher",
     "PrivacyHook",
@@ -65,6 +76,7 @@ __all__ = [
     "configure_logging",
     "default_chain",
     "keyed_hash",
+    "load_hooks",
     "looks_like_number",
     "mask_e164_digits",
     "mask_number",

@@ -97,7 +97,11 @@ STANDARD_ATTRS = frozenset(
     }
 )
 
+#: How many attributes ``LogRecord.__init__`` sets: a record's ``__dict__`` starts
+#: with them (insertion order), so its extras are the keys after these.
+_N_INIT = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
 _MARK = "_sendgate_redacted"
+_NAMED_FIELDS = TEXT_FIELDS | NUMBER_FIELDS
 # Argument types that need no field-aware rendering (checked by exact type: fast).
 _PLAIN_TYPES = frozenset({str, int, float, bool, bytes, type(None)})
 _MAX_DEPTH = 4
@@ -168,9 +172,15 @@ def _render(record: logging.LogRecord) -> str:
         # log.info(job) or log.info({"to": ..., "text": ...}): render it field-aware.
         record.msg = str(_redact_value(msg, 0)) if isinstance(msg, Mapping) else _redact_object(msg)
     args = record.args
-    if isinstance(args, Mapping) and not TEXT_FIELDS.isdisjoint(args):
+    if type(args) is tuple:  # the usual case first: an ABC isinstance check costs more than the rest
+        plain = _PLAIN_TYPES
+        for a in args:
+            if type(a) not in plain:
+                record.args = tuple(_redact_object(a) if _fields_of(a) is not None else a for a in args)
+                break
+    elif isinstance(args, Mapping) and not TEXT_FIELDS.isdisjoint(args):
         record.args = {k: (REDACTED if k in TEXT_FIELDS else v) for k, v in args.items()}
-    elif isinstance(args, tuple) and not all(type(a) in _PLAIN_TYPES for a in args):
+    elif isinstance(args, tuple):
         record.args = tuple(_redact_object(a) if _fields_of(a) is not None else a for a in args)
     try:
         return record.getMessage()
@@ -188,19 +198,30 @@ def record_extras(record: logging.LogRecord) -> dict[str, Any]:
 def redact_record(record: logging.LogRecord) -> logging.LogRecord:
     """Clean ``record`` in place (see the module docstring); calling it again does nothing."""
     d = record.__dict__
-    if d.get(_MARK):
+    if _MARK in d:
         return record
-    record.msg = redact_text(_render(record))
-    record.args = None
-    if record.exc_info and not record.exc_text:
-        record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
-    if record.exc_text:
-        record.exc_text = redact_text(record.exc_text)
-    if record.stack_info:
-        record.stack_info = redact_text(record.stack_info)
-    for key in d.keys() - STANDARD_ATTRS:
-        if key[:1] != "_":
-            d[key] = redact_field(key, d[key])
+    # (the record's own dict, not its attributes: this runs for every record emitted)
+    d["msg"] = redact_text(_render(record))
+    d["args"] = None
+    exc_info = d.get("exc_info")
+    if exc_info and not d.get("exc_text"):
+        d["exc_text"] = "".join(traceback.format_exception(*exc_info)).rstrip("\n")
+    exc_text = d.get("exc_text")
+    if exc_text:
+        d["exc_text"] = redact_text(exc_text)
+    stack_info = d.get("stack_info")
+    if stack_info:
+        d["stack_info"] = redact_text(stack_info)
+    if len(d) > _N_INIT:
+        # the extras: the keys after LogRecord.__init__'s own (checked against the
+        # standard names all the same: a record factory may set more of them)
+        standard, named = STANDARD_ATTRS, _NAMED_FIELDS
+        for key in list(d)[_N_INIT:]:
+            if key in standard or key[:1] == "_":
+                continue
+            value = d[key]
+            # the usual extra, a string under a plain name: masked like the message
+            d[key] = redact_text(value) if type(value) is str and key not in named else redact_field(key, value)
     d[_MARK] = True
     return record
 

@@ -1,7 +1,8 @@
 """Privacy micro benchmarks: masking, hashing, and what redaction adds to a log line.
 
 Targets: ``mask_number`` ≤ 1 µs; ``redact_text`` on a typical line ≤ 2 µs;
-the redaction filter on a typical record ≤ 10 µs; a whole JSON log line
+the redaction filter on a typical record ≤ 10 µs, on a record without a
+number ≤ 3 µs (also through the default hook chain's log filter); a whole JSON log line
 (logger call → filter → orjson → stream) ≤ 30 µs. A log call below the
 level costs what logging's own level check costs: redaction never runs.
 Run: ``pytest bench/micro/test_privacy.py --benchmark-only``.
@@ -79,6 +80,43 @@ def test_filter_typical_record(benchmark: Any) -> None:
     record = _record(extra)
     flt.filter(record)
     assert "4512345678" not in record.getMessage()
+
+
+def _plain_record() -> logging.LogRecord:
+    """A typical engine record without a number (most of them)."""
+    record = logging.LogRecord(
+        "sendgate.engine", logging.INFO, __file__, 1, "submitted %s via %s in %.1f ms", ("job-1234", "acme-1", 3.2), None
+    )
+    record.__dict__.update({"carrier": "acme", "job_id": "job-1234"})
+    return record
+
+
+def test_filter_record_without_number(benchmark: Any) -> None:
+    """Target ≤ 3 µs: the redaction filter on a record without a number."""
+    flt = RedactingFilter()
+    benchmark.pedantic(flt.filter, setup=lambda: ((_plain_record(),), {}), rounds=20_000)
+    record = _plain_record()
+    flt.filter(record)
+    assert record.getMessage() == "submitted job-1234 via acme-1 in 3.2 ms"
+
+
+def test_chain_filter_record_without_number(benchmark: Any) -> None:
+    """Target ≤ 3 µs: the log filter of the default hook chain (what `sendgate run`
+    installs) on a record without a number: the redaction alone."""
+    flt = default_chain().log_filter()
+    benchmark.pedantic(flt.filter, setup=lambda: ((_plain_record(),), {}), rounds=20_000)
+    record = _plain_record()
+    assert flt.filter(record) and record.getMessage() == "submitted job-1234 via acme-1 in 3.2 ms"
+
+
+def test_chain_filter_with_a_custom_hook(benchmark: Any) -> None:
+    """The same with one trivial custom hook after the defaults (its on_log per record)."""
+    from bench.trivial_hook import Trivial
+
+    flt = default_chain(custom=[Trivial()]).log_filter()
+    benchmark.pedantic(flt.filter, setup=lambda: ((_plain_record(),), {}), rounds=20_000)
+    record = _plain_record()
+    assert flt.filter(record) and record.getMessage() == "submitted job-1234 via acme-1 in 3.2 ms"
 
 
 def test_json_formatter_redacted_record(benchmark: Any) -> None:

@@ -27,7 +27,10 @@ no later than its other events' UTC day (the clocks of the engine's workers).
 
 A transaction-level advisory lock serialises batches of several archivers:
 two events of one job archived at once by two processes could otherwise both
-miss the other's uncommitted row and insert two. ``synchronous_commit`` stays
+miss the other's uncommitted row and insert two. ``erase`` takes the same lock
+to delete a subject's rows and ledger their job ids, and each batch deletes
+its rows of ledgered jobs before it commits (``_drop_erased``): a batch read
+before an erasure cannot bring its rows back. ``synchronous_commit`` stays
 on: the archiver acks the events once the commit returns.
 
 Partitions are ``messages_pYYYYMMDD`` (a range of one UTC day), created a few
@@ -41,7 +44,7 @@ import asyncio
 import datetime as dt
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import asyncpg
@@ -49,7 +52,7 @@ import orjson
 
 from engine.history.migrations import SCHEMA_VERSION_DDL, migrations
 from engine.history.record import HistoryRow, JobDelta
-from engine.history.store import HistoryError, HistoryUnavailable
+from engine.history.store import LEDGER_KEEP_MS, HistoryError, HistoryUnavailable
 
 __all__ = ["PostgresHistory"]
 
@@ -139,6 +142,14 @@ _BEGIN_WRITE = (
     "SET LOCAL jit = off; SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; "
     "SET LOCAL enable_mergejoin = off; SET LOCAL enable_material = off; SELECT pg_advisory_xact_lock(%d)"
 )
+# The erasure ledger (migration 0006; store.py, ``erase``): is there any entry, and
+# the batch's rows of ledgered jobs, deleted in the batch's own transaction.
+_LEDGER_ANY = "SELECT EXISTS (SELECT 1 FROM erasure_ledger)"
+_DROP_ERASED_JOINED = (
+    "DELETE FROM messages WHERE job_id IN (SELECT job_id FROM erasure_ledger "
+    "WHERE job_id = ANY(string_to_array($1::text, E'\\x1f')))"
+)
+_DROP_ERASED = "DELETE FROM messages WHERE job_id IN (SELECT job_id FROM erasure_ledger WHERE job_id = ANY($1::text[]))"
 _SELECT = (
     "SELECT job_id, day, ref, client, kind, carrier, parts, encoding, message_ids, to_hash, to_mask, "
     "first_ms, submitted_ms, final_state, final_ms, error, events, errors, retention_until, updated_ms "
@@ -379,6 +390,7 @@ class PostgresHistory:
                 if int(status.rsplit(" ", 1)[-1]) != len(rows):
                     raise _NotAllPlaced  # a row gone (erased, dropped) since it was cached
                 placed.append(([r[0] for r in rows], day))
+            await self._drop_erased(conn, [r[0] for r in records])
         return placed
 
     async def _write_merged(self, conn: asyncpg.Connection, records: list[tuple[Any, ...]], now_ms: int) -> None:
@@ -392,6 +404,19 @@ class PostgresHistory:
             await conn.copy_records_to_table("history_stage", records=records, columns=_ROW_COLUMNS)
             await conn.execute(_MOVE_TO_EXISTING_DAY, lo, hi, [r[0] for r in records])
             await conn.execute(_MERGE, now_ms)
+            await self._drop_erased(conn, [r[0] for r in records])
+
+    @staticmethod
+    async def _drop_erased(conn: asyncpg.Connection, ids: list[str]) -> None:
+        """Inside a batch's transaction (under the write lock): delete the rows it wrote
+        of jobs an immediate erasure ledgered. One indexed EXISTS while the ledger is empty."""
+        if not ids or not await conn.fetchval(_LEDGER_ANY):
+            return
+        joined = _SEP.join(ids)
+        if joined.count(_SEP) == len(ids) - 1:
+            await conn.execute(_DROP_ERASED_JOINED, joined)
+        else:
+            await conn.execute(_DROP_ERASED, ids)
 
     async def get(self, job_id: str) -> HistoryRow | None:
         pool = await self._get_pool()
@@ -427,16 +452,32 @@ class PostgresHistory:
                     self._partitions.discard(day)
                     dropped.append(self._date(day).isoformat())
             await self._ensure_partitions(conn, set(range(today - 1, today + _DAYS_AHEAD + 1)))
+            await conn.execute("DELETE FROM erasure_ledger WHERE erased_ms < $1", int(now_s * 1000) - LEDGER_KEEP_MS)
         return sorted(dropped)
 
-    async def erase(self, *, to_hash: str | None = None, client: str | None = None) -> int:
+    async def erase(
+        self, *, to_hash: str | None = None, client: str | None = None, job_ids: Iterable[str] = (),
+        now_ms: int | None = None,
+    ) -> int:
         given = [(k, v) for k, v in (("to_hash", to_hash), ("client", client)) if v is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of to_hash, client")
         column, value = given[0]
+        now = int(time.time() * 1000) if now_ms is None else now_ms
         pool = await self._get_pool()
-        status = await pool.execute(f"DELETE FROM messages WHERE {column} = $1", value)
-        return int(status.split()[-1])
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(f"SELECT pg_advisory_xact_lock({_LOCK_WRITE})")
+            deleted = [r[0] for r in await conn.fetch(f"DELETE FROM messages WHERE {column} = $1 RETURNING job_id", value)]
+            ids = sorted({*deleted, *job_ids})
+            if ids:
+                await conn.execute(
+                    "INSERT INTO erasure_ledger (job_id, erased_ms) SELECT unnest($1::text[]), $2 "
+                    "ON CONFLICT (job_id) DO UPDATE SET erased_ms = EXCLUDED.erased_ms",
+                    ids, now,
+                )
+            await conn.execute("DELETE FROM erasure_ledger WHERE erased_ms < $1", now - LEDGER_KEEP_MS)
+        self._job_days.clear()
+        return len(deleted)
 
     async def hide(
         self, *, to_hash: str | None = None, client: str | None = None, now_ms: int, retention_until: int

@@ -18,7 +18,7 @@ import asyncio
 import datetime as dt
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,7 +27,7 @@ import orjson
 
 from engine.history.migrations import SCHEMA_VERSION_DDL, migrations
 from engine.history.record import HistoryRow, JobDelta
-from engine.history.store import HistoryUnavailable
+from engine.history.store import LEDGER_KEEP_MS, HistoryUnavailable
 
 __all__ = ["SqliteHistory"]
 
@@ -37,6 +37,8 @@ _EPOCH = dt.date(1970, 1, 1)
 
 # Merge rules of engine/history/record.py. SQLite's min()/max() with several
 # arguments return NULL when one is NULL, hence the coalesce around them.
+# A batch's row of a job in the erasure ledger (migration 0006): deleted in the batch's transaction.
+_DROP_ERASED = "DELETE FROM messages WHERE job_id = ? AND EXISTS (SELECT 1 FROM erasure_ledger WHERE job_id = ?)"
 _UPSERT = """
 INSERT INTO messages (job_id, day, ref, client, kind, carrier, parts, encoding, message_ids,
     to_hash, to_mask, first_ms, submitted_ms, final_state, final_ms, error, events, errors,
@@ -161,6 +163,10 @@ class SqliteHistory:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany(_UPSERT, params)
+                # rows of jobs an immediate erasure ledgered (store.py, ``erase``): gone
+                # before this batch commits, so a batch read before the erasure brings none back
+                if conn.execute("SELECT 1 FROM erasure_ledger LIMIT 1").fetchone():
+                    conn.executemany(_DROP_ERASED, [(p[0], p[0]) for p in params])
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -200,15 +206,36 @@ class SqliteHistory:
             days = [d for (d,) in conn.execute("SELECT DISTINCT day FROM messages WHERE day < ?", (cutoff,))]
             if days:
                 conn.execute("DELETE FROM messages WHERE day < ?", (cutoff,))
+            conn.execute("DELETE FROM erasure_ledger WHERE erased_ms < ?", (int(now_s * 1000) - LEDGER_KEEP_MS,))
             return sorted(days)
 
         return await self._call(run)
 
-    async def erase(self, *, to_hash: str | None = None, client: str | None = None) -> int:
+    async def erase(
+        self, *, to_hash: str | None = None, client: str | None = None, job_ids: Iterable[str] = (),
+        now_ms: int | None = None,
+    ) -> int:
         column, value = _one_key(to_hash=to_hash, client=client)
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        extra = list(job_ids)
 
         def run(conn: sqlite3.Connection) -> int:
-            return conn.execute(f"DELETE FROM messages WHERE {column} = ?", (value,)).rowcount
+            # one write transaction (SQLite has one writer): the rows and the ledger together
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                ids = {r[0] for r in conn.execute(f"SELECT job_id FROM messages WHERE {column} = ?", (value,))}
+                n = conn.execute(f"DELETE FROM messages WHERE {column} = ?", (value,)).rowcount
+                conn.executemany(
+                    "INSERT INTO erasure_ledger (job_id, erased_ms) VALUES (?, ?) "
+                    "ON CONFLICT (job_id) DO UPDATE SET erased_ms = excluded.erased_ms",
+                    [(i, now) for i in sorted(ids.union(extra))],
+                )
+                conn.execute("DELETE FROM erasure_ledger WHERE erased_ms < ?", (now - LEDGER_KEEP_MS,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return n
 
         return await self._call(run)
 

@@ -9,12 +9,16 @@ states the rules), and both answer the same queries, newest first.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from engine.history.record import HistoryRow, JobDelta
 
-__all__ = ["HistoryError", "HistoryStore", "HistoryUnavailable"]
+__all__ = ["LEDGER_KEEP_MS", "HistoryError", "HistoryStore", "HistoryUnavailable"]
+
+#: How long the erasure ledger keeps a job id (an archiver batch is in hand for
+#: seconds, a minute or so while the store is retried after an outage).
+LEDGER_KEEP_MS = 86_400_000
 
 
 class HistoryError(Exception):
@@ -37,7 +41,9 @@ class HistoryStore(Protocol):
         """Merge a batch of deltas in one transaction; returns the rows touched.
 
         All or nothing: when it raises, nothing of the batch was committed.
-        Applying the same deltas again changes nothing but ``updated_ms``.
+        Applying the same deltas again changes nothing but ``updated_ms``. Rows
+        of jobs in the erasure ledger (see ``erase``) are deleted in the same
+        transaction: one indexed check per batch while the ledger is empty.
         """
 
     async def get(self, job_id: str) -> HistoryRow | None:
@@ -54,8 +60,18 @@ class HistoryStore(Protocol):
     async def drop_expired(self, now_s: float, retention_days: int) -> list[str]:
         """Remove every day whose rows are past retention at ``now_s``; returns the days removed (ISO)."""
 
-    async def erase(self, *, to_hash: str | None = None, client: str | None = None) -> int:
-        """Delete every row of a number (by hash) or a client at once; returns the rows deleted."""
+    async def erase(
+        self, *, to_hash: str | None = None, client: str | None = None, job_ids: Iterable[str] = (),
+        now_ms: int | None = None,
+    ) -> int:
+        """Delete every row of a number (by hash) or a client at once; returns the rows deleted.
+
+        In the same transaction, under the archivers' write lock, the ids of the rows
+        deleted and ``job_ids`` (the subject's jobs found elsewhere, e.g. in the events
+        stream) go into the erasure ledger: ``write`` deletes the rows of ledgered jobs
+        it wrote, inside its own transaction, so an archiver batch read before the
+        erasure and committed after it brings nothing back. Ledger rows older than
+        ``LEDGER_KEEP_MS`` go at the same time."""
 
     async def hide(
         self, *, to_hash: str | None = None, client: str | None = None, now_ms: int, retention_until: int

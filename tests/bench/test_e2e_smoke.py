@@ -14,7 +14,16 @@ from pathlib import Path
 import pytest
 import redis
 
-from bench.e2e import engine_counters, main, parse_mix, percentiles, redis_command_costs, slow_calls
+from bench.e2e import (
+    cpu_per_msg,
+    engine_counters,
+    main,
+    parse_mix,
+    percentiles,
+    redis_command_costs,
+    redis_cpu_s,
+    slow_calls,
+)
 
 _CONTRACT = ("jobs", "msgs_per_s", "receipts_per_s", "submit_latency_ms", "receipt_latency_ms",
              "lost", "dead_letters", "cpu_s", "peak_rss_mb")
@@ -68,6 +77,15 @@ def test_receipts_on_every_job_final(tmp_path: Path, redis_url: str) -> None:
     assert isinstance(sim, dict)
     assert sim["window_violations"] == 0 and sim["protocol_errors"] == 0
     assert sim["receipts"] >= 300 - dead
+    # CPU per message of the engines (/proc) and of Redis (INFO cpu): present and
+    # plausible (a job costs more than nothing, and far less than a second)
+    for key in ("engine_us_per_msg", "redis_us_per_msg"):
+        value = r[key]
+        assert isinstance(value, float) and 0 < value < 1_000_000, (key, value)
+    engine_cpu = r["cpu_us_per_job"]
+    assert isinstance(engine_cpu, dict) and abs(r["engine_us_per_msg"] - engine_cpu["engine-0"]) <= 0.2
+    if "redis" in engine_cpu:  # a local Redis: its /proc figure and INFO cpu agree within a tick per job
+        assert abs(r["redis_us_per_msg"] - engine_cpu["redis"]) <= 1e6 * 0.05 / 300 + 1
     version, allocator = r["redis_server"].split(", ")  # which Redis the figures are of
     assert version.count(".") == 2 and allocator not in ("", "?")
     _assert_clean(r, redis_url)
@@ -123,6 +141,12 @@ def test_redis_command_costs_are_deltas() -> None:
     rows = redis_command_costs(before, after, jobs=10)
     assert [r["command"] for r in rows] == ["evalsha", "set"]
     assert rows[1] == {"command": "set", "calls": 20, "usec": 200, "usec_per_call": 10.0, "usec_per_job": 20.0}
+
+
+def test_cpu_per_msg_sums_engines_and_divides_by_messages() -> None:
+    cpu = {"engine-0": 1.5, "engine-1": 0.5, "simulator": 9.0, "redis": 7.0, "bench": 3.0}
+    assert cpu_per_msg(cpu, 0.8, 40_000) == {"engine_us_per_msg": 50.0, "redis_us_per_msg": 20.0}
+    assert redis_cpu_s({"used_cpu_sys": "1.25", "used_cpu_user": 2.5, "used_cpu_sys_children": 9.0}) == 3.75
 
 
 def test_engine_counters_sum_labels_and_workers() -> None:

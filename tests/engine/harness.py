@@ -81,7 +81,7 @@ def make_settings(redis_url: str, prefix: str, port: int, **engine: Any) -> Sett
     carrier.update(engine.pop("carrier", {}))
     extra_carriers = engine.pop("extra_carriers", [])
     webhooks = engine.pop("webhooks", {})
-    sections = {name: engine.pop(name) for name in ("clients", "inbound", "history") if name in engine}
+    sections = {name: engine.pop(name) for name in ("clients", "inbound", "history", "privacy") if name in engine}
     redis_extra = engine.pop("redis", {})  # e.g. {"shards": 4}
     return settings_from_mapping(
         {

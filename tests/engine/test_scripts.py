@@ -204,3 +204,94 @@ def test_record_and_claim_jobs_keep_the_order_the_pipeline_builds_them_in() -> N
         "to_hash", "to_mask", "encoding", "corr", "expect", "dlr_ids",
     )
     assert ClaimJob.__struct_fields__ == ("job_id", "entry_id", "suppression", "to_hash", "ref")
+
+
+def _job_fields(job: RecordJob) -> tuple[str, ...]:
+    """A RecordJob's fields in RECORD_PACKED's order (what the pipeline packs)."""
+    from engine.scripts import RECORD_PACKED
+
+    return tuple(str(getattr(job, name)) for name in RECORD_PACKED)
+
+
+def test_packed_refuses_what_its_lengths_cannot_say() -> None:
+    """A field of 256 bytes or more, or a non-ASCII field (lengths count bytes): refused,
+    and nothing of the refused entry stays behind."""
+    from engine.scripts import Packed
+
+    p = Packed(3)
+    assert p.add(("a", "bb", ""))
+    assert not p.add(("x", "y" * 256, "z"))
+    assert not p.add(("x", "é", "z"))
+    assert p.add(("ccc", "", "d"))
+    assert (p.count, p.data, bytes(p.lens)) == (2, "abbcccd", bytes([1, 2, 0, 3, 0, 1]))
+
+
+async def test_record_packed_jobs_write_what_the_json_form_writes(redis_client: Any, key_prefix: str) -> None:
+    """The common job packed (engine/scripts.py Packed) gives the same event, correlation
+    entry and ack as the same job in the JSON payload; a batch may mix both forms."""
+    from engine.scripts import RECORD_PACKED, Packed
+
+    record = Script("record")
+    k = Keys(key_prefix)
+    try:
+        e = await _setup(redis_client, key_prefix, 4)
+
+        def job(i: int, **kw: Any) -> RecordJob:
+            base: dict[str, Any] = dict(
+                job_id=f"j{i}", event="submitted", carrier="sim", parts=1, message_ids=f"m{i}", error="",
+                ref=f"r{i}", client="shop", kind="transactional", callback="", to_hash="h" * 64,
+                to_mask="+45******01", encoding="gsm7", corr=f"n{i}", expect=1, dlr_ids="",
+            )
+            base.update(kw)
+            return RecordJob(**base)
+
+        as_json = [job(0), job(1, event="failed", error="0x00000045", corr="")]
+        as_packed = [job(2), job(3, event="failed", error="0x00000045", corr="")]
+        packed = Packed(len(RECORD_PACKED))
+        for j in as_packed:
+            assert packed.add(_job_fields(j))
+        expire_at = str(int(time.time() * 1000) + 60_000)
+        payload = payload_json(RecordBatch(
+            retention_until=1, waits={"sim": RecordWait(end_ms="9", expire_at_ms=expire_at, record_ttl="600")},
+            jobs=as_json, acks=e,
+        ))
+        assert await record(redis_client, *record_call(k, k.jobs, "g", payload, 1000, "t3", packed)) == 4
+        events = {f[b"id"]: f for _i, f in await redis_client.xrange(k.events)}
+        assert len(events) == 4
+        for a, b in ((b"j0", b"j2"), (b"j1", b"j3")):  # the same fields, in the same order
+            fa, fb = events[a], events[b]
+            assert list(fa) == list(fb)
+            differ = {name for name in fa if fa[name] != fb[name]}
+            assert differ <= {b"id", b"ref", b"message_ids"}, differ
+        bucket = await redis_client.hgetall(f"{key_prefix}:dlr:c:sim:9")
+        assert bucket == {b"n0": b"=1000\x1fm0\x1fr0\x1fj0", b"n2": b"=1000\x1fm2\x1fr2\x1fj2"}
+        assert (await redis_client.xpending(k.jobs, "g"))["pending"] == 0
+    finally:
+        await delete_prefix(redis_client, key_prefix)
+
+
+async def test_claim_answers_packed_claims_after_the_payloads(redis_client: Any, key_prefix: str) -> None:
+    """Transactional claims packed, a marketing one in the payload: one answer per claim,
+    the payload's first; a taken mark is reported for a packed claim as for any."""
+    from engine.scripts import CLAIM_PACKED, Packed
+
+    claim = Script("claim")
+    k = Keys(key_prefix)
+    try:
+        e = await _setup(redis_client, key_prefix, 3)
+        await redis_client.set(k.idem("dup"), "s|0-1")  # sent under another entry
+        packed = Packed(len(CLAIM_PACKED))
+        assert packed.add(("a", e[0], "ra")) and packed.add(("dup", e[1], ""))
+        payload = payload_json(ClaimBatch(claims=[ClaimJob("m", e[2], k.suppression("shop"), "h" * 64, "")], dead=[]))
+        answers = await claim(redis_client, *claim_call(k, k.jobs, "g", payload, 1, 60, 1000, False, [], packed))
+        assert answers == [0, 0, 1]  # m, then a, then dup (acked)
+        ms, seq = e[0].split("-")  # the packed claim's mark takes the integer form too (layout 7)
+        assert await redis_client.get(k.idem("a")) == f"{ms}{int(seq):06d}".encode()
+        assert 0 < await redis_client.ttl(k.idem("a")) <= 60
+        assert (await redis_client.xpending(k.jobs, "g"))["pending"] == 2  # dup's entry acked
+        again = Packed(len(CLAIM_PACKED))
+        assert again.add(("a", e[0], "ra"))
+        empty = payload_json(ClaimBatch(claims=[], dead=[]))
+        assert await claim(redis_client, *claim_call(k, k.jobs, "g", empty, 1, 60, 1000, False, [], again)) == [2]
+    finally:
+        await delete_prefix(redis_client, key_prefix)

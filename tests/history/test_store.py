@@ -93,10 +93,17 @@ async def test_a_store_that_never_saw_the_rows_merges_a_replay_into_them(history
 
 
 async def test_a_receipt_after_the_rows_erasure_writes_without_error_and_one_row(store: HistoryStore) -> None:
+    from engine.history.store import LEDGER_KEEP_MS
+
     t = NOW_MS
     await store.write(deltas_from_entries([entry("gone", "submitted", t, first=True, to="+4555555555")]), t)
-    assert await store.erase(to_hash=keyed_hash(SECRET, "+4555555555")) == 1
-    # The store may remember the row's day; the row is gone: the receipt must still land.
+    assert await store.erase(to_hash=keyed_hash(SECRET, "+4555555555"), now_ms=t - 2 * LEDGER_KEEP_MS) == 1
+    # While the job is in the erasure ledger, its receipt lands without error and brings no row back.
+    await store.write(deltas_from_entries([entry("gone", "delivered", t + 50, ref="again")]), t + 50)
+    assert await store.get("gone") is None and await store.find(ref="again") == []
+    # Once the ledger forgot it (a day on): the store may remember the row's day; the
+    # row is gone: the receipt must still land, as one row.
+    await store.drop_expired(t / 1000, 10_000)
     await store.write(deltas_from_entries([entry("gone", "delivered", t + 100, ref="again")]), t + 100)
     row = await store.get("gone")
     assert row is not None and row.final_state == "delivered" and row.to_hash == ""
@@ -191,7 +198,7 @@ async def test_producer_status_reads_redis_first_then_the_store(
 
 
 async def test_postgres_upgrade_to_hash_index_and_room_for_hot_updates(pg_dsn: str) -> None:
-    """Migrations 0002 and 0003 on a store holding rows at version 1: rows kept, still found by number."""
+    """Migrations 0002, 0003 and later on a store holding rows at version 1: rows kept, still found by number."""
     import asyncpg
 
     from engine.history.migrations import SCHEMA_VERSION_DDL

@@ -49,6 +49,20 @@ async def test_lane_backlog_and_oldest_age_come_from_the_group(redis_client: Any
     assert total(m, "sendgate_redis_rtt_seconds") > 0
 
 
+async def test_lag_counted_from_the_tail_when_redis_gives_none(redis_client: Any, key_prefix: str) -> None:
+    """Redis < 7 has no `lag` in XINFO GROUPS: the entries after the group's last
+    delivered id are counted (read as raw replies, no dict per entry)."""
+    redis: Redis = redis_client
+    keys = Keys(key_prefix)
+    await redis.xgroup_create(keys.jobs, "g", id="0", mkstream=True)
+    ids = [await redis.xadd(keys.jobs, {"n": str(i), "to": "x"}) for i in range(7)]
+    await redis.xreadgroup("g", "c1", {keys.jobs: ">"}, count=3)
+    sampler = OpsSampler(redis, keys, "g", Metrics(), ["sim"], slow_every=1)
+    assert await sampler._count_after(keys.jobs, ids[2]) == 4
+    assert await sampler._count_after(keys.jobs, ids[6]) == 0
+    assert await sampler._count_after(keys.jobs, None) == 7
+
+
 async def test_receipts_pending_and_recent_dead_letter_codes(redis_client: Any, key_prefix: str) -> None:
     redis: Redis = redis_client
     keys = Keys(key_prefix)
