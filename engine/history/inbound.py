@@ -21,8 +21,9 @@ Rules:
   number) is kept in clear when it is a short code (up to 6 digits) or one
   of the configured ``[[clients]] numbers``, masked otherwise (a number not
   declared as the client's own could be anyone's);
-- the text is not archived: ``[history] keep_text`` is refused for jobs and
-  inbound alike (``text_enc`` is reserved in both tables);
+- the text is archived only with ``[history] keep_text``, sealed
+  (AES-256-GCM, associated data ``inbound:<entry id>``,
+  engine/history/text_cipher.py) in ``text_enc``; NULL otherwise;
 - retention: ``retention_until`` is the entry's own stamp; whole days are
   dropped at the message retention (PostgreSQL: the day's partition
   ``inbound_pYYYYMMDD``; SQLite: a delete by day).
@@ -39,6 +40,7 @@ from typing import Any, Protocol
 import msgspec
 
 from engine.history.store import LEDGER_KEEP_MS
+from engine.history.text_cipher import TextCipher, inbound_aad
 from privacy_hooks import mask_number
 
 __all__ = [
@@ -60,7 +62,7 @@ SHORT_CODE_MAX_DIGITS = 6
 #: Column order of an `InboundRecord` (the insert's order).
 INBOUND_COLUMNS = (
     "stream", "entry_id", "day", "ts_ms", "from_hash", "from_mask", "to_addr", "client", "carrier",
-    "parts", "total", "partial", "retention_until", "archived_ms",
+    "parts", "total", "partial", "retention_until", "archived_ms", "text_enc",
 )
 
 InboundRecord = tuple[Any, ...]
@@ -119,16 +121,19 @@ def records_from_entries(
     own_numbers: Collection[str] = (),
     hash_number: Callable[[str], str] | None = None,
     retention_s: int = 0,
+    cipher: TextCipher | None = None,
 ) -> list[InboundRecord]:
     """Rows of inbound stream entries: ``batch`` is ``[(stream, [(entry id, fields), …]), …]``,
     fields a mapping (bytes or str) or the raw flat ``[name, value, …]`` list.
 
     ``hash_number``: hashes a sender whose entry has no ``from_hash`` (not written by
     this engine); ``retention_s``: the stamp of an entry without ``retention_until``
-    (entry time + it). An entry that cannot be read (an id that is no stream id) is
-    skipped, so no entry stops the archive.
+    (entry time + it); ``cipher``: ``[history] keep_text``, each text sealed (one
+    nonce draw per batch), else ``text_enc`` None. An entry that cannot be read
+    (an id that is no stream id) is skipped, so no entry stops the archive.
     """
     out: list[InboundRecord] = []
+    texts: list[tuple[bytes, str]] = []
     for stream, entries in batch:
         for eid, raw in entries:
             if raw is None:
@@ -155,10 +160,14 @@ def records_from_entries(
                 out.append((
                     stream, entry_id, entry_ms // _DAY_MS, ts, from_hash, _from_mask(sender) if sender else "",
                     to_for_history(_s(f.get("to")), own_numbers), _s(f.get("client")), _s(f.get("carrier")),
-                    parts, total, _s(f.get("partial")) == "1", retention, now_ms,
+                    parts, total, _s(f.get("partial")) == "1", retention, now_ms, None,
                 ))
+                if cipher is not None:
+                    texts.append((inbound_aad(entry_id), _s(f.get("text"))))
             except ValueError:  # not written by the engine (UnicodeDecodeError is one too)
                 continue
+    if cipher is not None and out:
+        out = [(*r[:-1], blob) for r, blob in zip(out, cipher.seal_many(texts), strict=True)]
     return out
 
 
@@ -230,7 +239,7 @@ _PG_DROP_ERASED = (
 _PG_INSERT = (
     f"INSERT INTO inbound ({', '.join(INBOUND_COLUMNS)}) "
     "SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::bigint[], $5::text[], $6::text[], $7::text[], "
-    "$8::text[], $9::text[], $10::int[], $11::int[], $12::bool[], $13::bigint[], $14::bigint[]) "
+    "$8::text[], $9::text[], $10::int[], $11::int[], $12::bool[], $13::bigint[], $14::bigint[], $15::bytea[]) "
     "ON CONFLICT DO NOTHING"
 )
 _PG_PARTITIONS = """
