@@ -67,6 +67,7 @@ __all__ = [
     "HOOK_ATTEMPTS",
     "STORE_KINDS",
     "BaseHook",
+    "EngineEvent",
     "HookChain",
     "HookFailed",
     "PrivacyHook",
@@ -108,6 +109,16 @@ class HookFailed(Exception):
         self.hook = hook
         self.point = point
         self.error = error
+
+
+class EngineEvent(MutableMapping[str, Any]):
+    """Base of the engine's lazy event views (engine/hook_views.py): a mapping whose
+    values are made on access from the job in hand. Its own fields never hold a
+    number or text in clear (``names_free``), so the redaction hook passes it
+    without looking at its keys."""
+
+    __slots__ = ()
+    names_free = True
 
 
 @dataclass(slots=True)
@@ -184,6 +195,8 @@ class RedactionHook(BaseHook):
     def on_events(self, events: Sequence[MutableMapping[str, Any]]) -> None:
         named = _NAMED
         for event in events:
+            if getattr(event, "names_free", False):  # an engine view: made of no such field
+                continue
             if not named.isdisjoint(event):  # the engine's own events never hold such a field
                 self.on_event(event)
 
