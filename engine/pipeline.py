@@ -1335,6 +1335,9 @@ class Pipeline:
                 done = []
             else:
                 deadlines, events = hooked
+                if deadlines.count(deadlines[0]) == len(deadlines):  # the usual case: one deadline, one call
+                    await self._record_call(stream, done, acks + [ij.entry_id for ij in done], now_ms, deadlines[0], events)
+                    deadlines = []
                 groups: dict[int, list[int]] = {}
                 for i, deadline in enumerate(deadlines):
                     groups.setdefault(deadline, []).append(i)
@@ -1453,8 +1456,11 @@ class Pipeline:
         vb = ViewBatch(str(now_ms), self._hash_number)
         events = [JobEventView(ij, vb) for ij in done]
         deadlines = self.hooks.on_store_batch("job", events, now_ms / 1000)
+        last, text = None, ""
         for ev, deadline in zip(events, deadlines, strict=True):
-            ev.retention_until = str(deadline)
+            if deadline != last:  # usually one deadline for the batch: one str
+                last, text = deadline, str(deadline)
+            ev.retention_until = text
         self.hooks.on_events(events)
         return deadlines, events
 

@@ -52,8 +52,9 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import msgspec
 
 from .masking import mask_number
 from .redaction import NUMBER_FIELDS, TEXT_FIELDS, RedactingFilter, redact_record
@@ -121,9 +122,11 @@ class EngineEvent(MutableMapping[str, Any]):
     names_free = True
 
 
-@dataclass(slots=True)
-class StoredRecord:
-    """A record about to be written: its kind, its fields (``None`` for a plain value), the stamps."""
+class StoredRecord(msgspec.Struct):
+    """A record about to be written: its kind, its fields (``None`` for a plain value), the stamps.
+
+    (A msgspec Struct: made in C, one per record of a batch with custom hooks;
+    attributes read and written like a dataclass's.)"""
 
     kind: str
     fields: MutableMapping[str, Any] | None
@@ -250,9 +253,14 @@ class RetentionHook(BaseHook):
             return
         first = records[0]
         ttl = self.ttl_of(first.kind)
+        now_s = first.now_s
+        until = int(now_s) + ttl if ttl else 0  # one batch: usually one time for all
         for record in records:
             record.ttl_s = ttl
-            record.retention_until = int(record.now_s) + ttl if ttl else 0
+            if record.now_s == now_s:
+                record.retention_until = until
+            else:
+                record.retention_until = int(record.now_s) + ttl if ttl else 0
 
 
 class _ChainFilter(RedactingFilter):
