@@ -246,9 +246,10 @@ def receipts_script_instructions(script: Path, rounds: int = 5, batch: int = 100
     return _under_callgrind(run)
 
 
-def record_script_instructions(rounds: int = 5, batch: int = 500) -> float:
-    """Instructions inside EVALSHA per job recorded by engine/record.lua."""
-    return _under_callgrind(lambda r: _record_rounds(r, rounds, batch))
+def record_script_instructions(rounds: int = 5, batch: int = 500, *, keep_text: bool = False) -> float:
+    """Instructions inside EVALSHA per job recorded by engine/record.lua (``keep_text``:
+    each job's 160-character text sealed into its first event, [history] keep_text)."""
+    return _under_callgrind(lambda r: _record_rounds(r, rounds, batch, keep_text=keep_text))
 
 
 def under_callgrind(work: Callable[[Any], int]) -> float:
@@ -300,7 +301,9 @@ def _under_callgrind(work: Callable[[Any], int]) -> float:
         return _total(out) / ops
 
 
-def _record_args(keys: Any, group: str, carrier: str, jobs: list[tuple[str, str, str]]) -> tuple[list[str], list[Any]]:
+def _record_args(
+    keys: Any, group: str, carrier: str, jobs: list[tuple[str, str, str]], *, keep_text: bool = False
+) -> tuple[list[str], list[Any]]:
     """record.lua's KEYS and ARGV for ``jobs`` ((job id, entry id, message id), each a
     single-part job submitted with a receipt asked for, no callback), as the pipeline
     builds them: packed (engine/scripts.py RECORD_PACKED), acks in the JSON payload."""
@@ -327,11 +330,20 @@ def _record_args(keys: Any, group: str, carrier: str, jobs: list[tuple[str, str,
         waits={carrier: RecordWait(end_ms=str(end_ms), expire_at_ms=str(expire_at_ms), record_ttl="518400")},
         jobs=[],
         acks=[entry_id for _, entry_id, _ in jobs],
+        texts=_sealed_texts([job_id for job_id, _, _ in jobs]) if keep_text else {},
     ))
     return record_call(keys, keys.jobs, group, payload, now_ms, os.urandom(8).hex(), packed)
 
 
-def _record_rounds(r: Any, rounds: int, batch: int) -> int:
+def _sealed_texts(job_ids: list[str]) -> dict[str, str]:
+    from engine.history.text_cipher import TextCipher, b64, job_aad
+
+    cipher = TextCipher([bytes(32)])
+    sealed = cipher.seal_many([(job_aad(j), "x" * 160) for j in job_ids])
+    return {j: b64(b) for j, b in zip(job_ids, sealed, strict=True)}
+
+
+def _record_rounds(r: Any, rounds: int, batch: int, *, keep_text: bool = False) -> int:
     """Push jobs, read them into the group, record them with engine/record.lua as
     the pipeline does (its own payload builders); returns the jobs recorded."""
     from engine.keys import Keys
@@ -351,7 +363,7 @@ def _record_rounds(r: Any, rounds: int, batch: int) -> int:
         pipe.execute()
         entries = r.xreadgroup(group, "c", {keys.jobs: ">"}, count=batch)[0][1]
         jobs = [(fields[b"id"].decode(), eid.decode(), f"{rng.getrandbits(64):x}") for eid, fields in entries]
-        call_keys, args = _record_args(keys, group, carrier, jobs)
+        call_keys, args = _record_args(keys, group, carrier, jobs, keep_text=keep_text)
         r.evalsha(sha, len(call_keys), *call_keys, *args)
     return n
 
@@ -413,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     rs.add_argument("--miss", action="store_true", help="receipts whose entries are not there (a shard tried first)")
     rc = sub.add_parser("record", help="instructions per job in engine/record.lua (single part, receipt, no callback)")
     rc.add_argument("--rounds", type=int, default=5, help="batches of 500 jobs")
+    rc.add_argument("--keep-text", action="store_true", help="each job's text sealed into its event ([history] keep_text)")
     sub.add_parser("scan", help="instructions per scan_receipt")
     sub.add_parser("simulator", help="simulator instructions per message, receipts off and on")
     en = sub.add_parser("engine", help="engine (Python) instructions per job recorded and per receipt (REDIS_URL)")
@@ -425,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         what = "per receipt tried without its entry" if a.miss else "per receipt"
         print(f"correlate.lua apply: {receipts_script_instructions(a.script, a.rounds, miss=a.miss):,.0f} instructions {what}")
     elif a.what == "record":
-        print(f"record.lua: {record_script_instructions(a.rounds):,.0f} instructions per job")
+        print(f"record.lua: {record_script_instructions(a.rounds, keep_text=a.keep_text):,.0f} instructions per job")
     elif a.what == "engine":
         e = engine_instructions(a.tree, a.python, hooks=a.hooks)
         print(f"engine: {e['record']:,.0f} instructions per job recorded, {e['receipt']:,.0f} per receipt"

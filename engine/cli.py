@@ -270,6 +270,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
     return run_loop(history_main(
         _resolve("history", args, required=False).settings,
         job_id=args.id, ref=args.ref, to=args.to, client=args.client, as_json=args.json, limit=args.limit,
+        show_text=args.show_text,
     ))
 
 
@@ -392,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--client", help="a client (tenant) id")
     p.add_argument("--json", action="store_true", help="JSON instead of text")
     p.add_argument("--limit", type=int, default=100, help="at most this many jobs (default 100)")
+    p.add_argument("--show-text", action="store_true",
+                   help="also the message text kept by [history] keep_text (needs the key; audited)")
     p.set_defaults(func=_cmd_history)
 
     p = sub.add_parser(

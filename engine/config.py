@@ -19,12 +19,14 @@ Environment overrides, applied after the file:
 | ``SENDGATE_WEBHOOK_SECRET`` | ``webhooks.secret`` |
 | ``SENDGATE_HISTORY_URL`` | ``history.url`` |
 | ``SENDGATE_REDIS_PASSWORD`` | ``redis.password`` |
+| ``SENDGATE_HISTORY_TEXT_KEY`` | ``history.text_key`` |
 | ``SENDGATE_REDIS_CLUSTER`` | ``redis.cluster`` (``1``/``true``/``yes`` or ``0``/``false``/``no``) |
 | ``SENDGATE_CARRIER_<NAME>_PASSWORD`` | ``carriers[…].password`` of carrier ``<name>`` (upper case, ``-`` and ``.`` as ``_``) |
 
 Secrets (``redis.password``, ``privacy.hash_secret``, ``webhooks.secret``,
-``carriers[…].password``) may also come from a file: the ``…_file`` key next
-to them names it (``password_file``, ``hash_secret_file``, ``secret_file``);
+``history.text_key``, ``carriers[…].password``) may also come from a file: the
+``…_file`` key next to them names it (``password_file``, ``hash_secret_file``,
+``secret_file``, ``text_key_file``);
 the file is read once here, a trailing newline dropped. Setting a secret both
 inline and as a file is an error. Whatever holds a secret prints it as
 ``'***'`` (``repr``), so neither a log line, a traceback, ``/status`` nor a CLI
@@ -184,8 +186,9 @@ class HistorySettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 
     enabled: bool = True  # archive inside `sendgate run`; `sendgate archive` runs it alone
     url: str = ""  # postgresql://… | sqlite:///path; "" = SQLite in the data directory
-    keep_text: bool = False  # store message text (encrypted with text_key): not supported yet
-    text_key: str = ""
+    keep_text: bool = False  # archive message text, AES-256-GCM with text_key (engine/history/text_cipher.py)
+    text_key: str = ""  # 32 bytes as 64 hex digits or base64; several: the first seals, all open
+    text_key_file: str = ""  # or SENDGATE_HISTORY_TEXT_KEY
     group: str = "archiver"  # consumer group on the events stream
     consumer: str = ""  # default: archiver-<hostname> (stable, so a restart finds its pending entries)
     batch_size: int = 5000
@@ -474,10 +477,22 @@ def _check_history(h: HistorySettings) -> None:
         parse_history_url(h.url)
     except ValueError as err:
         raise ConfigError(f"history.url: {err}") from None
-    if h.keep_text:
-        # The events the archiver reads carry no text; storing it needs the text in
-        # the stream and an AEAD (docs/INTERNALS.md, "History store").
-        raise ConfigError("history.keep_text: not supported yet (message text is not archived)")
+    if h.keep_text or h.text_key:
+        from engine.history.text_cipher import TextKeyError, cipher_available, parse_keys
+
+        if not h.text_key:
+            raise ConfigError(
+                "history.text_key_file: keep_text needs a key (32 random bytes, base64 or hex: "
+                "head -c 32 /dev/urandom | base64 > text.key), or SENDGATE_HISTORY_TEXT_KEY"
+            )
+        try:
+            parse_keys(h.text_key)
+        except TextKeyError as err:  # the message names the key's position, never its value
+            raise ConfigError(f"history.text_key_file: {err}") from None
+        if h.keep_text and not cipher_available():
+            raise ConfigError(
+                "history.keep_text: needs the 'cryptography' package (pip install 'sendgate[history-text]')"
+            )
     if not h.group or any(c.isspace() for c in h.group):
         raise ConfigError("history.group: must be non-empty without spaces")
     if not 1 <= h.batch_size <= 50_000:
@@ -530,6 +545,7 @@ _ENV_OVERRIDES: tuple[tuple[str, tuple[str, str]], ...] = (
     ("SENDGATE_WEBHOOK_SECRET", ("webhooks", "secret")),
     ("SENDGATE_HISTORY_URL", ("history", "url")),
     ("SENDGATE_REDIS_PASSWORD", ("redis", "password")),
+    ("SENDGATE_HISTORY_TEXT_KEY", ("history", "text_key")),
     ("SENDGATE_REDIS_CLUSTER", ("redis", "cluster")),
 )
 
@@ -541,6 +557,7 @@ _SECRET_FILES: tuple[tuple[str, str, str], ...] = (
     ("redis", "password", "password_file"),
     ("privacy", "hash_secret", "hash_secret_file"),
     ("webhooks", "secret", "secret_file"),
+    ("history", "text_key", "text_key_file"),
 )
 
 

@@ -210,8 +210,9 @@ async def erase_subject_everywhere(
         # deleted, or by policy hidden, with those just taken from the stream written
         # first, so that they are held (hidden) to the retention like the rest.
         table = inbound_table(store)
-        if immediate:
-            inbound_rows = await table.erase(**inbound_key)
+        inbound_entries = [(e.key, e.entry_id) for e in found if e.kind == "inbound"]
+        if immediate:  # the entries go into the inbound erasure ledger (an archiver batch in flight)
+            inbound_rows = await table.erase(**inbound_key, entries=inbound_entries, now_ms=now_ms)
         else:
             taken = [(e.key, [(e.entry_id, e.fields)]) for e in found if e.kind == "inbound"]
             if taken:
@@ -252,7 +253,7 @@ async def erase_subject_everywhere(
     result = others.into(result)
     if immediate and store is not None:
         await store.erase(**key, job_ids=job_ids, now_ms=now_ms)  # belt and braces: see the module doc
-        await inbound_table(store).erase(**inbound_key)
+        await inbound_table(store).erase(**inbound_key, entries=inbound_entries, now_ms=now_ms)
     fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
     return SubjectErasure(**{**fields, "entries": removed}, inbound_rows=inbound_rows, inbound_parts=parts_removed)
 

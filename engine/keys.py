@@ -134,7 +134,8 @@ KEY_TABLE: tuple[KeyDoc, ...] = (
            "as P:jobs", "shard", "as P:jobs"),
     KeyDoc("P:events", "stream",
            "status events (public contract); a job's first event also carries to_hash, to_mask, encoding, client, "
-           "kind, retention_until (the history row)", "claim.lua, record.lua, correlate.lua",
+           "kind, retention_until (the history row), and with [history] keep_text text_enc (the text sealed, base64)",
+           "claim.lua, record.lua, correlate.lua",
            "until the history archiver's group has acked them and at least `events_min_keep_s`, at most "
            "`events_keep_hours` (trimmed once a minute); without history `events_keep_hours` and `streams_maxlen`",
            "shard", "~110 B per event (2 per job with a receipt) for minutes"),

@@ -34,6 +34,7 @@ from redis.exceptions import ResponseError
 
 from engine.keys import Keys
 from engine.metrics import Metrics
+from engine.redis_client import raw_reply_client
 
 __all__ = ["DEAD_WINDOW", "LANE_NAMES", "LaneSample", "OpsSampler"]
 
@@ -105,8 +106,9 @@ class OpsSampler:
         # XRANGE replies as hiredis parsed them (nested lists): the Redis < 7 lag count
         # reads up to 10,000 entries, and redis-py would build a dict per entry
         # (~30 ms of engine CPU per lane per sample with a long tail)
-        self._raw = Redis(connection_pool=redis.connection_pool)
-        self._raw.response_callbacks["XRANGE"] = _raw_reply
+        # Made on first use (raw_reply_client: a plain Redis's own pool, or a second
+        # cluster client), closed when run() ends.
+        self._raw: Redis | None = None
         self.keys = keys
         # every shard's lanes ([redis] shards); a lane's sample adds up its shards'
         self.shards = shards or (keys,)
@@ -139,15 +141,20 @@ class OpsSampler:
         """Measure loop lag every tick and sample Redis every ``interval_s``, until cancelled."""
         loop = asyncio.get_running_loop()
         next_sample = loop.time()
-        while True:
-            if loop.time() >= next_sample:
-                next_sample = loop.time() + self.interval_s
-                await self.sample_once()
-            started = loop.time()
-            await asyncio.sleep(TICK_S)
-            late = max(0.0, loop.time() - started - TICK_S)
-            if late > self._worst_lag:
-                self._worst_lag = late
+        try:
+            while True:
+                if loop.time() >= next_sample:
+                    next_sample = loop.time() + self.interval_s
+                    await self.sample_once()
+                started = loop.time()
+                await asyncio.sleep(TICK_S)
+                late = max(0.0, loop.time() - started - TICK_S)
+                if late > self._worst_lag:
+                    self._worst_lag = late
+        finally:
+            raw, self._raw = self._raw, None
+            if raw is not None and raw is not self.redis:
+                await asyncio.shield(raw.aclose())
 
     async def wait_sampled(self) -> None:
         """Return after the next completed sample (tests, and the first /status)."""
@@ -235,6 +242,8 @@ class OpsSampler:
     async def _count_after(self, stream: str, last_id: Any) -> int:
         # Redis < 7 or a lag it cannot compute (entries deleted): count the tail, bounded.
         after = _text(last_id or "0-0")
+        if self._raw is None:
+            self._raw = raw_reply_client(self.redis, ("XRANGE",), _raw_reply)
         entries: Any = await self._raw.xrange(stream, min="(" + after, count=10_000)
         return len(entries or ())
 

@@ -68,6 +68,7 @@ from dlr.store import BUCKETS_PER_WAIT, correlation_arg, correlation_bucket
 from engine.admission import LANES, OTHER, CarrierQueue
 from engine.backlog import group_backlog
 from engine.config import CarrierSettings, Settings
+from engine.history.text_cipher import TextCipher, b64, job_aad
 from engine.hook_chain import chain_for
 from engine.hook_views import JobEventView, ViewBatch
 from engine.job import Job, JobError, parse_job
@@ -304,6 +305,11 @@ class Pipeline:
         self._hash_number = KeyedHasher(settings.privacy.hash_secret.encode())
         days = settings.privacy.retention_days
         self._message_ttl_s = days.message * 86400
+        # [history] keep_text: each job's text sealed once per record call and carried,
+        # never in clear, by its first event (engine/history/text_cipher.py)
+        self._text_cipher: TextCipher | None = (
+            TextCipher.from_text(settings.history.text_key) if settings.history.keep_text else None
+        )
         # the idempotency window, not the message retention (docs/contract.md §3)
         self._mark_ttl_s = max(1, int(settings.engine.idempotency_hours * 3600))
         # The privacy hook chain (engine/hook_chain.py): called once per batch before
@@ -1440,7 +1446,13 @@ class Pipeline:
                         _s(ev.get("to_mask")), _s(ev.get("encoding")), corr, ij.expect if job.dlr else 0, dlr_ids,
                     )
                 )
-        payload = _json(RecordBatch(retention_until=retention_until, waits=waits, jobs=jobs_payload, acks=acks))
+        texts: dict[str, str] = {}
+        cipher = self._text_cipher
+        if cipher is not None and done:  # one nonce draw per call; the text never in clear in the stream
+            sealed = cipher.seal_many([(job_aad(ij.job.id), ij.job.text) for ij in done])
+            texts = {ij.job.id: b64(b) for ij, b in zip(done, sealed, strict=True)}
+        payload = _json(RecordBatch(retention_until=retention_until, waits=waits, jobs=jobs_payload, acks=acks,
+                                    texts=texts))
         # the call's token: a repeat of this very call (reply lost) writes nothing twice
         token = os.urandom(12).hex()
         await self._retry(

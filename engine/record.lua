@@ -30,7 +30,9 @@
 -- ARGV[A_PAYLOAD] payload (JSON): {"retention_until": s (the history row's, carried by
 --   the first event),
 --   "waits": {carrier: [end_ms, expire_at_ms, record_ttl (s)] (W_*, strings), ...},
---   "jobs": [job, ...], "acks": [entry_id, ...]} where job is the list J_*:
+--   "jobs": [job, ...], "acks": [entry_id, ...], "texts": {job_id: sealed text, base64, of
+--   every job of the call, JSON and packed ones; {} with [history] keep_text off}} where
+--   job is the list J_*:
 --   [job_id, event, carrier, parts, message_ids, error, ref, client, kind, callback,
 --    to_hash, to_mask, encoding, corr, expect (receipts expected), dlr_ids (normalised
 --    ids, comma-joined, "" when equal to message_ids)]
@@ -78,6 +80,7 @@ local function num_str(n)
   return NUM_STR[n] or tostring(n)
 end
 local call = redis.call
+local texts = batch.texts or {}
 -- correlation entries, per carrier: field, value, ... for one HSET into its bucket
 local corr_add, corr_n = {}, {}
 for _, j in ipairs(batch.jobs) do
@@ -119,12 +122,22 @@ for _, j in ipairs(batch.jobs) do
     corr_n[carrier] = n
   end
   -- The job's first event: it also describes the job for the history archiver
-  -- (fields in the order engine/history/record.py reads by position).
-  call('XADD', events, '*',
-    'id', job_id, 'ref', ref, 'event', event, 'carrier', carrier, 'parts', parts_s,
-    'message_ids', message_ids, 'error', err, 'ts', now,
-    'client', j[J_CLIENT], 'kind', j[J_KIND], 'to_hash', j[J_TO_HASH], 'to_mask', j[J_TO_MASK],
-    'encoding', j[J_ENCODING], 'retention_until', retention_until)
+  -- (fields in the order engine/history/record.py reads by position); with
+  -- [history] keep_text also its sealed text (never the text itself).
+  local text_enc = texts[job_id]
+  if text_enc then
+    call('XADD', events, '*',
+      'id', job_id, 'ref', ref, 'event', event, 'carrier', carrier, 'parts', parts_s,
+      'message_ids', message_ids, 'error', err, 'ts', now,
+      'client', j[J_CLIENT], 'kind', j[J_KIND], 'to_hash', j[J_TO_HASH], 'to_mask', j[J_TO_MASK],
+      'encoding', j[J_ENCODING], 'retention_until', retention_until, 'text_enc', text_enc)
+  else
+    call('XADD', events, '*',
+      'id', job_id, 'ref', ref, 'event', event, 'carrier', carrier, 'parts', parts_s,
+      'message_ids', message_ids, 'error', err, 'ts', now,
+      'client', j[J_CLIENT], 'kind', j[J_KIND], 'to_hash', j[J_TO_HASH], 'to_mask', j[J_TO_MASK],
+      'encoding', j[J_ENCODING], 'retention_until', retention_until)
+  end
 end
 -- The common jobs (packed): the same as above for a job whose corr is "" or the fast form.
 local data, lens = ARGV[A_PACKED], ARGV[A_PACKED_LENS]
@@ -158,11 +171,20 @@ for k = 1, #lens, R_CORR do
     c[n + 2] = '=' .. now .. '\31' .. message_ids .. '\31' .. ref .. '\31' .. job_id
     corr_n[carrier] = n + 2
   end
-  call('XADD', events, '*',
-    'id', job_id, 'ref', ref, 'event', event, 'carrier', carrier, 'parts', parts_s,
-    'message_ids', message_ids, 'error', err, 'ts', now,
-    'client', client, 'kind', kind, 'to_hash', to_hash, 'to_mask', to_mask,
-    'encoding', encoding, 'retention_until', retention_until)
+  local text_enc = texts[job_id]
+  if text_enc then
+    call('XADD', events, '*',
+      'id', job_id, 'ref', ref, 'event', event, 'carrier', carrier, 'parts', parts_s,
+      'message_ids', message_ids, 'error', err, 'ts', now,
+      'client', client, 'kind', kind, 'to_hash', to_hash, 'to_mask', to_mask,
+      'encoding', encoding, 'retention_until', retention_until, 'text_enc', text_enc)
+  else
+    call('XADD', events, '*',
+      'id', job_id, 'ref', ref, 'event', event, 'carrier', carrier, 'parts', parts_s,
+      'message_ids', message_ids, 'error', err, 'ts', now,
+      'client', client, 'kind', kind, 'to_hash', to_hash, 'to_mask', to_mask,
+      'encoding', encoding, 'retention_until', retention_until)
+  end
 end
 if p ~= #data + 1 or #lens % R_CORR ~= 0 then
   -- only a caller's bug gets here

@@ -72,13 +72,14 @@ __all__ = [
     "script_header",
 ]
 
-LAYOUT_VERSION = 8
+LAYOUT_VERSION = 9
 """Of every layout below; bump it on any change of one (1: the hand-numbered lists;
 3: claims carry the suppression check, inbound scripts; 4: hot state only, no subject
 indexes, the record call's token; 5: a claim carries the job's ref, park.lua and
 cancel.lua, schedule.lua's id index; 6: the inbound scripts' per-sender index of
 waiting parts; 7: the idempotency mark's value is the claiming entry as one integer,
-claim.lua; 8: the packed lists of record.lua and claim.lua)."""
+claim.lua; 8: the packed lists of record.lua and claim.lua; 9: record.lua's payload
+carries ``texts``, [history] keep_text)."""
 
 
 def _fields(lua_prefix: str, struct: type[msgspec.Struct]) -> Positions:
@@ -176,6 +177,10 @@ class RecordBatch(msgspec.Struct, gc=False):
     waits: dict[str, RecordWait]
     jobs: list[RecordJob]
     acks: list[str]
+    texts: dict[str, str] = msgspec.field(default_factory=dict)
+    """[history] keep_text: job id -> its sealed text, base64 (engine/history/text_cipher.py),
+    for every job of the call (in ``jobs`` or packed), carried by its first event as
+    ``text_enc``; ``{}`` otherwise."""
 
 
 # -- claim.lua ----------------------------------------------------------------

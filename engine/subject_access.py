@@ -65,6 +65,10 @@ class SubjectRecords:
     """Rows of the history store's ``inbound`` table (the subject as sender, or the client's)."""
     inbound_parts: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     """Messages in parts waiting for reassembly: (key, fields) of each set."""
+    texts: dict[str, str] = field(default_factory=dict)
+    """[history] keep_text, the key configured: job id -> its text (or why it did not open)."""
+    inbound_texts: dict[tuple[str, str], str] = field(default_factory=dict)
+    """The same for inbound rows, by (stream, entry id)."""
     suppression: list[str] = field(default_factory=list)
     """The clients ("" = the default list) whose suppression list holds the subject
     (a client subject: its own list, if it has one)."""
@@ -90,8 +94,11 @@ class SubjectRecords:
 
 async def collect(
     redis: Redis, settings: Settings, subject: str, store: HistoryStore | None, *, since_ms: int | None = None,
+    cipher: Any = None,
 ) -> SubjectRecords:
-    """Everything held about ``subject`` (a keyed hash or ``client:<id>``); changes nothing."""
+    """Everything held about ``subject`` (a keyed hash or ``client:<id>``); changes nothing.
+
+    ``cipher`` (a `TextCipher`: [history] keep_text's key): the texts of its rows too."""
     shards = shard_keys(settings.redis.prefix, settings.redis.shards)
     keys = shards[0]
     rec = SubjectRecords(subject)
@@ -103,6 +110,8 @@ async def collect(
         rec.rows = await store.find(**key, since_ms=since_ms or 0, hidden=True, limit=1_000_000)
         by = {"client": client} if by_client else {"from_hash": subject}
         rec.inbound_rows = await inbound_table(store).find(**by, since_ms=since_ms or 0, hidden=True, limit=1_000_000)
+        if cipher is not None:
+            await _open_texts(rec, store, cipher)
     for shard in shards:  # every shard's waiting parts and events ([redis] shards)
         if by_client:
             assert client is not None
@@ -140,11 +149,31 @@ async def collect(
     return rec
 
 
+async def _open_texts(rec: SubjectRecords, store: HistoryStore, cipher: Any) -> None:
+    from engine.history.text_cipher import TextOpenError, inbound_aad, job_aad
+    from engine.history.texts import inbound_text_blobs, job_text_blobs
+
+    for jid, blob in (await job_text_blobs(store, [r.job_id for r in rec.rows])).items():
+        try:
+            rec.texts[jid] = cipher.open(job_aad(jid), blob)
+        except TextOpenError as err:
+            rec.texts[jid] = f"(not opened: {err})"
+    keys = [(r.stream, r.entry_id) for r in rec.inbound_rows]
+    for key, blob in (await inbound_text_blobs(store, keys)).items():
+        try:
+            rec.inbound_texts[key] = cipher.open(inbound_aad(key[1]), blob)
+        except TextOpenError as err:
+            rec.inbound_texts[key] = f"(not opened: {err})"
+
+
 def export_lines(rec: SubjectRecords, keys: Keys) -> list[bytes]:
-    """One JSON object per record, each with its ``kind``."""
+    """One JSON object per record, each with its ``kind``; a row's kept text (if opened) as ``text``."""
     out: list[bytes] = []
     for row in rec.rows:
-        out.append(orjson.dumps({"kind": "history_row", "row": msgspec.to_builtins(row)}))
+        obj: dict[str, Any] = {"kind": "history_row", "row": msgspec.to_builtins(row)}
+        if row.job_id in rec.texts:
+            obj["text"] = rec.texts[row.job_id]
+        out.append(orjson.dumps(obj))
     for jid, fields in sorted(rec.job_records.items()):
         out.append(orjson.dumps({"kind": "job_record", "job_id": jid, "fields": fields}))
     streams = rec.event_streams or [keys.events] * len(rec.events)
@@ -155,7 +184,10 @@ def export_lines(rec: SubjectRecords, keys: Keys) -> list[bytes]:
         where = "key" if e.kind == "scheduled_job" else "stream"
         out.append(orjson.dumps({"kind": e.kind, where: e.key, "entry_id": e.entry_id, "fields": e.fields}))
     for r in rec.inbound_rows:
-        out.append(orjson.dumps({"kind": "inbound_history_row", "row": msgspec.to_builtins(r)}))
+        obj = {"kind": "inbound_history_row", "row": msgspec.to_builtins(r)}
+        if (r.stream, r.entry_id) in rec.inbound_texts:
+            obj["text"] = rec.inbound_texts[(r.stream, r.entry_id)]
+        out.append(orjson.dumps(obj))
     for key, fields in rec.inbound_parts:
         out.append(orjson.dumps({"kind": "inbound_part", "key": key, "fields": fields}))
     for c in rec.suppression:
@@ -184,7 +216,13 @@ async def export_main(
     redis = redis_for(settings)
     store = store_for(settings) if settings.history.enabled else None
     try:
-        rec = await collect(redis, settings, subject, store)
+        cipher = None
+        if store is not None and settings.history.text_key:  # the subject's own texts, when kept
+            from engine.history.text_cipher import TextCipher, cipher_available
+
+            if cipher_available():
+                cipher = TextCipher.from_text(settings.history.text_key)
+        rec = await collect(redis, settings, subject, store, cipher=cipher)
         keys = Keys(settings.redis.prefix)
         lines = export_lines(rec, keys)
         chain = chain_for(settings)

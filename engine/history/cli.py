@@ -32,7 +32,8 @@ from engine.history.archiver import Archiver
 from engine.history.inbound import InboundRow, inbound_table
 from engine.redis_client import redis_from_settings
 
-__all__ = ["archive_main", "archiver_for", "history_main", "inbound_archiver_for", "lookback_days", "store_for"]
+__all__ = ["archive_main", "archiver_for", "history_main", "inbound_archiver_for", "lookback_days", "store_for",
+           "text_cipher_for"]
 
 
 def lookback_days(settings: Settings) -> int:
@@ -84,8 +85,17 @@ def inbound_archiver_for(settings: Settings, redis: Redis, store: HistoryStore, 
         batch_size=h.batch_size, block_ms=h.block_ms, retention_days=settings.privacy.retention_days.message,
         claim_idle_ms=int(h.claim_idle_s * 1000), registry=registry,
         own_numbers=client_numbers(settings.clients), hash_number=KeyedHasher(settings.privacy.hash_secret.encode()),
-        retention_s=settings.privacy.retention_days.message * 86400,
+        retention_s=settings.privacy.retention_days.message * 86400, cipher=text_cipher_for(settings),
     )
+
+
+def text_cipher_for(settings: Settings) -> Any:
+    """The `TextCipher` of ``[history] keep_text`` (None when off)."""
+    if not settings.history.keep_text:
+        return None
+    from engine.history.text_cipher import TextCipher
+
+    return TextCipher.from_text(settings.history.text_key)
 
 
 def _redis_url(settings: Settings) -> str:
@@ -245,10 +255,24 @@ def _line(item: dict[str, Any]) -> str:
 
 async def history_main(
     settings: Settings, *, job_id: str | None = None, ref: str | None = None, to: str | None = None,
-    client: str | None = None, as_json: bool = False, limit: int = 100,
+    client: str | None = None, as_json: bool = False, limit: int = 100, show_text: bool = False,
 ) -> int:
-    """Print what the store and Redis know of a job / ref / number / client, newest first."""
+    """Print what the store and Redis know of a job / ref / number / client, newest first.
+
+    ``show_text``: also the message text kept by ``[history] keep_text``, opened with
+    the configured key; an audit entry ``history_text`` (job ids and counts, never the
+    text) is written first, and without it nothing is shown."""
     from privacy_hooks.masking import keyed_hash
+
+    cipher = None
+    if show_text:
+        if not settings.history.text_key:
+            print("sendgate history: --show-text needs the key ([history] text_key_file or "
+                  "SENDGATE_HISTORY_TEXT_KEY)", file=sys.stderr)
+            return 2
+        from engine.history.text_cipher import TextCipher
+
+        cipher = TextCipher.from_text(settings.history.text_key)
 
     to_hash = None
     if to is not None:
@@ -275,20 +299,82 @@ async def history_main(
                 # inbound messages from that number (or to that client), marked as inbound
                 by = {"from_hash": to_hash} if to_hash is not None else {"client": client}
                 inbound = await inbound_table(store).find(**by, limit=limit)
+        texts: dict[str, str] = {}
+        inbound_texts: dict[tuple[str, str], str] = {}
+        if cipher is not None:
+            code = await _open_texts(settings, store, cipher, rows, inbound, texts, inbound_texts)
+            if code:
+                return code
     finally:
         await store.close()
     items = _merge(rows, hot)[:limit]
+    if cipher is not None:
+        for item in items:
+            item["text"] = texts.get(item["job_id"])
     if as_json:
-        items += [{"inbound": msgspec.to_builtins(r)} for r in inbound]
+        items += [{"inbound": msgspec.to_builtins(r), **({"text": inbound_texts.get((r.stream, r.entry_id))}
+                   if cipher is not None else {})} for r in inbound]
         sys.stdout.write(orjson.dumps(items, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         for item in items:
             print(_line(item))
+            if cipher is not None:
+                print(f"    text: {_shown(texts.get(item['job_id']))}")
         for r in inbound:
             print(_inbound_line(r))
+            if cipher is not None:
+                print(f"    text: {_shown(inbound_texts.get((r.stream, r.entry_id)))}")
         if not items and not inbound:
             print("no job found")
     return 0 if items or inbound else 1
+
+
+def _shown(text: str | None) -> str:
+    return "(not kept)" if text is None else orjson.dumps(text).decode()
+
+
+async def _open_texts(
+    settings: Settings, store: HistoryStore, cipher: Any, rows: list[HistoryRow], inbound: list[InboundRow],
+    texts: dict[str, str], inbound_texts: dict[tuple[str, str], str],
+) -> int:
+    """Audit the access, then open the texts of ``rows`` / ``inbound`` into the dicts; an exit code."""
+    from engine.history.texts import (
+        TextOpenError,
+        inbound_text_blobs,
+        job_text_blobs,
+        open_inbound_texts,
+        open_job_texts,
+    )
+
+    blobs = await job_text_blobs(store, [r.job_id for r in rows])
+    inbound_blobs = await inbound_text_blobs(store, [(r.stream, r.entry_id) for r in inbound])
+    if not blobs and not inbound_blobs:
+        return 0
+    url = _redis_url(settings)
+    if not url:
+        print("sendgate history: --show-text writes an audit entry and needs Redis", file=sys.stderr)
+        return 2
+    from engine.keys import Keys
+    from privacy_hooks.audit import AuditLog
+
+    redis = redis_from_settings(settings, url, socket_connect_timeout=2)
+    try:
+        audit = AuditLog(redis, Keys(settings.redis.prefix).audit, settings.privacy.retention_days.audit)
+        await audit.record("history_text", requested_by="cli", jobs=",".join(sorted(blobs))[:4000],
+                           n_texts=len(blobs), n_inbound_texts=len(inbound_blobs))
+    except (OSError, RedisError) as err:
+        print(f"sendgate history: --show-text: the audit entry could not be written ({type(err).__name__}); "
+              "no text shown", file=sys.stderr)
+        return 2
+    finally:
+        await redis.aclose()
+    try:
+        texts.update(open_job_texts(cipher, blobs))
+        inbound_texts.update(open_inbound_texts(cipher, inbound_blobs))
+    except TextOpenError as err:
+        print(f"sendgate history: --show-text: {err}", file=sys.stderr)
+        return 3
+    return 0
 
 
 def _inbound_line(r: InboundRow) -> str:

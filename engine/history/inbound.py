@@ -21,8 +21,9 @@ Rules:
   number) is kept in clear when it is a short code (up to 6 digits) or one
   of the configured ``[[clients]] numbers``, masked otherwise (a number not
   declared as the client's own could be anyone's);
-- the text is not archived: ``[history] keep_text`` is refused for jobs and
-  inbound alike (``text_enc`` is reserved in both tables);
+- the text is archived only with ``[history] keep_text``, sealed
+  (AES-256-GCM, associated data ``inbound:<entry id>``,
+  engine/history/text_cipher.py) in ``text_enc``; NULL otherwise;
 - retention: ``retention_until`` is the entry's own stamp; whole days are
   dropped at the message retention (PostgreSQL: the day's partition
   ``inbound_pYYYYMMDD``; SQLite: a delete by day).
@@ -31,12 +32,15 @@ Rules:
 from __future__ import annotations
 
 import datetime as dt
+import time
 import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import msgspec
 
+from engine.history.store import LEDGER_KEEP_MS
+from engine.history.text_cipher import TextCipher, inbound_aad
 from privacy_hooks import mask_number
 
 __all__ = [
@@ -58,7 +62,7 @@ SHORT_CODE_MAX_DIGITS = 6
 #: Column order of an `InboundRecord` (the insert's order).
 INBOUND_COLUMNS = (
     "stream", "entry_id", "day", "ts_ms", "from_hash", "from_mask", "to_addr", "client", "carrier",
-    "parts", "total", "partial", "retention_until", "archived_ms",
+    "parts", "total", "partial", "retention_until", "archived_ms", "text_enc",
 )
 
 InboundRecord = tuple[Any, ...]
@@ -117,16 +121,19 @@ def records_from_entries(
     own_numbers: Collection[str] = (),
     hash_number: Callable[[str], str] | None = None,
     retention_s: int = 0,
+    cipher: TextCipher | None = None,
 ) -> list[InboundRecord]:
     """Rows of inbound stream entries: ``batch`` is ``[(stream, [(entry id, fields), …]), …]``,
     fields a mapping (bytes or str) or the raw flat ``[name, value, …]`` list.
 
     ``hash_number``: hashes a sender whose entry has no ``from_hash`` (not written by
     this engine); ``retention_s``: the stamp of an entry without ``retention_until``
-    (entry time + it). An entry that cannot be read (an id that is no stream id) is
-    skipped, so no entry stops the archive.
+    (entry time + it); ``cipher``: ``[history] keep_text``, each text sealed (one
+    nonce draw per batch), else ``text_enc`` None. An entry that cannot be read
+    (an id that is no stream id) is skipped, so no entry stops the archive.
     """
     out: list[InboundRecord] = []
+    texts: list[tuple[bytes, str]] = []
     for stream, entries in batch:
         for eid, raw in entries:
             if raw is None:
@@ -153,10 +160,14 @@ def records_from_entries(
                 out.append((
                     stream, entry_id, entry_ms // _DAY_MS, ts, from_hash, _from_mask(sender) if sender else "",
                     to_for_history(_s(f.get("to")), own_numbers), _s(f.get("client")), _s(f.get("carrier")),
-                    parts, total, _s(f.get("partial")) == "1", retention, now_ms,
+                    parts, total, _s(f.get("partial")) == "1", retention, now_ms, None,
                 ))
+                if cipher is not None:
+                    texts.append((inbound_aad(entry_id), _s(f.get("text"))))
             except ValueError:  # not written by the engine (UnicodeDecodeError is one too)
                 continue
+    if cipher is not None and out:
+        out = [(*r[:-1], blob) for r, blob in zip(out, cipher.seal_many(texts), strict=True)]
     return out
 
 
@@ -194,8 +205,17 @@ class InboundTable(Protocol):
     ) -> list[InboundRow]:
         """Rows of one sender (by hash) or client, newest first; ``hidden``: erased ones too."""
 
-    async def erase(self, *, from_hash: str | None = None, client: str | None = None) -> int:
-        """Delete every row of a sender (by hash) or a client; returns the rows deleted."""
+    async def erase(
+        self, *, from_hash: str | None = None, client: str | None = None,
+        entries: Iterable[tuple[str, str]] = (), now_ms: int | None = None,
+    ) -> int:
+        """Delete every row of a sender (by hash) or a client; returns the rows deleted.
+
+        In the same transaction, under the inbound write lock, the (stream, entry id)
+        of the rows deleted and ``entries`` (the subject's entries found in the inbound
+        stream) go into the inbound erasure ledger: ``write`` deletes the rows of
+        ledgered entries it wrote inside its own transaction, so an archiver batch read
+        before the erasure and committed after it brings nothing back (migration 0007)."""
 
     async def hide(
         self, *, from_hash: str | None = None, client: str | None = None, now_ms: int, retention_until: int
@@ -210,10 +230,16 @@ class InboundTable(Protocol):
 
 
 # ------------------------------------------------------------------ PostgreSQL
+_LOCK_INBOUND = 0x53474849  # "SGHI": serialises inbound batch writes and immediate erasures
+_PG_LEDGER_ANY = "SELECT EXISTS (SELECT 1 FROM erasure_ledger_inbound)"
+_PG_DROP_ERASED = (
+    "DELETE FROM inbound i USING erasure_ledger_inbound l, unnest($1::text[], $2::text[]) AS b(stream, entry_id) "
+    "WHERE i.stream = b.stream AND i.entry_id = b.entry_id AND l.stream = b.stream AND l.entry_id = b.entry_id"
+)
 _PG_INSERT = (
     f"INSERT INTO inbound ({', '.join(INBOUND_COLUMNS)}) "
     "SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::bigint[], $5::text[], $6::text[], $7::text[], "
-    "$8::text[], $9::text[], $10::int[], $11::int[], $12::bool[], $13::bigint[], $14::bigint[]) "
+    "$8::text[], $9::text[], $10::int[], $11::int[], $12::bool[], $13::bigint[], $14::bigint[], $15::bytea[]) "
     "ON CONFLICT DO NOTHING"
 )
 _PG_PARTITIONS = """
@@ -279,7 +305,10 @@ class _PostgresInbound:
         async def run(conn: Any) -> None:
             await self._ensure_partitions(conn, {r[2] for r in records})
             async with conn.transaction():
+                await conn.execute(f"SELECT pg_advisory_xact_lock({_LOCK_INBOUND})")
                 await conn.execute(_PG_INSERT, *columns)
+                if await conn.fetchval(_PG_LEDGER_ANY):  # rows of entries an erasure ledgered: gone
+                    await conn.execute(_PG_DROP_ERASED, columns[0], columns[1])
 
         await self._run(run)
         return len(records)
@@ -301,11 +330,27 @@ class _PostgresInbound:
         result: list[InboundRow] = await self._run(run)
         return result
 
-    async def erase(self, *, from_hash: str | None = None, client: str | None = None) -> int:
+    async def erase(
+        self, *, from_hash: str | None = None, client: str | None = None,
+        entries: Iterable[tuple[str, str]] = (), now_ms: int | None = None,
+    ) -> int:
         column, value = _one_key(from_hash, client)
+        now = int(time.time() * 1000) if now_ms is None else now_ms
 
         async def run(conn: Any) -> int:
-            return _count(await conn.execute(f"DELETE FROM inbound WHERE {column} = $1", value))
+            async with conn.transaction():
+                await conn.execute(f"SELECT pg_advisory_xact_lock({_LOCK_INBOUND})")
+                deleted = await conn.fetch(f"DELETE FROM inbound WHERE {column} = $1 RETURNING stream, entry_id", value)
+                ledger = sorted({*((r[0], r[1]) for r in deleted), *entries})
+                if ledger:
+                    await conn.execute(
+                        "INSERT INTO erasure_ledger_inbound (stream, entry_id, erased_ms) "
+                        "SELECT unnest($1::text[]), unnest($2::text[]), $3 "
+                        "ON CONFLICT (stream, entry_id) DO UPDATE SET erased_ms = EXCLUDED.erased_ms",
+                        [e[0] for e in ledger], [e[1] for e in ledger], now,
+                    )
+                await conn.execute("DELETE FROM erasure_ledger_inbound WHERE erased_ms < $1", now - LEDGER_KEEP_MS)
+                return len(deleted)
 
         result: int = await self._run(run)
         return result
@@ -358,6 +403,10 @@ class _PostgresInbound:
 
 
 # ---------------------------------------------------------------------- SQLite
+_SQLITE_DROP_ERASED = (
+    "DELETE FROM inbound WHERE stream = ? AND entry_id = ? "
+    "AND EXISTS (SELECT 1 FROM erasure_ledger_inbound WHERE stream = ? AND entry_id = ?)"
+)
 _SQLITE_INSERT = (
     f"INSERT INTO inbound ({', '.join(INBOUND_COLUMNS)}) VALUES ({', '.join('?' * len(INBOUND_COLUMNS))}) "
     "ON CONFLICT (stream, entry_id) DO NOTHING"
@@ -378,9 +427,11 @@ class _SqliteInbound:
                   for r in records]
 
         def run(conn: Any) -> int:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE")  # SQLite's one writer: the erasure's lock too
             try:
                 conn.executemany(_SQLITE_INSERT, params)
+                if conn.execute("SELECT 1 FROM erasure_ledger_inbound LIMIT 1").fetchone():
+                    conn.executemany(_SQLITE_DROP_ERASED, [(r[0], r[1], r[0], r[1]) for r in records])
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -407,9 +458,34 @@ class _SqliteInbound:
         result: list[InboundRow] = await self._call(run)
         return result
 
-    async def erase(self, *, from_hash: str | None = None, client: str | None = None) -> int:
+    async def erase(
+        self, *, from_hash: str | None = None, client: str | None = None,
+        entries: Iterable[tuple[str, str]] = (), now_ms: int | None = None,
+    ) -> int:
         column, value = _one_key(from_hash, client)
-        result: int = await self._call(lambda conn: conn.execute(f"DELETE FROM inbound WHERE {column} = ?", (value,)).rowcount)
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        extra = list(entries)
+
+        def run(conn: Any) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # SELECT then DELETE in the one write transaction (no RETURNING: SQLite < 3.35)
+                deleted = conn.execute(f"SELECT stream, entry_id FROM inbound WHERE {column} = ?", (value,)).fetchall()
+                conn.execute(f"DELETE FROM inbound WHERE {column} = ?", (value,))
+                ledger = sorted({*((r[0], r[1]) for r in deleted), *extra})
+                conn.executemany(
+                    "INSERT INTO erasure_ledger_inbound (stream, entry_id, erased_ms) VALUES (?, ?, ?) "
+                    "ON CONFLICT (stream, entry_id) DO UPDATE SET erased_ms = excluded.erased_ms",
+                    [(st, eid, now) for st, eid in ledger],
+                )
+                conn.execute("DELETE FROM erasure_ledger_inbound WHERE erased_ms < ?", (now - LEDGER_KEEP_MS,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return len(deleted)
+
+        result: int = await self._call(run)
         return result
 
     async def hide(

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from engine.history.archiver import Archiver, log
 from engine.history.inbound import InboundRecord, inbound_group, inbound_table, records_from_entries
 from engine.history.store import HistoryStore
+from engine.history.text_cipher import TextCipher
 
 __all__ = ["InboundArchiver", "inbound_group"]
 
@@ -41,6 +42,7 @@ class InboundArchiver(Archiver):
         own_numbers: Collection[str] = (),
         hash_number: Callable[[str], str] | None = None,
         retention_s: int = 0,
+        cipher: TextCipher | None = None,
         registry: CollectorRegistry | None = None,
         **options: Any,
     ) -> None:
@@ -48,6 +50,7 @@ class InboundArchiver(Archiver):
         self.own_numbers = frozenset(own_numbers)
         self.hash_number = hash_number
         self.retention_s = retention_s
+        self.cipher = cipher  # [history] keep_text: each text sealed into text_enc
         self.table = inbound_table(store)
         r = registry if registry is not None else CollectorRegistry()
         self._m_lag = Gauge("sendgate_inbound_archive_lag", "Inbound messages not yet in the history store", registry=r)
@@ -60,7 +63,7 @@ class InboundArchiver(Archiver):
 
     def _fold(self, batch: list[tuple[str, list[Any]]]) -> list[Any]:
         return records_from_entries(batch, int(time.time() * 1000), own_numbers=self.own_numbers,
-                                    hash_number=self.hash_number, retention_s=self.retention_s)
+                                    hash_number=self.hash_number, retention_s=self.retention_s, cipher=self.cipher)
 
     async def _write(self, items: list[InboundRecord], now_ms: int) -> None:
         await self.table.write(items)

@@ -70,14 +70,14 @@ _FILLFACTOR = 50
 _STAGE_COLUMNS = (
     "job_id", "day", "ref", "client", "kind", "carrier", "parts", "encoding", "message_ids",
     "to_hash", "to_mask", "first_ms", "submitted_ms", "final_state", "final_ms", "error",
-    "events", "errors", "retention_until",
+    "events", "errors", "retention_until", "text_enc",
 )
 _STAGE_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS history_stage (
     job_id text NOT NULL, day date NOT NULL, ref text, client text, kind text, carrier text,
     parts integer, encoding text, message_ids text, to_hash text, to_mask text,
     first_ms bigint, submitted_ms bigint, final_state text, final_ms bigint, error text,
-    events jsonb, errors jsonb, retention_until bigint, updated_ms bigint
+    events jsonb, errors jsonb, retention_until bigint, text_enc bytea, updated_ms bigint
 ) ON COMMIT DELETE ROWS
 """
 # The job ids go in as an array so that each recent partition is probed through
@@ -111,7 +111,8 @@ _MERGE_SET = """
     error = CASE WHEN {n}.error <> '' THEN {n}.error ELSE m.error END,
     events = m.events || {n}.events,
     errors = m.errors || {n}.errors,
-    retention_until = GREATEST(m.retention_until, {n}.retention_until)"""
+    retention_until = GREATEST(m.retention_until, {n}.retention_until),
+    text_enc = CASE WHEN m.erased_ms = 0 THEN COALESCE(m.text_enc, {n}.text_enc) END"""
 _MERGE = f"""
 INSERT INTO messages AS m ({_cols}, updated_ms)
 SELECT {_cols}, $1::bigint FROM history_stage
@@ -284,11 +285,12 @@ class PostgresHistory:
             (
                 job_id, date(first_ms // _DAY_MS), ref, client, kind, carrier, parts, encoding, message_ids,
                 to_hash, to_mask, first_ms, submitted_ms, final_state, final_ms, error,
-                dumps(events).decode(), dumps(errors).decode() if errors else "{}", retention_until, now_ms,
+                dumps(events).decode(), dumps(errors).decode() if errors else "{}", retention_until, text_enc,
+                now_ms,
             )
             for (
                 job_id, first_ms, ref, client, kind, carrier, parts, encoding, message_ids, to_hash, to_mask,
-                error, retention_until, submitted_ms, final_state, final_ms, events, errors, _first,
+                error, retention_until, submitted_ms, final_state, final_ms, events, errors, _first, text_enc,
             ) in deltas
         ]
 
@@ -486,7 +488,7 @@ class PostgresHistory:
         column, value = given[0]
         pool = await self._get_pool()
         status = await pool.execute(
-            f"UPDATE messages SET erased_ms = $2, ref = '', to_mask = '', retention_until = $3 "
+            f"UPDATE messages SET erased_ms = $2, ref = '', to_mask = '', text_enc = NULL, retention_until = $3 "
             f"WHERE {column} = $1 AND erased_ms = 0",
             value, now_ms, retention_until,
         )

@@ -3,7 +3,8 @@
 The archiver reads a batch of ``<prefix>:events`` entries (flat fields ``id``,
 ``ref``, ``event``, ``carrier``, ``parts``, ``message_ids``, ``error``, ``ts``;
 the first event of a job also ``client``, ``kind``, ``to_hash``, ``to_mask``,
-``encoding``, ``retention_until``) and folds them into one `JobDelta` per job
+``encoding``, ``retention_until``, and with ``[history] keep_text`` its sealed
+``text_enc``, base64: engine/history/text_cipher.py) and folds them into one `JobDelta` per job
 id, so a batch of 5,000 events becomes at most 5,000 rows and usually fewer
 (a job's submitted and delivered often share a batch). The store then merges
 each delta into the job's row with rules that make a replay change nothing:
@@ -15,7 +16,8 @@ each delta into the job's row with rules that make a replay change nothing:
   by key, so the same event applied twice is the same map;
 - ``first_ms`` and ``submitted_ms`` keep the earliest, ``retention_until`` the
   latest, ``final_state`` follows the latest final event (ties keep the same
-  value), ``parts`` the last non-zero.
+  value), ``parts`` the last non-zero; ``text_enc`` (sealed bytes) the first
+  stored, never on a row hidden by an erasure.
 
 ``day`` (the partition of the row) is the UTC day of the job's first event;
 the store moves a delta onto the day of an existing row of the same job.
@@ -23,6 +25,7 @@ the store moves a delta onto the day of an existing row of the same job.
 
 from __future__ import annotations
 
+from binascii import a2b_base64
 from collections.abc import Iterable, Mapping
 from operator import itemgetter
 from typing import Any
@@ -49,6 +52,7 @@ def ms_to_day(ms: int) -> int:
 _JOB_ID, _FIRST_MS, _REF, _CLIENT, _KIND, _CARRIER, _PARTS, _ENCODING, _MESSAGE_IDS = range(9)
 _TO_HASH, _TO_MASK, _ERROR, _RETENTION, _SUBMITTED_MS, _FINAL_STATE, _FINAL_MS, _EVENTS, _ERRORS = range(9, 18)
 _HAS_FIRST = 18
+_TEXT_ENC = 19  # bytes (sealed text, engine/history/text_cipher.py) or None
 
 
 class JobDelta(list):  # type: ignore[type-arg]
@@ -79,6 +83,8 @@ class JobDelta(list):  # type: ignore[type-arg]
     #: The batch holds the job's first event (it carried the describing fields):
     #: its row, if any, is on `day` or later (engine/history/postgres.py).
     has_first: bool = property(itemgetter(_HAS_FIRST))  # type: ignore[assignment]
+    #: ``[history] keep_text``: the sealed text (never the text), else None.
+    text_enc: bytes | None = property(itemgetter(_TEXT_ENC))  # type: ignore[assignment]
 
     @property
     def errors(self) -> dict[str, str]:
@@ -101,6 +107,7 @@ _LAYOUT = (b"id", b"ref", b"event", b"carrier", b"parts", b"message_ids", b"erro
 _LAYOUT_FIRST = (*_LAYOUT, b"client", b"kind", b"to_hash", b"to_mask", b"encoding", b"retention_until")
 _KEYS_SHORT = list(_LAYOUT)
 _KEYS_FIRST = list(_LAYOUT_FIRST)
+_KEYS_FIRST_TEXT = [*_LAYOUT_FIRST, b"text_enc"]  # [history] keep_text
 
 
 _FIRST_ONLY = _LAYOUT_FIRST[len(_LAYOUT):]
@@ -128,8 +135,9 @@ def deltas_from_entries(entries: Iterable[tuple[Any, Any]]) -> list[JobDelta]:
     out: dict[bytes, JobDelta] = {}
     get_delta = out.get
     final_b = _FINAL_B
-    short, first = _KEYS_SHORT, _KEYS_FIRST
+    short, first, first_text = _KEYS_SHORT, _KEYS_FIRST, _KEYS_FIRST_TEXT
     for _eid, f in entries:
+        text_b = None
         if f.__class__ is list:
             n = len(f)
             if n == 16 and f[0::2] == short:
@@ -138,13 +146,20 @@ def deltas_from_entries(entries: Iterable[tuple[Any, Any]]) -> list[JobDelta]:
             elif n == 28 and f[0::2] == first:
                 describe = f[1::2]
                 jid, ref, ev, carrier, parts, mids, error, ts_b = describe[:8]
+            elif n == 30 and f[0::2] == first_text:
+                describe = f[1::2]
+                jid, ref, ev, carrier, parts, mids, error, ts_b = describe[:8]
+                text_b = describe[14]
             else:
                 it = iter(f)
-                describe = _by_name(dict(zip(it, it, strict=True)))
+                fd = dict(zip(it, it, strict=True))
+                text_b = fd.get(b"text_enc")
+                describe = _by_name(fd)
                 jid, ref, ev, carrier, parts, mids, error, ts_b = describe[:8]
                 if len(describe) == 8:
                     describe = None
         else:
+            text_b = f.get(b"text_enc")
             describe = _by_name(f)
             jid, ref, ev, carrier, parts, mids, error, ts_b = describe[:8]
             if len(describe) == 8:
@@ -171,6 +186,7 @@ def deltas_from_entries(entries: Iterable[tuple[Any, Any]]) -> list[JobDelta]:
                 encoding = e.decode() if e else ""
                 retention_i = int(r) if r else 0
             job_id = jid.decode()
+            text_enc = a2b_base64(text_b, strict_mode=True) if text_b else None
         except ValueError:  # not written by the engine (UnicodeDecodeError is one too)
             continue
         final = ev in final_b
@@ -180,7 +196,7 @@ def deltas_from_entries(entries: Iterable[tuple[Any, Any]]) -> list[JobDelta]:
                 job_id, ts, ref_s, client, kind, carrier_s, parts_i, encoding, mids_s, to_hash, to_mask,
                 error_s, retention_i if retention_i > 0 else 0, ts if ev == b"submitted" else None,
                 event if final else "", ts if final else None, {event: ts},
-                {event: error_s} if error_s else None, describe is not None,
+                {event: error_s} if error_s else None, describe is not None, text_enc,
             ])
             continue
         if ts < d[_FIRST_MS]:
@@ -205,6 +221,8 @@ def deltas_from_entries(entries: Iterable[tuple[Any, Any]]) -> list[JobDelta]:
                 d[_FINAL_STATE] = event
         elif ev == b"submitted" and (d[_SUBMITTED_MS] is None or ts < d[_SUBMITTED_MS]):
             d[_SUBMITTED_MS] = ts
+        if text_enc is not None and d[_TEXT_ENC] is None:
+            d[_TEXT_ENC] = text_enc
         if describe is not None:
             # The first event of a job describes it; later events do not repeat it.
             d[_HAS_FIRST] = True

@@ -42,8 +42,8 @@ _DROP_ERASED = "DELETE FROM messages WHERE job_id = ? AND EXISTS (SELECT 1 FROM 
 _UPSERT = """
 INSERT INTO messages (job_id, day, ref, client, kind, carrier, parts, encoding, message_ids,
     to_hash, to_mask, first_ms, submitted_ms, final_state, final_ms, error, events, errors,
-    retention_until, updated_ms)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    retention_until, updated_ms, text_enc)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (job_id) DO UPDATE SET
     ref = CASE WHEN excluded.ref <> '' AND erased_ms = 0 THEN excluded.ref ELSE ref END,
     client = CASE WHEN excluded.client <> '' THEN excluded.client ELSE client END,
@@ -63,6 +63,7 @@ ON CONFLICT (job_id) DO UPDATE SET
     events = json_patch(events, excluded.events),
     errors = json_patch(errors, excluded.errors),
     retention_until = max(retention_until, excluded.retention_until),
+    text_enc = CASE WHEN erased_ms = 0 THEN coalesce(text_enc, excluded.text_enc) ELSE NULL END,
     updated_ms = excluded.updated_ms
 """
 
@@ -81,7 +82,7 @@ def _params(d: JobDelta, now_ms: int) -> tuple[Any, ...]:
         d.job_id, _day_iso(d.first_ms // 86_400_000), d.ref, d.client, d.kind, d.carrier, d.parts,
         d.encoding, d.message_ids, d.to_hash, d.to_mask, d.first_ms, d.submitted_ms, d.final_state,
         d.final_ms, d.error, orjson.dumps(d.events).decode(), orjson.dumps(d.errors).decode(),
-        d.retention_until, now_ms,
+        d.retention_until, now_ms, d.text_enc,
     )
 
 
@@ -245,7 +246,7 @@ class SqliteHistory:
 
         def run(conn: sqlite3.Connection) -> int:
             return conn.execute(
-                f"UPDATE messages SET erased_ms = ?, ref = '', to_mask = '', retention_until = ? "
+                f"UPDATE messages SET erased_ms = ?, ref = '', to_mask = '', text_enc = NULL, retention_until = ? "
                 f"WHERE {column} = ? AND erased_ms = 0",
                 (now_ms, retention_until, value),
             ).rowcount

@@ -40,7 +40,8 @@ def test_env_overrides() -> None:
     [
         ({"carriers": [{"name": "a", "port": "x"}]}, "carriers[0].port"),
         ({"history": {"url": "mysql://h/db"}}, "history.url"),
-        ({"history": {"keep_text": True}}, "history.keep_text"),
+        ({"history": {"keep_text": True}}, "history.text_key_file"),  # keep_text needs a key
+        ({"history": {"keep_text": True, "text_key": "c2hvcnQ="}}, "history.text_key_file"),  # 5 bytes
         ({"history": {"batch_size": 0}}, "history.batch_size"),
         ({"history": {"group": ""}}, "history.group"),
         ({"history": {"settle_ms": -1}}, "history.settle_ms"),
