@@ -70,6 +70,7 @@ from engine.backlog import group_backlog
 from engine.config import CarrierSettings, Settings
 from engine.history.text_cipher import TextCipher, b64, job_aad
 from engine.hook_chain import chain_for
+from engine.hook_views import JobEventView, ViewBatch
 from engine.job import Job, JobError, parse_job
 from engine.keys import Keys, shard_keys, shard_of
 from engine.marketing import QuietHours, with_footer
@@ -1365,6 +1366,9 @@ class Pipeline:
                 done = []
             else:
                 deadlines, events = hooked
+                if deadlines.count(deadlines[0]) == len(deadlines):  # the usual case: one deadline, one call
+                    await self._record_call(stream, done, acks + [ij.entry_id for ij in done], now_ms, deadlines[0], events)
+                    deadlines = []
                 groups: dict[int, list[int]] = {}
                 for i, deadline in enumerate(deadlines):
                     groups.setdefault(deadline, []).append(i)
@@ -1463,18 +1467,19 @@ class Pipeline:
 
     async def _record_call(
         self, stream: str, done: list[_InFlightJob], acks: list[str], now_ms: int, retention_until: int,
-        events: list[dict[str, Any]] | None,
+        events: list[JobEventView] | None,
     ) -> None:
         """One record script call: ``done``'s outcomes, each job's first event carrying
         ``retention_until``; ``events``: the hooks' view of them (their edits of
-        ``EVENT_EDITABLE`` fields are written), or None (the fast path)."""
+        ``EVENT_EDITABLE`` fields are written; an unedited view is written as without
+        hooks), or None (no custom hooks)."""
         await self._retry(
             self._record_script, self.redis, *self._record_args(stream, done, acks, now_ms, retention_until, events)
         )
 
     def _record_args(
         self, stream: str, done: list[_InFlightJob], acks: list[str], now_ms: int, retention_until: int,
-        events: list[dict[str, Any]] | None,
+        events: list[JobEventView] | None,
     ) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of `_record_call`'s script call."""
         cap_s = self._message_ttl_s if events is None else max(1, min(self._message_ttl_s, retention_until - now_ms // 1000))
@@ -1489,11 +1494,12 @@ class Pipeline:
         # (a receipt on this engine then goes there first: ReceiptSink.correlate).
         hints = self.receipt_hints if self.nshards > 1 else None
         shard = self._stream_shard[stream]
-        # The common jobs travel packed (RECORD_PACKED); with the hooks' view, all as RecordJob.
-        packed = Packed(_RECORD_WIDTH) if events is None else None
+        # The common jobs travel packed (RECORD_PACKED); a job a hook edited, as RecordJob.
+        packed = Packed(_RECORD_WIDTH)
         for n, ij in enumerate(done):
             job = ij.job
-            ref = job.ref if events is None else str(events[n].get("ref") or "")
+            ev = events[n] if events is not None and events[n].edits is not None else None
+            ref = job.ref if ev is None else str(ev.get("ref") or "")
             corr: str | list[list[str | int]] = ""
             dlr_ids = ""
             mids = ij.message_ids
@@ -1506,7 +1512,7 @@ class Pipeline:
                         hints.put(ij.carrier, normalised_id, shard)
                     if normalised_id != message_ids:
                         dlr_ids = normalised_id
-                if packed is not None and type(corr) is str and packed.add(  # "" or the fast form: no job record
+                if ev is None and type(corr) is str and packed.add(  # "" or the fast form: no job record
                     (job.id, ij.event, ij.carrier, "1", message_ids, ij.error, ref, job.client, job.kind,
                      ij.to_hash, mask_e164_digits(job.to), ij.seg.encoding, corr)
                 ):
@@ -1524,7 +1530,7 @@ class Pipeline:
                         dlr_ids = ",".join(normalised)
             # Positional, in RecordJob's field order: msgspec matches 16 keywords
             # by name at ~5x the cost of the whole positional construction.
-            if events is None:
+            if ev is None:
                 jobs_payload.append(
                     RecordJob(
                         job.id, ij.event, ij.carrier, ij.parts, message_ids, ij.error, ref, job.client, job.kind,
@@ -1533,7 +1539,6 @@ class Pipeline:
                     )
                 )
             else:
-                ev = events[n]
                 jobs_payload.append(
                     RecordJob(
                         job.id, ij.event, ij.carrier, ij.parts, message_ids, _s(ev.get("error")), ref,
@@ -1553,24 +1558,18 @@ class Pipeline:
         return record_call(self.shards[shard], stream, self.group, payload, now_ms, token, packed)
 
     # ----------------------------------------------------- privacy hooks
-    def _hook_jobs(self, done: list[_InFlightJob], now_ms: int) -> tuple[list[int], list[dict[str, Any]]]:
+    def _hook_jobs(self, done: list[_InFlightJob], now_ms: int) -> tuple[list[int], list[JobEventView]]:
         """The hook chain over a record batch: each job's first event as it will be
-        written, ``on_store("job", …)`` (its deadline) then ``on_events``. Raises HookFailed."""
-        ts = str(now_ms)
-        events: list[dict[str, Any]] = []
-        for ij in done:
-            job = ij.job
-            if not ij.to_hash:
-                ij.to_hash = self._hash_number(job.to)
-            events.append({
-                "id": job.id, "ref": job.ref, "event": ij.event, "carrier": ij.carrier, "parts": str(ij.parts),
-                "message_ids": ",".join(ij.message_ids), "error": ij.error, "ts": ts, "client": job.client,
-                "kind": job.kind, "to_hash": ij.to_hash, "to_mask": mask_e164_digits(job.to),
-                "encoding": ij.seg.encoding,
-            })
+        written (a lazy view over the job: engine/hook_views.py), ``on_store("job", …)``
+        (its deadline) then ``on_events``. Raises HookFailed."""
+        vb = ViewBatch(str(now_ms), self._hash_number)
+        events = [JobEventView(ij, vb) for ij in done]
         deadlines = self.hooks.on_store_batch("job", events, now_ms / 1000)
+        last, text = None, ""
         for ev, deadline in zip(events, deadlines, strict=True):
-            ev["retention_until"] = str(deadline)
+            if deadline != last:  # usually one deadline for the batch: one str
+                last, text = deadline, str(deadline)
+            ev.retention_until = text
         self.hooks.on_events(events)
         return deadlines, events
 

@@ -52,8 +52,9 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import msgspec
 
 from .masking import mask_number
 from .redaction import NUMBER_FIELDS, TEXT_FIELDS, RedactingFilter, redact_record
@@ -67,6 +68,7 @@ __all__ = [
     "HOOK_ATTEMPTS",
     "STORE_KINDS",
     "BaseHook",
+    "EngineEvent",
     "HookChain",
     "HookFailed",
     "PrivacyHook",
@@ -110,9 +112,21 @@ class HookFailed(Exception):
         self.error = error
 
 
-@dataclass(slots=True)
-class StoredRecord:
-    """A record about to be written: its kind, its fields (``None`` for a plain value), the stamps."""
+class EngineEvent(MutableMapping[str, Any]):
+    """Base of the engine's lazy event views (engine/hook_views.py): a mapping whose
+    values are made on access from the job in hand. Its own fields never hold a
+    number or text in clear (``names_free``), so the redaction hook passes it
+    without looking at its keys."""
+
+    __slots__ = ()
+    names_free = True
+
+
+class StoredRecord(msgspec.Struct):
+    """A record about to be written: its kind, its fields (``None`` for a plain value), the stamps.
+
+    (A msgspec Struct: made in C, one per record of a batch with custom hooks;
+    attributes read and written like a dataclass's.)"""
 
     kind: str
     fields: MutableMapping[str, Any] | None
@@ -184,6 +198,8 @@ class RedactionHook(BaseHook):
     def on_events(self, events: Sequence[MutableMapping[str, Any]]) -> None:
         named = _NAMED
         for event in events:
+            if getattr(event, "names_free", False):  # an engine view: made of no such field
+                continue
             if not named.isdisjoint(event):  # the engine's own events never hold such a field
                 self.on_event(event)
 
@@ -237,9 +253,14 @@ class RetentionHook(BaseHook):
             return
         first = records[0]
         ttl = self.ttl_of(first.kind)
+        now_s = first.now_s
+        until = int(now_s) + ttl if ttl else 0  # one batch: usually one time for all
         for record in records:
             record.ttl_s = ttl
-            record.retention_until = int(record.now_s) + ttl if ttl else 0
+            if record.now_s == now_s:
+                record.retention_until = until
+            else:
+                record.retention_until = int(record.now_s) + ttl if ttl else 0
 
 
 class _ChainFilter(RedactingFilter):
