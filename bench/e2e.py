@@ -1217,7 +1217,7 @@ def _summarise(
             "mix": o.mix, "dlr_delay_ms": o.dlr_delay_ms, "latency_ms": o.latency_ms, "seed": o.seed,
             "prefill": o.prefill, "marketing": o.marketing, "ops": o.ops,
             "history": o.history if o.history in ("off", "sqlite") else o.history.split(":", 1)[0],
-            "archiver": o.archiver,
+            "archiver": o.archiver, "shards": o.shards, "hooks": list(o.hooks),
         },
         "timeline": timeline,
         "notes": [],
