@@ -78,6 +78,7 @@ __all__ = [
     "cpu_per_msg",
     "engine_counters",
     "engine_toml",
+    "event_id_kind_ts",
     "free_port",
     "job_fields",
     "lean_collector",
@@ -611,6 +612,26 @@ async def _events_added(redis: Any, stream: str) -> int:
     return int(info.get("entries-added", info.get("length", 0)))
 
 
+def event_id_kind_ts(flat: list[bytes]) -> tuple[bytes, bytes, int]:
+    """An events-stream entry's ``id``, ``event`` and ``ts`` from its raw field list.
+
+    The engine writes id, ref, event, carrier, parts, message_ids, error, ts in
+    this order: read them by position, else search."""
+    if len(flat) >= 16 and flat[0] == b"id" and flat[4] == b"event" and flat[14] == b"ts":
+        return flat[1], flat[5], int(flat[15])
+    jid = event = b""
+    ts = 0
+    for k in range(0, len(flat) - 1, 2):
+        name = flat[k]
+        if name == b"id":
+            jid = flat[k + 1]
+        elif name == b"event":
+            event = flat[k + 1]
+        elif name == b"ts":
+            ts = int(flat[k + 1])
+    return jid, event, ts
+
+
 def _redis_pid(info: dict[str, Any], url: str) -> int | None:
     host = re.sub(r"^redis://(?:[^@]*@)?", "", url).split(":", 1)[0].split("/", 1)[0]
     if host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
@@ -836,21 +857,7 @@ async def run_bench(
             # a map on RESP3, a list of [stream, entries] pairs on RESP2
             for stream_name, entries in pairs:
                 for eid, flat in entries:
-                    # The engine writes id, ref, event, carrier, parts, message_ids,
-                    # error, ts in this order: read them by position, else search.
-                    if len(flat) >= 16 and flat[0] == b"id" and flat[4] == b"event" and flat[14] == b"ts":
-                        jid, event, ts = flat[1], flat[5], int(flat[15])
-                    else:
-                        jid = event = b""
-                        ts = 0
-                        for k in range(0, len(flat) - 1, 2):
-                            name = flat[k]
-                            if name == b"id":
-                                jid = flat[k + 1]
-                            elif name == b"event":
-                                event = flat[k + 1]
-                            elif name == b"ts":
-                                ts = int(flat[k + 1])
+                    jid, event, ts = event_id_kind_ts(flat)
                     if not jid.startswith(run_prefix):
                         tracker.foreign += 1
                         continue

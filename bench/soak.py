@@ -45,6 +45,7 @@ from bench.e2e import (
     Children,
     child_env,
     engine_toml,
+    event_id_kind_ts,
     free_port,
     job_fields,
     lean_collector,
@@ -277,19 +278,7 @@ async def run_soak(o: BenchOptions, s: SoakOptions, redis_url: str, workdir: Pat
             reply = await reader.xread({keys.events: last}, count=5000, block=100)
             for _stream, entries in (reply.items() if isinstance(reply, dict) else reply or ()):
                 for _eid, flat in entries:
-                    if len(flat) >= 16 and flat[0] == b"id" and flat[4] == b"event" and flat[14] == b"ts":
-                        jid, event, ts = flat[1], flat[5], int(flat[15])
-                    else:
-                        jid = event = b""
-                        ts = 0
-                        for k in range(0, len(flat) - 1, 2):
-                            name = flat[k]
-                            if name == b"id":
-                                jid = flat[k + 1]
-                            elif name == b"event":
-                                event = flat[k + 1]
-                            elif name == b"ts":
-                                ts = int(flat[k + 1])
+                    jid, event, ts = event_id_kind_ts(flat)
                     if not jid.startswith(run_prefix):
                         tracker.foreign += 1
                         continue
