@@ -237,14 +237,8 @@ def reassembly_ttl_s(settings: Settings) -> int:
     return max(1, int(settings.inbound.reassembly_wait_s * 2) + 1)
 
 
-async def waiting_parts(redis: Redis, keys: Keys, subject_hash: str) -> list[tuple[str, dict[str, str]]]:
-    """The reassembly sets of one sender still waiting for parts, by key (the per-sender
-    index ``P:inbound:waiting:<hash>``, no scan): ``[(key, fields), …]``, each set's
-    fields as stored (``p<seq>`` → the text of that part, ``from``, ``to``, …)."""
-    members: Any = await redis.smembers(keys.inbound_waiting(subject_hash))
-    names = sorted(_text(m) for m in members)
-    if not names:
-        return []
+async def _read_sets(redis: Redis, names: list[str]) -> list[tuple[str, dict[str, str]]]:
+    """The reassembly sets ``names`` still waiting (not done), one pipelined round trip."""
     pipe = redis.pipeline(transaction=False)
     for name in names:
         pipe.hgetall(name)
@@ -254,6 +248,17 @@ async def waiting_parts(redis: Redis, keys: Keys, subject_hash: str) -> list[tup
         if fields and "done" not in fields:
             out.append((name, fields))
     return out
+
+
+async def waiting_parts(redis: Redis, keys: Keys, subject_hash: str) -> list[tuple[str, dict[str, str]]]:
+    """The reassembly sets of one sender still waiting for parts, by key (the per-sender
+    index ``P:inbound:waiting:<hash>``, no scan): ``[(key, fields), …]``, each set's
+    fields as stored (``p<seq>`` → the text of that part, ``from``, ``to``, …)."""
+    members: Any = await redis.smembers(keys.inbound_waiting(subject_hash))
+    names = sorted(_text(m) for m in members)
+    if not names:
+        return []
+    return await _read_sets(redis, names)
 
 
 async def client_waiting_keys(redis: Redis, keys: Keys, client: str) -> list[str]:
@@ -278,15 +283,7 @@ async def client_waiting_parts(redis: Redis, keys: Keys, client: str) -> list[tu
     names = await client_waiting_keys(redis, keys, client)
     if not names:
         return []
-    pipe = redis.pipeline(transaction=False)
-    for name in names:
-        pipe.hgetall(name)
-    out = []
-    for name, raw in zip(names, await pipe.execute(), strict=True):
-        fields = {_text(k): _text(v) for k, v in (raw or {}).items()}
-        if fields and "done" not in fields:
-            out.append((name, fields))
-    return out
+    return await _read_sets(redis, names)
 
 
 async def erase_client_waiting_parts(redis: Redis, keys: Keys, client: str, ttl_s: int) -> int:
