@@ -89,6 +89,7 @@ __all__ = [
     "redis_commands_per_job",
     "redis_cpu_s",
     "run_bench",
+    "run_job_index",
     "run_once",
     "slow_calls",
     "wait_listening",
@@ -632,6 +633,16 @@ def event_id_kind_ts(flat: list[bytes]) -> tuple[bytes, bytes, int]:
     return jid, event, ts
 
 
+def run_job_index(jid: bytes, run_prefix: bytes, cut: int) -> int | None:
+    """The index of a job id this run pushed (``<run_prefix><i>``), or None for another's."""
+    if not jid.startswith(run_prefix):
+        return None
+    try:
+        return int(jid[cut:])
+    except ValueError:
+        return None
+
+
 def _redis_pid(info: dict[str, Any], url: str) -> int | None:
     host = re.sub(r"^redis://(?:[^@]*@)?", "", url).split(":", 1)[0].split("/", 1)[0]
     if host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
@@ -858,12 +869,8 @@ async def run_bench(
             for stream_name, entries in pairs:
                 for eid, flat in entries:
                     jid, event, ts = event_id_kind_ts(flat)
-                    if not jid.startswith(run_prefix):
-                        tracker.foreign += 1
-                        continue
-                    try:
-                        i = int(jid[cut:])
-                    except ValueError:
+                    i = run_job_index(jid, run_prefix, cut)
+                    if i is None:
                         tracker.foreign += 1
                         continue
                     if 0 <= i < o.jobs:

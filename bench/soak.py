@@ -53,6 +53,7 @@ from bench.e2e import (
     proc_cpu_s,
     redis_build,
     redis_cpu_s,
+    run_job_index,
     wait_listening,
     wait_ready,
 )
@@ -279,12 +280,8 @@ async def run_soak(o: BenchOptions, s: SoakOptions, redis_url: str, workdir: Pat
             for _stream, entries in (reply.items() if isinstance(reply, dict) else reply or ()):
                 for _eid, flat in entries:
                     jid, event, ts = event_id_kind_ts(flat)
-                    if not jid.startswith(run_prefix):
-                        tracker.foreign += 1
-                        continue
-                    try:
-                        i = int(jid[cut:])
-                    except ValueError:
+                    i = run_job_index(jid, run_prefix, cut)
+                    if i is None:
                         tracker.foreign += 1
                         continue
                     if 0 <= i < total:
