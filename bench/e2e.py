@@ -1504,6 +1504,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.rate <= 0 or args.interval <= 0 or args.drain_s < 0:
             print("sendgate bench: --duration needs --rate > 0 (and --interval > 0, --drain-s >= 0)", file=sys.stderr)
             return 2
+        if args.cluster:
+            print("sendgate bench: --duration runs on one Redis (--redis-url or the embedded one), not --cluster",
+                  file=sys.stderr)
+            return 2
         from bench.soak import SoakOptions, main_soak
 
         return main_soak(opts, SoakOptions(args.duration, args.interval, args.drain_s), args.json, args.logs)

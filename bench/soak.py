@@ -57,7 +57,7 @@ from bench.e2e import (
     wait_listening,
     wait_ready,
 )
-from engine.keys import Keys
+from engine.keys import Keys, shard_keys, shard_of
 
 __all__ = ["SoakOptions", "Tracker", "format_soak", "proc_rss_mb", "run_soak"]
 
@@ -142,8 +142,9 @@ class Tracker:
         return out
 
 
-async def _produce(redis: Any, stream: str, o: BenchOptions, s: SoakOptions, run: str, t: Tracker) -> None:
-    """Paced: every ~5 ms, one pipelined XADD of the jobs due by then."""
+async def _produce(redis: Any, streams: list[str], o: BenchOptions, s: SoakOptions, run: str, t: Tracker) -> None:
+    """Paced: every ~5 ms, one pipelined XADD of the jobs due by then, each to its
+    shard's lane (crc32(id) mod shards, engine.keys.shard_of; one stream: shard 0)."""
     rng = random.Random(o.seed)
     kinds = list(o.mix)
     weights = [o.mix[k] for k in kinds]
@@ -157,7 +158,8 @@ async def _produce(redis: Any, stream: str, o: BenchOptions, s: SoakOptions, run
             pipe = redis.pipeline(transaction=False)
             chosen = rng.choices(kinds, weights, k=hi - sent)
             for i, kind in zip(range(sent, hi), chosen, strict=True):
-                pipe.xadd(stream, job_fields(run, i, kind, o.dlr, rng, o.marketing > 0))
+                fields = job_fields(run, i, kind, o.dlr, rng, o.marketing > 0)
+                pipe.xadd(streams[shard_of(fields["id"], len(streams))] if len(streams) > 1 else streams[0], fields)
                 if kind == "invalid":
                     t.invalid[i] = 1
             ids = await pipe.execute()
@@ -177,6 +179,8 @@ async def run_soak(o: BenchOptions, s: SoakOptions, redis_url: str, workdir: Pat
     run = f"s{uuid.uuid4().hex[:8]}"
     prefix = f"sgbench-{run}"
     keys = Keys(prefix)
+    # [redis] shards: every shard's lane, events and dead letters (one Redis: one XREAD reads them all)
+    shards = shard_keys(prefix, o.shards) if o.shards > 1 else [keys]
     total = max(1, int(o.rate * s.duration_s))
     tracker = Tracker(total, o.dlr)
     redis: Any = Redis.from_url(redis_url)
@@ -219,23 +223,27 @@ async def run_soak(o: BenchOptions, s: SoakOptions, redis_url: str, workdir: Pat
         def engine_cpu() -> float:
             return sum(proc_cpu_s(pid) for pid in engine_pids)
 
-        producer = asyncio.get_running_loop().create_task(_produce(redis, keys.jobs, o, s, run, tracker))
+        producer = asyncio.get_running_loop().create_task(_produce(redis, [k.jobs for k in shards], o, s, run, tracker))
         collector.enter_context(lean_collector())
         reader: Any = Redis(connection_pool=redis.connection_pool)
         reader.response_callbacks["XREAD"] = lambda response, **options: response
         reader.response_callbacks["XRANGE"] = lambda response, **options: response
         run_prefix = f"{run}-".encode()
         cut = len(run_prefix)
-        last, last_dead = "0-0", "-"
+        positions = {k.events: "0-0" for k in shards}
+        last_dead = {k.dead: "-" for k in shards}
         intervals: list[dict[str, Any]] = []
         mark_t, mark_engine, mark_redis = t0, engine_cpu(), redis_cpu_s(await redis.info("cpu"))
         next_row = t0 + s.interval_s
         drain_deadline = t0 + s.duration_s + s.drain_s
 
         async def read_dead() -> None:
-            nonlocal last_dead
+            for dead_key in last_dead:
+                await read_dead_of(dead_key)
+
+        async def read_dead_of(dead_key: str) -> None:
             while True:
-                entries = await reader.xrange(keys.dead, min=last_dead, count=5000)
+                entries = await reader.xrange(dead_key, min=last_dead[dead_key], count=5000)
                 if not entries:
                     return
                 for _eid, flat in entries:
@@ -248,7 +256,7 @@ async def run_soak(o: BenchOptions, s: SoakOptions, redis_url: str, workdir: Pat
                                     if 0 <= i < total:
                                         tracker.on_dead(i)
                             break
-                last_dead = "(" + entries[-1][0].decode()
+                last_dead[dead_key] = "(" + entries[-1][0].decode()
 
         async def row(now: float) -> None:
             nonlocal mark_t, mark_engine, mark_redis
@@ -276,8 +284,8 @@ async def run_soak(o: BenchOptions, s: SoakOptions, redis_url: str, workdir: Pat
                 f"redis {r['redis_used_memory_mb']} MiB  receipt p99 {r['receipt_latency_ms']['p99']:.0f} ms")
 
         while True:
-            reply = await reader.xread({keys.events: last}, count=5000, block=100)
-            for _stream, entries in (reply.items() if isinstance(reply, dict) else reply or ()):
+            reply = await reader.xread(positions, count=5000, block=100)
+            for stream_name, entries in (reply.items() if isinstance(reply, dict) else reply or ()):
                 for _eid, flat in entries:
                     jid, event, ts = event_id_kind_ts(flat)
                     i = run_job_index(jid, run_prefix, cut)
@@ -286,7 +294,9 @@ async def run_soak(o: BenchOptions, s: SoakOptions, redis_url: str, workdir: Pat
                         continue
                     if 0 <= i < total:
                         tracker.on_event(i, event, ts)
-                last = entries[-1][0].decode()
+                if entries:
+                    name = stream_name.decode() if isinstance(stream_name, bytes) else stream_name
+                    positions[name] = entries[-1][0].decode()
             now = time.monotonic()
             for w, proc in enumerate(engines):
                 if proc.poll() is not None:
@@ -307,7 +317,7 @@ async def run_soak(o: BenchOptions, s: SoakOptions, redis_url: str, workdir: Pat
         return {
             "mode": "soak",
             "settings": {"duration_s": s.duration_s, "rate": o.rate, "interval_s": s.interval_s, "workers": o.workers,
-                         "binds": o.binds, "window": o.window, "dlr": o.dlr, "mix": o.mix, "batch_size": o.batch_size,
+                         "shards": o.shards, "binds": o.binds, "window": o.window, "dlr": o.dlr, "mix": o.mix, "batch_size": o.batch_size,
                          "dlr_delay_ms": o.dlr_delay_ms, "latency_ms": o.latency_ms},
             "redis_server": redis_build({**info_server, **await redis.info("memory")}),
             "jobs": total,

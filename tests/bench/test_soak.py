@@ -45,9 +45,31 @@ def test_soak_reports_every_interval_and_loses_nothing(tmp_path: Path, redis_url
         client.close()
 
 
+def test_soak_with_shards_reads_every_shard(tmp_path: Path, redis_url: str) -> None:
+    """`--shards 3`: jobs go to their shard's lane and the events and dead letters of
+    every shard are counted (a soak that read shard 0 alone would report the others lost)."""
+    out = tmp_path / "soak.json"
+    rc = main(["--duration", "3", "--rate", "300", "--interval", "1", "--drain-s", "20", "--redis-url", redis_url,
+               "--quiet", "--json", str(out), "--shards", "3", "--mix", "gsm=0.95,invalid=0.05"])
+    r = json.loads(out.read_text())
+    assert rc == 0, r
+    assert r["settings"]["shards"] == 3
+    assert r["jobs"] == 900
+    assert r["lost"] == 0 and r["duplicates"] == 0
+    assert r["dead_letters"] == r["invalid_pushed"] > 0
+    assert r["final"] + r["dead_letters"] == 900
+    assert r["foreign_events"] == 0
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert list(client.scan_iter(match=f"{r['prefix']}:*", count=1000)) == []
+    finally:
+        client.close()
+
+
 def test_duration_needs_a_rate() -> None:
     assert main(["--duration", "5"]) == 2
     assert main(["--duration", "5", "--rate", "10", "--interval", "0"]) == 2
+    assert main(["--duration", "5", "--rate", "10", "--cluster"]) == 2  # a soak runs on one Redis
 
 
 def test_tracker_keeps_only_jobs_in_flight() -> None:
