@@ -128,9 +128,10 @@ class _ClaimArgs:
             job = parse_job(fields, now, allow_private_callbacks=False)
             jobs.append(_InFlightJob(_Batch(keys.jobs), f"{1_700_000_000_000 + k}-{i}", fields, job, "c1",
                                      p._segment(job, "c1"), self.klass, self.klass.lane))
-        claims, packed = p._claims(jobs, keys)[:2]
-        payload = _json(ClaimBatch(claims=claims, dead=[]))
-        return claim_call(keys, keys.jobs, "g", payload, 1_700_000_000_000, 3600, 1_000_000, False, (), packed)
+        claims, lists, marketing, packed, _order = p._claims(jobs, keys)
+        payload = _json(ClaimBatch(claims=claims, dead=[], lists=lists))
+        return claim_call(keys, keys.jobs, "g", payload, 1_700_000_000_000, 3600, 1_000_000, False, (), packed,
+                          marketing)
 
 
 def _fill_list(r: Any, key: str, marketing: int) -> None:
@@ -226,10 +227,9 @@ for i in range(500):
 for _ in range(N):
     for ij in jobs:
         ij.to_hash = ""
-    built = p._claims(jobs, keys)
-    claims, packed = built[0], built[1]
-    payload = _json(ClaimBatch(claims=claims, dead=[], retention_until=1))
-    call_keys, args = claim_call(keys, stream, p.group, payload, 1, 3600, 1000, False, (), packed)
+    claims, lists, marketing, packed, order = p._claims(jobs, keys)
+    payload = _json(ClaimBatch(claims=claims, dead=[], retention_until=1, lists=lists))
+    call_keys, args = claim_call(keys, stream, p.group, payload, 1, 3600, 1000, False, (), packed, marketing)
     for ij in jobs:  # the hash each job sent needs (_claim_and_submit), if the claims did not take it
         if not ij.to_hash:
             ij.to_hash = p._hash_number(ij.job.to)
