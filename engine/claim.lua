@@ -144,9 +144,10 @@ for i, c in ipairs(batch.claims) do
   end
 end
 local byte, sub, unpack = string.byte, string.sub, unpack
--- the packed marketing claims, list by list, 1,000 at a time: their fields read
--- once into tables, the hashes looked up with one SMISMEMBER, then each claimed as
--- above (python -m bench.suppression_cost --instructions)
+-- the packed marketing claims, list by list, 1,000 at a time: their hashes cut
+-- and looked up with one SMISMEMBER (not at all when the list is empty or absent),
+-- then each claimed as a transactional one below (python -m bench.suppression_cost
+-- --instructions)
 local data, lens, hs = ARGV[A_MARKETING], ARGV[A_MARKETING_LENS], ARGV[A_HASHES]
 local p, k, o = 1, 1, 1
 local hashes = {}
@@ -157,16 +158,23 @@ local w = total > 0 and #hs / total or 0  -- a hash's width (all have the same)
 if total * P_REF ~= #lens or w ~= math.floor(w) then  -- before any mark is taken
   return redis.error_reply('claim.lua: packed marketing claims, their hashes and lists disagree')
 end
+local NONE = {}  -- the answers of an empty list (or none at all): no hash is cut or looked up
 for _, g in ipairs(lists) do
   local list, count = g[L_LIST], g[L_COUNT]
+  local empty = call('SCARD', list) == 0
   for first = 1, count, 1000 do
     local m = count - first + 1
     if m > 1000 then m = 1000 end
-    for j = 1, m do
-      hashes[j] = sub(hs, o, o + w - 1)
-      o = o + w
+    local found = NONE
+    if empty then
+      o = o + m * w
+    else
+      for j = 1, m do
+        hashes[j] = sub(hs, o, o + w - 1)
+        o = o + w
+      end
+      found = call('SMISMEMBER', list, unpack(hashes, 1, m))
     end
-    local found = call('SMISMEMBER', list, unpack(hashes, 1, m))
     for j = 1, m do
       local l1, l2, l3 = byte(lens, k, k + 2)
       local e = p + l1

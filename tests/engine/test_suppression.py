@@ -128,8 +128,8 @@ async def test_claim_checks_every_list_of_a_batch_in_chunks(redis_url: str, key_
 async def test_packed_marketing_claims_are_checked_per_list_after_the_payloads(
     redis_url: str, key_prefix: str
 ) -> None:
-    """claim.lua with marketing claims packed (layout 10), against a real Redis: two
-    lists' claims (one list with more than a chunk of 1,000), a marketing claim and a
+    """claim.lua with marketing claims packed (layout 10), against a real Redis: three
+    lists' claims (one with more than a chunk of 1,000, one absent), a marketing claim and a
     transactional one in the payload, transactional claims packed. Answers: the
     payload's, then list by list, then the transactional ones; exactly the listed
     numbers of each list `3` (no mark taken), a listed number whose job holds its own
@@ -167,19 +167,25 @@ async def test_packed_marketing_claims_are_checked_per_list_after_the_payloads(
             assert b.add_claim(f"m-b-{i}", f"3-{i}", "r", h[i])
         assert b.add_claim("m-b-1503", "3-1503", "r", h[1503])
         assert not b.add_claim("m-short", "3-0", "", "abc")  # another width: for the payload
+        none = MarketingClaims(32)  # a list that does not exist: nothing looked up, every claim new
+        assert none.add_claim("m-c-7", "6-7", "", h[7]) and none.add_claim("m-c-1503", "6-8", "", h[1503])
         packed = Packed(len(CLAIM_PACKED))
         assert packed.add(("t-0", "4-0", "")) and packed.add(("t-1", "4-1", ""))
-        lists = [ClaimList(k.suppression("a"), a.count), ClaimList(k.suppression("b"), b.count)]
+        lists = [ClaimList(k.suppression("a"), a.count), ClaimList(k.suppression("c"), none.count),
+                 ClaimList(k.suppression("b"), b.count)]
+        a.extend(none)
         a.extend(b)
         payload = encode(ClaimBatch(claims=payload_claims, dead=[], lists=lists))
         answers = await claim(redis, *claim_call(k, k.jobs, "g", payload, 1, 60, 1000, False, (), packed, a))
         expected = [3, 0]  # the payload's
         expected += [3 if i in (7, 1100) else 0 for i in range(1200)] + [2]  # list a
+        expected += [0, 0]  # list c (absent)
         expected += [0] * len(range(3, 1500, 300)) + [3]  # list b (h[3] is on the default list only)
         expected += [0, 0]  # transactional
         assert answers == expected
         assert await redis.exists(k.idem("m-a-7"), k.idem("m-a-1100"), k.idem("m-b-1503"), k.idem("m-json")) == 0
-        assert await redis.exists(k.idem("m-a-8"), k.idem("m-b-3"), k.idem("t-1"), k.idem("t-json")) == 4
+        assert await redis.exists(k.idem("m-a-8"), k.idem("m-b-3"), k.idem("t-1"), k.idem("t-json"),
+                                  k.idem("m-c-7")) == 5
         # lists that do not add up to the packed claims: refused before any mark is taken
         c = MarketingClaims(32)
         assert c.add_claim("m-x", "5-1", "", h[1])
