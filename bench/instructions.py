@@ -152,7 +152,7 @@ async def main():
     for _ in range(N // BATCH):
         pipe = sr.pipeline(transaction=False)
         for i in range(BATCH):
-            pipe.xadd(stream, {"id": "job-%d" % (n + i), "to": "+45%08d" % (10000000 + n + i), "text": "Hello world, this is message %d" % i, "dlr": "1"})
+            pipe.xadd(stream, {"id": "job-%d" % (n + i), "to": "+45%08d" % (10000000 + n + i), "text": "Hello world, this is message %d" % i, "dlr": "1", **KIND})
         pipe.execute()
         raw = sr.xreadgroup(p.group, "c", {stream: ">"}, count=BATCH)[0][1]
         batch = _Batch(stream)
@@ -185,8 +185,11 @@ asyncio.run(main())
 
 
 def engine_instructions(tree: Path = _ROOT, python: str = sys.executable, small: int = 1000, large: int = 3000,
-                        redis_url: str = "", hooks: list[str] | None = None, shards: int = 1) -> dict[str, float]:
-    """Engine instructions per job recorded and per receipt (see ``engine`` above)."""
+                        redis_url: str = "", hooks: list[str] | None = None, shards: int = 1,
+                        marketing: bool = False) -> dict[str, float]:
+    """Engine instructions per job recorded and per receipt (see ``engine`` above);
+    ``marketing``: every job ``kind=marketing`` (its claim is measured by
+    ``python -m bench.suppression_cost --engine``)."""
     valgrind = _need_valgrind()
     url = redis_url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     slopes = []
@@ -195,7 +198,7 @@ def engine_instructions(tree: Path = _ROOT, python: str = sys.executable, small:
             counts = []
             for n in (small, large):
                 code = (f"N = {n}\nSTAGE = {stage}\nREDIS_URL = {url!r}\nHOOKS = {hooks or []!r}\nSHARDS = {shards}\n"
-                        + _ENGINE)
+                        f"KIND = {({'kind': 'marketing'} if marketing else {})!r}\n" + _ENGINE)
                 out = Path(tmp) / f"cg.{stage}.{n}"
                 subprocess.run(
                     [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", python, "-c", code],
@@ -438,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="[privacy] hooks to configure (repeat), e.g. bench.trivial_hook:Trivial")
     en.add_argument("--shards", type=int, default=1,
                     help="[redis] shards (the jobs on shard 0's lane; receipts go there by ShardHints)")
+    en.add_argument("--marketing", action="store_true", help="every job kind=marketing")
     a = p.parse_args(argv)
     if a.what == "receipts":
         what = "per receipt tried without its entry" if a.miss else "per receipt"
@@ -445,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     elif a.what == "record":
         print(f"record.lua: {record_script_instructions(a.rounds, keep_text=a.keep_text):,.0f} instructions per job")
     elif a.what == "engine":
-        e = engine_instructions(a.tree, a.python, hooks=a.hooks, shards=a.shards)
+        e = engine_instructions(a.tree, a.python, hooks=a.hooks, shards=a.shards, marketing=a.marketing)
         print(f"engine: {e['record']:,.0f} instructions per job recorded, {e['receipt']:,.0f} per receipt"
               f" ({e['build']:,.0f} per job read, decoded and segmented by the harness)")
     elif a.what == "scan":

@@ -22,7 +22,7 @@ import statistics
 import sys
 from typing import Any
 
-__all__ = ["claim_instructions", "main", "run_pairs"]
+__all__ = ["claim_instructions", "engine_claim_instructions", "main", "run_pairs"]
 
 
 def run_pairs(pairs: int, jobs: int, marketing: int, *, quiet: bool = True) -> list[dict[str, Any]]:
@@ -91,33 +91,78 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+class _ClaimArgs:
+    """claim.lua's KEYS and ARGV for a batch of jobs as the engine builds them
+    (``Pipeline._claims`` on a pipeline that never connects): the bench measures the
+    layout the engine sends."""
+
+    def __init__(self, prefix: str = "bench") -> None:
+        from redis.asyncio import Redis
+
+        from engine.config import settings_from_mapping
+        from engine.metrics import Metrics
+        from engine.pipeline import _NORMAL_LANE, Pipeline
+
+        settings = settings_from_mapping({"redis": {"url": "redis://127.0.0.1:1/0", "prefix": prefix},
+                                          "carriers": [{"name": "c1", "routes": [""]}]}, env={})
+        self.pipeline = Pipeline(settings, Redis.from_url("redis://127.0.0.1:1/0"), {}, Metrics())
+        self.keys = self.pipeline.shards[0]
+        self.klass = next(iter(self.pipeline._classes["c1"][_NORMAL_LANE].values()))
+
+    def __call__(self, kind: str, k: int, batch: int) -> tuple[list[str], list[Any]]:
+        """Round ``k``'s ``batch`` jobs of ``kind`` (ids and numbers unique per kind and round)."""
+        import time
+
+        from engine.job import parse_job
+        from engine.pipeline import _Batch, _InFlightJob, _json
+        from engine.scripts import ClaimBatch, claim_call
+
+        p, keys = self.pipeline, self.keys
+        jobs = []
+        now = time.time()
+        base = (1 if kind == "marketing" else 2) * 10_000_000 + k * batch
+        for i in range(batch):
+            fields = {b"id": f"{kind}-{k}-{i}".encode(), b"to": b"+45%08d" % (base + i), b"text": b"hello"}
+            if kind == "marketing":
+                fields[b"kind"] = b"marketing"
+            job = parse_job(fields, now, allow_private_callbacks=False)
+            jobs.append(_InFlightJob(_Batch(keys.jobs), f"{1_700_000_000_000 + k}-{i}", fields, job, "c1",
+                                     p._segment(job, "c1"), self.klass, self.klass.lane))
+        claims, lists, marketing, packed, _order = p._claims(jobs, keys)
+        payload = _json(ClaimBatch(claims=claims, dead=[], lists=lists))
+        return claim_call(keys, keys.jobs, "g", payload, 1_700_000_000_000, 3600, 1_000_000, False, (), packed,
+                          marketing)
+
+
+def _fill_list(r: Any, key: str, marketing: int) -> None:
+    """``marketing`` hashes on the list ``key`` that no bench number has; then looked up
+    once each, outside the measured calls, so the set's hash table is not rehashing
+    (a list just grown by SADD moves one bucket per lookup until it is done: ~300
+    instructions of a measured lookup): a list in use, as the engine meets it."""
+    for first in range(0, marketing, 10_000):
+        r.sadd(key, *(f"{j:032x}" for j in range(first, min(marketing, first + 10_000))))
+    for first in range(0, marketing, 10_000):
+        r.smismember(key, [f"{j:032x}" for j in range(first, min(marketing, first + 10_000))])
+
+
 def claim_instructions(marketing: int, batch: int = 500, rounds: int = 5) -> dict[str, float]:
-    """claim.lua instructions per job: transactional, and marketing against a list of ``marketing`` hashes."""
-    import msgspec
-
+    """claim.lua instructions per job, as the engine lays the claims out: transactional,
+    and marketing against a list of ``marketing`` hashes (none of the jobs' numbers)."""
     from bench.instructions import under_callgrind
-    from engine.keys import Keys
-    from engine.scripts import ClaimBatch, ClaimJob, Script, claim_call
+    from engine.scripts import Script
 
-    keys = Keys("bench")
     script = Script("claim")
+    build = _ClaimArgs()
 
-    def work(on: bool) -> Any:
+    def work(kind: str) -> Any:
         def run(r: Any) -> int:
             sha = r.script_load(script.source)
-            if on:
-                for first in range(0, marketing, 10_000):
-                    r.sadd(keys.suppression(""), *(f"{j:032x}" for j in range(first, min(marketing, first + 10_000))))
-            r.xgroup_create(keys.jobs, "g", id="0", mkstream=True)
+            if kind == "marketing":
+                _fill_list(r, build.keys.suppression(""), marketing)
+            r.xgroup_create(build.keys.jobs, "g", id="0", mkstream=True)
             done = 0
             for k in range(rounds):
-                claims = [
-                    ClaimJob(f"job-{k}-{i}", f"{k + 1}-{i}", keys.suppression("") if on else "",
-                             f"{(7 << 100) + k * batch + i:032x}" if on else "", "")
-                    for i in range(batch)
-                ]
-                payload = msgspec.json.encode(ClaimBatch(claims=claims, dead=[]))
-                ks, args = claim_call(keys, keys.jobs, "g", payload, 1_700_000_000_000, 3600, 1_000_000, False)
+                ks, args = build(kind, k, batch)
                 statuses = r.evalsha(sha, len(ks), *ks, *args)
                 assert statuses == [0] * batch, statuses[:5]  # every job new, none suppressed
                 done += batch
@@ -125,37 +170,30 @@ def claim_instructions(marketing: int, batch: int = 500, rounds: int = 5) -> dic
 
         return run
 
-    return {"transactional": under_callgrind(work(False)), "marketing": under_callgrind(work(True))}
+    return {kind: under_callgrind(work(kind)) for kind in ("transactional", "marketing")}
 
 
 def claim_server_us(marketing: int, batch: int = 500, rounds: int = 40) -> dict[str, float]:
     """claim.lua's server time per job (INFO commandstats, usec of EVALSHA), on a fresh
     embedded Redis, the two kinds of batch alternating: transactional, and marketing
     against a list of ``marketing`` hashes (none listed)."""
-    import msgspec
     import redis
 
     from engine.embedded_redis import EmbeddedRedis
-    from engine.keys import Keys
-    from engine.scripts import ClaimBatch, ClaimJob, Script, claim_call
+    from engine.scripts import Script
 
-    keys = Keys("bench")
     script = Script("claim")
+    build = _ClaimArgs()
     server = EmbeddedRedis().start()
     try:
         r = redis.Redis.from_url(server.url)
         sha = r.script_load(script.source)
-        for first in range(0, marketing, 10_000):
-            r.sadd(keys.suppression(""), *(f"{j:032x}" for j in range(first, min(marketing, first + 10_000))))
-        r.xgroup_create(keys.jobs, "g", id="0", mkstream=True)
+        _fill_list(r, build.keys.suppression(""), marketing)
+        r.xgroup_create(build.keys.jobs, "g", id="0", mkstream=True)
         usec = {"transactional": 0.0, "marketing": 0.0}
         for k in range(rounds):
             for kind in (("transactional", "marketing") if k % 2 else ("marketing", "transactional")):
-                on = kind == "marketing"
-                claims = [ClaimJob(f"{kind}-{k}-{i}", f"{k + 1}-{i}", keys.suppression("") if on else "",
-                                   f"{(7 << 100) + k * batch + i:032x}", "") for i in range(batch)]
-                payload = msgspec.json.encode(ClaimBatch(claims=claims, dead=[]))
-                ks, args = claim_call(keys, keys.jobs, "g", payload, 1_700_000_000_000, 3600, 1_000_000, False)
+                ks, args = build(kind, k, batch)
                 stats: Any = r.info("commandstats")
                 before = float(stats.get("cmdstat_evalsha", {}).get("usec", 0))
                 statuses = r.evalsha(sha, len(ks), *ks, *args)
@@ -167,12 +205,62 @@ def claim_server_us(marketing: int, batch: int = 500, rounds: int = 40) -> dict[
         server.stop()
 
 
+_ENGINE_CLAIM = """
+import time
+from redis.asyncio import Redis
+from engine.config import settings_from_mapping
+from engine.job import parse_job
+from engine.metrics import Metrics
+from engine.pipeline import Pipeline, _Batch, _InFlightJob, _NORMAL_LANE, _json
+from engine.scripts import ClaimBatch, claim_call
+
+settings = settings_from_mapping({"redis": {"url": "redis://127.0.0.1:1/0", "prefix": "sc"},
+                                  "carriers": [{"name": "c1", "routes": [""]}]}, env={})
+p = Pipeline(settings, Redis.from_url("redis://127.0.0.1:1/0"), {}, Metrics())  # never connects
+keys = p.shards[0]
+stream = keys.jobs
+k = next(iter(p._classes["c1"][_NORMAL_LANE].values()))
+batch = _Batch(stream)
+now = time.time()
+jobs = []
+for i in range(500):
+    fields = {b"id": b"job-%d" % i, b"to": b"+45%08d" % (10000000 + i), b"text": b"Hello world %d" % i}
+    if MARKETING:
+        fields[b"kind"] = b"marketing"
+    job = parse_job(fields, now, allow_private_callbacks=False)
+    jobs.append(_InFlightJob(batch, "1700000000000-%d" % i, fields, job, "c1", p._segment(job, "c1"), k, k.lane))
+for _ in range(N):
+    for ij in jobs:
+        ij.to_hash = ""
+    claims, lists, marketing, packed, order = p._claims(jobs, keys)
+    payload = _json(ClaimBatch(claims=claims, dead=[], retention_until=1, lists=lists))
+    call_keys, args = claim_call(keys, stream, p.group, payload, 1, 3600, 1000, False, (), packed, marketing)
+    for ij in jobs:  # the hash each job sent needs (_claim_and_submit), if the claims did not take it
+        if not ij.to_hash:
+            ij.to_hash = p._hash_number(ij.job.to)
+"""
+
+
+def engine_claim_instructions(small: int = 4, large: int = 24) -> dict[str, float]:
+    """Engine (Python) instructions per job on the claim path that depends on a job's
+    kind: ``Pipeline._claims`` for a batch of 500 jobs, its payload and ``claim_call``'s
+    arguments, and each job's keyed hash (taken by the claims for a marketing job,
+    after the claim for a transactional one). The call itself and its reply (a list of
+    integers, one per job) are the same for both kinds. No Redis is needed."""
+    from bench.instructions import python_instructions
+
+    return {kind: python_instructions(_ENGINE_CLAIM, small, large, MARKETING=kind == "marketing") / 500
+            for kind in ("transactional", "marketing")}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.suppression_cost", description=__doc__.split("\n\n")[0])
     p.add_argument("--pairs", type=int, default=5)
     p.add_argument("--jobs", type=int, default=60_000)
     p.add_argument("--marketing", type=int, default=100_000, help="hashes on the suppression list")
     p.add_argument("--instructions", action="store_true", help="also claim.lua instructions per job (callgrind)")
+    p.add_argument("--engine", action="store_true",
+                   help="also the engine's instructions per job on the claim path (callgrind)")
     p.add_argument("--no-runs", dest="runs", action="store_false", help="instructions only")
     a = p.parse_args(argv)
     if a.instructions:
@@ -182,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         ins = claim_instructions(a.marketing)
         print(f"claim.lua: {ins['transactional']:,.0f} instructions per job transactional, {ins['marketing']:,.0f} "
               f"marketing against {a.marketing:,} hashes (+{ins['marketing'] - ins['transactional']:,.0f})")
+    if a.engine:
+        e = engine_claim_instructions()
+        print(f"engine claim path: {e['transactional']:,.0f} instructions per job transactional, "
+              f"{e['marketing']:,.0f} marketing (+{e['marketing'] - e['transactional']:,.0f})")
     if a.runs:
         s = summary(run_pairs(a.pairs, a.jobs, a.marketing))
         m, e, r = s["msgs_per_s"], s.get("engine_us_per_msg", {}), s.get("redis_us_per_msg", {})

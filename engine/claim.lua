@@ -15,7 +15,8 @@
 -- ARGV[A_LAYOUT]  LAYOUT_VERSION of the caller (a mismatch is refused)
 -- ARGV[A_PAYLOAD] payload (JSON): {"claims": [[job_id, entry_id, suppression, to_hash, ref] (C_*), ...],
 --                  "dead": [[entry_id, nfields, code, reason, job_id, ref, event, client, kind,
---                  to_hash, to_mask] (D_*), ...], "retention_until": s}
+--                  to_hash, to_mask] (D_*), ...], "retention_until": s,
+--                  "lists": [[list, count] (L_*), ...]}
 -- ARGV[A_NOW]     now (unix ms)
 -- ARGV[A_MARK_TTL] idempotency mark TTL (s): [engine] idempotency_hours, not the message
 --         retention; the mark is the only thing Redis keeps of a finished job
@@ -24,9 +25,15 @@
 -- ARGV[A_RETRY]   "1" when this call repeats one whose reply was lost (Redis connection
 --         dropped): a mark of our own is then ours, not a crashed consumer's
 -- ARGV[A_IDEM_PREFIX] what idempotency marks start with ("P:idem:", engine/keys.py)
+-- ARGV[A_MARKETING], ARGV[A_MARKETING_LENS], ARGV[A_HASHES] more claims, of marketing
+--   jobs: per job CLAIM_PACKED (P_*: job_id, entry_id, ref) concatenated, their lengths
+--   one byte each (engine/scripts.py Packed), and its number's keyed hash, all of one
+--   width, concatenated in ARGV[A_HASHES]; the claims of one suppression list after
+--   each other, as the payload's "lists" say ([[list, count] (L_*), ...]); answered
+--   after the payload's claims
 -- ARGV[A_PACKED], ARGV[A_PACKED_LENS] more claims, of transactional jobs (no
---   suppression check): per job CLAIM_PACKED (P_*: job_id, entry_id, ref) concatenated,
---   their lengths one byte each (engine/scripts.py Packed); answered after the payload's
+--   suppression check): per job CLAIM_PACKED, the same way; answered after the
+--   marketing ones
 -- ARGV[A_REST...] the dead letters' original fields, k, v, k, v, ..., nfields values
 --         per dead letter in order (binary-safe: a job with malformed UTF-8 is
 --         kept byte for byte)
@@ -36,7 +43,7 @@
 --   1 duplicate: this job id was sent (or is being sent) under another entry; acked here
 --   2 reclaimed: this very entry was being sent by a consumer that died between
 --     submit_sm and its resp; the caller resends or reports `unknown`
---   3 suppressed: a marketing job (C_SUPPRESSION set) whose number's keyed hash is
+--   3 suppressed: a marketing job (packed, or C_SUPPRESSION set) whose number's keyed hash is
 --     on its client's suppression list and that holds no mark yet: no mark taken;
 --     the caller sends it back as a dead letter (code `suppressed`, event
 --     `rejected`) in its next call, so the job's fields travel only then
@@ -49,12 +56,9 @@ local batch = cjson.decode(ARGV[A_PAYLOAD])
 local now, mark_ttl, maxlen = ARGV[A_NOW], ARGV[A_MARK_TTL], ARGV[A_MAXLEN]
 local retry = ARGV[A_RETRY] == '1'
 
--- The marketing claims' numbers (C_SUPPRESSION set: their client's list), looked up
--- with one SMISMEMBER per list and 1,000 numbers rather than a SISMEMBER each
--- (python -m bench.suppression_cost --instructions: 28,500 instructions per
--- marketing job, 28,600 with a SISMEMBER each; a transactional one 23,000, +100
--- for this pass. Most of the difference is decoding and interning the list key
--- and the hash, and the set lookup).
+-- The payload's marketing claims (C_SUPPRESSION set: their client's list; only those
+-- that do not pack, e.g. a job id of 256 bytes or more), looked up with one
+-- SMISMEMBER per list and 1,000 numbers.
 local listed = {}
 do
   local claims, first_list, rest = batch.claims, nil, nil
@@ -139,10 +143,66 @@ for i, c in ipairs(batch.claims) do
     out[i] = taken(job_id, entry_id, c[C_REF], idem, mine)
   end
 end
--- the packed claims: the same, without the suppression check
-local data, lens = ARGV[A_PACKED], ARGV[A_PACKED_LENS]
-local byte, sub = string.byte, string.sub
-local p = 1
+local byte, sub, unpack = string.byte, string.sub, unpack
+-- the packed marketing claims, list by list, 1,000 at a time: their hashes cut
+-- and looked up with one SMISMEMBER (not at all when the list is empty or absent),
+-- then each claimed as a transactional one below (python -m bench.suppression_cost
+-- --instructions)
+local data, lens, hs = ARGV[A_MARKETING], ARGV[A_MARKETING_LENS], ARGV[A_HASHES]
+local p, k, o = 1, 1, 1
+local hashes = {}
+local lists = batch.lists or {}
+local total = 0
+for _, g in ipairs(lists) do total = total + g[L_COUNT] end
+local w = total > 0 and #hs / total or 0  -- a hash's width (all have the same)
+if total * P_REF ~= #lens or w ~= math.floor(w) then  -- before any mark is taken
+  return redis.error_reply('claim.lua: packed marketing claims, their hashes and lists disagree')
+end
+local NONE = {}  -- the answers of an empty list (or none at all): no hash is cut or looked up
+for _, g in ipairs(lists) do
+  local list, count = g[L_LIST], g[L_COUNT]
+  local empty = call('SCARD', list) == 0
+  for first = 1, count, 1000 do
+    local m = count - first + 1
+    if m > 1000 then m = 1000 end
+    local found = NONE
+    if empty then
+      o = o + m * w
+    else
+      for j = 1, m do
+        hashes[j] = sub(hs, o, o + w - 1)
+        o = o + w
+      end
+      found = call('SMISMEMBER', list, unpack(hashes, 1, m))
+    end
+    for j = 1, m do
+      local l1, l2, l3 = byte(lens, k, k + 2)
+      local e = p + l1
+      local job_id = sub(data, p, e - 1)
+      p = e; e = p + l2
+      local entry_id = sub(data, p, e - 1)
+      p = e; e = p + l3
+      local idem = idem_prefix .. job_id
+      local mine = mark_of(entry_id)
+      n = n + 1
+      if found[j] == 1 and call('EXISTS', idem) == 0 then
+        out[n] = 3
+      elseif call('SET', idem, mine, 'NX', 'EX', mark_ttl) then
+        out[n] = 0
+      else
+        out[n] = taken(job_id, entry_id, sub(data, p, e - 1), idem, mine)
+      end
+      p = e
+      k = k + P_REF
+    end
+  end
+end
+if p ~= #data + 1 or k ~= #lens + 1 or o ~= #hs + 1 then
+  return redis.error_reply('claim.lua: packed marketing claims and their lengths disagree')
+end
+-- the packed transactional claims: the same, without the suppression check
+data, lens = ARGV[A_PACKED], ARGV[A_PACKED_LENS]
+p = 1
 for k = 1, #lens, P_REF do  -- P_REF, the last of CLAIM_PACKED: its width
   local l1, l2, l3 = byte(lens, k, k + 2)
   local e = p + l1

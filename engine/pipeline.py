@@ -82,7 +82,9 @@ from engine.scripts import (
     RECORD_PACKED,
     ClaimBatch,
     ClaimJob,
+    ClaimList,
     DeadLetter,
+    MarketingClaims,
     Packed,
     ParkEntry,
     RecordBatch,
@@ -99,7 +101,14 @@ from engine.scripts import (
 )
 from engine.submit import SubmitBuilder
 from engine.text.segmenter import Segmented, SegmentError, segment
-from privacy_hooks import HOOK_ATTEMPTS, HookFailed, KeyedHasher, mask_e164_digits, mask_number
+from privacy_hooks import (
+    HASH_HEX_LEN,
+    HOOK_ATTEMPTS,
+    HookFailed,
+    KeyedHasher,
+    mask_e164_digits,
+    mask_number,
+)
 from throttling.backoff import Backoff
 
 __all__ = ["Pipeline", "ShardHints"]
@@ -964,8 +973,8 @@ class Pipeline:
             by_stream.setdefault(ij.batch.stream, []).append(ij)
         resend = self.settings.engine.resend_unknown
         now = time.time()
-        calls: list[tuple[str, list[_InFlightJob], list[_InFlightJob], bytes, list[bytes], Packed, list[int] | None,
-                          dict[str, int]]] = []
+        calls: list[tuple[str, list[_InFlightJob], list[_InFlightJob], bytes, list[bytes], Packed,
+                          MarketingClaims | None, list[int] | None, dict[str, int]]] = []
         for stream, waiting in by_stream.items():
             # A job whose expires_at passed while it waited for the window is
             # dropped now: dead letter `expired` and event `expired` (claim.lua).
@@ -983,24 +992,25 @@ class Pipeline:
                     jobs.append(ij)
             dead_codes = {"expired": len(expired)} if expired else {}
             until = await self._dead_retention(dead_meta, dead_codes) if dead_meta else self._retention_until()
-            claims, packed, order = self._claims(jobs, self.shards[self._stream_shard[stream]])
-            payload = _json(ClaimBatch(claims=claims, dead=dead_meta, retention_until=until))
-            calls.append((stream, jobs, expired, payload, dead_fields, packed, order, dead_codes))
+            claims, lists, marketing, packed, order = self._claims(jobs, self.shards[self._stream_shard[stream]])
+            payload = _json(ClaimBatch(claims=claims, dead=dead_meta, retention_until=until, lists=lists))
+            calls.append((stream, jobs, expired, payload, dead_fields, packed, marketing, order, dead_codes))
         # One claim call per stream (a stream is of one shard). On one Redis the
         # shards' calls go in one pipelined round trip (each call still one slot);
         # on a Cluster they run at once, so a slow shard delays a chunk by its own
         # latency only.
         if len(calls) == 1:
-            replies: list[Any] = [await self._retry_claim(calls[0][0], calls[0][3], calls[0][4], calls[0][5])]
+            c = calls[0]
+            replies: list[Any] = [await self._retry_claim(c[0], c[3], c[4], c[5], c[6])]
         elif not self._cluster:
-            replies = await self._claims_pipelined([(c[0], c[3], c[4], c[5]) for c in calls])
+            replies = await self._claims_pipelined([(c[0], c[3], c[4], c[5], c[6]) for c in calls])
         else:
             replies = await asyncio.gather(
-                *(self._retry_claim(c[0], c[3], c[4], c[5]) for c in calls),
+                *(self._retry_claim(c[0], c[3], c[4], c[5], c[6]) for c in calls),
                 return_exceptions=True,
             )
         failure: BaseException | None = None
-        for (stream, jobs, expired, _payload, _dead, _packed, order, dead_codes), statuses in zip(
+        for (stream, jobs, expired, _payload, _dead, _packed, _marketing, order, dead_codes), statuses in zip(
             calls, replies, strict=True
         ):
             if isinstance(statuses, BaseException):
@@ -1008,7 +1018,7 @@ class Pipeline:
                 # (the admitter puts the jobs not acted upon back in the queue).
                 failure = failure or statuses
                 continue
-            if order is not None:  # answers in the script's order (the payload's, then the packed): back to the jobs'
+            if order is not None:  # answers in the script's order (payload, marketing, transactional): back to the jobs'
                 in_order = [0] * len(statuses)
                 for at, i in enumerate(order):
                     in_order[i] = statuses[at]
@@ -1063,32 +1073,68 @@ class Pipeline:
         if failure is not None:
             raise failure
 
-    def _claims(self, jobs: list[_InFlightJob], keys: Keys) -> tuple[list[ClaimJob], Packed, list[int] | None]:
+    def _claims(
+        self, jobs: list[_InFlightJob], keys: Keys
+    ) -> tuple[list[ClaimJob], list[ClaimList], MarketingClaims | None, Packed, list[int] | None]:
         """The claim script's entries for ``jobs`` (of the shard of ``keys``): a
-        marketing job carries its client's suppression list (that shard's copy)
-        and its number's keyed hash, checked in the
-        same call that takes the idempotency marks (docs/contract.md §2.6); a
-        transactional job goes packed (``CLAIM_PACKED``). The script answers
-        the payload's claims first: when there are any, the jobs' indexes in
-        the order of its answers (else None: the jobs' own order)."""
+        marketing job goes packed with its number's keyed hash, grouped by its
+        client's suppression list (that shard's copy, in ``lists``), checked in
+        the same call that takes the idempotency marks (docs/contract.md §2.6);
+        a transactional job goes packed (``CLAIM_PACKED``); one that does not
+        pack goes in the payload (``claims``). The script answers the payload's
+        claims, then the marketing ones list by list, then the transactional
+        ones: when that is not the jobs' own order, the jobs' indexes in the
+        order of its answers (else None). Returns (claims, lists, marketing,
+        packed, order)."""
         claims: list[ClaimJob] = []
         packed = Packed(_CLAIM_WIDTH)
         in_payload: list[int] = []
         in_packed: list[int] = []
-        suppression = keys.suppression
+        # per client: its marketing claims and their indexes (usually one client)
+        groups: dict[str, tuple[MarketingClaims, list[int]]] = {}
+        hash_number = self._hash_number
+        shuffled = False  # a job answered before one that comes earlier in ``jobs``
+        rank = 0  # of the last job: 0 payload, 1 marketing, 2 transactional (packed)
         for i, ij in enumerate(jobs):
             job = ij.job
             if job.kind != "marketing":
                 if packed.add((job.id, ij.entry_id, job.ref)):
                     in_packed.append(i)
+                    rank = 2
                     continue
                 # positional (keywords cost more): job_id, entry_id, suppression, to_hash, ref
                 claims.append(ClaimJob(job.id, ij.entry_id, "", "", job.ref))
             else:
-                ij.to_hash = self._hash_number(job.to)
-                claims.append(ClaimJob(job.id, ij.entry_id, suppression(job.client), ij.to_hash, job.ref))
+                ij.to_hash = to_hash = hash_number(job.to)
+                group = groups.get(job.client)
+                if group is None:
+                    group = groups[job.client] = (MarketingClaims(HASH_HEX_LEN), [])
+                    shuffled = shuffled or len(groups) > 1  # (two lists: worked out below)
+                if group[0].add_claim(job.id, ij.entry_id, job.ref, to_hash):
+                    group[1].append(i)
+                    if rank > 1:
+                        shuffled = True
+                    rank = 1
+                    continue
+                claims.append(ClaimJob(job.id, ij.entry_id, keys.suppression(job.client), to_hash, job.ref))
             in_payload.append(i)
-        return claims, packed, (in_payload + in_packed) if in_payload else None
+            if rank:
+                shuffled = True
+        lists: list[ClaimList] = []
+        marketing: MarketingClaims | None = None
+        in_marketing: list[int] = []
+        for client, (group_claims, at) in groups.items():
+            if not group_claims.count:
+                continue
+            lists.append(ClaimList(keys.suppression(client), group_claims.count))
+            in_marketing += at
+            if marketing is None:
+                marketing = group_claims
+            else:
+                marketing.extend(group_claims)
+        if not shuffled:
+            return claims, lists, marketing, packed, None
+        return claims, lists, marketing, packed, in_payload + in_marketing + in_packed
 
     async def _reject_suppressed(self, stream: str, jobs: list[_InFlightJob]) -> None:
         """Marketing jobs the claim script found suppressed: dead letter ``suppressed``
@@ -1669,7 +1715,9 @@ class Pipeline:
         return RecordWait(end_ms=str(end_ms), expire_at_ms=str(expire_at_ms), record_ttl=str(record_ttl))
 
     # -------------------------------------------------------------- helpers
-    async def _claims_pipelined(self, calls: list[tuple[str, bytes, list[bytes], Packed | None]]) -> list[Any]:
+    async def _claims_pipelined(
+        self, calls: list[tuple[str, bytes, list[bytes], Packed | None, MarketingClaims | None]]
+    ) -> list[Any]:
         """Claim calls of several streams (of one plain Redis) in one round trip:
         their statuses, or the exception of a call that failed for good. A call
         whose reply was lost (the pipeline failed) is retried alone as a repeat
@@ -1678,10 +1726,10 @@ class Pipeline:
         now_ms = int(time.time() * 1000)
         maxlen = self.settings.engine.streams_maxlen
         pipe = self.redis.pipeline(transaction=False)
-        for stream, payload, dead, packed in calls:
+        for stream, payload, dead, packed, marketing in calls:
             keys, args = claim_call(
                 self.shards[self._stream_shard[stream]], stream, self.group, payload, now_ms, self._mark_ttl_s,
-                maxlen, False, dead, packed,
+                maxlen, False, dead, packed, marketing,
             )
             pipe.evalsha(self._claim.sha, len(keys), *keys, *args)
         raw: list[Any]
@@ -1691,7 +1739,7 @@ class Pipeline:
             self.metrics.redis_errors.inc()
             raw = [err] * len(calls)
         out: list[Any] = []
-        for (stream, payload, dead, packed), reply in zip(calls, raw, strict=True):
+        for (stream, payload, dead, packed, marketing), reply in zip(calls, raw, strict=True):
             if not isinstance(reply, BaseException):
                 out.append([int(x) for x in reply])
                 continue
@@ -1700,14 +1748,14 @@ class Pipeline:
                 continue
             try:
                 out.append(await self._retry_claim(
-                    stream, payload, dead, packed, repeat=not isinstance(reply, NoScriptError)))
+                    stream, payload, dead, packed, marketing, repeat=not isinstance(reply, NoScriptError)))
             except Exception as err:
                 out.append(err)
         return out
 
     async def _retry_claim(
         self, stream: str, payload: bytes, dead_fields: list[bytes], packed: Packed | None = None,
-        repeat: bool = False,
+        marketing: MarketingClaims | None = None, repeat: bool = False,
     ) -> list[int]:
         attempt = 1 if repeat else 0
         while True:
@@ -1716,7 +1764,7 @@ class Pipeline:
                     self.redis,
                     *claim_call(
                         self.shards[self._stream_shard[stream]], stream, self.group, payload, int(time.time() * 1000), self._mark_ttl_s,
-                        self.settings.engine.streams_maxlen, attempt > 0, dead_fields, packed,
+                        self.settings.engine.streams_maxlen, attempt > 0, dead_fields, packed, marketing,
                     ),
                 )
                 return [int(x) for x in result]

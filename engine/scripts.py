@@ -52,7 +52,9 @@ __all__ = [
     "SCHEDULE_KEYS",
     "ClaimBatch",
     "ClaimJob",
+    "ClaimList",
     "DeadLetter",
+    "MarketingClaims",
     "Packed",
     "ParkEntry",
     "RecordBatch",
@@ -72,14 +74,15 @@ __all__ = [
     "script_header",
 ]
 
-LAYOUT_VERSION = 9
+LAYOUT_VERSION = 10
 """Of every layout below; bump it on any change of one (1: the hand-numbered lists;
 3: claims carry the suppression check, inbound scripts; 4: hot state only, no subject
 indexes, the record call's token; 5: a claim carries the job's ref, park.lua and
 cancel.lua, schedule.lua's id index; 6: the inbound scripts' per-sender index of
 waiting parts; 7: the idempotency mark's value is the claiming entry as one integer,
 claim.lua; 8: the packed lists of record.lua and claim.lua; 9: record.lua's payload
-carries ``texts``, [history] keep_text)."""
+carries ``texts``, [history] keep_text; 10: claim.lua's packed marketing claims, per
+suppression list)."""
 
 
 def _fields(lua_prefix: str, struct: type[msgspec.Struct]) -> Positions:
@@ -131,6 +134,12 @@ class Packed:
         self._data.append(entry)
         self.count += 1
         return True
+
+    def extend(self, other: Packed) -> None:
+        """``other``'s entries after these (of the same width)."""
+        self._data.extend(other._data)
+        self.lens += other.lens
+        self.count += other.count
 
     @property
     def data(self) -> str:
@@ -186,15 +195,18 @@ class RecordBatch(msgspec.Struct, gc=False):
 # -- claim.lua ----------------------------------------------------------------
 CLAIM_KEYS = Positions("K", ("jobs", "events", "dead"))
 CLAIM_ARGS = Positions(
-    "A", ("group", "layout", "payload", "now", "mark_ttl", "maxlen", "retry", "idem_prefix", "packed", "packed_lens"),
+    "A", ("group", "layout", "payload", "now", "mark_ttl", "maxlen", "retry", "idem_prefix", "packed", "packed_lens",
+          "marketing", "marketing_lens", "hashes"),
     rest="rest",
 )
 
 
 CLAIM_PACKED = ("job_id", "entry_id", "ref")
-"""A transactional job's claim as claim.lua reads it from ``ARGV[A_PACKED]``
-(:class:`Packed`), answered after the payload's claims; a marketing job's claim
-(its suppression list and hash) goes in the JSON payload."""
+"""A job's claim as claim.lua reads it (:class:`Packed`): a transactional job's
+from ``ARGV[A_PACKED]``, answered last; a marketing job's from
+``ARGV[A_MARKETING]``, answered after the payload's claims, with its number's
+keyed hash in ``ARGV[A_HASHES]`` (:class:`MarketingClaims`). A claim that does
+not pack goes in the payload (:class:`ClaimJob`)."""
 
 
 class ClaimJob(msgspec.Struct, array_like=True, gc=False):
@@ -206,6 +218,54 @@ class ClaimJob(msgspec.Struct, array_like=True, gc=False):
     """A marketing job: the keyed hash of its number, looked up in ``suppression``."""
     ref: str = ""
     """For the `cancelled` event of a job whose mark `sendgate cancel` took."""
+
+
+class ClaimList(msgspec.Struct, array_like=True, gc=False):
+    """A suppression list and how many of the packed marketing claims (``ARGV[A_MARKETING]``),
+    the next ones in order, are checked against it."""
+
+    list: str
+    count: int
+
+
+class MarketingClaims(Packed):
+    """Marketing claims of one suppression list for claim.lua, without JSON:
+    :data:`CLAIM_PACKED` entries (:class:`Packed`) and the numbers' keyed hashes,
+    which must all have one width (``hash_width``; :meth:`add_claim` refuses
+    another, and a claim that does not pack: it goes in the payload). Several
+    lists' go in one call (:meth:`extend`), in the order of the payload's
+    ``lists``: claim.lua reads the hashes of up to 1,000 claims at once and
+    looks them up with one SMISMEMBER, then takes the claims' marks as for
+    transactional ones."""
+
+    __slots__ = ("hash_width", "hashes")
+
+    def __init__(self, hash_width: int) -> None:
+        super().__init__(len(CLAIM_PACKED))
+        self.hash_width = hash_width
+        self.hashes: list[str] = []
+
+    def add_claim(self, job_id: str, entry_id: str, ref: str, to_hash: str) -> bool:
+        """:meth:`Packed.add` of (job_id, entry_id, ref), with its hash (one call: the engine
+        makes it per marketing job)."""
+        entry = job_id + entry_id + ref
+        if not entry.isascii() or len(to_hash) != self.hash_width or not to_hash.isascii():
+            return False
+        try:
+            self.lens.extend((len(job_id), len(entry_id), len(ref)))
+        except ValueError:  # a field of 256 bytes or more
+            del self.lens[self.count * self.width :]
+            return False
+        self._data.append(entry)
+        self.hashes.append(to_hash)
+        self.count += 1
+        return True
+
+    def extend(self, other: Packed) -> None:
+        """``other``'s claims after these (hashes of the same width)."""
+        super().extend(other)
+        if isinstance(other, MarketingClaims):
+            self.hashes += other.hashes
 
 
 class DeadLetter(msgspec.Struct, array_like=True, gc=False):
@@ -230,6 +290,8 @@ class ClaimBatch(msgspec.Struct, gc=False):
     dead: list[DeadLetter]
     retention_until: int = 0
     """Unix s, carried by an `expired` event (the job's first) for the history row."""
+    lists: list[ClaimList] = msgspec.field(default_factory=list)
+    """The packed marketing claims' suppression lists, in their order (:data:`CLAIM_MARKETING`)."""
 
 
 # -- requeue.lua, schedule.lua ------------------------------------------------
@@ -272,7 +334,8 @@ INBOUND_SWEEP_ARGS = Positions("A", ("layout", "now", "limit", "maxlen", "retent
 _HEADERS: dict[str, tuple[Positions, ...]] = {
     "record": (RECORD_KEYS, RECORD_ARGS, _fields("J", RecordJob), _fields("W", RecordWait), CORR_ENTRY,
                Positions("R", RECORD_PACKED)),
-    "claim": (CLAIM_KEYS, CLAIM_ARGS, _fields("C", ClaimJob), _fields("D", DeadLetter), Positions("P", CLAIM_PACKED)),
+    "claim": (CLAIM_KEYS, CLAIM_ARGS, _fields("C", ClaimJob), _fields("D", DeadLetter), Positions("P", CLAIM_PACKED),
+              _fields("L", ClaimList)),
     "requeue": (REQUEUE_KEYS, REQUEUE_ARGS, _fields("E", RequeueEntry)),
     "schedule": (SCHEDULE_KEYS, SCHEDULE_ARGS),
     "park": (PARK_KEYS, PARK_ARGS, _fields("E", ParkEntry)),
@@ -305,13 +368,17 @@ def record_call(
 def claim_call(
     keys: Keys, stream: str, group: str, payload: bytes, now_ms: int, mark_ttl_s: int, maxlen: int,
     retry: bool, dead_fields: Sequence[bytes] = (), packed: Packed | None = None,
+    marketing: MarketingClaims | None = None,
 ) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of claim.lua for the entries of ``stream``; ``packed``: claims
-    (``CLAIM_PACKED``) answered after the payload's."""
+    """KEYS and ARGV of claim.lua for the entries of ``stream``; ``marketing``: claims
+    (their lists in the payload's ``lists``) answered after the payload's;
+    ``packed``: transactional claims (``CLAIM_PACKED``) answered after those."""
     return CLAIM_KEYS.build(jobs=stream, events=keys.events, dead=keys.dead), CLAIM_ARGS.build(
         group=group, layout=LAYOUT_VERSION, payload=payload, now=now_ms, mark_ttl=mark_ttl_s, maxlen=maxlen,
         retry="1" if retry else "0", idem_prefix=keys.idem_prefix, packed=packed.data if packed else "",
-        packed_lens=bytes(packed.lens) if packed else b"", rest=dead_fields,
+        packed_lens=bytes(packed.lens) if packed else b"", marketing=marketing.data if marketing else "",
+        marketing_lens=bytes(marketing.lens) if marketing else b"",
+        hashes="".join(marketing.hashes) if marketing else "", rest=dead_fields,
     )
 
 

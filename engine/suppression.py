@@ -4,7 +4,8 @@ Why it looks like this: a list is a Redis SET per client
 (``Keys.suppression``; jobs and inbound messages without a client share the
 default list) of *keyed hashes* of numbers, never the numbers, so the list
 itself holds no personal data in clear and ``claim.lua`` checks a marketing
-job with one SISMEMBER in the call that takes its idempotency mark
+job in the call that takes its idempotency mark (one SMISMEMBER per list and
+up to 1,000 jobs)
 (docs/contract.md §2.6). Opt-out keywords (engine/inbound_store.py), ``sendgate
 suppress`` and the producer helper (``Producer.suppress``) all change it
 through here or the same key, and every change writes an audit entry with the
