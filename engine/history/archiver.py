@@ -152,6 +152,7 @@ class Archiver:
         self._defer_since: float | None = None
         self._no_defer = False  # wait_caught_up: a stopping engine wants the archive now
         self._prefetch: asyncio.Future[Any] | None = None  # the next batch, read while one commits
+        self._acking: asyncio.Future[None] | None = None  # a committed batch's XACK, sent while the next commits
         self._migrated = False
         self.archived = 0  # events committed and acknowledged by this process
         self.write_failures = 0
@@ -198,8 +199,11 @@ class Archiver:
         await self._until_done(self._migrate, "migrating the history store")
         try:
             await self._loop()
+            await self._settle_ack()
         finally:
             self._drop_prefetch()
+            if self._acking is not None:  # cancelled: those entries stay pending, written again (no change)
+                self._acking.cancel()
 
     async def _loop(self) -> None:
         last_lag = last_claim = last_drop = 0.0
@@ -215,7 +219,7 @@ class Archiver:
                 if now - last_drop >= 3600:
                     last_drop = now
                     await self._drop_expired()
-                taken = await self.archive_once()
+                taken = await self._archive_once(None, defer_ack=True)
                 if taken < self.batch_size:
                     self._defer_since = None  # caught up: a new burst may be deferred again
                 if 0 < taken < self.batch_size and self.settle_ms > 0 and self._prefetch is None:
@@ -257,9 +261,13 @@ class Archiver:
             self._defer_since = now
         return True
 
-    def _fold(self, batch: list[tuple[str, list[Any]]]) -> list[Any]:
-        """A batch read → what the store writes (a subclass archives another stream: inbound)."""
-        return deltas_from_entries([e for _, es in batch for e in es])
+    def _fold(self, batch: list[tuple[str, list[Any]]]) -> Any:
+        """A batch read → what the store writes (a subclass archives another stream: inbound):
+        the store's own fold where it has one (PostgreSQL: COPY rows from the raw bytes),
+        else one delta per job."""
+        entries = [e for _, es in batch for e in es] if len(batch) != 1 else batch[0][1]
+        fold = getattr(self.store, "fold", None)
+        return fold(entries) if fold is not None else deltas_from_entries(entries)
 
     async def _write(self, items: list[Any], now_ms: int) -> None:
         await self.store.write(items, now_ms)
@@ -298,18 +306,24 @@ class Archiver:
         this one commits (the read overlaps the database's work); it is committed
         by the next call, after this one: acks still follow their commits.
         """
+        return await self._archive_once(block_ms, defer_ack=False)
+
+    async def _archive_once(self, block_ms: int | None, *, defer_ack: bool) -> int:
+        """`archive_once`; ``defer_ack`` (the loop, `drain`): in a backlog, this batch's
+        XACK goes out in a task while the next batch commits, instead of before returning."""
         if self._prefetch is not None:
             ahead, self._prefetch = self._prefetch, None
             got: Any = await self._unless_stopped(ahead)
         else:
             got = await self._read(block_ms)
         if got is _STOPPED or got is None:
+            await self._settle_ack()
             return 0
         batch, deltas, taken = got
         if self.read_ahead and not self._read_pending and taken >= self.batch_size and not self.stopping:
             self._prefetch = asyncio.ensure_future(self._read(None, block=False))
         try:
-            return await self._commit(batch, deltas)
+            return await self._commit(batch, deltas, defer_ack=defer_ack and self._prefetch is not None)
         except BaseException:
             self._drop_prefetch()
             raise
@@ -403,13 +417,17 @@ class Archiver:
         total = 0
         while True:
             own_backlog = self._read_pending
-            n = await self.archive_once(block_ms=1)
+            n = await self._archive_once(1, defer_ack=True)
             total += n
             if n == 0 and not own_backlog:
+                await self._settle_ack()
                 return total
 
-    async def _commit(self, batch: list[tuple[str, list[Any]]], deltas: list[Any] | None = None) -> int:
-        """Write a batch to the store (retrying until it takes it or we stop), then XACK it."""
+    async def _commit(
+        self, batch: list[tuple[str, list[Any]]], deltas: Any = None, *, defer_ack: bool = False
+    ) -> int:
+        """Write a batch to the store (retrying until it takes it or we stop), then XACK it
+        (``defer_ack``: in a task, awaited before the next batch's XACK or the end)."""
         entries = [e for _, es in batch for e in es]
         if deltas is None:
             deltas = self._fold(batch)
@@ -439,12 +457,25 @@ class Archiver:
         self.failing = False
         if failing_since is not None:
             log.info("archiver: history store back after %.1f s", time.monotonic() - failing_since)
+        await self._settle_ack()  # the previous batch's XACK first: one in flight at most
+        if defer_ack:
+            self._acking = asyncio.ensure_future(self._ack_batch(batch, len(entries)))
+        else:
+            await self._ack_batch(batch, len(entries))
+        return len(entries)
+
+    async def _ack_batch(self, batch: list[tuple[str, list[Any]]], n: int) -> None:
         for stream, es in batch:
             if es:
                 await self._ack(stream, [eid for eid, _ in es])
-        self.archived += len(entries)
-        self._m_archived.inc(len(entries))
-        return len(entries)
+        self.archived += n
+        self._m_archived.inc(n)
+
+    async def _settle_ack(self) -> None:
+        """Wait for the XACK in flight, if any."""
+        if self._acking is not None:
+            acking, self._acking = self._acking, None
+            await acking
 
     async def _xack(self, stream: str, ids: list[Any]) -> None:
         """XACK packed by hiredis in one call: redis-py encodes each argument in Python

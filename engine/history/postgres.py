@@ -41,17 +41,19 @@ dropped whole once every row in them is past retention: no DELETE, no vacuum.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import itertools
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import asyncpg
 import orjson
 
 from engine.history.migrations import SCHEMA_VERSION_DDL, migrations
-from engine.history.record import HistoryRow, JobDelta
+from engine.history.record import HistoryRow, JobDelta, deltas_from_entries
+from engine.history.rows import COPY_COLUMNS, NULL, CopyBatch, CopyJob, copy_rows, rows_from_deltas
 from engine.history.store import LEDGER_KEEP_MS, HistoryError, HistoryUnavailable
 
 __all__ = ["PostgresHistory"]
@@ -67,11 +69,7 @@ _DAYS_AHEAD = 2
 # leave their page bloat it as much); migration 0003 has the figures.
 _FILLFACTOR = 50
 
-_STAGE_COLUMNS = (
-    "job_id", "day", "ref", "client", "kind", "carrier", "parts", "encoding", "message_ids",
-    "to_hash", "to_mask", "first_ms", "submitted_ms", "final_state", "final_ms", "error",
-    "events", "errors", "retention_until", "text_enc",
-)
+_STAGE_COLUMNS = COPY_COLUMNS[:-1]
 _STAGE_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS history_stage (
     job_id text NOT NULL, day date NOT NULL, ref text, client text, kind text, carrier text,
@@ -89,7 +87,6 @@ FROM messages m
 WHERE m.job_id = ANY($3::text[]) AND m.day >= $1 AND m.day <= $2
   AND m.job_id = s.job_id AND m.day <> s.day
 """
-_ROW_COLUMNS = (*_STAGE_COLUMNS, "updated_ms")
 _cols = ", ".join(_STAGE_COLUMNS)
 # The merge rules (engine/history/record.py), {n} being the new values: EXCLUDED
 # in the generic upsert, the staged batch in the UPDATE of known rows.
@@ -135,16 +132,19 @@ _LOOKUP_JOINED = (
     "SELECT job_id, day FROM messages WHERE job_id = ANY(string_to_array($1::text, E'\\x1f')) AND day >= $2 AND day <= $3"
 )
 _SEP = "\x1f"
-# Every write transaction: its plans probe primary keys (the planner, blind to
-# the batch, would otherwise hash or scan a whole day's partition), no JIT
-# (compiling costs more than these statements), then the archivers' lock.
-_BEGIN_WRITE = (
+# Every write transaction, in one round trip: BEGIN; its plans probe primary keys
+# (the planner, blind to the batch, would otherwise hash or scan a whole day's
+# partition), no JIT (compiling costs more than these statements); the archivers'
+# lock; then, under it, whether the erasure ledger holds anything (the status of
+# the last statement, "SELECT 0" or "SELECT 1": erase() takes the same lock, so
+# the answer holds until the commit).
+_PLAN_SETTINGS = (
     "SET LOCAL jit = off; SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; "
-    "SET LOCAL enable_mergejoin = off; SET LOCAL enable_material = off; SELECT pg_advisory_xact_lock(%d)"
+    "SET LOCAL enable_mergejoin = off; SET LOCAL enable_material = off"
 )
-# The erasure ledger (migration 0006; store.py, ``erase``): is there any entry, and
-# the batch's rows of ledgered jobs, deleted in the batch's own transaction.
-_LEDGER_ANY = "SELECT EXISTS (SELECT 1 FROM erasure_ledger)"
+_BEGIN_WRITE = f"BEGIN; {_PLAN_SETTINGS}; SELECT pg_advisory_xact_lock({_LOCK_WRITE}); SELECT 1 FROM erasure_ledger LIMIT 1"
+# The erasure ledger (migration 0006; store.py, ``erase``): the batch's rows of
+# ledgered jobs, deleted in the batch's own transaction.
 _DROP_ERASED_JOINED = (
     "DELETE FROM messages WHERE job_id IN (SELECT job_id FROM erasure_ledger "
     "WHERE job_id = ANY(string_to_array($1::text, E'\\x1f')))"
@@ -160,6 +160,10 @@ SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
 WHERE i.inhparent = 'messages'::regclass
 """
 
+# A row the server refused (a value that is no number, bad UTF-8, JSON, an empty
+# NOT NULL field): the batch is written again from the careful fold.
+_DATA_ERRORS = (asyncpg.DataError, asyncpg.NotNullViolationError)
+
 # Errors that mean "the database is not there right now", not "the statement is wrong".
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
@@ -173,6 +177,20 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 
 class _NotAllPlaced(Exception):
     """A cached day was wrong (the row is gone): merge the batch the general way."""
+
+
+@contextlib.asynccontextmanager
+async def _write_transaction(conn: asyncpg.Connection) -> AsyncIterator[bool]:
+    """A batch's transaction under the archivers' lock (`_BEGIN_WRITE`): yields whether
+    the erasure ledger holds anything; commits, or rolls back on any exception."""
+    try:
+        yield await conn.execute(_BEGIN_WRITE) != "SELECT 0"
+    except BaseException:
+        if not conn.is_closed():
+            with contextlib.suppress(Exception):  # a lost connection rolls back by itself
+                await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
 
 
 def _partition_name(day: int) -> str:
@@ -277,22 +295,10 @@ class PostgresHistory:
             raise HistoryUnavailable(f"postgres: {type(err).__name__}: {err}") from err
         return max(done, default=0)
 
-    def records(self, deltas: Sequence[JobDelta], now_ms: int = 0) -> list[tuple[Any, ...]]:
-        """The rows of a batch in `_ROW_COLUMNS` order (the CPU the engine spends per job, apart from COPY)."""
-        dumps = orjson.dumps
-        date = self._date
-        return [
-            (
-                job_id, date(first_ms // _DAY_MS), ref, client, kind, carrier, parts, encoding, message_ids,
-                to_hash, to_mask, first_ms, submitted_ms, final_state, final_ms, error,
-                dumps(events).decode(), dumps(errors).decode() if errors else "{}", retention_until, text_enc,
-                now_ms,
-            )
-            for (
-                job_id, first_ms, ref, client, kind, carrier, parts, encoding, message_ids, to_hash, to_mask,
-                error, retention_until, submitted_ms, final_state, final_ms, events, errors, _first, text_enc,
-            ) in deltas
-        ]
+    def fold(self, entries: Sequence[tuple[Any, Any]]) -> CopyBatch:
+        """A batch read from the events stream → its COPY rows (engine/history/rows.py):
+        what the archiver hands to `write`, the CPU it spends per event apart from the read."""
+        return copy_rows(entries)
 
     def _remember(self, placed: list[tuple[list[str], int]]) -> None:
         days = self._job_days
@@ -303,24 +309,27 @@ class PostgresHistory:
             for k in list(itertools.islice(days, excess + self.day_cache_size // 10)):
                 del days[k]
 
-    async def write(self, deltas: Sequence[JobDelta], now_ms: int) -> int:
+    async def write(self, deltas: Sequence[JobDelta] | CopyBatch, now_ms: int) -> int:
+        """Merge a batch: deltas, or the rows `fold` made of stream entries."""
         if not deltas:
             return 0
-        records = self.records(deltas, now_ms)
+        if isinstance(deltas, CopyBatch):
+            jobs, entries = deltas.jobs, deltas.entries
+        else:
+            jobs, entries = rows_from_deltas(deltas), None
         pool = await self._get_pool()
         try:
             async with pool.acquire() as conn:
                 try:
-                    placed = await self._write_placed(conn, deltas, records, now_ms)
-                except _NotAllPlaced:
-                    placed = None
-                except asyncpg.UniqueViolationError:  # a row the lookup could not see (a replay): merge
-                    placed = None
-                if placed is None:
-                    await self._write_merged(conn, records, now_ms)
-                    self._job_days.clear()  # some day may have been wrong: learn again
-                else:
-                    self._remember(placed)
+                    await self._write_jobs(conn, jobs, now_ms)
+                except _DATA_ERRORS:
+                    if entries is None:
+                        raise
+                    # A value the server refused in a row built from the raw bytes (a ts
+                    # that is no number, say): the careful fold skips such an entry and
+                    # escapes every field. Nothing of the first try was committed.
+                    jobs = rows_from_deltas(deltas_from_entries(entries))
+                    await self._write_jobs(conn, jobs, now_ms)
         except _UNAVAILABLE as err:
             raise HistoryUnavailable(f"postgres: {type(err).__name__}: {err}") from err
         except asyncpg.PostgresError as err:
@@ -329,41 +338,60 @@ class PostgresHistory:
             self._partitions.clear()
             self._job_days.clear()
             raise HistoryError(f"postgres: {type(err).__name__}: {err}") from err
-        return len(records)
+        return len(jobs)
+
+    async def _write_jobs(self, conn: asyncpg.Connection, jobs: list[CopyJob], now_ms: int) -> None:
+        try:
+            placed = await self._write_placed(conn, jobs, now_ms)
+        except _NotAllPlaced:
+            placed = None
+        except asyncpg.UniqueViolationError:  # a row the lookup could not see (a replay): merge
+            placed = None
+        if placed is None:
+            await self._write_merged(conn, jobs, now_ms)
+            self._job_days.clear()  # some day may have been wrong: learn again
+        else:
+            self._remember(placed)
+
+    @staticmethod
+    async def _copy(conn: asyncpg.Connection, table: str, jobs: list[CopyJob], now_ms: int) -> None:
+        """COPY rows into ``table``, each completed with ``updated_ms`` and its newline."""
+        end = b"%d\n" % now_ms
+        data = end.join([j[3] for j in jobs]) + end
+        await conn.copy_to_table(table, source=memoryview(data), columns=COPY_COLUMNS, format="text", null=NULL)
 
     async def _write_placed(
-        self, conn: asyncpg.Connection, deltas: Sequence[JobDelta], records: list[tuple[Any, ...]], now_ms: int
+        self, conn: asyncpg.Connection, jobs: list[CopyJob], now_ms: int
     ) -> list[tuple[list[str], int]]:
         """The fast path: each job's row day known (cache or lookup), new rows COPYed
         straight into their day's partition, the others UPDATEd in theirs. Raises
         `_NotAllPlaced` (or UniqueViolationError) when the batch must be merged instead;
         the transaction is then rolled back. Returns (job ids, day) of the rows written."""
         get_day = self._job_days.get
-        updates: dict[int, list[tuple[Any, ...]]] = {}
-        inserts: dict[int, list[tuple[Any, ...]]] = {}
-        first_new: list[tuple[Any, ...]] = []  # records, r[0] the job id, r[11] first_ms
-        other_new: list[tuple[Any, ...]] = []
-        for d, r in zip(deltas, records, strict=True):
-            day = get_day(r[0])
+        updates: dict[int, list[CopyJob]] = {}
+        inserts: dict[int, list[CopyJob]] = {}
+        first_new: list[CopyJob] = []  # (job id, day, has_first, row)
+        other_new: list[CopyJob] = []
+        for j in jobs:
+            day = get_day(j[0])
             if day is not None:
-                updates.setdefault(day, []).append(r)
-            elif d[18]:  # has_first
-                first_new.append(r)
+                updates.setdefault(day, []).append(j)
+            elif j[2]:  # has_first
+                first_new.append(j)
             else:
-                other_new.append(r)
-        await self._ensure_partitions(conn, {r[11] // _DAY_MS for group in (first_new, other_new) for r in group})
+                other_new.append(j)
+        await self._ensure_partitions(conn, {j[1] for group in (first_new, other_new) for j in group})
         placed: list[tuple[list[str], int]] = []
-        async with conn.transaction():
-            await conn.execute(_BEGIN_WRITE % _LOCK_WRITE)
+        async with _write_transaction(conn) as ledgered:
             # A job's row is on the day of its first archived event: with the first
             # event in hand, only a later day can hold it (its later events archived
             # first, by another archiver); without, it may be a few days back (a receipt).
             for group, back, ahead in ((first_new, -1, self.lookback_days), (other_new, self.lookback_days, 1)):
                 if not group:
                     continue
-                days = {r[11] // _DAY_MS for r in group}
+                days = {j[1] for j in group}
                 lo, hi = min(days) - back, max(days) + ahead
-                ids = [r[0] for r in group]
+                ids = [j[0] for j in group]
                 joined = _SEP.join(ids)
                 if joined.count(_SEP) == len(ids) - 1:
                     rows = await conn.fetch(_LOOKUP_JOINED, joined, self._date(lo), self._date(hi))
@@ -373,44 +401,46 @@ class PostgresHistory:
                 if not found and len(days) == 1:  # the usual batch: all new, one day
                     inserts.setdefault(days.pop(), []).extend(group)
                     continue
-                for r in group:
-                    day = found.get(r[0])
+                for j in group:
+                    day = found.get(j[0])
                     if day is None:
-                        inserts.setdefault(r[11] // _DAY_MS, []).append(r)
+                        inserts.setdefault(j[1], []).append(j)
                     else:
-                        updates.setdefault(day, []).append(r)
-            for day, rows in inserts.items():
-                await conn.copy_records_to_table(_partition_name(day), records=rows, columns=_ROW_COLUMNS)
-                placed.append(([r[0] for r in rows], day))
+                        updates.setdefault(day, []).append(j)
+            for day, group in inserts.items():
+                await self._copy(conn, _partition_name(day), group, now_ms)
+                placed.append(([j[0] for j in group], day))
             if updates:
-                staged = next(iter(updates.values())) if len(updates) == 1 else [r for rs in updates.values() for r in rs]
-                await conn.copy_records_to_table("history_stage", records=staged, columns=_ROW_COLUMNS)
-            for day, rows in updates.items():
+                staged = next(iter(updates.values())) if len(updates) == 1 else [j for g in updates.values() for j in g]
+                await self._copy(conn, "history_stage", staged, now_ms)
+            for day, group in updates.items():
                 status = await conn.execute(_UPDATE.format(table=_partition_name(day)), now_ms, self._date(day))
-                if int(status.rsplit(" ", 1)[-1]) != len(rows):
+                if int(status.rsplit(" ", 1)[-1]) != len(group):
                     raise _NotAllPlaced  # a row gone (erased, dropped) since it was cached
-                placed.append(([r[0] for r in rows], day))
-            await self._drop_erased(conn, [r[0] for r in records])
+                placed.append(([j[0] for j in group], day))
+            if ledgered:
+                await self._drop_erased(conn, [j[0] for j in jobs])
         return placed
 
-    async def _write_merged(self, conn: asyncpg.Connection, records: list[tuple[Any, ...]], now_ms: int) -> None:
+    async def _write_merged(self, conn: asyncpg.Connection, jobs: list[CopyJob], now_ms: int) -> None:
         """The general path: stage, move onto existing days, one upsert with the merge rules."""
-        days = {r[1] for r in records}
-        await self._ensure_partitions(conn, {(d - _EPOCH).days for d in days})
-        lo = self._date((min(days) - _EPOCH).days - self.lookback_days)
-        hi = self._date((max(days) - _EPOCH).days + 1)
-        async with conn.transaction():
-            await conn.execute(_BEGIN_WRITE % _LOCK_WRITE)
-            await conn.copy_records_to_table("history_stage", records=records, columns=_ROW_COLUMNS)
-            await conn.execute(_MOVE_TO_EXISTING_DAY, lo, hi, [r[0] for r in records])
+        days = {j[1] for j in jobs}
+        await self._ensure_partitions(conn, days)
+        lo = self._date(min(days) - self.lookback_days)
+        hi = self._date(max(days) + 1)
+        ids = [j[0] for j in jobs]
+        async with _write_transaction(conn) as ledgered:
+            await self._copy(conn, "history_stage", jobs, now_ms)
+            await conn.execute(_MOVE_TO_EXISTING_DAY, lo, hi, ids)
             await conn.execute(_MERGE, now_ms)
-            await self._drop_erased(conn, [r[0] for r in records])
+            if ledgered:
+                await self._drop_erased(conn, ids)
 
     @staticmethod
     async def _drop_erased(conn: asyncpg.Connection, ids: list[str]) -> None:
-        """Inside a batch's transaction (under the write lock): delete the rows it wrote
-        of jobs an immediate erasure ledgered. One indexed EXISTS while the ledger is empty."""
-        if not ids or not await conn.fetchval(_LEDGER_ANY):
+        """Inside a batch's transaction (under the write lock), when the erasure ledger
+        holds anything: delete the rows it wrote of jobs an immediate erasure ledgered."""
+        if not ids:
             return
         joined = _SEP.join(ids)
         if joined.count(_SEP) == len(ids) - 1:

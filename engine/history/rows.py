@@ -1,0 +1,316 @@
+"""Events stream entries → PostgreSQL ``COPY`` text rows, one per job (sans-IO).
+
+The PostgreSQL store writes a batch as COPY rows (engine/history/postgres.py).
+`copy_rows` builds them straight from the bytes of the raw XREADGROUP reply:
+no field is decoded to ``str`` (but the job id), no `JobDelta`, no record
+tuple for asyncpg to encode field by field — each job's row is one
+``b"\\t".join`` of the values as they came, the events map a JSON object
+spliced from them. It folds a job's events with the same rules as
+`engine.history.record.deltas_from_entries` (that module states them); a test
+holds the two to the same rows.
+
+COPY's text format gives meaning to four bytes: tab, newline, carriage return
+and backslash. The engine's fields never hold them, so the values go in as
+they are and the batch is checked as a whole instead of each field: every
+row must have exactly its 20 tabs, no newline or carriage return, and every
+backslash must be one that this module wrote (the ``\\N`` of a NULL, the
+``\\\\x`` of a bytea); the bytes must be UTF-8. A batch that fails the check
+(a ``ref`` holding a tab, say) is folded the careful way: `rows_from_deltas`,
+which escapes each field. What the check leaves to the server (a ``ts`` or
+``parts`` that is no number, an event name that JSON refuses) makes the COPY
+fail with a data error; the store then writes the batch the careful way too,
+where such an entry is skipped as the fold has always skipped it. Either way
+a malformed entry cannot stop the archive and cannot reach a row unescaped.
+
+A row is the text of every column of ``ROW_COLUMNS`` but the last
+(``updated_ms``), each followed by a tab: the store appends the commit's
+time and the newline when it joins a group of rows into one COPY buffer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from binascii import a2b_base64, hexlify
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from engine.history.record import _FINAL_B, JobDelta, deltas_from_entries
+
+__all__ = ["COPY_COLUMNS", "CopyBatch", "CopyJob", "copy_rows", "rows_from_deltas"]
+
+#: The columns of a COPY row, in order (the stage table's too, engine/history/postgres.py).
+COPY_COLUMNS = (
+    "job_id", "day", "ref", "client", "kind", "carrier", "parts", "encoding", "message_ids",
+    "to_hash", "to_mask", "first_ms", "submitted_ms", "final_state", "final_ms", "error",
+    "events", "errors", "retention_until", "text_enc", "updated_ms",
+)
+_TABS = len(COPY_COLUMNS) - 1  # tabs in a row as folded (the last column's value is added at write time)
+_DAY_MS = 86_400_000
+_EPOCH = dt.date(1970, 1, 1)
+#: COPY's NULL: a control character no field of the engine holds (never a backslash,
+#: so that a batch without a bytea has none: one memchr says so).
+NULL = "\x01"
+_NULL = NULL.encode()
+
+#: One job's row: (job id, UTC day of its first event, the batch held its first
+#: event, the COPY text of every column but ``updated_ms``, each ending in a tab).
+CopyJob = tuple[str, int, bool, bytes]
+
+_LAYOUT = (b"id", b"ref", b"event", b"carrier", b"parts", b"message_ids", b"error", b"ts")
+_LAYOUT_FIRST = (*_LAYOUT, b"client", b"kind", b"to_hash", b"to_mask", b"encoding", b"retention_until")
+_FIRST_ONLY = _LAYOUT_FIRST[len(_LAYOUT):]
+_KEYS_SHORT = _LAYOUT
+_KEYS_FIRST = _LAYOUT_FIRST
+_KEYS_FIRST_TEXT = (*_LAYOUT_FIRST, b"text_enc")
+
+# Per-job state while folding (a list, as JobDelta: the cheapest object to build).
+_JID, _FIRST, _FIRST_B, _REF, _CLIENT, _KIND, _CARRIER, _PARTS, _ENCODING, _MIDS = range(10)
+_HASH, _MASK, _ERROR, _RETENTION, _SUB, _SUB_B, _FINAL_STATE, _FINAL, _FINAL_B_, _EVENTS = range(10, 20)
+_ERRORS, _HAS_FIRST, _TEXT = range(20, 23)
+
+
+class CopyBatch:
+    """A folded batch for the PostgreSQL store: its rows, and the entries they came
+    from (the careful fold's input when the server refuses a row)."""
+
+    __slots__ = ("entries", "jobs")
+
+    def __init__(self, jobs: list[CopyJob], entries: Sequence[tuple[Any, Any]] | None) -> None:
+        self.jobs = jobs
+        self.entries = entries
+
+    def __len__(self) -> int:  # rows, as a list of deltas would say
+        return len(self.jobs)
+
+
+_days: dict[int, bytes] = {}
+#: Event name -> its JSON key (``"name":``), for names that go into a JSON string
+#: as they are (the engine's dozen).
+_JSON_KEYS: dict[bytes, bytes] = {}
+
+
+def _json_key(name: bytes) -> bytes | None:
+    """``"name":`` when ``name`` is a JSON string's content as it is (no quote,
+    backslash or control character; remembered, up to 1,000 names), else None."""
+    if b'"' in name or b"\\" in name or not name.isascii() or any(c < 0x20 for c in name):
+        return None
+    key = b'"' + name + b'":'
+    if len(_JSON_KEYS) < 1000:
+        _JSON_KEYS[name] = key
+    return key
+
+
+def _day_text(day: int) -> bytes:
+    text = _days.get(day)
+    if text is None:
+        if len(_days) > 1000:
+            _days.clear()
+        text = _days[day] = (_EPOCH + dt.timedelta(days=day)).isoformat().encode()
+    return text
+
+
+def copy_rows(entries: Sequence[tuple[Any, Any]]) -> CopyBatch:
+    """Fold stream entries (``(entry_id, fields)``, fields the raw reply's flat
+    ``[name, value, …]`` list or a mapping of bytes) into one COPY row per job.
+
+    Entries without ``id`` or ``event``, or with a ``ts``, ``parts`` or
+    ``retention_until`` that is no integer or a ``text_enc`` that is no base64,
+    are skipped (as `deltas_from_entries` skips them). When the batch's bytes
+    fail the check of the module docstring, the rows come from
+    `rows_from_deltas` instead.
+    """
+    out: dict[bytes, list[Any]] = {}
+    get_state = out.get
+    final_b = _FINAL_B
+    k8, k14, k15 = _KEYS_SHORT, _KEYS_FIRST, _KEYS_FIRST_TEXT
+    json_keys = _JSON_KEYS
+    texts = 0
+    safe = True  # every event name and error goes into a JSON string as it is
+    client = kind = to_hash = to_mask = encoding = retention = b""
+    for _eid, f in entries:
+        n = len(f) if f.__class__ is list else 0
+        text_b = None
+        # The engine's layouts are unpacked by position (their names checked),
+        # anything else is read by name.
+        if n == 16:
+            k0, jid, k1, ref, k2, ev, k3, carrier, k4, parts, k5, mids, k6, error, k7, ts_b = f
+            describe = False
+            fast = (k0, k1, k2, k3, k4, k5, k6, k7) == k8
+        elif n == 28:
+            (k0, jid, k1, ref, k2, ev, k3, carrier, k4, parts, k5, mids, k6, error, k7, ts_b,
+             k8_, client, k9, kind, k10, to_hash, k11, to_mask, k12, encoding, k13, retention) = f
+            describe = True
+            fast = (k0, k1, k2, k3, k4, k5, k6, k7, k8_, k9, k10, k11, k12, k13) == k14
+        elif n == 30:
+            (k0, jid, k1, ref, k2, ev, k3, carrier, k4, parts, k5, mids, k6, error, k7, ts_b,
+             k8_, client, k9, kind, k10, to_hash, k11, to_mask, k12, encoding, k13, retention, k14_, text_b) = f
+            describe = True
+            fast = (k0, k1, k2, k3, k4, k5, k6, k7, k8_, k9, k10, k11, k12, k13, k14_) == k15
+        else:
+            fast = False
+        if not fast:
+            if n:
+                it = iter(f)
+                f = dict(zip(it, it, strict=True))
+            g = f.get
+            jid, ref, ev, carrier = g(b"id") or b"", g(b"ref") or b"", g(b"event") or b"", g(b"carrier") or b""
+            parts, mids, error, ts_b = g(b"parts") or b"", g(b"message_ids") or b"", g(b"error") or b"", g(b"ts") or b""
+            describe = any(k in f for k in _FIRST_ONLY)
+            if describe:
+                client, kind, to_hash = g(b"client") or b"", g(b"kind") or b"", g(b"to_hash") or b""
+                to_mask, encoding, retention = g(b"to_mask") or b"", g(b"encoding") or b"", g(b"retention_until") or b""
+            text_b = g(b"text_enc")
+        if not jid or not ev:
+            continue
+        try:  # every conversion first, so a malformed entry changes nothing
+            ts = int(ts_b) if ts_b else 0
+            if parts != b"1" and parts and not int(parts):
+                parts = b""
+            if describe and not retention.isdigit():
+                retention = retention if retention and int(retention) > 0 else b"0"
+            text_enc = hexlify(a2b_base64(text_b, strict_mode=True)) if text_b else None
+        except ValueError:
+            continue
+        if not ts_b:
+            ts_b = b"0"
+        key = json_keys.get(ev)
+        if key is None:
+            key = _json_key(ev)
+            if key is None:
+                safe = False
+                key = b'"' + ev + b'":'
+        if error and b'"' in error:
+            safe = False
+        final = ev in final_b
+        s = get_state(jid)
+        if s is None:  # the common case (a job's first event in the batch): one list, no stores
+            if text_enc is not None:
+                texts += 1
+            if describe:
+                out[jid] = [
+                    jid, ts, ts_b, ref, client, kind, carrier, parts, encoding, mids, to_hash, to_mask, error,
+                    retention, ts if ev == b"submitted" else None, ts_b, ev if final else b"", ts if final else None,
+                    ts_b, [key, ts_b], [key, b'"', error, b'"'] if error else None, True, text_enc,
+                ]
+            else:
+                out[jid] = [
+                    jid, ts, ts_b, ref, b"", b"", carrier, parts, b"", mids, b"", b"", error, b"0",
+                    ts if ev == b"submitted" else None, ts_b, ev if final else b"", ts if final else None, ts_b,
+                    [key, ts_b], [key, b'"', error, b'"'] if error else None, False, text_enc,
+                ]
+            continue
+        if ts < s[_FIRST]:
+            s[_FIRST] = ts
+            s[_FIRST_B] = ts_b
+        # A key twice in one JSON object: jsonb keeps the last, as the dict of the fold does.
+        s[_EVENTS] += (b",", key, ts_b)
+        if ref:
+            s[_REF] = ref
+        if carrier:
+            s[_CARRIER] = carrier
+        if parts:
+            s[_PARTS] = parts
+        if mids:
+            s[_MIDS] = mids
+        if error:
+            s[_ERROR] = error
+            if s[_ERRORS] is None:
+                s[_ERRORS] = [key, b'"', error, b'"']
+            else:
+                s[_ERRORS] += (b",", key, b'"', error, b'"')
+        if final:
+            if s[_FINAL] is None or ts >= s[_FINAL]:
+                s[_FINAL] = ts
+                s[_FINAL_B_] = ts_b
+                s[_FINAL_STATE] = ev
+        elif ev == b"submitted" and (s[_SUB] is None or ts < s[_SUB]):
+            s[_SUB] = ts
+            s[_SUB_B] = ts_b
+        if text_enc is not None and s[_TEXT] is None:
+            s[_TEXT] = text_enc
+            texts += 1
+        if describe:
+            s[_HAS_FIRST] = True
+            if client:
+                s[_CLIENT] = client
+            if kind:
+                s[_KIND] = kind
+            if to_hash:
+                s[_HASH] = to_hash
+            if to_mask:
+                s[_MASK] = to_mask
+            if encoding:
+                s[_ENCODING] = encoding
+            if int(retention) > int(s[_RETENTION]):
+                s[_RETENTION] = retention
+    day_text = _day_text
+    null = _NULL
+    join = b"".join
+    jobs: list[CopyJob] = []
+    add = jobs.append
+    for s in out.values():
+        day = s[_FIRST] // _DAY_MS
+        errors = s[_ERRORS]
+        text = s[_TEXT]
+        row = b"\t".join((
+            s[_JID], day_text(day), s[_REF], s[_CLIENT], s[_KIND], s[_CARRIER], s[_PARTS] or b"0", s[_ENCODING],
+            s[_MIDS], s[_HASH], s[_MASK], s[_FIRST_B], null if s[_SUB] is None else s[_SUB_B], s[_FINAL_STATE],
+            null if s[_FINAL] is None else s[_FINAL_B_], s[_ERROR], join((b"{", *s[_EVENTS], b"}")),
+            b"{}" if errors is None else join((b"{", *errors, b"}")), s[_RETENTION],
+            null if text is None else b"\\\\x" + text, b"",
+        ))
+        try:
+            job_id = s[_JID].decode()
+        except UnicodeDecodeError:
+            return CopyBatch(rows_from_deltas(deltas_from_entries(entries)), None)
+        add((job_id, day, s[_HAS_FIRST], row))
+    if not safe or not _copy_safe(jobs, texts):
+        return CopyBatch(rows_from_deltas(deltas_from_entries(entries)), None)
+    return CopyBatch(jobs, entries)
+
+
+def _copy_safe(jobs: list[CopyJob], texts: int) -> bool:
+    """Whether rows built from raw values mean in COPY's text format what they say:
+    the tabs are the separators, no line ends inside, every backslash ours, UTF-8."""
+    buf = b"".join([j[3] for j in jobs])
+    if buf.count(b"\t") != _TABS * len(jobs) or b"\n" in buf or b"\r" in buf:
+        return False
+    # The only backslashes: a bytea's "\\x", two each.
+    if b"\\" in buf and buf.count(b"\\") != 2 * texts:
+        return False
+    if not buf.isascii():
+        try:
+            buf.decode()
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
+# ------------------------------------------------------------------ careful path
+_ESCAPE = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", NULL: "\\x01"})
+
+
+def _text(value: str) -> str:
+    return value.translate(_ESCAPE)
+
+
+def rows_from_deltas(deltas: Iterable[JobDelta]) -> list[CopyJob]:
+    """The COPY rows of deltas, every field escaped (any character but NUL)."""
+    dumps = orjson.dumps
+    jobs: list[CopyJob] = []
+    for d in deltas:
+        (job_id, first_ms, ref, client, kind, carrier, parts, encoding, mids, to_hash, to_mask, error, retention,
+         submitted_ms, final_state, final_ms, events, errors, has_first, text_enc) = d
+        day = first_ms // _DAY_MS
+        row = "\t".join((
+            _text(job_id), (_EPOCH + dt.timedelta(days=day)).isoformat(), _text(ref), _text(client), _text(kind),
+            _text(carrier), str(parts), _text(encoding), _text(mids), _text(to_hash), _text(to_mask), str(first_ms),
+            NULL if submitted_ms is None else str(submitted_ms), _text(final_state),
+            NULL if final_ms is None else str(final_ms), _text(error), _text(dumps(events).decode()),
+            _text(dumps(errors).decode()) if errors else "{}", str(retention),
+            NULL if text_enc is None else "\\\\x" + text_enc.hex(), "",
+        ))
+        jobs.append((job_id, day, bool(has_first), row.encode()))
+    return jobs
