@@ -131,7 +131,7 @@ _LOOKUP = "SELECT job_id, day FROM messages WHERE job_id = ANY($1::text[]) AND d
 _LOOKUP_JOINED = (
     "SELECT job_id, day FROM messages WHERE job_id = ANY(string_to_array($1::text, E'\\x1f')) AND day >= $2 AND day <= $3"
 )
-_SEP = "\x1f"
+_SEP = b"\x1f"
 # Every write transaction, in one round trip: BEGIN; its plans probe primary keys
 # (the planner, blind to the batch, would otherwise hash or scan a whole day's
 # partition), no JIT (compiling costs more than these statements); the archivers'
@@ -226,7 +226,7 @@ class PostgresHistory:
         self.day_cache_size = day_cache_size
         # job id -> day of its row, for the jobs this process wrote lately: a receipt
         # seconds after its submit updates the row without looking for it first.
-        self._job_days: dict[str, int] = {}
+        self._job_days: dict[bytes, int] = {}  # (ids as UTF-8: the fold's rows carry them so)
         self.max_connections = max_connections
         self._pool: asyncpg.Pool | None = None
         self._partitions: set[int] = set()
@@ -300,7 +300,7 @@ class PostgresHistory:
         what the archiver hands to `write`, the CPU it spends per event apart from the read."""
         return copy_rows(entries)
 
-    def _remember(self, placed: list[tuple[list[str], int]]) -> None:
+    def _remember(self, placed: list[tuple[list[bytes], int]]) -> None:
         days = self._job_days
         for ids, day in placed:
             days.update(dict.fromkeys(ids, day))
@@ -362,7 +362,7 @@ class PostgresHistory:
 
     async def _write_placed(
         self, conn: asyncpg.Connection, jobs: list[CopyJob], now_ms: int
-    ) -> list[tuple[list[str], int]]:
+    ) -> list[tuple[list[bytes], int]]:
         """The fast path: each job's row day known (cache or lookup), new rows COPYed
         straight into their day's partition, the others UPDATEd in theirs. Raises
         `_NotAllPlaced` (or UniqueViolationError) when the batch must be merged instead;
@@ -381,7 +381,7 @@ class PostgresHistory:
             else:
                 other_new.append(j)
         await self._ensure_partitions(conn, {j[1] for group in (first_new, other_new) for j in group})
-        placed: list[tuple[list[str], int]] = []
+        placed: list[tuple[list[bytes], int]] = []
         async with _write_transaction(conn) as ledgered:
             # A job's row is on the day of its first archived event: with the first
             # event in hand, only a later day can hold it (its later events archived
@@ -394,10 +394,10 @@ class PostgresHistory:
                 ids = [j[0] for j in group]
                 joined = _SEP.join(ids)
                 if joined.count(_SEP) == len(ids) - 1:
-                    rows = await conn.fetch(_LOOKUP_JOINED, joined, self._date(lo), self._date(hi))
+                    rows = await conn.fetch(_LOOKUP_JOINED, joined.decode(), self._date(lo), self._date(hi))
                 else:
-                    rows = await conn.fetch(_LOOKUP, ids, self._date(lo), self._date(hi))
-                found = {job_id: (day - _EPOCH).days for job_id, day in rows}
+                    rows = await conn.fetch(_LOOKUP, [i.decode() for i in ids], self._date(lo), self._date(hi))
+                found = {job_id.encode(): (day - _EPOCH).days for job_id, day in rows}
                 if not found and len(days) == 1:  # the usual batch: all new, one day
                     inserts.setdefault(days.pop(), []).extend(group)
                     continue
@@ -431,22 +431,22 @@ class PostgresHistory:
         ids = [j[0] for j in jobs]
         async with _write_transaction(conn) as ledgered:
             await self._copy(conn, "history_stage", jobs, now_ms)
-            await conn.execute(_MOVE_TO_EXISTING_DAY, lo, hi, ids)
+            await conn.execute(_MOVE_TO_EXISTING_DAY, lo, hi, [i.decode() for i in ids])
             await conn.execute(_MERGE, now_ms)
             if ledgered:
                 await self._drop_erased(conn, ids)
 
     @staticmethod
-    async def _drop_erased(conn: asyncpg.Connection, ids: list[str]) -> None:
+    async def _drop_erased(conn: asyncpg.Connection, ids: list[bytes]) -> None:
         """Inside a batch's transaction (under the write lock), when the erasure ledger
         holds anything: delete the rows it wrote of jobs an immediate erasure ledgered."""
         if not ids:
             return
         joined = _SEP.join(ids)
         if joined.count(_SEP) == len(ids) - 1:
-            await conn.execute(_DROP_ERASED_JOINED, joined)
+            await conn.execute(_DROP_ERASED_JOINED, joined.decode())
         else:
-            await conn.execute(_DROP_ERASED, ids)
+            await conn.execute(_DROP_ERASED, [i.decode() for i in ids])
 
     async def get(self, job_id: str) -> HistoryRow | None:
         pool = await self._get_pool()

@@ -36,7 +36,8 @@ from typing import Any
 
 import orjson
 
-from engine.history.record import _FINAL_B, JobDelta, deltas_from_entries
+from engine.history.record import _FINAL_B as _FINAL_B_SET
+from engine.history.record import JobDelta, deltas_from_entries
 
 __all__ = ["COPY_COLUMNS", "CopyBatch", "CopyJob", "copy_rows", "rows_from_deltas"]
 
@@ -46,7 +47,6 @@ COPY_COLUMNS = (
     "to_hash", "to_mask", "first_ms", "submitted_ms", "final_state", "final_ms", "error",
     "events", "errors", "retention_until", "text_enc", "updated_ms",
 )
-_TABS = len(COPY_COLUMNS) - 1  # tabs in a row as folded (the last column's value is added at write time)
 _DAY_MS = 86_400_000
 _EPOCH = dt.date(1970, 1, 1)
 #: COPY's NULL: a control character no field of the engine holds (never a backslash,
@@ -54,9 +54,9 @@ _EPOCH = dt.date(1970, 1, 1)
 NULL = "\x01"
 _NULL = NULL.encode()
 
-#: One job's row: (job id, UTC day of its first event, the batch held its first
-#: event, the COPY text of every column but ``updated_ms``, each ending in a tab).
-CopyJob = tuple[str, int, bool, bytes]
+#: One job's row: (job id (UTF-8), UTC day of its first event, the batch held its
+#: first event, the COPY text of every column but ``updated_ms``, each ending in a tab).
+CopyJob = tuple[bytes, int, bool, bytes]
 
 _LAYOUT = (b"id", b"ref", b"event", b"carrier", b"parts", b"message_ids", b"error", b"ts")
 _LAYOUT_FIRST = (*_LAYOUT, b"client", b"kind", b"to_hash", b"to_mask", b"encoding", b"retention_until")
@@ -65,10 +65,12 @@ _KEYS_SHORT = _LAYOUT
 _KEYS_FIRST = _LAYOUT_FIRST
 _KEYS_FIRST_TEXT = (*_LAYOUT_FIRST, b"text_enc")
 
-# Per-job state while folding (a list, as JobDelta: the cheapest object to build).
-_JID, _FIRST, _FIRST_B, _REF, _CLIENT, _KIND, _CARRIER, _PARTS, _ENCODING, _MIDS = range(10)
-_HASH, _MASK, _ERROR, _RETENTION, _SUB, _SUB_B, _FINAL_STATE, _FINAL, _FINAL_B_, _EVENTS = range(10, 20)
-_ERRORS, _HAS_FIRST, _TEXT = range(20, 23)
+# Per-job state while folding: a list (the cheapest object to build) whose first 21
+# items are the row's fields in COPY_COLUMNS order, ready to be joined (the last, b"",
+# gives the row its closing tab), followed by the integers the merge compares.
+_JID, _DAY, _REF, _CLIENT, _KIND, _CARRIER, _PARTS, _ENCODING, _MIDS, _HASH, _MASK = range(11)
+_FIRST_B, _SUB_B, _FINAL_STATE, _FINAL_B, _ERROR, _EVENTS, _ERRORS, _RETENTION, _TEXT = range(11, 20)
+_FIRST, _SUB, _FINAL, _HAS_FIRST = range(21, 25)
 
 
 class CopyBatch:
@@ -123,9 +125,11 @@ def copy_rows(entries: Sequence[tuple[Any, Any]]) -> CopyBatch:
     """
     out: dict[bytes, list[Any]] = {}
     get_state = out.get
-    final_b = _FINAL_B
+    final_b = _FINAL_B_SET
     k8, k14, k15 = _KEYS_SHORT, _KEYS_FIRST, _KEYS_FIRST_TEXT
     json_keys = _JSON_KEYS
+    days = _days
+    null = _NULL
     texts = 0
     safe = True  # every event name and error goes into a JSON string as it is
     client = kind = to_hash = to_mask = encoding = retention = b""
@@ -166,11 +170,11 @@ def copy_rows(entries: Sequence[tuple[Any, Any]]) -> CopyBatch:
             continue
         try:  # every conversion first, so a malformed entry changes nothing
             ts = int(ts_b) if ts_b else 0
-            if parts != b"1" and parts and not int(parts):
+            if parts != b"1" and (not parts or not int(parts)):
                 parts = b""
             if describe and not retention.isdigit():
                 retention = retention if retention and int(retention) > 0 else b"0"
-            text_enc = hexlify(a2b_base64(text_b, strict_mode=True)) if text_b else None
+            text = b"\\\\x" + hexlify(a2b_base64(text_b, strict_mode=True)) if text_b else null
         except ValueError:
             continue
         if not ts_b:
@@ -181,31 +185,41 @@ def copy_rows(entries: Sequence[tuple[Any, Any]]) -> CopyBatch:
             if key is None:
                 safe = False
                 key = b'"' + ev + b'":'
-        if error and b'"' in error:
-            safe = False
         final = ev in final_b
         s = get_state(jid)
         if s is None:  # the common case (a job's first event in the batch): one list, no stores
-            if text_enc is not None:
+            day = ts // _DAY_MS
+            day_b = days.get(day) or _day_text(day)
+            if text is not null:
                 texts += 1
+            if error:
+                errors = b"{" + key + b'"' + error + b'"}'
+                if b'"' in error:
+                    safe = False
+            else:
+                errors = b"{}"
             if describe:
                 out[jid] = [
-                    jid, ts, ts_b, ref, client, kind, carrier, parts, encoding, mids, to_hash, to_mask, error,
-                    retention, ts if ev == b"submitted" else None, ts_b, ev if final else b"", ts if final else None,
-                    ts_b, [key, ts_b], [key, b'"', error, b'"'] if error else None, True, text_enc,
+                    jid, day_b, ref, client, kind, carrier, parts or b"0", encoding, mids, to_hash, to_mask,
+                    ts_b, ts_b if ev == b"submitted" else null, ev if final else b"", ts_b if final else null, error,
+                    b"{" + key + ts_b + b"}", errors, retention, text, b"",
+                    ts, ts if ev == b"submitted" else None, ts if final else None, True,
                 ]
             else:
                 out[jid] = [
-                    jid, ts, ts_b, ref, b"", b"", carrier, parts, b"", mids, b"", b"", error, b"0",
-                    ts if ev == b"submitted" else None, ts_b, ev if final else b"", ts if final else None, ts_b,
-                    [key, ts_b], [key, b'"', error, b'"'] if error else None, False, text_enc,
+                    jid, day_b, ref, b"", b"", carrier, parts or b"0", b"", mids, b"", b"",
+                    ts_b, ts_b if ev == b"submitted" else null, ev if final else b"", ts_b if final else null, error,
+                    b"{" + key + ts_b + b"}", errors, b"0", text, b"",
+                    ts, ts if ev == b"submitted" else None, ts if final else None, False,
                 ]
             continue
         if ts < s[_FIRST]:
             s[_FIRST] = ts
             s[_FIRST_B] = ts_b
+            day = ts // _DAY_MS
+            s[_DAY] = days.get(day) or _day_text(day)
         # A key twice in one JSON object: jsonb keeps the last, as the dict of the fold does.
-        s[_EVENTS] += (b",", key, ts_b)
+        s[_EVENTS] = s[_EVENTS][:-1] + b"," + key + ts_b + b"}"
         if ref:
             s[_REF] = ref
         if carrier:
@@ -216,20 +230,20 @@ def copy_rows(entries: Sequence[tuple[Any, Any]]) -> CopyBatch:
             s[_MIDS] = mids
         if error:
             s[_ERROR] = error
-            if s[_ERRORS] is None:
-                s[_ERRORS] = [key, b'"', error, b'"']
-            else:
-                s[_ERRORS] += (b",", key, b'"', error, b'"')
+            if b'"' in error:
+                safe = False
+            pair = key + b'"' + error + b'"}'
+            s[_ERRORS] = b"{" + pair if s[_ERRORS] == b"{}" else s[_ERRORS][:-1] + b"," + pair
         if final:
             if s[_FINAL] is None or ts >= s[_FINAL]:
                 s[_FINAL] = ts
-                s[_FINAL_B_] = ts_b
+                s[_FINAL_B] = ts_b
                 s[_FINAL_STATE] = ev
         elif ev == b"submitted" and (s[_SUB] is None or ts < s[_SUB]):
             s[_SUB] = ts
             s[_SUB_B] = ts_b
-        if text_enc is not None and s[_TEXT] is None:
-            s[_TEXT] = text_enc
+        if text is not null and s[_TEXT] is null:
+            s[_TEXT] = text
             texts += 1
         if describe:
             s[_HAS_FIRST] = True
@@ -245,37 +259,19 @@ def copy_rows(entries: Sequence[tuple[Any, Any]]) -> CopyBatch:
                 s[_ENCODING] = encoding
             if int(retention) > int(s[_RETENTION]):
                 s[_RETENTION] = retention
-    day_text = _day_text
-    null = _NULL
-    join = b"".join
-    jobs: list[CopyJob] = []
-    add = jobs.append
-    for s in out.values():
-        day = s[_FIRST] // _DAY_MS
-        errors = s[_ERRORS]
-        text = s[_TEXT]
-        row = b"\t".join((
-            s[_JID], day_text(day), s[_REF], s[_CLIENT], s[_KIND], s[_CARRIER], s[_PARTS] or b"0", s[_ENCODING],
-            s[_MIDS], s[_HASH], s[_MASK], s[_FIRST_B], null if s[_SUB] is None else s[_SUB_B], s[_FINAL_STATE],
-            null if s[_FINAL] is None else s[_FINAL_B_], s[_ERROR], join((b"{", *s[_EVENTS], b"}")),
-            b"{}" if errors is None else join((b"{", *errors, b"}")), s[_RETENTION],
-            null if text is None else b"\\\\x" + text, b"",
-        ))
-        try:
-            job_id = s[_JID].decode()
-        except UnicodeDecodeError:
-            return CopyBatch(rows_from_deltas(deltas_from_entries(entries)), None)
-        add((job_id, day, s[_HAS_FIRST], row))
+    tab = b"\t".join
+    jobs = [(jid, s[_FIRST] // _DAY_MS, s[_HAS_FIRST], tab(s[:21])) for jid, s in out.items()]
     if not safe or not _copy_safe(jobs, texts):
         return CopyBatch(rows_from_deltas(deltas_from_entries(entries)), None)
     return CopyBatch(jobs, entries)
 
 
 def _copy_safe(jobs: list[CopyJob], texts: int) -> bool:
-    """Whether rows built from raw values mean in COPY's text format what they say:
-    the tabs are the separators, no line ends inside, every backslash ours, UTF-8."""
+    """Whether rows built from raw values mean in COPY's text format what they say: one
+    line each, every backslash ours, UTF-8. (A tab inside a value makes its line one
+    field too long, which the server refuses: the store then writes the careful rows.)"""
     buf = b"".join([j[3] for j in jobs])
-    if buf.count(b"\t") != _TABS * len(jobs) or b"\n" in buf or b"\r" in buf:
+    if b"\n" in buf or b"\r" in buf:
         return False
     # The only backslashes: a bytea's "\\x", two each.
     if b"\\" in buf and buf.count(b"\\") != 2 * texts:
@@ -312,5 +308,5 @@ def rows_from_deltas(deltas: Iterable[JobDelta]) -> list[CopyJob]:
             _text(dumps(errors).decode()) if errors else "{}", str(retention),
             NULL if text_enc is None else "\\\\x" + text_enc.hex(), "",
         ))
-        jobs.append((job_id, day, bool(has_first), row.encode()))
+        jobs.append((job_id.encode(), day, bool(has_first), row.encode()))
     return jobs
