@@ -22,8 +22,10 @@ merge rules turn into no change. So nothing is lost and nothing doubles.
   has not taken: `min_unarchived_id()` is the bound for ``XTRIM MINID``.
 - **Read ahead**: when a batch was full (a backlog), the next one is read and
   folded while it commits, so Redis, the fold and the database overlap; it is
-  committed after, and acks still follow their commits. While the store is
-  down this holds at most two batches; the rest waits in the stream.
+  committed after, and acks still follow their commits: in the loop a backlog
+  batch's XACK goes out (a task, one at a time) while the next batch commits.
+  While the store is down this holds at most two batches; the rest waits in
+  the stream.
 - **Settle**: after a batch that was not full the archiver waits ``settle_ms``
   (``[history] settle_ms``, 1 s) before it reads again, so a quiet stream is read
   in batches of that time's events rather than one event at a time: a job whose
@@ -36,8 +38,9 @@ merge rules turn into no change. So nothing is lost and nothing doubles.
   archived after it; the archive is then up to ``defer_s`` (plus its catch-up)
   behind, as ``sendgate_archive_behind_seconds`` shows.
 - **Cost**: per batch one XREADGROUP, a few statements in one transaction,
-  one XACK (packed by hiredis); per event only the fold in
-  engine/history/record.py.
+  one XACK (packed by hiredis); per event only the fold: the store's own
+  (PostgreSQL: COPY rows straight from the reply's bytes, engine/history/rows.py),
+  else the deltas of engine/history/record.py.
 
 Metrics (in the registry given): ``sendgate_archive_lag`` (events not yet in
 the store), ``sendgate_archive_behind_seconds`` (age of the oldest of them),

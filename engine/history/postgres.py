@@ -1,7 +1,10 @@
 """The PostgreSQL history store (production): asyncpg, one row per job, partitioned by day.
 
-A batch (one delta per job, engine/history/record.py) is written in one
-transaction, placing each job's row first:
+A batch is one COPY text row per job: `fold` builds them from the raw
+XREADGROUP reply's bytes (engine/history/rows.py; the deltas of
+engine/history/record.py, given to `write` directly, are escaped field by field
+into the same rows). It is written in one transaction, placing each job's row
+first:
 
 1. a job this process wrote lately is in the day cache (job id -> day, the
    last ``day_cache_size`` jobs): a receipt seconds after its submit needs no
@@ -9,7 +12,7 @@ transaction, placing each job's row first:
    the job's first event in the batch (``has_first``) only in the days after
    its own (its later events archived first, by another archiver), else up to
    ``lookback_days`` back (a receipt comes up to ``dlr_wait`` after the submit);
-2. new rows: binary ``COPY`` straight into their day's partition (no staging,
+2. new rows: ``COPY`` (text) straight into their day's partition (no staging,
    no speculative insertion);
 3. existing rows: ``COPY`` into ``history_stage`` (a temporary table of the
    connection, ``ON COMMIT DELETE ROWS``), then one ``UPDATE`` per day
@@ -24,13 +27,19 @@ everything, move each delta onto the day of an existing row, one ``INSERT …
 ON CONFLICT DO UPDATE`` with the same rules. Either way, applying a batch
 again changes nothing. One limit: a job's first event is taken to be stamped
 no later than its other events' UTC day (the clocks of the engine's workers).
+When the server refuses a row built from the raw bytes (a value that is no
+number, a tab inside a value: a data error), the transaction rolls back and the
+batch is written again, in the same call, from the careful fold, which skips a
+malformed entry and escapes every field.
 
-A transaction-level advisory lock serialises batches of several archivers:
+One round trip begins the transaction, sets its planner options, takes a
+transaction-level advisory lock and asks whether the erasure ledger holds
+anything. The lock serialises batches of several archivers:
 two events of one job archived at once by two processes could otherwise both
 miss the other's uncommitted row and insert two. ``erase`` takes the same lock
 to delete a subject's rows and ledger their job ids, and each batch deletes
-its rows of ledgered jobs before it commits (``_drop_erased``): a batch read
-before an erasure cannot bring its rows back. ``synchronous_commit`` stays
+its rows of ledgered jobs before it commits (``_drop_erased``, only when the
+ledger is not empty): a batch read before an erasure cannot bring its rows back. ``synchronous_commit`` stays
 on: the archiver acks the events once the commit returns.
 
 Partitions are ``messages_pYYYYMMDD`` (a range of one UTC day), created a few
@@ -118,7 +127,7 @@ ON CONFLICT (job_id, day) DO UPDATE SET {_MERGE_SET.format(n="EXCLUDED")},
 """
 # Rows whose day is known: staged, then one UPDATE per day partition, each row
 # found through the partition's primary key (the partition is one day: its key
-# is the job id). The batch goes through the stage rather than as arrays, whose
+# is the job id). The batch goes through the stage (COPY) rather than as arrays, whose
 # encoding in asyncpg checks every element against collections.abc (~1 µs each).
 _UPDATE = (
     "UPDATE {table} AS m SET" + _MERGE_SET.format(n="s") + ",\n    updated_ms = $1\n"

@@ -10,19 +10,22 @@ spliced from them. It folds a job's events with the same rules as
 holds the two to the same rows.
 
 COPY's text format gives meaning to four bytes: tab, newline, carriage return
-and backslash. The engine's fields never hold them, so the values go in as
-they are and the batch is checked as a whole instead of each field: every
-row must have exactly its 20 tabs, no newline or carriage return, and every
-backslash must be one that this module wrote (the ``\\N`` of a NULL, the
-``\\\\x`` of a bytea); the bytes must be UTF-8. A batch that fails the check
-(a ``ref`` holding a tab, say) is folded the careful way: `rows_from_deltas`,
-which escapes each field. What the check leaves to the server (a ``ts`` or
-``parts`` that is no number, an event name that JSON refuses) makes the COPY
-fail with a data error; the store then writes the batch the careful way too,
-where such an entry is skipped as the fold has always skipped it. Either way
-a malformed entry cannot stop the archive and cannot reach a row unescaped.
+and backslash (NULL is written as the control character 0x01, ``NULL``, so
+that none of ours is a backslash). The engine's fields never hold them, so the
+values go in as they are and the batch is checked as a whole (memchr, not a
+look at each field): no newline or carriage return (one line per row, so no
+value can forge a row), no backslash but the two of each bytea's ``\\x``,
+UTF-8 throughout, and no quote in an event name or error (they go into JSON
+strings). A batch that fails the check is folded the careful way:
+`rows_from_deltas`, which escapes each field. What the check leaves to the
+server makes the COPY fail with a data error — a tab inside a value (its line
+has a field too many), a whole field equal to the NULL marker (NOT NULL), a
+``ts`` or ``parts`` Python reads as a number and PostgreSQL does not — and the
+store then writes the batch the careful way too, where a malformed entry is
+skipped as the fold has always skipped it. Either way a malformed entry cannot
+stop the archive and cannot reach a row unescaped.
 
-A row is the text of every column of ``ROW_COLUMNS`` but the last
+A row is the text of every column of ``COPY_COLUMNS`` but the last
 (``updated_ms``), each followed by a tab: the store appends the commit's
 time and the newline when it joins a group of rows into one COPY buffer.
 """
