@@ -39,8 +39,9 @@ two events of one job archived at once by two processes could otherwise both
 miss the other's uncommitted row and insert two. ``erase`` takes the same lock
 to delete a subject's rows and ledger their job ids, and each batch deletes
 its rows of ledgered jobs before it commits (``_drop_erased``, only when the
-ledger is not empty): a batch read before an erasure cannot bring its rows back. ``synchronous_commit`` stays
-on: the archiver acks the events once the commit returns.
+ledger is not empty): a batch read before an erasure cannot bring its rows
+back. ``synchronous_commit`` stays on: the archiver acks the events once the
+commit returns.
 
 Partitions are ``messages_pYYYYMMDD`` (a range of one UTC day), created a few
 days ahead and on demand for a day that has none (an old event replayed), and
