@@ -54,6 +54,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import itertools
+import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
@@ -67,6 +68,8 @@ from engine.history.rows import COPY_COLUMNS, NULL, CopyBatch, CopyJob, copy_row
 from engine.history.store import LEDGER_KEEP_MS, HistoryError, HistoryUnavailable
 
 __all__ = ["PostgresHistory"]
+
+log = logging.getLogger("sendgate.history")
 
 _EPOCH = dt.date(1970, 1, 1)
 _LOCK_WRITE = 0x53474857  # "SGHW": serialises batch writes
@@ -241,6 +244,9 @@ class PostgresHistory:
         self._pool: asyncpg.Pool | None = None
         self._partitions: set[int] = set()
         self._dates: dict[int, dt.date] = {}
+        #: batches the server refused as built from the raw bytes, written from the careful fold
+        self.careful_batches = 0
+        self._careful_logged = 0.0
 
     # ------------------------------------------------------------ plumbing
     async def _init_connection(self, conn: asyncpg.Connection) -> None:
@@ -332,9 +338,10 @@ class PostgresHistory:
             async with pool.acquire() as conn:
                 try:
                     await self._write_jobs(conn, jobs, now_ms)
-                except _DATA_ERRORS:
+                except _DATA_ERRORS as err:
                     if entries is None:
                         raise
+                    self._note_careful(err)
                     # A value the server refused in a row built from the raw bytes (a ts
                     # that is no number, say): the careful fold skips such an entry and
                     # escapes every field. Nothing of the first try was committed.
@@ -349,6 +356,16 @@ class PostgresHistory:
             self._job_days.clear()
             raise HistoryError(f"postgres: {type(err).__name__}: {err}") from err
         return len(jobs)
+
+    def _note_careful(self, err: Exception) -> None:
+        """Count it, and say so at most once a minute (the SQLSTATE only: the server's
+        message may quote a value)."""
+        self.careful_batches += 1
+        now = time.monotonic()
+        if now - self._careful_logged >= 60:
+            self._careful_logged = now
+            log.info("history: PostgreSQL refused a batch's COPY rows (SQLSTATE %s); written from the careful "
+                     "fold (%d batch(es) so far)", getattr(err, "sqlstate", "?"), self.careful_batches)
 
     async def _write_jobs(self, conn: asyncpg.Connection, jobs: list[CopyJob], now_ms: int) -> None:
         try:

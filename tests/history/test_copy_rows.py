@@ -121,6 +121,15 @@ async def test_odd_values_land_exactly_through_the_careful_fold(pg_dsn: str) -> 
         assert await store.write(store.fold([(e, _flat(f)) for e, f in batch]), NOW_MS) == len(odd)
         rows = {r.job_id: r for r in await store.find(client="odd", limit=100)}
         assert {k: rows[k].ref for k in odd} == odd
+        assert store.careful_batches == 0  # the newline, the backslashes: the check's catch, no server refusal
+        # a tab and the NULL marker alone pass the check: the server refuses, the careful rows follow
+        tab = {"tab2": "x\ty", "ctl2": NULL}
+        batch = [entry(k, "submitted", NOW_MS + 20 + i, first=True, ref=v, client="odd2") for i, (k, v) in enumerate(tab.items())]
+        folded = store.fold([(e, _flat(f)) for e, f in batch])
+        assert folded.entries is not None
+        assert await store.write(folded, NOW_MS) == 2
+        assert {r.job_id: r.ref for r in await store.find(client="odd2")} == tab
+        assert store.careful_batches == 1
         assert rows["quote"].errors == {"undeliverable": 'err"034'} and rows["quote"].final_state == "undeliverable"
     finally:
         await store.close()
@@ -138,6 +147,7 @@ async def test_a_value_the_server_refuses_is_written_from_the_careful_fold(pg_ds
         folded = store.fold([(e, _flat(f)) for e, f in batch])
         assert folded.entries is not None  # the check lets it through: only the server can say
         assert await store.write(folded, NOW_MS) == 20
+        assert store.careful_batches == 1
         rows = {r.job_id: r for r in await store.find(client="srv", limit=100)}
         assert sorted(rows) == sorted(f"j{i}" for i in range(20))
         assert rows["j7"].parts == 10 and rows["j3"].final_state == "delivered" and rows["j2"].parts == 1
