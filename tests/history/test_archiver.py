@@ -385,3 +385,33 @@ async def test_min_unarchived_id_bounds_trimming(redis: Redis, events_key: str, 
         assert len(await store.find(client="c0", limit=1000)) == 100
     finally:
         await store.close()
+
+
+async def test_lag_without_redis_lag_counts_a_little_and_estimates_a_backlog(
+    redis: Redis, events_key: str, tmp_path: Any
+) -> None:
+    """Where XINFO GROUPS has no ``lag`` (Redis < 7.0, or an entry deleted past the
+    group's position) the archiver counts up to 2,000 entries after its position and
+    estimates beyond from the ids' times, instead of reading the whole backlog."""
+    t = 1_700_000_000_000
+    pipe = redis.pipeline(transaction=False)
+    for i in range(5000):
+        pipe.xadd(events_key, {"id": f"j{i}", "event": "submitted", "ts": str(t + i)}, id=f"{t + i}-0")
+    await pipe.execute()
+    store = open_store(f"sqlite://{tmp_path / 'h.sqlite3'}")
+    try:
+        archiver = Archiver(redis, store, [events_key], consumer="a1")
+        for position, deleted, unread in ((t + 999, t + 3000, 3999), (t + 3999, t + 4500, 999)):
+            await redis.xgroup_destroy(events_key, "archiver")
+            await redis.xgroup_create(events_key, "archiver", id=f"{position}-0")
+            await redis.xdel(events_key, f"{deleted}-0")  # a tombstone ahead: Redis cannot say
+            info: Any = await redis.xinfo_groups(events_key)
+            assert info[0].get("lag") is None
+            lag = await archiver.lag()
+            if unread < 2000:
+                assert lag.entries == unread  # counted
+            else:
+                assert abs(lag.entries - unread) <= unread // 100  # estimated
+            assert lag.behind_s > 0
+    finally:
+        await store.close()
