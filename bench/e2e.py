@@ -604,6 +604,20 @@ async def _archiver_child(engine_pid: int, wait_s: float = 1.0) -> int | None:
         await asyncio.sleep(0.1)
 
 
+def _group_caught_up(group: dict[Any, Any], last_id: Any) -> bool:
+    """Nothing pending and nothing unread: Redis's ``lag`` (7.0 on), else (6.2, the
+    embedded one, has none) the group's last-delivered id at the stream's last one."""
+    if int(group.get("pending", 0)):
+        return False
+    if group.get("lag") is not None:
+        return not group["lag"]
+    return _text(group.get("last-delivered-id")) == _text(last_id)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 async def _events_added(redis: Any, stream: str) -> int:
     """Entries ever added to the events stream (XINFO STREAM entries-added, Redis 7; else its length)."""
     try:
@@ -943,13 +957,15 @@ async def run_bench(
         result["redis_top_commands"] = redis_command_costs(cmdstats0, cmdstats1, o.jobs)
         result["redis_commands_per_job"] = redis_commands_per_job(cmdstats0, cmdstats1, done)
         t_end = time.monotonic()
+        # before _memory_per_job trims the archived events (Redis < 7 counts by the stream's length)
+        events_end = await _events_added(redis, keys.events) if o.history != "off" else 0
         result.update(await _memory_per_job(redis, prefix, workdir / "engine-0.toml", mem0, done))
         result["redis_server"] = redis_build({**info_server, **await _info(redis, "memory")})
         if o.cluster:
             result["redis_server"] += f", cluster of {sum(1 for n in watched if n.startswith('redis-'))} masters"
         caught_up = result.pop("archive_caught_up_mono", t_end)
         if o.history != "off":
-            events = await _events_added(redis, keys.events) - events0
+            events = events_end - events0
             archive: dict[str, Any] = {
                 "events": events, "catch_up_s": round(max(0.0, caught_up - t_end), 2),
                 "in_process": not any(n.startswith("archiver-") for n in watched),
@@ -1096,9 +1112,10 @@ async def _memory_per_job(redis: Any, prefix: str, config: Path, mem0: int, jobs
     while time.monotonic() < deadline:  # an archiver (its own group) still reading?
         try:
             groups = await redis.xinfo_groups(keys.events)
+            last = (await redis.xinfo_stream(keys.events)).get("last-generated-id")
         except Exception:
             break
-        if all(int(g.get("pending", 0)) == 0 and not g.get("lag") for g in groups):
+        if all(_group_caught_up(g, last) for g in groups if _text(g.get("name")) == settings.history.group):
             break
         await asyncio.sleep(0.05)
     caught_up = time.monotonic()

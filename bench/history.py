@@ -79,6 +79,11 @@ def _events_split(batch_no: int, t: int, size: int = BATCH) -> list[tuple[bytes,
     return out
 
 
+def raw(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[tuple[bytes, list[bytes]]]:
+    """Entries as the archiver reads them: hiredis' flat ``[name, value, …]`` lists."""
+    return [(eid, [x for kv in f.items() for x in kv]) for eid, f in entries]
+
+
 def _median(xs: list[float]) -> float:
     return round(statistics.median(xs), 2) if xs else 0.0
 
@@ -116,6 +121,7 @@ async def bench_store(store: Any, args: argparse.Namespace, out: dict[str, Any])
     """Store writes alone: wall ms, backend CPU ms and WAL bytes per batch of 5,000 events."""
     from engine.history import deltas_from_entries
 
+    fold = getattr(store, "fold", deltas_from_entries)  # (a tree before the COPY rows: deltas)
     pool = await store._get_pool()
     conns = [await pool.acquire() for _ in range(store.max_connections)]
     pids = [await c.fetchval("SELECT pg_backend_pid()") for c in conns]
@@ -126,12 +132,12 @@ async def bench_store(store: Any, args: argparse.Namespace, out: dict[str, Any])
     t = int(time.time() * 1000)
     batch_no = 0
     for _ in range(args.prefill // (BATCH // 2)):
-        await store.write(deltas_from_entries(events(batch_no, t)), t)
+        await store.write(fold(raw(events(batch_no, t))), t)
         batch_no += 1
     await probe.execute("CHECKPOINT")  # every run starts from the same WAL state
     wall, server, wal = [], [], []
     for i in range(args.batches + 2):
-        deltas = deltas_from_entries(events(batch_no, t))
+        deltas = fold(raw(events(batch_no, t)))  # as the archiver hands it over
         batch_no += 1
         lsn = await probe.fetchval("SELECT pg_current_wal_lsn()")
         c0, w0 = cpu.ms(), time.perf_counter()
@@ -248,7 +254,12 @@ def cli() -> None:
     p.add_argument("--json", help="also write the figures there")
     args = p.parse_args()
     PATTERN["value"] = args.pattern
-    out = asyncio.run(main(args))
+    if os.environ.get("SENDGATE_LOOP", "uvloop") != "asyncio":  # as the archiver's process runs
+        import uvloop
+
+        out = uvloop.run(main(args))
+    else:
+        out = asyncio.run(main(args))
     text = json.dumps(out, indent=1)
     print(text)
     if args.json:

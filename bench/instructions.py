@@ -13,6 +13,7 @@ two versions of the same code, and timed runs for the absolute figure.)
     python -m bench.instructions scan
     python -m bench.instructions simulator
     python -m bench.instructions engine [--python PY --tree DIR] [--hooks pkg.mod:Class] [--shards N]   # needs REDIS_URL
+    python -m bench.instructions archiver [--pattern paired|split] [--python PY --tree DIR]   # REDIS_URL, PostgreSQL
 
 ``receipts``: instructions Redis executes inside EVALSHA per receipt, for
 batches of 1,000 fast-path receipts applied by ``dlr/correlate.lua`` (with the
@@ -31,6 +32,11 @@ in batches of 500 single-part jobs with receipts, against the Redis at
 each run at two lengths; the differences of the stages' slopes. ``--tree`` and
 ``--python`` run it on another checkout (an older commit, with its venv);
 ``--hooks`` configures ``[privacy] hooks`` (e.g. ``bench.trivial_hook:Trivial``).
+``archiver``: the history archiver's own process per event (XREADGROUP and its
+reply, the fold, the store write's client side, XACK: ``Archiver.drain``) over
+a backlog of batches of 5,000 events (``bench.history``'s steady state,
+``--pattern``) in a stream of its own at ``REDIS_URL``, into a fresh database
+of the PostgreSQL at ``--pg``; the stream is filled outside callgrind.
 ``simulator``: the simulator's work per message with and without receipts
 (submit_sm in, resp out; the receipt built, written, and its
 deliver_sm_resp read). The Python figures are the difference of two runs of
@@ -207,6 +213,79 @@ def engine_instructions(tree: Path = _ROOT, python: str = sys.executable, small:
                 counts.append(_total(out))
             slopes.append((counts[1] - counts[0]) / (large - small))
     return {"build": slopes[0], "record": slopes[1] - slopes[0], "receipt": slopes[2] - slopes[1]}
+
+
+_ARCHIVER = """
+import asyncio, gc
+from redis.asyncio import Redis
+from engine.history.archiver import Archiver
+from engine.history.postgres import PostgresHistory
+
+async def main():
+    redis = Redis.from_url(REDIS_URL)
+    store = PostgresHistory(DSN)
+    await store.migrate()
+    archiver = Archiver(redis, store, [STREAM], consumer="bench", batch_size=5000, block_ms=1)
+    n = await archiver.drain()
+    assert n == EVENTS, (n, EVENTS)
+    await store.close()
+    await redis.aclose()
+
+gc.collect()  # as the archiver's process runs (engine/history/cli.py): uvloop, GC at 50,000
+gc.freeze()
+gc.set_threshold(50_000, *gc.get_threshold()[1:])
+try:
+    import uvloop
+    uvloop.run(main())
+except ImportError:
+    asyncio.run(main())
+"""
+
+
+def archiver_instructions(tree: Path = _ROOT, python: str = sys.executable, small: int = 2, large: int = 6,
+                          pattern: str = "paired", pg: str = "postgresql://postgres@127.0.0.1:5432",
+                          redis_url: str = "") -> float:
+    """Instructions of the archiver's process per event archived (see ``archiver`` above)."""
+    import asyncio
+    import uuid
+
+    import redis
+
+    from bench import history as bh
+
+    valgrind = _need_valgrind()
+    url = redis_url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    bh.PATTERN["value"] = pattern
+    r = redis.Redis.from_url(url)
+    counts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (small, large):
+            name = f"sgins_{uuid.uuid4().hex[:10]}"
+            stream = f"sgins-{uuid.uuid4().hex[:8]}:events"
+            asyncio.run(bh._admin(f"{pg}/postgres", f"CREATE DATABASE {name}"))
+            try:
+                t = int(time.time() * 1000)
+                r.xgroup_create(stream, "archiver", id="0", mkstream=True)
+                events = 0
+                for b in range(n):
+                    pipe = r.pipeline(transaction=False)
+                    for _, fields in bh.events(1_000_000 + b, t):
+                        pipe.xadd(stream, fields)  # type: ignore[arg-type]
+                        events += 1
+                    pipe.execute()
+                code = "".join(f"{k} = {v!r}\n" for k, v in {
+                    "REDIS_URL": url, "DSN": f"{pg}/{name}", "STREAM": stream, "EVENTS": events}.items()) + _ARCHIVER
+                out = Path(tmp) / f"cg.{n}"
+                subprocess.run(
+                    [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", python, "-c", code],
+                    cwd=tree, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
+                counts.append(_total(out))
+            finally:
+                r.delete(stream)
+                asyncio.run(bh._admin(f"{pg}/postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    r.close()
+    return (counts[1] - counts[0]) / ((large - small) * bh.BATCH)
 
 
 def _need_valgrind() -> str:
@@ -442,6 +521,13 @@ def main(argv: list[str] | None = None) -> int:
     en.add_argument("--shards", type=int, default=1,
                     help="[redis] shards (the jobs on shard 0's lane; receipts go there by ShardHints)")
     en.add_argument("--marketing", action="store_true", help="every job kind=marketing")
+    ar = sub.add_parser("archiver", help="archiver instructions per event: read, fold, PostgreSQL write, ack (REDIS_URL)")
+    ar.add_argument("--tree", type=Path, default=_ROOT, help="checkout to measure (default: this one)")
+    ar.add_argument("--python", default=sys.executable, help="its interpreter (its venv's python)")
+    ar.add_argument("--pattern", choices=("paired", "split"), default="paired",
+                    help="receipts in the same batch as their submit (paired) or the next (split)")
+    ar.add_argument("--pg", default=os.environ.get("SENDGATE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432"),
+                    help="server URL without database (a database is created and dropped per run)")
     a = p.parse_args(argv)
     if a.what == "receipts":
         what = "per receipt tried without its entry" if a.miss else "per receipt"
@@ -452,6 +538,9 @@ def main(argv: list[str] | None = None) -> int:
         e = engine_instructions(a.tree, a.python, hooks=a.hooks, shards=a.shards, marketing=a.marketing)
         print(f"engine: {e['record']:,.0f} instructions per job recorded, {e['receipt']:,.0f} per receipt"
               f" ({e['build']:,.0f} per job read, decoded and segmented by the harness)")
+    elif a.what == "archiver":
+        per = archiver_instructions(a.tree, a.python, pattern=a.pattern, pg=a.pg)
+        print(f"archiver ({a.pattern}): {per:,.0f} instructions per event (read, fold, write, ack)")
     elif a.what == "scan":
         print(f"scan_receipt: {python_instructions(_SCAN, 2000, 12000):,.0f} instructions per receipt")
     else:

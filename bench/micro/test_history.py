@@ -24,7 +24,6 @@ from typing import Any
 
 import pytest
 
-from engine.history import deltas_from_entries
 from engine.history.postgres import PostgresHistory
 from privacy_hooks.masking import keyed_hash, mask_number
 
@@ -53,16 +52,18 @@ def _events(batch_no: int, t: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
     return out
 
 
-def test_fold_5000_events_into_rows(benchmark: Any) -> None:
-    """Python CPU per event of stream entries → deltas → COPY records (divide by 5,000).
+def _raw(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[tuple[bytes, list[bytes]]]:
+    """As the archiver reads them: hiredis' flat field lists, no dict."""
+    return [(eid, [x for kv in f.items() for x in kv]) for eid, f in entries]
 
-    The entries as the archiver reads them: hiredis' flat field lists, no dict.
-    """
-    entries = [(eid, [x for kv in f.items() for x in kv]) for eid, f in _events(1, int(time.time() * 1000))]
+
+def test_fold_5000_events_into_rows(benchmark: Any) -> None:
+    """Python CPU per event of stream entries → COPY text rows, one per job (divide by 5,000)."""
+    entries = _raw(_events(1, int(time.time() * 1000)))
     store = PostgresHistory("postgresql://unused")
 
     def fold() -> int:
-        return len(store.records(deltas_from_entries(entries)))
+        return len(store.fold(entries).jobs)
 
     assert benchmark(fold) == BATCH
 
@@ -101,10 +102,10 @@ def test_write_5000_events_into_postgres(benchmark: Any, pg_bench: tuple[asyncio
     loop, store = pg_bench
     t = int(time.time() * 1000)
     batches = iter(range(10_000))
-    loop.run_until_complete(store.write(deltas_from_entries(_events(next(batches), t)), t))
+    loop.run_until_complete(store.write(store.fold(_raw(_events(next(batches), t))), t))
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
-        return (deltas_from_entries(_events(next(batches), t)),), {}
+        return (store.fold(_raw(_events(next(batches), t))),), {}
 
     def write(deltas: Any) -> int:
         return loop.run_until_complete(store.write(deltas, t))

@@ -22,8 +22,10 @@ merge rules turn into no change. So nothing is lost and nothing doubles.
   has not taken: `min_unarchived_id()` is the bound for ``XTRIM MINID``.
 - **Read ahead**: when a batch was full (a backlog), the next one is read and
   folded while it commits, so Redis, the fold and the database overlap; it is
-  committed after, and acks still follow their commits. While the store is
-  down this holds at most two batches; the rest waits in the stream.
+  committed after, and acks still follow their commits: in the loop a backlog
+  batch's XACK goes out (a task, one at a time) while the next batch commits.
+  While the store is down this holds at most two batches; the rest waits in
+  the stream.
 - **Settle**: after a batch that was not full the archiver waits ``settle_ms``
   (``[history] settle_ms``, 1 s) before it reads again, so a quiet stream is read
   in batches of that time's events rather than one event at a time: a job whose
@@ -36,8 +38,9 @@ merge rules turn into no change. So nothing is lost and nothing doubles.
   archived after it; the archive is then up to ``defer_s`` (plus its catch-up)
   behind, as ``sendgate_archive_behind_seconds`` shows.
 - **Cost**: per batch one XREADGROUP, a few statements in one transaction,
-  one XACK (packed by hiredis); per event only the fold in
-  engine/history/record.py.
+  one XACK (packed by hiredis); per event only the fold: the store's own
+  (PostgreSQL: COPY rows straight from the reply's bytes, engine/history/rows.py),
+  else the deltas of engine/history/record.py.
 
 Metrics (in the registry given): ``sendgate_archive_lag`` (events not yet in
 the store), ``sendgate_archive_behind_seconds`` (age of the oldest of them),
@@ -124,7 +127,7 @@ class Archiver:
         self.redis = redis
         # XREADGROUP through a client that keeps hiredis' raw reply: redis-py would
         # build a dict per entry (~2 µs); the fold reads the flat field list instead.
-        self._reader = raw_reply_client(redis, ("XREADGROUP",), _raw_reply)
+        self._reader = raw_reply_client(redis, ("XREADGROUP", "XRANGE"), _raw_reply)
         self._cluster = is_cluster(redis)
         self.store = store
         self.streams = list(streams)
@@ -152,6 +155,7 @@ class Archiver:
         self._defer_since: float | None = None
         self._no_defer = False  # wait_caught_up: a stopping engine wants the archive now
         self._prefetch: asyncio.Future[Any] | None = None  # the next batch, read while one commits
+        self._acking: asyncio.Future[None] | None = None  # a committed batch's XACK, sent while the next commits
         self._migrated = False
         self.archived = 0  # events committed and acknowledged by this process
         self.write_failures = 0
@@ -198,8 +202,11 @@ class Archiver:
         await self._until_done(self._migrate, "migrating the history store")
         try:
             await self._loop()
+            await self._settle_ack()
         finally:
             self._drop_prefetch()
+            if self._acking is not None:  # cancelled: those entries stay pending, written again (no change)
+                self._acking.cancel()
 
     async def _loop(self) -> None:
         last_lag = last_claim = last_drop = 0.0
@@ -215,7 +222,7 @@ class Archiver:
                 if now - last_drop >= 3600:
                     last_drop = now
                     await self._drop_expired()
-                taken = await self.archive_once()
+                taken = await self._archive_once(None, defer_ack=True)
                 if taken < self.batch_size:
                     self._defer_since = None  # caught up: a new burst may be deferred again
                 if 0 < taken < self.batch_size and self.settle_ms > 0 and self._prefetch is None:
@@ -257,9 +264,13 @@ class Archiver:
             self._defer_since = now
         return True
 
-    def _fold(self, batch: list[tuple[str, list[Any]]]) -> list[Any]:
-        """A batch read → what the store writes (a subclass archives another stream: inbound)."""
-        return deltas_from_entries([e for _, es in batch for e in es])
+    def _fold(self, batch: list[tuple[str, list[Any]]]) -> Any:
+        """A batch read → what the store writes (a subclass archives another stream: inbound):
+        the store's own fold where it has one (PostgreSQL: COPY rows from the raw bytes),
+        else one delta per job."""
+        entries = [e for _, es in batch for e in es] if len(batch) != 1 else batch[0][1]
+        fold = getattr(self.store, "fold", None)
+        return fold(entries) if fold is not None else deltas_from_entries(entries)
 
     async def _write(self, items: list[Any], now_ms: int) -> None:
         await self.store.write(items, now_ms)
@@ -298,18 +309,24 @@ class Archiver:
         this one commits (the read overlaps the database's work); it is committed
         by the next call, after this one: acks still follow their commits.
         """
+        return await self._archive_once(block_ms, defer_ack=False)
+
+    async def _archive_once(self, block_ms: int | None, *, defer_ack: bool) -> int:
+        """`archive_once`; ``defer_ack`` (the loop, `drain`): in a backlog, this batch's
+        XACK goes out in a task while the next batch commits, instead of before returning."""
         if self._prefetch is not None:
             ahead, self._prefetch = self._prefetch, None
             got: Any = await self._unless_stopped(ahead)
         else:
             got = await self._read(block_ms)
         if got is _STOPPED or got is None:
+            await self._settle_ack()
             return 0
         batch, deltas, taken = got
         if self.read_ahead and not self._read_pending and taken >= self.batch_size and not self.stopping:
             self._prefetch = asyncio.ensure_future(self._read(None, block=False))
         try:
-            return await self._commit(batch, deltas)
+            return await self._commit(batch, deltas, defer_ack=defer_ack and self._prefetch is not None)
         except BaseException:
             self._drop_prefetch()
             raise
@@ -403,13 +420,17 @@ class Archiver:
         total = 0
         while True:
             own_backlog = self._read_pending
-            n = await self.archive_once(block_ms=1)
+            n = await self._archive_once(1, defer_ack=True)
             total += n
             if n == 0 and not own_backlog:
+                await self._settle_ack()
                 return total
 
-    async def _commit(self, batch: list[tuple[str, list[Any]]], deltas: list[Any] | None = None) -> int:
-        """Write a batch to the store (retrying until it takes it or we stop), then XACK it."""
+    async def _commit(
+        self, batch: list[tuple[str, list[Any]]], deltas: Any = None, *, defer_ack: bool = False
+    ) -> int:
+        """Write a batch to the store (retrying until it takes it or we stop), then XACK it
+        (``defer_ack``: in a task, awaited before the next batch's XACK or the end)."""
         entries = [e for _, es in batch for e in es]
         if deltas is None:
             deltas = self._fold(batch)
@@ -439,12 +460,25 @@ class Archiver:
         self.failing = False
         if failing_since is not None:
             log.info("archiver: history store back after %.1f s", time.monotonic() - failing_since)
+        await self._settle_ack()  # the previous batch's XACK first: one in flight at most
+        if defer_ack:
+            self._acking = asyncio.ensure_future(self._ack_batch(batch, len(entries)))
+        else:
+            await self._ack_batch(batch, len(entries))
+        return len(entries)
+
+    async def _ack_batch(self, batch: list[tuple[str, list[Any]]], n: int) -> None:
         for stream, es in batch:
             if es:
                 await self._ack(stream, [eid for eid, _ in es])
-        self.archived += len(entries)
-        self._m_archived.inc(len(entries))
-        return len(entries)
+        self.archived += n
+        self._m_archived.inc(n)
+
+    async def _settle_ack(self) -> None:
+        """Wait for the XACK in flight, if any."""
+        if self._acking is not None:
+            acking, self._acking = self._acking, None
+            await acking
 
     async def _xack(self, stream: str, ids: list[Any]) -> None:
         """XACK packed by hiredis in one call: redis-py encodes each argument in Python
@@ -514,6 +548,27 @@ class Archiver:
                 return _text(low)
         return _next_id(_text(info.get("last-delivered-id") or "0-0"))
 
+    async def _unread(self, stream: str, position: str) -> int:
+        """Entries after the group's position when Redis does not say (its ``lag``: 7.0
+        on, and not past a deleted entry): counted up to `_LAG_COUNT` (raw reply: no
+        dict per entry), beyond that estimated from the entry ids' times, at least
+        `_LAG_COUNT` (the engine asks every 5 s: reading a backlog of 100,000 entries
+        each time cost its loop and Redis a tenth of a second)."""
+        after: Any = await self._reader.xrange(stream, "(" + position, "+", count=_LAG_COUNT)
+        n = len(after or ())
+        if n < _LAG_COUNT:
+            return n
+        length = int(await self.redis.xlen(stream))
+        first: Any = await self.redis.xrange(stream, "-", "+", count=1)
+        last: Any = await self.redis.xrevrange(stream, "+", "-", count=1)
+        if not first or not last:
+            return n
+        t_first, t_last = _id_ms(first[0][0]), _id_ms(last[0][0])
+        t_pos = _id_ms(position)
+        if t_last <= t_first or t_pos < t_first:
+            return max(n, length)  # no spread in time, or all of it after the position
+        return max(n, min(length, round(length * (t_last - t_pos) / (t_last - t_first))))
+
     async def lag(self) -> ArchiveLag:
         """Events not in the store yet, over all streams; updates the gauges."""
         entries = pending = 0
@@ -526,11 +581,8 @@ class Archiver:
             else:
                 p = int(info.get("pending") or 0)
                 lag = info.get("lag")
-                if lag is None:  # unknown to Redis (entries deleted): count what follows our position
-                    after: Any = await self.redis.xrange(
-                        stream, "(" + _text(info.get("last-delivered-id") or "0-0"), "+", count=100_000
-                    )
-                    unread = len(after)
+                if lag is None:  # unknown to Redis (< 7.0, or entries deleted): count, or estimate
+                    unread = await self._unread(stream, _text(info.get("last-delivered-id") or "0-0"))
                 else:
                     unread = int(lag)
             entries += unread + p
@@ -546,6 +598,15 @@ class Archiver:
         self._m_lag.set(entries)
         self._m_behind.set(self.last_lag.behind_s)
         return self.last_lag
+
+
+#: Entries after the group's position that `Archiver.lag` counts when Redis does not
+#: say; beyond, an estimate.
+_LAG_COUNT = 2000
+
+
+def _id_ms(entry_id: Any) -> int:
+    return int(_text(entry_id).partition("-")[0] or 0)
 
 
 def _raw_reply(response: Any, **options: Any) -> Any:

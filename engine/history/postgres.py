@@ -1,7 +1,10 @@
 """The PostgreSQL history store (production): asyncpg, one row per job, partitioned by day.
 
-A batch (one delta per job, engine/history/record.py) is written in one
-transaction, placing each job's row first:
+A batch is one COPY text row per job: `fold` builds them from the raw
+XREADGROUP reply's bytes (engine/history/rows.py; the deltas of
+engine/history/record.py, given to `write` directly, are escaped field by field
+into the same rows). It is written in one transaction, placing each job's row
+first:
 
 1. a job this process wrote lately is in the day cache (job id -> day, the
    last ``day_cache_size`` jobs): a receipt seconds after its submit needs no
@@ -9,7 +12,7 @@ transaction, placing each job's row first:
    the job's first event in the batch (``has_first``) only in the days after
    its own (its later events archived first, by another archiver), else up to
    ``lookback_days`` back (a receipt comes up to ``dlr_wait`` after the submit);
-2. new rows: binary ``COPY`` straight into their day's partition (no staging,
+2. new rows: ``COPY`` (text) straight into their day's partition (no staging,
    no speculative insertion);
 3. existing rows: ``COPY`` into ``history_stage`` (a temporary table of the
    connection, ``ON COMMIT DELETE ROWS``), then one ``UPDATE`` per day
@@ -24,14 +27,21 @@ everything, move each delta onto the day of an existing row, one ``INSERT …
 ON CONFLICT DO UPDATE`` with the same rules. Either way, applying a batch
 again changes nothing. One limit: a job's first event is taken to be stamped
 no later than its other events' UTC day (the clocks of the engine's workers).
+When the server refuses a row built from the raw bytes (a value that is no
+number, a tab inside a value: a data error), the transaction rolls back and the
+batch is written again, in the same call, from the careful fold, which skips a
+malformed entry and escapes every field.
 
-A transaction-level advisory lock serialises batches of several archivers:
+One round trip begins the transaction, sets its planner options, takes a
+transaction-level advisory lock and asks whether the erasure ledger holds
+anything. The lock serialises batches of several archivers:
 two events of one job archived at once by two processes could otherwise both
 miss the other's uncommitted row and insert two. ``erase`` takes the same lock
 to delete a subject's rows and ledger their job ids, and each batch deletes
-its rows of ledgered jobs before it commits (``_drop_erased``): a batch read
-before an erasure cannot bring its rows back. ``synchronous_commit`` stays
-on: the archiver acks the events once the commit returns.
+its rows of ledgered jobs before it commits (``_drop_erased``, only when the
+ledger is not empty): a batch read before an erasure cannot bring its rows
+back. ``synchronous_commit`` stays on: the archiver acks the events once the
+commit returns.
 
 Partitions are ``messages_pYYYYMMDD`` (a range of one UTC day), created a few
 days ahead and on demand for a day that has none (an old event replayed), and
@@ -41,20 +51,25 @@ dropped whole once every row in them is past retention: no DELETE, no vacuum.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import itertools
+import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import asyncpg
 import orjson
 
 from engine.history.migrations import SCHEMA_VERSION_DDL, migrations
-from engine.history.record import HistoryRow, JobDelta
+from engine.history.record import HistoryRow, JobDelta, deltas_from_entries
+from engine.history.rows import COPY_COLUMNS, NULL, CopyBatch, CopyJob, copy_rows, rows_from_deltas
 from engine.history.store import LEDGER_KEEP_MS, HistoryError, HistoryUnavailable
 
 __all__ = ["PostgresHistory"]
+
+log = logging.getLogger("sendgate.history")
 
 _EPOCH = dt.date(1970, 1, 1)
 _LOCK_WRITE = 0x53474857  # "SGHW": serialises batch writes
@@ -67,11 +82,7 @@ _DAYS_AHEAD = 2
 # leave their page bloat it as much); migration 0003 has the figures.
 _FILLFACTOR = 50
 
-_STAGE_COLUMNS = (
-    "job_id", "day", "ref", "client", "kind", "carrier", "parts", "encoding", "message_ids",
-    "to_hash", "to_mask", "first_ms", "submitted_ms", "final_state", "final_ms", "error",
-    "events", "errors", "retention_until", "text_enc",
-)
+_STAGE_COLUMNS = COPY_COLUMNS[:-1]
 _STAGE_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS history_stage (
     job_id text NOT NULL, day date NOT NULL, ref text, client text, kind text, carrier text,
@@ -89,7 +100,6 @@ FROM messages m
 WHERE m.job_id = ANY($3::text[]) AND m.day >= $1 AND m.day <= $2
   AND m.job_id = s.job_id AND m.day <> s.day
 """
-_ROW_COLUMNS = (*_STAGE_COLUMNS, "updated_ms")
 _cols = ", ".join(_STAGE_COLUMNS)
 # The merge rules (engine/history/record.py), {n} being the new values: EXCLUDED
 # in the generic upsert, the staged batch in the UPDATE of known rows.
@@ -121,7 +131,7 @@ ON CONFLICT (job_id, day) DO UPDATE SET {_MERGE_SET.format(n="EXCLUDED")},
 """
 # Rows whose day is known: staged, then one UPDATE per day partition, each row
 # found through the partition's primary key (the partition is one day: its key
-# is the job id). The batch goes through the stage rather than as arrays, whose
+# is the job id). The batch goes through the stage (COPY) rather than as arrays, whose
 # encoding in asyncpg checks every element against collections.abc (~1 µs each).
 _UPDATE = (
     "UPDATE {table} AS m SET" + _MERGE_SET.format(n="s") + ",\n    updated_ms = $1\n"
@@ -134,17 +144,20 @@ _LOOKUP = "SELECT job_id, day FROM messages WHERE job_id = ANY($1::text[]) AND d
 _LOOKUP_JOINED = (
     "SELECT job_id, day FROM messages WHERE job_id = ANY(string_to_array($1::text, E'\\x1f')) AND day >= $2 AND day <= $3"
 )
-_SEP = "\x1f"
-# Every write transaction: its plans probe primary keys (the planner, blind to
-# the batch, would otherwise hash or scan a whole day's partition), no JIT
-# (compiling costs more than these statements), then the archivers' lock.
-_BEGIN_WRITE = (
+_SEP = b"\x1f"
+# Every write transaction, in one round trip: BEGIN; its plans probe primary keys
+# (the planner, blind to the batch, would otherwise hash or scan a whole day's
+# partition), no JIT (compiling costs more than these statements); the archivers'
+# lock; then, under it, whether the erasure ledger holds anything (the status of
+# the last statement, "SELECT 0" or "SELECT 1": erase() takes the same lock, so
+# the answer holds until the commit).
+_PLAN_SETTINGS = (
     "SET LOCAL jit = off; SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; "
-    "SET LOCAL enable_mergejoin = off; SET LOCAL enable_material = off; SELECT pg_advisory_xact_lock(%d)"
+    "SET LOCAL enable_mergejoin = off; SET LOCAL enable_material = off"
 )
-# The erasure ledger (migration 0006; store.py, ``erase``): is there any entry, and
-# the batch's rows of ledgered jobs, deleted in the batch's own transaction.
-_LEDGER_ANY = "SELECT EXISTS (SELECT 1 FROM erasure_ledger)"
+_BEGIN_WRITE = f"BEGIN; {_PLAN_SETTINGS}; SELECT pg_advisory_xact_lock({_LOCK_WRITE}); SELECT 1 FROM erasure_ledger LIMIT 1"
+# The erasure ledger (migration 0006; store.py, ``erase``): the batch's rows of
+# ledgered jobs, deleted in the batch's own transaction.
 _DROP_ERASED_JOINED = (
     "DELETE FROM messages WHERE job_id IN (SELECT job_id FROM erasure_ledger "
     "WHERE job_id = ANY(string_to_array($1::text, E'\\x1f')))"
@@ -160,6 +173,10 @@ SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
 WHERE i.inhparent = 'messages'::regclass
 """
 
+# A row the server refused (a value that is no number, bad UTF-8, JSON, an empty
+# NOT NULL field): the batch is written again from the careful fold.
+_DATA_ERRORS = (asyncpg.DataError, asyncpg.NotNullViolationError)
+
 # Errors that mean "the database is not there right now", not "the statement is wrong".
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
@@ -173,6 +190,20 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 
 class _NotAllPlaced(Exception):
     """A cached day was wrong (the row is gone): merge the batch the general way."""
+
+
+@contextlib.asynccontextmanager
+async def _write_transaction(conn: asyncpg.Connection) -> AsyncIterator[bool]:
+    """A batch's transaction under the archivers' lock (`_BEGIN_WRITE`): yields whether
+    the erasure ledger holds anything; commits, or rolls back on any exception."""
+    try:
+        yield await conn.execute(_BEGIN_WRITE) != "SELECT 0"
+    except BaseException:
+        if not conn.is_closed():
+            with contextlib.suppress(Exception):  # a lost connection rolls back by itself
+                await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
 
 
 def _partition_name(day: int) -> str:
@@ -208,11 +239,14 @@ class PostgresHistory:
         self.day_cache_size = day_cache_size
         # job id -> day of its row, for the jobs this process wrote lately: a receipt
         # seconds after its submit updates the row without looking for it first.
-        self._job_days: dict[str, int] = {}
+        self._job_days: dict[bytes, int] = {}  # (ids as UTF-8: the fold's rows carry them so)
         self.max_connections = max_connections
         self._pool: asyncpg.Pool | None = None
         self._partitions: set[int] = set()
         self._dates: dict[int, dt.date] = {}
+        #: batches the server refused as built from the raw bytes, written from the careful fold
+        self.careful_batches = 0
+        self._careful_logged = 0.0
 
     # ------------------------------------------------------------ plumbing
     async def _init_connection(self, conn: asyncpg.Connection) -> None:
@@ -277,24 +311,12 @@ class PostgresHistory:
             raise HistoryUnavailable(f"postgres: {type(err).__name__}: {err}") from err
         return max(done, default=0)
 
-    def records(self, deltas: Sequence[JobDelta], now_ms: int = 0) -> list[tuple[Any, ...]]:
-        """The rows of a batch in `_ROW_COLUMNS` order (the CPU the engine spends per job, apart from COPY)."""
-        dumps = orjson.dumps
-        date = self._date
-        return [
-            (
-                job_id, date(first_ms // _DAY_MS), ref, client, kind, carrier, parts, encoding, message_ids,
-                to_hash, to_mask, first_ms, submitted_ms, final_state, final_ms, error,
-                dumps(events).decode(), dumps(errors).decode() if errors else "{}", retention_until, text_enc,
-                now_ms,
-            )
-            for (
-                job_id, first_ms, ref, client, kind, carrier, parts, encoding, message_ids, to_hash, to_mask,
-                error, retention_until, submitted_ms, final_state, final_ms, events, errors, _first, text_enc,
-            ) in deltas
-        ]
+    def fold(self, entries: Sequence[tuple[Any, Any]]) -> CopyBatch:
+        """A batch read from the events stream → its COPY rows (engine/history/rows.py):
+        what the archiver hands to `write`, the CPU it spends per event apart from the read."""
+        return copy_rows(entries)
 
-    def _remember(self, placed: list[tuple[list[str], int]]) -> None:
+    def _remember(self, placed: list[tuple[list[bytes], int]]) -> None:
         days = self._job_days
         for ids, day in placed:
             days.update(dict.fromkeys(ids, day))
@@ -303,24 +325,28 @@ class PostgresHistory:
             for k in list(itertools.islice(days, excess + self.day_cache_size // 10)):
                 del days[k]
 
-    async def write(self, deltas: Sequence[JobDelta], now_ms: int) -> int:
+    async def write(self, deltas: Sequence[JobDelta] | CopyBatch, now_ms: int) -> int:
+        """Merge a batch: deltas, or the rows `fold` made of stream entries."""
         if not deltas:
             return 0
-        records = self.records(deltas, now_ms)
+        if isinstance(deltas, CopyBatch):
+            jobs, entries = deltas.jobs, deltas.entries
+        else:
+            jobs, entries = rows_from_deltas(deltas), None
         pool = await self._get_pool()
         try:
             async with pool.acquire() as conn:
                 try:
-                    placed = await self._write_placed(conn, deltas, records, now_ms)
-                except _NotAllPlaced:
-                    placed = None
-                except asyncpg.UniqueViolationError:  # a row the lookup could not see (a replay): merge
-                    placed = None
-                if placed is None:
-                    await self._write_merged(conn, records, now_ms)
-                    self._job_days.clear()  # some day may have been wrong: learn again
-                else:
-                    self._remember(placed)
+                    await self._write_jobs(conn, jobs, now_ms)
+                except _DATA_ERRORS as err:
+                    if entries is None:
+                        raise
+                    self._note_careful(err)
+                    # A value the server refused in a row built from the raw bytes (a ts
+                    # that is no number, say): the careful fold skips such an entry and
+                    # escapes every field. Nothing of the first try was committed.
+                    jobs = rows_from_deltas(deltas_from_entries(entries))
+                    await self._write_jobs(conn, jobs, now_ms)
         except _UNAVAILABLE as err:
             raise HistoryUnavailable(f"postgres: {type(err).__name__}: {err}") from err
         except asyncpg.PostgresError as err:
@@ -329,94 +355,125 @@ class PostgresHistory:
             self._partitions.clear()
             self._job_days.clear()
             raise HistoryError(f"postgres: {type(err).__name__}: {err}") from err
-        return len(records)
+        return len(jobs)
+
+    def _note_careful(self, err: Exception) -> None:
+        """Count it, and say so at most once a minute (the SQLSTATE only: the server's
+        message may quote a value)."""
+        self.careful_batches += 1
+        now = time.monotonic()
+        if now - self._careful_logged >= 60:
+            self._careful_logged = now
+            log.info("history: PostgreSQL refused a batch's COPY rows (SQLSTATE %s); written from the careful "
+                     "fold (%d batch(es) so far)", getattr(err, "sqlstate", "?"), self.careful_batches)
+
+    async def _write_jobs(self, conn: asyncpg.Connection, jobs: list[CopyJob], now_ms: int) -> None:
+        try:
+            placed = await self._write_placed(conn, jobs, now_ms)
+        except _NotAllPlaced:
+            placed = None
+        except asyncpg.UniqueViolationError:  # a row the lookup could not see (a replay): merge
+            placed = None
+        if placed is None:
+            await self._write_merged(conn, jobs, now_ms)
+            self._job_days.clear()  # some day may have been wrong: learn again
+        else:
+            self._remember(placed)
+
+    @staticmethod
+    async def _copy(conn: asyncpg.Connection, table: str, jobs: list[CopyJob], now_ms: int) -> None:
+        """COPY rows into ``table``, each completed with ``updated_ms`` and its newline."""
+        end = b"%d\n" % now_ms
+        data = end.join([j[3] for j in jobs]) + end
+        await conn.copy_to_table(table, source=memoryview(data), columns=COPY_COLUMNS, format="text", null=NULL)
 
     async def _write_placed(
-        self, conn: asyncpg.Connection, deltas: Sequence[JobDelta], records: list[tuple[Any, ...]], now_ms: int
-    ) -> list[tuple[list[str], int]]:
+        self, conn: asyncpg.Connection, jobs: list[CopyJob], now_ms: int
+    ) -> list[tuple[list[bytes], int]]:
         """The fast path: each job's row day known (cache or lookup), new rows COPYed
         straight into their day's partition, the others UPDATEd in theirs. Raises
         `_NotAllPlaced` (or UniqueViolationError) when the batch must be merged instead;
         the transaction is then rolled back. Returns (job ids, day) of the rows written."""
         get_day = self._job_days.get
-        updates: dict[int, list[tuple[Any, ...]]] = {}
-        inserts: dict[int, list[tuple[Any, ...]]] = {}
-        first_new: list[tuple[Any, ...]] = []  # records, r[0] the job id, r[11] first_ms
-        other_new: list[tuple[Any, ...]] = []
-        for d, r in zip(deltas, records, strict=True):
-            day = get_day(r[0])
+        updates: dict[int, list[CopyJob]] = {}
+        inserts: dict[int, list[CopyJob]] = {}
+        first_new: list[CopyJob] = []  # (job id, day, has_first, row)
+        other_new: list[CopyJob] = []
+        for j in jobs:
+            day = get_day(j[0])
             if day is not None:
-                updates.setdefault(day, []).append(r)
-            elif d[18]:  # has_first
-                first_new.append(r)
+                updates.setdefault(day, []).append(j)
+            elif j[2]:  # has_first
+                first_new.append(j)
             else:
-                other_new.append(r)
-        await self._ensure_partitions(conn, {r[11] // _DAY_MS for group in (first_new, other_new) for r in group})
-        placed: list[tuple[list[str], int]] = []
-        async with conn.transaction():
-            await conn.execute(_BEGIN_WRITE % _LOCK_WRITE)
+                other_new.append(j)
+        await self._ensure_partitions(conn, {j[1] for group in (first_new, other_new) for j in group})
+        placed: list[tuple[list[bytes], int]] = []
+        async with _write_transaction(conn) as ledgered:
             # A job's row is on the day of its first archived event: with the first
             # event in hand, only a later day can hold it (its later events archived
             # first, by another archiver); without, it may be a few days back (a receipt).
             for group, back, ahead in ((first_new, -1, self.lookback_days), (other_new, self.lookback_days, 1)):
                 if not group:
                     continue
-                days = {r[11] // _DAY_MS for r in group}
+                days = {j[1] for j in group}
                 lo, hi = min(days) - back, max(days) + ahead
-                ids = [r[0] for r in group]
+                ids = [j[0] for j in group]
                 joined = _SEP.join(ids)
                 if joined.count(_SEP) == len(ids) - 1:
-                    rows = await conn.fetch(_LOOKUP_JOINED, joined, self._date(lo), self._date(hi))
+                    rows = await conn.fetch(_LOOKUP_JOINED, joined.decode(), self._date(lo), self._date(hi))
                 else:
-                    rows = await conn.fetch(_LOOKUP, ids, self._date(lo), self._date(hi))
-                found = {job_id: (day - _EPOCH).days for job_id, day in rows}
+                    rows = await conn.fetch(_LOOKUP, [i.decode() for i in ids], self._date(lo), self._date(hi))
+                found = {job_id.encode(): (day - _EPOCH).days for job_id, day in rows}
                 if not found and len(days) == 1:  # the usual batch: all new, one day
                     inserts.setdefault(days.pop(), []).extend(group)
                     continue
-                for r in group:
-                    day = found.get(r[0])
+                for j in group:
+                    day = found.get(j[0])
                     if day is None:
-                        inserts.setdefault(r[11] // _DAY_MS, []).append(r)
+                        inserts.setdefault(j[1], []).append(j)
                     else:
-                        updates.setdefault(day, []).append(r)
-            for day, rows in inserts.items():
-                await conn.copy_records_to_table(_partition_name(day), records=rows, columns=_ROW_COLUMNS)
-                placed.append(([r[0] for r in rows], day))
+                        updates.setdefault(day, []).append(j)
+            for day, group in inserts.items():
+                await self._copy(conn, _partition_name(day), group, now_ms)
+                placed.append(([j[0] for j in group], day))
             if updates:
-                staged = next(iter(updates.values())) if len(updates) == 1 else [r for rs in updates.values() for r in rs]
-                await conn.copy_records_to_table("history_stage", records=staged, columns=_ROW_COLUMNS)
-            for day, rows in updates.items():
+                staged = next(iter(updates.values())) if len(updates) == 1 else [j for g in updates.values() for j in g]
+                await self._copy(conn, "history_stage", staged, now_ms)
+            for day, group in updates.items():
                 status = await conn.execute(_UPDATE.format(table=_partition_name(day)), now_ms, self._date(day))
-                if int(status.rsplit(" ", 1)[-1]) != len(rows):
+                if int(status.rsplit(" ", 1)[-1]) != len(group):
                     raise _NotAllPlaced  # a row gone (erased, dropped) since it was cached
-                placed.append(([r[0] for r in rows], day))
-            await self._drop_erased(conn, [r[0] for r in records])
+                placed.append(([j[0] for j in group], day))
+            if ledgered:
+                await self._drop_erased(conn, [j[0] for j in jobs])
         return placed
 
-    async def _write_merged(self, conn: asyncpg.Connection, records: list[tuple[Any, ...]], now_ms: int) -> None:
+    async def _write_merged(self, conn: asyncpg.Connection, jobs: list[CopyJob], now_ms: int) -> None:
         """The general path: stage, move onto existing days, one upsert with the merge rules."""
-        days = {r[1] for r in records}
-        await self._ensure_partitions(conn, {(d - _EPOCH).days for d in days})
-        lo = self._date((min(days) - _EPOCH).days - self.lookback_days)
-        hi = self._date((max(days) - _EPOCH).days + 1)
-        async with conn.transaction():
-            await conn.execute(_BEGIN_WRITE % _LOCK_WRITE)
-            await conn.copy_records_to_table("history_stage", records=records, columns=_ROW_COLUMNS)
-            await conn.execute(_MOVE_TO_EXISTING_DAY, lo, hi, [r[0] for r in records])
+        days = {j[1] for j in jobs}
+        await self._ensure_partitions(conn, days)
+        lo = self._date(min(days) - self.lookback_days)
+        hi = self._date(max(days) + 1)
+        ids = [j[0] for j in jobs]
+        async with _write_transaction(conn) as ledgered:
+            await self._copy(conn, "history_stage", jobs, now_ms)
+            await conn.execute(_MOVE_TO_EXISTING_DAY, lo, hi, [i.decode() for i in ids])
             await conn.execute(_MERGE, now_ms)
-            await self._drop_erased(conn, [r[0] for r in records])
+            if ledgered:
+                await self._drop_erased(conn, ids)
 
     @staticmethod
-    async def _drop_erased(conn: asyncpg.Connection, ids: list[str]) -> None:
-        """Inside a batch's transaction (under the write lock): delete the rows it wrote
-        of jobs an immediate erasure ledgered. One indexed EXISTS while the ledger is empty."""
-        if not ids or not await conn.fetchval(_LEDGER_ANY):
+    async def _drop_erased(conn: asyncpg.Connection, ids: list[bytes]) -> None:
+        """Inside a batch's transaction (under the write lock), when the erasure ledger
+        holds anything: delete the rows it wrote of jobs an immediate erasure ledgered."""
+        if not ids:
             return
         joined = _SEP.join(ids)
         if joined.count(_SEP) == len(ids) - 1:
-            await conn.execute(_DROP_ERASED_JOINED, joined)
+            await conn.execute(_DROP_ERASED_JOINED, joined.decode())
         else:
-            await conn.execute(_DROP_ERASED, ids)
+            await conn.execute(_DROP_ERASED, [i.decode() for i in ids])
 
     async def get(self, job_id: str) -> HistoryRow | None:
         pool = await self._get_pool()

@@ -5,6 +5,9 @@ asyncpg, partitioned by day) and `engine.history.sqlite.SqliteHistory` (the
 embedded default, stdlib sqlite3 on a thread of its own). Both are async, both
 merge a job's events into one row idempotently (engine/history/record.py
 states the rules), and both answer the same queries, newest first.
+A store may also have ``fold(entries)``: the archiver then hands `write`
+what it returns instead of the deltas (PostgreSQL: COPY rows built from the
+raw reply's bytes, engine/history/rows.py).
 """
 
 from __future__ import annotations

@@ -258,6 +258,52 @@ async def test_killed_with_a_batch_read_ahead_loses_and_duplicates_nothing(
     await check_exactly_once(store, 2000)
 
 
+class _AckHangs(Archiver):
+    """An archiver killed while the XACK of a committed batch is in flight: in a backlog
+    that XACK goes out while the next batch commits (it never returns here)."""
+
+    acks = 0
+    hanging: asyncio.Event
+
+    async def _ack_batch(self, batch: list[tuple[str, list[Any]]], n: int) -> None:
+        self.acks += 1
+        self.hanging.set()
+        await asyncio.Event().wait()
+
+
+async def test_killed_with_a_committed_batchs_xack_in_flight_loses_and_duplicates_nothing(
+    redis: Redis, events_key: str, store: HistoryStore
+) -> None:
+    await push_jobs(redis, events_key, 0, 3000, receipts=False)
+    first = _AckHangs(redis, store, [events_key], consumer="same-host", batch_size=1000, block_ms=50)
+    first.hanging = asyncio.Event()
+    task = asyncio.get_running_loop().create_task(first.run())
+    await asyncio.wait_for(first.hanging.wait(), 30)
+    # the first batch is committed and its XACK deferred (a batch was read ahead): the
+    # next commit goes on while it is in flight, then waits for it before its own XACK
+    assert await store.get("job-0") is not None
+    await until(lambda: _has_row(store, "job-1999"), what="the next batch committed meanwhile")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert first.acks == 1 and first.archived == 0
+    pending: Any = await redis.xpending(events_key, "archiver")
+    assert pending["pending"] >= 2000  # committed, never acked
+    second = Archiver(redis, store, [events_key], consumer="same-host", batch_size=1000, block_ms=50)
+    task = await run_until_archived(second)
+    await stop(second, task)
+    assert second.archived == 3000
+    rows = []
+    for c in ("c0", "c1", "c2"):
+        rows += await store.find(client=c, limit=100_000)
+    assert sorted(r.job_id for r in rows) == sorted(f"job-{i}" for i in range(3000))
+    assert all(set(r.events) == {"submitted"} for r in rows)
+
+
+async def _has_row(store: HistoryStore, job_id: str) -> bool:
+    return await store.get(job_id) is not None
+
+
 async def _pending(redis: Redis, stream: str, count: int) -> bool:
     summary: Any = await redis.xpending(stream, "archiver")
     return int(summary["pending"]) >= count
@@ -337,5 +383,35 @@ async def test_min_unarchived_id_bounds_trimming(redis: Redis, events_key: str, 
             pass
         assert (await archiver.lag()).entries == 0
         assert len(await store.find(client="c0", limit=1000)) == 100
+    finally:
+        await store.close()
+
+
+async def test_lag_without_redis_lag_counts_a_little_and_estimates_a_backlog(
+    redis: Redis, events_key: str, tmp_path: Any
+) -> None:
+    """Where XINFO GROUPS has no ``lag`` (Redis < 7.0, or an entry deleted past the
+    group's position) the archiver counts up to 2,000 entries after its position and
+    estimates beyond from the ids' times, instead of reading the whole backlog."""
+    t = 1_700_000_000_000
+    pipe = redis.pipeline(transaction=False)
+    for i in range(5000):
+        pipe.xadd(events_key, {"id": f"j{i}", "event": "submitted", "ts": str(t + i)}, id=f"{t + i}-0")
+    await pipe.execute()
+    store = open_store(f"sqlite://{tmp_path / 'h.sqlite3'}")
+    try:
+        archiver = Archiver(redis, store, [events_key], consumer="a1")
+        for position, deleted, unread in ((t + 999, t + 3000, 3999), (t + 3999, t + 4500, 999)):
+            await redis.xgroup_destroy(events_key, "archiver")
+            await redis.xgroup_create(events_key, "archiver", id=f"{position}-0")
+            await redis.xdel(events_key, f"{deleted}-0")  # a tombstone ahead: Redis cannot say
+            info: Any = await redis.xinfo_groups(events_key)
+            assert info[0].get("lag") is None
+            lag = await archiver.lag()
+            if unread < 2000:
+                assert lag.entries == unread  # counted
+            else:
+                assert abs(lag.entries - unread) <= unread // 100  # estimated
+            assert lag.behind_s > 0
     finally:
         await store.close()

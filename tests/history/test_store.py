@@ -235,7 +235,7 @@ async def test_postgres_queries_and_the_receipt_update_probe_indexes(pg_dsn: str
     UPDATE of known rows probes the primary key even on a partition without statistics."""
     import asyncpg
 
-    from engine.history.postgres import _BEGIN_WRITE, _STAGE_DDL, _UPDATE, _partition_name
+    from engine.history.postgres import _PLAN_SETTINGS, _STAGE_DDL, _UPDATE, _partition_name
 
     s = open_store(pg_dsn)
     await s.migrate()
@@ -258,7 +258,7 @@ async def test_postgres_queries_and_the_receipt_update_probe_indexes(pg_dsn: str
                                "message_ids, to_hash, to_mask, first_ms, submitted_ms, final_state, final_ms, error, "
                                "events, errors, retention_until FROM messages")
             await conn.execute("ANALYZE history_stage")
-            await conn.execute(_BEGIN_WRITE % 1)
+            await conn.execute(_PLAN_SETTINGS)  # as every batch's transaction sets them
             table = _partition_name(NOW_MS // DAY_MS)
             day = datetime.date(1970, 1, 1) + datetime.timedelta(days=NOW_MS // DAY_MS)
             plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {_UPDATE.format(table=table)}", NOW_MS, day))

@@ -1,0 +1,315 @@
+"""Events stream entries → PostgreSQL ``COPY`` text rows, one per job (sans-IO).
+
+The PostgreSQL store writes a batch as COPY rows (engine/history/postgres.py).
+`copy_rows` builds them straight from the bytes of the raw XREADGROUP reply:
+no field is decoded to ``str`` (but the job id), no `JobDelta`, no record
+tuple for asyncpg to encode field by field — each job's row is one
+``b"\\t".join`` of the values as they came, the events map a JSON object
+spliced from them. It folds a job's events with the same rules as
+`engine.history.record.deltas_from_entries` (that module states them); a test
+holds the two to the same rows.
+
+COPY's text format gives meaning to four bytes: tab, newline, carriage return
+and backslash (NULL is written as the control character 0x01, ``NULL``, so
+that none of ours is a backslash). The engine's fields never hold them, so the
+values go in as they are and the batch is checked as a whole (memchr, not a
+look at each field): no newline or carriage return (one line per row, so no
+value can forge a row), no backslash but the two of each bytea's ``\\x``,
+UTF-8 throughout, and no quote in an event name or error (they go into JSON
+strings). A batch that fails the check is folded the careful way:
+`rows_from_deltas`, which escapes each field. What the check leaves to the
+server makes the COPY fail with a data error — a tab inside a value (its line
+has a field too many), a whole field equal to the NULL marker (NOT NULL), a
+``ts`` or ``parts`` Python reads as a number and PostgreSQL does not — and the
+store then writes the batch the careful way too, where a malformed entry is
+skipped as the fold has always skipped it. Either way a malformed entry cannot
+stop the archive and cannot reach a row unescaped.
+
+A row is the text of every column of ``COPY_COLUMNS`` but the last
+(``updated_ms``), each followed by a tab: the store appends the commit's
+time and the newline when it joins a group of rows into one COPY buffer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from binascii import a2b_base64, hexlify
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from engine.history.record import _FINAL_B as _FINAL_B_SET
+from engine.history.record import JobDelta, deltas_from_entries
+
+__all__ = ["COPY_COLUMNS", "CopyBatch", "CopyJob", "copy_rows", "rows_from_deltas"]
+
+#: The columns of a COPY row, in order (the stage table's too, engine/history/postgres.py).
+COPY_COLUMNS = (
+    "job_id", "day", "ref", "client", "kind", "carrier", "parts", "encoding", "message_ids",
+    "to_hash", "to_mask", "first_ms", "submitted_ms", "final_state", "final_ms", "error",
+    "events", "errors", "retention_until", "text_enc", "updated_ms",
+)
+_DAY_MS = 86_400_000
+_EPOCH = dt.date(1970, 1, 1)
+#: COPY's NULL: a control character no field of the engine holds (never a backslash,
+#: so that a batch without a bytea has none: one memchr says so).
+NULL = "\x01"
+_NULL = NULL.encode()
+
+#: One job's row: (job id (UTF-8), UTC day of its first event, the batch held its
+#: first event, the COPY text of every column but ``updated_ms``, each ending in a tab).
+CopyJob = tuple[bytes, int, bool, bytes]
+
+_LAYOUT = (b"id", b"ref", b"event", b"carrier", b"parts", b"message_ids", b"error", b"ts")
+_LAYOUT_FIRST = (*_LAYOUT, b"client", b"kind", b"to_hash", b"to_mask", b"encoding", b"retention_until")
+_FIRST_ONLY = _LAYOUT_FIRST[len(_LAYOUT):]
+_KEYS_SHORT = _LAYOUT
+_KEYS_FIRST = _LAYOUT_FIRST
+_KEYS_FIRST_TEXT = (*_LAYOUT_FIRST, b"text_enc")
+
+# Per-job state while folding: a list (the cheapest object to build) whose first 21
+# items are the row's fields in COPY_COLUMNS order, ready to be joined (the last, b"",
+# gives the row its closing tab), followed by the integers the merge compares.
+_JID, _DAY, _REF, _CLIENT, _KIND, _CARRIER, _PARTS, _ENCODING, _MIDS, _HASH, _MASK = range(11)
+_FIRST_B, _SUB_B, _FINAL_STATE, _FINAL_B, _ERROR, _EVENTS, _ERRORS, _RETENTION, _TEXT = range(11, 20)
+_FIRST, _SUB, _FINAL, _HAS_FIRST = range(21, 25)
+
+
+class CopyBatch:
+    """A folded batch for the PostgreSQL store: its rows, and the entries they came
+    from (the careful fold's input when the server refuses a row)."""
+
+    __slots__ = ("entries", "jobs")
+
+    def __init__(self, jobs: list[CopyJob], entries: Sequence[tuple[Any, Any]] | None) -> None:
+        self.jobs = jobs
+        self.entries = entries
+
+    def __len__(self) -> int:  # rows, as a list of deltas would say
+        return len(self.jobs)
+
+
+_days: dict[int, bytes] = {}
+#: Event name -> its JSON key (``"name":``), for names that go into a JSON string
+#: as they are (the engine's dozen).
+_JSON_KEYS: dict[bytes, bytes] = {}
+
+
+def _json_key(name: bytes) -> bytes | None:
+    """``"name":`` when ``name`` is a JSON string's content as it is (no quote,
+    backslash or control character; remembered, up to 1,000 names), else None."""
+    if b'"' in name or b"\\" in name or not name.isascii() or any(c < 0x20 for c in name):
+        return None
+    key = b'"' + name + b'":'
+    if len(_JSON_KEYS) < 1000:
+        _JSON_KEYS[name] = key
+    return key
+
+
+def _day_text(day: int) -> bytes:
+    text = _days.get(day)
+    if text is None:
+        if len(_days) > 1000:
+            _days.clear()
+        text = _days[day] = (_EPOCH + dt.timedelta(days=day)).isoformat().encode()
+    return text
+
+
+def copy_rows(entries: Sequence[tuple[Any, Any]]) -> CopyBatch:
+    """Fold stream entries (``(entry_id, fields)``, fields the raw reply's flat
+    ``[name, value, …]`` list or a mapping of bytes) into one COPY row per job.
+
+    Entries without ``id`` or ``event``, or with a ``ts``, ``parts`` or
+    ``retention_until`` that is no integer or a ``text_enc`` that is no base64,
+    are skipped (as `deltas_from_entries` skips them). When the batch's bytes
+    fail the check of the module docstring, the rows come from
+    `rows_from_deltas` instead.
+    """
+    out: dict[bytes, list[Any]] = {}
+    get_state = out.get
+    final_b = _FINAL_B_SET
+    k8, k14, k15 = _KEYS_SHORT, _KEYS_FIRST, _KEYS_FIRST_TEXT
+    json_keys = _JSON_KEYS
+    days = _days
+    null = _NULL
+    texts = 0
+    safe = True  # every event name and error goes into a JSON string as it is
+    client = kind = to_hash = to_mask = encoding = retention = b""
+    for _eid, f in entries:
+        n = len(f) if f.__class__ is list else 0
+        text_b = None
+        # The engine's layouts are unpacked by position (their names checked),
+        # anything else is read by name.
+        if n == 16:
+            k0, jid, k1, ref, k2, ev, k3, carrier, k4, parts, k5, mids, k6, error, k7, ts_b = f
+            describe = False
+            fast = (k0, k1, k2, k3, k4, k5, k6, k7) == k8
+        elif n == 28:
+            (k0, jid, k1, ref, k2, ev, k3, carrier, k4, parts, k5, mids, k6, error, k7, ts_b,
+             k8_, client, k9, kind, k10, to_hash, k11, to_mask, k12, encoding, k13, retention) = f
+            describe = True
+            fast = (k0, k1, k2, k3, k4, k5, k6, k7, k8_, k9, k10, k11, k12, k13) == k14
+        elif n == 30:
+            (k0, jid, k1, ref, k2, ev, k3, carrier, k4, parts, k5, mids, k6, error, k7, ts_b,
+             k8_, client, k9, kind, k10, to_hash, k11, to_mask, k12, encoding, k13, retention, k14_, text_b) = f
+            describe = True
+            fast = (k0, k1, k2, k3, k4, k5, k6, k7, k8_, k9, k10, k11, k12, k13, k14_) == k15
+        else:
+            fast = False
+        if not fast:
+            if n:
+                it = iter(f)
+                f = dict(zip(it, it, strict=True))
+            g = f.get
+            jid, ref, ev, carrier = g(b"id") or b"", g(b"ref") or b"", g(b"event") or b"", g(b"carrier") or b""
+            parts, mids, error, ts_b = g(b"parts") or b"", g(b"message_ids") or b"", g(b"error") or b"", g(b"ts") or b""
+            describe = any(k in f for k in _FIRST_ONLY)
+            if describe:
+                client, kind, to_hash = g(b"client") or b"", g(b"kind") or b"", g(b"to_hash") or b""
+                to_mask, encoding, retention = g(b"to_mask") or b"", g(b"encoding") or b"", g(b"retention_until") or b""
+            text_b = g(b"text_enc")
+        if not jid or not ev:
+            continue
+        try:  # every conversion first, so a malformed entry changes nothing
+            ts = int(ts_b) if ts_b else 0
+            if parts != b"1" and (not parts or not int(parts)):
+                parts = b""
+            if describe and not retention.isdigit():
+                retention = retention if retention and int(retention) > 0 else b"0"
+            text = b"\\\\x" + hexlify(a2b_base64(text_b, strict_mode=True)) if text_b else null
+        except ValueError:
+            continue
+        if not ts_b:
+            ts_b = b"0"
+        key = json_keys.get(ev)
+        if key is None:
+            key = _json_key(ev)
+            if key is None:
+                safe = False
+                key = b'"' + ev + b'":'
+        final = ev in final_b
+        s = get_state(jid)
+        if s is None:  # the common case (a job's first event in the batch): one list, no stores
+            day = ts // _DAY_MS
+            day_b = days.get(day) or _day_text(day)
+            if text is not null:
+                texts += 1
+            if error:
+                errors = b"{" + key + b'"' + error + b'"}'
+                if b'"' in error:
+                    safe = False
+            else:
+                errors = b"{}"
+            if describe:
+                out[jid] = [
+                    jid, day_b, ref, client, kind, carrier, parts or b"0", encoding, mids, to_hash, to_mask,
+                    ts_b, ts_b if ev == b"submitted" else null, ev if final else b"", ts_b if final else null, error,
+                    b"{" + key + ts_b + b"}", errors, retention, text, b"",
+                    ts, ts if ev == b"submitted" else None, ts if final else None, True,
+                ]
+            else:
+                out[jid] = [
+                    jid, day_b, ref, b"", b"", carrier, parts or b"0", b"", mids, b"", b"",
+                    ts_b, ts_b if ev == b"submitted" else null, ev if final else b"", ts_b if final else null, error,
+                    b"{" + key + ts_b + b"}", errors, b"0", text, b"",
+                    ts, ts if ev == b"submitted" else None, ts if final else None, False,
+                ]
+            continue
+        if ts < s[_FIRST]:
+            s[_FIRST] = ts
+            s[_FIRST_B] = ts_b
+            day = ts // _DAY_MS
+            s[_DAY] = days.get(day) or _day_text(day)
+        # A key twice in one JSON object: jsonb keeps the last, as the dict of the fold does.
+        s[_EVENTS] = s[_EVENTS][:-1] + b"," + key + ts_b + b"}"
+        if ref:
+            s[_REF] = ref
+        if carrier:
+            s[_CARRIER] = carrier
+        if parts:
+            s[_PARTS] = parts
+        if mids:
+            s[_MIDS] = mids
+        if error:
+            s[_ERROR] = error
+            if b'"' in error:
+                safe = False
+            pair = key + b'"' + error + b'"}'
+            s[_ERRORS] = b"{" + pair if s[_ERRORS] == b"{}" else s[_ERRORS][:-1] + b"," + pair
+        if final:
+            if s[_FINAL] is None or ts >= s[_FINAL]:
+                s[_FINAL] = ts
+                s[_FINAL_B] = ts_b
+                s[_FINAL_STATE] = ev
+        elif ev == b"submitted" and (s[_SUB] is None or ts < s[_SUB]):
+            s[_SUB] = ts
+            s[_SUB_B] = ts_b
+        if text is not null and s[_TEXT] is null:
+            s[_TEXT] = text
+            texts += 1
+        if describe:
+            s[_HAS_FIRST] = True
+            if client:
+                s[_CLIENT] = client
+            if kind:
+                s[_KIND] = kind
+            if to_hash:
+                s[_HASH] = to_hash
+            if to_mask:
+                s[_MASK] = to_mask
+            if encoding:
+                s[_ENCODING] = encoding
+            if int(retention) > int(s[_RETENTION]):
+                s[_RETENTION] = retention
+    tab = b"\t".join
+    jobs = [(jid, s[_FIRST] // _DAY_MS, s[_HAS_FIRST], tab(s[:21])) for jid, s in out.items()]
+    if not safe or not _copy_safe(jobs, texts):
+        return CopyBatch(rows_from_deltas(deltas_from_entries(entries)), None)
+    return CopyBatch(jobs, entries)
+
+
+def _copy_safe(jobs: list[CopyJob], texts: int) -> bool:
+    """Whether rows built from raw values mean in COPY's text format what they say: one
+    line each, every backslash ours, UTF-8. (A tab inside a value makes its line one
+    field too long, which the server refuses: the store then writes the careful rows.)"""
+    buf = b"".join([j[3] for j in jobs])
+    if b"\n" in buf or b"\r" in buf:
+        return False
+    # The only backslashes: a bytea's "\\x", two each.
+    if b"\\" in buf and buf.count(b"\\") != 2 * texts:
+        return False
+    if not buf.isascii():
+        try:
+            buf.decode()
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
+# ------------------------------------------------------------------ careful path
+_ESCAPE = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", NULL: "\\x01"})
+
+
+def _text(value: str) -> str:
+    return value.translate(_ESCAPE)
+
+
+def rows_from_deltas(deltas: Iterable[JobDelta]) -> list[CopyJob]:
+    """The COPY rows of deltas, every field escaped (any character but NUL)."""
+    dumps = orjson.dumps
+    jobs: list[CopyJob] = []
+    for d in deltas:
+        (job_id, first_ms, ref, client, kind, carrier, parts, encoding, mids, to_hash, to_mask, error, retention,
+         submitted_ms, final_state, final_ms, events, errors, has_first, text_enc) = d
+        day = first_ms // _DAY_MS
+        row = "\t".join((
+            _text(job_id), (_EPOCH + dt.timedelta(days=day)).isoformat(), _text(ref), _text(client), _text(kind),
+            _text(carrier), str(parts), _text(encoding), _text(mids), _text(to_hash), _text(to_mask), str(first_ms),
+            NULL if submitted_ms is None else str(submitted_ms), _text(final_state),
+            NULL if final_ms is None else str(final_ms), _text(error), _text(dumps(events).decode()),
+            _text(dumps(errors).decode()) if errors else "{}", str(retention),
+            NULL if text_enc is None else "\\\\x" + text_enc.hex(), "",
+        ))
+        jobs.append((job_id.encode(), day, bool(has_first), row.encode()))
+    return jobs

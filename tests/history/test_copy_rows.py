@@ -1,0 +1,183 @@
+"""COPY rows straight from the raw reply (engine/history/rows.py): the same rows as the
+careful fold, the careful fold whenever a byte could mean something else in COPY's
+text format, and on PostgreSQL whatever the server refuses; replays change nothing."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import orjson
+
+from engine.history import deltas_from_entries, open_store
+from engine.history.postgres import PostgresHistory
+from engine.history.rows import COPY_COLUMNS, NULL, copy_rows, rows_from_deltas
+from engine.history.text_cipher import b64
+from tests.history.events import entry
+
+NOW_MS = int(time.time() * 1000)
+_JSON = (COPY_COLUMNS.index("events"), COPY_COLUMNS.index("errors"))
+
+
+def _flat(fields: dict[bytes, bytes], rng: random.Random | None = None) -> list[bytes]:
+    items = list(fields.items())
+    if rng is not None:
+        rng.shuffle(items)
+    return [x for kv in items for x in kv]
+
+
+def _columns(row: bytes) -> list[Any]:
+    """A row's fields, its JSON objects parsed (a key twice: the last wins, as in jsonb)."""
+    cols: list[Any] = row.split(b"\t")
+    assert len(cols) == len(COPY_COLUMNS) and cols[-1] == b""  # updated_ms comes at write time
+    for i in _JSON:
+        cols[i] = orjson.loads(cols[i])
+    return cols
+
+
+def _random_batch(rng: random.Random, jobs: int) -> list[tuple[bytes, Any]]:
+    events = ["submitted", "enroute", "accepted", "delivered", "undeliverable", "expired", "rejected", "unknown",
+              "failed", "cancelled"]
+    out: list[tuple[bytes, Any]] = []
+    for j in range(jobs):
+        t = NOW_MS + rng.randrange(-5_000, 5_000)
+        kind = rng.random()
+        for k in range(rng.choice((1, 1, 2, 2, 3, 4))):
+            first = (k == 0 and kind < 0.8) or rng.random() < 0.05  # a job's describing event, sometimes twice
+            extra: dict[str, Any] = {}
+            if rng.random() < 0.2:
+                extra["error"] = rng.choice(("err:034", "0x00000058", "dlr_timeout"))
+            if first and rng.random() < 0.1:
+                extra["text_enc"] = b64(rng.randbytes(40))
+            if rng.random() < 0.3:
+                extra["message_ids"] = f"m{j},m{j + 1}"
+            ev = "submitted" if k == 0 and kind < 0.7 else rng.choice(events)
+            e = entry(f"job-{j}", ev, t + rng.randrange(-2_000, 9_000), first=first, parts=rng.choice((0, 1, 2)),
+                      ref=rng.choice(("", f"r{j}")), client=rng.choice(("", "shop")), **extra)
+            shape = rng.random()
+            if shape < 0.6:  # the engine's order, flat: unpacked by position
+                out.append((e[0], _flat(e[1])))
+            elif shape < 0.8:  # another order or an extra field: read by name
+                fields = {**e[1], b"part_states": b"delivered,expired"} if rng.random() < 0.5 else e[1]
+                out.append((e[0], _flat(fields, rng)))
+            else:  # a parsed reply (XAUTOCLAIM through redis-py): a mapping
+                out.append(e)
+    rng.shuffle(out)
+    return out
+
+
+def test_rows_from_the_raw_bytes_are_the_rows_of_the_careful_fold() -> None:
+    rng = random.Random(16)
+    for _ in range(40):
+        batch = _random_batch(rng, rng.randrange(1, 60))
+        fast = copy_rows(batch)
+        assert fast.entries is not None  # nothing in these needs escaping: the fast rows
+        careful = rows_from_deltas(deltas_from_entries(batch))
+        assert [(j[0], j[1], j[2]) for j in fast.jobs] == [(j[0], j[1], j[2]) for j in careful]
+        assert [_columns(j[3]) for j in fast.jobs] == [_columns(j[3]) for j in careful]
+
+
+def test_malformed_entries_are_skipped_as_by_the_careful_fold() -> None:
+    good = [entry("a", "submitted", NOW_MS, first=True, ref="r"), entry("a", "delivered", NOW_MS + 5)]
+    bad = [
+        (b"9-1", {b"id": b"a", b"event": b"expired", b"ts": b"soon"}),
+        (b"9-2", {b"id": b"z", b"event": b"submitted", b"ts": b"1", b"parts": b"two"}),
+        (b"9-3", {b"event": b"submitted", b"ts": b"1"}),
+        (b"9-4", [b"id", b"y", b"event", b"failed", b"ts", b"1", b"text_enc", b"not base64!"]),
+    ]
+    assert copy_rows(good + bad).jobs == copy_rows(good).jobs == rows_from_deltas(deltas_from_entries(good))
+
+
+def test_bytes_that_mean_something_in_copy_text_take_the_careful_fold() -> None:
+    """Each of these would change a row's meaning if copied as it is: the whole batch is
+    folded the careful way (every field escaped), and its other jobs are unaffected."""
+    plain = entry("plain", "submitted", NOW_MS, first=True, ref="ok")
+    for odd in ({"ref": "line\nbreak"}, {"ref": "cr\rhere"}, {"ref": "back\\slash"}, {"ref": "\\N"},
+                {"error": 'quote"d'}):
+        batch = [(e, _flat(f)) for e, f in (plain, entry("odd", "failed", NOW_MS + 1, first=True, **odd))]
+        got = copy_rows(batch)
+        assert got.entries is None, odd
+        assert got.jobs == rows_from_deltas(deltas_from_entries(batch))
+    # UTF-8 goes as it is; a tab (one field too many on its line) and a whole field that
+    # is COPY's NULL marker (NOT NULL) are left to the server, which refuses the batch:
+    # it is then written the careful way (test_odd_values_land_exactly_…).
+    for fine in ({"client": "\xe9t\xe9"}, {"ref": "tab\there"}, {"ref": NULL}, {"ref": "a" + NULL + "b"}):
+        assert copy_rows([(e, _flat(f)) for e, f in (plain, entry("odd", "failed", NOW_MS, **fine))]).entries
+    bad_utf8 = [(b"1-1", _flat(entry("u", "submitted", NOW_MS, first=True, ref="x")[1] | {b"ref": b"\xff"}))]
+    assert copy_rows(bad_utf8).entries is None and copy_rows(bad_utf8).jobs == []  # skipped, as before
+    quoted_event = [(b"1-1", _flat(entry("q", 'odd"event', NOW_MS)[1]))]
+    assert copy_rows(quoted_event).entries is None
+
+
+async def test_odd_values_land_exactly_through_the_careful_fold(pg_dsn: str) -> None:
+    store = PostgresHistory(pg_dsn)
+    await store.migrate()
+    try:
+        odd = {"plain": "ok", "tab": "a\tb", "nl": "a\nb", "bs": "a\\b", "null": "\\N", "ctl": NULL,
+               "quote": 'say "hi"', "utf": "\xe9t\xe9 \U0001f600"}
+        batch = [entry(k, "submitted", NOW_MS + i, first=True, ref=v, client="odd") for i, (k, v) in enumerate(odd.items())]
+        batch.append(entry("quote", "undeliverable", NOW_MS + 50, error='err"034'))
+        assert await store.write(store.fold([(e, _flat(f)) for e, f in batch]), NOW_MS) == len(odd)
+        rows = {r.job_id: r for r in await store.find(client="odd", limit=100)}
+        assert {k: rows[k].ref for k in odd} == odd
+        assert store.careful_batches == 0  # the newline, the backslashes: the check's catch, no server refusal
+        # a tab and the NULL marker alone pass the check: the server refuses, the careful rows follow
+        tab = {"tab2": "x\ty", "ctl2": NULL}
+        batch = [entry(k, "submitted", NOW_MS + 20 + i, first=True, ref=v, client="odd2") for i, (k, v) in enumerate(tab.items())]
+        folded = store.fold([(e, _flat(f)) for e, f in batch])
+        assert folded.entries is not None
+        assert await store.write(folded, NOW_MS) == 2
+        assert {r.job_id: r.ref for r in await store.find(client="odd2")} == tab
+        assert store.careful_batches == 1
+        assert rows["quote"].errors == {"undeliverable": 'err"034'} and rows["quote"].final_state == "undeliverable"
+    finally:
+        await store.close()
+
+
+async def test_a_value_the_server_refuses_is_written_from_the_careful_fold(pg_dsn: str) -> None:
+    """Python reads ``1_0`` as 10, PostgreSQL refuses it: the batch is written again, in the
+    same call, from the careful fold; no row of the first try remains, none is lost."""
+    store = PostgresHistory(pg_dsn)
+    await store.migrate()
+    try:
+        batch = [entry(f"j{i}", "submitted", NOW_MS + i, first=True, client="srv") for i in range(20)]
+        batch[7] = entry("j7", "submitted", NOW_MS + 7, first=True, client="srv", parts="1_0")
+        batch.append(entry("j3", "delivered", NOW_MS + 90))
+        folded = store.fold([(e, _flat(f)) for e, f in batch])
+        assert folded.entries is not None  # the check lets it through: only the server can say
+        assert await store.write(folded, NOW_MS) == 20
+        assert store.careful_batches == 1
+        rows = {r.job_id: r for r in await store.find(client="srv", limit=100)}
+        assert sorted(rows) == sorted(f"j{i}" for i in range(20))
+        assert rows["j7"].parts == 10 and rows["j3"].final_state == "delivered" and rows["j2"].parts == 1
+    finally:
+        await store.close()
+
+
+async def test_a_folded_batch_again_or_from_a_store_without_its_cache_changes_nothing(pg_dsn: str) -> None:
+    """The replays of a crash: the same rows COPYed again (known rows: UPDATE; a fresh
+    store's COPY meets the existing rows: the merging upsert), and duplicate entries."""
+    rng = random.Random(4)
+    batch = _random_batch(rng, 300)
+    batch += batch[:50]  # the same entries twice in one batch (read again after a reclaim)
+    store = PostgresHistory(pg_dsn)
+    await store.migrate()
+    fresh = open_store(pg_dsn)
+    try:
+        await store.write(store.fold(batch), NOW_MS)
+        before = await _rows(store)
+        assert len(before) == 300
+        await store.write(store.fold(batch), NOW_MS)
+        await fresh.write(fresh.fold(batch), NOW_MS)  # type: ignore[attr-defined]
+        await fresh.write(deltas_from_entries(batch), NOW_MS)  # and through the careful fold
+        assert await _rows(store) == before
+    finally:
+        await store.close()
+        await fresh.close()
+
+
+async def _rows(store: PostgresHistory) -> list[Any]:
+    pool = await store._get_pool()
+    rows = await pool.fetch("SELECT * FROM messages ORDER BY job_id, day")
+    return [{k: v for k, v in dict(r).items() if k != "updated_ms"} for r in rows]
