@@ -1,0 +1,191 @@
+-- dlr/correlate_steps.lua: correlate.lua's two-step modes, for privacy hooks.
+-- The loader (dlr/store.py script_source(steps=True)) inserts this text at the
+-- '-- @steps' line of dlr/correlate.lua, after `mode` is read: the script the
+-- engine runs with custom privacy hooks. The one-call path's script goes without
+-- it, so its cost is today's.
+--
+-- Two steps (privacy hooks: dlr/store.py "Two steps"). Modes 'apply:plan' and
+-- 'expire:plan' run 'apply' / 'expire' as a dry run: every command goes to `dry_call`,
+-- which reads as usual but keeps each write in `journal` (and what it set in `overlay`,
+-- which later reads of the same call see), and each event in `planned`; the reply is
+-- the planned events and the `check`, a hash of everything the run read. Nothing is
+-- written. 'apply:commit' / 'expire:commit' (same arguments, then the check and the
+-- hooks' edits) run the same dry run with the edits applied to the events, refuse
+-- ({'!'}) when its check differs from the plan's (an entry or record changed in
+-- between: the caller plans again), else replay the journal.
+local planned, np = {}, 0       -- the events, in order (their field lists)
+local journal, nj = {}, 0       -- the writes, in order: {command, key, args...}; XADD: {'X', stream, fields}
+local overlay = {}              -- key -> field -> value the journal set (false: deleted)
+local seen, nseen = {}, 0       -- what the reads returned, serialised (the check)
+local edits = nil               -- commit: event index -> {field, value, ...}
+
+local function note(v)
+    nseen = nseen + 1
+    if type(v) == 'table' then
+        seen[nseen] = 't' .. #v
+        for i = 1, #v do
+            note(v[i])
+        end
+    elseif v then
+        seen[nseen] = (type(v) == 'number' and 'n' or 's') .. #tostring(v) .. ':' .. v
+    else
+        seen[nseen] = '-'
+    end
+end
+
+local function plan_xadd(stream, fields)
+    np = np + 1
+    local e = edits and edits[np]
+    if e then
+        for i = 1, #e, 2 do
+            local f, v, found = e[i], e[i + 1], false
+            for j = 1, #fields, 2 do
+                if fields[j] == f then
+                    fields[j + 1], found = v, true
+                    break
+                end
+            end
+            if not found then
+                fields[#fields + 1] = f
+                fields[#fields + 1] = v
+            end
+        end
+    end
+    planned[np] = fields
+    nj = nj + 1
+    journal[nj] = {'X', stream, fields}
+end
+
+local function dry_call(cmd, key, ...)
+    if cmd == 'TIME' then
+        return redis.call('TIME')
+    end
+    if cmd == 'XADD' then
+        local fields = {...}
+        table.remove(fields, 1)  -- the '*'
+        plan_xadd(key, fields)
+        return ''
+    end
+    local o = overlay[key]
+    if cmd == 'HMGET' then
+        local vals = redis.call('HMGET', key, ...)
+        nseen = nseen + 1
+        seen[nseen] = key
+        note(vals)
+        if o then
+            for i = 1, select('#', ...) do
+                local v = o[(select(i, ...))]
+                if v ~= nil then
+                    vals[i] = v
+                end
+            end
+        end
+        return vals
+    elseif cmd == 'HINCRBY' or cmd == 'HEXISTS' then
+        local field, by = ...
+        local cur = o and o[field]
+        if cur == nil then
+            cur = redis.call('HGET', key, field)
+            nseen = nseen + 1
+            seen[nseen] = key
+            note(cur)
+        end
+        if cmd == 'HEXISTS' then
+            return cur and 1 or 0
+        end
+        local v = (tonumber(cur) or 0) + tonumber(by)
+        if not o then
+            o = {}
+            overlay[key] = o
+        end
+        o[field] = tostring(v)
+        nj = nj + 1
+        journal[nj] = {cmd, key, field, by}
+        return v
+    elseif cmd == 'SMISMEMBER' or cmd == 'GET' then
+        return redis.call(cmd, key, ...)  -- duplicate spans follow Redis time: not in the check
+    elseif cmd == 'ZREVRANGE' or cmd == 'ZRANGEBYSCORE' or cmd == 'HSCAN' then
+        local r = redis.call(cmd, key, ...)
+        nseen = nseen + 1
+        seen[nseen] = key
+        note(r)
+        return r
+    end
+    -- a write: HSET, HDEL, EXPIRE, SADD, PEXPIREAT, ZREM, UNLINK
+    if cmd == 'HSET' or cmd == 'HDEL' then
+        if not o then
+            o = {}
+            overlay[key] = o
+        end
+        local args, n = {...}, select('#', ...)
+        if cmd == 'HSET' then
+            for i = 1, n, 2 do
+                o[args[i]] = args[i + 1]
+            end
+        else
+            for i = 1, n do
+                o[args[i]] = false
+            end
+        end
+    end
+    nj = nj + 1
+    journal[nj] = {cmd, key, ...}
+    return 0
+end
+
+-- The step's reply or refusal; `head`: what the mode returns besides the events.
+-- plan: {'P', check, journal size, head..., planned events...}; commit: nil (go on,
+-- the journal replayed) or {'!'} (refused: the reads differ from the plan's).
+finish_step = function(step, check_arg, head)
+    local check = redis.sha1hex(table.concat(seen, '\0'))
+    if step == 'plan' then
+        local r = {'P', check, tostring(nj)}
+        for i = 1, #head do
+            r[#r + 1] = head[i]
+        end
+        for i = 1, np do
+            r[#r + 1] = planned[i]
+        end
+        return r
+    end
+    if check ~= check_arg then
+        return {'!'}
+    end
+    for i = 1, nj do
+        local w = journal[i]
+        if w[1] == 'X' then
+            redis.call('XADD', w[2], '*', unpack(w[3]))
+        else
+            redis.call(unpack(w))
+        end
+    end
+    return nil
+end
+
+-- commit: the check and the edits after the mode's arguments (at `pos`, COMMIT_ARGS):
+-- the count n of edited events, then per event its index (in plan order), the count k of
+-- fields, k field/value pairs.
+read_commit = function(pos)
+    local n = tonumber(ARGV[pos + CM_EDITS])
+    local at = pos + CM_LIST
+    edits = {}
+    for _ = 1, n do
+        local index, k = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+        local e = {}
+        for j = 1, 2 * k do
+            e[j] = ARGV[at + 1 + j]
+        end
+        edits[index] = e
+        at = at + 2 + 2 * k
+    end
+    return ARGV[pos + CM_CHECK]
+end
+
+local colon = string.find(mode, ':', 1, true)
+if colon then
+    mode, step = string.sub(mode, 1, colon - 1), string.sub(mode, colon + 1)
+    if step ~= 'plan' and step ~= 'commit' then
+        return redis.error_reply('correlate.lua: unknown step')
+    end
+    call, xadd = dry_call, plan_xadd
+end
