@@ -4,37 +4,43 @@
 -- engine runs with custom privacy hooks. The one-call path's script goes without
 -- it, so its cost is today's.
 --
--- Two steps (privacy hooks: dlr/store.py "Two steps"). Modes 'apply:plan' and
--- 'expire:plan' run 'apply' / 'expire' as a dry run: every command goes to `dry_call`,
--- which reads as usual but keeps each write in `journal` (and what it set in `overlay`,
--- which later reads of the same call see), and each event in `planned`; the reply is
--- the planned events and the `check`, a hash of everything the run read. Nothing is
--- written. 'apply:commit' / 'expire:commit' (same arguments, then the check and the
--- hooks' edits) run the same dry run with the edits applied to the events, refuse
--- ({'!'}) when its check differs from the plan's (an entry or record changed in
--- between: the caller plans again), else replay the journal.
+-- Modes 'apply:plan' and 'expire:plan' run 'apply' / 'expire' as a dry run: every
+-- command goes to `dry_call`, which reads as usual but keeps each write in `journal`
+-- (and what it set in `overlay`, which later reads of the same call see), and each
+-- event in `planned`. The reply: the planned events and the `check`, a hash of the
+-- writes (the events as composed, the job records' and buckets' changes; not the
+-- duplicate spans, which follow Redis time). Nothing is written.
+-- 'apply:commit' / 'expire:commit' (the same arguments, then COMMIT_ARGS: the plan's
+-- check, the receipts it found no entry for, the hooks' edits) run the same dry run,
+-- those receipts left unmatched (their entries may have been recorded since: they
+-- are retried like any unmatched receipt, not written unseen by the hooks) and the
+-- edits applied to the events; then refuse ({'!'}) when the writes differ from the
+-- plan's (an entry or job record changed in between: the caller plans again), or
+-- replay the journal.
 local planned, np = {}, 0       -- the events, in order (their field lists)
 local journal, nj = {}, 0       -- the writes, in order: {command, key, args...}; XADD: {'X', stream, fields}
 local overlay = {}              -- key -> field -> value the journal set (false: deleted)
-local seen, nseen = {}, 0       -- what the reads returned, serialised (the check)
+local seen, nseen = {}, 0       -- the writes, serialised (the check)
 local edits = nil               -- commit: event index -> {field, value, ...}
+local skip = nil                -- commit: the ids the plan found no entry for (set)
+local bucket_head = ARGV[A_BUCKET_PREFIX]
 
-local function note(v)
-    nseen = nseen + 1
-    if type(v) == 'table' then
-        seen[nseen] = 't' .. #v
-        for i = 1, #v do
-            note(v[i])
-        end
-    elseif v then
-        seen[nseen] = (type(v) == 'number' and 'n' or 's') .. #tostring(v) .. ':' .. v
-    else
-        seen[nseen] = '-'
+-- Add a write to the check: each argument length-prefixed.
+local function note(cmd, key, args, from)
+    local n = nseen
+    seen[n + 1], seen[n + 2] = cmd, #key .. ':' .. key
+    n = n + 2
+    for i = from, #args do
+        local v = tostring(args[i])
+        n = n + 1
+        seen[n] = #v .. ':' .. v
     end
+    nseen = n
 end
 
 local function plan_xadd(stream, fields)
     np = np + 1
+    note('XADD', stream, fields, 1)  -- as composed, before the hooks' edits
     local e = edits and edits[np]
     if e then
         for i = 1, #e, 2 do
@@ -56,6 +62,10 @@ local function plan_xadd(stream, fields)
     journal[nj] = {'X', stream, fields}
 end
 
+-- Writes left out of the check: the duplicate spans (their set and expiry follow
+-- Redis time, not the batch).
+local UNCHECKED = {SADD = true, PEXPIREAT = true, UNLINK = true}
+
 local function dry_call(cmd, key, ...)
     if cmd == 'TIME' then
         return redis.call('TIME')
@@ -69,11 +79,16 @@ local function dry_call(cmd, key, ...)
     local o = overlay[key]
     if cmd == 'HMGET' then
         local vals = redis.call('HMGET', key, ...)
-        nseen = nseen + 1
-        seen[nseen] = key
-        note(vals)
+        local n = select('#', ...)
+        if skip and string.sub(key, 1, #bucket_head) == bucket_head then
+            for i = 1, n do
+                if skip[(select(i, ...))] then
+                    vals[i] = false
+                end
+            end
+        end
         if o then
-            for i = 1, select('#', ...) do
+            for i = 1, n do
                 local v = o[(select(i, ...))]
                 if v ~= nil then
                     vals[i] = v
@@ -86,9 +101,6 @@ local function dry_call(cmd, key, ...)
         local cur = o and o[field]
         if cur == nil then
             cur = redis.call('HGET', key, field)
-            nseen = nseen + 1
-            seen[nseen] = key
-            note(cur)
         end
         if cmd == 'HEXISTS' then
             return cur and 1 or 0
@@ -101,15 +113,11 @@ local function dry_call(cmd, key, ...)
         o[field] = tostring(v)
         nj = nj + 1
         journal[nj] = {cmd, key, field, by}
+        note(cmd, key, journal[nj], 3)
         return v
-    elseif cmd == 'SMISMEMBER' or cmd == 'GET' then
-        return redis.call(cmd, key, ...)  -- duplicate spans follow Redis time: not in the check
-    elseif cmd == 'ZREVRANGE' or cmd == 'ZRANGEBYSCORE' or cmd == 'HSCAN' then
-        local r = redis.call(cmd, key, ...)
-        nseen = nseen + 1
-        seen[nseen] = key
-        note(r)
-        return r
+    elseif cmd == 'SMISMEMBER' or cmd == 'GET' or cmd == 'ZREVRANGE' or cmd == 'ZRANGEBYSCORE'
+        or cmd == 'HSCAN' then
+        return redis.call(cmd, key, ...)
     end
     -- a write: HSET, HDEL, EXPIRE, SADD, PEXPIREAT, ZREM, UNLINK
     if cmd == 'HSET' or cmd == 'HDEL' then
@@ -128,14 +136,18 @@ local function dry_call(cmd, key, ...)
             end
         end
     end
+    local w = {cmd, key, ...}
     nj = nj + 1
-    journal[nj] = {cmd, key, ...}
+    journal[nj] = w
+    if not UNCHECKED[cmd] then
+        note(cmd, key, w, 3)
+    end
     return 0
 end
 
--- The step's reply or refusal; `head`: what the mode returns besides the events.
--- plan: {'P', check, journal size, head..., planned events...}; commit: nil (go on,
--- the journal replayed) or {'!'} (refused: the reads differ from the plan's).
+-- The step's reply, or nil after a commit replayed its journal; `head`: what the
+-- mode returns besides the events. plan: {'P', check, journal size, head..., planned
+-- events...}; a commit whose check differs: {'!'} (refused, nothing written).
 finish_step = function(step, check_arg, head)
     local check = redis.sha1hex(table.concat(seen, '\0'))
     if step == 'plan' then
@@ -162,12 +174,20 @@ finish_step = function(step, check_arg, head)
     return nil
 end
 
--- commit: the check and the edits after the mode's arguments (at `pos`, COMMIT_ARGS):
--- the count n of edited events, then per event its index (in plan order), the count k of
--- fields, k field/value pairs.
+-- commit: COMMIT_ARGS from `pos` (after the mode's arguments): the plan's check, the
+-- count s of ids to leave unmatched, the count n of edited events, then the s ids,
+-- then per edited event its index (in plan order), the count k of fields and k
+-- field/value pairs.
 read_commit = function(pos)
-    local n = tonumber(ARGV[pos + CM_EDITS])
+    local s, n = tonumber(ARGV[pos + CM_SKIPS]), tonumber(ARGV[pos + CM_EDITS])
     local at = pos + CM_LIST
+    if s > 0 then
+        skip = {}
+        for i = at, at + s - 1 do
+            skip[ARGV[i]] = true
+        end
+        at = at + s
+    end
     edits = {}
     for _ = 1, n do
         local index, k = tonumber(ARGV[at]), tonumber(ARGV[at + 1])

@@ -190,10 +190,11 @@ APPLY_ARGS = Positions("AP", ("carrier", "window", "groups", "token"), first=len
 EXPIRE_ARGS = Positions("EX", ("now", "limit", "window"), first=len(ARGS) + 1)
 GROUP = Positions("G", ("final", "event", "error", "ts", "count"), first=0, rest="ids")
 """One group of receipts in an apply call's tail: offsets from the group's start."""
-COMMIT_ARGS = Positions("CM", ("check", "edits"), first=0, rest="list")
+COMMIT_ARGS = Positions("CM", ("check", "skips", "edits"), first=0, rest="list")
 """What a commit call adds after its mode's arguments (after the last group of an apply,
-after ``window`` of an expire): the plan's check, the count of edited events, then per
-edited event its index (from 1, in plan order), the count of fields, field/value pairs."""
+after ``window`` of an expire): the plan's check, the count of ids to leave unmatched
+and of edited events, then those ids, then per edited event its index (from 1, in plan
+order), the count of fields, field/value pairs."""
 CORR_ENTRY = Positions("C", ("id", "part"))
 """A general-form correlation entry as ``engine/record.lua`` takes it (:func:`correlation_arg`)."""
 
@@ -453,14 +454,16 @@ def _token(head: Sequence[str | int], tail: Sequence[bytes]) -> str:
     return h.hexdigest()
 
 
-def _commit_tail(check: str, edits: Sequence[tuple[int, Sequence[tuple[str, str]]]]) -> list[bytes]:
-    """COMMIT_ARGS: the plan's check and the edits."""
-    items: list[bytes] = []
+def _commit_tail(
+    check: str, edits: Sequence[tuple[int, Sequence[tuple[str, str]]]], skips: Sequence[str] = ()
+) -> list[bytes]:
+    """COMMIT_ARGS: the plan's check, the ids to leave unmatched, the edits."""
+    items: list[bytes] = [s.encode() for s in skips]
     for index, pairs in edits:
         items += [b"%d" % index, b"%d" % len(pairs)]
         for field, value in pairs:
             items += [field.encode(), value.encode()]
-    return COMMIT_ARGS.build(check=check.encode(), edits=b"%d" % len(edits), list=items)
+    return COMMIT_ARGS.build(check=check.encode(), skips=b"%d" % len(skips), edits=b"%d" % len(edits), list=items)
 
 
 def _redact_body(body: bytes) -> bytes:
@@ -683,11 +686,16 @@ class ReceiptStore:
         self, carrier: str, plan: Plan, edits: Sequence[tuple[int, Sequence[tuple[str, str]]]], *, compact: bool = False
     ) -> BatchResult | None:
         """Step two: write what ``plan`` found, each event with its ``edits``
-        (``(index from 1, [(field, value), ...])``), under the plan's call token;
-        None when the script refused (an entry or job record changed since the plan:
-        plan again)."""
+        (``(index from 1, [(field, value), ...])``), under the plan's call token.
+        Receipts the plan found no entry for stay unmatched (an entry recorded since
+        is not written without the hooks: the caller retries them as usual). None
+        when the script refused: the batch would now write anything else than the
+        plan showed (an entry or job record changed since the plan: plan again)."""
         head = [("apply:commit" if i == 0 else v) for i, v in enumerate(plan.head)]
-        raw = await self._run_packed(head, plan.tail + _commit_tail(plan.check, edits), plan.token, steps=True)
+        skips = {r.message_id for r, status in zip(plan.ordered, plan.statuses, strict=True) if status in "uo"}
+        raw = await self._run_packed(
+            head, plan.tail + _commit_tail(plan.check, edits, sorted(skips)), plan.token, steps=True
+        )
         if _text(raw[0]) == "!":
             return None
         result = BatchResult()

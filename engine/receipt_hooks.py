@@ -52,6 +52,7 @@ log = logging.getLogger("sendgate.receipts")
 MAX_REPLANS = 5
 _CHUNK = 1000
 _BACKOFF_S = 0.1
+_EARLY_S = 0.01  # a loop timer may fire up to its clock resolution early
 
 
 def _s(value: Any) -> str:
@@ -104,16 +105,24 @@ class HookRetry:
         """Try ``records`` again after the backoff of ``attempt`` (1: the first try failed)."""
         delay = _BACKOFF_S * 2 ** (attempt - 1)
         self.waiting.append((time.monotonic() + delay, attempt, store, carrier, records))
-        asyncio.get_running_loop().call_later(delay, self.wake)
+        asyncio.get_running_loop().call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        """The timer of a held chunk: wake the sink's worker, or wait on if it fired early."""
+        if self.due():
+            self.wake()
+        elif self.waiting:
+            left = min(w[0] for w in self.waiting) - time.monotonic()
+            asyncio.get_running_loop().call_later(max(left, _EARLY_S), self._fire)
 
     def due(self) -> bool:
-        now = time.monotonic()
+        now = time.monotonic() + _EARLY_S
         return any(w[0] <= now for w in self.waiting)
 
     async def run(self, settle: Callable[[str, BatchResult, int], None]) -> None:
         """Try the due chunks again; ``settle`` publishes what a try wrote (the sink's
         ``_settle``). A Redis error keeps the chunks not tried yet (and raises)."""
-        now = time.monotonic()
+        now = time.monotonic() + _EARLY_S
         due = [w for w in self.waiting if w[0] <= now]
         self.waiting = [w for w in self.waiting if w[0] > now]
         try:
@@ -133,9 +142,12 @@ class HookedReceiptStore(ReceiptStore):
     chain: HookChain
     retry: HookRetry
     metrics: Metrics
+    replans: int
+    """Commits the script refused (entries changed since their plan), planned again."""
 
     def attach(self, chain: HookChain, retry: HookRetry, metrics: Metrics) -> HookedReceiptStore:
         self.chain, self.retry, self.metrics = chain, retry, metrics
+        self.replans = 0
         return self
 
     async def apply(self, carrier: str, receipts: Sequence[ReceiptRecord], *, compact: bool = False) -> BatchResult:
@@ -161,6 +173,7 @@ class HookedReceiptStore(ReceiptStore):
             committed = await self.commit(carrier, plan, edits, compact=compact)
             if committed is not None:
                 return committed
+            self.replans += 1
         raise RuntimeError("receipt correlation: entries kept changing between plan and commit")
 
     def _through_hooks(self, plan: Plan, attempt: int) -> list[tuple[int, list[tuple[str, str]]]] | None:
@@ -207,6 +220,7 @@ class HookedReceiptStore(ReceiptStore):
             done = await self.commit_expire(plan, edits)
             if done is not None:
                 return done
+            self.replans += 1
         raise RuntimeError("receipt sweep: buckets kept changing between plan and commit")
 
 

@@ -152,3 +152,22 @@ async def test_the_sweep_in_two_steps(redis_client: Any, key_prefix: str) -> Non
     assert [e.fields for e in done[0]] == [e.fields for e in expected[0]] and done[1] == expected[1]
     assert await events(r, b) == await events(r, a)
     assert not await r.zcard(Keys(b).dlr_due)
+
+
+async def test_an_entry_recorded_after_the_plan_is_left_for_a_retry(redis_client: Any, key_prefix: str) -> None:
+    """A receipt that beat its submit's record: unmatched in the plan; its entry recorded
+    before the commit is not written unseen by the hooks, nor does it make the commit
+    refused: it comes back unmatched, and its retry applies it."""
+    r = redis_client
+    await put_entry(r, key_prefix, "acme", "f1", f"={SUBMITTED_MS}\x1fF1\x1fr-1\x1ff1")
+    store = ReceiptStore(r, key_prefix)
+    plan = await store.plan("acme", [rec("f1"), rec("late")])
+    assert plan.statuses == "fu" and [e["id"] for e in plan.events] == ["f1"]
+    await put_entry(r, key_prefix, "acme", "late", f"={SUBMITTED_MS}\x1fL\x1fr-2\x1flate-job")
+    result = await store.commit("acme", plan, [])
+    assert result is not None and result.unmatched == [rec("late")]
+    assert [e["id"] for e in await events(r, key_prefix)] == ["f1"]
+    again = await store.plan("acme", result.unmatched)
+    assert [e["id"] for e in again.events] == ["late-job"]
+    assert await store.commit("acme", again, []) is not None
+    assert [e["id"] for e in await events(r, key_prefix)] == ["f1", "late-job"]
