@@ -18,29 +18,38 @@
 -- plan's (an entry or job record changed in between: the caller plans again), or
 -- replay the journal.
 local planned, np = {}, 0       -- the events, in order (their field lists)
+local planned_text = {}         -- the same, each as the plan's reply gives it
 local journal, nj = {}, 0       -- the writes, in order: {command, key, args...}; XADD: {'X', stream, fields}
 local overlay = {}              -- key -> field -> value the journal set (false: deleted)
 local seen, nseen = {}, 0       -- the writes, serialised (the check)
 local edits = nil               -- commit: event index -> {field, value, ...}
 local skip = nil                -- commit: the ids the plan found no entry for (set)
+local common = nil              -- commit: {field, value, ...} added to every event (its deadline)
 local bucket_head = ARGV[A_BUCKET_PREFIX]
 
--- Add a write to the check: each argument length-prefixed.
+-- Add a write to the check (one string per write: its command, key and arguments
+-- joined by US; a value holding US could only make two different writes look alike,
+-- never the same write look different).
+local concat = table.concat
 local function note(cmd, key, args, from)
-    local n = nseen
-    seen[n + 1], seen[n + 2] = cmd, #key .. ':' .. key
-    n = n + 2
-    for i = from, #args do
-        local v = tostring(args[i])
-        n = n + 1
-        seen[n] = #v .. ':' .. v
-    end
-    nseen = n
+    nseen = nseen + 1
+    seen[nseen] = cmd .. '\31' .. key .. '\31' .. concat(args, '\31', from)
 end
 
 local function plan_xadd(stream, fields)
     np = np + 1
-    note('XADD', stream, fields, 1)  -- as composed, before the hooks' edits
+    -- as composed, before the hooks' edits (the stream is always the events stream);
+    -- the plan's reply reuses the string
+    local text = concat(fields, '\31')
+    nseen = nseen + 1
+    seen[nseen] = text
+    planned_text[np] = #fields .. '\31' .. text
+    if common then
+        for i = 1, #common, 2 do
+            fields[#fields + 1] = common[i]
+            fields[#fields + 1] = common[i + 1]
+        end
+    end
     local e = edits and edits[np]
     if e then
         for i = 1, #e, 2 do
@@ -71,9 +80,7 @@ local function dry_call(cmd, key, ...)
         return redis.call('TIME')
     end
     if cmd == 'XADD' then
-        local fields = {...}
-        table.remove(fields, 1)  -- the '*'
-        plan_xadd(key, fields)
+        plan_xadd(key, {select(2, ...)})  -- the fields, after the '*'
         return ''
     end
     local o = overlay[key]
@@ -147,16 +154,26 @@ end
 
 -- The step's reply, or nil after a commit replayed its journal; `head`: what the
 -- mode returns besides the events. plan: {'P', check, journal size, head..., planned
--- events...}; a commit whose check differs: {'!'} (refused, nothing written).
+-- events...}, each event one string: its count of fields and values, then they, joined
+-- by US (the caller splits it; a count that does not match, a value holding US, makes
+-- it ask 'plan_wide', whose events are lists); a commit whose check differs: {'!'}
+-- (refused, nothing written).
 finish_step = function(step, check_arg, head)
-    local check = redis.sha1hex(table.concat(seen, '\0'))
-    if step == 'plan' then
+    local check = redis.sha1hex(concat(seen, '\30'))
+    if step ~= 'commit' then
         local r = {'P', check, tostring(nj)}
         for i = 1, #head do
             r[#r + 1] = head[i]
         end
-        for i = 1, np do
-            r[#r + 1] = planned[i]
+        local n = #r
+        if step == 'plan' then
+            for i = 1, np do
+                r[n + i] = planned_text[i]
+            end
+        else
+            for i = 1, np do
+                r[n + i] = planned[i]
+            end
         end
         return r
     end
@@ -175,11 +192,11 @@ finish_step = function(step, check_arg, head)
 end
 
 -- commit: COMMIT_ARGS from `pos` (after the mode's arguments): the plan's check, the
--- count s of ids to leave unmatched, the count n of edited events, then the s ids,
--- then per edited event its index (in plan order), the count k of fields and k
--- field/value pairs.
+-- count s of ids to leave unmatched, the count c of field/value pairs added to every
+-- event, the count n of edited events, then the s ids, the c pairs, then per edited
+-- event its index (in plan order), the count k of fields and k field/value pairs.
 read_commit = function(pos)
-    local s, n = tonumber(ARGV[pos + CM_SKIPS]), tonumber(ARGV[pos + CM_EDITS])
+    local s, c, n = tonumber(ARGV[pos + CM_SKIPS]), tonumber(ARGV[pos + CM_COMMON]), tonumber(ARGV[pos + CM_EDITS])
     local at = pos + CM_LIST
     if s > 0 then
         skip = {}
@@ -187,6 +204,10 @@ read_commit = function(pos)
             skip[ARGV[i]] = true
         end
         at = at + s
+    end
+    if c > 0 then
+        common = {unpack(ARGV, at, at + 2 * c - 1)}
+        at = at + 2 * c
     end
     edits = {}
     for _ = 1, n do
@@ -204,7 +225,7 @@ end
 local colon = string.find(mode, ':', 1, true)
 if colon then
     mode, step = string.sub(mode, 1, colon - 1), string.sub(mode, colon + 1)
-    if step ~= 'plan' and step ~= 'commit' then
+    if step ~= 'plan' and step ~= 'plan_wide' and step ~= 'commit' then
         return redis.error_reply('correlate.lua: unknown step')
     end
     call, xadd = dry_call, plan_xadd

@@ -190,11 +190,12 @@ APPLY_ARGS = Positions("AP", ("carrier", "window", "groups", "token"), first=len
 EXPIRE_ARGS = Positions("EX", ("now", "limit", "window"), first=len(ARGS) + 1)
 GROUP = Positions("G", ("final", "event", "error", "ts", "count"), first=0, rest="ids")
 """One group of receipts in an apply call's tail: offsets from the group's start."""
-COMMIT_ARGS = Positions("CM", ("check", "skips", "edits"), first=0, rest="list")
+COMMIT_ARGS = Positions("CM", ("check", "skips", "common", "edits"), first=0, rest="list")
 """What a commit call adds after its mode's arguments (after the last group of an apply,
-after ``window`` of an expire): the plan's check, the count of ids to leave unmatched
-and of edited events, then those ids, then per edited event its index (from 1, in plan
-order), the count of fields, field/value pairs."""
+after ``window`` of an expire): the plan's check, the count of ids to leave unmatched,
+of field/value pairs added to every event and of edited events, then those ids, those
+pairs, then per edited event its index (from 1, in plan order), the count of fields,
+field/value pairs."""
 CORR_ENTRY = Positions("C", ("id", "part"))
 """A general-form correlation entry as ``engine/record.lua`` takes it (:func:`correlation_arg`)."""
 
@@ -443,6 +444,18 @@ def _fields(raw: Sequence[Any]) -> dict[str, str]:
     return dict(zip(values[0::2], values[1::2], strict=False))
 
 
+def _joined_events(raw: Sequence[Any]) -> list[dict[str, str]] | None:
+    """A plan's events, each ``<count>US<field>US<value>...``; None when a count does
+    not match (a value held US: ask for the events as lists)."""
+    events = []
+    for item in raw:
+        parts = _text(item).split("\x1f")
+        if len(parts) != int(parts[0]) + 1:
+            return None
+        events.append(dict(zip(parts[1::2], parts[2::2], strict=True)))
+    return events
+
+
 def _token(head: Sequence[str | int], tail: Sequence[bytes]) -> str:
     """A call token over a call's arguments (the plan's: its commit is kept under it)."""
     h = hashlib.sha1()
@@ -455,15 +468,22 @@ def _token(head: Sequence[str | int], tail: Sequence[bytes]) -> str:
 
 
 def _commit_tail(
-    check: str, edits: Sequence[tuple[int, Sequence[tuple[str, str]]]], skips: Sequence[str] = ()
+    check: str, edits: Sequence[tuple[int, Sequence[tuple[str, str]]]], skips: Sequence[str] = (),
+    common: Sequence[tuple[str, str]] = (),
 ) -> list[bytes]:
-    """COMMIT_ARGS: the plan's check, the ids to leave unmatched, the edits."""
+    """COMMIT_ARGS: the plan's check, the ids to leave unmatched, the fields every event
+    gets (``common``), each event's own edits."""
     items: list[bytes] = [s.encode() for s in skips]
+    for field, value in common:
+        items += [field.encode(), value.encode()]
     for index, pairs in edits:
         items += [b"%d" % index, b"%d" % len(pairs)]
         for field, value in pairs:
             items += [field.encode(), value.encode()]
-    return COMMIT_ARGS.build(check=check.encode(), skips=b"%d" % len(skips), edits=b"%d" % len(edits), list=items)
+    return COMMIT_ARGS.build(
+        check=check.encode(), skips=b"%d" % len(skips), common=b"%d" % len(common), edits=b"%d" % len(edits),
+        list=items,
+    )
 
 
 def _redact_body(body: bytes) -> bytes:
@@ -670,7 +690,10 @@ class ReceiptStore:
             result = BatchResult()
             self._read_apply(raw[1:], carrier, ordered, result, compact)
             return Plan("apply:commit", head, tail, token, "", 0, [], ordered, result=result)
-        events = [_fields(item) for item in raw[4:]]
+        events = _joined_events(raw[4:])
+        if events is None:  # a value held US: the events again, as lists
+            raw = await self._run_packed(["apply:plan_wide", *head[1:]], tail, token, steps=True)
+            events = [_fields(item) for item in raw[4:]]
         return Plan("apply:commit", head, tail, token, _text(raw[1]), int(_text(raw[2])), events, ordered,
                     statuses=_text(raw[3]))
 
@@ -683,10 +706,12 @@ class ReceiptStore:
         return result
 
     async def commit(
-        self, carrier: str, plan: Plan, edits: Sequence[tuple[int, Sequence[tuple[str, str]]]], *, compact: bool = False
+        self, carrier: str, plan: Plan, edits: Sequence[tuple[int, Sequence[tuple[str, str]]]], *,
+        common: Sequence[tuple[str, str]] = (), compact: bool = False,
     ) -> BatchResult | None:
         """Step two: write what ``plan`` found, each event with its ``edits``
-        (``(index from 1, [(field, value), ...])``), under the plan's call token.
+        (``(index from 1, [(field, value), ...])``) after the ``common`` ones (every
+        event's: the deadline they share), under the plan's call token.
         Receipts the plan found no entry for stay unmatched (an entry recorded since
         is not written without the hooks: the caller retries them as usual). None
         when the script refused: the batch would now write anything else than the
@@ -694,7 +719,7 @@ class ReceiptStore:
         head = [("apply:commit" if i == 0 else v) for i, v in enumerate(plan.head)]
         skips = {r.message_id for r, status in zip(plan.ordered, plan.statuses, strict=True) if status in "uo"}
         raw = await self._run_packed(
-            head, plan.tail + _commit_tail(plan.check, edits, sorted(skips)), plan.token, steps=True
+            head, plan.tail + _commit_tail(plan.check, edits, sorted(skips), common), plan.token, steps=True
         )
         if _text(raw[0]) == "!":
             return None
@@ -707,16 +732,21 @@ class ReceiptStore:
         would write, writing nothing."""
         args = self._args("expire:plan") + EXPIRE_ARGS.build(now=now_ms, limit=limit, window=self.duplicate_window_ms)
         raw = await self._run(args, steps=True)
-        events = [_fields(item) for item in raw[4:]]
+        events = _joined_events(raw[4:])
+        if events is None:  # a value held US: the events again, as lists
+            raw = await self._run(["expire:plan_wide", *args[1:]], steps=True)
+            events = [_fields(item) for item in raw[4:]]
         return Plan("expire:commit", args, [], "", _text(raw[1]), int(_text(raw[2])), events, [],
                     more=_text(raw[3]) == "1")
 
     async def commit_expire(
-        self, plan: Plan, edits: Sequence[tuple[int, Sequence[tuple[str, str]]]]
+        self, plan: Plan, edits: Sequence[tuple[int, Sequence[tuple[str, str]]]],
+        common: Sequence[tuple[str, str]] = (),
     ) -> tuple[list[JobEvent], bool] | None:
         """Step two of the sweep: what ``expire_overdue`` returns, or None (refused: plan again)."""
         head = [("expire:commit" if i == 0 else v) for i, v in enumerate(plan.head)]
-        raw = await self._run([*head, *(t.decode() for t in _commit_tail(plan.check, edits))], steps=True)
+        tail = _commit_tail(plan.check, edits, (), common)
+        raw = await self._run([*head, *(t.decode() for t in tail)], steps=True)
         if _text(raw[0]) == "!":
             return None
         return [_job_event(item) for item in raw[1:]], _text(raw[0]) == "1"

@@ -62,20 +62,28 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def hook_edits(chain: HookChain, events: list[dict[str, str]], now_s: float) -> list[tuple[int, list[tuple[str, str]]]]:
+Edits = list[tuple[int, list[tuple[str, str]]]]
+
+
+def hook_edits(
+    chain: HookChain, events: list[dict[str, str]], now_s: float
+) -> tuple[list[tuple[str, str]], Edits]:
     """Run the chain over planned receipt events (``on_store("job")``, then
-    ``on_events``); return what the commit writes back per event: its deadline
-    (``retention_until``) and the ``EVENT_EDITABLE`` fields a hook changed, added
-    or removed (removed: ""). Raises ``HookFailed``."""
+    ``on_events``); return what the commit writes back: the fields every event gets
+    (their deadline, ``retention_until``, when they share one: the usual case) and
+    per event its own (its deadline otherwise, and the ``EVENT_EDITABLE`` fields a
+    hook changed, added or removed — removed: ""). Raises ``HookFailed``."""
     originals = [dict(e) for e in events]
     views: list[MutableMapping[str, Any]] = list(events)
     deadlines = chain.on_store_batch("job", views, now_s)
-    for ev, deadline in zip(events, deadlines, strict=True):
-        ev["retention_until"] = str(deadline)
+    texts = [str(d) for d in deadlines]
+    for ev, text in zip(events, texts, strict=True):
+        ev["retention_until"] = text
     chain.on_events(views)
-    edits: list[tuple[int, list[tuple[str, str]]]] = []
-    for i, (ev, orig, deadline) in enumerate(zip(events, originals, deadlines, strict=True), 1):
-        pairs = [("retention_until", str(deadline))]
+    shared = texts.count(texts[0]) == len(texts)
+    edits: Edits = []
+    for i, (ev, orig, text) in enumerate(zip(events, originals, texts, strict=True), 1):
+        pairs = [] if shared else [("retention_until", text)]
         for field in EVENT_EDITABLE:
             if field in ev:
                 value = _s(ev[field])
@@ -83,8 +91,9 @@ def hook_edits(chain: HookChain, events: list[dict[str, str]], now_s: float) -> 
                     pairs.append((field, value))
             elif field in orig:
                 pairs.append((field, ""))
-        edits.append((i, pairs))
-    return edits
+        if pairs:
+            edits.append((i, pairs))
+    return ([("retention_until", texts[0])] if shared else []), edits
 
 
 class HookRetry:
@@ -167,18 +176,18 @@ class HookedReceiptStore(ReceiptStore):
             plan = await self.plan(carrier, records, compact=compact)
             if plan.done:
                 return self.planned_result(carrier, plan, compact=compact)
-            edits = self._through_hooks(plan, attempt)
-            if edits is None:
+            hooked = self._through_hooks(plan, attempt)
+            if hooked is None:
                 return await self._hook_failed(carrier, plan, attempt, compact)
-            committed = await self.commit(carrier, plan, edits, compact=compact)
+            committed = await self.commit(carrier, plan, hooked[1], common=hooked[0], compact=compact)
             if committed is not None:
                 return committed
             self.replans += 1
         raise RuntimeError("receipt correlation: entries kept changing between plan and commit")
 
-    def _through_hooks(self, plan: Plan, attempt: int) -> list[tuple[int, list[tuple[str, str]]]] | None:
+    def _through_hooks(self, plan: Plan, attempt: int) -> tuple[list[tuple[str, str]], Edits] | None:
         if not plan.events:
-            return []
+            return [], []
         try:
             return hook_edits(self.chain, plan.events, time.time())
         except HookFailed as err:
@@ -214,10 +223,10 @@ class HookedReceiptStore(ReceiptStore):
             plan = await self.plan_expire(now_ms, limit)
             if plan.writes == 0:
                 return [], plan.more
-            edits = self._through_hooks(plan, 1)
-            if edits is None:
+            hooked = self._through_hooks(plan, 1)
+            if hooked is None:
                 return [], False
-            done = await self.commit_expire(plan, edits)
+            done = await self.commit_expire(plan, hooked[1], hooked[0])
             if done is not None:
                 return done
             self.replans += 1

@@ -171,3 +171,16 @@ async def test_an_entry_recorded_after_the_plan_is_left_for_a_retry(redis_client
     assert [e["id"] for e in again.events] == ["late-job"]
     assert await store.commit("acme", again, []) is not None
     assert [e["id"] for e in await events(r, key_prefix)] == ["f1", "late-job"]
+
+
+async def test_a_value_holding_us_is_shown_whole(redis_client: Any, key_prefix: str) -> None:
+    """Planned events travel as one US-joined string each; a value holding US (a ref of
+    a job with a callback may) makes the plan ask for them as lists instead."""
+    r = redis_client
+    await submit_job(r, key_prefix, "j", "acme", ["x1"], ref="a\x1fb")
+    store = ReceiptStore(r, key_prefix)
+    plan = await store.plan("acme", [rec("x1")])
+    assert [e["ref"] for e in plan.events] == ["a\x1fb"]
+    result = await store.commit("acme", plan, [], common=[("retention_until", "1900000000")])
+    assert result is not None
+    assert [(e["ref"], e["retention_until"]) for e in await events(r, key_prefix)] == [("a\x1fb", "1900000000")]
