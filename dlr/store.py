@@ -130,6 +130,27 @@ is recorded with the next batch's script call). ``apply`` returns such
 receipts in ``BatchResult.unmatched``; the caller keeps them in an
 :class:`UnmatchedBuffer`, retries them after ``retry_ms``, and after
 ``max_wait_ms`` parks them with :meth:`ReceiptStore.park_unmatched`.
+
+Two steps (privacy hooks)
+-------------------------
+With custom privacy hooks the engine must show the events a batch composes
+to the hooks before they are written (engine/receipt_hooks.py). Then it
+runs the script with dlr/correlate_steps.lua inserted (its own SHA: the
+one-call path's script is unchanged and pays nothing for it) in two calls
+per chunk of receipts: :meth:`ReceiptStore.plan` (``apply:plan``) runs the
+apply as a dry run — its reads as usual, its writes kept in a journal that
+its later reads see — and returns the events it would write (each one
+US-joined string; as lists when a value holds US) and a check, a hash of
+the writes; :meth:`ReceiptStore.commit` (``apply:commit``, the same
+arguments plus ``COMMIT_ARGS``: the check, the receipts the plan found no
+entry for, the hooks' edits) runs the same dry run, leaves those receipts
+unmatched (an entry recorded in between is retried, never written unseen),
+applies the edits to the events, and replays the journal only if its check
+equals the plan's; else it answers ``!`` and writes nothing (the caller
+plans again). The commit's reply, and its memo, are those of an apply; the
+memo is kept under the plan's token, so planning a batch whose commit's
+reply was lost returns that reply (``Plan.result``). The expiry sweep the
+same way: :meth:`ReceiptStore.plan_expire` / :meth:`ReceiptStore.commit_expire`.
 """
 
 from __future__ import annotations
