@@ -383,7 +383,7 @@ def _apply_rounds(r: Any, sha: str, rounds: int, batch: int, miss: bool = False,
     ``miss``: the batches' ids are staged nowhere (a shard that does not hold
     them, as ReceiptSink.correlate tries with shards > 1): every receipt comes
     back unmatched after the bucket lookup and the duplicate-window check."""
-    from dlr.store import APPLY_ARGS, GROUP, ReceiptStore, _commit_tail
+    from dlr.store import APPLY_ARGS, GROUP, ReceiptStore, commit_tail
     from engine.keys import Keys
 
     keys, carrier, now = Keys("bx"), "c1", "1795000000000"
@@ -420,7 +420,7 @@ def _apply_rounds(r: Any, sha: str, rounds: int, batch: int, miss: bool = False,
         reply = r.evalsha(sha, len(store._script_keys), *store._script_keys, *args)
         if steps:  # the plan's events, then the commit with a deadline each (what the hooks give)
             args[0] = "apply:commit"
-            args += _commit_tail(reply[1].decode(), [], (), [("retention_until", "1900000000")])
+            args += commit_tail(reply[1].decode(), [], (), [("retention_until", "1900000000")])
             reply = r.evalsha(sha, len(store._script_keys), *store._script_keys, *args)
         statuses = reply[0].decode()
         if statuses != ("u" if miss else "f") * len(ids):

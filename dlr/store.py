@@ -189,6 +189,7 @@ __all__ = [
     "ReceiptStore",
     "UnmatchedBuffer",
     "bucket_key",
+    "commit_tail",
     "correlation_arg",
     "correlation_bucket",
     "put_correlation",
@@ -488,7 +489,7 @@ def _token(head: Sequence[str | int], tail: Sequence[bytes]) -> str:
     return h.hexdigest()
 
 
-def _commit_tail(
+def commit_tail(
     check: str, edits: Sequence[tuple[int, Sequence[tuple[str, str]]]], skips: Sequence[str] = (),
     common: Sequence[tuple[str, str]] = (),
 ) -> list[bytes]:
@@ -740,7 +741,7 @@ class ReceiptStore:
         head = [("apply:commit" if i == 0 else v) for i, v in enumerate(plan.head)]
         skips = {r.message_id for r, status in zip(plan.ordered, plan.statuses, strict=True) if status in "uo"}
         raw = await self._run_packed(
-            head, plan.tail + _commit_tail(plan.check, edits, sorted(skips), common), plan.token, steps=True
+            head, plan.tail + commit_tail(plan.check, edits, sorted(skips), common), plan.token, steps=True
         )
         if _text(raw[0]) == "!":
             return None
@@ -766,7 +767,7 @@ class ReceiptStore:
     ) -> tuple[list[JobEvent], bool] | None:
         """Step two of the sweep: what ``expire_overdue`` returns, or None (refused: plan again)."""
         head = [("expire:commit" if i == 0 else v) for i, v in enumerate(plan.head)]
-        tail = _commit_tail(plan.check, edits, (), common)
+        tail = commit_tail(plan.check, edits, (), common)
         raw = await self._run([*head, *(t.decode() for t in tail)], steps=True)
         if _text(raw[0]) == "!":
             return None
