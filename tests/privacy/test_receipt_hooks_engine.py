@@ -185,3 +185,17 @@ async def test_a_batch_planned_again_when_another_engine_wrote_between(redis_cli
     assert [e.event for e in result.finals] == ["undeliverable"]
     assert [e["event"] for e in await events(r, key_prefix)] == ["undeliverable"]
     assert await r.hget(Keys(key_prefix).job("j"), "done") == b"2"
+
+
+async def test_the_default_chain_keeps_the_one_call_path(redis_client: Any, key_prefix: str) -> None:
+    """Without custom hooks the sink's stores are the plain ones (one script call per
+    batch, the script without the two-step modes); with one, every shard's is hooked."""
+    from engine.receipt_sink import ReceiptSink
+
+    plain = ReceiptSink(make_settings("redis://unused", key_prefix, 1, redis={"shards": 2}), redis_client, Metrics())
+    assert plain.hook_retry is None and {type(s) for s in plain.stores} == {ReceiptStore}
+    hooked = ReceiptSink(make_settings("redis://unused", key_prefix, 1, redis={"shards": 2},
+                                       privacy={"hooks": [f"{HOOKS}:Recorder"]}), redis_client, Metrics())
+    assert hooked.hook_retry is not None
+    assert [type(s) for s in hooked.stores] == [HookedReceiptStore, HookedReceiptStore]
+    assert hooked.store is hooked.stores[0] and [s.keys for s in hooked.stores] == [s.keys for s in plain.stores]
