@@ -331,7 +331,7 @@ if mode == 'apply' then
         local kept = redis.call('GET', memo)
         if kept then
             local r = unpack_reply(kept)
-            if step ~= 'commit' then  -- a plan of a batch committed already: its reply, marked
+            if step and step ~= 'commit' then  -- a plan of a batch committed already: its reply, marked
                 table.insert(r, 1, 'M')
             end
             return r
