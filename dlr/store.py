@@ -469,12 +469,19 @@ def _fields(raw: Sequence[Any]) -> dict[str, str]:
 def _joined_events(raw: Sequence[Any]) -> list[dict[str, str]] | None:
     """A plan's events, each ``<count>US<field>US<value>...``; None when a count does
     not match (a value held US: ask for the events as lists)."""
+    if not raw:
+        return []
+    texts = b"\x1e".join(raw).decode("utf-8", "replace").split("\x1e")  # one decode for all
+    if len(texts) != len(raw):  # a value held RS: one by one
+        texts = [_text(item) for item in raw]
     events = []
-    for item in raw:
-        parts = _text(item).split("\x1f")
-        if len(parts) != int(parts[0]) + 1:
+    for text in texts:
+        parts = text.split("\x1f")
+        if parts[0] != str(len(parts) - 1):
             return None
-        events.append(dict(zip(parts[1::2], parts[2::2], strict=True)))
+        it = iter(parts)
+        next(it)
+        events.append(dict(zip(it, it, strict=False)))  # an even count: checked above
     return events
 
 

@@ -73,7 +73,7 @@ def hook_edits(
     (their deadline, ``retention_until``, when they share one: the usual case) and
     per event its own (its deadline otherwise, and the ``EVENT_EDITABLE`` fields a
     hook changed, added or removed — removed: ""). Raises ``HookFailed``."""
-    originals = [dict(e) for e in events]
+    originals = [tuple(map(e.get, EVENT_EDITABLE)) for e in events]  # None: absent
     views: list[MutableMapping[str, Any]] = list(events)
     deadlines = chain.on_store_batch("job", views, now_s)
     texts = [str(d) for d in deadlines]
@@ -84,13 +84,13 @@ def hook_edits(
     edits: Edits = []
     for i, (ev, orig, text) in enumerate(zip(events, originals, texts, strict=True), 1):
         pairs = [] if shared else [("retention_until", text)]
-        for field in EVENT_EDITABLE:
-            if field in ev:
-                value = _s(ev[field])
-                if value != orig.get(field):
-                    pairs.append((field, value))
-            elif field in orig:
-                pairs.append((field, ""))
+        now = tuple(map(ev.get, EVENT_EDITABLE))
+        if now != orig:  # a hook wrote an editable field (usually none did: one compare)
+            for field, before, after in zip(EVENT_EDITABLE, orig, now, strict=True):
+                if after is None and field in ev:  # set to None: written as ""
+                    after = ""
+                if after != before:
+                    pairs.append((field, _s(after)))
         if pairs:
             edits.append((i, pairs))
     return ([("retention_until", texts[0])] if shared else []), edits
