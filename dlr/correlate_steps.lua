@@ -19,6 +19,7 @@
 -- replay the journal.
 local planned, np = {}, 0       -- the events, in order (their field lists)
 local planned_text = {}         -- the same, each as the plan's reply gives it
+local planned_count = 0         -- their fields and values, all together
 local journal, nj = {}, 0       -- the writes, in order: {command, key, args...}; XADD: {'X', stream, fields}
 local overlay = {}              -- key -> field -> value the journal set (false: deleted)
 local seen, nseen = {}, 0       -- the writes, serialised (the check)
@@ -43,7 +44,8 @@ local function plan_xadd(stream, fields)
     local text = concat(fields, '\31')
     nseen = nseen + 1
     seen[nseen] = text
-    planned_text[np] = #fields .. '\31' .. text
+    planned_text[np] = text
+    planned_count = planned_count + #fields
     if common then
         for i = 1, #common, 2 do
             fields[#fields + 1] = common[i]
@@ -153,15 +155,15 @@ local function dry_call(cmd, key, ...)
 end
 
 -- The step's reply, or nil after a commit replayed its journal; `head`: what the
--- mode returns besides the events. plan: {'P', check, journal size, head..., planned
--- events...}, each event one string: its count of fields and values, then they, joined
--- by US (the caller splits it; a count that does not match, a value holding US, makes
--- it ask 'plan_wide', whose events are lists); a commit whose check differs: {'!'}
--- (refused, nothing written).
+-- mode returns besides the events. plan: {'P', check, journal size, count, head..., planned
+-- events...}, each event one string: its fields and values joined by US, after the
+-- count of fields and values of all events (the caller splits them: more separators
+-- than that count allows, a value holding US, make it ask 'plan_wide', whose events
+-- are lists); a commit whose check differs: {'!'} (refused, nothing written).
 finish_step = function(step, check_arg, head)
     local check = redis.sha1hex(concat(seen, '\30'))
     if step ~= 'commit' then
-        local r = {'P', check, tostring(nj)}
+        local r = {'P', check, tostring(nj), tostring(planned_count)}
         for i = 1, #head do
             r[#r + 1] = head[i]
         end

@@ -466,22 +466,19 @@ def _fields(raw: Sequence[Any]) -> dict[str, str]:
     return dict(zip(values[0::2], values[1::2], strict=False))
 
 
-def _joined_events(raw: Sequence[Any]) -> list[dict[str, str]] | None:
-    """A plan's events, each ``<count>US<field>US<value>...``; None when a count does
-    not match (a value held US: ask for the events as lists)."""
+def _joined_events(raw: Sequence[Any], count: int) -> list[dict[str, str]] | None:
+    """A plan's events, each ``<field>US<value>...``, ``count`` fields and values in
+    all; None when there are more separators than that (a value held US: ask for the
+    events as lists)."""
     if not raw:
         return []
-    texts = b"\x1e".join(raw).decode("utf-8", "replace").split("\x1e")  # one decode for all
-    if len(texts) != len(raw):  # a value held RS: one by one
-        texts = [_text(item) for item in raw]
+    joined = b"\x1e".join(raw)
+    if joined.count(b"\x1f") != count - len(raw) or joined.count(b"\x1e") != len(raw) - 1:
+        return None
     events = []
-    for text in texts:
+    for text in joined.decode("utf-8", "replace").split("\x1e"):
         parts = text.split("\x1f")
-        if parts[0] != str(len(parts) - 1):
-            return None
-        it = iter(parts)
-        next(it)
-        events.append(dict(zip(it, it, strict=False)))  # an even count: checked above
+        events.append(dict(zip(parts[0::2], parts[1::2], strict=True)))
     return events
 
 
@@ -719,12 +716,12 @@ class ReceiptStore:
             result = BatchResult()
             self._read_apply(raw[1:], carrier, ordered, result, compact)
             return Plan("apply:commit", head, tail, token, "", 0, [], ordered, result=result)
-        events = _joined_events(raw[4:])
+        events = _joined_events(raw[5:], int(raw[3]))
         if events is None:  # a value held US: the events again, as lists
             raw = await self._run_packed(["apply:plan_wide", *head[1:]], tail, token, steps=True)
-            events = [_fields(item) for item in raw[4:]]
+            events = [_fields(item) for item in raw[5:]]
         return Plan("apply:commit", head, tail, token, _text(raw[1]), int(_text(raw[2])), events, ordered,
-                    statuses=_text(raw[3]))
+                    statuses=_text(raw[4]))
 
     def planned_result(self, carrier: str, plan: Plan, *, compact: bool = False) -> BatchResult:
         """The outcome of a plan that writes nothing (``plan.writes`` 0), or was committed already."""
@@ -746,7 +743,11 @@ class ReceiptStore:
         when the script refused: the batch would now write anything else than the
         plan showed (an entry or job record changed since the plan: plan again)."""
         head = [("apply:commit" if i == 0 else v) for i, v in enumerate(plan.head)]
-        skips = {r.message_id for r, status in zip(plan.ordered, plan.statuses, strict=True) if status in "uo"}
+        statuses = plan.statuses
+        skips = (
+            {r.message_id for r, status in zip(plan.ordered, statuses, strict=True) if status in "uo"}
+            if "u" in statuses or "o" in statuses else ()
+        )
         raw = await self._run_packed(
             head, plan.tail + commit_tail(plan.check, edits, sorted(skips), common), plan.token, steps=True
         )
@@ -761,12 +762,12 @@ class ReceiptStore:
         would write, writing nothing."""
         args = self._args("expire:plan") + EXPIRE_ARGS.build(now=now_ms, limit=limit, window=self.duplicate_window_ms)
         raw = await self._run(args, steps=True)
-        events = _joined_events(raw[4:])
+        events = _joined_events(raw[5:], int(raw[3]))
         if events is None:  # a value held US: the events again, as lists
             raw = await self._run(["expire:plan_wide", *args[1:]], steps=True)
-            events = [_fields(item) for item in raw[4:]]
+            events = [_fields(item) for item in raw[5:]]
         return Plan("expire:commit", args, [], "", _text(raw[1]), int(_text(raw[2])), events, [],
-                    more=_text(raw[3]) == "1")
+                    more=_text(raw[4]) == "1")
 
     async def commit_expire(
         self, plan: Plan, edits: Sequence[tuple[int, Sequence[tuple[str, str]]]],
