@@ -9,6 +9,7 @@ two versions of the same code, and timed runs for the absolute figure.)
 
     python -m bench.instructions receipts [--script dlr/correlate.lua]
     python -m bench.instructions receipts --miss   # a receipt tried on a shard without its entry
+    python -m bench.instructions receipts --steps  # privacy hooks' two steps: plan, then commit
     python -m bench.instructions record
     python -m bench.instructions scan
     python -m bench.instructions simulator
@@ -17,7 +18,9 @@ two versions of the same code, and timed runs for the absolute figure.)
 
 ``receipts``: instructions Redis executes inside EVALSHA per receipt, for
 batches of 1,000 fast-path receipts applied by ``dlr/correlate.lua`` (with the
-header its loader generates, ``dlr.store.script_source``; the
+header its loader generates, ``dlr.store.script_source``; ``--steps``: the
+script with its two-step modes, each batch planned then committed with a
+``retention_until`` per event, as with custom privacy hooks; the
 embedded Redis's server under callgrind, counting only inside
 ``evalShaCommand``). ``record``: the same, per job recorded by
 ``engine/record.lua`` in batches of 500 single-part jobs submitted with a
@@ -319,14 +322,17 @@ def python_instructions(snippet: str, small: int, large: int, **names: object) -
     return (counts[1] - counts[0]) / (large - small)
 
 
-def receipts_script_instructions(script: Path, rounds: int = 5, batch: int = 1000, miss: bool = False) -> float:
+def receipts_script_instructions(
+    script: Path, rounds: int = 5, batch: int = 1000, miss: bool = False, steps: bool = False
+) -> float:
     """Instructions inside EVALSHA per fast-path receipt applied by ``script`` (``miss``:
-    per receipt tried where its entry is not)."""
+    per receipt tried where its entry is not; ``steps``: planned, then committed)."""
     from dlr.store import script_source
 
     def run(r: Any) -> int:
-        source = script_source(script.read_text(encoding="utf-8"))  # with the generated header
-        return _apply_rounds(r, r.script_load(source), rounds, batch, miss)
+        # with the generated header (and the two-step modes)
+        source = script_source(script.read_text(encoding="utf-8"), steps=steps)
+        return _apply_rounds(r, r.script_load(source), rounds, batch, miss, steps)
 
     return _under_callgrind(run)
 
@@ -453,13 +459,13 @@ def _record_rounds(r: Any, rounds: int, batch: int, *, keep_text: bool = False) 
     return n
 
 
-def _apply_rounds(r: Any, sha: str, rounds: int, batch: int, miss: bool = False) -> int:
+def _apply_rounds(r: Any, sha: str, rounds: int, batch: int, miss: bool = False, steps: bool = False) -> int:
     """Stage fast-form entries like record.lua's (their jobs have no job record),
     apply them in batches; returns the receipts applied (all on the fast path).
     ``miss``: the batches' ids are staged nowhere (a shard that does not hold
     them, as ReceiptSink.correlate tries with shards > 1): every receipt comes
     back unmatched after the bucket lookup and the duplicate-window check."""
-    from dlr.store import APPLY_ARGS, GROUP, ReceiptStore
+    from dlr.store import APPLY_ARGS, GROUP, ReceiptStore, commit_tail
     from engine.keys import Keys
 
     keys, carrier, now = Keys("bx"), "c1", "1795000000000"
@@ -489,11 +495,15 @@ def _apply_rounds(r: Any, sha: str, rounds: int, batch: int, miss: bool = False)
             ids = [f"{0x70000000 + (applied + i) * 7919:x}".encode() for i in range(batch)]
         else:
             ids = stage(batch)
-        args = store._args("apply") + APPLY_ARGS.build(
-            carrier=carrier, window="600000", groups="1", token="",
+        args = store._args("apply:plan" if steps else "apply") + APPLY_ARGS.build(
+            carrier=carrier, window="600000", groups="1", token=f"t{applied}" if steps else "",
             rest=GROUP.build(final="1", event="delivered", error="", ts=now, count=str(len(ids)), ids=ids),
         )
         reply = r.evalsha(sha, len(store._script_keys), *store._script_keys, *args)
+        if steps:  # the plan's events, then the commit with a deadline each (what the hooks give)
+            args[0] = "apply:commit"
+            args += commit_tail(reply[1].decode(), [], (), [("retention_until", "1900000000")])
+            reply = r.evalsha(sha, len(store._script_keys), *store._script_keys, *args)
         statuses = reply[0].decode()
         if statuses != ("u" if miss else "f") * len(ids):
             raise SystemExit(f"not all on the fast path: {statuses[:40]!r}")
@@ -508,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     rs.add_argument("--script", type=Path, default=_ROOT / "dlr" / "correlate.lua")
     rs.add_argument("--rounds", type=int, default=5, help="batches of 1,000 receipts")
     rs.add_argument("--miss", action="store_true", help="receipts whose entries are not there (a shard tried first)")
+    rs.add_argument("--steps", action="store_true", help="planned, then committed (custom privacy hooks)")
     rc = sub.add_parser("record", help="instructions per job in engine/record.lua (single part, receipt, no callback)")
     rc.add_argument("--rounds", type=int, default=5, help="batches of 500 jobs")
     rc.add_argument("--keep-text", action="store_true", help="each job's text sealed into its event ([history] keep_text)")
@@ -531,7 +542,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.what == "receipts":
         what = "per receipt tried without its entry" if a.miss else "per receipt"
-        print(f"correlate.lua apply: {receipts_script_instructions(a.script, a.rounds, miss=a.miss):,.0f} instructions {what}")
+        mode = "plan + commit" if a.steps else "apply"
+        n = receipts_script_instructions(a.script, a.rounds, miss=a.miss, steps=a.steps)
+        print(f"correlate.lua {mode}: {n:,.0f} instructions {what}")
     elif a.what == "record":
         print(f"record.lua: {record_script_instructions(a.rounds, keep_text=a.keep_text):,.0f} instructions per job")
     elif a.what == "engine":

@@ -112,8 +112,11 @@ end
 
 -- (Numbers handed to redis.call are formatted by Redis on every call, snprintf
 -- "%.17g" in 6.2, so arguments travel as the strings they came in as.)
-local function xadd(stream, fields)
-    redis.call('XADD', stream, '*', unpack(fields))
+-- Every command below goes through `call`: redis.call, or in a two-step mode the dry
+-- run's stand-in (`dry_call`, below); `xadd` likewise (`plan_xadd`).
+local call = redis.call
+local xadd = function(stream, fields)
+    call('XADD', stream, '*', unpack(fields))
 end
 
 -- The job fields every event needs, read with the part's own fields (one HMGET).
@@ -174,7 +177,7 @@ local function finish(jk, job_id, parts, first, carrier, ts, info, states, error
             names[i] = 's:' .. (first + i - 1)
             names[count + i] = 'e:' .. (first + i - 1)
         end
-        local vals = redis.call('HMGET', jk, unpack(names))
+        local vals = call('HMGET', jk, unpack(names))
         states, errors = {}, {}
         for i = 1, count do
             states[i] = vals[i] or 'unknown'
@@ -187,10 +190,10 @@ local function finish(jk, job_id, parts, first, carrier, ts, info, states, error
         err = timeout_error
     end
     if not state_written then
-        redis.call('HSET', jk, 'state', final)
+        call('HSET', jk, 'state', final)
     end
     -- the record's work is done: it stays a grace longer (status, a late duplicate)
-    redis.call('EXPIRE', jk, ARGV[A_GRACE])
+    call('EXPIRE', jk, ARGV[A_GRACE])
     local fields = event_fields(job_id, info, final, carrier, parts, err, ts)
     if parts > 1 and final ~= 'delivered' then
         fields[#fields + 1] = 'part_states'
@@ -285,14 +288,14 @@ end
 -- Run a command over a list of arguments in slices (Lua's unpack has a limit).
 local function each_slice(cmd, key, list)
     for i = 1, #list, 1000 do
-        redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
+        call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
     end
 end
 
 -- Duplicate detection spans: window/10 of Redis time each (one clock for every
 -- engine). Returns the span (ms) and Redis's now (ms).
 local function dup_span(window)
-    local t = redis.call('TIME')
+    local t = call('TIME')
     return math.max(1, math.ceil(window / 10)), tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
@@ -308,6 +311,11 @@ if ARGV[A_LAYOUT] ~= LAYOUT_VERSION then
 end
 local events, due = KEYS[K_EVENTS], KEYS[K_DUE]
 local mode = ARGV[A_MODE]
+-- two steps: 'plan' / 'commit' (nil: one call), the plan's check, and the functions of
+-- dlr/correlate_steps.lua
+local step, check_arg, finish_step, read_commit = nil, nil, nil, nil
+-- @steps (the two-step modes: dlr/correlate_steps.lua, inserted here by the loader in the
+-- script the privacy hooks' path runs; the one-call path runs this script without it)
 local job_prefix, buckets_prefix, index_prefix = ARGV[A_JOB_PREFIX], ARGV[A_BUCKET_PREFIX], ARGV[A_INDEX_PREFIX]
 local dup_prefix = ARGV[A_DUP_PREFIX]
 local out = {'', {}}
@@ -322,13 +330,24 @@ if mode == 'apply' then
     if memo then
         local kept = redis.call('GET', memo)
         if kept then
-            return unpack_reply(kept)
+            local r = unpack_reply(kept)
+            if step and step ~= 'commit' then  -- a plan of a batch committed already: its reply, marked
+                table.insert(r, 1, 'M')
+            end
+            return r
         end
+    end
+    if step == 'commit' then
+        local pos = AP_REST
+        for _ = 1, groups do
+            pos = pos + G_IDS + tonumber(ARGV[pos + G_COUNT])
+        end
+        check_arg = read_commit(pos)
     end
     local bucket_prefix = buckets_prefix .. carrier .. ':'
     local token_prefix = carrier .. '\31'  -- a duplicate span's member: carrier US id
     -- Hot loop: locals for library functions, counters instead of '#' (a search in Lua 5.1).
-    local sub, byte, call = string.sub, string.byte, redis.call
+    local sub, byte = string.sub, string.byte
     local statuses, fast = {}, out[2]
     local ns, nf = 0, 0
     local buckets, nb = nil, 0      -- the carrier's live buckets, newest first (read once)
@@ -460,7 +479,7 @@ if mode == 'apply' then
                 else
                     local jk = job_prefix .. job_id
                     -- 1 parts, 2 done, 3 s:<part>, 4 state, 5 expect, 6.. INFO_FIELDS
-                    local head = redis.call('HMGET', jk, 'parts', 'done', 's:' .. part, 'state', 'expect',
+                    local head = call('HMGET', jk, 'parts', 'done', 's:' .. part, 'state', 'expect',
                                             unpack(INFO_FIELDS))
                     local info = {head[6], head[7], head[8], head[9], head[10]}
                     local parts = tonumber(head[1])
@@ -475,12 +494,12 @@ if mode == 'apply' then
                         if head[3] then
                             status = 'd'
                         elseif parts == 1 then
-                            redis.call('HSET', jk, 's:1', event, 'e:1', err, 'done', '1', 'state', state)
+                            call('HSET', jk, 's:1', event, 'e:1', err, 'done', '1', 'state', state)
                             out[#out + 1] = finish(jk, job_id, 1, 1, carrier, ts, info, {event}, {err}, true,
                                                    submitted, '', events)
                         else
-                            redis.call('HSET', jk, 's:' .. part, event, 'e:' .. part, err)
-                            local done = redis.call('HINCRBY', jk, 'done', '1')
+                            call('HSET', jk, 's:' .. part, event, 'e:' .. part, err)
+                            local done = call('HINCRBY', jk, 'done', '1')
                             local expect = awaited(parts, head[5])
                             if done == expect then
                                 out[#out + 1] = finish(jk, job_id, parts, parts - expect + 1, carrier, ts, info,
@@ -491,7 +510,7 @@ if mode == 'apply' then
                         status = 'l'
                     elseif head[4] ~= event then
                         -- one intermediate event per change of state, not one per part
-                        redis.call('HSET', jk, 'state', event)
+                        call('HSET', jk, 'state', event)
                         local fields = event_fields(job_id, info, event, carrier, parts, err, ts)
                         xadd(events, fields)
                         out[#out + 1] = reply('i', info, submitted, fields)
@@ -511,7 +530,7 @@ if mode == 'apply' then
             if nm == 0 then
                 break
             end
-            local seen = redis.call('SMISMEMBER', dup_key(dup_prefix, n), unpack(miss_key, 1, nm))
+            local seen = call('SMISMEMBER', dup_key(dup_prefix, n), unpack(miss_key, 1, nm))
             local kept = 0
             for j = 1, nm do
                 if seen[j] == 1 then
@@ -528,13 +547,19 @@ if mode == 'apply' then
             each_slice('SADD', set, gone)
             -- needed until the span's end + window; the sweep UNLINKs it a span after
             -- that (expire mode), so its TTL frees it only when no sweep ran
-            redis.call('PEXPIREAT', set, string.format('%d', (last + 3) * span + window))
+            call('PEXPIREAT', set, string.format('%d', (last + 3) * span + window))
         end
     end
     for b, ids in pairs(drop) do
         each_slice('HDEL', buckets[b], ids)
     end
     out[1] = table.concat(statuses)
+    if step then
+        local r = finish_step(step, check_arg, {out[1]})
+        if r then
+            return r
+        end
+    end
     if memo then
         -- kept only when something is to be forwarded (an event of a job with a
         -- callback): otherwise a repeated call just counts its receipts as duplicates
@@ -552,12 +577,15 @@ if mode == 'expire' then
     local now = ARGV[EX_NOW]
     local limit = tonumber(ARGV[EX_LIMIT])
     local window = tonumber(ARGV[EX_WINDOW]) or 0
+    if step == 'commit' then
+        check_arg = read_commit(EX_WINDOW + 1)
+    end
     if window > 0 then
         -- duplicate spans past their use (span end + window) go here, UNLINKed (freed
         -- off the main thread), one span before their TTL would free them on it
         local span, t = dup_span(window)
         local n = math.floor((t - window) / span) - 2
-        redis.call('UNLINK', dup_key(dup_prefix, n), dup_key(dup_prefix, n - 1))
+        call('UNLINK', dup_key(dup_prefix, n), dup_key(dup_prefix, n - 1))
     end
     -- Buckets whose end passed: what is left in them are parts whose final receipt
     -- never came. Their jobs get the final event, the bucket goes. At most `limit`
@@ -565,14 +593,14 @@ if mode == 'expire' then
     -- is scanned again (what was handled is deleted as it goes).
     local handled, more = 0, '0'
     local done_jobs = {}  -- jobs settled by this call (their other parts may follow)
-    local due_buckets = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, 100)
+    local due_buckets = call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, 100)
     for _, member in ipairs(due_buckets) do
         local c = string.find(member, ':', 1, true)
         local end_ms, bucket_carrier = string.sub(member, 1, c - 1), string.sub(member, c + 1)
         local bucket = buckets_prefix .. bucket_carrier .. ':' .. end_ms
         local cursor, finished_bucket = '0', false
         repeat
-            local page = redis.call('HSCAN', bucket, cursor, 'COUNT', limit)
+            local page = call('HSCAN', bucket, cursor, 'COUNT', limit)
             cursor = page[1]
             local kv = page[2]
             local names, jobs, order = {}, {}, {}
@@ -602,19 +630,19 @@ if mode == 'expire' then
             for _, job_id in ipairs(order) do
                 done_jobs[job_id] = true
                 local jk = job_prefix .. job_id
-                local head = redis.call('HMGET', jk, 'parts', 'done', 'carrier', 'expect')
+                local head = call('HMGET', jk, 'parts', 'done', 'carrier', 'expect')
                 local parts = tonumber(head[1])
                 local expect = parts and awaited(parts, head[4])
                 if parts and parts > 0 and (tonumber(head[2]) or 0) < expect then
                     local first = parts - expect + 1
                     for p = first, parts do
                         local name = 's:' .. p
-                        if redis.call('HEXISTS', jk, name) == 0 then
-                            redis.call('HSET', jk, name, 'unknown')
+                        if call('HEXISTS', jk, name) == 0 then
+                            call('HSET', jk, name, 'unknown')
                         end
                     end
-                    redis.call('HSET', jk, 'done', num_str(expect))
-                    local info = redis.call('HMGET', jk, unpack(INFO_FIELDS))
+                    call('HSET', jk, 'done', num_str(expect))
+                    local info = call('HMGET', jk, unpack(INFO_FIELDS))
                     out[#out + 1] = finish(jk, job_id, parts, first, head[3] or bucket_carrier, now, info, nil, nil,
                                            false, '', 'dlr_timeout', events)
                 end
@@ -629,14 +657,20 @@ if mode == 'expire' then
             more = '1'
             break
         end
-        redis.call('ZREM', due, member)
-        redis.call('ZREM', index_prefix .. bucket_carrier, end_ms)
+        call('ZREM', due, member)
+        call('ZREM', index_prefix .. bucket_carrier, end_ms)
     end
     if more == '0' and #due_buckets == 100 then
         more = '1'
     end
     out[1] = more
     table.remove(out, 2)
+    if step then
+        local r = finish_step(step, check_arg, {more})
+        if r then
+            return r
+        end
+    end
     return out
 end
 

@@ -130,6 +130,27 @@ is recorded with the next batch's script call). ``apply`` returns such
 receipts in ``BatchResult.unmatched``; the caller keeps them in an
 :class:`UnmatchedBuffer`, retries them after ``retry_ms``, and after
 ``max_wait_ms`` parks them with :meth:`ReceiptStore.park_unmatched`.
+
+Two steps (privacy hooks)
+-------------------------
+With custom privacy hooks the engine must show the events a batch composes
+to the hooks before they are written (engine/receipt_hooks.py). Then it
+runs the script with dlr/correlate_steps.lua inserted (its own SHA: the
+one-call path's script is unchanged and pays nothing for it) in two calls
+per chunk of receipts: :meth:`ReceiptStore.plan` (``apply:plan``) runs the
+apply as a dry run — its reads as usual, its writes kept in a journal that
+its later reads see — and returns the events it would write (each one
+US-joined string; as lists when a value holds US) and a check, a hash of
+the writes; :meth:`ReceiptStore.commit` (``apply:commit``, the same
+arguments plus ``COMMIT_ARGS``: the check, the receipts the plan found no
+entry for, the hooks' edits) runs the same dry run, leaves those receipts
+unmatched (an entry recorded in between is retried, never written unseen),
+applies the edits to the events, and replays the journal only if its check
+equals the plan's; else it answers ``!`` and writes nothing (the caller
+plans again). The commit's reply, and its memo, are those of an apply; the
+memo is kept under the plan's token, so planning a batch whose commit's
+reply was lost returns that reply (``Plan.result``). The expiry sweep the
+same way: :meth:`ReceiptStore.plan_expire` / :meth:`ReceiptStore.commit_expire`.
 """
 
 from __future__ import annotations
@@ -155,6 +176,7 @@ __all__ = [
     "APPLY_ARGS",
     "ARGS",
     "BUCKETS_PER_WAIT",
+    "COMMIT_ARGS",
     "CORR_ENTRY",
     "EXPIRE_ARGS",
     "GROUP",
@@ -162,10 +184,12 @@ __all__ = [
     "LAYOUT_VERSION",
     "BatchResult",
     "JobEvent",
+    "Plan",
     "ReceiptRecord",
     "ReceiptStore",
     "UnmatchedBuffer",
     "bucket_key",
+    "commit_tail",
     "correlation_arg",
     "correlation_bucket",
     "put_correlation",
@@ -174,9 +198,10 @@ __all__ = [
 
 # correlate.lua's KEYS and ARGV, named once: the script gets these positions as
 # Lua constants (script_source) and Python builds its arguments with them.
-LAYOUT_VERSION = 3
+LAYOUT_VERSION = 4
 """Of the layouts below; bump it on any change of one (1: the hand-numbered lists; 3: no
-events trim, the record grace, fast-form entries without job record)."""
+events trim, the record grace, fast-form entries without job record; 4: the two-step
+modes ``apply:plan``/``apply:commit``/``expire:plan``/``expire:commit`` and COMMIT_ARGS)."""
 KEYS_ = Positions("K", ("events", "due"))
 ARGS = Positions(
     "A", ("mode", "layout", "job_prefix", "bucket_prefix", "index_prefix", "dup_prefix", "call_prefix", "grace")
@@ -187,21 +212,37 @@ APPLY_ARGS = Positions("AP", ("carrier", "window", "groups", "token"), first=len
 EXPIRE_ARGS = Positions("EX", ("now", "limit", "window"), first=len(ARGS) + 1)
 GROUP = Positions("G", ("final", "event", "error", "ts", "count"), first=0, rest="ids")
 """One group of receipts in an apply call's tail: offsets from the group's start."""
+COMMIT_ARGS = Positions("CM", ("check", "skips", "common", "edits"), first=0, rest="list")
+"""What a commit call adds after its mode's arguments (after the last group of an apply,
+after ``window`` of an expire): the plan's check, the count of ids to leave unmatched,
+of field/value pairs added to every event and of edited events, then those ids, those
+pairs, then per edited event its index (from 1, in plan order), the count of fields,
+field/value pairs."""
 CORR_ENTRY = Positions("C", ("id", "part"))
 """A general-form correlation entry as ``engine/record.lua`` takes it (:func:`correlation_arg`)."""
 
 
-def script_source(text: str | None = None) -> str:
+def script_source(text: str | None = None, *, steps: bool = False) -> str:
     """correlate.lua as loaded: the generated header, then the script text
-    (``text``: another version of it, for bench/instructions.py)."""
+    (``text``: another version of it, for bench/instructions.py). ``steps``: with
+    dlr/correlate_steps.lua inserted at its ``-- @steps`` line (the two-step modes;
+    the one-call path's script goes without them)."""
+    here = Path(__file__).parent
     if text is None:
-        text = (Path(__file__).parent / "correlate.lua").read_text(encoding="utf-8")
-    return lua_header(LAYOUT_VERSION, KEYS_, ARGS, APPLY_ARGS, EXPIRE_ARGS, GROUP) + text
+        text = (here / "correlate.lua").read_text(encoding="utf-8")
+    if steps:
+        text = text.replace(_STEPS_MARK, (here / "correlate_steps.lua").read_text(encoding="utf-8") + _STEPS_MARK, 1)
+    return lua_header(LAYOUT_VERSION, KEYS_, ARGS, APPLY_ARGS, EXPIRE_ARGS, GROUP, COMMIT_ARGS) + text
 
 
+_STEPS_MARK = "-- @steps"
 _SCRIPT_SOURCE = script_source()
 _SCRIPT_SHA = hashlib.sha1(_SCRIPT_SOURCE.encode("utf-8")).hexdigest()
 _SCRIPT_SHA_B = _SCRIPT_SHA.encode()
+# The script of the two-step path (privacy hooks): its own SHA, loaded when first used.
+_STEPS_SOURCE = script_source(steps=True)
+_STEPS_SHA = hashlib.sha1(_STEPS_SOURCE.encode("utf-8")).hexdigest()
+_STEPS_SHA_B = _STEPS_SHA.encode()
 
 # Receipts per script call: bounds how long one call holds Redis (~1-2 ms).
 _CHUNK = 1000
@@ -279,6 +320,31 @@ class BatchResult(msgspec.Struct):
                 self.fast_job_ids, self.fast_events, self.fast_submitted_ms, strict=True
             )
         ]
+
+
+class Plan(msgspec.Struct):
+    """What a two-step call's first step (``plan`` / ``plan_expire``) found: the
+    events the batch would write, in order, and what its commit needs.
+
+    ``done``: the batch was committed already (a repeated plan whose commit's
+    reply was lost: its kept reply, as ``result``), or it writes nothing
+    (``writes`` 0: every receipt unmatched or a duplicate) — no commit then."""
+
+    mode: str
+    head: list[str | int]
+    tail: list[bytes]
+    token: str
+    check: str
+    writes: int
+    events: list[dict[str, str]]
+    ordered: list[ReceiptRecord]
+    statuses: str = ""
+    more: bool = False
+    result: BatchResult | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None or self.writes == 0
 
 
 def _fast_final(job_id: str, event: str, submitted_ms: int | None, carrier: str) -> JobEvent:
@@ -394,6 +460,58 @@ def _job_event(raw: Sequence[Any]) -> JobEvent:
     )
 
 
+def _fields(raw: Sequence[Any]) -> dict[str, str]:
+    """A planned event's flat ``[field, value, ...]`` as a dict."""
+    values = _texts(raw)
+    return dict(zip(values[0::2], values[1::2], strict=False))
+
+
+def _joined_events(raw: Sequence[Any], count: int) -> list[dict[str, str]] | None:
+    """A plan's events, each ``<field>US<value>...``, ``count`` fields and values in
+    all; None when there are more separators than that (a value held US: ask for the
+    events as lists)."""
+    if not raw:
+        return []
+    joined = b"\x1e".join(raw)
+    if joined.count(b"\x1f") != count - len(raw) or joined.count(b"\x1e") != len(raw) - 1:
+        return None
+    events = []
+    for text in joined.decode("utf-8", "replace").split("\x1e"):
+        parts = text.split("\x1f")
+        events.append(dict(zip(parts[0::2], parts[1::2], strict=True)))
+    return events
+
+
+def _token(head: Sequence[str | int], tail: Sequence[bytes]) -> str:
+    """A call token over a call's arguments (the plan's: its commit is kept under it)."""
+    h = hashlib.sha1()
+    for v in head:
+        p = v.encode() if isinstance(v, str) else b"%d" % v
+        h.update(b"$%d\r\n%b\r\n" % (len(p), p))
+    for p in tail:
+        h.update(b"$%d\r\n%b\r\n" % (len(p), p))
+    return h.hexdigest()
+
+
+def commit_tail(
+    check: str, edits: Sequence[tuple[int, Sequence[tuple[str, str]]]], skips: Sequence[str] = (),
+    common: Sequence[tuple[str, str]] = (),
+) -> list[bytes]:
+    """COMMIT_ARGS: the plan's check, the ids to leave unmatched, the fields every event
+    gets (``common``), each event's own edits."""
+    items: list[bytes] = [s.encode() for s in skips]
+    for field, value in common:
+        items += [field.encode(), value.encode()]
+    for index, pairs in edits:
+        items += [b"%d" % index, b"%d" % len(pairs)]
+        for field, value in pairs:
+            items += [field.encode(), value.encode()]
+    return COMMIT_ARGS.build(
+        check=check.encode(), skips=b"%d" % len(skips), common=b"%d" % len(common), edits=b"%d" % len(edits),
+        list=items,
+    )
+
+
 def _redact_body(body: bytes) -> bytes:
     """What of a raw receipt body may be kept: never the message text.
 
@@ -449,16 +567,19 @@ class ReceiptStore:
             grace=str(self.record_grace_s),
         )
 
-    async def _run(self, args: Sequence[str | int]) -> list[Any]:
+    async def _run(self, args: Sequence[str | int], steps: bool = False) -> list[Any]:
         keys = self._script_keys
+        sha, source = (_STEPS_SHA, _STEPS_SOURCE) if steps else (_SCRIPT_SHA, _SCRIPT_SOURCE)
         try:
-            result = await self._redis.evalsha(_SCRIPT_SHA, len(keys), *keys, *args)
+            result = await self._redis.evalsha(sha, len(keys), *keys, *args)
         except NoScriptError:
-            await self._redis.script_load(_SCRIPT_SOURCE)
-            result = await self._redis.evalsha(_SCRIPT_SHA, len(keys), *keys, *args)
+            await self._redis.script_load(source)
+            result = await self._redis.evalsha(sha, len(keys), *keys, *args)
         return list(result)
 
-    async def _run_packed(self, head: Sequence[str | int], tail: list[bytes]) -> list[Any]:
+    async def _run_packed(
+        self, head: Sequence[str | int], tail: list[bytes], token: str | None = None, steps: bool = False
+    ) -> list[Any]:
         """EVALSHA with ``head`` then ``tail`` as arguments, the command packed here.
 
         The apply call carries an argument per receipt; redis-py's generic
@@ -471,11 +592,12 @@ class ReceiptStore:
         body = b"".join([b"$%d\r\n%b\r\n" % (len(p), p) for p in tail])
         # The call's token (correlate.lua "memo"): the same batch sent again, as after
         # a lost reply, has the same token and gets the first reply back.
-        token = hashlib.sha1(b"".join(resp) + body).hexdigest()
+        if token is None:
+            token = hashlib.sha1(b"".join(resp) + body).hexdigest()
         pool = getattr(self._redis, "connection_pool", None)
         if pool is None:  # not a plain redis.asyncio.Redis: the generic path
-            return await self._run([*head, token, *(t.decode() for t in tail)])
-        keys = [b"$7\r\nEVALSHA\r\n", b"$40\r\n%b\r\n" % _SCRIPT_SHA_B, b"$1\r\n%d\r\n" % len(self._packed_keys)]
+            return await self._run([*head, token, *(t.decode() for t in tail)], steps)
+        keys = [b"$7\r\nEVALSHA\r\n", b"$40\r\n%b\r\n" % (_STEPS_SHA_B if steps else _SCRIPT_SHA_B), b"$1\r\n%d\r\n" % len(self._packed_keys)]
         keys += [b"$%d\r\n%b\r\n" % (len(k), k) for k in self._packed_keys]
         packed = b"".join(
             [b"*%d\r\n" % (len(keys) + len(resp) + 1 + len(tail)), *keys, *resp, b"$40\r\n%b\r\n" % token.encode(), body]
@@ -508,7 +630,7 @@ class ReceiptStore:
                 raise
             finally:
                 await pool.release(conn)
-            await self._redis.script_load(_SCRIPT_SOURCE)
+            await self._redis.script_load(_STEPS_SOURCE if steps else _SCRIPT_SOURCE)
 
     async def apply(
         self, carrier: str, receipts: Sequence[ReceiptRecord], *, compact: bool = False
@@ -527,46 +649,137 @@ class ReceiptStore:
         """
         result = BatchResult()
         for start in range(0, len(receipts), _CHUNK):
-            chunk = receipts[start : start + _CHUNK]
-            # Receipts sharing (final, event, error, ts) travel as one group, then
-            # only their ids: the script parses nothing per receipt, and a batch
-            # received within a few ms makes few groups.
-            groups: dict[tuple[bool, str, str, int], list[ReceiptRecord]] = {}
-            for r in chunk:
-                key = (r.is_final, r.event, r.error, r.ts_ms)
-                group = groups.get(key)
-                if group is None:
-                    groups[key] = [r]
-                else:
-                    group.append(r)
-            # everything before the token (the last named argument: _run_packed adds it)
-            head = self._args("apply") + APPLY_ARGS.build(
-                carrier=carrier, window=self.duplicate_window_ms, groups=len(groups),
-                token="", rest=(),
-            )[:-1]
-            tail: list[bytes] = []
-            ordered: list[ReceiptRecord] = []
-            for (final, event, error, ts_ms), group in groups.items():
-                tail += GROUP.build(
-                    final=b"1" if final else b"0", event=event.encode(), error=error.encode(), ts=b"%d" % ts_ms,
-                    count=b"%d" % len(group), ids=[r.message_id.encode() for r in group],
-                )
-                ordered += group
-            raw = await self._run_packed(head, tail)
-            statuses = _text(raw[0])
-            fast = _texts(raw[1])
-            if compact and statuses.count("f") == len(statuses):
-                # every receipt applied on the fast path (the usual batch): in bulk
-                result.applied += len(statuses)
-                result.fast_job_ids += fast[0::2]
-                result.fast_events += [_FINAL_STATE.get(r.event, "unknown") for r in ordered]
-                result.fast_submitted_ms += [int(v) if v.isdigit() else None for v in fast[1::2]]
-            else:
-                self._sort_statuses(carrier, ordered, statuses, fast, result, compact)
-            for item in raw[2:]:
-                job_event = _job_event(item)
-                (result.finals if job_event.final else result.intermediates).append(job_event)
+            head, tail, ordered = self._pack(carrier, receipts[start : start + _CHUNK], "apply")
+            self._read_apply(await self._run_packed(head, tail), carrier, ordered, result, compact)
         return result
+
+    def _pack(
+        self, carrier: str, chunk: Sequence[ReceiptRecord], mode: str
+    ) -> tuple[list[str | int], list[bytes], list[ReceiptRecord]]:
+        """An apply call's arguments up to its token (``head``), its groups (``tail``)
+        and the receipts in argument order."""
+        # Receipts sharing (final, event, error, ts) travel as one group, then
+        # only their ids: the script parses nothing per receipt, and a batch
+        # received within a few ms makes few groups.
+        groups: dict[tuple[bool, str, str, int], list[ReceiptRecord]] = {}
+        for r in chunk:
+            key = (r.is_final, r.event, r.error, r.ts_ms)
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [r]
+            else:
+                group.append(r)
+        # everything before the token (the last named argument: _run_packed adds it)
+        head = self._args(mode) + APPLY_ARGS.build(
+            carrier=carrier, window=self.duplicate_window_ms, groups=len(groups),
+            token="", rest=(),
+        )[:-1]
+        tail: list[bytes] = []
+        ordered: list[ReceiptRecord] = []
+        for (final, event, error, ts_ms), group in groups.items():
+            tail += GROUP.build(
+                final=b"1" if final else b"0", event=event.encode(), error=error.encode(), ts=b"%d" % ts_ms,
+                count=b"%d" % len(group), ids=[r.message_id.encode() for r in group],
+            )
+            ordered += group
+        return head, tail, ordered
+
+    def _read_apply(
+        self, raw: list[Any], carrier: str, ordered: list[ReceiptRecord], result: BatchResult, compact: bool
+    ) -> None:
+        """Add an apply call's reply (statuses, fast-path finals, events) to ``result``."""
+        statuses = _text(raw[0])
+        fast = _texts(raw[1])
+        if compact and statuses.count("f") == len(statuses):
+            # every receipt applied on the fast path (the usual batch): in bulk
+            result.applied += len(statuses)
+            result.fast_job_ids += fast[0::2]
+            result.fast_events += [_FINAL_STATE.get(r.event, "unknown") for r in ordered]
+            result.fast_submitted_ms += [int(v) if v.isdigit() else None for v in fast[1::2]]
+        else:
+            self._sort_statuses(carrier, ordered, statuses, fast, result, compact)
+        for item in raw[2:]:
+            job_event = _job_event(item)
+            (result.finals if job_event.final else result.intermediates).append(job_event)
+
+    # ------------------------------------------------------------ two steps
+    async def plan(self, carrier: str, receipts: Sequence[ReceiptRecord], *, compact: bool = False) -> Plan:
+        """Step one of an apply with privacy hooks: resolve at most 1,000 receipts
+        (``_CHUNK``) to their correlation entries and return the events the batch
+        would write, writing nothing (see "Two steps" in the module doc)."""
+        if len(receipts) > _CHUNK:
+            raise ValueError(f"plan: at most {_CHUNK} receipts per call")
+        head, tail, ordered = self._pack(carrier, receipts, "apply:plan")
+        token = _token(head, tail)
+        raw = await self._run_packed(head, tail, token, steps=True)
+        if _text(raw[0]) == "M":  # committed already (a repeat after a lost reply): its reply
+            result = BatchResult()
+            self._read_apply(raw[1:], carrier, ordered, result, compact)
+            return Plan("apply:commit", head, tail, token, "", 0, [], ordered, result=result)
+        events = _joined_events(raw[5:], int(raw[3]))
+        if events is None:  # a value held US: the events again, as lists
+            raw = await self._run_packed(["apply:plan_wide", *head[1:]], tail, token, steps=True)
+            events = [_fields(item) for item in raw[5:]]
+        return Plan("apply:commit", head, tail, token, _text(raw[1]), int(_text(raw[2])), events, ordered,
+                    statuses=_text(raw[4]))
+
+    def planned_result(self, carrier: str, plan: Plan, *, compact: bool = False) -> BatchResult:
+        """The outcome of a plan that writes nothing (``plan.writes`` 0), or was committed already."""
+        if plan.result is not None:
+            return plan.result
+        result = BatchResult()
+        self._sort_statuses(carrier, plan.ordered, plan.statuses, [], result, compact)
+        return result
+
+    async def commit(
+        self, carrier: str, plan: Plan, edits: Sequence[tuple[int, Sequence[tuple[str, str]]]], *,
+        common: Sequence[tuple[str, str]] = (), compact: bool = False,
+    ) -> BatchResult | None:
+        """Step two: write what ``plan`` found, each event with its ``edits``
+        (``(index from 1, [(field, value), ...])``) after the ``common`` ones (every
+        event's: the deadline they share), under the plan's call token.
+        Receipts the plan found no entry for stay unmatched (an entry recorded since
+        is not written without the hooks: the caller retries them as usual). None
+        when the script refused: the batch would now write anything else than the
+        plan showed (an entry or job record changed since the plan: plan again)."""
+        head = [("apply:commit" if i == 0 else v) for i, v in enumerate(plan.head)]
+        statuses = plan.statuses
+        skips = (
+            {r.message_id for r, status in zip(plan.ordered, statuses, strict=True) if status in "uo"}
+            if "u" in statuses or "o" in statuses else ()
+        )
+        raw = await self._run_packed(
+            head, plan.tail + commit_tail(plan.check, edits, sorted(skips), common), plan.token, steps=True
+        )
+        if _text(raw[0]) == "!":
+            return None
+        result = BatchResult()
+        self._read_apply(raw, carrier, plan.ordered, result, compact)
+        return result
+
+    async def plan_expire(self, now_ms: int, limit: int = 1000) -> Plan:
+        """Step one of ``expire_overdue`` with privacy hooks: the events the sweep
+        would write, writing nothing."""
+        args = self._args("expire:plan") + EXPIRE_ARGS.build(now=now_ms, limit=limit, window=self.duplicate_window_ms)
+        raw = await self._run(args, steps=True)
+        events = _joined_events(raw[5:], int(raw[3]))
+        if events is None:  # a value held US: the events again, as lists
+            raw = await self._run(["expire:plan_wide", *args[1:]], steps=True)
+            events = [_fields(item) for item in raw[5:]]
+        return Plan("expire:commit", args, [], "", _text(raw[1]), int(_text(raw[2])), events, [],
+                    more=_text(raw[4]) == "1")
+
+    async def commit_expire(
+        self, plan: Plan, edits: Sequence[tuple[int, Sequence[tuple[str, str]]]],
+        common: Sequence[tuple[str, str]] = (),
+    ) -> tuple[list[JobEvent], bool] | None:
+        """Step two of the sweep: what ``expire_overdue`` returns, or None (refused: plan again)."""
+        head = [("expire:commit" if i == 0 else v) for i, v in enumerate(plan.head)]
+        tail = commit_tail(plan.check, edits, (), common)
+        raw = await self._run([*head, *(t.decode() for t in tail)], steps=True)
+        if _text(raw[0]) == "!":
+            return None
+        return [_job_event(item) for item in raw[1:]], _text(raw[0]) == "1"
 
     @staticmethod
     def _sort_statuses(

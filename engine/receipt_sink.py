@@ -60,7 +60,9 @@ from dlr.receipt_parse import ReceiptParseError, is_receipt, receipt_outcome
 from dlr.receipt_scan import ScannedReceipt
 from dlr.store import BatchResult, JobEvent, ReceiptRecord, ReceiptStore, UnmatchedBuffer
 from dlr.webhook import WebhookForwarder
+from engine import receipt_hooks
 from engine.config import Settings
+from engine.hook_chain import chain_for
 from engine.inbound import InboundPart
 from engine.inbound_store import InboundStore
 from engine.keys import Keys, correlation_shard, shard_keys
@@ -109,6 +111,9 @@ class ReceiptSink:
         self._responders: dict[Any, tuple[list[int], list[int]]] = {}
         self._wake = asyncio.Event()
         self._retry_now = False
+        # Custom privacy hooks: receipt events through the hook chain, in two steps
+        # (engine/receipt_hooks.py; it replaces the stores). None with the defaults only.
+        self.hook_retry = receipt_hooks.install(self, chain_for(settings))
         # Set by the app: waits until submit outcomes queued so far are recorded.
         self.barrier: Callable[[], Awaitable[None]] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -205,6 +210,8 @@ class ReceiptSink:
         if self._retry_now:
             self._retry_now = False
             await self._retry_held(everything=True)
+        if self.hook_retry is not None and self.hook_retry.due():
+            await self.hook_retry.run(self._settle)  # receipts a privacy hook failed on, again
         if self._receipts and self.barrier is not None:
             await self.barrier()
         # Batches a failed flush left come first, unchanged: a repeated store call

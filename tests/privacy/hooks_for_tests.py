@@ -79,3 +79,24 @@ class NeedsArgument(BaseHook):
 
 class NotAHook:
     pass
+
+
+def _is_receipt_event(event: MutableMapping[str, Any]) -> bool:
+    """An event the correlation script composes (a receipt's, the sweep's): no number's hash."""
+    return "to_hash" not in event
+
+
+class TagReceiptRef(BaseHook):
+    """Edits ``ref`` of receipt events only."""
+
+    def on_event(self, event: MutableMapping[str, Any]) -> None:
+        if _is_receipt_event(event):
+            event["ref"] = "receipt-" + str(event.get("ref", ""))
+
+
+class RaisingOnReceipts(BaseHook):
+    """Fails on receipt events only, with a number in its exception text (which must not leak)."""
+
+    def on_event(self, event: MutableMapping[str, Any]) -> None:
+        if _is_receipt_event(event):
+            raise ValueError(f"refusing receipt of {event.get('id')} for +4502999123")

@@ -69,17 +69,17 @@ async def test_a_custom_hook_sees_every_record_and_event(redis_url: str, key_pre
         await wait_events(redis, key_prefix, {j["id"] for j in jobs})
         await wait_events(redis, key_prefix, {j["id"] for j in expired})
         k = Keys(key_prefix)
-        # every event the engine wrote through the chain (a job's first: outcome, dead letter)
-        written = [
-            {kk.decode(): v.decode() for kk, v in f.items()} for _id, f in await redis.xrange(k.events)
-            if b"retention_until" in f
-        ]
-        assert len(written) == len(jobs) + len(expired)
-        seen = {e["id"]: e for e in hook.events}
+        # every event the engine wrote went through the chain: a job's first (outcome, dead
+        # letter) and its receipt's (composed by the correlation script: two steps)
+        written = [{kk.decode(): v.decode() for kk, v in f.items()} for _id, f in await redis.xrange(k.events)]
+        assert all("retention_until" in ev for ev in written)
+        assert len(written) == 2 * len(jobs) + len(expired)
+        assert sorted(ev["id"] for ev in written if ev["event"] == "delivered") == sorted(j["id"] for j in jobs)
+        seen = {(e["id"], e["event"]): e for e in hook.events}
         for ev in written:
             # the hook saw exactly what was written, field for field (a dead letter's `ts` is
             # the script's clock, a moment after the hook's)
-            saw = seen[ev["id"]]
+            saw = seen[(ev["id"], ev["event"])]
             if ev["event"] == "expired":
                 assert 0 <= int(ev.pop("ts")) - int(saw.pop("ts")) < 5000
             assert saw == ev
@@ -122,7 +122,9 @@ async def test_a_hook_may_edit_the_fields_the_engine_takes_back(redis_url: str, 
         await push(redis, key_prefix, jobs)
         events = await wait_events(redis, key_prefix, {j["id"] for j in jobs})
         for job in jobs:
-            assert [e["ref"] for e in events[job["id"]]] == ["hooked-order-1", "hooked-order-1"]
+            # the receipt's event is shown to the hook too (with the ref its first event was
+            # written with) and written as the hook left it
+            assert [e["ref"] for e in events[job["id"]]] == ["hooked-order-1", "hooked-hooked-order-1"]
 
 
 async def test_a_raising_hook_fails_closed(redis_url: str, key_prefix: str, clean_root: None) -> None:

@@ -1,0 +1,201 @@
+"""Receipt events through the privacy hook chain (issue #21, docs/contract.md §4 "Privacy
+hooks"): the whole engine against a real Redis and the SMPP simulator over TCP.
+
+With custom hooks, the events the correlation script composes from receipts, and the
+receipt sweep's ``unknown``, are shown to ``on_store("job")`` / ``on_events`` before they
+are written (two script calls: engine/receipt_hooks.py); a raising hook writes nothing,
+the receipts are still answered, retried, then parked with reason ``hook_failed``."""
+
+from __future__ import annotations
+
+import io
+import time
+import uuid
+from typing import Any
+
+from dlr.store import ReceiptStore
+from engine.hook_chain import chain_for
+from engine.keys import Keys
+from engine.metrics import Metrics
+from engine.receipt_hooks import HookedReceiptStore, HookRetry
+from privacy_hooks import HOOK_ATTEMPTS, configure_logging
+from tests.correlation import STAGED_END_MS, SUBMITTED_MS, put_entry
+from tests.dlr.test_store import events, rec, submit_job
+from tests.engine.harness import make_settings, push, running, wait_events
+from tests.privacy.hooks_for_tests import Recorder
+from tests.privacy.test_hook_chain_engine import HOOKS, clean_root  # noqa: F401 (a fixture)
+
+RECEIPT_FIELDS = {"id", "ref", "event", "carrier", "parts", "message_ids", "error", "ts", "retention_until"}
+
+
+def _jobs(n: int, **extra: str) -> list[dict[str, str]]:
+    run = uuid.uuid4().hex[:8]
+    return [{"id": f"{run}-{i}", "to": f"+4503{i:06d}", "text": f"Hello number {i}", "dlr": "1", **extra}
+            for i in range(n)]
+
+
+def _decoded(entries: list[Any]) -> list[dict[str, str]]:
+    return [{k.decode(): v.decode() for k, v in f.items()} for _id, f in entries]
+
+
+async def test_a_custom_hook_sees_every_receipt_event_as_written(redis_url: str, key_prefix: str) -> None:
+    singles = _jobs(60, ref="r-single")  # one part, no callback: the fast-form entries
+    multi = _jobs(20, ref="r-multi", text="x" * 200)  # two parts: a job record each
+    jobs = singles + multi
+    async with running(redis_url, key_prefix, privacy={"hooks": [f"{HOOKS}:Recorder"]}) as (eng, _s, _p, redis):
+        hook = eng.pipeline.hooks.custom[0]
+        assert isinstance(hook, Recorder)
+        before = int(time.time())
+        await push(redis, key_prefix, jobs)
+        await wait_events(redis, key_prefix, {j["id"] for j in jobs})
+        written = _decoded(await redis.xrange(Keys(key_prefix).events))
+        receipts = [ev for ev in written if ev["event"] == "delivered"]
+        assert sorted(ev["id"] for ev in receipts) == sorted(j["id"] for j in jobs)
+        seen = {(e["id"], e["event"]): e for e in hook.events}
+        for ev in receipts:
+            assert set(ev) == RECEIPT_FIELDS
+            assert seen[(ev["id"], ev["event"])] == ev  # field for field, its deadline included
+            assert ev["parts"] == ("2" if ev["ref"] == "r-multi" else "1")
+            assert int(ev["retention_until"]) >= before + 120 * 86400  # the policy's, from on_store
+        # on_store("job") saw each receipt event once, as a job record
+        stored = [fields for kind, fields, _d in hook.stored if kind == "job" and fields.get("event") == "delivered"]
+        # one engine: no commit refused (receipts that beat their record are left for a retry)
+        assert [getattr(s, "replans", None) for s in eng.receipts.stores] == [0]
+        assert sorted(f["id"] for f in stored) == sorted(j["id"] for j in jobs)
+        assert hook.batches < len(jobs) / 4  # per batch, not per receipt
+
+
+async def test_a_hook_edit_of_a_receipt_event_is_what_is_written(redis_url: str, key_prefix: str) -> None:
+    jobs = _jobs(30, ref="order-7") + _jobs(10, ref="order-7", text="y" * 200)
+    async with running(redis_url, key_prefix, privacy={"hooks": [f"{HOOKS}:TagReceiptRef"]}) as (_e, _s, _p, redis):
+        await push(redis, key_prefix, jobs)
+        by_job = await wait_events(redis, key_prefix, {j["id"] for j in jobs})
+        for job in jobs:
+            assert [(e["event"], e["ref"]) for e in by_job[job["id"]]] == [
+                ("submitted", "order-7"), ("delivered", "receipt-order-7"),
+            ]
+
+
+async def test_a_raising_hook_on_receipts_writes_nothing_then_parks_them(
+    redis_url: str, key_prefix: str, clean_root: None  # noqa: F811
+) -> None:
+    jobs = _jobs(12)
+    hooks = {"hooks": [f"{HOOKS}:RaisingOnReceipts"]}
+    stream = io.StringIO()
+    settings = make_settings(redis_url, key_prefix, 1, privacy=hooks)
+    configure_logging("debug", "json", stream=stream, log_filter=chain_for(settings).log_filter())
+    async with running(redis_url, key_prefix, privacy=hooks) as (eng, sim, _p, redis):
+        k = Keys(key_prefix)
+        await push(redis, key_prefix, jobs)
+        await wait_events(redis, key_prefix, {j["id"] for j in jobs}, final=False)  # submitted: recorded
+        deadline = time.monotonic() + 30
+        parked: list[dict[str, str]] = []
+        while len(parked) < len(jobs) and time.monotonic() < deadline:
+            parked = _decoded(await redis.xrange(k.dlr_unmatched))
+            if len(parked) < len(jobs):
+                await eng.pipeline.recorded_barrier(0.2)
+        assert len(parked) == len(jobs)
+        assert {p["reason"] for p in parked} == {"hook_failed"}
+        assert {p["event"] for p in parked} == {"delivered"}
+        # nothing of a receipt was written: no receipt event, every correlation entry still there
+        assert {e["event"] for e in _decoded(await redis.xrange(k.events))} == {"submitted"}
+        ends = await redis.zrange(k.correlation_index("sim"), 0, -1)
+        assert sum([await redis.hlen(k.correlation_bucket("sim", e.decode())) for e in ends]) == len(jobs)
+        # the SMSC's receipts were all answered (its window does not fill)
+        assert sim.stats.receipts == len(jobs) and sim.stats.dlr_resps == len(jobs)
+        assert eng.metrics.hook_failures._value.get() >= HOOK_ATTEMPTS
+        assert eng.receipts.hook_retry is not None and not eng.receipts.hook_retry.waiting
+    text = stream.getvalue()
+    assert "privacy hook RaisingOnReceipts failed in on_event" in text
+    assert "4502999123" not in text and "2999123" not in text
+    for job in jobs:
+        assert job["to"][1:] not in text and job["to"][-6:] not in text
+
+
+async def test_the_receipt_sweep_shows_its_unknown_events_to_the_hooks(redis_url: str, key_prefix: str) -> None:
+    """No receipt comes (the simulator sends none): at the end of a short receipt wait
+    the sweep's ``unknown`` goes through the hooks, edited as they leave it."""
+    from connectors.simulator import SimulatorConfig
+
+    jobs = _jobs(15)
+    hooks = {"hooks": [f"{HOOKS}:Recorder", f"{HOOKS}:TagReceiptRef"]}
+    async with running(redis_url, key_prefix, SimulatorConfig(dlr=False), privacy=hooks,
+                       carrier={"dlr_wait_h": 0.001}) as (eng, _s, _p, redis):
+        recorder = eng.pipeline.hooks.custom[0]
+        await push(redis, key_prefix, jobs)
+        by_job = await wait_events(redis, key_prefix, {j["id"] for j in jobs}, timeout_s=30)
+        seen = {(e["id"], e["event"]): e for e in recorder.events}
+        for job in jobs:
+            last = by_job[job["id"]][-1]
+            assert last["event"] == "unknown" and last["error"] == "dlr_timeout"
+            assert last["ref"] == "receipt-"  # TagReceiptRef's edit (the jobs have no ref)
+            shown = seen[(job["id"], "unknown")]  # Recorder ran before TagReceiptRef
+            assert shown == {**last, "ref": ""}
+
+
+# ----------------------------------------------------------------- the store, directly
+
+
+async def _hooked(redis: Any, prefix: str, hook_paths: list[str]) -> tuple[HookedReceiptStore, HookRetry, Metrics]:
+    settings = make_settings("redis://unused", prefix, 1, privacy={"hooks": hook_paths})
+    metrics = Metrics()
+    woken: list[int] = []
+    retry = HookRetry(metrics, lambda: woken.append(1))
+    store = HookedReceiptStore(redis, prefix).attach(chain_for(settings), retry, metrics)
+    return store, retry, metrics
+
+
+async def test_a_raising_sweep_writes_nothing_and_sweeps_again(redis_client: Any, key_prefix: str) -> None:
+    r = redis_client
+    await put_entry(r, key_prefix, "acme", "f1", f"={SUBMITTED_MS}\x1fF1\x1fr-1\x1ff1")
+    await submit_job(r, key_prefix, "multi", "acme", ["m1", "m2"])
+    store, _retry, metrics = await _hooked(r, key_prefix, [f"{HOOKS}:RaisingOnReceipts"])
+    assert await store.expire_overdue(STAGED_END_MS) == ([], False)
+    assert metrics.hook_failures._value.get() == 1
+    assert await events(r, key_prefix) == []
+    assert await r.zcard(Keys(key_prefix).dlr_due) == 1  # the bucket waits for the next sweep
+    good, _retry, _m = await _hooked(r, key_prefix, [f"{HOOKS}:TagReceiptRef"])
+    finals, more = await good.expire_overdue(STAGED_END_MS)
+    assert not more and sorted(e.job_id for e in finals) == ["f1", "multi"]
+    assert sorted(e["ref"] for e in await events(r, key_prefix)) == ["receipt-r-1", "receipt-ref-1"]
+    assert await r.zcard(Keys(key_prefix).dlr_due) == 0
+
+
+async def test_a_batch_planned_again_when_another_engine_wrote_between(redis_client: Any, key_prefix: str) -> None:
+    """Two engines apply the two parts of one job at once: the commit of the one that
+    planned first is refused and planned again, so exactly one final event is written."""
+    r = redis_client
+    await submit_job(r, key_prefix, "j", "acme", ["p1", "p2"])
+    store, _retry, _m = await _hooked(r, key_prefix, [f"{HOOKS}:Recorder"])
+    other = ReceiptStore(r, key_prefix)
+    real_plan = store.plan
+    attempts_left = 2
+
+    async def plan_then_race(*args: Any, **kw: Any) -> Any:
+        plan = await real_plan(*args, **kw)
+        nonlocal attempts_left
+        attempts_left -= 1
+        if attempts_left == 1:  # the other engine's receipt lands between plan and commit
+            await other.apply("acme", [rec("p1", "undeliverable", "011")])
+        return plan
+
+    store.plan = plan_then_race  # type: ignore[method-assign]
+    result = await store.apply("acme", [rec("p2")])
+    assert attempts_left == 0  # planned twice
+    assert [e.event for e in result.finals] == ["undeliverable"]
+    assert [e["event"] for e in await events(r, key_prefix)] == ["undeliverable"]
+    assert await r.hget(Keys(key_prefix).job("j"), "done") == b"2"
+
+
+async def test_the_default_chain_keeps_the_one_call_path(redis_client: Any, key_prefix: str) -> None:
+    """Without custom hooks the sink's stores are the plain ones (one script call per
+    batch, the script without the two-step modes); with one, every shard's is hooked."""
+    from engine.receipt_sink import ReceiptSink
+
+    plain = ReceiptSink(make_settings("redis://unused", key_prefix, 1, redis={"shards": 2}), redis_client, Metrics())
+    assert plain.hook_retry is None and {type(s) for s in plain.stores} == {ReceiptStore}
+    hooked = ReceiptSink(make_settings("redis://unused", key_prefix, 1, redis={"shards": 2},
+                                       privacy={"hooks": [f"{HOOKS}:Recorder"]}), redis_client, Metrics())
+    assert hooked.hook_retry is not None
+    assert [type(s) for s in hooked.stores] == [HookedReceiptStore, HookedReceiptStore]
+    assert hooked.store is hooked.stores[0] and [s.keys for s in hooked.stores] == [s.keys for s in plain.stores]
