@@ -134,6 +134,7 @@ receipts in ``BatchResult.unmatched``; the caller keeps them in an
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections import deque
@@ -165,6 +166,7 @@ __all__ = [
     "ReceiptRecord",
     "ReceiptStore",
     "UnmatchedBuffer",
+    "apply_stores",
     "bucket_key",
     "correlation_arg",
     "correlation_bucket",
@@ -467,19 +469,10 @@ class ReceiptStore:
         it tries once more on a new connection after a connection error, and
         loads the script on NOSCRIPT.
         """
-        resp = [b"$%d\r\n%b\r\n" % (len(p), p) for p in (v.encode() if isinstance(v, str) else b"%d" % v for v in head)]
-        body = b"".join([b"$%d\r\n%b\r\n" % (len(p), p) for p in tail])
-        # The call's token (correlate.lua "memo"): the same batch sent again, as after
-        # a lost reply, has the same token and gets the first reply back.
-        token = hashlib.sha1(b"".join(resp) + body).hexdigest()
         pool = getattr(self._redis, "connection_pool", None)
         if pool is None:  # not a plain redis.asyncio.Redis: the generic path
-            return await self._run([*head, token, *(t.decode() for t in tail)])
-        keys = [b"$7\r\nEVALSHA\r\n", b"$40\r\n%b\r\n" % _SCRIPT_SHA_B, b"$1\r\n%d\r\n" % len(self._packed_keys)]
-        keys += [b"$%d\r\n%b\r\n" % (len(k), k) for k in self._packed_keys]
-        packed = b"".join(
-            [b"*%d\r\n" % (len(keys) + len(resp) + 1 + len(tail)), *keys, *resp, b"$40\r\n%b\r\n" % token.encode(), body]
-        )
+            return await self._run([*head, self._token(head, tail), *(t.decode() for t in tail)])
+        packed = self._packed(head, tail)
         loaded = reconnected = False
         while True:
             conn = await pool.get_connection()
@@ -510,22 +503,34 @@ class ReceiptStore:
                 await pool.release(conn)
             await self._redis.script_load(_SCRIPT_SOURCE)
 
-    async def apply(
-        self, carrier: str, receipts: Sequence[ReceiptRecord], *, compact: bool = False
-    ) -> BatchResult:
-        """Correlate a batch of one carrier's receipts: one script call per 1,000.
+    @staticmethod
+    def _resp_head(head: Sequence[str | int]) -> list[bytes]:
+        return [b"$%d\r\n%b\r\n" % (len(p), p) for p in (v.encode() if isinstance(v, str) else b"%d" % v for v in head)]
 
-        Final receipts set ``s:<n>``/``e:<n>`` once per part and, when the last
-        part is in, publish the job's aggregated final event; intermediate
-        ones publish ``enroute``/``accepted`` once per change of state.
-        Receipts without a correlation entry come back in ``unmatched``.
+    @classmethod
+    def _token(cls, head: Sequence[str | int], tail: list[bytes]) -> str:
+        """The call's token (correlate.lua "memo"): the same batch sent again, as after
+        a lost reply, has the same token and gets the first reply back."""
+        body = b"".join([b"$%d\r\n%b\r\n" % (len(p), p) for p in tail])
+        return hashlib.sha1(b"".join(cls._resp_head(head)) + body).hexdigest()
 
-        ``compact``: the final events of fast-path receipts come in
-        ``fast_job_ids``/``fast_events``/``fast_submitted_ms`` instead of a
-        JobEvent each in ``finals`` (the engine's hot path: it only counts them
-        and observes their latency; ``BatchResult.fast_as_events`` converts).
-        """
-        result = BatchResult()
+    def _packed(self, head: Sequence[str | int], tail: list[bytes]) -> bytes:
+        """The whole EVALSHA of ``head``, the token, then ``tail``, in RESP (see `_run_packed`)."""
+        resp = self._resp_head(head)
+        body = b"".join([b"$%d\r\n%b\r\n" % (len(p), p) for p in tail])
+        token = hashlib.sha1(b"".join(resp) + body).hexdigest()
+        keys = [b"$7\r\nEVALSHA\r\n", b"$40\r\n%b\r\n" % _SCRIPT_SHA_B, b"$1\r\n%d\r\n" % len(self._packed_keys)]
+        keys += [b"$%d\r\n%b\r\n" % (len(k), k) for k in self._packed_keys]
+        return b"".join(
+            [b"*%d\r\n" % (len(keys) + len(resp) + 1 + len(tail)), *keys, *resp, b"$40\r\n%b\r\n" % token.encode(), body]
+        )
+
+    def _apply_calls(
+        self, carrier: str, receipts: Sequence[ReceiptRecord]
+    ) -> list[tuple[list[str | int], list[bytes], list[ReceiptRecord]]]:
+        """`apply`'s script calls, one per 1,000 receipts: (head, tail, the receipts in
+        the order the script answers them)."""
+        calls = []
         for start in range(0, len(receipts), _CHUNK):
             chunk = receipts[start : start + _CHUNK]
             # Receipts sharing (final, event, error, ts) travel as one group, then
@@ -552,20 +557,45 @@ class ReceiptStore:
                     count=b"%d" % len(group), ids=[r.message_id.encode() for r in group],
                 )
                 ordered += group
-            raw = await self._run_packed(head, tail)
-            statuses = _text(raw[0])
-            fast = _texts(raw[1])
-            if compact and statuses.count("f") == len(statuses):
-                # every receipt applied on the fast path (the usual batch): in bulk
-                result.applied += len(statuses)
-                result.fast_job_ids += fast[0::2]
-                result.fast_events += [_FINAL_STATE.get(r.event, "unknown") for r in ordered]
-                result.fast_submitted_ms += [int(v) if v.isdigit() else None for v in fast[1::2]]
-            else:
-                self._sort_statuses(carrier, ordered, statuses, fast, result, compact)
-            for item in raw[2:]:
-                job_event = _job_event(item)
-                (result.finals if job_event.final else result.intermediates).append(job_event)
+            calls.append((head, tail, ordered))
+        return calls
+
+    def _count_reply(
+        self, carrier: str, raw: list[Any], ordered: list[ReceiptRecord], result: BatchResult, compact: bool
+    ) -> None:
+        """One apply call's reply into ``result``."""
+        statuses = _text(raw[0])
+        fast = _texts(raw[1])
+        if compact and statuses.count("f") == len(statuses):
+            # every receipt applied on the fast path (the usual batch): in bulk
+            result.applied += len(statuses)
+            result.fast_job_ids += fast[0::2]
+            result.fast_events += [_FINAL_STATE.get(r.event, "unknown") for r in ordered]
+            result.fast_submitted_ms += [int(v) if v.isdigit() else None for v in fast[1::2]]
+        else:
+            self._sort_statuses(carrier, ordered, statuses, fast, result, compact)
+        for item in raw[2:]:
+            job_event = _job_event(item)
+            (result.finals if job_event.final else result.intermediates).append(job_event)
+
+    async def apply(
+        self, carrier: str, receipts: Sequence[ReceiptRecord], *, compact: bool = False
+    ) -> BatchResult:
+        """Correlate a batch of one carrier's receipts: one script call per 1,000.
+
+        Final receipts set ``s:<n>``/``e:<n>`` once per part and, when the last
+        part is in, publish the job's aggregated final event; intermediate
+        ones publish ``enroute``/``accepted`` once per change of state.
+        Receipts without a correlation entry come back in ``unmatched``.
+
+        ``compact``: the final events of fast-path receipts come in
+        ``fast_job_ids``/``fast_events``/``fast_submitted_ms`` instead of a
+        JobEvent each in ``finals`` (the engine's hot path: it only counts them
+        and observes their latency; ``BatchResult.fast_as_events`` converts).
+        """
+        result = BatchResult()
+        for head, tail, ordered in self._apply_calls(carrier, receipts):
+            self._count_reply(carrier, await self._run_packed(head, tail), ordered, result, compact)
         return result
 
     @staticmethod
@@ -681,6 +711,55 @@ class ReceiptStore:
         await self._redis.xadd(
             self.invalid_key, entry, maxlen=self.stream_maxlen or None, approximate=True
         )
+
+
+async def apply_stores(
+    redis: Any, carrier: str, batches: Sequence[tuple[ReceiptStore, Sequence[ReceiptRecord]]], *, compact: bool = False
+) -> list[BatchResult]:
+    """`ReceiptStore.apply` of several stores (the shards of one Redis), a result each.
+
+    On a plain ``redis.asyncio.Redis`` every call of every store goes in one
+    write and their replies are read in order: one round trip, each call still
+    on its own store's slot. If that fails (a connection lost, NOSCRIPT, a
+    script error) the connection is dropped and the stores' `apply` run one
+    after the other: a call that went through gets its first reply back (its
+    token, correlate.lua "memo"), so no receipt is applied twice. A client
+    without a connection pool (Redis Cluster) runs the stores' calls at once.
+    """
+    if len(batches) == 1:
+        store, records = batches[0]
+        return [await store.apply(carrier, records, compact=compact)]
+    pool = getattr(redis, "connection_pool", None)
+    if pool is None:
+        done = await asyncio.gather(*(s.apply(carrier, r, compact=compact) for s, r in batches), return_exceptions=True)
+        for item in done:
+            if isinstance(item, BaseException):
+                raise item
+        return list(done)  # type: ignore[arg-type]
+    plan = [(store, store._apply_calls(carrier, records)) for store, records in batches]
+    packed = b"".join([store._packed(head, tail) for store, calls in plan for head, tail, _o in calls])
+    replies: list[list[Any]] | None = None
+    conn = await pool.get_connection()
+    try:
+        await conn.send_packed_command(packed, check_health=False)
+        replies = [list(await conn.read_response()) for _store, calls in plan for _c in calls]
+    except Exception:
+        await conn.disconnect()  # replies may be left unread on it
+    except BaseException:
+        await conn.disconnect()  # a cancelled exchange leaves the connection out of step
+        raise
+    finally:
+        await pool.release(conn)
+    if replies is None:
+        return [await store.apply(carrier, records, compact=compact) for store, records in batches]
+    results = []
+    raws = iter(replies)
+    for store, calls in plan:
+        result = BatchResult()
+        for _head, _tail, ordered in calls:
+            store._count_reply(carrier, next(raws), ordered, result, compact)
+        results.append(result)
+    return results
 
 
 class UnmatchedBuffer:
