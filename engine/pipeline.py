@@ -57,6 +57,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
 from typing import Any, TypeVar, cast
+from zlib import crc32
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -73,7 +74,7 @@ from engine.history.text_cipher import TextCipher, b64, job_aad
 from engine.hook_chain import chain_for
 from engine.hook_views import JobEventView, ViewBatch
 from engine.job import Job, JobError, parse_job
-from engine.keys import Keys, shard_keys, shard_of
+from engine.keys import Keys, shard_keys
 from engine.marketing import QuietHours, with_footer
 from engine.metrics import Metrics
 from engine.redis_client import is_cluster, raw_reply_client
@@ -756,8 +757,9 @@ class Pipeline:
             if nshards > 1 and source is None:
                 # A job pushed to another shard than its id's: moved to its own
                 # shard's lane (a job without a usable id is dead-lettered below).
-                right = shard_of(fields.get(b"id") or b"", nshards)
-                if right != shard and fields.get(b"id"):
+                # (engine.keys.shard_of's rule, inline: once per job read)
+                jid = fields.get(b"id")
+                if jid and (right := crc32(jid) % nshards) != shard:
                     wrong.append((entry_id, fields, right))
                     continue
             try:
@@ -1792,12 +1794,35 @@ class Pipeline:
 
     async def release_scheduled(self, limit: int = 1000) -> int:
         """Push jobs whose ``send_at`` has come back onto their lane; returns how many."""
-        n = 0
-        for keys in self.shards:
-            n += int(await self._retry(
-                self._schedule, self.redis, *schedule_call(keys, int(time.time() * 1000), limit)
-            ))
-        return n
+        now_ms = int(time.time() * 1000)
+        replies = await self._script_each(self._schedule, [schedule_call(keys, now_ms, limit) for keys in self.shards])
+        return sum(int(r) for r in replies)
+
+    async def _script_each(self, script: Script, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Calls of one script, one per shard (each on its shard's slot): on one plain
+        Redis in one pipelined round trip, on a Cluster at once; a call whose reply
+        was lost, or refused with NOSCRIPT, is made again alone (`_retry`). For
+        scripts whose repeat is harmless (the maintenance tick's)."""
+        if len(calls) == 1:
+            return [await self._retry(script, self.redis, *calls[0])]
+        if self._cluster:
+            return list(await asyncio.gather(*(self._retry(script, self.redis, *c) for c in calls)))
+        pipe = self.redis.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        try:
+            raw = await pipe.execute(raise_on_error=False)
+        except _REDIS_ERRORS as err:
+            self.metrics.redis_errors.inc()
+            raw = [err] * len(calls)
+        out: list[Any] = []
+        for call, reply in zip(calls, raw, strict=True):
+            if isinstance(reply, (NoScriptError, *_REDIS_ERRORS)):
+                reply = await self._retry(script, self.redis, *call)
+            elif isinstance(reply, BaseException):
+                raise reply
+            out.append(reply)
+        return out
 
     # ------------------------------------------------ parked jobs, outages
     async def check_parked(self) -> dict[str, int]:
