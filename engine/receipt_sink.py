@@ -33,7 +33,8 @@ call with the receipts no earlier shard matched (one call per shard per batch,
 never per receipt): on average (N+1)/2 lookups per receipt, no extra writes.
 Receipts for this engine's own submits skip the probe: the pipeline's
 `ShardHints` (set as ``hints`` by the app) says which shard it recorded each
-message id on, and those go there first.
+message id on, and those go there first (every shard's part of the batch in
+one round trip: `dlr.store.apply_stores`).
 Receipts no shard matched are held and retried like today; parked unmatched
 ones go to shard ``crc32("<carrier>:<message id>") mod N``.
 """
