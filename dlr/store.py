@@ -441,6 +441,13 @@ class ReceiptStore:
         self.invalid_key = keys.dlr_invalid
         self._script_keys = KEYS_.build(events=self.events_key, due=self.due_key)
         self._packed_keys = [k.encode() for k in self._script_keys]
+        # What every packed call starts with (EVALSHA, sha, the keys), in RESP, and
+        # the apply calls' constant arguments: built once, not per call (a batch
+        # split over N shards makes N calls).
+        start = [b"$7\r\nEVALSHA\r\n", b"$40\r\n%b\r\n" % _SCRIPT_SHA_B, b"$1\r\n%d\r\n" % len(self._packed_keys)]
+        start += [b"$%d\r\n%b\r\n" % (len(k), k) for k in self._packed_keys]
+        self._call_prefix = (len(start), b"".join(start))
+        self._apply_base: tuple[int, list[str | int], bytes] = (-1, [], b"")
 
     def _args(self, mode: str) -> list[str | int]:
         """The arguments of both modes (ARGS), for ``mode``."""
@@ -504,25 +511,42 @@ class ReceiptStore:
             await self._redis.script_load(_SCRIPT_SOURCE)
 
     @staticmethod
-    def _resp_head(head: Sequence[str | int]) -> list[bytes]:
-        return [b"$%d\r\n%b\r\n" % (len(p), p) for p in (v.encode() if isinstance(v, str) else b"%d" % v for v in head)]
+    def _resp(values: Sequence[str | int]) -> bytes:
+        return b"".join(
+            [b"$%d\r\n%b\r\n" % (len(p), p) for p in (v.encode() if isinstance(v, str) else b"%d" % v for v in values)]
+        )
 
-    @classmethod
-    def _token(cls, head: Sequence[str | int], tail: list[bytes]) -> str:
+    def _apply_args(self) -> tuple[list[str | int], bytes]:
+        """The apply calls' constant arguments (ARGS of mode "apply"), and in RESP."""
+        grace, base, resp = self._apply_base
+        if grace != self.record_grace_s:  # built once (again if the grace was changed)
+            base = self._args("apply")
+            self._apply_base = (self.record_grace_s, base, self._resp(base))
+            return base, self._apply_base[2]
+        return base, resp
+
+    def _head_resp(self, head: Sequence[str | int]) -> bytes:
+        """``head`` in RESP: its constant start (`_apply_args`) encoded once."""
+        base, resp = self._apply_args()
+        n = len(base)
+        if head[:n] == base:
+            return resp + self._resp(head[n:])
+        return self._resp(head)  # pragma: no cover - every packed call is an apply call
+
+    def _token(self, head: Sequence[str | int], tail: list[bytes]) -> str:
         """The call's token (correlate.lua "memo"): the same batch sent again, as after
         a lost reply, has the same token and gets the first reply back."""
         body = b"".join([b"$%d\r\n%b\r\n" % (len(p), p) for p in tail])
-        return hashlib.sha1(b"".join(cls._resp_head(head)) + body).hexdigest()
+        return hashlib.sha1(self._head_resp(head) + body).hexdigest()
 
     def _packed(self, head: Sequence[str | int], tail: list[bytes]) -> bytes:
         """The whole EVALSHA of ``head``, the token, then ``tail``, in RESP (see `_run_packed`)."""
-        resp = self._resp_head(head)
+        resp = self._head_resp(head)
         body = b"".join([b"$%d\r\n%b\r\n" % (len(p), p) for p in tail])
-        token = hashlib.sha1(b"".join(resp) + body).hexdigest()
-        keys = [b"$7\r\nEVALSHA\r\n", b"$40\r\n%b\r\n" % _SCRIPT_SHA_B, b"$1\r\n%d\r\n" % len(self._packed_keys)]
-        keys += [b"$%d\r\n%b\r\n" % (len(k), k) for k in self._packed_keys]
+        token = hashlib.sha1(resp + body).hexdigest()
+        nprefix, prefix = self._call_prefix
         return b"".join(
-            [b"*%d\r\n" % (len(keys) + len(resp) + 1 + len(tail)), *keys, *resp, b"$40\r\n%b\r\n" % token.encode(), body]
+            [b"*%d\r\n" % (nprefix + len(head) + 1 + len(tail)), prefix, resp, b"$40\r\n%b\r\n" % token.encode(), body]
         )
 
     def _apply_calls(
@@ -545,7 +569,7 @@ class ReceiptStore:
                 else:
                     group.append(r)
             # everything before the token (the last named argument: _run_packed adds it)
-            head = self._args("apply") + APPLY_ARGS.build(
+            head = self._apply_args()[0] + APPLY_ARGS.build(
                 carrier=carrier, window=self.duplicate_window_ms, groups=len(groups),
                 token="", rest=(),
             )[:-1]
