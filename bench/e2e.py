@@ -868,7 +868,10 @@ async def run_bench(
         while time.monotonic() < deadline:
             # raw reply (hiredis' nested lists): the bench's own CPU is on the same cores
             # as what it measures, so it builds no dict per event
-            if len(positions) == 1:  # (a cluster's reader is closed after the loop)
+            # One blocking XREAD of every shard's events stream on one Redis (as with
+            # one shard: the bench's own reads cost Redis the same whatever the shards);
+            # a cluster's streams are on several slots.
+            if len(positions) == 1 or not o.cluster:  # (a cluster's reader is closed after the loop)
                 reply = await reader.xread(positions, count=5000, block=100)
                 pairs = list(reply.items() if isinstance(reply, dict) else reply or ())
             else:  # a read per shard's events stream (one slot each), pipelined

@@ -13,7 +13,7 @@ two versions of the same code, and timed runs for the absolute figure.)
     python -m bench.instructions record
     python -m bench.instructions scan
     python -m bench.instructions simulator
-    python -m bench.instructions engine [--python PY --tree DIR] [--hooks pkg.mod:Class] [--shards N]   # needs REDIS_URL
+    python -m bench.instructions engine [--python PY --tree DIR] [--hooks pkg.mod:Class] [--shards N [--spread]] [--marketing]   # needs REDIS_URL
     python -m bench.instructions archiver [--pattern paired|split] [--python PY --tree DIR]   # REDIS_URL, PostgreSQL
 
 ``receipts``: instructions Redis executes inside EVALSHA per receipt, for
@@ -40,6 +40,11 @@ reply, the fold, the store write's client side, XACK: ``Archiver.drain``) over
 a backlog of batches of 5,000 events (``bench.history``'s steady state,
 ``--pattern``) in a stream of its own at ``REDIS_URL``, into a fresh database
 of the PostgreSQL at ``--pg``; the stream is filled outside callgrind.
+``--shards N`` puts every job on shard 0's lane (only the per-job cost of shards
+shows: the receipt hints); with ``--spread`` each job goes to its own shard's
+lane and is recorded as the engine does on one Redis (every shard's record call
+in one pipelined round trip), its receipt applied on its shard: the per-call
+costs of smaller calls show too (needs a tree that has ``Pipeline._record_shards``).
 ``simulator``: the simulator's work per message with and without receipts
 (submit_sm in, resp out; the receipt built, written, and its
 deliver_sm_resp read). The Python figures are the difference of two runs of
@@ -150,6 +155,12 @@ async def main():
         sink.hints = p.receipt_hints
     await p.ensure_groups()
     stream = p.keys.jobs
+    # SPREAD: each job on its own shard's lane (crc32(id) mod N), read per shard and
+    # recorded as the engine does (one recorder pipelining every shard's record call
+    # on one Redis); its receipts split by hint over the shards. Else all on shard 0.
+    spread = SPREAD and SHARDS > 1
+    if spread:
+        from engine.keys import shard_of
     bind = Bind()
     extra = ()
     if "klass" in inspect.signature(_InFlightJob.__init__).parameters:  # lane classes (since the queues round)
@@ -161,24 +172,37 @@ async def main():
     for _ in range(N // BATCH):
         pipe = sr.pipeline(transaction=False)
         for i in range(BATCH):
-            pipe.xadd(stream, {"id": "job-%d" % (n + i), "to": "+45%08d" % (10000000 + n + i), "text": "Hello world, this is message %d" % i, "dlr": "1", **KIND})
+            jid = "job-%d" % (n + i)
+            pipe.xadd(p.shards[shard_of(jid, SHARDS)].jobs if spread else stream, {"id": jid, "to": "+45%08d" % (10000000 + n + i), "text": "Hello world, this is message %d" % i, "dlr": "1", **KIND})
         pipe.execute()
-        raw = sr.xreadgroup(p.group, "c", {stream: ">"}, count=BATCH)[0][1]
-        batch = _Batch(stream)
+        if spread:
+            read = sr.xreadgroup(p.group, "c", {k.jobs: ">" for k in p.shards}, count=BATCH)
+        else:
+            read = sr.xreadgroup(p.group, "c", {stream: ">"}, count=BATCH)
         now = time.time()
         jobs = []
-        for eid, fields in raw:
-            job = parse_job(fields, now, allow_private_callbacks=False) if _kw else parse_job(fields, now)
-            ij = _InFlightJob(batch, eid.decode(), fields, job, "c1", p._segment(job, "c1"), *extra)
-            ij.message_ids = ["%x" % (0x1000000000 + n)]
-            ij.expect = 1
-            n += 1
-            jobs.append(ij)
+        by_stream = {}
+        for stream_name, raw in read:
+            batch = _Batch(stream_name.decode())
+            some = by_stream[batch.stream] = []
+            for eid, fields in raw:
+                job = parse_job(fields, now, allow_private_callbacks=False) if _kw else parse_job(fields, now)
+                ij = _InFlightJob(batch, eid.decode(), fields, job, "c1", p._segment(job, "c1"), *extra)
+                ij.message_ids = ["%x" % (0x1000000000 + n)]
+                ij.expect = 1
+                n += 1
+                some.append(ij)
+        jobs = [ij for some in by_stream.values() for ij in some]
         if STAGE >= 1:
             for ij in jobs:  # what _claim_and_submit does per admitted job
                 if not ij.to_hash:
                     ij.to_hash = p._hash_number(ij.job.to)
-            await p._record(stream, jobs, [])
+            if spread:
+                p._to_record.update(by_stream)
+                await p._record_shards()
+                assert not p._to_record
+            else:
+                await p._record(stream, jobs, [])
         if STAGE >= 2:
             sink.on_claimed("c1", bind, [(k, (ij.message_ids[0], "delivered", True, "")) for k, ij in enumerate(jobs)])
             await sink._flush()
@@ -195,7 +219,7 @@ asyncio.run(main())
 
 def engine_instructions(tree: Path = _ROOT, python: str = sys.executable, small: int = 1000, large: int = 3000,
                         redis_url: str = "", hooks: list[str] | None = None, shards: int = 1,
-                        marketing: bool = False) -> dict[str, float]:
+                        marketing: bool = False, spread: bool = False) -> dict[str, float]:
     """Engine instructions per job recorded and per receipt (see ``engine`` above);
     ``marketing``: every job ``kind=marketing`` (its claim is measured by
     ``python -m bench.suppression_cost --engine``)."""
@@ -207,7 +231,9 @@ def engine_instructions(tree: Path = _ROOT, python: str = sys.executable, small:
             counts = []
             for n in (small, large):
                 code = (f"N = {n}\nSTAGE = {stage}\nREDIS_URL = {url!r}\nHOOKS = {hooks or []!r}\nSHARDS = {shards}\n"
-                        f"KIND = {({'kind': 'marketing'} if marketing else {})!r}\n" + _ENGINE)
+                        f"KIND = {({'kind': 'marketing'} if marketing else {})!r}\n"
+                        f"SPREAD = {spread}\n"
+                        + _ENGINE)
                 out = Path(tmp) / f"cg.{stage}.{n}"
                 subprocess.run(
                     [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", python, "-c", code],
@@ -532,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
     en.add_argument("--shards", type=int, default=1,
                     help="[redis] shards (the jobs on shard 0's lane; receipts go there by ShardHints)")
     en.add_argument("--marketing", action="store_true", help="every job kind=marketing")
+    en.add_argument("--spread", action="store_true",
+                    help="with --shards N: each job on its own shard's lane, recorded and its receipt applied per shard")
     ar = sub.add_parser("archiver", help="archiver instructions per event: read, fold, PostgreSQL write, ack (REDIS_URL)")
     ar.add_argument("--tree", type=Path, default=_ROOT, help="checkout to measure (default: this one)")
     ar.add_argument("--python", default=sys.executable, help="its interpreter (its venv's python)")
@@ -548,7 +576,8 @@ def main(argv: list[str] | None = None) -> int:
     elif a.what == "record":
         print(f"record.lua: {record_script_instructions(a.rounds, keep_text=a.keep_text):,.0f} instructions per job")
     elif a.what == "engine":
-        e = engine_instructions(a.tree, a.python, hooks=a.hooks, shards=a.shards, marketing=a.marketing)
+        e = engine_instructions(a.tree, a.python, hooks=a.hooks, shards=a.shards, marketing=a.marketing,
+                                spread=a.spread)
         print(f"engine: {e['record']:,.0f} instructions per job recorded, {e['receipt']:,.0f} per receipt"
               f" ({e['build']:,.0f} per job read, decoded and segmented by the harness)")
     elif a.what == "archiver":

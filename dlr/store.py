@@ -155,6 +155,7 @@ same way: :meth:`ReceiptStore.plan_expire` / :meth:`ReceiptStore.commit_expire`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections import deque
@@ -188,6 +189,7 @@ __all__ = [
     "ReceiptRecord",
     "ReceiptStore",
     "UnmatchedBuffer",
+    "apply_stores",
     "bucket_key",
     "commit_tail",
     "correlation_arg",
@@ -557,6 +559,15 @@ class ReceiptStore:
         self.invalid_key = keys.dlr_invalid
         self._script_keys = KEYS_.build(events=self.events_key, due=self.due_key)
         self._packed_keys = [k.encode() for k in self._script_keys]
+        # What every packed call starts with (EVALSHA, sha, the keys), in RESP, and
+        # the apply calls' constant arguments: built once, not per call (a batch
+        # split over N shards makes N calls).
+        start = [b"$7\r\nEVALSHA\r\n", b"$40\r\n%b\r\n" % _SCRIPT_SHA_B, b"$1\r\n%d\r\n" % len(self._packed_keys)]
+        start += [b"$%d\r\n%b\r\n" % (len(k), k) for k in self._packed_keys]
+        self._call_prefix = (len(start), b"".join(start))
+        start[1] = b"$40\r\n%b\r\n" % _STEPS_SHA_B  # the two-step script's (custom privacy hooks)
+        self._steps_prefix = (len(start), b"".join(start))
+        self._apply_base: tuple[int, list[str | int], bytes] = (-1, [], b"")
 
     def _args(self, mode: str) -> list[str | int]:
         """The arguments of both modes (ARGS), for ``mode``."""
@@ -588,20 +599,10 @@ class ReceiptStore:
         it tries once more on a new connection after a connection error, and
         loads the script on NOSCRIPT.
         """
-        resp = [b"$%d\r\n%b\r\n" % (len(p), p) for p in (v.encode() if isinstance(v, str) else b"%d" % v for v in head)]
-        body = b"".join([b"$%d\r\n%b\r\n" % (len(p), p) for p in tail])
-        # The call's token (correlate.lua "memo"): the same batch sent again, as after
-        # a lost reply, has the same token and gets the first reply back.
-        if token is None:
-            token = hashlib.sha1(b"".join(resp) + body).hexdigest()
         pool = getattr(self._redis, "connection_pool", None)
         if pool is None:  # not a plain redis.asyncio.Redis: the generic path
-            return await self._run([*head, token, *(t.decode() for t in tail)], steps)
-        keys = [b"$7\r\nEVALSHA\r\n", b"$40\r\n%b\r\n" % (_STEPS_SHA_B if steps else _SCRIPT_SHA_B), b"$1\r\n%d\r\n" % len(self._packed_keys)]
-        keys += [b"$%d\r\n%b\r\n" % (len(k), k) for k in self._packed_keys]
-        packed = b"".join(
-            [b"*%d\r\n" % (len(keys) + len(resp) + 1 + len(tail)), *keys, *resp, b"$40\r\n%b\r\n" % token.encode(), body]
-        )
+            return await self._run([*head, token or self._call_token(head, tail), *(t.decode() for t in tail)], steps)
+        packed = self._packed(head, tail, token, steps)
         loaded = reconnected = False
         while True:
             conn = await pool.get_connection()
@@ -632,6 +633,58 @@ class ReceiptStore:
                 await pool.release(conn)
             await self._redis.script_load(_STEPS_SOURCE if steps else _SCRIPT_SOURCE)
 
+    @staticmethod
+    def _resp(values: Sequence[str | int]) -> bytes:
+        return b"".join(
+            [b"$%d\r\n%b\r\n" % (len(p), p) for p in (v.encode() if isinstance(v, str) else b"%d" % v for v in values)]
+        )
+
+    def _apply_args(self) -> tuple[list[str | int], bytes]:
+        """The apply calls' constant arguments (ARGS of mode "apply"), and in RESP."""
+        grace, base, resp = self._apply_base
+        if grace != self.record_grace_s:  # built once (again if the grace was changed)
+            base = self._args("apply")
+            self._apply_base = (self.record_grace_s, base, self._resp(base))
+            return base, self._apply_base[2]
+        return base, resp
+
+    def _head_resp(self, head: Sequence[str | int]) -> bytes:
+        """``head`` in RESP: its constant start (`_apply_args`) encoded once."""
+        base, resp = self._apply_args()
+        n = len(base)
+        if head[:n] == base:
+            return resp + self._resp(head[n:])
+        return self._resp(head)  # the two steps' calls (modes apply:plan, apply:commit)
+
+    def _call_token(self, head: Sequence[str | int], tail: list[bytes]) -> str:
+        """The call's token (correlate.lua "memo"): the same batch sent again, as after
+        a lost reply, has the same token and gets the first reply back."""
+        body = b"".join([b"$%d\r\n%b\r\n" % (len(p), p) for p in tail])
+        return hashlib.sha1(self._head_resp(head) + body).hexdigest()
+
+    def _packed(
+        self, head: Sequence[str | int], tail: list[bytes], token: str | None = None, steps: bool = False
+    ) -> bytes:
+        """The whole EVALSHA of ``head``, the token (``token``, else one over the call's
+        arguments), then ``tail``, in RESP (see `_run_packed`); ``steps``: the two-step
+        script's."""
+        resp = self._head_resp(head)
+        body = b"".join([b"$%d\r\n%b\r\n" % (len(p), p) for p in tail])
+        if token is None:
+            token = hashlib.sha1(resp + body).hexdigest()
+        nprefix, prefix = self._steps_prefix if steps else self._call_prefix
+        return b"".join(
+            [b"*%d\r\n" % (nprefix + len(head) + 1 + len(tail)), prefix, resp, b"$40\r\n%b\r\n" % token.encode(), body]
+        )
+
+    def _apply_calls(
+        self, carrier: str, receipts: Sequence[ReceiptRecord]
+    ) -> list[tuple[list[str | int], list[bytes], list[ReceiptRecord]]]:
+        """`apply`'s script calls, one per 1,000 receipts: (head, tail, the receipts in
+        the order the script answers them)."""
+        return [self._pack(carrier, receipts[start : start + _CHUNK], "apply")
+                for start in range(0, len(receipts), _CHUNK)]
+
     async def apply(
         self, carrier: str, receipts: Sequence[ReceiptRecord], *, compact: bool = False
     ) -> BatchResult:
@@ -648,8 +701,7 @@ class ReceiptStore:
         and observes their latency; ``BatchResult.fast_as_events`` converts).
         """
         result = BatchResult()
-        for start in range(0, len(receipts), _CHUNK):
-            head, tail, ordered = self._pack(carrier, receipts[start : start + _CHUNK], "apply")
+        for head, tail, ordered in self._apply_calls(carrier, receipts):
             self._read_apply(await self._run_packed(head, tail), carrier, ordered, result, compact)
         return result
 
@@ -670,7 +722,8 @@ class ReceiptStore:
             else:
                 group.append(r)
         # everything before the token (the last named argument: _run_packed adds it)
-        head = self._args(mode) + APPLY_ARGS.build(
+        base = self._apply_args()[0] if mode == "apply" else self._args(mode)  # (apply's: built once)
+        head = base + APPLY_ARGS.build(
             carrier=carrier, window=self.duplicate_window_ms, groups=len(groups),
             token="", rest=(),
         )[:-1]
@@ -894,6 +947,55 @@ class ReceiptStore:
         await self._redis.xadd(
             self.invalid_key, entry, maxlen=self.stream_maxlen or None, approximate=True
         )
+
+
+async def apply_stores(
+    redis: Any, carrier: str, batches: Sequence[tuple[ReceiptStore, Sequence[ReceiptRecord]]], *, compact: bool = False
+) -> list[BatchResult]:
+    """`ReceiptStore.apply` of several stores (the shards of one Redis), a result each.
+
+    On a plain ``redis.asyncio.Redis`` every call of every store goes in one
+    write and their replies are read in order: one round trip, each call still
+    on its own store's slot. If that fails (a connection lost, NOSCRIPT, a
+    script error) the connection is dropped and the stores' `apply` run one
+    after the other: a call that went through gets its first reply back (its
+    token, correlate.lua "memo"), so no receipt is applied twice. A client
+    without a connection pool (Redis Cluster) runs the stores' calls at once.
+    """
+    if len(batches) == 1:
+        store, records = batches[0]
+        return [await store.apply(carrier, records, compact=compact)]
+    pool = getattr(redis, "connection_pool", None)
+    if pool is None:
+        done = await asyncio.gather(*(s.apply(carrier, r, compact=compact) for s, r in batches), return_exceptions=True)
+        for item in done:
+            if isinstance(item, BaseException):
+                raise item
+        return list(done)  # type: ignore[arg-type]
+    plan = [(store, store._apply_calls(carrier, records)) for store, records in batches]
+    packed = b"".join([store._packed(head, tail) for store, calls in plan for head, tail, _o in calls])
+    replies: list[list[Any]] | None = None
+    conn = await pool.get_connection()
+    try:
+        await conn.send_packed_command(packed, check_health=False)
+        replies = [list(await conn.read_response()) for _store, calls in plan for _c in calls]
+    except Exception:
+        await conn.disconnect()  # replies may be left unread on it
+    except BaseException:
+        await conn.disconnect()  # a cancelled exchange leaves the connection out of step
+        raise
+    finally:
+        await pool.release(conn)
+    if replies is None:
+        return [await store.apply(carrier, records, compact=compact) for store, records in batches]
+    results = []
+    raws = iter(replies)
+    for store, calls in plan:
+        result = BatchResult()
+        for _head, _tail, ordered in calls:
+            store._read_apply(next(raws), carrier, ordered, result, compact)
+        results.append(result)
+    return results
 
 
 class UnmatchedBuffer:

@@ -54,8 +54,10 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from itertools import islice
 from typing import Any, TypeVar, cast
+from zlib import crc32
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -72,7 +74,7 @@ from engine.history.text_cipher import TextCipher, b64, job_aad
 from engine.hook_chain import chain_for
 from engine.hook_views import JobEventView, ViewBatch
 from engine.job import Job, JobError, parse_job
-from engine.keys import Keys, shard_keys, shard_of
+from engine.keys import Keys, shard_keys
 from engine.marketing import QuietHours, with_footer
 from engine.metrics import Metrics
 from engine.redis_client import is_cluster, raw_reply_client
@@ -170,28 +172,56 @@ class ShardHints:
     is tried on that shard first, the others only if it is not matched there.
 
     A hint is a guess, never the truth: a wrong or missing one costs the probe
-    of the other shards, nothing else. Kept per carrier and normalised id; at
-    most ``limit`` ids (the older half goes when it is full), taken on use.
+    of the other shards, nothing else. Kept per carrier, a plain dict of
+    normalised id -> shard each: the record path writes into it directly (`of`,
+    one dict store per id, then `trim` once per call) and the receipt sink takes
+    a batch's hints in one pass (`take_many`). At most ``limit`` ids per carrier
+    (the older half goes when it is full), taken on use.
     """
 
     __slots__ = ("_ids", "limit")
 
     def __init__(self, limit: int = 200_000) -> None:
         self.limit = limit
-        self._ids: dict[str, int] = {}
+        self._ids: dict[str, dict[str, int]] = {}
+
+    def of(self, carrier: str) -> dict[str, int]:
+        """The carrier's map (normalised id -> shard), to write hints into; `trim` after."""
+        ids = self._ids.get(carrier)
+        if ids is None:
+            ids = self._ids[carrier] = {}
+        return ids
+
+    def trim(self) -> None:
+        """Drop the older half of a carrier's hints once it holds more than ``limit``."""
+        limit = self.limit
+        for ids in self._ids.values():
+            if len(ids) > limit:
+                for old in list(islice(ids, len(ids) - limit // 2)):
+                    del ids[old]
 
     def put(self, carrier: str, message_id: str, shard: int) -> None:
-        ids = self._ids
-        ids[f"{carrier}\x1f{message_id}"] = shard
-        if len(ids) > self.limit:
-            keep = list(ids.items())[len(ids) // 2 :]
-            self._ids = dict(keep)
+        self.of(carrier)[message_id] = shard
+        self.trim()
 
     def take(self, carrier: str, message_id: str) -> int | None:
-        return self._ids.pop(f"{carrier}\x1f{message_id}", None)
+        ids = self._ids.get(carrier)
+        return None if ids is None else ids.pop(message_id, None)
+
+    def take_many(self, carrier: str, message_ids: Iterable[str]) -> list[int] | None:
+        """The hint of each id, in order (-1: none), taken; None when the carrier has none."""
+        ids = self._ids.get(carrier)
+        if not ids:
+            return None
+        pop = ids.pop
+        return [pop(m, -1) for m in message_ids]
+
+    def give_back(self, carrier: str, message_ids: Iterable[str], shards: Iterable[int]) -> None:
+        """Put hints `take_many` took back (a correlate call that failed is repeated as it was)."""
+        self.of(carrier).update((m, k) for m, k in zip(message_ids, shards, strict=True) if k >= 0)
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return sum(len(ids) for ids in self._ids.values())
 
 
 _NONE: list[Any] = []  # shared by every _InFlightJob until it is submitted; never appended to
@@ -736,8 +766,9 @@ class Pipeline:
             if nshards > 1 and source is None:
                 # A job pushed to another shard than its id's: moved to its own
                 # shard's lane (a job without a usable id is dead-lettered below).
-                right = shard_of(fields.get(b"id") or b"", nshards)
-                if right != shard and fields.get(b"id"):
+                # (engine.keys.shard_of's rule, inline: once per job read)
+                jid = fields.get(b"id")
+                if jid and (right := crc32(jid) % nshards) != shard:
                     wrong.append((entry_id, fields, right))
                     continue
             try:
@@ -1538,8 +1569,8 @@ class Pipeline:
         normalizers = self._normalize_submit_id
         # Shards: the receipt sink's hint of which shard a message id's entry is on
         # (a receipt on this engine then goes there first: ReceiptSink.correlate).
-        hints = self.receipt_hints if self.nshards > 1 else None
         shard = self._stream_shard[stream]
+        hint_of = {carrier: self.receipt_hints.of(carrier) for carrier in waits} if self.nshards > 1 else None
         # The common jobs travel packed (RECORD_PACKED); a job a hook edited, as RecordJob.
         packed = Packed(_RECORD_WIDTH)
         for n, ij in enumerate(done):
@@ -1554,8 +1585,8 @@ class Pipeline:
                 if ij.event == "submitted" and job.dlr and ij.expect > 0:
                     normalised_id = normalizers[ij.carrier](message_ids)
                     corr = correlation_arg((normalised_id,), ij.parts, ij.expect, job.callback, ref, message_ids)
-                    if hints is not None:
-                        hints.put(ij.carrier, normalised_id, shard)
+                    if hint_of is not None:
+                        hint_of[ij.carrier][normalised_id] = shard
                     if normalised_id != message_ids:
                         dlr_ids = normalised_id
                 if ev is None and type(corr) is str and packed.add(  # "" or the fast form: no job record
@@ -1569,9 +1600,8 @@ class Pipeline:
                     normalize = normalizers[ij.carrier]
                     normalised = [normalize(m) for m in mids]
                     corr = correlation_arg(normalised, ij.parts, ij.expect, job.callback, ref, message_ids)
-                    if hints is not None:
-                        for nid in normalised:
-                            hints.put(ij.carrier, nid, shard)
+                    if hint_of is not None:
+                        hint_of[ij.carrier].update(dict.fromkeys(normalised, shard))
                     if normalised != mids:
                         dlr_ids = ",".join(normalised)
             # Positional, in RecordJob's field order: msgspec matches 16 keywords
@@ -1592,6 +1622,8 @@ class Pipeline:
                         _s(ev.get("to_mask")), _s(ev.get("encoding")), corr, ij.expect if job.dlr else 0, dlr_ids,
                     )
                 )
+        if hint_of is not None:
+            self.receipt_hints.trim()
         texts: dict[str, str] = {}
         cipher = self._text_cipher
         if cipher is not None and done:  # one nonce draw per call; the text never in clear in the stream
@@ -1810,12 +1842,35 @@ class Pipeline:
 
     async def release_scheduled(self, limit: int = 1000) -> int:
         """Push jobs whose ``send_at`` has come back onto their lane; returns how many."""
-        n = 0
-        for keys in self.shards:
-            n += int(await self._retry(
-                self._schedule, self.redis, *schedule_call(keys, int(time.time() * 1000), limit)
-            ))
-        return n
+        now_ms = int(time.time() * 1000)
+        replies = await self._script_each(self._schedule, [schedule_call(keys, now_ms, limit) for keys in self.shards])
+        return sum(int(r) for r in replies)
+
+    async def _script_each(self, script: Script, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Calls of one script, one per shard (each on its shard's slot): on one plain
+        Redis in one pipelined round trip, on a Cluster at once; a call whose reply
+        was lost, or refused with NOSCRIPT, is made again alone (`_retry`). For
+        scripts whose repeat is harmless (the maintenance tick's)."""
+        if len(calls) == 1:
+            return [await self._retry(script, self.redis, *calls[0])]
+        if self._cluster:
+            return list(await asyncio.gather(*(self._retry(script, self.redis, *c) for c in calls)))
+        pipe = self.redis.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        try:
+            raw = await pipe.execute(raise_on_error=False)
+        except _REDIS_ERRORS as err:
+            self.metrics.redis_errors.inc()
+            raw = [err] * len(calls)
+        out: list[Any] = []
+        for call, reply in zip(calls, raw, strict=True):
+            if isinstance(reply, (NoScriptError, *_REDIS_ERRORS)):
+                reply = await self._retry(script, self.redis, *call)
+            elif isinstance(reply, BaseException):
+                raise reply
+            out.append(reply)
+        return out
 
     # ------------------------------------------------ parked jobs, outages
     async def check_parked(self) -> dict[str, int]:

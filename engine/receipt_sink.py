@@ -33,7 +33,8 @@ call with the receipts no earlier shard matched (one call per shard per batch,
 never per receipt): on average (N+1)/2 lookups per receipt, no extra writes.
 Receipts for this engine's own submits skip the probe: the pipeline's
 `ShardHints` (set as ``hints`` by the app) says which shard it recorded each
-message id on, and those go there first.
+message id on, and those go there first (every shard's part of the batch in
+one round trip: `dlr.store.apply_stores`).
 Receipts no shard matched are held and retried like today; parked unmatched
 ones go to shard ``crc32("<carrier>:<message id>") mod N``.
 """
@@ -48,6 +49,8 @@ import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
+from itertools import compress
+from operator import attrgetter
 from typing import Any
 
 from redis.asyncio import Redis
@@ -58,7 +61,14 @@ from connectors.pdu import DataSm, DeliverSm
 from dlr.ids import normalize_receipt_id
 from dlr.receipt_parse import ReceiptParseError, is_receipt, receipt_outcome
 from dlr.receipt_scan import ScannedReceipt
-from dlr.store import BatchResult, JobEvent, ReceiptRecord, ReceiptStore, UnmatchedBuffer
+from dlr.store import (
+    BatchResult,
+    JobEvent,
+    ReceiptRecord,
+    ReceiptStore,
+    UnmatchedBuffer,
+    apply_stores,
+)
 from dlr.webhook import WebhookForwarder
 from engine import receipt_hooks
 from engine.config import Settings
@@ -71,6 +81,8 @@ from engine.metrics import Metrics
 __all__ = ["ReceiptSink", "webhook_secret"]
 
 log = logging.getLogger("sendgate.receipts")
+
+_MESSAGE_ID = attrgetter("message_id")
 
 _REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
@@ -252,42 +264,66 @@ class ReceiptSink:
             bind.respond_sequences(deliver, data, 0)
 
     async def correlate(self, carrier: str, records: list[ReceiptRecord]) -> BatchResult:
-        """Correlate one carrier's receipts: on the one store, or shard after shard
-        with what the shards before did not match (see the module docstring)."""
+        """Correlate one carrier's receipts: on the one store, or by hint then shard
+        after shard with what was not matched yet (see the module docstring)."""
         if len(self.stores) == 1:
             return await self.store.apply(carrier, records, compact=True)
         total = BatchResult()
         remaining = records
+        tried = -1  # the one shard every receipt of `remaining` was tried on already
         hints = self.hints
-        tried: set[int] = set()
-        if hints is not None and len(hints):
-            # This engine's own submits: straight to the shard it recorded them on.
-            by_shard: dict[int, list[ReceiptRecord]] = {}
-            unknown: list[ReceiptRecord] = []
-            for rec in records:
-                shard = hints.take(carrier, rec.message_id)
-                if shard is None or shard >= len(self.stores):
-                    unknown.append(rec)
-                else:
-                    by_shard.setdefault(shard, []).append(rec)
-            if by_shard:
-                remaining = list(unknown)
-                for shard, some in by_shard.items():
-                    r = await self.stores[shard].apply(carrier, some, compact=True)
-                    self._add(total, r)
-                    remaining += r.unmatched
-                if not unknown:
-                    tried = set(by_shard)  # all hinted: only the other shards are left to try
-        for index, store in enumerate(self.stores):
-            if not remaining:
-                break
-            if index in tried and len(tried) == 1:
-                continue
-            r = await store.apply(carrier, remaining, compact=True)
-            self._add(total, r)
-            remaining = r.unmatched
+        taken = hints.take_many(carrier, map(_MESSAGE_ID, records)) if hints is not None else None
+        try:
+            if taken is not None:
+                remaining, tried = await self._correlate_hinted(carrier, records, taken, total)
+            for index, store in enumerate(self.stores):
+                if not remaining:
+                    break
+                if index == tried:
+                    continue
+                r = await store.apply(carrier, remaining, compact=True)
+                self._add(total, r)
+                remaining = r.unmatched
+        except BaseException:
+            # The batch is sent again as it was (a stalled batch, a held retry): with
+            # its hints back it makes the same calls, whose repeats write nothing twice.
+            if taken is not None:
+                hints.give_back(carrier, map(_MESSAGE_ID, records), taken)
+            raise
         total.unmatched = list(remaining)
         return total
+
+    async def _correlate_hinted(
+        self, carrier: str, records: list[ReceiptRecord], taken: list[int], total: BatchResult
+    ) -> tuple[list[ReceiptRecord], int]:
+        """Receipts for this engine's own submits, each to the shard its hint names:
+        every shard's call in one round trip (`apply_stores`). Returns the receipts
+        left (no hint, or not matched there) and the one shard they were all tried
+        on (-1: none, or several)."""
+        n = len(self.stores)
+        first = taken[0]
+        groups: dict[int, list[ReceiptRecord]] = {}
+        unknown: list[ReceiptRecord] = []
+        if taken.count(first) == len(taken):  # the whole batch on one shard (or none)
+            if 0 <= first < n:
+                groups[first] = records
+            else:
+                unknown = records
+        else:
+            for k in sorted(set(taken)):
+                some = list(compress(records, map(k.__eq__, taken)))
+                if 0 <= k < n:
+                    groups[k] = some
+                else:
+                    unknown += some
+        if not groups:
+            return records, -1
+        remaining = list(unknown)
+        for r in await apply_stores(self.redis, carrier, [(self.stores[k], some) for k, some in groups.items()],
+                                    compact=True):
+            self._add(total, r)
+            remaining += r.unmatched
+        return remaining, (next(iter(groups)) if not unknown and len(groups) == 1 else -1)
 
     @staticmethod
     def _add(total: BatchResult, r: BatchResult) -> None:
