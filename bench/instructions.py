@@ -12,6 +12,7 @@ two versions of the same code, and timed runs for the absolute figure.)
     python -m bench.instructions record
     python -m bench.instructions scan
     python -m bench.instructions simulator
+    python -m bench.instructions path [--python PY --tree DIR] [--small N --large N]
     python -m bench.instructions engine [--python PY --tree DIR] [--hooks pkg.mod:Class] [--shards N]   # needs REDIS_URL
 
 ``receipts``: instructions Redis executes inside EVALSHA per receipt, for
@@ -31,6 +32,15 @@ in batches of 500 single-part jobs with receipts, against the Redis at
 each run at two lengths; the differences of the stages' slopes. ``--tree`` and
 ``--python`` run it on another checkout (an older commit, with its venv);
 ``--hooks`` configures ``[privacy] hooks`` (e.g. ``bench.trivial_hook:Trivial``).
+``path``: the whole engine path per message, as the bench runs it: worker 0
+of ``sendgate bench`` (defaults: 1 worker, receipts on, the default mix, the
+embedded Redis) under callgrind (``--callgrind``), at two job counts; the
+difference per job between them (start-up, the first batch's imports and the
+shutdown cancel out). Less exact than the harnesses above (the batches form as
+the slowed engine lets them: repeat runs differ by ~1-2 %), but it counts
+everything the engine does per message: the stream read, parsing, segmenting,
+claims, PDU encoding, the window, submit_sm_resp handling, the record call,
+receipts, metrics, freeing.
 ``simulator``: the simulator's work per message with and without receipts
 (submit_sm in, resp out; the receipt built, written, and its
 deliver_sm_resp read). The Python figures are the difference of two runs of
@@ -204,6 +214,23 @@ def engine_instructions(tree: Path = _ROOT, python: str = sys.executable, small:
                 counts.append(_total(out))
             slopes.append((counts[1] - counts[0]) / (large - small))
     return {"build": slopes[0], "record": slopes[1] - slopes[0], "receipt": slopes[2] - slopes[1]}
+
+
+def path_instructions(tree: Path = _ROOT, python: str = sys.executable, small: int = 3000,
+                      large: int = 13000) -> float:
+    """Engine instructions per job over the whole path (see ``path`` above)."""
+    _need_valgrind()
+    counts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (small, large):
+            out = Path(tmp) / f"cg.path.{n}"
+            subprocess.run(
+                [python, "-m", "engine.cli", "bench", "--jobs", str(n), "--quiet", "--timeout-s", "1200",
+                 "--callgrind", str(out), "--json", str(Path(tmp) / f"path.{n}.json")],
+                cwd=tree, check=True, stdout=subprocess.DEVNULL,
+            )
+            counts.append(_total(out))
+    return (counts[1] - counts[0]) / (large - small)
 
 
 def _need_valgrind() -> str:
@@ -438,6 +465,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="[privacy] hooks to configure (repeat), e.g. bench.trivial_hook:Trivial")
     en.add_argument("--shards", type=int, default=1,
                     help="[redis] shards (the jobs on shard 0's lane; receipts go there by ShardHints)")
+    pa = sub.add_parser("path", help="engine instructions per job over the whole path (sendgate bench, worker 0)")
+    pa.add_argument("--tree", type=Path, default=_ROOT, help="checkout to measure (default: this one)")
+    pa.add_argument("--python", default=sys.executable, help="its interpreter (its venv's python)")
+    pa.add_argument("--small", type=int, default=3000, help="jobs of the shorter run")
+    pa.add_argument("--large", type=int, default=13000, help="jobs of the longer run")
     a = p.parse_args(argv)
     if a.what == "receipts":
         what = "per receipt tried without its entry" if a.miss else "per receipt"
@@ -448,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
         e = engine_instructions(a.tree, a.python, hooks=a.hooks, shards=a.shards)
         print(f"engine: {e['record']:,.0f} instructions per job recorded, {e['receipt']:,.0f} per receipt"
               f" ({e['build']:,.0f} per job read, decoded and segmented by the harness)")
+    elif a.what == "path":
+        per = path_instructions(a.tree, a.python, a.small, a.large)
+        print(f"engine path: {per:,.0f} instructions per job (sendgate bench worker 0, {a.small} vs {a.large} jobs)")
     elif a.what == "scan":
         print(f"scan_receipt: {python_instructions(_SCAN, 2000, 12000):,.0f} instructions per receipt")
     else:
