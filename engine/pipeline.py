@@ -1134,7 +1134,7 @@ class Pipeline:
         builder = self.builders[carrier]
         ref = self._refs.get(job.to)
         if ref is None:
-            ref = random.randrange(0x10000)
+            ref = random.getrandbits(16)  # as randrange(0x10000), at a fifth of its cost
         seg = segment(job.text, builder.segment_options, job.encoding, ref)
         if len(seg.parts) > 1:
             if len(self._refs) > 200_000:
