@@ -37,7 +37,9 @@ them per Lua script (EVALSHA sha → file name), which shows which batch
 script holds Redis and for how long.
 
 Profiling (bench code only, the engine is untouched): ``--cprofile FILE``
-starts worker 0 under ``python -m cProfile -o FILE``; ``--py-spy FILE``
+starts worker 0 under ``python -m cProfile -o FILE``; ``--callgrind FILE``
+under valgrind's callgrind (instructions of the whole engine path);
+``--py-spy FILE``
 samples worker 0 with py-spy over the measured window (``.txt``: collapsed
 stacks, summarised into the top functions; ``.svg``: a flame graph).
 
@@ -141,6 +143,7 @@ class BenchOptions:
     seed: int = 1
     quiet: bool = False
     cprofile: str = ""
+    callgrind: str = ""
     history: str = "off"  # the engines' [history]: "off", or a url ("" = SQLite in the data dir)
     archiver: str = "auto"  # [history] archiver: auto (a child process for PostgreSQL), inline, process
     py_spy: str = ""
@@ -770,6 +773,7 @@ async def run_bench(
         if not o.quiet:
             print(msg, file=sys.stderr, flush=True)
 
+    engines: list[subprocess.Popen[bytes]] = []
     try:
         info_server = await _info(redis, "server")
         redis_pid = None if o.cluster else _redis_pid(info_server, redis_url)
@@ -807,19 +811,21 @@ async def run_bench(
 
         # -- engines
         admin_ports = [_free_port() for _ in range(o.workers)]
-        engines: list[subprocess.Popen[bytes]] = []
+        engines[:] = []
         for w in range(o.workers):
             cfg = workdir / f"engine-{w}.toml"
             cfg.write_text(_engine_toml(o, redis_url, prefix, sim_port, w, admin_ports[w]))
             env = _child_env({"REDIS_URL": redis_url, "SENDGATE_LOOP": o.loop})
             cmd = [sys.executable]
+            if w == 0 and o.callgrind:
+                cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={Path(o.callgrind).resolve()}", *cmd]
             if w == 0 and o.cprofile:
                 cmd += ["-m", "cProfile", "-o", str(Path(o.cprofile).resolve())]
             cmd += ["-m", "engine.cli", "run", "-c", str(cfg)]
             err = open(workdir / f"engine-{w}.log", "wb")  # noqa: SIM115 - the child owns it
             engines.append(children.spawn(f"engine-{w}", cmd, env, subprocess.DEVNULL, err))
             err.close()
-        await _wait_ready(engines, admin_ports, 60.0, workdir)
+        await _wait_ready(engines, admin_ports, 900.0 if o.callgrind else 60.0, workdir)
         t0_ms = int(time.time() * 1000)
         t0_mono = time.monotonic()
         log(f"bench: {o.workers} engine worker(s) ready: pids {' '.join(str(p.pid) for p in engines)}")
@@ -986,6 +992,8 @@ async def run_bench(
             result["notes"].append("redis-server CPU not measured (not a local process)")
         if o.cprofile:
             result["notes"].append(f"worker 0 ran under cProfile (slower): {o.cprofile}")
+        if o.callgrind:
+            result["notes"].append(f"worker 0 ran under callgrind (~50x slower; instructions in {o.callgrind})")
         if o.py_spy:
             result["notes"].append(f"worker 0 sampled by py-spy: {o.py_spy}")
         return result
@@ -997,6 +1005,8 @@ async def run_bench(
             producer.cancel()
             with contextlib.suppress(BaseException):
                 await producer
+        if o.callgrind and engines:  # valgrind writes its file as the engine exits: give it the time
+            await asyncio.to_thread(children.terminate, engines[0], 300.0)
         await asyncio.to_thread(children.stop_all, 15.0)
         if sim_err is not None:
             sim_err.close()
@@ -1465,6 +1475,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write the result as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="throughput and latency over time (needs matplotlib)")
     p.add_argument("--cprofile", metavar="FILE", default="", help="run worker 0 under cProfile, stats to FILE")
+    p.add_argument("--callgrind", metavar="FILE", default="",
+                   help="run worker 0 under valgrind's callgrind, output to FILE (the whole engine path's "
+                        "instructions: compare two job counts, bench/instructions.py `path`)")
     p.add_argument("--py-spy", metavar="FILE", default="",
                    help="sample worker 0 with py-spy (.txt: collapsed stacks + top functions, .svg: flame graph)")
     p.add_argument("--logs", metavar="DIR", default="",
@@ -1516,7 +1529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         window=args.window, tps=args.tps, batch_size=args.batch_size, loop=args.loop, sim_loop=args.sim_loop,
         receipts=args.receipts, dlr_delay_ms=args.dlr_delay_ms, latency_ms=args.latency_ms,
         redis_url=args.redis_url, timeout_s=args.timeout_s, seed=args.seed, quiet=args.quiet,
-        cprofile=args.cprofile, py_spy=args.py_spy, prefill=max(0, args.prefill), history=args.history, ops=args.ops,
+        cprofile=args.cprofile, callgrind=args.callgrind, py_spy=args.py_spy, prefill=max(0, args.prefill), history=args.history, ops=args.ops,
         archiver=args.archiver,
         marketing=max(0, args.marketing), hooks=tuple(args.hooks),
     )

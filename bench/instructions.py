@@ -15,6 +15,7 @@ two versions of the same code, and timed runs for the absolute figure.)
     python -m bench.instructions simulator
     python -m bench.instructions engine [--python PY --tree DIR] [--hooks pkg.mod:Class] [--shards N [--spread]] [--marketing]   # needs REDIS_URL
     python -m bench.instructions archiver [--pattern paired|split] [--python PY --tree DIR]   # REDIS_URL, PostgreSQL
+    python -m bench.instructions path [--python PY --tree DIR] [--small N --large N]
 
 ``receipts``: instructions Redis executes inside EVALSHA per receipt, for
 batches of 1,000 fast-path receipts applied by ``dlr/correlate.lua`` (with the
@@ -45,6 +46,15 @@ shows: the receipt hints); with ``--spread`` each job goes to its own shard's
 lane and is recorded as the engine does on one Redis (every shard's record call
 in one pipelined round trip), its receipt applied on its shard: the per-call
 costs of smaller calls show too (needs a tree that has ``Pipeline._record_shards``).
+``path``: the whole engine path per message, as the bench runs it: worker 0
+of ``sendgate bench`` (defaults: 1 worker, receipts on, the default mix, the
+embedded Redis) under callgrind (``--callgrind``), at two job counts; the
+difference per job between them (start-up, the first batch's imports and the
+shutdown cancel out). Less exact than the harnesses above (the batches form as
+the slowed engine lets them: repeat runs differ by ~1-2 %), but it counts
+everything the engine does per message: the stream read, parsing, segmenting,
+claims, PDU encoding, the window, submit_sm_resp handling, the record call,
+receipts, metrics, freeing.
 ``simulator``: the simulator's work per message with and without receipts
 (submit_sm in, resp out; the receipt built, written, and its
 deliver_sm_resp read). The Python figures are the difference of two runs of
@@ -315,6 +325,21 @@ def archiver_instructions(tree: Path = _ROOT, python: str = sys.executable, smal
                 asyncio.run(bh._admin(f"{pg}/postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
     r.close()
     return (counts[1] - counts[0]) / ((large - small) * bh.BATCH)
+def path_instructions(tree: Path = _ROOT, python: str = sys.executable, small: int = 3000,
+                      large: int = 13000) -> float:
+    """Engine instructions per job over the whole path (see ``path`` above)."""
+    _need_valgrind()
+    counts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (small, large):
+            out = Path(tmp) / f"cg.path.{n}"
+            subprocess.run(
+                [python, "-m", "engine.cli", "bench", "--jobs", str(n), "--quiet", "--timeout-s", "1200",
+                 "--callgrind", str(out), "--json", str(Path(tmp) / f"path.{n}.json")],
+                cwd=tree, check=True, stdout=subprocess.DEVNULL,
+            )
+            counts.append(_total(out))
+    return (counts[1] - counts[0]) / (large - small)
 
 
 def _need_valgrind() -> str:
@@ -567,6 +592,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="receipts in the same batch as their submit (paired) or the next (split)")
     ar.add_argument("--pg", default=os.environ.get("SENDGATE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432"),
                     help="server URL without database (a database is created and dropped per run)")
+    pa = sub.add_parser("path", help="engine instructions per job over the whole path (sendgate bench, worker 0)")
+    pa.add_argument("--tree", type=Path, default=_ROOT, help="checkout to measure (default: this one)")
+    pa.add_argument("--python", default=sys.executable, help="its interpreter (its venv's python)")
+    pa.add_argument("--small", type=int, default=3000, help="jobs of the shorter run")
+    pa.add_argument("--large", type=int, default=13000, help="jobs of the longer run")
     a = p.parse_args(argv)
     if a.what == "receipts":
         what = "per receipt tried without its entry" if a.miss else "per receipt"
@@ -583,6 +613,9 @@ def main(argv: list[str] | None = None) -> int:
     elif a.what == "archiver":
         per = archiver_instructions(a.tree, a.python, pattern=a.pattern, pg=a.pg)
         print(f"archiver ({a.pattern}): {per:,.0f} instructions per event (read, fold, write, ack)")
+    elif a.what == "path":
+        per = path_instructions(a.tree, a.python, a.small, a.large)
+        print(f"engine path: {per:,.0f} instructions per job (sendgate bench worker 0, {a.small} vs {a.large} jobs)")
     elif a.what == "scan":
         print(f"scan_receipt: {python_instructions(_SCAN, 2000, 12000):,.0f} instructions per receipt")
     else:

@@ -58,7 +58,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 # A sideways import (pyproject.toml, contract "layers"): the pool's default flow
 # control, pure (sans-IO) AIMD of throttling.flow.
@@ -532,10 +532,10 @@ class BindPool:
         self._assign()
 
     def bind_response(self, bind: SmppBind, response: Response) -> None:
-        item = cast("tuple[Any, ...]", response.context)
+        item: tuple[Any, ...] = response.context  # type: ignore[assignment]  # (no cast(): a call per message)
         resp = response.pdu
         status = resp.command_status
-        if is_throttled(status):
+        if status and is_throttled(status):
             # Back at the front, after the ones of this batch put back before it.
             self.stats.throttled += 1
             self._queue.insert(self._front, item)

@@ -447,6 +447,15 @@ def _texts(raw: Sequence[Any]) -> list[str]:
     return [_text(v) for v in raw]
 
 
+def _submitted_ms(values: list[str]) -> list[int | None]:
+    """Fast-path finals' submit times (unix ms; None when not a number) from the
+    reply's strings. The receipts of a batch share a few (one per record call of
+    their jobs): each distinct string is parsed once (int() of 13 digits costs
+    ~1,100 instructions, a dict lookup ~150)."""
+    parsed = {v: int(v) if v.isdigit() else None for v in set(values)}
+    return list(map(parsed.__getitem__, values))
+
+
 def _job_event(raw: Sequence[Any]) -> JobEvent:
     """Decode one script reply ``[kind, callback, submitted_ms, field, value, ...]``."""
     values = _texts(raw)
@@ -743,12 +752,15 @@ class ReceiptStore:
         """Add an apply call's reply (statuses, fast-path finals, events) to ``result``."""
         statuses = _text(raw[0])
         fast = _texts(raw[1])
-        if compact and statuses.count("f") == len(statuses):
+        nf = statuses.count("f")
+        if compact and nf == len(statuses) == len(fast) // 2:
             # every receipt applied on the fast path (the usual batch): in bulk
             result.applied += len(statuses)
             result.fast_job_ids += fast[0::2]
             result.fast_events += [_FINAL_STATE.get(r.event, "unknown") for r in ordered]
-            result.fast_submitted_ms += [int(v) if v.isdigit() else None for v in fast[1::2]]
+            result.fast_submitted_ms += _submitted_ms(fast[1::2])
+        elif compact and len(fast) == 2 * nf and len(ordered) == len(statuses):
+            self._sort_compact(ordered, statuses, fast, result)
         else:
             self._sort_statuses(carrier, ordered, statuses, fast, result, compact)
         for item in raw[2:]:
@@ -833,6 +845,29 @@ class ReceiptStore:
         if _text(raw[0]) == "!":
             return None
         return [_job_event(item) for item in raw[1:]], _text(raw[0]) == "1"
+
+    @staticmethod
+    def _sort_compact(ordered: list[ReceiptRecord], statuses: str, fast: list[str], result: BatchResult) -> None:
+        """`_sort_statuses` with ``compact``, in bulk: a count per status letter and
+        one pass for each list (a batch with a few receipts off the fast path, say
+        parts of a long message or receipts that beat their record, no longer takes
+        a Python loop over every receipt)."""
+        n = len(statuses)
+        nf = statuses.count("f")
+        if len(ordered) != n or len(fast) != 2 * nf:
+            raise ValueError("correlate.lua: statuses, receipts and fast-path replies disagree")
+        result.fast_job_ids += fast[0::2]
+        result.fast_submitted_ms += _submitted_ms(fast[1::2])
+        na, nu, nd, nl, no = (statuses.count(c) for c in "audlo")
+        result.applied += nf + na
+        result.duplicates += nd
+        result.late += nl
+        result.orphans += no
+        result.corrupt += n - nf - na - nu - nd - nl - no
+        pairs = zip(ordered, statuses, strict=True)
+        result.fast_events += [_FINAL_STATE.get(r.event, "unknown") for r, st in pairs if st == "f"]
+        if nu or no:  # orphans are retried like unmatched receipts
+            result.unmatched += [r for r, st in zip(ordered, statuses, strict=True) if st == "u" or st == "o"]
 
     @staticmethod
     def _sort_statuses(

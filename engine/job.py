@@ -58,7 +58,7 @@ class JobError(ValueError):
         self.reason = reason
 
 
-class Job(msgspec.Struct, kw_only=True):
+class Job(msgspec.Struct, kw_only=True, gc=False):  # str/int/bool fields only: no cycle to collect
     """One send job, the fields of docs/contract.md §2.3, "Job fields", typed.
 
     From `parse_job` it is validated and ``to`` is digits only (E.164 without
@@ -175,18 +175,29 @@ def parse_job(fields: Mapping[bytes, bytes], now_s: float, *, allow_private_call
     ``allow_private_callbacks`` (``[webhooks] allow_private``); names are checked
     again after DNS when the webhook connects (dlr/address_policy.py).
     """
-    job_id = _text(fields, b"id")
+    # The required fields inline (this runs for every message): the same checks,
+    # codes and reasons as `_text` + `normalise_number`, in the same order.
+    get = fields.get
+    raw = get(b"id")
+    try:
+        job_id = raw.decode("utf-8") if raw else ""
+    except UnicodeDecodeError:
+        raise JobError("invalid", "field 'id' is not valid UTF-8") from None
     if not job_id:
         raise JobError("missing_field", "field 'id' is required")
     if len(job_id) > _MAX_ID:
         raise JobError("invalid", f"field 'id' is longer than {_MAX_ID} characters")
-    raw_to = _text(fields, b"to")
-    if raw_to is None or raw_to == "":
+    raw = get(b"to")
+    try:
+        raw_to = raw.decode("utf-8") if raw else ""
+    except UnicodeDecodeError:
+        raise JobError("invalid", "field 'to' is not valid UTF-8") from None
+    if not raw_to:
         raise JobError("missing_field", "field 'to' is required")
     to = normalise_number(raw_to)
     if to is None:
         raise JobError("bad_number", "field 'to' is not an E.164 number (7-15 digits, optional +)")
-    raw_text = fields.get(b"text")
+    raw_text = get(b"text")
     if raw_text is None:
         raise JobError("missing_field", "field 'text' is required")
     if len(raw_text) > _MAX_TEXT_BYTES:
@@ -199,8 +210,17 @@ def parse_job(fields: Mapping[bytes, bytes], now_s: float, *, allow_private_call
         raise JobError("empty_text", "field 'text' is empty")
 
     job = Job(id=job_id, to=to, text=text)
-    if len(fields) == 3:  # the common minimal job: nothing more to check
+    n = len(fields)
+    if n == 3:  # the common minimal job: nothing more to check
         return job
+    if n == 4:  # the minimal job with `dlr` (what most producers push): no set of names to build
+        dlr = get(b"dlr")
+        if dlr is not None:
+            if dlr == b"1" or dlr == b"":
+                return job
+            if dlr == b"0":
+                job.dlr = False
+                return job
     for name in fields.keys() - _REQUIRED:
         handler = _OPTIONAL.get(name)
         if handler is not None:  # unknown fields are carried along, not refused

@@ -25,6 +25,17 @@ _TON_INTERNATIONAL, _TON_NETWORK_SPECIFIC, _TON_ALPHANUMERIC = 1, 3, 5
 _NPI_UNKNOWN, _NPI_E164 = 0, 1
 _REGISTERED_DELIVERY_RECEIPT = 0x01  # SMSC delivery receipt on success or failure, §5.2.17
 
+# `build` constructs SubmitSm positionally (msgspec matches keywords by name, a
+# third of the construction's cost): its first fields, in this order.
+_SUBMIT_SM_HEAD = (
+    "sequence_number", "command_status", "extra_tlvs", "service_type", "source_addr_ton", "source_addr_npi",
+    "source_addr", "dest_addr_ton", "dest_addr_npi", "destination_addr", "esm_class", "protocol_id",
+    "priority_flag", "schedule_delivery_time", "validity_period", "registered_delivery",
+    "replace_if_present_flag", "data_coding", "sm_default_msg_id", "short_message",
+)
+if SubmitSm.__struct_fields__[: len(_SUBMIT_SM_HEAD)] != _SUBMIT_SM_HEAD:  # pragma: no cover
+    raise AssertionError("SubmitSm: _SUBMIT_SM_HEAD out of step with its fields")
+
 
 def relative_validity(seconds: int) -> str:
     """SMPP 3.4 §7.1.1 relative time ``YYMMDDhhmmss000R`` for a validity in seconds."""
@@ -39,7 +50,7 @@ def relative_validity(seconds: int) -> str:
 class SubmitBuilder:
     """Builds submit_sm PDUs for one carrier."""
 
-    __slots__ = ("carrier", "last_only", "segment_options")
+    __slots__ = ("_default_source", "carrier", "last_only", "segment_options")
 
     def __init__(self, carrier: CarrierSettings) -> None:
         self.carrier = carrier
@@ -53,6 +64,7 @@ class SubmitBuilder:
             max_parts=enc.max_parts,
         )
         self.last_only = carrier.registered_delivery == "last"
+        self._default_source = self._source_of("")  # a job without `from` (most): resolved once
 
     def receipts_expected(self, job: Job, parts: int) -> int:
         if not job.dlr:
@@ -60,8 +72,11 @@ class SubmitBuilder:
         return 1 if self.last_only else parts
 
     def _source(self, job: Job) -> tuple[str, int, int]:
+        return self._source_of(job.sender) if job.sender else self._default_source
+
+    def _source_of(self, sender: str) -> tuple[str, int, int]:
         c = self.carrier
-        sender = job.sender or c.source_addr
+        sender = sender or c.source_addr
         if not sender:
             ton, npi = _TON_INTERNATIONAL, _NPI_E164
         elif sender.isdigit():
@@ -82,19 +97,11 @@ class SubmitBuilder:
         receipt = _REGISTERED_DELIVERY_RECEIPT if job.dlr else 0
         pdus: list[SubmitSm] = []
         for i, part in enumerate(seg.parts):
+            # positional, in _SUBMIT_SM_HEAD's order
             pdu = SubmitSm(
-                service_type=c.service_type,
-                source_addr_ton=ton,
-                source_addr_npi=npi,
-                source_addr=sender,
-                dest_addr_ton=c.dest_addr_ton,
-                dest_addr_npi=c.dest_addr_npi,
-                destination_addr=job.to,
-                esm_class=part.esm_class,
-                validity_period=validity,
-                registered_delivery=receipt if (not self.last_only or i == n - 1) else 0,
-                data_coding=part.data_coding,
-                short_message=part.short_message,
+                0, 0, (), c.service_type, ton, npi, sender, c.dest_addr_ton, c.dest_addr_npi, job.to,
+                part.esm_class, 0, 0, "", validity, receipt if (not self.last_only or i == n - 1) else 0,
+                0, part.data_coding, 0, part.short_message,
             )
             if part.tlvs:
                 extra: list[tuple[int, bytes]] = []

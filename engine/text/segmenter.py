@@ -117,8 +117,11 @@ class SegmentError(ValueError):
         self.reason = reason
 
 
-class Part(msgspec.Struct):
-    """One submit_sm worth of message: fields as they go into the PDU, plus the part's text."""
+class Part(msgspec.Struct, gc=False):
+    """One submit_sm worth of message: fields as they go into the PDU, plus the part's text.
+
+    Not tracked by the garbage collector (``gc=False``): bytes, ints, str and a tuple of
+    (int, bytes) cannot form a cycle, and one is made for every message."""
 
     short_message: bytes
     esm_class: int
@@ -127,7 +130,7 @@ class Part(msgspec.Struct):
     text: str
 
 
-class Segmented(msgspec.Struct):
+class Segmented(msgspec.Struct, gc=False):
     """The result of :func:`segment`.
 
     ``units`` counts septets for GSM-7 (escapes count 2), UTF-16 code units for
@@ -135,6 +138,9 @@ class Segmented(msgspec.Struct):
     replacement changed to its count. ``segments`` is the number of messages
     on the air: ``len(parts)`` except in payload mode, where one PDU carries
     what the SMSC splits into ``segments`` messages.
+
+    Not tracked by the garbage collector (``gc=False``, one per message): its list
+    holds only `Part` and its dict only str → int, so it is never part of a cycle.
     """
 
     encoding: str
@@ -570,6 +576,10 @@ def segment(
             raise SegmentError("bad_encoding", "encoding must be auto, gsm7 or ucs2")
         septets = encode_default(text)
         if septets is not None:
+            if len(septets) <= SM_SEPTETS and not options.packed and options.concat != "payload" and options.max_parts:
+                # The usual message: one part in the default alphabet (no UDH), what
+                # _segment_gsm gives for it, without its chunk list and budget calls.
+                return Segmented("gsm7", len(septets), [Part(septets, 0, options.gsm_data_coding, (), text)], {}, 1)
             return _segment_gsm(text, septets, DEFAULT, options, ref, {})
         candidate = text
         replaced: dict[str, int] = {}

@@ -1016,3 +1016,35 @@ async def test_compact_fast_finals_are_the_same_events(redis_client: Any, key_pr
     for field in ("applied", "duplicates", "unmatched", "intermediates"):
         assert getattr(compact_result, field) == getattr(plain, field), field
     assert published[0] == published[1]
+
+
+def test_compact_sorting_in_bulk_matches_the_loop() -> None:
+    """`_sort_compact` (counts and one pass per list) gives what `_sort_statuses`'s loop
+    gives with compact=True, for every status letter, in any mix."""
+    import random
+
+    from dlr.store import BatchResult, ReceiptRecord
+
+    rng = random.Random(7)
+    for _ in range(200):
+        statuses = "".join(rng.choice("ffffauxdlo") for _ in range(rng.randrange(0, 30)))
+        ordered = [ReceiptRecord(f"m{i}", rng.choice(["delivered", "undeliverable", "enroute"]), True, "", i)
+                   for i in range(len(statuses))]
+        fast: list[str] = []
+        for i, st in enumerate(statuses):
+            if st == "f":
+                fast += [f"job-{i}", rng.choice([str(1_790_000_000_000 + i), ""])]
+        loop, bulk = BatchResult(), BatchResult()
+        ReceiptStore._sort_statuses("acme", ordered, statuses, fast, loop, True)
+        ReceiptStore._sort_compact(ordered, statuses, fast, bulk)
+        assert bulk == loop, statuses
+    with pytest.raises(ValueError):
+        ReceiptStore._sort_compact([ReceiptRecord("m", "delivered", True)], "f", [], BatchResult())
+
+
+def test_submitted_ms_parses_each_distinct_value_once_in_order() -> None:
+    from dlr.store import _submitted_ms
+
+    values = ["1795000000000", "", "1795000000000", "1795000000001", "x"]
+    assert _submitted_ms(values) == [1795000000000, None, 1795000000000, 1795000000001, None]
+    assert _submitted_ms([]) == []

@@ -70,6 +70,25 @@ def test_missing_text_and_malformed_utf8() -> None:
     assert info.value.code == "invalid" and "UTF-8" in info.value.reason
 
 
+@pytest.mark.parametrize(("dlr", "expected"), [("1", True), ("0", False), ("", True)])
+def test_a_job_of_four_fields_with_dlr(dlr: str, expected: bool) -> None:
+    # the fast path of a job with `dlr` as its only optional field
+    job = parse_job(f(dlr=dlr), NOW)
+    assert (job.id, job.to, job.text, job.dlr) == ("j1", "4512345678", "hello", expected)
+    other = parse_job(f(ref="r1"), NOW)  # four fields, not `dlr`: the general path
+    assert (other.ref, other.dlr) == ("r1", True)
+
+
+@pytest.mark.parametrize("name", [b"id", b"to"])
+def test_a_required_field_not_utf8_is_invalid(name: bytes) -> None:
+    fields = f()
+    fields[name] = b"\xff\xfe"
+    with pytest.raises(JobError) as info:
+        parse_job(fields, NOW)
+    assert info.value.code == "invalid"
+    assert info.value.reason == f"field {name.decode()!r} is not valid UTF-8"
+
+
 def test_normalise_number() -> None:
     assert normalise_number("+4512345678") == "4512345678"
     assert normalise_number(" 4512345678 ") == "4512345678"

@@ -507,3 +507,23 @@ def test_indic_multipart_cuts_between_clusters() -> None:
         cut += len(part.text)
         assert is_grapheme_boundary(text, cut)
         assert air_octets(part, "gsm7") <= 140
+
+
+@pytest.mark.parametrize(
+    "options",
+    [DEFAULT_OPTIONS, UDH16, SAR, PAYLOAD, PACKED, TURKISH, SegmentOptions(gsm_data_coding=1)],
+)
+@pytest.mark.parametrize(
+    "text", ["a", "Hello world, this is message 123456", "x" * 159, "x" * 160, "x" * 161, "[]" * 40, "{" * 81,
+             "é" * 10, "€" * 80, "€" * 81],
+)
+def test_single_part_fast_path_is_what_the_general_path_gives(options: SegmentOptions, text: str) -> None:
+    """segment()'s shortcut for a one-part default-alphabet message gives exactly what
+    _segment_gsm gives (encoding, units, parts, replaced, segments)."""
+    from engine.text.gsm7 import DEFAULT, encode_default
+    from engine.text.segmenter import _segment_gsm
+
+    septets = encode_default(text)
+    assert septets is not None
+    assert segment(text, options, "auto", 7) == _segment_gsm(text, septets, DEFAULT, options, 7, {})
+    assert segment(text, options, "gsm7", 7) == _segment_gsm(text, septets, DEFAULT, options, 7, {})
