@@ -70,6 +70,31 @@ def log_event(msg: str, event: str, level: int = logging.INFO, **fields: Any) ->
 GC_GEN0_THRESHOLD = 50_000
 
 
+class _GcThreshold:
+    """The collector's thresholds while engines run in this process: raised by the
+    first engine that starts, the process's own back when the last one closes
+    (several engines in one process — tests, an embedding app — close in any order)."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.saved: tuple[int, int, int] = gc.get_threshold()
+
+    def raise_threshold(self) -> tuple[int, int, int]:
+        if self.running == 0:
+            self.saved = gc.get_threshold()
+            gc.set_threshold(GC_GEN0_THRESHOLD, *self.saved[1:])
+        self.running += 1
+        return self.saved
+
+    def restore(self) -> None:
+        self.running -= 1
+        if self.running == 0:
+            gc.set_threshold(*self.saved)
+
+
+_GC = _GcThreshold()
+
+
 def bind_config(c: CarrierSettings) -> BindConfig:
     """The connector's view of one carrier."""
     return BindConfig(
@@ -225,8 +250,7 @@ class Engine:
         # the collector's generations so full collections stay short.
         gc.collect()
         gc.freeze()
-        self._gc_threshold = gc.get_threshold()
-        gc.set_threshold(GC_GEN0_THRESHOLD, *self._gc_threshold[1:])
+        self._gc_threshold = _GC.raise_threshold()
         loop = asyncio.get_running_loop()
         if self.settings.history.enabled:
             from engine.history.process import runs_apart
@@ -370,7 +394,8 @@ class Engine:
         await self.pipeline.close_reader()
         await self.redis.aclose()
         if self._gc_threshold is not None:
-            gc.set_threshold(*self._gc_threshold)
+            _GC.restore()
+            self._gc_threshold = None
         log_event(
             "engine stopped", "shutdown", drained=drained, took_s=round(time.monotonic() - stop_started, 3),
             uptime_s=round(time.time() - self.started_at, 1),

@@ -54,6 +54,27 @@ async def test_engine_raises_the_collector_threshold_while_it_runs(redis_url: st
     assert gc.get_threshold() == before
 
 
+def test_engines_in_one_process_restore_the_collector_threshold_in_any_order() -> None:
+    """Two engines in one process (the shard tests run two): the first to start raises
+    the threshold, the last to close restores the process's own, whichever closes first."""
+    import gc
+
+    from engine.app import GC_GEN0_THRESHOLD, _GcThreshold
+
+    before = gc.get_threshold()
+    g = _GcThreshold()
+    try:
+        assert g.raise_threshold() == before
+        assert g.raise_threshold() == before  # the second engine saves nothing of its own
+        assert gc.get_threshold() == (GC_GEN0_THRESHOLD, *before[1:])
+        g.restore()  # the first engine closes: the second still runs
+        assert gc.get_threshold() == (GC_GEN0_THRESHOLD, *before[1:])
+        g.restore()
+        assert gc.get_threshold() == before
+    finally:
+        gc.set_threshold(*before)
+
+
 async def test_pdus_on_the_wire_match_the_segmenter(redis_url: str, key_prefix: str) -> None:
     texts = {
         "gsm": "Plain GSM text with extension chars {[]} and €",
