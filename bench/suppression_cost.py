@@ -97,41 +97,24 @@ class _ClaimArgs:
     layout the engine sends."""
 
     def __init__(self, prefix: str = "bench") -> None:
-        from redis.asyncio import Redis
+        from engine.pipeline import ClaimArgs
 
-        from engine.config import settings_from_mapping
-        from engine.metrics import Metrics
-        from engine.pipeline import _NORMAL_LANE, Pipeline
-
-        settings = settings_from_mapping({"redis": {"url": "redis://127.0.0.1:1/0", "prefix": prefix},
-                                          "carriers": [{"name": "c1", "routes": [""]}]}, env={})
-        self.pipeline = Pipeline(settings, Redis.from_url("redis://127.0.0.1:1/0"), {}, Metrics())
-        self.keys = self.pipeline.shards[0]
-        self.klass = next(iter(self.pipeline._classes["c1"][_NORMAL_LANE].values()))
+        self.args = ClaimArgs(prefix)
+        self.keys = self.args.keys
 
     def __call__(self, kind: str, k: int, batch: int) -> tuple[list[str], list[Any]]:
         """Round ``k``'s ``batch`` jobs of ``kind`` (ids and numbers unique per kind and round)."""
         import time
 
-        from engine.job import parse_job
-        from engine.pipeline import _Batch, _InFlightJob, _json
-        from engine.scripts import ClaimBatch, claim_call
-
-        p, keys = self.pipeline, self.keys
-        jobs = []
-        now = time.time()
+        entries = []
         base = (1 if kind == "marketing" else 2) * 10_000_000 + k * batch
         for i in range(batch):
             fields = {b"id": f"{kind}-{k}-{i}".encode(), b"to": b"+45%08d" % (base + i), b"text": b"hello"}
             if kind == "marketing":
                 fields[b"kind"] = b"marketing"
-            job = parse_job(fields, now, allow_private_callbacks=False)
-            jobs.append(_InFlightJob(_Batch(keys.jobs), f"{1_700_000_000_000 + k}-{i}", fields, job, "c1",
-                                     p._segment(job, "c1"), self.klass, self.klass.lane))
-        claims, lists, marketing, packed, _order = p._claims(jobs, keys)
-        payload = _json(ClaimBatch(claims=claims, dead=[], lists=lists))
-        return claim_call(keys, keys.jobs, "g", payload, 1_700_000_000_000, 3600, 1_000_000, False, (), packed,
-                          marketing)
+            entries.append((f"{1_700_000_000_000 + k}-{i}", fields))
+        keys, args, _packed = self.args.build(self.args.jobs(entries, time.time()))
+        return keys, args
 
 
 def _fill_list(r: Any, key: str, marketing: int) -> None:
@@ -207,37 +190,23 @@ def claim_server_us(marketing: int, batch: int = 500, rounds: int = 40) -> dict[
 
 _ENGINE_CLAIM = """
 import time
-from redis.asyncio import Redis
-from engine.config import settings_from_mapping
-from engine.job import parse_job
-from engine.metrics import Metrics
-from engine.pipeline import Pipeline, _Batch, _InFlightJob, _NORMAL_LANE, _json
-from engine.scripts import ClaimBatch, claim_call
+from engine.pipeline import ClaimArgs
 
-settings = settings_from_mapping({"redis": {"url": "redis://127.0.0.1:1/0", "prefix": "sc"},
-                                  "carriers": [{"name": "c1", "routes": [""]}]}, env={})
-p = Pipeline(settings, Redis.from_url("redis://127.0.0.1:1/0"), {}, Metrics())  # never connects
-keys = p.shards[0]
-stream = keys.jobs
-k = next(iter(p._classes["c1"][_NORMAL_LANE].values()))
-batch = _Batch(stream)
-now = time.time()
-jobs = []
+c = ClaimArgs("sc")  # a pipeline that never connects
+entries = []
 for i in range(500):
     fields = {b"id": b"job-%d" % i, b"to": b"+45%08d" % (10000000 + i), b"text": b"Hello world %d" % i}
     if MARKETING:
         fields[b"kind"] = b"marketing"
-    job = parse_job(fields, now, allow_private_callbacks=False)
-    jobs.append(_InFlightJob(batch, "1700000000000-%d" % i, fields, job, "c1", p._segment(job, "c1"), k, k.lane))
+    entries.append(("1700000000000-%d" % i, fields))
+jobs = c.jobs(entries, time.time())
 for _ in range(N):
     for ij in jobs:
         ij.to_hash = ""
-    claims, lists, marketing, packed, order = p._claims(jobs, keys)
-    payload = _json(ClaimBatch(claims=claims, dead=[], retention_until=1, lists=lists))
-    call_keys, args = claim_call(keys, stream, p.group, payload, 1, 3600, 1000, False, (), packed, marketing)
+    c.build(jobs)
     for ij in jobs:  # the hash each job sent needs (_claim_and_submit), if the claims did not take it
         if not ij.to_hash:
-            ij.to_hash = p._hash_number(ij.job.to)
+            ij.to_hash = c.hash_number(ij.job.to)
 """
 
 

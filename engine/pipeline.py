@@ -113,7 +113,7 @@ from privacy_hooks import (
 )
 from throttling.backoff import Backoff
 
-__all__ = ["Pipeline", "ShardHints"]
+__all__ = ["ClaimArgs", "Pipeline", "ShardHints"]
 
 log = logging.getLogger("sendgate.pipeline")
 
@@ -2148,3 +2148,42 @@ class Pipeline:
                 if start in ("0-0", "0"):
                     break
         return total
+
+
+class ClaimArgs:
+    """claim.lua's KEYS and ARGV for a batch of jobs as the pipeline builds them
+    (`Pipeline._claims`, the payload, ``claim_call``), on a pipeline that never
+    connects: what the benchmarks measure (bench/micro/test_claims.py,
+    ``python -m bench.suppression_cost``) is the layout the engine sends."""
+
+    def __init__(self, prefix: str = "bench") -> None:
+        from engine.config import settings_from_mapping
+
+        settings = settings_from_mapping({"redis": {"url": "redis://127.0.0.1:1/0", "prefix": prefix},
+                                          "carriers": [{"name": "c1", "routes": [""]}]}, env={})
+        self.pipeline = Pipeline(settings, Redis.from_url("redis://127.0.0.1:1/0"), {}, Metrics())
+        self.keys = self.pipeline.shards[0]
+        self._class = next(iter(self.pipeline._classes["c1"][_NORMAL_LANE].values()))
+
+    def jobs(self, entries: Sequence[tuple[str, dict[bytes, bytes]]], now: float) -> list[_InFlightJob]:
+        """In-flight jobs of carrier c1's normal lane from (entry id, fields) pairs."""
+        p, batch, k = self.pipeline, _Batch(self.keys.jobs), self._class
+        out = []
+        for entry_id, fields in entries:
+            job = parse_job(fields, now, allow_private_callbacks=False)
+            out.append(_InFlightJob(batch, entry_id, fields, job, "c1", p._segment(job, "c1"), k, k.lane))
+        return out
+
+    def build(self, jobs: list[_InFlightJob], group: str = "g") -> tuple[list[str], list[Any], bool]:
+        """KEYS and ARGV of the claim call of ``jobs``, and whether every claim was
+        packed (no JSON claim, the answers in order)."""
+        p, keys = self.pipeline, self.keys
+        claims, lists, marketing, packed, order = p._claims(jobs, keys)
+        payload = _json(ClaimBatch(claims=claims, dead=[], lists=lists))
+        k, args = claim_call(keys, keys.jobs, group, payload, 1_700_000_000_000, 3600, 1_000_000, False, (), packed,
+                             marketing)
+        return k, args, order is None and not claims
+
+    def hash_number(self, number: str) -> str:
+        """The keyed hash of ``number`` (what a transactional job gets after its claim)."""
+        return self.pipeline._hash_number(number)

@@ -32,13 +32,13 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["FINAL_EVENTS", "HistoryRow", "JobDelta", "deltas_from_entries", "ms_to_day"]
+__all__ = ["FINAL_EVENTS", "FINAL_EVENTS_B", "HistoryRow", "JobDelta", "deltas_from_entries", "ms_to_day"]
 
 #: Events after which a job's state does not change any more (docs/contract.md §2.4, events stream).
 FINAL_EVENTS = frozenset(
     {"delivered", "undeliverable", "expired", "rejected", "deleted", "unknown", "failed", "cancelled"}
 )
-_FINAL_B = frozenset(e.encode() for e in FINAL_EVENTS)
+FINAL_EVENTS_B = frozenset(e.encode() for e in FINAL_EVENTS)  # as the events stream holds them
 _DAY_MS = 86_400_000
 
 
@@ -134,7 +134,7 @@ def deltas_from_entries(entries: Iterable[tuple[Any, Any]]) -> list[JobDelta]:
     """
     out: dict[bytes, JobDelta] = {}
     get_delta = out.get
-    final_b = _FINAL_B
+    final_b = FINAL_EVENTS_B
     short, first, first_text = _KEYS_SHORT, _KEYS_FIRST, _KEYS_FIRST_TEXT
     for _eid, f in entries:
         text_b = None

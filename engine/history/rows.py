@@ -39,7 +39,7 @@ from typing import Any
 
 import orjson
 
-from engine.history.record import _FINAL_B as _FINAL_B_SET
+from engine.history.record import FINAL_EVENTS_B as _FINAL_B_SET
 from engine.history.record import JobDelta, deltas_from_entries
 
 __all__ = ["COPY_COLUMNS", "CopyBatch", "CopyJob", "copy_rows", "rows_from_deltas"]
