@@ -1396,6 +1396,20 @@ class Pipeline:
                 return stream
         return None
 
+    def _take_outcomes(self, stream: str) -> tuple[list[_InFlightJob], list[str]]:
+        """A record call's share of ``stream``'s waiting outcomes (at most
+        ``_max_record`` jobs; the rest stay) and all its waiting acks."""
+        jobs = self._to_record.pop(stream, [])
+        if len(jobs) > self._max_record:
+            self._to_record[stream] = jobs[self._max_record :]
+            jobs = jobs[: self._max_record]
+        return jobs, self._to_ack.pop(stream, [])
+
+    def _keep_outcomes(self, stream: str, jobs: list[_InFlightJob], acks: list[str]) -> None:
+        """Outcomes whose record call failed go back in front of what came since."""
+        self._to_record[stream] = jobs + self._to_record.get(stream, [])
+        self._to_ack[stream] = acks + self._to_ack.get(stream, [])
+
     async def _record_loop(self, shard: int = 0) -> None:
         """Record one shard's outcomes as they complete; while one call runs, the
         next batch forms. Each shard has its own recorder: a slow shard's calls
@@ -1404,19 +1418,14 @@ class Pipeline:
             while self._one_recorder and not self._custom_hooks and self._shard_work(shard) is not None:
                 await self._record_shards()
             while (stream := self._shard_work(shard)) is not None:
-                jobs = self._to_record.pop(stream, [])
-                if len(jobs) > self._max_record:
-                    self._to_record[stream] = jobs[self._max_record :]
-                    jobs = jobs[: self._max_record]
-                acks = self._to_ack.pop(stream, [])
+                jobs, acks = self._take_outcomes(stream)
                 try:
                     await self._record(stream, jobs, acks)
                 except Exception:
                     # Not a Redis outage (those are retried inside): a script or
                     # payload error. Keep the outcomes, try again shortly.
                     log.exception("recording %d outcome(s) failed; retrying in 1s", len(jobs))
-                    self._to_record[stream] = jobs + self._to_record.get(stream, [])
-                    self._to_ack[stream] = acks + self._to_ack.get(stream, [])
+                    self._keep_outcomes(stream, jobs, acks)
                     await asyncio.sleep(1.0)
         finally:
             self._recorders.pop(shard, None)
@@ -1483,17 +1492,12 @@ class Pipeline:
         work: list[tuple[str, list[_InFlightJob], list[str], tuple[list[str], list[Any]]]] = []
         failed = False
         for stream in list(dict.fromkeys((*self._to_record, *self._to_ack))):
-            jobs = self._to_record.pop(stream, [])
-            if len(jobs) > self._max_record:
-                self._to_record[stream] = jobs[self._max_record :]
-                jobs = jobs[: self._max_record]
-            acks = self._to_ack.pop(stream, [])
+            jobs, acks = self._take_outcomes(stream)
             try:
                 call = self._record_args(stream, jobs, acks + [ij.entry_id for ij in jobs], now_ms, until, None)
             except Exception:
                 log.exception("recording %d outcome(s) failed; retrying in 1s", len(jobs))
-                self._to_record[stream] = jobs + self._to_record.get(stream, [])
-                self._to_ack[stream] = acks + self._to_ack.get(stream, [])
+                self._keep_outcomes(stream, jobs, acks)
                 failed = True
                 continue
             work.append((stream, jobs, acks, call))
@@ -1517,8 +1521,7 @@ class Pipeline:
                     reply = None
             if isinstance(reply, BaseException):
                 log.error("recording %d outcome(s) failed (%s); retrying in 1s", len(jobs), type(reply).__name__)
-                self._to_record[stream] = jobs + self._to_record.get(stream, [])
-                self._to_ack[stream] = acks + self._to_ack.get(stream, [])
+                self._keep_outcomes(stream, jobs, acks)
                 failed = True
                 continue
             self._record_finish(jobs, now_ms)
