@@ -493,17 +493,6 @@ def _joined_events(raw: Sequence[Any], count: int) -> list[dict[str, str]] | Non
     return events
 
 
-def _token(head: Sequence[str | int], tail: Sequence[bytes]) -> str:
-    """A call token over a call's arguments (the plan's: its commit is kept under it)."""
-    h = hashlib.sha1()
-    for v in head:
-        p = v.encode() if isinstance(v, str) else b"%d" % v
-        h.update(b"$%d\r\n%b\r\n" % (len(p), p))
-    for p in tail:
-        h.update(b"$%d\r\n%b\r\n" % (len(p), p))
-    return h.hexdigest()
-
-
 def commit_tail(
     check: str, edits: Sequence[tuple[int, Sequence[tuple[str, str]]]], skips: Sequence[str] = (),
     common: Sequence[tuple[str, str]] = (),
@@ -775,7 +764,7 @@ class ReceiptStore:
         if len(receipts) > _CHUNK:
             raise ValueError(f"plan: at most {_CHUNK} receipts per call")
         head, tail, ordered = self._pack(carrier, receipts, "apply:plan")
-        token = _token(head, tail)
+        token = self._call_token(head, tail)
         raw = await self._run_packed(head, tail, token, steps=True)
         if _text(raw[0]) == "M":  # committed already (a repeat after a lost reply): its reply
             result = BatchResult()
