@@ -555,7 +555,7 @@ if mode == 'apply' then
     end
     out[1] = table.concat(statuses)
     if step then
-        local r = finish_step(step, check_arg, {out[1]})
+        local r = finish_step(step, check_arg, {out[1]}, out)
         if r then
             return r
         end
@@ -666,7 +666,7 @@ if mode == 'expire' then
     out[1] = more
     table.remove(out, 2)
     if step then
-        local r = finish_step(step, check_arg, {more})
+        local r = finish_step(step, check_arg, {more}, out)
         if r then
             return r
         end

@@ -178,6 +178,7 @@ __all__ = [
     "ARGS",
     "BUCKETS_PER_WAIT",
     "COMMIT_ARGS",
+    "STAGE_ARGS",
     "CORR_ENTRY",
     "EXPIRE_ARGS",
     "GROUP",
@@ -186,6 +187,7 @@ __all__ = [
     "BatchResult",
     "JobEvent",
     "Plan",
+    "StagedBatch",
     "ReceiptRecord",
     "ReceiptStore",
     "UnmatchedBuffer",
@@ -194,16 +196,20 @@ __all__ = [
     "commit_tail",
     "correlation_arg",
     "correlation_bucket",
+    "pack_staged",
+    "parse_staged",
+    "publish_script",
     "put_correlation",
     "script_source",
 ]
 
 # correlate.lua's KEYS and ARGV, named once: the script gets these positions as
 # Lua constants (script_source) and Python builds its arguments with them.
-LAYOUT_VERSION = 4
+LAYOUT_VERSION = 5
 """Of the layouts below; bump it on any change of one (1: the hand-numbered lists; 3: no
 events trim, the record grace, fast-form entries without job record; 4: the two-step
-modes ``apply:plan``/``apply:commit``/``expire:plan``/``expire:commit`` and COMMIT_ARGS)."""
+modes ``apply:plan``/``apply:commit``/``expire:plan``/``expire:commit`` and COMMIT_ARGS;
+5: the stage modes ``apply:stage``/``expire:stage`` and STAGE_ARGS)."""
 KEYS_ = Positions("K", ("events", "due"))
 ARGS = Positions(
     "A", ("mode", "layout", "job_prefix", "bucket_prefix", "index_prefix", "dup_prefix", "call_prefix", "grace")
@@ -220,6 +226,10 @@ after ``window`` of an expire): the plan's check, the count of ids to leave unma
 of field/value pairs added to every event and of edited events, then those ids, those
 pairs, then per edited event its index (from 1, in plan order), the count of fields,
 field/value pairs."""
+STAGE_ARGS = Positions("SG", ("key", "field"), first=0)
+"""What a stage call adds after its mode's arguments (after the last group of an apply,
+after ``window`` of an expire): the staging hash (``P:dlr:staged``) and the batch's field
+in it (the call's token)."""
 CORR_ENTRY = Positions("C", ("id", "part"))
 """A general-form correlation entry as ``engine/record.lua`` takes it (:func:`correlation_arg`)."""
 
@@ -234,6 +244,7 @@ def script_source(text: str | None = None, *, steps: bool = False) -> str:
         text = (here / "correlate.lua").read_text(encoding="utf-8")
     if steps:
         text = text.replace(_STEPS_MARK, (here / "correlate_steps.lua").read_text(encoding="utf-8") + _STEPS_MARK, 1)
+        return lua_header(LAYOUT_VERSION, KEYS_, ARGS, APPLY_ARGS, EXPIRE_ARGS, GROUP, COMMIT_ARGS, STAGE_ARGS) + text
     return lua_header(LAYOUT_VERSION, KEYS_, ARGS, APPLY_ARGS, EXPIRE_ARGS, GROUP, COMMIT_ARGS) + text
 
 
@@ -245,6 +256,27 @@ _SCRIPT_SHA_B = _SCRIPT_SHA.encode()
 _STEPS_SOURCE = script_source(steps=True)
 _STEPS_SHA = hashlib.sha1(_STEPS_SOURCE.encode("utf-8")).hexdigest()
 _STEPS_SHA_B = _STEPS_SHA.encode()
+# The second call of stage-then-publish (privacy hooks): the staged events XADDed, with edits.
+_PUBLISH_SOURCE = (Path(__file__).parent / "publish_staged.lua").read_text(encoding="utf-8")
+_PUBLISH_SHA = hashlib.sha1(_PUBLISH_SOURCE.encode("utf-8")).hexdigest()
+
+# erase_staged's compare-and-set: the batch's value replaced (or deleted: "") only
+# if it is still what was read.
+_SWAP_STAGED = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1])
+else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
+return 1
+"""
+
+
+def _event_id(fields: Sequence[str]) -> str:
+    """An event's job id (its field list starts with ``id``)."""
+    for i in range(0, len(fields) - 1, 2):
+        if fields[i] == "id":
+            return fields[i + 1]
+    return ""
+
 
 # Receipts per script call: bounds how long one call holds Redis (~1-2 ms).
 _CHUNK = 1000
@@ -347,6 +379,129 @@ class Plan(msgspec.Struct):
     @property
     def done(self) -> bool:
         return self.result is not None or self.writes == 0
+
+
+class StagedBatch(msgspec.Struct):
+    """Receipt events a stage call (``apply:stage`` / ``expire:stage``) applied and kept
+    in ``P:dlr:staged`` instead of publishing them: the privacy hooks see them, then
+    :meth:`ReceiptStore.publish_staged` publishes them with the hooks' edits.
+
+    ``events``: each event's field/value list as the one-call path would write it;
+    ``kinds``: a letter per event, ``F`` a fast-path final, ``f`` final, ``i``
+    intermediate; ``callbacks`` / ``submitted``: the job's callback URL and submit time
+    per event ("" for ``F``). ``held``: for a batch this engine staged, the fast-path
+    finals as the apply's reply gave them (added to the result once published)."""
+
+    field: str
+    length: int
+    """Of the staged value: the publish call refuses a value that changed (an erasure)."""
+    staged_ms: int
+    kinds: str
+    callbacks: list[str]
+    submitted: list[str]
+    events: list[list[str]]
+    carrier: str = ""
+    held: BatchResult | None = None
+
+
+_STAGED = msgspec.msgpack.Decoder(
+    tuple[str, list[str], list[str], list[list[str]], list[str], list[str], list[str], list[str], list[str],
+          list[str], list[str], list[int]]
+)
+
+
+def publish_script() -> str:
+    """dlr/publish_staged.lua, the second call of stage-then-publish (for benches)."""
+    return _PUBLISH_SOURCE
+
+
+def parse_staged(field: str, value: bytes) -> StagedBatch:
+    """A staged value (``<ms>:`` then cmsgpack of kinds, the other events' callbacks,
+    submit times and field lists, the fast-path finals' values a list per field:
+    dlr/correlate_steps.lua), every event as its field list, in order."""
+    colon = value.index(b":")
+    body = memoryview(value)[colon + 1 :]
+    try:
+        kinds, callbacks, submitted, others, ids, refs, mids, *runs = _STAGED.decode(body)
+    except msgspec.DecodeError:  # a value not UTF-8 (a job id of any bytes): decoded leniently
+        kinds, callbacks, submitted, others, ids, refs, mids, *runs = _lenient_msgpack(bytes(body))
+    groups = [(e, err, ts, car) for e, err, ts, car, n in zip(*runs, strict=True) for _ in range(int(n))]
+    fast = iter(zip(ids, refs, mids, groups, strict=True))
+    rest = iter(zip(callbacks, submitted, others, strict=True))
+    events: list[list[str]] = []
+    all_callbacks: list[str] = []
+    all_submitted: list[str] = []
+    for kind in kinds:
+        if kind == "F":
+            job_id, ref, message_ids, (event, error, ts, carrier) = next(fast)
+            events.append(["id", job_id, "ref", ref, "event", event, "carrier", carrier, "parts", "1",
+                           "message_ids", message_ids, "error", error, "ts", ts])
+            all_callbacks.append("")
+            all_submitted.append("")
+        else:
+            callback, submitted_ms, fields = next(rest)
+            events.append(fields)
+            all_callbacks.append(callback)
+            all_submitted.append(submitted_ms)
+    return StagedBatch(field, len(value), int(value[:colon]), kinds, all_callbacks, all_submitted, events)
+
+
+def _lenient_msgpack(data: bytes) -> Any:
+    """The msgpack subset cmsgpack writes for lists of strings and counts, strings
+    decoded with replacement characters."""
+    pos = 0
+
+    def item() -> Any:
+        nonlocal pos
+        b = data[pos]
+        pos += 1
+        if b & 0xF0 == 0x90 or b in (0xDC, 0xDD):
+            if b & 0xF0 == 0x90:
+                n = b & 0x0F
+            else:
+                size = 2 if b == 0xDC else 4
+                n = int.from_bytes(data[pos : pos + size], "big")
+                pos += size
+            return [item() for _ in range(n)]
+        if b < 0x80:
+            return b
+        if b in (0xCC, 0xCD, 0xCE, 0xCF):
+            size = 1 << (b - 0xCC)
+            pos += size
+            return int.from_bytes(data[pos - size : pos], "big")
+        if b & 0xE0 == 0xA0:
+            n = b & 0x1F
+        elif b in (0xD9, 0xDA, 0xDB, 0xC4, 0xC5, 0xC6):
+            size = {0xD9: 1, 0xC4: 1, 0xDA: 2, 0xC5: 2, 0xDB: 4, 0xC6: 4}[b]
+            n = int.from_bytes(data[pos : pos + size], "big")
+            pos += size
+        else:
+            raise ValueError(f"staged receipt events: msgpack type {b:#x} not expected")
+        text = data[pos : pos + n].decode("utf-8", "replace")
+        pos += n
+        return text
+
+    return item()
+
+
+def pack_staged(batch: StagedBatch) -> bytes:
+    """A staged value again (after an erasure dropped events of it), as cmsgpack reads it."""
+    others = [i for i, kind in enumerate(batch.kinds) if kind != "F"]
+    fast = [batch.events[i] for i, kind in enumerate(batch.kinds) if kind == "F"]
+    columns = [[fields[p] for fields in fast] for p in (1, 3, 11)]  # id, ref, message_ids
+    runs: list[list[Any]] = [[], [], [], [], []]  # event, error, ts, carrier, count
+    for fields in fast:
+        group = (fields[5], fields[13], fields[15], fields[7])
+        if runs[4] and (runs[0][-1], runs[1][-1], runs[2][-1], runs[3][-1]) == group:
+            runs[4][-1] += 1
+        else:
+            for column, value in zip(runs, (*group, 1), strict=True):
+                column.append(value)
+    body = msgspec.msgpack.encode([
+        batch.kinds, [batch.callbacks[i] for i in others], [batch.submitted[i] for i in others],
+        [batch.events[i] for i in others], *columns, *runs,
+    ])
+    return b"%d:%b" % (batch.staged_ms, body)
 
 
 def _fast_final(job_id: str, event: str, submitted_ms: int | None, carrier: str) -> JobEvent:
@@ -555,6 +710,7 @@ class ReceiptStore:
         self.due_key = keys.dlr_due
         self.unmatched_key = keys.dlr_unmatched
         self.invalid_key = keys.dlr_invalid
+        self.staged_key = keys.dlr_staged
         self._script_keys = KEYS_.build(events=self.events_key, due=self.due_key)
         self._packed_keys = [k.encode() for k in self._script_keys]
         # What every packed call starts with (EVALSHA, sha, the keys), in RESP, and
@@ -834,6 +990,175 @@ class ReceiptStore:
         if _text(raw[0]) == "!":
             return None
         return [_job_event(item) for item in raw[1:]], _text(raw[0]) == "1"
+
+
+    # ------------------------------------------------------ stage, then publish
+    async def stage(
+        self, carrier: str, receipts: Sequence[ReceiptRecord], *, compact: bool = False
+    ) -> tuple[BatchResult, StagedBatch | None]:
+        """Step one of stage-then-publish (privacy hooks): apply at most 1,000 receipts
+        as one call does, but keep their events in ``P:dlr:staged`` (under the call's
+        token) instead of publishing them. Returns the counts and unmatched receipts
+        (no event yet) and the staged batch (None: the call composed no event). The
+        same batch sent again after a lost reply gets the batch its first call staged
+        (its receipts then count as duplicates)."""
+        if len(receipts) > _CHUNK:
+            raise ValueError(f"stage: at most {_CHUNK} receipts per call")
+        head, tail, ordered = self._pack(carrier, receipts, "apply:stage")
+        token = self._call_token(head, tail)
+        stage = STAGE_ARGS.build(key=self.staged_key.encode(), field=token.encode())
+        raw = await self._run_packed(head, tail + stage, token, steps=True)
+        result = BatchResult()
+        if _text(raw[0]) == "R":  # staged by a first call whose reply was lost
+            result.duplicates += len(ordered)
+            return result, self._staged(token, raw[1], carrier, None)
+        held = BatchResult()
+        self._read_apply([raw[1], raw[2]], carrier, ordered, held, compact)
+        result.applied, result.duplicates, result.late = held.applied, held.duplicates, held.late
+        result.orphans, result.corrupt, result.unmatched = held.orphans, held.corrupt, held.unmatched
+        held.unmatched = []
+        return result, self._staged(token, raw[3], carrier, held)
+
+    async def stage_expire(self, now_ms: int, limit: int = 1000) -> tuple[StagedBatch | None, bool]:
+        """Step one of the sweep with privacy hooks: ``expire_overdue``'s work, its
+        events staged (see :meth:`stage`); returns the batch and whether more is due."""
+        args = self._args("expire:stage") + EXPIRE_ARGS.build(now=now_ms, limit=limit, window=self.duplicate_window_ms)
+        field = f"x{now_ms}.{time.monotonic_ns()}"
+        raw = await self._run([*args, *STAGE_ARGS.build(key=self.staged_key, field=field)], steps=True)
+        if _text(raw[0]) == "R":
+            return self._staged(field, raw[1], "", None), True
+        return self._staged(field, raw[2], "", None), _text(raw[1]) == "1"
+
+    @staticmethod
+    def _staged(field: str, value: Any, carrier: str, held: BatchResult | None) -> StagedBatch | None:
+        if not value:
+            return None
+        batch = parse_staged(field, value if isinstance(value, bytes) else str(value).encode())
+        batch.carrier, batch.held = carrier, held
+        return batch
+
+    async def publish_staged(
+        self, batch: StagedBatch, edits: Sequence[tuple[int, Sequence[tuple[str, str]]]] = (),
+        common: Sequence[tuple[str, str]] = (),
+    ) -> int:
+        """Step two: XADD the batch's events, each with ``common`` then its ``edits``
+        (``(index from 1, [(field, value), ...])``), and delete the batch, in one call.
+        Returns the events published; 0: the batch was gone (published already, or
+        erased); -1: it changed since it was read (an erasure): read it again."""
+        args: list[str | int] = [batch.field, batch.length, len(common), len(edits)]
+        for field, value in common:
+            args += [field, value]
+        for index, pairs in edits:
+            args += [index, len(pairs)]
+            for field, value in pairs:
+                args += [field, value]
+        keys = (self.staged_key, self.events_key)
+        try:
+            return int(await self._redis.evalsha(_PUBLISH_SHA, 2, *keys, *args))
+        except NoScriptError:
+            await self._redis.script_load(_PUBLISH_SOURCE)
+            return int(await self._redis.evalsha(_PUBLISH_SHA, 2, *keys, *args))
+
+    def staged_result(
+        self, batch: StagedBatch, edits: Sequence[tuple[int, Sequence[tuple[str, str]]]] = (),
+        common: Sequence[tuple[str, str]] = (), *, compact: bool = False,
+    ) -> BatchResult:
+        """The events of a published batch as an apply's result gives them: the fast-path
+        finals as the stage call answered them (a batch read back from Redis: from its
+        events, without submit time), the others as JobEvents, with the fields written
+        (``common`` and ``edits`` applied) when their job has a callback."""
+        result = BatchResult()
+        held = batch.held
+        if held is not None:
+            result.finals += held.finals
+            result.fast_job_ids += held.fast_job_ids
+            result.fast_events += held.fast_events
+            result.fast_submitted_ms += held.fast_submitted_ms
+        by_index = dict(edits)
+        for i, (kind, callback, submitted, fields) in enumerate(
+            zip(batch.kinds, batch.callbacks, batch.submitted, batch.events, strict=True), 1
+        ):
+            values = dict(zip(fields[0::2], fields[1::2], strict=False))
+            if kind == "F":
+                if held is not None:
+                    continue
+                event = values.get("event", "")
+                if compact:
+                    result.fast_job_ids.append(values.get("id", ""))
+                    result.fast_events.append(event)
+                    result.fast_submitted_ms.append(None)
+                else:
+                    result.finals.append(_fast_final(values.get("id", ""), event, None, values.get("carrier", "")))
+                continue
+            if callback:
+                values.update(common)
+                values.update(by_index.get(i, ()))
+            else:
+                values = {"id": values.get("id", ""), "event": values.get("event", ""),
+                          "carrier": values.get("carrier", "")}
+            job_event = JobEvent(values["id"], values["event"], kind == "f", callback,
+                                 int(submitted) if submitted.isdigit() else None, values)
+            (result.finals if job_event.final else result.intermediates).append(job_event)
+        return result
+
+    async def staged_batches(self) -> list[StagedBatch]:
+        """Every batch in ``P:dlr:staged`` (the recovery pass's work list: batches whose
+        engine stopped between the two calls, or whose hooks keep failing)."""
+        raw = await self._redis.hgetall(self.staged_key)
+        return [parse_staged(_text(field), value if isinstance(value, bytes) else str(value).encode())
+                for field, value in raw.items()]
+
+    async def park_staged(self, batch: StagedBatch, reason: str) -> int:
+        """Give up a staged batch: its events go to ``P:dlr:unmatched`` as receipts
+        (``carrier``, ``message_id`` = the event's ``message_ids``, ``event``, ``error``,
+        ``ts``, ``reason``) and the batch is deleted, in one transaction; nothing of it is
+        published. Returns the events parked."""
+        pipe = self._redis.pipeline(transaction=True)
+        for fields in batch.events:
+            values = dict(zip(fields[0::2], fields[1::2], strict=False))
+            pipe.xadd(
+                self.unmatched_key,
+                {"carrier": values.get("carrier", batch.carrier), "message_id": values.get("message_ids", ""),
+                 "event": values.get("event", ""), "error": values.get("error", ""), "ts": values.get("ts", ""),
+                 "reason": reason},
+                maxlen=self.stream_maxlen or None, approximate=True,
+            )
+        pipe.hdel(self.staged_key, batch.field)
+        await pipe.execute()
+        return len(batch.events)
+
+    async def erase_staged(self, job_ids: Iterable[str]) -> int:
+        """Drop the staged events of these jobs (an erasure: like their entries in the
+        events stream, they go in both modes). A batch left without events is deleted;
+        one being published meanwhile is refused by the publish call (its length
+        changed) and read again. Returns the events dropped."""
+        wanted = set(job_ids)
+        dropped = 0
+        if not wanted:
+            return 0
+        for _ in range(10):
+            raced = False
+            for batch in await self.staged_batches():
+                keep = [i for i, fields in enumerate(batch.events) if _event_id(fields) not in wanted]
+                if len(keep) == len(batch.events):
+                    continue
+                old = await self._redis.hget(self.staged_key, batch.field)
+                if old is None or len(old) != batch.length:
+                    raced = True
+                    continue
+                trimmed = StagedBatch(
+                    batch.field, 0, batch.staged_ms, "".join(batch.kinds[i] for i in keep),
+                    [batch.callbacks[i] for i in keep], [batch.submitted[i] for i in keep],
+                    [batch.events[i] for i in keep],
+                )
+                new = pack_staged(trimmed) if keep else b""
+                if int(await self._redis.eval(_SWAP_STAGED, 1, self.staged_key, batch.field, old, new)):
+                    dropped += len(batch.events) - len(keep)
+                else:
+                    raced = True
+            if not raced:
+                break
+        return dropped
 
     @staticmethod
     def _sort_compact(ordered: list[ReceiptRecord], statuses: str, fast: list[str], result: BatchResult) -> None:

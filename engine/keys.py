@@ -222,6 +222,12 @@ KEY_TABLE: tuple[KeyDoc, ...] = (
     KeyDoc("P:dlr:call:<token>", "string",
            "an apply call's reply (length-prefixed), kept only when it published an event for a callback",
            "correlate.lua", "2 min", "shard", "per call with callback events"),
+    KeyDoc("P:dlr:staged", "hash",
+           "with custom privacy hooks only: receipt events applied but not yet published, one field per batch "
+           "(its call token) -> `<staged ms>:` then the events msgpack-packed (kinds, callbacks, submit times, "
+           "fields); no phone number, no text", "correlate.lua (stage), dlr/publish_staged.lua, erasure",
+           "a field until the hooks passed its events and they are published (ms), or parked hook_failed",
+           "shard", "~200 B per staged event, for the milliseconds between the two calls"),
     KeyDoc("P:dlr:unmatched", "stream", "receipts that never matched a job", "dlr/store.py",
            "MAXLEN ~; the message retention", "shard", "per unmatched receipt"),
     KeyDoc("P:dlr:invalid", "stream", "receipts that could not be parsed (text and addresses removed)",
@@ -266,6 +272,7 @@ class Keys:
         "dlr_dup_prefix",
         "dlr_index_prefix",
         "dlr_invalid",
+        "dlr_staged",
         "dlr_unmatched",
         "events",
         "idem_prefix",
@@ -306,6 +313,8 @@ class Keys:
     backlog: str
     dlr_due: str
     dlr_unmatched: str
+    dlr_staged: str
+    """``P:dlr:staged``: receipt events waiting for the privacy hooks (dlr/store.py, "Two steps")."""
     dlr_invalid: str
     audit: str
     callbacks_failed: str
@@ -354,6 +363,7 @@ class Keys:
             "park_registry": f"{base}:parks",
             "dlr_due": f"{base}:dlr:due",
             "dlr_unmatched": f"{base}:dlr:unmatched",
+            "dlr_staged": f"{base}:dlr:staged",
             "dlr_invalid": f"{base}:dlr:invalid",
             "inbound_due": f"{base}:inbound:due",
             # Suppression lists are shard-local: claim.lua checks them in the

@@ -55,6 +55,7 @@ TODAY = {
     "backlog": "P:backlog",
     "dlr_due": "P:dlr:due",
     "dlr_unmatched": "P:dlr:unmatched",
+    "dlr_staged": "P:dlr:staged",
     "dlr_invalid": "P:dlr:invalid",
     "audit": "P:audit",
     "callbacks_failed": "P:callbacks:failed",
