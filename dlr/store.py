@@ -178,18 +178,18 @@ __all__ = [
     "ARGS",
     "BUCKETS_PER_WAIT",
     "COMMIT_ARGS",
-    "STAGE_ARGS",
     "CORR_ENTRY",
     "EXPIRE_ARGS",
     "GROUP",
     "KEYS_",
     "LAYOUT_VERSION",
+    "STAGE_ARGS",
     "BatchResult",
     "JobEvent",
     "Plan",
-    "StagedBatch",
     "ReceiptRecord",
     "ReceiptStore",
+    "StagedBatch",
     "UnmatchedBuffer",
     "apply_stores",
     "bucket_key",
@@ -267,6 +267,24 @@ if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1])
 else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
 return 1
+"""
+
+
+# park_staged: the batch deleted and its events parked as receipts, only if it was there.
+_PARK_STAGED = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+local n = 0
+for i = 4, #ARGV, 5 do
+    if tonumber(ARGV[2]) > 0 then
+        redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'carrier', ARGV[i], 'message_id', ARGV[i + 1],
+            'event', ARGV[i + 2], 'error', ARGV[i + 3], 'ts', ARGV[i + 4], 'reason', ARGV[3])
+    else
+        redis.call('XADD', KEYS[2], '*', 'carrier', ARGV[i], 'message_id', ARGV[i + 1],
+            'event', ARGV[i + 2], 'error', ARGV[i + 3], 'ts', ARGV[i + 4], 'reason', ARGV[3])
+    end
+    n = n + 1
+end
+return n
 """
 
 
@@ -690,6 +708,10 @@ class ReceiptStore:
     (of a shard) to work under.
     """
 
+    one_call = True
+    """Every batch in one script call (`apply_stores` may pipeline several stores'
+    calls); False for a store whose apply takes more (privacy hooks)."""
+
     def __init__(
         self,
         redis: Any,
@@ -1101,6 +1123,11 @@ class ReceiptStore:
             (result.finals if job_event.final else result.intermediates).append(job_event)
         return result
 
+    async def staged_batch(self, field: str) -> StagedBatch | None:
+        """One batch of ``P:dlr:staged`` as it is now (None: gone)."""
+        value = await self._redis.hget(self.staged_key, field)
+        return None if value is None else parse_staged(field, value if isinstance(value, bytes) else value.encode())
+
     async def staged_batches(self) -> list[StagedBatch]:
         """Every batch in ``P:dlr:staged`` (the recovery pass's work list: batches whose
         engine stopped between the two calls, or whose hooks keep failing)."""
@@ -1111,21 +1138,15 @@ class ReceiptStore:
     async def park_staged(self, batch: StagedBatch, reason: str) -> int:
         """Give up a staged batch: its events go to ``P:dlr:unmatched`` as receipts
         (``carrier``, ``message_id`` = the event's ``message_ids``, ``event``, ``error``,
-        ``ts``, ``reason``) and the batch is deleted, in one transaction; nothing of it is
-        published. Returns the events parked."""
-        pipe = self._redis.pipeline(transaction=True)
+        ``ts``, ``reason``) and the batch is deleted, in one call, only if it is still
+        staged (not published by another engine meanwhile); nothing of it is
+        published. Returns the events parked (0: the batch was gone)."""
+        args: list[str | int] = [batch.field, self.stream_maxlen, reason]
         for fields in batch.events:
             values = dict(zip(fields[0::2], fields[1::2], strict=False))
-            pipe.xadd(
-                self.unmatched_key,
-                {"carrier": values.get("carrier", batch.carrier), "message_id": values.get("message_ids", ""),
-                 "event": values.get("event", ""), "error": values.get("error", ""), "ts": values.get("ts", ""),
-                 "reason": reason},
-                maxlen=self.stream_maxlen or None, approximate=True,
-            )
-        pipe.hdel(self.staged_key, batch.field)
-        await pipe.execute()
-        return len(batch.events)
+            args += [values.get("carrier", batch.carrier), values.get("message_ids", ""), values.get("event", ""),
+                     values.get("error", ""), values.get("ts", "")]
+        return int(await self._redis.eval(_PARK_STAGED, 2, self.staged_key, self.unmatched_key, *args))
 
     async def erase_staged(self, job_ids: Iterable[str]) -> int:
         """Drop the staged events of these jobs (an erasure: like their entries in the
@@ -1315,6 +1336,8 @@ async def apply_stores(
         store, records = batches[0]
         return [await store.apply(carrier, records, compact=compact)]
     pool = getattr(redis, "connection_pool", None)
+    if not all(store.one_call for store, _r in batches):  # (privacy hooks: each store's own apply)
+        return [await store.apply(carrier, records, compact=compact) for store, records in batches]
     if pool is None:
         done = await asyncio.gather(*(s.apply(carrier, r, compact=compact) for s, r in batches), return_exceptions=True)
         for item in done:

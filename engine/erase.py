@@ -37,6 +37,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from dlr.ids import submit_normalizer
+from dlr.store import ReceiptStore
 from engine.config import Settings
 from engine.history import HistoryStore, deltas_from_entries
 from engine.history.inbound import inbound_table, records_from_entries
@@ -196,6 +197,11 @@ async def erase_subject_everywhere(
                                    if r.job_id not in in_events)]
     job_ids = [j.job_id for j in jobs]  # every shard's: for the store's erasure ledger
     normalize = _normalizer(settings)
+    # Receipt events staged for the privacy hooks, not published yet (dlr/store.py, "Two
+    # steps"): dropped in both modes, like the subject's entries in the events stream.
+    staged = 0
+    for shard in shards:
+        staged += await ReceiptStore(redis, shard).erase_staged(job_ids)
 
     async def history() -> int:
         if store is None:
@@ -244,7 +250,7 @@ async def erase_subject_everywhere(
             "waiting_jobs": kinds.get("waiting_job", 0), "scheduled_jobs": kinds.get("scheduled_job", 0),
             "dead_letters": kinds.get("dead_letter", 0), "inbound": kinds.get("inbound", 0),
             "inbound_history_rows": inbound_rows, "inbound_parts_waiting": parts_removed,
-            "stream_entries_removed": removed,
+            "stream_entries_removed": removed, "staged_receipt_events": staged,
             "suppression": f"removed from {suppression_removed} list(s)" if include_suppression and immediate
             else "kept (an opt-out outlives erasure)",
             **({"shards": len(shards), "records_other_shards": others.records} if len(shards) > 1 else {}),

@@ -1,34 +1,40 @@
-"""Receipt events through the privacy hook chain: correlation in two steps.
+"""Receipt events through the privacy hook chain: stage, then publish.
 
 With custom privacy hooks (``[privacy] hooks``), the events the correlation
 script composes from receipts (``delivered``, ``undeliverable``, ``enroute``…)
-and the receipt sweep's ``unknown`` are shown to the chain before anything of
-them is written (docs/contract.md §4, "Privacy hooks"):
+and the receipt sweep's ``unknown`` are shown to the chain before any of them
+is published (docs/contract.md §4, "Privacy hooks"):
 
-1. ``ReceiptStore.plan`` (``correlate.lua`` ``apply:plan``) resolves a chunk of
-   receipts to their correlation entries and returns the events it would
-   write, writing nothing;
+1. ``ReceiptStore.stage`` (``correlate.lua`` ``apply:stage``) does what one
+   apply call does — entries consumed, job records updated, the duplicate
+   window — but keeps the events it composes in ``P:dlr:staged`` (one field per
+   batch, its call token) instead of publishing them, and returns them;
 2. the chain runs over them: ``on_store("job", …)`` (each event's deadline,
    written as its ``retention_until``), then ``on_events`` (a hook's edits of
    ``EVENT_EDITABLE`` fields are written);
-3. ``ReceiptStore.commit`` writes them under the plan's call token, and the
-   script refuses a chunk whose entries or job records changed since the plan
-   (another engine applied a receipt of the same job meanwhile): the chunk is
-   planned again, its events shown to the hooks again.
+3. ``ReceiptStore.publish_staged`` (dlr/publish_staged.lua) XADDs them with
+   the hooks' edits and deletes the batch, in one call: a batch is published
+   once, whoever gets there first.
 
-A hook that raises fails closed: nothing of the chunk is written, the sink
-still answers the deliver_sm (the SMSC's window must not fill), and the
-receipts the chunk matched wait in :class:`HookRetry`, tried again with
-backoff (0.1 s, doubling); after ``HOOK_ATTEMPTS`` tries they are parked in
-``P:dlr:unmatched`` with reason ``hook_failed``. Their correlation entries
-stay until the receipt wait ends (the sweep then gives the jobs ``unknown``,
-through the hooks too). A sweep whose hooks raise writes nothing; the next
-maintenance tick sweeps again. Every failure counts in
-``sendgate_privacy_hook_failures_total`` and logs one warning naming the
-hook's class and the point.
+The receipts are answered once step 1 returned (their outcome is stored), even
+if a hook fails. A hook that raises fails closed: nothing of the batch is
+published, it stays staged and is tried again with backoff (0.1 s, doubling,
+:class:`HookRetry`); after ``HOOK_ATTEMPTS`` tries its events are parked in
+``P:dlr:unmatched`` with reason ``hook_failed`` (as receipts: carrier, message
+ids, event, error, ts) and the batch is deleted: never published. Every failure
+counts in ``sendgate_privacy_hook_failures_total`` and logs one warning naming
+the hook's class and the point. A sweep whose hooks fail ends there (its batch
+held the same way); the next maintenance tick sweeps on.
+
+A batch left staged by an engine that stopped between the two steps is
+published by the recovery pass (:meth:`HookRetry.recover`, on the maintenance
+tick): at an engine's start every staged batch, then those staged more than
+``STALE_MS`` ago and not held by this engine — through the hooks again. An
+erasure drops the staged events of its jobs (``ReceiptStore.erase_staged``);
+a publish of the value read before is refused and the batch read again.
 
 With the default hooks only none of this runs: ``install`` leaves the sink's
-stores as they are (today's one-call path, no extra cost).
+stores as they are (the one-call path, no extra cost).
 """
 
 from __future__ import annotations
@@ -36,10 +42,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
 
-from dlr.store import BatchResult, JobEvent, Plan, ReceiptRecord, ReceiptStore
+from dlr.store import BatchResult, JobEvent, ReceiptRecord, ReceiptStore, StagedBatch
 from engine.metrics import Metrics
 from privacy_hooks import EVENT_EDITABLE, HOOK_ATTEMPTS, HookChain, HookFailed
 
@@ -47,12 +54,14 @@ __all__ = ["HookRetry", "HookedReceiptStore", "hook_edits", "install"]
 
 log = logging.getLogger("sendgate.receipts")
 
-#: Plans refused in a row (their entries changed each time) before a chunk is left
-#: to the sink's retry of a failed flush.
-MAX_REPLANS = 5
 _CHUNK = 1000
 _BACKOFF_S = 0.1
 _EARLY_S = 0.01  # a loop timer may fire up to its clock resolution early
+STALE_MS = 30_000
+"""A staged batch this old, not held by this engine, is another's that stopped: recovered."""
+RECOVER_EVERY_S = 5.0
+"""How often the maintenance tick looks for staged batches to recover."""
+_REREADS = 5  # a batch changed by erasures while being published, read again at most
 
 
 def _s(value: Any) -> str:
@@ -96,28 +105,36 @@ def hook_edits(
     return ([("retention_until", texts[0])] if shared else []), edits
 
 
-class HookRetry:
-    """Receipts whose chunk a hook failed on, waiting for their next try.
+Settle = Callable[[str, BatchResult, int], None]
 
-    Entries ``(due_s, attempt, store, carrier, records)``; the sink's worker
-    calls :meth:`run` when :meth:`due` (a timer wakes it at the next due time)."""
+
+class HookRetry:
+    """Staged batches a hook failed on, waiting for their next try, and the recovery pass.
+
+    Entries ``(due_s, attempt, store, batch)``; the sink's worker calls :meth:`run`
+    when :meth:`due` (a timer wakes it at the next due time)."""
 
     def __init__(self, metrics: Metrics, wake: Callable[[], None]) -> None:
         self.metrics = metrics
         self.wake = wake
-        self.waiting: list[tuple[float, int, HookedReceiptStore, str, list[ReceiptRecord]]] = []
+        self.waiting: list[tuple[float, int, HookedReceiptStore, StagedBatch]] = []
+        self.stale_ms = STALE_MS
+        self._next_recover = 0.0  # monotonic; 0: never recovered yet (the start: every batch)
 
     def __len__(self) -> int:
-        return sum(len(w[4]) for w in self.waiting)
+        return sum(len(w[3].events) for w in self.waiting)
 
-    def hold(self, store: HookedReceiptStore, carrier: str, records: list[ReceiptRecord], attempt: int) -> None:
-        """Try ``records`` again after the backoff of ``attempt`` (1: the first try failed)."""
+    def holds(self, field: str) -> bool:
+        return any(w[3].field == field for w in self.waiting)
+
+    def hold(self, store: HookedReceiptStore, batch: StagedBatch, attempt: int) -> None:
+        """Try ``batch`` again after the backoff of ``attempt`` (1: the first try failed)."""
         delay = _BACKOFF_S * 2 ** (attempt - 1)
-        self.waiting.append((time.monotonic() + delay, attempt, store, carrier, records))
+        self.waiting.append((time.monotonic() + delay, attempt, store, batch))
         asyncio.get_running_loop().call_later(delay, self._fire)
 
     def _fire(self) -> None:
-        """The timer of a held chunk: wake the sink's worker, or wait on if it fired early."""
+        """The timer of a held batch: wake the sink's worker, or wait on if it fired early."""
         if self.due():
             self.wake()
         elif self.waiting:
@@ -128,109 +145,137 @@ class HookRetry:
         now = time.monotonic() + _EARLY_S
         return any(w[0] <= now for w in self.waiting)
 
-    async def run(self, settle: Callable[[str, BatchResult, int], None]) -> None:
-        """Try the due chunks again; ``settle`` publishes what a try wrote (the sink's
-        ``_settle``). A Redis error keeps the chunks not tried yet (and raises)."""
+    async def run(self, settle: Settle) -> None:
+        """Try the due batches again; ``settle`` publishes what a try published (the
+        sink's ``_settle``). A Redis error keeps the batches not tried yet (and raises)."""
         now = time.monotonic() + _EARLY_S
         due = [w for w in self.waiting if w[0] <= now]
         self.waiting = [w for w in self.waiting if w[0] > now]
         try:
             while due:
-                _, attempt, store, carrier, records = due[0]
-                result = await store.apply_chunk(carrier, records, compact=True, attempt=attempt + 1)
+                _, attempt, store, batch = due[0]
+                result = await store.publish_batch(batch, attempt + 1, compact=True)
                 del due[0]
-                settle(carrier, result, int(time.time() * 1000))
+                if result is not None:
+                    settle(batch.carrier, result, int(time.time() * 1000))
         except BaseException:
             self.waiting += due
             raise
 
+    async def recover(self, stores: Sequence[ReceiptStore], settle: Settle, *, force: bool = False) -> int:
+        """Publish batches left in ``P:dlr:staged`` by an engine that stopped between the
+        two steps (at the first call: every batch; then those older than ``stale_ms``)
+        that this engine does not hold, through the hooks. At most every
+        ``RECOVER_EVERY_S`` unless ``force``. Returns the batches tried."""
+        now = time.monotonic()
+        if not force and now < self._next_recover:
+            return 0
+        min_age = self.stale_ms if self._next_recover else 0
+        self._next_recover = now + RECOVER_EVERY_S
+        tried = 0
+        for store in stores:
+            if not isinstance(store, HookedReceiptStore):
+                continue
+            now_ms = int(time.time() * 1000)
+            for batch in await store.staged_batches():
+                if now_ms - batch.staged_ms < min_age or batch.field in store.busy or self.holds(batch.field):
+                    continue
+                tried += 1
+                log.info("publishing %d receipt event(s) another step left staged", len(batch.events))
+                result = await store.publish_batch(batch, 1, compact=True)
+                if result is not None:
+                    settle(batch.carrier, result, now_ms)
+        return tried
+
 
 class HookedReceiptStore(ReceiptStore):
-    """A shard's receipt store whose writes go through the privacy hook chain (module doc)."""
+    """A shard's receipt store whose events go through the privacy hook chain (module doc)."""
 
+    one_call = False
     chain: HookChain
     retry: HookRetry
     metrics: Metrics
-    replans: int
-    """Commits the script refused (entries changed since their plan), planned again."""
+    busy: set[str]
+    """Fields of the batches this store is publishing now (the recovery pass skips them)."""
+    rereads: int
+    """Publishes refused because an erasure changed the batch meanwhile, read again."""
 
     def attach(self, chain: HookChain, retry: HookRetry, metrics: Metrics) -> HookedReceiptStore:
         self.chain, self.retry, self.metrics = chain, retry, metrics
-        self.replans = 0
+        self.busy = set()
+        self.rereads = 0
         return self
 
     async def apply(self, carrier: str, receipts: Sequence[ReceiptRecord], *, compact: bool = False) -> BatchResult:
         result = BatchResult()
         for start in range(0, len(receipts), _CHUNK):
-            r = await self.apply_chunk(carrier, list(receipts[start : start + _CHUNK]), compact=compact, attempt=1)
-            _merge(result, r)
+            counts, batch = await self.stage(carrier, list(receipts[start : start + _CHUNK]), compact=compact)
+            _merge(result, counts)
+            if batch is not None:
+                published = await self.publish_batch(batch, 1, compact=compact)
+                if published is not None:
+                    _merge(result, published)
         return result
 
-    async def apply_chunk(
-        self, carrier: str, records: list[ReceiptRecord], *, compact: bool, attempt: int
-    ) -> BatchResult:
-        """Plan, hooks, commit for one chunk (``attempt``: its try, from 1). A hook
-        failure writes nothing: the chunk's matched receipts are held for another try,
-        or parked (``hook_failed``) after the last."""
-        for _ in range(MAX_REPLANS):
-            plan = await self.plan(carrier, records, compact=compact)
-            if plan.done:
-                return self.planned_result(carrier, plan, compact=compact)
-            hooked = self._through_hooks(plan, attempt)
-            if hooked is None:
-                return await self._hook_failed(carrier, plan, attempt, compact)
-            committed = await self.commit(carrier, plan, hooked[1], common=hooked[0], compact=compact)
-            if committed is not None:
-                return committed
-            self.replans += 1
-        raise RuntimeError("receipt correlation: entries kept changing between plan and commit")
-
-    def _through_hooks(self, plan: Plan, attempt: int) -> tuple[list[tuple[str, str]], Edits] | None:
-        if not plan.events:
-            return [], []
+    async def publish_batch(self, batch: StagedBatch, attempt: int, *, compact: bool) -> BatchResult | None:
+        """The hooks over a staged batch (``attempt``: its try, from 1), then its publish.
+        Returns what was published as an apply's result (empty: the batch was gone,
+        published by another engine or erased), or None: a hook failed, the batch is
+        held for another try, or parked (``hook_failed``) after the last."""
+        self.busy.add(batch.field)
         try:
-            return hook_edits(self.chain, plan.events, time.time())
-        except HookFailed as err:
-            self.metrics.hook_failures.inc()
-            log.warning("%s; receipt events not written (attempt %d of %d)", err, attempt, HOOK_ATTEMPTS)
-            return None
+            for _ in range(_REREADS):
+                events = [dict(zip(f[0::2], f[1::2], strict=False)) for f in batch.events]
+                try:
+                    common, edits = hook_edits(self.chain, events, time.time())
+                except HookFailed as err:
+                    self.metrics.hook_failures.inc()
+                    log.warning("%s; receipt events not published (attempt %d of %d)", err, attempt, HOOK_ATTEMPTS)
+                    await self._hook_failed(batch, attempt)
+                    return None
+                n = await self.publish_staged(batch, edits, common)
+                if n > 0:
+                    return self.staged_result(batch, edits, common, compact=compact)
+                if n == 0:
+                    return BatchResult()
+                self.rereads += 1  # changed by an erasure: read it again
+                fresh = await self.staged_batch(batch.field)
+                if fresh is None:
+                    return BatchResult()
+                fresh.carrier = batch.carrier
+                batch = fresh
+            raise RuntimeError("receipt events: a staged batch kept changing while being published")
+        finally:
+            self.busy.discard(batch.field)
 
-    async def _hook_failed(self, carrier: str, plan: Plan, attempt: int, compact: bool) -> BatchResult:
-        """Nothing written: the unmatched go back to the sink as usual, the others are
-        held for another try — or parked with reason ``hook_failed`` after the last."""
-        result = BatchResult()
-        held: list[ReceiptRecord] = []
-        for record, status in zip(plan.ordered, plan.statuses, strict=True):
-            if status in ("u", "o"):
-                result.unmatched.append(record)
-                if status == "o":
-                    result.orphans += 1
-            else:
-                held.append(record)
-        if held:
-            if attempt >= HOOK_ATTEMPTS:
-                await self.park_unmatched(carrier, held, "hook_failed")
-                self.metrics.receipts_unmatched.labels(carrier).inc(len(held))
-                log.warning("%d receipt(s) parked after %d failed privacy hook tries", len(held), attempt)
-            else:
-                self.retry.hold(self, carrier, held, attempt)
-        return result
+    async def _hook_failed(self, batch: StagedBatch, attempt: int) -> None:
+        if attempt < HOOK_ATTEMPTS:
+            self.retry.hold(self, batch, attempt)
+            return
+        parked = await self.park_staged(batch, "hook_failed")
+        if parked:
+            for carrier, n in Counter(_carrier(f, batch.carrier) for f in batch.events).items():
+                self.metrics.receipts_unmatched.labels(carrier).inc(n)
+            log.warning("%d receipt event(s) parked after %d failed privacy hook tries", parked, attempt)
 
     async def expire_overdue(self, now_ms: int, limit: int = 1000) -> tuple[list[JobEvent], bool]:
-        """The sweep in two steps. A hook failure writes nothing and ends this sweep
-        (returns no event, nothing more): the next maintenance tick sweeps again."""
-        for _ in range(MAX_REPLANS):
-            plan = await self.plan_expire(now_ms, limit)
-            if plan.writes == 0:
-                return [], plan.more
-            hooked = self._through_hooks(plan, 1)
-            if hooked is None:
-                return [], False
-            done = await self.commit_expire(plan, hooked[1], hooked[0])
-            if done is not None:
-                return done
-            self.replans += 1
-        raise RuntimeError("receipt sweep: buckets kept changing between plan and commit")
+        """The sweep staged, then published. A hook failure ends this sweep (returns no
+        event, nothing more): its batch is held for another try, the next maintenance
+        tick sweeps on."""
+        batch, more = await self.stage_expire(now_ms, limit)
+        if batch is None:
+            return [], more
+        result = await self.publish_batch(batch, 1, compact=False)
+        if result is None:
+            return [], False
+        return result.finals, more
+
+
+def _carrier(fields: list[str], default: str) -> str:
+    for i in range(0, len(fields) - 1, 2):
+        if fields[i] == "carrier":
+            return fields[i + 1]
+    return default
 
 
 def _merge(total: BatchResult, r: BatchResult) -> None:

@@ -123,8 +123,8 @@ class ReceiptSink:
         self._responders: dict[Any, tuple[list[int], list[int]]] = {}
         self._wake = asyncio.Event()
         self._retry_now = False
-        # Custom privacy hooks: receipt events through the hook chain, in two steps
-        # (engine/receipt_hooks.py; it replaces the stores). None with the defaults only.
+        # Custom privacy hooks: receipt events through the hook chain, staged then
+        # published (engine/receipt_hooks.py; it replaces the stores). None with the defaults only.
         self.hook_retry = receipt_hooks.install(self, chain_for(settings))
         # Set by the app: waits until submit outcomes queued so far are recorded.
         self.barrier: Callable[[], Awaitable[None]] | None = None
@@ -359,9 +359,10 @@ class ReceiptSink:
 
     def _settle(self, carrier: str, result: BatchResult, now_ms: int) -> None:
         """After a store call: hold what is still unmatched, publish the events."""
-        held = self.unmatched[carrier]
-        for r in result.unmatched:
-            held.hold(r, now_ms)
+        if result.unmatched:
+            held = self.unmatched[carrier]
+            for r in result.unmatched:
+                held.hold(r, now_ms)
         self._publish_fast(carrier, result, now_ms)
         self._publish(result.finals, now_ms)
         self._publish(result.intermediates, now_ms)
@@ -450,6 +451,8 @@ class ReceiptSink:
         """Retry held receipts, park the ones that waited too long, sweep expiries
         (of receipts, and of inbound sets that waited for their parts long enough)."""
         await self._retry_held(everything=False)
+        if self.hook_retry is not None:  # receipt events an engine left staged (privacy hooks)
+            await self.hook_retry.recover(self.stores, self._settle)
         while await self.inbound.sweep() >= 500:
             pass
         now_ms = int(time.time() * 1000)

@@ -132,3 +132,49 @@ async def test_purge_trims_old_entries(redis_url: str, key_prefix: str, capsys: 
     finally:
         await delete_prefix(redis, key_prefix)
         await redis.aclose()
+
+
+async def test_receipt_events_staged_for_the_privacy_hooks_are_erased(
+    redis_url: str, key_prefix: str, tmp_path: Any
+) -> None:
+    """A subject's receipt event staged between the two steps (custom privacy hooks, not
+    published yet) is dropped by the erasure, in both modes: it is never published."""
+    from redis.asyncio import Redis
+
+    from dlr.store import ReceiptStore
+    from engine.config import settings_from_mapping
+    from engine.erase import erase_subject_everywhere
+    from engine.history import open_store
+    from engine.keys import Keys
+    from privacy_hooks.erasure import client_subject
+    from tests.correlation import SUBMITTED_MS, put_entry
+    from tests.dlr.test_store import rec
+    from tests.history.events import event_fields
+
+    settings = settings_from_mapping(
+        {"redis": {"url": redis_url, "prefix": key_prefix}, "privacy": {"hash_secret": "s"},
+         "history": {"url": f"sqlite:///{tmp_path / 'h.db'}"}}, env={})
+    redis = Redis.from_url(redis_url)
+    store = open_store(settings.history.url)
+    events = f"{key_prefix}:events"
+    t = int(time.time() * 1000)
+    try:
+        await redis.xadd(events, event_fields("u1", "submitted", t - 10, first=True, ref="R1", client="shop"))
+        await redis.xadd(events, event_fields("u2", "submitted", t - 5, first=True, ref="R2", client="else"))
+        await put_entry(redis, key_prefix, "acme", "m1", f"={SUBMITTED_MS}\x1fM1\x1fR1\x1fu1")
+        await put_entry(redis, key_prefix, "acme", "m2", f"={SUBMITTED_MS}\x1fM2\x1fR2\x1fu2")
+        receipts = ReceiptStore(redis, key_prefix)
+        _counts, batch = await receipts.stage("acme", [rec("m1"), rec("m2")])  # the engine stops here
+        assert batch is not None
+        await erase_subject_everywhere(redis, settings, client_subject("shop"), immediate=False, store=store)
+        [left] = await receipts.staged_batches()
+        assert [f[1] for f in left.events] == ["u2"]  # the subject's staged event is gone, the other kept
+        assert b"R1" not in (await redis.hget(Keys(key_prefix).dlr_staged, left.field) or b"")
+        audit = await redis.xrange(f"{key_prefix}:audit")
+        assert audit[-1][1][b"staged_receipt_events"] == b"1"
+        assert await receipts.publish_staged(left) == 1
+        assert [f[b"id"] for _i, f in await redis.xrange(events)] == [b"u2", b"u2"]
+    finally:
+        await delete_prefix(redis, key_prefix)
+        await store.close()
+        await redis.aclose()

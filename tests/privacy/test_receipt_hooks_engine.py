@@ -3,8 +3,9 @@ hooks"): the whole engine against a real Redis and the SMPP simulator over TCP.
 
 With custom hooks, the events the correlation script composes from receipts, and the
 receipt sweep's ``unknown``, are shown to ``on_store("job")`` / ``on_events`` before they
-are written (two script calls: engine/receipt_hooks.py); a raising hook writes nothing,
-the receipts are still answered, retried, then parked with reason ``hook_failed``."""
+are published (staged, then published: engine/receipt_hooks.py); a raising hook publishes
+nothing, the receipts are still answered, the batch retried, then parked with reason
+``hook_failed``; a batch an engine left staged is published once by the recovery pass."""
 
 from __future__ import annotations
 
@@ -59,8 +60,9 @@ async def test_a_custom_hook_sees_every_receipt_event_as_written(redis_url: str,
             assert int(ev["retention_until"]) >= before + 120 * 86400  # the policy's, from on_store
         # on_store("job") saw each receipt event once, as a job record
         stored = [fields for kind, fields, _d in hook.stored if kind == "job" and fields.get("event") == "delivered"]
-        # one engine: no commit refused (receipts that beat their record are left for a retry)
-        assert [getattr(s, "replans", None) for s in eng.receipts.stores] == [0]
+        # every staged batch published, none read again
+        assert [getattr(s, "rereads", None) for s in eng.receipts.stores] == [0]
+        assert await redis.exists(Keys(key_prefix).dlr_staged) == 0
         assert sorted(f["id"] for f in stored) == sorted(j["id"] for j in jobs)
         assert hook.batches < len(jobs) / 4  # per batch, not per receipt
 
@@ -97,10 +99,10 @@ async def test_a_raising_hook_on_receipts_writes_nothing_then_parks_them(
         assert len(parked) == len(jobs)
         assert {p["reason"] for p in parked} == {"hook_failed"}
         assert {p["event"] for p in parked} == {"delivered"}
-        # nothing of a receipt was written: no receipt event, every correlation entry still there
+        assert {p["carrier"] for p in parked} == {"sim"}
+        # nothing of a receipt was published, and the staged batch is gone with its parking
         assert {e["event"] for e in _decoded(await redis.xrange(k.events))} == {"submitted"}
-        ends = await redis.zrange(k.correlation_index("sim"), 0, -1)
-        assert sum([await redis.hlen(k.correlation_bucket("sim", e.decode())) for e in ends]) == len(jobs)
+        assert await redis.exists(k.dlr_staged) == 0
         # the SMSC's receipts were all answered (its window does not fill)
         assert sim.stats.receipts == len(jobs) and sim.stats.dlr_resps == len(jobs)
         assert eng.metrics.hook_failures._value.get() >= HOOK_ATTEMPTS
@@ -145,46 +147,73 @@ async def _hooked(redis: Any, prefix: str, hook_paths: list[str]) -> tuple[Hooke
     return store, retry, metrics
 
 
-async def test_a_raising_sweep_writes_nothing_and_sweeps_again(redis_client: Any, key_prefix: str) -> None:
+async def test_a_raising_sweep_publishes_nothing_and_its_batch_is_published_later(
+    redis_client: Any, key_prefix: str
+) -> None:
     r = redis_client
     await put_entry(r, key_prefix, "acme", "f1", f"={SUBMITTED_MS}\x1fF1\x1fr-1\x1ff1")
     await submit_job(r, key_prefix, "multi", "acme", ["m1", "m2"])
-    store, _retry, metrics = await _hooked(r, key_prefix, [f"{HOOKS}:RaisingOnReceipts"])
+    store, retry, metrics = await _hooked(r, key_prefix, [f"{HOOKS}:RaisingOnReceipts"])
     assert await store.expire_overdue(STAGED_END_MS) == ([], False)
     assert metrics.hook_failures._value.get() == 1
     assert await events(r, key_prefix) == []
-    assert await r.zcard(Keys(key_prefix).dlr_due) == 1  # the bucket waits for the next sweep
-    good, _retry, _m = await _hooked(r, key_prefix, [f"{HOOKS}:TagReceiptRef"])
-    finals, more = await good.expire_overdue(STAGED_END_MS)
-    assert not more and sorted(e.job_id for e in finals) == ["f1", "multi"]
+    assert len(retry.waiting) == 1 and await r.hlen(Keys(key_prefix).dlr_staged) == 1  # held, staged
+    # another engine's recovery pass (this one stopped) publishes it through its own hooks
+    good, good_retry, _m = await _hooked(r, key_prefix, [f"{HOOKS}:TagReceiptRef"])
+    published: list[Any] = []
+    assert await good_retry.recover([good], lambda _c, result, _ms: published.append(result), force=True) == 1
+    assert sorted(e.job_id for res in published for e in res.finals) == ["f1", "multi"]
     assert sorted(e["ref"] for e in await events(r, key_prefix)) == ["receipt-r-1", "receipt-ref-1"]
-    assert await r.zcard(Keys(key_prefix).dlr_due) == 0
+    assert await r.exists(Keys(key_prefix).dlr_staged) == 0
+    # the first engine's retry now finds the batch gone: nothing published twice
+    await retry.run(lambda _c, _r, _ms: None)
+    assert len(await events(r, key_prefix)) == 2
 
 
-async def test_a_batch_planned_again_when_another_engine_wrote_between(redis_client: Any, key_prefix: str) -> None:
-    """Two engines apply the two parts of one job at once: the commit of the one that
-    planned first is refused and planned again, so exactly one final event is written."""
+async def test_a_batch_left_staged_by_a_stopped_engine_is_published_once(redis_url: str, key_prefix: str) -> None:
+    """An engine stops between the two steps (the first step called directly: the
+    receipts are applied, their events staged, nothing published); a starting engine's
+    recovery pass shows them to its hooks and publishes them, exactly once."""
+    import redis.asyncio as aioredis
+
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        await put_entry(r, key_prefix, "acme", "f1", f"={SUBMITTED_MS}\x1fF1\x1fr-1\x1ff1")
+        await submit_job(r, key_prefix, "multi", "acme", ["m1", "m2"])
+        stopped = ReceiptStore(r, key_prefix)
+        counts, batch = await stopped.stage("acme", [rec("f1"), rec("m1"), rec("m2", "undeliverable", "011")])
+        assert counts.applied == 3 and batch is not None
+        assert await events(r, key_prefix) == []
+        hooks = {"hooks": [f"{HOOKS}:Recorder", f"{HOOKS}:TagReceiptRef"]}
+        async with running(redis_url, key_prefix, privacy=hooks) as (eng, _s, _p, redis):
+            recorder = eng.pipeline.hooks.custom[0]
+            by_job = await wait_events(redis, key_prefix, {"f1", "multi"}, timeout_s=20)
+            assert [(e["event"], e["ref"]) for e in by_job["f1"]] == [("delivered", "receipt-r-1")]
+            assert [(e["event"], e["ref"]) for e in by_job["multi"]] == [("undeliverable", "receipt-ref-1")]
+            assert {(e["id"], e["event"]) for e in recorder.events} >= {("f1", "delivered"), ("multi", "undeliverable")}
+            assert await redis.exists(Keys(key_prefix).dlr_staged) == 0
+            # the stopped engine's publish, had it come back, finds nothing: published once
+            assert await stopped.publish_staged(batch) == 0
+            assert sorted(e["id"] for e in await events(r, key_prefix) if e["id"] in ("f1", "multi")) == [
+                "f1", "multi",
+            ]
+    finally:
+        await r.aclose()
+
+
+async def test_an_erasure_between_the_steps_drops_the_subject_from_the_batch(redis_client: Any, key_prefix: str) -> None:
     r = redis_client
-    await submit_job(r, key_prefix, "j", "acme", ["p1", "p2"])
+    await put_entry(r, key_prefix, "acme", "f1", f"={SUBMITTED_MS}\x1fF1\x1fr-1\x1ff1")
+    await put_entry(r, key_prefix, "acme", "f2", f"={SUBMITTED_MS}\x1fF2\x1fsecret\x1ff2")
     store, _retry, _m = await _hooked(r, key_prefix, [f"{HOOKS}:Recorder"])
-    other = ReceiptStore(r, key_prefix)
-    real_plan = store.plan
-    attempts_left = 2
-
-    async def plan_then_race(*args: Any, **kw: Any) -> Any:
-        plan = await real_plan(*args, **kw)
-        nonlocal attempts_left
-        attempts_left -= 1
-        if attempts_left == 1:  # the other engine's receipt lands between plan and commit
-            await other.apply("acme", [rec("p1", "undeliverable", "011")])
-        return plan
-
-    store.plan = plan_then_race  # type: ignore[method-assign]
-    result = await store.apply("acme", [rec("p2")])
-    assert attempts_left == 0  # planned twice
-    assert [e.event for e in result.finals] == ["undeliverable"]
-    assert [e["event"] for e in await events(r, key_prefix)] == ["undeliverable"]
-    assert await r.hget(Keys(key_prefix).job("j"), "done") == b"2"
+    _counts, batch = await store.stage("acme", [rec("f1"), rec("f2")])
+    assert batch is not None
+    assert await ReceiptStore(r, key_prefix).erase_staged(["f2"]) == 1  # the erasure, meanwhile
+    result = await store.publish_batch(batch, 1, compact=False)
+    assert result is not None and [e.job_id for e in result.finals] == ["f1"]
+    assert store.rereads == 1
+    assert [e["id"] for e in await events(r, key_prefix)] == ["f1"]
+    assert await r.exists(Keys(key_prefix).dlr_staged) == 0
 
 
 async def test_the_default_chain_keeps_the_one_call_path(redis_client: Any, key_prefix: str) -> None:
