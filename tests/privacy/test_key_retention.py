@@ -56,6 +56,8 @@ POLICY: dict[str, tuple[str, object]] = {
     "P:inbound:due": ("kept", "names of reassembly keys (carrier, keyed hash, reference), removed with them"),
     "P:dlr:idx:<carrier>": ("kept", "bucket end times"),
     "P:dlr:due": ("kept", "bucket end times and carrier names"),
+    "P:dlr:staged": ("kept", "receipt events between the two calls of the privacy hooks' path: a field goes with "
+                     "its publish (ms) or its parking; erasure drops a subject's; no number, no text"),
     "P:{lease}:fence:<carrier>": ("kept", "a counter"),
     "P:clients:closed": ("kept", "client ids and closure times"),
     "P:suppress": ("kept", "keyed hashes of opted-out numbers: kept while the opt-out stands (policy)"),
