@@ -267,6 +267,14 @@ async def _exercise(r: Any, k: Keys) -> set[str]:
     finals, _more = await store.expire_overdue(now_ms + 1)
     assert [e.job_id for e in finals] == ["j4"]  # never had its receipt
     await store.park_unmatched("acme", [ReceiptRecord("zz", "delivered", True, "", now_ms)])
+    # the privacy hooks' path: a batch staged (held here; its publish deletes it)
+    from dlr.store import put_correlation
+
+    await put_correlation(r, k, "acme", {"m9": f"={now_ms}\x1fM9\x1fr9\x1fj9"}, now_ms + 60_000, now_ms + 120_000)
+    _counts, staged = await store.stage("acme", [ReceiptRecord("m9", "delivered", True, "", now_ms)])
+    assert staged is not None
+    seen |= await _written(r, k.prefix)
+    assert await store.publish_staged(staged) == 1
     await store.park_invalid("acme", {"short_message": b"id:1 text:hi"}, "unparseable")
     # erasure (with its audit entry) and a carrier's shared TPS bucket
     result = await erase_subject(r, k, "cd" * 16, time.time(), RetentionPolicy())
