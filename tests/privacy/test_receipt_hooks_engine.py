@@ -67,6 +67,20 @@ async def test_a_custom_hook_sees_every_receipt_event_as_written(redis_url: str,
         assert hook.batches < len(jobs) / 4  # per batch, not per receipt
 
 
+async def test_with_shards_every_receipt_event_goes_through_the_hooks(redis_url: str, key_prefix: str) -> None:
+    """Shards: receipts hinted to several shards at once (``apply_stores``) still go
+    through each shard's hooked store, not pipelined past the hooks."""
+    jobs = _jobs(40, ref="r-s")
+    hooks = {"hooks": [f"{HOOKS}:TagReceiptRef"]}
+    async with running(redis_url, key_prefix, privacy=hooks, redis={"shards": 2}) as (_eng, _s, _p, redis):
+        await push(redis, key_prefix, jobs, shards=2)
+        by_job = await wait_events(redis, key_prefix, {j["id"] for j in jobs}, shards=2, timeout_s=60)
+        for job in jobs:
+            assert [(e["event"], e["ref"]) for e in by_job[job["id"]]] == [
+                ("submitted", "r-s"), ("delivered", "receipt-r-s"),
+            ]
+
+
 async def test_a_hook_edit_of_a_receipt_event_is_what_is_written(redis_url: str, key_prefix: str) -> None:
     jobs = _jobs(30, ref="order-7") + _jobs(10, ref="order-7", text="y" * 200)
     async with running(redis_url, key_prefix, privacy={"hooks": [f"{HOOKS}:TagReceiptRef"]}) as (_e, _s, _p, redis):
