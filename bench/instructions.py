@@ -9,7 +9,6 @@ two versions of the same code, and timed runs for the absolute figure.)
 
     python -m bench.instructions receipts [--script dlr/correlate.lua]
     python -m bench.instructions receipts --miss   # a receipt tried on a shard without its entry
-    python -m bench.instructions receipts --steps  # the older two steps: plan, then commit
     python -m bench.instructions receipts --stage  # privacy hooks: stage, then publish
     python -m bench.instructions record
     python -m bench.instructions scan
@@ -20,9 +19,7 @@ two versions of the same code, and timed runs for the absolute figure.)
 
 ``receipts``: instructions Redis executes inside EVALSHA per receipt, for
 batches of 1,000 fast-path receipts applied by ``dlr/correlate.lua`` (with the
-header its loader generates, ``dlr.store.script_source``; ``--steps``: the
-script with its two-step modes, each batch planned then committed with a
-``retention_until`` per event; ``--stage``: what the engine runs with custom
+header its loader generates, ``dlr.store.script_source``; ``--stage``: what the engine runs with custom
 privacy hooks, each batch staged (``apply:stage``) then published
 (``dlr/publish_staged.lua``) with the one ``retention_until`` the hooks give; the
 embedded Redis's server under callgrind, counting only inside
@@ -377,17 +374,16 @@ def python_instructions(snippet: str, small: int, large: int, **names: object) -
 
 
 def receipts_script_instructions(
-    script: Path, rounds: int = 5, batch: int = 1000, miss: bool = False, steps: bool = False, stage: bool = False
+    script: Path, rounds: int = 5, batch: int = 1000, miss: bool = False, stage: bool = False
 ) -> float:
     """Instructions inside EVALSHA per fast-path receipt applied by ``script`` (``miss``:
-    per receipt tried where its entry is not; ``steps``: planned, then committed;
-    ``stage``: staged, then published)."""
+    per receipt tried where its entry is not; ``stage``: staged, then published)."""
     from dlr.store import script_source
 
     def run(r: Any) -> int:
         # with the generated header (and the two-step modes)
-        source = script_source(script.read_text(encoding="utf-8"), steps=steps or stage)
-        return _apply_rounds(r, r.script_load(source), rounds, batch, miss, steps, stage)
+        source = script_source(script.read_text(encoding="utf-8"), steps=stage)
+        return _apply_rounds(r, r.script_load(source), rounds, batch, miss, stage)
 
     return _under_callgrind(run)
 
@@ -515,14 +511,14 @@ def _record_rounds(r: Any, rounds: int, batch: int, *, keep_text: bool = False) 
 
 
 def _apply_rounds(
-    r: Any, sha: str, rounds: int, batch: int, miss: bool = False, steps: bool = False, staged: bool = False
+    r: Any, sha: str, rounds: int, batch: int, miss: bool = False, staged: bool = False
 ) -> int:
     """Stage fast-form entries like record.lua's (their jobs have no job record),
     apply them in batches; returns the receipts applied (all on the fast path).
     ``miss``: the batches' ids are staged nowhere (a shard that does not hold
     them, as ReceiptSink.correlate tries with shards > 1): every receipt comes
     back unmatched after the bucket lookup and the duplicate-window check."""
-    from dlr.store import APPLY_ARGS, GROUP, STAGE_ARGS, ReceiptStore, commit_tail, publish_script
+    from dlr.store import APPLY_ARGS, GROUP, STAGE_ARGS, ReceiptStore, publish_script
     from engine.keys import Keys
 
     keys, carrier, now = Keys("bx"), "c1", "1795000000000"
@@ -552,15 +548,15 @@ def _apply_rounds(
             ids = [f"{0x70000000 + (applied + i) * 7919:x}".encode() for i in range(batch)]
         else:
             ids = stage(batch)
-        mode = "apply:plan" if steps else "apply:stage" if staged else "apply"
+        mode = "apply:stage" if staged else "apply"
         args = store._args(mode) + APPLY_ARGS.build(
-            carrier=carrier, window="600000", groups="1", token=f"t{applied}" if steps or staged else "",
+            carrier=carrier, window="600000", groups="1", token=f"t{applied}" if staged else "",
             rest=GROUP.build(final="1", event="delivered", error="", ts=now, count=str(len(ids)), ids=ids),
         )
         if staged:
             args += STAGE_ARGS.build(key=keys.dlr_staged, field=f"t{applied}")
         reply = r.evalsha(sha, len(store._script_keys), *store._script_keys, *args)
-        if staged and not os.environ.get("HF_NOPUB"):  # then the publish, with the hooks' deadline
+        if staged:  # then the publish, with the deadline the hooks gave (one for the batch)
             source = publish_script()
             published = r.evalsha(r.script_load(source), 2, keys.dlr_staged, keys.events, f"t{applied}",
                                   len(reply[3]), 1, 0, "retention_until", "1900000000")
@@ -568,10 +564,6 @@ def _apply_rounds(
                 raise SystemExit(f"published {published} of {len(ids)}")
         if staged:
             reply = reply[1:]
-        if steps:  # the plan's events, then the commit with a deadline each (what the hooks give)
-            args[0] = "apply:commit"
-            args += commit_tail(reply[1].decode(), [], (), [("retention_until", "1900000000")])
-            reply = r.evalsha(sha, len(store._script_keys), *store._script_keys, *args)
         statuses = reply[0].decode()
         if statuses != ("u" if miss else "f") * len(ids):
             raise SystemExit(f"not all on the fast path: {statuses[:40]!r}")
@@ -586,7 +578,6 @@ def main(argv: list[str] | None = None) -> int:
     rs.add_argument("--script", type=Path, default=_ROOT / "dlr" / "correlate.lua")
     rs.add_argument("--rounds", type=int, default=5, help="batches of 1,000 receipts")
     rs.add_argument("--miss", action="store_true", help="receipts whose entries are not there (a shard tried first)")
-    rs.add_argument("--steps", action="store_true", help="planned, then committed (the older two steps)")
     rs.add_argument("--stage", action="store_true", help="staged, then published (custom privacy hooks)")
     rc = sub.add_parser("record", help="instructions per job in engine/record.lua (single part, receipt, no callback)")
     rc.add_argument("--rounds", type=int, default=5, help="batches of 500 jobs")
@@ -618,8 +609,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.what == "receipts":
         what = "per receipt tried without its entry" if a.miss else "per receipt"
-        mode = "plan + commit" if a.steps else "stage + publish" if a.stage else "apply"
-        n = receipts_script_instructions(a.script, a.rounds, miss=a.miss, steps=a.steps, stage=a.stage)
+        mode = "stage + publish" if a.stage else "apply"
+        n = receipts_script_instructions(a.script, a.rounds, miss=a.miss, stage=a.stage)
         print(f"correlate.lua {mode}: {n:,.0f} instructions {what}")
     elif a.what == "record":
         print(f"record.lua: {record_script_instructions(a.rounds, keep_text=a.keep_text):,.0f} instructions per job")

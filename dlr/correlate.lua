@@ -112,8 +112,9 @@ end
 
 -- (Numbers handed to redis.call are formatted by Redis on every call, snprintf
 -- "%.17g" in 6.2, so arguments travel as the strings they came in as.)
--- Every command below goes through `call`: redis.call, or in a two-step mode the dry
--- run's stand-in (`dry_call`, below); `xadd` likewise (`plan_xadd`).
+-- Every command below goes through `call`: redis.call, or in a stage mode its stand-in
+-- (`stage_call`, dlr/correlate_steps.lua: keeps the fast path's XADD); `xadd` and
+-- `reply` likewise (a no-op and `stage_reply`: keep the event).
 local call = redis.call
 local xadd = function(stream, fields)
     call('XADD', stream, '*', unpack(fields))
@@ -311,10 +312,10 @@ if ARGV[A_LAYOUT] ~= LAYOUT_VERSION then
 end
 local events, due = KEYS[K_EVENTS], KEYS[K_DUE]
 local mode = ARGV[A_MODE]
--- two steps: 'plan' / 'commit' (nil: one call), the plan's check, and the functions of
--- dlr/correlate_steps.lua
-local step, check_arg, finish_step, read_commit = nil, nil, nil, nil
--- @steps (the two-step modes: dlr/correlate_steps.lua, inserted here by the loader in the
+-- the stage modes ('apply:stage', 'expire:stage'): step 'stage' (nil: one call) and the
+-- stage's reply, from dlr/correlate_steps.lua
+local step, finish_step = nil, nil
+-- @steps (the stage modes: dlr/correlate_steps.lua, inserted here by the loader in the
 -- script the privacy hooks' path runs; the one-call path runs this script without it)
 local job_prefix, buckets_prefix, index_prefix = ARGV[A_JOB_PREFIX], ARGV[A_BUCKET_PREFIX], ARGV[A_INDEX_PREFIX]
 local dup_prefix = ARGV[A_DUP_PREFIX]
@@ -331,18 +332,8 @@ if mode == 'apply' then
         local kept = redis.call('GET', memo)
         if kept then
             local r = unpack_reply(kept)
-            if step and step ~= 'commit' then  -- a plan of a batch committed already: its reply, marked
-                table.insert(r, 1, 'M')
-            end
             return r
         end
-    end
-    if step == 'commit' then
-        local pos = AP_REST
-        for _ = 1, groups do
-            pos = pos + G_IDS + tonumber(ARGV[pos + G_COUNT])
-        end
-        check_arg = read_commit(pos)
     end
     local bucket_prefix = buckets_prefix .. carrier .. ':'
     local token_prefix = carrier .. '\31'  -- a duplicate span's member: carrier US id
@@ -555,7 +546,7 @@ if mode == 'apply' then
     end
     out[1] = table.concat(statuses)
     if step then
-        local r = finish_step(step, check_arg, {out[1]}, out)
+        local r = finish_step({out[1]}, out)
         if r then
             return r
         end
@@ -577,9 +568,6 @@ if mode == 'expire' then
     local now = ARGV[EX_NOW]
     local limit = tonumber(ARGV[EX_LIMIT])
     local window = tonumber(ARGV[EX_WINDOW]) or 0
-    if step == 'commit' then
-        check_arg = read_commit(EX_WINDOW + 1)
-    end
     if window > 0 then
         -- duplicate spans past their use (span end + window) go here, UNLINKed (freed
         -- off the main thread), one span before their TTL would free them on it
@@ -666,7 +654,7 @@ if mode == 'expire' then
     out[1] = more
     table.remove(out, 2)
     if step then
-        local r = finish_step(step, check_arg, {more}, out)
+        local r = finish_step({more}, out)
         if r then
             return r
         end

@@ -1,4 +1,4 @@
-"""Receipt correlation store: a batch of receipts in, job events out, one script call.
+r"""Receipt correlation store: a batch of receipts in, job events out, one script call.
 
 Why one Lua script per batch
 ----------------------------
@@ -131,26 +131,32 @@ receipts in ``BatchResult.unmatched``; the caller keeps them in an
 :class:`UnmatchedBuffer`, retries them after ``retry_ms``, and after
 ``max_wait_ms`` parks them with :meth:`ReceiptStore.park_unmatched`.
 
-Two steps (privacy hooks)
--------------------------
+Stage, then publish (privacy hooks)
+-----------------------------------
 With custom privacy hooks the engine must show the events a batch composes
-to the hooks before they are written (engine/receipt_hooks.py). Then it
+to the hooks before they are published (engine/receipt_hooks.py). Then it
 runs the script with dlr/correlate_steps.lua inserted (its own SHA: the
-one-call path's script is unchanged and pays nothing for it) in two calls
-per chunk of receipts: :meth:`ReceiptStore.plan` (``apply:plan``) runs the
-apply as a dry run — its reads as usual, its writes kept in a journal that
-its later reads see — and returns the events it would write (each one
-US-joined string; as lists when a value holds US) and a check, a hash of
-the writes; :meth:`ReceiptStore.commit` (``apply:commit``, the same
-arguments plus ``COMMIT_ARGS``: the check, the receipts the plan found no
-entry for, the hooks' edits) runs the same dry run, leaves those receipts
-unmatched (an entry recorded in between is retried, never written unseen),
-applies the edits to the events, and replays the journal only if its check
-equals the plan's; else it answers ``!`` and writes nothing (the caller
-plans again). The commit's reply, and its memo, are those of an apply; the
-memo is kept under the plan's token, so planning a batch whose commit's
-reply was lost returns that reply (``Plan.result``). The expiry sweep the
-same way: :meth:`ReceiptStore.plan_expire` / :meth:`ReceiptStore.commit_expire`.
+one-call path's script is unchanged and pays nothing for it):
+:meth:`ReceiptStore.stage` (``apply:stage``, at most 1,000 receipts) does
+everything one apply call does — entries consumed, job records updated, the
+duplicate window — but each event it composes is kept instead of XADDed:
+all of the call's together, as one field of ``P:dlr:staged`` (the call's
+token -> ``<Redis ms>:`` then cmsgpack of the events: a fast-path final as
+three strings, its job id, ref and message ids, plus the receipt group's
+fields once per run; any other event as its field list with its job's
+callback and submit time), and returned in the reply. The hooks run over
+them; :meth:`ReceiptStore.publish_staged` (dlr/publish_staged.lua) XADDs
+them with the hooks' edits and ``HDEL``\ s the field in one call, only if
+the field still holds the value the hooks saw (its length: an erasure only
+ever drops events, ``erase_staged``): a batch is published once, by
+whichever engine gets there first (the recovery pass,
+``engine/receipt_hooks.py``). The same stage call sent again after its reply
+was lost finds its field and answers it (``R``) instead of running. The
+sweep the same way: :meth:`ReceiptStore.stage_expire` (``expire:stage``).
+:meth:`ReceiptStore.park_staged` gives a batch up (a hook failing every
+try): its events to ``P:dlr:unmatched``, reason ``hook_failed``, the field
+deleted, in one call. Staged values hold msgpack: read them with a client
+without ``decode_responses`` (the engine's).
 """
 
 from __future__ import annotations
@@ -177,7 +183,6 @@ __all__ = [
     "APPLY_ARGS",
     "ARGS",
     "BUCKETS_PER_WAIT",
-    "COMMIT_ARGS",
     "CORR_ENTRY",
     "EXPIRE_ARGS",
     "GROUP",
@@ -186,14 +191,12 @@ __all__ = [
     "STAGE_ARGS",
     "BatchResult",
     "JobEvent",
-    "Plan",
     "ReceiptRecord",
     "ReceiptStore",
     "StagedBatch",
     "UnmatchedBuffer",
     "apply_stores",
     "bucket_key",
-    "commit_tail",
     "correlation_arg",
     "correlation_bucket",
     "pack_staged",
@@ -209,7 +212,8 @@ LAYOUT_VERSION = 5
 """Of the layouts below; bump it on any change of one (1: the hand-numbered lists; 3: no
 events trim, the record grace, fast-form entries without job record; 4: the two-step
 modes ``apply:plan``/``apply:commit``/``expire:plan``/``expire:commit`` and COMMIT_ARGS;
-5: the stage modes ``apply:stage``/``expire:stage`` and STAGE_ARGS)."""
+5: the stage modes ``apply:stage``/``expire:stage`` and STAGE_ARGS instead of the plan and
+commit modes and COMMIT_ARGS)."""
 KEYS_ = Positions("K", ("events", "due"))
 ARGS = Positions(
     "A", ("mode", "layout", "job_prefix", "bucket_prefix", "index_prefix", "dup_prefix", "call_prefix", "grace")
@@ -220,12 +224,6 @@ APPLY_ARGS = Positions("AP", ("carrier", "window", "groups", "token"), first=len
 EXPIRE_ARGS = Positions("EX", ("now", "limit", "window"), first=len(ARGS) + 1)
 GROUP = Positions("G", ("final", "event", "error", "ts", "count"), first=0, rest="ids")
 """One group of receipts in an apply call's tail: offsets from the group's start."""
-COMMIT_ARGS = Positions("CM", ("check", "skips", "common", "edits"), first=0, rest="list")
-"""What a commit call adds after its mode's arguments (after the last group of an apply,
-after ``window`` of an expire): the plan's check, the count of ids to leave unmatched,
-of field/value pairs added to every event and of edited events, then those ids, those
-pairs, then per edited event its index (from 1, in plan order), the count of fields,
-field/value pairs."""
 STAGE_ARGS = Positions("SG", ("key", "field"), first=0)
 """What a stage call adds after its mode's arguments (after the last group of an apply,
 after ``window`` of an expire): the staging hash (``P:dlr:staged``) and the batch's field
@@ -237,15 +235,15 @@ CORR_ENTRY = Positions("C", ("id", "part"))
 def script_source(text: str | None = None, *, steps: bool = False) -> str:
     """correlate.lua as loaded: the generated header, then the script text
     (``text``: another version of it, for bench/instructions.py). ``steps``: with
-    dlr/correlate_steps.lua inserted at its ``-- @steps`` line (the two-step modes;
+    dlr/correlate_steps.lua inserted at its ``-- @steps`` line (the stage modes;
     the one-call path's script goes without them)."""
     here = Path(__file__).parent
     if text is None:
         text = (here / "correlate.lua").read_text(encoding="utf-8")
     if steps:
         text = text.replace(_STEPS_MARK, (here / "correlate_steps.lua").read_text(encoding="utf-8") + _STEPS_MARK, 1)
-        return lua_header(LAYOUT_VERSION, KEYS_, ARGS, APPLY_ARGS, EXPIRE_ARGS, GROUP, COMMIT_ARGS, STAGE_ARGS) + text
-    return lua_header(LAYOUT_VERSION, KEYS_, ARGS, APPLY_ARGS, EXPIRE_ARGS, GROUP, COMMIT_ARGS) + text
+        return lua_header(LAYOUT_VERSION, KEYS_, ARGS, APPLY_ARGS, EXPIRE_ARGS, GROUP, STAGE_ARGS) + text
+    return lua_header(LAYOUT_VERSION, KEYS_, ARGS, APPLY_ARGS, EXPIRE_ARGS, GROUP) + text
 
 
 _STEPS_MARK = "-- @steps"
@@ -372,31 +370,6 @@ class BatchResult(msgspec.Struct):
                 self.fast_job_ids, self.fast_events, self.fast_submitted_ms, strict=True
             )
         ]
-
-
-class Plan(msgspec.Struct):
-    """What a two-step call's first step (``plan`` / ``plan_expire``) found: the
-    events the batch would write, in order, and what its commit needs.
-
-    ``done``: the batch was committed already (a repeated plan whose commit's
-    reply was lost: its kept reply, as ``result``), or it writes nothing
-    (``writes`` 0: every receipt unmatched or a duplicate) — no commit then."""
-
-    mode: str
-    head: list[str | int]
-    tail: list[bytes]
-    token: str
-    check: str
-    writes: int
-    events: list[dict[str, str]]
-    ordered: list[ReceiptRecord]
-    statuses: str = ""
-    more: bool = False
-    result: BatchResult | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.result is not None or self.writes == 0
 
 
 class StagedBatch(msgspec.Struct):
@@ -644,47 +617,6 @@ def _job_event(raw: Sequence[Any]) -> JobEvent:
     )
 
 
-def _fields(raw: Sequence[Any]) -> dict[str, str]:
-    """A planned event's flat ``[field, value, ...]`` as a dict."""
-    values = _texts(raw)
-    return dict(zip(values[0::2], values[1::2], strict=False))
-
-
-def _joined_events(raw: Sequence[Any], count: int) -> list[dict[str, str]] | None:
-    """A plan's events, each ``<field>US<value>...``, ``count`` fields and values in
-    all; None when there are more separators than that (a value held US: ask for the
-    events as lists)."""
-    if not raw:
-        return []
-    joined = b"\x1e".join(raw)
-    if joined.count(b"\x1f") != count - len(raw) or joined.count(b"\x1e") != len(raw) - 1:
-        return None
-    events = []
-    for text in joined.decode("utf-8", "replace").split("\x1e"):
-        parts = text.split("\x1f")
-        events.append(dict(zip(parts[0::2], parts[1::2], strict=True)))
-    return events
-
-
-def commit_tail(
-    check: str, edits: Sequence[tuple[int, Sequence[tuple[str, str]]]], skips: Sequence[str] = (),
-    common: Sequence[tuple[str, str]] = (),
-) -> list[bytes]:
-    """COMMIT_ARGS: the plan's check, the ids to leave unmatched, the fields every event
-    gets (``common``), each event's own edits."""
-    items: list[bytes] = [s.encode() for s in skips]
-    for field, value in common:
-        items += [field.encode(), value.encode()]
-    for index, pairs in edits:
-        items += [b"%d" % index, b"%d" % len(pairs)]
-        for field, value in pairs:
-            items += [field.encode(), value.encode()]
-    return COMMIT_ARGS.build(
-        check=check.encode(), skips=b"%d" % len(skips), common=b"%d" % len(common), edits=b"%d" % len(edits),
-        list=items,
-    )
-
-
 def _redact_body(body: bytes) -> bytes:
     """What of a raw receipt body may be kept: never the message text.
 
@@ -830,7 +762,7 @@ class ReceiptStore:
         n = len(base)
         if head[:n] == base:
             return resp + self._resp(head[n:])
-        return self._resp(head)  # the two steps' calls (modes apply:plan, apply:commit)
+        return self._resp(head)  # the stage calls (mode apply:stage)
 
     def _call_token(self, head: Sequence[str | int], tail: list[bytes]) -> str:
         """The call's token (correlate.lua "memo"): the same batch sent again, as after
@@ -933,86 +865,6 @@ class ReceiptStore:
         for item in raw[2:]:
             job_event = _job_event(item)
             (result.finals if job_event.final else result.intermediates).append(job_event)
-
-    # ------------------------------------------------------------ two steps
-    async def plan(self, carrier: str, receipts: Sequence[ReceiptRecord], *, compact: bool = False) -> Plan:
-        """Step one of an apply with privacy hooks: resolve at most 1,000 receipts
-        (``_CHUNK``) to their correlation entries and return the events the batch
-        would write, writing nothing (see "Two steps" in the module doc)."""
-        if len(receipts) > _CHUNK:
-            raise ValueError(f"plan: at most {_CHUNK} receipts per call")
-        head, tail, ordered = self._pack(carrier, receipts, "apply:plan")
-        token = self._call_token(head, tail)
-        raw = await self._run_packed(head, tail, token, steps=True)
-        if _text(raw[0]) == "M":  # committed already (a repeat after a lost reply): its reply
-            result = BatchResult()
-            self._read_apply(raw[1:], carrier, ordered, result, compact)
-            return Plan("apply:commit", head, tail, token, "", 0, [], ordered, result=result)
-        events = _joined_events(raw[5:], int(raw[3]))
-        if events is None:  # a value held US: the events again, as lists
-            raw = await self._run_packed(["apply:plan_wide", *head[1:]], tail, token, steps=True)
-            events = [_fields(item) for item in raw[5:]]
-        return Plan("apply:commit", head, tail, token, _text(raw[1]), int(_text(raw[2])), events, ordered,
-                    statuses=_text(raw[4]))
-
-    def planned_result(self, carrier: str, plan: Plan, *, compact: bool = False) -> BatchResult:
-        """The outcome of a plan that writes nothing (``plan.writes`` 0), or was committed already."""
-        if plan.result is not None:
-            return plan.result
-        result = BatchResult()
-        self._sort_statuses(carrier, plan.ordered, plan.statuses, [], result, compact)
-        return result
-
-    async def commit(
-        self, carrier: str, plan: Plan, edits: Sequence[tuple[int, Sequence[tuple[str, str]]]], *,
-        common: Sequence[tuple[str, str]] = (), compact: bool = False,
-    ) -> BatchResult | None:
-        """Step two: write what ``plan`` found, each event with its ``edits``
-        (``(index from 1, [(field, value), ...])``) after the ``common`` ones (every
-        event's: the deadline they share), under the plan's call token.
-        Receipts the plan found no entry for stay unmatched (an entry recorded since
-        is not written without the hooks: the caller retries them as usual). None
-        when the script refused: the batch would now write anything else than the
-        plan showed (an entry or job record changed since the plan: plan again)."""
-        head = [("apply:commit" if i == 0 else v) for i, v in enumerate(plan.head)]
-        statuses = plan.statuses
-        skips = (
-            {r.message_id for r, status in zip(plan.ordered, statuses, strict=True) if status in "uo"}
-            if "u" in statuses or "o" in statuses else ()
-        )
-        raw = await self._run_packed(
-            head, plan.tail + commit_tail(plan.check, edits, sorted(skips), common), plan.token, steps=True
-        )
-        if _text(raw[0]) == "!":
-            return None
-        result = BatchResult()
-        self._read_apply(raw, carrier, plan.ordered, result, compact)
-        return result
-
-    async def plan_expire(self, now_ms: int, limit: int = 1000) -> Plan:
-        """Step one of ``expire_overdue`` with privacy hooks: the events the sweep
-        would write, writing nothing."""
-        args = self._args("expire:plan") + EXPIRE_ARGS.build(now=now_ms, limit=limit, window=self.duplicate_window_ms)
-        raw = await self._run(args, steps=True)
-        events = _joined_events(raw[5:], int(raw[3]))
-        if events is None:  # a value held US: the events again, as lists
-            raw = await self._run(["expire:plan_wide", *args[1:]], steps=True)
-            events = [_fields(item) for item in raw[5:]]
-        return Plan("expire:commit", args, [], "", _text(raw[1]), int(_text(raw[2])), events, [],
-                    more=_text(raw[4]) == "1")
-
-    async def commit_expire(
-        self, plan: Plan, edits: Sequence[tuple[int, Sequence[tuple[str, str]]]],
-        common: Sequence[tuple[str, str]] = (),
-    ) -> tuple[list[JobEvent], bool] | None:
-        """Step two of the sweep: what ``expire_overdue`` returns, or None (refused: plan again)."""
-        head = [("expire:commit" if i == 0 else v) for i, v in enumerate(plan.head)]
-        tail = commit_tail(plan.check, edits, (), common)
-        raw = await self._run([*head, *(t.decode() for t in tail)], steps=True)
-        if _text(raw[0]) == "!":
-            return None
-        return [_job_event(item) for item in raw[1:]], _text(raw[0]) == "1"
-
 
     # ------------------------------------------------------ stage, then publish
     async def stage(

@@ -1,4 +1,4 @@
-"""Stage-then-publish (privacy hooks, dlr/store.py "Two steps"), against a real Redis:
+"""Stage-then-publish (privacy hooks, dlr/store.py "Stage, then publish"), against a real Redis:
 a stage call does one apply's work but keeps its events in ``P:dlr:staged``; the
 publish call writes them, with edits, exactly once; erasure drops a staged subject."""
 
@@ -10,7 +10,39 @@ from dlr.store import ReceiptStore
 from engine.keys import Keys
 from tests.correlation import STAGED_END_MS, SUBMITTED_MS, put_entry
 from tests.dlr.test_store import events, rec, submit_job
-from tests.dlr.test_two_steps import BATCH, snapshot, stage
+
+
+async def snapshot(r: Any, prefix: str) -> dict[bytes, Any]:
+    """Every key under the prefix with its type and value (a stream: its entries' fields)."""
+    out: dict[bytes, Any] = {}
+    async for key in r.scan_iter(match=f"{prefix}:*", count=1000):
+        kind = (await r.type(key)).decode()
+        name = key.replace(prefix.encode(), b"P", 1)
+        if kind == "hash":
+            out[name] = await r.hgetall(key)
+        elif kind == "stream":
+            out[name] = [fields for _, fields in await r.xrange(key)]
+        elif kind == "zset":
+            out[name] = await r.zrange(key, 0, -1, withscores=True)
+        elif kind == "set":
+            out[name] = await r.smembers(key)
+        else:
+            out[name] = await r.get(key)
+    return out
+
+
+async def stage(r: Any, prefix: str) -> None:
+    """General-form jobs (one with two parts, with callbacks), fast-form entries."""
+    await submit_job(r, prefix, "multi", "acme", ["m1", "m2"])
+    await submit_job(r, prefix, "single", "acme", ["s1"], callback="")
+    await put_entry(r, prefix, "acme", "f1", f"={SUBMITTED_MS}\x1fF1\x1fr-1\x1ff1")
+    await put_entry(r, prefix, "acme", "f2", f"={SUBMITTED_MS}\x1fF2\x1fr-2\x1ff2")
+
+
+BATCH = [
+    rec("m1", "enroute"), rec("m1", "delivered"), rec("m2", "undeliverable", "011"),
+    rec("s1"), rec("f1"), rec("f2", "enroute"), rec("nothing"),
+]
 
 
 def _without(snap: dict[bytes, Any], *names: bytes) -> dict[bytes, Any]:
