@@ -948,14 +948,17 @@ class ReceiptStore:
             result.fast_job_ids += held.fast_job_ids
             result.fast_events += held.fast_events
             result.fast_submitted_ms += held.fast_submitted_ms
+            if batch.kinds.count("F") == len(batch.kinds):  # fast-path finals only: as answered
+                return result
         by_index = dict(edits)
         for i, (kind, callback, submitted, fields) in enumerate(
             zip(batch.kinds, batch.callbacks, batch.submitted, batch.events, strict=True), 1
         ):
-            values = dict(zip(fields[0::2], fields[1::2], strict=False))
+            if kind == "F" and held is not None:
+                continue
+            it = iter(fields)
+            values = dict(zip(it, it, strict=False))
             if kind == "F":
-                if held is not None:
-                    continue
                 event = values.get("event", "")
                 if compact:
                     result.fast_job_ids.append(values.get("id", ""))

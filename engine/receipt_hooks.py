@@ -225,7 +225,7 @@ class HookedReceiptStore(ReceiptStore):
         self.busy.add(batch.field)
         try:
             for _ in range(_REREADS):
-                events = [dict(zip(f[0::2], f[1::2], strict=False)) for f in batch.events]
+                events = [dict(zip(it, it, strict=False)) for it in map(iter, batch.events)]
                 try:
                     common, edits = hook_edits(self.chain, events, time.time())
                 except HookFailed as err:
