@@ -50,7 +50,7 @@ from dlr.store import BatchResult, JobEvent, ReceiptRecord, ReceiptStore, Staged
 from engine.metrics import Metrics
 from privacy_hooks import EVENT_EDITABLE, HOOK_ATTEMPTS, HookChain, HookFailed
 
-__all__ = ["HookRetry", "HookedReceiptStore", "hook_edits", "install"]
+__all__ = ["HookRetry", "HookedReceiptStore", "ReceiptEvent", "hook_edits", "install"]
 
 log = logging.getLogger("sendgate.receipts")
 
@@ -74,35 +74,45 @@ def _s(value: Any) -> str:
 Edits = list[tuple[int, list[tuple[str, str]]]]
 
 
+class ReceiptEvent(dict[str, Any]):
+    """A receipt event as the hooks see it: a plain dict of its fields as composed. None
+    of them holds a number or text in clear (``names_free``, like the engine's job
+    views), so the redaction hook passes it without looking at its keys."""
+
+    __slots__ = ()
+    names_free = True
+
+
 def hook_edits(
-    chain: HookChain, events: list[dict[str, str]], now_s: float
+    chain: HookChain, events: Sequence[dict[str, str]], now_s: float
 ) -> tuple[list[tuple[str, str]], Edits]:
-    """Run the chain over planned receipt events (``on_store("job")``, then
-    ``on_events``); return what the commit writes back: the fields every event gets
-    (their deadline, ``retention_until``, when they share one: the usual case) and
-    per event its own (its deadline otherwise, and the ``EVENT_EDITABLE`` fields a
-    hook changed, added or removed — removed: ""). Raises ``HookFailed``."""
-    originals = [tuple(map(e.get, EVENT_EDITABLE)) for e in events]  # None: absent
+    """Run the chain over staged receipt events (``on_store("job")``, then
+    ``on_events``); return what the publish writes with them: the fields every event
+    gets (their deadline, ``retention_until``, when they share one: the usual case) and
+    per event its own (its deadline otherwise, and the ``EVENT_EDITABLE`` fields a hook
+    changed, added or removed — removed: ""). Raises ``HookFailed``."""
+    originals = [e.copy() for e in events]  # (one C copy each; compared once after the hooks)
     views: list[MutableMapping[str, Any]] = list(events)
     deadlines = chain.on_store_batch("job", views, now_s)
-    texts = [str(d) for d in deadlines]
-    for ev, text in zip(events, texts, strict=True):
-        ev["retention_until"] = text
+    first = deadlines[0] if deadlines else 0
+    shared = deadlines.count(first) == len(deadlines)
+    texts = [str(first)] * len(deadlines) if shared else [str(d) for d in deadlines]
+    for ev, orig, text in zip(events, originals, texts, strict=True):
+        ev["retention_until"] = orig["retention_until"] = text
     chain.on_events(views)
-    shared = texts.count(texts[0]) == len(texts)
     edits: Edits = []
-    for i, (ev, orig, text) in enumerate(zip(events, originals, texts, strict=True), 1):
-        pairs = [] if shared else [("retention_until", text)]
-        now = tuple(map(ev.get, EVENT_EDITABLE))
-        if now != orig:  # a hook wrote an editable field (usually none did: one compare)
-            for field, before, after in zip(EVENT_EDITABLE, orig, now, strict=True):
+    for i, (ev, orig) in enumerate(zip(events, originals, strict=True), 1):
+        pairs = [] if shared else [("retention_until", texts[i - 1])]
+        if ev != orig:  # a hook wrote a field (usually none did: one compare)
+            for field in EVENT_EDITABLE:
+                before, after = orig.get(field), ev.get(field)
                 if after is None and field in ev:  # set to None: written as ""
                     after = ""
                 if after != before:
                     pairs.append((field, _s(after)))
         if pairs:
             edits.append((i, pairs))
-    return ([("retention_until", texts[0])] if shared else []), edits
+    return ([("retention_until", texts[0])] if shared and texts else []), edits
 
 
 Settle = Callable[[str, BatchResult, int], None]
@@ -225,7 +235,7 @@ class HookedReceiptStore(ReceiptStore):
         self.busy.add(batch.field)
         try:
             for _ in range(_REREADS):
-                events = [dict(zip(it, it, strict=False)) for it in map(iter, batch.events)]
+                events = [ReceiptEvent(zip(it, it, strict=False)) for it in map(iter, batch.events)]
                 try:
                     common, edits = hook_edits(self.chain, events, time.time())
                 except HookFailed as err:
