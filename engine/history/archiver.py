@@ -54,7 +54,8 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from itertools import groupby
 from typing import Any
 
 import hiredis
@@ -69,7 +70,7 @@ from engine.history.record import deltas_from_entries
 from engine.history.store import HistoryStore, HistoryUnavailable
 from engine.redis_client import is_cluster, raw_reply_client
 
-__all__ = ["ArchiveLag", "Archiver", "default_consumer"]
+__all__ = ["ArchiveLag", "Archiver", "default_consumer", "pack_xack"]
 
 log = logging.getLogger("sendgate.history")
 
@@ -481,12 +482,12 @@ class Archiver:
             await acking
 
     async def _xack(self, stream: str, ids: list[Any]) -> None:
-        """XACK packed by hiredis in one call: redis-py encodes each argument in Python
+        """XACK packed in one call (`pack_xack`): redis-py encodes each argument in Python
         (~0.5 µs an id, a tenth of the archiver's budget per event)."""
         if self._cluster:  # no single pool: the cluster client finds the stream's master
             await self.redis.xack(stream, self.group, *ids)
             return
-        packed = hiredis.pack_command((b"XACK", stream, self.group, *ids))
+        packed = pack_xack(stream, self.group, ids)
         pool = self.redis.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
@@ -607,6 +608,29 @@ _LAG_COUNT = 2000
 
 def _id_ms(entry_id: Any) -> int:
     return int(_text(entry_id).partition("-")[0] or 0)
+
+
+def pack_xack(stream: str, group: str, ids: list[Any]) -> bytes:
+    """``XACK stream group id …`` in RESP, as `hiredis.pack_command` packs it, ~3x
+    cheaper for a batch of ids (bytes, as the raw reply holds them): hiredis formats
+    each argument's length header with ``sprintf`` (~1,600 instructions an event);
+    here the ids of one length are joined in one call with that header between them
+    (an XACK's ids may come in any order, so they are grouped by length). Anything
+    but bytes ids: hiredis."""
+    sizes = set(map(len, ids))
+    if len(sizes) == 1:
+        groups: Iterable[tuple[int, Iterable[Any]]] = ((sizes.pop(), ids),)
+    else:
+        groups = groupby(sorted(ids, key=len), len)
+    s, g = stream.encode(), group.encode()
+    parts = [b"*%d\r\n$4\r\nXACK\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(ids) + 3, len(s), s, len(g), g)]
+    try:
+        for size, same in groups:
+            head = b"$%d\r\n" % size
+            parts += (head, (b"\r\n" + head).join(same), b"\r\n")
+    except TypeError:  # an id that is no bytes (a parsed reply's str)
+        return bytes(hiredis.pack_command((b"XACK", stream, group, *ids)))
+    return b"".join(parts)
 
 
 def _raw_reply(response: Any, **options: Any) -> Any:
