@@ -64,16 +64,18 @@ CopyJob = tuple[bytes, int, bool, bytes]
 _LAYOUT = (b"id", b"ref", b"event", b"carrier", b"parts", b"message_ids", b"error", b"ts")
 _LAYOUT_FIRST = (*_LAYOUT, b"client", b"kind", b"to_hash", b"to_mask", b"encoding", b"retention_until")
 _FIRST_ONLY = _LAYOUT_FIRST[len(_LAYOUT):]
-_KEYS_SHORT = _LAYOUT
-_KEYS_FIRST = _LAYOUT_FIRST
-_KEYS_FIRST_TEXT = (*_LAYOUT_FIRST, b"text_enc")
+# The names of the engine's layouts as lists: an entry's ``f[::2]`` is compared with
+# them in one C call (no tuple built of locals, no name compared in bytecode).
+_NAMES_SHORT = list(_LAYOUT)
+_NAMES_FIRST = list(_LAYOUT_FIRST)
+_NAMES_FIRST_TEXT = [*_LAYOUT_FIRST, b"text_enc"]
 
 # Per-job state while folding: a list (the cheapest object to build) whose first 21
 # items are the row's fields in COPY_COLUMNS order, ready to be joined (the last, b"",
 # gives the row its closing tab), followed by the integers the merge compares.
 _JID, _DAY, _REF, _CLIENT, _KIND, _CARRIER, _PARTS, _ENCODING, _MIDS, _HASH, _MASK = range(11)
 _FIRST_B, _SUB_B, _FINAL_STATE, _FINAL_B, _ERROR, _EVENTS, _ERRORS, _RETENTION, _TEXT = range(11, 20)
-_FIRST, _SUB, _FINAL, _HAS_FIRST = range(21, 25)
+_FIRST, _SUB, _FINAL, _HAS_FIRST, _DAY_N = range(21, 26)
 
 
 class CopyBatch:
@@ -91,20 +93,22 @@ class CopyBatch:
 
 
 _days: dict[int, bytes] = {}
-#: Event name -> its JSON key (``"name":``), for names that go into a JSON string
-#: as they are (the engine's dozen).
-_JSON_KEYS: dict[bytes, bytes] = {}
+#: Event name -> ``{"name":`` (a job's first event in the batch opens its events
+#: object) and ``,"name":`` (a later one), for names that go into a JSON string as
+#: they are (the engine's dozen; remembered, up to 1,000 names).
+_OPEN_KEYS: dict[bytes, bytes] = {}
+_MORE_KEYS: dict[bytes, bytes] = {}
 
 
-def _json_key(name: bytes) -> bytes | None:
-    """``"name":`` when ``name`` is a JSON string's content as it is (no quote,
-    backslash or control character; remembered, up to 1,000 names), else None."""
+def _plain_name(name: bytes) -> bool:
+    """Whether ``name`` is a JSON string's content as it is (no quote, backslash or
+    control character, ASCII); remembered in the key maps when it is."""
     if b'"' in name or b"\\" in name or not name.isascii() or any(c < 0x20 for c in name):
-        return None
-    key = b'"' + name + b'":'
-    if len(_JSON_KEYS) < 1000:
-        _JSON_KEYS[name] = key
-    return key
+        return False
+    if len(_OPEN_KEYS) < 1000:
+        _OPEN_KEYS[name] = b'{"' + name + b'":'
+        _MORE_KEYS[name] = b',"' + name + b'":'
+    return True
 
 
 def _day_text(day: int) -> bytes:
@@ -114,6 +118,26 @@ def _day_text(day: int) -> bytes:
             _days.clear()
         text = _days[day] = (_EPOCH + dt.timedelta(days=day)).isoformat().encode()
     return text
+
+
+# (jid, ref, event, carrier, parts, message_ids, error, ts, describe, client, kind,
+#  to_hash, to_mask, encoding, retention_until, text_enc) of an entry read by name.
+_Named = tuple[bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes, bool,
+               bytes, bytes, bytes, bytes, bytes, bytes, Any]
+
+
+def _by_name(f: Any) -> _Named:
+    """An entry's values by name: any field order, a missing or an extra field, or a
+    mapping (a parsed reply); absent fields are empty."""
+    if f.__class__ is list:
+        it = iter(f)
+        f = dict(zip(it, it, strict=True))
+    g = f.get
+    describe = any(k in f for k in _FIRST_ONLY)
+    return (g(b"id") or b"", g(b"ref") or b"", g(b"event") or b"", g(b"carrier") or b"", g(b"parts") or b"",
+            g(b"message_ids") or b"", g(b"error") or b"", g(b"ts") or b"", describe,
+            g(b"client") or b"", g(b"kind") or b"", g(b"to_hash") or b"", g(b"to_mask") or b"",
+            g(b"encoding") or b"", g(b"retention_until") or b"", g(b"text_enc"))
 
 
 def copy_rows(entries: Sequence[tuple[Any, Any]]) -> CopyBatch:
@@ -129,46 +153,34 @@ def copy_rows(entries: Sequence[tuple[Any, Any]]) -> CopyBatch:
     out: dict[bytes, list[Any]] = {}
     get_state = out.get
     final_b = _FINAL_B_SET
-    k8, k14, k15 = _KEYS_SHORT, _KEYS_FIRST, _KEYS_FIRST_TEXT
-    json_keys = _JSON_KEYS
+    n8, n14, n15 = _NAMES_SHORT, _NAMES_FIRST, _NAMES_FIRST_TEXT
+    open_keys, more_keys = _OPEN_KEYS, _MORE_KEYS
     days = _days
+    day_ms = _DAY_MS
     null = _NULL
     texts = 0
     safe = True  # every event name and error goes into a JSON string as it is
     client = kind = to_hash = to_mask = encoding = retention = b""
     for _eid, f in entries:
-        n = len(f) if f.__class__ is list else 0
+        # The engine's layouts are unpacked by position (their names checked as a
+        # whole), anything else is read by name.
         text_b = None
-        # The engine's layouts are unpacked by position (their names checked),
-        # anything else is read by name.
-        if n == 16:
-            k0, jid, k1, ref, k2, ev, k3, carrier, k4, parts, k5, mids, k6, error, k7, ts_b = f
+        names = f[::2] if f.__class__ is list else None
+        if names == n14:
+            jid, ref, ev, carrier, parts, mids, error, ts_b, client, kind, to_hash, to_mask, encoding, retention = (
+                f[1::2])
+            describe = True
+        elif names == n8:
+            jid, ref, ev, carrier, parts, mids, error, ts_b = f[1::2]
             describe = False
-            fast = (k0, k1, k2, k3, k4, k5, k6, k7) == k8
-        elif n == 28:
-            (k0, jid, k1, ref, k2, ev, k3, carrier, k4, parts, k5, mids, k6, error, k7, ts_b,
-             k8_, client, k9, kind, k10, to_hash, k11, to_mask, k12, encoding, k13, retention) = f
+        elif names == n15:
+            (jid, ref, ev, carrier, parts, mids, error, ts_b, client, kind, to_hash, to_mask, encoding, retention,
+             text_b) = f[1::2]
             describe = True
-            fast = (k0, k1, k2, k3, k4, k5, k6, k7, k8_, k9, k10, k11, k12, k13) == k14
-        elif n == 30:
-            (k0, jid, k1, ref, k2, ev, k3, carrier, k4, parts, k5, mids, k6, error, k7, ts_b,
-             k8_, client, k9, kind, k10, to_hash, k11, to_mask, k12, encoding, k13, retention, k14_, text_b) = f
-            describe = True
-            fast = (k0, k1, k2, k3, k4, k5, k6, k7, k8_, k9, k10, k11, k12, k13, k14_) == k15
         else:
-            fast = False
-        if not fast:
-            if n:
-                it = iter(f)
-                f = dict(zip(it, it, strict=True))
-            g = f.get
-            jid, ref, ev, carrier = g(b"id") or b"", g(b"ref") or b"", g(b"event") or b"", g(b"carrier") or b""
-            parts, mids, error, ts_b = g(b"parts") or b"", g(b"message_ids") or b"", g(b"error") or b"", g(b"ts") or b""
-            describe = any(k in f for k in _FIRST_ONLY)
+            (jid, ref, ev, carrier, parts, mids, error, ts_b, describe, c, k, h, m, e, r, text_b) = _by_name(f)
             if describe:
-                client, kind, to_hash = g(b"client") or b"", g(b"kind") or b"", g(b"to_hash") or b""
-                to_mask, encoding, retention = g(b"to_mask") or b"", g(b"encoding") or b"", g(b"retention_until") or b""
-            text_b = g(b"text_enc")
+                client, kind, to_hash, to_mask, encoding, retention = c, k, h, m, e, r
         if not jid or not ev:
             continue
         try:  # every conversion first, so a malformed entry changes nothing
@@ -182,47 +194,66 @@ def copy_rows(entries: Sequence[tuple[Any, Any]]) -> CopyBatch:
             continue
         if not ts_b:
             ts_b = b"0"
-        key = json_keys.get(ev)
-        if key is None:
-            key = _json_key(ev)
-            if key is None:
-                safe = False
-                key = b'"' + ev + b'":'
-        final = ev in final_b
         s = get_state(jid)
         if s is None:  # the common case (a job's first event in the batch): one list, no stores
-            day = ts // _DAY_MS
+            okey = open_keys.get(ev)
+            if okey is None:
+                if not _plain_name(ev):
+                    safe = False
+                okey = b'{"' + ev + b'":'
+            day = ts // day_ms
             day_b = days.get(day) or _day_text(day)
             if text is not null:
                 texts += 1
             if error:
-                errors = b"{" + key + b'"' + error + b'"}'
+                errors = okey + b'"' + error + b'"}'
                 if b'"' in error:
                     safe = False
             else:
                 errors = b"{}"
             if describe:
+                if ev == b"submitted":
+                    out[jid] = [
+                        jid, day_b, ref, client, kind, carrier, parts or b"0", encoding, mids, to_hash, to_mask,
+                        ts_b, ts_b, b"", null, error, okey + ts_b + b"}", errors, retention, text, b"",
+                        ts, ts, None, True, day,
+                    ]
+                    continue
+                final = ev in final_b
                 out[jid] = [
                     jid, day_b, ref, client, kind, carrier, parts or b"0", encoding, mids, to_hash, to_mask,
-                    ts_b, ts_b if ev == b"submitted" else null, ev if final else b"", ts_b if final else null, error,
-                    b"{" + key + ts_b + b"}", errors, retention, text, b"",
-                    ts, ts if ev == b"submitted" else None, ts if final else None, True,
+                    ts_b, null, ev if final else b"", ts_b if final else null, error,
+                    okey + ts_b + b"}", errors, retention, text, b"",
+                    ts, None, ts if final else None, True, day,
                 ]
-            else:
+            elif ev in final_b:
                 out[jid] = [
                     jid, day_b, ref, b"", b"", carrier, parts or b"0", b"", mids, b"", b"",
-                    ts_b, ts_b if ev == b"submitted" else null, ev if final else b"", ts_b if final else null, error,
-                    b"{" + key + ts_b + b"}", errors, b"0", text, b"",
-                    ts, ts if ev == b"submitted" else None, ts if final else None, False,
+                    ts_b, null, ev, ts_b, error, okey + ts_b + b"}", errors, b"0", text, b"",
+                    ts, None, ts, False, day,
+                ]
+            else:
+                sub = ev == b"submitted"
+                out[jid] = [
+                    jid, day_b, ref, b"", b"", carrier, parts or b"0", b"", mids, b"", b"",
+                    ts_b, ts_b if sub else null, b"", null, error, okey + ts_b + b"}", errors, b"0", text, b"",
+                    ts, ts if sub else None, None, False, day,
                 ]
             continue
+        # A job's later event in the batch: merged into its state.
+        ckey = more_keys.get(ev)
+        if ckey is None:
+            if not _plain_name(ev):
+                safe = False
+            ckey = b',"' + ev + b'":'
         if ts < s[_FIRST]:
             s[_FIRST] = ts
             s[_FIRST_B] = ts_b
-            day = ts // _DAY_MS
+            day = ts // day_ms
+            s[_DAY_N] = day
             s[_DAY] = days.get(day) or _day_text(day)
         # A key twice in one JSON object: jsonb keeps the last, as the dict of the fold does.
-        s[_EVENTS] = s[_EVENTS][:-1] + b"," + key + ts_b + b"}"
+        s[_EVENTS] = s[_EVENTS][:-1] + ckey + ts_b + b"}"
         if ref:
             s[_REF] = ref
         if carrier:
@@ -235,9 +266,9 @@ def copy_rows(entries: Sequence[tuple[Any, Any]]) -> CopyBatch:
             s[_ERROR] = error
             if b'"' in error:
                 safe = False
-            pair = key + b'"' + error + b'"}'
+            pair = ckey[1:] + b'"' + error + b'"}'
             s[_ERRORS] = b"{" + pair if s[_ERRORS] == b"{}" else s[_ERRORS][:-1] + b"," + pair
-        if final:
+        if ev in final_b:
             if s[_FINAL] is None or ts >= s[_FINAL]:
                 s[_FINAL] = ts
                 s[_FINAL_B] = ts_b
@@ -263,7 +294,7 @@ def copy_rows(entries: Sequence[tuple[Any, Any]]) -> CopyBatch:
             if int(retention) > int(s[_RETENTION]):
                 s[_RETENTION] = retention
     tab = b"\t".join
-    jobs = [(jid, s[_FIRST] // _DAY_MS, s[_HAS_FIRST], tab(s[:21])) for jid, s in out.items()]
+    jobs = [(jid, s[_DAY_N], s[_HAS_FIRST], tab(s[:21])) for jid, s in out.items()]
     if not safe or not _copy_safe(jobs, texts):
         return CopyBatch(rows_from_deltas(deltas_from_entries(entries)), None)
     return CopyBatch(jobs, entries)

@@ -181,6 +181,38 @@ async def test_defer_waits_while_jobs_wait_in_the_lanes_and_at_most_defer_s(
     await check_exactly_once(store, 20)
 
 
+async def test_a_deferral_ends_settle_ms_after_the_lanes_empty(
+    redis: Redis, events_key: str, store: HistoryStore
+) -> None:
+    """The burst's lanes emptied: its last receipts still come in, so the archiver waits
+    settle_ms more before its catch-up (within defer_s), then archives everything."""
+    lanes_busy = [True]
+    emptied: list[float] = []
+
+    async def busy() -> bool:
+        return lanes_busy[0]
+
+    archiver = Archiver(redis, store, [events_key], consumer="d2", batch_size=1000, block_ms=20,
+                        busy=busy, defer_s=30.0, settle_ms=800)
+    await push_jobs(redis, events_key, 0, 10)
+    task = asyncio.get_running_loop().create_task(archiver.run())
+    try:
+        await until(lambda: _deferring(archiver), what="deferring while the lanes are busy")
+        assert archiver.archived == 0
+        lanes_busy[0] = False
+        emptied.append(time.monotonic())
+        await until(lambda: _archived(archiver, expected_events(0, 10)), what="archived after the tail settled")
+        waited = time.monotonic() - emptied[0]
+        assert 0.8 <= waited < 30.0, waited  # settle_ms after the lanes emptied, not defer_s
+    finally:
+        await stop(archiver, task)
+    await check_exactly_once(store, 10)
+
+
+async def _deferring(archiver: Archiver) -> bool:
+    return archiver.deferring
+
+
 async def _archived(archiver: Archiver, n: int) -> bool:
     return archiver.archived >= n
 
