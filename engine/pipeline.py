@@ -86,6 +86,7 @@ from engine.scripts import (
     ClaimJob,
     ClaimList,
     DeadLetter,
+    HandbackEntry,
     MarketingClaims,
     Packed,
     ParkEntry,
@@ -95,6 +96,7 @@ from engine.scripts import (
     RequeueEntry,
     Script,
     claim_call,
+    handback_call,
     park_call,
     payload_json,
     record_call,
@@ -366,6 +368,7 @@ class Pipeline:
         self._record_script = Script("record")
         self._schedule = Script("schedule")
         self._requeue = Script("requeue")
+        self._handback = Script("handback")
         e = settings.engine
         # Jobs in hand per class of a carrier without tps (see _budget).
         self._max_in_hand = max(e.batch_size, e.max_pending_parts or 4 * e.batch_size)
@@ -2119,6 +2122,62 @@ class Pipeline:
         log.warning("carrier %s: no bind up for %.0f s; %d job(s) failed (carrier_unavailable)",
                     carrier, down_s, len(items))
 
+    async def hand_back_fenced(self) -> int:
+        """Carriers with bind leases (``max_binds``) of which this engine holds none
+        (fenced off: every lease lost, e.g. stopped past ``lease_ttl_s``): the jobs
+        it holds for them go back to their park streams at once (handback.lua), for
+        a lease holder to send (``check_parked`` makes it look): those in hand, and
+        those claimed and queued in the pool, never written, with their idempotency
+        marks. A multipart message with a part answered already stays (it goes on
+        when a lease comes back). Called by the maintenance tick; returns how many
+        jobs were handed back."""
+        total = 0
+        for name, pool in self.pools.items():
+            if self._stopping or not getattr(pool, "leased", False) or pool.has_lease():
+                continue
+            jobs = self._queues[name].clear()
+            claimed = [cast("_Token", t)[0] for t in pool.take_unwritten(_never_written)]
+            if jobs or claimed:
+                total += await self._hand_back(name, jobs, claimed)
+        return total
+
+    async def _hand_back(self, carrier: str, in_hand: list[_InFlightJob], claimed: list[_InFlightJob]) -> int:
+        by_stream: dict[str, list[_InFlightJob]] = {}
+        for ij in (*in_hand, *claimed):
+            by_stream.setdefault(ij.batch.stream, []).append(ij)
+        moved = 0
+        for stream, jobs in by_stream.items():
+            keys = self.shards[self._stream_shard[stream]]
+            for i in range(0, len(jobs), 500):
+                chunk = jobs[i : i + 500]
+                dests: dict[str, int] = {}
+                meta: list[HandbackEntry] = []
+                flat: list[bytes] = []
+                for ij in chunk:
+                    dest = dests.get(ij.klass.stream)
+                    if dest is None:
+                        dest = dests[ij.klass.stream] = len(dests) + 1
+                    meta.append(HandbackEntry(ij.entry_id, 2 * len(ij.fields), dest, ij.job.id if ij.admitted else ""))
+                    for kv in ij.fields.items():
+                        flat.extend(kv)
+                reply = await self._retry(self._handback, self.redis, *handback_call(
+                    keys, stream, list(dests), self.group, self.consumer, _json(meta), flat))
+                for ij, ok in zip(chunk, reply, strict=True):
+                    if ij.admitted:  # its parts leave the pool's count (never written)
+                        self._outstanding -= ij.pending
+                        ij.pending = 0
+                    if int(ok):  # moved (else another engine took its entry over meanwhile)
+                        moved += 1
+                        ij.klass.parked += 1
+                        self.metrics.jobs_parked.labels(ij.klass.carrier, LANES[ij.klass.lane]).inc()
+                    self._release(ij)
+        log.warning(
+            "carrier %s: no bind lease held here; %d job(s) handed back to its park streams (%d claimed, "
+            "%d taken over by another engine)", carrier, moved, len(claimed), len(in_hand) + len(claimed) - moved,
+            extra={"event": "jobs_handed_back", "carrier": carrier, "jobs": moved, "claimed": len(claimed)},
+        )
+        return moved
+
     async def keep_alive_in_flight(self, older_than_s: float) -> None:
         """Reset the idle time of entries still in hand, so no one reclaims them."""
         now = time.monotonic()
@@ -2151,6 +2210,13 @@ class Pipeline:
                 if start in ("0-0", "0"):
                     break
         return total
+
+
+def _never_written(token: object) -> bool:
+    """A queued part whose job has no part written and answered: the first part (a
+    chain's later parts wait for it), and no message id yet."""
+    ij, i, _t0 = cast("_Token", token)
+    return i == 0 and not any(ij.message_ids)
 
 
 class ClaimArgs:
