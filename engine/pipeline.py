@@ -1485,10 +1485,12 @@ class Pipeline:
     async def _record_shards(self) -> None:
         """One round of the one recorder (shards on one plain Redis, no custom
         hooks): a batch of every stream with outcomes or acks waiting, each its
-        own record call (one slot), all in one pipelined round trip. A call whose
+        own record call (one slot), all in one write and their replies read in
+        order (`_exchange`: one round trip, the calls packed here). A call whose
         reply was lost is repeated alone (its token makes the repeat write
         nothing twice); one the script refused keeps its outcomes for the next
-        round, after a second."""
+        round, after a second. The round's counts, cue and webhooks go once
+        (`_record_finish` of every call's jobs)."""
         self._count_submits_ok()
         now_ms = int(time.time() * 1000)
         until = now_ms // 1000 + self._message_ttl_s
@@ -1504,16 +1506,9 @@ class Pipeline:
                 failed = True
                 continue
             work.append((stream, jobs, acks, call))
-        replies: list[Any] = []
-        if work:
-            pipe = self.redis.pipeline(transaction=False)
-            for _s, _j, _a, (keys, args) in work:
-                pipe.evalsha(self._record_script.sha, len(keys), *keys, *args)
-            try:
-                replies = await pipe.execute(raise_on_error=False)
-            except _REDIS_ERRORS as err:
-                self.metrics.redis_errors.inc()
-                replies = [err] * len(work)
+        replies = await self._exchange([call for _s, _j, _a, call in work]) if work else []
+        recorded: list[_InFlightJob] = []
+        ok = 0
         for (stream, jobs, acks, call), reply in zip(work, replies, strict=True):
             if isinstance(reply, (NoScriptError, *_REDIS_ERRORS)):
                 try:
@@ -1527,9 +1522,50 @@ class Pipeline:
                 self._keep_outcomes(stream, jobs, acks)
                 failed = True
                 continue
-            self._record_finish(jobs, now_ms)
+            recorded += jobs
+            ok += 1
+        if ok:
+            if ok > 1:
+                self.metrics.batches.inc(ok - 1)  # one per call recorded (+1 in _record_finish)
+            self._record_finish(recorded, now_ms)
         if failed:
             await asyncio.sleep(1.0)
+
+    async def _exchange(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """The record calls (KEYS, ARGV each) as EVALSHA in one write on one pooled
+        connection, their replies read in order: a reply each, or the error it
+        raised (a script's error reply leaves the connection in step; a lost
+        connection fails every call not yet answered, and is dropped). Packed
+        here, not by redis-py's pipeline: its per-command and per-argument Python
+        work was the fixed cost of each shard's call."""
+        sha = self._record_script.sha.encode()
+        chunks: list[bytes] = []
+        for keys, args in calls:
+            chunks.append(b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n$%d\r\n%d\r\n" % (
+                3 + len(keys) + len(args), sha, len(b"%d" % len(keys)), len(keys)))
+            for v in (*keys, *args):
+                b = v.encode() if type(v) is str else v if type(v) is bytes else b"%d" % v
+                chunks.append(b"$%d\r\n%b\r\n" % (len(b), b))
+        pool: Any = self.redis.connection_pool
+        replies: list[Any] = []
+        conn = await pool.get_connection()
+        try:
+            await conn.send_packed_command(b"".join(chunks), check_health=False)
+            for _ in calls:
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as err:  # NOSCRIPT, or the script refused the call
+                    replies.append(err)
+        except _REDIS_ERRORS as err:
+            self.metrics.redis_errors.inc()
+            await conn.disconnect()
+            replies += [err] * (len(calls) - len(replies))
+        except BaseException:
+            await conn.disconnect()  # a cancelled exchange leaves the connection out of step
+            raise
+        finally:
+            await pool.release(conn)
+        return replies
 
     def _record_finish(self, done: list[_InFlightJob], now_ms: int) -> None:
         """After the record call(s) of ``done``: counts, the receipt sink's cue, webhooks."""
