@@ -957,7 +957,7 @@ class Pipeline:
         pool = self.pools[carrier]
         cap = self._window_capacity(carrier)
         while not self._stopping:
-            if self._refill_wanted(carrier) and pool.binds_up():
+            if self._refill_wanted(carrier) and pool.binds_up() and pool.has_lease():
                 try:
                     await self._refill(carrier)
                 except asyncio.CancelledError:
@@ -970,9 +970,10 @@ class Pipeline:
                 wakeup.clear()
                 await wakeup.wait()
                 continue
-            if not pool.binds_up():
+            if not pool.binds_up() or not pool.has_lease():
                 # Take no idempotency mark for a carrier that cannot send: its
-                # jobs stay unclaimed (for its fallback after outage_fail_after_s).
+                # jobs stay unclaimed (for its fallback after outage_fail_after_s;
+                # fenced off its bind leases: handed back, hand_back_fenced).
                 wakeup.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wakeup.wait(), 1.0)
