@@ -15,7 +15,7 @@ two versions of the same code, and timed runs for the absolute figure.)
     python -m bench.instructions simulator
     python -m bench.instructions engine [--python PY --tree DIR] [--hooks pkg.mod:Class] [--shards N [--spread]] [--marketing]   # needs REDIS_URL
     python -m bench.instructions archiver [--pattern paired|split] [--python PY --tree DIR]   # REDIS_URL, PostgreSQL
-    python -m bench.instructions path [--python PY --tree DIR] [--small N --large N]
+    python -m bench.instructions path [--python PY --tree DIR] [--small N --large N] [--shards N]
 
 ``receipts``: instructions Redis executes inside EVALSHA per receipt, for
 batches of 1,000 fast-path receipts applied by ``dlr/correlate.lua`` (with the
@@ -326,8 +326,9 @@ def archiver_instructions(tree: Path = _ROOT, python: str = sys.executable, smal
     r.close()
     return (counts[1] - counts[0]) / ((large - small) * bh.BATCH)
 def path_instructions(tree: Path = _ROOT, python: str = sys.executable, small: int = 3000,
-                      large: int = 13000) -> float:
-    """Engine instructions per job over the whole path (see ``path`` above)."""
+                      large: int = 13000, shards: int = 1) -> float:
+    """Engine instructions per job over the whole path (see ``path`` above); ``shards``:
+    ``sendgate bench --shards`` (the jobs spread over the shards as producers spread them)."""
     _need_valgrind()
     counts = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -335,7 +336,8 @@ def path_instructions(tree: Path = _ROOT, python: str = sys.executable, small: i
             out = Path(tmp) / f"cg.path.{n}"
             subprocess.run(
                 [python, "-m", "engine.cli", "bench", "--jobs", str(n), "--quiet", "--timeout-s", "1200",
-                 "--callgrind", str(out), "--json", str(Path(tmp) / f"path.{n}.json")],
+                 "--callgrind", str(out), "--json", str(Path(tmp) / f"path.{n}.json"),
+                 *(["--shards", str(shards)] if shards > 1 else [])],
                 cwd=tree, check=True, stdout=subprocess.DEVNULL,
             )
             counts.append(_total(out))
@@ -606,6 +608,7 @@ def main(argv: list[str] | None = None) -> int:
     pa.add_argument("--python", default=sys.executable, help="its interpreter (its venv's python)")
     pa.add_argument("--small", type=int, default=3000, help="jobs of the shorter run")
     pa.add_argument("--large", type=int, default=13000, help="jobs of the longer run")
+    pa.add_argument("--shards", type=int, default=1, help="[redis] shards of the bench's engine (sendgate bench --shards)")
     a = p.parse_args(argv)
     if a.what == "receipts":
         what = "per receipt tried without its entry" if a.miss else "per receipt"
@@ -623,8 +626,9 @@ def main(argv: list[str] | None = None) -> int:
         per = archiver_instructions(a.tree, a.python, pattern=a.pattern, pg=a.pg)
         print(f"archiver ({a.pattern}): {per:,.0f} instructions per event (read, fold, write, ack)")
     elif a.what == "path":
-        per = path_instructions(a.tree, a.python, a.small, a.large)
-        print(f"engine path: {per:,.0f} instructions per job (sendgate bench worker 0, {a.small} vs {a.large} jobs)")
+        per = path_instructions(a.tree, a.python, a.small, a.large, a.shards)
+        print(f"engine path: {per:,.0f} instructions per job (sendgate bench worker 0, {a.small} vs {a.large} jobs,"
+              f" shards {a.shards})")
     elif a.what == "scan":
         print(f"scan_receipt: {python_instructions(_SCAN, 2000, 12000):,.0f} instructions per receipt")
     else:

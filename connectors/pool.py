@@ -257,6 +257,16 @@ class BindPool:
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
+    def has_lease(self) -> bool:
+        """A live lease on a bind that submits (open or opening, its local deadline
+        not passed): False for a leased pool fenced off its carrier (every lease
+        lost or run out) or never granted one; always True without leases."""
+        if not self.leased:
+            return True
+        now = (self._loop or asyncio.get_running_loop()).time()
+        deadline = self._deadline
+        return any(deadline.get(bind, 0.0) > now for bind in self._submitters)
+
     def lease_renewed(self, lease: str, deadline: float) -> None:
         """The lease was renewed: its bind may write until ``deadline``."""
         held = self._lease_of.get(lease)
@@ -402,6 +412,27 @@ class BindPool:
         if self._waiters:
             self._release_waiters()
         return items
+
+    def take_unwritten(self, unwritten: Callable[[object], bool]) -> list[object]:
+        """Remove the queued submit_sm whose token ``unwritten`` accepts (a chain with
+        its held later parts) and return those tokens, in order; the rest stay queued
+        in their order. For a leased pool fenced off its carrier: the engine hands
+        the jobs of the tokens back to Redis for a lease holder."""
+        taken: list[object] = []
+        kept: deque[Any] = deque()
+        for item in self._queue:
+            if unwritten(item[1]):
+                taken.append(item[1])
+                if len(item) > 2:
+                    self._held -= len(item[2])
+            else:
+                kept.append(item)
+        if taken:
+            self._queue = kept
+            self._front = 0
+            if self._waiters:
+                self._release_waiters()
+        return taken
 
     def binds_up(self) -> int:
         return sum(1 for bind in self.binds if bind.up)

@@ -430,6 +430,7 @@ class Engine:
             try:
                 await self.pipeline.release_scheduled()
                 await self.pipeline.check_outages()
+                await self.pipeline.hand_back_fenced()  # max_binds: jobs held for a carrier whose leases all went
                 if now - last_backlog >= 2.0:
                     last_backlog = now
                     await self._update_backlog()

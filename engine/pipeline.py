@@ -86,6 +86,7 @@ from engine.scripts import (
     ClaimJob,
     ClaimList,
     DeadLetter,
+    HandbackEntry,
     MarketingClaims,
     Packed,
     ParkEntry,
@@ -95,6 +96,7 @@ from engine.scripts import (
     RequeueEntry,
     Script,
     claim_call,
+    handback_call,
     park_call,
     payload_json,
     record_call,
@@ -366,6 +368,7 @@ class Pipeline:
         self._record_script = Script("record")
         self._schedule = Script("schedule")
         self._requeue = Script("requeue")
+        self._handback = Script("handback")
         e = settings.engine
         # Jobs in hand per class of a carrier without tps (see _budget).
         self._max_in_hand = max(e.batch_size, e.max_pending_parts or 4 * e.batch_size)
@@ -954,7 +957,7 @@ class Pipeline:
         pool = self.pools[carrier]
         cap = self._window_capacity(carrier)
         while not self._stopping:
-            if self._refill_wanted(carrier) and pool.binds_up():
+            if self._refill_wanted(carrier) and pool.binds_up() and pool.has_lease():
                 try:
                     await self._refill(carrier)
                 except asyncio.CancelledError:
@@ -967,9 +970,10 @@ class Pipeline:
                 wakeup.clear()
                 await wakeup.wait()
                 continue
-            if not pool.binds_up():
+            if not pool.binds_up() or not pool.has_lease():
                 # Take no idempotency mark for a carrier that cannot send: its
-                # jobs stay unclaimed (for its fallback after outage_fail_after_s).
+                # jobs stay unclaimed (for its fallback after outage_fail_after_s;
+                # fenced off its bind leases: handed back, hand_back_fenced).
                 wakeup.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wakeup.wait(), 1.0)
@@ -1482,10 +1486,12 @@ class Pipeline:
     async def _record_shards(self) -> None:
         """One round of the one recorder (shards on one plain Redis, no custom
         hooks): a batch of every stream with outcomes or acks waiting, each its
-        own record call (one slot), all in one pipelined round trip. A call whose
+        own record call (one slot), all in one write and their replies read in
+        order (`_exchange`: one round trip, the calls packed here). A call whose
         reply was lost is repeated alone (its token makes the repeat write
         nothing twice); one the script refused keeps its outcomes for the next
-        round, after a second."""
+        round, after a second. The round's counts, cue and webhooks go once
+        (`_record_finish` of every call's jobs)."""
         self._count_submits_ok()
         now_ms = int(time.time() * 1000)
         until = now_ms // 1000 + self._message_ttl_s
@@ -1501,16 +1507,9 @@ class Pipeline:
                 failed = True
                 continue
             work.append((stream, jobs, acks, call))
-        replies: list[Any] = []
-        if work:
-            pipe = self.redis.pipeline(transaction=False)
-            for _s, _j, _a, (keys, args) in work:
-                pipe.evalsha(self._record_script.sha, len(keys), *keys, *args)
-            try:
-                replies = await pipe.execute(raise_on_error=False)
-            except _REDIS_ERRORS as err:
-                self.metrics.redis_errors.inc()
-                replies = [err] * len(work)
+        replies = await self._exchange([call for _s, _j, _a, call in work]) if work else []
+        recorded: list[_InFlightJob] = []
+        ok = 0
         for (stream, jobs, acks, call), reply in zip(work, replies, strict=True):
             if isinstance(reply, (NoScriptError, *_REDIS_ERRORS)):
                 try:
@@ -1524,9 +1523,50 @@ class Pipeline:
                 self._keep_outcomes(stream, jobs, acks)
                 failed = True
                 continue
-            self._record_finish(jobs, now_ms)
+            recorded += jobs
+            ok += 1
+        if ok:
+            if ok > 1:
+                self.metrics.batches.inc(ok - 1)  # one per call recorded (+1 in _record_finish)
+            self._record_finish(recorded, now_ms)
         if failed:
             await asyncio.sleep(1.0)
+
+    async def _exchange(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """The record calls (KEYS, ARGV each) as EVALSHA in one write on one pooled
+        connection, their replies read in order: a reply each, or the error it
+        raised (a script's error reply leaves the connection in step; a lost
+        connection fails every call not yet answered, and is dropped). Packed
+        here, not by redis-py's pipeline: its per-command and per-argument Python
+        work was the fixed cost of each shard's call."""
+        sha = self._record_script.sha.encode()
+        chunks: list[bytes] = []
+        for keys, args in calls:
+            chunks.append(b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n$%d\r\n%d\r\n" % (
+                3 + len(keys) + len(args), sha, len(b"%d" % len(keys)), len(keys)))
+            for v in (*keys, *args):
+                b = v.encode() if type(v) is str else v if type(v) is bytes else b"%d" % v
+                chunks.append(b"$%d\r\n%b\r\n" % (len(b), b))
+        pool: Any = self.redis.connection_pool
+        replies: list[Any] = []
+        conn = await pool.get_connection()
+        try:
+            await conn.send_packed_command(b"".join(chunks), check_health=False)
+            for _ in calls:
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as err:  # NOSCRIPT, or the script refused the call
+                    replies.append(err)
+        except _REDIS_ERRORS as err:
+            self.metrics.redis_errors.inc()
+            await conn.disconnect()
+            replies += [err] * (len(calls) - len(replies))
+        except BaseException:
+            await conn.disconnect()  # a cancelled exchange leaves the connection out of step
+            raise
+        finally:
+            await pool.release(conn)
+        return replies
 
     def _record_finish(self, done: list[_InFlightJob], now_ms: int) -> None:
         """After the record call(s) of ``done``: counts, the receipt sink's cue, webhooks."""
@@ -2119,6 +2159,62 @@ class Pipeline:
         log.warning("carrier %s: no bind up for %.0f s; %d job(s) failed (carrier_unavailable)",
                     carrier, down_s, len(items))
 
+    async def hand_back_fenced(self) -> int:
+        """Carriers with bind leases (``max_binds``) of which this engine holds none
+        (fenced off: every lease lost, e.g. stopped past ``lease_ttl_s``): the jobs
+        it holds for them go back to their park streams at once (handback.lua), for
+        a lease holder to send (``check_parked`` makes it look): those in hand, and
+        those claimed and queued in the pool, never written, with their idempotency
+        marks. A multipart message with a part answered already stays (it goes on
+        when a lease comes back). Called by the maintenance tick; returns how many
+        jobs were handed back."""
+        total = 0
+        for name, pool in self.pools.items():
+            if self._stopping or not getattr(pool, "leased", False) or pool.has_lease():
+                continue
+            jobs = self._queues[name].clear()
+            claimed = [cast("_Token", t)[0] for t in pool.take_unwritten(_never_written)]
+            if jobs or claimed:
+                total += await self._hand_back(name, jobs, claimed)
+        return total
+
+    async def _hand_back(self, carrier: str, in_hand: list[_InFlightJob], claimed: list[_InFlightJob]) -> int:
+        by_stream: dict[str, list[_InFlightJob]] = {}
+        for ij in (*in_hand, *claimed):
+            by_stream.setdefault(ij.batch.stream, []).append(ij)
+        moved = 0
+        for stream, jobs in by_stream.items():
+            keys = self.shards[self._stream_shard[stream]]
+            for i in range(0, len(jobs), 500):
+                chunk = jobs[i : i + 500]
+                dests: dict[str, int] = {}
+                meta: list[HandbackEntry] = []
+                flat: list[bytes] = []
+                for ij in chunk:
+                    dest = dests.get(ij.klass.stream)
+                    if dest is None:
+                        dest = dests[ij.klass.stream] = len(dests) + 1
+                    meta.append(HandbackEntry(ij.entry_id, 2 * len(ij.fields), dest, ij.job.id if ij.admitted else ""))
+                    for kv in ij.fields.items():
+                        flat.extend(kv)
+                reply = await self._retry(self._handback, self.redis, *handback_call(
+                    keys, stream, list(dests), self.group, self.consumer, _json(meta), flat))
+                for ij, ok in zip(chunk, reply, strict=True):
+                    if ij.admitted:  # its parts leave the pool's count (never written)
+                        self._outstanding -= ij.pending
+                        ij.pending = 0
+                    if int(ok):  # moved (else another engine took its entry over meanwhile)
+                        moved += 1
+                        ij.klass.parked += 1
+                        self.metrics.jobs_parked.labels(ij.klass.carrier, LANES[ij.klass.lane]).inc()
+                    self._release(ij)
+        log.warning(
+            "carrier %s: no bind lease held here; %d job(s) handed back to its park streams (%d claimed, "
+            "%d taken over by another engine)", carrier, moved, len(claimed), len(in_hand) + len(claimed) - moved,
+            extra={"event": "jobs_handed_back", "carrier": carrier, "jobs": moved, "claimed": len(claimed)},
+        )
+        return moved
+
     async def keep_alive_in_flight(self, older_than_s: float) -> None:
         """Reset the idle time of entries still in hand, so no one reclaims them."""
         now = time.monotonic()
@@ -2151,6 +2247,13 @@ class Pipeline:
                 if start in ("0-0", "0"):
                     break
         return total
+
+
+def _never_written(token: object) -> bool:
+    """A queued part whose job has no part written and answered: the first part (a
+    chain's later parts wait for it), and no message id yet."""
+    ij, i, _t0 = cast("_Token", token)
+    return i == 0 and not any(ij.message_ids)
 
 
 class ClaimArgs:

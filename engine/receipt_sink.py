@@ -49,7 +49,6 @@ import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
-from itertools import compress
 from operator import attrgetter
 from typing import Any
 
@@ -309,13 +308,13 @@ class ReceiptSink:
                 groups[first] = records
             else:
                 unknown = records
-        else:
-            for k in sorted(set(taken)):
-                some = list(compress(records, map(k.__eq__, taken)))
-                if 0 <= k < n:
-                    groups[k] = some
-                else:
-                    unknown += some
+        else:  # one pass: a list per shard, the last one (index -1) for "no hint"
+            lists: list[list[ReceiptRecord]] = [[] for _ in range(n + 1)]
+            appends = [some.append for some in lists]
+            for record, k in zip(records, taken, strict=True):
+                appends[k if 0 <= k < n else n](record)  # -1: no hint
+            groups = {k: some for k, some in enumerate(lists[:n]) if some}
+            unknown = lists[n]
         if not groups:
             return records, -1
         remaining = list(unknown)

@@ -37,6 +37,8 @@ __all__ = [
     "CLAIM_ARGS",
     "CLAIM_KEYS",
     "CLAIM_PACKED",
+    "HANDBACK_ARGS",
+    "HANDBACK_KEYS",
     "INBOUND_ARGS",
     "INBOUND_KEYS",
     "INBOUND_SWEEP_ARGS",
@@ -54,6 +56,7 @@ __all__ = [
     "ClaimJob",
     "ClaimList",
     "DeadLetter",
+    "HandbackEntry",
     "MarketingClaims",
     "Packed",
     "ParkEntry",
@@ -64,6 +67,7 @@ __all__ = [
     "Script",
     "cancel_call",
     "claim_call",
+    "handback_call",
     "inbound_call",
     "inbound_sweep_call",
     "park_call",
@@ -321,6 +325,21 @@ class ParkEntry(msgspec.Struct, array_like=True, gc=False):
     """1-based index of the park stream among the KEYS after ``source``."""
 
 
+# -- handback.lua ---------------------------------------------------------------
+HANDBACK_KEYS = Positions("K", ("source",))
+"""Then the park streams (``HandbackEntry.dest`` 1 is the first after ``source``)."""
+HANDBACK_ARGS = Positions("A", ("group", "layout", "consumer", "idem_prefix", "payload"), rest="rest")
+
+
+class HandbackEntry(msgspec.Struct, array_like=True, gc=False):
+    entry_id: str
+    nfields: int
+    dest: int
+    """1-based index of the park stream among the KEYS after ``source``."""
+    job_id: str
+    """The job's id when it was claimed (its mark goes back with it), else ""."""
+
+
 CANCEL_KEYS = Positions("K", ("idem", "held", "scheduled", "events"))
 CANCEL_ARGS = Positions("A", ("layout", "job_id", "mark_ttl", "now", "maxlen", "job_prefix"))
 
@@ -339,6 +358,7 @@ _HEADERS: dict[str, tuple[Positions, ...]] = {
     "requeue": (REQUEUE_KEYS, REQUEUE_ARGS, _fields("E", RequeueEntry)),
     "schedule": (SCHEDULE_KEYS, SCHEDULE_ARGS),
     "park": (PARK_KEYS, PARK_ARGS, _fields("E", ParkEntry)),
+    "handback": (HANDBACK_KEYS, HANDBACK_ARGS, _fields("E", HandbackEntry)),
     "cancel": (CANCEL_KEYS, CANCEL_ARGS),
     "inbound": (INBOUND_KEYS, INBOUND_ARGS, _fields("P", InboundPart)),
     "inbound_sweep": (INBOUND_KEYS, INBOUND_SWEEP_ARGS),
@@ -403,6 +423,17 @@ def park_call(
     """KEYS and ARGV of park.lua: entries of ``source`` to the park streams ``dests``."""
     return [*PARK_KEYS.build(source=source), *dests], PARK_ARGS.build(
         group=group, layout=LAYOUT_VERSION, payload=payload, rest=fields
+    )
+
+
+def handback_call(
+    keys: Keys, source: str, dests: Sequence[str], group: str, consumer: str, payload: bytes, fields: Sequence[bytes]
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of handback.lua: entries of ``source`` (of the shard of ``keys``)
+    to the park streams ``dests``, claimed ones with their marks given back."""
+    return [*HANDBACK_KEYS.build(source=source), *dests], HANDBACK_ARGS.build(
+        group=group, layout=LAYOUT_VERSION, consumer=consumer, idem_prefix=keys.idem_prefix, payload=payload,
+        rest=fields,
     )
 
 

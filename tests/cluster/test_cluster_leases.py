@@ -1,7 +1,8 @@
 """Bind leases on Redis Cluster: the shape of tests/engine/test_leases.py's process
 tests, with ``[redis] cluster = true`` — the cap holds across 3 engines on 3
 shards, a dead holder's slot moves, and a holder stopped past its TTL is
-fenced (one shard, a tagged prefix)."""
+fenced (one shard, a tagged prefix) and, fenced off for good, hands the jobs it
+holds back at once."""
 
 from __future__ import annotations
 
@@ -105,5 +106,56 @@ async def test_a_holder_stopped_past_its_ttl_on_the_cluster_writes_nothing_on_it
             assert b.events("lease_lost") == []
             await until(lambda: len(a.events("lease_gained")) == 2, "a to lease a bind again")
             assert int(await redis.get(keys.lease_fence("sim"))) == 3  # a, b, a again
+    finally:
+        await sim.close()
+
+
+@pytest.mark.slow
+async def test_an_engine_fenced_off_its_carrier_hands_its_claimed_jobs_back_at_once(
+    redis_cluster: LocalCluster, tagged_prefix: str, tmp_path: Path
+) -> None:
+    # One bind for the fleet (max_binds = 1), a slow carrier: the holder, a, has a
+    # window in flight and about as many jobs claimed (marks taken) queued in its
+    # pool when it is stopped past its TTL. b takes the lease over; a, on waking,
+    # holds no lease and never will (b keeps it): its claimed and in-hand jobs go
+    # back to the park streams (marks with them) and b sends them — each once,
+    # long before any visibility timeout (300 s here) could hand them over.
+    sim = await start_simulator(SimulatorConfig(dlr=True, latency_ms=400.0))
+    config = write_config(tmp_path / "e.toml", redis_cluster.url, tagged_prefix, sim.port,
+                          carrier={**LEASED, "max_binds": 1, "window": 8},
+                          engine={"visibility_timeout_s": 300.0, "claim_interval_s": 300.0})
+    keys = Keys(tagged_prefix)
+    try:
+        async with fleet(tmp_path, redis_cluster.url, tagged_prefix) as (f, redis):
+            a = await f.spawn("a", config)
+            await until(lambda: sim.stats.open_binds == 1, "a's bind")
+            b = await f.spawn("b", config)
+            jobs = _jobs("fenced", 120)
+            await push(redis, tagged_prefix, jobs)
+            # Its first window written (answers 400 ms away), its second claimed and queued.
+            await until(lambda: sim.stats.submits >= 8, "a to have sent a window")
+            a.proc.send_signal(signal.SIGSTOP)
+            a_key = keys.bind_lease("sim", 0)
+            await until(lambda: b.events("lease_gained"), "b to take the lease over", timeout_s=15)
+            a.proc.send_signal(signal.SIGCONT)
+
+            # Within a maintenance tick or two of waking (0.5 s each), not a visibility timeout.
+            await until(lambda: sum(h["claimed"] for h in a.events("jobs_handed_back")), "a to hand back its claimed jobs",
+                        timeout_s=5)
+            assert all(h["carrier"] == "sim" for h in a.events("jobs_handed_back"))
+            events = await wait_events(redis, tagged_prefix, {j["id"] for j in jobs}, timeout_s=60)
+            finals = [evs[-1]["event"] for evs in events.values()]
+            assert finals.count("delivered") == len(jobs), sorted(set(finals))
+            # Never sent twice: one submit_sm per job at the carrier, one `submitted` per job.
+            assert sim.stats.submits == len(jobs)
+            assert all([e["event"] for e in evs] == ["submitted", "delivered"] for evs in events.values())
+            assert await redis.get(a_key) is not None and (await redis.get(a_key)).decode().startswith(
+                b.events("lease_gained")[0]["engine"]
+            )
+            assert a.events("lease_lost") and not b.events("jobs_handed_back")
+            for e in (a, b):
+                assert not e.errors(), e.errors()[:3]
+                text = bytes(e.stderr).decode(errors="replace")
+                assert "20112233" not in text and "hello" not in text
     finally:
         await sim.close()

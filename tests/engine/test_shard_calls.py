@@ -178,3 +178,50 @@ async def test_scheduled_jobs_of_every_shard_are_released_in_one_tick(redis_url:
     finally:
         await delete_prefix(r, key_prefix)
         await r.aclose()
+
+
+async def test_the_one_recorder_records_every_shards_batch_in_one_write(redis_url: str, key_prefix: str) -> None:
+    # Shards on one Redis: one record call per shard's stream, packed in one write
+    # (Pipeline._exchange). A call the script fails (here: shard 3's events key is
+    # not a stream) keeps its outcomes for the next round; the others are recorded and acked.
+    from engine.job import parse_job
+    from engine.pipeline import _Batch, _InFlightJob
+
+    settings = make_settings(redis_url, key_prefix, 1, redis={"shards": N})
+    r = Redis.from_url(redis_url)
+    p = Pipeline(settings, r, {}, Metrics())
+    shards = p.shards
+    try:
+        await p.ensure_groups()
+        k = next(iter(p._classes["sim"][0].values()))
+        by_stream: dict[str, list[_InFlightJob]] = {}
+        for s in range(N):
+            lane = shards[s].jobs
+            batch = _Batch(lane)
+            for jid in [f"r{s}-{j}" for j in range(1000) if shard_of(f"r{s}-{j}", N) == s][:3]:
+                fields = {b"id": jid.encode(), b"to": b"+4501000001", b"text": b"hi", b"dlr": b"0"}
+                await r.xadd(lane, fields)  # type: ignore[arg-type]
+            for _name, entries in await r.xreadgroup(p.group, "c", {lane: ">"}):
+                for eid, fields in entries:
+                    job = parse_job(fields, time.time())
+                    ij = _InFlightJob(batch, eid.decode(), fields, job, "sim", p._segment(job, "sim"), k, 0)
+                    ij.message_ids = [f"m-{job.id}"]
+                    ij.to_hash = "h"
+                    by_stream.setdefault(lane, []).append(ij)
+        refused = shards[3].jobs
+        await r.set(shards[3].events, "not a stream")
+        p._to_record.update({stream: list(jobs) for stream, jobs in by_stream.items()})
+        batches = p.metrics.batches._value.get()
+        await p._record_shards()
+        for s in range(3):
+            events = await r.xrange(shards[s].events)
+            assert sorted(f[b"id"] for _e, f in events) == sorted(ij.job.id.encode() for ij in by_stream[shards[s].jobs])
+            assert all(f[b"event"] == b"submitted" for _e, f in events)
+            assert (await r.xpending(shards[s].jobs, p.group))["pending"] == 0
+        assert await r.get(shards[3].events) == b"not a stream"
+        assert [ij.entry_id for ij in p._to_record[refused]] == [ij.entry_id for ij in by_stream[refused]]
+        assert set(p._to_record) == {refused} and p._recorded == 9
+        assert p.metrics.batches._value.get() == batches + 3
+    finally:
+        await delete_prefix(r, key_prefix)
+        await r.aclose()
