@@ -1,6 +1,7 @@
 -- claim.lua: the first of the two script calls a batch of jobs costs.
 --
--- For every valid job: take its idempotency mark (SET NX) or learn why not.
+-- For every valid job: take its idempotency mark (a field of a bucket hash, taken
+-- NX over the generations looked in: engine/marks_lib.lua) or learn why not.
 -- For every invalid or expired job: write the dead letter (and the `expired`
 -- event), then XACK. For every duplicate: XACK without sending.
 --
@@ -24,7 +25,8 @@
 --         trimmed by the engine's trimmer, behind the history archiver)
 -- ARGV[A_RETRY]   "1" when this call repeats one whose reply was lost (Redis connection
 --         dropped): a mark of our own is then ours, not a crashed consumer's
--- ARGV[A_IDEM_PREFIX] what idempotency marks start with ("P:idem:", engine/keys.py)
+-- ARGV[A_IDEM_PREFIX] what idempotency marks' keys start with ("P:idem:", engine/keys.py);
+--         ARGV[A_NOW] and ARGV[A_MARK_TTL] pick their generation (engine/marks_lib.lua)
 -- ARGV[A_MARKETING], ARGV[A_MARKETING_LENS], ARGV[A_HASHES] more claims, of marketing
 --   jobs: per job CLAIM_PACKED (P_*: job_id, entry_id, ref) concatenated, their lengths
 --   one byte each (engine/scripts.py Packed), and its number's keyed hash, all of one
@@ -55,6 +57,7 @@ local batch = cjson.decode(ARGV[A_PAYLOAD])
 -- mark_ttl stays a string: Redis would format a number on every call
 local now, mark_ttl, maxlen = ARGV[A_NOW], ARGV[A_MARK_TTL], ARGV[A_MAXLEN]
 local retry = ARGV[A_RETRY] == '1'
+local marks = marks_open(idem_prefix, now, mark_ttl)
 
 -- The payload's marketing claims (C_SUPPRESSION set: their client's list; only those
 -- that do not pack, e.g. a job id of 256 bytes or more), looked up with one
@@ -92,8 +95,8 @@ end
 
 -- A marketing job to a number on its client's list, and not claimed before:
 -- nothing is written here; the caller dead-letters it.
-local function suppressed(i, idem)
-  return listed[i] and redis.call('EXISTS', idem) == 0
+local function suppressed(i, job_id)
+  return listed[i] and marks_find(marks, job_id) == nil
 end
 
 -- The mark's value names the entry that claimed it (so a reclaimed entry is told
@@ -109,15 +112,14 @@ local function mark_of(entry_id)
 end
 
 -- A job whose mark is taken: why (the status), and what that takes (acks, the event).
-local function taken(job_id, entry_id, ref, idem, mine)
-  local mark = redis.call('GET', idem)
+local function taken(job_id, entry_id, ref, mark, bucket, mine)
   if mark == mine or mark == 's|' .. entry_id then
     if retry then return 0 end
     return 2
   elseif mark == 'c' then
     -- cancelled while it waited (cancel.lua): never sent; its event once
     redis.call('XACK', jobs, group, entry_id)
-    redis.call('SET', idem, 'done', 'KEEPTTL')
+    redis.call('HSET', bucket, job_id, 'done')  -- the bucket keeps its expiry
     redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*',
       'id', job_id, 'ref', ref, 'event', 'cancelled', 'carrier', '', 'parts', '0',
       'message_ids', '', 'error', '', 'ts', now)
@@ -132,15 +134,17 @@ local n = 0
 local call = redis.call
 for i, c in ipairs(batch.claims) do
   local job_id, entry_id = c[C_JOB_ID], c[C_ENTRY_ID]
-  local idem = idem_prefix .. job_id
   local mine = mark_of(entry_id)
   n = i
-  if suppressed(i, idem) then
+  if suppressed(i, job_id) then
     out[i] = 3
-  elseif call('SET', idem, mine, 'NX', 'EX', mark_ttl) then
-    out[i] = 0
   else
-    out[i] = taken(job_id, entry_id, c[C_REF], idem, mine)
+    local ok, mark, bucket = marks_take(marks, job_id, mine)
+    if ok then
+      out[i] = 0
+    else
+      out[i] = taken(job_id, entry_id, c[C_REF], mark, bucket, mine)
+    end
   end
 end
 local byte, sub, unpack = string.byte, string.sub, unpack
@@ -182,15 +186,17 @@ for _, g in ipairs(lists) do
       p = e; e = p + l2
       local entry_id = sub(data, p, e - 1)
       p = e; e = p + l3
-      local idem = idem_prefix .. job_id
       local mine = mark_of(entry_id)
       n = n + 1
-      if found[j] == 1 and call('EXISTS', idem) == 0 then
+      if found[j] == 1 and marks_find(marks, job_id) == nil then
         out[n] = 3
-      elseif call('SET', idem, mine, 'NX', 'EX', mark_ttl) then
-        out[n] = 0
       else
-        out[n] = taken(job_id, entry_id, sub(data, p, e - 1), idem, mine)
+        local ok, mark, bucket = marks_take(marks, job_id, mine)
+        if ok then
+          out[n] = 0
+        else
+          out[n] = taken(job_id, entry_id, sub(data, p, e - 1), mark, bucket, mine)
+        end
       end
       p = e
       k = k + P_REF
@@ -210,19 +216,20 @@ for k = 1, #lens, P_REF do  -- P_REF, the last of CLAIM_PACKED: its width
   p = e; e = p + l2
   local entry_id = sub(data, p, e - 1)
   p = e; e = p + l3
-  local idem = idem_prefix .. job_id
   local mine = mark_of(entry_id)
   n = n + 1
-  if call('SET', idem, mine, 'NX', 'EX', mark_ttl) then
+  local ok, mark, bucket = marks_take(marks, job_id, mine)
+  if ok then
     out[n] = 0
   else
-    out[n] = taken(job_id, entry_id, sub(data, p, e - 1), idem, mine)
+    out[n] = taken(job_id, entry_id, sub(data, p, e - 1), mark, bucket, mine)
   end
   p = e
 end
 if p ~= #data + 1 or #lens % P_REF ~= 0 then
   return redis.error_reply('claim.lua: packed claims and their lengths disagree')
 end
+marks_close(marks)
 
 local at = A_REST
 local retention_until = batch.retention_until and string.format('%d', batch.retention_until) or ''

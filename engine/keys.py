@@ -171,12 +171,21 @@ KEY_TABLE: tuple[KeyDoc, ...] = (
            "the receipt wait twice over plus two bucket spans and `record_grace_s` (capped by the message "
            "retention); `record_grace_s` after its final event", "shard",
            "~250 B while awaiting receipts; none for a single-part job without callback"),
-    KeyDoc("P:idem:<job id>", "string",
-           "idempotency mark: the claiming entry `<ms>-<seq>` as the integer `<ms><seq in 6 digits>` "
-           "(else `s\\|<entry id>`), `c` cancelled, `done`, `e` erased; taken when the job is claimed",
-           "claim.lua", "`idempotency_hours` (default 168)", "shard",
-           "88 B (MEMORY USAGE, 40-character key), ~150 B of used_memory with the dict and expiry entries: "
-           "all that stays of a finished job"),
+    KeyDoc("P:idem:<generation>", "hash",
+           "a generation of idempotency marks (engine/marks_lib.lua): `k` its bucket count (fixed at its first "
+           "mark, from the previous generation's `n`), `n` marks written; `<generation>` is its start, unix s, "
+           "a multiple of the window", "claim.lua, cancel.lua, marks.lua (erasure)",
+           "to the generation's start + 2 x `idempotency_hours` + a margin (min(300 s, a quarter window)): an EXPIRE "
+           "set when it is made", "shard",
+           "none per message (one per generation)"),
+    KeyDoc("P:idem:<generation>:<bucket>", "hash",
+           "idempotency marks of one bucket: job id -> the claiming entry `<ms>-<seq>` as the integer "
+           "`<ms><seq in 6 digits>` (else `s\\|<entry id>`), `c` cancelled, `done`, `e` erased; bucket = first 32 "
+           "bits of sha1(job id) mod `k`; a job's mark is seen for at least `idempotency_hours` (a claim reads the "
+           "current and the previous generation)",
+           "claim.lua, cancel.lua, marks.lua (erasure)",
+           "as P:idem:<generation> (an EXPIRE set when the bucket is made)", "shard",
+           "~55 B per mark (listpack field, 36-character id) for 1 to 2 windows; all that stays of a finished job"),
     KeyDoc("P:record:<token>", "string", "a record call's token: the same call repeated (reply lost) writes nothing",
            "record.lua", "2 min", "shard", "one per call (500 jobs), ~70 B"),
     KeyDoc("P:scheduled", "zset", "entry ids of jobs held until their send_at, scored by it (ms)",
@@ -406,9 +415,14 @@ class Keys:
         """The job record ``P:job:<job id>``."""
         return self.job_prefix + job_id
 
-    def idem(self, job_id: str) -> str:
-        """The idempotency mark ``P:idem:<job id>``."""
-        return self.idem_prefix + job_id
+    def marks_generation(self, start: int) -> str:
+        """A generation of idempotency marks ``P:idem:<generation>`` (its start, unix s: k, n)."""
+        return f"{self.idem_prefix}{start}"
+
+    def marks_bucket(self, start: int, bucket: int) -> str:
+        """A bucket of idempotency marks ``P:idem:<generation>:<bucket>`` (engine/marks_lib.lua builds
+        the same names from ``idem_prefix``)."""
+        return f"{self.idem_prefix}{start}:{bucket}"
 
     def record_memo(self, token: str) -> str:
         """A record call's token ``P:record:<token>`` (record.lua: a repeated call writes nothing)."""

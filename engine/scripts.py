@@ -41,6 +41,7 @@ __all__ = [
     "INBOUND_KEYS",
     "INBOUND_SWEEP_ARGS",
     "LAYOUT_VERSION",
+    "MARKS_ARGS",
     "PARK_ARGS",
     "PARK_KEYS",
     "RECORD_ARGS",
@@ -66,6 +67,7 @@ __all__ = [
     "claim_call",
     "inbound_call",
     "inbound_sweep_call",
+    "marks_call",
     "park_call",
     "payload_json",
     "record_call",
@@ -74,7 +76,7 @@ __all__ = [
     "script_header",
 ]
 
-LAYOUT_VERSION = 10
+LAYOUT_VERSION = 11
 """Of every layout below; bump it on any change of one (1: the hand-numbered lists;
 3: claims carry the suppression check, inbound scripts; 4: hot state only, no subject
 indexes, the record call's token; 5: a claim carries the job's ref, park.lua and
@@ -82,7 +84,8 @@ cancel.lua, schedule.lua's id index; 6: the inbound scripts' per-sender index of
 waiting parts; 7: the idempotency mark's value is the claiming entry as one integer,
 claim.lua; 8: the packed lists of record.lua and claim.lua; 9: record.lua's payload
 carries ``texts``, [history] keep_text; 10: claim.lua's packed marketing claims, per
-suppression list)."""
+suppression list; 11: idempotency marks as fields of bucketed hashes per generation,
+engine/marks_lib.lua, cancel.lua's mark by prefix, marks.lua)."""
 
 
 def _fields(lua_prefix: str, struct: type[msgspec.Struct]) -> Positions:
@@ -321,8 +324,11 @@ class ParkEntry(msgspec.Struct, array_like=True, gc=False):
     """1-based index of the park stream among the KEYS after ``source``."""
 
 
-CANCEL_KEYS = Positions("K", ("idem", "held", "scheduled", "events"))
-CANCEL_ARGS = Positions("A", ("layout", "job_id", "mark_ttl", "now", "maxlen", "job_prefix"))
+CANCEL_KEYS = Positions("K", ("held", "scheduled", "events"))
+CANCEL_ARGS = Positions("A", ("layout", "job_id", "mark_ttl", "now", "maxlen", "job_prefix", "idem_prefix"))
+
+# -- marks.lua ------------------------------------------------------------------
+MARKS_ARGS = Positions("A", ("layout", "mode", "prefix", "now", "window", "value"), rest="ids")
 
 # -- inbound.lua, inbound_sweep.lua ---------------------------------------------
 INBOUND_KEYS = Positions("K", ("inbound", "due"))
@@ -340,6 +346,7 @@ _HEADERS: dict[str, tuple[Positions, ...]] = {
     "schedule": (SCHEDULE_KEYS, SCHEDULE_ARGS),
     "park": (PARK_KEYS, PARK_ARGS, _fields("E", ParkEntry)),
     "cancel": (CANCEL_KEYS, CANCEL_ARGS),
+    "marks": (MARKS_ARGS,),
     "inbound": (INBOUND_KEYS, INBOUND_ARGS, _fields("P", InboundPart)),
     "inbound_sweep": (INBOUND_KEYS, INBOUND_SWEEP_ARGS),
 }
@@ -409,10 +416,22 @@ def park_call(
 def cancel_call(keys: Keys, job_id: str, mark_ttl_s: int, now_ms: int, maxlen: int) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of cancel.lua."""
     return CANCEL_KEYS.build(
-        idem=keys.idem(job_id), held=keys.scheduled_id(job_id), scheduled=keys.scheduled, events=keys.events
+        held=keys.scheduled_id(job_id), scheduled=keys.scheduled, events=keys.events
     ), CANCEL_ARGS.build(
         layout=LAYOUT_VERSION, job_id=job_id, mark_ttl=mark_ttl_s, now=now_ms, maxlen=maxlen,
-        job_prefix=keys.scheduled_prefix,
+        job_prefix=keys.scheduled_prefix, idem_prefix=keys.idem_prefix,
+    )
+
+
+def marks_call(
+    keys: Keys, mode: str, job_ids: Sequence[str], window_s: int, now_ms: int, value: str = ""
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of marks.lua: ``mode`` ``get`` (each id's mark, "" for none) or
+    ``take`` (``value`` as each id's mark where it has none; 1 taken, 0 not)."""
+    start = now_ms // 1000 // window_s * window_s  # the current generation's meta key: the call's slot
+    return [keys.marks_generation(start)], MARKS_ARGS.build(
+        layout=LAYOUT_VERSION, mode=mode, prefix=keys.idem_prefix, now=now_ms, window=window_s, value=value,
+        ids=job_ids,
     )
 
 
@@ -449,6 +468,10 @@ def script_header(name: str) -> str:
     )
 
 
+_MARKS_USERS = frozenset({"claim", "cancel", "marks"})
+"""The scripts that read or write idempotency marks: engine/marks_lib.lua goes before them."""
+
+
 class Script:
     """One Lua script from the engine package, run with EVALSHA (EVAL on NOSCRIPT)."""
 
@@ -456,8 +479,10 @@ class Script:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        text = resources.files("engine").joinpath(f"{name}.lua").read_text(encoding="utf-8")
-        self.source = script_header(name) + text
+        files = resources.files("engine")
+        text = files.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        lib = files.joinpath("marks_lib.lua").read_text(encoding="utf-8") if name in _MARKS_USERS else ""
+        self.source = script_header(name) + lib + text
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
     async def __call__(self, redis: Redis, keys: list[str], args: list[Any]) -> Any:

@@ -84,7 +84,8 @@ def _samples(k: Keys) -> dict[str, str]:
     """Every per-job / per-carrier name, by the method that builds it."""
     return {
         "job": k.job("j:1"),
-        "idem": k.idem("j:1"),
+        "marks_generation": k.marks_generation(1764806400),
+        "marks_bucket": k.marks_bucket(1764806400, 7),
         "record_memo": k.record_memo("t1"),
         "scheduled_job": k.scheduled_job("1-1"),
         "scheduled_id": k.scheduled_id("j:1"),
@@ -110,7 +111,8 @@ def test_shard_none_gives_todays_names() -> None:
     assert k.lanes() == ("P:jobs:high", "P:jobs", "P:jobs:bulk")
     assert _samples(k) == {
         "job": "P:job:j:1",
-        "idem": "P:idem:j:1",
+        "marks_generation": "P:idem:1764806400",
+        "marks_bucket": "P:idem:1764806400:7",
         "record_memo": "P:record:t1",
         "scheduled_job": "P:scheduled:1-1",
         "scheduled_id": "P:scheduled:id:j:1",
