@@ -1,0 +1,121 @@
+"""Idempotency marks in bucketed hashes per generation (engine/marks_lib.lua): a job id
+stays refused for at least the window across a generation's roll-over, and no longer
+than two windows and the margin; cancel and erasure marks are read by the claims.
+The generations are driven by the clock argument every script takes (no sleeping)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.keys import Keys
+from engine.marks import read_marks, take_marks
+from engine.scripts import (
+    CLAIM_PACKED,
+    ClaimBatch,
+    Packed,
+    Script,
+    cancel_call,
+    claim_call,
+    payload_json,
+)
+from tests.engine.harness import delete_prefix, mark_bucket
+
+W = 3600  # the window in these tests (s)
+T0 = 1_764_806_400 * 1000 + 1_000_000  # ms: 1000 s into a generation (1764806400 is a multiple of 3600)
+
+
+async def _claim(redis: Any, k: Keys, job_id: str, entry_id: str, now_ms: int) -> int:
+    packed = Packed(len(CLAIM_PACKED))
+    assert packed.add((job_id, entry_id, ""))
+    payload = payload_json(ClaimBatch(claims=[], dead=[]))
+    (status,) = await Script("claim")(redis, *claim_call(k, k.jobs, "g", payload, now_ms, W, 1000, False, (), packed))
+    return int(status)
+
+
+async def test_a_duplicate_is_refused_for_the_window_across_a_roll_over(redis_client: Any, key_prefix: str) -> None:
+    k = Keys(key_prefix)
+    try:
+        await redis_client.xgroup_create(k.jobs, "g", id="0", mkstream=True)
+        late = T0 + (W - 1000 - 400) * 1000  # 400 s before the generation ends (outside the margin)
+        assert await _claim(redis_client, k, "job-a", "1-1", late) == 0
+        # a minute later, in the next generation: the previous one is read, the copy refused
+        assert await _claim(redis_client, k, "job-a", "2-1", late + 60_000) == 1
+        # still refused a whole window after it was taken (the mark is in the previous generation)
+        assert await _claim(redis_client, k, "job-a", "3-1", late + (W - 1) * 1000) == 1
+        # and the entry that took it is told from a copy: a reclaim, across the roll-over too
+        assert await _claim(redis_client, k, "job-a", "1-1", late + (W - 1) * 1000) == 2
+        # two generations on (past the margin) it is forgotten: sent again, as documented
+        assert await _claim(redis_client, k, "job-a", "4-1", late + (W + 400 + 300) * 1000) == 0
+        # the copy taken then is refused in its turn
+        assert await _claim(redis_client, k, "job-a", "5-1", late + (W + 400 + 301) * 1000) == 1
+    finally:
+        await delete_prefix(redis_client, key_prefix)
+
+
+async def test_a_writer_whose_clock_is_ahead_is_seen_near_the_boundary(redis_client: Any, key_prefix: str) -> None:
+    """Within the margin (300 s) of a boundary a claim also reads the generation across it."""
+    k = Keys(key_prefix)
+    try:
+        await redis_client.xgroup_create(k.jobs, "g", id="0", mkstream=True)
+        end = T0 + (W - 1000) * 1000  # the next generation's start
+        assert await _claim(redis_client, k, "job-b", "1-1", end + 5_000) == 0  # an engine 10 s ahead
+        assert await _claim(redis_client, k, "job-b", "2-1", end - 5_000) == 1  # one on time: refused
+        # and one 10 s behind, at the start of the generation after: the mark is 2 back, still read
+        assert await _claim(redis_client, k, "job-b", "3-1", end + W * 1000 + 5_000) == 1
+    finally:
+        await delete_prefix(redis_client, key_prefix)
+
+
+async def test_buckets_expire_after_the_next_generation_and_size_from_the_last(
+    redis_client: Any, key_prefix: str
+) -> None:
+    k = Keys(key_prefix)
+    try:
+        ids = [f"j{i}" for i in range(300)]
+        assert all(await take_marks(redis_client, k, ids, "done", W, T0))
+        start = T0 // 1000 // W * W
+        assert await redis_client.hget(k.marks_generation(start), "k") == b"2048"  # no predecessor
+        assert await redis_client.hget(k.marks_generation(start), "n") == b"300"
+        bucket = await mark_bucket(redis_client, k, "j0", W, T0)
+        # TTL: to the end of the next generation plus the margin, from the caller's clock
+        assert await redis_client.ttl(bucket) == start + 2 * W + 300 - T0 // 1000
+        assert await redis_client.ttl(k.marks_generation(start)) == start + 2 * W + 300 - T0 // 1000
+        # the next generation sizes its buckets from this one's count: 300 marks -> the minimum, 64
+        assert await take_marks(redis_client, k, ["next"], "done", W, T0 + W * 1000) == [True]
+        assert await redis_client.hget(k.marks_generation(start + W), "k") == b"64"
+        assert await read_marks(redis_client, k, ["j0", "next", "none"], W, T0 + W * 1000) == ["done", "done", ""]
+    finally:
+        await delete_prefix(redis_client, key_prefix)
+
+
+async def test_cancel_across_a_roll_over_and_the_claim_that_meets_it(redis_client: Any, key_prefix: str) -> None:
+    k = Keys(key_prefix)
+    cancel = Script("cancel")
+    try:
+        await redis_client.xgroup_create(k.jobs, "g", id="0", mkstream=True)
+        late = T0 + (W - 1000 - 400) * 1000
+        code, mark = await cancel(redis_client, *cancel_call(k, "job-c", W, late, 1000))
+        assert (int(code), mark) == (1, b"")
+        # next generation: the claim meets `c`, acks it, publishes `cancelled` and leaves `done`
+        assert await _claim(redis_client, k, "job-c", "1-1", late + 60_000) == 4
+        assert await read_marks(redis_client, k, ["job-c"], W, late + 60_000) == ["done"]
+        code, mark = await cancel(redis_client, *cancel_call(k, "job-c", W, late + 120_000, 1000))
+        assert (int(code), mark) == (0, b"done")
+        events = await redis_client.xrange(k.events)
+        assert [f[b"event"] for _i, f in events] == [b"cancelled"]
+    finally:
+        await delete_prefix(redis_client, key_prefix)
+
+
+async def test_an_erased_job_is_refused_as_a_duplicate(redis_client: Any, key_prefix: str) -> None:
+    """Erasure takes `e` (engine/subject_records.py, through marks.lua): a copy read before
+    the XDEL is acked unsent; a mark already there is left."""
+    k = Keys(key_prefix)
+    try:
+        await redis_client.xgroup_create(k.jobs, "g", id="0", mkstream=True)
+        assert await _claim(redis_client, k, "sent", "1-1", T0) == 0
+        assert await take_marks(redis_client, k, ["erased", "sent"], "e", W, T0) == [True, False]
+        assert await _claim(redis_client, k, "erased", "2-1", T0 + 1000) == 1
+        assert (await read_marks(redis_client, k, ["erased", "sent"], W, T0))[0] == "e"
+    finally:
+        await delete_prefix(redis_client, key_prefix)
