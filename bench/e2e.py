@@ -685,7 +685,8 @@ def _script_names() -> dict[str, str]:
 
     names: dict[str, str] = {}
     for path in sorted((_REPO_ROOT / "engine").glob("*.lua")):
-        names[Script(path.stem).sha] = f"engine/{path.name}"
+        if path.stem != "marks_lib":  # not a script: put before the scripts that use marks
+            names[Script(path.stem).sha] = f"engine/{path.name}"
     for path in sorted((_REPO_ROOT / "dlr").glob("*.lua")):
         source = script_source(path.read_text(encoding="utf-8"))
         names[hashlib.sha1(source.encode()).hexdigest()] = f"dlr/{path.name}"

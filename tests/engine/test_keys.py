@@ -175,13 +175,12 @@ _FRAGMENT = re.compile(
 
 
 def _lua_sources() -> dict[str, str]:
-    from bench.e2e import _PREFILL_LUA
     from privacy_hooks.erasure import _ERASE_ENTRIES
     from throttling.global_bucket import TAKE_SCRIPT
 
     found = {str(p.relative_to(ROOT)): p.read_text(encoding="utf-8") for pkg in ("engine", "dlr", "throttling",
              "privacy_hooks", "connectors", "bench") for p in (ROOT / pkg).rglob("*.lua")}
-    found.update({"bench/e2e.py _PREFILL_LUA": _PREFILL_LUA, "privacy_hooks/erasure.py _ERASE_ENTRIES": _ERASE_ENTRIES,
+    found.update({"privacy_hooks/erasure.py _ERASE_ENTRIES": _ERASE_ENTRIES,
                   "throttling TAKE_SCRIPT": TAKE_SCRIPT})
     return found
 
