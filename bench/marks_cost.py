@@ -132,8 +132,9 @@ def memory_per_mark(jobs: int, kind: str = "uuid", redis_url: str | None = None)
                 ks, args = claims(_ids(kind, min(500, jobs - first), f"{label[0]}{first}"), first, now_ms)
                 assert r.evalsha(sha, len(ks), *ks, *args) == [0] * min(500, jobs - first)
             out[f"{label}_bytes_per_mark"] = round((int(r.info("memory")["used_memory"]) - before) / jobs, 1)
+            prefix = getattr(claims.keys, "marks_prefix", claims.keys.idem_prefix)  # older trees: string marks
             usage = sum(int(r.memory_usage(key, samples=0) or 0)
-                        for key in r.scan_iter(match=f"{claims.keys.idem_prefix}*", count=5000))
+                        for key in r.scan_iter(match=f"{prefix}*", count=5000))
             out[f"{label}_memory_usage_per_mark"] = round((usage - sum(seen)) / jobs, 1)
             seen.append(usage - sum(seen))
         if _bucketed():

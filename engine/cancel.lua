@@ -22,14 +22,15 @@
 -- ARGV[A_NOW]     now (unix ms)
 -- ARGV[A_MAXLEN]  approximate MAXLEN of the events stream
 -- ARGV[A_JOB_PREFIX] what a held job's key starts with ("P:scheduled:", engine/keys.py)
--- ARGV[A_IDEM_PREFIX] what idempotency marks' keys start with ("P:idem:", engine/keys.py)
+-- ARGV[A_MARKS_PREFIX] what idempotency marks' keys start with ("P:marks:", engine/keys.py)
+-- ARGV[A_IDEM_PREFIX] what marks of layout 10 and before start with ("P:idem:")
 --
 -- Returns {code, detail}: {1, ''} cancelled while waiting in a lane or park
 -- stream (its event follows when an engine meets it); {2, ''} cancelled while
 -- held for its send_at (event published now); {0, mark} not cancellable, the
 -- mark that is there (`c` = cancelled before).
 local job_id = ARGV[A_JOB_ID]
-local marks = marks_open(ARGV[A_IDEM_PREFIX], ARGV[A_NOW], ARGV[A_MARK_TTL])
+local marks = marks_open(ARGV[A_MARKS_PREFIX], ARGV[A_NOW], ARGV[A_MARK_TTL], ARGV[A_IDEM_PREFIX])
 local ok, mark, bucket = marks_take(marks, job_id, 'c')
 marks_close(marks)
 if not ok then

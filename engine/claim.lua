@@ -25,8 +25,10 @@
 --         trimmed by the engine's trimmer, behind the history archiver)
 -- ARGV[A_RETRY]   "1" when this call repeats one whose reply was lost (Redis connection
 --         dropped): a mark of our own is then ours, not a crashed consumer's
--- ARGV[A_IDEM_PREFIX] what idempotency marks' keys start with ("P:idem:", engine/keys.py);
+-- ARGV[A_MARKS_PREFIX] what idempotency marks' keys start with ("P:marks:", engine/keys.py);
 --         ARGV[A_NOW] and ARGV[A_MARK_TTL] pick their generation (engine/marks_lib.lua)
+-- ARGV[A_IDEM_PREFIX] what marks of layout 10 and before start with ("P:idem:"): read
+--         for a window after the upgrade
 -- ARGV[A_MARKETING], ARGV[A_MARKETING_LENS], ARGV[A_HASHES] more claims, of marketing
 --   jobs: per job CLAIM_PACKED (P_*: job_id, entry_id, ref) concatenated, their lengths
 --   one byte each (engine/scripts.py Packed), and its number's keyed hash, all of one
@@ -57,7 +59,7 @@ local batch = cjson.decode(ARGV[A_PAYLOAD])
 -- mark_ttl stays a string: Redis would format a number on every call
 local now, mark_ttl, maxlen = ARGV[A_NOW], ARGV[A_MARK_TTL], ARGV[A_MAXLEN]
 local retry = ARGV[A_RETRY] == '1'
-local marks = marks_open(idem_prefix, now, mark_ttl)
+local marks = marks_open(ARGV[A_MARKS_PREFIX], now, mark_ttl, idem_prefix)
 
 -- The payload's marketing claims (C_SUPPRESSION set: their client's list; only those
 -- that do not pack, e.g. a job id of 256 bytes or more), looked up with one
@@ -119,7 +121,7 @@ local function taken(job_id, entry_id, ref, mark, bucket, mine)
   elseif mark == 'c' then
     -- cancelled while it waited (cancel.lua): never sent; its event once
     redis.call('XACK', jobs, group, entry_id)
-    redis.call('HSET', bucket, job_id, 'done')  -- the bucket keeps its expiry
+    marks_put(marks, bucket, job_id, 'done')
     redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*',
       'id', job_id, 'ref', ref, 'event', 'cancelled', 'carrier', '', 'parts', '0',
       'message_ids', '', 'error', '', 'ts', now)

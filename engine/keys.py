@@ -171,21 +171,30 @@ KEY_TABLE: tuple[KeyDoc, ...] = (
            "the receipt wait twice over plus two bucket spans and `record_grace_s` (capped by the message "
            "retention); `record_grace_s` after its final event", "shard",
            "~250 B while awaiting receipts; none for a single-part job without callback"),
-    KeyDoc("P:idem:<generation>", "hash",
+    KeyDoc("P:marks:<generation>", "hash",
            "a generation of idempotency marks (engine/marks_lib.lua): `k` its bucket count (fixed at its first "
            "mark, from the previous generation's `n`), `n` marks written; `<generation>` is its start, unix s, "
            "a multiple of the window", "claim.lua, cancel.lua, marks.lua (erasure)",
            "to the generation's start + 2 x `idempotency_hours` + a margin (min(300 s, a quarter window)): an EXPIRE "
            "set when it is made", "shard",
            "none per message (one per generation)"),
-    KeyDoc("P:idem:<generation>:<bucket>", "hash",
+    KeyDoc("P:marks:<generation>:<bucket>", "hash",
            "idempotency marks of one bucket: job id -> the claiming entry `<ms>-<seq>` as the integer "
            "`<ms><seq in 6 digits>` (else `s\\|<entry id>`), `c` cancelled, `done`, `e` erased; bucket = first 32 "
            "bits of sha1(job id) mod `k`; a job's mark is seen for at least `idempotency_hours` (a claim reads the "
            "current and the previous generation)",
            "claim.lua, cancel.lua, marks.lua (erasure)",
-           "as P:idem:<generation> (an EXPIRE set when the bucket is made)", "shard",
+           "as P:marks:<generation> (an EXPIRE set when the bucket is made)", "shard",
            "~55 B per mark (listpack field, 36-character id) for 1 to 2 windows; all that stays of a finished job"),
+    KeyDoc("P:marks:legacy", "string",
+           "`1` while idempotency marks of layout 10 and before (P:idem:<job id>) may still live: a new claim "
+           "then also reads that key", "claim.lua, cancel.lua, marks.lua (when a generation is made without a "
+           "predecessor: an upgrade, a fresh start, an idle window)",
+           "one window + the margin", "shard", "none (one key)"),
+    KeyDoc("P:idem:<job id>", "string",
+           "an idempotency mark of layout 10 and before (the claiming entry as an integer, `s\\|<entry id>`, "
+           "`c`, `done`, `e`): read and updated in place, never made now", "engines before layout 11",
+           "its TTL (`idempotency_hours` from when it was taken)", "shard", "~165 B per mark until it expires"),
     KeyDoc("P:record:<token>", "string", "a record call's token: the same call repeated (reply lost) writes nothing",
            "record.lua", "2 min", "shard", "one per call (500 jobs), ~70 B"),
     KeyDoc("P:scheduled", "zset", "entry ids of jobs held until their send_at, scored by it (ms)",
@@ -287,6 +296,7 @@ class Keys:
         "jobs_bulk",
         "jobs_high",
         "lease_prefix",
+        "marks_prefix",
         "park_prefix",
         "park_registry",
         "prefix",
@@ -322,6 +332,9 @@ class Keys:
     """Closed client accounts (fleet-global hash: client id -> closure unix s)."""
     job_prefix: str
     idem_prefix: str
+    """Idempotency marks of layout 10 and before (string keys), read for a window after the upgrade."""
+    marks_prefix: str
+    """Idempotency marks (engine/marks_lib.lua): generations and their buckets."""
     record_prefix: str
     scheduled_prefix: str
     scheduled_id_prefix: str
@@ -373,6 +386,7 @@ class Keys:
             # prefixes of per-job / per-carrier keys (what the scripts append to)
             "job_prefix": f"{base}:job:",
             "idem_prefix": f"{base}:idem:",
+            "marks_prefix": f"{base}:marks:",
             "record_prefix": f"{base}:record:",
             "scheduled_prefix": f"{base}:scheduled:",
             "scheduled_id_prefix": f"{base}:scheduled:id:",
@@ -415,14 +429,22 @@ class Keys:
         """The job record ``P:job:<job id>``."""
         return self.job_prefix + job_id
 
+    def idem(self, job_id: str) -> str:
+        """An idempotency mark of layout 10 and before ``P:idem:<job id>`` (read, never written now)."""
+        return self.idem_prefix + job_id
+
     def marks_generation(self, start: int) -> str:
-        """A generation of idempotency marks ``P:idem:<generation>`` (its start, unix s: k, n)."""
-        return f"{self.idem_prefix}{start}"
+        """A generation of idempotency marks ``P:marks:<generation>`` (its start, unix s: k, n)."""
+        return f"{self.marks_prefix}{start}"
 
     def marks_bucket(self, start: int, bucket: int) -> str:
-        """A bucket of idempotency marks ``P:idem:<generation>:<bucket>`` (engine/marks_lib.lua builds
-        the same names from ``idem_prefix``)."""
-        return f"{self.idem_prefix}{start}:{bucket}"
+        """A bucket of idempotency marks ``P:marks:<generation>:<bucket>`` (engine/marks_lib.lua builds
+        the same names from ``marks_prefix``)."""
+        return f"{self.marks_prefix}{start}:{bucket}"
+
+    def marks_legacy(self) -> str:
+        """``P:marks:legacy``: marks of layout 10 and before may still live (engine/marks_lib.lua)."""
+        return f"{self.marks_prefix}legacy"
 
     def record_memo(self, token: str) -> str:
         """A record call's token ``P:record:<token>`` (record.lua: a repeated call writes nothing)."""

@@ -5,10 +5,11 @@
 -- ARGV[A_LAYOUT] LAYOUT_VERSION of the caller (a mismatch is refused)
 -- ARGV[A_MODE]   `get`: each id's mark ('' for none); `take`: ARGV[A_VALUE] as the
 --                mark of each id that has none (1 taken, 0 it had one)
--- ARGV[A_PREFIX] what idempotency marks' keys start with ("P:idem:", engine/keys.py)
+-- ARGV[A_PREFIX] what idempotency marks' keys start with ("P:marks:", engine/keys.py)
+-- ARGV[A_LEGACY_PREFIX] what marks of layout 10 and before start with ("P:idem:")
 -- ARGV[A_NOW]    unix ms; ARGV[A_WINDOW] the idempotency window (s)
 -- ARGV[A_IDS...] the job ids
-local marks = marks_open(ARGV[A_PREFIX], ARGV[A_NOW], ARGV[A_WINDOW])
+local marks = marks_open(ARGV[A_PREFIX], ARGV[A_NOW], ARGV[A_WINDOW], ARGV[A_LEGACY_PREFIX])
 local out = {}
 if ARGV[A_MODE] == 'get' then
   for i = A_IDS, #ARGV do out[#out + 1] = marks_find(marks, ARGV[i]) or '' end

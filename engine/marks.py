@@ -1,10 +1,10 @@
 """Idempotency marks read or taken from Python (erasure, tools, tests): one
 marks.lua call per shard, the same Lua as the claims' (engine/marks_lib.lua).
 
-A mark is a field of a small hash: ``P:idem:<s>:<b>`` holds job id -> mark for the
+A mark is a field of a small hash: ``P:marks:<s>:<b>`` holds job id -> mark for the
 generation starting at unix second ``s`` (a multiple of the window W,
 ``[engine] idempotency_hours``) and bucket ``b`` = :func:`bucket_hash` mod the
-generation's bucket count (``k`` of ``P:idem:<s>``). A lookup reads the current
+generation's bucket count (``k`` of ``P:marks:<s>``). A lookup reads the current
 and the previous generation, so a mark is seen for at least W and at most 2W
 (plus a margin for engine clocks that disagree): docs/INTERNALS.md, "Idempotency
 marks".

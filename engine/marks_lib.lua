@@ -6,10 +6,15 @@
 -- 36-character id (dict entry, key, object, expiry entry); as a field of a
 -- listpack-encoded hash ~50 B (docs/INTERNALS.md, "Idempotency marks").
 --
--- Layout (prefix "P:idem:", engine/keys.py; W = the window in s, [engine]
+-- Layout (prefix "P:marks:", engine/keys.py; W = the window in s, [engine]
 -- idempotency_hours; s = floor(now / W) * W, the generation's start):
---   P:idem:<s>            hash  k = the generation's bucket count, n = marks written
---   P:idem:<s>:<b>        hash  job id -> mark, b = (first 32 bits of sha1(job id)) mod k
+--   P:marks:<s>           hash  k = the generation's bucket count, n = marks written
+--   P:marks:<s>:<b>       hash  job id -> mark, b = (first 32 bits of sha1(job id)) mod k
+--   P:marks:legacy        string, while marks of layout 10 and before (string keys
+--                         P:idem:<job id>, prefix "P:idem:") may still live: a new
+--                         claim then also checks that key (EXISTS), for one window
+--                         after a generation was made without a predecessor (an
+--                         upgrade, a fresh start, an idle window)
 -- Every mark is written into the generation of the writer's `now`; a lookup reads
 -- the current and the previous generation (and, within MARKS_MARGIN of a
 -- boundary, the one beyond it, for writers whose clocks disagree by up to that),
@@ -39,12 +44,13 @@ end
 
 -- Open the marks for one call: `now_ms` the caller's clock (unix ms, a string or
 -- number), `window_s` W. Reads one field per generation it may look in.
-local function marks_open(prefix, now_ms, window_s)
+local function marks_open(prefix, now_ms, window_s, legacy_prefix)
   local w = tonumber(window_s)
   local now = floor(tonumber(now_ms) / 1000)
   local start = floor(now / w) * w
   local margin = math.min(300, floor(w / 4))
-  local m = {prefix = prefix, w = w, added = 0, ttl = start + 2 * w + margin - now}
+  local m = {prefix = prefix, w = w, added = 0, ttl = start + 2 * w + margin - now, margin = margin,
+             legacy_prefix = legacy_prefix, legacy = redis.call('EXISTS', prefix .. 'legacy') == 1}
   m.cur = marks_gen(prefix, start)
   m.prev = marks_gen(prefix, start - w)
   -- where to look besides the current generation: those with marks
@@ -59,6 +65,25 @@ local function marks_open(prefix, now_ms, window_s)
   end
   m.checks = checks
   return m
+end
+
+-- A mark of layout 10 or before (a string key), while they may live: the mark and its key.
+local function marks_legacy(m, job_id)
+  if m.legacy then
+    local key = m.legacy_prefix .. job_id
+    local v = redis.call('GET', key)
+    if v then return v, key end
+  end
+  return nil
+end
+
+-- Write `value` where a mark was found (a bucket, or a legacy key: its TTL kept).
+local function marks_put(m, where, job_id, value)
+  if m.legacy and where == m.legacy_prefix .. job_id then
+    redis.call('SET', where, value, 'KEEPTTL')
+  else
+    redis.call('HSET', where, job_id, value)  -- the bucket keeps its expiry
+  end
 end
 
 -- The mark of a job id and the bucket holding it, or nil.
@@ -76,7 +101,7 @@ local function marks_find(m, job_id, h)
     local v = redis.call('HGET', b, job_id)
     if v then return v, b end
   end
-  return nil
+  return marks_legacy(m, job_id)
 end
 
 -- The current generation's bucket count, fixed at its first mark.
@@ -86,6 +111,9 @@ local function marks_make_current(m)
   if n then
     k = MARKS_MIN
     while k * MARKS_FILL < n do k = k * 2 end
+  else  -- no predecessor: marks of an older layout may be about, for up to a window
+    redis.call('SET', m.prefix .. 'legacy', '1', 'EX', m.w + m.margin)
+    m.legacy = true
   end
   redis.call('HSET', m.cur.meta, 'k', k)
   redis.call('EXPIRE', m.cur.meta, m.ttl)
@@ -105,6 +133,10 @@ local function marks_take(m, job_id, value)
   end
   local g = m.cur
   if not g.k then marks_make_current(m) end
+  if m.legacy then
+    local v, key = marks_legacy(m, job_id)
+    if v then return false, v, key end
+  end
   local b = g.base .. (h % g.k)
   if redis.call('HSETNX', b, job_id, value) == 1 then
     if redis.call('HLEN', b) == 1 then redis.call('EXPIRE', b, m.ttl) end

@@ -198,7 +198,8 @@ class RecordBatch(msgspec.Struct, gc=False):
 # -- claim.lua ----------------------------------------------------------------
 CLAIM_KEYS = Positions("K", ("jobs", "events", "dead"))
 CLAIM_ARGS = Positions(
-    "A", ("group", "layout", "payload", "now", "mark_ttl", "maxlen", "retry", "idem_prefix", "packed", "packed_lens",
+    "A", ("group", "layout", "payload", "now", "mark_ttl", "maxlen", "retry", "idem_prefix", "marks_prefix", "packed",
+          "packed_lens",
           "marketing", "marketing_lens", "hashes"),
     rest="rest",
 )
@@ -325,10 +326,12 @@ class ParkEntry(msgspec.Struct, array_like=True, gc=False):
 
 
 CANCEL_KEYS = Positions("K", ("held", "scheduled", "events"))
-CANCEL_ARGS = Positions("A", ("layout", "job_id", "mark_ttl", "now", "maxlen", "job_prefix", "idem_prefix"))
+CANCEL_ARGS = Positions(
+    "A", ("layout", "job_id", "mark_ttl", "now", "maxlen", "job_prefix", "idem_prefix", "marks_prefix")
+)
 
 # -- marks.lua ------------------------------------------------------------------
-MARKS_ARGS = Positions("A", ("layout", "mode", "prefix", "now", "window", "value"), rest="ids")
+MARKS_ARGS = Positions("A", ("layout", "mode", "prefix", "legacy_prefix", "now", "window", "value"), rest="ids")
 
 # -- inbound.lua, inbound_sweep.lua ---------------------------------------------
 INBOUND_KEYS = Positions("K", ("inbound", "due"))
@@ -382,7 +385,8 @@ def claim_call(
     ``packed``: transactional claims (``CLAIM_PACKED``) answered after those."""
     return CLAIM_KEYS.build(jobs=stream, events=keys.events, dead=keys.dead), CLAIM_ARGS.build(
         group=group, layout=LAYOUT_VERSION, payload=payload, now=now_ms, mark_ttl=mark_ttl_s, maxlen=maxlen,
-        retry="1" if retry else "0", idem_prefix=keys.idem_prefix, packed=packed.data if packed else "",
+        retry="1" if retry else "0", idem_prefix=keys.idem_prefix, marks_prefix=keys.marks_prefix,
+        packed=packed.data if packed else "",
         packed_lens=bytes(packed.lens) if packed else b"", marketing=marketing.data if marketing else "",
         marketing_lens=bytes(marketing.lens) if marketing else b"",
         hashes="".join(marketing.hashes) if marketing else "", rest=dead_fields,
@@ -419,7 +423,7 @@ def cancel_call(keys: Keys, job_id: str, mark_ttl_s: int, now_ms: int, maxlen: i
         held=keys.scheduled_id(job_id), scheduled=keys.scheduled, events=keys.events
     ), CANCEL_ARGS.build(
         layout=LAYOUT_VERSION, job_id=job_id, mark_ttl=mark_ttl_s, now=now_ms, maxlen=maxlen,
-        job_prefix=keys.scheduled_prefix, idem_prefix=keys.idem_prefix,
+        job_prefix=keys.scheduled_prefix, idem_prefix=keys.idem_prefix, marks_prefix=keys.marks_prefix,
     )
 
 
@@ -430,7 +434,8 @@ def marks_call(
     ``take`` (``value`` as each id's mark where it has none; 1 taken, 0 not)."""
     start = now_ms // 1000 // window_s * window_s  # the current generation's meta key: the call's slot
     return [keys.marks_generation(start)], MARKS_ARGS.build(
-        layout=LAYOUT_VERSION, mode=mode, prefix=keys.idem_prefix, now=now_ms, window=window_s, value=value,
+        layout=LAYOUT_VERSION, mode=mode, prefix=keys.marks_prefix, legacy_prefix=keys.idem_prefix, now=now_ms,
+        window=window_s, value=value,
         ids=job_ids,
     )
 

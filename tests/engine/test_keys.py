@@ -61,6 +61,7 @@ TODAY = {
     "clients_closed": "P:clients:closed",
     "job_prefix": "P:job:",
     "idem_prefix": "P:idem:",
+    "marks_prefix": "P:marks:",
     "record_prefix": "P:record:",
     "scheduled_prefix": "P:scheduled:",
     "scheduled_id_prefix": "P:scheduled:id:",
@@ -84,6 +85,8 @@ def _samples(k: Keys) -> dict[str, str]:
     """Every per-job / per-carrier name, by the method that builds it."""
     return {
         "job": k.job("j:1"),
+        "idem": k.idem("j:1"),
+        "marks_legacy": k.marks_legacy(),
         "marks_generation": k.marks_generation(1764806400),
         "marks_bucket": k.marks_bucket(1764806400, 7),
         "record_memo": k.record_memo("t1"),
@@ -111,8 +114,10 @@ def test_shard_none_gives_todays_names() -> None:
     assert k.lanes() == ("P:jobs:high", "P:jobs", "P:jobs:bulk")
     assert _samples(k) == {
         "job": "P:job:j:1",
-        "marks_generation": "P:idem:1764806400",
-        "marks_bucket": "P:idem:1764806400:7",
+        "idem": "P:idem:j:1",
+        "marks_legacy": "P:marks:legacy",
+        "marks_generation": "P:marks:1764806400",
+        "marks_bucket": "P:marks:1764806400:7",
         "record_memo": "P:record:t1",
         "scheduled_job": "P:scheduled:1-1",
         "scheduled_id": "P:scheduled:id:j:1",
@@ -290,6 +295,8 @@ async def _exercise(r: Any, k: Keys) -> set[str]:
     await r.sadd(k.suppression(""), "ab" * 16)
     # account closure (sendgate close-client)
     await r.hset(k.clients_closed, "shop", 1700000000)
+    # a mark an engine of layout 10 left (read by the claims for a window after the upgrade)
+    await r.set(k.idem("old-1"), "done", ex=60)
     # a bind lease (engine/leases.py) and its carrier's fencing counter
     pool = LeasePoolStub(want=1)
     await LeaseManager(r, k, "e1", {"acme": (pool, 1, 5.0)}).tick()

@@ -119,3 +119,28 @@ async def test_an_erased_job_is_refused_as_a_duplicate(redis_client: Any, key_pr
         assert (await read_marks(redis_client, k, ["erased", "sent"], W, T0))[0] == "e"
     finally:
         await delete_prefix(redis_client, key_prefix)
+
+
+async def test_marks_of_the_older_layout_are_read_for_a_window_after_the_upgrade(
+    redis_client: Any, key_prefix: str
+) -> None:
+    """String marks `P:idem:<job id>` (layout 10) still refuse their copies: the first generation
+    made without a predecessor sets `P:marks:legacy` for a window, and claims then read them."""
+    k = Keys(key_prefix)
+    try:
+        await redis_client.xgroup_create(k.jobs, "g", id="0", mkstream=True)
+        await redis_client.set(k.idem("old-sent"), "1700000000000000001", ex=W)  # entry 1700000000000-1
+        await redis_client.set(k.idem("old-cancelled"), "c", ex=W)
+        assert await _claim(redis_client, k, "old-sent", "9-1", T0) == 1  # a copy: refused
+        assert await _claim(redis_client, k, "old-sent", "1700000000000-1", T0) == 2  # its own entry: reclaim
+        assert 0 < await redis_client.ttl(k.marks_legacy()) <= W + 300
+        # cancelled under the old layout: acked, `cancelled`, the old key turned `done` with its TTL
+        assert await _claim(redis_client, k, "old-cancelled", "9-2", T0) == 4
+        assert await redis_client.get(k.idem("old-cancelled")) == b"done"
+        assert 0 < await redis_client.ttl(k.idem("old-cancelled")) <= W
+        assert await read_marks(redis_client, k, ["old-sent", "new"], W, T0) == ["1700000000000000001", ""]
+        # once the flag is gone (a window after), old keys are not read: no call per claim for them
+        await redis_client.delete(k.marks_legacy())
+        assert await _claim(redis_client, k, "old-sent", "9-3", T0) == 0
+    finally:
+        await delete_prefix(redis_client, key_prefix)
