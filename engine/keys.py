@@ -185,7 +185,8 @@ KEY_TABLE: tuple[KeyDoc, ...] = (
            "current and the previous generation)",
            "claim.lua, cancel.lua, marks.lua (erasure)",
            "as P:marks:<generation> (an EXPIRE set when the bucket is made)", "shard",
-           "~55 B per mark (listpack field, 36-character id) for 1 to 2 windows; all that stays of a finished job"),
+           "~65 B of used_memory per mark (a listpack field, 36-character id; 8-16 marks a bucket) for 1 to 2 windows: "
+           "all that stays of a finished job"),
     KeyDoc("P:marks:legacy", "string",
            "`1` while idempotency marks of layout 10 and before (P:idem:<job id>) may still live: a new claim "
            "then also reads that key", "claim.lua, cancel.lua, marks.lua (when a generation is made without a "

@@ -25,10 +25,10 @@
 -- k is fixed when the generation's first mark is written: enough buckets for
 -- MARKS_FILL marks each at the previous generation's count (a power of two, at
 -- least MARKS_MIN), or MARKS_FIRST when there is none; buckets then stay under
--- hash-max-listpack-entries (128 by default) unless the rate grows fourfold (a
--- fuller bucket turns into a hashtable: ~125 B per mark, still correct). Fill 32,
+-- hash-max-listpack-entries (128 by default) unless the rate grows eightfold (a
+-- fuller bucket turns into a hashtable: ~125 B per mark, still correct). Fill 16,
 -- not 128: each lookup scans its bucket (~250 instructions per mark scanned).
-local MARKS_FILL, MARKS_MIN, MARKS_FIRST = 32, 64, 2048
+local MARKS_FILL, MARKS_MIN, MARKS_FIRST = 16, 64, 2048
 local sha1hex, tonumber, sub, floor = redis.sha1hex, tonumber, string.sub, math.floor
 
 -- The bucket number of a job id (the same in Python: engine/marks.py bucket_hash).
