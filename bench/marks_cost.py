@@ -72,13 +72,17 @@ def _prefill(r: Any, keys: Any, buckets: int, fill_prev: int, fill_cur: int, kin
     """The previous and the current generation's buckets, ``fill_*`` marks each (layout 11)."""
     start = _NOW_MS // 1000 // _WINDOW_S * _WINDOW_S
     for gen, fill in ((start - _WINDOW_S, fill_prev), (start, fill_cur)):
-        r.hset(keys.marks_generation(gen), mapping={"k": buckets, "n": buckets * fill})
+        made = fill > 0 and hasattr(keys, "marks_made")  # the bitmap of buckets made (all but one)
+        r.hset(keys.marks_generation(gen), mapping={"k": buckets, "n": buckets * fill, "b": buckets - 1 if made else 0})
         r.expire(keys.marks_generation(gen), 3 * _WINDOW_S)
+        if made:
+            r.set(keys.marks_made(gen), b"\xff" * (buckets // 8), ex=3 * _WINDOW_S)
         pipe = r.pipeline(transaction=False)
         for b in range(buckets):
             if fill:
-                pipe.hset(keys.marks_bucket(gen, b), mapping={i: "1700000000000000011" for i in _ids(kind, fill, f"p{b}")})
-                pipe.expire(keys.marks_bucket(gen, b), 3 * _WINDOW_S)
+                name = keys.marks_bucket(gen, b, buckets) if made else keys.marks_bucket(gen, b)
+                pipe.hset(name, mapping={i: "1700000000000000011" for i in _ids(kind, fill, f"p{b}")})
+                pipe.expire(name, 3 * _WINDOW_S)
         pipe.execute()
 
 
@@ -141,7 +145,7 @@ def memory_per_mark(jobs: int, kind: str = "uuid", redis_url: str | None = None)
             start = (_NOW_MS // 1000 + _WINDOW_S) // _WINDOW_S * _WINDOW_S
             k = int(r.hget(claims.keys.marks_generation(start), "k") or 0)
             out["steady_buckets"] = k
-            out["steady_encoding"] = (r.object("encoding", claims.keys.marks_bucket(start, 0)) or b"").decode()
+            out["steady_encoding"] = (r.object("encoding", claims.keys.marks_bucket(start, 0, k)) or b"").decode()
         r.flushdb()
         return out
     finally:

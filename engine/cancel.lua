@@ -24,6 +24,7 @@
 -- ARGV[A_JOB_PREFIX] what a held job's key starts with ("P:scheduled:", engine/keys.py)
 -- ARGV[A_MARKS_PREFIX] what idempotency marks' keys start with ("P:marks:", engine/keys.py)
 -- ARGV[A_IDEM_PREFIX] what marks of layout 10 and before start with ("P:idem:")
+-- ARGV[A_MARKS_HASH] the job id's marks hash (engine.keys.marks_hash: its CRC-32)
 --
 -- Returns {code, detail}: {1, ''} cancelled while waiting in a lane or park
 -- stream (its event follows when an engine meets it); {2, ''} cancelled while
@@ -31,7 +32,7 @@
 -- mark that is there (`c` = cancelled before).
 local job_id = ARGV[A_JOB_ID]
 local marks = marks_open(ARGV[A_MARKS_PREFIX], ARGV[A_NOW], ARGV[A_MARK_TTL], ARGV[A_IDEM_PREFIX])
-local ok, mark, bucket = marks_take(marks, job_id, 'c')
+local ok, mark, bucket = marks_take(marks, job_id, 'c', tonumber(ARGV[A_MARKS_HASH]))
 marks_close(marks)
 if not ok then
   return {0, mark}

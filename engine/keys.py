@@ -45,6 +45,8 @@ __all__ = [
     "correlation_shard",
     "key_table_markdown",
     "lua_header",
+    "marks_bucket_of",
+    "marks_hash",
     "shard_keys",
     "shard_of",
 ]
@@ -58,6 +60,22 @@ def shard_of(job_id: str | bytes, shards: int) -> int:
         return 0
     data = job_id if isinstance(job_id, bytes) else job_id.encode()
     return zlib.crc32(data) % shards
+
+
+def marks_hash(job_id: str) -> int:
+    """The hash that picks a job's idempotency-mark bucket: the CRC-32 of its id's UTF-8
+    bytes, the same as :func:`shard_of`'s, computed here and passed to the scripts with
+    each claim (no hashing in Lua; every caller of the marks uses this function). The
+    bucket is its *top* bits (:func:`marks_bucket_of`), the shard its remainder mod N
+    (with N a power of two, its low bits): the buckets of a generation are spread
+    independently of the shard while log2(buckets) + log2(N) <= 32."""
+    return zlib.crc32(job_id.encode())
+
+
+def marks_bucket_of(marks_hash: int, buckets: int) -> int:
+    """The bucket of a job (``marks_hash``: :func:`marks_hash`) in a generation of ``buckets``
+    (a power of two): the hash's top log2(buckets) bits (engine/marks_lib.lua, the same)."""
+    return marks_hash >> (32 - (buckets.bit_length() - 1))
 
 
 def correlation_shard(carrier: str, message_id: str, shards: int) -> int:
@@ -173,19 +191,24 @@ KEY_TABLE: tuple[KeyDoc, ...] = (
            "~250 B while awaiting receipts; none for a single-part job without callback"),
     KeyDoc("P:marks:<generation>", "hash",
            "a generation of idempotency marks (engine/marks_lib.lua): `k` its bucket count (fixed at its first "
-           "mark, from the previous generation's `n`), `n` marks written; `<generation>` is its start, unix s, "
+           "mark, from the previous generation's `n`), `n` marks written, `b` buckets made; `<generation>` is its start, unix s, "
            "a multiple of the window", "claim.lua, cancel.lua, marks.lua (erasure)",
            "to the generation's start + 2 x `idempotency_hours` + a margin (min(300 s, a quarter window)): an EXPIRE "
            "set when it is made", "shard",
            "none per message (one per generation)"),
+    KeyDoc("P:marks:<generation>:made", "string",
+           "a bitmap of the generation's buckets: bit b set once bucket b is made with its EXPIRE (a claim reads it "
+           "once per call, not at all once `b` of P:marks:<generation> reaches `k`, instead of an HLEN per mark)",
+           "claim.lua, cancel.lua, marks.lua (erasure)", "as P:marks:<generation>", "shard",
+           "none per message (k / 8 bytes a generation)"),
     KeyDoc("P:marks:<generation>:<bucket>", "hash",
            "idempotency marks of one bucket: job id -> the claiming entry `<ms>-<seq>` as the integer "
-           "`<ms><seq in 6 digits>` (else `s\\|<entry id>`), `c` cancelled, `done`, `e` erased; bucket = first 32 "
-           "bits of sha1(job id) mod `k`; a job's mark is seen for at least `idempotency_hours` (a claim reads the "
+           "`<ms><seq in 6 digits>` (else `s\\|<entry id>`), `c` cancelled, `done`, `e` erased; bucket = the top "
+           "log2(`k`) bits of crc32(job id) (engine.keys.marks_hash; the shard is its remainder mod N), in hex; a job's mark is seen for at least `idempotency_hours` (a claim reads the "
            "current and the previous generation)",
            "claim.lua, cancel.lua, marks.lua (erasure)",
            "as P:marks:<generation> (an EXPIRE set when the bucket is made)", "shard",
-           "~65 B of used_memory per mark (a listpack field, 36-character id; 8-16 marks a bucket) for 1 to 2 windows: "
+           "~65-80 B of used_memory per mark (a listpack field, 36-character id; 4-8 marks a bucket) for 1 to 2 windows: "
            "all that stays of a finished job"),
     KeyDoc("P:marks:legacy", "string",
            "`1` while idempotency marks of layout 10 and before (P:idem:<job id>) may still live: a new claim "
@@ -438,10 +461,16 @@ class Keys:
         """A generation of idempotency marks ``P:marks:<generation>`` (its start, unix s: k, n)."""
         return f"{self.marks_prefix}{start}"
 
-    def marks_bucket(self, start: int, bucket: int) -> str:
-        """A bucket of idempotency marks ``P:marks:<generation>:<bucket>`` (engine/marks_lib.lua builds
-        the same names from ``marks_prefix``)."""
-        return f"{self.marks_prefix}{start}:{bucket}"
+    def marks_bucket(self, start: int, bucket: int, buckets: int) -> str:
+        """A bucket of idempotency marks ``P:marks:<generation>:<bucket>``: ``bucket`` (:func:`marks_bucket_of`; ``buckets``:
+        the generation's ``k``) in lower-case hex, zero-padded to the digits of ``buckets - 1``
+        (engine/marks_lib.lua builds the same names from ``marks_prefix``)."""
+        digits = max(1, (buckets - 1).bit_length() + 3 >> 2)
+        return f"{self.marks_prefix}{start}:{bucket:0{digits}x}"
+
+    def marks_made(self, start: int) -> str:
+        """``P:marks:<generation>:made``: bit b set once bucket b is made with its EXPIRE (engine/marks_lib.lua)."""
+        return f"{self.marks_prefix}{start}:made"
 
     def marks_legacy(self) -> str:
         """``P:marks:legacy``: marks of layout 10 and before may still live (engine/marks_lib.lua)."""

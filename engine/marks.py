@@ -3,8 +3,9 @@ marks.lua call per shard, the same Lua as the claims' (engine/marks_lib.lua).
 
 A mark is a field of a small hash: ``P:marks:<s>:<b>`` holds job id -> mark for the
 generation starting at unix second ``s`` (a multiple of the window W,
-``[engine] idempotency_hours``) and bucket ``b`` = :func:`bucket_hash` mod the
-generation's bucket count (``k`` of ``P:marks:<s>``). A lookup reads the current
+``[engine] idempotency_hours``) and bucket ``b`` = the top log2(k) bits of
+:func:`engine.keys.marks_hash` (the CRC-32 of the id; ``k`` of ``P:marks:<s>``,
+the generation's bucket count; :func:`engine.keys.marks_bucket_of`). A lookup reads the current
 and the previous generation, so a mark is seen for at least W and at most 2W
 (plus a margin for engine clocks that disagree): docs/INTERNALS.md, "Idempotency
 marks".
@@ -12,7 +13,6 @@ marks".
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
 
@@ -21,14 +21,9 @@ from redis.asyncio import Redis
 from engine.keys import Keys
 from engine.scripts import Script, marks_call
 
-__all__ = ["bucket_hash", "read_marks", "take_marks"]
+__all__ = ["read_marks", "take_marks"]
 
 _SCRIPT = Script("marks")
-
-
-def bucket_hash(job_id: str) -> int:
-    """The first 32 bits of the SHA-1 of the id's UTF-8 bytes (marks_lib.lua's marks_hash)."""
-    return int(hashlib.sha1(job_id.encode()).hexdigest()[:8], 16)
 
 
 def _now_ms(now_ms: int | None) -> int:

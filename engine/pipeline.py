@@ -80,11 +80,11 @@ from engine.metrics import Metrics
 from engine.redis_client import is_cluster, raw_reply_client
 from engine.router import Router, RoutingError
 from engine.scripts import (
-    CLAIM_PACKED,
     RECORD_PACKED,
     ClaimBatch,
     ClaimJob,
     ClaimList,
+    ClaimPacked,
     DeadLetter,
     MarketingClaims,
     Packed,
@@ -121,7 +121,6 @@ _REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSErr
 _json = payload_json
 _RECORD_WIDTH = len(RECORD_PACKED)
 _US = "\x1f"  # dlr/store.py's separator: a ref or message id holding it takes the general correlation form
-_CLAIM_WIDTH = len(CLAIM_PACKED)
 
 
 def _raw_reply(response: Any, **_options: Any) -> Any:
@@ -1005,7 +1004,7 @@ class Pipeline:
             by_stream.setdefault(ij.batch.stream, []).append(ij)
         resend = self.settings.engine.resend_unknown
         now = time.time()
-        calls: list[tuple[str, list[_InFlightJob], list[_InFlightJob], bytes, list[bytes], Packed,
+        calls: list[tuple[str, list[_InFlightJob], list[_InFlightJob], bytes, list[bytes], ClaimPacked,
                           MarketingClaims | None, list[int] | None, dict[str, int]]] = []
         for stream, waiting in by_stream.items():
             # A job whose expires_at passed while it waited for the window is
@@ -1107,7 +1106,7 @@ class Pipeline:
 
     def _claims(
         self, jobs: list[_InFlightJob], keys: Keys
-    ) -> tuple[list[ClaimJob], list[ClaimList], MarketingClaims | None, Packed, list[int] | None]:
+    ) -> tuple[list[ClaimJob], list[ClaimList], MarketingClaims | None, ClaimPacked, list[int] | None]:
         """The claim script's entries for ``jobs`` (of the shard of ``keys``): a
         marketing job goes packed with its number's keyed hash, grouped by its
         client's suppression list (that shard's copy, in ``lists``), checked in
@@ -1119,7 +1118,7 @@ class Pipeline:
         order of its answers (else None). Returns (claims, lists, marketing,
         packed, order)."""
         claims: list[ClaimJob] = []
-        packed = Packed(_CLAIM_WIDTH)
+        packed = ClaimPacked()
         in_payload: list[int] = []
         in_packed: list[int] = []
         # per client: its marketing claims and their indexes (usually one client)
@@ -1790,7 +1789,7 @@ class Pipeline:
 
     # -------------------------------------------------------------- helpers
     async def _claims_pipelined(
-        self, calls: list[tuple[str, bytes, list[bytes], Packed | None, MarketingClaims | None]]
+        self, calls: list[tuple[str, bytes, list[bytes], ClaimPacked | None, MarketingClaims | None]]
     ) -> list[Any]:
         """Claim calls of several streams (of one plain Redis) in one round trip:
         their statuses, or the exception of a call that failed for good. A call
@@ -1828,7 +1827,7 @@ class Pipeline:
         return out
 
     async def _retry_claim(
-        self, stream: str, payload: bytes, dead_fields: list[bytes], packed: Packed | None = None,
+        self, stream: str, payload: bytes, dead_fields: list[bytes], packed: ClaimPacked | None = None,
         marketing: MarketingClaims | None = None, repeat: bool = False,
     ) -> list[int]:
         attempt = 1 if repeat else 0

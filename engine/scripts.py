@@ -19,6 +19,7 @@ Every call passes ``LAYOUT_VERSION`` and the script refuses another one
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -29,7 +30,7 @@ from redis.exceptions import NoScriptError
 
 from dlr.store import CORR_ENTRY
 from engine.inbound import InboundPart
-from engine.keys import Keys, Positions, lua_header
+from engine.keys import Keys, Positions, lua_header, marks_hash
 
 __all__ = [
     "CANCEL_ARGS",
@@ -54,6 +55,7 @@ __all__ = [
     "ClaimBatch",
     "ClaimJob",
     "ClaimList",
+    "ClaimPacked",
     "DeadLetter",
     "MarketingClaims",
     "Packed",
@@ -200,7 +202,7 @@ CLAIM_KEYS = Positions("K", ("jobs", "events", "dead"))
 CLAIM_ARGS = Positions(
     "A", ("group", "layout", "payload", "now", "mark_ttl", "maxlen", "retry", "idem_prefix", "marks_prefix", "packed",
           "packed_lens",
-          "marketing", "marketing_lens", "hashes"),
+          "marketing", "marketing_lens", "hashes", "marks_hashes"),
     rest="rest",
 )
 
@@ -222,6 +224,35 @@ class ClaimJob(msgspec.Struct, array_like=True, gc=False):
     """A marketing job: the keyed hash of its number, looked up in ``suppression``."""
     ref: str = ""
     """For the `cancelled` event of a job whose mark `sendgate cancel` took."""
+    marks_hash: int = -1
+    """engine.keys.marks_hash of ``job_id`` (its idempotency mark's bucket): filled in when not given."""
+
+    def __post_init__(self) -> None:
+        if self.marks_hash < 0:
+            self.marks_hash = marks_hash(self.job_id)
+
+
+class ClaimPacked(Packed):
+    """Transactional claims for claim.lua (:data:`CLAIM_PACKED` entries, :class:`Packed`),
+    with each job id's engine.keys.marks_hash (``marks_hashes``): claim.lua reads them
+    4 bytes each from ``ARGV[A_MARKS_HASHES]`` (:func:`claim_call`), so it hashes nothing."""
+
+    __slots__ = ("marks_hashes",)
+
+    def __init__(self) -> None:
+        super().__init__(len(CLAIM_PACKED))
+        self.marks_hashes: list[int] = []
+
+    def add(self, fields: Sequence[str]) -> bool:
+        if not super().add(fields):
+            return False
+        self.marks_hashes.append(marks_hash(fields[0]))
+        return True
+
+    def extend(self, other: Packed) -> None:
+        super().extend(other)
+        if isinstance(other, ClaimPacked):
+            self.marks_hashes += other.marks_hashes
 
 
 class ClaimList(msgspec.Struct, array_like=True, gc=False):
@@ -242,12 +273,13 @@ class MarketingClaims(Packed):
     looks them up with one SMISMEMBER, then takes the claims' marks as for
     transactional ones."""
 
-    __slots__ = ("hash_width", "hashes")
+    __slots__ = ("hash_width", "hashes", "marks_hashes")
 
     def __init__(self, hash_width: int) -> None:
         super().__init__(len(CLAIM_PACKED))
         self.hash_width = hash_width
         self.hashes: list[str] = []
+        self.marks_hashes: list[int] = []
 
     def add_claim(self, job_id: str, entry_id: str, ref: str, to_hash: str) -> bool:
         """:meth:`Packed.add` of (job_id, entry_id, ref), with its hash (one call: the engine
@@ -262,6 +294,7 @@ class MarketingClaims(Packed):
             return False
         self._data.append(entry)
         self.hashes.append(to_hash)
+        self.marks_hashes.append(marks_hash(job_id))
         self.count += 1
         return True
 
@@ -270,6 +303,7 @@ class MarketingClaims(Packed):
         super().extend(other)
         if isinstance(other, MarketingClaims):
             self.hashes += other.hashes
+            self.marks_hashes += other.marks_hashes
 
 
 class DeadLetter(msgspec.Struct, array_like=True, gc=False):
@@ -327,11 +361,12 @@ class ParkEntry(msgspec.Struct, array_like=True, gc=False):
 
 CANCEL_KEYS = Positions("K", ("held", "scheduled", "events"))
 CANCEL_ARGS = Positions(
-    "A", ("layout", "job_id", "mark_ttl", "now", "maxlen", "job_prefix", "idem_prefix", "marks_prefix")
+    "A", ("layout", "job_id", "mark_ttl", "now", "maxlen", "job_prefix", "idem_prefix", "marks_prefix", "marks_hash")
 )
 
 # -- marks.lua ------------------------------------------------------------------
-MARKS_ARGS = Positions("A", ("layout", "mode", "prefix", "legacy_prefix", "now", "window", "value"), rest="ids")
+MARKS_ARGS = Positions("A", ("layout", "mode", "prefix", "legacy_prefix", "now", "window", "value", "hashes"),
+                       rest="ids")
 
 # -- inbound.lua, inbound_sweep.lua ---------------------------------------------
 INBOUND_KEYS = Positions("K", ("inbound", "due"))
@@ -377,19 +412,22 @@ def record_call(
 
 def claim_call(
     keys: Keys, stream: str, group: str, payload: bytes, now_ms: int, mark_ttl_s: int, maxlen: int,
-    retry: bool, dead_fields: Sequence[bytes] = (), packed: Packed | None = None,
+    retry: bool, dead_fields: Sequence[bytes] = (), packed: ClaimPacked | None = None,
     marketing: MarketingClaims | None = None,
 ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of claim.lua for the entries of ``stream``; ``marketing``: claims
     (their lists in the payload's ``lists``) answered after the payload's;
-    ``packed``: transactional claims (``CLAIM_PACKED``) answered after those."""
+    ``packed``: transactional claims (``CLAIM_PACKED``) answered after those. Their
+    marks hashes go in ``marks_hashes``, 4 bytes each (big-endian), marketing then packed."""
+    hs = (marketing.marks_hashes if marketing else []) + (packed.marks_hashes if packed else [])
     return CLAIM_KEYS.build(jobs=stream, events=keys.events, dead=keys.dead), CLAIM_ARGS.build(
         group=group, layout=LAYOUT_VERSION, payload=payload, now=now_ms, mark_ttl=mark_ttl_s, maxlen=maxlen,
         retry="1" if retry else "0", idem_prefix=keys.idem_prefix, marks_prefix=keys.marks_prefix,
         packed=packed.data if packed else "",
         packed_lens=bytes(packed.lens) if packed else b"", marketing=marketing.data if marketing else "",
         marketing_lens=bytes(marketing.lens) if marketing else b"",
-        hashes="".join(marketing.hashes) if marketing else "", rest=dead_fields,
+        hashes="".join(marketing.hashes) if marketing else "", marks_hashes=struct.pack(f">{len(hs)}I", *hs),
+        rest=dead_fields,
     )
 
 
@@ -422,7 +460,7 @@ def cancel_call(keys: Keys, job_id: str, mark_ttl_s: int, now_ms: int, maxlen: i
     return CANCEL_KEYS.build(
         held=keys.scheduled_id(job_id), scheduled=keys.scheduled, events=keys.events
     ), CANCEL_ARGS.build(
-        layout=LAYOUT_VERSION, job_id=job_id, mark_ttl=mark_ttl_s, now=now_ms, maxlen=maxlen,
+        layout=LAYOUT_VERSION, job_id=job_id, marks_hash=marks_hash(job_id), mark_ttl=mark_ttl_s, now=now_ms, maxlen=maxlen,
         job_prefix=keys.scheduled_prefix, idem_prefix=keys.idem_prefix, marks_prefix=keys.marks_prefix,
     )
 
@@ -435,7 +473,7 @@ def marks_call(
     start = now_ms // 1000 // window_s * window_s  # the current generation's meta key: the call's slot
     return [keys.marks_generation(start)], MARKS_ARGS.build(
         layout=LAYOUT_VERSION, mode=mode, prefix=keys.marks_prefix, legacy_prefix=keys.idem_prefix, now=now_ms,
-        window=window_s, value=value,
+        window=window_s, value=value, hashes=" ".join(str(marks_hash(i)) for i in job_ids),
         ids=job_ids,
     )
 

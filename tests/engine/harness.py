@@ -198,10 +198,10 @@ async def set_mark(redis: Redis, keys: Any, job_id: str, value: str, window_s: i
 async def mark_bucket(redis: Redis, keys: Any, job_id: str, window_s: int = 168 * 3600,
                       now_ms: int | None = None) -> str:
     """The key of the bucket that holds (or would hold) a job id's mark in the current generation."""
-    from engine.marks import bucket_hash
+    from engine.keys import marks_bucket_of, marks_hash
 
     now = int(time.time() * 1000) if now_ms is None else now_ms
     start = now // 1000 // window_s * window_s
     k = await redis.hget(keys.marks_generation(start), "k")
     assert k is not None, "no mark in this generation yet"
-    return str(keys.marks_bucket(start, bucket_hash(job_id) % int(k)))
+    return str(keys.marks_bucket(start, marks_bucket_of(marks_hash(job_id), int(k)), int(k)))

@@ -53,11 +53,12 @@ async def test_a_finished_job_leaves_only_its_idempotency_mark(redis_url: str, k
         # which lives to the end of the next one (engine/marks_lib.lua): 24 h to 48 h + 300 s from now
         assert all(await read_marks(redis, k, [j["id"] for j in jobs], 24 * 3600))
         assert rows["P:marks:<generation>"] == 1 and 1 <= rows["P:marks:<generation>:<bucket>"] <= len(jobs)
+        assert rows["P:marks:<generation>:made"] == 1  # the bitmap of buckets made
         marks = 0
         for key in keys:
             if k.describe(key).pattern.startswith("P:marks:<"):  # type: ignore[union-attr]
                 assert 24 * 3600 < await redis.ttl(key) <= 48 * 3600 + 300
-                if key.count(":") > k.marks_prefix.count(":"):
+                if key.count(":") > k.marks_prefix.count(":") and not key.endswith(":made"):
                     marks += await redis.hlen(key)
         assert marks == len(jobs)
         # job records only for the jobs whose receipts read one, and only a grace after their final event
@@ -80,7 +81,8 @@ async def test_a_finished_job_leaves_only_its_idempotency_mark(redis_url: str, k
         # (and the shard's registry of park streams: a member per park stream, none per job)
         streams = {"P:jobs", "P:jobs:high", "P:jobs:bulk", "P:events", "P:inbound", "P:park:<carrier>:<lane>", "P:parks"}
         # (and P:marks:legacy: the first generation of a fresh prefix reads layout-10 marks for a window)
-        marks_rows = {"P:marks:<generation>", "P:marks:<generation>:<bucket>", "P:marks:legacy"}
+        marks_rows = {"P:marks:<generation>", "P:marks:<generation>:<bucket>", "P:marks:<generation>:made",
+                      "P:marks:legacy"}
         assert set(rows) - per_call - streams - marks_rows - {"P:job:<job id>"} == set()
         assert rows["P:record:<token>"] <= len(jobs)
         for key in keys:

@@ -10,9 +10,8 @@ from typing import Any
 from engine.keys import Keys
 from engine.marks import read_marks, take_marks
 from engine.scripts import (
-    CLAIM_PACKED,
     ClaimBatch,
-    Packed,
+    ClaimPacked,
     Script,
     cancel_call,
     claim_call,
@@ -25,7 +24,7 @@ T0 = 1_764_806_400 * 1000 + 1_000_000  # ms: 1000 s into a generation (176480640
 
 
 async def _claim(redis: Any, k: Keys, job_id: str, entry_id: str, now_ms: int) -> int:
-    packed = Packed(len(CLAIM_PACKED))
+    packed = ClaimPacked()
     assert packed.add((job_id, entry_id, ""))
     payload = payload_json(ClaimBatch(claims=[], dead=[]))
     (status,) = await Script("claim")(redis, *claim_call(k, k.jobs, "g", payload, now_ms, W, 1000, False, (), packed))
@@ -144,3 +143,46 @@ async def test_marks_of_the_older_layout_are_read_for_a_window_after_the_upgrade
         assert await _claim(redis_client, k, "old-sent", "9-3", T0) == 0
     finally:
         await delete_prefix(redis_client, key_prefix)
+
+
+async def test_every_bucket_gets_its_expiry_without_a_per_mark_hlen(redis_client: Any, key_prefix: str) -> None:
+    """Buckets made in one call, in later calls, and after the bitmap of made buckets is lost
+    (a flush of that key) all carry the generation's expiry; each mark sits in the bucket the
+    Python formula names (engine.keys.marks_hash, its top bits)."""
+    from engine.keys import marks_bucket_of, marks_hash
+
+    k = Keys(key_prefix)
+    start = T0 // 1000 // W * W
+    ttl = start + 2 * W + 300 - T0 // 1000
+    try:
+        first = [f"a{i}" for i in range(500)]
+        assert all(await take_marks(redis_client, k, first, "done", W, T0))
+        assert await redis_client.ttl(k.marks_made(start)) == ttl
+        assert all(await take_marks(redis_client, k, [f"b{i}" for i in range(3000)], "done", W, T0))
+        await redis_client.delete(k.marks_made(start))
+        assert all(await take_marks(redis_client, k, [f"c{i}" for i in range(3000)], "done", W, T0))
+        made = int(await redis_client.hget(k.marks_generation(start), "b"))
+        keys = [key async for key in redis_client.scan_iter(match=f"{k.marks_prefix}{start}:*", count=1000)]
+        buckets = [key for key in keys if not key.endswith(b":made")]
+        # recounted from the bitmap made again (never more than exist: "every bucket made" is never
+        # claimed while one is not)
+        assert 1000 < made <= len(buckets) < 2048
+        for key in keys:
+            assert 0 < await redis_client.ttl(key) <= ttl, key
+        for job_id in ("a0", "b7", "c2999"):
+            bucket = k.marks_bucket(start, marks_bucket_of(marks_hash(job_id), 2048), 2048)
+            assert await redis_client.hget(bucket, job_id) == b"done"
+        assert await read_marks(redis_client, k, ["a0", "b7", "c2999", "d0"], W, T0) == ["done"] * 3 + [""]
+    finally:
+        await delete_prefix(redis_client, key_prefix)
+
+
+def test_the_bucket_uses_bits_the_shard_does_not() -> None:
+    """A shard's jobs (crc32 mod 4) spread over every bucket of a generation (its top bits)."""
+    from engine.keys import marks_bucket_of, marks_hash, shard_of
+
+    ids = [f"order-{i}" for i in range(80_000)]
+    mine = [i for i in ids if shard_of(i, 4) == 1]
+    for buckets in (64, 2048):
+        used = {marks_bucket_of(marks_hash(i), buckets) for i in mine}
+        assert len(used) == buckets

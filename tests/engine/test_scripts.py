@@ -204,7 +204,7 @@ def test_record_and_claim_jobs_keep_the_order_the_pipeline_builds_them_in() -> N
         "job_id", "event", "carrier", "parts", "message_ids", "error", "ref", "client", "kind", "callback",
         "to_hash", "to_mask", "encoding", "corr", "expect", "dlr_ids",
     )
-    assert ClaimJob.__struct_fields__ == ("job_id", "entry_id", "suppression", "to_hash", "ref")
+    assert ClaimJob.__struct_fields__ == ("job_id", "entry_id", "suppression", "to_hash", "ref", "marks_hash")
 
 
 def _job_fields(job: RecordJob) -> tuple[str, ...]:
@@ -274,14 +274,14 @@ async def test_record_packed_jobs_write_what_the_json_form_writes(redis_client: 
 async def test_claim_answers_packed_claims_after_the_payloads(redis_client: Any, key_prefix: str) -> None:
     """Transactional claims packed, a marketing one in the payload: one answer per claim,
     the payload's first; a taken mark is reported for a packed claim as for any."""
-    from engine.scripts import CLAIM_PACKED, Packed
+    from engine.scripts import ClaimPacked
 
     claim = Script("claim")
     k = Keys(key_prefix)
     try:
         e = await _setup(redis_client, key_prefix, 3)
         await set_mark(redis_client, k, "dup", "s|0-1", 60, 1)  # sent under another entry
-        packed = Packed(len(CLAIM_PACKED))
+        packed = ClaimPacked()
         assert packed.add(("a", e[0], "ra")) and packed.add(("dup", e[1], ""))
         payload = payload_json(ClaimBatch(claims=[ClaimJob("m", e[2], k.suppression("shop"), "h" * 64, "")], dead=[]))
         answers = await claim(redis_client, *claim_call(k, k.jobs, "g", payload, 1, 60, 1000, False, [], packed))
@@ -290,7 +290,7 @@ async def test_claim_answers_packed_claims_after_the_payloads(redis_client: Any,
         assert await get_mark(redis_client, k, "a", 60, 1) == f"{ms}{int(seq):06d}".encode()
         assert 60 < await redis_client.ttl(await mark_bucket(redis_client, k, "a", 60, 1)) <= 135
         assert (await redis_client.xpending(k.jobs, "g"))["pending"] == 2  # dup's entry acked
-        again = Packed(len(CLAIM_PACKED))
+        again = ClaimPacked()
         assert again.add(("a", e[0], "ra"))
         empty = payload_json(ClaimBatch(claims=[], dead=[]))
         assert await claim(redis_client, *claim_call(k, k.jobs, "g", empty, 1, 60, 1000, False, [], again)) == [2]

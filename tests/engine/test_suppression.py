@@ -136,12 +136,11 @@ async def test_packed_marketing_claims_are_checked_per_list_after_the_payloads(
     numbers of each list `3` (no mark taken), a listed number whose job holds its own
     mark already `2` (the mark wins: resent or reported, never dead-lettered twice)."""
     from engine.scripts import (
-        CLAIM_PACKED,
         ClaimBatch,
         ClaimJob,
         ClaimList,
+        ClaimPacked,
         MarketingClaims,
-        Packed,
         Script,
         claim_call,
     )
@@ -170,7 +169,7 @@ async def test_packed_marketing_claims_are_checked_per_list_after_the_payloads(
         assert not b.add_claim("m-short", "3-0", "", "abc")  # another width: for the payload
         none = MarketingClaims(32)  # a list that does not exist: nothing looked up, every claim new
         assert none.add_claim("m-c-7", "6-7", "", h[7]) and none.add_claim("m-c-1503", "6-8", "", h[1503])
-        packed = Packed(len(CLAIM_PACKED))
+        packed = ClaimPacked()
         assert packed.add(("t-0", "4-0", "")) and packed.add(("t-1", "4-1", ""))
         lists = [ClaimList(k.suppression("a"), a.count), ClaimList(k.suppression("c"), none.count),
                  ClaimList(k.suppression("b"), b.count)]
