@@ -4,7 +4,7 @@
 --
 -- Why: a mark as a string key of its own costs ~165 B of used_memory with a
 -- 36-character id (dict entry, key, object, expiry entry); as a field of a
--- listpack-encoded hash ~50-70 B (docs/INTERNALS.md, "Idempotency marks").
+-- listpack-encoded hash ~50-80 B (docs/INTERNALS.md, "Idempotency marks").
 --
 -- Layout (prefix "P:marks:", engine/keys.py; W = the window in s, [engine]
 -- idempotency_hours; s = floor(now / W) * W, the generation's start):
@@ -38,8 +38,9 @@
 -- least MARKS_MIN, at most MARKS_MAX), or MARKS_FIRST when there is none; buckets
 -- then stay under hash-max-listpack-entries (128 by default) unless the rate grows
 -- well past the last window's (a fuller bucket turns into a hashtable: ~125 B per
--- mark, still correct). Fill 16, not 128: each lookup scans its bucket (~300
--- instructions per mark scanned).
+-- mark, still correct). Fill 8, not 128: each lookup scans its bucket (~250
+-- instructions per mark scanned; fill 16: -10 to -14 B per mark, +2.4k instructions
+-- per new claim, bench/RESULTS.md "marks").
 local MARKS_FILL, MARKS_MIN, MARKS_MAX, MARKS_FIRST = 8, 64, 2 ^ 31, 2048
 local tonumber, floor, tohex, band = tonumber, math.floor, bit.tohex, bit.band
 local MARKS_BIT = {[0] = 128, 64, 32, 16, 8, 4, 2, 1}  -- bit b % 8 of a byte, SETBIT's order
