@@ -30,7 +30,9 @@
 -- ARGV[A_IDEM_PREFIX] what marks of layout 10 and before start with ("P:idem:"): read
 --         for a window after the upgrade
 -- ARGV[A_MARKETING], ARGV[A_MARKETING_LENS], ARGV[A_HASHES] more claims, of marketing
---   jobs: per job CLAIM_PACKED (P_*: job_id, entry_id, ref) concatenated, their lengths
+--   jobs: per job CLAIM_PACKED (P_*: job_id, mark, ref; mark: the value the claim's
+--   idempotency mark gets, engine/scripts.py claim_mark, what mark_of below makes of
+--   the entry id; the entry id is derived from it, entry_of) concatenated, their lengths
 --   one byte each (engine/scripts.py Packed), and its number's keyed hash, all of one
 --   width, concatenated in ARGV[A_HASHES]; the claims of one suppression list after
 --   each other, as the payload's "lists" say ([[list, count] (L_*), ...]); answered
@@ -124,6 +126,12 @@ local function mark_of(entry_id)
   end
   return 's|' .. entry_id
 end
+-- The entry id a packed claim's mark names (mark_of backwards): only for a claim
+-- that is not new (its ack, its comparison with the mark found).
+local function entry_of(mine)
+  if sbyte(mine, 1) == 115 then return ssub(mine, 3) end  -- 's|<entry id>'
+  return ssub(mine, 1, 13) .. '-' .. tonumber(ssub(mine, 14))
+end
 
 -- A job whose mark is taken: why (the status), and what that takes (acks, the event).
 local function taken(job_id, entry_id, ref, mark, bucket, mine)
@@ -200,9 +208,8 @@ for _, g in ipairs(lists) do
       local e = p + l1
       local job_id = sub(data, p, e - 1)
       p = e; e = p + l2
-      local entry_id = sub(data, p, e - 1)
+      local mine = sub(data, p, e - 1)
       p = e; e = p + l3
-      local mine = mark_of(entry_id)
       local b1, b2, b3, b4 = byte(mh, q, q + 3)
       local h = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
       q = q + 4
@@ -214,7 +221,7 @@ for _, g in ipairs(lists) do
         if ok then
           out[n] = 0
         else
-          out[n] = taken(job_id, entry_id, sub(data, p, e - 1), mark, bucket, mine)
+          out[n] = taken(job_id, entry_of(mine), sub(data, p, e - 1), mark, bucket, mine)
         end
       end
       p = e
@@ -233,9 +240,8 @@ for k = 1, #lens, P_REF do  -- P_REF, the last of CLAIM_PACKED: its width
   local e = p + l1
   local job_id = sub(data, p, e - 1)
   p = e; e = p + l2
-  local entry_id = sub(data, p, e - 1)
+  local mine = sub(data, p, e - 1)
   p = e; e = p + l3
-  local mine = mark_of(entry_id)
   local b1, b2, b3, b4 = byte(mh, q, q + 3)
   q = q + 4
   n = n + 1
@@ -243,7 +249,7 @@ for k = 1, #lens, P_REF do  -- P_REF, the last of CLAIM_PACKED: its width
   if ok then
     out[n] = 0
   else
-    out[n] = taken(job_id, entry_id, sub(data, p, e - 1), mark, bucket, mine)
+    out[n] = taken(job_id, entry_of(mine), sub(data, p, e - 1), mark, bucket, mine)
   end
   p = e
 end

@@ -162,25 +162,33 @@ local function marks_made(m, b)
 end
 
 -- Take a job id's mark (NX over every generation looked in; `h` its marks hash):
--- true and the bucket, or false, the mark there and its bucket.
+-- true and the bucket, or false, the mark there and its bucket. (The bucket's
+-- number in hex is formatted once when the generations have the same k.)
 local function marks_take(m, job_id, value, h)
-  local checks = m.checks
+  local checks, g = m.checks, m.cur
+  local bn, hex
+  if g.k then
+    bn = floor(h / g.div)
+    hex = tohex(bn, g.d)
+  end
   for i = 1, #checks do
-    local g = checks[i]
-    local b = g.base .. tohex(floor(h / g.div), g.d)
+    local c = checks[i]
+    local b = c.base .. (c.k == g.k and hex or tohex(floor(h / c.div), c.d))
     local v = redis.call('HGET', b, job_id)
     if v then return false, v, b end
   end
-  local g = m.cur
-  if not g.k then marks_make_current(m) end
+  if not bn then
+    marks_make_current(m)
+    bn = floor(h / g.div)
+    hex = tohex(bn, g.d)
+  end
   if m.legacy then
     local v, key = marks_legacy(m, job_id)
     if v then return false, v, key end
   end
-  local bn = floor(h / g.div)
-  local b = g.base .. tohex(bn, g.d)
+  local b = g.base .. hex
   if redis.call('HSETNX', b, job_id, value) == 1 then
-    if not marks_made(m, bn) then
+    if not (g.full or marks_made(m, bn)) then
       redis.call('EXPIRE', b, m.ttl)
       m.new[bn] = true
       m.nnew = m.nnew + 1

@@ -67,6 +67,7 @@ __all__ = [
     "Script",
     "cancel_call",
     "claim_call",
+    "claim_mark",
     "inbound_call",
     "inbound_sweep_call",
     "marks_call",
@@ -207,12 +208,29 @@ CLAIM_ARGS = Positions(
 )
 
 
-CLAIM_PACKED = ("job_id", "entry_id", "ref")
-"""A job's claim as claim.lua reads it (:class:`Packed`): a transactional job's
+CLAIM_PACKED = ("job_id", "mark", "ref")
+"""A job's claim as claim.lua reads it (:class:`Packed`; ``mark``: :func:`claim_mark`
+of its entry id, the value its idempotency mark gets): a transactional job's
 from ``ARGV[A_PACKED]``, answered last; a marketing job's from
 ``ARGV[A_MARKETING]``, answered after the payload's claims, with its number's
 keyed hash in ``ARGV[A_HASHES]`` (:class:`MarketingClaims`). A claim that does
 not pack goes in the payload (:class:`ClaimJob`)."""
+
+
+def claim_mark(entry_id: str) -> str:
+    """The idempotency mark a claim by stream entry ``entry_id`` takes (claim.lua's
+    ``mark_of``, the same rule): ``<ms>-<seq>`` with a 13-digit ms and seq < 10^6 as
+    the integer ``<ms><seq in 6 digits>``, any other id as ``s|<entry id>``. Packed
+    claims carry it in place of the entry id (claim.lua derives the entry id only
+    for a claim that is not new), so the script builds no mark per job."""
+    n = len(entry_id)
+    if 15 <= n <= 20 and entry_id[13] == "-" and entry_id[0] != "0":
+        return entry_id.replace("-", _MARK_PAD[n], 1)
+    return "s|" + entry_id
+
+
+_MARK_PAD = {n: "0" * (20 - n) for n in range(15, 21)}
+"""The zeros that pad a seq of n - 14 digits to 6, by the entry id's length n."""
 
 
 class ClaimJob(msgspec.Struct, array_like=True, gc=False):
@@ -244,9 +262,20 @@ class ClaimPacked(Packed):
         self.marks_hashes: list[int] = []
 
     def add(self, fields: Sequence[str]) -> bool:
-        if not super().add(fields):
+        """One claim from (job_id, entry_id, ref): packed as (job_id, :func:`claim_mark`, ref)."""
+        job_id, entry_id, ref = fields
+        mark = claim_mark(entry_id)
+        entry = job_id + mark + ref
+        if not entry.isascii():
             return False
-        self.marks_hashes.append(marks_hash(fields[0]))
+        try:
+            self.lens.extend((len(job_id), len(mark), len(ref)))
+        except ValueError:  # a field of 256 bytes or more
+            del self.lens[self.count * self.width :]
+            return False
+        self._data.append(entry)
+        self.count += 1
+        self.marks_hashes.append(marks_hash(job_id))
         return True
 
     def extend(self, other: Packed) -> None:
@@ -282,13 +311,14 @@ class MarketingClaims(Packed):
         self.marks_hashes: list[int] = []
 
     def add_claim(self, job_id: str, entry_id: str, ref: str, to_hash: str) -> bool:
-        """:meth:`Packed.add` of (job_id, entry_id, ref), with its hash (one call: the engine
-        makes it per marketing job)."""
-        entry = job_id + entry_id + ref
+        """:meth:`Packed.add` of (job_id, :func:`claim_mark` of entry_id, ref), with its hash
+        (one call: the engine makes it per marketing job)."""
+        mark = claim_mark(entry_id)
+        entry = job_id + mark + ref
         if not entry.isascii() or len(to_hash) != self.hash_width or not to_hash.isascii():
             return False
         try:
-            self.lens.extend((len(job_id), len(entry_id), len(ref)))
+            self.lens.extend((len(job_id), len(mark), len(ref)))
         except ValueError:  # a field of 256 bytes or more
             del self.lens[self.count * self.width :]
             return False

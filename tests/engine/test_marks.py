@@ -186,3 +186,30 @@ def test_the_bucket_uses_bits_the_shard_does_not() -> None:
     for buckets in (64, 2048):
         used = {marks_bucket_of(marks_hash(i), buckets) for i in mine}
         assert len(used) == buckets
+
+
+async def test_a_packed_claim_carries_the_mark_the_script_would_make(redis_client: Any, key_prefix: str) -> None:
+    """Packed claims carry claim_mark(entry id), JSON claims their entry id (claim.lua's mark_of):
+    the same entry is told from a copy either way, and a copy's entry is acked by its id."""
+    from engine.scripts import ClaimJob, claim_mark
+
+    k = Keys(key_prefix)
+    claim = Script("claim")
+    try:
+        await redis_client.xgroup_create(k.jobs, "g", id="0", mkstream=True)
+        for entry in ("1700000000000-5", "1700000000000-123456", "1-1", "1700000000000-1234567"):
+            assert claim_mark(entry) == (entry.replace("-", "0" * (20 - len(entry)), 1)
+                                         if len(entry) in range(15, 21) else "s|" + entry)
+            job = f"job-{entry}"
+            assert await _claim(redis_client, k, job, entry, T0) == 0
+            as_json = payload_json(ClaimBatch(claims=[ClaimJob(job, entry)], dead=[]))
+            assert await claim(redis_client, *claim_call(k, k.jobs, "g", as_json, T0, W, 1000, False)) == [2]
+            assert await read_marks(redis_client, k, [job], W, T0) == [claim_mark(entry)]
+        # a copy under another entry, packed: refused, and its own entry acked (entry_of)
+        copy = (await redis_client.xadd(k.jobs, {"id": "job-1-1"})).decode()
+        await redis_client.xreadgroup("g", "c", {k.jobs: ">"})
+        assert (await redis_client.xpending(k.jobs, "g"))["pending"] == 1
+        assert await _claim(redis_client, k, "job-1-1", copy, T0) == 1
+        assert (await redis_client.xpending(k.jobs, "g"))["pending"] == 0
+    finally:
+        await delete_prefix(redis_client, key_prefix)
