@@ -685,7 +685,8 @@ def _script_names() -> dict[str, str]:
 
     names: dict[str, str] = {}
     for path in sorted((_REPO_ROOT / "engine").glob("*.lua")):
-        names[Script(path.stem).sha] = f"engine/{path.name}"
+        if path.stem != "marks_lib":  # not a script: put before the scripts that use marks
+            names[Script(path.stem).sha] = f"engine/{path.name}"
     for path in sorted((_REPO_ROOT / "dlr").glob("*.lua")):
         source = script_source(path.read_text(encoding="utf-8"))
         names[hashlib.sha1(source.encode()).hexdigest()] = f"dlr/{path.name}"
@@ -721,25 +722,17 @@ def slow_calls(entries: list[dict[str, Any]], since_ts: int) -> list[dict[str, A
 
 
 # What the engine leaves per job that had its receipt, for ``--prefill``: only
-# its idempotency mark (Redis keeps hot state: docs/INTERNALS.md), with its TTL,
-# so the run meets a keyspace of a Redis that holds earlier traffic.
-_PREFILL_LUA = """
--- ARGV: run, first, count, ttl, then from engine/keys.py: P:idem:
-local run, first, count, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local idem_prefix = ARGV[5]
-for i = first, first + count - 1 do
-  -- the claim's integer form of entry 1700000000000-i (claim.lua)
-  redis.call('SET', idem_prefix .. run .. '-pf' .. i, string.format('1700000000000%06d', i % 1000000), 'EX', ttl)
-end
-return count
-"""
+# its idempotency mark (Redis keeps hot state: docs/INTERNALS.md), a field of a
+# bucket hash of the current generation (engine/marks.py), in the claim's integer
+# form, so the run meets a keyspace of a Redis that holds earlier traffic.
+async def _prefill(redis: Any, prefix: str, run: str, count: int, window_s: int = 168 * 3600) -> None:
+    from engine.marks import take_marks
 
-
-async def _prefill(redis: Any, prefix: str, run: str, count: int) -> None:
     k = Keys(prefix)
     chunk = 5000
     for first in range(0, count, chunk):
-        await redis.eval(_PREFILL_LUA, 0, run, first, min(chunk, count - first), 86_400, k.idem_prefix)
+        ids = [f"{run}-pf{i}" for i in range(first, min(count, first + chunk))]
+        await take_marks(redis, k, ids, "1700000000000000011", window_s)
 
 
 async def run_bench(

@@ -26,24 +26,21 @@
 -- ARGV[A_GROUP]    consumer group
 -- ARGV[A_LAYOUT]   LAYOUT_VERSION of the caller (a mismatch is refused)
 -- ARGV[A_CONSUMER] this engine's consumer name in the group
--- ARGV[A_IDEM_PREFIX] what idempotency marks start with ("P:idem:", engine/keys.py)
--- ARGV[A_PAYLOAD]  payload (JSON): [[entry_id, nfields, dest, job_id] (E_*), ...];
---                  job_id "" when the job was never claimed (no mark to give back)
+-- ARGV[A_MARKS_PREFIX] what idempotency marks' keys start with ("P:marks:", engine/keys.py)
+-- ARGV[A_IDEM_PREFIX] what marks of layout 10 and before start with ("P:idem:")
+-- ARGV[A_NOW], ARGV[A_WINDOW] unix ms and the idempotency window (s): the marks'
+--                  generations looked in (engine/marks_lib.lua, put before this)
+-- ARGV[A_PAYLOAD]  payload (JSON): [[entry_id, nfields, dest, job_id, mark, marks_hash] (E_*), ...];
+--                  job_id "" when the job was never claimed (no mark to give back),
+--                  else the mark its claim took (engine/scripts.py claim_mark) and
+--                  its id's marks hash
 -- ARGV[A_REST...]  the entries' fields, k, v, k, v, ... (nfields values per entry, in order)
 --
 -- Returns one integer per entry: 1 moved, 0 not ours any more (left alone).
 local source, group, consumer = KEYS[K_SOURCE], ARGV[A_GROUP], ARGV[A_CONSUMER]
-local idem_prefix = ARGV[A_IDEM_PREFIX]
 local entries = cjson.decode(ARGV[A_PAYLOAD])
 local call = redis.call
-
--- claim.lua's mark of an entry (the same rule: `<ms><seq in 6 digits>`, else `s|<id>`)
-local PAD = {'00000', '0000', '000', '00', '0', ''}
-local function mark_of(entry_id)
-  local ms, seq = string.match(entry_id, '^([1-9]%d*)%-(%d+)$')
-  if ms and #ms == 13 and #seq <= 6 then return ms .. PAD[#seq] .. seq end
-  return 's|' .. entry_id
-end
+local marks = marks_open(ARGV[A_MARKS_PREFIX], ARGV[A_NOW], ARGV[A_WINDOW], ARGV[A_IDEM_PREFIX])
 
 local out = {}
 local at = A_REST
@@ -56,8 +53,10 @@ for i, e in ipairs(entries) do
   if p[1] and p[1][2] == consumer then
     call('XACK', source, group, entry_id)
     if job_id ~= '' then
-      local idem = idem_prefix .. job_id
-      if call('GET', idem) == mark_of(entry_id) then call('DEL', idem) end
+      local mark, where = marks_find(marks, job_id, e[E_MARKS_HASH])
+      if mark == e[E_MARK] then
+        if where == ARGV[A_IDEM_PREFIX] .. job_id then call('DEL', where) else call('HDEL', where, job_id) end
+      end
     end
     -- No MAXLEN: a park stream holds jobs nobody has sent yet.
     local args = {'XADD', KEYS[K_SOURCE + dest], '*'}

@@ -45,6 +45,8 @@ __all__ = [
     "correlation_shard",
     "key_table_markdown",
     "lua_header",
+    "marks_bucket_of",
+    "marks_hash",
     "shard_keys",
     "shard_of",
 ]
@@ -58,6 +60,22 @@ def shard_of(job_id: str | bytes, shards: int) -> int:
         return 0
     data = job_id if isinstance(job_id, bytes) else job_id.encode()
     return zlib.crc32(data) % shards
+
+
+def marks_hash(job_id: str) -> int:
+    """The hash that picks a job's idempotency-mark bucket: the CRC-32 of its id's UTF-8
+    bytes, the same as :func:`shard_of`'s, computed here and passed to the scripts with
+    each claim (no hashing in Lua; every caller of the marks uses this function). The
+    bucket is its *top* bits (:func:`marks_bucket_of`), the shard its remainder mod N
+    (with N a power of two, its low bits): the buckets of a generation are spread
+    independently of the shard while log2(buckets) + log2(N) <= 32."""
+    return zlib.crc32(job_id.encode())
+
+
+def marks_bucket_of(marks_hash: int, buckets: int) -> int:
+    """The bucket of a job (``marks_hash``: :func:`marks_hash`) in a generation of ``buckets``
+    (a power of two): the hash's top log2(buckets) bits (engine/marks_lib.lua, the same)."""
+    return marks_hash >> (32 - (buckets.bit_length() - 1))
 
 
 def correlation_shard(carrier: str, message_id: str, shards: int) -> int:
@@ -171,12 +189,36 @@ KEY_TABLE: tuple[KeyDoc, ...] = (
            "the receipt wait twice over plus two bucket spans and `record_grace_s` (capped by the message "
            "retention); `record_grace_s` after its final event", "shard",
            "~250 B while awaiting receipts; none for a single-part job without callback"),
-    KeyDoc("P:idem:<job id>", "string",
-           "idempotency mark: the claiming entry `<ms>-<seq>` as the integer `<ms><seq in 6 digits>` "
-           "(else `s\\|<entry id>`), `c` cancelled, `done`, `e` erased; taken when the job is claimed",
-           "claim.lua", "`idempotency_hours` (default 168)", "shard",
-           "88 B (MEMORY USAGE, 40-character key), ~150 B of used_memory with the dict and expiry entries: "
+    KeyDoc("P:marks:<generation>", "hash",
+           "a generation of idempotency marks (engine/marks_lib.lua): `k` its bucket count (fixed at its first "
+           "mark, from the previous generation's `n`), `n` marks written, `b` buckets made; `<generation>` is its start, unix s, "
+           "a multiple of the window", "claim.lua, cancel.lua, marks.lua (erasure)",
+           "to the generation's start + 2 x `idempotency_hours` + a margin (min(300 s, a quarter window)): an EXPIRE "
+           "set when it is made", "shard",
+           "none per message (one per generation)"),
+    KeyDoc("P:marks:<generation>:made", "string",
+           "a bitmap of the generation's buckets: bit b set once bucket b is made with its EXPIRE (a claim reads it "
+           "once per call, not at all once `b` of P:marks:<generation> reaches `k`, instead of an HLEN per mark)",
+           "claim.lua, cancel.lua, marks.lua (erasure)", "as P:marks:<generation>", "shard",
+           "none per message (k / 8 bytes a generation)"),
+    KeyDoc("P:marks:<generation>:<bucket>", "hash",
+           "idempotency marks of one bucket: job id -> the claiming entry `<ms>-<seq>` as the integer "
+           "`<ms><seq in 6 digits>` (else `s\\|<entry id>`), `c` cancelled, `done`, `e` erased; bucket = the top "
+           "log2(`k`) bits of crc32(job id) (engine.keys.marks_hash; the shard is its remainder mod N), in hex; a job's mark is seen for at least `idempotency_hours` (a claim reads the "
+           "current and the previous generation)",
+           "claim.lua, cancel.lua, marks.lua (erasure)",
+           "as P:marks:<generation> (an EXPIRE set when the bucket is made)", "shard",
+           "~65-80 B of used_memory per mark (a listpack field, 36-character id; 4-8 marks a bucket) for 1 to 2 windows: "
            "all that stays of a finished job"),
+    KeyDoc("P:marks:legacy", "string",
+           "`1` while idempotency marks of layout 10 and before (P:idem:<job id>) may still live: a new claim "
+           "then also reads that key", "claim.lua, cancel.lua, marks.lua (when a generation is made without a "
+           "predecessor: an upgrade, a fresh start, an idle window)",
+           "one window + the margin", "shard", "none (one key)"),
+    KeyDoc("P:idem:<job id>", "string",
+           "an idempotency mark of layout 10 and before (the claiming entry as an integer, `s\\|<entry id>`, "
+           "`c`, `done`, `e`): read and updated in place, never made now", "engines before layout 11",
+           "its TTL (`idempotency_hours` from when it was taken)", "shard", "~165 B per mark until it expires"),
     KeyDoc("P:record:<token>", "string", "a record call's token: the same call repeated (reply lost) writes nothing",
            "record.lua", "2 min", "shard", "one per call (500 jobs), ~70 B"),
     KeyDoc("P:scheduled", "zset", "entry ids of jobs held until their send_at, scored by it (ms)",
@@ -285,6 +327,7 @@ class Keys:
         "jobs_bulk",
         "jobs_high",
         "lease_prefix",
+        "marks_prefix",
         "park_prefix",
         "park_registry",
         "prefix",
@@ -322,6 +365,9 @@ class Keys:
     """Closed client accounts (fleet-global hash: client id -> closure unix s)."""
     job_prefix: str
     idem_prefix: str
+    """Idempotency marks of layout 10 and before (string keys), read for a window after the upgrade."""
+    marks_prefix: str
+    """Idempotency marks (engine/marks_lib.lua): generations and their buckets."""
     record_prefix: str
     scheduled_prefix: str
     scheduled_id_prefix: str
@@ -374,6 +420,7 @@ class Keys:
             # prefixes of per-job / per-carrier keys (what the scripts append to)
             "job_prefix": f"{base}:job:",
             "idem_prefix": f"{base}:idem:",
+            "marks_prefix": f"{base}:marks:",
             "record_prefix": f"{base}:record:",
             "scheduled_prefix": f"{base}:scheduled:",
             "scheduled_id_prefix": f"{base}:scheduled:id:",
@@ -417,8 +464,27 @@ class Keys:
         return self.job_prefix + job_id
 
     def idem(self, job_id: str) -> str:
-        """The idempotency mark ``P:idem:<job id>``."""
+        """An idempotency mark of layout 10 and before ``P:idem:<job id>`` (read, never written now)."""
         return self.idem_prefix + job_id
+
+    def marks_generation(self, start: int) -> str:
+        """A generation of idempotency marks ``P:marks:<generation>`` (its start, unix s: k, n)."""
+        return f"{self.marks_prefix}{start}"
+
+    def marks_bucket(self, start: int, bucket: int, buckets: int) -> str:
+        """A bucket of idempotency marks ``P:marks:<generation>:<bucket>``: ``bucket`` (:func:`marks_bucket_of`; ``buckets``:
+        the generation's ``k``) in lower-case hex, zero-padded to the digits of ``buckets - 1``
+        (engine/marks_lib.lua builds the same names from ``marks_prefix``)."""
+        digits = max(1, (buckets - 1).bit_length() + 3 >> 2)
+        return f"{self.marks_prefix}{start}:{bucket:0{digits}x}"
+
+    def marks_made(self, start: int) -> str:
+        """``P:marks:<generation>:made``: bit b set once bucket b is made with its EXPIRE (engine/marks_lib.lua)."""
+        return f"{self.marks_prefix}{start}:made"
+
+    def marks_legacy(self) -> str:
+        """``P:marks:legacy``: marks of layout 10 and before may still live (engine/marks_lib.lua)."""
+        return f"{self.marks_prefix}legacy"
 
     def record_memo(self, token: str) -> str:
         """A record call's token ``P:record:<token>`` (record.lua: a repeated call writes nothing)."""

@@ -74,17 +74,17 @@ from engine.history.text_cipher import TextCipher, b64, job_aad
 from engine.hook_chain import chain_for
 from engine.hook_views import JobEventView, ViewBatch
 from engine.job import Job, JobError, parse_job
-from engine.keys import Keys, shard_keys
+from engine.keys import Keys, marks_hash, shard_keys
 from engine.marketing import QuietHours, with_footer
 from engine.metrics import Metrics
 from engine.redis_client import is_cluster, raw_reply_client
 from engine.router import Router, RoutingError
 from engine.scripts import (
-    CLAIM_PACKED,
     RECORD_PACKED,
     ClaimBatch,
     ClaimJob,
     ClaimList,
+    ClaimPacked,
     DeadLetter,
     HandbackEntry,
     MarketingClaims,
@@ -96,6 +96,7 @@ from engine.scripts import (
     RequeueEntry,
     Script,
     claim_call,
+    claim_mark,
     handback_call,
     park_call,
     payload_json,
@@ -123,7 +124,6 @@ _REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSErr
 _json = payload_json
 _RECORD_WIDTH = len(RECORD_PACKED)
 _US = "\x1f"  # dlr/store.py's separator: a ref or message id holding it takes the general correlation form
-_CLAIM_WIDTH = len(CLAIM_PACKED)
 
 
 def _raw_reply(response: Any, **_options: Any) -> Any:
@@ -1009,7 +1009,7 @@ class Pipeline:
             by_stream.setdefault(ij.batch.stream, []).append(ij)
         resend = self.settings.engine.resend_unknown
         now = time.time()
-        calls: list[tuple[str, list[_InFlightJob], list[_InFlightJob], bytes, list[bytes], Packed,
+        calls: list[tuple[str, list[_InFlightJob], list[_InFlightJob], bytes, list[bytes], ClaimPacked,
                           MarketingClaims | None, list[int] | None, dict[str, int]]] = []
         for stream, waiting in by_stream.items():
             # A job whose expires_at passed while it waited for the window is
@@ -1111,7 +1111,7 @@ class Pipeline:
 
     def _claims(
         self, jobs: list[_InFlightJob], keys: Keys
-    ) -> tuple[list[ClaimJob], list[ClaimList], MarketingClaims | None, Packed, list[int] | None]:
+    ) -> tuple[list[ClaimJob], list[ClaimList], MarketingClaims | None, ClaimPacked, list[int] | None]:
         """The claim script's entries for ``jobs`` (of the shard of ``keys``): a
         marketing job goes packed with its number's keyed hash, grouped by its
         client's suppression list (that shard's copy, in ``lists``), checked in
@@ -1123,7 +1123,7 @@ class Pipeline:
         order of its answers (else None). Returns (claims, lists, marketing,
         packed, order)."""
         claims: list[ClaimJob] = []
-        packed = Packed(_CLAIM_WIDTH)
+        packed = ClaimPacked()
         in_payload: list[int] = []
         in_packed: list[int] = []
         # per client: its marketing claims and their indexes (usually one client)
@@ -1830,7 +1830,7 @@ class Pipeline:
 
     # -------------------------------------------------------------- helpers
     async def _claims_pipelined(
-        self, calls: list[tuple[str, bytes, list[bytes], Packed | None, MarketingClaims | None]]
+        self, calls: list[tuple[str, bytes, list[bytes], ClaimPacked | None, MarketingClaims | None]]
     ) -> list[Any]:
         """Claim calls of several streams (of one plain Redis) in one round trip:
         their statuses, or the exception of a call that failed for good. A call
@@ -1868,7 +1868,7 @@ class Pipeline:
         return out
 
     async def _retry_claim(
-        self, stream: str, payload: bytes, dead_fields: list[bytes], packed: Packed | None = None,
+        self, stream: str, payload: bytes, dead_fields: list[bytes], packed: ClaimPacked | None = None,
         marketing: MarketingClaims | None = None, repeat: bool = False,
     ) -> list[int]:
         attempt = 1 if repeat else 0
@@ -2194,11 +2194,17 @@ class Pipeline:
                     dest = dests.get(ij.klass.stream)
                     if dest is None:
                         dest = dests[ij.klass.stream] = len(dests) + 1
-                    meta.append(HandbackEntry(ij.entry_id, 2 * len(ij.fields), dest, ij.job.id if ij.admitted else ""))
+                    if ij.admitted:
+                        job_id = ij.job.id
+                        meta.append(HandbackEntry(ij.entry_id, 2 * len(ij.fields), dest, job_id,
+                                                  claim_mark(ij.entry_id), marks_hash(job_id)))
+                    else:
+                        meta.append(HandbackEntry(ij.entry_id, 2 * len(ij.fields), dest, ""))
                     for kv in ij.fields.items():
                         flat.extend(kv)
                 reply = await self._retry(self._handback, self.redis, *handback_call(
-                    keys, stream, list(dests), self.group, self.consumer, _json(meta), flat))
+                    keys, stream, list(dests), self.group, self.consumer, _json(meta), flat,
+                    self._mark_ttl_s, int(time.time() * 1000)))
                 for ij, ok in zip(chunk, reply, strict=True):
                     if ij.admitted:  # its parts leave the pool's count (never written)
                         self._outstanding -= ij.pending

@@ -19,6 +19,7 @@ Every call passes ``LAYOUT_VERSION`` and the script refuses another one
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -29,7 +30,7 @@ from redis.exceptions import NoScriptError
 
 from dlr.store import CORR_ENTRY
 from engine.inbound import InboundPart
-from engine.keys import Keys, Positions, lua_header
+from engine.keys import Keys, Positions, lua_header, marks_hash
 
 __all__ = [
     "CANCEL_ARGS",
@@ -43,6 +44,7 @@ __all__ = [
     "INBOUND_KEYS",
     "INBOUND_SWEEP_ARGS",
     "LAYOUT_VERSION",
+    "MARKS_ARGS",
     "PARK_ARGS",
     "PARK_KEYS",
     "RECORD_ARGS",
@@ -55,6 +57,7 @@ __all__ = [
     "ClaimBatch",
     "ClaimJob",
     "ClaimList",
+    "ClaimPacked",
     "DeadLetter",
     "HandbackEntry",
     "MarketingClaims",
@@ -67,9 +70,11 @@ __all__ = [
     "Script",
     "cancel_call",
     "claim_call",
+    "claim_mark",
     "handback_call",
     "inbound_call",
     "inbound_sweep_call",
+    "marks_call",
     "park_call",
     "payload_json",
     "record_call",
@@ -78,7 +83,7 @@ __all__ = [
     "script_header",
 ]
 
-LAYOUT_VERSION = 10
+LAYOUT_VERSION = 11
 """Of every layout below; bump it on any change of one (1: the hand-numbered lists;
 3: claims carry the suppression check, inbound scripts; 4: hot state only, no subject
 indexes, the record call's token; 5: a claim carries the job's ref, park.lua and
@@ -86,7 +91,8 @@ cancel.lua, schedule.lua's id index; 6: the inbound scripts' per-sender index of
 waiting parts; 7: the idempotency mark's value is the claiming entry as one integer,
 claim.lua; 8: the packed lists of record.lua and claim.lua; 9: record.lua's payload
 carries ``texts``, [history] keep_text; 10: claim.lua's packed marketing claims, per
-suppression list)."""
+suppression list; 11: idempotency marks as fields of bucketed hashes per generation,
+engine/marks_lib.lua, cancel.lua's mark by prefix, marks.lua)."""
 
 
 def _fields(lua_prefix: str, struct: type[msgspec.Struct]) -> Positions:
@@ -199,18 +205,36 @@ class RecordBatch(msgspec.Struct, gc=False):
 # -- claim.lua ----------------------------------------------------------------
 CLAIM_KEYS = Positions("K", ("jobs", "events", "dead"))
 CLAIM_ARGS = Positions(
-    "A", ("group", "layout", "payload", "now", "mark_ttl", "maxlen", "retry", "idem_prefix", "packed", "packed_lens",
-          "marketing", "marketing_lens", "hashes"),
+    "A", ("group", "layout", "payload", "now", "mark_ttl", "maxlen", "retry", "idem_prefix", "marks_prefix", "packed",
+          "packed_lens",
+          "marketing", "marketing_lens", "hashes", "marks_hashes"),
     rest="rest",
 )
 
 
-CLAIM_PACKED = ("job_id", "entry_id", "ref")
-"""A job's claim as claim.lua reads it (:class:`Packed`): a transactional job's
+CLAIM_PACKED = ("job_id", "mark", "ref")
+"""A job's claim as claim.lua reads it (:class:`Packed`; ``mark``: :func:`claim_mark`
+of its entry id, the value its idempotency mark gets): a transactional job's
 from ``ARGV[A_PACKED]``, answered last; a marketing job's from
 ``ARGV[A_MARKETING]``, answered after the payload's claims, with its number's
 keyed hash in ``ARGV[A_HASHES]`` (:class:`MarketingClaims`). A claim that does
 not pack goes in the payload (:class:`ClaimJob`)."""
+
+
+def claim_mark(entry_id: str) -> str:
+    """The idempotency mark a claim by stream entry ``entry_id`` takes (claim.lua's
+    ``mark_of``, the same rule): ``<ms>-<seq>`` with a 13-digit ms and seq < 10^6 as
+    the integer ``<ms><seq in 6 digits>``, any other id as ``s|<entry id>``. Packed
+    claims carry it in place of the entry id (claim.lua derives the entry id only
+    for a claim that is not new), so the script builds no mark per job."""
+    n = len(entry_id)
+    if 15 <= n <= 20 and entry_id[13] == "-" and entry_id[0] != "0":
+        return entry_id.replace("-", _MARK_PAD[n], 1)
+    return "s|" + entry_id
+
+
+_MARK_PAD = {n: "0" * (20 - n) for n in range(15, 21)}
+"""The zeros that pad a seq of n - 14 digits to 6, by the entry id's length n."""
 
 
 class ClaimJob(msgspec.Struct, array_like=True, gc=False):
@@ -222,6 +246,46 @@ class ClaimJob(msgspec.Struct, array_like=True, gc=False):
     """A marketing job: the keyed hash of its number, looked up in ``suppression``."""
     ref: str = ""
     """For the `cancelled` event of a job whose mark `sendgate cancel` took."""
+    marks_hash: int = -1
+    """engine.keys.marks_hash of ``job_id`` (its idempotency mark's bucket): filled in when not given."""
+
+    def __post_init__(self) -> None:
+        if self.marks_hash < 0:
+            self.marks_hash = marks_hash(self.job_id)
+
+
+class ClaimPacked(Packed):
+    """Transactional claims for claim.lua (:data:`CLAIM_PACKED` entries, :class:`Packed`),
+    with each job id's engine.keys.marks_hash (``marks_hashes``): claim.lua reads them
+    4 bytes each from ``ARGV[A_MARKS_HASHES]`` (:func:`claim_call`), so it hashes nothing."""
+
+    __slots__ = ("marks_hashes",)
+
+    def __init__(self) -> None:
+        super().__init__(len(CLAIM_PACKED))
+        self.marks_hashes: list[int] = []
+
+    def add(self, fields: Sequence[str]) -> bool:
+        """One claim from (job_id, entry_id, ref): packed as (job_id, :func:`claim_mark`, ref)."""
+        job_id, entry_id, ref = fields
+        mark = claim_mark(entry_id)
+        entry = job_id + mark + ref
+        if not entry.isascii():
+            return False
+        try:
+            self.lens.extend((len(job_id), len(mark), len(ref)))
+        except ValueError:  # a field of 256 bytes or more
+            del self.lens[self.count * self.width :]
+            return False
+        self._data.append(entry)
+        self.count += 1
+        self.marks_hashes.append(marks_hash(job_id))
+        return True
+
+    def extend(self, other: Packed) -> None:
+        super().extend(other)
+        if isinstance(other, ClaimPacked):
+            self.marks_hashes += other.marks_hashes
 
 
 class ClaimList(msgspec.Struct, array_like=True, gc=False):
@@ -242,26 +306,29 @@ class MarketingClaims(Packed):
     looks them up with one SMISMEMBER, then takes the claims' marks as for
     transactional ones."""
 
-    __slots__ = ("hash_width", "hashes")
+    __slots__ = ("hash_width", "hashes", "marks_hashes")
 
     def __init__(self, hash_width: int) -> None:
         super().__init__(len(CLAIM_PACKED))
         self.hash_width = hash_width
         self.hashes: list[str] = []
+        self.marks_hashes: list[int] = []
 
     def add_claim(self, job_id: str, entry_id: str, ref: str, to_hash: str) -> bool:
-        """:meth:`Packed.add` of (job_id, entry_id, ref), with its hash (one call: the engine
-        makes it per marketing job)."""
-        entry = job_id + entry_id + ref
+        """:meth:`Packed.add` of (job_id, :func:`claim_mark` of entry_id, ref), with its hash
+        (one call: the engine makes it per marketing job)."""
+        mark = claim_mark(entry_id)
+        entry = job_id + mark + ref
         if not entry.isascii() or len(to_hash) != self.hash_width or not to_hash.isascii():
             return False
         try:
-            self.lens.extend((len(job_id), len(entry_id), len(ref)))
+            self.lens.extend((len(job_id), len(mark), len(ref)))
         except ValueError:  # a field of 256 bytes or more
             del self.lens[self.count * self.width :]
             return False
         self._data.append(entry)
         self.hashes.append(to_hash)
+        self.marks_hashes.append(marks_hash(job_id))
         self.count += 1
         return True
 
@@ -270,6 +337,7 @@ class MarketingClaims(Packed):
         super().extend(other)
         if isinstance(other, MarketingClaims):
             self.hashes += other.hashes
+            self.marks_hashes += other.marks_hashes
 
 
 class DeadLetter(msgspec.Struct, array_like=True, gc=False):
@@ -328,7 +396,9 @@ class ParkEntry(msgspec.Struct, array_like=True, gc=False):
 # -- handback.lua ---------------------------------------------------------------
 HANDBACK_KEYS = Positions("K", ("source",))
 """Then the park streams (``HandbackEntry.dest`` 1 is the first after ``source``)."""
-HANDBACK_ARGS = Positions("A", ("group", "layout", "consumer", "idem_prefix", "payload"), rest="rest")
+HANDBACK_ARGS = Positions(
+    "A", ("group", "layout", "consumer", "marks_prefix", "idem_prefix", "now", "window", "payload"), rest="rest"
+)
 
 
 class HandbackEntry(msgspec.Struct, array_like=True, gc=False):
@@ -338,10 +408,20 @@ class HandbackEntry(msgspec.Struct, array_like=True, gc=False):
     """1-based index of the park stream among the KEYS after ``source``."""
     job_id: str
     """The job's id when it was claimed (its mark goes back with it), else ""."""
+    mark: str = ""
+    """A claimed job: the mark its claim took (``claim_mark`` of its entry id)."""
+    marks_hash: int = 0
+    """A claimed job: ``engine.keys.marks_hash`` of its id (its mark's bucket)."""
 
 
-CANCEL_KEYS = Positions("K", ("idem", "held", "scheduled", "events"))
-CANCEL_ARGS = Positions("A", ("layout", "job_id", "mark_ttl", "now", "maxlen", "job_prefix"))
+CANCEL_KEYS = Positions("K", ("held", "scheduled", "events"))
+CANCEL_ARGS = Positions(
+    "A", ("layout", "job_id", "mark_ttl", "now", "maxlen", "job_prefix", "idem_prefix", "marks_prefix", "marks_hash")
+)
+
+# -- marks.lua ------------------------------------------------------------------
+MARKS_ARGS = Positions("A", ("layout", "mode", "prefix", "legacy_prefix", "now", "window", "value", "hashes"),
+                       rest="ids")
 
 # -- inbound.lua, inbound_sweep.lua ---------------------------------------------
 INBOUND_KEYS = Positions("K", ("inbound", "due"))
@@ -360,6 +440,7 @@ _HEADERS: dict[str, tuple[Positions, ...]] = {
     "park": (PARK_KEYS, PARK_ARGS, _fields("E", ParkEntry)),
     "handback": (HANDBACK_KEYS, HANDBACK_ARGS, _fields("E", HandbackEntry)),
     "cancel": (CANCEL_KEYS, CANCEL_ARGS),
+    "marks": (MARKS_ARGS,),
     "inbound": (INBOUND_KEYS, INBOUND_ARGS, _fields("P", InboundPart)),
     "inbound_sweep": (INBOUND_KEYS, INBOUND_SWEEP_ARGS),
 }
@@ -387,18 +468,22 @@ def record_call(
 
 def claim_call(
     keys: Keys, stream: str, group: str, payload: bytes, now_ms: int, mark_ttl_s: int, maxlen: int,
-    retry: bool, dead_fields: Sequence[bytes] = (), packed: Packed | None = None,
+    retry: bool, dead_fields: Sequence[bytes] = (), packed: ClaimPacked | None = None,
     marketing: MarketingClaims | None = None,
 ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of claim.lua for the entries of ``stream``; ``marketing``: claims
     (their lists in the payload's ``lists``) answered after the payload's;
-    ``packed``: transactional claims (``CLAIM_PACKED``) answered after those."""
+    ``packed``: transactional claims (``CLAIM_PACKED``) answered after those. Their
+    marks hashes go in ``marks_hashes``, 4 bytes each (big-endian), marketing then packed."""
+    hs = (marketing.marks_hashes if marketing else []) + (packed.marks_hashes if packed else [])
     return CLAIM_KEYS.build(jobs=stream, events=keys.events, dead=keys.dead), CLAIM_ARGS.build(
         group=group, layout=LAYOUT_VERSION, payload=payload, now=now_ms, mark_ttl=mark_ttl_s, maxlen=maxlen,
-        retry="1" if retry else "0", idem_prefix=keys.idem_prefix, packed=packed.data if packed else "",
+        retry="1" if retry else "0", idem_prefix=keys.idem_prefix, marks_prefix=keys.marks_prefix,
+        packed=packed.data if packed else "",
         packed_lens=bytes(packed.lens) if packed else b"", marketing=marketing.data if marketing else "",
         marketing_lens=bytes(marketing.lens) if marketing else b"",
-        hashes="".join(marketing.hashes) if marketing else "", rest=dead_fields,
+        hashes="".join(marketing.hashes) if marketing else "", marks_hashes=struct.pack(f">{len(hs)}I", *hs),
+        rest=dead_fields,
     )
 
 
@@ -427,23 +512,38 @@ def park_call(
 
 
 def handback_call(
-    keys: Keys, source: str, dests: Sequence[str], group: str, consumer: str, payload: bytes, fields: Sequence[bytes]
+    keys: Keys, source: str, dests: Sequence[str], group: str, consumer: str, payload: bytes, fields: Sequence[bytes],
+    window_s: int, now_ms: int,
 ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of handback.lua: entries of ``source`` (of the shard of ``keys``)
-    to the park streams ``dests``, claimed ones with their marks given back."""
+    to the park streams ``dests``, claimed ones with their marks given back
+    (``window_s`` the idempotency window and ``now_ms`` pick the marks' generations)."""
     return [*HANDBACK_KEYS.build(source=source), *dests], HANDBACK_ARGS.build(
-        group=group, layout=LAYOUT_VERSION, consumer=consumer, idem_prefix=keys.idem_prefix, payload=payload,
-        rest=fields,
+        group=group, layout=LAYOUT_VERSION, consumer=consumer, marks_prefix=keys.marks_prefix,
+        idem_prefix=keys.idem_prefix, now=now_ms, window=window_s, payload=payload, rest=fields,
     )
 
 
 def cancel_call(keys: Keys, job_id: str, mark_ttl_s: int, now_ms: int, maxlen: int) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of cancel.lua."""
     return CANCEL_KEYS.build(
-        idem=keys.idem(job_id), held=keys.scheduled_id(job_id), scheduled=keys.scheduled, events=keys.events
+        held=keys.scheduled_id(job_id), scheduled=keys.scheduled, events=keys.events
     ), CANCEL_ARGS.build(
-        layout=LAYOUT_VERSION, job_id=job_id, mark_ttl=mark_ttl_s, now=now_ms, maxlen=maxlen,
-        job_prefix=keys.scheduled_prefix,
+        layout=LAYOUT_VERSION, job_id=job_id, marks_hash=marks_hash(job_id), mark_ttl=mark_ttl_s, now=now_ms, maxlen=maxlen,
+        job_prefix=keys.scheduled_prefix, idem_prefix=keys.idem_prefix, marks_prefix=keys.marks_prefix,
+    )
+
+
+def marks_call(
+    keys: Keys, mode: str, job_ids: Sequence[str], window_s: int, now_ms: int, value: str = ""
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of marks.lua: ``mode`` ``get`` (each id's mark, "" for none) or
+    ``take`` (``value`` as each id's mark where it has none; 1 taken, 0 not)."""
+    start = now_ms // 1000 // window_s * window_s  # the current generation's meta key: the call's slot
+    return [keys.marks_generation(start)], MARKS_ARGS.build(
+        layout=LAYOUT_VERSION, mode=mode, prefix=keys.marks_prefix, legacy_prefix=keys.idem_prefix, now=now_ms,
+        window=window_s, value=value, hashes=" ".join(str(marks_hash(i)) for i in job_ids),
+        ids=job_ids,
     )
 
 
@@ -480,6 +580,10 @@ def script_header(name: str) -> str:
     )
 
 
+_MARKS_USERS = frozenset({"claim", "cancel", "marks", "handback"})
+"""The scripts that read or write idempotency marks: engine/marks_lib.lua goes before them."""
+
+
 class Script:
     """One Lua script from the engine package, run with EVALSHA (EVAL on NOSCRIPT)."""
 
@@ -487,8 +591,10 @@ class Script:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        text = resources.files("engine").joinpath(f"{name}.lua").read_text(encoding="utf-8")
-        self.source = script_header(name) + text
+        files = resources.files("engine")
+        text = files.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        lib = files.joinpath("marks_lib.lua").read_text(encoding="utf-8") if name in _MARKS_USERS else ""
+        self.source = script_header(name) + lib + text
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
     async def __call__(self, redis: Redis, keys: list[str], args: list[Any]) -> Any:

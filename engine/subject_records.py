@@ -17,7 +17,7 @@ command can afford and the send path never pays.
 Removal (:func:`remove_found`): stream entries by ``XDEL`` (a waiting job
 also ``XACK``-ed, in case an engine holds it unclaimed), a held job's hash
 and its member of the scheduled set by ``DEL``/``ZREM``. A waiting or held
-job's id gets the idempotency mark ``e`` (erased) with ``SET NX``: an engine
+job's id gets the idempotency mark ``e`` (erased), taken NX (engine/marks.py): an engine
 that read a copy before the ``XDEL`` finds a foreign mark when it claims it,
 so claim.lua acks it as a duplicate — never sent, no event. A mark already
 there (the job is being sent) is left alone.
@@ -25,6 +25,7 @@ there (the job is being sent) is left alone.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,8 @@ from redis.asyncio import Redis
 
 from engine.job import normalise_number
 from engine.keys import Keys
+from engine.marks import take_marks_source
+from engine.scripts import marks_call
 from privacy_hooks import KeyedHasher
 
 __all__ = ["ERASED_MARK", "FoundEntry", "Matcher", "find_entries", "remove_found", "waiting_streams"]
@@ -41,6 +44,12 @@ __all__ = ["ERASED_MARK", "FoundEntry", "Matcher", "find_entries", "remove_found
 ERASED_MARK = "e"
 
 _PAGE = 1000
+
+
+def _flat(call: tuple[list[str], list[Any]]) -> list[Any]:
+    """A script call's (KEYS, ARGV) as EVAL's arguments: numkeys, keys, args."""
+    keys, args = call
+    return [len(keys), *keys, *args]
 
 
 def _s(value: Any) -> str:
@@ -153,13 +162,16 @@ async def find_entries(
 
 async def remove_found(redis: Redis, keys: Keys, found: Iterable[FoundEntry], group: str, mark_ttl_s: int) -> int:
     """Remove these records (see the module doc) in one transaction; returns how many went."""
+    found = list(found)
     pipe = redis.pipeline(transaction=True)
     counted: list[int] = []
     n = 0
+    erased = [e.job_id for e in found if e.kind in ("waiting_job", "scheduled_job") and e.job_id]
+    if erased:  # their marks `e` (NX) first, in the same transaction
+        pipe.eval(take_marks_source(), *_flat(marks_call(keys, "take", erased, mark_ttl_s,
+                                                          int(time.time() * 1000), ERASED_MARK)))
+        n += 1
     for e in found:
-        if e.kind in ("waiting_job", "scheduled_job") and e.job_id:
-            pipe.set(keys.idem(e.job_id), ERASED_MARK, nx=True, ex=mark_ttl_s)
-            n += 1
         if e.kind == "scheduled_job":
             pipe.delete(e.key, *((keys.scheduled_id(e.job_id),) if e.job_id else ()))
             counted.append(n)

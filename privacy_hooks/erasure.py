@@ -35,7 +35,7 @@ Then one audit entry (action ``erase``; the subject as its keyed hash) and the
 hook chain's ``on_erase``. The history rows themselves are the engine's to
 hide or delete (``engine/erase.py``), since this layer knows no database.
 
-Idempotency marks (``P:idem:<job id>``) hold no personal data and are left to
+Idempotency marks (fields of ``P:marks:<generation>:<bucket>``) hold no personal data and are left to
 expire (``[engine] idempotency_hours``): deleting them early could let a
 reclaimed job be sent twice. The receipt path never re-creates an erased job
 record (correlate.lua only updates a record that exists).

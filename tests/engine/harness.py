@@ -176,3 +176,32 @@ async def push(redis: Redis, prefix: str, jobs: list[dict[str, str]], lane: str 
         stream = {"jobs": k.jobs, "jobs:high": k.jobs_high, "jobs:bulk": k.jobs_bulk}[lane]
         pipe.xadd(stream, job)  # type: ignore[arg-type]
     await pipe.execute()
+
+
+async def get_mark(redis: Redis, keys: Any, job_id: str, window_s: int = 168 * 3600,
+                   now_ms: int | None = None) -> bytes | None:
+    """A job id's idempotency mark as the claims see it (engine/marks.py), None when it has none."""
+    from engine.marks import read_marks
+
+    (mark,) = await read_marks(redis, keys, [job_id], window_s, now_ms)
+    return mark.encode() if mark else None
+
+
+async def set_mark(redis: Redis, keys: Any, job_id: str, value: str, window_s: int = 168 * 3600,
+                   now_ms: int | None = None) -> None:
+    """Put ``value`` as a job id's mark (it must have none), as a claim or cancel would."""
+    from engine.marks import take_marks
+
+    assert await take_marks(redis, keys, [job_id], value, window_s, now_ms) == [True]
+
+
+async def mark_bucket(redis: Redis, keys: Any, job_id: str, window_s: int = 168 * 3600,
+                      now_ms: int | None = None) -> str:
+    """The key of the bucket that holds (or would hold) a job id's mark in the current generation."""
+    from engine.keys import marks_bucket_of, marks_hash
+
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    start = now // 1000 // window_s * window_s
+    k = await redis.hget(keys.marks_generation(start), "k")
+    assert k is not None, "no mark in this generation yet"
+    return str(keys.marks_bucket(start, marks_bucket_of(marks_hash(job_id), int(k)), int(k)))

@@ -14,7 +14,8 @@ import pytest
 from redis.asyncio import Redis
 
 from engine.cli import build_parser, main
-from tests.engine.harness import delete_prefix, subprocess_env
+from engine.keys import Keys
+from tests.engine.harness import delete_prefix, get_mark, set_mark, subprocess_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,13 +93,14 @@ async def test_cancel_says_whether_a_job_could_be_cancelled(redis_url: str, key_
         return proc.returncode, out.decode(), err.decode()
 
     try:
-        await redis.set(f"{key_prefix}:idem:sent-1", "s|1-1")
+        k = Keys(key_prefix)
+        await set_mark(redis, k, "sent-1", "s|1-1")
         code, _out, err = await cancel("sent-1")
         assert code == 1 and "not cancellable: already submitted" in err
-        assert await redis.get(f"{key_prefix}:idem:sent-1") == b"s|1-1"
+        assert await get_mark(redis, k, "sent-1") == b"s|1-1"
         code, out, _err = await cancel("wait-1")
         assert code == 0 and "cancelled job wait-1" in out
-        assert await redis.get(f"{key_prefix}:idem:wait-1") == b"c"
+        assert await get_mark(redis, k, "wait-1") == b"c"
         code, _out, err = await cancel("wait-1")
         assert code == 1 and "cancelled already" in err
     finally:

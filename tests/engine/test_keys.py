@@ -62,6 +62,7 @@ TODAY = {
     "clients_closed": "P:clients:closed",
     "job_prefix": "P:job:",
     "idem_prefix": "P:idem:",
+    "marks_prefix": "P:marks:",
     "record_prefix": "P:record:",
     "scheduled_prefix": "P:scheduled:",
     "scheduled_id_prefix": "P:scheduled:id:",
@@ -86,6 +87,10 @@ def _samples(k: Keys) -> dict[str, str]:
     return {
         "job": k.job("j:1"),
         "idem": k.idem("j:1"),
+        "marks_legacy": k.marks_legacy(),
+        "marks_generation": k.marks_generation(1764806400),
+        "marks_bucket": k.marks_bucket(1764806400, 7, 2048),
+        "marks_made": k.marks_made(1764806400),
         "record_memo": k.record_memo("t1"),
         "scheduled_job": k.scheduled_job("1-1"),
         "scheduled_id": k.scheduled_id("j:1"),
@@ -112,6 +117,10 @@ def test_shard_none_gives_todays_names() -> None:
     assert _samples(k) == {
         "job": "P:job:j:1",
         "idem": "P:idem:j:1",
+        "marks_legacy": "P:marks:legacy",
+        "marks_generation": "P:marks:1764806400",
+        "marks_bucket": "P:marks:1764806400:007",
+        "marks_made": "P:marks:1764806400:made",
         "record_memo": "P:record:t1",
         "scheduled_job": "P:scheduled:1-1",
         "scheduled_id": "P:scheduled:id:j:1",
@@ -174,13 +183,12 @@ _FRAGMENT = re.compile(
 
 
 def _lua_sources() -> dict[str, str]:
-    from bench.e2e import _PREFILL_LUA
     from privacy_hooks.erasure import _ERASE_ENTRIES
     from throttling.global_bucket import TAKE_SCRIPT
 
     found = {str(p.relative_to(ROOT)): p.read_text(encoding="utf-8") for pkg in ("engine", "dlr", "throttling",
              "privacy_hooks", "connectors", "bench") for p in (ROOT / pkg).rglob("*.lua")}
-    found.update({"bench/e2e.py _PREFILL_LUA": _PREFILL_LUA, "privacy_hooks/erasure.py _ERASE_ENTRIES": _ERASE_ENTRIES,
+    found.update({"privacy_hooks/erasure.py _ERASE_ENTRIES": _ERASE_ENTRIES,
                   "throttling TAKE_SCRIPT": TAKE_SCRIPT})
     return found
 
@@ -298,6 +306,8 @@ async def _exercise(r: Any, k: Keys) -> set[str]:
     await r.sadd(k.suppression(""), "ab" * 16)
     # account closure (sendgate close-client)
     await r.hset(k.clients_closed, "shop", 1700000000)
+    # a mark an engine of layout 10 left (read by the claims for a window after the upgrade)
+    await r.set(k.idem("old-1"), "done", ex=60)
     # a bind lease (engine/leases.py) and its carrier's fencing counter
     pool = LeasePoolStub(want=1)
     await LeaseManager(r, k, "e1", {"acme": (pool, 1, 5.0)}).tick()

@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from connectors.simulator import Simulator, SimulatorConfig, start_simulator
 from engine.app import Engine
 from engine.keys import Keys
-from tests.engine.harness import delete_prefix, make_settings, push
+from tests.engine.harness import delete_prefix, get_mark, make_settings, push
 
 
 def _closed_port() -> int:
@@ -399,7 +399,7 @@ async def test_cancel_a_waiting_job_never_sends_it(redis_url: str, key_prefix: s
             assert await producer.cancel(queue[0]["id"]) is False  # already submitted
             xs = await redis.xrange(k.events)
             assert [f[b"id"].decode() for _i, f in xs].count(last) == 1  # its event once
-            assert await redis.get(k.idem(last)) == b"done"
+            assert await get_mark(redis, k, last) == b"done"
     finally:
         await sims[0].close()
 

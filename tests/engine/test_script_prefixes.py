@@ -1,5 +1,5 @@
 """Scripts build per-job keys from prefixes they are given (``P:job:<id>``,
-``P:idem:<id>``, ``P:dlr:c:…``, the scheduled jobs', the inbound parts'): with
+``P:marks:<generation>:<bucket>``, ``P:idem:<id>``, ``P:dlr:c:…``, the scheduled jobs', the inbound parts'): with
 ``[redis] shards`` > 1 every such prefix must carry its call's shard tag, so a
 key built from it lands on the slot of the call's declared KEYS (a Redis Cluster
 refuses a script reaching another slot; on one Redis a wrong prefix would
@@ -39,7 +39,7 @@ def _calls(k: Keys) -> dict[str, tuple[list[str], list[Any]]]:
         "cancel": cancel_call(k, "job-1", 60, 1, 1000),
         "inbound": inbound_call(k, b"[]", 1, 1, 1000, 1),
         "inbound_sweep": inbound_sweep_call(k, 1, 10, 1000, 1),
-        "handback": handback_call(k, k.jobs, [k.park("sim", "normal", "")], "g", "c", b"[]", []),
+        "handback": handback_call(k, k.jobs, [k.park("sim", "normal", "")], "g", "c", b"[]", [], 60, 1),
         "park": park_call(k.jobs, [k.park("sim", "normal", "")], "g", b"[]", []),
         "requeue": requeue_call(k.jobs, "g", b"[]", []),
         "correlate": (list(store._script_keys), list(store._args("apply"))),
@@ -47,7 +47,7 @@ def _calls(k: Keys) -> dict[str, tuple[list[str], list[Any]]]:
 
 
 # how many prefixes each script builds keys from (a new one must be added here, and checked)
-_BUILDS = {"claim": 1, "record": 3, "schedule": 2, "cancel": 1, "inbound": 2, "inbound_sweep": 1, "handback": 1,
+_BUILDS = {"claim": 2, "record": 3, "schedule": 2, "cancel": 3, "inbound": 2, "inbound_sweep": 1, "handback": 2,
            "correlate": 5, "park": 0, "requeue": 0}
 
 

@@ -18,7 +18,7 @@ from engine.scripts import (
     payload_json,
     record_call,
 )
-from tests.engine.harness import delete_prefix
+from tests.engine.harness import delete_prefix, get_mark, mark_bucket, set_mark
 
 
 async def _setup(redis: Any, prefix: str, n: int) -> list[str]:
@@ -72,21 +72,22 @@ async def test_the_mark_names_its_entry_as_one_integer_and_old_marks_still_count
         ids = ids[1:] + ids[:1]  # m0 ..012-7, m1 ..012-1234567, m2 ..013-0, m3 99-1
         await redis_client.xreadgroup("g", "c", {k.jobs: ">"})
         assert await claim(redis_client, *call([ClaimJob(f"m{i}", e) for i, e in enumerate(ids)])) == [0, 0, 0, 0]
-        # <13-digit ms><seq in 6 digits>: an integer Redis keeps in the object header
-        assert await redis_client.get(k.idem("m0")) == b"1733456789012000007"
-        assert await redis_client.object("encoding", k.idem("m0")) == b"int"
+        # <13-digit ms><seq in 6 digits>: an integer a listpack keeps in 9 bytes
+        assert await get_mark(redis_client, k, "m0", 60, 1) == b"1733456789012000007"
+        assert await redis_client.object("encoding", await mark_bucket(redis_client, k, "m0", 60, 1)) in (b"listpack", b"ziplist")
         # a seq of 7 digits or an ms of another length keep the string form
-        assert await redis_client.get(k.idem("m1")) == b"s|1733456789012-1234567"
-        assert await redis_client.get(k.idem("m3")) == b"s|99-1"
+        assert await get_mark(redis_client, k, "m1", 60, 1) == b"s|1733456789012-1234567"
+        assert await get_mark(redis_client, k, "m3", 60, 1) == b"s|99-1"
         # the same entry again is a reclaim (2), another entry of the job a duplicate (1),
-        # whichever form the mark has; a mark taken before layout 7 (`s|<entry id>`) too
-        await redis_client.set(k.idem("m2"), f"s|{ids[2]}", ex=60)
+        # whichever form the mark has; a mark in the form `s|<entry id>` (before layout 7) too
+        await redis_client.hset(await mark_bucket(redis_client, k, "m2", 60, 1), "m2", f"s|{ids[2]}")
         again = [ClaimJob("m0", ids[0]), ClaimJob("m1", ids[1]), ClaimJob("m2", ids[2]), ClaimJob("m3", ids[3])]
         assert await claim(redis_client, *call(again)) == [2, 2, 2, 2]
         # entry ..013-0 must not pass for ..012-7 and so on: every other pairing is a duplicate
         swapped = [ClaimJob("m0", ids[2]), ClaimJob("m2", ids[0]), ClaimJob("m1", ids[0]), ClaimJob("m3", ids[1])]
         assert await claim(redis_client, *call(swapped)) == [1, 1, 1, 1]
-        assert 0 < await redis_client.ttl(k.idem("m0")) <= 60
+        # the bucket lives to the end of the next generation (+ margin 15 s), by the caller's clock
+        assert 60 < await redis_client.ttl(await mark_bucket(redis_client, k, "m0", 60, 1)) <= 135
     finally:
         await delete_prefix(redis_client, key_prefix)
 
@@ -124,7 +125,7 @@ async def test_record_twice_writes_one_event_and_acks(redis_client: Any, key_pre
         assert await redis_client.zrange(f"{key_prefix}:dlr:idx:sim", 0, -1, withscores=True) == [(b"9", 9.0)]
         assert (await redis_client.xpending(f"{key_prefix}:jobs", "g"))["pending"] == 0
         # no job record, no subject index, the idempotency mark left to claim.lua
-        assert not await redis_client.exists(k.job("j0"), k.idem("j0"))
+        assert not await redis_client.exists(k.job("j0")) and await get_mark(redis_client, k, "j0", 60, 1000) is None
         assert [key async for key in redis_client.scan_iter(match=f"{key_prefix}:subject:*")] == []
         assert 0 < await redis_client.pttl(k.record_memo("t1")) <= 120_000
     finally:
@@ -203,7 +204,7 @@ def test_record_and_claim_jobs_keep_the_order_the_pipeline_builds_them_in() -> N
         "job_id", "event", "carrier", "parts", "message_ids", "error", "ref", "client", "kind", "callback",
         "to_hash", "to_mask", "encoding", "corr", "expect", "dlr_ids",
     )
-    assert ClaimJob.__struct_fields__ == ("job_id", "entry_id", "suppression", "to_hash", "ref")
+    assert ClaimJob.__struct_fields__ == ("job_id", "entry_id", "suppression", "to_hash", "ref", "marks_hash")
 
 
 def _job_fields(job: RecordJob) -> tuple[str, ...]:
@@ -273,23 +274,23 @@ async def test_record_packed_jobs_write_what_the_json_form_writes(redis_client: 
 async def test_claim_answers_packed_claims_after_the_payloads(redis_client: Any, key_prefix: str) -> None:
     """Transactional claims packed, a marketing one in the payload: one answer per claim,
     the payload's first; a taken mark is reported for a packed claim as for any."""
-    from engine.scripts import CLAIM_PACKED, Packed
+    from engine.scripts import ClaimPacked
 
     claim = Script("claim")
     k = Keys(key_prefix)
     try:
         e = await _setup(redis_client, key_prefix, 3)
-        await redis_client.set(k.idem("dup"), "s|0-1")  # sent under another entry
-        packed = Packed(len(CLAIM_PACKED))
+        await set_mark(redis_client, k, "dup", "s|0-1", 60, 1)  # sent under another entry
+        packed = ClaimPacked()
         assert packed.add(("a", e[0], "ra")) and packed.add(("dup", e[1], ""))
         payload = payload_json(ClaimBatch(claims=[ClaimJob("m", e[2], k.suppression("shop"), "h" * 64, "")], dead=[]))
         answers = await claim(redis_client, *claim_call(k, k.jobs, "g", payload, 1, 60, 1000, False, [], packed))
         assert answers == [0, 0, 1]  # m, then a, then dup (acked)
         ms, seq = e[0].split("-")  # the packed claim's mark takes the integer form too (layout 7)
-        assert await redis_client.get(k.idem("a")) == f"{ms}{int(seq):06d}".encode()
-        assert 0 < await redis_client.ttl(k.idem("a")) <= 60
+        assert await get_mark(redis_client, k, "a", 60, 1) == f"{ms}{int(seq):06d}".encode()
+        assert 60 < await redis_client.ttl(await mark_bucket(redis_client, k, "a", 60, 1)) <= 135
         assert (await redis_client.xpending(k.jobs, "g"))["pending"] == 2  # dup's entry acked
-        again = Packed(len(CLAIM_PACKED))
+        again = ClaimPacked()
         assert again.add(("a", e[0], "ra"))
         empty = payload_json(ClaimBatch(claims=[], dead=[]))
         assert await claim(redis_client, *claim_call(k, k.jobs, "g", empty, 1, 60, 1000, False, [], again)) == [2]

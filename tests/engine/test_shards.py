@@ -113,7 +113,7 @@ def test_the_routing_rule_and_the_default_layout() -> None:
     assert cluster_slot("{user1000}.following") == cluster_slot("{user1000}.followers") == cluster_slot("user1000")
     assert cluster_slot("foo{}{bar}") == cluster_slot("foo{}{bar}")  # empty tag: the whole key
     assert cluster_slot("foo{}{bar}") != cluster_slot("bar")
-    assert len({cluster_slot(k) for k in (four[1].jobs, four[1].events, four[1].idem("x"), four[1].park("c", "high"))}) == 1
+    assert len({cluster_slot(k) for k in (four[1].jobs, four[1].events, four[1].marks_bucket(1764806400, 7, 2048), four[1].park("c", "high"))}) == 1
     assert correlation_shard("acme", "abc", 1) == 0
     assert correlation_shard("acme", "abc", 4) == zlib.crc32(b"acme:abc") % 4
 

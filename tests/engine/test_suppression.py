@@ -13,9 +13,10 @@ from redis.exceptions import ResponseError
 
 from connectors.simulator import SimulatorConfig
 from engine.keys import Keys
+from engine.marks import read_marks
 from engine.producer import Producer
 from privacy_hooks import KeyedHasher
-from tests.engine.harness import push, running, subprocess_env, wait_events
+from tests.engine.harness import push, running, set_mark, subprocess_env, wait_events
 
 NUMBER = "+4512345678"
 OTHER = "+4587654321"
@@ -135,12 +136,11 @@ async def test_packed_marketing_claims_are_checked_per_list_after_the_payloads(
     numbers of each list `3` (no mark taken), a listed number whose job holds its own
     mark already `2` (the mark wins: resent or reported, never dead-lettered twice)."""
     from engine.scripts import (
-        CLAIM_PACKED,
         ClaimBatch,
         ClaimJob,
         ClaimList,
+        ClaimPacked,
         MarketingClaims,
-        Packed,
         Script,
         claim_call,
     )
@@ -156,7 +156,7 @@ async def test_packed_marketing_claims_are_checked_per_list_after_the_payloads(
         await redis.sadd(k.suppression("b"), h[1503])
         await redis.sadd(k.suppression(""), h[3])  # the default list: no hit for a or b
         # h[1500] is listed but its job holds its own mark (a claim repeated after a lost reply)
-        await redis.set(k.idem("m-a-1500"), "s|9-9")
+        await set_mark(redis, k, "m-a-1500", "s|9-9", 60, 1)
         payload_claims = [ClaimJob("m-json", "9-9", k.suppression("b"), h[1503], ""),  # listed: 3
                           ClaimJob("t-json", "1-1", "", "", "")]
         a, b = MarketingClaims(32), MarketingClaims(32)
@@ -169,7 +169,7 @@ async def test_packed_marketing_claims_are_checked_per_list_after_the_payloads(
         assert not b.add_claim("m-short", "3-0", "", "abc")  # another width: for the payload
         none = MarketingClaims(32)  # a list that does not exist: nothing looked up, every claim new
         assert none.add_claim("m-c-7", "6-7", "", h[7]) and none.add_claim("m-c-1503", "6-8", "", h[1503])
-        packed = Packed(len(CLAIM_PACKED))
+        packed = ClaimPacked()
         assert packed.add(("t-0", "4-0", "")) and packed.add(("t-1", "4-1", ""))
         lists = [ClaimList(k.suppression("a"), a.count), ClaimList(k.suppression("c"), none.count),
                  ClaimList(k.suppression("b"), b.count)]
@@ -183,16 +183,17 @@ async def test_packed_marketing_claims_are_checked_per_list_after_the_payloads(
         expected += [0] * len(range(3, 1500, 300)) + [3]  # list b (h[3] is on the default list only)
         expected += [0, 0]  # transactional
         assert answers == expected
-        assert await redis.exists(k.idem("m-a-7"), k.idem("m-a-1100"), k.idem("m-b-1503"), k.idem("m-json")) == 0
-        assert await redis.exists(k.idem("m-a-8"), k.idem("m-b-3"), k.idem("t-1"), k.idem("t-json"),
-                                  k.idem("m-c-7")) == 5
+        marks = await read_marks(redis, k, ["m-a-7", "m-a-1100", "m-b-1503", "m-json"], 60, 1)
+        assert marks == [""] * 4
+        marks = await read_marks(redis, k, ["m-a-8", "m-b-3", "t-1", "t-json", "m-c-7"], 60, 1)
+        assert all(marks), marks
         # lists that do not add up to the packed claims: refused before any mark is taken
         c = MarketingClaims(32)
         assert c.add_claim("m-x", "5-1", "", h[1])
         bad = encode(ClaimBatch(claims=[], dead=[], lists=[ClaimList(k.suppression("a"), 2)]))
         with pytest.raises(ResponseError, match="disagree"):
             await claim(redis, *claim_call(k, k.jobs, "g", bad, 1, 60, 1000, False, (), None, c))
-        assert await redis.exists(k.idem("m-x")) == 0
+        assert await read_marks(redis, k, ["m-x"], 60, 1) == [""]
     finally:
         await redis.aclose()
 

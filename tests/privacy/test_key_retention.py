@@ -39,6 +39,10 @@ POLICY: dict[str, tuple[str, object]] = {
     "P:audit": ("stream", "trimmed to the audit retention at each write"),
     "P:callbacks:failed": ("stream", "trimmed to the message retention"),
     "P:job:<job id>": ("ttl", 120 * DAY),
+    # a generation of marks lives its window and the next, plus a margin of 300 s
+    "P:marks:<generation>": ("ttl", 2 * 168 * 3600 + 300),
+    "P:marks:<generation>:<bucket>": ("ttl", 2 * 168 * 3600 + 300),
+    "P:marks:legacy": ("ttl", 168 * 3600 + 300),
     "P:idem:<job id>": ("ttl", 168 * 3600),
     "P:record:<token>": ("ttl", 120),
     "P:scheduled:<entry id>": ("ttl", 60 * DAY),
@@ -114,7 +118,7 @@ async def test_every_key_of_a_run_has_its_retention(redis_url: str, key_prefix: 
                 if doc.pattern.startswith("P:suppress"):
                     assert all(HEX32.fullmatch(m) for m in await redis.smembers(key))
         # the run reached the kinds that matter for the policy
-        for pattern in ("P:jobs", "P:events", "P:dead", "P:inbound", "P:job:<job id>", "P:idem:<job id>",
+        for pattern in ("P:jobs", "P:events", "P:dead", "P:inbound", "P:job:<job id>", "P:marks:<generation>:<bucket>",
                         "P:scheduled:<entry id>", "P:scheduled", "P:dlr:c:<carrier>:<end ms>",
                         "P:suppress:<client id>", "P:audit", "P:{lease}:bind:<carrier>:<slot>", "P:tps:<carrier>"):
             assert seen.get(pattern), f"the run wrote no {pattern}"
