@@ -123,9 +123,12 @@ def _text(fields: Mapping[bytes, bytes], name: bytes) -> str | None:
     if v is None:
         return None
     try:
-        return v.decode("utf-8")
+        text = v.decode("utf-8")
     except UnicodeDecodeError:
         raise JobError("invalid", f"field {name.decode()!r} is not valid UTF-8") from None
+    if "\x00" in text:  # no PostgreSQL text holds one: the history store could not archive it
+        raise JobError("invalid", f"field {name.decode()!r} holds a NUL character")
+    return text
 
 
 def _number_field(fields: Mapping[bytes, bytes], name: bytes) -> int:
@@ -185,6 +188,8 @@ def parse_job(fields: Mapping[bytes, bytes], now_s: float, *, allow_private_call
         raise JobError("invalid", "field 'id' is not valid UTF-8") from None
     if not job_id:
         raise JobError("missing_field", "field 'id' is required")
+    if "\x00" in job_id:
+        raise JobError("invalid", "field 'id' holds a NUL character")
     if len(job_id) > _MAX_ID:
         raise JobError("invalid", f"field 'id' is longer than {_MAX_ID} characters")
     raw = get(b"to")

@@ -305,7 +305,7 @@ def _copy_safe(jobs: list[CopyJob], texts: int) -> bool:
     line each, every backslash ours, UTF-8. (A tab inside a value makes its line one
     field too long, which the server refuses: the store then writes the careful rows.)"""
     buf = b"".join([j[3] for j in jobs])
-    if b"\n" in buf or b"\r" in buf:
+    if b"\n" in buf or b"\r" in buf or b"\x00" in buf:
         return False
     # The only backslashes: a bytea's "\\x", two each.
     if b"\\" in buf and buf.count(b"\\") != 2 * texts:
@@ -319,7 +319,10 @@ def _copy_safe(jobs: list[CopyJob], texts: int) -> bool:
 
 
 # ------------------------------------------------------------------ careful path
-_ESCAPE = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", NULL: "\\x01"})
+# NUL: no PostgreSQL text holds one (not even escaped): it becomes U+FFFD, so an
+# event that carries one (written before job validation refused them) cannot stop
+# the archive.
+_ESCAPE = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", NULL: "\\x01", "\x00": "\ufffd"})
 
 
 def _text(value: str) -> str:
@@ -327,7 +330,7 @@ def _text(value: str) -> str:
 
 
 def rows_from_deltas(deltas: Iterable[JobDelta]) -> list[CopyJob]:
-    """The COPY rows of deltas, every field escaped (any character but NUL)."""
+    """The COPY rows of deltas, every field escaped (NUL replaced by U+FFFD)."""
     dumps = orjson.dumps
     jobs: list[CopyJob] = []
     for d in deltas:

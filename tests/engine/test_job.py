@@ -89,6 +89,16 @@ def test_a_required_field_not_utf8_is_invalid(name: bytes) -> None:
     assert info.value.reason == f"field {name.decode()!r} is not valid UTF-8"
 
 
+@pytest.mark.parametrize("name", [b"id", b"ref", b"client", b"callback"])
+def test_a_field_holding_a_nul_is_invalid(name: bytes) -> None:
+    fields = f()
+    fields[name] = b"a\x00b"
+    with pytest.raises(JobError) as info:
+        parse_job(fields, NOW)
+    assert info.value.code == "invalid"
+    assert info.value.reason == f"field {name.decode()!r} holds a NUL character"
+
+
 def test_normalise_number() -> None:
     assert normalise_number("+4512345678") == "4512345678"
     assert normalise_number(" 4512345678 ") == "4512345678"

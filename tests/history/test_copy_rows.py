@@ -93,7 +93,7 @@ def test_bytes_that_mean_something_in_copy_text_take_the_careful_fold() -> None:
     """Each of these would change a row's meaning if copied as it is: the whole batch is
     folded the careful way (every field escaped), and its other jobs are unaffected."""
     plain = entry("plain", "submitted", NOW_MS, first=True, ref="ok")
-    for odd in ({"ref": "line\nbreak"}, {"ref": "cr\rhere"}, {"ref": "back\\slash"}, {"ref": "\\N"},
+    for odd in ({"ref": "line\nbreak"}, {"ref": "cr\rhere"}, {"ref": "nul\x00here"}, {"ref": "back\\slash"}, {"ref": "\\N"},
                 {"error": 'quote"d'}):
         batch = [(e, _flat(f)) for e, f in (plain, entry("odd", "failed", NOW_MS + 1, first=True, **odd))]
         got = copy_rows(batch)
@@ -131,6 +131,23 @@ async def test_odd_values_land_exactly_through_the_careful_fold(pg_dsn: str) -> 
         assert {r.job_id: r.ref for r in await store.find(client="odd2")} == tab
         assert store.careful_batches == 1
         assert rows["quote"].errors == {"undeliverable": 'err"034'} and rows["quote"].final_state == "undeliverable"
+    finally:
+        await store.close()
+
+
+async def test_a_nul_in_an_event_lands_as_a_replacement_character_and_the_archive_goes_on(pg_dsn: str) -> None:
+    """No PostgreSQL text holds a NUL, even escaped: an event carrying one (jobs are
+    refused with one since; an older event may still hold one) is archived with
+    U+FFFD in its place instead of failing its batch again and again."""
+    store = PostgresHistory(pg_dsn)
+    await store.migrate()
+    try:
+        batch = [entry("nul-a", "submitted", NOW_MS, first=True, ref="r\x00f", client="nul"),
+                 entry("nul-b", "submitted", NOW_MS + 1, first=True, ref="fine", client="nul\x00")]
+        assert await store.write(store.fold([(e, _flat(f)) for e, f in batch]), NOW_MS) == 2
+        rows = {r.job_id: r for r in await store.find(client="nul", limit=10)}
+        assert rows["nul-a"].ref == "r\ufffdf"
+        assert [r.client for r in await store.find(client="nul\ufffd", limit=10)] == ["nul\ufffd"]
     finally:
         await store.close()
 
