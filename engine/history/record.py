@@ -151,6 +151,8 @@ def deltas_from_entries(entries: Iterable[tuple[Any, Any]]) -> list[JobDelta]:
                 jid, ref, ev, carrier, parts, mids, error, ts_b = describe[:8]
                 text_b = describe[14]
             else:
+                if n % 2:  # not name/value pairs: no entry the engine writes
+                    continue
                 it = iter(f)
                 fd = dict(zip(it, it, strict=True))
                 text_b = fd.get(b"text_enc")
@@ -158,6 +160,8 @@ def deltas_from_entries(entries: Iterable[tuple[Any, Any]]) -> list[JobDelta]:
                 jid, ref, ev, carrier, parts, mids, error, ts_b = describe[:8]
                 if len(describe) == 8:
                     describe = None
+        elif f is None:  # an entry deleted while pending (a reread after XDEL): nothing to fold
+            continue
         else:
             text_b = f.get(b"text_enc")
             describe = _by_name(f)

@@ -62,6 +62,15 @@ def test_a_malformed_entry_is_skipped_and_changes_nothing() -> None:
     assert deltas_from_entries(good + bad) == deltas_from_entries(good)
 
 
+def test_an_entry_deleted_while_pending_or_not_in_pairs_is_skipped() -> None:
+    """A reread of pending entries gives a deleted one with no fields (None); a list
+    of odd length is no entry the engine writes: neither can stop the archive."""
+    good = _batch()
+    odd = (b"9-4", [b"id", b"a", b"event", b"failed", b"ts"])
+    deleted = (b"9-5", None)
+    assert deltas_from_entries([*good, odd, deleted]) == deltas_from_entries(good)
+
+
 def test_a_delta_knows_whether_its_batch_held_the_jobs_first_event() -> None:
     batch = _batch()
     for deltas in (deltas_from_entries(batch), deltas_from_entries([(eid, _flat(f)) for eid, f in batch])):
