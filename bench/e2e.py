@@ -960,6 +960,7 @@ async def run_bench(
         done = max(1, result["final"] + result["dead_letters"])
         result["cpu_us_per_job"] = {name: round(1e6 * v / done, 1) for name, v in result["cpu_s"].items()}
         result.update(cpu_per_msg(result["cpu_s"], rcpu1 - rcpu0, done))
+        result["bench_reader_redis_us_per_msg"] = bench_reader_redis_us(cmdstats0, cmdstats1, done)
         result["engine_counters"] = counters
         result["receipts_unmatched"] = unmatched
         result["receipts_invalid"] = invalid
@@ -1055,6 +1056,30 @@ def _start_py_spy(children: Children, out: str, pid: int, workdir: Path) -> subp
 _BENCH_COMMANDS = frozenset({"info", "xread", "xlen", "xrange", "ping", "memory|usage", "xinfo|groups", "hello",
                              "client|setinfo", "config|set", "slowlog|reset", "slowlog|get", "scan", "del",
                              "xtrim", "xinfo|stream", "xpending"})
+
+
+# Commands the bench sends inside the measured window: the live XREAD of the events
+# stream, the progress XLEN of the dead letters and the INFO of the measurements
+# (the engines send none of them: they read with XREADGROUP).
+_BENCH_READER_COMMANDS = ("xread", "xlen", "info")
+
+
+def bench_reader_redis_us(before: dict[str, Any], after: dict[str, Any], messages: int) -> float:
+    """``bench_reader_redis_us_per_msg``: the usec ``INFO commandstats`` gives the
+    bench's own commands (:data:`_BENCH_READER_COMMANDS`) over the measured
+    window ÷ messages -- the part of ``redis_us_per_msg`` that is not the
+    engines' work. Command execution time only (not Redis's reading and
+    writing of the sockets), so the engines' true share is at most
+    ``redis_us_per_msg`` minus this figure."""
+    usec = 0
+    for command in _BENCH_READER_COMMANDS:
+        stat = after.get(f"cmdstat_{command}")
+        if not isinstance(stat, dict):
+            continue
+        got = before.get(f"cmdstat_{command}")
+        prev: dict[str, Any] = got if isinstance(got, dict) else {}
+        usec += int(stat.get("usec", 0)) - int(prev.get("usec", 0))
+    return round(max(0, usec) / max(1, messages), 2)
 
 
 def redis_cpu_s(info: dict[str, Any]) -> float:
@@ -1339,6 +1364,9 @@ def format_table(r: dict[str, Any]) -> str:
     if "engine_us_per_msg" in r:
         rows.append(("cpu µs per msg: engine / redis (INFO cpu)",
                      f"{r['engine_us_per_msg']:.1f} / {r['redis_us_per_msg']:.1f}"))
+    if "bench_reader_redis_us_per_msg" in r:
+        rows.append(("redis µs per msg of the bench's own reads (in the above)",
+                     f"{r['bench_reader_redis_us_per_msg']:.2f} (commandstats usec of XREAD, XLEN, INFO)"))
     if "redis_bytes_per_msg" in r:
         rows.append(("redis bytes per job (trimmed / untrimmed)",
                      f"{r['redis_bytes_per_msg']:,.0f} / {r['redis_bytes_per_msg_untrimmed']:,.0f}"))
