@@ -31,7 +31,8 @@ measured window starts when every engine answers ``/readyz``.
 
 CPU seconds and peak RSS per process come from ``/proc`` (utime+stime over
 the measured window; VmHWM), Redis ops/s and the costliest commands from
-``INFO stats`` / ``INFO commandstats``. When the bench owns the Redis
+``INFO stats`` / ``INFO commandstats`` (which also give the bench's own
+share of Redis, ``bench_reader_redis_us_per_msg``). When the bench owns the Redis
 (embedded), it also turns on SLOWLOG for calls of 0.5 ms or more and groups
 them per Lua script (EVALSHA sha → file name), which shows which batch
 script holds Redis and for how long.
@@ -1092,7 +1093,8 @@ def cpu_per_msg(cpu_s: dict[str, float], redis_cpu: float, messages: int) -> dic
     """``engine_us_per_msg``: CPU (user + sys) of every engine process over the
     measured window ÷ messages (jobs with their final event or a dead letter);
     ``redis_us_per_msg``: the ``INFO cpu`` delta of the same window ÷ messages
-    (it includes the bench's own reads of the events stream, ~2-3 µs)."""
+    (it includes the bench's own reads of the events stream: that part alone is
+    ``bench_reader_redis_us_per_msg``, :func:`bench_reader_redis_us`)."""
     n = max(1, messages)
     engines = sum(v for name, v in cpu_s.items() if name.startswith("engine-"))
     return {"engine_us_per_msg": round(1e6 * engines / n, 1), "redis_us_per_msg": round(1e6 * redis_cpu / n, 1)}
