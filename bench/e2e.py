@@ -31,7 +31,8 @@ measured window starts when every engine answers ``/readyz``.
 
 CPU seconds and peak RSS per process come from ``/proc`` (utime+stime over
 the measured window; VmHWM), Redis ops/s and the costliest commands from
-``INFO stats`` / ``INFO commandstats``. When the bench owns the Redis
+``INFO stats`` / ``INFO commandstats`` (which also give the bench's own
+share of Redis, ``bench_reader_redis_us_per_msg``). When the bench owns the Redis
 (embedded), it also turns on SLOWLOG for calls of 0.5 ms or more and groups
 them per Lua script (EVALSHA sha → file name), which shows which batch
 script holds Redis and for how long.
@@ -953,6 +954,7 @@ async def run_bench(
         done = max(1, result["final"] + result["dead_letters"])
         result["cpu_us_per_job"] = {name: round(1e6 * v / done, 1) for name, v in result["cpu_s"].items()}
         result.update(cpu_per_msg(result["cpu_s"], rcpu1 - rcpu0, done))
+        result["bench_reader_redis_us_per_msg"] = bench_reader_redis_us(cmdstats0, cmdstats1, done)
         result["engine_counters"] = counters
         result["receipts_unmatched"] = unmatched
         result["receipts_invalid"] = invalid
@@ -1050,6 +1052,30 @@ _BENCH_COMMANDS = frozenset({"info", "xread", "xlen", "xrange", "ping", "memory|
                              "xtrim", "xinfo|stream", "xpending"})
 
 
+# Commands the bench sends inside the measured window: the live XREAD of the events
+# stream, the progress XLEN of the dead letters and the INFO of the measurements
+# (the engines send none of them: they read with XREADGROUP).
+_BENCH_READER_COMMANDS = ("xread", "xlen", "info")
+
+
+def bench_reader_redis_us(before: dict[str, Any], after: dict[str, Any], messages: int) -> float:
+    """``bench_reader_redis_us_per_msg``: the usec ``INFO commandstats`` gives the
+    bench's own commands (:data:`_BENCH_READER_COMMANDS`) over the measured
+    window ÷ messages -- the part of ``redis_us_per_msg`` that is not the
+    engines' work. Command execution time only (not Redis's reading and
+    writing of the sockets), so the engines' true share is at most
+    ``redis_us_per_msg`` minus this figure."""
+    usec = 0
+    for command in _BENCH_READER_COMMANDS:
+        stat = after.get(f"cmdstat_{command}")
+        if not isinstance(stat, dict):
+            continue
+        got = before.get(f"cmdstat_{command}")
+        prev: dict[str, Any] = got if isinstance(got, dict) else {}
+        usec += int(stat.get("usec", 0)) - int(prev.get("usec", 0))
+    return round(max(0, usec) / max(1, messages), 2)
+
+
 def redis_cpu_s(info: dict[str, Any]) -> float:
     """``used_cpu_sys + used_cpu_user`` of ``INFO cpu``: the Redis process's CPU
     seconds, as Redis reports them (also for a Redis that is not a local process)."""
@@ -1060,7 +1086,8 @@ def cpu_per_msg(cpu_s: dict[str, float], redis_cpu: float, messages: int) -> dic
     """``engine_us_per_msg``: CPU (user + sys) of every engine process over the
     measured window ÷ messages (jobs with their final event or a dead letter);
     ``redis_us_per_msg``: the ``INFO cpu`` delta of the same window ÷ messages
-    (it includes the bench's own reads of the events stream, ~2-3 µs)."""
+    (it includes the bench's own reads of the events stream: that part alone is
+    ``bench_reader_redis_us_per_msg``, :func:`bench_reader_redis_us`)."""
     n = max(1, messages)
     engines = sum(v for name, v in cpu_s.items() if name.startswith("engine-"))
     return {"engine_us_per_msg": round(1e6 * engines / n, 1), "redis_us_per_msg": round(1e6 * redis_cpu / n, 1)}
@@ -1332,6 +1359,9 @@ def format_table(r: dict[str, Any]) -> str:
     if "engine_us_per_msg" in r:
         rows.append(("cpu µs per msg: engine / redis (INFO cpu)",
                      f"{r['engine_us_per_msg']:.1f} / {r['redis_us_per_msg']:.1f}"))
+    if "bench_reader_redis_us_per_msg" in r:
+        rows.append(("redis µs per msg of the bench's own reads (in the above)",
+                     f"{r['bench_reader_redis_us_per_msg']:.2f} (commandstats usec of XREAD, XLEN, INFO)"))
     if "redis_bytes_per_msg" in r:
         rows.append(("redis bytes per job (trimmed / untrimmed)",
                      f"{r['redis_bytes_per_msg']:,.0f} / {r['redis_bytes_per_msg_untrimmed']:,.0f}"))

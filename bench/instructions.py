@@ -467,8 +467,8 @@ def _record_args(
     for job_id, _entry_id, mid in jobs:
         corr = correlation_arg([mid], 1, 1, "", "", mid)
         assert isinstance(corr, str)
-        assert packed.add((job_id, "submitted", carrier, "1", mid, "", "", "", "transactional", "ab" * 16,
-                           "+45******01", "gsm7", corr))
+        assert packed.add((job_id, mid, "", "ab" * 16, "+45******01", corr,
+                           "submitted", carrier, "1", "", "", "transactional", "gsm7"))
     payload = payload_json(RecordBatch(
         retention_until=now_ms // 1000 + 120 * 86400,
         waits={carrier: RecordWait(end_ms=str(end_ms), expire_at_ms=str(expire_at_ms), record_ttl="518400")},

@@ -13,7 +13,7 @@ Nearly every SMSC sends its receipts in one layout: an empty service_type
 and schedule/validity, the Appendix B text body, and exactly the two TLVs
 ``receipted_message_id`` and ``message_state`` (in that order) after it.
 :func:`scan_receipt` reads that layout with one regular expression over the
-body and returns just what correlation needs: ``(message_id, event,
+body (one pass, the ``err:`` value included) and returns just what correlation needs: ``(message_id, event,
 is_final, error)``, the id already normalised. A session given it as its
 ``claim_deliver`` hook (:class:`connectors.session.Session`) reports such
 deliver_sm in runs (:class:`connectors.session.ClaimedDelivers`), without a
@@ -30,9 +30,9 @@ generated bodies).
 
 The ``err:`` field: a short_message that is exactly the Appendix B line
 (lower-case keys, an alphanumeric id, 3-digit counts, 10- or 12-digit
-dates, a 7-letter state) up to ``text:`` has it read by one anchored
-expression (``_CANONICAL``), which cannot disagree with the general rule
-there: no other ``err:`` or ``text:`` can occur before it. Any other text
+dates, a 7-letter state) up to ``text:`` has it read by an optional group of
+the same expression, anchored at the short_message's start, which cannot
+disagree with the general rule there: no other ``err:`` or ``text:`` can occur before it. Any other text
 is searched by :func:`dlr.receipt_parse.find_err`, the general path's own
 function.
 """
@@ -67,19 +67,18 @@ _RECEIPT: Final = re.compile(
     rb"..\0\0"  # protocol_id, priority_flag, schedule_delivery_time "", validity_period ""
     rb"...."  # registered_delivery, replace_if_present_flag, data_coding, sm_default_msg_id
     rb"(.)"  # 2: sm_length; short_message starts at end(2)
-    rb".*"  # short_message (not captured: a group here costs 0.2 µs)
-    rb"\x00\x1e\x00(.)([^\0]*)\0"  # receipted_message_id TLV: 3 length, 4 value, its NUL
-    rb"\x04\x27\x00\x01(.)\Z",  # message_state TLV: 5 value; the end of the body
+    # 3: the err: value when the short_message starts with the Appendix B line up to
+    # "text:", exactly as most SMSCs write it (only alphanumerics between the keys, so
+    # no "err:" or "text:" (any case) can occur before the ones matched: find_err would
+    # read the same); it holds no NUL, so it ends before the TLVs, inside short_message
+    rb"(?:id:[0-9A-Za-z]{0,65} sub:[0-9]{3} dlvrd:[0-9]{3} submit date:[0-9]{10,12} done date:[0-9]{10,12}"
+    rb" stat:[A-Z]{7} err:([0-9A-Za-z]{1,32}) [Tt][Ee][Xx][Tt]:)?"
+    rb".*"  # the rest of short_message (not captured: a group here costs 0.2 µs)
+    rb"\x00\x1e\x00(.)([^\0]*)\0"  # receipted_message_id TLV: 4 length, 5 value, its NUL
+    rb"\x04\x27\x00\x01(.)\Z",  # message_state TLV: 6 value; the end of the body
     re.DOTALL,
 )
 
-# The Appendix B line up to "text:", exactly as most SMSCs write it; group 1 is
-# the err: value. Only alphanumerics between the keys, so no "err:" or "text:"
-# (any case) can occur before the ones matched: find_err would read the same.
-_CANONICAL: Final = re.compile(
-    rb"id:[0-9A-Za-z]{0,65} sub:[0-9]{3} dlvrd:[0-9]{3} submit date:[0-9]{10,12} done date:[0-9]{10,12}"
-    rb" stat:[A-Z]{7} err:([0-9A-Za-z]{1,32}) [Tt][Ee][Xx][Tt]:"
-)
 # err: value -> the error field it gives ("" for all zeros), for the values seen
 _ERROR: Final[dict[bytes, str]] = {}
 _ERROR_CACHE_MAX: Final = 1024
@@ -102,13 +101,13 @@ def scan_receipt(body: bytes) -> ScannedReceipt | None:
     m = _RECEIPT.match(body)
     if m is None:
         return None
-    esm, sm_length, id_length, raw_id, state = m.groups()
+    esm, sm_length, value, id_length, raw_id, state = m.groups()
     intermediate = _KIND.get(esm)
     event = _EVENT.get(state)
     if intermediate is None or event is None:
         return None
     sm_start = m.end(2)
-    sm_end = m.start(3) - 3  # where the TLVs start
+    sm_end = m.start(4) - 3  # where the TLVs start
     if sm_start + sm_length[0] != sm_end or id_length[0] != len(raw_id) + 1:
         return None  # short_message does not end where the TLVs start
     message_id = raw_id.decode("latin-1").strip(" \t\r\n")  # (no NUL in it)
@@ -116,9 +115,7 @@ def scan_receipt(body: bytes) -> ScannedReceipt | None:
         return None
     if HEX_DIGITS.issuperset(message_id):  # normalize_receipt_id, inline
         message_id = message_id.lower().lstrip("0") or "0"
-    canonical = _CANONICAL.match(body, sm_start, sm_end)
-    if canonical is not None:
-        value = canonical.group(1)
+    if value is not None:
         error = _ERROR.get(value)
         if error is None:
             error = error_field(value.decode("latin-1"))

@@ -1641,8 +1641,8 @@ class Pipeline:
                     if normalised_id != message_ids:
                         dlr_ids = normalised_id
                 if ev is None and type(corr) is str and packed.add(  # "" or the fast form: no job record
-                    (job.id, ij.event, ij.carrier, "1", message_ids, ij.error, ref, job.client, job.kind,
-                     ij.to_hash, mask_e164_digits(job.to), ij.seg.encoding, corr)
+                    (job.id, message_ids, ref, ij.to_hash, mask_e164_digits(job.to), corr,
+                     ij.event, ij.carrier, "1", ij.error, job.client, job.kind, ij.seg.encoding)
                 ):
                     continue
             else:
@@ -1712,8 +1712,8 @@ class Pipeline:
                 corr = normalizers[ij.carrier](message_ids)
                 if hint_of is not None:
                     hint_of[ij.carrier][corr] = shard
-            if not add((job.id, ij.event, ij.carrier, "1", message_ids, ij.error, ref, job.client, job.kind,
-                        ij.to_hash, mask_e164_digits(job.to), ij.seg.encoding, corr)):
+            if not add((job.id, message_ids, ref, ij.to_hash, mask_e164_digits(job.to), corr,
+                        ij.event, ij.carrier, "1", ij.error, job.client, job.kind, ij.seg.encoding)):
                 rest.append(ij)  # a field not ASCII or too long: in the payload
         return rest
 

@@ -50,6 +50,7 @@ __all__ = [
     "RECORD_ARGS",
     "RECORD_KEYS",
     "RECORD_PACKED",
+    "RECORD_PACKED_SAME",
     "REQUEUE_ARGS",
     "REQUEUE_KEYS",
     "SCHEDULE_ARGS",
@@ -105,12 +106,19 @@ RECORD_ARGS = Positions(
     "A", ("group", "layout", "payload", "now", "job_prefix", "bucket_prefix", "index_prefix", "packed", "packed_lens")
 )
 
-RECORD_PACKED = ("job_id", "event", "carrier", "parts", "message_ids", "error", "ref", "client", "kind", "to_hash",
-                 "to_mask", "encoding", "corr")
+RECORD_PACKED = ("job_id", "message_ids", "ref", "to_hash", "to_mask", "corr",
+                 "event", "carrier", "parts", "error", "client", "kind", "encoding")
 """A common job's outcome as record.lua reads it from ``ARGV[A_PACKED]`` (in this
 order, see :class:`Packed`): a job whose correlation argument is "" or the fast
 form (dlr.store.correlation_arg: single part, no callback), so no job record is
-written and ``expect``, ``callback`` and ``dlr_ids`` are not needed."""
+written and ``expect``, ``callback`` and ``dlr_ids`` are not needed. The fields
+from ``event`` on (:data:`RECORD_PACKED_SAME`) are nearly always the same for
+every job of a call: the script reads them as one string, and splits it only
+when it differs from the job before's."""
+
+RECORD_PACKED_SAME = RECORD_PACKED.index("event")
+"""How many fields of :data:`RECORD_PACKED` come before the run that is usually
+the same from job to job (``event`` ... ``encoding``)."""
 
 
 class Packed:

@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from bench.e2e import (
+    bench_reader_redis_us,
     cpu_per_msg,
     engine_counters,
     main,
@@ -82,6 +83,9 @@ def test_receipts_on_every_job_final(tmp_path: Path, redis_url: str) -> None:
     for key in ("engine_us_per_msg", "redis_us_per_msg"):
         value = r[key]
         assert isinstance(value, float) and 0 < value < 1_000_000, (key, value)
+    # the bench's own reads: some Redis time (it read every event), and part of redis_us_per_msg
+    reader = r["bench_reader_redis_us_per_msg"]
+    assert isinstance(reader, float) and reader > 0
     engine_cpu = r["cpu_us_per_job"]
     assert isinstance(engine_cpu, dict) and abs(r["engine_us_per_msg"] - engine_cpu["engine-0"]) <= 0.2
     if "redis" in engine_cpu:  # a local Redis: its /proc figure and INFO cpu agree within a tick per job
@@ -141,6 +145,16 @@ def test_redis_command_costs_are_deltas() -> None:
     rows = redis_command_costs(before, after, jobs=10)
     assert [r["command"] for r in rows] == ["evalsha", "set"]
     assert rows[1] == {"command": "set", "calls": 20, "usec": 200, "usec_per_call": 10.0, "usec_per_job": 20.0}
+
+
+def test_bench_reader_redis_us_counts_only_the_bench_commands_over_the_window() -> None:
+    before = {"cmdstat_xread": {"calls": 5, "usec": 1_000}, "cmdstat_evalsha": {"calls": 1, "usec": 50}}
+    after = {"cmdstat_xread": {"calls": 9, "usec": 3_000}, "cmdstat_xlen": {"calls": 2, "usec": 20},
+             "cmdstat_info": {"calls": 3, "usec": 180}, "cmdstat_evalsha": {"calls": 9, "usec": 90_000},
+             "cmdstat_xreadgroup": {"calls": 4, "usec": 7_000}}
+    # (3000 - 1000) + 20 + 180 usec over 100 messages; the engines' EVALSHA and XREADGROUP are not the bench's
+    assert bench_reader_redis_us(before, after, 100) == 22.0
+    assert bench_reader_redis_us({}, {}, 0) == 0.0
 
 
 def test_cpu_per_msg_sums_engines_and_divides_by_messages() -> None:

@@ -223,7 +223,7 @@ def test_generated_bodies_do_get_claimed() -> None:
     assert claimed == 18
 
 
-# -- the Appendix B line read by one expression (_CANONICAL) -------------------
+# -- the Appendix B line read by the expression's err: group --------------------
 # Each part of the line either canonical or a near miss that must not change the
 # answer: ids with colons or "text:"/"err:" in them, odd counts and dates, other
 # cases and separators, err: values of every shape, text that repeats the keys.
@@ -272,16 +272,21 @@ def test_appendix_b_lines_read_alike(line: bytes, state: int) -> None:
 
 
 def test_the_canonical_line_takes_the_expression() -> None:
-    """Not vacuous: the lines above do reach `_CANONICAL`, with their err: values."""
-    from dlr.receipt_scan import _CANONICAL
+    """Not vacuous: the lines above do reach the expression's err: group, with their values."""
+    from dlr.receipt_scan import _RECEIPT
 
     for err, expected in (("000", ""), ("034", "err:034"), ("0", ""), ("A1", "err:A1"), ("9" * 32, "err:" + "9" * 32)):
         line = _TEXT.replace(b"err:000", f"err:{err}".encode()).replace(b"{id}", b"00AB12")
-        assert _CANONICAL.match(line) is not None
         body = body_of(receipt_pdu(short_message=line, message_state=5))
+        m = _RECEIPT.match(body)
+        assert m is not None and m.group(3) == err.encode()
         assert scan_receipt(body) == ("ab12", "undeliverable", True, expected) == general_path(body)
     for near_miss in (b"err:0:1", b"err:" + b"9" * 33, b"err: 034"):
-        assert _CANONICAL.match(_TEXT.replace(b"err:000", near_miss).replace(b"{id}", b"00AB12")) is None
+        body = body_of(receipt_pdu(short_message=_TEXT.replace(b"err:000", near_miss).replace(b"{id}", b"00AB12"),
+                                   message_state=5))
+        m = _RECEIPT.match(body)
+        assert m is not None and m.group(3) is None  # the layout, but searched by find_err
+        assert scan_receipt(body) == general_path(body)
 
 
 @pytest.mark.parametrize("rid", ["a:b", "text:1", "err:5", "Text:2", "x:err:7", "x" * 66, "a b", "é", ""])

@@ -271,6 +271,51 @@ async def test_record_packed_jobs_write_what_the_json_form_writes(redis_client: 
         await delete_prefix(redis_client, key_prefix)
 
 
+async def test_record_packed_run_of_repeated_fields_follows_every_change(redis_client: Any, key_prefix: str) -> None:
+    """record.lua reads a packed job's fields from ``event`` to ``encoding`` as one run and
+    splits it only when it differs from the job before's: every change is written, also
+    a run of the same characters split differently (client "ab" + kind "c" against "a" +
+    "bc") and a run that comes back after another."""
+    from engine.scripts import RECORD_PACKED, RECORD_PACKED_SAME, Packed
+
+    assert RECORD_PACKED[RECORD_PACKED_SAME:] == ("event", "carrier", "parts", "error", "client", "kind", "encoding")
+    record = Script("record")
+    k = Keys(key_prefix)
+    try:
+        e = await _setup(redis_client, key_prefix, 6)
+        runs = [
+            dict(client="ab", kind="c"),
+            dict(client="ab", kind="c"),  # the same run: not split again
+            dict(client="a", kind="bc"),  # the same characters, other lengths
+            dict(client="ab", kind="c", event="failed", error="0x00000045"),
+            dict(client="ab", kind="c", carrier="sim", encoding="ucs2"),
+            dict(client="ab", kind="c"),  # back to the first
+        ]
+        jobs = [
+            RecordJob(
+                job_id=f"j{i}", event=str(r.get("event", "submitted")), carrier=str(r.get("carrier", "sim")), parts=1,
+                message_ids=f"m{i}", error=str(r.get("error", "")), ref="", client=r["client"], kind=r["kind"],
+                callback="", to_hash="h" * 64, to_mask="+45******01", encoding=str(r.get("encoding", "gsm7")),
+                corr="", expect=1, dlr_ids="",
+            )
+            for i, r in enumerate(runs)
+        ]
+        packed = Packed(len(RECORD_PACKED))
+        for j in jobs:
+            assert packed.add(_job_fields(j))
+        payload = payload_json(RecordBatch(retention_until=1, waits={}, jobs=[], acks=e))
+        assert await record(redis_client, *record_call(k, k.jobs, "g", payload, 1000, "t4", packed)) == 6
+        events = [f for _i, f in await redis_client.xrange(k.events)]
+        assert [f[b"id"].decode() for f in events] == [j.job_id for j in jobs]
+        for j, f in zip(jobs, events, strict=True):
+            got = {name: f[name.encode()].decode() for name in ("event", "carrier", "parts", "error", "client", "kind",
+                                                                 "encoding", "message_ids", "to_hash")}
+            assert got == {"event": j.event, "carrier": j.carrier, "parts": "1", "error": j.error, "client": j.client,
+                           "kind": j.kind, "encoding": j.encoding, "message_ids": j.message_ids, "to_hash": j.to_hash}
+    finally:
+        await delete_prefix(redis_client, key_prefix)
+
+
 async def test_claim_answers_packed_claims_after_the_payloads(redis_client: Any, key_prefix: str) -> None:
     """Transactional claims packed, a marketing one in the payload: one answer per claim,
     the payload's first; a taken mark is reported for a packed claim as for any."""
