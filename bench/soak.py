@@ -172,7 +172,9 @@ async def _produce(redis: Any, streams: list[str], o: BenchOptions, s: SoakOptio
         await asyncio.sleep(0.005)
 
 
-async def run_soak(o: BenchOptions, s: SoakOptions, redis_url: str, workdir: Path) -> dict[str, Any]:
+async def run_soak(
+    o: BenchOptions, s: SoakOptions, redis_url: str, workdir: Path, clean_up: bool = True
+) -> dict[str, Any]:
     """One steady run; returns ``{"settings", "intervals": [...], "lost", "duplicates", ...}``."""
     from redis.asyncio import Redis
 
@@ -339,10 +341,14 @@ async def run_soak(o: BenchOptions, s: SoakOptions, redis_url: str, workdir: Pat
         await asyncio.to_thread(children.stop_all, 15.0)
         if sim_err is not None:
             sim_err.close()
-        with contextlib.suppress(Exception):
-            written = [k async for k in redis.scan_iter(match=f"{prefix}:*", count=5000)]
-            for i in range(0, len(written), 1000):
-                await redis.delete(*written[i : i + 1000])
+        # The run's keys are removed from a Redis that outlives the run (REDIS_URL); the
+        # bench's own embedded one is stopped right after: scanning millions of names
+        # there would only delay the report.
+        if clean_up:
+            with contextlib.suppress(Exception):
+                written = [k async for k in redis.scan_iter(match=f"{prefix}:*", count=5000)]
+                for i in range(0, len(written), 1000):
+                    await redis.delete(*written[i : i + 1000])
         with contextlib.suppress(Exception):
             await redis.aclose()
 
@@ -387,10 +393,10 @@ def main_soak(o: BenchOptions, s: SoakOptions, json_path: str | None, logs_dir: 
     async def go() -> None:
         if logs_dir:
             Path(logs_dir).mkdir(parents=True, exist_ok=True)
-            holder["r"] = await run_soak(o, s, url, Path(logs_dir))
+            holder["r"] = await run_soak(o, s, url, Path(logs_dir), clean_up=embedded is None)
             return
         with tempfile.TemporaryDirectory(prefix="sendgate-soak-") as tmp:
-            holder["r"] = await run_soak(o, s, url, Path(tmp))
+            holder["r"] = await run_soak(o, s, url, Path(tmp), clean_up=embedded is None)
 
     try:
         try:
