@@ -16,6 +16,7 @@ two versions of the same code, and timed runs for the absolute figure.)
     python -m bench.instructions engine [--python PY --tree DIR] [--hooks pkg.mod:Class] [--shards N [--spread]] [--marketing]   # needs REDIS_URL
     python -m bench.instructions archiver [--pattern paired|split] [--python PY --tree DIR]   # REDIS_URL, PostgreSQL
     python -m bench.instructions path [--python PY --tree DIR] [--small N --large N] [--shards N]
+    python -m bench.instructions idle [--python PY --tree DIR] [--shards N] [--delay-s S]
 
 ``receipts``: instructions Redis executes inside EVALSHA per receipt, for
 batches of 1,000 fast-path receipts applied by ``dlr/correlate.lua`` (with the
@@ -55,6 +56,17 @@ the slowed engine lets them: repeat runs differ by ~1-2 %), but it counts
 everything the engine does per message: the stream read, parsing, segmenting,
 claims, PDU encoding, the window, submit_sm_resp handling, the record call,
 receipts, metrics, freeing.
+``idle``: the engine's instructions per second of wall time that do not scale
+with the jobs (the maintenance tick, the ops sampler, the readers' empty
+polls: per shard or per lane, not per job), as ``path`` runs it: 1,000 jobs
+with receipts at once, then with receipts ``--delay-s`` later (the same work,
+a run that much longer); the difference over the elapsed time's. Under
+callgrind the engine runs ~50x slower, so ``path``'s figure per job holds
+this rate × the run's time per job (~3 ms at four shards): a cost of a few
+instructions per job at full speed shows there as thousands, more the
+slower a loaded machine runs the callgrind engine. (The two runs' wall
+times differ by start-up and drain waits more than by their jobs, so that
+part is not subtracted: compare ``path`` figures taken at the same load.)
 ``simulator``: the simulator's work per message with and without receipts
 (submit_sm in, resp out; the receipt built, written, and its
 deliver_sm_resp read). The Python figures are the difference of two runs of
@@ -328,7 +340,8 @@ def archiver_instructions(tree: Path = _ROOT, python: str = sys.executable, smal
 def path_instructions(tree: Path = _ROOT, python: str = sys.executable, small: int = 3000,
                       large: int = 13000, shards: int = 1) -> float:
     """Engine instructions per job over the whole path (see ``path`` above); ``shards``:
-    ``sendgate bench --shards`` (the jobs spread over the shards as producers spread them)."""
+    ``sendgate bench --shards`` (the jobs spread over the shards as producers spread them).
+    The figure holds the per-second work too (``idle``), times the run's length per job."""
     _need_valgrind()
     counts = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -342,6 +355,27 @@ def path_instructions(tree: Path = _ROOT, python: str = sys.executable, small: i
             )
             counts.append(_total(out))
     return (counts[1] - counts[0]) / (large - small)
+
+
+def idle_instructions(tree: Path = _ROOT, python: str = sys.executable, shards: int = 1, jobs: int = 1000,
+                      delay_s: float = 20.0) -> float:
+    """Engine instructions per second of wall time that do not scale with jobs (see
+    ``idle`` above): worker 0 of ``sendgate bench --jobs N`` under callgrind, once
+    with receipts at once and once with them ``delay_s`` later (the same work, a
+    run that much longer): the difference per second of the delay."""
+    _need_valgrind()
+    counts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for delay in (0.0, delay_s):
+            out = Path(tmp) / f"cg.idle.{delay}"
+            subprocess.run(
+                [python, "-m", "engine.cli", "bench", "--jobs", str(jobs), "--quiet", "--timeout-s", "1200",
+                 "--callgrind", str(out), "--json", str(Path(tmp) / f"idle.{delay}.json"),
+                 "--dlr-delay-ms", str(int(delay * 1000)), *(["--shards", str(shards)] if shards > 1 else [])],
+                cwd=tree, check=True, stdout=subprocess.DEVNULL,
+            )
+            counts.append(_total(out))
+    return (counts[1] - counts[0]) / delay_s
 
 
 def _need_valgrind() -> str:
@@ -609,6 +643,11 @@ def main(argv: list[str] | None = None) -> int:
     pa.add_argument("--small", type=int, default=3000, help="jobs of the shorter run")
     pa.add_argument("--large", type=int, default=13000, help="jobs of the longer run")
     pa.add_argument("--shards", type=int, default=1, help="[redis] shards of the bench's engine (sendgate bench --shards)")
+    il = sub.add_parser("idle", help="engine instructions per second that do not scale with jobs (ticks, samples, polls)")
+    il.add_argument("--tree", type=Path, default=_ROOT, help="checkout to measure (default: this one)")
+    il.add_argument("--python", default=sys.executable, help="its interpreter (its venv's python)")
+    il.add_argument("--shards", type=int, default=1, help="[redis] shards of the bench's engine (sendgate bench --shards)")
+    il.add_argument("--delay-s", type=float, default=20.0, help="how much later the receipts come in the second run")
     a = p.parse_args(argv)
     if a.what == "receipts":
         what = "per receipt tried without its entry" if a.miss else "per receipt"
@@ -629,6 +668,10 @@ def main(argv: list[str] | None = None) -> int:
         per = path_instructions(a.tree, a.python, a.small, a.large, a.shards)
         print(f"engine path: {per:,.0f} instructions per job (sendgate bench worker 0, {a.small} vs {a.large} jobs,"
               f" shards {a.shards})")
+    elif a.what == "idle":
+        rate = idle_instructions(a.tree, a.python, a.shards, delay_s=a.delay_s)
+        print(f"engine idle: {rate:,.0f} instructions per second of wall time (sendgate bench worker 0 under callgrind,"
+              f" shards {a.shards}, receipts {a.delay_s:g} s later)")
     elif a.what == "scan":
         print(f"scan_receipt: {python_instructions(_SCAN, 2000, 12000):,.0f} instructions per receipt")
     else:

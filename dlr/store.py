@@ -199,6 +199,7 @@ __all__ = [
     "bucket_key",
     "correlation_arg",
     "correlation_bucket",
+    "expire_stores",
     "pack_staged",
     "parse_staged",
     "publish_script",
@@ -1225,6 +1226,32 @@ async def apply_stores(
             store._read_apply(next(raws), carrier, ordered, result, compact)
         results.append(result)
     return results
+
+
+async def expire_stores(
+    redis: Any, stores: Sequence[ReceiptStore], now_ms: int, limit: int = 1000
+) -> list[tuple[list[JobEvent], bool]]:
+    """`ReceiptStore.expire_overdue` of several stores (the shards of one Redis), a
+    result each: on a plain ``redis.asyncio.Redis`` the stores' calls in one
+    pipelined round trip (each on its own store's slot); a store whose call was
+    refused with NOSCRIPT makes its call again alone (which loads the script). A
+    client without a connection pool (Redis Cluster) calls the stores one by one."""
+    if len(stores) == 1 or getattr(redis, "connection_pool", None) is None:
+        return [await store.expire_overdue(now_ms, limit) for store in stores]
+    pipe = redis.pipeline(transaction=False)
+    for store in stores:
+        keys = store._script_keys
+        args = store._args("expire") + EXPIRE_ARGS.build(now=now_ms, limit=limit, window=store.duplicate_window_ms)
+        pipe.evalsha(_SCRIPT_SHA, len(keys), *keys, *args)
+    out: list[tuple[list[JobEvent], bool]] = []
+    for store, raw in zip(stores, await pipe.execute(raise_on_error=False), strict=True):
+        if isinstance(raw, NoScriptError):
+            out.append(await store.expire_overdue(now_ms, limit))
+            continue
+        if isinstance(raw, BaseException):
+            raise raw
+        out.append(([_job_event(item) for item in raw[1:]], _text(raw[0]) == "1"))
+    return out
 
 
 class UnmatchedBuffer:

@@ -462,10 +462,9 @@ class Engine:
         """Each lane's backlog (unread, unacked, parked): gauge, /readyz, ``P:backlog``."""
         parked = await self.pipeline.check_parked()
         backlog = dict(parked)
-        for keys in self.pipeline.shards:  # every shard's lanes
-            lanes = await lane_backlog(self.redis, keys, self.settings.engine.group)
-            for lane, n in lanes.items():
-                backlog[lane] = backlog.get(lane, 0) + n
+        # every shard's lanes, in one pipeline (a Cluster's client splits it by node)
+        for lane, n in (await lane_backlog(self.redis, self.pipeline.shards, self.settings.engine.group)).items():
+            backlog[lane] = backlog.get(lane, 0) + n
         for lane, n in backlog.items():
             self.metrics.lane_backlog.labels(lane).set(n)
         self.backlog = backlog

@@ -10,7 +10,7 @@ streams itself (docs/contract.md §2.5, "Backpressure").
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -74,11 +74,16 @@ async def group_backlog(redis: Redis, streams: list[str], group: str) -> list[tu
     return out
 
 
-async def lane_backlog(redis: Redis, keys: Keys, group: str) -> dict[str, int]:
-    """Each lane's entries not yet read by ``group`` plus read and not acked."""
-    out: dict[str, int] = {}
-    for lane, found in zip(LANE_NAMES, await group_backlog(redis, list(keys.lanes()), group), strict=True):
-        out[lane] = 0 if found is None else int(found[0].get("pending") or 0) + found[1]
+async def lane_backlog(redis: Redis, keys: Keys | Sequence[Keys], group: str) -> dict[str, int]:
+    """Each lane's entries not yet read by ``group`` plus read and not acked; ``keys``:
+    one shard's, or several shards' (their lanes added up, all read in one pipeline:
+    two round trips for every shard, not two per shard)."""
+    shards = (keys,) if isinstance(keys, Keys) else tuple(keys)
+    streams = [stream for k in shards for stream in k.lanes()]
+    out: dict[str, int] = dict.fromkeys(LANE_NAMES, 0)
+    for i, found in enumerate(await group_backlog(redis, streams, group)):
+        if found is not None:
+            out[LANE_NAMES[i % 3]] += int(found[0].get("pending") or 0) + found[1]
     return out
 
 

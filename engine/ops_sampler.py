@@ -173,12 +173,15 @@ class OpsSampler:
             self.redis_ok = True
             self.metrics.redis_rtt.set(self.redis_rtt_s)
             now_ms = int(time.time() * 1000)
+            # every shard's lanes in one round of pipelined calls (not a few calls per stream)
+            streams = [k.lanes()[i] for i in range(len(LANE_NAMES)) for k in self.shards]
+            samples = iter(await self._lanes(streams, now_ms))
             for i, name in enumerate(LANE_NAMES):
                 lag = pending = 0
                 age = 0.0
                 for k in self.shards:
                     stream = k.lanes()[i]
-                    one = await self._lane(stream, now_ms)
+                    one = next(samples)
                     self._stream_lag[stream].set(one.lag)
                     self._stream_pending[stream].set(one.pending)
                     lag, pending, age = lag + one.lag, pending + one.pending, max(age, one.oldest_age_s)
@@ -213,31 +216,65 @@ class OpsSampler:
             self.rates = {c: round(max(0, n - before.get(c, 0)) / elapsed, 1) for c, n in written.items()}
         self._last_written = (now, written)
 
-    async def _lane(self, stream: str, now_ms: int) -> LaneSample:
-        try:
-            groups: Any = await self.redis.xinfo_groups(stream)
-        except ResponseError:  # no such stream yet
-            return LaneSample()
-        for g in groups:
-            if _text(g.get("name")) != self.group:
+    async def _lanes(self, streams: list[str], now_ms: int) -> list[LaneSample]:
+        """Each stream's sample: XINFO GROUPS of every stream in one pipeline, then
+        what some need besides (Redis < 7: the count after the group's last id, on
+        the raw-reply client; the oldest entry's age) in one more pipeline each. A
+        Cluster's client splits a pipeline by node (every call is of one key)."""
+        replies: list[Any] = await self._pipelined(self.redis, [("xinfo_groups", (s,), {}) for s in streams])
+        found: list[tuple[int, int, Any, Any]] = []  # index, pending, lag (None: Redis < 7), last id
+        for i, groups in enumerate(replies):
+            if isinstance(groups, ResponseError):  # no such stream yet
                 continue
-            pending = int(g.get("pending") or 0)
-            raw_lag = g.get("lag")
-            lag = int(raw_lag) if raw_lag is not None else await self._count_after(stream, g.get("last-delivered-id"))
-            oldest_ms: int | None = None
-            if pending:
-                summary: Any = await self.redis.xpending(stream, self.group)
-                oldest_ms = _id_ms(summary.get("min")) if summary else None
-            elif lag:
-                oldest_ms = await self._first_after(stream, g.get("last-delivered-id"))
+            if isinstance(groups, BaseException):
+                raise groups
+            g = next((x for x in groups if _text(x.get("name")) == self.group), None)
+            if g is not None:
+                raw_lag = g.get("lag")
+                found.append((i, int(g.get("pending") or 0), None if raw_lag is None else int(raw_lag),
+                              g.get("last-delivered-id")))
+        unknown = [(i, last) for i, _p, lag, last in found if lag is None]
+        counted: dict[int, int] = {}
+        if unknown:
+            if self._raw is None:
+                self._raw = raw_reply_client(self.redis, ("XRANGE",), _raw_reply)
+            for (i, _last), entries in zip(unknown, await self._pipelined(self._raw, [
+                ("xrange", (streams[i],), {"min": "(" + _text(last or "0-0"), "count": 10_000}) for i, last in unknown
+            ]), strict=True):
+                if isinstance(entries, BaseException):
+                    raise entries
+                counted[i] = len(entries or ())
+        lags = {i: counted[i] if lag is None else lag for i, _p, lag, _last in found}
+        # the oldest waiting entry: the oldest pending one, else the first unread one
+        ages = [(i, pending) for i, pending, _lag, _last in found if pending or lags[i]]
+        oldest: dict[int, int | None] = {}
+        if ages:
+            last_of = {i: last for i, _p, _lag, last in found}
+            for (i, pending), reply in zip(ages, await self._pipelined(self.redis, [
+                ("xpending", (streams[i], self.group), {}) if pending
+                else ("xrange", (streams[i],), {"min": "(" + _text(last_of[i] or "0-0"), "count": 1})
+                for i, pending in ages
+            ]), strict=True):
+                if isinstance(reply, BaseException):
+                    raise reply
+                if pending:
+                    oldest[i] = _id_ms(reply.get("min")) if reply else None
+                else:
+                    oldest[i] = _id_ms(reply[0][0]) if reply else None
+        out = [LaneSample() for _ in streams]
+        for i, pending, _lag, _last in found:
+            oldest_ms = oldest.get(i)
             age = max(0.0, (now_ms - oldest_ms) / 1000) if oldest_ms is not None else 0.0
-            return LaneSample(lag, pending, round(age, 3))
-        return LaneSample()
+            out[i] = LaneSample(lags[i], pending, round(age, 3))
+        return out
 
-    async def _first_after(self, stream: str, last_id: Any) -> int | None:
-        after = _text(last_id or "0-0")
-        entries: Any = await self.redis.xrange(stream, min="(" + after, count=1)
-        return _id_ms(entries[0][0]) if entries else None
+    @staticmethod
+    async def _pipelined(redis: Redis, calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
+        """``calls`` (method, args, keywords) in one non-transactional pipeline: each reply or its error."""
+        pipe = redis.pipeline(transaction=False)
+        for method, args, kwargs in calls:
+            getattr(pipe, method)(*args, **kwargs)
+        return list(await pipe.execute(raise_on_error=False))
 
     async def _count_after(self, stream: str, last_id: Any) -> int:
         # Redis < 7 or a lag it cannot compute (entries deleted): count the tail, bounded.

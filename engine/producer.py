@@ -212,12 +212,8 @@ class Producer:
         return await self._lanes_now()
 
     async def _lanes_now(self) -> dict[str, int]:
-        """Every shard's lanes' unread and unacked entries, added up."""
-        total: dict[str, int] = {}
-        for keys in self.shards:
-            for lane, n in (await lane_backlog(self.redis, keys, self.group)).items():
-                total[lane] = total.get(lane, 0) + n
-        return total
+        """Every shard's lanes' unread and unacked entries, added up (one pipeline)."""
+        return await lane_backlog(self.redis, self.shards, self.group)
 
     async def ready(self, high_water: int | None = None) -> bool:
         """False while a lane's backlog is above ``high_water`` (default: the

@@ -67,6 +67,7 @@ from dlr.store import (
     ReceiptStore,
     UnmatchedBuffer,
     apply_stores,
+    expire_stores,
 )
 from dlr.webhook import WebhookForwarder
 from engine import receipt_hooks
@@ -455,9 +456,11 @@ class ReceiptSink:
         while await self.inbound.sweep() >= 500:
             pass
         now_ms = int(time.time() * 1000)
-        for store in self.stores:  # every shard's receipt deadlines
-            while True:
-                finals, more = await store.expire_overdue(now_ms, limit=1000)
+        stores = self.stores  # every shard's receipt deadlines: one round trip for all (expire_stores)
+        while stores:
+            due = []
+            for store, (finals, more) in zip(stores, await expire_stores(self.redis, stores, now_ms, 1000), strict=True):
                 self._publish(finals, now_ms)
-                if not more:
-                    break
+                if more:
+                    due.append(store)
+            stores = due

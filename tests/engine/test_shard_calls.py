@@ -4,7 +4,9 @@
 - `dlr.store.apply_stores`: a receipt batch's calls on several shards in one
   round trip, each call on its own shard's slot, and a failed round trip made
   again call by call without applying a receipt twice;
-- the maintenance tick's schedule calls of every shard in one round trip.
+- the maintenance tick's schedule calls of every shard in one round trip,
+  and its receipt expiry (`dlr.store.expire_stores`) and backlog sample
+  (`engine.backlog.lane_backlog` of every shard) likewise.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from dlr.store import ReceiptRecord, ReceiptStore, apply_stores, put_correlation
+from dlr.store import ReceiptRecord, ReceiptStore, apply_stores, expire_stores, put_correlation
+from engine.backlog import lane_backlog
 from engine.keys import Keys, cluster_slot, shard_keys, shard_of
 from engine.metrics import Metrics
 from engine.pipeline import Pipeline, ShardHints
@@ -222,6 +225,47 @@ async def test_the_one_recorder_records_every_shards_batch_in_one_write(redis_ur
         assert [ij.entry_id for ij in p._to_record[refused]] == [ij.entry_id for ij in by_stream[refused]]
         assert set(p._to_record) == {refused} and p._recorded == 9
         assert p.metrics.batches._value.get() == batches + 3
+    finally:
+        await delete_prefix(r, key_prefix)
+        await r.aclose()
+
+
+async def test_expire_stores_expires_each_shards_overdue_entries_on_its_shard(redis_url: str, key_prefix: str) -> None:
+    r = Redis.from_url(redis_url)
+    shards = shard_keys(key_prefix, N)
+    try:
+        for k, keys in enumerate(shards):
+            for i in range(k + 1):  # shard k: k + 1 entries whose wait ended
+                await _stage(r, keys, f"x{k}-{i}", f"x{k}{i}")
+        stores = [ReceiptStore(r, keys) for keys in shards]
+        assert await expire_stores(r, stores, STAGED_END_MS - 1) == [([], False)] * N  # not due yet
+        results = await expire_stores(r, stores, STAGED_END_MS)
+        assert [more for _finals, more in results] == [False] * N
+        for k, (finals, _more) in enumerate(results):
+            assert sorted(e.job_id for e in finals) == [f"x{k}-{i}" for i in range(k + 1)]
+            assert all(e.event == "unknown" and e.final for e in finals)
+            published = [f[b"id"].decode() for _e, f in await r.xrange(shards[k].events)]
+            assert sorted(published) == [f"x{k}-{i}" for i in range(k + 1)]  # each on its own shard, once
+        assert await expire_stores(r, stores, STAGED_END_MS) == [([], False)] * N
+    finally:
+        await delete_prefix(r, key_prefix)
+        await r.aclose()
+
+
+async def test_lane_backlog_of_every_shard_adds_up_their_lanes(redis_url: str, key_prefix: str) -> None:
+    r = Redis.from_url(redis_url)
+    shards = shard_keys(key_prefix, N)
+    try:
+        for k, keys in enumerate(shards):
+            for stream in keys.lanes():
+                await r.xgroup_create(stream, "g", id="0", mkstream=True)
+            for _ in range(k + 1):
+                await r.xadd(keys.jobs, {"n": "1"})  # normal lane: unread
+            await r.xadd(keys.jobs_bulk, {"n": "1"})
+            await r.xreadgroup("g", "c", {keys.jobs_bulk: ">"})  # bulk: read, not acked
+        per_shard = [await lane_backlog(r, keys, "g") for keys in shards]
+        assert per_shard[3] == {"high": 0, "normal": 4, "bulk": 1}
+        assert await lane_backlog(r, shards, "g") == {"high": 0, "normal": 1 + 2 + 3 + 4, "bulk": N}
     finally:
         await delete_prefix(r, key_prefix)
         await r.aclose()
