@@ -1742,7 +1742,7 @@ class Pipeline:
             if deadline != last:  # usually one deadline for the batch: one str
                 last, text = deadline, str(deadline)
             ev.retention_until = text
-        self.hooks.on_events(events)
+        self.hooks.on_events(events, names_free=True)  # JobEventViews only
         return deadlines, events
 
     async def _through_hooks(self, run: Callable[[], _T]) -> _T | HookFailed:

@@ -152,7 +152,7 @@ def hook_edits(
         else:
             for ev, deadline in zip(events, deadlines, strict=True):
                 set_field(ev, "retention_until", str(deadline))
-        chain.on_events(views)
+        chain.on_events(views, names_free=True)  # ReceiptEvents only
         written = {id(ev) for ev in _WRITES}
     finally:
         del _WRITES[:]
