@@ -35,7 +35,6 @@ import re
 __all__ = [
     "HASH_HEX_LEN",
     "KeyedHasher",
-    "has_digit_run",
     "keyed_hash",
     "looks_like_number",
     "mask_e164_digits",
@@ -112,13 +111,6 @@ def _is_identifier(text: str, start: int, end: int) -> bool:
             if match.start() <= start and end <= match.end():
                 return True
     return False
-
-
-def has_digit_run(text: str) -> bool:
-    """True when ``text`` holds a run of six or more digits: without one,
-    ``redact_text`` returns it unchanged (one scan in C; texts joined by a
-    non-digit are checked at once)."""
-    return _RUN.search(text) is not None
 
 
 def redact_text(text: str) -> str:

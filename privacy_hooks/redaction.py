@@ -39,7 +39,7 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
-from .masking import has_digit_run, mask_number, redact_text
+from .masking import mask_number, redact_text
 
 __all__ = [
     "NUMBER_FIELDS",
@@ -201,7 +201,7 @@ def redact_record(record: logging.LogRecord) -> logging.LogRecord:
     if _MARK in d:
         return record
     # (the record's own dict, not its attributes: this runs for every record emitted)
-    message = _render(record)
+    d["msg"] = redact_text(_render(record))
     d["args"] = None
     exc_info = d.get("exc_info")
     if exc_info and not d.get("exc_text"):
@@ -212,7 +212,6 @@ def redact_record(record: logging.LogRecord) -> logging.LogRecord:
     stack_info = d.get("stack_info")
     if stack_info:
         d["stack_info"] = redact_text(stack_info)
-    texts: list[str] = []  # the extras masked like the message (strings under a plain name)
     if len(d) > _N_INIT:
         # the extras: the keys after LogRecord.__init__'s own (checked against the
         # standard names all the same: a record factory may set more of them)
@@ -221,20 +220,8 @@ def redact_record(record: logging.LogRecord) -> logging.LogRecord:
             if key in standard or key[:1] == "_":
                 continue
             value = d[key]
-            if type(value) is str and key not in named:  # the usual extra
-                texts.append(key)
-            else:
-                d[key] = redact_field(key, value)
-    # The message and those extras, checked in one scan (joined by NUL, a non-digit:
-    # no run spans two); most records hold no run of six digits: nothing to mask.
-    if not texts:
-        d["msg"] = redact_text(message)
-    elif not has_digit_run("\0".join([message, *[d[key] for key in texts]])):
-        d["msg"] = message
-    else:
-        d["msg"] = redact_text(message)
-        for key in texts:
-            d[key] = redact_text(d[key])
+            # the usual extra, a string under a plain name: masked like the message
+            d[key] = redact_text(value) if type(value) is str and key not in named else redact_field(key, value)
     d[_MARK] = True
     return record
 
