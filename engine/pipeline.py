@@ -1621,12 +1621,24 @@ class Pipeline:
         hint_of = {carrier: self.receipt_hints.of(carrier) for carrier in waits} if self.nshards > 1 else None
         # The common jobs travel packed (RECORD_PACKED); a job a hook edited, as RecordJob.
         packed = Packed(_RECORD_WIDTH)
-        # Without hook views, the common jobs are packed in one tight pass first;
-        # the loop below then sees only the others (indexes into `events` are not used).
-        rest = done if events is not None else self._pack_common(done, packed, hint_of, shard)
+        # The common jobs are packed in one tight pass first -- with hook views, those
+        # no hook wrote (written as without hooks: usually every one); the loop below
+        # then sees the others, a job a hook edited with its view (``views``).
+        views: list[JobEventView | None] | None = None
+        if events is None:
+            rest = self._pack_common(done, packed, hint_of, shard)
+        else:
+            edited = [n for n, ev in enumerate(events) if ev.edits is not None]
+            if not edited:
+                rest = self._pack_common(done, packed, hint_of, shard)
+            else:
+                skip = set(edited)
+                rest = self._pack_common([ij for n, ij in enumerate(done) if n not in skip], packed, hint_of, shard)
+                views = [None] * len(rest) + [events[n] for n in edited]
+                rest += [done[n] for n in edited]
         for n, ij in enumerate(rest):
             job = ij.job
-            ev = events[n] if events is not None and events[n].edits is not None else None
+            ev = views[n] if views is not None else None
             ref = job.ref if ev is None else str(ev.get("ref") or "")
             corr: str | list[list[str | int]] = ""
             dlr_ids = ""
@@ -1730,7 +1742,7 @@ class Pipeline:
             if deadline != last:  # usually one deadline for the batch: one str
                 last, text = deadline, str(deadline)
             ev.retention_until = text
-        self.hooks.on_events(events)
+        self.hooks.on_events(events, names_free=True)  # JobEventViews only
         return deadlines, events
 
     async def _through_hooks(self, run: Callable[[], _T]) -> _T | HookFailed:

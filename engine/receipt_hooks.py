@@ -50,7 +50,7 @@ from dlr.store import BatchResult, JobEvent, ReceiptRecord, ReceiptStore, Staged
 from engine.metrics import Metrics
 from privacy_hooks import EVENT_EDITABLE, HOOK_ATTEMPTS, HookChain, HookFailed
 
-__all__ = ["HookRetry", "HookedReceiptStore", "ReceiptEvent", "hook_edits", "install"]
+__all__ = ["HookRetry", "HookedReceiptStore", "ReceiptEvent", "hook_edits", "install", "receipt_events"]
 
 log = logging.getLogger("sendgate.receipts")
 
@@ -74,36 +74,96 @@ def _s(value: Any) -> str:
 Edits = list[tuple[int, list[tuple[str, str]]]]
 
 
+_WRITES: list[ReceiptEvent] = []
+"""The events written to (a hook's write) since :func:`hook_edits` began its batch."""
+
+
 class ReceiptEvent(dict[str, Any]):
     """A receipt event as the hooks see it: a plain dict of its fields as composed. None
     of them holds a number or text in clear (``names_free``, like the engine's job
-    views), so the redaction hook passes it without looking at its keys."""
+    views), so the redaction hook passes it without looking at its keys.
+
+    Every way to change it through its methods notes the event (``_WRITES``), so
+    :func:`hook_edits` compares only the events a hook wrote to with what they were
+    (no copy of every event; usually none was written)."""
 
     __slots__ = ()
     names_free = True
 
+    def __setitem__(self, key: str, value: Any) -> None:
+        _WRITES.append(self)
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: str) -> None:
+        _WRITES.append(self)
+        dict.__delitem__(self, key)
+
+    def __ior__(self, other: Any) -> ReceiptEvent:  # type: ignore[override,misc]
+        _WRITES.append(self)
+        dict.update(self, other)
+        return self
+
+    def pop(self, *args: Any) -> Any:
+        _WRITES.append(self)
+        return dict.pop(self, *args)
+
+    def popitem(self) -> tuple[str, Any]:
+        _WRITES.append(self)
+        return dict.popitem(self)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        _WRITES.append(self)
+        return dict.setdefault(self, key, default)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        _WRITES.append(self)
+        dict.update(self, *args, **kwargs)
+
+    def clear(self) -> None:
+        _WRITES.append(self)
+        dict.clear(self)
+
+
+def receipt_events(fields: Sequence[list[str]]) -> list[ReceiptEvent]:
+    """The hooks' events of a staged batch's field lists (``StagedBatch.events``)."""
+    return [ReceiptEvent(zip(it, it, strict=False)) for it in map(iter, fields)]
+
 
 def hook_edits(
-    chain: HookChain, events: Sequence[dict[str, str]], now_s: float
+    chain: HookChain, events: Sequence[ReceiptEvent], now_s: float, fields: Sequence[Sequence[str]]
 ) -> tuple[list[tuple[str, str]], Edits]:
     """Run the chain over staged receipt events (``on_store("job")``, then
     ``on_events``); return what the publish writes with them: the fields every event
     gets (their deadline, ``retention_until``, when they share one: the usual case) and
     per event its own (its deadline otherwise, and the ``EVENT_EDITABLE`` fields a hook
-    changed, added or removed — removed: ""). Raises ``HookFailed``."""
-    originals = [e.copy() for e in events]  # (one C copy each; compared once after the hooks)
-    views: list[MutableMapping[str, Any]] = list(events)
-    deadlines = chain.on_store_batch("job", views, now_s)
-    first = deadlines[0] if deadlines else 0
-    shared = deadlines.count(first) == len(deadlines)
-    texts = [str(first)] * len(deadlines) if shared else [str(d) for d in deadlines]
-    for ev, orig, text in zip(events, originals, texts, strict=True):
-        ev["retention_until"] = orig["retention_until"] = text
-    chain.on_events(views)
+    changed, added or removed — removed: ""). ``fields``: each event's field list as
+    staged (what it was before the hooks). Raises ``HookFailed``."""
+    del _WRITES[:]
+    try:
+        views: list[MutableMapping[str, Any]] = list(events)
+        deadlines = chain.on_store_batch("job", views, now_s)
+        first = deadlines[0] if deadlines else 0
+        shared = deadlines.count(first) == len(deadlines)
+        set_field = dict.__setitem__  # the engine's stamp: not a hook's write
+        if shared:
+            text = str(first)
+            for ev in events:
+                set_field(ev, "retention_until", text)
+        else:
+            for ev, deadline in zip(events, deadlines, strict=True):
+                set_field(ev, "retention_until", str(deadline))
+        chain.on_events(views, names_free=True)  # ReceiptEvents only
+        written = {id(ev) for ev in _WRITES}
+    finally:
+        del _WRITES[:]
     edits: Edits = []
-    for i, (ev, orig) in enumerate(zip(events, originals, strict=True), 1):
-        pairs = [] if shared else [("retention_until", texts[i - 1])]
-        if ev != orig:  # a hook wrote a field (usually none did: one compare)
+    if shared and not written:  # the usual case: no hook wrote, one deadline
+        return ([("retention_until", str(first))] if events else []), edits
+    for i, ev in enumerate(events, 1):
+        pairs = [] if shared else [("retention_until", str(deadlines[i - 1]))]
+        if id(ev) in written:  # a hook wrote to it: compare with the event as staged
+            it = iter(fields[i - 1])
+            orig = dict(zip(it, it, strict=False))
             for field in EVENT_EDITABLE:
                 before, after = orig.get(field), ev.get(field)
                 if after is None and field in ev:  # set to None: written as ""
@@ -112,7 +172,7 @@ def hook_edits(
                     pairs.append((field, _s(after)))
         if pairs:
             edits.append((i, pairs))
-    return ([("retention_until", texts[0])] if shared and texts else []), edits
+    return ([("retention_until", str(first))] if shared and events else []), edits
 
 
 Settle = Callable[[str, BatchResult, int], None]
@@ -235,9 +295,9 @@ class HookedReceiptStore(ReceiptStore):
         self.busy.add(batch.field)
         try:
             for _ in range(_REREADS):
-                events = [ReceiptEvent(zip(it, it, strict=False)) for it in map(iter, batch.events)]
+                events = receipt_events(batch.events)
                 try:
-                    common, edits = hook_edits(self.chain, events, time.time())
+                    common, edits = hook_edits(self.chain, events, time.time(), batch.events)
                 except HookFailed as err:
                     self.metrics.hook_failures.inc()
                     log.warning("%s; receipt events not published (attempt %d of %d)", err, attempt, HOOK_ATTEMPTS)

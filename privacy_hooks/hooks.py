@@ -291,7 +291,7 @@ class HookChain:
     ``has_custom`` is False and the engine may take the precomputed fast path
     (the defaults' result without calling them per batch)."""
 
-    __slots__ = ("custom", "defaults", "defaults_only", "hooks", "log_failures")
+    __slots__ = ("custom", "defaults", "defaults_only", "hooks", "log_failures", "stock")
 
     def __init__(self, hooks: Iterable[PrivacyHook], *, defaults: int = 0) -> None:
         self.hooks: tuple[PrivacyHook, ...] = tuple(hooks)
@@ -300,6 +300,10 @@ class HookChain:
         # exactly the default hooks: the log filter is the redaction alone
         self.defaults_only = not self.custom and [type(h) for h in self.hooks] == [RedactionHook, RetentionHook]
         self.log_failures = 0  # log records dropped because a custom hook raised on them
+        # the chain starts with the stock defaults (exactly these classes): their batch
+        # work is known -- redaction stamps nothing and passes names_free events, the
+        # retention stamps one ttl/deadline per batch -- so it is done once per batch
+        self.stock = len(self.hooks) >= 2 and type(self.hooks[0]) is RedactionHook and type(self.hooks[1]) is RetentionHook
 
     @property
     def has_custom(self) -> bool:
@@ -356,8 +360,20 @@ class HookChain:
     ) -> list[int]:
         """The deadline of each of ``records`` (of one ``kind``, stored by one call):
         every hook's ``on_store_batch`` once. Raises ``HookFailed``."""
-        stored = [StoredRecord(kind, fields, now_s) for fields in records]
-        for hook in self.hooks:
+        hooks = self.hooks
+        if self.stock and records:  # the records made as the stock defaults leave them (same result, no loop)
+            retention = hooks[1]
+            assert isinstance(retention, RetentionHook)
+            try:
+                ttl = retention.ttl_of(kind)
+            except Exception as err:
+                raise _failed(retention, "on_store", err) from None
+            until = int(now_s) + ttl if ttl else 0
+            stored = [StoredRecord(kind, fields, now_s, ttl, until) for fields in records]
+            hooks = hooks[2:]
+        else:
+            stored = [StoredRecord(kind, fields, now_s) for fields in records]
+        for hook in hooks:
             batch = getattr(hook, "on_store_batch", None)
             try:
                 if batch is not None:
@@ -384,9 +400,13 @@ class HookChain:
                 raise _failed(hook, "on_event", err) from None
         return event
 
-    def on_events(self, events: Sequence[MutableMapping[str, Any]]) -> None:
-        """Every hook's ``on_events`` once over the events of one call. Raises ``HookFailed``."""
-        for hook in self.hooks:
+    def on_events(self, events: Sequence[MutableMapping[str, Any]], *, names_free: bool = False) -> None:
+        """Every hook's ``on_events`` once over the events of one call. Raises ``HookFailed``.
+
+        ``names_free``: the caller knows every event is ``names_free`` (an engine view),
+        so the stock redaction hook, which passes such events, is not called."""
+        hooks = self.hooks[1:] if names_free and self.stock else self.hooks
+        for hook in hooks:
             batch = getattr(hook, "on_events", None)
             try:
                 if batch is not None:

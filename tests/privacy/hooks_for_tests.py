@@ -100,3 +100,12 @@ class RaisingOnReceipts(BaseHook):
     def on_event(self, event: MutableMapping[str, Any]) -> None:
         if _is_receipt_event(event):
             raise ValueError(f"refusing receipt of {event.get('id')} for +4502999123")
+
+
+class TagSomeRefs(BaseHook):
+    """Edits ``ref`` of the submitted events of jobs whose id ends in an odd digit only."""
+
+    def on_events(self, events: Sequence[MutableMapping[str, Any]]) -> None:
+        for event in events:
+            if event.get("event") == "submitted" and str(event.get("id", ""))[-1:] in "13579":
+                event["ref"] = "hooked-" + str(event.get("ref", ""))

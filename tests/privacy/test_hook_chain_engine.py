@@ -127,6 +127,18 @@ async def test_a_hook_may_edit_the_fields_the_engine_takes_back(redis_url: str, 
             assert [e["ref"] for e in events[job["id"]]] == ["hooked-order-1", "hooked-hooked-order-1"]
 
 
+async def test_a_batch_where_a_hook_edits_some_jobs_writes_each_as_left(redis_url: str, key_prefix: str) -> None:
+    # the jobs no hook wrote are packed as without hooks; the edited ones carry their edit
+    jobs = _jobs(40, ref="order-1")
+    async with running(redis_url, key_prefix, privacy={"hooks": [f"{HOOKS}:TagSomeRefs"]}) as (_e, _s, _p, redis):
+        await push(redis, key_prefix, jobs)
+        events = await wait_events(redis, key_prefix, {j["id"] for j in jobs})
+        for job in jobs:
+            expected = "hooked-order-1" if job["id"][-1] in "13579" else "order-1"
+            assert events[job["id"]][0]["event"] == "submitted"
+            assert [e["ref"] for e in events[job["id"]]] == [expected] * len(events[job["id"]]), job["id"]
+
+
 async def test_a_raising_hook_fails_closed(redis_url: str, key_prefix: str, clean_root: None) -> None:
     jobs = _jobs(10)
     stream = io.StringIO()
