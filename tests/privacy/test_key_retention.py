@@ -42,6 +42,7 @@ POLICY: dict[str, tuple[str, object]] = {
     # a generation of marks lives its window and the next, plus a margin of 300 s
     "P:marks:<generation>": ("ttl", 2 * 168 * 3600 + 300),
     "P:marks:<generation>:<bucket>": ("ttl", 2 * 168 * 3600 + 300),
+    "P:marks:<generation>:made": ("ttl", 2 * 168 * 3600 + 300),
     "P:marks:legacy": ("ttl", 168 * 3600 + 300),
     "P:idem:<job id>": ("ttl", 168 * 3600),
     "P:record:<token>": ("ttl", 120),
