@@ -48,6 +48,9 @@ from throttling.global_bucket import GlobalTokenBucket
 
 __all__ = ["Engine", "bind_config", "log_event", "redis_url_for"]
 
+#: The alphabet of an engine id's random part (no digits, no look-alikes).
+_ID_LETTERS = "abcdefghjkmnpqrstuvwxyz"
+
 log = logging.getLogger("sendgate.engine")
 
 
@@ -247,7 +250,9 @@ class Engine:
         leased = {c.name: (self.pools[c.name], c.max_binds, c.lease_ttl_s) for c in self.settings.carriers if c.max_binds}
         if leased:
             # Binds under a fleet-wide cap open as leases are gained (engine/leases.py).
-            engine_id = f"{self.settings.consumer_name}.{secrets.token_hex(3)}"
+            # Letters only after the name: six random hex digits could be all digits,
+            # which the log redaction masks like a phone number (1 time in 17).
+            engine_id = f"{self.settings.consumer_name}.{''.join(secrets.choice(_ID_LETTERS) for _ in range(6))}"
             self.leases = LeaseManager(self.redis, self.keys, engine_id, leased)
             await self.leases.tick()
         self._register_gauges()

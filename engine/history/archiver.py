@@ -55,6 +55,7 @@ import contextlib
 import logging
 import socket
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from itertools import groupby
 from operator import itemgetter
@@ -355,6 +356,8 @@ class Archiver:
     ) -> tuple[list[tuple[str, list[Any]]], list[Any], int] | None:
         """One XREADGROUP and its fold: (batch per stream, deltas, entries); None when
         there was nothing or `stop()` came first."""
+        if self.stopping:
+            return None
         start = "0" if self._read_pending else ">"
         wait_ms = None if (self._read_pending or not block) else (self.block_ms if block_ms is None else block_ms)
         if len(self.streams) > 1:
@@ -420,7 +423,9 @@ class Archiver:
         server had already delivered stay pending and are read again on the next start."""
         if self.stopping:
             if asyncio.iscoroutine(call):
-                call.close()  # never started: no "never awaited" warning
+                with warnings.catch_warnings():  # Python 3.11 warns on closing an unstarted coroutine
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    call.close()
             return _STOPPED
         read = asyncio.ensure_future(call)
         stopped = asyncio.ensure_future(self._stop.wait())

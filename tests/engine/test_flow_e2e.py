@@ -41,16 +41,30 @@ async def test_throttling_carrier_at_half_the_configured_tps_converges_and_loses
 ) -> None:
     n = 20  # the carrier throttles above n per second; sendgate is configured at 2n
     cfg = SimulatorConfig(dlr=True, throttle_tps=n)
-    # Work for about ten seconds: the first cut lands at n exactly (2n / 2), where
-    # the carrier sees less than n a second; the recovery above n after the 2 s
-    # hold brings throttle replies again, and the next cut takes the rate below n.
+    # The first cut lands at n exactly (2n / 2), where the carrier sees less than n a
+    # second; the recovery above n after the 2 s hold brings throttle replies again,
+    # and the next cut takes the rate below n. On a loaded machine the engine may not
+    # reach n during the first recovery (then the limit climbs back to 2n and is cut to
+    # n once more): more work is pushed while it has not converged, for up to twenty
+    # seconds, and a failure says what happened.
     jobs = _jobs(10 * n)
     async with running(redis_url, key_prefix, cfg, proxy=False, carrier={"tps": 2 * n}) as (eng, sim, _p, redis):
         pool = eng.pools["sim"]
         assert pool.rate_per_s() == 2 * n
         await push(redis, key_prefix, jobs)
-        took = await _until(lambda: pool.rate_per_s() < n, timeout_s=10.0)
-        assert took < 10.0
+        start = time.monotonic()
+        seen: list[tuple[float, float, int, int]] = []  # (s, limit, submits, throttled) at each change
+        while (rate := pool.rate_per_s()) >= n:
+            if not seen or seen[-1][1] != rate:
+                seen.append((round(time.monotonic() - start, 2), rate, sim.stats.submits, sim.stats.throttled))
+            if time.monotonic() - start > 20.0:
+                raise AssertionError(f"not below {n} within 20 s; limit changes (s, limit, submits, throttled): {seen}")
+            if sim.stats.submits - sim.stats.throttled > len(jobs) - 2 * n:  # keep it busy
+                more = _jobs(5 * n)
+                jobs += more
+                await push(redis, key_prefix, more)
+            await asyncio.sleep(0.02)
+        assert seen[0][1] == 2 * n and any(limit <= n for _, limit, _, _ in seen), seen  # the first cut: to n
         events = await wait_events(redis, key_prefix, {j["id"] for j in jobs}, timeout_s=60)
     assert sim.stats.throttled > 0
     assert pool.stats.throttled == sim.stats.throttled
