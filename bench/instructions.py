@@ -13,6 +13,7 @@ two versions of the same code, and timed runs for the absolute figure.)
     python -m bench.instructions record
     python -m bench.instructions scan
     python -m bench.instructions simulator
+    python -m bench.instructions redaction [--python PY --tree DIR]
     python -m bench.instructions engine [--python PY --tree DIR] [--hooks pkg.mod:Class] [--shards N [--spread]] [--marketing]   # needs REDIS_URL
     python -m bench.instructions archiver [--pattern paired|split] [--python PY --tree DIR]   # REDIS_URL, PostgreSQL
     python -m bench.instructions path [--python PY --tree DIR] [--small N --large N] [--shards N]
@@ -67,6 +68,12 @@ instructions per job at full speed shows there as thousands, more the
 slower a loaded machine runs the callgrind engine. (The two runs' wall
 times differ by start-up and drain waits more than by their jobs, so that
 part is not subtracted: compare ``path`` figures taken at the same load.)
+``redaction``: the log redaction filter per record without a number (the record
+of bench/micro/test_privacy.py ``_plain_record``: three ``%`` args incl. a float,
+extras ``carrier`` and ``job_id``), ``RedactingFilter`` and the default hook
+chain's log filter: records built in both runs, filtered in one (RUN), GC off;
+the difference of the two runs' slopes, averaged over two hash seeds (dict and
+set probes move a run's figure by a few hundred instructions).
 ``simulator``: the simulator's work per message with and without receipts
 (submit_sm in, resp out; the receipt built, written, and its
 deliver_sm_resp read). The Python figures are the difference of two runs of
@@ -378,6 +385,61 @@ def idle_instructions(tree: Path = _ROOT, python: str = sys.executable, shards: 
     return (counts[1] - counts[0]) / delay_s
 
 
+_REDACTION = """
+import gc, logging
+from privacy_hooks import RedactingFilter, default_chain
+
+def make():
+    record = logging.LogRecord(
+        "sendgate.engine", logging.INFO, "bench.py", 1, "submitted %s via %s in %.1f ms", ("job-1234", "acme-1", 3.2), None
+    )
+    record.__dict__.update({"carrier": "acme", "job_id": "job-1234"})
+    return record
+
+flt = default_chain().log_filter() if CHAIN else RedactingFilter()
+for _ in range(200):
+    flt.filter(make())
+records = [make() for _ in range(N)]
+gc.disable()
+
+def main():
+    if RUN:
+        f = flt.filter
+        for r in records:
+            f(r)
+
+main()
+"""
+
+
+def redaction_instructions(tree: Path = _ROOT, python: str = sys.executable, small: int = 1000,
+                           large: int = 6000, seeds: tuple[int, ...] = (1, 2)) -> dict[str, float]:
+    """Instructions per record of the redaction filter and of the default chain's log
+    filter (see ``redaction`` above)."""
+    valgrind = _need_valgrind()
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for chain in (False, True):
+            per = []
+            for seed in seeds:
+                slopes = []
+                for run in (False, True):
+                    counts = []
+                    for n in (small, large):
+                        code = f"N = {n}\nRUN = {run}\nCHAIN = {chain}\n" + _REDACTION
+                        cg = Path(tmp) / f"cg.{chain}.{seed}.{run}.{n}"
+                        subprocess.run(
+                            [valgrind, "--tool=callgrind", f"--callgrind-out-file={cg}", python, "-c", code],
+                            cwd=tree, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+                        )
+                        counts.append(_total(cg))
+                    slopes.append((counts[1] - counts[0]) / (large - small))
+                per.append(slopes[1] - slopes[0])
+            out["chain" if chain else "filter"] = sum(per) / len(per)
+    return out
+
+
 def _need_valgrind() -> str:
     found = shutil.which("valgrind")
     if not found:
@@ -619,6 +681,9 @@ def main(argv: list[str] | None = None) -> int:
     rc.add_argument("--rounds", type=int, default=5, help="batches of 500 jobs")
     rc.add_argument("--keep-text", action="store_true", help="each job's text sealed into its event ([history] keep_text)")
     sub.add_parser("scan", help="instructions per scan_receipt")
+    rd = sub.add_parser("redaction", help="log redaction filter instructions per record without a number")
+    rd.add_argument("--tree", type=Path, default=_ROOT, help="checkout to measure (default: this one)")
+    rd.add_argument("--python", default=sys.executable, help="its interpreter (its venv's python)")
     sub.add_parser("simulator", help="simulator instructions per message, receipts off and on")
     en = sub.add_parser("engine", help="engine (Python) instructions per job recorded and per receipt (REDIS_URL)")
     en.add_argument("--tree", type=Path, default=_ROOT, help="checkout to measure (default: this one)")
@@ -672,6 +737,10 @@ def main(argv: list[str] | None = None) -> int:
         rate = idle_instructions(a.tree, a.python, a.shards, delay_s=a.delay_s)
         print(f"engine idle: {rate:,.0f} instructions per second of wall time (sendgate bench worker 0 under callgrind,"
               f" shards {a.shards}, receipts {a.delay_s:g} s later)")
+    elif a.what == "redaction":
+        r = redaction_instructions(a.tree, a.python)
+        print(f"redaction: {r['filter']:,.0f} instructions per record without a number (RedactingFilter),"
+              f" {r['chain']:,.0f} (the default hook chain's log filter)")
     elif a.what == "scan":
         print(f"scan_receipt: {python_instructions(_SCAN, 2000, 12000):,.0f} instructions per receipt")
     else:

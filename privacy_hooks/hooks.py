@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import msgspec
 
 from .masking import mask_number
-from .redaction import NUMBER_FIELDS, TEXT_FIELDS, RedactingFilter, redact_record
+from .redaction import NUMBER_FIELDS, TEXT_FIELDS, RedactingFilter, clean_record, redact_record
 from .retention import RECORD_KINDS, RetentionPolicy
 
 if TYPE_CHECKING:
@@ -274,8 +274,7 @@ class _ChainFilter(RedactingFilter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self._chain.defaults_only:
-            redact_record(record)
-            return True
+            return clean_record(record)  # redact_record's work, one call (returns True)
         return self._chain.on_log(record)
 
 
