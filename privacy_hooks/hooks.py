@@ -271,6 +271,8 @@ class _ChainFilter(RedactingFilter):
     def __init__(self, chain: HookChain) -> None:
         super().__init__()
         self._chain = chain
+        if chain.defaults_only:  # (fixed when the chain is made)
+            self.filter = clean_record  # type: ignore[method-assign]  # the redaction itself: one call per record
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self._chain.defaults_only:

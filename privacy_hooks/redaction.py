@@ -227,7 +227,8 @@ def clean_record(record: logging.LogRecord, /) -> bool:
         elif type(args) is tuple:
             plain = _PLAIN_TYPES
             for a in args:
-                if type(a) not in plain:
+                t = type(a)  # (identity tests first: cheaper than a set lookup)
+                if t is not str and t is not int and t is not float and t not in plain:
                     break
             else:
                 try:
@@ -254,17 +255,16 @@ def clean_record(record: logging.LogRecord, /) -> bool:
         # factory may set more of them; private names are left alone)
         standard, named = STANDARD_ATTRS, _NAMED_FIELDS
         for key in d.__reversed__():  # (reversed(d) costs ~1,000 instructions more)
+            if key not in standard:
+                value = d[key]
+                if type(value) is str and key not in named:
+                    if len(value) > 5 and key[:1] != "_":
+                        scan = f"{scan}\0{value}"
+                elif key[:1] != "_" and (type(value) is not int or not -100_000 < value < 100_000 or key in named):
+                    d[key] = redact_field(key, value)  # (an existing key: the iteration goes on)
+            n -= 1
             if not n:
                 break
-            n -= 1
-            if key in standard:
-                continue
-            value = d[key]
-            if type(value) is str and key not in named:
-                if len(value) > 5 and key[:1] != "_":
-                    scan = f"{scan}\0{value}"
-            elif key[:1] != "_" and (type(value) is not int or not -100_000 < value < 100_000 or key in named):
-                d[key] = redact_field(key, value)  # (an existing key: the iteration goes on)
     if len(scan) > 5 and (
         "000000" in scan.encode().translate(DIGIT_TABLE).decode()
         if scan.isascii()
