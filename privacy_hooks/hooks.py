@@ -272,7 +272,7 @@ class _ChainFilter(RedactingFilter):
         super().__init__()
         self._chain = chain
         if chain.defaults_only:  # (fixed when the chain is made)
-            self.filter = clean_record  # type: ignore[method-assign]  # the redaction itself: one call per record
+            self.filter = clean_record  # type: ignore[method-assign,assignment]  # the redaction itself: one call
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self._chain.defaults_only:
