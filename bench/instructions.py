@@ -17,7 +17,7 @@ two versions of the same code, and timed runs for the absolute figure.)
     python -m bench.instructions archiver [--pattern paired|split] [--python PY --tree DIR]   # REDIS_URL, PostgreSQL
     python -m bench.instructions path [--python PY --tree DIR] [--small N --large N] [--shards N]
     python -m bench.instructions idle [--python PY --tree DIR] [--shards N] [--delay-s S]
-    python -m bench.instructions claim             # claim.lua per new job (bench.marks_cost, its steady fill)
+    python -m bench.instructions claim [--fresh]    # claim.lua per new job (bench.marks_cost, its steady fill)
 
 ``receipts``: instructions Redis executes inside EVALSHA per receipt, for
 batches of 1,000 fast-path receipts applied by ``dlr/correlate.lua`` (with the
@@ -59,7 +59,7 @@ claims, PDU encoding, the window, submit_sm_resp handling, the record call,
 receipts, metrics, freeing.
 ``claim``: claim.lua per new transactional job (``bench.marks_cost instructions``
 at fill <= 8's steady mean: 512 buckets a generation, 6 marks each in the previous
-one, 3 in the current).
+one, 3 in the current; ``--fresh``: nothing before, as ``sendgate bench`` has it).
 ``idle``: the engine's instructions per second of wall time that do not scale
 with the jobs (the maintenance tick, the ops sampler, the readers' empty
 polls: per shard or per lane, not per job), as ``path`` runs it: 1,000 jobs
@@ -652,7 +652,9 @@ def main(argv: list[str] | None = None) -> int:
     il.add_argument("--python", default=sys.executable, help="its interpreter (its venv's python)")
     il.add_argument("--shards", type=int, default=1, help="[redis] shards of the bench's engine (sendgate bench --shards)")
     il.add_argument("--delay-s", type=float, default=20.0, help="how much later the receipts come in the second run")
-    sub.add_parser("claim", help="instructions per new job in engine/claim.lua (bench.marks_cost, steady fill)")
+    cl = sub.add_parser("claim", help="instructions per new job in engine/claim.lua (bench.marks_cost, steady fill)")
+    cl.add_argument("--fresh", action="store_true",
+                    help="a new Redis as sendgate bench has it (no earlier generation: layout-10 marks looked for)")
     a = p.parse_args(argv)
     if a.what == "receipts":
         what = "per receipt tried without its entry" if a.miss else "per receipt"
@@ -680,7 +682,8 @@ def main(argv: list[str] | None = None) -> int:
     elif a.what == "claim":
         from bench.marks_cost import claim_instructions
 
-        print(f"claim.lua: {claim_instructions('uuid', 512, 6, 3):,.0f} instructions per new transactional job")
+        n = claim_instructions("uuid", 512, 6, 3, fresh=a.fresh)
+        print(f"claim.lua: {n:,.0f} instructions per new transactional job ({'fresh' if a.fresh else 'steady'})")
     elif a.what == "scan":
         print(f"scan_receipt: {python_instructions(_SCAN, 2000, 12000):,.0f} instructions per receipt")
     else:
