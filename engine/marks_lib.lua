@@ -20,7 +20,8 @@
 --                         P:idem:<job id>, prefix "P:idem:") may still live: a new
 --                         claim then also checks that key (GET), for one window
 --                         after a generation was made without a predecessor (an
---                         upgrade, a fresh start, an idle window)
+--                         upgrade, a fresh start, an idle window) when such marks may
+--                         exist (marks_legacy_may_exist: on a small keyspace, a SCAN)
 -- Every mark is written into the generation of the writer's `now`; a lookup reads
 -- the current and the previous generation (and, within MARKS_MARGIN of a
 -- boundary, the one beyond it, for writers whose clocks disagree by up to that),
@@ -123,6 +124,25 @@ local function marks_find(m, job_id, h)
   return marks_legacy(m, job_id)
 end
 
+-- Whether marks of layout 10 and before (string keys legacy_prefix .. job id) may
+-- exist, asked when a generation is made without a predecessor: on a keyspace of at
+-- most MARKS_LEGACY_SCAN keys (a fresh start; a small deployment after an idle window)
+-- by a SCAN of it for that prefix (~1-3M instructions once per such generation), else
+-- yes. When none exists no flag is set, and the window's claims make no GET each for
+-- them (~1.3k instructions per new claim; bench/RESULTS.md "rediscpu").
+local MARKS_LEGACY_SCAN = 10000
+local function marks_legacy_may_exist(m)
+  if redis.call('DBSIZE') > MARKS_LEGACY_SCAN then return true end
+  local pattern = string.gsub(m.legacy_prefix, '[%*%?%[%]\\]', '\\%0') .. '*'
+  local cursor = '0'
+  repeat
+    local page = redis.call('SCAN', cursor, 'MATCH', pattern, 'COUNT', 1000)
+    if #page[2] > 0 then return true end
+    cursor = page[1]
+  until cursor == '0'
+  return false
+end
+
 -- The current generation's bucket count, fixed at its first mark.
 local function marks_make_current(m)
   local n = tonumber(redis.call('HGET', m.prev.meta, 'n'))
@@ -130,7 +150,8 @@ local function marks_make_current(m)
   if n then
     k = MARKS_MIN
     while k * MARKS_FILL < n and k < MARKS_MAX do k = k * 2 end
-  else  -- no predecessor: marks of an older layout may be about, for up to a window
+  elseif m.legacy or marks_legacy_may_exist(m) then
+    -- no predecessor: marks of an older layout may be about, for up to a window
     redis.call('SET', m.prefix .. 'legacy', '1', 'EX', m.w + m.margin)
     m.legacy = true
   end
