@@ -69,7 +69,9 @@ local function marks_open(prefix, now_ms, window_s, legacy_prefix)
   local now = floor(tonumber(now_ms) / 1000)
   local start = floor(now / w) * w
   local margin = math.min(300, floor(w / 4))
-  local m = {prefix = prefix, w = w, added = 0, ttl = start + 2 * w + margin - now, margin = margin,
+  -- ttl a string: Redis formats a number argument on every call (snprintf '%.17g': ~4k
+  -- instructions on 7.0, per EXPIRE of a new bucket)
+  local m = {prefix = prefix, w = w, added = 0, ttl = string.format('%d', start + 2 * w + margin - now), margin = margin,
              legacy_prefix = legacy_prefix, legacy = redis.call('EXISTS', prefix .. 'legacy') == 1,
              new = {}, nnew = 0}
   m.cur = marks_gen(prefix, start)
@@ -156,9 +158,9 @@ local function marks_make_current(m)
     m.legacy = true
   end
   local g = m.cur
-  redis.call('HSET', g.meta, 'k', k)
+  redis.call('HSET', g.meta, 'k', string.format('%d', k))
   redis.call('EXPIRE', g.meta, m.ttl)
-  redis.call('SETBIT', g.made, k - 1, 0)  -- the bitmap at its full length, no bit set
+  redis.call('SETBIT', g.made, string.format('%d', k - 1), '0')  -- the bitmap at its full length, no bit set
   redis.call('EXPIRE', g.made, m.ttl)
   local d = 1
   while 16 ^ d < k do d = d + 1 end
@@ -224,12 +226,12 @@ end
 -- k), and the bits of the buckets made.
 local function marks_close(m)
   local g = m.cur
-  if m.added > 0 then redis.call('HINCRBY', g.meta, 'n', m.added) end
+  if m.added > 0 then redis.call('HINCRBY', g.meta, 'n', string.format('%d', m.added)) end
   m.added = 0
   if m.nnew > 0 then
     local args, i = {'BITFIELD', g.made}, 2
     for bn in pairs(m.new) do
-      args[i + 1] = 'SET'; args[i + 2] = 'u1'; args[i + 3] = bn; args[i + 4] = 1
+      args[i + 1] = 'SET'; args[i + 2] = 'u1'; args[i + 3] = string.format('%d', bn); args[i + 4] = '1'
       i = i + 4
       if i >= 2000 then redis.call(unpack(args)); args, i = {'BITFIELD', g.made}, 2 end
     end
@@ -238,7 +240,7 @@ local function marks_close(m)
       redis.call('EXPIRE', g.made, m.ttl)
       redis.call('HSET', g.meta, 'b', redis.call('BITCOUNT', g.made))
     else
-      redis.call('HINCRBY', g.meta, 'b', m.nnew)
+      redis.call('HINCRBY', g.meta, 'b', string.format('%d', m.nnew))
     end
     m.new, m.nnew = {}, 0
   end
