@@ -129,10 +129,11 @@ end
 -- Whether marks of layout 10 and before (string keys legacy_prefix .. job id) may
 -- exist, asked when a generation is made without a predecessor: on a keyspace of at
 -- most MARKS_LEGACY_SCAN keys (a fresh start; a small deployment after an idle window)
--- by a SCAN of it for that prefix (~1-3M instructions once per such generation), else
+-- by a SCAN of it for that prefix (~1.2k instructions per key: ~6M at the most, a
+-- few ms, once per such generation; what ~1,200 claims' GETs cost), else
 -- yes. When none exists no flag is set, and the window's claims make no GET each for
 -- them (~1.3k instructions per new claim; bench/RESULTS.md "rediscpu").
-local MARKS_LEGACY_SCAN = 10000
+local MARKS_LEGACY_SCAN = 5000
 local function marks_legacy_may_exist(m)
   if redis.call('DBSIZE') > MARKS_LEGACY_SCAN then return true end
   local pattern = string.gsub(m.legacy_prefix, '[%*%?%[%]\\]', '\\%0') .. '*'
