@@ -76,6 +76,7 @@ _NAMES_FIRST_TEXT = [*_LAYOUT_FIRST, b"text_enc"]
 _JID, _DAY, _REF, _CLIENT, _KIND, _CARRIER, _PARTS, _ENCODING, _MIDS, _HASH, _MASK = range(11)
 _FIRST_B, _SUB_B, _FINAL_STATE, _FINAL_B, _ERROR, _EVENTS, _ERRORS, _RETENTION, _TEXT = range(11, 20)
 _HAS_FIRST, _DAY_N = range(21, 23)
+_EVEN, _ODD, _CUT, _ROW = slice(None, None, 2), slice(1, None, 2), slice(None, -1), slice(21)
 
 
 class CopyBatch:
@@ -163,6 +164,7 @@ def copy_rows(entries: Sequence[tuple[Any, Any]]) -> CopyBatch:
     n8, n14, n15 = _NAMES_SHORT, _NAMES_FIRST, _NAMES_FIRST_TEXT
     open_keys, more_keys = _OPEN_KEYS, _MORE_KEYS
     join = b"".join
+    even, odd, cut, row = _EVEN, _ODD, _CUT, _ROW  # slices made once (f[::2] builds one each time)
     null = _NULL
     # The UTC day of the last time that needed one: [day_lo, day_hi) as 13 digits.
     day_lo = day_hi = day_b = b""
@@ -170,10 +172,10 @@ def copy_rows(entries: Sequence[tuple[Any, Any]]) -> CopyBatch:
     texts = 0
     safe = True  # every event name and error goes into a JSON string as it is
     for _eid, f in entries:
-        names = f[::2] if f.__class__ is list else None
+        names = f[even] if f.__class__ is list else None
         if names == n8:
             # A later event of a job (a receipt, an attempt): no describing field, no text.
-            jid, ref, ev, carrier, parts, mids, error, ts_b = f[1::2]
+            jid, ref, ev, carrier, parts, mids, error, ts_b = f[odd]
             if not jid or not ev:
                 continue
             if len(ts_b) != 13 or not ts_b.isdigit():
@@ -224,7 +226,7 @@ def copy_rows(entries: Sequence[tuple[Any, Any]]) -> CopyBatch:
                 s[_DAY_N] = day_n
                 s[_DAY] = day_b
             # A key twice in one JSON object: jsonb keeps the last, as the dict of the fold does.
-            s[_EVENTS] = join((s[_EVENTS][:-1], ckey, ts_b, b"}"))
+            s[_EVENTS] = join((s[_EVENTS][cut], ckey, ts_b, b"}"))
             if ref:
                 s[_REF] = ref
             if carrier:
@@ -239,7 +241,7 @@ def copy_rows(entries: Sequence[tuple[Any, Any]]) -> CopyBatch:
                     safe = False
                 e = s[_ERRORS]
                 s[_ERRORS] = join((b"{", ckey[1:], b'"', error, b'"}')) if e == b"{}" else join(
-                    (e[:-1], ckey, b'"', error, b'"}'))
+                    (e[cut], ckey, b'"', error, b'"}'))
             if ev in final_b:
                 if s[_FINAL_B] is null or ts_b >= s[_FINAL_B]:
                     s[_FINAL_B] = ts_b
@@ -247,74 +249,122 @@ def copy_rows(entries: Sequence[tuple[Any, Any]]) -> CopyBatch:
             elif ev == b"submitted" and (s[_SUB_B] is null or ts_b < s[_SUB_B]):
                 s[_SUB_B] = ts_b
             continue
-        text_b = None
         if names == n14:
+            # A job's describing (first) event, without a text.
             (jid, ref, ev, carrier, parts, mids, error, ts_b, client, kind, to_hash, to_mask, encoding,
-             retention) = f[1::2]
-            describe = True
-        elif names == n15:
-            (jid, ref, ev, carrier, parts, mids, error, ts_b, client, kind, to_hash, to_mask, encoding, retention,
-             text_b) = f[1::2]
-            describe = True
-        else:
-            (jid, ref, ev, carrier, parts, mids, error, ts_b, describe, client, kind, to_hash, to_mask, encoding,
-             retention, text_b) = _by_name(f)
-        # A job's describing event (or an entry read by name): the general path.
-        if not jid or not ev:
-            continue
-        if len(ts_b) != 13 or not ts_b.isdigit():
-            return _careful(entries)
-        try:  # every conversion first, so a malformed entry changes nothing
-            if parts != b"1" and (not parts or not int(parts)):
-                parts = b""
-            if describe and not retention.isdigit():
-                retention = retention if retention and int(retention) > 0 else b"0"
-            text = b"\\\\x" + hexlify(a2b_base64(text_b, strict_mode=True)) if text_b else null
-        except ValueError:
-            continue
-        s = get_state(jid)
-        if s is None:  # the common case (a job's first event in the batch): one list, no stores
-            okey = open_keys.get(ev)
-            if okey is None:
-                if not _plain_name(ev):
-                    safe = False
-                okey = b'{"' + ev + b'":'
-            if not day_lo <= ts_b < day_hi:
-                day_n, day_b, day_lo, day_hi = _day_of(ts_b)
-            if text is not null:
-                texts += 1
-            if error:
-                errors = join((okey, b'"', error, b'"}'))
-                if b'"' in error:
-                    safe = False
-            else:
-                errors = b"{}"
-            events = join((okey, ts_b, b"}"))
-            if describe:
+             retention) = f[odd]
+            if not jid or not ev:
+                continue
+            if len(ts_b) != 13 or not ts_b.isdigit():
+                return _careful(entries)
+            try:
+                if parts != b"1" and (not parts or not int(parts)):
+                    parts = b""
+                if not retention.isdigit():
+                    retention = retention if retention and int(retention) > 0 else b"0"
+            except ValueError:
+                continue
+            s = get_state(jid)
+            if s is None:
+                okey = open_keys.get(ev)
+                if okey is None:
+                    if not _plain_name(ev):
+                        safe = False
+                    okey = b'{"' + ev + b'":'
+                if not day_lo <= ts_b < day_hi:
+                    day_n, day_b, day_lo, day_hi = _day_of(ts_b)
+                if error:
+                    errors = join((okey, b'"', error, b'"}'))
+                    if b'"' in error:
+                        safe = False
+                else:
+                    errors = b"{}"
                 if ev == b"submitted":
                     out[jid] = [
                         jid, day_b, ref, client, kind, carrier, parts or b"0", encoding, mids, to_hash, to_mask,
-                        ts_b, ts_b, b"", null, error, events, errors, retention, text, b"", True, day_n,
+                        ts_b, ts_b, b"", null, error, join((okey, ts_b, b"}")), errors, retention, null, b"",
+                        True, day_n,
                     ]
-                    continue
-                final = ev in final_b
-                out[jid] = [
-                    jid, day_b, ref, client, kind, carrier, parts or b"0", encoding, mids, to_hash, to_mask,
-                    ts_b, null, ev if final else b"", ts_b if final else null, error, events, errors, retention,
-                    text, b"", True, day_n,
-                ]
-            elif ev in final_b:
-                out[jid] = [
-                    jid, day_b, ref, b"", b"", carrier, parts or b"0", b"", mids, b"", b"",
-                    ts_b, null, ev, ts_b, error, events, errors, b"0", text, b"", False, day_n,
-                ]
+                elif ev in final_b:
+                    out[jid] = [
+                        jid, day_b, ref, client, kind, carrier, parts or b"0", encoding, mids, to_hash, to_mask,
+                        ts_b, null, ev, ts_b, error, join((okey, ts_b, b"}")), errors, retention, null, b"",
+                        True, day_n,
+                    ]
+                else:
+                    out[jid] = [
+                        jid, day_b, ref, client, kind, carrier, parts or b"0", encoding, mids, to_hash, to_mask,
+                        ts_b, null, b"", null, error, join((okey, ts_b, b"}")), errors, retention, null, b"",
+                        True, day_n,
+                    ]
+                continue
+            describe = True
+            text = null
+        else:
+            text_b = None
+            if names == n15:
+                (jid, ref, ev, carrier, parts, mids, error, ts_b, client, kind, to_hash, to_mask, encoding, retention,
+                 text_b) = f[odd]
+                describe = True
             else:
-                out[jid] = [
-                    jid, day_b, ref, b"", b"", carrier, parts or b"0", b"", mids, b"", b"",
-                    ts_b, ts_b if ev == b"submitted" else null, b"", null, error, events, errors, b"0", text, b"",
-                    False, day_n,
-                ]
-            continue
+                (jid, ref, ev, carrier, parts, mids, error, ts_b, describe, client, kind, to_hash, to_mask, encoding,
+                 retention, text_b) = _by_name(f)
+            # A job's describing event (or an entry read by name): the general path.
+            if not jid or not ev:
+                continue
+            if len(ts_b) != 13 or not ts_b.isdigit():
+                return _careful(entries)
+            try:  # every conversion first, so a malformed entry changes nothing
+                if parts != b"1" and (not parts or not int(parts)):
+                    parts = b""
+                if describe and not retention.isdigit():
+                    retention = retention if retention and int(retention) > 0 else b"0"
+                text = b"\\\\x" + hexlify(a2b_base64(text_b, strict_mode=True)) if text_b else null
+            except ValueError:
+                continue
+            s = get_state(jid)
+            if s is None:  # the common case (a job's first event in the batch): one list, no stores
+                okey = open_keys.get(ev)
+                if okey is None:
+                    if not _plain_name(ev):
+                        safe = False
+                    okey = b'{"' + ev + b'":'
+                if not day_lo <= ts_b < day_hi:
+                    day_n, day_b, day_lo, day_hi = _day_of(ts_b)
+                if text is not null:
+                    texts += 1
+                if error:
+                    errors = join((okey, b'"', error, b'"}'))
+                    if b'"' in error:
+                        safe = False
+                else:
+                    errors = b"{}"
+                events = join((okey, ts_b, b"}"))
+                if describe:
+                    if ev == b"submitted":
+                        out[jid] = [
+                            jid, day_b, ref, client, kind, carrier, parts or b"0", encoding, mids, to_hash, to_mask,
+                            ts_b, ts_b, b"", null, error, events, errors, retention, text, b"", True, day_n,
+                        ]
+                        continue
+                    final = ev in final_b
+                    out[jid] = [
+                        jid, day_b, ref, client, kind, carrier, parts or b"0", encoding, mids, to_hash, to_mask,
+                        ts_b, null, ev if final else b"", ts_b if final else null, error, events, errors, retention,
+                        text, b"", True, day_n,
+                    ]
+                elif ev in final_b:
+                    out[jid] = [
+                        jid, day_b, ref, b"", b"", carrier, parts or b"0", b"", mids, b"", b"",
+                        ts_b, null, ev, ts_b, error, events, errors, b"0", text, b"", False, day_n,
+                    ]
+                else:
+                    out[jid] = [
+                        jid, day_b, ref, b"", b"", carrier, parts or b"0", b"", mids, b"", b"",
+                        ts_b, ts_b if ev == b"submitted" else null, b"", null, error, events, errors, b"0", text, b"",
+                        False, day_n,
+                    ]
+                continue
         # A job's later event in the batch: merged into its state.
         ckey = more_keys.get(ev)
         if ckey is None:
@@ -327,7 +377,7 @@ def copy_rows(entries: Sequence[tuple[Any, Any]]) -> CopyBatch:
                 day_n, day_b, day_lo, day_hi = _day_of(ts_b)
             s[_DAY_N] = day_n
             s[_DAY] = day_b
-        s[_EVENTS] = join((s[_EVENTS][:-1], ckey, ts_b, b"}"))
+        s[_EVENTS] = join((s[_EVENTS][cut], ckey, ts_b, b"}"))
         if ref:
             s[_REF] = ref
         if carrier:
@@ -342,7 +392,7 @@ def copy_rows(entries: Sequence[tuple[Any, Any]]) -> CopyBatch:
                 safe = False
             e = s[_ERRORS]
             s[_ERRORS] = join((b"{", ckey[1:], b'"', error, b'"}')) if e == b"{}" else join(
-                (e[:-1], ckey, b'"', error, b'"}'))
+                (e[cut], ckey, b'"', error, b'"}'))
         if ev in final_b:
             if s[_FINAL_B] is null or ts_b >= s[_FINAL_B]:
                 s[_FINAL_B] = ts_b
@@ -367,7 +417,7 @@ def copy_rows(entries: Sequence[tuple[Any, Any]]) -> CopyBatch:
             if int(retention) > int(s[_RETENTION]):
                 s[_RETENTION] = retention
     tab = b"\t".join
-    jobs = [(jid, s[_DAY_N], s[_HAS_FIRST], tab(s[:21])) for jid, s in out.items()]
+    jobs = [(jid, s[_DAY_N], s[_HAS_FIRST], tab(s[row])) for jid, s in out.items()]
     if not safe or not _copy_safe(jobs, texts):
         return _careful(entries)
     return CopyBatch(jobs, entries)
