@@ -17,10 +17,12 @@ look at each field): no newline or carriage return (one line per row, so no
 value can forge a row), no backslash but the two of each bytea's ``\\x``,
 UTF-8 throughout, and no quote in an event name or error (they go into JSON
 strings). A batch that fails the check is folded the careful way:
-`rows_from_deltas`, which escapes each field. What the check leaves to the
+`rows_from_deltas`, which escapes each field; so is a batch with a ``ts`` that
+is not 13 ASCII digits (the engine stamps nothing else): times stay bytes, and
+13 digits compare as their numbers do. What the check leaves to the
 server makes the COPY fail with a data error — a tab inside a value (its line
 has a field too many), a whole field equal to the NULL marker (NOT NULL), a
-``ts`` or ``parts`` Python reads as a number and PostgreSQL does not — and the
+``parts`` Python reads as a number and PostgreSQL does not — and the
 store then writes the batch the careful way too, where a malformed entry is
 skipped as the fold has always skipped it. Either way a malformed entry cannot
 stop the archive and cannot reach a row unescaped.
