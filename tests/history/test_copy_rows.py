@@ -263,3 +263,32 @@ async def _rows(store: PostgresHistory) -> list[Any]:
     pool = await store._get_pool()
     rows = await pool.fetch("SELECT * FROM messages ORDER BY job_id, day")
     return [{k: v for k, v in dict(r).items() if k != "updated_ms"} for r in rows]
+
+
+async def test_new_rows_of_both_kinds_on_one_day_then_their_receipts_through_the_cache(pg_dsn: str) -> None:
+    """A batch with a job's first event and another job's later event only (no row for
+    either): both COPYed into the day's partition as one group, both remembered; the
+    next batch's events of both are then UPDATEs found through the day cache."""
+    store = PostgresHistory(pg_dsn)
+    await store.migrate()
+    try:
+        first = [entry("mix-a", "submitted", NOW_MS, first=True, client="mix"),
+                 entry("mix-b", "enroute", NOW_MS + 1, message_ids="m1")]
+        assert await store.write(store.fold([(e, _flat(f)) for e, f in first]), NOW_MS) == 2
+        assert {b"mix-a", b"mix-b"} <= set(store._job_days)
+        later = [entry("mix-a", "delivered", NOW_MS + 5),
+                 entry("mix-b", "submitted", NOW_MS - 3, first=True, client="mix"),
+                 entry("mix-b", "delivered", NOW_MS + 9)]
+        folded = store.fold([(e, _flat(f)) for e, f in later])
+        assert folded.entries is not None
+        assert await store.write(folded, NOW_MS + 10) == 2
+        rows = {r.job_id: r for r in await store.find(client="mix", limit=10)}
+        assert {k: (r.first_ms, r.submitted_ms, r.final_state, r.final_ms, r.events, r.message_ids)
+                for k, r in rows.items()} == {
+            "mix-a": (NOW_MS, NOW_MS, "delivered", NOW_MS + 5, {"submitted": NOW_MS, "delivered": NOW_MS + 5}, ""),
+            "mix-b": (NOW_MS - 3, NOW_MS - 3, "delivered", NOW_MS + 9,
+                      {"enroute": NOW_MS + 1, "submitted": NOW_MS - 3, "delivered": NOW_MS + 9}, "m1"),
+        }
+        assert store.careful_batches == 0 and len(await _rows(store)) == 2
+    finally:
+        await store.close()
