@@ -51,6 +51,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import operator
 import os
 import random
 import time
@@ -280,6 +281,9 @@ class _InFlightJob:
         self.fallback_used = False
         self.admitted = False  # its claim result was acted upon
 
+
+_PARTS_OF: Callable[[_InFlightJob], int] = operator.attrgetter("parts")
+_client_of: Callable[[_InFlightJob], str] = operator.attrgetter("klass.client")
 
 _Token = tuple[_InFlightJob, int, float]  # (job, part index, monotonic submit time)
 
@@ -850,7 +854,7 @@ class Pipeline:
         touched: set[str] = set()
         queues = self._queues
         for ij in jobs:
-            queues[ij.carrier].push(ij.lane, ij.klass.client, ij)
+            queues[ij.carrier].lanes[ij.lane].push(ij.klass.client, ij)  # CarrierQueue.push, a call fewer
             touched.add(ij.carrier)
         for carrier in touched:
             self._wakeups[carrier].set()
@@ -981,16 +985,8 @@ class Pipeline:
             if pool.pending() >= cap:
                 await pool.wait_pending_below(cap)
                 continue  # (re-checks _stopping)
-            room = 2 * cap - pool.pending()
-            chunk: list[_InFlightJob] = []
-            parts = 0
-            while queue:
-                lane, ij = queue.pop()
-                if chunk and parts + ij.parts > room:
-                    queue.push_front(lane, ij.klass.client, ij)
-                    break
-                chunk.append(ij)
-                parts += ij.parts
+            # jobs in admission order while their parts fit (at least one)
+            chunk = queue.pop_chunk(2 * cap - pool.pending(), _PARTS_OF, _client_of)
             try:
                 await self._claim_and_submit(chunk)
             except asyncio.CancelledError:
