@@ -901,7 +901,8 @@ class Pipeline:
                 self._wakeups[k.carrier].set()
 
     def _release(self, ij: _InFlightJob) -> None:
-        """``ij`` leaves the engine's hands (outcome queued, handed back, or moved)."""
+        """``ij`` leaves the engine's hands (outcome queued, handed back, or moved).
+        (:meth:`_job_done` has it inline: the same steps.)"""
         batch = ij.batch
         batch.remaining -= 1
         self._in_hand -= 1
@@ -1366,7 +1367,21 @@ class Pipeline:
             shard = 0 if self._one_recorder else self._stream_shard[stream]
             if shard not in self._recorders:
                 self._schedule_record(shard)
-        self._release(ij)
+        # _release(ij), inline (once per job)
+        batch = ij.batch
+        batch.remaining -= 1
+        self._in_hand -= 1
+        if batch.remaining == 0:
+            self._batches.discard(batch)
+        k = ij.klass
+        k.held -= 1
+        if k.held < k.budget:
+            if k.parked:
+                self._wakeups[k.carrier].set()
+            else:
+                capacity = self._capacity[k.shard]
+                if not capacity.is_set():
+                    capacity.set()
 
     async def recorded_barrier(self, timeout_s: float = 1.0) -> None:
         """Wait until every outcome queued so far is recorded (or ``timeout_s``).
