@@ -18,6 +18,7 @@ two versions of the same code, and timed runs for the absolute figure.)
     python -m bench.instructions path [--python PY --tree DIR] [--small N --large N] [--shards N]
     python -m bench.instructions idle [--python PY --tree DIR] [--shards N] [--delay-s S]
     python -m bench.instructions claim [--fresh]    # claim.lua per new job (bench.marks_cost, its steady fill)
+    python -m bench.instructions smpp [--python PY --tree DIR]
 
 ``receipts``: instructions Redis executes inside EVALSHA per receipt, for
 batches of 1,000 fast-path receipts applied by ``dlr/correlate.lua`` (with the
@@ -71,6 +72,11 @@ instructions per job at full speed shows there as thousands, more the
 slower a loaded machine runs the callgrind engine. (The two runs' wall
 times differ by start-up and drain waits more than by their jobs, so that
 part is not subtracted: compare ``path`` figures taken at the same load.)
+``smpp``: the engine's SMPP session per message, as the pool's write path and
+the bind's reads use it (no sockets): windows of 250 submit_sm numbered, encoded and
+registered in flight (``Session.send_submits``, or ``send`` per PDU on a tree
+without it), then their submit_sm_resp read in one ``receive_data`` (the
+``Response`` events); the PDUs and response bytes are made in both.
 ``simulator``: the simulator's work per message with and without receipts
 (submit_sm in, resp out; the receipt built, written, and its
 deliver_sm_resp read). The Python figures are the difference of two runs of
@@ -108,6 +114,42 @@ body = (b"\\0\\x01\\x01447700900123\\0\\x00\\x00SENDGATE\\0" + _HEAD_TAIL + byte
 assert scan_receipt(body) is not None
 for _ in range(N):
     scan_receipt(body)
+"""
+
+_SMPP = """
+import gc, struct
+from collections import deque
+from connectors.pdu import BindTransceiver, BindTransceiverResp, SubmitSm
+from tests.connectors.helpers import SessionPair
+
+def run(n):
+    pair = SessionPair(window=300)
+    pair.bind(BindTransceiver(system_id="e", password="p"), BindTransceiverResp)
+    s = pair.esme
+    batched = hasattr(s, "send_submits")
+    head = struct.Struct(">IIII")
+    mid = b"0123456789abcdef01234567"
+    got = 0
+    for _ in range(n // 250):
+        items = [(SubmitSm(0, 0, (), "", 1, 1, "SENDER", 1, 1, "447700900123", 0, 0, 0, "", "", 1, 0, 0, 0,
+                           b"Hello world, this is a message"), ("token", i)) for i in range(250)]
+        q = deque(items)
+        if batched:
+            chunks = s.send_submits(q, 250, 1.0)
+        else:  # SmppBind.submit_from before send_submits
+            send, popleft = s.send, q.popleft
+            chunks = []
+            for _ in range(250):
+                item = popleft()
+                chunks.append(send(item[0], 1.0, item))
+        assert len(b"".join(chunks)) > 0
+        data = b"".join([head.pack(17 + len(mid), 0x80000004, 0, it[0].sequence_number) + mid + b"\\0"
+                         for it in items])
+        got += len(s.receive_data(data))
+    assert got == n // 250 * 250, got
+
+gc.disable()
+run(N)
 """
 
 _SIMULATOR = """
@@ -380,6 +422,22 @@ def idle_instructions(tree: Path = _ROOT, python: str = sys.executable, shards: 
             )
             counts.append(_total(out))
     return (counts[1] - counts[0]) / delay_s
+
+
+def smpp_instructions(tree: Path = _ROOT, python: str = sys.executable, small: int = 2000,
+                      large: int = 6000) -> float:
+    """The engine's SMPP session per message (see ``smpp`` above), on ``tree``."""
+    valgrind = _need_valgrind()
+    counts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (small, large):
+            out = Path(tmp) / f"cg.smpp.{n}"
+            subprocess.run(
+                [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", python, "-c", f"N = {n}\n" + _SMPP],
+                cwd=tree, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            counts.append(_total(out))
+    return (counts[1] - counts[0]) / (large - small)
 
 
 def _need_valgrind() -> str:
@@ -655,6 +713,9 @@ def main(argv: list[str] | None = None) -> int:
     cl = sub.add_parser("claim", help="instructions per new job in engine/claim.lua (bench.marks_cost, steady fill)")
     cl.add_argument("--fresh", action="store_true",
                     help="a new Redis as sendgate bench has it (no earlier generation: layout-10 marks looked for)")
+    sm = sub.add_parser("smpp", help="the engine's SMPP session per message: submit_sm written, submit_sm_resp read")
+    sm.add_argument("--tree", type=Path, default=_ROOT, help="checkout to measure (default: this one)")
+    sm.add_argument("--python", default=sys.executable, help="its interpreter (its venv's python)")
     a = p.parse_args(argv)
     if a.what == "receipts":
         what = "per receipt tried without its entry" if a.miss else "per receipt"
@@ -684,6 +745,10 @@ def main(argv: list[str] | None = None) -> int:
 
         n = claim_instructions("uuid", 512, 6, 3, fresh=a.fresh)
         print(f"claim.lua: {n:,.0f} instructions per new transactional job ({'fresh' if a.fresh else 'steady'})")
+    elif a.what == "smpp":
+        per = smpp_instructions(a.tree, a.python)
+        print(f"smpp session: {per:,.0f} instructions per message (submit_sm written in windows of 250,"
+              f" submit_sm_resp read)")
     elif a.what == "scan":
         print(f"scan_receipt: {python_instructions(_SCAN, 2000, 12000):,.0f} instructions per receipt")
     else:
