@@ -18,6 +18,8 @@ two versions of the same code, and timed runs for the absolute figure.)
     python -m bench.instructions archiver [--pattern paired|split] [--python PY --tree DIR]   # REDIS_URL, PostgreSQL
     python -m bench.instructions path [--python PY --tree DIR] [--small N --large N] [--shards N]
     python -m bench.instructions idle [--python PY --tree DIR] [--shards N] [--delay-s S]
+    python -m bench.instructions claim [--fresh]    # claim.lua per new job (bench.marks_cost, its steady fill)
+    python -m bench.instructions smpp [--python PY --tree DIR]
 
 ``receipts``: instructions Redis executes inside EVALSHA per receipt, for
 batches of 1,000 fast-path receipts applied by ``dlr/correlate.lua`` (with the
@@ -57,6 +59,9 @@ the slowed engine lets them: repeat runs differ by ~1-2 %), but it counts
 everything the engine does per message: the stream read, parsing, segmenting,
 claims, PDU encoding, the window, submit_sm_resp handling, the record call,
 receipts, metrics, freeing.
+``claim``: claim.lua per new transactional job (``bench.marks_cost instructions``
+at fill <= 8's steady mean: 512 buckets a generation, 6 marks each in the previous
+one, 3 in the current; ``--fresh``: nothing before, as ``sendgate bench`` has it).
 ``idle``: the engine's instructions per second of wall time that do not scale
 with the jobs (the maintenance tick, the ops sampler, the readers' empty
 polls: per shard or per lane, not per job), as ``path`` runs it: 1,000 jobs
@@ -74,6 +79,11 @@ extras ``carrier`` and ``job_id``), ``RedactingFilter`` and the default hook
 chain's log filter: records built in both runs, filtered in one (RUN), GC off;
 the difference of the two runs' slopes, averaged over two hash seeds (dict and
 set probes move a run's figure by a few hundred instructions).
+``smpp``: the engine's SMPP session per message, as the pool's write path and
+the bind's reads use it (no sockets): windows of 250 submit_sm numbered, encoded and
+registered in flight (``Session.send_submits``, or ``send`` per PDU on a tree
+without it), then their submit_sm_resp read in one ``receive_data`` (the
+``Response`` events); the PDUs and response bytes are made in both.
 ``simulator``: the simulator's work per message with and without receipts
 (submit_sm in, resp out; the receipt built, written, and its
 deliver_sm_resp read). The Python figures are the difference of two runs of
@@ -111,6 +121,42 @@ body = (b"\\0\\x01\\x01447700900123\\0\\x00\\x00SENDGATE\\0" + _HEAD_TAIL + byte
 assert scan_receipt(body) is not None
 for _ in range(N):
     scan_receipt(body)
+"""
+
+_SMPP = """
+import gc, struct
+from collections import deque
+from connectors.pdu import BindTransceiver, BindTransceiverResp, SubmitSm
+from tests.connectors.helpers import SessionPair
+
+def run(n):
+    pair = SessionPair(window=300)
+    pair.bind(BindTransceiver(system_id="e", password="p"), BindTransceiverResp)
+    s = pair.esme
+    batched = hasattr(s, "send_submits")
+    head = struct.Struct(">IIII")
+    mid = b"0123456789abcdef01234567"
+    got = 0
+    for _ in range(n // 250):
+        items = [(SubmitSm(0, 0, (), "", 1, 1, "SENDER", 1, 1, "447700900123", 0, 0, 0, "", "", 1, 0, 0, 0,
+                           b"Hello world, this is a message"), ("token", i)) for i in range(250)]
+        q = deque(items)
+        if batched:
+            chunks = s.send_submits(q, 250, 1.0)
+        else:  # SmppBind.submit_from before send_submits
+            send, popleft = s.send, q.popleft
+            chunks = []
+            for _ in range(250):
+                item = popleft()
+                chunks.append(send(item[0], 1.0, item))
+        assert len(b"".join(chunks)) > 0
+        data = b"".join([head.pack(17 + len(mid), 0x80000004, 0, it[0].sequence_number) + mid + b"\\0"
+                         for it in items])
+        got += len(s.receive_data(data))
+    assert got == n // 250 * 250, got
+
+gc.disable()
+run(N)
 """
 
 _SIMULATOR = """
@@ -440,6 +486,22 @@ def redaction_instructions(tree: Path = _ROOT, python: str = sys.executable, sma
     return out
 
 
+def smpp_instructions(tree: Path = _ROOT, python: str = sys.executable, small: int = 2000,
+                      large: int = 6000) -> float:
+    """The engine's SMPP session per message (see ``smpp`` above), on ``tree``."""
+    valgrind = _need_valgrind()
+    counts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (small, large):
+            out = Path(tmp) / f"cg.smpp.{n}"
+            subprocess.run(
+                [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", python, "-c", f"N = {n}\n" + _SMPP],
+                cwd=tree, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            counts.append(_total(out))
+    return (counts[1] - counts[0]) / (large - small)
+
+
 def _need_valgrind() -> str:
     found = shutil.which("valgrind")
     if not found:
@@ -713,6 +775,12 @@ def main(argv: list[str] | None = None) -> int:
     il.add_argument("--python", default=sys.executable, help="its interpreter (its venv's python)")
     il.add_argument("--shards", type=int, default=1, help="[redis] shards of the bench's engine (sendgate bench --shards)")
     il.add_argument("--delay-s", type=float, default=20.0, help="how much later the receipts come in the second run")
+    cl = sub.add_parser("claim", help="instructions per new job in engine/claim.lua (bench.marks_cost, steady fill)")
+    cl.add_argument("--fresh", action="store_true",
+                    help="a new Redis as sendgate bench has it (no earlier generation: layout-10 marks looked for)")
+    sm = sub.add_parser("smpp", help="the engine's SMPP session per message: submit_sm written, submit_sm_resp read")
+    sm.add_argument("--tree", type=Path, default=_ROOT, help="checkout to measure (default: this one)")
+    sm.add_argument("--python", default=sys.executable, help="its interpreter (its venv's python)")
     a = p.parse_args(argv)
     if a.what == "receipts":
         what = "per receipt tried without its entry" if a.miss else "per receipt"
@@ -741,6 +809,15 @@ def main(argv: list[str] | None = None) -> int:
         r = redaction_instructions(a.tree, a.python)
         print(f"redaction: {r['filter']:,.0f} instructions per record without a number (RedactingFilter),"
               f" {r['chain']:,.0f} (the default hook chain's log filter)")
+    elif a.what == "claim":
+        from bench.marks_cost import claim_instructions
+
+        n = claim_instructions("uuid", 512, 6, 3, fresh=a.fresh)
+        print(f"claim.lua: {n:,.0f} instructions per new transactional job ({'fresh' if a.fresh else 'steady'})")
+    elif a.what == "smpp":
+        per = smpp_instructions(a.tree, a.python)
+        print(f"smpp session: {per:,.0f} instructions per message (submit_sm written in windows of 250,"
+              f" submit_sm_resp read)")
     elif a.what == "scan":
         print(f"scan_receipt: {python_instructions(_SCAN, 2000, 12000):,.0f} instructions per receipt")
     else:

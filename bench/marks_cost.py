@@ -1,6 +1,6 @@
 """What idempotency marks cost: claim.lua's instructions per job, and Redis bytes per mark.
 
-    python -m bench.marks_cost instructions [--ids uuid|short] [--buckets K --fill-prev F --fill-cur F]
+    python -m bench.marks_cost instructions [--ids uuid|short] [--buckets K --fill-prev F --fill-cur F] [--fresh]
     python -m bench.marks_cost memory [--jobs N] [--ids uuid|short] [--redis-url URL]
 
 ``instructions``: claim.lua's instructions per job under callgrind (inside
@@ -87,8 +87,10 @@ def _prefill(r: Any, keys: Any, buckets: int, fill_prev: int, fill_cur: int, kin
 
 
 def claim_instructions(kind: str = "uuid", buckets: int = 512, fill_prev: int = 48, fill_cur: int = 24,
-                       batch: int = 500, rounds: int = 5) -> float:
-    """claim.lua instructions per new transactional job (see the module doc)."""
+                       batch: int = 500, rounds: int = 5, fresh: bool = False) -> float:
+    """claim.lua instructions per new transactional job (see the module doc); ``fresh``:
+    nothing prefilled, as on a new Redis (``sendgate bench``): the first generation has
+    no predecessor, so the marks of layout 10 are looked for too (``P:marks:legacy``)."""
     from bench.instructions import under_callgrind
     from engine.scripts import Script
 
@@ -97,7 +99,7 @@ def claim_instructions(kind: str = "uuid", buckets: int = 512, fill_prev: int = 
 
     def run(r: Any) -> int:
         sha = r.script_load(script.source)
-        if _bucketed():
+        if _bucketed() and not fresh:
             _prefill(r, claims.keys, buckets, fill_prev, fill_cur, kind)
         done = 0
         for k in range(rounds):
@@ -162,10 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fill-cur", type=int, default=24)
     p.add_argument("--jobs", type=int, default=20_000)
     p.add_argument("--redis-url", default=None)
+    p.add_argument("--fresh", action="store_true",
+                   help="instructions: nothing prefilled (a new Redis, as sendgate bench: the layout-10 marks looked for)")
     a = p.parse_args(argv)
     if a.what == "instructions":
-        n = claim_instructions(a.ids, a.buckets, a.fill_prev, a.fill_cur)
-        where = f", buckets {a.buckets} x {a.fill_prev} prev / {a.fill_cur} cur" if _bucketed() else ""
+        n = claim_instructions(a.ids, a.buckets, a.fill_prev, a.fill_cur, fresh=a.fresh)
+        where = ", fresh" if a.fresh else f", buckets {a.buckets} x {a.fill_prev} prev / {a.fill_cur} cur" if _bucketed() else ""
         print(f"claim.lua: {n:,.0f} instructions per new transactional job ({a.ids} ids{where})")
     else:
         print(memory_per_mark(a.jobs, a.ids, a.redis_url))

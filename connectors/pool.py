@@ -329,6 +329,19 @@ class BindPool:
             return
         self._enqueue((pdu, token))
 
+    def submit_many(self, items: list[tuple[SubmitSm, object]]) -> None:
+        """:meth:`submit` of each ``(pdu, token)`` item, in order (one call per
+        batch: the engine's admitter hands over a chunk of single-part messages)."""
+        if self._closing:
+            for pdu, token in items:
+                self.submit(pdu, token)
+            return
+        self._queue.extend(items)
+        if not self._assign_scheduled:
+            self._assign_scheduled = True
+            loop = self._loop or asyncio.get_running_loop()
+            loop.call_soon(self._assign)
+
     def _enqueue(self, item: Any) -> None:
         self._queue.append(item)
         if not self._assign_scheduled:

@@ -72,13 +72,15 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from .codec import HEADER, decode_body, encode
+from .codec import HEADER, decode_body, encode, encode_submit_sm
 from .constants import CommandId
 from .errors import LocalProtocolError, RemoteProtocolError
 from .framer import Frame, Framer
+from .pdu import SubmitSm, SubmitSmResp
 from .status import (
     ESME_RINVBNDSTS,
     ESME_RINVCMDID,
@@ -132,6 +134,8 @@ _BOUND: Final[frozenset[State]] = frozenset((State.BOUND_TX, State.BOUND_RX, Sta
 
 C = CommandId
 _DELIVER_SM: Final = C.DELIVER_SM
+_SUBMIT_SM: Final = C.SUBMIT_SM
+_SUBMIT_SM_RESP: Final = C.SUBMIT_SM_RESP
 
 # Which role may send which request in which state (SMPP 3.4 §2.3 table 2-1).
 _COMMON: Final[dict[int, frozenset[str]]] = {C.ENQUIRE_LINK: _BOTH, C.UNBIND: _BOTH}
@@ -423,6 +427,43 @@ class Session:
             self._set_state(State.UNBOUND)
         return data
 
+    def send_submits(self, queue: deque[Any], n: int, now: float) -> list[bytes]:
+        """:meth:`send` of ``n`` items popped off the left of ``queue``, each item
+        ``(pdu, ...)`` the request's context; the encoded PDUs, in order.
+
+        The same checks, numbering and results as ``n`` calls of :meth:`send`
+        (an item whose PDU is not a submit_sm goes through :meth:`send`), with
+        the state checked once for the batch and no call per PDU but its encoding
+        (the pool's write path: ~a window of submit_sm per call).
+        """
+        popleft = queue.popleft
+        out: list[bytes] = []
+        append = out.append
+        if _SUBMIT_SM not in self._may_send:  # send() raises on the first submit_sm
+            for _ in range(n):
+                item = popleft()
+                append(self.send(item[0], now, item))
+            return out
+        in_flight = self.in_flight
+        window = self.window
+        for _ in range(n):
+            item = popleft()
+            pdu = item[0]
+            if type(pdu) is not SubmitSm:
+                append(self.send(pdu, now, item))
+                continue
+            if self.windowed >= window:
+                raise LocalProtocolError(f"window of {window} is full")
+            seq = self._next_seq
+            while seq in in_flight:  # only after a full wrap with a stuck request
+                seq = seq + 1 if seq < MAX_SEQUENCE else 1
+            self._next_seq = seq + 1 if seq < MAX_SEQUENCE else 1
+            pdu.sequence_number = seq
+            append(encode_submit_sm(pdu))
+            in_flight[seq] = (_SUBMIT_SM, now, item)
+            self.windowed += 1
+        return out
+
     def send_empty_responses(self, command_id: int, command_status: int, sequence_numbers: Iterable[int]) -> bytes:
         """deliver_sm_resp / data_sm_resp (an empty message_id, SMPP 3.4 §4.6.2,
         §4.7.2) to several requests, in one buffer.
@@ -481,9 +522,26 @@ class Session:
             self._rx_seen = True
         claim = self._claim_deliver
         run: ClaimedDelivers | None = None  # the latest run
+        in_flight = self.in_flight
         for frame in frames:
             cid = frame.command_id
-            if cid & RESP_BIT:
+            if cid == _SUBMIT_SM_RESP:
+                # The commonest frame: _receive_response's result for a
+                # "message_id\0" body answering a submit_sm in flight, inline.
+                seq = frame.sequence_number
+                entry = in_flight.get(seq)
+                if entry is not None and entry[0] == _SUBMIT_SM:
+                    body = frame.body
+                    if type(body) is bytes:
+                        message_id, nul, rest = body.partition(b"\0")
+                        if nul and not rest:
+                            del in_flight[seq]
+                            self.windowed -= 1
+                            resp = SubmitSmResp(seq, frame.command_status, (), message_id.decode("latin-1"))
+                            events.append(Response(resp, _SUBMIT_SM, entry[2], entry[1]))
+                            continue  # a submit_sm_resp changes no state
+                self._receive_response(frame, events)
+            elif cid & RESP_BIT:
                 self._receive_response(frame, events)
             elif cid == _DELIVER_SM and claim is not None and cid in self._peer_may_send:
                 try:

@@ -395,15 +395,7 @@ class SmppBind:
         protocol = self.protocol
         if session is None or protocol is None:
             raise ConnectionLostError(f"bind {self.name} is down")
-        send = session.send
-        popleft = queue.popleft
-        now = self._loop.time()
-        chunks: list[bytes] = []
-        append = chunks.append
-        for _ in range(n):
-            item = popleft()
-            append(send(item[0], now, item))
-        protocol.write_many(chunks)
+        protocol.write_many(session.send_submits(queue, n, self._loop.time()))
         self.written += n
 
     def respond(self, pdu: DeliverSm | DataSm, command_status: int = ESME_ROK) -> None:

@@ -338,7 +338,7 @@ if mode == 'apply' then
     local bucket_prefix = buckets_prefix .. carrier .. ':'
     local token_prefix = carrier .. '\31'  -- a duplicate span's member: carrier US id
     -- Hot loop: locals for library functions, counters instead of '#' (a search in Lua 5.1).
-    local sub, byte = string.sub, string.byte
+    local sub, byte, find = string.sub, string.byte, string.find
     local statuses, fast = {}, out[2]
     local ns, nf = 0, 0
     local buckets, nb = nil, 0      -- the carrier's live buckets, newest first (read once)
@@ -348,13 +348,15 @@ if mode == 'apply' then
     local miss_at, miss_key, nm = {}, {}, 0  -- statuses index and dup token of each receipt without entry
     -- A part's final receipt retires its entry: deleted from its bucket, and its
     -- token kept in the current span's set for the duplicate window.
+    local ndrop = {}                -- per bucket: how many ids in drop[b]
     local function retire(b, id)
         local d = drop[b]
         if not d then
-            d = {}
+            d, ndrop[b] = {}, 0
             drop[b] = d
         end
-        d[#d + 1] = id
+        local k = ndrop[b] + 1
+        d[k], ndrop[b] = id, k
         ng = ng + 1
         gone[ng] = token_prefix .. id
     end
@@ -435,23 +437,45 @@ if mode == 'apply' then
             elseif byte(v, 1) == 61 then
                 -- fast form ('='): a single-part job without callback and without a job
                 -- record; what its events need is in the entry
-                local s1, s2, s3 = fast_separators(v)
+                -- (fast_separators inline: the bulk of the receipts passes here)
+                local s1 = find(v, '\31', 2, true)
+                local s2 = s1 and find(v, '\31', s1 + 1, true)
+                local s3 = s2 and find(v, '\31', s2 + 1, true)
                 if not s3 then
                     status = 'x'
+                elseif final then
+                    local job_id = sub(v, s3 + 1)
+                    -- the submit time: the whole head unless an intermediate receipt left
+                    -- ':<state>' in it (a state is a word: the head then ends in a letter)
+                    local last, submitted = byte(v, s1 - 1), nil
+                    if last >= 48 and last <= 57 then
+                        submitted = sub(v, 2, s1 - 1)
+                    else
+                        submitted = fast_head(v, s1)
+                    end
+                    call('XADD', events, '*', 'id', job_id,
+                        'ref', sub(v, s2 + 1, s3 - 1), 'event', state, 'carrier', carrier,
+                        'parts', '1', 'message_ids', sub(v, s1 + 1, s2 - 1), 'error', err, 'ts', ts)
+                    status = 'f'
+                    finished[id] = true
+                    -- retire() inline
+                    local b = at[i] or 1
+                    local d = drop[b]
+                    if not d then
+                        d, ndrop[b] = {}, 0
+                        drop[b] = d
+                    end
+                    local k = ndrop[b] + 1
+                    d[k], ndrop[b] = id, k
+                    ng = ng + 1
+                    gone[ng] = token_prefix .. id
+                    fast[nf + 1] = job_id
+                    fast[nf + 2] = submitted
+                    nf = nf + 2
                 else
                     local job_id = sub(v, s3 + 1)
                     local submitted, seen = fast_head(v, s1)
-                    if final then
-                        call('XADD', events, '*', 'id', job_id,
-                            'ref', sub(v, s2 + 1, s3 - 1), 'event', state, 'carrier', carrier,
-                            'parts', '1', 'message_ids', sub(v, s1 + 1, s2 - 1), 'error', err, 'ts', ts)
-                        status = 'f'
-                        finished[id] = true
-                        retire(at[i] or 1, id)
-                        fast[nf + 1] = job_id
-                        fast[nf + 2] = submitted
-                        nf = nf + 2
-                    elseif seen ~= event then
+                    if seen ~= event then
                         -- one intermediate event per change of state: the state is kept in
                         -- the entry itself
                         call('HSET', buckets[at[i] or 1], id, '=' .. submitted .. ':' .. event .. sub(v, s1))

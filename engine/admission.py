@@ -28,7 +28,7 @@ checks.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Generic, TypeVar
 
 __all__ = ["LANES", "OTHER", "CarrierQueue", "ClientQueue"]
@@ -90,6 +90,47 @@ class ClientQueue(Generic[T]):
         elif self._credit <= 0:
             active.rotate(-1)
         return item
+
+    def pop_chunk(self, room: int, size: Callable[[T], int]) -> list[T]:
+        """:meth:`pop` while the jobs' ``size`` fit ``room`` (at least one job):
+        the first that does not fit is put back with :meth:`push_front`, the state
+        left as that pop and push_front leave it. One call for the admitter's
+        chunk, the same jobs in the same order as the pops (and the same later
+        ones); the queue must not be empty."""
+        out: list[T] = []
+        append = out.append
+        parts = 0
+        active = self._active
+        queues = self._queues
+        weights = self._weights
+        credit = self._credit
+        n = self.n
+        while n:
+            client = active[0]
+            if credit <= 0:
+                credit = weights.get(client, 1)
+            q = queues[client]
+            item = q.popleft()
+            n -= 1
+            credit -= 1
+            if not q:
+                active.popleft()
+                credit = 0
+            elif credit <= 0:
+                active.rotate(-1)
+            k = size(item)
+            if out and parts + k > room:  # push_front(client, item)
+                if not q:
+                    active.appendleft(client)
+                    credit = 0
+                q.appendleft(item)
+                n += 1
+                break
+            append(item)
+            parts += k
+        self._credit = credit
+        self.n = n
+        return out
 
     def count(self, client: str) -> int:
         q = self._queues.get(client)
@@ -155,6 +196,27 @@ class CarrierQueue(Generic[T]):
         self._left -= 1
         lane = self._turn
         return lane, self.lanes[lane].pop()
+
+    def pop_chunk(self, room: int, size: Callable[[T], int], client_of: Callable[[T], str]) -> list[T]:
+        """The admitter's step: :meth:`pop` jobs while their ``size`` fit ``room``
+        (at least one); the first that does not fit goes back with
+        :meth:`push_front` (under ``client_of(job)``, its lane). The same jobs, order
+        and state as those calls one by one; with one lane holding jobs (the usual
+        case) the lane pops them in one call. The queue must not be empty."""
+        high, normal, bulk = self.lanes
+        if bool(high.n) + bool(normal.n) + bool(bulk.n) == 1:  # one lane: no turn between lanes
+            return (high if high.n else normal if normal.n else bulk).pop_chunk(room, size)
+        out: list[T] = []
+        parts = 0
+        while self:
+            lane, item = self.pop()
+            k = size(item)
+            if out and parts + k > room:
+                self.push_front(lane, client_of(item), item)
+                break
+            out.append(item)
+            parts += k
+        return out
 
     def clear(self) -> list[T]:
         """Remove and return every job in hand (unclaimed), for hand-back."""

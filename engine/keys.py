@@ -213,7 +213,8 @@ KEY_TABLE: tuple[KeyDoc, ...] = (
     KeyDoc("P:marks:legacy", "string",
            "`1` while idempotency marks of layout 10 and before (P:idem:<job id>) may still live: a new claim "
            "then also reads that key", "claim.lua, cancel.lua, marks.lua (when a generation is made without a "
-           "predecessor: an upgrade, a fresh start, an idle window)",
+           "predecessor: an upgrade, a fresh start, an idle window; on a keyspace of at most 5,000 keys "
+           "only if a SCAN finds such a mark)",
            "one window + the margin", "shard", "none (one key)"),
     KeyDoc("P:idem:<job id>", "string",
            "an idempotency mark of layout 10 and before (the claiming entry as an integer, `s\\|<entry id>`, "

@@ -20,7 +20,8 @@
 --                         P:idem:<job id>, prefix "P:idem:") may still live: a new
 --                         claim then also checks that key (GET), for one window
 --                         after a generation was made without a predecessor (an
---                         upgrade, a fresh start, an idle window)
+--                         upgrade, a fresh start, an idle window) when such marks may
+--                         exist (marks_legacy_may_exist: on a small keyspace, a SCAN)
 -- Every mark is written into the generation of the writer's `now`; a lookup reads
 -- the current and the previous generation (and, within MARKS_MARGIN of a
 -- boundary, the one beyond it, for writers whose clocks disagree by up to that),
@@ -68,7 +69,9 @@ local function marks_open(prefix, now_ms, window_s, legacy_prefix)
   local now = floor(tonumber(now_ms) / 1000)
   local start = floor(now / w) * w
   local margin = math.min(300, floor(w / 4))
-  local m = {prefix = prefix, w = w, added = 0, ttl = start + 2 * w + margin - now, margin = margin,
+  -- ttl a string: Redis formats a number argument on every call (snprintf '%.17g': ~4k
+  -- instructions on 7.0, per EXPIRE of a new bucket)
+  local m = {prefix = prefix, w = w, added = 0, ttl = string.format('%d', start + 2 * w + margin - now), margin = margin,
              legacy_prefix = legacy_prefix, legacy = redis.call('EXISTS', prefix .. 'legacy') == 1,
              new = {}, nnew = 0}
   m.cur = marks_gen(prefix, start)
@@ -123,6 +126,26 @@ local function marks_find(m, job_id, h)
   return marks_legacy(m, job_id)
 end
 
+-- Whether marks of layout 10 and before (string keys legacy_prefix .. job id) may
+-- exist, asked when a generation is made without a predecessor: on a keyspace of at
+-- most MARKS_LEGACY_SCAN keys (a fresh start; a small deployment after an idle window)
+-- by a SCAN of it for that prefix (~1.2k instructions per key: ~6M at the most, a
+-- few ms, once per such generation; what ~1,200 claims' GETs cost), else
+-- yes. When none exists no flag is set, and the window's claims make no GET each for
+-- them (~1.3k instructions per new claim; bench/RESULTS.md "rediscpu").
+local MARKS_LEGACY_SCAN = 5000
+local function marks_legacy_may_exist(m)
+  if redis.call('DBSIZE') > MARKS_LEGACY_SCAN then return true end
+  local pattern = string.gsub(m.legacy_prefix, '[%*%?%[%]\\]', '\\%0') .. '*'
+  local cursor = '0'
+  repeat
+    local page = redis.call('SCAN', cursor, 'MATCH', pattern, 'COUNT', 1000)
+    if #page[2] > 0 then return true end
+    cursor = page[1]
+  until cursor == '0'
+  return false
+end
+
 -- The current generation's bucket count, fixed at its first mark.
 local function marks_make_current(m)
   local n = tonumber(redis.call('HGET', m.prev.meta, 'n'))
@@ -130,14 +153,15 @@ local function marks_make_current(m)
   if n then
     k = MARKS_MIN
     while k * MARKS_FILL < n and k < MARKS_MAX do k = k * 2 end
-  else  -- no predecessor: marks of an older layout may be about, for up to a window
+  elseif m.legacy or marks_legacy_may_exist(m) then
+    -- no predecessor: marks of an older layout may be about, for up to a window
     redis.call('SET', m.prefix .. 'legacy', '1', 'EX', m.w + m.margin)
     m.legacy = true
   end
   local g = m.cur
-  redis.call('HSET', g.meta, 'k', k)
+  redis.call('HSET', g.meta, 'k', string.format('%d', k))
   redis.call('EXPIRE', g.meta, m.ttl)
-  redis.call('SETBIT', g.made, k - 1, 0)  -- the bitmap at its full length, no bit set
+  redis.call('SETBIT', g.made, string.format('%d', k - 1), '0')  -- the bitmap at its full length, no bit set
   redis.call('EXPIRE', g.made, m.ttl)
   local d = 1
   while 16 ^ d < k do d = d + 1 end
@@ -203,12 +227,12 @@ end
 -- k), and the bits of the buckets made.
 local function marks_close(m)
   local g = m.cur
-  if m.added > 0 then redis.call('HINCRBY', g.meta, 'n', m.added) end
+  if m.added > 0 then redis.call('HINCRBY', g.meta, 'n', string.format('%d', m.added)) end
   m.added = 0
   if m.nnew > 0 then
     local args, i = {'BITFIELD', g.made}, 2
     for bn in pairs(m.new) do
-      args[i + 1] = 'SET'; args[i + 2] = 'u1'; args[i + 3] = bn; args[i + 4] = 1
+      args[i + 1] = 'SET'; args[i + 2] = 'u1'; args[i + 3] = string.format('%d', bn); args[i + 4] = '1'
       i = i + 4
       if i >= 2000 then redis.call(unpack(args)); args, i = {'BITFIELD', g.made}, 2 end
     end
@@ -217,7 +241,7 @@ local function marks_close(m)
       redis.call('EXPIRE', g.made, m.ttl)
       redis.call('HSET', g.meta, 'b', redis.call('BITCOUNT', g.made))
     else
-      redis.call('HINCRBY', g.meta, 'b', m.nnew)
+      redis.call('HINCRBY', g.meta, 'b', string.format('%d', m.nnew))
     end
     m.new, m.nnew = {}, 0
   end

@@ -51,6 +51,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import operator
 import os
 import random
 import time
@@ -280,6 +281,9 @@ class _InFlightJob:
         self.fallback_used = False
         self.admitted = False  # its claim result was acted upon
 
+
+_PARTS_OF: Callable[[_InFlightJob], int] = operator.attrgetter("parts")
+_client_of: Callable[[_InFlightJob], str] = operator.attrgetter("klass.client")
 
 _Token = tuple[_InFlightJob, int, float]  # (job, part index, monotonic submit time)
 
@@ -850,7 +854,7 @@ class Pipeline:
         touched: set[str] = set()
         queues = self._queues
         for ij in jobs:
-            queues[ij.carrier].push(ij.lane, ij.klass.client, ij)
+            queues[ij.carrier].lanes[ij.lane].push(ij.klass.client, ij)  # CarrierQueue.push, a call fewer
             touched.add(ij.carrier)
         for carrier in touched:
             self._wakeups[carrier].set()
@@ -897,7 +901,8 @@ class Pipeline:
                 self._wakeups[k.carrier].set()
 
     def _release(self, ij: _InFlightJob) -> None:
-        """``ij`` leaves the engine's hands (outcome queued, handed back, or moved)."""
+        """``ij`` leaves the engine's hands (outcome queued, handed back, or moved).
+        (:meth:`_job_done` has it inline: the same steps.)"""
         batch = ij.batch
         batch.remaining -= 1
         self._in_hand -= 1
@@ -981,16 +986,8 @@ class Pipeline:
             if pool.pending() >= cap:
                 await pool.wait_pending_below(cap)
                 continue  # (re-checks _stopping)
-            room = 2 * cap - pool.pending()
-            chunk: list[_InFlightJob] = []
-            parts = 0
-            while queue:
-                lane, ij = queue.pop()
-                if chunk and parts + ij.parts > room:
-                    queue.push_front(lane, ij.klass.client, ij)
-                    break
-                chunk.append(ij)
-                parts += ij.parts
+            # jobs in admission order while their parts fit (at least one)
+            chunk = queue.pop_chunk(2 * cap - pool.pending(), _PARTS_OF, _client_of)
             try:
                 await self._claim_and_submit(chunk)
             except asyncio.CancelledError:
@@ -1068,36 +1065,41 @@ class Pipeline:
             duplicates = cancelled = 0
             admitted: dict[_Class, int] = {}
             suppressed: list[_InFlightJob] = []
-            for ij, status in zip(jobs, statuses, strict=True):
-                ij.admitted = True
-                k = ij.klass
-                admitted[k] = admitted.get(k, 0) + 1
-                if status == 1:  # sent under another entry: acked by the claim script
-                    duplicates += 1
-                    self._job_done(ij, record=False)
-                    continue
-                if status == 3:  # marketing to a suppressed number: dead-lettered below
-                    ij.admitted = False  # until then: a failure puts it back in the queue
-                    suppressed.append(ij)
-                    continue
-                if status == 4:  # cancelled while it waited: acked, event published by the script
-                    cancelled += 1
-                    self._job_done(ij, record=False)
-                    continue
-                if not ij.to_hash:
-                    ij.to_hash = self._hash_number(ij.job.to)
-                if status == 2:
-                    self.metrics.jobs_reclaimed.inc()
-                    if not resend:
-                        ij.event, ij.error = "unknown", "submit_unanswered"
-                        self._job_done(ij)
+            ready: list[tuple[Any, _Token]] = []  # single-part submit_sm, to the pool in one call
+            try:
+                for ij, status in zip(jobs, statuses, strict=True):
+                    ij.admitted = True
+                    k = ij.klass
+                    admitted[k] = admitted.get(k, 0) + 1
+                    if status == 1:  # sent under another entry: acked by the claim script
+                        duplicates += 1
+                        self._job_done(ij, record=False)
                         continue
-                try:
-                    self._submit_job(ij)
-                except Exception as err:  # a PDU we cannot build: fail the job, keep going
-                    log.error("job could not be encoded for carrier %s: %s", ij.carrier, type(err).__name__)
-                    ij.event, ij.error = "failed", "encode_error"
-                    self._job_done(ij)
+                    if status == 3:  # marketing to a suppressed number: dead-lettered below
+                        ij.admitted = False  # until then: a failure puts it back in the queue
+                        suppressed.append(ij)
+                        continue
+                    if status == 4:  # cancelled while it waited: acked, event published by the script
+                        cancelled += 1
+                        self._job_done(ij, record=False)
+                        continue
+                    if not ij.to_hash:
+                        ij.to_hash = self._hash_number(ij.job.to)
+                    if status == 2:
+                        self.metrics.jobs_reclaimed.inc()
+                        if not resend:
+                            ij.event, ij.error = "unknown", "submit_unanswered"
+                            self._job_done(ij)
+                            continue
+                    try:
+                        self._submit_job(ij, ready)
+                    except Exception as err:  # a PDU we cannot build: fail the job, keep going
+                        log.error("job could not be encoded for carrier %s: %s", ij.carrier, type(err).__name__)
+                        ij.event, ij.error = "failed", "encode_error"
+                        self._job_done(ij)
+            finally:  # (what was admitted is not put back in the queue: it goes now)
+                if ready:
+                    self._submit_ready(ready)
             if duplicates:
                 self.metrics.jobs_duplicate.inc(duplicates)
             if cancelled:
@@ -1258,7 +1260,10 @@ class Pipeline:
             flat.append(k)
             flat.append(v)
 
-    def _submit_job(self, ij: _InFlightJob) -> None:
+    def _submit_job(self, ij: _InFlightJob, ready: list[tuple[Any, _Token]]) -> None:
+        """Build ``ij``'s PDUs and hand them to its carrier's pool; a single-part
+        message's ``(pdu, token)`` is added to ``ready`` (:meth:`_submit_ready`
+        queues them, in order, one pool call for the chunk)."""
         builder = self.builders[ij.carrier]
         pdus = builder.build(ij.job, ij.seg)
         n = len(pdus)
@@ -1268,12 +1273,20 @@ class Pipeline:
         ij.message_ids = [""] * n
         ij.expect = builder.receipts_expected(ij.job, n)
         self._outstanding += n
-        pool = self.pools[ij.carrier]
         now = time.monotonic()
         if n == 1:
-            pool.submit(pdus[0], (ij, 0, now))
+            if ready and ready[0][1][0].carrier != ij.carrier:  # (a chunk is of one carrier)
+                self._submit_ready(ready)
+            ready.append((pdus[0], (ij, 0, now)))
         else:  # parts in order, each after the one before it was answered
-            pool.submit_parts([(pdu, (ij, i, now)) for i, pdu in enumerate(pdus)])
+            if ready:  # the messages before it first
+                self._submit_ready(ready)
+            self.pools[ij.carrier].submit_parts([(pdu, (ij, i, now)) for i, pdu in enumerate(pdus)])
+
+    def _submit_ready(self, ready: list[tuple[Any, _Token]]) -> None:
+        """Queue ``ready``'s single-part messages (of one carrier) in their pool; empties it."""
+        self.pools[ready[0][1][0].carrier].submit_many(ready)
+        ready.clear()
 
     # ------------------------------------------------------ pool callbacks
     def on_submit_resp(self, token: object, command_status: int, message_id: str) -> None:
@@ -1354,7 +1367,21 @@ class Pipeline:
             shard = 0 if self._one_recorder else self._stream_shard[stream]
             if shard not in self._recorders:
                 self._schedule_record(shard)
-        self._release(ij)
+        # _release(ij), inline (once per job)
+        batch = ij.batch
+        batch.remaining -= 1
+        self._in_hand -= 1
+        if batch.remaining == 0:
+            self._batches.discard(batch)
+        k = ij.klass
+        k.held -= 1
+        if k.held < k.budget:
+            if k.parked:
+                self._wakeups[k.carrier].set()
+            else:
+                capacity = self._capacity[k.shard]
+                if not capacity.is_set():
+                    capacity.set()
 
     async def recorded_barrier(self, timeout_s: float = 1.0) -> None:
         """Wait until every outcome queued so far is recorded (or ``timeout_s``).

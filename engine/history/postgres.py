@@ -57,6 +57,8 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
+from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 import asyncpg
@@ -186,6 +188,10 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
 )
+
+
+# A CopyJob's parts, in C (map over a batch's jobs).
+_ID, _DAY, _HAS_FIRST, _ROW = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
 
 
 class _NotAllPlaced(Exception):
@@ -319,7 +325,7 @@ class PostgresHistory:
     def _remember(self, placed: list[tuple[list[bytes], int]]) -> None:
         days = self._job_days
         for ids, day in placed:
-            days.update(dict.fromkeys(ids, day))
+            days.update(zip(ids, repeat(day)))
         excess = len(days) - self.day_cache_size
         if excess > 0:  # drop the oldest (insertion order), a tenth more to do it seldom
             for k in list(itertools.islice(days, excess + self.day_cache_size // 10)):
@@ -384,7 +390,9 @@ class PostgresHistory:
     async def _copy(conn: asyncpg.Connection, table: str, jobs: list[CopyJob], now_ms: int) -> None:
         """COPY rows into ``table``, each completed with ``updated_ms`` and its newline."""
         end = b"%d\n" % now_ms
-        data = end.join([j[3] for j in jobs]) + end
+        rows = list(map(_ROW, jobs))
+        rows.append(b"")  # the last row's end too, without a copy of the whole buffer
+        data = end.join(rows)
         await conn.copy_to_table(table, source=memoryview(data), columns=COPY_COLUMNS, format="text", null=NULL)
 
     async def _write_placed(
@@ -394,21 +402,28 @@ class PostgresHistory:
         straight into their day's partition, the others UPDATEd in theirs. Raises
         `_NotAllPlaced` (or UniqueViolationError) when the batch must be merged instead;
         the transaction is then rolled back. Returns (job ids, day) of the rows written."""
-        get_day = self._job_days.get
         updates: dict[int, list[CopyJob]] = {}
         inserts: dict[int, list[CopyJob]] = {}
         first_new: list[CopyJob] = []  # (job id, day, has_first, row)
         other_new: list[CopyJob] = []
-        for j in jobs:
-            day = get_day(j[0])
-            if day is not None:
-                updates.setdefault(day, []).append(j)
-            elif j[2]:  # has_first
-                first_new.append(j)
-            else:
-                other_new.append(j)
-        await self._ensure_partitions(conn, {j[1] for group in (first_new, other_new) for j in group})
+        if not self._job_days.keys().isdisjoint(map(_ID, jobs)):
+            get_day = self._job_days.get
+            for j in jobs:
+                day = get_day(j[0])
+                if day is not None:
+                    updates.setdefault(day, []).append(j)
+                elif j[2]:  # has_first
+                    first_new.append(j)
+                else:
+                    other_new.append(j)
+        elif all(map(_HAS_FIRST, jobs)):  # the usual batch of new jobs: none cached, each first event here
+            first_new = jobs
+        else:
+            for j in jobs:
+                (first_new if j[2] else other_new).append(j)
+        await self._ensure_partitions(conn, set(map(_DAY, first_new)).union(map(_DAY, other_new)))
         placed: list[tuple[list[bytes], int]] = []
+        known_ids: dict[int, list[bytes]] = {}  # a day's inserts' ids, when they are one group's
         async with _write_transaction(conn) as ledgered:
             # A job's row is on the day of its first archived event: with the first
             # event in hand, only a later day can hold it (its later events archived
@@ -416,9 +431,9 @@ class PostgresHistory:
             for group, back, ahead in ((first_new, -1, self.lookback_days), (other_new, self.lookback_days, 1)):
                 if not group:
                     continue
-                days = {j[1] for j in group}
+                days = set(map(_DAY, group))
                 lo, hi = min(days) - back, max(days) + ahead
-                ids = [j[0] for j in group]
+                ids = list(map(_ID, group))
                 joined = _SEP.join(ids)
                 if joined.count(_SEP) == len(ids) - 1:
                     rows = await conn.fetch(_LOOKUP_JOINED, joined.decode(), self._date(lo), self._date(hi))
@@ -426,17 +441,26 @@ class PostgresHistory:
                     rows = await conn.fetch(_LOOKUP, [i.decode() for i in ids], self._date(lo), self._date(hi))
                 found = {job_id.encode(): (day - _EPOCH).days for job_id, day in rows}
                 if not found and len(days) == 1:  # the usual batch: all new, one day
-                    inserts.setdefault(days.pop(), []).extend(group)
+                    day = days.pop()
+                    if day in inserts:  # (a new list: a group may be the batch's own list)
+                        inserts[day] = inserts[day] + group
+                    else:
+                        inserts[day] = group
+                        known_ids[day] = ids
                     continue
+                new: dict[int, list[CopyJob]] = {}
                 for j in group:
                     day = found.get(j[0])
                     if day is None:
-                        inserts.setdefault(j[1], []).append(j)
+                        new.setdefault(j[1], []).append(j)
                     else:
                         updates.setdefault(day, []).append(j)
+                for day, more in new.items():
+                    inserts[day] = inserts[day] + more if day in inserts else more
             for day, group in inserts.items():
                 await self._copy(conn, _partition_name(day), group, now_ms)
-                placed.append(([j[0] for j in group], day))
+                known = known_ids.get(day)
+                placed.append((known if known is not None and len(known) == len(group) else list(map(_ID, group)), day))
             if updates:
                 staged = next(iter(updates.values())) if len(updates) == 1 else [j for g in updates.values() for j in g]
                 await self._copy(conn, "history_stage", staged, now_ms)
@@ -444,9 +468,9 @@ class PostgresHistory:
                 status = await conn.execute(_UPDATE.format(table=_partition_name(day)), now_ms, self._date(day))
                 if int(status.rsplit(" ", 1)[-1]) != len(group):
                     raise _NotAllPlaced  # a row gone (erased, dropped) since it was cached
-                placed.append(([j[0] for j in group], day))
+                placed.append((list(map(_ID, group)), day))
             if ledgered:
-                await self._drop_erased(conn, [j[0] for j in jobs])
+                await self._drop_erased(conn, list(map(_ID, jobs)))
         return placed
 
     async def _write_merged(self, conn: asyncpg.Connection, jobs: list[CopyJob], now_ms: int) -> None:

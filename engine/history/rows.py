@@ -17,10 +17,12 @@ look at each field): no newline or carriage return (one line per row, so no
 value can forge a row), no backslash but the two of each bytea's ``\\x``,
 UTF-8 throughout, and no quote in an event name or error (they go into JSON
 strings). A batch that fails the check is folded the careful way:
-`rows_from_deltas`, which escapes each field. What the check leaves to the
+`rows_from_deltas`, which escapes each field; so is a batch with a ``ts`` that
+is not 13 ASCII digits (the engine stamps nothing else): times stay bytes, and
+13 digits compare as their numbers do. What the check leaves to the
 server makes the COPY fail with a data error — a tab inside a value (its line
 has a field too many), a whole field equal to the NULL marker (NOT NULL), a
-``ts`` or ``parts`` Python reads as a number and PostgreSQL does not — and the
+``parts`` Python reads as a number and PostgreSQL does not — and the
 store then writes the batch the careful way too, where a malformed entry is
 skipped as the fold has always skipped it. Either way a malformed entry cannot
 stop the archive and cannot reach a row unescaped.
@@ -75,7 +77,8 @@ _NAMES_FIRST_TEXT = [*_LAYOUT_FIRST, b"text_enc"]
 # gives the row its closing tab), followed by the integers the merge compares.
 _JID, _DAY, _REF, _CLIENT, _KIND, _CARRIER, _PARTS, _ENCODING, _MIDS, _HASH, _MASK = range(11)
 _FIRST_B, _SUB_B, _FINAL_STATE, _FINAL_B, _ERROR, _EVENTS, _ERRORS, _RETENTION, _TEXT = range(11, 20)
-_FIRST, _SUB, _FINAL, _HAS_FIRST, _DAY_N = range(21, 26)
+_HAS_FIRST, _DAY_N = range(21, 23)
+_EVEN, _ODD, _CUT, _ROW = slice(None, None, 2), slice(1, None, 2), slice(None, -1), slice(21)
 
 
 class CopyBatch:
@@ -144,116 +147,239 @@ def copy_rows(entries: Sequence[tuple[Any, Any]]) -> CopyBatch:
     """Fold stream entries (``(entry_id, fields)``, fields the raw reply's flat
     ``[name, value, …]`` list or a mapping of bytes) into one COPY row per job.
 
-    Entries without ``id`` or ``event``, or with a ``ts``, ``parts`` or
-    ``retention_until`` that is no integer or a ``text_enc`` that is no base64,
-    are skipped (as `deltas_from_entries` skips them). When the batch's bytes
-    fail the check of the module docstring, the rows come from
+    Entries without ``id`` or ``event``, or with a ``parts`` or ``retention_until``
+    that is no integer or a ``text_enc`` that is no base64, are skipped (as
+    `deltas_from_entries` skips them). When the batch's bytes fail the check of the
+    module docstring, or an event's ``ts`` is not the 13 digits of a time in ms (the
+    engine writes nothing else; ``int()`` would read more), the rows come from
     `rows_from_deltas` instead.
+
+    Times stay bytes: 13 digits compare as their numbers do, so ``int()`` runs only
+    for a day not seen yet (one range check an event otherwise). The engine's two
+    layouts (a job's describing first event, a later event) have a path each, with
+    nothing to decide that the layout already says; anything else takes the general
+    path, which the same rules apply to.
     """
     out: dict[bytes, list[Any]] = {}
     get_state = out.get
     final_b = _FINAL_B_SET
     n8, n14, n15 = _NAMES_SHORT, _NAMES_FIRST, _NAMES_FIRST_TEXT
     open_keys, more_keys = _OPEN_KEYS, _MORE_KEYS
-    days = _days
-    day_ms = _DAY_MS
+    join = b"".join
+    even, odd, cut, row = _EVEN, _ODD, _CUT, _ROW  # slices made once (f[::2] builds one each time)
     null = _NULL
+    # The UTC day of the last time that needed one: [day_lo, day_hi) as 13 digits.
+    day_lo = day_hi = day_b = b""
+    day_n = 0
     texts = 0
     safe = True  # every event name and error goes into a JSON string as it is
-    client = kind = to_hash = to_mask = encoding = retention = b""
     for _eid, f in entries:
-        # The engine's layouts are unpacked by position (their names checked as a
-        # whole), anything else is read by name.
-        text_b = None
-        names = f[::2] if f.__class__ is list else None
-        if names == n14:
-            jid, ref, ev, carrier, parts, mids, error, ts_b, client, kind, to_hash, to_mask, encoding, retention = (
-                f[1::2])
-            describe = True
-        elif names == n8:
-            jid, ref, ev, carrier, parts, mids, error, ts_b = f[1::2]
-            describe = False
-        elif names == n15:
-            (jid, ref, ev, carrier, parts, mids, error, ts_b, client, kind, to_hash, to_mask, encoding, retention,
-             text_b) = f[1::2]
-            describe = True
-        else:
-            (jid, ref, ev, carrier, parts, mids, error, ts_b, describe, c, k, h, m, e, r, text_b) = _by_name(f)
-            if describe:
-                client, kind, to_hash, to_mask, encoding, retention = c, k, h, m, e, r
-        if not jid or not ev:
-            continue
-        try:  # every conversion first, so a malformed entry changes nothing
-            ts = int(ts_b) if ts_b else 0
-            if parts != b"1" and (not parts or not int(parts)):
-                parts = b""
-            if describe and not retention.isdigit():
-                retention = retention if retention and int(retention) > 0 else b"0"
-            text = b"\\\\x" + hexlify(a2b_base64(text_b, strict_mode=True)) if text_b else null
-        except ValueError:
-            continue
-        if not ts_b:
-            ts_b = b"0"
-        s = get_state(jid)
-        if s is None:  # the common case (a job's first event in the batch): one list, no stores
-            okey = open_keys.get(ev)
-            if okey is None:
+        names = f[even] if f.__class__ is list else None
+        if names == n8:
+            # A later event of a job (a receipt, an attempt): no describing field, no text.
+            jid, ref, ev, carrier, parts, mids, error, ts_b = f[odd]
+            if not jid or not ev:
+                continue
+            if len(ts_b) != 13 or not ts_b.isdigit():
+                return _careful(entries)
+            if parts != b"1":
+                try:
+                    if not parts or not int(parts):
+                        parts = b""
+                except ValueError:
+                    continue
+            s = get_state(jid)
+            if s is None:
+                okey = open_keys.get(ev)
+                if okey is None:
+                    if not _plain_name(ev):
+                        safe = False
+                    okey = b'{"' + ev + b'":'
+                if not day_lo <= ts_b < day_hi:
+                    day_n, day_b, day_lo, day_hi = _day_of(ts_b)
+                if error:
+                    errors = join((okey, b'"', error, b'"}'))
+                    if b'"' in error:
+                        safe = False
+                else:
+                    errors = b"{}"
+                if ev in final_b:
+                    out[jid] = [
+                        jid, day_b, ref, b"", b"", carrier, parts or b"0", b"", mids, b"", b"",
+                        ts_b, null, ev, ts_b, error, join((okey, ts_b, b"}")), errors, b"0", null, b"",
+                        False, day_n,
+                    ]
+                else:
+                    out[jid] = [
+                        jid, day_b, ref, b"", b"", carrier, parts or b"0", b"", mids, b"", b"",
+                        ts_b, ts_b if ev == b"submitted" else null, b"", null, error, join((okey, ts_b, b"}")),
+                        errors, b"0", null, b"", False, day_n,
+                    ]
+                continue
+            ckey = more_keys.get(ev)
+            if ckey is None:
                 if not _plain_name(ev):
                     safe = False
-                okey = b'{"' + ev + b'":'
-            day = ts // day_ms
-            day_b = days.get(day) or _day_text(day)
-            if text is not null:
-                texts += 1
+                ckey = b',"' + ev + b'":'
+            if ts_b < s[_FIRST_B]:
+                s[_FIRST_B] = ts_b
+                if not day_lo <= ts_b < day_hi:
+                    day_n, day_b, day_lo, day_hi = _day_of(ts_b)
+                s[_DAY_N] = day_n
+                s[_DAY] = day_b
+            # A key twice in one JSON object: jsonb keeps the last, as the dict of the fold does.
+            s[_EVENTS] = join((s[_EVENTS][cut], ckey, ts_b, b"}"))
+            if ref:
+                s[_REF] = ref
+            if carrier:
+                s[_CARRIER] = carrier
+            if parts:
+                s[_PARTS] = parts
+            if mids:
+                s[_MIDS] = mids
             if error:
-                errors = okey + b'"' + error + b'"}'
+                s[_ERROR] = error
                 if b'"' in error:
                     safe = False
-            else:
-                errors = b"{}"
-            if describe:
+                e = s[_ERRORS]
+                s[_ERRORS] = join((b"{", ckey[1:], b'"', error, b'"}')) if e == b"{}" else join(
+                    (e[cut], ckey, b'"', error, b'"}'))
+            if ev in final_b:
+                if s[_FINAL_B] is null or ts_b >= s[_FINAL_B]:
+                    s[_FINAL_B] = ts_b
+                    s[_FINAL_STATE] = ev
+            elif ev == b"submitted" and (s[_SUB_B] is null or ts_b < s[_SUB_B]):
+                s[_SUB_B] = ts_b
+            continue
+        if names == n14:
+            # A job's describing (first) event, without a text.
+            (jid, ref, ev, carrier, parts, mids, error, ts_b, client, kind, to_hash, to_mask, encoding,
+             retention) = f[odd]
+            if not jid or not ev:
+                continue
+            if len(ts_b) != 13 or not ts_b.isdigit():
+                return _careful(entries)
+            try:
+                if parts != b"1" and (not parts or not int(parts)):
+                    parts = b""
+                if not retention.isdigit():
+                    retention = retention if retention and int(retention) > 0 else b"0"
+            except ValueError:
+                continue
+            s = get_state(jid)
+            if s is None:
+                okey = open_keys.get(ev)
+                if okey is None:
+                    if not _plain_name(ev):
+                        safe = False
+                    okey = b'{"' + ev + b'":'
+                if not day_lo <= ts_b < day_hi:
+                    day_n, day_b, day_lo, day_hi = _day_of(ts_b)
+                if error:
+                    errors = join((okey, b'"', error, b'"}'))
+                    if b'"' in error:
+                        safe = False
+                else:
+                    errors = b"{}"
                 if ev == b"submitted":
                     out[jid] = [
                         jid, day_b, ref, client, kind, carrier, parts or b"0", encoding, mids, to_hash, to_mask,
-                        ts_b, ts_b, b"", null, error, okey + ts_b + b"}", errors, retention, text, b"",
-                        ts, ts, None, True, day,
+                        ts_b, ts_b, b"", null, error, join((okey, ts_b, b"}")), errors, retention, null, b"",
+                        True, day_n,
                     ]
-                    continue
-                final = ev in final_b
-                out[jid] = [
-                    jid, day_b, ref, client, kind, carrier, parts or b"0", encoding, mids, to_hash, to_mask,
-                    ts_b, null, ev if final else b"", ts_b if final else null, error,
-                    okey + ts_b + b"}", errors, retention, text, b"",
-                    ts, None, ts if final else None, True, day,
-                ]
-            elif ev in final_b:
-                out[jid] = [
-                    jid, day_b, ref, b"", b"", carrier, parts or b"0", b"", mids, b"", b"",
-                    ts_b, null, ev, ts_b, error, okey + ts_b + b"}", errors, b"0", text, b"",
-                    ts, None, ts, False, day,
-                ]
+                elif ev in final_b:
+                    out[jid] = [
+                        jid, day_b, ref, client, kind, carrier, parts or b"0", encoding, mids, to_hash, to_mask,
+                        ts_b, null, ev, ts_b, error, join((okey, ts_b, b"}")), errors, retention, null, b"",
+                        True, day_n,
+                    ]
+                else:
+                    out[jid] = [
+                        jid, day_b, ref, client, kind, carrier, parts or b"0", encoding, mids, to_hash, to_mask,
+                        ts_b, null, b"", null, error, join((okey, ts_b, b"}")), errors, retention, null, b"",
+                        True, day_n,
+                    ]
+                continue
+            describe = True
+            text = null
+        else:
+            text_b = None
+            if names == n15:
+                (jid, ref, ev, carrier, parts, mids, error, ts_b, client, kind, to_hash, to_mask, encoding, retention,
+                 text_b) = f[odd]
+                describe = True
             else:
-                sub = ev == b"submitted"
-                out[jid] = [
-                    jid, day_b, ref, b"", b"", carrier, parts or b"0", b"", mids, b"", b"",
-                    ts_b, ts_b if sub else null, b"", null, error, okey + ts_b + b"}", errors, b"0", text, b"",
-                    ts, ts if sub else None, None, False, day,
-                ]
-            continue
+                (jid, ref, ev, carrier, parts, mids, error, ts_b, describe, client, kind, to_hash, to_mask, encoding,
+                 retention, text_b) = _by_name(f)
+            # A job's describing event (or an entry read by name): the general path.
+            if not jid or not ev:
+                continue
+            if len(ts_b) != 13 or not ts_b.isdigit():
+                return _careful(entries)
+            try:  # every conversion first, so a malformed entry changes nothing
+                if parts != b"1" and (not parts or not int(parts)):
+                    parts = b""
+                if describe and not retention.isdigit():
+                    retention = retention if retention and int(retention) > 0 else b"0"
+                text = b"\\\\x" + hexlify(a2b_base64(text_b, strict_mode=True)) if text_b else null
+            except ValueError:
+                continue
+            s = get_state(jid)
+            if s is None:  # the common case (a job's first event in the batch): one list, no stores
+                okey = open_keys.get(ev)
+                if okey is None:
+                    if not _plain_name(ev):
+                        safe = False
+                    okey = b'{"' + ev + b'":'
+                if not day_lo <= ts_b < day_hi:
+                    day_n, day_b, day_lo, day_hi = _day_of(ts_b)
+                if text is not null:
+                    texts += 1
+                if error:
+                    errors = join((okey, b'"', error, b'"}'))
+                    if b'"' in error:
+                        safe = False
+                else:
+                    errors = b"{}"
+                events = join((okey, ts_b, b"}"))
+                if describe:
+                    if ev == b"submitted":
+                        out[jid] = [
+                            jid, day_b, ref, client, kind, carrier, parts or b"0", encoding, mids, to_hash, to_mask,
+                            ts_b, ts_b, b"", null, error, events, errors, retention, text, b"", True, day_n,
+                        ]
+                        continue
+                    final = ev in final_b
+                    out[jid] = [
+                        jid, day_b, ref, client, kind, carrier, parts or b"0", encoding, mids, to_hash, to_mask,
+                        ts_b, null, ev if final else b"", ts_b if final else null, error, events, errors, retention,
+                        text, b"", True, day_n,
+                    ]
+                elif ev in final_b:
+                    out[jid] = [
+                        jid, day_b, ref, b"", b"", carrier, parts or b"0", b"", mids, b"", b"",
+                        ts_b, null, ev, ts_b, error, events, errors, b"0", text, b"", False, day_n,
+                    ]
+                else:
+                    out[jid] = [
+                        jid, day_b, ref, b"", b"", carrier, parts or b"0", b"", mids, b"", b"",
+                        ts_b, ts_b if ev == b"submitted" else null, b"", null, error, events, errors, b"0", text, b"",
+                        False, day_n,
+                    ]
+                continue
         # A job's later event in the batch: merged into its state.
         ckey = more_keys.get(ev)
         if ckey is None:
             if not _plain_name(ev):
                 safe = False
             ckey = b',"' + ev + b'":'
-        if ts < s[_FIRST]:
-            s[_FIRST] = ts
+        if ts_b < s[_FIRST_B]:
             s[_FIRST_B] = ts_b
-            day = ts // day_ms
-            s[_DAY_N] = day
-            s[_DAY] = days.get(day) or _day_text(day)
-        # A key twice in one JSON object: jsonb keeps the last, as the dict of the fold does.
-        s[_EVENTS] = s[_EVENTS][:-1] + ckey + ts_b + b"}"
+            if not day_lo <= ts_b < day_hi:
+                day_n, day_b, day_lo, day_hi = _day_of(ts_b)
+            s[_DAY_N] = day_n
+            s[_DAY] = day_b
+        s[_EVENTS] = join((s[_EVENTS][cut], ckey, ts_b, b"}"))
         if ref:
             s[_REF] = ref
         if carrier:
@@ -266,15 +392,14 @@ def copy_rows(entries: Sequence[tuple[Any, Any]]) -> CopyBatch:
             s[_ERROR] = error
             if b'"' in error:
                 safe = False
-            pair = ckey[1:] + b'"' + error + b'"}'
-            s[_ERRORS] = b"{" + pair if s[_ERRORS] == b"{}" else s[_ERRORS][:-1] + b"," + pair
+            e = s[_ERRORS]
+            s[_ERRORS] = join((b"{", ckey[1:], b'"', error, b'"}')) if e == b"{}" else join(
+                (e[cut], ckey, b'"', error, b'"}'))
         if ev in final_b:
-            if s[_FINAL] is None or ts >= s[_FINAL]:
-                s[_FINAL] = ts
+            if s[_FINAL_B] is null or ts_b >= s[_FINAL_B]:
                 s[_FINAL_B] = ts_b
                 s[_FINAL_STATE] = ev
-        elif ev == b"submitted" and (s[_SUB] is None or ts < s[_SUB]):
-            s[_SUB] = ts
+        elif ev == b"submitted" and (s[_SUB_B] is null or ts_b < s[_SUB_B]):
             s[_SUB_B] = ts_b
         if text is not null and s[_TEXT] is null:
             s[_TEXT] = text
@@ -294,10 +419,22 @@ def copy_rows(entries: Sequence[tuple[Any, Any]]) -> CopyBatch:
             if int(retention) > int(s[_RETENTION]):
                 s[_RETENTION] = retention
     tab = b"\t".join
-    jobs = [(jid, s[_DAY_N], s[_HAS_FIRST], tab(s[:21])) for jid, s in out.items()]
+    jobs = [(jid, s[_DAY_N], s[_HAS_FIRST], tab(s[row])) for jid, s in out.items()]
     if not safe or not _copy_safe(jobs, texts):
-        return CopyBatch(rows_from_deltas(deltas_from_entries(entries)), None)
+        return _careful(entries)
     return CopyBatch(jobs, entries)
+
+
+def _careful(entries: Sequence[tuple[Any, Any]]) -> CopyBatch:
+    """The batch folded the careful way: every field escaped (no retry needed)."""
+    return CopyBatch(rows_from_deltas(deltas_from_entries(entries)), None)
+
+
+def _day_of(ts_b: bytes) -> tuple[int, bytes, bytes, bytes]:
+    """The UTC day of a time in ms (13 digits): its number, its text, and its range
+    [lo, hi) as 13 digits (a time in it compares as bytes)."""
+    day = int(ts_b) // _DAY_MS
+    return day, _day_text(day), b"%013d" % (day * _DAY_MS), b"%013d" % ((day + 1) * _DAY_MS)
 
 
 def _copy_safe(jobs: list[CopyJob], texts: int) -> bool:

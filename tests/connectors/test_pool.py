@@ -654,3 +654,23 @@ async def test_take_queued_hands_back_every_part_of_a_held_multipart_chain(sim: 
     finally:
         await pool.close(0.1)
     assert sim.stats.submits == 0
+
+
+async def test_submit_many_is_submit_in_order(sim: Simulator) -> None:
+    """submit_many (the engine's admitter: a chunk in one call) queues as submit per
+    item does: every token answered once, written in the order given; after close
+    each one is reported lost, not raised."""
+    handler = RecordingHandler()
+    pool = BindPool(config(sim.port, binds=1, window=8), handler)
+    await pool.start()
+    pool.submit(sms(), 0)
+    pool.submit_many([(sms(), i) for i in range(1, 30)])
+    pool.submit(sms(), 30)
+    await handler.wait_for(lambda: len(handler.responses) == 31)
+    assert_each_token_once(handler, 31)
+    assert [t for t, _, _ in handler.responses] == list(range(31))  # one bind, answered in order
+    assert pool.stats.written == 31
+    await pool.close(0.5)
+    pool.submit_many([(sms(), "late-1"), (sms(), "late-2")])
+    await handler.wait_for(lambda: len(handler.lost) == 2)
+    assert handler.lost == [("late-1", "pool closed before it was written"), ("late-2", "pool closed before it was written")]

@@ -185,6 +185,28 @@ async def test_intermediate_enroute(
     assert late.late == 1 and not late.intermediates
 
 
+async def test_fast_form_final_after_an_intermediate_keeps_the_submit_time(
+    redis_client: Any, key_prefix: str, store: ReceiptStore
+) -> None:
+    """A fast-form entry whose head holds an intermediate's state (`=<ms>:enroute`), and one
+    with an empty head: the final receipt's event and submit time come from the entry either
+    way (correlate.lua reads the head without a search when it ends in a digit)."""
+    await put_entry(redis_client, key_prefix, "acme", "g1", f"={SUBMITTED_MS}\x1fG1\x1fr-1\x1fg1")
+    await put_entry(redis_client, key_prefix, "acme", "g2", f"={SUBMITTED_MS}\x1fG2\x1fr-2\x1fg2")
+    await put_entry(redis_client, key_prefix, "acme", "g3", "=\x1fG3\x1fr-3\x1fg3")
+    first = await store.apply("acme", [rec("g1", "enroute")])
+    assert [e.event for e in first.intermediates] == ["enroute"]
+    result = await store.apply("acme", [rec("g1"), rec("g2", "rejected", "err:1"), rec("g3")])
+    by_id = {e.job_id: e for e in result.finals}
+    assert {j: (e.event, e.submitted_ms) for j, e in by_id.items()} == {
+        "g1": ("delivered", SUBMITTED_MS), "g2": ("rejected", SUBMITTED_MS), "g3": ("delivered", None)}
+    published = [e for e in await events(redis_client, key_prefix) if e["event"] != "enroute"]
+    assert sorted((e["id"], e["ref"], e["message_ids"], e["error"]) for e in published) == [
+        ("g1", "r-1", "G1", ""), ("g2", "r-2", "G2", "err:1"), ("g3", "r-3", "G3", "")]
+    for mid in ("g1", "g2", "g3"):
+        assert await get_entry(redis_client, key_prefix, "acme", mid) is None
+
+
 async def test_duplicate_receipt_counted_once(
     redis_client: Any, key_prefix: str, store: ReceiptStore
 ) -> None:

@@ -86,3 +86,52 @@ def test_clear_returns_everything() -> None:
     q.push(0, "x", "h")
     q.push(2, OTHER, "b")
     assert sorted(q.clear()) == ["b", "h"] and not q
+
+
+def _reference_chunk(q: CarrierQueue[tuple[str, int, int]], room: int) -> list[tuple[str, int, int]]:
+    """The admitter's loop before pop_chunk: pop, and push_front the first job that does not fit."""
+    chunk: list[tuple[str, int, int]] = []
+    parts = 0
+    while q:
+        lane, job = q.pop()
+        if chunk and parts + job[1] > room:
+            q.push_front(lane, job[0], job)
+            break
+        chunk.append(job)
+        parts += job[1]
+    return chunk
+
+
+_step = st.one_of(
+    st.tuples(st.just("push"), st.integers(0, 2), st.sampled_from(["a", "b", OTHER]), st.integers(1, 4)),
+    st.tuples(st.just("chunk"), st.integers(0, 12)),
+)
+
+
+@given(st.lists(_step, max_size=80), st.integers(1, 5), st.integers(1, 3))
+def test_pop_chunk_is_pop_and_push_front(steps: list[tuple], normal: int, a_weight: int) -> None:
+    """pop_chunk gives the jobs the pop / push_front loop gives, and leaves the queue
+    in the same state: every later chunk and the final drain agree too."""
+    weights = {"a": a_weight, "b": 2}
+    fast: CarrierQueue[tuple[str, int, int]] = CarrierQueue({"normal": normal, "bulk": 1}, weights)
+    ref: CarrierQueue[tuple[str, int, int]] = CarrierQueue({"normal": normal, "bulk": 1}, weights)
+    size = lambda job: job[1]  # noqa: E731
+    client_of = lambda job: job[0]  # noqa: E731
+    for i, step in enumerate(steps):
+        if step[0] == "push":
+            _, lane, client, parts = step
+            for q in (fast, ref):
+                q.push(lane, client, (client, parts, i))
+        elif ref:
+            assert fast.pop_chunk(step[1], size, client_of) == _reference_chunk(ref, step[1])
+            assert len(fast) == len(ref)
+    assert [fast.pop() for _ in range(len(fast))] == [ref.pop() for _ in range(len(ref))]
+
+
+def test_pop_chunk_takes_one_job_even_if_it_does_not_fit() -> None:
+    q = _queue()
+    q.push(1, OTHER, ("x", 9))
+    q.push(1, OTHER, ("y", 1))
+    assert q.pop_chunk(3, lambda j: j[1], lambda j: OTHER) == [("x", 9)]
+    assert q.pop_chunk(3, lambda j: j[1], lambda j: OTHER) == [("y", 1)]
+    assert not q

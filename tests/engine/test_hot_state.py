@@ -80,7 +80,7 @@ async def test_a_finished_job_leaves_only_its_idempotency_mark(redis_url: str, k
         # (P:inbound: the inbound archiver's group, on a stream it creates empty; no message came in)
         # (and the shard's registry of park streams: a member per park stream, none per job)
         streams = {"P:jobs", "P:jobs:high", "P:jobs:bulk", "P:events", "P:inbound", "P:park:<carrier>:<lane>", "P:parks"}
-        # (and P:marks:legacy: the first generation of a fresh prefix reads layout-10 marks for a window)
+        # (and P:marks:legacy: a first generation reads layout-10 marks for a window when some may exist)
         marks_rows = {"P:marks:<generation>", "P:marks:<generation>:<bucket>", "P:marks:<generation>:made",
                       "P:marks:legacy"}
         assert set(rows) - per_call - streams - marks_rows - {"P:job:<job id>"} == set()

@@ -145,6 +145,38 @@ async def test_marks_of_the_older_layout_are_read_for_a_window_after_the_upgrade
         await delete_prefix(redis_client, key_prefix)
 
 
+async def test_a_fresh_start_without_older_marks_sets_no_flag_and_reads_none(
+    redis_client: Any, key_prefix: str
+) -> None:
+    """A generation made without a predecessor on a keyspace holding no mark of layout 10
+    (a fresh start) sets no `P:marks:legacy`: the window's claims read no string mark. One
+    string mark of any job id under the prefix is enough for the flag (the upgrade)."""
+    k = Keys(key_prefix)
+    try:
+        await redis_client.xgroup_create(k.jobs, "g", id="0", mkstream=True)
+        small = await redis_client.dbsize() < 4000  # MARKS_LEGACY_SCAN (5,000): above it the flag is set unasked
+        assert await _claim(redis_client, k, "new-1", "9-1", T0) == 0
+        assert await redis_client.exists(k.marks_legacy()) == (0 if small else 1)
+        # an older mark that appears afterwards (an engine of layout 10 left running, which the
+        # upgrade notes rule out) is not read while the generation lives: no flag, no GET
+        await redis_client.set(k.idem("late-old"), "1700000000000000001", ex=W)
+        if small:
+            assert await _claim(redis_client, k, "late-old", "9-2", T0) == 0
+        # the next generation without predecessor (two windows on) finds it: flag, and it is read
+        later = T0 + 3 * W * 1000
+        await redis_client.set(k.idem("old-sent"), "1700000000000000001", ex=4 * W)
+        assert await _claim(redis_client, k, "old-sent", "9-3", later) == 1
+        assert await redis_client.exists(k.marks_legacy()) == 1
+        # a prefix whose glob characters are escaped: another prefix's marks do not count
+        other = Keys(key_prefix + "[x]*")
+        await redis_client.xgroup_create(other.jobs, "g", id="0", mkstream=True)
+        await redis_client.set(Keys(key_prefix + "[x]-").idem("o"), "1", ex=W)
+        assert await _claim(redis_client, other, "o", "9-4", T0) == 0
+        assert await redis_client.exists(other.marks_legacy()) == (0 if small else 1)
+    finally:
+        await delete_prefix(redis_client, key_prefix)
+
+
 async def test_every_bucket_gets_its_expiry_without_a_per_mark_hlen(redis_client: Any, key_prefix: str) -> None:
     """Buckets made in one call, in later calls, and after the bitmap of made buckets is lost
     (a flush of that key) all carry the generation's expiry; each mark sits in the bucket the

@@ -447,3 +447,41 @@ async def test_lag_without_redis_lag_counts_a_little_and_estimates_a_backlog(
             assert lag.behind_s > 0
     finally:
         await store.close()
+
+
+async def test_jobs_across_midnight_and_an_odd_time_land_on_their_days(
+    redis: Redis, events_key: str, store: HistoryStore
+) -> None:
+    """The fold's days (13-digit times compared as bytes on PostgreSQL, deltas on SQLite):
+    a job's row is on the day of its earliest event whatever the order in the batch, and a
+    time the engine would not write (a sign) still lands, through the careful fold."""
+    midnight = (int(time.time() * 1000) // 86_400_000) * 86_400_000
+    events = [
+        event_fields("m-1", "submitted", midnight - 5, first=True, client="mid"),
+        event_fields("m-1", "delivered", midnight + 5),
+        event_fields("m-2", "delivered", midnight + 7),  # the receipt first, its submit from the day before
+        event_fields("m-2", "submitted", midnight - 7, first=True, client="mid"),
+        event_fields("m-3", "submitted", midnight + 9, first=True, client="mid"),
+    ]
+    for f in events:
+        await redis.xadd(events_key, f)  # type: ignore[arg-type]
+    archiver = Archiver(redis, store, [events_key], consumer="a1", batch_size=100, block_ms=50)
+    await archiver.ensure_groups()
+    assert await archiver.drain() == 5
+    rows = {r.job_id: r for r in await store.find(client="mid", limit=10)}
+    before = time.strftime("%Y-%m-%d", time.gmtime((midnight - 1) / 1000))
+    after = time.strftime("%Y-%m-%d", time.gmtime(midnight / 1000))
+    assert {k: (r.day, r.first_ms, r.submitted_ms, r.final_state, r.final_ms) for k, r in rows.items()} == {
+        "m-1": (before, midnight - 5, midnight - 5, "delivered", midnight + 5),
+        "m-2": (before, midnight - 7, midnight - 7, "delivered", midnight + 7),
+        "m-3": (after, midnight + 9, midnight + 9, "", None),
+    }
+    # A signed time (no engine writes one): the careful fold reads it as its number.
+    odd = event_fields("m-3", "delivered", midnight + 11) | {b"ts": b"+%d" % (midnight + 11)}
+    await redis.xadd(events_key, odd)  # type: ignore[arg-type]
+    assert await archiver.drain() == 1
+    m3 = await store.get("m-3")
+    assert m3 is not None and (m3.final_state, m3.final_ms, m3.events) == (
+        "delivered", midnight + 11, {"submitted": midnight + 9, "delivered": midnight + 11})
+    pending: Any = await redis.xpending(events_key, "archiver")
+    assert pending["pending"] == 0 and archiver.archived == 6

@@ -14,7 +14,7 @@ from engine.history import deltas_from_entries, open_store
 from engine.history.postgres import PostgresHistory
 from engine.history.rows import COPY_COLUMNS, NULL, copy_rows, rows_from_deltas
 from engine.history.text_cipher import b64
-from tests.history.events import entry
+from tests.history.events import DAY_MS, entry
 
 NOW_MS = int(time.time() * 1000)
 _JSON = (COPY_COLUMNS.index("events"), COPY_COLUMNS.index("errors"))
@@ -36,12 +36,12 @@ def _columns(row: bytes) -> list[Any]:
     return cols
 
 
-def _random_batch(rng: random.Random, jobs: int) -> list[tuple[bytes, Any]]:
+def _random_batch(rng: random.Random, jobs: int, base: int = NOW_MS) -> list[tuple[bytes, Any]]:
     events = ["submitted", "enroute", "accepted", "delivered", "undeliverable", "expired", "rejected", "unknown",
               "failed", "cancelled"]
     out: list[tuple[bytes, Any]] = []
     for j in range(jobs):
-        t = NOW_MS + rng.randrange(-5_000, 5_000)
+        t = base + rng.randrange(-5_000, 5_000)
         kind = rng.random()
         for k in range(rng.choice((1, 1, 2, 2, 3, 4))):
             first = (k == 0 and kind < 0.8) or rng.random() < 0.05  # a job's describing event, sometimes twice
@@ -76,6 +76,71 @@ def test_rows_from_the_raw_bytes_are_the_rows_of_the_careful_fold() -> None:
         careful = rows_from_deltas(deltas_from_entries(batch))
         assert [(j[0], j[1], j[2]) for j in fast.jobs] == [(j[0], j[1], j[2]) for j in careful]
         assert [_columns(j[3]) for j in fast.jobs] == [_columns(j[3]) for j in careful]
+
+
+def test_jobs_across_midnight_get_the_days_of_the_careful_fold() -> None:
+    """Times kept as their 13 digits, the day of each from a range check: a job whose
+    earlier event comes later in the batch moves to that event's day, on either side."""
+    rng = random.Random(1606)
+    midnight = (NOW_MS // DAY_MS + 1) * DAY_MS
+    moved = 0
+    for _ in range(40):
+        batch = _random_batch(rng, rng.randrange(1, 60), base=midnight)
+        fast = copy_rows(batch)
+        assert fast.entries is not None
+        careful = rows_from_deltas(deltas_from_entries(batch))
+        assert [(j[0], j[1], j[2]) for j in fast.jobs] == [(j[0], j[1], j[2]) for j in careful]
+        assert [_columns(j[3]) for j in fast.jobs] == [_columns(j[3]) for j in careful]
+        assert {j[1] for j in fast.jobs} <= {midnight // DAY_MS - 1, midnight // DAY_MS}
+        moved += len({j[1] for j in fast.jobs}) == 2
+    assert moved  # both days seen in one batch
+
+
+def test_the_engine_layouts_merge_as_the_careful_fold_does() -> None:
+    """The paths of the engine's two layouts (a job's describing event, a later one), in
+    the orders that decide something: an earlier time after a later one, an event twice,
+    two finals at one time, errors on both, a submitted after a receipt, a day earlier."""
+    t = NOW_MS
+    midnight = (NOW_MS // DAY_MS + 1) * DAY_MS
+    cases = [
+        [entry("a", "submitted", t, first=True, ref="r1"), entry("a", "delivered", t + 9, ref="r2", error="e1")],
+        [entry("b", "delivered", t + 9, error="x"), entry("b", "submitted", t, first=True),
+         entry("b", "enroute", t + 5, error="y")],
+        [entry("c", "expired", t + 5), entry("c", "delivered", t + 5), entry("c", "expired", t + 3)],
+        [entry("d", "enroute", t + 4), entry("d", "submitted", t + 2), entry("d", "submitted", t + 1, parts=0),
+         entry("d", "enroute", t + 1, carrier="", message_ids="m9", parts=3)],
+        [entry("e", "submitted", t, first=True, retention_until=5), entry("e", "failed", t + 1, first=True,
+         retention_until=9, client="later", error="0x58")],
+        [entry("f", "rejected", t, first=True, parts=0, retention_until=0), entry("f", "unknown", t - 1)],
+        # an earlier event on the day before (the last day seen is the later one's)
+        [entry("g", "delivered", midnight + 5), entry("g", "enroute", midnight - 5)],
+        [entry("h", "delivered", midnight + 5), entry("h", "submitted", midnight - 5, first=True)],
+        [entry("i", "delivered", midnight + 5, first=True, text_enc=b64(b"sealed")), entry("i", "submitted", midnight - 5)],
+    ]
+    for events in cases:
+        batch = [(e, _flat(f)) for e, f in events]
+        fast = copy_rows(batch)
+        assert fast.entries is not None
+        careful = rows_from_deltas(deltas_from_entries(batch))
+        assert [(j[0], j[1], j[2]) for j in fast.jobs] == [(j[0], j[1], j[2]) for j in careful]
+        assert [_columns(j[3]) for j in fast.jobs] == [_columns(j[3]) for j in careful], events[0][1][b"id"]
+
+
+def test_times_other_than_13_digits_take_the_careful_fold() -> None:
+    """The engine stamps 13 digits; anything else ``int()`` reads (a sign, spaces, leading
+    zeros, fewer digits, none) is not compared as bytes: the batch takes the careful fold,
+    which writes the same rows it always has (an empty time is 0, a malformed one skipped)."""
+    plain = entry("plain", "submitted", NOW_MS, first=True, ref="ok")
+    for ts in (b"1", b"", b"+" + str(NOW_MS).encode(), b" " + str(NOW_MS).encode(), b"000" + str(NOW_MS).encode(),
+               str(NOW_MS * 10).encode(), b"soon"):
+        for first in (True, False):
+            odd = entry("odd", "delivered", NOW_MS + 1, first=first)
+            batch = [(plain[0], _flat(plain[1])), (odd[0], _flat(odd[1] | {b"ts": ts}))]
+            got = copy_rows(batch)
+            assert got.entries is None, (ts, first)
+            assert got.jobs == rows_from_deltas(deltas_from_entries(batch)), (ts, first)
+            if ts == b"soon":
+                assert [j[0] for j in got.jobs] == [b"plain"]
 
 
 def test_malformed_entries_are_skipped_as_by_the_careful_fold() -> None:
@@ -198,3 +263,32 @@ async def _rows(store: PostgresHistory) -> list[Any]:
     pool = await store._get_pool()
     rows = await pool.fetch("SELECT * FROM messages ORDER BY job_id, day")
     return [{k: v for k, v in dict(r).items() if k != "updated_ms"} for r in rows]
+
+
+async def test_new_rows_of_both_kinds_on_one_day_then_their_receipts_through_the_cache(pg_dsn: str) -> None:
+    """A batch with a job's first event and another job's later event only (no row for
+    either): both COPYed into the day's partition as one group, both remembered; the
+    next batch's events of both are then UPDATEs found through the day cache."""
+    store = PostgresHistory(pg_dsn)
+    await store.migrate()
+    try:
+        first = [entry("mix-a", "submitted", NOW_MS, first=True, client="mix"),
+                 entry("mix-b", "enroute", NOW_MS + 1, message_ids="m1")]
+        assert await store.write(store.fold([(e, _flat(f)) for e, f in first]), NOW_MS) == 2
+        assert {b"mix-a", b"mix-b"} <= set(store._job_days)
+        later = [entry("mix-a", "delivered", NOW_MS + 5),
+                 entry("mix-b", "submitted", NOW_MS - 3, first=True, client="mix"),
+                 entry("mix-b", "delivered", NOW_MS + 9)]
+        folded = store.fold([(e, _flat(f)) for e, f in later])
+        assert folded.entries is not None
+        assert await store.write(folded, NOW_MS + 10) == 2
+        rows = {r.job_id: r for r in await store.find(client="mix", limit=10)}
+        assert {k: (r.first_ms, r.submitted_ms, r.final_state, r.final_ms, r.events, r.message_ids)
+                for k, r in rows.items()} == {
+            "mix-a": (NOW_MS, NOW_MS, "delivered", NOW_MS + 5, {"submitted": NOW_MS, "delivered": NOW_MS + 5}, ""),
+            "mix-b": (NOW_MS - 3, NOW_MS - 3, "delivered", NOW_MS + 9,
+                      {"enroute": NOW_MS + 1, "submitted": NOW_MS - 3, "delivered": NOW_MS + 9}, "m1"),
+        }
+        assert store.careful_batches == 0 and len(await _rows(store)) == 2
+    finally:
+        await store.close()
