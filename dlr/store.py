@@ -500,13 +500,13 @@ class StagedBatch:
 
     @property
     def callbacks(self) -> list[str]:
-        """The job's callback URL per event ("" for ``F``)."""
+        """The job's callback URL per event ("" for ``F``; a new list per access)."""
         others = iter(self.other_callbacks)
         return ["" if kind == "F" else next(others) for kind in self.kinds]
 
     @property
     def submitted(self) -> list[str]:
-        """The job's submit time (unix ms, as text) per event ("" for ``F``)."""
+        """The job's submit time (unix ms, as text) per event ("" for ``F``; a new list per access)."""
         others = iter(self.other_submitted)
         return ["" if kind == "F" else next(others) for kind in self.kinds]
 
@@ -1110,10 +1110,10 @@ class ReceiptStore:
                 if old is None or len(old) != batch.length:
                     raced = True
                     continue
+                callbacks, submitted = batch.callbacks, batch.submitted  # made per access: once here
                 trimmed = StagedBatch.of_events(
                     batch.field, 0, batch.staged_ms, "".join(batch.kinds[i] for i in keep),
-                    [batch.callbacks[i] for i in keep], [batch.submitted[i] for i in keep],
-                    [batch.events[i] for i in keep],
+                    [callbacks[i] for i in keep], [submitted[i] for i in keep], [batch.events[i] for i in keep],
                 )
                 new = pack_staged(trimmed) if keep else b""
                 if len(new) == len(old):  # the publish call tells a changed batch by its length
