@@ -30,56 +30,32 @@ _DELETED: Any = object()
 
 
 class ViewBatch:
-    """What the views of one record batch share: its timestamp, the number hasher, the
-    deadline the engine stamped on all of them (``retention_until``; None before the
-    stamp, or when they got one each) and the views a hook wrote to (``edited``)."""
+    """What the views of one record batch share: its timestamp and the number hasher."""
 
-    __slots__ = ("edited", "hash_number", "retention_until", "ts")
+    __slots__ = ("hash_number", "ts")
 
     def __init__(self, ts: str, hash_number: Callable[[str], str]) -> None:
         self.ts = ts
         self.hash_number = hash_number
-        self.retention_until: Any = None
-        self.edited: list[JobEventView] = []
 
 
 class JobEventView(EngineEvent):
     """One job's first event as it will be written, computed on access (see the module doc).
 
     ``ij``: the in-flight job (engine/pipeline.py ``_InFlightJob``); ``edits``:
-    None until a hook writes or deletes a key. A view holds only its job and batch:
-    ``edits`` and a deadline of its own live in an instance dict made on the first
-    write (the class's defaults otherwise), so making a view per job stores two
-    attributes; the usual deadline, one for the batch, is its ``ViewBatch``'s."""
+    None until a hook writes or deletes a key."""
 
-    __slots__ = ("__dict__", "batch", "ij")
+    __slots__ = ("batch", "edits", "ij", "retention_until")
     ij: Any
     batch: ViewBatch
-    edits: dict[str, Any] | None = None
-    _until: Any = None  # None: the batch's deadline; else this view's (_DELETED: absent)
+    edits: dict[str, Any] | None
+    retention_until: Any
 
     def __init__(self, ij: Any, batch: ViewBatch) -> None:
         self.ij = ij
         self.batch = batch
-
-    @property
-    def retention_until(self) -> Any:
-        """The deadline the engine stamped (None: not yet, or deleted by a hook)."""
-        until = self._until
-        if until is None:
-            return self.batch.retention_until
-        return None if until is _DELETED else until
-
-    @retention_until.setter
-    def retention_until(self, value: Any) -> None:
-        self._until = _DELETED if value is None else value
-
-    def _edits(self) -> dict[str, Any]:
-        edits = self.edits
-        if edits is None:
-            edits = self.edits = {}
-            self.batch.edited.append(self)
-        return edits
+        self.edits = None
+        self.retention_until = None
 
     def __getitem__(self, key: str) -> Any:
         edits = self.edits
@@ -111,7 +87,9 @@ class JobEventView(EngineEvent):
         if key == "retention_until":  # the engine's stamp, not an edit it writes back
             self.retention_until = value
             return
-        self._edits()[key] = value
+        if self.edits is None:
+            self.edits = {}
+        self.edits[key] = value
 
     def __delitem__(self, key: str) -> None:
         if key not in self:
@@ -119,7 +97,9 @@ class JobEventView(EngineEvent):
         if key == "retention_until":
             self.retention_until = None
             return
-        self._edits()[key] = _DELETED
+        if self.edits is None:
+            self.edits = {}
+        self.edits[key] = _DELETED
 
     def __iter__(self) -> Iterator[str]:
         edits = self.edits

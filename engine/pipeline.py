@@ -1628,8 +1628,7 @@ class Pipeline:
         if events is None:
             rest = self._pack_common(done, packed, hint_of, shard)
         else:
-            # only when a view of this batch was written to (ViewBatch.edited): no scan per job
-            edited = [n for n, ev in enumerate(events) if ev.edits is not None] if events and events[0].batch.edited else []
+            edited = [n for n, ev in enumerate(events) if ev.edits is not None]
             if not edited:
                 rest = self._pack_common(done, packed, hint_of, shard)
             else:
@@ -1738,14 +1737,11 @@ class Pipeline:
         vb = ViewBatch(str(now_ms), self._hash_number)
         events = [JobEventView(ij, vb) for ij in done]
         deadlines = self.hooks.on_store_batch("job", events, now_ms / 1000)
-        if deadlines and deadlines.count(deadlines[0]) == len(deadlines):  # the usual case: one for the batch
-            vb.retention_until = str(deadlines[0])  # every view's (no step per job)
-        else:
-            last, text = None, ""
-            for ev, deadline in zip(events, deadlines, strict=True):
-                if deadline != last:
-                    last, text = deadline, str(deadline)
-                ev.retention_until = text
+        last, text = None, ""
+        for ev, deadline in zip(events, deadlines, strict=True):
+            if deadline != last:  # usually one deadline for the batch: one str
+                last, text = deadline, str(deadline)
+            ev.retention_until = text
         self.hooks.on_events(events, names_free=True)  # JobEventViews only
         return deadlines, events
 

@@ -74,32 +74,3 @@ def test_the_redaction_hook_passes_a_view_and_still_redacts_a_dict() -> None:
     RedactionHook().on_events([view, plain])
     assert view.edits is None
     assert "text" not in plain and plain["to"] != "+4520123456"
-
-
-def test_the_batchs_deadline_is_every_views_until_one_sets_or_deletes_its_own() -> None:
-    """The engine stamps the usual deadline once on the ViewBatch; a view's own stamp
-    (deadlines that differ) or a hook's delete of it is that view's alone."""
-    vb = ViewBatch("1", lambda n: "x")
-    a, b, c = (JobEventView(_ij(), vb) for _ in range(3))
-    assert "retention_until" not in a and a.get("retention_until") is None  # before the stamp: absent
-    vb.retention_until = "1800000000"
-    assert [v["retention_until"] for v in (a, b, c)] == ["1800000000"] * 3
-    assert list(a)[-1] == "retention_until" and len(a) == 14
-    b.retention_until = "1700000000"
-    del c["retention_until"]
-    assert a["retention_until"] == "1800000000" and b["retention_until"] == "1700000000"
-    assert "retention_until" not in c and len(c) == 13
-    assert vb.edited == [] and a.edits is b.edits is c.edits is None  # stamps and their deletion are no edits
-
-
-def test_a_batch_knows_which_of_its_views_a_hook_wrote_to() -> None:
-    vb = ViewBatch("1", lambda n: "x")
-    views = [JobEventView(_ij(), vb) for _ in range(4)]
-    views[1]["ref"] = "x"
-    views[1]["kind"] = "otp"  # a second write: the view listed once
-    del views[3]["error"]
-    assert vb.edited == [views[1], views[3]]
-    assert [v.edits is not None for v in views] == [False, True, False, True]
-    other = ViewBatch("2", lambda n: "x")
-    JobEventView(_ij(), other)["ref"] = "y"  # another batch's view: not this batch's
-    assert vb.edited == [views[1], views[3]] and len(other.edited) == 1
