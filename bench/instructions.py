@@ -15,6 +15,7 @@ two versions of the same code, and timed runs for the absolute figure.)
     python -m bench.instructions simulator
     python -m bench.instructions redaction [--python PY --tree DIR]
     python -m bench.instructions engine [--python PY --tree DIR] [--hooks pkg.mod:Class] [--shards N [--spread]] [--marketing]   # needs REDIS_URL
+    python -m bench.instructions receipt-hooks [--python PY --tree DIR]   # the receipt side of a custom hook, alone
     python -m bench.instructions archiver [--pattern paired|split] [--python PY --tree DIR]   # REDIS_URL, PostgreSQL
     python -m bench.instructions path [--python PY --tree DIR] [--small N --large N] [--shards N]
     python -m bench.instructions idle [--python PY --tree DIR] [--shards N] [--delay-s S]
@@ -40,6 +41,10 @@ in batches of 500 single-part jobs with receipts, against the Redis at
 each run at two lengths; the differences of the stages' slopes. ``--tree`` and
 ``--python`` run it on another checkout (an older commit, with its venv);
 ``--hooks`` configures ``[privacy] hooks`` (e.g. ``bench.trivial_hook:Trivial``).
+``receipt-hooks``: the engine's Python per receipt event with a custom hook, alone (no
+Redis): a staged value of 500 fast-path finals parsed (``dlr.store.parse_staged``), made
+the hooks' ``ReceiptEvent``s and run through the chain with ``bench.trivial_hook:Trivial``
+(``engine.receipt_hooks.hook_edits``), minus the same runs without that work.
 ``archiver``: the history archiver's own process per event (XREADGROUP and its
 reply, the fold, the store write's client side, XACK: ``Archiver.drain``) over
 a backlog of batches of 5,000 events (``bench.history``'s steady state,
@@ -191,6 +196,39 @@ async def main():
 
 asyncio.run(main())
 """
+
+
+_RECEIPT_HOOKS = """
+import gc, time
+from dlr.store import StagedBatch, pack_staged, parse_staged
+from engine.receipt_hooks import ReceiptEvent, hook_edits, receipt_events
+from privacy_hooks import default_chain
+from bench.trivial_hook import Trivial
+gc.set_threshold(50_000, *gc.get_threshold()[1:])  # as the engine runs
+B = 500
+ms = "1764806400123"
+ev = [["id", "job-%d" % i, "ref", "", "event", "delivered", "carrier", "c1", "parts", "1",
+       "message_ids", "%x" % (0x1000000000 + i), "error", "", "ts", ms] for i in range(B)]
+make = getattr(StagedBatch, "of_events", StagedBatch)  # trees before the staged columns: the field lists
+value = pack_staged(make("t", 0, 1764806400000, "F" * B, [""] * B, [""] * B, ev))
+chain = default_chain(custom=[Trivial()])
+now = time.time()
+for _ in range(N // B):
+    if RUN:
+        batch = parse_staged("t", value)
+        if hasattr(batch, "event_dicts"):
+            hook_edits(chain, batch.event_dicts(ReceiptEvent), now, batch.event_lists)
+        else:
+            hook_edits(chain, receipt_events(batch.events), now, batch.events)
+"""
+
+
+def receipt_hooks_instructions(tree: Path = _ROOT, python: str = sys.executable) -> float:
+    """The engine's Python per receipt event with a custom hook, alone (no I/O): a staged
+    value of 500 fast-path finals parsed, made the hooks' events, run through the chain
+    with ``Trivial`` (``hook_edits``); minus the same runs without that work."""
+    run = python_instructions(_RECEIPT_HOOKS, 2000, 12000, cwd=tree, python=python, RUN=True)
+    return run - python_instructions(_RECEIPT_HOOKS, 2000, 12000, cwd=tree, python=python, RUN=False)
 
 
 _ENGINE = """
@@ -516,9 +554,11 @@ def _total(out: Path) -> int:
     raise SystemExit(f"no totals in {out}")
 
 
-def python_instructions(snippet: str, small: int, large: int, **names: object) -> float:
+def python_instructions(
+    snippet: str, small: int, large: int, *, cwd: Path = _ROOT, python: str = sys.executable, **names: object
+) -> float:
     """Instructions per iteration of ``snippet`` (which loops ``N`` times), from two
-    runs under callgrind with N = small and N = large."""
+    runs under callgrind with N = small and N = large (in checkout ``cwd`` with ``python``)."""
     valgrind = _need_valgrind()
     counts = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -526,8 +566,8 @@ def python_instructions(snippet: str, small: int, large: int, **names: object) -
             code = "".join(f"{k} = {v!r}\n" for k, v in {"N": n, **names}.items()) + snippet
             out = Path(tmp) / f"cg.{n}"
             subprocess.run(
-                [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-c", code],
-                cwd=_ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", python, "-c", code],
+                cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
             counts.append(_total(out))
     return (counts[1] - counts[0]) / (large - small)
@@ -757,6 +797,9 @@ def main(argv: list[str] | None = None) -> int:
     en.add_argument("--marketing", action="store_true", help="every job kind=marketing")
     en.add_argument("--spread", action="store_true",
                     help="with --shards N: each job on its own shard's lane, recorded and its receipt applied per shard")
+    rh = sub.add_parser("receipt-hooks", help="engine (Python) instructions per receipt event through a custom hook, alone")
+    rh.add_argument("--tree", type=Path, default=_ROOT, help="checkout to measure (default: this one)")
+    rh.add_argument("--python", default=sys.executable, help="its interpreter (its venv's python)")
     ar = sub.add_parser("archiver", help="archiver instructions per event: read, fold, PostgreSQL write, ack (REDIS_URL)")
     ar.add_argument("--tree", type=Path, default=_ROOT, help="checkout to measure (default: this one)")
     ar.add_argument("--python", default=sys.executable, help="its interpreter (its venv's python)")
@@ -794,6 +837,10 @@ def main(argv: list[str] | None = None) -> int:
                                 spread=a.spread)
         print(f"engine: {e['record']:,.0f} instructions per job recorded, {e['receipt']:,.0f} per receipt"
               f" ({e['build']:,.0f} per job read, decoded and segmented by the harness)")
+    elif a.what == "receipt-hooks":
+        per = receipt_hooks_instructions(a.tree, a.python)
+        print(f"receipt events through a custom hook: {per:,.0f} instructions per event (parsed, made the hooks'"
+              " events, hook_edits with Trivial; no I/O)")
     elif a.what == "archiver":
         per = archiver_instructions(a.tree, a.python, pattern=a.pattern, pg=a.pg)
         print(f"archiver ({a.pattern}): {per:,.0f} instructions per event (read, fold, write, ack)")

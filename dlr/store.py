@@ -165,9 +165,9 @@ import asyncio
 import hashlib
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -373,27 +373,142 @@ class BatchResult(msgspec.Struct):
         ]
 
 
-class StagedBatch(msgspec.Struct):
+_D = TypeVar("_D", bound=dict[str, Any])
+
+
+class StagedBatch:
     """Receipt events a stage call (``apply:stage`` / ``expire:stage``) applied and kept
     in ``P:dlr:staged`` instead of publishing them: the privacy hooks see them, then
     :meth:`ReceiptStore.publish_staged` publishes them with the hooks' edits.
 
-    ``events``: each event's field/value list as the one-call path would write it;
-    ``kinds``: a letter per event, ``F`` a fast-path final, ``f`` final, ``i``
-    intermediate; ``callbacks`` / ``submitted``: the job's callback URL and submit time
-    per event ("" for ``F``). ``held``: for a batch this engine staged, the fast-path
-    finals as the apply's reply gave them (added to the result once published)."""
+    Held as the staged value's columns (``parse_staged``): ``kinds``, a letter per
+    event, ``F`` a fast-path final, ``f`` final, ``i`` intermediate; the other events'
+    (not ``F``) field lists, callbacks and submit times; the fast-path finals' job ids,
+    refs and message ids, and their other fields per run of events sharing them
+    (``runs``: ``(event, error, ts, carrier, count)``). The hooks' dicts are made
+    straight from the columns (:meth:`event_dicts`); ``events`` (each event's
+    field/value list as the one-call path would write it), ``callbacks`` and
+    ``submitted`` (per event, "" for ``F``) are made when asked for (a batch parked,
+    erased from, or published without its stage's reply). ``held``: for a batch this
+    engine staged, the fast-path finals as the apply's reply gave them (added to the
+    result once published)."""
 
-    field: str
-    length: int
-    """Of the staged value: the publish call refuses a value that changed (an erasure)."""
-    staged_ms: int
-    kinds: str
-    callbacks: list[str]
-    submitted: list[str]
-    events: list[list[str]]
-    carrier: str = ""
-    held: BatchResult | None = None
+    __slots__ = (
+        "_events", "carrier", "fast_ids", "fast_mids", "fast_refs", "field", "held", "kinds", "length",
+        "other_callbacks", "other_submitted", "others", "runs", "staged_ms",
+    )
+
+    def __init__(
+        self, field: str, length: int, staged_ms: int, kinds: str, other_callbacks: list[str],
+        other_submitted: list[str], others: list[list[str]], fast_ids: list[str], fast_refs: list[str],
+        fast_mids: list[str], runs: list[tuple[str, str, str, str, int]], carrier: str = "",
+        held: BatchResult | None = None,
+    ) -> None:
+        nf = kinds.count("F")
+        if not (len(fast_ids) == len(fast_refs) == len(fast_mids) == nf == sum(run[4] for run in runs)) or not (
+            len(others) == len(other_callbacks) == len(other_submitted) == len(kinds) - nf
+        ):
+            raise ValueError("staged receipt events: the columns do not match the kinds")
+        self.field = field
+        self.length = length
+        """Of the staged value: the publish call refuses a value that changed (an erasure)."""
+        self.staged_ms = staged_ms
+        self.kinds = kinds
+        self.other_callbacks = other_callbacks
+        self.other_submitted = other_submitted
+        self.others = others
+        self.fast_ids = fast_ids
+        self.fast_refs = fast_refs
+        self.fast_mids = fast_mids
+        self.runs = runs
+        self.carrier = carrier
+        self.held = held
+        self._events: list[list[str]] | None = None
+
+    @classmethod
+    def of_events(
+        cls, field: str, length: int, staged_ms: int, kinds: str, callbacks: list[str], submitted: list[str],
+        events: list[list[str]],
+    ) -> StagedBatch:
+        """A batch of events given as field lists (``F`` ones in the fast path's order:
+        id, ref, event, carrier, parts, message_ids, error, ts)."""
+        others = [i for i, kind in enumerate(kinds) if kind != "F"]
+        fast = [events[i] for i, kind in enumerate(kinds) if kind == "F"]
+        runs: list[tuple[str, str, str, str, int]] = []
+        for fields in fast:
+            group = (fields[5], fields[13], fields[15], fields[7])
+            if runs and runs[-1][:4] == group:
+                runs[-1] = (*group, runs[-1][4] + 1)
+            else:
+                runs.append((*group, 1))
+        return cls(
+            field, length, staged_ms, kinds, [callbacks[i] for i in others], [submitted[i] for i in others],
+            [events[i] for i in others], [f[1] for f in fast], [f[3] for f in fast], [f[11] for f in fast], runs,
+        )
+
+    def event_dicts(self, make: Callable[..., _D]) -> list[_D]:
+        """Every event as a dict made by ``make`` (a dict type), its fields in the order
+        written, straight from the columns (no field list per event first)."""
+        ids, refs, mids = self.fast_ids, self.fast_refs, self.fast_mids
+        if len(ids) == len(self.kinds):  # fast-path finals only: the usual batch
+            out: list[_D] = []
+            start = 0
+            for event, error, ts, carrier, n in self.runs:
+                end = start + n
+                out += [
+                    make(id=i, ref=r, event=event, carrier=carrier, parts="1", message_ids=m, error=error, ts=ts)
+                    for i, r, m in zip(ids[start:end], refs[start:end], mids[start:end], strict=True)
+                ]
+                start = end
+            return out
+        out = []
+        fast = self._fast_groups()
+        others = iter(self.others)
+        for kind in self.kinds:
+            if kind == "F":
+                i, r, m, (event, error, ts, carrier) = next(fast)
+                out.append(make(id=i, ref=r, event=event, carrier=carrier, parts="1", message_ids=m, error=error, ts=ts))
+            else:
+                it = iter(next(others))
+                out.append(make(zip(it, it, strict=False)))
+        return out
+
+    def _fast_groups(self) -> Iterator[tuple[str, str, str, tuple[str, str, str, str]]]:
+        groups = [run[:4] for run in self.runs for _ in range(int(run[4]))]
+        return iter(zip(self.fast_ids, self.fast_refs, self.fast_mids, groups, strict=True))
+
+    @property
+    def events(self) -> list[list[str]]:
+        """Each event's field/value list as the one-call path would write it, in order."""
+        if self._events is None:
+            fast = self._fast_groups()
+            others = iter(self.others)
+            events: list[list[str]] = []
+            for kind in self.kinds:
+                if kind == "F":
+                    job_id, ref, message_ids, (event, error, ts, carrier) = next(fast)
+                    events.append(["id", job_id, "ref", ref, "event", event, "carrier", carrier, "parts", "1",
+                                   "message_ids", message_ids, "error", error, "ts", ts])
+                else:
+                    events.append(next(others))
+            self._events = events
+        return self._events
+
+    def event_lists(self) -> list[list[str]]:
+        """``events`` (as a function: for ``hook_edits``, which asks only when a hook wrote)."""
+        return self.events
+
+    @property
+    def callbacks(self) -> list[str]:
+        """The job's callback URL per event ("" for ``F``; a new list per access)."""
+        others = iter(self.other_callbacks)
+        return ["" if kind == "F" else next(others) for kind in self.kinds]
+
+    @property
+    def submitted(self) -> list[str]:
+        """The job's submit time (unix ms, as text) per event ("" for ``F``; a new list per access)."""
+        others = iter(self.other_submitted)
+        return ["" if kind == "F" else next(others) for kind in self.kinds]
 
 
 _STAGED = msgspec.msgpack.Decoder(
@@ -410,32 +525,15 @@ def publish_script() -> str:
 def parse_staged(field: str, value: bytes) -> StagedBatch:
     """A staged value (``<ms>:`` then cmsgpack of kinds, the other events' callbacks,
     submit times and field lists, the fast-path finals' values a list per field:
-    dlr/correlate_steps.lua), every event as its field list, in order."""
+    dlr/correlate_steps.lua) as its columns (see :class:`StagedBatch`)."""
     colon = value.index(b":")
     body = memoryview(value)[colon + 1 :]
     try:
         kinds, callbacks, submitted, others, ids, refs, mids, *runs = _STAGED.decode(body)
     except msgspec.DecodeError:  # a value not UTF-8 (a job id of any bytes): decoded leniently
         kinds, callbacks, submitted, others, ids, refs, mids, *runs = _lenient_msgpack(bytes(body))
-    groups = [(e, err, ts, car) for e, err, ts, car, n in zip(*runs, strict=True) for _ in range(int(n))]
-    fast = iter(zip(ids, refs, mids, groups, strict=True))
-    rest = iter(zip(callbacks, submitted, others, strict=True))
-    events: list[list[str]] = []
-    all_callbacks: list[str] = []
-    all_submitted: list[str] = []
-    for kind in kinds:
-        if kind == "F":
-            job_id, ref, message_ids, (event, error, ts, carrier) = next(fast)
-            events.append(["id", job_id, "ref", ref, "event", event, "carrier", carrier, "parts", "1",
-                           "message_ids", message_ids, "error", error, "ts", ts])
-            all_callbacks.append("")
-            all_submitted.append("")
-        else:
-            callback, submitted_ms, fields = next(rest)
-            events.append(fields)
-            all_callbacks.append(callback)
-            all_submitted.append(submitted_ms)
-    return StagedBatch(field, len(value), int(value[:colon]), kinds, all_callbacks, all_submitted, events)
+    return StagedBatch(field, len(value), int(value[:colon]), kinds, callbacks, submitted, others, ids, refs, mids,
+                       list(zip(*runs, strict=True)))
 
 
 def _lenient_msgpack(data: bytes) -> Any:
@@ -478,20 +576,9 @@ def _lenient_msgpack(data: bytes) -> Any:
 
 def pack_staged(batch: StagedBatch) -> bytes:
     """A staged value again (after an erasure dropped events of it), as cmsgpack reads it."""
-    others = [i for i, kind in enumerate(batch.kinds) if kind != "F"]
-    fast = [batch.events[i] for i, kind in enumerate(batch.kinds) if kind == "F"]
-    columns = [[fields[p] for fields in fast] for p in (1, 3, 11)]  # id, ref, message_ids
-    runs: list[list[Any]] = [[], [], [], [], []]  # event, error, ts, carrier, count
-    for fields in fast:
-        group = (fields[5], fields[13], fields[15], fields[7])
-        if runs[4] and (runs[0][-1], runs[1][-1], runs[2][-1], runs[3][-1]) == group:
-            runs[4][-1] += 1
-        else:
-            for column, value in zip(runs, (*group, 1), strict=True):
-                column.append(value)
     body = msgspec.msgpack.encode([
-        batch.kinds, [batch.callbacks[i] for i in others], [batch.submitted[i] for i in others],
-        [batch.events[i] for i in others], *columns, *runs,
+        batch.kinds, batch.other_callbacks, batch.other_submitted, batch.others, batch.fast_ids, batch.fast_refs,
+        batch.fast_mids, *([list(column) for column in zip(*batch.runs, strict=True)] or [[]] * 5),
     ])
     return b"%d:%b" % (batch.staged_ms, body)
 
@@ -1023,10 +1110,10 @@ class ReceiptStore:
                 if old is None or len(old) != batch.length:
                     raced = True
                     continue
-                trimmed = StagedBatch(
+                callbacks, submitted = batch.callbacks, batch.submitted  # made per access: once here
+                trimmed = StagedBatch.of_events(
                     batch.field, 0, batch.staged_ms, "".join(batch.kinds[i] for i in keep),
-                    [batch.callbacks[i] for i in keep], [batch.submitted[i] for i in keep],
-                    [batch.events[i] for i in keep],
+                    [callbacks[i] for i in keep], [submitted[i] for i in keep], [batch.events[i] for i in keep],
                 )
                 new = pack_staged(trimmed) if keep else b""
                 if len(new) == len(old):  # the publish call tells a changed batch by its length

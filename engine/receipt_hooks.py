@@ -42,8 +42,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, MutableMapping, Sequence
+from itertools import repeat
 from typing import Any
 
 from dlr.store import BatchResult, JobEvent, ReceiptRecord, ReceiptStore, StagedBatch
@@ -130,14 +131,16 @@ def receipt_events(fields: Sequence[list[str]]) -> list[ReceiptEvent]:
 
 
 def hook_edits(
-    chain: HookChain, events: Sequence[ReceiptEvent], now_s: float, fields: Sequence[Sequence[str]]
+    chain: HookChain, events: Sequence[ReceiptEvent], now_s: float,
+    fields: Sequence[Sequence[str]] | Callable[[], Sequence[Sequence[str]]],
 ) -> tuple[list[tuple[str, str]], Edits]:
     """Run the chain over staged receipt events (``on_store("job")``, then
     ``on_events``); return what the publish writes with them: the fields every event
     gets (their deadline, ``retention_until``, when they share one: the usual case) and
     per event its own (its deadline otherwise, and the ``EVENT_EDITABLE`` fields a hook
     changed, added or removed — removed: ""). ``fields``: each event's field list as
-    staged (what it was before the hooks). Raises ``HookFailed``."""
+    staged (what it was before the hooks), or a function giving them (called only when a
+    hook wrote to an event: ``StagedBatch.events`` is made on demand). Raises ``HookFailed``."""
     del _WRITES[:]
     try:
         views: list[MutableMapping[str, Any]] = list(events)
@@ -145,10 +148,8 @@ def hook_edits(
         first = deadlines[0] if deadlines else 0
         shared = deadlines.count(first) == len(deadlines)
         set_field = dict.__setitem__  # the engine's stamp: not a hook's write
-        if shared:
-            text = str(first)
-            for ev in events:
-                set_field(ev, "retention_until", text)
+        if shared:  # one deadline: stamped in one C loop (map), no Python step per event
+            deque(map(set_field, events, repeat("retention_until"), repeat(str(first))), maxlen=0)
         else:
             for ev, deadline in zip(events, deadlines, strict=True):
                 set_field(ev, "retention_until", str(deadline))
@@ -159,10 +160,13 @@ def hook_edits(
     edits: Edits = []
     if shared and not written:  # the usual case: no hook wrote, one deadline
         return ([("retention_until", str(first))] if events else []), edits
+    staged: Sequence[Sequence[str]] = ()
+    if written:  # the events as staged, to compare the written ones with
+        staged = fields() if callable(fields) else fields
     for i, ev in enumerate(events, 1):
         pairs = [] if shared else [("retention_until", str(deadlines[i - 1]))]
         if id(ev) in written:  # a hook wrote to it: compare with the event as staged
-            it = iter(fields[i - 1])
+            it = iter(staged[i - 1])
             orig = dict(zip(it, it, strict=False))
             for field in EVENT_EDITABLE:
                 before, after = orig.get(field), ev.get(field)
@@ -192,7 +196,7 @@ class HookRetry:
         self._next_recover = 0.0  # monotonic; 0: never recovered yet (the start: every batch)
 
     def __len__(self) -> int:
-        return sum(len(w[3].events) for w in self.waiting)
+        return sum(len(w[3].kinds) for w in self.waiting)
 
     def holds(self, field: str) -> bool:
         return any(w[3].field == field for w in self.waiting)
@@ -251,7 +255,7 @@ class HookRetry:
                 if now_ms - batch.staged_ms < min_age or batch.field in store.busy or self.holds(batch.field):
                     continue
                 tried += 1
-                log.info("publishing %d receipt event(s) another step left staged", len(batch.events))
+                log.info("publishing %d receipt event(s) another step left staged", len(batch.kinds))
                 result = await store.publish_batch(batch, 1, compact=True)
                 if result is not None:
                     settle(batch.carrier, result, now_ms)
@@ -295,9 +299,9 @@ class HookedReceiptStore(ReceiptStore):
         self.busy.add(batch.field)
         try:
             for _ in range(_REREADS):
-                events = receipt_events(batch.events)
+                events = batch.event_dicts(ReceiptEvent)  # straight from the staged columns
                 try:
-                    common, edits = hook_edits(self.chain, events, time.time(), batch.events)
+                    common, edits = hook_edits(self.chain, events, time.time(), batch.event_lists)
                 except HookFailed as err:
                     self.metrics.hook_failures.inc()
                     log.warning("%s; receipt events not published (attempt %d of %d)", err, attempt, HOOK_ATTEMPTS)

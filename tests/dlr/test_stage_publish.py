@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from dlr.store import ReceiptStore
+import pytest
+
+from dlr.store import ReceiptStore, StagedBatch, pack_staged, parse_staged
 from engine.keys import Keys
 from tests.correlation import STAGED_END_MS, SUBMITTED_MS, put_entry
 from tests.dlr.test_store import events, rec, submit_job
@@ -73,6 +75,10 @@ async def test_a_stage_writes_what_apply_writes_but_the_events_and_publish_write
     # the staged events, in order, are the ones apply wrote
     staged = [dict(zip(f[0::2], f[1::2], strict=True)) for f in batch.events]
     assert staged == await events(r, a)
+    # the hooks' dicts, made straight from the staged columns: the same fields, in the same order
+    made = batch.event_dicts(dict)
+    assert [list(d.items()) for d in made] == [list(zip(f[0::2], f[1::2], strict=True)) for f in batch.events]
+    assert batch.callbacks[3] == "" and batch.submitted[3] == ""  # the fast-path final has neither
 
     assert await store.publish_staged(batch, [(2, [("ref", "R-EDIT")])], [("retention_until", "1900000000")]) == 5
     written = await events(r, b)
@@ -159,3 +165,41 @@ async def test_a_job_id_that_is_not_utf8_is_staged_and_published_as_is(redis_cli
     assert [f[1] for f in batch.events] == ["f1", "job-\ufffd\x1f"]  # shown to the hooks decoded leniently
     assert await store.publish_staged(batch, (), [("retention_until", "1")]) == 2
     assert [fields[b"id"] for _id, fields in await r.xrange(Keys(key_prefix).events)] == [b"f1", b"job-\xff\x1f"]
+
+
+def _fast(i: int, event: str = "delivered", ts: str = "1") -> list[str]:
+    return ["id", f"f{i}", "ref", f"r{i}", "event", event, "carrier", "acme", "parts", "1",
+            "message_ids", f"m{i}", "error", "", "ts", ts]
+
+
+def test_staged_columns_make_the_same_events_as_field_lists() -> None:
+    """A staged value as columns (StagedBatch): its dicts, field lists, callbacks and
+    submit times are those of the events it was made of, in order, whatever the mix of
+    kinds and runs; packed and parsed again it is the same batch."""
+    other = ["id", "g", "ref", "", "event", "enroute", "carrier", "acme", "parts", "2", "message_ids", "a,b",
+             "error", "", "ts", "1"]
+    events = [_fast(0), _fast(1), other, _fast(2, "undeliverable"), _fast(3, "undeliverable", "2"), _fast(4)]
+    kinds = "FFiFFF"
+    callbacks = ["", "", "https://cb.example/x", "", "", ""]
+    submitted = ["", "", "1000", "", "", ""]
+    batch = StagedBatch.of_events("t", 0, 5, kinds, callbacks, submitted, events)
+    assert [r[4] for r in batch.runs] == [2, 1, 1, 1]  # runs split by event, ts and the other event
+    assert batch.events == events and batch.callbacks == callbacks and batch.submitted == submitted
+    expected = [list(zip(f[0::2], f[1::2], strict=True)) for f in events]
+    assert [list(d.items()) for d in batch.event_dicts(dict)] == expected
+    again = parse_staged("t", pack_staged(batch))
+    assert again.events == events and again.kinds == kinds and again.callbacks == callbacks
+    assert [list(d.items()) for d in again.event_dicts(dict)] == expected
+    only_fast = StagedBatch.of_events("t", 0, 5, "FFF", [""] * 3, [""] * 3, [_fast(0), _fast(1, ts="9"), _fast(2)])
+    assert [list(d.items()) for d in only_fast.event_dicts(dict)] == [
+        list(zip(f[0::2], f[1::2], strict=True)) for f in (_fast(0), _fast(1, ts="9"), _fast(2))
+    ]
+
+
+def test_staged_columns_that_do_not_match_their_kinds_are_refused() -> None:
+    with pytest.raises(ValueError, match="columns"):
+        StagedBatch("t", 0, 5, "FF", [], [], [], ["a"], ["r"], ["m"], [("delivered", "", "1", "acme", 1)])
+    with pytest.raises(ValueError, match="columns"):  # a run longer than the fast-path finals
+        StagedBatch("t", 0, 5, "F", [], [], [], ["a"], ["r"], ["m"], [("delivered", "", "1", "acme", 2)])
+    with pytest.raises(ValueError, match="columns"):  # an event not F without its field list
+        StagedBatch("t", 0, 5, "i", [""], [""], [], [], [], [], [])

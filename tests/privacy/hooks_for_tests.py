@@ -109,3 +109,19 @@ class TagSomeRefs(BaseHook):
         for event in events:
             if event.get("event") == "submitted" and str(event.get("id", ""))[-1:] in "13579":
                 event["ref"] = "hooked-" + str(event.get("ref", ""))
+
+
+class OddJobsOneHour(BaseHook):
+    """Deadlines that differ within a batch: a job whose id ends in an odd digit kept one
+    hour, the others two; also deletes the stamp from the events it is shown (the
+    engine's stamp, not written back: the event keeps its deadline)."""
+
+    def on_store_batch(self, records: Sequence[StoredRecord]) -> None:
+        for r in records:
+            if r.kind == "job" and r.fields is not None:
+                odd = str(r.fields.get("id", ""))[-1:] in "13579"
+                r.retention_until = int(r.now_s) + (3600 if odd else 7200)
+
+    def on_events(self, events: Sequence[MutableMapping[str, Any]]) -> None:
+        for e in events:
+            e.pop("retention_until", None)

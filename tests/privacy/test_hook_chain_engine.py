@@ -116,6 +116,22 @@ async def test_a_hook_changing_the_deadline_changes_what_is_stored(redis_url: st
         assert ttls and all(0 < t <= 3600 for t in ttls)
 
 
+async def test_deadlines_that_differ_within_a_batch_are_each_jobs_own(redis_url: str, key_prefix: str) -> None:
+    # one record call per deadline; each job's first event carries its own deadline, and a
+    # hook deleting the stamp from the event it is shown changes nothing written
+    jobs = _jobs(30)
+    async with running(redis_url, key_prefix, privacy={"hooks": [f"{HOOKS}:OddJobsOneHour"]}) as (_e, _s, _p, redis):
+        before = int(time.time())
+        await push(redis, key_prefix, jobs)
+        events = await wait_events(redis, key_prefix, {j["id"] for j in jobs}, final=False)
+        after = int(time.time())
+        for job in jobs:
+            hours = 1 if job["id"][-1] in "13579" else 2
+            first = events[job["id"]][0]
+            assert first["event"] == "submitted"
+            assert before + 3600 * hours <= int(first["retention_until"]) <= after + 3600 * hours, job["id"]
+
+
 async def test_a_hook_may_edit_the_fields_the_engine_takes_back(redis_url: str, key_prefix: str) -> None:
     jobs = _jobs(20, ref="order-1")
     async with running(redis_url, key_prefix, privacy={"hooks": [f"{HOOKS}:TagRef"]}) as (_eng, _sim, _p, redis):

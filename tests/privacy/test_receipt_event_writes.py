@@ -110,3 +110,20 @@ def test_events_with_deadlines_of_their_own_get_them_each() -> None:
 
     common, edits = _run(PerEvent())
     assert common == [] and edits == [(i, [("retention_until", str(99 + i))]) for i in (1, 2, 3)]
+
+
+def test_the_staged_field_lists_are_asked_for_only_when_a_hook_wrote() -> None:
+    """The publish passes ``StagedBatch.event_lists`` (made on demand): without a write
+    it is not called; with one, it is, and the edit is found against it."""
+    fields = [_fields(i) for i in range(3)]
+    asked: list[int] = []
+
+    def lists() -> list[list[str]]:
+        asked.append(1)
+        return fields
+
+    assert hook_edits(default_chain(custom=[BaseHook()]), receipt_events(fields), NOW, lists)[1] == []
+    assert asked == []
+    edit = _Edit(2, lambda e: e.__setitem__("ref", "new"))
+    assert hook_edits(default_chain(custom=[edit]), receipt_events(fields), NOW, lists)[1] == [(3, [("ref", "new")])]
+    assert asked == [1]
