@@ -46,7 +46,8 @@ bit set is not a septet: U+FFFD.
 Packed septets say nothing of their count when the last one ends exactly on
 an octet boundary: a final CR there is taken for the padding CR of
 TS 23.038 §6.1.2.3.1 and dropped (a sender that wants a final CR must double
-it; sendgate's own packer does not, which the property tests document).
+it; sendgate's own packer does, except in a full part where the second CR
+does not fit — the one loss the property tests document).
 """
 
 from __future__ import annotations
