@@ -24,7 +24,12 @@ age, wherever a consumer group says what is still needed:
   the audit log its own.
 
 The engine trims once a minute (approximate: whole nodes only, so never past a
-bound); ``sendgate purge`` at once (exact). One plan serves both.
+bound); ``sendgate purge`` at once (exact). One plan serves both. An approximate
+XTRIM evicts at most its LIMIT entries per call, by default 100 stream nodes
+(10,000 entries): less than a busy minute's events, so a stream trimmed once a
+minute with the default kept growing. The trimmer passes its own LIMIT
+(``TRIM_LIMIT`` entries per call: whole nodes freed, a bounded pause for Redis)
+and calls again while a call took its full LIMIT.
 """
 
 from __future__ import annotations
@@ -41,6 +46,11 @@ from engine.keys import Keys, shard_keys
 __all__ = ["TrimResult", "group_low_id", "stream_retention_days", "trim_streams"]
 
 _DAY_MS = 86_400_000
+
+#: Entries one approximate XTRIM may evict (its LIMIT); calls repeat while one
+#: reaches it, at most ``_TRIM_ROUNDS`` times a pass (10 million entries a minute).
+TRIM_LIMIT = 100_000
+_TRIM_ROUNDS = 100
 
 
 class TrimResult(NamedTuple):
@@ -135,7 +145,15 @@ async def trim_streams(
 
     async def minid(stream: str, bound_ms_or_id: int | str, rule: str) -> int:
         bound = bound_ms_or_id if isinstance(bound_ms_or_id, str) else f"{max(0, bound_ms_or_id)}-0"
-        removed = int(await redis.xtrim(stream, minid=bound, approximate=approximate))
+        if not approximate:
+            removed = int(await redis.xtrim(stream, minid=bound, approximate=False))
+        else:
+            removed = 0
+            for _ in range(_TRIM_ROUNDS):
+                got = int(await redis.xtrim(stream, minid=bound, approximate=True, limit=TRIM_LIMIT))
+                removed += got
+                if got < TRIM_LIMIT // 2:  # whole nodes only: a full call ends within a node of LIMIT
+                    break
         out.append(TrimResult(stream, rule, removed))
         return removed
 
@@ -176,7 +194,7 @@ async def _trim_events(redis: Redis, settings: Settings, events: str, now_ms: in
     oldest_allowed = now_ms - keep_ms
     if not settings.history.enabled:
         await minid(events, oldest_allowed, f"older than {hours}")
-        await redis.xtrim(events, maxlen=e.streams_maxlen, approximate=True)
+        await redis.xtrim(events, maxlen=e.streams_maxlen, approximate=True, limit=0)  # no LIMIT: all over maxlen
         return
     low = await group_low_id(redis, events, settings.history.group)
     recent = now_ms - int(e.events_min_keep_s * 1000)

@@ -101,3 +101,30 @@ async def test_inbound_is_trimmed_only_behind_its_archiver(redis_client: Any, re
         assert await redis_client.xlen(k.inbound) == 6  # (the scripts' MAXLEN ~ caps it then, not the trimmer)
     finally:
         await delete_prefix(redis_client, key_prefix)
+
+
+async def test_the_minute_trim_keeps_up_with_a_busy_stream(
+    redis_client: Any, redis_url: str, key_prefix: str, monkeypatch: Any
+) -> None:
+    """An approximate XTRIM evicts at most its LIMIT (by default 10,000 entries): one
+    call a minute fell behind a million events a minute and the events stream grew for
+    the whole soak. The trimmer repeats while a call takes its full LIMIT (a smaller
+    LIMIT here, so that a few thousand entries show it)."""
+    import engine.stream_trim as stream_trim
+
+    monkeypatch.setattr(stream_trim, "TRIM_LIMIT", 500)
+    k = Keys(key_prefix)
+    now = int(time.time() * 1000)
+    n = 6_000
+    try:
+        pipe = redis_client.pipeline(transaction=False)
+        for i in range(n):
+            pipe.xadd(k.events, {"id": f"e{i}"}, id=f"{now - 3_600_000 + i}-0")
+        await pipe.execute()
+        await redis_client.xgroup_create(k.events, "archiver", id="$")  # all archived
+        settings = _settings(redis_url, key_prefix, events_min_keep_s=0, events_keep_hours=24)
+        await trim_streams(redis_client, settings, approximate=True)
+        left = await redis_client.xlen(k.events)
+        assert left < 200, left  # whole nodes only: at most the one holding the bound, not 5,500
+    finally:
+        await delete_prefix(redis_client, key_prefix)
