@@ -53,6 +53,18 @@ TRIM_LIMIT = 100_000
 _TRIM_ROUNDS = 100
 
 
+async def _trim_approximately(redis: Redis, stream: str, **bound: Any) -> int:
+    """XTRIM ``~`` with ``bound`` (minid= or maxlen=), ``TRIM_LIMIT`` entries a call,
+    again while a call took its full LIMIT; returns the entries removed."""
+    removed = 0
+    for _ in range(_TRIM_ROUNDS):
+        got = int(await redis.xtrim(stream, approximate=True, limit=TRIM_LIMIT, **bound))
+        removed += got
+        if got < TRIM_LIMIT // 2:  # whole nodes only: a full call ends within a node of LIMIT
+            break
+    return removed
+
+
 class TrimResult(NamedTuple):
     """One stream's trim: what it removed and by which rule."""
 
@@ -145,15 +157,10 @@ async def trim_streams(
 
     async def minid(stream: str, bound_ms_or_id: int | str, rule: str) -> int:
         bound = bound_ms_or_id if isinstance(bound_ms_or_id, str) else f"{max(0, bound_ms_or_id)}-0"
-        if not approximate:
-            removed = int(await redis.xtrim(stream, minid=bound, approximate=False))
+        if approximate:
+            removed = await _trim_approximately(redis, stream, minid=bound)
         else:
-            removed = 0
-            for _ in range(_TRIM_ROUNDS):
-                got = int(await redis.xtrim(stream, minid=bound, approximate=True, limit=TRIM_LIMIT))
-                removed += got
-                if got < TRIM_LIMIT // 2:  # whole nodes only: a full call ends within a node of LIMIT
-                    break
+            removed = int(await redis.xtrim(stream, minid=bound, approximate=False))
         out.append(TrimResult(stream, rule, removed))
         return removed
 
@@ -194,7 +201,7 @@ async def _trim_events(redis: Redis, settings: Settings, events: str, now_ms: in
     oldest_allowed = now_ms - keep_ms
     if not settings.history.enabled:
         await minid(events, oldest_allowed, f"older than {hours}")
-        await redis.xtrim(events, maxlen=e.streams_maxlen, approximate=True, limit=0)  # no LIMIT: all over maxlen
+        await _trim_approximately(redis, events, maxlen=e.streams_maxlen)
         return
     low = await group_low_id(redis, events, settings.history.group)
     recent = now_ms - int(e.events_min_keep_s * 1000)
