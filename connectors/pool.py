@@ -462,7 +462,8 @@ class BindPool:
         loop = self._loop or asyncio.get_running_loop()
         if self.pending() and self.binds_up() and timeout > 0:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.wait_pending_below(1), timeout)
+                async with asyncio.timeout(timeout):
+                    await self.wait_pending_below(1)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -334,7 +334,8 @@ class Simulator:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((predicate, future))
         try:
-            await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):
+                await future
         finally:
             self._waiters = [w for w in self._waiters if w[1] is not future]
 
@@ -1058,7 +1059,8 @@ async def _serve(cfg: SimulatorConfig, duration: float) -> Simulator:
     try:
         if duration > 0:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), duration)
+                async with asyncio.timeout(duration):
+                    await stop.wait()
         else:
             await stop.wait()
     finally:

@@ -458,7 +458,8 @@ class SmppBind:
         if self.up and session is not None and session.windowed and timeout > 0:
             self._drained = self._loop.create_future()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._drained), timeout)
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(self._drained)
             self._drained = None
         await self._unbind(min(max(timeout, 0.1), 2.0))
         if self.protocol is not None:
@@ -553,7 +554,8 @@ class SmppBind:
             self._wake.clear()
             self.retry_in_s = delay
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
 
     async def _connect_and_bind(self) -> None:
         cfg = self.config
@@ -580,7 +582,8 @@ class SmppBind:
                 ssl=self._tls, server_hostname=cfg.server_name or cfg.host,
                 ssl_handshake_timeout=cfg.bind_timeout_s,
             )
-        _, protocol = await asyncio.wait_for(connecting, cfg.bind_timeout_s)
+        async with asyncio.timeout(cfg.bind_timeout_s):
+            _, protocol = await connecting
         self.protocol = protocol
         bind_cls = _BIND_PDU[self.mode]
         request = bind_cls(
@@ -596,7 +599,8 @@ class SmppBind:
         self._bind_waiter = waiter
         protocol.write(session.send(request, loop.time()))
         try:
-            resp = await asyncio.wait_for(waiter, max(deadline - loop.time(), 0.001))
+            async with asyncio.timeout(max(deadline - loop.time(), 0.001)):
+                resp = await waiter
         except BaseException:
             protocol.abort()
             raise
@@ -622,7 +626,8 @@ class SmppBind:
         self._unbind_waiter = self._loop.create_future()
         protocol.write(session.send_unbind(self._loop.time()))
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._unbind_waiter), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._unbind_waiter)
         self._unbind_waiter = None
 
     # -- periodic sweep ----------------------------------------------------

@@ -318,7 +318,8 @@ class WebhookForwarder:
         deadline = loop.time() + timeout
         if self._idle is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._idle.wait()
         self._stopping = True
         for task in self._tasks:
             task.cancel()
@@ -336,7 +337,8 @@ class WebhookForwarder:
         for item in leftovers:
             self._give_up(item, "shutdown")
         try:
-            await asyncio.wait_for(self._flush_failed(), max(deadline - loop.time(), 1.0))
+            async with asyncio.timeout(max(deadline - loop.time(), 1.0)):
+                await self._flush_failed()
         except TimeoutError:
             if self._flusher is not None:
                 self._flusher.cancel()
@@ -436,7 +438,8 @@ class WebhookForwarder:
             delay = heap[0][0] - loop.time()
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wakeup.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await wakeup.wait()
                 continue
             _, _, item = heapq.heappop(heap)
             self._in_flight.add(item)  # counted while it waits for queue space

@@ -551,7 +551,8 @@ class Engine:
     async def _ready(self) -> tuple[bool, dict[str, Any]]:
         try:
             pong: Any = self.redis.ping()
-            redis_ok = bool(await asyncio.wait_for(pong, timeout=1.0))
+            async with asyncio.timeout(1.0):
+                redis_ok = bool(await pong)
         except Exception:
             redis_ok = False
         binds = {name: p.binds_up() for name, p in self.pools.items()}

@@ -577,7 +577,8 @@ class Pipeline:
                 # job's outcome or a bind (or look again within a second).
                 capacity.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(capacity.wait(), 1.0)
+                    async with asyncio.timeout(1.0):
+                        await capacity.wait()
                 continue
             try:
                 reply = await self._read_lanes(counts)
@@ -699,7 +700,8 @@ class Pipeline:
         deadline = time.monotonic() + timeout_s
         if self._admitters:  # run() was started: let its last read land in the queues
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._run_done.wait(), max(0.0, deadline - time.monotonic()))
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    await self._run_done.wait()
         pending_admitters = [t for t in self._admitters if not t.done()]
         if pending_admitters:  # each finishes the chunk it is claiming, then returns
             await asyncio.wait(pending_admitters, timeout=max(0.0, deadline - time.monotonic()))
@@ -981,7 +983,8 @@ class Pipeline:
                 # fenced off its bind leases: handed back, hand_back_fenced).
                 wakeup.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wakeup.wait(), 1.0)
+                    async with asyncio.timeout(1.0):
+                        await wakeup.wait()
                 continue
             if pool.pending() >= cap:
                 await pool.wait_pending_below(cap)
@@ -1401,7 +1404,8 @@ class Pipeline:
                 return
             self._recorded_event.clear()
             try:
-                await asyncio.wait_for(self._recorded_event.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._recorded_event.wait()
             except TimeoutError:
                 return
 

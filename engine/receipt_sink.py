@@ -147,7 +147,8 @@ class ReceiptSink:
         self._wake.set()
         if self._task is not None:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._flush_until_empty(), timeout=5.0)
+                async with asyncio.timeout(5.0):
+                    await self._flush_until_empty()
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task

@@ -202,7 +202,8 @@ class Archiver:
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake at once on `stop()`."""
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._stop.wait()
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:

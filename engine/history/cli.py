@@ -144,7 +144,8 @@ async def archive_main(
         gc.set_threshold(50_000, *gc.get_threshold()[1:])
         if started is not None:
             with contextlib.suppress(Exception):  # run() retries whatever fails here
-                await asyncio.wait_for(_warm_up(archiver, store), 5.0)
+                async with asyncio.timeout(5.0):
+                    await _warm_up(archiver, store)
             started()
         await asyncio.gather(archiver.run(), inbound.run())
         return 0
