@@ -65,7 +65,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -152,6 +152,9 @@ class BenchOptions:
     marketing: int = 0  # > 0: every job is kind=marketing, checked against a suppression list of this many hashes
     hooks: tuple[str, ...] = ()  # the engines' [privacy] hooks ("pkg.module:Class")
     cluster: bool = False  # redis_url names a node of a Redis Cluster (`--cluster`: bench/cluster_bench.py)
+    # the engines' [engine] receipt_hold_s; 0 = the engine's default (not written). Raised for a
+    # Redis slowed by a profiler (bench/redis_profile.py), whose receipts would outwait it
+    receipt_hold_s: float = 0.0
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -319,6 +322,7 @@ batch_size = {o.batch_size}
 consumer = {q(f"bench-{worker}")}
 block_ms = 50
 drain_timeout_s = 5.0
+{f"receipt_hold_s = {o.receipt_hold_s}" if o.receipt_hold_s > 0 else ""}
 
 [admin]
 listen = {q(f"127.0.0.1:{admin_port}")}
@@ -737,9 +741,14 @@ async def _prefill(redis: Any, prefix: str, run: str, count: int, window_s: int 
 
 
 async def run_bench(
-    o: BenchOptions, redis_url: str, workdir: Path, *, own_redis: bool = False
+    o: BenchOptions, redis_url: str, workdir: Path, *, own_redis: bool = False,
+    on_window: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """One load run against ``redis_url``; returns the result (see docs/contract.md §6, "Command line")."""
+    """One load run against ``redis_url``; returns the result (see docs/contract.md §6, "Command line").
+
+    ``on_window("start")`` / ``on_window("end")`` are called as the measured window opens
+    (before its first CPU reading) and closes (after its last): a profiler of the Redis
+    process counts that window only (bench/redis_profile.py)."""
     from redis.asyncio import Redis
 
     from engine.redis_client import cluster_from_url, raw_reply_client
@@ -837,6 +846,8 @@ async def run_bench(
                 if child:
                     watched[f"archiver-{w}"] = child
         events0 = await _events_added(redis, keys.events)
+        if on_window is not None:
+            on_window("start")
         cpu0 = {name: proc_cpu_s(pid) for name, pid in watched.items()}
         self0 = resource.getrusage(resource.RUSAGE_SELF)
         stats0 = await _info(redis, "stats")
@@ -927,6 +938,8 @@ async def run_bench(
         stats1 = await _info(redis, "stats")
         cmdstats1 = await _info(redis, "commandstats")
         rcpu1 = redis_cpu_s(await _info(redis, "cpu"))
+        if on_window is not None:
+            on_window("end")
         bodies = await _metrics_bodies(admin_ports)
         counters = engine_counters(bodies)
         throttles = counters.get("throttle_replies", 0) if bodies else None
@@ -1480,6 +1493,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redis-url", default="", help="Redis to use (default: $REDIS_URL, else an embedded server)")
     p.add_argument("--timeout-s", type=float, default=d.timeout_s, help="give up after this long (default %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed of the job mix")
+    p.add_argument("--receipt-hold-s", type=float, default=0.0, metavar="S",
+                   help="the engines' [engine] receipt_hold_s (default: the engine's own); raise it for a "
+                        "slowed Redis (a profiler), whose receipts would otherwise be parked unmatched")
     p.add_argument("--history", default="off", metavar="off|sqlite|URL",
                    help="the engines archive events into a history store: off (default), sqlite "
                         "(the data directory's file) or a postgresql:// / sqlite:/// url")
@@ -1554,7 +1570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         redis_url=args.redis_url, timeout_s=args.timeout_s, seed=args.seed, quiet=args.quiet,
         cprofile=args.cprofile, callgrind=args.callgrind, py_spy=args.py_spy, prefill=max(0, args.prefill), history=args.history, ops=args.ops,
         archiver=args.archiver,
-        marketing=max(0, args.marketing), hooks=tuple(args.hooks),
+        marketing=max(0, args.marketing), hooks=tuple(args.hooks), receipt_hold_s=max(0.0, args.receipt_hold_s),
     )
     if args.duration > 0:
         if args.rate <= 0 or args.interval <= 0 or args.drain_s < 0:

@@ -594,6 +594,13 @@ def record_script_instructions(rounds: int = 5, batch: int = 500, *, keep_text: 
     return _under_callgrind(lambda r: _record_rounds(r, rounds, batch, keep_text=keep_text))
 
 
+BARE = False  # --bare: the harnesses' server without the embedded server's settings (Redis' defaults)
+REDIS_CONF: list[str] = []
+"""More redis-server arguments for the harnesses' server (``--redis-conf``), after the
+embedded server's own settings (engine.embedded_redis.SERVER_SETTINGS): e.g.
+``--redis-conf "lua-time-limit 5000"`` measures with Redis' default instead."""
+
+
 def under_callgrind(work: Callable[[Any], int]) -> float:
     """Instructions inside EVALSHA per operation ``work(client)`` did, on a Redis under
     callgrind (for other benches' scripts: bench/suppression_cost.py)."""
@@ -605,7 +612,7 @@ def _under_callgrind(work: Callable[[Any], int]) -> float:
     ``work(client)``, which returns how many operations it did; instructions per one."""
     import redis
 
-    from engine.embedded_redis import redis_server_binary
+    from engine.embedded_redis import redis_server_binary, server_settings_args
 
     valgrind = _need_valgrind()
     with socket.socket() as s:
@@ -616,7 +623,7 @@ def _under_callgrind(work: Callable[[Any], int]) -> float:
         server = subprocess.Popen(
             [valgrind, "--tool=callgrind", "--toggle-collect=evalShaCommand", f"--callgrind-out-file={out}",
              redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-             "--dir", tmp],
+             "--dir", tmp, *([] if BARE else server_settings_args()), *REDIS_CONF],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         try:
@@ -773,6 +780,12 @@ def _apply_rounds(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__.split("\n\n")[0])
+    p.add_argument("--bare", action="store_true",
+                   help="the script harnesses' redis-server with Redis' defaults, not the embedded server's own "
+                        "settings (engine.embedded_redis.SERVER_SETTINGS); before the subcommand")
+    p.add_argument("--redis-conf", action="append", default=[], metavar='"NAME VALUE"',
+                   help="a setting of the script harnesses' redis-server (receipts, record, claim), after the "
+                        "embedded server's own (engine.embedded_redis.SERVER_SETTINGS); repeat; before the subcommand")
     sub = p.add_subparsers(dest="what", required=True)
     rs = sub.add_parser("receipts", help="instructions per receipt in dlr/correlate.lua (fast path)")
     rs.add_argument("--script", type=Path, default=_ROOT / "dlr" / "correlate.lua")
@@ -825,6 +838,11 @@ def main(argv: list[str] | None = None) -> int:
     sm.add_argument("--tree", type=Path, default=_ROOT, help="checkout to measure (default: this one)")
     sm.add_argument("--python", default=sys.executable, help="its interpreter (its venv's python)")
     a = p.parse_args(argv)
+    global BARE
+    BARE = a.bare
+    for item in a.redis_conf:
+        name, _, value = item.partition(" ")
+        REDIS_CONF.extend((f"--{name}", value))
     if a.what == "receipts":
         what = "per receipt tried without its entry" if a.miss else "per receipt"
         mode = "stage + publish" if a.stage else "apply"

@@ -23,7 +23,39 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["EmbeddedRedis", "announce_dir", "announced_url", "redis_server_binary", "redis_url_from_env"]
+__all__ = [
+    "SERVER_SETTINGS",
+    "EmbeddedRedis",
+    "announce_dir",
+    "announced_url",
+    "redis_server_binary",
+    "redis_url_from_env",
+    "server_settings_args",
+]
+
+# What the embedded server sets beyond "keep nothing" (no RDB, no AOF): settings that
+# cost it CPU per message and that it does not need (docs/INTERNALS.md, "The Redis
+# server's own settings", says which an operator's Redis should have too, and
+# bench/RESULTS.md "rediscost" what each is worth, in instructions). The instruction
+# harnesses (bench/instructions.py, bench/redis_profile.py) start theirs with these too.
+# (A larger glibc malloc tcache for this libc-malloc build was tried: fewer instructions,
+# no less time at full speed, a larger share in the Lua GC: not kept.)
+SERVER_SETTINGS: tuple[tuple[str, str], ...] = (
+    # No count hook in the Lua VM: Redis sets one (a check per VM instruction) only to
+    # answer BUSY and allow SCRIPT KILL after this many ms; every script of the engine
+    # is bounded by its batch. -1k instructions per job recorded and per receipt.
+    ("lua-time-limit", "0"),
+    # Redis 7's default (hash-max-listpack-entries 128); 6.2's is 512. A correlation
+    # bucket made afresh grows as a ziplist, every field found by a scan, until it
+    # turns into a hashtable: at 512 entries ~9k instructions per job recorded more.
+    # Marks buckets hold ~8 (engine/marks_lib.lua): still ziplists.
+    ("hash-max-ziplist-entries", "128"),
+)
+
+
+def server_settings_args(settings: tuple[tuple[str, str], ...] = SERVER_SETTINGS) -> list[str]:
+    """``SERVER_SETTINGS`` as redis-server command-line arguments (``--name value``)."""
+    return [arg for name, value in settings for arg in (f"--{name}", value)]
 
 
 def announce_dir() -> Path:
@@ -100,6 +132,7 @@ class EmbeddedRedis:
             "--daemonize", "no",
             "--loglevel", "warning",
             "--logfile", str(Path(self._dir) / "redis.log"),
+            *server_settings_args(),
         ]
         watchdog = (
             'parent=$1; shift; "$@" & child=$!; '

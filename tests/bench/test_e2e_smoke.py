@@ -237,3 +237,43 @@ def test_prefill_records_look_like_the_engines(redis_url: str) -> None:
             await client.aclose()
 
     asyncio.run(go())
+
+
+def test_receipt_hold_s_reaches_the_engines_config_only_when_set(tmp_path: Path) -> None:
+    from bench.e2e import BenchOptions, engine_toml
+    from engine.config import load_settings
+
+    def hold(o: BenchOptions) -> float:
+        path = tmp_path / "engine.toml"
+        path.write_text(engine_toml(o, "redis://127.0.0.1:1/0", "p", 2775, 0, 9999))
+        return load_settings(path, env={}).engine.receipt_hold_s
+
+    default = hold(BenchOptions())
+    assert default == 5.0  # the engine's own default: nothing written
+    assert hold(BenchOptions(receipt_hold_s=600.0)) == 600.0
+
+
+def test_the_measured_window_is_announced_to_a_profiler(tmp_path: Path, redis_url: str) -> None:
+    import asyncio
+
+    from bench.e2e import LIVE_CHILDREN, BenchOptions, run_bench
+
+    edges: list[tuple[str, int]] = []
+    client = redis.Redis.from_url(redis_url)
+
+    def on_window(edge: str) -> None:  # what bench/redis_profile.py does: toggle a profiler
+        edges.append((edge, int(client.info("stats")["total_commands_processed"])))
+
+    o = BenchOptions(jobs=200, redis_url=redis_url, quiet=True, timeout_s=20.0, receipt_hold_s=30.0,
+                     mix=parse_mix("gsm=1"))
+    try:
+        r = asyncio.run(run_bench(o, redis_url, tmp_path, on_window=on_window))
+    finally:
+        for children in LIVE_CHILDREN:
+            children.stop_all(5.0)
+        LIVE_CHILDREN.clear()
+        client.close()
+    assert [e for e, _ in edges] == ["start", "end"]
+    assert r["lost"] == 0 and r["final"] == 200
+    # the engines' whole run falls between the two calls: their scripts, reads and acks
+    assert edges[1][1] - edges[0][1] > 20
