@@ -310,7 +310,7 @@ async def main():
         if STAGE >= 1:
             for ij in jobs:  # what _claim_and_submit does per admitted job
                 if not ij.to_hash:
-                    ij.to_hash = p._hash_number(ij.job.to)
+                    ij.to_hash = getattr(p, "_hash_to", p._hash_number)(ij.job.to)  # (Job.to: digits already)
             if spread:
                 p._to_record.update(by_stream)
                 await p._record_shards()
