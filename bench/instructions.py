@@ -17,7 +17,8 @@ two versions of the same code, and timed runs for the absolute figure.)
     python -m bench.instructions engine [--python PY --tree DIR] [--hooks pkg.mod:Class] [--shards N [--spread]] [--marketing]   # needs REDIS_URL
     python -m bench.instructions receipt-hooks [--python PY --tree DIR]   # the receipt side of a custom hook, alone
     python -m bench.instructions archiver [--pattern paired|split] [--python PY --tree DIR]   # REDIS_URL, PostgreSQL
-    python -m bench.instructions path [--python PY --tree DIR] [--small N --large N] [--shards N]
+    python -m bench.instructions path [--python PY --tree DIR] [--small N --large N] [--shards N] [--keep DIR]
+    python -m bench.instructions functions SMALL LARGE --per N   # by C function: path --keep's files
     python -m bench.instructions idle [--python PY --tree DIR] [--shards N] [--delay-s S]
     python -m bench.instructions claim [--fresh]    # claim.lua per new job (bench.marks_cost, its steady fill)
     python -m bench.instructions smpp [--python PY --tree DIR]
@@ -309,7 +310,7 @@ async def main():
         if STAGE >= 1:
             for ij in jobs:  # what _claim_and_submit does per admitted job
                 if not ij.to_hash:
-                    ij.to_hash = p._hash_number(ij.job.to)
+                    ij.to_hash = getattr(p, "_hash_to", p._hash_number)(ij.job.to)  # (Job.to: digits already)
             if spread:
                 p._to_record.update(by_stream)
                 await p._record_shards()
@@ -429,15 +430,19 @@ def archiver_instructions(tree: Path = _ROOT, python: str = sys.executable, smal
     r.close()
     return (counts[1] - counts[0]) / ((large - small) * bh.BATCH)
 def path_instructions(tree: Path = _ROOT, python: str = sys.executable, small: int = 3000,
-                      large: int = 13000, shards: int = 1) -> float:
+                      large: int = 13000, shards: int = 1, keep: Path | None = None) -> float:
     """Engine instructions per job over the whole path (see ``path`` above); ``shards``:
     ``sendgate bench --shards`` (the jobs spread over the shards as producers spread them).
-    The figure holds the per-second work too (``idle``), times the run's length per job."""
+    The figure holds the per-second work too (``idle``), times the run's length per job.
+    ``keep``: a directory to keep the two callgrind files in (``cg.path.<jobs>``), for
+    ``python -m bench.instructions functions``."""
     _need_valgrind()
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
     counts = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in (small, large):
-            out = Path(tmp) / f"cg.path.{n}"
+            out = (keep or Path(tmp)).resolve() / f"cg.path.{n}"
             subprocess.run(
                 [python, "-m", "engine.cli", "bench", "--jobs", str(n), "--quiet", "--timeout-s", "1200",
                  "--callgrind", str(out), "--json", str(Path(tmp) / f"path.{n}.json"),
@@ -446,6 +451,30 @@ def path_instructions(tree: Path = _ROOT, python: str = sys.executable, small: i
             )
             counts.append(_total(out))
     return (counts[1] - counts[0]) / (large - small)
+
+
+def function_instructions(small: Path, large: Path, per: float) -> list[tuple[float, str]]:
+    """Per-function self instructions of ``large`` minus ``small`` (two callgrind files,
+    e.g. ``path --keep``'s), divided by ``per`` (the jobs between them), largest first."""
+    def by_function(out: Path) -> dict[str, int]:
+        text = subprocess.run(["callgrind_annotate", "--threshold=100", str(out)], check=True,
+                              capture_output=True, text=True).stdout
+        counts: dict[str, int] = {}
+        for line in text.splitlines():
+            parts = line.split(None, 1)
+            if len(parts) != 2 or not parts[0].replace(",", "").isdigit():
+                continue
+            rest = parts[1]
+            if rest.startswith("("):  # "(12.34%)" after the count
+                rest = rest.split(")", 1)[1].strip()
+            if rest.startswith("PROGRAM TOTALS") or not rest:
+                continue
+            name = rest.split(" [", 1)[0]
+            counts[name] = counts.get(name, 0) + int(parts[0].replace(",", ""))
+        return counts
+
+    a, b = by_function(small), by_function(large)
+    return sorted(((b.get(f, 0) - a.get(f, 0)) / per, f) for f in a.keys() | b.keys())[::-1]
 
 
 def idle_instructions(tree: Path = _ROOT, python: str = sys.executable, shards: int = 1, jobs: int = 1000,
@@ -826,6 +855,12 @@ def main(argv: list[str] | None = None) -> int:
     pa.add_argument("--small", type=int, default=3000, help="jobs of the shorter run")
     pa.add_argument("--large", type=int, default=13000, help="jobs of the longer run")
     pa.add_argument("--shards", type=int, default=1, help="[redis] shards of the bench's engine (sendgate bench --shards)")
+    pa.add_argument("--keep", type=Path, default=None, help="keep the two callgrind files in this directory")
+    fu = sub.add_parser("functions", help="per-function difference of two callgrind files (e.g. path --keep's), per job")
+    fu.add_argument("small", type=Path)
+    fu.add_argument("large", type=Path)
+    fu.add_argument("--per", type=float, required=True, help="divide by this (the jobs between the two runs)")
+    fu.add_argument("--top", type=int, default=60)
     il = sub.add_parser("idle", help="engine instructions per second that do not scale with jobs (ticks, samples, polls)")
     il.add_argument("--tree", type=Path, default=_ROOT, help="checkout to measure (default: this one)")
     il.add_argument("--python", default=sys.executable, help="its interpreter (its venv's python)")
@@ -863,9 +898,15 @@ def main(argv: list[str] | None = None) -> int:
         per = archiver_instructions(a.tree, a.python, pattern=a.pattern, pg=a.pg)
         print(f"archiver ({a.pattern}): {per:,.0f} instructions per event (read, fold, write, ack)")
     elif a.what == "path":
-        per = path_instructions(a.tree, a.python, a.small, a.large, a.shards)
+        per = path_instructions(a.tree, a.python, a.small, a.large, a.shards, a.keep)
         print(f"engine path: {per:,.0f} instructions per job (sendgate bench worker 0, {a.small} vs {a.large} jobs,"
               f" shards {a.shards})")
+    elif a.what == "functions":
+        rows = function_instructions(a.small, a.large, a.per)
+        total = sum(v for v, _ in rows)
+        print(f"{total:12,.0f}  total (per job)")
+        for v, f in rows[: a.top]:
+            print(f"{v:12,.0f}  {100 * v / total:5.1f} %  {f}")
     elif a.what == "idle":
         rate = idle_instructions(a.tree, a.python, a.shards, delay_s=a.delay_s)
         print(f"engine idle: {rate:,.0f} instructions per second of wall time (sendgate bench worker 0 under callgrind,"

@@ -353,6 +353,8 @@ class Pipeline:
         self._normalize_submit_id = {c.name: submit_normalizer(c.dlr_id_format) for c in settings.carriers}
         self.builders = {c.name: SubmitBuilder(c) for c in settings.carriers}
         self._hash_number = KeyedHasher(settings.privacy.hash_secret.encode())
+        # a job's `to` (parse_job normalised it): hashed without normalising it again
+        self._hash_to = self._hash_number.digits
         days = settings.privacy.retention_days
         self._message_ttl_s = days.message * 86400
         # [history] keep_text: each job's text sealed once per record call and carried,
@@ -1087,7 +1089,7 @@ class Pipeline:
                         self._job_done(ij, record=False)
                         continue
                     if not ij.to_hash:
-                        ij.to_hash = self._hash_number(ij.job.to)
+                        ij.to_hash = self._hash_to(ij.job.to)
                     if status == 2:
                         self.metrics.jobs_reclaimed.inc()
                         if not resend:
@@ -1133,7 +1135,7 @@ class Pipeline:
         in_packed: list[int] = []
         # per client: its marketing claims and their indexes (usually one client)
         groups: dict[str, tuple[MarketingClaims, list[int]]] = {}
-        hash_number = self._hash_number
+        hash_number = self._hash_to
         shuffled = False  # a job answered before one that comes earlier in ``jobs``
         rank = 0  # of the last job: 0 payload, 1 marketing, 2 transactional (packed)
         for i, ij in enumerate(jobs):

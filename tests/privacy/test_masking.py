@@ -69,6 +69,8 @@ def test_keyed_hasher_is_hmac_for_any_key(key: bytes, digits: str) -> None:
     expected = hmac.new(key, digits.encode(), hashlib.sha256).hexdigest()[:HASH_HEX_LEN]
     assert hasher(digits) == expected
     assert hasher("+" + digits) == expected  # the states were copied, not consumed
+    assert hasher.digits(digits) == expected  # (the engine's Job.to: digits already)
+    assert hasher(digits) == expected
 
 
 def test_keyed_hash_errors_never_echo_the_input() -> None:
