@@ -55,7 +55,6 @@ import operator
 import os
 import random
 import time
-from array import array
 from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
 from typing import Any, TypeVar, cast
@@ -107,7 +106,7 @@ from engine.scripts import (
     schedule_call,
 )
 from engine.submit import SubmitBuilder
-from engine.text.segmenter import Segmented, SegmentError, segment
+from engine.text.segmenter import ConcatRefs, Segmented, SegmentError, segment
 from privacy_hooks import (
     HASH_HEX_LEN,
     HOOK_ATTEMPTS,
@@ -169,17 +168,6 @@ def _hook_reason(err: HookFailed) -> str:
 
 
 _DEAD_LETTER_EVENTS = {"expired": "expired", "suppressed": "rejected", "client_closed": "rejected"}
-
-#: Concatenation references: a fixed table of 16-bit counters, random at start,
-#: a destination's counter chosen by the hash of its number. A message in parts
-#: takes its slot's reference and moves the slot on by one, so consecutive long
-#: messages to a number get consecutive references (a slot shared by several
-#: numbers only moves faster). 128 KiB whatever the traffic: the dict of number ->
-#: reference it replaces kept up to 200,000 numbers (~24 MiB at its peak, a third
-#: of the engine's RSS) and its freed objects left the allocator's arenas
-#: fragmented, so RSS grew for the first 15-20 minutes of a soak.
-_REF_SLOTS = 1 << 16
-_REF_MASK = _REF_SLOTS - 1
 
 
 class ShardHints:
@@ -469,7 +457,10 @@ class Pipeline:
         self._redis_backoff = Backoff(0.1, 5.0, jitter=0.5)
         self._stopping = False
         self._run_done = asyncio.Event()  # run() has returned: nothing more will be read
-        self._refs = array("H", os.urandom(2 * _REF_SLOTS))  # concatenation references (see _REF_SLOTS)
+        # Concatenation references per destination, taken only by texts in parts (a fixed
+        # 128 KiB table: the dict of number -> reference it replaces kept up to 200,000
+        # numbers, ~24 MiB at its peak, and left the allocator's arenas fragmented).
+        self._refs = ConcatRefs()
         # [[clients]] footer / quiet_hours, for kind=marketing jobs
         self._guardrails: dict[str, tuple[str, QuietHours | None]] = {
             c.id: (c.footer, QuietHours(c.quiet_hours) if c.quiet_hours else None)
@@ -1228,12 +1219,9 @@ class Pipeline:
 
     def _segment(self, job: Job, carrier: str) -> Segmented:
         builder = self.builders[carrier]
-        slot = hash(job.to) & _REF_MASK
-        ref = self._refs[slot]
-        seg = segment(job.text, builder.segment_options, job.encoding, ref)
-        if len(seg.parts) > 1:
-            self._refs[slot] = (ref + 1) & 0xFFFF
-        return seg
+        refs = self._refs
+        refs.key = job.to
+        return segment(job.text, builder.segment_options, job.encoding, refs)
 
     def _dead_letter(
         self,

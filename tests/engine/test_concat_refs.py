@@ -1,5 +1,6 @@
 """Concatenation references: rotated per destination, in memory that does not grow
-with the number of destinations (engine/pipeline.py ``_REF_SLOTS``).
+with the number of destinations (engine/text/segmenter.py ``ConcatRefs``, taken
+only by texts in parts).
 
 The engine used to keep a dict of number -> next reference, cleared at 200,000
 numbers: ~24 MiB at its peak and the main cause of the engine's RSS growing in
