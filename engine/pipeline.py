@@ -106,7 +106,7 @@ from engine.scripts import (
     schedule_call,
 )
 from engine.submit import SubmitBuilder
-from engine.text.segmenter import Segmented, SegmentError, segment
+from engine.text.segmenter import ConcatRefs, Segmented, SegmentError, segment
 from privacy_hooks import (
     HASH_HEX_LEN,
     HOOK_ATTEMPTS,
@@ -459,7 +459,10 @@ class Pipeline:
         self._redis_backoff = Backoff(0.1, 5.0, jitter=0.5)
         self._stopping = False
         self._run_done = asyncio.Event()  # run() has returned: nothing more will be read
-        self._refs: dict[str, int] = {}
+        # Concatenation references per destination, taken only by texts in parts (a fixed
+        # 128 KiB table: the dict of number -> reference it replaces kept up to 200,000
+        # numbers, ~24 MiB at its peak, and left the allocator's arenas fragmented).
+        self._refs = ConcatRefs()
         # [[clients]] footer / quiet_hours, for kind=marketing jobs
         self._guardrails: dict[str, tuple[str, QuietHours | None]] = {
             c.id: (c.footer, QuietHours(c.quiet_hours) if c.quiet_hours else None)
@@ -1221,15 +1224,9 @@ class Pipeline:
 
     def _segment(self, job: Job, carrier: str) -> Segmented:
         builder = self.builders[carrier]
-        ref = self._refs.get(job.to)
-        if ref is None:
-            ref = random.getrandbits(16)  # as randrange(0x10000), at a fifth of its cost
-        seg = segment(job.text, builder.segment_options, job.encoding, ref)
-        if len(seg.parts) > 1:
-            if len(self._refs) > 200_000:
-                self._refs.clear()
-            self._refs[job.to] = (ref + 1) & 0xFFFF
-        return seg
+        refs = self._refs
+        refs.key = job.to
+        return segment(job.text, builder.segment_options, job.encoding, refs)
 
     def _dead_letter(
         self,

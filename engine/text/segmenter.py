@@ -35,8 +35,10 @@ that names positions and character classes, never message text.
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
+from array import array
 from typing import Any
 
 import msgspec
@@ -46,6 +48,7 @@ from engine.text.gsm7_tables import NATIONAL_LANGUAGES
 
 __all__ = [
     "DEFAULT_OPTIONS",
+    "ConcatRefs",
     "Part",
     "SegmentError",
     "SegmentOptions",
@@ -462,12 +465,36 @@ def _too_many(count: int, options: SegmentOptions) -> SegmentError:
     )
 
 
+class ConcatRefs:
+    """Concatenation references per destination, for :func:`segment`'s ``ref``: a
+    fixed table of 65,536 16-bit counters (128 KiB, random at start), the one of a
+    destination chosen by the hash of ``key`` (set before each call). Consulted,
+    and moved on by one, only when a text goes in more than one part: a single part
+    costs nothing. Consecutive long messages to a destination get consecutive
+    references (a counter shared by several destinations only moves faster)."""
+
+    __slots__ = ("_table", "key")
+
+    SLOTS = 1 << 16
+
+    def __init__(self) -> None:
+        self.key = ""
+        self._table = array("H", os.urandom(2 * self.SLOTS))
+
+    def take(self) -> int:
+        """The reference for a message in parts to ``key``; its counter moves on."""
+        slot = hash(self.key) & (self.SLOTS - 1)
+        ref = self._table[slot]
+        self._table[slot] = (ref + 1) & 0xFFFF
+        return ref
+
+
 def _assemble(
     chunks: list[tuple[str, bytes]],
     ies: bytes,
     data_coding: int,
     options: SegmentOptions,
-    ref: int,
+    ref: int | ConcatRefs,
     packed: bool,
 ) -> list[Part]:
     total = len(chunks)
@@ -480,6 +507,8 @@ def _assemble(
         if packed:
             data = pack(data, (7 - len(udh) * 8 % 7) % 7, SM_OCTETS - len(udh))
         return [Part(udh + data, ESM_UDHI if udh else 0, data_coding, (), text)]
+    if isinstance(ref, ConcatRefs):
+        ref = ref.take()
     parts: list[Part] = []
     sar = concat == "sar"
     ref_tlv = (TAG_SAR_MSG_REF_NUM, (ref & 0xFFFF).to_bytes(2, "big"))
@@ -521,7 +550,7 @@ def _segment_gsm(
     septets: bytes,
     alpha: Alphabet,
     options: SegmentOptions,
-    ref: int,
+    ref: int | ConcatRefs,
     replaced: dict[str, int],
 ) -> Segmented:
     units = len(septets)
@@ -539,7 +568,7 @@ def _segment_gsm(
     return Segmented("gsm7", units, parts, replaced, len(parts))
 
 
-def _segment_ucs2(text: str, options: SegmentOptions, ref: int) -> Segmented:
+def _segment_ucs2(text: str, options: SegmentOptions, ref: int | ConcatRefs) -> Segmented:
     try:
         data = text.encode("utf-16-be")
     except UnicodeEncodeError as exc:
@@ -560,13 +589,14 @@ def _segment_ucs2(text: str, options: SegmentOptions, ref: int) -> Segmented:
 
 
 def segment(
-    text: str, options: SegmentOptions = DEFAULT_OPTIONS, encoding: str = "auto", ref: int = 0
+    text: str, options: SegmentOptions = DEFAULT_OPTIONS, encoding: str = "auto", ref: int | ConcatRefs = 0
 ) -> Segmented:
     """Encode ``text`` and cut it into submit_sm parts.
 
     ``encoding`` is ``auto`` (GSM-7 when it fits, else UCS-2), ``gsm7`` or
     ``ucs2``. ``ref`` is the concatenation reference (masked to 8 bits for
-    udh8, 16 bits for udh16 and SAR). Raises :class:`SegmentError` with code
+    udh8, 16 bits for udh16 and SAR), or a :class:`ConcatRefs` to take it from
+    when the text goes in parts. Raises :class:`SegmentError` with code
     ``empty_text``, ``bad_encoding`` or ``too_many_parts``.
     """
     if not text:
