@@ -35,7 +35,9 @@ got its answer (or was lost), so a later part never overtakes an earlier
 one, throttled or not, and the carrier sees the parts in order.
 
 Each queued item is the tuple ``(pdu, token)`` — ``(pdu, token, rest)`` for a
-chain, ``rest`` being the parts still held; that same tuple travels as the
+chain, ``rest`` being the parts still held; ``pdu`` is a ``SubmitSm`` or a
+submit_sm's encoded body (``bytes``, ``codec.PlainSubmitTemplate``: the session
+writes it under a numbered header); that same tuple travels as the
 session's in-flight context, so a throttled PDU is re-queued and a lost one
 reported without another allocation. No task or future per message.
 
@@ -316,7 +318,7 @@ class BindPool:
             if self._deadline.get(bind, 0.0) <= now:
                 self.lease_revoked(lease, "not renewed before its deadline")
 
-    def submit(self, pdu: SubmitSm, token: object) -> None:
+    def submit(self, pdu: SubmitSm | bytes, token: object) -> None:
         """Queue a submit_sm; it is written as window and rate allow. Never blocks.
 
         After :meth:`close` began, the token is reported lost (soon, not from
@@ -329,7 +331,7 @@ class BindPool:
             return
         self._enqueue((pdu, token))
 
-    def submit_many(self, items: list[tuple[SubmitSm, object]]) -> None:
+    def submit_many(self, items: list[tuple[SubmitSm | bytes, object]]) -> None:
         """:meth:`submit` of each ``(pdu, token)`` item, in order (one call per
         batch: the engine's admitter hands over a chunk of single-part messages)."""
         if self._closing:
@@ -349,7 +351,7 @@ class BindPool:
             loop = self._loop or asyncio.get_running_loop()
             loop.call_soon(self._assign)
 
-    def submit_parts(self, items: list[tuple[SubmitSm, object]]) -> None:
+    def submit_parts(self, items: list[tuple[SubmitSm | bytes, object]]) -> None:
         """Queue the parts of one multipart message, ``(pdu, token)`` each, in order:
         each part is written once the one before it was answered (module doc)."""
         if len(items) < 2 or self._closing:
@@ -411,10 +413,10 @@ class BindPool:
                 future.cancel()
             self._waiters = [w for w in self._waiters if w[1] is not future]
 
-    def take_queued(self) -> list[tuple[SubmitSm, object]]:
+    def take_queued(self) -> list[tuple[SubmitSm | bytes, object]]:
         """Remove and return the submit_sm queued and never written (for a
         carrier in outage: the engine hands them to a fallback or fails them)."""
-        items: list[tuple[SubmitSm, object]] = []
+        items: list[tuple[SubmitSm | bytes, object]] = []
         for item in self._queue:
             items.append((item[0], item[1]))
             if len(item) > 2:  # a multipart chain: its later parts were held, never queued

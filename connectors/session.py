@@ -62,6 +62,9 @@ A session is one TCP connection seen from one side, ``role`` ``"esme"`` or
   claim is decoded and reported as a ``DeliverSm`` as usual, and so is one
   whose hook call raised (counted in ``claim_errors``: a bug in the hook
   must not cost the connection).
+* A submit_sm may be sent as its encoded body (``bytes``, from
+  :class:`connectors.codec.PlainSubmitTemplate`): ``send`` and
+  ``send_submits`` number it and pack its header only.
 * A bad command_length loses the framing: generic_nack ESME_RINVCMDLEN is
   queued, a fatal :class:`ProtocolViolation` is returned and the session is
   CLOSED. A malformed body of a known request is answered with generic_nack
@@ -199,6 +202,7 @@ KNOWN_REQUESTS: Final[frozenset[int]] = frozenset(
 # A response whose body is an empty message_id (one NUL): deliver_sm_resp and
 # data_sm_resp, SMPP 3.4 §4.6.2 / §4.7.2. The "x" pad byte is that NUL.
 _EMPTY_RESPONSE: Final = struct.Struct(">IIIIx")
+_HEADER_PACK: Final = HEADER.pack
 _EMPTY_BODY_RESPONSES: Final = frozenset({C.DELIVER_SM_RESP, C.DATA_SM_RESP})
 
 
@@ -398,7 +402,13 @@ class Session:
         ``in_flight`` with ``context``; responses keep the sequence_number the
         caller set (the request's). Raises :class:`LocalProtocolError` if the
         state or the window does not allow it.
+
+        ``pdu`` may also be a submit_sm's body as ``bytes`` (what
+        :class:`connectors.codec.PlainSubmitTemplate` makes: everything after the
+        header): it is sent as that submit_sm, with a header numbered as above.
         """
+        if type(pdu) is bytes:  # a submit_sm body (PlainSubmitTemplate.body)
+            return self._send_submit_body(pdu, now, context)
         cid: int = pdu.command_id
         if cid & RESP_BIT:
             if self.state is _CLOSED:
@@ -427,6 +437,20 @@ class Session:
             self._set_state(State.UNBOUND)
         return data
 
+    def _send_submit_body(self, body: bytes, now: float, context: object) -> bytes:
+        """:meth:`send` of a submit_sm given as its encoded body: the same checks,
+        numbering and in-flight entry as for the ``SubmitSm`` it encodes."""
+        if _SUBMIT_SM not in self._may_send:
+            raise LocalProtocolError(
+                f"{self.role} may not send command_id {_SUBMIT_SM:#x} in state {self.state.name}"
+            )
+        if self.windowed >= self.window:
+            raise LocalProtocolError(f"window of {self.window} is full")
+        seq = self.next_sequence_number()
+        self.in_flight[seq] = (_SUBMIT_SM, now, context)
+        self.windowed += 1
+        return _HEADER_PACK(16 + len(body), _SUBMIT_SM, ESME_ROK, seq) + body
+
     def send_submits(self, queue: deque[Any], n: int, now: float) -> list[bytes]:
         """:meth:`send` of ``n`` items popped off the left of ``queue``, each item
         ``(pdu, ...)`` the request's context; the encoded PDUs, in order.
@@ -434,7 +458,8 @@ class Session:
         The same checks, numbering and results as ``n`` calls of :meth:`send`
         (an item whose PDU is not a submit_sm goes through :meth:`send`), with
         the state checked once for the batch and no call per PDU but its encoding
-        (the pool's write path: ~a window of submit_sm per call).
+        (the pool's write path: ~a window of submit_sm per call). A ``bytes``
+        PDU is a submit_sm body (see :meth:`send`): only its header is packed.
         """
         popleft = queue.popleft
         out: list[bytes] = []
@@ -446,10 +471,12 @@ class Session:
             return out
         in_flight = self.in_flight
         window = self.window
+        pack = _HEADER_PACK
         for _ in range(n):
             item = popleft()
             pdu = item[0]
-            if type(pdu) is not SubmitSm:
+            kind = type(pdu)
+            if kind is not bytes and kind is not SubmitSm:
                 append(self.send(pdu, now, item))
                 continue
             if self.windowed >= window:
@@ -458,8 +485,11 @@ class Session:
             while seq in in_flight:  # only after a full wrap with a stuck request
                 seq = seq + 1 if seq < MAX_SEQUENCE else 1
             self._next_seq = seq + 1 if seq < MAX_SEQUENCE else 1
-            pdu.sequence_number = seq
-            append(encode_submit_sm(pdu))
+            if kind is bytes:  # a submit_sm body (PlainSubmitTemplate.body): the header only
+                append(pack(16 + len(pdu), _SUBMIT_SM, ESME_ROK, seq) + pdu)
+            else:
+                pdu.sequence_number = seq
+                append(encode_submit_sm(pdu))
             in_flight[seq] = (_SUBMIT_SM, now, item)
             self.windowed += 1
         return out

@@ -1265,7 +1265,7 @@ class Pipeline:
         message's ``(pdu, token)`` is added to ``ready`` (:meth:`_submit_ready`
         queues them, in order, one pool call for the chunk)."""
         builder = self.builders[ij.carrier]
-        pdus = builder.build(ij.job, ij.seg)
+        pdus = builder.build_wire(ij.job, ij.seg)  # plain parts as submit_sm bodies
         n = len(pdus)
         ij.pdus = pdus
         ij.parts = n

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from connectors.codec import PlainSubmitTemplate
 from connectors.config import BindConfig
 from connectors.pdu import SubmitSm
 from connectors.pool import BindPool
@@ -674,3 +675,24 @@ async def test_submit_many_is_submit_in_order(sim: Simulator) -> None:
     pool.submit_many([(sms(), "late-1"), (sms(), "late-2")])
     await handler.wait_for(lambda: len(handler.lost) == 2)
     assert handler.lost == [("late-1", "pool closed before it was written"), ("late-2", "pool closed before it was written")]
+
+
+async def test_submit_sm_bodies_go_out_as_their_pdus(sim: Simulator) -> None:
+    """Items whose PDU is a submit_sm body (codec.PlainSubmitTemplate) are written as
+    that submit_sm: the SMSC accepts each and sends its receipt; every accepted
+    response comes once, in the order written (one bind)."""
+    template = PlainSubmitTemplate("", 1, 1, FAKE_SOURCE, 1, 1)
+    handler = RecordingHandler()
+    pool = BindPool(config(sim.port, binds=1, window=8), handler)
+    await pool.start()
+    bodies = [template.body(FAKE_DESTINATION, 0, 1, 0, b"body %d" % i) for i in range(20)]
+    pool.submit_many([(b, i) for i, b in enumerate(bodies) if b is not None])
+    pool.submit(sms(), 20)  # a SubmitSm between them
+    await handler.wait_for(lambda: len(handler.responses) == 21 and len(handler.delivers) == 21)
+    assert_each_token_once(handler, 21)
+    assert [t for t, _, _ in handler.responses] == list(range(21))
+    assert all(status == 0 and mid for _, status, mid in handler.responses)
+    assert {pdu.receipted_message_id for pdu in handler.delivers} == {mid for _, _, mid in handler.responses}
+    assert {pdu.source_addr for pdu in handler.delivers} == {FAKE_DESTINATION}
+    assert pool.stats.responses == 21
+    await pool.close(0.5)
