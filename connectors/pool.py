@@ -83,6 +83,10 @@ class PoolHandler(Protocol):
 
     def on_submit_resp(self, token: object, command_status: int, message_id: str) -> None: ...
 
+    # Optional: ``on_submit_resps(items)``, the accepted responses of a batch at
+    # once: ``on_submit_resp(item[1], 0, message_id)`` for each ``(item,
+    # message_id)``, in order (``item``: the queued tuple, its token second).
+
     def on_submit_lost(self, token: object, reason: str) -> None:
         """Written on a bind but unanswered (bind dropped, response timeout)."""
 
@@ -181,6 +185,8 @@ class BindPool:
         self.binds: list[SmppBind] = []
         self._submitters: list[SmppBind] = []
         self._queue: deque[Any] = deque()  # (pdu, token) or (pdu, token, rest)
+        # the handler's batched on_submit_resp, if it has one
+        self._on_resps: Callable[[list[tuple[Any, str]]], None] | None = getattr(handler, "on_submit_resps", None)
         self._held = 0  # later parts of chains, not queued yet
         self._front = 0  # items put at the front in this batch (they keep their order)
         self._flow_tick: asyncio.TimerHandle | None = None  # recovery step while idle
@@ -592,6 +598,23 @@ class BindPool:
         self.handler.on_submit_resp(item[1], status, getattr(resp, "message_id", None) or "")
         if len(item) > 2:
             self._release(item)
+
+    def bind_responses(self, bind: SmppBind, items: list[tuple[Any, str]]) -> None:
+        """Accepted submit_sm_resp (status 0), ``(item, message_id)`` each, in order:
+        what :meth:`bind_response` does for each, with one handler call for all
+        when the handler has ``on_submit_resps``."""
+        self.stats.responses += len(items)
+        many = self._on_resps
+        if many is not None:
+            many(items)
+        else:
+            on_submit_resp = self.handler.on_submit_resp
+            for item, message_id in items:
+                on_submit_resp(item[1], 0, message_id)
+        if self._held:  # chains in flight: the next part of each answered one
+            for item, _ in items:
+                if len(item) > 2:
+                    self._release(item)
 
     def bind_timeout(self, bind: SmppBind, context: Any) -> None:
         self.stats.lost += 1

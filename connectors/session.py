@@ -62,6 +62,15 @@ A session is one TCP connection seen from one side, ``role`` ``"esme"`` or
   claim is decoded and reported as a ``DeliverSm`` as usual, and so is one
   whose hook call raised (counted in ``claim_errors``: a bug in the hook
   must not cost the connection).
+* Accepted submit_sm_resp in runs (``submit_runs=True``, the engine's binds):
+  a submit_sm_resp with command_status 0 and a plain ``message_id\0`` body
+  that answers a submit_sm in flight is not made a ``SubmitSmResp`` and a
+  :class:`Response`: its ``(context, message_id)`` joins a
+  :class:`SubmitResponses` event, one per run of consecutive ones, in order
+  with the other events (the in-flight entry and the window as for a
+  ``Response``). Every other response — an error or throttle status, a body
+  with TLVs, an answer for nothing in flight — is a ``Response`` (or
+  ``StrayResponse``, ``ProtocolViolation``) as without the flag.
 * A submit_sm may be sent as its encoded body (``bytes``, from
   :class:`connectors.codec.PlainSubmitTemplate`): ``send`` and
   ``send_submits`` number it and pack its header only.
@@ -104,6 +113,7 @@ __all__ = [
     "Session",
     "State",
     "StrayResponse",
+    "SubmitResponses",
     "Unbound",
 ]
 
@@ -292,6 +302,24 @@ class ClaimedDelivers(Event):
         return f"ClaimedDelivers({len(self.items)})"
 
 
+class SubmitResponses(Event):
+    """A run of consecutive accepted submit_sm_resp (sessions made with
+    ``submit_runs=True``): each one with command_status 0 and a plain
+    ``message_id\0`` body, answering a submit_sm in flight.
+
+    ``items``: ``(context, message_id)`` per response, in arrival order; the
+    requests left ``in_flight`` and the window as for a :class:`Response`.
+    """
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[tuple[Any, str]]) -> None:
+        self.items = items
+
+    def __repr__(self) -> str:
+        return f"SubmitResponses({len(self.items)})"
+
+
 class Unbound(Event):
     """The peer sent unbind; unbind_resp is queued and the session is CLOSED."""
 
@@ -323,6 +351,7 @@ class Session:
         "response_timeout_s",
         "role",
         "state",
+        "submit_runs",
         "window",
         "windowed",
     )
@@ -337,6 +366,7 @@ class Session:
         max_command_length: int = 65536,
         now: float = 0.0,
         claim_deliver: Callable[[bytes], Any] | None = None,
+        submit_runs: bool = False,
     ) -> None:
         if role not in _BOTH:
             raise ValueError(f"role must be {ESME!r} or {SMSC!r}, not {role!r}")
@@ -359,6 +389,7 @@ class Session:
         self._peer_may_send: frozenset[int] = frozenset()
         self._claim_deliver = claim_deliver
         self.claim_errors = 0  # calls of claim_deliver that raised (their PDU was decoded instead)
+        self.submit_runs = submit_runs  # accepted submit_sm_resp as SubmitResponses runs
         self._set_state(State.OPEN)
 
     # -- state -------------------------------------------------------------
@@ -552,30 +583,36 @@ class Session:
             self._rx_seen = True
         claim = self._claim_deliver
         run: ClaimedDelivers | None = None  # the latest run
+        resps: SubmitResponses | None = None  # the latest run of accepted submit_sm_resp
+        runs = self.submit_runs
         in_flight = self.in_flight
         for frame in frames:
-            cid = frame.command_id
+            # One unpacking, not an attribute read (a descriptor call) per field.
+            cid, status, seq, body = frame
             if cid == _SUBMIT_SM_RESP:
                 # The commonest frame: _receive_response's result for a
                 # "message_id\0" body answering a submit_sm in flight, inline.
-                seq = frame.sequence_number
                 entry = in_flight.get(seq)
-                if entry is not None and entry[0] == _SUBMIT_SM:
-                    body = frame.body
-                    if type(body) is bytes:
-                        message_id, nul, rest = body.partition(b"\0")
-                        if nul and not rest:
-                            del in_flight[seq]
-                            self.windowed -= 1
-                            resp = SubmitSmResp(seq, frame.command_status, (), message_id.decode("latin-1"))
-                            events.append(Response(resp, _SUBMIT_SM, entry[2], entry[1]))
-                            continue  # a submit_sm_resp changes no state
+                if entry is not None and entry[0] == _SUBMIT_SM and type(body) is bytes:
+                    message_id, nul, rest = body.partition(b"\0")
+                    if nul and not rest:
+                        del in_flight[seq]
+                        self.windowed -= 1
+                        if runs and not status:  # accepted: joins the run
+                            if resps is None or events[-1] is not resps:
+                                resps = SubmitResponses([])
+                                events.append(resps)
+                            resps.items.append((entry[2], message_id.decode("latin-1")))
+                            continue
+                        resp = SubmitSmResp(seq, status, (), message_id.decode("latin-1"))
+                        events.append(Response(resp, _SUBMIT_SM, entry[2], entry[1]))
+                        continue  # a submit_sm_resp changes no state
                 self._receive_response(frame, events)
             elif cid & RESP_BIT:
                 self._receive_response(frame, events)
             elif cid == _DELIVER_SM and claim is not None and cid in self._peer_may_send:
                 try:
-                    value = claim(frame.body)
+                    value = claim(body)
                 except Exception:  # a failing hook claims nothing: the general path decides
                     self.claim_errors += 1
                     value = None
@@ -585,7 +622,7 @@ class Session:
                     if run is None or events[-1] is not run:  # a new run
                         run = ClaimedDelivers([])
                         events.append(run)
-                    run.items.append((frame.sequence_number, value))
+                    run.items.append((seq, value))
                     continue  # claiming changes no state
             else:
                 self._receive_request(frame, events)

@@ -1322,6 +1322,28 @@ class Pipeline:
             ij.error = format_status(command_status)
         self._part_done(ij)
 
+    def on_submit_resps(self, items: list[tuple[Any, str]]) -> None:
+        """`on_submit_resp(item[1], 0, message_id)` of each accepted ``(item, message_id)``
+        of a pool's batch, in order: one call per batch, the latency observed per carrier."""
+        now = time.monotonic()
+        waits: dict[str, list[float]] = {}
+        carrier: str | None = None
+        waited: list[float] = []
+        self._outstanding -= len(items)  # _part_done's, for the batch
+        for item, message_id in items:
+            ij, i, t0 = item[1]
+            ij.message_ids[i] = message_id
+            if ij.carrier is not carrier:  # (one pool's batch: one carrier, the same str)
+                carrier = ij.carrier
+                waited = waits.setdefault(carrier, [])
+            waited.append(now - t0)
+            ij.pending -= 1  # _part_done, inline (once per message)
+            if ij.pending == 0:
+                self._job_done(ij)
+        for name, values in waits.items():
+            self._ok_since[name] += len(values)
+            self._submit_latency[name].observe_many(values)
+
     def _to_fallback(self, ij: _InFlightJob, fallback: str) -> None:
         ij.fallback_used = True
         ij.carrier = fallback
