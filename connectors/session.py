@@ -384,7 +384,7 @@ class Session:
         self._next_seq = 1
         self._enquire_seq = 0
         self._outbox: list[bytes] = []
-        self._framer = Framer(max_command_length)
+        self._framer = Framer(max_command_length, plain=True)  # frames as plain tuples
         self._may_send: frozenset[int] = frozenset()
         self._peer_may_send: frozenset[int] = frozenset()
         self._claim_deliver = claim_deliver
@@ -643,11 +643,10 @@ class Session:
         return [ProtocolViolation(str(exc), exc.command_id or 0, seq, fatal=True)]
 
     def _receive_response(self, frame: Frame, events: list[Any]) -> None:
-        cid = frame.command_id
-        seq = frame.sequence_number
+        cid, status, seq, body = frame  # (a plain tuple: the session's framer)
         entry = self.in_flight.pop(seq, None)
         try:
-            pdu = decode_body(cid, frame.command_status, seq, frame.body)
+            pdu = decode_body(cid, status, seq, body)
         except RemoteProtocolError as exc:
             if entry is not None:
                 self.in_flight[seq] = entry  # let it time out
@@ -663,7 +662,7 @@ class Session:
             self.windowed -= 1
         elif req == C.ENQUIRE_LINK:
             self._enquire_seq = 0
-        elif frame.command_status == ESME_ROK:
+        elif status == ESME_ROK:
             if req == C.UNBIND:
                 self._set_state(State.CLOSED)
             elif self.state is _OPEN:
@@ -675,8 +674,7 @@ class Session:
         events.append(Response(pdu, req, entry[2], entry[1]))
 
     def _receive_request(self, frame: Frame, events: list[Any]) -> None:
-        cid = frame.command_id
-        seq = frame.sequence_number
+        cid, status, seq, body = frame  # (a plain tuple: the session's framer)
         if cid not in self._peer_may_send:
             if cid not in KNOWN_REQUESTS:
                 self._outbox.append(header_only(C.GENERIC_NACK, ESME_RINVCMDID, seq))
@@ -701,7 +699,7 @@ class Session:
             events.append(Unbound())
             return
         try:
-            pdu = decode_body(cid, frame.command_status, seq, frame.body)
+            pdu = decode_body(cid, status, seq, body)
         except RemoteProtocolError as exc:
             status = exc.command_status or ESME_RINVMSGLEN
             self._outbox.append(header_only(C.GENERIC_NACK, status, seq))
