@@ -21,7 +21,7 @@ two versions of the same code, and timed runs for the absolute figure.)
     python -m bench.instructions functions SMALL LARGE --per N   # by C function: path --keep's files
     python -m bench.instructions idle [--python PY --tree DIR] [--shards N] [--delay-s S]
     python -m bench.instructions claim [--fresh]    # claim.lua per new job (bench.marks_cost, its steady fill)
-    python -m bench.instructions smpp [--python PY --tree DIR]
+    python -m bench.instructions smpp [--python PY --tree DIR] [--engine]
 
 ``receipts``: instructions Redis executes inside EVALSHA per receipt, for
 batches of 1,000 fast-path receipts applied by ``dlr/correlate.lua`` (with the
@@ -90,6 +90,13 @@ the bind's reads use it (no sockets): windows of 250 submit_sm numbered, encoded
 registered in flight (``Session.send_submits``, or ``send`` per PDU on a tree
 without it), then their submit_sm_resp read in one ``receive_data`` (the
 ``Response`` events); the PDUs and response bytes are made in both.
+``smpp --engine``: the engine's whole SMPP side per message, no sockets: 250
+single-part jobs with receipts handed to the carrier's pool as the admitter
+does (``Pipeline._submit_job``: the builder, then ``_submit_ready``), the pool's
+assign step writing them on a bound ``SmppBind`` (its protocol a stub), then
+their submit_sm_resp read by the session and handled as ``data_received`` does
+(``SmppBind.handle_events``, the pool, ``Pipeline.on_submit_resp(s)``, up to the
+job's outcome queued for its record call; the record task never runs).
 ``simulator``: the simulator's work per message with and without receipts
 (submit_sm in, resp out; the receipt built, written, and its
 deliver_sm_resp read). The Python figures are the difference of two runs of
@@ -164,6 +171,70 @@ def run(n):
 gc.disable()
 run(N)
 """
+
+_SMPP_ENGINE = """
+import asyncio, gc, struct, time
+from connectors.config import BindConfig
+from connectors.pdu import BindTransceiver
+from connectors.pool import BindPool
+from connectors.session import ESME, Session
+from connectors.transport import SmppBind
+from engine.pipeline import ClaimArgs
+
+class Proto:  # the bind's protocol: writes kept, no socket
+    paused = False
+    transport = None
+    def write(self, data): pass
+    def write_many(self, chunks): self.chunks = chunks
+    def close(self): pass
+
+class Handler:  # engine.app._PoolHandler's routing to the pipeline
+    def __init__(self, p):
+        self.on_submit_resp = p.on_submit_resp
+        self.on_submit_lost = p.on_submit_lost
+        if hasattr(p, "on_submit_resps"):
+            self.on_submit_resps = p.on_submit_resps
+    def on_bind_state(self, name, up): pass
+
+W = 250
+
+async def main():
+    ca = ClaimArgs()
+    p = ca.pipeline
+    entries = [("1-%d" % i, {b"id": b"job-%d" % i, b"to": b"+45%08d" % (10000000 + i),
+                             b"text": b"Hello world, this is message %d" % i, b"dlr": b"1"}) for i in range(W)]
+    jobs = ca.jobs(entries, time.time())
+    cfg = BindConfig(name="c1", port=1, system_id="e", password="p", window=W)
+    pool = BindPool(cfg, Handler(p))
+    pool._loop = asyncio.get_running_loop()
+    p.pools["c1"] = pool
+    bind = SmppBind(cfg, pool)
+    runs = {"submit_runs": True} if getattr(bind, "_responses", None) is not None else {}
+    session = Session(ESME, W, 30.0, 0.0, **runs)
+    session.send(BindTransceiver(system_id="e", password="p"), 0.0)
+    session.receive_data(struct.pack(">IIII", 18, 0x80000009, 0, 1) + b"e\\0")
+    assert session.is_bound()
+    bind.session, bind.protocol, bind.up = session, Proto(), True
+    pool.binds.append(bind)
+    pool._submitters.append(bind)
+    head = struct.Struct(">IIII")
+    mid = b"0123456789abcdef01234567"
+    gc.disable()
+    for _ in range(N // W):
+        ready = []
+        for ij in jobs:  # the admitter's hand-over (Pipeline._claim_and_submit), then the assign step
+            p._submit_job(ij, ready)
+        p._submit_ready(ready)
+        pool._assign()
+        assert session.windowed == W, session.windowed
+        data = b"".join([head.pack(17 + len(mid), 0x80000004, 0, seq) + mid + b"\\0" for seq in session.in_flight])
+        bind.handle_events(session.receive_data(data))  # SmppProtocol.data_received
+        assert session.windowed == 0
+    assert pool.stats.responses == N // W * W
+
+asyncio.run(main())
+"""
+
 
 _SIMULATOR = """
 import asyncio
@@ -554,15 +625,17 @@ def redaction_instructions(tree: Path = _ROOT, python: str = sys.executable, sma
 
 
 def smpp_instructions(tree: Path = _ROOT, python: str = sys.executable, small: int = 2000,
-                      large: int = 6000) -> float:
-    """The engine's SMPP session per message (see ``smpp`` above), on ``tree``."""
+                      large: int = 6000, engine: bool = False) -> float:
+    """The engine's SMPP session per message (see ``smpp`` above), on ``tree``;
+    ``engine``: the whole SMPP side as the engine drives it (``smpp --engine``)."""
     valgrind = _need_valgrind()
     counts = []
+    snippet = _SMPP_ENGINE if engine else _SMPP
     with tempfile.TemporaryDirectory() as tmp:
         for n in (small, large):
             out = Path(tmp) / f"cg.smpp.{n}"
             subprocess.run(
-                [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", python, "-c", f"N = {n}\n" + _SMPP],
+                [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", python, "-c", f"N = {n}\n" + snippet],
                 cwd=tree, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
             counts.append(_total(out))
@@ -872,6 +945,8 @@ def main(argv: list[str] | None = None) -> int:
     sm = sub.add_parser("smpp", help="the engine's SMPP session per message: submit_sm written, submit_sm_resp read")
     sm.add_argument("--tree", type=Path, default=_ROOT, help="checkout to measure (default: this one)")
     sm.add_argument("--python", default=sys.executable, help="its interpreter (its venv's python)")
+    sm.add_argument("--engine", action="store_true",
+                    help="the whole SMPP side as the engine drives it: build, pool, bind, session, the resp's way up")
     a = p.parse_args(argv)
     global BARE
     BARE = a.bare
@@ -921,9 +996,13 @@ def main(argv: list[str] | None = None) -> int:
         n = claim_instructions("uuid", 512, 6, 3, fresh=a.fresh)
         print(f"claim.lua: {n:,.0f} instructions per new transactional job ({'fresh' if a.fresh else 'steady'})")
     elif a.what == "smpp":
-        per = smpp_instructions(a.tree, a.python)
-        print(f"smpp session: {per:,.0f} instructions per message (submit_sm written in windows of 250,"
-              f" submit_sm_resp read)")
+        per = smpp_instructions(a.tree, a.python, engine=a.engine)
+        if a.engine:
+            print(f"smpp engine side: {per:,.0f} instructions per message (built, queued, assigned and written in"
+                  f" windows of 250; submit_sm_resp read and handled up to the job's outcome)")
+        else:
+            print(f"smpp session: {per:,.0f} instructions per message (submit_sm written in windows of 250,"
+                  f" submit_sm_resp read)")
     elif a.what == "scan":
         print(f"scan_receipt: {python_instructions(_SCAN, 2000, 12000):,.0f} instructions per receipt")
     else:

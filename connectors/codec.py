@@ -126,6 +126,7 @@ __all__ = [
     "HEADER_SIZE",
     "PDU_CLASSES",
     "TLV_SPECS",
+    "PlainSubmitTemplate",
     "TlvSpec",
     "decode",
     "decode_body",
@@ -868,6 +869,86 @@ def encode_submit_sm(pdu: SubmitSm) -> bytes:
         )
     except (_Decline, AttributeError, TypeError, IndexError, UnicodeEncodeError, struct.error):
         return _encode_generic(pdu)
+
+
+class PlainSubmitTemplate:
+    """The bodies of submit_sm without optional parameters for one set of fixed fields.
+
+    A carrier's submit_sm differ only in a few fields: ``destination_addr``,
+    ``esm_class``, ``registered_delivery``, ``data_coding`` and
+    ``short_message``. The rest — ``service_type``, the source address, the
+    destination's TON/NPI — is fixed per carrier, and ``protocol_id``,
+    ``priority_flag``, ``schedule_delivery_time``, ``validity_period``,
+    ``replace_if_present_flag`` and ``sm_default_msg_id`` are zero / empty.
+    The template encodes the fixed part once; :meth:`body` is then one
+    ``pack`` per message, with no TLV to look for (a template has none).
+
+    ``body(...)`` is exactly the octets after the header that :func:`encode`
+    writes for ``SubmitSm(<the template's fields>, <body's arguments>)``
+    (property-tested against ``encode`` and aiosmpplib), or ``None`` when that
+    PDU would not take the encoder's fast path (an address over 20 octets, a
+    NUL, a character outside latin-1, a ``short_message`` over 254 octets or
+    not ``bytes``, an integer out of range): the caller then builds the
+    ``SubmitSm``, whose encoding words the error. The session writes a body
+    with :meth:`Session.send_submits` (``connectors.session``).
+
+    The constructor raises :class:`LocalProtocolError` if the fixed fields
+    break the spec (as ``encode`` would for every PDU made with them).
+    """
+
+    __slots__ = ("_packers", "_prefix")
+
+    def __init__(
+        self,
+        service_type: str = "",
+        source_addr_ton: int = 0,
+        source_addr_npi: int = 0,
+        source_addr: str = "",
+        dest_addr_ton: int = 0,
+        dest_addr_npi: int = 0,
+    ) -> None:
+        fixed = SubmitSm(
+            service_type=service_type,
+            source_addr_ton=source_addr_ton,
+            source_addr_npi=source_addr_npi,
+            source_addr=source_addr,
+            dest_addr_ton=dest_addr_ton,
+            dest_addr_npi=dest_addr_npi,
+        )
+        body = _encode_generic(fixed)[HEADER_SIZE:]  # raises on a bad fixed field
+        # service_type NUL, source_addr_ton, source_addr_npi, source_addr NUL,
+        # dest_addr_ton, dest_addr_npi: the body up to destination_addr
+        self._prefix: bytes = body[: len(service_type) + len(source_addr) + 6]
+        size = len(self._prefix)
+        self._packers: list[struct.Struct] = [
+            struct.Struct(
+                f">{size}s{n}s"  # the fixed prefix, destination_addr
+                "xB"  # destination_addr NUL, esm_class
+                "xx"  # protocol_id 0, priority_flag 0
+                "xx"  # schedule_delivery_time "" NUL, validity_period "" NUL
+                "Bx"  # registered_delivery, replace_if_present_flag 0
+                "BxB"  # data_coding, sm_default_msg_id 0, sm_length
+            )
+            for n in range(21)
+        ]
+
+    def body(
+        self, destination_addr: str, esm_class: int, registered_delivery: int, data_coding: int, short_message: bytes
+    ) -> bytes | None:
+        """The submit_sm body for these fields, or ``None`` (see the class doc)."""
+        try:
+            da = destination_addr.encode("latin-1")
+            if type(short_message) is not bytes or 0 in da:
+                return None
+            sm_length = len(short_message)
+            if sm_length > _MAX_SHORT_MESSAGE:
+                return None
+            return (
+                self._packers[len(da)].pack(self._prefix, da, esm_class, registered_delivery, data_coding, sm_length)
+                + short_message
+            )
+        except (AttributeError, IndexError, UnicodeEncodeError, struct.error):
+            return None
 
 
 def _header_only_encoder(cls: type[Pdu]) -> Callable[[Any], bytes]:

@@ -59,12 +59,16 @@ _new_tuple = tuple.__new__
 class Framer:
     """Incremental PDU framer: ``feed(chunk) -> [Frame, ...]``."""
 
-    __slots__ = ("_buffer", "_error", "_need", "max_command_length")
+    __slots__ = ("_buffer", "_error", "_need", "_plain", "max_command_length")
 
-    def __init__(self, max_command_length: int = DEFAULT_MAX_COMMAND_LENGTH) -> None:
+    def __init__(self, max_command_length: int = DEFAULT_MAX_COMMAND_LENGTH, *, plain: bool = False) -> None:
+        """``plain``: frames as plain tuples ``(command_id, command_status,
+        sequence_number, body)``, not :class:`Frame` (the session's: it unpacks
+        them; a plain tuple is one allocation, a ``Frame`` two)."""
         if max_command_length < HEADER_SIZE:
             raise ValueError("max_command_length must be at least 16")
         self.max_command_length = max_command_length
+        self._plain = plain
         self._buffer = bytearray()
         # Bytes the buffer must hold before parsing is worth trying again.
         self._need = HEADER_SIZE
@@ -92,6 +96,7 @@ class Framer:
                 return frames
         append = frames.append
         max_length = self.max_command_length
+        plain = self._plain
         size = len(chunk)
         need = HEADER_SIZE
         while size - pos >= HEADER_SIZE:
@@ -105,13 +110,15 @@ class Framer:
             if end > size:
                 need = command_length
                 break
-            # tuple.__new__ skips NamedTuple's Python-level __new__ (3x faster).
-            append(
-                _new_tuple(
-                    Frame,
-                    (command_id, command_status, sequence_number, chunk[pos + HEADER_SIZE : end]),
+            if plain:
+                append((command_id, command_status, sequence_number, chunk[pos + HEADER_SIZE : end]))  # type: ignore[arg-type]
+            else:  # tuple.__new__ skips NamedTuple's Python-level __new__ (3x faster).
+                append(
+                    _new_tuple(
+                        Frame,
+                        (command_id, command_status, sequence_number, chunk[pos + HEADER_SIZE : end]),
+                    )
                 )
-            )
             pos = end
         if pos < size:
             self._buffer += memoryview(chunk)[pos:]
@@ -140,12 +147,8 @@ class Framer:
                     raise self._fail(command_length, command_id, sequence_number)
                 self._need = command_length  # header complete; now the body
                 continue
-            frames.append(
-                _new_tuple(
-                    Frame,
-                    (command_id, command_status, sequence_number, bytes(buffer[HEADER_SIZE:])),
-                )
-            )
+            whole = (command_id, command_status, sequence_number, bytes(buffer[HEADER_SIZE:]))
+            frames.append(whole if self._plain else _new_tuple(Frame, whole))  # type: ignore[arg-type]
             buffer.clear()
             self._need = HEADER_SIZE
             return pos

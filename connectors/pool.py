@@ -35,7 +35,9 @@ got its answer (or was lost), so a later part never overtakes an earlier
 one, throttled or not, and the carrier sees the parts in order.
 
 Each queued item is the tuple ``(pdu, token)`` — ``(pdu, token, rest)`` for a
-chain, ``rest`` being the parts still held; that same tuple travels as the
+chain, ``rest`` being the parts still held; ``pdu`` is a ``SubmitSm`` or a
+submit_sm's encoded body (``bytes``, ``codec.PlainSubmitTemplate``: the session
+writes it under a numbered header); that same tuple travels as the
 session's in-flight context, so a throttled PDU is re-queued and a lost one
 reported without another allocation. No task or future per message.
 
@@ -80,6 +82,10 @@ class PoolHandler(Protocol):
     """What the engine implements; called from the event loop, never awaited."""
 
     def on_submit_resp(self, token: object, command_status: int, message_id: str) -> None: ...
+
+    # Optional: ``on_submit_resps(items)``, the accepted responses of a batch at
+    # once: ``on_submit_resp(item[1], 0, message_id)`` for each ``(item,
+    # message_id)``, in order (``item``: the queued tuple, its token second).
 
     def on_submit_lost(self, token: object, reason: str) -> None:
         """Written on a bind but unanswered (bind dropped, response timeout)."""
@@ -179,6 +185,8 @@ class BindPool:
         self.binds: list[SmppBind] = []
         self._submitters: list[SmppBind] = []
         self._queue: deque[Any] = deque()  # (pdu, token) or (pdu, token, rest)
+        # the handler's batched on_submit_resp, if it has one
+        self._on_resps: Callable[[list[tuple[Any, str]]], None] | None = getattr(handler, "on_submit_resps", None)
         self._held = 0  # later parts of chains, not queued yet
         self._front = 0  # items put at the front in this batch (they keep their order)
         self._flow_tick: asyncio.TimerHandle | None = None  # recovery step while idle
@@ -316,7 +324,7 @@ class BindPool:
             if self._deadline.get(bind, 0.0) <= now:
                 self.lease_revoked(lease, "not renewed before its deadline")
 
-    def submit(self, pdu: SubmitSm, token: object) -> None:
+    def submit(self, pdu: SubmitSm | bytes, token: object) -> None:
         """Queue a submit_sm; it is written as window and rate allow. Never blocks.
 
         After :meth:`close` began, the token is reported lost (soon, not from
@@ -329,7 +337,7 @@ class BindPool:
             return
         self._enqueue((pdu, token))
 
-    def submit_many(self, items: list[tuple[SubmitSm, object]]) -> None:
+    def submit_many(self, items: list[tuple[SubmitSm | bytes, object]]) -> None:
         """:meth:`submit` of each ``(pdu, token)`` item, in order (one call per
         batch: the engine's admitter hands over a chunk of single-part messages)."""
         if self._closing:
@@ -349,7 +357,7 @@ class BindPool:
             loop = self._loop or asyncio.get_running_loop()
             loop.call_soon(self._assign)
 
-    def submit_parts(self, items: list[tuple[SubmitSm, object]]) -> None:
+    def submit_parts(self, items: list[tuple[SubmitSm | bytes, object]]) -> None:
         """Queue the parts of one multipart message, ``(pdu, token)`` each, in order:
         each part is written once the one before it was answered (module doc)."""
         if len(items) < 2 or self._closing:
@@ -411,10 +419,10 @@ class BindPool:
                 future.cancel()
             self._waiters = [w for w in self._waiters if w[1] is not future]
 
-    def take_queued(self) -> list[tuple[SubmitSm, object]]:
+    def take_queued(self) -> list[tuple[SubmitSm | bytes, object]]:
         """Remove and return the submit_sm queued and never written (for a
         carrier in outage: the engine hands them to a fallback or fails them)."""
-        items: list[tuple[SubmitSm, object]] = []
+        items: list[tuple[SubmitSm | bytes, object]] = []
         for item in self._queue:
             items.append((item[0], item[1]))
             if len(item) > 2:  # a multipart chain: its later parts were held, never queued
@@ -591,6 +599,23 @@ class BindPool:
         self.handler.on_submit_resp(item[1], status, getattr(resp, "message_id", None) or "")
         if len(item) > 2:
             self._release(item)
+
+    def bind_responses(self, bind: SmppBind, items: list[tuple[Any, str]]) -> None:
+        """Accepted submit_sm_resp (status 0), ``(item, message_id)`` each, in order:
+        what :meth:`bind_response` does for each, with one handler call for all
+        when the handler has ``on_submit_resps``."""
+        self.stats.responses += len(items)
+        many = self._on_resps
+        if many is not None:
+            many(items)
+        else:
+            on_submit_resp = self.handler.on_submit_resp
+            for item, message_id in items:
+                on_submit_resp(item[1], 0, message_id)
+        if self._held:  # chains in flight: the next part of each answered one
+            for item, _ in items:
+                if len(item) > 2:
+                    self._release(item)
 
     def bind_timeout(self, bind: SmppBind, context: Any) -> None:
         self.stats.lost += 1

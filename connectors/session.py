@@ -62,6 +62,18 @@ A session is one TCP connection seen from one side, ``role`` ``"esme"`` or
   claim is decoded and reported as a ``DeliverSm`` as usual, and so is one
   whose hook call raised (counted in ``claim_errors``: a bug in the hook
   must not cost the connection).
+* Accepted submit_sm_resp in runs (``submit_runs=True``, the engine's binds):
+  a submit_sm_resp with command_status 0 and a plain ``message_id\0`` body
+  that answers a submit_sm in flight is not made a ``SubmitSmResp`` and a
+  :class:`Response`: its ``(context, message_id)`` joins a
+  :class:`SubmitResponses` event, one per run of consecutive ones, in order
+  with the other events (the in-flight entry and the window as for a
+  ``Response``). Every other response — an error or throttle status, a body
+  with TLVs, an answer for nothing in flight — is a ``Response`` (or
+  ``StrayResponse``, ``ProtocolViolation``) as without the flag.
+* A submit_sm may be sent as its encoded body (``bytes``, from
+  :class:`connectors.codec.PlainSubmitTemplate`): ``send`` and
+  ``send_submits`` number it and pack its header only.
 * A bad command_length loses the framing: generic_nack ESME_RINVCMDLEN is
   queued, a fatal :class:`ProtocolViolation` is returned and the session is
   CLOSED. A malformed body of a known request is answered with generic_nack
@@ -101,6 +113,7 @@ __all__ = [
     "Session",
     "State",
     "StrayResponse",
+    "SubmitResponses",
     "Unbound",
 ]
 
@@ -199,6 +212,7 @@ KNOWN_REQUESTS: Final[frozenset[int]] = frozenset(
 # A response whose body is an empty message_id (one NUL): deliver_sm_resp and
 # data_sm_resp, SMPP 3.4 §4.6.2 / §4.7.2. The "x" pad byte is that NUL.
 _EMPTY_RESPONSE: Final = struct.Struct(">IIIIx")
+_HEADER_PACK: Final = HEADER.pack
 _EMPTY_BODY_RESPONSES: Final = frozenset({C.DELIVER_SM_RESP, C.DATA_SM_RESP})
 
 
@@ -288,6 +302,24 @@ class ClaimedDelivers(Event):
         return f"ClaimedDelivers({len(self.items)})"
 
 
+class SubmitResponses(Event):
+    """A run of consecutive accepted submit_sm_resp (sessions made with
+    ``submit_runs=True``): each one with command_status 0 and a plain
+    ``message_id\0`` body, answering a submit_sm in flight.
+
+    ``items``: ``(context, message_id)`` per response, in arrival order; the
+    requests left ``in_flight`` and the window as for a :class:`Response`.
+    """
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[tuple[Any, str]]) -> None:
+        self.items = items
+
+    def __repr__(self) -> str:
+        return f"SubmitResponses({len(self.items)})"
+
+
 class Unbound(Event):
     """The peer sent unbind; unbind_resp is queued and the session is CLOSED."""
 
@@ -319,6 +351,7 @@ class Session:
         "response_timeout_s",
         "role",
         "state",
+        "submit_runs",
         "window",
         "windowed",
     )
@@ -333,6 +366,7 @@ class Session:
         max_command_length: int = 65536,
         now: float = 0.0,
         claim_deliver: Callable[[bytes], Any] | None = None,
+        submit_runs: bool = False,
     ) -> None:
         if role not in _BOTH:
             raise ValueError(f"role must be {ESME!r} or {SMSC!r}, not {role!r}")
@@ -350,11 +384,12 @@ class Session:
         self._next_seq = 1
         self._enquire_seq = 0
         self._outbox: list[bytes] = []
-        self._framer = Framer(max_command_length)
+        self._framer = Framer(max_command_length, plain=True)  # frames as plain tuples
         self._may_send: frozenset[int] = frozenset()
         self._peer_may_send: frozenset[int] = frozenset()
         self._claim_deliver = claim_deliver
         self.claim_errors = 0  # calls of claim_deliver that raised (their PDU was decoded instead)
+        self.submit_runs = submit_runs  # accepted submit_sm_resp as SubmitResponses runs
         self._set_state(State.OPEN)
 
     # -- state -------------------------------------------------------------
@@ -398,7 +433,13 @@ class Session:
         ``in_flight`` with ``context``; responses keep the sequence_number the
         caller set (the request's). Raises :class:`LocalProtocolError` if the
         state or the window does not allow it.
+
+        ``pdu`` may also be a submit_sm's body as ``bytes`` (what
+        :class:`connectors.codec.PlainSubmitTemplate` makes: everything after the
+        header): it is sent as that submit_sm, with a header numbered as above.
         """
+        if type(pdu) is bytes:  # a submit_sm body (PlainSubmitTemplate.body)
+            return self._send_submit_body(pdu, now, context)
         cid: int = pdu.command_id
         if cid & RESP_BIT:
             if self.state is _CLOSED:
@@ -427,6 +468,20 @@ class Session:
             self._set_state(State.UNBOUND)
         return data
 
+    def _send_submit_body(self, body: bytes, now: float, context: object) -> bytes:
+        """:meth:`send` of a submit_sm given as its encoded body: the same checks,
+        numbering and in-flight entry as for the ``SubmitSm`` it encodes."""
+        if _SUBMIT_SM not in self._may_send:
+            raise LocalProtocolError(
+                f"{self.role} may not send command_id {_SUBMIT_SM:#x} in state {self.state.name}"
+            )
+        if self.windowed >= self.window:
+            raise LocalProtocolError(f"window of {self.window} is full")
+        seq = self.next_sequence_number()
+        self.in_flight[seq] = (_SUBMIT_SM, now, context)
+        self.windowed += 1
+        return _HEADER_PACK(16 + len(body), _SUBMIT_SM, ESME_ROK, seq) + body
+
     def send_submits(self, queue: deque[Any], n: int, now: float) -> list[bytes]:
         """:meth:`send` of ``n`` items popped off the left of ``queue``, each item
         ``(pdu, ...)`` the request's context; the encoded PDUs, in order.
@@ -434,7 +489,8 @@ class Session:
         The same checks, numbering and results as ``n`` calls of :meth:`send`
         (an item whose PDU is not a submit_sm goes through :meth:`send`), with
         the state checked once for the batch and no call per PDU but its encoding
-        (the pool's write path: ~a window of submit_sm per call).
+        (the pool's write path: ~a window of submit_sm per call). A ``bytes``
+        PDU is a submit_sm body (see :meth:`send`): only its header is packed.
         """
         popleft = queue.popleft
         out: list[bytes] = []
@@ -446,10 +502,12 @@ class Session:
             return out
         in_flight = self.in_flight
         window = self.window
+        pack = _HEADER_PACK
         for _ in range(n):
             item = popleft()
             pdu = item[0]
-            if type(pdu) is not SubmitSm:
+            kind = type(pdu)
+            if kind is not bytes and kind is not SubmitSm:
                 append(self.send(pdu, now, item))
                 continue
             if self.windowed >= window:
@@ -458,8 +516,11 @@ class Session:
             while seq in in_flight:  # only after a full wrap with a stuck request
                 seq = seq + 1 if seq < MAX_SEQUENCE else 1
             self._next_seq = seq + 1 if seq < MAX_SEQUENCE else 1
-            pdu.sequence_number = seq
-            append(encode_submit_sm(pdu))
+            if kind is bytes:  # a submit_sm body (PlainSubmitTemplate.body): the header only
+                append(pack(16 + len(pdu), _SUBMIT_SM, ESME_ROK, seq) + pdu)
+            else:
+                pdu.sequence_number = seq
+                append(encode_submit_sm(pdu))
             in_flight[seq] = (_SUBMIT_SM, now, item)
             self.windowed += 1
         return out
@@ -522,30 +583,36 @@ class Session:
             self._rx_seen = True
         claim = self._claim_deliver
         run: ClaimedDelivers | None = None  # the latest run
+        resps: SubmitResponses | None = None  # the latest run of accepted submit_sm_resp
+        runs = self.submit_runs
         in_flight = self.in_flight
         for frame in frames:
-            cid = frame.command_id
+            # One unpacking, not an attribute read (a descriptor call) per field.
+            cid, status, seq, body = frame
             if cid == _SUBMIT_SM_RESP:
                 # The commonest frame: _receive_response's result for a
                 # "message_id\0" body answering a submit_sm in flight, inline.
-                seq = frame.sequence_number
                 entry = in_flight.get(seq)
-                if entry is not None and entry[0] == _SUBMIT_SM:
-                    body = frame.body
-                    if type(body) is bytes:
-                        message_id, nul, rest = body.partition(b"\0")
-                        if nul and not rest:
-                            del in_flight[seq]
-                            self.windowed -= 1
-                            resp = SubmitSmResp(seq, frame.command_status, (), message_id.decode("latin-1"))
-                            events.append(Response(resp, _SUBMIT_SM, entry[2], entry[1]))
-                            continue  # a submit_sm_resp changes no state
+                if entry is not None and entry[0] == _SUBMIT_SM and type(body) is bytes:
+                    message_id, nul, rest = body.partition(b"\0")
+                    if nul and not rest:
+                        del in_flight[seq]
+                        self.windowed -= 1
+                        if runs and not status:  # accepted: joins the run
+                            if resps is None or events[-1] is not resps:
+                                resps = SubmitResponses([])
+                                events.append(resps)
+                            resps.items.append((entry[2], message_id.decode("latin-1")))
+                            continue
+                        resp = SubmitSmResp(seq, status, (), message_id.decode("latin-1"))
+                        events.append(Response(resp, _SUBMIT_SM, entry[2], entry[1]))
+                        continue  # a submit_sm_resp changes no state
                 self._receive_response(frame, events)
             elif cid & RESP_BIT:
                 self._receive_response(frame, events)
             elif cid == _DELIVER_SM and claim is not None and cid in self._peer_may_send:
                 try:
-                    value = claim(frame.body)
+                    value = claim(body)
                 except Exception:  # a failing hook claims nothing: the general path decides
                     self.claim_errors += 1
                     value = None
@@ -555,7 +622,7 @@ class Session:
                     if run is None or events[-1] is not run:  # a new run
                         run = ClaimedDelivers([])
                         events.append(run)
-                    run.items.append((frame.sequence_number, value))
+                    run.items.append((seq, value))
                     continue  # claiming changes no state
             else:
                 self._receive_request(frame, events)
@@ -576,11 +643,10 @@ class Session:
         return [ProtocolViolation(str(exc), exc.command_id or 0, seq, fatal=True)]
 
     def _receive_response(self, frame: Frame, events: list[Any]) -> None:
-        cid = frame.command_id
-        seq = frame.sequence_number
+        cid, status, seq, body = frame  # (a plain tuple: the session's framer)
         entry = self.in_flight.pop(seq, None)
         try:
-            pdu = decode_body(cid, frame.command_status, seq, frame.body)
+            pdu = decode_body(cid, status, seq, body)
         except RemoteProtocolError as exc:
             if entry is not None:
                 self.in_flight[seq] = entry  # let it time out
@@ -596,7 +662,7 @@ class Session:
             self.windowed -= 1
         elif req == C.ENQUIRE_LINK:
             self._enquire_seq = 0
-        elif frame.command_status == ESME_ROK:
+        elif status == ESME_ROK:
             if req == C.UNBIND:
                 self._set_state(State.CLOSED)
             elif self.state is _OPEN:
@@ -608,8 +674,7 @@ class Session:
         events.append(Response(pdu, req, entry[2], entry[1]))
 
     def _receive_request(self, frame: Frame, events: list[Any]) -> None:
-        cid = frame.command_id
-        seq = frame.sequence_number
+        cid, status, seq, body = frame  # (a plain tuple: the session's framer)
         if cid not in self._peer_may_send:
             if cid not in KNOWN_REQUESTS:
                 self._outbox.append(header_only(C.GENERIC_NACK, ESME_RINVCMDID, seq))
@@ -634,7 +699,7 @@ class Session:
             events.append(Unbound())
             return
         try:
-            pdu = decode_body(cid, frame.command_status, seq, frame.body)
+            pdu = decode_body(cid, status, seq, body)
         except RemoteProtocolError as exc:
             status = exc.command_status or ESME_RINVMSGLEN
             self._outbox.append(header_only(C.GENERIC_NACK, status, seq))

@@ -73,6 +73,7 @@ from .session import (
     Response,
     Session,
     StrayResponse,
+    SubmitResponses,
     Unbound,
 )
 from .status import ESME_RINVBNDSTS, ESME_RINVCMDLEN, ESME_ROK, status_info
@@ -259,6 +260,9 @@ class BindListener(Protocol):
         """``lost``: contexts of requests written but unanswered."""
 
     def bind_response(self, bind: SmppBind, response: Response) -> None: ...
+    # Optional: a listener with ``bind_responses(bind, items)`` gets the accepted
+    # submit_sm_resp in runs, ``(context, message_id)`` each (status 0; see
+    # ``Session``'s ``submit_runs``); one without it gets a ``bind_response`` each.
     def bind_timeout(self, bind: SmppBind, context: Any) -> None: ...
     def bind_deliver(self, bind: SmppBind, pdu: DeliverSm | DataSm) -> None: ...
     def bind_claimed(self, bind: SmppBind, items: list[tuple[int, Any]]) -> None:
@@ -325,6 +329,10 @@ class SmppBind:
         self._loop = asyncio.get_running_loop()
         self._closing = False
         self._runner: asyncio.Task[None] | None = None
+        # accepted submit_sm_resp in runs, when the listener takes them (the pool does)
+        self._responses: Callable[[SmppBind, list[tuple[Any, str]]], None] | None = getattr(
+            listener, "bind_responses", None
+        )
         self._first_try = self._loop.create_future()
         self._bind_waiter: asyncio.Future[Any] | None = None
         self._lost_waiter: asyncio.Future[str] | None = None
@@ -568,6 +576,7 @@ class SmppBind:
             cfg.enquire_link_s,
             now=loop.time(),
             claim_deliver=self.claim_deliver,
+            submit_runs=self._responses is not None,
         )
         self.session = session
         self._awaiting = set()
@@ -667,7 +676,10 @@ class SmppBind:
         close = False
         for event in events:
             kind = type(event)
-            if kind is Response:
+            if kind is SubmitResponses:  # accepted submit_sm (status 0: no rebind to consider)
+                progress = True
+                self._responses(self, event.items)  # type: ignore[misc]  # set: the session batches
+            elif kind is Response:
                 cid = event.command_id
                 if cid in WINDOWED:
                     progress = True

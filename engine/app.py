@@ -136,12 +136,13 @@ def redis_url_for(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
 class _PoolHandler:
     """Routes one carrier's pool callbacks to the pipeline and the receipt sink."""
 
-    __slots__ = ("carrier", "engine", "on_submit_lost", "on_submit_resp")
+    __slots__ = ("carrier", "engine", "on_submit_lost", "on_submit_resp", "on_submit_resps")
 
     def __init__(self, engine: Engine, carrier: str) -> None:
         self.engine = engine
         self.carrier = carrier
         self.on_submit_resp = engine.pipeline.on_submit_resp
+        self.on_submit_resps = engine.pipeline.on_submit_resps  # the accepted ones of a batch, at once
         self.on_submit_lost = engine.pipeline.on_submit_lost
 
     def on_deliver(self, bind: Any, pdu: Any) -> None:

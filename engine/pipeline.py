@@ -60,6 +60,7 @@ from itertools import islice
 from typing import Any, TypeVar, cast
 from zlib import crc32
 
+import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
@@ -228,58 +229,44 @@ class ShardHints:
         return sum(len(ids) for ids in self._ids.values())
 
 
-_NONE: list[Any] = []  # shared by every _InFlightJob until it is submitted; never appended to
+_NONE: Any = ()  # shared by every _InFlightJob until it is submitted (immutable: a Struct default)
 
 
-class _InFlightJob:
-    """One job from its read until its outcome is recorded."""
+class _InFlightJob(msgspec.Struct, eq=False, gc=False):
+    """One job from its read until its outcome is recorded.
 
-    __slots__ = (
-        "admitted",
-        "attempts",
-        "batch",
-        "carrier",
-        "entry_id",
-        "error",
-        "event",
-        "expect",
-        "fallback_used",
-        "fields",
-        "job",
-        "klass",
-        "lane",
-        "message_ids",
-        "parts",
-        "pdus",
-        "pending",
-        "seg",
-        "to_hash",
-    )
+    A msgspec Struct: cheaper to make than a slots class. ``gc=False``: it holds
+    nothing that refers back to it (its batch, fields, job, segments, class
+    counters, PDUs, ids), so it is in no cycle; ``eq=False``: compared (and
+    hashed) by identity, as before; its repr shows no field of the job.
+    """
 
-    def __init__(
-        self, batch: _Batch, entry_id: str, fields: dict[bytes, bytes], job: Job, carrier: str, seg: Segmented,
-        klass: _Class, lane: int,
-    ) -> None:
-        self.batch = batch
-        self.klass = klass
-        self.lane = lane
-        self.fields = fields
-        self.entry_id = entry_id
-        self.job = job
-        self.carrier = carrier
-        self.seg = seg
-        self.to_hash = ""
-        # set when submitted; a job never submitted keeps these (shared, empty)
-        self.pdus: list[Any] = _NONE
-        self.message_ids: list[str] = _NONE
-        self.attempts: list[int] = _NONE  # a list only once a part is retried or lost
-        self.parts = len(seg.parts)
-        self.pending = 0
-        self.expect = 0
-        self.event = "submitted"
-        self.error = ""
-        self.fallback_used = False
-        self.admitted = False  # its claim result was acted upon
+    batch: _Batch
+    entry_id: str
+    fields: dict[bytes, bytes]
+    job: Job
+    carrier: str
+    seg: Segmented
+    klass: _Class
+    lane: int
+    to_hash: str = ""
+    # set when submitted; a job never submitted keeps these (shared, empty)
+    pdus: list[Any] = _NONE
+    message_ids: list[str] = _NONE
+    attempts: list[int] = _NONE  # a list only once a part is retried or lost
+    parts: int = 0  # len(seg.parts), set at construction
+    pending: int = 0
+    expect: int = 0
+    event: str = "submitted"
+    error: str = ""
+    fallback_used: bool = False
+    admitted: bool = False  # its claim result was acted upon
+
+    def __post_init__(self) -> None:
+        self.parts = len(self.seg.parts)
+
+    def __repr__(self) -> str:  # never the job's fields (a number, a text)
+        return f"_InFlightJob({self.entry_id!r}, {self.carrier!r}, {self.event!r})"
 
 
 _PARTS_OF: Callable[[_InFlightJob], int] = operator.attrgetter("parts")
@@ -1267,7 +1254,7 @@ class Pipeline:
         message's ``(pdu, token)`` is added to ``ready`` (:meth:`_submit_ready`
         queues them, in order, one pool call for the chunk)."""
         builder = self.builders[ij.carrier]
-        pdus = builder.build(ij.job, ij.seg)
+        pdus = builder.build_wire(ij.job, ij.seg)  # plain parts as submit_sm bodies
         n = len(pdus)
         ij.pdus = pdus
         ij.parts = n
@@ -1323,6 +1310,28 @@ class Pipeline:
             ij.event = "failed" if info.retriable else "rejected"
             ij.error = format_status(command_status)
         self._part_done(ij)
+
+    def on_submit_resps(self, items: list[tuple[Any, str]]) -> None:
+        """`on_submit_resp(item[1], 0, message_id)` of each accepted ``(item, message_id)``
+        of a pool's batch, in order: one call per batch, the latency observed per carrier."""
+        now = time.monotonic()
+        waits: dict[str, list[float]] = {}
+        carrier: str | None = None
+        waited: list[float] = []
+        self._outstanding -= len(items)  # _part_done's, for the batch
+        for item, message_id in items:
+            ij, i, t0 = item[1]
+            ij.message_ids[i] = message_id
+            if ij.carrier is not carrier:  # (one pool's batch: one carrier, the same str)
+                carrier = ij.carrier
+                waited = waits.setdefault(carrier, [])
+            waited.append(now - t0)
+            ij.pending -= 1  # _part_done, inline (once per message)
+            if ij.pending == 0:
+                self._job_done(ij)
+        for name, values in waits.items():
+            self._ok_since[name] += len(values)
+            self._submit_latency[name].observe_many(values)
 
     def _to_fallback(self, ij: _InFlightJob, fallback: str) -> None:
         ij.fallback_used = True

@@ -2,11 +2,17 @@
 
 The per-carrier constants (service type, address TON/NPI, segment options)
 are resolved once in `SubmitBuilder`; `build` then only fills the few
-fields that change per message.
+fields that change per message. `build_wire` (the pipeline's) goes further for
+the common job: its parts as submit_sm bodies from the carrier's
+`connectors.codec.PlainSubmitTemplate`, no PDU object at all.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from connectors.codec import PlainSubmitTemplate
+from connectors.errors import LocalProtocolError
 from connectors.pdu import SubmitSm
 from engine.config import CarrierSettings
 from engine.job import Job
@@ -50,7 +56,7 @@ def relative_validity(seconds: int) -> str:
 class SubmitBuilder:
     """Builds submit_sm PDUs for one carrier."""
 
-    __slots__ = ("_default_source", "carrier", "last_only", "segment_options")
+    __slots__ = ("_default_source", "_plain", "carrier", "last_only", "segment_options")
 
     def __init__(self, carrier: CarrierSettings) -> None:
         self.carrier = carrier
@@ -65,6 +71,13 @@ class SubmitBuilder:
         )
         self.last_only = carrier.registered_delivery == "last"
         self._default_source = self._source_of("")  # a job without `from` (most): resolved once
+        sender, ton, npi = self._default_source
+        try:  # build_wire's bodies for a job without `from` or validity
+            self._plain: PlainSubmitTemplate | None = PlainSubmitTemplate(
+                carrier.service_type, ton, npi, sender, carrier.dest_addr_ton, carrier.dest_addr_npi
+            )
+        except LocalProtocolError:  # a field the spec refuses: `build`'s PDUs, whose encoding says so
+            self._plain = None
 
     def receipts_expected(self, job: Job, parts: int) -> int:
         if not job.dlr:
@@ -120,3 +133,35 @@ class SubmitBuilder:
                     pdu.extra_tlvs = tuple(extra)
             pdus.append(pdu)
         return pdus
+
+    def build_wire(self, job: Job, seg: Segmented) -> list[Any]:  # SubmitSm | bytes each
+        """`build`, for what the pool writes: a job without `from` or validity
+        whose parts have no TLVs gets its parts as submit_sm bodies (``bytes``,
+        the carrier's `PlainSubmitTemplate`: the octets `build`'s PDUs encode
+        to after the header; the session numbers them); any other job, or a
+        part the template declines, gets `build`'s PDUs."""
+        plain = self._plain
+        if plain is None or job.sender or job.validity:
+            return self.build(job, seg)
+        parts = seg.parts
+        receipt = _REGISTERED_DELIVERY_RECEIPT if job.dlr else 0
+        if len(parts) == 1:
+            part = parts[0]
+            if not part.tlvs:
+                body = plain.body(job.to, part.esm_class, receipt, part.data_coding, part.short_message)
+                if body is not None:
+                    return [body]
+            return self.build(job, seg)
+        bodies: list[Any] = []
+        last = len(parts) - 1
+        for i, part in enumerate(parts):
+            if part.tlvs:
+                return self.build(job, seg)
+            body = plain.body(
+                job.to, part.esm_class, receipt if (not self.last_only or i == last) else 0, part.data_coding,
+                part.short_message,
+            )
+            if body is None:
+                return self.build(job, seg)
+            bodies.append(body)
+        return bodies

@@ -125,3 +125,19 @@ def test_bad_length_detected_across_chunks() -> None:
 def test_invalid_max_command_length() -> None:
     with pytest.raises(ValueError):
         Framer(max_command_length=10)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 16, 17, 40, len(STREAM)])
+def test_plain_frames_are_the_frames_as_plain_tuples(chunk: int) -> None:
+    """Framer(plain=True) (the session's) cuts the same frames, as plain tuples,
+    whatever the chunking (split headers and bodies: the buffered path too)."""
+    named, plain = Framer(), Framer(plain=True)
+    got_named: list[Frame] = []
+    got_plain: list[tuple[int, int, int, bytes]] = []
+    for i in range(0, len(STREAM), chunk):
+        got_named += named.feed(STREAM[i : i + chunk])
+        got_plain += plain.feed(STREAM[i : i + chunk])
+    assert [type(f) for f in got_plain] == [tuple] * len(PDUS)
+    assert [type(f) for f in got_named] == [Frame] * len(PDUS)
+    assert got_plain == [tuple(f) for f in got_named]
+    assert [decode_frame(Frame(*f)) for f in got_plain] == PDUS

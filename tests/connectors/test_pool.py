@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from connectors.codec import PlainSubmitTemplate
 from connectors.config import BindConfig
 from connectors.pdu import SubmitSm
 from connectors.pool import BindPool
@@ -532,12 +533,28 @@ async def test_other_bind_refusals_retry_with_backoff() -> None:
         await pool.close(0.1)
 
 
-async def test_multipart_parts_reach_the_carrier_in_order_under_throttling() -> None:
+class BatchingHandler(RecordingHandler):
+    """A handler that takes the accepted responses of a batch at once (as the engine does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def on_submit_resps(self, items: list[tuple[Any, str]]) -> None:
+        self.batches.append(len(items))
+        for item, message_id in items:
+            self.responses.append((item[1], 0, message_id))
+        self._check()
+
+
+@pytest.mark.parametrize("batched", [False, True])
+async def test_multipart_parts_reach_the_carrier_in_order_under_throttling(batched: bool) -> None:
     """Parts of one message are a chain: a later part never overtakes an earlier
-    throttled one. Message ids are sequential (dec): accepted in order = ids ascending."""
+    throttled one. Message ids are sequential (dec): accepted in order = ids ascending.
+    The same with a handler that takes the accepted responses in batches."""
     sim = await start_simulator(SimulatorConfig(throttle_tps=40, dlr=False, id_format="dec"))
     try:
-        handler = RecordingHandler()
+        handler = BatchingHandler() if batched else RecordingHandler()
         pool = BindPool(config(sim.port, binds=2, window=16), handler)
         await pool.start()
         messages, parts = 25, 4
@@ -558,6 +575,8 @@ async def test_multipart_parts_reach_the_carrier_in_order_under_throttling() -> 
         assert sorted(by_part) == list(range(parts))
         in_order = [by_part[p] for p in range(parts)]
         assert in_order == sorted(in_order), (m, in_order)
+    if isinstance(handler, BatchingHandler):
+        assert sum(handler.batches) == messages * parts  # every accepted one came in a batch
 
 
 async def test_throttle_replies_shrink_the_window_of_every_bind(caplog: pytest.LogCaptureFixture) -> None:
@@ -674,3 +693,24 @@ async def test_submit_many_is_submit_in_order(sim: Simulator) -> None:
     pool.submit_many([(sms(), "late-1"), (sms(), "late-2")])
     await handler.wait_for(lambda: len(handler.lost) == 2)
     assert handler.lost == [("late-1", "pool closed before it was written"), ("late-2", "pool closed before it was written")]
+
+
+async def test_submit_sm_bodies_go_out_as_their_pdus(sim: Simulator) -> None:
+    """Items whose PDU is a submit_sm body (codec.PlainSubmitTemplate) are written as
+    that submit_sm: the SMSC accepts each and sends its receipt; a batching handler
+    gets every accepted response once, in the order written (one bind)."""
+    template = PlainSubmitTemplate("", 1, 1, FAKE_SOURCE, 1, 1)
+    handler = BatchingHandler()
+    pool = BindPool(config(sim.port, binds=1, window=8), handler)
+    await pool.start()
+    bodies = [template.body(FAKE_DESTINATION, 0, 1, 0, b"body %d" % i) for i in range(20)]
+    pool.submit_many([(b, i) for i, b in enumerate(bodies) if b is not None])
+    pool.submit(sms(), 20)  # a SubmitSm between them
+    await handler.wait_for(lambda: len(handler.responses) == 21 and len(handler.delivers) == 21)
+    assert_each_token_once(handler, 21)
+    assert [t for t, _, _ in handler.responses] == list(range(21))
+    assert all(status == 0 and mid for _, status, mid in handler.responses)
+    assert {pdu.receipted_message_id for pdu in handler.delivers} == {mid for _, _, mid in handler.responses}
+    assert {pdu.source_addr for pdu in handler.delivers} == {FAKE_DESTINATION}
+    assert sum(handler.batches) == 21 and pool.stats.responses == 21
+    await pool.close(0.5)

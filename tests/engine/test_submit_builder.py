@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from connectors.codec import HEADER, encode
 from connectors.pdu import SubmitSm
 from engine.config import settings_from_mapping
 from engine.job import parse_job
@@ -16,7 +17,7 @@ def _builder(**carrier: object) -> SubmitBuilder:
     return SubmitBuilder(settings.carriers[0])
 
 
-@pytest.mark.parametrize(
+CASES = pytest.mark.parametrize(
     ("carrier", "extra"),
     [
         ({}, {}),
@@ -27,8 +28,14 @@ def _builder(**carrier: object) -> SubmitBuilder:
         ({"source_addr_ton": 2, "source_addr_npi": 9}, {"from": "ACME"}),
         ({"registered_delivery": "last", "encoding": {"concat": "sar"}}, {"text": "x" * 400}),
         ({"encoding": {"concat": "udh16"}}, {"text": "é€" * 100}),
+        ({"registered_delivery": "last"}, {"text": "x" * 400}),
+        ({}, {"text": "é€" * 100, "dlr": "0"}),
+        ({"source_addr": "A" * 21}, {}),  # a source the spec refuses: PDUs, whose encoding says so
     ],
 )
+
+
+@CASES
 def test_build_gives_the_keyword_built_pdus(carrier: dict[str, object], extra: dict[str, str]) -> None:
     b = _builder(**carrier)
     fields = {"id": "j1", "to": "+4512345678", "text": "hello", **extra}
@@ -59,3 +66,24 @@ def test_build_gives_the_keyword_built_pdus(carrier: dict[str, object], extra: d
             name = {0x020C: "sar_msg_ref_num", 0x020E: "sar_total_segments", 0x020F: "sar_segment_seqnum"}[tag]
             setattr(expected, name, int.from_bytes(value, "big"))
         assert pdu == expected
+
+
+@CASES
+def test_build_wire_writes_what_build_writes(carrier: dict[str, object], extra: dict[str, str]) -> None:
+    """`build_wire` (the pipeline's): each part is `build`'s PDU or the body it encodes
+    to; the common job (no `from`, no validity, parts without TLVs) gets bodies only."""
+    b = _builder(**carrier)
+    fields = {"id": "j1", "to": "+4512345678", "text": "hello", **extra}
+    job = parse_job({k.encode(): v.encode() for k, v in fields.items()}, 0.0)
+    seg = segment(job.text, b.segment_options, job.encoding, 7)
+    pdus, wire = b.build(job, seg), b.build_wire(job, seg)
+    assert len(wire) == len(pdus) == len(seg.parts)
+    plain = not (job.sender or job.validity or any(part.tlvs for part in seg.parts))
+    for seq, (pdu, item) in enumerate(zip(pdus, wire, strict=True), 1):
+        if isinstance(item, SubmitSm):
+            assert item == pdu
+            assert not plain or len(b.carrier.source_addr) > 20
+            continue
+        assert plain
+        pdu.sequence_number = seq
+        assert HEADER.pack(16 + len(item), 4, 0, seq) + item == encode(pdu)
