@@ -2,9 +2,10 @@
 
 redis-py reads a reply through asyncio's ``StreamReader`` into hiredis: the
 reply's bytes (~350 an event) are copied about five times on the way in. Here
-an `asyncio.Protocol` feeds each chunk the loop hands over straight into a
-`hiredis.Reader` (one copy: hiredis' own buffer), which parses the reply while
-it comes; the command is packed once per batch. The reply is the structure
+the loop reads into a buffer of the connection's own (`asyncio.BufferedProtocol`)
+and each chunk goes from there straight into a `hiredis.Reader` (one copy:
+hiredis' own buffer), which parses the reply while it comes; the command is
+packed once per batch. The reply is the structure
 redis-py's raw reply had (``[[stream, [[entry id, [name, value, …]], …]], …]``),
 so the archiver's folds take it unchanged.
 
@@ -47,6 +48,8 @@ from engine.redis_client import is_cluster
 
 __all__ = ["RawReader", "pack", "xreadgroup_command"]
 
+#: The loop's reads into a connection's buffer (uvloop's own read size).
+_READ_SIZE = 256 * 1024
 #: redis-py's connection timeouts where the URL says nothing (seconds).
 _DEFAULT_TIMEOUT_S = 5.0
 
@@ -72,10 +75,14 @@ def xreadgroup_command(group: bytes, consumer: bytes, stream: bytes, start: byte
     return pack(*args, b"STREAMS", stream, start)
 
 
-class _Protocol(asyncio.Protocol):
-    """One connection: the replies due, parsed by hiredis as their bytes come."""
+class _Protocol(asyncio.BufferedProtocol):
+    """One connection: the replies due, parsed by hiredis as their bytes come. The loop
+    reads into this protocol's own buffer (a buffered protocol: no ``bytes`` per chunk),
+    and hiredis copies each chunk from there into its own."""
 
     def __init__(self) -> None:
+        self.buffer = bytearray(_READ_SIZE)
+        self.view = memoryview(self.buffer)
         self.transport: asyncio.Transport | None = None
         self.reader: Any = None  # the hiredis.Reader of the call in flight
         self.expect = 0
@@ -86,13 +93,16 @@ class _Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.view
+
+    def buffer_updated(self, nbytes: int) -> None:
         reader = self.reader
         if reader is None:  # bytes nobody asked for: this connection is out of step
             self.close()
             return
         try:
-            reader.feed(data)
+            reader.feed(self.buffer, 0, nbytes)
             replies = self.replies
             while len(replies) < self.expect:
                 reply = reader.gets()

@@ -91,7 +91,9 @@ def _feed(proto: _Protocol, chunks: list[bytes]) -> list[int]:
     """Feed the chunks; the indexes of those after which the reply was whole."""
     done = []
     for i, c in enumerate(chunks):
-        proto.data_received(c)
+        view = proto.get_buffer(len(c))  # as the loop reads: into the protocol's buffer
+        view[: len(c)] = c
+        proto.buffer_updated(len(c))
         if proto.waiter is None:
             done.append(i)
     return done
