@@ -108,9 +108,13 @@ def _free_port() -> int:
 class EmbeddedRedis:
     """A private redis-server on 127.0.0.1:<free port>, stopped by `stop()` or at exit."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, args: tuple[str, ...] = (), directory: str | None = None) -> None:
+        """``args``: more redis-server options (after the defaults: they win); ``directory``:
+        the server's own (kept on `stop`: a server started again there finds its files)."""
         self.port = port or _free_port()
-        self._dir = tempfile.mkdtemp(prefix="sendgate-redis-")
+        self._keep = directory is not None
+        self._dir = directory if directory is not None else tempfile.mkdtemp(prefix="sendgate-redis-")
+        self._args = args
         self._proc: subprocess.Popen[bytes] | None = None
         self._announced = False
 
@@ -133,6 +137,7 @@ class EmbeddedRedis:
             "--loglevel", "warning",
             "--logfile", str(Path(self._dir) / "redis.log"),
             *server_settings_args(),
+            *self._args,
         ]
         watchdog = (
             'parent=$1; shift; "$@" & child=$!; '
@@ -186,7 +191,8 @@ class EmbeddedRedis:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, 9)
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if not self._keep:
+            shutil.rmtree(self._dir, ignore_errors=True)
 
 
 @contextlib.contextmanager

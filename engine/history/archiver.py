@@ -39,9 +39,16 @@ merge rules turn into no change. So nothing is lost and nothing doubles.
   archived after it; the archive is then up to ``defer_s`` (plus its catch-up)
   behind, as ``sendgate_archive_behind_seconds`` shows.
 - **Cost**: per batch one XREADGROUP, a few statements in one transaction,
-  one XACK (packed by hiredis); per event only the fold: the store's own
+  one XACK (packed by `pack_xack`); per event only the fold: the store's own
   (PostgreSQL: COPY rows straight from the reply's bytes, engine/history/rows.py),
   else the deltas of engine/history/record.py.
+- **Reads**: XREADGROUP goes over a connection of the archiver's own, past
+  redis-py (engine/history/raw_reader.py), where the URL allows (TCP or a unix
+  socket, ACL user, password, database; TLS and Cluster read through redis-py):
+  each chunk is fed to hiredis as it comes, the same reply as before. A
+  connection lost mid-reply (or Redis restarted) makes the next read this
+  consumer's pending entries (id ``0``): what the lost reply had delivered is
+  archived then, not after ``claim_idle_ms``.
 
 Metrics (in the registry given): ``sendgate_archive_lag`` (events not yet in
 the store), ``sendgate_archive_behind_seconds`` (age of the oldest of them),
@@ -68,6 +75,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from engine.history.raw_reader import RawReader
 from engine.history.record import deltas_from_entries
 from engine.history.store import HistoryStore, HistoryUnavailable
 from engine.redis_client import is_cluster, raw_reply_client
@@ -132,6 +140,10 @@ class Archiver:
         # build a dict per entry (~2 µs); the fold reads the flat field list instead.
         self._reader = raw_reply_client(redis, ("XREADGROUP", "XRANGE"), _raw_reply)
         self._cluster = is_cluster(redis)
+        # XREADGROUP past redis-py where the URL allows (engine/history/raw_reader.py: TCP
+        # or a unix socket, AUTH, SELECT): a connection of its own, each chunk fed to
+        # hiredis as it comes (redis-py copied a reply ~5 times). TLS, Cluster: redis-py.
+        self._raw = RawReader.for_client(redis)
         self.store = store
         self.streams = list(streams)
         self.group = group
@@ -182,7 +194,9 @@ class Archiver:
                     raise
 
     async def close_reader(self) -> None:
-        """Close the reader's own connections (a second client on Redis Cluster only)."""
+        """Close the reader's own connections (the raw reader's; a second client on Redis Cluster)."""
+        if self._raw is not None:
+            await self._raw.aclose()
         if self._cluster:
             await self._reader.aclose()
 
@@ -217,6 +231,8 @@ class Archiver:
             self._drop_prefetch()
             if self._acking is not None:  # cancelled: those entries stay pending, written again (no change)
                 self._acking.cancel()
+            if self._raw is not None:
+                await self._raw.aclose()
 
     async def _loop(self) -> None:
         last_lag = last_claim = last_drop = 0.0
@@ -360,28 +376,21 @@ class Archiver:
             return None
         start = "0" if self._read_pending else ">"
         wait_ms = None if (self._read_pending or not block) else (self.block_ms if block_ms is None else block_ms)
-        if len(self.streams) > 1:
-            # Shards: one XREADGROUP per shard's stream (a Cluster refuses one read
-            # across slots), pipelined, without BLOCK; when all are empty, a short
-            # pause stands in for it.
-            pipe = self._reader.pipeline(transaction=False)
-            for stream in self.streams:
-                pipe.xreadgroup(self.group, self.consumer, {stream: start}, count=self.batch_size)
-            replies: Any = await self._unless_stopped(pipe.execute())
-            if replies is _STOPPED:
-                return None
-            reply: Any = [item for r in replies for item in _raw(r)]
-            if wait_ms and not any(entries for _s, entries in reply):
-                await self._pause(min(wait_ms, 50) / 1000)
-        else:
-            read = self._reader.xreadgroup(
-                self.group, self.consumer, dict.fromkeys(self.streams, start), count=self.batch_size, block=wait_ms,
-            )
-            reply = await self._unless_stopped(read)
-            if reply is _STOPPED:
-                return None
+        if start == "0":
+            # What a lost reply delivered is pending: read once the acks in flight landed
+            # (else their entries come back too: written again, no change, counted twice).
+            await self._settle_ack()
+        try:
+            got = await self._read_batch(start, wait_ms)
+        except _REDIS_ERRORS:
+            # A reply lost with the connection (Redis restarted, a drop mid-reply) may have
+            # delivered entries: they are this consumer's pending ones, read next (id 0).
+            self._read_pending = True
+            raise
+        if got is None:
+            return None
         batch: list[tuple[str, list[Any]]] = []
-        for stream, entries in (reply if len(self.streams) > 1 else _raw(reply)):
+        for stream, entries in got:
             if start == "0":
                 # A pending entry deleted from the stream meanwhile comes back without
                 # fields: nothing to archive, ack it so it leaves the pending list.
@@ -397,6 +406,38 @@ class Archiver:
             return None
         deltas: list[Any] = self._fold(batch)
         return batch, deltas, taken
+
+    async def _read_batch(self, start: str, wait_ms: int | None) -> list[tuple[str, Any]] | None:
+        """One XREADGROUP (one per stream, pipelined): ``[(stream, entries), …]``; None
+        when `stop()` came first."""
+        if self._raw is not None:
+            got: Any = await self._unless_stopped(
+                self._raw.xreadgroup(self.group, self.consumer, self.streams, start, self.batch_size, wait_ms))
+            if got is _STOPPED:
+                return None
+            if len(self.streams) > 1 and wait_ms and not any(entries for _s, entries in got):
+                await self._pause(min(wait_ms, 50) / 1000)
+            return got  # type: ignore[no-any-return]
+        if len(self.streams) > 1:
+            # Shards: one XREADGROUP per shard's stream (a Cluster refuses one read
+            # across slots), pipelined, without BLOCK; when all are empty, a short
+            # pause stands in for it.
+            pipe = self._reader.pipeline(transaction=False)
+            for stream in self.streams:
+                pipe.xreadgroup(self.group, self.consumer, {stream: start}, count=self.batch_size)
+            replies: Any = await self._unless_stopped(pipe.execute())
+            if replies is _STOPPED:
+                return None
+            reply: Any = [item for r in replies for item in _raw(r)]
+            if wait_ms and not any(entries for _s, entries in reply):
+                await self._pause(min(wait_ms, 50) / 1000)
+        else:
+            reply = await self._unless_stopped(self._reader.xreadgroup(
+                self.group, self.consumer, dict.fromkeys(self.streams, start), count=self.batch_size, block=wait_ms,
+            ))
+            if reply is _STOPPED:
+                return None
+        return reply if len(self.streams) > 1 else _raw(reply)
 
     def _drop_prefetch(self) -> None:
         """Give up a read ahead: its entries stay pending, read again (id 0) on the next start."""

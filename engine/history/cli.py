@@ -150,6 +150,8 @@ async def archive_main(
         await asyncio.gather(archiver.run(), inbound.run())
         return 0
     finally:
+        await archiver.close_reader()
+        await inbound.close_reader()
         await store.close()
         await redis.aclose()
 

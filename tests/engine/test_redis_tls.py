@@ -229,3 +229,31 @@ async def test_the_engine_runs_over_tls_with_the_readme_acl(
         await sim.close()
     refused = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR or "NOPERM" in r.getMessage()]
     assert refused == []
+
+
+async def test_the_archiver_over_tls_reads_through_redis_py(tls_redis: TlsRedis, tmp_path: Path) -> None:
+    """The archiver's own reader (engine/history/raw_reader.py) has no TLS: over a
+    ``rediss://`` URL it reads through redis-py, and archives every event."""
+    from engine.history import open_store
+    from engine.history.archiver import Archiver
+    from tests.history.events import event_fields
+
+    settings = _settings(tls_redis, tmp_path)
+    redis = redis_from_settings(settings)  # type: ignore[arg-type]
+    store = open_store(f"sqlite://{tmp_path / 'history.sqlite3'}")
+    await store.migrate()
+    stream = f"sendgate:tls-{uuid.uuid4().hex[:8]}:events"
+    try:
+        archiver = Archiver(redis, store, [stream], consumer="tls", batch_size=150, block_ms=20)
+        assert archiver._raw is None
+        await archiver.ensure_groups()
+        pipe = redis.pipeline(transaction=False)
+        for i in range(400):
+            pipe.xadd(stream, event_fields(f"job-{i}", "submitted", 1_700_000_000_000 + i, first=True))  # type: ignore[arg-type]
+        await pipe.execute()
+        assert await archiver.drain() == 400
+        assert await store.get("job-0") is not None and await store.get("job-399") is not None
+    finally:
+        await redis.delete(stream)
+        await store.close()
+        await redis.aclose()
