@@ -188,7 +188,8 @@ class RawReader:
                 opening = loop.create_unix_connection(_Protocol, self.path)
             else:
                 opening = loop.create_connection(_Protocol, self.host, self.port)
-            _, proto = await asyncio.wait_for(opening, self.connect_timeout)
+            async with asyncio.timeout(self.connect_timeout):
+                _, proto = await opening
         except (TimeoutError, OSError) as err:
             raise RedisConnectionError(f"cannot connect to Redis ({type(err).__name__}: {err})") from err
         self.connects += 1
@@ -223,7 +224,8 @@ class RawReader:
         proto.waiter, proto.reader, proto.expect, proto.replies = waiter, hiredis.Reader(), len(commands), []
         proto.transport.writelines(commands)
         try:
-            return await asyncio.wait_for(waiter, timeout) if timeout is not None else await waiter
+            async with asyncio.timeout(timeout):  # None: no limit
+                return await waiter
         except TimeoutError as err:
             proto.close()
             raise RedisTimeoutError("Redis did not answer in time") from err
