@@ -217,7 +217,16 @@ def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def proc_cpu_s(pid: int) -> float:
-    """utime + stime of one process, in seconds (``/proc/<pid>/stat``)."""
+    """CPU time of one process (all its threads, not its children), in seconds.
+
+    The process's CPU-time clock (``clock_getcpuclockid``: the clock id
+    ``(~pid << 3) | CPUCLOCK_SCHED``) counts in nanoseconds; ``/proc/<pid>/stat``'s
+    utime + stime, the fallback, in ticks of 10 ms — a short run's engine CPU
+    could read as zero."""
+    try:
+        return time.clock_gettime((~pid << 3) | 2)
+    except OSError:
+        pass
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from bench.e2e import (
     main,
     parse_mix,
     percentiles,
+    proc_cpu_s,
     redis_command_costs,
     redis_cpu_s,
     slow_calls,
@@ -161,6 +163,19 @@ def test_cpu_per_msg_sums_engines_and_divides_by_messages() -> None:
     cpu = {"engine-0": 1.5, "engine-1": 0.5, "simulator": 9.0, "redis": 7.0, "bench": 3.0}
     assert cpu_per_msg(cpu, 0.8, 40_000) == {"engine_us_per_msg": 50.0, "redis_us_per_msg": 20.0}
     assert redis_cpu_s({"used_cpu_sys": "1.25", "used_cpu_user": 2.5, "used_cpu_sys_children": 9.0}) == 3.75
+
+
+def test_proc_cpu_s_counts_below_a_clock_tick() -> None:
+    """A process's CPU in nanoseconds, not /proc's 10 ms ticks: 300 jobs' engine CPU
+    (~7 ms) once read as 0 and engine_us_per_msg as 0."""
+    pid = os.getpid()
+    assert abs(proc_cpu_s(pid) - time.process_time()) < 0.005
+    before, start = proc_cpu_s(pid), time.process_time()
+    while time.process_time() - start < 0.003:  # burn 3 ms of CPU
+        pass
+    spent = proc_cpu_s(pid) - before
+    assert 0.002 < spent < 0.009, spent  # ticks would give 0.0 or 0.01
+    assert proc_cpu_s(2**22 + 12345) == 0.0  # no such process
 
 
 def test_engine_counters_sum_labels_and_workers() -> None:
