@@ -95,6 +95,24 @@ def _row(r: sqlite3.Row) -> HistoryRow:
     )
 
 
+def _ensure_wal(conn: sqlite3.Connection, deadline: float) -> None:
+    """Put the file in WAL mode (kept in the file: set once). Setting it takes a lock
+    the busy timeout does not wait for, so beside another connection doing the same
+    to a new file it fails at once with "database is locked": wait and look again
+    (the other one is switching the file to WAL) until ``deadline``."""
+    delay = 0.005
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                return
+            conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)  # the store's own thread, not the event loop
+            delay = min(2 * delay, 0.2)
+
+
 class SqliteHistory:
     """`HistoryStore` on one SQLite file."""
 
@@ -111,12 +129,13 @@ class SqliteHistory:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
-            # WAL is kept in the file: set it once. Setting it takes a lock that the busy
-            # timeout does not wait for ("database is locked" beside another writer).
-            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=30000")
+            try:
+                _ensure_wal(conn, time.monotonic() + 30.0)
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA busy_timeout=30000")
+            except BaseException:
+                conn.close()
+                raise
             self._conn = conn
         return self._conn
 
