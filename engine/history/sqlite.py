@@ -97,9 +97,9 @@ def _row(r: sqlite3.Row) -> HistoryRow:
 
 def _ensure_wal(conn: sqlite3.Connection, deadline: float) -> None:
     """Put the file in WAL mode (kept in the file: set once). Setting it takes a lock
-    the busy timeout does not wait for, so beside another connection doing the same
-    to a new file it fails at once with "database is locked": wait and look again
-    (the other one is switching the file to WAL) until ``deadline``."""
+    the busy timeout does not wait for, so beside another connection in a write
+    transaction (the archiver's, or one switching the new file to WAL itself) it fails
+    at once with "database is locked": wait and look again until ``deadline``."""
     delay = 0.005
     while True:
         try:
