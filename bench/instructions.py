@@ -739,10 +739,6 @@ def _under_callgrind(work: Callable[[Any], int]) -> float:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.1)
-            if not BARE:  # the embedded server's Lua setup too (its collector pause)
-                from engine.embedded_redis import LUA_SETUP
-
-                r.eval(LUA_SETUP, 0)
             try:
                 ops = work(r)
             except BaseException:

@@ -100,12 +100,6 @@ def _wait_ping(port: int, timeout_s: float) -> None:
             with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
                 s.sendall(b"PING\r\n")
                 if s.recv(16).startswith(b"+PONG"):
-                    if not BARE:  # the embedded server's Lua setup too (its collector pause)
-                        from engine.embedded_redis import lua_setup_command
-
-                        s.settimeout(timeout_s)
-                        s.sendall(lua_setup_command())
-                        s.recv(64)
                     return
         except OSError:
             pass

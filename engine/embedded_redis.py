@@ -24,13 +24,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = [
-    "LUA_GC_PAUSE",
-    "LUA_SETUP",
     "SERVER_SETTINGS",
     "EmbeddedRedis",
     "announce_dir",
     "announced_url",
-    "lua_setup_command",
     "redis_server_binary",
     "redis_url_from_env",
     "server_settings_args",
@@ -54,27 +51,6 @@ SERVER_SETTINGS: tuple[tuple[str, str], ...] = (
     # Marks buckets hold ~8 (engine/marks_lib.lua): still ziplists.
     ("hash-max-ziplist-entries", "128"),
 )
-
-
-# The Lua VM's collector pause (Lua 5.1's `setpause`, %): a collection cycle starts when
-# the VM's heap reaches this much of its size after the last one (Lua's default 200).
-# The scripts make Lua strings per message (~10 a job recorded, ~8 a receipt), all
-# garbage by the call's end; a cycle marks the VM's live set (the loaded scripts) and
-# sweeps every object, so fewer cycles are less work for the same garbage: 1000 takes
-# ~1.6k instructions off a job recorded, ~0.9k off a receipt, ~1.9k off a new claim
-# (bench/RESULTS.md "luacost"), for a heap of at most ten times the live set (a few
-# MB). Not a config setting: the embedded server is told once it answers (an EVAL of
-# LUA_SETUP); an operator's Redis is left as it is (docs/INTERNALS.md, "The Redis
-# server's own settings": a shared Redis's Lua VM serves other users' scripts too).
-LUA_GC_PAUSE = 1000
-LUA_SETUP = f"collectgarbage('setpause', {LUA_GC_PAUSE}) return 'OK'"
-"""What the embedded server's Lua VM is told once it answers (EVAL, no key)."""
-
-
-def lua_setup_command() -> bytes:
-    """``EVAL LUA_SETUP 0`` as RESP (sent on a raw socket by `EmbeddedRedis.start`)."""
-    script = LUA_SETUP.encode()
-    return b"*3\r\n$4\r\nEVAL\r\n$%d\r\n%s\r\n$1\r\n0\r\n" % (len(script), script)
 
 
 def server_settings_args(settings: tuple[tuple[str, str], ...] = SERVER_SETTINGS) -> list[str]:
@@ -184,12 +160,7 @@ class EmbeddedRedis:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
                     s.sendall(b"PING\r\n")
                     if s.recv(16).startswith(b"+PONG"):
-                        s.settimeout(timeout_s)
-                        s.sendall(lua_setup_command())
-                        if s.recv(64).startswith(b"$2\r\nOK"):
-                            return self
-                        self.stop()
-                        raise RuntimeError("embedded redis-server refused the Lua setup (LUA_SETUP)")
+                        return self
             except OSError:
                 time.sleep(0.02)
         self.stop()

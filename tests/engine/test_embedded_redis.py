@@ -5,7 +5,6 @@ from __future__ import annotations
 import redis
 
 from engine.embedded_redis import (
-    LUA_GC_PAUSE,
     SERVER_SETTINGS,
     EmbeddedRedis,
     server_settings_args,
@@ -34,19 +33,3 @@ def test_the_embedded_server_runs_with_its_settings() -> None:
 def test_settings_become_command_line_arguments() -> None:
     assert server_settings_args((("hz", "10"), ("lua-time-limit", "0"))) == ["--hz", "10", "--lua-time-limit", "0"]
     assert len(server_settings_args()) == 2 * len(SERVER_SETTINGS)
-
-
-def test_the_embedded_servers_lua_vm_gets_its_collector_pause() -> None:
-    """LUA_SETUP ran once the server answered: its Lua VM collects at LUA_GC_PAUSE
-    (Lua's default is 200). ``setpause`` answers the pause it replaces."""
-    assert LUA_GC_PAUSE != 200
-    server = EmbeddedRedis().start()
-    try:
-        client = redis.Redis.from_url(server.url)
-        try:
-            script = "local before = collectgarbage('setpause', tonumber(ARGV[1])) return before"
-            assert client.eval(script, 0, LUA_GC_PAUSE) == LUA_GC_PAUSE
-        finally:
-            client.close()
-    finally:
-        server.stop()
