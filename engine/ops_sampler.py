@@ -7,7 +7,10 @@ the hot path a Redis call or a clock read each. One task wakes every
 every ``interval_s`` asks Redis, with a handful of calls per lane:
 
 - ``XINFO GROUPS`` of each lane stream: ``lag`` (entries not read by the
-  group) + ``pending`` (read, not acked) = the lane's backlog;
+  group) + ``pending`` (read, not acked) = the lane's backlog; Redis < 7 gives
+  no ``lag``: ``XINFO STREAM`` settles a lane read to its end (0) or never read
+  (its length), and a lane with a backlog has its unread entries counted, at
+  most ``LAG_COUNT_MAX``;
 - the oldest of them: ``XPENDING`` (summary form) when something is pending,
   else the first entry after the group's ``last-delivered-id``; its stream id
   carries the time it was added, so its age needs no per-job bookkeeping;
