@@ -569,6 +569,10 @@ if mode == 'apply' then
         each_slice('HDEL', buckets[b], ids)
     end
     out[1] = table.concat(statuses)
+    -- the fast-path finals as one string, NUL between values (a job id holds no NUL:
+    -- engine/job.py; a submit time is digits): one bulk reply, not two per receipt
+    -- (~2k instructions less per receipt in Redis; split in C by the caller)
+    out[2] = table.concat(fast, '\0')
     if step then
         local r = finish_step({out[1]}, out)
         if r then

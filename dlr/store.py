@@ -681,6 +681,17 @@ def _texts(raw: Sequence[Any]) -> list[str]:
     return [_text(v) for v in raw]
 
 
+def _fast_values(raw: Any) -> list[str]:
+    """The apply reply's fast-path finals (job id, submit time, ...): one string, NUL
+    between values (a job id holds no NUL, engine/job.py; correlate.lua joins them: one
+    bulk reply, not two per receipt), split in C; a list of strings (a reply kept by
+    a call of an earlier version) as it is."""
+    if isinstance(raw, (bytes, str)):
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        return text.split("\x00") if text else []
+    return _texts(raw)
+
+
 def _submitted_ms(values: list[str]) -> list[int | None]:
     """Fast-path finals' submit times (unix ms; None when not a number) from the
     reply's strings. The receipts of a batch share a few (one per record call of
@@ -938,7 +949,7 @@ class ReceiptStore:
     ) -> None:
         """Add an apply call's reply (statuses, fast-path finals, events) to ``result``."""
         statuses = _text(raw[0])
-        fast = _texts(raw[1])
+        fast = _fast_values(raw[1])
         nf = statuses.count("f")
         if compact and nf == len(statuses) == len(fast) // 2:
             # every receipt applied on the fast path (the usual batch): in bulk

@@ -7,7 +7,10 @@ the hot path a Redis call or a clock read each. One task wakes every
 every ``interval_s`` asks Redis, with a handful of calls per lane:
 
 - ``XINFO GROUPS`` of each lane stream: ``lag`` (entries not read by the
-  group) + ``pending`` (read, not acked) = the lane's backlog;
+  group) + ``pending`` (read, not acked) = the lane's backlog; Redis < 7 gives
+  no ``lag``: ``XINFO STREAM`` settles a lane read to its end (0) or never read
+  (its length), and a lane with a backlog has its unread entries counted, at
+  most ``LAG_COUNT_MAX``;
 - the oldest of them: ``XPENDING`` (summary form) when something is pending,
   else the first entry after the group's ``last-delivered-id``; its stream id
   carries the time it was added, so its age needs no per-job bookkeeping;
@@ -36,7 +39,7 @@ from engine.keys import Keys
 from engine.metrics import Metrics
 from engine.redis_client import raw_reply_client
 
-__all__ = ["DEAD_WINDOW", "LANE_NAMES", "LaneSample", "OpsSampler"]
+__all__ = ["DEAD_WINDOW", "LAG_COUNT_MAX", "LANE_NAMES", "LaneSample", "OpsSampler"]
 
 log = logging.getLogger("sendgate.ops")
 
@@ -44,6 +47,12 @@ log = logging.getLogger("sendgate.ops")
 LANE_NAMES = ("high", "normal", "bulk")
 #: How often the event-loop lag is measured.
 TICK_S = 0.5
+#: Redis < 7 (no ``lag`` in XINFO GROUPS): a lane's unread entries are counted up to
+#: this many (XRANGE after the group's last id; its lag gauge then reads this many).
+#: It was 10,000: ~6.7 ms of Redis CPU per lane and sample while a backlog waited
+#: (0.2-0.7 µs per message of a 30,000-job bench), and as long for the engine to parse
+#: the reply (bench/RESULTS.md "luacost").
+LAG_COUNT_MAX = 1_000
 #: How many of the newest dead letters the status page summarises.
 DEAD_WINDOW = 200
 
@@ -104,7 +113,7 @@ class OpsSampler:
     ) -> None:
         self.redis = redis
         # XRANGE replies as hiredis parsed them (nested lists): the Redis < 7 lag count
-        # reads up to 10,000 entries, and redis-py would build a dict per entry
+        # reads up to LAG_COUNT_MAX entries, and redis-py would build a dict per entry
         # (~30 ms of engine CPU per lane per sample with a long tail)
         # Made on first use (raw_reply_client: a plain Redis's own pool, or a second
         # cluster client), closed when run() ends.
@@ -236,14 +245,31 @@ class OpsSampler:
         unknown = [(i, last) for i, _p, lag, last in found if lag is None]
         counted: dict[int, int] = {}
         if unknown:
-            if self._raw is None:
-                self._raw = raw_reply_client(self.redis, ("XRANGE",), _raw_reply)
-            for (i, _last), entries in zip(unknown, await self._pipelined(self._raw, [
-                ("xrange", (streams[i],), {"min": "(" + _text(last or "0-0"), "count": 10_000}) for i, last in unknown
-            ]), strict=True):
-                if isinstance(entries, BaseException):
-                    raise entries
-                counted[i] = len(entries or ())
+            # Redis < 7: first what XINFO STREAM settles in O(1) (the group read up to the
+            # stream's last id: 0; never read: its length), then the others' tail counted,
+            # at most LAG_COUNT_MAX entries each (a lane with a backlog: that many)
+            infos = await self._pipelined(self.redis, [("xinfo_stream", (streams[i],), {}) for i, _last in unknown])
+            tail: list[tuple[int, Any]] = []
+            for (i, last), info in zip(unknown, infos, strict=True):
+                last_s = _text(last or "0-0")
+                if isinstance(info, BaseException):
+                    tail.append((i, last))
+                elif _text(info.get("last-generated-id")) == last_s:
+                    counted[i] = 0
+                elif last_s in ("0-0", "0"):
+                    counted[i] = int(info.get("length") or 0)
+                else:
+                    tail.append((i, last))
+            if tail:
+                if self._raw is None:
+                    self._raw = raw_reply_client(self.redis, ("XRANGE",), _raw_reply)
+                for (i, _last), entries in zip(tail, await self._pipelined(self._raw, [
+                    ("xrange", (streams[i],), {"min": "(" + _text(last or "0-0"), "count": LAG_COUNT_MAX})
+                    for i, last in tail
+                ]), strict=True):
+                    if isinstance(entries, BaseException):
+                        raise entries
+                    counted[i] = len(entries or ())
         lags = {i: counted[i] if lag is None else lag for i, _p, lag, _last in found}
         # the oldest waiting entry: the oldest pending one, else the first unread one
         ages = [(i, pending) for i, pending, _lag, _last in found if pending or lags[i]]
@@ -281,7 +307,7 @@ class OpsSampler:
         after = _text(last_id or "0-0")
         if self._raw is None:
             self._raw = raw_reply_client(self.redis, ("XRANGE",), _raw_reply)
-        entries: Any = await self._raw.xrange(stream, min="(" + after, count=10_000)
+        entries: Any = await self._raw.xrange(stream, min="(" + after, count=LAG_COUNT_MAX)
         return len(entries or ())
 
     async def _slow(self) -> None:

@@ -1070,3 +1070,16 @@ def test_submitted_ms_parses_each_distinct_value_once_in_order() -> None:
     values = ["1795000000000", "", "1795000000000", "1795000000001", "x"]
     assert _submitted_ms(values) == [1795000000000, None, 1795000000000, 1795000000001, None]
     assert _submitted_ms([]) == []
+
+
+def test_fast_values_one_string_or_a_list() -> None:
+    """correlate.lua answers the fast-path finals as one NUL-joined string (a job id
+    may hold US or ',' but never NUL); a list (a reply kept by an earlier version's
+    call) still reads."""
+    from dlr.store import _fast_values
+
+    assert _fast_values(b"job\x1f1\x001795000000000\x00j,2\x001795000000001") == [
+        "job\x1f1", "1795000000000", "j,2", "1795000000001",
+    ]
+    assert _fast_values(b"") == []
+    assert _fast_values([b"a", b"1", b"b", b"2"]) == ["a", "1", "b", "2"]

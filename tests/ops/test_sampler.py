@@ -63,6 +63,38 @@ async def test_lag_counted_from_the_tail_when_redis_gives_none(redis_client: Any
     assert await sampler._count_after(keys.jobs, None) == 7
 
 
+async def test_lag_without_redis_lag_is_settled_in_o1_or_counted_to_a_bound(
+    redis_client: Any, key_prefix: str
+) -> None:
+    """Redis < 7 (XINFO GROUPS without `lag`, as the embedded 6.2 answers): a lane the
+    group read to its end is 0 and one never read its length, from XINFO STREAM,
+    without reading entries; a backlog is counted up to LAG_COUNT_MAX (not 10,000
+    entries every sample)."""
+    from engine.ops_sampler import LAG_COUNT_MAX
+
+    redis = Redis(connection_pool=redis_client.connection_pool)
+    parse = redis.response_callbacks["XINFO GROUPS"]
+    redis.set_response_callback(
+        "XINFO GROUPS", lambda r, **kw: [{k: v for k, v in g.items() if k != "lag"} for g in parse(r, **kw)]
+    )
+    keys = Keys(key_prefix)
+    high, normal, bulk = keys.lanes()
+    pipe = redis.pipeline(transaction=False)
+    for stream, n in ((high, 5), (normal, LAG_COUNT_MAX + 500), (bulk, 7)):
+        pipe.xgroup_create(stream, "g", id="0", mkstream=True)
+        for i in range(n):
+            pipe.xadd(stream, {"n": str(i)})
+    await pipe.execute()
+    await redis.xreadgroup("g", "c1", {high: ">"}, count=5)  # read to its end
+    await redis.xreadgroup("g", "c1", {normal: ">"}, count=3)  # a backlog behind
+    sampler = OpsSampler(redis, keys, "g", Metrics(), ["sim"], slow_every=1)
+    got = await sampler._lanes([high, bulk], 0)
+    assert [(s.lag, s.pending) for s in got] == [(0, 5), (7, 0)]
+    assert sampler._raw is None  # no entry read to tell them
+    got = await sampler._lanes([normal], 0)
+    assert (got[0].lag, got[0].pending) == (LAG_COUNT_MAX, 3)
+
+
 async def test_receipts_pending_and_recent_dead_letter_codes(redis_client: Any, key_prefix: str) -> None:
     redis: Redis = redis_client
     keys = Keys(key_prefix)
