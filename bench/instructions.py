@@ -22,6 +22,7 @@ two versions of the same code, and timed runs for the absolute figure.)
     python -m bench.instructions idle [--python PY --tree DIR] [--shards N] [--delay-s S]
     python -m bench.instructions claim [--fresh]    # claim.lua per new job (bench.marks_cost, its steady fill)
     python -m bench.instructions smpp [--python PY --tree DIR] [--engine]
+    python -m bench.instructions percall [--small-batch 50 --large-batch 500 --jobs 2000]   # needs REDIS_URL
 
 ``receipts``: instructions Redis executes inside EVALSHA per receipt, for
 batches of 1,000 fast-path receipts applied by ``dlr/correlate.lua`` (with the
@@ -97,6 +98,13 @@ assign step writing them on a bound ``SmppBind`` (its protocol a stub), then
 their submit_sm_resp read by the session and handled as ``data_received`` does
 (``SmppBind.handle_events``, the pool, ``Pipeline.on_submit_resp(s)``, up to the
 job's outcome queued for its record call; the record task never runs).
+``percall``: what a call costs whatever it carries: ``record``, ``receipts`` (the same
+entries staying in the bucket at both sizes) and ``engine``'s record and receipt stages,
+each at two batch sizes over the same jobs; the per-message difference over
+``1/small - 1/large`` is the fixed instructions per call (script entry, per-call
+commands, the client's round trip, a task's wake-up). Multiply by the calls per message
+``sendgate bench`` makes (its ``redis_slow_calls`` with SLOWLOG at 0, or
+``redis_commands_per_job``'s ``evalsha``) for that share of the per-message cost.
 ``simulator``: the simulator's work per message with and without receipts
 (submit_sm in, resp out; the receipt built, written, and its
 deliver_sm_resp read). The Python figures are the difference of two runs of
@@ -348,7 +356,8 @@ async def main():
         from engine.keys import shard_of
     bind = Bind()
     extra = ()
-    if "klass" in inspect.signature(_InFlightJob.__init__).parameters:  # lane classes (since the queues round)
+    # lane classes (since the queues round); a msgspec Struct since pathcpu (its fields, not __init__'s signature)
+    if "klass" in getattr(_InFlightJob, "__struct_fields__", ()) or "klass" in inspect.signature(_InFlightJob.__init__).parameters:
         from engine.pipeline import _NORMAL_LANE
         k = next(iter(p._classes["c1"][_NORMAL_LANE].values()))
         extra = (k, k.lane)
@@ -402,12 +411,25 @@ asyncio.run(main())
 """
 
 
+def engine_code(n: int, stage: int, redis_url: str, *, hooks: list[str] | None = None, shards: int = 1,
+                marketing: bool = False, spread: bool = False, batch: int = 500) -> str:
+    """The ``engine`` harness's program for ``n`` jobs up to ``stage`` (0 built, 1 recorded,
+    2 their receipts), ``batch`` jobs per record call and receipts per flush."""
+    return (f"N = {n}\nSTAGE = {stage}\nREDIS_URL = {redis_url!r}\nHOOKS = {hooks or []!r}\nSHARDS = {shards}\n"
+            f"KIND = {({'kind': 'marketing'} if marketing else {})!r}\n"
+            f"SPREAD = {spread}\n"
+            + _ENGINE.replace("\nBATCH = 500\n", f"\nBATCH = {batch}\n"))
+
+
 def engine_instructions(tree: Path = _ROOT, python: str = sys.executable, small: int = 1000, large: int = 3000,
                         redis_url: str = "", hooks: list[str] | None = None, shards: int = 1,
-                        marketing: bool = False, spread: bool = False) -> dict[str, float]:
+                        marketing: bool = False, spread: bool = False, batch: int = 500) -> dict[str, float]:
     """Engine instructions per job recorded and per receipt (see ``engine`` above);
     ``marketing``: every job ``kind=marketing`` (its claim is measured by
-    ``python -m bench.suppression_cost --engine``)."""
+    ``python -m bench.suppression_cost --engine``); ``batch``: jobs per record call
+    and receipts per flush (``small`` and ``large`` multiples of it)."""
+    if small % batch or large % batch:
+        raise ValueError(f"--small {small} and --large {large} must be multiples of the batch ({batch})")
     valgrind = _need_valgrind()
     url = redis_url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     slopes = []
@@ -415,10 +437,8 @@ def engine_instructions(tree: Path = _ROOT, python: str = sys.executable, small:
         for stage in (0, 1, 2):
             counts = []
             for n in (small, large):
-                code = (f"N = {n}\nSTAGE = {stage}\nREDIS_URL = {url!r}\nHOOKS = {hooks or []!r}\nSHARDS = {shards}\n"
-                        f"KIND = {({'kind': 'marketing'} if marketing else {})!r}\n"
-                        f"SPREAD = {spread}\n"
-                        + _ENGINE)
+                code = engine_code(n, stage, url, hooks=hooks, shards=shards, marketing=marketing, spread=spread,
+                                   batch=batch)
                 out = Path(tmp) / f"cg.{stage}.{n}"
                 subprocess.run(
                     [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", python, "-c", code],
@@ -642,6 +662,38 @@ def smpp_instructions(tree: Path = _ROOT, python: str = sys.executable, small: i
     return (counts[1] - counts[0]) / (large - small)
 
 
+def percall_instructions(tree: Path = _ROOT, python: str = sys.executable, small_batch: int = 50,
+                         large_batch: int = 500, jobs: int = 2000) -> dict[str, dict[str, float]]:
+    """Fixed cost per call (see ``percall`` above): each harness at two batch sizes with
+    the same jobs (receipts: the same entries staying in the bucket); per call
+    ``(a - b) / (1/small_batch - 1/large_batch)`` of the per-message figures a, b."""
+    if jobs % small_batch or jobs % large_batch:
+        raise ValueError(f"--jobs {jobs} must be a multiple of both batch sizes")
+    url = os.environ.get("REDIS_URL", "")
+    if not url:
+        raise SystemExit("percall needs REDIS_URL (the engine harness's Redis)")
+    inv = 1 / small_batch - 1 / large_batch
+    engine: dict[int, dict[str, float]] = {}  # one engine harness run per batch size gives both stages
+
+    def engine_at(b: int) -> dict[str, float]:
+        if b not in engine:
+            engine[b] = engine_instructions(tree, python, small=jobs // 2, large=jobs, redis_url=url, batch=b)
+        return engine[b]
+
+    measures: list[tuple[str, Callable[[int], float]]] = [
+        ("record.lua (Redis)", lambda b: record_script_instructions(jobs // b, b)),
+        ("correlate.lua apply (Redis)",
+         lambda b: receipts_script_instructions(_ROOT / "dlr" / "correlate.lua", jobs // b, b, stay=5 * large_batch)),
+        ("record call (engine)", lambda b: engine_at(b)["record"]),
+        ("receipt flush (engine)", lambda b: engine_at(b)["receipt"]),
+    ]
+    out: dict[str, dict[str, float]] = {}
+    for name, measure in measures:
+        a, b = measure(small_batch), measure(large_batch)
+        out[name] = {"small": a, "large": b, "per_call": (a - b) / inv}
+    return out
+
+
 def _need_valgrind() -> str:
     found = shutil.which("valgrind")
     if not found:
@@ -676,16 +728,18 @@ def python_instructions(
 
 
 def receipts_script_instructions(
-    script: Path, rounds: int = 5, batch: int = 1000, miss: bool = False, stage: bool = False
+    script: Path, rounds: int = 5, batch: int = 1000, miss: bool = False, stage: bool = False,
+    stay: int | None = None,
 ) -> float:
     """Instructions inside EVALSHA per fast-path receipt applied by ``script`` (``miss``:
-    per receipt tried where its entry is not; ``stage``: staged, then published)."""
+    per receipt tried where its entry is not; ``stage``: staged, then published;
+    ``stay``: entries left in the bucket throughout, default 5 batches' worth)."""
     from dlr.store import script_source
 
     def run(r: Any) -> int:
         # with the generated header (and the two-step modes)
         source = script_source(script.read_text(encoding="utf-8"), steps=stage)
-        return _apply_rounds(r, r.script_load(source), rounds, batch, miss, stage)
+        return _apply_rounds(r, r.script_load(source), rounds, batch, miss, stage, stay)
 
     return _under_callgrind(run)
 
@@ -820,7 +874,7 @@ def _record_rounds(r: Any, rounds: int, batch: int, *, keep_text: bool = False) 
 
 
 def _apply_rounds(
-    r: Any, sha: str, rounds: int, batch: int, miss: bool = False, staged: bool = False
+    r: Any, sha: str, rounds: int, batch: int, miss: bool = False, staged: bool = False, stay: int | None = None
 ) -> int:
     """Stage fast-form entries like record.lua's (their jobs have no job record),
     apply them in batches; returns the receipts applied (all on the fast path).
@@ -850,7 +904,7 @@ def _apply_rounds(
         pipe.execute()
         return ids
 
-    stage(5 * batch)  # entries that stay: the bucket is not empty
+    stage(5 * batch if stay is None else stay)  # entries that stay: the bucket is not empty
     applied = 0
     for _ in range(rounds):
         if miss:
@@ -942,6 +996,13 @@ def main(argv: list[str] | None = None) -> int:
     cl = sub.add_parser("claim", help="instructions per new job in engine/claim.lua (bench.marks_cost, steady fill)")
     cl.add_argument("--fresh", action="store_true",
                     help="a new Redis as sendgate bench has it (no earlier generation: layout-10 marks looked for)")
+    pc = sub.add_parser("percall", help="fixed instructions per call: record/correlate scripts and the engine's "
+                                        "record call and receipt flush, at two batch sizes (REDIS_URL)")
+    pc.add_argument("--tree", type=Path, default=_ROOT, help="checkout to measure (default: this one)")
+    pc.add_argument("--python", default=sys.executable, help="its interpreter (its venv's python)")
+    pc.add_argument("--small-batch", type=int, default=50)
+    pc.add_argument("--large-batch", type=int, default=500)
+    pc.add_argument("--jobs", type=int, default=2000, help="jobs (receipts) per run, a multiple of both batches")
     sm = sub.add_parser("smpp", help="the engine's SMPP session per message: submit_sm written, submit_sm_resp read")
     sm.add_argument("--tree", type=Path, default=_ROOT, help="checkout to measure (default: this one)")
     sm.add_argument("--python", default=sys.executable, help="its interpreter (its venv's python)")
@@ -995,6 +1056,10 @@ def main(argv: list[str] | None = None) -> int:
 
         n = claim_instructions("uuid", 512, 6, 3, fresh=a.fresh)
         print(f"claim.lua: {n:,.0f} instructions per new transactional job ({'fresh' if a.fresh else 'steady'})")
+    elif a.what == "percall":
+        for name, r in percall_instructions(a.tree, a.python, a.small_batch, a.large_batch, a.jobs).items():
+            print(f"{name}: {r['small']:,.0f} per message in batches of {a.small_batch}, {r['large']:,.0f} in batches"
+                  f" of {a.large_batch}: {r['per_call']:,.0f} instructions per call")
     elif a.what == "smpp":
         per = smpp_instructions(a.tree, a.python, engine=a.engine)
         if a.engine:

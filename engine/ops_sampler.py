@@ -9,8 +9,12 @@ every ``interval_s`` asks Redis, with a handful of calls per lane:
 - ``XINFO GROUPS`` of each lane stream: ``lag`` (entries not read by the
   group) + ``pending`` (read, not acked) = the lane's backlog; Redis < 7 gives
   no ``lag``: ``XINFO STREAM`` settles a lane read to its end (0) or never read
-  (its length), and a lane with a backlog has its unread entries counted, at
-  most ``LAG_COUNT_MAX``;
+  (its length) in O(1); a lane with a backlog has the entries after the group's
+  ``last-delivered-id`` counted up to `LAG_COUNT`, beyond that estimated from the
+  stream's length and its entry ids' times (`engine.backlog.unread_estimate`, the
+  rule of the history archiver's ``lag()``), at least `LAG_COUNT`. Counting a
+  backlog of 10,000 each sample read every entry back (a ~1.5 MB reply): ~8 ms of
+  Redis and ~14 ms of the engine's loop every 2 s on the loaded dev VM;
 - the oldest of them: ``XPENDING`` (summary form) when something is pending,
   else the first entry after the group's ``last-delivered-id``; its stream id
   carries the time it was added, so its age needs no per-job bookkeeping;
@@ -35,11 +39,12 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from engine.backlog import unread_estimate
 from engine.keys import Keys
 from engine.metrics import Metrics
 from engine.redis_client import raw_reply_client
 
-__all__ = ["DEAD_WINDOW", "LAG_COUNT_MAX", "LANE_NAMES", "LaneSample", "OpsSampler"]
+__all__ = ["DEAD_WINDOW", "LAG_COUNT", "LANE_NAMES", "LaneSample", "OpsSampler"]
 
 log = logging.getLogger("sendgate.ops")
 
@@ -47,14 +52,14 @@ log = logging.getLogger("sendgate.ops")
 LANE_NAMES = ("high", "normal", "bulk")
 #: How often the event-loop lag is measured.
 TICK_S = 0.5
-#: Redis < 7 (no ``lag`` in XINFO GROUPS): a lane's unread entries are counted up to
-#: this many (XRANGE after the group's last id; its lag gauge then reads this many).
-#: It was 10,000: ~6.7 ms of Redis CPU per lane and sample while a backlog waited
-#: (0.2-0.7 µs per message of a 30,000-job bench), and as long for the engine to parse
-#: the reply (bench/RESULTS.md "luacost").
-LAG_COUNT_MAX = 1_000
 #: How many of the newest dead letters the status page summarises.
 DEAD_WINDOW = 200
+#: Redis < 7 (no ``lag`` in XINFO GROUPS): a lane's unread entries a sample counts
+#: (reads back) when XINFO STREAM does not settle them; beyond, an estimate. Counting
+#: up to 10,000 cost ~6.7 ms of Redis CPU per lane and sample while a backlog waited
+#: (0.2-0.7 µs per message of a 30,000-job bench) and as long for the engine to parse
+#: (bench/RESULTS.md "luacost", "batchcost").
+LAG_COUNT = 1_000
 
 
 def _entry_order(entry_id: Any) -> tuple[int, int]:
@@ -113,7 +118,7 @@ class OpsSampler:
     ) -> None:
         self.redis = redis
         # XRANGE replies as hiredis parsed them (nested lists): the Redis < 7 lag count
-        # reads up to LAG_COUNT_MAX entries, and redis-py would build a dict per entry
+        # reads up to LAG_COUNT entries, and redis-py would build a dict per entry
         # (~30 ms of engine CPU per lane per sample with a long tail)
         # Made on first use (raw_reply_client: a plain Redis's own pool, or a second
         # cluster client), closed when run() ends.
@@ -247,7 +252,7 @@ class OpsSampler:
         if unknown:
             # Redis < 7: first what XINFO STREAM settles in O(1) (the group read up to the
             # stream's last id: 0; never read: its length), then the others' tail counted,
-            # at most LAG_COUNT_MAX entries each (a lane with a backlog: that many)
+            # up to LAG_COUNT entries each, beyond that estimated (`_unread`)
             infos = await self._pipelined(self.redis, [("xinfo_stream", (streams[i],), {}) for i, _last in unknown])
             tail: list[tuple[int, Any]] = []
             for (i, last), info in zip(unknown, infos, strict=True):
@@ -261,15 +266,8 @@ class OpsSampler:
                 else:
                     tail.append((i, last))
             if tail:
-                if self._raw is None:
-                    self._raw = raw_reply_client(self.redis, ("XRANGE",), _raw_reply)
-                for (i, _last), entries in zip(tail, await self._pipelined(self._raw, [
-                    ("xrange", (streams[i],), {"min": "(" + _text(last or "0-0"), "count": LAG_COUNT_MAX})
-                    for i, last in tail
-                ]), strict=True):
-                    if isinstance(entries, BaseException):
-                        raise entries
-                    counted[i] = len(entries or ())
+                counted.update(zip((i for i, _last in tail),
+                                   await self._unread([(streams[i], last) for i, last in tail]), strict=True))
         lags = {i: counted[i] if lag is None else lag for i, _p, lag, _last in found}
         # the oldest waiting entry: the oldest pending one, else the first unread one
         ages = [(i, pending) for i, pending, _lag, _last in found if pending or lags[i]]
@@ -302,13 +300,43 @@ class OpsSampler:
             getattr(pipe, method)(*args, **kwargs)
         return list(await pipe.execute(raise_on_error=False))
 
-    async def _count_after(self, stream: str, last_id: Any) -> int:
-        # Redis < 7 or a lag it cannot compute (entries deleted): count the tail, bounded.
-        after = _text(last_id or "0-0")
+    async def _unread(self, tails: list[tuple[str, Any]]) -> list[int]:
+        """Redis < 7, or a lag it cannot compute (entries deleted): per (stream, the
+        group's last-delivered id), the entries after it, counted up to `LAG_COUNT`
+        (one pipeline, raw replies: no dict per entry); where a count reaches it, the
+        estimate from the stream's length and first and last ids (one more pipeline)."""
         if self._raw is None:
-            self._raw = raw_reply_client(self.redis, ("XRANGE",), _raw_reply)
-        entries: Any = await self._raw.xrange(stream, min="(" + after, count=LAG_COUNT_MAX)
-        return len(entries or ())
+            self._raw = raw_reply_client(self.redis, ("XRANGE", "XREVRANGE"), _raw_reply)
+        raw = self._raw
+        after = [_text(last or "0-0") for _s, last in tails]
+        counts: list[int] = []
+        for entries in await self._pipelined(raw, [
+            ("xrange", (stream,), {"min": "(" + position, "count": LAG_COUNT})
+            for (stream, _last), position in zip(tails, after, strict=True)
+        ]):
+            if isinstance(entries, BaseException):
+                raise entries
+            counts.append(len(entries or ()))
+        full = [k for k, n in enumerate(counts) if n >= LAG_COUNT]
+        if full:
+            calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+            for k in full:
+                stream = tails[k][0]
+                calls += [("xlen", (stream,), {}), ("xrange", (stream,), {"count": 1}),
+                          ("xrevrange", (stream,), {"count": 1})]
+            replies = await self._pipelined(raw, calls)
+            for j, k in enumerate(full):
+                length, first, last = replies[3 * j : 3 * j + 3]
+                for reply in (length, first, last):
+                    if isinstance(reply, BaseException):
+                        raise reply
+                counts[k] = unread_estimate(counts[k], int(length or 0), first[0][0] if first else None,
+                                            last[0][0] if last else None, after[k])
+        return counts
+
+    async def _count_after(self, stream: str, last_id: Any) -> int:
+        """One stream's entries after ``last_id`` as a sample counts them (`_unread`)."""
+        return (await self._unread([(stream, last_id)]))[0]
 
     async def _slow(self) -> None:
         pending: dict[str, int] = {}

@@ -68,9 +68,9 @@ async def test_lag_without_redis_lag_is_settled_in_o1_or_counted_to_a_bound(
 ) -> None:
     """Redis < 7 (XINFO GROUPS without `lag`, as the embedded 6.2 answers): a lane the
     group read to its end is 0 and one never read its length, from XINFO STREAM,
-    without reading entries; a backlog is counted up to LAG_COUNT_MAX (not 10,000
-    entries every sample)."""
-    from engine.ops_sampler import LAG_COUNT_MAX
+    without reading entries; a backlog is counted up to LAG_COUNT (not 10,000
+    entries every sample), beyond that estimated."""
+    from engine.ops_sampler import LAG_COUNT
 
     redis = Redis(connection_pool=redis_client.connection_pool)
     parse = redis.response_callbacks["XINFO GROUPS"]
@@ -80,7 +80,7 @@ async def test_lag_without_redis_lag_is_settled_in_o1_or_counted_to_a_bound(
     keys = Keys(key_prefix)
     high, normal, bulk = keys.lanes()
     pipe = redis.pipeline(transaction=False)
-    for stream, n in ((high, 5), (normal, LAG_COUNT_MAX + 500), (bulk, 7)):
+    for stream, n in ((high, 5), (normal, LAG_COUNT + 500), (bulk, 7)):
         pipe.xgroup_create(stream, "g", id="0", mkstream=True)
         for i in range(n):
             pipe.xadd(stream, {"n": str(i)})
@@ -92,7 +92,9 @@ async def test_lag_without_redis_lag_is_settled_in_o1_or_counted_to_a_bound(
     assert [(s.lag, s.pending) for s in got] == [(0, 5), (7, 0)]
     assert sampler._raw is None  # no entry read to tell them
     got = await sampler._lanes([normal], 0)
-    assert (got[0].lag, got[0].pending) == (LAG_COUNT_MAX, 3)
+    # LAG_COUNT + 497 unread: counted to the bound, then estimated from the ids'
+    # times (added within a few ms here: at least the count, at most the length)
+    assert LAG_COUNT <= got[0].lag <= LAG_COUNT + 500 and got[0].pending == 3
 
 
 async def test_receipts_pending_and_recent_dead_letter_codes(redis_client: Any, key_prefix: str) -> None:
@@ -107,3 +109,57 @@ async def test_receipts_pending_and_recent_dead_letter_codes(redis_client: Any, 
     await sampler.sample_once()
     assert sampler.receipts_pending == {"sim": 7, "other": 0}
     assert sampler.dead_codes == [("bad_number", 2), ("expired", 1)]
+
+
+def test_unread_estimate_shares_the_length_out_by_the_ids_times() -> None:
+    from engine.backlog import unread_estimate
+
+    # 5,000 entries one per ms, the group at the 1,000th: 4,000 after it (the rate is even)
+    assert abs(unread_estimate(2000, 5000, "1000000-0", "1004999-0", "1000999-0") - 4000) <= 1
+    assert unread_estimate(2000, 5000, "1000000-0", "1004999-0", "0-0") == 5000  # never read: all of it
+    assert unread_estimate(2000, 5000, "1000000-0", "1000000-9", "1000000-3") == 5000  # no spread in time
+    assert unread_estimate(2000, 5000, "1000000-0", "1004999-0", "1004990-0") == 2000  # at least the count
+    assert unread_estimate(2000, 5000, None, None, "1000999-0") == 2000  # the stream went meanwhile
+
+
+async def test_a_long_tail_is_counted_up_to_lag_count_then_estimated(redis_client: Any, key_prefix: str) -> None:
+    """Redis < 7 (or a lag Redis cannot compute): past LAG_COUNT the tail is not read
+    back but estimated; it was capped at 10,000 before (a 12,000 backlog read 10,000)."""
+    from engine.ops_sampler import LAG_COUNT
+
+    redis: Redis = redis_client
+    keys = Keys(key_prefix)
+    await redis.xgroup_create(keys.jobs, "g", id="0", mkstream=True)
+    base = int(time.time() * 1000) - 60_000
+    pipe = redis.pipeline(transaction=False)
+    for i in range(12_000):  # one entry per 4 ms: an even rate
+        pipe.xadd(keys.jobs, {"n": "x"}, id=f"{base + 4 * i}-0")
+    await pipe.execute()
+    sampler = OpsSampler(redis, keys, "g", Metrics(), ["sim"], slow_every=1)
+    assert await sampler._count_after(keys.jobs, None) == 12_000  # never read: the length
+    read: Any = await redis.xreadgroup("g", "c1", {keys.jobs: ">"}, count=3000)
+    position = read[0][1][-1][0]
+    assert abs(await sampler._count_after(keys.jobs, position) - 9000) <= 2
+    await redis.xreadgroup("g", "c1", {keys.jobs: ">"}, count=12_000 - 3000 - LAG_COUNT + 1)
+    last: Any = await redis.xinfo_groups(keys.jobs)
+    assert await sampler._count_after(keys.jobs, last[0]["last-delivered-id"]) == LAG_COUNT - 1  # counted
+
+
+async def test_the_sample_estimates_a_long_lane_when_redis_gives_no_lag(redis_client: Any, key_prefix: str) -> None:
+    """Through sample_once: an entry deleted after the group's position leaves Redis 7
+    without a `lag` too (6.2 never has one), so the sampler counts or estimates."""
+    redis: Redis = redis_client
+    keys = Keys(key_prefix)
+    await redis.xgroup_create(keys.jobs, "g", id="0", mkstream=True)
+    base = int(time.time() * 1000) - 60_000
+    pipe = redis.pipeline(transaction=False)
+    for i in range(12_001):
+        pipe.xadd(keys.jobs, {"n": "x"}, id=f"{base + 4 * i}-0")
+    await pipe.execute()
+    await redis.xdel(keys.jobs, f"{base + 4 * 12_000}-0")  # the newest: 12,000 left, all unread
+    groups: Any = await redis.xinfo_groups(keys.jobs)
+    assert groups[0].get("lag") is None
+    sampler = OpsSampler(redis, keys, "g", Metrics(), ["sim"], slow_every=1)
+    await sampler.sample_once()
+    assert sampler.lanes["normal"].lag == 12_000
+    assert 59 <= sampler.lanes["normal"].oldest_age_s <= 70
