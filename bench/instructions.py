@@ -348,7 +348,8 @@ async def main():
         from engine.keys import shard_of
     bind = Bind()
     extra = ()
-    if "klass" in inspect.signature(_InFlightJob.__init__).parameters:  # lane classes (since the queues round)
+    if "klass" in getattr(_InFlightJob, "__struct_fields__", ()) or "klass" in inspect.signature(
+        _InFlightJob.__init__).parameters:  # lane classes (since the queues round; a msgspec Struct since)
         from engine.pipeline import _NORMAL_LANE
         k = next(iter(p._classes["c1"][_NORMAL_LANE].values()))
         extra = (k, k.lane)
