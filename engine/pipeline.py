@@ -1745,7 +1745,7 @@ class Pipeline:
         dlr.store.correlation_arg (one part, no callback, no US in ref or id), packed
         (RECORD_PACKED) as that loop packs it. Returns the other jobs, in order."""
         rest: list[_InFlightJob] = []
-        add = packed.add
+        add = packed.add_split  # the run from `event` on (RECORD_PACKED_SAME) is usually the same job to job
         normalizers = self._normalize_submit_id
         for ij in done:
             mids = ij.message_ids
@@ -1763,8 +1763,8 @@ class Pipeline:
                 corr = normalizers[ij.carrier](message_ids)
                 if hint_of is not None:
                     hint_of[ij.carrier][corr] = shard
-            if not add((job.id, message_ids, ref, ij.to_hash, mask_e164_digits(job.to), corr,
-                        ij.event, ij.carrier, "1", ij.error, job.client, job.kind, ij.seg.encoding)):
+            if not add((job.id, message_ids, ref, ij.to_hash, mask_e164_digits(job.to), corr),
+                       (ij.event, ij.carrier, "1", ij.error, job.client, job.kind, ij.seg.encoding)):
                 rest.append(ij)  # a field not ASCII or too long: in the payload
         return rest
 

@@ -132,13 +132,16 @@ class Packed:
     non-ASCII character (lengths count bytes), is refused (:meth:`add` returns
     False) and goes in the JSON payload instead."""
 
-    __slots__ = ("_data", "count", "lens", "width")
+    __slots__ = ("_data", "_same", "_same_lens", "_same_text", "count", "lens", "width")
 
     def __init__(self, width: int) -> None:
         self.width = width
         self._data: list[str] = []
         self.lens = bytearray()
         self.count = 0
+        self._same: tuple[str, ...] | None = None  # add_split's last run, its join and lengths
+        self._same_text = ""
+        self._same_lens: bytes | None = None
 
     def add(self, fields: Sequence[str]) -> bool:
         entry = "".join(fields)
@@ -150,6 +153,34 @@ class Packed:
             del self.lens[self.count * self.width :]
             return False
         self._data.append(entry)
+        self.count += 1
+        return True
+
+    def add_split(self, head: tuple[str, ...], same: tuple[str, ...]) -> bool:
+        """:meth:`add` of ``head + same``: the same entry, bytes and answer, for a
+        ``same`` that is usually equal to the call before's (record.lua's run from
+        ``event`` on, :data:`RECORD_PACKED_SAME`): its join, lengths and ASCII check
+        are made once per run of equal ones, not per entry."""
+        if same != self._same:
+            text = "".join(same)
+            try:
+                lens: bytes | None = bytes(map(len, same)) if text.isascii() else None
+            except ValueError:  # a field of 256 bytes or more
+                lens = None
+            self._same, self._same_text, self._same_lens = same, text, lens
+        same_lens = self._same_lens
+        if same_lens is None:
+            return False
+        entry = "".join(head)
+        if not entry.isascii():
+            return False
+        try:
+            self.lens.extend(map(len, head))
+        except ValueError:  # a field of 256 bytes or more
+            del self.lens[self.count * self.width :]
+            return False
+        self.lens += same_lens
+        self._data += (entry, self._same_text)
         self.count += 1
         return True
 

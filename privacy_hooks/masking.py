@@ -105,7 +105,7 @@ def mask_e164_digits(digits: str) -> str:
     n = len(digits)
     if n < _MIN_DIGITS_TO_SHOW or n >= 20 or not digits.isdigit():
         return mask_number("+" + digits)
-    return "+" + digits[:2] + _STARS[n - 4] + digits[-2:]
+    return f"+{digits[:2]}{_STARS[n - 4]}{digits[-2:]}"  # one string built, not three
 
 
 def _is_identifier(text: str, start: int, end: int) -> bool:

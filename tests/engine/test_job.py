@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from engine.job import DEAD_LETTER_CODES, JobError, normalise_number, parse_job
 
@@ -103,6 +107,51 @@ def test_normalise_number() -> None:
     assert normalise_number("+4512345678") == "4512345678"
     assert normalise_number(" 4512345678 ") == "4512345678"
     assert normalise_number("45 12") is None
+
+
+def _normalise_by_regex(raw: str) -> str | None:
+    """normalise_number's general path alone (the rule: docs/contract.md §2.3)."""
+    raw = raw.strip()
+    if re.fullmatch(r"\+?[1-9][0-9]{6,14}", raw):
+        return raw[1:] if raw[0] == "+" else raw
+    return None
+
+
+_NUMBERS = st.one_of(
+    st.text(alphabet="+0123456789", max_size=18),
+    st.text(alphabet="+0123456789 \t\n-٣²𝟗a", max_size=18),
+    st.from_regex(r"\A\s?\+?[0-9]{5,17}\s?\Z"),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_NUMBERS)
+@example("+45123456²")  # digits to isdigit, not to the regex
+@example("4512345٣78")
+@example("4512345𝟗78")
+@example("+04512345678")
+@example("++4512345678")
+@example(" 4512345678")
+@example("4512345678\n")
+@example("123456")
+@example("1234567")
+@example("123456789012345")
+@example("1234567890123456")
+def test_normalise_number_fast_path_answers_as_the_regex(raw: str) -> None:
+    """The fast path for plain ASCII digits (and parse_job's inline copy of it) gives
+    what the regex gives, for every input: non-ASCII digits, spaces, a leading 0 or
+    a second "+" go to the general path and are refused or stripped as before."""
+    want = _normalise_by_regex(raw)
+    assert normalise_number(raw) == want
+    fields = {b"id": b"j1", b"to": raw.encode(), b"text": b"hi"}
+    if not raw:
+        return  # missing_field, before the number is looked at
+    if want is None:
+        with pytest.raises(JobError) as info:
+            parse_job(fields, NOW)
+        assert info.value.code == "bad_number"
+    else:
+        assert parse_job(fields, NOW).to == want
 
 
 def test_fields_are_read_back_into_the_same_job() -> None:

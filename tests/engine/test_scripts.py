@@ -5,6 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from engine.keys import Keys
 from engine.scripts import (
     ClaimBatch,
@@ -225,6 +228,33 @@ def test_packed_refuses_what_its_lengths_cannot_say() -> None:
     assert not p.add(("x", "é", "z"))
     assert p.add(("ccc", "", "d"))
     assert (p.count, p.data, bytes(p.lens)) == (2, "abbcccd", bytes([1, 2, 0, 3, 0, 1]))
+
+
+_FIELD = st.one_of(
+    st.sampled_from(["", "submitted", "failed", "c1", "1", "transactional", "gsm7", "é", "x" * 255, "y" * 256]),
+    st.text(max_size=6),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.tuples(*[_FIELD] * 3), st.tuples(*[_FIELD] * 2), st.booleans()), max_size=12))
+def test_packed_add_split_packs_what_add_packs(entries: list[tuple[tuple[str, ...], tuple[str, ...], bool]]) -> None:
+    """Packed.add_split(head, same) (the record path's, with its run of equal fields
+    kept between calls) gives the same answers and the very bytes Packed.add gives for
+    head + same: refusals (non-ASCII, 256 bytes or more, in either part) included."""
+    from engine.scripts import Packed
+
+    plain, split = Packed(5), Packed(5)
+    last: tuple[str, ...] = ("submitted", "c1")
+    for head, same, repeat in entries:
+        if repeat:  # the common case: the run equal to the entry before's (a new tuple)
+            same = tuple(last)
+        last = same
+        assert split.add_split(head, same) is plain.add(head + same)
+    assert (split.count, split.data, bytes(split.lens)) == (plain.count, plain.data, bytes(plain.lens))
+    both = Packed(5)
+    both.extend(split)
+    assert (both.data, bytes(both.lens)) == (plain.data, bytes(plain.lens))
 
 
 async def test_record_packed_jobs_write_what_the_json_form_writes(redis_client: Any, key_prefix: str) -> None:
