@@ -437,11 +437,17 @@ class SmppBind:
         for command_id, seqs in ((DeliverSmResp.command_id, deliver), (DataSmResp.command_id, data)):
             if not seqs:
                 continue
-            due: list[int] = []
-            for seq in seqs:
-                if seq in awaiting:
-                    awaiting.remove(seq)
-                    due.append(seq)
+            if awaiting.issuperset(seqs):  # the usual case: all of them, in C
+                before = len(awaiting)
+                awaiting.difference_update(seqs)
+                # (a number twice in seqs is answered once, as by the loop below)
+                due = seqs if before - len(awaiting) == len(seqs) else list(dict.fromkeys(seqs))
+            else:
+                due = []
+                for seq in seqs:
+                    if seq in awaiting:
+                        awaiting.remove(seq)
+                        due.append(seq)
             if len(due) != len(seqs):
                 log.debug("bind %s: %d deliver_sm answered already or stale: dropped", self.name, len(seqs) - len(due))
             if due:
