@@ -1,0 +1,62 @@
+"""An apply call's arguments (`ReceiptStore._pack`, `_packed`) against the per-receipt
+way they were built before the grouping went by runs (no Redis: packing only)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dlr.store import GROUP, ReceiptRecord, ReceiptStore
+from engine.metrics import FastHistogram
+
+_RECORDS = st.lists(
+    st.builds(
+        ReceiptRecord,
+        st.text(alphabet="0123456789abcdefé-", min_size=1, max_size=12),
+        st.sampled_from(["delivered", "undeliverable", "enroute", "accepted"]),
+        st.booleans(),
+        st.sampled_from(["", "err:034"]),
+        st.sampled_from([1764806400000, 1764806400001]),
+    ),
+    max_size=40,
+)
+
+
+def _old_tail(chunk: list[ReceiptRecord]) -> tuple[list[bytes], list[ReceiptRecord]]:
+    groups: dict[tuple[bool, str, str, int], list[ReceiptRecord]] = {}
+    for r in chunk:
+        groups.setdefault((r.is_final, r.event, r.error, r.ts_ms), []).append(r)
+    tail: list[bytes] = []
+    ordered: list[ReceiptRecord] = []
+    for (final, event, error, ts_ms), group in groups.items():
+        tail += GROUP.build(final=b"1" if final else b"0", event=event.encode(), error=error.encode(),
+                            ts=b"%d" % ts_ms, count=b"%d" % len(group), ids=[r.message_id.encode() for r in group])
+        ordered += group
+    return tail, ordered
+
+
+@settings(max_examples=300, deadline=None)
+@given(records=_RECORDS, runs=st.integers(1, 4))
+def test_groups_and_the_packed_call_are_as_before(records: list[ReceiptRecord], runs: int) -> None:
+    chunk = records * runs  # repeated runs of equal keys, apart (first appearance decides)
+    store = ReceiptStore(None, "t")
+    head, tail, ordered = store._pack("c1", chunk, "apply")
+    assert (tail, ordered) == _old_tail(chunk)
+    packed = store._packed(head, tail)
+    body = b"".join([b"$%d\r\n%b\r\n" % (len(p), p) for p in tail])
+    token = hashlib.sha1(store._head_resp(head) + body).hexdigest()
+    assert packed.endswith(b"$40\r\n" + token.encode() + b"\r\n" + body)
+    assert store._call_token(head, tail) == token
+
+
+@given(values=st.lists(st.sampled_from([0.0, 0.004, 0.2, 7.5, 1e9]), max_size=30))
+def test_observe_counted_is_observe_n_times(values: list[float]) -> None:
+    one, counted = FastHistogram((0.01, 0.1, 1.0)), FastHistogram((0.01, 0.1, 1.0))
+    for v in values:
+        one.observe(v)
+    for v in dict.fromkeys(values):
+        counted.observe_counted(v, values.count(v))
+    assert (counted.counts, counted.total) == (one.counts, one.total)
+    assert abs(counted.sum - one.sum) <= 1e-9 * max(1.0, abs(one.sum))
