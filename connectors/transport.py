@@ -47,6 +47,7 @@ import socket
 import ssl
 from collections import deque
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any, Final, Protocol, cast
 
 # The one lower-layer import of connectors (pyproject.toml, contract "layers"):
@@ -88,6 +89,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("sendgate.connectors.transport")
+
+_FIRST = itemgetter(0)  # the sequence number of a claimed (sequence_number, value)
 
 C = CommandId
 _BIND_PDU: Final[dict[str, Any]] = {
@@ -707,7 +710,7 @@ class SmppBind:
                     close = True
             elif kind is ClaimedDelivers:
                 items = event.items
-                self._awaiting.update([seq for seq, _ in items])
+                self._awaiting.update(map(_FIRST, items))
                 listener.bind_claimed(self, items)
             elif kind is DeliverSm or kind is DataSm:
                 self._awaiting.add(event.sequence_number)

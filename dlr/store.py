@@ -307,6 +307,7 @@ _MAX_RAW_LEN = 512
 _SEP = "\x1f"  # ASCII unit separator, between the packed fields of one receipt
 _GROUP_KEY = attrgetter("is_final", "event", "error", "ts_ms")  # a receipt's group in an apply call
 _MESSAGE_ID = attrgetter("message_id")
+_EVENT = attrgetter("event")
 _BULK_STRING = b"$%d\r\n%b\r\n"  # RESP, of (length, octets)
 
 
@@ -950,7 +951,10 @@ class ReceiptStore:
             # every receipt applied on the fast path (the usual batch): in bulk
             result.applied += len(statuses)
             result.fast_job_ids += fast[0::2]
-            result.fast_events += [_FINAL_STATE.get(r.event, "unknown") for r in ordered]
+            # (``ordered`` is the call's groups one after the other: a run per event)
+            events = result.fast_events
+            for event, run in groupby(map(_EVENT, ordered)):
+                events += [_FINAL_STATE.get(event, "unknown")] * len(list(run))
             result.fast_submitted_ms += _submitted_ms(fast[1::2])
         elif compact and len(fast) == 2 * nf and len(ordered) == len(statuses):
             self._sort_compact(ordered, statuses, fast, result)

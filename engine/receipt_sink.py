@@ -49,7 +49,7 @@ import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from redis.asyncio import Redis
@@ -83,6 +83,7 @@ __all__ = ["ReceiptSink", "webhook_secret"]
 log = logging.getLogger("sendgate.receipts")
 
 _MESSAGE_ID = attrgetter("message_id")
+_FIRST = itemgetter(0)  # of (sequence_number, receipt)
 
 _REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
@@ -189,7 +190,7 @@ class ReceiptSink:
         self._receipts[carrier].extend(
             [ReceiptRecord(message_id, event, is_final, error, now_ms) for _, (message_id, event, is_final, error) in items]
         )
-        self._to_answer(bind)[0].extend([seq for seq, _ in items])
+        self._to_answer(bind)[0].extend(map(_FIRST, items))
         self._wake.set()
 
     def _to_answer(self, bind: Any) -> tuple[list[int], list[int]]:

@@ -60,3 +60,18 @@ def test_observe_counted_is_observe_n_times(values: list[float]) -> None:
         counted.observe_counted(v, values.count(v))
     assert (counted.counts, counted.total) == (one.counts, one.total)
     assert abs(counted.sum - one.sum) <= 1e-9 * max(1.0, abs(one.sum))
+
+
+@settings(max_examples=200, deadline=None)
+@given(records=_RECORDS, runs=st.integers(1, 3))
+def test_fast_events_of_a_reply_are_each_receipts_state(records: list[ReceiptRecord], runs: int) -> None:
+    """A reply where every receipt took the fast path: one event per receipt, in order."""
+    from dlr.store import _FINAL_STATE, BatchResult
+
+    store = ReceiptStore(None, "t")
+    _head, _tail, ordered = store._pack("c1", records * runs, "apply")
+    fast = [v for k in range(len(ordered)) for v in (f"job-{k}", "1764806400000")]
+    result = BatchResult()
+    store._read_apply(["f" * len(ordered), fast], "c1", ordered, result, True)
+    assert result.fast_events == [_FINAL_STATE.get(r.event, "unknown") for r in ordered]
+    assert result.fast_job_ids == fast[0::2] and result.applied == len(ordered)
