@@ -16,6 +16,7 @@ two versions of the same code, and timed runs for the absolute figure.)
     python -m bench.instructions redaction [--python PY --tree DIR]
     python -m bench.instructions engine [--python PY --tree DIR] [--hooks pkg.mod:Class] [--shards N [--spread]] [--marketing]   # needs REDIS_URL
     python -m bench.instructions receipt-hooks [--python PY --tree DIR]   # the receipt side of a custom hook, alone
+    python -m bench.instructions receipt-path [--python PY --tree DIR]   # deliver_sm bytes in to deliver_sm_resp out; REDIS_URL
     python -m bench.instructions archiver [--pattern paired|split] [--python PY --tree DIR]   # REDIS_URL, PostgreSQL
     python -m bench.instructions path [--python PY --tree DIR] [--small N --large N] [--shards N] [--keep DIR]
     python -m bench.instructions functions SMALL LARGE --per N   # by C function: path --keep's files
@@ -42,6 +43,12 @@ in batches of 500 single-part jobs with receipts, against the Redis at
 each run at two lengths; the differences of the stages' slopes. ``--tree`` and
 ``--python`` run it on another checkout (an older commit, with its venv);
 ``--hooks`` configures ``[privacy] hooks`` (e.g. ``bench.trivial_hook:Trivial``).
+``receipt-path``: the engine's Python per receipt on its whole way, no sockets: batches
+of 500 single-part jobs recorded (``Pipeline._record``) in both runs, then, with RUN, their
+receipts in the common layout as one read of a bound ``SmppBind``'s ``SmppProtocol``
+(framer, session with ``scan_receipt`` claiming them, ``handle_events``, the pool, the
+sink's ``on_claimed``), the sink's flush (its correlate call on the Redis at ``REDIS_URL``,
+publish) and the deliver_sm_resp written; 1,000 vs 3,000 jobs, with minus without.
 ``receipt-hooks``: the engine's Python per receipt event with a custom hook, alone (no
 Redis): a staged value of 500 fast-path finals parsed (``dlr.store.parse_staged``), made
 the hooks' ``ReceiptEvent``s and run through the chain with ``bench.trivial_hook:Trivial``

@@ -166,8 +166,6 @@ import hashlib
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from itertools import groupby
-from operator import attrgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -305,10 +303,6 @@ _ADDRESS_FIELDS = frozenset(
 )
 _MAX_RAW_LEN = 512
 _SEP = "\x1f"  # ASCII unit separator, between the packed fields of one receipt
-_GROUP_KEY = attrgetter("is_final", "event", "error", "ts_ms")  # a receipt's group in an apply call
-_MESSAGE_ID = attrgetter("message_id")
-_EVENT = attrgetter("event")
-_BULK_STRING = b"$%d\r\n%b\r\n"  # RESP, of (length, octets)
 
 
 class ReceiptRecord(msgspec.Struct, frozen=True, gc=False):
@@ -871,7 +865,7 @@ class ReceiptStore:
         arguments), then ``tail``, in RESP (see `_run_packed`); ``steps``: the two-step
         script's."""
         resp = self._head_resp(head)
-        body = b"".join(map(_BULK_STRING.__mod__, zip(map(len, tail), tail, strict=True)))
+        body = b"".join([b"$%d\r\n%b\r\n" % (len(p), p) for p in tail])
         if token is None:
             token = hashlib.sha1(resp + body).hexdigest()
         nprefix, prefix = self._steps_prefix if steps else self._call_prefix
@@ -915,15 +909,14 @@ class ReceiptStore:
         # Receipts sharing (final, event, error, ts) travel as one group, then
         # only their ids: the script parses nothing per receipt, and a batch
         # received within a few ms makes few groups.
-        # (in order of first appearance; runs of equal keys, as on_claimed appends
-        # them, taken by groupby in C, so no Python step per receipt)
         groups: dict[tuple[bool, str, str, int], list[ReceiptRecord]] = {}
-        for key, run in groupby(chunk, _GROUP_KEY):
+        for r in chunk:
+            key = (r.is_final, r.event, r.error, r.ts_ms)
             group = groups.get(key)
             if group is None:
-                groups[key] = list(run)
+                groups[key] = [r]
             else:
-                group.extend(run)
+                group.append(r)
         # everything before the token (the last named argument: _run_packed adds it)
         base = self._apply_args()[0] if mode == "apply" else self._args(mode)  # (apply's: built once)
         head = base + APPLY_ARGS.build(
@@ -935,7 +928,7 @@ class ReceiptStore:
         for (final, event, error, ts_ms), group in groups.items():
             tail += GROUP.build(
                 final=b"1" if final else b"0", event=event.encode(), error=error.encode(), ts=b"%d" % ts_ms,
-                count=b"%d" % len(group), ids=list(map(str.encode, map(_MESSAGE_ID, group))),
+                count=b"%d" % len(group), ids=[r.message_id.encode() for r in group],
             )
             ordered += group
         return head, tail, ordered
@@ -951,10 +944,7 @@ class ReceiptStore:
             # every receipt applied on the fast path (the usual batch): in bulk
             result.applied += len(statuses)
             result.fast_job_ids += fast[0::2]
-            # (``ordered`` is the call's groups one after the other: a run per event)
-            events = result.fast_events
-            for event, run in groupby(map(_EVENT, ordered)):
-                events += [_FINAL_STATE.get(event, "unknown")] * len(list(run))
+            result.fast_events += [_FINAL_STATE.get(r.event, "unknown") for r in ordered]
             result.fast_submitted_ms += _submitted_ms(fast[1::2])
         elif compact and len(fast) == 2 * nf and len(ordered) == len(statuses):
             self._sort_compact(ordered, statuses, fast, result)

@@ -1,5 +1,7 @@
-"""An apply call's arguments (`ReceiptStore._pack`, `_packed`) against the per-receipt
-way they were built before the grouping went by runs (no Redis: packing only)."""
+"""An apply call's arguments (`ReceiptStore._pack`, `_packed`) and its fast-path events
+against a plain spelling of the rules: groups in order of first appearance, the token
+over the call's RESP (no Redis: packing only). Kept for whoever speeds these up next
+(a groupby/map version was tried and cost more: bench/RESULTS.md, "rcpt")."""
 
 from __future__ import annotations
 
