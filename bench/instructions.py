@@ -16,6 +16,7 @@ two versions of the same code, and timed runs for the absolute figure.)
     python -m bench.instructions redaction [--python PY --tree DIR]
     python -m bench.instructions engine [--python PY --tree DIR] [--hooks pkg.mod:Class] [--shards N [--spread]] [--marketing]   # needs REDIS_URL
     python -m bench.instructions receipt-hooks [--python PY --tree DIR]   # the receipt side of a custom hook, alone
+    python -m bench.instructions receipt-path [--python PY --tree DIR]   # deliver_sm bytes in to deliver_sm_resp out; REDIS_URL
     python -m bench.instructions archiver [--pattern paired|split] [--python PY --tree DIR]   # REDIS_URL, PostgreSQL
     python -m bench.instructions path [--python PY --tree DIR] [--small N --large N] [--shards N] [--keep DIR]
     python -m bench.instructions functions SMALL LARGE --per N   # by C function: path --keep's files
@@ -43,6 +44,12 @@ in batches of 500 single-part jobs with receipts, against the Redis at
 each run at two lengths; the differences of the stages' slopes. ``--tree`` and
 ``--python`` run it on another checkout (an older commit, with its venv);
 ``--hooks`` configures ``[privacy] hooks`` (e.g. ``bench.trivial_hook:Trivial``).
+``receipt-path``: the engine's Python per receipt on its whole way, no sockets: batches
+of 500 single-part jobs recorded (``Pipeline._record``) in both runs, then, with RUN, their
+receipts in the common layout as one read of a bound ``SmppBind``'s ``SmppProtocol``
+(framer, session with ``scan_receipt`` claiming them, ``handle_events``, the pool, the
+sink's ``on_claimed``), the sink's flush (its correlate call on the Redis at ``REDIS_URL``,
+publish) and the deliver_sm_resp written; 1,000 vs 3,000 jobs, with minus without.
 ``receipt-hooks``: the engine's Python per receipt event with a custom hook, alone (no
 Redis): a staged value of 500 fast-path finals parsed (``dlr.store.parse_staged``), made
 the hooks' ``ReceiptEvent``s and run through the chain with ``bench.trivial_hook:Trivial``
@@ -447,6 +454,136 @@ def engine_instructions(tree: Path = _ROOT, python: str = sys.executable, small:
                 counts.append(_total(out))
             slopes.append((counts[1] - counts[0]) / (large - small))
     return {"build": slopes[0], "record": slopes[1] - slopes[0], "receipt": slopes[2] - slopes[1]}
+
+
+_RECEIPT_PATH = """
+import asyncio, gc, os, struct, time
+import redis as sync_redis
+from redis.asyncio import Redis
+from connectors.config import BindConfig
+from connectors.pdu import BindTransceiver
+from connectors.pool import BindPool
+from connectors.session import ESME, Session
+from connectors.simulator import _HEAD_TAIL
+from connectors.transport import SmppBind, SmppProtocol
+from dlr.receipt_scan import scan_receipt
+from engine.config import settings_from_mapping
+from engine.metrics import Metrics
+from engine.pipeline import Pipeline, _Batch, _InFlightJob
+from engine.job import parse_job
+from engine.receipt_sink import ReceiptSink
+
+PREFIX = "rpath%d" % os.getpid()
+B = 500
+settings = settings_from_mapping({
+    "redis": {"url": REDIS_URL, "prefix": PREFIX},
+    "carriers": [{"name": "c1", "routes": [""]}],
+}, env={})
+
+class Transport:  # the socket: what is written is counted
+    def __init__(self): self.out = 0
+    def write(self, data): self.out += len(data)
+    def is_closing(self): return False
+    def get_extra_info(self, name): return None
+
+class Handler:  # engine.app._PoolHandler's routing to the sink
+    def __init__(self, sink):
+        self.sink = sink
+    def on_deliver(self, bind, pdu): self.sink.on_deliver("c1", bind, pdu)
+    def on_claimed(self, bind, items): self.sink.on_claimed("c1", bind, items)
+    def on_submit_resp(self, *a): pass
+    def on_submit_lost(self, *a): pass
+    def on_bind_state(self, name, up): pass
+
+DATE = b"2612061900"
+HEAD = b"\\0\\x01\\x01447700900123\\0\\x05\\x00SENDGATE\\0" + _HEAD_TAIL
+TEXT = b" stat:DELIVRD err:000 text:Hello world, this i"
+
+def receipt(seq, mid):
+    sm = b"id:" + mid + b" sub:001 dlvrd:001 submit date:" + DATE + b" done date:" + DATE + TEXT
+    body = (HEAD + bytes((len(sm),)) + sm + struct.pack(">HH", 0x1E, len(mid) + 1) + mid + b"\\0"
+            + struct.pack(">HHB", 0x0427, 1, 2))
+    return struct.pack(">IIII", 16 + len(body), 0x00000005, 0, seq) + body
+
+async def main():
+    loop = asyncio.get_running_loop()
+    r = Redis.from_url(REDIS_URL)
+    sr = sync_redis.Redis.from_url(REDIS_URL)
+    metrics = Metrics()
+    p = Pipeline(settings, r, {}, metrics)
+    sink = ReceiptSink(settings, r, metrics)
+    sink.barrier = None
+    await p.ensure_groups()
+    stream = p.keys.jobs
+    cfg = BindConfig(name="c1", port=1, system_id="e", password="p", window=10)
+    pool = BindPool(cfg, Handler(sink), claim_deliver=scan_receipt)
+    bind = SmppBind(cfg, pool, claim_deliver=scan_receipt)
+    session = Session(ESME, 10, 30.0, 0.0, claim_deliver=scan_receipt, submit_runs=True)
+    session.send(BindTransceiver(system_id="e", password="p"), 0.0)
+    session.receive_data(struct.pack(">IIII", 18, 0x80000009, 0, 1) + b"e\\0")
+    assert session.is_bound()
+    proto = SmppProtocol(session, bind)
+    transport = Transport()
+    proto.connection_made(transport)
+    bind.session, bind.protocol, bind.up = session, proto, True
+    extra = ()
+    from engine.pipeline import _NORMAL_LANE
+    k = next(iter(p._classes["c1"][_NORMAL_LANE].values()))
+    extra = (k, k.lane)
+    n = 0
+    seq = 0x40000000
+    for _ in range(N // B):
+        pipe = sr.pipeline(transaction=False)
+        for i in range(B):
+            pipe.xadd(stream, {"id": "job-%d" % (n + i), "to": "+45%08d" % (10000000 + n + i),
+                               "text": "Hello world, this is message %d" % i, "dlr": "1"})
+        pipe.execute()
+        read = sr.xreadgroup(p.group, "c", {stream: ">"}, count=B)
+        now = time.time()
+        jobs = []
+        for stream_name, raw in read:
+            batch = _Batch(stream_name.decode())
+            for eid, fields in raw:
+                job = parse_job(fields, now, allow_private_callbacks=False)
+                ij = _InFlightJob(batch, eid.decode(), fields, job, "c1", p._segment(job, "c1"), *extra)
+                ij.message_ids = ["%x" % (0x1000000000 + n)]
+                ij.expect = 1
+                n += 1
+                jobs.append(ij)
+        for ij in jobs:
+            if not ij.to_hash:
+                ij.to_hash = p._hash_to(ij.job.to)
+        await p._record(stream, jobs, [])
+        data = b"".join([receipt(seq + i, ij.message_ids[0].encode()) for i, ij in enumerate(jobs)])
+        seq += B
+        if RUN:
+            before = transport.out
+            proto.data_received(data)  # the bind's session: claimed, to the sink
+            await sink._flush()  # correlate, publish, answer
+            await asyncio.sleep(0)  # the protocol's write
+            assert transport.out - before == 17 * B, transport.out - before
+            assert not sink.unmatched["c1"].has_work(), "receipts not matched"
+    for key in sr.scan_iter(match=PREFIX + ":*", count=1000):
+        sr.delete(key)
+    await r.aclose()
+
+gc.set_threshold(50_000, *gc.get_threshold()[1:])  # as the engine runs
+try:
+    import uvloop
+    uvloop.run(main())
+except ImportError:
+    asyncio.run(main())
+"""
+
+
+def receipt_path_instructions(tree: Path = _ROOT, python: str = sys.executable, small: int = 1000,
+                              large: int = 3000, redis_url: str = "") -> float:
+    """Engine instructions per receipt from its deliver_sm's bytes to its deliver_sm_resp's
+    (see ``receipt-path`` above): runs with and without the receipts, the difference of slopes."""
+    url = redis_url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    with_r = python_instructions(_RECEIPT_PATH, small, large, cwd=tree, python=python, REDIS_URL=url, RUN=True)
+    without = python_instructions(_RECEIPT_PATH, small, large, cwd=tree, python=python, REDIS_URL=url, RUN=False)
+    return with_r - without
 
 
 _ARCHIVER = """
@@ -966,6 +1103,10 @@ def main(argv: list[str] | None = None) -> int:
     en.add_argument("--marketing", action="store_true", help="every job kind=marketing")
     en.add_argument("--spread", action="store_true",
                     help="with --shards N: each job on its own shard's lane, recorded and its receipt applied per shard")
+    rp = sub.add_parser("receipt-path", help="engine (Python) instructions per receipt, deliver_sm bytes in to"
+                        " deliver_sm_resp bytes out (REDIS_URL)")
+    rp.add_argument("--tree", type=Path, default=_ROOT, help="checkout to measure (default: this one)")
+    rp.add_argument("--python", default=sys.executable, help="its interpreter (its venv's python)")
     rh = sub.add_parser("receipt-hooks", help="engine (Python) instructions per receipt event through a custom hook, alone")
     rh.add_argument("--tree", type=Path, default=_ROOT, help="checkout to measure (default: this one)")
     rh.add_argument("--python", default=sys.executable, help="its interpreter (its venv's python)")
@@ -1026,6 +1167,10 @@ def main(argv: list[str] | None = None) -> int:
                                 spread=a.spread)
         print(f"engine: {e['record']:,.0f} instructions per job recorded, {e['receipt']:,.0f} per receipt"
               f" ({e['build']:,.0f} per job read, decoded and segmented by the harness)")
+    elif a.what == "receipt-path":
+        per = receipt_path_instructions(a.tree, a.python)
+        print(f"receipt path: {per:,.0f} instructions per receipt (deliver_sm read by the bind's session, the sink,"
+              " its correlate call, deliver_sm_resp written)")
     elif a.what == "receipt-hooks":
         per = receipt_hooks_instructions(a.tree, a.python)
         print(f"receipt events through a custom hook: {per:,.0f} instructions per event (parsed, made the hooks'"

@@ -47,6 +47,7 @@ import socket
 import ssl
 from collections import deque
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any, Final, Protocol, cast
 
 # The one lower-layer import of connectors (pyproject.toml, contract "layers"):
@@ -88,6 +89,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("sendgate.connectors.transport")
+
+_FIRST = itemgetter(0)  # the sequence number of a claimed (sequence_number, value)
 
 C = CommandId
 _BIND_PDU: Final[dict[str, Any]] = {
@@ -437,11 +440,17 @@ class SmppBind:
         for command_id, seqs in ((DeliverSmResp.command_id, deliver), (DataSmResp.command_id, data)):
             if not seqs:
                 continue
-            due: list[int] = []
-            for seq in seqs:
-                if seq in awaiting:
-                    awaiting.remove(seq)
-                    due.append(seq)
+            if awaiting.issuperset(seqs):  # the usual case: all of them, in C
+                before = len(awaiting)
+                awaiting.difference_update(seqs)
+                # (a number twice in seqs is answered once, as by the loop below)
+                due = seqs if before - len(awaiting) == len(seqs) else list(dict.fromkeys(seqs))
+            else:
+                due = []
+                for seq in seqs:
+                    if seq in awaiting:
+                        awaiting.remove(seq)
+                        due.append(seq)
             if len(due) != len(seqs):
                 log.debug("bind %s: %d deliver_sm answered already or stale: dropped", self.name, len(seqs) - len(due))
             if due:
@@ -701,7 +710,7 @@ class SmppBind:
                     close = True
             elif kind is ClaimedDelivers:
                 items = event.items
-                self._awaiting.update([seq for seq, _ in items])
+                self._awaiting.update(map(_FIRST, items))
                 listener.bind_claimed(self, items)
             elif kind is DeliverSm or kind is DataSm:
                 self._awaiting.add(event.sequence_number)

@@ -74,8 +74,12 @@ _RECEIPT: Final = re.compile(
     rb"(?:id:[0-9A-Za-z]{0,65} sub:[0-9]{3} dlvrd:[0-9]{3} submit date:[0-9]{10,12} done date:[0-9]{10,12}"
     rb" stat:[A-Z]{7} err:([0-9A-Za-z]{1,32}) [Tt][Ee][Xx][Tt]:)?"
     rb".*"  # the rest of short_message (not captured: a group here costs 0.2 µs)
-    rb"\x00\x1e\x00(.)([^\0]*)\0"  # receipted_message_id TLV: 4 length, 5 value, its NUL
-    rb"\x04\x27\x00\x01(.)\Z",  # message_state TLV: 6 value; the end of the body
+    rb"\x00\x1e\x00(.)"  # receipted_message_id TLV: 4 its length
+    # its value: 5 when it is already normalised (lower-case hex, no leading zero, at
+    # most MAX_ID_LEN octets: normalize_receipt_id returns it unchanged), else 6;
+    # either way all octets up to the NUL
+    rb"(?:([1-9a-f][0-9a-f]{0,99})|([^\0]*))\0"
+    rb"\x04\x27\x00\x01(.)\Z",  # message_state TLV: 7 value; the end of the body
     re.DOTALL,
 )
 
@@ -83,16 +87,25 @@ _RECEIPT: Final = re.compile(
 _ERROR: Final[dict[bytes, str]] = {}
 _ERROR_CACHE_MAX: Final = 1024
 
-# esm_class octet -> True for an intermediate notification, False for a
-# delivery receipt; other message types (mobile-originated, ...) are absent.
-_KIND: Final[dict[bytes, bool]] = {
-    bytes((esm,)): (esm & ESM_TYPE_MASK) == ESM_INTERMEDIATE_NOTIFICATION
+
+def _outcomes(intermediate: bool) -> dict[bytes, tuple[str, bool]]:
+    """message_state octet -> ``(event, is_final)`` for a receipt of that kind; states
+    without an event are absent."""
+    return {
+        bytes((state,)): (event, not (intermediate or event in INTERMEDIATE_EVENTS))
+        for state, event in EVENT_BY_MESSAGE_STATE.items()
+    }
+
+
+# esm_class octet -> its message_state table: a delivery receipt's or an intermediate
+# notification's; other message types (mobile-originated, ...) are absent.
+_RECEIPT_OUTCOMES: Final = _outcomes(False)
+_INTERMEDIATE_OUTCOMES: Final = _outcomes(True)
+_OUTCOMES: Final[dict[bytes, dict[bytes, tuple[str, bool]]]] = {
+    bytes((esm,)): _INTERMEDIATE_OUTCOMES if (esm & ESM_TYPE_MASK) == ESM_INTERMEDIATE_NOTIFICATION else _RECEIPT_OUTCOMES
     for esm in range(256)
     if (esm & ESM_TYPE_MASK) in (ESM_DELIVERY_RECEIPT, ESM_INTERMEDIATE_NOTIFICATION)
 }
-# message_state octet -> event; states without an event are absent.
-_EVENT: Final[dict[bytes, str]] = {bytes((state,)): event for state, event in EVENT_BY_MESSAGE_STATE.items()}
-_INTERMEDIATE: Final = INTERMEDIATE_EVENTS
 
 
 def scan_receipt(body: bytes) -> ScannedReceipt | None:
@@ -101,20 +114,26 @@ def scan_receipt(body: bytes) -> ScannedReceipt | None:
     m = _RECEIPT.match(body)
     if m is None:
         return None
-    esm, sm_length, value, id_length, raw_id, state = m.groups()
-    intermediate = _KIND.get(esm)
-    event = _EVENT.get(state)
-    if intermediate is None or event is None:
+    esm, sm_length, value, id_length, plain_id, raw_id, state = m.groups()
+    outcomes = _OUTCOMES.get(esm)
+    if outcomes is None:
         return None
-    sm_start = m.end(2)
-    sm_end = m.start(4) - 3  # where the TLVs start
-    if sm_start + sm_length[0] != sm_end or id_length[0] != len(raw_id) + 1:
-        return None  # short_message does not end where the TLVs start
-    message_id = raw_id.decode("latin-1").strip(" \t\r\n")  # (no NUL in it)
-    if not message_id or len(message_id) > MAX_ID_LEN:
+    outcome = outcomes.get(state)
+    if outcome is None:
         return None
-    if HEX_DIGITS.issuperset(message_id):  # normalize_receipt_id, inline
-        message_id = message_id.lower().lstrip("0") or "0"
+    raw = plain_id if plain_id is not None else raw_id
+    n = len(raw)
+    # short_message ends where the TLVs start (10 octets of them besides the id's)
+    if m.end(2) + sm_length[0] + 10 + n != len(body) or id_length[0] != n + 1:
+        return None
+    if plain_id is not None:
+        message_id = plain_id.decode("latin-1")  # normalised already
+    else:
+        message_id = raw_id.decode("latin-1").strip(" \t\r\n")  # (no NUL in it)
+        if not message_id or len(message_id) > MAX_ID_LEN:
+            return None
+        if HEX_DIGITS.issuperset(message_id):  # normalize_receipt_id, inline
+            message_id = message_id.lower().lstrip("0") or "0"
     if value is not None:
         error = _ERROR.get(value)
         if error is None:
@@ -122,10 +141,8 @@ def scan_receipt(body: bytes) -> ScannedReceipt | None:
             if len(_ERROR) < _ERROR_CACHE_MAX:
                 _ERROR[value] = error
     else:
+        sm_start = m.end(2)
+        sm_end = sm_start + sm_length[0]
         error = error_field(find_err(body[sm_start:sm_end]) if sm_end > sm_start else "")
-    return (
-        message_id,
-        event,
-        not (intermediate or event in _INTERMEDIATE),
-        error,
-    )
+    event, is_final = outcome
+    return (message_id, event, is_final, error)

@@ -20,6 +20,7 @@ from connectors.pdu import (
     BindTransmitter,
     BindTransmitterResp,
     DataSm,
+    DataSmResp,
     DeliverSm,
     DeliverSmResp,
     GenericNack,
@@ -478,6 +479,26 @@ def test_batched_empty_responses_match_the_codec() -> None:
     pair.esme.connection_lost()
     with pytest.raises(LocalProtocolError):
         pair.esme.send_empty_responses(C.DELIVER_SM_RESP, 0, seqs)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    seqs=st.lists(st.integers(0, 0xFFFFFFFF), max_size=40),
+    status=st.sampled_from([0, 0x45, 0x58, 0xFFFFFFFF]),
+    data_sm=st.booleans(),
+)
+def test_empty_responses_in_bulk_are_the_codecs_bytes(seqs: list[int], status: int, data_sm: bool) -> None:
+    """From _BULK_MIN responses on the sequence numbers are written into copies of one
+    response: the same octets as one pack per response (the codec's, for status 0)."""
+    pair = bound_pair()
+    cid = C.DATA_SM_RESP if data_sm else C.DELIVER_SM_RESP
+    kind = DataSmResp if data_sm else DeliverSmResp
+    # (one pack per response: the method before the bulk path)
+    expected = b"".join(HEADER.pack(17, cid, status, s) + b"\0" for s in seqs)
+    if status == 0:  # (the codec writes an error response without its body)
+        assert expected == b"".join(encode(kind(sequence_number=s, message_id="")) for s in seqs)
+    assert pair.esme.send_empty_responses(cid, status, seqs) == expected
+    assert pair.esme.send_empty_responses(cid, status, iter(seqs)) == expected  # any iterable
 
 
 @settings(max_examples=200, deadline=None)

@@ -374,3 +374,42 @@ async def test_reconnects_are_counted_by_cause(sim: Simulator, caplog: pytest.Lo
     failed = [r for r in caplog.records if getattr(r, "event", "") == "bind_failed"]
     assert failed and {r.cause for r in failed} == {"refused"}  # type: ignore[attr-defined]
     assert set(refused.reconnects) <= set(RECONNECT_CAUSES)
+
+
+class _Writes:  # a bind's protocol without a socket: what it is given to write
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.out.append(data)
+
+
+async def test_respond_sequences_answers_each_awaited_deliver_sm_once() -> None:
+    """All awaited (the bulk path), a number twice, stale and answered ones: each
+    awaited deliver_sm gets exactly one deliver_sm_resp, in the order given."""
+    import struct
+
+    from connectors.pdu import BindTransceiver, BindTransceiverResp
+    from tests.connectors.helpers import SessionPair
+
+    pair = SessionPair(10, 30.0, 0)
+    pair.bind(BindTransceiver(system_id="esme", password="pw"), BindTransceiverResp)
+    bind = SmppBind(cfg(1), Listener())
+    writes = _Writes()
+    bind.session, bind.protocol = pair.esme, writes  # type: ignore[assignment]
+
+    def answered() -> list[int]:
+        data = b"".join(writes.out)
+        writes.out.clear()
+        return [struct.unpack_from(">I", data, k + 12)[0] for k in range(0, len(data), 17)]
+
+    bind._awaiting.update(range(1, 21))
+    bind.respond_sequences(list(range(1, 11)), [])
+    assert answered() == list(range(1, 11))
+    bind.respond_sequences([12, 11, 12, 13], [])  # 12 twice: answered once
+    assert answered() == [12, 11, 13]
+    bind.respond_sequences([14, 99, 11, 15], [])  # 99 never came, 11 answered already
+    assert answered() == [14, 15]
+    bind.respond_sequences([16, 16], [])
+    assert answered() == [16]
+    assert bind._awaiting == set(range(17, 21))

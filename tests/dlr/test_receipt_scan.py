@@ -297,3 +297,24 @@ def test_near_canonical_ids_and_errors_read_alike(rid: str, err: str) -> None:
     line = _TEXT.replace(b"{id}", rid.encode("latin-1")).replace(b"err:000", f"err:{err}".encode())
     body = body_of(receipt_pdu(short_message=line, message_state=5))
     assert scan_receipt(body) == general_path(body)
+
+
+@pytest.mark.parametrize(
+    ("rid", "plain"),
+    [("1a2b", True), ("9", True), ("f" * 100, True), ("f" * 101, False), ("0a", False), ("1A", False),
+     ("0", False), ("000", False), (" 1a", False), ("1a ", False), ("1g", False), ("x-1", False)],
+)
+def test_normalised_ids_take_the_plain_group(rid: str, plain: bool) -> None:
+    """An id that is already normalised (lower-case hex, no leading zero, at most
+    MAX_ID_LEN) is read by the plain group without normalising; any other id by the
+    general group and normalised: both give the general path's answer."""
+    from dlr.receipt_scan import _RECEIPT
+
+    body = with_tlvs(receipt_pdu(receipted_message_id=None, message_state=None), rid.encode(), 2)
+    m = _RECEIPT.match(body)
+    assert m is not None
+    assert (m.group(5) is not None) is plain and (m.group(6) is None) is plain
+    if len(rid) > 100:  # over MAX_ID_LEN: left to the general path
+        assert scan_receipt(body) is None
+    else:
+        assert scan_receipt(body) == general_path(body) != "invalid"
