@@ -75,6 +75,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from engine.backlog import unread_estimate
 from engine.history.raw_reader import RawReader
 from engine.history.record import deltas_from_entries
 from engine.history.store import HistoryStore, HistoryUnavailable
@@ -624,13 +625,7 @@ class Archiver:
         length = int(await self.redis.xlen(stream))
         first: Any = await self.redis.xrange(stream, "-", "+", count=1)
         last: Any = await self.redis.xrevrange(stream, "+", "-", count=1)
-        if not first or not last:
-            return n
-        t_first, t_last = _id_ms(first[0][0]), _id_ms(last[0][0])
-        t_pos = _id_ms(position)
-        if t_last <= t_first or t_pos < t_first:
-            return max(n, length)  # no spread in time, or all of it after the position
-        return max(n, min(length, round(length * (t_last - t_pos) / (t_last - t_first))))
+        return unread_estimate(n, length, first[0][0] if first else None, last[0][0] if last else None, position)
 
     async def lag(self) -> ArchiveLag:
         """Events not in the store yet, over all streams; updates the gauges."""
@@ -668,10 +663,6 @@ _entry_id = itemgetter(0)  # an entry's id, in C (map over a batch's entries)
 #: Entries after the group's position that `Archiver.lag` counts when Redis does not
 #: say; beyond, an estimate.
 _LAG_COUNT = 2000
-
-
-def _id_ms(entry_id: Any) -> int:
-    return int(_text(entry_id).partition("-")[0] or 0)
 
 
 def pack_xack(stream: str, group: str, ids: list[Any]) -> bytes:
