@@ -18,11 +18,14 @@
 --                                    message_ids, callback, submitted_ms, dlr_ids (optional),
 --                                    expect (optional: receipts awaited when fewer than parts);
 --                                    its TTL drops to the grace (A_GRACE) with its final event
---   P:dlr:dup:<n>                    set: "<carrier>US<id>" of the entries retired (a part's
---                                    final receipt came) during the n-th span of window/10
---                                    of Redis time; a receipt without entry whose token is
---                                    in a span of the last window is a duplicate (SMSCs
---                                    resend a deliver_sm whose resp they missed)
+--   P:dlr:dup:<carrier>:<n>          set: the normalised ids of the carrier's entries retired
+--                                    (a part's final receipt came) during the n-th span of
+--                                    window/10 of Redis time; a receipt without entry whose
+--                                    id is in a span of the last window is a duplicate (SMSCs
+--                                    resend a deliver_sm whose resp they missed). (Layout 6;
+--                                    layout 5's P:dlr:dup:<n> held "<carrier>US<id>" of every
+--                                    carrier: still read for the receipts found in no new
+--                                    span while such a set lives, see "legacy" below)
 --   P:events                         stream of status events
 --
 -- Positions are named: the loader (dlr/store.py) prepends the generated header
@@ -59,8 +62,9 @@
 --   field, value, ... } with the exact fields written to P:events (or only id, event
 --   and carrier when the job has no callback).
 -- "expire": ARGV[EX_NOW] now_ms, EX_LIMIT limit
---           (entries per call), EX_WINDOW duplicate window ms (the spans past it are
---           UNLINKed here: freed off the main thread, before their TTL would free them)
+--           (entries per call), EX_WINDOW duplicate window ms (layout 5's spans past it
+--           are UNLINKed here: freed off the main thread, before their TTL would free
+--           them; a carrier's layout-6 spans are, by its apply calls)
 --   returns { more ("1": due buckets are left, call again; "0": none), event... } (final
 --   events only).
 --
@@ -300,8 +304,10 @@ local function dup_span(window)
     return math.max(1, math.ceil(window / 10)), tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function dup_key(dup_prefix, n)
-    return dup_prefix .. string.format('%d', n)
+-- A span's set: `base` .. n, base = "P:dlr:dup:<carrier>:" (layout 6), or "P:dlr:dup:"
+-- for layout 5's sets of every carrier (read and unlinked, never written now)
+local function dup_key(base, n)
+    return base .. string.format('%d', n)
 end
 
 -- Locals for the globals the loops below read per receipt (a global is a table lookup).
@@ -336,16 +342,16 @@ if mode == 'apply' then
         end
     end
     local bucket_prefix = buckets_prefix .. carrier .. ':'
-    local token_prefix = carrier .. '\31'  -- a duplicate span's member: carrier US id
+    local dup_base = dup_prefix .. carrier .. ':'  -- the carrier's span sets: dup_base .. n
     -- Hot loop: locals for library functions, counters instead of '#' (a search in Lua 5.1).
     local sub, byte, find = string.sub, string.byte, string.find
     local statuses, fast = {}, out[2]
     local ns, nf = 0, 0
     local buckets, nb = nil, 0      -- the carrier's live buckets, newest first (read once)
-    local gone, ng = {}, 0          -- dup tokens of retired entries (one SADD per call)
+    local gone, ng = {}, 0          -- ids of retired entries (one SADD per call)
     local drop = {}                 -- per bucket: ids whose entry goes (one HDEL per bucket)
     local finished = {}             -- ids whose final receipt this call applied
-    local miss_at, miss_key, nm = {}, {}, 0  -- statuses index and dup token of each receipt without entry
+    local miss_at, miss_key, nm = {}, {}, 0  -- statuses index and id of each receipt without entry
     -- A part's final receipt retires its entry: deleted from its bucket, and its
     -- token kept in the current span's set for the duplicate window.
     local ndrop = {}                -- per bucket: how many ids in drop[b]
@@ -358,7 +364,7 @@ if mode == 'apply' then
         local k = ndrop[b] + 1
         d[k], ndrop[b] = id, k
         ng = ng + 1
-        gone[ng] = token_prefix .. id
+        gone[ng] = id
     end
     -- The entries of ids ARGV[id0+1 .. id0+m]: vals[i] (false or nil when none) and
     -- the bucket (its index in `buckets`) it was found in, at[i] (nil: the first).
@@ -431,7 +437,7 @@ if mode == 'apply' then
             if not v then
                 status = 'u'
                 nm = nm + 1
-                miss_at[nm], miss_key[nm] = ns + 1, token_prefix .. id
+                miss_at[nm], miss_key[nm] = ns + 1, id
             elseif finished[id] then
                 status = 'd'
             elseif byte(v, 1) == 61 then
@@ -468,7 +474,7 @@ if mode == 'apply' then
                     local k = ndrop[b] + 1
                     d[k], ndrop[b] = id, k
                     ng = ng + 1
-                    gone[ng] = token_prefix .. id
+                    gone[ng] = id
                     fast[nf + 1] = job_id
                     fast[nf + 2] = submitted
                     nf = nf + 2
@@ -539,30 +545,68 @@ if mode == 'apply' then
     if window > 0 and (nm > 0 or ng > 0) then
         local span, now = dup_span(window)
         local last = math.floor(now / span)
-        -- A receipt without entry whose key was retired within the window is a
+        local oldest = math.floor((now - window) / span)
+        -- A receipt without entry whose id was retired within the window is a
         -- resent one (retired by an earlier call: this call's repeats are `finished`).
-        for n = last, math.floor((now - window) / span), -1 do
-            if nm == 0 then
-                break
-            end
-            local seen = call('SMISMEMBER', dup_key(dup_prefix, n), unpack(miss_key, 1, nm))
+        -- A span's members are plain ids (no string made per receipt): the set is the
+        -- carrier's.
+        -- (keys: the ids still missing, or their layout-5 tokens with the ids in `other`;
+        -- both compacted to the receipts still not found)
+        local function seen_in(key, keys, other)
+            local seen = call('SMISMEMBER', key, unpack(keys, 1, nm))
             local kept = 0
             for j = 1, nm do
                 if seen[j] == 1 then
                     statuses[miss_at[j]] = 'd'
                 else
                     kept = kept + 1
-                    miss_at[kept], miss_key[kept] = miss_at[j], miss_key[j]
+                    if kept ~= j then
+                        miss_at[kept], keys[kept] = miss_at[j], keys[j]
+                        if other then
+                            other[kept] = other[j]
+                        end
+                    end
                 end
             end
             nm = kept
         end
+        for n = last, oldest, -1 do
+            if nm == 0 then
+                break
+            end
+            seen_in(dup_key(dup_base, n), miss_key, nil)
+        end
+        if nm > 0 then
+            -- legacy: layout 5's spans ("P:dlr:dup:<n>", every carrier's "<carrier>US<id>")
+            -- live a window and three spans after the last layout-5 call; while one of
+            -- the window does, the ids still missing are looked up there too (one
+            -- EXISTS per call with such receipts once they are gone)
+            local names = {}
+            for n = last, oldest, -1 do
+                names[#names + 1] = dup_key(dup_prefix, n)
+            end
+            if call('EXISTS', unpack(names)) > 0 then
+                local tokens = {}
+                for j = 1, nm do
+                    tokens[j] = carrier .. '\31' .. miss_key[j]
+                end
+                for n = last, oldest, -1 do
+                    if nm == 0 then
+                        break
+                    end
+                    seen_in(dup_key(dup_prefix, n), tokens, miss_key)
+                end
+            end
+        end
         if ng > 0 then
-            local set = dup_key(dup_prefix, last)
+            local set = dup_key(dup_base, last)
             each_slice('SADD', set, gone)
-            -- needed until the span's end + window; the sweep UNLINKs it a span after
-            -- that (expire mode), so its TTL frees it only when no sweep ran
+            -- needed until the span's end + window; this carrier's spans past that are
+            -- UNLINKed (freed off the main thread) a span before their TTL would free
+            -- them, by the carrier's next call that retires an entry
             call('PEXPIREAT', set, string.format('%d', (last + 3) * span + window))
+            call('UNLINK', dup_key(dup_base, oldest - 2), dup_key(dup_base, oldest - 3),
+                 dup_key(dup_base, oldest - 4))
         end
     end
     for b, ids in pairs(drop) do
@@ -597,8 +641,9 @@ if mode == 'expire' then
     local limit = tonumber(ARGV[EX_LIMIT])
     local window = tonumber(ARGV[EX_WINDOW]) or 0
     if window > 0 then
-        -- duplicate spans past their use (span end + window) go here, UNLINKed (freed
-        -- off the main thread), one span before their TTL would free them on it
+        -- layout 5's duplicate spans (of every carrier) past their use (span end +
+        -- window) go here, UNLINKed (freed off the main thread), one span before their
+        -- TTL would free them on it (a carrier's own spans: its apply calls)
         local span, t = dup_span(window)
         local n = math.floor((t - window) / span) - 2
         call('UNLINK', dup_key(dup_prefix, n), dup_key(dup_prefix, n - 1))

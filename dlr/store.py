@@ -91,18 +91,34 @@ events only for the general path.
 
 Keys this module writes besides the job record and ``P:events``:
 
-* ``P:dlr:dup:<n>`` sets: a part's final receipt deletes its correlation
-  entry and puts its token, ``<carrier>US<normalised id>``, in the set of the
+* ``P:dlr:dup:<carrier>:<n>`` sets: a part's final receipt deletes its
+  correlation entry and puts its normalised id in the carrier's set of the
   current *span*, a tenth of ``duplicate_window_ms`` (default 10 min) of Redis
   time (``TIME``: one clock for every engine). A receipt without entry whose
-  token is in a span of the last window is counted as a duplicate (SMSCs
-  resend a deliver_sm whose resp they missed) instead of waiting and landing
-  as unmatched. One ``SADD`` per call instead of a tombstone per receipt,
-  and no key per receipt for Redis to expire. The sweep (``expire_overdue``) unlinks a
-  span once it ended a window and a span ago, so its memory is freed off
-  Redis's main thread; its TTL, a span later, frees it only when no sweep ran.
-  The sets hold carrier message ids: no job id and no personal data. Needs
-  Redis 6.2 (``SMISMEMBER``), as ``XAUTOCLAIM`` already does.
+  id is in one of the carrier's spans of the last window is counted as a
+  duplicate (SMSCs resend a deliver_sm whose resp they missed) instead of
+  waiting and landing as unmatched. One ``SADD`` per call instead of a
+  tombstone per receipt, and no key per receipt for Redis to expire; the
+  members are the receipts' own arguments, so the script makes no string per
+  receipt for them (layout 6: ~1k instructions per receipt less than layout
+  5's ``<carrier>US<id>`` tokens, bench/RESULTS.md "luacost2"). A carrier's
+  apply call that retires entries unlinks that carrier's spans that ended a
+  window and a span ago (three of them), so their memory is freed off Redis's
+  main thread; their TTL, a span later, frees them only when no such call
+  came. The sets hold carrier message ids: no job id and no personal data.
+  Needs Redis 6.2 (``SMISMEMBER``), as ``XAUTOCLAIM`` already does.
+
+  The upgrade from layout 5: its spans, ``P:dlr:dup:<n>`` with every
+  carrier's ``<carrier>US<id>``, are never written now but still read: a
+  receipt found in none of its carrier's spans is looked up there too while
+  one of the window's exists (one ``EXISTS`` of the window's names per call
+  with such receipts; the tokens are made only then), so a receipt resent
+  across the upgrade is still a duplicate. The sweep (``expire_overdue``)
+  unlinks them as before; they are gone a window and two spans after the
+  last layout-5 engine stopped. An engine of layout 5 still running beside
+  one of layout 6 does not read the new spans (a receipt retired by the new
+  engine and resent to the old one waits and is parked as unmatched: no
+  event twice, none lost): stop them first, as for any layout bump.
 * ``P:dlr:unmatched`` stream: receipts with no correlation entry after the
   caller's bounded wait (``park_unmatched``): ``carrier``, ``message_id``,
   ``event``, ``error``, ``ts``, ``reason``.
@@ -209,12 +225,14 @@ __all__ = [
 
 # correlate.lua's KEYS and ARGV, named once: the script gets these positions as
 # Lua constants (script_source) and Python builds its arguments with them.
-LAYOUT_VERSION = 5
-"""Of the layouts below; bump it on any change of one (1: the hand-numbered lists; 3: no
-events trim, the record grace, fast-form entries without job record; 4: the two-step
-modes ``apply:plan``/``apply:commit``/``expire:plan``/``expire:commit`` and COMMIT_ARGS;
-5: the stage modes ``apply:stage``/``expire:stage`` and STAGE_ARGS instead of the plan and
-commit modes and COMMIT_ARGS)."""
+LAYOUT_VERSION = 6
+"""Of the layouts below and of what the script stores; bump it on any change of one (1:
+the hand-numbered lists; 3: no events trim, the record grace, fast-form entries without
+job record; 4: the two-step modes ``apply:plan``/``apply:commit``/``expire:plan``/
+``expire:commit`` and COMMIT_ARGS; 5: the stage modes ``apply:stage``/``expire:stage`` and
+STAGE_ARGS instead of the plan and commit modes and COMMIT_ARGS; 6: the duplicate window's
+spans per carrier, ``P:dlr:dup:<carrier>:<n>`` holding plain normalised ids, instead of
+``P:dlr:dup:<n>`` holding ``<carrier>US<id>`` (those are still read while they live))."""
 KEYS_ = Positions("K", ("events", "due"))
 ARGS = Positions(
     "A", ("mode", "layout", "job_prefix", "bucket_prefix", "index_prefix", "dup_prefix", "call_prefix", "grace")

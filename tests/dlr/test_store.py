@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hs
 
 from dlr.aggregate import aggregate
 from dlr.ids import normalize_id
@@ -62,15 +65,15 @@ async def submit_job(
     await put_correlation(r, prefix, carrier, entries, end_ms, await redis_now_ms(r) + 3_600_000)
 
 
-async def dup_spans(r: Any, prefix: str, window: int = 600_000) -> dict[bytes, set[bytes]]:
-    """The duplicate-window span sets (``P:dlr:dup:<n>``) that can exist now, with their
-    members: found by name from Redis's clock (a SCAN of a shared Redis can take longer
-    than a short test window)."""
+async def dup_spans(r: Any, prefix: str, window: int = 600_000, carrier: str = "acme") -> dict[bytes, set[bytes]]:
+    """The carrier's duplicate-window span sets (``P:dlr:dup:<carrier>:<n>``) that can
+    exist now, with their members: found by name from Redis's clock (a SCAN of a shared
+    Redis can take longer than a short test window)."""
     span = -(-window // 10)
     now = await redis_now_ms(r)
     found = {}
     for n in range((now - window) // span - 3, now // span + 1):
-        key = Keys(prefix).dup_span(n).encode()
+        key = Keys(prefix).dup_span(carrier, n).encode()
         members = await r.smembers(key)
         if members:
             found[key] = members
@@ -78,13 +81,15 @@ async def dup_spans(r: Any, prefix: str, window: int = 600_000) -> dict[bytes, s
 
 
 async def assert_retired(r: Any, prefix: str, carrier: str, mid: str) -> None:
-    """The entry is gone and its token (carrier US id) is in a duplicate span that expires
-    within ~1.3 windows."""
+    """The entry is gone and its id is in one of the carrier's duplicate spans, which
+    expires within ~1.3 windows (correlate layout 6: the id itself, no carrier in it);
+    nothing is written in layout 5's spans of every carrier."""
     assert await get_entry(r, prefix, carrier, mid) is None
-    token = f"{carrier}\x1f{mid}".encode()
-    spans = [name for name, members in (await dup_spans(r, prefix)).items() if token in members]
+    spans = [name for name, members in (await dup_spans(r, prefix, carrier=carrier)).items() if mid.encode() in members]
     assert len(spans) == 1
     assert 600_000 < await r.pttl(spans[0]) <= 600_000 * 13 // 10
+    now = await redis_now_ms(r) // 60_000
+    assert not any([await r.exists(Keys(prefix).dup_span_legacy(n)) for n in range(now - 12, now + 1)])
 
 
 def rec(
@@ -718,8 +723,9 @@ async def test_duplicate_window_spans_then_unmatched(redis_client: Any, key_pref
 
 
 async def test_sweep_unlinks_spans_past_their_use(redis_client: Any, key_prefix: str) -> None:
-    """The sweep UNLINKs the spans that ended a window and a span ago (a span before their
-    TTL), and leaves the ones a duplicate check may still read."""
+    """The sweep UNLINKs layout 5's spans (``P:dlr:dup:<n>``, every carrier's, left by an
+    upgrade) that ended a window and a span ago (a span before their TTL), and leaves the
+    ones a duplicate check may still read."""
     window, span = 600_000, 60_000
     store = ReceiptStore(redis_client, key_prefix, duplicate_window_ms=window)
     while True:
@@ -734,6 +740,129 @@ async def test_sweep_unlinks_spans_past_their_use(redis_client: Any, key_prefix:
             await redis_client.delete(f"{key_prefix}:dlr:dup:{n}")
     left = [n for n in range(before - 4, before + 1) if await redis_client.exists(f"{key_prefix}:dlr:dup:{n}")]
     assert left == [before - 4, before - 1, before]  # -2 and -3 unlinked; -4 is the TTL's
+
+
+async def test_apply_unlinks_the_carriers_spans_past_their_use(redis_client: Any, key_prefix: str) -> None:
+    """Layout 6: a carrier's apply call that retires an entry UNLINKs that carrier's spans
+    that ended a window and a span ago (the three oldest past their use), and leaves the
+    ones a duplicate check may still read and every other carrier's."""
+    window, span = 600_000, 60_000
+    keys = Keys(key_prefix)
+    store = ReceiptStore(redis_client, key_prefix, duplicate_window_ms=window)
+    for attempt in range(3):
+        await record_submitted(redis_client, key_prefix, [(f"u{attempt}", [f"u{attempt}"], "", "")])
+        before = (await redis_now_ms(redis_client) - window) // span
+        for carrier in ("acme", "beta"):
+            for n in range(before - 5, before + 1):
+                await redis_client.sadd(keys.dup_span(carrier, n), f"x{n}")
+                await redis_client.expire(keys.dup_span(carrier, n), 3600)
+        assert (await store.apply("acme", [rec(f"u{attempt}")])).applied == 1
+        if (await redis_now_ms(redis_client) - window) // span == before:
+            break  # no span boundary crossed meanwhile: the figures below hold
+    span_range = range(before - 5, before + 1)
+    left = [n for n in span_range if await redis_client.exists(keys.dup_span("acme", n))]
+    assert left == [before - 5, before - 1, before]  # -2, -3 and -4 unlinked; -5 is the TTL's
+    assert [n for n in span_range if await redis_client.exists(keys.dup_span("beta", n))] == list(span_range)
+
+
+async def test_duplicate_window_is_per_carrier(redis_client: Any, key_prefix: str) -> None:
+    """The same message id from two carriers: one carrier's retired id is no duplicate of
+    the other's receipt (layout 5's tokens held the carrier; layout 6's sets are the
+    carrier's)."""
+    store = ReceiptStore(redis_client, key_prefix)
+    await record_submitted(redis_client, key_prefix, [("pc1", ["same1"], "", "")])
+    assert (await store.apply("acme", [rec("same1")])).applied == 1
+    other = await store.apply("beta", [rec("same1")])
+    assert (other.duplicates, other.unmatched) == (0, [rec("same1")])
+    again = await store.apply("acme", [rec("same1")])
+    assert (again.duplicates, again.unmatched) == (1, [])
+    # the span holds the plain id (no carrier, no separator), under the carrier's key
+    spans = await dup_spans(redis_client, key_prefix, carrier="acme")
+    assert list(spans.values()) == [{b"same1"}]
+    assert await dup_spans(redis_client, key_prefix, carrier="beta") == {}
+
+
+async def test_upgrade_from_layout_5_spans(redis_client: Any, key_prefix: str) -> None:
+    """Spans a layout-5 engine wrote (``P:dlr:dup:<n>``, ``<carrier>US<id>``) are still
+    read after the upgrade: a receipt resent across it is a duplicate, not unmatched (so
+    not parked, and no second event); a token of another carrier is not this one's; the
+    new retirements go to the carrier's own spans only."""
+    window, span = 600_000, 60_000
+    keys = Keys(key_prefix)
+    store = ReceiptStore(redis_client, key_prefix, duplicate_window_ms=window)
+    last = await redis_now_ms(redis_client) // span
+    # as a layout-5 engine left them: the current span and one 8 spans back
+    await redis_client.sadd(keys.dup_span_legacy(last), "acme\x1fold1", "beta\x1fold2")
+    await redis_client.sadd(keys.dup_span_legacy(last - 8), "acme\x1fold3")
+    for n in (last, last - 8):
+        await redis_client.pexpireat(keys.dup_span_legacy(n), (n + 3) * span + window)
+    await record_submitted(redis_client, key_prefix, [("up1", ["new1"], "", "")])
+    got = await store.apply("acme", [rec("old1"), rec("old2"), rec("new1"), rec("old3"), rec("none")])
+    assert (got.applied, got.duplicates, got.unmatched) == (1, 2, [rec("old2"), rec("none")])
+    assert await events(redis_client, key_prefix) == [
+        {"id": "up1", "ref": "", "event": "delivered", "carrier": "acme", "parts": "1", "message_ids": "new1",
+         "error": "", "ts": str(SUBMITTED_MS + 5000)}
+    ]
+    assert {m for ms in (await dup_spans(redis_client, key_prefix, carrier="acme")).values() for m in ms} == {b"new1"}
+    # a layout-5 span is never written now
+    assert await redis_client.smembers(keys.dup_span_legacy(last)) == {b"acme\x1fold1", b"beta\x1fold2"}
+    # both layouts in one call, and the new one alone
+    again = await store.apply("acme", [rec("new1"), rec("old3")])
+    assert (again.duplicates, again.unmatched) == (2, [])
+    beta = await store.apply("beta", [rec("old2"), rec("old1")])
+    assert (beta.duplicates, beta.unmatched) == (1, [rec("old1")])
+
+
+_WHERE = ("entry", "none", "span", "legacy", "other_span", "other_legacy")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(hs.lists(hs.tuples(hs.sampled_from(_WHERE), hs.integers(0, 9)), min_size=1, max_size=40),
+       hs.randoms(use_true_random=False))
+def test_duplicate_spans_of_both_layouts_property(
+    redis_url: str, key_prefix: str, placed: list[tuple[str, int]], rnd: Any
+) -> None:
+    """Receipts whose ids are anywhere in the window's spans (the carrier's, layout 5's,
+    another carrier's of either layout) or in a correlation entry, in any order, in one
+    call: duplicate exactly when the id is in a span of this carrier (either layout),
+    applied when it has an entry, else unmatched; the statuses stay with their receipts
+    whatever the lookups drop between spans."""
+    import redis.asyncio as aioredis
+
+    window, span = 600_000, 60_000
+    keys = Keys(key_prefix)
+    carrier, other = f"c{uuid.uuid4().hex[:8]}", f"o{uuid.uuid4().hex[:8]}"
+    ids = [(f"m{i}", where, back) for i, (where, back) in enumerate(placed)]
+    rnd.shuffle(ids)
+
+    async def run() -> None:
+        r = aioredis.Redis.from_url(redis_url)
+        try:
+            last = await redis_now_ms(r) // span
+            for mid, where, back in ids:
+                n = last - back
+                if where == "entry":
+                    await put_entry(r, key_prefix, carrier, mid, f"={SUBMITTED_MS}\x1f{mid}\x1fr\x1fjob-{mid}")
+                elif where == "span":
+                    await r.sadd(keys.dup_span(carrier, n), mid)
+                elif where == "legacy":
+                    await r.sadd(keys.dup_span_legacy(n), f"{carrier}\x1f{mid}")
+                elif where == "other_span":
+                    await r.sadd(keys.dup_span(other, n), mid)
+                elif where == "other_legacy":
+                    await r.sadd(keys.dup_span_legacy(n), f"{other}\x1f{mid}")
+                await r.expire(keys.dup_span(carrier, n), 3600)
+                await r.expire(keys.dup_span_legacy(n), 3600)
+            store = ReceiptStore(r, key_prefix, duplicate_window_ms=window)
+            result = await store.apply(carrier, [rec(mid) for mid, _w, _b in ids], compact=True)
+            assert result.fast_job_ids == [f"job-{mid}" for mid, where, _b in ids if where == "entry"]
+            assert result.duplicates == sum(where in ("span", "legacy") for _m, where, _b in ids)
+            assert result.unmatched == [rec(mid) for mid, where, _b in ids if where in ("none", "other_span",
+                                                                                       "other_legacy")]
+        finally:
+            await r.aclose()
+
+    asyncio.run(run())
 
 
 async def test_fast_path_with_unbounded_events_stream(redis_client: Any, key_prefix: str) -> None:

@@ -75,7 +75,7 @@ async def test_a_finished_job_leaves_only_its_idempotency_mark(redis_url: str, k
         # what else is there is per call or per window, not per job: the duplicate
         # window's spans (carrier message ids for 10 min), record-call tokens and kept
         # receipt replies for callbacks (2 min)
-        per_call = {"P:dlr:dup:<span>", "P:record:<token>", "P:dlr:call:<token>", "P:dlr:idx:<carrier>", "P:dlr:due"}
+        per_call = {"P:dlr:dup:<carrier>:<span>", "P:record:<token>", "P:dlr:call:<token>", "P:dlr:idx:<carrier>", "P:dlr:due"}
         # (park streams are per carrier and lane, like the lanes: empty, checked above)
         # (P:inbound: the inbound archiver's group, on a stream it creates empty; no message came in)
         # (and the shard's registry of park streams: a member per park stream, none per job)

@@ -98,7 +98,8 @@ def _samples(k: Keys) -> dict[str, str]:
         "park_client": k.park("acme", "bulk", "shop"),
         "correlation_bucket": k.correlation_bucket("acme", 1700),
         "correlation_index": k.correlation_index("acme"),
-        "dup_span": k.dup_span(42),
+        "dup_span": k.dup_span("acme", 42),
+        "dup_span_legacy": k.dup_span_legacy(42),
         "call_memo": k.call_memo("f" * 40),
         "tps": k.tps("acme"),
         "inbound_parts": k.inbound_parts("acme", "ab" * 16, "8.7.3"),
@@ -128,7 +129,8 @@ def test_shard_none_gives_todays_names() -> None:
         "park_client": "P:park:acme:bulk:shop",
         "correlation_bucket": "P:dlr:c:acme:1700",
         "correlation_index": "P:dlr:idx:acme",
-        "dup_span": "P:dlr:dup:42",
+        "dup_span": "P:dlr:dup:acme:42",
+        "dup_span_legacy": "P:dlr:dup:42",
         "call_memo": "P:dlr:call:" + "f" * 40,
         "tps": "P:tps:acme",
         "inbound_parts": "P:inbound:parts:acme:" + "ab" * 16 + ":8.7.3",
@@ -225,6 +227,9 @@ async def _exercise(r: Any, k: Keys) -> set[str]:
     # a mark an engine of layout 10 left (an upgrade: the first claims then set P:marks:legacy
     # and read such marks for a window; on a small keyspace without one they set nothing)
     await r.set(k.idem("old-1"), "done", ex=60)
+    # a duplicate span an engine of correlate layout 5 left (read for a window after the upgrade)
+    await r.sadd(k.dup_span_legacy(now_ms // 60_000), "acme\x1fold-m")
+    await r.expire(k.dup_span_legacy(now_ms // 60_000), 60)
     await r.xreadgroup("g", "c", {k.jobs: ">"}, count=4)
     # claim.lua: two claims and a dead letter
     claim = payload_json(ClaimBatch(

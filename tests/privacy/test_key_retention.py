@@ -50,6 +50,7 @@ POLICY: dict[str, tuple[str, object]] = {
     "P:scheduled:id:<job id>": ("ttl", 60 * DAY),
     "P:backlog": ("ttl", 60),
     "P:dlr:c:<carrier>:<end ms>": ("ttl", 120 * DAY),
+    "P:dlr:dup:<carrier>:<span>": ("ttl", 2 * 3600),
     "P:dlr:dup:<span>": ("ttl", 2 * 3600),
     "P:dlr:call:<token>": ("ttl", 120),
     "P:tps:<carrier>": ("ttl", 60),
