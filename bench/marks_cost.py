@@ -92,7 +92,7 @@ def claim_instructions(kind: str = "uuid", buckets: int = 512, fill_prev: int = 
     nothing prefilled, as on a new Redis (``sendgate bench``): the first generation has
     no predecessor, so the marks of layout 10 are looked for too (``P:marks:legacy``)."""
     from bench.instructions import under_callgrind
-    from engine.scripts import Script
+    from engine.scripts import Script, claim_statuses
 
     script = Script("claim")
     claims = _Claims()
@@ -104,7 +104,7 @@ def claim_instructions(kind: str = "uuid", buckets: int = 512, fill_prev: int = 
         done = 0
         for k in range(rounds):
             ks, args = claims(_ids(kind, batch, f"r{k}"), k * batch)
-            statuses = r.evalsha(sha, len(ks), *ks, *args)
+            statuses = claim_statuses(r.evalsha(sha, len(ks), *ks, *args))
             assert statuses == [0] * batch, statuses[:5]
             done += batch
         return done
@@ -117,7 +117,7 @@ def memory_per_mark(jobs: int, kind: str = "uuid", redis_url: str | None = None)
     import redis
 
     from engine.embedded_redis import EmbeddedRedis
-    from engine.scripts import Script
+    from engine.scripts import Script, claim_statuses
 
     server = None
     if redis_url is None:
@@ -136,7 +136,7 @@ def memory_per_mark(jobs: int, kind: str = "uuid", redis_url: str | None = None)
             before = int(r.info("memory")["used_memory"])
             for first in range(0, jobs, 500):
                 ks, args = claims(_ids(kind, min(500, jobs - first), f"{label[0]}{first}"), first, now_ms)
-                assert r.evalsha(sha, len(ks), *ks, *args) == [0] * min(500, jobs - first)
+                assert claim_statuses(r.evalsha(sha, len(ks), *ks, *args)) == [0] * min(500, jobs - first)
             out[f"{label}_bytes_per_mark"] = round((int(r.info("memory")["used_memory"]) - before) / jobs, 1)
             prefix = getattr(claims.keys, "marks_prefix", claims.keys.idem_prefix)  # older trees: string marks
             usage = sum(int(r.memory_usage(key, samples=0) or 0)

@@ -132,7 +132,7 @@ def claim_instructions(marketing: int, batch: int = 500, rounds: int = 5) -> dic
     """claim.lua instructions per job, as the engine lays the claims out: transactional,
     and marketing against a list of ``marketing`` hashes (none of the jobs' numbers)."""
     from bench.instructions import under_callgrind
-    from engine.scripts import Script
+    from engine.scripts import Script, claim_statuses
 
     script = Script("claim")
     build = _ClaimArgs()
@@ -146,7 +146,7 @@ def claim_instructions(marketing: int, batch: int = 500, rounds: int = 5) -> dic
             done = 0
             for k in range(rounds):
                 ks, args = build(kind, k, batch)
-                statuses = r.evalsha(sha, len(ks), *ks, *args)
+                statuses = claim_statuses(r.evalsha(sha, len(ks), *ks, *args))
                 assert statuses == [0] * batch, statuses[:5]  # every job new, none suppressed
                 done += batch
             return done
@@ -163,7 +163,7 @@ def claim_server_us(marketing: int, batch: int = 500, rounds: int = 40) -> dict[
     import redis
 
     from engine.embedded_redis import EmbeddedRedis
-    from engine.scripts import Script
+    from engine.scripts import Script, claim_statuses
 
     script = Script("claim")
     build = _ClaimArgs()
@@ -179,7 +179,7 @@ def claim_server_us(marketing: int, batch: int = 500, rounds: int = 40) -> dict[
                 ks, args = build(kind, k, batch)
                 stats: Any = r.info("commandstats")
                 before = float(stats.get("cmdstat_evalsha", {}).get("usec", 0))
-                statuses = r.evalsha(sha, len(ks), *ks, *args)
+                statuses = claim_statuses(r.evalsha(sha, len(ks), *ks, *args))
                 assert statuses == [0] * batch
                 stats = r.info("commandstats")
                 usec[kind] += float(stats["cmdstat_evalsha"]["usec"]) - before

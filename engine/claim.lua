@@ -47,7 +47,9 @@
 --         per dead letter in order (binary-safe: a job with malformed UTF-8 is
 --         kept byte for byte)
 --
--- Returns one integer per candidate, in order:
+-- Returns one status digit per candidate, in order, all in one string (one bulk reply:
+-- ~700 instructions a call of RESP and per-element reply work less than an integer
+-- each; the engine reads it with one bytes.translate, engine/scripts.py claim_statuses):
 --   0 new: mark taken, send it
 --   1 duplicate: this job id was sent (or is being sent) under another entry; acked here
 --   2 reclaimed: this very entry was being sent by a consumer that died between
@@ -136,8 +138,8 @@ end
 -- A job whose mark is taken: why (the status), and what that takes (acks, the event).
 local function taken(job_id, entry_id, ref, mark, bucket, mine)
   if mark == mine or mark == 's|' .. entry_id then
-    if retry then return 0 end
-    return 2
+    if retry then return '0' end
+    return '2'
   elseif mark == 'c' then
     -- cancelled while it waited (cancel.lua): never sent; its event once
     redis.call('XACK', jobs, group, entry_id)
@@ -145,10 +147,10 @@ local function taken(job_id, entry_id, ref, mark, bucket, mine)
     redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*',
       'id', job_id, 'ref', ref, 'event', 'cancelled', 'carrier', '', 'parts', '0',
       'message_ids', '', 'error', '', 'ts', now)
-    return 4
+    return '4'
   end
   redis.call('XACK', jobs, group, entry_id)
-  return 1
+  return '1'
 end
 
 local out = {}
@@ -160,11 +162,11 @@ for i, c in ipairs(batch.claims) do
   local h = c[C_MARKS_HASH]
   n = i
   if suppressed(i, job_id, h) then
-    out[i] = 3
+    out[i] = '3'
   else
     local ok, mark, bucket = marks_take(marks, job_id, mine, h)
     if ok then
-      out[i] = 0
+      out[i] = '0'
     else
       out[i] = taken(job_id, entry_id, c[C_REF], mark, bucket, mine)
     end
@@ -215,11 +217,11 @@ for _, g in ipairs(lists) do
       q = q + 4
       n = n + 1
       if found[j] == 1 and marks_find(marks, job_id, h) == nil then
-        out[n] = 3
+        out[n] = '3'
       else
         local ok, mark, bucket = marks_take(marks, job_id, mine, h)
         if ok then
-          out[n] = 0
+          out[n] = '0'
         else
           out[n] = taken(job_id, entry_of(mine), sub(data, p, e - 1), mark, bucket, mine)
         end
@@ -247,7 +249,7 @@ for k = 1, #lens, P_REF do  -- P_REF, the last of CLAIM_PACKED: its width
   n = n + 1
   local ok, mark, bucket = marks_take(marks, job_id, mine, ((b1 * 256 + b2) * 256 + b3) * 256 + b4)
   if ok then
-    out[n] = 0
+    out[n] = '0'
   else
     out[n] = taken(job_id, entry_of(mine), sub(data, p, e - 1), mark, bucket, mine)
   end
@@ -283,4 +285,4 @@ for _, d in ipairs(batch.dead) do
   end
   end
 end
-return out
+return table.concat(out)

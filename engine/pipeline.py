@@ -99,6 +99,7 @@ from engine.scripts import (
     Script,
     claim_call,
     claim_mark,
+    claim_statuses,
     handback_call,
     park_call,
     payload_json,
@@ -1906,7 +1907,7 @@ class Pipeline:
         out: list[Any] = []
         for (stream, payload, dead, packed, marketing), reply in zip(calls, raw, strict=True):
             if not isinstance(reply, BaseException):
-                out.append([int(x) for x in reply])
+                out.append(claim_statuses(reply))
                 continue
             if not isinstance(reply, (NoScriptError, *_REDIS_ERRORS)):
                 out.append(reply)  # the script refused the call: as the gather path reports it
@@ -1925,14 +1926,14 @@ class Pipeline:
         attempt = 1 if repeat else 0
         while True:
             try:
-                result = await self._claim(
+                statuses: list[int] = await self._claim(  # (Script reads claim.lua's reply: claim_statuses)
                     self.redis,
                     *claim_call(
                         self.shards[self._stream_shard[stream]], stream, self.group, payload, int(time.time() * 1000), self._mark_ttl_s,
                         self.settings.engine.streams_maxlen, attempt > 0, dead_fields, packed, marketing,
                     ),
                 )
-                return [int(x) for x in result]
+                return statuses
             except _REDIS_ERRORS as err:
                 attempt += 1
                 await self._backoff(attempt, err)

@@ -72,6 +72,7 @@ __all__ = [
     "cancel_call",
     "claim_call",
     "claim_mark",
+    "claim_statuses",
     "handback_call",
     "inbound_call",
     "inbound_sweep_call",
@@ -622,11 +623,41 @@ def script_header(name: str) -> str:
 _MARKS_USERS = frozenset({"claim", "cancel", "marks", "handback"})
 """The scripts that read or write idempotency marks: engine/marks_lib.lua goes before them."""
 
+CLAIM_STATUSES = b"01234"
+"""claim.lua's status digits (new, duplicate, reclaimed, suppressed, cancelled)."""
+_CLAIM_DIGITS = bytes.maketrans(CLAIM_STATUSES, bytes(range(len(CLAIM_STATUSES))))
+
+
+def claim_statuses(reply: Any) -> list[int]:
+    """claim.lua's reply as its statuses, one int (0-4) per candidate in order.
+
+    The script answers one bulk string, a digit per candidate (no RESP integer per
+    job: ~700 instructions a call less in Redis); read here with one
+    ``bytes.translate`` in C. A list of integers (a script of an earlier version)
+    reads as before. Anything but the five digits is refused: a status this code
+    does not know must never be taken for "new" (sent)."""
+    if isinstance(reply, str):
+        reply = reply.encode()
+    if isinstance(reply, bytes):
+        if reply.translate(None, CLAIM_STATUSES):
+            raise ValueError(f"claim.lua: a reply not of status digits ({len(reply)} bytes)")
+        return list(reply.translate(_CLAIM_DIGITS))
+    statuses = [int(x) for x in reply]
+    if any(not 0 <= x < len(CLAIM_STATUSES) for x in statuses):
+        raise ValueError("claim.lua: a status out of range")
+    return statuses
+
+
+_REPLIES: dict[str, Any] = {"claim": claim_statuses}
+"""What a script's reply is read as by :class:`Script` (the others: as redis-py gives it)."""
+
 
 class Script:
-    """One Lua script from the engine package, run with EVALSHA (EVAL on NOSCRIPT)."""
+    """One Lua script from the engine package, run with EVALSHA (EVAL on NOSCRIPT).
+    Calling it gives the reply as redis-py reads it, or for claim.lua its statuses
+    (:func:`claim_statuses`)."""
 
-    __slots__ = ("name", "sha", "source")
+    __slots__ = ("name", "read", "sha", "source")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -635,9 +666,11 @@ class Script:
         lib = files.joinpath("marks_lib.lua").read_text(encoding="utf-8") if name in _MARKS_USERS else ""
         self.source = script_header(name) + lib + text
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+        self.read = _REPLIES.get(name)
 
     async def __call__(self, redis: Redis, keys: list[str], args: list[Any]) -> Any:
         try:
-            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+            reply = await redis.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            return await redis.eval(self.source, len(keys), *keys, *args)
+            reply = await redis.eval(self.source, len(keys), *keys, *args)
+        return reply if self.read is None else self.read(reply)

@@ -18,6 +18,7 @@ from engine.scripts import (
     RecordWait,
     Script,
     claim_call,
+    claim_statuses,
     payload_json,
     record_call,
 )
@@ -31,6 +32,55 @@ async def _setup(redis: Any, prefix: str, n: int) -> list[str]:
     return ids
 
 
+async def test_claim_answers_one_string_of_status_digits(redis_client: Any, key_prefix: str) -> None:
+    """claim.lua's reply is one bulk string, a digit per candidate in order (no RESP
+    integer per job); claim_statuses reads it back as the statuses Script gives."""
+    claim = Script("claim")
+    k = Keys(key_prefix)
+    try:
+        e = await _setup(redis_client, key_prefix, 3)
+        payload = payload_json(ClaimBatch(claims=[ClaimJob("a", e[0]), ClaimJob("a", e[1]), ClaimJob("b", e[2])],
+                                          dead=[]))
+        keys, args = claim_call(k, k.jobs, "g", payload, 1, 60, 1000, False, [])
+        await redis_client.script_load(claim.source)
+        raw = await redis_client.evalsha(claim.sha, len(keys), *keys, *args)
+        assert raw == b"010"
+        assert claim_statuses(raw) == [0, 1, 0]
+        # the same call as our own retry: both of ours new, the copy a duplicate again
+        retry = claim_call(k, k.jobs, "g", payload, 1, 60, 1000, True, [])
+        assert await claim(redis_client, *retry) == [0, 1, 0]
+        # nothing to claim (dead letters only): an empty string, no statuses
+        empty = claim_call(k, k.jobs, "g", payload_json(ClaimBatch(claims=[], dead=[])), 1, 60, 1000, False, [])
+        assert await redis_client.evalsha(claim.sha, len(empty[0]), *empty[0], *empty[1]) == b""
+        assert await claim(redis_client, *empty) == []
+    finally:
+        await delete_prefix(redis_client, key_prefix)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 4), max_size=3000))
+def test_claim_statuses_reads_every_reply_form(statuses: list[int]) -> None:
+    """The digit string (bytes as the engine's client reads it, str with decode_responses)
+    and a list of integers (a script of an earlier version) read the same."""
+    digits = "".join(map(str, statuses))
+    assert claim_statuses(digits.encode()) == statuses
+    assert claim_statuses(digits) == statuses
+    assert claim_statuses(statuses) == statuses
+    assert claim_statuses([str(x).encode() for x in statuses]) == statuses
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=1, max_size=50).filter(lambda b: b.translate(None, b"01234") != b""),
+       st.binary(max_size=20))
+def test_claim_statuses_refuses_anything_but_the_five_digits(bad: bytes, before: bytes) -> None:
+    """A byte that is no status (an error text, a status this engine does not know) is
+    refused, never read as 0 (new: sent)."""
+    import pytest
+
+    with pytest.raises(ValueError):
+        claim_statuses(before + bad)
+    with pytest.raises(ValueError):
+        claim_statuses([0, 5])
 
 
 async def test_claim_marks_duplicates_reclaims_and_repeats(redis_client: Any, key_prefix: str) -> None:
