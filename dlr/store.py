@@ -86,8 +86,9 @@ hidden job's fast entries, so it is not published.
 Arguments are grouped: receipts sharing (final, event, error, ts) travel as
 one group followed by their ids, so the script parses nothing per receipt; the script
 answers one status letter per receipt in argument order (``f`` for a fast-path
-final, whose job id and ``submitted_ms`` come in a flat list), and whole
-events only for the general path.
+final, whose correlation entry comes back as it was, all of them in one
+NUL-joined string: the caller cuts the job id and ``submitted_ms`` out of it,
+:func:`_fast_values`), and whole events only for the general path.
 
 Keys this module writes besides the job record and ``P:events``:
 
@@ -699,15 +700,40 @@ def _texts(raw: Sequence[Any]) -> list[str]:
     return [_text(v) for v in raw]
 
 
-def _fast_values(raw: Any) -> list[str]:
-    """The apply reply's fast-path finals (job id, submit time, ...): one string, NUL
-    between values (a job id holds no NUL, engine/job.py; correlate.lua joins them: one
-    bulk reply, not two per receipt), split in C; a list of strings (a reply kept by
-    a call of an earlier version) as it is."""
+def _fast_finals(raw: Any, nf: int) -> tuple[list[str], list[int | None]]:
+    """The apply reply's fast-path finals: their job ids and submit times (unix ms, None
+    when there is none), in order.
+
+    correlate.lua answers each final's correlation entry,
+    ``=<submitted_ms>[:<state>]US<message_ids>US<ref>US<job id>``, all in one string,
+    NUL between them (no entry holds a NUL: a job id or ref with one is refused,
+    engine/job.py; a message id is a C string); ``nf``, the number of 'f' statuses,
+    tells them from the (job id, submit time) pairs an earlier version answered
+    (NUL-joined, or a list: a reply kept for a repeated call, ``P:dlr:call:``), which
+    read as before. The entries are cut in C: one split of the whole reply when no job
+    id holds US, else entry by entry (the job id is last); each distinct head's submit
+    time is parsed once."""
     if isinstance(raw, (bytes, str)):
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-        return text.split("\x00") if text else []
-    return _texts(raw)
+        if not text:
+            return [], []
+        values = text.split("\x00")
+        if len(values) == nf:
+            flat = text.replace("\x00", "\x1f").split("\x1f")
+            if len(flat) == 4 * nf:
+                return flat[3::4], _head_submitted_ms(flat[0::4])
+            cut = [v.split("\x1f", 3) for v in values]  # a job id holding US
+            return [c[-1] for c in cut], _head_submitted_ms([c[0] for c in cut])
+    else:
+        values = _texts(raw)
+    return values[0::2], _submitted_ms(values[1::2])
+
+
+def _head_submitted_ms(heads: list[str]) -> list[int | None]:
+    """The submit times of fast-form entries' heads (``=<submitted_ms>``, then
+    ``:<state>`` after an intermediate receipt): each distinct head parsed once."""
+    parsed = {h: int(t) if (t := h[1:].partition(":")[0]).isdigit() else None for h in set(heads)}
+    return list(map(parsed.__getitem__, heads))
 
 
 def _submitted_ms(values: list[str]) -> list[int | None]:
@@ -967,18 +993,18 @@ class ReceiptStore:
     ) -> None:
         """Add an apply call's reply (statuses, fast-path finals, events) to ``result``."""
         statuses = _text(raw[0])
-        fast = _fast_values(raw[1])
         nf = statuses.count("f")
-        if compact and nf == len(statuses) == len(fast) // 2:
+        job_ids, submitted = _fast_finals(raw[1], nf)
+        if compact and nf == len(statuses) == len(job_ids):
             # every receipt applied on the fast path (the usual batch): in bulk
-            result.applied += len(statuses)
-            result.fast_job_ids += fast[0::2]
+            result.applied += nf
+            result.fast_job_ids += job_ids
             result.fast_events += [_FINAL_STATE.get(r.event, "unknown") for r in ordered]
-            result.fast_submitted_ms += _submitted_ms(fast[1::2])
-        elif compact and len(fast) == 2 * nf and len(ordered) == len(statuses):
-            self._sort_compact(ordered, statuses, fast, result)
+            result.fast_submitted_ms += submitted
+        elif compact and len(job_ids) == nf and len(ordered) == len(statuses):
+            self._sort_compact(ordered, statuses, job_ids, submitted, result)
         else:
-            self._sort_statuses(carrier, ordered, statuses, fast, result, compact)
+            self._sort_statuses(carrier, ordered, statuses, job_ids, submitted, result, compact)
         for item in raw[2:]:
             job_event = _job_event(item)
             (result.finals if job_event.final else result.intermediates).append(job_event)
@@ -1156,17 +1182,20 @@ class ReceiptStore:
         return dropped
 
     @staticmethod
-    def _sort_compact(ordered: list[ReceiptRecord], statuses: str, fast: list[str], result: BatchResult) -> None:
+    def _sort_compact(
+        ordered: list[ReceiptRecord], statuses: str, job_ids: list[str], submitted: list[int | None],
+        result: BatchResult,
+    ) -> None:
         """`_sort_statuses` with ``compact``, in bulk: a count per status letter and
         one pass for each list (a batch with a few receipts off the fast path, say
         parts of a long message or receipts that beat their record, no longer takes
         a Python loop over every receipt)."""
         n = len(statuses)
         nf = statuses.count("f")
-        if len(ordered) != n or len(fast) != 2 * nf:
+        if len(ordered) != n or len(job_ids) != nf or len(submitted) != nf:
             raise ValueError("correlate.lua: statuses, receipts and fast-path replies disagree")
-        result.fast_job_ids += fast[0::2]
-        result.fast_submitted_ms += _submitted_ms(fast[1::2])
+        result.fast_job_ids += job_ids
+        result.fast_submitted_ms += submitted
         na, nu, nd, nl, no = (statuses.count(c) for c in "audlo")
         result.applied += nf + na
         result.duplicates += nd
@@ -1183,22 +1212,22 @@ class ReceiptStore:
         carrier: str,
         ordered: list[ReceiptRecord],
         statuses: str,
-        fast: list[str],
+        job_ids: list[str],
+        submitted: list[int | None],
         result: BatchResult,
         compact: bool,
     ) -> None:
         """Count each receipt's status into ``result``; a fast-path final ('f') gets
-        its event (``fast`` holds its job id and submit time, in order)."""
-        k = 0  # next [job id, submitted_ms] pair of a fast-path final in ``fast``
+        its event (``job_ids`` and ``submitted`` hold its job id and submit time, in order)."""
+        k = 0  # the next fast-path final's place in ``job_ids`` and ``submitted``
         for record, status in zip(ordered, statuses, strict=True):
             if status == "f":
                 # applied on the fast path: the job's final event is the receipt's
                 result.applied += 1
-                job_id = fast[k]
-                submitted = fast[k + 1]
-                k += 2
+                job_id = job_ids[k]
+                submitted_ms = submitted[k]
+                k += 1
                 state = _FINAL_STATE.get(record.event, "unknown")
-                submitted_ms = int(submitted) if submitted.isdigit() else None
                 if compact:
                     result.fast_job_ids.append(job_id)
                     result.fast_events.append(state)

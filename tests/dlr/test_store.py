@@ -16,6 +16,7 @@ from dlr.aggregate import aggregate
 from dlr.ids import normalize_id
 from dlr.receipt_parse import parse_receipt
 from dlr.store import (
+    BatchResult,
     ReceiptRecord,
     ReceiptStore,
     UnmatchedBuffer,
@@ -1181,16 +1182,14 @@ def test_compact_sorting_in_bulk_matches_the_loop() -> None:
         statuses = "".join(rng.choice("ffffauxdlo") for _ in range(rng.randrange(0, 30)))
         ordered = [ReceiptRecord(f"m{i}", rng.choice(["delivered", "undeliverable", "enroute"]), True, "", i)
                    for i in range(len(statuses))]
-        fast: list[str] = []
-        for i, st in enumerate(statuses):
-            if st == "f":
-                fast += [f"job-{i}", rng.choice([str(1_790_000_000_000 + i), ""])]
+        job_ids = [f"job-{i}" for i, st in enumerate(statuses) if st == "f"]
+        submitted = [rng.choice([1_790_000_000_000 + i, None]) for i in range(len(job_ids))]
         loop, bulk = BatchResult(), BatchResult()
-        ReceiptStore._sort_statuses("acme", ordered, statuses, fast, loop, True)
-        ReceiptStore._sort_compact(ordered, statuses, fast, bulk)
+        ReceiptStore._sort_statuses("acme", ordered, statuses, job_ids, submitted, loop, True)
+        ReceiptStore._sort_compact(ordered, statuses, job_ids, submitted, bulk)
         assert bulk == loop, statuses
     with pytest.raises(ValueError):
-        ReceiptStore._sort_compact([ReceiptRecord("m", "delivered", True)], "f", [], BatchResult())
+        ReceiptStore._sort_compact([ReceiptRecord("m", "delivered", True)], "f", [], [], BatchResult())
 
 
 def test_submitted_ms_parses_each_distinct_value_once_in_order() -> None:
@@ -1201,14 +1200,62 @@ def test_submitted_ms_parses_each_distinct_value_once_in_order() -> None:
     assert _submitted_ms([]) == []
 
 
-def test_fast_values_one_string_or_a_list() -> None:
-    """correlate.lua answers the fast-path finals as one NUL-joined string (a job id
-    may hold US or ',' but never NUL); a list (a reply kept by an earlier version's
-    call) still reads."""
-    from dlr.store import _fast_values
+def test_fast_finals_of_pairs_one_string_or_a_list() -> None:
+    """An earlier correlate.lua answered the fast-path finals as (job id, submit time)
+    pairs in one NUL-joined string, or a list: a reply of either kept for a repeated call
+    (``P:dlr:call:``) still reads."""
+    from dlr.store import _fast_finals
 
-    assert _fast_values(b"job\x1f1\x001795000000000\x00j,2\x001795000000001") == [
-        "job\x1f1", "1795000000000", "j,2", "1795000000001",
-    ]
-    assert _fast_values(b"") == []
-    assert _fast_values([b"a", b"1", b"b", b"2"]) == ["a", "1", "b", "2"]
+    assert _fast_finals(b"job\x1f1\x001795000000000\x00j,2\x00", 2) == (["job\x1f1", "j,2"], [1795000000000, None])
+    assert _fast_finals(b"", 0) == ([], [])
+    assert _fast_finals([b"a", b"1", b"b", b"2"], 2) == (["a", "b"], [1, 2])
+
+
+def test_fast_finals_from_the_entries() -> None:
+    """correlate.lua answers each fast-path final's correlation entry, NUL-joined: the job
+    id (last, may hold US, ':' or '='), and the submit time from the head (without the
+    ':<state>' an intermediate receipt left; None when the head has none)."""
+    from dlr.store import _fast_finals
+
+    reply = "\x00".join([
+        "=1795000000000\x1fM1\x1fr1\x1fjob-1",
+        "=1795000000001:enroute\x1fM2\x1f\x1f=j:2",
+        "=\x1fM3\x1fr3\x1fj3",
+    ]).encode()
+    assert _fast_finals(reply, 3) == (["job-1", "=j:2", "j3"], [1795000000000, 1795000000001, None])
+    with_us = "=1795000000000\x1fM1\x1fr1\x1fjob\x1f1\x00=1795000000000\x1fM2\x1fr2\x1fjob-2"
+    assert _fast_finals(with_us, 2) == (["job\x1f1", "job-2"], [1795000000000] * 2)
+    # pairs (a reply kept by an earlier version): twice as many values as finals
+    assert _fast_finals(b"job-1\x001795000000000", 1) == (["job-1"], [1795000000000])
+
+
+_NO_NUL = hs.text(hs.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=12)
+_PLAIN = hs.text(hs.characters(blacklist_characters="\x00\x1f", blacklist_categories=("Cs",)), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(hs.lists(hs.tuples(_NO_NUL, hs.one_of(hs.just(""), hs.integers(0, 2**45).map(str)),
+                          hs.sampled_from(["", ":enroute", ":accepted"]), _PLAIN, _PLAIN), max_size=40))
+def test_fast_values_from_any_entries(finals: list[tuple[str, str, str, str, str]]) -> None:
+    """Whatever the job ids (any character but NUL), message ids and refs (no US: those
+    keep the general form) and heads, the pairs come out in order."""
+    from dlr.store import _fast_finals
+
+    reply = "\x00".join(f"={sub}{state}\x1f{mids}\x1f{ref}\x1f{job}" for job, sub, state, mids, ref in finals)
+    want = ([job for job, *_ in finals], [int(sub) if sub else None for _j, sub, *_ in finals])
+    assert _fast_finals(reply.encode(), len(finals)) == want
+
+
+async def test_apply_reply_answers_the_entries_of_fast_finals(redis_client: Any, key_prefix: str) -> None:
+    """The script's reply holds each fast-path final's entry as it was (no cut per
+    receipt in Redis); the result has the job ids and submit times from it."""
+    store = ReceiptStore(redis_client, key_prefix)
+    entry = f"={SUBMITTED_MS}\x1fE1\x1fref-e\x1fjob:e1"
+    await put_entry(redis_client, key_prefix, "acme", "e1", entry)
+    head, tail, ordered = store._apply_calls("acme", [rec("e1")])[0]
+    raw = await store._run_packed(head, tail)
+    assert raw[:2] == [b"f", entry.encode()]
+    result = BatchResult()
+    store._read_apply(raw, "acme", ordered, result, True)
+    assert (result.fast_job_ids, result.fast_submitted_ms, result.fast_events) == (
+        ["job:e1"], [SUBMITTED_MS], ["delivered"])
