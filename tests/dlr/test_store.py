@@ -531,7 +531,8 @@ async def test_without_callback_the_reply_is_slim_but_the_event_whole(redis_clie
 
 
 async def record_submitted(
-    r: Any, prefix: str, jobs: list[tuple[str, list[str], str, str]], now_ms: int = SUBMITTED_MS
+    r: Any, prefix: str, jobs: list[tuple[str, list[str], str, str]], now_ms: int = SUBMITTED_MS,
+    *, keep_events: bool = False,
 ) -> None:
     """Run the engine's real record script for submitted jobs: (job id, raw ids, ref, callback)."""
     from engine.scripts import RecordBatch, RecordJob, RecordWait, Script, payload_json, record_call
@@ -557,7 +558,8 @@ async def record_submitted(
     ))
     keys = Keys(prefix)
     await Script("record")(r, *record_call(keys, keys.jobs, "sendgate", body, now_ms, os.urandom(8).hex()))
-    await r.delete(keys.events)  # keep only the receipts' events
+    if not keep_events:
+        await r.delete(keys.events)  # keep only the receipts' events
 
 
 async def record_with_bucket(r: Any, prefix: str, job_id: str, end_ms: int, expire_at_ms: int) -> None:
@@ -1083,3 +1085,40 @@ def test_fast_values_one_string_or_a_list() -> None:
     ]
     assert _fast_values(b"") == []
     assert _fast_values([b"a", b"1", b"b", b"2"]) == ["a", "1", "b", "2"]
+
+
+@pytest.mark.parametrize("callback", ["", "http://127.0.0.1/cb"], ids=["fast-form", "general-form"])
+async def test_a_held_receipt_written_after_its_submit_gets_a_later_ts(
+    redis_client: Any, key_prefix: str, store: ReceiptStore, callback: str
+) -> None:
+    """A receipt received before its submit was recorded is held, then written on a
+    retry: its event's ``ts`` is when it was written (docs/contract.md §2.4), so never
+    before the job's ``submitted`` event, not when the receipt was received."""
+    import time
+
+    received_ms = int(time.time() * 1000) - 1000  # received a second ago, held since
+    held = UnmatchedBuffer(retry_ms=0, max_wait_ms=60_000)
+    first = await store.apply("acme", [rec("ab40", ts=received_ms), rec("ab41", "enroute", ts=received_ms)])
+    assert len(first.unmatched) == 2
+    for r in first.unmatched:
+        held.hold(r, received_ms)
+    # the submits are recorded now, by the engine's record script
+    recorded_ms = int(time.time() * 1000)
+    await record_submitted(
+        redis_client, key_prefix, [("j40", ["00AB40"], "r", callback), ("j41", ["00AB41"], "r", callback)],
+        now_ms=recorded_ms, keep_events=True,
+    )
+    retry, expired = held.due(int(time.time() * 1000))
+    assert len(retry) == 2 and not expired
+    second = await store.apply("acme", retry)
+    assert second.applied == 2 and not second.unmatched
+    by_job: dict[str, list[dict[str, str]]] = {}
+    for e in await events(redis_client, key_prefix):
+        by_job.setdefault(e["id"], []).append(e)
+    assert [e["event"] for e in by_job["j40"]] == ["submitted", "delivered"]
+    assert [e["event"] for e in by_job["j41"]] == ["submitted", "enroute"]
+    for job_events in by_job.values():
+        submitted, receipt = (int(e["ts"]) for e in job_events)
+        assert submitted == recorded_ms
+        assert receipt >= submitted, f"receipt event {submitted - receipt} ms before its submitted event"
+        assert receipt <= int(time.time() * 1000)  # and not a time to come
