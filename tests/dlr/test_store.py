@@ -110,7 +110,8 @@ async def test_single_part_delivered(
     await submit_job(
         redis_client, key_prefix, "job:1", "acme", ["abc123"], callback="http://127.0.0.1/cb"
     )
-    result = await store.apply("acme", [rec("abc123")])
+    # the event's ts is the call's time (now_ms), not the receipt's (ts_ms: when received)
+    result = await store.apply("acme", [rec("abc123", ts=SUBMITTED_MS + 1)], now_ms=SUBMITTED_MS + 5000)
     assert result.applied == 1 and not result.unmatched
     assert len(result.finals) == 1
     final = result.finals[0]
@@ -612,6 +613,7 @@ async def test_fast_path_entry_from_the_record_script(
     result = await store.apply(
         "acme",
         [rec("ab12"), rec("ab13", "undeliverable", "err:034"), rec("ab14"), rec("ab15"), rec("ab16")],
+        now_ms=SUBMITTED_MS + 5000,
     )
     assert result.applied == 5 and not result.unmatched
     by_id = {e.job_id: e for e in result.finals}
@@ -1028,7 +1030,8 @@ async def test_compact_fast_finals_are_the_same_events(redis_client: Any, key_pr
     results, published = [], []
     for prefix, compact in ((key_prefix, False), (f"{key_prefix}:c", True)):  # both cleaned up
         await record_submitted(redis_client, prefix, jobs)
-        result = await ReceiptStore(redis_client, prefix).apply("acme", receipts, compact=compact)
+        result = await ReceiptStore(redis_client, prefix).apply("acme", receipts, compact=compact,
+                                                                now_ms=SUBMITTED_MS + 5000)
         results.append(result)
         published.append(await events(redis_client, prefix))
     plain, compact_result = results
@@ -1122,3 +1125,31 @@ async def test_a_held_receipt_written_after_its_submit_gets_a_later_ts(
         assert submitted == recorded_ms
         assert receipt >= submitted, f"receipt event {submitted - receipt} ms before its submitted event"
         assert receipt <= int(time.time() * 1000)  # and not a time to come
+
+
+async def test_an_event_is_never_dated_before_its_submit_even_on_a_clock_behind(
+    redis_client: Any, key_prefix: str, store: ReceiptStore
+) -> None:
+    """A call whose time is before the job's submit time (another engine's clock behind
+    the one that recorded the submit, or its time taken before the record call's) dates
+    its events at the submit time: fast form, intermediate, general form, multipart."""
+    await record_submitted(
+        redis_client, key_prefix,
+        [("fast", ["00AB50"], "r", ""), ("mid", ["00AB51"], "r", ""), ("cb", ["00AB52"], "r", "http://127.0.0.1/cb"),
+         ("two", ["00AB53", "00AB54"], "r", "")],
+    )
+    behind = SUBMITTED_MS - 3000
+    result = await store.apply(
+        "acme", [rec("ab50"), rec("ab51", "enroute"), rec("ab52"), rec("ab53"), rec("ab54", "enroute")], now_ms=behind
+    )
+    assert result.applied == 5
+    stamped = {(e["id"], e["event"]): int(e["ts"]) for e in await events(redis_client, key_prefix)}
+    assert stamped == {
+        ("fast", "delivered"): SUBMITTED_MS, ("mid", "enroute"): SUBMITTED_MS, ("cb", "delivered"): SUBMITTED_MS,
+        ("two", "enroute"): SUBMITTED_MS,
+    }
+    # a call on time dates them at its own time
+    later = await store.apply("acme", [rec("ab51"), rec("ab54")], now_ms=SUBMITTED_MS + 7)
+    assert later.applied == 2
+    stamped = {(e["id"], e["event"]): int(e["ts"]) for e in await events(redis_client, key_prefix)}
+    assert stamped[("mid", "delivered")] == stamped[("two", "delivered")] == SUBMITTED_MS + 7
