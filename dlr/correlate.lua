@@ -470,9 +470,11 @@ if mode == 'apply' then
                     else
                         submitted = fast_head(v, s1)
                     end
-                    -- event_ts() inline
-                    local ts, n = now, #submitted
-                    if n > now_len or (n == now_len and submitted > now) then
+                    -- event_ts() inline, the common case first: one string compare (unix
+                    -- ms have 13 digits from 2001 to 2286, and digit strings of one length
+                    -- compare as their numbers), the length only when it says later
+                    local ts = now
+                    if submitted > now and #submitted >= now_len then
                         ts = submitted
                     end
                     call('XADD', events, '*', 'id', job_id,
