@@ -40,11 +40,14 @@
 --   after its final event ([engine] record_grace_s).
 -- "apply":  ARGV[AP_CARRIER] carrier,
 --           AP_WINDOW duplicate window ms (0 = none), AP_GROUPS group count g,
+--           AP_NOW the call's time (unix ms, the engine's clock, as record.lua's
+--           A_NOW): the `ts` of every event the call writes (the time it is written),
+--           or the job's submit time when that is later (see event_ts),
 --           AP_TOKEN call token ('' = none: the reply of a call with callback events is
---           kept 2 min under P:dlr:call:<token> and returned as is to a repeated call),
---           then from AP_REST per group (receipts sharing final flag, event, error and
---           ts_ms, the time they were received), at offsets G_*: final ("1"/"0"), event,
---           error, ts_ms, count m, then m normalised ids.
+--           kept 2 min under P:dlr:call:<token> and returned as is to a repeated call;
+--           it does not cover AP_NOW, so a call sent again is the same call),
+--           then from AP_REST per group (receipts sharing final flag, event and error),
+--           at offsets G_*: final ("1"/"0"), event, error, count m, then m normalised ids.
 --   returns { statuses, fast, event... } where statuses holds one letter per receipt,
 --   in argument order:
 --     a applied, f applied on the fast path (its job's final event is in `fast`),
@@ -140,6 +143,19 @@ for i = 1, 32 do
 end
 local function num_str(n)
     return NUM_STR[n] or tostring(n)
+end
+
+-- The `ts` of a receipt's event: `now` (the call's time, AP_NOW), unless the job's
+-- submit time (its submitted event's ts, in its correlation entry) is later: another
+-- engine's clock ahead of this one, or a call whose time was taken before the record
+-- call's. So no event of a job is dated before its submitted event. Both are strings
+-- of digits: compared as such (no number per receipt). The fast path has it inline.
+local function event_ts(now, submitted)
+    local n = #submitted
+    if n > #now or (n == #now and submitted > now) then
+        return submitted
+    end
+    return now
 end
 
 local function event_fields(job_id, info, event, carrier, parts, error, ts)
@@ -325,6 +341,7 @@ if mode == 'apply' then
     local carrier = ARGV[AP_CARRIER]
     local window = tonumber(ARGV[AP_WINDOW])  -- duplicate window (ms; 0 = none)
     local groups = tonumber(ARGV[AP_GROUPS])
+    local now, now_len = ARGV[AP_NOW], #ARGV[AP_NOW]  -- the events' ts (event_ts)
     -- memo: a call repeated after its reply was lost (same token) gets the first
     -- reply again, so the events it published still reach their webhooks.
     local memo = ARGV[AP_TOKEN] ~= '' and (ARGV[A_CALL_PREFIX] .. ARGV[AP_TOKEN]) or nil
@@ -418,7 +435,7 @@ if mode == 'apply' then
     end
     local pos = AP_REST
     for _ = 1, groups do
-        local final, event, err, ts = ARGV[pos + G_FINAL] == '1', ARGV[pos + G_EVENT], ARGV[pos + G_ERROR], ARGV[pos + G_TS]
+        local final, event, err = ARGV[pos + G_FINAL] == '1', ARGV[pos + G_EVENT], ARGV[pos + G_ERROR]
         local m = tonumber(ARGV[pos + G_COUNT])
         local id0 = pos + G_IDS - 1  -- the ids are ARGV[id0 + 1 .. id0 + m]
         pos = id0 + m + 1
@@ -453,6 +470,13 @@ if mode == 'apply' then
                     else
                         submitted = fast_head(v, s1)
                     end
+                    -- event_ts() inline, the common case first: one string compare (unix
+                    -- ms have 13 digits from 2001 to 2286, and digit strings of one length
+                    -- compare as their numbers), the length only when it says later
+                    local ts = now
+                    if submitted > now and #submitted >= now_len then
+                        ts = submitted
+                    end
                     call('XADD', events, '*', 'id', job_id,
                         'ref', sub(v, s2 + 1, s3 - 1), 'event', state, 'carrier', carrier,
                         'parts', '1', 'message_ids', sub(v, s1 + 1, s2 - 1), 'error', err, 'ts', ts)
@@ -481,7 +505,8 @@ if mode == 'apply' then
                         call('HSET', buckets[at[i] or 1], id, '=' .. submitted .. ':' .. event .. sub(v, s1))
                         local ref, mids = sub(v, s2 + 1, s3 - 1), sub(v, s1 + 1, s2 - 1)
                         local fields = {'id', job_id, 'ref', ref, 'event', event, 'carrier', carrier,
-                                        'parts', '1', 'message_ids', mids, 'error', err, 'ts', ts}
+                                        'parts', '1', 'message_ids', mids, 'error', err,
+                                        'ts', event_ts(now, submitted)}
                         xadd(events, fields)
                         out[#out + 1] = reply('i', {ref, carrier, mids, '', submitted}, submitted, fields)
                     end
@@ -493,6 +518,7 @@ if mode == 'apply' then
                     status = 'x'
                 else
                     local jk = job_prefix .. job_id
+                    local ts = event_ts(now, submitted)
                     -- 1 parts, 2 done, 3 s:<part>, 4 state, 5 expect, 6.. INFO_FIELDS
                     local head = call('HMGET', jk, 'parts', 'done', 's:' .. part, 'state', 'expect',
                                             unpack(INFO_FIELDS))

@@ -110,7 +110,8 @@ async def test_single_part_delivered(
     await submit_job(
         redis_client, key_prefix, "job:1", "acme", ["abc123"], callback="http://127.0.0.1/cb"
     )
-    result = await store.apply("acme", [rec("abc123")])
+    # the event's ts is the call's time (now_ms), not the receipt's (ts_ms: when received)
+    result = await store.apply("acme", [rec("abc123", ts=SUBMITTED_MS + 1)], now_ms=SUBMITTED_MS + 5000)
     assert result.applied == 1 and not result.unmatched
     assert len(result.finals) == 1
     final = result.finals[0]
@@ -531,7 +532,8 @@ async def test_without_callback_the_reply_is_slim_but_the_event_whole(redis_clie
 
 
 async def record_submitted(
-    r: Any, prefix: str, jobs: list[tuple[str, list[str], str, str]], now_ms: int = SUBMITTED_MS
+    r: Any, prefix: str, jobs: list[tuple[str, list[str], str, str]], now_ms: int = SUBMITTED_MS,
+    *, keep_events: bool = False,
 ) -> None:
     """Run the engine's real record script for submitted jobs: (job id, raw ids, ref, callback)."""
     from engine.scripts import RecordBatch, RecordJob, RecordWait, Script, payload_json, record_call
@@ -557,7 +559,8 @@ async def record_submitted(
     ))
     keys = Keys(prefix)
     await Script("record")(r, *record_call(keys, keys.jobs, "sendgate", body, now_ms, os.urandom(8).hex()))
-    await r.delete(keys.events)  # keep only the receipts' events
+    if not keep_events:
+        await r.delete(keys.events)  # keep only the receipts' events
 
 
 async def record_with_bucket(r: Any, prefix: str, job_id: str, end_ms: int, expire_at_ms: int) -> None:
@@ -610,6 +613,7 @@ async def test_fast_path_entry_from_the_record_script(
     result = await store.apply(
         "acme",
         [rec("ab12"), rec("ab13", "undeliverable", "err:034"), rec("ab14"), rec("ab15"), rec("ab16")],
+        now_ms=SUBMITTED_MS + 5000,
     )
     assert result.applied == 5 and not result.unmatched
     by_id = {e.job_id: e for e in result.finals}
@@ -1026,7 +1030,8 @@ async def test_compact_fast_finals_are_the_same_events(redis_client: Any, key_pr
     results, published = [], []
     for prefix, compact in ((key_prefix, False), (f"{key_prefix}:c", True)):  # both cleaned up
         await record_submitted(redis_client, prefix, jobs)
-        result = await ReceiptStore(redis_client, prefix).apply("acme", receipts, compact=compact)
+        result = await ReceiptStore(redis_client, prefix).apply("acme", receipts, compact=compact,
+                                                                now_ms=SUBMITTED_MS + 5000)
         results.append(result)
         published.append(await events(redis_client, prefix))
     plain, compact_result = results
@@ -1083,3 +1088,68 @@ def test_fast_values_one_string_or_a_list() -> None:
     ]
     assert _fast_values(b"") == []
     assert _fast_values([b"a", b"1", b"b", b"2"]) == ["a", "1", "b", "2"]
+
+
+@pytest.mark.parametrize("callback", ["", "http://127.0.0.1/cb"], ids=["fast-form", "general-form"])
+async def test_a_held_receipt_written_after_its_submit_gets_a_later_ts(
+    redis_client: Any, key_prefix: str, store: ReceiptStore, callback: str
+) -> None:
+    """A receipt received before its submit was recorded is held, then written on a
+    retry: its event's ``ts`` is when it was written (docs/contract.md §2.4), so never
+    before the job's ``submitted`` event, not when the receipt was received."""
+    import time
+
+    received_ms = int(time.time() * 1000) - 1000  # received a second ago, held since
+    held = UnmatchedBuffer(retry_ms=0, max_wait_ms=60_000)
+    first = await store.apply("acme", [rec("ab40", ts=received_ms), rec("ab41", "enroute", ts=received_ms)])
+    assert len(first.unmatched) == 2
+    for r in first.unmatched:
+        held.hold(r, received_ms)
+    # the submits are recorded now, by the engine's record script
+    recorded_ms = int(time.time() * 1000)
+    await record_submitted(
+        redis_client, key_prefix, [("j40", ["00AB40"], "r", callback), ("j41", ["00AB41"], "r", callback)],
+        now_ms=recorded_ms, keep_events=True,
+    )
+    retry, expired = held.due(int(time.time() * 1000))
+    assert len(retry) == 2 and not expired
+    second = await store.apply("acme", retry)
+    assert second.applied == 2 and not second.unmatched
+    by_job: dict[str, list[dict[str, str]]] = {}
+    for e in await events(redis_client, key_prefix):
+        by_job.setdefault(e["id"], []).append(e)
+    assert [e["event"] for e in by_job["j40"]] == ["submitted", "delivered"]
+    assert [e["event"] for e in by_job["j41"]] == ["submitted", "enroute"]
+    for job_events in by_job.values():
+        submitted, receipt = (int(e["ts"]) for e in job_events)
+        assert submitted == recorded_ms
+        assert receipt >= submitted, f"receipt event {submitted - receipt} ms before its submitted event"
+        assert receipt <= int(time.time() * 1000)  # and not a time to come
+
+
+async def test_an_event_is_never_dated_before_its_submit_even_on_a_clock_behind(
+    redis_client: Any, key_prefix: str, store: ReceiptStore
+) -> None:
+    """A call whose time is before the job's submit time (another engine's clock behind
+    the one that recorded the submit, or its time taken before the record call's) dates
+    its events at the submit time: fast form, intermediate, general form, multipart."""
+    await record_submitted(
+        redis_client, key_prefix,
+        [("fast", ["00AB50"], "r", ""), ("mid", ["00AB51"], "r", ""), ("cb", ["00AB52"], "r", "http://127.0.0.1/cb"),
+         ("two", ["00AB53", "00AB54"], "r", "")],
+    )
+    behind = SUBMITTED_MS - 3000
+    result = await store.apply(
+        "acme", [rec("ab50"), rec("ab51", "enroute"), rec("ab52"), rec("ab53"), rec("ab54", "enroute")], now_ms=behind
+    )
+    assert result.applied == 5
+    stamped = {(e["id"], e["event"]): int(e["ts"]) for e in await events(redis_client, key_prefix)}
+    assert stamped == {
+        ("fast", "delivered"): SUBMITTED_MS, ("mid", "enroute"): SUBMITTED_MS, ("cb", "delivered"): SUBMITTED_MS,
+        ("two", "enroute"): SUBMITTED_MS,
+    }
+    # a call on time dates them at its own time
+    later = await store.apply("acme", [rec("ab51"), rec("ab54")], now_ms=SUBMITTED_MS + 7)
+    assert later.applied == 2
+    stamped = {(e["id"], e["event"]): int(e["ts"]) for e in await events(redis_client, key_prefix)}
+    assert stamped[("mid", "delivered")] == stamped[("two", "delivered")] == SUBMITTED_MS + 7
