@@ -1050,8 +1050,8 @@ def _apply_rounds(
             ids = stage(batch)
         mode = "apply:stage" if staged else "apply"
         args = store._args(mode) + APPLY_ARGS.build(
-            carrier=carrier, window="600000", groups="1", token=f"t{applied}" if staged else "",
-            rest=GROUP.build(final="1", event="delivered", error="", ts=now, count=str(len(ids)), ids=ids),
+            carrier=carrier, window="600000", groups="1", now=now, token=f"t{applied}" if staged else "",
+            rest=GROUP.build(final="1", event="delivered", error="", count=str(len(ids)), ids=ids),
         )
         if staged:
             args += STAGE_ARGS.build(key=keys.dlr_staged, field=f"t{applied}")

@@ -23,7 +23,7 @@
 --                                    window/10 of Redis time; a receipt without entry whose
 --                                    id is in a span of the last window is a duplicate (SMSCs
 --                                    resend a deliver_sm whose resp they missed). (Layout 6;
---                                    layout 5's P:dlr:dup:<n> held "<carrier>US<id>" of every
+--                                    layout 6's P:dlr:dup:<n> held "<carrier>US<id>" of every
 --                                    carrier: still read for the receipts found in no new
 --                                    span while such a set lives, see "legacy" below)
 --   P:events                         stream of status events
@@ -43,11 +43,14 @@
 --   after its final event ([engine] record_grace_s).
 -- "apply":  ARGV[AP_CARRIER] carrier,
 --           AP_WINDOW duplicate window ms (0 = none), AP_GROUPS group count g,
+--           AP_NOW the call's time (unix ms, the engine's clock, as record.lua's
+--           A_NOW): the `ts` of every event the call writes (the time it is written),
+--           or the job's submit time when that is later (see event_ts),
 --           AP_TOKEN call token ('' = none: the reply of a call with callback events is
---           kept 2 min under P:dlr:call:<token> and returned as is to a repeated call),
---           then from AP_REST per group (receipts sharing final flag, event, error and
---           ts_ms, the time they were received), at offsets G_*: final ("1"/"0"), event,
---           error, ts_ms, count m, then m normalised ids.
+--           kept 2 min under P:dlr:call:<token> and returned as is to a repeated call;
+--           it does not cover AP_NOW, so a call sent again is the same call),
+--           then from AP_REST per group (receipts sharing final flag, event and error),
+--           at offsets G_*: final ("1"/"0"), event, error, count m, then m normalised ids.
 --   returns { statuses, fast, event... } where statuses holds one letter per receipt,
 --   in argument order:
 --     a applied, f applied on the fast path (its job's final event is in `fast`),
@@ -56,16 +59,16 @@
 --     l late (intermediate after the part or job was final; ignored),
 --     o orphan (a general-form entry but no job record; retried like unmatched),
 --     x corrupt correlation entry (left alone)
---   fast = the correlation entry ("=<submitted_ms>[:<state>]US<message_ids>US<ref>US<job
---   id>") of each 'f', in order, NUL-joined in one string (the event is the receipt's
---   own, or unknown for a state that is not final; the caller has it), and each
+--   fast = { job id, submitted_ms, ... } for each 'f', in order, NUL-joined in one
+--   string (the event is the receipt's own, or unknown for a state that is not final;
+--   the caller has it), and each
 --   other event is { kind ("f" final / "i" intermediate), callback, submitted_ms,
 --   field, value, ... } with the exact fields written to P:events (or only id, event
 --   and carrier when the job has no callback).
 -- "expire": ARGV[EX_NOW] now_ms, EX_LIMIT limit
---           (entries per call), EX_WINDOW duplicate window ms (layout 5's spans past it
+--           (entries per call), EX_WINDOW duplicate window ms (layout 6's spans past it
 --           are UNLINKed here: freed off the main thread, before their TTL would free
---           them; a carrier's layout-6 spans are, by its apply calls)
+--           them; a carrier's layout-7 spans are, by its apply calls)
 --   returns { more ("1": due buckets are left, call again; "0": none), event... } (final
 --   events only).
 --
@@ -145,6 +148,19 @@ for i = 1, 32 do
 end
 local function num_str(n)
     return NUM_STR[n] or tostring(n)
+end
+
+-- The `ts` of a receipt's event: `now` (the call's time, AP_NOW), unless the job's
+-- submit time (its submitted event's ts, in its correlation entry) is later: another
+-- engine's clock ahead of this one, or a call whose time was taken before the record
+-- call's. So no event of a job is dated before its submitted event. Both are strings
+-- of digits: compared as such (no number per receipt). The fast path has it inline.
+local function event_ts(now, submitted)
+    local n = #submitted
+    if n > #now or (n == #now and submitted > now) then
+        return submitted
+    end
+    return now
 end
 
 local function event_fields(job_id, info, event, carrier, parts, error, ts)
@@ -305,8 +321,8 @@ local function dup_span(window)
     return math.max(1, math.ceil(window / 10)), tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- A span's set: `base` .. n, base = "P:dlr:dup:<carrier>:" (layout 6), or "P:dlr:dup:"
--- for layout 5's sets of every carrier (read and unlinked, never written now)
+-- A span's set: `base` .. n, base = "P:dlr:dup:<carrier>:" (layout 7), or "P:dlr:dup:"
+-- for layout 6's sets of every carrier (read and unlinked, never written now)
 local function dup_key(base, n)
     return base .. string.format('%d', n)
 end
@@ -332,6 +348,7 @@ if mode == 'apply' then
     local carrier = ARGV[AP_CARRIER]
     local window = tonumber(ARGV[AP_WINDOW])  -- duplicate window (ms; 0 = none)
     local groups = tonumber(ARGV[AP_GROUPS])
+    local now, now_len = ARGV[AP_NOW], #ARGV[AP_NOW]  -- the events' ts (event_ts)
     -- memo: a call repeated after its reply was lost (same token) gets the first
     -- reply again, so the events it published still reach their webhooks.
     local memo = ARGV[AP_TOKEN] ~= '' and (ARGV[A_CALL_PREFIX] .. ARGV[AP_TOKEN]) or nil
@@ -425,7 +442,7 @@ if mode == 'apply' then
     end
     local pos = AP_REST
     for _ = 1, groups do
-        local final, event, err, ts = ARGV[pos + G_FINAL] == '1', ARGV[pos + G_EVENT], ARGV[pos + G_ERROR], ARGV[pos + G_TS]
+        local final, event, err = ARGV[pos + G_FINAL] == '1', ARGV[pos + G_EVENT], ARGV[pos + G_ERROR]
         local m = tonumber(ARGV[pos + G_COUNT])
         local id0 = pos + G_IDS - 1  -- the ids are ARGV[id0 + 1 .. id0 + m]
         pos = id0 + m + 1
@@ -451,7 +468,23 @@ if mode == 'apply' then
                 if not s3 then
                     status = 'x'
                 elseif final then
-                    call('XADD', events, '*', 'id', sub(v, s3 + 1),
+                    local job_id = sub(v, s3 + 1)
+                    -- the submit time: the whole head unless an intermediate receipt left
+                    -- ':<state>' in it (a state is a word: the head then ends in a letter)
+                    local last, submitted = byte(v, s1 - 1), nil
+                    if last >= 48 and last <= 57 then
+                        submitted = sub(v, 2, s1 - 1)
+                    else
+                        submitted = fast_head(v, s1)
+                    end
+                    -- event_ts() inline, the common case first: one string compare (unix
+                    -- ms have 13 digits from 2001 to 2286, and digit strings of one length
+                    -- compare as their numbers), the length only when it says later
+                    local ts = now
+                    if submitted > now and #submitted >= now_len then
+                        ts = submitted
+                    end
+                    call('XADD', events, '*', 'id', job_id,
                         'ref', sub(v, s2 + 1, s3 - 1), 'event', state, 'carrier', carrier,
                         'parts', '1', 'message_ids', sub(v, s1 + 1, s2 - 1), 'error', err, 'ts', ts)
                     status = 'f'
@@ -467,9 +500,9 @@ if mode == 'apply' then
                     d[k], ndrop[b] = id, k
                     ng = ng + 1
                     gone[ng] = id
-                    -- the entry itself answers (job id and submit time: the caller cuts them)
-                    nf = nf + 1
-                    fast[nf] = v
+                    fast[nf + 1] = job_id
+                    fast[nf + 2] = submitted
+                    nf = nf + 2
                 else
                     local job_id = sub(v, s3 + 1)
                     local submitted, seen = fast_head(v, s1)
@@ -479,7 +512,8 @@ if mode == 'apply' then
                         call('HSET', buckets[at[i] or 1], id, '=' .. submitted .. ':' .. event .. sub(v, s1))
                         local ref, mids = sub(v, s2 + 1, s3 - 1), sub(v, s1 + 1, s2 - 1)
                         local fields = {'id', job_id, 'ref', ref, 'event', event, 'carrier', carrier,
-                                        'parts', '1', 'message_ids', mids, 'error', err, 'ts', ts}
+                                        'parts', '1', 'message_ids', mids, 'error', err,
+                                        'ts', event_ts(now, submitted)}
                         xadd(events, fields)
                         out[#out + 1] = reply('i', {ref, carrier, mids, '', submitted}, submitted, fields)
                     end
@@ -491,6 +525,7 @@ if mode == 'apply' then
                     status = 'x'
                 else
                     local jk = job_prefix .. job_id
+                    local ts = event_ts(now, submitted)
                     -- 1 parts, 2 done, 3 s:<part>, 4 state, 5 expect, 6.. INFO_FIELDS
                     local head = call('HMGET', jk, 'parts', 'done', 's:' .. part, 'state', 'expect',
                                             unpack(INFO_FIELDS))
@@ -542,7 +577,7 @@ if mode == 'apply' then
         -- resent one (retired by an earlier call: this call's repeats are `finished`).
         -- A span's members are plain ids (no string made per receipt): the set is the
         -- carrier's.
-        -- (keys: the ids still missing, or their layout-5 tokens with the ids in `other`;
+        -- (keys: the ids still missing, or their layout-6 tokens with the ids in `other`;
         -- both compacted to the receipts still not found)
         local function seen_in(key, keys, other)
             local seen = call('SMISMEMBER', key, unpack(keys, 1, nm))
@@ -569,8 +604,8 @@ if mode == 'apply' then
             seen_in(dup_key(dup_base, n), miss_key, nil)
         end
         if nm > 0 then
-            -- legacy: layout 5's spans ("P:dlr:dup:<n>", every carrier's "<carrier>US<id>")
-            -- live a window and three spans after the last layout-5 call; while one of
+            -- legacy: layout 6's spans ("P:dlr:dup:<n>", every carrier's "<carrier>US<id>")
+            -- live a window and three spans after the last layout-6 call; while one of
             -- the window does, the ids still missing are looked up there too (one
             -- EXISTS per call with such receipts once they are gone)
             local names = {}
@@ -605,10 +640,9 @@ if mode == 'apply' then
         each_slice('HDEL', buckets[b], ids)
     end
     out[1] = table.concat(statuses)
-    -- the fast-path finals as one string: their entries, NUL between them (no entry
-    -- holds a NUL: engine/job.py refuses one in a job id or ref, a message id is a
-    -- C string): one bulk reply, not two per receipt (~2k instructions less per receipt
-    -- in Redis), and no string cut per receipt for it (~1.6k less; split by the caller)
+    -- the fast-path finals as one string, NUL between values (a job id holds no NUL:
+    -- engine/job.py; a submit time is digits): one bulk reply, not two per receipt
+    -- (~2k instructions less per receipt in Redis; split in C by the caller)
     out[2] = table.concat(fast, '\0')
     if step then
         local r = finish_step({out[1]}, out)
@@ -634,7 +668,7 @@ if mode == 'expire' then
     local limit = tonumber(ARGV[EX_LIMIT])
     local window = tonumber(ARGV[EX_WINDOW]) or 0
     if window > 0 then
-        -- layout 5's duplicate spans (of every carrier) past their use (span end +
+        -- layout 6's duplicate spans (of every carrier) past their use (span end +
         -- window) go here, UNLINKed (freed off the main thread), one span before their
         -- TTL would free them on it (a carrier's own spans: its apply calls)
         local span, t = dup_span(window)

@@ -83,12 +83,11 @@ expiry sweep gives an entry left at its deadline the event ``unknown``
 bench/RESULTS.md. Erasure (``privacy_hooks.erasure``) blanks the ``ref`` of a
 hidden job's fast entries, so it is not published.
 
-Arguments are grouped: receipts sharing (final, event, error, ts) travel as
+Arguments are grouped: receipts sharing (final, event, error) travel as
 one group followed by their ids, so the script parses nothing per receipt; the script
 answers one status letter per receipt in argument order (``f`` for a fast-path
-final, whose correlation entry comes back as it was, all of them in one
-NUL-joined string: the caller cuts the job id and ``submitted_ms`` out of it,
-:func:`_fast_values`), and whole events only for the general path.
+final, whose job id and ``submitted_ms`` come in a flat list), and whole
+events only for the general path.
 
 Keys this module writes besides the job record and ``P:events``:
 
@@ -101,23 +100,23 @@ Keys this module writes besides the job record and ``P:events``:
   waiting and landing as unmatched. One ``SADD`` per call instead of a
   tombstone per receipt, and no key per receipt for Redis to expire; the
   members are the receipts' own arguments, so the script makes no string per
-  receipt for them (layout 6: ~1k instructions per receipt less than layout
-  5's ``<carrier>US<id>`` tokens, bench/RESULTS.md "luacost2"). A carrier's
+  receipt for them (layout 7: ~1k instructions per receipt less than layout
+  6's ``<carrier>US<id>`` tokens, bench/RESULTS.md "luacost2"). A carrier's
   apply call that retires entries unlinks that carrier's spans that ended a
   window and a span ago (three of them), so their memory is freed off Redis's
   main thread; their TTL, a span later, frees them only when no such call
   came. The sets hold carrier message ids: no job id and no personal data.
   Needs Redis 6.2 (``SMISMEMBER``), as ``XAUTOCLAIM`` already does.
 
-  The upgrade from layout 5: its spans, ``P:dlr:dup:<n>`` with every
+  The upgrade from layout 6 (and before): its spans, ``P:dlr:dup:<n>`` with every
   carrier's ``<carrier>US<id>``, are never written now but still read: a
   receipt found in none of its carrier's spans is looked up there too while
   one of the window's exists (one ``EXISTS`` of the window's names per call
   with such receipts; the tokens are made only then), so a receipt resent
   across the upgrade is still a duplicate. The sweep (``expire_overdue``)
   unlinks them as before; they are gone a window and two spans after the
-  last layout-5 engine stopped. An engine of layout 5 still running beside
-  one of layout 6 does not read the new spans (a receipt retired by the new
+  last layout-6 engine stopped. An engine of layout 6 still running beside
+  one of layout 7 does not read the new spans (a receipt retired by the new
   engine and resent to the old one waits and is parked as unmatched: no
   event twice, none lost): stop them first, as for any layout bump.
 * ``P:dlr:unmatched`` stream: receipts with no correlation entry after the
@@ -226,23 +225,27 @@ __all__ = [
 
 # correlate.lua's KEYS and ARGV, named once: the script gets these positions as
 # Lua constants (script_source) and Python builds its arguments with them.
-LAYOUT_VERSION = 6
+LAYOUT_VERSION = 7
 """Of the layouts below and of what the script stores; bump it on any change of one (1:
 the hand-numbered lists; 3: no events trim, the record grace, fast-form entries without
 job record; 4: the two-step modes ``apply:plan``/``apply:commit``/``expire:plan``/
 ``expire:commit`` and COMMIT_ARGS; 5: the stage modes ``apply:stage``/``expire:stage`` and
-STAGE_ARGS instead of the plan and commit modes and COMMIT_ARGS; 6: the duplicate window's
-spans per carrier, ``P:dlr:dup:<carrier>:<n>`` holding plain normalised ids, instead of
-``P:dlr:dup:<n>`` holding ``<carrier>US<id>`` (those are still read while they live))."""
+STAGE_ARGS instead of the plan and commit modes and COMMIT_ARGS; 6: an apply call's
+``now``, the events' ``ts``, instead of a ``ts`` per group of receipts; 7: the duplicate
+window's spans per carrier, ``P:dlr:dup:<carrier>:<n>`` holding plain normalised ids,
+instead of ``P:dlr:dup:<n>`` holding ``<carrier>US<id>`` (those are still read while they
+live))."""
 KEYS_ = Positions("K", ("events", "due"))
 ARGS = Positions(
     "A", ("mode", "layout", "job_prefix", "bucket_prefix", "index_prefix", "dup_prefix", "call_prefix", "grace")
 )
 """The arguments of both modes; each mode's own follow."""
-APPLY_ARGS = Positions("AP", ("carrier", "window", "groups", "token"), first=len(ARGS) + 1, rest="rest")
-"""``token`` is last: it hashes the arguments before and after it (``_run_packed``)."""
+APPLY_ARGS = Positions("AP", ("carrier", "window", "groups", "now", "token"), first=len(ARGS) + 1, rest="rest")
+"""``token`` is last: it hashes the arguments before and after it except ``now``
+(``_call_token``): a call sent again at a later time is the same call. ``now``: the
+call's time (unix ms), the ``ts`` of the events it writes."""
 EXPIRE_ARGS = Positions("EX", ("now", "limit", "window"), first=len(ARGS) + 1)
-GROUP = Positions("G", ("final", "event", "error", "ts", "count"), first=0, rest="ids")
+GROUP = Positions("G", ("final", "event", "error", "count"), first=0, rest="ids")
 """One group of receipts in an apply call's tail: offsets from the group's start."""
 STAGE_ARGS = Positions("SG", ("key", "field"), first=0)
 """What a stage call adds after its mode's arguments (after the last group of an apply,
@@ -333,7 +336,9 @@ class ReceiptRecord(msgspec.Struct, frozen=True, gc=False):
     is_final: bool
     error: str = ""
     ts_ms: int = 0
-    """When the receipt was received (unix ms): the ``ts`` of the event."""
+    """When the receipt was received (unix ms): its ``ts`` in ``P:dlr:unmatched`` if it is
+    parked. Not its event's ``ts``: that is when the event is written (the ``now`` of the
+    script call that writes it), which for a held receipt is a retry's."""
 
     @classmethod
     def from_receipt(cls, receipt: Receipt, id_format: str, ts_ms: int) -> ReceiptRecord:
@@ -700,40 +705,18 @@ def _texts(raw: Sequence[Any]) -> list[str]:
     return [_text(v) for v in raw]
 
 
-def _fast_finals(raw: Any, nf: int) -> tuple[list[str], list[int | None]]:
+def _fast_finals(raw: Any) -> tuple[list[str], list[int | None]]:
     """The apply reply's fast-path finals: their job ids and submit times (unix ms, None
-    when there is none), in order.
-
-    correlate.lua answers each final's correlation entry,
-    ``=<submitted_ms>[:<state>]US<message_ids>US<ref>US<job id>``, all in one string,
-    NUL between them (no entry holds a NUL: a job id or ref with one is refused,
-    engine/job.py; a message id is a C string); ``nf``, the number of 'f' statuses,
-    tells them from the (job id, submit time) pairs an earlier version answered
-    (NUL-joined, or a list: a reply kept for a repeated call, ``P:dlr:call:``), which
-    read as before. The entries are cut in C: one split of the whole reply when no job
-    id holds US, else entry by entry (the job id is last); each distinct head's submit
-    time is parsed once."""
+    when there is none), in order. correlate.lua answers (job id, submit time) pairs in
+    one string, NUL between values (a job id holds no NUL, engine/job.py; one bulk
+    reply, not two per receipt), split here in C; a list of strings (a reply kept by a
+    call of an earlier version) reads as it is."""
     if isinstance(raw, (bytes, str)):
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-        if not text:
-            return [], []
-        values = text.split("\x00")
-        if len(values) == nf:
-            flat = text.replace("\x00", "\x1f").split("\x1f")
-            if len(flat) == 4 * nf:
-                return flat[3::4], _head_submitted_ms(flat[0::4])
-            cut = [v.split("\x1f", 3) for v in values]  # a job id holding US
-            return [c[-1] for c in cut], _head_submitted_ms([c[0] for c in cut])
+        values = text.split("\x00") if text else []
     else:
         values = _texts(raw)
     return values[0::2], _submitted_ms(values[1::2])
-
-
-def _head_submitted_ms(heads: list[str]) -> list[int | None]:
-    """The submit times of fast-form entries' heads (``=<submitted_ms>``, then
-    ``:<state>`` after an intermediate receipt): each distinct head parsed once."""
-    parsed = {h: int(t) if (t := h[1:].partition(":")[0]).isdigit() else None for h in set(heads)}
-    return list(map(parsed.__getitem__, heads))
 
 
 def _submitted_ms(values: list[str]) -> list[int | None]:
@@ -909,35 +892,38 @@ class ReceiptStore:
 
     def _call_token(self, head: Sequence[str | int], tail: list[bytes]) -> str:
         """The call's token (correlate.lua "memo"): the same batch sent again, as after
-        a lost reply, has the same token and gets the first reply back."""
+        a lost reply, has the same token and gets the first reply back. Over every
+        argument but the last of ``head``, the call's ``now``: sent again later, it is
+        still the same call."""
         body = b"".join([b"$%d\r\n%b\r\n" % (len(p), p) for p in tail])
-        return hashlib.sha1(self._head_resp(head) + body).hexdigest()
+        return hashlib.sha1(self._head_resp(head[:-1]) + body).hexdigest()
 
     def _packed(
         self, head: Sequence[str | int], tail: list[bytes], token: str | None = None, steps: bool = False
     ) -> bytes:
         """The whole EVALSHA of ``head``, the token (``token``, else one over the call's
-        arguments), then ``tail``, in RESP (see `_run_packed`); ``steps``: the two-step
-        script's."""
-        resp = self._head_resp(head)
+        arguments but its ``now``: `_call_token`), then ``tail``, in RESP (see
+        `_run_packed`); ``steps``: the two-step script's."""
+        resp = self._head_resp(head[:-1])
         body = b"".join([b"$%d\r\n%b\r\n" % (len(p), p) for p in tail])
         if token is None:
             token = hashlib.sha1(resp + body).hexdigest()
         nprefix, prefix = self._steps_prefix if steps else self._call_prefix
         return b"".join(
-            [b"*%d\r\n" % (nprefix + len(head) + 1 + len(tail)), prefix, resp, b"$40\r\n%b\r\n" % token.encode(), body]
+            [b"*%d\r\n" % (nprefix + len(head) + 1 + len(tail)), prefix, resp, self._resp(head[-1:]),
+             b"$40\r\n%b\r\n" % token.encode(), body]
         )
 
     def _apply_calls(
-        self, carrier: str, receipts: Sequence[ReceiptRecord]
+        self, carrier: str, receipts: Sequence[ReceiptRecord], now_ms: int
     ) -> list[tuple[list[str | int], list[bytes], list[ReceiptRecord]]]:
         """`apply`'s script calls, one per 1,000 receipts: (head, tail, the receipts in
         the order the script answers them)."""
-        return [self._pack(carrier, receipts[start : start + _CHUNK], "apply")
+        return [self._pack(carrier, receipts[start : start + _CHUNK], "apply", now_ms)
                 for start in range(0, len(receipts), _CHUNK)]
 
     async def apply(
-        self, carrier: str, receipts: Sequence[ReceiptRecord], *, compact: bool = False
+        self, carrier: str, receipts: Sequence[ReceiptRecord], *, compact: bool = False, now_ms: int | None = None
     ) -> BatchResult:
         """Correlate a batch of one carrier's receipts: one script call per 1,000.
 
@@ -950,23 +936,30 @@ class ReceiptStore:
         ``fast_job_ids``/``fast_events``/``fast_submitted_ms`` instead of a
         JobEvent each in ``finals`` (the engine's hot path: it only counts them
         and observes their latency; ``BatchResult.fast_as_events`` converts).
+
+        The events' ``ts`` is when they are written: ``now_ms`` (default: the clock
+        when the calls are built, once per call to ``apply``), or a job's submit time
+        when that is later (correlate.lua ``event_ts``). Never the receipts' own
+        ``ts_ms`` (when they were received), which a held receipt keeps from its
+        first try.
         """
         result = BatchResult()
-        for head, tail, ordered in self._apply_calls(carrier, receipts):
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        for head, tail, ordered in self._apply_calls(carrier, receipts, now):
             self._read_apply(await self._run_packed(head, tail), carrier, ordered, result, compact)
         return result
 
     def _pack(
-        self, carrier: str, chunk: Sequence[ReceiptRecord], mode: str
+        self, carrier: str, chunk: Sequence[ReceiptRecord], mode: str, now_ms: int
     ) -> tuple[list[str | int], list[bytes], list[ReceiptRecord]]:
-        """An apply call's arguments up to its token (``head``), its groups (``tail``)
-        and the receipts in argument order."""
-        # Receipts sharing (final, event, error, ts) travel as one group, then
-        # only their ids: the script parses nothing per receipt, and a batch
-        # received within a few ms makes few groups.
-        groups: dict[tuple[bool, str, str, int], list[ReceiptRecord]] = {}
+        """An apply call's arguments up to its token (``head``, ending with ``now``), its
+        groups (``tail``) and the receipts in argument order."""
+        # Receipts sharing (final, event, error) travel as one group, then only
+        # their ids: the script parses nothing per receipt, and a batch makes few
+        # groups (its events' ts is the call's, one argument).
+        groups: dict[tuple[bool, str, str], list[ReceiptRecord]] = {}
         for r in chunk:
-            key = (r.is_final, r.event, r.error, r.ts_ms)
+            key = (r.is_final, r.event, r.error)
             group = groups.get(key)
             if group is None:
                 groups[key] = [r]
@@ -975,14 +968,14 @@ class ReceiptStore:
         # everything before the token (the last named argument: _run_packed adds it)
         base = self._apply_args()[0] if mode == "apply" else self._args(mode)  # (apply's: built once)
         head = base + APPLY_ARGS.build(
-            carrier=carrier, window=self.duplicate_window_ms, groups=len(groups),
+            carrier=carrier, window=self.duplicate_window_ms, groups=len(groups), now=now_ms,
             token="", rest=(),
         )[:-1]
         tail: list[bytes] = []
         ordered: list[ReceiptRecord] = []
-        for (final, event, error, ts_ms), group in groups.items():
+        for (final, event, error), group in groups.items():
             tail += GROUP.build(
-                final=b"1" if final else b"0", event=event.encode(), error=error.encode(), ts=b"%d" % ts_ms,
+                final=b"1" if final else b"0", event=event.encode(), error=error.encode(),
                 count=b"%d" % len(group), ids=[r.message_id.encode() for r in group],
             )
             ordered += group
@@ -994,7 +987,7 @@ class ReceiptStore:
         """Add an apply call's reply (statuses, fast-path finals, events) to ``result``."""
         statuses = _text(raw[0])
         nf = statuses.count("f")
-        job_ids, submitted = _fast_finals(raw[1], nf)
+        job_ids, submitted = _fast_finals(raw[1])
         if compact and nf == len(statuses) == len(job_ids):
             # every receipt applied on the fast path (the usual batch): in bulk
             result.applied += nf
@@ -1011,17 +1004,19 @@ class ReceiptStore:
 
     # ------------------------------------------------------ stage, then publish
     async def stage(
-        self, carrier: str, receipts: Sequence[ReceiptRecord], *, compact: bool = False
+        self, carrier: str, receipts: Sequence[ReceiptRecord], *, compact: bool = False, now_ms: int | None = None
     ) -> tuple[BatchResult, StagedBatch | None]:
         """Step one of stage-then-publish (privacy hooks): apply at most 1,000 receipts
         as one call does, but keep their events in ``P:dlr:staged`` (under the call's
         token) instead of publishing them. Returns the counts and unmatched receipts
         (no event yet) and the staged batch (None: the call composed no event). The
         same batch sent again after a lost reply gets the batch its first call staged
-        (its receipts then count as duplicates)."""
+        (its receipts then count as duplicates). The events' ``ts`` is the stage call's
+        time (``now_ms`` as in :meth:`apply`), kept when they are published."""
         if len(receipts) > _CHUNK:
             raise ValueError(f"stage: at most {_CHUNK} receipts per call")
-        head, tail, ordered = self._pack(carrier, receipts, "apply:stage")
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        head, tail, ordered = self._pack(carrier, receipts, "apply:stage", now)
         token = self._call_token(head, tail)
         stage = STAGE_ARGS.build(key=self.staged_key.encode(), field=token.encode())
         raw = await self._run_packed(head, tail + stage, token, steps=True)
@@ -1347,7 +1342,8 @@ async def apply_stores(
             if isinstance(item, BaseException):
                 raise item
         return list(done)  # type: ignore[arg-type]
-    plan = [(store, store._apply_calls(carrier, records)) for store, records in batches]
+    now_ms = int(time.time() * 1000)  # the events' ts (ReceiptStore.apply), once for the round trip
+    plan = [(store, store._apply_calls(carrier, records, now_ms)) for store, records in batches]
     packed = b"".join([store._packed(head, tail) for store, calls in plan for head, tail, _o in calls])
     replies: list[list[Any]] | None = None
     conn = await pool.get_connection()

@@ -259,17 +259,17 @@ KEY_TABLE: tuple[KeyDoc, ...] = (
            "record.lua, correlate.lua (sweep)", "member removed with its bucket", "shard", "per bucket"),
     KeyDoc("P:dlr:dup:<carrier>:<span>", "set",
            "the normalised ids of the carrier's entries retired during the span (a tenth of the duplicate window "
-           "of Redis time; correlate layout 6)", "correlate.lua",
+           "of Redis time; correlate layout 7)", "correlate.lua",
            "UNLINKed a window and a span after the span ends by the carrier's apply calls that retire "
            "entries (within three spans; else its TTL, a span later, frees it)", "shard",
            "~64 B per part for the duplicate window (10 min; 100,000 8-character ids on 6.2 and 7.0, the same "
-           "as layout 5's tokens: the carrier's few more bytes fell in the same allocation)"),
+           "as layout 6's tokens: the carrier's few more bytes fell in the same allocation)"),
     KeyDoc("P:dlr:dup:<span>", "set",
-           "correlate layout 5's spans: tokens `<carrier>US<id>` of every carrier's entries retired during the "
+           "correlate layout 6's spans: tokens `<carrier>US<id>` of every carrier's entries retired during the "
            "span; never written now, read for receipts found in no carrier span while one of the window lives",
-           "correlate.lua (engines of layout 5 and before)",
+           "correlate.lua (engines of layout 6 and before)",
            "UNLINKed by the sweep a window and a span after the span ends; TTL a span later", "shard",
-           "none now (gone a window and two spans after the last layout-5 engine stopped)"),
+           "none now (gone a window and two spans after the last layout-6 engine stopped)"),
     KeyDoc("P:dlr:call:<token>", "string",
            "an apply call's reply (length-prefixed), kept only when it published an event for a callback",
            "correlate.lua", "2 min", "shard", "per call with callback events"),
@@ -529,11 +529,11 @@ class Keys:
         return self.dlr_index_prefix + carrier
 
     def dup_span(self, carrier: str, span: int) -> str:
-        """A carrier's duplicate-window span set ``P:dlr:dup:<carrier>:<n>`` (correlate layout 6)."""
+        """A carrier's duplicate-window span set ``P:dlr:dup:<carrier>:<n>`` (correlate layout 7)."""
         return f"{self.dlr_dup_prefix}{carrier}:{span}"
 
     def dup_span_legacy(self, span: int) -> str:
-        """A duplicate-window span set of correlate layout 5 and before, ``P:dlr:dup:<n>``
+        """A duplicate-window span set of correlate layout 6 and before, ``P:dlr:dup:<n>``
         (every carrier's ``<carrier>US<id>``): read, never written now."""
         return f"{self.dlr_dup_prefix}{span}"
 

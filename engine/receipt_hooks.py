@@ -280,10 +280,15 @@ class HookedReceiptStore(ReceiptStore):
         self.rereads = 0
         return self
 
-    async def apply(self, carrier: str, receipts: Sequence[ReceiptRecord], *, compact: bool = False) -> BatchResult:
+    async def apply(
+        self, carrier: str, receipts: Sequence[ReceiptRecord], *, compact: bool = False, now_ms: int | None = None
+    ) -> BatchResult:
         result = BatchResult()
         for start in range(0, len(receipts), _CHUNK):
-            counts, batch = await self.stage(carrier, list(receipts[start : start + _CHUNK]), compact=compact)
+            # (now_ms None: each stage call's own time, the ts of the events it stages)
+            counts, batch = await self.stage(
+                carrier, list(receipts[start : start + _CHUNK]), compact=compact, now_ms=now_ms
+            )
             _merge(result, counts)
             if batch is not None:
                 published = await self.publish_batch(batch, 1, compact=compact)

@@ -461,9 +461,10 @@ class ReceiptSink:
             await self.hook_retry.recover(self.stores, self._settle)
         while await self.inbound.sweep() >= 500:
             pass
-        now_ms = int(time.time() * 1000)
         stores = self.stores  # every shard's receipt deadlines: one round trip for all (expire_stores)
         while stores:
+            # a now per round: it is the ts of the round's dlr_timeout events (written now)
+            now_ms = int(time.time() * 1000)
             due = []
             for store, (finals, more) in zip(stores, await expire_stores(self.redis, stores, now_ms, 1000), strict=True):
                 self._publish(finals, now_ms)

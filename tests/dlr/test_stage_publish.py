@@ -58,10 +58,10 @@ async def test_a_stage_writes_what_apply_writes_but_the_events_and_publish_write
     a, b = f"{key_prefix}:a", f"{key_prefix}:b"
     await stage(r, a)
     await stage(r, b)
-    applied = await ReceiptStore(r, a).apply("acme", BATCH)
+    applied = await ReceiptStore(r, a).apply("acme", BATCH, now_ms=SUBMITTED_MS + 5000)
 
     store = ReceiptStore(r, b)
-    counts, batch = await store.stage("acme", BATCH)
+    counts, batch = await store.stage("acme", BATCH, now_ms=SUBMITTED_MS + 5000)
     assert batch is not None and await r.hlen(Keys(b).dlr_staged) == 1
     assert await events(r, b) == []  # nothing published yet
     # everything else is what one apply call wrote

@@ -16,7 +16,6 @@ from dlr.aggregate import aggregate
 from dlr.ids import normalize_id
 from dlr.receipt_parse import parse_receipt
 from dlr.store import (
-    BatchResult,
     ReceiptRecord,
     ReceiptStore,
     UnmatchedBuffer,
@@ -83,8 +82,8 @@ async def dup_spans(r: Any, prefix: str, window: int = 600_000, carrier: str = "
 
 async def assert_retired(r: Any, prefix: str, carrier: str, mid: str) -> None:
     """The entry is gone and its id is in one of the carrier's duplicate spans, which
-    expires within ~1.3 windows (correlate layout 6: the id itself, no carrier in it);
-    nothing is written in layout 5's spans of every carrier."""
+    expires within ~1.3 windows (correlate layout 7: the id itself, no carrier in it);
+    nothing is written in layout 6's spans of every carrier."""
     assert await get_entry(r, prefix, carrier, mid) is None
     spans = [name for name, members in (await dup_spans(r, prefix, carrier=carrier)).items() if mid.encode() in members]
     assert len(spans) == 1
@@ -116,7 +115,8 @@ async def test_single_part_delivered(
     await submit_job(
         redis_client, key_prefix, "job:1", "acme", ["abc123"], callback="http://127.0.0.1/cb"
     )
-    result = await store.apply("acme", [rec("abc123")])
+    # the event's ts is the call's time (now_ms), not the receipt's (ts_ms: when received)
+    result = await store.apply("acme", [rec("abc123", ts=SUBMITTED_MS + 1)], now_ms=SUBMITTED_MS + 5000)
     assert result.applied == 1 and not result.unmatched
     assert len(result.finals) == 1
     final = result.finals[0]
@@ -537,7 +537,8 @@ async def test_without_callback_the_reply_is_slim_but_the_event_whole(redis_clie
 
 
 async def record_submitted(
-    r: Any, prefix: str, jobs: list[tuple[str, list[str], str, str]], now_ms: int = SUBMITTED_MS
+    r: Any, prefix: str, jobs: list[tuple[str, list[str], str, str]], now_ms: int = SUBMITTED_MS,
+    *, keep_events: bool = False,
 ) -> None:
     """Run the engine's real record script for submitted jobs: (job id, raw ids, ref, callback)."""
     from engine.scripts import RecordBatch, RecordJob, RecordWait, Script, payload_json, record_call
@@ -563,7 +564,8 @@ async def record_submitted(
     ))
     keys = Keys(prefix)
     await Script("record")(r, *record_call(keys, keys.jobs, "sendgate", body, now_ms, os.urandom(8).hex()))
-    await r.delete(keys.events)  # keep only the receipts' events
+    if not keep_events:
+        await r.delete(keys.events)  # keep only the receipts' events
 
 
 async def record_with_bucket(r: Any, prefix: str, job_id: str, end_ms: int, expire_at_ms: int) -> None:
@@ -616,6 +618,7 @@ async def test_fast_path_entry_from_the_record_script(
     result = await store.apply(
         "acme",
         [rec("ab12"), rec("ab13", "undeliverable", "err:034"), rec("ab14"), rec("ab15"), rec("ab16")],
+        now_ms=SUBMITTED_MS + 5000,
     )
     assert result.applied == 5 and not result.unmatched
     by_id = {e.job_id: e for e in result.finals}
@@ -724,7 +727,7 @@ async def test_duplicate_window_spans_then_unmatched(redis_client: Any, key_pref
 
 
 async def test_sweep_unlinks_spans_past_their_use(redis_client: Any, key_prefix: str) -> None:
-    """The sweep UNLINKs layout 5's spans (``P:dlr:dup:<n>``, every carrier's, left by an
+    """The sweep UNLINKs layout 6's spans (``P:dlr:dup:<n>``, every carrier's, left by an
     upgrade) that ended a window and a span ago (a span before their TTL), and leaves the
     ones a duplicate check may still read."""
     window, span = 600_000, 60_000
@@ -768,7 +771,7 @@ async def test_apply_unlinks_the_carriers_spans_past_their_use(redis_client: Any
 
 async def test_duplicate_window_is_per_carrier(redis_client: Any, key_prefix: str) -> None:
     """The same message id from two carriers: one carrier's retired id is no duplicate of
-    the other's receipt (layout 5's tokens held the carrier; layout 6's sets are the
+    the other's receipt (layout 6's tokens held the carrier; layout 7's sets are the
     carrier's)."""
     store = ReceiptStore(redis_client, key_prefix)
     await record_submitted(redis_client, key_prefix, [("pc1", ["same1"], "", "")])
@@ -784,7 +787,7 @@ async def test_duplicate_window_is_per_carrier(redis_client: Any, key_prefix: st
 
 
 async def test_upgrade_from_layout_5_spans(redis_client: Any, key_prefix: str) -> None:
-    """Spans a layout-5 engine wrote (``P:dlr:dup:<n>``, ``<carrier>US<id>``) are still
+    """Spans a layout-6 engine wrote (``P:dlr:dup:<n>``, ``<carrier>US<id>``) are still
     read after the upgrade: a receipt resent across it is a duplicate, not unmatched (so
     not parked, and no second event); a token of another carrier is not this one's; the
     new retirements go to the carrier's own spans only."""
@@ -792,7 +795,7 @@ async def test_upgrade_from_layout_5_spans(redis_client: Any, key_prefix: str) -
     keys = Keys(key_prefix)
     store = ReceiptStore(redis_client, key_prefix, duplicate_window_ms=window)
     last = await redis_now_ms(redis_client) // span
-    # as a layout-5 engine left them: the current span and one 8 spans back
+    # as a layout-6 engine left them: the current span and one 8 spans back
     await redis_client.sadd(keys.dup_span_legacy(last), "acme\x1fold1", "beta\x1fold2")
     await redis_client.sadd(keys.dup_span_legacy(last - 8), "acme\x1fold3")
     for n in (last, last - 8):
@@ -800,12 +803,12 @@ async def test_upgrade_from_layout_5_spans(redis_client: Any, key_prefix: str) -
     await record_submitted(redis_client, key_prefix, [("up1", ["new1"], "", "")])
     got = await store.apply("acme", [rec("old1"), rec("old2"), rec("new1"), rec("old3"), rec("none")])
     assert (got.applied, got.duplicates, got.unmatched) == (1, 2, [rec("old2"), rec("none")])
-    assert await events(redis_client, key_prefix) == [
+    assert [{k: v for k, v in e.items() if k != "ts"} for e in await events(redis_client, key_prefix)] == [
         {"id": "up1", "ref": "", "event": "delivered", "carrier": "acme", "parts": "1", "message_ids": "new1",
-         "error": "", "ts": str(SUBMITTED_MS + 5000)}
+         "error": ""}
     ]
     assert {m for ms in (await dup_spans(redis_client, key_prefix, carrier="acme")).values() for m in ms} == {b"new1"}
-    # a layout-5 span is never written now
+    # a layout-6 span is never written now
     assert await redis_client.smembers(keys.dup_span_legacy(last)) == {b"acme\x1fold1", b"beta\x1fold2"}
     # both layouts in one call, and the new one alone
     again = await store.apply("acme", [rec("new1"), rec("old3")])
@@ -823,7 +826,7 @@ _WHERE = ("entry", "none", "span", "legacy", "other_span", "other_legacy")
 def test_duplicate_spans_of_both_layouts_property(
     redis_url: str, key_prefix: str, placed: list[tuple[str, int]], rnd: Any
 ) -> None:
-    """Receipts whose ids are anywhere in the window's spans (the carrier's, layout 5's,
+    """Receipts whose ids are anywhere in the window's spans (the carrier's, layout 6's,
     another carrier's of either layout) or in a correlation entry, in any order, in one
     call: duplicate exactly when the id is in a span of this carrier (either layout),
     applied when it has an entry, else unmatched; the statuses stay with their receipts
@@ -1156,7 +1159,8 @@ async def test_compact_fast_finals_are_the_same_events(redis_client: Any, key_pr
     results, published = [], []
     for prefix, compact in ((key_prefix, False), (f"{key_prefix}:c", True)):  # both cleaned up
         await record_submitted(redis_client, prefix, jobs)
-        result = await ReceiptStore(redis_client, prefix).apply("acme", receipts, compact=compact)
+        result = await ReceiptStore(redis_client, prefix).apply("acme", receipts, compact=compact,
+                                                                now_ms=SUBMITTED_MS + 5000)
         results.append(result)
         published.append(await events(redis_client, prefix))
     plain, compact_result = results
@@ -1200,62 +1204,77 @@ def test_submitted_ms_parses_each_distinct_value_once_in_order() -> None:
     assert _submitted_ms([]) == []
 
 
-def test_fast_finals_of_pairs_one_string_or_a_list() -> None:
-    """An earlier correlate.lua answered the fast-path finals as (job id, submit time)
-    pairs in one NUL-joined string, or a list: a reply of either kept for a repeated call
-    (``P:dlr:call:``) still reads."""
+def test_fast_finals_one_string_or_a_list() -> None:
+    """correlate.lua answers the fast-path finals as one NUL-joined string (a job id
+    may hold US or ',' but never NUL); a list (a reply kept by an earlier version's
+    call) still reads."""
     from dlr.store import _fast_finals
 
-    assert _fast_finals(b"job\x1f1\x001795000000000\x00j,2\x00", 2) == (["job\x1f1", "j,2"], [1795000000000, None])
-    assert _fast_finals(b"", 0) == ([], [])
-    assert _fast_finals([b"a", b"1", b"b", b"2"], 2) == (["a", "b"], [1, 2])
+    assert _fast_finals(b"job\x1f1\x001795000000000\x00j,2\x00") == (["job\x1f1", "j,2"], [1795000000000, None])
+    assert _fast_finals(b"") == ([], [])
+    assert _fast_finals([b"a", b"1", b"b", b"2"]) == (["a", "b"], [1, 2])
 
 
-def test_fast_finals_from_the_entries() -> None:
-    """correlate.lua answers each fast-path final's correlation entry, NUL-joined: the job
-    id (last, may hold US, ':' or '='), and the submit time from the head (without the
-    ':<state>' an intermediate receipt left; None when the head has none)."""
-    from dlr.store import _fast_finals
+@pytest.mark.parametrize("callback", ["", "http://127.0.0.1/cb"], ids=["fast-form", "general-form"])
+async def test_a_held_receipt_written_after_its_submit_gets_a_later_ts(
+    redis_client: Any, key_prefix: str, store: ReceiptStore, callback: str
+) -> None:
+    """A receipt received before its submit was recorded is held, then written on a
+    retry: its event's ``ts`` is when it was written (docs/contract.md §2.4), so never
+    before the job's ``submitted`` event, not when the receipt was received."""
+    import time
 
-    reply = "\x00".join([
-        "=1795000000000\x1fM1\x1fr1\x1fjob-1",
-        "=1795000000001:enroute\x1fM2\x1f\x1f=j:2",
-        "=\x1fM3\x1fr3\x1fj3",
-    ]).encode()
-    assert _fast_finals(reply, 3) == (["job-1", "=j:2", "j3"], [1795000000000, 1795000000001, None])
-    with_us = "=1795000000000\x1fM1\x1fr1\x1fjob\x1f1\x00=1795000000000\x1fM2\x1fr2\x1fjob-2"
-    assert _fast_finals(with_us, 2) == (["job\x1f1", "job-2"], [1795000000000] * 2)
-    # pairs (a reply kept by an earlier version): twice as many values as finals
-    assert _fast_finals(b"job-1\x001795000000000", 1) == (["job-1"], [1795000000000])
+    received_ms = int(time.time() * 1000) - 1000  # received a second ago, held since
+    held = UnmatchedBuffer(retry_ms=0, max_wait_ms=60_000)
+    first = await store.apply("acme", [rec("ab40", ts=received_ms), rec("ab41", "enroute", ts=received_ms)])
+    assert len(first.unmatched) == 2
+    for r in first.unmatched:
+        held.hold(r, received_ms)
+    # the submits are recorded now, by the engine's record script
+    recorded_ms = int(time.time() * 1000)
+    await record_submitted(
+        redis_client, key_prefix, [("j40", ["00AB40"], "r", callback), ("j41", ["00AB41"], "r", callback)],
+        now_ms=recorded_ms, keep_events=True,
+    )
+    retry, expired = held.due(int(time.time() * 1000))
+    assert len(retry) == 2 and not expired
+    second = await store.apply("acme", retry)
+    assert second.applied == 2 and not second.unmatched
+    by_job: dict[str, list[dict[str, str]]] = {}
+    for e in await events(redis_client, key_prefix):
+        by_job.setdefault(e["id"], []).append(e)
+    assert [e["event"] for e in by_job["j40"]] == ["submitted", "delivered"]
+    assert [e["event"] for e in by_job["j41"]] == ["submitted", "enroute"]
+    for job_events in by_job.values():
+        submitted, receipt = (int(e["ts"]) for e in job_events)
+        assert submitted == recorded_ms
+        assert receipt >= submitted, f"receipt event {submitted - receipt} ms before its submitted event"
+        assert receipt <= int(time.time() * 1000)  # and not a time to come
 
 
-_NO_NUL = hs.text(hs.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=12)
-_PLAIN = hs.text(hs.characters(blacklist_characters="\x00\x1f", blacklist_categories=("Cs",)), max_size=12)
-
-
-@settings(max_examples=300, deadline=None)
-@given(hs.lists(hs.tuples(_NO_NUL, hs.one_of(hs.just(""), hs.integers(0, 2**45).map(str)),
-                          hs.sampled_from(["", ":enroute", ":accepted"]), _PLAIN, _PLAIN), max_size=40))
-def test_fast_values_from_any_entries(finals: list[tuple[str, str, str, str, str]]) -> None:
-    """Whatever the job ids (any character but NUL), message ids and refs (no US: those
-    keep the general form) and heads, the pairs come out in order."""
-    from dlr.store import _fast_finals
-
-    reply = "\x00".join(f"={sub}{state}\x1f{mids}\x1f{ref}\x1f{job}" for job, sub, state, mids, ref in finals)
-    want = ([job for job, *_ in finals], [int(sub) if sub else None for _j, sub, *_ in finals])
-    assert _fast_finals(reply.encode(), len(finals)) == want
-
-
-async def test_apply_reply_answers_the_entries_of_fast_finals(redis_client: Any, key_prefix: str) -> None:
-    """The script's reply holds each fast-path final's entry as it was (no cut per
-    receipt in Redis); the result has the job ids and submit times from it."""
-    store = ReceiptStore(redis_client, key_prefix)
-    entry = f"={SUBMITTED_MS}\x1fE1\x1fref-e\x1fjob:e1"
-    await put_entry(redis_client, key_prefix, "acme", "e1", entry)
-    head, tail, ordered = store._apply_calls("acme", [rec("e1")])[0]
-    raw = await store._run_packed(head, tail)
-    assert raw[:2] == [b"f", entry.encode()]
-    result = BatchResult()
-    store._read_apply(raw, "acme", ordered, result, True)
-    assert (result.fast_job_ids, result.fast_submitted_ms, result.fast_events) == (
-        ["job:e1"], [SUBMITTED_MS], ["delivered"])
+async def test_an_event_is_never_dated_before_its_submit_even_on_a_clock_behind(
+    redis_client: Any, key_prefix: str, store: ReceiptStore
+) -> None:
+    """A call whose time is before the job's submit time (another engine's clock behind
+    the one that recorded the submit, or its time taken before the record call's) dates
+    its events at the submit time: fast form, intermediate, general form, multipart."""
+    await record_submitted(
+        redis_client, key_prefix,
+        [("fast", ["00AB50"], "r", ""), ("mid", ["00AB51"], "r", ""), ("cb", ["00AB52"], "r", "http://127.0.0.1/cb"),
+         ("two", ["00AB53", "00AB54"], "r", "")],
+    )
+    behind = SUBMITTED_MS - 3000
+    result = await store.apply(
+        "acme", [rec("ab50"), rec("ab51", "enroute"), rec("ab52"), rec("ab53"), rec("ab54", "enroute")], now_ms=behind
+    )
+    assert result.applied == 5
+    stamped = {(e["id"], e["event"]): int(e["ts"]) for e in await events(redis_client, key_prefix)}
+    assert stamped == {
+        ("fast", "delivered"): SUBMITTED_MS, ("mid", "enroute"): SUBMITTED_MS, ("cb", "delivered"): SUBMITTED_MS,
+        ("two", "enroute"): SUBMITTED_MS,
+    }
+    # a call on time dates them at its own time
+    later = await store.apply("acme", [rec("ab51"), rec("ab54")], now_ms=SUBMITTED_MS + 7)
+    assert later.applied == 2
+    stamped = {(e["id"], e["event"]): int(e["ts"]) for e in await events(redis_client, key_prefix)}
+    assert stamped[("mid", "delivered")] == stamped[("two", "delivered")] == SUBMITTED_MS + 7

@@ -27,14 +27,15 @@ _RECORDS = st.lists(
 
 
 def _old_tail(chunk: list[ReceiptRecord]) -> tuple[list[bytes], list[ReceiptRecord]]:
-    groups: dict[tuple[bool, str, str, int], list[ReceiptRecord]] = {}
+    # (receipts received at different times share a group: their events' ts is the call's)
+    groups: dict[tuple[bool, str, str], list[ReceiptRecord]] = {}
     for r in chunk:
-        groups.setdefault((r.is_final, r.event, r.error, r.ts_ms), []).append(r)
+        groups.setdefault((r.is_final, r.event, r.error), []).append(r)
     tail: list[bytes] = []
     ordered: list[ReceiptRecord] = []
-    for (final, event, error, ts_ms), group in groups.items():
+    for (final, event, error), group in groups.items():
         tail += GROUP.build(final=b"1" if final else b"0", event=event.encode(), error=error.encode(),
-                            ts=b"%d" % ts_ms, count=b"%d" % len(group), ids=[r.message_id.encode() for r in group])
+                            count=b"%d" % len(group), ids=[r.message_id.encode() for r in group])
         ordered += group
     return tail, ordered
 
@@ -44,13 +45,17 @@ def _old_tail(chunk: list[ReceiptRecord]) -> tuple[list[bytes], list[ReceiptReco
 def test_groups_and_the_packed_call_are_as_before(records: list[ReceiptRecord], runs: int) -> None:
     chunk = records * runs  # repeated runs of equal keys, apart (first appearance decides)
     store = ReceiptStore(None, "t")
-    head, tail, ordered = store._pack("c1", chunk, "apply")
+    head, tail, ordered = store._pack("c1", chunk, "apply", 1764806400005)
     assert (tail, ordered) == _old_tail(chunk)
+    assert head[-1] == 1764806400005  # the call's now, the last argument before the token
     packed = store._packed(head, tail)
     body = b"".join([b"$%d\r\n%b\r\n" % (len(p), p) for p in tail])
-    token = hashlib.sha1(store._head_resp(head) + body).hexdigest()
+    token = hashlib.sha1(store._head_resp(head[:-1]) + body).hexdigest()
     assert packed.endswith(b"$40\r\n" + token.encode() + b"\r\n" + body)
     assert store._call_token(head, tail) == token
+    # the same call built later (a stalled batch sent again) has the same token
+    later, later_tail, _o = store._pack("c1", chunk, "apply", 1764806409999)
+    assert later[-1] == 1764806409999 and store._call_token(later, later_tail) == token
 
 
 @given(values=st.lists(st.sampled_from([0.0, 0.004, 0.2, 7.5, 1e9]), max_size=30))
@@ -71,7 +76,7 @@ def test_fast_events_of_a_reply_are_each_receipts_state(records: list[ReceiptRec
     from dlr.store import _FINAL_STATE, BatchResult
 
     store = ReceiptStore(None, "t")
-    _head, _tail, ordered = store._pack("c1", records * runs, "apply")
+    _head, _tail, ordered = store._pack("c1", records * runs, "apply", 1764806400005)
     fast = [v for k in range(len(ordered)) for v in (f"job-{k}", "1764806400000")]
     result = BatchResult()
     store._read_apply(["f" * len(ordered), fast], "c1", ordered, result, True)

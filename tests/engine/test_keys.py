@@ -227,7 +227,7 @@ async def _exercise(r: Any, k: Keys) -> set[str]:
     # a mark an engine of layout 10 left (an upgrade: the first claims then set P:marks:legacy
     # and read such marks for a window; on a small keyspace without one they set nothing)
     await r.set(k.idem("old-1"), "done", ex=60)
-    # a duplicate span an engine of correlate layout 5 left (read for a window after the upgrade)
+    # a duplicate span an engine of correlate layout 6 left (read for a window after the upgrade)
     await r.sadd(k.dup_span_legacy(now_ms // 60_000), "acme\x1fold-m")
     await r.expire(k.dup_span_legacy(now_ms // 60_000), 60)
     await r.xreadgroup("g", "c", {k.jobs: ">"}, count=4)

@@ -28,7 +28,8 @@ def _job(i: int, run: str, **extra: str) -> dict[str, str]:
 async def test_receipt_before_resp_is_still_matched(redis_url: str, key_prefix: str) -> None:
     run = uuid.uuid4().hex[:6]
     jobs = [_job(i, run) for i in range(50)]
-    cfg = SimulatorConfig(dlr=True, receipt_before_resp=True)
+    # the receipt leaves at once, the submit_sm_resp 20 ms later: the receipt is held
+    cfg = SimulatorConfig(dlr=True, receipt_before_resp=True, latency_ms=20.0)
     async with running(redis_url, key_prefix, cfg, receipt_hold_s=10.0) as (_e, sim, _p, redis):
         await push(redis, key_prefix, jobs)
         events = await wait_events(redis, key_prefix, {j["id"] for j in jobs})
@@ -36,6 +37,11 @@ async def test_receipt_before_resp_is_still_matched(redis_url: str, key_prefix: 
             assert [e["event"] for e in events[job["id"]]] == ["submitted", "delivered"]
         assert await redis.xlen(f"{key_prefix}:dlr:unmatched") == 0
         assert sim.stats.receipts == 50
+        # every receipt was held (it came before its submit was recorded) and written on
+        # a retry: its event's ts is when it was written, after the submitted event's
+        # (docs/contract.md §2.4), not when the receipt was received
+        early = [j["id"] for j in jobs if int(events[j["id"]][1]["ts"]) < int(events[j["id"]][0]["ts"])]
+        assert not early, f"{len(early)} of 50 final events carry a ts before their submitted event's"
 
 
 async def test_receipts_arrive_on_the_rx_bind_of_a_tx_rx_pair(redis_url: str, key_prefix: str) -> None:

@@ -242,3 +242,21 @@ async def test_the_default_chain_keeps_the_one_call_path(redis_client: Any, key_
     assert hooked.hook_retry is not None
     assert [type(s) for s in hooked.stores] == [HookedReceiptStore, HookedReceiptStore]
     assert hooked.store is hooked.stores[0] and [s.keys for s in hooked.stores] == [s.keys for s in plain.stores]
+
+
+async def test_a_held_receipt_through_the_hooks_is_dated_after_its_submit(redis_url: str, key_prefix: str) -> None:
+    """With custom hooks (stage, then publish) a receipt held because it came before its
+    submit was recorded is dated when its retry stages it: after its submitted event."""
+    from connectors.simulator import SimulatorConfig
+
+    jobs = _jobs(30)
+    cfg = SimulatorConfig(dlr=True, receipt_before_resp=True, latency_ms=20.0)  # the resp 20 ms after the receipt
+    async with running(
+        redis_url, key_prefix, cfg, receipt_hold_s=10.0, privacy={"hooks": [f"{HOOKS}:Recorder"]}
+    ) as (_eng, _s, _p, redis):
+        await push(redis, key_prefix, jobs)
+        by_job = await wait_events(redis, key_prefix, {j["id"] for j in jobs})
+        for job in jobs:
+            submitted, delivered = by_job[job["id"]]
+            assert (submitted["event"], delivered["event"]) == ("submitted", "delivered")
+            assert int(delivered["ts"]) >= int(submitted["ts"]), int(submitted["ts"]) - int(delivered["ts"])
