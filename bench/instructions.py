@@ -21,7 +21,7 @@ two versions of the same code, and timed runs for the absolute figure.)
     python -m bench.instructions path [--python PY --tree DIR] [--small N --large N] [--shards N] [--keep DIR]
     python -m bench.instructions functions SMALL LARGE --per N   # by C function: path --keep's files
     python -m bench.instructions idle [--python PY --tree DIR] [--shards N] [--delay-s S]
-    python -m bench.instructions claim [--fresh]    # claim.lua per new job (bench.marks_cost, its steady fill)
+    python -m bench.instructions claim [--fresh] [--seed N --rounds N --script OTHER/claim.lua]    # claim.lua per new job (bench.marks_cost, its steady fill)
     python -m bench.instructions smpp [--python PY --tree DIR] [--engine]
     python -m bench.instructions percall [--small-batch 50 --large-batch 500 --jobs 2000]   # needs REDIS_URL
 
@@ -1137,6 +1137,10 @@ def main(argv: list[str] | None = None) -> int:
     cl = sub.add_parser("claim", help="instructions per new job in engine/claim.lua (bench.marks_cost, steady fill)")
     cl.add_argument("--fresh", action="store_true",
                     help="a new Redis as sendgate bench has it (no earlier generation: layout-10 marks looked for)")
+    cl.add_argument("--seed", type=int, default=None,
+                    help="the same uuids every run (seeded): compare two scripts by this, not by fresh uuid4s")
+    cl.add_argument("--rounds", type=int, default=5, help="batches of 500 claimed")
+    cl.add_argument("--script", type=Path, default=None, help="another claim.lua, under this tree's header")
     pc = sub.add_parser("percall", help="fixed instructions per call: record/correlate scripts and the engine's "
                                         "record call and receipt flush, at two batch sizes (REDIS_URL)")
     pc.add_argument("--tree", type=Path, default=_ROOT, help="checkout to measure (default: this one)")
@@ -1202,9 +1206,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"redaction: {r['filter']:,.0f} instructions per record without a number (RedactingFilter),"
               f" {r['chain']:,.0f} (the default hook chain's log filter)")
     elif a.what == "claim":
-        from bench.marks_cost import claim_instructions
+        from bench.marks_cost import claim_instructions, seed_ids
 
-        n = claim_instructions("uuid", 512, 6, 3, fresh=a.fresh)
+        if a.seed is not None:
+            seed_ids(a.seed)
+        n = claim_instructions("uuid", 512, 6, 3, fresh=a.fresh, rounds=a.rounds,
+                               script_text=a.script.read_text(encoding="utf-8") if a.script else None)
         print(f"claim.lua: {n:,.0f} instructions per new transactional job ({'fresh' if a.fresh else 'steady'})")
     elif a.what == "percall":
         for name, r in percall_instructions(a.tree, a.python, a.small_batch, a.large_batch, a.jobs).items():

@@ -29,6 +29,7 @@ Nothing here is asserted: the figures go to bench/RESULTS.md ("marks").
 from __future__ import annotations
 
 import argparse
+import random
 import uuid
 from typing import Any
 
@@ -38,8 +39,22 @@ _NOW_MS = 1_700_000_000_000  # ClaimArgs' clock
 _WINDOW_S = 3600  # ClaimArgs' window
 
 
+_SEEDED: random.Random | None = None
+"""Set (``seed_ids``): the uuids come from this generator, the same ones run after run."""
+
+
+def seed_ids(seed: int) -> None:
+    """Draw the ``uuid`` ids from a generator seeded with ``seed``: two scripts compared
+    claim the same ids into the same buckets (fresh uuid4s moved the count by ±200–400
+    instructions a job between identical runs, bench/RESULTS.md "luacost2")."""
+    global _SEEDED
+    _SEEDED = random.Random(seed)
+
+
 def _ids(kind: str, n: int, tag: str) -> list[str]:
     if kind == "uuid":
+        if _SEEDED is not None:
+            return [str(uuid.UUID(int=_SEEDED.getrandbits(128), version=4)) for _ in range(n)]
         return [str(uuid.uuid4()) for _ in range(n)]
     return [f"{tag}-{i}" for i in range(n)]  # the bench's form: b1234abcd-12345
 
@@ -87,7 +102,7 @@ def _prefill(r: Any, keys: Any, buckets: int, fill_prev: int, fill_cur: int, kin
 
 
 def claim_instructions(kind: str = "uuid", buckets: int = 512, fill_prev: int = 48, fill_cur: int = 24,
-                       batch: int = 500, rounds: int = 5, fresh: bool = False) -> float:
+                       batch: int = 500, rounds: int = 5, fresh: bool = False, script_text: str | None = None) -> float:
     """claim.lua instructions per new transactional job (see the module doc); ``fresh``:
     nothing prefilled, as on a new Redis (``sendgate bench``): the first generation has
     no predecessor, so the marks of layout 10 are looked for too (``P:marks:legacy``)."""
@@ -95,6 +110,13 @@ def claim_instructions(kind: str = "uuid", buckets: int = 512, fill_prev: int = 
     from engine.scripts import Script, claim_statuses
 
     script = Script("claim")
+    if script_text is not None:  # another claim.lua (an older commit's) under this header
+        from importlib import resources
+
+        from engine.scripts import script_header
+
+        lib = resources.files("engine").joinpath("marks_lib.lua").read_text(encoding="utf-8")
+        script.source = script_header("claim") + lib + script_text
     claims = _Claims()
 
     def run(r: Any) -> int:
