@@ -424,13 +424,12 @@ class Archiver:
             self._read_pending = False  # own backlog done (or none): new entries from now on
         # (no await from here on: the carry is taken and replaced in one step)
         carry, self._carry = self._carry, []
-        if carry:
-            batch = _with_carry(carry, batch)
         if taken and start == ">" and self._holding and self.settle_ms > 0 and not self._no_defer \
                 and not self.stopping:
-            # (a carried entry is held again while it is within settle_ms of the newest)
-            batch, self._carry = _hold_tail(batch, self.settle_ms)
+            batch, self._carry = _hold_tail(batch, self.settle_ms, carry)
             self.held += sum(len(es) for _, es in self._carry)
+        elif carry:
+            batch = _with_carry(carry, batch)
         if taken == 0 and not carry:
             return None
         deltas: list[Any] = self._fold(batch) if any(es for _, es in batch) else []
@@ -718,33 +717,34 @@ def pack_xack(stream: str, group: str, ids: list[Any]) -> bytes:
 
 
 def _hold_tail(
-    batch: list[tuple[str, list[Any]]], hold_ms: int
+    batch: list[tuple[str, list[Any]]], hold_ms: int, carry: Sequence[tuple[str, list[Any]]] = ()
 ) -> tuple[list[tuple[str, list[Any]]], list[tuple[str, list[Any]]]]:
-    """Split a batch into what to commit now and what to hold back one round: the events
-    of the batch's last ``hold_ms`` (by entry id, against its newest entry) that are
-    not final (``submitted`` with its receipt to come, ``enroute``, ``accepted``) of a
-    job without a final event there. Such a job's receipt is likely in the next batch;
+    """Split a batch (and what was held back last round, ``carry``: older, per stream)
+    into what to commit now and what to hold back one more round: the events of the
+    batch's last ``hold_ms`` (by entry id, against its newest entry) that are not final
+    (``submitted`` with its receipt to come, ``enroute``, ``accepted``) of a job
+    without a final event there. Such a job's receipt is likely in the next batch;
     held, its events are one row then (one COPYed row, not a row now and an UPDATE of
-    it next round). The caller puts the held entries before the next batch's and asks
-    again: an entry is held until the stream has ``hold_ms`` of later entries. Entries in the engine's layout only (``id`` then ``event`` fourth);
-    anything else is committed now. Each stream's entries are in id order (a bisect
-    finds the tail); ids are bytes (the raw reply), else nothing is held."""
+    it next round). A carried entry is held again while it is within ``hold_ms`` of
+    the newest and no final event of its job came (its fields are not read again).
+    Entries in the engine's layout only (``id`` then ``event`` fourth); anything else
+    is committed now. Each stream's entries are in id order (a bisect finds the tail);
+    ids are bytes (the raw reply), else nothing is held. Returns (commit, hold), each
+    per stream, the commit's carried entries first."""
     newest = max((es[-1][0] for _s, es in batch if es), default=None)
-    if newest.__class__ is not bytes:
-        return batch, []
-    ms, _, _seq = newest.partition(b"-")
+    ms = newest.partition(b"-")[0] if newest.__class__ is bytes else b""
     if len(ms) != 13 or not ms.isdigit():
-        return batch, []
+        return (_with_carry(carry, batch) if carry else batch), []
     cutoff = b"%013d" % (int(ms) - hold_ms)  # an id of the same 13 digits compares as its time does
     final_b = FINAL_EVENTS_B
-    keep: list[tuple[str, list[Any]]] = []
-    held: list[tuple[str, list[Any]]] = []
+    finals: set[bytes] = set()
+    keep: dict[str, list[Any]] = {}
+    held: dict[str, list[Any]] = {}
     for stream, es in batch:
         i = bisect_left(es, cutoff, key=_entry_id)
         if i == len(es):
-            keep.append((stream, es))
+            keep[stream] = es
             continue
-        finals: set[bytes] = set()
         maybe: list[Any] = []
         for e in es[i:]:
             f = e[1]
@@ -756,16 +756,26 @@ def _hold_tail(
                 maybe.append(e)
         hold = [e for e in maybe if e[1][1] not in finals]
         if not hold:
-            keep.append((stream, es))
+            keep[stream] = es
             continue
         out = {e[0] for e in hold}
-        keep.append((stream, es[:i] + [e for e in es[i:] if e[0] not in out]))
-        held.append((stream, hold))
-    return keep, held
+        keep[stream] = es[:i] + [e for e in es[i:] if e[0] not in out]
+        held[stream] = hold
+    for stream, es in carry:
+        i = bisect_left(es, cutoff, key=_entry_id)
+        now = es[:i]
+        again: list[Any] = []
+        for e in es[i:]:
+            (now if e[1][1] in finals else again).append(e)
+        if now:
+            keep[stream] = now + keep[stream] if stream in keep else now
+        if again:
+            held[stream] = again + held[stream] if stream in held else again
+    return list(keep.items()), list(held.items())
 
 
 def _with_carry(
-    carry: list[tuple[str, list[Any]]], batch: list[tuple[str, list[Any]]]
+    carry: Sequence[tuple[str, list[Any]]], batch: list[tuple[str, list[Any]]]
 ) -> list[tuple[str, list[Any]]]:
     """The entries held back last round before each stream's new ones (both in id order)."""
     extra = dict(carry)

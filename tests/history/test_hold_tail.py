@@ -29,9 +29,16 @@ def test_fresh_non_final_events_are_held_until_settle_ms_of_later_events() -> No
     assert _ids(held) == [("s", a[0]), ("s", c[0])]
     # next batch: a is now more than 1 s before the newest event: written; c still held
     d = _e(T + 1200, "d", "submitted")
-    keep, held = _hold_tail(_with_carry(held, [("s", [d])]), 1000)
+    keep, held = _hold_tail([("s", [d])], 1000, held)
     assert _ids(keep) == [("s", a[0])]
     assert _ids(held) == [("s", c[0]), ("s", d[0])]
+    # c's final comes: c goes with it (carried first), d waits on
+    c_fin = _e(T + 1300, "c", "delivered")
+    keep, held = _hold_tail([("s", [c_fin])], 1000, held)
+    assert _ids(keep) == [("s", c[0]), ("s", c_fin[0])]
+    assert _ids(held) == [("s", d[0])]
+    # the same rounds with the carry merged as plain entries: the same split
+    assert _hold_tail(_with_carry(held, [("s", [c_fin])]), 1000)[1] == held
 
 
 def test_finals_other_layouts_and_other_streams() -> None:
