@@ -19,6 +19,11 @@ Every ``--interval`` seconds (60 by default) one row:
 * ``engine_us_per_msg`` / ``redis_us_per_msg``: CPU of the engines (/proc) and
   of Redis (``INFO cpu``) over the interval ÷ ``done``.
 
+With ``--history postgresql://…`` each row also has ``archive`` (bench/archive_probe.py:
+events archived, lag, the archiver child's and the PostgreSQL backends' CPU per event,
+Redis' XREADGROUP/XACK usec per event, rows inserted/updated), and the result the same
+over the whole run, taken once the archive caught up (up to ``--drain-s`` + 120 s more).
+
 At the end (every job final, or ``--drain-s`` after the last push): ``lost``
 (pushed, neither final nor dead-lettered) and ``duplicates`` (submitted more
 than once), which must be 0. No phone number or message text is printed.
