@@ -19,6 +19,11 @@ Every ``--interval`` seconds (60 by default) one row:
 * ``engine_us_per_msg`` / ``redis_us_per_msg``: CPU of the engines (/proc) and
   of Redis (``INFO cpu``) over the interval ÷ ``done``.
 
+With ``--history postgresql://…`` each row also has ``archive`` (bench/archive_probe.py:
+events archived, lag, the archiver child's and the PostgreSQL backends' CPU per event,
+Redis' XREADGROUP/XACK usec per event, rows inserted/updated), and the result the same
+over the whole run, taken once the archive caught up (up to ``--drain-s`` + 120 s more).
+
 At the end (every job final, or ``--drain-s`` after the last push): ``lost``
 (pushed, neither final nor dead-lettered) and ``duplicates`` (submitted more
 than once), which must be 0. No phone number or message text is printed.
@@ -190,6 +195,7 @@ async def run_soak(
     sim_err: Any = None
     producer: asyncio.Task[None] | None = None
     collector = contextlib.ExitStack()
+    probe: Any = None
 
     def log(msg: str) -> None:
         if not o.quiet:
@@ -224,6 +230,15 @@ async def run_soak(
 
         def engine_cpu() -> float:
             return sum(proc_cpu_s(pid) for pid in engine_pids)
+
+        if o.history.startswith(("postgresql://", "postgres://")):
+            # the archive's cost per event, per interval (bench/archive_probe.py)
+            from bench.archive_probe import ArchiveProbe
+            from bench.e2e import _archiver_child
+
+            child = await _archiver_child(engine_pids[0], 5.0) if o.archiver in ("auto", "process") else None
+            probe = ArchiveProbe(redis, o.history, [k.events for k in shards], "archiver", child)
+            await probe.start()
 
         producer = asyncio.get_running_loop().create_task(_produce(redis, [k.jobs for k in shards], o, s, run, tracker))
         collector.enter_context(lean_collector())
@@ -280,10 +295,13 @@ async def run_soak(
                 "redis_us_per_msg": round(1e6 * (cpu_r - mark_redis) / n, 1),
                 "in_flight": len(tracker.pushed) + len(tracker.submitted),
             }
+            if probe is not None:
+                r["archive"] = await probe.sample()
             intervals.append(r)
             mark_t, mark_engine, mark_redis = now, cpu_e, cpu_r
             log(f"bench soak: {r['t_s']:7.1f}s  done {done}  rss {r['engine_rss_mb']} MiB  "
-                f"redis {r['redis_used_memory_mb']} MiB  receipt p99 {r['receipt_latency_ms']['p99']:.0f} ms")
+                f"redis {r['redis_used_memory_mb']} MiB  receipt p99 {r['receipt_latency_ms']['p99']:.0f} ms"
+                + (f"  archive {r['archive']}" if probe is not None else ""))
 
         while True:
             reply = await reader.xread(positions, count=5000, block=100)
@@ -314,6 +332,7 @@ async def run_soak(
                     break
         collector.close()
         await read_dead()
+        archive_total = await probe.total(s.drain_s + 120) if probe is not None else None
         lost = sum(1 for i in range(total) if not tracker.final[i])
         duplicates = sum(1 for c in tracker.submits if c > 1)
         return {
@@ -330,6 +349,7 @@ async def run_soak(
             "duplicates": duplicates,
             "foreign_events": tracker.foreign,
             "intervals": intervals,
+            **({"archive": archive_total} if archive_total is not None else {}),
             "prefix": prefix,
         }
     finally:
@@ -338,6 +358,9 @@ async def run_soak(
             producer.cancel()
             with contextlib.suppress(BaseException):
                 await producer
+        if probe is not None:
+            with contextlib.suppress(Exception):
+                await probe.close()
         await asyncio.to_thread(children.stop_all, 15.0)
         if sim_err is not None:
             sim_err.close()
@@ -370,6 +393,8 @@ def format_soak(r: dict[str, Any]) -> str:
             f"{x['engine_us_per_msg']:>8.1f}/{x['redis_us_per_msg']:<8.1f}"
         )
     lines.append("  " + "-" * 100)
+    if "archive" in r:
+        lines.append(f"  archive over the run: {r['archive']}")
     lines.append(f"  jobs {r['jobs']:,}  final {r['final']:,}  dead letters {r['dead_letters']:,}  "
                  f"lost {r['lost']}  duplicates {r['duplicates']}")
     return "\n".join(lines)

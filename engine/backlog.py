@@ -18,7 +18,8 @@ from redis.asyncio import Redis
 from engine.keys import Keys
 
 __all__ = [
-    "BACKLOG_FRESH_S", "LANE_NAMES", "group_backlog", "lane_backlog", "read_backlog", "unread_estimate", "write_backlog",
+    "BACKLOG_FRESH_S", "LANE_NAMES", "group_backlog", "lane_backlog", "oldest_unread_ms", "read_backlog",
+    "unread_estimate", "write_backlog",
 ]
 
 LANE_NAMES = ("high", "normal", "bulk")
@@ -106,6 +107,27 @@ async def lane_backlog(redis: Redis, keys: Keys | Sequence[Keys], group: str) ->
         if found is not None:
             out[LANE_NAMES[i % 3]] += int(found[0].get("pending") or 0) + found[1]
     return out
+
+
+async def oldest_unread_ms(redis: Redis, streams: list[str], group: str) -> int:
+    """How long (ms) the oldest entry of ``streams`` that ``group`` has not read yet has
+    waited: now (Redis' ``TIME``) minus the time in its id (``*`` ids: when it was
+    added); 0 when the group has read every entry (entries read and not acked do not
+    count) or has no group there. Two round trips: XINFO GROUPS of every stream, then
+    TIME and one XRANGE (COUNT 1) per stream with unread entries."""
+    found = await group_backlog(redis, streams, group)
+    waiting = [(stream, f[0]) for stream, f in zip(streams, found, strict=True) if f is not None and f[1] > 0]
+    if not waiting:
+        return 0
+    pipe = redis.pipeline(transaction=False)
+    pipe.time()
+    for stream, g in waiting:
+        pipe.xrange(stream, "(" + _text(g.get("last-delivered-id") or "0-0"), "+", count=1)
+    now, *firsts = await pipe.execute()
+    oldest = min((_id_ms(first[0][0]) for first in firsts if first), default=None)
+    if oldest is None:
+        return 0
+    return max(0, int(now[0]) * 1000 + int(now[1]) // 1000 - oldest)
 
 
 async def write_backlog(redis: Redis, keys: Keys, backlog: Mapping[str, int], high_water: int) -> None:

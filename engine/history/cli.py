@@ -32,6 +32,10 @@ from engine.history.archiver import Archiver
 from engine.history.inbound import InboundRow, inbound_table
 from engine.redis_client import redis_from_settings
 
+#: A job unread in a lane for longer than this (ms) means a burst: the archiver defers
+#: (``[history] defer_s``). At a steady rate the engine reads each job within ms.
+BURST_WAIT_MS = 1000
+
 __all__ = ["archive_main", "archiver_for", "history_main", "inbound_archiver_for", "lookback_days", "store_for",
            "text_cipher_for"]
 
@@ -48,7 +52,7 @@ def store_for(settings: Settings) -> HistoryStore:
 
 def archiver_for(settings: Settings, redis: Redis, store: HistoryStore, registry: Any = None) -> Archiver:
     """The archiver of ``settings`` on the events stream."""
-    from engine.backlog import lane_backlog
+    from engine.backlog import oldest_unread_ms
     from engine.keys import shard_keys
 
     h = settings.history
@@ -56,12 +60,14 @@ def archiver_for(settings: Settings, redis: Redis, store: HistoryStore, registry
     events = [k.events for k in shards]  # every shard's
     engine_group = settings.engine.group
 
+    lanes = [stream for k in shards for stream in k.lanes()]
+
     async def busy() -> bool:
-        """Jobs wait in the lanes of some shard (unread or in hand): the engine is sending a backlog."""
-        for k in shards:
-            if any((await lane_backlog(redis, k, engine_group)).values()):
-                return True
-        return False
+        """A burst: jobs have waited unread in some shard's lane for more than
+        `BURST_WAIT_MS`. At a steady rate the engine reads each job as it comes, so jobs
+        in hand (read, not yet recorded) do not count: the archiver then archives as it
+        goes instead of deferring and catching up by turns."""
+        return await oldest_unread_ms(redis, lanes, engine_group) > BURST_WAIT_MS
 
     return Archiver(
         redis, store, events, group=h.group, consumer=h.consumer,

@@ -139,8 +139,93 @@ async def test_settle_reads_a_quiet_stream_in_batches_of_its_time(
         await until(lambda: _archived(archiver, 32), what="the settled batch archived")
     finally:
         await stop(archiver, task)
-    assert counted.rows == [1, 21]  # one write of 21 rows for 31 events, not one per event
+    # Not one write per event: job-0 alone (its submitted held back one round, then
+    # written when nothing came), the 11 jobs with receipts in one write, and the 10
+    # without (fresh submitted events: held back a round for their receipts) in one.
+    assert counted.rows == [1, 11, 10]
     await check_exactly_once(store, 21)
+
+
+async def test_fresh_submitted_events_wait_one_round_for_their_receipts(
+    redis: Redis, events_key: str, store: HistoryStore
+) -> None:
+    """A batch's submitted events of its last settle_ms are held back (read, not acked)
+    and written with the next batch: a job whose receipt comes then is one row written
+    once, not a row and an UPDATE of it (the old code wrote [10, 10])."""
+    counted = _Batches(store)
+    await push_jobs(redis, events_key, 0, 10, receipts=False)
+    archiver = Archiver(redis, counted, [events_key], consumer="h1", batch_size=1000,  # type: ignore[arg-type]
+                        block_ms=10_000, settle_ms=300)
+    task = asyncio.get_running_loop().create_task(archiver.run())
+    try:
+        await until(lambda: _held(archiver, 10), what="the submitted events held back")
+        assert archiver.archived == 0 and counted.rows == []
+        pending: Any = await redis.xpending(events_key, "archiver")
+        assert pending["pending"] == 10  # read, not acked: min_unarchived_id keeps them from the trimmer
+        assert _id(await archiver.min_unarchived_id(events_key)) <= _id((await redis.xrange(events_key, count=1))[0][0].decode())
+        t = int(time.time() * 1000)
+        pipe = redis.pipeline(transaction=False)
+        for i in range(10):
+            pipe.xadd(events_key, event_fields(f"job-{i}", "delivered", t + i))  # type: ignore[arg-type]
+        await pipe.execute()
+        await until(lambda: _archived(archiver, 20), what="both events of every job archived")
+    finally:
+        await stop(archiver, task)
+    assert counted.rows == [10]
+    rows = [r for c in ("c0", "c1", "c2") for r in await store.find(client=c, limit=100)]
+    assert sorted(r.job_id for r in rows) == sorted(f"job-{i}" for i in range(10))
+    assert all(set(r.events) == {"submitted", "delivered"} and r.final_state == "delivered" for r in rows)
+    assert (await redis.xpending(events_key, "archiver"))["pending"] == 0
+
+
+async def test_events_held_back_when_the_archiver_stops_are_archived_on_its_restart(
+    redis: Redis, events_key: str, store: HistoryStore
+) -> None:
+    """Held back = pending: a stop (or a crash) then loses nothing; the restarted archiver
+    reads them as its own pending entries and writes each once."""
+    await push_jobs(redis, events_key, 0, 10, receipts=False)
+    first = Archiver(redis, store, [events_key], consumer="h2", batch_size=1000, block_ms=10_000, settle_ms=300)
+    task = asyncio.get_running_loop().create_task(first.run())
+    try:
+        await until(lambda: _held(first, 10), what="the submitted events held back")
+    finally:
+        await stop(first, task)
+    assert first.archived == 0
+    again = Archiver(redis, store, [events_key], consumer="h2", batch_size=1000, block_ms=50, settle_ms=300)
+    task = await run_until_archived(again)
+    await stop(again, task)
+    assert again.archived == 10
+    rows = [r for c in ("c0", "c1", "c2") for r in await store.find(client=c, limit=100)]
+    assert sorted(r.job_id for r in rows) == sorted(f"job-{i}" for i in range(10))
+    assert all(set(r.events) == {"submitted"} for r in rows)
+    assert (await redis.xpending(events_key, "archiver"))["pending"] == 0
+
+
+async def test_a_burst_is_jobs_unread_for_a_while_not_jobs_in_hand(redis: Redis, key_prefix: str) -> None:
+    """The archiver's ``busy`` (engine/history/cli.py): a job unread for more than
+    BURST_WAIT_MS. Jobs the engine has read and not recorded yet (in hand, at any steady
+    rate) are no backlog; the old rule (any unread or pending job) deferred at a steady rate."""
+    from engine.backlog import oldest_unread_ms
+    from engine.history.cli import BURST_WAIT_MS
+
+    lane = f"{key_prefix}:jobs-test"
+    await redis.xgroup_create(lane, "engine", id="0", mkstream=True)
+    assert await oldest_unread_ms(redis, [lane], "engine") == 0
+    now_s, now_us = await redis.time()
+    now_ms = now_s * 1000 + now_us // 1000
+    await redis.xadd(lane, {"id": "old"}, id=f"{now_ms - 5000}-0")  # waited 5 s unread: a burst
+    assert 5000 <= await oldest_unread_ms(redis, [lane], "engine") < 60_000
+    assert await oldest_unread_ms(redis, [lane], "engine") > BURST_WAIT_MS
+    await redis.xreadgroup("engine", "e", {lane: ">"})  # in hand: read, not acked
+    assert await oldest_unread_ms(redis, [lane], "engine") == 0
+    await redis.xadd(lane, {"id": "new"})  # just came: the engine reads it as it comes
+    assert await oldest_unread_ms(redis, [lane], "engine") < BURST_WAIT_MS
+    assert await oldest_unread_ms(redis, [f"{key_prefix}:no-such-lane", lane], "engine") < BURST_WAIT_MS
+    await redis.delete(lane)
+
+
+async def _held(archiver: Archiver, n: int) -> bool:
+    return archiver.held >= n
 
 
 async def test_defer_waits_while_jobs_wait_in_the_lanes_and_at_most_defer_s(
