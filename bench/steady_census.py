@@ -140,12 +140,12 @@ def main(argv: list[str] | None = None) -> int:
             k = "evalsha " + names.get(sha, sha[:8])
         rows[k] = rows.get(k, 0.0) + v / window_jobs
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    out = {"rc": rc, "jobs": jobs, "window_jobs": window_jobs, "calls_per_job": rows,
+    out: dict[str, Any] = {"rc": rc, "jobs": jobs, "window_jobs": window_jobs, "calls_per_job": rows,
            "commandstats_delta": delta, "monitored": dict(monitored), "intervals": result.get("intervals", [])}
     print(f"jobs {jobs:,}  (rc {rc}); monitored {o.monitor_s} s = {window_jobs:,.0f} jobs at the rate")
     print(f"{'call (client, not in a script)':<32} {'calls/job':>10} {'jobs/call':>10}")
-    for k, v in sorted(rows.items(), key=lambda kv: -kv[1]):
-        print(f"{k:<32} {v:>10.4f} {1 / v if v else 0:>10.1f}")
+    for k, per_job in sorted(rows.items(), key=lambda kv: -kv[1]):
+        print(f"{k:<32} {per_job:>10.4f} {1 / per_job if per_job else 0:>10.1f}")
     for iv in result.get("intervals", []):
         print(f"interval t={iv.get('t_s')} eng {iv.get('engine_us_per_msg')} redis {iv.get('redis_us_per_msg')} "
               f"receipt {iv.get('receipt_latency_ms')} submit {iv.get('submit_latency_ms')}")

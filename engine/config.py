@@ -336,8 +336,8 @@ def _check(settings: Settings) -> None:
     e = settings.engine
     if not 1 <= e.batch_size <= 10_000:
         raise ConfigError("engine.batch_size: must be between 1 and 10000")
-    if not 0 <= e.gather_ms <= 50:
-        raise ConfigError("engine.gather_ms: must be between 0 and 50 (0 = off)")
+    if not 0 <= e.gather_ms <= 200:
+        raise ConfigError("engine.gather_ms: must be between 0 and 200 (0 = off)")
     if e.visibility_timeout_s <= 0:
         raise ConfigError("engine.visibility_timeout_s: must be > 0")
     if not e.retry_backoff_s > 0:

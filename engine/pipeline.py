@@ -377,7 +377,9 @@ class Pipeline:
         # this many jobs, the reader waits that long before reading again (_read_shard).
         self._gather_ms = e.gather_ms
         self._gather_below = max(1, e.batch_size // 4) if e.gather_ms > 0 else 0
-        self.gathers = 0  # reads followed by a gather wait, ever (tests, bench)
+        self.gathers = 0  # waits for more jobs or outcomes (reader, recorder), ever (tests)
+        self.reads = 0  # lane reads that returned jobs, ever (tests: jobs per read)
+        self.read_jobs = 0  # and the jobs they returned
         # Per shard, set when a class may have room: that shard's reader looks again.
         self._capacity = [asyncio.Event() for _ in self.shards]
         for ev in self._capacity:
@@ -610,6 +612,9 @@ class Pipeline:
                     drained = False
                 consumed[self._lane_of[stream]].inc(n)
                 await self.process(stream, _entries(raw_entries))
+            if got:
+                self.reads += 1
+                self.read_jobs += got
             # Steady rate (issue #17): a read that drained the lanes with few jobs
             # means the engine is ahead of the producers; each call's fixed cost
             # (round trip, script set-up, packing, wake-ups) would be paid for those
