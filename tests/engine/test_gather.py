@@ -34,7 +34,7 @@ async def test_a_steady_trickle_is_read_and_recorded_in_batches(redis_url: str, 
     async with running(redis_url, key_prefix, SimulatorConfig(dlr=False), proxy=False, gather_ms=20) as (eng, _sim, _rec, redis):
         jobs = _jobs(600, "trickle")
         await _trickle(redis, key_prefix, jobs, 2, 0.002)
-        await wait_events(redis, key_prefix, {j["id"] for j in jobs}, timeout_s=30)
+        await wait_events(redis, key_prefix, {j["id"] for j in jobs}, final=False, timeout_s=30)
         p = eng.pipeline
         per_read = p.read_jobs / max(1, p.reads)
         record_calls = eng.metrics.batches._value.get()  # type: ignore[attr-defined]
@@ -53,16 +53,16 @@ async def test_a_high_job_ends_the_gather_at_once(redis_url: str, key_prefix: st
         p = eng.pipeline
         first = _jobs(1, "first")
         await push(redis, key_prefix, first)
-        await sim.wait_for(lambda: sim.submits >= 1, timeout=10)
+        await sim.wait_for(lambda: sim.stats.submits >= 1, timeout=10)
         assert p.gathers >= 1  # the reader is in its gather wait (it began right after that read)
         high = _jobs(1, "urgent", priority="high")
         pushed = time.monotonic()
         await push(redis, key_prefix, high, lane="jobs:high")
-        await sim.wait_for(lambda: sim.submits >= 2, timeout=10)
+        await sim.wait_for(lambda: sim.stats.submits >= 2, timeout=10)
         waited_ms = (time.monotonic() - pushed) * 1000
         print(f"\n[gather] high job pushed during a 200 ms gather reached the carrier after {waited_ms:.0f} ms")
         assert waited_ms < 120, waited_ms
-        await wait_events(redis, key_prefix, {first[0]["id"], high[0]["id"]}, timeout_s=10)
+        await wait_events(redis, key_prefix, {first[0]["id"], high[0]["id"]}, final=False, timeout_s=10)
 
 
 async def test_gather_ms_zero_never_waits(redis_url: str, key_prefix: str) -> None:
@@ -70,5 +70,5 @@ async def test_gather_ms_zero_never_waits(redis_url: str, key_prefix: str) -> No
     async with running(redis_url, key_prefix, SimulatorConfig(dlr=False), proxy=False, gather_ms=0) as (eng, _sim, _rec, redis):
         jobs = _jobs(40, "off")
         await _trickle(redis, key_prefix, jobs, 2, 0.002)
-        await wait_events(redis, key_prefix, {j["id"] for j in jobs}, timeout_s=30)
+        await wait_events(redis, key_prefix, {j["id"] for j in jobs}, final=False, timeout_s=30)
         assert eng.pipeline.gathers == 0
