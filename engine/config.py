@@ -126,7 +126,7 @@ class EngineSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     block_ms: int = 200  # XREADGROUP BLOCK
     # Steady rate (issue #17): after a read that drained the lanes with few jobs, wait
     # up to this long before the next read (a high job ends the wait at once), and let
-    # a record call with few outcomes wait this long for more: each call carries more
+    # a record call with few outcomes wait half this long for more: each call carries more
     # jobs. Bounds the extra wait of a normal/bulk job's send and of any outcome. 0 = off.
     gather_ms: int = 10
     visibility_timeout_s: float = 60.0  # idle time before another consumer reclaims an entry

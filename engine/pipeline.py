@@ -1508,12 +1508,14 @@ class Pipeline:
         hold up only its own outcomes."""
         try:
             # Steady rate (issue #17): few outcomes waiting means the others of the
-            # same read are still on their way (their submit_sm_resp): wait
-            # `gather_ms` once so that this call, and the receipt sink's correlate
-            # call that waits for it (recorded_barrier), carry them too.
+            # same chunk are still on their way (their submit_sm_resp): wait half
+            # of `gather_ms` once so that this call, and the receipt sink's correlate
+            # call that waits for it (recorded_barrier), carry them too. (Half: the
+            # whole of it measured no less CPU per message at 4,000/s and ~10 ms
+            # more push -> submitted; bench/RESULTS.md "steady".)
             if self._gather_below and self._waiting_outcomes() < self._gather_below and not self._stopping:
                 self.gathers += 1
-                await asyncio.sleep(self._gather_ms / 1000)
+                await asyncio.sleep(self._gather_ms / 2000)
             while self._one_recorder and not self._custom_hooks and self._shard_work(shard) is not None:
                 await self._record_shards()
             while (stream := self._shard_work(shard)) is not None:
