@@ -155,6 +155,8 @@ class BenchOptions:
     # the engines' [engine] receipt_hold_s; 0 = the engine's default (not written). Raised for a
     # Redis slowed by a profiler (bench/redis_profile.py), whose receipts would outwait it
     receipt_hold_s: float = 0.0
+    # the engines' [engine] gather_ms; -1 = the engine's default (not written)
+    gather_ms: int = -1
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -332,6 +334,7 @@ consumer = {q(f"bench-{worker}")}
 block_ms = 50
 drain_timeout_s = 5.0
 {f"receipt_hold_s = {o.receipt_hold_s}" if o.receipt_hold_s > 0 else ""}
+{f"gather_ms = {o.gather_ms}" if o.gather_ms >= 0 else ""}
 
 [admin]
 listen = {q(f"127.0.0.1:{admin_port}")}
@@ -1505,6 +1508,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--receipt-hold-s", type=float, default=0.0, metavar="S",
                    help="the engines' [engine] receipt_hold_s (default: the engine's own); raise it for a "
                         "slowed Redis (a profiler), whose receipts would otherwise be parked unmatched")
+    p.add_argument("--gather-ms", type=int, default=-1, metavar="MS",
+                   help="the engines' [engine] gather_ms (default: the engine's own; 0 = off, as before it)")
     p.add_argument("--history", default="off", metavar="off|sqlite|URL",
                    help="the engines archive events into a history store: off (default), sqlite "
                         "(the data directory's file) or a postgresql:// / sqlite:/// url")
@@ -1580,6 +1585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cprofile=args.cprofile, callgrind=args.callgrind, py_spy=args.py_spy, prefill=max(0, args.prefill), history=args.history, ops=args.ops,
         archiver=args.archiver,
         marketing=max(0, args.marketing), hooks=tuple(args.hooks), receipt_hold_s=max(0.0, args.receipt_hold_s),
+        gather_ms=args.gather_ms,
     )
     if args.duration > 0:
         if args.rate <= 0 or args.interval <= 0 or args.drain_s < 0:

@@ -124,6 +124,11 @@ class EngineSettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     resend_unknown: bool = False
     consumer: str = ""  # default: <hostname>-<pid>
     block_ms: int = 200  # XREADGROUP BLOCK
+    # Steady rate (issue #17): after a read that drained the lanes with few jobs, wait
+    # up to this long before the next read (a high job ends the wait at once), and let
+    # a record call with few outcomes wait half this long for more: each call carries more
+    # jobs. Bounds the extra wait of a normal/bulk job's send and of any outcome. 0 = off.
+    gather_ms: int = 10
     visibility_timeout_s: float = 60.0  # idle time before another consumer reclaims an entry
     claim_interval_s: float = 10.0
     max_pending_parts: int = 0  # back-pressure: jobs read and not yet recorded; 0 = 4 x batch_size
@@ -331,6 +336,8 @@ def _check(settings: Settings) -> None:
     e = settings.engine
     if not 1 <= e.batch_size <= 10_000:
         raise ConfigError("engine.batch_size: must be between 1 and 10000")
+    if not 0 <= e.gather_ms <= 200:
+        raise ConfigError("engine.gather_ms: must be between 0 and 200 (0 = off)")
     if e.visibility_timeout_s <= 0:
         raise ConfigError("engine.visibility_timeout_s: must be > 0")
     if not e.retry_backoff_s > 0:

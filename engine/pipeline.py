@@ -374,6 +374,13 @@ class Pipeline:
         # second or so, not one per block_ms (see _read_shard).
         self._block_ms = [e.block_ms for _ in range(settings.redis.shards)]
         self._idle_block_cap = max(e.block_ms, min(8 * e.block_ms, 1000))
+        # [engine] gather_ms: after a read that drained the lanes with fewer than
+        # this many jobs, the reader waits that long before reading again (_read_shard).
+        self._gather_ms = e.gather_ms
+        self._gather_below = max(1, e.batch_size // 4) if e.gather_ms > 0 else 0
+        self.gathers = 0  # waits for more jobs or outcomes (reader, recorder), ever (tests)
+        self.reads = 0  # lane reads that returned jobs, ever (tests: jobs per read)
+        self.read_jobs = 0  # and the jobs they returned
         # Per shard, set when a class may have room: that shard's reader looks again.
         self._capacity = [asyncio.Event() for _ in self.shards]
         for ev in self._capacity:
@@ -596,10 +603,49 @@ class Pipeline:
                 self._block_ms[shard] = e.block_ms
             # Even when stop() came during the read: the entries go to the
             # admission queues, and drain() hands the unstarted ones back.
+            got = 0
+            drained = True  # every lane read gave fewer than asked: nothing more waits there
             for stream_name, raw_entries in reply:
                 stream = stream_name.decode() if isinstance(stream_name, bytes) else stream_name
-                consumed[self._lane_of[stream]].inc(len(raw_entries))
+                n = len(raw_entries)
+                got += n
+                if n >= counts.get(stream, 0):
+                    drained = False
+                consumed[self._lane_of[stream]].inc(n)
                 await self.process(stream, _entries(raw_entries))
+            if got:
+                self.reads += 1
+                self.read_jobs += got
+            # Steady rate (issue #17): a read that drained the lanes with few jobs
+            # means the engine is ahead of the producers; each call's fixed cost
+            # (round trip, script set-up, packing, wake-ups) would be paid for those
+            # few jobs in the read, the claim, the record and the receipt calls.
+            # Wait up to `gather_ms` first, so the next read carries what came
+            # meanwhile: a blocking read of the high lane alone, so that a high
+            # job ends the wait at once (it goes out as before); normal and bulk
+            # jobs wait at most `gather_ms` longer. A burst (full reads) and an
+            # idle lane (empty reads: the BLOCK ends at the first job) never wait.
+            if 0 < got < self._gather_below and drained and not self._stopping:
+                self.gathers += 1
+                high = lanes[0]
+                if high in counts:
+                    # The high lane alone, blocking: its next job ends the wait at once.
+                    try:
+                        raw: Any = await self._reader.xreadgroup(
+                            self.group, self.consumer, {high: ">"}, count=counts[high], block=self._gather_ms
+                        )
+                    except ResponseError as err:
+                        if "NOGROUP" in str(err):
+                            continue
+                        raise
+                    except _REDIS_ERRORS:
+                        continue  # the next read meets the outage
+                    for stream_name, raw_entries in (raw.items() if isinstance(raw, dict) else (raw or ())):
+                        stream = stream_name.decode() if isinstance(stream_name, bytes) else stream_name
+                        consumed[0].inc(len(raw_entries))
+                        await self.process(stream, _entries(raw_entries))
+                else:
+                    await asyncio.sleep(self._gather_ms / 1000)
 
     def _wake_readers(self) -> None:
         for ev in self._capacity:
@@ -1440,6 +1486,9 @@ class Pipeline:
                 return stream
         return None
 
+    def _waiting_outcomes(self) -> int:
+        return sum(map(len, self._to_record.values()))
+
     def _take_outcomes(self, stream: str) -> tuple[list[_InFlightJob], list[str]]:
         """A record call's share of ``stream``'s waiting outcomes (at most
         ``_max_record`` jobs; the rest stay) and all its waiting acks."""
@@ -1459,6 +1508,15 @@ class Pipeline:
         next batch forms. Each shard has its own recorder: a slow shard's calls
         hold up only its own outcomes."""
         try:
+            # Steady rate (issue #17): few outcomes waiting means the others of the
+            # same chunk are still on their way (their submit_sm_resp): wait half
+            # of `gather_ms` once so that this call, and the receipt sink's correlate
+            # call that waits for it (recorded_barrier), carry them too. (Half: the
+            # whole of it measured no less CPU per message at 4,000/s and ~10 ms
+            # more push -> submitted; bench/RESULTS.md "steady".)
+            if self._gather_below and self._waiting_outcomes() < self._gather_below and not self._stopping:
+                self.gathers += 1
+                await asyncio.sleep(self._gather_ms / 2000)
             while self._one_recorder and not self._custom_hooks and self._shard_work(shard) is not None:
                 await self._record_shards()
             while (stream := self._shard_work(shard)) is not None:

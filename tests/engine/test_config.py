@@ -13,6 +13,7 @@ def test_example_config_loads_with_every_documented_key() -> None:
     s = load_settings(EXAMPLE, env={})
     assert s.redis.prefix == "sendgate"
     assert s.engine.batch_size == 500
+    assert s.engine.gather_ms == 10
     c = s.carrier("acme")
     assert c.bind == "transceiver" and c.binds == 2 and c.window == 10
     assert c.routes == ("45", "46")
@@ -56,6 +57,8 @@ def test_env_overrides() -> None:
         ({"carriers": [{"name": "a", "encoding": {"concat": "zip"}}]}, "carriers[0].encoding.concat"),
         ({"engine": {"batch_size": 0}}, "engine.batch_size"),
         ({"engine": {"streams_maxlen": 0}}, "engine.streams_maxlen"),
+        ({"engine": {"gather_ms": -1}}, "engine.gather_ms"),
+        ({"engine": {"gather_ms": 201}}, "engine.gather_ms"),
         ({"engine": {"batchsize": 10}}, "engine"),
         ({"admin": {"listen": "nowhere"}}, "admin.listen"),
     ],

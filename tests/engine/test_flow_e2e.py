@@ -100,10 +100,14 @@ async def test_two_engines_share_the_backoff(redis_url: str, key_prefix: str) ->
     quiet = await start_simulator(SimulatorConfig(dlr=False))
     throttling = SimulatorConfig(dlr=False, throttle_tps=20)
     try:
+        # gather_ms = 0: with it, engine one's first read (the push's first job, woken by
+        # its XADD) ends in a gather wait while engine two's full reads take every other
+        # job, and engine one never sends enough to be throttled; this test needs both
+        # engines sending.
         async with running(redis_url, key_prefix, throttling, proxy=False, carrier={"tps": tps},
-                           consumer="one", batch_size=20) as (one, sim, _p, redis):
+                           consumer="one", batch_size=20, gather_ms=0) as (one, sim, _p, redis):
             two = Engine(make_settings(redis_url, key_prefix, quiet.port, carrier={"tps": tps}, consumer="two",
-                                       batch_size=20),
+                                       batch_size=20, gather_ms=0),
                          redis_url)
             await two.start()
             try:
