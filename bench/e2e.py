@@ -76,6 +76,7 @@ __all__ = [
     "FINAL_EVENTS",
     "LIVE_CHILDREN",
     "BenchOptions",
+    "archiver_child",
     "build_parser",
     "child_env",
     "cpu_per_msg",
@@ -1880,6 +1881,7 @@ def _history_cost(opts: BenchOptions, pairs: int, json_path: str | None) -> int:
 
 # What bench/soak.py reuses of the load run's set-up (public names: no module
 # imports another's private ones).
+archiver_child = _archiver_child
 child_env = _child_env
 engine_toml = _engine_toml
 free_port = _free_port

@@ -48,6 +48,7 @@ from bench.e2e import (
     LIVE_CHILDREN,
     BenchOptions,
     Children,
+    archiver_child,
     child_env,
     engine_toml,
     event_id_kind_ts,
@@ -241,9 +242,8 @@ async def run_soak(
         if o.history.startswith(("postgresql://", "postgres://")):
             # the archive's cost per event, per interval (bench/archive_probe.py)
             from bench.archive_probe import ArchiveProbe
-            from bench.e2e import _archiver_child
 
-            child = await _archiver_child(engine_pids[0], 5.0) if o.archiver in ("auto", "process") else None
+            child = await archiver_child(engine_pids[0], 5.0) if o.archiver in ("auto", "process") else None
             probe = ArchiveProbe(redis, o.history, [k.events for k in shards], "archiver", child)
             await probe.start()
 
