@@ -93,13 +93,18 @@ CREATE TEMP TABLE IF NOT EXISTS history_stage (
     events jsonb, errors jsonb, retention_until bigint, text_enc bytea, updated_ms bigint
 ) ON COMMIT DELETE ROWS
 """
-# The job ids go in as an array so that each recent partition is probed through
-# its primary key (job_id = ANY …): joining the unanalysed temp table instead let
-# the planner hash a whole day's partition per batch.
+# Each staged row probes each recent partition's primary key with its own job id
+# (a nested loop over the stage: the write transaction's plan settings rule out a
+# hash or merge join of a whole day's partition). Not `m.job_id = ANY(<the batch's
+# ids>)` as well: the planner made that array the index condition of the inner
+# scan, so every staged row probed every id of the batch — 5,000 x 5,000 probes, 30 s
+# on a 3.5 M-row day and over asyncpg's 60 s timeout on a 35 M-row one, retried for
+# ever (the archive stopped 76 s after midnight in session 21's soak, when the
+# day's first batches took this general path; bench/RESULTS.md).
 _MOVE_TO_EXISTING_DAY = """
 UPDATE history_stage s SET day = m.day
 FROM messages m
-WHERE m.job_id = ANY($3::text[]) AND m.day >= $1 AND m.day <= $2
+WHERE m.day >= $1 AND m.day <= $2
   AND m.job_id = s.job_id AND m.day <> s.day
 """
 _cols = ", ".join(_STAGE_COLUMNS)
@@ -482,7 +487,7 @@ class PostgresHistory:
         ids = [j[0] for j in jobs]
         async with _write_transaction(conn) as ledgered:
             await self._copy(conn, "history_stage", jobs, now_ms)
-            await conn.execute(_MOVE_TO_EXISTING_DAY, lo, hi, [i.decode() for i in ids])
+            await conn.execute(_MOVE_TO_EXISTING_DAY, lo, hi)
             await conn.execute(_MERGE, now_ms)
             if ledgered:
                 await self._drop_erased(conn, ids)

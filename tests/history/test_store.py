@@ -267,6 +267,41 @@ async def test_postgres_queries_and_the_receipt_update_probe_indexes(pg_dsn: str
         await conn.close()
 
 
+async def test_postgres_general_path_probes_each_staged_row_by_its_own_id(pg_dsn: str) -> None:
+    """The general path's move of staged rows onto their existing day probes each
+    partition's primary key with the staged row's own job id. With the batch's ids as
+    an array condition too, the planner probed every id for every staged row (n x n):
+    30 s for 5,000 rows on a 3.5 M-row day, past the 60 s timeout on a larger one, and
+    the archive retried it for ever (session 21's soak, at midnight)."""
+    import asyncpg
+
+    from engine.history.postgres import _MOVE_TO_EXISTING_DAY, _PLAN_SETTINGS, _STAGE_DDL
+
+    s = open_store(pg_dsn)
+    await s.migrate()
+    await s.write(deltas_from_entries([entry(f"g{i}", "submitted", NOW_MS + i, first=True) for i in range(2000)]), NOW_MS)
+    await s.close()
+    day = datetime.date(1970, 1, 1) + datetime.timedelta(days=NOW_MS // DAY_MS)
+    lo, hi = day - datetime.timedelta(days=2), day + datetime.timedelta(days=2)
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(_STAGE_DDL)
+        async with conn.transaction():
+            # their receipts, staged on the next day: each must move back onto its row's day
+            await conn.execute("INSERT INTO history_stage SELECT job_id, day + 1, ref, client, kind, carrier, parts, "
+                               "encoding, message_ids, to_hash, to_mask, first_ms, submitted_ms, final_state, final_ms, "
+                               "error, events, errors, retention_until FROM messages WHERE job_id LIKE 'g%'")
+            await conn.execute(_PLAN_SETTINGS)  # as every batch's transaction sets them
+            plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {_MOVE_TO_EXISTING_DAY}", lo, hi))
+            status = await conn.execute(_MOVE_TO_EXISTING_DAY, lo, hi)
+            moved = await conn.fetchval("SELECT count(*) FROM history_stage WHERE day = $1", day)
+        conds = [line for line in plan.splitlines() if "Index Cond" in line]
+        assert conds and all("job_id = s.job_id" in c and "ANY" not in c for c in conds), plan
+        assert status == "UPDATE 2000" and moved == 2000
+    finally:
+        await conn.close()
+
+
 async def test_job_ids_with_any_character_find_their_row(store: HistoryStore) -> None:
     """The PostgreSQL lookup joins ids on a control character; an id holding it takes the array path."""
     ids = ["plain", "sep\x1finside", "tab\tand,comma{}\"quote"]
