@@ -603,16 +603,7 @@ class Pipeline:
                 self._block_ms[shard] = e.block_ms
             # Even when stop() came during the read: the entries go to the
             # admission queues, and drain() hands the unstarted ones back.
-            got = 0
-            drained = True  # every lane read gave fewer than asked: nothing more waits there
-            for stream_name, raw_entries in reply:
-                stream = stream_name.decode() if isinstance(stream_name, bytes) else stream_name
-                n = len(raw_entries)
-                got += n
-                if n >= counts.get(stream, 0):
-                    drained = False
-                consumed[self._lane_of[stream]].inc(n)
-                await self.process(stream, _entries(raw_entries))
+            got, drained = await self._dispatch_read(reply, counts, consumed)
             if got:
                 self.reads += 1
                 self.read_jobs += got
@@ -640,12 +631,26 @@ class Pipeline:
                         raise
                     except _REDIS_ERRORS:
                         continue  # the next read meets the outage
-                    for stream_name, raw_entries in (raw.items() if isinstance(raw, dict) else (raw or ())):
-                        stream = stream_name.decode() if isinstance(stream_name, bytes) else stream_name
-                        consumed[0].inc(len(raw_entries))
-                        await self.process(stream, _entries(raw_entries))
+                    await self._dispatch_read(raw.items() if isinstance(raw, dict) else (raw or ()), counts, consumed)
                 else:
                     await asyncio.sleep(self._gather_ms / 1000)
+
+    async def _dispatch_read(
+        self, reply: Iterable[tuple[Any, Any]], counts: dict[str, int], consumed: list[Any]
+    ) -> tuple[int, bool]:
+        """A lane read's entries to the admission queues, counted per lane: (jobs,
+        drained: every lane gave fewer than ``counts`` asked, nothing more waits there)."""
+        got = 0
+        drained = True
+        for stream_name, raw_entries in reply:
+            stream = stream_name.decode() if isinstance(stream_name, bytes) else stream_name
+            n = len(raw_entries)
+            got += n
+            if n >= counts.get(stream, 0):
+                drained = False
+            consumed[self._lane_of[stream]].inc(n)
+            await self.process(stream, _entries(raw_entries))
+        return got, drained
 
     def _wake_readers(self) -> None:
         for ev in self._capacity:
