@@ -258,6 +258,12 @@ class PostgresHistory:
         #: batches the server refused as built from the raw bytes, written from the careful fold
         self.careful_batches = 0
         self._careful_logged = 0.0
+        #: batches written the general way (stage, move, upsert) because the fast path's
+        #: placement proved wrong, by why: ``unique_violation`` (a row the lookup could not
+        #: see: a replay after a restart, whose day cache is empty) and ``not_all_placed``
+        #: (an UPDATE of a placed row found fewer rows: a row gone, erased or dropped)
+        self.general_batches: dict[str, int] = {"unique_violation": 0, "not_all_placed": 0}
+        self._general_logged = 0.0
 
     # ------------------------------------------------------------ plumbing
     async def _init_connection(self, conn: asyncpg.Connection) -> None:
@@ -378,13 +384,28 @@ class PostgresHistory:
             log.info("history: PostgreSQL refused a batch's COPY rows (SQLSTATE %s); written from the careful "
                      "fold (%d batch(es) so far)", getattr(err, "sqlstate", "?"), self.careful_batches)
 
+    def _note_general(self, why: str) -> None:
+        """Count a batch the general path wrote, and say so at most once a minute: the
+        general path is correct but dearer (a replay after a restart takes it; steady
+        traffic should not)."""
+        self.general_batches[why] += 1
+        now = time.monotonic()
+        if now - self._general_logged >= 60:
+            self._general_logged = now
+            g = self.general_batches
+            log.info("history: a batch took the general path (%s); so far %d by a unique violation (a row the "
+                     "lookup could not see: a replay), %d by a placement that proved wrong (a row gone)",
+                     why, g["unique_violation"], g["not_all_placed"])
+
     async def _write_jobs(self, conn: asyncpg.Connection, jobs: list[CopyJob], now_ms: int) -> None:
         try:
             placed = await self._write_placed(conn, jobs, now_ms)
         except _NotAllPlaced:
             placed = None
+            self._note_general("not_all_placed")
         except asyncpg.UniqueViolationError:  # a row the lookup could not see (a replay): merge
             placed = None
+            self._note_general("unique_violation")
         if placed is None:
             await self._write_merged(conn, jobs, now_ms)
             self._job_days.clear()  # some day may have been wrong: learn again
