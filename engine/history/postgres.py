@@ -15,18 +15,21 @@ first:
 2. new rows: ``COPY`` (text) straight into their day's partition (no staging,
    no speculative insertion);
 3. existing rows: ``COPY`` into ``history_stage`` (a temporary table of the
-   connection, ``ON COMMIT DELETE ROWS``), then one ``UPDATE`` per day
-   partition joined on the job id, with the merge rules. Partitions have
-   ``fillfactor = 50``, so most of these updates stay on their page (HOT: no
-   index entry).
+   connection, ``ON COMMIT DELETE ROWS``), each staged with its row's day (a
+   receipt stamped after midnight updates the row of the day before), then one
+   ``UPDATE`` per day partition joined on the job id, with the merge rules.
+   Partitions have ``fillfactor = 50``, so most of these updates stay on their
+   page (HOT: no index entry).
 
 When a placement proves wrong (a row that was cached is gone: erased, dropped;
 or a row the lookup could not see: a replay after a restart, whose cache is
 empty), the transaction rolls back and the batch takes the general path: stage
 everything, move each delta onto the day of an existing row, one ``INSERT …
 ON CONFLICT DO UPDATE`` with the same rules. Either way, applying a batch
-again changes nothing. One limit: a job's first event is taken to be stamped
-no later than its other events' UTC day (the clocks of the engine's workers).
+again changes nothing. ``general_batches`` counts the batches it wrote, by why
+(logged at most once a minute). One limit: a job's first event is taken to be
+stamped no later than its other events' UTC day (the engine dates a receipt's
+event no earlier than its job's ``submitted``, dlr/correlate.lua ``event_ts``).
 When the server refuses a row built from the raw bytes (a value that is no
 number, a tab inside a value: a data error), the transaction rolls back and the
 batch is written again, in the same call, from the careful fold, which skips a
@@ -215,6 +218,27 @@ async def _write_transaction(conn: asyncpg.Connection) -> AsyncIterator[bool]:
                 await conn.execute("ROLLBACK")
         raise
     await conn.execute("COMMIT")
+
+
+def _staged_on(jobs: list[CopyJob], day: int, date: dt.date) -> list[CopyJob]:
+    """Rows to UPDATE on ``day``'s partition as they are staged: each with that day in
+    its ``day`` column, which `_UPDATE` joins the stage on. A job's row in a batch
+    carries the day of its earliest event in the batch; the row it updates may be on
+    another: a receipt stamped after midnight of a job whose row is on the day before
+    (every batch with one, after each UTC day change, and any receipt a day or more
+    after its submit), or a first event archived after a later one. Staged with their
+    own day, the UPDATE missed them, found fewer rows than placed, and the batch took
+    the general path (`_NotAllPlaced`; session 21's soak at midnight)."""
+    text = date.isoformat().encode()
+    out: list[CopyJob] = []
+    for j in jobs:
+        if j[1] == day:
+            out.append(j)
+            continue
+        row = j[3]
+        i = row.index(b"\t") + 1  # the job id ends at the first tab (a tab in a value is escaped, or refused)
+        out.append((j[0], day, j[2], row[:i] + text + row[row.index(b"\t", i):]))
+    return out
 
 
 def _partition_name(day: int) -> str:
@@ -488,6 +512,9 @@ class PostgresHistory:
                 known = known_ids.get(day)
                 placed.append((known if known is not None and len(known) == len(group) else list(map(_ID, group)), day))
             if updates:
+                for day, group in list(updates.items()):
+                    if any(map(day.__ne__, map(_DAY, group))):  # (in C: ~free when every job's day is its row's)
+                        updates[day] = _staged_on(group, day, self._date(day))
                 staged = next(iter(updates.values())) if len(updates) == 1 else [j for g in updates.values() for j in g]
                 await self._copy(conn, "history_stage", staged, now_ms)
             for day, group in updates.items():
