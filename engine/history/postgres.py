@@ -15,9 +15,9 @@ first:
 2. new rows: ``COPY`` (text) straight into their day's partition (no staging,
    no speculative insertion);
 3. existing rows: ``COPY`` into ``history_stage`` (a temporary table of the
-   connection, ``ON COMMIT DELETE ROWS``), each staged with its row's day (a
-   receipt stamped after midnight updates the row of the day before), then one
-   ``UPDATE`` per day partition joined on the job id, with the merge rules.
+   connection, ``ON COMMIT DELETE ROWS``), then one ``UPDATE`` per day
+   partition joined on the job id alone (a receipt stamped after midnight
+   updates the row of the day before), with the merge rules.
    Partitions have ``fillfactor = 50``, so most of these updates stay on their
    page (HOT: no index entry).
 
@@ -143,9 +143,17 @@ ON CONFLICT (job_id, day) DO UPDATE SET {_MERGE_SET.format(n="EXCLUDED")},
 # found through the partition's primary key (the partition is one day: its key
 # is the job id). The batch goes through the stage (COPY) rather than as arrays, whose
 # encoding in asyncpg checks every element against collections.abc (~1 µs each).
+# Joined on the job id alone, not on the staged row's day too: that is the day of the
+# job's earliest event in the batch, and the row may be on another (a receipt stamped
+# after midnight of a job whose row is on the day before). Joined on it too, such rows
+# were missed, the UPDATE counted fewer rows than placed, and every batch with one took
+# the general path (`_NotAllPlaced`): after each UTC day change, and for any receipt a
+# day or more after its submit (session 21's soak stalled there at midnight, #16). A
+# batch whose updates are on one day (nearly all) stages that day's rows only; on
+# several days each partition's UPDATE probes its key with every staged row.
 _UPDATE = (
     "UPDATE {table} AS m SET" + _MERGE_SET.format(n="s") + ",\n    updated_ms = $1\n"
-    "FROM history_stage s WHERE s.day = $2 AND m.job_id = s.job_id"
+    "FROM history_stage s WHERE m.job_id = s.job_id"
 )
 # Where the rows of jobs not in the day cache are, within a range of days.
 # The ids go in as one string split on a separator that no id holds (checked;
@@ -218,27 +226,6 @@ async def _write_transaction(conn: asyncpg.Connection) -> AsyncIterator[bool]:
                 await conn.execute("ROLLBACK")
         raise
     await conn.execute("COMMIT")
-
-
-def _staged_on(jobs: list[CopyJob], day: int, date: dt.date) -> list[CopyJob]:
-    """Rows to UPDATE on ``day``'s partition as they are staged: each with that day in
-    its ``day`` column, which `_UPDATE` joins the stage on. A job's row in a batch
-    carries the day of its earliest event in the batch; the row it updates may be on
-    another: a receipt stamped after midnight of a job whose row is on the day before
-    (every batch with one, after each UTC day change, and any receipt a day or more
-    after its submit), or a first event archived after a later one. Staged with their
-    own day, the UPDATE missed them, found fewer rows than placed, and the batch took
-    the general path (`_NotAllPlaced`; session 21's soak at midnight)."""
-    text = date.isoformat().encode()
-    out: list[CopyJob] = []
-    for j in jobs:
-        if j[1] == day:
-            out.append(j)
-            continue
-        row = j[3]
-        i = row.index(b"\t") + 1  # the job id ends at the first tab (a tab in a value is escaped, or refused)
-        out.append((j[0], day, j[2], row[:i] + text + row[row.index(b"\t", i):]))
-    return out
 
 
 def _partition_name(day: int) -> str:
@@ -512,13 +499,10 @@ class PostgresHistory:
                 known = known_ids.get(day)
                 placed.append((known if known is not None and len(known) == len(group) else list(map(_ID, group)), day))
             if updates:
-                for day, group in list(updates.items()):
-                    if any(map(day.__ne__, map(_DAY, group))):  # (in C: ~free when every job's day is its row's)
-                        updates[day] = _staged_on(group, day, self._date(day))
                 staged = next(iter(updates.values())) if len(updates) == 1 else [j for g in updates.values() for j in g]
                 await self._copy(conn, "history_stage", staged, now_ms)
             for day, group in updates.items():
-                status = await conn.execute(_UPDATE.format(table=_partition_name(day)), now_ms, self._date(day))
+                status = await conn.execute(_UPDATE.format(table=_partition_name(day)), now_ms)
                 if int(status.rsplit(" ", 1)[-1]) != len(group):
                     raise _NotAllPlaced  # a row gone (erased, dropped) since it was cached
                 placed.append((list(map(_ID, group)), day))

@@ -5,8 +5,8 @@ take the fast path, and every event lands in exactly one row.
 Session 21's soak: after midnight every batch holding a receipt of a job submitted
 the day before took the general path (`_NotAllPlaced`): the row was placed right
 (its day from the cache or the lookup) but staged with the receipt's own day, and
-the UPDATE joins the stage on the partition's day, so it found fewer rows than it
-placed. The general path wrote them correctly, but dearer (and, before f3a45ba,
+the UPDATE joined the stage on the partition's day too, so it found fewer rows than
+it placed. The general path wrote them correctly, but dearer (and, before f3a45ba,
 30 s a batch).
 """
 
@@ -82,6 +82,10 @@ CASES: list[tuple[str, list[list[Any]], set[int]]] = [
      [_subs(MIDNIGHT - 100), _dlrs(MIDNIGHT + 100)], {1}),
     ("the receipts with the new day's first jobs in one batch",
      [_subs(MIDNIGHT - 100), _dlrs(MIDNIGHT + 100) + _subs(MIDNIGHT + 200, "k")], set()),
+    ("receipts of rows on two days in one batch (yesterday's jobs and today's), the days cached",
+     [_subs(MIDNIGHT - 100), _subs(MIDNIGHT + 100, "k"), _dlrs(MIDNIGHT + 200) + _dlrs(MIDNIGHT + 300, "k")], set()),
+    ("the same, looked up", [_subs(MIDNIGHT - 100), _subs(MIDNIGHT + 100, "k"),
+                             _dlrs(MIDNIGHT + 200) + _dlrs(MIDNIGHT + 300, "k")], {2}),
     ("a held submit (the archiver's carry) with its receipt, after a batch of the old day",
      [_subs(MIDNIGHT - 5000, "a"), _subs(MIDNIGHT - 100) + _dlrs(MIDNIGHT + 100) + _dlrs(MIDNIGHT - 4000, "a")], set()),
     ("enroute before midnight, the final after, each its own batch",
