@@ -27,7 +27,7 @@ empty), the transaction rolls back and the batch takes the general path: stage
 everything, move each delta onto the day of an existing row, one ``INSERT …
 ON CONFLICT DO UPDATE`` with the same rules. Either way, applying a batch
 again changes nothing. ``general_batches`` counts the batches it wrote, by why
-(logged at most once a minute). One limit: a job's first event is taken to be
+(a warning at most once a minute). One limit: a job's first event is taken to be
 stamped no later than its other events' UTC day (the engine dates a receipt's
 event no earlier than its job's ``submitted``, dlr/correlate.lua ``event_ts``).
 When the server refuses a row built from the raw bytes (a value that is no
@@ -396,17 +396,18 @@ class PostgresHistory:
                      "fold (%d batch(es) so far)", getattr(err, "sqlstate", "?"), self.careful_batches)
 
     def _note_general(self, why: str) -> None:
-        """Count a batch the general path wrote, and say so at most once a minute: the
-        general path is correct but dearer (a replay after a restart takes it; steady
-        traffic should not)."""
+        """Count a batch the general path wrote, and warn at most once a minute: it is
+        correct but dearer, and steady traffic (the UTC day change included) takes none;
+        a replay of batches committed and not acked (killed in between) does. A warning,
+        not info: `sendgate bench` runs its engines at ``warning`` (the soak's logs)."""
         self.general_batches[why] += 1
         now = time.monotonic()
         if now - self._general_logged >= 60:
             self._general_logged = now
             g = self.general_batches
-            log.info("history: a batch took the general path (%s); so far %d by a unique violation (a row the "
-                     "lookup could not see: a replay), %d by a placement that proved wrong (a row gone)",
-                     why, g["unique_violation"], g["not_all_placed"])
+            log.warning("history: a batch took the general path (%s); so far %d by a unique violation (a row the "
+                        "lookup could not see: a replay), %d by a placement that proved wrong (a row gone)",
+                        why, g["unique_violation"], g["not_all_placed"])
 
     async def _write_jobs(self, conn: asyncpg.Connection, jobs: list[CopyJob], now_ms: int) -> None:
         try:
