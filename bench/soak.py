@@ -20,9 +20,11 @@ Every ``--interval`` seconds (60 by default) one row:
   of Redis (``INFO cpu``) over the interval ÷ ``done``.
 
 With ``--history postgresql://…`` each row also has ``archive`` (bench/archive_probe.py:
-events archived, lag, the archiver child's and the PostgreSQL backends' CPU per event,
-Redis' XREADGROUP/XACK usec per event, rows inserted/updated), and the result the same
-over the whole run, taken once the archive caught up (up to ``--drain-s`` + 120 s more).
+events archived, lag and how far behind, the archiver child's and the PostgreSQL
+backends' CPU per event and in all, Redis' XREADGROUP/XACK usec per event, rows
+inserted/updated; on Redis 6.2 and 7), and the result the same over the whole run, taken
+once the archive caught up (up to ``--drain-s`` + 120 s more; ``caught_up`` false when it
+did not).
 
 At the end (every job final, or ``--drain-s`` after the last push): ``lost``
 (pushed, neither final nor dead-lettered) and ``duplicates`` (submitted more
@@ -239,12 +241,16 @@ async def run_soak(
         def engine_cpu() -> float:
             return sum(proc_cpu_s(pid) for pid in engine_pids)
 
+        positions = {k.events: "0-0" for k in shards}
+        seen_counts = dict.fromkeys(positions, 0)  # events this reader has read of each stream (from its start)
         if o.history.startswith(("postgresql://", "postgres://")):
-            # the archive's cost per event, per interval (bench/archive_probe.py)
+            # the archive's cost per event, per interval (bench/archive_probe.py); on Redis 6.2
+            # (no entries-added) the events added are counted by this reader
             from bench.archive_probe import ArchiveProbe
 
             child = await archiver_child(engine_pids[0], 5.0) if o.archiver in ("auto", "process") else None
-            probe = ArchiveProbe(redis, o.history, [k.events for k in shards], "archiver", child)
+            probe = ArchiveProbe(redis, o.history, [k.events for k in shards], "archiver", child,
+                                 seen=lambda: {k: (n, positions[k] if n else None) for k, n in seen_counts.items()})
             await probe.start()
 
         producer = asyncio.get_running_loop().create_task(_produce(redis, [k.jobs for k in shards], o, s, run, tracker))
@@ -254,7 +260,6 @@ async def run_soak(
         reader.response_callbacks["XRANGE"] = lambda response, **options: response
         run_prefix = f"{run}-".encode()
         cut = len(run_prefix)
-        positions = {k.events: "0-0" for k in shards}
         last_dead = {k.dead: "-" for k in shards}
         intervals: list[dict[str, Any]] = []
         mark_t, mark_engine, mark_redis = t0, engine_cpu(), redis_cpu_s(await redis.info("cpu"))
@@ -324,6 +329,7 @@ async def run_soak(
                 if entries:
                     name = stream_name.decode() if isinstance(stream_name, bytes) else stream_name
                     positions[name] = entries[-1][0].decode()
+                    seen_counts[name] += len(entries)
             now = time.monotonic()
             for w, proc in enumerate(engines):
                 if proc.poll() is not None:

@@ -16,17 +16,20 @@ first:
    no speculative insertion);
 3. existing rows: ``COPY`` into ``history_stage`` (a temporary table of the
    connection, ``ON COMMIT DELETE ROWS``), then one ``UPDATE`` per day
-   partition joined on the job id, with the merge rules. Partitions have
-   ``fillfactor = 50``, so most of these updates stay on their page (HOT: no
-   index entry).
+   partition joined on the job id alone (a receipt stamped after midnight
+   updates the row of the day before), with the merge rules.
+   Partitions have ``fillfactor = 50``, so most of these updates stay on their
+   page (HOT: no index entry).
 
 When a placement proves wrong (a row that was cached is gone: erased, dropped;
 or a row the lookup could not see: a replay after a restart, whose cache is
 empty), the transaction rolls back and the batch takes the general path: stage
 everything, move each delta onto the day of an existing row, one ``INSERT …
 ON CONFLICT DO UPDATE`` with the same rules. Either way, applying a batch
-again changes nothing. One limit: a job's first event is taken to be stamped
-no later than its other events' UTC day (the clocks of the engine's workers).
+again changes nothing. ``general_batches`` counts the batches it wrote, by why
+(a warning at most once a minute). One limit: a job's first event is taken to be
+stamped no later than its other events' UTC day (the engine dates a receipt's
+event no earlier than its job's ``submitted``, dlr/correlate.lua ``event_ts``).
 When the server refuses a row built from the raw bytes (a value that is no
 number, a tab inside a value: a data error), the transaction rolls back and the
 batch is written again, in the same call, from the careful fold, which skips a
@@ -140,9 +143,17 @@ ON CONFLICT (job_id, day) DO UPDATE SET {_MERGE_SET.format(n="EXCLUDED")},
 # found through the partition's primary key (the partition is one day: its key
 # is the job id). The batch goes through the stage (COPY) rather than as arrays, whose
 # encoding in asyncpg checks every element against collections.abc (~1 µs each).
+# Joined on the job id alone, not on the staged row's day too: that is the day of the
+# job's earliest event in the batch, and the row may be on another (a receipt stamped
+# after midnight of a job whose row is on the day before). Joined on it too, such rows
+# were missed, the UPDATE counted fewer rows than placed, and every batch with one took
+# the general path (`_NotAllPlaced`): after each UTC day change, and for any receipt a
+# day or more after its submit (session 21's soak stalled there at midnight, #16). A
+# batch whose updates are on one day (nearly all) stages that day's rows only; on
+# several days each partition's UPDATE probes its key with every staged row.
 _UPDATE = (
     "UPDATE {table} AS m SET" + _MERGE_SET.format(n="s") + ",\n    updated_ms = $1\n"
-    "FROM history_stage s WHERE s.day = $2 AND m.job_id = s.job_id"
+    "FROM history_stage s WHERE m.job_id = s.job_id"
 )
 # Where the rows of jobs not in the day cache are, within a range of days.
 # The ids go in as one string split on a separator that no id holds (checked;
@@ -258,6 +269,12 @@ class PostgresHistory:
         #: batches the server refused as built from the raw bytes, written from the careful fold
         self.careful_batches = 0
         self._careful_logged = 0.0
+        #: batches written the general way (stage, move, upsert) because the fast path's
+        #: placement proved wrong, by why: ``unique_violation`` (a row the lookup could not
+        #: see: a replay after a restart, whose day cache is empty) and ``not_all_placed``
+        #: (an UPDATE of a placed row found fewer rows: a row gone, erased or dropped)
+        self.general_batches: dict[str, int] = {"unique_violation": 0, "not_all_placed": 0}
+        self._general_logged = 0.0
 
     # ------------------------------------------------------------ plumbing
     async def _init_connection(self, conn: asyncpg.Connection) -> None:
@@ -378,13 +395,29 @@ class PostgresHistory:
             log.info("history: PostgreSQL refused a batch's COPY rows (SQLSTATE %s); written from the careful "
                      "fold (%d batch(es) so far)", getattr(err, "sqlstate", "?"), self.careful_batches)
 
+    def _note_general(self, why: str) -> None:
+        """Count a batch the general path wrote, and warn at most once a minute: it is
+        correct but dearer, and steady traffic (the UTC day change included) takes none;
+        a replay of batches committed and not acked (killed in between) does. A warning,
+        not info: `sendgate bench` runs its engines at ``warning`` (the soak's logs)."""
+        self.general_batches[why] += 1
+        now = time.monotonic()
+        if now - self._general_logged >= 60:
+            self._general_logged = now
+            g = self.general_batches
+            log.warning("history: a batch took the general path (%s); so far %d by a unique violation (a row the "
+                        "lookup could not see: a replay), %d by a placement that proved wrong (a row gone)",
+                        why, g["unique_violation"], g["not_all_placed"])
+
     async def _write_jobs(self, conn: asyncpg.Connection, jobs: list[CopyJob], now_ms: int) -> None:
         try:
             placed = await self._write_placed(conn, jobs, now_ms)
         except _NotAllPlaced:
             placed = None
+            self._note_general("not_all_placed")
         except asyncpg.UniqueViolationError:  # a row the lookup could not see (a replay): merge
             placed = None
+            self._note_general("unique_violation")
         if placed is None:
             await self._write_merged(conn, jobs, now_ms)
             self._job_days.clear()  # some day may have been wrong: learn again
@@ -470,7 +503,7 @@ class PostgresHistory:
                 staged = next(iter(updates.values())) if len(updates) == 1 else [j for g in updates.values() for j in g]
                 await self._copy(conn, "history_stage", staged, now_ms)
             for day, group in updates.items():
-                status = await conn.execute(_UPDATE.format(table=_partition_name(day)), now_ms, self._date(day))
+                status = await conn.execute(_UPDATE.format(table=_partition_name(day)), now_ms)
                 if int(status.rsplit(" ", 1)[-1]) != len(group):
                     raise _NotAllPlaced  # a row gone (erased, dropped) since it was cached
                 placed.append((list(map(_ID, group)), day))
