@@ -11,7 +11,11 @@ with ``--history postgresql://…``): one sample per soak interval.
 * ``redis_us``: Redis' ``INFO commandstats`` usec of XREADGROUP and XACK ÷ ``archived``
   (every client's: the engines read their lanes with XREADGROUP too, so this is an
   upper bound; ``xack_us`` alone is the archiver's and the engines' acks);
-* ``pg_rows``: rows inserted / updated (HOT) in the messages partitions (pg_stat_user_tables).
+* ``pg_rows``: rows inserted / updated (HOT) in the messages partitions (pg_stat_user_tables);
+* ``pg_cpu_s``: the backends' CPU itself, which bench/soak.py divides by the jobs done
+  (``archive_pg_us_per_msg``, as ``archive_child_us_per_msg``): per job, and right on
+  Redis 6.2, whose XINFO GROUPS has no ``entries-read`` (``archived`` reads 0 there and the
+  ``*_us`` figures are the interval's totals).
 """
 
 from __future__ import annotations
@@ -123,4 +127,5 @@ class ArchiveProbe:
             "child_us": round(1e6 * d["child"] / n, 2), "pg_us": round(1e6 * d["pg"] / n, 2),
             "redis_xreadgroup_us": round(d["xreadgroup"] / n, 2), "redis_xack_us": round(d["xack"] / n, 2),
             "pg_rows": {"ins": int(d["ins"]), "upd": int(d["upd"]), "hot": int(d["hot"])},
+            "pg_cpu_s": round(d["pg"], 4),  # the backends' CPU itself (per job: bench/soak.py; Redis 6.2 too)
         }

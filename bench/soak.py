@@ -309,6 +309,7 @@ async def run_soak(
                 r["archive"] = await probe.sample()
                 cpu_child = proc_cpu_s(child) if child else 0.0
                 r["archive_child_us_per_msg"] = round(1e6 * (cpu_child - mark_child) / n, 2)
+                r["archive_pg_us_per_msg"] = round(1e6 * float(r["archive"].get("pg_cpu_s") or 0.0) / n, 2)
                 mark_child = cpu_child
             cmd = await redis.info("commandstats")
             r["redis_commands"] = commandstats_per_msg(mark_cmd, cmd, n)
