@@ -29,8 +29,8 @@ from typing import Any
 import redis
 
 from bench import history as bh
-from bench.e2e import proc_cpu_s
-from bench.redis_profile import _free_port, _server_args
+from bench.e2e import free_port, proc_cpu_s
+from engine.embedded_redis import server_settings_args
 
 
 def _measure(r: redis.Redis, pid: int, stream: str, events: int, count: int, how: str, rep: int) -> dict[str, float]:
@@ -64,10 +64,16 @@ def _measure(r: redis.Redis, pid: int, stream: str, events: int, count: int, how
     return out
 
 
+def _server_args(server: str, port: int, tmp: str) -> list[str]:
+    """A private server with the embedded server's settings, nothing kept, few background ticks."""
+    return [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", tmp,
+            "--daemonize", "no", "--loglevel", "warning", *server_settings_args(), "--hz", "1"]
+
+
 def run(server: str, events: int, count: int, reps: int) -> dict[str, Any]:
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.Popen(_server_args(server, port, tmp, ["hz 1"]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(_server_args(server, port, tmp), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             r = redis.Redis(port=port)
             for _ in range(100):
