@@ -148,6 +148,7 @@ class BenchOptions:
     callgrind: str = ""
     history: str = "off"  # the engines' [history]: "off", or a url ("" = SQLite in the data dir)
     archiver: str = "auto"  # [history] archiver: auto (a child process for PostgreSQL), inline, process
+    history_batch_size: int = 0  # [history] batch_size (0: the config's default)
     py_spy: str = ""
     prefill: int = 0  # records of earlier jobs written under the run's prefix before it starts
     marketing: int = 0  # > 0: every job is kind=marketing, checked against a suppression list of this many hashes
@@ -358,7 +359,7 @@ def _history_toml(o: BenchOptions, q: Any) -> str:
     if o.history == "off":
         return "[history]\nenabled = false"
     return (f"[history]\nenabled = true\nurl = {q('' if o.history == 'sqlite' else o.history)}\n"
-            f"archiver = {q(o.archiver)}")
+            f"archiver = {q(o.archiver)}" + (f"\nbatch_size = {o.history_batch_size}" if o.history_batch_size else ""))
 
 
 def _carriers_toml(o: BenchOptions, sim_port: int) -> str:
@@ -1546,6 +1547,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--archiver", choices=("auto", "inline", "process"), default="auto",
                    help="with --history: where the engines run the archiver ([history] archiver; default auto: "
                         "a child process for PostgreSQL, in the engine for SQLite)")
+    p.add_argument("--history-batch-size", metavar="N", type=int, default=0,
+                   help="with --history: the archiver's [history] batch_size (XREADGROUP COUNT; default: the config's)")
     p.add_argument("--history-cost", metavar="N", type=int, default=0,
                    help="what the archiver costs: N pairs of runs with --history's store and without "
                         "(ABBA order: the pair's first run alternates), then medians, per-pair ratios, "
@@ -1585,6 +1588,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         redis_url=args.redis_url, timeout_s=args.timeout_s, seed=args.seed, quiet=args.quiet,
         cprofile=args.cprofile, callgrind=args.callgrind, py_spy=args.py_spy, prefill=max(0, args.prefill), history=args.history, ops=args.ops,
         archiver=args.archiver,
+        history_batch_size=args.history_batch_size,
         marketing=max(0, args.marketing), hooks=tuple(args.hooks), receipt_hold_s=max(0.0, args.receipt_hold_s),
         gather_ms=args.gather_ms,
     )

@@ -596,7 +596,7 @@ async def main():
     redis = Redis.from_url(REDIS_URL)
     store = PostgresHistory(DSN)
     await store.migrate()
-    archiver = Archiver(redis, store, [STREAM], consumer="bench", batch_size=5000, block_ms=1)
+    archiver = Archiver(redis, store, [STREAM], consumer="bench", batch_size=COUNT, block_ms=1)
     n = await archiver.drain()
     assert n == EVENTS, (n, EVENTS)
     await store.close()
@@ -615,8 +615,9 @@ except ImportError:
 
 def archiver_instructions(tree: Path = _ROOT, python: str = sys.executable, small: int = 2, large: int = 6,
                           pattern: str = "paired", pg: str = "postgresql://postgres@127.0.0.1:5432",
-                          redis_url: str = "") -> float:
-    """Instructions of the archiver's process per event archived (see ``archiver`` above)."""
+                          redis_url: str = "", count: int = 5000) -> float:
+    """Instructions of the archiver's process per event archived (see ``archiver`` above);
+    ``count``: its batch_size (XREADGROUP COUNT)."""
     import asyncio
     import uuid
 
@@ -645,7 +646,8 @@ def archiver_instructions(tree: Path = _ROOT, python: str = sys.executable, smal
                         events += 1
                     pipe.execute()
                 code = "".join(f"{k} = {v!r}\n" for k, v in {
-                    "REDIS_URL": url, "DSN": f"{pg}/{name}", "STREAM": stream, "EVENTS": events}.items()) + _ARCHIVER
+                    "REDIS_URL": url, "DSN": f"{pg}/{name}", "STREAM": stream, "EVENTS": events,
+                    "COUNT": count}.items()) + _ARCHIVER
                 out = Path(tmp) / f"cg.{n}"
                 subprocess.run(
                     [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", python, "-c", code],
@@ -1115,6 +1117,7 @@ def main(argv: list[str] | None = None) -> int:
     ar.add_argument("--python", default=sys.executable, help="its interpreter (its venv's python)")
     ar.add_argument("--pattern", choices=("paired", "split"), default="paired",
                     help="receipts in the same batch as their submit (paired) or the next (split)")
+    ar.add_argument("--count", type=int, default=5000, help="the archiver's batch_size (XREADGROUP COUNT)")
     ar.add_argument("--pg", default=os.environ.get("SENDGATE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432"),
                     help="server URL without database (a database is created and dropped per run)")
     pa = sub.add_parser("path", help="engine instructions per job over the whole path (sendgate bench, worker 0)")
@@ -1185,8 +1188,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"receipt events through a custom hook: {per:,.0f} instructions per event (parsed, made the hooks'"
               " events, hook_edits with Trivial; no I/O)")
     elif a.what == "archiver":
-        per = archiver_instructions(a.tree, a.python, pattern=a.pattern, pg=a.pg)
-        print(f"archiver ({a.pattern}): {per:,.0f} instructions per event (read, fold, write, ack)")
+        per = archiver_instructions(a.tree, a.python, pattern=a.pattern, pg=a.pg, count=a.count)
+        print(f"archiver ({a.pattern}, COUNT {a.count}): {per:,.0f} instructions per event (read, fold, write, ack)")
     elif a.what == "path":
         per = path_instructions(a.tree, a.python, a.small, a.large, a.shards, a.keep)
         print(f"engine path: {per:,.0f} instructions per job (sendgate bench worker 0, {a.small} vs {a.large} jobs,"

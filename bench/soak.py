@@ -243,6 +243,7 @@ async def run_soak(
 
         positions = {k.events: "0-0" for k in shards}
         seen_counts = dict.fromkeys(positions, 0)  # events this reader has read of each stream (from its start)
+        child: int | None = None
         if o.history.startswith(("postgresql://", "postgres://")):
             # the archive's cost per event, per interval (bench/archive_probe.py); on Redis 6.2
             # (no entries-added) the events added are counted by this reader
@@ -263,6 +264,8 @@ async def run_soak(
         last_dead = {k.dead: "-" for k in shards}
         intervals: list[dict[str, Any]] = []
         mark_t, mark_engine, mark_redis = t0, engine_cpu(), redis_cpu_s(await redis.info("cpu"))
+        mark_cmd: dict[str, Any] = await redis.info("commandstats")
+        mark_child = proc_cpu_s(child) if child else 0.0
         next_row = t0 + s.interval_s
         drain_deadline = t0 + s.duration_s + s.drain_s
 
@@ -288,7 +291,7 @@ async def run_soak(
                 last_dead[dead_key] = "(" + entries[-1][0].decode()
 
         async def row(now: float) -> None:
-            nonlocal mark_t, mark_engine, mark_redis
+            nonlocal mark_t, mark_engine, mark_redis, mark_cmd, mark_child
             await read_dead()
             done, receipt_lat, submit_lat = tracker.take_interval()
             cpu_e, cpu_r = engine_cpu(), redis_cpu_s(await redis.info("cpu"))
@@ -309,6 +312,13 @@ async def run_soak(
             }
             if probe is not None:
                 r["archive"] = await probe.sample()
+                cpu_child = proc_cpu_s(child) if child else 0.0
+                r["archive_child_us_per_msg"] = round(1e6 * (cpu_child - mark_child) / n, 2)
+                r["archive_pg_us_per_msg"] = round(1e6 * float(r["archive"].get("pg_cpu_s") or 0.0) / n, 2)
+                mark_child = cpu_child
+            cmd = await redis.info("commandstats")
+            r["redis_commands"] = commandstats_per_msg(mark_cmd, cmd, n)
+            mark_cmd = cmd
             intervals.append(r)
             mark_t, mark_engine, mark_redis = now, cpu_e, cpu_r
             log(f"bench soak: {r['t_s']:7.1f}s  done {done}  rss {r['engine_rss_mb']} MiB  "
@@ -387,6 +397,22 @@ async def run_soak(
                     await redis.delete(*written[i : i + 1000])
         with contextlib.suppress(Exception):
             await redis.aclose()
+
+
+def commandstats_per_msg(before: dict[str, Any], after: dict[str, Any], n: int) -> dict[str, list[float]]:
+    """``INFO commandstats`` delta per message done, by command: [calls, usec] (every
+    client's: the engines', their archiver's, the bench's own reads)."""
+    out: dict[str, list[float]] = {}
+    for name, stat in after.items():
+        if not isinstance(stat, dict):
+            continue
+        prev = before.get(name)
+        p: dict[str, Any] = prev if isinstance(prev, dict) else {}
+        calls = int(stat.get("calls", 0)) - int(p.get("calls", 0))
+        if calls > 0:
+            usec = float(stat.get("usec", 0)) - float(p.get("usec", 0))
+            out[name.removeprefix("cmdstat_")] = [round(calls / n, 4), round(usec / n, 3)]
+    return dict(sorted(out.items(), key=lambda kv: -kv[1][1]))
 
 
 def format_soak(r: dict[str, Any]) -> str:

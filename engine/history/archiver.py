@@ -191,6 +191,10 @@ class Archiver:
         self.write_failures = 0
         self.failing = False  # the store refuses the batch in hand right now
         self.last_lag = ArchiveLag(entries=0, pending=0, behind_s=0.0)
+        # `run()` refreshes the gauges every 5 s only where someone reads them (a registry
+        # given: the engine's inline archiver). The archiver's child process and
+        # `sendgate archive` have none: the engine reads the lag from the group itself.
+        self.report_lag = registry is not None
         r = registry if registry is not None else CollectorRegistry()
         self._m_lag = Gauge("sendgate_archive_lag", "Events not yet in the history store (unread + pending)", registry=r)
         self._m_behind = Gauge("sendgate_archive_behind_seconds", "Age of the oldest event not yet in the history store", registry=r)
@@ -268,7 +272,7 @@ class Archiver:
                     self._defer_since = None  # caught up: a new burst may be deferred again
                 if 0 < taken < self.batch_size and self.settle_ms > 0 and self._prefetch is None:
                     await self._pause(self.settle_ms / 1000)
-                if time.monotonic() - last_lag >= 5.0:
+                if self.report_lag and time.monotonic() - last_lag >= 5.0:
                     last_lag = time.monotonic()
                     await self.lag()
             except asyncio.CancelledError:

@@ -47,6 +47,7 @@ class InboundArchiver(Archiver):
         **options: Any,
     ) -> None:
         super().__init__(redis, store, streams, registry=CollectorRegistry(), **options)
+        self.report_lag = registry is not None
         self.own_numbers = frozenset(own_numbers)
         self.hash_number = hash_number
         self.retention_s = retention_s

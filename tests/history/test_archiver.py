@@ -570,3 +570,38 @@ async def test_jobs_across_midnight_and_an_odd_time_land_on_their_days(
         "delivered", midnight + 11, {"submitted": midnight + 9, "delivered": midnight + 11})
     pending: Any = await redis.xpending(events_key, "archiver")
     assert pending["pending"] == 0 and archiver.archived == 6
+
+
+async def test_run_refreshes_the_lag_gauges_only_where_someone_reads_them(
+    redis: Redis, events_key: str, store: HistoryStore
+) -> None:
+    """The archiver's child process and `sendgate archive` have no registry: the engine reads
+    the lag from the group itself, so their loop asks Redis nothing for it (on Redis 6.2 an
+    XRANGE of up to 2,000 entries every 5 s). The engine's inline archiver (a registry) does."""
+    from prometheus_client import CollectorRegistry
+
+    await push_jobs(redis, events_key, 0, 300)
+    registry = CollectorRegistry()
+    seen = Archiver(redis, store, [events_key], group="seen", consumer="a1", batch_size=100, block_ms=50,
+                    registry=registry)
+    unseen = Archiver(redis, store, [events_key], group="unseen", consumer="a2", batch_size=100, block_ms=50)
+    assert seen.report_lag and not unseen.report_lag
+    initial = unseen.last_lag
+    tasks = [asyncio.get_running_loop().create_task(a.run()) for a in (seen, unseen)]
+    try:
+        total = expected_events(0, 300)
+        await until(lambda: _archived(seen, total), what="the first archiver done")
+        await until(lambda: _archived(unseen, total), what="the second archiver done")
+        # The loop's first lag() comes after its first round: some of the stream still unread then.
+        assert seen.last_lag.entries > 0
+        assert registry.get_sample_value("sendgate_archive_lag") == seen.last_lag.entries
+        assert unseen.last_lag is initial
+    finally:
+        for a, t in zip((seen, unseen), tasks, strict=True):
+            await stop(a, t)
+    # Asked, it still answers (the engine's own Archiver object does so every 5 s).
+    assert (await unseen.lag()).entries == 0
+
+
+async def _archived(archiver: Archiver, n: int) -> bool:
+    return archiver.archived >= n
