@@ -28,19 +28,20 @@ before the batch's own entries of that stream (a job's held entries are older
 than its new ones).
 
 Cost per round: O(entries read), not O(entries held). Per stream a dict job id
--> its held entries (a list, in id order), and a FIFO (deque) of each job's first
-held entry, oldest first: expiry pops from its front. A job written because its
-final came leaves a stale record in the FIFO (recognised: its first entry is no
-longer the job's, or the job is gone), skipped when it reaches the front, and
-the FIFO is rebuilt from the dict (whose order is the same: insertion = id
-order) when stale records outnumber live ones, so it holds no more than about
-twice the held jobs' first entries (the records keep the entries alive).
+-> its held entry (or entries, a `_Many` list, in id order), in the order the
+jobs were first held, which is the id order of their first held entries: expiry
+takes jobs from the dict's front until one is young enough; a job written
+because its final came is popped where it is. The common round (jobs new to the
+hold, one entry each) goes into the dict in one ``update`` (C), and the jobs a
+round's finals release are found by a set intersection (C, over the smaller of
+the two). (CPython's dict keeps the holes of popped jobs until it resizes, so the
+walk from the front skips up to about twice the held jobs' slots, in C: ~0.1 ms a
+round for 100,000.)
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections import deque
 from operator import itemgetter
 from typing import Any
 
@@ -51,56 +52,26 @@ __all__ = ["EventHold"]
 Batch = list[tuple[str, list[Any]]]
 
 _entry_id = itemgetter(0)
+_fields = itemgetter(1)
+_job_of = itemgetter(1)  # the job id: a field list's second item (the engine's layout: ``id`` first)
 
 
-class _Stream:
-    """One stream's held jobs: job id -> entries (id order), and the FIFO of first entries."""
+class _Many(list):  # type: ignore[type-arg]
+    """A job's held entries when it has more than one (a plain entry is a list too)."""
 
-    __slots__ = ("jobs", "queue")
+    __slots__ = ()
 
-    def __init__(self) -> None:
-        self.jobs: dict[bytes, list[Any]] = {}
-        self.queue: deque[Any] = deque()
 
-    def expire(self, cutoff: bytes, out: list[Any]) -> int:
-        """Move every job whose first held entry's id is below ``cutoff`` to ``out``; the entries moved."""
-        q, jobs = self.queue, self.jobs
-        n = 0
-        while q and q[0][0] < cutoff:
-            e = q.popleft()
-            lst = jobs.get(e[1][1])
-            if lst is not None and lst[0] is e:
-                del jobs[e[1][1]]
-                out += lst
-                n += len(lst)
-        return n
+def _first_id(v: Any) -> Any:
+    return v[0][0] if v.__class__ is _Many else v[0]
 
-    def pop_oldest(self, out: list[Any]) -> int:
-        """Move the oldest held job to ``out``; the entries moved (0: none held)."""
-        q, jobs = self.queue, self.jobs
-        while q:
-            e = q.popleft()
-            lst = jobs.get(e[1][1])
-            if lst is not None and lst[0] is e:
-                del jobs[e[1][1]]
-                out += lst
-                return len(lst)
-        return 0
 
-    def front(self) -> Any:
-        """The id of the oldest held job's first entry (stale records dropped), or None."""
-        q, jobs = self.queue, self.jobs
-        while q:
-            e = q[0]
-            lst = jobs.get(e[1][1])
-            if lst is not None and lst[0] is e:
-                return e[0]
-            q.popleft()
-        return None
-
-    def compact(self) -> None:
-        if len(self.queue) > 2 * len(self.jobs) + 1024:
-            self.queue = deque(lst[0] for lst in self.jobs.values())
+def _extend(out: list[Any], v: Any) -> int:
+    if v.__class__ is _Many:
+        out += v
+        return len(v)
+    out.append(v)
+    return 1
 
 
 class EventHold:
@@ -115,7 +86,7 @@ class EventHold:
         self.max_entries = max_entries
         self.count = 0  # entries held now
         self.added = 0  # entries put on hold so far
-        self._streams: dict[str, _Stream] = {}
+        self._streams: dict[str, dict[bytes, Any]] = {}
         self._newest_ms: int | None = None  # the newest entry id's ms read so far
         self._newest_at = 0.0  # when (``now``, seconds) it was read
 
@@ -124,17 +95,18 @@ class EventHold:
 
     def oldest_id(self) -> Any:
         """The smallest entry id held (over the streams), or None."""
-        fronts = [f for f in (s.front() for s in self._streams.values()) if f is not None]
+        fronts = [_first_id(next(iter(jobs.values()))) for jobs in self._streams.values() if jobs]
         return min(fronts) if fronts else None
 
     def release_all(self, batch: Batch | None = None) -> Batch:
         """Everything held, each stream's before that stream's entries of ``batch`` (if any)."""
         out: dict[str, list[Any]] = {}
-        for stream, st in self._streams.items():
-            if st.jobs:
-                # in id order: the jobs' first entries are in id order, a job's later ones may
-                # interleave with other jobs' (a job's own order is what the fold needs)
-                out[stream] = [e for lst in st.jobs.values() for e in lst]
+        for stream, jobs in self._streams.items():
+            if jobs:
+                got: list[Any] = []
+                for v in jobs.values():
+                    _extend(got, v)
+                out[stream] = got
         self._streams.clear()
         self.count = 0
         if batch is None:
@@ -173,9 +145,9 @@ class EventHold:
         for stream, es in batch:
             if not es:
                 continue
-            st = streams.get(stream)
-            if st is None:
-                st = streams[stream] = _Stream()
+            jobs = streams.get(stream)
+            if jobs is None:
+                jobs = streams[stream] = {}
             i = bisect_left(es, cutoff, key=_entry_id)  # older than the bound: never held
             finals: set[bytes] = set()
             maybe: list[Any] = []
@@ -187,30 +159,34 @@ class EventHold:
                     finals.add(f[1])
                 else:
                     maybe.append(e)
-            jobs = st.jobs
             now_out: list[Any] = []
             if jobs and finals:
-                pop = jobs.pop
-                for jid in finals:
-                    lst = pop(jid, None)
-                    if lst is not None:
-                        now_out += lst
-                        released += len(lst)
+                both = jobs.keys() & finals  # (C, over the smaller)
+                if both:  # (a job's own entries in id order; the jobs in any)
+                    vals = list(map(jobs.pop, both))
+                    if _Many in set(map(type, vals)):
+                        for v in vals:
+                            released += _extend(now_out, v)
+                    else:
+                        now_out += vals
+                        released += len(vals)
             hold = [e for e in maybe if e[1][1] not in finals] if finals else maybe
             if hold:
                 out_ids = set(map(_entry_id, hold))
                 now_out += es[:i]
                 now_out += [e for e in es[i:] if e[0] not in out_ids]
-                append = st.queue.append
-                get = jobs.get
-                for e in hold:
-                    jid = e[1][1]
-                    lst = get(jid)
-                    if lst is None:
-                        jobs[jid] = [e]
-                        append(e)
-                    else:
-                        lst.append(e)
+                ids = list(map(_job_of, map(_fields, hold)))
+                if len(set(ids)) == len(ids) and jobs.keys().isdisjoint(ids):
+                    jobs.update(zip(ids, hold, strict=True))  # the usual round: new jobs, one entry each
+                else:
+                    for jid, e in zip(ids, hold, strict=True):
+                        v = jobs.get(jid)
+                        if v is None:
+                            jobs[jid] = e
+                        elif v.__class__ is _Many:
+                            v.append(e)
+                        else:
+                            jobs[jid] = _Many((v, e))
                 added += len(hold)
             elif now_out:
                 now_out += es
@@ -219,25 +195,45 @@ class EventHold:
             out[stream] = now_out
         self.count += added - released
         self.added += added
-        # time: jobs whose first held entry is past the bound (every stream: a quiet one's too)
+        # time: jobs whose first held entry is past the bound, from each dict's front
+        # (every stream: a quiet one's too)
         expired: dict[str, list[Any]] = {}
-        for stream, st in streams.items():
-            if st.queue and st.queue[0][0] < cutoff:
+        for stream, jobs in streams.items():
+            if not jobs:
+                continue
+            old: list[bytes] = []
+            for jid, v in jobs.items():
+                if _first_id(v) >= cutoff:
+                    break
+                old.append(jid)
+            if old:
                 gone: list[Any] = []
-                self.count -= st.expire(cutoff, gone)
-                if gone:
-                    expired[stream] = gone
+                pop = jobs.pop
+                for jid in old:
+                    self.count -= _extend(gone, pop(jid))
+                expired[stream] = gone
         # count: the oldest jobs over the cap
         if self.count > self.max_entries:
-            while self.count > self.max_entries:
-                oldest = min(((f, s) for s, st in streams.items() if (f := st.front()) is not None), default=None)
-                if oldest is None:
-                    break
-                gone = expired.setdefault(oldest[1], [])
-                self.count -= streams[oldest[1]].pop_oldest(gone)
-        for st in streams.values():
-            st.compact()
+            self._over_cap(expired)
         if expired:
             for stream, gone in expired.items():
                 out[stream] = gone + out[stream] if stream in out else gone
         return list(out.items())
+
+    def _over_cap(self, expired: dict[str, list[Any]]) -> None:
+        """Write the oldest jobs (over the streams) until at most ``max_entries`` are held."""
+        excess = self.count - self.max_entries
+        front: list[tuple[Any, str, bytes, int]] = []
+        for stream, jobs in self._streams.items():
+            n = 0
+            for jid, v in jobs.items():
+                if n >= excess:
+                    break
+                k = len(v) if v.__class__ is _Many else 1
+                front.append((_first_id(v), stream, jid, k))
+                n += k
+        front.sort()
+        for _id, stream, jid, _k in front:
+            if self.count <= self.max_entries:
+                break
+            self.count -= _extend(expired.setdefault(stream, []), self._streams[stream].pop(jid))
