@@ -632,12 +632,19 @@ class Archiver:
                     stream, self.group, self.consumer, self.claim_idle_ms, start, count=self.batch_size
                 )
                 start = _text(reply[0])
-                entries = [e for e in reply[1] if e[1] is not None]
+                # (not this archiver's own held entries: idle that long when the hold's stream
+                # time moves slower than the clock, an archive far behind; written when released)
+                entries = [e for e in reply[1] if e[1] is not None and not self._held_entry(stream, e)]
                 if entries:
                     total += await self._commit([(stream, entries)])
                 if start in ("0-0", "0"):
                     break
         return total
+
+    def _held_entry(self, stream: str, entry: Any) -> bool:
+        fields = entry[1]
+        job_id = fields.get(b"id", fields.get("id")) if isinstance(fields, dict) else None
+        return job_id is not None and self._hold.holds(stream, entry[0], job_id)
 
     # --------------------------------------------------------------- position
     async def _group_info(self, stream: str) -> dict[str, Any] | None:

@@ -98,6 +98,17 @@ class EventHold:
         fronts = [_first_id(next(iter(jobs.values()))) for jobs in self._streams.values() if jobs]
         return min(fronts) if fronts else None
 
+    def holds(self, stream: str, entry_id: Any, job_id: Any) -> bool:
+        """Whether this entry (id and job id, bytes or str) is held now."""
+        jobs = self._streams.get(stream)
+        if not jobs:
+            return False
+        v = jobs.get(job_id.encode() if isinstance(job_id, str) else job_id)
+        if v is None:
+            return False
+        eid = entry_id.encode() if isinstance(entry_id, str) else entry_id
+        return any(e[0] == eid for e in v) if v.__class__ is _Many else bool(v[0] == eid)
+
     def release_all(self, batch: Batch | None = None) -> Batch:
         """Everything held, each stream's before that stream's entries of ``batch`` (if any)."""
         out: dict[str, list[Any]] = {}

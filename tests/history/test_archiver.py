@@ -751,3 +751,31 @@ async def test_wait_caught_up_and_drain_write_what_is_held(
     assert await drainer.drain() == 10 and drainer.holding == 0
     rows = [r for c in ("c0", "c1", "c2") for r in await store.find(client=c, limit=100)]
     assert sorted(r.job_id for r in rows) == sorted(f"job-{i}" for i in range(20))
+
+
+async def test_reclaim_leaves_this_archivers_own_held_entries_to_the_hold(
+    redis: Redis, events_key: str, store: HistoryStore
+) -> None:
+    """XAUTOCLAIM takes every entry idle past claim_idle_ms, this consumer's too: held
+    ones (idle that long when the archive is far behind) are left to the hold, written
+    once with their receipts, not once by the takeover and again when released."""
+    counted = _JobWrites(store)
+    archiver = Archiver(redis, counted, [events_key], consumer="l6", batch_size=1000, block_ms=50,  # type: ignore[arg-type]
+                        settle_ms=100, hold_ms=60_000, claim_idle_ms=300)
+    await push_jobs(redis, events_key, 0, 5, receipts=False)
+    task = asyncio.get_running_loop().create_task(archiver.run())
+    try:
+        await until(lambda: _holding(archiver, 5), what="the submitted events held")
+
+        async def claimed() -> bool:  # the loop's XAUTOCLAIM (every claim_idle_ms) took them again
+            got: Any = await redis.xpending_range(events_key, "archiver", "-", "+", 10)
+            return len(got) == 5 and min(int(p["times_delivered"]) for p in got) >= 2
+
+        await until(claimed, what="the held entries taken over by the loop's reclaim")
+        assert archiver.holding == 5 and archiver.archived == 0
+        await _push_receipts(redis, events_key, range(5))
+        await until(lambda: _archived(archiver, 10), what="the jobs written with their receipts")
+    finally:
+        await stop(archiver, task)
+    assert [counted.in_writes(f"job-{i}") for i in range(5)] == [1] * 5
+    assert (await redis.xpending(events_key, "archiver"))["pending"] == 0
