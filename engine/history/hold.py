@@ -42,6 +42,7 @@ round for 100,000.)
 from __future__ import annotations
 
 from bisect import bisect_left
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
@@ -172,9 +173,13 @@ class EventHold:
                     maybe.append(e)
             now_out: list[Any] = []
             if jobs and finals:
-                both = jobs.keys() & finals  # (C, over the smaller)
-                if both:  # (a job's own entries in id order; the jobs in any)
-                    vals = list(map(jobs.pop, both))
+                # the held jobs these finals end (C): look the finals up when fewer than the
+                # jobs held, else intersect over the jobs (few held: receipts within a batch)
+                if len(finals) <= len(jobs):
+                    vals = list(filter(None, map(jobs.pop, finals, repeat(None))))
+                else:
+                    vals = list(map(jobs.pop, jobs.keys() & finals))
+                if vals:  # (a job's own entries in id order; the jobs in any)
                     if _Many in set(map(type, vals)):
                         for v in vals:
                             released += _extend(now_out, v)
