@@ -200,6 +200,7 @@ class HistorySettings(_Base, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     block_ms: int = 1000
     settle_ms: int = 1000  # after a batch that was not full, wait this long before the next read
     defer_s: float = 30.0  # while jobs wait in the lanes, archive at most this long later (0 = never wait)
+    hold_s: float = 10.0  # a job's non-final events wait at most this long (stream time) for its final one
     archiver: Literal["auto", "inline", "process"] = "auto"  # auto: a child process for PostgreSQL
     nice: int = 10  # the child process's CPU priority, relative to the engine (0-19)
     claim_idle_s: float = 60.0  # entries another archiver left pending this long are taken over
@@ -510,6 +511,8 @@ def _check_history(h: HistorySettings) -> None:
         raise ConfigError("history.settle_ms: must be between 0 and 60000")
     if not 0 <= h.defer_s <= 3600:
         raise ConfigError("history.defer_s: must be between 0 and 3600")
+    if not 0 <= h.hold_s <= 300:
+        raise ConfigError("history.hold_s: must be between 0 and 300")
     if not 0 <= h.nice <= 19:
         raise ConfigError("history.nice: must be between 0 and 19")
     if h.claim_idle_s <= 0:

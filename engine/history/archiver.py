@@ -31,13 +31,16 @@ merge rules turn into no change. So nothing is lost and nothing doubles.
   in batches of that time's events rather than one event at a time: a job whose
   receipt came within it is one row (COPY, no UPDATE), and the archive runs
   about that much behind.
-- **Hold** (`run()`, with ``settle_ms``): a batch's events of its last
-  ``settle_ms`` (by entry id) that are not final, of jobs without a final event
-  there, are held back one round: read and not acked (pending, so the trimmer
-  keeps them and a restart reads them again), then written with the next batch,
-  where their receipts likely are: one COPYed row per job, not a row and an
-  UPDATE of it next round (`_hold_tail`). Held until ``settle_ms`` of later
-  events came (by entry id); a read that brings nothing writes them.
+- **Hold** (`run()`, with ``settle_ms``): a job's events that are not final
+  (``submitted`` with a receipt to come, ``enroute``, ``accepted``) are held back
+  until its final event is read (engine/history/hold.py): read and not acked
+  (pending, so the trimmer keeps them, `lag()` counts them and a restart reads
+  them again), then written with the batch that brings the final event: one
+  COPYed row per job, not a row and an UPDATE of it later. Bounded by time
+  (``hold_ms``, ``[history] hold_s``, at least ``settle_ms``: an entry that much
+  older than the newest entry read is written; while reads bring nothing that
+  "now" moves on with the clock) and by count (``hold_max`` entries: beyond, the
+  oldest jobs are written). A stopping archiver writes what it holds.
 - **Defer**: with ``busy`` (``sendgate run`` / ``archive``: jobs have waited
   unread in the lanes for over a second, a burst) and ``defer_s`` (``[history] defer_s``, 30 s), the archiver does not
   read while the engine has a backlog, nor ``settle_ms`` after the lanes emptied
@@ -69,7 +72,6 @@ import contextlib
 import logging
 import socket
 import time
-from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from itertools import groupby
 from operator import itemgetter
@@ -84,8 +86,9 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.backlog import unread_estimate
+from engine.history.hold import EventHold
 from engine.history.raw_reader import RawReader
-from engine.history.record import FINAL_EVENTS_B, deltas_from_entries
+from engine.history.record import deltas_from_entries
 from engine.history.store import HistoryStore, HistoryUnavailable
 from engine.redis_client import is_cluster, raw_reply_client
 
@@ -95,6 +98,10 @@ log = logging.getLogger("sendgate.history")
 
 _REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 _STOPPED = object()
+
+#: Entries the archiver holds at most (engine/history/hold.py): ~1.5 KB each as the raw
+#: reply holds them (a first event's 28 values), so ~150 MB at most.
+HOLD_MAX = 100_000
 
 
 def default_consumer() -> str:
@@ -141,6 +148,8 @@ class Archiver:
         settle_ms: int = 0,
         busy: Callable[[], Awaitable[bool]] | None = None,
         defer_s: float = 0.0,
+        hold_ms: int = 0,
+        hold_max: int = HOLD_MAX,
     ) -> None:
         if not streams:
             raise ValueError("the archiver needs at least one stream")
@@ -181,11 +190,11 @@ class Archiver:
         self._no_defer = False  # wait_caught_up: a stopping engine wants the archive now
         self._prefetch: asyncio.Future[Any] | None = None  # the next batch, read while one commits
         self._acking: asyncio.Future[None] | None = None  # a committed batch's XACK, sent while the next commits
-        # Hold (`run()` only, with ``settle_ms``): entries of the last batch held back one
-        # round (read, not acked: pending), per stream; committed with the next batch.
+        # Hold (`run()` only, with ``settle_ms``): a job's non-final events held back (read,
+        # not acked: pending) until its final event is read, at most max(settle_ms,
+        # hold_ms) behind the newest entry read and ``hold_max`` entries (engine/history/hold.py).
         self._holding = False
-        self._carry: list[tuple[str, list[Any]]] = []
-        self.held = 0  # entries held back one round so far
+        self._hold = EventHold(max(settle_ms, hold_ms), hold_max)
         self._migrated = False
         self.archived = 0  # events committed and acknowledged by this process
         self.write_failures = 0
@@ -227,6 +236,16 @@ class Archiver:
         return self._stop.is_set()
 
     @property
+    def held(self) -> int:
+        """Entries put on hold so far (engine/history/hold.py)."""
+        return self._hold.added
+
+    @property
+    def holding(self) -> int:
+        """Entries on hold now (read, not acked)."""
+        return self._hold.count
+
+    @property
     def deferring(self) -> bool:
         """Not reading now because the engine has a backlog (``busy``; see `_defer`)."""
         return self._defer_since is not None
@@ -245,12 +264,19 @@ class Archiver:
         try:
             await self._loop()
             await self._settle_ack()
+            await self._write_held()
         finally:
             self._drop_prefetch()
             if self._acking is not None:  # cancelled: those entries stay pending, written again (no change)
                 self._acking.cancel()
             if self._raw is not None:
                 await self._raw.aclose()
+
+    async def _write_held(self) -> None:
+        """Stopping: write what is held, if the store takes it now (else it stays
+        pending and is written on the next start)."""
+        if self._hold.count:
+            await self._commit(self._hold.release_all())
 
     async def _loop(self) -> None:
         last_lag = last_claim = last_drop = 0.0
@@ -409,7 +435,7 @@ class Archiver:
             # delivered entries: they are this consumer's pending ones, read next (id 0),
             # with the entries held back (pending too).
             self._read_pending = True
-            self._carry = []
+            self._hold.clear()
             raise
         if got is None:
             return None
@@ -426,18 +452,15 @@ class Archiver:
         taken = sum(len(es) for _, es in batch)
         if taken == 0 and start == "0":
             self._read_pending = False  # own backlog done (or none): new entries from now on
-        # (no await from here on: the carry is taken and replaced in one step)
-        carry, self._carry = self._carry, []
-        if taken and start == ">" and self._holding and self.settle_ms > 0 and not self._no_defer \
-                and not self.stopping:
-            batch, self._carry = _hold_tail(batch, self.settle_ms, carry)
-            self.held += sum(len(es) for _, es in self._carry)
-        elif carry:
-            batch = _with_carry(carry, batch)
-        if taken == 0 and not carry:
-            return None
-        deltas: list[Any] = self._fold(batch) if any(es for _, es in batch) else []
-        return batch, deltas, taken
+        # (no await from here on: the hold is updated in one step)
+        hold = self._hold
+        if start == ">" and self._holding and self.settle_ms > 0 and not self._no_defer and not self.stopping:
+            batch = hold.split(batch, time.monotonic())
+        elif hold.count:
+            batch = hold.release_all(batch)
+        if not any(es for _, es in batch):
+            return (batch, [], taken) if taken else None
+        return batch, self._fold(batch), taken
 
     async def _read_batch(self, start: str, wait_ms: int | None) -> list[tuple[str, Any]] | None:
         """One XREADGROUP (one per stream, pipelined): ``[(stream, entries), …]``; None
@@ -476,7 +499,7 @@ class Archiver:
         if self._prefetch is not None:
             self._prefetch.cancel()
             self._prefetch = None
-            self._carry = []  # (what it held is pending too)
+            self._hold.clear()  # (what it held is pending too)
 
     async def wait_caught_up(self, timeout_s: float) -> bool:
         """Wait (while `run()` goes on) until every event is archived; gives up at once
@@ -613,12 +636,19 @@ class Archiver:
                     stream, self.group, self.consumer, self.claim_idle_ms, start, count=self.batch_size
                 )
                 start = _text(reply[0])
-                entries = [e for e in reply[1] if e[1] is not None]
+                # (not this archiver's own held entries: idle that long when the hold's stream
+                # time moves slower than the clock, an archive far behind; written when released)
+                entries = [e for e in reply[1] if e[1] is not None and not self._held_entry(stream, e)]
                 if entries:
                     total += await self._commit([(stream, entries)])
                 if start in ("0-0", "0"):
                     break
         return total
+
+    def _held_entry(self, stream: str, entry: Any) -> bool:
+        fields = entry[1]
+        job_id = fields.get(b"id", fields.get("id")) if isinstance(fields, dict) else None
+        return job_id is not None and self._hold.holds(stream, entry[0], job_id)
 
     # --------------------------------------------------------------- position
     async def _group_info(self, stream: str) -> dict[str, Any] | None:
@@ -692,6 +722,7 @@ class Archiver:
 
 _entry_id = itemgetter(0)  # an entry's id, in C (map over a batch's entries)
 
+
 #: Entries after the group's position that `Archiver.lag` counts when Redis does not
 #: say; beyond, an estimate.
 _LAG_COUNT = 2000
@@ -718,74 +749,6 @@ def pack_xack(stream: str, group: str, ids: list[Any]) -> bytes:
     except TypeError:  # an id that is no bytes (a parsed reply's str)
         return bytes(hiredis.pack_command((b"XACK", stream, group, *ids)))
     return b"".join(parts)
-
-
-def _hold_tail(
-    batch: list[tuple[str, list[Any]]], hold_ms: int, carry: Sequence[tuple[str, list[Any]]] = ()
-) -> tuple[list[tuple[str, list[Any]]], list[tuple[str, list[Any]]]]:
-    """Split a batch (and what was held back last round, ``carry``: older, per stream)
-    into what to commit now and what to hold back one more round: the events of the
-    batch's last ``hold_ms`` (by entry id, against its newest entry) that are not final
-    (``submitted`` with its receipt to come, ``enroute``, ``accepted``) of a job
-    without a final event there. Such a job's receipt is likely in the next batch;
-    held, its events are one row then (one COPYed row, not a row now and an UPDATE of
-    it next round). A carried entry is held again while it is within ``hold_ms`` of
-    the newest and no final event of its job came (its fields are not read again).
-    Entries in the engine's layout only (``id`` then ``event`` fourth); anything else
-    is committed now. Each stream's entries are in id order (a bisect finds the tail);
-    ids are bytes (the raw reply), else nothing is held. Returns (commit, hold), each
-    per stream, the commit's carried entries first."""
-    newest = max((es[-1][0] for _s, es in batch if es), default=None)
-    ms = newest.partition(b"-")[0] if newest.__class__ is bytes else b""
-    if len(ms) != 13 or not ms.isdigit():
-        return (_with_carry(carry, batch) if carry else batch), []
-    cutoff = b"%013d" % (int(ms) - hold_ms)  # an id of the same 13 digits compares as its time does
-    final_b = FINAL_EVENTS_B
-    finals: set[bytes] = set()
-    keep: dict[str, list[Any]] = {}
-    held: dict[str, list[Any]] = {}
-    for stream, es in batch:
-        i = bisect_left(es, cutoff, key=_entry_id)
-        if i == len(es):
-            keep[stream] = es
-            continue
-        maybe: list[Any] = []
-        for e in es[i:]:
-            f = e[1]
-            if f.__class__ is not list or len(f) < 6 or f[0] != b"id" or f[4] != b"event":
-                continue
-            if f[5] in final_b:
-                finals.add(f[1])
-            else:
-                maybe.append(e)
-        hold = [e for e in maybe if e[1][1] not in finals]
-        if not hold:
-            keep[stream] = es
-            continue
-        out = {e[0] for e in hold}
-        keep[stream] = es[:i] + [e for e in es[i:] if e[0] not in out]
-        held[stream] = hold
-    for stream, es in carry:
-        i = bisect_left(es, cutoff, key=_entry_id)
-        now = es[:i]
-        again: list[Any] = []
-        for e in es[i:]:
-            (now if e[1][1] in finals else again).append(e)
-        if now:
-            keep[stream] = now + keep[stream] if stream in keep else now
-        if again:
-            held[stream] = again + held[stream] if stream in held else again
-    return list(keep.items()), list(held.items())
-
-
-def _with_carry(
-    carry: Sequence[tuple[str, list[Any]]], batch: list[tuple[str, list[Any]]]
-) -> list[tuple[str, list[Any]]]:
-    """The entries held back last round before each stream's new ones (both in id order)."""
-    extra = dict(carry)
-    out = [(stream, extra.pop(stream) + es if stream in extra else es) for stream, es in batch]
-    out += extra.items()
-    return out
 
 
 def _raw_reply(response: Any, **options: Any) -> Any:

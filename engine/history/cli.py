@@ -73,7 +73,7 @@ def archiver_for(settings: Settings, redis: Redis, store: HistoryStore, registry
         redis, store, events, group=h.group, consumer=h.consumer,
         batch_size=h.batch_size, block_ms=h.block_ms, retention_days=settings.privacy.retention_days.message,
         claim_idle_ms=int(h.claim_idle_s * 1000), registry=registry, settle_ms=h.settle_ms,
-        busy=busy, defer_s=h.defer_s,
+        busy=busy, defer_s=h.defer_s, hold_ms=int(h.hold_s * 1000),
     )
 
 

@@ -20,7 +20,7 @@ def test_example_config_loads_with_every_documented_key() -> None:
     assert c.encoding.concat == "udh8" and c.encoding.max_parts == 10
     assert s.privacy.retention_days.message == 120
     assert s.history.enabled and s.history.url == "" and s.history.group == "archiver"
-    assert (s.history.archiver, s.history.settle_ms, s.history.nice) == ("auto", 1000, 10)
+    assert (s.history.archiver, s.history.settle_ms, s.history.nice, s.history.hold_s) == ("auto", 1000, 10, 10.0)
 
 
 def test_defaults_without_file() -> None:
@@ -46,6 +46,8 @@ def test_env_overrides() -> None:
         ({"history": {"batch_size": 0}}, "history.batch_size"),
         ({"history": {"group": ""}}, "history.group"),
         ({"history": {"settle_ms": -1}}, "history.settle_ms"),
+        ({"history": {"hold_s": -1}}, "history.hold_s"),
+        ({"history": {"hold_s": 301}}, "history.hold_s"),
         ({"history": {"nice": 20}}, "history.nice"),
         ({"history": {"archiver": "thread"}}, "history.archiver"),
         ({"carriers": [{"name": "a", "port": 0}]}, "carriers[0].port"),

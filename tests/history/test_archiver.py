@@ -178,23 +178,21 @@ async def test_fresh_submitted_events_wait_one_round_for_their_receipts(
     assert (await redis.xpending(events_key, "archiver"))["pending"] == 0
 
 
-async def test_events_held_back_when_the_archiver_stops_are_archived_on_its_restart(
+async def test_events_held_back_when_the_archiver_stops_are_written_by_its_stop(
     redis: Redis, events_key: str, store: HistoryStore
 ) -> None:
-    """Held back = pending: a stop (or a crash) then loses nothing; the restarted archiver
-    reads them as its own pending entries and writes each once."""
+    """A stopping archiver writes what it holds (and acks it after the commit): nothing
+    is left pending for the next start, each job is one row."""
     await push_jobs(redis, events_key, 0, 10, receipts=False)
-    first = Archiver(redis, store, [events_key], consumer="h2", batch_size=1000, block_ms=10_000, settle_ms=300)
+    first = Archiver(redis, store, [events_key], consumer="h2", batch_size=1000, block_ms=10_000, settle_ms=300,
+                     hold_ms=60_000)
     task = asyncio.get_running_loop().create_task(first.run())
     try:
         await until(lambda: _held(first, 10), what="the submitted events held back")
+        assert first.archived == 0 and first.holding == 10
     finally:
         await stop(first, task)
-    assert first.archived == 0
-    again = Archiver(redis, store, [events_key], consumer="h2", batch_size=1000, block_ms=50, settle_ms=300)
-    task = await run_until_archived(again)
-    await stop(again, task)
-    assert again.archived == 10
+    assert first.archived == 10 and first.holding == 0
     rows = [r for c in ("c0", "c1", "c2") for r in await store.find(client=c, limit=100)]
     assert sorted(r.job_id for r in rows) == sorted(f"job-{i}" for i in range(10))
     assert all(set(r.events) == {"submitted"} for r in rows)
@@ -605,3 +603,212 @@ async def test_run_refreshes_the_lag_gauges_only_where_someone_reads_them(
 
 async def _archived(archiver: Archiver, n: int) -> bool:
     return archiver.archived >= n
+# ------------------------------------------------------------------ the long hold
+class _JobWrites:
+    """A real store that remembers which job ids each write carried: a job in two
+    writes is a row and an UPDATE of it."""
+
+    def __init__(self, inner: HistoryStore) -> None:
+        self.inner = inner
+        self.dialect = inner.dialect
+        self.writes: list[list[str]] = []
+
+    async def write(self, deltas: Any, now_ms: int) -> int:
+        jobs = getattr(deltas, "jobs", None)
+        ids = [j[0].decode() for j in jobs] if jobs is not None else [d.job_id for d in deltas]
+        self.writes.append(ids)
+        return await self.inner.write(deltas, now_ms)
+
+    def in_writes(self, job_id: str) -> int:
+        return sum(job_id in w for w in self.writes)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def _pg_tuples(store: HistoryStore, inserted: int) -> tuple[int, int]:
+    """(rows inserted, rows updated) of the messages partitions, once the statistics
+    show ``inserted`` inserts (a backend reports them shortly after its commit)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(store.dsn)  # type: ignore[attr-defined]
+    try:
+        got: tuple[int, int] = (0, 0)
+
+        async def flushed() -> bool:
+            nonlocal got
+            await conn.execute("SELECT pg_stat_clear_snapshot()")
+            row = await conn.fetchrow(
+                "SELECT coalesce(sum(n_tup_ins), 0) AS ins, coalesce(sum(n_tup_upd), 0) AS upd "
+                "FROM pg_stat_user_tables WHERE relname LIKE 'messages_p%'")
+            got = (int(row["ins"]), int(row["upd"]))
+            return got[0] >= inserted
+
+        await until(flushed, what="the statistics of the inserts")
+        return got
+    finally:
+        await conn.close()
+
+
+async def _push_receipts(redis: Redis, stream: str, jobs: range, event: str = "delivered") -> None:
+    t = int(time.time() * 1000)
+    pipe = redis.pipeline(transaction=False)
+    for i in jobs:
+        pipe.xadd(stream, event_fields(f"job-{i}", event, t + i))  # type: ignore[arg-type]
+    await pipe.execute()
+
+
+async def test_a_receipt_several_settle_ms_late_is_one_row_not_a_row_and_an_update(
+    redis: Redis, events_key: str, store: HistoryStore
+) -> None:
+    """Submitted events held (pending) while rounds of other jobs are archived over more
+    than three settle_ms of stream time; their receipts then come, and each job is
+    written once: one COPYed row (PostgreSQL: no UPDATE in pg_stat_user_tables)."""
+    counted = _JobWrites(store)
+    archiver = Archiver(redis, counted, [events_key], consumer="l1", batch_size=1000, block_ms=50,  # type: ignore[arg-type]
+                        settle_ms=200, hold_ms=30_000)
+    await push_jobs(redis, events_key, 0, 10, receipts=False)  # job-0 … job-9, no receipt yet
+    task = asyncio.get_running_loop().create_task(archiver.run())
+    try:
+        await until(lambda: _holding(archiver, 10), what="the submitted events held")
+        first = await redis.xrange(events_key, count=1)
+        # other jobs, each with its receipt at once, for more than 3 x settle_ms
+        n = 100
+        while True:
+            await push_jobs(redis, events_key, n, 10, receipts=False)
+            await _push_receipts(redis, events_key, range(n, n + 10))
+            n += 10
+            await until(lambda done=2 * (n - 100): _archived(archiver, done), what="a round of other jobs")
+            newest = (await redis.xrevrange(events_key, count=1))[0][0]
+            if _id(newest.decode())[0] - _id(first[0][0].decode())[0] > 3 * 200:
+                break
+        assert archiver.holding == 10  # still waiting for their receipts
+        assert (await redis.xpending(events_key, "archiver"))["pending"] == 10  # pending: lag() counts them
+        assert (await archiver.lag()).entries == 10
+        await _push_receipts(redis, events_key, range(10), "undeliverable")
+        await until(lambda: _archived(archiver, 20 + 2 * (n - 100)), what="the late receipts archived")
+    finally:
+        await stop(archiver, task)
+    for i in range(10):
+        assert counted.in_writes(f"job-{i}") == 1, counted.writes
+        row = await store.get(f"job-{i}")
+        assert row is not None and set(row.events) == {"submitted", "undeliverable"}
+        assert row.final_state == "undeliverable"
+    assert (await redis.xpending(events_key, "archiver"))["pending"] == 0
+    if store.dialect == "postgres":
+        inserted, updated = await _pg_tuples(store, n - 100 + 10)
+        assert (inserted, updated) == (n - 100 + 10, 0)
+
+
+async def _holding(archiver: Archiver, n: int) -> bool:
+    return archiver.holding >= n
+
+
+async def test_held_events_are_written_once_hold_ms_passed_and_beyond_the_count(
+    redis: Redis, events_key: str, store: HistoryStore
+) -> None:
+    """The bounds: beyond hold_max entries the oldest jobs are written at once; the rest
+    once hold_ms has passed (a quiet stream: by the clock), without their receipts."""
+    archiver = Archiver(redis, store, [events_key], consumer="l2", batch_size=1000, block_ms=50,
+                        settle_ms=100, hold_ms=1500, hold_max=6)
+    await push_jobs(redis, events_key, 0, 10, receipts=False)
+    task = asyncio.get_running_loop().create_task(archiver.run())
+    try:
+        await until(lambda: _archived(archiver, 4), what="the oldest beyond the count written")
+        held_at = time.monotonic()
+        assert archiver.holding == 6 and archiver.archived == 4
+        rows = [r for c in ("c0", "c1", "c2") for r in await store.find(client=c, limit=100)]
+        assert sorted(r.job_id for r in rows) == [f"job-{i}" for i in range(4)]  # the oldest four
+        await until(lambda: _archived(archiver, 10), what="the rest written after hold_ms")
+        assert time.monotonic() - held_at >= 1.0  # not at once: about hold_ms after they were read
+        assert archiver.holding == 0
+    finally:
+        await stop(archiver, task)
+    rows = [r for c in ("c0", "c1", "c2") for r in await store.find(client=c, limit=100)]
+    assert sorted(r.job_id for r in rows) == sorted(f"job-{i}" for i in range(10))
+    assert all(set(r.events) == {"submitted"} for r in rows)
+    assert (await redis.xpending(events_key, "archiver"))["pending"] == 0
+
+
+async def test_killed_while_holding_loses_and_duplicates_nothing(
+    redis: Redis, events_key: str, store: HistoryStore
+) -> None:
+    """Killed (its task cancelled) with entries held: they are pending; the restarted
+    archiver reads them first (id 0), and with the receipts that came meanwhile every
+    job is one row holding exactly its events."""
+    await push_jobs(redis, events_key, 0, 40, receipts=False)
+    await _push_receipts(redis, events_key, range(20, 40))  # half of them final in the first batch
+    first = Archiver(redis, store, [events_key], consumer="l3", batch_size=1000, block_ms=50, settle_ms=100,
+                     hold_ms=60_000)
+    task = asyncio.get_running_loop().create_task(first.run())
+    await until(lambda: _holding(first, 20), what="the submitted events held")
+    await until(lambda: _archived(first, 40), what="the jobs with receipts written")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (await redis.xpending(events_key, "archiver"))["pending"] == 20  # held = pending, not lost
+    await _push_receipts(redis, events_key, range(0, 20, 2))  # receipts of the held even ones come now
+    again = Archiver(redis, store, [events_key], consumer="l3", batch_size=1000, block_ms=50, settle_ms=100,
+                     hold_ms=60_000)
+    task = await run_until_archived(again)
+    await stop(again, task)
+    assert again.archived == 20 + 10  # the 20 held (read again: id 0), the 10 receipts
+    rows = [r for c in ("c0", "c1", "c2") for r in await store.find(client=c, limit=100)]
+    assert sorted(r.job_id for r in rows) == sorted(f"job-{i}" for i in range(40))
+    for r in rows:
+        i = int(r.job_id.split("-")[1])
+        done = i >= 20 or i % 2 == 0
+        assert r.final_state == ("delivered" if done else ""), r.job_id
+        assert set(r.events) == ({"submitted", "delivered"} if done else {"submitted"}), r.job_id
+    assert (await redis.xpending(events_key, "archiver"))["pending"] == 0
+
+
+async def test_wait_caught_up_and_drain_write_what_is_held(
+    redis: Redis, events_key: str, store: HistoryStore
+) -> None:
+    """A graceful stop's wait_caught_up turns the hold off: what is held is written and
+    the lag reaches 0; drain() holds nothing."""
+    archiver = Archiver(redis, store, [events_key], consumer="l4", batch_size=1000, block_ms=50, settle_ms=100,
+                        hold_ms=60_000)
+    await push_jobs(redis, events_key, 0, 10, receipts=False)
+    task = asyncio.get_running_loop().create_task(archiver.run())
+    try:
+        await until(lambda: _holding(archiver, 10), what="the submitted events held")
+        assert await archiver.wait_caught_up(20.0)
+        assert archiver.archived == 10 and archiver.holding == 0
+    finally:
+        await stop(archiver, task)
+    await push_jobs(redis, events_key, 10, 10, receipts=False)
+    drainer = Archiver(redis, store, [events_key], consumer="l5", batch_size=1000, block_ms=50, settle_ms=100,
+                       hold_ms=60_000)
+    assert await drainer.drain() == 10 and drainer.holding == 0
+    rows = [r for c in ("c0", "c1", "c2") for r in await store.find(client=c, limit=100)]
+    assert sorted(r.job_id for r in rows) == sorted(f"job-{i}" for i in range(20))
+
+
+async def test_reclaim_leaves_this_archivers_own_held_entries_to_the_hold(
+    redis: Redis, events_key: str, store: HistoryStore
+) -> None:
+    """XAUTOCLAIM takes every entry idle past claim_idle_ms, this consumer's too: held
+    ones (idle that long when the archive is far behind) are left to the hold, written
+    once with their receipts, not once by the takeover and again when released."""
+    counted = _JobWrites(store)
+    archiver = Archiver(redis, counted, [events_key], consumer="l6", batch_size=1000, block_ms=50,  # type: ignore[arg-type]
+                        settle_ms=100, hold_ms=60_000, claim_idle_ms=300)
+    await push_jobs(redis, events_key, 0, 5, receipts=False)
+    task = asyncio.get_running_loop().create_task(archiver.run())
+    try:
+        await until(lambda: _holding(archiver, 5), what="the submitted events held")
+
+        async def claimed() -> bool:  # the loop's XAUTOCLAIM (every claim_idle_ms) took them again
+            got: Any = await redis.xpending_range(events_key, "archiver", "-", "+", 10)
+            return len(got) == 5 and min(int(p["times_delivered"]) for p in got) >= 2
+
+        await until(claimed, what="the held entries taken over by the loop's reclaim")
+        assert archiver.holding == 5 and archiver.archived == 0
+        await _push_receipts(redis, events_key, range(5))
+        await until(lambda: _archived(archiver, 10), what="the jobs written with their receipts")
+    finally:
+        await stop(archiver, task)
+    assert [counted.in_writes(f"job-{i}") for i in range(5)] == [1] * 5
+    assert (await redis.xpending(events_key, "archiver"))["pending"] == 0
