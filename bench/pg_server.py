@@ -50,7 +50,6 @@ STOCK: dict[str, str] = {
 TUNED: dict[str, str] = {
     "max_connections": "50", "shared_buffers": "1GB", "max_wal_size": "16GB", "min_wal_size": "1GB",
     "checkpoint_timeout": "30min", "checkpoint_completion_target": "0.9", "wal_compression": "lz4",
-    "wal_buffers": "64MB",
 }
 
 _WATCHDOG = """
