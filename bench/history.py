@@ -16,7 +16,19 @@ and dropped at the end, and to a stream of its own in ``--redis`` (default
 
     python -m bench.history                          # store writes + archiver rounds
     python -m bench.history --prefill 200000 --batches 40 --json out.json
-    PYTHONPATH=/path/to/other/tree python -m bench.history   # the same on another tree
+    cd /path/to/other/tree && python -m bench.history   # the same on another tree (the cwd comes
+                                                        # first on sys.path: PYTHONPATH alone does not do it)
+
+Per job (a job: one COPYed row with ``--pattern paired``, a row and its receipt's
+UPDATE with ``split``): the CPU of the whole server (backends, checkpointer, WAL
+writer: meaningful on a server of the bench's own), WAL bytes, records and
+full-page images, checkpoints. ``--private-pg stock|tuned`` starts that server
+(bench/pg_server.py; durable), ``--pg-set`` changes one of its settings,
+``--prefill-sql N`` gives it a big day fast, ``--statements`` lists where the
+backends' time went (pg_stat_statements):
+
+    python -m bench.history --private-pg stock --pg-set max_wal_size=32MB --what store \
+        --pattern split --prefill-sql 600000 --prefill 10000 --batches 40
 """
 
 from __future__ import annotations
