@@ -155,7 +155,7 @@ _LOOKUP_JOINED = (
 )
 # The lookup of jobs whose first event the batch holds searches the days after theirs:
 # partitions made ahead, nearly always empty — yet each would sort the batch's ids and
-# probe its key once per id (~1 µs of the backend's CPU per job, bench/RESULTS.md
+# probe its key once per id (~2 µs of the backend's CPU per job on a slow VM, bench/RESULTS.md
 # "pgcost"). The guard, a one-time filter the server evaluates first, skips them all
 # when no row is there: the first key of each partition in the range (a merge of
 # index scans, a row each at most), never a bitmap of a whole day's index (which is
