@@ -1512,9 +1512,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "slowed Redis (a profiler), whose receipts would otherwise be parked unmatched")
     p.add_argument("--gather-ms", type=int, default=-1, metavar="MS",
                    help="the engines' [engine] gather_ms (default: the engine's own; 0 = off, as before it)")
-    p.add_argument("--history", default="off", metavar="off|sqlite|URL",
+    p.add_argument("--history", default="off", metavar="off|sqlite|private-pg|URL",
                    help="the engines archive events into a history store: off (default), sqlite "
-                        "(the data directory's file) or a postgresql:// / sqlite:/// url")
+                        "(the data directory's file), private-pg (a PostgreSQL the bench starts for the run on a "
+                        "free 127.0.0.1 port with docs/postgres.md's settings, durable, stopped and removed at "
+                        "exit; needs initdb/pg_ctl) or a postgresql:// / sqlite:/// url")
     p.add_argument("--ops", choices=("default", "off", "scrape"), default="default",
                    help="operators' view: the engines' default sampler, 'off' (no sampler), or 'scrape' "
                         "(sampler, and /metrics and /status fetched every second, as Prometheus and the status page would)")
@@ -1592,6 +1594,59 @@ def main(argv: Sequence[str] | None = None) -> int:
         marketing=max(0, args.marketing), hooks=tuple(args.hooks), receipt_hold_s=max(0.0, args.receipt_hold_s),
         gather_ms=args.gather_ms,
     )
+    private = None
+    if opts.history == PRIVATE_PG:
+        private, dsn = start_private_pg(opts.quiet)
+        if private is None:
+            print(f"sendgate bench: --history {PRIVATE_PG}: {dsn}", file=sys.stderr)
+            return 2
+        opts = replace(opts, history=dsn)
+    try:
+        return _main_run(opts, args, argv)
+    finally:
+        if private is not None:
+            private.destroy()
+            if not opts.quiet:
+                print("bench: stopped the private PostgreSQL and removed its data", file=sys.stderr)
+
+
+#: ``--history private-pg``: a PostgreSQL of the run's own, with the guide's settings.
+PRIVATE_PG = "private-pg"
+
+
+def start_private_pg(quiet: bool = False) -> tuple[Any, str]:
+    """A private PostgreSQL for ``--history private-pg`` (bench/pg_server.py: ``initdb`` on a
+    free 127.0.0.1 port, durable, docs/postgres.md's settings) and a database on it:
+    ``(server, dsn)``, or ``(None, why not)``. The caller destroys it (stop, data removed);
+    a watchdog does so if this process dies first."""
+    import asyncpg
+
+    from bench.pg_server import TUNED, start_private_server
+
+    server, why = start_private_server(dict(TUNED))
+    if server is None:
+        return None, why
+
+    async def create() -> None:
+        conn = await asyncpg.connect(server.dsn(), timeout=10)
+        try:
+            await conn.execute("CREATE DATABASE sendgate_history")
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(create())
+    except (OSError, asyncpg.PostgresError) as err:
+        server.destroy()
+        return None, f"cannot create its database: {err}"
+    if not quiet:
+        print(f"bench: started a private PostgreSQL on 127.0.0.1:{server.port} ({server.folder}), "
+              "removed at exit", file=sys.stderr)
+    return server, server.dsn("sendgate_history")
+
+
+def _main_run(opts: BenchOptions, args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    """`main` once the options are checked (and any private PostgreSQL started)."""
     if args.duration > 0:
         if args.rate <= 0 or args.interval <= 0 or args.drain_s < 0:
             print("sendgate bench: --duration needs --rate > 0 (and --interval > 0, --drain-s >= 0)", file=sys.stderr)

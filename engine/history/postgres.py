@@ -17,9 +17,9 @@ first:
 3. existing rows: ``COPY`` into ``history_stage`` (a temporary table of the
    connection, ``ON COMMIT DELETE ROWS``), then one ``UPDATE`` per day
    partition joined on the job id alone (a receipt stamped after midnight
-   updates the row of the day before), with the merge rules.
-   Partitions have ``fillfactor = 50``, so most of these updates stay on their
-   page (HOT: no index entry).
+   updates the row of the day before), with the merge rules. Partitions have
+   ``fillfactor = 45``, so nearly all of these updates stay on their page (HOT:
+   no index entry).
 
 When a placement proves wrong (a row that was cached is gone: erased, dropped;
 or a row the lookup could not see: a replay after a restart, whose cache is
@@ -83,9 +83,11 @@ _LOCK_MIGRATE = 0x5347484D  # "SGHM": one migrator at a time
 _DAYS_AHEAD = 2
 # Room on each page for a row's receipt update to stay on the page (a HOT update:
 # no new entry in any index). At 80 only ~20 % of the steady state's updates were
-# HOT, at 50 ~87 %: less WAL, smaller indexes, and no larger a heap (updates that
-# leave their page bloat it as much); migration 0003 has the figures.
-_FILLFACTOR = 50
+# HOT, at 50 80-87 %, at 45 all of a batch's delivered receipts (a row grows by its
+# receipt, and every row of a page may be updated in one batch): less WAL, smaller
+# indexes, and no larger a heap (updates that leave their page bloat it as much);
+# migrations 0003 and 0008 have the figures.
+_FILLFACTOR = 45
 
 _STAGE_COLUMNS = COPY_COLUMNS[:-1]
 _STAGE_DDL = """
@@ -162,6 +164,16 @@ _LOOKUP = "SELECT job_id, day FROM messages WHERE job_id = ANY($1::text[]) AND d
 _LOOKUP_JOINED = (
     "SELECT job_id, day FROM messages WHERE job_id = ANY(string_to_array($1::text, E'\\x1f')) AND day >= $2 AND day <= $3"
 )
+# The lookup of jobs whose first event the batch holds searches the days after theirs:
+# partitions made ahead, nearly always empty — yet each would sort the batch's ids and
+# probe its key once per id (~2 µs of the backend's CPU per job on a slow VM, bench/RESULTS.md
+# "pgcost"). The guard, a one-time filter the server evaluates first, skips them all
+# when no row is there: the first key of each partition in the range (a merge of
+# index scans, a row each at most), never a bitmap of a whole day's index (which is
+# what an EXISTS over the day range was planned as, enable_seqscan being off).
+_ANY_ROW_IN_DAYS = "(SELECT 1 FROM messages WHERE day >= $2 AND day <= $3 ORDER BY job_id LIMIT 1) IS NOT NULL"
+_LOOKUP_LATER = f"{_LOOKUP} AND {_ANY_ROW_IN_DAYS}"
+_LOOKUP_LATER_JOINED = f"{_LOOKUP_JOINED} AND {_ANY_ROW_IN_DAYS}"
 _SEP = b"\x1f"
 # Every write transaction, in one round trip: BEGIN; its plans probe primary keys
 # (the planner, blind to the batch, would otherwise hash or scan a whole day's
@@ -466,7 +478,10 @@ class PostgresHistory:
             # A job's row is on the day of its first archived event: with the first
             # event in hand, only a later day can hold it (its later events archived
             # first, by another archiver); without, it may be a few days back (a receipt).
-            for group, back, ahead in ((first_new, -1, self.lookback_days), (other_new, self.lookback_days, 1)):
+            for group, back, ahead, by_joined, by_array in (
+                (first_new, -1, self.lookback_days, _LOOKUP_LATER_JOINED, _LOOKUP_LATER),
+                (other_new, self.lookback_days, 1, _LOOKUP_JOINED, _LOOKUP),
+            ):
                 if not group:
                     continue
                 days = set(map(_DAY, group))
@@ -474,9 +489,9 @@ class PostgresHistory:
                 ids = list(map(_ID, group))
                 joined = _SEP.join(ids)
                 if joined.count(_SEP) == len(ids) - 1:
-                    rows = await conn.fetch(_LOOKUP_JOINED, joined.decode(), self._date(lo), self._date(hi))
+                    rows = await conn.fetch(by_joined, joined.decode(), self._date(lo), self._date(hi))
                 else:
-                    rows = await conn.fetch(_LOOKUP, [i.decode() for i in ids], self._date(lo), self._date(hi))
+                    rows = await conn.fetch(by_array, [i.decode() for i in ids], self._date(lo), self._date(hi))
                 found = {job_id.encode(): (day - _EPOCH).days for job_id, day in rows}
                 if not found and len(days) == 1:  # the usual batch: all new, one day
                     day = days.pop()

@@ -292,3 +292,59 @@ def test_the_measured_window_is_announced_to_a_profiler(tmp_path: Path, redis_ur
     assert r["lost"] == 0 and r["final"] == 200
     # the engines' whole run falls between the two calls: their scripts, reads and acks
     assert edges[1][1] - edges[0][1] > 20
+
+
+def test_history_private_pg_archives_the_run_then_stops_and_removes_its_server(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--history private-pg``: the bench starts a durable PostgreSQL of its own with the
+    guide's settings, the engine's archiver writes the run's jobs into it, and at the end
+    the server is stopped and its folder removed."""
+    import asyncio
+
+    import asyncpg
+
+    import bench.e2e as e2e
+    from bench.pg_server import find_pg_bin
+
+    if find_pg_bin() is None:
+        pytest.skip("initdb/pg_ctl not found")
+    seen: dict[str, object] = {}
+    start = e2e.start_private_pg
+
+    def recording_start(quiet: bool = False) -> tuple[object, str]:
+        server, dsn = start(quiet)
+        assert server is not None, dsn
+        destroy = server.destroy
+
+        def destroy_after_counting() -> None:
+            async def count() -> tuple[int, list[str]]:
+                conn = await asyncpg.connect(dsn)
+                try:
+                    rows = await conn.fetchval("SELECT count(*) FROM messages")
+                    settings = [await conn.fetchval(f"SHOW {name}") for name in
+                                ("synchronous_commit", "fsync", "full_page_writes", "wal_compression", "max_wal_size")]
+                    return rows, settings
+                finally:
+                    await conn.close()
+
+            seen["rows"], seen["settings"] = asyncio.run(count())
+            destroy()
+
+        server.destroy = destroy_after_counting  # type: ignore[method-assign]
+        seen["folder"], seen["port"] = server.folder, server.port
+        return server, dsn
+
+    monkeypatch.setattr(e2e, "start_private_pg", recording_start)
+    r = _run(tmp_path, redis_url, "--history", "private-pg")
+    assert r["lost"] == 0
+    archive = r["archive"]
+    assert isinstance(archive, dict) and archive["events"] > 0
+    assert seen["rows"] == 300 - int(r["dead_letters"])  # type: ignore[call-overload]  # each job sent: one row
+    assert seen["settings"] == ["on", "on", "on", "lz4", "16GB"]
+    folder = seen["folder"]
+    assert isinstance(folder, Path) and not folder.exists()
+    import socket
+
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", int(seen["port"]))) != 0  # type: ignore[call-overload]
