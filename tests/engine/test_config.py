@@ -23,6 +23,51 @@ def test_example_config_loads_with_every_documented_key() -> None:
     assert (s.history.archiver, s.history.settle_ms, s.history.nice, s.history.hold_s) == ("auto", 1000, 10, 10.0)
 
 
+def test_example_config_lists_every_key_with_its_default() -> None:
+    """README and docs/contract.md say the example lists every key: each field of each
+    section is in it, as a key (the optional sections' as a commented ``# key =`` line),
+    with the default the code has (a key added to the code and not to the example, or a
+    default changed in one place only, fails here)."""
+    import re
+    import tomllib
+    import typing
+
+    import msgspec
+
+    from engine.config import Settings
+
+    text = EXAMPLE.read_text(encoding="utf-8")
+    data = tomllib.loads(text)
+    commented = set(re.findall(r"^#\s*([a-z_]+)\s*=", text, flags=re.M))
+    missing: list[str] = []
+    wrong: list[str] = []
+
+    def check(path: str, struct: type, given: dict[str, object]) -> None:
+        for f in msgspec.structs.fields(struct):
+            t = f.type
+            if typing.get_origin(t) is tuple and hasattr(typing.get_args(t)[0], "__struct_fields__"):
+                items = given.get(f.encode_name) or []
+                check(f"{path}{f.encode_name}[]", typing.get_args(t)[0], items[0] if items else {})  # type: ignore[index]
+                continue
+            if hasattr(t, "__struct_fields__"):
+                check(f"{path}{f.encode_name}.", t, given.get(f.encode_name, {}))  # type: ignore[arg-type]
+                continue
+            if f.encode_name in given:
+                continue
+            if f.encode_name not in commented:
+                missing.append(path + f.encode_name)
+
+    check("", Settings, data)
+    assert not missing, f"keys missing from config/sendgate.example.toml: {missing}"
+    # The values given are the defaults (the carrier's and [redis] url are examples).
+    s, d = load_settings(EXAMPLE, env={}), settings_from_mapping({})
+    for section in ("engine", "admin", "logging", "webhooks", "history", "inbound"):
+        for f in msgspec.structs.fields(getattr(d, section)):
+            if getattr(getattr(s, section), f.name) != getattr(getattr(d, section), f.name):
+                wrong.append(f"{section}.{f.encode_name}")
+    assert not wrong, f"example values that are not the defaults: {wrong}"
+
+
 def test_defaults_without_file() -> None:
     s = load_settings(None, env={})
     assert s.redis.url == ""  # embedded Redis
